@@ -1,0 +1,2 @@
+// The weave CLI lands with issue 7.
+export {};
