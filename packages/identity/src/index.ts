@@ -16,3 +16,4 @@ export {
   authorizeMatching,
   assertAuthorized,
 } from './authorizer.js';
+export * from './workload/index.js';
