@@ -1,1 +1,45 @@
-export {};
+/**
+ * @weave/transport — SPIFFE mTLS for Weave: a verifying undici client
+ * (`SecureChannel`), fastify/node server helpers, rotation, pooling, retry and
+ * circuit breaking.
+ *
+ * @packageDocumentation
+ */
+export {
+  TransportError,
+  PeerVerificationError,
+  CircuitOpenError,
+  PoolExhaustedError,
+  TransportConfigError,
+  TransportIdentityError,
+} from './errors.js';
+export {
+  TransportConfigSchema,
+  RetryOptionsSchema,
+  CircuitBreakerOptionsSchema,
+  parseTransportConfig,
+  TLS_VERSIONS,
+  HTTP_VERSIONS,
+  type TransportConfig,
+  type TransportConfigInput,
+  type TlsVersion,
+  type HttpVersion,
+  type RetryOptions,
+  type RetryOptionsInput,
+  type CircuitBreakerOptions,
+  type CircuitBreakerOptionsInput,
+} from './config.js';
+export {
+  RetryPolicy,
+  isIdempotentMethod,
+  provesNothingSent,
+  isTransientNetworkError,
+  type RetryContext,
+} from './retry.js';
+export {
+  CircuitBreaker,
+  CircuitBreakerRegistry,
+  CircuitState,
+  type CircuitBreakerInit,
+  type CircuitMetrics,
+} from './circuit-breaker.js';

@@ -1,0 +1,169 @@
+import Opossum from 'opossum';
+import {
+  CircuitBreakerOptionsSchema,
+  formatIssues,
+  type CircuitBreakerOptions,
+  type CircuitBreakerOptionsInput,
+} from './config.js';
+import { CircuitOpenError, TransportConfigError } from './errors.js';
+
+/** The three states of a breaker. */
+export const CircuitState = {
+  Closed: 'closed',
+  Open: 'open',
+  HalfOpen: 'half-open',
+} as const;
+export type CircuitState = (typeof CircuitState)[keyof typeof CircuitState];
+
+/** Counters of one breaker over its rolling window, plus its state. */
+export interface CircuitMetrics {
+  readonly name: string;
+  readonly state: CircuitState;
+  readonly fires: number;
+  readonly successes: number;
+  readonly failures: number;
+  readonly rejects: number;
+  readonly latencyMean: number;
+}
+
+/** Options of a single {@link CircuitBreaker}. */
+export interface CircuitBreakerInit extends CircuitBreakerOptionsInput {
+  /** Shown in errors and metrics; the registry uses the peer's SPIFFE ID. */
+  readonly name?: string;
+  /**
+   * Returns false for errors that say nothing about the peer's health (e.g. the
+   * caller's own abort). Such errors pass through without counting as failures.
+   */
+  readonly isFailure?: (err: unknown) => boolean;
+  /** Called on every state change. */
+  readonly onStateChange?: (state: CircuitState, name: string) => void;
+}
+
+type Action = () => Promise<unknown>;
+
+/**
+ * A circuit breaker on opossum. `execute(fn)` runs `fn` while the circuit is
+ * closed; after `volumeThreshold` calls with at least `errorThresholdPercentage`
+ * failures in the rolling window it opens and refuses calls with
+ * {@link CircuitOpenError} without running them; after `resetTimeoutMs` it
+ * half-opens and lets one trial call decide.
+ */
+export class CircuitBreaker {
+  readonly name: string;
+  readonly options: CircuitBreakerOptions;
+  readonly #breaker: Opossum<[Action], unknown>;
+
+  constructor(init: CircuitBreakerInit = {}) {
+    const { name, isFailure, onStateChange, ...rest } = init;
+    const res = CircuitBreakerOptionsSchema.safeParse(rest);
+    if (!res.success)
+      throw new TransportConfigError(formatIssues(res.error).map((m) => `circuitBreaker.${m}`));
+    this.options = res.data;
+    this.name = name ?? 'circuit';
+    this.#breaker = new Opossum<[Action], unknown>((fn: Action) => fn(), {
+      name: this.name,
+      // Request deadlines belong to the HTTP layer; a breaker timeout would leave the request running.
+      timeout: false,
+      errorThresholdPercentage: this.options.errorThresholdPercentage,
+      volumeThreshold: this.options.volumeThreshold,
+      resetTimeout: this.options.resetTimeoutMs,
+      rollingCountTimeout: this.options.rollingWindowMs,
+      rollingCountBuckets: 10,
+      rollingPercentilesEnabled: false,
+      // opossum's errorFilter returning true means "do not count this error".
+      ...(isFailure ? { errorFilter: (err: unknown) => !isFailure(err) } : {}),
+    });
+    if (onStateChange) {
+      this.#breaker.on('open', () => onStateChange(CircuitState.Open, this.name));
+      this.#breaker.on('halfOpen', () => onStateChange(CircuitState.HalfOpen, this.name));
+      this.#breaker.on('close', () => onStateChange(CircuitState.Closed, this.name));
+    }
+  }
+
+  /** Current state. */
+  get state(): CircuitState {
+    if (this.#breaker.opened) return CircuitState.Open;
+    if (this.#breaker.halfOpen) return CircuitState.HalfOpen;
+    return CircuitState.Closed;
+  }
+
+  /**
+   * Runs `fn` through the breaker.
+   *
+   * @throws {CircuitOpenError} when the circuit is open (fn is not called).
+   */
+  async execute<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return (await this.#breaker.fire(fn)) as T;
+    } catch (err) {
+      if ((err as { code?: unknown })?.code === 'EOPENBREAKER') throw new CircuitOpenError(this.name);
+      throw err;
+    }
+  }
+
+  /** Counters over the rolling window. */
+  metrics(): CircuitMetrics {
+    const s = this.#breaker.stats;
+    return {
+      name: this.name,
+      state: this.state,
+      fires: s.fires,
+      successes: s.successes,
+      failures: s.failures,
+      rejects: s.rejects,
+      latencyMean: s.latencyMean,
+    };
+  }
+
+  /** Stops the breaker's timers. Further calls run nothing and fail. */
+  shutdown(): void {
+    this.#breaker.shutdown();
+  }
+}
+
+/**
+ * One {@link CircuitBreaker} per peer (keyed by SPIFFE ID string), created on
+ * first use with shared options, so one failing peer never blocks calls to others.
+ */
+export class CircuitBreakerRegistry {
+  readonly #breakers = new Map<string, CircuitBreaker>();
+  readonly #init: Omit<CircuitBreakerInit, 'name'>;
+
+  constructor(init: Omit<CircuitBreakerInit, 'name'> = {}) {
+    // Validate once up front so a bad config fails at construction, not on first call.
+    new CircuitBreaker({ ...init, name: 'validation' }).shutdown();
+    this.#init = init;
+  }
+
+  /** The breaker of `peer`, created on first use. */
+  get(peer: { toString(): string } | string): CircuitBreaker {
+    const key = peer.toString();
+    let b = this.#breakers.get(key);
+    if (!b) {
+      b = new CircuitBreaker({ ...this.#init, name: key });
+      this.#breakers.set(key, b);
+    }
+    return b;
+  }
+
+  /** Runs `fn` through `peer`'s breaker. */
+  execute<T>(peer: { toString(): string } | string, fn: () => Promise<T>): Promise<T> {
+    return this.get(peer).execute(fn);
+  }
+
+  /** State of `peer`'s breaker (`closed` for a peer never called). */
+  state(peer: { toString(): string } | string): CircuitState {
+    return this.#breakers.get(peer.toString())?.state ?? CircuitState.Closed;
+  }
+
+  /** Metrics of every breaker. */
+  metrics(): CircuitMetrics[] {
+    return [...this.#breakers.values()].map((b) => b.metrics());
+  }
+
+  /** Shuts every breaker down. */
+  shutdown(): void {
+    for (const b of this.#breakers.values()) b.shutdown();
+    this.#breakers.clear();
+  }
+}

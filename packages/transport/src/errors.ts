@@ -1,0 +1,64 @@
+import { WeaveError, type SpiffeId } from '@weave/identity';
+
+/** Base class of every failure raised by `@weave/transport`. */
+export class TransportError extends WeaveError {}
+
+/**
+ * The peer's certificate verified against a trusted bundle but its SPIFFE ID is
+ * not the one expected (or the authorizer refused it), or its chain did not end
+ * in the bundle of its own trust domain. Raised during the TLS handshake, so no
+ * request byte has been sent when a caller sees it.
+ */
+export class PeerVerificationError extends TransportError {
+  /** What the channel accepts: a SPIFFE ID, or a description of the authorizer. */
+  readonly expected: string;
+  /** The SPIFFE ID the peer presented, or `undefined` when none could be read. */
+  readonly actual: SpiffeId | undefined;
+
+  constructor(expected: string, actual: SpiffeId | undefined, reason: string, options?: { cause?: unknown }) {
+    super(
+      'PEER_VERIFICATION_FAILED',
+      `peer verification failed: expected ${expected}, got ${actual?.toString() ?? '(no SPIFFE ID)'}: ${reason}`,
+      options,
+    );
+    this.expected = expected;
+    this.actual = actual;
+  }
+}
+
+/** The circuit breaker of a peer is open: the call was refused without touching the network. */
+export class CircuitOpenError extends TransportError {
+  /** Name of the breaker (the peer's SPIFFE ID for registry breakers). */
+  readonly breaker: string;
+  constructor(breaker: string) {
+    super('CIRCUIT_OPEN', `circuit breaker ${breaker} is open; call refused`);
+    this.breaker = breaker;
+  }
+}
+
+/** The connection pool has no free slot for the target within the acquire timeout. */
+export class PoolExhaustedError extends TransportError {
+  readonly target: string;
+  readonly limit: 'perTarget' | 'total';
+  constructor(target: string, limit: 'perTarget' | 'total', detail: string) {
+    super('POOL_EXHAUSTED', `connection pool exhausted for ${target} (${limit} limit): ${detail}`);
+    this.target = target;
+    this.limit = limit;
+  }
+}
+
+/** A transport configuration was rejected; `issues` lists every problem found. */
+export class TransportConfigError extends TransportError {
+  readonly issues: readonly string[];
+  constructor(issues: readonly string[]) {
+    super('INVALID_TRANSPORT_CONFIG', `invalid transport config: ${issues.join('; ')}`);
+    this.issues = issues;
+  }
+}
+
+/** The local identity provider could not supply an SVID or bundle for a connection. */
+export class TransportIdentityError extends TransportError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('TRANSPORT_IDENTITY_UNAVAILABLE', message, options);
+  }
+}
