@@ -12,6 +12,8 @@ export const shared = defineConfig({
       { find: /^@weave\/([a-z0-9-]+)\/(.+)$/, replacement: `${packagesDir}$1/src/$2.ts` },
     ],
   },
+  // Node 20 cannot parse standard decorators: have esbuild lower them.
+  esbuild: { target: 'node20' },
   test: {
     testTimeout: 30_000,
     hookTimeout: 30_000,

@@ -1,0 +1,183 @@
+import { z } from 'zod';
+import type { SpiffeId } from '@weave/identity';
+import { AgentError } from './errors.js';
+
+/** What a capability handler sees besides its validated input. */
+export interface CapabilityContext {
+  /** The verified SPIFFE ID of the caller (a synthetic local ID in {@link BaseAgent}). */
+  readonly caller: SpiffeId;
+  /** Aborted when the task is canceled, the deadline passes or the agent stops. */
+  readonly signal: AbortSignal;
+  /** The A2A task id, when the call arrived over the network. */
+  readonly taskId?: string;
+  /** Correlation id carried through logs of this call. */
+  readonly correlationId: string;
+  /** Publishes an intermediate progress message (streamed to the caller as a status update). */
+  progress(text: string): void;
+}
+
+/** Options of a capability: its input schema and how it is described in the agent card. */
+export interface CapabilityOptions<I extends z.ZodType = z.ZodType> {
+  /** zod schema of the input; published as JSON Schema in the agent card. */
+  readonly input: I;
+  /** zod schema of the output (optional); validated before the result leaves the agent. */
+  readonly output?: z.ZodType;
+  readonly description?: string;
+  readonly tags?: readonly string[];
+  readonly examples?: readonly string[];
+}
+
+export type CapabilityHandler<I = unknown, O = unknown> = (
+  input: I,
+  ctx: CapabilityContext,
+) => O | Promise<O>;
+
+/** A registered capability (one A2A skill). */
+export interface CapabilityDefinition {
+  readonly name: string;
+  readonly options: CapabilityOptions;
+  readonly handler: CapabilityHandler;
+  /** The input schema as JSON Schema (draft 2020-12). */
+  readonly inputJsonSchema: Record<string, unknown>;
+  readonly outputJsonSchema?: Record<string, unknown>;
+}
+
+const NAME = /^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$/;
+
+function toJsonSchema(schema: z.ZodType, name: string, which: string): Record<string, unknown> {
+  try {
+    return z.toJSONSchema(schema, { unrepresentable: 'any' }) as Record<string, unknown>;
+  } catch (err) {
+    throw new AgentError(
+      'CAPABILITY_INVALID',
+      `capability "${name}": ${which} schema cannot be expressed as JSON Schema`,
+      {
+        cause: err,
+      },
+    );
+  }
+}
+
+/** Builds a validated {@link CapabilityDefinition}. */
+export function defineCapability<I extends z.ZodType>(
+  name: string,
+  options: CapabilityOptions<I>,
+  handler: CapabilityHandler<z.output<I>>,
+): CapabilityDefinition {
+  if (!NAME.test(name)) {
+    throw new AgentError(
+      'CAPABILITY_INVALID',
+      `capability name ${JSON.stringify(name)} must match ${NAME.source}`,
+    );
+  }
+  if (!options || !(options.input instanceof z.ZodType)) {
+    throw new AgentError('CAPABILITY_INVALID', `capability "${name}" needs a zod schema as options.input`);
+  }
+  return Object.freeze({
+    name,
+    options,
+    handler: handler as CapabilityHandler,
+    inputJsonSchema: toJsonSchema(options.input, name, 'input'),
+    ...(options.output ? { outputJsonSchema: toJsonSchema(options.output, name, 'output') } : {}),
+  });
+}
+
+/** Capabilities of one agent instance, by name. */
+export class CapabilityRegistry {
+  readonly #caps = new Map<string, CapabilityDefinition>();
+
+  add(def: CapabilityDefinition): void {
+    if (this.#caps.has(def.name)) {
+      throw new AgentError('CAPABILITY_INVALID', `capability "${def.name}" is registered twice`);
+    }
+    this.#caps.set(def.name, def);
+  }
+
+  get(name: string): CapabilityDefinition | undefined {
+    return this.#caps.get(name);
+  }
+
+  list(): CapabilityDefinition[] {
+    return [...this.#caps.values()];
+  }
+
+  /**
+   * Validates `input` and runs the handler.
+   *
+   * @throws {AgentError} CAPABILITY_NOT_FOUND, CAPABILITY_INPUT_INVALID, or
+   *   CAPABILITY_FAILED wrapping what the handler threw.
+   */
+  async invoke(name: string, input: unknown, ctx: CapabilityContext): Promise<unknown> {
+    const def = this.#caps.get(name);
+    if (!def) throw new AgentError('CAPABILITY_NOT_FOUND', `no capability named "${name}"`);
+    const parsed = def.options.input.safeParse(input);
+    if (!parsed.success) {
+      throw new AgentError(
+        'CAPABILITY_INPUT_INVALID',
+        `invalid input for "${name}": ${z.prettifyError(parsed.error).replace(/\n/g, '; ')}`,
+      );
+    }
+    let out: unknown;
+    try {
+      out = await def.handler(parsed.data, ctx);
+    } catch (err) {
+      if (err instanceof AgentError) throw err;
+      throw new AgentError(
+        'CAPABILITY_FAILED',
+        `capability "${name}" failed: ${(err as Error)?.message ?? String(err)}`,
+        {
+          cause: err,
+        },
+      );
+    }
+    if (def.options.output) {
+      const checked = def.options.output.safeParse(out);
+      if (!checked.success) {
+        throw new AgentError(
+          'CAPABILITY_FAILED',
+          `capability "${name}" returned an invalid result: ${z.prettifyError(checked.error)}`,
+        );
+      }
+      return checked.data;
+    }
+    return out;
+  }
+}
+
+/** Implemented by agents whose methods are decorated with {@link capability}. */
+export interface HasCapabilities {
+  readonly capabilities: CapabilityRegistry;
+}
+
+/**
+ * Method decorator (TypeScript 5 standard decorators) that registers the
+ * method as a capability of the agent instance.
+ *
+ * ```ts
+ * class Search extends SecureAgent {
+ *   @capability('search', { input: z.object({ query: z.string() }) })
+ *   async search(input: { query: string }, ctx: CapabilityContext) { ... }
+ * }
+ * ```
+ */
+export function capability<I extends z.ZodType>(name: string, options: CapabilityOptions<I>) {
+  // Validate at class definition time so a bad name fails on import, not at start().
+  const probe = defineCapability(name, options, () => undefined);
+  return function <This extends HasCapabilities>(
+    method: (this: This, input: z.output<I>, ctx: CapabilityContext) => unknown,
+    context: ClassMethodDecoratorContext<This>,
+  ): void {
+    if (context.static || context.private) {
+      throw new AgentError(
+        'CAPABILITY_INVALID',
+        `@capability("${name}") must decorate a public instance method`,
+      );
+    }
+    context.addInitializer(function (this: This) {
+      this.capabilities.add({
+        ...probe,
+        handler: (input, ctx) => method.call(this, input as z.output<I>, ctx),
+      });
+    });
+  };
+}

@@ -1,0 +1,256 @@
+import { readFile } from 'node:fs/promises';
+import { resolve, dirname } from 'node:path';
+import { LineCounter, parseDocument, isNode } from 'yaml';
+import { z } from 'zod';
+import { SpiffeId } from '@weave/identity';
+import { AgentConfigError, type ConfigIssue } from './errors.js';
+
+const spiffeIdString = z.string().superRefine((s, ctx) => {
+  try {
+    SpiffeId.parse(s);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: err instanceof Error ? err.message : String(err) });
+  }
+});
+
+const workloadSocket = z
+  .string()
+  .regex(/^(unix:\/\/\/|tcp:\/\/)/, 'must be unix:///absolute/path or tcp://IP:PORT');
+
+const IdentityConfigSchema = z.union([
+  z.strictObject({
+    workloadApi: z.strictObject({
+      /** Defaults to SPIFFE_ENDPOINT_SOCKET. */
+      socket: workloadSocket.optional(),
+      timeoutMs: z.number().int().positive().default(10_000),
+    }),
+  }),
+  z.strictObject({
+    static: z.strictObject({
+      certFile: z.string().min(1),
+      keyFile: z.string().min(1),
+      bundleFile: z.string().min(1),
+    }),
+  }),
+]);
+
+const AuthzConfigSchema = z.union([
+  z.strictObject({ policyFile: z.string().min(1) }),
+  z.strictObject({
+    opa: z.strictObject({
+      url: z.url(),
+      path: z.string().min(1).default('weave/authz'),
+      timeoutMs: z.number().int().positive().default(1_000),
+      cacheTtlMs: z.number().int().nonnegative().default(0),
+    }),
+  }),
+  /** Tests and local experiments only; refused when NODE_ENV or WEAVE_ENV is production. */
+  z.strictObject({ allowAll: z.literal(true) }),
+]);
+
+const TransportConfigSchema = z.strictObject({
+  tlsMinVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.3'),
+  /** Present only so a `false` can be refused with a clear message. */
+  verifyPeer: z.literal(true, { error: 'peer verification cannot be turned off' }).default(true),
+  connectTimeoutMs: z.number().int().positive().default(5_000),
+  requestTimeoutMs: z.number().int().positive().default(30_000),
+  retries: z.number().int().min(0).max(10).default(2),
+});
+
+/** The validated agent configuration (defaults applied). */
+export const AgentConfigSchema = z.strictObject({
+  name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be lowercase letters, digits and dashes'),
+  description: z.string().default(''),
+  version: z.string().default('0.1.0'),
+  /** When set, the SVID served to this agent must carry exactly this ID. */
+  spiffeId: spiffeIdString.optional(),
+  server: z
+    .strictObject({
+      host: z.string().default('127.0.0.1'),
+      port: z.number().int().min(0).max(65_535).default(0),
+      /** The URL advertised in the agent card; defaults to https://host:port. */
+      publicUrl: z.url().optional(),
+      bodyLimit: z
+        .number()
+        .int()
+        .positive()
+        .default(1024 * 1024),
+      maxConcurrentTasks: z.number().int().positive().default(256),
+      drainTimeoutMs: z.number().int().positive().default(10_000),
+    })
+    .prefault({}),
+  identity: IdentityConfigSchema.optional(),
+  authz: AuthzConfigSchema,
+  transport: TransportConfigSchema.prefault({}),
+  /** Static discovery: where each peer's A2A endpoint is. */
+  peers: z.array(z.strictObject({ id: spiffeIdString, url: z.url() })).default([]),
+  logging: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    })
+    .prefault({}),
+});
+
+export type AgentConfig = z.output<typeof AgentConfigSchema>;
+export type AgentConfigInput = z.input<typeof AgentConfigSchema>;
+
+const isProduction = (env: NodeJS.ProcessEnv) =>
+  env.NODE_ENV === 'production' || env.WEAVE_ENV === 'production';
+
+/** Settings that zod accepts as shapes but that would weaken security. */
+function insecureIssues(raw: unknown, env: NodeJS.ProcessEnv): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const r = (raw ?? {}) as Record<string, Record<string, unknown> | undefined>;
+  if (r.transport?.verifyPeer === false) {
+    issues.push({ path: 'transport.verifyPeer', message: 'peer verification cannot be turned off' });
+  }
+  const min = r.transport?.tlsMinVersion;
+  if (typeof min === 'string' && /^TLSv1(\.[01])?$|^SSL/i.test(min)) {
+    issues.push({ path: 'transport.tlsMinVersion', message: `${min} is below the TLS 1.2 floor` });
+  }
+  if (r.authz && r.authz.allowAll === true && isProduction(env)) {
+    issues.push({ path: 'authz.allowAll', message: 'allow-all policy is refused in production' });
+  }
+  const def = (r.authz as { default?: unknown } | undefined)?.default;
+  if (def === 'allow')
+    issues.push({ path: 'authz.default', message: 'a default of allow is never accepted' });
+  return issues;
+}
+
+const camel = (s: string) => s.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+
+function coerceEnvValue(v: string): unknown {
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  if (/^-?\d+(\.\d+)?$/.test(v)) return Number(v);
+  if (/^[[{]/.test(v)) {
+    try {
+      return JSON.parse(v);
+    } catch {
+      return v;
+    }
+  }
+  return v;
+}
+
+/**
+ * Applies `WEAVE_<SECTION>__<KEY>` environment overrides: `WEAVE_SERVER__PORT=9000`
+ * sets `server.port`; `__` separates levels and `SNAKE_CASE` becomes `camelCase`.
+ * `SPIFFE_ENDPOINT_SOCKET` fills `identity.workloadApi.socket` when no identity is configured.
+ */
+export function applyEnvOverrides(
+  raw: Record<string, unknown>,
+  env: NodeJS.ProcessEnv = process.env,
+): Record<string, unknown> {
+  const out = structuredClone(raw);
+  for (const [key, value] of Object.entries(env)) {
+    if (!key.startsWith('WEAVE_') || key === 'WEAVE_ENV' || value === undefined) continue;
+    const path = key.slice('WEAVE_'.length).split('__').map(camel);
+    let node: Record<string, unknown> = out;
+    for (const seg of path.slice(0, -1)) {
+      const next = node[seg];
+      if (typeof next !== 'object' || next === null || Array.isArray(next)) node[seg] = {};
+      node = node[seg] as Record<string, unknown>;
+    }
+    node[path[path.length - 1]!] = coerceEnvValue(value);
+  }
+  if (out.identity === undefined && env.SPIFFE_ENDPOINT_SOCKET) {
+    out.identity = { workloadApi: { socket: env.SPIFFE_ENDPOINT_SOCKET } };
+  }
+  return out;
+}
+
+function zodIssues(error: z.ZodError, where?: (path: PropertyKey[]) => string | undefined): ConfigIssue[] {
+  return error.issues.map((issue) => {
+    const path = issue.path
+      .map((p) => (typeof p === 'number' ? `[${p}]` : String(p)))
+      .join('.')
+      .replace(/\.\[/g, '[');
+    const line = where?.(issue.path);
+    let message = issue.message;
+    if (issue.code === 'unrecognized_keys')
+      message = `unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
+    if (issue.code === 'invalid_union')
+      message = 'does not match any accepted form; see the config reference';
+    return { path: line ? `${path || '(root)'} (${line})` : path, message };
+  });
+}
+
+/**
+ * Validates a config object (after env overrides) and applies defaults.
+ *
+ * @throws {AgentConfigError} naming each bad key; code `AGENT_CONFIG_INSECURE`
+ *   when a setting would weaken security.
+ */
+export function parseAgentConfig(
+  raw: unknown,
+  options: {
+    source?: string;
+    env?: NodeJS.ProcessEnv;
+    where?: (path: PropertyKey[]) => string | undefined;
+  } = {},
+): AgentConfig {
+  const env = options.env ?? process.env;
+  const source = options.source ?? 'object';
+  const insecure = insecureIssues(raw, env);
+  if (insecure.length > 0) throw new AgentConfigError(source, insecure, 'AGENT_CONFIG_INSECURE');
+  const result = AgentConfigSchema.safeParse(raw);
+  if (!result.success) throw new AgentConfigError(source, zodIssues(result.error, options.where));
+  return result.data;
+}
+
+/**
+ * Loads a YAML (or JSON) config file, applies env overrides, validates it, and
+ * resolves relative file paths (policy, certificates) against the file's folder.
+ */
+export async function loadAgentConfig(
+  file: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<AgentConfig> {
+  const text = await readFile(file, 'utf8').catch((err: unknown) => {
+    throw new AgentConfigError(file, [{ path: '', message: `cannot read file: ${(err as Error).message}` }]);
+  });
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: true });
+  if (doc.errors.length > 0) {
+    throw new AgentConfigError(
+      file,
+      doc.errors.map((e) => ({
+        path: `line ${e.linePos?.[0].line ?? '?'}`,
+        message: e.message.split('\n')[0] ?? e.message,
+      })),
+    );
+  }
+  const raw = doc.toJS() as unknown;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new AgentConfigError(file, [
+      { path: '', message: 'the file must hold a mapping (key: value) at the top' },
+    ]);
+  }
+  const where = (path: PropertyKey[]) => {
+    // Point at the deepest node that exists in the file.
+    for (let n = path.length; n >= 0; n--) {
+      const node = doc.getIn(path.slice(0, n) as (string | number)[], true);
+      if (isNode(node) && node.range) return `line ${lineCounter.linePos(node.range[0]).line}`;
+    }
+    return undefined;
+  };
+  const config = parseAgentConfig(applyEnvOverrides(raw as Record<string, unknown>, env), {
+    source: file,
+    env,
+    where,
+  });
+  return resolveConfigPaths(config, dirname(resolve(file)));
+}
+
+function resolveConfigPaths(config: AgentConfig, base: string): AgentConfig {
+  const out = structuredClone(config);
+  if (out.authz && 'policyFile' in out.authz) out.authz.policyFile = resolve(base, out.authz.policyFile);
+  if (out.identity && 'static' in out.identity) {
+    const s = out.identity.static;
+    s.certFile = resolve(base, s.certFile);
+    s.keyFile = resolve(base, s.keyFile);
+    s.bundleFile = resolve(base, s.bundleFile);
+  }
+  return out;
+}

@@ -1,0 +1,68 @@
+import { randomUUID } from 'node:crypto';
+import type { z } from 'zod';
+import { SpiffeId } from '@weave/identity';
+import {
+  CapabilityRegistry,
+  defineCapability,
+  type CapabilityContext,
+  type CapabilityHandler,
+  type CapabilityOptions,
+  type HasCapabilities,
+} from './capability.js';
+import { AgentError } from './errors.js';
+
+/**
+ * What every agent shares: a registry of capabilities, filled by
+ * `@capability` decorators or by {@link AgentCore.capability}.
+ */
+export abstract class AgentCore implements HasCapabilities {
+  readonly capabilities = new CapabilityRegistry();
+
+  /**
+   * Registers a capability without decorators.
+   *
+   * ```ts
+   * agent.capability('echo', { input: z.object({ text: z.string() }) }, ({ text }) => ({ text }));
+   * ```
+   */
+  capability<I extends z.ZodType>(
+    name: string,
+    options: CapabilityOptions<I>,
+    handler: CapabilityHandler<z.output<I>>,
+  ): this {
+    this.capabilities.add(defineCapability(name, options, handler));
+    return this;
+  }
+}
+
+/** The caller {@link BaseAgent.invoke} reports when the test names none. */
+export const LOCAL_TEST_CALLER = SpiffeId.parse('spiffe://local.test/base-agent-caller');
+
+/**
+ * An agent with no security and no network, for unit-testing business logic.
+ * It can never be started as a server: use `SecureAgent` for that.
+ */
+export class BaseAgent extends AgentCore {
+  /** Validates the input and runs a capability in-process. */
+  async invoke(
+    name: string,
+    input: unknown,
+    options: { caller?: SpiffeId; signal?: AbortSignal } = {},
+  ): Promise<unknown> {
+    const ctx: CapabilityContext = {
+      caller: options.caller ?? LOCAL_TEST_CALLER,
+      signal: options.signal ?? new AbortController().signal,
+      correlationId: randomUUID(),
+      progress: () => undefined,
+    };
+    return this.capabilities.invoke(name, input, ctx);
+  }
+
+  /** Always throws: a BaseAgent has no identity and no policy, so it must not listen. */
+  start(): never {
+    throw new AgentError(
+      'BASE_AGENT_NOT_SERVABLE',
+      'BaseAgent has no identity, mTLS or policy and cannot be started as a network server; use SecureAgent',
+    );
+  }
+}

@@ -1,0 +1,84 @@
+import { describe, expect, it, vi } from 'vitest';
+import { z } from 'zod';
+import { SpiffeId } from '@weave/identity';
+import { AgentError, BaseAgent, capability, type CapabilityContext } from '../src/index.js';
+
+class Calculator extends BaseAgent {
+  calls = 0;
+
+  @capability('add', { input: z.object({ a: z.number(), b: z.number() }), description: 'adds two numbers' })
+  add(input: { a: number; b: number }, ctx: CapabilityContext) {
+    this.calls++;
+    return { sum: input.a + input.b, caller: ctx.caller.toString() };
+  }
+
+  @capability('fail', { input: z.object({}) })
+  fail(): never {
+    throw new Error('kaput');
+  }
+}
+
+describe('capabilities', () => {
+  it('registers decorated methods per instance with this bound', async () => {
+    const a = new Calculator();
+    const b = new Calculator();
+    expect(a.capabilities.list().map((c) => c.name)).toEqual(['add', 'fail']);
+    const caller = SpiffeId.parse('spiffe://example.org/tester');
+    await expect(a.invoke('add', { a: 1, b: 2 }, { caller })).resolves.toEqual({
+      sum: 3,
+      caller: caller.toString(),
+    });
+    expect(a.calls).toBe(1);
+    expect(b.calls).toBe(0);
+  });
+
+  it('publishes the input schema as JSON Schema', () => {
+    const def = new Calculator().capabilities.get('add')!;
+    expect(def.inputJsonSchema).toMatchObject({
+      type: 'object',
+      properties: { a: { type: 'number' }, b: { type: 'number' } },
+      required: ['a', 'b'],
+    });
+    expect(def.options.description).toBe('adds two numbers');
+  });
+
+  it('rejects invalid input before the handler runs', async () => {
+    const agent = new Calculator();
+    const err = await agent.invoke('add', { a: 'one', b: 2 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AgentError);
+    expect((err as AgentError).code).toBe('CAPABILITY_INPUT_INVALID');
+    expect(agent.calls).toBe(0);
+  });
+
+  it('wraps handler failures and reports unknown capabilities', async () => {
+    const agent = new Calculator();
+    await expect(agent.invoke('fail', {})).rejects.toMatchObject({ code: 'CAPABILITY_FAILED' });
+    await expect(agent.invoke('nope', {})).rejects.toMatchObject({ code: 'CAPABILITY_NOT_FOUND' });
+  });
+
+  it('offers an equivalent function API and validates names and duplicates', async () => {
+    const handler = vi.fn(({ text }: { text: string }) => text.toUpperCase());
+    const agent = new BaseAgent().capability('shout', { input: z.object({ text: z.string() }) }, handler);
+    await expect(agent.invoke('shout', { text: 'hi' })).resolves.toBe('HI');
+    expect(() => agent.capability('shout', { input: z.object({}) }, () => 1)).toThrow(/registered twice/);
+    expect(() => agent.capability('bad name!', { input: z.object({}) }, () => 1)).toThrow(AgentError);
+    expect(() => agent.capability('x', { input: 'nope' as unknown as z.ZodType }, () => 1)).toThrow(
+      /zod schema/,
+    );
+  });
+
+  it('validates the output when an output schema is given', async () => {
+    const agent = new BaseAgent().capability(
+      'typed',
+      { input: z.object({}), output: z.object({ n: z.number() }) },
+      () => ({ n: 'not a number' }),
+    );
+    await expect(agent.invoke('typed', {})).rejects.toThrow(/invalid result/);
+  });
+
+  it('BaseAgent can never start a server', () => {
+    expect(() => new Calculator().start()).toThrow(
+      expect.objectContaining({ code: 'BASE_AGENT_NOT_SERVABLE' }),
+    );
+  });
+});

@@ -1,0 +1,114 @@
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { AgentConfigError, applyEnvOverrides, loadAgentConfig, parseAgentConfig } from '../src/index.js';
+
+const minimal = { name: 'search', authz: { policyFile: 'policy.yaml' } };
+
+async function file(text: string, name = 'agent.yaml'): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'weave-config-'));
+  const p = join(dir, name);
+  await writeFile(p, text);
+  return p;
+}
+
+function issuesOf(fn: () => unknown): AgentConfigError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(AgentConfigError);
+    return err as AgentConfigError;
+  }
+  throw new Error('expected AgentConfigError');
+}
+
+describe('agent config', () => {
+  it('applies secure defaults', () => {
+    const c = parseAgentConfig(minimal, { env: {} });
+    expect(c.transport.tlsMinVersion).toBe('TLSv1.3');
+    expect(c.transport.verifyPeer).toBe(true);
+    expect(c.server.host).toBe('127.0.0.1');
+    expect(c.peers).toEqual([]);
+  });
+
+  it('requires a policy source (no implicit allow)', () => {
+    const e = issuesOf(() => parseAgentConfig({ name: 'x' }, { env: {} }));
+    expect(e.issues.map((i) => i.path)).toContain('authz');
+  });
+
+  it('refuses peer verification off, TLS below 1.2 and default allow', () => {
+    for (const [patch, path] of [
+      [{ transport: { verifyPeer: false } }, 'transport.verifyPeer'],
+      [{ transport: { tlsMinVersion: 'TLSv1.1' } }, 'transport.tlsMinVersion'],
+      [{ transport: { tlsMinVersion: 'TLSv1' } }, 'transport.tlsMinVersion'],
+      [{ authz: { default: 'allow' } }, 'authz.default'],
+    ] as const) {
+      const e = issuesOf(() => parseAgentConfig({ ...minimal, ...patch }, { env: {} }));
+      expect(e.code).toBe('AGENT_CONFIG_INSECURE');
+      expect(e.issues[0]?.path).toBe(path);
+    }
+  });
+
+  it('refuses allow-all in production only', () => {
+    const cfg = { name: 'x', authz: { allowAll: true } };
+    expect(parseAgentConfig(cfg, { env: {} }).authz).toEqual({ allowAll: true });
+    expect(issuesOf(() => parseAgentConfig(cfg, { env: { NODE_ENV: 'production' } })).code).toBe(
+      'AGENT_CONFIG_INSECURE',
+    );
+    expect(issuesOf(() => parseAgentConfig(cfg, { env: { WEAVE_ENV: 'production' } })).code).toBe(
+      'AGENT_CONFIG_INSECURE',
+    );
+  });
+
+  it('names the key of an invalid SPIFFE ID and of unknown keys', () => {
+    const e = issuesOf(() =>
+      parseAgentConfig(
+        {
+          ...minimal,
+          spiffeId: 'spiffe://Bad/x',
+          peers: [{ id: 'nope', url: 'https://127.0.0.1:1' }],
+          colour: 1,
+        },
+        { env: {} },
+      ),
+    );
+    const paths = e.issues.map((i) => i.path);
+    expect(paths).toContain('spiffeId');
+    expect(paths).toContain('peers[0].id');
+    expect(e.message).toContain('unknown key(s) "colour"');
+    expect(e.message).toContain('trust domain characters are limited');
+  });
+
+  it('loads YAML with line numbers in errors and resolves paths', async () => {
+    const good = await file('name: search\nauthz:\n  policyFile: ./policy.yaml\nserver:\n  port: 9000\n');
+    const c = await loadAgentConfig(good, {});
+    expect(c.server.port).toBe(9000);
+    expect(c.authz).toEqual({ policyFile: join(good, '..', 'policy.yaml') });
+
+    const bad = await file('name: search\nauthz:\n  policyFile: ./p.yaml\nserver:\n  port: "high"\n');
+    await expect(loadAgentConfig(bad, {})).rejects.toThrow(/server\.port \(line 5\)/);
+
+    const broken = await file('name: [unclosed\n');
+    await expect(loadAgentConfig(broken, {})).rejects.toThrow(AgentConfigError);
+    await expect(loadAgentConfig(join(tmpdir(), 'does-not-exist.yaml'), {})).rejects.toThrow(
+      /cannot read file/,
+    );
+  });
+
+  it('applies WEAVE_ env overrides and SPIFFE_ENDPOINT_SOCKET', () => {
+    const raw = applyEnvOverrides(minimal, {
+      WEAVE_SERVER__PORT: '7001',
+      WEAVE_TRANSPORT__TLS_MIN_VERSION: 'TLSv1.2',
+      WEAVE_ENV: 'dev',
+      SPIFFE_ENDPOINT_SOCKET: 'unix:///tmp/agent.sock',
+    });
+    const c = parseAgentConfig(raw, { env: {} });
+    expect(c.server.port).toBe(7001);
+    expect(c.transport.tlsMinVersion).toBe('TLSv1.2');
+    expect(c.identity).toEqual({ workloadApi: { socket: 'unix:///tmp/agent.sock', timeoutMs: 10_000 } });
+    // an override that weakens security is refused like the file would be
+    const bad = applyEnvOverrides(minimal, { WEAVE_TRANSPORT__VERIFY_PEER: 'false' });
+    expect(issuesOf(() => parseAgentConfig(bad, { env: {} })).code).toBe('AGENT_CONFIG_INSECURE');
+  });
+});
