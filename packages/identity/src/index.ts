@@ -16,4 +16,32 @@ export {
   authorizeMatching,
   assertAuthorized,
 } from './authorizer.js';
+export {
+  BundleError,
+  BundleSet,
+  JwtBundle,
+  SpiffeBundle,
+  X509Bundle,
+  type JwtBundleSource,
+  type X509BundleSource,
+} from './bundle.js';
+export { X509Svid, X509SvidError, verifyX509Svid, type X509SvidErrorCode } from './x509-svid.js';
+export {
+  JWT_SVID_ALGORITHMS,
+  JwtSvid,
+  JwtSvidError,
+  parseJwtSvidInsecure,
+  validateJwtSvid,
+  type JwtSvidErrorCode,
+} from './jwt-svid.js';
+export {
+  IdentityConfigError,
+  IdentityNotReadyError,
+  type IdentityProvider,
+  type IdentityUpdate,
+} from './provider.js';
+export { DevCaError, DevCertificateAuthority } from './dev-ca.js';
+export { DevCaIdentityProvider } from './dev-ca-provider.js';
+export { CertificateParseError } from './x509-util.js';
+export type { X509Certificate } from '@peculiar/x509';
 export * from './workload/index.js';

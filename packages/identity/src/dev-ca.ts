@@ -1,0 +1,292 @@
+import { KeyObject, randomBytes, webcrypto } from 'node:crypto';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { calculateJwkThumbprint, SignJWT, type JWK } from 'jose';
+import { JwtBundle, SpiffeBundle, X509Bundle } from './bundle.js';
+import { WeaveError } from './errors.js';
+import { JwtSvid } from './jwt-svid.js';
+import { SpiffeId, TrustDomain } from './spiffe-id.js';
+import { X509Svid } from './x509-svid.js';
+import { certDer, isCa, parseCertificates, toNodeCert, uriSans, x509 } from './x509-util.js';
+
+const subtle = webcrypto.subtle;
+const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
+const SIGN = { name: 'ECDSA', hash: 'SHA-256' } as const;
+
+/** The dev CA refused a request (wrong trust domain, bad TTL, unreadable state dir). */
+export class DevCaError extends WeaveError {
+  constructor(
+    code: 'DEV_CA_WRONG_TRUST_DOMAIN' | 'DEV_CA_INVALID_OPTIONS' | 'DEV_CA_STATE_INVALID',
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options);
+  }
+}
+
+/** A positive, non-zero 128-bit serial number (RFC 5280 allows up to 20 octets). */
+function randomSerial(): string {
+  const b = randomBytes(16);
+  b[0] = (b[0]! & 0x7f) | 0x40;
+  return b.toString('hex');
+}
+
+async function pkcs8Pem(key: webcrypto.CryptoKey): Promise<string> {
+  return KeyObject.from(key).export({ format: 'pem', type: 'pkcs8' }).toString();
+}
+
+async function importSigningKey(pem: string): Promise<webcrypto.CryptoKeyPair> {
+  const der = Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
+  const privateKey = await subtle.importKey('pkcs8', der, EC, true, ['sign']);
+  const jwk = await subtle.exportKey('jwk', privateKey);
+  const publicKey = await subtle.importKey(
+    'jwk',
+    { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y } as webcrypto.JsonWebKey,
+    EC,
+    true,
+    ['verify'],
+  );
+  return { privateKey, publicKey };
+}
+
+function checkTtl(ttl: number | undefined, what: string): void {
+  if (ttl !== undefined && (!Number.isFinite(ttl) || ttl <= 0))
+    throw new DevCaError('DEV_CA_INVALID_OPTIONS', `${what} must be a positive number of seconds`);
+}
+
+interface CaState {
+  keys: webcrypto.CryptoKeyPair;
+  cert: x509.X509Certificate;
+  jwtKeys: webcrypto.CryptoKeyPair;
+}
+
+/**
+ * A development certificate authority for one trust domain. It issues exactly
+ * what SPIRE issues (ECDSA P-256 SVIDs, one URI SAN, `cA=false`, keyUsage
+ * digitalSignature+keyEncipherment+keyAgreement, EKU serverAuth+clientAuth,
+ * ES256 JWT-SVIDs with `kid`), so everything built on it runs unchanged
+ * against SPIRE. Never use it in production.
+ */
+export class DevCertificateAuthority {
+  readonly trustDomain: TrustDomain;
+  readonly certificate: x509.X509Certificate;
+  readonly #keys: webcrypto.CryptoKeyPair;
+  readonly #jwtPrivate: KeyObject;
+  readonly #kid: string;
+  readonly #x509Bundle: X509Bundle;
+  readonly #jwtBundle: JwtBundle;
+
+  private constructor(td: TrustDomain, state: CaState, jwtKid: string, jwtPublic: JWK) {
+    this.trustDomain = td;
+    this.certificate = state.cert;
+    this.#keys = state.keys;
+    this.#jwtPrivate = KeyObject.from(state.jwtKeys.privateKey);
+    this.#kid = jwtKid;
+    this.#x509Bundle = new X509Bundle(td, [state.cert]);
+    this.#jwtBundle = new JwtBundle(td, new Map([[jwtKid, jwtPublic]]));
+  }
+
+  /**
+   * Creates a CA, or reloads the one persisted in `dir` (`ca-key.pem`,
+   * `ca-cert.pem`, `jwt-key.pem`). A persisted CA that expired, or expires
+   * within the hour, is replaced by a new one.
+   *
+   * @throws {DevCaError} on bad options or a persisted CA of another trust domain.
+   */
+  static async create(opts: {
+    trustDomain: string | TrustDomain;
+    dir?: string;
+    ttlSeconds?: number;
+  }): Promise<DevCertificateAuthority> {
+    const td = typeof opts.trustDomain === 'string' ? TrustDomain.parse(opts.trustDomain) : opts.trustDomain;
+    checkTtl(opts.ttlSeconds, 'ttlSeconds');
+    const ttl = opts.ttlSeconds ?? 24 * 3600;
+    let state: CaState | undefined;
+    if (opts.dir) state = await DevCertificateAuthority.load(opts.dir, td);
+    if (!state) {
+      state = await DevCertificateAuthority.generate(td, ttl);
+      if (opts.dir) await DevCertificateAuthority.save(opts.dir, state);
+    }
+    const pubJwk = (await subtle.exportKey('jwk', state.jwtKeys.publicKey)) as JWK;
+    const jwtPublic: JWK = { kty: pubJwk.kty!, crv: pubJwk.crv!, x: pubJwk.x!, y: pubJwk.y! };
+    const kid = await calculateJwkThumbprint(jwtPublic);
+    return new DevCertificateAuthority(td, state, kid, jwtPublic);
+  }
+
+  private static async generate(td: TrustDomain, ttlSeconds: number): Promise<CaState> {
+    const keys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+    const jwtKeys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+    const now = Date.now();
+    const cert = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: randomSerial(),
+      name: `C=US, O=Weave Dev CA, CN=${td.name}`,
+      notBefore: new Date(now - 10_000),
+      notAfter: new Date(now + ttlSeconds * 1000),
+      signingAlgorithm: SIGN,
+      keys: keys,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        new x509.SubjectAlternativeNameExtension([{ type: 'url', value: td.idString }]),
+        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      ],
+    });
+    return { keys, cert, jwtKeys };
+  }
+
+  private static async load(dir: string, td: TrustDomain): Promise<CaState | undefined> {
+    let keyPem: string, certPem: string, jwtPem: string;
+    try {
+      [keyPem, certPem, jwtPem] = await Promise.all([
+        readFile(join(dir, 'ca-key.pem'), 'utf8'),
+        readFile(join(dir, 'ca-cert.pem'), 'utf8'),
+        readFile(join(dir, 'jwt-key.pem'), 'utf8'),
+      ]);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new DevCaError('DEV_CA_STATE_INVALID', `cannot read dev CA state in ${dir}`, { cause: err });
+    }
+    try {
+      const cert = parseCertificates(certPem)[0];
+      if (!cert) throw new Error('ca-cert.pem holds no certificate');
+      const sans = uriSans(cert);
+      if (sans.length !== 1 || sans[0] !== td.idString || !isCa(cert)) {
+        throw new DevCaError(
+          'DEV_CA_WRONG_TRUST_DOMAIN',
+          `dev CA in ${dir} is for ${sans.join(', ') || 'no trust domain'}, not ${td.idString}`,
+        );
+      }
+      const keys = await importSigningKey(keyPem);
+      if (!toNodeCert(cert).checkPrivateKey(KeyObject.from(keys.privateKey)))
+        throw new Error('ca-key.pem does not match ca-cert.pem');
+      if (cert.notAfter.getTime() - Date.now() < 3600_000) return undefined;
+      return { keys, cert, jwtKeys: await importSigningKey(jwtPem) };
+    } catch (err) {
+      if (err instanceof DevCaError) throw err;
+      throw new DevCaError(
+        'DEV_CA_STATE_INVALID',
+        `dev CA state in ${dir} is invalid: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
+    }
+  }
+
+  private static async save(dir: string, state: CaState): Promise<void> {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    // Each file is written whole then renamed, so a reader never sees half a file.
+    const put = async (name: string, text: string, mode: number): Promise<void> => {
+      const tmp = join(dir, `.${name}.${process.pid}.${randomBytes(4).toString('hex')}`);
+      await writeFile(tmp, text, { mode });
+      await rename(tmp, join(dir, name));
+    };
+    await put('ca-key.pem', await pkcs8Pem(state.keys.privateKey), 0o600);
+    await put('jwt-key.pem', await pkcs8Pem(state.jwtKeys.privateKey), 0o600);
+    await put('ca-cert.pem', state.cert.toString('pem') + '\n', 0o644);
+  }
+
+  /** The CA certificate as this trust domain's X.509 bundle. */
+  get x509Bundle(): X509Bundle {
+    return this.#x509Bundle;
+  }
+
+  /** The JWT signing key as this trust domain's JWT bundle. */
+  get jwtBundle(): JwtBundle {
+    return this.#jwtBundle;
+  }
+
+  /** Both authorities as a SPIFFE bundle (JWKS) document. */
+  get spiffeBundle(): SpiffeBundle {
+    return SpiffeBundle.fromBundles(this.#x509Bundle, this.#jwtBundle, { sequence: 1, refreshHint: 300 });
+  }
+
+  private toId(id: SpiffeId | string): SpiffeId {
+    const sid = typeof id === 'string' ? SpiffeId.parse(id) : id;
+    if (!sid.isMemberOf(this.trustDomain))
+      throw new DevCaError(
+        'DEV_CA_WRONG_TRUST_DOMAIN',
+        `${sid.toString()} is not in trust domain ${this.trustDomain.name} of this CA`,
+      );
+    return sid;
+  }
+
+  /**
+   * Issues an X.509-SVID. `notBefore`/`notAfter` override the validity (tests
+   * use them for expired or not-yet-valid SVIDs); otherwise it is valid from
+   * 10 s ago for `ttlSeconds` (default 3600), capped at the CA's expiry.
+   *
+   * @throws {DevCaError} for an ID of another trust domain or a bad TTL.
+   */
+  async issueX509Svid(
+    id: SpiffeId | string,
+    opts: { ttlSeconds?: number; notBefore?: Date; notAfter?: Date } = {},
+  ): Promise<X509Svid> {
+    const sid = this.toId(id);
+    if (sid.path === '')
+      throw new DevCaError('DEV_CA_INVALID_OPTIONS', 'an X.509-SVID needs a SPIFFE ID with a path');
+    checkTtl(opts.ttlSeconds, 'ttlSeconds');
+    const now = Date.now();
+    const notBefore = opts.notBefore ?? new Date(now - 10_000);
+    let notAfter = opts.notAfter ?? new Date(now + (opts.ttlSeconds ?? 3600) * 1000);
+    if (notAfter > this.certificate.notAfter) notAfter = this.certificate.notAfter;
+    const keys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: randomSerial(),
+      subject: 'C=US, O=SPIRE',
+      issuer: this.certificate.subjectName,
+      notBefore,
+      notAfter,
+      signingAlgorithm: SIGN,
+      publicKey: keys.publicKey,
+      signingKey: this.#keys.privateKey,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(
+          x509.KeyUsageFlags.digitalSignature |
+            x509.KeyUsageFlags.keyEncipherment |
+            x509.KeyUsageFlags.keyAgreement,
+          true,
+        ),
+        new x509.ExtendedKeyUsageExtension([
+          x509.ExtendedKeyUsage.serverAuth,
+          x509.ExtendedKeyUsage.clientAuth,
+        ]),
+        new x509.SubjectAlternativeNameExtension([{ type: 'url', value: sid.toString() }]),
+        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+        await x509.AuthorityKeyIdentifierExtension.create(this.#keys.publicKey),
+      ],
+    });
+    const key = new Uint8Array(
+      KeyObject.from(keys.privateKey as webcrypto.CryptoKey).export({ format: 'der', type: 'pkcs8' }),
+    );
+    // Like SPIRE, the chain holds the leaf only; the root travels in the bundle.
+    return X509Svid.parse([certDer(cert)], key);
+  }
+
+  /**
+   * Issues an ES256 JWT-SVID (header `kid` = the key in {@link jwtBundle}),
+   * valid for `ttlSeconds` (default 300).
+   */
+  async issueJwtSvid(
+    id: SpiffeId | string,
+    audience: string | string[],
+    opts: { ttlSeconds?: number } = {},
+  ): Promise<JwtSvid> {
+    const sid = this.toId(id);
+    checkTtl(opts.ttlSeconds, 'ttlSeconds');
+    const aud = Array.isArray(audience) ? audience : [audience];
+    if (aud.length === 0 || aud.some((a) => typeof a !== 'string' || a === ''))
+      throw new DevCaError('DEV_CA_INVALID_OPTIONS', 'a JWT-SVID needs at least one non-empty audience');
+    const iat = Math.floor(Date.now() / 1000);
+    const exp = iat + (opts.ttlSeconds ?? 300);
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: 'ES256', kid: this.#kid, typ: 'JWT' })
+      .setSubject(sid.toString())
+      .setAudience(aud)
+      .setIssuedAt(iat)
+      .setExpirationTime(exp)
+      .sign(this.#jwtPrivate);
+    return new JwtSvid(token, sid, aud, new Date(exp * 1000), { sub: sid.toString(), aud, iat, exp });
+  }
+}

@@ -1,0 +1,144 @@
+// Internal helpers around @peculiar/x509 and node:crypto. Not exported from the package.
+import 'reflect-metadata';
+import { X509Certificate as NodeX509Certificate, webcrypto } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+import { WeaveError } from './errors.js';
+
+// @peculiar/x509 needs an explicit WebCrypto provider; Node's is complete.
+x509.cryptoProvider.set(webcrypto as never);
+
+export { x509 };
+
+/** OIDs of the extensions the SVID rules look at. */
+export const OID = {
+  basicConstraints: '2.5.29.19',
+  keyUsage: '2.5.29.15',
+  extKeyUsage: '2.5.29.37',
+  subjectAltName: '2.5.29.17',
+} as const;
+
+/** A bundle or certificate input that cannot be decoded. */
+export class CertificateParseError extends WeaveError {
+  constructor(message: string, cause?: unknown) {
+    super('CERTIFICATE_MALFORMED', message, { cause });
+  }
+}
+
+/**
+ * Splits concatenated DER certificates (the Workload API's encoding) by
+ * reading each outer SEQUENCE header.
+ */
+export function splitDer(der: Uint8Array): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let i = 0;
+  while (i < der.length) {
+    if (der[i] !== 0x30) throw new CertificateParseError(`expected a DER SEQUENCE at byte ${i}`);
+    const first = der[i + 1];
+    if (first === undefined) throw new CertificateParseError('truncated DER');
+    let len: number;
+    let header: number;
+    if (first < 0x80) {
+      len = first;
+      header = 2;
+    } else {
+      const n = first & 0x7f;
+      if (n === 0 || n > 4) throw new CertificateParseError('unsupported DER length encoding');
+      len = 0;
+      for (let k = 0; k < n; k++) {
+        const b = der[i + 2 + k];
+        if (b === undefined) throw new CertificateParseError('truncated DER');
+        len = len * 256 + b;
+      }
+      header = 2 + n;
+    }
+    const end = i + header + len;
+    if (end > der.length) throw new CertificateParseError('truncated DER');
+    out.push(der.subarray(i, end));
+    i = end;
+  }
+  return out;
+}
+
+const PEM_CERT = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g;
+
+/** Every CERTIFICATE block of a PEM text, as DER. Other block types are ignored. */
+export function pemToDerList(pem: string): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const m of pem.matchAll(PEM_CERT)) {
+    const body = (m[1] ?? '').replace(/\s+/g, '');
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body)) throw new CertificateParseError('invalid base64 in PEM block');
+    out.push(new Uint8Array(Buffer.from(body, 'base64')));
+  }
+  return out;
+}
+
+/** Parses one DER certificate, mapping library errors to a typed one. */
+export function parseCertificate(der: Uint8Array): x509.X509Certificate {
+  try {
+    return new x509.X509Certificate(der);
+  } catch (err) {
+    throw new CertificateParseError(`cannot parse certificate: ${(err as Error).message}`, err);
+  }
+}
+
+/**
+ * Reads certificates from PEM text, one DER blob of concatenated certificates,
+ * or a list of DER certificates.
+ */
+export function parseCertificates(
+  input: string | Uint8Array | readonly Uint8Array[],
+): x509.X509Certificate[] {
+  let ders: Uint8Array[];
+  if (typeof input === 'string') ders = pemToDerList(input);
+  else if (input instanceof Uint8Array) ders = splitDer(input);
+  else ders = [...input];
+  return ders.map(parseCertificate);
+}
+
+export function certDer(cert: x509.X509Certificate): Uint8Array {
+  return new Uint8Array(cert.rawData);
+}
+
+export function certsToPem(certs: readonly x509.X509Certificate[]): string {
+  return certs.map((c) => c.toString('pem')).join('\n') + (certs.length ? '\n' : '');
+}
+
+export function concatDer(certs: readonly x509.X509Certificate[]): Uint8Array {
+  return new Uint8Array(Buffer.concat(certs.map((c) => Buffer.from(c.rawData))));
+}
+
+// Node's OpenSSL-backed certificate is what verifies signatures (sync and fast);
+// it is derived once per parsed certificate.
+const nodeCache = new WeakMap<x509.X509Certificate, NodeX509Certificate>();
+
+export function toNodeCert(cert: x509.X509Certificate): NodeX509Certificate {
+  let n = nodeCache.get(cert);
+  if (!n) {
+    n = new NodeX509Certificate(Buffer.from(cert.rawData));
+    nodeCache.set(cert, n);
+  }
+  return n;
+}
+
+/** URI SANs of a certificate, or undefined when it has no SAN extension. */
+export function uriSans(cert: x509.X509Certificate): string[] {
+  const ext = cert.getExtension(x509.SubjectAlternativeNameExtension);
+  if (!ext) return [];
+  return ext.names.items.filter((n) => n.type === 'url').map((n) => n.value);
+}
+
+export function isCa(cert: x509.X509Certificate): boolean {
+  const bc = cert.getExtension(x509.BasicConstraintsExtension);
+  return bc?.ca === true;
+}
+
+export function keyUsage(cert: x509.X509Certificate): { present: boolean; flags: number; critical: boolean } {
+  const ku = cert.getExtension(x509.KeyUsagesExtension);
+  return ku
+    ? { present: true, flags: ku.usages, critical: ku.critical }
+    : { present: false, flags: 0, critical: false };
+}
+
+export function sameDer(a: x509.X509Certificate, b: x509.X509Certificate): boolean {
+  return Buffer.from(a.rawData).equals(Buffer.from(b.rawData));
+}
