@@ -12,3 +12,15 @@ export type {
   AuthzDecision,
   PolicyEnforcer,
 } from './types.js';
+export { PolicyError, AuthzConfigError, type PolicyIssue } from './errors.js';
+export { PinoAuditSink, type AuditSink, type AuditRecord, type AuditEngine } from './audit.js';
+export { parsePolicy, validatePolicy, type PolicyDocument, type PolicyRule } from './policy.js';
+export type { RawIdMatcher } from './matchers.js';
+export {
+  LocalPolicyEnforcer,
+  type LocalPolicyOptions,
+  type LocalPolicyFileOptions,
+  type ReloadEvent,
+} from './local.js';
+export { OpaEnforcer, type OpaEnforcerOptions, type OpaHealth } from './opa.js';
+export { AllowAllEnforcer } from './allow-all.js';

@@ -1,0 +1,54 @@
+import { pino, type Logger } from 'pino';
+import type { Direction } from './types.js';
+
+/** Which engine made a decision. */
+export type AuditEngine = 'local' | 'opa' | 'allow-all';
+
+/**
+ * One authorization decision, recorded exactly once. Field names are stable:
+ * log pipelines may index them.
+ */
+export interface AuditRecord {
+  /** Same value as `AuthzDecision.auditId`. */
+  readonly auditId: string;
+  /** ISO-8601 time the decision was made (not `time`: pino owns that key). */
+  readonly decidedAt: string;
+  readonly direction: Direction;
+  /** Caller SPIFFE ID (as given, when it was not a valid ID). */
+  readonly caller: string;
+  readonly callee?: string;
+  readonly action: string;
+  readonly decision: 'allow' | 'deny';
+  readonly reason: string;
+  readonly engine: AuditEngine;
+  readonly policyId?: string;
+  readonly ruleId?: string;
+  /** Time spent deciding, in microseconds (fractional). */
+  readonly latencyUs: number;
+  /** True when an OPA answer came from the decision cache. */
+  readonly cached?: boolean;
+  /** OPA's `decision_id`, present when OPA's decision logging is on. */
+  readonly opaDecisionId?: string;
+}
+
+/**
+ * Where audit records go. `record` is called once per decision, synchronously;
+ * an implementation that throws makes the decision a deny (fail closed).
+ */
+export interface AuditSink {
+  record(rec: AuditRecord): void;
+}
+
+/** The default sink: one pino record per decision, message `authz decision`. */
+export class PinoAuditSink implements AuditSink {
+  readonly logger: Logger;
+
+  /** @param logger defaults to `pino({ name: 'weave-authz' })` on stdout. */
+  constructor(logger?: Logger) {
+    this.logger = logger ?? pino({ name: 'weave-authz' });
+  }
+
+  record(rec: AuditRecord): void {
+    this.logger.info({ event: 'authz.decision', ...rec }, 'authz decision');
+  }
+}

@@ -1,0 +1,146 @@
+import { randomUUID } from 'node:crypto';
+import { SpiffeId } from '@weave/identity';
+import type { AuditEngine, AuditRecord, AuditSink } from './audit.js';
+import type { AuthzDecision, Direction } from './types.js';
+
+/** What an engine concluded, before it gets an audit id. */
+export interface Verdict {
+  readonly allowed: boolean;
+  readonly reason: string;
+  readonly policyId?: string | undefined;
+  readonly ruleId?: string | undefined;
+  readonly cached?: boolean;
+  readonly opaDecisionId?: string | undefined;
+}
+
+/** A check whose fields were validated: what engines work on. */
+export interface NormalizedCheck {
+  readonly direction: Direction;
+  readonly caller: SpiffeId;
+  readonly callee: SpiffeId | undefined;
+  readonly action: string;
+  readonly context: Readonly<Record<string, unknown>> | undefined;
+}
+
+const MAX_ACTION_LENGTH = 256;
+
+function toSpiffeId(value: unknown): SpiffeId | undefined {
+  if (value instanceof SpiffeId) return value;
+  // A SpiffeId from another copy of @weave/identity, or a plain string.
+  if (typeof value === 'string' || (typeof value === 'object' && value !== null)) {
+    return SpiffeId.tryParse(String(value));
+  }
+  return undefined;
+}
+
+function shown(value: unknown): string {
+  if (value === undefined) return '';
+  try {
+    const s = String(value);
+    return s.length > 256 ? `${s.slice(0, 256)}…` : s;
+  } catch {
+    return '<unprintable>';
+  }
+}
+
+/**
+ * Validates a check as it arrives (callers may be untyped JavaScript). Returns
+ * the reason for a deny when it is malformed.
+ */
+export function normalizeCheck(
+  direction: Direction,
+  check: unknown,
+  calleeRequired: boolean,
+): NormalizedCheck | { invalid: string; caller: string; callee: string | undefined; action: string } {
+  const c = (typeof check === 'object' && check !== null ? check : {}) as Record<string, unknown>;
+  const base = {
+    caller: shown(c.caller),
+    callee: c.callee === undefined ? undefined : shown(c.callee),
+    action: shown(c.action),
+  };
+  const caller = toSpiffeId(c.caller);
+  if (!caller) return { ...base, invalid: 'invalid check: caller is not a valid SPIFFE ID' };
+  let callee: SpiffeId | undefined;
+  if (c.callee !== undefined) {
+    callee = toSpiffeId(c.callee);
+    if (!callee) return { ...base, invalid: 'invalid check: callee is not a valid SPIFFE ID' };
+  } else if (calleeRequired) {
+    return { ...base, invalid: 'invalid check: callee is required for an outbound check' };
+  }
+  const action = c.action;
+  if (typeof action !== 'string' || action.length === 0 || action.length > MAX_ACTION_LENGTH) {
+    return {
+      ...base,
+      invalid: `invalid check: action must be a string of 1 to ${MAX_ACTION_LENGTH} characters`,
+    };
+  }
+  const context = c.context;
+  if (context !== undefined && (typeof context !== 'object' || context === null || Array.isArray(context))) {
+    return { ...base, invalid: 'invalid check: context must be an object' };
+  }
+  return {
+    direction,
+    caller,
+    callee,
+    action,
+    context: context as Readonly<Record<string, unknown>> | undefined,
+  };
+}
+
+/**
+ * Turns verdicts into frozen decisions and records each exactly once. Shared
+ * by every enforcer so audit behaviour cannot drift between engines.
+ */
+export class DecisionRecorder {
+  constructor(
+    private readonly sink: AuditSink,
+    private readonly engine: AuditEngine,
+  ) {}
+
+  finish(
+    startNs: bigint,
+    direction: Direction,
+    who: { caller: string; callee: string | undefined; action: string },
+    verdict: Verdict,
+  ): AuthzDecision {
+    const auditId = randomUUID();
+    const latencyUs = Number(process.hrtime.bigint() - startNs) / 1000;
+    let { allowed, reason } = verdict;
+    const rec: AuditRecord = {
+      auditId,
+      decidedAt: new Date().toISOString(),
+      direction,
+      caller: who.caller,
+      ...(who.callee !== undefined ? { callee: who.callee } : {}),
+      action: who.action,
+      decision: allowed ? 'allow' : 'deny',
+      reason,
+      engine: this.engine,
+      ...(verdict.policyId !== undefined ? { policyId: verdict.policyId } : {}),
+      ...(verdict.ruleId !== undefined ? { ruleId: verdict.ruleId } : {}),
+      latencyUs,
+      ...(verdict.cached ? { cached: true } : {}),
+      ...(verdict.opaDecisionId !== undefined ? { opaDecisionId: verdict.opaDecisionId } : {}),
+    };
+    try {
+      this.sink.record(Object.freeze(rec));
+    } catch (err) {
+      // A decision nobody can audit must not let a call through.
+      if (allowed) {
+        allowed = false;
+        reason = `audit sink failed, denying: ${err instanceof Error ? err.message : String(err)}`;
+      }
+      process.emitWarning(
+        `weave authz: audit sink failed for ${auditId}: ${String(err)}`,
+        'WeaveAuditWarning',
+      );
+    }
+    return Object.freeze({
+      allowed,
+      reason,
+      auditId,
+      ...(verdict.policyId !== undefined ? { policyId: verdict.policyId } : {}),
+      ...(verdict.ruleId !== undefined ? { ruleId: verdict.ruleId } : {}),
+    });
+  }
+}

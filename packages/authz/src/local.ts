@@ -1,0 +1,266 @@
+import { createHash } from 'node:crypto';
+import { watch, type FSWatcher } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { basename, dirname, resolve } from 'node:path';
+import { pino, type Logger } from 'pino';
+import { PinoAuditSink, type AuditSink } from './audit.js';
+import { DecisionRecorder, normalizeCheck, type Verdict } from './decision.js';
+import { PolicyError } from './errors.js';
+import { CompiledPolicy, parsePolicy, validatePolicy, type PolicyDocument } from './policy.js';
+import type { AuthzDecision, Direction, InboundCheck, OutboundCheck, PolicyEnforcer } from './types.js';
+
+/** Options shared by every way of building a {@link LocalPolicyEnforcer}. */
+export interface LocalPolicyOptions {
+  /** Where decisions are recorded; default a {@link PinoAuditSink} on stdout. */
+  readonly audit?: AuditSink;
+  /** Operational log (reloads, rejected files); default `pino({ name: 'weave-authz' })`. */
+  readonly logger?: Logger;
+}
+
+/** Outcome of one reload attempt of a file-backed policy. */
+export type ReloadEvent =
+  | { readonly ok: true; readonly policyId: string; readonly sha256: string; readonly changed: boolean }
+  | { readonly ok: false; readonly error: PolicyError };
+
+/** Options of {@link LocalPolicyEnforcer.fromFile}. */
+export interface LocalPolicyFileOptions extends LocalPolicyOptions {
+  /** Reload when the file changes (default true). */
+  readonly watch?: boolean;
+  /** Quiet time after the last change event before reading the file (default 50 ms). */
+  readonly debounceMs?: number;
+  /** Called after each reload attempt, good or bad. */
+  readonly onReload?: (event: ReloadEvent) => void;
+}
+
+/**
+ * The embedded default {@link PolicyEnforcer}: a default-deny policy document
+ * (YAML or JSON, see README) evaluated in-process. Deny rules override allow
+ * rules; the deciding rule is named in `reason`. Built from a file (hot
+ * reloaded; a bad new file keeps the last good policy), a string or an object.
+ */
+export class LocalPolicyEnforcer implements PolicyEnforcer {
+  private policy: CompiledPolicy;
+  private readonly recorder: DecisionRecorder;
+  private readonly logger: Logger;
+  private watcher: FSWatcher | undefined;
+  private debounce: NodeJS.Timeout | undefined;
+  private sha256: string | undefined;
+  private file: string | undefined;
+  private fileOptions: LocalPolicyFileOptions | undefined;
+  private reloading: Promise<ReloadEvent> | undefined;
+  private closed = false;
+
+  private constructor(doc: PolicyDocument, options: LocalPolicyOptions) {
+    this.policy = new CompiledPolicy(doc);
+    this.logger = options.logger ?? pino({ name: 'weave-authz' });
+    this.recorder = new DecisionRecorder(options.audit ?? new PinoAuditSink(this.logger), 'local');
+  }
+
+  /**
+   * Builds an enforcer from a policy object.
+   *
+   * @throws {PolicyError} naming each invalid key.
+   */
+  static fromObject(doc: unknown, options: LocalPolicyOptions = {}): LocalPolicyEnforcer {
+    return new LocalPolicyEnforcer(validatePolicy(doc), options);
+  }
+
+  /**
+   * Builds an enforcer from YAML or JSON text.
+   *
+   * @throws {PolicyError} naming the line, key and problem.
+   */
+  static fromString(
+    text: string,
+    options: LocalPolicyOptions & { source?: string } = {},
+  ): LocalPolicyEnforcer {
+    return new LocalPolicyEnforcer(parsePolicy(text, options.source), options);
+  }
+
+  /**
+   * Loads a policy file and, unless `watch: false`, reloads it when it changes.
+   *
+   * @throws {PolicyError} when the file cannot be read (`POLICY_UNREADABLE`) or is invalid.
+   */
+  static async fromFile(path: string, options: LocalPolicyFileOptions = {}): Promise<LocalPolicyEnforcer> {
+    const file = resolve(path);
+    const { text, sha256 } = await readPolicyFile(file);
+    const enforcer = new LocalPolicyEnforcer(parsePolicy(text, file), options);
+    enforcer.file = file;
+    enforcer.sha256 = sha256;
+    enforcer.fileOptions = options;
+    if (options.watch ?? true) enforcer.startWatching();
+    return enforcer;
+  }
+
+  /** The `id` of the policy in force. */
+  get policyId(): string {
+    return this.policy.id;
+  }
+
+  /** Number of rules in the policy in force. */
+  get ruleCount(): number {
+    return this.policy.ruleCount;
+  }
+
+  checkInbound(check: InboundCheck): Promise<AuthzDecision> {
+    return Promise.resolve(this.decide('inbound', check, false));
+  }
+
+  checkOutbound(check: OutboundCheck): Promise<AuthzDecision> {
+    return Promise.resolve(this.decide('outbound', check, true));
+  }
+
+  /**
+   * Re-reads the policy file now (also what the watcher does). A bad file
+   * keeps the policy in force and is logged; the result says which happened.
+   */
+  reload(): Promise<ReloadEvent> {
+    if (this.file === undefined) {
+      return Promise.resolve({
+        ok: false,
+        error: new PolicyError(
+          '<object>',
+          [{ path: '', message: 'this enforcer was not loaded from a file' }],
+          {
+            code: 'POLICY_NOT_FILE_BACKED',
+          },
+        ),
+      });
+    }
+    // Serialise reloads so an older read can never replace a newer policy.
+    const run = (this.reloading ?? Promise.resolve()).then(() => this.reloadNow());
+    this.reloading = run;
+    return run;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.debounce) clearTimeout(this.debounce);
+    this.debounce = undefined;
+    this.watcher?.close();
+    this.watcher = undefined;
+    await this.reloading;
+  }
+
+  private decide(direction: Direction, check: unknown, calleeRequired: boolean): AuthzDecision {
+    const start = process.hrtime.bigint();
+    const policy = this.policy;
+    const n = normalizeCheck(direction, check, calleeRequired);
+    if ('invalid' in n) {
+      return this.recorder.finish(start, direction, n, {
+        allowed: false,
+        reason: n.invalid,
+        policyId: policy.id,
+      });
+    }
+    let verdict: Verdict;
+    try {
+      const m = policy.decide(n.caller, n.callee, n.action);
+      if (m.deny) {
+        verdict = {
+          allowed: false,
+          reason: `denied by rule ${JSON.stringify(m.deny.id)}`,
+          policyId: policy.id,
+          ruleId: m.deny.id,
+        };
+      } else if (m.allow) {
+        verdict = {
+          allowed: true,
+          reason: `allowed by rule ${JSON.stringify(m.allow.id)}`,
+          policyId: policy.id,
+          ruleId: m.allow.id,
+        };
+      } else {
+        verdict = { allowed: false, reason: 'no rule matched: default deny', policyId: policy.id };
+      }
+    } catch (err) {
+      verdict = {
+        allowed: false,
+        reason: `policy evaluation failed: ${(err as Error).message}`,
+        policyId: policy.id,
+      };
+    }
+    return this.recorder.finish(
+      start,
+      direction,
+      { caller: n.caller.toString(), callee: n.callee?.toString(), action: n.action },
+      verdict,
+    );
+  }
+
+  private startWatching(): void {
+    const file = this.file as string;
+    const name = basename(file);
+    // Watch the directory: editors and config management replace files by
+    // rename, which a watch on the file itself would not survive.
+    this.watcher = watch(dirname(file), { persistent: false }, (_event, changed) => {
+      if (changed !== null && changed.toString() !== name) return;
+      this.schedule();
+    });
+    this.watcher.on('error', (err) => {
+      this.logger.error({ err, file }, 'policy watcher failed; the policy in force stays, reloads stop');
+    });
+  }
+
+  private schedule(): void {
+    if (this.closed) return;
+    if (this.debounce) clearTimeout(this.debounce);
+    this.debounce = setTimeout(() => {
+      this.debounce = undefined;
+      void this.reload();
+    }, this.fileOptions?.debounceMs ?? 50);
+    this.debounce.unref();
+  }
+
+  private async reloadNow(): Promise<ReloadEvent> {
+    const file = this.file as string;
+    let event: ReloadEvent;
+    try {
+      const { text, sha256 } = await readPolicyFile(file);
+      if (sha256 === this.sha256) {
+        event = { ok: true, policyId: this.policy.id, sha256, changed: false };
+      } else {
+        const next = new CompiledPolicy(parsePolicy(text, file));
+        if (this.closed) return { ok: true, policyId: this.policy.id, sha256, changed: false };
+        this.policy = next;
+        this.sha256 = sha256;
+        this.logger.info({ file, policyId: next.id, rules: next.ruleCount, sha256 }, 'policy reloaded');
+        event = { ok: true, policyId: next.id, sha256, changed: true };
+      }
+    } catch (err) {
+      const error =
+        err instanceof PolicyError
+          ? err
+          : new PolicyError(file, [{ path: '', message: (err as Error).message }], { cause: err });
+      this.logger.error(
+        { file, err: error, issues: error.issues, policyId: this.policy.id },
+        'policy reload rejected; keeping the last good policy',
+      );
+      event = { ok: false, error };
+    }
+    try {
+      this.fileOptions?.onReload?.(event);
+    } catch (err) {
+      this.logger.error({ err }, 'onReload callback threw');
+    }
+    return event;
+  }
+}
+
+async function readPolicyFile(file: string): Promise<{ text: string; sha256: string }> {
+  let buf: Buffer;
+  try {
+    buf = await readFile(file);
+  } catch (err) {
+    throw new PolicyError(
+      file,
+      [{ path: '', message: `cannot read policy file: ${(err as Error).message}` }],
+      {
+        cause: err,
+        code: 'POLICY_UNREADABLE',
+      },
+    );
+  }
+  return { text: buf.toString('utf8'), sha256: createHash('sha256').update(buf).digest('hex') };
+}

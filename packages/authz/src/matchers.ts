@@ -1,0 +1,162 @@
+import { SpiffeId, SpiffeIdError } from '@weave/identity';
+
+/**
+ * A compiled SPIFFE ID matcher. Forms (see README):
+ * - `*`                         any verified caller
+ * - `spiffe://td`               every ID in trust domain `td`
+ * - `spiffe://td/a/b`           exactly that ID
+ * - `spiffe://td/a/*`           `*` is exactly one path segment
+ * - `spiffe://td/a/**`          `**` (last segment only) is one or more segments
+ * - `{ prefix: "spiffe://td/a" }` the ID itself and everything below it, on segment boundaries
+ */
+export type IdMatcher =
+  | { readonly kind: 'any' }
+  | { readonly kind: 'exact'; readonly id: string; readonly td: string }
+  | { readonly kind: 'trustDomain'; readonly td: string }
+  | {
+      readonly kind: 'prefix';
+      readonly td: string;
+      readonly path: string;
+      readonly pathSlash: string;
+      readonly first: string | undefined;
+    }
+  | {
+      readonly kind: 'glob';
+      readonly td: string;
+      /** Segments; `undefined` stands for `*`. */
+      readonly segments: readonly (string | undefined)[];
+      /** The pattern ends in `/**`: one or more further segments. */
+      readonly deep: boolean;
+      readonly first: string | undefined;
+    };
+
+/** The raw matcher as written in a policy document. */
+export type RawIdMatcher = string | { readonly prefix: string };
+
+/** Thrown by the compilers; the policy loader turns it into a located issue. */
+export class MatcherSyntaxError extends Error {}
+
+/** Parses `text` as a SPIFFE ID; on failure reports `shown` (the matcher as written) with go-spiffe's reason. */
+function parseId(text: string, label: string, shown: string = text): SpiffeId {
+  try {
+    return SpiffeId.parse(text);
+  } catch (err) {
+    const reason = err instanceof SpiffeIdError ? err.reason : (err as Error).message;
+    throw new MatcherSyntaxError(`${label} ${JSON.stringify(shown)}: ${reason}`);
+  }
+}
+
+/** Compiles one matcher, or throws {@link MatcherSyntaxError} saying what is wrong. */
+export function compileIdMatcher(raw: RawIdMatcher): IdMatcher {
+  if (typeof raw === 'object') {
+    const id = parseId(raw.prefix, 'invalid SPIFFE ID in prefix');
+    if (id.path === '') {
+      throw new MatcherSyntaxError(
+        `prefix ${JSON.stringify(raw.prefix)} has no path; write "${raw.prefix}" to match the whole trust domain`,
+      );
+    }
+    return {
+      kind: 'prefix',
+      td: id.trustDomain.name,
+      path: id.path,
+      pathSlash: `${id.path}/`,
+      first: id.segments[0],
+    };
+  }
+  if (raw === '*') return { kind: 'any' };
+  if (!raw.includes('*')) {
+    const id = parseId(raw, 'invalid SPIFFE ID');
+    return id.path === ''
+      ? { kind: 'trustDomain', td: id.trustDomain.name }
+      : { kind: 'exact', id: id.toString(), td: id.trustDomain.name };
+  }
+  // A glob: validate it as an ID with each wildcard segment replaced by a placeholder.
+  if (!raw.startsWith('spiffe://'))
+    throw new MatcherSyntaxError(
+      `invalid SPIFFE ID glob ${JSON.stringify(raw)}: scheme is missing or invalid`,
+    );
+  const rest = raw.slice('spiffe://'.length);
+  const slash = rest.indexOf('/');
+  const td = slash === -1 ? rest : rest.slice(0, slash);
+  if (td.includes('*')) throw new MatcherSyntaxError('wildcards are not allowed in the trust domain');
+  const segs = slash === -1 ? [] : rest.slice(slash + 1).split('/');
+  segs.forEach((s, i) => {
+    if (s.includes('*') && s !== '*' && s !== '**') {
+      throw new MatcherSyntaxError(`segment ${JSON.stringify(s)}: "*" and "**" must be whole path segments`);
+    }
+    if (s === '**' && i !== segs.length - 1) {
+      throw new MatcherSyntaxError('"**" is only allowed as the last path segment');
+    }
+  });
+  const placeholder = segs.map((s) => (s === '*' || s === '**' ? 'x' : s));
+  parseId(`spiffe://${td}/${placeholder.join('/')}`, 'invalid SPIFFE ID glob', raw);
+  const deep = segs[segs.length - 1] === '**';
+  const fixed = (deep ? segs.slice(0, -1) : segs).map((s) => (s === '*' ? undefined : s));
+  return { kind: 'glob', td, segments: fixed, deep, first: fixed[0] };
+}
+
+/** Does `m` match an ID with this trust domain, path and segments? */
+export function matchId(m: IdMatcher, id: SpiffeId, idString: string, segments: readonly string[]): boolean {
+  switch (m.kind) {
+    case 'any':
+      return true;
+    case 'exact':
+      return m.id === idString;
+    case 'trustDomain':
+      return m.td === id.trustDomain.name;
+    case 'prefix':
+      return m.td === id.trustDomain.name && (id.path === m.path || id.path.startsWith(m.pathSlash));
+    case 'glob': {
+      if (m.td !== id.trustDomain.name) return false;
+      const n = m.segments.length;
+      if (m.deep ? segments.length <= n : segments.length !== n) return false;
+      for (let i = 0; i < n; i++) {
+        const want = m.segments[i];
+        if (want !== undefined && want !== segments[i]) return false;
+      }
+      return true;
+    }
+  }
+}
+
+/** Characters allowed in an action pattern: no glob syntax beyond `*`, so OPA's glob.match agrees. */
+const ACTION_PATTERN = /^[A-Za-z0-9._:/-]*(\*[A-Za-z0-9._:/-]*)*$/;
+
+/** Compiled `actions` of one rule. */
+export interface ActionMatcher {
+  readonly any: boolean;
+  readonly exact: ReadonlySet<string>;
+  readonly globs: readonly RegExp[];
+}
+
+/** Checks one action pattern; returns the problem, or undefined when valid. */
+export function actionPatternProblem(p: string): string | undefined {
+  if (p.length === 0) return 'action pattern cannot be empty';
+  if (p.length > 256) return 'action pattern is longer than 256 characters';
+  if (!ACTION_PATTERN.test(p)) {
+    return 'action patterns may contain letters, digits, ". _ : / -" and "*" (any characters) only';
+  }
+  return undefined;
+}
+
+export function compileActions(patterns: readonly string[]): ActionMatcher {
+  const exact = new Set<string>();
+  const globs: RegExp[] = [];
+  let any = false;
+  for (const p of patterns) {
+    if (/^\*+$/.test(p)) any = true;
+    else if (!p.includes('*')) exact.add(p);
+    else globs.push(new RegExp(`^${p.split('*').map(escapeRegExp).join('.*')}$`, 's'));
+  }
+  return { any, exact, globs };
+}
+
+export function matchAction(m: ActionMatcher, action: string): boolean {
+  if (m.any || m.exact.has(action)) return true;
+  for (const g of m.globs) if (g.test(action)) return true;
+  return false;
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+}

@@ -1,0 +1,219 @@
+import { describe, expect, it } from 'vitest';
+import { LocalPolicyEnforcer, parsePolicy, PolicyError, validatePolicy } from '../src/index.js';
+
+const GOOD = `version: 1
+id: demo-policy
+default: deny
+rules:
+  - id: orchestrator-calls-search
+    effect: allow
+    callers: ["spiffe://demo.weave/agent/orchestrator"]
+    callees: ["spiffe://demo.weave/agent/search"]
+    actions: ["search", "search.*"]
+  - id: ops
+    effect: deny
+    callers:
+      - prefix: spiffe://demo.weave/ops
+    actions: ["*"]
+`;
+
+function rejected(text: string): PolicyError {
+  try {
+    parsePolicy(text, 'test.yaml');
+  } catch (err) {
+    expect(err).toBeInstanceOf(PolicyError);
+    return err as PolicyError;
+  }
+  throw new Error('policy was accepted');
+}
+
+/** Replace one line of GOOD (1-based) with `line`. */
+function withLine(n: number, line: string): string {
+  const lines = GOOD.split('\n');
+  lines[n - 1] = line;
+  return lines.join('\n');
+}
+
+describe('policy documents', () => {
+  it('accepts the documented YAML shape', () => {
+    const doc = parsePolicy(GOOD);
+    expect(doc.id).toBe('demo-policy');
+    expect(doc.rules).toHaveLength(2);
+    expect(doc.rules[1]?.callers[0]).toEqual({ prefix: 'spiffe://demo.weave/ops' });
+  });
+
+  it('accepts the same document as JSON', () => {
+    const json = JSON.stringify(parsePolicy(GOOD), null, 2);
+    expect(parsePolicy(json)).toEqual(parsePolicy(GOOD));
+    expect(LocalPolicyEnforcer.fromString(json).policyId).toBe('demo-policy');
+  });
+
+  const bad: { name: string; text: string; code?: string; line?: number; path: string; message: RegExp }[] = [
+    {
+      name: 'default allow',
+      text: withLine(3, 'default: allow'),
+      line: 3,
+      path: 'default',
+      message: /default must be "deny"/,
+    },
+    {
+      name: 'missing default',
+      text: withLine(3, '# no default'),
+      line: 1,
+      path: 'default',
+      message: /^missing required key "default"$/,
+    },
+    {
+      name: 'wrong version',
+      text: withLine(1, 'version: 2'),
+      line: 1,
+      path: 'version',
+      message: /version must be 1/,
+    },
+    {
+      name: 'bad effect',
+      text: withLine(6, '    effect: permit'),
+      line: 6,
+      path: 'rules[0].effect',
+      message: /effect must be "allow" or "deny"/,
+    },
+    {
+      name: 'invalid SPIFFE ID in callers',
+      text: withLine(7, '    callers: ["spiffe://Demo.weave/agent"]'),
+      line: 7,
+      path: 'rules[0].callers[0]',
+      message: /trust domain characters are limited/,
+    },
+    {
+      name: 'invalid SPIFFE ID in callees',
+      text: withLine(8, '    callees: ["https://demo.weave/agent/search"]'),
+      line: 8,
+      path: 'rules[0].callees[0]',
+      message: /scheme is missing or invalid/,
+    },
+    {
+      name: 'partial-segment glob',
+      text: withLine(7, '    callers: ["spiffe://demo.weave/agent-*"]'),
+      line: 7,
+      path: 'rules[0].callers[0]',
+      message: /must be whole path segments/,
+    },
+    {
+      name: '** not last',
+      text: withLine(7, '    callers: ["spiffe://demo.weave/**/admin"]'),
+      line: 7,
+      path: 'rules[0].callers[0]',
+      message: /only allowed as the last path segment/,
+    },
+    {
+      name: 'wildcard trust domain',
+      text: withLine(7, '    callers: ["spiffe://*.weave/agent"]'),
+      line: 7,
+      path: 'rules[0].callers[0]',
+      message: /not allowed in the trust domain/,
+    },
+    {
+      name: 'prefix without path',
+      text: withLine(13, '      - prefix: spiffe://demo.weave'),
+      line: 13,
+      path: 'rules[1].callers[0]',
+      message: /has no path/,
+    },
+    {
+      name: 'empty callers',
+      text: withLine(7, '    callers: []'),
+      line: 7,
+      path: 'rules[0].callers',
+      message: /callers cannot be empty/,
+    },
+    {
+      name: 'empty actions',
+      text: withLine(9, '    actions: []'),
+      line: 9,
+      path: 'rules[0].actions',
+      message: /actions cannot be empty/,
+    },
+    {
+      name: 'glob syntax in actions',
+      text: withLine(9, '    actions: ["search.[ab]"]'),
+      line: 9,
+      path: 'rules[0].actions[0]',
+      message: /action patterns may contain/,
+    },
+    {
+      name: 'unknown key',
+      text: withLine(6, '    efect: allow'),
+      line: 6,
+      path: 'rules[0].efect',
+      message: /unknown key "efect"/,
+    },
+    {
+      name: 'duplicate rule id',
+      text: withLine(10, '  - id: orchestrator-calls-search'),
+      line: 10,
+      path: 'rules[1].id',
+      message: /duplicate rule id "orchestrator-calls-search" \(first used by rules\[0\]\)/,
+    },
+    {
+      name: 'bad rule id',
+      text: withLine(5, '  - id: "has space"'),
+      line: 5,
+      path: 'rules[0].id',
+      message: /rule id may contain/,
+    },
+    {
+      name: 'YAML syntax error',
+      text: withLine(7, '    callers: ["spiffe://demo.weave/agent"'),
+      line: 8,
+      path: '',
+      message: /./,
+    },
+    {
+      name: 'duplicate key',
+      text: withLine(2, 'version: 1'),
+      line: 2,
+      path: '',
+      message: /[Mm]ap keys must be unique/,
+    },
+    { name: 'not a mapping', text: '- 1\n- 2\n', line: 1, path: '', message: /expected object/ },
+    { name: 'empty file', text: '', path: '', message: /the policy document is empty/ },
+  ];
+
+  for (const c of bad) {
+    it(`rejects ${c.name} with a located, clear message`, () => {
+      const err = rejected(c.text);
+      expect(err.code).toBe('POLICY_INVALID');
+      const issue = err.issues.find((i) => i.path === c.path && c.message.test(i.message));
+      expect(issue, `issues were: ${err.message}`).toBeDefined();
+      if (c.line !== undefined) expect(issue?.line).toBe(c.line);
+      // The message alone is enough to fix the file.
+      expect(err.message).toContain('test.yaml');
+      if (c.line !== undefined) expect(err.message).toContain(`line ${c.line}`);
+      if (c.path !== '') expect(err.message).toContain(c.path);
+    });
+  }
+
+  it('reports every problem, not only the first', () => {
+    const text = withLine(6, '    effect: permit').replace('default: deny', 'default: allow');
+    const err = rejected(text);
+    expect(err.issues.map((i) => i.path)).toEqual(expect.arrayContaining(['default', 'rules[0].effect']));
+    expect(err.message).toMatch(/2 problems/);
+  });
+
+  it('validates objects with key paths (no lines)', () => {
+    expect(() => validatePolicy({ version: 1, id: 'p', default: 'allow', rules: [] })).toThrow(
+      /default: default must be "deny"/,
+    );
+    expect(() =>
+      LocalPolicyEnforcer.fromObject({
+        version: 1,
+        id: 'p',
+        default: 'deny',
+        rules: [{ id: 'r', effect: 'allow', callers: ['spiffe://td/a/../b'], actions: ['x'] }],
+      }),
+    ).toThrow(
+      /rules\[0\]\.callers\[0\]: invalid SPIFFE ID "spiffe:\/\/td\/a\/..\/b": path cannot contain dot segments/,
+    );
+    expect(() => validatePolicy(null)).toThrow(PolicyError);
+  });
+});
