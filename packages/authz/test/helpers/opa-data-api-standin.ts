@@ -20,7 +20,7 @@ export interface OpaStandin {
   readonly url: string;
   readonly requests: StandinRequest[];
   /** Path (after /v1/data/) and the posted input → the document's value, or undefined. */
-  decide: (path: string, input: unknown) => unknown;
+  decide: (path: string, input: unknown) => unknown; // may return a promise
   /** Override the whole reply (status and body) for decision requests. */
   reply: ((req: StandinRequest) => { status: number; body: unknown } | 'hang') | undefined;
   healthStatus: number;
@@ -51,7 +51,7 @@ export async function startOpaStandin(
   const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
+    req.on('end', async () => {
       const url = new URL(req.url ?? '/', 'http://standin');
       if (req.method === 'GET' && url.pathname === '/health') {
         send(
@@ -84,7 +84,13 @@ export async function startOpaStandin(
         return;
       }
       const input = (body as { input?: unknown } | null)?.input;
-      const result = state.decide(request.path, input);
+      let result: unknown;
+      try {
+        result = await state.decide(request.path, input);
+      } catch (err) {
+        send(res, 500, { code: 'internal_error', message: (err as Error).message });
+        return;
+      }
       send(res, 200, result === undefined ? {} : { result });
     });
   });

@@ -1,0 +1,50 @@
+import { SpiffeId } from '@weave/identity';
+import { afterEach, describe, expect, it } from 'vitest';
+import { AllowAllEnforcer, AuthzConfigError } from '../src/index.js';
+import { CollectingSink } from './helpers/sinks.js';
+
+const ORCH = SpiffeId.parse('spiffe://demo.weave/agent/orchestrator');
+
+describe('AllowAllEnforcer', () => {
+  const saved = { NODE_ENV: process.env.NODE_ENV, WEAVE_ENV: process.env.WEAVE_ENV };
+  afterEach(() => {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  });
+
+  it('allows well-formed checks and audits them', async () => {
+    delete process.env.WEAVE_ENV;
+    process.env.NODE_ENV = 'test';
+    const sink = new CollectingSink();
+    const e = new AllowAllEnforcer({ audit: sink });
+    const d = await e.checkOutbound({ caller: ORCH, callee: ORCH, action: 'anything' });
+    expect(d).toMatchObject({ allowed: true, reason: 'allow-all enforcer (tests only)' });
+    expect(sink.records).toHaveLength(1);
+    expect(sink.records[0]).toMatchObject({ engine: 'allow-all', decision: 'allow', auditId: d.auditId });
+    // Still no permission without a verified caller.
+    expect((await e.checkInbound({ caller: 'x', action: 'a' } as never)).allowed).toBe(false);
+  });
+
+  for (const [name, value] of [
+    ['NODE_ENV', 'production'],
+    ['WEAVE_ENV', 'production'],
+    ['NODE_ENV', ' Production '],
+  ] as const) {
+    it(`refuses to construct when ${name}=${JSON.stringify(value)}`, () => {
+      delete process.env.NODE_ENV;
+      delete process.env.WEAVE_ENV;
+      process.env[name] = value;
+      let err: unknown;
+      try {
+        new AllowAllEnforcer({ audit: new CollectingSink() });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(AuthzConfigError);
+      expect(err).toMatchObject({ code: 'ALLOW_ALL_IN_PRODUCTION' });
+      expect((err as Error).message).toContain(name);
+    });
+  }
+});

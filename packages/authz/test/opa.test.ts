@@ -1,0 +1,265 @@
+/**
+ * OpaEnforcer against a stand-in HTTP server that implements OPA's REST Data
+ * API contract (OPA itself cannot be installed on the build machine); see
+ * helpers/opa-data-api-standin.ts. A real OPA is exercised by golden.test.ts
+ * when OPA_URL is set.
+ */
+import { createServer, type Server } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { SpiffeId } from '@weave/identity';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { OpaEnforcer, PinoAuditSink } from '../src/index.js';
+import { startOpaStandin, type OpaStandin } from './helpers/opa-data-api-standin.js';
+import { CollectingSink, memoryLogger } from './helpers/sinks.js';
+
+const ORCH = SpiffeId.parse('spiffe://demo.weave/agent/orchestrator');
+const SEARCH = SpiffeId.parse('spiffe://demo.weave/agent/search');
+
+describe('OpaEnforcer', () => {
+  let opa: OpaStandin;
+  const enforcers: OpaEnforcer[] = [];
+  let sink: CollectingSink;
+
+  function make(opts: Partial<ConstructorParameters<typeof OpaEnforcer>[0]> = {}): OpaEnforcer {
+    const e = new OpaEnforcer({ url: opa.url, audit: sink, timeoutMs: 2_000, ...opts });
+    enforcers.push(e);
+    return e;
+  }
+
+  beforeEach(async () => {
+    sink = new CollectingSink();
+    opa = await startOpaStandin(() => undefined);
+  });
+  afterEach(async () => {
+    await Promise.all(enforcers.splice(0).map((e) => e.close()));
+    await opa.close();
+  });
+
+  it('posts the documented input shape to the Data API path', async () => {
+    opa.decide = () => true;
+    const e = make({ path: 'acme/authz/allow' });
+    await e.checkOutbound({ caller: ORCH, callee: SEARCH, action: 'search', context: { traceId: 'abc' } });
+    await e.checkInbound({ caller: ORCH, action: 'ping' });
+    expect(opa.requests).toHaveLength(2);
+    expect(opa.requests[0]).toEqual({
+      path: 'acme/authz/allow',
+      body: {
+        input: {
+          caller: { spiffe_id: ORCH.toString(), trust_domain: 'demo.weave' },
+          callee: { spiffe_id: SEARCH.toString(), trust_domain: 'demo.weave' },
+          action: 'search',
+          direction: 'outbound',
+          context: { traceId: 'abc' },
+        },
+      },
+    });
+    expect(opa.requests[1]?.body).toEqual({
+      input: {
+        caller: { spiffe_id: ORCH.toString(), trust_domain: 'demo.weave' },
+        action: 'ping',
+        direction: 'inbound',
+        context: {},
+      },
+    });
+  });
+
+  it('allows on result true and denies on result false', async () => {
+    opa.decide = (_p, input) => (input as { action: string }).action === 'search';
+    const e = make();
+    expect(await e.checkInbound({ caller: ORCH, action: 'search' })).toMatchObject({
+      allowed: true,
+      reason: 'opa: allowed',
+    });
+    expect(await e.checkInbound({ caller: ORCH, action: 'delete' })).toMatchObject({
+      allowed: false,
+      reason: 'opa: denied',
+    });
+  });
+
+  it('uses { allow, reason, rule_id, policy_id } results', async () => {
+    opa.decide = () => ({ allow: false, reason: 'denied by rule "x"', rule_id: 'x', policy_id: 'p' });
+    const d = await make().checkInbound({ caller: ORCH, action: 'search' });
+    expect(d).toMatchObject({
+      allowed: false,
+      reason: 'opa: denied by rule "x"',
+      ruleId: 'x',
+      policyId: 'p',
+    });
+    expect(Object.isFrozen(d)).toBe(true);
+  });
+
+  it('denies with its own reason when the result is undefined', async () => {
+    opa.decide = () => undefined;
+    const d = await make().checkInbound({ caller: ORCH, action: 'search' });
+    expect(d.allowed).toBe(false);
+    expect(d.reason).toBe(
+      'opa: result undefined for data.weave.authz.decision (no such rule or no policy loaded)',
+    );
+  });
+
+  it('denies a result of the wrong shape', async () => {
+    for (const result of ['yes', 1, { allowed: true }, { allow: 'true' }, null]) {
+      opa.decide = () => result;
+      const d = await make().checkInbound({ caller: ORCH, action: 'search' });
+      expect({ result, allowed: d.allowed, reason: d.reason }).toEqual({
+        result,
+        allowed: false,
+        reason: 'opa: invalid result: expected true/false or { allow, reason }',
+      });
+    }
+  });
+
+  it('denies on HTTP 500 and 400 with the status and OPA error in the reason', async () => {
+    opa.reply = () => ({
+      status: 500,
+      body: {
+        code: 'internal_error',
+        message: 'eval_conflict_error: functions must not produce multiple outputs',
+      },
+    });
+    const d500 = await make().checkInbound({ caller: ORCH, action: 'search' });
+    expect(d500).toMatchObject({
+      allowed: false,
+      reason:
+        'opa: HTTP 500: internal_error: eval_conflict_error: functions must not produce multiple outputs',
+    });
+    opa.reply = () => ({ status: 400, body: { code: 'invalid_parameter', message: 'bad input' } });
+    const d400 = await make().checkInbound({ caller: ORCH, action: 'search' });
+    expect(d400).toMatchObject({ allowed: false, reason: 'opa: HTTP 400: invalid_parameter: bad input' });
+  });
+
+  it('denies on timeout with a reason distinct from other failures', async () => {
+    opa.reply = () => 'hang';
+    const d = await make({ timeoutMs: 100 }).checkInbound({ caller: ORCH, action: 'search' });
+    expect(d).toMatchObject({ allowed: false, reason: 'opa: timeout after 100 ms' });
+  });
+
+  it('denies on a refused connection with its own reason', async () => {
+    // Reserve a port, then close it so nothing listens there.
+    const srv: Server = createServer();
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    const port = (srv.address() as AddressInfo).port;
+    await new Promise<void>((r) => srv.close(() => r()));
+    const e = make({ url: `http://127.0.0.1:${port}` });
+    const d = await e.checkInbound({ caller: ORCH, action: 'search' });
+    expect(d).toMatchObject({ allowed: false, reason: `opa: connection refused (http://127.0.0.1:${port})` });
+    expect(await e.health()).toEqual({
+      ok: false,
+      reason: `opa health: connection refused (http://127.0.0.1:${port})`,
+    });
+  });
+
+  it('denies when the body is not JSON', async () => {
+    opa.reply = () => ({ status: 200, body: 'not an object' });
+    const d = await make().checkInbound({ caller: ORCH, action: 'search' });
+    expect(d).toMatchObject({ allowed: false, reason: 'opa: invalid response: body is not a JSON object' });
+  });
+
+  describe('decision cache', () => {
+    it('hits on the same caller, callee and action, whatever the context', async () => {
+      opa.decide = () => ({ allow: true, reason: 'ok', rule_id: 'r1' });
+      let now = 1_000;
+      const e = make({ cache: { ttlMs: 5_000 }, now: () => now });
+      const first = await e.checkOutbound({
+        caller: ORCH,
+        callee: SEARCH,
+        action: 'search',
+        context: { requestId: '1' },
+      });
+      const second = await e.checkOutbound({
+        caller: ORCH,
+        callee: SEARCH,
+        action: 'search',
+        context: { requestId: '2' },
+      });
+      expect(opa.requests).toHaveLength(1);
+      expect(first).toMatchObject({ allowed: true, ruleId: 'r1' });
+      expect(second).toMatchObject({ allowed: true, ruleId: 'r1' });
+      expect(second.auditId).not.toBe(first.auditId);
+      expect(sink.records.map((r) => r.cached ?? false)).toEqual([false, true]);
+
+      // Miss: another action, callee or direction.
+      await e.checkOutbound({ caller: ORCH, callee: SEARCH, action: 'index' });
+      await e.checkOutbound({ caller: ORCH, callee: ORCH, action: 'search' });
+      await e.checkInbound({ caller: ORCH, callee: SEARCH, action: 'search' });
+      expect(opa.requests).toHaveLength(4);
+
+      // Expiry.
+      now += 4_999;
+      await e.checkOutbound({ caller: ORCH, callee: SEARCH, action: 'search' });
+      expect(opa.requests).toHaveLength(4);
+      now += 2;
+      await e.checkOutbound({ caller: ORCH, callee: SEARCH, action: 'search' });
+      expect(opa.requests).toHaveLength(5);
+    });
+
+    it('never caches failures or undefined results', async () => {
+      const e = make({ cache: { ttlMs: 60_000 } });
+      opa.reply = () => ({ status: 500, body: { code: 'internal_error', message: 'boom' } });
+      expect((await e.checkInbound({ caller: ORCH, action: 'a' })).allowed).toBe(false);
+      opa.reply = undefined;
+      opa.decide = () => undefined;
+      expect((await e.checkInbound({ caller: ORCH, action: 'a' })).allowed).toBe(false);
+      opa.decide = () => true;
+      expect((await e.checkInbound({ caller: ORCH, action: 'a' })).allowed).toBe(true);
+      expect(opa.requests).toHaveLength(3);
+    });
+
+    it('evicts the oldest entry beyond maxEntries', async () => {
+      opa.decide = () => true;
+      const e = make({ cache: { ttlMs: 60_000, maxEntries: 2 } });
+      for (const action of ['a', 'b', 'c', 'c', 'b', 'a']) await e.checkInbound({ caller: ORCH, action });
+      // a, b, c miss; c, b hit; a was evicted when c came in.
+      expect(opa.requests.map((r) => (r.body as { input: { action: string } }).input.action)).toEqual([
+        'a',
+        'b',
+        'c',
+        'a',
+      ]);
+    });
+  });
+
+  it('probes health', async () => {
+    const e = make();
+    expect(await e.health()).toEqual({ ok: true, status: 200 });
+    opa.healthStatus = 500;
+    expect(await e.health({ bundles: true })).toEqual({
+      ok: false,
+      status: 500,
+      reason: 'opa health: HTTP 500',
+    });
+  });
+
+  it("records one audit record per decision, with OPA's decision_id when present", async () => {
+    opa.reply = () => ({ status: 200, body: { result: true, decision_id: 'dec-42' } });
+    const { logger, lines } = memoryLogger();
+    const e = make({ audit: new PinoAuditSink(logger) });
+    const d = await e.checkOutbound({ caller: ORCH, callee: SEARCH, action: 'search' });
+    const out = lines();
+    expect(out).toHaveLength(1);
+    expect(out[0]).toMatchObject({
+      auditId: d.auditId,
+      engine: 'opa',
+      decision: 'allow',
+      opaDecisionId: 'dec-42',
+      direction: 'outbound',
+    });
+  });
+
+  it('rejects bad options with a typed error', () => {
+    expect(() => new OpaEnforcer({ url: 'ftp://x' })).toThrow(
+      expect.objectContaining({ code: 'OPA_CONFIG_INVALID' }),
+    );
+    expect(() => new OpaEnforcer({ url: 'http://127.0.0.1:8181', path: '../secret' })).toThrow(
+      /path must look like/,
+    );
+    expect(() => new OpaEnforcer({ url: 'http://127.0.0.1:8181', timeoutMs: 0 })).toThrow(/timeoutMs/);
+  });
+
+  it('denies malformed checks without asking OPA', async () => {
+    opa.decide = () => true;
+    const d = await make().checkInbound({ caller: 'nope', action: 'x' } as never);
+    expect(d).toMatchObject({ allowed: false, reason: 'invalid check: caller is not a valid SPIFFE ID' });
+    expect(opa.requests).toHaveLength(0);
+  });
+});

@@ -1,0 +1,175 @@
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SpiffeId } from '@weave/identity';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { LocalPolicyEnforcer, PolicyError, type ReloadEvent } from '../src/index.js';
+import { CollectingSink, memoryLogger } from './helpers/sinks.js';
+
+const CALLER = SpiffeId.parse('spiffe://demo.weave/agent/orchestrator');
+
+const policyText = (id: string, action: string) => `version: 1
+id: ${id}
+default: deny
+rules:
+  - id: allow-${action}
+    effect: allow
+    callers: ["${CALLER.toString()}"]
+    actions: ["${action}"]
+`;
+
+describe('LocalPolicyEnforcer.fromFile', () => {
+  let dir: string;
+  let enforcer: LocalPolicyEnforcer | undefined;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'weave-authz-'));
+  });
+  afterEach(async () => {
+    await enforcer?.close();
+    enforcer = undefined;
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Resolves with the next reload event that satisfies `pred`. */
+  function nextReload(
+    events: ReloadEvent[],
+    pred: (e: ReloadEvent) => boolean,
+    signal: { wake?: () => void },
+  ) {
+    return new Promise<ReloadEvent>((resolve) => {
+      const check = () => {
+        const hit = events.find(pred);
+        if (hit) resolve(hit);
+        else signal.wake = check;
+      };
+      check();
+    });
+  }
+
+  async function load(file: string, extra: { watch?: boolean } = {}) {
+    const events: ReloadEvent[] = [];
+    const signal: { wake?: () => void } = {};
+    const log = memoryLogger();
+    enforcer = await LocalPolicyEnforcer.fromFile(file, {
+      audit: new CollectingSink(),
+      logger: log.logger,
+      debounceMs: 20,
+      onReload: (e) => {
+        events.push(e);
+        signal.wake?.();
+      },
+      ...extra,
+    });
+    return { e: enforcer, events, signal, log };
+  }
+
+  it('loads a file and refuses an invalid one at start with a located error', async () => {
+    const file = join(dir, 'policy.yaml');
+    await writeFile(file, policyText('v1', 'search'));
+    const { e } = await load(file, { watch: false });
+    expect(e.policyId).toBe('v1');
+    expect((await e.checkInbound({ caller: CALLER, action: 'search' })).allowed).toBe(true);
+
+    const bad = join(dir, 'bad.yaml');
+    await writeFile(bad, policyText('v1', 'search').replace('default: deny', 'default: allow'));
+    await expect(LocalPolicyEnforcer.fromFile(bad, { watch: false })).rejects.toThrow(
+      /line 3, default: default must be "deny"/,
+    );
+    await expect(
+      LocalPolicyEnforcer.fromFile(join(dir, 'missing.yaml'), { watch: false }),
+    ).rejects.toMatchObject({
+      code: 'POLICY_UNREADABLE',
+    });
+  });
+
+  it('hot-reloads when the file changes', async () => {
+    const file = join(dir, 'policy.yaml');
+    await writeFile(file, policyText('v1', 'search'));
+    const { e, events, signal } = await load(file);
+    expect((await e.checkInbound({ caller: CALLER, action: 'write' })).allowed).toBe(false);
+
+    await writeFile(file, policyText('v2', 'write'));
+    await nextReload(events, (ev) => ev.ok && ev.policyId === 'v2', signal);
+    expect(e.policyId).toBe('v2');
+    const d = await e.checkInbound({ caller: CALLER, action: 'write' });
+    expect(d).toMatchObject({ allowed: true, policyId: 'v2', ruleId: 'allow-write' });
+    expect((await e.checkInbound({ caller: CALLER, action: 'search' })).allowed).toBe(false);
+  });
+
+  it('survives atomic replacement by rename', async () => {
+    const file = join(dir, 'policy.yaml');
+    await writeFile(file, policyText('v1', 'search'));
+    const { e, events, signal } = await load(file);
+    const tmp = join(dir, '.policy.yaml.tmp');
+    await writeFile(tmp, policyText('v2', 'write'));
+    await rename(tmp, file);
+    await nextReload(events, (ev) => ev.ok && ev.policyId === 'v2', signal);
+    expect((await e.checkInbound({ caller: CALLER, action: 'write' })).allowed).toBe(true);
+  });
+
+  it('keeps the last good policy when the new file is bad, and logs why', async () => {
+    const file = join(dir, 'policy.yaml');
+    await writeFile(file, policyText('v1', 'search'));
+    const { e, events, signal, log } = await load(file);
+
+    await writeFile(file, policyText('v2', 'write').replace('effect: allow', 'effect: maybe'));
+    const ev = await nextReload(events, (x) => !x.ok, signal);
+    expect(ev.ok).toBe(false);
+    if (!ev.ok) {
+      expect(ev.error).toBeInstanceOf(PolicyError);
+      expect(ev.error.message).toMatch(/line 6, rules\[0\]\.effect: effect must be "allow" or "deny"/);
+    }
+    expect(e.policyId).toBe('v1');
+    expect((await e.checkInbound({ caller: CALLER, action: 'search' })).allowed).toBe(true);
+    expect((await e.checkInbound({ caller: CALLER, action: 'write' })).allowed).toBe(false);
+    const logged = log.lines().find((l) => l.msg === 'policy reload rejected; keeping the last good policy');
+    expect(logged).toMatchObject({ level: 50, file, policyId: 'v1' });
+    expect(JSON.stringify(logged)).toContain('rules[0].effect');
+
+    // A later good file is picked up again.
+    await writeFile(file, policyText('v3', 'write'));
+    await nextReload(events, (x) => x.ok && x.policyId === 'v3', signal);
+    expect((await e.checkInbound({ caller: CALLER, action: 'write' })).allowed).toBe(true);
+  });
+
+  it('keeps the last good policy when the file disappears', async () => {
+    const file = join(dir, 'policy.yaml');
+    await writeFile(file, policyText('v1', 'search'));
+    const { e } = await load(file, { watch: false });
+    await rm(file);
+    const ev = await e.reload();
+    expect(ev.ok).toBe(false);
+    if (!ev.ok) expect(ev.error.code).toBe('POLICY_UNREADABLE');
+    expect((await e.checkInbound({ caller: CALLER, action: 'search' })).allowed).toBe(true);
+  });
+
+  it('does not swap policies when the content is unchanged', async () => {
+    const file = join(dir, 'policy.yaml');
+    await writeFile(file, policyText('v1', 'search'));
+    const { e } = await load(file, { watch: false });
+    expect(await e.reload()).toMatchObject({ ok: true, changed: false, policyId: 'v1' });
+  });
+
+  it('stops watching after close()', async () => {
+    const file = join(dir, 'policy.yaml');
+    await writeFile(file, policyText('v1', 'search'));
+    const { e, events } = await load(file);
+    await e.close();
+    await writeFile(file, policyText('v2', 'write'));
+    // Give a watcher that was (wrongly) still running ample time to fire and debounce.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(events).toHaveLength(0);
+    expect(e.policyId).toBe('v1');
+  });
+
+  it('reload() on an enforcer built from an object says it is not file-backed', async () => {
+    const e = LocalPolicyEnforcer.fromObject(
+      { version: 1, id: 'o', default: 'deny', rules: [] },
+      { audit: new CollectingSink() },
+    );
+    const ev = await e.reload();
+    expect(ev.ok).toBe(false);
+    if (!ev.ok) expect(ev.error.code).toBe('POLICY_NOT_FILE_BACKED');
+  });
+});
