@@ -1,0 +1,527 @@
+import {
+  Client as GrpcClient,
+  Metadata,
+  credentials,
+  status as GrpcStatus,
+  type ClientReadableStream,
+  type MethodDefinition,
+  type StatusObject,
+} from '@grpc/grpc-js';
+import { z } from 'zod';
+import { BundleSet, JwtBundle, X509Bundle } from '../bundle.js';
+import { parseJwtSvidInsecure, type JwtSvid } from '../jwt-svid.js';
+import { defaultLogger, type Logger } from '../log.js';
+import type { TrustDomain } from '../spiffe-id.js';
+import { SpiffeId } from '../spiffe-id.js';
+import { X509Svid } from '../x509-svid.js';
+import { resolveWorkloadApiAddress, type WorkloadApiAddress } from './address.js';
+import { LinearBackoff, resolveBackoff, type BackoffOptions, type ResolvedBackoff } from './backoff.js';
+import { WorkloadApiError, badResponse } from './errors.js';
+import {
+  WORKLOAD_API_HEADER,
+  structToJson,
+  workloadApiService,
+  type JsonValue,
+  type JwtBundlesResponse,
+  type JwtSvidResponse,
+  type X509BundlesResponse,
+  type X509SvidResponse,
+} from './proto.js';
+
+/** Options of {@link WorkloadApiClient}. */
+export interface WorkloadApiClientOptions {
+  /** `unix:///path` or `tcp://IP:PORT`; default: `SPIFFE_ENDPOINT_SOCKET` from `env`. */
+  readonly address?: string;
+  /** Where `SPIFFE_ENDPOINT_SOCKET` is read from. Default `process.env`. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Reconnect backoff of the watchers. Default go-spiffe's 1 s, 2 s, … 30 s. */
+  readonly backoff?: BackoffOptions;
+  readonly logger?: Logger;
+}
+
+/** Per-call options of the fetch methods. */
+export interface FetchOptions {
+  /** Cancels the call. */
+  readonly signal?: AbortSignal;
+  /** Gives up after this long with `WORKLOAD_API_DEADLINE_EXCEEDED`. */
+  readonly timeoutMs?: number;
+}
+
+/** Everything one X509SVIDResponse carries: the SVIDs (the first is the default) and the trusted X.509 bundles. */
+export interface X509Context {
+  /** All SVIDs the workload is entitled to; never empty. */
+  readonly svids: readonly X509Svid[];
+  /** The default SVID (`svids[0]`). */
+  readonly defaultSvid: X509Svid;
+  /** The bundles of the SVIDs' own trust domains plus the federated ones (X.509 only). */
+  readonly bundles: BundleSet;
+}
+
+/** The result of ValidateJWTSVID, checked by the Workload API server. */
+export interface ValidatedJwtSvid {
+  readonly id: SpiffeId;
+  readonly claims: Record<string, JsonValue>;
+}
+
+/** Receives the updates of a watch. A throwing callback is logged and does not stop the watch. */
+export interface Watcher<T> {
+  /** Called with the full current state after every message. */
+  onUpdate(value: T): void;
+  /** Called for every failure: a dropped stream (followed by a reconnect) or an invalid message (ignored). */
+  onError?(error: WorkloadApiError): void;
+}
+
+/** A running watch. */
+export interface WatchHandle {
+  /** Stops the stream and any pending reconnect. */
+  stop(): void;
+  /**
+   * Settles when the watch ends: `undefined` after {@link WatchHandle.stop} or client close, the error when the
+   * server answered INVALID_ARGUMENT (a client never retries that).
+   */
+  readonly done: Promise<WorkloadApiError | undefined>;
+}
+
+const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected bytes');
+const nonEmptyBytes = bytes.refine((b) => b.length > 0, 'must not be empty');
+const bundleMap = z.record(z.string(), bytes);
+
+const X509SvidResponseSchema = z.object({
+  svids: z
+    .array(
+      z.object({
+        spiffeId: z.string().min(1, 'spiffe_id is empty'),
+        x509Svid: nonEmptyBytes,
+        x509SvidKey: nonEmptyBytes,
+        bundle: nonEmptyBytes,
+        hint: z.string(),
+      }),
+    )
+    .min(1, 'no SVID in the response'),
+  crl: z.array(bytes),
+  federatedBundles: bundleMap,
+});
+const X509BundlesResponseSchema = z.object({ crl: z.array(bytes), bundles: bundleMap });
+const JwtBundlesResponseSchema = z.object({ bundles: bundleMap });
+const JwtSvidResponseSchema = z.object({
+  svids: z
+    .array(z.object({ spiffeId: z.string().min(1), svid: z.string().min(1), hint: z.string() }))
+    .min(1, 'no JWT-SVID in the response'),
+});
+const ValidateResponseSchema = z.object({ spiffeId: z.string().min(1), claims: z.unknown() });
+
+const zodReason = (err: z.ZodError): string =>
+  err.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+
+/** Map keys of bundle maps are `spiffe://<td>`; anything else is a protocol error. */
+function bundleKey(key: string, what: string): TrustDomain {
+  const id = SpiffeId.tryParse(key);
+  if (!id || id.path !== '')
+    throw badResponse(what, `bundle key ${JSON.stringify(key)} is not a trust domain ID`);
+  return id.trustDomain;
+}
+
+function wrapParse<T>(what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof WorkloadApiError) throw err;
+    throw badResponse(what, err instanceof Error ? err.message : String(err), err);
+  }
+}
+
+/** @internal Parses and checks an X509SVIDResponse. */
+export function parseX509Context(msg: X509SvidResponse): X509Context {
+  const what = 'X509SVID';
+  const parsed = X509SvidResponseSchema.safeParse(msg);
+  if (!parsed.success) throw badResponse(what, zodReason(parsed.error));
+  return wrapParse(what, () => {
+    const bundles = new BundleSet();
+    const svids = parsed.data.svids.map((s) => {
+      const id = SpiffeId.parse(s.spiffeId);
+      const svid = X509Svid.parse(s.x509Svid, s.x509SvidKey, { hint: s.hint });
+      if (!svid.id.equals(id)) {
+        throw badResponse(
+          what,
+          `spiffe_id ${id.toString()} does not match the certificate's ${svid.id.toString()}`,
+        );
+      }
+      bundles.setX509Bundle(X509Bundle.fromDer(id.trustDomain, s.bundle));
+      return svid;
+    });
+    for (const [key, der] of Object.entries(parsed.data.federatedBundles)) {
+      const td = bundleKey(key, what);
+      // The SVIDs' own bundles are authoritative for their trust domains.
+      if (!bundles.getX509Bundle(td)) bundles.setX509Bundle(X509Bundle.fromDer(td, der));
+    }
+    return { svids, defaultSvid: svids[0]!, bundles };
+  });
+}
+
+/** @internal */
+export function parseX509Bundles(msg: X509BundlesResponse): BundleSet {
+  const what = 'X509Bundles';
+  const parsed = X509BundlesResponseSchema.safeParse(msg);
+  if (!parsed.success) throw badResponse(what, zodReason(parsed.error));
+  return wrapParse(what, () =>
+    BundleSet.of(
+      ...Object.entries(parsed.data.bundles).map(([k, der]) => X509Bundle.fromDer(bundleKey(k, what), der)),
+    ),
+  );
+}
+
+/** @internal */
+export function parseJwtBundles(msg: JwtBundlesResponse): BundleSet {
+  const what = 'JWTBundles';
+  const parsed = JwtBundlesResponseSchema.safeParse(msg);
+  if (!parsed.success) throw badResponse(what, zodReason(parsed.error));
+  return wrapParse(what, () =>
+    BundleSet.of(
+      ...Object.entries(parsed.data.bundles).map(([k, jwks]) =>
+        JwtBundle.fromJwks(bundleKey(k, what), Buffer.from(jwks).toString('utf8')),
+      ),
+    ),
+  );
+}
+
+function parseJwtSvids(msg: JwtSvidResponse, audience: readonly string[]): JwtSvid[] {
+  const what = 'JWTSVID';
+  const parsed = JwtSvidResponseSchema.safeParse(msg);
+  if (!parsed.success) throw badResponse(what, zodReason(parsed.error));
+  return wrapParse(what, () =>
+    parsed.data.svids.map((s) => {
+      const svid = parseJwtSvidInsecure(s.svid, audience).withHint(s.hint);
+      if (!svid.id.equals(s.spiffeId)) {
+        throw badResponse(
+          what,
+          `spiffe_id ${s.spiffeId} does not match the token's sub ${svid.id.toString()}`,
+        );
+      }
+      return svid;
+    }),
+  );
+}
+
+type StreamMethod<Res> = MethodDefinition<Record<string, never>, Res>;
+
+/**
+ * A client of the SPIFFE Workload API (SPIRE agent or Weave's dev server) over
+ * gRPC, as go-spiffe's `workloadapi.Client`: every call carries the
+ * `workload.spiffe.io: true` header, every response is validated before use,
+ * and the watchers reconnect with linear backoff, except after
+ * INVALID_ARGUMENT.
+ */
+export class WorkloadApiClient {
+  readonly address: WorkloadApiAddress;
+  readonly #grpc: GrpcClient;
+  readonly #backoff: ResolvedBackoff;
+  readonly #log: Logger;
+  readonly #watches = new Set<WatchHandle>();
+  readonly #calls = new Set<{ cancel(): void }>();
+  #closed = false;
+
+  /**
+   * @throws {WorkloadApiAddressError} when the address (option or `SPIFFE_ENDPOINT_SOCKET`) is missing or malformed.
+   */
+  constructor(options: WorkloadApiClientOptions = {}) {
+    this.address = resolveWorkloadApiAddress(options.address, options.env);
+    this.#backoff = resolveBackoff(options.backoff);
+    this.#log = (options.logger ?? defaultLogger('workload-api-client')).child({ address: this.address.uri });
+    // No TLS: the Workload API is a local endpoint secured by the socket's
+    // reachability, and the server identifies the caller by its process.
+    // grpc-js keeps its own reconnect backoff per channel; align it with ours
+    // so a socket that reappears is used as soon as our watchers retry.
+    this.#grpc = new GrpcClient(this.address.grpcTarget, credentials.createInsecure(), {
+      'grpc.initial_reconnect_backoff_ms': this.#backoff.initialMs,
+      'grpc.max_reconnect_backoff_ms': this.#backoff.maxMs,
+    });
+  }
+
+  /** Fetches the current X.509 context (SVIDs and X.509 bundles) once. */
+  async fetchX509Context(options: FetchOptions = {}): Promise<X509Context> {
+    return parseX509Context(await this.#first(workloadApiService().FetchX509SVID, 'FetchX509SVID', options));
+  }
+
+  /** Fetches the default X.509-SVID once. */
+  async fetchX509Svid(options: FetchOptions = {}): Promise<X509Svid> {
+    return (await this.fetchX509Context(options)).defaultSvid;
+  }
+
+  /** Fetches the X.509 bundles (own and federated) once. */
+  async fetchX509Bundles(options: FetchOptions = {}): Promise<BundleSet> {
+    return parseX509Bundles(
+      await this.#first(workloadApiService().FetchX509Bundles, 'FetchX509Bundles', options),
+    );
+  }
+
+  /** Fetches the JWT bundles (own and federated) once. */
+  async fetchJwtBundles(options: FetchOptions = {}): Promise<BundleSet> {
+    return parseJwtBundles(
+      await this.#first(workloadApiService().FetchJWTBundles, 'FetchJWTBundles', options),
+    );
+  }
+
+  /**
+   * Fetches a JWT-SVID for `audience` (the first of the workload's identities,
+   * or `subject`'s). The token is checked (sub, aud, exp) but its signature is
+   * not: it came from the trusted local endpoint.
+   */
+  async fetchJwtSvid(
+    params: { audience: string | readonly string[]; subject?: SpiffeId | string },
+    options: FetchOptions = {},
+  ): Promise<JwtSvid> {
+    return (await this.fetchJwtSvids(params, options))[0]!;
+  }
+
+  /** Fetches JWT-SVIDs of every identity of the workload (or only `subject`'s) for `audience`. */
+  async fetchJwtSvids(
+    params: { audience: string | readonly string[]; subject?: SpiffeId | string },
+    options: FetchOptions = {},
+  ): Promise<JwtSvid[]> {
+    const audience = typeof params.audience === 'string' ? [params.audience] : [...params.audience];
+    if (audience.length === 0 || audience.some((a) => typeof a !== 'string' || a === '')) {
+      throw new WorkloadApiError(
+        'WORKLOAD_API_INVALID_REQUEST',
+        'a JWT-SVID needs at least one non-empty audience',
+      );
+    }
+    const subject = params.subject === undefined ? '' : SpiffeId.parse(params.subject.toString()).toString();
+    const method = workloadApiService().FetchJWTSVID;
+    const res = await this.#unary(method, 'FetchJWTSVID', { audience, spiffeId: subject }, options);
+    return parseJwtSvids(res, audience);
+  }
+
+  /**
+   * Asks the Workload API to validate a JWT-SVID for `audience`
+   * (ValidateJWTSVID). Invalid tokens fail with `WORKLOAD_API_INVALID_ARGUMENT`.
+   */
+  async validateJwtSvid(
+    token: string,
+    audience: string,
+    options: FetchOptions = {},
+  ): Promise<ValidatedJwtSvid> {
+    if (typeof token !== 'string' || token === '' || typeof audience !== 'string' || audience === '') {
+      throw new WorkloadApiError(
+        'WORKLOAD_API_INVALID_REQUEST',
+        'ValidateJWTSVID needs a token and an audience',
+      );
+    }
+    const method = workloadApiService().ValidateJWTSVID;
+    const res = await this.#unary(method, 'ValidateJWTSVID', { audience, svid: token }, options);
+    const parsed = ValidateResponseSchema.safeParse(res);
+    if (!parsed.success) throw badResponse('ValidateJWTSVID', zodReason(parsed.error));
+    const id = SpiffeId.tryParse(parsed.data.spiffeId);
+    if (!id)
+      throw badResponse('ValidateJWTSVID', `spiffe_id ${JSON.stringify(parsed.data.spiffeId)} is invalid`);
+    return { id, claims: structToJson(res.claims) };
+  }
+
+  /** Watches X.509 contexts: SVID rotations and bundle changes, reconnecting as needed. */
+  watchX509Context(watcher: Watcher<X509Context>): WatchHandle {
+    return this.#watch(workloadApiService().FetchX509SVID, 'FetchX509SVID', parseX509Context, watcher);
+  }
+
+  /** Watches the X.509 bundles. */
+  watchX509Bundles(watcher: Watcher<BundleSet>): WatchHandle {
+    return this.#watch(workloadApiService().FetchX509Bundles, 'FetchX509Bundles', parseX509Bundles, watcher);
+  }
+
+  /** Watches the JWT bundles. */
+  watchJwtBundles(watcher: Watcher<BundleSet>): WatchHandle {
+    return this.#watch(workloadApiService().FetchJWTBundles, 'FetchJWTBundles', parseJwtBundles, watcher);
+  }
+
+  /** Stops every watch and call and closes the channel. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const w of [...this.#watches]) w.stop();
+    for (const c of [...this.#calls]) c.cancel();
+    this.#grpc.close();
+  }
+
+  #metadata(): Metadata {
+    const md = new Metadata();
+    md.set(WORKLOAD_API_HEADER, 'true');
+    return md;
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new WorkloadApiError('WORKLOAD_API_CLOSED', 'the Workload API client is closed');
+  }
+
+  #callOptions(options: FetchOptions): { deadline?: Date } {
+    return options.timeoutMs === undefined ? {} : { deadline: new Date(Date.now() + options.timeoutMs) };
+  }
+
+  /** Opens a stream, takes its first message and cancels it (go-spiffe's Fetch* on streaming RPCs). */
+  #first<Res>(method: StreamMethod<Res>, name: string, options: FetchOptions): Promise<Res> {
+    this.#assertOpen();
+    return new Promise<Res>((resolve, reject) => {
+      const call = this.#grpc.makeServerStreamRequest(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
+        {},
+        this.#metadata(),
+        this.#callOptions(options),
+      );
+      let settled = false;
+      const settle = (fn: () => void): void => {
+        if (settled) return;
+        settled = true;
+        this.#calls.delete(call);
+        options.signal?.removeEventListener('abort', onAbort);
+        fn();
+      };
+      const onAbort = (): void => {
+        settle(() => reject(new WorkloadApiError('WORKLOAD_API_CANCELLED', `${name} was aborted`)));
+        call.cancel();
+      };
+      this.#calls.add(call);
+      if (options.signal?.aborted) return onAbort();
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      call.on('data', (msg: Res) => {
+        settle(() => resolve(msg));
+        call.cancel();
+      });
+      call.on('error', (err) => settle(() => reject(this.#closedOr(err, name))));
+      call.on('status', (st: StatusObject) => {
+        if (st.code === GrpcStatus.OK) {
+          settle(() =>
+            reject(
+              new WorkloadApiError('WORKLOAD_API_UNAVAILABLE', `${name} stream ended without a message`),
+            ),
+          );
+        }
+      });
+    });
+  }
+
+  #unary<Req, Res>(
+    method: MethodDefinition<Req, Res>,
+    name: string,
+    req: Req,
+    options: FetchOptions,
+  ): Promise<Res> {
+    this.#assertOpen();
+    return new Promise<Res>((resolve, reject) => {
+      let settled = false;
+      const settle = (fn: () => void): void => {
+        if (settled) return;
+        settled = true;
+        this.#calls.delete(call);
+        options.signal?.removeEventListener('abort', onAbort);
+        fn();
+      };
+      const call = this.#grpc.makeUnaryRequest(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
+        req,
+        this.#metadata(),
+        this.#callOptions(options),
+        (err, res) => {
+          if (err || res === undefined) settle(() => reject(this.#closedOr(err, name)));
+          else settle(() => resolve(res));
+        },
+      );
+      const onAbort = (): void => {
+        settle(() => reject(new WorkloadApiError('WORKLOAD_API_CANCELLED', `${name} was aborted`)));
+        call.cancel();
+      };
+      this.#calls.add(call);
+      if (options.signal?.aborted) onAbort();
+      else options.signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  #closedOr(err: unknown, name: string): WorkloadApiError {
+    if (this.#closed)
+      return new WorkloadApiError('WORKLOAD_API_CLOSED', `${name}: the Workload API client is closed`);
+    return WorkloadApiError.fromGrpc(err ?? new Error('no response'), name);
+  }
+
+  #watch<Res, T>(
+    method: StreamMethod<Res>,
+    name: string,
+    parse: (msg: Res) => T,
+    watcher: Watcher<T>,
+  ): WatchHandle {
+    this.#assertOpen();
+    const backoff = new LinearBackoff(this.#backoff);
+    const log = this.#log.child({ rpc: name });
+    let stopped = false;
+    let call: ClientReadableStream<Res> | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    let resolveDone!: (err: WorkloadApiError | undefined) => void;
+    const done = new Promise<WorkloadApiError | undefined>((r) => (resolveDone = r));
+
+    const safely = (fn: () => void): void => {
+      try {
+        fn();
+      } catch (err) {
+        log.error({ err }, 'Workload API watcher callback threw');
+      }
+    };
+    const finish = (err: WorkloadApiError | undefined): void => {
+      if (stopped) return;
+      stopped = true;
+      clearTimeout(timer);
+      call?.cancel();
+      this.#watches.delete(handle);
+      resolveDone(err);
+    };
+    const connect = (): void => {
+      if (stopped) return;
+      let ended = false;
+      const c = this.#grpc.makeServerStreamRequest(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
+        {},
+        this.#metadata(),
+      );
+      call = c;
+      const dropped = (err: WorkloadApiError): void => {
+        if (ended || stopped) return;
+        ended = true;
+        safely(() => watcher.onError?.(err));
+        if (err.grpcStatus === GrpcStatus.INVALID_ARGUMENT) {
+          log.error({ err }, 'Workload API rejected the request; not retrying');
+          finish(err);
+          return;
+        }
+        const delay = backoff.next();
+        log.warn({ err, retryInMs: delay }, 'Workload API stream failed; reconnecting');
+        timer = setTimeout(connect, delay);
+      };
+      c.on('data', (msg: Res) => {
+        if (stopped) return;
+        backoff.reset();
+        let value: T;
+        try {
+          value = parse(msg);
+        } catch (err) {
+          const e = err instanceof WorkloadApiError ? err : badResponse(name, String(err), err);
+          log.error({ err: e }, 'ignoring an invalid Workload API message');
+          safely(() => watcher.onError?.(e));
+          return;
+        }
+        safely(() => watcher.onUpdate(value));
+      });
+      c.on('error', (err) => dropped(WorkloadApiError.fromGrpc(err, name)));
+      c.on('status', (st: StatusObject) => {
+        if (st.code === GrpcStatus.OK) {
+          dropped(
+            new WorkloadApiError('WORKLOAD_API_UNAVAILABLE', `${name} stream was closed by the server`),
+          );
+        }
+      });
+    };
+    const handle: WatchHandle = { stop: () => finish(undefined), done };
+    this.#watches.add(handle);
+    connect();
+    return handle;
+  }
+}
