@@ -1,1 +1,52 @@
-export {};
+/**
+ * @weave/a2a — the Agent2Agent protocol (v1.0, with v0.3 compatibility) for
+ * Weave: wire types, a Fastify server plugin, a client, task store and
+ * discovery.
+ *
+ * @packageDocumentation
+ */
+export { A2AError, A2AErrorCode, A2AClientError, type ErrorInfo, type JsonRpcErrorObject } from './errors.js';
+export * from './wire/v1.js';
+export {
+  type TaskStore,
+  type TaskRecord,
+  type TaskQuery,
+  type TaskPage,
+  type StoredEvent,
+  type InMemoryTaskStoreOptions,
+  InMemoryTaskStore,
+  TaskStoreFullError,
+} from './store.js';
+export {
+  TaskManager,
+  type TaskManagerOptions,
+  type TaskListener,
+  type NewTask,
+  type Subscription,
+} from './manager.js';
+export {
+  A2AServer,
+  type A2AServerOptions,
+  type A2AServerLimits,
+  type A2APushOptions,
+  type AgentCardOptions,
+  type TaskContext,
+  type TaskHandler,
+  type TaskResult,
+  type ArtifactInput,
+} from './server.js';
+export {
+  A2AClient,
+  buildMessage,
+  type A2AClientOptions,
+  type StreamEvent,
+  type StreamOptions,
+  type TaskPayload,
+} from './client.js';
+export {
+  DiscoveryClient,
+  agentCardUrl,
+  type DiscoveryClientOptions,
+  type DiscoveryStats,
+  type DiscoveryResult,
+} from './discovery.js';

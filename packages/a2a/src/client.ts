@@ -1,0 +1,420 @@
+import { randomUUID } from 'node:crypto';
+import { request, type Dispatcher } from 'undici';
+import type { z } from 'zod';
+import { A2AClientError, A2AError, type JsonRpcErrorObject } from './errors.js';
+import { DiscoveryClient, readLimited, type DiscoveryStats } from './discovery.js';
+import { parseSse } from './sse-parse.js';
+import {
+  AgentCardSchema,
+  ListTasksResultSchema,
+  MessageSchema,
+  SendMessageResultSchema,
+  StreamResponseSchema,
+  TaskSchema,
+  INTERRUPTED_STATES,
+  isTerminal,
+  type AgentCard,
+  type ListTasksParams,
+  type ListTasksResult,
+  type Message,
+  type Part,
+  type SendMessageParams,
+  type SendMessageResult,
+  type StreamResponse,
+  type Task,
+} from './wire/v1.js';
+
+/** A stream event with its SSE event id (Weave servers number events per task). */
+export type StreamEvent = StreamResponse & { readonly eventId?: string };
+
+/** Options of {@link A2AClient}. */
+export interface A2AClientOptions {
+  /** The transport: a `@weave/transport` SecureChannel or any undici dispatcher. Required. */
+  readonly dispatcher: Dispatcher;
+  /** Agent card cache TTL in ms. Default 5 minutes. */
+  readonly cardTtlMs?: number;
+  /** Timeout for a unary call, in ms. Default 60 s. */
+  readonly timeoutMs?: number;
+  /** Largest response or SSE event accepted, in bytes. Default 4 MiB (the official SDK's cap). */
+  readonly maxResponseBytes?: number;
+  /** Extra headers on every call (e.g. `A2A-Extensions`). */
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+/** Per-call options of streaming methods. */
+export interface StreamOptions {
+  readonly signal?: AbortSignal;
+  /** Resume after this event id (sent as `Last-Event-ID`). */
+  readonly lastEventId?: string;
+}
+
+/** A task payload for the conveniences: text, parts, or a JSON value (a data part). */
+export type TaskPayload = string | readonly Part[] | Record<string, unknown>;
+
+/**
+ * An A2A v1.0 JSON-RPC client over an undici dispatcher. Each method takes the
+ * agent's base URL; the JSON-RPC endpoint comes from the (cached) agent card.
+ * JSON-RPC errors are thrown as {@link A2AError} carrying the numeric code.
+ */
+export class A2AClient {
+  readonly discovery: DiscoveryClient;
+  readonly #dispatcher: Dispatcher;
+  readonly #timeout: number;
+  readonly #maxBytes: number;
+  readonly #headers: Readonly<Record<string, string>>;
+  #nextId = 1;
+
+  constructor(options: A2AClientOptions) {
+    if (!options?.dispatcher) throw new TypeError('A2AClient: dispatcher is required');
+    this.#dispatcher = options.dispatcher;
+    this.#timeout = options.timeoutMs ?? 60_000;
+    this.#maxBytes = options.maxResponseBytes ?? 4 * 1024 * 1024;
+    this.#headers = options.headers ?? {};
+    this.discovery = new DiscoveryClient({ dispatcher: options.dispatcher, ttlMs: options.cardTtlMs });
+  }
+
+  /** The agent card at `url`, cached for the TTL. */
+  discoverAgent(url: string, options?: { force?: boolean }): Promise<AgentCard> {
+    return this.discovery.discover(url, options);
+  }
+
+  /** Card cache counters. */
+  cacheStats(): DiscoveryStats {
+    return this.discovery.stats();
+  }
+
+  /** SendMessage: starts a task (or replies to one waiting for input). */
+  async sendMessage(url: string, params: SendMessageParams | Message): Promise<SendMessageResult> {
+    return this.#call(url, 'SendMessage', toParams(params), SendMessageResultSchema);
+  }
+
+  /** SendStreamingMessage: the task's events as they happen. */
+  sendStreamingMessage(
+    url: string,
+    params: SendMessageParams | Message,
+    options?: StreamOptions,
+  ): AsyncGenerator<StreamEvent> {
+    return this.#stream(url, 'SendStreamingMessage', toParams(params), options);
+  }
+
+  async getTask(url: string, id: string, historyLength?: number): Promise<Task> {
+    return this.#call(
+      url,
+      'GetTask',
+      historyLength === undefined ? { id } : { id, historyLength },
+      TaskSchema,
+    );
+  }
+
+  async listTasks(url: string, params: Partial<ListTasksParams> = {}): Promise<ListTasksResult> {
+    return this.#call(url, 'ListTasks', params, ListTasksResultSchema);
+  }
+
+  async cancelTask(url: string, id: string): Promise<Task> {
+    return this.#call(url, 'CancelTask', { id }, TaskSchema);
+  }
+
+  /** SubscribeToTask; with `lastEventId`, a Weave server replays the events after it first. */
+  subscribeToTask(url: string, id: string, options?: StreamOptions): AsyncGenerator<StreamEvent> {
+    return this.#stream(url, 'SubscribeToTask', { id }, options);
+  }
+
+  async getExtendedAgentCard(url: string): Promise<AgentCard> {
+    return this.#call(url, 'GetExtendedAgentCard', {}, AgentCardSchema);
+  }
+
+  /**
+   * Polls GetTask until the task is terminal (or, unless `terminalOnly`,
+   * waits for input). Gives up with `POLL_TIMEOUT` after `timeoutMs`.
+   */
+  async pollUntilComplete(
+    url: string,
+    id: string,
+    options: { intervalMs?: number; timeoutMs?: number; signal?: AbortSignal; terminalOnly?: boolean } = {},
+  ): Promise<Task> {
+    const interval = options.intervalMs ?? 500;
+    const deadline = Date.now() + (options.timeoutMs ?? 300_000);
+    for (;;) {
+      const task = await this.getTask(url, id);
+      const s = task.status.state;
+      if (isTerminal(s) || (!options.terminalOnly && INTERRUPTED_STATES.has(s))) return task;
+      if (Date.now() + interval > deadline) {
+        throw new A2AClientError('POLL_TIMEOUT', `task ${id} did not finish in time (state ${s})`);
+      }
+      await sleep(interval, options.signal);
+    }
+  }
+
+  /**
+   * Runs `skill` on the agent with `payload` and returns the task once it
+   * settles (terminal or waiting for input).
+   */
+  async sendTask(
+    url: string,
+    skill: string,
+    payload: TaskPayload,
+    options: { contextId?: string } = {},
+  ): Promise<Task> {
+    const r = await this.sendMessage(url, { message: buildMessage(skill, payload, options.contextId) });
+    if (!('task' in r)) {
+      throw new A2AClientError('UNEXPECTED_RESPONSE', 'the agent answered with a message, not a task');
+    }
+    return r.task;
+  }
+
+  /**
+   * Runs `skill` and yields its events. If the stream breaks before the task
+   * settles, it resubscribes with the last event id (up to `maxReconnects`
+   * times), so no event is lost against a Weave server.
+   */
+  async *streamTaskUpdates(
+    url: string,
+    skill: string,
+    payload: TaskPayload,
+    options: { signal?: AbortSignal; maxReconnects?: number; contextId?: string } = {},
+  ): AsyncGenerator<StreamEvent> {
+    let taskId: string | undefined;
+    let lastId: string | undefined;
+    let reconnects = 0;
+    let source: AsyncGenerator<StreamEvent> = this.sendStreamingMessage(
+      url,
+      { message: buildMessage(skill, payload, options.contextId) },
+      { signal: options.signal },
+    );
+    for (;;) {
+      try {
+        for await (const e of source) {
+          if (e.eventId !== undefined) lastId = e.eventId;
+          if ('task' in e) taskId = e.task.id;
+          else if ('statusUpdate' in e) taskId = e.statusUpdate.taskId;
+          else if ('artifactUpdate' in e) taskId = e.artifactUpdate.taskId;
+          yield e;
+          if (settles(e)) return;
+        }
+        return;
+      } catch (err) {
+        if (err instanceof A2AError || taskId === undefined || options.signal?.aborted) throw err;
+        if (reconnects++ >= (options.maxReconnects ?? 3)) throw err;
+        source = this.subscribeToTask(url, taskId, { signal: options.signal, lastEventId: lastId });
+      }
+    }
+  }
+
+  // ---- plumbing ------------------------------------------------------------------
+
+  async #endpoint(url: string): Promise<string> {
+    const card = await this.discovery.discover(url);
+    const iface =
+      card.supportedInterfaces.find(
+        (i) => i.protocolBinding.toUpperCase() === 'JSONRPC' && (i.protocolVersion ?? '1.0').startsWith('1.'),
+      ) ?? undefined;
+    if (!iface) {
+      throw new A2AClientError(
+        'NO_COMPATIBLE_INTERFACE',
+        `agent at ${url} offers no JSON-RPC A2A 1.0 interface`,
+      );
+    }
+    return iface.url;
+  }
+
+  #headersFor(accept: string, extra?: Record<string, string>): Record<string, string> {
+    return {
+      ...this.#headers,
+      'content-type': 'application/json',
+      accept,
+      'a2a-version': '1.0',
+      ...extra,
+    };
+  }
+
+  async #call<S extends z.ZodType>(
+    url: string,
+    method: string,
+    params: unknown,
+    schema: S,
+  ): Promise<z.infer<S>> {
+    const endpoint = await this.#endpoint(url);
+    const id = this.#nextId++;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(endpoint, {
+        method: 'POST',
+        dispatcher: this.#dispatcher,
+        headers: this.#headersFor('application/json'),
+        body: JSON.stringify({ jsonrpc: '2.0', id, method, params }),
+        headersTimeout: this.#timeout,
+        bodyTimeout: this.#timeout,
+      });
+    } catch (err) {
+      throw new A2AClientError(
+        'TRANSPORT_FAILED',
+        `${method} to ${endpoint} failed: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
+    }
+    const text = await readLimited(res.body, this.#maxBytes, endpoint);
+    const env = parseEnvelope(text, res.statusCode, method);
+    if (env.error) throw A2AError.fromJsonRpc(env.error);
+    if (env.id !== id) {
+      throw new A2AClientError(
+        'RESPONSE_ID_MISMATCH',
+        `${method}: response id ${JSON.stringify(env.id)} != ${id}`,
+      );
+    }
+    return validate(schema, env.result, method);
+  }
+
+  async *#stream(
+    url: string,
+    method: string,
+    params: unknown,
+    options: StreamOptions = {},
+  ): AsyncGenerator<StreamEvent> {
+    const endpoint = await this.#endpoint(url);
+    const id = this.#nextId++;
+    const extra: Record<string, string> = {};
+    if (options.lastEventId !== undefined) extra['last-event-id'] = options.lastEventId;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(endpoint, {
+        method: 'POST',
+        dispatcher: this.#dispatcher,
+        headers: this.#headersFor('text/event-stream', extra),
+        body: JSON.stringify({ jsonrpc: '2.0', id, method, params }),
+        signal: options.signal,
+        headersTimeout: this.#timeout,
+        // A quiet task is not a dead one: the server's heartbeats keep the body alive.
+        bodyTimeout: 0,
+      });
+    } catch (err) {
+      throw new A2AClientError(
+        'TRANSPORT_FAILED',
+        `${method} to ${endpoint} failed: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
+    }
+    const ct = String(res.headers['content-type'] ?? '');
+    if (!ct.startsWith('text/event-stream')) {
+      const text = await readLimited(res.body, this.#maxBytes, endpoint);
+      const env = parseEnvelope(text, res.statusCode, method);
+      if (env.error) throw A2AError.fromJsonRpc(env.error);
+      throw new A2AClientError(
+        'UNEXPECTED_RESPONSE',
+        `${method}: expected an event stream, got ${ct || 'no content type'}`,
+      );
+    }
+    try {
+      for await (const ev of parseSse(res.body, this.#maxBytes)) {
+        let json: unknown;
+        try {
+          json = JSON.parse(ev.data);
+        } catch (err) {
+          throw new A2AClientError('INVALID_RESPONSE', `${method}: SSE event is not JSON`, { cause: err });
+        }
+        const env = checkEnvelope(json, method);
+        if (env.id !== id) {
+          throw new A2AClientError(
+            'RESPONSE_ID_MISMATCH',
+            `${method}: event id ${JSON.stringify(env.id)} != ${id}`,
+          );
+        }
+        if (env.error) throw A2AError.fromJsonRpc(env.error);
+        const event = validate(StreamResponseSchema, env.result, method);
+        yield ev.id === undefined ? event : { ...event, eventId: ev.id };
+      }
+    } finally {
+      if (!res.body.destroyed) res.body.destroy();
+    }
+  }
+}
+
+interface Envelope {
+  id: unknown;
+  result?: unknown;
+  error?: JsonRpcErrorObject;
+}
+
+function parseEnvelope(text: string, status: number, method: string): Envelope {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new A2AClientError(
+      'INVALID_RESPONSE',
+      `${method}: HTTP ${status} with a body that is not JSON-RPC`,
+      {
+        cause: err,
+      },
+    );
+  }
+  return checkEnvelope(json, method);
+}
+
+function checkEnvelope(json: unknown, method: string): Envelope {
+  const env = json as { jsonrpc?: unknown; id?: unknown; result?: unknown; error?: unknown } | null;
+  if (!env || typeof env !== 'object' || env.jsonrpc !== '2.0') {
+    throw new A2AClientError('INVALID_RESPONSE', `${method}: not a JSON-RPC 2.0 response`);
+  }
+  if (env.error !== undefined) {
+    const e = env.error as { code?: unknown; message?: unknown; data?: unknown } | null;
+    if (!e || typeof e.code !== 'number' || typeof e.message !== 'string') {
+      throw new A2AClientError('INVALID_RESPONSE', `${method}: malformed JSON-RPC error`);
+    }
+    return { id: env.id, error: { code: e.code, message: e.message, data: e.data } };
+  }
+  if (!('result' in env))
+    throw new A2AClientError('INVALID_RESPONSE', `${method}: response has neither result nor error`);
+  return { id: env.id, result: env.result };
+}
+
+function validate<S extends z.ZodType>(schema: S, value: unknown, method: string): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  throw new A2AClientError(
+    'INVALID_RESPONSE',
+    `${method}: invalid result${issue ? ` at ${issue.path.join('.') || '(root)'}: ${issue.message}` : ''}`,
+  );
+}
+
+function toParams(p: SendMessageParams | Message): SendMessageParams {
+  return 'messageId' in p ? { message: p } : p;
+}
+
+/** A user message for `skill` carrying `payload`. */
+export function buildMessage(skill: string, payload: TaskPayload, contextId?: string): Message {
+  const parts: Part[] =
+    typeof payload === 'string'
+      ? [{ text: payload }]
+      : Array.isArray(payload)
+        ? [...(payload as Part[])]
+        : [{ data: payload }];
+  const m: Message = { messageId: randomUUID(), role: 'ROLE_USER', parts, metadata: { skill } };
+  if (contextId !== undefined) m.contextId = contextId;
+  return MessageSchema.parse(m);
+}
+
+function settles(e: StreamResponse): boolean {
+  if ('message' in e) return true;
+  const s = 'task' in e ? e.task.status.state : 'statusUpdate' in e ? e.statusUpdate.status.state : undefined;
+  return s !== undefined && (isTerminal(s) || INTERRUPTED_STATES.has(s));
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal?.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}

@@ -1,0 +1,370 @@
+import { randomUUID } from 'node:crypto';
+import type { StoredEvent, TaskPage, TaskQuery, TaskRecord, TaskStore } from './store.js';
+import { InMemoryTaskStore } from './store.js';
+import type { Artifact, Message, StreamResponse, Struct, Task, TaskState } from './wire/v1.js';
+import { INTERRUPTED_STATES, isTerminal } from './wire/v1.js';
+import { A2AErrors } from './errors.js';
+
+/** Called for every event of a task, in order. Must not throw. */
+export type TaskListener = (event: StoredEvent, record: TaskRecord) => void;
+
+/** Options of {@link TaskManager}. */
+export interface TaskManagerOptions {
+  readonly store?: TaskStore;
+  /** Events kept per task for replay to reconnecting subscribers. Default 1000. */
+  readonly maxEventsPerTask?: number;
+  /** Called when writing to the store fails (the task goes on in memory). */
+  readonly onStoreError?: (err: unknown, taskId: string) => void;
+}
+
+/** Input to {@link TaskManager.create}. */
+export interface NewTask {
+  readonly owner: string;
+  readonly skill: string;
+  readonly message: Message;
+  readonly contextId?: string;
+  readonly metadata?: Struct;
+}
+
+/** What a subscriber gets: the events it missed (or none) and a way to leave. */
+export interface Subscription {
+  /** Events after the requested sequence number; `undefined` when they are no longer kept. */
+  readonly backlog: readonly StoredEvent[] | undefined;
+  readonly record: TaskRecord;
+  unsubscribe(): void;
+}
+
+interface Live {
+  readonly record: TaskRecord;
+  readonly listeners: Set<TaskListener>;
+  readonly abort: AbortController;
+  chain: Promise<void>;
+  settleWaiters: Array<(t: TaskRecord) => void>;
+  inputWaiter?: { resolve: (m: Message) => void; reject: (e: unknown) => void };
+}
+
+/**
+ * Owns the state of tasks: creates them, applies updates as numbered events,
+ * fans events out to subscribers in one order, and writes each change through
+ * to the {@link TaskStore} in that same order.
+ *
+ * Updates are synchronous in memory (so every subscriber sees the same
+ * sequence) and persisted asynchronously, serialised per task.
+ */
+export class TaskManager {
+  readonly store: TaskStore;
+  readonly #live = new Map<string, Live>();
+  readonly #maxEvents: number;
+  readonly #onStoreError: (err: unknown, taskId: string) => void;
+
+  constructor(options: TaskManagerOptions = {}) {
+    this.store = options.store ?? new InMemoryTaskStore();
+    this.#maxEvents = options.maxEventsPerTask ?? 1000;
+    this.#onStoreError = options.onStoreError ?? (() => undefined);
+  }
+
+  /** Number of tasks that have not reached a terminal state in this process. */
+  get activeCount(): number {
+    return this.#live.size;
+  }
+
+  /** Creates a task in SUBMITTED state; its first event is the Task itself. */
+  async create(input: NewTask): Promise<TaskRecord> {
+    const id = randomUUID();
+    const contextId = input.contextId ?? input.message.contextId ?? randomUUID();
+    const message: Message = { ...input.message, taskId: id, contextId };
+    const now = Date.now();
+    const task: Task = {
+      id,
+      contextId,
+      status: { state: 'TASK_STATE_SUBMITTED', timestamp: new Date(now).toISOString() },
+      history: [message],
+      artifacts: [],
+    };
+    if (input.metadata !== undefined) task.metadata = input.metadata;
+    const record: TaskRecord = {
+      task,
+      owner: input.owner,
+      skill: input.skill,
+      createdAt: now,
+      updatedAt: now,
+      seq: 0,
+      events: [],
+    };
+    await this.store.put(record);
+    const live: Live = {
+      record,
+      listeners: new Set(),
+      abort: new AbortController(),
+      chain: Promise.resolve(),
+      settleWaiters: [],
+    };
+    this.#live.set(id, live);
+    this.#emit(live, { task: snapshot(task) }, false);
+    return record;
+  }
+
+  /** The task's record, live or stored. */
+  async get(id: string): Promise<TaskRecord | undefined> {
+    return this.#live.get(id)?.record ?? (await this.store.get(id));
+  }
+
+  /** True while the task runs in this process. */
+  isLive(id: string): boolean {
+    return this.#live.has(id);
+  }
+
+  /** Aborted when the task is canceled or the manager closes. */
+  signalOf(id: string): AbortSignal | undefined {
+    return this.#live.get(id)?.abort.signal;
+  }
+
+  async list(query: TaskQuery): Promise<TaskPage> {
+    return this.store.list(query);
+  }
+
+  /**
+   * Sets the task's status. Ignored (returns false) once the task is terminal,
+   * so a handler that keeps publishing after a cancel changes nothing.
+   */
+  setStatus(id: string, state: TaskState, message?: Message, metadata?: Struct): boolean {
+    const live = this.#live.get(id);
+    if (!live) return false;
+    const task = live.record.task;
+    if (message) {
+      message = { ...message, taskId: task.id, contextId: task.contextId };
+      (task.history ??= []).push(message);
+    }
+    task.status = message
+      ? { state, message, timestamp: new Date().toISOString() }
+      : { state, timestamp: new Date().toISOString() };
+    const statusUpdate: StreamResponse = {
+      statusUpdate:
+        metadata === undefined
+          ? { taskId: task.id, contextId: task.contextId, status: task.status }
+          : { taskId: task.id, contextId: task.contextId, status: task.status, metadata },
+    };
+    this.#emit(live, statusUpdate, isTerminal(state) || INTERRUPTED_STATES.has(state));
+    return true;
+  }
+
+  /** Adds (or, with `append`, extends) an artifact. Ignored once the task is terminal. */
+  addArtifact(id: string, artifact: Artifact, opts: { append?: boolean; lastChunk?: boolean } = {}): boolean {
+    const live = this.#live.get(id);
+    if (!live) return false;
+    const task = live.record.task;
+    const list = (task.artifacts ??= []);
+    const i = list.findIndex((a) => a.artifactId === artifact.artifactId);
+    if (i < 0) list.push(artifact);
+    else if (opts.append) {
+      const prev = list[i] as Artifact;
+      list[i] = { ...prev, parts: [...prev.parts, ...artifact.parts] };
+    } else list[i] = artifact;
+    const update: StreamResponse = {
+      artifactUpdate: {
+        taskId: task.id,
+        contextId: task.contextId,
+        artifact,
+        ...(opts.append === undefined ? {} : { append: opts.append }),
+        ...(opts.lastChunk === undefined ? {} : { lastChunk: opts.lastChunk }),
+      },
+    };
+    this.#emit(live, update, false);
+    return true;
+  }
+
+  /** Adds a user message to a live task's history (a reply to INPUT_REQUIRED). */
+  appendUserMessage(id: string, message: Message): boolean {
+    const live = this.#live.get(id);
+    if (!live) return false;
+    const task = live.record.task;
+    (task.history ??= []).push({ ...message, taskId: task.id, contextId: task.contextId });
+    return true;
+  }
+
+  /**
+   * Subscribes to a live task. `afterSeq` asks for the events after that
+   * number (reconnection); the backlog and the live feed join without a gap
+   * because both happen in one synchronous step.
+   */
+  subscribe(id: string, listener: TaskListener, afterSeq?: number): Subscription | undefined {
+    const live = this.#live.get(id);
+    if (!live) return undefined;
+    let backlog: StoredEvent[] | undefined = [];
+    if (afterSeq !== undefined) {
+      const events = live.record.events;
+      const first = events[0]?.seq ?? live.record.seq + 1;
+      backlog = afterSeq + 1 < first ? undefined : events.filter((e) => e.seq > afterSeq);
+    }
+    live.listeners.add(listener);
+    return {
+      backlog,
+      record: live.record,
+      unsubscribe: () => {
+        live.listeners.delete(listener);
+      },
+    };
+  }
+
+  /** Events of a stored (not live) task after `afterSeq`, or undefined when no longer kept. */
+  static eventsAfter(record: TaskRecord, afterSeq: number): StoredEvent[] | undefined {
+    const first = record.events[0]?.seq ?? record.seq + 1;
+    return afterSeq + 1 < first ? undefined : record.events.filter((e) => e.seq > afterSeq);
+  }
+
+  /**
+   * Resolves when the task is terminal or, unless `terminalOnly`, waits for
+   * input. Rejects with TaskNotFound for an unknown task, or when `signal` aborts.
+   */
+  async waitForCompletion(
+    id: string,
+    options: { signal?: AbortSignal; terminalOnly?: boolean } = {},
+  ): Promise<Task> {
+    for (;;) {
+      const live = this.#live.get(id);
+      if (!live) {
+        const r = await this.store.get(id);
+        if (!r) throw A2AErrors.taskNotFound(id);
+        return r.task;
+      }
+      const st = live.record.task.status.state;
+      if (isTerminal(st) || (!options.terminalOnly && INTERRUPTED_STATES.has(st))) {
+        return live.record.task;
+      }
+      const settled = await new Promise<TaskRecord>((resolve, reject) => {
+        const signal = options.signal;
+        if (signal?.aborted) {
+          reject(signal.reason);
+          return;
+        }
+        const onAbort = () => reject(signal?.reason);
+        signal?.addEventListener('abort', onAbort, { once: true });
+        live.settleWaiters.push((r) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(r);
+        });
+      });
+      const now = settled.task.status.state;
+      if (isTerminal(now) || (!options.terminalOnly && INTERRUPTED_STATES.has(now))) {
+        return settled.task;
+      }
+    }
+  }
+
+  /**
+   * Waits for the client's reply to INPUT_REQUIRED. Rejected when the task
+   * is canceled.
+   */
+  awaitInput(id: string): Promise<Message> {
+    const live = this.#live.get(id);
+    if (!live) return Promise.reject(A2AErrors.taskNotFound(id));
+    return new Promise<Message>((resolve, reject) => {
+      live.inputWaiter = { resolve, reject };
+    });
+  }
+
+  /** True when the task waits for input and someone (a handler) awaits it. */
+  isAwaitingInput(id: string): boolean {
+    return this.#live.get(id)?.inputWaiter !== undefined;
+  }
+
+  /** Hands the client's reply to the waiting handler. */
+  deliverInput(id: string, message: Message): boolean {
+    const live = this.#live.get(id);
+    const waiter = live?.inputWaiter;
+    if (!live || !waiter) return false;
+    live.inputWaiter = undefined;
+    this.appendUserMessage(id, message);
+    this.setStatus(id, 'TASK_STATE_WORKING');
+    waiter.resolve(message);
+    return true;
+  }
+
+  /** Fails a task whose handler waits for input (e.g. on a timeout). */
+  failInput(id: string, reason: string): void {
+    const live = this.#live.get(id);
+    const waiter = live?.inputWaiter;
+    if (!live || !waiter) return;
+    live.inputWaiter = undefined;
+    this.setStatus(id, 'TASK_STATE_FAILED', {
+      messageId: randomUUID(),
+      role: 'ROLE_AGENT',
+      parts: [{ text: reason }],
+    });
+    waiter.reject(A2AErrors.unsupportedOperation(reason));
+  }
+
+  /**
+   * Cancels a live task: aborts its signal, rejects a pending input wait and
+   * sets CANCELED. Returns false when the task is not live.
+   */
+  cancel(id: string, reason?: unknown): boolean {
+    const live = this.#live.get(id);
+    if (!live) return false;
+    const err = reason ?? A2AErrors.taskNotCancelable(id, 'TASK_STATE_CANCELED');
+    live.abort.abort(err);
+    const waiter = live.inputWaiter;
+    live.inputWaiter = undefined;
+    waiter?.reject(err);
+    this.setStatus(id, 'TASK_STATE_CANCELED');
+    return true;
+  }
+
+  /** Persists a change made directly to a stored (not live) record. */
+  async persist(record: TaskRecord): Promise<void> {
+    record.updatedAt = Date.now();
+    await this.store.put(record);
+  }
+
+  /** Removes expired finished tasks from the store. */
+  async cleanup(): Promise<number> {
+    return this.store.sweep();
+  }
+
+  /** Cancels every live task and waits for pending writes. */
+  async close(): Promise<void> {
+    const lives = [...this.#live.values()];
+    for (const l of lives) this.cancel(l.record.task.id);
+    await Promise.all(lives.map((l) => l.chain));
+    await this.store.close?.();
+  }
+
+  #emit(live: Live, event: StreamResponse, settles: boolean): void {
+    const record = live.record;
+    const stored: StoredEvent = { seq: ++record.seq, event };
+    record.updatedAt = Date.now();
+    record.events.push(stored);
+    if (record.events.length > this.#maxEvents) record.events.shift();
+    for (const l of live.listeners) l(stored, record);
+    const id = record.task.id;
+    const terminal = isTerminal(record.task.status.state);
+    if (terminal) {
+      this.#live.delete(id);
+      live.listeners.clear();
+    }
+    live.chain = live.chain
+      .then(() => this.store.put(record))
+      .catch((err: unknown) => this.#onStoreError(err, id));
+    if (settles && live.settleWaiters.length > 0) {
+      const waiters = live.settleWaiters;
+      live.settleWaiters = [];
+      for (const w of waiters) w(record);
+    }
+  }
+}
+
+/** A copy that later in-place updates of the live task do not change. */
+export function snapshot(task: Task, historyLength?: number): Task {
+  const out: Task = { id: task.id, contextId: task.contextId, status: task.status };
+  if (task.history) {
+    out.history =
+      historyLength === undefined
+        ? task.history.slice()
+        : historyLength === 0
+          ? []
+          : task.history.slice(-historyLength);
+  }
+  if (task.artifacts) out.artifacts = task.artifacts.slice();
+  if (task.metadata !== undefined) out.metadata = task.metadata;
+  return out;
+}

@@ -1,0 +1,337 @@
+/**
+ * A2A v1.0 wire types in ProtoJSON shape (`specification/a2a.proto`), as zod
+ * schemas and the TypeScript types inferred from them. Unknown members are
+ * dropped, as ProtoJSON parsers may do; enum values are accepted as names or
+ * numbers and always written as names.
+ */
+import { z } from 'zod';
+
+const TASK_STATES = [
+  'TASK_STATE_UNSPECIFIED',
+  'TASK_STATE_SUBMITTED',
+  'TASK_STATE_WORKING',
+  'TASK_STATE_COMPLETED',
+  'TASK_STATE_FAILED',
+  'TASK_STATE_CANCELED',
+  'TASK_STATE_INPUT_REQUIRED',
+  'TASK_STATE_REJECTED',
+  'TASK_STATE_AUTH_REQUIRED',
+] as const;
+
+/** A task's lifecycle state (ProtoJSON enum name). */
+export type TaskState = (typeof TASK_STATES)[number];
+
+const ROLES = ['ROLE_UNSPECIFIED', 'ROLE_USER', 'ROLE_AGENT'] as const;
+/** Who sent a message. */
+export type Role = (typeof ROLES)[number];
+
+/** ProtoJSON lets enums travel as their number; normalise to the name. */
+function protoEnum<const T extends readonly [string, ...string[]]>(names: T) {
+  return z.preprocess(
+    (v) => (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < names.length ? names[v] : v),
+    z.enum(names),
+  );
+}
+
+export const TaskStateSchema = protoEnum(TASK_STATES);
+export const RoleSchema = protoEnum(ROLES);
+
+/** States after which a task never changes again. */
+export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set<TaskState>([
+  'TASK_STATE_COMPLETED',
+  'TASK_STATE_FAILED',
+  'TASK_STATE_CANCELED',
+  'TASK_STATE_REJECTED',
+]);
+/** States in which a task waits for the client. */
+export const INTERRUPTED_STATES: ReadonlySet<TaskState> = new Set<TaskState>([
+  'TASK_STATE_INPUT_REQUIRED',
+  'TASK_STATE_AUTH_REQUIRED',
+]);
+
+export function isTerminal(state: TaskState): boolean {
+  return TERMINAL_STATES.has(state);
+}
+
+/** google.protobuf.Struct: any JSON object. */
+export const StructSchema = z.record(z.string(), z.unknown());
+export type Struct = Record<string, unknown>;
+
+const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/;
+
+export const PartSchema = z
+  .object({
+    text: z.string().optional(),
+    raw: z.string().regex(BASE64, 'raw must be base64').optional(),
+    url: z.string().min(1).optional(),
+    data: z.unknown().optional(),
+    mediaType: z.string().optional(),
+    filename: z.string().optional(),
+    metadata: StructSchema.optional(),
+  })
+  .refine(
+    (p) =>
+      (p.text !== undefined ? 1 : 0) +
+        (p.raw !== undefined ? 1 : 0) +
+        (p.url !== undefined ? 1 : 0) +
+        (p.data !== undefined ? 1 : 0) ===
+      1,
+    { message: 'a Part must have exactly one of text, raw, url, data' },
+  );
+/** One piece of content: exactly one of `text`, `raw` (base64), `url`, `data`. */
+export type Part = z.infer<typeof PartSchema>;
+
+export const MessageSchema = z.object({
+  messageId: z.string().min(1),
+  role: RoleSchema,
+  parts: z.array(PartSchema),
+  taskId: z.string().optional(),
+  contextId: z.string().optional(),
+  referenceTaskIds: z.array(z.string()).optional(),
+  extensions: z.array(z.string()).optional(),
+  metadata: StructSchema.optional(),
+});
+export type Message = z.infer<typeof MessageSchema>;
+
+export const ArtifactSchema = z.object({
+  artifactId: z.string().min(1),
+  name: z.string().optional(),
+  description: z.string().optional(),
+  parts: z.array(PartSchema),
+  metadata: StructSchema.optional(),
+  extensions: z.array(z.string()).optional(),
+});
+export type Artifact = z.infer<typeof ArtifactSchema>;
+
+export const TaskStatusSchema = z.object({
+  state: TaskStateSchema,
+  message: MessageSchema.optional(),
+  timestamp: z.string().optional(),
+});
+export type TaskStatus = z.infer<typeof TaskStatusSchema>;
+
+export const TaskSchema = z.object({
+  id: z.string().min(1),
+  contextId: z.string(),
+  status: TaskStatusSchema,
+  artifacts: z.array(ArtifactSchema).optional(),
+  history: z.array(MessageSchema).optional(),
+  metadata: StructSchema.optional(),
+});
+export type Task = z.infer<typeof TaskSchema>;
+
+export const TaskStatusUpdateEventSchema = z.object({
+  taskId: z.string(),
+  contextId: z.string(),
+  status: TaskStatusSchema,
+  metadata: StructSchema.optional(),
+});
+export type TaskStatusUpdateEvent = z.infer<typeof TaskStatusUpdateEventSchema>;
+
+export const TaskArtifactUpdateEventSchema = z.object({
+  taskId: z.string(),
+  contextId: z.string(),
+  artifact: ArtifactSchema,
+  append: z.boolean().optional(),
+  lastChunk: z.boolean().optional(),
+  metadata: StructSchema.optional(),
+});
+export type TaskArtifactUpdateEvent = z.infer<typeof TaskArtifactUpdateEventSchema>;
+
+/** One event of a stream: exactly one of `task`, `message`, `statusUpdate`, `artifactUpdate`. */
+export type StreamResponse =
+  | { task: Task }
+  | { message: Message }
+  | { statusUpdate: TaskStatusUpdateEvent }
+  | { artifactUpdate: TaskArtifactUpdateEvent };
+
+export const StreamResponseSchema: z.ZodType<StreamResponse> = z.union([
+  z.object({ task: TaskSchema }),
+  z.object({ message: MessageSchema }),
+  z.object({ statusUpdate: TaskStatusUpdateEventSchema }),
+  z.object({ artifactUpdate: TaskArtifactUpdateEventSchema }),
+]);
+
+/** Result of SendMessage: a task, or a direct message. */
+export type SendMessageResult = { task: Task } | { message: Message };
+export const SendMessageResultSchema: z.ZodType<SendMessageResult> = z.union([
+  z.object({ task: TaskSchema }),
+  z.object({ message: MessageSchema }),
+]);
+
+// ---- push notifications ----------------------------------------------------
+
+export const AuthenticationInfoSchema = z.object({
+  scheme: z.string().min(1),
+  credentials: z.string().optional(),
+});
+
+export const TaskPushNotificationConfigSchema = z.object({
+  tenant: z.string().optional(),
+  id: z.string().optional(),
+  taskId: z.string().min(1),
+  url: z.url(),
+  token: z.string().optional(),
+  authentication: AuthenticationInfoSchema.optional(),
+});
+export type TaskPushNotificationConfig = z.infer<typeof TaskPushNotificationConfigSchema>;
+
+// ---- agent card --------------------------------------------------------------
+
+export const AgentInterfaceSchema = z.object({
+  url: z.string().min(1),
+  protocolBinding: z.string().min(1),
+  protocolVersion: z.string().optional(),
+  tenant: z.string().optional(),
+});
+export type AgentInterface = z.infer<typeof AgentInterfaceSchema>;
+
+export const AgentExtensionSchema = z.object({
+  uri: z.string(),
+  description: z.string().optional(),
+  required: z.boolean().optional(),
+  params: StructSchema.optional(),
+});
+
+export const AgentCapabilitiesSchema = z.object({
+  streaming: z.boolean().optional(),
+  pushNotifications: z.boolean().optional(),
+  extensions: z.array(AgentExtensionSchema).optional(),
+  extendedAgentCard: z.boolean().optional(),
+});
+export type AgentCapabilities = z.infer<typeof AgentCapabilitiesSchema>;
+
+export const SecurityRequirementSchema = z.object({
+  schemes: z.record(z.string(), z.object({ list: z.array(z.string()).optional() })),
+});
+export type SecurityRequirement = z.infer<typeof SecurityRequirementSchema>;
+
+/** v1.0 names a scheme by which single member is present; Weave only needs mTLS, others pass through. */
+export const SecuritySchemeSchema = z
+  .object({
+    mtlsSecurityScheme: z.object({ description: z.string().optional() }).optional(),
+  })
+  .catchall(z.unknown());
+export type SecurityScheme = z.infer<typeof SecuritySchemeSchema>;
+
+export const AgentSkillSchema = z.object({
+  id: z.string().min(1),
+  name: z.string().min(1),
+  description: z.string(),
+  tags: z.array(z.string()),
+  examples: z.array(z.string()).optional(),
+  inputModes: z.array(z.string()).optional(),
+  outputModes: z.array(z.string()).optional(),
+  securityRequirements: z.array(SecurityRequirementSchema).optional(),
+});
+export type AgentSkill = z.infer<typeof AgentSkillSchema>;
+
+export const AgentCardSchema = z.object({
+  name: z.string().min(1),
+  description: z.string(),
+  supportedInterfaces: z.array(AgentInterfaceSchema).min(1),
+  provider: z.object({ url: z.string(), organization: z.string() }).optional(),
+  version: z.string(),
+  documentationUrl: z.string().optional(),
+  capabilities: AgentCapabilitiesSchema,
+  securitySchemes: z.record(z.string(), SecuritySchemeSchema).optional(),
+  securityRequirements: z.array(SecurityRequirementSchema).optional(),
+  defaultInputModes: z.array(z.string()),
+  defaultOutputModes: z.array(z.string()),
+  skills: z.array(AgentSkillSchema),
+  signatures: z.array(z.unknown()).optional(),
+  iconUrl: z.string().optional(),
+  /** Weave extension: the SPIFFE ID the agent's certificate carries. */
+  spiffeId: z.string().optional(),
+});
+export type AgentCard = z.infer<typeof AgentCardSchema>;
+
+// ---- request params ----------------------------------------------------------
+
+const tenant = z.string().optional();
+const historyLength = z.number().int().min(0).optional();
+
+export const SendMessageConfigurationSchema = z.object({
+  acceptedOutputModes: z.array(z.string()).optional(),
+  taskPushNotificationConfig: TaskPushNotificationConfigSchema.partial({ taskId: true }).optional(),
+  historyLength,
+  returnImmediately: z.boolean().optional(),
+});
+
+export const SendMessageParamsSchema = z.object({
+  tenant,
+  message: MessageSchema,
+  configuration: SendMessageConfigurationSchema.optional(),
+  metadata: StructSchema.optional(),
+});
+export type SendMessageParams = z.infer<typeof SendMessageParamsSchema>;
+
+export const GetTaskParamsSchema = z.object({ tenant, id: z.string().min(1), historyLength });
+export type GetTaskParams = z.infer<typeof GetTaskParamsSchema>;
+
+export const ListTasksParamsSchema = z.object({
+  tenant,
+  contextId: z.string().optional(),
+  status: TaskStateSchema.optional(),
+  pageSize: z.number().int().min(1).max(100).optional(),
+  pageToken: z.string().optional(),
+  historyLength,
+  statusTimestampAfter: z.iso.datetime({ offset: true }).optional(),
+  includeArtifacts: z.boolean().optional(),
+});
+export type ListTasksParams = z.infer<typeof ListTasksParamsSchema>;
+
+export interface ListTasksResult {
+  tasks: Task[];
+  nextPageToken: string;
+  pageSize: number;
+  totalSize: number;
+}
+
+export const ListTasksResultSchema: z.ZodType<ListTasksResult> = z.object({
+  tasks: z.array(TaskSchema),
+  nextPageToken: z.string().default(''),
+  pageSize: z.number().int().default(0),
+  totalSize: z.number().int().default(0),
+});
+
+export const CancelTaskParamsSchema = z.object({
+  tenant,
+  id: z.string().min(1),
+  metadata: StructSchema.optional(),
+});
+export type CancelTaskParams = z.infer<typeof CancelTaskParamsSchema>;
+
+export const SubscribeToTaskParamsSchema = z.object({ tenant, id: z.string().min(1) });
+export type SubscribeToTaskParams = z.infer<typeof SubscribeToTaskParamsSchema>;
+
+export const TaskPushConfigRefSchema = z.object({
+  tenant,
+  taskId: z.string().min(1),
+  id: z.string().min(1),
+});
+
+export const ListTaskPushConfigsParamsSchema = z.object({
+  tenant,
+  taskId: z.string().min(1),
+  pageSize: z.number().int().min(0).optional(),
+  pageToken: z.string().optional(),
+});
+
+export const GetExtendedAgentCardParamsSchema = z.object({ tenant }).optional();
+
+/** The v1.0 JSON-RPC method names. */
+export const V1_METHODS = [
+  'SendMessage',
+  'SendStreamingMessage',
+  'GetTask',
+  'ListTasks',
+  'CancelTask',
+  'SubscribeToTask',
+  'CreateTaskPushNotificationConfig',
+  'GetTaskPushNotificationConfig',
+  'ListTaskPushNotificationConfigs',
+  'DeleteTaskPushNotificationConfig',
+  'GetExtendedAgentCard',
+] as const;
+export type V1Method = (typeof V1_METHODS)[number];
