@@ -13,15 +13,18 @@ import { SpiffeId, type TrustDomain } from './spiffe-id.js';
 import type { X509Svid } from './x509-svid.js';
 
 /**
- * When to rotate an SVID: when about half its lifetime is left, ±10 % jitter
- * (SPIRE's rule), so a fleet does not renew in lockstep.
+ * When to rotate an SVID: when about half of its remaining lifetime at issuance
+ * is left, ±10 % jitter (SPIRE's rule), so a fleet does not renew in lockstep.
+ * Measured from `issuedAt`, not `notBefore`, which is backdated.
  */
-export function rotationDelayMs(svid: X509Svid, now = Date.now(), random = Math.random): number {
-  const lifetime = svid.expiresAt.getTime() - svid.notBefore.getTime();
+export function rotationDelayMs(svid: X509Svid, issuedAt = Date.now(), random = Math.random): number {
+  const lifetime = svid.expiresAt.getTime() - issuedAt;
   const jitter = 1 + (random() * 0.2 - 0.1);
-  const at = svid.notBefore.getTime() + (lifetime / 2) * jitter;
-  return Math.max(0, at - now);
+  // A floor keeps an SVID that is (nearly) expired at issuance from rotating in a tight loop.
+  return Math.max(MIN_ROTATION_MS, (lifetime / 2) * jitter);
 }
+
+const MIN_ROTATION_MS = 250;
 
 /**
  * In-memory {@link IdentityProvider} backed by a {@link DevCertificateAuthority}:
@@ -97,6 +100,7 @@ export class DevCaIdentityProvider implements IdentityProvider {
   /** Issues a new SVID now, notifies listeners and re-arms the rotation timer. */
   async rotate(): Promise<void> {
     if (this.#closed) throw new IdentityNotReadyError('identity provider is closed');
+    const issuedAt = Date.now();
     const svid = await this.#ca.issueX509Svid(
       this.id,
       this.#ttl !== undefined ? { ttlSeconds: this.#ttl } : {},
@@ -104,7 +108,7 @@ export class DevCaIdentityProvider implements IdentityProvider {
     if (this.#closed) return;
     const first = !this.#svid;
     this.#svid = svid;
-    this.#schedule(rotationDelayMs(svid));
+    this.#schedule(rotationDelayMs(svid, issuedAt));
     if (!first) this.#emit('svid');
   }
 
