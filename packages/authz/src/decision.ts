@@ -51,32 +51,24 @@ export function normalizeCheck(
   direction: Direction,
   check: unknown,
   calleeRequired: boolean,
-): NormalizedCheck | { invalid: string; caller: string; callee: string | undefined; action: string } {
+): NormalizedCheck | InvalidCheck {
   const c = (typeof check === 'object' && check !== null ? check : {}) as Record<string, unknown>;
-  const base = {
-    caller: shown(c.caller),
-    callee: c.callee === undefined ? undefined : shown(c.callee),
-    action: shown(c.action),
-  };
   const caller = toSpiffeId(c.caller);
-  if (!caller) return { ...base, invalid: 'invalid check: caller is not a valid SPIFFE ID' };
+  if (!caller) return invalid(c, 'invalid check: caller is not a valid SPIFFE ID');
   let callee: SpiffeId | undefined;
   if (c.callee !== undefined) {
     callee = toSpiffeId(c.callee);
-    if (!callee) return { ...base, invalid: 'invalid check: callee is not a valid SPIFFE ID' };
+    if (!callee) return invalid(c, 'invalid check: callee is not a valid SPIFFE ID');
   } else if (calleeRequired) {
-    return { ...base, invalid: 'invalid check: callee is required for an outbound check' };
+    return invalid(c, 'invalid check: callee is required for an outbound check');
   }
   const action = c.action;
   if (typeof action !== 'string' || action.length === 0 || action.length > MAX_ACTION_LENGTH) {
-    return {
-      ...base,
-      invalid: `invalid check: action must be a string of 1 to ${MAX_ACTION_LENGTH} characters`,
-    };
+    return invalid(c, `invalid check: action must be a string of 1 to ${MAX_ACTION_LENGTH} characters`);
   }
   const context = c.context;
   if (context !== undefined && (typeof context !== 'object' || context === null || Array.isArray(context))) {
-    return { ...base, invalid: 'invalid check: context must be an object' };
+    return invalid(c, 'invalid check: context must be an object');
   }
   return {
     direction,
@@ -84,6 +76,23 @@ export function normalizeCheck(
     callee,
     action,
     context: context as Readonly<Record<string, unknown>> | undefined,
+  };
+}
+
+/** A malformed check: the reason, and its fields made printable for the audit record. */
+export interface InvalidCheck {
+  readonly invalid: string;
+  readonly caller: string;
+  readonly callee: string | undefined;
+  readonly action: string;
+}
+
+function invalid(c: Record<string, unknown>, reason: string): InvalidCheck {
+  return {
+    invalid: reason,
+    caller: shown(c.caller),
+    callee: c.callee === undefined ? undefined : shown(c.callee),
+    action: shown(c.action),
   };
 }
 
@@ -106,22 +115,23 @@ export class DecisionRecorder {
     const auditId = randomUUID();
     const latencyUs = Number(process.hrtime.bigint() - startNs) / 1000;
     let { allowed, reason } = verdict;
-    const rec: AuditRecord = {
+    // Built by assignment rather than conditional spreads: this is the hot path.
+    const rec: { -readonly [K in keyof AuditRecord]: AuditRecord[K] } = {
       auditId,
       decidedAt: new Date().toISOString(),
       direction,
       caller: who.caller,
-      ...(who.callee !== undefined ? { callee: who.callee } : {}),
       action: who.action,
       decision: allowed ? 'allow' : 'deny',
       reason,
       engine: this.engine,
-      ...(verdict.policyId !== undefined ? { policyId: verdict.policyId } : {}),
-      ...(verdict.ruleId !== undefined ? { ruleId: verdict.ruleId } : {}),
       latencyUs,
-      ...(verdict.cached ? { cached: true } : {}),
-      ...(verdict.opaDecisionId !== undefined ? { opaDecisionId: verdict.opaDecisionId } : {}),
     };
+    if (who.callee !== undefined) rec.callee = who.callee;
+    if (verdict.policyId !== undefined) rec.policyId = verdict.policyId;
+    if (verdict.ruleId !== undefined) rec.ruleId = verdict.ruleId;
+    if (verdict.cached) rec.cached = true;
+    if (verdict.opaDecisionId !== undefined) rec.opaDecisionId = verdict.opaDecisionId;
     try {
       this.sink.record(Object.freeze(rec));
     } catch (err) {
@@ -135,12 +145,9 @@ export class DecisionRecorder {
         'WeaveAuditWarning',
       );
     }
-    return Object.freeze({
-      allowed,
-      reason,
-      auditId,
-      ...(verdict.policyId !== undefined ? { policyId: verdict.policyId } : {}),
-      ...(verdict.ruleId !== undefined ? { ruleId: verdict.ruleId } : {}),
-    });
+    const decision: { -readonly [K in keyof AuthzDecision]: AuthzDecision[K] } = { allowed, reason, auditId };
+    if (verdict.policyId !== undefined) decision.policyId = verdict.policyId;
+    if (verdict.ruleId !== undefined) decision.ruleId = verdict.ruleId;
+    return Object.freeze(decision);
   }
 }
