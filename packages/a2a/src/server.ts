@@ -611,7 +611,8 @@ export class A2AServer {
     const page = await this.manager.list({
       owner: call.caller.toString(),
       contextId: p.contextId,
-      status: p.status,
+      // ProtoJSON's zero value means "no filter".
+      status: p.status === 'TASK_STATE_UNSPECIFIED' ? undefined : p.status,
       updatedAfter: p.statusTimestampAfter === undefined ? undefined : Date.parse(p.statusTimestampAfter),
       after,
       limit: pageSize + 1,

@@ -1,0 +1,440 @@
+// Interop with the official @a2a-js/sdk, both directions, over real mTLS with
+// dev-CA X.509-SVIDs.
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Role, TaskState, type AgentCard as SdkAgentCard, type Message as SdkMessage } from '@a2a-js/sdk';
+import {
+  ClientFactory,
+  ClientFactoryOptions,
+  DefaultAgentCardResolver,
+  JsonRpcTransportFactory,
+} from '@a2a-js/sdk/client';
+import {
+  AgentEvent,
+  DefaultRequestHandler,
+  InMemoryTaskStore,
+  type AgentExecutor,
+  type ExecutionEventBus,
+  type RequestContext,
+} from '@a2a-js/sdk/server';
+import { UserBuilder, agentCardHandler, jsonRpcHandler } from '@a2a-js/sdk/server/express';
+import { request } from 'undici';
+import { A2AClient, type StreamEvent } from '../src/index.js';
+import { startHarness, type Harness } from './helpers/agents.js';
+import { createPki, mtlsAgent, mtlsFetch, spiffeIdOf, type Pki } from './helpers/pki.js';
+
+function sdkText(text: string, extra: Partial<SdkMessage> = {}): SdkMessage {
+  return {
+    messageId: `m-${Math.random().toString(36).slice(2)}`,
+    contextId: '',
+    taskId: '',
+    role: Role.ROLE_USER,
+    parts: [{ content: { $case: 'text', value: text }, metadata: undefined, filename: '', mediaType: '' }],
+    metadata: undefined,
+    extensions: [],
+    referenceTaskIds: [],
+    ...extra,
+  };
+}
+
+function sdkSendParams(message: SdkMessage) {
+  return { tenant: '', message, configuration: undefined, metadata: undefined };
+}
+
+function kind(e: object): string {
+  return Object.keys(e).find((k) => k !== 'eventId') ?? '';
+}
+
+describe('official SDK client → Weave server (mTLS)', () => {
+  let h: Harness;
+  let releaseSlow: (() => void) | undefined;
+  const ran: string[] = [];
+
+  beforeAll(async () => {
+    h = await startHarness((a2a) => {
+      a2a.registerTaskHandler({ id: 'echo', name: 'Echo', description: 'echo', tags: [] }, (ctx) => {
+        ran.push(ctx.caller.toString());
+        return `echo: ${ctx.message.parts[0]?.text ?? ''}`;
+      });
+      a2a.registerTaskHandler({ id: 'slow', name: 'Slow', description: 'slow', tags: [] }, async (ctx) => {
+        ctx.publishArtifact({ artifactId: 'chunks', parts: [{ text: 'one' }] });
+        await new Promise<void>((resolve) => {
+          releaseSlow = resolve;
+          ctx.signal.addEventListener('abort', () => resolve());
+        });
+        if (ctx.signal.aborted) return undefined;
+        ctx.publishArtifact(
+          { artifactId: 'chunks', parts: [{ text: 'two' }] },
+          { append: true, lastChunk: true },
+        );
+        return undefined;
+      });
+    });
+  });
+  afterAll(async () => h.close());
+
+  async function sdkClient() {
+    const fetchImpl = mtlsFetch(h.agent);
+    const factory = new ClientFactory(
+      ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
+        transports: [new JsonRpcTransportFactory({ fetchImpl })],
+        cardResolver: new DefaultAgentCardResolver({ fetchImpl }),
+      }),
+    );
+    return factory.createFromUrl(h.url);
+  }
+
+  it('send, get, list', async () => {
+    const client = await sdkClient();
+    const res = await client.sendMessage(sdkSendParams(sdkText('hi', { metadata: { skill: 'echo' } })));
+    expect('id' in res).toBe(true);
+    const task = res as Extract<typeof res, { id: string }>;
+    expect(task.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    const part = task.artifacts[0]?.parts[0]?.content;
+    expect(part).toEqual({ $case: 'text', value: 'echo: hi' });
+    expect(ran).toContain(h.clientId.toString());
+
+    const got = await client.getTask({ tenant: '', id: task.id, historyLength: undefined });
+    expect(got.id).toBe(task.id);
+    expect(got.history.length).toBeGreaterThan(0);
+
+    const list = await client.listTasks({
+      tenant: '',
+      contextId: '',
+      status: TaskState.TASK_STATE_UNSPECIFIED,
+      pageSize: 10,
+      pageToken: '',
+      historyLength: undefined,
+      statusTimestampAfter: undefined,
+      includeArtifacts: true,
+    });
+    expect(list.tasks.map((t) => t.id)).toContain(task.id);
+    expect(list.nextPageToken).toBe('');
+  });
+
+  it('stream, subscribe and cancel', async () => {
+    const client = await sdkClient();
+    const stream = client.sendMessageStream(sdkSendParams(sdkText('go', { metadata: { skill: 'slow' } })));
+    const seen: string[] = [];
+    let taskId = '';
+    for await (const ev of stream) {
+      const p = (ev as { payload?: { $case: string; value: { id?: string } } }).payload;
+      seen.push(p?.$case ?? 'none');
+      if (p?.$case === 'task') taskId = p.value.id ?? '';
+      if (p?.$case === 'artifactUpdate') break;
+    }
+    expect(seen).toEqual(['task', 'statusUpdate', 'artifactUpdate']);
+
+    // A second subscriber (the SDK's resubscribe) sees the current task first, then live events.
+    const sub = client.resubscribeTask({ tenant: '', id: taskId });
+    const first = await sub.next();
+    expect((first.value as { payload?: { $case: string } }).payload?.$case).toBe('task');
+
+    const canceled = await client.cancelTask({ tenant: '', id: taskId, metadata: undefined });
+    expect(canceled.status?.state).toBe(TaskState.TASK_STATE_CANCELED);
+    const next = await sub.next();
+    const payload = (next.value as { payload?: { $case: string; value: { status?: { state: number } } } })
+      .payload;
+    expect(payload?.$case).toBe('statusUpdate');
+    expect(payload?.value.status?.state).toBe(TaskState.TASK_STATE_CANCELED);
+    expect((await sub.next()).done).toBe(true);
+    void releaseSlow;
+  });
+
+  it('maps Weave errors to the SDK error classes', async () => {
+    const client = await sdkClient();
+    await expect(client.getTask({ tenant: '', id: 'nope', historyLength: undefined })).rejects.toMatchObject({
+      name: 'TaskNotFoundError',
+    });
+  });
+});
+
+describe('v0.3 clients → Weave server', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness((a2a) => {
+      a2a.registerTaskHandler({ id: 'echo', name: 'Echo', description: 'echo', tags: [] }, (ctx) => {
+        return `echo: ${ctx.message.parts[0]?.text ?? ''}`;
+      });
+    });
+  });
+  afterAll(async () => h.close());
+
+  it('answers a raw v0.3 message/send (no A2A-Version header) in v0.3 shape', async () => {
+    const res = await request(`${h.url}/`, {
+      method: 'POST',
+      dispatcher: h.agent,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 'v03-1',
+        method: 'message/send',
+        params: {
+          message: { kind: 'message', messageId: 'm1', role: 'user', parts: [{ kind: 'text', text: 'old' }] },
+        },
+      }),
+    });
+    const body = (await res.body.json()) as { id: string; result: Record<string, unknown> };
+    expect(body.id).toBe('v03-1');
+    expect(body.result).toMatchObject({
+      kind: 'task',
+      status: { state: 'completed' },
+      artifacts: [{ parts: [{ kind: 'text', text: 'echo: old' }] }],
+      history: [{ kind: 'message', role: 'user', parts: [{ kind: 'text', text: 'old' }] }],
+    });
+    const id = body.result.id as string;
+    const got = await request(`${h.url}/`, {
+      method: 'POST',
+      dispatcher: h.agent,
+      headers: { 'content-type': 'application/json', 'a2a-version': '0.3' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tasks/get', params: { id } }),
+    });
+    expect(await got.body.json()).toMatchObject({
+      id: 2,
+      result: { kind: 'task', id, status: { state: 'completed' } },
+    });
+  });
+
+  it('streams v0.3 events with kind tags and final', async () => {
+    const res = await request(`${h.url}/`, {
+      method: 'POST',
+      dispatcher: h.agent,
+      headers: { 'content-type': 'application/json', 'a2a-version': '0.3', accept: 'text/event-stream' },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 7,
+        method: 'message/stream',
+        params: {
+          message: { kind: 'message', messageId: 'm2', role: 'user', parts: [{ kind: 'text', text: 's' }] },
+        },
+      }),
+    });
+    const text = await res.body.text();
+    const events = text
+      .split('\n')
+      .filter((l) => l.startsWith('data: '))
+      .map((l) => JSON.parse(l.slice(6)) as { id: number; result: { kind: string; final?: boolean } });
+    expect(events.every((e) => e.id === 7)).toBe(true);
+    expect(events.map((e) => e.result.kind)).toEqual([
+      'task',
+      'status-update',
+      'artifact-update',
+      'status-update',
+    ]);
+    expect(events.at(-1)?.result.final).toBe(true);
+  });
+
+  it("the official SDK's v0.3 compat client drives the Weave server", async () => {
+    const fetchImpl = mtlsFetch(h.agent);
+    const resolver = new DefaultAgentCardResolver({ fetchImpl });
+    const card = (await resolver.resolve(h.url)) as SdkAgentCard;
+    // Keep only the 0.3 interface so the SDK picks its legacy transport.
+    const legacyCard = {
+      ...card,
+      supportedInterfaces: card.supportedInterfaces.filter((i) => i.protocolVersion === '0.3'),
+    };
+    const factory = new ClientFactory(
+      ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
+        transports: [new JsonRpcTransportFactory({ fetchImpl, legacyCompat: { enabled: true } })],
+        cardResolver: resolver,
+      }),
+    );
+    const client = await factory.createFromAgentCard(legacyCard);
+    expect(client.protocolVersion).toBe('0.3');
+    const res = await client.sendMessage(sdkSendParams(sdkText('compat')));
+    const task = res as Extract<typeof res, { id: string }>;
+    expect(task.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    expect(task.artifacts[0]?.parts[0]?.content).toEqual({ $case: 'text', value: 'echo: compat' });
+    const got = await client.getTask({ tenant: '', id: task.id, historyLength: undefined });
+    expect(got.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+  });
+});
+
+describe('Weave client → official SDK express server (mTLS)', () => {
+  let pki: Pki;
+  let server: https.Server;
+  let url: string;
+  let weave: A2AClient;
+  let agentClose: () => Promise<void>;
+  const callers: string[] = [];
+
+  class Executor implements AgentExecutor {
+    readonly #cancel = new Map<string, () => void>();
+    async execute(rc: RequestContext, bus: ExecutionEventBus): Promise<void> {
+      const c = rc.userMessage.parts[0]?.content;
+      const text = c?.$case === 'text' ? c.value : '';
+      const { taskId, contextId } = rc;
+      const now = () => new Date().toISOString();
+      if (!rc.task) {
+        bus.publish(
+          AgentEvent.task({
+            id: taskId,
+            contextId,
+            status: { state: TaskState.TASK_STATE_SUBMITTED, message: undefined, timestamp: now() },
+            history: [rc.userMessage],
+            artifacts: [],
+            metadata: undefined,
+          }),
+        );
+      }
+      const status = (state: TaskState) =>
+        AgentEvent.statusUpdate({
+          taskId,
+          contextId,
+          status: { state, message: undefined, timestamp: now() },
+          metadata: undefined,
+        });
+      bus.publish(status(TaskState.TASK_STATE_WORKING));
+      if (text === 'slow') {
+        const canceled = await new Promise<boolean>((resolve) => {
+          this.#cancel.set(taskId, () => resolve(true));
+        });
+        if (canceled) {
+          bus.publish(status(TaskState.TASK_STATE_CANCELED));
+          bus.finished();
+          return;
+        }
+      }
+      bus.publish(
+        AgentEvent.artifactUpdate({
+          taskId,
+          contextId,
+          artifact: {
+            artifactId: 'a1',
+            name: '',
+            description: '',
+            parts: [
+              {
+                content: { $case: 'text', value: `sdk echo: ${text}` },
+                metadata: undefined,
+                filename: '',
+                mediaType: '',
+              },
+            ],
+            metadata: undefined,
+            extensions: [],
+          },
+          append: false,
+          lastChunk: true,
+          metadata: undefined,
+        }),
+      );
+      bus.publish(status(TaskState.TASK_STATE_COMPLETED));
+      bus.finished();
+    }
+    async cancelTask(taskId: string): Promise<void> {
+      this.#cancel.get(taskId)?.();
+    }
+  }
+
+  beforeAll(async () => {
+    pki = await createPki();
+    const srv = await pki.issue('/agent/sdk-server');
+    const cli = await pki.issue('/agent/client');
+    const card: SdkAgentCard = {
+      name: 'sdk agent',
+      description: 'official SDK server',
+      supportedInterfaces: [{ url: '', protocolBinding: 'JSONRPC', protocolVersion: '1.0', tenant: '' }],
+      provider: undefined,
+      version: '1.0.0',
+      capabilities: { streaming: true, pushNotifications: false, extensions: [], extendedAgentCard: false },
+      securitySchemes: {},
+      securityRequirements: [],
+      defaultInputModes: ['text/plain'],
+      defaultOutputModes: ['text/plain'],
+      skills: [
+        {
+          id: 'echo',
+          name: 'Echo',
+          description: 'echo',
+          tags: [],
+          examples: [],
+          inputModes: [],
+          outputModes: [],
+          securityRequirements: [],
+        },
+      ],
+      signatures: [],
+    };
+    const handler = new DefaultRequestHandler(card, new InMemoryTaskStore(), new Executor());
+    const app = express();
+    app.use((req, _res, next) => {
+      const id = spiffeIdOf((req.socket as import('node:tls').TLSSocket).getPeerCertificate());
+      if (id) callers.push(id.toString());
+      next();
+    });
+    app.use('/.well-known/agent-card.json', agentCardHandler({ agentCardProvider: handler }));
+    app.use(
+      '/a2a/jsonrpc',
+      jsonRpcHandler({ requestHandler: handler, userBuilder: UserBuilder.noAuthentication }),
+    );
+    server = https.createServer(
+      {
+        requestCert: true,
+        rejectUnauthorized: true,
+        ca: pki.caPem,
+        cert: srv.cert,
+        key: srv.key,
+        minVersion: 'TLSv1.3',
+      },
+      app,
+    );
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    (card.supportedInterfaces[0] as { url: string }).url = `${url}/a2a/jsonrpc`;
+    const agent = mtlsAgent(pki, cli, srv.id);
+    agentClose = () => agent.close();
+    weave = new A2AClient({ dispatcher: agent });
+  });
+  afterAll(async () => {
+    await agentClose();
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+
+  it('discovers, sends, gets and lists', async () => {
+    const card = await weave.discoverAgent(url);
+    expect(card.name).toBe('sdk agent');
+    const task = await weave.sendTask(url, 'echo', 'hello');
+    expect(task.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(task.artifacts?.[0]?.parts[0]?.text).toBe('sdk echo: hello');
+    const got = await weave.getTask(url, task.id);
+    expect(got.id).toBe(task.id);
+    const list = await weave.listTasks(url, { pageSize: 10 });
+    expect(list.tasks.map((t) => t.id)).toContain(task.id);
+    expect(callers.every((c) => c === 'spiffe://test.weave/agent/client')).toBe(true);
+    expect(callers.length).toBeGreaterThan(0);
+  });
+
+  it('streams, subscribes and cancels', async () => {
+    const events: StreamEvent[] = [];
+    let taskId = '';
+    for await (const e of weave.sendStreamingMessage(url, {
+      message: { messageId: 'w1', role: 'ROLE_USER', parts: [{ text: 'slow' }] },
+    })) {
+      events.push(e);
+      if ('task' in e) taskId = e.task.id;
+      if ('statusUpdate' in e && e.statusUpdate.status.state === 'TASK_STATE_WORKING') break;
+    }
+    expect(events.map(kind)).toEqual(['task', 'statusUpdate']);
+    const sub = weave.subscribeToTask(url, taskId);
+    const first = await sub.next();
+    expect(kind(first.value as object)).toBe('task');
+    const canceled = await weave.cancelTask(url, taskId);
+    expect(canceled.status.state).toBe('TASK_STATE_CANCELED');
+    const rest: StreamEvent[] = [];
+    for await (const e of sub) rest.push(e);
+    expect(
+      rest.some((e) => 'statusUpdate' in e && e.statusUpdate.status.state === 'TASK_STATE_CANCELED'),
+    ).toBe(true);
+  });
+
+  it('typed errors carry the JSON-RPC code', async () => {
+    await expect(weave.getTask(url, 'missing')).rejects.toMatchObject({
+      jsonRpcCode: -32001,
+      code: 'TASK_NOT_FOUND',
+    });
+  });
+});
