@@ -2,6 +2,7 @@
 // dev-CA X.509-SVIDs.
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Role, TaskState, type AgentCard as SdkAgentCard, type Message as SdkMessage } from '@a2a-js/sdk';
@@ -361,7 +362,7 @@ describe('Weave client → official SDK express server (mTLS)', () => {
     const handler = new DefaultRequestHandler(card, new InMemoryTaskStore(), new Executor());
     const app = express();
     app.use((req, _res, next) => {
-      const id = spiffeIdOf((req.socket as import('node:tls').TLSSocket).getPeerCertificate());
+      const id = spiffeIdOf((req.socket as TLSSocket).getPeerCertificate());
       if (id) callers.push(id.toString());
       next();
     });
