@@ -43,3 +43,28 @@ export {
   type CircuitBreakerInit,
   type CircuitMetrics,
 } from './circuit-breaker.js';
+export {
+  SecureChannel,
+  type PeerSpec,
+  type PeerVerifiedEvent,
+  type ChannelRequestOptions,
+} from './channel.js';
+export {
+  createMtlsServerOptions,
+  createMtlsServer,
+  mtlsAuth,
+  watchServerIdentity,
+  type MtlsServerOptions,
+  type MtlsAuthOptions,
+  type MtlsDenial,
+  type MtlsFastifyInstance,
+  type CreateMtlsServerOptions,
+} from './server.js';
+export {
+  ConnectionPool,
+  PoolConfigSchema,
+  type PoolConfig,
+  type PoolConfigInput,
+  type PoolLease,
+  type PoolStats,
+} from './pool.js';

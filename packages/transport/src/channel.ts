@@ -1,0 +1,588 @@
+import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import { Agent, Dispatcher, buildConnector } from 'undici';
+import {
+  SpiffeId,
+  type Authorizer,
+  type IdentityProvider,
+  type TrustDomain,
+  X509SvidError,
+} from '@weave/identity';
+import { parseTransportConfig, type TransportConfig, type TransportConfigInput } from './config.js';
+import { CircuitBreaker } from './circuit-breaker.js';
+import { PeerVerificationError, TransportError, TransportIdentityError } from './errors.js';
+import { RetryPolicy, isIdempotentMethod } from './retry.js';
+import { bundlesPem, peerIdForMessage, svidPem, verifyPeerSocket } from './tls.js';
+
+/** Who a channel will talk to: one SPIFFE ID, or an authorizer that may accept several. */
+export type PeerSpec = SpiffeId | string | Authorizer;
+
+/** Emitted as `'peer'` for every new connection whose peer passed verification. */
+export interface PeerVerifiedEvent {
+  readonly peer: SpiffeId;
+  /** Serial number (hex) of the peer's leaf certificate; changes when the peer rotates. */
+  readonly serialNumber: string;
+  /** Which rotation generation of this channel made the connection (0 = first). */
+  readonly generation: number;
+}
+
+/** Options of the convenience methods: undici's request options minus what the URL gives. */
+export type ChannelRequestOptions = Omit<Dispatcher.RequestOptions, 'origin' | 'path' | 'method'> & {
+  method?: Dispatcher.HttpMethod;
+};
+
+// Node's own chain-check failures: surfaced as PeerVerificationError like our SPIFFE checks.
+const TLS_VERIFY_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+interface PeerMatcher {
+  /** Shown as `expected` in errors. */
+  readonly description: string;
+  /** The only trust domain whose roots go into `ca`; undefined = every trusted bundle. */
+  readonly trustDomain: TrustDomain | undefined;
+  readonly check: (peer: SpiffeId) => string | undefined;
+}
+
+function peerMatcher(peer: PeerSpec): PeerMatcher {
+  if (typeof peer === 'function') {
+    const authorize = peer;
+    return {
+      description: `a peer accepted by ${authorize.name || 'the authorizer'}`,
+      trustDomain: undefined,
+      check: (id) => {
+        try {
+          const r = authorize(id);
+          return r && r.ok === true ? undefined : r && 'reason' in r ? r.reason : 'authorizer refused';
+        } catch (err) {
+          return `authorizer threw: ${err instanceof Error ? err.message : String(err)}`;
+        }
+      },
+    };
+  }
+  const want = typeof peer === 'string' ? SpiffeId.parse(peer) : peer;
+  if (!(want instanceof SpiffeId))
+    throw new TypeError('peer must be a SpiffeId, a SPIFFE ID string or an Authorizer');
+  return {
+    description: want.toString(),
+    trustDomain: want.trustDomain,
+    check: (id) => (id.equals(want) ? undefined : 'SPIFFE ID mismatch'),
+  };
+}
+
+function isReplayable(body: unknown): boolean {
+  return body == null || typeof body === 'string' || body instanceof Uint8Array;
+}
+
+const errorCode = (err: unknown): unknown => (err as { code?: unknown } | null)?.code;
+
+/**
+ * An undici {@link Dispatcher} that speaks mTLS with SPIFFE identities.
+ *
+ * - presents the identity provider's current X.509-SVID;
+ * - trusts only the bundle of the expected peer's trust domain (or, for an
+ *   authorizer, every trusted bundle, with the chain-ends-in-the-peer's-own-
+ *   trust-domain check done in code);
+ * - replaces hostname verification by SPIFFE verification of every new
+ *   connection, run before the connection is handed to undici, so a mismatch
+ *   fails with {@link PeerVerificationError} before any request byte is sent;
+ * - never resumes TLS sessions, so no connection skips that check;
+ * - on every identity update builds a new inner Agent and closes the old one
+ *   once its in-flight requests end.
+ *
+ * Pass it anywhere undici takes a `dispatcher` (`undici.fetch(url, { dispatcher })`).
+ */
+export class SecureChannel extends Dispatcher {
+  readonly config: TransportConfig;
+  /** What this channel accepts as a peer (a SPIFFE ID or an authorizer description). */
+  readonly expectedPeer: string;
+  readonly #identity: IdentityProvider;
+  readonly #matcher: PeerMatcher;
+  readonly #retry: RetryPolicy;
+  readonly #breaker: CircuitBreaker | undefined;
+  readonly #retiring = new Set<Promise<void>>();
+  #agent: Agent;
+  #generation = 0;
+  #closed = false;
+  #unsubscribe: (() => void) | undefined;
+
+  /**
+   * @throws {TransportConfigError} for an invalid config (including `verifyPeer: false` or a TLS floor below 1.2).
+   * @throws {SpiffeIdError} for an invalid peer SPIFFE ID string.
+   * @throws {TransportIdentityError} when the provider has no SVID yet.
+   */
+  constructor(identity: IdentityProvider, peer: PeerSpec, config: TransportConfigInput = {}) {
+    super();
+    this.config = parseTransportConfig(config);
+    this.#identity = identity;
+    this.#matcher = peerMatcher(peer);
+    this.expectedPeer = this.#matcher.description;
+    this.#retry = new RetryPolicy(this.config.retry);
+    this.#breaker =
+      this.config.circuitBreaker === false
+        ? undefined
+        : new CircuitBreaker({
+            ...this.config.circuitBreaker,
+            name: this.expectedPeer,
+            // The caller's own abort says nothing about the peer's health.
+            isFailure: (err) => errorCode(err) !== 'UND_ERR_ABORTED',
+          });
+    this.#agent = this.#buildAgent(0);
+    this.#unsubscribe = identity.onUpdate(() => this.#rotate());
+  }
+
+  /** How many times the inner Agent was replaced after identity updates. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** True once {@link close} or {@link destroy} was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The channel's circuit breaker (undefined when disabled in the config). */
+  get circuitBreaker(): CircuitBreaker | undefined {
+    return this.#breaker;
+  }
+
+  #buildAgent(generation: number): Agent {
+    let tlsCreds: { cert: string; key: string };
+    try {
+      tlsCreds = svidPem(this.#identity);
+    } catch (err) {
+      throw new TransportIdentityError('identity provider has no X.509-SVID for the channel', { cause: err });
+    }
+    const td = this.#matcher.trustDomain;
+    const ca = bundlesPem(this.#identity, td ? [td] : undefined);
+    const http2 = this.config.httpVersion === 'http2';
+    const base = buildConnector({
+      ...tlsCreds,
+      ca,
+      minVersion: this.config.minTlsVersion,
+      rejectUnauthorized: true,
+      // Hostnames mean nothing for SPIFFE; the SPIFFE check below replaces this one.
+      checkServerIdentity: () => undefined,
+      // A resumed session skips certificate checks; every connection does a full handshake.
+      maxCachedSessions: 0,
+      allowH2: http2,
+      timeout: this.config.connectTimeoutMs,
+    });
+    const connect: buildConnector.connector = (opts, callback) => {
+      if (opts.protocol !== 'https:') {
+        callback(insecureOrigin(opts.protocol), null);
+        return;
+      }
+      if (ca === '') {
+        callback(
+          new PeerVerificationError(
+            this.expectedPeer,
+            undefined,
+            `no trusted X.509 bundle${td ? ` for trust domain ${td.name}` : ''}`,
+          ),
+          null,
+        );
+        return;
+      }
+      // undici's typings say void, but the connector returns the socket (used for error details).
+      const socket = base(opts, (err, sock) => {
+        if (err) {
+          callback(this.#wrapTlsError(err, socket), null);
+          return;
+        }
+        const tls = sock as TLSSocket;
+        try {
+          const peer = this.#verify(tls);
+          callback(null, tls);
+          this.#emit('peer', {
+            peer,
+            serialNumber: tls.getPeerX509Certificate()?.serialNumber ?? '',
+            generation,
+          } satisfies PeerVerifiedEvent);
+        } catch (e) {
+          tls.destroy();
+          callback(e as Error, null);
+        }
+      }) as unknown as TLSSocket | undefined;
+    };
+    return new Agent({
+      connect,
+      allowH2: http2,
+      // undici 7 caps concurrent HTTP/2 streams per session at `pipelining`.
+      pipelining: http2 ? this.config.maxConcurrentStreams : 1,
+      connections: this.config.connectionsPerOrigin,
+      keepAliveTimeout: this.config.idleTimeoutMs,
+      keepAliveMaxTimeout: this.config.idleTimeoutMs,
+      headersTimeout: this.config.requestTimeoutMs,
+      bodyTimeout: this.config.requestTimeoutMs,
+    });
+  }
+
+  /**
+   * Calls `listener` for every new connection whose peer passed verification
+   * (e.g. to observe a peer's certificate rotation). Returns the unsubscribe function.
+   */
+  onPeerVerified(listener: (event: PeerVerifiedEvent) => void): () => void {
+    return this.#listen('peer', listener as (...args: unknown[]) => void);
+  }
+
+  /** Calls `listener` with the new generation after each credential rotation. */
+  onRotated(listener: (generation: number) => void): () => void {
+    return this.#listen('rotated', listener as (...args: unknown[]) => void);
+  }
+
+  /** Calls `listener` when an identity update could not be applied (the previous credentials stay in use). */
+  onRotationError(listener: (err: unknown) => void): () => void {
+    return this.#listen('rotationError', listener as (...args: unknown[]) => void);
+  }
+
+  #listen(event: string, listener: (...args: unknown[]) => void): () => void {
+    EventEmitter.prototype.on.call(this, event, listener);
+    return () => void EventEmitter.prototype.off.call(this, event, listener);
+  }
+
+  // Dispatcher's typings only know undici's own events.
+  #emit(event: 'peer' | 'rotated' | 'rotationError', ...args: unknown[]): void {
+    EventEmitter.prototype.emit.call(this, event, ...args);
+  }
+
+  #verify(socket: TLSSocket): SpiffeId {
+    let peer: SpiffeId;
+    try {
+      peer = verifyPeerSocket(socket, this.#identity);
+    } catch (err) {
+      const reason = err instanceof X509SvidError ? `${err.code}: ${err.message}` : String(err);
+      throw new PeerVerificationError(this.expectedPeer, peerIdForMessage(socket), reason, { cause: err });
+    }
+    const refused = this.#matcher.check(peer);
+    if (refused !== undefined) throw new PeerVerificationError(this.expectedPeer, peer, refused);
+    return peer;
+  }
+
+  #wrapTlsError(err: Error, socket: TLSSocket | undefined): Error {
+    const code = errorCode(err);
+    if (typeof code === 'string' && TLS_VERIFY_CODES.has(code)) {
+      return new PeerVerificationError(
+        this.expectedPeer,
+        peerIdForMessage(socket),
+        `${code}: ${err.message}`,
+        {
+          cause: err,
+        },
+      );
+    }
+    return err;
+  }
+
+  #rotate(): void {
+    if (this.#closed) return;
+    let next: Agent;
+    try {
+      next = this.#buildAgent(this.#generation + 1);
+    } catch (err) {
+      // Keep serving with the previous credentials; the provider will send another update.
+      this.#emit('rotationError', err);
+      return;
+    }
+    const old = this.#agent;
+    this.#agent = next;
+    this.#generation++;
+    // close() lets in-flight requests finish before the old connections go away.
+    const p = old
+      .close()
+      .catch(() => undefined)
+      .finally(() => this.#retiring.delete(p));
+    this.#retiring.add(p);
+    this.#emit('rotated', this.#generation);
+  }
+
+  /**
+   * undici's low-level entry point: routes the request to the current inner
+   * Agent. A failure that proves nothing was sent (before the connection
+   * carried the request) is retried; once sent, only idempotent requests with
+   * a replayable body are, so a GOAWAY or an idle-session close does not fail
+   * a request that can safely be repeated.
+   */
+  override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    if (!isHttpsOrigin(options.origin)) {
+      const err = insecureOrigin(String(options.origin));
+      if (typeof handler.onError === 'function') {
+        handler.onError(err);
+        return false;
+      }
+      throw err;
+    }
+    const legacy = typeof handler.onError === 'function' && typeof handler.onRequestStart !== 'function';
+    if (!legacy || this.config.retry.retries === 0) return this.#agent.dispatch(options, handler);
+    return this.#agent.dispatch(options, new SafeRetryHandler(this, options, handler, 0));
+  }
+
+  /** @internal used by the retry handler */
+  redispatch(options: Dispatcher.DispatchOptions, handler: SafeRetryHandler): boolean {
+    return this.#agent.dispatch(options, handler);
+  }
+
+  /** @internal */
+  get retryPolicy(): RetryPolicy {
+    return this.#retry;
+  }
+
+  /**
+   * Sends a request and resolves with undici's response data. Accepts undici's
+   * option object (with `origin` and `path`) or a URL plus options. Goes
+   * through the circuit breaker and the retry policy.
+   */
+  override request<TOpaque = null>(
+    options: Dispatcher.RequestOptions<TOpaque>,
+    callback: (err: Error | null, data: Dispatcher.ResponseData<TOpaque>) => void,
+  ): void;
+  override request<TOpaque = null>(
+    options: Dispatcher.RequestOptions<TOpaque>,
+  ): Promise<Dispatcher.ResponseData<TOpaque>>;
+  override request(url: string | URL, options?: ChannelRequestOptions): Promise<Dispatcher.ResponseData>;
+  override request(
+    a: Dispatcher.RequestOptions<unknown> | string | URL,
+    b?: ChannelRequestOptions | ((err: Error | null, data: Dispatcher.ResponseData<unknown>) => void),
+  ): Promise<Dispatcher.ResponseData<unknown>> | void {
+    let p: Promise<Dispatcher.ResponseData<unknown>>;
+    try {
+      p = this.#send(toRequestOptions(a, typeof b === 'function' ? undefined : b));
+    } catch (err) {
+      p = Promise.reject(err as Error);
+    }
+    if (typeof b === 'function') {
+      p.then(
+        (data) => b(null, data),
+        (err: Error) => b(err, undefined as never),
+      );
+      return;
+    }
+    return p;
+  }
+
+  async #send(opts: Dispatcher.RequestOptions<unknown>): Promise<Dispatcher.ResponseData<unknown>> {
+    const ctx = {
+      method: opts.method,
+      replayable: isReplayable(opts.body),
+      ...(opts.signal instanceof AbortSignal ? { signal: opts.signal } : {}),
+    };
+    const once = () => this.#agent.request(opts);
+    return this.#retry.run(() => (this.#breaker ? this.#breaker.execute(once) : once()), ctx);
+  }
+
+  /** `GET url`. */
+  get(
+    url: string | URL,
+    options: Omit<ChannelRequestOptions, 'method'> = {},
+  ): Promise<Dispatcher.ResponseData> {
+    return this.request(url, { ...options, method: 'GET' });
+  }
+
+  /** `POST url` (never retried once sent: POST is not idempotent). */
+  post(
+    url: string | URL,
+    options: Omit<ChannelRequestOptions, 'method'> = {},
+  ): Promise<Dispatcher.ResponseData> {
+    return this.request(url, { ...options, method: 'POST' });
+  }
+
+  /** `PUT url`. */
+  put(
+    url: string | URL,
+    options: Omit<ChannelRequestOptions, 'method'> = {},
+  ): Promise<Dispatcher.ResponseData> {
+    return this.request(url, { ...options, method: 'PUT' });
+  }
+
+  /** `DELETE url`. */
+  delete(
+    url: string | URL,
+    options: Omit<ChannelRequestOptions, 'method'> = {},
+  ): Promise<Dispatcher.ResponseData> {
+    return this.request(url, { ...options, method: 'DELETE' });
+  }
+
+  /** Stops following identity updates and closes gracefully: in-flight requests finish first. */
+  override close(): Promise<void>;
+  override close(callback: () => void): void;
+  override close(callback?: () => void): Promise<void> | void {
+    const p = this.#shutdown((a) => a.close());
+    if (callback) {
+      void p.then(callback, callback);
+      return;
+    }
+    return p;
+  }
+
+  /** Aborts everything in flight and closes. */
+  override destroy(err: Error | null, callback: () => void): void;
+  override destroy(callback: () => void): void;
+  override destroy(err?: Error | null): Promise<void>;
+  override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
+    const err = typeof a === 'function' ? null : (a ?? null);
+    const cb = typeof a === 'function' ? a : b;
+    const p = this.#shutdown((agent) => agent.destroy(err));
+    if (cb) {
+      void p.then(cb, cb);
+      return;
+    }
+    return p;
+  }
+
+  async #shutdown(how: (a: Agent) => Promise<void>): Promise<void> {
+    this.#closed = true;
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
+    this.#breaker?.shutdown();
+    await Promise.all([how(this.#agent).catch(() => undefined), ...this.#retiring]);
+  }
+
+  /** `await using channel = new SecureChannel(...)` closes it at scope end. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+function isHttpsOrigin(origin: string | URL | undefined): boolean {
+  if (origin === undefined) return false;
+  try {
+    return new URL(origin).protocol === 'https:';
+  } catch {
+    return false;
+  }
+}
+
+function insecureOrigin(what: string): TransportError {
+  return new TransportError('INSECURE_URL', `SecureChannel only speaks https, got ${what}`);
+}
+
+function toRequestOptions(
+  a: Dispatcher.RequestOptions<unknown> | string | URL,
+  extra: ChannelRequestOptions | undefined,
+): Dispatcher.RequestOptions<unknown> {
+  if (typeof a === 'string' || a instanceof URL) {
+    const url = typeof a === 'string' ? new URL(a) : a;
+    if (url.protocol !== 'https:') throw insecureOrigin(`${url.protocol}//`);
+    return {
+      ...extra,
+      origin: url.origin,
+      path: `${url.pathname}${url.search}`,
+      method: extra?.method ?? 'GET',
+    };
+  }
+  if (!isHttpsOrigin(a.origin)) throw insecureOrigin(String(a.origin));
+  return a;
+}
+
+/**
+ * Wraps a legacy undici handler: repeats the request after a failure when
+ * nothing was sent yet (no `onConnect`), or when the request is idempotent
+ * with a replayable body and no response started. Security failures
+ * (TransportError) are never retried.
+ */
+class SafeRetryHandler implements Dispatcher.DispatchHandler {
+  #sent = false;
+  #responded = false;
+  readonly #channel: SecureChannel;
+  readonly #opts: Dispatcher.DispatchOptions;
+  readonly #inner: Dispatcher.DispatchHandler;
+  #attempt: number;
+
+  constructor(
+    channel: SecureChannel,
+    opts: Dispatcher.DispatchOptions,
+    inner: Dispatcher.DispatchHandler,
+    attempt: number,
+  ) {
+    this.#channel = channel;
+    this.#opts = opts;
+    this.#inner = inner;
+    this.#attempt = attempt;
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.#sent = true;
+    this.#inner.onConnect?.(abort);
+  }
+
+  onResponseStarted(): void {
+    this.#responded = true;
+    this.#inner.onResponseStarted?.();
+  }
+
+  onHeaders(statusCode: number, headers: Buffer[], resume: () => void, statusText: string): boolean {
+    this.#responded = true;
+    return this.#inner.onHeaders?.(statusCode, headers, resume, statusText) ?? true;
+  }
+
+  onUpgrade(statusCode: number, headers: Buffer[] | string[] | null, socket: Duplex): void {
+    this.#responded = true;
+    this.#inner.onUpgrade?.(statusCode, headers, socket);
+  }
+
+  onData(chunk: Buffer): boolean {
+    return this.#inner.onData?.(chunk) ?? true;
+  }
+
+  onComplete(trailers: string[] | null): void {
+    this.#inner.onComplete?.(trailers);
+  }
+
+  onBodySent(chunkSize: number, totalBytesSent: number): void {
+    this.#inner.onBodySent?.(chunkSize, totalBytesSent);
+  }
+
+  onError(err: Error): void {
+    const policy = this.#channel.retryPolicy;
+    const safe =
+      !this.#responded &&
+      !this.#channel.closed &&
+      this.#attempt < policy.options.retries &&
+      !(err instanceof TransportError) &&
+      errorCode(err) !== 'UND_ERR_ABORTED' &&
+      (this.#sent
+        ? isIdempotentMethod(this.#opts.method) &&
+          isReplayable(this.#opts.body) &&
+          policy.shouldRetry(err, { method: this.#opts.method })
+        : // Nothing left this process: a plain network failure before the request was written.
+          !isUserError(err));
+    if (!safe) {
+      this.#inner.onError?.(err);
+      return;
+    }
+    this.#attempt++;
+    this.#sent = false;
+    const delay = policy.delayFor(this.#attempt);
+    setTimeout(() => {
+      try {
+        this.#channel.redispatch(this.#opts, this);
+      } catch (e) {
+        this.#inner.onError?.(e as Error);
+      }
+    }, delay).unref();
+  }
+}
+
+// Errors raised by undici for a request that is wrong in itself: repeating it cannot help.
+function isUserError(err: unknown): boolean {
+  const code = errorCode(err);
+  return (
+    code === 'UND_ERR_INVALID_ARG' ||
+    code === 'UND_ERR_NOT_SUPPORTED' ||
+    code === 'UND_ERR_DESTROYED' ||
+    code === 'UND_ERR_CLOSED'
+  );
+}

@@ -1,0 +1,265 @@
+import type { Server as HttpsServer } from 'node:https';
+import type { Http2SecureServer, Http2ServerRequest } from 'node:http2';
+import type { IncomingMessage } from 'node:http';
+import type { Server as TlsServer, TLSSocket } from 'node:tls';
+import Fastify, {
+  type FastifyInstance,
+  type FastifyPluginCallback,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifyServerOptions,
+  type RawReplyDefaultExpression,
+  type RawRequestDefaultExpression,
+} from 'fastify';
+import fp from 'fastify-plugin';
+import { type Authorizer, type IdentityProvider, type SpiffeId, X509SvidError } from '@weave/identity';
+import { parseTransportConfig, type TransportConfig, type TransportConfigInput } from './config.js';
+import { TransportIdentityError } from './errors.js';
+import { bundlesPem, svidPem, verifyPeerSocket } from './tls.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /**
+     * The caller's SPIFFE ID, set by the `mtlsAuth` plugin after its chain
+     * verified against the bundle of its own trust domain and the authorizer
+     * accepted it. A route never runs for a refused caller.
+     */
+    peer: SpiffeId;
+  }
+}
+
+/**
+ * TLS options for fastify's `https` option, `https.createServer` and
+ * `http2.createSecureServer`: own SVID, every trusted root (own and federated)
+ * as `ca`, client certificates required and verified, TLS floor from the config.
+ */
+export interface MtlsServerOptions {
+  cert: string;
+  key: string;
+  ca: string;
+  requestCert: true;
+  rejectUnauthorized: true;
+  minVersion: TransportConfig['minTlsVersion'];
+  /** HTTP/2 servers also accept HTTP/1.1 clients. */
+  allowHTTP1: true;
+}
+
+/**
+ * Builds the mTLS options of a server from the identity provider's current
+ * state. Node's `ca` trusts all roots equally, so pair it with {@link mtlsAuth}
+ * (or {@link verifyPeerSocket}-style code) to enforce "the chain ends in the
+ * client's own trust domain".
+ *
+ * @throws {TransportConfigError} for an invalid config.
+ * @throws {TransportIdentityError} when the provider has no SVID or no bundle.
+ */
+export function createMtlsServerOptions(
+  identity: IdentityProvider,
+  config: TransportConfigInput = {},
+): MtlsServerOptions {
+  const cfg = parseTransportConfig(config);
+  return secureContextOf(identity, cfg);
+}
+
+function secureContextOf(identity: IdentityProvider, cfg: TransportConfig): MtlsServerOptions {
+  let creds: { cert: string; key: string };
+  try {
+    creds = svidPem(identity);
+  } catch (err) {
+    throw new TransportIdentityError('identity provider has no X.509-SVID for the server', { cause: err });
+  }
+  const ca = bundlesPem(identity);
+  // An empty `ca` would make Node fall back to the public Web PKI roots.
+  if (ca === '') throw new TransportIdentityError('identity provider has no trusted X.509 bundle');
+  return {
+    ...creds,
+    ca,
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: cfg.minTlsVersion,
+    allowHTTP1: true,
+  };
+}
+
+/**
+ * Keeps a node TLS server (https, http2 secure, or `app.server` of fastify) on
+ * the provider's current SVID and bundles: on every update it calls
+ * `setSecureContext`; existing connections keep working, new ones get the new
+ * certificate. Returns the unsubscribe function.
+ */
+export function watchServerIdentity(
+  server: TlsServer | HttpsServer | Http2SecureServer,
+  identity: IdentityProvider,
+  config: TransportConfigInput = {},
+  onError?: (err: unknown) => void,
+): () => void {
+  const cfg = parseTransportConfig(config);
+  return identity.onUpdate(() => {
+    try {
+      server.setSecureContext(secureContextOf(identity, cfg));
+    } catch (err) {
+      // Keep the previous context: a broken update must not take the server down.
+      onError?.(err);
+    }
+  });
+}
+
+/** Options of {@link mtlsAuth}. */
+export interface MtlsAuthOptions {
+  /** Source of trusted bundles (read live, so federation changes apply at once). */
+  identityProvider: IdentityProvider;
+  /** Decides which verified callers may reach any route. */
+  authorize: Authorizer;
+}
+
+/** JSON body of a refusal. */
+export interface MtlsDenial {
+  error: { code: 'PEER_VERIFICATION_FAILED' | 'PEER_NOT_AUTHORIZED'; message: string };
+}
+
+type AnyRawRequest = IncomingMessage | Http2ServerRequest;
+
+/** The TLS socket under a request, for HTTP/1.1 and HTTP/2 alike. */
+function tlsSocketOf(raw: AnyRawRequest): TLSSocket | undefined {
+  // HTTP/2: `raw.socket` is a per-stream proxy; the session's socket is the real one (and stable for caching).
+  const h2 = (raw as Http2ServerRequest).stream?.session?.socket as TLSSocket | undefined;
+  const sock = h2 ?? (raw.socket as TLSSocket | undefined);
+  return sock && (sock as { encrypted?: boolean }).encrypted ? sock : undefined;
+}
+
+interface Verified {
+  readonly epoch: number;
+  readonly peer?: SpiffeId;
+  readonly error?: string;
+}
+
+const mtlsAuthPlugin: FastifyPluginCallback<MtlsAuthOptions> = (app, opts, done) => {
+  const { identityProvider: identity, authorize } = opts;
+  if (!identity || typeof authorize !== 'function') {
+    done(new TypeError('mtlsAuth needs { identityProvider, authorize }'));
+    return;
+  }
+  // Chain verification is cached per TLS connection; a bundle change invalidates every entry.
+  const cache = new WeakMap<TLSSocket, Verified>();
+  let epoch = 0;
+  const unsubscribe = identity.onUpdate(() => {
+    epoch++;
+  });
+  app.addHook('onClose', (_app, next) => {
+    unsubscribe();
+    next();
+  });
+  app.decorateRequest('peer', null as unknown as SpiffeId);
+
+  const refuse = (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    code: MtlsDenial['error']['code'],
+    message: string,
+  ): void => {
+    request.log.warn({ code, reason: message }, 'mTLS caller refused');
+    // HTTP/1.1: close the connection so a refused client cannot keep using it.
+    if (request.raw.httpVersionMajor === 1) void reply.header('connection', 'close');
+    void reply.code(403).send({ error: { code, message } } satisfies MtlsDenial);
+  };
+
+  app.addHook('onRequest', (request, reply, next) => {
+    const socket = tlsSocketOf(request.raw);
+    if (!socket || !socket.authorized) {
+      refuse(request, reply, 'PEER_VERIFICATION_FAILED', 'no verified client certificate');
+      return;
+    }
+    let v = cache.get(socket);
+    if (!v || v.epoch !== epoch) {
+      try {
+        v = { epoch, peer: verifyPeerSocket(socket, identity) };
+      } catch (err) {
+        v = {
+          epoch,
+          error:
+            err instanceof X509SvidError
+              ? `${err.code}: ${err.message}`
+              : `client certificate rejected: ${String(err)}`,
+        };
+      }
+      cache.set(socket, v);
+    }
+    if (!v.peer) {
+      refuse(request, reply, 'PEER_VERIFICATION_FAILED', v.error ?? 'client certificate rejected');
+      return;
+    }
+    let result;
+    try {
+      result = authorize(v.peer);
+    } catch (err) {
+      result = { ok: false as const, reason: `authorizer threw: ${String(err)}` };
+    }
+    if (!result || result.ok !== true) {
+      const reason = result && 'reason' in result ? result.reason : 'authorizer refused';
+      refuse(request, reply, 'PEER_NOT_AUTHORIZED', `${v.peer.toString()} is not authorized: ${reason}`);
+      return;
+    }
+    request.peer = v.peer;
+    next();
+  });
+  done();
+};
+
+/**
+ * Fastify plugin: verifies every caller's client certificate chain against the
+ * bundle of the caller's own trust domain (federation-safe), runs `authorize`,
+ * and sets `request.peer`. Refused callers get a 403 JSON body with a `code`
+ * (`PEER_VERIFICATION_FAILED` or `PEER_NOT_AUTHORIZED`) from an `onRequest`
+ * hook, so no route handler runs for them.
+ */
+export const mtlsAuth = fp(mtlsAuthPlugin, { fastify: '5.x', name: '@weave/transport/mtls-auth' });
+
+/** The fastify instance {@link createMtlsServer} returns (HTTP/1.1 over TLS, or HTTP/2 with HTTP/1.1 fallback). */
+export type MtlsFastifyInstance = FastifyInstance<
+  HttpsServer | Http2SecureServer,
+  RawRequestDefaultExpression<HttpsServer | Http2SecureServer>,
+  RawReplyDefaultExpression<HttpsServer | Http2SecureServer>
+>;
+
+/** Options of {@link createMtlsServer}. */
+export interface CreateMtlsServerOptions {
+  identity: IdentityProvider;
+  /** Which verified callers may reach the server's routes. */
+  authorize: Authorizer;
+  config?: TransportConfigInput;
+  /** Extra fastify options (`https`, `http2` and `serverFactory` are set by Weave and refused here). */
+  fastify?: Omit<FastifyServerOptions, 'https' | 'http2' | 'serverFactory'>;
+}
+
+/**
+ * A fastify instance with mTLS options, {@link mtlsAuth} and rotation
+ * (`setSecureContext` on identity updates, unsubscribed on close) wired.
+ * HTTP version follows `config.httpVersion` (`http2` also accepts HTTP/1.1).
+ */
+export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInstance {
+  const cfg = parseTransportConfig(opts.config ?? {});
+  const fastifyOpts = { ...(opts.fastify ?? {}) } as Record<string, unknown>;
+  for (const k of ['https', 'http2', 'serverFactory']) {
+    if (k in fastifyOpts) throw new TypeError(`createMtlsServer sets fastify.${k} itself`);
+  }
+  const https = secureContextOf(opts.identity, cfg);
+  const common = {
+    logger: false,
+    forceCloseConnections: true,
+    keepAliveTimeout: cfg.idleTimeoutMs,
+    requestTimeout: cfg.requestTimeoutMs,
+    ...fastifyOpts,
+  };
+  const app = (cfg.httpVersion === 'http2'
+    ? Fastify({ ...common, http2: true, https, http2SessionTimeout: cfg.idleTimeoutMs })
+    : Fastify({ ...common, https })) as unknown as MtlsFastifyInstance;
+  const unsubscribe = watchServerIdentity(app.server, opts.identity, cfg, (err) =>
+    app.log.error({ err }, 'server identity rotation failed; keeping the previous certificate'),
+  );
+  app.addHook('onClose', (_app, next) => {
+    unsubscribe();
+    next();
+  });
+  void app.register(mtlsAuth, { identityProvider: opts.identity, authorize: opts.authorize });
+  return app;
+}

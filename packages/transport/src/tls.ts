@@ -1,0 +1,67 @@
+// TLS plumbing shared by the client channel and the server helpers. Internal.
+import type { PeerCertificate, DetailedPeerCertificate, TLSSocket } from 'node:tls';
+import type { X509Certificate } from 'node:crypto';
+import {
+  SpiffeId,
+  type IdentityProvider,
+  type TrustDomain,
+  type X509Bundle,
+  verifyX509Svid,
+} from '@weave/identity';
+
+/** PEM of the bundles of `tds` (all trusted bundles when omitted); empty string when none exist. */
+export function bundlesPem(identity: IdentityProvider, tds?: readonly TrustDomain[]): string {
+  const set = identity.getBundleSet();
+  const wanted = tds ?? set.trustDomains();
+  return wanted
+    .map((td) => set.getX509Bundle(td))
+    .filter((b): b is X509Bundle => b !== undefined && b.authorities.length > 0)
+    .map((b) => b.toPem())
+    .join('\n');
+}
+
+/** Own SVID as PEM `cert`/`key` for a TLS context. */
+export function svidPem(identity: IdentityProvider): { cert: string; key: string } {
+  const { certChain, privateKey } = identity.getX509Svid().toPem();
+  return { cert: certChain, key: privateKey };
+}
+
+/**
+ * The chain the peer presented, leaf first, as DER. Node hands it over as a
+ * linked list ending in a self-issued root that points at itself.
+ */
+export function peerChainDer(socket: TLSSocket): Uint8Array[] {
+  const leaf = socket.getPeerCertificate(true) as DetailedPeerCertificate | PeerCertificate | null;
+  const out: Uint8Array[] = [];
+  let cur = leaf as DetailedPeerCertificate | undefined;
+  const seen = new Set<unknown>();
+  while (cur && cur.raw && !seen.has(cur) && out.length < 17) {
+    seen.add(cur);
+    out.push(new Uint8Array(cur.raw));
+    cur = cur.issuerCertificate;
+  }
+  return out;
+}
+
+/** Verifies the peer's chain against the bundle of its own trust domain; returns its SPIFFE ID. */
+export function verifyPeerSocket(socket: TLSSocket, identity: IdentityProvider): SpiffeId {
+  return verifyX509Svid(peerChainDer(socket), identity);
+}
+
+/**
+ * Best-effort read of the URI SAN of the peer's leaf, for error messages only
+ * (never for a decision: decisions go through `verifyX509Svid`).
+ */
+export function peerIdForMessage(socket: TLSSocket | undefined): SpiffeId | undefined {
+  try {
+    const cert = socket?.getPeerX509Certificate?.();
+    return cert ? uriSanForMessage(cert) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function uriSanForMessage(cert: X509Certificate): SpiffeId | undefined {
+  const m = /URI:(spiffe:\/\/[^,\s"]+)/.exec(cert.subjectAltName ?? '');
+  return m?.[1] ? SpiffeId.tryParse(m[1]) : undefined;
+}

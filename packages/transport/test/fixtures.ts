@@ -1,0 +1,197 @@
+// Test fixtures: real dev CAs on disk, real TLS servers on 127.0.0.1, and
+// hand-crafted bad certificates made with the openssl CLI.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import * as tls from 'node:tls';
+import * as https from 'node:https';
+import { DevCaIdentityProvider, DevCertificateAuthority, type X509Bundle } from '@weave/identity';
+
+const dirs: string[] = [];
+
+/** A temp dir removed by {@link removeTempDirs}. */
+export function tempDir(prefix = 'weave-transport-'): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  dirs.push(d);
+  return d;
+}
+
+export function removeTempDirs(): void {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+}
+
+export interface TestTd {
+  readonly ca: DevCertificateAuthority;
+  /** Holds ca-key.pem / ca-cert.pem so openssl can sign crafted certificates. */
+  readonly dir: string;
+  readonly name: string;
+}
+
+export async function makeTd(name: string): Promise<TestTd> {
+  const dir = tempDir(`weave-ca-${name}-`);
+  const ca = await DevCertificateAuthority.create({ trustDomain: name, dir });
+  return { ca, dir, name };
+}
+
+export function provider(
+  td: TestTd,
+  path: string,
+  opts: { ttlSeconds?: number; federatedBundles?: X509Bundle[] } = {},
+): Promise<DevCaIdentityProvider> {
+  return DevCaIdentityProvider.create({ ca: td.ca, id: `spiffe://${td.name}${path}`, ...opts });
+}
+
+/** PEM cert + key of a fresh SVID from the dev CA (with explicit validity when given). */
+export async function devSvidPem(
+  td: TestTd,
+  path: string,
+  opts: { notBefore?: Date; notAfter?: Date } = {},
+): Promise<{ cert: string; key: string }> {
+  const svid = await td.ca.issueX509Svid(`spiffe://${td.name}${path}`, opts);
+  const { certChain, privateKey } = svid.toPem();
+  return { cert: certChain, key: privateKey };
+}
+
+function openssl(args: string[]): void {
+  execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/**
+ * A certificate the dev CA would never issue, made with openssl:
+ * - `signer: td` signs it with that CA's key (the URI SAN may name another trust domain);
+ * - `signer: 'self'` makes it self-signed;
+ * - `isCa` sets basicConstraints cA=true on the leaf.
+ */
+export function craftCert(opts: { uri: string; signer: TestTd | 'self'; isCa?: boolean }): {
+  cert: string;
+  key: string;
+} {
+  const d = tempDir('weave-crafted-');
+  const key = join(d, 'key.pem');
+  const ext = join(d, 'ext.cnf');
+  openssl(['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', key]);
+  writeFileSync(
+    ext,
+    [
+      '[v3]',
+      `basicConstraints = critical, CA:${opts.isCa ? 'TRUE' : 'FALSE'}`,
+      `keyUsage = critical, digitalSignature${opts.isCa ? ', keyCertSign' : ''}`,
+      'extendedKeyUsage = serverAuth, clientAuth',
+      `subjectAltName = URI:${opts.uri}`,
+      '',
+    ].join('\n'),
+  );
+  const cert = join(d, 'cert.pem');
+  if (opts.signer === 'self') {
+    openssl([
+      'req',
+      '-new',
+      '-x509',
+      '-key',
+      key,
+      '-subj',
+      '/O=Mallory',
+      '-days',
+      '1',
+      '-config',
+      ext,
+      '-extensions',
+      'v3',
+      '-out',
+      cert,
+    ]);
+  } else {
+    const csr = join(d, 'req.csr');
+    openssl(['req', '-new', '-key', key, '-subj', '/O=SPIRE', '-config', ext, '-out', csr]);
+    openssl([
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      join(opts.signer.dir, 'ca-cert.pem'),
+      '-CAkey',
+      join(opts.signer.dir, 'ca-key.pem'),
+      '-CAcreateserial',
+      '-days',
+      '1',
+      '-extfile',
+      ext,
+      '-extensions',
+      'v3',
+      '-out',
+      cert,
+    ]);
+  }
+  return { cert: readFileSync(cert, 'utf8'), key: readFileSync(key, 'utf8') };
+}
+
+export function portOf(server: { address(): string | AddressInfo | null }): number {
+  const a = server.address();
+  if (!a || typeof a === 'string') throw new Error('server not listening on TCP');
+  return a.port;
+}
+
+/**
+ * A bare node https server (an "attacker" or foreign endpoint) that counts
+ * every request that reached its handler.
+ */
+export async function rawHttpsServer(options: https.ServerOptions): Promise<{
+  server: https.Server;
+  url: string;
+  hits: () => number;
+  close: () => Promise<void>;
+}> {
+  let hits = 0;
+  const server = https.createServer(options, (req, res) => {
+    hits++;
+    req.resume();
+    res.end('reached');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    server,
+    url: `https://127.0.0.1:${portOf(server)}`,
+    hits: () => hits,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** A bare TLS server counting application bytes received on all connections. */
+export async function byteCountingTlsServer(options: tls.TlsOptions): Promise<{
+  url: string;
+  bytes: () => number;
+  connections: () => number;
+  close: () => Promise<void>;
+}> {
+  let bytes = 0;
+  let connections = 0;
+  const sockets = new Set<tls.TLSSocket>();
+  const server = tls.createServer(options, (sock) => {
+    connections++;
+    sockets.add(sock);
+    sock.on('data', (d: Buffer) => {
+      bytes += d.length;
+    });
+    sock.on('error', () => undefined);
+    sock.on('close', () => sockets.delete(sock));
+  });
+  server.on('tlsClientError', () => undefined);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `https://127.0.0.1:${portOf(server)}`,
+    bytes: () => bytes,
+    connections: () => connections,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
