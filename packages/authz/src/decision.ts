@@ -27,8 +27,14 @@ const MAX_ACTION_LENGTH = 256;
 function toSpiffeId(value: unknown): SpiffeId | undefined {
   if (value instanceof SpiffeId) return value;
   // A SpiffeId from another copy of @weave/identity, or a plain string.
-  if (typeof value === 'string' || (typeof value === 'object' && value !== null)) {
-    return SpiffeId.tryParse(String(value));
+  if (typeof value === 'string') return SpiffeId.tryParse(value);
+  if (typeof value === 'object' && value !== null) {
+    try {
+      return SpiffeId.tryParse(String(value));
+    } catch {
+      // A hostile toString(): not an ID.
+      return undefined;
+    }
   }
   return undefined;
 }

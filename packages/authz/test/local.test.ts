@@ -231,6 +231,15 @@ describe('LocalPolicyEnforcer decisions', () => {
       { caller: ORCH, action: 42 },
       { caller: ORCH, callee: 'spiffe://BAD', action: 'x' },
       { caller: ORCH, action: 'x', context: 'nope' },
+      {
+        caller: {
+          toString() {
+            throw new Error('hostile');
+          },
+        },
+        action: 'x',
+      },
+      { caller: Object.create(null), action: 'x' },
     ];
     for (const check of bad) {
       const d = await e.checkInbound(check as never);
