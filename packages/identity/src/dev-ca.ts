@@ -1,4 +1,4 @@
-import { KeyObject, randomBytes, webcrypto } from 'node:crypto';
+import { createHash, KeyObject, randomBytes, webcrypto } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { calculateJwkThumbprint, SignJWT, type JWK } from 'jose';
@@ -49,6 +49,12 @@ async function importSigningKey(pem: string): Promise<webcrypto.CryptoKeyPair> {
   return { privateKey, publicKey };
 }
 
+/** RFC 5280 §4.2.1.2 method 1 (SHA-1 of the public key bits), hashed by node:crypto: @peculiar/x509's is slower. */
+async function subjectKeyId(key: webcrypto.CryptoKey): Promise<x509.SubjectKeyIdentifierExtension> {
+  const raw = Buffer.from(await subtle.exportKey('raw', key));
+  return new x509.SubjectKeyIdentifierExtension(createHash('sha1').update(raw).digest('hex'));
+}
+
 function checkTtl(ttl: number | undefined, what: string): void {
   if (ttl !== undefined && (!Number.isFinite(ttl) || ttl <= 0))
     throw new DevCaError('DEV_CA_INVALID_OPTIONS', `${what} must be a positive number of seconds`);
@@ -75,6 +81,7 @@ export class DevCertificateAuthority {
   readonly #kid: string;
   readonly #x509Bundle: X509Bundle;
   readonly #jwtBundle: JwtBundle;
+  #aki: Promise<x509.AuthorityKeyIdentifierExtension> | undefined;
 
   private constructor(td: TrustDomain, state: CaState, jwtKid: string, jwtPublic: JWK) {
     this.trustDomain = td;
@@ -253,8 +260,8 @@ export class DevCertificateAuthority {
           x509.ExtendedKeyUsage.clientAuth,
         ]),
         new x509.SubjectAlternativeNameExtension([{ type: 'url', value: sid.toString() }]),
-        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-        await x509.AuthorityKeyIdentifierExtension.create(this.#keys.publicKey),
+        await subjectKeyId(keys.publicKey),
+        await (this.#aki ??= x509.AuthorityKeyIdentifierExtension.create(this.#keys.publicKey)),
       ],
     });
     const key = new Uint8Array(

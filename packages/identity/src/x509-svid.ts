@@ -8,7 +8,7 @@ import {
   concatDer,
   isCa,
   keyUsage,
-  parseCertificate,
+  parseCertificateCached,
   parseCertificates,
   sameDer,
   toNodeCert,
@@ -121,7 +121,7 @@ function issued(issuer: x509.X509Certificate, cert: x509.X509Certificate): boole
 function toCert(c: Uint8Array | x509.X509Certificate, i: number): x509.X509Certificate {
   if (c instanceof x509.X509Certificate) return c;
   try {
-    return parseCertificate(c);
+    return parseCertificateCached(c);
   } catch (err) {
     throw new X509SvidError('SVID_MALFORMED', `certificate ${i} of the chain cannot be parsed`, {
       cause: err,

@@ -81,6 +81,27 @@ export function parseCertificate(der: Uint8Array): x509.X509Certificate {
   }
 }
 
+// Peers present the same certificates on every connection, and parsing is the
+// dominant cost of verification: parsed certificates are kept, keyed by their
+// exact DER bytes, in a small LRU.
+const PARSE_CACHE_MAX = 512;
+const parseCache = new Map<string, x509.X509Certificate>();
+
+/** {@link parseCertificate} with a cache keyed by the exact DER bytes. */
+export function parseCertificateCached(der: Uint8Array): x509.X509Certificate {
+  const key = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('latin1');
+  const hit = parseCache.get(key);
+  if (hit) {
+    parseCache.delete(key);
+    parseCache.set(key, hit);
+    return hit;
+  }
+  const cert = parseCertificate(der);
+  parseCache.set(key, cert);
+  if (parseCache.size > PARSE_CACHE_MAX) parseCache.delete(parseCache.keys().next().value!);
+  return cert;
+}
+
 /**
  * Reads certificates from PEM text, one DER blob of concatenated certificates,
  * or a list of DER certificates.
