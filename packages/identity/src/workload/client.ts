@@ -452,6 +452,7 @@ export class WorkloadApiClient {
     const backoff = new LinearBackoff(this.#backoff);
     const log = this.#log.child({ rpc: name });
     let stopped = false;
+    let failures = 0;
     let call: ClientReadableStream<Res> | undefined;
     let timer: NodeJS.Timeout | undefined;
     let resolveDone!: (err: WorkloadApiError | undefined) => void;
@@ -493,12 +494,19 @@ export class WorkloadApiClient {
           return;
         }
         const delay = backoff.next();
-        log.warn({ err, retryInMs: delay }, 'Workload API stream failed; reconnecting');
+        failures++;
+        // The first failure and every tenth after it are warnings; the rest would only flood the log.
+        const level = failures === 1 || failures % 10 === 0 ? 'warn' : 'debug';
+        log[level](
+          { code: err.code, reason: err.message, failures, retryInMs: delay },
+          'Workload API stream failed; reconnecting',
+        );
         timer = setTimeout(connect, delay);
       };
       c.on('data', (msg: Res) => {
         if (stopped) return;
         backoff.reset();
+        failures = 0;
         let value: T;
         try {
           value = parse(msg);

@@ -1,0 +1,223 @@
+// The real Workload API client against the real dev server over Unix sockets.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  DevCertificateAuthority,
+  DevWorkloadApiServer,
+  JwtSource,
+  JwtSvidError,
+  SPIFFE_ENDPOINT_SOCKET,
+  TrustDomain,
+  WorkloadApiAddressError,
+  WorkloadApiClient,
+  WorkloadApiError,
+  verifyX509Svid,
+  type BundleSet,
+} from '@weave/identity';
+
+const TD = 'client.test';
+const FOREIGN = 'partner.test';
+const FAST = { initialMs: 50, stepMs: 50, maxMs: 200 };
+
+describe('WorkloadApiClient against the dev server', () => {
+  let dir: string;
+  let server: DevWorkloadApiServer;
+  let foreign: DevCertificateAuthority;
+  const closers: (() => unknown)[] = [];
+  const client = (name: string): WorkloadApiClient => {
+    const c = new WorkloadApiClient({ address: server.address(name), backoff: FAST });
+    closers.push(() => c.close());
+    return c;
+  };
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'weave-wlc-'));
+    server = await DevWorkloadApiServer.start({
+      stateDir: dir,
+      trustDomain: TD,
+      workloads: {
+        web: `spiffe://${TD}/web`,
+        db: `spiffe://${TD}/db`,
+        stranger: null,
+        leaving: `spiffe://${TD}/leaving`,
+      },
+      jwtSvidTtlSeconds: 120,
+    });
+    foreign = await DevCertificateAuthority.create({ trustDomain: FOREIGN });
+  });
+  afterEach(async () => {
+    for (const c of closers.splice(0)) await c();
+  });
+  afterAll(async () => {
+    await server.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('fetches the first X.509-SVID with its trust bundle; the SVID verifies against it', async () => {
+    const ctx = await client('web').fetchX509Context();
+    expect(ctx.svids).toHaveLength(1);
+    expect(ctx.defaultSvid.id.toString()).toBe(`spiffe://${TD}/web`);
+    expect(ctx.bundles.trustDomains().map(String)).toEqual([TD]);
+    expect(ctx.bundles.getX509Bundle(TrustDomain.parse(TD))?.equals(server.ca.x509Bundle)).toBe(true);
+    expect(verifyX509Svid(ctx.defaultSvid.certificates, ctx.bundles).toString()).toBe(`spiffe://${TD}/web`);
+    expect(ctx.defaultSvid.expiresAt.getTime()).toBeGreaterThan(Date.now());
+  });
+
+  it('reads the address from SPIFFE_ENDPOINT_SOCKET and rejects a missing or malformed one', async () => {
+    const c = new WorkloadApiClient({ env: { [SPIFFE_ENDPOINT_SOCKET]: server.address('db') } });
+    closers.push(() => c.close());
+    expect((await c.fetchX509Svid()).id.toString()).toBe(`spiffe://${TD}/db`);
+    expect(() => new WorkloadApiClient({ env: {} })).toThrow(WorkloadApiAddressError);
+    expect(() => new WorkloadApiClient({ address: 'unix://relative.sock' })).toThrow(WorkloadApiAddressError);
+  });
+
+  it('answers PERMISSION_DENIED to a workload without identity', async () => {
+    const err = await client('stranger')
+      .fetchX509Context()
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkloadApiError);
+    expect((err as WorkloadApiError).code).toBe('WORKLOAD_API_PERMISSION_DENIED');
+    expect((err as WorkloadApiError).message).toContain('no identity issued');
+  });
+
+  it('fetches JWT-SVIDs and has the server validate them (ValidateJWTSVID)', async () => {
+    const c = client('web');
+    const svid = await c.fetchJwtSvid({ audience: ['orders', 'billing'] });
+    expect(svid.id.toString()).toBe(`spiffe://${TD}/web`);
+    expect(svid.audience).toEqual(['orders', 'billing']);
+    const validated = await c.validateJwtSvid(svid.token, 'billing');
+    expect(validated.id.toString()).toBe(`spiffe://${TD}/web`);
+    expect(validated.claims['sub']).toBe(`spiffe://${TD}/web`);
+    expect(validated.claims['aud']).toEqual(['orders', 'billing']);
+    const wrong = await c.validateJwtSvid(svid.token, 'payroll').catch((e: unknown) => e);
+    expect((wrong as WorkloadApiError).code).toBe('WORKLOAD_API_INVALID_ARGUMENT');
+    const subjectMismatch = await c
+      .fetchJwtSvid({ audience: 'orders', subject: `spiffe://${TD}/db` })
+      .catch((e: unknown) => e);
+    expect((subjectMismatch as WorkloadApiError).code).toBe('WORKLOAD_API_PERMISSION_DENIED');
+    await expect(c.fetchJwtSvid({ audience: [] })).rejects.toMatchObject({
+      code: 'WORKLOAD_API_INVALID_REQUEST',
+    });
+  });
+
+  it('JwtSource caches per audience and validates against the watched JWT bundles', async () => {
+    const source = await JwtSource.create({ address: server.address('db'), backoff: FAST });
+    closers.push(() => source.close());
+    const a1 = await source.fetchJwtSvid({ audience: 'orders' });
+    const a2 = await source.fetchJwtSvid({ audience: 'orders' });
+    expect(a2.token).toBe(a1.token);
+    const b = await source.fetchJwtSvid({ audience: 'billing' });
+    expect(b.token).not.toBe(a1.token);
+    expect(b.audience).toEqual(['billing']);
+
+    // A token of another workload in the same trust domain validates locally.
+    const webToken = (await client('web').fetchJwtSvid({ audience: 'db' })).token;
+    expect((await source.validateJwtSvid(webToken, 'db')).id.toString()).toBe(`spiffe://${TD}/web`);
+    await expect(source.validateJwtSvid(webToken, 'orders')).rejects.toMatchObject({
+      code: 'JWT_SVID_AUDIENCE_MISMATCH',
+    });
+  });
+
+  it('JwtSource refetches once the cached token is near expiry', async () => {
+    const shortDir = await mkdtemp(join(tmpdir(), 'weave-wlc-short-'));
+    const short = await DevWorkloadApiServer.start({
+      stateDir: shortDir,
+      trustDomain: TD,
+      workloads: { w: `spiffe://${TD}/w` },
+      jwtSvidTtlSeconds: 2,
+    });
+    closers.push(async () => {
+      await short.close();
+      await rm(shortDir, { recursive: true, force: true });
+    });
+    const source = await JwtSource.create({ address: short.address('w'), backoff: FAST });
+    closers.push(() => source.close());
+    const first = await source.fetchJwtSvid({ audience: 'x' });
+    // Half of a 2 s lifetime: after ~1 s the cache must hand out a fresh token.
+    await new Promise((r) => setTimeout(r, 1100));
+    const second = await source.fetchJwtSvid({ audience: 'x' });
+    expect(second.token).not.toBe(first.token);
+    expect(second.expiresAt.getTime()).toBeGreaterThan(first.expiresAt.getTime());
+  });
+
+  it('a federated bundle added then removed reaches the bundle watches and JwtSource', async () => {
+    const c = client('web');
+    const x509Updates: BundleSet[] = [];
+    const jwtUpdates: BundleSet[] = [];
+    const wx = c.watchX509Bundles({ onUpdate: (s) => x509Updates.push(s) });
+    const wj = c.watchJwtBundles({ onUpdate: (s) => jwtUpdates.push(s) });
+    const source = await JwtSource.create({ address: server.address('db'), backoff: FAST });
+    closers.push(() => source.close());
+    await until(() => x509Updates.length >= 1 && jwtUpdates.length >= 1);
+    expect(x509Updates[0]!.trustDomains().map(String)).toEqual([TD]);
+
+    const partnerToken = (await foreign.issueJwtSvid(`spiffe://${FOREIGN}/agent`, 'db')).token;
+    await expect(source.validateJwtSvid(partnerToken, 'db')).rejects.toMatchObject({
+      code: 'JWT_SVID_UNKNOWN_TRUST_DOMAIN',
+    });
+
+    server.setFederatedBundle(FOREIGN, { x509: foreign.x509Bundle, jwt: foreign.jwtBundle });
+    await until(
+      () =>
+        x509Updates.length >= 2 &&
+        jwtUpdates.length >= 2 &&
+        !!source.getJwtBundle(TrustDomain.parse(FOREIGN)),
+    );
+    expect(x509Updates.at(-1)!.trustDomains().map(String)).toEqual([TD, FOREIGN].sort());
+    expect(x509Updates.at(-1)!.getX509Bundle(TrustDomain.parse(FOREIGN))?.equals(foreign.x509Bundle)).toBe(
+      true,
+    );
+    expect(jwtUpdates.at(-1)!.getJwtBundle(TrustDomain.parse(FOREIGN))).toBeDefined();
+    expect((await source.validateJwtSvid(partnerToken, 'db')).id.toString()).toBe(
+      `spiffe://${FOREIGN}/agent`,
+    );
+    const ctx = await c.fetchX509Context();
+    expect(ctx.bundles.getX509Bundle(TrustDomain.parse(FOREIGN))?.equals(foreign.x509Bundle)).toBe(true);
+
+    expect(server.removeFederatedBundle(FOREIGN)).toBe(true);
+    await until(
+      () =>
+        x509Updates.length >= 3 && jwtUpdates.length >= 3 && !source.getJwtBundle(TrustDomain.parse(FOREIGN)),
+    );
+    expect(x509Updates.at(-1)!.trustDomains().map(String)).toEqual([TD]);
+    expect(jwtUpdates.at(-1)!.trustDomains().map(String)).toEqual([TD]);
+    const err = await source.validateJwtSvid(partnerToken, 'db').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(JwtSvidError);
+    expect((err as JwtSvidError).code).toBe('JWT_SVID_UNKNOWN_TRUST_DOMAIN');
+    wx.stop();
+    wj.stop();
+    expect(await wx.done).toBeUndefined();
+  });
+
+  it('a workload removed at run time is denied, and its open stream ends with PERMISSION_DENIED', async () => {
+    const c = client('leaving');
+    const errors: WorkloadApiError[] = [];
+    let updates = 0;
+    const w = c.watchX509Context({ onUpdate: () => updates++, onError: (e) => errors.push(e) });
+    await until(() => updates === 1);
+    server.removeWorkload('leaving');
+    await until(() => errors.length >= 1);
+    expect(errors[0]!.code).toBe('WORKLOAD_API_PERMISSION_DENIED');
+    await expect(c.fetchX509Context()).rejects.toMatchObject({ code: 'WORKLOAD_API_PERMISSION_DENIED' });
+    // Registered again on the same socket: the watch (still retrying) recovers by itself.
+    await server.addWorkload('leaving', `spiffe://${TD}/leaving`);
+    await until(() => updates === 2);
+    w.stop();
+  });
+
+  it('a closed client refuses calls', async () => {
+    const c = client('web');
+    c.close();
+    await expect(c.fetchX509Context()).rejects.toMatchObject({ code: 'WORKLOAD_API_CLOSED' });
+  });
+});
+
+async function until(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not reached');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -1,0 +1,263 @@
+// WorkloadApiIdentityProvider (the production provider) against the real dev
+// Workload API server over Unix sockets: first SVID, rotation, restart,
+// late socket, expiry while unreachable, federation, and the stop rules.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  DevCertificateAuthority,
+  DevWorkloadApiServer,
+  IdentityNotReadyError,
+  TrustDomain,
+  WorkloadApiError,
+  WorkloadApiIdentityProvider,
+  verifyX509Svid,
+  type IdentityUpdate,
+  type WorkloadIdentityError,
+} from '@weave/identity';
+import { LinearBackoff, resolveBackoff } from '../src/workload/backoff.js';
+import { workloadApiService } from '../src/workload/proto.js';
+
+const TD = 'provider.test';
+const FAST = { initialMs: 50, stepMs: 50, maxMs: 200 };
+const ID = `spiffe://${TD}/agent`;
+
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function stateDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'weave-wlp-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+async function startServer(dir: string, ttl = 3600): Promise<DevWorkloadApiServer> {
+  const s = await DevWorkloadApiServer.start({
+    stateDir: dir,
+    trustDomain: TD,
+    workloads: { agent: ID, nobody: null },
+    x509SvidTtlSeconds: ttl,
+  });
+  cleanups.push(() => s.close());
+  return s;
+}
+
+async function provider(
+  address: string,
+  extra: { readyTimeoutMs?: number } = {},
+): Promise<WorkloadApiIdentityProvider> {
+  const p = await WorkloadApiIdentityProvider.create({ address, backoff: FAST, ...extra });
+  cleanups.push(() => p.close());
+  return p;
+}
+
+async function until(cond: () => boolean, timeoutMs = 15_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not reached');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const serial = (p: WorkloadApiIdentityProvider): string => p.getX509Svid().certificates[0]!.serialNumber;
+
+describe('WorkloadApiIdentityProvider', () => {
+  it('resolves with the first SVID and serves bundles of both kinds', async () => {
+    const server = await startServer(await stateDir());
+    const p = await provider(server.address('agent'));
+    expect(p.id.toString()).toBe(ID);
+    const svid = p.getX509Svid();
+    expect(verifyX509Svid(svid.certificates, p).toString()).toBe(ID);
+    expect(p.getX509Bundle(TrustDomain.parse(TD))?.equals(server.ca.x509Bundle)).toBe(true);
+    await until(() => !!p.getBundleSet().getJwtBundle(TrustDomain.parse(TD)));
+  });
+
+  it('rotates with a short TTL and never has a moment without a valid SVID', async () => {
+    const server = await startServer(await stateDir(), 2);
+    const p = await provider(server.address('agent'));
+    const updates: IdentityUpdate[] = [];
+    p.onUpdate((u) => updates.push(u));
+    const seen = new Set<string>();
+    // Sample continuously across ~3 rotations (the server rotates at about half of the 2 s TTL).
+    const end = Date.now() + 3500;
+    while (Date.now() < end) {
+      const svid = p.getX509Svid();
+      const now = Date.now();
+      expect(svid.certificates[0]!.notBefore.getTime()).toBeLessThanOrEqual(now);
+      expect(svid.expiresAt.getTime()).toBeGreaterThan(now);
+      verifyX509Svid(svid.certificates, p);
+      seen.add(svid.certificates[0]!.serialNumber);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(seen.size).toBeGreaterThanOrEqual(3);
+    const svidUpdates = updates.filter((u) => u.reason === 'svid' || u.reason === 'both');
+    expect(svidUpdates.length).toBeGreaterThanOrEqual(2);
+    expect(svidUpdates.at(-1)!.svid.id.toString()).toBe(ID);
+  });
+
+  it('keeps the last SVID while the server is down and continues after a restart with the same trust domain', async () => {
+    const dir = await stateDir();
+    const first = await startServer(dir);
+    const p = await provider(first.address('agent'));
+    const before = serial(p);
+    const caBefore = first.ca.certificate.serialNumber;
+    const errors: WorkloadIdentityError[] = [];
+    p.onError((e) => errors.push(e));
+    const updates: IdentityUpdate[] = [];
+    p.onUpdate((u) => updates.push(u));
+
+    await first.close();
+    await until(() => errors.length >= 2);
+    expect(serial(p)).toBe(before);
+
+    const second = await startServer(dir);
+    expect(second.ca.certificate.serialNumber).toBe(caBefore);
+    await until(() => updates.some((u) => u.reason !== 'bundles'));
+    expect(serial(p)).not.toBe(before);
+    expect(p.getX509Bundle(TrustDomain.parse(TD))?.equals(second.ca.x509Bundle)).toBe(true);
+    expect(verifyX509Svid(p.getX509Svid().certificates, p).toString()).toBe(ID);
+  });
+
+  it('waits for a socket that is absent at start and appears later', async () => {
+    const dir = await stateDir();
+    const address = `unix://${join(dir, 'sockets', 'agent.sock')}`;
+    const errors: WorkloadIdentityError[] = [];
+    const pending = WorkloadApiIdentityProvider.create({ address, backoff: FAST, readyTimeoutMs: 15_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const server = await startServer(dir);
+    expect(server.address('agent')).toBe(address);
+    const p = await pending;
+    cleanups.push(() => p.close());
+    p.onError((e) => errors.push(e));
+    expect(p.id.toString()).toBe(ID);
+  });
+
+  it('fails with a clear error when no SVID arrives in time (absent socket, or a caller without identity)', async () => {
+    const dir = await stateDir();
+    const absent = `unix://${join(dir, 'nothing.sock')}`;
+    const e1 = await WorkloadApiIdentityProvider.create({
+      address: absent,
+      backoff: FAST,
+      readyTimeoutMs: 400,
+    }).catch((e: unknown) => e);
+    expect(e1).toBeInstanceOf(IdentityNotReadyError);
+    expect((e1 as Error).message).toContain(`no X.509-SVID from the Workload API at ${absent} within 400 ms`);
+    expect((e1 as Error).message).toContain('UNAVAILABLE');
+
+    const server = await startServer(dir);
+    const e2 = await WorkloadApiIdentityProvider.create({
+      address: server.address('nobody'),
+      backoff: FAST,
+      readyTimeoutMs: 400,
+    }).catch((e: unknown) => e);
+    expect(e2).toBeInstanceOf(IdentityNotReadyError);
+    expect((e2 as Error).message).toContain('PERMISSION_DENIED');
+  });
+
+  it('reports loudly when the held SVID expires while the server is unreachable, then recovers', async () => {
+    const dir = await stateDir();
+    const server = await startServer(dir, 2);
+    const p = await provider(server.address('agent'));
+    const expired: WorkloadIdentityError[] = [];
+    p.onError((e) => {
+      if (e instanceof IdentityNotReadyError) expired.push(e);
+    });
+    await server.close();
+    const held = p.getX509Svid();
+    await until(() => expired.length === 1, 5000);
+    expect(expired[0]!.code).toBe('IDENTITY_NOT_READY');
+    expect(expired[0]!.message).toContain(
+      `the X.509-SVID of ${ID} expired at ${held.expiresAt.toISOString()}`,
+    );
+    expect(() => p.getX509Svid()).toThrow(/expired/);
+
+    await startServer(dir, 2);
+    await until(() => {
+      try {
+        return p.getX509Svid().expiresAt > held.expiresAt;
+      } catch {
+        return false;
+      }
+    });
+  });
+
+  it('adds and removes a federated bundle at run time', async () => {
+    const server = await startServer(await stateDir());
+    const p = await provider(server.address('agent'));
+    const partner = await DevCertificateAuthority.create({ trustDomain: 'partner.test' });
+    const partnerTd = TrustDomain.parse('partner.test');
+    const partnerSvid = await partner.issueX509Svid('spiffe://partner.test/search');
+    const updates: IdentityUpdate[] = [];
+    p.onUpdate((u) => updates.push(u));
+    expect(() => verifyX509Svid(partnerSvid.certificates, p)).toThrow();
+
+    server.setFederatedBundle(partnerTd, { x509: partner.x509Bundle, jwt: partner.jwtBundle });
+    await until(() => !!p.getX509Bundle(partnerTd) && !!p.getBundleSet().getJwtBundle(partnerTd));
+    expect(verifyX509Svid(partnerSvid.certificates, p).toString()).toBe('spiffe://partner.test/search');
+    expect(updates.some((u) => u.reason === 'bundles' && !!u.bundles.getX509Bundle(partnerTd))).toBe(true);
+
+    server.removeFederatedBundle(partnerTd);
+    await until(() => !p.getX509Bundle(partnerTd) && !p.getBundleSet().getJwtBundle(partnerTd));
+    expect(() => verifyX509Svid(partnerSvid.certificates, p)).toThrow();
+    expect(updates.at(-1)!.bundles.getX509Bundle(partnerTd)).toBeUndefined();
+    expect(p.getX509Svid().id.toString()).toBe(ID);
+  });
+
+  it('stops (no retry) when the server answers INVALID_ARGUMENT', async () => {
+    // A Workload API server that rejects every request, as SPIRE does for a
+    // request without the security header: a real gRPC server on a Unix socket
+    // speaking the published service, used to inject that one answer.
+    const dir = await stateDir();
+    const path = join(dir, 'reject.sock');
+    let calls = 0;
+    const reject = (call: grpc.ServerWritableStream<unknown, unknown>): void => {
+      calls++;
+      call.emit('error', {
+        code: grpc.status.INVALID_ARGUMENT,
+        details: 'security header missing from request',
+      });
+    };
+    const srv = new grpc.Server();
+    srv.addService(workloadApiService(), { FetchX509SVID: reject, FetchJWTBundles: reject });
+    await new Promise<void>((ok, fail) =>
+      srv.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? fail(e) : ok())),
+    );
+    cleanups.push(() => srv.forceShutdown());
+
+    const err = await WorkloadApiIdentityProvider.create({
+      address: `unix://${path}`,
+      backoff: FAST,
+      readyTimeoutMs: 10_000,
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkloadApiError);
+    expect((err as WorkloadApiError).code).toBe('WORKLOAD_API_INVALID_ARGUMENT');
+    const after = calls;
+    // Several backoff periods later, nothing has been retried.
+    await new Promise((r) => setTimeout(r, 400));
+    expect(calls).toBe(after);
+    expect(after).toBeLessThanOrEqual(2);
+  });
+});
+
+describe('Workload API backoff', () => {
+  it("defaults to go-spiffe's linear 1 s, 2 s, … 30 s and resets after a message", () => {
+    const b = new LinearBackoff(resolveBackoff(undefined));
+    const delays = Array.from({ length: 32 }, () => b.next());
+    expect(delays.slice(0, 3)).toEqual([1000, 2000, 3000]);
+    expect(delays[29]).toBe(30_000);
+    expect(delays[31]).toBe(30_000);
+    b.reset();
+    expect(b.next()).toBe(1000);
+  });
+
+  it('is configurable and rejects nonsense', () => {
+    const b = new LinearBackoff(resolveBackoff({ initialMs: 10, stepMs: 5, maxMs: 20 }));
+    expect([b.next(), b.next(), b.next(), b.next()]).toEqual([10, 15, 20, 20]);
+    expect(() => resolveBackoff({ initialMs: 0 })).toThrow();
+    expect(() => resolveBackoff({ initialMs: 100, maxMs: 50 })).toThrow();
+  });
+});
