@@ -174,7 +174,6 @@ export async function byteCountingTlsServer(options: tls.TlsOptions): Promise<{
   let connections = 0;
   const sockets = new Set<tls.TLSSocket>();
   const server = tls.createServer(options, (sock) => {
-    connections++;
     sockets.add(sock);
     sock.on('data', (d: Buffer) => {
       bytes += d.length;
@@ -183,6 +182,10 @@ export async function byteCountingTlsServer(options: tls.TlsOptions): Promise<{
     sock.on('close', () => sockets.delete(sock));
   });
   server.on('tlsClientError', () => undefined);
+  // TCP connections: a client that drops right after its side of the handshake never completes the server's.
+  server.on('connection', () => {
+    connections++;
+  });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return {
     url: `https://127.0.0.1:${portOf(server)}`,
