@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { request, type Dispatcher } from 'undici';
 import type { z } from 'zod';
-import { A2AClientError, A2AError, type JsonRpcErrorObject } from './errors.js';
+import { A2AClientError, A2AError, A2AErrorCode, type JsonRpcErrorObject } from './errors.js';
 import { DiscoveryClient, readLimited, type DiscoveryStats } from './discovery.js';
 import { parseSse } from './sse-parse.js';
 import {
@@ -375,8 +375,9 @@ function validate<S extends z.ZodType>(schema: S, value: unknown, method: string
   const r = schema.safeParse(value);
   if (r.success) return r.data;
   const issue = r.error.issues[0];
-  throw new A2AClientError(
-    'INVALID_RESPONSE',
+  // The SDKs report a result that breaks the schema as InvalidAgentResponse (-32006).
+  throw new A2AError(
+    A2AErrorCode.InvalidAgentResponse,
     `${method}: invalid result${issue ? ` at ${issue.path.join('.') || '(root)'}: ${issue.message}` : ''}`,
   );
 }

@@ -138,6 +138,10 @@ export const A2AErrors = {
     new A2AError(A2AErrorCode.InvalidAgentResponse, `Invalid agent response: ${detail}`),
   extendedCardNotConfigured: () =>
     new A2AError(A2AErrorCode.ExtendedAgentCardNotConfigured, 'This agent has no extended agent card'),
+  extensionRequired: (uri: string) =>
+    new A2AError(A2AErrorCode.ExtensionSupportRequired, `This agent requires the extension ${uri}`, {
+      data: [errorInfo('EXTENSION_SUPPORT_REQUIRED', { uri })],
+    }),
   versionNotSupported: (version: string) =>
     new A2AError(
       A2AErrorCode.VersionNotSupported,

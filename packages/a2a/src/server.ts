@@ -120,6 +120,11 @@ export interface A2AServerOptions {
   readonly extendedCard?: AgentCard | ((caller: SpiffeId) => AgentCard | Promise<AgentCard>);
   /** Path of the JSON-RPC endpoint below the mount prefix. Default `/`. */
   readonly rpcPath?: string;
+  /**
+   * Extensions declared on the card. A call that does not activate every
+   * `required` one in its `A2A-Extensions` header fails with -32008.
+   */
+  readonly extensions?: Array<{ uri: string; description?: string; required?: boolean }>;
 }
 
 type Version = 'v1' | 'v03';
@@ -169,6 +174,7 @@ export class A2AServer {
   readonly #heartbeat: number;
   readonly #subscribers = new Map<string, number>();
   readonly #cardCache = new Map<string, string>();
+  readonly #requiredExt: string[];
   #log: FastifyInstance['log'] | undefined;
 
   constructor(options: A2AServerOptions) {
@@ -186,6 +192,7 @@ export class A2AServer {
     this.#maxSubs = options.limits?.maxSubscribersPerTask ?? 32;
     this.#inputTimeout = options.limits?.inputTimeoutMs ?? 600_000;
     this.#heartbeat = options.heartbeatMs ?? 15_000;
+    this.#requiredExt = (options.extensions ?? []).filter((e) => e.required === true).map((e) => e.uri);
     for (const s of options.card.skills ?? []) this.#skills.set(s.id, v1.AgentSkillSchema.parse(s));
     this.plugin = async (app) => this.#mount(app);
   }
@@ -220,6 +227,7 @@ export class A2AServer {
         streaming: true,
         pushNotifications: this.#opts.push?.enabled === true,
         extendedAgentCard: this.#opts.extendedCard !== undefined,
+        ...(this.#opts.extensions ? { extensions: this.#opts.extensions } : {}),
       },
       securitySchemes: {
         mtls: {
@@ -373,6 +381,15 @@ export class A2AServer {
     const params = env.params;
     if (params !== undefined && (typeof params !== 'object' || params === null || Array.isArray(params))) {
       return this.#sendError(reply, 200, id, A2AErrors.invalidParams('params must be an object'), version);
+    }
+    if (this.#requiredExt.length > 0) {
+      const missing = missingExtension(
+        this.#requiredExt,
+        request.headers['a2a-extensions'] ?? request.headers['x-a2a-extensions'],
+      );
+      if (missing !== undefined) {
+        return this.#sendError(reply, 200, id, A2AErrors.extensionRequired(missing), version);
+      }
     }
     const caller = this.#getCaller(request);
     if (!(caller instanceof SpiffeId)) {
@@ -937,6 +954,19 @@ function skillFromMetadata(p: v1.SendMessageParams): string | undefined {
   if (typeof s !== 'string' || s.length === 0)
     throw A2AErrors.invalidParams('metadata.skill must be a non-empty string');
   return s;
+}
+
+function missingExtension(
+  required: readonly string[],
+  header: string | string[] | undefined,
+): string | undefined {
+  const given = new Set(
+    (Array.isArray(header) ? header.join(',') : (header ?? ''))
+      .split(',')
+      .map((x) => x.trim())
+      .filter((x) => x.length > 0),
+  );
+  return required.find((uri) => !given.has(uri));
 }
 
 function closesStream(e: StreamResponse): boolean {
