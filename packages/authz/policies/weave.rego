@@ -31,17 +31,17 @@ allow_matches := sort([i | some i in matched; policy.rules[i].effect == "allow"]
 
 # Deny overrides allow; the earliest rule of the winning effect decides.
 decision := d if {
-	policy.default == "deny"
+	policy["default"] == "deny"
 	count(deny_matches) > 0
 	rule := policy.rules[deny_matches[0]]
 	d := {"allow": false, "reason": sprintf("denied by rule %q", [rule.id]), "policy_id": policy.id, "rule_id": rule.id}
 } else := d if {
-	policy.default == "deny"
+	policy["default"] == "deny"
 	count(allow_matches) > 0
 	rule := policy.rules[allow_matches[0]]
 	d := {"allow": true, "reason": sprintf("allowed by rule %q", [rule.id]), "policy_id": policy.id, "rule_id": rule.id}
 } else := d if {
-	policy.default == "deny"
+	policy["default"] == "deny"
 	d := {"allow": false, "reason": "no rule matched: default deny", "policy_id": policy.id}
 }
 

@@ -63,6 +63,12 @@ it('golden table covers allow, deny rules and default deny', () => {
   expect(golden.cases.some((c) => !c.allowed && c.rule === null)).toBe(true);
 });
 
+it('weave.rego answers the path OpaEnforcer asks by default (data.weave.authz.decision)', () => {
+  expect(rego).toMatch(/^package weave\.authz$/m);
+  expect(rego).toMatch(/^decision := /m);
+  expect(rego).toContain('data.weave.policy');
+});
+
 const local = LocalPolicyEnforcer.fromObject(golden.policy, { audit: new CollectingSink() });
 runTable('LocalPolicyEnforcer', () => local);
 
