@@ -16,6 +16,7 @@ import {
   type IdentityUpdate,
   type X509Svid,
 } from '@weave/identity';
+import { rotationDelayMs } from '../src/dev-ca-provider.js';
 
 /** Resolves with the next update, or rejects after `ms` (a bound on waiting, not a timing assertion). */
 function nextUpdate(p: IdentityProvider, ms = 10_000): Promise<IdentityUpdate> {
@@ -268,5 +269,18 @@ describe('StaticMtlsProvider', () => {
     await expect(
       StaticMtlsProvider.create({ ...files, federated: { 'a.test': files.bundleFile }, watch: false }),
     ).rejects.toThrow(/own trust domain|does not lead/);
+  });
+});
+
+describe('rotationDelayMs', () => {
+  it('rotates at half the remaining lifetime, ±10 %, never in a tight loop', async () => {
+    const ca = await DevCertificateAuthority.create({ trustDomain: 'r.test' });
+    const issuedAt = Date.now();
+    const svid = await ca.issueX509Svid('spiffe://r.test/x', { ttlSeconds: 1000 });
+    const half = (svid.expiresAt.getTime() - issuedAt) / 2;
+    expect(rotationDelayMs(svid, issuedAt, () => 0)).toBeCloseTo(half * 0.9, 0);
+    expect(rotationDelayMs(svid, issuedAt, () => 0.5)).toBeCloseTo(half, 0);
+    expect(rotationDelayMs(svid, issuedAt, () => 1)).toBeCloseTo(half * 1.1, 0);
+    expect(rotationDelayMs(svid, svid.expiresAt.getTime() + 1000)).toBe(250);
   });
 });
