@@ -1,11 +1,11 @@
 // JSON-RPC conformance of the Weave A2A server: every error code, and the
 // malformed inputs of the issue. All over real mTLS.
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { A2AClient, A2AError, InMemoryTaskStore, type TaskRecord } from '../src/index.js';
 import { startHarness, type Harness } from './helpers/agents.js';
-import { mtlsAgent, mtlsFastify } from './helpers/pki.js';
+import { channel, mtlsServer } from './helpers/pki.js';
 
 /** A store whose reads fail for one id: a real TaskStore implementation used to provoke -32603. */
 class FlakyStore extends InMemoryTaskStore {
@@ -255,8 +255,8 @@ describe('A2A error codes', () => {
   });
 
   it('-32006 when an agent answers with a result that breaks the schema (client side)', async () => {
-    const badSvid = await h.pki.issue('/agent/bad');
-    const bad: FastifyInstance = mtlsFastify(h.pki, badSvid);
+    const badSvid = await h.pki.workload('/agent/bad');
+    const bad = mtlsServer(badSvid);
     bad.get('/.well-known/agent-card.json', async (req) => ({
       name: 'bad',
       description: '',
@@ -277,7 +277,7 @@ describe('A2A error codes', () => {
     }));
     await bad.listen({ port: 0, host: '127.0.0.1' });
     const url = `https://127.0.0.1:${(bad.server.address() as { port: number }).port}`;
-    const agent = mtlsAgent(h.pki, await h.pki.issue('/agent/client'), badSvid.id);
+    const agent = channel(h.client, badSvid.id);
     const client = new A2AClient({ dispatcher: agent });
     const err = await client.getTask(url, 'x').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(A2AError);

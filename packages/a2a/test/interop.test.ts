@@ -24,7 +24,7 @@ import { UserBuilder, agentCardHandler, jsonRpcHandler } from '@a2a-js/sdk/serve
 import { request } from 'undici';
 import { A2AClient, type StreamEvent } from '../src/index.js';
 import { startHarness, type Harness } from './helpers/agents.js';
-import { createPki, mtlsAgent, mtlsFetch, spiffeIdOf, type Pki } from './helpers/pki.js';
+import { channel, createPki, fetchOver, httpsOptions, spiffeIdOf, type Pki } from './helpers/pki.js';
 
 function sdkText(text: string, extra: Partial<SdkMessage> = {}): SdkMessage {
   return {
@@ -77,7 +77,7 @@ describe('official SDK client → Weave server (mTLS)', () => {
   afterAll(async () => h.close());
 
   async function sdkClient() {
-    const fetchImpl = mtlsFetch(h.agent);
+    const fetchImpl = fetchOver(h.agent);
     const factory = new ClientFactory(
       ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
         transports: [new JsonRpcTransportFactory({ fetchImpl })],
@@ -228,7 +228,7 @@ describe('v0.3 clients → Weave server', () => {
   });
 
   it("the official SDK's v0.3 compat client drives the Weave server", async () => {
-    const fetchImpl = mtlsFetch(h.agent);
+    const fetchImpl = fetchOver(h.agent);
     const resolver = new DefaultAgentCardResolver({ fetchImpl });
     const card = (await resolver.resolve(h.url)) as SdkAgentCard;
     // Keep only the 0.3 interface so the SDK picks its legacy transport.
@@ -332,8 +332,8 @@ describe('Weave client → official SDK express server (mTLS)', () => {
 
   beforeAll(async () => {
     pki = await createPki();
-    const srv = await pki.issue('/agent/sdk-server');
-    const cli = await pki.issue('/agent/client');
+    const srv = await pki.workload('/agent/sdk-server');
+    const cli = await pki.workload('/agent/client');
     const card: SdkAgentCard = {
       name: 'sdk agent',
       description: 'official SDK server',
@@ -371,21 +371,11 @@ describe('Weave client → official SDK express server (mTLS)', () => {
       '/a2a/jsonrpc',
       jsonRpcHandler({ requestHandler: handler, userBuilder: UserBuilder.noAuthentication }),
     );
-    server = https.createServer(
-      {
-        requestCert: true,
-        rejectUnauthorized: true,
-        ca: pki.caPem,
-        cert: srv.cert,
-        key: srv.key,
-        minVersion: 'TLSv1.3',
-      },
-      app,
-    );
+    server = https.createServer(httpsOptions(srv), app);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
     (card.supportedInterfaces[0] as { url: string }).url = `${url}/a2a/jsonrpc`;
-    const agent = mtlsAgent(pki, cli, srv.id);
+    const agent = channel(cli, srv.id);
     agentClose = () => agent.close();
     weave = new A2AClient({ dispatcher: agent });
   });
@@ -393,6 +383,7 @@ describe('Weave client → official SDK express server (mTLS)', () => {
     await agentClose();
     server.closeAllConnections();
     await new Promise<void>((resolve) => server.close(() => resolve()));
+    await pki.close();
   });
 
   it('discovers, sends, gets and lists', async () => {

@@ -1,39 +1,40 @@
-import type { FastifyInstance } from 'fastify';
-import type { Agent } from 'undici';
 import { LocalPolicyEnforcer, type AuditRecord } from '@weave/authz';
 import type { SpiffeId } from '@weave/identity';
+import type { MtlsFastifyInstance, SecureChannel } from '@weave/transport';
 import { A2AServer, type A2AServerOptions } from '../../src/index.js';
-import { baseUrl, createPki, mtlsAgent, mtlsFastify, type Pki } from './pki.js';
+import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from './pki.js';
 
 export interface Harness {
   pki: Pki;
+  server: Workload;
   serverId: SpiffeId;
   clientId: SpiffeId;
   strangerId: SpiffeId;
-  app: FastifyInstance;
+  client: Workload;
+  app: MtlsFastifyInstance;
   a2a: A2AServer;
   url: string;
-  /** Agent of the allowed client. */
-  agent: Agent;
-  /** Agent of a caller with a valid SVID that the policy does not allow. */
-  strangerAgent: Agent;
+  /** SecureChannel of the allowed client. */
+  agent: SecureChannel;
+  /** Channel of a caller with a valid SVID that the policy does not allow. */
+  strangerAgent: SecureChannel;
   audit: AuditRecord[];
   close(): Promise<void>;
 }
 
 /**
- * A Weave A2A server over real mTLS with a LocalPolicyEnforcer that lets
- * /agent/client call every skill and /agent/stranger nothing.
+ * A Weave A2A server on @weave/transport's mTLS server with a
+ * LocalPolicyEnforcer that lets /agent/client call every skill and
+ * /agent/stranger nothing.
  */
 export async function startHarness(
   setup: (a2a: A2AServer) => void,
   extra: Partial<A2AServerOptions> = {},
-  pkiIn?: Pki,
 ): Promise<Harness> {
-  const pki = pkiIn ?? (await createPki());
-  const server = await pki.issue('/agent/server');
-  const client = await pki.issue('/agent/client');
-  const stranger = await pki.issue('/agent/stranger');
+  const pki = await createPki();
+  const server = await pki.workload('/agent/server');
+  const client = await pki.workload('/agent/client');
+  const stranger = await pki.workload('/agent/stranger');
   const audit: AuditRecord[] = [];
   const enforcer = LocalPolicyEnforcer.fromObject(
     {
@@ -52,16 +53,18 @@ export async function startHarness(
     ...extra,
   });
   setup(a2a);
-  const app = mtlsFastify(pki, server);
+  const app = mtlsServer(server);
   await app.register(a2a.plugin);
   await app.listen({ port: 0, host: '127.0.0.1' });
-  const agent = mtlsAgent(pki, client, server.id);
-  const strangerAgent = mtlsAgent(pki, stranger, server.id);
+  const agent = channel(client, server.id);
+  const strangerAgent = channel(stranger, server.id);
   return {
     pki,
+    server,
     serverId: server.id,
     clientId: client.id,
     strangerId: stranger.id,
+    client,
     app,
     a2a,
     url: baseUrl(app),
@@ -73,6 +76,7 @@ export async function startHarness(
       await agent.close();
       await strangerAgent.close();
       await app.close();
+      await pki.close();
     },
   };
 }
