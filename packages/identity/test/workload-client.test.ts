@@ -2,6 +2,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   DevCertificateAuthority,
@@ -16,6 +17,7 @@ import {
   verifyX509Svid,
   type BundleSet,
 } from '@weave/identity';
+import { workloadApiService } from '../src/workload/proto.js';
 
 const TD = 'client.test';
 const FOREIGN = 'partner.test';
@@ -221,3 +223,143 @@ async function until(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+describe('WorkloadApiClient rejects invalid responses', () => {
+  // A gRPC server on a Unix socket speaking the published service, used to send
+  // answers the dev server never would: the client must refuse each one.
+  let dir: string;
+  let srv: grpc.Server;
+  let next: Record<string, unknown> = {};
+  let ca: DevCertificateAuthority;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'weave-wlbad-'));
+    ca = await DevCertificateAuthority.create({ trustDomain: 'bad.test' });
+    srv = new grpc.Server();
+    srv.addService(workloadApiService(), {
+      FetchX509SVID: (call: grpc.ServerWritableStream<unknown, unknown>) => call.write(next),
+    });
+    await new Promise<void>((ok, fail) =>
+      srv.bindAsync(`unix://${join(dir, 'bad.sock')}`, grpc.ServerCredentials.createInsecure(), (e) =>
+        e ? fail(e) : ok(),
+      ),
+    );
+  });
+  afterAll(async () => {
+    srv.forceShutdown();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const fetchWith = async (msg: Record<string, unknown>): Promise<unknown> => {
+    next = msg;
+    const c = new WorkloadApiClient({ address: `unix://${join(dir, 'bad.sock')}` });
+    try {
+      return await c.fetchX509Context().catch((e: unknown) => e);
+    } finally {
+      c.close();
+    }
+  };
+
+  it('accepts a well-formed response (control)', async () => {
+    const svid = await ca.issueX509Svid('spiffe://bad.test/w');
+    const der = svid.toDer();
+    const ok = await fetchWith({
+      svids: [
+        {
+          spiffeId: 'spiffe://bad.test/w',
+          x509Svid: der.certChain,
+          x509SvidKey: der.privateKey,
+          bundle: ca.x509Bundle.toDer(),
+        },
+      ],
+    });
+    expect(ok).not.toBeInstanceOf(Error);
+  });
+
+  it.each([
+    ['no SVID', async () => ({ svids: [] }), /no SVID in the response/],
+    [
+      'a certificate that does not parse',
+      async () => ({
+        svids: [
+          {
+            spiffeId: 'spiffe://bad.test/w',
+            x509Svid: Buffer.from('junk'),
+            x509SvidKey: Buffer.from('k'),
+            bundle: Buffer.from('b'),
+          },
+        ],
+      }),
+      /SVID chain cannot be parsed/,
+    ],
+    [
+      'a spiffe_id that differs from the certificate',
+      async () => {
+        const der = (await ca.issueX509Svid('spiffe://bad.test/w')).toDer();
+        return {
+          svids: [
+            {
+              spiffeId: 'spiffe://bad.test/admin',
+              x509Svid: der.certChain,
+              x509SvidKey: der.privateKey,
+              bundle: ca.x509Bundle.toDer(),
+            },
+          ],
+        };
+      },
+      /does not match the certificate/,
+    ],
+    [
+      'a key of another certificate',
+      async () => {
+        const a = (await ca.issueX509Svid('spiffe://bad.test/w')).toDer();
+        const b = (await ca.issueX509Svid('spiffe://bad.test/w')).toDer();
+        return {
+          svids: [
+            {
+              spiffeId: 'spiffe://bad.test/w',
+              x509Svid: a.certChain,
+              x509SvidKey: b.privateKey,
+              bundle: ca.x509Bundle.toDer(),
+            },
+          ],
+        };
+      },
+      /does not match/,
+    ],
+    [
+      'a federated bundle keyed by something other than a trust domain ID',
+      async () => {
+        const der = (await ca.issueX509Svid('spiffe://bad.test/w')).toDer();
+        return {
+          svids: [
+            {
+              spiffeId: 'spiffe://bad.test/w',
+              x509Svid: der.certChain,
+              x509SvidKey: der.privateKey,
+              bundle: ca.x509Bundle.toDer(),
+            },
+          ],
+          federatedBundles: { 'spiffe://other.test/path': ca.x509Bundle.toDer() },
+        };
+      },
+      /is not a trust domain ID/,
+    ],
+  ])('refuses %s with WORKLOAD_API_BAD_RESPONSE', async (_what, make, reason) => {
+    const err = await fetchWith(await make());
+    expect(err).toBeInstanceOf(WorkloadApiError);
+    expect((err as WorkloadApiError).code).toBe('WORKLOAD_API_BAD_RESPONSE');
+    expect((err as WorkloadApiError).message).toMatch(reason);
+  });
+
+  it('an aborted fetch fails with WORKLOAD_API_CANCELLED', async () => {
+    const c = new WorkloadApiClient({ address: `unix://${join(dir, 'bad.sock')}` });
+    try {
+      await expect(c.fetchX509Context({ signal: AbortSignal.abort() })).rejects.toMatchObject({
+        code: 'WORKLOAD_API_CANCELLED',
+      });
+    } finally {
+      c.close();
+    }
+  });
+});

@@ -158,6 +158,18 @@ describe('WorkloadApiIdentityProvider', () => {
     expect((e2 as Error).message).toContain('PERMISSION_DENIED');
   });
 
+  it('with a hint, waits for an SVID carrying that hint and says so', async () => {
+    const server = await startServer(await stateDir());
+    const err = await WorkloadApiIdentityProvider.create({
+      address: server.address('agent'),
+      backoff: FAST,
+      readyTimeoutMs: 300,
+      hint: 'external',
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IdentityNotReadyError);
+    expect((err as Error).message).toContain('no X.509-SVID with hint "external"');
+  });
+
   it('reports loudly when the held SVID expires while the server is unreachable, then recovers', async () => {
     const dir = await stateDir();
     const server = await startServer(dir, 2);

@@ -379,8 +379,6 @@ export class WorkloadApiClient {
         call.cancel();
       };
       this.#calls.add(call);
-      if (options.signal?.aborted) return onAbort();
-      options.signal?.addEventListener('abort', onAbort, { once: true });
       call.on('data', (msg: Res) => {
         settle(() => resolve(msg));
         call.cancel();
@@ -395,6 +393,9 @@ export class WorkloadApiClient {
           );
         }
       });
+      // Listeners first: cancelling emits an error that must not go unhandled.
+      if (options.signal?.aborted) onAbort();
+      else options.signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 
