@@ -28,9 +28,14 @@ const RULES = 1_000;
 const DECISIONS = Number(process.env.BENCH_DECISIONS ?? 200_000);
 const WARMUP = 20_000;
 
-// A deterministic PRNG so every run measures the same workload.
+// mulberry32: a small deterministic PRNG, so every run measures the same workload.
 let seed = 42;
-const rand = () => (seed = (seed * 1_103_515_245 + 12_345) & 0x7fffffff) / 0x7fffffff;
+const rand = () => {
+  seed = (seed + 0x6d2b79f5) | 0;
+  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+  return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+};
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)] as T;
 
 const domains = ['prod.acme', 'staging.acme', 'partner.example', 'demo.weave', 'edge.acme'];
