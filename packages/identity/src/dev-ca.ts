@@ -1,5 +1,5 @@
 import { createHash, KeyObject, randomBytes, webcrypto } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { calculateJwkThumbprint, SignJWT, type JWK } from 'jose';
 import { JwtBundle, SpiffeBundle, X509Bundle } from './bundle.js';
@@ -55,6 +55,9 @@ async function subjectKeyId(key: webcrypto.CryptoKey): Promise<x509.SubjectKeyId
   return new x509.SubjectKeyIdentifierExtension(createHash('sha1').update(raw).digest('hex'));
 }
 
+const LOCK_WAIT_MS = 15_000;
+const STALE_LOCK_MS = 30_000;
+
 function checkTtl(ttl: number | undefined, what: string): void {
   if (ttl !== undefined && (!Number.isFinite(ttl) || ttl <= 0))
     throw new DevCaError('DEV_CA_INVALID_OPTIONS', `${what} must be a positive number of seconds`);
@@ -108,16 +111,68 @@ export class DevCertificateAuthority {
     const td = typeof opts.trustDomain === 'string' ? TrustDomain.parse(opts.trustDomain) : opts.trustDomain;
     checkTtl(opts.ttlSeconds, 'ttlSeconds');
     const ttl = opts.ttlSeconds ?? 24 * 3600;
-    let state: CaState | undefined;
-    if (opts.dir) state = await DevCertificateAuthority.load(opts.dir, td);
-    if (!state) {
-      state = await DevCertificateAuthority.generate(td, ttl);
-      if (opts.dir) await DevCertificateAuthority.save(opts.dir, state);
-    }
+    const state = opts.dir
+      ? await DevCertificateAuthority.loadOrCreate(opts.dir, td, ttl)
+      : await DevCertificateAuthority.generate(td, ttl);
     const pubJwk = (await subtle.exportKey('jwk', state.jwtKeys.publicKey)) as JWK;
     const jwtPublic: JWK = { kty: pubJwk.kty!, crv: pubJwk.crv!, x: pubJwk.x!, y: pubJwk.y! };
     const kid = await calculateJwkThumbprint(jwtPublic);
     return new DevCertificateAuthority(td, state, kid, jwtPublic);
+  }
+
+  /**
+   * Several processes may start on one `dir` at once (the demo does): a lock
+   * directory makes exactly one of them create the CA while the others wait
+   * for it and load it.
+   */
+  private static async loadOrCreate(dir: string, td: TrustDomain, ttl: number): Promise<CaState> {
+    const tryLoad = async (): Promise<CaState | undefined> => {
+      try {
+        return await DevCertificateAuthority.load(dir, td);
+      } catch (err) {
+        // Half-written by another process: wait for the lock holder instead.
+        if (err instanceof DevCaError && err.code === 'DEV_CA_STATE_INVALID') return undefined;
+        throw err;
+      }
+    };
+    const existing = await tryLoad();
+    if (existing) return existing;
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const lock = join(dir, '.lock');
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    for (;;) {
+      try {
+        await mkdir(lock);
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST')
+          throw new DevCaError('DEV_CA_STATE_INVALID', `cannot lock ${dir}`, { cause: err });
+      }
+      const st = await stat(lock).catch(() => undefined);
+      if (st && Date.now() - st.mtimeMs > STALE_LOCK_MS) {
+        // Left behind by a process that died while creating.
+        await rm(lock, { recursive: true, force: true });
+        continue;
+      }
+      if (Date.now() > deadline)
+        throw new DevCaError(
+          'DEV_CA_STATE_INVALID',
+          `timed out waiting for another process to create the CA in ${dir}`,
+        );
+      await new Promise((r) => setTimeout(r, 50));
+      const loaded = await tryLoad();
+      if (loaded) return loaded;
+    }
+    try {
+      // Under the lock an invalid state is real, not a write in progress.
+      const again = await DevCertificateAuthority.load(dir, td);
+      if (again) return again;
+      const state = await DevCertificateAuthority.generate(td, ttl);
+      await DevCertificateAuthority.save(dir, state);
+      return state;
+    } finally {
+      await rm(lock, { recursive: true, force: true });
+    }
   }
 
   private static async generate(td: TrustDomain, ttlSeconds: number): Promise<CaState> {

@@ -249,6 +249,15 @@ export class X509Svid {
     if (certs.length === 0) throw new X509SvidError('SVID_EMPTY_CHAIN', 'SVID chain holds no certificate');
     const leaf = certs[0]!;
     const id = checkLeaf(leaf);
+    // RFC 5280 §4.2.1.6: with an empty subject the SAN extension must be critical.
+    if (
+      leaf.subjectName.toJSON().length === 0 &&
+      !leaf.getExtension(x509.SubjectAlternativeNameExtension)?.critical
+    )
+      throw new X509SvidError(
+        'SVID_MALFORMED',
+        'leaf has an empty subject but its SAN extension is not critical',
+      );
     const eku = leaf.getExtension(x509.ExtendedKeyUsageExtension);
     if (eku) {
       const u = eku.usages.map(String);

@@ -170,6 +170,17 @@ describe('DevCertificateAuthority', () => {
     ).rejects.toMatchObject({ code: 'DEV_CA_WRONG_TRUST_DOMAIN' });
   });
 
+  it('several creators racing on one dir end up with one CA', async () => {
+    const d = join(tmp(), 'shared');
+    const cas = await Promise.all(
+      [1, 2, 3, 4].map(() => DevCertificateAuthority.create({ trustDomain: 'race.test', dir: d })),
+    );
+    const ders = new Set(cas.map((c) => Buffer.from(c.certificate.rawData).toString('base64')));
+    expect(ders.size).toBe(1);
+    const later = await DevCertificateAuthority.create({ trustDomain: 'race.test', dir: d });
+    expect(ders.has(Buffer.from(later.certificate.rawData).toString('base64'))).toBe(true);
+  });
+
   it('refuses a persisted CA whose key does not match', async () => {
     const d = tmp();
     await DevCertificateAuthority.create({ trustDomain: 'p.test', dir: d });

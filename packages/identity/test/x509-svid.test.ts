@@ -232,4 +232,13 @@ describe('X509Svid.parse', () => {
     const rootPath = await makeCert(root, { uris: ['spiffe://a.test'] });
     expectCode(() => X509Svid.parse([rootPath.der], rootPath.keyPem), 'SVID_ROOT_PATH');
   });
+
+  it('requires a critical SAN when the subject is empty', async () => {
+    const root = await makeRoot('a.test');
+    const bad = await makeCert(root, { uris: ['spiffe://a.test/w'], subject: '' });
+    expect(bad.cert.subject).toBe('');
+    expectCode(() => X509Svid.parse([bad.der], bad.keyPem), 'SVID_MALFORMED');
+    const good = await makeCert(root, { uris: ['spiffe://a.test/w'], subject: '', sanCritical: true });
+    expect(X509Svid.parse([good.der], good.keyPem).id.toString()).toBe('spiffe://a.test/w');
+  });
 });

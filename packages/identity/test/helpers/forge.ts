@@ -53,6 +53,7 @@ export interface LeafOptions {
   notBefore?: Date;
   notAfter?: Date;
   subject?: string;
+  sanCritical?: boolean;
   /** Sign with this key instead of the issuer's (a bad signature). */
   signWith?: webcrypto.CryptoKey;
 }
@@ -80,7 +81,7 @@ export async function makeCert(issuer: TestCa, opts: LeafOptions = {}): Promise<
     await x509.AuthorityKeyIdentifierExtension.create(issuer.keys.publicKey),
   ];
   if (ku !== null) extensions.push(new x509.KeyUsagesExtension(ku, true));
-  if (sans.length) extensions.push(new x509.SubjectAlternativeNameExtension(sans));
+  if (sans.length) extensions.push(new x509.SubjectAlternativeNameExtension(sans, opts.sanCritical ?? false));
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: nextSerial(),
     subject: opts.subject ?? 'O=test',
