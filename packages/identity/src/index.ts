@@ -43,6 +43,5 @@ export {
 export { DevCaError, DevCertificateAuthority } from './dev-ca.js';
 export { DevCaIdentityProvider } from './dev-ca-provider.js';
 export { StaticMtlsProvider, type StaticMtlsOptions } from './static-provider.js';
-export { CertificateParseError } from './x509-util.js';
 export type { X509Certificate } from '@peculiar/x509';
 export * from './workload/index.js';

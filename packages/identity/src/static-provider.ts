@@ -55,8 +55,7 @@ export class StaticMtlsProvider implements IdentityProvider {
   #reloading: Promise<boolean> | undefined;
   #again = false;
   #closed = false;
-  /** The reason the last reload was refused, undefined after a good one. */
-  lastReloadError: Error | undefined;
+  #lastReloadError: Error | undefined;
 
   private constructor(opts: StaticMtlsOptions, state: Loaded, log: Logger) {
     this.#opts = opts;
@@ -81,6 +80,11 @@ export class StaticMtlsProvider implements IdentityProvider {
     const p = new StaticMtlsProvider(opts, state, log);
     if (opts.watch !== false) p.#watch();
     return p;
+  }
+
+  /** The reason the last reload was refused; undefined after a good one. */
+  get lastReloadError(): Error | undefined {
+    return this.#lastReloadError;
   }
 
   getX509Svid(): X509Svid {
@@ -136,11 +140,11 @@ export class StaticMtlsProvider implements IdentityProvider {
       if (!next.svid.id.equals(this.id))
         throw new Error(`SVID changed SPIFFE ID from ${this.id.toString()} to ${next.svid.id.toString()}`);
     } catch (err) {
-      this.lastReloadError = err as Error;
+      this.#lastReloadError = err as Error;
       this.#log.warn({ err }, 'identity files rejected; keeping the last good SVID and bundles');
       return false;
     }
-    this.lastReloadError = undefined;
+    this.#lastReloadError = undefined;
     if (this.#closed) return true;
     const prev = this.#state;
     const svidChanged = !sameSvid(prev.svid, next.svid);
