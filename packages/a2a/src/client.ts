@@ -41,9 +41,21 @@ export interface A2AClientOptions {
   readonly headers?: Readonly<Record<string, string>>;
 }
 
+/** Per-call options of unary methods. */
+export interface CallOptions {
+  /** Aborts the call. */
+  readonly signal?: AbortSignal;
+  /** Extra headers of this call only (e.g. `traceparent`, a deadline). */
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Timeout of this call in ms; default the client's `timeoutMs`. */
+  readonly timeoutMs?: number;
+}
+
 /** Per-call options of streaming methods. */
 export interface StreamOptions {
   readonly signal?: AbortSignal;
+  /** Extra headers of this call only (e.g. `traceparent`, a deadline). */
+  readonly headers?: Readonly<Record<string, string>>;
   /** Resume after this event id (sent as `Last-Event-ID`). */
   readonly lastEventId?: string;
 }
@@ -84,8 +96,12 @@ export class A2AClient {
   }
 
   /** SendMessage: starts a task (or replies to one waiting for input). */
-  async sendMessage(url: string, params: SendMessageParams | Message): Promise<SendMessageResult> {
-    return this.#call(url, 'SendMessage', toParams(params), SendMessageResultSchema);
+  async sendMessage(
+    url: string,
+    params: SendMessageParams | Message,
+    options?: CallOptions,
+  ): Promise<SendMessageResult> {
+    return this.#call(url, 'SendMessage', toParams(params), SendMessageResultSchema, options);
   }
 
   /** SendStreamingMessage: the task's events as they happen. */
@@ -217,7 +233,7 @@ export class A2AClient {
     return iface.url;
   }
 
-  #headersFor(accept: string, extra?: Record<string, string>): Record<string, string> {
+  #headersFor(accept: string, extra?: Readonly<Record<string, string>>): Record<string, string> {
     return {
       ...this.#headers,
       'content-type': 'application/json',
@@ -232,18 +248,21 @@ export class A2AClient {
     method: string,
     params: unknown,
     schema: S,
+    options: CallOptions = {},
   ): Promise<z.infer<S>> {
     const endpoint = await this.#endpoint(url);
     const id = this.#nextId++;
+    const timeout = options.timeoutMs ?? this.#timeout;
     let res: Dispatcher.ResponseData;
     try {
       res = await request(endpoint, {
         method: 'POST',
         dispatcher: this.#dispatcher,
-        headers: this.#headersFor('application/json'),
+        headers: this.#headersFor('application/json', options.headers),
         body: JSON.stringify({ jsonrpc: '2.0', id, method, params }),
-        headersTimeout: this.#timeout,
-        bodyTimeout: this.#timeout,
+        signal: options.signal,
+        headersTimeout: timeout,
+        bodyTimeout: timeout,
       });
     } catch (err) {
       throw new A2AClientError(
@@ -274,7 +293,7 @@ export class A2AClient {
   ): AsyncGenerator<StreamEvent> {
     const endpoint = await this.#endpoint(url);
     const id = this.#nextId++;
-    const extra: Record<string, string> = {};
+    const extra: Record<string, string> = { ...options.headers };
     if (options.lastEventId !== undefined) extra['last-event-id'] = options.lastEventId;
     let res: Dispatcher.ResponseData;
     try {

@@ -39,6 +39,7 @@ export {
   A2AClient,
   buildMessage,
   type A2AClientOptions,
+  type CallOptions,
   type StreamEvent,
   type StreamOptions,
   type TaskPayload,

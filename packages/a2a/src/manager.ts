@@ -37,7 +37,9 @@ export interface Subscription {
 interface Live {
   readonly record: TaskRecord;
   readonly listeners: Set<TaskListener>;
-  readonly abort: AbortController;
+  /** Created on first use: most tasks never look at their signal. */
+  abort?: AbortController;
+  canceled?: unknown;
   chain: Promise<void>;
   settleWaiters: Array<(t: TaskRecord) => void>;
   inputWaiter?: { resolve: (m: Message) => void; reject: (e: unknown) => void };
@@ -95,7 +97,6 @@ export class TaskManager {
     const live: Live = {
       record,
       listeners: new Set(),
-      abort: new AbortController(),
       chain: Promise.resolve(),
       settleWaiters: [],
     };
@@ -116,7 +117,10 @@ export class TaskManager {
 
   /** Aborted when the task is canceled or the manager closes. */
   signalOf(id: string): AbortSignal | undefined {
-    return this.#live.get(id)?.abort.signal;
+    const live = this.#live.get(id);
+    if (!live) return undefined;
+    live.abort ??= new AbortController();
+    return live.abort.signal;
   }
 
   async list(query: TaskQuery): Promise<TaskPage> {
@@ -302,7 +306,7 @@ export class TaskManager {
     const live = this.#live.get(id);
     if (!live) return false;
     const err = reason ?? A2AErrors.taskNotCancelable(id, 'TASK_STATE_CANCELED');
-    live.abort.abort(err);
+    live.abort?.abort(err);
     const waiter = live.inputWaiter;
     live.inputWaiter = undefined;
     waiter?.reject(err);

@@ -861,7 +861,6 @@ class TaskContextImpl implements TaskContext {
   readonly taskId: string;
   readonly contextId: string;
   readonly skill: string;
-  readonly signal: AbortSignal;
   readonly #m: TaskManager;
   readonly #record: TaskRecord;
   readonly #timeout: number;
@@ -878,12 +877,16 @@ class TaskContextImpl implements TaskContext {
     this.taskId = record.task.id;
     this.contextId = record.task.contextId;
     this.skill = record.skill;
-    this.signal = manager.signalOf(this.taskId) ?? AbortSignal.abort();
     this.#timeout = inputTimeoutMs;
   }
 
   get task(): Task {
     return snapshot(this.#record.task);
+  }
+
+  get signal(): AbortSignal {
+    // A finished task's handler sees an aborted signal.
+    return this.#m.signalOf(this.taskId) ?? AbortSignal.abort();
   }
 
   publishStatus(state: TaskState, message?: Message | string): void {

@@ -1,0 +1,255 @@
+// SendMessage round trips: the Weave A2A server vs the official @a2a-js/sdk
+// express server, both over the same mTLS (dev-CA X.509-SVIDs, TLS 1.3,
+// HTTP/1.1, client certificate required), driven by the same load generator
+// (bench/loadgen.ts, a separate process, undici, 32 in flight) in the same run.
+// Both agents do the same work per call: create a task, publish WORKING, one
+// text artifact, COMPLETED, and answer with the task. The Weave path also runs
+// @weave/transport's mtlsAuth and a LocalPolicyEnforcer check on every call.
+//
+// Run by hand:  node_modules/.bin/tsx --conditions=weave-source packages/a2a/bench/sendmessage.bench.ts
+// Environment:  BENCH_DURATION_MS (default 5000), BENCH_ROUNDS (default 2), BENCH_CONCURRENCY (default 32)
+import { spawn } from 'node:child_process';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import express from 'express';
+import { pino } from 'pino';
+import { Role, TaskState, type AgentCard as SdkAgentCard } from '@a2a-js/sdk';
+import {
+  AgentEvent,
+  DefaultRequestHandler,
+  InMemoryTaskStore,
+  type AgentExecutor,
+  type ExecutionEventBus,
+  type RequestContext,
+} from '@a2a-js/sdk/server';
+import { UserBuilder, jsonRpcHandler } from '@a2a-js/sdk/server/express';
+import { LocalPolicyEnforcer } from '@weave/authz';
+import { DevCaIdentityProvider, DevCertificateAuthority, authorizeMemberOf } from '@weave/identity';
+import { createMtlsServer, createMtlsServerOptions } from '@weave/transport';
+import { A2AServer } from '@weave/a2a';
+
+const DURATION = Number(process.env.BENCH_DURATION_MS ?? 5000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
+const silent = pino({ level: 'silent' });
+
+const ca = await DevCertificateAuthority.create({ trustDomain: 'bench.weave' });
+const weaveId = await DevCaIdentityProvider.create({
+  ca,
+  id: 'spiffe://bench.weave/agent/weave',
+  logger: silent,
+});
+const sdkId = await DevCaIdentityProvider.create({
+  ca,
+  id: 'spiffe://bench.weave/agent/sdk',
+  logger: silent,
+});
+const clientSvid = (await ca.issueX509Svid('spiffe://bench.weave/agent/loadgen')).toPem();
+const caPem = ca.x509Bundle.toPem();
+
+// ---- Weave server --------------------------------------------------------------
+let decisions = 0;
+const enforcer = LocalPolicyEnforcer.fromObject(
+  {
+    version: 1,
+    id: 'bench',
+    default: 'deny',
+    rules: [
+      { id: 'loadgen', effect: 'allow', callers: ['spiffe://bench.weave/agent/loadgen'], actions: ['echo'] },
+    ],
+  },
+  { audit: { record: () => void decisions++ }, logger: silent },
+);
+const a2a = new A2AServer({
+  card: { name: 'weave bench', description: 'echo', version: '1.0.0' },
+  selfId: weaveId.getX509Svid().id,
+  enforcer,
+});
+a2a.registerTaskHandler({ id: 'echo', name: 'Echo', description: 'echo', tags: [] }, (ctx) => {
+  const p = ctx.message.parts[0];
+  return `echo: ${p?.text ?? ''}`;
+});
+const weaveApp = createMtlsServer({ identity: weaveId, authorize: authorizeMemberOf('bench.weave') });
+await weaveApp.register(a2a.plugin);
+await weaveApp.listen({ port: 0, host: '127.0.0.1' });
+const weaveUrl = `https://127.0.0.1:${(weaveApp.server.address() as AddressInfo).port}/`;
+
+// ---- official SDK server ----------------------------------------------------------
+class EchoExecutor implements AgentExecutor {
+  async execute(rc: RequestContext, bus: ExecutionEventBus): Promise<void> {
+    const c = rc.userMessage.parts[0]?.content;
+    const text = c?.$case === 'text' ? c.value : '';
+    const { taskId, contextId } = rc;
+    const status = (state: TaskState) =>
+      AgentEvent.statusUpdate({
+        taskId,
+        contextId,
+        status: { state, message: undefined, timestamp: new Date().toISOString() },
+        metadata: undefined,
+      });
+    bus.publish(
+      AgentEvent.task({
+        id: taskId,
+        contextId,
+        status: {
+          state: TaskState.TASK_STATE_SUBMITTED,
+          message: undefined,
+          timestamp: new Date().toISOString(),
+        },
+        history: [rc.userMessage],
+        artifacts: [],
+        metadata: undefined,
+      }),
+    );
+    bus.publish(status(TaskState.TASK_STATE_WORKING));
+    bus.publish(
+      AgentEvent.artifactUpdate({
+        taskId,
+        contextId,
+        artifact: {
+          artifactId: 'a1',
+          name: '',
+          description: '',
+          parts: [
+            {
+              content: { $case: 'text', value: `echo: ${text}` },
+              metadata: undefined,
+              filename: '',
+              mediaType: '',
+            },
+          ],
+          metadata: undefined,
+          extensions: [],
+        },
+        append: false,
+        lastChunk: true,
+        metadata: undefined,
+      }),
+    );
+    bus.publish(status(TaskState.TASK_STATE_COMPLETED));
+    bus.finished();
+  }
+  async cancelTask(): Promise<void> {}
+}
+const sdkCard: SdkAgentCard = {
+  name: 'sdk bench',
+  description: 'echo',
+  supportedInterfaces: [{ url: '', protocolBinding: 'JSONRPC', protocolVersion: '1.0', tenant: '' }],
+  provider: undefined,
+  version: '1.0.0',
+  capabilities: { streaming: true, pushNotifications: false, extensions: [], extendedAgentCard: false },
+  securitySchemes: {},
+  securityRequirements: [],
+  defaultInputModes: ['text/plain'],
+  defaultOutputModes: ['text/plain'],
+  skills: [
+    {
+      id: 'echo',
+      name: 'Echo',
+      description: 'echo',
+      tags: [],
+      examples: [],
+      inputModes: [],
+      outputModes: [],
+      securityRequirements: [],
+    },
+  ],
+  signatures: [],
+};
+const handler = new DefaultRequestHandler(sdkCard, new InMemoryTaskStore(), new EchoExecutor());
+const sdkExpress = express();
+sdkExpress.use('/', jsonRpcHandler({ requestHandler: handler, userBuilder: UserBuilder.noAuthentication }));
+const sdkServer = https.createServer(createMtlsServerOptions(sdkId), sdkExpress);
+await new Promise<void>((resolve) => sdkServer.listen(0, '127.0.0.1', resolve));
+const sdkUrl = `https://127.0.0.1:${(sdkServer.address() as AddressInfo).port}/`;
+sdkCard.supportedInterfaces[0]!.url = sdkUrl;
+// The SDK logs every request error to console.error; keep the run quiet only if nothing fails.
+void Role;
+
+// ---- load -------------------------------------------------------------------------
+const body = JSON.stringify({
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'SendMessage',
+  params: {
+    message: {
+      messageId: 'bench-1',
+      role: 'ROLE_USER',
+      parts: [{ text: 'hello' }],
+      metadata: { skill: 'echo' },
+    },
+  },
+});
+
+interface Result {
+  requests: number;
+  errors: number;
+  firstError?: string;
+  rps: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+function load(url: string, expectPeer: string): Promise<Result> {
+  const loadgen = fileURLToPath(new URL('./loadgen.ts', import.meta.url));
+  const tsx = fileURLToPath(new URL('../../../node_modules/.bin/tsx', import.meta.url));
+  return new Promise((resolve, reject) => {
+    const child = spawn(tsx, [loadgen], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      if (code !== 0) reject(new Error(`loadgen exited with ${code}`));
+      else resolve(JSON.parse(out) as Result);
+    });
+    child.stdin.end(
+      JSON.stringify({
+        url,
+        body,
+        concurrency: CONCURRENCY,
+        warmupMs: 1000,
+        durationMs: DURATION,
+        ca: caPem,
+        cert: clientSvid.certChain,
+        key: clientSvid.privateKey,
+        expectPeer,
+      }),
+    );
+  });
+}
+
+const fmt = (r: Result) =>
+  `${r.rps.toFixed(0).padStart(6)} req/s  p50 ${r.p50.toFixed(2).padStart(6)} ms  p99 ${r.p99.toFixed(2).padStart(6)} ms  max ${r.max.toFixed(1).padStart(6)} ms  errors ${r.errors}${r.firstError ? ` (${r.firstError})` : ''}`;
+
+console.log(
+  `SendMessage over mTLS (TLS 1.3, HTTP/1.1, ECDSA P-256 SVIDs), ${CONCURRENCY} in flight, ${DURATION} ms per run, node ${process.version}`,
+);
+const weaveRuns: Result[] = [];
+const sdkRuns: Result[] = [];
+for (let round = 1; round <= ROUNDS; round++) {
+  const w = await load(weaveUrl, 'spiffe://bench.weave/agent/weave');
+  console.log(`round ${round}  weave (fastify + A2AServer)   ${fmt(w)}`);
+  const s = await load(sdkUrl, 'spiffe://bench.weave/agent/sdk');
+  console.log(`round ${round}  @a2a-js/sdk (express)         ${fmt(s)}`);
+  weaveRuns.push(w);
+  sdkRuns.push(s);
+}
+const avg = (rs: Result[], k: 'rps' | 'p50' | 'p99') => rs.reduce((a, r) => a + r[k], 0) / rs.length;
+const wr = avg(weaveRuns, 'rps');
+const sr = avg(sdkRuns, 'rps');
+console.log(
+  `mean      weave ${wr.toFixed(0)} req/s p99 ${avg(weaveRuns, 'p99').toFixed(2)} ms | sdk ${sr.toFixed(0)} req/s p99 ${avg(sdkRuns, 'p99').toFixed(2)} ms`,
+);
+console.log(
+  `ratio     weave/sdk throughput ${(wr / sr).toFixed(2)}x   p99 weave/sdk ${(avg(weaveRuns, 'p99') / avg(sdkRuns, 'p99')).toFixed(2)}   (policy decisions audited: ${decisions})`,
+);
+
+await a2a.close();
+await weaveApp.close();
+sdkServer.closeAllConnections();
+await new Promise<void>((resolve) => sdkServer.close(() => resolve()));
+await weaveId.close();
+await sdkId.close();
+await enforcer.close?.();

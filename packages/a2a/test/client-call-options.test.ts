@@ -1,0 +1,84 @@
+// Per-call options of A2AClient (headers, signal, timeout), added for
+// @weave/agent's callAgent: trace context and deadlines travel as headers of
+// one call, not of the whole client.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LocalPolicyEnforcer } from '@weave/authz';
+import { pino } from 'pino';
+import { A2AClient, A2AServer, buildMessage } from '../src/index.js';
+import { baseUrl, channel, createPki, mtlsServer, type Pki } from './helpers/pki.js';
+
+let pki: Pki;
+let close: () => Promise<void>;
+let client: A2AClient;
+let url: string;
+const seen: Array<Record<string, unknown>> = [];
+
+beforeAll(async () => {
+  pki = await createPki();
+  const server = await pki.workload('/agent/server');
+  const caller = await pki.workload('/agent/client');
+  const enforcer = LocalPolicyEnforcer.fromObject(
+    {
+      version: 1,
+      id: 'call-options',
+      default: 'deny',
+      rules: [{ id: 'all', effect: 'allow', callers: [caller.id.toString()], actions: ['*'] }],
+    },
+    { logger: pino({ level: 'silent' }), audit: { record: () => undefined } },
+  );
+  const a2a = new A2AServer({
+    card: { name: 't', description: 't', version: '1' },
+    selfId: server.id,
+    enforcer,
+    heartbeatMs: 0,
+  });
+  a2a.registerTaskHandler('slow', async (ctx) => {
+    await new Promise((r) => setTimeout(r, Number(ctx.message.parts[0]?.text ?? 0)));
+    return 'done';
+  });
+  const app = mtlsServer(server);
+  app.addHook('onRequest', async (req) => {
+    if (req.method === 'POST') seen.push({ ...req.headers });
+  });
+  await app.register(a2a.plugin);
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  url = baseUrl(app);
+  const ch = channel(caller, server.id);
+  client = new A2AClient({ dispatcher: ch, headers: { 'x-client-wide': 'yes' } });
+  close = async () => {
+    await a2a.close();
+    await ch.close();
+    await app.close();
+    await pki.close();
+  };
+});
+afterAll(() => close());
+
+describe('A2AClient per-call options', () => {
+  it('sends per-call headers next to the client-wide ones, on that call only', async () => {
+    seen.length = 0;
+    await client.sendMessage(url, { message: buildMessage('slow', '0') }, { headers: { 'x-call': 'one' } });
+    await client.sendMessage(url, { message: buildMessage('slow', '0') });
+    const stream = client.sendStreamingMessage(
+      url,
+      { message: buildMessage('slow', '0') },
+      { headers: { 'x-call': 'three' } },
+    );
+    for await (const _ of stream) void _;
+    expect(seen.map((h) => [h['x-call'], h['x-client-wide']])).toEqual([
+      ['one', 'yes'],
+      [undefined, 'yes'],
+      ['three', 'yes'],
+    ]);
+  });
+
+  it('aborts a call with its signal and honours a per-call timeout', async () => {
+    const ac = new AbortController();
+    const p = client.sendMessage(url, { message: buildMessage('slow', '2000') }, { signal: ac.signal });
+    setTimeout(() => ac.abort(), 50);
+    await expect(p).rejects.toMatchObject({ code: 'TRANSPORT_FAILED' });
+    await expect(
+      client.sendMessage(url, { message: buildMessage('slow', '2000') }, { timeoutMs: 100 }),
+    ).rejects.toThrow(/timeout/i);
+  });
+});
