@@ -120,6 +120,11 @@ function issued(issuer: x509.X509Certificate, cert: x509.X509Certificate): boole
 
 function toCert(c: Uint8Array | x509.X509Certificate, i: number): x509.X509Certificate {
   if (c instanceof x509.X509Certificate) return c;
+  if (!(c instanceof Uint8Array))
+    throw new X509SvidError(
+      'SVID_MALFORMED',
+      `certificate ${i} of the chain is neither DER bytes nor a certificate`,
+    );
   try {
     return parseCertificateCached(c);
   } catch (err) {

@@ -85,10 +85,13 @@ export function parseCertificate(der: Uint8Array): x509.X509Certificate {
 // dominant cost of verification: parsed certificates are kept, keyed by their
 // exact DER bytes, in a small LRU.
 const PARSE_CACHE_MAX = 512;
+const PARSE_CACHE_MAX_BYTES = 8192;
 const parseCache = new Map<string, x509.X509Certificate>();
 
 /** {@link parseCertificate} with a cache keyed by the exact DER bytes. */
 export function parseCertificateCached(der: Uint8Array): x509.X509Certificate {
+  // Unusually large certificates are parsed every time rather than held.
+  if (der.byteLength > PARSE_CACHE_MAX_BYTES) return parseCertificate(der);
   const key = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('latin1');
   const hit = parseCache.get(key);
   if (hit) {

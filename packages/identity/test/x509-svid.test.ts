@@ -62,6 +62,7 @@ describe('verifyX509Svid', () => {
 
   it('refuses bytes that are not a certificate', () => {
     expectCode(() => verifyX509Svid([new Uint8Array([0x30, 0x03, 1, 2, 3])], bundles), 'SVID_MALFORMED');
+    expectCode(() => verifyX509Svid(['MIIB' as unknown as Uint8Array], bundles), 'SVID_MALFORMED');
   });
 
   it('refuses a leaf without URI SAN', async () => {
