@@ -258,13 +258,23 @@ export class DevWorkloadApiServer {
       jwtBundleStreams: new Set(),
     };
     w.server.addService(workloadApiService(), this.#handlers(w));
-    await new Promise<void>((ok, fail) =>
-      w.server.bindAsync(`unix://${socketPath}`, ServerCredentials.createInsecure(), (err) =>
-        err ? fail(err) : ok(),
-      ),
-    );
+    // The identity exists before the socket does: a client that connects the
+    // moment the socket appears gets its SVID, not a spurious PERMISSION_DENIED.
     this.#workloads.set(name, w);
-    await this.#register(w, sid);
+    try {
+      await this.#register(w, sid);
+      await new Promise<void>((ok, fail) =>
+        w.server.bindAsync(`unix://${socketPath}`, ServerCredentials.createInsecure(), (err) =>
+          err ? fail(err) : ok(),
+        ),
+      );
+    } catch (err) {
+      this.#workloads.delete(name);
+      w.generation++;
+      clearTimeout(w.rotation);
+      w.server.forceShutdown();
+      throw err;
+    }
     this.#log.info(
       { workload: name, id: sid?.toString() ?? null, socket: socketPath },
       'workload socket ready',
