@@ -30,6 +30,7 @@ export interface Harness {
 export async function startHarness(
   setup: (a2a: A2AServer) => void,
   extra: Partial<A2AServerOptions> = {},
+  beforeListen?: (app: MtlsFastifyInstance) => void,
 ): Promise<Harness> {
   const pki = await createPki();
   const server = await pki.workload('/agent/server');
@@ -54,6 +55,7 @@ export async function startHarness(
   });
   setup(a2a);
   const app = mtlsServer(server);
+  beforeListen?.(app);
   await app.register(a2a.plugin);
   await app.listen({ port: 0, host: '127.0.0.1' });
   const agent = channel(client, server.id);
