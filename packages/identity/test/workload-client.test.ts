@@ -363,3 +363,85 @@ describe('WorkloadApiClient rejects invalid responses', () => {
     }
   });
 });
+
+describe('WorkloadApiClient watch backoff', () => {
+  // A gRPC server on a Unix socket speaking the published service that drops
+  // every stream with UNAVAILABLE, after one valid message or none: the
+  // reconnect cadence shows that the delay grows on failures and resets once a
+  // message arrived. Backoff 50 ms then +1 s per failure makes the two cases far apart.
+  const BACKOFF = { initialMs: 50, stepMs: 1000, maxMs: 5000 };
+  let dir: string;
+  let srv: grpc.Server;
+  let attempts = 0;
+  let sendFirst = true;
+  let message: Record<string, unknown> = {};
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'weave-wlbo-'));
+    const ca = await DevCertificateAuthority.create({ trustDomain: 'backoff.test' });
+    const der = (await ca.issueX509Svid('spiffe://backoff.test/w')).toDer();
+    message = {
+      svids: [
+        {
+          spiffeId: 'spiffe://backoff.test/w',
+          x509Svid: der.certChain,
+          x509SvidKey: der.privateKey,
+          bundle: ca.x509Bundle.toDer(),
+        },
+      ],
+    };
+    srv = new grpc.Server();
+    srv.addService(workloadApiService(), {
+      FetchX509SVID: (call: grpc.ServerWritableStream<unknown, unknown>) => {
+        attempts++;
+        if (sendFirst) call.write(message);
+        setTimeout(
+          () => call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'agent restarting' }),
+          5,
+        );
+      },
+    });
+    await new Promise<void>((ok, fail) =>
+      srv.bindAsync(`unix://${join(dir, 'flaky.sock')}`, grpc.ServerCredentials.createInsecure(), (e) =>
+        e ? fail(e) : ok(),
+      ),
+    );
+  });
+  afterAll(async () => {
+    srv.forceShutdown();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const watchFor = async (ms: number): Promise<{ updates: number; errors: WorkloadApiError[] }> => {
+    const c = new WorkloadApiClient({ address: `unix://${join(dir, 'flaky.sock')}`, backoff: BACKOFF });
+    const errors: WorkloadApiError[] = [];
+    let updates = 0;
+    const w = c.watchX509Context({ onUpdate: () => updates++, onError: (e) => errors.push(e) });
+    await new Promise((r) => setTimeout(r, ms));
+    w.stop();
+    c.close();
+    expect(await w.done).toBeUndefined();
+    return { updates, errors };
+  };
+
+  it('resets the delay after each message, so a flapping stream reconnects quickly', async () => {
+    sendFirst = true;
+    attempts = 0;
+    const { updates, errors } = await watchFor(1200);
+    // Each cycle is ~50 ms of backoff; without the reset the second wait alone would be 1.05 s.
+    expect(updates).toBeGreaterThanOrEqual(5);
+    expect(errors.every((e) => e.code === 'WORKLOAD_API_UNAVAILABLE')).toBe(true);
+  });
+
+  it('grows the delay linearly while no message arrives', async () => {
+    sendFirst = false;
+    attempts = 0;
+    const { updates, errors } = await watchFor(1200);
+    // 0 ms, +50 ms, +1050 ms: at most three attempts in 1.2 s.
+    expect(updates).toBe(0);
+    expect(attempts).toBeGreaterThanOrEqual(2);
+    expect(attempts).toBeLessThanOrEqual(3);
+    // A call still in flight when the watch stops is not reported.
+    expect(errors.length).toBeGreaterThanOrEqual(attempts - 1);
+  });
+});
