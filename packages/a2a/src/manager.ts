@@ -56,6 +56,7 @@ interface Live {
 export class TaskManager {
   readonly store: TaskStore;
   readonly #live = new Map<string, Live>();
+  readonly #flushing = new Set<Promise<void>>();
   readonly #maxEvents: number;
   readonly #onStoreError: (err: unknown, taskId: string) => void;
 
@@ -325,11 +326,15 @@ export class TaskManager {
     return this.store.sweep();
   }
 
-  /** Cancels every live task and waits for pending writes. */
+  /** Waits until every change made so far is written to the store. */
+  async flush(): Promise<void> {
+    await Promise.all([...[...this.#live.values()].map((l) => l.chain), ...this.#flushing]);
+  }
+
+  /** Cancels every live task, waits for pending writes and closes the store. */
   async close(): Promise<void> {
-    const lives = [...this.#live.values()];
-    for (const l of lives) this.cancel(l.record.task.id);
-    await Promise.all(lives.map((l) => l.chain));
+    for (const l of [...this.#live.values()]) this.cancel(l.record.task.id);
+    await this.flush();
     await this.store.close?.();
   }
 
@@ -349,6 +354,12 @@ export class TaskManager {
     live.chain = live.chain
       .then(() => this.store.put(record))
       .catch((err: unknown) => this.#onStoreError(err, id));
+    if (terminal) {
+      // The task leaves #live now; keep its last write visible to flush().
+      const last = live.chain;
+      this.#flushing.add(last);
+      void last.then(() => this.#flushing.delete(last));
+    }
     if (settles && live.settleWaiters.length > 0) {
       const waiters = live.settleWaiters;
       live.settleWaiters = [];
