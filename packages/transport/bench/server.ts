@@ -1,0 +1,44 @@
+// Benchmark server process. `--mode bare|weave --http http1.1|http2 --ca-dir DIR`; prints `port N`.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as https from 'node:https';
+import * as http2 from 'node:http2';
+import { authorizeId } from '@weave/identity';
+import { createMtlsServer, createMtlsServerOptions } from '../src/index.js';
+import { CLIENT_ID, SERVER_ID, args, identity } from './common.js';
+
+const a = args();
+const mode = a.mode ?? 'bare';
+const httpVersion = (a.http ?? 'http1.1') as 'http1.1' | 'http2';
+const id = await identity(a['ca-dir']!, SERVER_ID);
+
+const reply = (body: string) =>
+  JSON.stringify({ jsonrpc: '2.0', id: 1, result: { kind: 'message', echoed: body.length } });
+
+let port: number;
+if (mode === 'bare') {
+  // The baseline: node's own https/http2 server with the same mTLS settings, no framework, no SPIFFE checks.
+  const opts = { ...createMtlsServerOptions(id) };
+  const handler = (
+    req: IncomingMessage | http2.Http2ServerRequest,
+    res: ServerResponse | http2.Http2ServerResponse,
+  ) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (c: string) => (body += c));
+    req.on('end', () => {
+      res.setHeader('content-type', 'application/json');
+      res.end(reply(body));
+    });
+  };
+  const server =
+    httpVersion === 'http2' ? http2.createSecureServer(opts, handler) : https.createServer(opts, handler);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  port = (server.address() as AddressInfo).port;
+} else {
+  const app = createMtlsServer({ identity: id, authorize: authorizeId(CLIENT_ID), config: { httpVersion } });
+  app.post('/rpc', async (req) => reply(JSON.stringify(req.body)));
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  port = (app.server.address() as AddressInfo).port;
+}
+process.stdout.write(`port ${port}\n`);
