@@ -1,4 +1,6 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -179,6 +181,21 @@ describe('DevCertificateAuthority', () => {
     expect(ders.size).toBe(1);
     const later = await DevCertificateAuthority.create({ trustDomain: 'race.test', dir: d });
     expect(ders.has(Buffer.from(later.certificate.rawData).toString('base64'))).toBe(true);
+  });
+
+  it('separate processes starting at once on one dir share one CA', async () => {
+    const d = join(tmp(), 'procs');
+    const script = fileURLToPath(new URL('./fixtures/create-dev-ca.ts', import.meta.url));
+    const tsx = createRequire(import.meta.url).resolve('tsx');
+    const run = (): Promise<string> =>
+      new Promise((resolve, reject) => {
+        execFile(process.execPath, ['--import', pathToFileURL(tsx).href, script, d], (err, stdout, stderr) =>
+          err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+        );
+      });
+    const prints = await Promise.all([run(), run(), run()]);
+    expect(prints[0]).toMatch(/^[0-9a-f]{64}$/);
+    expect(new Set(prints).size).toBe(1);
   });
 
   it('refuses a persisted CA whose key does not match', async () => {
