@@ -1,2 +1,4 @@
-// The weave CLI lands with issue 7.
-export {};
+// Entry point of the `weave` command (bin/weave.mjs runs it through tsx).
+import { run } from './cli.js';
+
+process.exit(await run(process.argv.slice(2)));

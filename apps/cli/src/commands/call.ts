@@ -1,0 +1,194 @@
+import type { Command } from 'commander';
+import { A2AClient, isTerminal, type Part, type Task, type TaskPayload } from '@weave/a2a';
+import { LocalPolicyEnforcer, type AuditRecord } from '@weave/authz';
+import { SPIFFE_ENDPOINT_SOCKET, type SpiffeId } from '@weave/identity';
+import { SecureChannel } from '@weave/transport';
+import {
+  CliError,
+  EXIT,
+  asUsage,
+  cliLogger,
+  httpsUrl,
+  openIdentity,
+  parseDuration,
+  parseIdArg,
+  parseJsonArg,
+  parsePeers,
+  probePeerId,
+  usageError,
+  type GlobalOptions,
+} from '../shared.js';
+import type { Io } from '../io.js';
+
+interface CallOptions extends GlobalOptions {
+  socket?: string;
+  policy?: string;
+  peer?: string[];
+  stream?: boolean;
+  timeout: string;
+}
+
+/** `weave call <spiffe-id|url> <capability> <json>`: one A2A task over mutual TLS. */
+export function callCommand(program: Command, io: Io): void {
+  program
+    .command('call')
+    .summary("invoke an agent's capability over mutual TLS")
+    .description(
+      'Runs <capability> on an agent with <json> as input, as this process (SVID from the Workload ' +
+        'API). The target is a SPIFFE ID (its URL from --peer) or an https URL (its SPIFFE ID from ' +
+        "--peer, or else learned from the server's verified certificate in a TLS handshake that sends " +
+        'no request). With --policy the outbound check runs before anything is sent; a denial exits 1 ' +
+        'with the reason. The connection only talks to a server proving that SPIFFE ID. Prints the ' +
+        'result (JSON for data, text for text) on stdout; decisions and progress go to stderr.',
+    )
+    .argument('<target>', 'spiffe://… ID of the agent, or its https:// URL')
+    .argument('<capability>', 'the capability (A2A skill id) to invoke')
+    .argument('<json>', 'input as JSON, e.g. \'{"query":"mTLS"}\'')
+    .option('--socket <address>', `Workload API address (default $${SPIFFE_ENDPOINT_SOCKET})`)
+    .option('--policy <file>', 'check the call against this Weave policy file first')
+    .option(
+      '--peer <spiffe-id=url>',
+      'where an agent listens (repeatable)',
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
+    .option('--stream', 'stream the task, printing progress on stderr')
+    .option('--timeout <duration>', 'connect, call and Workload API timeout', '30s')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ weave call spiffe://demo.weave/agent/search search '{"query":"mTLS"}' \\
+      --peer spiffe://demo.weave/agent/search=https://127.0.0.1:8443 --policy policy.yaml
+  $ weave call https://127.0.0.1:8443 search '{"query":"mTLS"}'`,
+    )
+    .action(async (target: string, capability: string, jsonArg: string, _o: CallOptions, cmd: Command) => {
+      const opts = cmd.optsWithGlobals<CallOptions>();
+      const timeoutMs = parseDuration(opts.timeout, '--timeout');
+      const input = parseJsonArg(jsonArg, '<json>');
+      const peers = parsePeers(opts.peer ?? []);
+      let calleeId: SpiffeId | undefined;
+      let url: string;
+      if (target.startsWith('spiffe://')) {
+        calleeId = parseIdArg(target);
+        const known = peers.get(calleeId.toString());
+        if (known === undefined) {
+          throw usageError(
+            `no URL known for ${calleeId.toString()}: add --peer ${calleeId.toString()}=https://host:port`,
+            'PEER_UNKNOWN',
+          );
+        }
+        url = known;
+      } else {
+        url = httpsUrl(target, '<target>');
+        for (const [id, u] of peers) if (u === url) calleeId = parseIdArg(id);
+      }
+      // Load the policy before touching the network: a bad file is a usage error, not a call.
+      const audit: AuditRecord[] = [];
+      const enforcer =
+        opts.policy !== undefined
+          ? await asUsage(() =>
+              LocalPolicyEnforcer.fromFile(opts.policy as string, {
+                watch: false,
+                audit: { record: (r) => void audit.push(r) },
+                logger: cliLogger(opts.debug),
+              }),
+            )
+          : undefined;
+      const identity = await openIdentity(opts.socket, timeoutMs, cliLogger(opts.debug));
+      let channel: SecureChannel | undefined;
+      try {
+        calleeId ??= await probePeerId(identity, url, timeoutMs);
+        if (enforcer) {
+          const d = await enforcer.checkOutbound({
+            caller: identity.id,
+            callee: calleeId,
+            action: capability,
+          });
+          const verdict = `${d.allowed ? 'ALLOW' : 'DENY'}${d.ruleId ? ` by rule ${d.ruleId}` : ''}`;
+          io.err(`policy: ${verdict} (${d.reason}; audit ${d.auditId})`);
+          if (!d.allowed) {
+            throw new CliError(
+              'POLICY_DENIED',
+              `${identity.id.toString()} may not call ${capability} on ${calleeId.toString()}: ${d.reason}`,
+            );
+          }
+        }
+        io.err(`${identity.id.toString()} → ${calleeId.toString()} at ${url}: ${capability}`);
+        channel = new SecureChannel(identity, calleeId, {
+          connectTimeoutMs: timeoutMs,
+          requestTimeoutMs: timeoutMs,
+          circuitBreaker: false,
+        });
+        const client = new A2AClient({ dispatcher: channel, timeoutMs });
+        const payload = toPayload(input);
+        let task: Task;
+        if (opts.stream) {
+          let taskId: string | undefined;
+          for await (const e of client.streamTaskUpdates(url, capability, payload)) {
+            if ('task' in e) taskId = e.task.id;
+            if ('statusUpdate' in e) {
+              taskId = e.statusUpdate.taskId;
+              const text = textOf(e.statusUpdate.status.message?.parts ?? []);
+              const state = e.statusUpdate.status.state.replace('TASK_STATE_', '').toLowerCase();
+              io.err(`  … ${state}${text ? `: ${text}` : ''}`);
+            }
+            if ('message' in e) {
+              io.out(render(e.message.parts));
+              return;
+            }
+          }
+          if (taskId === undefined) throw new CliError('CALL_FAILED', 'the stream ended before a task began');
+          task = await client.getTask(url, taskId);
+        } else {
+          task = await client.sendTask(url, capability, payload);
+        }
+        io.out(resultOf(task));
+      } finally {
+        await channel?.close();
+        await identity.close();
+        await enforcer?.close();
+      }
+    });
+}
+
+/** Objects travel as an A2A data part, strings as text, anything else wrapped in a data part. */
+function toPayload(input: unknown): TaskPayload {
+  if (typeof input === 'string') return input;
+  if (input !== null && typeof input === 'object' && !Array.isArray(input)) {
+    return input as Record<string, unknown>;
+  }
+  return [{ data: input }] as Part[];
+}
+
+/** What the task produced, or a CliError saying why it did not complete. */
+function resultOf(task: Task): string {
+  const state = task.status.state;
+  const why = textOf(task.status.message?.parts ?? []);
+  if (state !== 'TASK_STATE_COMPLETED') {
+    const what = isTerminal(state) ? 'ended' : 'is waiting';
+    throw new CliError(
+      'CALL_FAILED',
+      `task ${task.id} ${what} in state ${state.replace('TASK_STATE_', '')}${why ? `: ${why}` : ''}`,
+      EXIT.failed,
+    );
+  }
+  const parts = (task.artifacts ?? []).flatMap((a) => a.parts);
+  if (parts.length === 0 && task.status.message) return render(task.status.message.parts);
+  return render(parts);
+}
+
+function render(parts: readonly Part[]): string {
+  if (parts.length === 1) {
+    const p = parts[0] as Part;
+    if (p.text !== undefined) return p.text;
+    if (p.data !== undefined) return JSON.stringify(p.data, null, 2);
+  }
+  return JSON.stringify(parts, null, 2);
+}
+
+function textOf(parts: readonly Part[]): string {
+  return parts
+    .map((p) => p.text ?? (p.data !== undefined ? JSON.stringify(p.data) : ''))
+    .filter((t) => t !== '')
+    .join(' ');
+}

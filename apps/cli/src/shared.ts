@@ -1,0 +1,205 @@
+import { connect, type PeerCertificate } from 'node:tls';
+import { pino, type Logger } from 'pino';
+import {
+  SPIFFE_ENDPOINT_SOCKET,
+  SpiffeId,
+  WeaveError,
+  WorkloadApiAddressError,
+  WorkloadApiIdentityProvider,
+  verifyX509Svid,
+  type IdentityProvider,
+} from '@weave/identity';
+
+/** Exit codes of every `weave` command. */
+export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+
+/**
+ * A failure the CLI reports as `code: message`. `exitCode` 2 marks a usage
+ * problem (bad argument, bad policy or ID); 1 an operation that failed or was denied.
+ */
+export class CliError extends WeaveError {
+  readonly exitCode: number;
+  constructor(code: string, message: string, exitCode: number = EXIT.failed, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.exitCode = exitCode;
+  }
+}
+
+/** A bad command line. */
+export function usageError(message: string, code = 'USAGE'): CliError {
+  return new CliError(code, message, EXIT.usage);
+}
+
+/**
+ * Runs `fn`; a WeaveError it throws or rejects with (bad ID, bad policy …)
+ * becomes a usage error with the same code. With `codes`, only those codes.
+ */
+export function asUsage<T>(fn: () => T, codes?: readonly string[]): T {
+  const convert = (err: unknown): never => {
+    if (err instanceof WeaveError && !(err instanceof CliError) && (!codes || codes.includes(err.code))) {
+      throw new CliError(err.code, err.message, EXIT.usage, { cause: err });
+    }
+    throw err;
+  };
+  try {
+    const out = fn();
+    if (out instanceof Promise) return out.catch(convert) as T;
+    return out;
+  } catch (err) {
+    return convert(err);
+  }
+}
+
+/** Options every command sees (declared on the root program). */
+export interface GlobalOptions {
+  readonly debug?: boolean;
+}
+
+/** Library logs go to stderr, quiet unless `--debug`, so stdout stays parseable. */
+export function cliLogger(debug: boolean | undefined): Logger {
+  return pino({ level: debug ? 'debug' : 'error' }, pino.destination({ dest: 2, sync: true }));
+}
+
+/** `1500ms`, `30s`, `5m`, `1h`, or a bare number of seconds → milliseconds. */
+export function parseDuration(text: string, what: string): number {
+  const m = /^(\d+)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) throw usageError(`${what} must be a duration like 30s, 5m or 1h, got ${JSON.stringify(text)}`);
+  const n = Number(m[1]);
+  const unit = m[2] ?? 's';
+  const ms = unit === 'ms' ? n : unit === 's' ? n * 1000 : unit === 'm' ? n * 60_000 : n * 3_600_000;
+  if (ms <= 0) throw usageError(`${what} must be greater than zero`);
+  return ms;
+}
+
+/** Parses a SPIFFE ID given on the command line (exit 2 when invalid). */
+export function parseIdArg(text: string): SpiffeId {
+  return asUsage(() => SpiffeId.parse(text));
+}
+
+/** Parses the JSON given on the command line (exit 2 when invalid). */
+export function parseJsonArg(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw usageError(`${what} is not valid JSON: ${(err as Error).message}`, 'INVALID_JSON');
+  }
+}
+
+/**
+ * Connects to the Workload API at `socket` (default `SPIFFE_ENDPOINT_SOCKET`)
+ * and waits for this process's X.509-SVID.
+ */
+export async function openIdentity(
+  socket: string | undefined,
+  timeoutMs: number,
+  logger: Logger,
+): Promise<WorkloadApiIdentityProvider> {
+  if (socket === undefined && !process.env[SPIFFE_ENDPOINT_SOCKET]) {
+    throw usageError(
+      `no Workload API socket: pass --socket unix:///path/to/api.sock or set ${SPIFFE_ENDPOINT_SOCKET}`,
+      'NO_WORKLOAD_API_SOCKET',
+    );
+  }
+  try {
+    return await WorkloadApiIdentityProvider.create({
+      ...(socket !== undefined ? { address: socket } : {}),
+      readyTimeoutMs: timeoutMs,
+      logger,
+    });
+  } catch (err) {
+    if (err instanceof WorkloadApiAddressError) throw new CliError(err.code, err.message, EXIT.usage);
+    throw err;
+  }
+}
+
+/** `--peer id=url`, repeatable: the static address book of `weave call`. */
+export function parsePeers(values: readonly string[]): Map<string, string> {
+  const peers = new Map<string, string>();
+  for (const v of values) {
+    const eq = v.indexOf('=');
+    if (eq <= 0) throw usageError(`--peer ${JSON.stringify(v)} must be SPIFFE_ID=URL`);
+    const id = parseIdArg(v.slice(0, eq)).toString();
+    peers.set(id, httpsUrl(v.slice(eq + 1), '--peer URL'));
+  }
+  return peers;
+}
+
+/** Accepts only https URLs: every Weave connection is mutual TLS. */
+export function httpsUrl(text: string, what: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw usageError(`${what} ${JSON.stringify(text)} is not a URL`, 'INVALID_URL');
+  }
+  if (url.protocol !== 'https:') {
+    throw usageError(`${what} must be https:// (Weave only speaks mutual TLS), got ${text}`, 'INSECURE_URL');
+  }
+  return url.toString();
+}
+
+/**
+ * Learns who serves `url` from a TLS handshake alone: the server's chain must
+ * verify against the bundle of its own trust domain, and no request byte is
+ * sent, so an outbound policy check can run on the verified ID before the call.
+ */
+export function probePeerId(identity: IdentityProvider, url: string, timeoutMs: number): Promise<SpiffeId> {
+  const u = new URL(url);
+  const { certChain, privateKey } = identity.getX509Svid().toPem();
+  const bundles = identity.getBundleSet();
+  const ca = bundles.allX509Authorities().map((c) => c.toString('pem'));
+  return new Promise((resolve, reject) => {
+    const socket = connect({
+      host: u.hostname.replace(/^\[|\]$/g, ''),
+      port: Number(u.port || 443),
+      cert: certChain,
+      key: privateKey,
+      ca,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.2',
+      // SPIFFE IDs replace host names; verifyX509Svid below is the identity check.
+      checkServerIdentity: () => undefined,
+      ALPNProtocols: ['http/1.1'],
+    });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new CliError('PEER_PROBE_TIMEOUT', `no TLS handshake with ${url} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once('secureConnect', () => {
+      clearTimeout(timer);
+      try {
+        resolve(verifyX509Svid(chainOf(socket.getPeerCertificate(true)), bundles));
+      } catch (err) {
+        reject(err);
+      } finally {
+        socket.destroy();
+      }
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(
+        new CliError(
+          'PEER_VERIFICATION_FAILED',
+          `TLS handshake with ${url} failed: ${err.message}`,
+          EXIT.failed,
+          {
+            cause: err,
+          },
+        ),
+      );
+    });
+  });
+}
+
+function chainOf(cert: PeerCertificate): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let c: PeerCertificate & { issuerCertificate?: PeerCertificate } = cert;
+  const seen = new Set<PeerCertificate>();
+  while (c && c.raw && !seen.has(c)) {
+    seen.add(c);
+    out.push(new Uint8Array(c.raw));
+    if (!c.issuerCertificate || c.issuerCertificate === c) break;
+    c = c.issuerCertificate;
+  }
+  return out;
+}
