@@ -1,0 +1,130 @@
+import { once } from 'node:events';
+import * as https from 'node:https';
+import * as tls from 'node:tls';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { authorizeId, type DevCaIdentityProvider } from '@weave/identity';
+import {
+  SecureChannel,
+  TransportConfigError,
+  createMtlsServer,
+  createMtlsServerOptions,
+  watchServerIdentity,
+} from '../src/index.js';
+import { makeTd, portOf, provider, removeTempDirs, type TestTd } from './fixtures.js';
+
+let A: TestTd;
+let serverId: DevCaIdentityProvider;
+let clientId: DevCaIdentityProvider;
+let mallory: DevCaIdentityProvider;
+const closers: (() => Promise<unknown>)[] = [];
+
+beforeAll(async () => {
+  A = await makeTd('a.test');
+  [serverId, clientId, mallory] = await Promise.all([
+    provider(A, '/server'),
+    provider(A, '/client'),
+    provider(A, '/mallory'),
+  ]);
+});
+afterEach(async () => {
+  for (const c of closers.splice(0).reverse()) await c().catch(() => undefined);
+});
+afterAll(async () => {
+  await Promise.all([serverId.close(), clientId.close(), mallory.close()]);
+  removeTempDirs();
+});
+
+describe('server helpers', () => {
+  it('createMtlsServerOptions: client certs required and verified, TLS floor from config, every trusted root', () => {
+    const o = createMtlsServerOptions(serverId);
+    expect(o.requestCert).toBe(true);
+    expect(o.rejectUnauthorized).toBe(true);
+    expect(o.minVersion).toBe('TLSv1.3');
+    expect(o.ca).toContain('BEGIN CERTIFICATE');
+    expect(createMtlsServerOptions(serverId, { minTlsVersion: 'TLSv1.2' }).minVersion).toBe('TLSv1.2');
+    expect(() => createMtlsServerOptions(serverId, { minTlsVersion: 'TLSv1' as never })).toThrow(
+      TransportConfigError,
+    );
+  });
+
+  it('HTTP/2: a refused caller gets 403 and the route never runs; the allowed caller gets request.peer', async () => {
+    let hits = 0;
+    const app = createMtlsServer({
+      identity: serverId,
+      authorize: authorizeId(clientId.id),
+      config: { httpVersion: 'http2' },
+    });
+    app.get('/', async (req) => {
+      hits++;
+      return { peer: req.peer.toString() };
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    closers.push(() => app.close());
+    const url = `https://127.0.0.1:${portOf(app.server)}/`;
+
+    const bad = new SecureChannel(mallory, serverId.id, { httpVersion: 'http2' });
+    closers.push(() => bad.close());
+    for (let i = 0; i < 3; i++) {
+      const res = await bad.get(url);
+      expect(res.statusCode).toBe(403);
+      expect(await res.body.json()).toMatchObject({ error: { code: 'PEER_NOT_AUTHORIZED' } });
+    }
+    expect(hits).toBe(0);
+
+    const good = new SecureChannel(clientId, serverId.id, { httpVersion: 'http2' });
+    closers.push(() => good.close());
+    const res = await good.get(url);
+    expect(await res.body.json()).toEqual({ peer: clientId.id.toString() });
+    expect(hits).toBe(1);
+  });
+
+  it('watchServerIdentity: after a rotation new connections get the new certificate, old ones keep working', async () => {
+    const server = https.createServer(createMtlsServerOptions(serverId), (_req, res) => res.end('ok'));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const unsubscribe = watchServerIdentity(server, serverId);
+    closers.push(
+      () =>
+        new Promise<void>((r) => {
+          unsubscribe();
+          server.closeAllConnections();
+          server.close(() => r());
+        }),
+    );
+    const port = portOf(server);
+    const serialOf = () =>
+      new Promise<string>((resolve, reject) => {
+        const { certChain, privateKey } = clientId.getX509Svid().toPem();
+        const s = tls.connect(
+          {
+            host: '127.0.0.1',
+            port,
+            cert: certChain,
+            key: privateKey,
+            ca: A.ca.x509Bundle.toPem(),
+            checkServerIdentity: () => undefined,
+          },
+          () => {
+            resolve(s.getPeerX509Certificate()!.serialNumber);
+            s.end();
+          },
+        );
+        s.on('error', reject);
+      });
+    const before = await serialOf();
+    expect(before).toBe(serverId.getX509Svid().certificates[0]!.serialNumber.toUpperCase());
+
+    const ch = new SecureChannel(clientId, serverId.id);
+    closers.push(() => ch.close());
+    const first = await ch.get(`https://127.0.0.1:${port}/`);
+    await first.body.dump();
+
+    await serverId.rotate();
+    const after = await serialOf();
+    expect(after).not.toBe(before);
+    expect(after).toBe(serverId.getX509Svid().certificates[0]!.serialNumber.toUpperCase());
+    // the channel's existing keep-alive connection still works
+    const again = await ch.get(`https://127.0.0.1:${port}/`);
+    expect(await again.body.text()).toBe('ok');
+  });
+});
