@@ -178,6 +178,27 @@ export class TaskManager {
     return true;
   }
 
+  /**
+   * Applies one change to a live task: a status (with optional agent message)
+   * and/or an artifact. Returns false when the task is not live (finished or
+   * unknown), in which case nothing changes.
+   */
+  update(
+    id: string,
+    change: {
+      status?: { state: TaskState; message?: Message; metadata?: Struct };
+      artifact?: { artifact: Artifact; append?: boolean; lastChunk?: boolean };
+    },
+  ): boolean {
+    if (!this.#live.has(id)) return false;
+    if (change.artifact) {
+      const { artifact, ...opts } = change.artifact;
+      this.addArtifact(id, artifact, opts);
+    }
+    if (change.status) this.setStatus(id, change.status.state, change.status.message, change.status.metadata);
+    return true;
+  }
+
   /** Adds a user message to a live task's history (a reply to INPUT_REQUIRED). */
   appendUserMessage(id: string, message: Message): boolean {
     const live = this.#live.get(id);

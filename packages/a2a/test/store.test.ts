@@ -203,3 +203,22 @@ describe('TaskManager', () => {
     await m.close();
   });
 });
+
+describe('TaskManager.update', () => {
+  it('applies an artifact and a status in one call, and nothing once finished', async () => {
+    const m = new TaskManager();
+    const r = await m.create({ owner: 'o', skill: 's', message: msg('1') });
+    const seen: string[] = [];
+    m.subscribe(r.task.id, (e) => seen.push(Object.keys(e.event)[0] ?? ''));
+    expect(
+      m.update(r.task.id, {
+        artifact: { artifact: { artifactId: 'a', parts: [{ text: 'x' }] }, lastChunk: true },
+        status: { state: 'TASK_STATE_COMPLETED' },
+      }),
+    ).toBe(true);
+    expect(seen).toEqual(['artifactUpdate', 'statusUpdate']);
+    expect(m.update(r.task.id, { status: { state: 'TASK_STATE_WORKING' } })).toBe(false);
+    expect(r.task.status.state).toBe('TASK_STATE_COMPLETED');
+    await m.close();
+  });
+});
