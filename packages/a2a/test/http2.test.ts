@@ -1,0 +1,62 @@
+// The same server plugin on @weave/transport's HTTP/2 mTLS server (HTTP/1.1 fallback on).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AllowAllEnforcer } from '@weave/authz';
+import { authorizeMemberOf } from '@weave/identity';
+import { SecureChannel, createMtlsServer, type MtlsFastifyInstance } from '@weave/transport';
+import { A2AClient, A2AServer, type StreamEvent } from '../src/index.js';
+import { baseUrl, createPki, type Pki } from './helpers/pki.js';
+
+let pki: Pki;
+let app: MtlsFastifyInstance;
+let a2a: A2AServer;
+let channel: SecureChannel;
+let url: string;
+const versions = new Set<string>();
+
+beforeAll(async () => {
+  pki = await createPki();
+  const server = await pki.workload('/agent/h2');
+  const client = await pki.workload('/agent/client');
+  a2a = new A2AServer({
+    card: { name: 'h2', description: '', version: '1' },
+    selfId: server.id,
+    enforcer: new AllowAllEnforcer({ audit: { record: () => undefined } }),
+    heartbeatMs: 0,
+  });
+  a2a.registerTaskHandler('steps', async (ctx) => {
+    for (let i = 0; i < 3; i++)
+      ctx.publishArtifact({ artifactId: 'o', parts: [{ text: `${i}` }] }, { append: i > 0 });
+    return undefined;
+  });
+  app = createMtlsServer({
+    identity: server.identity,
+    authorize: authorizeMemberOf('test.weave'),
+    config: { httpVersion: 'http2' },
+  });
+  app.addHook('onRequest', (req, _reply, done) => {
+    versions.add(req.raw.httpVersion);
+    done();
+  });
+  await app.register(a2a.plugin);
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  url = baseUrl(app);
+  channel = new SecureChannel(client.identity, server.id, { httpVersion: 'http2', circuitBreaker: false });
+});
+afterAll(async () => {
+  await channel.close();
+  await a2a.close();
+  await app.close();
+  await pki.close();
+});
+
+describe('over HTTP/2', () => {
+  it('sends and streams', async () => {
+    const client = new A2AClient({ dispatcher: channel });
+    const task = await client.sendTask(url, 'steps', 'x');
+    expect(task.artifacts?.[0]?.parts.map((p) => p.text)).toEqual(['0', '1', '2']);
+    const events: StreamEvent[] = [];
+    for await (const e of client.streamTaskUpdates(url, 'steps', 'y')) events.push(e);
+    expect(events.map((e) => e.eventId)).toEqual(['1', '2', '3', '4', '5', '6']);
+    expect([...versions]).toEqual(['2.0']);
+  });
+});
