@@ -372,7 +372,6 @@ describe('WorkloadApiClient watch backoff', () => {
   const BACKOFF = { initialMs: 50, stepMs: 1000, maxMs: 5000 };
   let dir: string;
   let srv: grpc.Server;
-  let attempts = 0;
   let sendFirst = true;
   let message: Record<string, unknown> = {};
 
@@ -393,7 +392,6 @@ describe('WorkloadApiClient watch backoff', () => {
     srv = new grpc.Server();
     srv.addService(workloadApiService(), {
       FetchX509SVID: (call: grpc.ServerWritableStream<unknown, unknown>) => {
-        attempts++;
         if (sendFirst) call.write(message);
         setTimeout(
           () => call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'agent restarting' }),
@@ -426,7 +424,6 @@ describe('WorkloadApiClient watch backoff', () => {
 
   it('resets the delay after each message, so a flapping stream reconnects quickly', async () => {
     sendFirst = true;
-    attempts = 0;
     const { updates, errors } = await watchFor(1200);
     // Each cycle is ~50 ms of backoff; without the reset the second wait alone would be 1.05 s.
     expect(updates).toBeGreaterThanOrEqual(5);
@@ -435,13 +432,13 @@ describe('WorkloadApiClient watch backoff', () => {
 
   it('grows the delay linearly while no message arrives', async () => {
     sendFirst = false;
-    attempts = 0;
     const { updates, errors } = await watchFor(1200);
-    // 0 ms, +50 ms, +1050 ms: at most three attempts in 1.2 s.
+    // Attempts at 0 ms, +50 ms, +1050 ms: two or three failures in 1.2 s (constant
+    // 50 ms retries would give about twenty). Counted on the client: a call the
+    // previous test left in flight may still reach the server.
     expect(updates).toBe(0);
-    expect(attempts).toBeGreaterThanOrEqual(2);
-    expect(attempts).toBeLessThanOrEqual(3);
-    // A call still in flight when the watch stops is not reported.
-    expect(errors.length).toBeGreaterThanOrEqual(attempts - 1);
+    expect(errors.length).toBeGreaterThanOrEqual(2);
+    expect(errors.length).toBeLessThanOrEqual(3);
+    expect(errors.every((e) => e.code === 'WORKLOAD_API_UNAVAILABLE')).toBe(true);
   });
 });
