@@ -41,6 +41,8 @@ interface Live {
   abort?: AbortController;
   canceled?: unknown;
   chain: Promise<void>;
+  /** A write is queued and has not started: later events ride along with it. */
+  writeQueued: boolean;
   settleWaiters: Array<(t: TaskRecord) => void>;
   inputWaiter?: { resolve: (m: Message) => void; reject: (e: unknown) => void };
 }
@@ -99,6 +101,7 @@ export class TaskManager {
       record,
       listeners: new Set(),
       chain: Promise.resolve(),
+      writeQueued: false,
       settleWaiters: [],
     };
     this.#live.set(id, live);
@@ -372,9 +375,17 @@ export class TaskManager {
       this.#live.delete(id);
       live.listeners.clear();
     }
-    live.chain = live.chain
-      .then(() => this.store.put(record))
-      .catch((err: unknown) => this.#onStoreError(err, id));
+    // The store gets the whole record, so events published in one burst need
+    // one write: queue a write only if none is waiting to start.
+    if (!live.writeQueued) {
+      live.writeQueued = true;
+      live.chain = live.chain
+        .then(() => {
+          live.writeQueued = false;
+          return this.store.put(record);
+        })
+        .catch((err: unknown) => this.#onStoreError(err, id));
+    }
     if (terminal) {
       // The task leaves #live now; keep its last write visible to flush().
       const last = live.chain;
