@@ -39,7 +39,8 @@ const AuthzConfigSchema = z.union([
   z.strictObject({
     opa: z.strictObject({
       url: z.url(),
-      path: z.string().min(1).default('weave/authz'),
+      /** Data API path of the decision rule (see @weave/authz's policies/weave.rego). */
+      path: z.string().min(1).default('weave/authz/decision'),
       timeoutMs: z.number().int().positive().default(1_000),
       cacheTtlMs: z.number().int().nonnegative().default(0),
     }),
@@ -84,6 +85,23 @@ export const AgentConfigSchema = z.strictObject({
   transport: TransportConfigSchema.prefault({}),
   /** Static discovery: where each peer's A2A endpoint is. */
   peers: z.array(z.strictObject({ id: spiffeIdString, url: z.url() })).default([]),
+  observability: z
+    .strictObject({
+      /**
+       * A plain-HTTP listener with /health, /ready and /metrics for probes and
+       * Prometheus scrapers that hold no SVID. Off unless set; binds to
+       * 127.0.0.1 unless `host` says otherwise (see the README for the trade-off).
+       */
+      ops: z
+        .strictObject({
+          host: z.string().min(1).default('127.0.0.1'),
+          port: z.number().int().min(0).max(65_535),
+        })
+        .optional(),
+      /** Node process metrics (event loop lag, heap …) in the agent's registry. */
+      processMetrics: z.boolean().default(false),
+    })
+    .prefault({}),
   logging: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -1,10 +1,12 @@
 import { WeaveError } from '@weave/identity';
+import type { AuthzDecision } from '@weave/authz';
 
 /** Codes of {@link AgentError}. */
 export type AgentErrorCode =
   | 'AGENT_CONFIG_INVALID'
   | 'AGENT_CONFIG_INSECURE'
   | 'AGENT_NOT_STARTED'
+  | 'AGENT_STOPPING'
   | 'AGENT_ALREADY_STARTED'
   | 'AGENT_NO_IDENTITY'
   | 'CAPABILITY_NOT_FOUND'
@@ -15,6 +17,7 @@ export type AgentErrorCode =
   | 'CALL_FAILED'
   | 'PEER_UNKNOWN'
   | 'DEADLINE_EXCEEDED'
+  | 'PEER_VERIFICATION_FAILED'
   | 'BASE_AGENT_NOT_SERVABLE';
 
 /** A local failure of the agent layer. */
@@ -47,5 +50,68 @@ export class AgentConfigError extends AgentError {
     );
     this.issues = issues;
     this.source = source;
+  }
+}
+
+/** What is known about a failed or refused {@link SecureAgent.callAgent}. */
+export interface CallErrorDetails {
+  /** The target as given (SPIFFE ID or URL). */
+  readonly target: string;
+  readonly capability: string;
+  /** The callee's SPIFFE ID, once resolved. */
+  readonly callee?: string;
+  /** Which side refused a `CALL_DENIED`: this agent's outbound check, or the callee's inbound check. */
+  readonly deniedBy?: 'caller' | 'callee';
+  /** The outbound decision when this agent refused the call (nothing was sent). */
+  readonly decision?: AuthzDecision;
+  /** Audit id of the refusing decision (either side, when the callee sent one). */
+  readonly auditId?: string;
+  /** JSON-RPC error code the callee answered with. */
+  readonly jsonRpcCode?: number;
+  /** A2A task id and final state, when a task was created. */
+  readonly taskId?: string;
+  readonly taskState?: string;
+  /** The callee's own error code (e.g. `CAPABILITY_INPUT_INVALID`), when it sent one. */
+  readonly remoteCode?: string;
+}
+
+/**
+ * A call to another agent was refused or failed. `code` is `CALL_DENIED`,
+ * `CALL_FAILED`, `DEADLINE_EXCEEDED`, `PEER_UNKNOWN`,
+ * `PEER_VERIFICATION_FAILED` or `AGENT_NOT_STARTED`; the fields say where and why.
+ */
+export class CallError extends AgentError implements CallErrorDetails {
+  readonly target: string;
+  readonly capability: string;
+  readonly callee?: string;
+  readonly deniedBy?: 'caller' | 'callee';
+  readonly decision?: AuthzDecision;
+  readonly auditId?: string;
+  readonly jsonRpcCode?: number;
+  readonly taskId?: string;
+  readonly taskState?: string;
+  readonly remoteCode?: string;
+
+  constructor(
+    code: AgentErrorCode,
+    message: string,
+    details: CallErrorDetails,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options);
+    this.target = details.target;
+    this.capability = details.capability;
+    for (const k of [
+      'callee',
+      'deniedBy',
+      'decision',
+      'auditId',
+      'jsonRpcCode',
+      'taskId',
+      'taskState',
+      'remoteCode',
+    ] as const) {
+      if (details[k] !== undefined) Object.defineProperty(this, k, { value: details[k], enumerable: true });
+    }
   }
 }

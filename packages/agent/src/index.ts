@@ -4,7 +4,14 @@
  *
  * @packageDocumentation
  */
-export { AgentError, AgentConfigError, type AgentErrorCode, type ConfigIssue } from './errors.js';
+export {
+  AgentError,
+  AgentConfigError,
+  CallError,
+  type AgentErrorCode,
+  type CallErrorDetails,
+  type ConfigIssue,
+} from './errors.js';
 export {
   AgentConfigSchema,
   parseAgentConfig,
@@ -24,3 +31,14 @@ export {
 } from './capability.js';
 export { AgentCore, BaseAgent } from './core.js';
 export { AgentMetrics } from './metrics.js';
+export {
+  SecureAgent,
+  SKILL_SCHEMAS_EXTENSION,
+  METRICS_ACTION,
+  type SecureAgentOptions,
+  type StartedAgent,
+  type StopOptions,
+} from './agent.js';
+export { ERROR_METADATA_KEY, type CallAgentOptions, type CallResult } from './outbound.js';
+export { DEADLINE_HEADER } from './scope.js';
+export { extractTraceContext, injectTraceHeaders, outgoingTraceContext, traceIdOf } from './tracing.js';

@@ -1,0 +1,828 @@
+import { randomUUID } from 'node:crypto';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { LogController } from 'fastify';
+import { pino, type Logger } from 'pino';
+import type { z } from 'zod';
+import {
+  A2AError,
+  A2AErrorCode,
+  A2AServer,
+  type AgentCard,
+  type AgentSkill,
+  type Message,
+  type TaskContext,
+  type TaskHandler,
+  type TaskResult,
+  type TaskStore,
+} from '@weave/a2a';
+import {
+  AllowAllEnforcer,
+  LocalPolicyEnforcer,
+  OpaEnforcer,
+  PinoAuditSink,
+  type PolicyEnforcer,
+} from '@weave/authz';
+import type {
+  SpiffeId} from '@weave/identity';
+import {
+  StaticMtlsProvider,
+  WorkloadApiIdentityProvider,
+  authorizeAny,
+  type IdentityProvider,
+  type X509Svid,
+} from '@weave/identity';
+import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport';
+import type {
+  CapabilityContext,
+  CapabilityDefinition,
+  CapabilityHandler,
+  CapabilityOptions,
+} from './capability.js';
+import { loadAgentConfig, parseAgentConfig, type AgentConfig, type AgentConfigInput } from './config.js';
+import { AgentCore } from './core.js';
+import { AgentError, CallError } from './errors.js';
+import { AgentMetrics, type CallOutcome } from './metrics.js';
+import {
+  MeteredEnforcer,
+  healthBody,
+  readyBody,
+  startOpsListener,
+  type ProbeState,
+} from './observability.js';
+import { ERROR_METADATA_KEY, Outbound, type CallAgentOptions, type CallResult } from './outbound.js';
+import { DEADLINE_HEADER, callScope, isDeadlineReason, parseDeadline, scopedSignal } from './scope.js';
+import { extractTraceContext, traceIdOf } from './tracing.js';
+
+/** URI of the agent-card extension that carries each skill's JSON Schemas. */
+export const SKILL_SCHEMAS_EXTENSION = 'https://weave.dev/extensions/skill-schemas/v1';
+
+/** Policy action that guards `/metrics` on the mTLS server. */
+export const METRICS_ACTION = 'weave:metrics';
+
+/** Options of {@link SecureAgent}. */
+export interface SecureAgentOptions {
+  /** The agent's configuration (validated again here; see `loadAgentConfig`). */
+  readonly config: AgentConfig | AgentConfigInput;
+  /**
+   * Identity to use instead of `config.identity`. Not owned: `stop()` leaves it
+   * open. Tests pass a `WorkloadApiIdentityProvider` or a `DevCaIdentityProvider`.
+   */
+  readonly identity?: IdentityProvider;
+  /** Policy to use instead of `config.authz`. Not owned: `stop()` leaves it open. */
+  readonly enforcer?: PolicyEnforcer;
+  /** Logger (default: pino on stdout at `config.logging.level`). */
+  readonly logger?: Logger;
+  /** Task store of the A2A server (default in memory). */
+  readonly taskStore?: TaskStore;
+  /** Environment read for `SPIFFE_ENDPOINT_SOCKET` and production checks (default `process.env`). */
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+/** Options of {@link SecureAgent.stop}. */
+export interface StopOptions {
+  /** How long in-flight tasks may run before they are canceled (default `server.drainTimeoutMs`). */
+  readonly drainTimeoutMs?: number;
+}
+
+/** Where a started agent is. */
+export interface StartedAgent {
+  /** Base URL of the A2A endpoint (the agent card is under `/.well-known/agent-card.json`). */
+  readonly url: string;
+  readonly id: SpiffeId;
+  /** URL of the plain-HTTP ops listener, when configured. */
+  readonly opsUrl?: string;
+}
+
+type State = 'new' | 'starting' | 'running' | 'draining' | 'stopped';
+
+interface Running {
+  readonly identity: IdentityProvider;
+  readonly ownsIdentity: boolean;
+  readonly enforcer: MeteredEnforcer;
+  readonly ownsEnforcer: boolean;
+  readonly app: MtlsFastifyInstance;
+  readonly a2a: A2AServer;
+  readonly outbound: Outbound;
+  readonly ops?: Server;
+  readonly url: string;
+  readonly opsUrl?: string;
+  readonly skillSchemas: Record<string, unknown>;
+  readonly unsubscribe: Array<() => void>;
+}
+
+const NEW_TASK_METHODS = new Set(['SendMessage', 'SendStreamingMessage', 'message/send', 'message/stream']);
+
+/**
+ * A networked agent with zero-trust defaults: an X.509-SVID from the Workload
+ * API (or static files), mTLS on every connection, a policy check on every
+ * call in both directions, and A2A v1.0 on the wire.
+ *
+ * ```ts
+ * class Search extends SecureAgent {
+ *   @capability('search', { input: z.object({ query: z.string() }) })
+ *   async search({ query }: { query: string }, ctx: CapabilityContext) { ... }
+ * }
+ * const agent = await Search.fromConfigFile('search.yaml');
+ * await agent.start();
+ * ```
+ *
+ * or without decorators: `new SecureAgent({ config }).capability('search', { input }, handler)`.
+ */
+export class SecureAgent extends AgentCore {
+  /** The validated configuration. */
+  readonly config: AgentConfig;
+  readonly metrics: AgentMetrics;
+  readonly logger: Logger;
+  readonly #opts: SecureAgentOptions;
+  readonly #env: NodeJS.ProcessEnv;
+  readonly #stopController = new AbortController();
+  #state: State = 'new';
+  #run: Running | undefined;
+  #starting: Promise<StartedAgent> | undefined;
+  #stopping: Promise<void> | undefined;
+  #inflightRequests = 0;
+  #runningTasks = 0;
+
+  /** @throws {AgentConfigError} when the config is invalid or insecure. */
+  constructor(options: SecureAgentOptions) {
+    super();
+    if (!options || typeof options !== 'object' || !options.config) {
+      throw new AgentError('AGENT_CONFIG_INVALID', 'new SecureAgent({ config }) needs a config');
+    }
+    this.#opts = options;
+    this.#env = options.env ?? process.env;
+    this.config = parseAgentConfig(options.config, { env: this.#env });
+    this.logger = (options.logger ?? pino({ name: 'weave-agent', level: this.config.logging.level })).child({
+      agent: this.config.name,
+    });
+    this.metrics = new AgentMetrics({
+      agent: this.config.name,
+      defaultMetrics: this.config.observability.processMetrics,
+    });
+  }
+
+  /**
+   * Loads a YAML config file (with env overrides) and builds the agent; on a
+   * subclass it builds that subclass.
+   */
+  static async fromConfigFile<T extends SecureAgent>(
+    this: new (options: SecureAgentOptions) => T,
+    path: string,
+    extra: Omit<SecureAgentOptions, 'config'> = {},
+  ): Promise<T> {
+    const config = await loadAgentConfig(path, extra.env ?? process.env);
+    return new this({ ...extra, config });
+  }
+
+  /** The agent's SPIFFE ID (from its SVID). @throws {AgentError} AGENT_NOT_STARTED before start. */
+  get id(): SpiffeId {
+    if (!this.#run) throw new AgentError('AGENT_NOT_STARTED', 'the agent has no identity before start()');
+    return this.#run.identity.id;
+  }
+
+  /** Base URL of the A2A endpoint. @throws {AgentError} AGENT_NOT_STARTED before start. */
+  get url(): string {
+    if (!this.#run) throw new AgentError('AGENT_NOT_STARTED', 'the agent is not listening');
+    return this.#run.url;
+  }
+
+  /** URL of the plain-HTTP ops listener, when one is configured and running. */
+  get opsUrl(): string | undefined {
+    return this.#run?.opsUrl;
+  }
+
+  /** `new`, `starting`, `running`, `draining` or `stopped`. */
+  get state(): State {
+    return this.#state;
+  }
+
+  /** Registers a capability; after `start()` it is served and added to the card at once. */
+  override capability<I extends z.ZodType>(
+    name: string,
+    options: CapabilityOptions<I>,
+    handler: CapabilityHandler<z.output<I>>,
+  ): this {
+    super.capability(name, options, handler);
+    const def = this.capabilities.get(name);
+    if (this.#run && def) this.#serve(this.#run, def);
+    return this;
+  }
+
+  /** Tells the agent where the agent with `id` is served (in addition to `config.peers`). */
+  addPeer(id: SpiffeId | string, url: string): this {
+    this.#peerQueue.push({ id, url });
+    this.#run?.outbound.addPeer(id, url);
+    return this;
+  }
+
+  readonly #peerQueue: Array<{ id: SpiffeId | string; url: string }> = [];
+
+  /** The agent card as served at `url`. @throws {AgentError} AGENT_NOT_STARTED before start. */
+  agentCard(): AgentCard {
+    if (!this.#run) throw new AgentError('AGENT_NOT_STARTED', 'the agent card exists once started');
+    return this.#run.a2a.agentCard(this.#run.url);
+  }
+
+  /** Why the agent is not ready, or undefined when it is (what `/ready` reports). */
+  notReadyReason(): string | undefined {
+    if (this.#state !== 'running') return `agent is ${this.#state}`;
+    const run = this.#run!;
+    let svid: X509Svid;
+    try {
+      svid = run.identity.getX509Svid();
+    } catch {
+      return 'no X.509-SVID';
+    }
+    if (svid.expiresAt.getTime() <= Date.now()) return 'the X.509-SVID has expired';
+    if (this.config.spiffeId !== undefined && svid.id.toString() !== this.config.spiffeId) {
+      return `the SVID is ${svid.id.toString()}, not the configured ${this.config.spiffeId}`;
+    }
+    return undefined;
+  }
+
+  // ---- lifecycle ------------------------------------------------------------------
+
+  /**
+   * Gets the identity, waits for a valid SVID, builds the policy enforcer,
+   * and serves A2A over mTLS.
+   *
+   * @throws {AgentError} `AGENT_NO_IDENTITY` without a valid SVID (or with the
+   *   wrong SPIFFE ID), `AGENT_ALREADY_STARTED`, `AGENT_CONFIG_INVALID` when
+   *   the policy cannot be loaded. Nothing is left running after a failure.
+   */
+  start(): Promise<StartedAgent> {
+    if (this.#state !== 'new') {
+      return Promise.reject(
+        new AgentError(
+          'AGENT_ALREADY_STARTED',
+          this.#state === 'stopped'
+            ? 'a stopped agent cannot be started again'
+            : `the agent is ${this.#state}`,
+        ),
+      );
+    }
+    this.#state = 'starting';
+    this.#starting = this.#start().then(
+      (r) => {
+        this.#state = 'running';
+        return r;
+      },
+      (err: unknown) => {
+        this.#state = 'new';
+        throw err;
+      },
+    );
+    return this.#starting;
+  }
+
+  async #start(): Promise<StartedAgent> {
+    const cleanup: Array<() => Promise<unknown>> = [];
+    try {
+      const { identity, owned: ownsIdentity } = await this.#identity();
+      if (ownsIdentity) cleanup.push(() => identity.close());
+      const svid = await waitForSvid(identity, this.#identityTimeout());
+      if (svid.expiresAt.getTime() <= Date.now()) {
+        throw new AgentError('AGENT_NO_IDENTITY', `the X.509-SVID of ${svid.id.toString()} has expired`);
+      }
+      if (this.config.spiffeId !== undefined && svid.id.toString() !== this.config.spiffeId) {
+        throw new AgentError(
+          'AGENT_NO_IDENTITY',
+          `the Workload API issued ${svid.id.toString()}, but config.spiffeId requires ${this.config.spiffeId}`,
+        );
+      }
+      const selfId = svid.id;
+      const { enforcer: inner, owned: ownsEnforcer } = await this.#enforcer();
+      if (ownsEnforcer) cleanup.push(async () => inner.close?.());
+      const enforcer = new MeteredEnforcer(inner, this.metrics);
+
+      const app = createMtlsServer({
+        identity,
+        // Any peer with a verified SVID reaches the routes; policy decides per call.
+        authorize: authorizeAny(),
+        config: {
+          minTlsVersion: this.config.transport.tlsMinVersion,
+          requestTimeoutMs: this.config.transport.requestTimeoutMs,
+        },
+        fastify: {
+          loggerInstance: this.logger.child({ component: 'http' }),
+          // Calls are logged once each by the agent, with their correlation id.
+          logController: new LogController({ disableRequestLogging: true }),
+          bodyLimit: this.config.server.bodyLimit,
+        },
+      });
+      cleanup.push(() => app.close());
+      app.server.on('secureConnection', () =>
+        this.metrics.tlsHandshakes.inc({ side: 'server', result: 'ok' }),
+      );
+      app.server.on('tlsClientError', () =>
+        this.metrics.tlsHandshakes.inc({ side: 'server', result: 'error' }),
+      );
+
+      const skillSchemas: Record<string, unknown> = {};
+      const a2a = new A2AServer({
+        card: {
+          name: this.config.name,
+          description: this.config.description || `${this.config.name} (a Weave agent)`,
+          version: this.config.version,
+          ...(this.config.server.publicUrl ? { url: this.config.server.publicUrl } : {}),
+          defaultInputModes: ['application/json', 'text/plain'],
+          defaultOutputModes: ['application/json'],
+        },
+        selfId,
+        enforcer,
+        ...(this.#opts.taskStore ? { taskStore: this.#opts.taskStore } : {}),
+        limits: {
+          maxBodyBytes: this.config.server.bodyLimit,
+          maxConcurrentTasks: this.config.server.maxConcurrentTasks,
+        },
+        extensions: [skillSchemaExtension(skillSchemas)],
+      });
+      cleanup.push(() => a2a.close());
+
+      this.#installHooks(app);
+      this.#installProbes(app, enforcer, selfId);
+      await app.register(a2a.plugin);
+
+      await app.listen({ host: this.config.server.host, port: this.config.server.port });
+      const addr = app.server.address() as AddressInfo;
+      const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+      const url = this.config.server.publicUrl ?? `https://${host}:${addr.port}`;
+
+      let ops: { server: Server; url: string } | undefined;
+      const opsCfg = this.config.observability.ops;
+      if (opsCfg) {
+        ops = await startOpsListener(opsCfg.host, opsCfg.port, this.#probeState, this.metrics);
+        const opsServer = ops.server;
+        cleanup.push(() => new Promise<void>((r) => opsServer.close(() => r())));
+        if (!isLoopback(opsCfg.host)) {
+          this.logger.warn(
+            { host: opsCfg.host },
+            'the plain-HTTP ops listener is reachable beyond this host (health and metrics only)',
+          );
+        }
+      }
+
+      const outbound = new Outbound({
+        identity,
+        enforcer,
+        metrics: this.metrics,
+        logger: this.logger,
+        config: this.config,
+      });
+      for (const p of this.#peerQueue) outbound.addPeer(p.id, p.url);
+
+      const unsubscribe = [
+        identity.onUpdate((u) => {
+          if (this.config.spiffeId !== undefined && u.svid.id.toString() !== this.config.spiffeId) {
+            this.logger.error(
+              { got: u.svid.id.toString(), want: this.config.spiffeId },
+              'the rotated SVID carries another SPIFFE ID; the agent reports not ready',
+            );
+          }
+        }),
+      ];
+      const run: Running = {
+        identity,
+        ownsIdentity,
+        enforcer,
+        ownsEnforcer,
+        app,
+        a2a,
+        outbound,
+        url,
+        skillSchemas,
+        unsubscribe,
+        ...(ops ? { ops: ops.server, opsUrl: ops.url } : {}),
+      };
+      for (const def of this.capabilities.list()) this.#serve(run, def);
+      this.#run = run;
+      this.logger.info(
+        { id: selfId.toString(), url, capabilities: this.capabilities.list().map((c) => c.name) },
+        'agent started',
+      );
+      return { url, id: selfId, ...(ops ? { opsUrl: ops.url } : {}) };
+    } catch (err) {
+      for (const c of cleanup.reverse()) await c().catch(() => undefined);
+      if (err instanceof AgentError) throw err;
+      throw new AgentError('AGENT_CONFIG_INVALID', `the agent could not start: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  }
+
+  /**
+   * Stops gracefully: `/ready` answers 503 at once and new tasks are refused;
+   * in-flight tasks may finish for up to `drainTimeoutMs`, then are canceled;
+   * then the server, the outbound channels and the owned identity and policy
+   * are closed. Idempotent.
+   */
+  stop(options: StopOptions = {}): Promise<void> {
+    this.#stopping ??= this.#stop(options);
+    return this.#stopping;
+  }
+
+  async #stop(options: StopOptions): Promise<void> {
+    if (this.#starting) await this.#starting.catch(() => undefined);
+    const run = this.#run;
+    if (!run) {
+      this.#state = 'stopped';
+      return;
+    }
+    this.#state = 'draining';
+    const drainMs = options.drainTimeoutMs ?? this.config.server.drainTimeoutMs;
+    this.logger.info({ drainMs, inflight: this.#inflightRequests, tasks: this.#runningTasks }, 'draining');
+    const drained = await this.#waitIdle(drainMs);
+    if (!drained) {
+      this.logger.warn({ tasks: this.#runningTasks }, 'drain timeout: canceling the remaining tasks');
+    }
+    this.#stopController.abort(
+      new AgentError('AGENT_STOPPING', 'the agent stopped before the task finished'),
+    );
+    await run.a2a.close().catch(() => undefined);
+    // Let the answers of canceled tasks reach their callers before connections close.
+    await this.#waitIdle(1_000);
+    for (const u of run.unsubscribe) u();
+    await run.app.close().catch((err: unknown) => this.logger.warn({ err }, 'server close failed'));
+    if (run.ops) await new Promise<void>((r) => run.ops!.close(() => r()));
+    await run.outbound.close();
+    if (run.ownsEnforcer) await run.enforcer.close().catch(() => undefined);
+    if (run.ownsIdentity) await run.identity.close().catch(() => undefined);
+    this.#state = 'stopped';
+    this.logger.info('agent stopped');
+  }
+
+  async #waitIdle(ms: number): Promise<boolean> {
+    const until = Date.now() + ms;
+    while (this.#inflightRequests > 0 || this.#runningTasks > 0) {
+      if (Date.now() >= until) return false;
+      await new Promise((r) => setTimeout(r, Math.min(20, Math.max(1, until - Date.now()))));
+    }
+    return true;
+  }
+
+  // ---- outbound ----------------------------------------------------------------
+
+  /**
+   * Calls `capability` on another agent and returns its result.
+   *
+   * 1. resolves `target` (a SPIFFE ID via `config.peers`/`addPeer`, or an
+   *    https URL whose agent card must name the SPIFFE ID its TLS certificate proves);
+   * 2. asks the policy (outbound) — a denial throws `CALL_DENIED` and sends nothing;
+   * 3. sends A2A `SendMessage` (or `SendStreamingMessage` with `stream`) over a
+   *    pooled mTLS channel that accepts only the target's SPIFFE ID, through
+   *    a per-peer circuit breaker, with `traceparent` and the deadline;
+   * 4. returns the task's data artifact (validated by `options.output` if given).
+   *
+   * @throws {CallError} `CALL_DENIED` (by either side), `CALL_FAILED`,
+   *   `DEADLINE_EXCEEDED`, `PEER_UNKNOWN`, `PEER_VERIFICATION_FAILED`,
+   *   `AGENT_NOT_STARTED`.
+   */
+  callAgent<O extends z.ZodType | undefined = undefined>(
+    target: SpiffeId | string,
+    capability: string,
+    input: unknown,
+    options: CallAgentOptions<O> = {},
+  ): Promise<CallResult<O>> {
+    const run = this.#run;
+    if (!run || this.#state === 'stopped') {
+      return Promise.reject(
+        new CallError('AGENT_NOT_STARTED', 'callAgent needs a started agent', {
+          target: String(target),
+          capability,
+        }),
+      );
+    }
+    return run.outbound.call(run.identity.id, target, capability, input, options) as Promise<CallResult<O>>;
+  }
+
+  // ---- inbound -----------------------------------------------------------------
+
+  readonly #probeState: ProbeState = { notReadyReason: () => this.notReadyReason() };
+
+  #installHooks(app: MtlsFastifyInstance): void {
+    app.addHook('onRequest', (request, reply, done) => {
+      this.#inflightRequests++;
+      reply.raw.once('close', () => this.#inflightRequests--);
+      done();
+    });
+    app.addHook('preHandler', (request, reply, done) => {
+      if (request.method !== 'POST') return done();
+      if (this.#state !== 'running' && refusesNewTask(request.body)) {
+        const e = new A2AError(
+          A2AErrorCode.InternalError,
+          'the agent is shutting down; try another instance',
+          {
+            reason: 'UNAVAILABLE',
+            data: [
+              {
+                '@type': 'type.googleapis.com/google.rpc.ErrorInfo',
+                reason: 'UNAVAILABLE',
+                domain: 'weave.dev',
+              },
+            ],
+          },
+        );
+        void reply
+          .code(503)
+          .header('content-type', 'application/json')
+          .send(JSON.stringify({ jsonrpc: '2.0', id: rpcIdOf(request.body), error: e.toJsonRpc() }));
+        return;
+      }
+      const trace = extractTraceContext(request.headers);
+      callScope.run(
+        { trace, correlationId: traceIdOf(trace), deadline: parseDeadline(request.headers[DEADLINE_HEADER]) },
+        done,
+      );
+    });
+  }
+
+  #installProbes(app: MtlsFastifyInstance, enforcer: MeteredEnforcer, selfId: SpiffeId): void {
+    app.get('/health', async () => healthBody());
+    app.get('/ready', async (_request, reply) => {
+      const r = readyBody(this.#probeState);
+      return reply.code(r.code).send(r.body);
+    });
+    app.get('/metrics', async (request, reply) => {
+      const d = await enforcer.checkInbound({ caller: request.peer, callee: selfId, action: METRICS_ACTION });
+      if (!d.allowed) {
+        return reply.code(403).send({ error: { code: 'PERMISSION_DENIED', auditId: d.auditId } });
+      }
+      const m = await this.metrics.render();
+      return reply.header('content-type', m.contentType).send(m.body);
+    });
+  }
+
+  #serve(run: Running, def: CapabilityDefinition): void {
+    const skill: AgentSkill = {
+      id: def.name,
+      name: def.name,
+      description: def.options.description ?? '',
+      tags: [...(def.options.tags ?? [])],
+      inputModes: ['application/json'],
+      outputModes: ['application/json'],
+      ...(def.options.examples ? { examples: [...def.options.examples] } : {}),
+    };
+    run.skillSchemas[def.name] = {
+      input: def.inputJsonSchema,
+      ...(def.outputJsonSchema ? { output: def.outputJsonSchema } : {}),
+    };
+    run.a2a.registerTaskHandler(skill, this.#taskHandler(def));
+  }
+
+  #taskHandler(def: CapabilityDefinition): TaskHandler {
+    return async (tctx: TaskContext): Promise<TaskResult> => {
+      const started = performance.now();
+      const scope = callScope.getStore();
+      const correlationId = scope?.correlationId ?? randomUUID();
+      const { signal, dispose } = scopedSignal([tctx.signal, this.#stopController.signal], scope?.deadline);
+      this.#runningTasks++;
+      this.metrics.taskStates.inc({ state: 'TASK_STATE_SUBMITTED' });
+      this.metrics.taskStates.inc({ state: 'TASK_STATE_WORKING' });
+      let outcome: CallOutcome = 'error';
+      let final = 'TASK_STATE_FAILED';
+      let failure: AgentError | undefined;
+      try {
+        const ctx: CapabilityContext = {
+          caller: tctx.caller,
+          signal,
+          taskId: tctx.taskId,
+          correlationId,
+          progress: (text: string) => {
+            if (!signal.aborted) tctx.publishMessage(String(text));
+          },
+        };
+        const value = await untilAborted(
+          () => this.capabilities.invoke(def.name, inputOf(tctx.message), ctx),
+          signal,
+        );
+        outcome = 'success';
+        final = 'TASK_STATE_COMPLETED';
+        return {
+          name: 'result',
+          parts: [{ data: value === undefined ? null : value, mediaType: 'application/json' }],
+        };
+      } catch (err) {
+        if (tctx.signal.aborted && !this.#stopController.signal.aborted) {
+          final = 'TASK_STATE_CANCELED';
+          return undefined;
+        }
+        failure = toAgentError(err, signal);
+        tctx.publishStatus('TASK_STATE_FAILED', failureMessage(failure));
+        return undefined;
+      } finally {
+        dispose();
+        this.#runningTasks--;
+        this.metrics.taskStates.inc({ state: final });
+        const seconds = (performance.now() - started) / 1000;
+        const caller = tctx.caller.toString();
+        this.metrics.observeCall('inbound', def.name, caller, outcome, seconds);
+        const entry = {
+          correlationId,
+          caller,
+          callee: this.#run?.identity.id.toString(),
+          capability: def.name,
+          direction: 'inbound',
+          taskId: tctx.taskId,
+          outcome,
+          ms: Math.round(seconds * 1e4) / 10,
+        };
+        if (failure)
+          this.logger.warn({ ...entry, err: failure.cause ?? failure, code: failure.code }, 'call failed');
+        else this.logger.info(entry, 'call served');
+      }
+    };
+  }
+
+  // ---- set-up helpers ---------------------------------------------------------------
+
+  #identityTimeout(): number {
+    const id = this.config.identity;
+    return id && 'workloadApi' in id ? id.workloadApi.timeoutMs : 10_000;
+  }
+
+  async #identity(): Promise<{ identity: IdentityProvider; owned: boolean }> {
+    if (this.#opts.identity) return { identity: this.#opts.identity, owned: false };
+    const cfg = this.config.identity;
+    const log = this.logger.child({ component: 'identity' });
+    try {
+      if (cfg && 'static' in cfg) {
+        return { identity: await StaticMtlsProvider.create({ ...cfg.static, logger: log }), owned: true };
+      }
+      const socket = cfg?.workloadApi.socket ?? this.#env.SPIFFE_ENDPOINT_SOCKET;
+      if (!socket) {
+        throw new AgentError(
+          'AGENT_NO_IDENTITY',
+          'no identity source: set identity.workloadApi.socket, identity.static, or SPIFFE_ENDPOINT_SOCKET',
+        );
+      }
+      const identity = await WorkloadApiIdentityProvider.create({
+        address: socket,
+        readyTimeoutMs: this.#identityTimeout(),
+        logger: log,
+      });
+      return { identity, owned: true };
+    } catch (err) {
+      if (err instanceof AgentError) throw err;
+      throw new AgentError('AGENT_NO_IDENTITY', `no X.509-SVID: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  async #enforcer(): Promise<{ enforcer: PolicyEnforcer; owned: boolean }> {
+    if (this.#opts.enforcer) return { enforcer: this.#opts.enforcer, owned: false };
+    const authz = this.config.authz;
+    const logger = this.logger.child({ component: 'authz' });
+    const audit = new PinoAuditSink(logger);
+    try {
+      if ('policyFile' in authz) {
+        return {
+          enforcer: await LocalPolicyEnforcer.fromFile(authz.policyFile, { logger, audit }),
+          owned: true,
+        };
+      }
+      if ('opa' in authz) {
+        const o = authz.opa;
+        return {
+          enforcer: new OpaEnforcer({
+            url: o.url,
+            path: o.path,
+            timeoutMs: o.timeoutMs,
+            audit,
+            ...(o.cacheTtlMs > 0 ? { cache: { ttlMs: o.cacheTtlMs } } : {}),
+          }),
+          owned: true,
+        };
+      }
+      // allowAll: refused in production by the config parser and again by AllowAllEnforcer.
+      logger.warn('authz.allowAll is on: every verified caller may call every capability (tests only)');
+      return { enforcer: new AllowAllEnforcer({ audit }), owned: true };
+    } catch (err) {
+      throw new AgentError('AGENT_CONFIG_INVALID', `policy: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
+
+// ---- helpers ------------------------------------------------------------------------
+
+async function waitForSvid(identity: IdentityProvider, timeoutMs: number): Promise<X509Svid> {
+  try {
+    return identity.getX509Svid();
+  } catch {
+    // not yet: wait for the first update
+  }
+  return new Promise<X509Svid>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      unsubscribe();
+      reject(new AgentError('AGENT_NO_IDENTITY', `no X.509-SVID within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const unsubscribe = identity.onUpdate((u) => {
+      clearTimeout(timer);
+      unsubscribe();
+      resolve(u.svid);
+    });
+  });
+}
+
+function skillSchemaExtension(params: Record<string, unknown>): {
+  uri: string;
+  description: string;
+  required: boolean;
+} {
+  // A2A's AgentSkill has no schema field: the schemas ride on a card extension.
+  const ext = {
+    uri: SKILL_SCHEMAS_EXTENSION,
+    description:
+      'JSON Schema (draft 2020-12) of each skill input and output; the input is sent as a data part',
+    required: false,
+    params,
+  };
+  return ext;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+function refusesNewTask(body: unknown): boolean {
+  if (typeof body !== 'string') return false;
+  try {
+    const msg = JSON.parse(body) as { method?: unknown; params?: { message?: { taskId?: unknown } } };
+    return typeof msg.method === 'string' && NEW_TASK_METHODS.has(msg.method) && !msg.params?.message?.taskId;
+  } catch {
+    return false;
+  }
+}
+
+function rpcIdOf(body: unknown): string | number | null {
+  if (typeof body !== 'string') return null;
+  try {
+    const id = (JSON.parse(body) as { id?: unknown }).id;
+    return typeof id === 'string' || typeof id === 'number' ? id : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The capability input of a message: its first data part; without one, its
+ * text (parsed as JSON when it is a JSON object or array, so plain A2A clients
+ * that send JSON as text work too).
+ */
+function inputOf(message: Message): unknown {
+  const parts = message.parts;
+  for (const p of parts) if (p.data !== undefined) return p.data;
+  const text = parts
+    .filter((p) => typeof p.text === 'string')
+    .map((p) => p.text)
+    .join('');
+  const t = text.trimStart();
+  if (t.startsWith('{') || t.startsWith('[')) {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      return text;
+    }
+  }
+  return text;
+}
+
+function untilAborted<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    fn().then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e as Error);
+      },
+    );
+  });
+}
+
+function toAgentError(err: unknown, signal: AbortSignal): AgentError {
+  if (signal.aborted && isDeadlineReason(signal.reason)) {
+    return new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline', { cause: err });
+  }
+  if (err instanceof AgentError) return err;
+  return new AgentError('CAPABILITY_FAILED', 'the capability failed', { cause: err });
+}
+
+/** The status message of a failed task: what the caller may know, never a stack or an inner error text. */
+function failureMessage(e: AgentError): Message {
+  // A handler's own exception text and a downstream call's details stay in this agent's log.
+  const internal =
+    (e.code === 'CAPABILITY_FAILED' && !(e.cause instanceof AgentError)) || e instanceof CallError;
+  const text = internal ? `${e.code}: see the callee's log for details` : e.message;
+  return {
+    messageId: randomUUID(),
+    role: 'ROLE_AGENT',
+    parts: [{ text }],
+    metadata: { [ERROR_METADATA_KEY]: { code: e.code, message: text } },
+  };
+}

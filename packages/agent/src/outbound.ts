@@ -1,0 +1,548 @@
+import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import type { z } from 'zod';
+import {
+  A2AClient,
+  A2AClientError,
+  A2AError,
+  type Message,
+  type Part,
+  type SendMessageParams,
+  type Task,
+  type TaskState,
+} from '@weave/a2a';
+import type { PolicyEnforcer } from '@weave/authz';
+import { SpiffeId, type IdentityProvider } from '@weave/identity';
+import {
+  CircuitBreakerRegistry,
+  CircuitOpenError,
+  PeerVerificationError,
+  SecureChannel,
+  type TransportConfigInput,
+} from '@weave/transport';
+import type { AgentConfig } from './config.js';
+import { CallError, type AgentErrorCode, type CallErrorDetails } from './errors.js';
+import type { AgentMetrics, CallOutcome } from './metrics.js';
+import { DEADLINE_HEADER, callScope, earliest, isDeadlineReason, scopedSignal } from './scope.js';
+import { injectTraceHeaders, outgoingTraceContext, traceIdOf } from './tracing.js';
+
+/** Metadata key under which a Weave callee reports its error code on a failed task. */
+export const ERROR_METADATA_KEY = 'weave.dev/error';
+
+/** Options of {@link SecureAgent.callAgent}. */
+export interface CallAgentOptions<O extends z.ZodType | undefined = undefined> {
+  /**
+   * Time budget of the whole call in ms (default `transport.requestTimeoutMs`).
+   * Inside a capability handler the caller's own deadline caps it.
+   */
+  readonly timeoutMs?: number;
+  /** Aborts the call (the callee's task is abandoned; it stops at the propagated deadline). */
+  readonly signal?: AbortSignal;
+  /** Use SendStreamingMessage and report the callee's progress messages. */
+  readonly stream?: boolean;
+  /** Called with the text of each progress message (streaming calls). */
+  readonly onProgress?: (text: string) => void;
+  /** zod schema the result must match; the call then returns its output type. */
+  readonly output?: O;
+  /** A2A context id to group related calls. */
+  readonly contextId?: string;
+}
+
+/** Result type of a call: the output schema's type, or `unknown`. */
+export type CallResult<O> = O extends z.ZodType ? z.output<O> : unknown;
+
+interface Peer {
+  readonly channel: SecureChannel;
+  readonly client: A2AClient;
+}
+
+interface Discovered {
+  readonly id: SpiffeId;
+  readonly expires: number;
+}
+
+const DISCOVERY_TTL_MS = 300_000;
+const INTERRUPTED: ReadonlySet<TaskState> = new Set([
+  'TASK_STATE_INPUT_REQUIRED',
+  'TASK_STATE_AUTH_REQUIRED',
+]);
+
+/** Everything an agent needs to call other agents: peers, channels, breakers. */
+export class Outbound {
+  readonly #identity: IdentityProvider;
+  readonly #enforcer: PolicyEnforcer;
+  readonly #metrics: AgentMetrics;
+  readonly #log: Logger;
+  readonly #config: AgentConfig;
+  readonly #transport: TransportConfigInput;
+  readonly #peers = new Map<string, string>();
+  readonly #urls = new Map<string, SpiffeId>();
+  readonly #discovered = new Map<string, Discovered>();
+  readonly #channels = new Map<string, Peer>();
+  readonly #breakers: CircuitBreakerRegistry;
+  #closed = false;
+
+  constructor(opts: {
+    identity: IdentityProvider;
+    enforcer: PolicyEnforcer;
+    metrics: AgentMetrics;
+    logger: Logger;
+    config: AgentConfig;
+  }) {
+    this.#identity = opts.identity;
+    this.#enforcer = opts.enforcer;
+    this.#metrics = opts.metrics;
+    this.#log = opts.logger;
+    this.#config = opts.config;
+    const t = opts.config.transport;
+    this.#transport = {
+      minTlsVersion: t.tlsMinVersion,
+      connectTimeoutMs: t.connectTimeoutMs,
+      requestTimeoutMs: t.requestTimeoutMs,
+      retry: { retries: t.retries },
+      // Breaking is done per peer below, around the whole A2A call.
+      circuitBreaker: false,
+    };
+    this.#breakers = new CircuitBreakerRegistry({ isFailure: countsAgainstPeer });
+    for (const p of opts.config.peers) this.addPeer(p.id, p.url);
+  }
+
+  /** Where `id` is served. A later call replaces an earlier URL. */
+  addPeer(id: SpiffeId | string, url: string): void {
+    const sid = typeof id === 'string' ? SpiffeId.parse(id) : id;
+    const u = new URL(url);
+    if (u.protocol !== 'https:') {
+      throw new CallError('PEER_UNKNOWN', `peer URL must be https, got ${url}`, {
+        target: url,
+        capability: '',
+      });
+    }
+    const key = sid.toString();
+    const old = this.#peers.get(key);
+    if (old !== undefined) this.#urls.delete(normalizeUrl(old));
+    this.#peers.set(key, url);
+    this.#urls.set(normalizeUrl(url), sid);
+  }
+
+  /** The known peers (configured, added, not discovered). */
+  peers(): Array<{ id: string; url: string }> {
+    return [...this.#peers].map(([id, url]) => ({ id, url }));
+  }
+
+  /** Circuit state per peer, for diagnostics. */
+  circuitStates(): Record<string, string> {
+    return Object.fromEntries(this.#breakers.metrics().map((m) => [m.name, m.state]));
+  }
+
+  async call(
+    self: SpiffeId,
+    target: SpiffeId | string,
+    capability: string,
+    input: unknown,
+    options: CallAgentOptions<z.ZodType | undefined>,
+  ): Promise<unknown> {
+    const started = performance.now();
+    const targetStr = String(target);
+    const scope = callScope.getStore();
+    const trace = outgoingTraceContext(scope?.trace);
+    const correlationId = traceIdOf(trace);
+    const budget = options.timeoutMs ?? this.#config.transport.requestTimeoutMs;
+    const deadline = earliest(Date.now() + budget, scope?.deadline) as number;
+    const details: { target: string; capability: string; callee?: string } = {
+      target: targetStr,
+      capability,
+    };
+    let outcome: CallOutcome = 'error';
+    try {
+      if (this.#closed) throw new CallError('AGENT_NOT_STARTED', 'the agent is stopped', details);
+      const { id, url } = await this.#resolve(target, details, deadline);
+      details.callee = id.toString();
+      if (Date.now() >= deadline) {
+        throw new CallError('DEADLINE_EXCEEDED', 'the deadline passed before the call was sent', details);
+      }
+      const decision = await this.#enforcer.checkOutbound({
+        caller: self,
+        callee: id,
+        action: capability,
+        context: { correlationId, deadline },
+      });
+      if (!decision.allowed) {
+        outcome = 'denied';
+        throw new CallError(
+          'CALL_DENIED',
+          `policy refused ${self.toString()} → ${id.toString()} "${capability}": ${decision.reason}`,
+          { ...details, deniedBy: 'caller', decision, auditId: decision.auditId },
+        );
+      }
+      const peer = this.#peer(id);
+      const result = await this.#breakers.execute(id, () =>
+        this.#send(peer, url, capability, input, options, trace, deadline, details),
+      );
+      outcome = 'success';
+      return result;
+    } catch (err) {
+      const mapped = this.#mapError(err, details, options.signal);
+      if (mapped.code === 'CALL_DENIED') outcome = 'denied';
+      throw mapped;
+    } finally {
+      const seconds = (performance.now() - started) / 1000;
+      this.#metrics.observeCall('outbound', capability, details.callee ?? targetStr, outcome, seconds);
+      const entry = {
+        correlationId,
+        caller: self.toString(),
+        callee: details.callee ?? targetStr,
+        capability,
+        direction: 'outbound',
+        outcome,
+        ms: Math.round(seconds * 1e4) / 10,
+      };
+      if (outcome === 'success') this.#log.info(entry, 'call finished');
+      else this.#log.warn(entry, outcome === 'denied' ? 'call denied' : 'call failed');
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#breakers.shutdown();
+    const peers = [...this.#channels.values()];
+    this.#channels.clear();
+    await Promise.all(peers.map((p) => p.channel.close().catch(() => undefined)));
+  }
+
+  // ---- resolution ------------------------------------------------------------------
+
+  async #resolve(
+    target: SpiffeId | string,
+    details: CallErrorDetails,
+    deadline: number,
+  ): Promise<{ id: SpiffeId; url: string }> {
+    if (target instanceof SpiffeId || (typeof target === 'string' && target.startsWith('spiffe:'))) {
+      let id: SpiffeId;
+      try {
+        id = target instanceof SpiffeId ? target : SpiffeId.parse(target);
+      } catch (err) {
+        throw new CallError('PEER_UNKNOWN', `invalid SPIFFE ID: ${(err as Error).message}`, details, {
+          cause: err,
+        });
+      }
+      const url = this.#peers.get(id.toString());
+      if (url === undefined) {
+        throw new CallError(
+          'PEER_UNKNOWN',
+          `no URL known for ${id.toString()}; add it to config.peers or call addPeer()`,
+          details,
+        );
+      }
+      return { id, url };
+    }
+    if (typeof target !== 'string') {
+      throw new CallError('PEER_UNKNOWN', 'target must be a SpiffeId, a SPIFFE ID or an https URL', details);
+    }
+    let u: URL;
+    try {
+      u = new URL(target);
+    } catch {
+      throw new CallError('PEER_UNKNOWN', `target is neither a SPIFFE ID nor a URL: ${target}`, details);
+    }
+    if (u.protocol !== 'https:') {
+      throw new CallError('PEER_UNKNOWN', `only https targets are called, got ${u.protocol}//`, details);
+    }
+    const key = normalizeUrl(target);
+    const known = this.#urls.get(key);
+    if (known) return { id: known, url: target };
+    const hit = this.#discovered.get(key);
+    if (hit && hit.expires > Date.now()) return { id: hit.id, url: target };
+    const id = await this.#discover(target, details, deadline);
+    if (this.#discovered.size > 1000) this.#discovered.clear();
+    this.#discovered.set(key, { id, expires: Date.now() + DISCOVERY_TTL_MS });
+    return { id, url: target };
+  }
+
+  /**
+   * Learns who serves an unknown URL: fetches its agent card over mTLS from a
+   * server with any verified SVID, and accepts the card's `spiffeId` only when
+   * it is the ID the TLS handshake proved. Only the public card is fetched;
+   * no capability request goes out before the outbound policy check.
+   */
+  async #discover(url: string, details: CallErrorDetails, deadline: number): Promise<SpiffeId> {
+    const seen = new Set<string>();
+    const channel = new SecureChannel(
+      this.#identity,
+      // Any peer whose chain verifies against its own trust domain's bundle.
+      () => ({ ok: true }),
+      { ...this.#transport, retry: { retries: 0 } },
+    );
+    channel.onPeerVerified((e) => {
+      seen.add(e.peer.toString());
+      this.#metrics.tlsHandshakes.inc({ side: 'client', result: 'ok' });
+    });
+    try {
+      const client = new A2AClient({ dispatcher: channel, timeoutMs: Math.max(1, deadline - Date.now()) });
+      const card = await client.discoverAgent(url);
+      if (!card.spiffeId) {
+        throw new CallError('PEER_UNKNOWN', `the agent card at ${url} names no spiffeId`, details);
+      }
+      if (seen.size !== 1 || !seen.has(card.spiffeId)) {
+        throw new CallError(
+          'PEER_VERIFICATION_FAILED',
+          `the agent card at ${url} claims ${card.spiffeId} but the server presented ${[...seen].join(', ') || 'nothing'}`,
+          details,
+        );
+      }
+      return SpiffeId.parse(card.spiffeId);
+    } finally {
+      await channel.close().catch(() => undefined);
+    }
+  }
+
+  #peer(id: SpiffeId): Peer {
+    const key = id.toString();
+    let p = this.#channels.get(key);
+    if (!p) {
+      const channel = new SecureChannel(this.#identity, id, this.#transport);
+      channel.onPeerVerified(() => this.#metrics.tlsHandshakes.inc({ side: 'client', result: 'ok' }));
+      p = {
+        channel,
+        client: new A2AClient({ dispatcher: channel, timeoutMs: this.#config.transport.requestTimeoutMs }),
+      };
+      this.#channels.set(key, p);
+    }
+    return p;
+  }
+
+  // ---- the call itself -----------------------------------------------------------------
+
+  async #send(
+    peer: Peer,
+    url: string,
+    capability: string,
+    input: unknown,
+    options: CallAgentOptions<z.ZodType | undefined>,
+    trace: ReturnType<typeof outgoingTraceContext>,
+    deadline: number,
+    details: CallErrorDetails,
+  ): Promise<unknown> {
+    const message: Message = {
+      messageId: randomUUID(),
+      role: 'ROLE_USER',
+      parts: [{ data: input === undefined ? null : input }],
+      metadata: { skill: capability },
+    };
+    if (options.contextId !== undefined) message.contextId = options.contextId;
+    const params: SendMessageParams = { message };
+    const headers = injectTraceHeaders(trace, { [DEADLINE_HEADER]: String(deadline) });
+    const { signal, dispose } = scopedSignal([options.signal], deadline);
+    try {
+      let task: Task;
+      if (options.stream) {
+        task = await this.#stream(peer, url, params, headers, signal, options.onProgress);
+      } else {
+        const r = await peer.client.sendMessage(url, params, {
+          headers,
+          signal,
+          timeoutMs: Math.max(1, deadline - Date.now()),
+        });
+        if ('message' in r) return resultOfMessage(r.message, options.output, details);
+        task = r.task;
+      }
+      if (INTERRUPTED.has(task.status.state)) {
+        // callAgent is one request, one result: a task waiting for input would wait forever.
+        peer.client.cancelTask(url, task.id).catch(() => undefined);
+      }
+      return resultOfTask(task, options.output, details);
+    } finally {
+      dispose();
+    }
+  }
+
+  async #stream(
+    peer: Peer,
+    url: string,
+    params: SendMessageParams,
+    headers: Record<string, string>,
+    signal: AbortSignal,
+    onProgress: ((text: string) => void) | undefined,
+  ): Promise<Task> {
+    let task: Task | undefined;
+    for await (const e of peer.client.sendStreamingMessage(url, params, { headers, signal })) {
+      if ('task' in e) {
+        task = e.task;
+      } else if ('statusUpdate' in e) {
+        if (!task)
+          task = {
+            id: e.statusUpdate.taskId,
+            contextId: e.statusUpdate.contextId,
+            status: e.statusUpdate.status,
+          };
+        task.status = e.statusUpdate.status;
+        const text = textOf(e.statusUpdate.status.message?.parts);
+        if (text !== undefined && e.statusUpdate.status.state === 'TASK_STATE_WORKING' && onProgress) {
+          try {
+            onProgress(text);
+          } catch (err) {
+            this.#log.warn({ err }, 'onProgress threw; ignored');
+          }
+        }
+      } else if ('artifactUpdate' in e) {
+        if (!task)
+          task = {
+            id: e.artifactUpdate.taskId,
+            contextId: e.artifactUpdate.contextId,
+            status: { state: 'TASK_STATE_WORKING' },
+          };
+        const list = (task.artifacts ??= []);
+        const a = e.artifactUpdate.artifact;
+        const prev = list.find((x) => x.artifactId === a.artifactId);
+        if (prev && e.artifactUpdate.append) prev.parts.push(...a.parts);
+        else list.push(a);
+      } else if ('message' in e) {
+        return {
+          id: e.message.taskId ?? '',
+          contextId: e.message.contextId ?? '',
+          status: { state: 'TASK_STATE_COMPLETED', message: e.message },
+        };
+      }
+    }
+    if (!task) throw new A2AClientError('UNEXPECTED_RESPONSE', 'the stream ended without a task');
+    return task;
+  }
+
+  #mapError(err: unknown, details: CallErrorDetails, userSignal: AbortSignal | undefined): CallError {
+    if (err instanceof CallError) return err;
+    const d = { ...details };
+    if (err instanceof CircuitOpenError) {
+      return new CallError('CALL_FAILED', `circuit open for ${d.callee ?? d.target}: not calling`, d, {
+        cause: err,
+      });
+    }
+    const pv = findCause(err, (e) => e instanceof PeerVerificationError);
+    if (pv) {
+      this.#metrics.tlsHandshakes.inc({ side: 'client', result: 'rejected' });
+      return new CallError('PEER_VERIFICATION_FAILED', (pv as Error).message, d, { cause: err });
+    }
+    if (err instanceof A2AError) {
+      const auditId = auditIdOf(err.data);
+      if (err.code === 'PERMISSION_DENIED') {
+        return new CallError(
+          'CALL_DENIED',
+          `the callee refused the call: ${err.message}`,
+          { ...d, deniedBy: 'callee', jsonRpcCode: err.jsonRpcCode, ...(auditId ? { auditId } : {}) },
+          { cause: err },
+        );
+      }
+      return new CallError(
+        'CALL_FAILED',
+        `the callee answered ${err.jsonRpcCode}: ${err.message}`,
+        { ...d, jsonRpcCode: err.jsonRpcCode, remoteCode: err.code },
+        { cause: err },
+      );
+    }
+    if (userSignal?.aborted && !isDeadlineReason(userSignal.reason)) {
+      return new CallError('CALL_FAILED', 'the call was aborted by the caller', d, { cause: err });
+    }
+    const timeout = findCause(err, (e) => {
+      const code = (e as { code?: unknown }).code;
+      const name = (e as { name?: unknown }).name;
+      return (
+        code === 'UND_ERR_HEADERS_TIMEOUT' ||
+        code === 'UND_ERR_BODY_TIMEOUT' ||
+        name === 'TimeoutError' ||
+        (code === 'UND_ERR_ABORTED' && isDeadlineReason((e as { cause?: unknown }).cause)) ||
+        isDeadlineReason(e)
+      );
+    });
+    if (timeout)
+      return new CallError('DEADLINE_EXCEEDED', 'the call ran past its deadline', d, { cause: err });
+    const msg = err instanceof Error ? err.message : String(err);
+    return new CallError('CALL_FAILED', msg, d, { cause: err });
+  }
+}
+
+/** Whether an error says something about the peer's health (for the circuit breaker). */
+function countsAgainstPeer(err: unknown): boolean {
+  // The peer answered (an A2A error or a failed task): it is up. Our own aborts say nothing.
+  if (err instanceof A2AError || err instanceof CallError) return false;
+  if (findCause(err, (e) => isDeadlineReason(e) || (e as { code?: unknown }).code === 'UND_ERR_ABORTED'))
+    return false;
+  return true;
+}
+
+function findCause(err: unknown, pred: (e: object) => boolean): object | undefined {
+  let e: unknown = err;
+  for (let i = 0; i < 6 && e !== null && typeof e === 'object'; i++) {
+    if (pred(e)) return e;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+function auditIdOf(data: unknown): string | undefined {
+  if (!Array.isArray(data)) return undefined;
+  for (const d of data as unknown[]) {
+    const id = (d as { metadata?: { auditId?: unknown } } | null)?.metadata?.auditId;
+    if (typeof id === 'string' && id.length > 0) return id;
+  }
+  return undefined;
+}
+
+function normalizeUrl(url: string): string {
+  const u = new URL(url);
+  const path = u.pathname.replace(/\/+$/, '');
+  return `${u.origin}${path}`;
+}
+
+function textOf(parts: readonly Part[] | undefined): string | undefined {
+  if (!parts) return undefined;
+  const texts = parts.filter((p) => typeof p.text === 'string').map((p) => p.text as string);
+  return texts.length > 0 ? texts.join('') : undefined;
+}
+
+/** The payload of a result: the last data part, else the text. */
+function payloadOf(parts: readonly Part[]): { found: boolean; value: unknown } {
+  for (let i = parts.length - 1; i >= 0; i--) {
+    const p = parts[i]!;
+    if (p.data !== undefined) return { found: true, value: p.data };
+  }
+  const text = textOf(parts);
+  return text === undefined ? { found: false, value: undefined } : { found: true, value: text };
+}
+
+function checkOutput(value: unknown, output: z.ZodType | undefined, details: CallErrorDetails): unknown {
+  if (!output) return value;
+  const r = output.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  throw new CallError(
+    'CALL_FAILED',
+    `the callee's result does not match the output schema${issue ? ` at ${issue.path.join('.') || '(root)'}: ${issue.message}` : ''}`,
+    details,
+  );
+}
+
+function resultOfMessage(m: Message, output: z.ZodType | undefined, details: CallErrorDetails): unknown {
+  return checkOutput(payloadOf(m.parts).value, output, details);
+}
+
+function resultOfTask(task: Task, output: z.ZodType | undefined, details: CallErrorDetails): unknown {
+  const state = task.status.state;
+  const d = { ...details, taskId: task.id, taskState: state };
+  if (state === 'TASK_STATE_COMPLETED') {
+    const arts = task.artifacts ?? [];
+    for (let i = arts.length - 1; i >= 0; i--) {
+      const p = payloadOf(arts[i]!.parts);
+      if (p.found) return checkOutput(p.value, output, d);
+    }
+    if (task.status.message) return resultOfMessage(task.status.message, output, d);
+    return checkOutput(undefined, output, d);
+  }
+  const meta = task.status.message?.metadata?.[ERROR_METADATA_KEY] as
+    { code?: unknown; message?: unknown } | undefined;
+  const remoteCode = typeof meta?.code === 'string' ? meta.code : undefined;
+  const text = textOf(task.status.message?.parts) ?? `task ended in ${state}`;
+  const code: AgentErrorCode = remoteCode === 'DEADLINE_EXCEEDED' ? 'DEADLINE_EXCEEDED' : 'CALL_FAILED';
+  throw new CallError(code, `the callee's task ended in ${state}: ${text}`, {
+    ...d,
+    ...(remoteCode ? { remoteCode } : {}),
+  });
+}

@@ -1,0 +1,102 @@
+// Shared set-up of the end-to-end tests: the real dev Workload API server
+// (gRPC over Unix sockets, dev CA), real SecureAgents on loopback mTLS, and a
+// local policy file.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino, type Logger } from 'pino';
+import { DevWorkloadApiServer, WorkloadApiIdentityProvider } from '@weave/identity';
+
+export const TD = 'demo.weave';
+export const ID = {
+  orchestrator: `spiffe://${TD}/agent/orchestrator`,
+  search: `spiffe://${TD}/agent/search`,
+  summarizer: `spiffe://${TD}/agent/summarizer`,
+  intruder: `spiffe://${TD}/agent/intruder`,
+} as const;
+
+/** Quiet unless WEAVE_TEST_LOG=debug (or another pino level) is set. */
+export function testLogger(): Logger {
+  return pino({ level: process.env.WEAVE_TEST_LOG ?? 'silent' });
+}
+
+export const POLICY = `
+version: 1
+id: e2e
+default: deny
+rules:
+  - id: orchestrator-calls-search
+    effect: allow
+    callers: ['${ID.orchestrator}']
+    callees: ['${ID.search}']
+    actions: ['search', 'slow', 'steps', 'fail', 'nested', 'stuck']
+  - id: search-calls-summarizer
+    effect: allow
+    callers: ['${ID.search}']
+    callees: ['${ID.summarizer}']
+    actions: ['summarize']
+  - id: orchestrator-reads-metrics
+    effect: allow
+    callers: ['${ID.orchestrator}']
+    actions: ['weave:metrics']
+`;
+
+export interface World {
+  dir: string;
+  dev: DevWorkloadApiServer;
+  policyFile: string;
+  /** A provider on `name`'s socket (closed by {@link World.close}). */
+  provider(name: keyof typeof ID): Promise<WorkloadApiIdentityProvider>;
+  close(): Promise<void>;
+}
+
+export async function startWorld(
+  options: { ttlSeconds?: number; extra?: Record<string, string | null> } = {},
+): Promise<World> {
+  const dir = await mkdtemp(join(tmpdir(), 'weave-e2e-'));
+  const dev = await DevWorkloadApiServer.start({
+    stateDir: dir,
+    trustDomain: TD,
+    workloads: {
+      orchestrator: ID.orchestrator,
+      search: ID.search,
+      summarizer: ID.summarizer,
+      intruder: ID.intruder,
+      ...options.extra,
+    },
+    ...(options.ttlSeconds ? { x509SvidTtlSeconds: options.ttlSeconds } : {}),
+    logger: testLogger(),
+  });
+  const policyFile = join(dir, 'policy.yaml');
+  await writeFile(policyFile, POLICY);
+  const providers: WorkloadApiIdentityProvider[] = [];
+  return {
+    dir,
+    dev,
+    policyFile,
+    async provider(name) {
+      const p = await WorkloadApiIdentityProvider.create({
+        address: dev.address(name),
+        logger: testLogger(),
+      });
+      providers.push(p);
+      return p;
+    },
+    async close() {
+      await Promise.all(providers.map((p) => p.close()));
+      await dev.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The value of one sample of a prom-client metric, 0 when absent. */
+export async function sample(
+  metric: { get(): Promise<{ values: Array<{ value: number; labels: Record<string, string | number> }> }> },
+  labels: Record<string, string>,
+): Promise<number> {
+  const { values } = await metric.get();
+  return values
+    .filter((v) => Object.entries(labels).every(([k, want]) => String(v.labels[k]) === want))
+    .reduce((n, v) => n + v.value, 0);
+}
