@@ -509,15 +509,11 @@ export class A2AServer {
   }
 
   async #sendStreamingMessage(call: Call, p: v1.SendMessageParams): Promise<typeof STREAMED> {
-    const existing = p.message.taskId;
-    if (existing === undefined) {
-      // Subscribe before the handler runs so the stream misses nothing.
-      const record = await this.#startOrResume(call, p, (rec) => this.#openStream(call, rec, 0, false));
-      void record;
-      return STREAMED;
-    }
-    const record = await this.#startOrResume(call, p, (rec) => this.#openStream(call, rec, rec.seq, true));
-    void record;
+    // The stream attaches before the handler runs (or the reply is delivered),
+    // so it misses nothing. A new task's stream replays from its first event;
+    // a resumed one starts with the task as it is.
+    const resumed = p.message.taskId !== undefined;
+    await this.#startOrResume(call, p, (rec) => this.#openStream(call, rec, resumed ? rec.seq : 0, resumed));
     return STREAMED;
   }
 
@@ -570,8 +566,12 @@ export class A2AServer {
     }
     const push = p.configuration?.taskPushNotificationConfig;
     if (push) this.#addPushConfig(record, { ...push, taskId: record.task.id });
-    beforeRun?.(record);
-    void this.#run(record, handler, p.message, call.caller);
+    try {
+      beforeRun?.(record);
+    } finally {
+      // The task exists now: its handler runs even if opening a stream failed.
+      void this.#run(record, handler, p.message, call.caller);
+    }
     return record;
   }
 

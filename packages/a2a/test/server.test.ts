@@ -81,6 +81,36 @@ describe('A2AServer over mTLS', () => {
     expect('task' in r && r.task.artifacts?.[0]?.parts[0]?.text).toBe('hello Ada');
   });
 
+  it('streams a task to INPUT_REQUIRED, then streams the resumed task after the reply', async () => {
+    const first: string[] = [];
+    let taskId = '';
+    let contextId = '';
+    for await (const e of client.streamTaskUpdates(h.url, 'ask', 'start')) {
+      if ('task' in e) ({ id: taskId, contextId } = e.task);
+      first.push('statusUpdate' in e ? e.statusUpdate.status.state : (Object.keys(e)[0] ?? ''));
+    }
+    expect(first).toEqual(['task', 'TASK_STATE_WORKING', 'TASK_STATE_INPUT_REQUIRED']);
+    const second: string[] = [];
+    const reply: Message = {
+      messageId: 'm-s',
+      role: 'ROLE_USER',
+      parts: [{ text: 'Grace' }],
+      taskId,
+      contextId,
+    };
+    for await (const e of client.sendStreamingMessage(h.url, reply)) {
+      if ('task' in e) second.push(`task:${e.task.status.state}`);
+      else if ('statusUpdate' in e) second.push(e.statusUpdate.status.state);
+      else if ('artifactUpdate' in e) second.push(`artifact:${e.artifactUpdate.artifact.parts[0]?.text}`);
+    }
+    expect(second).toEqual([
+      'task:TASK_STATE_INPUT_REQUIRED',
+      'TASK_STATE_WORKING',
+      'artifact:hello Grace',
+      'TASK_STATE_COMPLETED',
+    ]);
+  });
+
   it('a failing handler fails the task without leaking the error text', async () => {
     const t = await client.sendTask(h.url, 'boom', 'x');
     expect(t.status.state).toBe('TASK_STATE_FAILED');
