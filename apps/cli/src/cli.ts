@@ -1,5 +1,4 @@
 import { Command, CommanderError } from 'commander';
-import { WeaveError } from '@weave/identity';
 import { authzCommand } from './commands/authz.js';
 import { callCommand } from './commands/call.js';
 import { cardCommand } from './commands/card.js';
@@ -7,7 +6,7 @@ import { devCommand } from './commands/dev.js';
 import { svidCommand } from './commands/svid.js';
 import { validateCommand } from './commands/validate.js';
 import { stdio, type Io } from './io.js';
-import { CliError, EXIT } from './shared.js';
+import { EXIT } from './exit.js';
 
 /** Options of {@link run}, for driving the CLI in-process. */
 export interface RunOptions {
@@ -69,15 +68,43 @@ Commands that need an identity read it from the SPIFFE Workload API: --socket or
       return EXIT.usage;
     }
     const debug = argv.includes('--debug');
-    if (err instanceof WeaveError) {
-      io.err(`${err.code}: ${err.message}`);
-      if (debug && err.stack) io.err(err.stack);
-      return err instanceof CliError ? err.exitCode : EXIT.failed;
+    const e = err as {
+      code?: unknown;
+      message?: unknown;
+      stack?: unknown;
+      exitCode?: unknown;
+      cause?: unknown;
+    };
+    // WeaveErrors (and CliErrors) carry a string code; checked by shape so --help loads no library.
+    io.err(
+      `${typeof e?.code === 'string' ? e.code : 'ERROR'}: ${typeof e?.message === 'string' ? e.message : String(err)}`,
+    );
+    for (const code of causeCodes(e?.cause, typeof e?.code === 'string' ? e.code : undefined)) {
+      io.err(`  caused by ${code}`);
     }
-    io.err(`ERROR: ${err instanceof Error ? err.message : String(err)}`);
-    if (debug && err instanceof Error && err.stack) io.err(err.stack);
-    return EXIT.failed;
+    if (debug && typeof e?.stack === 'string') io.err(e.stack);
+    return typeof e?.exitCode === 'number' ? e.exitCode : EXIT.failed;
   }
+}
+
+/** The codes of the WeaveErrors under `cause` (e.g. PEER_VERIFICATION_FAILED under a fetch failure). */
+function causeCodes(cause: unknown, top: string | undefined): string[] {
+  const out: string[] = [];
+  const seen = new Set<unknown>();
+  let c = cause as { code?: unknown; cause?: unknown } | undefined;
+  while (c && typeof c === 'object' && !seen.has(c) && out.length < 5) {
+    seen.add(c);
+    if (
+      typeof c.code === 'string' &&
+      /^[A-Z][A-Z0-9_]+$/.test(c.code) &&
+      c.code !== top &&
+      !out.includes(c.code)
+    ) {
+      out.push(c.code);
+    }
+    c = c.cause as typeof c;
+  }
+  return out;
 }
 
 function allCommands(cmd: Command): Command[] {

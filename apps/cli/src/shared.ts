@@ -9,9 +9,9 @@ import {
   verifyX509Svid,
   type IdentityProvider,
 } from '@weave/identity';
+import { EXIT } from './exit.js';
 
-/** Exit codes of every `weave` command. */
-export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+export { EXIT };
 
 /**
  * A failure the CLI reports as `code: message`. `exitCode` 2 marks a usage

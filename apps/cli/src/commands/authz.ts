@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { LocalPolicyEnforcer, type AuditRecord, type AuthzDecision } from '@weave/authz';
-import { asUsage, cliLogger, parseIdArg, usageError, type GlobalOptions } from '../shared.js';
+import type { AuditRecord, AuthzDecision } from '@weave/authz';
+import type { GlobalOptions } from '../shared.js';
 import type { Io } from '../io.js';
 
 interface CheckOptions extends GlobalOptions {
@@ -36,6 +36,8 @@ export function authzCommand(program: Command, io: Io, setExitCode: (code: numbe
         cmd: Command,
       ) => {
         const opts = cmd.optsWithGlobals<CheckOptions>();
+        const { LocalPolicyEnforcer } = await import('@weave/authz');
+        const { asUsage, cliLogger, parseIdArg, usageError } = await import('../shared.js');
         if (opts.direction !== 'outbound' && opts.direction !== 'inbound') {
           throw usageError(`--direction must be outbound or inbound, got ${JSON.stringify(opts.direction)}`);
         }

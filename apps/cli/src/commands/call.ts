@@ -1,23 +1,9 @@
 import type { Command } from 'commander';
-import { A2AClient, isTerminal, type Part, type Task, type TaskPayload } from '@weave/a2a';
-import { LocalPolicyEnforcer, type AuditRecord } from '@weave/authz';
-import { SPIFFE_ENDPOINT_SOCKET, type SpiffeId } from '@weave/identity';
-import { SecureChannel } from '@weave/transport';
-import {
-  CliError,
-  EXIT,
-  asUsage,
-  cliLogger,
-  httpsUrl,
-  openIdentity,
-  parseDuration,
-  parseIdArg,
-  parseJsonArg,
-  parsePeers,
-  probePeerId,
-  usageError,
-  type GlobalOptions,
-} from '../shared.js';
+import type { Task } from '@weave/a2a';
+import type { AuditRecord } from '@weave/authz';
+import type { SpiffeId } from '@weave/identity';
+import type { SecureChannel } from '@weave/transport';
+import type { GlobalOptions } from '../shared.js';
 import type { Io } from '../io.js';
 
 interface CallOptions extends GlobalOptions {
@@ -44,7 +30,7 @@ export function callCommand(program: Command, io: Io): void {
     .argument('<target>', 'spiffe://… ID of the agent, or its https:// URL')
     .argument('<capability>', 'the capability (A2A skill id) to invoke')
     .argument('<json>', 'input as JSON, e.g. \'{"query":"mTLS"}\'')
-    .option('--socket <address>', `Workload API address (default $${SPIFFE_ENDPOINT_SOCKET})`)
+    .option('--socket <address>', 'Workload API address (default $SPIFFE_ENDPOINT_SOCKET)')
     .option('--policy <file>', 'check the call against this Weave policy file first')
     .option(
       '--peer <spiffe-id=url>',
@@ -63,6 +49,23 @@ Examples:
     )
     .action(async (target: string, capability: string, jsonArg: string, _o: CallOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<CallOptions>();
+      const { A2AClient } = await import('@weave/a2a');
+      const { render, resultOf, textOf, toPayload } = await import('../task-result.js');
+      const { LocalPolicyEnforcer } = await import('@weave/authz');
+      const { SecureChannel } = await import('@weave/transport');
+      const {
+        CliError,
+        asUsage,
+        cliLogger,
+        httpsUrl,
+        openIdentity,
+        parseDuration,
+        parseIdArg,
+        parseJsonArg,
+        parsePeers,
+        probePeerId,
+        usageError,
+      } = await import('../shared.js');
       const timeoutMs = parseDuration(opts.timeout, '--timeout');
       const input = parseJsonArg(jsonArg, '<json>');
       const peers = parsePeers(opts.peer ?? []);
@@ -149,46 +152,4 @@ Examples:
         await enforcer?.close();
       }
     });
-}
-
-/** Objects travel as an A2A data part, strings as text, anything else wrapped in a data part. */
-function toPayload(input: unknown): TaskPayload {
-  if (typeof input === 'string') return input;
-  if (input !== null && typeof input === 'object' && !Array.isArray(input)) {
-    return input as Record<string, unknown>;
-  }
-  return [{ data: input }] as Part[];
-}
-
-/** What the task produced, or a CliError saying why it did not complete. */
-function resultOf(task: Task): string {
-  const state = task.status.state;
-  const why = textOf(task.status.message?.parts ?? []);
-  if (state !== 'TASK_STATE_COMPLETED') {
-    const what = isTerminal(state) ? 'ended' : 'is waiting';
-    throw new CliError(
-      'CALL_FAILED',
-      `task ${task.id} ${what} in state ${state.replace('TASK_STATE_', '')}${why ? `: ${why}` : ''}`,
-      EXIT.failed,
-    );
-  }
-  const parts = (task.artifacts ?? []).flatMap((a) => a.parts);
-  if (parts.length === 0 && task.status.message) return render(task.status.message.parts);
-  return render(parts);
-}
-
-function render(parts: readonly Part[]): string {
-  if (parts.length === 1) {
-    const p = parts[0] as Part;
-    if (p.text !== undefined) return p.text;
-    if (p.data !== undefined) return JSON.stringify(p.data, null, 2);
-  }
-  return JSON.stringify(parts, null, 2);
-}
-
-function textOf(parts: readonly Part[]): string {
-  return parts
-    .map((p) => p.text ?? (p.data !== undefined ? JSON.stringify(p.data) : ''))
-    .filter((t) => t !== '')
-    .join(' ');
 }

@@ -1,16 +1,6 @@
 import type { Command } from 'commander';
-import { DiscoveryClient } from '@weave/a2a';
-import { SPIFFE_ENDPOINT_SOCKET, authorizeAny, type SpiffeId } from '@weave/identity';
-import { SecureChannel } from '@weave/transport';
-import {
-  CliError,
-  cliLogger,
-  httpsUrl,
-  openIdentity,
-  parseDuration,
-  parseIdArg,
-  type GlobalOptions,
-} from '../shared.js';
+import type { SpiffeId } from '@weave/identity';
+import type { GlobalOptions } from '../shared.js';
 import type { Io } from '../io.js';
 
 interface CardOptions extends GlobalOptions {
@@ -31,12 +21,17 @@ export function cardCommand(program: Command, io: Io): void {
         '(and, with --expect, carry exactly that SPIFFE ID); its SPIFFE ID is printed before the card.',
     )
     .argument('<url>', 'base URL of the agent, https://host:port')
-    .option('--socket <address>', `Workload API address (default $${SPIFFE_ENDPOINT_SOCKET})`)
+    .option('--socket <address>', 'Workload API address (default $SPIFFE_ENDPOINT_SOCKET)')
     .option('--expect <spiffe-id>', 'accept only a server with this SPIFFE ID')
     .option('--json', 'print {"peer": …, "card": …} as JSON')
     .option('--timeout <duration>', 'connect, request and Workload API timeout', '10s')
     .action(async (urlArg: string, _o: CardOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<CardOptions>();
+      const { DiscoveryClient } = await import('@weave/a2a');
+      const { authorizeAny } = await import('@weave/identity');
+      const { SecureChannel } = await import('@weave/transport');
+      const { CliError, cliLogger, httpsUrl, openIdentity, parseDuration, parseIdArg } =
+        await import('../shared.js');
       const url = httpsUrl(urlArg, 'the agent URL');
       const timeoutMs = parseDuration(opts.timeout, '--timeout');
       const expected = opts.expect !== undefined ? parseIdArg(opts.expect) : undefined;

@@ -1,7 +1,6 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { DevWorkloadApiServer, SPIFFE_ENDPOINT_SOCKET, SpiffeId } from '@weave/identity';
-import { asUsage, cliLogger, parseDuration, usageError, type GlobalOptions } from '../shared.js';
+import type { GlobalOptions } from '../shared.js';
 import type { Io } from '../io.js';
 
 interface DevOptions extends GlobalOptions {
@@ -41,11 +40,13 @@ Example:
   $ weave dev --trust-domain demo.weave \\
       --workload search=spiffe://demo.weave/agent/search \\
       --workload orchestrator=spiffe://demo.weave/agent/orchestrator
-  $ export ${SPIFFE_ENDPOINT_SOCKET}=unix://$PWD/.weave/dev/sockets/orchestrator.sock
+  $ export SPIFFE_ENDPOINT_SOCKET=unix://$PWD/.weave/dev/sockets/orchestrator.sock
   $ weave svid`,
     )
     .action(async (_opts: DevOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<DevOptions>();
+      const { DevWorkloadApiServer, SPIFFE_ENDPOINT_SOCKET, SpiffeId } = await import('@weave/identity');
+      const { asUsage, cliLogger, parseDuration, usageError } = await import('../shared.js');
       const workloads: Record<string, string> = {};
       const domains = new Set<string>();
       for (const w of opts.workload) {

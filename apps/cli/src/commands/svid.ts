@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { SPIFFE_ENDPOINT_SOCKET, WorkloadApiClient, WorkloadApiAddressError } from '@weave/identity';
-import { CliError, EXIT, cliLogger, parseDuration, usageError, type GlobalOptions } from '../shared.js';
+import type { WorkloadApiClient } from '@weave/identity';
+import type { GlobalOptions } from '../shared.js';
 import type { Io } from '../io.js';
 
 interface SvidOptions extends GlobalOptions {
@@ -19,11 +19,14 @@ export function svidCommand(program: Command, io: Io): void {
         'each SVID (SPIFFE ID, hint, serial, validity, chain length) and the trust domains of the ' +
         'bundle set. Exit 1 when the socket does not answer or serves no identity.',
     )
-    .option('--socket <address>', `Workload API address (default $${SPIFFE_ENDPOINT_SOCKET})`)
+    .option('--socket <address>', 'Workload API address (default $SPIFFE_ENDPOINT_SOCKET)')
     .option('--json', 'print JSON instead of text')
     .option('--timeout <duration>', 'how long to wait for the Workload API', '10s')
     .action(async (_o: SvidOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<SvidOptions>();
+      const { SPIFFE_ENDPOINT_SOCKET, WorkloadApiClient, WorkloadApiAddressError } =
+        await import('@weave/identity');
+      const { CliError, EXIT, cliLogger, parseDuration, usageError } = await import('../shared.js');
       const timeoutMs = parseDuration(opts.timeout, '--timeout');
       if (opts.socket === undefined && !process.env[SPIFFE_ENDPOINT_SOCKET]) {
         throw usageError(

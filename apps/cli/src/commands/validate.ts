@@ -1,8 +1,6 @@
 import type { Command } from 'commander';
-import { loadAgentConfig, AgentConfigError, type AgentConfig } from '@weave/agent';
-import { LocalPolicyEnforcer } from '@weave/authz';
-import { WeaveError } from '@weave/identity';
-import { CliError, EXIT, cliLogger, type GlobalOptions } from '../shared.js';
+import type { AgentConfig } from '@weave/agent';
+import type { GlobalOptions } from '../shared.js';
 import type { Io } from '../io.js';
 
 interface ValidateOptions extends GlobalOptions {
@@ -23,6 +21,10 @@ export function validateCommand(program: Command, io: Io): void {
     .option('--json', 'print the validated config (defaults filled in) as JSON')
     .action(async (file: string, _o: ValidateOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<ValidateOptions>();
+      const { loadAgentConfig, AgentConfigError } = await import('@weave/agent');
+      const { LocalPolicyEnforcer } = await import('@weave/authz');
+      const { WeaveError } = await import('@weave/identity');
+      const { CliError, EXIT, cliLogger } = await import('../shared.js');
       let config: AgentConfig;
       try {
         config = await loadAgentConfig(file);

@@ -1,0 +1,501 @@
+// The `weave` CLI, spawned as users run it, against real things: the dev
+// Workload API server over gRPC on Unix sockets, and a real A2A agent on
+// @weave/transport's mTLS server with a default-deny policy.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { A2AServer } from '@weave/a2a';
+import { LocalPolicyEnforcer } from '@weave/authz';
+import {
+  DevWorkloadApiServer,
+  SpiffeId,
+  WorkloadApiIdentityProvider,
+  authorizeMemberOf,
+} from '@weave/identity';
+import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport';
+import { inproc, spawnWeave, waitForLine, weave } from './helpers.js';
+
+const TD = 'cli.weave';
+const ID = {
+  client: `spiffe://${TD}/agent/client`,
+  search: `spiffe://${TD}/agent/search`,
+  stranger: `spiffe://${TD}/agent/stranger`,
+};
+const silent = pino({ level: 'silent' });
+
+let dir: string;
+let devServer: DevWorkloadApiServer;
+let socket: Record<'client' | 'search' | 'stranger' | 'nobody', string>;
+let agentIdentity: WorkloadApiIdentityProvider;
+let app: MtlsFastifyInstance;
+let a2a: A2AServer;
+let url: string;
+let policyFile: string;
+/** Requests that reached the agent's HTTP layer, and handler runs per skill. */
+const seen = { requests: 0, search: 0, progress: 0 };
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'weave-cli-'));
+  devServer = await DevWorkloadApiServer.start({
+    stateDir: dir,
+    trustDomain: TD,
+    workloads: { client: ID.client, search: ID.search, stranger: ID.stranger, nobody: null },
+    logger: silent,
+  });
+  socket = {
+    client: devServer.address('client'),
+    search: devServer.address('search'),
+    stranger: devServer.address('stranger'),
+    nobody: devServer.address('nobody'),
+  };
+
+  // The agent: its identity from the Workload API, inbound policy lets only the client in.
+  agentIdentity = await WorkloadApiIdentityProvider.create({ address: socket.search, logger: silent });
+  const inbound = LocalPolicyEnforcer.fromObject(
+    {
+      version: 1,
+      id: 'search-inbound',
+      default: 'deny',
+      rules: [
+        { id: 'client-may-search', effect: 'allow', callers: [ID.client], actions: ['search', 'progress'] },
+      ],
+    },
+    { audit: { record: () => undefined }, logger: silent },
+  );
+  a2a = new A2AServer({
+    card: { name: 'search', description: 'finds things', version: '1.2.3' },
+    selfId: SpiffeId.parse(ID.search),
+    enforcer: inbound,
+    heartbeatMs: 0,
+  });
+  a2a.registerTaskHandler(
+    { id: 'search', name: 'search', description: 'search the index', tags: [] },
+    (ctx) => {
+      seen.search++;
+      const input = ctx.message.parts[0]?.data as { query?: string } | undefined;
+      return { parts: [{ data: { query: input?.query ?? null, caller: ctx.caller.toString(), hits: 3 } }] };
+    },
+  );
+  a2a.registerTaskHandler(
+    { id: 'progress', name: 'progress', description: 'works in steps', tags: [] },
+    (ctx) => {
+      seen.progress++;
+      ctx.publishStatus('TASK_STATE_WORKING', 'step 1 of 2');
+      ctx.publishStatus('TASK_STATE_WORKING', 'step 2 of 2');
+      return 'all done';
+    },
+  );
+  app = createMtlsServer({ identity: agentIdentity, authorize: authorizeMemberOf(TD) });
+  app.addHook('onRequest', (_req, _reply, next) => {
+    seen.requests++;
+    next();
+  });
+  await app.register(a2a.plugin);
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const addr = app.server.address();
+  if (!addr || typeof addr === 'string') throw new Error('no address');
+  url = `https://127.0.0.1:${addr.port}`;
+
+  // The client's outbound policy: search yes, anything else no (default deny).
+  policyFile = join(dir, 'policy.yaml');
+  await writeFile(
+    policyFile,
+    [
+      'version: 1',
+      'id: client-outbound',
+      'default: deny',
+      'rules:',
+      '  - id: client-may-search',
+      '    effect: allow',
+      `    callers: ['${ID.client}']`,
+      `    callees: ['${ID.search}']`,
+      "    actions: ['search', 'progress']",
+      '',
+    ].join('\n'),
+  );
+});
+
+afterAll(async () => {
+  await a2a?.close();
+  await app?.close();
+  await agentIdentity?.close();
+  await devServer?.close();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('usage and help', () => {
+  it('prints help for the program and each command, exit 0', async () => {
+    const top = await weave(['--help']);
+    expect(top.code).toBe(0);
+    for (const c of ['dev', 'svid', 'card', 'call', 'authz', 'validate']) expect(top.stdout).toContain(c);
+    expect(top.stdout).toContain('Exit codes: 0 ok');
+    const call = await weave(['call', '--help']);
+    expect(call.code).toBe(0);
+    expect(call.stdout).toContain('<target> <capability> <json>');
+    expect(call.stdout).toContain('--policy <file>');
+  });
+
+  it('exits 2 on an unknown command, a missing argument or an unknown option', async () => {
+    const unknown = await weave(['frobnicate']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain("unknown command 'frobnicate'");
+    const missing = await inproc(['card']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain("missing required argument 'url'");
+    const option = await inproc(['svid', '--bogus']);
+    expect(option.code).toBe(2);
+    expect(option.stderr).toContain("unknown option '--bogus'");
+  });
+});
+
+describe('weave svid', () => {
+  it('shows the SVID served on SPIFFE_ENDPOINT_SOCKET', async () => {
+    const r = await weave(['svid'], { SPIFFE_ENDPOINT_SOCKET: socket.client });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`SPIFFE ID\\s+${ID.client}`));
+    expect(r.stdout).toMatch(/serial\s+[0-9a-f]+/);
+    expect(r.stdout).toMatch(/chain length\s+1/);
+    expect(r.stdout).toMatch(/bundles\s+cli\.weave/);
+  });
+
+  it('--json with --socket gives the same facts as the Workload API', async () => {
+    const r = await weave(['svid', '--socket', socket.search, '--json']);
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout) as {
+      address: string;
+      svids: Array<{ spiffeId: string; serialNumber: string; notAfter: string; chainLength: number }>;
+      trustDomains: string[];
+    };
+    expect(out.address).toBe(socket.search);
+    expect(out.trustDomains).toEqual([TD]);
+    expect(out.svids).toHaveLength(1);
+    const served = agentIdentity.getX509Svid();
+    expect(out.svids[0]?.spiffeId).toBe(ID.search);
+    expect(out.svids[0]?.serialNumber).toBe(served.certificates[0]?.serialNumber);
+    expect(Date.parse(out.svids[0]?.notAfter ?? '')).toBe(served.expiresAt.getTime());
+  });
+
+  it('exits 2 without a socket, and 1 when the socket serves no identity', async () => {
+    const none = await inproc(['svid']);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/^NO_WORKLOAD_API_SOCKET: /);
+    const denied = await inproc(['svid', '--socket', socket.nobody, '--timeout', '5s']);
+    expect(denied.code).toBe(1);
+    expect(denied.stderr).toMatch(/^WORKLOAD_API_PERMISSION_DENIED: /);
+    expect(denied.stderr).not.toContain('    at '); // no stack without --debug
+    const bad = await inproc(['svid', '--socket', 'http://nope']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^INVALID_WORKLOAD_API_ADDRESS: /);
+  });
+});
+
+describe('weave card', () => {
+  it("fetches the card over mTLS and prints the server's verified SPIFFE ID", async () => {
+    const before = seen.requests;
+    const r = await weave(['card', url], { SPIFFE_ENDPOINT_SOCKET: socket.client });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const [first, ...rest] = r.stdout.split('\n');
+    expect(first).toBe(`peer: ${ID.search} (mTLS verified against the bundle of ${TD})`);
+    const card = JSON.parse(rest.join('\n')) as {
+      name: string;
+      version: string;
+      skills: Array<{ id: string }>;
+    };
+    expect(card.name).toBe('search');
+    expect(card.version).toBe('1.2.3');
+    expect(card.skills.map((s) => s.id).sort()).toEqual(['progress', 'search']);
+    expect(seen.requests).toBe(before + 1);
+  });
+
+  it('--expect refuses a server with another SPIFFE ID before sending the request', async () => {
+    const before = seen.requests;
+    const r = await inproc(['card', url, '--expect', ID.stranger, '--json'], {
+      SPIFFE_ENDPOINT_SOCKET: socket.client,
+    });
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('PEER_VERIFICATION_FAILED');
+    expect(r.stderr).toContain(`expected ${ID.stranger}, got ${ID.search}`);
+    expect(seen.requests).toBe(before);
+  });
+
+  it('refuses plain http with exit 2', async () => {
+    const r = await inproc(['card', url.replace('https:', 'http:')], {
+      SPIFFE_ENDPOINT_SOCKET: socket.client,
+    });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^INSECURE_URL: /);
+  });
+});
+
+describe('weave call', () => {
+  const peer = () => `${ID.search}=${url}`;
+
+  it('calls by SPIFFE ID after an outbound ALLOW and prints the result JSON', async () => {
+    const before = seen.search;
+    const r = await weave(
+      ['call', ID.search, 'search', '{"query":"mtls"}', '--peer', peer(), '--policy', policyFile],
+      {
+        SPIFFE_ENDPOINT_SOCKET: socket.client,
+      },
+    );
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ query: 'mtls', caller: ID.client, hits: 3 });
+    expect(r.stderr).toContain('policy: ALLOW by rule client-may-search');
+    expect(seen.search).toBe(before + 1);
+  });
+
+  it('calls by URL, learning the SPIFFE ID from the TLS handshake', async () => {
+    const r = await inproc(['call', url, 'search', '{"query":"by url"}', '--policy', policyFile], {
+      SPIFFE_ENDPOINT_SOCKET: socket.client,
+    });
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ query: 'by url', caller: ID.client });
+    expect(r.stderr).toContain(`${ID.client} → ${ID.search}`);
+  });
+
+  it('--stream prints progress on stderr and the result on stdout', async () => {
+    const r = await inproc(['call', ID.search, 'progress', '{}', '--peer', peer(), '--stream'], {
+      SPIFFE_ENDPOINT_SOCKET: socket.client,
+    });
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toBe('all done');
+    expect(r.stderr).toContain('working: step 1 of 2');
+    expect(r.stderr).toContain('working: step 2 of 2');
+  });
+
+  it('an outbound DENY exits 1 with the reason and sends nothing', async () => {
+    const before = { ...seen };
+    const r = await weave(
+      ['call', ID.search, 'delete', '{"all":true}', '--peer', peer(), '--policy', policyFile],
+      {
+        SPIFFE_ENDPOINT_SOCKET: socket.client,
+      },
+    );
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('policy: DENY (no rule matched: default deny');
+    expect(r.stderr).toContain(
+      `POLICY_DENIED: ${ID.client} may not call delete on ${ID.search}: no rule matched: default deny`,
+    );
+    expect(seen).toEqual(before);
+  });
+
+  it("the agent's inbound policy refuses a caller it does not allow; the handler does not run", async () => {
+    const before = seen.search;
+    const r = await inproc(['call', ID.search, 'search', '{"query":"x"}', '--peer', peer()], {
+      SPIFFE_ENDPOINT_SOCKET: socket.stranger,
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      /PERMISSION_DENIED: Permission denied: spiffe:\/\/cli\.weave\/agent\/stranger may not invoke search/,
+    );
+    expect(seen.search).toBe(before);
+  });
+
+  it('refuses a server that does not prove the expected SPIFFE ID, before any request', async () => {
+    const before = { ...seen };
+    const r = await inproc(['call', ID.stranger, 'search', '{}', '--peer', `${ID.stranger}=${url}`], {
+      SPIFFE_ENDPOINT_SOCKET: socket.client,
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('PEER_VERIFICATION_FAILED');
+    expect(seen).toEqual(before);
+  });
+
+  it('usage errors exit 2: bad JSON, unknown peer, http URL, invalid policy file', async () => {
+    const env = { SPIFFE_ENDPOINT_SOCKET: socket.client };
+    const json = await inproc(['call', ID.search, 'search', '{nope', '--peer', peer()], env);
+    expect(json.code).toBe(2);
+    expect(json.stderr).toMatch(/^INVALID_JSON: /);
+    const unknown = await inproc(['call', ID.search, 'search', '{}'], env);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain(`PEER_UNKNOWN: no URL known for ${ID.search}`);
+    const http = await inproc(['call', url.replace('https:', 'http:'), 'search', '{}'], env);
+    expect(http.code).toBe(2);
+    expect(http.stderr).toMatch(/^INSECURE_URL: /);
+    const badPolicy = join(dir, 'bad-policy.yaml');
+    await writeFile(badPolicy, 'version: 1\nid: x\ndefault: allow\nrules: []\n');
+    const before = seen.requests;
+    const policy = await inproc(
+      ['call', ID.search, 'search', '{}', '--peer', peer(), '--policy', badPolicy],
+      env,
+    );
+    expect(policy.code).toBe(2);
+    expect(policy.stderr).toMatch(/^POLICY_INVALID: /);
+    expect(policy.stderr).toContain('default must be "deny"');
+    expect(seen.requests).toBe(before);
+  });
+});
+
+describe('weave authz check', () => {
+  it('ALLOW exits 0 and names the rule', async () => {
+    const r = await weave(['authz', 'check', policyFile, ID.client, ID.search, 'search']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`ALLOW  ${ID.client} → ${ID.search}  search`);
+    expect(r.stdout).toMatch(/rule:\s+client-may-search/);
+    expect(r.stdout).toContain('reason:  allowed by rule "client-may-search"');
+  });
+
+  it('DENY exits 1 with the reason; --json carries the decision', async () => {
+    const r = await inproc(['authz', 'check', policyFile, ID.stranger, ID.search, 'search', '--json']);
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      decision: 'deny',
+      ruleId: null,
+      reason: 'no rule matched: default deny',
+      policyId: 'client-outbound',
+      caller: ID.stranger,
+    });
+  });
+
+  it('a bad policy file or SPIFFE ID exits 2 with the problem', async () => {
+    const bad = join(dir, 'bad.yaml');
+    await writeFile(
+      bad,
+      "version: 1\nid: bad\ndefault: deny\nrules:\n  - id: r\n    effect: allow\n    callers: ['spiffe://Bad.Domain/x']\n    actions: ['*']\n",
+    );
+    const r = await inproc(['authz', 'check', bad, ID.client, ID.search, 'search']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^POLICY_INVALID: invalid policy .*bad\.yaml: 1 problem/);
+    expect(r.stderr).toContain('line 7, rules[0].callers[0]');
+    const id = await inproc(['authz', 'check', policyFile, 'not-an-id', ID.search, 'search']);
+    expect(id.code).toBe(2);
+    expect(id.stderr).toMatch(/^INVALID_SPIFFE_ID: /);
+    const missing = await inproc([
+      'authz',
+      'check',
+      join(dir, 'missing.yaml'),
+      ID.client,
+      ID.search,
+      'search',
+    ]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/^POLICY_UNREADABLE: /);
+  });
+});
+
+describe('weave validate', () => {
+  it('prints OK and a summary of a valid config', async () => {
+    const file = join(dir, 'agent.yaml');
+    await writeFile(
+      file,
+      [
+        'name: search',
+        'description: finds things',
+        `spiffeId: ${ID.search}`,
+        'server: { port: 8443 }',
+        'identity: { workloadApi: { socket: "unix:///run/spire/agent.sock" } }',
+        'authz: { policyFile: policy.yaml }',
+        `peers: [{ id: "${ID.client}", url: "https://127.0.0.1:9443" }]`,
+        '',
+      ].join('\n'),
+    );
+    const r = await weave(['validate', file]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`OK ${file}`);
+    expect(r.stdout).toMatch(/agent\s+search 0\.1\.0 — finds things/);
+    expect(r.stdout).toMatch(/listens\s+127\.0\.0\.1:8443/);
+    expect(r.stdout).toContain('Workload API at unix:///run/spire/agent.sock');
+    expect(r.stdout).toContain(`policy file ${policyFile} (policy client-outbound, 1 rule)`);
+    expect(r.stdout).toContain(`${ID.client} at https://127.0.0.1:9443`);
+  });
+
+  it('lists every problem and exits 1', async () => {
+    const file = join(dir, 'broken.yaml');
+    await writeFile(file, 'name: Search Agent\nauthz: { policyFile: policy.yaml }\nextra: 1\n');
+    const r = await inproc(['validate', file]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^AGENT_CONFIG_INVALID: invalid agent config/);
+    expect(r.stderr).toContain('name');
+    expect(r.stderr).toContain('"extra"');
+  });
+
+  it('refuses insecure settings and a broken policy file', async () => {
+    const insecure = join(dir, 'insecure.yaml');
+    await writeFile(
+      insecure,
+      'name: a\nauthz: { policyFile: policy.yaml }\ntransport: { verifyPeer: false }\n',
+    );
+    const r = await inproc(['validate', insecure]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^AGENT_CONFIG_INSECURE: /);
+    expect(r.stderr).toContain('peer verification cannot be turned off');
+    await writeFile(join(dir, 'broken-policy.yaml'), 'version: 2\n');
+    const withBad = join(dir, 'with-bad-policy.yaml');
+    await writeFile(withBad, 'name: a\nauthz: { policyFile: broken-policy.yaml }\n');
+    const p = await inproc(['validate', withBad]);
+    expect(p.code).toBe(1);
+    expect(p.stderr).toMatch(/^POLICY_INVALID: .*authz\.policyFile/);
+  });
+});
+
+describe('weave dev', () => {
+  it('serves one socket per workload until SIGTERM, then exits 0', async () => {
+    const state = await mkdtemp(join(tmpdir(), 'weave-dev-'));
+    const child = spawnWeave([
+      'dev',
+      '--state-dir',
+      state,
+      '--workload',
+      'alpha=spiffe://dev.weave/svc/alpha',
+      '--workload',
+      'beta=spiffe://dev.weave/svc/beta',
+      '--svid-ttl',
+      '10m',
+    ]);
+    try {
+      const out = await waitForLine(child, /^ready /m);
+      const alpha = /^workload alpha spiffe:\/\/dev\.weave\/svc\/alpha (unix:\/\/\S+)$/m.exec(out)?.[1];
+      expect(alpha).toBe(`unix://${join(state, 'sockets', 'alpha.sock')}`);
+      expect(out).toMatch(/^workload beta spiffe:\/\/dev\.weave\/svc\/beta unix:\/\/\S+beta\.sock$/m);
+      expect(out).toContain(`ready trust-domain=dev.weave state-dir=${state}`);
+      const svid = await weave(['svid', '--socket', alpha as string, '--json']);
+      expect(svid.code).toBe(0);
+      const s = JSON.parse(svid.stdout) as {
+        svids: Array<{ spiffeId: string; notBefore: string; notAfter: string }>;
+      };
+      expect(s.svids[0]?.spiffeId).toBe('spiffe://dev.weave/svc/alpha');
+      const ttl = Date.parse(s.svids[0]?.notAfter ?? '') - Date.parse(s.svids[0]?.notBefore ?? '');
+      // notBefore is backdated 10 s, as SPIRE does.
+      expect(ttl).toBe(10 * 60_000 + 10_000);
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+      await rm(state, { recursive: true, force: true });
+    }
+  });
+
+  it('exits 2 on a bad workload, naming the problem', async () => {
+    const state = await mkdtemp(join(tmpdir(), 'weave-dev-'));
+    try {
+      const noEq = await inproc(['dev', '--state-dir', state, '--workload', 'alpha']);
+      expect(noEq.code).toBe(2);
+      expect(noEq.stderr).toContain('must be NAME=SPIFFE_ID');
+      const mixed = await inproc([
+        'dev',
+        '--state-dir',
+        state,
+        '--trust-domain',
+        'dev.weave',
+        '--workload',
+        'a=spiffe://other.weave/a',
+      ]);
+      expect(mixed.code).toBe(2);
+      expect(mixed.stderr).toMatch(/^DEV_WORKLOAD_API_INVALID_OPTIONS: /);
+      const missing = await inproc(['dev', '--state-dir', state]);
+      expect(missing.code).toBe(2);
+      expect(missing.stderr).toContain("required option '-w, --workload <name=spiffe-id>' not specified");
+    } finally {
+      await rm(state, { recursive: true, force: true });
+    }
+  });
+});
