@@ -44,6 +44,7 @@ const headers = { 'content-type': 'application/json', accept: 'application/json'
 let phase: 'warmup' | 'measure' | 'done' = 'warmup';
 const latencies: number[] = [];
 let errors = 0;
+let total = 0;
 let firstError: string | undefined;
 
 async function worker(): Promise<void> {
@@ -63,6 +64,7 @@ async function worker(): Promise<void> {
       firstError ??= String(err);
       continue;
     }
+    total++;
     if (phase === 'measure') latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
   }
 }
@@ -83,6 +85,7 @@ const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p *
 process.stdout.write(
   JSON.stringify({
     requests: latencies.length,
+    totalRequests: total,
     errors,
     firstError,
     rps: (latencies.length / elapsedMs) * 1000,

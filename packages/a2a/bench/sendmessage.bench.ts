@@ -184,6 +184,9 @@ const body = JSON.stringify({
 
 interface Result {
   requests: number;
+  totalRequests: number;
+  /** Server CPU (user + system) per request, in µs, over warm-up and measurement. */
+  cpuUs: number;
   errors: number;
   firstError?: string;
   rps: number;
@@ -196,13 +199,22 @@ function load(url: string, expectPeer: string): Promise<Result> {
   const loadgen = fileURLToPath(new URL('./loadgen.ts', import.meta.url));
   const tsx = fileURLToPath(new URL('../../../node_modules/.bin/tsx', import.meta.url));
   return new Promise((resolve, reject) => {
+    // Both servers live in this process and only one is loaded at a time, so this
+    // process's CPU time is the loaded server's: a figure that machine noise
+    // (other processes) does not distort the way it distorts req/s.
+    const cpu0 = process.cpuUsage();
     const child = spawn(tsx, [loadgen], { stdio: ['pipe', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.on('error', reject);
     child.on('exit', (code) => {
       if (code !== 0) reject(new Error(`loadgen exited with ${code}`));
-      else resolve(JSON.parse(out) as Result);
+      else {
+        const cpu = process.cpuUsage(cpu0);
+        const r = JSON.parse(out) as Result;
+        r.cpuUs = (cpu.user + cpu.system) / Math.max(1, r.totalRequests);
+        resolve(r);
+      }
     });
     child.stdin.end(
       JSON.stringify({
@@ -221,7 +233,7 @@ function load(url: string, expectPeer: string): Promise<Result> {
 }
 
 const fmt = (r: Result) =>
-  `${r.rps.toFixed(0).padStart(6)} req/s  p50 ${r.p50.toFixed(2).padStart(6)} ms  p99 ${r.p99.toFixed(2).padStart(6)} ms  max ${r.max.toFixed(1).padStart(6)} ms  errors ${r.errors}${r.firstError ? ` (${r.firstError})` : ''}`;
+  `${r.rps.toFixed(0).padStart(6)} req/s  p50 ${r.p50.toFixed(2).padStart(6)} ms  p99 ${r.p99.toFixed(2).padStart(6)} ms  max ${r.max.toFixed(1).padStart(6)} ms  server CPU ${r.cpuUs.toFixed(0).padStart(4)} µs/req  errors ${r.errors}${r.firstError ? ` (${r.firstError})` : ''}`;
 
 console.log(
   `SendMessage over mTLS (TLS 1.3, HTTP/1.1, ECDSA P-256 SVIDs), ${CONCURRENCY} in flight, ${DURATION} ms per run, node ${process.version}`,
@@ -236,14 +248,23 @@ for (let round = 1; round <= ROUNDS; round++) {
   weaveRuns.push(w);
   sdkRuns.push(s);
 }
-const avg = (rs: Result[], k: 'rps' | 'p50' | 'p99') => rs.reduce((a, r) => a + r[k], 0) / rs.length;
+const avg = (rs: Result[], k: 'rps' | 'p50' | 'p99' | 'cpuUs') =>
+  rs.reduce((a, r) => a + r[k], 0) / rs.length;
 const wr = avg(weaveRuns, 'rps');
 const sr = avg(sdkRuns, 'rps');
 console.log(
   `mean      weave ${wr.toFixed(0)} req/s p99 ${avg(weaveRuns, 'p99').toFixed(2)} ms | sdk ${sr.toFixed(0)} req/s p99 ${avg(sdkRuns, 'p99').toFixed(2)} ms`,
 );
 console.log(
-  `ratio     weave/sdk throughput ${(wr / sr).toFixed(2)}x   p99 weave/sdk ${(avg(weaveRuns, 'p99') / avg(sdkRuns, 'p99')).toFixed(2)}   (policy decisions audited: ${decisions})`,
+  `ratio     weave/sdk throughput ${(wr / sr).toFixed(2)}x   p99 weave/sdk ${(avg(weaveRuns, 'p99') / avg(sdkRuns, 'p99')).toFixed(2)}   server CPU per request sdk/weave ${(avg(sdkRuns, 'cpuUs') / avg(weaveRuns, 'cpuUs')).toFixed(2)}x   (policy decisions audited: ${decisions})`,
+);
+console.log(
+  `load      ${(await import('node:os'))
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(
+      ' ',
+    )} (1/5/15 min load average at the end; ${(await import('node:os')).availableParallelism()} CPUs)`,
 );
 
 await a2a.close();
