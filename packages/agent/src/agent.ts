@@ -24,8 +24,7 @@ import {
   PinoAuditSink,
   type PolicyEnforcer,
 } from '@weave/authz';
-import type {
-  SpiffeId} from '@weave/identity';
+import type { SpiffeId } from '@weave/identity';
 import {
   StaticMtlsProvider,
   WorkloadApiIdentityProvider,
@@ -419,6 +418,8 @@ export class SecureAgent extends AgentCore {
    * are closed. Idempotent.
    */
   stop(options: StopOptions = {}): Promise<void> {
+    // Not ready and refusing new tasks from this moment, not from the next tick.
+    if (this.#state === 'running') this.#state = 'draining';
     this.#stopping ??= this.#stop(options);
     return this.#stopping;
   }
@@ -440,6 +441,8 @@ export class SecureAgent extends AgentCore {
     this.#stopController.abort(
       new AgentError('AGENT_STOPPING', 'the agent stopped before the task finished'),
     );
+    // Handlers fail their tasks with AGENT_STOPPING first; the A2A server then cancels any leftovers.
+    await this.#waitIdle(500, true);
     await run.a2a.close().catch(() => undefined);
     // Let the answers of canceled tasks reach their callers before connections close.
     await this.#waitIdle(1_000);
@@ -453,9 +456,9 @@ export class SecureAgent extends AgentCore {
     this.logger.info('agent stopped');
   }
 
-  async #waitIdle(ms: number): Promise<boolean> {
+  async #waitIdle(ms: number, tasksOnly = false): Promise<boolean> {
     const until = Date.now() + ms;
-    while (this.#inflightRequests > 0 || this.#runningTasks > 0) {
+    while ((!tasksOnly && this.#inflightRequests > 0) || this.#runningTasks > 0) {
       if (Date.now() >= until) return false;
       await new Promise((r) => setTimeout(r, Math.min(20, Math.max(1, until - Date.now()))));
     }

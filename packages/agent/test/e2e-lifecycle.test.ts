@@ -1,0 +1,259 @@
+// Lifecycle end to end: start refusals, SVID rotation during calls, graceful
+// drain on stop(). Identities come from the dev Workload API server.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { z } from 'zod';
+import type { AgentError} from '../src/index.js';
+import { CallError, SecureAgent, type CapabilityContext } from '../src/index.js';
+import { ID, sample, startWorld, testLogger, type World } from './helpers.js';
+
+const started: SecureAgent[] = [];
+afterEach(async () => {
+  await Promise.all(started.splice(0).map((a) => a.stop({ drainTimeoutMs: 100 })));
+});
+
+function agent(opts: ConstructorParameters<typeof SecureAgent>[0]): SecureAgent {
+  const a = new SecureAgent({ logger: testLogger(), env: {}, ...opts });
+  started.push(a);
+  return a;
+}
+
+describe('start() refusals', () => {
+  let world: World;
+  beforeAll(async () => {
+    world = await startWorld({ extra: { nobody: null } });
+  });
+  afterAll(() => world.close());
+
+  const base = () => ({ name: 'x', authz: { policyFile: world.policyFile } });
+
+  it('refuses insecure settings at construction', () => {
+    for (const patch of [{ transport: { verifyPeer: false } }, { transport: { tlsMinVersion: 'TLSv1.1' } }]) {
+      expect(() => new SecureAgent({ config: { ...base(), ...patch } as never, env: {} })).toThrow(
+        expect.objectContaining({ code: 'AGENT_CONFIG_INSECURE' }),
+      );
+    }
+    expect(
+      () =>
+        new SecureAgent({
+          config: { name: 'x', authz: { allowAll: true } },
+          env: { NODE_ENV: 'production' },
+        }),
+    ).toThrow(expect.objectContaining({ code: 'AGENT_CONFIG_INSECURE' }));
+  });
+
+  it('refuses to start without an identity source, or when no SVID is issued', async () => {
+    const none = agent({ config: base() });
+    await expect(none.start()).rejects.toMatchObject({ code: 'AGENT_NO_IDENTITY' });
+    expect(none.state).toBe('new');
+    expect(() => none.url).toThrow(expect.objectContaining({ code: 'AGENT_NOT_STARTED' }));
+
+    const unregistered = agent({
+      config: {
+        ...base(),
+        identity: { workloadApi: { socket: world.dev.address('nobody'), timeoutMs: 500 } },
+      },
+    });
+    const err = (await unregistered.start().catch((e: unknown) => e)) as AgentError;
+    expect(err.code).toBe('AGENT_NO_IDENTITY');
+    expect(err.message).toMatch(/no X\.509-SVID/);
+  });
+
+  it('refuses an SVID that is not the configured SPIFFE ID', async () => {
+    const a = agent({
+      config: {
+        ...base(),
+        spiffeId: ID.search,
+        identity: { workloadApi: { socket: world.dev.address('intruder') } },
+      },
+    });
+    const err = (await a.start().catch((e: unknown) => e)) as AgentError;
+    expect(err.code).toBe('AGENT_NO_IDENTITY');
+    expect(err.message).toContain(ID.intruder);
+    expect(a.state).toBe('new');
+  });
+
+  it('refuses an unreadable or invalid policy', async () => {
+    const badPolicy = join(world.dir, 'bad-policy.yaml');
+    await writeFile(badPolicy, 'version: 1\nid: bad\ndefault: allow\nrules: []\n');
+    for (const policyFile of [badPolicy, join(world.dir, 'missing.yaml')]) {
+      const a = agent({
+        config: {
+          name: 'x',
+          authz: { policyFile },
+          identity: { workloadApi: { socket: world.dev.address('search') } },
+        },
+      });
+      await expect(a.start()).rejects.toMatchObject({ code: 'AGENT_CONFIG_INVALID' });
+    }
+  });
+
+  it('starts once, stops idempotently, never restarts; callAgent needs a started agent', async () => {
+    const a = agent({
+      config: { ...base(), identity: { workloadApi: { socket: world.dev.address('search') } } },
+    });
+    await expect(a.callAgent(ID.summarizer, 'summarize', {})).rejects.toMatchObject({
+      code: 'AGENT_NOT_STARTED',
+    });
+    const { url, id } = await a.start();
+    expect(url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+    expect(id.toString()).toBe(ID.search);
+    await expect(a.start()).rejects.toMatchObject({ code: 'AGENT_ALREADY_STARTED' });
+    await Promise.all([a.stop(), a.stop()]);
+    expect(a.state).toBe('stopped');
+    await expect(a.start()).rejects.toMatchObject({ code: 'AGENT_ALREADY_STARTED' });
+    await expect(a.callAgent(ID.summarizer, 'summarize', {})).rejects.toMatchObject({
+      code: 'AGENT_NOT_STARTED',
+    });
+  });
+});
+
+describe('SVID rotation during calls', () => {
+  let world: World;
+  beforeAll(async () => {
+    world = await startWorld({ ttlSeconds: 3 });
+  });
+  afterAll(() => world.close());
+
+  it('keeps every call succeeding across at least two rotations on both sides', async () => {
+    const searchId = await world.provider('search');
+    const orchId = await world.provider('orchestrator');
+    let searchRotations = 0;
+    let orchRotations = 0;
+    const serials = new Set<string>();
+    searchId.onUpdate((u) => {
+      searchRotations++;
+      serials.add(u.svid.certificates[0]!.serialNumber);
+    });
+    orchId.onUpdate(() => orchRotations++);
+    const search = agent({
+      config: { name: 'search', authz: { policyFile: world.policyFile } },
+      identity: searchId,
+    }).capability('search', { input: z.object({ query: z.string() }) }, ({ query }) => ({ hits: [query] }));
+    await search.start();
+    const orch = agent({
+      config: {
+        name: 'orchestrator',
+        authz: { policyFile: world.policyFile },
+        peers: [{ id: ID.search, url: search.url }],
+      },
+      identity: orchId,
+    });
+    await orch.start();
+
+    let ok = 0;
+    const failures: unknown[] = [];
+    let stop = false;
+    const worker = async (w: number) => {
+      for (let i = 0; !stop; i++) {
+        try {
+          const out = await orch.callAgent(ID.search, 'search', { query: `${w}-${i}` });
+          if ((out as { hits: string[] }).hits[0] === `${w}-${i}`) ok++;
+          else failures.push(new Error(`wrong result ${JSON.stringify(out)}`));
+        } catch (err) {
+          failures.push(err);
+        }
+      }
+    };
+    const workers = [0, 1, 2, 3].map(worker);
+    const cap = Date.now() + 25_000;
+    while (Date.now() < cap && !(searchRotations >= 2 && orchRotations >= 2)) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    stop = true;
+    await Promise.all(workers);
+    expect(failures).toEqual([]);
+    expect(searchRotations).toBeGreaterThanOrEqual(2);
+    expect(orchRotations).toBeGreaterThanOrEqual(2);
+    expect(serials.size).toBeGreaterThanOrEqual(2);
+    expect(ok).toBeGreaterThan(10);
+    expect(search.notReadyReason()).toBeUndefined();
+    // New connections were made with the rotated certificates.
+    expect(
+      await sample(search.metrics.tlsHandshakes, { side: 'server', result: 'ok' }),
+    ).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('stop() drains in-flight tasks', () => {
+  let world: World;
+  beforeAll(async () => {
+    world = await startWorld();
+  });
+  afterAll(() => world.close());
+
+  async function pair() {
+    const running = { count: 0 };
+    const handler = vi.fn(async (input: { ms: number }, ctx: CapabilityContext) => {
+      running.count++;
+      await new Promise<void>((resolve, reject) => {
+        const t = input.ms >= 0 ? setTimeout(resolve, input.ms) : undefined;
+        ctx.signal.addEventListener('abort', () => {
+          clearTimeout(t);
+          reject(ctx.signal.reason as Error);
+        });
+      });
+      return { slept: input.ms };
+    });
+    const search = agent({
+      config: {
+        name: 'search',
+        authz: { policyFile: world.policyFile },
+        identity: { workloadApi: { socket: world.dev.address('search') } },
+        observability: { ops: { port: 0 } },
+      },
+    })
+      .capability('slow', { input: z.object({ ms: z.number().int() }) }, handler)
+      // A task that only ends when the agent cancels it.
+      .capability('stuck', { input: z.object({ ms: z.number().int() }) }, handler);
+    await search.start();
+    const orch = agent({
+      config: {
+        name: 'orchestrator',
+        authz: { policyFile: world.policyFile },
+        identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
+        peers: [{ id: ID.search, url: search.url }],
+      },
+    });
+    await orch.start();
+    return { search, orch, handler, running };
+  }
+
+  it('lets the in-flight call finish, refuses new ones, reports not ready', async () => {
+    const { search, orch, handler, running } = await pair();
+    const inflight = orch.callAgent(ID.search, 'slow', { ms: 600 });
+    await vi.waitFor(() => expect(running.count).toBe(1));
+    const stopping = search.stop({ drainTimeoutMs: 10_000 });
+    expect(search.state).toBe('draining');
+    const ready = await fetch(`${search.opsUrl}/ready`);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toEqual({ ready: false, reason: 'agent is draining' });
+
+    const refused = (await orch
+      .callAgent(ID.search, 'slow', { ms: 1 })
+      .catch((e: unknown) => e)) as CallError;
+    expect(refused).toBeInstanceOf(CallError);
+    expect(refused.code).toBe('CALL_FAILED');
+    expect(refused.remoteCode).toBe('UNAVAILABLE');
+    expect(handler).toHaveBeenCalledTimes(1);
+
+    await expect(inflight).resolves.toEqual({ slept: 600 });
+    await stopping;
+    expect(search.state).toBe('stopped');
+    await expect(orch.callAgent(ID.search, 'slow', { ms: 1 })).rejects.toMatchObject({ code: 'CALL_FAILED' });
+    expect(handler).toHaveBeenCalledTimes(1);
+  });
+
+  it('cancels what is still running at the drain timeout and tells the caller', async () => {
+    const { search, orch, running } = await pair();
+    const inflight = orch.callAgent(ID.search, 'stuck', { ms: -1 }).catch((e: unknown) => e);
+    await vi.waitFor(() => expect(running.count).toBe(1));
+    await search.stop({ drainTimeoutMs: 200 });
+    const err = (await inflight) as CallError;
+    expect(err).toBeInstanceOf(CallError);
+    expect(err.code).toBe('CALL_FAILED');
+    expect(err.remoteCode).toBe('AGENT_STOPPING');
+    expect(err.taskState).toBe('TASK_STATE_FAILED');
+  });
+});
