@@ -81,6 +81,10 @@ export interface InMemoryTaskStoreOptions {
  */
 export class InMemoryTaskStore implements TaskStore {
   readonly #tasks = new Map<string, TaskRecord>();
+  /** Ids of finished tasks in the order they finished: eviction takes from the head. */
+  #finished: string[] = [];
+  #finishedHead = 0;
+  readonly #isFinished = new Set<string>();
   readonly #ttl: number;
   readonly #max: number;
   #lastSweep = 0;
@@ -98,6 +102,7 @@ export class InMemoryTaskStore implements TaskStore {
     const r = this.#tasks.get(id);
     if (r && this.#expired(r, Date.now())) {
       this.#tasks.delete(id);
+      this.#isFinished.delete(id);
       return undefined;
     }
     return r;
@@ -115,10 +120,15 @@ export class InMemoryTaskStore implements TaskStore {
       }
     }
     this.#tasks.set(id, record);
+    if (isTerminal(record.task.status.state) && !this.#isFinished.has(id)) {
+      this.#isFinished.add(id);
+      this.#finished.push(id);
+    }
   }
 
   async delete(id: string): Promise<void> {
     this.#tasks.delete(id);
+    this.#isFinished.delete(id);
   }
 
   async list(q: TaskQuery): Promise<TaskPage> {
@@ -162,6 +172,7 @@ export class InMemoryTaskStore implements TaskStore {
     for (const [id, r] of this.#tasks) {
       if (this.#expired(r, now)) {
         this.#tasks.delete(id);
+        this.#isFinished.delete(id);
         n++;
       }
     }
@@ -169,11 +180,17 @@ export class InMemoryTaskStore implements TaskStore {
   }
 
   #evictOldestFinished(): boolean {
-    for (const [id, r] of this.#tasks) {
-      if (isTerminal(r.task.status.state)) {
-        this.#tasks.delete(id);
-        return true;
+    // Amortised O(1): a queue of finished ids instead of a scan of the Map,
+    // whose iteration would walk over the holes left by earlier deletions.
+    while (this.#finishedHead < this.#finished.length) {
+      const id = this.#finished[this.#finishedHead++] as string;
+      if (this.#finishedHead > 1024 && this.#finishedHead * 2 > this.#finished.length) {
+        this.#finished = this.#finished.slice(this.#finishedHead);
+        this.#finishedHead = 0;
       }
+      if (!this.#isFinished.delete(id)) continue; // expired or deleted meanwhile
+      this.#tasks.delete(id);
+      return true;
     }
     return false;
   }

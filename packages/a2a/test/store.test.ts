@@ -57,6 +57,24 @@ describe('InMemoryTaskStore', () => {
     await store.put(record('b', 'TASK_STATE_COMPLETED'));
   });
 
+  it('keeps evicting in finish order over many tasks (queue compaction)', async () => {
+    const store = new InMemoryTaskStore({ maxTasks: 100 });
+    const running = record('long-running', 'TASK_STATE_WORKING');
+    await store.put(running);
+    for (let i = 0; i < 5000; i++) {
+      const r = record(`t${i}`, 'TASK_STATE_WORKING');
+      await store.put(r);
+      r.task.status = { state: 'TASK_STATE_COMPLETED' };
+      await store.put(r);
+    }
+    expect(store.size).toBe(100);
+    expect(await store.get('long-running')).toBe(running);
+    expect(await store.get('t4999')).toBeDefined();
+    // One slot holds the running task, so the 99 newest finished ones remain.
+    expect(await store.get('t4901')).toBeDefined();
+    expect(await store.get('t4900')).toBeUndefined();
+  });
+
   it('lists only the owner’s tasks, newest first, with filters and a keyset cursor', async () => {
     const store = new InMemoryTaskStore();
     const t0 = Date.now();
