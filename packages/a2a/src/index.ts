@@ -26,6 +26,8 @@ export {
 } from './manager.js';
 export {
   A2AServer,
+  SPIFFE_ID_EXTENSION,
+  agentSpiffeId,
   type A2AServerOptions,
   type A2AServerLimits,
   type A2APushOptions,

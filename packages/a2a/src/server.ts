@@ -144,6 +144,16 @@ const STREAMED = Symbol('streamed');
 
 const TASK_STATE_FOR_METHOD_EXTENDED_CARD = 'a2a:GetExtendedAgentCard';
 
+/** URI of the agent-card extension that carries the agent's SPIFFE ID in `params.spiffeId`. */
+export const SPIFFE_ID_EXTENSION = 'https://weave.dev/a2a/extensions/spiffe-id/v1';
+
+/** The SPIFFE ID an agent card declares (Weave's {@link SPIFFE_ID_EXTENSION}), if any. */
+export function agentSpiffeId(card: AgentCard): string | undefined {
+  const ext = card.capabilities.extensions?.find((e) => e.uri === SPIFFE_ID_EXTENSION);
+  const id = ext?.params?.spiffeId;
+  return typeof id === 'string' ? id : undefined;
+}
+
 const NO_PARAMS: Record<string, unknown> = Object.freeze({}) as Record<string, unknown>;
 
 /**
@@ -227,7 +237,17 @@ export class A2AServer {
         streaming: true,
         pushNotifications: this.#opts.push?.enabled === true,
         extendedAgentCard: this.#opts.extendedCard !== undefined,
-        ...(this.#opts.extensions ? { extensions: this.#opts.extensions } : {}),
+        // The SPIFFE ID travels as a (non-required) extension: ProtoJSON
+        // parsers of other SDKs may reject unknown top-level members.
+        extensions: [
+          {
+            uri: SPIFFE_ID_EXTENSION,
+            description: 'The SPIFFE ID in the X.509-SVID this agent presents over mTLS',
+            required: false,
+            params: { spiffeId: this.#opts.selfId.toString() },
+          },
+          ...(this.#opts.extensions ?? []),
+        ],
       },
       securitySchemes: {
         mtls: {
@@ -240,7 +260,6 @@ export class A2AServer {
       defaultInputModes: c.defaultInputModes ?? ['text/plain', 'application/json'],
       defaultOutputModes: c.defaultOutputModes ?? ['text/plain', 'application/json'],
       skills: [...this.#skills.values()].filter((s) => this.#handlers.has(s.id)),
-      spiffeId: this.#opts.selfId.toString(),
     };
     if (c.provider) card.provider = c.provider;
     if (c.documentationUrl) card.documentationUrl = c.documentationUrl;

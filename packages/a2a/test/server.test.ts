@@ -1,5 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { A2AClient, A2AError, type Message, type StreamEvent } from '../src/index.js';
+import {
+  A2AClient,
+  A2AError,
+  SPIFFE_ID_EXTENSION,
+  agentSpiffeId,
+  type Message,
+  type StreamEvent,
+} from '../src/index.js';
 import { startHarness, type Harness } from './helpers/agents.js';
 
 let h: Harness;
@@ -49,7 +56,8 @@ afterAll(async () => {
 describe('A2AServer over mTLS', () => {
   it('serves an agent card with the mTLS scheme and the SPIFFE ID', async () => {
     const card = await client.discoverAgent(h.url);
-    expect(card.spiffeId).toBe(h.serverId.toString());
+    expect(agentSpiffeId(card)).toBe(h.serverId.toString());
+    expect(card.capabilities.extensions?.[0]).toMatchObject({ uri: SPIFFE_ID_EXTENSION, required: false });
     expect(card.securitySchemes?.mtls?.mtlsSecurityScheme).toBeDefined();
     expect(card.supportedInterfaces[0]).toMatchObject({ protocolBinding: 'JSONRPC', protocolVersion: '1.0' });
     expect(card.skills.map((s) => s.id).sort()).toEqual(['ask', 'boom', 'echo', 'slow']);

@@ -241,8 +241,6 @@ export const AgentCardSchema = z.object({
   skills: z.array(AgentSkillSchema),
   signatures: z.array(z.unknown()).optional(),
   iconUrl: z.string().optional(),
-  /** Weave extension: the SPIFFE ID the agent's certificate carries. */
-  spiffeId: z.string().optional(),
 });
 export type AgentCard = z.infer<typeof AgentCardSchema>;
 
