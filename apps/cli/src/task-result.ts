@@ -2,12 +2,8 @@
 import { isTerminal, type Part, type Task, type TaskPayload } from '@weave/a2a';
 import { CliError, EXIT } from './shared.js';
 
-/** Objects travel as an A2A data part, strings as text, anything else wrapped in a data part. */
+/** The input travels as one A2A data part, as `SecureAgent.callAgent` sends it (a JSON string stays a string). */
 export function toPayload(input: unknown): TaskPayload {
-  if (typeof input === 'string') return input;
-  if (input !== null && typeof input === 'object' && !Array.isArray(input)) {
-    return input as Record<string, unknown>;
-  }
   return [{ data: input }] as Part[];
 }
 

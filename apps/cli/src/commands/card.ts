@@ -27,7 +27,7 @@ export function cardCommand(program: Command, io: Io): void {
     .option('--timeout <duration>', 'connect, request and Workload API timeout', '10s')
     .action(async (urlArg: string, _o: CardOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<CardOptions>();
-      const { DiscoveryClient } = await import('@weave/a2a');
+      const { DiscoveryClient, agentSpiffeId } = await import('@weave/a2a');
       const { authorizeAny } = await import('@weave/identity');
       const { SecureChannel } = await import('@weave/transport');
       const { CliError, cliLogger, httpsUrl, openIdentity, parseDuration, parseIdArg } =
@@ -49,10 +49,11 @@ export function cardCommand(program: Command, io: Io): void {
       try {
         const card = await new DiscoveryClient({ dispatcher: channel, timeoutMs }).discover(url);
         if (!peer) throw new CliError('PEER_UNKNOWN', 'the connection reported no verified peer');
-        if (card.spiffeId !== undefined && card.spiffeId !== peer.toString()) {
+        const claimed = agentSpiffeId(card);
+        if (claimed !== undefined && claimed !== peer.toString()) {
           throw new CliError(
             'CARD_IDENTITY_MISMATCH',
-            `the card claims ${card.spiffeId} but the server proved ${peer.toString()}`,
+            `the card claims ${claimed} but the server proved ${peer.toString()}`,
           );
         }
         if (opts.json) {
