@@ -8,6 +8,22 @@
 export { A2AError, A2AErrorCode, A2AClientError, type ErrorInfo, type JsonRpcErrorObject } from './errors.js';
 export * from './wire/v1.js';
 export {
+  V03PartSchema,
+  V03MessageSchema,
+  V03TaskStatusSchema,
+  V03ArtifactSchema,
+  V03TaskSchema,
+  V03TaskStatusUpdateEventSchema,
+  V03TaskArtifactUpdateEventSchema,
+  V03StreamEventSchema,
+  V03AgentSkillSchema,
+  V03AgentCardSchema,
+  V03TaskPushConfigSchema,
+  V03SendParamsSchema,
+  type V03Part,
+  type V03Message,
+} from './wire/v03.js';
+export {
   type TaskStore,
   type TaskRecord,
   type TaskQuery,

@@ -22,7 +22,13 @@ import {
 } from '@a2a-js/sdk/server';
 import { UserBuilder, agentCardHandler, jsonRpcHandler } from '@a2a-js/sdk/server/express';
 import { request } from 'undici';
-import { A2AClient, type StreamEvent } from '../src/index.js';
+import {
+  A2AClient,
+  V03StreamEventSchema,
+  V03TaskSchema,
+  V03TaskStatusUpdateEventSchema,
+  type StreamEvent,
+} from '../src/index.js';
 import { startHarness, type Harness } from './helpers/agents.js';
 import { channel, createPki, fetchOver, httpsOptions, spiffeIdOf, type Pki } from './helpers/pki.js';
 
@@ -185,6 +191,8 @@ describe('v0.3 clients → Weave server', () => {
       artifacts: [{ parts: [{ kind: 'text', text: 'echo: old' }] }],
       history: [{ kind: 'message', role: 'user', parts: [{ kind: 'text', text: 'old' }] }],
     });
+    // The whole result conforms to the v0.3 Task schema.
+    expect(V03TaskSchema.safeParse(body.result).success).toBe(true);
     const id = body.result.id as string;
     const got = await request(`${h.url}/`, {
       method: 'POST',
@@ -225,6 +233,9 @@ describe('v0.3 clients → Weave server', () => {
       'status-update',
     ]);
     expect(events.at(-1)?.result.final).toBe(true);
+    for (const e of events)
+      expect(V03StreamEventSchema.safeParse(e.result).success, JSON.stringify(e.result)).toBe(true);
+    expect(V03TaskStatusUpdateEventSchema.parse(events.at(-1)?.result).status.state).toBe('completed');
   });
 
   it("the official SDK's v0.3 compat client drives the Weave server", async () => {

@@ -46,6 +46,102 @@ export const V03MessageSchema = z.object({
 });
 export type V03Message = z.infer<typeof V03MessageSchema>;
 
+const V03_STATES = [
+  'submitted',
+  'working',
+  'input-required',
+  'completed',
+  'canceled',
+  'failed',
+  'rejected',
+  'auth-required',
+  'unknown',
+] as const;
+
+export const V03TaskStatusSchema = z.object({
+  state: z.enum(V03_STATES),
+  message: V03MessageSchema.optional(),
+  timestamp: z.string().optional(),
+});
+
+export const V03ArtifactSchema = z.object({
+  artifactId: z.string().min(1),
+  name: z.string().optional(),
+  description: z.string().optional(),
+  parts: z.array(V03PartSchema),
+  metadata: Metadata.optional(),
+  extensions: z.array(z.string()).optional(),
+});
+
+export const V03TaskSchema = z.object({
+  kind: z.literal('task'),
+  id: z.string().min(1),
+  contextId: z.string(),
+  status: V03TaskStatusSchema,
+  history: z.array(V03MessageSchema).optional(),
+  artifacts: z.array(V03ArtifactSchema).optional(),
+  metadata: Metadata.optional(),
+});
+
+export const V03TaskStatusUpdateEventSchema = z.object({
+  kind: z.literal('status-update'),
+  taskId: z.string(),
+  contextId: z.string(),
+  status: V03TaskStatusSchema,
+  final: z.boolean(),
+  metadata: Metadata.optional(),
+});
+
+export const V03TaskArtifactUpdateEventSchema = z.object({
+  kind: z.literal('artifact-update'),
+  taskId: z.string(),
+  contextId: z.string(),
+  artifact: V03ArtifactSchema,
+  append: z.boolean().optional(),
+  lastChunk: z.boolean().optional(),
+  metadata: Metadata.optional(),
+});
+
+/** A v0.3 `message/stream` event: a Task, a Message, or a `kind`-tagged update. */
+export const V03StreamEventSchema = z.union([
+  V03TaskSchema,
+  V03MessageSchema.extend({ kind: z.literal('message') }),
+  V03TaskStatusUpdateEventSchema,
+  V03TaskArtifactUpdateEventSchema,
+]);
+
+export const V03AgentSkillSchema = z.object({
+  id: z.string().min(1),
+  name: z.string(),
+  description: z.string(),
+  tags: z.array(z.string()),
+  examples: z.array(z.string()).optional(),
+  inputModes: z.array(z.string()).optional(),
+  outputModes: z.array(z.string()).optional(),
+});
+
+/** The v0.3 agent card: one `url` + `preferredTransport`, `type`-tagged security schemes. */
+export const V03AgentCardSchema = z.object({
+  protocolVersion: z.string().optional(),
+  name: z.string().min(1),
+  description: z.string(),
+  url: z.string().min(1),
+  preferredTransport: z.string().optional(),
+  additionalInterfaces: z.array(z.object({ url: z.string(), transport: z.string() })).optional(),
+  version: z.string(),
+  capabilities: z.object({
+    streaming: z.boolean().optional(),
+    pushNotifications: z.boolean().optional(),
+    stateTransitionHistory: z.boolean().optional(),
+  }),
+  securitySchemes: z.record(z.string(), z.object({ type: z.string() }).catchall(z.unknown())).optional(),
+  security: z.array(z.record(z.string(), z.array(z.string()))).optional(),
+  defaultInputModes: z.array(z.string()),
+  defaultOutputModes: z.array(z.string()),
+  skills: z.array(V03AgentSkillSchema),
+  supportsAuthenticatedExtendedCard: z.boolean().optional(),
+});
+
 const V03PushConfigSchema = z.object({
   id: z.string().optional(),
   url: z.url(),
@@ -72,6 +168,12 @@ export const V03TaskQuerySchema = z.object({
   metadata: Metadata.optional(),
 });
 export const V03TaskIdSchema = z.object({ id: z.string().min(1), metadata: Metadata.optional() });
+/** `tasks/pushNotificationConfig/*` results. */
+export const V03TaskPushConfigSchema = z.object({
+  taskId: z.string().min(1),
+  pushNotificationConfig: V03PushConfigSchema,
+});
+
 export const V03SetPushConfigSchema = z.object({
   taskId: z.string().min(1),
   pushNotificationConfig: V03PushConfigSchema,

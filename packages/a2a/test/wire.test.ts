@@ -1,0 +1,115 @@
+import { describe, expect, it } from 'vitest';
+import {
+  AgentCardSchema,
+  MessageSchema,
+  PartSchema,
+  StreamResponseSchema,
+  TaskSchema,
+  V03MessageSchema,
+  V03StreamEventSchema,
+} from '../src/index.js';
+import { messageToV03, messageToV1, streamResponseToV03, taskToV03 } from '../src/wire/v03.js';
+
+describe('v1.0 schemas (ProtoJSON)', () => {
+  it('accept each Part kind and refuse zero or two contents', () => {
+    for (const p of [
+      { text: 'a' },
+      { raw: 'aGk=', mediaType: 'text/plain', filename: 'a.txt' },
+      { url: 'https://x/y' },
+      { data: [1, 2] },
+      { data: null },
+    ]) {
+      expect(PartSchema.safeParse(p).success, JSON.stringify(p)).toBe(true);
+    }
+    expect(PartSchema.safeParse({}).success).toBe(false);
+    expect(PartSchema.safeParse({ text: 'a', url: 'https://x' }).success).toBe(false);
+    expect(PartSchema.safeParse({ raw: 'not base64!' }).success).toBe(false);
+  });
+
+  it('accept enum numbers, write names, drop unknown members', () => {
+    const m = MessageSchema.parse({ messageId: 'm', role: 1, parts: [{ text: 'x' }], kind: 'message' });
+    expect(m.role).toBe('ROLE_USER');
+    expect('kind' in m).toBe(false);
+    const t = TaskSchema.parse({ id: 't', contextId: 'c', status: { state: 3 } });
+    expect(t.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(TaskSchema.safeParse({ id: 't', contextId: 'c', status: { state: 'completed' } }).success).toBe(
+      false,
+    );
+  });
+
+  it('StreamResponse is exactly one of its members', () => {
+    const r = StreamResponseSchema.parse({
+      statusUpdate: { taskId: 't', contextId: 'c', status: { state: 'TASK_STATE_WORKING' } },
+    });
+    expect('statusUpdate' in r).toBe(true);
+    expect(StreamResponseSchema.safeParse({ nothing: 1 }).success).toBe(false);
+  });
+
+  it('an agent card needs at least one interface', () => {
+    const card = {
+      name: 'a',
+      description: '',
+      version: '1',
+      supportedInterfaces: [{ url: 'https://a/', protocolBinding: 'JSONRPC', protocolVersion: '1.0' }],
+      capabilities: { streaming: true },
+      securitySchemes: {
+        mtls: { mtlsSecurityScheme: { description: 'x' } },
+        other: { apiKeySecurityScheme: { name: 'k' } },
+      },
+      defaultInputModes: [],
+      defaultOutputModes: [],
+      skills: [{ id: 's', name: 'S', description: '', tags: [] }],
+    };
+    expect(AgentCardSchema.safeParse(card).success).toBe(true);
+    expect(AgentCardSchema.safeParse({ ...card, supportedInterfaces: [] }).success).toBe(false);
+  });
+});
+
+describe('v0.3 ↔ v1.0', () => {
+  it('converts every part kind both ways', () => {
+    const v03 = V03MessageSchema.parse({
+      kind: 'message',
+      messageId: 'm',
+      role: 'agent',
+      parts: [
+        { kind: 'text', text: 'hi' },
+        { kind: 'file', file: { bytes: 'aGk=', mimeType: 'text/plain', name: 'a.txt' } },
+        { kind: 'file', file: { uri: 'https://x/y' } },
+        { kind: 'data', data: { a: 1 } },
+      ],
+      taskId: 't',
+    });
+    const v1 = messageToV1(v03);
+    expect(v1).toEqual({
+      messageId: 'm',
+      role: 'ROLE_AGENT',
+      taskId: 't',
+      parts: [
+        { text: 'hi' },
+        { raw: 'aGk=', mediaType: 'text/plain', filename: 'a.txt' },
+        { url: 'https://x/y' },
+        { data: { a: 1 } },
+      ],
+    });
+    expect(messageToV03(v1)).toEqual(v03);
+    // v1 data may be any JSON value; v0.3 data must be an object.
+    expect(messageToV03({ messageId: 'x', role: 'ROLE_USER', parts: [{ data: [1] }] }).parts[0]).toEqual({
+      kind: 'data',
+      data: { value: [1] },
+    });
+  });
+
+  it('maps states and marks final events', () => {
+    const t = taskToV03({ id: 't', contextId: 'c', status: { state: 'TASK_STATE_INPUT_REQUIRED' } });
+    expect(t).toMatchObject({ kind: 'task', status: { state: 'input-required' } });
+    const working = streamResponseToV03({
+      statusUpdate: { taskId: 't', contextId: 'c', status: { state: 'TASK_STATE_WORKING' } },
+    });
+    const done = streamResponseToV03({
+      statusUpdate: { taskId: 't', contextId: 'c', status: { state: 'TASK_STATE_CANCELED' } },
+    });
+    expect(working).toMatchObject({ kind: 'status-update', final: false, status: { state: 'working' } });
+    expect(done).toMatchObject({ final: true, status: { state: 'canceled' } });
+    for (const e of [t, working, done]) expect(V03StreamEventSchema.safeParse(e).success).toBe(true);
+  });
+});
