@@ -60,9 +60,13 @@ async function worker(): Promise<void> {
 const workers = Array.from({ length: inflight }, worker);
 await new Promise((r) => setTimeout(r, warmupMs));
 measuring = true;
+process.stdout.write('measuring\n');
+const cpu0 = process.cpuUsage();
 const t0 = performance.now();
 await new Promise((r) => setTimeout(r, durationMs));
 measuring = false;
+const cpu = process.cpuUsage(cpu0);
+process.stdout.write('stopped\n');
 const elapsed = (performance.now() - t0) / 1000;
 stop = true;
 await Promise.all(workers);
@@ -73,5 +77,12 @@ latencies.sort((x, y) => x - y);
 const pct = (p: number) =>
   latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? NaN;
 process.stdout.write(
-  `${JSON.stringify({ requests: latencies.length, rps: latencies.length / elapsed, p50: pct(50), p99: pct(99), errors })}\n`,
+  `${JSON.stringify({
+    requests: latencies.length,
+    rps: latencies.length / elapsed,
+    p50: pct(50),
+    p99: pct(99),
+    errors,
+    clientUsPerRequest: (cpu.user + cpu.system) / Math.max(1, latencies.length),
+  })}\n`,
 );

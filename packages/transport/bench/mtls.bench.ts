@@ -25,7 +25,7 @@ function run(
   onLine?: (line: string) => void,
 ): { proc: ChildProcess; done: Promise<string[]> } {
   const proc = spawn(process.execPath, [...nodeArgs, join(here, script), '--ca-dir', caDir, ...extra], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['pipe', 'pipe', 'inherit'],
   });
   const lines: string[] = [];
   let buf = '';
@@ -53,6 +53,8 @@ interface Result {
   p50: number;
   p99: number;
   errors: number;
+  clientUsPerRequest: number;
+  serverUsPerRequest: number;
 }
 
 async function scenario(
@@ -62,31 +64,43 @@ async function scenario(
 ): Promise<Result> {
   let resolvePort!: (p: string) => void;
   const port = new Promise<string>((r) => (resolvePort = r));
+  let resolveCpu!: (us: number) => void;
+  const serverCpu = new Promise<number>((r) => (resolveCpu = r));
   const server = run('server.ts', ['--mode', serverMode, '--http', http], (line) => {
     const m = /^port (\d+)$/.exec(line);
     if (m) resolvePort(m[1]!);
+    if (line.startsWith('cpu '))
+      resolveCpu((JSON.parse(line.slice(4)) as { usPerRequest: number }).usPerRequest);
   });
   const p = await Promise.race([
     port,
     server.done.then(() => Promise.reject(new Error('server exited early'))),
   ]);
   try {
-    const load = run('load.ts', [
-      '--mode',
-      clientMode,
-      '--http',
-      http,
-      '--port',
-      p,
-      '--inflight',
-      inflight,
-      '--warmup-ms',
-      warmup,
-      '--duration-ms',
-      duration,
-    ]);
+    const load = run(
+      'load.ts',
+      [
+        '--mode',
+        clientMode,
+        '--http',
+        http,
+        '--port',
+        p,
+        '--inflight',
+        inflight,
+        '--warmup-ms',
+        warmup,
+        '--duration-ms',
+        duration,
+      ],
+      (line) => {
+        if (line === 'measuring') server.proc.stdin!.write('mark\n');
+        if (line === 'stopped') server.proc.stdin!.write('report\n');
+      },
+    );
     const lines = await load.done;
-    return JSON.parse(lines.at(-1)!) as Result;
+    const r = JSON.parse(lines.at(-1)!) as Omit<Result, 'serverUsPerRequest'>;
+    return { ...r, serverUsPerRequest: await serverCpu };
   } finally {
     server.proc.kill('SIGTERM');
     await server.done.catch(() => undefined);
@@ -121,21 +135,37 @@ const median = (rs: Result[]): Result => {
 };
 const rows = scenarios.map(([name], i) => [name, median(results[i]!), results[i]!] as const);
 const base = rows[0]![1];
+const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
 const pad = (s: string, n: number) => s.padEnd(n);
 console.log('');
 console.log(
-  `${pad('scenario', 62)} ${pad('req/s', 9)} ${pad('p50 ms', 8)} ${pad('p99 ms', 8)} ${pad('errors', 7)} ${pad('ratio', 7)} all rounds req/s`,
+  `${pad('scenario', 60)} ${pad('req/s', 7)} ${pad('p50 ms', 7)} ${pad('p99 ms', 7)} ${pad('errors', 6)} ${pad('ratio', 6)} ${pad('client µs/req', 13)} ${pad('server µs/req', 13)} all rounds req/s`,
 );
 for (const [name, r, all] of rows) {
   console.log(
-    `${pad(name, 62)} ${pad(r.rps.toFixed(0), 9)} ${pad(r.p50.toFixed(2), 8)} ${pad(r.p99.toFixed(2), 8)} ${pad(String(all.reduce((n, x) => n + x.errors, 0)), 7)} ${pad(`${(r.rps / base.rps).toFixed(2)}x`, 7)} ${all.map((x) => x.rps.toFixed(0)).join(' / ')}`,
+    [
+      pad(name, 60),
+      pad(r.rps.toFixed(0), 7),
+      pad(r.p50.toFixed(2), 7),
+      pad(r.p99.toFixed(2), 7),
+      pad(String(all.reduce((n, x) => n + x.errors, 0)), 6),
+      pad(`${(r.rps / base.rps).toFixed(2)}x`, 6),
+      pad(med(all.map((x) => x.clientUsPerRequest)).toFixed(1), 13),
+      pad(med(all.map((x) => x.serverUsPerRequest)).toFixed(1), 13),
+      all.map((x) => x.rps.toFixed(0)).join(' / '),
+    ].join(' '),
   );
 }
 // Per-round ratios (each Weave run against the baseline run of the same round) are less noisy than medians.
 const perRound = results[1]!.map((w, i) => w.rps / results[0]![i]!.rps);
+const cpuOf = (i: number) =>
+  med(results[i]!.map((x) => x.clientUsPerRequest)) + med(results[i]!.map((x) => x.serverUsPerRequest));
 console.log('');
 console.log(
   `Weave HTTP/1.1 vs bare baseline: ${(rows[1]![1].rps / base.rps).toFixed(2)}x req/s (median), per round ${perRound.map((x) => x.toFixed(2)).join(' / ')} (target >= 0.85x)`,
+);
+console.log(
+  `CPU per request, client + server: bare ${cpuOf(0).toFixed(1)} µs, Weave ${cpuOf(1).toFixed(1)} µs -> CPU-bound throughput ratio ${(cpuOf(0) / cpuOf(1)).toFixed(2)}x`,
 );
 console.log(
   `Weave HTTP/2 vs Weave HTTP/1.1: ${(rows[5]![1].rps / rows[1]![1].rps).toFixed(2)}x req/s (median)`,

@@ -12,6 +12,32 @@ const mode = a.mode ?? 'bare';
 const httpVersion = (a.http ?? 'http1.1') as 'http1.1' | 'http2';
 const id = await identity(a['ca-dir']!, SERVER_ID);
 
+// Exit cleanly on SIGTERM so `--cpu-prof` runs can write their profile.
+process.on('SIGTERM', () => process.exit(0));
+
+let served = 0;
+// The orchestrator writes `mark` when the load generator starts measuring and `report` when it
+// stops; CPU time per request is far less sensitive to other load on the machine than req/s.
+let mark = { cpu: process.cpuUsage(), served: 0 };
+let stdinBuf = '';
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (d: string) => {
+  stdinBuf += d;
+  let i;
+  while ((i = stdinBuf.indexOf('\n')) >= 0) {
+    const cmd = stdinBuf.slice(0, i);
+    stdinBuf = stdinBuf.slice(i + 1);
+    if (cmd === 'mark') mark = { cpu: process.cpuUsage(), served };
+    if (cmd === 'report') {
+      const u = process.cpuUsage(mark.cpu);
+      const n = served - mark.served;
+      process.stdout.write(
+        `cpu ${JSON.stringify({ usPerRequest: (u.user + u.system) / Math.max(1, n), requests: n })}\n`,
+      );
+    }
+  }
+});
+
 const reply = (body: string) =>
   JSON.stringify({ jsonrpc: '2.0', id: 1, result: { kind: 'message', echoed: body.length } });
 
@@ -27,8 +53,10 @@ if (mode === 'bare') {
     req.setEncoding('utf8');
     req.on('data', (c: string) => (body += c));
     req.on('end', () => {
+      served++;
+      // Parse and re-serialize, as the fastify route does: a JSON-RPC server must read the body.
       res.setHeader('content-type', 'application/json');
-      res.end(reply(body));
+      res.end(reply(JSON.stringify(JSON.parse(body))));
     });
   };
   const server =
@@ -37,7 +65,11 @@ if (mode === 'bare') {
   port = (server.address() as AddressInfo).port;
 } else {
   const app = createMtlsServer({ identity: id, authorize: authorizeId(CLIENT_ID), config: { httpVersion } });
-  app.post('/rpc', async (req) => reply(JSON.stringify(req.body)));
+  app.post('/rpc', async (req, res) => {
+    served++;
+    void res.header('content-type', 'application/json');
+    return reply(JSON.stringify(req.body));
+  });
   await app.listen({ port: 0, host: '127.0.0.1' });
   port = (app.server.address() as AddressInfo).port;
 }

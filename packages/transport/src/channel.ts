@@ -131,6 +131,8 @@ export class SecureChannel extends Dispatcher {
     this.#matcher = peerMatcher(peer);
     this.expectedPeer = this.#matcher.description;
     this.#retry = new RetryPolicy(this.config.retry);
+    // Built first: it throws when the provider has no SVID yet, and then nothing else was started.
+    this.#agent = this.#buildAgent(0);
     this.#breaker =
       this.config.circuitBreaker === false
         ? undefined
@@ -140,7 +142,6 @@ export class SecureChannel extends Dispatcher {
             // The caller's own abort says nothing about the peer's health.
             isFailure: (err) => errorCode(err) !== 'UND_ERR_ABORTED',
           });
-    this.#agent = this.#buildAgent(0);
     this.#unsubscribe = identity.onUpdate(() => this.#rotate());
   }
 
