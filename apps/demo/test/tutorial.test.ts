@@ -1,0 +1,99 @@
+// The README's five-minute tutorial, step by step: the dev Workload API server
+// gives identities, the tutorial agent runs as its own process, and the weave
+// CLI calls it as the tutorial does.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DevWorkloadApiServer } from '@weave/identity';
+
+const TSX = fileURLToPath(new URL('../../../node_modules/.bin/tsx', import.meta.url));
+const HELLO = fileURLToPath(new URL('../tutorial/hello.ts', import.meta.url));
+const CLI = fileURLToPath(new URL('../../cli/bin/weave.mjs', import.meta.url));
+
+let dir: string;
+let dev: DevWorkloadApiServer;
+let agent: ChildProcess;
+let url: string;
+
+function run(cmd: string, args: string[], socket: string) {
+  const env = { ...process.env, SPIFFE_ENDPOINT_SOCKET: socket };
+  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+  return { child, done, output: () => stdout + stderr };
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'weave-tutorial-'));
+  dev = await DevWorkloadApiServer.start({
+    stateDir: dir,
+    trustDomain: 'demo.weave',
+    workloads: { hello: 'spiffe://demo.weave/agent/hello', me: 'spiffe://demo.weave/user/me' },
+    logger: pino({ level: 'silent' }),
+  });
+  // WEAVE_SERVER__PORT=0 overrides the tutorial's port 8443 so the test never collides.
+  process.env.WEAVE_SERVER__PORT = '0';
+  const a = run(TSX, ['--conditions=weave-source', HELLO], dev.address('hello'));
+  delete process.env.WEAVE_SERVER__PORT;
+  agent = a.child;
+  url = await new Promise<string>((resolve, reject) => {
+    const poll = setInterval(() => {
+      const m = /serving A2A over mTLS on (https:\/\/\S+)/.exec(a.output());
+      if (m) {
+        clearInterval(poll);
+        resolve(m[1] as string);
+      }
+    }, 50);
+    void a.done.then((r) => {
+      clearInterval(poll);
+      reject(new Error(`the tutorial agent exited (${r.code}): ${r.stdout}${r.stderr}`));
+    });
+  });
+});
+
+afterAll(async () => {
+  agent?.kill('SIGKILL');
+  await dev?.close();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('the README tutorial', () => {
+  it('the agent announces its SPIFFE ID and URL', () => {
+    expect(url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+  });
+
+  it('weave call greet as spiffe://demo.weave/user/me returns the greeting with the verified caller', async () => {
+    const r = await run(process.execPath, [CLI, 'call', url, 'greet', '{"name":"Ada"}'], dev.address('me'))
+      .done;
+    expect(r.stderr).toContain('spiffe://demo.weave/user/me → spiffe://demo.weave/agent/hello');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({
+      greeting: 'Hello, Ada!',
+      yourSpiffeId: 'spiffe://demo.weave/user/me',
+    });
+  });
+
+  it('forget is refused by the agent (default deny), exit 1', async () => {
+    const r = await run(process.execPath, [CLI, 'call', url, 'forget', '{}'], dev.address('me')).done;
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(
+      'PERMISSION_DENIED: Permission denied: spiffe://demo.weave/user/me may not invoke forget',
+    );
+  });
+
+  it('stops cleanly on SIGTERM', async () => {
+    const exited = new Promise<number | null>((resolve) => agent.once('exit', (code) => resolve(code)));
+    agent.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
+});
