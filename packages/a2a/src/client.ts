@@ -198,6 +198,7 @@ export class A2AClient {
       { signal: options.signal },
     );
     for (;;) {
+      let failure: unknown;
       try {
         for await (const e of source) {
           if (e.eventId !== undefined) lastId = e.eventId;
@@ -207,12 +208,15 @@ export class A2AClient {
           yield e;
           if (settles(e)) return;
         }
-        return;
+        // The stream ended before the task settled (e.g. the server cut off a
+        // slow reader): resume like after a dropped connection.
+        failure = new A2AClientError('STREAM_ENDED', 'the event stream ended before the task settled');
       } catch (err) {
-        if (err instanceof A2AError || taskId === undefined || options.signal?.aborted) throw err;
-        if (reconnects++ >= (options.maxReconnects ?? 3)) throw err;
-        source = this.subscribeToTask(url, taskId, { signal: options.signal, lastEventId: lastId });
+        if (err instanceof A2AError || options.signal?.aborted) throw err;
+        failure = err;
       }
+      if (taskId === undefined || reconnects++ >= (options.maxReconnects ?? 3)) throw failure;
+      source = this.subscribeToTask(url, taskId, { signal: options.signal, lastEventId: lastId });
     }
   }
 

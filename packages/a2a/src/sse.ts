@@ -1,5 +1,4 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { JsonRpcErrorObject } from './errors.js';
 
 /** Above this many unsent bytes a subscriber is too slow: it is cut off and may reconnect with Last-Event-ID. */
 const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
@@ -57,14 +56,6 @@ export class SseWriter {
     this.#write(
       `${idLine}data: {"jsonrpc":"2.0","id":${this.#idJson},"result":${JSON.stringify(result)}}\n\n`,
     );
-  }
-
-  /** Sends a JSON-RPC error as `event: error` (the official SDK's framing) and ends the stream. */
-  error(err: JsonRpcErrorObject): void {
-    this.#write(
-      `event: error\ndata: {"jsonrpc":"2.0","id":${this.#idJson},"error":${JSON.stringify(err)}}\n\n`,
-    );
-    this.close();
   }
 
   close(): void {
