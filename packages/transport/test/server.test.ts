@@ -78,6 +78,37 @@ describe('server helpers', () => {
     expect(hits).toBe(1);
   });
 
+  it('removing a federated bundle applies at once, even to an open keep-alive connection', async () => {
+    const F = await makeTd('f.test');
+    const fedServer = await provider(A, '/fed-server', { federatedBundles: [F.ca.x509Bundle] });
+    const foreign = await provider(F, '/client', { federatedBundles: [A.ca.x509Bundle] });
+    closers.push(() => Promise.all([fedServer.close(), foreign.close()]));
+    let hits = 0;
+    const app = createMtlsServer({ identity: fedServer, authorize: () => ({ ok: true }) });
+    app.get('/', async (req) => {
+      hits++;
+      return { peer: req.peer.toString() };
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    closers.push(() => app.close());
+    const url = `https://127.0.0.1:${portOf(app.server)}/`;
+    let serverConnections = 0;
+    app.server.on('secureConnection', () => serverConnections++);
+    const ch = new SecureChannel(foreign, fedServer.id);
+    closers.push(() => ch.close());
+
+    const ok = await ch.get(url);
+    expect(await ok.body.json()).toEqual({ peer: 'spiffe://f.test/client' });
+    fedServer.removeFederatedBundle(F.ca.trustDomain);
+    const refused = await ch.get(url);
+    expect(refused.statusCode).toBe(403);
+    expect(await refused.body.json()).toMatchObject({ error: { code: 'PEER_VERIFICATION_FAILED' } });
+    // One TLS connection ever completed on the server (new ones now fail the handshake):
+    // the refusal came from the re-check of the connection opened while F was trusted.
+    expect(serverConnections).toBe(1);
+    expect(hits).toBe(1);
+  });
+
   it('watchServerIdentity: after a rotation new connections get the new certificate, old ones keep working', async () => {
     const server = https.createServer(createMtlsServerOptions(serverId), (_req, res) => res.end('ok'));
     server.listen(0, '127.0.0.1');
