@@ -51,7 +51,7 @@ import {
   type ProbeState,
 } from './observability.js';
 import { ERROR_METADATA_KEY, Outbound, type CallAgentOptions, type CallResult } from './outbound.js';
-import { DEADLINE_HEADER, callScope, isDeadlineReason, parseDeadline, scopedSignal } from './scope.js';
+import { DEADLINE_HEADER, callScope, deadlineReason, parseDeadline, scopedSignal } from './scope.js';
 import { extractTraceContext, traceIdOf } from './tracing.js';
 
 /** URI of the agent-card extension that carries each skill's JSON Schemas. */
@@ -438,9 +438,9 @@ export class SecureAgent extends AgentCore {
     if (!drained) {
       this.logger.warn({ tasks: this.#runningTasks }, 'drain timeout: canceling the remaining tasks');
     }
-    this.#stopController.abort(
-      new AgentError('AGENT_STOPPING', 'the agent stopped before the task finished'),
-    );
+    const stopping = new AgentError('AGENT_STOPPING', 'the agent stopped before the task finished');
+    this.#stopController.abort(stopping);
+    for (const fail of [...this.#guards]) fail(stopping);
     // Handlers fail their tasks with AGENT_STOPPING first; the A2A server then cancels any leftovers.
     await this.#waitIdle(500, true);
     await run.a2a.close().catch(() => undefined);
@@ -579,26 +579,34 @@ export class SecureAgent extends AgentCore {
       const started = performance.now();
       const scope = callScope.getStore();
       const correlationId = scope?.correlationId ?? randomUUID();
-      const { signal, dispose } = scopedSignal([tctx.signal, this.#stopController.signal], scope?.deadline);
+      const deadline = scope?.deadline;
+      // The handler's AbortSignal is built only if the handler reads it: most never do.
+      let scoped: ReturnType<typeof scopedSignal> | undefined;
+      const signal = () =>
+        (scoped ??= scopedSignal([tctx.signal, this.#stopController.signal], deadline)).signal;
       this.#runningTasks++;
-      this.metrics.taskStates.inc({ state: 'TASK_STATE_SUBMITTED' });
-      this.metrics.taskStates.inc({ state: 'TASK_STATE_WORKING' });
+      this.metrics.taskState('TASK_STATE_SUBMITTED');
+      this.metrics.taskState('TASK_STATE_WORKING');
       let outcome: CallOutcome = 'error';
       let final = 'TASK_STATE_FAILED';
       let failure: AgentError | undefined;
       try {
         const ctx: CapabilityContext = {
           caller: tctx.caller,
-          signal,
+          get signal() {
+            return signal();
+          },
           taskId: tctx.taskId,
           correlationId,
           progress: (text: string) => {
-            if (!signal.aborted) tctx.publishMessage(String(text));
+            if (!scoped?.signal.aborted) tctx.publishMessage(String(text));
           },
         };
-        const value = await untilAborted(
+        const value = await this.#guard(
           () => this.capabilities.invoke(def.name, inputOf(tctx.message), ctx),
-          signal,
+          deadline,
+          // A handler still running when the guard gives up sees its signal abort.
+          (reason) => scoped?.abort(reason),
         );
         outcome = 'success';
         final = 'TASK_STATE_COMPLETED';
@@ -607,35 +615,89 @@ export class SecureAgent extends AgentCore {
           parts: [{ data: value === undefined ? null : value, mediaType: 'application/json' }],
         };
       } catch (err) {
-        if (tctx.signal.aborted && !this.#stopController.signal.aborted) {
+        if (!this.#run?.a2a.manager.isLive(tctx.taskId)) {
+          // Canceled by the caller: the A2A server already settled the task.
           final = 'TASK_STATE_CANCELED';
           return undefined;
         }
-        failure = toAgentError(err, signal);
+        const late = deadline !== undefined && Date.now() >= deadline;
+        failure =
+          late && !(err instanceof AgentError && err.code === 'AGENT_STOPPING')
+            ? new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline', { cause: err })
+            : err instanceof AgentError
+              ? err
+              : new AgentError('CAPABILITY_FAILED', 'the capability failed', { cause: err });
         tctx.publishStatus('TASK_STATE_FAILED', failureMessage(failure));
         return undefined;
       } finally {
-        dispose();
+        scoped?.dispose();
         this.#runningTasks--;
-        this.metrics.taskStates.inc({ state: final });
+        this.metrics.taskState(final);
         const seconds = (performance.now() - started) / 1000;
         const caller = tctx.caller.toString();
         this.metrics.observeCall('inbound', def.name, caller, outcome, seconds);
-        const entry = {
-          correlationId,
-          caller,
-          callee: this.#run?.identity.id.toString(),
-          capability: def.name,
-          direction: 'inbound',
-          taskId: tctx.taskId,
-          outcome,
-          ms: Math.round(seconds * 1e4) / 10,
-        };
-        if (failure)
-          this.logger.warn({ ...entry, err: failure.cause ?? failure, code: failure.code }, 'call failed');
-        else this.logger.info(entry, 'call served');
+        if (failure || this.logger.isLevelEnabled('info')) {
+          const entry = {
+            correlationId,
+            caller,
+            callee: this.#run?.identity.id.toString(),
+            capability: def.name,
+            direction: 'inbound',
+            taskId: tctx.taskId,
+            outcome,
+            ms: Math.round(seconds * 1e4) / 10,
+          };
+          if (failure) {
+            this.logger.warn({ ...entry, err: failure.cause ?? failure, code: failure.code }, 'call failed');
+          } else this.logger.info(entry, 'call served');
+        }
       }
     };
+  }
+
+  readonly #guards = new Set<(err: AgentError) => void>();
+
+  /**
+   * Runs a handler until it settles, its deadline passes or the agent stops,
+   * whichever is first; a handler that ignores its signal cannot hold a task
+   * open past either.
+   */
+  #guard<T>(
+    fn: () => Promise<T>,
+    deadline: number | undefined,
+    onGiveUp: (reason: unknown) => void,
+  ): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const stop = (err: AgentError, reason: unknown = err) => {
+        clearTimeout(timer);
+        this.#guards.delete(stop);
+        onGiveUp(reason);
+        reject(err);
+      };
+      if (this.#stopController.signal.aborted) {
+        return reject(this.#stopController.signal.reason as AgentError);
+      }
+      if (deadline !== undefined) {
+        const left = deadline - Date.now();
+        const expired = () => new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');
+        if (left <= 0) return reject(expired());
+        timer = setTimeout(() => stop(expired(), deadlineReason()), left);
+      }
+      this.#guards.add(stop);
+      fn().then(
+        (v) => {
+          clearTimeout(timer);
+          this.#guards.delete(stop);
+          resolve(v);
+        },
+        (e: unknown) => {
+          clearTimeout(timer);
+          this.#guards.delete(stop);
+          reject(e as Error);
+        },
+      );
+    });
   }
 
   // ---- set-up helpers ---------------------------------------------------------------
@@ -788,32 +850,6 @@ function inputOf(message: Message): unknown {
     }
   }
   return text;
-}
-
-function untilAborted<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason as Error);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason as Error);
-    signal.addEventListener('abort', onAbort, { once: true });
-    fn().then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e as Error);
-      },
-    );
-  });
-}
-
-function toAgentError(err: unknown, signal: AbortSignal): AgentError {
-  if (signal.aborted && isDeadlineReason(signal.reason)) {
-    return new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline', { cause: err });
-  }
-  if (err instanceof AgentError) return err;
-  return new AgentError('CAPABILITY_FAILED', 'the capability failed', { cause: err });
 }
 
 /** The status message of a failed task: what the caller may know, never a stack or an inner error text. */

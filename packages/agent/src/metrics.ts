@@ -52,6 +52,16 @@ export class AgentMetrics {
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }
 
+  // Label children are cached: hashing label sets on every call shows up in profiles.
+  readonly #callChildren = new Map<
+    string,
+    {
+      calls: ReturnType<AgentMetrics['calls']['labels']>;
+      duration: ReturnType<AgentMetrics['callDuration']['labels']>;
+    }
+  >();
+  readonly #simple = new Map<string, { inc(): void }>();
+
   /** Records one finished call. */
   observeCall(
     direction: CallDirection,
@@ -60,8 +70,40 @@ export class AgentMetrics {
     outcome: CallOutcome,
     seconds: number,
   ): void {
-    this.calls.inc({ direction, capability, peer, outcome });
-    this.callDuration.observe({ direction, capability, outcome }, seconds);
+    const key = `${direction}\0${capability}\0${peer}\0${outcome}`;
+    let c = this.#callChildren.get(key);
+    if (!c) {
+      if (this.#callChildren.size >= 10_000) this.#callChildren.clear();
+      c = {
+        calls: this.calls.labels({ direction, capability, peer, outcome }),
+        duration: this.callDuration.labels({ direction, capability, outcome }),
+      };
+      this.#callChildren.set(key, c);
+    }
+    c.calls.inc();
+    c.duration.observe(seconds);
+  }
+
+  /** Counts one task state transition. */
+  taskState(state: string): void {
+    this.#child(`s\0${state}`, () => this.taskStates.labels({ state })).inc();
+  }
+
+  /** Counts one policy decision. */
+  authzDecision(direction: CallDirection, allowed: boolean): void {
+    const decision = allowed ? 'allow' : 'deny';
+    this.#child(`a\0${direction}\0${decision}`, () =>
+      this.authzDecisions.labels({ direction, decision }),
+    ).inc();
+  }
+
+  #child(key: string, make: () => { inc(): void }): { inc(): void } {
+    let c = this.#simple.get(key);
+    if (!c) {
+      c = make();
+      this.#simple.set(key, c);
+    }
+    return c;
   }
 
   /** The exposition text for `/metrics`. */

@@ -19,7 +19,7 @@ export class MeteredEnforcer implements PolicyEnforcer {
 
   async checkInbound(check: InboundCheck): Promise<AuthzDecision> {
     const d = await guard(() => this.#inner.checkInbound(check));
-    this.#metrics.authzDecisions.inc({ direction: 'inbound', decision: d.allowed ? 'allow' : 'deny' });
+    this.#metrics.authzDecision('inbound', d.allowed);
     if (!d.allowed) {
       this.#metrics.calls.inc({
         direction: 'inbound',
@@ -33,7 +33,7 @@ export class MeteredEnforcer implements PolicyEnforcer {
 
   async checkOutbound(check: OutboundCheck): Promise<AuthzDecision> {
     const d = await guard(() => this.#inner.checkOutbound(check));
-    this.#metrics.authzDecisions.inc({ direction: 'outbound', decision: d.allowed ? 'allow' : 'deny' });
+    this.#metrics.authzDecision('outbound', d.allowed);
     return d;
   }
 

@@ -6,6 +6,7 @@ import {
   A2AClient,
   A2AClientError,
   A2AError,
+  agentSpiffeId,
   type Message,
   type Part,
   type SendMessageParams,
@@ -280,17 +281,18 @@ export class Outbound {
     try {
       const client = new A2AClient({ dispatcher: channel, timeoutMs: Math.max(1, deadline - Date.now()) });
       const card = await client.discoverAgent(url);
-      if (!card.spiffeId) {
-        throw new CallError('PEER_UNKNOWN', `the agent card at ${url} names no spiffeId`, details);
+      const claimed = agentSpiffeId(card);
+      if (!claimed) {
+        throw new CallError('PEER_UNKNOWN', `the agent card at ${url} names no SPIFFE ID`, details);
       }
-      if (seen.size !== 1 || !seen.has(card.spiffeId)) {
+      if (seen.size !== 1 || !seen.has(claimed)) {
         throw new CallError(
           'PEER_VERIFICATION_FAILED',
-          `the agent card at ${url} claims ${card.spiffeId} but the server presented ${[...seen].join(', ') || 'nothing'}`,
+          `the agent card at ${url} claims ${claimed} but the server presented ${[...seen].join(', ') || 'nothing'}`,
           details,
         );
       }
-      return SpiffeId.parse(card.spiffeId);
+      return SpiffeId.parse(claimed);
     } finally {
       await channel.close().catch(() => undefined);
     }
@@ -332,15 +334,16 @@ export class Outbound {
     if (options.contextId !== undefined) message.contextId = options.contextId;
     const params: SendMessageParams = { message };
     const headers = injectTraceHeaders(trace, { [DEADLINE_HEADER]: String(deadline) });
-    const { signal, dispose } = scopedSignal([options.signal], deadline);
+    // A unary call is bounded by undici's timeouts; a signal is built only when one is needed.
+    const scoped = options.stream || options.signal ? scopedSignal([options.signal], deadline) : undefined;
     try {
       let task: Task;
       if (options.stream) {
-        task = await this.#stream(peer, url, params, headers, signal, options.onProgress);
+        task = await this.#stream(peer, url, params, headers, scoped!.signal, options.onProgress);
       } else {
         const r = await peer.client.sendMessage(url, params, {
           headers,
-          signal,
+          ...(scoped ? { signal: scoped.signal } : {}),
           timeoutMs: Math.max(1, deadline - Date.now()),
         });
         if ('message' in r) return resultOfMessage(r.message, options.output, details);
@@ -352,7 +355,7 @@ export class Outbound {
       }
       return resultOfTask(task, options.output, details);
     } finally {
-      dispose();
+      scoped?.dispose();
     }
   }
 

@@ -51,7 +51,7 @@ export function deadlineReason(): DOMException {
 export function scopedSignal(
   parents: readonly (AbortSignal | undefined)[],
   deadline: number | undefined,
-): { readonly signal: AbortSignal; dispose(): void } {
+): { readonly signal: AbortSignal; abort(reason: unknown): void; dispose(): void } {
   const ac = new AbortController();
   const cleanups: Array<() => void> = [];
   const dispose = () => {
@@ -59,13 +59,13 @@ export function scopedSignal(
   };
   const abort = (reason: unknown) => {
     dispose();
-    ac.abort(reason);
+    if (!ac.signal.aborted) ac.abort(reason);
   };
   for (const p of parents) {
     if (!p) continue;
     if (p.aborted) {
       abort(p.reason);
-      return { signal: ac.signal, dispose };
+      return { signal: ac.signal, abort, dispose };
     }
     const on = () => abort(p.reason);
     p.addEventListener('abort', on, { once: true });
@@ -80,7 +80,7 @@ export function scopedSignal(
       cleanups.push(() => clearTimeout(t));
     }
   }
-  return { signal: ac.signal, dispose };
+  return { signal: ac.signal, abort, dispose };
 }
 
 /** True when `reason` is the one {@link scopedSignal} uses for a passed deadline. */

@@ -26,11 +26,28 @@ export function extractTraceContext(headers: Record<string, string | string[] | 
   return sc && isSpanContextValid(sc) ? ctx : newTraceContext();
 }
 
+// Trace and span ids need randomness, not secrecy: take them from a pooled
+// buffer refilled in bulk (one crypto call per 256 ids instead of one per id).
+const POOL_BYTES = 4096;
+let pool = Buffer.alloc(0);
+let offset = POOL_BYTES;
+
+function randomHex(bytes: number): string {
+  if (offset + bytes > pool.length) {
+    pool = randomBytes(POOL_BYTES);
+    offset = 0;
+  }
+  const hex = pool.toString('hex', offset, offset + bytes);
+  offset += bytes;
+  // All-zero ids are invalid in W3C trace context; astronomically rare, but never emit one.
+  return /^0+$/.test(hex) ? randomHex(bytes) : hex;
+}
+
 /** A context carrying a new random trace (sampled flag off). */
 export function newTraceContext(): Context {
   const sc: SpanContext = {
-    traceId: randomBytes(16).toString('hex'),
-    spanId: randomBytes(8).toString('hex'),
+    traceId: randomHex(16),
+    spanId: randomHex(8),
     traceFlags: TraceFlags.NONE,
     isRemote: false,
   };
@@ -46,7 +63,7 @@ export function outgoingTraceContext(fallback?: Context): Context {
   const active = trace.getSpanContext(otelContext.active());
   const base = active && isSpanContextValid(active) ? otelContext.active() : (fallback ?? newTraceContext());
   const parent = trace.getSpanContext(base)!;
-  return trace.setSpanContext(base, { ...parent, spanId: randomBytes(8).toString('hex'), isRemote: false });
+  return trace.setSpanContext(base, { ...parent, spanId: randomHex(8), isRemote: false });
 }
 
 /** Writes `traceparent` (and `tracestate`) for `ctx` into a header object. */

@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
-import type { AgentError} from '../src/index.js';
+import type { AgentError } from '../src/index.js';
 import { CallError, SecureAgent, type CapabilityContext } from '../src/index.js';
 import { ID, sample, startWorld, testLogger, type World } from './helpers.js';
 

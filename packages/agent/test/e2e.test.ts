@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
-import { A2AClient, A2AError, buildMessage } from '@weave/a2a';
+import { A2AClient, A2AError, agentSpiffeId, buildMessage } from '@weave/a2a';
 import { SpiffeId } from '@weave/identity';
 import { SecureChannel } from '@weave/transport';
 import {
@@ -307,7 +307,7 @@ describe('SecureAgent end to end', () => {
       },
       steps: { input: { properties: { n: { type: 'integer' } } } },
     });
-    expect(card.spiffeId).toBe(ID.search);
+    expect(agentSpiffeId(card)).toBe(ID.search);
     // And over the wire, as another agent discovers it.
     const channel = new SecureChannel(await world.provider('orchestrator'), SpiffeId.parse(ID.search));
     const remote = await new A2AClient({ dispatcher: channel }).discoverAgent(search.url);

@@ -1,0 +1,356 @@
+// Full round trip of `callAgent` vs two baselines, same machine, same run:
+//
+//   weave  SecureAgent → SecureAgent: outbound policy check, pooled SPIFFE mTLS
+//          channel, A2A v1.0 SendMessage, server mTLS + inbound policy check,
+//          capability with zod validation, task + data artifact back, typed result.
+//   bare   node `https` echo server with mTLS (client certificate required) and
+//          an undici client with the client SVID: the ceiling of mTLS + HTTP/1.1.
+//   sdk    the official @a2a-js/sdk (express + DefaultRequestHandler) over the
+//          same mTLS, driven by the same undici JSON-RPC load as `bare`.
+//
+// Every identity comes from the dev Workload API server / dev CA (ECDSA P-256,
+// TLS 1.3, HTTP/1.1). The servers live in this process (one loaded at a time);
+// the load runs in a separate process (loadgen.ts) with CONCURRENCY calls in
+// flight. The client side of `weave` is itself a SecureAgent in that process.
+//
+// Run by hand (see /bench/README.md):
+//   node_modules/.bin/tsx --conditions=weave-source bench/agent.bench.ts
+// Environment: BENCH_DURATION_MS (default 5000), BENCH_ROUNDS (default 3), BENCH_CONCURRENCY (default 32),
+//              BENCH_SCENARIOS (default "weave,bare,sdk"; for profiling one path),
+//              BENCH_CPU_PROF_DIR (write a CPU profile of each load generator there)
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import express from 'express';
+import { pino } from 'pino';
+import { z } from 'zod';
+import { TaskState, type AgentCard as SdkAgentCard } from '@a2a-js/sdk';
+import {
+  AgentEvent,
+  DefaultRequestHandler,
+  InMemoryTaskStore,
+  type AgentExecutor,
+  type ExecutionEventBus,
+  type RequestContext,
+} from '@a2a-js/sdk/server';
+import { UserBuilder, jsonRpcHandler } from '@a2a-js/sdk/server/express';
+import { LocalPolicyEnforcer } from '@weave/authz';
+import { DevWorkloadApiServer, WorkloadApiIdentityProvider } from '@weave/identity';
+import { createMtlsServerOptions } from '@weave/transport';
+import { SecureAgent } from '../src/index.js';
+
+const DURATION = Number(process.env.BENCH_DURATION_MS ?? 5000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
+const SCENARIOS = (process.env.BENCH_SCENARIOS ?? 'weave,bare,sdk').split(',') as Array<
+  'weave' | 'bare' | 'sdk'
+>;
+const silent = pino({ level: 'silent' });
+
+const TD = 'bench.weave';
+const ID = {
+  client: `spiffe://${TD}/agent/client`,
+  server: `spiffe://${TD}/agent/server`,
+  bare: `spiffe://${TD}/agent/bare`,
+  sdk: `spiffe://${TD}/agent/sdk`,
+};
+
+const dir = await mkdtemp(join(tmpdir(), 'weave-bench-'));
+const dev = await DevWorkloadApiServer.start({
+  stateDir: dir,
+  trustDomain: TD,
+  workloads: { client: ID.client, server: ID.server, bare: ID.bare, sdk: ID.sdk },
+  logger: silent,
+});
+const policyFile = join(dir, 'policy.yaml');
+await writeFile(
+  policyFile,
+  [
+    'version: 1',
+    'id: bench',
+    'default: deny',
+    'rules:',
+    '  - id: client-echo',
+    '    effect: allow',
+    `    callers: ['${ID.client}']`,
+    `    callees: ['${ID.server}']`,
+    "    actions: ['echo']",
+    '',
+  ].join('\n'),
+);
+
+// ---- weave: the called SecureAgent --------------------------------------------------
+let serverDecisions = 0;
+const serverEnforcer = await LocalPolicyEnforcer.fromFile(policyFile, {
+  watch: false,
+  logger: silent,
+  audit: { record: () => void serverDecisions++ },
+});
+const server = new SecureAgent({
+  config: {
+    name: 'server',
+    identity: { workloadApi: { socket: dev.address('server') } },
+    authz: { policyFile },
+    logging: { level: 'warn' },
+    server: { maxConcurrentTasks: 1024 },
+  },
+  enforcer: serverEnforcer,
+  logger: pino({ level: 'warn' }),
+}).capability('echo', { input: z.object({ text: z.string() }) }, ({ text }) => ({ text: `echo: ${text}` }));
+await server.start();
+
+// ---- bare: node https mTLS echo ---------------------------------------------------------
+const bareId = await WorkloadApiIdentityProvider.create({ address: dev.address('bare'), logger: silent });
+const bare = https.createServer(createMtlsServerOptions(bareId), (req, res) => {
+  const chunks: Buffer[] = [];
+  req.on('data', (c: Buffer) => chunks.push(c));
+  req.on('end', () => {
+    const body = Buffer.concat(chunks).toString('utf8');
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(`{"jsonrpc":"2.0","id":1,"result":{"echo":${JSON.stringify(body.length)}}}`);
+  });
+});
+await new Promise<void>((r) => bare.listen(0, '127.0.0.1', r));
+const bareUrl = `https://127.0.0.1:${(bare.address() as AddressInfo).port}/`;
+
+// ---- sdk: @a2a-js/sdk over the same mTLS ---------------------------------------------------
+const sdkId = await WorkloadApiIdentityProvider.create({ address: dev.address('sdk'), logger: silent });
+class EchoExecutor implements AgentExecutor {
+  async execute(rc: RequestContext, bus: ExecutionEventBus): Promise<void> {
+    const c = rc.userMessage.parts[0]?.content;
+    const text = c?.$case === 'text' ? c.value : '';
+    const { taskId, contextId } = rc;
+    const now = () => new Date().toISOString();
+    const status = (state: TaskState) =>
+      AgentEvent.statusUpdate({
+        taskId,
+        contextId,
+        status: { state, message: undefined, timestamp: now() },
+        metadata: undefined,
+      });
+    bus.publish(
+      AgentEvent.task({
+        id: taskId,
+        contextId,
+        status: { state: TaskState.TASK_STATE_SUBMITTED, message: undefined, timestamp: now() },
+        history: [rc.userMessage],
+        artifacts: [],
+        metadata: undefined,
+      }),
+    );
+    bus.publish(status(TaskState.TASK_STATE_WORKING));
+    bus.publish(
+      AgentEvent.artifactUpdate({
+        taskId,
+        contextId,
+        artifact: {
+          artifactId: 'result',
+          name: '',
+          description: '',
+          parts: [
+            {
+              content: { $case: 'text', value: `echo: ${text}` },
+              metadata: undefined,
+              filename: '',
+              mediaType: '',
+            },
+          ],
+          metadata: undefined,
+          extensions: [],
+        },
+        append: false,
+        lastChunk: true,
+        metadata: undefined,
+      }),
+    );
+    bus.publish(status(TaskState.TASK_STATE_COMPLETED));
+    bus.finished();
+  }
+  async cancelTask(): Promise<void> {}
+}
+const sdkCard: SdkAgentCard = {
+  name: 'sdk bench',
+  description: 'echo',
+  supportedInterfaces: [{ url: '', protocolBinding: 'JSONRPC', protocolVersion: '1.0', tenant: '' }],
+  provider: undefined,
+  version: '1.0.0',
+  capabilities: { streaming: true, pushNotifications: false, extensions: [], extendedAgentCard: false },
+  securitySchemes: {},
+  securityRequirements: [],
+  defaultInputModes: ['text/plain'],
+  defaultOutputModes: ['text/plain'],
+  skills: [
+    {
+      id: 'echo',
+      name: 'Echo',
+      description: 'echo',
+      tags: [],
+      examples: [],
+      inputModes: [],
+      outputModes: [],
+      securityRequirements: [],
+    },
+  ],
+  signatures: [],
+};
+const sdkApp = express();
+sdkApp.use(
+  '/',
+  jsonRpcHandler({
+    requestHandler: new DefaultRequestHandler(sdkCard, new InMemoryTaskStore(), new EchoExecutor()),
+    userBuilder: UserBuilder.noAuthentication,
+  }),
+);
+const sdk = https.createServer(createMtlsServerOptions(sdkId), sdkApp);
+await new Promise<void>((r) => sdk.listen(0, '127.0.0.1', r));
+const sdkUrl = `https://127.0.0.1:${(sdk.address() as AddressInfo).port}/`;
+sdkCard.supportedInterfaces[0]!.url = sdkUrl;
+
+// ---- load ------------------------------------------------------------------------------------
+// The JSON-RPC SendMessage both HTTP baselines receive (the bare server echoes its length).
+const sendMessageBody = JSON.stringify({
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'SendMessage',
+  params: {
+    message: {
+      messageId: 'bench-1',
+      role: 'ROLE_USER',
+      parts: [{ text: 'hello' }],
+      metadata: { skill: 'echo' },
+    },
+  },
+});
+const clientPem = (await dev.ca.issueX509Svid(ID.client)).toPem();
+const caPem = dev.ca.x509Bundle.toPem();
+
+interface Result {
+  requests: number;
+  totalRequests: number;
+  errors: number;
+  firstError?: string;
+  rps: number;
+  p50: number;
+  p99: number;
+  max: number;
+  decisions: number;
+  /** CPU (user + system) of this process — the loaded server — per request, in µs. */
+  cpuUs: number;
+}
+
+function load(job: Record<string, unknown>): Promise<Result> {
+  const loadgen = fileURLToPath(new URL('./loadgen.ts', import.meta.url));
+  const tsx = fileURLToPath(new URL('../../../node_modules/.bin/tsx', import.meta.url));
+  return new Promise((resolve, reject) => {
+    const cpu0 = process.cpuUsage();
+    const prof = process.env.BENCH_CPU_PROF_DIR;
+    const child = prof
+      ? spawn(
+          process.execPath,
+          ['--cpu-prof', `--cpu-prof-dir=${prof}`, '--import', 'tsx', '--conditions=weave-source', loadgen],
+          { stdio: ['pipe', 'pipe', 'inherit'] },
+        )
+      : spawn(tsx, ['--conditions=weave-source', loadgen], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`loadgen exited with ${code}`));
+      const cpu = process.cpuUsage(cpu0);
+      const r = JSON.parse(out.trim().split('\n').at(-1)!) as Result;
+      r.cpuUs = (cpu.user + cpu.system) / Math.max(1, r.totalRequests);
+      resolve(r);
+    });
+    child.stdin.end(
+      JSON.stringify({ concurrency: CONCURRENCY, warmupMs: 1000, durationMs: DURATION, ...job }),
+    );
+  });
+}
+
+const http = (url: string, expectPeer: string, expect: string) =>
+  load({
+    mode: 'http',
+    url,
+    body: sendMessageBody,
+    expect,
+    ca: caPem,
+    cert: clientPem.certChain,
+    key: clientPem.privateKey,
+    expectPeer,
+  });
+
+const scenarios = {
+  weave: () =>
+    load({
+      mode: 'agent',
+      socket: dev.address('client'),
+      policyFile,
+      target: ID.server,
+      targetUrl: server.url,
+      capability: 'echo',
+      input: { text: 'hello' },
+      expect: 'echo: hello',
+    }),
+  bare: () => http(bareUrl, ID.bare, '"echo"'),
+  sdk: () => http(sdkUrl, ID.sdk, 'TASK_STATE_COMPLETED'),
+};
+const labels = {
+  weave: 'weave callAgent (2 agents)     ',
+  bare: 'bare node https mTLS echo      ',
+  sdk: '@a2a-js/sdk express over mTLS  ',
+};
+
+const fmt = (r: Result) =>
+  `${r.rps.toFixed(0).padStart(6)} req/s  p50 ${r.p50.toFixed(2).padStart(6)} ms  p99 ${r.p99.toFixed(2).padStart(6)} ms  server CPU ${r.cpuUs.toFixed(0).padStart(4)} µs/req  errors ${r.errors}${r.firstError ? ` (${r.firstError})` : ''}`;
+
+console.log(
+  `callAgent round trip vs bare mTLS vs @a2a-js/sdk — TLS 1.3, HTTP/1.1, ECDSA P-256 SVIDs, ${CONCURRENCY} in flight, ${DURATION} ms per run, ${ROUNDS} rounds, node ${process.version}`,
+);
+const handshakes = async () =>
+  (await server.metrics.tlsHandshakes.get()).values.reduce((n, v) => n + v.value, 0);
+const runs: Record<keyof typeof scenarios, Result[]> = { weave: [], bare: [], sdk: [] };
+for (let round = 1; round <= ROUNDS; round++) {
+  for (const name of SCENARIOS) {
+    const before = serverDecisions;
+    const hs0 = await handshakes();
+    const r = await scenarios[name]();
+    runs[name].push(r);
+    const authz =
+      name === 'weave'
+        ? `  policy decisions: caller ${r.decisions}, callee ${serverDecisions - before}; TLS handshakes ${(await handshakes()) - hs0}`
+        : '';
+    console.log(`round ${round}  ${labels[name]} ${fmt(r)}${authz}`);
+  }
+}
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+};
+const m = (name: keyof typeof runs, k: 'rps' | 'p50' | 'p99' | 'cpuUs') =>
+  median(runs[name].map((r) => r[k]));
+console.log('median of the rounds:');
+for (const name of SCENARIOS) {
+  console.log(
+    `  ${labels[name]} ${m(name, 'rps').toFixed(0).padStart(6)} req/s  p50 ${m(name, 'p50').toFixed(2).padStart(6)} ms  p99 ${m(name, 'p99').toFixed(2).padStart(6)} ms  server CPU ${m(name, 'cpuUs').toFixed(0).padStart(4)} µs/req`,
+  );
+}
+if (SCENARIOS.length < 3) process.exit(0);
+const vsBare = m('weave', 'rps') / m('bare', 'rps');
+const vsSdk = m('weave', 'rps') / m('sdk', 'rps');
+console.log(
+  `ratios: weave/bare ${vsBare.toFixed(2)}x (target >= 0.5)   weave/sdk ${vsSdk.toFixed(2)}x (target >= 3)   p99 weave/sdk ${(m('weave', 'p99') / m('sdk', 'p99')).toFixed(2)}`,
+);
+
+await server.stop({ drainTimeoutMs: 1000 });
+await serverEnforcer.close();
+await new Promise<void>((r) => bare.close(() => r()));
+sdk.closeAllConnections();
+await new Promise<void>((r) => sdk.close(() => r()));
+await bareId.close();
+await sdkId.close();
+await dev.close();
+await rm(dir, { recursive: true, force: true });
