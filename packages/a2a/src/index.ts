@@ -69,3 +69,4 @@ export {
   type DiscoveryStats,
   type DiscoveryResult,
 } from './discovery.js';
+export { createWebhookSender, type WebhookSenderOptions } from './push.js';

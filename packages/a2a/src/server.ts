@@ -93,7 +93,11 @@ export interface A2AServerLimits {
 /** Push notifications: off unless enabled; then configs are stored and `send` is called per event. */
 export interface A2APushOptions {
   readonly enabled: boolean;
-  /** Delivers one event to one webhook. Errors are reported to the log and otherwise ignored. */
+  /**
+   * Delivers one event to one webhook (see `createWebhookSender`); required
+   * when enabled. Calls for one task are made in event order, one event at a
+   * time. Errors are logged and otherwise ignored.
+   */
   readonly send?: (config: TaskPushNotificationConfig, event: StreamResponse) => Promise<void>;
 }
 
@@ -190,6 +194,11 @@ export class A2AServer {
   constructor(options: A2AServerOptions) {
     if (!options.enforcer) throw new TypeError('A2AServer: enforcer is required');
     if (!(options.selfId instanceof SpiffeId)) throw new TypeError('A2AServer: selfId must be a SpiffeId');
+    if (options.push?.enabled && typeof options.push.send !== 'function') {
+      throw new TypeError(
+        'A2AServer: push.enabled needs push.send (e.g. createWebhookSender({ dispatcher }))',
+      );
+    }
     this.#opts = options;
     this.manager = new TaskManager({
       store: options.taskStore,
@@ -584,7 +593,8 @@ export class A2AServer {
       throw err;
     }
     const push = p.configuration?.taskPushNotificationConfig;
-    if (push) this.#addPushConfig(record, { ...push, taskId: record.task.id });
+    // Given with the message, the webhook gets the task's events from the first one.
+    if (push) this.#addPushConfig(record, { ...push, taskId: record.task.id }, 0);
     try {
       beforeRun?.(record);
     } finally {
@@ -763,7 +773,11 @@ export class A2AServer {
     return redact(stored);
   }
 
-  #addPushConfig(record: TaskRecord, c: TaskPushNotificationConfig): TaskPushNotificationConfig {
+  #addPushConfig(
+    record: TaskRecord,
+    c: TaskPushNotificationConfig,
+    fromSeq?: number,
+  ): TaskPushNotificationConfig {
     const stored: TaskPushNotificationConfig = { ...c, taskId: record.task.id, id: c.id || randomUUID() };
     const list = (record.pushConfigs ??= []);
     const i = list.findIndex((x) => x.id === stored.id);
@@ -772,7 +786,7 @@ export class A2AServer {
       if (list.length >= 16) throw A2AErrors.invalidParams('at most 16 push configs per task');
       list.push(stored);
     }
-    this.#watchPush(record);
+    this.#watchPush(record, fromSeq);
     return stored;
   }
 
@@ -815,19 +829,29 @@ export class A2AServer {
 
   readonly #pushWatched = new Set<string>();
 
-  #watchPush(record: TaskRecord): void {
+  #watchPush(record: TaskRecord, afterSeq?: number): void {
     const send = this.#opts.push?.send;
     const id = record.task.id;
     if (!send || this.#pushWatched.has(id)) return;
-    const sub = this.manager.subscribe(id, (e, rec) => {
-      for (const c of rec.pushConfigs ?? []) {
-        send(c, e.event).catch((err: unknown) =>
-          this.#log?.warn({ err, taskId: id, configId: c.id }, 'a2a: push notification failed'),
-        );
-      }
+    // One delivery at a time per task, so each webhook sees the events in order.
+    let chain = Promise.resolve();
+    const deliver = (e: StoredEvent, rec: TaskRecord) => {
+      const configs = (rec.pushConfigs ?? []).slice();
+      chain = chain.then(() =>
+        Promise.all(
+          configs.map((c) =>
+            send(c, e.event).catch((err: unknown) =>
+              this.#log?.warn({ err, taskId: id, configId: c.id }, 'a2a: push notification failed'),
+            ),
+          ),
+        ).then(() => undefined),
+      );
       if (isTerminal(rec.task.status.state)) this.#pushWatched.delete(id);
-    });
-    if (sub) this.#pushWatched.add(id);
+    };
+    const sub = this.manager.subscribe(id, deliver, afterSeq);
+    if (!sub) return;
+    this.#pushWatched.add(id);
+    for (const e of sub.backlog ?? []) deliver(e, sub.record);
   }
 
   // ---- extended card ---------------------------------------------------------------

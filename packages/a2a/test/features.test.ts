@@ -1,5 +1,5 @@
 // Push-notification configs, the extended agent card, polling, mounting under a prefix.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { request } from 'undici';
 import { A2AClient, type StreamResponse, type TaskPushNotificationConfig } from '../src/index.js';
 import { startHarness, type Harness } from './helpers/agents.js';
@@ -91,6 +91,14 @@ describe('push notification configs (enabled)', () => {
     expect(got.result).toMatchObject({ id: 'second' });
     release();
     await h.a2a.manager.waitForCompletion(id);
+    // Deliveries run after the event, one at a time per task: wait for the last one.
+    await vi.waitFor(() =>
+      expect(
+        pushed.filter(
+          (p) => 'statusUpdate' in p.event && p.event.statusUpdate.status.state === 'TASK_STATE_COMPLETED',
+        ),
+      ).toHaveLength(2),
+    );
     const forA = pushed.filter((p) => p.config.url === 'https://hooks.example/a');
     const forB = pushed.filter((p) => p.config.url === 'https://hooks.example/b');
     // The sender gets the stored config, secrets included, to authenticate to the webhook.
