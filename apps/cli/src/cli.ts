@@ -113,11 +113,9 @@ function allCommands(cmd: Command): Command[] {
 
 function signalled(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
-    const on = (s: NodeJS.Signals): void => {
-      process.off('SIGINT', on);
-      process.off('SIGTERM', on);
-      resolve(s);
-    };
+    // Stays installed: under tsx, Ctrl-C arrives twice (terminal and relay), and
+    // the second must not kill the process while it closes its sockets.
+    const on = (s: NodeJS.Signals): void => resolve(s);
     process.on('SIGINT', on);
     process.on('SIGTERM', on);
   });

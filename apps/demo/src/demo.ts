@@ -281,11 +281,9 @@ function printExploreHelp(
 
 function signalled(): Promise<unknown> {
   return new Promise((resolveStop) => {
-    const on = () => {
-      process.off('SIGINT', on);
-      process.off('SIGTERM', on);
-      resolveStop(undefined);
-    };
+    // Stays installed: Ctrl-C reaches this process twice (from the terminal and
+    // relayed by tsx), and the second must not kill it in the middle of stopping.
+    const on = () => resolveStop(undefined);
     process.on('SIGINT', on);
     process.on('SIGTERM', on);
   });
