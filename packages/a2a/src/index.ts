@@ -35,6 +35,7 @@ export {
 } from './store.js';
 export {
   TaskManager,
+  WaitTimeoutError,
   type TaskManagerOptions,
   type TaskListener,
   type NewTask,

@@ -1,9 +1,17 @@
 import { randomUUID } from 'node:crypto';
+import { WeaveError } from '@weave/identity';
 import type { StoredEvent, TaskPage, TaskQuery, TaskRecord, TaskStore } from './store.js';
 import { InMemoryTaskStore } from './store.js';
 import type { Artifact, Message, StreamResponse, Struct, Task, TaskState } from './wire/v1.js';
 import { INTERRUPTED_STATES, isTerminal } from './wire/v1.js';
 import { A2AErrors } from './errors.js';
+
+/** {@link TaskManager.waitForCompletion} gave up; the task goes on. */
+export class WaitTimeoutError extends WeaveError {
+  constructor(taskId: string, ms: number) {
+    super('WAIT_TIMEOUT', `task ${taskId} did not settle within ${ms} ms`);
+  }
+}
 
 /** Called for every event of a task, in order. Must not throw. */
 export type TaskListener = (event: StoredEvent, record: TaskRecord) => void;
@@ -243,12 +251,14 @@ export class TaskManager {
 
   /**
    * Resolves when the task is terminal or, unless `terminalOnly`, waits for
-   * input. Rejects with TaskNotFound for an unknown task, or when `signal` aborts.
+   * input. Rejects with TaskNotFound for an unknown task, when `signal`
+   * aborts, or with {@link WaitTimeoutError} after `timeoutMs`.
    */
   async waitForCompletion(
     id: string,
-    options: { signal?: AbortSignal; terminalOnly?: boolean } = {},
+    options: { signal?: AbortSignal; terminalOnly?: boolean; timeoutMs?: number } = {},
   ): Promise<Task> {
+    const deadline = options.timeoutMs === undefined ? undefined : Date.now() + options.timeoutMs;
     for (;;) {
       const live = this.#live.get(id);
       if (!live) {
@@ -268,8 +278,16 @@ export class TaskManager {
         }
         const onAbort = () => reject(signal?.reason);
         signal?.addEventListener('abort', onAbort, { once: true });
+        const timer =
+          deadline === undefined
+            ? undefined
+            : setTimeout(
+                () => reject(new WaitTimeoutError(id, options.timeoutMs ?? 0)),
+                Math.max(0, deadline - Date.now()),
+              );
         live.settleWaiters.push((r) => {
           signal?.removeEventListener('abort', onAbort);
+          if (timer) clearTimeout(timer);
           resolve(r);
         });
       });

@@ -4,7 +4,7 @@ import { SpiffeId } from '@weave/identity';
 import type { AuthzDecision, PolicyEnforcer } from '@weave/authz';
 import type { z } from 'zod';
 import { A2AError, A2AErrorCode, A2AErrors } from './errors.js';
-import { TaskManager, snapshot } from './manager.js';
+import { TaskManager, WaitTimeoutError, snapshot } from './manager.js';
 import { SseWriter } from './sse.js';
 import type { StoredEvent, TaskRecord, TaskStore } from './store.js';
 import { TaskStoreFullError } from './store.js';
@@ -88,6 +88,11 @@ export interface A2AServerLimits {
   readonly maxSubscribersPerTask?: number;
   /** How long a handler waits for input before the task fails, in ms. Default 10 minutes. */
   readonly inputTimeoutMs?: number;
+  /**
+   * How long a blocking SendMessage waits for the task to settle before it
+   * answers with the task as it is (still running), in ms. Default 60 s.
+   */
+  readonly blockingTimeoutMs?: number;
 }
 
 /** Push notifications: off unless enabled; then configs are stored and `send` is called per event. */
@@ -185,6 +190,7 @@ export class A2AServer {
   readonly #maxTasks: number;
   readonly #maxSubs: number;
   readonly #inputTimeout: number;
+  readonly #blockingTimeout: number;
   readonly #heartbeat: number;
   readonly #subscribers = new Map<string, number>();
   readonly #cardCache = new Map<string, string>();
@@ -210,6 +216,7 @@ export class A2AServer {
     this.#maxTasks = options.limits?.maxConcurrentTasks ?? 1000;
     this.#maxSubs = options.limits?.maxSubscribersPerTask ?? 32;
     this.#inputTimeout = options.limits?.inputTimeoutMs ?? 600_000;
+    this.#blockingTimeout = options.limits?.blockingTimeoutMs ?? 60_000;
     this.#heartbeat = options.heartbeatMs ?? 15_000;
     this.#requiredExt = (options.extensions ?? []).filter((e) => e.required === true).map((e) => e.uri);
     for (const s of options.card.skills ?? []) this.#skills.set(s.id, v1.AgentSkillSchema.parse(s));
@@ -531,7 +538,13 @@ export class A2AServer {
   async #sendMessage(call: Call, p: v1.SendMessageParams): Promise<Task> {
     const record = await this.#startOrResume(call, p);
     if (p.configuration?.returnImmediately !== true) {
-      await this.manager.waitForCompletion(record.task.id);
+      try {
+        await this.manager.waitForCompletion(record.task.id, { timeoutMs: this.#blockingTimeout });
+      } catch (err) {
+        // A blocking call does not wait forever: the task, still running, is
+        // returned as it is, and the client can poll or subscribe.
+        if (!(err instanceof WaitTimeoutError)) throw err;
+      }
     }
     return snapshot(record.task, p.configuration?.historyLength);
   }

@@ -77,7 +77,7 @@ beforeAll(async () => {
     },
     {
       taskStore: new FlakyStore(),
-      limits: { maxBodyBytes: 4096, maxConcurrentTasks: 2 },
+      limits: { maxBodyBytes: 4096, maxConcurrentTasks: 2, blockingTimeoutMs: 100 },
       extensions: [{ uri: 'https://example.org/ext/required', required: true }],
     },
   );
@@ -309,6 +309,15 @@ describe('A2A error codes', () => {
     expect(r.status).toBe(500);
     expect(r.body.error?.code).toBe(-32603);
     expect(JSON.stringify(r.body)).not.toContain('disk on fire');
+  });
+
+  it('a blocking SendMessage on a task that does not settle answers with the running task', async () => {
+    hold = new Promise((resolve) => (releaseHold = resolve));
+    const r = await rpc('SendMessage', userMsg('h', { metadata: { skill: 'hold' } }), 1, EXT);
+    const task = (r.body.result as { task: { id: string; status: { state: string } } }).task;
+    expect(task.status.state).toBe('TASK_STATE_WORKING');
+    releaseHold();
+    expect((await h.a2a.manager.waitForCompletion(task.id)).status.state).toBe('TASK_STATE_COMPLETED');
   });
 
   it('RESOURCE_EXHAUSTED beyond maxConcurrentTasks, and nothing more runs', async () => {

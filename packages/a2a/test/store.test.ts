@@ -4,6 +4,7 @@ import {
   InMemoryTaskStore,
   TaskManager,
   TaskStoreFullError,
+  WaitTimeoutError,
   type Message,
   type StoredEvent,
   type TaskRecord,
@@ -160,6 +161,10 @@ describe('TaskManager', () => {
     expect((await terminalOnly).status.state).toBe('TASK_STATE_COMPLETED');
 
     await expect(m.waitForCompletion('nope')).rejects.toMatchObject({ jsonRpcCode: -32001 });
+
+    const r4 = await m.create({ owner: 'o', skill: 's', message: msg('4') });
+    await expect(m.waitForCompletion(r4.task.id, { timeoutMs: 1 })).rejects.toBeInstanceOf(WaitTimeoutError);
+    expect(m.isLive(r4.task.id)).toBe(true); // giving up on waiting changes nothing
 
     const r3 = await m.create({ owner: 'o', skill: 's', message: msg('3') });
     const ac = new AbortController();
