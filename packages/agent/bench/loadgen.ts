@@ -135,10 +135,14 @@ await new Promise((r) => setTimeout(r, job.warmupMs));
 phase = 'measure';
 errors = 0;
 firstError = undefined;
+const cpu0 = process.cpuUsage();
+const total0 = total;
 const start = process.hrtime.bigint();
 await new Promise((r) => setTimeout(r, job.durationMs));
 phase = 'done';
 const elapsedMs = Number(process.hrtime.bigint() - start) / 1e6;
+const cpu = process.cpuUsage(cpu0);
+const measuredTotal = total - total0;
 await Promise.all(workers);
 await close();
 
@@ -155,5 +159,7 @@ process.stdout.write(
     p99: q(0.99),
     max: latencies[latencies.length - 1] ?? NaN,
     decisions,
+    // CPU of this (client) process per request during the measured window, in µs.
+    clientCpuUs: (cpu.user + cpu.system) / Math.max(1, measuredTotal),
   }) + '\n',
 );
