@@ -92,12 +92,14 @@ describe('push notification configs (enabled)', () => {
     release();
     await h.a2a.manager.waitForCompletion(id);
     // Deliveries run after the event, one at a time per task: wait for the last one.
-    await vi.waitFor(() =>
-      expect(
-        pushed.filter(
-          (p) => 'statusUpdate' in p.event && p.event.statusUpdate.status.state === 'TASK_STATE_COMPLETED',
-        ),
-      ).toHaveLength(2),
+    await vi.waitFor(
+      () =>
+        expect(
+          pushed.filter(
+            (p) => 'statusUpdate' in p.event && p.event.statusUpdate.status.state === 'TASK_STATE_COMPLETED',
+          ),
+        ).toHaveLength(2),
+      { timeout: 20_000 },
     );
     const forA = pushed.filter((p) => p.config.url === 'https://hooks.example/a');
     const forB = pushed.filter((p) => p.config.url === 'https://hooks.example/b');
