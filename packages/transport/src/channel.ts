@@ -573,7 +573,8 @@ class SafeRetryHandler implements Dispatcher.DispatchHandler {
       } catch (e) {
         this.#inner.onError?.(e as Error);
       }
-    }, delay).unref();
+      // Not unref'd: a caller awaiting this request must keep the process alive.
+    }, delay);
   }
 }
 
