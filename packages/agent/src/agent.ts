@@ -50,7 +50,13 @@ import {
   startOpsListener,
   type ProbeState,
 } from './observability.js';
-import { ERROR_METADATA_KEY, Outbound, type CallAgentOptions, type CallResult } from './outbound.js';
+import {
+  ERROR_METADATA_KEY,
+  Outbound,
+  checkPeer,
+  type CallAgentOptions,
+  type CallResult,
+} from './outbound.js';
 import { DEADLINE_HEADER, callScope, deadlineReason, parseDeadline, scopedSignal } from './scope.js';
 import { extractTraceContext, traceIdOf } from './tracing.js';
 
@@ -209,10 +215,15 @@ export class SecureAgent extends AgentCore {
     return this;
   }
 
-  /** Tells the agent where the agent with `id` is served (in addition to `config.peers`). */
+  /**
+   * Tells the agent where the agent with `id` is served (in addition to `config.peers`).
+   *
+   * @throws {CallError} `PEER_UNKNOWN` for an invalid SPIFFE ID or a URL that is not https.
+   */
   addPeer(id: SpiffeId | string, url: string): this {
-    this.#peerQueue.push({ id, url });
-    this.#run?.outbound.addPeer(id, url);
+    const peer = checkPeer(id, url);
+    this.#peerQueue.push(peer);
+    this.#run?.outbound.addPeer(peer.id, peer.url);
     return this;
   }
 
@@ -512,7 +523,7 @@ export class SecureAgent extends AgentCore {
     });
     app.addHook('preHandler', (request, reply, done) => {
       if (request.method !== 'POST') return done();
-      if (this.#state !== 'running' && refusesNewTask(request.body)) {
+      if ((this.#state === 'draining' || this.#state === 'stopped') && refusesNewTask(request.body)) {
         const e = new A2AError(
           A2AErrorCode.InternalError,
           'the agent is shutting down; try another instance',

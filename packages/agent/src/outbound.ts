@@ -77,7 +77,7 @@ export class Outbound {
   readonly #log: Logger;
   readonly #config: AgentConfig;
   readonly #transport: TransportConfigInput;
-  readonly #peers = new Map<string, string>();
+  readonly #peers = new Map<string, { readonly id: SpiffeId; readonly url: string }>();
   readonly #urls = new Map<string, SpiffeId>();
   readonly #discovered = new Map<string, Discovered>();
   readonly #channels = new Map<string, Peer>();
@@ -111,24 +111,17 @@ export class Outbound {
 
   /** Where `id` is served. A later call replaces an earlier URL. */
   addPeer(id: SpiffeId | string, url: string): void {
-    const sid = typeof id === 'string' ? SpiffeId.parse(id) : id;
-    const u = new URL(url);
-    if (u.protocol !== 'https:') {
-      throw new CallError('PEER_UNKNOWN', `peer URL must be https, got ${url}`, {
-        target: url,
-        capability: '',
-      });
-    }
-    const key = sid.toString();
+    const peer = checkPeer(id, url);
+    const key = peer.id.toString();
     const old = this.#peers.get(key);
-    if (old !== undefined) this.#urls.delete(normalizeUrl(old));
-    this.#peers.set(key, url);
-    this.#urls.set(normalizeUrl(url), sid);
+    if (old !== undefined) this.#urls.delete(normalizeUrl(old.url));
+    this.#peers.set(key, peer);
+    this.#urls.set(normalizeUrl(peer.url), peer.id);
   }
 
   /** The known peers (configured, added, not discovered). */
   peers(): Array<{ id: string; url: string }> {
-    return [...this.#peers].map(([id, url]) => ({ id, url }));
+    return [...this.#peers.values()].map((p) => ({ id: p.id.toString(), url: p.url }));
   }
 
   /** Circuit state per peer, for diagnostics. */
@@ -198,8 +191,8 @@ export class Outbound {
         outcome,
         ms: Math.round(seconds * 1e4) / 10,
       };
-      if (outcome === 'success') this.#log.info(entry, 'call finished');
-      else this.#log.warn(entry, outcome === 'denied' ? 'call denied' : 'call failed');
+      if (outcome !== 'success') this.#log.warn(entry, outcome === 'denied' ? 'call denied' : 'call failed');
+      else if (this.#log.isLevelEnabled('info')) this.#log.info(entry, 'call finished');
     }
   }
 
@@ -218,6 +211,9 @@ export class Outbound {
     details: CallErrorDetails,
     deadline: number,
   ): Promise<{ id: SpiffeId; url: string }> {
+    // Fast path: a target given exactly as a known peer's ID string needs no parsing.
+    const known = typeof target === 'string' ? this.#peers.get(target) : undefined;
+    if (known) return known;
     if (target instanceof SpiffeId || (typeof target === 'string' && target.startsWith('spiffe:'))) {
       let id: SpiffeId;
       try {
@@ -227,15 +223,15 @@ export class Outbound {
           cause: err,
         });
       }
-      const url = this.#peers.get(id.toString());
-      if (url === undefined) {
+      const peer = this.#peers.get(id.toString());
+      if (peer === undefined) {
         throw new CallError(
           'PEER_UNKNOWN',
           `no URL known for ${id.toString()}; add it to config.peers or call addPeer()`,
           details,
         );
       }
-      return { id, url };
+      return peer;
     }
     if (typeof target !== 'string') {
       throw new CallError('PEER_UNKNOWN', 'target must be a SpiffeId, a SPIFFE ID or an https URL', details);
@@ -250,8 +246,8 @@ export class Outbound {
       throw new CallError('PEER_UNKNOWN', `only https targets are called, got ${u.protocol}//`, details);
     }
     const key = normalizeUrl(target);
-    const known = this.#urls.get(key);
-    if (known) return { id: known, url: target };
+    const byUrl = this.#urls.get(key);
+    if (byUrl) return { id: byUrl, url: target };
     const hit = this.#discovered.get(key);
     if (hit && hit.expires > Date.now()) return { id: hit.id, url: target };
     const id = await this.#discover(target, details, deadline);
@@ -487,6 +483,33 @@ function auditIdOf(data: unknown): string | undefined {
     if (typeof id === 'string' && id.length > 0) return id;
   }
   return undefined;
+}
+
+/**
+ * Validates a peer entry: a valid SPIFFE ID and an https URL.
+ *
+ * @throws {CallError} `PEER_UNKNOWN` naming what is wrong.
+ */
+export function checkPeer(id: SpiffeId | string, url: string): { id: SpiffeId; url: string } {
+  const details = { target: String(id), capability: '' };
+  let sid: SpiffeId;
+  try {
+    sid = typeof id === 'string' ? SpiffeId.parse(id) : id;
+  } catch (err) {
+    throw new CallError('PEER_UNKNOWN', `invalid peer SPIFFE ID: ${(err as Error).message}`, details, {
+      cause: err,
+    });
+  }
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch (err) {
+    throw new CallError('PEER_UNKNOWN', `invalid peer URL ${JSON.stringify(url)}`, details, { cause: err });
+  }
+  if (u.protocol !== 'https:') {
+    throw new CallError('PEER_UNKNOWN', `peer URL must be https, got ${url}`, details);
+  }
+  return { id: sid, url };
 }
 
 function normalizeUrl(url: string): string {

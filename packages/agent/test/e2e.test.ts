@@ -228,6 +228,11 @@ describe('SecureAgent end to end', () => {
       .catch((e: unknown) => e)) as CallError;
     expect(err.code).toBe('CALL_DENIED');
     expect(err.callee).toBe(ID.summarizer);
+    expect(() => orchestrator.addPeer('spiffe://Bad/x', 'https://127.0.0.1:1')).toThrow(
+      expect.objectContaining({ code: 'PEER_UNKNOWN' }),
+    );
+    expect(() => orchestrator.addPeer(ID.intruder, 'http://127.0.0.1:1')).toThrow(/must be https/);
+    expect(() => orchestrator.addPeer(ID.intruder, 'not a url')).toThrow(/invalid peer URL/);
     await expect(orchestrator.callAgent('http://127.0.0.1:1/', 'search', {})).rejects.toMatchObject({
       code: 'PEER_UNKNOWN',
     });
