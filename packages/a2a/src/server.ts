@@ -14,7 +14,6 @@ import type {
   AgentSkill,
   Artifact,
   Message,
-  Part,
   StreamResponse,
   Task,
   TaskPushNotificationConfig,
@@ -151,7 +150,7 @@ interface Call {
 /** A result the dispatcher writes as-is, or `STREAMED` when the call took over the reply. */
 const STREAMED = Symbol('streamed');
 
-const TASK_STATE_FOR_METHOD_EXTENDED_CARD = 'a2a:GetExtendedAgentCard';
+const EXTENDED_CARD_ACTION = 'a2a:GetExtendedAgentCard';
 
 /** URI of the agent-card extension that carries the agent's SPIFFE ID in `params.spiffeId`. */
 export const SPIFFE_ID_EXTENSION = 'https://weave.dev/a2a/extensions/spiffe-id/v1';
@@ -872,7 +871,7 @@ export class A2AServer {
   async #extendedCard(call: Call): Promise<unknown> {
     const ext = this.#opts.extendedCard;
     if (ext === undefined) throw A2AErrors.extendedCardNotConfigured();
-    await this.#authorize(call, TASK_STATE_FOR_METHOD_EXTENDED_CARD);
+    await this.#authorize(call, EXTENDED_CARD_ACTION);
     return typeof ext === 'function' ? await ext(call.caller) : ext;
   }
 
@@ -1097,5 +1096,3 @@ function toA2AError(err: unknown, request: FastifyRequest): A2AError {
   request.log.error({ err }, 'a2a: internal error');
   return A2AErrors.internal();
 }
-
-export type { Part };
