@@ -257,7 +257,11 @@ export class SecureChannel extends Dispatcher {
 
   // Dispatcher's typings only know undici's own events.
   #emit(event: 'peer' | 'rotated' | 'rotationError', ...args: unknown[]): void {
-    EventEmitter.prototype.emit.call(this, event, ...args);
+    try {
+      EventEmitter.prototype.emit.call(this, event, ...args);
+    } catch {
+      // A throwing observer must not break a connection or a rotation.
+    }
   }
 
   #verify(socket: TLSSocket): SpiffeId {
@@ -328,18 +332,15 @@ export class SecureChannel extends Dispatcher {
     }
     const legacy = typeof handler.onError === 'function' && typeof handler.onRequestStart !== 'function';
     if (!legacy || this.config.retry.retries === 0) return this.#agent.dispatch(options, handler);
-    return this.#agent.dispatch(options, new SafeRetryHandler(this, options, handler, 0));
+    return this.#agent.dispatch(options, new SafeRetryHandler(this.#retryDeps, options, handler));
   }
 
-  /** @internal used by the retry handler */
-  redispatch(options: Dispatcher.DispatchOptions, handler: SafeRetryHandler): boolean {
-    return this.#agent.dispatch(options, handler);
-  }
-
-  /** @internal */
-  get retryPolicy(): RetryPolicy {
-    return this.#retry;
-  }
+  // What the dispatch-level retry handler may use: always the current Agent.
+  readonly #retryDeps: RetryDeps = {
+    redispatch: (options, handler) => this.#agent.dispatch(options, handler),
+    isClosed: () => this.#closed,
+    policy: () => this.#retry,
+  };
 
   /**
    * Sends a request and resolves with undici's response data. Accepts undici's
@@ -494,24 +495,24 @@ function toRequestOptions(
  * with a replayable body and no response started. Security failures
  * (TransportError) are never retried.
  */
+interface RetryDeps {
+  readonly redispatch: (options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler) => boolean;
+  readonly isClosed: () => boolean;
+  readonly policy: () => RetryPolicy;
+}
+
 class SafeRetryHandler implements Dispatcher.DispatchHandler {
   #sent = false;
   #responded = false;
-  readonly #channel: SecureChannel;
+  readonly #deps: RetryDeps;
   readonly #opts: Dispatcher.DispatchOptions;
   readonly #inner: Dispatcher.DispatchHandler;
-  #attempt: number;
+  #attempt = 0;
 
-  constructor(
-    channel: SecureChannel,
-    opts: Dispatcher.DispatchOptions,
-    inner: Dispatcher.DispatchHandler,
-    attempt: number,
-  ) {
-    this.#channel = channel;
+  constructor(deps: RetryDeps, opts: Dispatcher.DispatchOptions, inner: Dispatcher.DispatchHandler) {
+    this.#deps = deps;
     this.#opts = opts;
     this.#inner = inner;
-    this.#attempt = attempt;
   }
 
   onConnect(abort: (err?: Error) => void): void {
@@ -547,10 +548,10 @@ class SafeRetryHandler implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
-    const policy = this.#channel.retryPolicy;
+    const policy = this.#deps.policy();
     const safe =
       !this.#responded &&
-      !this.#channel.closed &&
+      !this.#deps.isClosed() &&
       this.#attempt < policy.options.retries &&
       !(err instanceof TransportError) &&
       errorCode(err) !== 'UND_ERR_ABORTED' &&
@@ -569,7 +570,7 @@ class SafeRetryHandler implements Dispatcher.DispatchHandler {
     const delay = policy.delayFor(this.#attempt);
     setTimeout(() => {
       try {
-        this.#channel.redispatch(this.#opts, this);
+        this.#deps.redispatch(this.#opts, this);
       } catch (e) {
         this.#inner.onError?.(e as Error);
       }
