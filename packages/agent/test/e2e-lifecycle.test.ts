@@ -1,6 +1,8 @@
 // Lifecycle end to end: start refusals, SVID rotation during calls, graceful
 // drain on stop(). Identities come from the dev Workload API server.
 import { writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
@@ -255,5 +257,82 @@ describe('stop() drains in-flight tasks', () => {
     expect(err.code).toBe('CALL_FAILED');
     expect(err.remoteCode).toBe('AGENT_STOPPING');
     expect(err.taskState).toBe('TASK_STATE_FAILED');
+  });
+});
+
+describe('identity from static files and policy from an OPA URL', () => {
+  let world: World;
+  beforeAll(async () => {
+    world = await startWorld();
+  });
+  afterAll(() => world.close());
+
+  it('serves with a file-based SVID and asks OPA (Data API) on both sides', async () => {
+    // OPA itself cannot be installed on the build machine: this HTTP server
+    // implements the Data API contract @weave/authz's OpaEnforcer speaks
+    // (POST /v1/data/<path> with {input} → {result: {allow, reason}}).
+    const inputs: Array<Record<string, unknown>> = [];
+    const opa = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        const { input } = JSON.parse(body) as { input: Record<string, unknown> };
+        inputs.push({ path: req.url, ...input });
+        const caller = (input.caller as { spiffe_id: string }).spiffe_id;
+        const allow = caller === ID.orchestrator && input.action === 'search';
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ result: { allow, reason: allow ? 'test rule' : 'not allowed' } }));
+      });
+    });
+    await new Promise<void>((r) => opa.listen(0, '127.0.0.1', r));
+    const opaUrl = `http://127.0.0.1:${(opa.address() as AddressInfo).port}`;
+    try {
+      const svid = (await world.dev.ca.issueX509Svid(ID.search)).toPem();
+      const files = {
+        certFile: join(world.dir, 'search.pem'),
+        keyFile: join(world.dir, 'search.key'),
+        bundleFile: join(world.dir, 'bundle.pem'),
+      };
+      await writeFile(files.certFile, svid.certChain);
+      await writeFile(files.keyFile, svid.privateKey);
+      await writeFile(files.bundleFile, world.dev.ca.x509Bundle.toPem());
+      const handler = vi.fn(({ query }: { query: string }) => ({ hits: [query] }));
+      const search = agent({
+        config: {
+          name: 'search',
+          spiffeId: ID.search,
+          identity: { static: files },
+          authz: { opa: { url: opaUrl } },
+        },
+      })
+        .capability('search', { input: z.object({ query: z.string() }) }, handler)
+        .capability('admin', { input: z.object({ query: z.string().default('') }) }, handler);
+      await search.start();
+      const orch = agent({
+        config: {
+          name: 'orchestrator',
+          identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
+          authz: { opa: { url: opaUrl } },
+          peers: [{ id: ID.search, url: search.url }],
+        },
+      });
+      await orch.start();
+
+      await expect(orch.callAgent(ID.search, 'search', { query: 'q' })).resolves.toEqual({ hits: ['q'] });
+      expect(inputs.map((i) => [i.path, i.direction, i.action])).toEqual([
+        ['/v1/data/weave/authz/decision', 'outbound', 'search'],
+        ['/v1/data/weave/authz/decision', 'inbound', 'search'],
+      ]);
+      expect(inputs[1]).toMatchObject({
+        caller: { spiffe_id: ID.orchestrator },
+        callee: { spiffe_id: ID.search },
+      });
+      const denied = (await orch.callAgent(ID.search, 'admin', {}).catch((e: unknown) => e)) as CallError;
+      expect(denied.code).toBe('CALL_DENIED');
+      expect(denied.decision?.reason).toContain('not allowed');
+      expect(handler).toHaveBeenCalledTimes(1);
+    } finally {
+      await new Promise<void>((r) => opa.close(() => r()));
+    }
   });
 });
