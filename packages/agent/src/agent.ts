@@ -316,7 +316,7 @@ export class SecureAgent extends AgentCore {
           requestTimeoutMs: this.config.transport.requestTimeoutMs,
         },
         fastify: {
-          loggerInstance: this.logger.child({ component: 'http' }),
+          loggerInstance: sharedChildLogger(this.logger.child({ component: 'http' })),
           // Calls are logged once each by the agent, with their correlation id.
           logController: new LogController({ disableRequestLogging: true }),
           bodyLimit: this.config.server.bodyLimit,
@@ -814,6 +814,17 @@ function skillSchemaExtension(params: Record<string, unknown>): {
     params,
   };
   return ext;
+}
+
+/**
+ * A logger whose `child()` returns itself: fastify derives a child logger per
+ * request (with a request id the agent does not use — calls carry their
+ * correlation id), which costs on every call for nothing.
+ */
+function sharedChildLogger(base: Logger): Logger {
+  const shared = Object.create(base) as Logger;
+  shared.child = (() => shared) as unknown as Logger['child'];
+  return shared;
 }
 
 function isLoopback(host: string): boolean {
