@@ -190,6 +190,13 @@ describe('weave svid', () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/^INVALID_WORKLOAD_API_ADDRESS: /);
   });
+
+  it('--debug adds the stack trace', async () => {
+    const r = await inproc(['--debug', 'svid', '--socket', socket.nobody, '--timeout', '5s']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^WORKLOAD_API_PERMISSION_DENIED: /);
+    expect(r.stderr).toMatch(/\n\s+at /);
+  });
 });
 
 describe('weave card', () => {

@@ -193,7 +193,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     expectThat(runs.reindex === 0, "search's reindex handler did not run");
     expectThat(
       decisions.filter((d) => d.agent === 'search').length === inboundBefore,
-      'the search agent never saw the request',
+      "no request for it reached the search agent's policy check",
     );
     out(`   ✗ ${refused!.code}: ${refused!.message}`);
     out(`     audit id ${refused!.auditId}; nothing was sent, and search's reindex handler never ran`);
