@@ -272,6 +272,12 @@ describe('SecureAgent end to end', () => {
     );
     expect(out).toEqual({ done: 3 });
     expect(progress).toEqual(['step 1', 'step 2', 'step 3']);
+    // A failure reaches a streaming caller typed the same way.
+    await expect(orchestrator.callAgent(ID.search, 'fail', {}, { stream: true })).rejects.toMatchObject({
+      code: 'CALL_FAILED',
+      remoteCode: 'CAPABILITY_FAILED',
+      taskState: 'TASK_STATE_FAILED',
+    });
   });
 
   it('carries the trace id and the deadline to the next hop', async () => {
