@@ -314,6 +314,46 @@ describe('weave call', () => {
     expect(seen).toEqual(before);
   });
 
+  it('--config calls as that agent: its socket, peers and policy, and its pinned SPIFFE ID', async () => {
+    const file = join(dir, 'client-agent.yaml');
+    await writeFile(
+      file,
+      [
+        'name: client',
+        `spiffeId: ${ID.client}`,
+        `identity: { workloadApi: { socket: "${socket.client}" } }`,
+        'authz: { policyFile: policy.yaml }',
+        `peers: [{ id: "${ID.search}", url: "${url}" }]`,
+        '',
+      ].join('\n'),
+    );
+    const ok = await inproc(['call', ID.search, 'search', '{"query":"cfg"}', '--config', file]);
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ query: 'cfg', caller: ID.client });
+    expect(ok.stderr).toContain('policy: ALLOW by rule client-may-search');
+    const before = { ...seen };
+    const denied = await inproc(['call', ID.search, 'delete', '{}', '--config', file]);
+    expect(denied.code).toBe(1);
+    expect(denied.stderr).toContain('POLICY_DENIED: ');
+    // Another workload's socket is not this agent: refused before anything is sent.
+    const wrong = await inproc([
+      'call',
+      ID.search,
+      'search',
+      '{}',
+      '--config',
+      file,
+      '--socket',
+      socket.stranger,
+    ]);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/^IDENTITY_MISMATCH: /);
+    expect(seen).toEqual(before);
+    const bad = await inproc(['call', ID.search, 'search', '{}', '--config', join(dir, 'missing.yaml')]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^AGENT_CONFIG_INVALID: /);
+  });
+
   it('usage errors exit 2: bad JSON, unknown peer, http URL, invalid policy file', async () => {
     const env = { SPIFFE_ENDPOINT_SOCKET: socket.client };
     const json = await inproc(['call', ID.search, 'search', '{nope', '--peer', peer()], env);

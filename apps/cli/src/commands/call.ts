@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { Task } from '@weave/a2a';
-import type { AuditRecord } from '@weave/authz';
+import type { AgentConfig } from '@weave/agent';
+import type { AuditRecord, PolicyEnforcer } from '@weave/authz';
 import type { SpiffeId } from '@weave/identity';
 import type { SecureChannel } from '@weave/transport';
 import type { GlobalOptions } from '../shared.js';
@@ -9,6 +10,7 @@ import type { Io } from '../io.js';
 interface CallOptions extends GlobalOptions {
   socket?: string;
   policy?: string;
+  config?: string;
   peer?: string[];
   stream?: boolean;
   timeout: string;
@@ -33,6 +35,10 @@ export function callCommand(program: Command, io: Io): void {
     .option('--socket <address>', 'Workload API address (default $SPIFFE_ENDPOINT_SOCKET)')
     .option('--policy <file>', 'check the call against this Weave policy file first')
     .option(
+      '--config <agent.yaml>',
+      'call as the agent this config describes: its Workload API socket, peers, policy (file or OPA) and pinned SPIFFE ID; --socket, --peer and --policy override',
+    )
+    .option(
       '--peer <spiffe-id=url>',
       'where an agent listens (repeatable)',
       (v: string, prev: string[] = []) => [...prev, v],
@@ -45,16 +51,18 @@ export function callCommand(program: Command, io: Io): void {
 Examples:
   $ weave call spiffe://demo.weave/agent/search search '{"query":"mTLS"}' \\
       --peer spiffe://demo.weave/agent/search=https://127.0.0.1:8443 --policy policy.yaml
-  $ weave call https://127.0.0.1:8443 search '{"query":"mTLS"}'`,
+  $ weave call https://127.0.0.1:8443 search '{"query":"mTLS"}'
+  $ weave call spiffe://demo.weave/agent/summarizer summarize '{"texts":[]}' --config orchestrator.yaml`,
     )
     .action(async (target: string, capability: string, jsonArg: string, _o: CallOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<CallOptions>();
       const { A2AClient } = await import('@weave/a2a');
       const { render, resultOf, textOf, toPayload } = await import('../task-result.js');
-      const { LocalPolicyEnforcer } = await import('@weave/authz');
+      const { AllowAllEnforcer, LocalPolicyEnforcer, OpaEnforcer } = await import('@weave/authz');
       const { SecureChannel } = await import('@weave/transport');
       const {
         CliError,
+        EXIT,
         asUsage,
         cliLogger,
         httpsUrl,
@@ -68,7 +76,22 @@ Examples:
       } = await import('../shared.js');
       const timeoutMs = parseDuration(opts.timeout, '--timeout');
       const input = parseJsonArg(jsonArg, '<json>');
+      const config = opts.config !== undefined ? await loadConfig(opts.config) : undefined;
       const peers = parsePeers(opts.peer ?? []);
+      for (const p of config?.peers ?? []) {
+        const id = parseIdArg(p.id).toString();
+        if (!peers.has(id)) peers.set(id, httpsUrl(p.url, `${opts.config} peers`));
+      }
+      let socket = opts.socket;
+      if (socket === undefined && config?.identity) {
+        if (!('workloadApi' in config.identity)) {
+          throw usageError(
+            `${opts.config}: the CLI takes its identity from a Workload API, not static files; pass --socket`,
+            'UNSUPPORTED_IDENTITY',
+          );
+        }
+        socket = config.identity.workloadApi.socket;
+      }
       let calleeId: SpiffeId | undefined;
       let url: string;
       if (target.startsWith('spiffe://')) {
@@ -87,19 +110,36 @@ Examples:
       }
       // Load the policy before touching the network: a bad file is a usage error, not a call.
       const audit: AuditRecord[] = [];
-      const enforcer =
-        opts.policy !== undefined
-          ? await asUsage(() =>
-              LocalPolicyEnforcer.fromFile(opts.policy as string, {
-                watch: false,
-                audit: { record: (r) => void audit.push(r) },
-                logger: cliLogger(opts.debug),
-              }),
-            )
-          : undefined;
-      const identity = await openIdentity(opts.socket, timeoutMs, cliLogger(opts.debug));
+      const sink = { record: (r: AuditRecord) => void audit.push(r) };
+      const policyFile =
+        opts.policy ?? (config && 'policyFile' in config.authz ? config.authz.policyFile : undefined);
+      let enforcer: PolicyEnforcer | undefined;
+      if (policyFile !== undefined) {
+        enforcer = await asUsage(() =>
+          LocalPolicyEnforcer.fromFile(policyFile, {
+            watch: false,
+            audit: sink,
+            logger: cliLogger(opts.debug),
+          }),
+        );
+      } else if (config && 'opa' in config.authz) {
+        const o = config.authz.opa;
+        enforcer = asUsage(
+          () => new OpaEnforcer({ url: o.url, path: o.path, timeoutMs: o.timeoutMs, audit: sink }),
+        );
+      } else if (config && 'allowAll' in config.authz) {
+        enforcer = asUsage(() => new AllowAllEnforcer({ audit: sink }));
+      }
+      const identity = await openIdentity(socket, timeoutMs, cliLogger(opts.debug));
       let channel: SecureChannel | undefined;
       try {
+        if (config?.spiffeId !== undefined && identity.id.toString() !== config.spiffeId) {
+          throw new CliError(
+            'IDENTITY_MISMATCH',
+            `${opts.config} is the config of ${config.spiffeId}, but the Workload API serves ${identity.id.toString()}`,
+            EXIT.failed,
+          );
+        }
         calleeId ??= await probePeerId(identity, url, timeoutMs);
         if (enforcer) {
           const d = await enforcer.checkOutbound({
@@ -149,7 +189,14 @@ Examples:
       } finally {
         await channel?.close();
         await identity.close();
-        await enforcer?.close();
+        await enforcer?.close?.();
       }
     });
+}
+
+/** An agent config, loaded as the agent loads it; a bad one is a usage error. */
+async function loadConfig(file: string): Promise<AgentConfig> {
+  const { loadAgentConfig } = await import('@weave/agent');
+  const { asUsage } = await import('../shared.js');
+  return asUsage(() => loadAgentConfig(file));
 }
