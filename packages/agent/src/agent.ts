@@ -24,8 +24,8 @@ import {
   PinoAuditSink,
   type PolicyEnforcer,
 } from '@weave/authz';
-import type { SpiffeId } from '@weave/identity';
 import {
+  type SpiffeId,
   StaticMtlsProvider,
   WorkloadApiIdentityProvider,
   authorizeAny,
@@ -211,7 +211,7 @@ export class SecureAgent extends AgentCore {
   ): this {
     super.capability(name, options, handler);
     const def = this.capabilities.get(name);
-    if (this.#run && def) this.#serve(this.#run, def);
+    if (this.#run && def) this.#serve(this.#run.a2a, this.#run.skillSchemas, def);
     return this;
   }
 
@@ -353,6 +353,8 @@ export class SecureAgent extends AgentCore {
 
       this.#installHooks(app);
       this.#installProbes(app, enforcer, selfId);
+      // Every capability is served before the first connection is accepted.
+      for (const def of this.capabilities.list()) this.#serve(a2a, skillSchemas, def);
       await app.register(a2a.plugin);
 
       await app.listen({ host: this.config.server.host, port: this.config.server.port });
@@ -406,7 +408,6 @@ export class SecureAgent extends AgentCore {
         unsubscribe,
         ...(ops ? { ops: ops.server, opsUrl: ops.url } : {}),
       };
-      for (const def of this.capabilities.list()) this.#serve(run, def);
       this.#run = run;
       this.logger.info(
         { id: selfId.toString(), url, capabilities: this.capabilities.list().map((c) => c.name) },
@@ -568,7 +569,7 @@ export class SecureAgent extends AgentCore {
     });
   }
 
-  #serve(run: Running, def: CapabilityDefinition): void {
+  #serve(a2a: A2AServer, skillSchemas: Record<string, unknown>, def: CapabilityDefinition): void {
     const skill: AgentSkill = {
       id: def.name,
       name: def.name,
@@ -578,11 +579,11 @@ export class SecureAgent extends AgentCore {
       outputModes: ['application/json'],
       ...(def.options.examples ? { examples: [...def.options.examples] } : {}),
     };
-    run.skillSchemas[def.name] = {
+    skillSchemas[def.name] = {
       input: def.inputJsonSchema,
       ...(def.outputJsonSchema ? { output: def.outputJsonSchema } : {}),
     };
-    run.a2a.registerTaskHandler(skill, this.#taskHandler(def));
+    a2a.registerTaskHandler(skill, this.#taskHandler(def));
   }
 
   #taskHandler(def: CapabilityDefinition): TaskHandler {

@@ -319,6 +319,15 @@ describe('SecureAgent end to end', () => {
       steps: { input: { properties: { n: { type: 'integer' } } } },
     });
     expect(agentSpiffeId(card)).toBe(ID.search);
+    // A capability registered after start() is served and published at once.
+    summarizer.capability('late', { input: z.object({ n: z.number() }) }, ({ n }) => n);
+    const late = summarizer.agentCard();
+    expect(late.skills.map((s) => s.id)).toEqual(['summarize', 'late']);
+    expect(
+      late.capabilities.extensions?.find((e) => e.uri === SKILL_SCHEMAS_EXTENSION)?.params,
+    ).toMatchObject({
+      late: { input: { properties: { n: { type: 'number' } } } },
+    });
     // And over the wire, as another agent discovers it.
     const channel = new SecureChannel(await world.provider('orchestrator'), SpiffeId.parse(ID.search));
     const remote = await new A2AClient({ dispatcher: channel }).discoverAgent(search.url);
