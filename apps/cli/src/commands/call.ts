@@ -52,7 +52,7 @@ Examples:
   $ weave call spiffe://demo.weave/agent/search search '{"query":"mTLS"}' \\
       --peer spiffe://demo.weave/agent/search=https://127.0.0.1:8443 --policy policy.yaml
   $ weave call https://127.0.0.1:8443 search '{"query":"mTLS"}'
-  $ weave call spiffe://demo.weave/agent/summarizer summarize '{"texts":[]}' --config orchestrator.yaml`,
+  $ weave call spiffe://demo.weave/agent/summarizer summarize '{"texts":[{"title":"ping","text":"Hello."}]}' --config orchestrator.yaml`,
     )
     .action(async (target: string, capability: string, jsonArg: string, _o: CallOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<CallOptions>();
