@@ -69,6 +69,7 @@ async function worker(): Promise<void> {
   }
 }
 
+const cpuStart = process.cpuUsage();
 const workers = Array.from({ length: job.concurrency }, () => worker());
 await new Promise((r) => setTimeout(r, job.warmupMs));
 phase = 'measure';
@@ -79,6 +80,7 @@ phase = 'done';
 const elapsedMs = Number(process.hrtime.bigint() - start) / 1e6;
 await Promise.all(workers);
 await agent.close();
+const cpu = process.cpuUsage(cpuStart);
 
 latencies.sort((a, b) => a - b);
 const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN;
@@ -86,6 +88,8 @@ process.stdout.write(
   JSON.stringify({
     requests: latencies.length,
     totalRequests: total,
+    /** The load generator's own CPU per request, in µs. */
+    clientCpuUs: (cpu.user + cpu.system) / Math.max(1, total),
     errors,
     firstError,
     rps: (latencies.length / elapsedMs) * 1000,

@@ -187,6 +187,7 @@ interface Result {
   totalRequests: number;
   /** Server CPU (user + system) per request, in µs, over warm-up and measurement. */
   cpuUs: number;
+  clientCpuUs: number;
   errors: number;
   firstError?: string;
   rps: number;
@@ -195,7 +196,7 @@ interface Result {
   max: number;
 }
 
-function load(url: string, expectPeer: string): Promise<Result> {
+function load(url: string, expectPeer: string, durationMs = DURATION): Promise<Result> {
   const loadgen = fileURLToPath(new URL('./loadgen.ts', import.meta.url));
   const tsx = fileURLToPath(new URL('../../../node_modules/.bin/tsx', import.meta.url));
   return new Promise((resolve, reject) => {
@@ -222,7 +223,7 @@ function load(url: string, expectPeer: string): Promise<Result> {
         body,
         concurrency: CONCURRENCY,
         warmupMs: 1000,
-        durationMs: DURATION,
+        durationMs,
         ca: caPem,
         cert: clientSvid.certChain,
         key: clientSvid.privateKey,
@@ -233,13 +234,16 @@ function load(url: string, expectPeer: string): Promise<Result> {
 }
 
 const fmt = (r: Result) =>
-  `${r.rps.toFixed(0).padStart(6)} req/s  p50 ${r.p50.toFixed(2).padStart(6)} ms  p99 ${r.p99.toFixed(2).padStart(6)} ms  max ${r.max.toFixed(1).padStart(6)} ms  server CPU ${r.cpuUs.toFixed(0).padStart(4)} µs/req  errors ${r.errors}${r.firstError ? ` (${r.firstError})` : ''}`;
+  `${r.rps.toFixed(0).padStart(6)} req/s  p50 ${r.p50.toFixed(2).padStart(6)} ms  p99 ${r.p99.toFixed(2).padStart(6)} ms  max ${r.max.toFixed(1).padStart(6)} ms  server CPU ${r.cpuUs.toFixed(0).padStart(4)} µs/req  loadgen CPU ${r.clientCpuUs.toFixed(0).padStart(4)} µs/req  errors ${r.errors}${r.firstError ? ` (${r.firstError})` : ''}`;
 
 console.log(
   `SendMessage over mTLS (TLS 1.3, HTTP/1.1, ECDSA P-256 SVIDs), ${CONCURRENCY} in flight, ${DURATION} ms per run, node ${process.version}`,
 );
 const weaveRuns: Result[] = [];
 const sdkRuns: Result[] = [];
+// An unreported round first, for both servers alike, so JIT warm-up is not measured.
+await load(weaveUrl, 'spiffe://bench.weave/agent/weave', 2000);
+await load(sdkUrl, 'spiffe://bench.weave/agent/sdk', 2000);
 for (let round = 1; round <= ROUNDS; round++) {
   const w = await load(weaveUrl, 'spiffe://bench.weave/agent/weave');
   console.log(`round ${round}  weave (fastify + A2AServer)   ${fmt(w)}`);
