@@ -872,7 +872,14 @@ export class A2AServer {
     const ext = this.#opts.extendedCard;
     if (ext === undefined) throw A2AErrors.extendedCardNotConfigured();
     await this.#authorize(call, EXTENDED_CARD_ACTION);
-    return typeof ext === 'function' ? await ext(call.caller) : ext;
+    const card = typeof ext === 'function' ? await ext(call.caller) : ext;
+    // What the application builds is checked like anything else that leaves the server.
+    const parsed = v1.AgentCardSchema.safeParse(card);
+    if (!parsed.success) {
+      call.request.log.error({ issues: parsed.error.issues }, 'a2a: extendedCard is not a valid agent card');
+      throw A2AErrors.internal();
+    }
+    return parsed.data;
   }
 
   // ---- authorization ---------------------------------------------------------------
