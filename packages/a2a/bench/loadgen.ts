@@ -1,10 +1,10 @@
 // Load generator for sendmessage.bench.ts, run as its own process so it does
 // not share an event loop with the server under test. Reads its job as JSON on
 // stdin, keeps `concurrency` JSON-RPC SendMessage calls in flight over mTLS
-// (undici Agent, one keep-alive connection per in-flight request) for
+// (an undici Pool, one keep-alive connection per in-flight request) for
 // `durationMs` after a warm-up, and prints one JSON line with the results.
 import type { PeerCertificate } from 'node:tls';
-import { Agent, request } from 'undici';
+import { Pool } from 'undici';
 
 interface Job {
   url: string;
@@ -25,7 +25,9 @@ async function readStdin(): Promise<string> {
 }
 
 const job = JSON.parse(await readStdin()) as Job;
-const agent = new Agent({
+// A Pool for the one origin: the same client for both servers, as lean as undici gets.
+const target = new URL(job.url);
+const agent = new Pool(target.origin, {
   connections: job.concurrency,
   pipelining: 1,
   connect: {
@@ -51,7 +53,7 @@ async function worker(): Promise<void> {
   while (phase !== 'done') {
     const t0 = process.hrtime.bigint();
     try {
-      const res = await request(job.url, { method: 'POST', dispatcher: agent, headers, body: job.body });
+      const res = await agent.request({ path: target.pathname, method: 'POST', headers, body: job.body });
       const text = await res.body.text();
       // Count only real successes: HTTP 200 with a JSON-RPC result holding a completed task.
       if (res.statusCode !== 200 || !text.includes('"result"') || !text.includes('TASK_STATE_COMPLETED')) {
