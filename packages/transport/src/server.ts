@@ -14,7 +14,7 @@ import Fastify, {
 import fp from 'fastify-plugin';
 import { type Authorizer, type IdentityProvider, type SpiffeId, X509SvidError } from '@weave/identity';
 import { parseTransportConfig, type TransportConfig, type TransportConfigInput } from './config.js';
-import { TransportIdentityError } from './errors.js';
+import { TransportConfigError, TransportIdentityError } from './errors.js';
 import { bundlesPem, svidPem, verifyPeerSocket } from './tls.js';
 
 declare module 'fastify' {
@@ -136,7 +136,11 @@ interface Verified {
 const mtlsAuthPlugin: FastifyPluginCallback<MtlsAuthOptions> = (app, opts, done) => {
   const { identityProvider: identity, authorize } = opts;
   if (!identity || typeof authorize !== 'function') {
-    done(new TypeError('mtlsAuth needs { identityProvider, authorize }'));
+    done(
+      new TransportConfigError([
+        'mtlsAuth needs { identityProvider, authorize } (an IdentityProvider and an Authorizer)',
+      ]),
+    );
     return;
   }
   // Chain verification is cached per TLS connection; a bundle change invalidates every entry.
@@ -240,7 +244,10 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
   const cfg = parseTransportConfig(opts.config ?? {});
   const fastifyOpts = { ...(opts.fastify ?? {}) } as Record<string, unknown>;
   for (const k of ['https', 'http2', 'serverFactory']) {
-    if (k in fastifyOpts) throw new TypeError(`createMtlsServer sets fastify.${k} itself`);
+    if (k in fastifyOpts)
+      throw new TransportConfigError([
+        `fastify.${k}: set by createMtlsServer itself and cannot be overridden`,
+      ]);
   }
   const https = secureContextOf(opts.identity, cfg);
   const common = {

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
+import Fastify from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { authorizeId, type DevCaIdentityProvider } from '@weave/identity';
 import {
@@ -8,6 +9,7 @@ import {
   TransportConfigError,
   createMtlsServer,
   createMtlsServerOptions,
+  mtlsAuth,
   watchServerIdentity,
 } from '../src/index.js';
 import { makeTd, portOf, provider, removeTempDirs, type TestTd } from './fixtures.js';
@@ -45,6 +47,20 @@ describe('server helpers', () => {
     expect(() => createMtlsServerOptions(serverId, { minTlsVersion: 'TLSv1' as never })).toThrow(
       TransportConfigError,
     );
+  });
+
+  it('refuses settings that would bypass its TLS setup, and a misconfigured mtlsAuth', async () => {
+    const authorize = authorizeId(clientId.id);
+    expect(() =>
+      createMtlsServer({ identity: serverId, authorize, fastify: { https: {} } as never }),
+    ).toThrow(TransportConfigError);
+    expect(() =>
+      createMtlsServer({ identity: serverId, authorize, config: { verifyPeer: false as never } }),
+    ).toThrow(TransportConfigError);
+    const app = Fastify();
+    void app.register(mtlsAuth, { identityProvider: serverId, authorize: undefined as never });
+    await expect(app.ready()).rejects.toBeInstanceOf(TransportConfigError);
+    await app.close().catch(() => undefined);
   });
 
   it('HTTP/2: a refused caller gets 403 and the route never runs; the allowed caller gets request.peer', async () => {
