@@ -113,21 +113,26 @@ export class A2AClient {
     return this.#stream(url, 'SendStreamingMessage', toParams(params), options);
   }
 
-  async getTask(url: string, id: string, historyLength?: number): Promise<Task> {
+  async getTask(url: string, id: string, historyLength?: number, options?: CallOptions): Promise<Task> {
     return this.#call(
       url,
       'GetTask',
       historyLength === undefined ? { id } : { id, historyLength },
       TaskSchema,
+      options,
     );
   }
 
-  async listTasks(url: string, params: Partial<ListTasksParams> = {}): Promise<ListTasksResult> {
-    return this.#call(url, 'ListTasks', params, ListTasksResultSchema);
+  async listTasks(
+    url: string,
+    params: Partial<ListTasksParams> = {},
+    options?: CallOptions,
+  ): Promise<ListTasksResult> {
+    return this.#call(url, 'ListTasks', params, ListTasksResultSchema, options);
   }
 
-  async cancelTask(url: string, id: string): Promise<Task> {
-    return this.#call(url, 'CancelTask', { id }, TaskSchema);
+  async cancelTask(url: string, id: string, options?: CallOptions): Promise<Task> {
+    return this.#call(url, 'CancelTask', { id }, TaskSchema, options);
   }
 
   /** SubscribeToTask; with `lastEventId`, a Weave server replays the events after it first. */
@@ -135,8 +140,8 @@ export class A2AClient {
     return this.#stream(url, 'SubscribeToTask', { id }, options);
   }
 
-  async getExtendedAgentCard(url: string): Promise<AgentCard> {
-    return this.#call(url, 'GetExtendedAgentCard', {}, AgentCardSchema);
+  async getExtendedAgentCard(url: string, options?: CallOptions): Promise<AgentCard> {
+    return this.#call(url, 'GetExtendedAgentCard', {}, AgentCardSchema, options);
   }
 
   /**
@@ -151,7 +156,7 @@ export class A2AClient {
     const interval = options.intervalMs ?? 500;
     const deadline = Date.now() + (options.timeoutMs ?? 300_000);
     for (;;) {
-      const task = await this.getTask(url, id);
+      const task = await this.getTask(url, id, undefined, { signal: options.signal });
       const s = task.status.state;
       if (isTerminal(s) || (!options.terminalOnly && INTERRUPTED_STATES.has(s))) return task;
       if (Date.now() + interval > deadline) {
@@ -169,9 +174,13 @@ export class A2AClient {
     url: string,
     skill: string,
     payload: TaskPayload,
-    options: { contextId?: string } = {},
+    options: CallOptions & { contextId?: string } = {},
   ): Promise<Task> {
-    const r = await this.sendMessage(url, { message: buildMessage(skill, payload, options.contextId) });
+    const r = await this.sendMessage(
+      url,
+      { message: buildMessage(skill, payload, options.contextId) },
+      options,
+    );
     if (!('task' in r)) {
       throw new A2AClientError('UNEXPECTED_RESPONSE', 'the agent answered with a message, not a task');
     }
@@ -187,7 +196,12 @@ export class A2AClient {
     url: string,
     skill: string,
     payload: TaskPayload,
-    options: { signal?: AbortSignal; maxReconnects?: number; contextId?: string } = {},
+    options: {
+      signal?: AbortSignal;
+      headers?: Readonly<Record<string, string>>;
+      maxReconnects?: number;
+      contextId?: string;
+    } = {},
   ): AsyncGenerator<StreamEvent> {
     let taskId: string | undefined;
     let lastId: string | undefined;
@@ -195,7 +209,7 @@ export class A2AClient {
     let source: AsyncGenerator<StreamEvent> = this.sendStreamingMessage(
       url,
       { message: buildMessage(skill, payload, options.contextId) },
-      { signal: options.signal },
+      { signal: options.signal, headers: options.headers },
     );
     for (;;) {
       let failure: unknown;
@@ -216,7 +230,11 @@ export class A2AClient {
         failure = err;
       }
       if (taskId === undefined || reconnects++ >= (options.maxReconnects ?? 3)) throw failure;
-      source = this.subscribeToTask(url, taskId, { signal: options.signal, lastEventId: lastId });
+      source = this.subscribeToTask(url, taskId, {
+        signal: options.signal,
+        headers: options.headers,
+        lastEventId: lastId,
+      });
     }
   }
 
