@@ -44,11 +44,19 @@ class SearchAgent extends SecureAgent {
     throw new Error('secret internal detail');
   }
 
-  @capability('nested', { input: z.object({ text: z.string() }) })
-  async nested(input: { text: string }, ctx: CapabilityContext) {
-    const summary = await this.callAgent(ID.summarizer, 'summarize', { text: input.text });
-    return { summary, correlationId: ctx.correlationId };
+  @capability('nested', { input: z.object({ text: z.string(), waitMs: z.number().int().optional() }) })
+  async nested(input: { text: string; waitMs?: number }, ctx: CapabilityContext) {
+    try {
+      // Asks for far more time than its own caller gave it.
+      const summary = await this.callAgent(ID.summarizer, 'summarize', input, { timeoutMs: 60_000 });
+      return { summary, correlationId: ctx.correlationId };
+    } catch (err) {
+      this.nestedErrors.push((err as CallError).code);
+      throw err;
+    }
   }
+
+  readonly nestedErrors: string[] = [];
 
   @capability('slow', { input: z.object({ ms: z.number().int().nonnegative() }) })
   async slow(input: { ms: number }, ctx: CapabilityContext) {
@@ -70,10 +78,21 @@ let world: World;
 let orchestrator: SecureAgent;
 let search: SearchAgent;
 let summarizer: SecureAgent;
-const summarize = vi.fn((input: { text: string }, ctx: CapabilityContext) => ({
-  summary: input.text.slice(0, 5),
-  correlationId: ctx.correlationId,
-}));
+const summarizerAborts: string[] = [];
+const summarize = vi.fn(async (input: { text: string; waitMs?: number }, ctx: CapabilityContext) => {
+  if (input.waitMs !== undefined) {
+    // Waits for its signal (or waitMs): shows which deadline the callee was given.
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, input.waitMs);
+      ctx.signal.addEventListener('abort', () => {
+        clearTimeout(t);
+        summarizerAborts.push(String((ctx.signal.reason as Error)?.name));
+        resolve();
+      });
+    });
+  }
+  return { summary: input.text.slice(0, 5), correlationId: ctx.correlationId };
+});
 
 beforeAll(async () => {
   world = await startWorld();
@@ -86,7 +105,11 @@ beforeAll(async () => {
       authz: { policyFile: world.policyFile },
     },
     logger,
-  }).capability('summarize', { input: z.object({ text: z.string() }) }, summarize);
+  }).capability(
+    'summarize',
+    { input: z.object({ text: z.string(), waitMs: z.number().int().optional() }) },
+    summarize,
+  );
   await summarizer.start();
 
   // The search agent comes from a YAML file with a relative policy path and env overrides.
@@ -290,6 +313,18 @@ describe('SecureAgent end to end', () => {
     expect(out.correlationId).toMatch(/^[0-9a-f]{32}$/);
     // One trace across orchestrator → search → summarizer.
     expect(out.summary.correlationId).toBe(out.correlationId);
+  });
+
+  it('caps a nested call at the deadline of the call it serves', async () => {
+    summarizerAborts.length = 0;
+    search.nestedErrors.length = 0;
+    const err = (await orchestrator
+      .callAgent(ID.search, 'nested', { text: 'abc', waitMs: 10_000 }, { timeoutMs: 400 })
+      .catch((e: unknown) => e)) as CallError;
+    expect(err.code).toBe('DEADLINE_EXCEEDED');
+    // The summarizer got the orchestrator's deadline, not the 60 s the search agent asked for.
+    await vi.waitFor(() => expect(summarizerAborts).toEqual(['TimeoutError']));
+    await vi.waitFor(() => expect(search.nestedErrors).toEqual(['DEADLINE_EXCEEDED']));
   });
 
   it('aborts the callee at the propagated deadline and reports DEADLINE_EXCEEDED', async () => {
