@@ -202,12 +202,11 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     const allowed = decisions.filter((d) => d.record.decision === 'allow').length;
     const denied = decisions.filter((d) => d.record.decision === 'deny').length;
     out(
-      `done: 2 calls completed, 1 refused; ${decisions.length} policy decisions (${allowed} allow, ${denied} deny), each audited once`,
+      `done: 2 calls completed, 1 refused; ${decisions.length} policy decisions (${allowed} allow, ${denied} deny), each with its audit record`,
     );
     expectThat(runs.search === 1 && runs.summarize === 1, 'each allowed handler ran exactly once');
 
     if (options.keepRunning) {
-      showDecisions = true;
       printExploreHelp(out, agents, dev.address('cli'));
       await (options.stop ?? signalled)();
       out('');
@@ -215,7 +214,6 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     }
     return 0;
   } catch (e) {
-    showDecisions = false;
     if (e instanceof DemoFailure) err(`demo failed: ${e.message}`);
     else
       err(`demo failed: ${(e as { code?: string }).code ?? 'ERROR'}: ${(e as Error).message ?? String(e)}`);
