@@ -328,7 +328,8 @@ export class Outbound {
       metadata: { skill: capability },
     };
     if (options.contextId !== undefined) message.contextId = options.contextId;
-    const params: SendMessageParams = { message };
+    // The caller wants the result, not the conversation: no history back (smaller answer to encode, send and validate).
+    const params: SendMessageParams = { message, configuration: { historyLength: 0 } };
     const headers = injectTraceHeaders(trace, { [DEADLINE_HEADER]: String(deadline) });
     // A unary call is bounded by undici's timeouts; a signal is built only when one is needed.
     const scoped = options.stream || options.signal ? scopedSignal([options.signal], deadline) : undefined;
