@@ -162,7 +162,7 @@ const cpuOf = (i: number) =>
   med(results[i]!.map((x) => x.clientUsPerRequest)) + med(results[i]!.map((x) => x.serverUsPerRequest));
 console.log('');
 console.log(
-  `Weave HTTP/1.1 vs bare baseline: ${(rows[1]![1].rps / base.rps).toFixed(2)}x req/s (median), per round ${perRound.map((x) => x.toFixed(2)).join(' / ')} (target >= 0.85x)`,
+  `Weave HTTP/1.1 vs bare baseline: ${(rows[1]![1].rps / base.rps).toFixed(2)}x req/s (median), per round ${perRound.map((x) => x.toFixed(2)).join(' / ')}, median of per-round ratios ${med(perRound).toFixed(2)}x (target >= 0.85x)`,
 );
 console.log(
   `CPU per request, client + server: bare ${cpuOf(0).toFixed(1)} µs, Weave ${cpuOf(1).toFixed(1)} µs -> CPU-bound throughput ratio ${(cpuOf(0) / cpuOf(1)).toFixed(2)}x`,
