@@ -435,9 +435,16 @@ export class A2AServer {
       const result = await this.#dispatch(call, (params as Record<string, unknown> | undefined) ?? NO_PARAMS);
       if (result === STREAMED) return reply;
       reply.header('content-type', 'application/json');
-      return reply.send(
+      // Sent from the event loop's check phase, not from inside the read that
+      // delivered the request. Measured with bench/ over TLS (Node 20): the
+      // same one write per response then costs about half the CPU per call,
+      // on the server and on the client alike.
+      setImmediate(
+        sendLater,
+        reply,
         `{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":${JSON.stringify(result ?? null)}}`,
       );
+      return reply;
     } catch (err) {
       return this.#sendError(reply, statusFor(err), id, toA2AError(err, request), version);
     }
@@ -981,6 +988,10 @@ class TaskContextImpl implements TaskContext {
 // ---- helpers --------------------------------------------------------------------
 
 const WRONG_CONTENT_TYPE = Symbol('wrong-content-type');
+
+function sendLater(reply: FastifyReply, body: string): void {
+  if (!reply.sent) reply.send(body);
+}
 
 function defaultGetCaller(request: FastifyRequest): SpiffeId | undefined {
   const peer = (request as { peer?: unknown }).peer;
