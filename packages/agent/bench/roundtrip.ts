@@ -15,7 +15,7 @@
 //
 // Run by hand (see /bench/README.md):
 //   node_modules/.bin/tsx --conditions=weave-source bench/agent.bench.ts
-// Environment: BENCH_DURATION_MS (default 5000), BENCH_ROUNDS (default 3), BENCH_CONCURRENCY (default 32),
+// Environment: BENCH_DURATION_MS (default 4000), BENCH_ROUNDS (default 5), BENCH_CONCURRENCY (default 32),
 //              BENCH_SCENARIOS (default "weave,bare,sdk"; for profiling one path),
 //              BENCH_CPU_PROF_DIR (write a CPU profile of each load generator there)
 import { spawn } from 'node:child_process';
@@ -43,8 +43,8 @@ import { DevWorkloadApiServer, WorkloadApiIdentityProvider } from '@weave/identi
 import { createMtlsServerOptions } from '@weave/transport';
 import { SecureAgent } from '../src/index.js';
 
-const DURATION = Number(process.env.BENCH_DURATION_MS ?? 5000);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const DURATION = Number(process.env.BENCH_DURATION_MS ?? 4000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
 const SCENARIOS = (process.env.BENCH_SCENARIOS ?? 'weave,bare,sdk').split(',') as Array<
   'weave' | 'bare' | 'sdk'
@@ -244,7 +244,7 @@ interface Result {
   clientCpuUs: number;
 }
 
-function load(job: Record<string, unknown>): Promise<Result> {
+function load(job: Record<string, unknown>, durationMs = DURATION): Promise<Result> {
   const loadgen = fileURLToPath(new URL('./loadgen.ts', import.meta.url));
   const tsx = fileURLToPath(new URL('../../../node_modules/.bin/tsx', import.meta.url));
   return new Promise((resolve, reject) => {
@@ -267,38 +267,42 @@ function load(job: Record<string, unknown>): Promise<Result> {
       r.cpuUs = (cpu.user + cpu.system) / Math.max(1, r.totalRequests);
       resolve(r);
     });
-    child.stdin.end(
-      JSON.stringify({ concurrency: CONCURRENCY, warmupMs: 1000, durationMs: DURATION, ...job }),
-    );
+    child.stdin.end(JSON.stringify({ concurrency: CONCURRENCY, warmupMs: 1000, durationMs, ...job }));
   });
 }
 
-const http = (url: string, expectPeer: string, expect: string) =>
-  load({
-    mode: 'http',
-    url,
-    body: sendMessageBody,
-    expect,
-    ca: caPem,
-    cert: clientPem.certChain,
-    key: clientPem.privateKey,
-    expectPeer,
-  });
+const http = (url: string, expectPeer: string, expect: string, durationMs?: number) =>
+  load(
+    {
+      mode: 'http',
+      url,
+      body: sendMessageBody,
+      expect,
+      ca: caPem,
+      cert: clientPem.certChain,
+      key: clientPem.privateKey,
+      expectPeer,
+    },
+    durationMs,
+  );
 
 const scenarios = {
-  weave: () =>
-    load({
-      mode: 'agent',
-      socket: dev.address('client'),
-      policyFile,
-      target: ID.server,
-      targetUrl: server.url,
-      capability: 'echo',
-      input: { text: 'hello' },
-      expect: 'echo: hello',
-    }),
-  bare: () => http(bareUrl, ID.bare, '"echo"'),
-  sdk: () => http(sdkUrl, ID.sdk, 'TASK_STATE_COMPLETED'),
+  weave: (durationMs?: number) =>
+    load(
+      {
+        mode: 'agent',
+        socket: dev.address('client'),
+        policyFile,
+        target: ID.server,
+        targetUrl: server.url,
+        capability: 'echo',
+        input: { text: 'hello' },
+        expect: 'echo: hello',
+      },
+      durationMs,
+    ),
+  bare: (durationMs?: number) => http(bareUrl, ID.bare, '"echo"', durationMs),
+  sdk: (durationMs?: number) => http(sdkUrl, ID.sdk, 'TASK_STATE_COMPLETED', durationMs),
 };
 const labels = {
   weave: 'weave callAgent (2 agents)     ',
@@ -315,6 +319,8 @@ console.log(
 const handshakes = async () =>
   (await server.metrics.tlsHandshakes.get()).values.reduce((n, v) => n + v.value, 0);
 const runs: Record<keyof typeof scenarios, Result[]> = { weave: [], bare: [], sdk: [] };
+// One unreported round first, so every server is warm (JIT, connections) before measuring.
+for (const name of SCENARIOS) await scenarios[name](2000);
 for (let round = 1; round <= ROUNDS; round++) {
   for (const name of SCENARIOS) {
     const before = serverDecisions;
