@@ -726,7 +726,7 @@ export class A2AServer {
       sse.close();
       return STREAMED;
     }
-    this.#openStream(call, record, lastEventId, lastEventId === undefined);
+    this.#openStream(call, record, lastEventId, lastEventId === undefined, true);
     return STREAMED;
   }
 
@@ -734,7 +734,13 @@ export class A2AServer {
    * Opens an SSE stream on a live task. With `afterSeq`, replays the kept
    * events after it first; `sendSnapshot` starts with the current Task.
    */
-  #openStream(call: Call, record: TaskRecord, afterSeq: number | undefined, sendSnapshot: boolean): void {
+  #openStream(
+    call: Call,
+    record: TaskRecord,
+    afterSeq: number | undefined,
+    sendSnapshot: boolean,
+    endIfSettled = false,
+  ): void {
     const id = record.task.id;
     const n = this.#subscribers.get(id) ?? 0;
     if (n >= this.#maxSubs) {
@@ -760,7 +766,10 @@ export class A2AServer {
     if (sendSnapshot || sub.backlog === undefined) {
       const t = snapshot(record.task);
       sse.send(this.#wireEvent(call, { task: t }), record.seq);
-      if (isTerminal(t.status.state)) sse.close();
+      // A subscription to a settled task (finished, or waiting for input) ends
+      // here, as any stream does at such a state. A resumed task's stream
+      // goes on: the reply that wakes it is delivered right after.
+      if (isTerminal(t.status.state) || (endIfSettled && closesStream({ task: t }))) sse.close();
     } else {
       for (const e of sub.backlog) {
         sse.send(this.#wireEvent(call, e.event), e.seq);

@@ -119,6 +119,23 @@ describe('A2AServer over mTLS', () => {
     ]);
   });
 
+  it('SubscribeToTask on a task waiting for input sends the task and ends', async () => {
+    const t = await client.sendTask(h.url, 'ask', 'start');
+    expect(t.status.state).toBe('TASK_STATE_INPUT_REQUIRED');
+    const events: StreamEvent[] = [];
+    for await (const e of client.subscribeToTask(h.url, t.id)) events.push(e);
+    expect(events).toHaveLength(1);
+    expect(events[0] && 'task' in events[0] && events[0].task.status.state).toBe('TASK_STATE_INPUT_REQUIRED');
+    const done = await client.sendMessage(h.url, {
+      messageId: 'm-end',
+      role: 'ROLE_USER',
+      parts: [{ text: 'Linus' }],
+      taskId: t.id,
+      contextId: t.contextId,
+    });
+    expect('task' in done && done.task.status.state).toBe('TASK_STATE_COMPLETED');
+  });
+
   it('a failing handler fails the task without leaking the error text', async () => {
     const t = await client.sendTask(h.url, 'boom', 'x');
     expect(t.status.state).toBe('TASK_STATE_FAILED');
