@@ -57,7 +57,14 @@ import {
   type CallAgentOptions,
   type CallResult,
 } from './outbound.js';
-import { DEADLINE_HEADER, callScope, deadlineReason, parseDeadline, scopedSignal } from './scope.js';
+import {
+  DEADLINE_HEADER,
+  MAX_TIMER_MS,
+  callScope,
+  deadlineReason,
+  parseDeadline,
+  scopedSignal,
+} from './scope.js';
 import { extractTraceContext, traceIdOf } from './tracing.js';
 
 /** URI of the agent-card extension that carries each skill's JSON Schemas. */
@@ -694,7 +701,7 @@ export class SecureAgent extends AgentCore {
         const left = deadline - Date.now();
         const expired = () => new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');
         if (left <= 0) return reject(expired());
-        timer = setTimeout(() => stop(expired(), deadlineReason()), left);
+        if (left < MAX_TIMER_MS) timer = setTimeout(() => stop(expired(), deadlineReason()), left);
       }
       this.#guards.add(stop);
       fn().then(

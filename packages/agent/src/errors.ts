@@ -83,14 +83,15 @@ export interface CallErrorDetails {
 export class CallError extends AgentError implements CallErrorDetails {
   readonly target: string;
   readonly capability: string;
-  readonly callee?: string;
-  readonly deniedBy?: 'caller' | 'callee';
-  readonly decision?: AuthzDecision;
-  readonly auditId?: string;
-  readonly jsonRpcCode?: number;
-  readonly taskId?: string;
-  readonly taskState?: string;
-  readonly remoteCode?: string;
+  // `declare`: present only when known, so logs and serialized errors carry no undefined keys.
+  declare readonly callee?: string;
+  declare readonly deniedBy?: 'caller' | 'callee';
+  declare readonly decision?: AuthzDecision;
+  declare readonly auditId?: string;
+  declare readonly jsonRpcCode?: number;
+  declare readonly taskId?: string;
+  declare readonly taskState?: string;
+  declare readonly remoteCode?: string;
 
   constructor(
     code: AgentErrorCode,

@@ -25,7 +25,7 @@ import {
 import type { AgentConfig } from './config.js';
 import { CallError, type AgentErrorCode, type CallErrorDetails } from './errors.js';
 import type { AgentMetrics, CallOutcome } from './metrics.js';
-import { DEADLINE_HEADER, callScope, earliest, isDeadlineReason, scopedSignal } from './scope.js';
+import { DEADLINE_HEADER, callScope, earliest, isDeadlineReason, scopedSignal, timeLeft } from './scope.js';
 import { injectTraceHeaders, outgoingTraceContext, traceIdOf } from './tracing.js';
 
 /** Metadata key under which a Weave callee reports its error code on a failed task. */
@@ -149,6 +149,13 @@ export class Outbound {
     };
     let outcome: CallOutcome = 'error';
     try {
+      if (typeof budget !== 'number' || !Number.isFinite(budget) || budget <= 0) {
+        throw new CallError(
+          'CALL_FAILED',
+          'options.timeoutMs must be a positive number of milliseconds',
+          details,
+        );
+      }
       if (this.#closed) throw new CallError('AGENT_NOT_STARTED', 'the agent is stopped', details);
       const { id, url } = await this.#resolve(target, details, deadline);
       details.callee = id.toString();
@@ -275,7 +282,7 @@ export class Outbound {
       this.#metrics.tlsHandshakes.inc({ side: 'client', result: 'ok' });
     });
     try {
-      const client = new A2AClient({ dispatcher: channel, timeoutMs: Math.max(1, deadline - Date.now()) });
+      const client = new A2AClient({ dispatcher: channel, timeoutMs: Math.max(1, timeLeft(deadline)) });
       const card = await client.discoverAgent(url);
       const claimed = agentSpiffeId(card);
       if (!claimed) {
@@ -341,7 +348,7 @@ export class Outbound {
         const r = await peer.client.sendMessage(url, params, {
           headers,
           ...(scoped ? { signal: scoped.signal } : {}),
-          timeoutMs: Math.max(1, deadline - Date.now()),
+          timeoutMs: Math.max(1, timeLeft(deadline)),
         });
         if ('message' in r) return resultOfMessage(r.message, options.output, details);
         task = r.task;

@@ -17,6 +17,17 @@ export interface CallScope {
   readonly deadline?: number;
 }
 
+/**
+ * Longest delay a Node timer takes (about 24.8 days). Longer ones fire after
+ * 1 ms, so a deadline further away than this arms no timer at all.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** Milliseconds until `deadline`, capped for use as a timer or request timeout. */
+export function timeLeft(deadline: number): number {
+  return Math.min(deadline - Date.now(), MAX_TIMER_MS);
+}
+
 /** One store for the whole process: every agent in it reads the scope of its own request. */
 export const callScope = new AsyncLocalStorage<CallScope>();
 
@@ -75,7 +86,7 @@ export function scopedSignal(
     const left = deadline - Date.now();
     if (left <= 0) {
       abort(deadlineReason());
-    } else {
+    } else if (left < MAX_TIMER_MS) {
       const t = setTimeout(() => abort(deadlineReason()), left);
       cleanups.push(() => clearTimeout(t));
     }

@@ -327,6 +327,21 @@ describe('SecureAgent end to end', () => {
     await vi.waitFor(() => expect(search.nestedErrors).toEqual(['DEADLINE_EXCEEDED']));
   });
 
+  it('accepts a deadline beyond a timer range and refuses a nonsense one', async () => {
+    const thirtyDays = 30 * 24 * 3600 * 1000;
+    await expect(
+      orchestrator.callAgent(ID.search, 'slow', { ms: 5 }, { timeoutMs: thirtyDays }),
+    ).resolves.toEqual({ slept: 5 });
+    for (const timeoutMs of [Number.NaN, -1, 0]) {
+      await expect(orchestrator.callAgent(ID.search, 'slow', { ms: 0 }, { timeoutMs })).rejects.toMatchObject(
+        {
+          code: 'CALL_FAILED',
+          message: expect.stringMatching(/timeoutMs/),
+        },
+      );
+    }
+  });
+
   it('aborts the callee at the propagated deadline and reports DEADLINE_EXCEEDED', async () => {
     search.aborted.length = 0;
     const err = (await orchestrator

@@ -38,6 +38,11 @@ describe('deadlines', () => {
     expect(b.signal.aborted).toBe(false);
 
     expect(scopedSignal([], Date.now() - 1).signal.aborted).toBe(true);
+    // Beyond a Node timer's range (which would fire after 1 ms): no timer, no early abort.
+    const far = scopedSignal([], Date.now() + 40 * 24 * 3600 * 1000);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(far.signal.aborted).toBe(false);
+    far.dispose();
     expect(scopedSignal([AbortSignal.abort('x')], undefined).signal.reason).toBe('x');
   });
 });
