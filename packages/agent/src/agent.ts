@@ -62,6 +62,7 @@ import {
   MAX_TIMER_MS,
   callScope,
   deadlineReason,
+  isDeadlineReason,
   parseDeadline,
   scopedSignal,
 } from './scope.js';
@@ -603,6 +604,10 @@ export class SecureAgent extends AgentCore {
       let scoped: ReturnType<typeof scopedSignal> | undefined;
       const signal = () =>
         (scoped ??= scopedSignal([tctx.signal, this.#stopController.signal], deadline)).signal;
+      // Timers may fire a hair before Date.now() reaches the deadline: trust the abort reason too.
+      const expired = () =>
+        (scoped?.signal.aborted === true && isDeadlineReason(scoped.signal.reason)) ||
+        (deadline !== undefined && Date.now() >= deadline);
       this.#runningTasks++;
       this.metrics.taskState('TASK_STATE_SUBMITTED');
       this.metrics.taskState('TASK_STATE_WORKING');
@@ -627,6 +632,9 @@ export class SecureAgent extends AgentCore {
           // A handler still running when the guard gives up sees its signal abort.
           (reason) => scoped?.abort(reason),
         );
+        // A result that comes after the deadline (say, a handler that returned
+        // when its signal fired) is late all the same: the caller has given up.
+        if (expired()) throw new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');
         outcome = 'success';
         final = 'TASK_STATE_COMPLETED';
         return {
@@ -639,9 +647,8 @@ export class SecureAgent extends AgentCore {
           final = 'TASK_STATE_CANCELED';
           return undefined;
         }
-        const late = deadline !== undefined && Date.now() >= deadline;
         failure =
-          late && !(err instanceof AgentError && err.code === 'AGENT_STOPPING')
+          expired() && !(err instanceof AgentError && err.code === 'AGENT_STOPPING')
             ? new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline', { cause: err })
             : err instanceof AgentError
               ? err

@@ -68,6 +68,14 @@ const INTERRUPTED: ReadonlySet<TaskState> = new Set([
   'TASK_STATE_INPUT_REQUIRED',
   'TASK_STATE_AUTH_REQUIRED',
 ]);
+/** States in which a stream legitimately ends. */
+const SETTLED: ReadonlySet<TaskState> = new Set([
+  'TASK_STATE_COMPLETED',
+  'TASK_STATE_FAILED',
+  'TASK_STATE_CANCELED',
+  'TASK_STATE_REJECTED',
+  ...INTERRUPTED,
+]);
 
 /** Everything an agent needs to call other agents: peers, channels, breakers. */
 export class Outbound {
@@ -183,7 +191,7 @@ export class Outbound {
       outcome = 'success';
       return result;
     } catch (err) {
-      const mapped = this.#mapError(err, details, options.signal);
+      const mapped = this.#mapError(err, details, options.signal, deadline);
       if (mapped.code === 'CALL_DENIED') outcome = 'denied';
       throw mapped;
     } finally {
@@ -344,6 +352,20 @@ export class Outbound {
       let task: Task;
       if (options.stream) {
         task = await this.#stream(peer, url, params, headers, scoped!.signal, options.onProgress);
+        // An aborted stream can end quietly instead of throwing: say why it ended.
+        const signal = scoped!.signal;
+        if (signal.aborted) {
+          throw isDeadlineReason(signal.reason)
+            ? new CallError('DEADLINE_EXCEEDED', 'the call ran past its deadline', details)
+            : new CallError('CALL_FAILED', 'the call was aborted by the caller', details);
+        }
+        if (!SETTLED.has(task.status.state)) {
+          throw new CallError(
+            Date.now() >= deadline ? 'DEADLINE_EXCEEDED' : 'CALL_FAILED',
+            `the stream ended while the task was ${task.status.state}`,
+            { ...details, taskId: task.id, taskState: task.status.state },
+          );
+        }
       } else {
         const r = await peer.client.sendMessage(url, params, {
           headers,
@@ -415,7 +437,12 @@ export class Outbound {
     return task;
   }
 
-  #mapError(err: unknown, details: CallErrorDetails, userSignal: AbortSignal | undefined): CallError {
+  #mapError(
+    err: unknown,
+    details: CallErrorDetails,
+    userSignal: AbortSignal | undefined,
+    deadline: number,
+  ): CallError {
     if (err instanceof CallError) return err;
     const d = { ...details };
     if (err instanceof CircuitOpenError) {
@@ -447,6 +474,11 @@ export class Outbound {
     }
     if (userSignal?.aborted && !isDeadlineReason(userSignal.reason)) {
       return new CallError('CALL_FAILED', 'the call was aborted by the caller', d, { cause: err });
+    }
+    // However undici words it (headers timeout, aborted body, closed stream), a
+    // transport failure at or after the deadline is the deadline.
+    if (Date.now() >= deadline) {
+      return new CallError('DEADLINE_EXCEEDED', 'the call ran past its deadline', d, { cause: err });
     }
     const timeout = findCause(err, (e) => {
       const code = (e as { code?: unknown }).code;

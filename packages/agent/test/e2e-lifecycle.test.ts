@@ -225,7 +225,7 @@ describe('stop() drains in-flight tasks', () => {
   it('lets the in-flight call finish, refuses new ones, reports not ready', async () => {
     const { search, orch, handler, running } = await pair();
     const inflight = orch.callAgent(ID.search, 'slow', { ms: 600 });
-    await vi.waitFor(() => expect(running.count).toBe(1));
+    await vi.waitFor(() => expect(running.count).toBe(1), { timeout: 10_000 });
     const stopping = search.stop({ drainTimeoutMs: 10_000 });
     expect(search.state).toBe('draining');
     const ready = await fetch(`${search.opsUrl}/ready`);
@@ -250,7 +250,7 @@ describe('stop() drains in-flight tasks', () => {
   it('cancels what is still running at the drain timeout and tells the caller', async () => {
     const { search, orch, running } = await pair();
     const inflight = orch.callAgent(ID.search, 'stuck', { ms: -1 }).catch((e: unknown) => e);
-    await vi.waitFor(() => expect(running.count).toBe(1));
+    await vi.waitFor(() => expect(running.count).toBe(1), { timeout: 10_000 });
     await search.stop({ drainTimeoutMs: 200 });
     const err = (await inflight) as CallError;
     expect(err).toBeInstanceOf(CallError);
