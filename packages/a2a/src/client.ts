@@ -74,6 +74,8 @@ export class A2AClient {
   readonly #timeout: number;
   readonly #maxBytes: number;
   readonly #headers: Readonly<Record<string, string>>;
+  /** JSON-RPC endpoint of each card object: the card cache decides freshness, this only skips the search. */
+  readonly #endpoints = new WeakMap<AgentCard, string>();
   #nextId = 1;
 
   constructor(options: A2AClientOptions) {
@@ -240,8 +242,13 @@ export class A2AClient {
 
   // ---- plumbing ------------------------------------------------------------------
 
-  async #endpoint(url: string): Promise<string> {
-    const card = await this.discovery.discover(url);
+  #endpoint(url: string): Promise<string> | string {
+    const card = this.discovery.cached(url);
+    if (card === undefined) return this.discovery.discover(url).then((c) => this.#endpointOf(url, c));
+    return this.#endpoints.get(card) ?? this.#endpointOf(url, card);
+  }
+
+  #endpointOf(url: string, card: AgentCard): string {
     const iface =
       card.supportedInterfaces.find(
         (i) => i.protocolBinding.toUpperCase() === 'JSONRPC' && (i.protocolVersion ?? '1.0').startsWith('1.'),
@@ -252,6 +259,7 @@ export class A2AClient {
         `agent at ${url} offers no JSON-RPC A2A 1.0 interface`,
       );
     }
+    this.#endpoints.set(card, iface.url);
     return iface.url;
   }
 
@@ -272,7 +280,8 @@ export class A2AClient {
     schema: S,
     options: CallOptions = {},
   ): Promise<z.infer<S>> {
-    const endpoint = await this.#endpoint(url);
+    const ep = this.#endpoint(url);
+    const endpoint = typeof ep === 'string' ? ep : await ep;
     const id = this.#nextId++;
     const timeout = options.timeoutMs ?? this.#timeout;
     let res: Dispatcher.ResponseData;
@@ -295,7 +304,14 @@ export class A2AClient {
         },
       );
     }
-    const text = await readLimited(res.body, this.#maxBytes, endpoint);
+    // A declared length within the cap bounds the body (undici fails a body
+    // that does not match its content-length), so it is read in one go
+    // instead of through a per-chunk async iterator.
+    const declared = Number(res.headers['content-length'] ?? NaN);
+    const text =
+      declared >= 0 && declared <= this.#maxBytes
+        ? await res.body.text()
+        : await readLimited(res.body, this.#maxBytes, endpoint);
     const env = parseEnvelope(text, res.statusCode, method);
     if (env.error) throw A2AError.fromJsonRpc(env.error);
     if (env.id !== id) {

@@ -47,6 +47,8 @@ export class DiscoveryClient {
   readonly #timeout: number;
   readonly #cache = new Map<string, Entry>();
   readonly #inflight = new Map<string, Promise<AgentCard>>();
+  /** Given URL → its card URL: a caller names the same agent on every call, and parsing it each time shows in profiles. */
+  readonly #cardUrls = new Map<string, string>();
   #hits = 0;
   #misses = 0;
   #errors = 0;
@@ -63,7 +65,7 @@ export class DiscoveryClient {
 
   /** The agent card at `url` (a base URL or the card's own URL), from cache while fresh. */
   async discover(url: string, options: { force?: boolean } = {}): Promise<AgentCard> {
-    const cardUrl = agentCardUrl(url);
+    const cardUrl = this.#cardUrl(url);
     const now = Date.now();
     const hit = this.#cache.get(cardUrl);
     if (hit && !options.force && hit.expires > now) {
@@ -100,6 +102,28 @@ export class DiscoveryClient {
     return p;
   }
 
+  /**
+   * The cached card of `url` while fresh, without fetching (counted as a hit);
+   * `undefined` when it must be fetched with {@link discover}.
+   * @throws {A2AClientError} `INVALID_AGENT_URL` for a string that is not a URL.
+   */
+  cached(url: string): AgentCard | undefined {
+    const hit = this.#cache.get(this.#cardUrl(url));
+    if (hit === undefined || hit.expires <= Date.now()) return undefined;
+    this.#hits++;
+    return hit.card;
+  }
+
+  #cardUrl(url: string): string {
+    let cardUrl = this.#cardUrls.get(url);
+    if (cardUrl === undefined) {
+      cardUrl = agentCardUrl(url);
+      if (this.#cardUrls.size >= this.#max) this.#cardUrls.clear();
+      this.#cardUrls.set(url, cardUrl);
+    }
+    return cardUrl;
+  }
+
   /** Discovers several agents at once; one failure does not fail the others. */
   async discoverMultiple(urls: readonly string[]): Promise<DiscoveryResult[]> {
     const settled = await Promise.allSettled(urls.map((u) => this.discover(u)));
@@ -133,7 +157,7 @@ export class DiscoveryClient {
   /** Drops one cached card, or all. */
   invalidate(url?: string): void {
     if (url === undefined) this.#cache.clear();
-    else this.#cache.delete(agentCardUrl(url));
+    else this.#cache.delete(this.#cardUrl(url));
   }
 
   stats(): DiscoveryStats {

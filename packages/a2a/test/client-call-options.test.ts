@@ -10,6 +10,7 @@ import { baseUrl, channel, createPki, mtlsServer, type Pki } from './helpers/pki
 let pki: Pki;
 let close: () => Promise<void>;
 let client: A2AClient;
+let small: A2AClient;
 let url: string;
 const seen: Array<Record<string, unknown>> = [];
 
@@ -36,6 +37,7 @@ beforeAll(async () => {
     await new Promise((r) => setTimeout(r, Number(ctx.message.parts[0]?.text ?? 0)));
     return 'done';
   });
+  a2a.registerTaskHandler('big', () => 'x'.repeat(4000));
   const app = mtlsServer(server);
   app.addHook('onRequest', async (req) => {
     if (req.method === 'POST') seen.push({ ...req.headers });
@@ -45,6 +47,7 @@ beforeAll(async () => {
   url = baseUrl(app);
   const ch = channel(caller, server.id);
   client = new A2AClient({ dispatcher: ch, headers: { 'x-client-wide': 'yes' } });
+  small = new A2AClient({ dispatcher: ch, maxResponseBytes: 1000 });
   close = async () => {
     await a2a.close();
     await ch.close();
@@ -80,5 +83,14 @@ describe('A2AClient per-call options', () => {
     await expect(
       client.sendMessage(url, { message: buildMessage('slow', '2000') }, { timeoutMs: 100 }),
     ).rejects.toThrow(/timeout/i);
+  });
+
+  it('refuses an answer larger than maxResponseBytes, however its length is declared', async () => {
+    await expect(small.sendTask(url, 'big', '')).rejects.toMatchObject({ code: 'RESPONSE_TOO_LARGE' });
+    // The same client still reads answers within the cap.
+    const t = await small.sendTask(url, 'slow', '0');
+    expect(t.artifacts?.[0]?.parts[0]).toEqual({ text: 'done' });
+    const big = await client.sendTask(url, 'big', '');
+    expect(big.artifacts?.[0]?.parts[0]).toEqual({ text: 'x'.repeat(4000) });
   });
 });

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AllowAllEnforcer } from '@weave/authz';
 import { authorizeMemberOf } from '@weave/identity';
 import { SecureChannel, type MtlsFastifyInstance } from '@weave/transport';
-import { A2AClientError, A2AServer, DiscoveryClient, agentCardUrl } from '../src/index.js';
+import { A2AClient, A2AClientError, A2AServer, DiscoveryClient, agentCardUrl } from '../src/index.js';
 import { baseUrl, createPki, mtlsServer, type Pki } from './helpers/pki.js';
 
 let pki: Pki;
@@ -129,5 +129,32 @@ describe('DiscoveryClient', () => {
 
   it('requires a dispatcher', () => {
     expect(() => new DiscoveryClient({} as never)).toThrow(TypeError);
+  });
+});
+
+describe('A2AClient endpoint resolution', () => {
+  it('reads the card once per TTL across calls, and again after invalidate or expiry', async () => {
+    const c = new A2AClient({ dispatcher: channel, cardTtlMs: 60_000 });
+    const before = cardFetches.get('search') ?? 0;
+    for (let i = 0; i < 3; i++) {
+      const t = await c.sendTask(urls[0] as string, 'search', 'q');
+      expect(t.status.state).toBe('TASK_STATE_COMPLETED');
+    }
+    expect(cardFetches.get('search')).toBe(before + 1);
+    expect(c.cacheStats()).toMatchObject({ misses: 1, hits: 2 });
+    c.discovery.invalidate(urls[0]);
+    await c.sendTask(urls[0] as string, 'search', 'q');
+    expect(cardFetches.get('search')).toBe(before + 2);
+
+    const expiring = new A2AClient({ dispatcher: channel, cardTtlMs: 0 });
+    await expiring.sendTask(urls[0] as string, 'search', 'q');
+    await expiring.sendTask(urls[0] as string, 'search', 'q');
+    expect(cardFetches.get('search')).toBe(before + 4);
+  });
+
+  it('refuses a base URL that is not a URL, sending nothing', async () => {
+    const c = new A2AClient({ dispatcher: channel });
+    await expect(c.sendTask('not a url', 'search', 'q')).rejects.toMatchObject({ code: 'INVALID_AGENT_URL' });
+    expect(c.cacheStats()).toMatchObject({ hits: 0, misses: 0 });
   });
 });
