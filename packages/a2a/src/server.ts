@@ -342,24 +342,39 @@ export class A2AServer {
     };
     app.get('/.well-known/agent-card.json', serveCard);
     app.get('/.well-known/agent.json', serveCard);
-    app.post(rpcPath, (request, reply) => this.#handleRpc(request, reply));
+    app.post(rpcPath, (request, reply) => {
+      // The reply is not handed back to fastify: a handler's promise that
+      // settles with the (thenable) reply makes fastify wait for the response
+      // to finish, with end-of-stream listeners on every request. #handleRpc
+      // answers every call itself; anything it did not expect goes to the
+      // error handler.
+      this.#handleRpc(request, reply).catch((err: unknown) => {
+        if (!reply.sent) reply.send(err as Error);
+      });
+    });
   }
 
   // ---- JSON-RPC ------------------------------------------------------------
 
-  async #handleRpc(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+  async #handleRpc(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     const body = request.body;
     if (body === WRONG_CONTENT_TYPE || typeof body !== 'string') {
-      return this.#sendError(reply, 400, null, A2AErrors.contentType(request.headers['content-type']), 'v1');
+      return void this.#sendError(
+        reply,
+        400,
+        null,
+        A2AErrors.contentType(request.headers['content-type']),
+        'v1',
+      );
     }
     let msg: unknown;
     try {
       msg = JSON.parse(body);
     } catch (err) {
-      return this.#sendError(reply, 200, null, A2AErrors.parse((err as Error).message), 'v1');
+      return void this.#sendError(reply, 200, null, A2AErrors.parse((err as Error).message), 'v1');
     }
     if (typeof msg !== 'object' || msg === null) {
-      return this.#sendError(
+      return void this.#sendError(
         reply,
         200,
         null,
@@ -368,7 +383,7 @@ export class A2AServer {
       );
     }
     if (Array.isArray(msg)) {
-      return this.#sendError(
+      return void this.#sendError(
         reply,
         200,
         null,
@@ -385,7 +400,7 @@ export class A2AServer {
       (typeof rawId === 'number' && Number.isFinite(rawId));
     const id: RpcId = idOk ? ((rawId as RpcId | undefined) ?? null) : null;
     if (!idOk) {
-      return this.#sendError(
+      return void this.#sendError(
         reply,
         200,
         null,
@@ -394,10 +409,10 @@ export class A2AServer {
       );
     }
     if (env.jsonrpc !== '2.0') {
-      return this.#sendError(reply, 200, id, A2AErrors.invalidRequest('jsonrpc must be "2.0"'), 'v1');
+      return void this.#sendError(reply, 200, id, A2AErrors.invalidRequest('jsonrpc must be "2.0"'), 'v1');
     }
     if (typeof env.method !== 'string' || env.method.length === 0) {
-      return this.#sendError(
+      return void this.#sendError(
         reply,
         200,
         id,
@@ -410,11 +425,17 @@ export class A2AServer {
     try {
       version = negotiate(request.headers['a2a-version'], method);
     } catch (err) {
-      return this.#sendError(reply, 200, id, err as A2AError, 'v1');
+      return void this.#sendError(reply, 200, id, err as A2AError, 'v1');
     }
     const params = env.params;
     if (params !== undefined && (typeof params !== 'object' || params === null || Array.isArray(params))) {
-      return this.#sendError(reply, 200, id, A2AErrors.invalidParams('params must be an object'), version);
+      return void this.#sendError(
+        reply,
+        200,
+        id,
+        A2AErrors.invalidParams('params must be an object'),
+        version,
+      );
     }
     if (this.#requiredExt.length > 0) {
       const missing = missingExtension(
@@ -422,18 +443,24 @@ export class A2AServer {
         request.headers['a2a-extensions'] ?? request.headers['x-a2a-extensions'],
       );
       if (missing !== undefined) {
-        return this.#sendError(reply, 200, id, A2AErrors.extensionRequired(missing), version);
+        return void this.#sendError(reply, 200, id, A2AErrors.extensionRequired(missing), version);
       }
     }
     const caller = this.#getCaller(request);
     if (!(caller instanceof SpiffeId)) {
       request.log.warn({ method }, 'a2a: call without an authenticated caller denied');
-      return this.#sendError(reply, 403, id, A2AErrors.permissionDenied('no authenticated caller'), version);
+      return void this.#sendError(
+        reply,
+        403,
+        id,
+        A2AErrors.permissionDenied('no authenticated caller'),
+        version,
+      );
     }
     const call: Call = { request, reply, id, version, caller, method };
     try {
       const result = await this.#dispatch(call, (params as Record<string, unknown> | undefined) ?? NO_PARAMS);
-      if (result === STREAMED) return reply;
+      if (result === STREAMED) return;
       reply.header('content-type', 'application/json');
       // Sent from the event loop's check phase, not from inside the read that
       // delivered the request. Measured with bench/ over TLS (Node 20): the
@@ -444,9 +471,8 @@ export class A2AServer {
         reply,
         `{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":${JSON.stringify(result ?? null)}}`,
       );
-      return reply;
     } catch (err) {
-      return this.#sendError(reply, statusFor(err), id, toA2AError(err, request), version);
+      return void this.#sendError(reply, statusFor(err), id, toA2AError(err, request), version);
     }
   }
 
