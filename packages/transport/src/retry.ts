@@ -108,12 +108,28 @@ export class RetryPolicy {
   async run<T>(attempt: (attemptNumber: number) => Promise<T>, ctx: RetryContext): Promise<T> {
     // Fast path: the first attempt runs bare, so a success costs nothing extra.
     // This is the hot path of every request (measured: p-retry adds ~7 µs per call).
+    let first: T;
     try {
-      return await attempt(1);
-    } catch (first) {
-      if (this.options.retries === 0 || !this.shouldRetry(first, ctx)) throw first;
-      await sleep(this.delayFor(1), undefined, ctx.signal ? { signal: ctx.signal } : {});
+      first = await attempt(1);
+    } catch (err) {
+      return this.retryAfterFirst(err, attempt, ctx);
     }
+    return first;
+  }
+
+  /**
+   * The rest of {@link run} once the first attempt failed with `first`:
+   * rethrows it unless it may be retried, otherwise waits and runs further
+   * attempts (`attempt(n)` with n from 2) within the budget. Lets a caller
+   * run its first attempt without any wrapper.
+   */
+  async retryAfterFirst<T>(
+    first: unknown,
+    attempt: (attemptNumber: number) => Promise<T>,
+    ctx: RetryContext,
+  ): Promise<T> {
+    if (this.options.retries === 0 || !this.shouldRetry(first, ctx)) throw first;
+    await sleep(this.delayFor(1), undefined, ctx.signal ? { signal: ctx.signal } : {});
     return pRetry((n) => attempt(n + 1), {
       retries: this.options.retries - 1,
       // p-retry's own backoff is not full jitter; we wait in onFailedAttempt instead.

@@ -102,6 +102,21 @@ describe('SecureChannel ↔ createMtlsServer', () => {
     expect(await r3.json()).toEqual({ got: { y: 2 } });
   });
 
+  it('options passed with a URL cannot redirect the request to another origin, path or method', async () => {
+    const srv = await startServer();
+    const ch = channel(serverId.id);
+    // Untyped callers could smuggle these in; the URL and the method of the call win.
+    const sneaky = { origin: 'http://127.0.0.1:1', path: '/elsewhere', method: 'DELETE' } as never;
+    const res = await ch.get(`${srv.url}/whoami`, sneaky);
+    expect(res.statusCode).toBe(200);
+    expect(await res.body.json()).toMatchObject({ peer: clientId.id.toString() });
+    expect(srv.hits()).toBe(1);
+    const res2 = await ch.request(`${srv.url}/whoami`, { ...(sneaky as object), method: 'GET' });
+    expect(res2.statusCode).toBe(200);
+    await res2.body.dump();
+    expect(srv.hits()).toBe(2);
+  });
+
   it('accepts a peer through an authorizer', async () => {
     const srv = await startServer();
     const ch = channel(authorizeMemberOf('a.test'));
