@@ -9,25 +9,14 @@
 // Run by hand:  node_modules/.bin/tsx --conditions=weave-source packages/a2a/bench/sendmessage.bench.ts
 // Environment:  BENCH_DURATION_MS (default 5000), BENCH_ROUNDS (default 2), BENCH_CONCURRENCY (default 32)
 import { spawn } from 'node:child_process';
-import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import express from 'express';
 import { pino } from 'pino';
-import { Role, TaskState, type AgentCard as SdkAgentCard } from '@a2a-js/sdk';
-import {
-  AgentEvent,
-  DefaultRequestHandler,
-  InMemoryTaskStore,
-  type AgentExecutor,
-  type ExecutionEventBus,
-  type RequestContext,
-} from '@a2a-js/sdk/server';
-import { UserBuilder, jsonRpcHandler } from '@a2a-js/sdk/server/express';
 import { LocalPolicyEnforcer } from '@weave/authz';
 import { DevCaIdentityProvider, DevCertificateAuthority, authorizeMemberOf } from '@weave/identity';
 import { createMtlsServer, createMtlsServerOptions } from '@weave/transport';
 import { A2AServer } from '@weave/a2a';
+import { startSdkEchoServer } from './sdk-echo-server.js';
 
 const DURATION = Number(process.env.BENCH_DURATION_MS ?? 5000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
@@ -76,96 +65,9 @@ await weaveApp.listen({ port: 0, host: '127.0.0.1' });
 const weaveUrl = `https://127.0.0.1:${(weaveApp.server.address() as AddressInfo).port}/`;
 
 // ---- official SDK server ----------------------------------------------------------
-class EchoExecutor implements AgentExecutor {
-  async execute(rc: RequestContext, bus: ExecutionEventBus): Promise<void> {
-    const c = rc.userMessage.parts[0]?.content;
-    const text = c?.$case === 'text' ? c.value : '';
-    const { taskId, contextId } = rc;
-    const status = (state: TaskState) =>
-      AgentEvent.statusUpdate({
-        taskId,
-        contextId,
-        status: { state, message: undefined, timestamp: new Date().toISOString() },
-        metadata: undefined,
-      });
-    bus.publish(
-      AgentEvent.task({
-        id: taskId,
-        contextId,
-        status: {
-          state: TaskState.TASK_STATE_SUBMITTED,
-          message: undefined,
-          timestamp: new Date().toISOString(),
-        },
-        history: [rc.userMessage],
-        artifacts: [],
-        metadata: undefined,
-      }),
-    );
-    bus.publish(status(TaskState.TASK_STATE_WORKING));
-    bus.publish(
-      AgentEvent.artifactUpdate({
-        taskId,
-        contextId,
-        artifact: {
-          artifactId: 'a1',
-          name: '',
-          description: '',
-          parts: [
-            {
-              content: { $case: 'text', value: `echo: ${text}` },
-              metadata: undefined,
-              filename: '',
-              mediaType: '',
-            },
-          ],
-          metadata: undefined,
-          extensions: [],
-        },
-        append: false,
-        lastChunk: true,
-        metadata: undefined,
-      }),
-    );
-    bus.publish(status(TaskState.TASK_STATE_COMPLETED));
-    bus.finished();
-  }
-  async cancelTask(): Promise<void> {}
-}
-const sdkCard: SdkAgentCard = {
-  name: 'sdk bench',
-  description: 'echo',
-  supportedInterfaces: [{ url: '', protocolBinding: 'JSONRPC', protocolVersion: '1.0', tenant: '' }],
-  provider: undefined,
-  version: '1.0.0',
-  capabilities: { streaming: true, pushNotifications: false, extensions: [], extendedAgentCard: false },
-  securitySchemes: {},
-  securityRequirements: [],
-  defaultInputModes: ['text/plain'],
-  defaultOutputModes: ['text/plain'],
-  skills: [
-    {
-      id: 'echo',
-      name: 'Echo',
-      description: 'echo',
-      tags: [],
-      examples: [],
-      inputModes: [],
-      outputModes: [],
-      securityRequirements: [],
-    },
-  ],
-  signatures: [],
-};
-const handler = new DefaultRequestHandler(sdkCard, new InMemoryTaskStore(), new EchoExecutor());
-const sdkExpress = express();
-sdkExpress.use('/', jsonRpcHandler({ requestHandler: handler, userBuilder: UserBuilder.noAuthentication }));
-const sdkServer = https.createServer(createMtlsServerOptions(sdkId), sdkExpress);
-await new Promise<void>((resolve) => sdkServer.listen(0, '127.0.0.1', resolve));
-const sdkUrl = `https://127.0.0.1:${(sdkServer.address() as AddressInfo).port}/`;
-sdkCard.supportedInterfaces[0]!.url = sdkUrl;
+const sdkServer = await startSdkEchoServer(createMtlsServerOptions(sdkId));
+const sdkUrl = sdkServer.url;
 // The SDK logs every request error to console.error; keep the run quiet only if nothing fails.
-void Role;
 
 // ---- load -------------------------------------------------------------------------
 const body = JSON.stringify({
@@ -273,8 +175,7 @@ console.log(
 
 await a2a.close();
 await weaveApp.close();
-sdkServer.closeAllConnections();
-await new Promise<void>((resolve) => sdkServer.close(() => resolve()));
+await sdkServer.close();
 await weaveId.close();
 await sdkId.close();
 await enforcer.close?.();

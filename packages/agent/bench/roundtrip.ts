@@ -25,23 +25,14 @@ import type { AddressInfo } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import express from 'express';
 import { pino } from 'pino';
 import { z } from 'zod';
-import { TaskState, type AgentCard as SdkAgentCard } from '@a2a-js/sdk';
-import {
-  AgentEvent,
-  DefaultRequestHandler,
-  InMemoryTaskStore,
-  type AgentExecutor,
-  type ExecutionEventBus,
-  type RequestContext,
-} from '@a2a-js/sdk/server';
-import { UserBuilder, jsonRpcHandler } from '@a2a-js/sdk/server/express';
 import { LocalPolicyEnforcer } from '@weave/authz';
 import { DevWorkloadApiServer, WorkloadApiIdentityProvider } from '@weave/identity';
 import { createMtlsServerOptions } from '@weave/transport';
 import { SecureAgent } from '../src/index.js';
+// The SDK baseline is shared with @weave/a2a's bench (it resolves @a2a-js/sdk and express from there).
+import { startSdkEchoServer } from '../../a2a/bench/sdk-echo-server.js';
 
 const DURATION = Number(process.env.BENCH_DURATION_MS ?? 4000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -119,96 +110,8 @@ const bareUrl = `https://127.0.0.1:${(bare.address() as AddressInfo).port}/`;
 
 // ---- sdk: @a2a-js/sdk over the same mTLS ---------------------------------------------------
 const sdkId = await WorkloadApiIdentityProvider.create({ address: dev.address('sdk'), logger: silent });
-class EchoExecutor implements AgentExecutor {
-  async execute(rc: RequestContext, bus: ExecutionEventBus): Promise<void> {
-    const c = rc.userMessage.parts[0]?.content;
-    const text = c?.$case === 'text' ? c.value : '';
-    const { taskId, contextId } = rc;
-    const now = () => new Date().toISOString();
-    const status = (state: TaskState) =>
-      AgentEvent.statusUpdate({
-        taskId,
-        contextId,
-        status: { state, message: undefined, timestamp: now() },
-        metadata: undefined,
-      });
-    bus.publish(
-      AgentEvent.task({
-        id: taskId,
-        contextId,
-        status: { state: TaskState.TASK_STATE_SUBMITTED, message: undefined, timestamp: now() },
-        history: [rc.userMessage],
-        artifacts: [],
-        metadata: undefined,
-      }),
-    );
-    bus.publish(status(TaskState.TASK_STATE_WORKING));
-    bus.publish(
-      AgentEvent.artifactUpdate({
-        taskId,
-        contextId,
-        artifact: {
-          artifactId: 'result',
-          name: '',
-          description: '',
-          parts: [
-            {
-              content: { $case: 'text', value: `echo: ${text}` },
-              metadata: undefined,
-              filename: '',
-              mediaType: '',
-            },
-          ],
-          metadata: undefined,
-          extensions: [],
-        },
-        append: false,
-        lastChunk: true,
-        metadata: undefined,
-      }),
-    );
-    bus.publish(status(TaskState.TASK_STATE_COMPLETED));
-    bus.finished();
-  }
-  async cancelTask(): Promise<void> {}
-}
-const sdkCard: SdkAgentCard = {
-  name: 'sdk bench',
-  description: 'echo',
-  supportedInterfaces: [{ url: '', protocolBinding: 'JSONRPC', protocolVersion: '1.0', tenant: '' }],
-  provider: undefined,
-  version: '1.0.0',
-  capabilities: { streaming: true, pushNotifications: false, extensions: [], extendedAgentCard: false },
-  securitySchemes: {},
-  securityRequirements: [],
-  defaultInputModes: ['text/plain'],
-  defaultOutputModes: ['text/plain'],
-  skills: [
-    {
-      id: 'echo',
-      name: 'Echo',
-      description: 'echo',
-      tags: [],
-      examples: [],
-      inputModes: [],
-      outputModes: [],
-      securityRequirements: [],
-    },
-  ],
-  signatures: [],
-};
-const sdkApp = express();
-sdkApp.use(
-  '/',
-  jsonRpcHandler({
-    requestHandler: new DefaultRequestHandler(sdkCard, new InMemoryTaskStore(), new EchoExecutor()),
-    userBuilder: UserBuilder.noAuthentication,
-  }),
-);
-const sdk = https.createServer(createMtlsServerOptions(sdkId), sdkApp);
-await new Promise<void>((r) => sdk.listen(0, '127.0.0.1', r));
-const sdkUrl = `https://127.0.0.1:${(sdk.address() as AddressInfo).port}/`;
-sdkCard.supportedInterfaces[0]!.url = sdkUrl;
+const sdk = await startSdkEchoServer(createMtlsServerOptions(sdkId));
+const sdkUrl = sdk.url;
 
 // ---- load ------------------------------------------------------------------------------------
 // The JSON-RPC SendMessage both HTTP baselines receive (the bare server echoes its length).
@@ -366,8 +269,7 @@ console.log(
 await server.stop({ drainTimeoutMs: 1000 });
 await serverEnforcer.close();
 await new Promise<void>((r) => bare.close(() => r()));
-sdk.closeAllConnections();
-await new Promise<void>((r) => sdk.close(() => r()));
+await sdk.close();
 await bareId.close();
 await sdkId.close();
 await dev.close();
