@@ -222,17 +222,27 @@ function partToV1(p: V03Part): Part {
   }
 }
 
+/** Message fields v0.3 and v1.0 share unchanged; copied only when present (no `undefined` keys on the wire). */
+type SharedMessageFields = Pick<
+  Message,
+  'taskId' | 'contextId' | 'referenceTaskIds' | 'extensions' | 'metadata'
+>;
+
+function copySharedMessageFields(from: SharedMessageFields, to: SharedMessageFields): void {
+  if (from.taskId !== undefined) to.taskId = from.taskId;
+  if (from.contextId !== undefined) to.contextId = from.contextId;
+  if (from.referenceTaskIds !== undefined) to.referenceTaskIds = from.referenceTaskIds;
+  if (from.extensions !== undefined) to.extensions = from.extensions;
+  if (from.metadata !== undefined) to.metadata = from.metadata;
+}
+
 export function messageToV1(m: V03Message): Message {
   const out: Message = {
     messageId: m.messageId,
     role: m.role === 'user' ? 'ROLE_USER' : 'ROLE_AGENT',
     parts: m.parts.map(partToV1),
   };
-  if (m.taskId !== undefined) out.taskId = m.taskId;
-  if (m.contextId !== undefined) out.contextId = m.contextId;
-  if (m.referenceTaskIds !== undefined) out.referenceTaskIds = m.referenceTaskIds;
-  if (m.extensions !== undefined) out.extensions = m.extensions;
-  if (m.metadata !== undefined) out.metadata = m.metadata;
+  copySharedMessageFields(m, out);
   return out;
 }
 
@@ -312,11 +322,7 @@ export function messageToV03(m: Message): V03Message & { kind: 'message' } {
     role: m.role === 'ROLE_USER' ? 'user' : 'agent',
     parts: m.parts.map(partToV03),
   };
-  if (m.taskId !== undefined) out.taskId = m.taskId;
-  if (m.contextId !== undefined) out.contextId = m.contextId;
-  if (m.referenceTaskIds !== undefined) out.referenceTaskIds = m.referenceTaskIds;
-  if (m.extensions !== undefined) out.extensions = m.extensions;
-  if (m.metadata !== undefined) out.metadata = m.metadata;
+  copySharedMessageFields(m, out);
   return out;
 }
 
