@@ -18,6 +18,21 @@ import {
 } from '@a2a-js/sdk/server';
 import { UserBuilder, jsonRpcHandler } from '@a2a-js/sdk/server/express';
 
+/** The JSON-RPC SendMessage (v1.0) the HTTP load generators send to the `echo` skill. */
+export const ECHO_SEND_MESSAGE_BODY = JSON.stringify({
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'SendMessage',
+  params: {
+    message: {
+      messageId: 'bench-1',
+      role: 'ROLE_USER',
+      parts: [{ text: 'hello' }],
+      metadata: { skill: 'echo' },
+    },
+  },
+});
+
 class EchoExecutor implements AgentExecutor {
   async execute(rc: RequestContext, bus: ExecutionEventBus): Promise<void> {
     const c = rc.userMessage.parts[0]?.content;

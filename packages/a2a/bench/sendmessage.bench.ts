@@ -16,7 +16,7 @@ import { LocalPolicyEnforcer } from '@weave/authz';
 import { DevCaIdentityProvider, DevCertificateAuthority, authorizeMemberOf } from '@weave/identity';
 import { createMtlsServer, createMtlsServerOptions } from '@weave/transport';
 import { A2AServer } from '@weave/a2a';
-import { startSdkEchoServer } from './sdk-echo-server.js';
+import { ECHO_SEND_MESSAGE_BODY, startSdkEchoServer } from './sdk-echo-server.js';
 
 const DURATION = Number(process.env.BENCH_DURATION_MS ?? 5000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
@@ -70,19 +70,7 @@ const sdkUrl = sdkServer.url;
 // The SDK logs every request error to console.error; keep the run quiet only if nothing fails.
 
 // ---- load -------------------------------------------------------------------------
-const body = JSON.stringify({
-  jsonrpc: '2.0',
-  id: 1,
-  method: 'SendMessage',
-  params: {
-    message: {
-      messageId: 'bench-1',
-      role: 'ROLE_USER',
-      parts: [{ text: 'hello' }],
-      metadata: { skill: 'echo' },
-    },
-  },
-});
+const body = ECHO_SEND_MESSAGE_BODY;
 
 interface Result {
   requests: number;

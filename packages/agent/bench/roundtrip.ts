@@ -32,7 +32,7 @@ import { DevWorkloadApiServer, WorkloadApiIdentityProvider } from '@weave/identi
 import { createMtlsServerOptions } from '@weave/transport';
 import { SecureAgent } from '../src/index.js';
 // The SDK baseline is shared with @weave/a2a's bench (it resolves @a2a-js/sdk and express from there).
-import { startSdkEchoServer } from '../../a2a/bench/sdk-echo-server.js';
+import { ECHO_SEND_MESSAGE_BODY, startSdkEchoServer } from '../../a2a/bench/sdk-echo-server.js';
 
 const DURATION = Number(process.env.BENCH_DURATION_MS ?? 4000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -115,19 +115,7 @@ const sdkUrl = sdk.url;
 
 // ---- load ------------------------------------------------------------------------------------
 // The JSON-RPC SendMessage both HTTP baselines receive (the bare server echoes its length).
-const sendMessageBody = JSON.stringify({
-  jsonrpc: '2.0',
-  id: 1,
-  method: 'SendMessage',
-  params: {
-    message: {
-      messageId: 'bench-1',
-      role: 'ROLE_USER',
-      parts: [{ text: 'hello' }],
-      metadata: { skill: 'echo' },
-    },
-  },
-});
+const sendMessageBody = ECHO_SEND_MESSAGE_BODY;
 const clientPem = (await dev.ca.issueX509Svid(ID.client)).toPem();
 const caPem = dev.ca.x509Bundle.toPem();
 
