@@ -331,8 +331,17 @@ export class SecureChannel extends Dispatcher {
       throw err;
     }
     const legacy = typeof handler.onError === 'function' && typeof handler.onRequestStart !== 'function';
-    if (!legacy || this.config.retry.retries === 0) return this.#agent.dispatch(options, handler);
-    return this.#agent.dispatch(options, new SafeRetryHandler(this.#retryDeps, options, handler));
+    const h =
+      !legacy || this.config.retry.retries === 0
+        ? handler
+        : new SafeRetryHandler(this.#retryDeps, options, handler);
+    // Written from the event loop's check phase rather than from inside the
+    // socket read that settled the previous request (where a caller's next
+    // request usually comes from): over TLS on Node 20 the same request then
+    // costs far less CPU to send (bench/: about 9 µs per call on the caller).
+    // The Agent current at that moment takes it: a rotation may come in between.
+    setImmediate(() => this.#agent.dispatch(options, h));
+    return true;
   }
 
   // What the dispatch-level retry handler may use: always the current Agent.
