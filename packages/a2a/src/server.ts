@@ -40,6 +40,11 @@ export interface TaskContext {
   readonly skill: string;
   /** The authenticated caller (from the transport). */
   readonly caller: SpiffeId;
+  /**
+   * HTTP headers of the request that started the task (for example
+   * `traceparent`): a layer above A2A reads its own context from them.
+   */
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
   /** Aborted when the task is canceled or the server closes. */
   readonly signal: AbortSignal;
   /** Publishes a status; a string message becomes an agent text message. */
@@ -644,7 +649,7 @@ export class A2AServer {
       beforeRun?.(record);
     } finally {
       // The task exists now: its handler runs even if opening a stream failed.
-      void this.#run(record, handler, p.message, call.caller);
+      void this.#run(record, handler, p.message, call.caller, call.request.headers);
     }
     return record;
   }
@@ -660,9 +665,15 @@ export class A2AServer {
     );
   }
 
-  async #run(record: TaskRecord, handler: TaskHandler, message: Message, caller: SpiffeId): Promise<void> {
+  async #run(
+    record: TaskRecord,
+    handler: TaskHandler,
+    message: Message,
+    caller: SpiffeId,
+    headers: TaskContext['headers'],
+  ): Promise<void> {
     const id = record.task.id;
-    const ctx = new TaskContextImpl(this.manager, record, message, caller, this.#inputTimeout);
+    const ctx = new TaskContextImpl(this.manager, record, message, caller, headers, this.#inputTimeout);
     try {
       this.manager.setStatus(id, 'TASK_STATE_WORKING');
       const result = await handler(ctx);
@@ -974,6 +985,7 @@ class TaskContextImpl implements TaskContext {
     record: TaskRecord,
     readonly message: Message,
     readonly caller: SpiffeId,
+    readonly headers: TaskContext['headers'],
     inputTimeoutMs: number,
   ) {
     this.#m = manager;

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { context as otelContext } from '@opentelemetry/api';
 import { LogController } from 'fastify';
 import { pino, type Logger } from 'pino';
 import type { z } from 'zod';
@@ -59,8 +60,8 @@ import {
 } from './outbound.js';
 import {
   DEADLINE_HEADER,
+  DEADLINE_KEY,
   MAX_TIMER_MS,
-  callScope,
   deadlineReason,
   isDeadlineReason,
   parseDeadline,
@@ -553,11 +554,7 @@ export class SecureAgent extends AgentCore {
           .send(JSON.stringify({ jsonrpc: '2.0', id: rpcIdOf(request.body), error: e.toJsonRpc() }));
         return;
       }
-      const trace = extractTraceContext(request.headers);
-      callScope.run(
-        { trace, correlationId: traceIdOf(trace), deadline: parseDeadline(request.headers[DEADLINE_HEADER]) },
-        done,
-      );
+      done();
     });
   }
 
@@ -597,9 +594,9 @@ export class SecureAgent extends AgentCore {
   #taskHandler(def: CapabilityDefinition): TaskHandler {
     return async (tctx: TaskContext): Promise<TaskResult> => {
       const started = performance.now();
-      const scope = callScope.getStore();
-      const correlationId = scope?.correlationId ?? randomUUID();
-      const deadline = scope?.deadline;
+      const trace = extractTraceContext(tctx.headers);
+      const correlationId = traceIdOf(trace);
+      const deadline = parseDeadline(tctx.headers[DEADLINE_HEADER]);
       // The handler's AbortSignal is built only if the handler reads it: most never do.
       let scoped: ReturnType<typeof scopedSignal> | undefined;
       const signal = () =>
@@ -625,9 +622,31 @@ export class SecureAgent extends AgentCore {
           progress: (text: string) => {
             if (!scoped?.signal.aborted) tctx.publishMessage(String(text));
           },
+          callAgent: (target, capability, input, options = {}) => {
+            const run = this.#run;
+            if (!run || this.#state === 'stopped') {
+              return Promise.reject(
+                new CallError('AGENT_NOT_STARTED', 'callAgent needs a started agent', {
+                  target: String(target),
+                  capability,
+                }),
+              );
+            }
+            return run.outbound.call(run.identity.id, target, capability, input, options, {
+              trace,
+              deadline,
+              signal: signal(),
+            }) as never;
+          },
         };
+        // Inside the call's OpenTelemetry context: with a context manager
+        // registered, a plain agent.callAgent() from the handler inherits it.
+        const scopeContext = deadline === undefined ? trace : trace.setValue(DEADLINE_KEY, deadline);
         const value = await this.#guard(
-          () => this.capabilities.invoke(def.name, inputOf(tctx.message), ctx),
+          () =>
+            otelContext.with(scopeContext, () =>
+              this.capabilities.invoke(def.name, inputOf(tctx.message), ctx),
+            ),
           deadline,
           // A handler still running when the guard gives up sees its signal abort.
           (reason) => scoped?.abort(reason),

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { SpiffeId } from '@weave/identity';
 import { AgentError } from './errors.js';
+import type { CallAgentOptions, CallResult } from './outbound.js';
 
 /** What a capability handler sees besides its validated input. */
 export interface CapabilityContext {
@@ -14,6 +15,18 @@ export interface CapabilityContext {
   readonly correlationId: string;
   /** Publishes an intermediate progress message (streamed to the caller as a status update). */
   progress(text: string): void;
+  /**
+   * Calls another agent on behalf of this call: like `agent.callAgent`, and
+   * the nested call continues this call's trace, never gets more time than
+   * this call has left, and is abandoned when this call is canceled or the
+   * agent stops. Use it (rather than `agent.callAgent`) inside handlers.
+   */
+  callAgent<O extends z.ZodType | undefined = undefined>(
+    target: SpiffeId | string,
+    capability: string,
+    input: unknown,
+    options?: CallAgentOptions<O>,
+  ): Promise<CallResult<O>>;
 }
 
 /** Options of a capability: its input schema and how it is described in the agent card. */

@@ -10,6 +10,15 @@ import {
   type HasCapabilities,
 } from './capability.js';
 import { AgentError } from './errors.js';
+import { checkOutput, type CallAgentOptions } from './outbound.js';
+
+/** Stands in for `ctx.callAgent` in {@link BaseAgent.invoke}: receives what the handler asked for. */
+export type CallAgentStub = (
+  target: SpiffeId | string,
+  capability: string,
+  input: unknown,
+  options: CallAgentOptions<z.ZodType | undefined>,
+) => unknown;
 
 /**
  * What every agent shares: a registry of capabilities, filled by
@@ -43,17 +52,34 @@ export const LOCAL_TEST_CALLER = SpiffeId.parse('spiffe://local.test/base-agent-
  * It can never be started as a server: use `SecureAgent` for that.
  */
 export class BaseAgent extends AgentCore {
-  /** Validates the input and runs a capability in-process. */
+  /**
+   * Validates the input and runs a capability in-process. A handler's
+   * `ctx.callAgent` goes to `options.callAgent` (a test's stand-in for the
+   * other agents); without one it fails with `AGENT_NOT_STARTED`, since a
+   * BaseAgent has no network.
+   */
   async invoke(
     name: string,
     input: unknown,
-    options: { caller?: SpiffeId; signal?: AbortSignal } = {},
+    options: { caller?: SpiffeId; signal?: AbortSignal; callAgent?: CallAgentStub } = {},
   ): Promise<unknown> {
+    const stub = options.callAgent;
     const ctx: CapabilityContext = {
       caller: options.caller ?? LOCAL_TEST_CALLER,
       signal: options.signal ?? new AbortController().signal,
       correlationId: randomUUID(),
       progress: () => undefined,
+      callAgent: async (target, capability, input, callOptions = {}) => {
+        if (!stub) {
+          throw new AgentError(
+            'AGENT_NOT_STARTED',
+            `a BaseAgent has no network: pass options.callAgent to invoke() to stand in for ${String(target)}`,
+          );
+        }
+        // Checked against `output` like a real call's result.
+        const out = await stub(target, capability, input, callOptions);
+        return checkOutput(out, callOptions.output, { target: String(target), capability }) as never;
+      },
     };
     return this.capabilities.invoke(name, input, ctx);
   }

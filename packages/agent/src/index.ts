@@ -29,7 +29,7 @@ export {
   type CapabilityHandler,
   type CapabilityDefinition,
 } from './capability.js';
-export { AgentCore, BaseAgent } from './core.js';
+export { AgentCore, BaseAgent, type CallAgentStub } from './core.js';
 export { AgentMetrics } from './metrics.js';
 export {
   SecureAgent,
@@ -40,5 +40,5 @@ export {
   type StopOptions,
 } from './agent.js';
 export { ERROR_METADATA_KEY, type CallAgentOptions, type CallResult } from './outbound.js';
-export { DEADLINE_HEADER } from './scope.js';
+export { DEADLINE_HEADER, DEADLINE_KEY } from './scope.js';
 export { extractTraceContext, injectTraceHeaders, outgoingTraceContext, traceIdOf } from './tracing.js';

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import { context as otelContext } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import {
@@ -25,7 +26,15 @@ import {
 import type { AgentConfig } from './config.js';
 import { CallError, type AgentErrorCode, type CallErrorDetails } from './errors.js';
 import type { AgentMetrics, CallOutcome } from './metrics.js';
-import { DEADLINE_HEADER, callScope, earliest, isDeadlineReason, scopedSignal, timeLeft } from './scope.js';
+import {
+  DEADLINE_HEADER,
+  DEADLINE_KEY,
+  earliest,
+  isDeadlineReason,
+  scopedSignal,
+  timeLeft,
+  type CallScope,
+} from './scope.js';
 import { injectTraceHeaders, outgoingTraceContext, traceIdOf } from './tracing.js';
 
 /** Metadata key under which a Weave callee reports its error code on a failed task. */
@@ -143,14 +152,20 @@ export class Outbound {
     capability: string,
     input: unknown,
     options: CallAgentOptions<z.ZodType | undefined>,
+    parent?: CallScope,
   ): Promise<unknown> {
     const started = performance.now();
     const targetStr = String(target);
-    const scope = callScope.getStore();
-    const trace = outgoingTraceContext(scope?.trace);
+    // The call being served: handed over by ctx.callAgent, or found in the
+    // active OpenTelemetry context when the application registered a manager.
+    const inherited = parent ? parent.deadline : otelContext.active().getValue(DEADLINE_KEY);
+    const trace = outgoingTraceContext(parent?.trace);
     const correlationId = traceIdOf(trace);
     const budget = options.timeoutMs ?? this.#config.transport.requestTimeoutMs;
-    const deadline = earliest(Date.now() + budget, scope?.deadline) as number;
+    const deadline = earliest(
+      Date.now() + budget,
+      typeof inherited === 'number' ? inherited : undefined,
+    ) as number;
     const details: { target: string; capability: string; callee?: string } = {
       target: targetStr,
       capability,
@@ -186,12 +201,12 @@ export class Outbound {
       }
       const peer = this.#peer(id);
       const result = await this.#breakers.execute(id, () =>
-        this.#send(peer, url, capability, input, options, trace, deadline, details),
+        this.#send(peer, url, capability, input, options, parent?.signal, trace, deadline, details),
       );
       outcome = 'success';
       return result;
     } catch (err) {
-      const mapped = this.#mapError(err, details, options.signal, deadline);
+      const mapped = this.#mapError(err, details, options.signal, parent?.signal, deadline);
       if (mapped.code === 'CALL_DENIED') outcome = 'denied';
       throw mapped;
     } finally {
@@ -332,6 +347,7 @@ export class Outbound {
     capability: string,
     input: unknown,
     options: CallAgentOptions<z.ZodType | undefined>,
+    parentSignal: AbortSignal | undefined,
     trace: ReturnType<typeof outgoingTraceContext>,
     deadline: number,
     details: CallErrorDetails,
@@ -347,7 +363,10 @@ export class Outbound {
     const params: SendMessageParams = { message, configuration: { historyLength: 0 } };
     const headers = injectTraceHeaders(trace, { [DEADLINE_HEADER]: String(deadline) });
     // A unary call is bounded by undici's timeouts; a signal is built only when one is needed.
-    const scoped = options.stream || options.signal ? scopedSignal([options.signal], deadline) : undefined;
+    const scoped =
+      options.stream || options.signal || parentSignal
+        ? scopedSignal([options.signal, parentSignal], deadline)
+        : undefined;
     try {
       let task: Task;
       if (options.stream) {
@@ -441,6 +460,7 @@ export class Outbound {
     err: unknown,
     details: CallErrorDetails,
     userSignal: AbortSignal | undefined,
+    parentSignal: AbortSignal | undefined,
     deadline: number,
   ): CallError {
     if (err instanceof CallError) return err;
@@ -474,6 +494,14 @@ export class Outbound {
     }
     if (userSignal?.aborted && !isDeadlineReason(userSignal.reason)) {
       return new CallError('CALL_FAILED', 'the call was aborted by the caller', d, { cause: err });
+    }
+    if (parentSignal?.aborted && !isDeadlineReason(parentSignal.reason)) {
+      return new CallError(
+        'CALL_FAILED',
+        'the call was abandoned: the call it was made for was canceled or its agent is stopping',
+        d,
+        { cause: err },
+      );
     }
     // However undici words it (headers timeout, aborted body, closed stream), a
     // transport failure at or after the deadline is the deadline.
@@ -574,7 +602,12 @@ function payloadOf(parts: readonly Part[]): { found: boolean; value: unknown } {
   return text === undefined ? { found: false, value: undefined } : { found: true, value: text };
 }
 
-function checkOutput(value: unknown, output: z.ZodType | undefined, details: CallErrorDetails): unknown {
+/** Validates a result against `callAgent`'s `output` schema (also used by BaseAgent's stand-in). */
+export function checkOutput(
+  value: unknown,
+  output: z.ZodType | undefined,
+  details: CallErrorDetails,
+): unknown {
   if (!output) return value;
   const r = output.safeParse(value);
   if (r.success) return r.data;

@@ -76,6 +76,40 @@ describe('capabilities', () => {
     await expect(agent.invoke('typed', {})).rejects.toThrow(/invalid result/);
   });
 
+  it("routes a handler's ctx.callAgent to the test's stand-in, checked against output", async () => {
+    const agent = new BaseAgent().capability(
+      'plan',
+      { input: z.object({ q: z.string() }) },
+      async ({ q }, ctx) => {
+        const hits = await ctx.callAgent(
+          'spiffe://demo.weave/agent/search',
+          'search',
+          { query: q },
+          {
+            output: z.object({ hits: z.array(z.string()) }),
+          },
+        );
+        return { first: hits.hits[0] };
+      },
+    );
+    // No stand-in: a BaseAgent has no network.
+    await expect(agent.invoke('plan', { q: 'x' })).rejects.toMatchObject({ code: 'AGENT_NOT_STARTED' });
+    const callAgent = vi.fn(async () => ({ hits: ['a', 'b'] }));
+    await expect(agent.invoke('plan', { q: 'x' }, { callAgent })).resolves.toEqual({ first: 'a' });
+    expect(callAgent).toHaveBeenCalledWith(
+      'spiffe://demo.weave/agent/search',
+      'search',
+      { query: 'x' },
+      {
+        output: expect.anything(),
+      },
+    );
+    // A stand-in answer that does not match `output` fails like a real result would.
+    await expect(
+      agent.invoke('plan', { q: 'x' }, { callAgent: async () => ({ hits: 'nope' }) }),
+    ).rejects.toMatchObject({ code: 'CALL_FAILED' });
+  });
+
   it('BaseAgent can never start a server', () => {
     expect(() => new Calculator().start()).toThrow(
       expect.objectContaining({ code: 'BASE_AGENT_NOT_SERVABLE' }),

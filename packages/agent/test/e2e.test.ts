@@ -2,6 +2,8 @@
 // server (gRPC over Unix sockets), mTLS on loopback, one local policy file.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { context as otelContext } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { A2AClient, A2AError, agentSpiffeId, buildMessage } from '@weave/a2a';
@@ -44,11 +46,22 @@ class SearchAgent extends SecureAgent {
     throw new Error('secret internal detail');
   }
 
-  @capability('nested', { input: z.object({ text: z.string(), waitMs: z.number().int().optional() }) })
-  async nested(input: { text: string; waitMs?: number }, ctx: CapabilityContext) {
+  @capability('nested', {
+    input: z.object({
+      text: z.string(),
+      waitMs: z.number().int().optional(),
+      // ctx.callAgent (the call's own scope) or this.callAgent (a fresh call, unless a context manager carries it).
+      via: z.enum(['ctx', 'agent']).default('ctx'),
+    }),
+  })
+  async nested(input: { text: string; waitMs?: number; via: 'ctx' | 'agent' }, ctx: CapabilityContext) {
+    const { via, ...args } = input;
     try {
       // Asks for far more time than its own caller gave it.
-      const summary = await this.callAgent(ID.summarizer, 'summarize', input, { timeoutMs: 60_000 });
+      const summary =
+        via === 'ctx'
+          ? await ctx.callAgent(ID.summarizer, 'summarize', args, { timeoutMs: 60_000 })
+          : await this.callAgent(ID.summarizer, 'summarize', args, { timeoutMs: 60_000 });
       return { summary, correlationId: ctx.correlationId };
     } catch (err) {
       this.nestedErrors.push((err as CallError).code);
@@ -326,6 +339,67 @@ describe('SecureAgent end to end', () => {
     // Generous waits: only the outcome matters, and the build machine is shared.
     await vi.waitFor(() => expect(summarizerAborts).toEqual(['TimeoutError']), { timeout: 10_000 });
     await vi.waitFor(() => expect(search.nestedErrors).toEqual(['DEADLINE_EXCEEDED']), { timeout: 10_000 });
+  });
+
+  it('abandons a nested ctx.callAgent when the call it serves is canceled', async () => {
+    summarizerAborts.length = 0;
+    search.nestedErrors.length = 0;
+    const channel = new SecureChannel(await world.provider('orchestrator'), SpiffeId.parse(ID.search));
+    const client = new A2AClient({ dispatcher: channel });
+    try {
+      const r = await client.sendMessage(search.url, {
+        message: buildMessage('nested', { text: 'abc', waitMs: 20_000 }),
+        configuration: { returnImmediately: true },
+      });
+      if (!('task' in r)) throw new Error('expected a task');
+      // Once the nested call is in flight (the summarizer runs), cancel the outer task.
+      await vi.waitFor(() => expect(summarize).toHaveBeenCalled(), { timeout: 10_000 });
+      summarize.mockClear();
+      const canceled = await client.cancelTask(search.url, r.task.id);
+      expect(canceled.status.state).toBe('TASK_STATE_CANCELED');
+      // Well before the summarizer's 20 s wait or any deadline, the nested call gives up.
+      await vi.waitFor(() => expect(search.nestedErrors).toEqual(['CALL_FAILED']), { timeout: 10_000 });
+    } finally {
+      await channel.close();
+    }
+  });
+
+  it('starts a fresh trace for a plain agent.callAgent in a handler when no context manager is registered', async () => {
+    const out = (await orchestrator.callAgent(ID.search, 'nested', { text: 'abcdefgh', via: 'agent' })) as {
+      summary: { summary: string; correlationId: string };
+      correlationId: string;
+    };
+    expect(out.summary.summary).toBe('abcde');
+    expect(out.summary.correlationId).toMatch(/^[0-9a-f]{32}$/);
+    expect(out.summary.correlationId).not.toBe(out.correlationId);
+  });
+
+  describe('with an OpenTelemetry context manager registered', () => {
+    beforeAll(() => {
+      expect(otelContext.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())).toBe(true);
+    });
+    afterAll(() => otelContext.disable());
+
+    it('a plain agent.callAgent in a handler continues the trace', async () => {
+      const out = (await orchestrator.callAgent(ID.search, 'nested', { text: 'abcdefgh', via: 'agent' })) as {
+        summary: { summary: string; correlationId: string };
+        correlationId: string;
+      };
+      expect(out.summary.correlationId).toBe(out.correlationId);
+    });
+
+    it('a plain agent.callAgent in a handler is capped at the deadline of the call it serves', async () => {
+      summarizerAborts.length = 0;
+      search.nestedErrors.length = 0;
+      const err = (await orchestrator
+        .callAgent(ID.search, 'nested', { text: 'abc', waitMs: 10_000, via: 'agent' }, { timeoutMs: 400 })
+        .catch((e: unknown) => e)) as CallError;
+      expect(err.code).toBe('DEADLINE_EXCEEDED');
+      await vi.waitFor(() => expect(summarizerAborts).toEqual(['TimeoutError']), { timeout: 10_000 });
+      await vi.waitFor(() => expect(search.nestedErrors).toEqual(['DEADLINE_EXCEEDED']), {
+        timeout: 10_000,
+      });
+    });
   });
 
   it('accepts a deadline beyond a timer range and refuses a nonsense one', async () => {
