@@ -90,7 +90,7 @@ export class TaskManager {
     const task: Task = {
       id,
       contextId,
-      status: { state: 'TASK_STATE_SUBMITTED', timestamp: new Date(now).toISOString() },
+      status: { state: 'TASK_STATE_SUBMITTED', timestamp: isoTimestamp(now) },
       history: [message],
       artifacts: [],
     };
@@ -152,8 +152,8 @@ export class TaskManager {
       (task.history ??= []).push(message);
     }
     task.status = message
-      ? { state, message, timestamp: new Date().toISOString() }
-      : { state, timestamp: new Date().toISOString() };
+      ? { state, message, timestamp: isoTimestamp(Date.now()) }
+      : { state, timestamp: isoTimestamp(Date.now()) };
     const statusUpdate: StreamResponse = {
       statusUpdate:
         metadata === undefined
@@ -416,6 +416,22 @@ export class TaskManager {
       for (const w of waiters) w(record);
     }
   }
+}
+
+let lastMs = 0;
+let lastIso = new Date(0).toISOString();
+
+/**
+ * `new Date(ms).toISOString()`, remembered for the last millisecond: a task
+ * takes three or four timestamps in a row, and formatting one costs more than
+ * the rest of a status change.
+ */
+export function isoTimestamp(ms: number): string {
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
 }
 
 /** A copy that later in-place updates of the live task do not change. */

@@ -12,7 +12,7 @@ import type { PeerCertificate } from 'node:tls';
 import { pino } from 'pino';
 import { Agent, request } from 'undici';
 import { LocalPolicyEnforcer } from '@weave/authz';
-import { SecureAgent } from '../src/index.js';
+import { SecureAgent } from '@weave/agent';
 
 interface Common {
   concurrency: number;

@@ -30,7 +30,7 @@ import { z } from 'zod';
 import { LocalPolicyEnforcer } from '@weave/authz';
 import { DevWorkloadApiServer, WorkloadApiIdentityProvider } from '@weave/identity';
 import { createMtlsServerOptions } from '@weave/transport';
-import { SecureAgent } from '../src/index.js';
+import { SecureAgent } from '@weave/agent';
 // The SDK baseline is shared with @weave/a2a's bench (it resolves @a2a-js/sdk and express from there).
 import { ECHO_SEND_MESSAGE_BODY, startSdkEchoServer } from '../../a2a/bench/sdk-echo-server.js';
 
@@ -137,17 +137,15 @@ interface Result {
 
 function load(job: Record<string, unknown>, durationMs = DURATION): Promise<Result> {
   const loadgen = fileURLToPath(new URL('./loadgen.ts', import.meta.url));
-  const tsx = fileURLToPath(new URL('../../../node_modules/.bin/tsx', import.meta.url));
   return new Promise((resolve, reject) => {
     const cpu0 = process.cpuUsage();
     const prof = process.env.BENCH_CPU_PROF_DIR;
-    const child = prof
-      ? spawn(
-          process.execPath,
-          ['--cpu-prof', `--cpu-prof-dir=${prof}`, '--import', 'tsx', '--conditions=weave-source', loadgen],
-          { stdio: ['pipe', 'pipe', 'inherit'] },
-        )
-      : spawn(tsx, ['--conditions=weave-source', loadgen], { stdio: ['pipe', 'pipe', 'inherit'] });
+    // The load process runs like this one (same loader, same export conditions).
+    const child = spawn(
+      process.execPath,
+      [...process.execArgv, ...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), loadgen],
+      { stdio: ['pipe', 'pipe', 'inherit'] },
+    );
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.on('error', reject);
