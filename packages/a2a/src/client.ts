@@ -284,18 +284,17 @@ export class A2AClient {
     const endpoint = typeof ep === 'string' ? ep : await ep;
     const id = this.#nextId++;
     const timeout = options.timeoutMs ?? this.#timeout;
-    let res: Dispatcher.ResponseData;
+    let res: { status: number; text: string };
     try {
-      res = await request(endpoint, {
-        method: 'POST',
-        dispatcher: this.#dispatcher,
-        headers: this.#headersFor('application/json', options.headers),
-        body: JSON.stringify({ jsonrpc: '2.0', id, method, params }),
-        signal: options.signal,
-        headersTimeout: timeout,
-        bodyTimeout: timeout,
-      });
+      res = await postJson(
+        this.#dispatcher,
+        endpoint,
+        this.#headersFor('application/json', options.headers),
+        JSON.stringify({ jsonrpc: '2.0', id, method, params }),
+        { signal: options.signal, timeoutMs: timeout, maxBytes: this.#maxBytes },
+      );
     } catch (err) {
+      if (err instanceof A2AClientError) throw err;
       throw new A2AClientError(
         'TRANSPORT_FAILED',
         `${method} to ${endpoint} failed: ${(err as Error).message}`,
@@ -304,15 +303,7 @@ export class A2AClient {
         },
       );
     }
-    // A declared length within the cap bounds the body (undici fails a body
-    // that does not match its content-length), so it is read in one go
-    // instead of through a per-chunk async iterator.
-    const declared = Number(res.headers['content-length'] ?? NaN);
-    const text =
-      declared >= 0 && declared <= this.#maxBytes
-        ? await res.body.text()
-        : await readLimited(res.body, this.#maxBytes, endpoint);
-    const env = parseEnvelope(text, res.statusCode, method);
+    const env = parseEnvelope(res.text, res.status, method);
     if (env.error) throw A2AError.fromJsonRpc(env.error);
     if (env.id !== id) {
       throw new A2AClientError(
@@ -393,6 +384,109 @@ interface Envelope {
   id: unknown;
   result?: unknown;
   error?: JsonRpcErrorObject;
+}
+
+/** Origin and path of each JSON-RPC endpoint seen (a handful per client): parsed once. */
+const endpointParts = new Map<string, { origin: string; path: string }>();
+
+function partsOf(endpoint: string): { origin: string; path: string } {
+  let p = endpointParts.get(endpoint);
+  if (p === undefined) {
+    const u = new URL(endpoint);
+    p = { origin: u.origin, path: `${u.pathname}${u.search}` };
+    if (endpointParts.size >= 1000) endpointParts.clear();
+    endpointParts.set(endpoint, p);
+  }
+  return p;
+}
+
+/**
+ * One unary POST straight on the dispatcher, the body gathered in memory up
+ * to `maxBytes`: undici's `request()` builds a Readable stream for every
+ * response, which costs more than the whole JSON-RPC exchange around it.
+ * The handler has undici's classic shape, so a SecureChannel still retries
+ * what provably never left.
+ */
+function postJson(
+  dispatcher: Dispatcher,
+  endpoint: string,
+  headers: Record<string, string>,
+  body: string,
+  opts: { signal?: AbortSignal | undefined; timeoutMs: number; maxBytes: number },
+): Promise<{ status: number; text: string }> {
+  const { origin, path } = partsOf(endpoint);
+  const signal = opts.signal;
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason ?? new Error('aborted'));
+    let abortFn: ((reason?: Error) => void) | undefined;
+    let abortReason: Error | undefined;
+    let status = 0;
+    let size = 0;
+    const chunks: Buffer[] = [];
+    let settled = false;
+    const onAbort = () => {
+      abortReason = (signal?.reason as Error | undefined) ?? new Error('aborted');
+      abortFn?.(abortReason);
+    };
+    const settle = (err: unknown, value?: { status: number; text: string }) => {
+      if (settled) return;
+      settled = true;
+      signal?.removeEventListener('abort', onAbort);
+      if (err !== undefined) reject(err);
+      else resolve(value as { status: number; text: string });
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const handler = {
+      onConnect(abort: (reason?: Error) => void) {
+        abortFn = abort;
+        if (abortReason) abort(abortReason);
+      },
+      onHeaders(statusCode: number) {
+        status = statusCode;
+        return true;
+      },
+      onData(chunk: Buffer) {
+        size += chunk.length;
+        if (size > opts.maxBytes) {
+          const err = new A2AClientError(
+            'RESPONSE_TOO_LARGE',
+            `response from ${endpoint} exceeds ${opts.maxBytes} bytes`,
+          );
+          settle(err);
+          abortFn?.(err);
+          return false;
+        }
+        chunks.push(chunk);
+        return true;
+      },
+      onComplete() {
+        const text =
+          chunks.length === 1
+            ? (chunks[0] as Buffer).toString('utf8')
+            : Buffer.concat(chunks).toString('utf8');
+        settle(undefined, { status, text });
+      },
+      onError(err: Error) {
+        settle(err);
+      },
+    };
+    try {
+      dispatcher.dispatch(
+        {
+          origin,
+          path,
+          method: 'POST',
+          headers,
+          body,
+          headersTimeout: opts.timeoutMs,
+          bodyTimeout: opts.timeoutMs,
+        },
+        handler as unknown as Dispatcher.DispatchHandler,
+      );
+    } catch (err) {
+      settle(err);
+    }
+  });
 }
 
 function parseEnvelope(text: string, status: number, method: string): Envelope {
