@@ -523,12 +523,17 @@ export class SecureAgent extends AgentCore {
 
   // ---- inbound -----------------------------------------------------------------
 
+  readonly #requestClosed = (): void => {
+    this.#inflightRequests--;
+  };
+
   readonly #probeState: ProbeState = { notReadyReason: () => this.notReadyReason() };
 
   #installHooks(app: MtlsFastifyInstance): void {
     app.addHook('onRequest', (request, reply, done) => {
       this.#inflightRequests++;
-      reply.raw.once('close', () => this.#inflightRequests--);
+      // A response closes once: one shared listener, no per-request closure.
+      reply.raw.on('close', this.#requestClosed);
       done();
     });
     app.addHook('preHandler', (request, reply, done) => {

@@ -17,24 +17,26 @@ export class MeteredEnforcer implements PolicyEnforcer {
     this.#metrics = metrics;
   }
 
-  async checkInbound(check: InboundCheck): Promise<AuthzDecision> {
-    const d = await guard(() => this.#inner.checkInbound(check));
-    this.#metrics.authzDecision('inbound', d.allowed);
-    if (!d.allowed) {
-      this.#metrics.calls.inc({
-        direction: 'inbound',
-        capability: check.action,
-        peer: String(check.caller),
-        outcome: 'denied',
-      });
-    }
-    return d;
+  checkInbound(check: InboundCheck): Promise<AuthzDecision> {
+    return settle(() => this.#inner.checkInbound(check)).then((d) => {
+      this.#metrics.authzDecision('inbound', d.allowed);
+      if (!d.allowed) {
+        this.#metrics.calls.inc({
+          direction: 'inbound',
+          capability: check.action,
+          peer: String(check.caller),
+          outcome: 'denied',
+        });
+      }
+      return d;
+    });
   }
 
-  async checkOutbound(check: OutboundCheck): Promise<AuthzDecision> {
-    const d = await guard(() => this.#inner.checkOutbound(check));
-    this.#metrics.authzDecision('outbound', d.allowed);
-    return d;
+  checkOutbound(check: OutboundCheck): Promise<AuthzDecision> {
+    return settle(() => this.#inner.checkOutbound(check)).then((d) => {
+      this.#metrics.authzDecision('outbound', d.allowed);
+      return d;
+    });
   }
 
   async close(): Promise<void> {
@@ -42,18 +44,30 @@ export class MeteredEnforcer implements PolicyEnforcer {
   }
 }
 
-async function guard(fn: () => Promise<AuthzDecision>): Promise<AuthzDecision> {
+/** The enforcer's decision, or a deny when it threw, rejected or answered something else. */
+function settle(fn: () => Promise<AuthzDecision>): Promise<AuthzDecision> {
+  let p: Promise<AuthzDecision>;
   try {
-    const d = await fn();
-    if (d && typeof d === 'object' && typeof d.allowed === 'boolean') return d;
-    return Object.freeze({ allowed: false, reason: 'enforcer returned no decision', auditId: '' });
+    p = Promise.resolve(fn());
   } catch (err) {
-    return Object.freeze({
-      allowed: false,
-      reason: `enforcer error: ${err instanceof Error ? err.message : String(err)}`,
-      auditId: '',
-    });
+    return Promise.resolve(errorDeny(err));
   }
+  return p.then((d) => {
+    try {
+      if (d && typeof d === 'object' && typeof d.allowed === 'boolean') return d;
+    } catch (err) {
+      return errorDeny(err);
+    }
+    return Object.freeze({ allowed: false, reason: 'enforcer returned no decision', auditId: '' });
+  }, errorDeny);
+}
+
+function errorDeny(err: unknown): AuthzDecision {
+  return Object.freeze({
+    allowed: false,
+    reason: `enforcer error: ${err instanceof Error ? err.message : String(err)}`,
+    auditId: '',
+  });
 }
 
 /** What the probes report. */

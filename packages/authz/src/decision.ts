@@ -24,6 +24,19 @@ export interface NormalizedCheck {
 
 const MAX_ACTION_LENGTH = 256;
 
+let lastMs = 0;
+let lastIso = new Date(0).toISOString();
+
+/** The time as ISO 8601, formatted once per millisecond (formatting costs more than the decision). */
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
 function toSpiffeId(value: unknown): SpiffeId | undefined {
   if (value instanceof SpiffeId) return value;
   // A SpiffeId from another copy of @weave/identity, or a plain string.
@@ -124,7 +137,7 @@ export class DecisionRecorder {
     // Built by assignment rather than conditional spreads: this is the hot path.
     const rec: { -readonly [K in keyof AuditRecord]: AuditRecord[K] } = {
       auditId,
-      decidedAt: new Date().toISOString(),
+      decidedAt: isoNow(),
       direction,
       caller: who.caller,
       action: who.action,
