@@ -65,6 +65,8 @@ interface Live {
  */
 export class TaskManager {
   readonly store: TaskStore;
+  /** The embedded store, written synchronously; undefined for any other store. */
+  readonly #memory: InMemoryTaskStore | undefined;
   readonly #live = new Map<string, Live>();
   readonly #flushing = new Set<Promise<void>>();
   readonly #maxEvents: number;
@@ -72,6 +74,11 @@ export class TaskManager {
 
   constructor(options: TaskManagerOptions = {}) {
     this.store = options.store ?? new InMemoryTaskStore();
+    // Only the class itself: a subclass may do more in put() (and must be called).
+    this.#memory =
+      Object.getPrototypeOf(this.store) === InMemoryTaskStore.prototype
+        ? (this.store as InMemoryTaskStore)
+        : undefined;
     this.#maxEvents = options.maxEventsPerTask ?? 1000;
     this.#onStoreError = options.onStoreError ?? (() => undefined);
   }
@@ -104,7 +111,8 @@ export class TaskManager {
       seq: 0,
       events: [],
     };
-    await this.store.put(record);
+    if (this.#memory) this.#memory.putNow(record);
+    else await this.store.put(record);
     const live: Live = {
       record,
       listeners: new Set(),
@@ -393,9 +401,16 @@ export class TaskManager {
       this.#live.delete(id);
       live.listeners.clear();
     }
-    // The store gets the whole record, so events published in one burst need
-    // one write: queue a write only if none is waiting to start.
-    if (!live.writeQueued) {
+    if (this.#memory) {
+      // The embedded store keeps the record object itself: no queue needed.
+      try {
+        this.#memory.putNow(record);
+      } catch (err) {
+        this.#onStoreError(err, id);
+      }
+    } else if (!live.writeQueued) {
+      // The store gets the whole record, so events published in one burst need
+      // one write: queue a write only if none is waiting to start.
       live.writeQueued = true;
       live.chain = live.chain
         .then(() => {
@@ -404,7 +419,7 @@ export class TaskManager {
         })
         .catch((err: unknown) => this.#onStoreError(err, id));
     }
-    if (terminal) {
+    if (terminal && !this.#memory) {
       // The task leaves #live now; keep its last write visible to flush().
       const last = live.chain;
       this.#flushing.add(last);

@@ -109,6 +109,16 @@ export class InMemoryTaskStore implements TaskStore {
   }
 
   async put(record: TaskRecord): Promise<void> {
+    this.putNow(record);
+  }
+
+  /**
+   * {@link put} without the promise: the TaskManager writes through to this
+   * store synchronously (no write queue per task).
+   *
+   * @throws {TaskStoreFullError} for a new task when every slot holds an unfinished one.
+   */
+  putNow(record: TaskRecord): void {
     const id = record.task.id;
     if (!this.#tasks.has(id)) {
       const now = Date.now();

@@ -330,7 +330,7 @@ export class CompiledPolicy {
     const b = this.domains.get(td);
     if (b) {
       for (const r of b.whole) consider(st, r);
-      let segments: string[] | undefined;
+      let segments: readonly string[] | undefined;
       if (b.other.length > 0) {
         segments = caller.segments;
         for (const e of b.other) if (matchId(e.matcher, caller, callerString, segments)) consider(st, e.rule);
@@ -355,7 +355,7 @@ export interface MatchResult {
 interface MatchState {
   readonly callee: SpiffeId | undefined;
   readonly calleeString: string | undefined;
-  calleeSegments: string[] | undefined;
+  calleeSegments: readonly string[] | undefined;
   readonly action: string;
   deny: CompiledRule | undefined;
   allow: CompiledRule | undefined;

@@ -195,9 +195,14 @@ export class SpiffeId {
     return this.trustDomain.equals(trustDomain);
   }
 
-  /** The path split into segments (`[]` for a trust domain's own ID). */
-  get segments(): string[] {
-    return this.path.length === 0 ? [] : this.path.slice(1).split('/');
+  #segments: readonly string[] | undefined;
+
+  /**
+   * The path split into segments (`[]` for a trust domain's own ID). Split
+   * once and frozen: policy engines ask for it on every decision.
+   */
+  get segments(): readonly string[] {
+    return (this.#segments ??= Object.freeze(this.path.length === 0 ? [] : this.path.slice(1).split('/')));
   }
 
   equals(other: SpiffeId | string): boolean {
