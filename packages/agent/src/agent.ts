@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { context as otelContext } from '@opentelemetry/api';
+import { context as otelContext, type Context } from '@opentelemetry/api';
 import { LogController } from 'fastify';
 import { pino, type Logger } from 'pino';
 import type { z } from 'zod';
@@ -66,6 +66,7 @@ import {
   isDeadlineReason,
   parseDeadline,
   scopedSignal,
+  type CallScope,
 } from './scope.js';
 import { extractTraceContext, traceIdOf } from './tracing.js';
 
@@ -523,6 +524,20 @@ export class SecureAgent extends AgentCore {
 
   // ---- inbound -----------------------------------------------------------------
 
+  /** What a handler's ctx.callAgent runs: a call on behalf of the call being served. */
+  readonly #nested: NestedCall = (target, capability, input, options, scope) => {
+    const run = this.#run;
+    if (!run || this.#state === 'stopped') {
+      return Promise.reject(
+        new CallError('AGENT_NOT_STARTED', 'callAgent needs a started agent', {
+          target: String(target),
+          capability,
+        }),
+      );
+    }
+    return run.outbound.call(run.identity.id, target, capability, input, options, scope);
+  };
+
   readonly #requestClosed = (): void => {
     this.#inflightRequests--;
   };
@@ -602,14 +617,14 @@ export class SecureAgent extends AgentCore {
       const trace = extractTraceContext(tctx.headers);
       const correlationId = traceIdOf(trace);
       const deadline = parseDeadline(tctx.headers[DEADLINE_HEADER]);
-      // The handler's AbortSignal is built only if the handler reads it: most never do.
-      let scoped: ReturnType<typeof scopedSignal> | undefined;
-      const signal = () =>
-        (scoped ??= scopedSignal([tctx.signal, this.#stopController.signal], deadline)).signal;
-      // Timers may fire a hair before Date.now() reaches the deadline: trust the abort reason too.
-      const expired = () =>
-        (scoped?.signal.aborted === true && isDeadlineReason(scoped.signal.reason)) ||
-        (deadline !== undefined && Date.now() >= deadline);
+      const ctx = new HandlerContext(
+        tctx,
+        correlationId,
+        trace,
+        deadline,
+        this.#stopController.signal,
+        this.#nested,
+      );
       this.#runningTasks++;
       this.metrics.taskState('TASK_STATE_SUBMITTED');
       this.metrics.taskState('TASK_STATE_WORKING');
@@ -617,33 +632,6 @@ export class SecureAgent extends AgentCore {
       let final = 'TASK_STATE_FAILED';
       let failure: AgentError | undefined;
       try {
-        const ctx: CapabilityContext = {
-          caller: tctx.caller,
-          get signal() {
-            return signal();
-          },
-          taskId: tctx.taskId,
-          correlationId,
-          progress: (text: string) => {
-            if (!scoped?.signal.aborted) tctx.publishMessage(String(text));
-          },
-          callAgent: (target, capability, input, options = {}) => {
-            const run = this.#run;
-            if (!run || this.#state === 'stopped') {
-              return Promise.reject(
-                new CallError('AGENT_NOT_STARTED', 'callAgent needs a started agent', {
-                  target: String(target),
-                  capability,
-                }),
-              );
-            }
-            return run.outbound.call(run.identity.id, target, capability, input, options, {
-              trace,
-              deadline,
-              signal: signal(),
-            }) as never;
-          },
-        };
         // Inside the call's OpenTelemetry context: with a context manager
         // registered, a plain agent.callAgent() from the handler inherits it.
         const scopeContext = deadline === undefined ? trace : trace.setValue(DEADLINE_KEY, deadline);
@@ -654,11 +642,11 @@ export class SecureAgent extends AgentCore {
             ),
           deadline,
           // A handler still running when the guard gives up sees its signal abort.
-          (reason) => scoped?.abort(reason),
+          ctx.abort,
         );
         // A result that comes after the deadline (say, a handler that returned
         // when its signal fired) is late all the same: the caller has given up.
-        if (expired()) throw new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');
+        if (ctx.expired()) throw new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');
         outcome = 'success';
         final = 'TASK_STATE_COMPLETED';
         return {
@@ -672,7 +660,7 @@ export class SecureAgent extends AgentCore {
           return undefined;
         }
         failure =
-          expired() && !(err instanceof AgentError && err.code === 'AGENT_STOPPING')
+          ctx.expired() && !(err instanceof AgentError && err.code === 'AGENT_STOPPING')
             ? new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline', { cause: err })
             : err instanceof AgentError
               ? err
@@ -680,7 +668,7 @@ export class SecureAgent extends AgentCore {
         tctx.publishStatus('TASK_STATE_FAILED', failureMessage(failure));
         return undefined;
       } finally {
-        scoped?.dispose();
+        ctx.dispose();
         this.#runningTasks--;
         this.metrics.taskState(final);
         const seconds = (performance.now() - started) / 1000;
@@ -925,4 +913,74 @@ function failureMessage(e: AgentError): Message {
     parts: [{ text }],
     metadata: { [ERROR_METADATA_KEY]: { code: e.code, message: text } },
   };
+}
+
+type NestedCall = (
+  target: SpiffeId | string,
+  capability: string,
+  input: unknown,
+  options: CallAgentOptions<z.ZodType | undefined>,
+  scope: CallScope,
+) => Promise<unknown>;
+
+/**
+ * The `CapabilityContext` of one inbound call. A class rather than an object
+ * literal with closures: one is made per call, and the handler's AbortSignal
+ * (with its timer) only when the handler reads it — most never do.
+ */
+class HandlerContext implements CapabilityContext {
+  readonly caller: SpiffeId;
+  readonly taskId: string;
+  #scoped: ReturnType<typeof scopedSignal> | undefined;
+
+  constructor(
+    private readonly tctx: TaskContext,
+    readonly correlationId: string,
+    private readonly trace: Context,
+    private readonly deadline: number | undefined,
+    private readonly stopping: AbortSignal,
+    private readonly nested: NestedCall,
+  ) {
+    this.caller = tctx.caller;
+    this.taskId = tctx.taskId;
+  }
+
+  get signal(): AbortSignal {
+    return (this.#scoped ??= scopedSignal([this.tctx.signal, this.stopping], this.deadline)).signal;
+  }
+
+  // Bound on first use, so a handler may destructure them (`{ progress }`).
+  #progress: CapabilityContext['progress'] | undefined;
+  #callAgent: CapabilityContext['callAgent'] | undefined;
+
+  get progress(): CapabilityContext['progress'] {
+    return (this.#progress ??= (text: string) => {
+      if (!this.#scoped?.signal.aborted) this.tctx.publishMessage(String(text));
+    });
+  }
+
+  get callAgent(): CapabilityContext['callAgent'] {
+    return (this.#callAgent ??= (target, capability, input, options = {}) =>
+      this.nested(target, capability, input, options, {
+        trace: this.trace,
+        deadline: this.deadline,
+        signal: this.signal,
+      }) as never);
+  }
+
+  /** Aborts the handler's signal (the guard gave up on it). */
+  readonly abort = (reason: unknown): void => this.#scoped?.abort(reason);
+
+  /** Past the deadline. Timers may fire a hair early: the abort reason counts too. */
+  expired(): boolean {
+    const s = this.#scoped?.signal;
+    return (
+      (s?.aborted === true && isDeadlineReason(s.reason)) ||
+      (this.deadline !== undefined && Date.now() >= this.deadline)
+    );
+  }
+
+  dispose(): void {
+    this.#scoped?.dispose();
+  }
 }

@@ -33,9 +33,10 @@ class SearchAgent extends SecureAgent {
   }
 
   @capability('steps', { input: z.object({ n: z.number().int().min(1).max(10) }) })
-  async steps(input: { n: number }, ctx: CapabilityContext) {
+  // Destructures its context: the methods stay bound.
+  async steps(input: { n: number }, { progress }: CapabilityContext) {
     for (let i = 1; i <= input.n; i++) {
-      ctx.progress(`step ${i}`);
+      progress(`step ${i}`);
       await new Promise((r) => setTimeout(r, 5));
     }
     return { done: input.n };
