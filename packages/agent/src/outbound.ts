@@ -606,7 +606,7 @@ function payloadOf(parts: readonly Part[]): { found: boolean; value: unknown } {
 export function checkOutput(
   value: unknown,
   output: z.ZodType | undefined,
-  details: CallErrorDetails,
+  details: CallErrorDetails | (() => CallErrorDetails),
 ): unknown {
   if (!output) return value;
   const r = output.safeParse(value);
@@ -615,17 +615,22 @@ export function checkOutput(
   throw new CallError(
     'CALL_FAILED',
     `the callee's result does not match the output schema${issue ? ` at ${issue.path.join('.') || '(root)'}: ${issue.message}` : ''}`,
-    details,
+    typeof details === 'function' ? details() : details,
   );
 }
 
-function resultOfMessage(m: Message, output: z.ZodType | undefined, details: CallErrorDetails): unknown {
+function resultOfMessage(
+  m: Message,
+  output: z.ZodType | undefined,
+  details: CallErrorDetails | (() => CallErrorDetails),
+): unknown {
   return checkOutput(payloadOf(m.parts).value, output, details);
 }
 
 function resultOfTask(task: Task, output: z.ZodType | undefined, details: CallErrorDetails): unknown {
   const state = task.status.state;
-  const d = { ...details, taskId: task.id, taskState: state };
+  // Built only for an error: an object spread per successful call showed up in profiles.
+  const d = (): CallErrorDetails => ({ ...details, taskId: task.id, taskState: state });
   if (state === 'TASK_STATE_COMPLETED') {
     const arts = task.artifacts ?? [];
     for (let i = arts.length - 1; i >= 0; i--) {
@@ -641,7 +646,7 @@ function resultOfTask(task: Task, output: z.ZodType | undefined, details: CallEr
   const text = textOf(task.status.message?.parts) ?? `task ended in ${state}`;
   const code: AgentErrorCode = remoteCode === 'DEADLINE_EXCEEDED' ? 'DEADLINE_EXCEEDED' : 'CALL_FAILED';
   throw new CallError(code, `the callee's task ended in ${state}: ${text}`, {
-    ...d,
+    ...d(),
     ...(remoteCode ? { remoteCode } : {}),
   });
 }
