@@ -402,11 +402,14 @@ export class TaskManager {
       live.listeners.clear();
     }
     if (this.#memory) {
-      // The embedded store keeps the record object itself: no queue needed.
-      try {
-        this.#memory.putNow(record);
-      } catch (err) {
-        this.#onStoreError(err, id);
+      // The embedded store holds this very record object (put by create()):
+      // only the move to a terminal state has something to tell it.
+      if (terminal) {
+        try {
+          this.#memory.putNow(record);
+        } catch (err) {
+          this.#onStoreError(err, id);
+        }
       }
     } else if (!live.writeQueued) {
       // The store gets the whole record, so events published in one burst need
