@@ -1,0 +1,294 @@
+// A streaming callAgent whose SSE stream breaks: the caller resumes with
+// SubscribeToTask after the last event id. Real agents (dev Workload API,
+// mTLS on loopback, local policy); the break is a real one: a TCP proxy
+// between the two agents resets both sides of every connection it carries.
+import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { CallError, SecureAgent, type CapabilityContext } from '../src/index.js';
+import { ID, startWorld, testLogger, type World } from './helpers.js';
+
+/**
+ * A loopback TCP relay to the callee. `drop()` resets every connection it
+ * relays (the TLS session inside dies with it); with `refuse` set it resets
+ * new connections as they arrive.
+ */
+class DropProxy {
+  readonly #server: Server = createServer((c) => this.#accept(c));
+  readonly #sockets = new Set<Socket>();
+  readonly #waiters: Array<{ n: number; resolve: () => void }> = [];
+  target = 0;
+  refuse = false;
+  accepted = 0;
+  refused = 0;
+
+  async listen(): Promise<string> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(0, '127.0.0.1', () => resolve());
+    });
+    return `https://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
+  }
+
+  /** Resolves once `n` connections in all have been relayed. */
+  whenAccepted(n: number): Promise<void> {
+    if (this.accepted >= n) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ n, resolve }));
+  }
+
+  /** Resets both sides of every relayed connection. */
+  drop(): void {
+    for (const s of this.#sockets) s.resetAndDestroy();
+    this.#sockets.clear();
+  }
+
+  async close(): Promise<void> {
+    this.refuse = true;
+    this.drop();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  #accept(client: Socket): void {
+    client.on('error', () => client.destroy());
+    if (this.refuse) {
+      this.refused++;
+      client.resetAndDestroy();
+      return;
+    }
+    this.accepted++;
+    for (const w of this.#waiters.splice(0)) {
+      if (this.accepted >= w.n) w.resolve();
+      else this.#waiters.push(w);
+    }
+    const upstream = connect(this.target, '127.0.0.1');
+    upstream.on('error', () => client.destroy());
+    client.on('error', () => upstream.destroy());
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+    this.#sockets.add(client).add(upstream);
+    client.on('close', () => this.#sockets.delete(client));
+    upstream.on('close', () => this.#sockets.delete(upstream));
+    client.pipe(upstream).pipe(client);
+  }
+}
+
+/** A promise with its resolver, for steps the test and a handler take in turn. */
+function gate(): { promise: Promise<void>; open(): void } {
+  let open!: () => void;
+  const promise = new Promise<void>((r) => (open = r));
+  return { promise, open };
+}
+
+/** Waits for `p`, or rejects when the handler's signal aborts (deadline, agent stop). */
+function orAbort(p: Promise<void>, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason as Error);
+    signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true });
+    p.then(resolve, reject);
+  });
+}
+
+/** A loopback port that was free a moment ago. */
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => resolve());
+  });
+  const { port } = probe.address() as AddressInfo;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return port;
+}
+
+function addressInUse(err: unknown): boolean {
+  for (let e = err, i = 0; i < 4 && e instanceof Error; e = e.cause, i++) {
+    if ((e as { code?: unknown }).code === 'EADDRINUSE' || e.message.includes('EADDRINUSE')) return true;
+  }
+  return false;
+}
+
+/** The callee, listening on `port` and advertising the proxy's URL (so callers' requests go through it). */
+function searchAgent(port: number, proxyUrl: string, logger: Logger): SecureAgent {
+  return new SecureAgent({
+    config: {
+      name: 'search',
+      spiffeId: ID.search,
+      identity: { workloadApi: { socket: world.dev.address('search') } },
+      authz: { policyFile: world.policyFile },
+      server: { port, publicUrl: proxyUrl },
+    },
+    logger,
+  })
+    .capability(
+      'steps',
+      { input: z.object({ finishUnseen: z.boolean() }) },
+      async (input: { finishUnseen: boolean }, ctx: CapabilityContext) => {
+        runs++;
+        ctx.progress('step 1');
+        ctx.progress('step 2');
+        await orAbort(dropped.promise, ctx.signal);
+        // Published while the caller has no stream open: only a replay can bring these.
+        ctx.progress('step 3');
+        ctx.progress('step 4');
+        // Either the task ends before the caller is back (the replay comes from a
+        // finished task), or it goes on once the caller has reconnected.
+        if (!input.finishUnseen) await orAbort(proxy.whenAccepted(proxy.accepted + 1), ctx.signal);
+        ctx.progress('step 5');
+        return { done: 5 };
+      },
+    )
+    .capability('stuck', { input: z.object({}) }, async (_input: unknown, ctx: CapabilityContext) => {
+      runs++;
+      ctx.progress('waiting');
+      await orAbort(release.promise, ctx.signal);
+      return { released: true };
+    });
+}
+
+let world: World;
+let proxy: DropProxy;
+let search: SecureAgent;
+let orchestrator: SecureAgent;
+/** Test hooks of the current test, read by the capabilities. */
+let runs = 0;
+let dropped = gate();
+let release = gate();
+
+beforeAll(async () => {
+  world = await startWorld();
+  proxy = new DropProxy();
+  const proxyUrl = await proxy.listen();
+  const logger = testLogger();
+  // The agent's URL is the proxy's, so its own port is chosen here; a port
+  // taken in between by another process only costs another try.
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const agent = searchAgent(port, proxyUrl, logger);
+    try {
+      await agent.start();
+    } catch (err) {
+      await agent.stop().catch(() => undefined);
+      if (attempt < 5 && addressInUse(err)) continue;
+      throw err;
+    }
+    search = agent;
+    proxy.target = port;
+    break;
+  }
+  orchestrator = new SecureAgent({
+    config: {
+      name: 'orchestrator',
+      identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
+      authz: { policyFile: world.policyFile },
+      peers: [{ id: ID.search, url: proxyUrl }],
+      // One connection attempt per request: each resume is exactly one connection.
+      transport: { retries: 0 },
+    },
+    logger,
+  });
+  await orchestrator.start();
+});
+
+afterEach(() => {
+  release.open();
+  dropped.open();
+  proxy.refuse = false;
+  proxy.refused = 0;
+  runs = 0;
+  dropped = gate();
+  release = gate();
+});
+
+afterAll(async () => {
+  await orchestrator?.stop();
+  await search?.stop();
+  await proxy?.close();
+  await world?.close();
+});
+
+describe('streaming callAgent over a stream that breaks', () => {
+  it.each([
+    ['a live task', false],
+    ['a task that finished while the caller was away', true],
+  ])(
+    'resumes %s after the last event: every progress message once, in order, and the result',
+    async (_name, finishUnseen) => {
+      const progress: string[] = [];
+      const before = proxy.accepted;
+      const out = await orchestrator.callAgent(
+        ID.search,
+        'steps',
+        { finishUnseen },
+        {
+          stream: true,
+          timeoutMs: 20_000,
+          output: z.object({ done: z.number() }),
+          onProgress: (text) => {
+            progress.push(text);
+            if (text === 'step 2') {
+              proxy.drop();
+              dropped.open();
+            }
+          },
+        },
+      );
+      expect(out).toEqual({ done: 5 });
+      expect(progress).toEqual(['step 1', 'step 2', 'step 3', 'step 4', 'step 5']);
+      expect(runs).toBe(1);
+      // The stream really was resumed, on a new connection.
+      expect(proxy.accepted).toBeGreaterThan(before);
+    },
+  );
+
+  it('fails with CALL_FAILED once the resume budget is spent, one connection per resume', async () => {
+    const progress: string[] = [];
+    const err = (await orchestrator
+      .callAgent(
+        ID.search,
+        'stuck',
+        {},
+        {
+          stream: true,
+          timeoutMs: 20_000,
+          onProgress: (text) => {
+            progress.push(text);
+            proxy.refuse = true;
+            proxy.drop();
+          },
+        },
+      )
+      .catch((e: unknown) => e)) as CallError;
+    expect(err).toBeInstanceOf(CallError);
+    expect(err.code).toBe('CALL_FAILED');
+    expect(err.message).toMatch(/broke 4 times in a row/);
+    expect(progress).toEqual(['waiting']);
+    // Three resumes, each refused: then the call gave up, long before its deadline.
+    expect(proxy.refused).toBe(3);
+    expect(runs).toBe(1);
+  });
+
+  it('does not resume once the caller has aborted', async () => {
+    const ac = new AbortController();
+    const err = (await orchestrator
+      .callAgent(
+        ID.search,
+        'stuck',
+        {},
+        {
+          stream: true,
+          signal: ac.signal,
+          onProgress: () => {
+            proxy.refuse = true;
+            proxy.drop();
+            ac.abort();
+          },
+        },
+      )
+      .catch((e: unknown) => e)) as CallError;
+    expect(err).toBeInstanceOf(CallError);
+    expect(err.code).toBe('CALL_FAILED');
+    expect(err.message).toContain('aborted by the caller');
+    expect(proxy.refused).toBe(0);
+  });
+});
