@@ -18,10 +18,13 @@ import {
   type BundleSet,
 } from '@weave/identity';
 import { workloadApiService } from '../src/workload/proto.js';
+import { quietLogger } from './helpers/log.js';
 
 const TD = 'client.test';
 const FOREIGN = 'partner.test';
 const FAST = { initialMs: 50, stepMs: 50, maxMs: 200 };
+// Cancelled streams and reconnects are logged as warnings by design.
+const logger = quietLogger();
 
 describe('WorkloadApiClient against the dev server', () => {
   let dir: string;
@@ -29,7 +32,7 @@ describe('WorkloadApiClient against the dev server', () => {
   let foreign: DevCertificateAuthority;
   const closers: (() => unknown)[] = [];
   const client = (name: string): WorkloadApiClient => {
-    const c = new WorkloadApiClient({ address: server.address(name), backoff: FAST });
+    const c = new WorkloadApiClient({ address: server.address(name), backoff: FAST, logger });
     closers.push(() => c.close());
     return c;
   };
@@ -68,7 +71,7 @@ describe('WorkloadApiClient against the dev server', () => {
   });
 
   it('reads the address from SPIFFE_ENDPOINT_SOCKET and rejects a missing or malformed one', async () => {
-    const c = new WorkloadApiClient({ env: { [SPIFFE_ENDPOINT_SOCKET]: server.address('db') } });
+    const c = new WorkloadApiClient({ env: { [SPIFFE_ENDPOINT_SOCKET]: server.address('db') }, logger });
     closers.push(() => c.close());
     expect((await c.fetchX509Svid()).id.toString()).toBe(`spiffe://${TD}/db`);
     expect(() => new WorkloadApiClient({ env: {} })).toThrow(WorkloadApiAddressError);
@@ -105,7 +108,7 @@ describe('WorkloadApiClient against the dev server', () => {
   });
 
   it('JwtSource caches per audience and validates against the watched JWT bundles', async () => {
-    const source = await JwtSource.create({ address: server.address('db'), backoff: FAST });
+    const source = await JwtSource.create({ address: server.address('db'), backoff: FAST, logger });
     closers.push(() => source.close());
     const a1 = await source.fetchJwtSvid({ audience: 'orders' });
     const a2 = await source.fetchJwtSvid({ audience: 'orders' });
@@ -134,7 +137,7 @@ describe('WorkloadApiClient against the dev server', () => {
       await short.close();
       await rm(shortDir, { recursive: true, force: true });
     });
-    const source = await JwtSource.create({ address: short.address('w'), backoff: FAST });
+    const source = await JwtSource.create({ address: short.address('w'), backoff: FAST, logger });
     closers.push(() => source.close());
     const first = await source.fetchJwtSvid({ audience: 'x' });
     // Half of a 2 s lifetime: after ~1 s the cache must hand out a fresh token.
@@ -150,7 +153,7 @@ describe('WorkloadApiClient against the dev server', () => {
     const jwtUpdates: BundleSet[] = [];
     const wx = c.watchX509Bundles({ onUpdate: (s) => x509Updates.push(s) });
     const wj = c.watchJwtBundles({ onUpdate: (s) => jwtUpdates.push(s) });
-    const source = await JwtSource.create({ address: server.address('db'), backoff: FAST });
+    const source = await JwtSource.create({ address: server.address('db'), backoff: FAST, logger });
     closers.push(() => source.close());
     await until(() => x509Updates.length >= 1 && jwtUpdates.length >= 1);
     expect(x509Updates[0]!.trustDomains().map(String)).toEqual([TD]);
@@ -252,7 +255,7 @@ describe('WorkloadApiClient rejects invalid responses', () => {
 
   const fetchWith = async (msg: Record<string, unknown>): Promise<unknown> => {
     next = msg;
-    const c = new WorkloadApiClient({ address: `unix://${join(dir, 'bad.sock')}` });
+    const c = new WorkloadApiClient({ address: `unix://${join(dir, 'bad.sock')}`, logger });
     try {
       return await c.fetchX509Context().catch((e: unknown) => e);
     } finally {
@@ -353,7 +356,7 @@ describe('WorkloadApiClient rejects invalid responses', () => {
   });
 
   it('an aborted fetch fails with WORKLOAD_API_CANCELLED', async () => {
-    const c = new WorkloadApiClient({ address: `unix://${join(dir, 'bad.sock')}` });
+    const c = new WorkloadApiClient({ address: `unix://${join(dir, 'bad.sock')}`, logger });
     try {
       await expect(c.fetchX509Context({ signal: AbortSignal.abort() })).rejects.toMatchObject({
         code: 'WORKLOAD_API_CANCELLED',
@@ -411,7 +414,11 @@ describe('WorkloadApiClient watch backoff', () => {
   });
 
   const watchFor = async (ms: number): Promise<{ updates: number; errors: WorkloadApiError[] }> => {
-    const c = new WorkloadApiClient({ address: `unix://${join(dir, 'flaky.sock')}`, backoff: BACKOFF });
+    const c = new WorkloadApiClient({
+      address: `unix://${join(dir, 'flaky.sock')}`,
+      backoff: BACKOFF,
+      logger,
+    });
     const errors: WorkloadApiError[] = [];
     let updates = 0;
     const w = c.watchX509Context({ onUpdate: () => updates++, onError: (e) => errors.push(e) });

@@ -5,6 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   DevCertificateAuthority,
@@ -19,10 +20,13 @@ import {
 } from '@weave/identity';
 import { LinearBackoff, resolveBackoff } from '../src/workload/backoff.js';
 import { workloadApiService } from '../src/workload/proto.js';
+import { memoryLogger, quietLogger } from './helpers/log.js';
 
 const TD = 'provider.test';
 const FAST = { initialMs: 50, stepMs: 50, maxMs: 200 };
 const ID = `spiffe://${TD}/agent`;
+// Reconnects and refusals are logged as warnings and errors by design.
+const quiet = quietLogger();
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -48,9 +52,9 @@ async function startServer(dir: string, ttl = 3600): Promise<DevWorkloadApiServe
 
 async function provider(
   address: string,
-  extra: { readyTimeoutMs?: number } = {},
+  extra: { readyTimeoutMs?: number; logger?: Logger } = {},
 ): Promise<WorkloadApiIdentityProvider> {
-  const p = await WorkloadApiIdentityProvider.create({ address, backoff: FAST, ...extra });
+  const p = await WorkloadApiIdentityProvider.create({ address, backoff: FAST, logger: quiet, ...extra });
   cleanups.push(() => p.close());
   return p;
 }
@@ -126,7 +130,12 @@ describe('WorkloadApiIdentityProvider', () => {
     const dir = await stateDir();
     const address = `unix://${join(dir, 'sockets', 'agent.sock')}`;
     const errors: WorkloadIdentityError[] = [];
-    const pending = WorkloadApiIdentityProvider.create({ address, backoff: FAST, readyTimeoutMs: 15_000 });
+    const pending = WorkloadApiIdentityProvider.create({
+      address,
+      backoff: FAST,
+      logger: quiet,
+      readyTimeoutMs: 15_000,
+    });
     await new Promise((r) => setTimeout(r, 300));
     const server = await startServer(dir);
     expect(server.address('agent')).toBe(address);
@@ -142,6 +151,7 @@ describe('WorkloadApiIdentityProvider', () => {
     const e1 = await WorkloadApiIdentityProvider.create({
       address: absent,
       backoff: FAST,
+      logger: quiet,
       readyTimeoutMs: 400,
     }).catch((e: unknown) => e);
     expect(e1).toBeInstanceOf(IdentityNotReadyError);
@@ -152,6 +162,7 @@ describe('WorkloadApiIdentityProvider', () => {
     const e2 = await WorkloadApiIdentityProvider.create({
       address: server.address('nobody'),
       backoff: FAST,
+      logger: quiet,
       readyTimeoutMs: 400,
     }).catch((e: unknown) => e);
     expect(e2).toBeInstanceOf(IdentityNotReadyError);
@@ -163,6 +174,7 @@ describe('WorkloadApiIdentityProvider', () => {
     const err = await WorkloadApiIdentityProvider.create({
       address: server.address('agent'),
       backoff: FAST,
+      logger: quiet,
       readyTimeoutMs: 300,
       hint: 'external',
     }).catch((e: unknown) => e);
@@ -173,7 +185,9 @@ describe('WorkloadApiIdentityProvider', () => {
   it('reports loudly when the held SVID expires while the server is unreachable, then recovers', async () => {
     const dir = await stateDir();
     const server = await startServer(dir, 2);
-    const p = await provider(server.address('agent'));
+    const address = server.address('agent');
+    const { logger, lines } = memoryLogger('error');
+    const p = await provider(address, { logger });
     const expired: WorkloadIdentityError[] = [];
     p.onError((e) => {
       if (e instanceof IdentityNotReadyError) expired.push(e);
@@ -186,6 +200,10 @@ describe('WorkloadApiIdentityProvider', () => {
       `the X.509-SVID of ${ID} expired at ${held.expiresAt.toISOString()}`,
     );
     expect(() => p.getX509Svid()).toThrow(/expired/);
+    // Loudly: one error record naming the SVID and its expiry, besides the listeners.
+    const reports = lines.filter((l) => l.msg === expired[0]!.message);
+    expect(reports).toHaveLength(1);
+    expect(reports[0]).toMatchObject({ level: 50, address, id: ID });
 
     await startServer(dir, 2);
     await until(() => {
@@ -243,6 +261,7 @@ describe('WorkloadApiIdentityProvider', () => {
     const err = await WorkloadApiIdentityProvider.create({
       address: `unix://${path}`,
       backoff: FAST,
+      logger: quiet,
       readyTimeoutMs: 10_000,
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WorkloadApiError);
