@@ -1,11 +1,13 @@
 import type { Logger } from 'pino';
 import { BundleSet, type X509Bundle } from './bundle.js';
 import type { DevCertificateAuthority } from './dev-ca.js';
+import { ExpiryWatch } from './expiry.js';
 import { UpdateListeners } from './listeners.js';
 import { defaultLogger } from './log.js';
 import {
   IdentityConfigError,
   IdentityNotReadyError,
+  type IdentityExpiry,
   type IdentityProvider,
   type IdentityUpdate,
 } from './provider.js';
@@ -31,6 +33,10 @@ const MIN_ROTATION_MS = 250;
  * issues its own SVID, rotates it when about half the TTL is left (±10 %
  * jitter) and notifies `onUpdate`. For tests and local development; production
  * uses the Workload API provider.
+ *
+ * Its SVID expires only if rotation keeps failing, or once the dev CA itself
+ * expired (SVIDs never outlive their CA); then it reports
+ * {@link DevCaIdentityProvider.onExpired} like every provider.
  */
 export class DevCaIdentityProvider implements IdentityProvider {
   readonly id: SpiffeId;
@@ -38,6 +44,7 @@ export class DevCaIdentityProvider implements IdentityProvider {
   readonly #ttl: number | undefined;
   readonly #bundles: BundleSet;
   readonly #listeners: UpdateListeners;
+  readonly #expiry: ExpiryWatch;
   readonly #log: Logger;
   #svid: X509Svid | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -49,6 +56,7 @@ export class DevCaIdentityProvider implements IdentityProvider {
     this.#ttl = ttl;
     this.#log = log;
     this.#listeners = new UpdateListeners(log);
+    this.#expiry = new ExpiryWatch(log, (svid) => this.#expiredMessage(svid));
     this.#bundles = BundleSet.of(ca.x509Bundle, ca.jwtBundle);
   }
 
@@ -79,9 +87,14 @@ export class DevCaIdentityProvider implements IdentityProvider {
     return p;
   }
 
+  /**
+   * The current SVID.
+   * @throws {IdentityNotReadyError} when the provider is closed, or the SVID expired before a valid new one was issued.
+   */
   getX509Svid(): X509Svid {
     if (this.#closed) throw new IdentityNotReadyError('identity provider is closed');
     if (!this.#svid) throw new IdentityNotReadyError();
+    if (this.#expiry.expired) throw new IdentityNotReadyError(this.#expiredMessage(this.#svid));
     return this.#svid;
   }
 
@@ -97,6 +110,11 @@ export class DevCaIdentityProvider implements IdentityProvider {
     return this.#listeners.add(listener);
   }
 
+  /** Called once when the SVID expires before a valid new one was issued; the next `'svid'` update ends it. */
+  onExpired(listener: (expiry: IdentityExpiry) => void): () => void {
+    return this.#expiry.add(listener);
+  }
+
   /** Issues a new SVID now, notifies listeners and re-arms the rotation timer. */
   async rotate(): Promise<void> {
     if (this.#closed) throw new IdentityNotReadyError('identity provider is closed');
@@ -109,7 +127,8 @@ export class DevCaIdentityProvider implements IdentityProvider {
     const first = !this.#svid;
     this.#svid = svid;
     this.#schedule(rotationDelayMs(svid, issuedAt));
-    if (!first) this.#emit('svid');
+    // An SVID issued already expired (the CA expired) is no rotation.
+    if (this.#expiry.follow(svid) && !first) this.#emit('svid');
   }
 
   /**
@@ -135,11 +154,21 @@ export class DevCaIdentityProvider implements IdentityProvider {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#listeners.clear();
+    this.#expiry.close();
   }
 
   #emit(reason: IdentityUpdate['reason']): void {
     if (!this.#svid || this.#closed) return;
     this.#listeners.emit({ svid: this.#svid, bundles: this.#bundles, reason });
+  }
+
+  #expiredMessage(svid: X509Svid): string {
+    const caEnd = this.#ca.certificate.notAfter;
+    return (
+      `the X.509-SVID of ${svid.id.toString()} expired at ${svid.expiresAt.toISOString()} and the dev CA of ` +
+      `${this.#ca.trustDomain.name} has not issued a valid new one` +
+      (caEnd.getTime() <= Date.now() ? ` (the dev CA itself expired at ${caEnd.toISOString()})` : '')
+    );
   }
 
   #schedule(delayMs: number): void {

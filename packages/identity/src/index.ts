@@ -37,6 +37,7 @@ export {
 export {
   IdentityConfigError,
   IdentityNotReadyError,
+  type IdentityExpiry,
   type IdentityProvider,
   type IdentityUpdate,
 } from './provider.js';

@@ -11,20 +11,53 @@ export interface IdentityUpdate {
 }
 
 /**
+ * An {@link IdentityProvider}'s SVID passed its notAfter and no replacement
+ * arrived: the workload has no usable identity until one does.
+ */
+export interface IdentityExpiry {
+  /** The SVID that expired (no longer usable: peers refuse it). */
+  readonly svid: X509Svid;
+  /** Its notAfter. */
+  readonly expiredAt: Date;
+  /** What expired, when, and why nothing replaced it (for logs and readiness probes). */
+  readonly message: string;
+}
+
+/**
  * The seam every layer gets identity through: the Workload API client in
  * production, static files, or the dev CA in tests and local development.
  */
 export interface IdentityProvider extends X509BundleSource {
   /** Own SPIFFE ID (valid once ready). */
   readonly id: SpiffeId;
-  /** Current SVID. @throws {IdentityNotReadyError} when none was obtained yet. */
+  /**
+   * Current SVID.
+   * @throws {IdentityNotReadyError} when none was obtained yet, the provider is closed, or the SVID expired (see {@link IdentityProvider.onExpired}).
+   */
   getX509Svid(): X509Svid;
   /** Own or federated X.509 bundle of a trust domain. */
   getX509Bundle(trustDomain: TrustDomain): X509Bundle | undefined;
   /** All trusted bundles. */
   getBundleSet(): BundleSet;
-  /** Called on every SVID rotation or bundle change; returns the unsubscribe function. */
+  /**
+   * Called on every SVID rotation or bundle change; returns the unsubscribe
+   * function. An update whose reason is `'svid'` or `'both'` always carries an
+   * SVID that is valid when sent: one that arrives already expired is not announced.
+   */
   onUpdate(listener: (update: IdentityUpdate) => void): () => void;
+  /**
+   * Called once when the SVID passes its notAfter with no replacement; returns
+   * the unsubscribe function. From then on {@link IdentityProvider.getX509Svid}
+   * throws {@link IdentityNotReadyError}. The expiry ends with the next
+   * {@link IdentityProvider.onUpdate} carrying an SVID (reason `'svid'` or
+   * `'both'`), the same update a rotation sends.
+   *
+   * A listener of its own rather than an `'expired'` {@link IdentityUpdate}
+   * reason: every `onUpdate` listener rebuilds TLS contexts or caches from the
+   * update, and an expiry carries no usable SVID, so each of them would have to
+   * filter it out; consumers that do not care about expiry change nothing.
+   */
+  onExpired(listener: (expiry: IdentityExpiry) => void): () => void;
   close(): Promise<void>;
 }
 

@@ -3,11 +3,13 @@ import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { BundleSet, X509Bundle } from './bundle.js';
+import { ExpiryWatch } from './expiry.js';
 import { UpdateListeners } from './listeners.js';
 import { defaultLogger } from './log.js';
 import {
   IdentityConfigError,
   IdentityNotReadyError,
+  type IdentityExpiry,
   type IdentityProvider,
   type IdentityUpdate,
 } from './provider.js';
@@ -42,13 +44,17 @@ interface Loaded {
  * written by spiffe-helper or cert-manager). It reloads when the files change;
  * a new set of files that does not parse, whose key does not match, or whose
  * SVID does not verify against the bundle, is refused: the last good identity
- * stays in use and the reason is logged.
+ * stays in use and the reason is logged. When the certificate in the files
+ * passes notAfter before valid new files are written, it reports
+ * {@link StaticMtlsProvider.onExpired} and {@link StaticMtlsProvider.getX509Svid}
+ * throws until they are.
  */
 export class StaticMtlsProvider implements IdentityProvider {
   readonly id: SpiffeId;
   readonly #opts: StaticMtlsOptions;
   readonly #log: Logger;
   readonly #listeners: UpdateListeners;
+  readonly #expiry: ExpiryWatch;
   readonly #watchers: FSWatcher[] = [];
   #state: Loaded;
   #timer: NodeJS.Timeout | undefined;
@@ -63,6 +69,8 @@ export class StaticMtlsProvider implements IdentityProvider {
     this.id = state.svid.id;
     this.#log = log;
     this.#listeners = new UpdateListeners(log);
+    this.#expiry = new ExpiryWatch(log, (svid) => this.#expiredMessage(svid));
+    this.#expiry.follow(state.svid);
   }
 
   /**
@@ -87,8 +95,13 @@ export class StaticMtlsProvider implements IdentityProvider {
     return this.#lastReloadError;
   }
 
+  /**
+   * The SVID from the files.
+   * @throws {IdentityNotReadyError} when the provider is closed, or the SVID expired before valid new files were written.
+   */
   getX509Svid(): X509Svid {
     if (this.#closed) throw new IdentityNotReadyError('identity provider is closed');
+    if (this.#expiry.expired) throw new IdentityNotReadyError(this.#expiredMessage(this.#state.svid));
     return this.#state.svid;
   }
 
@@ -102,6 +115,11 @@ export class StaticMtlsProvider implements IdentityProvider {
 
   onUpdate(listener: (update: IdentityUpdate) => void): () => void {
     return this.#listeners.add(listener);
+  }
+
+  /** Called once when the certificate in the files expires; the next `'svid'`/`'both'` update ends it. */
+  onExpired(listener: (expiry: IdentityExpiry) => void): () => void {
+    return this.#expiry.add(listener);
   }
 
   /**
@@ -130,6 +148,7 @@ export class StaticMtlsProvider implements IdentityProvider {
     for (const w of this.#watchers) w.close();
     this.#watchers.length = 0;
     this.#listeners.clear();
+    this.#expiry.close();
     await this.#reloading;
   }
 
@@ -147,14 +166,25 @@ export class StaticMtlsProvider implements IdentityProvider {
     this.#lastReloadError = undefined;
     if (this.#closed) return true;
     const prev = this.#state;
-    const svidChanged = !sameSvid(prev.svid, next.svid);
+    let svidChanged = !sameSvid(prev.svid, next.svid);
     const bundlesChanged = !sameBundles(prev.bundles, next.bundles);
     if (!svidChanged && !bundlesChanged) return true;
     this.#state = next;
+    // load() verified the SVID, but it may have expired since: then it is no rotation.
+    if (svidChanged) svidChanged = this.#expiry.follow(next.svid);
+    if (!svidChanged && !bundlesChanged) return true;
     const reason = svidChanged && bundlesChanged ? 'both' : svidChanged ? 'svid' : 'bundles';
     this.#log.info({ reason, expiresAt: next.svid.expiresAt }, 'identity files reloaded');
     this.#listeners.emit({ svid: next.svid, bundles: next.bundles, reason });
     return true;
+  }
+
+  #expiredMessage(svid: X509Svid): string {
+    return (
+      `the X.509-SVID of ${svid.id.toString()} in ${this.#opts.certFile} expired at ` +
+      `${svid.expiresAt.toISOString()} and no valid replacement was written` +
+      (this.#lastReloadError ? ` (last reload refused: ${this.#lastReloadError.message})` : '')
+    );
   }
 
   #watch(): void {

@@ -1,8 +1,14 @@
 import { z } from 'zod';
 import { BundleSet, type JwtBundle, type X509Bundle } from '../bundle.js';
+import { ExpiryWatch } from '../expiry.js';
 import { UpdateListeners } from '../listeners.js';
 import { defaultLogger, type Logger } from '../log.js';
-import { IdentityNotReadyError, type IdentityProvider, type IdentityUpdate } from '../provider.js';
+import {
+  IdentityNotReadyError,
+  type IdentityExpiry,
+  type IdentityProvider,
+  type IdentityUpdate,
+} from '../provider.js';
 import type { SpiffeId, TrustDomain } from '../spiffe-id.js';
 import type { X509Svid } from '../x509-svid.js';
 import {
@@ -29,20 +35,6 @@ const OptionsSchema = z.object({
 /** A failure the provider reports through {@link WorkloadApiIdentityProvider.onError}. */
 export type WorkloadIdentityError = WorkloadApiError | IdentityNotReadyError;
 
-/** Sets a timer that can fire after more than the ~24.8 days `setTimeout` allows. */
-function longTimeout(at: number, fn: () => void): { clear(): void } {
-  const MAX = 2 ** 31 - 1;
-  let t: NodeJS.Timeout;
-  const arm = (): void => {
-    const left = at - Date.now();
-    t = setTimeout(left > MAX ? arm : fn, Math.max(0, Math.min(left, MAX)));
-    // Only a report: it must not keep a process alive.
-    t.unref();
-  };
-  arm();
-  return { clear: () => clearTimeout(t) };
-}
-
 const sameX509 = (a: ReadonlyMap<string, X509Bundle>, b: ReadonlyMap<string, X509Bundle>): boolean =>
   a.size === b.size && [...a].every(([k, v]) => v.equals(b.get(k)));
 
@@ -57,8 +49,9 @@ const jwksText = (m: ReadonlyMap<string, JwtBundle>): string =>
  * bundles, applies every update (rotation, federated bundles added or
  * removed), and reconnects with go-spiffe's linear backoff. While the endpoint
  * is unreachable it keeps serving the last SVID until that SVID expires; then
- * it logs an error, notifies {@link WorkloadApiIdentityProvider.onError}
- * listeners, and {@link WorkloadApiIdentityProvider.getX509Svid} throws
+ * it logs an error, notifies {@link WorkloadApiIdentityProvider.onExpired} and
+ * {@link WorkloadApiIdentityProvider.onError} listeners, and
+ * {@link WorkloadApiIdentityProvider.getX509Svid} throws
  * {@link IdentityNotReadyError} until a fresh SVID arrives. After
  * INVALID_ARGUMENT it stops, as go-spiffe does.
  */
@@ -72,8 +65,7 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
   #x509 = new Map<string, X509Bundle>();
   #jwt = new Map<string, JwtBundle>();
   #bundles = new BundleSet();
-  #expired = false;
-  #expiryTimer: { clear(): void } | undefined;
+  readonly #expiry: ExpiryWatch;
   #lastError: WorkloadApiError | undefined;
   #watches: WatchHandle[] = [];
   #closed = false;
@@ -84,6 +76,9 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
     this.#log = log;
     this.#hint = hint;
     this.#updates = new UpdateListeners(log);
+    this.#expiry = new ExpiryWatch(log, (svid) => this.#expiredMessage(svid));
+    // onError listeners predate onExpired and still hear of an expiry.
+    this.#expiry.add((e) => this.#reportError(new IdentityNotReadyError(e.message)));
   }
 
   /**
@@ -144,7 +139,7 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
   getX509Svid(): X509Svid {
     if (this.#closed) throw new IdentityNotReadyError('the Workload API identity provider is closed');
     if (!this.#svid) throw new IdentityNotReadyError();
-    if (this.#expired || this.#svid.expiresAt.getTime() <= Date.now()) {
+    if (this.#expiry.expired) {
       throw new IdentityNotReadyError(this.#expiredMessage(this.#svid));
     }
     return this.#svid;
@@ -161,6 +156,14 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
 
   onUpdate(listener: (update: IdentityUpdate) => void): () => void {
     return this.#updates.add(listener);
+  }
+
+  /**
+   * Called once when the SVID expires before the Workload API delivered a new
+   * one (e.g. the agent is unreachable); the next `'svid'`/`'both'` update ends it.
+   */
+  onExpired(listener: (expiry: IdentityExpiry) => void): () => void {
+    return this.#expiry.add(listener);
   }
 
   /**
@@ -181,7 +184,7 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
     if (this.#closed) return;
     this.#closed = true;
     for (const w of this.#watches) w.stop();
-    this.#expiryTimer?.clear();
+    this.#expiry.close();
     this.#client.close();
     this.#updates.clear();
     this.#errors.clear();
@@ -238,17 +241,17 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
       }),
     );
     const prev = this.#svid;
-    const svidChanged = !prev || !sameChain(prev, svid);
+    let svidChanged = !prev || !sameChain(prev, svid);
     const bundlesChanged = !sameX509(this.#x509, x509);
     this.#svid = svid;
     this.#x509 = x509;
     if (svidChanged) {
-      this.#expired = false;
-      this.#armExpiry(svid);
       this.#log.info(
         { id: svid.id.toString(), expiresAt: svid.expiresAt.toISOString() },
         'X.509-SVID updated',
       );
+      // An SVID sent already expired is no rotation: announcing it would end the expiry.
+      svidChanged = this.#expiry.follow(svid);
     }
     if (bundlesChanged) this.#rebuildBundles();
     if (this.#onFirst) {
@@ -282,17 +285,6 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
     const svid = this.#svid;
     if (!svid) return;
     this.#updates.emit({ svid, bundles: this.#bundles.clone(), reason });
-  }
-
-  #armExpiry(svid: X509Svid): void {
-    this.#expiryTimer?.clear();
-    this.#expiryTimer = longTimeout(svid.expiresAt.getTime(), () => {
-      if (this.#svid !== svid || this.#closed) return;
-      this.#expired = true;
-      const message = this.#expiredMessage(svid);
-      this.#log.error({ id: svid.id.toString(), lastError: this.#lastError?.message }, message);
-      this.#reportError(new IdentityNotReadyError(message));
-    });
   }
 
   #expiredMessage(svid: X509Svid): string {
