@@ -13,15 +13,32 @@ const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const TSX = join(ROOT, 'node_modules/.bin/tsx');
 const CLI = join(ROOT, 'packages/identity/src/workload/cli.ts');
 
-function run(args: string[]): ChildProcessWithoutNullStreams {
-  return spawn(TSX, ['--conditions=weave-source', CLI, ...args], { cwd: ROOT, env: { ...process.env } });
+interface Running {
+  readonly child: ChildProcessWithoutNullStreams;
+  /** What the command wrote to stderr so far. */
+  stderr(): string;
+  /** Its exit code (null when a signal ended it). */
+  readonly exited: Promise<number | null>;
 }
 
-function exitCode(child: ChildProcessWithoutNullStreams): Promise<number | null> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null) resolve(child.exitCode);
-    else child.once('exit', (code) => resolve(code));
+function start(args: string[]): Running {
+  const child = spawn(TSX, ['--conditions=weave-source', CLI, ...args], {
+    cwd: ROOT,
+    env: { ...process.env },
   });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  // Listened for at once: the command may end before anyone awaits it.
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, stderr: () => stderr, exited };
+}
+
+/** Runs the command to its end; resolves once its output is closed, so stderr is complete. */
+async function run(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  const { child, stderr } = start(args);
+  child.stdout.resume();
+  const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+  return { code, stderr: stderr() };
 }
 
 describe('weave-identity dev', () => {
@@ -33,7 +50,7 @@ describe('weave-identity dev', () => {
   it('prints one socket address per workload; each serves that workload its SVID; SIGTERM stops it', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'weave-cli-'));
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
-    const child = run([
+    const { child, stderr, exited } = start([
       'dev',
       '--state-dir',
       dir,
@@ -49,8 +66,6 @@ describe('weave-identity dev', () => {
     cleanups.push(() => {
       if (child.exitCode === null) child.kill('SIGKILL');
     });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const addresses = new Map<string, { id: string; address: string }>();
     const lines = createInterface({ input: child.stdout });
     for await (const line of lines) {
@@ -58,7 +73,7 @@ describe('weave-identity dev', () => {
       if (m) addresses.set(m[1]!, { id: m[2]!, address: m[3]! });
       if (line.startsWith('ready')) break;
     }
-    expect(stderr).toBe('');
+    expect(stderr()).toBe('');
     expect([...addresses.keys()].sort()).toEqual(['orders', 'search']);
 
     for (const [name, { id, address }] of addresses) {
@@ -73,27 +88,31 @@ describe('weave-identity dev', () => {
       }
     }
     child.kill('SIGTERM');
-    expect(await exitCode(child)).toBe(0);
+    expect(await exited).toBe(0);
   });
 
   it('rejects bad usage with exit code 2 and a message', async () => {
-    const child = run(['dev', '--trust-domain', 'cli.test', '--workload', 'a=spiffe://cli.test/a']);
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    expect(await exitCode(child)).toBe(2);
-    expect(stderr).toContain('--state-dir is required');
+    const missing = await run(['dev', '--trust-domain', 'cli.test', '--workload', 'a=spiffe://cli.test/a']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('--state-dir is required');
 
-    const bad = run(['dev', '--state-dir', tmpdir(), '--trust-domain', 'cli.test', '--workload', 'nope']);
-    let badErr = '';
-    bad.stderr.on('data', (d: Buffer) => (badErr += d.toString()));
-    expect(await exitCode(bad)).toBe(2);
-    expect(badErr).toContain('must be NAME=SPIFFE_ID');
+    const bad = await run([
+      'dev',
+      '--state-dir',
+      tmpdir(),
+      '--trust-domain',
+      'cli.test',
+      '--workload',
+      'nope',
+    ]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('must be NAME=SPIFFE_ID');
   });
 
   it('refuses a workload ID outside the trust domain with exit code 1', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'weave-cli-'));
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
-    const child = run([
+    const { code, stderr } = await run([
       'dev',
       '--state-dir',
       dir,
@@ -102,9 +121,7 @@ describe('weave-identity dev', () => {
       '--workload',
       'a=spiffe://other.test/a',
     ]);
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    expect(await exitCode(child)).toBe(1);
+    expect(code).toBe(1);
     expect(stderr).toContain('DEV_WORKLOAD_API_INVALID_OPTIONS');
     expect(stderr).toContain('must be a workload ID (with a path) in trust domain cli.test');
   });
