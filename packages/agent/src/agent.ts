@@ -252,10 +252,14 @@ export class SecureAgent extends AgentCore {
     let svid: X509Svid;
     try {
       svid = run.identity.getX509Svid();
-    } catch {
-      return 'no X.509-SVID';
+    } catch (err) {
+      // The provider says why: none yet, or which SVID expired when and why nothing replaced it.
+      return `no usable X.509-SVID: ${(err as Error).message}`;
     }
-    if (svid.expiresAt.getTime() <= Date.now()) return 'the X.509-SVID has expired';
+    // For a provider that hands out an expired SVID instead of throwing.
+    if (svid.expiresAt.getTime() <= Date.now()) {
+      return `no usable X.509-SVID: it expired at ${svid.expiresAt.toISOString()}`;
+    }
     if (this.config.spiffeId !== undefined && svid.id.toString() !== this.config.spiffeId) {
       return `the SVID is ${svid.id.toString()}, not the configured ${this.config.spiffeId}`;
     }
