@@ -434,7 +434,12 @@ export class Outbound {
     for (;;) {
       let failure: unknown;
       try {
-        for await (const e of source) {
+        for (let first = true; ; first = false) {
+          // undici takes an abort during the connect only once the connect ends (at
+          // its own timeout): the first event is awaited against the signal itself.
+          const r = first ? await untilAborted(source.next(), signal) : await source.next();
+          if (r.done) break;
+          const e = r.value;
           if (e.eventId !== undefined) {
             // A replay starts after Last-Event-ID; anything at or before it was handled already.
             if (lastEventId !== undefined && !('task' in e) && !isAfter(e.eventId, lastEventId)) continue;
@@ -486,6 +491,9 @@ export class Outbound {
         // An answer (an A2A error, e.g. PERMISSION_DENIED) is final; so is our own abort or deadline.
         if (err instanceof A2AError || signal.aborted) throw err;
         failure = err;
+      } finally {
+        // Closes the response (queued behind a pending connect, which the aborted signal then ends).
+        source.return(undefined).catch(() => undefined);
       }
       // Ended quietly by an abort: the caller says why.
       if (signal.aborted && task) return task;
@@ -500,7 +508,7 @@ export class Outbound {
       }
       // The signal carries the deadline and the caller's (and the parent call's) abort: the wait ends with them.
       await sleep(STREAM_RESUME_BACKOFF_MS * 2 ** breaks++, signal);
-      this.#log.debug(
+      this.#log.info(
         { taskId: task.id, lastEventId, attempt: breaks, err: failure },
         'resuming a broken stream',
       );
@@ -591,6 +599,28 @@ function isAfter(id: string, last: string): boolean {
   const b = Number(last);
   if (!Number.isSafeInteger(a) || !Number.isSafeInteger(b) || id === '' || last === '') return true;
   return a > b;
+}
+
+/** `p`, or a rejection with the signal's reason as soon as it aborts. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    p.catch(() => undefined);
+    return Promise.reject(signal.reason as Error);
+  }
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err as Error);
+      },
+    );
+  });
 }
 
 /** Waits `ms`, or rejects with the signal's reason when it aborts first. */

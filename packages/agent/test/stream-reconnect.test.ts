@@ -12,7 +12,7 @@ import { ID, startWorld, testLogger, type World } from './helpers.js';
 /**
  * A loopback TCP relay to the callee. `drop()` resets every connection it
  * relays (the TLS session inside dies with it); with `refuse` set it resets
- * new connections as they arrive.
+ * new connections as they arrive, with `hold` it accepts them and never answers.
  */
 class DropProxy {
   readonly #server: Server = createServer((c) => this.#accept(c));
@@ -20,8 +20,22 @@ class DropProxy {
   readonly #waiters: Array<{ n: number; resolve: () => void }> = [];
   target = 0;
   refuse = false;
+  hold = false;
   accepted = 0;
   refused = 0;
+  readonly #held = new Set<Socket>();
+
+  /** How many connections are held unanswered. */
+  get held(): number {
+    return this.#held.size;
+  }
+
+  /** Stops holding: resets the held connections and relays new ones again. */
+  release(): void {
+    this.hold = false;
+    for (const s of this.#held) s.resetAndDestroy();
+    this.#held.clear();
+  }
 
   async listen(): Promise<string> {
     await new Promise<void>((resolve, reject) => {
@@ -45,6 +59,7 @@ class DropProxy {
 
   async close(): Promise<void> {
     this.refuse = true;
+    this.release();
     this.drop();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
@@ -54,6 +69,11 @@ class DropProxy {
     if (this.refuse) {
       this.refused++;
       client.resetAndDestroy();
+      return;
+    }
+    if (this.hold) {
+      this.#held.add(client);
+      client.on('close', () => this.#held.delete(client));
       return;
     }
     this.accepted++;
@@ -183,7 +203,8 @@ beforeAll(async () => {
       authz: { policyFile: world.policyFile },
       peers: [{ id: ID.search, url: proxyUrl }],
       // One connection attempt per request: each resume is exactly one connection.
-      transport: { retries: 0 },
+      // A connect that hangs is ended by the call's deadline, never by this timeout.
+      transport: { retries: 0, connectTimeoutMs: 60_000 },
     },
     logger,
   });
@@ -195,6 +216,7 @@ afterEach(() => {
   dropped.open();
   proxy.refuse = false;
   proxy.refused = 0;
+  proxy.release();
   runs = 0;
   dropped = gate();
   release = gate();
@@ -266,6 +288,28 @@ describe('streaming callAgent over a stream that breaks', () => {
     // Three resumes, each refused: then the call gave up, long before its deadline.
     expect(proxy.refused).toBe(3);
     expect(runs).toBe(1);
+  });
+
+  it('never waits for a resume past the call deadline', async () => {
+    const err = (await orchestrator
+      .callAgent(
+        ID.search,
+        'stuck',
+        {},
+        {
+          stream: true,
+          timeoutMs: 2_000,
+          onProgress: () => {
+            proxy.hold = true;
+            proxy.drop();
+          },
+        },
+      )
+      .catch((e: unknown) => e)) as CallError;
+    expect(err).toBeInstanceOf(CallError);
+    // The resume hung on a connection that never answers: the deadline ended it, not the connect timeout.
+    expect(err.code).toBe('DEADLINE_EXCEEDED');
+    expect(proxy.held).toBe(1);
   });
 
   it('does not resume once the caller has aborted', async () => {
