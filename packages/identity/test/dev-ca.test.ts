@@ -4,9 +4,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, createServer, type PeerCertificate, type Server, type TLSSocket } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { SpiffeId } from '@weave/identity';
 import {
   BundleSet,
   DevCaError,
@@ -17,6 +15,13 @@ import {
   type X509Svid,
 } from '@weave/identity';
 import { KU, x509 } from './helpers/forge.js';
+import {
+  callSpiffeTls,
+  startSpiffeTlsServer,
+  type SpiffeTlsServer,
+  type TlsMaterial,
+  type TlsTrust,
+} from './tls-harness.js';
 
 const dirs: string[] = [];
 const tmp = (): string => {
@@ -27,6 +32,11 @@ const tmp = (): string => {
 afterAll(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
+
+const material = (svid: X509Svid): TlsMaterial => {
+  const pem = svid.toPem();
+  return { key: pem.privateKey, cert: pem.certChain };
+};
 
 describe('DevCertificateAuthority', () => {
   let ca: DevCertificateAuthority;
@@ -210,105 +220,41 @@ describe('DevCertificateAuthority', () => {
   });
 });
 
-/** The peer's chain as Node presents it (leaf first, up to the trusted root). */
-function peerChain(cert: PeerCertificate & { issuerCertificate?: PeerCertificate }): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  let c: (PeerCertificate & { issuerCertificate?: PeerCertificate }) | undefined = cert;
-  while (c && c.raw && out.length < 10) {
-    out.push(new Uint8Array(c.raw));
-    if (!c.issuerCertificate || c.issuerCertificate === c) break;
-    c = c.issuerCertificate as PeerCertificate & { issuerCertificate?: PeerCertificate };
-  }
-  return out;
-}
-
 describe('mTLS handshake with dev CA SVIDs (node:tls)', () => {
   let ca: DevCertificateAuthority;
-  let bundles: BundleSet;
+  let trust: TlsTrust;
   let serverSvid: X509Svid;
-  let server: Server | undefined;
-  let handled: string[];
+  let server: SpiffeTlsServer | undefined;
   const SERVER_ID = 'spiffe://demo.test/server';
   const CLIENT_ID = 'spiffe://demo.test/client';
 
   beforeAll(async () => {
     ca = await DevCertificateAuthority.create({ trustDomain: 'demo.test' });
-    bundles = BundleSet.of(ca.x509Bundle);
+    trust = { ca: ca.x509Bundle.toPem(), bundles: BundleSet.of(ca.x509Bundle) };
     serverSvid = await ca.issueX509Svid(SERVER_ID);
   });
   afterEach(async () => {
-    await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+    await server?.close();
     server = undefined;
   });
 
-  async function startServer(): Promise<number> {
-    handled = [];
-    const pem = serverSvid.toPem();
-    server = createServer(
-      {
-        key: pem.privateKey,
-        cert: pem.certChain,
-        ca: ca.x509Bundle.toPem(),
-        requestCert: true,
-        rejectUnauthorized: true,
-        minVersion: 'TLSv1.3',
-      },
-      (socket: TLSSocket) => {
-        let peer: SpiffeId;
-        try {
-          peer = verifyX509Svid(peerChain(socket.getPeerCertificate(true)), bundles);
-        } catch {
-          socket.destroy();
-          return;
-        }
-        handled.push(peer.toString());
-        socket.end(`hello ${peer.toString()}`);
-      },
-    );
-    server.on('tlsClientError', () => {});
-    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
-    return (server.address() as { port: number }).port;
+  async function startServer(): Promise<SpiffeTlsServer> {
+    server = await startSpiffeTlsServer(material(serverSvid), trust);
+    return server;
   }
 
-  function call(port: number, client: X509Svid, expectServer: string): Promise<string> {
-    const pem = client.toPem();
-    return new Promise((resolve, reject) => {
-      const s = connect({
-        host: '127.0.0.1',
-        port,
-        key: pem.privateKey,
-        cert: pem.certChain,
-        ca: ca.x509Bundle.toPem(),
-        minVersion: 'TLSv1.3',
-        // The default check ignores URI SANs: the SPIFFE ID is what is checked.
-        checkServerIdentity: (_host, cert) => {
-          try {
-            const id = verifyX509Svid(peerChain(cert), bundles);
-            return id.equals(expectServer)
-              ? undefined
-              : new Error(`server is ${id.toString()}, expected ${expectServer}`);
-          } catch (err) {
-            return err as Error;
-          }
-        },
-      });
-      let data = '';
-      s.setEncoding('utf8');
-      s.on('data', (d: string) => (data += d));
-      s.on('end', () => resolve(data));
-      s.on('error', reject);
-    });
-  }
+  const call = (port: number, client: X509Svid, expectServer: string): Promise<string> =>
+    callSpiffeTls(port, material(client), trust, expectServer);
 
   it('both sides verify each other’s SPIFFE ID', async () => {
-    const port = await startServer();
+    const { port, handled } = await startServer();
     const client = await ca.issueX509Svid(CLIENT_ID);
     await expect(call(port, client, SERVER_ID)).resolves.toBe(`hello ${CLIENT_ID}`);
     expect(handled).toEqual([CLIENT_ID]);
   });
 
   it('the client refuses a server with an unexpected ID, and sends nothing', async () => {
-    const port = await startServer();
+    const { port, handled } = await startServer();
     const client = await ca.issueX509Svid(CLIENT_ID);
     await expect(call(port, client, 'spiffe://demo.test/someone-else')).rejects.toThrow(
       /expected spiffe:\/\/demo.test\/someone-else/,
@@ -317,7 +263,7 @@ describe('mTLS handshake with dev CA SVIDs (node:tls)', () => {
   });
 
   it('the server refuses a client certificate from another CA; the handler does not run', async () => {
-    const port = await startServer();
+    const { port, handled } = await startServer();
     const rogue = await DevCertificateAuthority.create({ trustDomain: 'demo.test' });
     const client = await rogue.issueX509Svid(CLIENT_ID);
     // In TLS 1.3 the client may finish its side before the server's alert
