@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { CircuitOpenError, PeerVerificationError, RetryPolicy, TransportConfigError } from '../src/index.js';
+import {
+  CircuitOpenError,
+  PeerVerificationError,
+  RetryPolicy,
+  TransportConfigError,
+  type RetryContext,
+} from '../src/index.js';
 
 const netErr = (code: string) => Object.assign(new Error(code), { code });
 
@@ -15,20 +21,59 @@ describe('RetryPolicy', () => {
     expect(seen.size).toBeGreaterThan(5); // actually random
   });
 
-  it('stops at its limit and rejects with the last error', async () => {
-    const p = new RetryPolicy({ retries: 3, minDelayMs: 1, maxDelayMs: 2 });
+  // An attempt that always fails: how often the policy tries, and that it
+  // rejects with the very error the last attempt threw.
+  it.each<[string, number, RetryContext, () => Error, number]>([
+    ['stops at its limit (retries + 1 attempts)', 3, { method: 'GET' }, () => netErr('ECONNRESET'), 4],
+    [
+      'never retries a POST whose connection failed after it was sent',
+      3,
+      { method: 'POST' },
+      () => netErr('UND_ERR_SOCKET'),
+      1,
+    ],
+    [
+      'retries a POST when the error proves nothing was sent',
+      2,
+      { method: 'POST' },
+      () => netErr('ECONNREFUSED'),
+      3,
+    ],
+    [
+      'does not retry a non-replayable body even for PUT',
+      2,
+      { method: 'PUT', replayable: false },
+      () => netErr('ECONNRESET'),
+      1,
+    ],
+    [
+      'never retries a peer verification failure',
+      3,
+      { method: 'GET' },
+      () => new PeerVerificationError('spiffe://a.test/x', undefined, 'mismatch'),
+      1,
+    ],
+    [
+      'never retries an open circuit breaker',
+      3,
+      { method: 'GET' },
+      () => new CircuitOpenError('spiffe://a.test/x'),
+      1,
+    ],
+  ])('%s', async (_what, retries, ctx, fail, expected) => {
+    const p = new RetryPolicy({ retries, minDelayMs: 1, maxDelayMs: 2 });
     let attempts = 0;
+    let last: Error | undefined;
     const err = await p
-      .run(
-        async () => {
-          attempts++;
-          throw netErr('ECONNRESET');
-        },
-        { method: 'GET' },
-      )
+      .run(async () => {
+        attempts++;
+        last = fail();
+        throw last;
+      }, ctx)
       .catch((e: unknown) => e);
-    expect(attempts).toBe(4);
-    expect((err as { code: string }).code).toBe('ECONNRESET');
+    expect(attempts).toBe(expected);
+    expect(err).toBeDefined();
+    expect(err).toBe(last);
   });
 
   it('returns the first success', async () => {
@@ -43,71 +88,6 @@ describe('RetryPolicy', () => {
     );
     expect(v).toBe('ok');
     expect(attempts).toBe(3);
-  });
-
-  it('never retries a POST whose connection failed after it was sent', async () => {
-    const p = new RetryPolicy({ retries: 3, minDelayMs: 1, maxDelayMs: 2 });
-    let attempts = 0;
-    await expect(
-      p.run(
-        async () => {
-          attempts++;
-          throw netErr('UND_ERR_SOCKET');
-        },
-        { method: 'POST' },
-      ),
-    ).rejects.toMatchObject({ code: 'UND_ERR_SOCKET' });
-    expect(attempts).toBe(1);
-  });
-
-  it('retries a POST when the error proves nothing was sent', async () => {
-    const p = new RetryPolicy({ retries: 2, minDelayMs: 1, maxDelayMs: 2 });
-    let attempts = 0;
-    await expect(
-      p.run(
-        async () => {
-          attempts++;
-          throw netErr('ECONNREFUSED');
-        },
-        { method: 'POST' },
-      ),
-    ).rejects.toMatchObject({ code: 'ECONNREFUSED' });
-    expect(attempts).toBe(3);
-  });
-
-  it('does not retry a non-replayable body even for PUT', async () => {
-    const p = new RetryPolicy({ retries: 2, minDelayMs: 1, maxDelayMs: 2 });
-    let attempts = 0;
-    await expect(
-      p.run(
-        async () => {
-          attempts++;
-          throw netErr('ECONNRESET');
-        },
-        { method: 'PUT', replayable: false },
-      ),
-    ).rejects.toBeDefined();
-    expect(attempts).toBe(1);
-  });
-
-  it('never retries security or breaker failures', async () => {
-    const p = new RetryPolicy({ retries: 3, minDelayMs: 1, maxDelayMs: 2 });
-    for (const e of [
-      new PeerVerificationError('spiffe://a.test/x', undefined, 'mismatch'),
-      new CircuitOpenError('spiffe://a.test/x'),
-    ]) {
-      let attempts = 0;
-      await expect(
-        p.run(
-          async () => {
-            attempts++;
-            throw e;
-          },
-          { method: 'GET' },
-        ),
-      ).rejects.toBe(e);
-      expect(attempts).toBe(1);
-    }
   });
 
   it('rejects invalid options', () => {
