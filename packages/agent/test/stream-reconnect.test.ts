@@ -298,7 +298,7 @@ describe('streaming callAgent over a stream that breaks', () => {
         {},
         {
           stream: true,
-          timeoutMs: 2_000,
+          timeoutMs: 3_000,
           onProgress: () => {
             proxy.hold = true;
             proxy.drop();
