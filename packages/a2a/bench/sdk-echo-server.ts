@@ -87,18 +87,15 @@ class EchoExecutor implements AgentExecutor {
   async cancelTask(): Promise<void> {}
 }
 
-/** A running SDK echo server: its JSON-RPC URL and a `close()`. */
-export interface SdkEchoServer {
-  readonly url: string;
-  readonly server: https.Server;
-  close(): Promise<void>;
-}
-
-/** Starts the SDK echo agent on 127.0.0.1 (random port) with the given TLS options. */
-export async function startSdkEchoServer(tls: https.ServerOptions): Promise<SdkEchoServer> {
-  const card: SdkAgentCard = {
-    name: 'sdk bench',
-    description: 'echo',
+/**
+ * The SDK's agent card of an echo agent: one `echo` skill, JSON-RPC v1.0,
+ * streaming. Its interface URL is empty until the server knows its port.
+ * Also used by the interop test's SDK server.
+ */
+export function sdkEchoCard(name: string, description: string): SdkAgentCard {
+  return {
+    name,
+    description,
     supportedInterfaces: [{ url: '', protocolBinding: 'JSONRPC', protocolVersion: '1.0', tenant: '' }],
     provider: undefined,
     version: '1.0.0',
@@ -121,6 +118,18 @@ export async function startSdkEchoServer(tls: https.ServerOptions): Promise<SdkE
     ],
     signatures: [],
   };
+}
+
+/** A running SDK echo server: its JSON-RPC URL and a `close()`. */
+export interface SdkEchoServer {
+  readonly url: string;
+  readonly server: https.Server;
+  close(): Promise<void>;
+}
+
+/** Starts the SDK echo agent on 127.0.0.1 (random port) with the given TLS options. */
+export async function startSdkEchoServer(tls: https.ServerOptions): Promise<SdkEchoServer> {
+  const card = sdkEchoCard('sdk bench', 'echo');
   const app = express();
   app.use(
     '/',

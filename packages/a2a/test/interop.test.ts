@@ -29,6 +29,7 @@ import {
   V03TaskStatusUpdateEventSchema,
   type StreamEvent,
 } from '../src/index.js';
+import { sdkEchoCard } from '../bench/sdk-echo-server.js';
 import { startHarness, type Harness } from './helpers/agents.js';
 import { channel, createPki, fetchOver, httpsOptions, spiffeIdOf, type Pki } from './helpers/pki.js';
 
@@ -345,31 +346,7 @@ describe('Weave client → official SDK express server (mTLS)', () => {
     pki = await createPki();
     const srv = await pki.workload('/agent/sdk-server');
     const cli = await pki.workload('/agent/client');
-    const card: SdkAgentCard = {
-      name: 'sdk agent',
-      description: 'official SDK server',
-      supportedInterfaces: [{ url: '', protocolBinding: 'JSONRPC', protocolVersion: '1.0', tenant: '' }],
-      provider: undefined,
-      version: '1.0.0',
-      capabilities: { streaming: true, pushNotifications: false, extensions: [], extendedAgentCard: false },
-      securitySchemes: {},
-      securityRequirements: [],
-      defaultInputModes: ['text/plain'],
-      defaultOutputModes: ['text/plain'],
-      skills: [
-        {
-          id: 'echo',
-          name: 'Echo',
-          description: 'echo',
-          tags: [],
-          examples: [],
-          inputModes: [],
-          outputModes: [],
-          securityRequirements: [],
-        },
-      ],
-      signatures: [],
-    };
+    const card = sdkEchoCard('sdk agent', 'official SDK server');
     const handler = new DefaultRequestHandler(card, new InMemoryTaskStore(), new Executor());
     const app = express();
     app.use((req, _res, next) => {
