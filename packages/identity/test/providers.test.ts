@@ -1,8 +1,6 @@
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   DevCaIdentityProvider,
@@ -17,6 +15,7 @@ import {
   type X509Svid,
 } from '@weave/identity';
 import { rotationDelayMs } from '../src/dev-ca-provider.js';
+import { memoryLogger, quietLogger } from './helpers/log.js';
 
 /** Resolves with the next update, or rejects after `ms` (a bound on waiting, not a timing assertion). */
 function nextUpdate(p: IdentityProvider, ms = 10_000): Promise<IdentityUpdate> {
@@ -58,7 +57,7 @@ describe('DevCaIdentityProvider', () => {
     const p = await DevCaIdentityProvider.create({
       ca,
       id: 'spiffe://a.test/agent',
-      logger: pino({ level: 'silent' }),
+      logger: quietLogger(),
       ...opts,
     });
     providers.push(p);
@@ -163,16 +162,7 @@ describe('StaticMtlsProvider', () => {
     put(files.keyFile, pem.privateKey);
     put(files.bundleFile, ca.x509Bundle.toPem());
     put(files.federated['b.test'], caB.x509Bundle.toPem());
-    const logs: { level: number; msg: string }[] = [];
-    const logger = pino(
-      { level: 'info' },
-      new Writable({
-        write(chunk: Buffer, _enc, cb) {
-          logs.push(JSON.parse(chunk.toString()) as { level: number; msg: string });
-          cb();
-        },
-      }),
-    );
+    const { logger, lines: logs } = memoryLogger();
     const p = await StaticMtlsProvider.create({ ...files, logger, debounceMs: 50 });
     providers.push(p);
     return { p, files, logs };
