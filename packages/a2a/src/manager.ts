@@ -6,6 +6,9 @@ import type { Artifact, Message, StreamResponse, Struct, Task, TaskState } from 
 import { INTERRUPTED_STATES, isTerminal } from './wire/v1.js';
 import { A2AErrors } from './errors.js';
 
+/** Where every task's write queue starts: a settled promise is only chained from, so one serves all tasks. */
+const SETTLED: Promise<void> = Promise.resolve();
+
 /** {@link TaskManager.waitForCompletion} gave up; the task goes on. */
 export class WaitTimeoutError extends WeaveError {
   constructor(taskId: string, ms: number) {
@@ -116,7 +119,7 @@ export class TaskManager {
     const live: Live = {
       record,
       listeners: new Set(),
-      chain: Promise.resolve(),
+      chain: SETTLED,
       writeQueued: false,
       settleWaiters: [],
     };
