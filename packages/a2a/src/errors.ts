@@ -18,23 +18,72 @@ export const A2AErrorCode = {
   VersionNotSupported: -32009,
 } as const;
 
-/** The `google.rpc.ErrorInfo` reason A2A v1.0 attaches to each error code. */
-const REASONS: Readonly<Record<number, string>> = {
-  [-32700]: 'PARSE_ERROR',
-  [-32600]: 'INVALID_REQUEST',
-  [-32601]: 'METHOD_NOT_FOUND',
-  [-32602]: 'INVALID_PARAMS',
-  [-32603]: 'INTERNAL_ERROR',
-  [-32001]: 'TASK_NOT_FOUND',
-  [-32002]: 'TASK_NOT_CANCELABLE',
-  [-32003]: 'PUSH_NOTIFICATION_NOT_SUPPORTED',
-  [-32004]: 'UNSUPPORTED_OPERATION',
-  [-32005]: 'CONTENT_TYPE_NOT_SUPPORTED',
-  [-32006]: 'INVALID_AGENT_RESPONSE',
-  [-32007]: 'EXTENDED_AGENT_CARD_NOT_CONFIGURED',
-  [-32008]: 'EXTENSION_SUPPORT_REQUIRED',
-  [-32009]: 'VERSION_NOT_SUPPORTED',
+/**
+ * Every error reason Weave sends, with its representation on each binding
+ * (A2A v1.0 §5.4: JSON-RPC code, gRPC status code, HTTP status). The first
+ * reason listed for a JSON-RPC code is the one an error of that code carries
+ * by default. Weave's own reasons (PERMISSION_DENIED, RESOURCE_EXHAUSTED,
+ * PAYLOAD_TOO_LARGE) reuse a standard JSON-RPC code, as A2A has none for them.
+ */
+const ERROR_TABLE: Readonly<Record<string, { rpc: number; grpc: number; http: number }>> = {
+  PARSE_ERROR: { rpc: -32700, grpc: 3, http: 400 },
+  INVALID_REQUEST: { rpc: -32600, grpc: 3, http: 400 },
+  METHOD_NOT_FOUND: { rpc: -32601, grpc: 12, http: 404 },
+  INVALID_PARAMS: { rpc: -32602, grpc: 3, http: 400 },
+  INTERNAL_ERROR: { rpc: -32603, grpc: 13, http: 500 },
+  TASK_NOT_FOUND: { rpc: -32001, grpc: 5, http: 404 },
+  TASK_NOT_CANCELABLE: { rpc: -32002, grpc: 9, http: 400 },
+  PUSH_NOTIFICATION_NOT_SUPPORTED: { rpc: -32003, grpc: 9, http: 400 },
+  UNSUPPORTED_OPERATION: { rpc: -32004, grpc: 9, http: 400 },
+  CONTENT_TYPE_NOT_SUPPORTED: { rpc: -32005, grpc: 3, http: 400 },
+  INVALID_AGENT_RESPONSE: { rpc: -32006, grpc: 13, http: 500 },
+  EXTENDED_AGENT_CARD_NOT_CONFIGURED: { rpc: -32007, grpc: 9, http: 400 },
+  EXTENSION_SUPPORT_REQUIRED: { rpc: -32008, grpc: 9, http: 400 },
+  VERSION_NOT_SUPPORTED: { rpc: -32009, grpc: 9, http: 400 },
+  PERMISSION_DENIED: { rpc: -32600, grpc: 7, http: 403 },
+  RESOURCE_EXHAUSTED: { rpc: -32603, grpc: 8, http: 503 },
+  PAYLOAD_TOO_LARGE: { rpc: -32600, grpc: 8, http: 413 },
 };
+
+/** The `google.rpc.ErrorInfo` reason A2A v1.0 attaches to each error code. */
+const REASONS: Readonly<Record<number, string>> = (() => {
+  const out: Record<number, string> = {};
+  for (const [reason, { rpc }] of Object.entries(ERROR_TABLE)) out[rpc] ??= reason;
+  return out;
+})();
+
+/** gRPC status code of an error (spec §5.4); INTERNAL for anything that is not an {@link A2AError}. */
+export function grpcStatusOf(err: unknown): number {
+  if (!(err instanceof A2AError)) return 13;
+  return ERROR_TABLE[err.code]?.grpc ?? ERROR_TABLE[REASONS[err.jsonRpcCode] ?? '']?.grpc ?? 13;
+}
+
+/** HTTP status of an error on the HTTP+JSON binding (spec §5.4); 500 for anything that is not an {@link A2AError}. */
+export function httpStatusOf(err: unknown): number {
+  if (!(err instanceof A2AError)) return 500;
+  return ERROR_TABLE[err.code]?.http ?? ERROR_TABLE[REASONS[err.jsonRpcCode] ?? '']?.http ?? 500;
+}
+
+/** The JSON-RPC code an error reason stands for (for errors received on the gRPC and HTTP+JSON bindings). */
+export function jsonRpcCodeOfReason(reason: string): number | undefined {
+  return ERROR_TABLE[reason]?.rpc;
+}
+
+/** The JSON-RPC code a gRPC status stands for when no A2A ErrorInfo came with it. */
+export function jsonRpcCodeOfGrpcStatus(status: number): number {
+  switch (status) {
+    case 3:
+      return A2AErrorCode.InvalidParams;
+    case 5:
+      return A2AErrorCode.TaskNotFound;
+    case 12:
+      return A2AErrorCode.MethodNotFound;
+    case 7:
+      return A2AErrorCode.InvalidRequest;
+    default:
+      return A2AErrorCode.InternalError;
+  }
+}
 
 export const ERROR_INFO_TYPE = 'type.googleapis.com/google.rpc.ErrorInfo';
 export const A2A_ERROR_DOMAIN = 'a2a-protocol.org';
