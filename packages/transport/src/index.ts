@@ -54,6 +54,7 @@ export {
   createMtlsServer,
   mtlsAuth,
   watchServerIdentity,
+  parseHttp1FromStream,
   type MtlsServerOptions,
   type MtlsAuthOptions,
   type MtlsDenial,

@@ -230,6 +230,31 @@ const mtlsAuthPlugin: FastifyPluginCallback<MtlsAuthOptions> = (app, opts, done)
  */
 export const mtlsAuth = fp(mtlsAuthPlugin, { fastify: '5.x', name: '@weave/transport/mtls-auth' });
 
+/**
+ * Makes a TLS server's HTTP/1.1 connections feed Node's HTTP parser through
+ * the socket's stream instead of straight from the TLS layer in C++.
+ *
+ * Why: when a request arrives while the previous answer on the connection is
+ * still being flushed (an answer above the socket's 16 KiB high-water mark,
+ * flushed after the current event-loop turn), Node pauses the parser. Fed from
+ * C++, the parser still receives the rest of what one TLS read decrypted — the
+ * next records of a body above 16 KiB — fails with `HPE_PAUSED`, and the
+ * server resets the connection (Node 20). Through the stream, a paused socket
+ * holds those bytes back until the answer is flushed. HTTP/2 sessions are
+ * left alone: they own their socket.
+ *
+ * {@link createMtlsServer} applies it; call it on a TLS server built otherwise.
+ */
+export function parseHttp1FromStream(server: TlsServer | HttpsServer | Http2SecureServer): void {
+  server.on('secureConnection', (socket: TLSSocket) => {
+    // Node's HTTP server hands the socket back to its stream as soon as
+    // anyone listens for 'data' (its own listener already feeds the parser).
+    if (socket.alpnProtocol !== 'h2') socket.on('data', noop);
+  });
+}
+
+function noop(): void {}
+
 /** The fastify instance {@link createMtlsServer} returns (HTTP/1.1 over TLS, or HTTP/2 with HTTP/1.1 fallback). */
 export type MtlsFastifyInstance = FastifyInstance<
   HttpsServer | Http2SecureServer,
@@ -279,6 +304,7 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
     unsubscribe();
     next();
   });
+  parseHttp1FromStream(app.server);
   void app.register(mtlsAuth, { identityProvider: opts.identity, authorize: opts.authorize });
   return app;
 }
