@@ -29,9 +29,13 @@ export {
   type TaskQuery,
   type TaskPage,
   type StoredEvent,
+  type PushConfigStore,
   type InMemoryTaskStoreOptions,
   InMemoryTaskStore,
   TaskStoreFullError,
+  TaskStoreConflictError,
+  TaskStoreUnavailableError,
+  isPushConfigStore,
 } from './store.js';
 export {
   TaskManager,

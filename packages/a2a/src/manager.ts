@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { WeaveError } from '@weave/identity';
 import type { StoredEvent, TaskPage, TaskQuery, TaskRecord, TaskStore } from './store.js';
-import { InMemoryTaskStore } from './store.js';
+import { InMemoryTaskStore, TaskStoreConflictError } from './store.js';
 import type { Artifact, Message, StreamResponse, Struct, Task, TaskState } from './wire/v1.js';
 import { INTERRUPTED_STATES, isTerminal } from './wire/v1.js';
 import { A2AErrors } from './errors.js';
@@ -24,8 +24,14 @@ export interface TaskManagerOptions {
   readonly store?: TaskStore;
   /** Events kept per task for replay to reconnecting subscribers. Default 1000. */
   readonly maxEventsPerTask?: number;
-  /** Called when writing to the store fails (the task goes on in memory). */
+  /**
+   * Called when writing to the store fails. The task goes on in memory and
+   * the write is retried (with backoff, up to `retryMaxMs` apart) until it
+   * succeeds, so nothing is lost while the store is away.
+   */
   readonly onStoreError?: (err: unknown, taskId: string) => void;
+  /** Longest pause between retries of a failed write, in ms. Default 5000. */
+  readonly retryMaxMs?: number;
 }
 
 /** Input to {@link TaskManager.create}. */
@@ -47,6 +53,10 @@ export interface Subscription {
 
 interface Live {
   readonly record: TaskRecord;
+  /** Recent events for replay (bounded); for the embedded store, the very array it keeps. */
+  readonly events: StoredEvent[];
+  /** Events not yet handed to a durable store. */
+  pending: StoredEvent[];
   readonly listeners: Set<TaskListener>;
   /** Created on first use: most tasks never look at their signal. */
   abort?: AbortController;
@@ -54,6 +64,8 @@ interface Live {
   chain: Promise<void>;
   /** A write is queued and has not started: later events ride along with it. */
   writeQueued: boolean;
+  /** Consecutive failed writes, for the retry backoff. */
+  failures: number;
   settleWaiters: Array<(t: TaskRecord) => void>;
   inputWaiter?: { resolve: (m: Message) => void; reject: (e: unknown) => void };
 }
@@ -74,6 +86,8 @@ export class TaskManager {
   readonly #flushing = new Set<Promise<void>>();
   readonly #maxEvents: number;
   readonly #onStoreError: (err: unknown, taskId: string) => void;
+  readonly #retryMaxMs: number;
+  #closed = false;
 
   constructor(options: TaskManagerOptions = {}) {
     this.store = options.store ?? new InMemoryTaskStore();
@@ -84,6 +98,7 @@ export class TaskManager {
         : undefined;
     this.#maxEvents = options.maxEventsPerTask ?? 1000;
     this.#onStoreError = options.onStoreError ?? (() => undefined);
+    this.#retryMaxMs = options.retryMaxMs ?? 5000;
   }
 
   /** Number of tasks that have not reached a terminal state in this process. */
@@ -111,20 +126,22 @@ export class TaskManager {
       skill: input.skill,
       createdAt: now,
       updatedAt: now,
-      seq: 0,
-      events: [],
+      seq: 1,
     };
-    if (this.#memory) this.#memory.putNow(record);
-    else await this.store.put(record);
-    const live: Live = {
+    const first: StoredEvent = { seq: 1, event: { task: snapshot(task) } };
+    const events = [first];
+    if (this.#memory) this.#memory.attachNow(record, events);
+    else await this.store.create(record, first);
+    this.#live.set(id, {
       record,
+      events,
+      pending: [],
       listeners: new Set(),
       chain: SETTLED,
       writeQueued: false,
+      failures: 0,
       settleWaiters: [],
-    };
-    this.#live.set(id, live);
-    this.#emit(live, { task: snapshot(task) }, false);
+    });
     return record;
   }
 
@@ -239,11 +256,7 @@ export class TaskManager {
     const live = this.#live.get(id);
     if (!live) return undefined;
     let backlog: StoredEvent[] | undefined = [];
-    if (afterSeq !== undefined) {
-      const events = live.record.events;
-      const first = events[0]?.seq ?? live.record.seq + 1;
-      backlog = afterSeq + 1 < first ? undefined : events.filter((e) => e.seq > afterSeq);
-    }
+    if (afterSeq !== undefined) backlog = keptAfter(live.events, live.record.seq, afterSeq);
     live.listeners.add(listener);
     return {
       backlog,
@@ -254,10 +267,22 @@ export class TaskManager {
     };
   }
 
-  /** Events of a stored (not live) task after `afterSeq`, or undefined when no longer kept. */
-  static eventsAfter(record: TaskRecord, afterSeq: number): StoredEvent[] | undefined {
-    const first = record.events[0]?.seq ?? record.seq + 1;
-    return afterSeq + 1 < first ? undefined : record.events.filter((e) => e.seq > afterSeq);
+  /**
+   * Events of a task after `afterSeq`, read from this process when the task
+   * runs here, else from the store, page by page. `undefined` when the task
+   * is unknown or those events are no longer kept.
+   */
+  async eventsAfter(id: string, afterSeq: number): Promise<StoredEvent[] | undefined> {
+    const live = this.#live.get(id);
+    if (live) return keptAfter(live.events, live.record.seq, afterSeq);
+    const out: StoredEvent[] = [];
+    for (;;) {
+      const page = await this.store.events(id, afterSeq, EVENT_PAGE);
+      if (page === undefined) return out.length === 0 ? undefined : out;
+      out.push(...page);
+      if (page.length < EVENT_PAGE) return out;
+      afterSeq = (page[page.length - 1] as StoredEvent).seq;
+    }
   }
 
   /**
@@ -368,10 +393,23 @@ export class TaskManager {
     return true;
   }
 
-  /** Persists a change made directly to a stored (not live) record. */
-  async persist(record: TaskRecord): Promise<void> {
-    record.updatedAt = Date.now();
-    await this.store.put(record);
+  /**
+   * Cancels a task that does not run in this process: appends a CANCELED
+   * status event to its stored log. Returns the task as it is afterwards
+   * (unchanged when it had already finished), or undefined when unknown.
+   */
+  async cancelStored(id: string): Promise<TaskRecord | undefined> {
+    const record = await this.store.get(id);
+    if (!record || isTerminal(record.task.status.state)) return record;
+    const now = Date.now();
+    const status = { state: 'TASK_STATE_CANCELED' as const, timestamp: isoTimestamp(now) };
+    const task: Task = { ...record.task, status };
+    const event: StoredEvent = {
+      seq: record.seq + 1,
+      event: { statusUpdate: { taskId: id, contextId: task.contextId, status } },
+    };
+    await this.store.append(id, task, [event], now);
+    return { ...record, task, seq: event.seq, updatedAt: now };
   }
 
   /** Removes expired finished tasks from the store. */
@@ -387,6 +425,8 @@ export class TaskManager {
   /** Cancels every live task, waits for pending writes and closes the store. */
   async close(): Promise<void> {
     for (const l of [...this.#live.values()]) this.cancel(l.record.task.id);
+    // Writes that keep failing get one more try each, then give up.
+    this.#closed = true;
     await this.flush();
     await this.store.close?.();
   }
@@ -395,8 +435,8 @@ export class TaskManager {
     const record = live.record;
     const stored: StoredEvent = { seq: ++record.seq, event };
     record.updatedAt = Date.now();
-    record.events.push(stored);
-    if (record.events.length > this.#maxEvents) record.events.shift();
+    live.events.push(stored);
+    if (live.events.length > this.#maxEvents) live.events.shift();
     for (const l of live.listeners) l(stored, record);
     const id = record.task.id;
     const terminal = isTerminal(record.task.status.state);
@@ -405,31 +445,23 @@ export class TaskManager {
       live.listeners.clear();
     }
     if (this.#memory) {
-      // The embedded store holds this very record object (put by create()):
-      // only the move to a terminal state has something to tell it.
-      if (terminal) {
-        try {
-          this.#memory.putNow(record);
-        } catch (err) {
-          this.#onStoreError(err, id);
-        }
+      // The embedded store holds this very record and event array (attached
+      // by create()): only the move to a terminal state has something to tell it.
+      if (terminal) this.#memory.finishNow(id);
+    } else {
+      live.pending.push(stored);
+      // Events published in one burst share one write: queue a write only if
+      // none is waiting to start.
+      if (!live.writeQueued) {
+        live.writeQueued = true;
+        live.chain = live.chain.then(() => this.#write(live));
       }
-    } else if (!live.writeQueued) {
-      // The store gets the whole record, so events published in one burst need
-      // one write: queue a write only if none is waiting to start.
-      live.writeQueued = true;
-      live.chain = live.chain
-        .then(() => {
-          live.writeQueued = false;
-          return this.store.put(record);
-        })
-        .catch((err: unknown) => this.#onStoreError(err, id));
-    }
-    if (terminal && !this.#memory) {
-      // The task leaves #live now; keep its last write visible to flush().
-      const last = live.chain;
-      this.#flushing.add(last);
-      void last.then(() => this.#flushing.delete(last));
+      if (terminal) {
+        // The task leaves #live now; keep its last write visible to flush().
+        const last = live.chain;
+        this.#flushing.add(last);
+        void last.then(() => this.#flushing.delete(last));
+      }
     }
     if (settles && live.settleWaiters.length > 0) {
       const waiters = live.settleWaiters;
@@ -437,7 +469,50 @@ export class TaskManager {
       for (const w of waiters) w(record);
     }
   }
+
+  /**
+   * Hands the pending events and the task as it is now to the store. A
+   * failed write keeps its events pending and is retried after a backoff,
+   * so the log reaches the store whole and in order once it is back.
+   */
+  async #write(live: Live): Promise<void> {
+    const id = live.record.task.id;
+    for (;;) {
+      live.writeQueued = false;
+      const batch = live.pending;
+      if (batch.length === 0) return;
+      live.pending = [];
+      try {
+        await this.store.append(id, live.record.task, batch, live.record.updatedAt);
+        live.failures = 0;
+        return;
+      } catch (err) {
+        live.pending = batch.concat(live.pending);
+        this.#onStoreError(err, id);
+        // Another writer owns the log now (or the task is gone): retrying cannot help.
+        if (err instanceof TaskStoreConflictError || this.#closed) return;
+        live.failures++;
+        const delay = Math.min(this.#retryMaxMs, 50 * 2 ** Math.min(live.failures, 10));
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
 }
+
+/** Events kept in `events` after `afterSeq`, or undefined when some are gone. */
+function keptAfter(
+  events: readonly StoredEvent[],
+  lastSeq: number,
+  afterSeq: number,
+): StoredEvent[] | undefined {
+  const first = events[0]?.seq ?? lastSeq + 1;
+  if (afterSeq + 1 < first) return undefined;
+  // Sequence numbers are consecutive: the position is arithmetic.
+  return events.slice(Math.max(0, afterSeq + 1 - first));
+}
+
+/** Events read from the store per query when replaying. */
+const EVENT_PAGE = 500;
 
 /**
  * A copy of `m` that belongs to a task. Built field by field: an object

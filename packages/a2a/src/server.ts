@@ -6,8 +6,8 @@ import type { z } from 'zod';
 import { A2AError, A2AErrorCode, A2AErrors } from './errors.js';
 import { TaskManager, WaitTimeoutError, snapshot } from './manager.js';
 import { SseWriter } from './sse.js';
-import type { StoredEvent, TaskRecord, TaskStore } from './store.js';
-import { TaskStoreFullError } from './store.js';
+import type { PushConfigStore, StoredEvent, TaskRecord, TaskStore } from './store.js';
+import { TaskStoreFullError, isPushConfigStore } from './store.js';
 import * as v1 from './wire/v1.js';
 import type {
   AgentCard,
@@ -108,6 +108,11 @@ export interface A2APushOptions {
    * time. Errors are logged and otherwise ignored.
    */
   readonly send?: (config: TaskPushNotificationConfig, event: StreamResponse) => Promise<void>;
+  /**
+   * Where configs are kept. Default: the task store when it is also a
+   * {@link PushConfigStore} (the in-memory and PostgreSQL stores are).
+   */
+  readonly store?: PushConfigStore;
 }
 
 /** Options of {@link A2AServer}. */
@@ -199,6 +204,7 @@ export class A2AServer {
   readonly #subscribers = new Map<string, number>();
   readonly #cardCache = new Map<string, string>();
   readonly #requiredExt: string[];
+  readonly #pushStore: PushConfigStore | undefined;
   #log: FastifyInstance['log'] | undefined;
 
   constructor(options: A2AServerOptions) {
@@ -215,6 +221,13 @@ export class A2AServer {
       maxEventsPerTask: options.maxEventsPerTask,
       onStoreError: (err, taskId) => this.#log?.error({ err, taskId }, 'a2a: task store write failed'),
     });
+    const pushStore = options.push?.store ?? this.manager.store;
+    if (options.push?.enabled && !isPushConfigStore(pushStore)) {
+      throw new TypeError(
+        'A2AServer: push.enabled needs push.store when the task store keeps no push configs',
+      );
+    }
+    this.#pushStore = isPushConfigStore(pushStore) ? pushStore : undefined;
     this.#getCaller = options.getCaller ?? defaultGetCaller;
     this.#maxBody = options.limits?.maxBodyBytes ?? 1024 * 1024;
     this.#maxTasks = options.limits?.maxConcurrentTasks ?? 1000;
@@ -643,8 +656,20 @@ export class A2AServer {
       throw err;
     }
     const push = p.configuration?.taskPushNotificationConfig;
-    // Given with the message, the webhook gets the task's events from the first one.
-    if (push) this.#addPushConfig(record, { ...push, taskId: record.task.id }, 0);
+    if (push) {
+      try {
+        // Given with the message, the webhook gets the task's events from the first one.
+        await this.#addPushConfig(record, { ...push, taskId: record.task.id }, 0);
+      } catch (err) {
+        // The handler never runs for a task whose webhook could not be kept.
+        this.manager.setStatus(
+          record.task.id,
+          'TASK_STATE_FAILED',
+          agentMessage('Task failed: push config not stored'),
+        );
+        throw err;
+      }
+    }
     try {
       beforeRun?.(record);
     } finally {
@@ -740,12 +765,14 @@ export class A2AServer {
     await this.#authorize(call, record.skill, id);
     const state = record.task.status.state;
     if (isTerminal(state)) throw A2AErrors.taskNotCancelable(id, state);
-    if (!this.manager.cancel(id)) {
-      // Not running here (e.g. loaded from a durable store after a restart): mark it.
-      record.task.status = { state: 'TASK_STATE_CANCELED', timestamp: new Date().toISOString() };
-      await this.manager.persist(record);
+    if (this.manager.cancel(id)) return snapshot(record.task);
+    // Not running here (e.g. loaded from a durable store after a restart): log it.
+    const after = await this.manager.cancelStored(id);
+    if (!after) throw A2AErrors.taskNotFound(id);
+    if (after.task.status.state !== 'TASK_STATE_CANCELED') {
+      throw A2AErrors.taskNotCancelable(id, after.task.status.state);
     }
-    return snapshot(record.task);
+    return snapshot(after.task);
   }
 
   async #subscribe(call: Call, id: string): Promise<typeof STREAMED> {
@@ -754,7 +781,7 @@ export class A2AServer {
     const lastEventId = parseLastEventId(call.request.headers['last-event-id']);
     if (!this.manager.isLive(id)) {
       // Finished: a reconnecting client still gets the events it missed, if kept.
-      const missed = lastEventId === undefined ? undefined : TaskManager.eventsAfter(record, lastEventId);
+      const missed = lastEventId === undefined ? undefined : await this.manager.eventsAfter(id, lastEventId);
       if (missed === undefined || missed.length === 0) {
         throw A2AErrors.unsupportedOperation(`Task ${id} is in terminal state ${record.task.status.state}`);
       }
@@ -833,24 +860,21 @@ export class A2AServer {
     const p = read();
     const record = await this.#ownedTask(call, p.taskId);
     await this.#authorize(call, record.skill, p.taskId);
-    const stored = this.#addPushConfig(record, p);
-    await this.manager.persist(record);
-    return redact(stored);
+    return redact(await this.#addPushConfig(record, p));
   }
 
-  #addPushConfig(
+  async #addPushConfig(
     record: TaskRecord,
     c: TaskPushNotificationConfig,
     fromSeq?: number,
-  ): TaskPushNotificationConfig {
+  ): Promise<TaskPushNotificationConfig> {
+    const store = this.#pushStore as PushConfigStore;
     const stored: TaskPushNotificationConfig = { ...c, taskId: record.task.id, id: c.id || randomUUID() };
-    const list = (record.pushConfigs ??= []);
-    const i = list.findIndex((x) => x.id === stored.id);
-    if (i >= 0) list[i] = stored;
-    else {
-      if (list.length >= 16) throw A2AErrors.invalidParams('at most 16 push configs per task');
-      list.push(stored);
+    const list = await store.listPushConfigs(record.task.id);
+    if (!list.some((x) => x.id === stored.id) && list.length >= 16) {
+      throw A2AErrors.invalidParams('at most 16 push configs per task');
     }
+    await store.setPushConfig(stored);
     this.#watchPush(record, fromSeq);
     return stored;
   }
@@ -863,7 +887,7 @@ export class A2AServer {
     const p = read();
     const record = await this.#ownedTask(call, p.taskId);
     await this.#authorize(call, record.skill, p.taskId);
-    const list = record.pushConfigs ?? [];
+    const list = await (this.#pushStore as PushConfigStore).listPushConfigs(p.taskId);
     const found = p.id === '' ? list[0] : list.find((c) => c.id === p.id);
     if (!found) throw A2AErrors.invalidParams(`no push config ${JSON.stringify(p.id)} on task ${p.taskId}`);
     return redact(found);
@@ -877,7 +901,8 @@ export class A2AServer {
     const p = read();
     const record = await this.#ownedTask(call, p.taskId);
     await this.#authorize(call, record.skill, p.taskId);
-    return { configs: (record.pushConfigs ?? []).map(redact), nextPageToken: '' };
+    const list = await (this.#pushStore as PushConfigStore).listPushConfigs(p.taskId);
+    return { configs: list.map(redact), nextPageToken: '' };
   }
 
   async #pushDelete(call: Call, read: () => { taskId: string; id: string }): Promise<void> {
@@ -885,32 +910,38 @@ export class A2AServer {
     const p = read();
     const record = await this.#ownedTask(call, p.taskId);
     await this.#authorize(call, record.skill, p.taskId);
-    const list = record.pushConfigs ?? [];
-    const i = list.findIndex((c) => c.id === p.id);
-    if (i < 0) throw A2AErrors.invalidParams(`no push config ${JSON.stringify(p.id)} on task ${p.taskId}`);
-    list.splice(i, 1);
-    await this.manager.persist(record);
+    if (!(await (this.#pushStore as PushConfigStore).deletePushConfig(p.taskId, p.id))) {
+      throw A2AErrors.invalidParams(`no push config ${JSON.stringify(p.id)} on task ${p.taskId}`);
+    }
   }
 
   readonly #pushWatched = new Set<string>();
 
   #watchPush(record: TaskRecord, afterSeq?: number): void {
     const send = this.#opts.push?.send;
+    const store = this.#pushStore;
     const id = record.task.id;
-    if (!send || this.#pushWatched.has(id)) return;
-    // One delivery at a time per task, so each webhook sees the events in order.
+    if (!send || !store || this.#pushWatched.has(id)) return;
+    // One delivery at a time per task, so each webhook sees the events in
+    // order; the configs are read per event, so one added or removed (on any
+    // replica sharing the store) takes effect from the next event.
     let chain = Promise.resolve();
     const deliver = (e: StoredEvent, rec: TaskRecord) => {
-      const configs = (rec.pushConfigs ?? []).slice();
-      chain = chain.then(() =>
-        Promise.all(
-          configs.map((c) =>
-            send(c, e.event).catch((err: unknown) =>
-              this.#log?.warn({ err, taskId: id, configId: c.id }, 'a2a: push notification failed'),
+      chain = chain
+        .then(() => store.listPushConfigs(id))
+        .then((configs) =>
+          Promise.all(
+            configs.map((c) =>
+              send(c, e.event).catch((err: unknown) =>
+                this.#log?.warn({ err, taskId: id, configId: c.id }, 'a2a: push notification failed'),
+              ),
             ),
           ),
-        ).then(() => undefined),
-      );
+        )
+        .then(
+          () => undefined,
+          (err: unknown) => this.#log?.warn({ err, taskId: id }, 'a2a: push configs could not be read'),
+        );
       if (isTerminal(rec.task.status.state)) this.#pushWatched.delete(id);
     };
     const sub = this.manager.subscribe(id, deliver, afterSeq);

@@ -8,7 +8,7 @@ export interface StoredEvent {
   readonly event: StreamResponse;
 }
 
-/** Everything the server keeps about one task. */
+/** What the server keeps about one task, apart from its event log. */
 export interface TaskRecord {
   task: Task;
   /** SPIFFE ID of the caller that created the task; only it can see the task. */
@@ -20,9 +20,6 @@ export interface TaskRecord {
   updatedAt: number;
   /** Sequence number of the last event. */
   seq: number;
-  /** Recent events for replay to reconnecting subscribers (bounded, oldest dropped first). */
-  events: StoredEvent[];
-  pushConfigs?: TaskPushNotificationConfig[];
 }
 
 /** Filter for {@link TaskStore.list}. */
@@ -45,18 +42,68 @@ export interface TaskPage {
 
 /**
  * Persistence seam of the A2A server. The server keeps the live state of a
- * running task in process and writes it through, in order, after each event;
- * a durable store only has to persist what it is given.
+ * running task in process and writes each change through, in order:
+ * {@link create} once, then {@link append} with the new events and the
+ * task's current state. A store is never handed the event log as a whole;
+ * readers page through it with {@link events}.
+ *
+ * Every implementation must pass the contract suite exported by
+ * `@weave/a2a/testing` (`taskStoreContract`).
  */
 export interface TaskStore {
+  /**
+   * Saves a new task (`record.seq` is 1) with its first event.
+   *
+   * @throws {TaskStoreFullError} when the store cannot take another task.
+   * @throws {TaskStoreUnavailableError} when the backing service cannot be reached (retryable).
+   */
+  create(record: TaskRecord, first: StoredEvent): Promise<void>;
+  /**
+   * Appends `events` (consecutive, the first one numbered right after the
+   * stored last event) and saves `task` as the task's current state, in one
+   * atomic step.
+   *
+   * @throws {TaskStoreConflictError} when the task is unknown or `events`
+   *   does not continue its log (another writer got there first); nothing changes.
+   * @throws {TaskStoreUnavailableError} when the backing service cannot be reached (retryable).
+   */
+  append(id: string, task: Task, events: readonly StoredEvent[], updatedAt: number): Promise<void>;
   get(id: string): Promise<TaskRecord | undefined>;
-  /** Inserts or replaces. May throw {@link TaskStoreFullError}. */
-  put(record: TaskRecord): Promise<void>;
+  /**
+   * Up to `limit` events numbered after `afterSeq`, in order (empty when
+   * there are none). `undefined` when the task is unknown or some of those
+   * events are no longer kept.
+   */
+  events(id: string, afterSeq: number, limit: number): Promise<readonly StoredEvent[] | undefined>;
   delete(id: string): Promise<void>;
   list(query: TaskQuery): Promise<TaskPage>;
   /** Removes expired terminal tasks; returns how many. */
   sweep(now?: number): Promise<number>;
   close?(): Promise<void>;
+}
+
+/**
+ * Where push-notification configs live. Configs belong to a task and go when
+ * it goes. Implementations that persist them keep secrets (`token`,
+ * `authentication.credentials`) encrypted at rest.
+ */
+export interface PushConfigStore {
+  /** Inserts or replaces (by `taskId` and `id`). */
+  setPushConfig(config: TaskPushNotificationConfig): Promise<void>;
+  /** The task's configs, in insertion order. */
+  listPushConfigs(taskId: string): Promise<TaskPushNotificationConfig[]>;
+  /** False when there was no such config. */
+  deletePushConfig(taskId: string, id: string): Promise<boolean>;
+}
+
+/** True when `store` also keeps push-notification configs. */
+export function isPushConfigStore(store: unknown): store is PushConfigStore {
+  const s = store as Partial<PushConfigStore> | undefined;
+  return (
+    typeof s?.setPushConfig === 'function' &&
+    typeof s.listPushConfigs === 'function' &&
+    typeof s.deletePushConfig === 'function'
+  );
 }
 
 /** The store cannot take another task: every slot holds a task that has not finished. */
@@ -66,74 +113,124 @@ export class TaskStoreFullError extends WeaveError {
   }
 }
 
+/** A write does not fit the stored task: unknown task, or its log moved on (another writer). */
+export class TaskStoreConflictError extends WeaveError {
+  constructor(taskId: string, detail: string) {
+    super('TASK_STORE_CONFLICT', `task ${taskId}: ${detail}`);
+  }
+}
+
+/** The store's backing service cannot be reached; the same call may succeed later. */
+export class TaskStoreUnavailableError extends WeaveError {
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super('TASK_STORE_UNAVAILABLE', `task store unavailable: ${detail}`, options);
+  }
+}
+
 /** Options of {@link InMemoryTaskStore}. */
 export interface InMemoryTaskStoreOptions {
   /** How long a finished task stays readable, in ms. Default 1 hour. */
   readonly terminalTtlMs?: number;
   /** Most tasks kept at once. When full, the oldest finished tasks go first. Default 10 000. */
   readonly maxTasks?: number;
+  /** Events kept per task written through {@link InMemoryTaskStore.append} (oldest dropped first). Default 1000. */
+  readonly maxEventsPerTask?: number;
+}
+
+interface Entry {
+  readonly record: TaskRecord;
+  /** Recent events, oldest first. */
+  readonly events: StoredEvent[];
+  pushConfigs?: TaskPushNotificationConfig[];
 }
 
 /**
  * The embedded default: tasks in a Map, insertion (= creation) ordered.
  * Finished tasks expire after `terminalTtlMs`; the number of tasks is capped
- * at `maxTasks`, so memory stays bounded.
+ * at `maxTasks`, so memory stays bounded. Also the default
+ * {@link PushConfigStore}: a task's configs go with it.
  */
-export class InMemoryTaskStore implements TaskStore {
-  readonly #tasks = new Map<string, TaskRecord>();
+export class InMemoryTaskStore implements TaskStore, PushConfigStore {
+  readonly #tasks = new Map<string, Entry>();
   /** Ids of finished tasks in the order they finished: eviction takes from the head. */
   #finished: string[] = [];
   #finishedHead = 0;
   readonly #isFinished = new Set<string>();
   readonly #ttl: number;
   readonly #max: number;
+  readonly #maxEvents: number;
   #lastSweep = 0;
 
   constructor(options: InMemoryTaskStoreOptions = {}) {
     this.#ttl = options.terminalTtlMs ?? 3_600_000;
     this.#max = options.maxTasks ?? 10_000;
+    this.#maxEvents = options.maxEventsPerTask ?? 1000;
   }
 
   get size(): number {
     return this.#tasks.size;
   }
 
-  async get(id: string): Promise<TaskRecord | undefined> {
-    const r = this.#tasks.get(id);
-    if (r && this.#expired(r, Date.now())) {
-      this.#tasks.delete(id);
-      this.#isFinished.delete(id);
-      return undefined;
-    }
-    return r;
-  }
-
-  async put(record: TaskRecord): Promise<void> {
-    this.putNow(record);
+  async create(record: TaskRecord, first: StoredEvent): Promise<void> {
+    this.attachNow({ ...record, task: structuredClone(record.task) }, [first]);
   }
 
   /**
-   * {@link put} without the promise: the TaskManager writes through to this
-   * store synchronously (no write queue per task).
+   * {@link create} without the promise and without copies: the store keeps
+   * `record` and `events` themselves, and the caller (the TaskManager, for
+   * the embedded store) goes on updating them in place, so a running task
+   * costs no write at all. {@link finishNow} tells the store it ended.
    *
-   * @throws {TaskStoreFullError} for a new task when every slot holds an unfinished one.
+   * @throws {TaskStoreFullError} when every slot holds an unfinished task.
    */
-  putNow(record: TaskRecord): void {
+  attachNow(record: TaskRecord, events: StoredEvent[]): void {
     const id = record.task.id;
-    if (!this.#tasks.has(id)) {
-      const now = Date.now();
-      // A full sweep at most every 10 s keeps put O(1) amortised without a timer;
-      // when full, dropping the oldest finished task is O(1) in the usual case.
-      if (now - this.#lastSweep > 10_000) this.#sweepSync(now);
-      if (this.#tasks.size >= this.#max && !this.#evictOldestFinished()) {
-        throw new TaskStoreFullError(this.#max);
-      }
+    if (this.#tasks.has(id)) throw new TaskStoreConflictError(id, 'already exists');
+    const now = Date.now();
+    // A full sweep at most every 10 s keeps create O(1) amortised without a
+    // timer; when full, dropping the oldest finished task is O(1) in the usual case.
+    if (now - this.#lastSweep > 10_000) this.#sweepSync(now);
+    if (this.#tasks.size >= this.#max && !this.#evictOldestFinished()) {
+      throw new TaskStoreFullError(this.#max);
     }
-    this.#tasks.set(id, record);
-    if (isTerminal(record.task.status.state) && !this.#isFinished.has(id)) {
-      this.#isFinished.add(id);
-      this.#finished.push(id);
+    this.#tasks.set(id, { record, events });
+    this.#noteFinished(id, record);
+  }
+
+  /** A task attached with {@link attachNow} reached a terminal state. */
+  finishNow(id: string): void {
+    const e = this.#tasks.get(id);
+    if (e) this.#noteFinished(id, e.record);
+  }
+
+  async append(id: string, task: Task, events: readonly StoredEvent[], updatedAt: number): Promise<void> {
+    const e = this.#tasks.get(id);
+    if (!e) throw new TaskStoreConflictError(id, 'unknown task');
+    const first = events[0];
+    if (first === undefined) return;
+    if (first.seq !== e.record.seq + 1) {
+      throw new TaskStoreConflictError(id, `event ${first.seq} does not follow ${e.record.seq}`);
     }
+    e.record.task = structuredClone(task);
+    e.record.updatedAt = updatedAt;
+    e.record.seq = (events[events.length - 1] as StoredEvent).seq;
+    e.events.push(...events);
+    if (e.events.length > this.#maxEvents) e.events.splice(0, e.events.length - this.#maxEvents);
+    this.#noteFinished(id, e.record);
+  }
+
+  async get(id: string): Promise<TaskRecord | undefined> {
+    return this.#entry(id)?.record;
+  }
+
+  async events(id: string, afterSeq: number, limit: number): Promise<readonly StoredEvent[] | undefined> {
+    const e = this.#entry(id);
+    if (!e) return undefined;
+    const first = e.events[0]?.seq ?? e.record.seq + 1;
+    if (afterSeq + 1 < first) return undefined;
+    // Sequence numbers are consecutive: the position is arithmetic.
+    const from = Math.max(0, afterSeq + 1 - first);
+    return e.events.slice(from, from + Math.max(0, limit));
   }
 
   async delete(id: string): Promise<void> {
@@ -148,7 +245,7 @@ export class InMemoryTaskStore implements TaskStore {
     let passedCursor = q.after === undefined;
     const all = [...this.#tasks.values()];
     for (let i = all.length - 1; i >= 0; i--) {
-      const r = all[i];
+      const r = all[i]?.record;
       if (r === undefined || r.owner !== q.owner || this.#expired(r, now)) continue;
       if (q.contextId !== undefined && r.task.contextId !== q.contextId) continue;
       if (q.status !== undefined && r.task.status.state !== q.status) continue;
@@ -172,6 +269,44 @@ export class InMemoryTaskStore implements TaskStore {
     return this.#sweepSync(now);
   }
 
+  async setPushConfig(config: TaskPushNotificationConfig): Promise<void> {
+    const e = this.#entry(config.taskId);
+    if (!e) throw new TaskStoreConflictError(config.taskId, 'unknown task');
+    const list = (e.pushConfigs ??= []);
+    const i = list.findIndex((c) => c.id === config.id);
+    if (i >= 0) list[i] = config;
+    else list.push(config);
+  }
+
+  async listPushConfigs(taskId: string): Promise<TaskPushNotificationConfig[]> {
+    return (this.#entry(taskId)?.pushConfigs ?? []).slice();
+  }
+
+  async deletePushConfig(taskId: string, id: string): Promise<boolean> {
+    const list = this.#entry(taskId)?.pushConfigs;
+    const i = list?.findIndex((c) => c.id === id) ?? -1;
+    if (i < 0) return false;
+    list?.splice(i, 1);
+    return true;
+  }
+
+  #entry(id: string): Entry | undefined {
+    const e = this.#tasks.get(id);
+    if (e && this.#expired(e.record, Date.now())) {
+      this.#tasks.delete(id);
+      this.#isFinished.delete(id);
+      return undefined;
+    }
+    return e;
+  }
+
+  #noteFinished(id: string, r: TaskRecord): void {
+    if (isTerminal(r.task.status.state) && !this.#isFinished.has(id)) {
+      this.#isFinished.add(id);
+      this.#finished.push(id);
+    }
+  }
+
   #expired(r: TaskRecord, now: number): boolean {
     return isTerminal(r.task.status.state) && now - r.updatedAt > this.#ttl;
   }
@@ -179,8 +314,8 @@ export class InMemoryTaskStore implements TaskStore {
   #sweepSync(now: number): number {
     this.#lastSweep = now;
     let n = 0;
-    for (const [id, r] of this.#tasks) {
-      if (this.#expired(r, now)) {
+    for (const [id, e] of this.#tasks) {
+      if (this.#expired(e.record, now)) {
         this.#tasks.delete(id);
         this.#isFinished.delete(id);
         n++;

@@ -7,35 +7,55 @@ import {
   WaitTimeoutError,
   type Message,
   type StoredEvent,
+  type Task,
   type TaskRecord,
   type TaskState,
 } from '../src/index.js';
+import { taskStoreContract } from '../src/testing.js';
 
 const msg = (text: string): Message => ({ messageId: `m-${text}`, role: 'ROLE_USER', parts: [{ text }] });
 
-function record(
+/** A record attached to the store as the TaskManager does it, with a way to finish it. */
+function attach(
+  store: InMemoryTaskStore,
   id: string,
   state: TaskState,
-  opts: { owner?: string; createdAt?: number; updatedAt?: number; contextId?: string } = {},
+  opts: { owner?: string; createdAt?: number; updatedAt?: number } = {},
 ): TaskRecord {
   const now = Date.now();
-  return {
-    task: { id, contextId: opts.contextId ?? 'ctx', status: { state } },
+  const r: TaskRecord = {
+    task: { id, contextId: 'ctx', status: { state } },
     owner: opts.owner ?? 'spiffe://t/a',
     skill: 's',
     createdAt: opts.createdAt ?? now,
     updatedAt: opts.updatedAt ?? now,
-    seq: 0,
-    events: [],
+    seq: 1,
   };
+  store.attachNow(r, [{ seq: 1, event: { task: r.task } }]);
+  return r;
 }
+
+function finish(store: InMemoryTaskStore, r: TaskRecord, state: TaskState = 'TASK_STATE_COMPLETED'): void {
+  r.task.status = { state };
+  store.finishNow(r.task.id);
+}
+
+const shared = new Map<number, InMemoryTaskStore>();
+taskStoreContract('InMemoryTaskStore', {
+  // One store per TTL: stores "opened" twice share their data, as the contract asks.
+  open: ({ terminalTtlMs }) => {
+    let s = shared.get(terminalTtlMs);
+    if (!s) shared.set(terminalTtlMs, (s = new InMemoryTaskStore({ terminalTtlMs })));
+    return s;
+  },
+});
 
 describe('InMemoryTaskStore', () => {
   it('expires finished tasks after the TTL, keeps running ones', async () => {
     const store = new InMemoryTaskStore({ terminalTtlMs: 1000 });
-    await store.put(record('done', 'TASK_STATE_COMPLETED'));
-    await store.put(record('running', 'TASK_STATE_WORKING'));
-    await store.put(record('old', 'TASK_STATE_FAILED', { updatedAt: Date.now() - 5000 }));
+    attach(store, 'done', 'TASK_STATE_COMPLETED');
+    attach(store, 'running', 'TASK_STATE_WORKING');
+    attach(store, 'old', 'TASK_STATE_FAILED', { updatedAt: Date.now() - 5000 });
     expect(await store.get('old')).toBeUndefined();
     expect(await store.sweep(Date.now() + 2000)).toBe(1);
     expect(await store.get('done')).toBeUndefined();
@@ -44,30 +64,26 @@ describe('InMemoryTaskStore', () => {
 
   it('stays within maxTasks by dropping the oldest finished task, and refuses when all are running', async () => {
     const store = new InMemoryTaskStore({ maxTasks: 3 });
-    await store.put(record('a', 'TASK_STATE_COMPLETED'));
-    await store.put(record('b', 'TASK_STATE_WORKING'));
-    await store.put(record('c', 'TASK_STATE_COMPLETED'));
-    await store.put(record('d', 'TASK_STATE_WORKING'));
+    attach(store, 'a', 'TASK_STATE_COMPLETED');
+    const b = attach(store, 'b', 'TASK_STATE_WORKING');
+    attach(store, 'c', 'TASK_STATE_COMPLETED');
+    attach(store, 'd', 'TASK_STATE_WORKING');
     expect(store.size).toBe(3);
     expect(await store.get('a')).toBeUndefined();
-    await store.put(record('e', 'TASK_STATE_WORKING'));
+    attach(store, 'e', 'TASK_STATE_WORKING');
     expect(await store.get('c')).toBeUndefined();
-    await expect(store.put(record('f', 'TASK_STATE_WORKING'))).rejects.toBeInstanceOf(TaskStoreFullError);
+    expect(() => attach(store, 'f', 'TASK_STATE_WORKING')).toThrow(TaskStoreFullError);
     expect(store.size).toBe(3);
-    // Replacing an existing task is always possible.
-    await store.put(record('b', 'TASK_STATE_COMPLETED'));
+    // A running task that finishes frees its slot for the next one.
+    finish(store, b);
+    attach(store, 'g', 'TASK_STATE_WORKING');
+    expect(await store.get('b')).toBeUndefined();
   });
 
   it('keeps evicting in finish order over many tasks (queue compaction)', async () => {
     const store = new InMemoryTaskStore({ maxTasks: 100 });
-    const running = record('long-running', 'TASK_STATE_WORKING');
-    await store.put(running);
-    for (let i = 0; i < 5000; i++) {
-      const r = record(`t${i}`, 'TASK_STATE_WORKING');
-      await store.put(r);
-      r.task.status = { state: 'TASK_STATE_COMPLETED' };
-      await store.put(r);
-    }
+    const running = attach(store, 'long-running', 'TASK_STATE_WORKING');
+    for (let i = 0; i < 5000; i++) finish(store, attach(store, `t${i}`, 'TASK_STATE_WORKING'));
     expect(store.size).toBe(100);
     expect(await store.get('long-running')).toBe(running);
     expect(await store.get('t4999')).toBeDefined();
@@ -76,44 +92,36 @@ describe('InMemoryTaskStore', () => {
     expect(await store.get('t4900')).toBeUndefined();
   });
 
-  it('lists only the owner’s tasks, newest first, with filters and a keyset cursor', async () => {
-    const store = new InMemoryTaskStore();
-    const t0 = Date.now();
-    for (let i = 0; i < 6; i++) {
-      await store.put(
-        record(`t${i}`, i % 2 ? 'TASK_STATE_COMPLETED' : 'TASK_STATE_WORKING', {
-          createdAt: t0 + i,
-          contextId: i < 4 ? 'x' : 'y',
-        }),
-      );
-    }
-    await store.put(record('other', 'TASK_STATE_WORKING', { owner: 'spiffe://t/b', createdAt: t0 + 10 }));
-    const all = await store.list({ owner: 'spiffe://t/a', limit: 10 });
-    expect(all.records.map((r) => r.task.id)).toEqual(['t5', 't4', 't3', 't2', 't1', 't0']);
-    expect(all.total).toBe(6);
-    const ctx = await store.list({
-      owner: 'spiffe://t/a',
-      contextId: 'x',
-      status: 'TASK_STATE_COMPLETED',
-      limit: 10,
-    });
-    expect(ctx.records.map((r) => r.task.id)).toEqual(['t3', 't1']);
-    const page = await store.list({
-      owner: 'spiffe://t/a',
-      limit: 2,
-      after: { createdAt: t0 + 4, id: 't4' },
-    });
-    expect(page.records.map((r) => r.task.id)).toEqual(['t3', 't2']);
+  it('keeps at most maxEventsPerTask appended events and reports the older ones as gone', async () => {
+    const store = new InMemoryTaskStore({ maxEventsPerTask: 3 });
+    const task: Task = { id: 'x', contextId: 'ctx', status: { state: 'TASK_STATE_WORKING' } };
+    const r: TaskRecord = { task, owner: 'o', skill: 's', createdAt: 1, updatedAt: 1, seq: 1 };
+    await store.create(r, { seq: 1, event: { task } });
+    const events = [2, 3, 4, 5].map((seq) => ({
+      seq,
+      event: {
+        artifactUpdate: { taskId: 'x', contextId: 'ctx', artifact: { artifactId: `a${seq}`, parts: [] } },
+      },
+    }));
+    await store.append('x', r.task, events, Date.now());
+    expect((await store.events('x', 2, 10))?.map((e) => e.seq)).toEqual([3, 4, 5]);
+    expect(await store.events('x', 1, 10)).toBeUndefined();
   });
 });
 
 describe('TaskManager', () => {
   it('numbers events, fans them out in order and persists the final state', async () => {
     const puts: Array<[string, number, TaskState]> = [];
+    // A subclass takes the store's public (copying) path, as a durable store would.
     class RecordingStore extends InMemoryTaskStore {
-      override async put(r: TaskRecord): Promise<void> {
-        puts.push([r.task.id, r.seq, r.task.status.state]);
-        await super.put(r);
+      override async append(
+        id: string,
+        task: Task,
+        events: readonly StoredEvent[],
+        at: number,
+      ): Promise<void> {
+        for (const e of events) puts.push([id, e.seq, task.status.state]);
+        await super.append(id, task, events, at);
       }
     }
     const m = new TaskManager({ store: new RecordingStore() });
@@ -140,7 +148,7 @@ describe('TaskManager', () => {
     expect(m.isLive(rec.task.id)).toBe(false);
     await m.close();
     const seqs = puts.filter(([id]) => id === rec.task.id).map(([, seq]) => seq);
-    expect(seqs).toEqual([...seqs].sort((x, y) => x - y));
+    expect(seqs).toEqual([2, 3, 4, 5]);
     expect(puts.at(-1)?.[2]).toBe('TASK_STATE_COMPLETED');
   });
 
@@ -211,7 +219,7 @@ describe('TaskManager', () => {
     expect(sub?.backlog?.map((e) => e.seq)).toEqual([4, 5, 6]);
     sub?.unsubscribe();
     expect(m.subscribe(r.task.id, () => undefined, 1)?.backlog).toBeUndefined();
-    expect(TaskManager.eventsAfter(r, 5)?.map((e) => e.seq)).toEqual([6]);
+    expect((await m.eventsAfter(r.task.id, 5))?.map((e) => e.seq)).toEqual([6]);
     await m.close();
   });
 

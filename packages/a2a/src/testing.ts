@@ -1,0 +1,303 @@
+/**
+ * `@weave/a2a/testing` — the contract every {@link TaskStore} must meet, as a
+ * vitest suite. A store passes when `taskStoreContract` registers no failing
+ * test against it:
+ *
+ * ```ts
+ * import { taskStoreContract } from '@weave/a2a/testing';
+ * taskStoreContract('MyStore', { open: (o) => new MyStore(o) });
+ * ```
+ *
+ * Tests use fresh random ids and owners, so several stores may share one
+ * database and run the suite one after another.
+ *
+ * @packageDocumentation
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, describe, expect, it } from 'vitest';
+import { TaskManager } from './manager.js';
+import type { StoredEvent, TaskRecord, TaskStore } from './store.js';
+import { TaskStoreConflictError, isPushConfigStore } from './store.js';
+import type { Message, StreamResponse, Task, TaskState } from './wire/v1.js';
+import { isTerminal } from './wire/v1.js';
+
+/** How the suite gets a store. */
+export interface TaskStoreContractOptions {
+  /**
+   * Opens a store; `terminalTtlMs` is how long finished tasks stay readable.
+   * Stores opened with the same options must share their data (the suite
+   * reopens one to check what a second replica or a restart would see).
+   */
+  readonly open: (options: { terminalTtlMs: number }) => TaskStore | Promise<TaskStore>;
+  /** Runs once after the suite, e.g. to stop a database. */
+  readonly teardown?: () => Promise<void>;
+}
+
+const HOUR = 3_600_000;
+
+const userMessage = (text: string): Message => ({
+  messageId: randomUUID(),
+  role: 'ROLE_USER',
+  parts: [{ text }],
+});
+
+function newTask(opts: { owner?: string; state?: TaskState; createdAt?: number; contextId?: string } = {}): {
+  record: TaskRecord;
+  first: StoredEvent;
+} {
+  const id = randomUUID();
+  const createdAt = opts.createdAt ?? Date.now();
+  const task: Task = {
+    id,
+    contextId: opts.contextId ?? randomUUID(),
+    status: { state: opts.state ?? 'TASK_STATE_SUBMITTED', timestamp: new Date(createdAt).toISOString() },
+    history: [{ ...userMessage('hello'), taskId: id }],
+    artifacts: [],
+    metadata: { n: 1, nested: { ok: true } },
+  };
+  const record: TaskRecord = {
+    task,
+    owner: opts.owner ?? `spiffe://contract.test/${randomUUID()}`,
+    skill: 'echo',
+    createdAt,
+    updatedAt: createdAt,
+    seq: 1,
+  };
+  return { record, first: { seq: 1, event: { task: structuredClone(task) } } };
+}
+
+function statusEvent(task: Task, seq: number, state: TaskState): StoredEvent {
+  const status = { state, timestamp: new Date().toISOString() };
+  task.status = status;
+  return { seq, event: { statusUpdate: { taskId: task.id, contextId: task.contextId, status } } };
+}
+
+function artifactEvent(task: Task, seq: number, text: string): StoredEvent {
+  const artifact = { artifactId: `a${seq}`, parts: [{ text }] };
+  (task.artifacts ??= []).push(artifact);
+  const event: StreamResponse = { artifactUpdate: { taskId: task.id, contextId: task.contextId, artifact } };
+  return { seq, event };
+}
+
+/**
+ * Registers the TaskStore contract as a vitest `describe` block named after
+ * `name`: creation, ordered appends with conflict detection, paged event
+ * reads, listing with filters and keyset cursor, expiry, deletion, push
+ * configs (when the store keeps them), and a TaskManager writing through it.
+ */
+export function taskStoreContract(name: string, options: TaskStoreContractOptions): void {
+  describe(`TaskStore contract: ${name}`, () => {
+    const opened: TaskStore[] = [];
+    const open = async (terminalTtlMs = HOUR): Promise<TaskStore> => {
+      const s = await options.open({ terminalTtlMs });
+      opened.push(s);
+      return s;
+    };
+    afterAll(async () => {
+      for (const s of opened) await s.close?.();
+      await options.teardown?.();
+    });
+
+    it('creates a task and reads back the same record and first event', async () => {
+      const store = await open();
+      const { record, first } = newTask();
+      await store.create(record, first);
+      const got = await store.get(record.task.id);
+      expect(got).toEqual(record);
+      expect(await store.events(record.task.id, 0, 10)).toEqual([first]);
+      expect(await store.get(randomUUID())).toBeUndefined();
+      expect(await store.events(randomUUID(), 0, 10)).toBeUndefined();
+    });
+
+    it('refuses to create a task twice and keeps the first', async () => {
+      const store = await open();
+      const { record, first } = newTask();
+      await store.create(record, first);
+      const again = { ...record, skill: 'other' };
+      await expect(store.create(again, first)).rejects.toBeInstanceOf(TaskStoreConflictError);
+      expect((await store.get(record.task.id))?.skill).toBe('echo');
+    });
+
+    it('appends events in order, saves the task as given, and pages through the log', async () => {
+      const store = await open();
+      const { record, first } = newTask();
+      await store.create(record, first);
+      const task = structuredClone(record.task);
+      const events: StoredEvent[] = [first, statusEvent(task, 2, 'TASK_STATE_WORKING')];
+      const at = Date.now();
+      await store.append(task.id, task, events.slice(1), at);
+      const batch = [
+        artifactEvent(task, 3, 'x'),
+        artifactEvent(task, 4, 'y'),
+        statusEvent(task, 5, 'TASK_STATE_COMPLETED'),
+      ];
+      await store.append(task.id, task, batch, at + 1);
+      events.push(...batch);
+      // The store keeps what it was given, not a reference the caller goes on changing.
+      task.status = { state: 'TASK_STATE_FAILED' };
+      const got = await store.get(task.id);
+      expect(got?.seq).toBe(5);
+      expect(got?.updatedAt).toBe(at + 1);
+      expect(got?.createdAt).toBe(record.createdAt);
+      expect(got?.task.status.state).toBe('TASK_STATE_COMPLETED');
+      expect(got?.task.artifacts?.map((a) => a.parts[0]?.text)).toEqual(['x', 'y']);
+      expect(got?.task.history).toEqual(record.task.history);
+      expect(await store.events(task.id, 0, 100)).toEqual(events);
+      expect(await store.events(task.id, 1, 2)).toEqual(events.slice(1, 3));
+      expect(await store.events(task.id, 3, 2)).toEqual(events.slice(3, 5));
+      expect(await store.events(task.id, 5, 2)).toEqual([]);
+    });
+
+    it('rejects an append that does not continue the log, and an unknown task; nothing changes', async () => {
+      const store = await open();
+      const { record, first } = newTask();
+      await store.create(record, first);
+      const task = structuredClone(record.task);
+      const gap = statusEvent(task, 3, 'TASK_STATE_WORKING');
+      await expect(store.append(task.id, task, [gap], 5)).rejects.toBeInstanceOf(TaskStoreConflictError);
+      const replay = statusEvent(task, 1, 'TASK_STATE_WORKING');
+      await expect(store.append(task.id, task, [replay], 5)).rejects.toBeInstanceOf(TaskStoreConflictError);
+      await expect(
+        store.append(randomUUID(), task, [statusEvent(task, 2, 'TASK_STATE_WORKING')], 5),
+      ).rejects.toBeInstanceOf(TaskStoreConflictError);
+      expect(await store.get(task.id)).toEqual(record);
+      expect(await store.events(task.id, 0, 10)).toEqual([first]);
+    });
+
+    it('lets exactly one of two writers continue the same log', async () => {
+      const a = await open();
+      const b = await open();
+      const { record, first } = newTask();
+      await a.create(record, first);
+      const ta = structuredClone(record.task);
+      const tb = structuredClone(record.task);
+      const results = await Promise.allSettled([
+        a.append(ta.id, ta, [statusEvent(ta, 2, 'TASK_STATE_WORKING')], 10),
+        b.append(tb.id, tb, [statusEvent(tb, 2, 'TASK_STATE_CANCELED')], 10),
+      ]);
+      const ok = results.filter((r) => r.status === 'fulfilled');
+      const failed = results.filter((r) => r.status === 'rejected');
+      expect(ok).toHaveLength(1);
+      expect(failed).toHaveLength(1);
+      expect((failed[0] as PromiseRejectedResult).reason).toBeInstanceOf(TaskStoreConflictError);
+      const log = await b.events(record.task.id, 0, 10);
+      expect(log?.map((e) => e.seq)).toEqual([1, 2]);
+      const state = (await a.get(record.task.id))?.task.status.state;
+      expect(log?.[1]?.event).toMatchObject({ statusUpdate: { status: { state } } });
+    });
+
+    it('lists only the owner’s tasks, newest first, with filters, a keyset cursor and a total', async () => {
+      const store = await open();
+      const owner = `spiffe://contract.test/${randomUUID()}`;
+      const t0 = Date.now() - 60_000;
+      const ids: string[] = [];
+      for (let i = 0; i < 6; i++) {
+        const { record, first } = newTask({ owner, createdAt: t0 + i, contextId: i < 4 ? 'x' : 'y' });
+        await store.create(record, first);
+        ids.push(record.task.id);
+        if (i % 2) {
+          const t = structuredClone(record.task);
+          await store.append(t.id, t, [statusEvent(t, 2, 'TASK_STATE_COMPLETED')], t0 + 100 + i);
+        }
+      }
+      const other = newTask({ createdAt: t0 + 50 });
+      await store.create(other.record, other.first);
+      const all = await store.list({ owner, limit: 10 });
+      expect(all.records.map((r) => r.task.id)).toEqual([...ids].reverse());
+      expect(all.total).toBe(6);
+      const done = await store.list({ owner, contextId: 'x', status: 'TASK_STATE_COMPLETED', limit: 10 });
+      expect(done.records.map((r) => r.task.id)).toEqual([ids[3], ids[1]]);
+      expect(done.total).toBe(2);
+      const recent = await store.list({ owner, updatedAfter: t0 + 102, limit: 10 });
+      expect(recent.records.map((r) => r.task.id)).toEqual([ids[5], ids[3]]);
+      const page1 = await store.list({ owner, limit: 2 });
+      expect(page1.records.map((r) => r.task.id)).toEqual([ids[5], ids[4]]);
+      const last = page1.records[1] as TaskRecord;
+      const page2 = await store.list({
+        owner,
+        limit: 2,
+        after: { createdAt: last.createdAt, id: last.task.id },
+      });
+      expect(page2.records.map((r) => r.task.id)).toEqual([ids[3], ids[2]]);
+      expect(page2.total).toBe(6);
+    });
+
+    it('expires finished tasks after the TTL and keeps running ones', async () => {
+      const store = await open(1_000);
+      const running = newTask();
+      await store.create(running.record, running.first);
+      const done = newTask();
+      await store.create(done.record, done.first);
+      const t = structuredClone(done.record.task);
+      await store.append(t.id, t, [statusEvent(t, 2, 'TASK_STATE_COMPLETED')], Date.now());
+      expect((await store.get(t.id))?.task.status.state).toBe('TASK_STATE_COMPLETED');
+      expect(await store.sweep(Date.now() + 5_000)).toBeGreaterThanOrEqual(1);
+      expect(await store.get(t.id)).toBeUndefined();
+      expect(await store.events(t.id, 0, 10)).toBeUndefined();
+      expect((await store.get(running.record.task.id))?.task.id).toBe(running.record.task.id);
+    });
+
+    it('deletes a task with its events', async () => {
+      const store = await open();
+      const { record, first } = newTask();
+      await store.create(record, first);
+      await store.delete(record.task.id);
+      expect(await store.get(record.task.id)).toBeUndefined();
+      expect(await store.events(record.task.id, 0, 10)).toBeUndefined();
+    });
+
+    it('keeps push configs per task, secrets included, and drops them with the task', async (ctx) => {
+      const store = await open();
+      if (!isPushConfigStore(store)) {
+        ctx.skip();
+        return;
+      }
+      const { record, first } = newTask();
+      await store.create(record, first);
+      const id = record.task.id;
+      const a = { taskId: id, id: 'a', url: 'https://hooks.test/a', token: 'tok-a' };
+      const b = {
+        taskId: id,
+        id: 'b',
+        url: 'https://hooks.test/b',
+        authentication: { scheme: 'Bearer', credentials: 'secret-b' },
+      };
+      await store.setPushConfig(a);
+      await store.setPushConfig(b);
+      expect(await store.listPushConfigs(id)).toEqual([a, b]);
+      const a2 = { ...a, url: 'https://hooks.test/a2' };
+      await store.setPushConfig(a2);
+      expect(await store.listPushConfigs(id)).toEqual([a2, b]);
+      expect(await store.deletePushConfig(id, 'a')).toBe(true);
+      expect(await store.deletePushConfig(id, 'a')).toBe(false);
+      expect(await store.listPushConfigs(id)).toEqual([b]);
+      expect(await store.listPushConfigs(randomUUID())).toEqual([]);
+      await store.delete(id);
+      expect(await store.listPushConfigs(id)).toEqual([]);
+    });
+
+    it('takes a TaskManager’s writes: a second manager on the same data sees the whole log in order', async () => {
+      const writer = new TaskManager({ store: await open() });
+      const rec = await writer.create({
+        owner: 'spiffe://contract.test/m',
+        skill: 's',
+        message: userMessage('go'),
+      });
+      const id = rec.task.id;
+      writer.setStatus(id, 'TASK_STATE_WORKING');
+      for (let i = 0; i < 20; i++) writer.addArtifact(id, { artifactId: `a${i}`, parts: [{ text: `${i}` }] });
+      await writer.flush();
+      writer.setStatus(id, 'TASK_STATE_COMPLETED');
+      await writer.flush();
+      const reader = new TaskManager({ store: await open() });
+      const stored = await reader.get(id);
+      expect(stored?.task.status.state).toBe('TASK_STATE_COMPLETED');
+      expect(stored?.task.artifacts).toHaveLength(20);
+      expect(isTerminal(stored?.task.status.state ?? 'TASK_STATE_UNSPECIFIED')).toBe(true);
+      const log = await reader.eventsAfter(id, 0);
+      expect(log?.map((e) => e.seq)).toEqual(Array.from({ length: 23 }, (_, i) => i + 1));
+      expect(await reader.eventsAfter(id, 21)).toEqual(log?.slice(21));
+      await writer.close();
+    });
+  });
+}
