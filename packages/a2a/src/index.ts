@@ -75,3 +75,20 @@ export {
   type DiscoveryResult,
 } from './discovery.js';
 export { createWebhookSender, type WebhookSenderOptions } from './push.js';
+export {
+  AgentCardSignatureError,
+  AgentCardSigner,
+  CardSignaturePolicySchema,
+  canonicalizeAgentCard,
+  jkuKeyResolver,
+  signAgentCard,
+  verifyAgentCard,
+  type AgentCardSignature,
+  type AgentCardSignatureErrorCode,
+  type CardKeyResolver,
+  type CardSignaturePolicy,
+  type CardVerification,
+  type JkuKeyResolverOptions,
+  type SignatureFailure,
+  type VerifyAgentCardOptions,
+} from './card-signing.js';
