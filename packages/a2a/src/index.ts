@@ -74,7 +74,17 @@ export {
   type DiscoveryStats,
   type DiscoveryResult,
 } from './discovery.js';
-export { createWebhookSender, type WebhookSenderOptions } from './push.js';
+export {
+  PushUrlRefusedError,
+  checkWebhookUrl,
+  createWebhookSender,
+  redactPushConfig,
+  redactUrl,
+  type WebhookSender,
+  type WebhookSenderOptions,
+  type WebhookSenderStats,
+  type WebhookUrlCheckOptions,
+} from './push.js';
 export {
   AgentCardSignatureError,
   AgentCardSigner,

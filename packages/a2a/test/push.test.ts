@@ -47,7 +47,8 @@ beforeAll(async () => {
   hookUrl = `${baseUrl(hook)}/hook`;
   // The agent pushes with its own SVID and only to the webhook's SPIFFE ID.
   toHook = channel(h.server, webhook.id);
-  hookSender.send = createWebhookSender({ dispatcher: toHook });
+  // The webhook listens on loopback, which the SSRF guard refuses unless allowed.
+  hookSender.send = createWebhookSender({ dispatcher: toHook, allowAddresses: ['127.0.0.0/8'] });
 });
 afterAll(async () => {
   await toHook?.close();
