@@ -191,8 +191,10 @@ export class A2AClient {
 
   /**
    * Runs `skill` and yields its events. If the stream breaks before the task
-   * settles, it resubscribes with the last event id (up to `maxReconnects`
-   * times), so no event is lost against a Weave server.
+   * settles — the connection drops, it ends early, or the server cut a slow
+   * reader off (UNAVAILABLE) — it resubscribes with the last event id (up to
+   * `maxReconnects` times in a row without a new event), so no event is lost
+   * against a Weave server.
    */
   async *streamTaskUpdates(
     url: string,
@@ -217,7 +219,11 @@ export class A2AClient {
       let failure: unknown;
       try {
         for await (const e of source) {
-          if (e.eventId !== undefined) lastId = e.eventId;
+          if (e.eventId !== undefined) {
+            lastId = e.eventId;
+            // A stream that moves on earns a fresh budget.
+            reconnects = 0;
+          }
           if ('task' in e) taskId = e.task.id;
           else if ('statusUpdate' in e) taskId = e.statusUpdate.taskId;
           else if ('artifactUpdate' in e) taskId = e.artifactUpdate.taskId;
@@ -228,7 +234,7 @@ export class A2AClient {
         // slow reader): resume like after a dropped connection.
         failure = new A2AClientError('STREAM_ENDED', 'the event stream ended before the task settled');
       } catch (err) {
-        if (err instanceof A2AError || options.signal?.aborted) throw err;
+        if (!isResumableStreamError(err) || options.signal?.aborted) throw err;
         failure = err;
       }
       if (taskId === undefined || reconnects++ >= (options.maxReconnects ?? 3)) throw failure;
@@ -355,6 +361,7 @@ export class A2AClient {
         `${method}: expected an event stream, got ${ct || 'no content type'}`,
       );
     }
+    let settled = false;
     try {
       for await (const ev of parseSse(res.body, this.#maxBytes)) {
         let json: unknown;
@@ -372,7 +379,16 @@ export class A2AClient {
         }
         if (env.error) throw A2AError.fromJsonRpc(env.error);
         const event = validate(StreamResponseSchema, env.result, method);
+        settled = settles(event);
         yield ev.id === undefined ? event : { ...event, eventId: ev.id };
+      }
+      // A task stream ends at a terminal or interrupted state (or with a
+      // message); one that stops before is cut, not finished.
+      if (!settled) {
+        throw new A2AClientError(
+          'STREAM_ENDED',
+          `${method}: the event stream ended before the task reached a terminal or interrupted state`,
+        );
       }
     } finally {
       if (!res.body.destroyed) res.body.destroy();
@@ -548,6 +564,16 @@ export function buildMessage(skill: string, payload: TaskPayload, contextId?: st
   const m: Message = { messageId: randomUUID(), role: 'ROLE_USER', parts, metadata: { skill } };
   if (contextId !== undefined) m.contextId = contextId;
   return MessageSchema.parse(m);
+}
+
+/**
+ * Whether a streaming call that failed with `err` can be resumed with
+ * SubscribeToTask after the last event id: a transport failure, a stream that
+ * ended early, or a server that cut a slow reader off (UNAVAILABLE). Any other
+ * A2A error is the server's answer.
+ */
+export function isResumableStreamError(err: unknown): boolean {
+  return !(err instanceof A2AError) || err.code === 'UNAVAILABLE';
 }
 
 function settles(e: StreamResponse): boolean {

@@ -43,6 +43,7 @@ const ERROR_TABLE: Readonly<Record<string, { rpc: number; grpc: number; http: nu
   PERMISSION_DENIED: { rpc: -32600, grpc: 7, http: 403 },
   RESOURCE_EXHAUSTED: { rpc: -32603, grpc: 8, http: 503 },
   PAYLOAD_TOO_LARGE: { rpc: -32600, grpc: 8, http: 413 },
+  UNAVAILABLE: { rpc: -32603, grpc: 14, http: 503 },
 };
 
 /** The `google.rpc.ErrorInfo` reason A2A v1.0 attaches to each error code. */
@@ -210,6 +211,15 @@ export const A2AErrors = {
     new A2AError(A2AErrorCode.InternalError, `Too many concurrent tasks (limit ${limit})`, {
       reason: 'RESOURCE_EXHAUSTED',
       data: [errorInfo('RESOURCE_EXHAUSTED', { limit: String(limit) })],
+    }),
+  /**
+   * Retryable refusal: the server is shutting down (new tasks go to another
+   * instance) or a stream subscriber fell too far behind (it resumes).
+   */
+  unavailable: (detail: string) =>
+    new A2AError(A2AErrorCode.InternalError, detail, {
+      reason: 'UNAVAILABLE',
+      data: [errorInfo('UNAVAILABLE')],
     }),
   payloadTooLarge: (limit: number) =>
     new A2AError(A2AErrorCode.InvalidRequest, `Request body exceeds ${limit} bytes`, {

@@ -61,6 +61,7 @@ export {
 export {
   A2AClient,
   buildMessage,
+  isResumableStreamError,
   type A2AClientOptions,
   type CallOptions,
   type StreamEvent,

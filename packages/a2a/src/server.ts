@@ -90,6 +90,12 @@ export interface A2AServerLimits {
   readonly maxConcurrentTasks?: number;
   /** Most simultaneous stream subscribers of one task. Default 32. */
   readonly maxSubscribersPerTask?: number;
+  /**
+   * Bytes of events held for one stream subscriber that reads slower than the
+   * task publishes. Beyond it the stream ends with a resumable UNAVAILABLE
+   * error naming the last event sent (never silently). Default 8 MiB.
+   */
+  readonly maxStreamBufferBytes?: number;
   /** How long a handler waits for input before the task fails, in ms. Default 10 minutes. */
   readonly inputTimeoutMs?: number;
   /**
@@ -785,7 +791,13 @@ export class A2AServer {
       if (missed === undefined || missed.length === 0) {
         throw A2AErrors.unsupportedOperation(`Task ${id} is in terminal state ${record.task.status.state}`);
       }
-      const sse = new SseWriter(call.request, call.reply, call.id, 0);
+      const sse = new SseWriter(
+        call.request,
+        call.reply,
+        call.id,
+        0,
+        this.#opts.limits?.maxStreamBufferBytes,
+      );
       for (const e of missed) sse.send(this.#wireEvent(call, e.event), e.seq);
       sse.close();
       return STREAMED;
@@ -810,7 +822,13 @@ export class A2AServer {
     if (n >= this.#maxSubs) {
       throw A2AErrors.unsupportedOperation(`Task ${id} already has ${n} subscribers`);
     }
-    const sse = new SseWriter(call.request, call.reply, call.id, this.#heartbeat);
+    const sse = new SseWriter(
+      call.request,
+      call.reply,
+      call.id,
+      this.#heartbeat,
+      this.#opts.limits?.maxStreamBufferBytes,
+    );
     this.#subscribers.set(id, n + 1);
     const listener = (e: StoredEvent) => {
       sse.send(this.#wireEvent(call, e.event), e.seq);

@@ -1,19 +1,37 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { A2AErrors } from './errors.js';
 
-/** Above this many unsent bytes a subscriber is too slow: it is cut off and may reconnect with Last-Event-ID. */
-const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+/** Default of {@link SseWriter}'s `maxQueuedBytes`: events held for one slow subscriber. */
+export const DEFAULT_MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
 /**
  * One server-sent-event stream carrying JSON-RPC responses. Every event is a
  * whole JSON-RPC response echoing the request id; events that belong to a
  * task's log carry `id: <sequence>` so a client can resume with
  * `Last-Event-ID`.
+ *
+ * A subscriber reads at its own pace: once the socket stops taking data, the
+ * events wait here (in order) and go out as it drains. A subscriber that falls
+ * behind by more than `maxQueuedBytes` is not dropped silently: it gets what
+ * was queued, then an `event: error` (UNAVAILABLE) naming the last event id it
+ * got, so it can resume from there, and the stream ends.
  */
 export class SseWriter {
   readonly #reply: FastifyReply;
   readonly #idJson: string;
+  readonly #maxQueued: number;
+  readonly #queue: string[] = [];
+  /** Sequence numbers of the queued events, in step with the queue. */
+  readonly #seqs: Array<number | undefined> = [];
+  #queuedBytes = 0;
+  /** The socket's last write asked to wait for 'drain'. */
+  #blocked = false;
+  /** Sequence number of the last event handed to the socket. */
+  #lastSentSeq: number | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
+  /** Closed by the server: the socket ends once the queue is out. */
+  #ending = false;
   #onClose: (() => void) | undefined;
 
   constructor(
@@ -21,9 +39,11 @@ export class SseWriter {
     reply: FastifyReply,
     requestId: string | number | null,
     heartbeatMs: number,
+    maxQueuedBytes = DEFAULT_MAX_QUEUED_BYTES,
   ) {
     this.#reply = reply;
     this.#idJson = JSON.stringify(requestId);
+    this.#maxQueued = maxQueuedBytes;
     reply.hijack();
     const headers: Record<string, string> = {
       'content-type': 'text/event-stream',
@@ -33,9 +53,20 @@ export class SseWriter {
     // HTTP/2 forbids connection-specific headers.
     if (request.raw.httpVersionMajor < 2) headers.connection = 'keep-alive';
     reply.raw.writeHead(200, headers);
-    reply.raw.on('close', () => this.close());
+    // The client left: nothing queued can reach it any more.
+    reply.raw.on('close', () => {
+      this.#drop();
+      this.close();
+    });
+    reply.raw.on('drain', () => {
+      this.#blocked = false;
+      this.#flush();
+    });
     if (heartbeatMs > 0) {
-      this.#timer = setInterval(() => this.#write(': keep-alive\n\n'), heartbeatMs);
+      this.#timer = setInterval(() => {
+        // A backed-up stream is not idle: no heartbeat needed (nor queued).
+        if (this.#queue.length === 0 && !this.#blocked) this.#write(': keep-alive\n\n');
+      }, heartbeatMs);
       this.#timer.unref();
     }
   }
@@ -52,30 +83,82 @@ export class SseWriter {
 
   /** Sends a JSON-RPC result event; `seq` becomes the SSE event id. */
   send(result: unknown, seq?: number): void {
+    if (this.#closed) return;
     const idLine = seq === undefined ? '' : `id: ${seq}\n`;
-    this.#write(
-      `${idLine}data: {"jsonrpc":"2.0","id":${this.#idJson},"result":${JSON.stringify(result)}}\n\n`,
-    );
+    const chunk = `${idLine}data: {"jsonrpc":"2.0","id":${this.#idJson},"result":${JSON.stringify(result)}}\n\n`;
+    if (this.#queue.length === 0 && !this.#blocked) {
+      this.#write(chunk);
+      if (seq !== undefined) this.#lastSentSeq = seq;
+      return;
+    }
+    if (this.#queuedBytes + chunk.length > this.#maxQueued) {
+      this.#tooSlow();
+      return;
+    }
+    this.#queue.push(chunk);
+    this.#queuedBytes += chunk.length;
+    this.#seqs.push(seq);
   }
 
+  /**
+   * Ends the stream: at once for the subscription (`onClose` runs), on the
+   * socket once the queued events are out.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);
-    const raw = this.#reply.raw;
-    if (!raw.writableEnded) raw.end();
+    if (this.#queue.length === 0) this.#end();
+    else this.#ending = true;
     const fn = this.#onClose;
     this.#onClose = undefined;
     fn?.();
   }
 
   #write(chunk: string): void {
-    if (this.#closed) return;
-    const raw = this.#reply.raw;
-    if (raw.writableLength > MAX_BUFFERED_BYTES) {
-      this.close();
-      return;
+    if (!this.#reply.raw.write(chunk)) this.#blocked = true;
+  }
+
+  #flush(): void {
+    let i = 0;
+    while (i < this.#queue.length && !this.#blocked) {
+      const chunk = this.#queue[i] as string;
+      this.#write(chunk);
+      this.#queuedBytes -= chunk.length;
+      const seq = this.#seqs[i];
+      if (seq !== undefined) this.#lastSentSeq = seq;
+      i++;
     }
-    raw.write(chunk);
+    this.#queue.splice(0, i);
+    this.#seqs.splice(0, i);
+    if (this.#ending && this.#queue.length === 0) this.#end();
+  }
+
+  #drop(): void {
+    this.#queue.length = 0;
+    this.#seqs.length = 0;
+    this.#queuedBytes = 0;
+  }
+
+  /**
+   * The subscriber fell too far behind: what is queued still goes out, then
+   * an error that names the last of it as the event to resume after, then the
+   * end. Nothing later is queued (the task's log keeps it for the resume).
+   */
+  #tooSlow(): void {
+    const last = this.#seqs.findLast((s) => s !== undefined) ?? this.#lastSentSeq;
+    const err = A2AErrors.unavailable(
+      `subscriber too slow: more than ${this.#maxQueued} bytes of events unread; resume after event ${last ?? 'none'} (Last-Event-ID)`,
+    ).toJsonRpc();
+    this.#queue.push(
+      `event: error\ndata: {"jsonrpc":"2.0","id":${this.#idJson},"error":${JSON.stringify(err)}}\n\n`,
+    );
+    this.#seqs.push(undefined);
+    this.close();
+  }
+
+  #end(): void {
+    const raw = this.#reply.raw;
+    if (!raw.writableEnded) raw.end();
   }
 }

@@ -8,6 +8,7 @@ import {
   A2AClientError,
   A2AError,
   agentSpiffeId,
+  isResumableStreamError,
   type Message,
   type Part,
   type SendMessageParams,
@@ -488,8 +489,9 @@ export class Outbound {
         }
         failure = new A2AClientError('STREAM_ENDED', 'the event stream ended before the task settled');
       } catch (err) {
-        // An answer (an A2A error, e.g. PERMISSION_DENIED) is final; so is our own abort or deadline.
-        if (err instanceof A2AError || signal.aborted) throw err;
+        // An answer (an A2A error, e.g. PERMISSION_DENIED) is final; so is our own abort or
+        // deadline. A server that cut this slow reader off (UNAVAILABLE) asks for a resume.
+        if (!isResumableStreamError(err) || signal.aborted) throw err;
         failure = err;
       } finally {
         // Closes the response (queued behind a pending connect, which the aborted signal then ends).
