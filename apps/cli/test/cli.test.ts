@@ -8,13 +8,9 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { A2AServer } from '@weave/a2a';
 import { LocalPolicyEnforcer } from '@weave/authz';
-import {
-  DevWorkloadApiServer,
-  SpiffeId,
-  WorkloadApiIdentityProvider,
-  authorizeMemberOf,
-} from '@weave/identity';
-import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport';
+import { SpiffeId, WorkloadApiIdentityProvider, authorizeMemberOf } from '@weave/identity';
+import { DevWorkloadApiServer } from '@weave/identity/dev';
+import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
 import { inproc, spawnWeave, waitForLine, weave } from './helpers.js';
 
 const TD = 'cli.weave';

@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { CallError, SecureAgent } from '@weave/agent';
 import { LocalPolicyEnforcer, type AuditRecord } from '@weave/authz';
-import { DevWorkloadApiServer, SpiffeId } from '@weave/identity';
+import { SpiffeId } from '@weave/identity';
+import { DevWorkloadApiServer } from '@weave/identity/dev';
 import {
   addSearchCapabilities,
   addSummarizerCapabilities,

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DevWorkloadApiServer } from '@weave/identity';
+import { DevWorkloadApiServer } from '@weave/identity/dev';
 
 const TSX = fileURLToPath(new URL('../../../node_modules/.bin/tsx', import.meta.url));
 const HELLO = fileURLToPath(new URL('../tutorial/hello.ts', import.meta.url));

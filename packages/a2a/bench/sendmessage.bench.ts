@@ -13,8 +13,10 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { LocalPolicyEnforcer } from '@weave/authz';
-import { DevCaIdentityProvider, DevCertificateAuthority, authorizeMemberOf } from '@weave/identity';
-import { createMtlsServer, createMtlsServerOptions } from '@weave/transport';
+import { authorizeMemberOf } from '@weave/identity';
+import { DevCaIdentityProvider, DevCertificateAuthority } from '@weave/identity/dev';
+import { createMtlsServerOptions } from '@weave/transport';
+import { createMtlsServer } from '@weave/transport/server';
 import { A2AServer } from '@weave/a2a';
 import { ECHO_SEND_MESSAGE_BODY, startSdkEchoServer } from './sdk-echo-server.js';
 

@@ -11,9 +11,10 @@ import {
   generateAgentCardSignature,
   verifyAgentCardSignature,
 } from '@a2a-js/sdk';
-import { DevCaIdentityProvider, DevCertificateAuthority } from '@weave/identity';
+import { DevCaIdentityProvider, DevCertificateAuthority } from '@weave/identity/dev';
 import { LocalPolicyEnforcer } from '@weave/authz';
-import type { MtlsFastifyInstance, SecureChannel } from '@weave/transport';
+import type { SecureChannel } from '@weave/transport';
+import type { MtlsFastifyInstance } from '@weave/transport/server';
 import {
   A2AServer,
   AgentCardSignatureError,

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AllowAllEnforcer } from '@weave/authz';
 import { authorizeMemberOf } from '@weave/identity';
-import { SecureChannel, type MtlsFastifyInstance } from '@weave/transport';
+import { SecureChannel } from '@weave/transport';
+import { type MtlsFastifyInstance } from '@weave/transport/server';
 import { A2AClient, A2AClientError, A2AServer, DiscoveryClient, agentCardUrl } from '../src/index.js';
 import { baseUrl, createPki, mtlsServer, type Pki } from './helpers/pki.js';
 

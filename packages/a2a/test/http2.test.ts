@@ -2,7 +2,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AllowAllEnforcer } from '@weave/authz';
 import { authorizeMemberOf } from '@weave/identity';
-import { SecureChannel, createMtlsServer, type MtlsFastifyInstance } from '@weave/transport';
+import { SecureChannel } from '@weave/transport';
+import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
 import { A2AClient, A2AServer, type StreamEvent } from '../src/index.js';
 import { baseUrl, createPki, type Pki } from './helpers/pki.js';
 

@@ -1,7 +1,8 @@
 // Push notifications end to end: the A2A server delivers each event to a
 // webhook over mTLS (SecureChannel → createMtlsServer), in order, with the token.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { SecureChannel, MtlsFastifyInstance } from '@weave/transport';
+import type { SecureChannel } from '@weave/transport';
+import type { MtlsFastifyInstance } from '@weave/transport/server';
 import {
   A2AClient,
   createWebhookSender,

@@ -21,7 +21,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { z } from 'zod';
-import { DevWorkloadApiServer } from '@weave/identity';
+import { DevWorkloadApiServer } from '@weave/identity/dev';
 import type * as AgentModule from '../src/index.js';
 
 type Side = 'base' | 'main';

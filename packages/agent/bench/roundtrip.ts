@@ -28,7 +28,8 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { z } from 'zod';
 import { LocalPolicyEnforcer } from '@weave/authz';
-import { DevWorkloadApiServer, WorkloadApiIdentityProvider } from '@weave/identity';
+import { WorkloadApiIdentityProvider } from '@weave/identity';
+import { DevWorkloadApiServer } from '@weave/identity/dev';
 import { createMtlsServerOptions } from '@weave/transport';
 import { SecureAgent } from '@weave/agent';
 // The SDK baseline is shared with @weave/a2a's bench (it resolves @a2a-js/sdk and express from there).

@@ -33,7 +33,7 @@ import {
   type IdentityProvider,
   type X509Svid,
 } from '@weave/identity';
-import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport';
+import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
 import type {
   CapabilityContext,
   CapabilityDefinition,

@@ -5,7 +5,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
-import { DevWorkloadApiServer, WorkloadApiIdentityProvider } from '@weave/identity';
+import { WorkloadApiIdentityProvider } from '@weave/identity';
+import { DevWorkloadApiServer } from '@weave/identity/dev';
 
 export const TD = 'demo.weave';
 export const ID = {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect, it, vi } from 'vitest';
 import { z } from 'zod';
-import { DevWorkloadApiServer } from '@weave/identity';
+import { DevWorkloadApiServer } from '@weave/identity/dev';
 import { SecureAgent } from '../src/index.js';
 import { ID, POLICY, TD, testLogger } from './helpers.js';
 

@@ -4,7 +4,8 @@
 import { X509Certificate as NodeX509, generateKeyPair, sign } from 'node:crypto';
 import { promisify } from 'node:util';
 import { compactVerify } from 'jose';
-import { DevCertificateAuthority, validateJwtSvid, verifyX509Svid } from '@weave/identity';
+import { validateJwtSvid, verifyX509Svid } from '@weave/identity';
+import { DevCertificateAuthority } from '@weave/identity/dev';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 

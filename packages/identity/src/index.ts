@@ -41,8 +41,6 @@ export {
   type IdentityProvider,
   type IdentityUpdate,
 } from './provider.js';
-export { DevCaError, DevCertificateAuthority } from './dev-ca.js';
-export { DevCaIdentityProvider } from './dev-ca-provider.js';
 export { StaticMtlsProvider, type StaticMtlsOptions } from './static-provider.js';
 export type { X509Certificate } from '@peculiar/x509';
 export * from './workload/index.js';

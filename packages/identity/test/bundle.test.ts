@@ -1,15 +1,8 @@
 import { generateKeyPairSync } from 'node:crypto';
 import type { JWK } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
-import {
-  BundleError,
-  BundleSet,
-  DevCertificateAuthority,
-  JwtBundle,
-  SpiffeBundle,
-  TrustDomain,
-  X509Bundle,
-} from '@weave/identity';
+import { BundleError, BundleSet, JwtBundle, SpiffeBundle, TrustDomain, X509Bundle } from '@weave/identity';
+import { DevCertificateAuthority } from '@weave/identity/dev';
 import { makeRoot, type TestCa } from './helpers/forge.js';
 
 const td = TrustDomain.parse('a.test');

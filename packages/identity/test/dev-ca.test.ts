@@ -5,15 +5,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  BundleSet,
-  DevCaError,
-  DevCertificateAuthority,
-  X509SvidError,
-  verifyX509Svid,
-  validateJwtSvid,
-  type X509Svid,
-} from '@weave/identity';
+import { BundleSet, X509SvidError, verifyX509Svid, validateJwtSvid, type X509Svid } from '@weave/identity';
+import { DevCaError, DevCertificateAuthority } from '@weave/identity/dev';
 import { KU, x509 } from './helpers/forge.js';
 import {
   callSpiffeTls,

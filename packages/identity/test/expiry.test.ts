@@ -7,9 +7,6 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
-  DevCaIdentityProvider,
-  DevCertificateAuthority,
-  DevWorkloadApiServer,
   IdentityNotReadyError,
   StaticMtlsProvider,
   WorkloadApiIdentityProvider,
@@ -19,6 +16,7 @@ import {
   type IdentityUpdate,
   type WorkloadIdentityError,
 } from '@weave/identity';
+import { DevCaIdentityProvider, DevCertificateAuthority, DevWorkloadApiServer } from '@weave/identity/dev';
 
 // Expiry and reconnects are logged as errors and warnings by design.
 const logger = pino({ level: process.env.WEAVE_TEST_LOG ?? 'silent' });

@@ -3,13 +3,13 @@ import { SignJWT, base64url, type JWK, type JWTPayload } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   BundleSet,
-  DevCertificateAuthority,
   JwtBundle,
   JwtSvidError,
   parseJwtSvidInsecure,
   validateJwtSvid,
   type JwtSvidErrorCode,
 } from '@weave/identity';
+import { DevCertificateAuthority } from '@weave/identity/dev';
 
 const SUB = 'spiffe://a.test/caller';
 const AUD = 'spiffe://a.test/api';

@@ -3,8 +3,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
-  DevCaIdentityProvider,
-  DevCertificateAuthority,
   IdentityConfigError,
   IdentityNotReadyError,
   StaticMtlsProvider,
@@ -14,6 +12,7 @@ import {
   type IdentityUpdate,
   type X509Svid,
 } from '@weave/identity';
+import { DevCaIdentityProvider, DevCertificateAuthority } from '@weave/identity/dev';
 import { rotationDelayMs } from '../src/dev-ca-provider.js';
 import { memoryLogger, quietLogger } from './helpers/log.js';
 

@@ -5,8 +5,6 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
-  DevCertificateAuthority,
-  DevWorkloadApiServer,
   JwtSource,
   JwtSvidError,
   SPIFFE_ENDPOINT_SOCKET,
@@ -17,6 +15,7 @@ import {
   verifyX509Svid,
   type BundleSet,
 } from '@weave/identity';
+import { DevCertificateAuthority, DevWorkloadApiServer } from '@weave/identity/dev';
 import { workloadApiService } from '../src/workload/proto.js';
 import { quietLogger } from './helpers/log.js';
 

@@ -5,13 +5,12 @@ import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { WorkloadApiClient, type X509Context } from '@weave/identity';
 import {
   DevCertificateAuthority,
   DevWorkloadApiServer,
   DevWorkloadApiServerError,
-  WorkloadApiClient,
-  type X509Context,
-} from '@weave/identity';
+} from '@weave/identity/dev';
 
 const TD = 'devserver.test';
 const cleanups: (() => unknown)[] = [];

@@ -8,8 +8,6 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
-  DevCertificateAuthority,
-  DevWorkloadApiServer,
   IdentityNotReadyError,
   TrustDomain,
   WorkloadApiError,
@@ -18,6 +16,7 @@ import {
   type IdentityUpdate,
   type WorkloadIdentityError,
 } from '@weave/identity';
+import { DevCertificateAuthority, DevWorkloadApiServer } from '@weave/identity/dev';
 import { LinearBackoff, resolveBackoff } from '../src/workload/backoff.js';
 import { workloadApiService } from '../src/workload/proto.js';
 import { memoryLogger, quietLogger } from './helpers/log.js';

@@ -10,7 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DevWorkloadApiServer } from '@weave/identity';
+import { DevWorkloadApiServer } from '@weave/identity/dev';
 
 const PROTO = fileURLToPath(new URL('../proto/workload.proto', import.meta.url));
 const TD = 'wire.test';

@@ -1,13 +1,13 @@
 import { describe, expect, it, beforeAll } from 'vitest';
 import {
   BundleSet,
-  DevCertificateAuthority,
   X509Bundle,
   X509Svid,
   X509SvidError,
   verifyX509Svid,
   type X509SvidErrorCode,
 } from '@weave/identity';
+import { DevCertificateAuthority } from '@weave/identity/dev';
 import { KU, makeCert, makeIntermediate, makeRoot, newKeys, type TestCa } from './helpers/forge.js';
 
 function expectCode(fn: () => unknown, code: X509SvidErrorCode): X509SvidError {

@@ -1,5 +1,5 @@
 // Shared bits of the transport benchmark (run by hand: `pnpm --filter @weave/transport bench`).
-import { DevCaIdentityProvider, DevCertificateAuthority } from '@weave/identity';
+import { DevCaIdentityProvider, DevCertificateAuthority } from '@weave/identity/dev';
 
 export const TRUST_DOMAIN = 'bench.test';
 export const SERVER_ID = `spiffe://${TRUST_DOMAIN}/server`;

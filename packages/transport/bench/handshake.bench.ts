@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import * as tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { DevCertificateAuthority, verifyX509Svid } from '@weave/identity';
+import { verifyX509Svid } from '@weave/identity';
+import { DevCertificateAuthority } from '@weave/identity/dev';
 import { CLIENT_ID, SERVER_ID, TRUST_DOMAIN, args, identity } from './common.js';
 
 const a = args();

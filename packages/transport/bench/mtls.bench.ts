@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DevCertificateAuthority } from '@weave/identity';
+import { DevCertificateAuthority } from '@weave/identity/dev';
 import { TRUST_DOMAIN, args } from './common.js';
 
 const a = args();

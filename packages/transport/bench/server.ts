@@ -4,7 +4,8 @@ import type { AddressInfo } from 'node:net';
 import * as https from 'node:https';
 import * as http2 from 'node:http2';
 import { authorizeId } from '@weave/identity';
-import { createMtlsServer, createMtlsServerOptions } from '../src/index.js';
+import { createMtlsServerOptions } from '../src/index.js';
+import { createMtlsServer } from '../src/server.js';
 import { CLIENT_ID, SERVER_ID, args, identity } from './common.js';
 
 const a = args();

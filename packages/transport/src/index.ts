@@ -1,7 +1,8 @@
 /**
  * @weave/transport — SPIFFE mTLS for Weave: a verifying undici client
- * (`SecureChannel`), fastify/node server helpers, rotation, pooling, retry and
- * circuit breaking.
+ * (`SecureChannel`), TLS options and rotation for any Node TLS server, pooling,
+ * retry and circuit breaking. The fastify plugin and server factory are in
+ * `@weave/transport/server`.
  *
  * @packageDocumentation
  */
@@ -51,16 +52,10 @@ export {
 } from './channel.js';
 export {
   createMtlsServerOptions,
-  createMtlsServer,
-  mtlsAuth,
-  watchServerIdentity,
   parseHttp1FromStream,
+  watchServerIdentity,
   type MtlsServerOptions,
-  type MtlsAuthOptions,
-  type MtlsDenial,
-  type MtlsFastifyInstance,
-  type CreateMtlsServerOptions,
-} from './server.js';
+} from './server-options.js';
 export {
   ConnectionPool,
   PoolConfigSchema,

@@ -1,7 +1,10 @@
+// @weave/transport/server: the fastify side of SPIFFE mTLS (the `mtlsAuth`
+// plugin and `createMtlsServer`). A separate entry point so that client-only
+// users never load or install fastify (an optional peer dependency).
 import type { Server as HttpsServer } from 'node:https';
 import type { Http2SecureServer, Http2ServerRequest } from 'node:http2';
 import type { IncomingMessage } from 'node:http';
-import type { Server as TlsServer, TLSSocket } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import Fastify, {
   type FastifyInstance,
   type FastifyPluginCallback,
@@ -13,9 +16,10 @@ import Fastify, {
 } from 'fastify';
 import fp from 'fastify-plugin';
 import { type Authorizer, type IdentityProvider, type SpiffeId, X509SvidError } from '@weave/identity';
-import { parseTransportConfig, type TransportConfig, type TransportConfigInput } from './config.js';
-import { TransportConfigError, TransportIdentityError } from './errors.js';
-import { bundlesPem, svidPem, verifyPeerSocket } from './tls.js';
+import { parseTransportConfig, type TransportConfigInput } from './config.js';
+import { TransportConfigError } from './errors.js';
+import { parseHttp1FromStream, secureContextOf, watchServerIdentity } from './server-options.js';
+import { verifyPeerSocket } from './tls.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -26,82 +30,6 @@ declare module 'fastify' {
      */
     peer: SpiffeId;
   }
-}
-
-/**
- * TLS options for fastify's `https` option, `https.createServer` and
- * `http2.createSecureServer`: own SVID, every trusted root (own and federated)
- * as `ca`, client certificates required and verified, TLS floor from the config.
- */
-export interface MtlsServerOptions {
-  cert: string;
-  key: string;
-  ca: string;
-  requestCert: true;
-  rejectUnauthorized: true;
-  minVersion: TransportConfig['minTlsVersion'];
-  /** HTTP/2 servers also accept HTTP/1.1 clients. */
-  allowHTTP1: true;
-}
-
-/**
- * Builds the mTLS options of a server from the identity provider's current
- * state. Node's `ca` trusts all roots equally, so pair it with {@link mtlsAuth}
- * (or {@link verifyPeerSocket}-style code) to enforce "the chain ends in the
- * client's own trust domain".
- *
- * @throws {TransportConfigError} for an invalid config.
- * @throws {TransportIdentityError} when the provider has no SVID or no bundle.
- */
-export function createMtlsServerOptions(
-  identity: IdentityProvider,
-  config: TransportConfigInput = {},
-): MtlsServerOptions {
-  const cfg = parseTransportConfig(config);
-  return secureContextOf(identity, cfg);
-}
-
-function secureContextOf(identity: IdentityProvider, cfg: TransportConfig): MtlsServerOptions {
-  let creds: { cert: string; key: string };
-  try {
-    creds = svidPem(identity);
-  } catch (err) {
-    throw new TransportIdentityError('identity provider has no X.509-SVID for the server', { cause: err });
-  }
-  const ca = bundlesPem(identity);
-  // An empty `ca` would make Node fall back to the public Web PKI roots.
-  if (ca === '') throw new TransportIdentityError('identity provider has no trusted X.509 bundle');
-  return {
-    ...creds,
-    ca,
-    requestCert: true,
-    rejectUnauthorized: true,
-    minVersion: cfg.minTlsVersion,
-    allowHTTP1: true,
-  };
-}
-
-/**
- * Keeps a node TLS server (https, http2 secure, or `app.server` of fastify) on
- * the provider's current SVID and bundles: on every update it calls
- * `setSecureContext`; existing connections keep working, new ones get the new
- * certificate. Returns the unsubscribe function.
- */
-export function watchServerIdentity(
-  server: TlsServer | HttpsServer | Http2SecureServer,
-  identity: IdentityProvider,
-  config: TransportConfigInput = {},
-  onError?: (err: unknown) => void,
-): () => void {
-  const cfg = parseTransportConfig(config);
-  return identity.onUpdate(() => {
-    try {
-      server.setSecureContext(secureContextOf(identity, cfg));
-    } catch (err) {
-      // Keep the previous context: a broken update must not take the server down.
-      onError?.(err);
-    }
-  });
 }
 
 /** Options of {@link mtlsAuth}. */
@@ -229,31 +157,6 @@ const mtlsAuthPlugin: FastifyPluginCallback<MtlsAuthOptions> = (app, opts, done)
  * hook, so no route handler runs for them.
  */
 export const mtlsAuth = fp(mtlsAuthPlugin, { fastify: '5.x', name: '@weave/transport/mtls-auth' });
-
-/**
- * Makes a TLS server's HTTP/1.1 connections feed Node's HTTP parser through
- * the socket's stream instead of straight from the TLS layer in C++.
- *
- * Why: when a request arrives while the previous answer on the connection is
- * still being flushed (an answer above the socket's 16 KiB high-water mark,
- * flushed after the current event-loop turn), Node pauses the parser. Fed from
- * C++, the parser still receives the rest of what one TLS read decrypted — the
- * next records of a body above 16 KiB — fails with `HPE_PAUSED`, and the
- * server resets the connection (Node 20). Through the stream, a paused socket
- * holds those bytes back until the answer is flushed. HTTP/2 sessions are
- * left alone: they own their socket.
- *
- * {@link createMtlsServer} applies it; call it on a TLS server built otherwise.
- */
-export function parseHttp1FromStream(server: TlsServer | HttpsServer | Http2SecureServer): void {
-  server.on('secureConnection', (socket: TLSSocket) => {
-    // Node's HTTP server hands the socket back to its stream as soon as
-    // anyone listens for 'data' (its own listener already feeds the parser).
-    if (socket.alpnProtocol !== 'h2') socket.on('data', noop);
-  });
-}
-
-function noop(): void {}
 
 /** The fastify instance {@link createMtlsServer} returns (HTTP/1.1 over TLS, or HTTP/2 with HTTP/1.1 fallback). */
 export type MtlsFastifyInstance = FastifyInstance<

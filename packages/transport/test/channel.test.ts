@@ -1,14 +1,10 @@
 import { createServer } from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { fetch as undiciFetch, request as undiciRequest } from 'undici';
-import { authorizeId, authorizeMemberOf, type DevCaIdentityProvider } from '@weave/identity';
-import {
-  PeerVerificationError,
-  SecureChannel,
-  TransportConfigError,
-  createMtlsServer,
-  type MtlsFastifyInstance,
-} from '../src/index.js';
+import { authorizeId, authorizeMemberOf } from '@weave/identity';
+import { type DevCaIdentityProvider } from '@weave/identity/dev';
+import { PeerVerificationError, SecureChannel, TransportConfigError } from '../src/index.js';
+import { createMtlsServer, type MtlsFastifyInstance } from '../src/server.js';
 import { makeTd, portOf, provider, removeTempDirs, type TestTd } from './fixtures.js';
 
 let td: TestTd;

@@ -7,15 +7,16 @@ import * as https from 'node:https';
 import * as net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { fetch as undiciFetch } from 'undici';
-import { authorizeId, type DevCaIdentityProvider } from '@weave/identity';
+import { authorizeId } from '@weave/identity';
+import { type DevCaIdentityProvider } from '@weave/identity/dev';
 import {
   CircuitOpenError,
   CircuitState,
   SecureChannel,
-  createMtlsServer,
   createMtlsServerOptions,
   type TransportConfigInput,
 } from '../src/index.js';
+import { createMtlsServer } from '../src/server.js';
 import { makeTd, portOf, provider, removeTempDirs, type TestTd } from './fixtures.js';
 
 let A: TestTd;

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import * as tls from 'node:tls';
 import * as https from 'node:https';
-import { DevCaIdentityProvider, DevCertificateAuthority, type X509Bundle } from '@weave/identity';
+import { type X509Bundle } from '@weave/identity';
+import { DevCaIdentityProvider, DevCertificateAuthority } from '@weave/identity/dev';
 
 const dirs: string[] = [];
 

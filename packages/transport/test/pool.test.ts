@@ -1,12 +1,13 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { authorizeMemberOf, type DevCaIdentityProvider } from '@weave/identity';
+import { authorizeMemberOf } from '@weave/identity';
+import { type DevCaIdentityProvider } from '@weave/identity/dev';
 import {
   ConnectionPool,
   PeerVerificationError,
   PoolExhaustedError,
   TransportConfigError,
-  createMtlsServer,
 } from '../src/index.js';
+import { createMtlsServer } from '../src/server.js';
 import { makeTd, portOf, provider, removeTempDirs, type TestTd } from './fixtures.js';
 
 let A: TestTd;

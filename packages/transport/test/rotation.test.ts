@@ -2,8 +2,10 @@
 // rotations on both sides, zero failures, new certificates seen by both sides.
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { authorizeId, type DevCaIdentityProvider } from '@weave/identity';
-import { SecureChannel, createMtlsServer } from '../src/index.js';
+import { authorizeId } from '@weave/identity';
+import { type DevCaIdentityProvider } from '@weave/identity/dev';
+import { SecureChannel } from '../src/index.js';
+import { createMtlsServer } from '../src/server.js';
 import { makeTd, portOf, provider, removeTempDirs, type TestTd } from './fixtures.js';
 
 let A: TestTd;

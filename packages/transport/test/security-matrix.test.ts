@@ -3,8 +3,10 @@
 import * as tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
-import { authorizeMemberOf, authorizeOneOf, type DevCaIdentityProvider } from '@weave/identity';
-import { PeerVerificationError, SecureChannel, createMtlsServer } from '../src/index.js';
+import { authorizeMemberOf, authorizeOneOf } from '@weave/identity';
+import { type DevCaIdentityProvider } from '@weave/identity/dev';
+import { PeerVerificationError, SecureChannel } from '../src/index.js';
+import { createMtlsServer } from '../src/server.js';
 import {
   byteCountingTlsServer,
   craftCert,

@@ -3,15 +3,15 @@ import * as https from 'node:https';
 import * as tls from 'node:tls';
 import Fastify from 'fastify';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { authorizeId, type DevCaIdentityProvider } from '@weave/identity';
+import { authorizeId } from '@weave/identity';
+import { type DevCaIdentityProvider } from '@weave/identity/dev';
 import {
   SecureChannel,
   TransportConfigError,
-  createMtlsServer,
   createMtlsServerOptions,
-  mtlsAuth,
   watchServerIdentity,
 } from '../src/index.js';
+import { createMtlsServer, mtlsAuth } from '../src/server.js';
 import { makeTd, portOf, provider, removeTempDirs, type TestTd } from './fixtures.js';
 
 let A: TestTd;

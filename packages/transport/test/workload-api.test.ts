@@ -3,8 +3,10 @@
 // rotation pushed over the stream.
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { pino } from 'pino';
-import { DevWorkloadApiServer, WorkloadApiIdentityProvider, authorizeId } from '@weave/identity';
-import { SecureChannel, createMtlsServer } from '../src/index.js';
+import { WorkloadApiIdentityProvider, authorizeId } from '@weave/identity';
+import { DevWorkloadApiServer } from '@weave/identity/dev';
+import { SecureChannel } from '../src/index.js';
+import { createMtlsServer } from '../src/server.js';
 import { portOf, removeTempDirs, tempDir } from './fixtures.js';
 
 const silent = pino({ level: 'silent' });

@@ -45,7 +45,8 @@ Example:
     )
     .action(async (_opts: DevOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<DevOptions>();
-      const { DevWorkloadApiServer, SPIFFE_ENDPOINT_SOCKET, SpiffeId } = await import('@weave/identity');
+      const { SPIFFE_ENDPOINT_SOCKET, SpiffeId } = await import('@weave/identity');
+      const { DevWorkloadApiServer } = await import('@weave/identity/dev');
       const { asUsage, cliLogger, parseDuration, usageError } = await import('../shared.js');
       const workloads: Record<string, string> = {};
       const domains = new Set<string>();

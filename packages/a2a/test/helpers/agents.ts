@@ -1,6 +1,7 @@
 import { LocalPolicyEnforcer, type AuditRecord } from '@weave/authz';
 import type { SpiffeId } from '@weave/identity';
-import type { MtlsFastifyInstance, SecureChannel } from '@weave/transport';
+import type { SecureChannel } from '@weave/transport';
+import type { MtlsFastifyInstance } from '@weave/transport/server';
 import { A2AServer, type A2AServerOptions } from '../../src/index.js';
 import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from './pki.js';
 

@@ -6,19 +6,10 @@ import type { PeerCertificate } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { fetch as undiciFetch } from 'undici';
-import {
-  DevCaIdentityProvider,
-  DevCertificateAuthority,
-  SpiffeId,
-  authorizeMemberOf,
-  type IdentityProvider,
-} from '@weave/identity';
-import {
-  SecureChannel,
-  createMtlsServer,
-  createMtlsServerOptions,
-  type MtlsFastifyInstance,
-} from '@weave/transport';
+import { SpiffeId, authorizeMemberOf, type IdentityProvider } from '@weave/identity';
+import { DevCaIdentityProvider, DevCertificateAuthority } from '@weave/identity/dev';
+import { SecureChannel, createMtlsServerOptions } from '@weave/transport';
+import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
 
 export const TRUST_DOMAIN = 'test.weave';
 const silent = pino({ level: 'silent' });

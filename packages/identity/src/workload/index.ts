@@ -1,4 +1,4 @@
-// The SPIFFE Workload API: gRPC client, identity provider, JWT source, and the dev server.
+// The SPIFFE Workload API: gRPC client, identity provider, and JWT source (the dev server is in `@weave/identity/dev`).
 export {
   SPIFFE_ENDPOINT_SOCKET,
   parseWorkloadApiAddress,
@@ -23,8 +23,3 @@ export {
   type WorkloadIdentityError,
 } from './provider.js';
 export { JwtSource, type JwtSourceOptions } from './jwt-source.js';
-export {
-  DevWorkloadApiServer,
-  DevWorkloadApiServerError,
-  type DevWorkloadApiServerOptions,
-} from './dev-server.js';

@@ -1,0 +1,112 @@
+// TLS options and certificate rotation for any Node TLS server (https, http2,
+// tls, or the server under fastify). No HTTP framework here: the fastify
+// plugin and factory are in server.ts, the `@weave/transport/server` entry.
+import type { Server as HttpsServer } from 'node:https';
+import type { Http2SecureServer } from 'node:http2';
+import type { Server as TlsServer, TLSSocket } from 'node:tls';
+import type { IdentityProvider } from '@weave/identity';
+import { parseTransportConfig, type TransportConfig, type TransportConfigInput } from './config.js';
+import { TransportIdentityError } from './errors.js';
+import { bundlesPem, svidPem } from './tls.js';
+
+/**
+ * TLS options for fastify's `https` option, `https.createServer` and
+ * `http2.createSecureServer`: own SVID, every trusted root (own and federated)
+ * as `ca`, client certificates required and verified, TLS floor from the config.
+ */
+export interface MtlsServerOptions {
+  cert: string;
+  key: string;
+  ca: string;
+  requestCert: true;
+  rejectUnauthorized: true;
+  minVersion: TransportConfig['minTlsVersion'];
+  /** HTTP/2 servers also accept HTTP/1.1 clients. */
+  allowHTTP1: true;
+}
+
+/**
+ * Builds the mTLS options of a server from the identity provider's current
+ * state. Node's `ca` trusts all roots equally, so pair it with {@link mtlsAuth}
+ * (or {@link verifyPeerSocket}-style code) to enforce "the chain ends in the
+ * client's own trust domain".
+ *
+ * @throws {TransportConfigError} for an invalid config.
+ * @throws {TransportIdentityError} when the provider has no SVID or no bundle.
+ */
+export function createMtlsServerOptions(
+  identity: IdentityProvider,
+  config: TransportConfigInput = {},
+): MtlsServerOptions {
+  const cfg = parseTransportConfig(config);
+  return secureContextOf(identity, cfg);
+}
+
+/** @internal {@link createMtlsServerOptions} from an already parsed config. */
+export function secureContextOf(identity: IdentityProvider, cfg: TransportConfig): MtlsServerOptions {
+  let creds: { cert: string; key: string };
+  try {
+    creds = svidPem(identity);
+  } catch (err) {
+    throw new TransportIdentityError('identity provider has no X.509-SVID for the server', { cause: err });
+  }
+  const ca = bundlesPem(identity);
+  // An empty `ca` would make Node fall back to the public Web PKI roots.
+  if (ca === '') throw new TransportIdentityError('identity provider has no trusted X.509 bundle');
+  return {
+    ...creds,
+    ca,
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: cfg.minTlsVersion,
+    allowHTTP1: true,
+  };
+}
+
+/**
+ * Keeps a node TLS server (https, http2 secure, or `app.server` of fastify) on
+ * the provider's current SVID and bundles: on every update it calls
+ * `setSecureContext`; existing connections keep working, new ones get the new
+ * certificate. Returns the unsubscribe function.
+ */
+export function watchServerIdentity(
+  server: TlsServer | HttpsServer | Http2SecureServer,
+  identity: IdentityProvider,
+  config: TransportConfigInput = {},
+  onError?: (err: unknown) => void,
+): () => void {
+  const cfg = parseTransportConfig(config);
+  return identity.onUpdate(() => {
+    try {
+      server.setSecureContext(secureContextOf(identity, cfg));
+    } catch (err) {
+      // Keep the previous context: a broken update must not take the server down.
+      onError?.(err);
+    }
+  });
+}
+
+/**
+ * Makes a TLS server's HTTP/1.1 connections feed Node's HTTP parser through
+ * the socket's stream instead of straight from the TLS layer in C++.
+ *
+ * Why: when a request arrives while the previous answer on the connection is
+ * still being flushed (an answer above the socket's 16 KiB high-water mark,
+ * flushed after the current event-loop turn), Node pauses the parser. Fed from
+ * C++, the parser still receives the rest of what one TLS read decrypted — the
+ * next records of a body above 16 KiB — fails with `HPE_PAUSED`, and the
+ * server resets the connection (Node 20). Through the stream, a paused socket
+ * holds those bytes back until the answer is flushed. HTTP/2 sessions are
+ * left alone: they own their socket.
+ *
+ * `createMtlsServer` (`@weave/transport/server`) applies it; call it on a TLS server built otherwise.
+ */
+export function parseHttp1FromStream(server: TlsServer | HttpsServer | Http2SecureServer): void {
+  server.on('secureConnection', (socket: TLSSocket) => {
+    // Node's HTTP server hands the socket back to its stream as soon as
+    // anyone listens for 'data' (its own listener already feeds the parser).
+    if (socket.alpnProtocol !== 'h2') socket.on('data', noop);
+  });
+}
+
+function noop(): void {}
