@@ -1,0 +1,47 @@
+#!/usr/bin/env node
+// Lints packed tarballs the way a consumer meets them: publint (package.json,
+// exports, files) and Are The Types Wrong (types per module resolution mode).
+// Any message fails, except the attw rules ignored below, each with its reason.
+//   node scripts/release/check.mjs <tarball>…
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { root } from './packages.mjs';
+
+const bin = (name) => join(root, 'node_modules', '.bin', name);
+
+// attw, why these settings:
+// - profile node16: the packages need Node ≥ 20.19 and are ESM with an exports
+//   map; TypeScript's legacy `node10` resolution ignores exports maps, so it
+//   cannot see the subpath entries (`@weave/identity/dev`,
+//   `@weave/transport/server`). Users resolve with node16/nodenext/bundler.
+// - cjs-resolves-to-esm: the packages are ESM only by design; `require()` of
+//   them works on Node ≥ 20.19 (require(esm), the engines floor) through the
+//   `default` condition, and the smoke test requires each one to prove it.
+const ATTW = ['--profile', 'node16', '--ignore-rules', 'cjs-resolves-to-esm', '--format', 'table-flipped'];
+
+export function checkTarballs(files) {
+  let failed = 0;
+  for (const file of files) {
+    for (const [tool, args] of [
+      ['publint', ['run', file, '--strict', '--level', 'suggestion']],
+      ['attw', [file, ...ATTW]],
+    ]) {
+      const r = spawnSync(bin(tool), args, { encoding: 'utf8' });
+      const out = `${r.stdout ?? ''}${r.stderr ?? ''}`.trim();
+      // publint exits 0 with suggestions printed; "All good!" is its clean verdict.
+      const clean = r.status === 0 && (tool !== 'publint' || /All good!/.test(out));
+      console.log(`${clean ? 'ok  ' : 'FAIL'} ${tool} ${file}${clean ? '' : `\n${out}`}`);
+      if (!clean) failed++;
+    }
+  }
+  return failed;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const files = process.argv.slice(2);
+  if (files.length === 0) {
+    console.error('usage: node scripts/release/check.mjs <tarball>…');
+    process.exit(2);
+  }
+  process.exit(checkTarballs(files) === 0 ? 0 : 1);
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs packed tarballs into an empty npm project (no workspace, no
+# monorepo conditions; dependencies from the npm registry) and runs the smoke
+# programs there. Prints the install size and package count of a client-only
+# (identity + transport) install first.
+#   scripts/release/smoke/run.sh <tarball-dir>
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+tarballs="$(cd "$1" && pwd)"
+work="$(mktemp -d "${TMPDIR:-/tmp}/weave-smoke.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+npm_install() { npm install --no-audit --no-fund --loglevel=error "$@"; }
+
+# 1. identity + transport only: what a client-only user installs.
+mkdir "$work/client" && cd "$work/client"
+echo '{ "name": "weave-smoke-client", "private": true, "type": "module" }' > package.json
+npm_install "$tarballs"/weave-identity-*.tgz "$tarballs"/weave-transport-*.tgz
+count="$(npm ls --all --parseable | tail -n +2 | sort -u | wc -l)"
+echo "client-only install (identity + transport): $(du -sh node_modules | cut -f1) in node_modules, $count packages"
+if [ -e node_modules/fastify ]; then echo "FAIL: a client-only install brought fastify" >&2; exit 1; fi
+cp "$here/identity-transport.mjs" . && node identity-transport.mjs
+
+# 2. all five packages: two agents with a policy.
+mkdir "$work/agents" && cd "$work/agents"
+echo '{ "name": "weave-smoke-agents", "private": true, "type": "module" }' > package.json
+npm_install "$tarballs"/weave-*.tgz zod
+cp "$here/two-agents.mjs" . && node two-agents.mjs
+echo "smoke: ok"
