@@ -4,7 +4,7 @@
 // event it got, from which the client resumes. A stream never ends "normally"
 // before a terminal or interrupted state. Real mTLS on loopback.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport';
+import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
 import { authorizeMemberOf } from '@weave/identity';
 import { A2AClient, A2AClientError, A2AError, buildMessage, type StreamEvent } from '../src/index.js';
 import { startHarness, type Harness } from './helpers/agents.js';

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { A2AServer } from '@weave/a2a';
 import { LocalPolicyEnforcer } from '@weave/authz';
 import { SpiffeId, authorizeAny } from '@weave/identity';
-import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport';
+import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
 import { SecureAgent } from '../src/index.js';
 import { ID, startWorld, testLogger, type World } from './helpers.js';
 
