@@ -212,6 +212,32 @@ export const A2AErrors = {
       reason: 'RESOURCE_EXHAUSTED',
       data: [errorInfo('RESOURCE_EXHAUSTED', { limit: String(limit) })],
     }),
+  /** Retryable refusal: one caller has its share of unfinished tasks (others are unaffected). */
+  callerTooManyTasks: (caller: string, limit: number) =>
+    new A2AError(
+      A2AErrorCode.InternalError,
+      `Too many concurrent tasks for caller ${caller} (limit ${limit} per caller); retry once one of its tasks has finished`,
+      {
+        reason: 'RESOURCE_EXHAUSTED',
+        data: [errorInfo('RESOURCE_EXHAUSTED', { scope: 'caller', limit: String(limit) })],
+      },
+    ),
+  /** Retryable refusal: one caller is over its request rate; `retryAfterMs` says when a request is admitted again. */
+  callerRateLimited: (caller: string, perSecond: number, retryAfterMs: number) =>
+    new A2AError(
+      A2AErrorCode.InternalError,
+      `Request rate of caller ${caller} is over its limit (${perSecond}/s); retry after ${retryAfterMs} ms`,
+      {
+        reason: 'RESOURCE_EXHAUSTED',
+        data: [
+          errorInfo('RESOURCE_EXHAUSTED', {
+            scope: 'caller',
+            limit: `${perSecond}/s`,
+            retryAfterMs: String(retryAfterMs),
+          }),
+        ],
+      },
+    ),
   /**
    * Retryable refusal: the server is shutting down (new tasks go to another
    * instance) or a stream subscriber fell too far behind (it resumes).

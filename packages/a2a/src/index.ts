@@ -86,6 +86,7 @@ export {
   type WebhookSenderStats,
   type WebhookUrlCheckOptions,
 } from './push.js';
+export { CallerLimits, CallerLimitsSchema, type CallerLimitsInput, type CallerLimitRule } from './limits.js';
 export {
   AgentCardSignatureError,
   AgentCardSigner,

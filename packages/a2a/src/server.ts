@@ -5,6 +5,7 @@ import type { AuthzDecision, PolicyEnforcer } from '@weave/authz';
 import type { z } from 'zod';
 import { A2AError, A2AErrorCode, A2AErrors } from './errors.js';
 import { TaskManager, WaitTimeoutError, snapshot } from './manager.js';
+import { CallerLimits, type CallerLimitsInput } from './limits.js';
 import { SseWriter } from './sse.js';
 import type { PushConfigStore, StoredEvent, TaskRecord, TaskStore } from './store.js';
 import { TaskStoreFullError, isPushConfigStore } from './store.js';
@@ -88,6 +89,13 @@ export interface A2AServerLimits {
   readonly maxBodyBytes?: number;
   /** Most unfinished tasks at once; more get RESOURCE_EXHAUSTED. Default 1000. */
   readonly maxConcurrentTasks?: number;
+  /**
+   * Limits per verified caller (SPIFFE ID): unfinished tasks (default a
+   * quarter of `maxConcurrentTasks`) and, when set, requests per second, with
+   * overrides per caller pattern. Over one, the call is refused with a
+   * retryable RESOURCE_EXHAUSTED error before anything runs.
+   */
+  readonly perCaller?: CallerLimitsInput;
   /** Most simultaneous stream subscribers of one task. Default 32. */
   readonly maxSubscribersPerTask?: number;
   /**
@@ -203,6 +211,7 @@ export class A2AServer {
   readonly #getCaller: (request: FastifyRequest) => SpiffeId | undefined;
   readonly #maxBody: number;
   readonly #maxTasks: number;
+  readonly #callerLimits: CallerLimits;
   readonly #maxSubs: number;
   readonly #inputTimeout: number;
   readonly #blockingTimeout: number;
@@ -238,6 +247,10 @@ export class A2AServer {
     this.#maxBody = options.limits?.maxBodyBytes ?? 1024 * 1024;
     this.#maxTasks = options.limits?.maxConcurrentTasks ?? 1000;
     this.#maxSubs = options.limits?.maxSubscribersPerTask ?? 32;
+    this.#callerLimits = new CallerLimits(
+      options.limits?.perCaller,
+      Math.max(1, Math.floor(this.#maxTasks / 4)),
+    );
     this.#inputTimeout = options.limits?.inputTimeoutMs ?? 600_000;
     this.#blockingTimeout = options.limits?.blockingTimeoutMs ?? 60_000;
     this.#heartbeat = options.heartbeatMs ?? 15_000;
@@ -483,6 +496,7 @@ export class A2AServer {
     }
     const call: Call = { request, reply, id, version, caller, method };
     try {
+      this.#callerLimits.admitRequest(caller);
       const result = await this.#dispatch(call, (params as Record<string, unknown> | undefined) ?? NO_PARAMS);
       if (result === STREAMED) return;
       reply.header('content-type', 'application/json');
@@ -648,9 +662,11 @@ export class A2AServer {
     const skill = this.#resolveSkill(named);
     const handler = this.#handlers.get(skill) as TaskHandler;
     await this.#authorize(call, skill);
-    if (this.manager.activeCount >= this.#maxTasks) throw A2AErrors.tooManyTasks(this.#maxTasks);
+    // The caller's own share first; the server-wide limit is the backstop.
+    const release = this.#callerLimits.startTask(call.caller);
     let record: TaskRecord;
     try {
+      if (this.manager.activeCount >= this.#maxTasks) throw A2AErrors.tooManyTasks(this.#maxTasks);
       record = await this.manager.create({
         owner: call.caller.toString(),
         skill,
@@ -658,6 +674,7 @@ export class A2AServer {
         metadata: p.metadata,
       });
     } catch (err) {
+      release();
       if (err instanceof TaskStoreFullError) throw A2AErrors.tooManyTasks(this.#maxTasks);
       throw err;
     }
@@ -668,6 +685,7 @@ export class A2AServer {
         await this.#addPushConfig(record, { ...push, taskId: record.task.id }, 0);
       } catch (err) {
         // The handler never runs for a task whose webhook could not be kept.
+        release();
         this.manager.setStatus(
           record.task.id,
           'TASK_STATE_FAILED',
@@ -680,7 +698,7 @@ export class A2AServer {
       beforeRun?.(record);
     } finally {
       // The task exists now: its handler runs even if opening a stream failed.
-      void this.#run(record, handler, p.message, call.caller, call.request.headers);
+      void this.#run(record, handler, p.message, call.caller, call.request.headers).finally(release);
     }
     return record;
   }

@@ -77,7 +77,13 @@ beforeAll(async () => {
     },
     {
       taskStore: new FlakyStore(),
-      limits: { maxBodyBytes: 4096, maxConcurrentTasks: 2, blockingTimeoutMs: 100 },
+      // One caller may take both slots here: the test is about the server-wide limit.
+      limits: {
+        maxBodyBytes: 4096,
+        maxConcurrentTasks: 2,
+        perCaller: { maxConcurrentTasks: 2 },
+        blockingTimeoutMs: 100,
+      },
       extensions: [{ uri: 'https://example.org/ext/required', required: true }],
     },
   );

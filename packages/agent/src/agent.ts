@@ -360,6 +360,7 @@ export class SecureAgent extends AgentCore {
         limits: {
           maxBodyBytes: this.config.server.bodyLimit,
           maxConcurrentTasks: this.config.server.maxConcurrentTasks,
+          ...(this.config.server.perCaller ? { perCaller: this.config.server.perCaller } : {}),
         },
         extensions: [skillSchemaExtension(skillSchemas)],
       });

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve, dirname } from 'node:path';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import { z } from 'zod';
+import { CallerLimitsSchema } from '@weave/a2a';
 import { SpiffeId } from '@weave/identity';
 import { AgentConfigError, type ConfigIssue } from './errors.js';
 
@@ -77,6 +78,12 @@ export const AgentConfigSchema = z.strictObject({
         .positive()
         .default(1024 * 1024),
       maxConcurrentTasks: z.number().int().positive().default(256),
+      /**
+       * Limits per verified caller (see @weave/a2a's `limits.perCaller`):
+       * unfinished tasks (default a quarter of `maxConcurrentTasks`), requests
+       * per second (unset: none), overrides per SPIFFE ID pattern in `rules`.
+       */
+      perCaller: CallerLimitsSchema.optional(),
       drainTimeoutMs: z.number().int().positive().default(10_000),
     })
     .prefault({}),

@@ -80,6 +80,23 @@ describe('agent config', () => {
     expect(e.message).toContain('trust domain characters are limited');
   });
 
+  it('takes per-caller limits with SPIFFE ID pattern rules, and names a bad pattern', () => {
+    const perCaller = {
+      maxConcurrentTasks: 4,
+      requestsPerSecond: 50,
+      rules: [{ match: 'spiffe://demo.weave/batch/*', maxConcurrentTasks: 16 }],
+    };
+    const c = parseAgentConfig({ ...minimal, server: { perCaller } }, { env: {} });
+    expect(c.server.perCaller).toEqual(perCaller);
+    const e = issuesOf(() =>
+      parseAgentConfig(
+        { ...minimal, server: { perCaller: { rules: [{ match: 'https://not-spiffe' }] } } },
+        { env: {} },
+      ),
+    );
+    expect(e.issues.map((i) => i.path)).toContain('server.perCaller.rules[0].match');
+  });
+
   it('loads YAML with line numbers in errors and resolves paths', async () => {
     const good = await file('name: search\nauthz:\n  policyFile: ./policy.yaml\nserver:\n  port: 9000\n');
     const c = await loadAgentConfig(good, {});

@@ -15,7 +15,7 @@ export type {
 export { PolicyError, AuthzConfigError, type PolicyIssue } from './errors.js';
 export { PinoAuditSink, type AuditSink, type AuditRecord, type AuditEngine } from './audit.js';
 export { parsePolicy, validatePolicy, type PolicyDocument, type PolicyRule } from './policy.js';
-export type { RawIdMatcher } from './matchers.js';
+export { spiffeIdPattern, type RawIdMatcher } from './matchers.js';
 export {
   LocalPolicyEnforcer,
   type LocalPolicyOptions,

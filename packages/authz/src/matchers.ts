@@ -160,3 +160,23 @@ export function matchAction(m: ActionMatcher, action: string): boolean {
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 }
+
+/**
+ * A SPIFFE ID pattern, in the forms a policy rule's `callers` take (`*`,
+ * `spiffe://td`, an exact ID, `spiffe://td/a/*`, `spiffe://td/a/**`,
+ * `{ prefix }`), as a predicate: for other layers that key a setting by
+ * caller (e.g. per-caller limits of the A2A server), so patterns mean the
+ * same everywhere.
+ *
+ * @throws {TypeError} naming what is wrong with the pattern.
+ */
+export function spiffeIdPattern(raw: RawIdMatcher): (id: SpiffeId) => boolean {
+  let m: IdMatcher;
+  try {
+    m = compileIdMatcher(raw);
+  } catch (err) {
+    if (err instanceof MatcherSyntaxError) throw new TypeError(err.message);
+    throw err;
+  }
+  return (id) => matchId(m, id, id.toString(), id.segments);
+}
