@@ -1,7 +1,8 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import type { X509BundleSource } from './bundle.js';
-import { WeaveError } from './errors.js';
 import { SpiffeId } from './spiffe-id.js';
+import { validatePath } from './x509-path.js';
+import { X509SvidError } from './x509-svid-error.js';
 import {
   CertificateParseError,
   certsToPem,
@@ -16,29 +17,7 @@ import {
   x509,
 } from './x509-util.js';
 
-/** Why an X.509-SVID was rejected. */
-export type X509SvidErrorCode =
-  | 'SVID_EMPTY_CHAIN'
-  | 'SVID_NO_URI_SAN'
-  | 'SVID_MULTIPLE_URI_SANS'
-  | 'SVID_INVALID_SPIFFE_ID'
-  | 'SVID_ROOT_PATH'
-  | 'SVID_LEAF_IS_CA'
-  | 'SVID_LEAF_KEY_USAGE'
-  | 'SVID_UNKNOWN_TRUST_DOMAIN'
-  | 'SVID_EXPIRED'
-  | 'SVID_NOT_YET_VALID'
-  | 'SVID_UNTRUSTED'
-  | 'SVID_KEY_MISMATCH'
-  | 'SVID_MALFORMED';
-
-/** An X.509-SVID (own or a peer's) broke a SPIFFE rule or did not verify. */
-export class X509SvidError extends WeaveError {
-  declare readonly code: X509SvidErrorCode;
-  constructor(code: X509SvidErrorCode, message: string, options?: { cause?: unknown }) {
-    super(code, message, options);
-  }
-}
+export { X509SvidError, type X509SvidErrorCode } from './x509-svid-error.js';
 
 const KU = x509.KeyUsageFlags;
 
@@ -97,27 +76,6 @@ function checkLeaf(leaf: x509.X509Certificate): SpiffeId {
   return id;
 }
 
-function checkTime(cert: x509.X509Certificate, now: Date, what: string): void {
-  if (now.getTime() < cert.notBefore.getTime())
-    throw new X509SvidError(
-      'SVID_NOT_YET_VALID',
-      `${what} is not valid before ${cert.notBefore.toISOString()}`,
-    );
-  if (now.getTime() > cert.notAfter.getTime())
-    throw new X509SvidError('SVID_EXPIRED', `${what} expired at ${cert.notAfter.toISOString()}`);
-}
-
-/** True when `issuer` issued `cert`: names and key identifiers match (OpenSSL's check) and the signature verifies. */
-function issued(issuer: x509.X509Certificate, cert: x509.X509Certificate): boolean {
-  const ni = toNodeCert(issuer);
-  const nc = toNodeCert(cert);
-  try {
-    return nc.checkIssued(ni) && nc.verify(ni.publicKey);
-  } catch {
-    return false;
-  }
-}
-
 function toCert(c: Uint8Array | x509.X509Certificate, i: number): x509.X509Certificate {
   if (c instanceof x509.X509Certificate) return c;
   if (!(c instanceof Uint8Array))
@@ -141,11 +99,15 @@ const MAX_CHAIN = 16;
  * Verifies a peer's X.509-SVID chain (leaf first; intermediates may follow and
  * the root may be included) and returns the peer's SPIFFE ID.
  *
- * Order, as go-spiffe: non-empty chain; the leaf has exactly one URI SAN that is
- * a SPIFFE ID with a path; the leaf is no CA and has digitalSignature but not
- * keyCertSign/cRLSign; the bundle of **the leaf's own trust domain** is found;
- * the chain path-validates against that bundle only (signatures, names, CA
- * flags of signers, validity period of every certificate at `now`).
+ * Order, as go-spiffe's `x509svid.Verify`: non-empty chain; the leaf has
+ * exactly one URI SAN that is a SPIFFE ID with a path; the leaf is no CA and
+ * has digitalSignature but not keyCertSign/cRLSign; the bundle of **the leaf's
+ * own trust domain** is found; then RFC 5280 path validation against that
+ * bundle only, in crypto/x509's order: the leaf's critical extensions and
+ * validity, then chains built leaf to authority (issuer names and key
+ * identifiers, signatures, every certificate's critical extensions and validity
+ * at `now`, signers' cA flag and keyCertSign, path length constraints), then
+ * the name constraints of every CA on the chain over the SAN names below it.
  *
  * It is synchronous on purpose, so it can run inside `tls.checkServerIdentity`;
  * `await` on its result works as well.
@@ -174,34 +136,10 @@ export function verifyX509Svid(
     );
   const now = options.now ?? new Date();
   const roots = bundle.authorities;
+  // A root the peer sent along is found in the bundle; only other certificates can be intermediates.
   const intermediates = certs.slice(1).filter((c) => !roots.some((r) => sameDer(r, c)));
-
-  let current = leaf;
-  const used = new Set<x509.X509Certificate>();
-  checkTime(leaf, now, `leaf certificate of ${id.toString()}`);
-  for (let depth = 0; depth <= intermediates.length; depth++) {
-    const root = roots.find((r) => issued(r, current));
-    if (root) {
-      if (!isCa(root))
-        throw new X509SvidError(
-          'SVID_UNTRUSTED',
-          `authority ${root.subject} of ${id.trustDomain.name} is not a CA`,
-        );
-      checkTime(root, now, `authority ${root.subject} of ${id.trustDomain.name}`);
-      return id;
-    }
-    const next = intermediates.find((c) => !used.has(c) && issued(c, current));
-    if (!next) break;
-    if (!isCa(next) || (!(keyUsage(next).flags & KU.keyCertSign) && keyUsage(next).present))
-      throw new X509SvidError('SVID_UNTRUSTED', `intermediate ${next.subject} may not sign certificates`);
-    checkTime(next, now, `intermediate ${next.subject}`);
-    used.add(next);
-    current = next;
-  }
-  throw new X509SvidError(
-    'SVID_UNTRUSTED',
-    `chain of ${id.toString()} does not lead to an authority of trust domain ${id.trustDomain.name} (unknown issuer, bad signature or broken chain)`,
-  );
+  validatePath(leaf, id.toString(), roots, intermediates, now, id.trustDomain.name);
+  return id;
 }
 
 /**

@@ -8,7 +8,16 @@ import {
   type X509SvidErrorCode,
 } from '@weave/identity';
 import { DevCertificateAuthority } from '@weave/identity/dev';
-import { KU, makeCert, makeIntermediate, makeRoot, newKeys, type TestCa } from './helpers/forge.js';
+import {
+  KU,
+  makeCert,
+  makeIntermediate,
+  makeRoot,
+  nameConstraints,
+  newKeys,
+  unknownExtension,
+  type TestCa,
+} from './helpers/forge.js';
 
 function expectCode(fn: () => unknown, code: X509SvidErrorCode): X509SvidError {
   try {
@@ -163,6 +172,119 @@ describe('verifyX509Svid', () => {
       () => verifyX509Svid([leaf.der, new Uint8Array(impostor.cert.rawData)], bundles),
       'SVID_UNTRUSTED',
     );
+  });
+
+  // What RFC 5280 path validation adds to the SPIFFE leaf rules, in crypto/x509's
+  // order (go-spiffe's x509svid.Verify is built on it). Every kind of defect is
+  // also a shared vector judged by go-spiffe in the interop suite.
+  describe('RFC 5280 path validation', () => {
+    it('refuses a chain longer than an intermediate allows, and accepts it within the limit', async () => {
+      const upper = await makeIntermediate(root, 'a.test', { subject: 'CN=upper', pathLength: 0 });
+      const lower = await makeIntermediate(upper, 'a.test', { subject: 'CN=lower' });
+      const leaf = await makeCert(lower, { uris: [ID] });
+      const err = expectCode(
+        () => verifyX509Svid([leaf.cert, lower.cert, upper.cert], bundles),
+        'SVID_PATH_LENGTH_EXCEEDED',
+      );
+      expect(err.message).toMatch(/allows 0 intermediate\(s\) below it, the chain has 1/);
+      const direct = await makeCert(upper, { uris: [ID] });
+      expect(verifyX509Svid([direct.cert, upper.cert], bundles).toString()).toBe(ID);
+    });
+
+    it("applies a bundle authority's own path length", async () => {
+      const root0 = await makeRoot('a.test', { pathLength: 0, name: 'CN=root0' });
+      const mid = await makeIntermediate(root0, 'a.test');
+      const leaf = await makeCert(mid, { uris: [ID] });
+      expectCode(
+        () => verifyX509Svid([leaf.cert, mid.cert], BundleSet.of(new X509Bundle('a.test', [root0.cert]))),
+        'SVID_PATH_LENGTH_EXCEEDED',
+      );
+    });
+
+    it('refuses a SPIFFE ID outside the URI name constraints of a signer', async () => {
+      const mid = await makeIntermediate(root, 'a.test', {
+        extensions: [nameConstraints([{ type: 'url', value: 'b.test' }])],
+      });
+      const leaf = await makeCert(mid, { uris: [ID] });
+      const err = expectCode(
+        () => verifyX509Svid([leaf.cert, mid.cert], bundles),
+        'SVID_NAME_CONSTRAINT_VIOLATION',
+      );
+      expect(err.message).toMatch(/uri name a\.test .* is not permitted/);
+      const inside = await makeIntermediate(root, 'a.test', {
+        extensions: [nameConstraints([{ type: 'url', value: 'a.test' }])],
+      });
+      const insideLeaf = await makeCert(inside, { uris: [ID] });
+      expect(verifyX509Svid([insideLeaf.cert, inside.cert], bundles).toString()).toBe(ID);
+    });
+
+    it('refuses names in excluded subtrees and IP addresses outside permitted ranges', async () => {
+      const excl = await makeIntermediate(root, 'a.test', {
+        extensions: [nameConstraints([], [{ type: 'url', value: '.test' }])],
+      });
+      const excluded = await makeCert(excl, { uris: [ID] });
+      expectCode(() => verifyX509Svid([excluded.cert, excl.cert], bundles), 'SVID_NAME_CONSTRAINT_VIOLATION');
+      const ipMid = await makeIntermediate(root, 'a.test', {
+        extensions: [nameConstraints([{ type: 'ip', value: '10.0.0.0/8' }])],
+      });
+      const outside = await makeCert(ipMid, { uris: [ID], ips: ['192.168.1.1'] });
+      expectCode(() => verifyX509Svid([outside.cert, ipMid.cert], bundles), 'SVID_NAME_CONSTRAINT_VIOLATION');
+      const within = await makeCert(ipMid, { uris: [ID], ips: ['10.1.2.3'] });
+      expect(verifyX509Svid([within.cert, ipMid.cert], bundles).toString()).toBe(ID);
+    });
+
+    it("applies a root's name constraints to the intermediates below it too", async () => {
+      const rootNc = await makeRoot('a.test', {
+        name: 'CN=root nc',
+        extensions: [nameConstraints([{ type: 'url', value: 'a.test' }])],
+      });
+      const stray = await makeIntermediate(rootNc, 'b.test', { subject: 'CN=stray' });
+      const leaf = await makeCert(stray, { uris: [ID] });
+      expectCode(
+        () => verifyX509Svid([leaf.cert, stray.cert], BundleSet.of(new X509Bundle('a.test', [rootNc.cert]))),
+        'SVID_NAME_CONSTRAINT_VIOLATION',
+      );
+    });
+
+    it('refuses an unknown critical extension on the leaf, an intermediate or the root; ignores a non-critical one', async () => {
+      const leaf = await makeCert(root, { uris: [ID], extensions: [unknownExtension()] });
+      expect(
+        expectCode(() => verifyX509Svid([leaf.cert], bundles), 'SVID_UNKNOWN_CRITICAL_EXTENSION').message,
+      ).toMatch(/1\.3\.6\.1\.4\.1\.55555\.1\.1/);
+      const mid = await makeIntermediate(root, 'a.test', { extensions: [unknownExtension()] });
+      const belowMid = await makeCert(mid, { uris: [ID] });
+      expectCode(() => verifyX509Svid([belowMid.cert, mid.cert], bundles), 'SVID_UNKNOWN_CRITICAL_EXTENSION');
+      const critRoot = await makeRoot('a.test', { extensions: [unknownExtension()] });
+      const belowRoot = await makeCert(critRoot, { uris: [ID] });
+      expectCode(
+        () => verifyX509Svid([belowRoot.cert], BundleSet.of(new X509Bundle('a.test', [critRoot.cert]))),
+        'SVID_UNKNOWN_CRITICAL_EXTENSION',
+      );
+      const benign = await makeCert(root, { uris: [ID], extensions: [unknownExtension(false)] });
+      expect(verifyX509Svid([benign.cert], bundles).toString()).toBe(ID);
+    });
+
+    it("keeps go-spiffe's order: leaf rules, then the bundle, then the leaf's extensions, then its validity", async () => {
+      const past = { notBefore: new Date(Date.now() - 7200_000), notAfter: new Date(Date.now() - 60_000) };
+      // A CA leaf with an unknown critical extension: the leaf rule comes first.
+      const caLeaf = await makeCert(root, {
+        uris: [ID],
+        ca: true,
+        keyUsage: KU.digitalSignature,
+        extensions: [unknownExtension()],
+      });
+      expectCode(() => verifyX509Svid([caLeaf.cert], bundles), 'SVID_LEAF_IS_CA');
+      // No bundle for the leaf's trust domain beats every path defect.
+      const foreign = await makeCert(root, {
+        uris: ['spiffe://c.test/w'],
+        extensions: [unknownExtension()],
+        ...past,
+      });
+      expectCode(() => verifyX509Svid([foreign.cert], bundles), 'SVID_UNKNOWN_TRUST_DOMAIN');
+      // Critical extensions before validity, as crypto/x509's isValid.
+      const both = await makeCert(root, { uris: [ID], extensions: [unknownExtension()], ...past });
+      expectCode(() => verifyX509Svid([both.cert], bundles), 'SVID_UNKNOWN_CRITICAL_EXTENSION');
+    });
   });
 
   describe('federation', () => {
