@@ -3,7 +3,13 @@
 // verdicts; the go-spiffe interop test (interop/) has the same vectors judged
 // by go-spiffe's spiffeid.FromString and x509svid.Verify and requires the same
 // verdict. Everything is generated fresh (real keys, real signatures).
-import type { X509SvidErrorCode } from '@weave/identity';
+import {
+  BundleSet,
+  X509Bundle,
+  X509SvidError,
+  verifyX509Svid,
+  type X509SvidErrorCode,
+} from '@weave/identity';
 import {
   KU,
   makeCert,
@@ -112,6 +118,23 @@ export const GO_CLASSES: Record<X509SvidErrorCode, readonly string[]> = {
   SVID_KEY_MISMATCH: [],
   SVID_MALFORMED: ['parse'],
 };
+
+/** The bundles of a vector as Weave's bundle source. */
+export function bundleSetOf(bundles: ChainVector['bundles']): BundleSet {
+  return BundleSet.of(
+    ...Object.entries(bundles).map(([td, ders]) => X509Bundle.fromDer(td, Buffer.concat(ders))),
+  );
+}
+
+/** What verifyX509Svid says of a vector: `ok <SPIFFE ID>` or the error code. */
+export function judgeByWeave(v: ChainVector): string {
+  try {
+    return `ok ${verifyX509Svid(v.chain, bundleSetOf(v.bundles), { now: v.now }).toString()}`;
+  } catch (err) {
+    if (!(err instanceof X509SvidError)) throw err;
+    return err.code;
+  }
+}
 
 const der = (c: { cert: x509.X509Certificate }): Uint8Array => new Uint8Array(c.cert.rawData);
 const ok = (id: string): WeaveVerdict => ({ ok: true, id });
