@@ -2,7 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { request, type Dispatcher } from 'undici';
 import type { z } from 'zod';
 import { A2AClientError, A2AError, A2AErrorCode, type JsonRpcErrorObject } from './errors.js';
-import { DiscoveryClient, readLimited, type DiscoveryStats } from './discovery.js';
+import {
+  DiscoveryClient,
+  readLimited,
+  type DiscoveryClientOptions,
+  type DiscoveryStats,
+} from './discovery.js';
 import { parseSse } from './sse-parse.js';
 import {
   AgentCardSchema,
@@ -33,6 +38,8 @@ export interface A2AClientOptions {
   readonly dispatcher: Dispatcher;
   /** Agent card cache TTL in ms. Default 5 minutes. */
   readonly cardTtlMs?: number;
+  /** How discovered cards' signatures are checked; see {@link DiscoveryClientOptions.signatures}. */
+  readonly cardSignatures?: DiscoveryClientOptions['signatures'];
   /** Timeout for a unary call, in ms. Default 60 s. */
   readonly timeoutMs?: number;
   /** Largest response or SSE event accepted, in bytes. Default 4 MiB (the official SDK's cap). */
@@ -84,7 +91,11 @@ export class A2AClient {
     this.#timeout = options.timeoutMs ?? 60_000;
     this.#maxBytes = options.maxResponseBytes ?? 4 * 1024 * 1024;
     this.#headers = options.headers ?? {};
-    this.discovery = new DiscoveryClient({ dispatcher: options.dispatcher, ttlMs: options.cardTtlMs });
+    this.discovery = new DiscoveryClient({
+      dispatcher: options.dispatcher,
+      ttlMs: options.cardTtlMs,
+      ...(options.cardSignatures ? { signatures: options.cardSignatures } : {}),
+    });
   }
 
   /** The agent card at `url`, cached for the TTL. */

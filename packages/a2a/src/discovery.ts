@@ -1,4 +1,6 @@
 import { request, type Dispatcher } from 'undici';
+import { SpiffeId } from '@weave/identity';
+import { verifyAgentCard, type VerifyAgentCardOptions } from './card-signing.js';
 import { A2AClientError } from './errors.js';
 import { AgentCardSchema, type AgentCard } from './wire/v1.js';
 
@@ -14,6 +16,14 @@ export interface DiscoveryClientOptions {
   readonly maxCardBytes?: number;
   /** Per-fetch timeout in ms. Default 10 s. */
   readonly timeoutMs?: number;
+  /**
+   * How the signatures of fetched cards are checked (A2A §8.4, see
+   * `verifyAgentCard`); a card that fails is not cached and `discover`
+   * throws `AgentCardSignatureError`. `tlsPeer` defaults to the dispatcher's
+   * `expectedPeer` when that is one SPIFFE ID (a SecureChannel bound to a
+   * peer). Without this option signatures are not looked at (policy `off`).
+   */
+  readonly signatures?: Omit<VerifyAgentCardOptions, 'now'>;
 }
 
 /** Counters of the card cache. */
@@ -45,6 +55,7 @@ export class DiscoveryClient {
   readonly #max: number;
   readonly #maxBytes: number;
   readonly #timeout: number;
+  readonly #signatures: VerifyAgentCardOptions | undefined;
   readonly #cache = new Map<string, Entry>();
   readonly #inflight = new Map<string, Promise<AgentCard>>();
   /** Given URL → its card URL: a caller names the same agent on every call, and parsing it each time shows in profiles. */
@@ -61,6 +72,12 @@ export class DiscoveryClient {
     this.#max = options.maxEntries ?? 1000;
     this.#maxBytes = options.maxCardBytes ?? 1024 * 1024;
     this.#timeout = options.timeoutMs ?? 10_000;
+    const sig = options.signatures;
+    if (sig) {
+      const expected = (options.dispatcher as { expectedPeer?: unknown }).expectedPeer;
+      const tlsPeer = sig.tlsPeer ?? (typeof expected === 'string' ? SpiffeId.tryParse(expected) : undefined);
+      this.#signatures = tlsPeer === undefined ? sig : { ...sig, tlsPeer };
+    }
   }
 
   /** The agent card at `url` (a base URL or the card's own URL), from cache while fresh. */
@@ -209,6 +226,7 @@ export class DiscoveryClient {
         `agent card ${cardUrl} is invalid: ${issue ? `${issue.path.join('.')}: ${issue.message}` : 'unknown'}`,
       );
     }
+    if (this.#signatures) await verifyAgentCard(parsed.data, this.#signatures);
     return parsed.data;
   }
 }

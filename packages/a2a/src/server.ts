@@ -148,6 +148,11 @@ export interface A2AServerOptions {
   /** Interval of SSE heartbeat comments in ms; 0 disables. Default 15 000. */
   readonly heartbeatMs?: number;
   readonly push?: A2APushOptions;
+  /**
+   * Signs the served card (A2A §8.4), e.g. an `AgentCardSigner` over the
+   * agent's identity: JWS with the SVID key and its chain in `x5c`.
+   */
+  readonly cardSigner?: { sign(card: AgentCard): Promise<AgentCard> };
   /** The card returned by GetExtendedAgentCard (policy action `a2a:GetExtendedAgentCard`). */
   readonly extendedCard?: AgentCard | ((caller: SpiffeId) => AgentCard | Promise<AgentCard>);
   /** Path of the JSON-RPC endpoint below the mount prefix. Default `/`. */
@@ -365,11 +370,14 @@ export class A2AServer {
       );
     });
 
-    const serveCard = (request: FastifyRequest, reply: FastifyReply) => {
+    const serveCard = async (request: FastifyRequest, reply: FastifyReply) => {
       const url =
         this.#opts.card.url ?? `${request.protocol}://${request.host}${joinPath(app.prefix, rpcPath)}`;
       let body = this.#cardCache.get(url);
-      if (body === undefined) {
+      const signer = this.#opts.cardSigner;
+      // The signer keeps its own cache, keyed by the SVID: a rotation re-signs.
+      if (signer) body = JSON.stringify(await signer.sign(this.agentCard(url)));
+      else if (body === undefined) {
         body = JSON.stringify(this.agentCard(url));
         if (this.#cardCache.size > 64) this.#cardCache.clear();
         this.#cardCache.set(url, body);

@@ -10,6 +10,7 @@ import {
   A2AError,
   A2AErrorCode,
   A2AServer,
+  AgentCardSigner,
   type AgentCard,
   type AgentSkill,
   type Message,
@@ -345,6 +346,8 @@ export class SecureAgent extends AgentCore {
       );
 
       const skillSchemas: Record<string, unknown> = {};
+      const signer = new AgentCardSigner(identity);
+      cleanup.push(async () => signer.close());
       const a2a = new A2AServer({
         card: {
           name: this.config.name,
@@ -356,6 +359,8 @@ export class SecureAgent extends AgentCore {
         },
         selfId,
         enforcer,
+        // The card is signed by the SVID (x5c) and re-signed when it rotates.
+        cardSigner: signer,
         ...(this.#opts.taskStore ? { taskStore: this.#opts.taskStore } : {}),
         limits: {
           maxBodyBytes: this.config.server.bodyLimit,
@@ -401,6 +406,7 @@ export class SecureAgent extends AgentCore {
       for (const p of this.#peerQueue) outbound.addPeer(p.id, p.url);
 
       const unsubscribe = [
+        () => signer.close(),
         identity.onUpdate((u) => {
           if (this.config.spiffeId !== undefined && u.svid.id.toString() !== this.config.spiffeId) {
             this.logger.error(

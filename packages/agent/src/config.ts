@@ -92,6 +92,17 @@ export const AgentConfigSchema = z.strictObject({
   transport: TransportConfigSchema.prefault({}),
   /** Static discovery: where each peer's A2A endpoint is. */
   peers: z.array(z.strictObject({ id: spiffeIdString, url: z.url() })).default([]),
+  /** Discovery of peers called by URL (their agent card names their SPIFFE ID). */
+  discovery: z
+    .strictObject({
+      /**
+       * The card must be signed by the SVID of the SPIFFE ID it declares
+       * (`required`), or may be unsigned but never badly signed
+       * (`if-present`, for peers that predate card signing).
+       */
+      cardSignatures: z.enum(['required', 'if-present']).default('required'),
+    })
+    .prefault({}),
   observability: z
     .strictObject({
       /**

@@ -7,6 +7,7 @@ import {
   A2AClient,
   A2AClientError,
   A2AError,
+  AgentCardSignatureError,
   agentSpiffeId,
   isResumableStreamError,
   type Message,
@@ -294,8 +295,9 @@ export class Outbound {
 
   /**
    * Learns who serves an unknown URL: fetches its agent card over mTLS from a
-   * server with any verified SVID, and accepts the card's `spiffeId` only when
-   * it is the ID the TLS handshake proved. Only the public card is fetched;
+   * server with any verified SVID, checks the card's signature (signed by the
+   * SVID of the SPIFFE ID it declares, per `discovery.cardSignatures`), and
+   * accepts that ID only when it is the ID the TLS handshake proved. Only the public card is fetched;
    * no capability request goes out before the outbound policy check.
    */
   async #discover(url: string, details: CallErrorDetails, deadline: number): Promise<SpiffeId> {
@@ -311,7 +313,12 @@ export class Outbound {
       this.#metrics.tlsHandshakes.inc({ side: 'client', result: 'ok' });
     });
     try {
-      const client = new A2AClient({ dispatcher: channel, timeoutMs: Math.max(1, timeLeft(deadline)) });
+      const client = new A2AClient({
+        dispatcher: channel,
+        timeoutMs: Math.max(1, timeLeft(deadline)),
+        // The signer must be the SPIFFE ID the card declares; that the server proved the same ID is checked below.
+        cardSignatures: { policy: this.#config.discovery.cardSignatures, bundles: this.#identity },
+      });
       const card = await client.discoverAgent(url);
       const claimed = agentSpiffeId(card);
       if (!claimed) {
@@ -540,6 +547,15 @@ export class Outbound {
     if (pv) {
       this.#metrics.tlsHandshakes.inc({ side: 'client', result: 'rejected' });
       return new CallError('PEER_VERIFICATION_FAILED', (pv as Error).message, d, { cause: err });
+    }
+    if (err instanceof AgentCardSignatureError) {
+      // The card's signature is part of proving who the peer is.
+      return new CallError(
+        'PEER_VERIFICATION_FAILED',
+        `agent card signature refused (${err.code}): ${err.message}`,
+        { ...d, remoteCode: err.code },
+        { cause: err },
+      );
     }
     if (err instanceof A2AError) {
       const auditId = auditIdOf(err.data);

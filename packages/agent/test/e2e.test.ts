@@ -6,9 +6,10 @@ import { context as otelContext } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
-import { A2AClient, A2AError, agentSpiffeId, buildMessage } from '@weave/a2a';
-import { SpiffeId } from '@weave/identity';
-import { SecureChannel } from '@weave/transport';
+import { A2AClient, A2AError, A2AServer, agentSpiffeId, buildMessage } from '@weave/a2a';
+import { LocalPolicyEnforcer } from '@weave/authz';
+import { SpiffeId, authorizeMemberOf } from '@weave/identity';
+import { SecureChannel, createMtlsServer } from '@weave/transport';
 import {
   CallError,
   SKILL_SCHEMAS_EXTENSION,
@@ -276,6 +277,42 @@ describe('SecureAgent end to end', () => {
     await expect(orchestrator.callAgent(`spiffe://${'demo.weave'}/nobody`, 'x', {})).rejects.toMatchObject({
       code: 'PEER_UNKNOWN',
     });
+  });
+
+  it('calls by URL only when the card is signed by the SVID of the ID it declares', async () => {
+    // An A2A server of a valid workload that does not sign its card.
+    const identity = await world.provider('intruder');
+    const a2a = new A2AServer({
+      card: { name: 'unsigned', description: '', version: '1' },
+      selfId: identity.id,
+      enforcer: LocalPolicyEnforcer.fromObject({ version: 1, id: 'x', default: 'deny', rules: [] }),
+    });
+    const app = createMtlsServer({ identity, authorize: authorizeMemberOf('demo.weave') });
+    await app.register(a2a.plugin);
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const { port } = app.server.address() as { port: number };
+      const err = (await orchestrator
+        .callAgent(`https://127.0.0.1:${port}`, 'search', {})
+        .catch((e: unknown) => e)) as CallError;
+      expect(err).toBeInstanceOf(CallError);
+      expect(err.code).toBe('PEER_VERIFICATION_FAILED');
+      expect(err.message).toContain('CARD_UNSIGNED');
+      // A SecureAgent's card, by contrast, is signed and verifies against the bundle.
+      const toSearch = new SecureChannel(identity, SpiffeId.parse(ID.search));
+      try {
+        const card = await new A2AClient({
+          dispatcher: toSearch,
+          cardSignatures: { policy: 'required', bundles: identity },
+        }).discoverAgent(search.url);
+        expect(card.signatures?.length).toBe(1);
+      } finally {
+        await toSearch.close();
+      }
+    } finally {
+      await a2a.close();
+      await app.close();
+    }
   });
 
   it('reports callee errors as typed errors without leaking handler internals', async () => {
