@@ -2,8 +2,9 @@
 // signed by its SVID; DiscoveryClient / A2AClient check it against the trust
 // bundle and the SPIFFE ID the TLS handshake proved.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DevCaIdentityProvider } from '@weave/identity';
-import type { MtlsFastifyInstance, SecureChannel } from '@weave/transport';
+import type { DevCaIdentityProvider } from '@weave/identity/dev';
+import type { SecureChannel } from '@weave/transport';
+import type { MtlsFastifyInstance } from '@weave/transport/server';
 import {
   A2AClient,
   AgentCardSignatureError,

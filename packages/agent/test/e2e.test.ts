@@ -9,7 +9,8 @@ import { z } from 'zod';
 import { A2AClient, A2AError, A2AServer, agentSpiffeId, buildMessage } from '@weave/a2a';
 import { LocalPolicyEnforcer } from '@weave/authz';
 import { SpiffeId, authorizeMemberOf } from '@weave/identity';
-import { SecureChannel, createMtlsServer } from '@weave/transport';
+import { SecureChannel } from '@weave/transport';
+import { createMtlsServer } from '@weave/transport/server';
 import {
   CallError,
   SKILL_SCHEMAS_EXTENSION,
