@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { authzCommand } from './commands/authz.js';
 import { callCommand } from './commands/call.js';
 import { cardCommand } from './commands/card.js';
+import { dbCommand } from './commands/db.js';
 import { devCommand } from './commands/dev.js';
 import { svidCommand } from './commands/svid.js';
 import { validateCommand } from './commands/validate.js';
@@ -50,6 +51,7 @@ Commands that need an identity read it from the SPIFFE Workload API: --socket or
     exitCode = c;
   });
   validateCommand(program, io);
+  dbCommand(program, io);
   // Every subcommand shares the output, error handling and exit codes of the root.
   for (const cmd of allCommands(program)) {
     cmd

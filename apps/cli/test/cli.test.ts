@@ -542,3 +542,18 @@ describe('weave dev', () => {
     }
   });
 });
+
+describe('weave db', () => {
+  // Migrating a real database is tested in interop/postgres-store.test.ts; here, the refusals.
+  it('exits 2 without a database URL or with one that is not postgres://', async () => {
+    const none = await inproc(['db', 'migrate']);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/^DATABASE_URL_INVALID: no database: pass --url or set \$WEAVE_DATABASE_URL/);
+    const http = await inproc(['db', 'migrate', '--url', 'http://127.0.0.1:5432/x']);
+    expect(http.code).toBe(2);
+    expect(http.stderr).toContain('must be postgres:// or postgresql://');
+    const junk = await inproc(['db', 'status', '--url', 'not a url']);
+    expect(junk.code).toBe(2);
+    expect(junk.stderr).toMatch(/^DATABASE_URL_INVALID: /);
+  });
+});

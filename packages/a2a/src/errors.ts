@@ -240,12 +240,13 @@ export const A2AErrors = {
     ),
   /**
    * Retryable refusal: the server is shutting down (new tasks go to another
-   * instance) or a stream subscriber fell too far behind (it resumes).
+   * instance), a stream subscriber fell too far behind (it resumes), or the
+   * task store's database cannot be reached. ErrorInfo says `retryable`.
    */
   unavailable: (detail: string) =>
     new A2AError(A2AErrorCode.InternalError, detail, {
       reason: 'UNAVAILABLE',
-      data: [errorInfo('UNAVAILABLE')],
+      data: [errorInfo('UNAVAILABLE', { retryable: 'true' })],
     }),
   payloadTooLarge: (limit: number) =>
     new A2AError(A2AErrorCode.InvalidRequest, `Request body exceeds ${limit} bytes`, {

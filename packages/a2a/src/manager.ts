@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import { WeaveError } from '@weave/identity';
 import type { StoredEvent, TaskPage, TaskQuery, TaskRecord, TaskStore } from './store.js';
 import { InMemoryTaskStore, TaskStoreConflictError } from './store.js';
@@ -84,6 +85,12 @@ export class TaskManager {
   readonly #memory: InMemoryTaskStore | undefined;
   readonly #live = new Map<string, Live>();
   readonly #flushing = new Set<Promise<void>>();
+  /**
+   * Finished tasks whose last writes have not reached a durable store yet
+   * (it may be away): still read from here, so nothing acknowledged is
+   * unreadable in the meantime.
+   */
+  readonly #settling = new Map<string, Live>();
   readonly #maxEvents: number;
   readonly #onStoreError: (err: unknown, taskId: string) => void;
   readonly #retryMaxMs: number;
@@ -147,7 +154,7 @@ export class TaskManager {
 
   /** The task's record, live or stored. */
   async get(id: string): Promise<TaskRecord | undefined> {
-    return this.#live.get(id)?.record ?? (await this.store.get(id));
+    return this.#live.get(id)?.record ?? this.#settling.get(id)?.record ?? (await this.store.get(id));
   }
 
   /** True while the task runs in this process. */
@@ -273,7 +280,7 @@ export class TaskManager {
    * is unknown or those events are no longer kept.
    */
   async eventsAfter(id: string, afterSeq: number): Promise<StoredEvent[] | undefined> {
-    const live = this.#live.get(id);
+    const live = this.#live.get(id) ?? this.#settling.get(id);
     if (live) return keptAfter(live.events, live.record.seq, afterSeq);
     const out: StoredEvent[] = [];
     for (;;) {
@@ -457,10 +464,15 @@ export class TaskManager {
         live.chain = live.chain.then(() => this.#write(live));
       }
       if (terminal) {
-        // The task leaves #live now; keep its last write visible to flush().
+        // The task leaves #live now; keep its last write visible to flush(),
+        // and the task readable from here until that write is done.
         const last = live.chain;
         this.#flushing.add(last);
-        void last.then(() => this.#flushing.delete(last));
+        this.#settling.set(id, live);
+        void last.then(() => {
+          this.#flushing.delete(last);
+          if (this.#settling.get(id) === live) this.#settling.delete(id);
+        });
       }
     }
     if (settles && live.settleWaiters.length > 0) {
@@ -477,6 +489,9 @@ export class TaskManager {
    */
   async #write(live: Live): Promise<void> {
     const id = live.record.task.id;
+    // A write that failed on the way back (connection dropped after the
+    // commit) may have landed: its retry then meets its own events.
+    let uncertain = false;
     for (;;) {
       live.writeQueued = false;
       const batch = live.pending;
@@ -487,14 +502,44 @@ export class TaskManager {
         live.failures = 0;
         return;
       } catch (err) {
+        if (err instanceof TaskStoreConflictError && uncertain) {
+          const landed = await this.#landed(id, batch);
+          if (landed > 0) {
+            // Those events are stored: write what came after them.
+            live.pending = batch.slice(landed).concat(live.pending);
+            uncertain = false;
+            continue;
+          }
+        }
         live.pending = batch.concat(live.pending);
         this.#onStoreError(err, id);
         // Another writer owns the log now (or the task is gone): retrying cannot help.
         if (err instanceof TaskStoreConflictError || this.#closed) return;
+        uncertain = true;
         live.failures++;
         const delay = Math.min(this.#retryMaxMs, 50 * 2 ** Math.min(live.failures, 10));
         await new Promise((resolve) => setTimeout(resolve, delay));
       }
+    }
+  }
+
+  /**
+   * How many leading events of `batch` the store already holds, the very
+   * same ones (0 when none, or when another writer's events are there).
+   */
+  async #landed(id: string, batch: readonly StoredEvent[]): Promise<number> {
+    try {
+      const first = batch[0] as StoredEvent;
+      const stored = await this.store.events(id, first.seq - 1, batch.length);
+      let n = 0;
+      for (const e of stored ?? []) {
+        const mine = batch[n];
+        if (mine === undefined || e.seq !== mine.seq || !isDeepStrictEqual(e.event, mine.event)) break;
+        n++;
+      }
+      return n;
+    } catch {
+      return 0;
     }
   }
 }

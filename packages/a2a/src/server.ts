@@ -8,7 +8,7 @@ import { TaskManager, WaitTimeoutError, snapshot } from './manager.js';
 import { CallerLimits, type CallerLimitsInput } from './limits.js';
 import { SseWriter } from './sse.js';
 import type { PushConfigStore, StoredEvent, TaskRecord, TaskStore } from './store.js';
-import { TaskStoreFullError, isPushConfigStore } from './store.js';
+import { TaskStoreFullError, TaskStoreUnavailableError, isPushConfigStore } from './store.js';
 import * as v1 from './wire/v1.js';
 import type {
   AgentCard,
@@ -142,6 +142,11 @@ export interface A2AServerOptions {
    */
   readonly getCaller?: (request: FastifyRequest) => SpiffeId | undefined;
   readonly taskStore?: TaskStore;
+  /**
+   * Longest pause between retries of a task-store write that failed (the
+   * database is away), in ms. Default 5000. The task goes on meanwhile.
+   */
+  readonly storeRetryMaxMs?: number;
   /** Events kept per task for `Last-Event-ID` replay. Default 1000. */
   readonly maxEventsPerTask?: number;
   readonly limits?: A2AServerLimits;
@@ -239,6 +244,7 @@ export class A2AServer {
     this.manager = new TaskManager({
       store: options.taskStore,
       maxEventsPerTask: options.maxEventsPerTask,
+      retryMaxMs: options.storeRetryMaxMs,
       onStoreError: (err, taskId) => this.#log?.error({ err, taskId }, 'a2a: task store write failed'),
     });
     const pushStore = options.push?.store ?? this.manager.store;
@@ -518,7 +524,8 @@ export class A2AServer {
         `{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":${JSON.stringify(result ?? null)}}`,
       );
     } catch (err) {
-      return void this.#sendError(reply, statusFor(err), id, toA2AError(err, request), version);
+      const e = toA2AError(err, request);
+      return void this.#sendError(reply, statusFor(e), id, e, version);
     }
   }
 
@@ -1224,7 +1231,7 @@ function joinPath(prefix: string, path: string): string {
 function statusFor(err: unknown): number {
   if (err instanceof A2AError) {
     if (err.code === 'PERMISSION_DENIED') return 403;
-    if (err.code === 'RESOURCE_EXHAUSTED') return 503;
+    if (err.code === 'RESOURCE_EXHAUSTED' || err.code === 'UNAVAILABLE') return 503;
     if (err.jsonRpcCode === A2AErrorCode.InternalError) return 500;
     return 200;
   }
@@ -1233,6 +1240,11 @@ function statusFor(err: unknown): number {
 
 function toA2AError(err: unknown, request: FastifyRequest): A2AError {
   if (err instanceof A2AError) return err;
+  if (err instanceof TaskStoreUnavailableError) {
+    // Retryable, and nothing was acknowledged: the caller may send again.
+    request.log.warn({ err }, 'a2a: task store unavailable');
+    return A2AErrors.unavailable('the task store cannot be reached');
+  }
   request.log.error({ err }, 'a2a: internal error');
   return A2AErrors.internal();
 }

@@ -1,0 +1,225 @@
+// The PostgreSQL task and push-config stores against a real PostgreSQL 15
+// (a private cluster started here, or WEAVE_TEST_PG_URL): the TaskStore
+// contract, migrations, encryption at rest, and a database that goes away.
+import { spawn } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TaskManager, TaskStoreUnavailableError } from '@weave/a2a';
+import {
+  PostgresPushConfigStore,
+  PostgresTaskStore,
+  loadMigrations,
+  migrate,
+  schemaVersion,
+} from '@weave/a2a/postgres';
+import { taskStoreContract } from '@weave/a2a/testing';
+import { requireComponent, startPostgres, type Postgres } from './infra.js';
+
+const available = process.env.WEAVE_TEST_PG_URL !== undefined || requireComponent('postgres') !== undefined;
+const key = randomBytes(32);
+const weaveBin = fileURLToPath(new URL('../apps/cli/bin/weave.mjs', import.meta.url));
+
+describe.skipIf(!available)('PostgreSQL stores', () => {
+  let db: Postgres;
+  let pool: pg.Pool;
+
+  beforeAll(async () => {
+    db = (await startPostgres()) as Postgres;
+    pool = new pg.Pool({ connectionString: db.url, max: 4 });
+    await migrate(pool);
+  });
+  afterAll(async () => {
+    await pool?.end();
+    await db?.stop();
+  });
+
+  taskStoreContract('PostgresTaskStore', {
+    // Each "open" is a store with its own pool on the same database: what a
+    // second replica, or the same agent after a restart, would have.
+    open: ({ terminalTtlMs }) => new PostgresTaskStore({ connectionString: db.url, terminalTtlMs }),
+    pushStore: () => new PostgresPushConfigStore({ pool, key }),
+  });
+
+  it('migrates once: a second run, and runs from three replicas at once, change nothing', async () => {
+    const shipped = await loadMigrations();
+    expect(shipped.length).toBeGreaterThan(0);
+    expect(shipped.map((m) => m.version)).toEqual([...shipped.map((m) => m.version)].sort((a, b) => a - b));
+    const latest = shipped[shipped.length - 1]?.version;
+    expect(await schemaVersion(pool)).toBe(latest);
+    const again = await Promise.all([1, 2, 3].map(() => migrate({ connectionString: db.url })));
+    for (const r of again) expect(r).toEqual({ applied: [], version: latest });
+  });
+
+  it('migrates an empty database from scratch, recording each version', async () => {
+    const name = `fresh_${randomUUID().replaceAll('-', '')}`;
+    await pool.query(`CREATE DATABASE ${name}`);
+    const url = new URL(db.url);
+    url.pathname = `/${name}`;
+    const fresh = new pg.Pool({ connectionString: url.toString() });
+    try {
+      expect(await schemaVersion(fresh)).toBe(0);
+      const r = await migrate(fresh);
+      const shipped = (await loadMigrations()).map((m) => m.version);
+      expect(r.applied).toEqual(shipped);
+      const rows = await fresh.query<{ version: number }>(
+        'SELECT version FROM weave_a2a_schema_migrations ORDER BY version',
+      );
+      expect(rows.rows.map((x) => x.version)).toEqual(shipped);
+    } finally {
+      await fresh.end();
+      await pool.query(`DROP DATABASE ${name}`);
+    }
+  });
+
+  it('keeps push configs encrypted at rest, bound to their row, readable only with the key', async () => {
+    const tasks = new PostgresTaskStore({ pool });
+    const push = new PostgresPushConfigStore({ pool, key: key.toString('base64') });
+    const m = new TaskManager({ store: tasks });
+    const a = await m.create({ owner: 'spiffe://t/a', skill: 's', message: msg('a') });
+    const b = await m.create({ owner: 'spiffe://t/a', skill: 's', message: msg('b') });
+    const secret = `s3cret-${randomUUID()}`;
+    const config = {
+      taskId: a.task.id,
+      id: 'hook',
+      url: 'https://hooks.example.test/weave',
+      token: secret,
+      authentication: { scheme: 'Bearer', credentials: `cred-${secret}` },
+    };
+    await push.setPushConfig(config);
+    const raw = await pool.query<{ config: Buffer }>(
+      'SELECT config FROM weave_a2a_push_configs WHERE task_id = $1',
+      [a.task.id],
+    );
+    const bytes = raw.rows[0]?.config as Buffer;
+    expect(bytes.length).toBeGreaterThan(28);
+    for (const plain of [secret, 'hooks.example.test', 'Bearer']) {
+      expect(bytes.includes(Buffer.from(plain))).toBe(false);
+    }
+    expect(await push.listPushConfigs(a.task.id)).toEqual([config]);
+    // Another key reads nothing.
+    const wrong = new PostgresPushConfigStore({ pool, key: randomBytes(32) });
+    await expect(wrong.listPushConfigs(a.task.id)).rejects.toMatchObject({ code: 'PUSH_CONFIG_UNREADABLE' });
+    // A row copied onto another task does not decrypt there (the ids are bound in).
+    await pool.query('INSERT INTO weave_a2a_push_configs (task_id, id, config) VALUES ($1, $2, $3)', [
+      b.task.id,
+      'hook',
+      bytes,
+    ]);
+    await expect(push.listPushConfigs(b.task.id)).rejects.toMatchObject({ code: 'PUSH_CONFIG_UNREADABLE' });
+    await m.close();
+  });
+
+  it('refuses to exist without a 32-byte key', () => {
+    const saved = process.env.WEAVE_PUSH_CONFIG_KEY;
+    delete process.env.WEAVE_PUSH_CONFIG_KEY;
+    try {
+      expect(() => new PostgresPushConfigStore({ pool })).toThrow(
+        expect.objectContaining({ code: 'PUSH_CONFIG_KEY_MISSING' }),
+      );
+      expect(() => new PostgresPushConfigStore({ pool, key: 'c2hvcnQ=' })).toThrow(
+        expect.objectContaining({ code: 'PUSH_CONFIG_KEY_INVALID' }),
+      );
+      process.env.WEAVE_PUSH_CONFIG_KEY = key.toString('hex');
+      expect(() => new PostgresPushConfigStore({ pool })).not.toThrow();
+    } finally {
+      if (saved === undefined) delete process.env.WEAVE_PUSH_CONFIG_KEY;
+      else process.env.WEAVE_PUSH_CONFIG_KEY = saved;
+    }
+  });
+
+  it('reports an unreachable database as TaskStoreUnavailableError, quickly', async () => {
+    // A port nothing listens on: connection refused.
+    const srv = (await import('node:net')).createServer();
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    const port = (srv.address() as { port: number }).port;
+    await new Promise<void>((r) => srv.close(() => r()));
+    const store = new PostgresTaskStore({
+      connectionString: `postgres://weave:x@127.0.0.1:${port}/postgres`,
+    });
+    const m = new TaskManager({ store });
+    const started = Date.now();
+    await expect(m.create({ owner: 'o', skill: 's', message: msg('x') })).rejects.toBeInstanceOf(
+      TaskStoreUnavailableError,
+    );
+    expect(Date.now() - started).toBeLessThan(6_000);
+    await store.close();
+  });
+});
+
+function msg(text: string) {
+  return { messageId: randomUUID(), role: 'ROLE_USER' as const, parts: [{ text }] };
+}
+
+describe.skipIf(!available)('weave db (the real bin)', () => {
+  let db: Postgres;
+  beforeAll(async () => {
+    db = (await startPostgres()) as Postgres;
+  });
+  afterAll(async () => {
+    await db?.stop();
+  });
+
+  it('migrates a fresh database, then reports it up to date; status agrees; an unreachable one fails with exit 1', async () => {
+    const admin = new pg.Pool({ connectionString: db.url, max: 1 });
+    const name = `cli_${randomUUID().replaceAll('-', '')}`;
+    await admin.query(`CREATE DATABASE ${name}`);
+    const url = new URL(db.url);
+    url.pathname = `/${name}`;
+    try {
+      const before = await weave(['db', 'status'], { WEAVE_DATABASE_URL: url.toString() });
+      expect(before.code).toBe(1);
+      expect(before.stdout).toContain('schema version 0');
+      expect(before.stderr).toMatch(/^SCHEMA_OUTDATED: /);
+      const first = await weave(['db', 'migrate', '--url', url.toString()]);
+      expect(first.stderr).toBe('');
+      expect(first.code).toBe(0);
+      const latest = (await loadMigrations()).at(-1)?.version;
+      expect(first.stdout).toContain('applied 001_tasks');
+      expect(first.stdout).toContain(`migrated: schema version ${latest}`);
+      const again = await weave(['db', 'migrate', '--url', url.toString(), '--json']);
+      expect(again.code).toBe(0);
+      expect(JSON.parse(again.stdout)).toEqual({ applied: [], version: latest });
+      const after = await weave(['db', 'status'], { WEAVE_DATABASE_URL: url.toString() });
+      expect(after.code).toBe(0);
+      expect(after.stdout).toContain(`schema version ${latest}, this Weave ships ${latest}`);
+      const tables = await admin.query(`SELECT count(*)::int AS n FROM pg_database WHERE datname = $1`, [
+        name,
+      ]);
+      expect(tables.rows[0]?.n).toBe(1);
+    } finally {
+      await admin.query(`DROP DATABASE ${name} WITH (FORCE)`);
+      await admin.end();
+    }
+    const srv = (await import('node:net')).createServer();
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    const port = (srv.address() as { port: number }).port;
+    await new Promise<void>((r) => srv.close(() => r()));
+    const down = await weave(['db', 'migrate', '--url', `postgres://weave:x@127.0.0.1:${port}/postgres`]);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(/^TASK_STORE_UNAVAILABLE: /);
+  }, 300_000); // five starts of the bin through tsx, on a shared 2-core machine
+});
+
+/** Runs the real `weave` bin (node → tsx → apps/cli/src/main.ts). */
+function weave(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const clean: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env))
+    if (!k.startsWith('WEAVE_') && !k.startsWith('VITEST')) clean[k] = v;
+  const child = spawn(process.execPath, [weaveBin, ...args], {
+    env: { ...clean, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}

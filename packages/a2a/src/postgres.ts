@@ -1,0 +1,544 @@
+/**
+ * `@weave/a2a/postgres` — PostgreSQL task and push-config stores, shared by
+ * the replicas of one agent, with versioned SQL migrations.
+ *
+ * Needs the `pg` package (node-postgres), an optional peer dependency of
+ * `@weave/a2a`: only applications that import this subpath install it.
+ *
+ * ```ts
+ * import pg from 'pg';
+ * import { PostgresTaskStore, PostgresPushConfigStore, migrate } from '@weave/a2a/postgres';
+ * const pool = new pg.Pool({ connectionString: process.env.WEAVE_DATABASE_URL });
+ * await migrate(pool); // or `weave db migrate`
+ * const taskStore = new PostgresTaskStore({ pool });
+ * ```
+ *
+ * @packageDocumentation
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import pg from 'pg';
+import { WeaveError } from '@weave/identity';
+import type { PushConfigStore, StoredEvent, TaskPage, TaskQuery, TaskRecord, TaskStore } from './store.js';
+import { TaskStoreConflictError, TaskStoreUnavailableError } from './store.js';
+import * as v1 from './wire/v1.js';
+import type { Task, TaskPushNotificationConfig } from './wire/v1.js';
+import { isTerminal } from './wire/v1.js';
+
+/** Where a store gets its connections: a pool of the application's, or one it makes (and ends on close). */
+export type PostgresConnection =
+  | { readonly pool: pg.Pool; readonly connectionString?: never }
+  | { readonly connectionString: string; readonly pool?: never };
+
+/** A failure of the PostgreSQL stores that is not about reaching the database. */
+export class PostgresStoreError extends WeaveError {}
+
+/** SQLSTATE classes and socket errors after which the same call may succeed later. */
+const UNAVAILABLE_SQLSTATE = /^(08|53|57P0)/;
+const UNAVAILABLE_ERRNO = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'EAI_AGAIN',
+]);
+
+/**
+ * `err` as the seam's {@link TaskStoreUnavailableError} when it means the
+ * database cannot be reached (refused, dropped, shutting down, pool timeout),
+ * else unchanged.
+ */
+export function classifyPostgresError(err: unknown): unknown {
+  if (err instanceof TaskStoreUnavailableError) return err;
+  const e = err as { code?: unknown; message?: unknown } | undefined;
+  const code = typeof e?.code === 'string' ? e.code : '';
+  const message = typeof e?.message === 'string' ? e.message : '';
+  if (
+    UNAVAILABLE_SQLSTATE.test(code) ||
+    UNAVAILABLE_ERRNO.has(code) ||
+    /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/.test(
+      message,
+    )
+  ) {
+    return new TaskStoreUnavailableError(message || code, { cause: err });
+  }
+  return err;
+}
+
+/** Connection options the stores use when they make their own pool. */
+const OWN_POOL: pg.PoolConfig = {
+  // New tasks are refused quickly, not after the OS's TCP timeout, while the database is away.
+  connectionTimeoutMillis: 5_000,
+  max: 10,
+};
+
+class PoolHolder {
+  readonly pool: pg.Pool;
+  readonly #own: boolean;
+
+  constructor(conn: PostgresConnection) {
+    if (conn.pool) {
+      this.pool = conn.pool;
+      this.#own = false;
+    } else if (typeof conn.connectionString === 'string' && conn.connectionString.length > 0) {
+      this.pool = new pg.Pool({ ...OWN_POOL, connectionString: conn.connectionString });
+      this.#own = true;
+    } else {
+      throw new TypeError('PostgreSQL store: pass { pool } or { connectionString }');
+    }
+    // An idle connection that the server drops (restart, failover) is reported
+    // here; without a listener the 'error' event would end the process.
+    if (this.pool.listenerCount('error') === 0) this.pool.on('error', () => undefined);
+  }
+
+  async query<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.pool.query<R>(text, values);
+    } catch (err) {
+      throw classifyPostgresError(err);
+    }
+  }
+
+  #ended = false;
+
+  async end(): Promise<void> {
+    if (!this.#own || this.#ended) return;
+    this.#ended = true;
+    await this.pool.end();
+  }
+}
+
+// ---- migrations --------------------------------------------------------------------
+
+/** One versioned schema change, from `migrations/NNN_name.sql` of this package. */
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string;
+}
+
+const MIGRATIONS_DIR = new URL('../migrations/', import.meta.url);
+const MIGRATIONS_TABLE = 'weave_a2a_schema_migrations';
+/** Advisory lock key: replicas starting together migrate one at a time. */
+const MIGRATION_LOCK = 7_365_411_002;
+
+/** The migrations shipped with this package, in version order. */
+export async function loadMigrations(): Promise<Migration[]> {
+  const out: Migration[] = [];
+  for (const file of (await readdir(MIGRATIONS_DIR)).sort()) {
+    const m = /^(\d{3})_([a-z0-9_]+)\.sql$/.exec(file);
+    if (!m) continue;
+    out.push({
+      version: Number(m[1]),
+      name: m[2] as string,
+      sql: await readFile(new URL(file, MIGRATIONS_DIR), 'utf8'),
+    });
+  }
+  return out;
+}
+
+/** What {@link migrate} did. */
+export interface MigrationResult {
+  /** Versions applied by this call, in order. */
+  readonly applied: readonly number[];
+  /** The schema version now. */
+  readonly version: number;
+}
+
+/**
+ * Brings the schema up to date: applies, in order and each in its own
+ * transaction, every shipped migration not yet recorded in
+ * `weave_a2a_schema_migrations`. Safe to run from several replicas at once
+ * (a session advisory lock serialises them) and to run again (it does
+ * nothing then).
+ */
+export async function migrate(conn: PostgresConnection | pg.Pool): Promise<MigrationResult> {
+  const holder = new PoolHolder(conn instanceof pg.Pool ? { pool: conn } : conn);
+  const migrations = await loadMigrations();
+  let client: pg.PoolClient;
+  try {
+    client = await holder.pool.connect();
+  } catch (err) {
+    await holder.end();
+    throw classifyPostgresError(err);
+  }
+  const applied: number[] = [];
+  try {
+    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+    try {
+      await client.query(
+        `CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (
+           version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+      );
+      const done = new Set(
+        (await client.query<{ version: number }>(`SELECT version FROM ${MIGRATIONS_TABLE}`)).rows.map(
+          (r) => r.version,
+        ),
+      );
+      for (const m of migrations) {
+        if (done.has(m.version)) continue;
+        await client.query('BEGIN');
+        try {
+          await client.query(m.sql);
+          await client.query(`INSERT INTO ${MIGRATIONS_TABLE} (version, name) VALUES ($1, $2)`, [
+            m.version,
+            m.name,
+          ]);
+          await client.query('COMMIT');
+        } catch (err) {
+          await client.query('ROLLBACK');
+          throw new PostgresStoreError(
+            'MIGRATION_FAILED',
+            `migration ${m.version}_${m.name} failed: ${(err as Error).message}`,
+            {
+              cause: err,
+            },
+          );
+        }
+        applied.push(m.version);
+      }
+      return { applied, version: Math.max(0, ...done, ...applied) };
+    } finally {
+      await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]);
+    }
+  } catch (err) {
+    throw classifyPostgresError(err);
+  } finally {
+    client.release();
+    await holder.end();
+  }
+}
+
+/** The schema version recorded in the database (0 when never migrated). */
+export async function schemaVersion(pool: pg.Pool): Promise<number> {
+  try {
+    const t = await pool.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [MIGRATIONS_TABLE]);
+    if (!t.rows[0]?.t) return 0;
+    const r = await pool.query<{ v: number | null }>(`SELECT max(version) AS v FROM ${MIGRATIONS_TABLE}`);
+    return r.rows[0]?.v ?? 0;
+  } catch (err) {
+    throw classifyPostgresError(err);
+  }
+}
+
+// ---- the task store ------------------------------------------------------------------
+
+/** Options of {@link PostgresTaskStore}. */
+export type PostgresTaskStoreOptions = PostgresConnection & {
+  /** How long a finished task stays readable, in ms. Default 1 hour. */
+  readonly terminalTtlMs?: number;
+};
+
+interface TaskRow {
+  owner: string;
+  skill: string;
+  task: unknown;
+  created_at: string;
+  updated_at: string;
+  seq: number;
+}
+
+const TASK_COLUMNS = 'id, owner, skill, task, created_at, updated_at, seq';
+
+/**
+ * A {@link TaskStore} in PostgreSQL (tables of `migrations/`): one row per
+ * task holding its current state, one row per event. An append is one
+ * statement that updates the task only if its last event number is the one
+ * the writer expects and inserts the events in the same step, so two
+ * replicas can never interleave one task's log. Events are kept for as long
+ * as their task. Connection failures surface as
+ * {@link TaskStoreUnavailableError}.
+ */
+export class PostgresTaskStore implements TaskStore {
+  readonly #db: PoolHolder;
+  readonly #ttl: number;
+
+  constructor(options: PostgresTaskStoreOptions) {
+    this.#db = new PoolHolder(options);
+    this.#ttl = options.terminalTtlMs ?? 3_600_000;
+  }
+
+  /** The pool the store queries (e.g. to run {@link migrate} on it). */
+  get pool(): pg.Pool {
+    return this.#db.pool;
+  }
+
+  async create(record: TaskRecord, first: StoredEvent): Promise<void> {
+    const t = record.task;
+    const r = await this.#db.query(
+      `WITH t AS (
+         INSERT INTO weave_a2a_tasks (id, owner, skill, context_id, state, terminal, task, created_at, updated_at, seq)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (id) DO NOTHING RETURNING id)
+       INSERT INTO weave_a2a_events (task_id, seq, event) SELECT id, $11, $12 FROM t`,
+      [
+        t.id,
+        record.owner,
+        record.skill,
+        t.contextId,
+        t.status.state,
+        isTerminal(t.status.state),
+        JSON.stringify(t),
+        record.createdAt,
+        record.updatedAt,
+        record.seq,
+        first.seq,
+        JSON.stringify(first.event),
+      ],
+    );
+    if (r.rowCount !== 1) throw new TaskStoreConflictError(t.id, 'already exists');
+  }
+
+  async append(id: string, task: Task, events: readonly StoredEvent[], updatedAt: number): Promise<void> {
+    const first = events[0];
+    if (first === undefined) return;
+    for (let i = 1; i < events.length; i++) {
+      if ((events[i] as StoredEvent).seq !== first.seq + i)
+        throw new TaskStoreConflictError(id, 'events are not consecutive');
+    }
+    const last = first.seq + events.length - 1;
+    // One statement, so one transaction: the task moves from seq first-1 to
+    // last and its events go in, or (another writer moved it) nothing happens.
+    const r = await this.#db.query<{ n: string }>(
+      `WITH u AS (
+         UPDATE weave_a2a_tasks SET task = $2, state = $3, terminal = $4, updated_at = $5, seq = $6
+         WHERE id = $1 AND seq = $7 RETURNING id),
+       e AS (
+         INSERT INTO weave_a2a_events (task_id, seq, event)
+         SELECT u.id, $7 + x.n, x.event FROM u, json_array_elements($8::json) WITH ORDINALITY AS x(event, n)
+         RETURNING 1)
+       SELECT (SELECT count(*) FROM u) AS n, (SELECT count(*) FROM e) AS e`,
+      [
+        id,
+        JSON.stringify(task),
+        task.status.state,
+        isTerminal(task.status.state),
+        updatedAt,
+        last,
+        first.seq - 1,
+        JSON.stringify(events.map((e) => e.event)),
+      ],
+    );
+    if (Number(r.rows[0]?.n ?? 0) !== 1) {
+      throw new TaskStoreConflictError(
+        id,
+        `event ${first.seq} does not follow the stored log (or no such task)`,
+      );
+    }
+  }
+
+  async get(id: string): Promise<TaskRecord | undefined> {
+    const r = await this.#db.query<TaskRow & { id: string }>(
+      `SELECT ${TASK_COLUMNS} FROM weave_a2a_tasks WHERE id = $1 AND NOT (terminal AND updated_at < $2)`,
+      [id, Date.now() - this.#ttl],
+    );
+    const row = r.rows[0];
+    return row ? toRecord(row) : undefined;
+  }
+
+  async events(id: string, afterSeq: number, limit: number): Promise<readonly StoredEvent[] | undefined> {
+    // One query answers both "which events" and "is there such a task".
+    const r = await this.#db.query<{ seq: number | null; event: unknown }>(
+      `SELECT e.seq, e.event FROM weave_a2a_tasks t
+         LEFT JOIN LATERAL (
+           SELECT seq, event FROM weave_a2a_events
+           WHERE task_id = t.id AND seq > $2 ORDER BY seq LIMIT $3) e ON true
+       WHERE t.id = $1 AND NOT (t.terminal AND t.updated_at < $4)
+       ORDER BY e.seq`,
+      [id, afterSeq, Math.max(0, limit), Date.now() - this.#ttl],
+    );
+    if (r.rows.length === 0) return undefined;
+    const out: StoredEvent[] = [];
+    for (const row of r.rows) {
+      if (row.seq === null) continue;
+      out.push({ seq: row.seq, event: v1.StreamResponseSchema.parse(row.event) });
+    }
+    return out;
+  }
+
+  async delete(id: string): Promise<void> {
+    await this.#db.query('DELETE FROM weave_a2a_tasks WHERE id = $1', [id]);
+  }
+
+  async list(q: TaskQuery): Promise<TaskPage> {
+    const where = ['owner = $1', 'NOT (terminal AND updated_at < $2)'];
+    const values: unknown[] = [q.owner, Date.now() - this.#ttl];
+    const add = (clause: (n: number) => string, v: unknown) => {
+      values.push(v);
+      where.push(clause(values.length));
+    };
+    if (q.contextId !== undefined) add((n) => `context_id = $${n}`, q.contextId);
+    if (q.status !== undefined) add((n) => `state = $${n}`, q.status);
+    if (q.updatedAfter !== undefined) add((n) => `updated_at > $${n}`, q.updatedAfter);
+    const filter = where.join(' AND ');
+    const filterValues = values.slice();
+    let cursor = 'true';
+    if (q.after) {
+      values.push(q.after.createdAt, q.after.id);
+      cursor = `(created_at, id) < ($${values.length - 1}, $${values.length})`;
+    }
+    values.push(Math.max(0, q.limit));
+    const r = await this.#db.query<TaskRow & { id: string; total: string }>(
+      `WITH m AS (SELECT ${TASK_COLUMNS} FROM weave_a2a_tasks WHERE ${filter})
+       SELECT m.*, (SELECT count(*) FROM m) AS total FROM m
+       WHERE ${cursor} ORDER BY created_at DESC, id DESC LIMIT $${values.length}`,
+      values,
+    );
+    let total = Number(r.rows[0]?.total ?? 0);
+    if (r.rows.length === 0) {
+      // An empty page says nothing about the total: count it alone.
+      const c = await this.#db.query<{ n: string }>(
+        `SELECT count(*) AS n FROM weave_a2a_tasks WHERE ${filter}`,
+        filterValues,
+      );
+      total = Number(c.rows[0]?.n ?? 0);
+    }
+    return { records: r.rows.map(toRecord), total };
+  }
+
+  async sweep(now = Date.now()): Promise<number> {
+    const r = await this.#db.query('DELETE FROM weave_a2a_tasks WHERE terminal AND updated_at < $1', [
+      now - this.#ttl,
+    ]);
+    return r.rowCount ?? 0;
+  }
+
+  /** Ends the pool if the store made it. */
+  async close(): Promise<void> {
+    await this.#db.end();
+  }
+}
+
+function toRecord(row: TaskRow & { id: string }): TaskRecord {
+  return {
+    task: v1.TaskSchema.parse(row.task) as Task,
+    owner: row.owner,
+    skill: row.skill,
+    // bigint columns arrive as strings; epoch ms fit a double exactly.
+    createdAt: Number(row.created_at),
+    updatedAt: Number(row.updated_at),
+    seq: row.seq,
+  };
+}
+
+// ---- the push-config store ----------------------------------------------------------
+
+/** Environment variable read for the push-config key when none is passed. */
+export const PUSH_CONFIG_KEY_ENV = 'WEAVE_PUSH_CONFIG_KEY';
+
+/** Options of {@link PostgresPushConfigStore}. */
+export type PostgresPushConfigStoreOptions = PostgresConnection & {
+  /**
+   * 32-byte AES-256-GCM key (bytes, or 64 hex / 44 base64 characters).
+   * Default: `process.env.WEAVE_PUSH_CONFIG_KEY`. Required: the store
+   * refuses to exist without one.
+   */
+  readonly key?: Uint8Array | string;
+};
+
+/** Parses a 32-byte key given as bytes, hex or base64. */
+export function parsePushConfigKey(key: Uint8Array | string | undefined): Buffer {
+  if (key === undefined || key === '') {
+    throw new PostgresStoreError(
+      'PUSH_CONFIG_KEY_MISSING',
+      `push configs in PostgreSQL are stored encrypted: pass a key or set ${PUSH_CONFIG_KEY_ENV} (32 bytes, hex or base64)`,
+    );
+  }
+  let bytes: Buffer;
+  if (typeof key !== 'string') bytes = Buffer.from(key);
+  else if (/^[0-9a-fA-F]{64}$/.test(key)) bytes = Buffer.from(key, 'hex');
+  else bytes = Buffer.from(key, 'base64');
+  if (bytes.length !== 32) {
+    throw new PostgresStoreError(
+      'PUSH_CONFIG_KEY_INVALID',
+      'the push-config key must be 32 bytes (hex or base64)',
+    );
+  }
+  return bytes;
+}
+
+/**
+ * A {@link PushConfigStore} in PostgreSQL. Each config (URL, token,
+ * credentials) is stored as AES-256-GCM ciphertext with a fresh 12-byte
+ * nonce, its task and config ids bound as associated data so a row copied
+ * onto another task does not decrypt. Configs go with their task (foreign
+ * key, cascade).
+ */
+export class PostgresPushConfigStore implements PushConfigStore {
+  readonly #db: PoolHolder;
+  readonly #key: Buffer;
+
+  constructor(options: PostgresPushConfigStoreOptions) {
+    // The key is checked before anything else: no key, no store.
+    this.#key = parsePushConfigKey(options.key ?? process.env[PUSH_CONFIG_KEY_ENV]);
+    this.#db = new PoolHolder(options);
+  }
+
+  async setPushConfig(config: TaskPushNotificationConfig): Promise<void> {
+    const id = config.id;
+    if (!id) throw new PostgresStoreError('PUSH_CONFIG_INVALID', 'a push config to store needs an id');
+    const sealed = this.#seal(config, id);
+    try {
+      await this.#db.query(
+        `INSERT INTO weave_a2a_push_configs (task_id, id, config) VALUES ($1, $2, $3)
+         ON CONFLICT (task_id, id) DO UPDATE SET config = excluded.config`,
+        [config.taskId, id, sealed],
+      );
+    } catch (err) {
+      if ((err as { code?: unknown }).code === '23503')
+        throw new TaskStoreConflictError(config.taskId, 'unknown task');
+      throw err;
+    }
+  }
+
+  async listPushConfigs(taskId: string): Promise<TaskPushNotificationConfig[]> {
+    const r = await this.#db.query<{ id: string; config: Buffer }>(
+      'SELECT id, config FROM weave_a2a_push_configs WHERE task_id = $1 ORDER BY position',
+      [taskId],
+    );
+    return r.rows.map((row) => this.#open(taskId, row.id, row.config));
+  }
+
+  async deletePushConfig(taskId: string, id: string): Promise<boolean> {
+    const r = await this.#db.query('DELETE FROM weave_a2a_push_configs WHERE task_id = $1 AND id = $2', [
+      taskId,
+      id,
+    ]);
+    return (r.rowCount ?? 0) > 0;
+  }
+
+  /** Ends the pool if the store made it. */
+  async close(): Promise<void> {
+    await this.#db.end();
+  }
+
+  #seal(config: TaskPushNotificationConfig, id: string): Buffer {
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', this.#key, iv);
+    cipher.setAAD(aad(config.taskId, id));
+    const body = Buffer.concat([cipher.update(JSON.stringify(config), 'utf8'), cipher.final()]);
+    return Buffer.concat([iv, cipher.getAuthTag(), body]);
+  }
+
+  #open(taskId: string, id: string, sealed: Buffer): TaskPushNotificationConfig {
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', this.#key, sealed.subarray(0, 12));
+      decipher.setAAD(aad(taskId, id));
+      decipher.setAuthTag(sealed.subarray(12, 28));
+      const json = Buffer.concat([decipher.update(sealed.subarray(28)), decipher.final()]).toString('utf8');
+      return v1.TaskPushNotificationConfigSchema.parse(JSON.parse(json)) as TaskPushNotificationConfig;
+    } catch (err) {
+      throw new PostgresStoreError(
+        'PUSH_CONFIG_UNREADABLE',
+        `push config ${id} of task ${taskId} does not decrypt with this key (wrong key, or the row was altered)`,
+        { cause: err },
+      );
+    }
+  }
+}
+
+function aad(taskId: string, id: string): Buffer {
+  return Buffer.from(JSON.stringify([taskId, id]), 'utf8');
+}
