@@ -7,9 +7,10 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { LocalPolicyEnforcer } from '@weave/authz';
-import { A2AServer, type StreamResponse } from '@weave/a2a';
+import { A2AServer, type StreamResponse, type Task } from '@weave/a2a';
 import { PostgresTaskStore, migrate } from '@weave/a2a/postgres';
-import type { MtlsFastifyInstance, SecureChannel } from '@weave/transport';
+import type { SecureChannel } from '@weave/transport';
+import type { MtlsFastifyInstance } from '@weave/transport/server';
 import {
   baseUrl,
   channel,
@@ -51,6 +52,12 @@ class Partition {
     for (const sock of this.#sockets) sock.destroy();
     if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
   }
+}
+
+/** The parts of JSON-RPC answers these tests read (GetTask, SendMessage, ListTasks, errors). */
+interface Answer {
+  result: Task & { task: Task; tasks: Task[] };
+  error: { code: number; data: unknown[] };
 }
 
 interface Replica {
@@ -112,7 +119,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
 
   async function json(r: Replica, method: string, params: unknown) {
     const res = await rpc(r, method, params);
-    return { status: res.status, ...(JSON.parse(res.body) as { result?: any; error?: any }) };
+    return { status: res.status, ...(JSON.parse(res.body) as Answer) };
   }
 
   const send = (r: Replica, gate: string, returnImmediately = true) =>
@@ -152,16 +159,16 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     const b = await replica(db.url);
     const gate = `g-${randomUUID()}`;
     const started = await send(a, gate);
-    const id = started.result.task.id as string;
+    const id = started.result.task.id;
     await until(() => gates.has(gate));
     gates.get(gate)?.();
     await a.a2a.manager.waitForCompletion(id);
     await a.a2a.manager.flush();
     const got = await json(b, 'GetTask', { id });
     expect(got.result.status.state).toBe('TASK_STATE_COMPLETED');
-    expect(got.result.artifacts.map((x: any) => x.parts[0].text)).toEqual(['before', 'after', 'done']);
+    expect(got.result.artifacts?.map((x) => x.parts[0]?.text)).toEqual(['before', 'after', 'done']);
     const listed = await json(b, 'ListTasks', {});
-    expect(listed.result.tasks.map((t: any) => t.id)).toContain(id);
+    expect(listed.result.tasks.map((t) => t.id)).toContain(id);
     // Replay from the store after event 2 (the first artifact): the rest, numbered, in order.
     const replay = await rpc(b, 'SubscribeToTask', { id }, { 'last-event-id': '2' });
     const events = sse(replay.body);
@@ -182,7 +189,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     const gate = `g-${randomUUID()}`;
     const started = await send(a, gate);
     expect(started.status).toBe(200);
-    const id = started.result.task.id as string;
+    const id = started.result.task.id;
     await until(() => gates.has(gate));
 
     await cut.cut();
