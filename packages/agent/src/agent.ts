@@ -86,7 +86,10 @@ export interface SecureAgentOptions {
    * open. Tests pass a `WorkloadApiIdentityProvider` or a `DevCaIdentityProvider`.
    */
   readonly identity?: IdentityProvider;
-  /** Policy to use instead of `config.authz`. Not owned: `stop()` leaves it open. */
+  /**
+   * Policy to use instead of `config.authz` (which may then be left out). Not
+   * owned: `stop()` leaves it open.
+   */
   readonly enforcer?: PolicyEnforcer;
   /** Logger (default: pino on stdout at `config.logging.level`). */
   readonly logger?: Logger;
@@ -169,7 +172,10 @@ export class SecureAgent extends AgentCore {
     }
     this.#opts = options;
     this.#env = options.env ?? process.env;
-    this.config = parseAgentConfig(options.config, { env: this.#env });
+    this.config = parseAgentConfig(options.config, {
+      env: this.#env,
+      enforcer: options.enforcer !== undefined,
+    });
     this.logger = (options.logger ?? pino({ name: 'weave-agent', level: this.config.logging.level })).child({
       agent: this.config.name,
     });
@@ -188,7 +194,9 @@ export class SecureAgent extends AgentCore {
     path: string,
     extra: Omit<SecureAgentOptions, 'config'> = {},
   ): Promise<T> {
-    const config = await loadAgentConfig(path, extra.env ?? process.env);
+    const config = await loadAgentConfig(path, extra.env ?? process.env, {
+      enforcer: extra.enforcer !== undefined,
+    });
     return new this({ ...extra, config });
   }
 
@@ -786,6 +794,9 @@ export class SecureAgent extends AgentCore {
   async #enforcer(): Promise<{ enforcer: PolicyEnforcer; owned: boolean }> {
     if (this.#opts.enforcer) return { enforcer: this.#opts.enforcer, owned: false };
     const authz = this.config.authz;
+    // Unreachable through the constructor, which refuses a config with neither.
+    if (!authz)
+      throw new AgentError('AGENT_CONFIG_INVALID', 'the authz section is missing and no enforcer was given');
     const logger = this.logger.child({ component: 'authz' });
     const audit = new PinoAuditSink(logger);
     try {

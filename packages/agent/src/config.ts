@@ -88,7 +88,11 @@ export const AgentConfigSchema = z.strictObject({
     })
     .prefault({}),
   identity: IdentityConfigSchema.optional(),
-  authz: AuthzConfigSchema,
+  /**
+   * Where the policy comes from. Required unless the agent is given a
+   * `PolicyEnforcer` object (then this section may be left out).
+   */
+  authz: AuthzConfigSchema.optional(),
   transport: TransportConfigSchema.prefault({}),
   /** Static discovery: where each peer's A2A endpoint is. */
   peers: z.array(z.strictObject({ id: spiffeIdString, url: z.url() })).default([]),
@@ -218,21 +222,36 @@ function zodIssues(error: z.ZodError, where?: (path: PropertyKey[]) => string | 
  * @throws {AgentConfigError} naming each bad key; code `AGENT_CONFIG_INSECURE`
  *   when a setting would weaken security.
  */
-export function parseAgentConfig(
-  raw: unknown,
-  options: {
-    source?: string;
-    env?: NodeJS.ProcessEnv;
-    where?: (path: PropertyKey[]) => string | undefined;
-  } = {},
-): AgentConfig {
+export function parseAgentConfig(raw: unknown, options: ParseAgentConfigOptions = {}): AgentConfig {
   const env = options.env ?? process.env;
   const source = options.source ?? 'object';
   const insecure = insecureIssues(raw, env);
   if (insecure.length > 0) throw new AgentConfigError(source, insecure, 'AGENT_CONFIG_INSECURE');
   const result = AgentConfigSchema.safeParse(raw);
-  if (!result.success) throw new AgentConfigError(source, zodIssues(result.error, options.where));
+  const issues = result.success ? [] : zodIssues(result.error, options.where);
+  // No implicit policy: without an enforcer object, a config must say where its policy is.
+  if (!options.enforcer && (raw as { authz?: unknown } | null | undefined)?.authz === undefined) {
+    issues.unshift({ path: 'authz', message: MISSING_AUTHZ });
+  }
+  if (!result.success || issues.length > 0) throw new AgentConfigError(source, issues);
   return result.data;
+}
+
+/** The message of a config that has no `authz` section and no enforcer object to stand in for it. */
+const MISSING_AUTHZ =
+  'the authz section is missing: set authz.policyFile, authz.opa or authz.allowAll (tests only), ' +
+  'or give the agent a PolicyEnforcer (new SecureAgent({ config, enforcer }))';
+
+/** Options of {@link parseAgentConfig} and {@link loadAgentConfig}. */
+export interface ParseAgentConfigOptions {
+  /** Names the config in errors (a file path; default `object`). */
+  readonly source?: string;
+  /** Environment read for production checks (default `process.env`). */
+  readonly env?: NodeJS.ProcessEnv;
+  /** Maps an issue's path to a location (e.g. `line 5`). */
+  readonly where?: (path: PropertyKey[]) => string | undefined;
+  /** The caller supplies a `PolicyEnforcer`, so `authz` may be left out. */
+  readonly enforcer?: boolean;
 }
 
 /**
@@ -242,6 +261,7 @@ export function parseAgentConfig(
 export async function loadAgentConfig(
   file: string,
   env: NodeJS.ProcessEnv = process.env,
+  options: Pick<ParseAgentConfigOptions, 'enforcer'> = {},
 ): Promise<AgentConfig> {
   const text = await readFile(file, 'utf8').catch((err: unknown) => {
     throw new AgentConfigError(file, [{ path: '', message: `cannot read file: ${(err as Error).message}` }]);
@@ -275,6 +295,7 @@ export async function loadAgentConfig(
     source: file,
     env,
     where,
+    ...options,
   });
   return resolveConfigPaths(config, dirname(resolve(file)));
 }

@@ -19,6 +19,7 @@ export {
   applyEnvOverrides,
   type AgentConfig,
   type AgentConfigInput,
+  type ParseAgentConfigOptions,
 } from './config.js';
 export {
   capability,
@@ -39,6 +40,11 @@ export {
   type StartedAgent,
   type StopOptions,
 } from './agent.js';
+export { WeaveClient, type WeaveClientOptions } from './client.js';
 export { ERROR_METADATA_KEY, type CallAgentOptions, type CallResult } from './outbound.js';
 export { DEADLINE_HEADER, DEADLINE_KEY } from './scope.js';
 export { extractTraceContext, injectTraceHeaders, outgoingTraceContext, traceIdOf } from './tracing.js';
+// The seams a user implements or passes in, re-exported so one import serves.
+export type { PolicyEnforcer } from '@weave/authz';
+export type { IdentityProvider } from '@weave/identity';
+export type { TaskStore } from '@weave/a2a';

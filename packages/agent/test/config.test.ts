@@ -32,9 +32,17 @@ describe('agent config', () => {
     expect(c.peers).toEqual([]);
   });
 
-  it('requires a policy source (no implicit allow)', () => {
+  it('requires a policy source (no implicit allow), naming the missing section', () => {
     const e = issuesOf(() => parseAgentConfig({ name: 'x' }, { env: {} }));
-    expect(e.issues.map((i) => i.path)).toContain('authz');
+    expect(e.issues).toContainEqual({
+      path: 'authz',
+      message: expect.stringMatching(/^the authz section is missing/),
+    });
+    // Only a caller that supplies a PolicyEnforcer object may leave it out.
+    expect(parseAgentConfig({ name: 'x' }, { env: {}, enforcer: true }).authz).toBeUndefined();
+    // A section that is present but wrong is reported as such, not as missing.
+    const bad = issuesOf(() => parseAgentConfig({ name: 'x', authz: {} }, { env: {}, enforcer: true }));
+    expect(bad.issues.map((i) => i.message).join()).not.toMatch(/missing/);
   });
 
   it('refuses peer verification off, TLS below 1.2 and default allow', () => {

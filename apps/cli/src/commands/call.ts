@@ -111,8 +111,9 @@ Examples:
       // Load the policy before touching the network: a bad file is a usage error, not a call.
       const audit: AuditRecord[] = [];
       const sink = { record: (r: AuditRecord) => void audit.push(r) };
-      const policyFile =
-        opts.policy ?? (config && 'policyFile' in config.authz ? config.authz.policyFile : undefined);
+      // A config file always has an authz section (loadAgentConfig refuses one without).
+      const authz = config?.authz;
+      const policyFile = opts.policy ?? (authz && 'policyFile' in authz ? authz.policyFile : undefined);
       let enforcer: PolicyEnforcer | undefined;
       if (policyFile !== undefined) {
         enforcer = await asUsage(() =>
@@ -122,12 +123,12 @@ Examples:
             logger: cliLogger(opts.debug),
           }),
         );
-      } else if (config && 'opa' in config.authz) {
-        const o = config.authz.opa;
+      } else if (authz && 'opa' in authz) {
+        const o = authz.opa;
         enforcer = asUsage(
           () => new OpaEnforcer({ url: o.url, path: o.path, timeoutMs: o.timeoutMs, audit: sink }),
         );
-      } else if (config && 'allowAll' in config.authz) {
+      } else if (authz && 'allowAll' in authz) {
         enforcer = asUsage(() => new AllowAllEnforcer({ audit: sink }));
       }
       const identity = await openIdentity(socket, timeoutMs, cliLogger(opts.debug));

@@ -33,7 +33,7 @@ export function validateCommand(program: Command, io: Io): void {
         throw err;
       }
       let policySummary = '';
-      if ('policyFile' in config.authz) {
+      if (config.authz && 'policyFile' in config.authz) {
         try {
           const p = await LocalPolicyEnforcer.fromFile(config.authz.policyFile, {
             watch: false,
@@ -77,6 +77,8 @@ function describeIdentity(c: AgentConfig): string {
 }
 
 function describeAuthz(c: AgentConfig): string {
+  // loadAgentConfig refuses a file without an authz section.
+  if (!c.authz) return 'none';
   if ('policyFile' in c.authz) return `policy file ${c.authz.policyFile}`;
   if ('opa' in c.authz) return `OPA at ${c.authz.opa.url} (data.${c.authz.opa.path.replace(/\//g, '.')})`;
   return 'ALLOW-ALL (tests only; refused in production)';

@@ -1,0 +1,82 @@
+import { pino, type Logger } from 'pino';
+import type { z } from 'zod';
+import type { PolicyEnforcer } from '@weave/authz';
+import type { IdentityProvider, SpiffeId } from '@weave/identity';
+import { parseAgentConfig, type AgentConfigInput } from './config.js';
+import { AgentMetrics } from './metrics.js';
+import { Outbound, type CallAgentOptions, type CallResult } from './outbound.js';
+
+/** Options of {@link WeaveClient}. */
+export interface WeaveClientOptions {
+  /** Whose SVID the calls present (any `IdentityProvider`). Not owned: `close()` leaves it open. */
+  readonly identity: IdentityProvider;
+  /**
+   * The outbound policy: asked before every call, as an agent's is. There is
+   * no client without one. Not owned: `close()` leaves it open.
+   */
+  readonly enforcer: PolicyEnforcer;
+  /** A name for logs and metrics (lowercase, digits, dashes; default `weave-client`). */
+  readonly name?: string;
+  /** Static discovery: where each peer's A2A endpoint is. */
+  readonly peers?: AgentConfigInput['peers'];
+  /** The same transport settings as an agent's config (`transport:` section). */
+  readonly transport?: AgentConfigInput['transport'];
+  /** Logger (default: pino on stdout at `info`). */
+  readonly logger?: Logger;
+}
+
+/**
+ * `callAgent` without serving anything: the outbound half of a
+ * {@link SecureAgent} (policy first, a SPIFFE-verified channel per peer,
+ * retries where safe, a circuit breaker per peer, deadline and trace
+ * propagation), for a process that only calls agents: a CLI, a job, a web
+ * backend. Errors are the same {@link CallError}s.
+ *
+ * @throws {AgentConfigError} for invalid `peers` or `transport` settings.
+ */
+export class WeaveClient {
+  readonly #identity: IdentityProvider;
+  readonly #outbound: Outbound;
+  /** Counters and histograms of the calls (a prom-client registry of its own). */
+  readonly metrics: AgentMetrics;
+
+  constructor(options: WeaveClientOptions) {
+    const name = options.name ?? 'weave-client';
+    const config = parseAgentConfig(
+      { name, peers: options.peers ?? [], transport: options.transport ?? {} },
+      { enforcer: true, env: {} },
+    );
+    this.#identity = options.identity;
+    this.metrics = new AgentMetrics({ agent: name });
+    this.#outbound = new Outbound({
+      identity: options.identity,
+      enforcer: options.enforcer,
+      metrics: this.metrics,
+      logger: (options.logger ?? pino({ name })).child({ client: name }),
+      config,
+    });
+  }
+
+  /**
+   * Tells the client where the agent with `id` is served.
+   *
+   * @throws {CallError} `PEER_UNKNOWN` for an invalid SPIFFE ID or a URL that is not https.
+   */
+  addPeer(id: SpiffeId | string, url: string): this {
+    this.#outbound.addPeer(id, url);
+    return this;
+  }
+
+  /** {@link SecureAgent.callAgent} with this client's SVID as the caller; the same errors. */
+  callAgent<O extends z.ZodType | undefined = undefined>(
+    ...[target, capability, input, options = {}]: [SpiffeId | string, string, unknown, CallAgentOptions<O>?]
+  ): Promise<CallResult<O>> {
+    const self = this.#identity.id;
+    return this.#outbound.call(self, target, capability, input, options) as Promise<CallResult<O>>;
+  }
+
+  /** Closes the client's channels; calls after this fail. Idempotent. */
+  close(): Promise<void> {
+    return this.#outbound.close();
+  }
+}
