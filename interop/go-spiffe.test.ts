@@ -27,7 +27,7 @@ import {
   judgeByWeave,
   makeChainVectors,
 } from '../packages/identity/test/helpers/vectors.js';
-import { runHarness, startHarness, type HarnessLine } from './go-harness.js';
+import { runHarness, startHarness, type HarnessLine } from './peer-process.js';
 import { removeDir, requireComponent } from './infra.js';
 
 const harness = requireComponent('go-harness');

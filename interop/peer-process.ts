@@ -1,12 +1,13 @@
 /**
- * Runs the go-spiffe harness (`interop/go`, built into `.infra/bin/go-harness`
- * by scripts/infra/go-harness.sh). Every subcommand prints one JSON object a
- * line on stdout; these helpers collect them.
+ * Runs the foreign peers of the interop suite: the go-spiffe harness
+ * (`interop/go`, built into `.infra/bin/go-harness` by scripts/infra/go-harness.sh)
+ * and the a2a-sdk peer (`interop/python/a2a_peer.py`, run by .infra/venv's
+ * Python). Both print one JSON object a line on stdout; these helpers collect them.
  */
 import { spawn } from 'node:child_process';
 import { waitUntil } from './infra.js';
 
-/** One line the harness printed. `type` says which kind (x509, jwt, response, request, listening, verdicts, error…). */
+/** One line the peer printed. `type` says which kind (x509, jwt, response, request, listening, verdicts, error…). */
 export interface HarnessLine {
   readonly type: string;
   readonly [field: string]: unknown;
