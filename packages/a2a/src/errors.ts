@@ -257,3 +257,72 @@ export const A2AErrors = {
 
 /** A local (non-wire) failure of the A2A client, e.g. transport errors or bad responses. */
 export class A2AClientError extends WeaveError {}
+
+const GRPC_STATUS_NAMES = [
+  'OK',
+  'CANCELLED',
+  'UNKNOWN',
+  'INVALID_ARGUMENT',
+  'DEADLINE_EXCEEDED',
+  'NOT_FOUND',
+  'ALREADY_EXISTS',
+  'PERMISSION_DENIED',
+  'RESOURCE_EXHAUSTED',
+  'FAILED_PRECONDITION',
+  'ABORTED',
+  'OUT_OF_RANGE',
+  'UNIMPLEMENTED',
+  'INTERNAL',
+  'UNAVAILABLE',
+  'DATA_LOSS',
+  'UNAUTHENTICATED',
+] as const;
+
+/** The HTTP+JSON error body (spec §11.6): `google.rpc.Status` in ProtoJSON under `error`. */
+export interface RestErrorBody {
+  readonly error: {
+    readonly code: number;
+    readonly status: string;
+    readonly message: string;
+    readonly details: readonly unknown[];
+  };
+}
+
+/** The §11.6 error body of an A2A error (HTTP status as `code`, the gRPC status name, ErrorInfo details). */
+export function restErrorBody(err: A2AError): RestErrorBody {
+  const details = Array.isArray(err.data) ? (err.data as unknown[]) : [];
+  return {
+    error: {
+      code: httpStatusOf(err),
+      status: GRPC_STATUS_NAMES[grpcStatusOf(err)] ?? 'UNKNOWN',
+      message: err.message,
+      details,
+    },
+  };
+}
+
+/**
+ * The A2A error an HTTP+JSON error body stands for (the ErrorInfo reason's
+ * JSON-RPC code; else one derived from the status name).
+ */
+export function a2aErrorFromRest(body: unknown, httpStatus: number): A2AError {
+  const e = (body as { error?: { status?: unknown; message?: unknown; details?: unknown } } | null)?.error;
+  const details = Array.isArray(e?.details) ? (e.details as unknown[]) : [];
+  const info = details.find(
+    (d): d is ErrorInfo =>
+      !!d && typeof d === 'object' && typeof (d as { reason?: unknown }).reason === 'string',
+  );
+  const status = typeof e?.status === 'string' ? GRPC_STATUS_NAMES.indexOf(e.status as never) : -1;
+  const code =
+    (info ? jsonRpcCodeOfReason(info.reason) : undefined) ??
+    (status >= 0
+      ? jsonRpcCodeOfGrpcStatus(status)
+      : httpStatus === 404
+        ? A2AErrorCode.TaskNotFound
+        : A2AErrorCode.InternalError);
+  const message = typeof e?.message === 'string' ? e.message : `HTTP ${httpStatus}`;
+  return new A2AError(code, message, {
+    reason: info?.reason,
+    data: details.length > 0 ? details : undefined,
+  });
+}

@@ -5,7 +5,18 @@
  *
  * @packageDocumentation
  */
-export { A2AError, A2AErrorCode, A2AClientError, type ErrorInfo, type JsonRpcErrorObject } from './errors.js';
+export {
+  A2AError,
+  A2AErrorCode,
+  A2AClientError,
+  grpcStatusOf,
+  httpStatusOf,
+  restErrorBody,
+  a2aErrorFromRest,
+  type ErrorInfo,
+  type JsonRpcErrorObject,
+  type RestErrorBody,
+} from './errors.js';
 export * from './wire/v1.js';
 export {
   V03PartSchema,
@@ -50,14 +61,33 @@ export {
   SPIFFE_ID_EXTENSION,
   agentSpiffeId,
   type A2AServerOptions,
+  type AgentCardOptions,
+} from './server.js';
+export {
+  A2ARequestHandler,
+  EXTENDED_CARD_ACTION,
   type A2AServerLimits,
   type A2APushOptions,
-  type AgentCardOptions,
+  type BindingName,
+  type CallContext,
+  type CallHeaders,
+  type HandlerLogger,
+  type RequestHandlerOptions,
   type TaskContext,
   type TaskHandler,
   type TaskResult,
   type ArtifactInput,
-} from './server.js';
+} from './handler.js';
+export { TaskEventStream, MAX_QUEUED_EVENTS, type TaskStreamEvent } from './event-stream.js';
+export { MAX_JSON_DEPTH } from './depth.js';
+export { A2AGrpcServer, type A2AGrpcServerOptions } from './bindings/grpc.js';
+export {
+  A2A_GRPC_SERVICE,
+  a2aGrpcService,
+  a2aErrorToGrpcStatus,
+  grpcStatusToA2AError,
+  type A2AGrpcServiceDefinition,
+} from './grpc/index.js';
 export {
   A2AClient,
   buildMessage,

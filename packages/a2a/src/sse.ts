@@ -1,14 +1,15 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { A2AErrors } from './errors.js';
+import { type A2AError, A2AErrors, restErrorBody } from './errors.js';
 
 /** Default of {@link SseWriter}'s `maxQueuedBytes`: events held for one slow subscriber. */
 export const DEFAULT_MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
 /**
- * One server-sent-event stream carrying JSON-RPC responses. Every event is a
- * whole JSON-RPC response echoing the request id; events that belong to a
- * task's log carry `id: <sequence>` so a client can resume with
- * `Last-Event-ID`.
+ * One server-sent-event stream. On the JSON-RPC binding every event is a whole
+ * JSON-RPC response echoing the request id; on the HTTP+JSON binding
+ * (`requestId` undefined) an event is the bare StreamResponse and an error is
+ * a `google.rpc.Status` body. Events that belong to a task's log carry
+ * `id: <sequence>` so a client can resume with `Last-Event-ID`.
  *
  * A subscriber reads at its own pace: once the socket stops taking data, the
  * events wait here (in order) and go out as it drains. A subscriber that falls
@@ -18,7 +19,8 @@ export const DEFAULT_MAX_QUEUED_BYTES = 8 * 1024 * 1024;
  */
 export class SseWriter {
   readonly #reply: FastifyReply;
-  readonly #idJson: string;
+  /** The JSON-RPC id as JSON; undefined on the HTTP+JSON binding (no envelope). */
+  readonly #idJson: string | undefined;
   readonly #maxQueued: number;
   readonly #queue: string[] = [];
   /** Sequence numbers of the queued events, in step with the queue. */
@@ -37,12 +39,12 @@ export class SseWriter {
   constructor(
     request: FastifyRequest,
     reply: FastifyReply,
-    requestId: string | number | null,
+    requestId: string | number | null | undefined,
     heartbeatMs: number,
     maxQueuedBytes = DEFAULT_MAX_QUEUED_BYTES,
   ) {
     this.#reply = reply;
-    this.#idJson = JSON.stringify(requestId);
+    this.#idJson = requestId === undefined ? undefined : JSON.stringify(requestId);
     this.#maxQueued = maxQueuedBytes;
     reply.hijack();
     const headers: Record<string, string> = {
@@ -81,11 +83,15 @@ export class SseWriter {
     else this.#onClose = fn;
   }
 
-  /** Sends a JSON-RPC result event; `seq` becomes the SSE event id. */
+  /** Sends a result event; `seq` becomes the SSE event id. */
   send(result: unknown, seq?: number): void {
     if (this.#closed) return;
     const idLine = seq === undefined ? '' : `id: ${seq}\n`;
-    const chunk = `${idLine}data: {"jsonrpc":"2.0","id":${this.#idJson},"result":${JSON.stringify(result)}}\n\n`;
+    const json = JSON.stringify(result);
+    const chunk =
+      this.#idJson === undefined
+        ? `${idLine}data: ${json}\n\n`
+        : `${idLine}data: {"jsonrpc":"2.0","id":${this.#idJson},"result":${json}}\n\n`;
     if (this.#queue.length === 0 && !this.#blocked) {
       this.#write(chunk);
       if (seq !== undefined) this.#lastSentSeq = seq;
@@ -149,12 +155,31 @@ export class SseWriter {
     const last = this.#seqs.findLast((s) => s !== undefined) ?? this.#lastSentSeq;
     const err = A2AErrors.unavailable(
       `subscriber too slow: more than ${this.#maxQueued} bytes of events unread; resume after event ${last ?? 'none'} (Last-Event-ID)`,
-    ).toJsonRpc();
-    this.#queue.push(
-      `event: error\ndata: {"jsonrpc":"2.0","id":${this.#idJson},"error":${JSON.stringify(err)}}\n\n`,
     );
+    this.#queue.push(this.#errorChunk(err));
     this.#seqs.push(undefined);
     this.close();
+  }
+
+  /**
+   * Sends an error mid-stream as `event: error` (after what is queued), as the
+   * official SDK's servers do: a JSON-RPC error response on the JSON-RPC
+   * binding, a `google.rpc.Status` body on HTTP+JSON. The caller closes.
+   */
+  sendError(err: A2AError): void {
+    if (this.#closed) return;
+    const chunk = this.#errorChunk(err);
+    if (this.#queue.length === 0 && !this.#blocked) this.#write(chunk);
+    else {
+      this.#queue.push(chunk);
+      this.#seqs.push(undefined);
+    }
+  }
+
+  #errorChunk(err: A2AError): string {
+    return this.#idJson === undefined
+      ? `event: error\ndata: ${JSON.stringify(restErrorBody(err))}\n\n`
+      : `event: error\ndata: {"jsonrpc":"2.0","id":${this.#idJson},"error":${JSON.stringify(err.toJsonRpc())}}\n\n`;
   }
 
   #end(): void {

@@ -7,8 +7,7 @@ import { LogController } from 'fastify';
 import { pino, type Logger } from 'pino';
 import type { z } from 'zod';
 import {
-  A2AError,
-  A2AErrorCode,
+  A2AGrpcServer,
   A2AServer,
   AgentCardSigner,
   type AgentCard,
@@ -112,6 +111,8 @@ export interface StartedAgent {
   readonly id: SpiffeId;
   /** URL of the plain-HTTP ops listener, when configured. */
   readonly opsUrl?: string;
+  /** `host:port` of the A2A gRPC binding, when served (also on the card). */
+  readonly grpcUrl?: string;
 }
 
 type State = 'new' | 'starting' | 'running' | 'draining' | 'stopped';
@@ -123,6 +124,9 @@ interface Running {
   readonly ownsEnforcer: boolean;
   readonly app: MtlsFastifyInstance;
   readonly a2a: A2AServer;
+  /** The gRPC binding's listener, when `server.bindings` includes GRPC. */
+  readonly grpc?: A2AGrpcServer;
+  readonly grpcUrl?: string;
   readonly outbound: Outbound;
   readonly ops?: Server;
   readonly url: string;
@@ -130,8 +134,6 @@ interface Running {
   readonly skillSchemas: Record<string, unknown>;
   readonly unsubscribe: Array<() => void>;
 }
-
-const NEW_TASK_METHODS = new Set(['SendMessage', 'SendStreamingMessage', 'message/send', 'message/stream']);
 
 /**
  * A networked agent with zero-trust defaults: an X.509-SVID from the Workload
@@ -210,6 +212,11 @@ export class SecureAgent extends AgentCore {
   get url(): string {
     if (!this.#run) throw new AgentError('AGENT_NOT_STARTED', 'the agent is not listening');
     return this.#run.url;
+  }
+
+  /** `host:port` of the A2A gRPC binding, when it is served and the agent is running. */
+  get grpcUrl(): string | undefined {
+    return this.#run?.grpcUrl;
   }
 
   /** URL of the plain-HTTP ops listener, when one is configured and running. */
@@ -375,6 +382,7 @@ export class SecureAgent extends AgentCore {
           maxConcurrentTasks: this.config.server.maxConcurrentTasks,
           ...(this.config.server.perCaller ? { perCaller: this.config.server.perCaller } : {}),
         },
+        bindings: this.config.server.bindings,
         extensions: [skillSchemaExtension(skillSchemas)],
       });
       cleanup.push(() => a2a.close());
@@ -386,6 +394,23 @@ export class SecureAgent extends AgentCore {
       await app.register(a2a.plugin);
 
       await app.listen({ host: this.config.server.host, port: this.config.server.port });
+      // gRPC on its own port (see the README for why not multiplexed): the
+      // same SVID, bundle, peer check and request handler as the HTTP port.
+      let grpc: { server: A2AGrpcServer; url: string } | undefined;
+      if (this.config.server.bindings.includes('GRPC')) {
+        const server = new A2AGrpcServer({
+          handler: a2a.handler,
+          identity,
+          authorize: authorizeAny(),
+          config: { minTlsVersion: this.config.transport.tlsMinVersion },
+          logger: this.logger.child({ component: 'grpc' }),
+        });
+        const g = this.config.server.grpc;
+        const bound = await server.listen({ host: g.host ?? this.config.server.host, port: g.port });
+        cleanup.push(() => server.close(0));
+        grpc = { server, url: g.publicAddress ?? bound.url };
+        a2a.advertiseGrpc(grpc.url);
+      }
       const addr = app.server.address() as AddressInfo;
       const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
       const url = this.config.server.publicUrl ?? `https://${host}:${addr.port}`;
@@ -431,6 +456,7 @@ export class SecureAgent extends AgentCore {
         ownsEnforcer,
         app,
         a2a,
+        ...(grpc ? { grpc: grpc.server, grpcUrl: grpc.url } : {}),
         outbound,
         url,
         skillSchemas,
@@ -442,7 +468,12 @@ export class SecureAgent extends AgentCore {
         { id: selfId.toString(), url, capabilities: this.capabilities.list().map((c) => c.name) },
         'agent started',
       );
-      return { url, id: selfId, ...(ops ? { opsUrl: ops.url } : {}) };
+      return {
+        url,
+        id: selfId,
+        ...(ops ? { opsUrl: ops.url } : {}),
+        ...(grpc ? { grpcUrl: grpc.url } : {}),
+      };
     } catch (err) {
       for (const c of cleanup.reverse()) await c().catch(() => undefined);
       if (err instanceof AgentError) throw err;
@@ -461,6 +492,7 @@ export class SecureAgent extends AgentCore {
   stop(options: StopOptions = {}): Promise<void> {
     // Not ready and refusing new tasks from this moment, not from the next tick.
     if (this.#state === 'running') this.#state = 'draining';
+    this.#run?.a2a.drain();
     this.#stopping ??= this.#stop(options);
     return this.#stopping;
   }
@@ -473,6 +505,8 @@ export class SecureAgent extends AgentCore {
       return;
     }
     this.#state = 'draining';
+    // On every binding: the request handler refuses new tasks (503 / UNAVAILABLE).
+    run.a2a.drain();
     const drainMs = options.drainTimeoutMs ?? this.config.server.drainTimeoutMs;
     this.logger.info({ drainMs, inflight: this.#inflightRequests, tasks: this.#runningTasks }, 'draining');
     const drained = await this.#waitIdle(drainMs);
@@ -489,6 +523,9 @@ export class SecureAgent extends AgentCore {
     await this.#waitIdle(1_000);
     for (const u of run.unsubscribe) u();
     await run.app.close().catch((err: unknown) => this.logger.warn({ err }, 'server close failed'));
+    await run.grpc
+      ?.close(1_000)
+      .catch((err: unknown) => this.logger.warn({ err }, 'gRPC server close failed'));
     if (run.ops) await new Promise<void>((r) => run.ops!.close(() => r()));
     await run.outbound.close();
     if (run.ownsEnforcer) await run.enforcer.close().catch(() => undefined);
@@ -568,31 +605,6 @@ export class SecureAgent extends AgentCore {
       this.#inflightRequests++;
       // A response closes once: one shared listener, no per-request closure.
       reply.raw.on('close', this.#requestClosed);
-      done();
-    });
-    app.addHook('preHandler', (request, reply, done) => {
-      if (request.method !== 'POST') return done();
-      if ((this.#state === 'draining' || this.#state === 'stopped') && refusesNewTask(request.body)) {
-        const e = new A2AError(
-          A2AErrorCode.InternalError,
-          'the agent is shutting down; try another instance',
-          {
-            reason: 'UNAVAILABLE',
-            data: [
-              {
-                '@type': 'type.googleapis.com/google.rpc.ErrorInfo',
-                reason: 'UNAVAILABLE',
-                domain: 'weave.dev',
-              },
-            ],
-          },
-        );
-        void reply
-          .code(503)
-          .header('content-type', 'application/json')
-          .send(JSON.stringify({ jsonrpc: '2.0', id: rpcIdOf(request.body), error: e.toJsonRpc() }));
-        return;
-      }
       done();
     });
   }
@@ -878,26 +890,6 @@ function sharedChildLogger(base: Logger): Logger {
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\./.test(host);
-}
-
-function refusesNewTask(body: unknown): boolean {
-  if (typeof body !== 'string') return false;
-  try {
-    const msg = JSON.parse(body) as { method?: unknown; params?: { message?: { taskId?: unknown } } };
-    return typeof msg.method === 'string' && NEW_TASK_METHODS.has(msg.method) && !msg.params?.message?.taskId;
-  } catch {
-    return false;
-  }
-}
-
-function rpcIdOf(body: unknown): string | number | null {
-  if (typeof body !== 'string') return null;
-  try {
-    const id = (JSON.parse(body) as { id?: unknown }).id;
-    return typeof id === 'string' || typeof id === 'number' ? id : null;
-  } catch {
-    return null;
-  }
 }
 
 /**

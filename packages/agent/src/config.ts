@@ -85,6 +85,28 @@ export const AgentConfigSchema = z.strictObject({
        */
       perCaller: CallerLimitsSchema.optional(),
       drainTimeoutMs: z.number().int().positive().default(10_000),
+      /**
+       * The A2A bindings served, in the order the agent card lists them
+       * (first = preferred). All three by default.
+       */
+      bindings: z
+        .array(z.enum(['JSONRPC', 'HTTP+JSON', 'GRPC']))
+        .min(1)
+        .refine((b) => new Set(b).size === b.length, 'each binding at most once')
+        .default(['JSONRPC', 'HTTP+JSON', 'GRPC']),
+      /**
+       * The gRPC binding's own mTLS listener (same SVID, bundle, peer check and
+       * policy as the HTTP port). Port 0 picks a free one; host defaults to
+       * `server.host`.
+       */
+      grpc: z
+        .strictObject({
+          host: z.string().optional(),
+          port: z.number().int().min(0).max(65_535).default(0),
+          /** The address advertised on the card (`host:port`); defaults to the bound one. */
+          publicAddress: z.string().min(1).optional(),
+        })
+        .prefault({}),
     })
     .prefault({}),
   identity: IdentityConfigSchema.optional(),

@@ -64,3 +64,9 @@ export {
   type PoolLease,
   type PoolStats,
 } from './pool.js';
+/**
+ * The check `mtlsAuth` runs on every caller, for servers that are not
+ * fastify (the A2A gRPC binding): the peer's chain verified against the
+ * bundle of its own trust domain, its SPIFFE ID returned.
+ */
+export { verifyPeerSocket } from './tls.js';

@@ -1,0 +1,380 @@
+/**
+ * The gRPC binding (A2A v1.0 §10): `lf.a2a.v1.A2AService` from the spec's
+ * `a2a.proto`, served with @grpc/grpc-js, server streaming for
+ * SendStreamingMessage and SubscribeToTask, errors as gRPC status with
+ * `google.rpc.ErrorInfo` details.
+ *
+ * Security is the HTTP bindings' own, not a copy of it: Weave terminates TLS
+ * itself with `@weave/transport`'s server options (own SVID, every trusted
+ * bundle, client certificate required, TLS floor from the config), keeps the
+ * listener on the current SVID and bundle with `watchServerIdentity` (no
+ * restart on rotation), and checks every connection with the verifier
+ * `mtlsAuth` uses (`verifyPeerSocket`: the chain must end in the caller's own
+ * trust domain) and the same peer `authorize`, before grpc-js sees a single
+ * byte of it. Only verified connections are handed to grpc-js (its
+ * connection injector, on an h2 server over the already-secured socket). A
+ * bundle change re-verifies every open connection and drops those that no
+ * longer pass. Every call then goes through the request handler, whose
+ * policy check and audit run before any task handler.
+ */
+import { once } from 'node:events';
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import {
+  Metadata,
+  Server,
+  ServerCredentials,
+  type ConnectionInjector,
+  type sendUnaryData,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
+import { X509SvidError, type Authorizer, type IdentityProvider, type SpiffeId } from '@weave/identity';
+import {
+  createMtlsServerOptions,
+  verifyPeerSocket,
+  watchServerIdentity,
+  type TransportConfigInput,
+} from '@weave/transport';
+import { A2AError, A2AErrors } from '../errors.js';
+import { exceedsDepth, MAX_JSON_DEPTH } from '../depth.js';
+import { TaskEventStream } from '../event-stream.js';
+import {
+  asA2AError,
+  type A2ARequestHandler,
+  type CallContext,
+  type CallHeaders,
+  type HandlerLogger,
+} from '../handler.js';
+import { a2aGrpcService, type A2AGrpcMethod, type WireObject } from '../grpc/proto.js';
+import { a2aErrorToGrpcStatus } from '../grpc/status.js';
+
+/** Options of {@link A2AGrpcServer}. */
+export interface A2AGrpcServerOptions {
+  /** The request handler the HTTP bindings also serve (one task state for all bindings). */
+  readonly handler: A2ARequestHandler;
+  /** Own SVID and trusted bundles (rotating). */
+  readonly identity: IdentityProvider;
+  /** Which verified callers may connect at all (as `mtlsAuth`'s `authorize`); policy decides per call. */
+  readonly authorize: Authorizer;
+  /** TLS floor and the rest of the transport config, as for the HTTP server. */
+  readonly config?: TransportConfigInput;
+  readonly logger?: HandlerLogger;
+}
+
+/** A refused decode: the handler answers INVALID_ARGUMENT before anything runs. */
+const UNDECODABLE = Symbol('undecodable');
+type Decoded = WireObject & { [UNDECODABLE]?: unknown };
+
+const PEER = Symbol('weave.grpc.peer');
+type PeerSocket = TLSSocket & { [PEER]?: { id: SpiffeId; fingerprint: string } };
+
+const SILENT: HandlerLogger = { warn: () => undefined, error: () => undefined };
+
+/**
+ * The A2A gRPC binding on its own mTLS port. `listen()` then hand
+ * {@link url} to the card (`A2AServer.advertiseGrpc`).
+ */
+export class A2AGrpcServer {
+  readonly #opts: A2AGrpcServerOptions;
+  readonly #log: HandlerLogger;
+  readonly #tls: TlsServer;
+  readonly #grpc: Server;
+  readonly #injector: ConnectionInjector;
+  readonly #sockets = new Set<PeerSocket>();
+  /** Verified callers by the SHA-256 fingerprint of their leaf, one count per open connection. */
+  readonly #peers = new Map<string, { id: SpiffeId; connections: number }>();
+  readonly #unsubscribe: Array<() => void> = [];
+  #url: string | undefined;
+
+  constructor(options: A2AGrpcServerOptions) {
+    if (typeof options.authorize !== 'function') {
+      throw new TypeError('A2AGrpcServer: authorize (an Authorizer) is required');
+    }
+    this.#opts = options;
+    this.#log = options.logger ?? SILENT;
+    const config = options.config ?? {};
+    // The HTTP servers' TLS options, verbatim; gRPC needs HTTP/2 by ALPN.
+    const { allowHTTP1: _h1, ...tlsOptions } = createMtlsServerOptions(options.identity, config);
+    this.#tls = createTlsServer({ ...tlsOptions, ALPNProtocols: ['h2'] });
+    this.#unsubscribe.push(
+      watchServerIdentity(this.#tls, options.identity, config, (err) =>
+        this.#log.error({ err }, 'a2a grpc: identity rotation failed; keeping the previous certificate'),
+      ),
+      // New bundles: every open connection is checked again.
+      options.identity.onUpdate(() => {
+        for (const s of this.#sockets) {
+          this.#forget(s);
+          if (!this.#admit(s)) s.destroy();
+        }
+      }),
+    );
+    this.#grpc = new Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
+    this.#grpc.addService(serverService(), this.#implementation());
+    this.#injector = this.#grpc.createConnectionInjector(ServerCredentials.createInsecure());
+    this.#tls.on('secureConnection', (socket: PeerSocket) => {
+      if (!this.#admit(socket)) {
+        socket.destroy();
+        return;
+      }
+      this.#sockets.add(socket);
+      socket.once('close', () => {
+        this.#sockets.delete(socket);
+        this.#forget(socket);
+      });
+      this.#injector.injectConnection(socket);
+    });
+    // Handshake failures (no or untrusted client certificate) never reach 'secureConnection'.
+    this.#tls.on('tlsClientError', (err) => {
+      this.#log.warn({ reason: err.message }, 'a2a grpc: TLS handshake refused');
+    });
+  }
+
+  /** `host:port` of the listener (the card's GRPC interface URL), once listening. */
+  get url(): string | undefined {
+    return this.#url;
+  }
+
+  /** Starts listening; resolves with the bound address. */
+  async listen(
+    options: { host?: string; port?: number } = {},
+  ): Promise<{ host: string; port: number; url: string }> {
+    const host = options.host ?? '127.0.0.1';
+    this.#tls.listen(options.port ?? 0, host);
+    await once(this.#tls, 'listening');
+    const addr = this.#tls.address() as AddressInfo;
+    const h = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+    this.#url = `${h}:${addr.port}`;
+    return { host: addr.address, port: addr.port, url: this.#url };
+  }
+
+  /**
+   * Stops accepting connections, lets running calls finish for up to
+   * `graceMs`, then cuts what is left.
+   */
+  async close(graceMs = 5_000): Promise<void> {
+    for (const u of this.#unsubscribe.splice(0)) u();
+    const closed = new Promise<void>((resolve) => this.#tls.close(() => resolve()));
+    this.#injector.drain(graceMs);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#grpc.forceShutdown();
+        resolve();
+      }, graceMs);
+      timer.unref();
+      this.#grpc.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    this.#injector.destroy();
+    for (const s of this.#sockets) s.destroy();
+    await closed;
+  }
+
+  /** mtlsAuth's check for one connection: chain to the caller's own trust domain, then `authorize`. */
+  #admit(socket: PeerSocket): boolean {
+    if (!socket.authorized) {
+      this.#log.warn({ reason: 'no verified client certificate' }, 'a2a grpc: caller refused');
+      return false;
+    }
+    let peer: SpiffeId;
+    try {
+      peer = verifyPeerSocket(socket, this.#opts.identity);
+    } catch (err) {
+      const reason =
+        err instanceof X509SvidError
+          ? `${err.code}: ${err.message}`
+          : `client certificate rejected: ${String(err)}`;
+      this.#log.warn({ reason }, 'a2a grpc: caller refused');
+      return false;
+    }
+    let ok: boolean;
+    let reason = 'authorizer refused';
+    try {
+      const r = this.#opts.authorize(peer);
+      ok = r?.ok === true;
+      if (r && r.ok === false) reason = r.reason;
+    } catch (err) {
+      ok = false;
+      reason = `authorizer threw: ${String(err)}`;
+    }
+    if (!ok) {
+      this.#log.warn({ peer: peer.toString(), reason }, 'a2a grpc: caller not authorized');
+      return false;
+    }
+    const fingerprint = socket.getPeerCertificate().fingerprint256;
+    socket[PEER] = { id: peer, fingerprint };
+    const known = this.#peers.get(fingerprint);
+    if (known) known.connections++;
+    else this.#peers.set(fingerprint, { id: peer, connections: 1 });
+    return true;
+  }
+
+  #forget(socket: PeerSocket): void {
+    const p = socket[PEER];
+    if (!p) return;
+    socket[PEER] = undefined;
+    const known = this.#peers.get(p.fingerprint);
+    if (known && --known.connections <= 0) this.#peers.delete(p.fingerprint);
+  }
+
+  /**
+   * The verified caller of a call: its connection's leaf certificate (what
+   * grpc-js's auth context gives) looked up among the admitted connections,
+   * so the ID is the one `verifyPeerSocket` returned, never re-read from the
+   * certificate.
+   */
+  #callerOf(
+    call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
+  ): SpiffeId | undefined {
+    const fp = call.getAuthContext().sslPeerCertificate?.fingerprint256;
+    return fp === undefined ? undefined : this.#peers.get(fp)?.id;
+  }
+
+  #implementation(): UntypedServiceImplementation {
+    const h = this.#opts.handler;
+    const unary =
+      (fn: (ctx: CallContext, req: WireObject) => Promise<unknown>) =>
+      (call: ServerUnaryCall<Decoded, unknown>, callback: sendUnaryData<unknown>): void => {
+        let ctx: CallContext;
+        try {
+          ctx = this.#context(call);
+        } catch (err) {
+          callback(grpcError(err, this.#log));
+          return;
+        }
+        fn(ctx, call.request).then(
+          (res) => callback(null, res),
+          (err: unknown) => callback(grpcError(err, this.#log)),
+        );
+      };
+    const streaming =
+      (
+        fn: (
+          ctx: CallContext,
+          req: WireObject,
+          call: ServerWritableStream<Decoded, unknown>,
+        ) => Promise<TaskEventStream>,
+      ) =>
+      (call: ServerWritableStream<Decoded, unknown>): void => {
+        let ctx: CallContext;
+        try {
+          ctx = this.#context(call);
+        } catch (err) {
+          call.emit('error', grpcError(err, this.#log));
+          return;
+        }
+        fn(ctx, call.request, call).then(
+          (stream) => void pump(stream, call, this.#log),
+          (err: unknown) => call.emit('error', grpcError(err, this.#log)),
+        );
+      };
+    const impl: Record<A2AGrpcMethod, unknown> = {
+      SendMessage: unary((ctx, req) => h.sendMessage(ctx, req)),
+      SendStreamingMessage: streaming((ctx, req) => h.sendStreamingMessage(ctx, req)),
+      GetTask: unary((ctx, req) => h.getTask(ctx, req)),
+      ListTasks: unary((ctx, req) => h.listTasks(ctx, req)),
+      CancelTask: unary((ctx, req) => h.cancelTask(ctx, req)),
+      SubscribeToTask: streaming((ctx, req, call) =>
+        h.subscribeToTask(ctx, req, { lastEventId: lastEventIdOf(call.metadata) }),
+      ),
+      CreateTaskPushNotificationConfig: unary((ctx, req) => h.createTaskPushNotificationConfig(ctx, req)),
+      GetTaskPushNotificationConfig: unary((ctx, req) => h.getTaskPushNotificationConfig(ctx, req)),
+      ListTaskPushNotificationConfigs: unary((ctx, req) => h.listTaskPushNotificationConfigs(ctx, req)),
+      DeleteTaskPushNotificationConfig: unary((ctx, req) =>
+        h.deleteTaskPushNotificationConfig(ctx, req).then(() => ({})),
+      ),
+      GetExtendedAgentCard: unary((ctx) => h.getExtendedAgentCard(ctx)),
+    };
+    return impl as UntypedServiceImplementation;
+  }
+
+  /**
+   * The call context of a gRPC call: the caller verified on its connection,
+   * the metadata as headers, a signal aborted when the client cancels. Throws
+   * (as an A2A error) for a request that could not be decoded or nests too deep.
+   */
+  #context(call: ServerUnaryCall<Decoded, unknown> | ServerWritableStream<Decoded, unknown>): CallContext {
+    const caller = this.#callerOf(call);
+    if (!caller) throw A2AErrors.permissionDenied('no authenticated caller');
+    const req = call.request;
+    if (req[UNDECODABLE] !== undefined) {
+      throw A2AErrors.invalidParams(String((req[UNDECODABLE] as Error)?.message ?? 'undecodable request'));
+    }
+    if (exceedsDepth(req, MAX_JSON_DEPTH)) {
+      throw A2AErrors.invalidParams(`request nested deeper than ${MAX_JSON_DEPTH} levels`);
+    }
+    const headers = headersOf(call.metadata);
+    const version = headers['a2a-version'];
+    if (typeof version === 'string' && version.trim() !== '' && !/^\s*1(\.0)?(\.\d+)?\s*$/.test(version)) {
+      throw A2AErrors.versionNotSupported(version.slice(0, 32));
+    }
+    const ac = new AbortController();
+    call.once('cancelled', () => ac.abort());
+    const tenant = typeof req.tenant === 'string' && req.tenant !== '' ? req.tenant : undefined;
+    return tenant === undefined
+      ? { caller, headers, binding: 'GRPC', signal: ac.signal }
+      : { caller, headers, binding: 'GRPC', signal: ac.signal, tenant };
+  }
+}
+
+/** The service definition with decoders that hand refusals to the handler instead of throwing in grpc-js. */
+function serverService(): ReturnType<typeof a2aGrpcService> {
+  const base = a2aGrpcService();
+  const out: Record<string, unknown> = {};
+  for (const [name, def] of Object.entries(base)) {
+    out[name] = {
+      ...def,
+      requestDeserialize: (b: Buffer): Decoded => {
+        try {
+          return def.requestDeserialize(b);
+        } catch (err) {
+          return { [UNDECODABLE]: err } as Decoded;
+        }
+      },
+    };
+  }
+  return out as ReturnType<typeof a2aGrpcService>;
+}
+
+function headersOf(md: Metadata): CallHeaders {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(md.getMap())) if (typeof v === 'string') out[k] = v;
+  return out;
+}
+
+function lastEventIdOf(md: Metadata): number | undefined {
+  const v = md.get('last-event-id')[0];
+  return typeof v === 'string' && /^\d{1,15}$/.test(v.trim()) ? Number(v.trim()) : undefined;
+}
+
+/** Writes a task stream as gRPC messages at the client's pace; ends with OK or the stream's error. */
+async function pump(
+  stream: TaskEventStream,
+  call: ServerWritableStream<unknown, unknown>,
+  log: HandlerLogger,
+): Promise<void> {
+  let gone = false;
+  const leave = () => {
+    gone = true;
+    stream.close();
+  };
+  call.once('cancelled', leave);
+  call.once('close', leave);
+  try {
+    for (;;) {
+      const e = await stream.next();
+      if (e === undefined || gone) break;
+      if (!call.write(e.event)) await once(call, 'drain');
+    }
+    if (!gone) call.end();
+  } catch (err) {
+    if (!gone) call.emit('error', grpcError(err, log));
+  }
+}
+
+function grpcError(err: unknown, log: HandlerLogger): ReturnType<typeof a2aErrorToGrpcStatus> {
+  return a2aErrorToGrpcStatus(asA2AError(err, log));
+}

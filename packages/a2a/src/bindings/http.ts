@@ -1,0 +1,65 @@
+/** What the two HTTP bindings (JSON-RPC and HTTP+JSON) share. */
+import type { FastifyRequest } from 'fastify';
+import { SpiffeId } from '@weave/identity';
+import { A2AError, A2AErrors } from '../errors.js';
+import type { A2ARequestHandler } from '../handler.js';
+import type { TaskEventStream } from '../event-stream.js';
+import type { SseWriter } from '../sse.js';
+import type { StreamResponse } from '../wire/v1.js';
+
+/** Body of a request whose Content-Type the bindings do not read (answered -32005 / 400). */
+export const WRONG_CONTENT_TYPE = Symbol('wrong-content-type');
+
+/** What an HTTP binding needs from its server. */
+export interface HttpBindingDeps {
+  readonly handler: A2ARequestHandler;
+  /** The verified caller of a request (set by the mTLS layer); none means denied. */
+  readonly getCaller: (request: FastifyRequest) => SpiffeId | undefined;
+  /** Interval of SSE heartbeat comments in ms; 0 disables. */
+  readonly heartbeatMs: number;
+  /** Bytes of events held for one slow SSE subscriber (see `A2AServerLimits.maxStreamBufferBytes`). */
+  readonly maxStreamBufferBytes?: number;
+}
+
+/** The default `getCaller`: `request.peer`, set by `@weave/transport`'s `mtlsAuth`. */
+export function peerOf(request: FastifyRequest): SpiffeId | undefined {
+  const peer = (request as { peer?: unknown }).peer;
+  return peer instanceof SpiffeId ? peer : undefined;
+}
+
+/** The caller of a request, only if it is a real SpiffeId. */
+export function callerOf(deps: HttpBindingDeps, request: FastifyRequest): SpiffeId | undefined {
+  const c = deps.getCaller(request);
+  return c instanceof SpiffeId ? c : undefined;
+}
+
+/** `Last-Event-ID` as a sequence number, or undefined when absent or malformed. */
+export function parseLastEventId(h: string | string[] | undefined): number | undefined {
+  const v = Array.isArray(h) ? h[0] : h;
+  if (v === undefined || !/^\d{1,15}$/.test(v.trim())) return undefined;
+  return Number(v.trim());
+}
+
+/**
+ * Writes a task stream as SSE until it ends, the client leaves, or it fails
+ * (then an `event: error` carries the A2A error, and the stream closes).
+ * `toWire` maps an event to what is sent (v0.3 shape); default as is.
+ */
+export async function pumpSse(
+  stream: TaskEventStream,
+  sse: SseWriter,
+  toWire?: (e: StreamResponse) => unknown,
+): Promise<void> {
+  sse.onClose(() => stream.close());
+  try {
+    for (;;) {
+      const e = await stream.next();
+      if (e === undefined || sse.closed) break;
+      sse.send(toWire ? toWire(e.event) : e.event, e.seq);
+    }
+  } catch (err) {
+    sse.sendError(err instanceof A2AError ? err : A2AErrors.internal());
+  } finally {
+    sse.close();
+  }
+}

@@ -1,0 +1,220 @@
+/**
+ * The HTTP+JSON binding (A2A v1.0 §11): the routes of the proto's
+ * `google.api.http` annotations, each with an optional `/{tenant}` prefix;
+ * JSON bodies (`application/json` or `application/a2a+json`); query
+ * parameters in camelCase for GET and DELETE; errors as an HTTP status (§5.4)
+ * with a `google.rpc.Status` body carrying the A2A `ErrorInfo` (§11.6);
+ * streams as SSE of bare `StreamResponse` objects. SubscribeToTask answers
+ * both `POST` (the spec text) and `GET` (the proto), as the official SDK does.
+ *
+ * Status codes of successful calls follow the official SDK's server: 201 for
+ * a created push config, 204 (no body) for a deleted one, 200 otherwise.
+ */
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { A2AError, A2AErrors, httpStatusOf, restErrorBody } from '../errors.js';
+import { exceedsDepth, MAX_JSON_DEPTH } from '../depth.js';
+import { asA2AError, type CallContext } from '../handler.js';
+import { TaskEventStream } from '../event-stream.js';
+import { SseWriter } from '../sse.js';
+import { WRONG_CONTENT_TYPE, callerOf, parseLastEventId, pumpSse, type HttpBindingDeps } from './http.js';
+
+/** The first path segments of the binding's routes; any other first segment is a tenant. */
+const ROOTS = new Set(['message:send', 'message:stream', 'tasks', 'extendedAgentCard']);
+
+/** Query parameters read as integers / booleans (the rest stay strings). */
+const INT_PARAMS = new Set(['historyLength', 'pageSize']);
+const BOOL_PARAMS = new Set(['includeArtifacts']);
+
+type Route =
+  | { kind: 'send' | 'stream' | 'list' | 'card' }
+  | { kind: 'get' | 'cancel' | 'subscribe'; id: string }
+  | { kind: 'pushList' | 'pushCreate'; taskId: string }
+  | { kind: 'pushGet' | 'pushDelete'; taskId: string; id: string };
+
+/** The route a method and path stand for; undefined for none (404). */
+function route(method: string, segs: string[]): Route | undefined {
+  const [a, b, c, d] = segs;
+  const n = segs.length;
+  if (n === 1 && a === 'message:send' && method === 'POST') return { kind: 'send' };
+  if (n === 1 && a === 'message:stream' && method === 'POST') return { kind: 'stream' };
+  if (n === 1 && a === 'extendedAgentCard' && method === 'GET') return { kind: 'card' };
+  if (a !== 'tasks') return undefined;
+  if (n === 1) return method === 'GET' ? { kind: 'list' } : undefined;
+  if (b === undefined || b === '') return undefined;
+  if (n === 2) {
+    const colon = b.lastIndexOf(':');
+    const verb = colon > 0 ? b.slice(colon + 1) : '';
+    const id = colon > 0 ? b.slice(0, colon) : b;
+    if (verb === 'cancel' && method === 'POST') return { kind: 'cancel', id };
+    if (verb === 'subscribe' && (method === 'POST' || method === 'GET')) return { kind: 'subscribe', id };
+    if (verb === '' && method === 'GET') return { kind: 'get', id: b };
+    return undefined;
+  }
+  if (c !== 'pushNotificationConfigs') return undefined;
+  if (n === 3) {
+    if (method === 'GET') return { kind: 'pushList', taskId: b };
+    if (method === 'POST') return { kind: 'pushCreate', taskId: b };
+    return undefined;
+  }
+  if (n === 4 && d !== undefined && d !== '') {
+    if (method === 'GET') return { kind: 'pushGet', taskId: b, id: d };
+    if (method === 'DELETE') return { kind: 'pushDelete', taskId: b, id: d };
+  }
+  return undefined;
+}
+
+/** Answers one HTTP+JSON request; `path` is the request path below the binding's mount point. */
+export function serveRest(
+  deps: HttpBindingDeps,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  path: string,
+): void {
+  handleRest(deps, request, reply, path).catch((err: unknown) => {
+    if (!reply.sent) sendRestError(reply, toA2AError(err, request));
+  });
+}
+
+async function handleRest(
+  deps: HttpBindingDeps,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  path: string,
+): Promise<void> {
+  let segs: string[];
+  try {
+    segs = path
+      .split('/')
+      .filter((s) => s.length > 0)
+      .map((s) => decodeURIComponent(s));
+  } catch {
+    return sendRestError(reply, A2AErrors.invalidRequest('malformed path'));
+  }
+  let tenant: string | undefined;
+  if (segs.length > 1 && !ROOTS.has(segs[0] as string)) tenant = segs.shift();
+  const r = route(request.method, segs);
+  if (!r) {
+    return sendRestError(reply, A2AErrors.methodNotFound(`${request.method} ${path}`));
+  }
+  let body: Record<string, unknown> = {};
+  if (request.method === 'POST') {
+    const raw = request.body;
+    if (raw === WRONG_CONTENT_TYPE) {
+      return sendRestError(reply, A2AErrors.contentType(request.headers['content-type']));
+    }
+    if (typeof raw === 'string' && raw.trim() !== '') {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(raw);
+      } catch (err) {
+        return sendRestError(reply, A2AErrors.parse((err as Error).message));
+      }
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+        return sendRestError(reply, A2AErrors.invalidRequest('the body must be a JSON object'));
+      }
+      // Refused before any handler runs: see MAX_JSON_DEPTH.
+      if (exceedsDepth(parsed, MAX_JSON_DEPTH)) {
+        return sendRestError(
+          reply,
+          A2AErrors.invalidParams(`request nested deeper than ${MAX_JSON_DEPTH} levels`),
+        );
+      }
+      body = parsed as Record<string, unknown>;
+    }
+  }
+  const caller = callerOf(deps, request);
+  if (!caller) {
+    request.log.warn({ path }, 'a2a: call without an authenticated caller denied');
+    return sendRestError(reply, A2AErrors.permissionDenied('no authenticated caller'));
+  }
+  const ctx: CallContext =
+    tenant === undefined
+      ? { caller, headers: request.headers, binding: 'HTTP+JSON' }
+      : { caller, headers: request.headers, binding: 'HTTP+JSON', tenant };
+  const q = query(request.query);
+  const withTenant = (p: Record<string, unknown>): Record<string, unknown> =>
+    tenant === undefined ? p : { ...p, tenant };
+  const h = deps.handler;
+  let result: unknown;
+  let status = 200;
+  switch (r.kind) {
+    case 'send':
+      result = await h.sendMessage(ctx, withTenant(body));
+      break;
+    case 'stream':
+      result = await h.sendStreamingMessage(ctx, withTenant(body));
+      break;
+    case 'card':
+      result = await h.getExtendedAgentCard(ctx);
+      break;
+    case 'list':
+      result = await h.listTasks(ctx, withTenant(q));
+      break;
+    case 'get':
+      result = await h.getTask(ctx, withTenant({ ...q, id: r.id }));
+      break;
+    case 'cancel':
+      result = await h.cancelTask(ctx, withTenant({ ...body, id: r.id }));
+      break;
+    case 'subscribe':
+      result = await h.subscribeToTask(ctx, withTenant({ id: r.id }), {
+        lastEventId: parseLastEventId(request.headers['last-event-id']),
+      });
+      break;
+    case 'pushCreate':
+      // The path names the task; a different taskId in the body does not win.
+      result = await h.createTaskPushNotificationConfig(ctx, withTenant({ ...body, taskId: r.taskId }));
+      status = 201;
+      break;
+    case 'pushList':
+      result = await h.listTaskPushNotificationConfigs(ctx, withTenant({ ...q, taskId: r.taskId }));
+      break;
+    case 'pushGet':
+      result = await h.getTaskPushNotificationConfig(ctx, withTenant({ taskId: r.taskId, id: r.id }));
+      break;
+    case 'pushDelete':
+      await h.deleteTaskPushNotificationConfig(ctx, withTenant({ taskId: r.taskId, id: r.id }));
+      reply.code(204).send();
+      return;
+  }
+  if (result instanceof TaskEventStream) {
+    void pumpSse(
+      result,
+      new SseWriter(request, reply, undefined, deps.heartbeatMs, deps.maxStreamBufferBytes),
+    );
+    return;
+  }
+  reply.code(status).header('content-type', 'application/json');
+  // From the check phase, as the JSON-RPC binding does (see there).
+  setImmediate(sendLater, reply, JSON.stringify(result));
+}
+
+/** Query parameters as typed params: integers and booleans converted, the first of repeated values kept. */
+function query(raw: unknown): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (!raw || typeof raw !== 'object') return out;
+  for (const [k, v0] of Object.entries(raw as Record<string, unknown>)) {
+    const v = Array.isArray(v0) ? v0[0] : v0;
+    if (typeof v !== 'string') continue;
+    if (INT_PARAMS.has(k) && /^-?\d{1,9}$/.test(v)) out[k] = Number(v);
+    else if (BOOL_PARAMS.has(k) && (v === 'true' || v === 'false')) out[k] = v === 'true';
+    else out[k] = v;
+  }
+  return out;
+}
+
+function sendLater(reply: FastifyReply, body: string): void {
+  if (!reply.sent) reply.send(body);
+}
+
+/** Writes an A2A error as §11.6 prescribes: HTTP status per §5.4, `google.rpc.Status` body. */
+export function sendRestError(reply: FastifyReply, err: A2AError): void {
+  void reply
+    .code(httpStatusOf(err))
+    .header('content-type', 'application/json')
+    .send(JSON.stringify(restErrorBody(err)));
+}
+
+function toA2AError(err: unknown, request: FastifyRequest): A2AError {
+  return asA2AError(err, request.log);
+}

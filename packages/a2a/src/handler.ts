@@ -1,0 +1,979 @@
+/**
+ * The binding-agnostic A2A request handler: every A2A v1.0 method as a
+ * function of a {@link CallContext} (verified caller, headers, tenant, abort
+ * signal) and its params as untrusted JSON, answering wire objects or, for
+ * the streaming methods, a {@link TaskEventStream}. It never sees Fastify or
+ * grpc-js objects; the bindings (JSON-RPC, HTTP+JSON, gRPC) adapt it.
+ *
+ * Every method validates its params with zod (-32602) and runs the inbound
+ * policy check, which is also the audit record, before it reads or changes
+ * anything of a task or runs any task handler. A denial runs nothing.
+ */
+import { randomUUID } from 'node:crypto';
+import { SpiffeId } from '@weave/identity';
+import type { AuthzDecision, PolicyEnforcer } from '@weave/authz';
+import type { z } from 'zod';
+import { A2AError, A2AErrors } from './errors.js';
+import { exceedsDepth, MAX_JSON_DEPTH } from './depth.js';
+import { TaskEventStream } from './event-stream.js';
+import { CallerLimits, type CallerLimitsInput } from './limits.js';
+import { TaskManager, WaitTimeoutError, snapshot } from './manager.js';
+import type { PushConfigStore, StoredEvent, TaskRecord, TaskStore } from './store.js';
+import { TaskStoreFullError, TaskStoreUnavailableError, isPushConfigStore } from './store.js';
+import * as v1 from './wire/v1.js';
+import type {
+  AgentCard,
+  AgentSkill,
+  Artifact,
+  Message,
+  StreamResponse,
+  Task,
+  TaskPushNotificationConfig,
+  TaskState,
+} from './wire/v1.js';
+import { INTERRUPTED_STATES, isTerminal } from './wire/v1.js';
+
+/** The standard protocol bindings (`protocolBinding` on the card). */
+export type BindingName = 'JSONRPC' | 'HTTP+JSON' | 'GRPC';
+
+/** Request headers (HTTP) or metadata (gRPC), lower-case keys. */
+export type CallHeaders = Readonly<Record<string, string | string[] | undefined>>;
+
+/** What the request handler knows of one call, whatever binding carried it. */
+export interface CallContext {
+  /** The caller's SPIFFE ID, verified by the transport (mTLS) before the call reached a binding. */
+  readonly caller: SpiffeId;
+  /** Request headers or gRPC metadata (lower-case names). */
+  readonly headers: CallHeaders;
+  /** The binding that carried the call (logged with decisions). */
+  readonly binding: BindingName;
+  /** `tenant` of the request (path prefix or field), when the caller gave one. */
+  readonly tenant?: string;
+  /** Aborted when the caller goes away. */
+  readonly signal?: AbortSignal;
+}
+
+/** An artifact as a handler hands it over; the id is made up when missing. */
+export type ArtifactInput = Omit<Artifact, 'artifactId'> & { artifactId?: string };
+
+/** What a task handler may return: text, an artifact, or a final agent message. */
+export type TaskResult = string | ArtifactInput | Message | undefined | void;
+
+/** The view a task handler has of its task. */
+export interface TaskContext {
+  readonly taskId: string;
+  readonly contextId: string;
+  /** The task as it is now (a copy). */
+  readonly task: Task;
+  /** The message that started the task. */
+  readonly message: Message;
+  /** The skill invoked. */
+  readonly skill: string;
+  /** The authenticated caller (from the transport). */
+  readonly caller: SpiffeId;
+  /**
+   * Headers (HTTP) or metadata (gRPC) of the request that started the task
+   * (for example `traceparent`): a layer above A2A reads its own context from them.
+   */
+  readonly headers: CallHeaders;
+  /** Aborted when the task is canceled or the server closes. */
+  readonly signal: AbortSignal;
+  /** Publishes a status; a string message becomes an agent text message. */
+  publishStatus(state: TaskState, message?: Message | string): void;
+  publishArtifact(artifact: ArtifactInput, options?: { append?: boolean; lastChunk?: boolean }): void;
+  /** Publishes an agent message (as a WORKING status update carrying it). */
+  publishMessage(message: Message | string): void;
+  /**
+   * Sets INPUT_REQUIRED with `prompt` and resolves with the client's reply,
+   * sent as a new message with this task's id. Rejects when the task is
+   * canceled or the wait times out.
+   */
+  requestInput(prompt: Message | string): Promise<Message>;
+}
+
+/** Runs one task of a skill. The return value becomes the final artifact or message. */
+export type TaskHandler = (ctx: TaskContext) => Promise<TaskResult> | TaskResult;
+
+/** Limits that keep one client from exhausting the server. */
+export interface A2AServerLimits {
+  /** Largest request body in bytes. Default 1 MiB. */
+  readonly maxBodyBytes?: number;
+  /** Most unfinished tasks at once; more get RESOURCE_EXHAUSTED. Default 1000. */
+  readonly maxConcurrentTasks?: number;
+  /**
+   * Limits per verified caller (SPIFFE ID): unfinished tasks (default a
+   * quarter of `maxConcurrentTasks`) and, when set, requests per second, with
+   * overrides per caller pattern. Over one, the call is refused with a
+   * retryable RESOURCE_EXHAUSTED error before anything runs.
+   */
+  readonly perCaller?: CallerLimitsInput;
+  /** Most simultaneous stream subscribers of one task. Default 32. */
+  readonly maxSubscribersPerTask?: number;
+  /**
+   * Bytes of events held for one stream subscriber that reads slower than the
+   * task publishes. Beyond it the stream ends with a resumable UNAVAILABLE
+   * error naming the last event sent (never silently). Default 8 MiB.
+   */
+  readonly maxStreamBufferBytes?: number;
+  /** How long a handler waits for input before the task fails, in ms. Default 10 minutes. */
+  readonly inputTimeoutMs?: number;
+  /**
+   * How long a blocking SendMessage waits for the task to settle before it
+   * answers with the task as it is (still running), in ms. Default 60 s.
+   */
+  readonly blockingTimeoutMs?: number;
+}
+
+/** Push notifications: off unless enabled; then configs are stored and `send` is called per event. */
+export interface A2APushOptions {
+  readonly enabled: boolean;
+  /**
+   * Delivers one event to one webhook (see `createWebhookSender`); required
+   * when enabled. Calls for one task are made in event order, one event at a
+   * time. Errors are logged and otherwise ignored.
+   */
+  readonly send?: (config: TaskPushNotificationConfig, event: StreamResponse) => Promise<void>;
+  /**
+   * Where configs are kept. Default: the task store when it is also a
+   * {@link PushConfigStore} (the in-memory and PostgreSQL stores are).
+   */
+  readonly store?: PushConfigStore;
+}
+
+/** The logging the handler does (a pino or Fastify logger fits). */
+export interface HandlerLogger {
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+/** Options of {@link A2ARequestHandler}. */
+export interface RequestHandlerOptions {
+  /** This agent's own SPIFFE ID, passed to the enforcer as `callee`. */
+  readonly selfId: SpiffeId;
+  /** Decides every inbound call. Required: there is no default that allows. */
+  readonly enforcer: PolicyEnforcer;
+  readonly taskStore?: TaskStore;
+  /**
+   * Longest pause between retries of a task-store write that failed (the
+   * database is away), in ms. Default 5000. The task goes on meanwhile.
+   */
+  readonly storeRetryMaxMs?: number;
+  /** Events kept per task for `Last-Event-ID` replay. Default 1000. */
+  readonly maxEventsPerTask?: number;
+  readonly limits?: A2AServerLimits;
+  readonly push?: A2APushOptions;
+  /** The card returned by GetExtendedAgentCard (policy action `a2a:GetExtendedAgentCard`). */
+  readonly extendedCard?: AgentCard | ((caller: SpiffeId) => AgentCard | Promise<AgentCard>);
+  /**
+   * Extensions declared on the card. A call that does not activate every
+   * `required` one in its `A2A-Extensions` header fails with -32008.
+   */
+  readonly extensions?: Array<{ uri: string; description?: string; required?: boolean }>;
+  /** Where warnings and errors go. Default: nowhere. */
+  readonly logger?: HandlerLogger;
+}
+
+/** Policy action of GetExtendedAgentCard. */
+export const EXTENDED_CARD_ACTION = 'a2a:GetExtendedAgentCard';
+
+const SILENT: HandlerLogger = { warn: () => undefined, error: () => undefined };
+
+/**
+ * Every A2A method, binding-agnostic. See the module comment for the
+ * guarantees; {@link A2AServer} owns one and mounts the bindings on it.
+ */
+export class A2ARequestHandler {
+  /** Task state; exposed for inspection and `waitForCompletion`. */
+  readonly manager: TaskManager;
+
+  readonly #opts: RequestHandlerOptions;
+  readonly #handlers = new Map<string, TaskHandler>();
+  readonly #skills = new Map<string, AgentSkill>();
+  readonly #maxTasks: number;
+  readonly #callerLimits: CallerLimits;
+  readonly #maxSubs: number;
+  readonly #inputTimeout: number;
+  readonly #blockingTimeout: number;
+  readonly #subscribers = new Map<string, number>();
+  readonly #requiredExt: string[];
+  readonly #pushWatched = new Set<string>();
+  readonly #pushStore: PushConfigStore | undefined;
+  #log: HandlerLogger;
+  #draining = false;
+  #onSkillsChanged: (() => void) | undefined;
+
+  constructor(options: RequestHandlerOptions) {
+    if (!options.enforcer) throw new TypeError('A2ARequestHandler: enforcer is required');
+    if (!(options.selfId instanceof SpiffeId)) {
+      throw new TypeError('A2ARequestHandler: selfId must be a SpiffeId');
+    }
+    if (options.push?.enabled && typeof options.push.send !== 'function') {
+      throw new TypeError('push.enabled needs push.send (e.g. createWebhookSender({ dispatcher }))');
+    }
+    this.#opts = options;
+    this.#log = options.logger ?? SILENT;
+    this.manager = new TaskManager({
+      store: options.taskStore,
+      maxEventsPerTask: options.maxEventsPerTask,
+      retryMaxMs: options.storeRetryMaxMs,
+      onStoreError: (err, taskId) => this.#log.error({ err, taskId }, 'a2a: task store write failed'),
+    });
+    const pushStore = options.push?.store ?? this.manager.store;
+    if (options.push?.enabled && !isPushConfigStore(pushStore)) {
+      throw new TypeError('push.enabled needs push.store when the task store keeps no push configs');
+    }
+    this.#pushStore = isPushConfigStore(pushStore) ? pushStore : undefined;
+    this.#maxTasks = options.limits?.maxConcurrentTasks ?? 1000;
+    this.#maxSubs = options.limits?.maxSubscribersPerTask ?? 32;
+    this.#callerLimits = new CallerLimits(
+      options.limits?.perCaller,
+      Math.max(1, Math.floor(this.#maxTasks / 4)),
+    );
+    this.#inputTimeout = options.limits?.inputTimeoutMs ?? 600_000;
+    this.#blockingTimeout = options.limits?.blockingTimeoutMs ?? 60_000;
+    this.#requiredExt = (options.extensions ?? []).filter((e) => e.required === true).map((e) => e.uri);
+  }
+
+  /** Sets where warnings and errors go (a binding may supply its server's logger). */
+  setLogger(logger: HandlerLogger): void {
+    this.#log = logger;
+  }
+
+  /** Called whenever the set of served skills changes (the card caches on it). */
+  onSkillsChanged(fn: () => void): void {
+    this.#onSkillsChanged = fn;
+  }
+
+  /** Declares a skill for the card without serving it yet. */
+  declareSkill(skill: AgentSkill): void {
+    this.#skills.set(skill.id, v1.AgentSkillSchema.parse(skill));
+  }
+
+  /**
+   * Runs `handler` for tasks of `skill`. A skill given by id must be declared
+   * (or gets a bare entry); a full {@link AgentSkill} is added to the card.
+   */
+  registerTaskHandler(skill: AgentSkill | string, handler: TaskHandler): void {
+    const def =
+      typeof skill === 'string'
+        ? (this.#skills.get(skill) ?? { id: skill, name: skill, description: '', tags: [] })
+        : v1.AgentSkillSchema.parse(skill);
+    this.#skills.set(def.id, def);
+    this.#handlers.set(def.id, handler);
+    this.#onSkillsChanged?.();
+  }
+
+  /** The skills served (declared and with a handler), in declaration order. */
+  servedSkills(): AgentSkill[] {
+    return [...this.#skills.values()].filter((s) => this.#handlers.has(s.id));
+  }
+
+  /** Extensions the card declares. */
+  get extensions(): ReadonlyArray<{ uri: string; description?: string; required?: boolean }> {
+    return this.#opts.extensions ?? [];
+  }
+
+  /** Whether push notifications are on. */
+  get pushEnabled(): boolean {
+    return this.#opts.push?.enabled === true;
+  }
+
+  /** Whether GetExtendedAgentCard has a card to give. */
+  get hasExtendedCard(): boolean {
+    return this.#opts.extendedCard !== undefined;
+  }
+
+  /**
+   * From now on, messages that would start a new task are refused with a
+   * retryable UNAVAILABLE (HTTP 503, gRPC UNAVAILABLE) on every binding;
+   * replies to running tasks, reads and cancels go on. Nothing is parsed
+   * beyond what the method needs anyway.
+   */
+  drain(): void {
+    this.#draining = true;
+  }
+
+  /** Whether {@link drain} was called. */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** Cancels running tasks and flushes the store. */
+  async close(): Promise<void> {
+    await this.manager.close();
+  }
+
+  // ---- the A2A methods ------------------------------------------------------------
+
+  /** SendMessage: starts or resumes a task and waits (unless `returnImmediately`) until it settles. */
+  async sendMessage(ctx: CallContext, params: unknown): Promise<v1.SendMessageResult> {
+    const p = this.#checkSend(ctx, params);
+    const record = await this.#startOrResume(ctx, 'SendMessage', p);
+    if (p.configuration?.returnImmediately !== true) {
+      try {
+        await this.manager.waitForCompletion(record.task.id, { timeoutMs: this.#blockingTimeout });
+      } catch (err) {
+        // A blocking call does not wait forever: the task, still running, is
+        // returned as it is, and the client can poll or subscribe.
+        if (!(err instanceof WaitTimeoutError)) throw err;
+      }
+    }
+    return { task: snapshot(record.task, p.configuration?.historyLength) };
+  }
+
+  /**
+   * SendStreamingMessage: the stream attaches before the handler runs (or the
+   * reply is delivered), so it misses nothing. A new task's stream replays
+   * from its first event; a resumed one starts with the task as it is.
+   * Errors before the first event reject the promise.
+   */
+  async sendStreamingMessage(ctx: CallContext, params: unknown): Promise<TaskEventStream> {
+    const p = this.#checkSend(ctx, params);
+    const resumed = p.message.taskId !== undefined;
+    let stream: TaskEventStream | undefined;
+    await this.#startOrResume(ctx, 'SendStreamingMessage', p, (rec) => {
+      stream = this.#openStream(ctx, rec, resumed ? rec.seq : 0, resumed);
+    });
+    return stream as TaskEventStream;
+  }
+
+  /** GetTask. */
+  async getTask(ctx: CallContext, params: unknown): Promise<Task> {
+    this.#enter(ctx);
+    const p = parse(v1.GetTaskParamsSchema, params);
+    const record = await this.#ownedTask(ctx, p.id);
+    await this.#authorize(ctx, 'GetTask', record.skill, p.id);
+    return snapshot(record.task, p.historyLength);
+  }
+
+  /**
+   * ListTasks: the caller's own tasks, newest first. Each task is checked as
+   * GetTask checks it (the policy for its skill, audited once per skill in the
+   * page); a caller that may read none of the tasks it asked about is denied.
+   */
+  async listTasks(ctx: CallContext, params: unknown): Promise<v1.ListTasksResult> {
+    this.#enter(ctx);
+    const p = parse(v1.ListTasksParamsSchema, params);
+    const pageSize = p.pageSize ?? 50;
+    let after: { createdAt: number; id: string } | undefined;
+    if (p.pageToken) after = decodePageToken(p.pageToken);
+    const page = await this.manager.list({
+      owner: ctx.caller.toString(),
+      contextId: p.contextId,
+      // ProtoJSON's zero value means "no filter".
+      status: p.status === 'TASK_STATE_UNSPECIFIED' ? undefined : p.status,
+      updatedAfter: p.statusTimestampAfter === undefined ? undefined : Date.parse(p.statusTimestampAfter),
+      after,
+      limit: pageSize + 1,
+    });
+    const more = page.records.length > pageSize;
+    const records = more ? page.records.slice(0, pageSize) : page.records;
+    const allowed = new Map<string, A2AError | undefined>();
+    for (const r of records) {
+      if (allowed.has(r.skill)) continue;
+      try {
+        await this.#authorize(ctx, 'ListTasks', r.skill);
+        allowed.set(r.skill, undefined);
+      } catch (err) {
+        if (!(err instanceof A2AError)) throw err;
+        allowed.set(r.skill, err);
+      }
+    }
+    const visible = records.filter((r) => allowed.get(r.skill) === undefined);
+    if (records.length > 0 && visible.length === 0) {
+      throw [...allowed.values()].find((e) => e !== undefined) as A2AError;
+    }
+    const tasks = visible.map((r) => {
+      const t = snapshot(r.task, p.historyLength);
+      if (p.includeArtifacts !== true) delete t.artifacts;
+      return t;
+    });
+    const last = records[records.length - 1];
+    return {
+      tasks,
+      nextPageToken: more && last ? encodePageToken(last) : '',
+      pageSize,
+      totalSize: page.total - (records.length - visible.length),
+    };
+  }
+
+  /** CancelTask. */
+  async cancelTask(ctx: CallContext, params: unknown): Promise<Task> {
+    this.#enter(ctx);
+    const { id } = parse(v1.CancelTaskParamsSchema, params);
+    const record = await this.#ownedTask(ctx, id);
+    await this.#authorize(ctx, 'CancelTask', record.skill, id);
+    const state = record.task.status.state;
+    if (isTerminal(state)) throw A2AErrors.taskNotCancelable(id, state);
+    if (this.manager.cancel(id)) return snapshot(record.task);
+    // Not running here (e.g. loaded from a durable store after a restart): log it.
+    const after = await this.manager.cancelStored(id);
+    if (!after) throw A2AErrors.taskNotFound(id);
+    if (after.task.status.state !== 'TASK_STATE_CANCELED') {
+      throw A2AErrors.taskNotCancelable(id, after.task.status.state);
+    }
+    return snapshot(after.task);
+  }
+
+  /**
+   * SubscribeToTask. With `lastEventId` (the binding's `Last-Event-ID`), the
+   * kept events after it come first, also for a task that has finished since.
+   */
+  async subscribeToTask(
+    ctx: CallContext,
+    params: unknown,
+    options: { lastEventId?: number } = {},
+  ): Promise<TaskEventStream> {
+    this.#enter(ctx);
+    const { id } = parse(v1.SubscribeToTaskParamsSchema, params);
+    const record = await this.#ownedTask(ctx, id);
+    await this.#authorize(ctx, 'SubscribeToTask', record.skill, id);
+    const lastEventId = options.lastEventId;
+    if (!this.manager.isLive(id)) {
+      // Finished: a reconnecting client still gets the events it missed, if kept.
+      const missed = lastEventId === undefined ? undefined : await this.manager.eventsAfter(id, lastEventId);
+      if (missed === undefined || missed.length === 0) {
+        throw A2AErrors.unsupportedOperation(`Task ${id} is in terminal state ${record.task.status.state}`);
+      }
+      const stream = new TaskEventStream();
+      for (const e of missed) stream.push({ event: e.event, seq: e.seq });
+      stream.end();
+      return stream;
+    }
+    return this.#openStream(ctx, record, lastEventId, lastEventId === undefined, true);
+  }
+
+  /** CreateTaskPushNotificationConfig (the token and credentials are never echoed back). */
+  async createTaskPushNotificationConfig(
+    ctx: CallContext,
+    params: unknown,
+  ): Promise<TaskPushNotificationConfig> {
+    this.#enter(ctx);
+    this.#pushOn();
+    const p = parse(v1.TaskPushNotificationConfigSchema, params);
+    const record = await this.#ownedTask(ctx, p.taskId);
+    await this.#authorize(ctx, 'CreateTaskPushNotificationConfig', record.skill, p.taskId);
+    return redact(await this.#addPushConfig(record, p));
+  }
+
+  /** GetTaskPushNotificationConfig. */
+  async getTaskPushNotificationConfig(
+    ctx: CallContext,
+    params: unknown,
+  ): Promise<TaskPushNotificationConfig> {
+    this.#enter(ctx);
+    this.#pushOn();
+    const p = parse(v1.TaskPushConfigRefSchema, params);
+    const record = await this.#ownedTask(ctx, p.taskId);
+    await this.#authorize(ctx, 'GetTaskPushNotificationConfig', record.skill, p.taskId);
+    const list = await (this.#pushStore as PushConfigStore).listPushConfigs(p.taskId);
+    const found = list.find((c) => c.id === p.id);
+    if (!found) throw A2AErrors.invalidParams(`no push config ${JSON.stringify(p.id)} on task ${p.taskId}`);
+    return redact(found);
+  }
+
+  /** ListTaskPushNotificationConfigs. */
+  async listTaskPushNotificationConfigs(
+    ctx: CallContext,
+    params: unknown,
+  ): Promise<{ configs: TaskPushNotificationConfig[]; nextPageToken: string }> {
+    this.#enter(ctx);
+    this.#pushOn();
+    const p = parse(v1.ListTaskPushConfigsParamsSchema, params);
+    const record = await this.#ownedTask(ctx, p.taskId);
+    await this.#authorize(ctx, 'ListTaskPushNotificationConfigs', record.skill, p.taskId);
+    const list = await (this.#pushStore as PushConfigStore).listPushConfigs(p.taskId);
+    return { configs: list.map(redact), nextPageToken: '' };
+  }
+
+  /** DeleteTaskPushNotificationConfig. */
+  async deleteTaskPushNotificationConfig(ctx: CallContext, params: unknown): Promise<void> {
+    this.#enter(ctx);
+    this.#pushOn();
+    const p = parse(v1.TaskPushConfigRefSchema, params);
+    const record = await this.#ownedTask(ctx, p.taskId);
+    await this.#authorize(ctx, 'DeleteTaskPushNotificationConfig', record.skill, p.taskId);
+    if (!(await (this.#pushStore as PushConfigStore).deletePushConfig(p.taskId, p.id))) {
+      throw A2AErrors.invalidParams(`no push config ${JSON.stringify(p.id)} on task ${p.taskId}`);
+    }
+  }
+
+  /** GetExtendedAgentCard (policy action {@link EXTENDED_CARD_ACTION}). */
+  async getExtendedAgentCard(ctx: CallContext): Promise<AgentCard> {
+    this.#enter(ctx);
+    const ext = this.#opts.extendedCard;
+    if (ext === undefined) throw A2AErrors.extendedCardNotConfigured();
+    await this.#authorize(ctx, 'GetExtendedAgentCard', EXTENDED_CARD_ACTION);
+    const card = typeof ext === 'function' ? await ext(ctx.caller) : ext;
+    // What the application builds is checked like anything else that leaves the server.
+    const parsed = v1.AgentCardSchema.safeParse(card);
+    if (!parsed.success) {
+      this.#log.error({ issues: parsed.error.issues }, 'a2a: extendedCard is not a valid agent card');
+      throw A2AErrors.internal();
+    }
+    return parsed.data;
+  }
+
+  // ---- tasks ---------------------------------------------------------------------------
+
+  #checkSend(ctx: CallContext, params: unknown): v1.SendMessageParams {
+    this.#enter(ctx);
+    return parse(v1.SendMessageParamsSchema, params);
+  }
+
+  /**
+   * What every method checks first: the caller's request rate, and that the
+   * extensions the agent requires are activated.
+   */
+  #enter(ctx: CallContext): void {
+    this.#callerLimits.admitRequest(ctx.caller);
+    if (this.#requiredExt.length === 0) return;
+    const missing = missingExtension(
+      this.#requiredExt,
+      ctx.headers['a2a-extensions'] ?? ctx.headers['x-a2a-extensions'],
+    );
+    if (missing !== undefined) throw A2AErrors.extensionRequired(missing);
+  }
+
+  /**
+   * Creates a task (or delivers a reply to one waiting for input) after the
+   * policy check. `beforeRun` is called once the task exists and before any
+   * handler code runs.
+   */
+  async #startOrResume(
+    ctx: CallContext,
+    method: string,
+    p: v1.SendMessageParams,
+    beforeRun?: (record: TaskRecord) => void,
+  ): Promise<TaskRecord> {
+    const taskId = p.message.taskId;
+    if (taskId === undefined && this.#draining) {
+      throw A2AErrors.unavailable('the agent is shutting down; try another instance');
+    }
+    const named = skillFromMetadata(p);
+    if (p.message.role !== 'ROLE_USER') throw A2AErrors.invalidParams('message.role must be ROLE_USER');
+    if (taskId !== undefined) {
+      const record = await this.#ownedTask(ctx, taskId);
+      if (named !== undefined && named !== record.skill) {
+        throw A2AErrors.invalidParams(`task ${taskId} runs skill ${record.skill}, not ${named}`);
+      }
+      await this.#authorize(ctx, method, record.skill, taskId);
+      if (isTerminal(record.task.status.state)) {
+        throw A2AErrors.unsupportedOperation(
+          `Task ${taskId} is in terminal state ${record.task.status.state}`,
+        );
+      }
+      if (!this.manager.isAwaitingInput(taskId)) {
+        throw A2AErrors.unsupportedOperation(`Task ${taskId} is not waiting for input`);
+      }
+      beforeRun?.(record);
+      this.manager.deliverInput(taskId, p.message);
+      return record;
+    }
+    const skill = this.#resolveSkill(named);
+    const handler = this.#handlers.get(skill) as TaskHandler;
+    await this.#authorize(ctx, method, skill);
+    // The caller's own share first; the server-wide limit is the backstop.
+    const release = this.#callerLimits.startTask(ctx.caller);
+    let record: TaskRecord;
+    try {
+      if (this.manager.activeCount >= this.#maxTasks) throw A2AErrors.tooManyTasks(this.#maxTasks);
+      record = await this.manager.create({
+        owner: ctx.caller.toString(),
+        skill,
+        message: p.message,
+        metadata: p.metadata,
+      });
+    } catch (err) {
+      release();
+      if (err instanceof TaskStoreFullError) throw A2AErrors.tooManyTasks(this.#maxTasks);
+      throw err;
+    }
+    const push = p.configuration?.taskPushNotificationConfig;
+    if (push) {
+      try {
+        // Given with the message, the webhook gets the task's events from the first one.
+        await this.#addPushConfig(record, { ...push, taskId: record.task.id }, 0);
+      } catch (err) {
+        // The handler never runs for a task whose webhook could not be kept.
+        release();
+        this.manager.setStatus(
+          record.task.id,
+          'TASK_STATE_FAILED',
+          agentMessage('Task failed: push config not stored'),
+        );
+        throw err;
+      }
+    }
+    try {
+      beforeRun?.(record);
+    } finally {
+      // The task exists now: its handler runs even if opening a stream failed.
+      void this.#run(record, handler, p.message, ctx.caller, ctx.headers).finally(release);
+    }
+    return record;
+  }
+
+  #resolveSkill(named: string | undefined): string {
+    if (named !== undefined) {
+      if (!this.#handlers.has(named)) throw A2AErrors.invalidParams(`unknown skill ${JSON.stringify(named)}`);
+      return named;
+    }
+    if (this.#handlers.size === 1) return this.#handlers.keys().next().value as string;
+    throw A2AErrors.invalidParams(
+      `this agent has ${this.#handlers.size} skills; name one in message.metadata.skill (one of ${[...this.#handlers.keys()].join(', ')})`,
+    );
+  }
+
+  async #run(
+    record: TaskRecord,
+    handler: TaskHandler,
+    message: Message,
+    caller: SpiffeId,
+    headers: CallHeaders,
+  ): Promise<void> {
+    const id = record.task.id;
+    const ctx = new TaskContextImpl(this.manager, record, message, caller, headers, this.#inputTimeout);
+    try {
+      this.manager.setStatus(id, 'TASK_STATE_WORKING');
+      const result = await handler(ctx);
+      if (!this.manager.isLive(id)) return;
+      if (typeof result === 'string') {
+        this.manager.addArtifact(id, { artifactId: randomUUID(), parts: [{ text: result }] });
+      } else if (result && typeof result === 'object') {
+        if ('role' in result && 'messageId' in result) {
+          this.manager.setStatus(id, 'TASK_STATE_COMPLETED', storable(v1.MessageSchema.parse(result)));
+          return;
+        }
+        const art = storable(v1.ArtifactSchema.parse({ artifactId: randomUUID(), ...result }));
+        this.manager.addArtifact(id, art);
+      }
+      if (this.manager.isLive(id)) this.manager.setStatus(id, 'TASK_STATE_COMPLETED');
+    } catch (err) {
+      if (!this.manager.isLive(id)) return;
+      this.#log.warn({ err, taskId: id, skill: record.skill }, 'a2a: task handler failed');
+      const text =
+        err instanceof A2AError || (err as { code?: unknown })?.code !== undefined
+          ? `Task failed: ${(err as Error).message}`
+          : 'Task failed';
+      this.manager.setStatus(id, 'TASK_STATE_FAILED', agentMessage(text));
+    }
+  }
+
+  /**
+   * Opens a stream on a live task. With `afterSeq`, replays the kept events
+   * after it first; `sendSnapshot` starts with the current Task.
+   */
+  #openStream(
+    ctx: CallContext,
+    record: TaskRecord,
+    afterSeq: number | undefined,
+    sendSnapshot: boolean,
+    endIfSettled = false,
+  ): TaskEventStream {
+    const id = record.task.id;
+    const n = this.#subscribers.get(id) ?? 0;
+    if (n >= this.#maxSubs) {
+      throw A2AErrors.unsupportedOperation(`Task ${id} already has ${n} subscribers`);
+    }
+    this.#subscribers.set(id, n + 1);
+    let sub: ReturnType<TaskManager['subscribe']>;
+    const stream = new TaskEventStream(() => {
+      sub?.unsubscribe();
+      const left = (this.#subscribers.get(id) ?? 1) - 1;
+      if (left <= 0) this.#subscribers.delete(id);
+      else this.#subscribers.set(id, left);
+    });
+    const listener = (e: StoredEvent) => {
+      stream.push({ event: e.event, seq: e.seq });
+      if (closesStream(e.event)) stream.end();
+    };
+    sub = this.manager.subscribe(id, listener, afterSeq);
+    ctx.signal?.addEventListener('abort', () => stream.close(), { once: true });
+    if (!sub) {
+      stream.end();
+      return stream;
+    }
+    if (sendSnapshot || sub.backlog === undefined) {
+      const t = snapshot(record.task);
+      stream.push({ event: { task: t }, seq: record.seq });
+      // A subscription to a settled task (finished, or waiting for input) ends
+      // here, as any stream does at such a state. A resumed task's stream
+      // goes on: the reply that wakes it is delivered right after.
+      if (isTerminal(t.status.state) || (endIfSettled && closesStream({ task: t }))) stream.end();
+    } else {
+      for (const e of sub.backlog) {
+        stream.push({ event: e.event, seq: e.seq });
+        if (closesStream(e.event)) {
+          stream.end();
+          break;
+        }
+      }
+    }
+    return stream;
+  }
+
+  // ---- push notification configs -----------------------------------------------------
+
+  #pushOn(): void {
+    if (this.#opts.push?.enabled !== true) throw A2AErrors.pushNotSupported();
+  }
+
+  async #addPushConfig(
+    record: TaskRecord,
+    c: TaskPushNotificationConfig,
+    fromSeq?: number,
+  ): Promise<TaskPushNotificationConfig> {
+    const store = this.#pushStore as PushConfigStore;
+    const stored: TaskPushNotificationConfig = { ...c, taskId: record.task.id, id: c.id || randomUUID() };
+    const list = await store.listPushConfigs(record.task.id);
+    if (!list.some((x) => x.id === stored.id) && list.length >= 16) {
+      throw A2AErrors.invalidParams('at most 16 push configs per task');
+    }
+    await store.setPushConfig(stored);
+    this.#watchPush(record, fromSeq);
+    return stored;
+  }
+
+  #watchPush(record: TaskRecord, afterSeq?: number): void {
+    const send = this.#opts.push?.send;
+    const store = this.#pushStore;
+    const id = record.task.id;
+    if (!send || !store || this.#pushWatched.has(id)) return;
+    // One delivery at a time per task, so each webhook sees the events in
+    // order; the configs are read per event, so one added or removed (on any
+    // replica sharing the store) takes effect from the next event.
+    let chain = Promise.resolve();
+    const deliver = (e: StoredEvent, rec: TaskRecord) => {
+      chain = chain
+        .then(() => store.listPushConfigs(id))
+        .then((configs) =>
+          Promise.all(
+            configs.map((c) =>
+              send(c, e.event).catch((err: unknown) =>
+                this.#log.warn({ err, taskId: id, configId: c.id }, 'a2a: push notification failed'),
+              ),
+            ),
+          ),
+        )
+        .then(
+          () => undefined,
+          (err: unknown) => this.#log.warn({ err, taskId: id }, 'a2a: push configs could not be read'),
+        );
+      if (isTerminal(rec.task.status.state)) this.#pushWatched.delete(id);
+    };
+    const sub = this.manager.subscribe(id, deliver, afterSeq);
+    if (!sub) return;
+    this.#pushWatched.add(id);
+    for (const e of sub.backlog ?? []) deliver(e, sub.record);
+  }
+
+  // ---- authorization ------------------------------------------------------------------
+
+  /** The caller's own task, or TaskNotFound (another caller's task is indistinguishable from none). */
+  async #ownedTask(ctx: CallContext, id: string): Promise<TaskRecord> {
+    const record = await this.manager.get(id);
+    if (!record || record.owner !== ctx.caller.toString()) throw A2AErrors.taskNotFound(id);
+    return record;
+  }
+
+  async #authorize(ctx: CallContext, method: string, action: string, taskId?: string): Promise<void> {
+    let decision: AuthzDecision;
+    const context: Record<string, string> = { method, binding: ctx.binding };
+    if (taskId !== undefined) context.taskId = taskId;
+    try {
+      decision = await this.#opts.enforcer.checkInbound({
+        caller: ctx.caller,
+        callee: this.#opts.selfId,
+        action,
+        context,
+      });
+    } catch (err) {
+      // Enforcers must fail closed; one that throws is treated as a deny.
+      decision = { allowed: false, reason: `enforcer error: ${(err as Error)?.message}`, auditId: '' };
+    }
+    if (decision.allowed !== true) {
+      this.#log.warn(
+        {
+          auditId: decision.auditId,
+          caller: ctx.caller.toString(),
+          action,
+          method,
+          binding: ctx.binding,
+          reason: decision.reason,
+        },
+        'a2a: call denied by policy',
+      );
+      throw A2AErrors.permissionDenied(
+        `${ctx.caller.toString()} may not invoke ${action}`,
+        decision.auditId || undefined,
+      );
+    }
+  }
+}
+
+// ---- the handler context -------------------------------------------------------------
+
+class TaskContextImpl implements TaskContext {
+  readonly taskId: string;
+  readonly contextId: string;
+  readonly skill: string;
+  readonly #m: TaskManager;
+  readonly #record: TaskRecord;
+  readonly #timeout: number;
+
+  constructor(
+    manager: TaskManager,
+    record: TaskRecord,
+    readonly message: Message,
+    readonly caller: SpiffeId,
+    readonly headers: CallHeaders,
+    inputTimeoutMs: number,
+  ) {
+    this.#m = manager;
+    this.#record = record;
+    this.taskId = record.task.id;
+    this.contextId = record.task.contextId;
+    this.skill = record.skill;
+    this.#timeout = inputTimeoutMs;
+  }
+
+  get task(): Task {
+    return snapshot(this.#record.task);
+  }
+
+  get signal(): AbortSignal {
+    // A finished task's handler sees an aborted signal.
+    return this.#m.signalOf(this.taskId) ?? AbortSignal.abort();
+  }
+
+  publishStatus(state: TaskState, message?: Message | string): void {
+    this.#m.setStatus(this.taskId, state, toAgentMessage(message));
+  }
+
+  publishArtifact(artifact: ArtifactInput, options?: { append?: boolean; lastChunk?: boolean }): void {
+    const a = storable(v1.ArtifactSchema.parse({ artifactId: randomUUID(), ...artifact }));
+    this.#m.addArtifact(this.taskId, a, options);
+  }
+
+  publishMessage(message: Message | string): void {
+    this.#m.setStatus(this.taskId, 'TASK_STATE_WORKING', toAgentMessage(message));
+  }
+
+  requestInput(prompt: Message | string): Promise<Message> {
+    if (!this.#m.isLive(this.taskId)) {
+      return Promise.reject(A2AErrors.unsupportedOperation(`Task ${this.taskId} is no longer running`));
+    }
+    const reply = this.#m.awaitInput(this.taskId);
+    this.#m.setStatus(this.taskId, 'TASK_STATE_INPUT_REQUIRED', toAgentMessage(prompt));
+    const timer = setTimeout(() => {
+      this.#m.failInput(this.taskId, 'Timed out waiting for input');
+    }, this.#timeout);
+    timer.unref();
+    return reply.finally(() => clearTimeout(timer));
+  }
+}
+
+// ---- helpers ---------------------------------------------------------------------------
+
+/**
+ * What a binding sends for a failure: an {@link A2AError} as it is; an
+ * unreachable task store as a retryable UNAVAILABLE (nothing was
+ * acknowledged, the caller may send again); anything else as -32603 with the
+ * details only in the log.
+ */
+export function asA2AError(err: unknown, log: HandlerLogger): A2AError {
+  if (err instanceof A2AError) return err;
+  if (err instanceof TaskStoreUnavailableError) {
+    log.warn({ err }, 'a2a: task store unavailable');
+    return A2AErrors.unavailable('the task store cannot be reached');
+  }
+  log.error({ err }, 'a2a: internal error');
+  return A2AErrors.internal();
+}
+
+/** Validates params; the first issue becomes a -32602 message. */
+export function parse<S extends z.ZodType>(schema: S, params: unknown): z.infer<S> {
+  const r = schema.safeParse(params);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  const where = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
+  throw A2AErrors.invalidParams(`${where}${issue?.message ?? 'invalid'}`);
+}
+
+/**
+ * What a handler produced, refused when nested deeper than a request may be:
+ * it would be kept with the task and break every later reply that carries it.
+ */
+function storable<T>(value: T): T {
+  if (exceedsDepth(value, MAX_JSON_DEPTH)) {
+    throw A2AErrors.invalidAgentResponse(`output nested deeper than ${MAX_JSON_DEPTH} levels`);
+  }
+  return value;
+}
+
+function skillFromMetadata(p: v1.SendMessageParams): string | undefined {
+  const s = p.message.metadata?.skill ?? p.metadata?.skill;
+  if (s === undefined) return undefined;
+  if (typeof s !== 'string' || s.length === 0)
+    throw A2AErrors.invalidParams('metadata.skill must be a non-empty string');
+  return s;
+}
+
+function missingExtension(
+  required: readonly string[],
+  header: string | string[] | undefined,
+): string | undefined {
+  const given = new Set(
+    (Array.isArray(header) ? header.join(',') : (header ?? ''))
+      .split(',')
+      .map((x) => x.trim())
+      .filter((x) => x.length > 0),
+  );
+  return required.find((uri) => !given.has(uri));
+}
+
+/** Whether a stream ends after this event: a terminal or interrupted state, or a direct message. */
+export function closesStream(e: StreamResponse): boolean {
+  if ('statusUpdate' in e) {
+    const s = e.statusUpdate.status.state;
+    return isTerminal(s) || INTERRUPTED_STATES.has(s);
+  }
+  if ('task' in e) {
+    const s = e.task.status.state;
+    return isTerminal(s) || INTERRUPTED_STATES.has(s);
+  }
+  return 'message' in e;
+}
+
+function agentMessage(text: string): Message {
+  return { messageId: randomUUID(), role: 'ROLE_AGENT', parts: [{ text }] };
+}
+
+function toAgentMessage(m: Message | string | undefined): Message | undefined {
+  if (m === undefined) return undefined;
+  if (typeof m === 'string') return agentMessage(m);
+  return storable(v1.MessageSchema.parse(m));
+}
+
+function redact(c: TaskPushNotificationConfig): TaskPushNotificationConfig {
+  // Webhook secrets are write-only: never echoed back.
+  const { token: _token, authentication, ...rest } = c;
+  return authentication ? { ...rest, authentication: { scheme: authentication.scheme } } : rest;
+}
+
+function encodePageToken(r: TaskRecord): string {
+  return Buffer.from(JSON.stringify([r.createdAt, r.task.id])).toString('base64url');
+}
+
+function decodePageToken(token: string): { createdAt: number; id: string } {
+  try {
+    const v: unknown = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
+    if (Array.isArray(v) && typeof v[0] === 'number' && typeof v[1] === 'string') {
+      return { createdAt: v[0], id: v[1] };
+    }
+  } catch {
+    // fall through
+  }
+  throw A2AErrors.invalidParams('pageToken is not a token this server issued');
+}

@@ -1,0 +1,543 @@
+// One behavioural suite, run against each A2A binding (JSON-RPC, HTTP+JSON,
+// gRPC) of one Weave server: the spec requires an agent offering several
+// bindings to behave the same on each (§5.1). Real mTLS with dev-CA SVIDs,
+// real fastify and grpc-js servers on loopback, a real policy file reloaded
+// live for the revocation walk.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { makeGenericClientConstructor, Metadata, type ServiceError } from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LocalPolicyEnforcer, type AuditRecord } from '@weave/authz';
+import { authorizeOneOf } from '@weave/identity';
+import { request } from 'undici';
+import {
+  A2AGrpcServer,
+  A2AServer,
+  type StreamResponse,
+  type Task,
+  type TaskPushNotificationConfig,
+} from '../src/index.js';
+import { a2aGrpcService, grpcStatusToA2AError } from '../src/grpc/index.js';
+import type { SecureChannel } from '@weave/transport';
+import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
+import { baseUrl, channel, createPki, TRUST_DOMAIN, type Pki, type Workload } from './helpers/pki.js';
+import {
+  grpcBinding,
+  grpcCredentials,
+  jsonRpcBinding,
+  restBinding,
+  type BindingUnderTest,
+  type CallOutcome,
+  type RawBinding,
+} from './helpers/raw-bindings.js';
+
+interface World {
+  pki: Pki;
+  server: Workload;
+  client: Workload;
+  stranger: Workload;
+  intruder: Workload;
+  app: MtlsFastifyInstance;
+  a2a: A2AServer;
+  grpc: A2AGrpcServer;
+  url: string;
+  agent: SecureChannel;
+  strangerAgent: SecureChannel;
+  policyFile: string;
+  enforcer: LocalPolicyEnforcer;
+  audit: AuditRecord[];
+  ran: string[];
+  pushed: Array<{ config: TaskPushNotificationConfig; event: StreamResponse }>;
+  release: Map<string, () => void>;
+}
+
+const policy = (allowClient: boolean) =>
+  JSON.stringify({
+    version: 1,
+    id: 'bindings-test',
+    default: 'deny',
+    rules: allowClient
+      ? [
+          {
+            id: 'client-all',
+            effect: 'allow',
+            callers: [`spiffe://${TRUST_DOMAIN}/agent/client`],
+            actions: ['*'],
+          },
+        ]
+      : [],
+  });
+
+let w: World;
+let dir: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'weave-bindings-'));
+  const policyFile = join(dir, 'policy.json');
+  await writeFile(policyFile, policy(true));
+  const audit: AuditRecord[] = [];
+  const enforcer = await LocalPolicyEnforcer.fromFile(policyFile, {
+    watch: false,
+    audit: { record: (r: AuditRecord) => audit.push(r) },
+  });
+  const pki = await createPki();
+  const server = await pki.workload('/agent/server');
+  const client = await pki.workload('/agent/client');
+  const stranger = await pki.workload('/agent/stranger');
+  const intruder = await pki.workload('/agent/intruder');
+  const ran: string[] = [];
+  const pushed: World['pushed'] = [];
+  const release = new Map<string, () => void>();
+  const a2a = new A2AServer({
+    card: { name: 'bindings agent', description: 'behavioural suite', version: '1.0.0' },
+    selfId: server.id,
+    enforcer,
+    heartbeatMs: 0,
+    push: {
+      enabled: true,
+      send: async (config, event) => {
+        pushed.push({ config, event });
+      },
+    },
+    extendedCard: (caller) => ({
+      name: 'bindings agent (extended)',
+      description: `for ${caller.toString()}`,
+      version: '1.0.0',
+      supportedInterfaces: [{ url: 'https://x/', protocolBinding: 'JSONRPC', protocolVersion: '1.0' }],
+      capabilities: {},
+      defaultInputModes: [],
+      defaultOutputModes: [],
+      skills: [],
+    }),
+  });
+  a2a.registerTaskHandler({ id: 'echo', name: 'echo', description: 'echo', tags: [] }, (ctx) => {
+    ran.push(`echo:${ctx.caller.toString()}`);
+    return `echo: ${ctx.message.parts[0]?.text ?? ''}`;
+  });
+  a2a.registerTaskHandler({ id: 'slow', name: 'slow', description: 'waits', tags: [] }, async (ctx) => {
+    ran.push(`slow:${ctx.caller.toString()}`);
+    ctx.publishArtifact({ artifactId: 'chunks', parts: [{ text: 'one' }] });
+    await new Promise<void>((resolve) => {
+      release.set(ctx.taskId, resolve);
+      ctx.signal.addEventListener('abort', () => resolve());
+    });
+    if (ctx.signal.aborted) return undefined;
+    ctx.publishArtifact(
+      { artifactId: 'chunks', parts: [{ text: 'two' }] },
+      { append: true, lastChunk: true },
+    );
+    return undefined;
+  });
+  a2a.registerTaskHandler({ id: 'ask', name: 'ask', description: 'asks', tags: [] }, async (ctx) => {
+    ran.push(`ask:${ctx.caller.toString()}`);
+    const reply = await ctx.requestInput('which city?');
+    return `city: ${reply.parts[0]?.text ?? ''}`;
+  });
+  // The transport admits the client and the stranger (the policy then
+  // decides); the intruder has a valid SVID of the trust domain but is refused
+  // at the connection, as a wrong SPIFFE ID must be.
+  const authorize = authorizeOneOf(client.id, stranger.id);
+  const app = createMtlsServer({ identity: server.identity, authorize });
+  await app.register(a2a.plugin);
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const grpc = new A2AGrpcServer({ handler: a2a.handler, identity: server.identity, authorize });
+  const { url: grpcUrl } = await grpc.listen();
+  a2a.advertiseGrpc(grpcUrl);
+  w = {
+    pki,
+    server,
+    client,
+    stranger,
+    intruder,
+    app,
+    a2a,
+    grpc,
+    url: baseUrl(app),
+    agent: channel(client, server.id),
+    strangerAgent: channel(stranger, server.id),
+    policyFile,
+    enforcer,
+    audit,
+    ran,
+    pushed,
+    release,
+  };
+});
+
+afterAll(async () => {
+  await w.a2a.close();
+  await w.grpc.close(100);
+  await w.agent.close();
+  await w.strangerAgent.close();
+  await w.app.close();
+  await w.enforcer.close();
+  await w.pki.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+function bindingFor(name: BindingUnderTest, who: 'client' | 'stranger' = 'client'): RawBinding {
+  const wl = who === 'client' ? w.client : w.stranger;
+  const ch = who === 'client' ? w.agent : w.strangerAgent;
+  if (name === 'JSONRPC') return jsonRpcBinding(w.url, ch);
+  if (name === 'HTTP+JSON') return restBinding(w.url, ch);
+  return grpcBinding(w.grpc.url as string, wl, w.server.id);
+}
+
+const userText = (text: string, extra: Record<string, unknown> = {}) => ({
+  message: {
+    messageId: `m-${Math.random().toString(36).slice(2)}`,
+    role: 'ROLE_USER',
+    parts: [{ text }],
+    ...extra,
+  },
+});
+
+function ok(o: CallOutcome): any {
+  if (!o.ok) throw new Error(`call failed: ${o.error.code} ${o.error.message}`);
+  return o.result;
+}
+
+/** The binding's own status for an A2A error (spec §5.4). */
+const STATUS: Record<string, Record<BindingUnderTest, number>> = {
+  TASK_NOT_FOUND: { JSONRPC: 200, 'HTTP+JSON': 404, GRPC: 5 },
+  TASK_NOT_CANCELABLE: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 9 },
+  UNSUPPORTED_OPERATION: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 9 },
+  INVALID_PARAMS: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 3 },
+  PERMISSION_DENIED: { JSONRPC: 403, 'HTTP+JSON': 403, GRPC: 7 },
+};
+
+function expectFailure(o: CallOutcome, reason: string, rpc: number, binding: BindingUnderTest): void {
+  expect(o.ok, `expected ${reason}`).toBe(false);
+  if (o.ok) return;
+  expect(o.error.code).toBe(reason);
+  expect(o.error.jsonRpcCode).toBe(rpc);
+  const s = STATUS[reason]?.[binding];
+  if (s !== undefined) expect(o.status).toBe(s);
+}
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name) => {
+  let b: RawBinding;
+  beforeAll(() => {
+    b = bindingFor(name);
+  });
+  afterAll(() => b.close());
+
+  it('the card lists every binding, JSON-RPC first', async () => {
+    const res = await request(`${w.url}/.well-known/agent-card.json`, { dispatcher: w.agent });
+    const card = (await res.body.json()) as {
+      supportedInterfaces: Array<{ protocolBinding: string; url: string }>;
+    };
+    expect(card.supportedInterfaces.map((i) => i.protocolBinding)).toEqual([
+      'JSONRPC',
+      'JSONRPC',
+      'HTTP+JSON',
+      'GRPC',
+    ]);
+    expect(card.supportedInterfaces[3]?.url).toBe(w.grpc.url);
+  });
+
+  it('SendMessage runs the skill and answers the completed task', async () => {
+    const r = ok(await b.call('SendMessage', userText('hi', { metadata: { skill: 'echo' } })));
+    const t = r.task as Task;
+    expect(t.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(t.artifacts?.[0]?.parts[0]?.text).toBe('echo: hi');
+    expect(t.history?.[0]?.parts[0]?.text).toBe('hi');
+  });
+
+  it('GetTask honours historyLength; an unknown task is TASK_NOT_FOUND', async () => {
+    const t = ok(await b.call('SendMessage', userText('h', { metadata: { skill: 'echo' } }))).task as Task;
+    const full = ok(await b.call('GetTask', { id: t.id })) as Task;
+    expect(full.id).toBe(t.id);
+    expect(full.history?.length).toBeGreaterThan(0);
+    const none = ok(await b.call('GetTask', { id: t.id, historyLength: 0 })) as Task;
+    expect(none.history ?? []).toEqual([]);
+    expectFailure(await b.call('GetTask', { id: 'no-such-task' }), 'TASK_NOT_FOUND', -32001, name);
+  });
+
+  it('ListTasks lists the caller’s own tasks, filtered by context', async () => {
+    const t = ok(await b.call('SendMessage', userText('l', { metadata: { skill: 'echo' } }))).task as Task;
+    const r = ok(await b.call('ListTasks', { contextId: t.contextId, includeArtifacts: true }));
+    expect(r.tasks.map((x: Task) => x.id)).toEqual([t.id]);
+    expect(r.tasks[0].artifacts[0].parts[0].text).toBe('echo: l');
+    expect(r.nextPageToken).toBe('');
+    // The stranger sees none of the client's tasks (and may not list at all).
+    const s = bindingFor(name, 'stranger');
+    const theirs = await s.call('ListTasks', { contextId: t.contextId });
+    s.close();
+    if (theirs.ok) expect((theirs.result as { tasks: Task[] }).tasks).toEqual([]);
+  });
+
+  it('CancelTask cancels a running task; canceling again is TASK_NOT_CANCELABLE', async () => {
+    const r = ok(
+      await b.call('SendMessage', {
+        ...userText('s', { metadata: { skill: 'slow' } }),
+        configuration: { returnImmediately: true },
+      }),
+    );
+    const id = (r.task as Task).id;
+    const canceled = ok(await b.call('CancelTask', { id })) as Task;
+    expect(canceled.status.state).toBe('TASK_STATE_CANCELED');
+    expectFailure(await b.call('CancelTask', { id }), 'TASK_NOT_CANCELABLE', -32002, name);
+  });
+
+  it('SendStreamingMessage streams the task, its updates, and ends at completion', async () => {
+    const s = await b.stream('SendStreamingMessage', userText('st', { metadata: { skill: 'echo' } }));
+    expect(s.failure).toBeUndefined();
+    expect(Object.keys(s.events[0] ?? {})).toEqual(['task']);
+    const last = s.events[s.events.length - 1] as { statusUpdate?: { status: { state: string } } };
+    expect(last.statusUpdate?.status.state).toBe('TASK_STATE_COMPLETED');
+    const art = s.events.find((e) => 'artifactUpdate' in e) as {
+      artifactUpdate: { artifact: { parts: { text: string }[] } };
+    };
+    expect(art.artifactUpdate.artifact.parts[0]?.text).toBe('echo: st');
+  });
+
+  it('SubscribeToTask follows a running task to its end; a finished task is UNSUPPORTED_OPERATION', async () => {
+    const r = ok(
+      await b.call('SendMessage', {
+        ...userText('sub', { metadata: { skill: 'slow' } }),
+        configuration: { returnImmediately: true },
+      }),
+    );
+    const id = (r.task as Task).id;
+    await until(() => w.release.has(id));
+    const sub = b.stream('SubscribeToTask', { id });
+    // Released once the subscription is in place (it sends the task first).
+    setTimeout(() => w.release.get(id)?.(), 200);
+    const s = await sub;
+    expect(s.failure).toBeUndefined();
+    expect(Object.keys(s.events[0] ?? {})).toEqual(['task']);
+    const states = s.events.flatMap((e) => ('statusUpdate' in e ? [e.statusUpdate.status.state] : []));
+    expect(states[states.length - 1]).toBe('TASK_STATE_COMPLETED');
+    const again = await b.stream('SubscribeToTask', { id });
+    expect(again.events).toEqual([]);
+    expect(again.failure?.error.code).toBe('UNSUPPORTED_OPERATION');
+    expect(again.failure?.error.jsonRpcCode).toBe(-32004);
+  });
+
+  it('input-required: the task waits, the reply with its id completes it', async () => {
+    const first = ok(await b.call('SendMessage', userText('go', { metadata: { skill: 'ask' } })))
+      .task as Task;
+    expect(first.status.state).toBe('TASK_STATE_INPUT_REQUIRED');
+    expect(first.status.message?.parts[0]?.text).toBe('which city?');
+    const done = ok(await b.call('SendMessage', userText('Lyon', { taskId: first.id }))).task as Task;
+    expect(done.id).toBe(first.id);
+    expect(done.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(done.artifacts?.[0]?.parts[0]?.text).toBe('city: Lyon');
+  });
+
+  it('push configs: create (secrets not echoed), get, list, delete; unknown config is INVALID_PARAMS', async () => {
+    const t = ok(
+      await b.call('SendMessage', {
+        ...userText('p', { metadata: { skill: 'slow' } }),
+        configuration: { returnImmediately: true },
+      }),
+    ).task as Task;
+    const created = ok(
+      await b.call('CreateTaskPushNotificationConfig', {
+        taskId: t.id,
+        id: 'hook-1',
+        url: 'https://hooks.example/a2a',
+        token: 'secret-token',
+        authentication: { scheme: 'Bearer', credentials: 'secret-cred' },
+      }),
+    ) as TaskPushNotificationConfig;
+    expect(created).toMatchObject({ taskId: t.id, id: 'hook-1', url: 'https://hooks.example/a2a' });
+    expect(JSON.stringify(created)).not.toContain('secret');
+    const got = ok(await b.call('GetTaskPushNotificationConfig', { taskId: t.id, id: 'hook-1' }));
+    expect(got).toMatchObject({ id: 'hook-1', url: 'https://hooks.example/a2a' });
+    const list = ok(await b.call('ListTaskPushNotificationConfigs', { taskId: t.id }));
+    expect(list.configs.map((c: TaskPushNotificationConfig) => c.id)).toEqual(['hook-1']);
+    ok(await b.call('DeleteTaskPushNotificationConfig', { taskId: t.id, id: 'hook-1' }));
+    expectFailure(
+      await b.call('GetTaskPushNotificationConfig', { taskId: t.id, id: 'hook-1' }),
+      'INVALID_PARAMS',
+      -32602,
+      name,
+    );
+    w.release.get(t.id)?.();
+  });
+
+  it('invalid params are INVALID_PARAMS and run nothing', async () => {
+    const before = w.ran.length;
+    expectFailure(
+      await b.call('SendMessage', { message: { messageId: 'x', role: 'ROLE_USER', parts: [{}] } }),
+      'INVALID_PARAMS',
+      -32602,
+      name,
+    );
+    expectFailure(
+      await b.call('SendMessage', { message: { role: 'ROLE_USER', parts: [] } }),
+      'INVALID_PARAMS',
+      -32602,
+      name,
+    );
+    expect(w.ran.length).toBe(before);
+  });
+
+  it('GetExtendedAgentCard answers the card built for the caller', async () => {
+    const card = ok(await b.call('GetExtendedAgentCard', {}));
+    expect(card.name).toBe('bindings agent (extended)');
+    expect(card.description).toBe(`for ${w.client.id.toString()}`);
+  });
+
+  it('a caller the policy does not allow is PERMISSION_DENIED, audited, and nothing runs', async () => {
+    const s = bindingFor(name, 'stranger');
+    const before = w.ran.length;
+    const audited = w.audit.length;
+    expectFailure(
+      await s.call('SendMessage', userText('x', { metadata: { skill: 'echo' } })),
+      'PERMISSION_DENIED',
+      -32600,
+      name,
+    );
+    const st = await s.stream('SendStreamingMessage', userText('x', { metadata: { skill: 'echo' } }));
+    expect(st.events).toEqual([]);
+    expect(st.failure?.error.code).toBe('PERMISSION_DENIED');
+    expectFailure(await s.call('GetExtendedAgentCard', {}), 'PERMISSION_DENIED', -32600, name);
+    s.close();
+    expect(w.ran.length).toBe(before);
+    const denials = w.audit
+      .slice(audited)
+      .filter(
+        (a) =>
+          (a as { decision?: string; allowed?: boolean }).allowed === false ||
+          JSON.stringify(a).includes('deny'),
+      );
+    expect(denials.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it('deeply nested input (JSON: 8 000 levels, ~16 KB; gRPC: past the decoder limit) is INVALID_PARAMS before any handler runs', async () => {
+    const before = w.ran.length;
+    const outcome = await deepSend(name);
+    expectFailure(outcome, 'INVALID_PARAMS', -32602, name);
+    expect(w.ran.length).toBe(before);
+    // The server is fine afterwards and nothing stored breaks a later reply.
+    ok(await b.call('ListTasks', { includeArtifacts: true, historyLength: 10 }));
+  });
+
+  it('after a live policy revocation every method is PERMISSION_DENIED and runs nothing', async () => {
+    const t = ok(
+      await b.call('SendMessage', {
+        ...userText('r', { metadata: { skill: 'slow' } }),
+        configuration: { returnImmediately: true },
+      }),
+    ).task as Task;
+    ok(
+      await b.call('CreateTaskPushNotificationConfig', {
+        taskId: t.id,
+        id: 'h',
+        url: 'https://hooks.example/x',
+      }),
+    );
+    await writeFile(w.policyFile, policy(false));
+    await w.enforcer.reload();
+    try {
+      const before = w.ran.length;
+      const audited = w.audit.length;
+      const calls: Array<[string, Record<string, unknown>]> = [
+        ['SendMessage', userText('r2', { metadata: { skill: 'echo' } })],
+        ['GetTask', { id: t.id }],
+        ['ListTasks', { includeArtifacts: true }],
+        ['CancelTask', { id: t.id }],
+        ['CreateTaskPushNotificationConfig', { taskId: t.id, url: 'https://hooks.example/y' }],
+        ['GetTaskPushNotificationConfig', { taskId: t.id, id: 'h' }],
+        ['ListTaskPushNotificationConfigs', { taskId: t.id }],
+        ['DeleteTaskPushNotificationConfig', { taskId: t.id, id: 'h' }],
+        ['GetExtendedAgentCard', {}],
+      ];
+      for (const [method, params] of calls) {
+        const o = await b.call(method, params);
+        expect(o.ok, method).toBe(false);
+        if (!o.ok) expect(o.error.code, method).toBe('PERMISSION_DENIED');
+      }
+      for (const [method, params] of [
+        ['SendStreamingMessage', userText('r3', { metadata: { skill: 'echo' } })],
+        ['SubscribeToTask', { id: t.id }],
+      ] as const) {
+        const s = await b.stream(method, params);
+        expect(s.events, method).toEqual([]);
+        expect(s.failure?.error.code, method).toBe('PERMISSION_DENIED');
+      }
+      expect(w.ran.length).toBe(before);
+      // One audit record per decision: 11 methods, each decided.
+      expect(w.audit.length - audited).toBeGreaterThanOrEqual(11);
+    } finally {
+      await writeFile(w.policyFile, policy(true));
+      await w.enforcer.reload();
+      w.release.get(t.id)?.();
+    }
+  });
+});
+
+/** A SendMessage whose data part nests 8 000 levels (about 16 KB), in each binding's own encoding. */
+async function deepSend(name: BindingUnderTest): Promise<CallOutcome> {
+  const n = 8000;
+  if (name !== 'GRPC') {
+    // Written as text: JSON.stringify itself overflows at this depth.
+    const data = `${'{"d":'.repeat(n)}1${'}'.repeat(n)}`;
+    const params = `{"message":{"messageId":"deep","role":"ROLE_USER","parts":[{"data":${data}}],"metadata":{"skill":"echo"}}}`;
+    const url = name === 'JSONRPC' ? w.url : `${w.url}/message:send`;
+    const body =
+      name === 'JSONRPC' ? `{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":${params}}` : params;
+    const res = await request(url, {
+      method: 'POST',
+      dispatcher: w.agent,
+      headers: { 'content-type': 'application/json', 'a2a-version': '1.0' },
+      body,
+    });
+    const text = await res.body.text();
+    if (name === 'JSONRPC') {
+      const j = JSON.parse(text) as { error: { code: number; message: string } };
+      const { A2AError } = await import('../src/index.js');
+      return { ok: false, status: res.statusCode, error: A2AError.fromJsonRpc(j.error) };
+    }
+    const { a2aErrorFromRest } = await import('../src/index.js');
+    return { ok: false, status: res.statusCode, error: a2aErrorFromRest(JSON.parse(text), res.statusCode) };
+  }
+  // gRPC: hand-encoded protobuf (our own encoder refuses such depth), sent as raw bytes.
+  const len = (x: number): number[] => {
+    const out: number[] = [];
+    do {
+      out.push((x & 0x7f) | (x >= 0x80 ? 0x80 : 0));
+      x >>>= 7;
+    } while (x > 0);
+    return out;
+  };
+  const field = (tag: number, body: Buffer): Buffer =>
+    Buffer.concat([Buffer.from([tag, ...len(body.length)]), body]);
+  const parts: Buffer[] = [];
+  // Build inside out without quadratic copying: prefixes and suffixes around the leaf.
+  let value = field(0x1a, Buffer.from('x'));
+  for (let i = 0; i < 150; i++) {
+    const entry = Buffer.concat([field(0x0a, Buffer.from('d')), field(0x12, value)]);
+    value = field(0x2a, field(0x0a, entry));
+  }
+  parts.push(field(0x0a, Buffer.from('deep'))); // Message.message_id = 1
+  parts.push(Buffer.from([0x20, 0x01])); // Message.role = ROLE_USER
+  parts.push(field(0x2a, field(0x22, value))); // Message.parts = 5 { Part.data = 4 }
+  const message = field(0x12, Buffer.concat(parts)); // SendMessageRequest.message = 2
+  const def = a2aGrpcService().SendMessage;
+  const raw = { SendMessage: { ...def, requestSerialize: (b: Buffer) => b } };
+  const Ctor = makeGenericClientConstructor(raw as never, 'A2AService');
+  const c = new Ctor(w.grpc.url as string, grpcCredentials(w.client, w.server.id)) as unknown as {
+    SendMessage(req: Buffer, md: Metadata, cb: (err: ServiceError | null) => void): void;
+    close(): void;
+  };
+  return new Promise((resolve) => {
+    c.SendMessage(message, new Metadata(), (err) => {
+      c.close();
+      if (!err) resolve({ ok: true, result: undefined, status: 0 });
+      else resolve({ ok: false, status: err.code, error: grpcStatusToA2AError(err) });
+    });
+  });
+}
