@@ -380,9 +380,8 @@ export class A2ARequestHandler {
       }
     }
     const visible = records.filter((r) => allowed.get(r.skill) === undefined);
-    if (records.length > 0 && visible.length === 0) {
-      throw [...allowed.values()].find((e) => e !== undefined) as A2AError;
-    }
+    const denial = [...allowed.values()].find((e) => e !== undefined);
+    if (records.length > 0 && visible.length === 0 && denial) throw denial;
     const tasks = visible.map((r) => {
       const t = snapshot(r.task, p.historyLength);
       if (p.includeArtifacts !== true) delete t.artifacts;
@@ -677,9 +676,10 @@ export class A2ARequestHandler {
       throw A2AErrors.unsupportedOperation(`Task ${id} already has ${n} subscribers`);
     }
     this.#subscribers.set(id, n + 1);
-    let sub: ReturnType<TaskManager['subscribe']>;
+    // The stream's close hook needs the subscription, which needs the stream's listener.
+    const held: { sub?: ReturnType<TaskManager['subscribe']> } = {};
     const stream = new TaskEventStream(() => {
-      sub?.unsubscribe();
+      held.sub?.unsubscribe();
       const left = (this.#subscribers.get(id) ?? 1) - 1;
       if (left <= 0) this.#subscribers.delete(id);
       else this.#subscribers.set(id, left);
@@ -688,7 +688,8 @@ export class A2ARequestHandler {
       stream.push({ event: e.event, seq: e.seq });
       if (closesStream(e.event)) stream.end();
     };
-    sub = this.manager.subscribe(id, listener, afterSeq);
+    const sub = this.manager.subscribe(id, listener, afterSeq);
+    held.sub = sub;
     ctx.signal?.addEventListener('abort', () => stream.close(), { once: true });
     if (!sub) {
       stream.end();

@@ -6,11 +6,11 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { makeGenericClientConstructor, Metadata, type ServiceError } from '@grpc/grpc-js';
+import { credentials, makeGenericClientConstructor, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalPolicyEnforcer, type AuditRecord } from '@weave/authz';
 import { authorizeOneOf } from '@weave/identity';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import {
   A2AGrpcServer,
   A2AServer,
@@ -193,6 +193,8 @@ const userText = (text: string, extra: Record<string, unknown> = {}) => ({
   },
 });
 
+// Results are read loosely here; each test asserts the shape it depends on.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 function ok(o: CallOutcome): any {
   if (!o.ok) throw new Error(`call failed: ${o.error.code} ${o.error.message}`);
   return o.result;
@@ -541,3 +543,95 @@ async function deepSend(name: BindingUnderTest): Promise<CallOutcome> {
     });
   });
 }
+
+describe('the gRPC port refuses the callers the HTTP port refuses, and runs nothing', () => {
+  let foreign: Workload;
+  let foreignPki: { close(): Promise<void> };
+  beforeAll(async () => {
+    const { DevCertificateAuthority, DevCaIdentityProvider, SpiffeId } = await import('@weave/identity');
+    const { pino } = await import('pino');
+    const ca = await DevCertificateAuthority.create({ trustDomain: 'other.weave' });
+    const id = SpiffeId.parse('spiffe://other.weave/agent/client');
+    const identity = await DevCaIdentityProvider.create({ ca, id, logger: pino({ level: 'silent' }) });
+    foreign = { id, identity };
+    foreignPki = identity;
+  });
+  afterAll(async () => foreignPki.close());
+
+  /** TLS material of `who`, trusting the server's bundle (so only the server side can refuse). */
+  function material(who: Workload | undefined) {
+    const ca = w.server.identity.getBundleSet().getX509Bundle(w.server.id.trustDomain)?.toPem() ?? '';
+    const svid = who?.identity.getX509Svid().toPem();
+    return { ca, cert: svid?.certChain, key: svid?.privateKey };
+  }
+
+  async function grpcCall(who: Workload | undefined): Promise<ServiceError | null> {
+    const m = material(who);
+    const creds = credentials.createSsl(
+      Buffer.from(m.ca),
+      m.key ? Buffer.from(m.key) : null,
+      m.cert ? Buffer.from(m.cert) : null,
+      { checkServerIdentity: () => undefined },
+    );
+    const Ctor = makeGenericClientConstructor(a2aGrpcService(), 'A2AService');
+    const c = new Ctor(w.grpc.url as string, creds) as unknown as {
+      SendMessage(req: unknown, md: Metadata, opts: object, cb: (err: ServiceError | null) => void): void;
+      close(): void;
+    };
+    return new Promise((resolve) => {
+      c.SendMessage(
+        userText('x', { metadata: { skill: 'echo' } }),
+        new Metadata(),
+        { deadline: Date.now() + 5000 },
+        (err) => {
+          c.close();
+          resolve(err);
+        },
+      );
+    });
+  }
+
+  async function httpCall(who: Workload | undefined): Promise<number | string> {
+    const m = material(who);
+    const agent = new Agent({
+      connect: { ca: m.ca, cert: m.cert, key: m.key, checkServerIdentity: () => undefined },
+    });
+    try {
+      const res = await request(w.url, {
+        method: 'POST',
+        dispatcher: agent,
+        headers: { 'content-type': 'application/json', 'a2a-version': '1.0' },
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'SendMessage',
+          params: userText('x', { metadata: { skill: 'echo' } }),
+        }),
+      });
+      await res.body.text();
+      return res.statusCode;
+    } catch (err) {
+      return (err as { code?: string }).code ?? 'failed';
+    } finally {
+      await agent.close();
+    }
+  }
+
+  it.each([
+    ['a foreign trust domain', () => foreign],
+    ['a SPIFFE ID the server does not admit', () => w.intruder],
+    ['no client certificate', () => undefined],
+  ] as const)('%s', async (_label, who) => {
+    const before = w.ran.length;
+    const g = await grpcCall(who());
+    expect(g).not.toBeNull();
+    expect(g?.code).toBe(14); // UNAVAILABLE: the connection was refused before any call
+    const h = await httpCall(who());
+    // HTTP: refused in the handshake (a socket error), or by mtlsAuth with 403.
+    expect(h === 403 || typeof h === 'string').toBe(true);
+    expect(w.ran.length).toBe(before);
+    // The admitted client still gets through on both ports.
+    const okG = await grpcCall(w.client);
+    expect(okG).toBeNull();
+  });
+});

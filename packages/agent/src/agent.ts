@@ -386,6 +386,19 @@ export class SecureAgent extends AgentCore {
         extensions: [skillSchemaExtension(skillSchemas)],
       });
       cleanup.push(() => a2a.close());
+      // gRPC on its own port (see the README for why not multiplexed): the
+      // same SVID, bundle, peer check and request handler as the HTTP port.
+      // Built now, from the same SVID as the HTTP server's options.
+      const grpcServer = this.config.server.bindings.includes('GRPC')
+        ? new A2AGrpcServer({
+            handler: a2a.handler,
+            identity,
+            authorize: authorizeAny(),
+            config: { minTlsVersion: this.config.transport.tlsMinVersion },
+            logger: this.logger.child({ component: 'grpc' }),
+          })
+        : undefined;
+      if (grpcServer) cleanup.push(() => grpcServer.close(0));
 
       this.#installHooks(app);
       this.#installProbes(app, enforcer, selfId);
@@ -394,21 +407,11 @@ export class SecureAgent extends AgentCore {
       await app.register(a2a.plugin);
 
       await app.listen({ host: this.config.server.host, port: this.config.server.port });
-      // gRPC on its own port (see the README for why not multiplexed): the
-      // same SVID, bundle, peer check and request handler as the HTTP port.
       let grpc: { server: A2AGrpcServer; url: string } | undefined;
-      if (this.config.server.bindings.includes('GRPC')) {
-        const server = new A2AGrpcServer({
-          handler: a2a.handler,
-          identity,
-          authorize: authorizeAny(),
-          config: { minTlsVersion: this.config.transport.tlsMinVersion },
-          logger: this.logger.child({ component: 'grpc' }),
-        });
+      if (grpcServer) {
         const g = this.config.server.grpc;
-        const bound = await server.listen({ host: g.host ?? this.config.server.host, port: g.port });
-        cleanup.push(() => server.close(0));
-        grpc = { server, url: g.publicAddress ?? bound.url };
+        const bound = await grpcServer.listen({ host: g.host ?? this.config.server.host, port: g.port });
+        grpc = { server: grpcServer, url: g.publicAddress ?? bound.url };
         a2a.advertiseGrpc(grpc.url);
       }
       const addr = app.server.address() as AddressInfo;

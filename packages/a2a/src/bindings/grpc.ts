@@ -20,8 +20,8 @@
 import { once } from 'node:events';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
+import type { Metadata } from '@grpc/grpc-js';
 import {
-  Metadata,
   Server,
   ServerCredentials,
   type ConnectionInjector,
@@ -32,14 +32,16 @@ import {
 } from '@grpc/grpc-js';
 import { X509SvidError, type Authorizer, type IdentityProvider, type SpiffeId } from '@weave/identity';
 import {
+  TransportIdentityError,
   createMtlsServerOptions,
   verifyPeerSocket,
   watchServerIdentity,
+  type MtlsServerOptions,
   type TransportConfigInput,
 } from '@weave/transport';
 import { A2AError, A2AErrors } from '../errors.js';
 import { exceedsDepth, MAX_JSON_DEPTH } from '../depth.js';
-import { TaskEventStream } from '../event-stream.js';
+import type { TaskEventStream } from '../event-stream.js';
 import {
   asA2AError,
   type A2ARequestHandler,
@@ -96,8 +98,23 @@ export class A2AGrpcServer {
     this.#log = options.logger ?? SILENT;
     const config = options.config ?? {};
     // The HTTP servers' TLS options, verbatim; gRPC needs HTTP/2 by ALPN.
-    const { allowHTTP1: _h1, ...tlsOptions } = createMtlsServerOptions(options.identity, config);
-    this.#tls = createTlsServer({ ...tlsOptions, ALPNProtocols: ['h2'] });
+    let tlsOptions: Omit<MtlsServerOptions, 'allowHTTP1'> | undefined;
+    try {
+      const { allowHTTP1: _h1, ...o } = createMtlsServerOptions(options.identity, config);
+      tlsOptions = o;
+    } catch (err) {
+      if (!(err instanceof TransportIdentityError)) throw err;
+      // The SVID is between two rotations (expired, the next not there yet):
+      // no certificate until the identity's next update sets one, and no
+      // handshake succeeds meanwhile. Never anything weaker.
+      this.#log.warn({ err }, 'a2a grpc: no usable SVID yet; serving from the next identity update');
+    }
+    this.#tls = createTlsServer({
+      requestCert: true,
+      rejectUnauthorized: true,
+      ...tlsOptions,
+      ALPNProtocols: ['h2'],
+    });
     this.#unsubscribe.push(
       watchServerIdentity(this.#tls, options.identity, config, (err) =>
         this.#log.error({ err }, 'a2a grpc: identity rotation failed; keeping the previous certificate'),

@@ -17,6 +17,12 @@ import { a2aGrpcService, grpcStatusToA2AError } from '../../src/grpc/index.js';
 import { parseSse } from '../../src/sse-parse.js';
 import type { Workload } from './pki.js';
 
+type RpcFn = (this: Client, ...args: unknown[]) => unknown;
+
+async function* once(text: string): AsyncGenerator<string> {
+  yield text;
+}
+
 /** The binding names as the card spells them. */
 export type BindingUnderTest = 'JSONRPC' | 'HTTP+JSON' | 'GRPC';
 
@@ -88,7 +94,7 @@ export function jsonRpcBinding(url: string, dispatcher: Dispatcher): RawBinding 
         return { events: [], failure: failureOf(status, JSON.parse(text)) };
       }
       const events: StreamResponse[] = [];
-      for await (const e of parseSse([text], 16 * 1024 * 1024)) {
+      for await (const e of parseSse(once(text), 16 * 1024 * 1024)) {
         const body = JSON.parse(e.data) as {
           result?: StreamResponse;
           error?: { code: number; message: string };
@@ -177,7 +183,7 @@ export function restBinding(url: string, dispatcher: Dispatcher): RawBinding {
         return { events: [], failure: { status, error: a2aErrorFromRest(JSON.parse(text), status) } };
       }
       const events: StreamResponse[] = [];
-      for await (const e of parseSse([text], 16 * 1024 * 1024)) {
+      for await (const e of parseSse(once(text), 16 * 1024 * 1024)) {
         if (e.event === 'error') {
           return { events, failure: { status, error: a2aErrorFromRest(JSON.parse(e.data), status) } };
         }
@@ -209,7 +215,7 @@ export function grpcBinding(target: string, client: Workload, serverId: SpiffeId
     name: 'GRPC',
     call(method, params, headers = {}) {
       return new Promise((resolve) => {
-        const fn = (c as unknown as Record<string, Function>)[method] as Function;
+        const fn = (c as unknown as Record<string, RpcFn>)[method] as RpcFn;
         fn.call(c, params, md(headers), (err: ServiceError | null, res: unknown) => {
           if (err) resolve({ ok: false, ...failure(err) });
           else resolve({ ok: true, result: res, status: 0 });
@@ -218,7 +224,7 @@ export function grpcBinding(target: string, client: Workload, serverId: SpiffeId
     },
     stream(method, params, headers = {}) {
       return new Promise((resolve) => {
-        const fn = (c as unknown as Record<string, Function>)[method] as Function;
+        const fn = (c as unknown as Record<string, RpcFn>)[method] as RpcFn;
         const call = fn.call(c, params, md(headers)) as NodeJS.EventEmitter;
         const events: StreamResponse[] = [];
         call.on('data', (e: StreamResponse) => events.push(e));
