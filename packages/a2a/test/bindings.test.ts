@@ -617,11 +617,12 @@ describe('the gRPC port refuses the callers the HTTP port refuses, and runs noth
     }
   }
 
-  it.each([
+  const callers: Array<[string, () => Workload | undefined]> = [
     ['a foreign trust domain', () => foreign],
     ['a SPIFFE ID the server does not admit', () => w.intruder],
     ['no client certificate', () => undefined],
-  ] as const)('%s', async (_label, who) => {
+  ];
+  it.each(callers)('%s', async (_label, who) => {
     const before = w.ran.length;
     const g = await grpcCall(who());
     expect(g).not.toBeNull();
