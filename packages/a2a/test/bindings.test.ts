@@ -548,7 +548,8 @@ describe('the gRPC port refuses the callers the HTTP port refuses, and runs noth
   let foreign: Workload;
   let foreignPki: { close(): Promise<void> };
   beforeAll(async () => {
-    const { DevCertificateAuthority, DevCaIdentityProvider, SpiffeId } = await import('@weave/identity');
+    const { SpiffeId } = await import('@weave/identity');
+    const { DevCertificateAuthority, DevCaIdentityProvider } = await import('@weave/identity/dev');
     const { pino } = await import('pino');
     const ca = await DevCertificateAuthority.create({ trustDomain: 'other.weave' });
     const id = SpiffeId.parse('spiffe://other.weave/agent/client');

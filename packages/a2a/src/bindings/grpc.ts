@@ -39,7 +39,7 @@ import {
   type MtlsServerOptions,
   type TransportConfigInput,
 } from '@weave/transport';
-import { A2AError, A2AErrors } from '../errors.js';
+import { A2AErrors } from '../errors.js';
 import { exceedsDepth, MAX_JSON_DEPTH } from '../depth.js';
 import type { TaskEventStream } from '../event-stream.js';
 import {
