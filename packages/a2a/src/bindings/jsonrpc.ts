@@ -4,7 +4,8 @@
  * event a whole JSON-RPC response echoing the request id.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { A2AError, A2AErrorCode, A2AErrors } from '../errors.js';
+import type { A2AError } from '../errors.js';
+import { A2AErrorCode, A2AErrors } from '../errors.js';
 import { exceedsDepth, MAX_JSON_DEPTH } from '../depth.js';
 import type { A2ARequestHandler, CallContext } from '../handler.js';
 import { asA2AError, parse } from '../handler.js';

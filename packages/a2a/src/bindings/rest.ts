@@ -11,7 +11,8 @@
  * a created push config, 204 (no body) for a deleted one, 200 otherwise.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { A2AError, A2AErrors, httpStatusOf, restErrorBody } from '../errors.js';
+import type { A2AError } from '../errors.js';
+import { A2AErrors, httpStatusOf, restErrorBody } from '../errors.js';
 import { exceedsDepth, MAX_JSON_DEPTH } from '../depth.js';
 import { asA2AError, type CallContext } from '../handler.js';
 import { TaskEventStream } from '../event-stream.js';
