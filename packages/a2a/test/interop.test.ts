@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Role, TaskState, type AgentCard as SdkAgentCard, type Message as SdkMessage } from '@a2a-js/sdk';
+import { TaskState, type AgentCard as SdkAgentCard } from '@a2a-js/sdk';
 import {
   ClientFactory,
   ClientFactoryOptions,
@@ -32,28 +32,7 @@ import {
 import { sdkEchoCard } from '../bench/sdk-echo-server.js';
 import { startHarness, type Harness } from './helpers/agents.js';
 import { channel, createPki, fetchOver, httpsOptions, spiffeIdOf, type Pki } from './helpers/pki.js';
-
-function sdkText(text: string, extra: Partial<SdkMessage> = {}): SdkMessage {
-  return {
-    messageId: `m-${Math.random().toString(36).slice(2)}`,
-    contextId: '',
-    taskId: '',
-    role: Role.ROLE_USER,
-    parts: [{ content: { $case: 'text', value: text }, metadata: undefined, filename: '', mediaType: '' }],
-    metadata: undefined,
-    extensions: [],
-    referenceTaskIds: [],
-    ...extra,
-  };
-}
-
-function sdkSendParams(message: SdkMessage) {
-  return { tenant: '', message, configuration: undefined, metadata: undefined };
-}
-
-function kind(e: object): string {
-  return Object.keys(e).find((k) => k !== 'eventId') ?? '';
-}
+import { kind, sdkSendParams, sdkText } from './helpers/sdk.js';
 
 describe('official SDK client → Weave server (mTLS)', () => {
   let h: Harness;
