@@ -796,6 +796,8 @@ export class SecureAgent extends AgentCore {
       }
       const identity = await WorkloadApiIdentityProvider.create({
         address: socket,
+        // A workload entitled to several SVIDs takes the one it is configured as.
+        ...(this.config.spiffeId === undefined ? {} : { spiffeId: this.config.spiffeId }),
         readyTimeoutMs: this.#identityTimeout(),
         logger: log,
       });

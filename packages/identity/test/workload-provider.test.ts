@@ -8,6 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
+  IdentityConfigError,
   IdentityNotReadyError,
   TrustDomain,
   WorkloadApiError,
@@ -51,7 +52,7 @@ async function startServer(dir: string, ttl = 3600): Promise<DevWorkloadApiServe
 
 async function provider(
   address: string,
-  extra: { readyTimeoutMs?: number; logger?: Logger } = {},
+  extra: { readyTimeoutMs?: number; logger?: Logger; spiffeId?: string } = {},
 ): Promise<WorkloadApiIdentityProvider> {
   const p = await WorkloadApiIdentityProvider.create({ address, backoff: FAST, logger: quiet, ...extra });
   cleanups.push(() => p.close());
@@ -179,6 +180,27 @@ describe('WorkloadApiIdentityProvider', () => {
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(IdentityNotReadyError);
     expect((err as Error).message).toContain('no X.509-SVID with hint "external"');
+  });
+
+  it('with a spiffeId, takes the SVID carrying that ID, waits for it otherwise, and rejects an invalid one', async () => {
+    const server = await startServer(await stateDir());
+    const p = await provider(server.address('agent'), { spiffeId: ID });
+    expect(p.id.toString()).toBe(ID);
+    const err = await WorkloadApiIdentityProvider.create({
+      address: server.address('agent'),
+      backoff: FAST,
+      logger: quiet,
+      readyTimeoutMs: 1_000,
+      spiffeId: `spiffe://${TD}/other`,
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IdentityNotReadyError);
+    expect((err as Error).message).toContain(`no X.509-SVID with ID spiffe://${TD}/other (it sent ${ID})`);
+    const bad = await WorkloadApiIdentityProvider.create({
+      address: server.address('agent'),
+      spiffeId: 'spiffe://Bad/x',
+    }).catch((e: unknown) => e);
+    expect(bad).toBeInstanceOf(IdentityConfigError);
+    expect((bad as Error).message).toContain('spiffeId');
   });
 
   it('reports loudly when the held SVID expires while the server is unreachable, then recovers', async () => {

@@ -4,12 +4,13 @@ import { ExpiryWatch } from '../expiry.js';
 import { UpdateListeners } from '../listeners.js';
 import { defaultLogger, type Logger } from '../log.js';
 import {
+  IdentityConfigError,
   IdentityNotReadyError,
   type IdentityExpiry,
   type IdentityProvider,
   type IdentityUpdate,
 } from '../provider.js';
-import type { SpiffeId, TrustDomain } from '../spiffe-id.js';
+import { SpiffeId, type TrustDomain } from '../spiffe-id.js';
 import type { X509Svid } from '../x509-svid.js';
 import {
   WorkloadApiClient,
@@ -25,11 +26,29 @@ export interface WorkloadApiIdentityProviderOptions extends WorkloadApiClientOpt
   readonly readyTimeoutMs?: number;
   /** Use the SVID with this operator hint instead of the first one. */
   readonly hint?: string;
+  /**
+   * Use the SVID with this SPIFFE ID instead of the first one: a workload
+   * registered under several entries (SPIRE sends every SVID it is entitled to)
+   * picks the identity it was configured with. Combined with `hint`, both must match.
+   */
+  readonly spiffeId?: string | SpiffeId;
 }
 
 const OptionsSchema = z.object({
   readyTimeoutMs: z.number().int().positive().default(30_000),
   hint: z.string().min(1).optional(),
+  spiffeId: z
+    .string()
+    .optional()
+    .transform((s, ctx) => {
+      if (s === undefined) return undefined;
+      try {
+        return SpiffeId.parse(s).toString();
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: `spiffeId: ${(err as Error).message}` });
+        return z.NEVER;
+      }
+    }),
 });
 
 /** A failure the provider reports through {@link WorkloadApiIdentityProvider.onError}. */
@@ -59,6 +78,7 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
   readonly #client: WorkloadApiClient;
   readonly #log: Logger;
   readonly #hint: string | undefined;
+  readonly #spiffeId: string | undefined;
   readonly #updates: UpdateListeners;
   readonly #errors = new Set<(err: WorkloadIdentityError) => void>();
   #svid: X509Svid | undefined;
@@ -71,10 +91,16 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
   #closed = false;
   #onFirst: (() => void) | undefined;
 
-  private constructor(client: WorkloadApiClient, log: Logger, hint: string | undefined) {
+  private constructor(
+    client: WorkloadApiClient,
+    log: Logger,
+    hint: string | undefined,
+    spiffeId: string | undefined,
+  ) {
     this.#client = client;
     this.#log = log;
     this.#hint = hint;
+    this.#spiffeId = spiffeId;
     this.#updates = new UpdateListeners(log);
     this.#expiry = new ExpiryWatch(log, (svid) => this.#expiredMessage(svid));
     // onError listeners predate onExpired and still hear of an expiry.
@@ -85,21 +111,29 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
    * Connects to the Workload API and resolves once the first X.509-SVID arrived.
    *
    * @throws {WorkloadApiAddressError} when the address is missing or malformed.
+   * @throws {IdentityConfigError} when `readyTimeoutMs`, `hint` or `spiffeId` is invalid.
    * @throws {IdentityNotReadyError} when no SVID arrived within `readyTimeoutMs` (the message names the last error).
    * @throws {WorkloadApiError} `WORKLOAD_API_INVALID_ARGUMENT` when the server rejected the request.
    */
   static async create(
     options: WorkloadApiIdentityProviderOptions = {},
   ): Promise<WorkloadApiIdentityProvider> {
-    const { readyTimeoutMs, hint } = OptionsSchema.parse({
+    const parsed = OptionsSchema.safeParse({
       readyTimeoutMs: options.readyTimeoutMs,
       hint: options.hint,
+      spiffeId: options.spiffeId?.toString(),
     });
+    if (!parsed.success) {
+      throw new IdentityConfigError(
+        `invalid Workload API provider options: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+      );
+    }
+    const { readyTimeoutMs, hint, spiffeId } = parsed.data;
     const client = new WorkloadApiClient(options);
     const log = (options.logger ?? defaultLogger('workload-api-provider')).child({
       address: client.address.uri,
     });
-    const provider = new WorkloadApiIdentityProvider(client, log, hint);
+    const provider = new WorkloadApiIdentityProvider(client, log, hint, spiffeId);
     let timer: NodeJS.Timeout | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
@@ -224,12 +258,23 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
 
   #applyX509(ctx: X509Context): void {
     if (this.#closed) return;
-    const svid = this.#hint === undefined ? ctx.defaultSvid : ctx.svids.find((s) => s.hint === this.#hint);
+    const svid =
+      this.#hint === undefined && this.#spiffeId === undefined
+        ? ctx.defaultSvid
+        : ctx.svids.find(
+            (s) =>
+              (this.#hint === undefined || s.hint === this.#hint) &&
+              (this.#spiffeId === undefined || s.id.toString() === this.#spiffeId),
+          );
     if (!svid) {
+      const wanted = [
+        ...(this.#spiffeId === undefined ? [] : [`ID ${this.#spiffeId}`]),
+        ...(this.#hint === undefined ? [] : [`hint ${JSON.stringify(this.#hint)}`]),
+      ].join(' and ');
       this.#reportError(
         new WorkloadApiError(
           'WORKLOAD_API_BAD_RESPONSE',
-          `the Workload API sent no X.509-SVID with hint ${JSON.stringify(this.#hint)}`,
+          `the Workload API sent no X.509-SVID with ${wanted} (it sent ${ctx.svids.map((s) => s.id.toString()).join(', ')})`,
         ),
       );
       return;
