@@ -8,5 +8,7 @@ if stamp_matches opa "$OPA_VERSION" && [ -x "$INFRA_BIN/opa" ]; then
 fi
 infra_log "building opa $OPA_VERSION"
 GOBIN="$INFRA_BIN" GOFLAGS=-buildvcs=false go install "github.com/open-policy-agent/opa@$OPA_VERSION"
-"$INFRA_BIN/opa" version | grep -q "^Version: ${OPA_VERSION#v}$" || { infra_log "opa version mismatch"; exit 1; }
+# Captured first: `grep -q` closing the pipe early would fail the pipeline under pipefail.
+built="$("$INFRA_BIN/opa" version)"
+grep -qx "Version: ${OPA_VERSION#v}" <<<"$built" || { infra_log "opa version mismatch: $built"; exit 1; }
 write_stamp opa "$OPA_VERSION"

@@ -268,9 +268,9 @@ describe('identity from static files and policy from an OPA URL', () => {
   afterAll(() => world.close());
 
   it('serves with a file-based SVID and asks OPA (Data API) on both sides', async () => {
-    // OPA itself cannot be installed on the build machine: this HTTP server
-    // implements the Data API contract @weave/authz's OpaEnforcer speaks
-    // (POST /v1/data/<path> with {input} → {result: {allow, reason}}).
+    // This HTTP server implements the Data API contract @weave/authz's
+    // OpaEnforcer speaks (POST /v1/data/<path> with {input} → {result: {allow,
+    // reason}}) and records every input; real OPA runs in interop/opa/.
     const inputs: Array<Record<string, unknown>> = [];
     const opa = createServer((req, res) => {
       let body = '';

@@ -2,21 +2,24 @@
  * The golden table in policies/golden.yaml, run against:
  * 1. LocalPolicyEnforcer;
  * 2. OpaEnforcer talking to a STAND-IN for OPA — an HTTP server implementing
- *    the Data API wire contract whose answers come from LocalPolicyEnforcer
- *    (OPA cannot be installed on the build machine). This checks the input
- *    shape and result mapping end to end, not weave.rego;
- * 3. a real OPA loaded with policies/weave.rego, when OPA_URL is set.
+ *    the Data API wire contract whose answers come from LocalPolicyEnforcer.
+ *    This checks the input shape and result mapping without OPA;
+ * 3. OpaEnforcer talking to a real OPA (`opa run --server`, installed by
+ *    scripts/infra/setup.sh) loaded with policies/weave.rego and the golden
+ *    policy document as data. Skipped loudly when OPA is not installed; under
+ *    CI=true a missing OPA fails the run.
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { SpiffeId } from '@weave/identity';
-import { request } from 'undici';
 import { parse } from 'yaml';
 import { z } from 'zod';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalPolicyEnforcer, OpaEnforcer, type AuthzDecision, type PolicyEnforcer } from '../src/index.js';
 import { startOpaStandin, type OpaStandin } from './helpers/opa-data-api-standin.js';
 import { CollectingSink } from './helpers/sinks.js';
+import { requireComponent } from '../../../interop/infra.js';
+import { startOpa, type Opa } from '../../../interop/opa.js';
 
 const policiesDir = fileURLToPath(new URL('../policies/', import.meta.url));
 const golden = z
@@ -112,32 +115,18 @@ describe('OpaEnforcer against a Data API stand-in (not OPA)', () => {
   runTable('golden cases', () => opa);
 });
 
-describe.skipIf(!process.env.OPA_URL)(
-  'OpaEnforcer against a real OPA at OPA_URL with policies/weave.rego',
-  () => {
-    const url = (process.env.OPA_URL ?? '').replace(/\/+$/, '');
-    let opa: OpaEnforcer;
-    beforeAll(async () => {
-      const put = async (path: string, body: string, type: string) => {
-        const res = await request(`${url}${path}`, {
-          method: 'PUT',
-          body,
-          headers: { 'content-type': type },
-        });
-        const text = await res.body.text();
-        if (res.statusCode >= 300) throw new Error(`PUT ${path}: HTTP ${res.statusCode} ${text}`);
-      };
-      await put('/v1/policies/weave-authz-golden', rego, 'text/plain');
-      await put('/v1/data/weave/policy', JSON.stringify(golden.policy), 'application/json');
-      opa = new OpaEnforcer({ url, audit: new CollectingSink(), timeoutMs: 5_000 });
-    });
-    afterAll(async () => {
-      await opa?.close();
-    });
-    runTable('golden cases', () => opa);
-  },
-);
+const opaBin = requireComponent('opa');
 
-if (!process.env.OPA_URL) {
-  it.skip('real OPA: set OPA_URL (e.g. http://127.0.0.1:8181) to run the golden table against weave.rego', () => {});
-}
+describe.skipIf(!opaBin)('OpaEnforcer against a real OPA loaded with policies/weave.rego', () => {
+  let server: Opa;
+  let opa: OpaEnforcer;
+  beforeAll(async () => {
+    server = await startOpa({ bin: opaBin!.opa, policy: golden.policy });
+    opa = new OpaEnforcer({ url: server.url, audit: new CollectingSink(), timeoutMs: 5_000 });
+  });
+  afterAll(async () => {
+    await opa?.close();
+    await server?.stop();
+  });
+  runTable('golden cases', () => opa);
+});

@@ -1,8 +1,8 @@
 /**
  * OpaEnforcer against a stand-in HTTP server that implements OPA's REST Data
- * API contract (OPA itself cannot be installed on the build machine); see
- * helpers/opa-data-api-standin.ts. A real OPA is exercised by golden.test.ts
- * when OPA_URL is set.
+ * API contract (helpers/opa-data-api-standin.ts), for the answers a real OPA
+ * does not give on demand: malformed bodies, stalls, 4xx/5xx, wrong shapes.
+ * A real OPA is exercised by golden.test.ts and interop/opa/.
  */
 import { createServer, type Server } from 'node:net';
 import type { AddressInfo } from 'node:net';

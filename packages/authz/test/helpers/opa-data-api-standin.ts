@@ -1,7 +1,8 @@
 /**
- * STAND-IN FOR OPA: OPA cannot be installed on the build machine, so tests of
- * the OPA client talk to this small HTTP server, which implements OPA's
- * published REST Data API contract:
+ * STAND-IN FOR OPA, for the OPA client's failure paths a real OPA does not
+ * produce on demand (tests against the real one: golden.test.ts and
+ * interop/opa/). This small HTTP server implements OPA's published REST Data
+ * API contract:
  *   POST /v1/data/<path> {input}  → 200 {"result": …}, or 200 {} when the rule is undefined
  *   malformed request body        → 400 {"code": "invalid_parameter", "message": …}
  *   GET /health                   → 200 {}
