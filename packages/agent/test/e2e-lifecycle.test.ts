@@ -63,11 +63,13 @@ describe('start() refusals', () => {
   });
 
   it('refuses an SVID that is not the configured SPIFFE ID', async () => {
+    // It waits up to timeoutMs for an SVID with its ID (a new SPIRE entry
+    // reaches the agent late), then fails naming what it was sent.
     const a = agent({
       config: {
         ...base(),
         spiffeId: ID.search,
-        identity: { workloadApi: { socket: world.dev.address('intruder') } },
+        identity: { workloadApi: { socket: world.dev.address('intruder'), timeoutMs: 5_000 } },
       },
     });
     const err = (await a.start().catch((e: unknown) => e)) as AgentError;
