@@ -13,7 +13,7 @@ import { pino } from 'pino';
 import { z } from 'zod';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { OpaEnforcer, type AuditRecord, type AuditSink } from '@weave/authz';
-import { DevWorkloadApiServer } from '@weave/identity';
+import { DevWorkloadApiServer } from '@weave/identity/dev';
 import { CallError, SecureAgent } from '@weave/agent';
 import { removeDir, requireComponent, tempDirFor, waitUntil } from '../infra.js';
 import { opaCli, policiesDir, startOpa, weaveRego, type Opa } from '../opa.js';
