@@ -8,6 +8,8 @@ if stamp_matches spire "$SPIRE_VERSION" && [ -x "$INFRA_BIN/spire-server" ] && [
   infra_log "spire $SPIRE_VERSION cached"
   exit 0
 fi
+# SPIRE's SQLite datastore is cgo: the build needs a C compiler.
+apt_install_missing gcc libc6-dev
 infra_log "building spire-server and spire-agent $SPIRE_VERSION"
 mod="$INFRA_DIR/spire-tools"
 rm -rf "$mod"

@@ -106,7 +106,8 @@ describe('OpaEnforcer against a Data API stand-in (not OPA)', () => {
         ...(d.ruleId ? { rule_id: d.ruleId } : {}),
       };
     });
-    opa = new OpaEnforcer({ url: standin.url, audit: new CollectingSink() });
+    // A generous timeout: a first request on a loaded 2-core box can take more than the 500 ms default.
+    opa = new OpaEnforcer({ url: standin.url, audit: new CollectingSink(), timeoutMs: 5_000 });
   });
   afterAll(async () => {
     await opa?.close();
