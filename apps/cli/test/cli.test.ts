@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { A2AServer } from '@weave/a2a';
+import { A2AServer, AgentCardSigner } from '@weave/a2a';
 import { LocalPolicyEnforcer } from '@weave/authz';
 import { SpiffeId, WorkloadApiIdentityProvider, authorizeMemberOf } from '@weave/identity';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
@@ -65,6 +65,8 @@ beforeAll(async () => {
     selfId: SpiffeId.parse(ID.search),
     enforcer: inbound,
     heartbeatMs: 0,
+    // Signed by its SVID, as a SecureAgent's card is.
+    cardSigner: new AgentCardSigner(agentIdentity),
   });
   a2a.registerTaskHandler(
     { id: 'search', name: 'search', description: 'search the index', tags: [] },
@@ -201,8 +203,9 @@ describe('weave card', () => {
     const r = await weave(['card', url], { SPIFFE_ENDPOINT_SOCKET: socket.client });
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    const [first, ...rest] = r.stdout.split('\n');
+    const [first, second, ...rest] = r.stdout.split('\n');
     expect(first).toBe(`peer: ${ID.search} (mTLS verified against the bundle of ${TD})`);
+    expect(second).toBe(`signature: verified (ES256, X.509-SVID of ${ID.search})`);
     const card = JSON.parse(rest.join('\n')) as {
       name: string;
       version: string;
@@ -224,6 +227,33 @@ describe('weave card', () => {
     expect(r.stderr).toContain('PEER_VERIFICATION_FAILED');
     expect(r.stderr).toContain(`expected ${ID.stranger}, got ${ID.search}`);
     expect(seen.requests).toBe(before);
+  });
+
+  it('refuses an unsigned card unless --signature says otherwise', async () => {
+    const plain = new A2AServer({
+      card: { name: 'plain', description: '', version: '1' },
+      selfId: SpiffeId.parse(ID.search),
+      enforcer: LocalPolicyEnforcer.fromObject({ version: 1, id: 'x', default: 'deny', rules: [] }),
+    });
+    const plainApp = createMtlsServer({ identity: agentIdentity, authorize: authorizeMemberOf(TD) });
+    await plainApp.register(plain.plugin);
+    await plainApp.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const plainUrl = `https://127.0.0.1:${(plainApp.server.address() as { port: number }).port}`;
+      const env = { SPIFFE_ENDPOINT_SOCKET: socket.client };
+      const refused = await inproc(['card', plainUrl], env);
+      expect(refused.code).toBe(1);
+      expect(refused.stdout).toBe('');
+      expect(refused.stderr).toMatch(/^CARD_UNSIGNED: /);
+      const taken = await inproc(['card', plainUrl, '--signature', 'if-present', '--json'], env);
+      expect(taken.code).toBe(0);
+      expect(JSON.parse(taken.stdout)).toMatchObject({ peer: ID.search, card: { name: 'plain' } });
+      const bad = await inproc(['card', plainUrl, '--signature', 'sometimes'], env);
+      expect(bad.code).toBe(2);
+    } finally {
+      await plain.close();
+      await plainApp.close();
+    }
   });
 
   it('refuses plain http with exit 2', async () => {

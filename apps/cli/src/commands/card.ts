@@ -8,6 +8,7 @@ interface CardOptions extends GlobalOptions {
   expect?: string;
   json?: boolean;
   timeout: string;
+  signature: string;
 }
 
 /** `weave card <url>`: an agent card fetched over mutual TLS. */
@@ -18,23 +19,32 @@ export function cardCommand(program: Command, io: Io): void {
     .description(
       "Fetches <url>/.well-known/agent-card.json over mutual TLS, presenting this process's SVID from " +
         "the Workload API. The server's chain must verify against the bundle of its own trust domain " +
-        '(and, with --expect, carry exactly that SPIFFE ID); its SPIFFE ID is printed before the card.',
+        '(and, with --expect, carry exactly that SPIFFE ID); its SPIFFE ID is printed before the card. ' +
+        "The card's signature (A2A §8.4) must be made by the SVID of the SPIFFE ID the card declares, " +
+        'with a chain that verifies against the trust bundle, and that ID must be the one the server proved ' +
+        '(--signature if-present accepts an unsigned card but never a bad signature; off skips the check).',
     )
     .argument('<url>', 'base URL of the agent, https://host:port')
     .option('--socket <address>', 'Workload API address (default $SPIFFE_ENDPOINT_SOCKET)')
     .option('--expect <spiffe-id>', 'accept only a server with this SPIFFE ID')
     .option('--json', 'print {"peer": …, "card": …} as JSON')
     .option('--timeout <duration>', 'connect, request and Workload API timeout', '10s')
+    .option('--signature <policy>', 'card signature policy: required, if-present or off', 'required')
     .action(async (urlArg: string, _o: CardOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<CardOptions>();
-      const { DiscoveryClient, agentSpiffeId } = await import('@weave/a2a');
+      const { CardSignaturePolicySchema, DiscoveryClient, agentSpiffeId, verifyAgentCard } =
+        await import('@weave/a2a');
       const { authorizeAny } = await import('@weave/identity');
       const { SecureChannel } = await import('@weave/transport');
-      const { CliError, cliLogger, httpsUrl, openIdentity, parseDuration, parseIdArg } =
+      const { CliError, cliLogger, httpsUrl, openIdentity, parseDuration, parseIdArg, usageError } =
         await import('../shared.js');
       const url = httpsUrl(urlArg, 'the agent URL');
       const timeoutMs = parseDuration(opts.timeout, '--timeout');
       const expected = opts.expect !== undefined ? parseIdArg(opts.expect) : undefined;
+      const policy = CardSignaturePolicySchema.safeParse(opts.signature);
+      if (!policy.success) {
+        throw usageError(`--signature must be required, if-present or off, got ${opts.signature}`);
+      }
       const identity = await openIdentity(opts.socket, timeoutMs, cliLogger(opts.debug));
       const channel = new SecureChannel(identity, expected ?? authorizeAny(), {
         connectTimeoutMs: timeoutMs,
@@ -56,11 +66,20 @@ export function cardCommand(program: Command, io: Io): void {
             `the card claims ${claimed} but the server proved ${peer.toString()}`,
           );
         }
+        // The signer must be the ID the card declares and the server proved (a replayed card fails).
+        const v = await verifyAgentCard(card, { policy: policy.data, bundles: identity, tlsPeer: peer });
+        const signature =
+          v.status === 'verified'
+            ? `verified (${v.alg}, ${v.via === 'x5c' ? `X.509-SVID of ${v.spiffeId?.toString()}` : `key ${v.kid}`})`
+            : v.status === 'unsigned'
+              ? 'none (accepted: --signature if-present)'
+              : 'not checked (--signature off)';
         if (opts.json) {
-          io.out(JSON.stringify({ peer: peer.toString(), card }, null, 2));
+          io.out(JSON.stringify({ peer: peer.toString(), signature, card }, null, 2));
           return;
         }
         io.out(`peer: ${peer.toString()} (mTLS verified against the bundle of ${peer.trustDomain.name})`);
+        io.out(`signature: ${signature}`);
         io.out(JSON.stringify(card, null, 2));
       } finally {
         await channel.close();
