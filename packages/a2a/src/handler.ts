@@ -134,6 +134,13 @@ export interface A2APushOptions {
    */
   readonly send?: (config: TaskPushNotificationConfig, event: StreamResponse) => Promise<void>;
   /**
+   * Checks a webhook URL when a config is created, so a URL the sender would
+   * refuse (e.g. an internal address) is refused to the caller with -32602
+   * instead of failing later. Default: `send.checkUrl` when the sender has
+   * one (`createWebhookSender`'s SSRF guard does).
+   */
+  readonly checkUrl?: (url: string) => Promise<unknown>;
+  /**
    * Where configs are kept. Default: the task store when it is also a
    * {@link PushConfigStore} (the in-memory and PostgreSQL stores are).
    */
@@ -725,6 +732,16 @@ export class A2ARequestHandler {
     c: TaskPushNotificationConfig,
     fromSeq?: number,
   ): Promise<TaskPushNotificationConfig> {
+    const push = this.#opts.push;
+    const checkUrl =
+      push?.checkUrl ?? (push?.send as { checkUrl?: (url: string) => Promise<unknown> }).checkUrl;
+    if (checkUrl) {
+      try {
+        await checkUrl(c.url);
+      } catch (err) {
+        throw A2AErrors.invalidParams(`push notification URL refused: ${(err as Error).message}`);
+      }
+    }
     const store = this.#pushStore as PushConfigStore;
     const stored: TaskPushNotificationConfig = { ...c, taskId: record.task.id, id: c.id || randomUUID() };
     const list = await store.listPushConfigs(record.task.id);

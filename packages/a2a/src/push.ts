@@ -211,6 +211,12 @@ export interface WebhookSender {
   stats(): WebhookSenderStats;
   /** Stops delivering: queued events are dropped, waits are cut short. */
   close(): void;
+  /**
+   * The SSRF guard alone ({@link checkWebhookUrl} with this sender's
+   * allowlist); `A2AServer` calls it when a push config is created.
+   * @throws {PushUrlRefusedError}
+   */
+  checkUrl(url: string): Promise<{ url: URL; address: string }>;
 }
 
 interface Queue {
@@ -368,6 +374,7 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
     queued: [...queues.values()].reduce((s, q) => s + q.items.length + (q.running ? 1 : 0), 0),
   });
   send.close = () => stop.abort();
+  send.checkUrl = (url: string) => checkParsed(url, allow, lookup);
   return send;
 }
 

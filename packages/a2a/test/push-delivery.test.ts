@@ -148,6 +148,40 @@ describe('SSRF guard', () => {
   });
 });
 
+describe('a push config with a refused URL', () => {
+  it('is refused when created (-32602), the task does not run, and nothing is connected to', async () => {
+    const { send, agent } = sender();
+    let ran = 0;
+    const h = await startHarness(
+      (a2a) => {
+        a2a.registerTaskHandler('steps', () => {
+          ran++;
+          return 'done';
+        });
+      },
+      { push: { enabled: true, send } },
+    );
+    try {
+      const client = new A2AClient({ dispatcher: h.agent });
+      for (const url of ['http://169.254.169.254/latest/meta-data/', 'https://10.0.0.1/']) {
+        const err = await client
+          .sendMessage(h.url, {
+            message: { messageId: `m-${url}`, role: 'ROLE_USER', parts: [{ text: 'go' }] },
+            configuration: { taskPushNotificationConfig: { url } },
+          })
+          .catch((e: unknown) => e);
+        expect(err).toMatchObject({ jsonRpcCode: -32602 });
+        expect((err as Error).message).toMatch(/push notification URL refused/);
+      }
+      expect(ran).toBe(0);
+      expect(agent.dispatched).toBe(0);
+      expect(send.stats()).toMatchObject({ attempts: 0, queued: 0 });
+    } finally {
+      await h.close();
+    }
+  });
+});
+
 describe('delivery', () => {
   it('sends Authorization and the token, and never logs the secrets', async () => {
     const r = await receiver(() => 500);
