@@ -16,6 +16,10 @@ interface Job {
   cert: string;
   key: string;
   expectPeer: string;
+  /** Content type of the body (default application/json). */
+  contentType?: string;
+  /** JSON-RPC answers carry `"result"`; HTTP+JSON answers do not (default true). */
+  jsonRpc?: boolean;
 }
 
 async function readStdin(): Promise<string> {
@@ -42,7 +46,12 @@ const agent = new Pool(target.origin, {
   },
 });
 
-const headers = { 'content-type': 'application/json', accept: 'application/json', 'a2a-version': '1.0' };
+const headers = {
+  'content-type': job.contentType ?? 'application/json',
+  accept: 'application/json',
+  'a2a-version': '1.0',
+};
+const needsResult = job.jsonRpc !== false;
 let phase: 'warmup' | 'measure' | 'done' = 'warmup';
 const latencies: number[] = [];
 let errors = 0;
@@ -55,8 +64,12 @@ async function worker(): Promise<void> {
     try {
       const res = await agent.request({ path: target.pathname, method: 'POST', headers, body: job.body });
       const text = await res.body.text();
-      // Count only real successes: HTTP 200 with a JSON-RPC result holding a completed task.
-      if (res.statusCode !== 200 || !text.includes('"result"') || !text.includes('TASK_STATE_COMPLETED')) {
+      // Count only real successes: HTTP 200 with (a JSON-RPC result holding) a completed task.
+      if (
+        res.statusCode !== 200 ||
+        (needsResult && !text.includes('"result"')) ||
+        !text.includes('TASK_STATE_COMPLETED')
+      ) {
         errors++;
         firstError ??= `${res.statusCode} ${text.slice(0, 200)}`;
         continue;

@@ -16,7 +16,7 @@ import {
   type ExecutionEventBus,
   type RequestContext,
 } from '@a2a-js/sdk/server';
-import { UserBuilder, jsonRpcHandler } from '@a2a-js/sdk/server/express';
+import { UserBuilder, jsonRpcHandler, restHandler } from '@a2a-js/sdk/server/express';
 
 /** The JSON-RPC SendMessage (v1.0) the HTTP load generators send to the `echo` skill. */
 export const ECHO_SEND_MESSAGE_BODY = JSON.stringify({
@@ -120,9 +120,11 @@ export function sdkEchoCard(name: string, description: string): SdkAgentCard {
   };
 }
 
-/** A running SDK echo server: its JSON-RPC URL and a `close()`. */
+/** A running SDK echo server: its JSON-RPC URL, its HTTP+JSON base URL and a `close()`. */
 export interface SdkEchoServer {
   readonly url: string;
+  /** Base URL of the SDK's HTTP+JSON binding (`restHandler` under `/rest`). */
+  readonly restUrl: string;
   readonly server: https.Server;
   close(): Promise<void>;
 }
@@ -131,23 +133,71 @@ export interface SdkEchoServer {
 export async function startSdkEchoServer(tls: https.ServerOptions): Promise<SdkEchoServer> {
   const card = sdkEchoCard('sdk bench', 'echo');
   const app = express();
-  app.use(
-    '/',
-    jsonRpcHandler({
-      requestHandler: new DefaultRequestHandler(card, new InMemoryTaskStore(), new EchoExecutor()),
-      userBuilder: UserBuilder.noAuthentication,
-    }),
-  );
+  const requestHandler = new DefaultRequestHandler(card, new InMemoryTaskStore(), new EchoExecutor());
+  app.use('/rest', restHandler({ requestHandler, userBuilder: UserBuilder.noAuthentication }));
+  app.use('/', jsonRpcHandler({ requestHandler, userBuilder: UserBuilder.noAuthentication }));
   const server = https.createServer(tls, app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}/`;
   card.supportedInterfaces[0]!.url = url;
+  // The SDK's REST handler accepts only the versions its card declares for HTTP+JSON.
+  card.supportedInterfaces.push({
+    url: `${url}rest`,
+    protocolBinding: 'HTTP+JSON',
+    protocolVersion: '1.0',
+    tenant: '',
+  });
   return {
     url,
+    restUrl: `${url}rest`,
     server,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
+  };
+}
+
+/** A running SDK echo agent on the gRPC binding: its `host:port` and a `close()`. */
+export interface SdkEchoGrpcServer {
+  readonly target: string;
+  close(): Promise<void>;
+}
+
+/**
+ * The SDK's gRPC server (`grpcService` on @grpc/grpc-js) for the same echo
+ * agent, with grpc-js's own TLS: the given root, SVID and key, client
+ * certificate required.
+ */
+export async function startSdkEchoGrpcServer(tls: {
+  ca: string;
+  cert: string;
+  key: string;
+}): Promise<SdkEchoGrpcServer> {
+  const grpc = await import('@grpc/grpc-js');
+  const { A2AService, grpcService, UserBuilder: GrpcUserBuilder } = await import('@a2a-js/sdk/server/grpc');
+  const card = sdkEchoCard('sdk bench (grpc)', 'echo');
+  // The SDK's gRPC service accepts only the versions its card declares for GRPC.
+  card.supportedInterfaces = [{ url: '', protocolBinding: 'GRPC', protocolVersion: '1.0', tenant: '' }];
+  const server = new grpc.Server();
+  server.addService(
+    A2AService,
+    grpcService({
+      requestHandler: new DefaultRequestHandler(card, new InMemoryTaskStore(), new EchoExecutor()),
+      userBuilder: GrpcUserBuilder.noAuthentication,
+    }),
+  );
+  const creds = grpc.ServerCredentials.createSsl(
+    Buffer.from(tls.ca),
+    [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }],
+    true,
+  );
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', creds, (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  card.supportedInterfaces[0]!.url = `127.0.0.1:${port}`;
+  return {
+    target: `127.0.0.1:${port}`,
+    close: () => new Promise<void>((resolve) => server.tryShutdown(() => resolve())),
   };
 }

@@ -1,5 +1,5 @@
 // Building requests for the official @a2a-js/sdk client (ts-proto shapes: `$case` oneofs).
-import { Role, type Message as SdkMessage } from '@a2a-js/sdk';
+import { Role, type Message as SdkMessage, type SendMessageRequest } from '@a2a-js/sdk';
 
 /** A user text message as the SDK types it. */
 export function sdkText(text: string, extra: Partial<SdkMessage> = {}): SdkMessage {
@@ -16,7 +16,7 @@ export function sdkText(text: string, extra: Partial<SdkMessage> = {}): SdkMessa
   };
 }
 
-export function sdkSendParams(message: SdkMessage) {
+export function sdkSendParams(message: SdkMessage): SendMessageRequest {
   return { tenant: '', message, configuration: undefined, metadata: undefined };
 }
 
