@@ -23,6 +23,7 @@ import {
   CircuitOpenError,
   PeerVerificationError,
   SecureChannel,
+  TransportIdentityError,
   type TransportConfigInput,
 } from '@weave/transport';
 import type { AgentConfig } from './config.js';
@@ -543,6 +544,11 @@ export class Outbound {
         cause: err,
       });
     }
+    const own = findCause(err, (e) => e instanceof TransportIdentityError);
+    if (own) {
+      // Our own identity is missing or expired: nothing was sent, and the peer is not to blame.
+      return new CallError('AGENT_NO_IDENTITY', (own as Error).message, d, { cause: err });
+    }
     const pv = findCause(err, (e) => e instanceof PeerVerificationError);
     if (pv) {
       this.#metrics.tlsHandshakes.inc({ side: 'client', result: 'rejected' });
@@ -661,6 +667,8 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 function countsAgainstPeer(err: unknown): boolean {
   // The peer answered (an A2A error or a failed task): it is up. Our own aborts say nothing.
   if (err instanceof A2AError || err instanceof CallError) return false;
+  // Our own SVID is missing or expired: the peer's health is not in question.
+  if (findCause(err, (e) => e instanceof TransportIdentityError)) return false;
   if (findCause(err, (e) => isDeadlineReason(e) || (e as { code?: unknown }).code === 'UND_ERR_ABORTED'))
     return false;
   return true;

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterEach, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
-import { SecureAgent } from '../src/index.js';
+import { CallError, SecureAgent } from '../src/index.js';
 import { ID, POLICY, TD, testLogger } from './helpers.js';
 
 const cleanups: (() => unknown)[] = [];
@@ -20,7 +20,8 @@ async function startDev(dir: string): Promise<DevWorkloadApiServer> {
     stateDir: dir,
     trustDomain: TD,
     workloads: { search: ID.search, orchestrator: ID.orchestrator },
-    x509SvidTtlSeconds: 2,
+    // Short enough to expire in the test, long enough for two agents to start on a loaded machine.
+    x509SvidTtlSeconds: 5,
     logger: testLogger(),
   });
   cleanups.push(() => dev.close());
@@ -66,7 +67,7 @@ it('reports not ready while its SVID is expired, with the reason, and ready agai
   await orch.start();
   expect(await ready(search)).toEqual({ status: 200, body: { ready: true } });
 
-  // Nothing renews the 2 s SVIDs any more.
+  // Nothing renews the 5 s SVIDs any more.
   await dev.close();
   await vi.waitFor(async () => expect((await ready(search)).status).toBe(503), {
     timeout: 15_000,
@@ -80,6 +81,18 @@ it('reports not ready while its SVID is expired, with the reason, and ready agai
   );
   expect(down.reason).toMatch(expected);
   expect(search.notReadyReason()).toMatch(expected);
+
+  // The caller's own SVID has expired too: a call fails at once with an identity
+  // error that says so, instead of handshaking with a certificate the callee refuses.
+  await vi.waitFor(() => expect(orch.notReadyReason()).toBeDefined(), { timeout: 15_000, interval: 50 });
+  const err = (await orch
+    .callAgent(ID.search, 'search', { q: 'down' })
+    .catch((e: unknown) => e)) as CallError;
+  expect(err).toBeInstanceOf(CallError);
+  expect(err.code).toBe('AGENT_NO_IDENTITY');
+  expect(err.message).toMatch(
+    new RegExp(`X\\.509-SVID of ${ID.orchestrator.replaceAll('.', '\\.')} expired at \\d{4}-`),
+  );
 
   // Back with the same trust domain: both agents get fresh SVIDs, serve and call with them.
   await startDev(dir);

@@ -66,7 +66,7 @@ describe('WorkloadApiIdentityProvider.onExpired', () => {
     const address = server.address('agent');
     const p = await WorkloadApiIdentityProvider.create({
       address,
-      backoff: { initialMs: 50, stepMs: 50, maxMs: 200 },
+      backoff: { initialMs: 50, maxMs: 200 },
       logger,
     });
     cleanups.push(() => p.close());

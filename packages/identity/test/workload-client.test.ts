@@ -21,7 +21,7 @@ import { quietLogger } from './helpers/log.js';
 
 const TD = 'client.test';
 const FOREIGN = 'partner.test';
-const FAST = { initialMs: 50, stepMs: 50, maxMs: 200 };
+const FAST = { initialMs: 50, maxMs: 200 };
 // Cancelled streams and reconnects are logged as warnings by design.
 const logger = quietLogger();
 
@@ -370,8 +370,9 @@ describe('WorkloadApiClient watch backoff', () => {
   // A gRPC server on a Unix socket speaking the published service that drops
   // every stream with UNAVAILABLE, after one valid message or none: the
   // reconnect cadence shows that the delay grows on failures and resets once a
-  // message arrived. Backoff 50 ms then +1 s per failure makes the two cases far apart.
-  const BACKOFF = { initialMs: 50, stepMs: 1000, maxMs: 5000 };
+  // message arrived. Backoff 100 ms then x10 per failure (jittered into the
+  // upper half of each step) makes the two cases far apart.
+  const BACKOFF = { initialMs: 100, multiplier: 10, maxMs: 5000 };
   let dir: string;
   let srv: grpc.Server;
   let sendFirst = true;
@@ -431,16 +432,16 @@ describe('WorkloadApiClient watch backoff', () => {
   it('resets the delay after each message, so a flapping stream reconnects quickly', async () => {
     sendFirst = true;
     const { updates, errors } = await watchFor(1200);
-    // Each cycle is ~50 ms of backoff; without the reset the second wait alone would be 1.05 s.
+    // Each cycle is 50-100 ms of backoff; without the reset the second wait alone would be 0.5-1 s.
     expect(updates).toBeGreaterThanOrEqual(5);
     expect(errors.every((e) => e.code === 'WORKLOAD_API_UNAVAILABLE')).toBe(true);
   });
 
-  it('grows the delay linearly while no message arrives', async () => {
+  it('grows the delay exponentially while no message arrives', async () => {
     sendFirst = false;
     const { updates, errors } = await watchFor(1200);
-    // Attempts at 0 ms, +50 ms, +1050 ms: two or three failures in 1.2 s (constant
-    // 50 ms retries would give about twenty). Counted on the client: a call the
+    // Attempts at 0 ms, +50-100 ms, then +500-1000 ms: two or three failures in 1.2 s (constant
+    // 100 ms retries would give about ten). Counted on the client: a call the
     // previous test left in flight may still reach the server.
     expect(updates).toBe(0);
     expect(errors.length).toBeGreaterThanOrEqual(2);

@@ -39,7 +39,7 @@ async function start(
 }
 
 function client(address: string): WorkloadApiClient {
-  const c = new WorkloadApiClient({ address, backoff: { initialMs: 50, stepMs: 50, maxMs: 200 } });
+  const c = new WorkloadApiClient({ address, backoff: { initialMs: 50, maxMs: 200 } });
   cleanups.push(() => c.close());
   return c;
 }

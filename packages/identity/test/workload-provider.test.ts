@@ -18,12 +18,12 @@ import {
   type WorkloadIdentityError,
 } from '@weave/identity';
 import { DevCertificateAuthority, DevWorkloadApiServer } from '@weave/identity/dev';
-import { LinearBackoff, resolveBackoff } from '../src/workload/backoff.js';
+import { ExponentialBackoff, resolveBackoff } from '../src/workload/backoff.js';
 import { workloadApiService } from '../src/workload/proto.js';
 import { memoryLogger, quietLogger } from './helpers/log.js';
 
 const TD = 'provider.test';
-const FAST = { initialMs: 50, stepMs: 50, maxMs: 200 };
+const FAST = { initialMs: 50, maxMs: 200 };
 const ID = `spiffe://${TD}/agent`;
 // Reconnects and refusals are logged as warnings and errors by design.
 const quiet = quietLogger();
@@ -64,6 +64,15 @@ async function until(cond: () => boolean, timeoutMs = 15_000): Promise<void> {
   while (!cond()) {
     if (Date.now() > end) throw new Error('condition not reached');
     await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** The provider serves a valid SVID that expires later than `held`. */
+function renewedAfter(p: WorkloadApiIdentityProvider, held: { expiresAt: Date }): boolean {
+  try {
+    return p.getX509Svid().expiresAt > held.expiresAt;
+  } catch {
+    return false;
   }
 }
 
@@ -227,13 +236,40 @@ describe('WorkloadApiIdentityProvider', () => {
     expect(reports[0]).toMatchObject({ level: 50, address, id: ID });
 
     await startServer(dir, 2);
-    await until(() => {
-      try {
-        return p.getX509Svid().expiresAt > held.expiresAt;
-      } catch {
-        return false;
-      }
+    await until(() => renewedAfter(p, held));
+  });
+
+  it('reconnects within urgentMaxMs while its SVID is expired, so a fresh one arrives soon after the server returns', async () => {
+    const dir = await stateDir();
+    const server = await startServer(dir, 2);
+    const address = server.address('agent');
+    const { logger, lines } = memoryLogger('debug');
+    const p = await WorkloadApiIdentityProvider.create({
+      address,
+      // Without the urgent bound, an outage of a few seconds grows the wait toward 20 s.
+      backoff: { initialMs: 100, maxMs: 20_000, urgentMaxMs: 250 },
+      logger,
     });
+    cleanups.push(() => p.close());
+    let expiredAt = 0;
+    p.onExpired(() => (expiredAt = Date.now()));
+    const held = p.getX509Svid();
+    await server.close();
+    await until(() => expiredAt > 0, 10_000);
+    // A few seconds without the server: unbounded growth would reach several seconds by now.
+    await new Promise((r) => setTimeout(r, 2500));
+    const retries = lines.filter(
+      (l) => l.rpc === 'FetchX509SVID' && typeof l.retryInMs === 'number' && (l.time as number) >= expiredAt,
+    );
+    expect(retries.length).toBeGreaterThanOrEqual(3);
+    expect(retries.every((l) => (l.retryInMs as number) <= 250)).toBe(true);
+    expect(() => p.getX509Svid()).toThrow(IdentityNotReadyError);
+
+    const back = Date.now();
+    await startServer(dir, 2);
+    await until(() => renewedAfter(p, held));
+    // One urgent retry plus a connect and a signing; generous for a loaded machine.
+    expect(Date.now() - back).toBeLessThan(4000);
   });
 
   it('adds and removes a federated bundle at run time', async () => {
@@ -296,20 +332,53 @@ describe('WorkloadApiIdentityProvider', () => {
 });
 
 describe('Workload API backoff', () => {
-  it("defaults to go-spiffe's linear 1 s, 2 s, … 30 s and resets after a message", () => {
-    const b = new LinearBackoff(resolveBackoff(undefined));
-    const delays = Array.from({ length: 32 }, () => b.next());
-    expect(delays.slice(0, 3)).toEqual([1000, 2000, 3000]);
-    expect(delays[29]).toBe(30_000);
-    expect(delays[31]).toBe(30_000);
+  const top = () => 1; // jitter at the top of each step
+  const bottom = () => 0; // ... at the bottom (half the step)
+
+  it('doubles from 1 s to a 30 s cap, with jitter in the upper half of each step, and resets after a message', () => {
+    const b = new ExponentialBackoff(resolveBackoff(undefined), top);
+    expect(Array.from({ length: 8 }, () => b.next())).toEqual([
+      1000, 2000, 4000, 8000, 16_000, 30_000, 30_000, 30_000,
+    ]);
     b.reset();
     expect(b.next()).toBe(1000);
+    const low = new ExponentialBackoff(resolveBackoff(undefined), bottom);
+    expect([low.next(), low.next(), low.next()]).toEqual([500, 1000, 2000]);
+    const any = new ExponentialBackoff(resolveBackoff(undefined));
+    for (let i = 0; i < 50; i++) {
+      const d = any.next();
+      expect(d).toBeGreaterThanOrEqual(500);
+      expect(d).toBeLessThanOrEqual(30_000);
+    }
+  });
+
+  it('retries within urgentMaxMs once the SVID has expired or would expire before the next attempt', () => {
+    const now = 1_000_000;
+    const b = new ExponentialBackoff(resolveBackoff(undefined), top);
+    for (let i = 0; i < 6; i++) b.next();
+    // Far from expiry: the full capped step.
+    expect(b.next(now + 3_600_000, now)).toBe(30_000);
+    // Expiring in 10 s, before the next 30 s attempt: brought forward.
+    expect(b.next(now + 10_000, now)).toBe(1000);
+    // Already expired.
+    expect(b.next(now - 1, now)).toBe(1000);
+    const fast = new ExponentialBackoff(
+      resolveBackoff({ initialMs: 100, maxMs: 20_000, urgentMaxMs: 250 }),
+      top,
+    );
+    for (let i = 0; i < 10; i++) fast.next();
+    expect(fast.next(now - 1, now)).toBe(250);
   });
 
   it('is configurable and rejects nonsense', () => {
-    const b = new LinearBackoff(resolveBackoff({ initialMs: 10, stepMs: 5, maxMs: 20 }));
-    expect([b.next(), b.next(), b.next(), b.next()]).toEqual([10, 15, 20, 20]);
+    const b = new ExponentialBackoff(resolveBackoff({ initialMs: 10, multiplier: 3, maxMs: 50 }), top);
+    expect([b.next(), b.next(), b.next(), b.next()]).toEqual([10, 30, 50, 50]);
+    // The urgent bound never exceeds maxMs.
+    expect(resolveBackoff({ initialMs: 50, maxMs: 200 }).urgentMaxMs).toBe(200);
     expect(() => resolveBackoff({ initialMs: 0 })).toThrow();
     expect(() => resolveBackoff({ initialMs: 100, maxMs: 50 })).toThrow();
+    expect(() => resolveBackoff({ maxMs: 500, urgentMaxMs: 1000 })).toThrow(/urgentMaxMs/);
+    expect(() => resolveBackoff({ multiplier: 0.5 })).toThrow();
+    expect(() => resolveBackoff({ stepMs: 5 } as never)).toThrow();
   });
 });

@@ -115,6 +115,8 @@ export class SecureChannel extends Dispatcher {
   readonly #breaker: CircuitBreaker | undefined;
   readonly #retiring = new Set<Promise<void>>();
   #agent: Agent;
+  /** When the SVID the current Agent presents expires (epoch ms). */
+  #notAfter = 0;
   #generation = 0;
   #closed = false;
   #unsubscribe: (() => void) | undefined;
@@ -133,6 +135,7 @@ export class SecureChannel extends Dispatcher {
     this.#retry = new RetryPolicy(this.config.retry);
     // Built first: it throws when the provider has no SVID yet, and then nothing else was started.
     this.#agent = this.#buildAgent(0);
+    this.#notAfter = this.#pendingNotAfter;
     this.#breaker =
       this.config.circuitBreaker === false
         ? undefined
@@ -160,12 +163,20 @@ export class SecureChannel extends Dispatcher {
     return this.#breaker;
   }
 
+  /** Expiry of the SVID in the Agent {@link #buildAgent} built last. */
+  #pendingNotAfter = 0;
+
   #buildAgent(generation: number): Agent {
     let tlsCreds: { cert: string; key: string };
     try {
-      tlsCreds = svidPem(this.#identity);
+      const svid = this.#identity.getX509Svid();
+      tlsCreds = svidPem(svid);
+      this.#pendingNotAfter = svid.expiresAt.getTime();
     } catch (err) {
-      throw new TransportIdentityError('identity provider has no X.509-SVID for the channel', { cause: err });
+      throw new TransportIdentityError(
+        `identity provider has no X.509-SVID for the channel: ${err instanceof Error ? err.message : String(err)}`,
+        { cause: err },
+      );
     }
     const td = this.#matcher.trustDomain;
     const ca = bundlesPem(this.#identity, td ? [td] : undefined);
@@ -292,6 +303,34 @@ export class SecureChannel extends Dispatcher {
     return err;
   }
 
+  /**
+   * Undefined while the SVID this channel presents is valid (one clock read
+   * per request). Past its expiry: a newer SVID the provider holds is taken
+   * (a missed update); without one, the error that says so — a call made now
+   * fails at once instead of handshaking with an expired certificate the
+   * peer will refuse.
+   */
+  #expired(): TransportIdentityError | undefined {
+    if (Date.now() < this.#notAfter) return undefined;
+    let reason: string;
+    let cause: unknown;
+    try {
+      const svid = this.#identity.getX509Svid();
+      if (svid.expiresAt.getTime() > Date.now()) {
+        this.#rotate();
+        if (Date.now() < this.#notAfter) return undefined;
+      }
+      reason = `the X.509-SVID of ${svid.id.toString()} expired at ${svid.expiresAt.toISOString()} and no newer one is available`;
+    } catch (err) {
+      reason = err instanceof Error ? err.message : String(err);
+      cause = err;
+    }
+    return new TransportIdentityError(
+      `not calling ${this.expectedPeer}: this workload has no valid X.509-SVID (${reason})`,
+      cause === undefined ? undefined : { cause },
+    );
+  }
+
   #rotate(): void {
     if (this.#closed) return;
     let next: Agent;
@@ -304,6 +343,7 @@ export class SecureChannel extends Dispatcher {
     }
     const old = this.#agent;
     this.#agent = next;
+    this.#notAfter = this.#pendingNotAfter;
     this.#generation++;
     // close() lets in-flight requests finish before the old connections go away.
     const p = old
@@ -329,6 +369,15 @@ export class SecureChannel extends Dispatcher {
         return false;
       }
       throw err;
+    }
+    const expired = this.#expired();
+    if (expired) {
+      if (typeof handler.onError === 'function') {
+        // From the next turn, as any failure: a caller that retries at once must not spin the loop.
+        setImmediate(() => handler.onError?.(expired));
+        return false;
+      }
+      throw expired;
     }
     const legacy = typeof handler.onError === 'function' && typeof handler.onRequestStart !== 'function';
     const h =
@@ -393,6 +442,11 @@ export class SecureChannel extends Dispatcher {
   }
 
   #attempt(opts: Dispatcher.RequestOptions<unknown>): Promise<Dispatcher.ResponseData<unknown>> {
+    const expired = this.#expired();
+    if (expired) {
+      // Settled from the next turn, as any failure: a caller that retries at once must not spin the loop.
+      return new Promise((_, reject) => setImmediate(reject, expired));
+    }
     const breaker = this.#breaker;
     return breaker ? breaker.execute(() => this.#agent.request(opts)) : this.#agent.request(opts);
   }

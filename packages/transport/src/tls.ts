@@ -6,6 +6,7 @@ import {
   type IdentityProvider,
   type TrustDomain,
   type X509Bundle,
+  X509Svid,
   verifyX509Svid,
 } from '@weave/identity';
 
@@ -20,9 +21,10 @@ export function bundlesPem(identity: IdentityProvider, tds?: readonly TrustDomai
     .join('\n');
 }
 
-/** Own SVID as PEM `cert`/`key` for a TLS context. */
-export function svidPem(identity: IdentityProvider): { cert: string; key: string } {
-  const { certChain, privateKey } = identity.getX509Svid().toPem();
+/** Own SVID (the provider's current one, or the one given) as PEM `cert`/`key` for a TLS context. */
+export function svidPem(source: IdentityProvider | X509Svid): { cert: string; key: string } {
+  const svid = source instanceof X509Svid ? source : source.getX509Svid();
+  const { certChain, privateKey } = svid.toPem();
   return { cert: certChain, key: privateKey };
 }
 

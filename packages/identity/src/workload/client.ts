@@ -15,7 +15,7 @@ import type { TrustDomain } from '../spiffe-id.js';
 import { SpiffeId } from '../spiffe-id.js';
 import { X509Svid } from '../x509-svid.js';
 import { resolveWorkloadApiAddress, type WorkloadApiAddress } from './address.js';
-import { LinearBackoff, resolveBackoff, type BackoffOptions, type ResolvedBackoff } from './backoff.js';
+import { ExponentialBackoff, resolveBackoff, type BackoffOptions, type ResolvedBackoff } from './backoff.js';
 import { WorkloadApiError, badResponse } from './errors.js';
 import {
   WORKLOAD_API_HEADER,
@@ -34,7 +34,7 @@ export interface WorkloadApiClientOptions {
   readonly address?: string;
   /** Where `SPIFFE_ENDPOINT_SOCKET` is read from. Default `process.env`. */
   readonly env?: Readonly<Record<string, string | undefined>>;
-  /** Reconnect backoff of the watchers. Default go-spiffe's 1 s, 2 s, … 30 s. */
+  /** Reconnect backoff of the watchers. Default 1 s doubling to 30 s, with jitter; 1 s while the SVID is (about to be) expired. */
   readonly backoff?: BackoffOptions;
   readonly logger?: Logger;
 }
@@ -69,6 +69,12 @@ export interface Watcher<T> {
   onUpdate(value: T): void;
   /** Called for every failure: a dropped stream (followed by a reconnect) or an invalid message (ignored). */
   onError?(error: WorkloadApiError): void;
+  /**
+   * When a new message is needed at the latest (epoch ms), e.g. the held
+   * SVID's expiry: a reconnect that would come later is brought forward
+   * (at most `backoff.urgentMaxMs`). Asked at each reconnect.
+   */
+  needBy?(): number | undefined;
 }
 
 /** A running watch. */
@@ -208,7 +214,8 @@ type StreamMethod<Res> = MethodDefinition<Record<string, never>, Res>;
  * A client of the SPIFFE Workload API (SPIRE agent or Weave's dev server) over
  * gRPC, as go-spiffe's `workloadapi.Client`: every call carries the
  * `workload.spiffe.io: true` header, every response is validated before use,
- * and the watchers reconnect with linear backoff, except after
+ * and the watchers reconnect with capped exponential backoff and jitter
+ * (faster while the watched SVID is expired or about to be), except after
  * INVALID_ARGUMENT.
  */
 export class WorkloadApiClient {
@@ -229,11 +236,13 @@ export class WorkloadApiClient {
     this.#log = (options.logger ?? defaultLogger('workload-api-client')).child({ address: this.address.uri });
     // No TLS: the Workload API is a local endpoint secured by the socket's
     // reachability, and the server identifies the caller by its process.
-    // grpc-js keeps its own reconnect backoff per channel; align it with ours
-    // so a socket that reappears is used as soon as our watchers retry.
+    // grpc-js keeps its own reconnect backoff per channel and fails calls at
+    // once while it waits. Ours spaces the calls; the channel's is kept at the
+    // urgent bound, so a socket that reappears is used by the next call (a
+    // local socket: a connect attempt a second at most, and only when called).
     this.#grpc = new GrpcClient(this.address.grpcTarget, credentials.createInsecure(), {
-      'grpc.initial_reconnect_backoff_ms': this.#backoff.initialMs,
-      'grpc.max_reconnect_backoff_ms': this.#backoff.maxMs,
+      'grpc.initial_reconnect_backoff_ms': Math.min(this.#backoff.initialMs, this.#backoff.urgentMaxMs),
+      'grpc.max_reconnect_backoff_ms': this.#backoff.urgentMaxMs,
     });
   }
 
@@ -450,7 +459,7 @@ export class WorkloadApiClient {
     watcher: Watcher<T>,
   ): WatchHandle {
     this.#assertOpen();
-    const backoff = new LinearBackoff(this.#backoff);
+    const backoff = new ExponentialBackoff(this.#backoff);
     const log = this.#log.child({ rpc: name });
     let stopped = false;
     let failures = 0;
@@ -494,7 +503,7 @@ export class WorkloadApiClient {
           finish(err);
           return;
         }
-        const delay = backoff.next();
+        const delay = backoff.next(watcher.needBy?.());
         failures++;
         // The first failure and every tenth after it are warnings; the rest would only flood the log.
         const level = failures === 1 || failures % 10 === 0 ? 'warn' : 'debug';

@@ -66,7 +66,8 @@ const jwksText = (m: ReadonlyMap<string, JwtBundle>): string =>
  *
  * It keeps a stream open for X.509-SVIDs (with their bundles) and one for JWT
  * bundles, applies every update (rotation, federated bundles added or
- * removed), and reconnects with go-spiffe's linear backoff. While the endpoint
+ * removed), and reconnects with capped exponential backoff and jitter —
+ * within about a second while its SVID is expired or about to be. While the endpoint
  * is unreachable it keeps serving the last SVID until that SVID expires; then
  * it logs an error, notifies {@link WorkloadApiIdentityProvider.onExpired} and
  * {@link WorkloadApiIdentityProvider.onError} listeners, and
@@ -229,6 +230,8 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
     const x509 = this.#client.watchX509Context({
       onUpdate: (ctx) => this.#applyX509(ctx),
       onError: (err) => this.#reportError(err),
+      // Without a usable SVID (expired, or expiring before the next attempt), reconnect at once.
+      needBy: () => this.#svid?.expiresAt.getTime(),
     });
     const jwt = this.#client.watchJwtBundles({
       onUpdate: (set) => this.#applyJwt(set),
