@@ -2,6 +2,8 @@
 // Workload API server over gRPC on Unix sockets, and a real A2A agent on
 // @weave/transport's mTLS server with a default-deny policy.
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -10,6 +12,7 @@ import { A2AServer, AgentCardSigner } from '@weave/a2a';
 import { LocalPolicyEnforcer } from '@weave/authz';
 import { SpiffeId, WorkloadApiIdentityProvider, authorizeMemberOf } from '@weave/identity';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
+import { createMtlsServerOptions } from '@weave/transport';
 import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
 import { inproc, spawnWeave, waitForLine, weave } from './helpers.js';
 
@@ -338,6 +341,34 @@ describe('weave call', () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('PEER_VERIFICATION_FAILED');
     expect(seen).toEqual(before);
+  });
+
+  it('--timeout 3s bounds the whole call against a peer that accepts TLS and never answers', async () => {
+    // The search agent's own SVID: the handshake (and the SPIFFE ID check) succeeds, then silence.
+    const held = new Set<tls.TLSSocket>();
+    const mute = tls.createServer(createMtlsServerOptions(agentIdentity), (s) => {
+      held.add(s);
+      s.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => mute.listen(0, '127.0.0.1', resolve));
+    const muteUrl = `https://127.0.0.1:${(mute.address() as AddressInfo).port}`;
+    try {
+      for (const target of [[ID.search, '--peer', `${ID.search}=${muteUrl}`], [muteUrl]]) {
+        const t0 = performance.now();
+        const r = await inproc(['call', ...target, 'search', '{}', '--timeout', '3s'], {
+          SPIFFE_ENDPOINT_SOCKET: socket.client,
+        });
+        const s = (performance.now() - t0) / 1000;
+        expect(r.code).toBe(1);
+        expect(r.stderr).toContain('DEADLINE_EXCEEDED');
+        // Was 31–33 s: a card fetch with its own 10 s timeout, repeated twice by the channel.
+        expect(s).toBeGreaterThanOrEqual(2.9);
+        expect(s).toBeLessThan(5.5);
+      }
+    } finally {
+      for (const s of held) s.destroy();
+      await new Promise<void>((resolve) => mute.close(() => resolve()));
+    }
   });
 
   it('--config calls as that agent: its socket, peers and policy, and its pinned SPIFFE ID', async () => {

@@ -1,24 +1,29 @@
 import { randomUUID } from 'node:crypto';
-import { request, type Dispatcher } from 'undici';
-import type { z } from 'zod';
-import { A2AClientError, A2AError, A2AErrorCode, type JsonRpcErrorObject } from './errors.js';
-import {
-  DiscoveryClient,
-  readLimited,
-  type DiscoveryClientOptions,
-  type DiscoveryStats,
-} from './discovery.js';
-import { parseSse } from './sse-parse.js';
+import type { Dispatcher } from 'undici';
+import { z } from 'zod';
+import { A2AClientError, A2AError, A2AErrorCode } from './errors.js';
+import { DiscoveryClient, type DiscoveryClientOptions, type DiscoveryStats } from './discovery.js';
+import { deadlineExceeded } from './transports/http.js';
+import { jsonRpcTransportFactory } from './transports/jsonrpc.js';
+import type {
+  ClientTransport,
+  ClientTransportFactory,
+  StreamMethod,
+  TransportContext,
+  UnaryMethod,
+} from './transports/types.js';
 import {
   AgentCardSchema,
   ListTasksResultSchema,
   MessageSchema,
   SendMessageResultSchema,
   StreamResponseSchema,
+  TaskPushNotificationConfigSchema,
   TaskSchema,
   INTERRUPTED_STATES,
   isTerminal,
   type AgentCard,
+  type AgentInterface,
   type ListTasksParams,
   type ListTasksResult,
   type Message,
@@ -27,8 +32,8 @@ import {
   type SendMessageResult,
   type StreamResponse,
   type Task,
+  type TaskPushNotificationConfig,
 } from './wire/v1.js';
-
 /** A stream event with its SSE event id (Weave servers number events per task). */
 export type StreamEvent = StreamResponse & { readonly eventId?: string };
 
@@ -40,57 +45,101 @@ export interface A2AClientOptions {
   readonly cardTtlMs?: number;
   /** How discovered cards' signatures are checked; see {@link DiscoveryClientOptions.signatures}. */
   readonly cardSignatures?: DiscoveryClientOptions['signatures'];
-  /** Timeout for a unary call, in ms. Default 60 s. */
+  /**
+   * Time budget of a call in ms, from the method call on: card discovery,
+   * connect, send and read of a unary call; for a stream, until it is open.
+   * Default 60 s.
+   */
   readonly timeoutMs?: number;
   /** Largest response or SSE event accepted, in bytes. Default 4 MiB (the official SDK's cap). */
   readonly maxResponseBytes?: number;
-  /** Extra headers on every call (e.g. `A2A-Extensions`). */
+  /** Extra headers (gRPC: metadata) on every call (e.g. `A2A-Extensions`). */
   readonly headers?: Readonly<Record<string, string>>;
+  /**
+   * The protocol bindings to use, most preferred first (e.g. `['GRPC', 'JSONRPC']`);
+   * an agent is called on the first of them its card offers, and bindings not
+   * listed are not used. Default: the card's own order (`supportedInterfaces`,
+   * first = the agent's preference) among the bindings this client speaks.
+   */
+  readonly preferredBindings?: readonly string[];
+  /** The transports this client can use. Default: JSON-RPC, HTTP+JSON and gRPC. */
+  readonly transports?: readonly ClientTransportFactory[];
 }
 
 /** Per-call options of unary methods. */
 export interface CallOptions {
-  /** Aborts the call. */
+  /** Aborts the call, at whatever step it is (discovery, connect, send, read). */
   readonly signal?: AbortSignal;
   /** Extra headers of this call only (e.g. `traceparent`, a deadline). */
   readonly headers?: Readonly<Record<string, string>>;
-  /** Timeout of this call in ms; default the client's `timeoutMs`. */
+  /** Time budget of this call in ms, discovery included; default the client's `timeoutMs`. */
   readonly timeoutMs?: number;
 }
 
 /** Per-call options of streaming methods. */
 export interface StreamOptions {
+  /** Aborts the stream at any point. */
   readonly signal?: AbortSignal;
   /** Extra headers of this call only (e.g. `traceparent`, a deadline). */
   readonly headers?: Readonly<Record<string, string>>;
   /** Resume after this event id (sent as `Last-Event-ID`). */
   readonly lastEventId?: string;
+  /** Time until the stream is open (discovery included), in ms; default the client's `timeoutMs`. */
+  readonly timeoutMs?: number;
 }
 
 /** A task payload for the conveniences: text, parts, or a JSON value (a data part). */
 export type TaskPayload = string | readonly Part[] | Record<string, unknown>;
 
+/** A page of push notification configs. */
+export interface PushConfigPage {
+  configs: TaskPushNotificationConfig[];
+  nextPageToken: string;
+}
+
+const PushConfigPageSchema: z.ZodType<PushConfigPage> = z.object({
+  configs: z.array(TaskPushNotificationConfigSchema).default([]),
+  nextPageToken: z.string().default(''),
+});
+
+const DEFAULT_TRANSPORTS: readonly ClientTransportFactory[] = [jsonRpcTransportFactory];
+
 /**
- * An A2A v1.0 JSON-RPC client over an undici dispatcher. Each method takes the
- * agent's base URL; the JSON-RPC endpoint comes from the (cached) agent card.
- * JSON-RPC errors are thrown as {@link A2AError} carrying the numeric code.
+ * An A2A v1.0 client. Each method takes the agent's base URL; the agent's
+ * card (fetched once, cached) says which protocol bindings it offers, and the
+ * client talks to it on the first one both prefer (see
+ * {@link A2AClientOptions.preferredBindings}) — JSON-RPC, HTTP+JSON or gRPC,
+ * all over the same SPIFFE-verified channel. Protocol errors are thrown as
+ * {@link A2AError} carrying the JSON-RPC code, whichever binding carried them.
  */
 export class A2AClient {
   readonly discovery: DiscoveryClient;
-  readonly #dispatcher: Dispatcher;
   readonly #timeout: number;
-  readonly #maxBytes: number;
-  readonly #headers: Readonly<Record<string, string>>;
-  /** JSON-RPC endpoint of each card object: the card cache decides freshness, this only skips the search. */
-  readonly #endpoints = new WeakMap<AgentCard, string>();
-  #nextId = 1;
+  readonly #ctx: TransportContext;
+  readonly #factories: ReadonlyMap<string, ClientTransportFactory>;
+  readonly #preferred: readonly string[] | undefined;
+  /** The transport chosen for each card object: the card cache decides freshness, this only skips the choice. */
+  readonly #byCard = new WeakMap<AgentCard, ClientTransport>();
+  /** Transports by binding, URL and tenant, reused across card refreshes (a gRPC one holds a channel). */
+  readonly #transports = new Map<string, ClientTransport>();
 
   constructor(options: A2AClientOptions) {
     if (!options?.dispatcher) throw new TypeError('A2AClient: dispatcher is required');
-    this.#dispatcher = options.dispatcher;
-    this.#timeout = options.timeoutMs ?? 60_000;
-    this.#maxBytes = options.maxResponseBytes ?? 4 * 1024 * 1024;
-    this.#headers = options.headers ?? {};
+    const timeout = options.timeoutMs ?? 60_000;
+    if (!Number.isFinite(timeout) || timeout <= 0) {
+      throw new TypeError('A2AClient: timeoutMs must be a positive number of milliseconds');
+    }
+    this.#timeout = timeout;
+    this.#ctx = {
+      dispatcher: options.dispatcher,
+      headers: options.headers ?? {},
+      maxResponseBytes: options.maxResponseBytes ?? 4 * 1024 * 1024,
+    };
+    const factories = new Map<string, ClientTransportFactory>();
+    for (const f of options.transports ?? DEFAULT_TRANSPORTS)
+      factories.set(f.protocolBinding.toUpperCase(), f);
+    this.#factories = factories;
+    this.#preferred = options.preferredBindings?.map((b) => b.toUpperCase());
     this.discovery = new DiscoveryClient({
       dispatcher: options.dispatcher,
       ttlMs: options.cardTtlMs,
@@ -98,14 +147,28 @@ export class A2AClient {
     });
   }
 
-  /** The agent card at `url`, cached for the TTL. */
-  discoverAgent(url: string, options?: { force?: boolean }): Promise<AgentCard> {
-    return this.discovery.discover(url, options);
+  /** The agent card at `url`, cached for the TTL; bounded by `timeoutMs` (default the client's) and `signal`. */
+  discoverAgent(
+    url: string,
+    options: { force?: boolean; signal?: AbortSignal; timeoutMs?: number } = {},
+  ): Promise<AgentCard> {
+    return this.discovery.discover(url, { ...options, timeoutMs: options.timeoutMs ?? this.#timeout });
   }
 
   /** Card cache counters. */
   cacheStats(): DiscoveryStats {
     return this.discovery.stats();
+  }
+
+  /**
+   * The transport this client uses for the agent at `url` (discovering its
+   * card if needed): e.g. `(await client.transportFor(url)).protocolBinding`.
+   */
+  async transportFor(url: string, options: CallOptions = {}): Promise<ClientTransport> {
+    return (
+      this.#cachedTransport(url) ??
+      this.#discoverTransport(url, options.signal, options.timeoutMs ?? this.#timeout)
+    );
   }
 
   /** SendMessage: starts a task (or replies to one waiting for input). */
@@ -155,6 +218,74 @@ export class A2AClient {
 
   async getExtendedAgentCard(url: string, options?: CallOptions): Promise<AgentCard> {
     return this.#call(url, 'GetExtendedAgentCard', {}, AgentCardSchema, options);
+  }
+
+  /**
+   * CreateTaskPushNotificationConfig: asks the agent to POST the task's
+   * updates to `config.url`. Resolves with the stored config (its `id` set by
+   * the agent when not given; secrets may come back redacted).
+   */
+  async createTaskPushNotificationConfig(
+    url: string,
+    config: TaskPushNotificationConfig,
+    options?: CallOptions,
+  ): Promise<TaskPushNotificationConfig> {
+    return this.#call(
+      url,
+      'CreateTaskPushNotificationConfig',
+      config,
+      TaskPushNotificationConfigSchema,
+      options,
+    );
+  }
+
+  /** GetTaskPushNotificationConfig: one push config of a task. */
+  async getTaskPushNotificationConfig(
+    url: string,
+    taskId: string,
+    configId: string,
+    options?: CallOptions,
+  ): Promise<TaskPushNotificationConfig> {
+    return this.#call(
+      url,
+      'GetTaskPushNotificationConfig',
+      { taskId, id: configId },
+      TaskPushNotificationConfigSchema,
+      options,
+    );
+  }
+
+  /** ListTaskPushNotificationConfigs: the push configs of a task, a page at a time. */
+  async listTaskPushNotificationConfigs(
+    url: string,
+    taskId: string,
+    page: { pageSize?: number; pageToken?: string } = {},
+    options?: CallOptions,
+  ): Promise<PushConfigPage> {
+    return this.#call(
+      url,
+      'ListTaskPushNotificationConfigs',
+      { ...page, taskId },
+      PushConfigPageSchema,
+      options,
+    );
+  }
+
+  /** DeleteTaskPushNotificationConfig: removes a push config (deleting an absent one succeeds). */
+  async deleteTaskPushNotificationConfig(
+    url: string,
+    taskId: string,
+    configId: string,
+    options?: CallOptions,
+  ): Promise<void> {
+    await this.#call(url, 'DeleteTaskPushNotificationConfig', { taskId, id: configId }, EmptySchema, options);
+  }
+
+  /** Closes the transports this client opened (gRPC channels); the dispatcher is the caller's to close. */
+  async close(): Promise<void> {
+    const all = [...this.#transports.values()];
+    this.#transports.clear();
+    await Promise.all(all.map((t) => t.close().catch(() => undefined)));
   }
 
   /**
@@ -259,295 +390,128 @@ export class A2AClient {
 
   // ---- plumbing ------------------------------------------------------------------
 
-  #endpoint(url: string): Promise<string> | string {
+  /** The transport for a cached, fresh card of `url`, without waiting; `undefined` when the card must be fetched. */
+  #cachedTransport(url: string): ClientTransport | undefined {
     const card = this.discovery.cached(url);
-    if (card === undefined) return this.discovery.discover(url).then((c) => this.#endpointOf(url, c));
-    return this.#endpoints.get(card) ?? this.#endpointOf(url, card);
+    if (card === undefined) return undefined;
+    return this.#byCard.get(card) ?? this.#choose(url, card);
   }
 
-  #endpointOf(url: string, card: AgentCard): string {
-    const iface =
-      card.supportedInterfaces.find(
-        (i) => i.protocolBinding.toUpperCase() === 'JSONRPC' && (i.protocolVersion ?? '1.0').startsWith('1.'),
-      ) ?? undefined;
-    if (!iface) {
+  async #discoverTransport(
+    url: string,
+    signal: AbortSignal | undefined,
+    timeoutMs: number,
+  ): Promise<ClientTransport> {
+    const card = await this.discovery.discover(url, { signal, timeoutMs });
+    return this.#byCard.get(card) ?? this.#choose(url, card);
+  }
+
+  /** Picks the interface of `card` to talk to, and its transport. */
+  #choose(url: string, card: AgentCard): ClientTransport {
+    const usable: Array<{ iface: AgentInterface; factory: ClientTransportFactory }> = [];
+    const skipped: string[] = [];
+    for (const iface of card.supportedInterfaces) {
+      if (!(iface.protocolVersion ?? '1.0').startsWith('1.')) continue;
+      const binding = iface.protocolBinding.toUpperCase();
+      const factory = this.#factories.get(binding);
+      if (factory === undefined) continue;
+      const why = factory.unavailable?.(this.#ctx);
+      if (why !== undefined) {
+        skipped.push(`${binding}: ${why}`);
+        continue;
+      }
+      usable.push({ iface, factory });
+    }
+    const preferred = this.#preferred;
+    const ranked = preferred
+      ? usable
+          .filter((u) => preferred.includes(u.iface.protocolBinding.toUpperCase()))
+          .sort(
+            (a, b) =>
+              preferred.indexOf(a.iface.protocolBinding.toUpperCase()) -
+              preferred.indexOf(b.iface.protocolBinding.toUpperCase()),
+          )
+      : usable;
+    const pick = ranked[0];
+    if (pick === undefined) {
+      const offered = card.supportedInterfaces
+        .map((i) => `${i.protocolBinding} ${i.protocolVersion ?? '?'}`)
+        .join(', ');
       throw new A2AClientError(
         'NO_COMPATIBLE_INTERFACE',
-        `agent at ${url} offers no JSON-RPC A2A 1.0 interface`,
+        `agent at ${url} offers no A2A 1.0 interface this client uses (${preferred ? `preferred: ${preferred.join(', ')}; ` : ''}offered: ${offered}${skipped.length ? `; unusable: ${skipped.join('; ')}` : ''})`,
       );
     }
-    this.#endpoints.set(card, iface.url);
-    return iface.url;
-  }
-
-  #headersFor(accept: string, extra?: Readonly<Record<string, string>>): Record<string, string> {
-    return {
-      ...this.#headers,
-      'content-type': 'application/json',
-      accept,
-      'a2a-version': '1.0',
-      ...extra,
-    };
+    const key = `${pick.iface.protocolBinding.toUpperCase()} ${pick.iface.url} ${pick.iface.tenant ?? ''}`;
+    let t = this.#transports.get(key);
+    if (t === undefined) {
+      t = pick.factory.create(pick.iface, this.#ctx);
+      this.#transports.set(key, t);
+    }
+    this.#byCard.set(card, t);
+    return t;
   }
 
   async #call<S extends z.ZodType>(
     url: string,
-    method: string,
-    params: unknown,
+    method: UnaryMethod,
+    params: object,
     schema: S,
     options: CallOptions = {},
   ): Promise<z.infer<S>> {
-    const ep = this.#endpoint(url);
-    const endpoint = typeof ep === 'string' ? ep : await ep;
-    const id = this.#nextId++;
     const timeout = options.timeoutMs ?? this.#timeout;
-    let res: { status: number; text: string };
-    try {
-      res = await postJson(
-        this.#dispatcher,
-        endpoint,
-        this.#headersFor('application/json', options.headers),
-        JSON.stringify({ jsonrpc: '2.0', id, method, params }),
-        { signal: options.signal, timeoutMs: timeout, maxBytes: this.#maxBytes },
-      );
-    } catch (err) {
-      if (err instanceof A2AClientError) throw err;
-      throw new A2AClientError(
-        'TRANSPORT_FAILED',
-        `${method} to ${endpoint} failed: ${(err as Error).message}`,
-        {
-          cause: err,
-        },
-      );
+    let transport = this.#cachedTransport(url);
+    let left = timeout;
+    if (transport === undefined) {
+      const started = Date.now();
+      transport = await this.#discoverTransport(url, options.signal, timeout);
+      left = timeout - (Date.now() - started);
+      if (left <= 0) throw deadlineExceeded(`${method} to ${url}`);
     }
-    const env = parseEnvelope(res.text, res.status, method);
-    if (env.error) throw A2AError.fromJsonRpc(env.error);
-    if (env.id !== id) {
-      throw new A2AClientError(
-        'RESPONSE_ID_MISMATCH',
-        `${method}: response id ${JSON.stringify(env.id)} != ${id}`,
-      );
-    }
-    return validate(schema, env.result, method);
+    const result = await transport.call(method, params as Record<string, unknown>, {
+      signal: options.signal,
+      headers: options.headers,
+      timeoutMs: left,
+    });
+    return validate(schema, result, method);
   }
 
   async *#stream(
     url: string,
-    method: string,
-    params: unknown,
+    method: StreamMethod,
+    params: object,
     options: StreamOptions = {},
   ): AsyncGenerator<StreamEvent> {
-    const endpoint = await this.#endpoint(url);
-    const id = this.#nextId++;
-    const extra: Record<string, string> = { ...options.headers };
-    if (options.lastEventId !== undefined) extra['last-event-id'] = options.lastEventId;
-    let res: Dispatcher.ResponseData;
-    try {
-      res = await request(endpoint, {
-        method: 'POST',
-        dispatcher: this.#dispatcher,
-        headers: this.#headersFor('text/event-stream', extra),
-        body: JSON.stringify({ jsonrpc: '2.0', id, method, params }),
-        signal: options.signal,
-        headersTimeout: this.#timeout,
-        // A quiet task is not a dead one: the server's heartbeats keep the body alive.
-        bodyTimeout: 0,
-      });
-    } catch (err) {
-      throw new A2AClientError(
-        'TRANSPORT_FAILED',
-        `${method} to ${endpoint} failed: ${(err as Error).message}`,
-        {
-          cause: err,
-        },
-      );
-    }
-    const ct = String(res.headers['content-type'] ?? '');
-    if (!ct.startsWith('text/event-stream')) {
-      const text = await readLimited(res.body, this.#maxBytes, endpoint);
-      const env = parseEnvelope(text, res.statusCode, method);
-      if (env.error) throw A2AError.fromJsonRpc(env.error);
-      throw new A2AClientError(
-        'UNEXPECTED_RESPONSE',
-        `${method}: expected an event stream, got ${ct || 'no content type'}`,
-      );
-    }
+    const timeout = options.timeoutMs ?? this.#timeout;
+    const started = Date.now();
+    const transport =
+      this.#cachedTransport(url) ?? (await this.#discoverTransport(url, options.signal, timeout));
+    const left = timeout - (Date.now() - started);
+    if (left <= 0) throw deadlineExceeded(`${method} to ${url}`);
     let settled = false;
-    try {
-      for await (const ev of parseSse(res.body, this.#maxBytes)) {
-        let json: unknown;
-        try {
-          json = JSON.parse(ev.data);
-        } catch (err) {
-          throw new A2AClientError('INVALID_RESPONSE', `${method}: SSE event is not JSON`, { cause: err });
-        }
-        const env = checkEnvelope(json, method);
-        if (env.id !== id) {
-          throw new A2AClientError(
-            'RESPONSE_ID_MISMATCH',
-            `${method}: event id ${JSON.stringify(env.id)} != ${id}`,
-          );
-        }
-        if (env.error) throw A2AError.fromJsonRpc(env.error);
-        const event = validate(StreamResponseSchema, env.result, method);
-        settled = settles(event);
-        yield ev.id === undefined ? event : { ...event, eventId: ev.id };
-      }
-      // A task stream ends at a terminal or interrupted state (or with a
-      // message); one that stops before is cut, not finished.
-      if (!settled) {
-        throw new A2AClientError(
-          'STREAM_ENDED',
-          `${method}: the event stream ended before the task reached a terminal or interrupted state`,
-        );
-      }
-    } finally {
-      if (!res.body.destroyed) res.body.destroy();
+    for await (const ev of transport.stream(method, params as Record<string, unknown>, {
+      signal: options.signal,
+      headers: options.headers,
+      lastEventId: options.lastEventId,
+      timeoutMs: left,
+    })) {
+      const event = validate(StreamResponseSchema, ev.value, method);
+      settled = settles(event);
+      yield ev.eventId === undefined ? event : { ...event, eventId: ev.eventId };
     }
-  }
-}
-
-interface Envelope {
-  id: unknown;
-  result?: unknown;
-  error?: JsonRpcErrorObject;
-}
-
-/** Origin and path of each JSON-RPC endpoint seen (a handful per client): parsed once. */
-const endpointParts = new Map<string, { origin: string; path: string }>();
-
-function partsOf(endpoint: string): { origin: string; path: string } {
-  let p = endpointParts.get(endpoint);
-  if (p === undefined) {
-    const u = new URL(endpoint);
-    p = { origin: u.origin, path: `${u.pathname}${u.search}` };
-    if (endpointParts.size >= 1000) endpointParts.clear();
-    endpointParts.set(endpoint, p);
-  }
-  return p;
-}
-
-/**
- * One unary POST straight on the dispatcher, the body gathered in memory up
- * to `maxBytes`: undici's `request()` builds a Readable stream for every
- * response, which costs more than the whole JSON-RPC exchange around it.
- * The handler has undici's classic shape, so a SecureChannel still retries
- * what provably never left.
- */
-function postJson(
-  dispatcher: Dispatcher,
-  endpoint: string,
-  headers: Record<string, string>,
-  body: string,
-  opts: { signal?: AbortSignal | undefined; timeoutMs: number; maxBytes: number },
-): Promise<{ status: number; text: string }> {
-  const { origin, path } = partsOf(endpoint);
-  const signal = opts.signal;
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason ?? new Error('aborted'));
-    let abortFn: ((reason?: Error) => void) | undefined;
-    let abortReason: Error | undefined;
-    let status = 0;
-    let size = 0;
-    const chunks: Buffer[] = [];
-    let settled = false;
-    const onAbort = () => {
-      abortReason = (signal?.reason as Error | undefined) ?? new Error('aborted');
-      abortFn?.(abortReason);
-    };
-    const settle = (err: unknown, value?: { status: number; text: string }) => {
-      if (settled) return;
-      settled = true;
-      signal?.removeEventListener('abort', onAbort);
-      if (err !== undefined) reject(err);
-      else resolve(value as { status: number; text: string });
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-    const handler = {
-      onConnect(abort: (reason?: Error) => void) {
-        abortFn = abort;
-        if (abortReason) abort(abortReason);
-      },
-      onHeaders(statusCode: number) {
-        status = statusCode;
-        return true;
-      },
-      onData(chunk: Buffer) {
-        size += chunk.length;
-        if (size > opts.maxBytes) {
-          const err = new A2AClientError(
-            'RESPONSE_TOO_LARGE',
-            `response from ${endpoint} exceeds ${opts.maxBytes} bytes`,
-          );
-          settle(err);
-          abortFn?.(err);
-          return false;
-        }
-        chunks.push(chunk);
-        return true;
-      },
-      onComplete() {
-        const text =
-          chunks.length === 1
-            ? (chunks[0] as Buffer).toString('utf8')
-            : Buffer.concat(chunks).toString('utf8');
-        settle(undefined, { status, text });
-      },
-      onError(err: Error) {
-        settle(err);
-      },
-    };
-    try {
-      dispatcher.dispatch(
-        {
-          origin,
-          path,
-          method: 'POST',
-          headers,
-          body,
-          headersTimeout: opts.timeoutMs,
-          bodyTimeout: opts.timeoutMs,
-        },
-        handler as unknown as Dispatcher.DispatchHandler,
+    // A task stream ends at a terminal or interrupted state (or with a
+    // message); one that stops before is cut, not finished — on any binding.
+    if (!settled) {
+      throw new A2AClientError(
+        'STREAM_ENDED',
+        `${method}: the event stream ended before the task reached a terminal or interrupted state`,
       );
-    } catch (err) {
-      settle(err);
     }
-  });
+  }
 }
 
-function parseEnvelope(text: string, status: number, method: string): Envelope {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new A2AClientError(
-      'INVALID_RESPONSE',
-      `${method}: HTTP ${status} with a body that is not JSON-RPC`,
-      {
-        cause: err,
-      },
-    );
-  }
-  return checkEnvelope(json, method);
-}
-
-function checkEnvelope(json: unknown, method: string): Envelope {
-  const env = json as { jsonrpc?: unknown; id?: unknown; result?: unknown; error?: unknown } | null;
-  if (!env || typeof env !== 'object' || env.jsonrpc !== '2.0') {
-    throw new A2AClientError('INVALID_RESPONSE', `${method}: not a JSON-RPC 2.0 response`);
-  }
-  if (env.error !== undefined) {
-    const e = env.error as { code?: unknown; message?: unknown; data?: unknown } | null;
-    if (!e || typeof e.code !== 'number' || typeof e.message !== 'string') {
-      throw new A2AClientError('INVALID_RESPONSE', `${method}: malformed JSON-RPC error`);
-    }
-    return { id: env.id, error: { code: e.code, message: e.message, data: e.data } };
-  }
-  if (!('result' in env))
-    throw new A2AClientError('INVALID_RESPONSE', `${method}: response has neither result nor error`);
-  return { id: env.id, result: env.result };
-}
+/** An empty result (DeleteTaskPushNotificationConfig): nothing, `null` or `{}`. */
+const EmptySchema = z.union([z.undefined(), z.null(), z.object({}).loose()]);
 
 function validate<S extends z.ZodType>(schema: S, value: unknown, method: string): z.infer<S> {
   const r = schema.safeParse(value);

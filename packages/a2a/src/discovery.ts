@@ -2,6 +2,7 @@ import { request, type Dispatcher } from 'undici';
 import { SpiffeId } from '@weave/identity';
 import { verifyAgentCard, type VerifyAgentCardOptions } from './card-signing.js';
 import { A2AClientError } from './errors.js';
+import { callFailure, deadlineExceeded, readLimited, untilAborted } from './transports/http.js';
 import { AgentCardSchema, type AgentCard } from './wire/v1.js';
 
 /** Options of {@link DiscoveryClient}. */
@@ -14,7 +15,7 @@ export interface DiscoveryClientOptions {
   readonly maxEntries?: number;
   /** Largest card accepted, in bytes. Default 1 MiB. */
   readonly maxCardBytes?: number;
-  /** Per-fetch timeout in ms. Default 10 s. */
+  /** Longest a fetch may take in ms, whatever its callers allow. Default 10 s. */
   readonly timeoutMs?: number;
   /**
    * How the signatures of fetched cards are checked (A2A §8.4, see
@@ -24,6 +25,16 @@ export interface DiscoveryClientOptions {
    * peer). Without this option signatures are not looked at (policy `off`).
    */
   readonly signatures?: Omit<VerifyAgentCardOptions, 'now'>;
+}
+
+/** Options of one {@link DiscoveryClient.discover}. */
+export interface DiscoverOptions {
+  /** Fetch even when a fresh card is cached. */
+  readonly force?: boolean;
+  /** Gives up waiting for the card (`ABORTED`, or `DEADLINE_EXCEEDED` for a timeout signal). */
+  readonly signal?: AbortSignal | undefined;
+  /** Gives up waiting after this many ms (`DEADLINE_EXCEEDED`). */
+  readonly timeoutMs?: number | undefined;
 }
 
 /** Counters of the card cache. */
@@ -45,6 +56,14 @@ interface Entry {
   readonly expires: number;
 }
 
+/** A fetch shared by every concurrent caller; aborted once all of them gave up. */
+interface Inflight {
+  readonly promise: Promise<AgentCard>;
+  readonly controller: AbortController;
+  /** Callers still waiting; one that waits without a bound pins the fetch (its own timeout still applies). */
+  waiters: number;
+}
+
 /**
  * Fetches and caches agent cards (`/.well-known/agent-card.json`), validated
  * with zod. Concurrent requests for the same URL share one fetch.
@@ -57,7 +76,7 @@ export class DiscoveryClient {
   readonly #timeout: number;
   readonly #signatures: VerifyAgentCardOptions | undefined;
   readonly #cache = new Map<string, Entry>();
-  readonly #inflight = new Map<string, Promise<AgentCard>>();
+  readonly #inflight = new Map<string, Inflight>();
   /** Given URL → its card URL: a caller names the same agent on every call, and parsing it each time shows in profiles. */
   readonly #cardUrls = new Map<string, string>();
   #hits = 0;
@@ -80,8 +99,12 @@ export class DiscoveryClient {
     }
   }
 
-  /** The agent card at `url` (a base URL or the card's own URL), from cache while fresh. */
-  async discover(url: string, options: { force?: boolean } = {}): Promise<AgentCard> {
+  /**
+   * The agent card at `url` (a base URL or the card's own URL), from cache
+   * while fresh. Concurrent callers share one fetch; each stops waiting at its
+   * own signal or `timeoutMs`, and the fetch is abandoned once no caller waits.
+   */
+  async discover(url: string, options: DiscoverOptions = {}): Promise<AgentCard> {
     const cardUrl = this.#cardUrl(url);
     const now = Date.now();
     const hit = this.#cache.get(cardUrl);
@@ -89,13 +112,18 @@ export class DiscoveryClient {
       this.#hits++;
       return hit.card;
     }
-    const pending = this.#inflight.get(cardUrl);
-    if (pending) {
-      this.#hits++;
-      return pending;
+    let f = this.#inflight.get(cardUrl);
+    if (f) this.#hits++;
+    else {
+      this.#misses++;
+      f = this.#start(cardUrl);
     }
-    this.#misses++;
-    const p = this.#fetch(cardUrl).then(
+    return this.#wait(f, cardUrl, options);
+  }
+
+  #start(cardUrl: string): Inflight {
+    const controller = new AbortController();
+    const promise = this.#fetch(cardUrl, controller.signal).then(
       (card) => {
         this.#inflight.delete(cardUrl);
         this.#cache.delete(cardUrl);
@@ -115,8 +143,51 @@ export class DiscoveryClient {
         throw err;
       },
     );
-    this.#inflight.set(cardUrl, p);
-    return p;
+    // Callers that gave up do not see the fetch's own failure.
+    promise.catch(() => undefined);
+    const f: Inflight = { promise, controller, waiters: 0 };
+    this.#inflight.set(cardUrl, f);
+    return f;
+  }
+
+  #wait(f: Inflight, cardUrl: string, options: DiscoverOptions): Promise<AgentCard> {
+    f.waiters++;
+    const { signal, timeoutMs } = options;
+    if (signal === undefined && timeoutMs === undefined) return f.promise;
+    const what = `agent card ${cardUrl}`;
+    return new Promise<AgentCard>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      let done = false;
+      const finish = () => {
+        done = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const giveUp = (err: Error) => {
+        if (done) return;
+        finish();
+        // The last caller gone: nobody wants the card any more, stop fetching it.
+        if (--f.waiters === 0) f.controller.abort(err);
+        reject(err);
+      };
+      const onAbort = () => giveUp(callFailure(what, signal?.reason, signal));
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (timeoutMs !== undefined)
+        timer = setTimeout(() => giveUp(deadlineExceeded(what)), Math.max(1, timeoutMs));
+      f.promise.then(
+        (card) => {
+          if (done) return;
+          finish();
+          resolve(card);
+        },
+        (err: unknown) => {
+          if (done) return;
+          finish();
+          reject(err as Error);
+        },
+      );
+    });
   }
 
   /**
@@ -187,16 +258,35 @@ export class DiscoveryClient {
     };
   }
 
-  async #fetch(cardUrl: string): Promise<AgentCard> {
+  async #fetch(cardUrl: string, signal: AbortSignal): Promise<AgentCard> {
+    // One timer bounds the whole fetch: undici's own headers timeout would let a
+    // SecureChannel repeat the GET (idempotent) after each expiry.
+    const ac = new AbortController();
+    const onAbort = () => ac.abort(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    const timer = setTimeout(() => ac.abort(deadlineExceeded(`agent card ${cardUrl}`)), this.#timeout);
+    try {
+      return await this.#get(cardUrl, ac.signal);
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  async #get(cardUrl: string, signal: AbortSignal): Promise<AgentCard> {
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(cardUrl, {
-        dispatcher: this.#dispatcher,
-        headers: { accept: 'application/json', 'a2a-version': '1.0' },
-        headersTimeout: this.#timeout,
-        bodyTimeout: this.#timeout,
-      });
+      res = await untilAborted(
+        request(cardUrl, {
+          dispatcher: this.#dispatcher,
+          headers: { accept: 'application/json', 'a2a-version': '1.0' },
+          signal,
+        }),
+        signal,
+      );
     } catch (err) {
+      const e = callFailure(`agent card ${cardUrl}`, err, signal);
+      if (e instanceof A2AClientError && e.code !== 'TRANSPORT_FAILED') throw e;
       throw new A2AClientError(
         'AGENT_CARD_UNREACHABLE',
         `cannot fetch agent card ${cardUrl}: ${(err as Error).message}`,
@@ -205,7 +295,12 @@ export class DiscoveryClient {
         },
       );
     }
-    const text = await readLimited(res.body, this.#maxBytes, cardUrl);
+    let text: string;
+    try {
+      text = await readLimited(res.body, this.#maxBytes, cardUrl);
+    } catch (err) {
+      throw callFailure(`agent card ${cardUrl}`, err, signal);
+    }
     if (res.statusCode !== 200) {
       throw new A2AClientError(
         'AGENT_CARD_UNAVAILABLE',
@@ -244,26 +339,4 @@ export function agentCardUrl(url: string): string {
   }
   if (!u.pathname.endsWith('/')) u.pathname += '/';
   return new URL('.well-known/agent-card.json', u).toString();
-}
-
-/** Reads a body as UTF-8 text, refusing more than `max` bytes. */
-export async function readLimited(
-  body: Dispatcher.ResponseData['body'],
-  max: number,
-  what: string,
-): Promise<string> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const c of body) {
-    const b = c as Buffer;
-    n += b.length;
-    if (n > max) {
-      body.destroy();
-      throw new A2AClientError('RESPONSE_TOO_LARGE', `response from ${what} exceeds ${max} bytes`);
-    }
-    chunks.push(b);
-  }
-  return chunks.length === 1
-    ? (chunks[0] as Buffer).toString('utf8')
-    : Buffer.concat(chunks).toString('utf8');
 }

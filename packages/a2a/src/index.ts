@@ -1,7 +1,7 @@
 /**
  * @weave/a2a — the Agent2Agent protocol (v1.0, with v0.3 compatibility) for
- * Weave: wire types, a Fastify server plugin, a client, task store and
- * discovery.
+ * Weave: wire types, a Fastify server plugin, a client with a transport per
+ * protocol binding, task store and discovery.
  *
  * @packageDocumentation
  */
@@ -94,13 +94,28 @@ export {
   isResumableStreamError,
   type A2AClientOptions,
   type CallOptions,
+  type PushConfigPage,
   type StreamEvent,
   type StreamOptions,
   type TaskPayload,
 } from './client.js';
 export {
+  PROTOCOL_BINDINGS,
+  type ProtocolBinding,
+  type ClientTransport,
+  type ClientTransportFactory,
+  type TransportContext,
+  type TransportCallOptions,
+  type TransportStreamOptions,
+  type RawStreamEvent,
+  type UnaryMethod,
+  type StreamMethod,
+} from './transports/types.js';
+export { JsonRpcTransport, jsonRpcTransportFactory } from './transports/jsonrpc.js';
+export {
   DiscoveryClient,
   agentCardUrl,
+  type DiscoverOptions,
   type DiscoveryClientOptions,
   type DiscoveryStats,
   type DiscoveryResult,

@@ -88,6 +88,47 @@ describe('webhook push notifications', () => {
     expect(last && 'statusUpdate' in last && last.statusUpdate.taskId).toBe(id);
   });
 
+  it('A2AClient manages push configs: create, get, list, delete', async () => {
+    const client = new A2AClient({ dispatcher: h.agent });
+    const task = await client.sendTask(h.url, 'steps', 'go');
+    const created = await client.createTaskPushNotificationConfig(h.url, {
+      taskId: task.id,
+      url: hookUrl,
+      token: 'secret-1',
+      authentication: { scheme: 'Bearer', credentials: 'cred-1' },
+    });
+    expect(created).toMatchObject({ taskId: task.id, url: hookUrl, authentication: { scheme: 'Bearer' } });
+    expect(created.id).toBeTruthy();
+    // Secrets are write-only.
+    expect(JSON.stringify(created)).not.toMatch(/secret-1|cred-1/);
+    const named = await client.createTaskPushNotificationConfig(h.url, {
+      taskId: task.id,
+      id: 'mine',
+      url: hookUrl,
+    });
+    expect(named.id).toBe('mine');
+    expect(await client.getTaskPushNotificationConfig(h.url, task.id, 'mine')).toMatchObject({
+      id: 'mine',
+      taskId: task.id,
+      url: hookUrl,
+    });
+    const page = await client.listTaskPushNotificationConfigs(h.url, task.id);
+    expect(page.configs.map((c) => c.id).sort()).toEqual([created.id, 'mine'].sort());
+    expect(page.nextPageToken).toBe('');
+    await expect(client.deleteTaskPushNotificationConfig(h.url, task.id, 'mine')).resolves.toBeUndefined();
+    expect((await client.listTaskPushNotificationConfigs(h.url, task.id)).configs.map((c) => c.id)).toEqual([
+      created.id,
+    ]);
+    await expect(client.getTaskPushNotificationConfig(h.url, task.id, 'mine')).rejects.toMatchObject({
+      jsonRpcCode: -32602,
+    });
+    // Another caller's task is not there for a stranger.
+    const stranger = new A2AClient({ dispatcher: h.strangerAgent });
+    await expect(stranger.listTaskPushNotificationConfigs(h.url, task.id)).rejects.toMatchObject({
+      name: 'A2AError',
+    });
+  });
+
   it('refuses to enable push without a sender', async () => {
     const { A2AServer } = await import('../src/index.js');
     const { AllowAllEnforcer } = await import('@weave/authz');

@@ -443,10 +443,9 @@ export class Outbound {
     for (;;) {
       let failure: unknown;
       try {
-        for (let first = true; ; first = false) {
-          // undici takes an abort during the connect only once the connect ends (at
-          // its own timeout): the first event is awaited against the signal itself.
-          const r = first ? await untilAborted(source.next(), signal) : await source.next();
+        for (;;) {
+          // The client ends a stream at the signal's abort, even during the connect.
+          const r = await source.next();
           if (r.done) break;
           const e = r.value;
           if (e.eventId !== undefined) {
@@ -623,28 +622,6 @@ function isAfter(id: string, last: string): boolean {
   const b = Number(last);
   if (!Number.isSafeInteger(a) || !Number.isSafeInteger(b) || id === '' || last === '') return true;
   return a > b;
-}
-
-/** `p`, or a rejection with the signal's reason as soon as it aborts. */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) {
-    p.catch(() => undefined);
-    return Promise.reject(signal.reason as Error);
-  }
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(signal.reason as Error);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err as Error);
-      },
-    );
-  });
 }
 
 /** Waits `ms`, or rejects with the signal's reason when it aborts first. */

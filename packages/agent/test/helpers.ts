@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { WorkloadApiIdentityProvider } from '@weave/identity';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
+import { SecureAgent, type AgentConfigInput } from '../src/index.js';
 
 export const TD = 'demo.weave';
 export const ID = {
@@ -100,4 +101,27 @@ export async function sample(
   return values
     .filter((v) => Object.entries(labels).every(([k, want]) => String(v.labels[k]) === want))
     .reduce((n, v) => n + v.value, 0);
+}
+
+/**
+ * A started orchestrator agent of `world` (its Workload API socket, the shared
+ * policy file) that knows the search agent at `searchUrl`.
+ */
+export async function startOrchestrator(
+  world: World,
+  searchUrl: string,
+  transport?: AgentConfigInput['transport'],
+): Promise<SecureAgent> {
+  const agent = new SecureAgent({
+    config: {
+      name: 'orchestrator',
+      identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
+      authz: { policyFile: world.policyFile },
+      peers: [{ id: ID.search, url: searchUrl }],
+      ...(transport ? { transport } : {}),
+    },
+    logger: testLogger(),
+  });
+  await agent.start();
+  return agent;
 }

@@ -44,7 +44,11 @@ export function callCommand(program: Command, io: Io): void {
       (v: string, prev: string[] = []) => [...prev, v],
     )
     .option('--stream', 'stream the task, printing progress on stderr')
-    .option('--timeout <duration>', 'connect, call and Workload API timeout', '30s')
+    .option(
+      '--timeout <duration>',
+      'time budget of the whole command: Workload API, handshake, card, call and result',
+      '30s',
+    )
     .addHelpText(
       'after',
       `
@@ -75,6 +79,9 @@ Examples:
         usageError,
       } = await import('../shared.js');
       const timeoutMs = parseDuration(opts.timeout, '--timeout');
+      // One budget for every step, so --timeout bounds what the user waits, not each step apart.
+      const deadline = Date.now() + timeoutMs;
+      const left = () => Math.max(1, deadline - Date.now());
       const input = parseJsonArg(jsonArg, '<json>');
       const config = opts.config !== undefined ? await loadConfig(opts.config) : undefined;
       const peers = parsePeers(opts.peer ?? []);
@@ -131,7 +138,7 @@ Examples:
       } else if (authz && 'allowAll' in authz) {
         enforcer = asUsage(() => new AllowAllEnforcer({ audit: sink }));
       }
-      const identity = await openIdentity(socket, timeoutMs, cliLogger(opts.debug));
+      const identity = await openIdentity(socket, left(), cliLogger(opts.debug));
       let channel: SecureChannel | undefined;
       try {
         if (config?.spiffeId !== undefined && identity.id.toString() !== config.spiffeId) {
@@ -141,7 +148,7 @@ Examples:
             EXIT.failed,
           );
         }
-        calleeId ??= await probePeerId(identity, url, timeoutMs);
+        calleeId ??= await probePeerId(identity, url, left());
         if (enforcer) {
           const d = await enforcer.checkOutbound({
             caller: identity.id,
@@ -159,16 +166,17 @@ Examples:
         }
         io.err(`${identity.id.toString()} → ${calleeId.toString()} at ${url}: ${capability}`);
         channel = new SecureChannel(identity, calleeId, {
-          connectTimeoutMs: timeoutMs,
-          requestTimeoutMs: timeoutMs,
+          connectTimeoutMs: left(),
+          requestTimeoutMs: left(),
           circuitBreaker: false,
         });
-        const client = new A2AClient({ dispatcher: channel, timeoutMs });
+        const client = new A2AClient({ dispatcher: channel, timeoutMs: left() });
+        const signal = AbortSignal.timeout(left());
         const payload = toPayload(input);
         let task: Task;
         if (opts.stream) {
           let taskId: string | undefined;
-          for await (const e of client.streamTaskUpdates(url, capability, payload)) {
+          for await (const e of client.streamTaskUpdates(url, capability, payload, { signal })) {
             if ('task' in e) taskId = e.task.id;
             if ('statusUpdate' in e) {
               taskId = e.statusUpdate.taskId;
@@ -182,9 +190,9 @@ Examples:
             }
           }
           if (taskId === undefined) throw new CliError('CALL_FAILED', 'the stream ended before a task began');
-          task = await client.getTask(url, taskId);
+          task = await client.getTask(url, taskId, undefined, { signal });
         } else {
-          task = await client.sendTask(url, capability, payload);
+          task = await client.sendTask(url, capability, payload, { signal });
         }
         io.out(resultOf(task));
       } finally {

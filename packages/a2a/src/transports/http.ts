@@ -1,0 +1,317 @@
+// What the two HTTP bindings (JSON-RPC and HTTP+JSON) share: one unary
+// request straight on the dispatcher, opening an event stream, reading it,
+// and turning what went wrong into a typed error. Internal.
+import { request, type Dispatcher } from 'undici';
+import { A2AClientError, A2AError } from '../errors.js';
+import { parseSse, type SseEvent } from '../sse-parse.js';
+
+/** The A2A protocol version this client speaks (sent as `A2A-Version`). */
+export const A2A_VERSION = '1.0';
+
+/** True for an abort reason that means "out of time" (`AbortSignal.timeout`, Weave's deadlines). */
+export function isDeadlineReason(reason: unknown): boolean {
+  return (
+    (reason instanceof DOMException && reason.name === 'TimeoutError') ||
+    (reason instanceof A2AClientError && reason.code === 'DEADLINE_EXCEEDED')
+  );
+}
+
+/** `DEADLINE_EXCEEDED`: the caller's time budget ran out before `what` finished. */
+export function deadlineExceeded(what: string, cause?: unknown): A2AClientError {
+  return new A2AClientError('DEADLINE_EXCEEDED', `${what}: the call ran past its deadline`, { cause });
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+
+/**
+ * The typed error for a failed exchange: A2A errors and our own typed errors
+ * pass through; an abort says whether it was the deadline (`DEADLINE_EXCEEDED`)
+ * or the caller (`ABORTED`); anything else is `TRANSPORT_FAILED`, with the
+ * original error (e.g. a PeerVerificationError) as the cause.
+ */
+export function callFailure(what: string, err: unknown, signal?: AbortSignal): Error {
+  if (err instanceof A2AError || err instanceof A2AClientError) return err;
+  if (signal?.aborted) {
+    return isDeadlineReason(signal.reason)
+      ? deadlineExceeded(what, signal.reason)
+      : new A2AClientError('ABORTED', `${what}: aborted by the caller`, { cause: signal.reason });
+  }
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && TIMEOUT_CODES.has(code)) return deadlineExceeded(what, err);
+  if (isDeadlineReason(err)) return deadlineExceeded(what, err);
+  return new A2AClientError('TRANSPORT_FAILED', `${what} failed: ${(err as Error)?.message ?? String(err)}`, {
+    cause: err,
+  });
+}
+
+/** Origin and path of each endpoint seen (a handful per client): parsed once. */
+const endpointParts = new Map<string, { origin: string; path: string }>();
+
+function partsOf(endpoint: string): { origin: string; path: string } {
+  let p = endpointParts.get(endpoint);
+  if (p === undefined) {
+    const u = new URL(endpoint);
+    p = { origin: u.origin, path: `${u.pathname}${u.search}` };
+    if (endpointParts.size >= 1000) endpointParts.clear();
+    endpointParts.set(endpoint, p);
+  }
+  return p;
+}
+
+/** One HTTP exchange of a binding. */
+export interface HttpRequest {
+  readonly dispatcher: Dispatcher;
+  readonly url: string;
+  readonly method: 'GET' | 'POST' | 'DELETE';
+  readonly headers: Record<string, string>;
+  readonly body?: string | undefined;
+  readonly signal?: AbortSignal | undefined;
+  /** A unary exchange (connect, send, read) must end, and a stream must be open, within this many ms. */
+  readonly timeoutMs: number;
+  /** Largest response body (unary) or event (stream) accepted. */
+  readonly maxBytes: number;
+  /** Names the exchange in errors, e.g. `GetTask to https://…`. */
+  readonly what: string;
+}
+
+/**
+ * One unary request straight on the dispatcher, the body gathered in memory
+ * up to `maxBytes`: undici's `request()` builds a Readable stream for every
+ * response, which costs more than the whole JSON-RPC exchange around it.
+ * The handler has undici's classic shape, so a SecureChannel still retries
+ * what provably never left.
+ *
+ * One timer bounds the whole exchange; an abort ends the call at once, even
+ * while the connection is still being made (undici itself only takes an
+ * abort once a connect ends, at its own timeout). Rejects with the typed
+ * error of {@link callFailure}.
+ */
+export function httpUnary(req: HttpRequest): Promise<{ status: number; text: string }> {
+  const { url: endpoint, signal, what } = req;
+  const { origin, path } = partsOf(endpoint);
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(callFailure(what, signal.reason, signal));
+    let abortFn: ((reason?: Error) => void) | undefined;
+    let abortReason: Error | undefined;
+    let status = 0;
+    let size = 0;
+    const chunks: Buffer[] = [];
+    let settled = false;
+    const settle = (err: unknown, value?: { status: number; text: string }) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      if (err !== undefined) reject(callFailure(what, err, signal));
+      else resolve(value as { status: number; text: string });
+    };
+    // Ends the exchange now; undici gets the reason as soon as it hands over the connection.
+    const stop = (reason: Error) => {
+      abortReason = reason;
+      settle(reason);
+      abortFn?.(reason);
+    };
+    const onAbort = () => stop((signal?.reason as Error | undefined) ?? new Error('aborted'));
+    const timer = setTimeout(() => stop(deadlineExceeded(what)), Math.max(1, req.timeoutMs));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const handler = {
+      onConnect(abort: (reason?: Error) => void) {
+        abortFn = abort;
+        if (abortReason) abort(abortReason);
+      },
+      onHeaders(statusCode: number) {
+        status = statusCode;
+        return true;
+      },
+      onData(chunk: Buffer) {
+        size += chunk.length;
+        if (size > req.maxBytes) {
+          stop(
+            new A2AClientError(
+              'RESPONSE_TOO_LARGE',
+              `response from ${endpoint} exceeds ${req.maxBytes} bytes`,
+            ),
+          );
+          return false;
+        }
+        chunks.push(chunk);
+        return true;
+      },
+      onComplete() {
+        const text =
+          chunks.length === 1
+            ? (chunks[0] as Buffer).toString('utf8')
+            : Buffer.concat(chunks).toString('utf8');
+        settle(undefined, { status, text });
+      },
+      onError(err: Error) {
+        settle(err);
+      },
+    };
+    try {
+      req.dispatcher.dispatch(
+        {
+          origin,
+          path,
+          method: req.method,
+          headers: req.headers,
+          body: req.body,
+          headersTimeout: req.timeoutMs,
+          bodyTimeout: req.timeoutMs,
+        },
+        handler as unknown as Dispatcher.DispatchHandler,
+      );
+    } catch (err) {
+      settle(err);
+    }
+  });
+}
+
+/** An open response whose body is an event stream (or an error to read). */
+export interface OpenStream {
+  readonly status: number;
+  readonly contentType: string;
+  readonly body: Dispatcher.ResponseData['body'];
+  /** Stops following the caller's signal; call once the stream is over. */
+  release(): void;
+}
+
+/**
+ * Sends a request whose answer is an event stream and waits for the response
+ * headers, within `timeoutMs` (connect and send included). After that only
+ * the caller's signal bounds the stream: a quiet task is not a dead one (the
+ * server's heartbeats keep the body alive).
+ */
+export async function openStream(req: HttpRequest): Promise<OpenStream> {
+  const { what } = req;
+  const outer = req.signal;
+  if (outer?.aborted) throw callFailure(what, outer.reason, outer);
+  const ac = new AbortController();
+  const onAbort = () => ac.abort(outer?.reason);
+  outer?.addEventListener('abort', onAbort, { once: true });
+  const release = () => outer?.removeEventListener('abort', onAbort);
+  const timer = setTimeout(() => ac.abort(deadlineExceeded(what)), Math.max(1, req.timeoutMs));
+  try {
+    const res = await untilAborted(
+      request(req.url, {
+        method: req.method,
+        dispatcher: req.dispatcher,
+        headers: req.headers,
+        body: req.body,
+        signal: ac.signal,
+        headersTimeout: req.timeoutMs,
+        bodyTimeout: 0,
+      }),
+      ac.signal,
+    );
+    return {
+      status: res.statusCode,
+      contentType: String(res.headers['content-type'] ?? ''),
+      body: res.body,
+      release,
+    };
+  } catch (err) {
+    release();
+    throw callFailure(what, err, ac.signal);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Reads a non-stream answer to a stream request (an error body), up to `maxBytes`. */
+export function readBody(open: OpenStream, maxBytes: number, what: string): Promise<string> {
+  return readLimited(open.body, maxBytes, what).finally(open.release);
+}
+
+/** The events of an open stream; ending the iteration closes the response. */
+export async function* sseEvents(
+  open: OpenStream,
+  maxBytes: number,
+  what: string,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<SseEvent> {
+  try {
+    yield* parseSse(open.body, maxBytes);
+  } catch (err) {
+    throw callFailure(what, err, signal);
+  } finally {
+    open.release();
+    if (!open.body.destroyed) open.body.destroy();
+  }
+}
+
+/** `p`, or a rejection with the signal's reason as soon as it aborts. */
+export function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    p.catch(() => undefined);
+    return Promise.reject(signal.reason as Error);
+  }
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      p.then(
+        (v) => destroyLate(v),
+        () => undefined,
+      );
+      reject(signal.reason as Error);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err as Error);
+      },
+    );
+  });
+}
+
+/** A response that arrived after its caller gave up: its body is released. */
+function destroyLate(v: unknown): void {
+  const body = (v as { body?: { destroy?: () => void } } | null)?.body;
+  body?.destroy?.();
+}
+
+/** The JSON of one SSE event, or `INVALID_RESPONSE`. */
+export function eventJson(data: string, what: string): unknown {
+  try {
+    return JSON.parse(data);
+  } catch (err) {
+    throw new A2AClientError('INVALID_RESPONSE', `${what}: SSE event is not JSON`, { cause: err });
+  }
+}
+
+/** Parses a JSON text, or fails with `INVALID_RESPONSE`. */
+export function parseJson(text: string, what: string, status: number): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new A2AClientError('INVALID_RESPONSE', `${what}: HTTP ${status} with a body that is not JSON`, {
+      cause: err,
+    });
+  }
+}
+
+/** Reads a body as UTF-8 text, refusing more than `max` bytes. */
+export async function readLimited(
+  body: Dispatcher.ResponseData['body'],
+  max: number,
+  what: string,
+): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of body) {
+    const b = c as Buffer;
+    n += b.length;
+    if (n > max) {
+      body.destroy();
+      throw new A2AClientError('RESPONSE_TOO_LARGE', `response from ${what} exceeds ${max} bytes`);
+    }
+    chunks.push(b);
+  }
+  return chunks.length === 1
+    ? (chunks[0] as Buffer).toString('utf8')
+    : Buffer.concat(chunks).toString('utf8');
+}
