@@ -169,8 +169,15 @@ export interface RequestHandlerOptions {
   readonly maxEventsPerTask?: number;
   readonly limits?: A2AServerLimits;
   readonly push?: A2APushOptions;
-  /** The card returned by GetExtendedAgentCard (policy action `a2a:GetExtendedAgentCard`). */
-  readonly extendedCard?: AgentCard | ((caller: SpiffeId) => AgentCard | Promise<AgentCard>);
+  /**
+   * The card returned by GetExtendedAgentCard (policy action
+   * `a2a:GetExtendedAgentCard`, checked before the function runs). Set, the
+   * public card declares `capabilities.extendedAgentCard`; a function that
+   * returns `undefined` has no card configured (-32007). Unset, the method
+   * is UnsupportedOperation (-32004).
+   */
+  readonly extendedCard?:
+    AgentCard | ((caller: SpiffeId) => AgentCard | undefined | Promise<AgentCard | undefined>);
   /**
    * Extensions declared on the card. A call that does not activate every
    * `required` one in its `A2A-Extensions` header fails with -32008.
@@ -508,9 +515,13 @@ export class A2ARequestHandler {
   async getExtendedAgentCard(ctx: CallContext): Promise<AgentCard> {
     this.#enter(ctx);
     const ext = this.#opts.extendedCard;
-    if (ext === undefined) throw A2AErrors.extendedCardNotConfigured();
+    if (ext === undefined) {
+      throw A2AErrors.unsupportedOperation('This agent declares no extended agent card');
+    }
     await this.#authorize(ctx, 'GetExtendedAgentCard', EXTENDED_CARD_ACTION);
     const card = typeof ext === 'function' ? await ext(ctx.caller) : ext;
+    // Declared on the public card, but nothing to give (yet).
+    if (card === undefined) throw A2AErrors.extendedCardNotConfigured();
     // What the application builds is checked like anything else that leaves the server.
     const parsed = v1.AgentCardSchema.safeParse(card);
     if (!parsed.success) {

@@ -76,8 +76,15 @@ export interface A2AServerOptions {
    * agent's identity: JWS with the SVID key and its chain in `x5c`.
    */
   readonly cardSigner?: { sign(card: AgentCard): Promise<AgentCard> };
-  /** The card returned by GetExtendedAgentCard (policy action `a2a:GetExtendedAgentCard`). */
-  readonly extendedCard?: AgentCard | ((caller: SpiffeId) => AgentCard | Promise<AgentCard>);
+  /**
+   * The card returned by GetExtendedAgentCard (policy action
+   * `a2a:GetExtendedAgentCard`, checked before the function runs). Set, the
+   * public card declares `capabilities.extendedAgentCard`; a function that
+   * returns `undefined` has no card configured (-32007). Unset, the method
+   * is UnsupportedOperation (-32004).
+   */
+  readonly extendedCard?:
+    AgentCard | ((caller: SpiffeId) => AgentCard | undefined | Promise<AgentCard | undefined>);
   /** Path of the JSON-RPC endpoint below the mount prefix. Default `/`. */
   readonly rpcPath?: string;
   /**

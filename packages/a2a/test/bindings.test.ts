@@ -100,16 +100,20 @@ beforeAll(async () => {
         pushed.push({ config, event });
       },
     },
-    extendedCard: (caller) => ({
-      name: 'bindings agent (extended)',
-      description: `for ${caller.toString()}`,
-      version: '1.0.0',
-      supportedInterfaces: [{ url: 'https://x/', protocolBinding: 'JSONRPC', protocolVersion: '1.0' }],
-      capabilities: {},
-      defaultInputModes: [],
-      defaultOutputModes: [],
-      skills: [],
-    }),
+    extendedCard: (caller) => {
+      // Recorded like a task handler: a refused caller must not get this far.
+      ran.push(`extended:${caller.toString()}`);
+      return {
+        name: 'bindings agent (extended)',
+        description: `for ${caller.toString()}`,
+        version: '1.0.0',
+        supportedInterfaces: [{ url: 'https://x/', protocolBinding: 'JSONRPC', protocolVersion: '1.0' }],
+        capabilities: {},
+        defaultInputModes: [],
+        defaultOutputModes: [],
+        skills: [],
+      };
+    },
   });
   a2a.registerTaskHandler({ id: 'echo', name: 'echo', description: 'echo', tags: [] }, (ctx) => {
     ran.push(`echo:${ctx.caller.toString()}`);

@@ -292,9 +292,9 @@ describe('A2A error codes', () => {
     await bad.close();
   });
 
-  it('-32007 GetExtendedAgentCard when none is configured', async () => {
+  it('-32004 GetExtendedAgentCard when the agent declares none', async () => {
     const r = await rpc('GetExtendedAgentCard', undefined, 1, EXT);
-    expect(r.body.error?.code).toBe(-32007);
+    expect(r.body.error?.code).toBe(-32004);
   });
 
   it('-32008 when a required extension is not activated', async () => {

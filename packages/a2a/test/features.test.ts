@@ -6,6 +6,8 @@ import { startHarness, type Harness } from './helpers/agents.js';
 
 let h: Harness;
 let client: A2AClient;
+/** The extended-card provider: how often it ran, and whether it has a card to give. */
+const extended = { built: 0, configured: true };
 const pushed: Array<{ config: TaskPushNotificationConfig; event: StreamResponse }> = [];
 let release: () => void = () => undefined;
 
@@ -28,16 +30,20 @@ beforeAll(async () => {
           pushed.push({ config, event });
         },
       },
-      extendedCard: (caller) => ({
-        name: 'extended',
-        description: `for ${caller.toString()}`,
-        version: '1.0.0',
-        supportedInterfaces: [{ url: 'https://x/', protocolBinding: 'JSONRPC', protocolVersion: '1.0' }],
-        capabilities: {},
-        defaultInputModes: [],
-        defaultOutputModes: [],
-        skills: [],
-      }),
+      extendedCard: (caller) => {
+        extended.built++;
+        if (!extended.configured) return undefined;
+        return {
+          name: 'extended',
+          description: `for ${caller.toString()}`,
+          version: '1.0.0',
+          supportedInterfaces: [{ url: 'https://x/', protocolBinding: 'JSONRPC', protocolVersion: '1.0' }],
+          capabilities: {},
+          defaultInputModes: [],
+          defaultOutputModes: [],
+          skills: [],
+        };
+      },
     },
   );
   client = new A2AClient({ dispatcher: h.agent });
@@ -165,11 +171,26 @@ describe('extended agent card and polling', () => {
   it('GetExtendedAgentCard returns the card built for the caller; others are denied', async () => {
     const card = await client.getExtendedAgentCard(h.url);
     expect(card.description).toBe(`for ${h.clientId.toString()}`);
+    const built = extended.built;
     const stranger = new A2AClient({ dispatcher: h.strangerAgent });
     await expect(stranger.getExtendedAgentCard(h.url)).rejects.toMatchObject({ code: 'PERMISSION_DENIED' });
+    // The policy refused before the card was built.
+    expect(extended.built).toBe(built);
     const pub = await client.discoverAgent(h.url);
     expect(pub.capabilities.extendedAgentCard).toBe(true);
     expect(pub.capabilities.pushNotifications).toBe(true);
+  });
+
+  it('-32007 when the extended card is declared but none is configured', async () => {
+    extended.configured = false;
+    try {
+      await expect(client.getExtendedAgentCard(h.url)).rejects.toMatchObject({
+        jsonRpcCode: -32007,
+        code: 'EXTENDED_AGENT_CARD_NOT_CONFIGURED',
+      });
+    } finally {
+      extended.configured = true;
+    }
   });
 
   it('pollUntilComplete follows a task started with returnImmediately', async () => {
