@@ -9,6 +9,7 @@
  * bindings join the list when Weave serves them.
  */
 import { mkdtemp, writeFile } from 'node:fs/promises';
+import { connect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,8 +25,14 @@ import { removeDir, repoRoot, requireComponent } from './infra.js';
 const py = requireComponent('python-a2a');
 const PEER = join(repoRoot, 'interop', 'python', 'a2a_peer.py');
 
-/** Bindings both Weave and a2a-sdk speak in this tree (HTTP+JSON and gRPC join when Weave serves them). */
-const BINDINGS = ['JSONRPC'] as const;
+/**
+ * Bindings exercised in each direction: those the SecureAgent serves (the
+ * a2a-sdk client picks one from the agent's card), and those Weave's A2AClient
+ * calls (the a2a-sdk peer serves JSONRPC and HTTP+JSON). JSON-RPC is the only
+ * one on both sides in this tree; add the others here when Weave has them.
+ */
+const WEAVE_SERVES = ['JSONRPC'] as const;
+const WEAVE_CALLS = ['JSONRPC'] as const;
 
 const TD = 'py.interop.test';
 const ID = {
@@ -85,7 +92,7 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
     await removeDir(dir);
   });
 
-  describe.each(BINDINGS)('binding %s', (binding) => {
+  describe.each(WEAVE_SERVES)('binding %s', (binding) => {
     describe('a2a-sdk client → SecureAgent', () => {
       let agent: SecureAgent;
       const calls: Array<{ skill: string; caller: string }> = [];
@@ -173,7 +180,9 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
         expect(calls.length).toBe(before);
       });
     });
+  });
 
+  describe.each(WEAVE_CALLS)('binding %s', (binding) => {
     describe('Weave A2AClient → a2a-sdk server (uvicorn, client certificate required)', () => {
       let server: ReturnType<typeof startHarness>;
       let url: string;
@@ -254,6 +263,28 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
               ? last.task.status.state
               : '',
         ).toBe('TASK_STATE_COMPLETED');
+      });
+
+      it('the a2a-sdk server answers nothing to a caller without a client certificate', async () => {
+        const { host, port } = new URL(url);
+        const answer = await new Promise<string>((resolve) => {
+          let got = '';
+          // Verifies the server against the dev CA; only the (URI-only) name check is the test's own.
+          const s = connect({
+            host: host.split(':')[0],
+            port: Number(port),
+            ca: dev.ca.certificate.toString('pem'),
+            checkServerIdentity: () => undefined,
+          });
+          s.on('secureConnect', () =>
+            s.write('GET /.well-known/agent-card.json HTTP/1.1\r\nHost: x\r\n\r\n'),
+          );
+          s.on('data', (d: Buffer) => (got += d.toString()));
+          s.on('error', () => resolve(got));
+          s.on('close', () => resolve(got));
+        });
+        expect(answer).not.toMatch(/HTTP\/1\.1 200/);
+        expect(answer).not.toContain('python sdk agent');
       });
 
       it('refuses the Python server when its SPIFFE ID is not the expected one', async () => {
