@@ -5,8 +5,7 @@
  *   stream, get, list, cancel, subscribe;
  * - Weave's A2AClient (over SecureChannel) calls an a2a-sdk server run by
  *   uvicorn that requires a client certificate: the same six operations.
- * Parameterised by binding: Weave serves and calls JSON-RPC today; the other
- * bindings join the list when Weave serves them.
+ * Parameterised by binding (see WEAVE_SERVES and WEAVE_CALLS).
  */
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { connect } from 'node:tls';
@@ -28,10 +27,12 @@ const PEER = join(repoRoot, 'interop', 'python', 'a2a_peer.py');
 /**
  * Bindings exercised in each direction: those the SecureAgent serves (the
  * a2a-sdk client picks one from the agent's card), and those Weave's A2AClient
- * calls (the a2a-sdk peer serves JSONRPC and HTTP+JSON). JSON-RPC is the only
- * one on both sides in this tree; add the others here when Weave has them.
+ * calls (the a2a-sdk peer serves JSONRPC and HTTP+JSON). The SecureAgent
+ * serves all three; gRPC is not listed yet: the Python peer has no gRPC channel
+ * with a SPIFFE-ID check (grpcio's TLS matches a DNS name; SVIDs carry a URI). Weave's
+ * A2AClient calls JSON-RPC only so far: add its other bindings here when it has them.
  */
-const WEAVE_SERVES = ['JSONRPC'] as const;
+const WEAVE_SERVES = ['JSONRPC', 'HTTP+JSON'] as const;
 const WEAVE_CALLS = ['JSONRPC'] as const;
 
 const TD = 'py.interop.test';
