@@ -13,6 +13,7 @@ import {
   DefaultRequestHandler,
   InMemoryTaskStore,
   type AgentExecutor,
+  type TaskStore,
   type ExecutionEventBus,
   type RequestContext,
 } from '@a2a-js/sdk/server';
@@ -129,11 +130,18 @@ export interface SdkEchoServer {
   close(): Promise<void>;
 }
 
-/** Starts the SDK echo agent on 127.0.0.1 (random port) with the given TLS options. */
-export async function startSdkEchoServer(tls: https.ServerOptions): Promise<SdkEchoServer> {
+/**
+ * Starts the SDK echo agent on 127.0.0.1 (random port) with the given TLS
+ * options, on the SDK's in-memory task store unless another is given (e.g.
+ * its PostgreSQL `DatabaseTaskStore`).
+ */
+export async function startSdkEchoServer(
+  tls: https.ServerOptions,
+  taskStore: TaskStore = new InMemoryTaskStore(),
+): Promise<SdkEchoServer> {
   const card = sdkEchoCard('sdk bench', 'echo');
   const app = express();
-  const requestHandler = new DefaultRequestHandler(card, new InMemoryTaskStore(), new EchoExecutor());
+  const requestHandler = new DefaultRequestHandler(card, taskStore, new EchoExecutor());
   app.use('/rest', restHandler({ requestHandler, userBuilder: UserBuilder.noAuthentication }));
   app.use('/', jsonRpcHandler({ requestHandler, userBuilder: UserBuilder.noAuthentication }));
   const server = https.createServer(tls, app);

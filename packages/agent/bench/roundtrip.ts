@@ -34,13 +34,17 @@ import { createMtlsServerOptions } from '@weave/transport';
 import { SecureAgent } from '@weave/agent';
 // The SDK baseline is shared with @weave/a2a's bench (it resolves @a2a-js/sdk and express from there).
 import { ECHO_SEND_MESSAGE_BODY, startSdkEchoServer } from '../../a2a/bench/sdk-echo-server.js';
+import { PostgresTaskStore } from '@weave/a2a/postgres';
+import { startBenchPostgres } from '../../a2a/bench/postgres.js';
 
 const DURATION = Number(process.env.BENCH_DURATION_MS ?? 4000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
+// weave-pg and sdk-pg (PostgreSQL task stores, a private cluster started for the run) only when named.
 const SCENARIOS = (process.env.BENCH_SCENARIOS ?? 'weave,bare,sdk').split(',') as Array<
-  'weave' | 'bare' | 'sdk'
+  'weave' | 'bare' | 'sdk' | 'weave-pg' | 'sdk-pg'
 >;
+const WITH_PG = SCENARIOS.includes('weave-pg') || SCENARIOS.includes('sdk-pg');
 const silent = pino({ level: 'silent' });
 
 const TD = 'bench.weave';
@@ -55,7 +59,8 @@ const dir = await mkdtemp(join(tmpdir(), 'weave-bench-'));
 const dev = await DevWorkloadApiServer.start({
   stateDir: dir,
   trustDomain: TD,
-  workloads: { client: ID.client, server: ID.server, bare: ID.bare, sdk: ID.sdk },
+  // serverPg is a second replica of the same agent (same SPIFFE ID), on PostgreSQL.
+  workloads: { client: ID.client, server: ID.server, serverPg: ID.server, bare: ID.bare, sdk: ID.sdk },
   logger: silent,
 });
 const policyFile = join(dir, 'policy.yaml');
@@ -95,6 +100,26 @@ const server = new SecureAgent({
 }).capability('echo', { input: z.object({ text: z.string() }) }, ({ text }) => ({ text: `echo: ${text}` }));
 await server.start();
 
+// ---- weave-pg / sdk-pg: the same agents on PostgreSQL task stores -------------------------
+const pgDb = WITH_PG ? await startBenchPostgres() : undefined;
+const serverPg = pgDb
+  ? new SecureAgent({
+      config: {
+        name: 'server',
+        identity: { workloadApi: { socket: dev.address('serverPg') } },
+        authz: { policyFile },
+        logging: { level: 'warn' },
+        server: { maxConcurrentTasks: 1024 },
+      },
+      enforcer: serverEnforcer,
+      logger: pino({ level: 'warn' }),
+      taskStore: new PostgresTaskStore({ pool: pgDb.pool('weave') }),
+    }).capability('echo', { input: z.object({ text: z.string() }) }, ({ text }) => ({
+      text: `echo: ${text}`,
+    }))
+  : undefined;
+await serverPg?.start();
+
 // ---- bare: node https mTLS echo ---------------------------------------------------------
 const bareId = await WorkloadApiIdentityProvider.create({ address: dev.address('bare'), logger: silent });
 const bare = https.createServer(createMtlsServerOptions(bareId), (req, res) => {
@@ -113,6 +138,7 @@ const bareUrl = `https://127.0.0.1:${(bare.address() as AddressInfo).port}/`;
 const sdkId = await WorkloadApiIdentityProvider.create({ address: dev.address('sdk'), logger: silent });
 const sdk = await startSdkEchoServer(createMtlsServerOptions(sdkId));
 const sdkUrl = sdk.url;
+const sdkPg = pgDb ? await startSdkEchoServer(createMtlsServerOptions(sdkId), pgDb.sdkStore) : undefined;
 
 // ---- load ------------------------------------------------------------------------------------
 // The JSON-RPC SendMessage both HTTP baselines receive (the bare server echoes its length).
@@ -193,11 +219,28 @@ const scenarios = {
     ),
   bare: (durationMs?: number) => http(bareUrl, ID.bare, '"echo"', durationMs),
   sdk: (durationMs?: number) => http(sdkUrl, ID.sdk, 'TASK_STATE_COMPLETED', durationMs),
+  'weave-pg': (durationMs?: number) =>
+    load(
+      {
+        mode: 'agent',
+        socket: dev.address('client'),
+        policyFile,
+        target: ID.server,
+        targetUrl: serverPg!.url,
+        capability: 'echo',
+        input: { text: 'hello' },
+        expect: 'echo: hello',
+      },
+      durationMs,
+    ),
+  'sdk-pg': (durationMs?: number) => http(sdkPg!.url, ID.sdk, 'TASK_STATE_COMPLETED', durationMs),
 };
 const labels = {
   weave: 'weave callAgent (2 agents)     ',
   bare: 'bare node https mTLS echo      ',
   sdk: '@a2a-js/sdk express over mTLS  ',
+  'weave-pg': 'weave callAgent, PostgreSQL    ',
+  'sdk-pg': '@a2a-js/sdk, DatabaseTaskStore ',
 };
 
 const fmt = (r: Result) =>
@@ -208,7 +251,13 @@ console.log(
 );
 const handshakes = async () =>
   (await server.metrics.tlsHandshakes.get()).values.reduce((n, v) => n + v.value, 0);
-const runs: Record<keyof typeof scenarios, Result[]> = { weave: [], bare: [], sdk: [] };
+const runs: Record<keyof typeof scenarios, Result[]> = {
+  weave: [],
+  bare: [],
+  sdk: [],
+  'weave-pg': [],
+  'sdk-pg': [],
+};
 // One unreported round first, so every server is warm (JIT, connections) before measuring.
 for (const name of SCENARIOS) await scenarios[name](2000);
 for (let round = 1; round <= ROUNDS; round++) {
@@ -218,7 +267,7 @@ for (let round = 1; round <= ROUNDS; round++) {
     const r = await scenarios[name]();
     runs[name].push(r);
     const authz =
-      name === 'weave'
+      name === 'weave' || name === 'weave-pg'
         ? `  policy decisions: caller ${r.decisions}, callee ${serverDecisions - before}; TLS handshakes ${(await handshakes()) - hs0}`
         : '';
     console.log(`round ${round}  ${labels[name]} ${fmt(r)}${authz}`);
@@ -237,7 +286,19 @@ for (const name of SCENARIOS) {
     `  ${labels[name]} ${m(name, 'rps').toFixed(0).padStart(6)} req/s  p50 ${m(name, 'p50').toFixed(2).padStart(6)} ms  p99 ${m(name, 'p99').toFixed(2).padStart(6)} ms  CPU/req ${m(name, 'cpuUs').toFixed(0).padStart(4)} + ${m(name, 'clientCpuUs').toFixed(0).padStart(4)} = ${cpu(name).toFixed(0).padStart(4)} µs`,
   );
 }
-if (SCENARIOS.length === 3) {
+if (SCENARIOS.includes('weave-pg')) {
+  const ratio = (a: keyof typeof runs, b: keyof typeof runs) =>
+    SCENARIOS.includes(b) ? `${(m(a, 'rps') / m(b, 'rps')).toFixed(2)}x` : 'n/a';
+  const cpuRatio = (a: keyof typeof runs, b: keyof typeof runs) =>
+    SCENARIOS.includes(b) ? `${(cpu(a) / cpu(b)).toFixed(2)}x` : 'n/a';
+  console.log(
+    `ratios (req/s): weave-pg/weave ${ratio('weave-pg', 'weave')} (target >= 0.5)   weave-pg/sdk-pg ${ratio('weave-pg', 'sdk-pg')} (target >= 3)`,
+  );
+  console.log(
+    `ratios (CPU per request, both sides; lower is better): weave-pg/weave ${cpuRatio('weave-pg', 'weave')}   weave-pg/sdk-pg ${cpuRatio('weave-pg', 'sdk-pg')}`,
+  );
+}
+if (['weave', 'bare', 'sdk'].every((n) => SCENARIOS.includes(n as 'weave'))) {
   const vsBare = m('weave', 'rps') / m('bare', 'rps');
   const vsSdk = m('weave', 'rps') / m('sdk', 'rps');
   console.log(
@@ -254,6 +315,9 @@ console.log(
 );
 
 await server.stop({ drainTimeoutMs: 1000 });
+await serverPg?.stop({ drainTimeoutMs: 1000 });
+await sdkPg?.close();
+await pgDb?.stop();
 await serverEnforcer.close();
 await new Promise<void>((r) => bare.close(() => r()));
 await sdk.close();

@@ -1,0 +1,56 @@
+// PostgreSQL for the benchmarks: a private cluster (interop/infra.ts, or
+// WEAVE_TEST_PG_URL) with one database migrated for Weave's PostgresTaskStore
+// and one migrated by the official SDK's own `a2a-db upgrade` for its Kysely
+// DatabaseTaskStore — each on its own schema, as each ships it.
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { Kysely, PostgresDialect } from 'kysely';
+import { DatabaseTaskStore } from '@a2a-js/sdk/server/database';
+import { migrate } from '../src/postgres.js';
+import { startPostgres } from '../../../interop/infra.js';
+
+const a2aDb = fileURLToPath(new URL('../node_modules/.bin/a2a-db', import.meta.url));
+
+export interface BenchPostgres {
+  /** A pool on the Weave database (one per name, made on first use). */
+  pool(name: string): pg.Pool;
+  /** The SDK's DatabaseTaskStore on its own database. */
+  readonly sdkStore: DatabaseTaskStore;
+  stop(): Promise<void>;
+}
+
+export async function startBenchPostgres(): Promise<BenchPostgres> {
+  const db = await startPostgres();
+  if (!db) throw new Error('PostgreSQL is not installed: run scripts/infra/setup.sh');
+  const url = (name: string) => {
+    const u = new URL(db.url);
+    u.pathname = `/${name}`;
+    return u.toString();
+  };
+  const admin = new pg.Pool({ connectionString: db.url, max: 1 });
+  await admin.query('DROP DATABASE IF EXISTS bench_weave WITH (FORCE)');
+  await admin.query('DROP DATABASE IF EXISTS bench_sdk WITH (FORCE)');
+  await admin.query('CREATE DATABASE bench_weave');
+  await admin.query('CREATE DATABASE bench_sdk');
+  await admin.end();
+  await migrate({ connectionString: url('bench_weave') });
+  const up = spawnSync(a2aDb, ['upgrade', '--url', url('bench_sdk')], { encoding: 'utf8' });
+  if (up.status !== 0) throw new Error(`a2a-db upgrade failed: ${up.stderr}${up.stdout}`);
+  const pools = new Map<string, pg.Pool>();
+  const sdkPool = new pg.Pool({ connectionString: url('bench_sdk'), max: 10 });
+  const kysely = new Kysely({ dialect: new PostgresDialect({ pool: sdkPool }) });
+  return {
+    pool(name) {
+      let p = pools.get(name);
+      if (!p) pools.set(name, (p = new pg.Pool({ connectionString: url('bench_weave'), max: 10 })));
+      return p;
+    },
+    sdkStore: new DatabaseTaskStore(kysely),
+    async stop() {
+      for (const p of pools.values()) await p.end();
+      await kysely.destroy();
+      await db.stop();
+    },
+  };
+}
