@@ -202,37 +202,27 @@ const http = (url: string, expectPeer: string, expect: string, durationMs?: numb
     durationMs,
   );
 
+/** The `weave` load: a SecureAgent in the load process calling `echo` at `targetUrl`. */
+const agentLoad = (targetUrl: string, durationMs?: number) =>
+  load(
+    {
+      mode: 'agent',
+      socket: dev.address('client'),
+      policyFile,
+      target: ID.server,
+      targetUrl,
+      capability: 'echo',
+      input: { text: 'hello' },
+      expect: 'echo: hello',
+    },
+    durationMs,
+  );
+
 const scenarios = {
-  weave: (durationMs?: number) =>
-    load(
-      {
-        mode: 'agent',
-        socket: dev.address('client'),
-        policyFile,
-        target: ID.server,
-        targetUrl: server.url,
-        capability: 'echo',
-        input: { text: 'hello' },
-        expect: 'echo: hello',
-      },
-      durationMs,
-    ),
+  weave: (durationMs?: number) => agentLoad(server.url, durationMs),
   bare: (durationMs?: number) => http(bareUrl, ID.bare, '"echo"', durationMs),
   sdk: (durationMs?: number) => http(sdkUrl, ID.sdk, 'TASK_STATE_COMPLETED', durationMs),
-  'weave-pg': (durationMs?: number) =>
-    load(
-      {
-        mode: 'agent',
-        socket: dev.address('client'),
-        policyFile,
-        target: ID.server,
-        targetUrl: serverPg!.url,
-        capability: 'echo',
-        input: { text: 'hello' },
-        expect: 'echo: hello',
-      },
-      durationMs,
-    ),
+  'weave-pg': (durationMs?: number) => agentLoad(serverPg!.url, durationMs),
   'sdk-pg': (durationMs?: number) => http(sdkPg!.url, ID.sdk, 'TASK_STATE_COMPLETED', durationMs),
 };
 const labels = {
