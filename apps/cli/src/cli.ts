@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { authzCommand } from './commands/authz.js';
 import { callCommand } from './commands/call.js';
@@ -28,6 +29,7 @@ export async function run(argv: readonly string[], options: RunOptions = {}): Pr
     .description(
       'Weave: secure agent-to-agent calls — SPIFFE identity, mutual TLS, policy on every call, A2A on the wire.',
     )
+    .version(cliVersion(), '-V, --version', 'print the version of weave')
     .option('--debug', 'print stack traces and library logs (on stderr)')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
@@ -87,6 +89,14 @@ Commands that need an identity read it from the SPIFFE Workload API: --socket or
     if (debug && typeof e?.stack === 'string') io.err(e.stack);
     return typeof e?.exitCode === 'number' ? e.exitCode : EXIT.failed;
   }
+}
+
+/** The package's version; package.json is one folder up from src/ and from dist/ alike. */
+function cliVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
 }
 
 /** The codes of the WeaveErrors under `cause` (e.g. PEER_VERIFICATION_FAILED under a fetch failure). */

@@ -1,4 +1,4 @@
-// Entry point of the `weave` command (bin/weave.mjs runs it through tsx).
+// Entry point of the `weave` command (bin/weave.mjs runs it, compiled or through tsx).
 import { run } from './cli.js';
 
 process.exit(await run(process.argv.slice(2)));

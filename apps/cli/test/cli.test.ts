@@ -1,6 +1,7 @@
 // The `weave` CLI, spawned as users run it, against real things: the dev
 // Workload API server over gRPC on Unix sockets, and a real A2A agent on
 // @weave/transport's mTLS server with a default-deny policy.
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
@@ -126,12 +127,18 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
+const CLI_VERSION = (
+  JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
+
 describe('usage and help', () => {
   it('prints help for the program and each command, exit 0', async () => {
     const top = await weave(['--help']);
     expect(top.code).toBe(0);
     for (const c of ['dev', 'svid', 'card', 'call', 'authz', 'validate']) expect(top.stdout).toContain(c);
     expect(top.stdout).toContain('Exit codes: 0 ok');
+    const version = await weave(['--version']);
+    expect({ code: version.code, stdout: version.stdout.trim() }).toEqual({ code: 0, stdout: CLI_VERSION });
     const call = await weave(['call', '--help']);
     expect(call.code).toBe(0);
     expect(call.stdout).toContain('<target> <capability> <json>');
@@ -316,7 +323,7 @@ describe('weave call', () => {
     expect(r.stdout).toBe('');
     expect(r.stderr).toContain('policy: DENY (no rule matched: default deny');
     expect(r.stderr).toContain(
-      `POLICY_DENIED: ${ID.client} may not call delete on ${ID.search}: no rule matched: default deny`,
+      `CALL_DENIED: ${ID.client} may not call delete on ${ID.search}: no rule matched: default deny`,
     );
     expect(seen).toEqual(before);
   });
@@ -391,7 +398,7 @@ describe('weave call', () => {
     const before = { ...seen };
     const denied = await inproc(['call', ID.search, 'delete', '{}', '--config', file]);
     expect(denied.code).toBe(1);
-    expect(denied.stderr).toContain('POLICY_DENIED: ');
+    expect(denied.stderr).toContain('CALL_DENIED: ');
     // Another workload's socket is not this agent: refused before anything is sent.
     const wrong = await inproc([
       'call',
@@ -535,7 +542,7 @@ describe('weave validate', () => {
     const withBad = join(dir, 'with-bad-policy.yaml');
     await writeFile(withBad, 'name: a\nauthz: { policyFile: broken-policy.yaml }\n');
     const p = await inproc(['validate', withBad]);
-    expect(p.code).toBe(1);
+    expect(p.code).toBe(2); // a bad policy file is a usage error, as the README says
     expect(p.stderr).toMatch(/^POLICY_INVALID: .*authz\.policyFile/);
   });
 });

@@ -136,6 +136,29 @@ describe('official SDK client → Weave server (mTLS)', () => {
       name: 'TaskNotFoundError',
     });
   });
+
+  it('refuses a server that does not prove the SPIFFE ID its secureFetch expects; nothing reaches it', async () => {
+    const before = ran.length;
+    const wrong = channel(h.client, h.strangerId); // the server at h.url is h.serverId
+    try {
+      const fetchImpl = fetchOver(wrong);
+      const factory = new ClientFactory(
+        ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
+          transports: [new JsonRpcTransportFactory({ fetchImpl })],
+          cardResolver: new DefaultAgentCardResolver({ fetchImpl }),
+        }),
+      );
+      const err = await factory.createFromUrl(h.url).catch((e: unknown) => e);
+      const codes: unknown[] = [];
+      for (let e = err as { code?: unknown; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+        codes.push(e.code);
+      }
+      expect(codes).toContain('PEER_VERIFICATION_FAILED');
+      expect(ran.length).toBe(before);
+    } finally {
+      await wrong.close();
+    }
+  });
 });
 
 describe('v0.3 clients → Weave server', () => {

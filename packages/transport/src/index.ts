@@ -50,6 +50,7 @@ export {
   type PeerVerifiedEvent,
   type ChannelRequestOptions,
 } from './channel.js';
+export { secureFetch } from './fetch.js';
 export {
   createMtlsServerOptions,
   parseHttp1FromStream,

@@ -25,4 +25,14 @@ mkdir "$work/agents" && cd "$work/agents"
 echo '{ "name": "weave-smoke-agents", "private": true, "type": "module" }' > package.json
 npm_install "$tarballs"/weave-*.tgz zod
 cp "$here/two-agents.mjs" . && node two-agents.mjs
+
+# 3. the weave CLI from its tarball: --version, and the README's exit codes.
+want="$(node -p 'require("@weave/cli/package.json").version')"
+got="$(npx --no-install weave --version)"
+[ "$got" = "$want" ] || { echo "FAIL: weave --version printed '$got', want '$want'" >&2; exit 1; }
+printf 'version: 2\n' > bad-policy.yaml
+printf 'name: smoke\nauthz: { policyFile: bad-policy.yaml }\n' > agent.yaml
+set +e; npx --no-install weave validate agent.yaml 2> validate.err; code=$?; set -e
+[ "$code" = 2 ] || { echo "FAIL: weave validate on a bad policy file exited $code, want 2" >&2; cat validate.err >&2; exit 1; }
+echo "ok: weave --version is $got; weave validate on a bad policy file exits 2 ($(head -c 60 validate.err)…)"
 echo "smoke: ok"

@@ -159,7 +159,7 @@ Examples:
           io.err(`policy: ${verdict} (${d.reason}; audit ${d.auditId})`);
           if (!d.allowed) {
             throw new CliError(
-              'POLICY_DENIED',
+              'CALL_DENIED', // the code SecureAgent.callAgent uses for an outbound denial
               `${identity.id.toString()} may not call ${capability} on ${calleeId.toString()}: ${d.reason}`,
             );
           }

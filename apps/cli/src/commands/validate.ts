@@ -15,7 +15,8 @@ export function validateCommand(program: Command, io: Io): void {
     .description(
       'Loads an agent config file (YAML or JSON) exactly as an agent does — WEAVE_* environment ' +
         'overrides applied, every key validated, insecure settings refused — and, when it names a ' +
-        'policy file, validates that too. Prints OK and a summary, or every problem (exit 1).',
+        'policy file, validates that too. Prints OK and a summary, or every problem (exit 1; a bad ' +
+        'policy file is a usage error, exit 2).',
     )
     .argument('<config>', 'agent config file')
     .option('--json', 'print the validated config (defaults filled in) as JSON')
@@ -43,7 +44,7 @@ export function validateCommand(program: Command, io: Io): void {
           await p.close();
         } catch (err) {
           const code = err instanceof WeaveError ? err.code : 'POLICY_INVALID';
-          throw new CliError(code, `${file}: authz.policyFile: ${(err as Error).message}`, EXIT.failed);
+          throw new CliError(code, `${file}: authz.policyFile: ${(err as Error).message}`, EXIT.usage);
         }
       }
       if (opts.json) {

@@ -5,10 +5,9 @@
 import type { PeerCertificate } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
-import { fetch as undiciFetch } from 'undici';
 import { SpiffeId, authorizeMemberOf, type IdentityProvider } from '@weave/identity';
 import { DevCaIdentityProvider, DevCertificateAuthority } from '@weave/identity/dev';
-import { SecureChannel, createMtlsServerOptions } from '@weave/transport';
+import { SecureChannel, createMtlsServerOptions, secureFetch } from '@weave/transport';
 import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
 
 export const TRUST_DOMAIN = 'test.weave';
@@ -63,11 +62,8 @@ export function channel(
   return new SecureChannel(client.identity, server, { circuitBreaker: false, ...config });
 }
 
-/** A WHATWG fetch over a dispatcher, for the official SDK's `fetchImpl`. */
-export function fetchOver(dispatcher: SecureChannel): typeof fetch {
-  return ((input: string | URL | Request, init?: RequestInit) =>
-    undiciFetch(input as string, { ...(init as object), dispatcher } as never)) as unknown as typeof fetch;
-}
+/** A WHATWG fetch over a channel, for the official SDK's `fetchImpl` (the one @weave/transport exports). */
+export const fetchOver = secureFetch;
 
 /** The SPIFFE ID in a certificate's URI SAN, if exactly one. */
 export function spiffeIdOf(cert: Pick<PeerCertificate, 'subjectaltname'> | undefined): SpiffeId | undefined {
