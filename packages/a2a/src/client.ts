@@ -4,7 +4,9 @@ import { z } from 'zod';
 import { A2AClientError, A2AError, A2AErrorCode } from './errors.js';
 import { DiscoveryClient, type DiscoveryClientOptions, type DiscoveryStats } from './discovery.js';
 import { deadlineExceeded } from './transports/http.js';
+import { grpcTransportFactory } from './transports/grpc.js';
 import { jsonRpcTransportFactory } from './transports/jsonrpc.js';
+import { restTransportFactory } from './transports/rest.js';
 import type {
   ClientTransport,
   ClientTransportFactory,
@@ -102,7 +104,11 @@ const PushConfigPageSchema: z.ZodType<PushConfigPage> = z.object({
   nextPageToken: z.string().default(''),
 });
 
-const DEFAULT_TRANSPORTS: readonly ClientTransportFactory[] = [jsonRpcTransportFactory];
+const DEFAULT_TRANSPORTS: readonly ClientTransportFactory[] = [
+  jsonRpcTransportFactory,
+  restTransportFactory,
+  grpcTransportFactory,
+];
 
 /**
  * An A2A v1.0 client. Each method takes the agent's base URL; the agent's

@@ -112,6 +112,8 @@ export {
   type StreamMethod,
 } from './transports/types.js';
 export { JsonRpcTransport, jsonRpcTransportFactory } from './transports/jsonrpc.js';
+export { RestTransport, restTransportFactory, restErrorToA2AError } from './transports/rest.js';
+export { GrpcTransport, grpcTransportFactory, grpcTarget } from './transports/grpc.js';
 export {
   DiscoveryClient,
   agentCardUrl,

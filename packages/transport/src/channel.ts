@@ -1,9 +1,10 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
-import type { TLSSocket } from 'node:tls';
+import type { PeerCertificate, TLSSocket } from 'node:tls';
 import { Agent, Dispatcher, buildConnector } from 'undici';
 import {
   SpiffeId,
+  verifyX509Svid,
   type Authorizer,
   type IdentityProvider,
   type TrustDomain,
@@ -13,7 +14,21 @@ import { parseTransportConfig, type TransportConfig, type TransportConfigInput }
 import { CircuitBreaker } from './circuit-breaker.js';
 import { PeerVerificationError, TransportError, TransportIdentityError } from './errors.js';
 import { RetryPolicy, isIdempotentMethod } from './retry.js';
-import { bundlesPem, peerIdForMessage, svidPem, verifyPeerSocket } from './tls.js';
+import { bundlesPem, certChainDer, peerChainDer, peerIdForMessage, peerIdOfCert, svidPem } from './tls.js';
+
+/** TLS client options carrying a channel's identity and SPIFFE peer check (see {@link SecureChannel.tlsClientOptions}). */
+export interface SpiffeTlsClientOptions {
+  /** The current X.509-SVID chain, PEM. */
+  readonly cert: string;
+  /** Its private key, PEM. */
+  readonly key: string;
+  /** The trusted roots, PEM. */
+  readonly ca: string;
+  readonly minVersion: TransportConfig['minTlsVersion'];
+  readonly rejectUnauthorized: true;
+  /** The channel's SPIFFE verification of the server; an Error refuses the connection. */
+  readonly checkServerIdentity: (host: string, cert: PeerCertificate) => Error | undefined;
+}
 
 /** Who a channel will talk to: one SPIFFE ID, or an authorizer that may accept several. */
 export type PeerSpec = SpiffeId | string | Authorizer;
@@ -166,12 +181,17 @@ export class SecureChannel extends Dispatcher {
   /** Expiry of the SVID in the Agent {@link #buildAgent} built last. */
   #pendingNotAfter = 0;
 
-  #buildAgent(generation: number): Agent {
+  /** The TLS material of a connection made now (the current SVID, the trusted roots, the floor) and the SVID's expiry. */
+  #tlsMaterial(): {
+    material: Omit<SpiffeTlsClientOptions, 'rejectUnauthorized' | 'checkServerIdentity'>;
+    notAfter: number;
+  } {
     let tlsCreds: { cert: string; key: string };
+    let notAfter: number;
     try {
       const svid = this.#identity.getX509Svid();
       tlsCreds = svidPem(svid);
-      this.#pendingNotAfter = svid.expiresAt.getTime();
+      notAfter = svid.expiresAt.getTime();
     } catch (err) {
       throw new TransportIdentityError(
         `identity provider has no X.509-SVID for the channel: ${err instanceof Error ? err.message : String(err)}`,
@@ -180,11 +200,65 @@ export class SecureChannel extends Dispatcher {
     }
     const td = this.#matcher.trustDomain;
     const ca = bundlesPem(this.#identity, td ? [td] : undefined);
+    return { material: { ...tlsCreds, ca, minVersion: this.config.minTlsVersion }, notAfter };
+  }
+
+  #noBundle(): PeerVerificationError {
+    const td = this.#matcher.trustDomain;
+    return new PeerVerificationError(
+      this.expectedPeer,
+      undefined,
+      `no trusted X.509 bundle${td ? ` for trust domain ${td.name}` : ''}`,
+    );
+  }
+
+  /**
+   * TLS client options for another client stack on this channel's identity and
+   * peer check, e.g. grpc-js (`credentials.createFromSecureContext(
+   * tls.createSecureContext(o), { checkServerIdentity: o.checkServerIdentity })`):
+   * the current SVID, the roots this channel trusts, its TLS floor, and a
+   * `checkServerIdentity` that runs this channel's SPIFFE verification of the
+   * server's chain — the same verifier as on the channel's own connections.
+   * Node runs it during the handshake, before the connection is handed over,
+   * so a refused peer receives no request byte. A verified peer is reported
+   * to {@link onPeerVerified}. The options hold the SVID of the moment: build
+   * new ones after {@link onRotated}. The consumer must not resume TLS sessions
+   * (Node skips `checkServerIdentity` on a resumed session).
+   *
+   * @throws {TransportIdentityError} when the provider has no SVID.
+   * @throws {PeerVerificationError} when no bundle for the peer is trusted.
+   */
+  tlsClientOptions(): SpiffeTlsClientOptions {
+    const m = this.#tlsMaterial().material;
+    if (m.ca === '') throw this.#noBundle();
+    const generation = this.#generation;
+    return {
+      ...m,
+      rejectUnauthorized: true,
+      checkServerIdentity: (_host: string, cert: PeerCertificate): Error | undefined => {
+        try {
+          const peer = this.#verifyChain(certChainDer(cert), () => peerIdOfCert(cert));
+          this.#emit('peer', {
+            peer,
+            serialNumber: cert.serialNumber ?? '',
+            generation,
+          } satisfies PeerVerifiedEvent);
+          return undefined;
+        } catch (err) {
+          return err as Error;
+        }
+      },
+    };
+  }
+
+  #buildAgent(generation: number): Agent {
+    const { material, notAfter } = this.#tlsMaterial();
+    const { ca, ...tlsCreds } = material;
+    this.#pendingNotAfter = notAfter;
     const http2 = this.config.httpVersion === 'http2';
     const base = buildConnector({
       ...tlsCreds,
       ca,
-      minVersion: this.config.minTlsVersion,
       rejectUnauthorized: true,
       // Hostnames mean nothing for SPIFFE; the SPIFFE check below replaces this one.
       checkServerIdentity: () => undefined,
@@ -199,14 +273,7 @@ export class SecureChannel extends Dispatcher {
         return;
       }
       if (ca === '') {
-        callback(
-          new PeerVerificationError(
-            this.expectedPeer,
-            undefined,
-            `no trusted X.509 bundle${td ? ` for trust domain ${td.name}` : ''}`,
-          ),
-          null,
-        );
+        callback(this.#noBundle(), null);
         return;
       }
       // undici's typings say void, but the connector returns the socket (used for error details).
@@ -276,12 +343,17 @@ export class SecureChannel extends Dispatcher {
   }
 
   #verify(socket: TLSSocket): SpiffeId {
+    return this.#verifyChain(peerChainDer(socket), () => peerIdForMessage(socket));
+  }
+
+  /** The SPIFFE check of every connection: the chain against the bundle, then the expected peer. */
+  #verifyChain(chain: Uint8Array[], idForMessage: () => SpiffeId | undefined): SpiffeId {
     let peer: SpiffeId;
     try {
-      peer = verifyPeerSocket(socket, this.#identity);
+      peer = verifyX509Svid(chain, this.#identity);
     } catch (err) {
       const reason = err instanceof X509SvidError ? `${err.code}: ${err.message}` : String(err);
-      throw new PeerVerificationError(this.expectedPeer, peerIdForMessage(socket), reason, { cause: err });
+      throw new PeerVerificationError(this.expectedPeer, idForMessage(), reason, { cause: err });
     }
     const refused = this.#matcher.check(peer);
     if (refused !== undefined) throw new PeerVerificationError(this.expectedPeer, peer, refused);

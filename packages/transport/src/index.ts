@@ -49,6 +49,7 @@ export {
   type PeerSpec,
   type PeerVerifiedEvent,
   type ChannelRequestOptions,
+  type SpiffeTlsClientOptions,
 } from './channel.js';
 export { secureFetch } from './fetch.js';
 export {

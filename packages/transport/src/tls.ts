@@ -1,6 +1,5 @@
 // TLS plumbing shared by the client channel and the server helpers. Internal.
 import type { PeerCertificate, DetailedPeerCertificate, TLSSocket } from 'node:tls';
-import type { X509Certificate } from 'node:crypto';
 import {
   SpiffeId,
   type IdentityProvider,
@@ -33,7 +32,13 @@ export function svidPem(source: IdentityProvider | X509Svid): { cert: string; ke
  * linked list ending in a self-issued root that points at itself.
  */
 export function peerChainDer(socket: TLSSocket): Uint8Array[] {
-  const leaf = socket.getPeerCertificate(true) as DetailedPeerCertificate | PeerCertificate | null;
+  return certChainDer(socket.getPeerCertificate(true) as DetailedPeerCertificate | PeerCertificate | null);
+}
+
+/** The chain of a peer certificate as Node gives it (`getPeerCertificate(true)`, `checkServerIdentity`), leaf first, as DER. */
+export function certChainDer(
+  leaf: DetailedPeerCertificate | PeerCertificate | null | undefined,
+): Uint8Array[] {
   const out: Uint8Array[] = [];
   let cur = leaf as DetailedPeerCertificate | undefined;
   const seen = new Set<unknown>();
@@ -57,13 +62,18 @@ export function verifyPeerSocket(socket: TLSSocket, identity: IdentityProvider):
 export function peerIdForMessage(socket: TLSSocket | undefined): SpiffeId | undefined {
   try {
     const cert = socket?.getPeerX509Certificate?.();
-    return cert ? uriSanForMessage(cert) : undefined;
+    return cert ? uriSanForMessage(cert.subjectAltName) : undefined;
   } catch {
     return undefined;
   }
 }
 
-function uriSanForMessage(cert: X509Certificate): SpiffeId | undefined {
-  const m = /URI:(spiffe:\/\/[^,\s"]+)/.exec(cert.subjectAltName ?? '');
+/** {@link peerIdForMessage} for a certificate object (`checkServerIdentity`): for messages only. */
+export function peerIdOfCert(cert: PeerCertificate | undefined): SpiffeId | undefined {
+  return uriSanForMessage(cert?.subjectaltname);
+}
+
+function uriSanForMessage(subjectAltName: string | undefined): SpiffeId | undefined {
+  const m = /URI:(spiffe:\/\/[^,\s"]+)/.exec(subjectAltName ?? '');
   return m?.[1] ? SpiffeId.tryParse(m[1]) : undefined;
 }
