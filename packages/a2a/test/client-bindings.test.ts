@@ -43,6 +43,7 @@ afterAll(async () => {
 
 describe('the binding is chosen from the card', () => {
   it("takes the card's order by default and the caller's preference when given", async () => {
+    expect((await client().discoverAgent(sdk.url)).name).toBe('sdk agent');
     expect((await client().transportFor(sdk.url)).protocolBinding).toBe('JSONRPC');
     expect((await client(['GRPC', 'JSONRPC']).transportFor(sdk.url)).protocolBinding).toBe('GRPC');
     expect((await client(['http+json']).transportFor(sdk.url)).protocolBinding).toBe('HTTP+JSON');
@@ -101,10 +102,13 @@ describe.each(ALL)('Weave client → official SDK server over %s (mTLS)', (bindi
 
   it('subscribes to a running task and cancels it; the subscriber sees the cancellation', async () => {
     let taskId = '';
+    const opened: StreamEvent[] = [];
     for await (const e of weave.sendStreamingMessage(sdk.url, buildMessage('echo', 'slow'))) {
+      opened.push(e);
       if ('task' in e) taskId = e.task.id;
       if ('statusUpdate' in e && e.statusUpdate.status.state === 'TASK_STATE_WORKING') break;
     }
+    expect(opened.map(kind)).toEqual(['task', 'statusUpdate']);
     expect(taskId).not.toBe('');
     const sub = weave.subscribeToTask(sdk.url, taskId);
     const first = await sub.next();
