@@ -12,6 +12,7 @@ import {
   AgentEvent,
   DefaultRequestHandler,
   InMemoryTaskStore,
+  type AgentExecutionEvent,
   type AgentExecutor,
   type TaskStore,
   type ExecutionEventBus,
@@ -34,55 +35,63 @@ export const ECHO_SEND_MESSAGE_BODY = JSON.stringify({
   },
 });
 
+/** The SDK event that opens the request's task: SUBMITTED, the user message as history. */
+export function sdkSubmittedTask(rc: RequestContext): AgentExecutionEvent {
+  return AgentEvent.task({
+    id: rc.taskId,
+    contextId: rc.contextId,
+    status: {
+      state: TaskState.TASK_STATE_SUBMITTED,
+      message: undefined,
+      timestamp: new Date().toISOString(),
+    },
+    history: [rc.userMessage],
+    artifacts: [],
+    metadata: undefined,
+  });
+}
+
+/** The SDK status-update event moving `rc`'s task to `state`. */
+export function sdkStatusUpdate(rc: RequestContext, state: TaskState): AgentExecutionEvent {
+  return AgentEvent.statusUpdate({
+    taskId: rc.taskId,
+    contextId: rc.contextId,
+    status: { state, message: undefined, timestamp: new Date().toISOString() },
+    metadata: undefined,
+  });
+}
+
+/** The SDK artifact-update event carrying one whole text artifact. */
+export function sdkTextArtifact(rc: RequestContext, artifactId: string, text: string): AgentExecutionEvent {
+  return AgentEvent.artifactUpdate({
+    taskId: rc.taskId,
+    contextId: rc.contextId,
+    artifact: {
+      artifactId,
+      name: '',
+      description: '',
+      parts: [{ content: { $case: 'text', value: text }, metadata: undefined, filename: '', mediaType: '' }],
+      metadata: undefined,
+      extensions: [],
+    },
+    append: false,
+    lastChunk: true,
+    metadata: undefined,
+  });
+}
+
+/** The text of the request's first part ('' when it is not text). */
+export function sdkUserText(rc: RequestContext): string {
+  const c = rc.userMessage.parts[0]?.content;
+  return c?.$case === 'text' ? c.value : '';
+}
+
 class EchoExecutor implements AgentExecutor {
   async execute(rc: RequestContext, bus: ExecutionEventBus): Promise<void> {
-    const c = rc.userMessage.parts[0]?.content;
-    const text = c?.$case === 'text' ? c.value : '';
-    const { taskId, contextId } = rc;
-    const now = () => new Date().toISOString();
-    const status = (state: TaskState) =>
-      AgentEvent.statusUpdate({
-        taskId,
-        contextId,
-        status: { state, message: undefined, timestamp: now() },
-        metadata: undefined,
-      });
-    bus.publish(
-      AgentEvent.task({
-        id: taskId,
-        contextId,
-        status: { state: TaskState.TASK_STATE_SUBMITTED, message: undefined, timestamp: now() },
-        history: [rc.userMessage],
-        artifacts: [],
-        metadata: undefined,
-      }),
-    );
-    bus.publish(status(TaskState.TASK_STATE_WORKING));
-    bus.publish(
-      AgentEvent.artifactUpdate({
-        taskId,
-        contextId,
-        artifact: {
-          artifactId: 'result',
-          name: '',
-          description: '',
-          parts: [
-            {
-              content: { $case: 'text', value: `echo: ${text}` },
-              metadata: undefined,
-              filename: '',
-              mediaType: '',
-            },
-          ],
-          metadata: undefined,
-          extensions: [],
-        },
-        append: false,
-        lastChunk: true,
-        metadata: undefined,
-      }),
-    );
-    bus.publish(status(TaskState.TASK_STATE_COMPLETED));
+    bus.publish(sdkSubmittedTask(rc));
+    bus.publish(sdkStatusUpdate(rc, TaskState.TASK_STATE_WORKING));
+    bus.publish(sdkTextArtifact(rc, 'result', `echo: ${sdkUserText(rc)}`));
+    bus.publish(sdkStatusUpdate(rc, TaskState.TASK_STATE_COMPLETED));
     bus.finished();
   }
   async cancelTask(): Promise<void> {}

@@ -10,7 +10,6 @@ import express from 'express';
 import * as grpc from '@grpc/grpc-js';
 import { TaskState, type AgentCard as SdkAgentCard } from '@a2a-js/sdk';
 import {
-  AgentEvent,
   DefaultExecutionEventBusManager,
   DefaultRequestHandler,
   InMemoryPushNotificationStore,
@@ -22,7 +21,13 @@ import {
 } from '@a2a-js/sdk/server';
 import { UserBuilder, agentCardHandler, jsonRpcHandler, restHandler } from '@a2a-js/sdk/server/express';
 import { A2AService, grpcService, UserBuilder as GrpcUserBuilder } from '@a2a-js/sdk/server/grpc';
-import { sdkEchoCard } from '../../bench/sdk-echo-server.js';
+import {
+  sdkEchoCard,
+  sdkStatusUpdate,
+  sdkSubmittedTask,
+  sdkTextArtifact,
+  sdkUserText,
+} from '../../bench/sdk-echo-server.js';
 import { httpsOptions, spiffeIdOf, type Workload } from './pki.js';
 
 export type SdkBinding = 'JSONRPC' | 'HTTP+JSON' | 'GRPC';
@@ -50,66 +55,22 @@ class Executor implements AgentExecutor {
   readonly #cancel = new Map<string, () => void>();
 
   async execute(rc: RequestContext, bus: ExecutionEventBus): Promise<void> {
-    const c = rc.userMessage.parts[0]?.content;
-    const text = c?.$case === 'text' ? c.value : '';
-    const { taskId, contextId } = rc;
-    const now = () => new Date().toISOString();
-    if (!rc.task) {
-      bus.publish(
-        AgentEvent.task({
-          id: taskId,
-          contextId,
-          status: { state: TaskState.TASK_STATE_SUBMITTED, message: undefined, timestamp: now() },
-          history: [rc.userMessage],
-          artifacts: [],
-          metadata: undefined,
-        }),
-      );
-    }
-    const status = (state: TaskState) =>
-      AgentEvent.statusUpdate({
-        taskId,
-        contextId,
-        status: { state, message: undefined, timestamp: now() },
-        metadata: undefined,
-      });
-    bus.publish(status(TaskState.TASK_STATE_WORKING));
+    const text = sdkUserText(rc);
+    if (!rc.task) bus.publish(sdkSubmittedTask(rc));
+    bus.publish(sdkStatusUpdate(rc, TaskState.TASK_STATE_WORKING));
     if (text === 'slow') {
-      await new Promise<void>((resolve) => this.#cancel.set(taskId, resolve));
-      bus.publish(status(TaskState.TASK_STATE_CANCELED));
+      await new Promise<void>((resolve) => this.#cancel.set(rc.taskId, resolve));
+      bus.publish(sdkStatusUpdate(rc, TaskState.TASK_STATE_CANCELED));
       bus.finished();
       return;
     }
     if (text === 'ask') {
-      bus.publish(status(TaskState.TASK_STATE_INPUT_REQUIRED));
+      bus.publish(sdkStatusUpdate(rc, TaskState.TASK_STATE_INPUT_REQUIRED));
       bus.finished();
       return;
     }
-    bus.publish(
-      AgentEvent.artifactUpdate({
-        taskId,
-        contextId,
-        artifact: {
-          artifactId: 'a1',
-          name: '',
-          description: '',
-          parts: [
-            {
-              content: { $case: 'text', value: `sdk echo: ${text}` },
-              metadata: undefined,
-              filename: '',
-              mediaType: '',
-            },
-          ],
-          metadata: undefined,
-          extensions: [],
-        },
-        append: false,
-        lastChunk: true,
-        metadata: undefined,
-      }),
-    );
-    bus.publish(status(TaskState.TASK_STATE_COMPLETED));
+    bus.publish(sdkTextArtifact(rc, 'a1', `sdk echo: ${text}`));
+    bus.publish(sdkStatusUpdate(rc, TaskState.TASK_STATE_COMPLETED));
     bus.finished();
   }
 
