@@ -9,64 +9,21 @@
 //
 // Run by hand:  node_modules/.bin/tsx --conditions=weave-source packages/a2a/bench/bindings.bench.ts
 // Environment:  BENCH_DURATION_MS (default 4000), BENCH_ROUNDS (default 2), BENCH_CONCURRENCY (default 32)
-import { spawn } from 'node:child_process';
 import os from 'node:os';
-import type { AddressInfo } from 'node:net';
-import { fileURLToPath } from 'node:url';
-import { pino } from 'pino';
-import { LocalPolicyEnforcer } from '@weave/authz';
 import { authorizeMemberOf } from '@weave/identity';
-import { DevCaIdentityProvider, DevCertificateAuthority } from '@weave/identity/dev';
 import { createMtlsServerOptions } from '@weave/transport';
-import { createMtlsServer } from '@weave/transport/server';
-import { A2AGrpcServer, A2AServer } from '@weave/a2a';
+import { A2AGrpcServer } from '@weave/a2a';
+import { runLoadgen, startBenchAgents, type LoadResult as Result } from './bench-setup.js';
 import { ECHO_SEND_MESSAGE_BODY, startSdkEchoGrpcServer, startSdkEchoServer } from './sdk-echo-server.js';
 
 const DURATION = Number(process.env.BENCH_DURATION_MS ?? 4000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
-const silent = pino({ level: 'silent' });
 
-const ca = await DevCertificateAuthority.create({ trustDomain: 'bench.weave' });
-const weaveId = await DevCaIdentityProvider.create({
-  ca,
-  id: 'spiffe://bench.weave/agent/weave',
-  logger: silent,
-});
-const sdkId = await DevCaIdentityProvider.create({
-  ca,
-  id: 'spiffe://bench.weave/agent/sdk',
-  logger: silent,
-});
-const clientSvid = (await ca.issueX509Svid('spiffe://bench.weave/agent/loadgen')).toPem();
-const caPem = ca.x509Bundle.toPem();
-
-let decisions = 0;
-const enforcer = LocalPolicyEnforcer.fromObject(
-  {
-    version: 1,
-    id: 'bench',
-    default: 'deny',
-    rules: [
-      { id: 'loadgen', effect: 'allow', callers: ['spiffe://bench.weave/agent/loadgen'], actions: ['echo'] },
-    ],
-  },
-  { audit: { record: () => void decisions++ }, logger: silent },
-);
-const a2a = new A2AServer({
-  card: { name: 'weave bench', description: 'echo', version: '1.0.0' },
-  selfId: weaveId.getX509Svid().id,
-  enforcer,
-});
-a2a.registerTaskHandler({ id: 'echo', name: 'Echo', description: 'echo', tags: [] }, (ctx) => {
-  return `echo: ${ctx.message.parts[0]?.text ?? ''}`;
-});
-const weaveApp = createMtlsServer({ identity: weaveId, authorize: authorizeMemberOf('bench.weave') });
-await weaveApp.register(a2a.plugin);
-await weaveApp.listen({ port: 0, host: '127.0.0.1' });
-const weaveUrl = `https://127.0.0.1:${(weaveApp.server.address() as AddressInfo).port}/`;
+const bench = await startBenchAgents();
+const { weaveUrl, caPem, clientSvid, weaveId, sdkId } = bench;
 const weaveGrpc = new A2AGrpcServer({
-  handler: a2a.handler,
+  handler: bench.a2a.handler,
   identity: weaveId,
   authorize: authorizeMemberOf('bench.weave'),
 });
@@ -78,19 +35,6 @@ const sdkGrpc = await startSdkEchoGrpcServer({ ca: caPem, cert: sdkSvid.certChai
 
 const sendParams = (JSON.parse(ECHO_SEND_MESSAGE_BODY) as { params: Record<string, unknown> }).params;
 const REST_BODY = JSON.stringify(sendParams);
-
-interface Result {
-  requests: number;
-  totalRequests: number;
-  cpuUs: number;
-  clientCpuUs: number;
-  errors: number;
-  firstError?: string;
-  rps: number;
-  p50: number;
-  p99: number;
-  max: number;
-}
 
 type Binding = 'JSONRPC' | 'HTTP+JSON' | 'GRPC';
 
@@ -105,7 +49,7 @@ function run(binding: Binding, server: 'weave' | 'sdk', durationMs = DURATION): 
     key: clientSvid.privateKey,
     expectPeer: peer,
   };
-  let script: string;
+  let script: 'loadgen.ts' | 'loadgen-grpc.ts';
   let job: object;
   if (binding === 'GRPC') {
     script = 'loadgen-grpc.ts';
@@ -118,25 +62,7 @@ function run(binding: Binding, server: 'weave' | 'sdk', durationMs = DURATION): 
     const base = server === 'weave' ? weaveUrl.replace(/\/$/, '') : sdkHttp.restUrl;
     job = { ...common, url: `${base}/message:send`, body: REST_BODY, jsonRpc: false };
   }
-  const tsx = fileURLToPath(new URL('../../../node_modules/.bin/tsx', import.meta.url));
-  const file = fileURLToPath(new URL(`./${script}`, import.meta.url));
-  return new Promise((resolve, reject) => {
-    // Every server lives in this process and only one is loaded at a time, so
-    // this process's CPU time is the loaded server's.
-    const cpu0 = process.cpuUsage();
-    const child = spawn(tsx, ['--conditions=weave-source', file], { stdio: ['pipe', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('error', reject);
-    child.on('exit', (code) => {
-      if (code !== 0) return reject(new Error(`${script} exited with ${code}`));
-      const cpu = process.cpuUsage(cpu0);
-      const r = JSON.parse(out) as Result;
-      r.cpuUs = (cpu.user + cpu.system) / Math.max(1, r.totalRequests);
-      resolve(r);
-    });
-    child.stdin.end(JSON.stringify(job));
-  });
+  return runLoadgen(script, job);
 }
 
 /** NaN travels as null in JSON (a run too short to measure anything). */
@@ -174,7 +100,7 @@ for (const b of bindings) {
 }
 const rpc = mean('JSONRPC/weave', 'rps');
 console.log(
-  `weave     HTTP+JSON/JSON-RPC ${(mean('HTTP+JSON/weave', 'rps') / rpc).toFixed(2)}x   gRPC/JSON-RPC ${(mean('GRPC/weave', 'rps') / rpc).toFixed(2)}x   (policy decisions audited: ${decisions})`,
+  `weave     HTTP+JSON/JSON-RPC ${(mean('HTTP+JSON/weave', 'rps') / rpc).toFixed(2)}x   gRPC/JSON-RPC ${(mean('GRPC/weave', 'rps') / rpc).toFixed(2)}x   (policy decisions audited: ${bench.decisions()})`,
 );
 console.log(
   `load      ${os
@@ -184,10 +110,6 @@ console.log(
 );
 
 await weaveGrpc.close(100);
-await a2a.close();
-await weaveApp.close();
 await sdkHttp.close();
 await sdkGrpc.close();
-await weaveId.close();
-await sdkId.close();
-await enforcer.close?.();
+await bench.close();
