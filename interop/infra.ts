@@ -197,8 +197,8 @@ export interface ServiceOptions {
   /** Run as this user (the tests run as root in CI; some programs refuse root). */
   readonly uid?: number;
   readonly gid?: number;
-  /** Readiness probe; the service counts as started when it returns true. */
-  readonly ready?: () => Promise<boolean> | boolean;
+  /** Readiness probe, given what the program printed so far; the service counts as started when it returns true. */
+  readonly ready?: (output: string) => Promise<boolean> | boolean;
   readonly readyTimeoutMs?: number;
 }
 
@@ -254,7 +254,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
         if (p.exitCode !== null || p.signalCode !== null) {
           throw new Error(`${o.name} exited (${p.exitCode ?? p.signalCode}) before it was ready:\n${out}`);
         }
-        return ready();
+        return ready(out);
       },
       { timeoutMs: o.readyTimeoutMs ?? 30_000 },
     ).catch(async (e: unknown) => {
