@@ -135,6 +135,30 @@ function publicJwk(jwk: JWK): JWK {
   return out;
 }
 
+const jwksSchema = z.looseObject({
+  keys: z.array(z.unknown()),
+  spiffe_sequence: z.number().int().nonnegative().optional(),
+  spiffe_refresh_hint: z.number().int().nonnegative().optional(),
+});
+
+/** The JWK Set envelope of a bundle document (JSON text or parsed object); `fail` throws. */
+function parseJwksDocument(
+  json: unknown,
+  fail: (msg: string, cause?: unknown) => never,
+): z.infer<typeof jwksSchema> {
+  let doc: unknown = json;
+  if (typeof json === 'string') {
+    try {
+      doc = JSON.parse(json);
+    } catch (err) {
+      fail('not JSON', err);
+    }
+  }
+  const parsed = jwksSchema.safeParse(doc);
+  if (!parsed.success) return fail(`not a JWK Set: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
+  return parsed.data;
+}
+
 /** The JWT signing keys trusted for one trust domain, by key ID. Immutable. */
 export class JwtBundle implements JwtBundleSource {
   readonly trustDomain: TrustDomain;
@@ -156,11 +180,32 @@ export class JwtBundle implements JwtBundleSource {
     this.keys = map;
   }
 
-  /** Parses a JWKS document (JSON text or object); entries without `kid` are rejected, unknown `kty` ignored. */
+  /**
+   * Parses a JWT bundle: a JWKS document (JSON text or object) as the Workload
+   * API's FetchJWTBundles sends it. Its keys carry a `kid` and usually no `use`
+   * (go-spiffe's `jwtbundle` format), so a key counts unless it says it is for
+   * something else (`use` other than `jwt-svid`). Keys without `kid` are
+   * rejected, unknown `kty` ignored. A SPIFFE bundle (federation endpoint, with
+   * `use` on every key) goes through {@link SpiffeBundle.parse} instead.
+   * @throws {BundleError} `BUNDLE_MALFORMED`.
+   */
   static fromJwks(trustDomain: TrustDomain | string, jwks: string | unknown): JwtBundle {
     const td = toTd(trustDomain);
-    const sb = SpiffeBundle.parse(td, jwks);
-    return sb.toJwtBundle();
+    const fail = (msg: string, cause?: unknown): never => {
+      throw new BundleError('BUNDLE_MALFORMED', `JWT bundle of ${td.name}: ${msg}`, { cause });
+    };
+    const keys = new Map<string, JWK>();
+    parseJwksDocument(jwks, fail).keys.forEach((raw, i) => {
+      const k = jwkSchema.safeParse(raw);
+      if (!k.success) return fail(`keys[${i}] is not a JWK`);
+      const jwk = k.data as JWK & { use?: string };
+      if (!JWT_KTYS.has(jwk.kty ?? '')) return;
+      if (jwk.use !== undefined && jwk.use !== 'jwt-svid') return;
+      if (!jwk.kid) return fail(`keys[${i}] has no kid`);
+      if (keys.has(jwk.kid)) return fail(`keys[${i}]: duplicate kid ${jwk.kid}`);
+      keys.set(jwk.kid, jwk);
+    });
+    return new JwtBundle(td, keys);
   }
 
   /** The JWKS document of this bundle. */
@@ -177,12 +222,6 @@ export class JwtBundle implements JwtBundleSource {
     return trustDomain.equals(this.trustDomain) ? this : undefined;
   }
 }
-
-const jwksSchema = z.looseObject({
-  keys: z.array(z.unknown()),
-  spiffe_sequence: z.number().int().nonnegative().optional(),
-  spiffe_refresh_hint: z.number().int().nonnegative().optional(),
-});
 
 /**
  * A SPIFFE bundle: the JWK Set a trust domain publishes (bundle endpoint,
@@ -225,19 +264,10 @@ export class SpiffeBundle {
     const fail = (msg: string, cause?: unknown): never => {
       throw new BundleError('BUNDLE_MALFORMED', `SPIFFE bundle of ${td.name}: ${msg}`, { cause });
     };
-    let doc: unknown = json;
-    if (typeof json === 'string') {
-      try {
-        doc = JSON.parse(json);
-      } catch (err) {
-        fail('not JSON', err);
-      }
-    }
-    const parsed = jwksSchema.safeParse(doc);
-    if (!parsed.success) return fail(`not a JWK Set: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
+    const parsed = parseJwksDocument(json, fail);
     const x509s: x509.X509Certificate[] = [];
     const jwts = new Map<string, JWK>();
-    parsed.data.keys.forEach((raw, i) => {
+    parsed.keys.forEach((raw, i) => {
       const k = jwkSchema.safeParse(raw);
       if (!k.success) return fail(`keys[${i}] is not a JWK`);
       const jwk = k.data as JWK & { use?: string };
@@ -263,10 +293,8 @@ export class SpiffeBundle {
       return new SpiffeBundle(td, {
         x509Authorities: x509s,
         jwtAuthorities: jwts,
-        ...(parsed.data.spiffe_sequence !== undefined ? { sequence: parsed.data.spiffe_sequence } : {}),
-        ...(parsed.data.spiffe_refresh_hint !== undefined
-          ? { refreshHint: parsed.data.spiffe_refresh_hint }
-          : {}),
+        ...(parsed.spiffe_sequence !== undefined ? { sequence: parsed.spiffe_sequence } : {}),
+        ...(parsed.spiffe_refresh_hint !== undefined ? { refreshHint: parsed.spiffe_refresh_hint } : {}),
       });
     } catch (err) {
       if (err instanceof BundleError) throw err;

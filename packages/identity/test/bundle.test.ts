@@ -125,6 +125,37 @@ describe('SpiffeBundle (JWKS)', () => {
     const back = JwtBundle.fromJwks(td, JSON.stringify(b.toJwks()));
     expect([...back.keys.keys()]).toEqual(['k1']);
   });
+
+  it('reads a JWT bundle as the Workload API sends it: keys with a kid and no use', () => {
+    // SPIRE's FetchJWTBundles (go-spiffe's jwtbundle format) omits `use`.
+    const pub = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }) as JWK;
+    const other = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({
+      format: 'jwk',
+    }) as JWK;
+    const b = JwtBundle.fromJwks(td, {
+      keys: [
+        { ...pub, kid: 'spire-1' },
+        { ...other, kid: 'tls-only', use: 'x509-svid' },
+        { kty: 'OKP', crv: 'X25519', x: 'AAAA', kid: 'unknown-kty' },
+      ],
+    });
+    expect([...b.keys.keys()]).toEqual(['spire-1']);
+    expect(b.findKey('spire-1')).toBeDefined();
+    expectBundleError(() => JwtBundle.fromJwks(td, { keys: [pub] }), 'BUNDLE_MALFORMED');
+    expectBundleError(
+      () =>
+        JwtBundle.fromJwks(td, {
+          keys: [
+            { ...pub, kid: 'a' },
+            { ...other, kid: 'a' },
+          ],
+        }),
+      'BUNDLE_MALFORMED',
+    );
+    expectBundleError(() => JwtBundle.fromJwks(td, '{'), 'BUNDLE_MALFORMED');
+    // A SPIFFE bundle keeps its stricter rule: a key without `use` is not a JWT authority there.
+    expect(SpiffeBundle.parse(td, { keys: [{ ...pub, kid: 'spire-1' }] }).jwtAuthorities.size).toBe(0);
+  });
 });
 
 describe('BundleSet', () => {
