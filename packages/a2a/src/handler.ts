@@ -94,6 +94,44 @@ export interface TaskContext {
 /** Runs one task of a skill. The return value becomes the final artifact or message. */
 export type TaskHandler = (ctx: TaskContext) => Promise<TaskResult> | TaskResult;
 
+/** What a {@link SkillRouter} knows of the message it routes. */
+export interface RouteInfo {
+  /** The authenticated caller (not yet authorized: the policy check runs on the skill chosen). */
+  readonly caller: SpiffeId;
+  /** Request headers or gRPC metadata (lower-case names). */
+  readonly headers: CallHeaders;
+  /** The request's own `metadata` (SendMessageRequest.metadata), if any. */
+  readonly metadata?: v1.Struct;
+  /** The ids of the skills served, in declaration order. */
+  readonly skills: readonly string[];
+}
+
+/**
+ * Picks the skill for a message that names none: the agent decides, as A2A
+ * has no skill selector in a message (e.g. by the data part's shape, or by
+ * asking a model). `undefined` leaves it to the default skill. Throwing an
+ * {@link A2AError} refuses the message with that error.
+ */
+export type SkillRouter = (
+  message: Message,
+  info: RouteInfo,
+) => string | undefined | Promise<string | undefined>;
+
+/**
+ * How a new task's skill is chosen when the message does not name one in
+ * `metadata.skill` (Weave's own clients do; generic A2A clients do not):
+ * `route` first, then `defaultSkill`. The inbound policy is checked on the
+ * skill chosen, before its handler runs.
+ */
+export interface SkillRouting {
+  /** Skill of a message that names none and that `route` leaves undecided. */
+  readonly defaultSkill?: string;
+  readonly route?: SkillRouter;
+}
+
+/** Key of the task metadata that names the skill the task runs (also the selector a client may send). */
+export const SKILL_METADATA_KEY = 'skill';
+
 /** Limits that keep one client from exhausting the server. */
 export interface A2AServerLimits {
   /** Largest request body in bytes. Default 1 MiB. */
@@ -185,6 +223,12 @@ export interface RequestHandlerOptions {
   readonly extensions?: Array<{ uri: string; description?: string; required?: boolean }>;
   /** Where warnings and errors go. Default: nowhere. */
   readonly logger?: HandlerLogger;
+  /**
+   * How a message that names no skill is routed. Without it such a message
+   * reaches the only skill of a one-skill agent and is refused (-32602) by
+   * an agent with several.
+   */
+  readonly routing?: SkillRouting;
 }
 
 /** Policy action of GetExtendedAgentCard. */
@@ -587,7 +631,7 @@ export class A2ARequestHandler {
       this.manager.deliverInput(taskId, p.message);
       return record;
     }
-    const skill = this.#resolveSkill(named);
+    const skill = await this.#resolveSkill(ctx, named, p);
     const handler = this.#handlers.get(skill) as TaskHandler;
     await this.#authorize(ctx, method, skill);
     // The caller's own share first; the server-wide limit is the backstop.
@@ -599,7 +643,8 @@ export class A2ARequestHandler {
         owner: ctx.caller.toString(),
         skill,
         message: p.message,
-        metadata: p.metadata,
+        // The caller sees which skill ran, whoever chose it.
+        metadata: { ...p.metadata, [SKILL_METADATA_KEY]: skill },
       });
     } catch (err) {
       release();
@@ -631,14 +676,43 @@ export class A2ARequestHandler {
     return record;
   }
 
-  #resolveSkill(named: string | undefined): string {
+  /**
+   * The skill of a new task: the one the message names, else the router's
+   * choice, else the default skill, else the only one. Runs before the policy
+   * check, which is made on the skill returned.
+   */
+  async #resolveSkill(ctx: CallContext, named: string | undefined, p: v1.SendMessageParams): Promise<string> {
     if (named !== undefined) {
       if (!this.#handlers.has(named)) throw A2AErrors.invalidParams(`unknown skill ${JSON.stringify(named)}`);
       return named;
     }
+    const routing = this.#opts.routing;
+    if (routing?.route) {
+      let chosen: string | undefined;
+      try {
+        chosen = await routing.route(p.message, {
+          caller: ctx.caller,
+          headers: ctx.headers,
+          skills: [...this.#handlers.keys()],
+          ...(p.metadata === undefined ? {} : { metadata: p.metadata }),
+        });
+      } catch (err) {
+        if (err instanceof A2AError) throw err;
+        this.#log.error({ err }, 'a2a: skill router failed');
+        throw A2AErrors.internal();
+      }
+      if (chosen !== undefined) {
+        if (this.#handlers.has(chosen)) return chosen;
+        // The router's mistake, not the caller's: logged, and an internal error.
+        this.#log.error({ skill: chosen }, 'a2a: skill router chose a skill that is not served');
+        throw A2AErrors.internal();
+      }
+    }
+    const fallback = routing?.defaultSkill;
+    if (fallback !== undefined && this.#handlers.has(fallback)) return fallback;
     if (this.#handlers.size === 1) return this.#handlers.keys().next().value as string;
     throw A2AErrors.invalidParams(
-      `this agent has ${this.#handlers.size} skills; name one in message.metadata.skill (one of ${[...this.#handlers.keys()].join(', ')})`,
+      `this agent has ${this.#handlers.size} skills and cannot tell which one this message is for; name one in message.metadata.skill (one of ${[...this.#handlers.keys()].join(', ')})`,
     );
   }
 

@@ -66,6 +66,7 @@ export {
 export {
   A2ARequestHandler,
   EXTENDED_CARD_ACTION,
+  SKILL_METADATA_KEY,
   type A2AServerLimits,
   type A2APushOptions,
   type BindingName,
@@ -73,6 +74,9 @@ export {
   type CallHeaders,
   type HandlerLogger,
   type RequestHandlerOptions,
+  type RouteInfo,
+  type SkillRouter,
+  type SkillRouting,
   type TaskContext,
   type TaskHandler,
   type TaskResult,

@@ -9,6 +9,7 @@ import {
   type A2APushOptions,
   type A2AServerLimits,
   type BindingName,
+  type SkillRouting,
   type TaskHandler,
 } from './handler.js';
 import { WRONG_CONTENT_TYPE, peerOf, type HttpBindingDeps } from './bindings/http.js';
@@ -105,6 +106,8 @@ export interface A2AServerOptions {
    * `required` one in its `A2A-Extensions` header fails with -32008.
    */
   readonly extensions?: Array<{ uri: string; description?: string; required?: boolean }>;
+  /** How a message that names no skill is routed (see {@link SkillRouting}). */
+  readonly routing?: SkillRouting;
 }
 
 /** URI of the agent-card extension that carries the agent's SPIFFE ID in `params.spiffeId`. */

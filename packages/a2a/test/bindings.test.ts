@@ -65,6 +65,13 @@ const policy = (allowClient: boolean) =>
             callers: [`spiffe://${TRUST_DOMAIN}/agent/client`],
             actions: ['*'],
           },
+          // The routed-skill case: the client may call every skill but this one.
+          {
+            id: 'no-vault',
+            effect: 'deny',
+            callers: [`spiffe://${TRUST_DOMAIN}/agent/client`],
+            actions: ['vault'],
+          },
         ]
       : [],
   });
@@ -94,6 +101,14 @@ beforeAll(async () => {
     selfId: server.id,
     enforcer,
     heartbeatMs: 0,
+    // A generic A2A client names no skill: a data part's `op` picks one, else echo.
+    routing: {
+      defaultSkill: 'echo',
+      route: (message) => {
+        const data = message.parts.find((p) => p.data !== undefined)?.data as { op?: unknown } | undefined;
+        return typeof data?.op === 'string' ? data.op : undefined;
+      },
+    },
     push: {
       enabled: true,
       send: async (config, event) => {
@@ -132,6 +147,10 @@ beforeAll(async () => {
       { append: true, lastChunk: true },
     );
     return undefined;
+  });
+  a2a.registerTaskHandler({ id: 'vault', name: 'vault', description: 'denied', tags: [] }, (ctx) => {
+    ran.push(`vault:${ctx.caller.toString()}`);
+    return 'opened';
   });
   a2a.registerTaskHandler({ id: 'ask', name: 'ask', description: 'asks', tags: [] }, async (ctx) => {
     ran.push(`ask:${ctx.caller.toString()}`);
@@ -257,6 +276,44 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     expect(t.status.state).toBe('TASK_STATE_COMPLETED');
     expect(t.artifacts?.[0]?.parts[0]?.text).toBe('echo: hi');
     expect(t.history?.[0]?.parts[0]?.text).toBe('hi');
+  });
+
+  it('a message naming no skill is routed: the default skill runs and the task metadata names it', async () => {
+    const r = ok(await b.call('SendMessage', userText('plain')));
+    const t = r.task as Task;
+    expect(t.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(t.artifacts?.[0]?.parts[0]?.text).toBe('echo: plain');
+    expect(t.metadata?.skill).toBe('echo');
+    const got = ok(await b.call('GetTask', { id: t.id })) as Task;
+    expect(got.metadata?.skill).toBe('echo');
+  });
+
+  it('the router picks the skill from the message; the policy on the routed skill decides before it runs', async () => {
+    const data = (op: string) => ({
+      message: { messageId: `m-${op}-${Date.now()}`, role: 'ROLE_USER', parts: [{ data: { op } }] },
+    });
+    const asked = ok(await b.call('SendMessage', data('ask'))).task as Task;
+    expect(asked.status.state).toBe('TASK_STATE_INPUT_REQUIRED');
+    expect(asked.metadata?.skill).toBe('ask');
+    ok(await b.call('CancelTask', { id: asked.id }));
+    const before = w.ran.length;
+    const audited = w.audit.length;
+    expectFailure(await b.call('SendMessage', data('vault')), 'PERMISSION_DENIED', -32600, name);
+    const st = await b.stream('SendStreamingMessage', data('vault'));
+    expect(st.events).toEqual([]);
+    expect(st.failure?.error.code).toBe('PERMISSION_DENIED');
+    expect(w.ran.slice(before).filter((r) => r.startsWith('vault:'))).toEqual([]);
+    const denied = w.audit.slice(audited).filter((a) => JSON.stringify(a).includes('"vault"'));
+    expect(denied.length).toBe(2);
+    expect(JSON.stringify(denied[0])).toContain('no-vault');
+    // The same skill named explicitly is refused the same way.
+    expectFailure(
+      await b.call('SendMessage', userText('x', { metadata: { skill: 'vault' } })),
+      'PERMISSION_DENIED',
+      -32600,
+      name,
+    );
+    expect(w.ran.length).toBe(before);
   });
 
   it('GetTask honours historyLength; an unknown task is TASK_NOT_FOUND', async () => {

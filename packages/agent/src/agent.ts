@@ -13,6 +13,7 @@ import {
   type AgentCard,
   type AgentSkill,
   type Message,
+  type RouteInfo,
   type TaskContext,
   type TaskHandler,
   type TaskResult,
@@ -96,6 +97,30 @@ export interface SecureAgentOptions {
   readonly taskStore?: TaskStore;
   /** Environment read for `SPIFFE_ENDPOINT_SOCKET` and production checks (default `process.env`). */
   readonly env?: NodeJS.ProcessEnv;
+  /**
+   * Which capability serves a message that names none. Weave's own callers
+   * name it (`message.metadata.skill`); a generic A2A client cannot, as A2A
+   * has no skill selector: the agent decides. Without routing, such a message
+   * reaches the only capability of a one-capability agent and is refused
+   * (-32602) by an agent with several.
+   */
+  readonly routing?: CapabilityRouting;
+}
+
+/**
+ * How a message that names no capability is routed: `route` first, then
+ * `defaultCapability`. The inbound policy is checked on the capability
+ * chosen, before its handler runs; the task's `metadata.skill` names it.
+ */
+export interface CapabilityRouting {
+  /** The capability of a message that names none and that `route` leaves undecided. */
+  readonly defaultCapability?: string;
+  /**
+   * Reads the message (its data part, its text, or a model's reading of it)
+   * and names a capability, or `undefined` for the default. It runs before
+   * the policy check: it must not act on the message, only classify it.
+   */
+  readonly route?: (message: Message, info: RouteInfo) => string | undefined | Promise<string | undefined>;
 }
 
 /** Options of {@link SecureAgent.stop}. */
@@ -361,6 +386,7 @@ export class SecureAgent extends AgentCore {
       );
 
       const skillSchemas: Record<string, unknown> = {};
+      const routing = this.#routing();
       const signer = new AgentCardSigner(identity);
       cleanup.push(async () => signer.close());
       const a2a = new A2AServer({
@@ -384,6 +410,7 @@ export class SecureAgent extends AgentCore {
         },
         bindings: this.config.server.bindings,
         extensions: [skillSchemaExtension(skillSchemas)],
+        ...(routing ? { routing } : {}),
       });
       cleanup.push(() => a2a.close());
       // gRPC on its own port (see the README for why not multiplexed): the
@@ -773,6 +800,20 @@ export class SecureAgent extends AgentCore {
   }
 
   // ---- set-up helpers ---------------------------------------------------------------
+
+  /** `options.routing` for the A2A server; a default that names no capability is a start error. */
+  #routing(): { defaultSkill?: string; route?: CapabilityRouting['route'] } | undefined {
+    const r = this.#opts.routing;
+    if (!r) return undefined;
+    const d = r.defaultCapability;
+    if (d !== undefined && !this.capabilities.get(d)) {
+      throw new AgentError(
+        'AGENT_CONFIG_INVALID',
+        `routing.defaultCapability ${JSON.stringify(d)} is not a capability of this agent`,
+      );
+    }
+    return { ...(d === undefined ? {} : { defaultSkill: d }), ...(r.route ? { route: r.route } : {}) };
+  }
 
   #identityTimeout(): number {
     const id = this.config.identity;

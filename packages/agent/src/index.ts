@@ -37,6 +37,7 @@ export {
   SKILL_SCHEMAS_EXTENSION,
   METRICS_ACTION,
   type SecureAgentOptions,
+  type CapabilityRouting,
   type StartedAgent,
   type StopOptions,
 } from './agent.js';
