@@ -21,6 +21,7 @@ import { TaskManager, WaitTimeoutError, snapshot } from './manager.js';
 import type { PushConfigStore, StoredEvent, TaskRecord, TaskStore } from './store.js';
 import { TaskStoreFullError, TaskStoreUnavailableError, isPushConfigStore } from './store.js';
 import * as v1 from './wire/v1.js';
+import { withJsonNames } from './wire/proto-names.js';
 import type {
   AgentCard,
   AgentSkill,
@@ -398,7 +399,7 @@ export class A2ARequestHandler {
   /** GetTask. */
   async getTask(ctx: CallContext, params: unknown): Promise<Task> {
     this.#enter(ctx);
-    const p = parse(v1.GetTaskParamsSchema, params);
+    const p = parseRequest(v1.GetTaskParamsSchema, params);
     const record = await this.#ownedTask(ctx, p.id);
     await this.#authorize(ctx, 'GetTask', record.skill, p.id);
     return snapshot(record.task, p.historyLength);
@@ -411,7 +412,7 @@ export class A2ARequestHandler {
    */
   async listTasks(ctx: CallContext, params: unknown): Promise<v1.ListTasksResult> {
     this.#enter(ctx);
-    const p = parse(v1.ListTasksParamsSchema, params);
+    const p = parseRequest(v1.ListTasksParamsSchema, params);
     const pageSize = p.pageSize ?? 50;
     let after: { createdAt: number; id: string } | undefined;
     if (p.pageToken) after = decodePageToken(p.pageToken);
@@ -457,7 +458,7 @@ export class A2ARequestHandler {
   /** CancelTask. */
   async cancelTask(ctx: CallContext, params: unknown): Promise<Task> {
     this.#enter(ctx);
-    const { id } = parse(v1.CancelTaskParamsSchema, params);
+    const { id } = parseRequest(v1.CancelTaskParamsSchema, params);
     const record = await this.#ownedTask(ctx, id);
     await this.#authorize(ctx, 'CancelTask', record.skill, id);
     const state = record.task.status.state;
@@ -482,7 +483,7 @@ export class A2ARequestHandler {
     options: { lastEventId?: number } = {},
   ): Promise<TaskEventStream> {
     this.#enter(ctx);
-    const { id } = parse(v1.SubscribeToTaskParamsSchema, params);
+    const { id } = parseRequest(v1.SubscribeToTaskParamsSchema, params);
     const record = await this.#ownedTask(ctx, id);
     await this.#authorize(ctx, 'SubscribeToTask', record.skill, id);
     const lastEventId = options.lastEventId;
@@ -507,7 +508,7 @@ export class A2ARequestHandler {
   ): Promise<TaskPushNotificationConfig> {
     this.#enter(ctx);
     this.#pushOn();
-    const p = parse(v1.TaskPushNotificationConfigSchema, params);
+    const p = parseRequest(v1.TaskPushNotificationConfigSchema, params);
     const record = await this.#ownedTask(ctx, p.taskId);
     await this.#authorize(ctx, 'CreateTaskPushNotificationConfig', record.skill, p.taskId);
     return redact(await this.#addPushConfig(record, p));
@@ -520,7 +521,7 @@ export class A2ARequestHandler {
   ): Promise<TaskPushNotificationConfig> {
     this.#enter(ctx);
     this.#pushOn();
-    const p = parse(v1.TaskPushConfigRefSchema, params);
+    const p = parseRequest(v1.TaskPushConfigRefSchema, params);
     const record = await this.#ownedTask(ctx, p.taskId);
     await this.#authorize(ctx, 'GetTaskPushNotificationConfig', record.skill, p.taskId);
     const list = await (this.#pushStore as PushConfigStore).listPushConfigs(p.taskId);
@@ -536,7 +537,7 @@ export class A2ARequestHandler {
   ): Promise<{ configs: TaskPushNotificationConfig[]; nextPageToken: string }> {
     this.#enter(ctx);
     this.#pushOn();
-    const p = parse(v1.ListTaskPushConfigsParamsSchema, params);
+    const p = parseRequest(v1.ListTaskPushConfigsParamsSchema, params);
     const record = await this.#ownedTask(ctx, p.taskId);
     await this.#authorize(ctx, 'ListTaskPushNotificationConfigs', record.skill, p.taskId);
     const list = await (this.#pushStore as PushConfigStore).listPushConfigs(p.taskId);
@@ -547,7 +548,7 @@ export class A2ARequestHandler {
   async deleteTaskPushNotificationConfig(ctx: CallContext, params: unknown): Promise<void> {
     this.#enter(ctx);
     this.#pushOn();
-    const p = parse(v1.TaskPushConfigRefSchema, params);
+    const p = parseRequest(v1.TaskPushConfigRefSchema, params);
     const record = await this.#ownedTask(ctx, p.taskId);
     await this.#authorize(ctx, 'DeleteTaskPushNotificationConfig', record.skill, p.taskId);
     if (!(await (this.#pushStore as PushConfigStore).deletePushConfig(p.taskId, p.id))) {
@@ -579,7 +580,7 @@ export class A2ARequestHandler {
 
   #checkSend(ctx: CallContext, params: unknown): v1.SendMessageParams {
     this.#enter(ctx);
-    return parse(v1.SendMessageParamsSchema, params);
+    return parseRequest(v1.SendMessageParamsSchema, params);
   }
 
   /**
@@ -1002,6 +1003,15 @@ export function parse<S extends z.ZodType>(schema: S, params: unknown): z.infer<
   const issue = r.error.issues[0];
   const where = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
   throw A2AErrors.invalidParams(`${where}${issue?.message ?? 'invalid'}`);
+}
+
+/**
+ * Validates the params of an A2A v1.0 request: proto field names
+ * (`history_length`) read as their JSON names (`historyLength`), as ProtoJSON
+ * requires (one object giving both is -32602), then {@link parse}.
+ */
+export function parseRequest<S extends z.ZodType>(schema: S, params: unknown): z.infer<S> {
+  return parse(schema, withJsonNames(params));
 }
 
 /**

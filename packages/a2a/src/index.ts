@@ -18,6 +18,7 @@ export {
   type RestErrorBody,
 } from './errors.js';
 export * from './wire/v1.js';
+export { withJsonNames } from './wire/proto-names.js';
 export {
   V03PartSchema,
   V03MessageSchema,

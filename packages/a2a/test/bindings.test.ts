@@ -316,6 +316,85 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     expect(w.ran.length).toBe(before);
   });
 
+  it.runIf(name !== 'GRPC')(
+    'proto field names (history_length, context_id, task_id, …) are read as their JSON names; a field given under both is INVALID_PARAMS',
+    async () => {
+      const contextId = `ctx-snake-${Math.random().toString(36).slice(2)}`;
+      const first = ok(
+        await b.call('SendMessage', {
+          message: {
+            message_id: `snake-1-${contextId}`,
+            role: 'ROLE_USER',
+            parts: [{ data: { op: 'ask', keep_me: 1 } }],
+            context_id: contextId,
+          },
+          configuration: { history_length: 0 },
+          metadata: { trace_id: 'abc' },
+        }),
+      ).task as Task;
+      expect(first.contextId).toBe(contextId);
+      expect(first.status.state).toBe('TASK_STATE_INPUT_REQUIRED');
+      expect(first.history).toEqual([]);
+      // Struct members are the caller's data: their keys are not renamed.
+      expect(first.metadata).toMatchObject({ trace_id: 'abc', skill: 'ask' });
+      const done = ok(
+        await b.call('SendMessage', {
+          message: {
+            message_id: `snake-2-${contextId}`,
+            role: 'ROLE_USER',
+            parts: [{ text: 'Lyon' }],
+            task_id: first.id,
+          },
+        }),
+      ).task as Task;
+      expect(done.id).toBe(first.id);
+      expect(done.status.state).toBe('TASK_STATE_COMPLETED');
+      const full = ok(await b.call('GetTask', { id: first.id })) as Task;
+      expect(full.history?.length).toBeGreaterThanOrEqual(2);
+      expect((full.history?.[0]?.parts[0]?.data as { keep_me?: number }).keep_me).toBe(1);
+      const one = ok(await b.call('GetTask', { id: first.id, history_length: 1 })) as Task;
+      expect(one.history).toEqual(full.history?.slice(-1));
+      // Another context's task must not come back: the filter is applied, not dropped.
+      ok(await b.call('SendMessage', userText('elsewhere')));
+      const listed = ok(await b.call('ListTasks', { context_id: contextId, include_artifacts: true }));
+      expect(listed.tasks.map((t: Task) => t.id)).toEqual([first.id]);
+      expect(listed.tasks[0].artifacts[0].parts[0].text).toBe('city: Lyon');
+      const slow = ok(
+        await b.call('SendMessage', {
+          ...userText('snake push', { metadata: { skill: 'slow' } }),
+          configuration: { return_immediately: true },
+        }),
+      ).task as Task;
+      expect(slow.status.state).not.toBe('TASK_STATE_COMPLETED');
+      const created = ok(
+        await b.call('CreateTaskPushNotificationConfig', {
+          task_id: slow.id,
+          id: 'snake-hook',
+          url: 'https://hooks.example/snake',
+        }),
+      ) as TaskPushNotificationConfig;
+      expect(created).toMatchObject({ taskId: slow.id, id: 'snake-hook' });
+      w.release.get(slow.id)?.();
+      // One field under both names: refused, whichever comes first, and nothing runs.
+      expectFailure(
+        await b.call('GetTask', { id: first.id, historyLength: 1, history_length: 2 }),
+        'INVALID_PARAMS',
+        -32602,
+        name,
+      );
+      const before = w.ran.length;
+      expectFailure(
+        await b.call('SendMessage', {
+          message: { message_id: 'a', messageId: 'b', role: 'ROLE_USER', parts: [{ text: 'x' }] },
+        }),
+        'INVALID_PARAMS',
+        -32602,
+        name,
+      );
+      expect(w.ran.length).toBe(before);
+    },
+  );
+
   it('GetTask honours historyLength; an unknown task is TASK_NOT_FOUND', async () => {
     const t = ok(await b.call('SendMessage', userText('h', { metadata: { skill: 'echo' } }))).task as Task;
     const full = ok(await b.call('GetTask', { id: t.id })) as Task;

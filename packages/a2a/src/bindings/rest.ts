@@ -22,9 +22,9 @@ import { WRONG_CONTENT_TYPE, callerOf, parseLastEventId, pumpSse, type HttpBindi
 /** The first path segments of the binding's routes; any other first segment is a tenant. */
 const ROOTS = new Set(['message:send', 'message:stream', 'tasks', 'extendedAgentCard']);
 
-/** Query parameters read as integers / booleans (the rest stay strings). */
-const INT_PARAMS = new Set(['historyLength', 'pageSize']);
-const BOOL_PARAMS = new Set(['includeArtifacts']);
+/** Query parameters read as integers / booleans (the rest stay strings), by JSON and proto name. */
+const INT_PARAMS = new Set(['historyLength', 'history_length', 'pageSize', 'page_size']);
+const BOOL_PARAMS = new Set(['includeArtifacts', 'include_artifacts']);
 
 type Route =
   | { kind: 'send' | 'stream' | 'list' | 'card' }
@@ -162,11 +162,13 @@ async function handleRest(
         lastEventId: parseLastEventId(request.headers['last-event-id']),
       });
       break;
-    case 'pushCreate':
-      // The path names the task; a different taskId in the body does not win.
-      result = await h.createTaskPushNotificationConfig(ctx, withTenant({ ...body, taskId: r.taskId }));
+    case 'pushCreate': {
+      // The path names the task; a different taskId (or task_id) in the body does not win.
+      const { task_id: _inPath, ...config } = body;
+      result = await h.createTaskPushNotificationConfig(ctx, withTenant({ ...config, taskId: r.taskId }));
       status = 201;
       break;
+    }
     case 'pushList':
       result = await h.listTaskPushNotificationConfigs(ctx, withTenant({ ...q, taskId: r.taskId }));
       break;

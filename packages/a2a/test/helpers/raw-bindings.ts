@@ -120,7 +120,10 @@ function restRoute(
     const s = q.toString();
     return s ? `?${s}` : '';
   };
-  const { id, taskId, ...rest } = p;
+  const { id, ...rest } = p;
+  // A raw client may spell it as the proto does; the path takes it either way.
+  const taskId = p.taskId ?? p.task_id;
+  delete rest.taskId;
   switch (method) {
     case 'SendMessage':
       return { verb: 'POST', path: '/message:send', body: p };
