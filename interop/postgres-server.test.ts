@@ -66,6 +66,7 @@ interface Replica {
   url: string;
   channel: SecureChannel;
   ran: string[];
+  aborted: string[];
 }
 
 describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
@@ -78,6 +79,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
 
   async function replica(connectionString: string): Promise<Replica> {
     const ran: string[] = [];
+    const aborted: string[] = [];
     const a2a = new A2AServer({
       card: { name: 'pg agent', description: 'replica', version: '1.0.0' },
       selfId: server.id,
@@ -99,10 +101,22 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
       ctx.publishArtifact({ artifactId: 'b', parts: [{ text: 'after' }] });
       return 'done';
     });
+    // Waits for its gate, then publishes 30 artifacts a few ms apart (many
+    // writes, many notices) and completes; records whether its signal aborted.
+    a2a.registerTaskHandler({ id: 'burst', name: 'burst', description: '', tags: [] }, async (ctx) => {
+      ran.push(ctx.taskId);
+      ctx.signal.addEventListener('abort', () => aborted.push(ctx.taskId), { once: true });
+      await new Promise<void>((resolve) => gates.set(ctx.message.parts[0]?.text ?? '', resolve));
+      for (let i = 0; i < 30 && !ctx.signal.aborted; i++) {
+        ctx.publishArtifact({ artifactId: `p${i}`, parts: [{ text: String(i) }] });
+        await new Promise((r) => setTimeout(r, 3));
+      }
+      return 'done';
+    });
     const app = mtlsServer(server);
     await app.register(a2a.plugin);
     await app.listen({ port: 0, host: '127.0.0.1' });
-    const r = { app, a2a, url: baseUrl(app), channel: channel(client, server.id), ran };
+    const r = { app, a2a, url: baseUrl(app), channel: channel(client, server.id), ran, aborted };
     replicas.push(r);
     return r;
   }
@@ -122,11 +136,54 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     return { status: res.status, ...(JSON.parse(res.body) as Answer) };
   }
 
-  const send = (r: Replica, gate: string, returnImmediately = true) =>
+  const send = (r: Replica, gate: string, returnImmediately = true, skill = 'gate') =>
     json(r, 'SendMessage', {
-      message: { messageId: randomUUID(), role: 'ROLE_USER', parts: [{ text: gate }] },
+      message: { messageId: randomUUID(), role: 'ROLE_USER', parts: [{ text: gate }], metadata: { skill } },
       configuration: { returnImmediately },
     });
+
+  /**
+   * Opens SubscribeToTask on `r` and reads its SSE events as they come.
+   * `stopAfter` leaves (drops the connection) once an event with that id or
+   * higher arrived, keeping only the events up to it: a client that went away.
+   */
+  function subscribe(r: Replica, id: string, lastEventId?: number, stopAfter?: number): Stream {
+    const events: Sse[] = [];
+    const ac = new AbortController();
+    const done = (async () => {
+      const res = await request(`${r.url}/`, {
+        method: 'POST',
+        dispatcher: r.channel,
+        signal: ac.signal,
+        headers: {
+          'content-type': 'application/json',
+          'a2a-version': '1.0',
+          ...(lastEventId === undefined ? {} : { 'last-event-id': String(lastEventId) }),
+        },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SubscribeToTask', params: { id } }),
+      });
+      expect(res.statusCode).toBe(200);
+      let buf = '';
+      try {
+        for await (const chunk of res.body) {
+          buf += (chunk as Buffer).toString('utf8');
+          const cut = buf.lastIndexOf('\n\n');
+          if (cut < 0) continue;
+          for (const e of sse(buf.slice(0, cut + 2))) {
+            events.push(e);
+            if (stopAfter !== undefined && Number(e.id) >= stopAfter) {
+              ac.abort();
+              return;
+            }
+          }
+          buf = buf.slice(cut + 2);
+        }
+      } catch (err) {
+        if (!ac.signal.aborted) throw err;
+      }
+    })();
+    return { events, done };
+  }
 
   async function until(what: () => boolean, ms = 20_000): Promise<void> {
     const end = Date.now() + ms;
@@ -179,6 +236,75 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     expect(b.ran).toEqual([]);
   });
 
+  it('subscribers on every replica see the same events in the same order, live, and resume on any replica after Last-Event-ID', async () => {
+    const a = await replica(db.url);
+    const b = await replica(db.url);
+    const c = await replica(db.url);
+    const gate = `b-${randomUUID()}`;
+    const started = await send(a, gate, true, 'burst');
+    const id = started.result.task.id;
+    await until(() => gates.has(gate));
+    // Subscribed while the task waits on A: on A itself (in process), on B and C (through PostgreSQL).
+    const onA = subscribe(a, id);
+    const onB = subscribe(b, id);
+    const fromStartOnC = subscribe(c, id, 0);
+    // Clients that go away mid-task and come back on another replica.
+    const leavesB = subscribe(b, id, 1, 12);
+    const leavesA = subscribe(a, id, 1, 20);
+    await until(() => onA.events.length > 0 && onB.events.length > 0 && fromStartOnC.events.length >= 2);
+    gates.get(gate)?.();
+    await Promise.all([onA.done, onB.done, fromStartOnC.done, leavesB.done, leavesA.done]);
+    const backOnC = subscribe(c, id, Number(leavesB.events.at(-1)?.id));
+    const backOnB = subscribe(b, id, Number(leavesA.events.at(-1)?.id));
+    await Promise.all([backOnC.done, backOnB.done]);
+
+    // 1 task, 2 WORKING, 3..32 the artifacts, 33 the 'done' artifact, 34 COMPLETED.
+    const all = Array.from({ length: 34 }, (_, i) => String(i + 1));
+    const ids = (s: Stream) => s.events.map((e) => e.id);
+    expect(ids(fromStartOnC)).toEqual(all); // after Last-Event-ID 0: everything
+    const live = ids(onA);
+    // Without Last-Event-ID: the task as it is now (event 2), then every later event.
+    expect(live).toEqual(all.slice(1));
+    expect(ids(onB)).toEqual(live);
+    expect(onB.events.slice(1).map((e) => e.data)).toEqual(onA.events.slice(1).map((e) => e.data));
+    expect(fromStartOnC.events.slice(2).map((e) => e.data)).toEqual(onA.events.slice(1).map((e) => e.data));
+    // Left and resumed elsewhere: no gap, no duplicate.
+    expect([...ids(leavesB), ...ids(backOnC)]).toEqual(all.slice(1));
+    expect([...ids(leavesA), ...ids(backOnB)]).toEqual(all.slice(1));
+    expect(ids(leavesB).length).toBeLessThan(33);
+    expect(backOnC.events.at(-1)?.data.result).toMatchObject({
+      statusUpdate: { status: { state: 'TASK_STATE_COMPLETED' } },
+    });
+    expect(b.ran).toEqual([]);
+    expect(c.ran).toEqual([]);
+  });
+
+  it('CancelTask on another replica aborts the running handler; its subscribers there get CANCELED', async () => {
+    const a = await replica(db.url);
+    const b = await replica(db.url);
+    const gate = `c-${randomUUID()}`;
+    const started = await send(a, gate, true, 'burst');
+    const id = started.result.task.id;
+    await until(() => gates.has(gate));
+    const onB = subscribe(b, id);
+    await until(() => onB.events.length > 0);
+    const canceled = await json(b, 'CancelTask', { id });
+    expect(canceled.result.status.state).toBe('TASK_STATE_CANCELED');
+    expect(a.aborted).toEqual([id]); // the handler's signal, on A, aborted
+    await onB.done;
+    expect(onB.events.at(-1)?.data.result).toMatchObject({
+      statusUpdate: { status: { state: 'TASK_STATE_CANCELED' } },
+    });
+    gates.get(gate)?.();
+    await a.a2a.manager.flush();
+    // Nothing the handler did after the cancel got in: the log ends with CANCELED.
+    const replay = sse((await rpc(b, 'SubscribeToTask', { id }, { 'last-event-id': '0' })).body);
+    expect(replay.map((e) => e.id)).toEqual(['1', '2', '3']);
+    expect(replay.at(-1)?.data.result).toMatchObject({
+      statusUpdate: { status: { state: 'TASK_STATE_CANCELED' } },
+    });
+  });
+
   it('database away: new tasks get a retryable 503 without running; a running task goes on and is written through later', async () => {
     const cut = new Partition(Number(new URL(db.url).port));
     await cut.open();
@@ -217,9 +343,13 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
   });
 });
 
-function sse(
-  body: string,
-): Array<{ id?: string; data: { result?: StreamResponse & Record<string, unknown> } }> {
+type Sse = { id?: string; data: { result?: StreamResponse & Record<string, unknown> } };
+interface Stream {
+  readonly events: Sse[];
+  readonly done: Promise<void>;
+}
+
+function sse(body: string): Sse[] {
   return body
     .split('\n\n')
     .filter((b) => b.includes('data:'))

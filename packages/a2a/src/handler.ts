@@ -464,8 +464,9 @@ export class A2ARequestHandler {
     const state = record.task.status.state;
     if (isTerminal(state)) throw A2AErrors.taskNotCancelable(id, state);
     if (this.manager.cancel(id)) return snapshot(record.task);
-    // Not running here (e.g. loaded from a durable store after a restart): log it.
-    const after = await this.manager.cancelStored(id);
+    // Not running here: the replica running it is asked (its handler's
+    // signal aborts); with nobody running it, CANCELED is logged here.
+    const after = await this.manager.cancelElsewhere(id);
     if (!after) throw A2AErrors.taskNotFound(id);
     if (after.task.status.state !== 'TASK_STATE_CANCELED') {
       throw A2AErrors.taskNotCancelable(id, after.task.status.state);
@@ -488,6 +489,10 @@ export class A2ARequestHandler {
     await this.#authorize(ctx, 'SubscribeToTask', record.skill, id);
     const lastEventId = options.lastEventId;
     if (!this.manager.isLive(id)) {
+      if (!isTerminal(record.task.status.state) && this.manager.canFollow) {
+        // Running on another replica: followed through the shared store.
+        return this.#followStream(ctx, record, lastEventId);
+      }
       // Finished: a reconnecting client still gets the events it missed, if kept.
       const missed = lastEventId === undefined ? undefined : await this.manager.eventsAfter(id, lastEventId);
       if (missed === undefined || missed.length === 0) {
@@ -764,18 +769,12 @@ export class A2ARequestHandler {
     endIfSettled = false,
   ): TaskEventStream {
     const id = record.task.id;
-    const n = this.#subscribers.get(id) ?? 0;
-    if (n >= this.#maxSubs) {
-      throw A2AErrors.unsupportedOperation(`Task ${id} already has ${n} subscribers`);
-    }
-    this.#subscribers.set(id, n + 1);
+    const leave = this.#countSubscriber(id);
     // The stream's close hook needs the subscription, which needs the stream's listener.
     const held: { sub?: ReturnType<TaskManager['subscribe']> } = {};
     const stream = new TaskEventStream(() => {
       held.sub?.unsubscribe();
-      const left = (this.#subscribers.get(id) ?? 1) - 1;
-      if (left <= 0) this.#subscribers.delete(id);
-      else this.#subscribers.set(id, left);
+      leave();
     });
     const listener = (e: StoredEvent) => {
       stream.push({ event: e.event, seq: e.seq });
@@ -804,6 +803,64 @@ export class A2ARequestHandler {
         }
       }
     }
+    return stream;
+  }
+
+  /** Counts one more stream on task `id` (refused beyond the limit); the result counts it out. */
+  #countSubscriber(id: string): () => void {
+    const n = this.#subscribers.get(id) ?? 0;
+    if (n >= this.#maxSubs) {
+      throw A2AErrors.unsupportedOperation(`Task ${id} already has ${n} subscribers`);
+    }
+    this.#subscribers.set(id, n + 1);
+    return () => {
+      const left = (this.#subscribers.get(id) ?? 1) - 1;
+      if (left <= 0) this.#subscribers.delete(id);
+      else this.#subscribers.set(id, left);
+    };
+  }
+
+  /**
+   * A stream on a task that runs on another replica: the task as stored (or,
+   * with `afterSeq`, the events after it), then every event as the store's
+   * notices announce it, in log order, until the task settles.
+   */
+  async #followStream(
+    ctx: CallContext,
+    record: TaskRecord,
+    afterSeq: number | undefined,
+  ): Promise<TaskEventStream> {
+    const id = record.task.id;
+    const leave = this.#countSubscriber(id);
+    const held: { stop?: () => void } = {};
+    const stream = new TaskEventStream(() => {
+      held.stop?.();
+      leave();
+    });
+    if (afterSeq === undefined) {
+      const t = snapshot(record.task);
+      stream.push({ event: { task: t }, seq: record.seq });
+      if (closesStream({ task: t })) {
+        stream.end();
+        return stream;
+      }
+    }
+    try {
+      held.stop = await this.manager.follow(
+        id,
+        afterSeq ?? record.seq,
+        (e) => {
+          stream.push({ event: e.event, seq: e.seq });
+          if (closesStream(e.event)) stream.end();
+        },
+        () => stream.end(),
+      );
+    } catch (err) {
+      stream.close();
+      throw err;
+    }
+    if (stream.closed) held.stop();
+    ctx.signal?.addEventListener('abort', () => stream.close(), { once: true });
     return stream;
   }
 

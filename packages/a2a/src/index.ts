@@ -48,6 +48,9 @@ export {
   TaskStoreConflictError,
   TaskStoreUnavailableError,
   isPushConfigStore,
+  type TaskNotice,
+  type TaskNotifier,
+  isTaskNotifier,
 } from './store.js';
 export {
   TaskManager,

@@ -1,8 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import { WeaveError } from '@weave/identity';
-import type { StoredEvent, TaskPage, TaskQuery, TaskRecord, TaskStore } from './store.js';
-import { InMemoryTaskStore, TaskStoreConflictError } from './store.js';
+import type {
+  StoredEvent,
+  TaskNotice,
+  TaskNotifier,
+  TaskPage,
+  TaskQuery,
+  TaskRecord,
+  TaskStore,
+} from './store.js';
+import { InMemoryTaskStore, TaskStoreConflictError, isTaskNotifier } from './store.js';
 import type { Artifact, Message, StreamResponse, Struct, Task, TaskState } from './wire/v1.js';
 import { INTERRUPTED_STATES, isTerminal } from './wire/v1.js';
 import { A2AErrors } from './errors.js';
@@ -52,6 +60,20 @@ export interface Subscription {
   unsubscribe(): void;
 }
 
+/** A reader of a task that runs on another replica: it reads the log from the store as notices say it grew. */
+interface Follower {
+  readonly id: string;
+  /** Last event delivered. */
+  cursor: number;
+  readonly onEvent: (e: StoredEvent) => void;
+  readonly onEnd: () => void;
+  busy: boolean;
+  /** A notice came while reading: read once more. */
+  again: boolean;
+  stopped: boolean;
+  retry?: NodeJS.Timeout;
+}
+
 interface Live {
   readonly record: TaskRecord;
   /** Recent events for replay (bounded); for the embedded store, the very array it keeps. */
@@ -94,6 +116,10 @@ export class TaskManager {
   readonly #maxEvents: number;
   readonly #onStoreError: (err: unknown, taskId: string) => void;
   readonly #retryMaxMs: number;
+  readonly #notifier: TaskNotifier | undefined;
+  #listening: Promise<void> | undefined;
+  #unlisten: (() => Promise<void>) | undefined;
+  readonly #followers = new Map<string, Set<Follower>>();
   #closed = false;
 
   constructor(options: TaskManagerOptions = {}) {
@@ -106,6 +132,34 @@ export class TaskManager {
     this.#maxEvents = options.maxEventsPerTask ?? 1000;
     this.#onStoreError = options.onStoreError ?? (() => undefined);
     this.#retryMaxMs = options.retryMaxMs ?? 5000;
+    this.#notifier = isTaskNotifier(this.store) ? this.store : undefined;
+  }
+
+  /** True when the store carries notices between replicas: tasks running elsewhere can be followed live. */
+  get canFollow(): boolean {
+    return this.#notifier !== undefined;
+  }
+
+  /**
+   * Starts listening for notices of other replicas (once; also done by the
+   * first {@link create} or {@link follow}). A no-op without a notifier.
+   */
+  async listen(): Promise<void> {
+    const n = this.#notifier;
+    if (!n || this.#closed) return;
+    this.#listening ??= n
+      .listen((notice) => this.#onNotice(notice))
+      .then(
+        (stop) => {
+          this.#unlisten = stop;
+        },
+        (err: unknown) => {
+          // Not listening: the next call tries again.
+          this.#listening = undefined;
+          throw err;
+        },
+      );
+    await this.#listening;
   }
 
   /** Number of tasks that have not reached a terminal state in this process. */
@@ -138,7 +192,11 @@ export class TaskManager {
     const first: StoredEvent = { seq: 1, event: { task: snapshot(task) } };
     const events = [first];
     if (this.#memory) this.#memory.attachNow(record, events);
-    else await this.store.create(record, first);
+    else {
+      // A task that runs here must hear a cancel asked on another replica.
+      if (this.#notifier) await this.listen();
+      await this.store.create(record, first);
+    }
     this.#live.set(id, {
       record,
       events,
@@ -419,6 +477,125 @@ export class TaskManager {
     return { ...record, task, seq: event.seq, updatedAt: now };
   }
 
+  /**
+   * Follows a task that runs on another replica: `onEvent` gets its events
+   * after `afterSeq`, in log order, read from the store whenever a notice
+   * says the log grew; `onEnd` runs after the terminal event (or when the
+   * task is gone). The returned function stops following. Needs a store that
+   * is a {@link TaskNotifier} ({@link canFollow}).
+   */
+  async follow(
+    id: string,
+    afterSeq: number,
+    onEvent: (e: StoredEvent) => void,
+    onEnd: () => void = () => undefined,
+  ): Promise<() => void> {
+    if (!this.#notifier) throw new TypeError('follow() needs a task store that carries notices');
+    await this.listen();
+    const f: Follower = { id, cursor: afterSeq, onEvent, onEnd, busy: false, again: false, stopped: false };
+    let set = this.#followers.get(id);
+    if (!set) this.#followers.set(id, (set = new Set()));
+    set.add(f);
+    // Listening comes first, then the first read: an event stored in between
+    // is either read now or announced by a notice, never missed.
+    void this.#pump(f);
+    return () => this.#unfollow(f);
+  }
+
+  #unfollow(f: Follower): void {
+    f.stopped = true;
+    clearTimeout(f.retry);
+    const set = this.#followers.get(f.id);
+    set?.delete(f);
+    if (set?.size === 0) this.#followers.delete(f.id);
+  }
+
+  /** Reads the follower's task log after its cursor until there is nothing new. */
+  async #pump(f: Follower): Promise<void> {
+    if (f.busy) {
+      f.again = true;
+      return;
+    }
+    f.busy = true;
+    try {
+      for (;;) {
+        f.again = false;
+        const page = await this.store.events(f.id, f.cursor, EVENT_PAGE);
+        if (f.stopped) return;
+        if (page === undefined) {
+          this.#unfollow(f);
+          f.onEnd();
+          return;
+        }
+        for (const e of page) {
+          if (e.seq !== f.cursor + 1) continue; // never twice, never out of order
+          f.cursor = e.seq;
+          f.onEvent(e);
+          if (endsTask(e)) {
+            this.#unfollow(f);
+            f.onEnd();
+            return;
+          }
+          if (f.stopped) return;
+        }
+        if (page.length < EVENT_PAGE && !f.again) return;
+      }
+    } catch {
+      // The store is away: read again shortly (a notice may also come first).
+      if (!f.stopped) {
+        f.retry = setTimeout(() => void this.#pump(f), 500);
+        f.retry.unref();
+      }
+    } finally {
+      f.busy = false;
+    }
+  }
+
+  #onNotice(n: TaskNotice): void {
+    if (n.kind === 'cancel') {
+      if (this.#live.has(n.taskId)) this.cancel(n.taskId);
+      return;
+    }
+    if (n.kind === 'resync') {
+      for (const set of this.#followers.values()) for (const f of set) void this.#pump(f);
+      return;
+    }
+    for (const f of this.#followers.get(n.taskId) ?? []) {
+      if (n.seq > f.cursor) void this.#pump(f);
+    }
+  }
+
+  /**
+   * Cancels a task that runs on another replica: asks that replica (a
+   * notice) and waits up to `waitMs` for the task to end there. When nobody
+   * acts on the notice in time (no such replica any more), appends CANCELED
+   * itself. Returns the task as it is afterwards.
+   */
+  async cancelElsewhere(id: string, waitMs = 5000): Promise<TaskRecord | undefined> {
+    const notifier = this.#notifier;
+    const record = await this.store.get(id);
+    if (!notifier || !record || isTerminal(record.task.status.state)) return this.cancelStored(id);
+    let ended!: () => void;
+    const done = new Promise<void>((resolve) => (ended = resolve));
+    const stop = await this.follow(
+      id,
+      record.seq,
+      (e) => {
+        if (endsTask(e)) ended();
+      },
+      ended,
+    );
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await notifier.requestCancel(id);
+      await Promise.race([done, new Promise((resolve) => (timer = setTimeout(resolve, waitMs)))]);
+    } finally {
+      clearTimeout(timer);
+      stop();
+    }
+    return this.cancelStored(id);
+  }
+
   /** Removes expired finished tasks from the store. */
   async cleanup(): Promise<number> {
     return this.store.sweep();
@@ -434,7 +611,10 @@ export class TaskManager {
     for (const l of [...this.#live.values()]) this.cancel(l.record.task.id);
     // Writes that keep failing get one more try each, then give up.
     this.#closed = true;
+    for (const set of [...this.#followers.values()]) for (const f of [...set]) this.#unfollow(f);
     await this.flush();
+    await this.#listening?.catch(() => undefined);
+    await this.#unlisten?.();
     await this.store.close?.();
   }
 
@@ -554,6 +734,14 @@ function keptAfter(
   if (afterSeq + 1 < first) return undefined;
   // Sequence numbers are consecutive: the position is arithmetic.
   return events.slice(Math.max(0, afterSeq + 1 - first));
+}
+
+/** True for the event that ends a task (its terminal status). */
+function endsTask(e: StoredEvent): boolean {
+  const ev = e.event;
+  if ('statusUpdate' in ev) return isTerminal(ev.statusUpdate.status.state);
+  if ('task' in ev) return isTerminal(ev.task.status.state);
+  return false;
 }
 
 /** Events read from the store per query when replaying. */

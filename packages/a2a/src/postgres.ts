@@ -19,7 +19,16 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { WeaveError } from '@weave/identity';
-import type { PushConfigStore, StoredEvent, TaskPage, TaskQuery, TaskRecord, TaskStore } from './store.js';
+import type {
+  PushConfigStore,
+  StoredEvent,
+  TaskNotice,
+  TaskNotifier,
+  TaskPage,
+  TaskQuery,
+  TaskRecord,
+  TaskStore,
+} from './store.js';
 import { TaskStoreConflictError, TaskStoreUnavailableError } from './store.js';
 import * as v1 from './wire/v1.js';
 import type { Task, TaskPushNotificationConfig } from './wire/v1.js';
@@ -251,7 +260,7 @@ const TASK_COLUMNS = 'id, owner, skill, task, created_at, updated_at, seq';
  * as their task. Connection failures surface as
  * {@link TaskStoreUnavailableError}.
  */
-export class PostgresTaskStore implements TaskStore {
+export class PostgresTaskStore implements TaskStore, TaskNotifier {
   readonly #db: PoolHolder;
   readonly #ttl: number;
 
@@ -301,6 +310,8 @@ export class PostgresTaskStore implements TaskStore {
     const last = first.seq + events.length - 1;
     // One statement, so one transaction: the task moves from seq first-1 to
     // last and its events go in, or (another writer moved it) nothing happens.
+    // The notice ("the log of this task reaches `last`") is sent on commit
+    // only, so a replica that reads after it finds the events.
     const r = await this.#db.query<{ n: string }>(
       `WITH u AS (
          UPDATE weave_a2a_tasks SET task = $2, state = $3, terminal = $4, updated_at = $5, seq = $6
@@ -309,7 +320,8 @@ export class PostgresTaskStore implements TaskStore {
          INSERT INTO weave_a2a_events (task_id, seq, event)
          SELECT u.id, $7 + x.n, x.event FROM u, json_array_elements($8::json) WITH ORDINALITY AS x(event, n)
          RETURNING 1)
-       SELECT (SELECT count(*) FROM u) AS n, (SELECT count(*) FROM e) AS e`,
+       SELECT (SELECT count(*) FROM u) AS n, (SELECT count(*) FROM e) AS e,
+         (SELECT count(pg_notify('${NOTICE_CHANNEL}', 'e:' || $6 || ':' || u.id)) FROM u) AS notified`,
       [
         id,
         JSON.stringify(task),
@@ -405,9 +417,121 @@ export class PostgresTaskStore implements TaskStore {
     return r.rowCount ?? 0;
   }
 
+  /**
+   * LISTENs on one connection held from the pool for as long as it listens.
+   * When that connection drops, it reconnects (backoff up to 2 s) and then
+   * reports `resync`: notices sent meanwhile are gone, the events are not.
+   */
+  async listen(onNotice: (notice: TaskNotice) => void): Promise<() => Promise<void>> {
+    const listener = new NoticeListener(this.#db, onNotice);
+    await listener.start();
+    return () => listener.stop();
+  }
+
+  async requestCancel(taskId: string): Promise<void> {
+    await this.#db.query(`SELECT pg_notify('${NOTICE_CHANNEL}', 'c:' || $1::text)`, [taskId]);
+  }
+
   /** Ends the pool if the store made it. */
   async close(): Promise<void> {
     await this.#db.end();
+  }
+}
+
+/**
+ * Channel of the notices between replicas. Payloads are ids only (far below
+ * NOTIFY's 8000-byte limit): `e:<seq>:<taskId>` when a task's log reaches
+ * `seq`, `c:<taskId>` to ask for a cancel.
+ */
+const NOTICE_CHANNEL = 'weave_a2a';
+
+function parseNotice(payload: string | undefined): TaskNotice | undefined {
+  if (payload === undefined) return undefined;
+  const m = /^e:(\d+):(.+)$/.exec(payload);
+  if (m) return { kind: 'events', seq: Number(m[1]), taskId: m[2] as string };
+  if (payload.startsWith('c:') && payload.length > 2) return { kind: 'cancel', taskId: payload.slice(2) };
+  return undefined;
+}
+
+/** One LISTENing connection that comes back after it drops. */
+class NoticeListener {
+  readonly #db: PoolHolder;
+  readonly #onNotice: (notice: TaskNotice) => void;
+  #client: pg.PoolClient | undefined;
+  #stopped = false;
+  #timer: NodeJS.Timeout | undefined;
+  #failures = 0;
+
+  constructor(db: PoolHolder, onNotice: (notice: TaskNotice) => void) {
+    this.#db = db;
+    this.#onNotice = onNotice;
+  }
+
+  async start(): Promise<void> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.#db.pool.connect();
+    } catch (err) {
+      throw classifyPostgresError(err);
+    }
+    const lost = (err?: unknown) => this.#lost(client, err);
+    client.on('notification', (m) => {
+      if (m.channel !== NOTICE_CHANNEL) return;
+      const notice = parseNotice(m.payload);
+      if (notice) this.#onNotice(notice);
+    });
+    client.on('error', lost);
+    client.on('end', lost);
+    try {
+      await client.query(`LISTEN ${NOTICE_CHANNEL}`);
+    } catch (err) {
+      client.release(true);
+      throw classifyPostgresError(err);
+    }
+    if (this.#stopped) {
+      client.release(true);
+      return;
+    }
+    this.#client = client;
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    const client = this.#client;
+    this.#client = undefined;
+    if (!client) return;
+    try {
+      await client.query(`UNLISTEN ${NOTICE_CHANNEL}`);
+    } catch {
+      // The connection is being thrown away anyway.
+    }
+    client.release(true);
+  }
+
+  #lost(client: pg.PoolClient, err: unknown): void {
+    if (this.#client !== client) return;
+    this.#client = undefined;
+    client.release(err instanceof Error ? err : true);
+    this.#reconnect();
+  }
+
+  #reconnect(): void {
+    if (this.#stopped) return;
+    const delay = Math.min(2000, 50 * 2 ** Math.min(this.#failures, 6));
+    this.#timer = setTimeout(() => {
+      this.start().then(
+        () => {
+          this.#failures = 0;
+          if (!this.#stopped) this.#onNotice({ kind: 'resync' });
+        },
+        () => {
+          this.#failures++;
+          this.#reconnect();
+        },
+      );
+    }, delay);
+    this.#timer.unref();
   }
 }
 

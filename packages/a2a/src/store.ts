@@ -106,6 +106,41 @@ export function isPushConfigStore(store: unknown): store is PushConfigStore {
   );
 }
 
+/**
+ * What a shared store tells every replica: a task's log grew (up to `seq`),
+ * someone asked to cancel a task, or (`resync`) notices may have been missed
+ * (the listening connection was re-established) and every reader should
+ * look again. A notice carries ids only: the events themselves are read from
+ * the store, so a lost notice costs latency, never an event.
+ */
+export type TaskNotice =
+  | { readonly kind: 'events'; readonly taskId: string; readonly seq: number }
+  | { readonly kind: 'cancel'; readonly taskId: string }
+  | { readonly kind: 'resync' };
+
+/**
+ * A store shared by several replicas that also carries notices between them
+ * (for PostgreSQL: LISTEN/NOTIFY). With one, a task running on one replica
+ * can be followed live and canceled from any other.
+ */
+export interface TaskNotifier {
+  /**
+   * Delivers every notice from now on to `onNotice` (also those this
+   * replica sent). Resolves once listening; the returned function stops.
+   *
+   * @throws {TaskStoreUnavailableError} when the backing service cannot be reached.
+   */
+  listen(onNotice: (notice: TaskNotice) => void): Promise<() => Promise<void>>;
+  /** Tells every replica (the one running the task acts on it) to cancel `taskId`. */
+  requestCancel(taskId: string): Promise<void>;
+}
+
+/** True when `store` also carries notices between replicas. */
+export function isTaskNotifier(store: unknown): store is TaskNotifier {
+  const s = store as Partial<TaskNotifier> | undefined;
+  return typeof s?.listen === 'function' && typeof s.requestCancel === 'function';
+}
+
 /** The store cannot take another task: every slot holds a task that has not finished. */
 export class TaskStoreFullError extends WeaveError {
   constructor(limit: number) {
