@@ -7,8 +7,8 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { LocalPolicyEnforcer } from '@weave/authz';
-import { A2AServer, type StreamResponse, type Task } from '@weave/a2a';
-import { PostgresTaskStore, migrate } from '@weave/a2a/postgres';
+import { A2AServer, ORPHAN_REASON, type StreamResponse, type Task } from '@weave/a2a';
+import { PostgresPushConfigStore, PostgresTaskStore, migrate } from '@weave/a2a/postgres';
 import type { SecureChannel } from '@weave/transport';
 import type { MtlsFastifyInstance } from '@weave/transport/server';
 import {
@@ -67,6 +67,7 @@ interface Replica {
   channel: SecureChannel;
   ran: string[];
   aborted: string[];
+  pushed: Array<{ taskId: string; event: StreamResponse }>;
 }
 
 describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
@@ -77,9 +78,12 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
   const replicas: Replica[] = [];
   const gates = new Map<string, () => void>();
 
-  async function replica(connectionString: string): Promise<Replica> {
+  const pushKey = randomUUID().replaceAll('-', '').repeat(2);
+
+  async function replica(connectionString: string, leaseTtlMs?: number): Promise<Replica> {
     const ran: string[] = [];
     const aborted: string[] = [];
+    const pushed: Array<{ taskId: string; event: StreamResponse }> = [];
     const a2a = new A2AServer({
       card: { name: 'pg agent', description: 'replica', version: '1.0.0' },
       selfId: server.id,
@@ -90,7 +94,15 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
         rules: [{ id: 'client', effect: 'allow', callers: [client.id.toString()], actions: ['*'] }],
       }),
       heartbeatMs: 0,
-      taskStore: new PostgresTaskStore({ connectionString }),
+      taskStore: new PostgresTaskStore({ connectionString, ...(leaseTtlMs ? { leaseTtlMs } : {}) }),
+      // Push receivers of this replica: recorded, not sent.
+      push: {
+        enabled: true,
+        store: new PostgresPushConfigStore({ connectionString, key: pushKey }),
+        send: async (config, event) => {
+          pushed.push({ taskId: config.taskId, event });
+        },
+      },
       // Writes that failed are retried at least every 200 ms.
       storeRetryMaxMs: 200,
     });
@@ -113,10 +125,21 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
       }
       return 'done';
     });
+    // Re-runnable: runs again on another replica when this one dies.
+    a2a.registerTaskHandler(
+      { id: 'again', name: 'again', description: '', tags: [] },
+      async (ctx) => {
+        ran.push(ctx.taskId);
+        await new Promise<void>((resolve) => gates.set(ctx.message.parts[0]?.text ?? '', resolve));
+        ctx.publishArtifact({ artifactId: 'x', parts: [{ text: 'after' }] });
+        return 'done';
+      },
+      { rerunnable: true },
+    );
     const app = mtlsServer(server);
     await app.register(a2a.plugin);
     await app.listen({ port: 0, host: '127.0.0.1' });
-    const r = { app, a2a, url: baseUrl(app), channel: channel(client, server.id), ran, aborted };
+    const r = { app, a2a, url: baseUrl(app), channel: channel(client, server.id), ran, aborted, pushed };
     replicas.push(r);
     return r;
   }
@@ -136,11 +159,23 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     return { status: res.status, ...(JSON.parse(res.body) as Answer) };
   }
 
-  const send = (r: Replica, gate: string, returnImmediately = true, skill = 'gate') =>
+  const send = (r: Replica, gate: string, returnImmediately = true, skill = 'gate', pushUrl?: string) =>
     json(r, 'SendMessage', {
       message: { messageId: randomUUID(), role: 'ROLE_USER', parts: [{ text: gate }], metadata: { skill } },
-      configuration: { returnImmediately },
+      configuration: {
+        returnImmediately,
+        ...(pushUrl ? { taskPushNotificationConfig: { url: pushUrl, token: 'secret' } } : {}),
+      },
     });
+
+  /** A replica whose every database connection goes through a relay the test can cut. */
+  async function partitioned(leaseTtlMs: number): Promise<{ r: Replica; cut: Partition }> {
+    const cut = new Partition(Number(new URL(db.url).port));
+    await cut.open();
+    const url = new URL(db.url);
+    url.port = String(cut.port);
+    return { r: await replica(url.toString(), leaseTtlMs), cut };
+  }
 
   /**
    * Opens SubscribeToTask on `r` and reads its SSE events as they come.
@@ -303,6 +338,64 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     expect(replay.at(-1)?.data.result).toMatchObject({
       statusUpdate: { status: { state: 'TASK_STATE_CANCELED' } },
     });
+  });
+
+  it('a replica cut off from the database loses its lease: its task ends FAILED on another replica, whose subscribers and push receivers get it', async () => {
+    const ttl = 1500;
+    const { r: a, cut } = await partitioned(ttl);
+    const b = await replica(db.url, ttl);
+    const gate = `l-${randomUUID()}`;
+    const started = await send(a, gate, true, 'burst', 'https://receiver.example/hook');
+    const id = started.result.task.id;
+    await until(() => gates.has(gate));
+    const onB = subscribe(b, id);
+    await until(() => onB.events.length > 0);
+    const cutAt = Date.now();
+    await cut.cut(); // A can no longer renew its lease (nor write)
+    await onB.done;
+    const took = Date.now() - cutAt;
+    const last = onB.events.at(-1)?.data.result;
+    expect(last).toMatchObject({ statusUpdate: { status: { state: 'TASK_STATE_FAILED' } } });
+    expect(JSON.stringify(last)).toContain(ORPHAN_REASON);
+    // Not before the lease could have run out (renewed every ttl/3), within ttl + a tick + slack for a loaded machine.
+    expect(took).toBeGreaterThanOrEqual((2 * ttl) / 3 - 50);
+    expect(took).toBeLessThan(ttl + ttl / 3 + 8000);
+    const got = await json(b, 'GetTask', { id });
+    expect(got.result.status.state).toBe('TASK_STATE_FAILED');
+    // B told the task's push receiver (the config was created on A, kept encrypted in the table).
+    await until(() => b.pushed.some((p) => p.taskId === id));
+    expect(b.pushed.find((p) => p.taskId === id)?.event).toMatchObject({
+      statusUpdate: { taskId: id, status: { state: 'TASK_STATE_FAILED' } },
+    });
+    expect(b.ran).toEqual([]); // at most once: not re-run
+  });
+
+  it('a re-runnable task whose replica loses its lease runs again on another replica; followers see it through to COMPLETED', async () => {
+    const ttl = 1500;
+    const { r: a, cut } = await partitioned(ttl);
+    const b = await replica(db.url, ttl);
+    const c = await replica(db.url, ttl);
+    const gate = `r-${randomUUID()}`;
+    const started = await send(a, gate, true, 'again');
+    const id = started.result.task.id;
+    await until(() => a.ran.includes(id));
+    const onC = subscribe(c, id, 0);
+    await until(() => onC.events.length >= 2);
+    await cut.cut();
+    await until(() => b.ran.includes(id) || c.ran.includes(id), 20_000);
+    const runner = b.ran.includes(id) ? b : c;
+    await until(() => runner.a2a.manager.isLive(id));
+    gates.get(gate)?.(); // the re-run's gate
+    await onC.done;
+    // One log: 1 task, 2 WORKING (on A), 3 WORKING again (the re-run), 4-5 artifacts, 6 COMPLETED.
+    expect(onC.events.map((e) => e.id)).toEqual(['1', '2', '3', '4', '5', '6']);
+    expect(onC.events.at(-1)?.data.result).toMatchObject({
+      statusUpdate: { status: { state: 'TASK_STATE_COMPLETED' } },
+    });
+    const got = await json(b, 'GetTask', { id });
+    expect(got.result.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(got.result.artifacts?.map((x) => x.parts[0]?.text)).toEqual(['after', 'done']);
+    expect([...b.ran, ...c.ran].filter((x) => x === id)).toHaveLength(1);
   });
 
   it('database away: new tasks get a retryable 503 without running; a running task goes on and is written through later', async () => {

@@ -17,7 +17,7 @@ import { A2AError, A2AErrors } from './errors.js';
 import { exceedsDepth, MAX_JSON_DEPTH } from './depth.js';
 import { TaskEventStream } from './event-stream.js';
 import { CallerLimits, type CallerLimitsInput } from './limits.js';
-import { TaskManager, WaitTimeoutError, snapshot } from './manager.js';
+import { ORPHAN_REASON, TaskManager, WaitTimeoutError, snapshot } from './manager.js';
 import type { PushConfigStore, StoredEvent, TaskRecord, TaskStore } from './store.js';
 import { TaskStoreFullError, TaskStoreUnavailableError, isPushConfigStore } from './store.js';
 import * as v1 from './wire/v1.js';
@@ -232,6 +232,17 @@ export interface RequestHandlerOptions {
   readonly routing?: SkillRouting;
 }
 
+/** How a skill's tasks may be run. */
+export interface TaskHandlerOptions {
+  /**
+   * The task may run again from its first message if the replica running it
+   * dies (shared store with leases): another replica re-runs it instead of
+   * failing it. Only for work that is safe to repeat. Default false:
+   * execution is at most once.
+   */
+  readonly rerunnable?: boolean;
+}
+
 /** Policy action of GetExtendedAgentCard. */
 export const EXTENDED_CARD_ACTION = 'a2a:GetExtendedAgentCard';
 
@@ -247,6 +258,7 @@ export class A2ARequestHandler {
 
   readonly #opts: RequestHandlerOptions;
   readonly #handlers = new Map<string, TaskHandler>();
+  readonly #rerunnable = new Set<string>();
   readonly #skills = new Map<string, AgentSkill>();
   readonly #maxTasks: number;
   readonly #callerLimits: CallerLimits;
@@ -276,6 +288,7 @@ export class A2ARequestHandler {
       maxEventsPerTask: options.maxEventsPerTask,
       retryMaxMs: options.storeRetryMaxMs,
       onStoreError: (err, taskId) => this.#log.error({ err, taskId }, 'a2a: task store write failed'),
+      onOrphan: (record) => this.#orphan(record),
     });
     const pushStore = options.push?.store ?? this.manager.store;
     if (options.push?.enabled && !isPushConfigStore(pushStore)) {
@@ -312,13 +325,19 @@ export class A2ARequestHandler {
    * Runs `handler` for tasks of `skill`. A skill given by id must be declared
    * (or gets a bare entry); a full {@link AgentSkill} is added to the card.
    */
-  registerTaskHandler(skill: AgentSkill | string, handler: TaskHandler): void {
+  registerTaskHandler(
+    skill: AgentSkill | string,
+    handler: TaskHandler,
+    options: TaskHandlerOptions = {},
+  ): void {
     const def =
       typeof skill === 'string'
         ? (this.#skills.get(skill) ?? { id: skill, name: skill, description: '', tags: [] })
         : v1.AgentSkillSchema.parse(skill);
     this.#skills.set(def.id, def);
     this.#handlers.set(def.id, handler);
+    if (options.rerunnable === true) this.#rerunnable.add(def.id);
+    else this.#rerunnable.delete(def.id);
     this.#onSkillsChanged?.();
   }
 
@@ -754,6 +773,36 @@ export class A2ARequestHandler {
           ? `Task failed: ${(err as Error).message}`
           : 'Task failed';
       this.manager.setStatus(id, 'TASK_STATE_FAILED', agentMessage(text));
+    }
+  }
+
+  /**
+   * A task claimed from a replica that died. A re-runnable skill's task runs
+   * again here from its last user message (its log goes on: subscribers on
+   * any replica see WORKING again, then the new events); any other ends
+   * FAILED with the reason, and its push receivers are told.
+   */
+  async #orphan(stored: TaskRecord): Promise<void> {
+    const id = stored.task.id;
+    const handler = this.#handlers.get(stored.skill);
+    const caller = SpiffeId.tryParse(stored.owner);
+    const message = [...(stored.task.history ?? [])].reverse().find((m) => m.role === 'ROLE_USER');
+    if (handler && caller && message && this.#rerunnable.has(stored.skill)) {
+      this.#log.warn({ taskId: id, skill: stored.skill }, 'a2a: re-running a task whose replica died');
+      const record = await this.manager.adopt(stored);
+      this.#watchPush(record, record.seq);
+      void this.#run(record, handler, message, caller, {});
+      return;
+    }
+    this.#log.warn({ taskId: id, skill: stored.skill }, 'a2a: failing a task whose replica died');
+    const ended = await this.manager.failStored(id, ORPHAN_REASON);
+    const send = this.#opts.push?.send;
+    const event = ended?.event;
+    if (!event || !send || !this.#pushStore) return;
+    for (const c of await this.#pushStore.listPushConfigs(id)) {
+      await send(c, event.event).catch((err: unknown) =>
+        this.#log.warn({ err, taskId: id, configId: c.id }, 'a2a: push notification failed'),
+      );
     }
   }
 

@@ -51,6 +51,8 @@ export {
   type TaskNotice,
   type TaskNotifier,
   isTaskNotifier,
+  type TaskLeases,
+  isTaskLeases,
 } from './store.js';
 export {
   TaskManager,
@@ -59,6 +61,7 @@ export {
   type TaskListener,
   type NewTask,
   type Subscription,
+  ORPHAN_REASON,
 } from './manager.js';
 export {
   A2AServer,
@@ -83,6 +86,7 @@ export {
   type SkillRouting,
   type TaskContext,
   type TaskHandler,
+  type TaskHandlerOptions,
   type TaskResult,
   type ArtifactInput,
 } from './handler.js';

@@ -3,6 +3,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { WeaveError } from '@weave/identity';
 import type {
   StoredEvent,
+  TaskLeases,
   TaskNotice,
   TaskNotifier,
   TaskPage,
@@ -10,7 +11,7 @@ import type {
   TaskRecord,
   TaskStore,
 } from './store.js';
-import { InMemoryTaskStore, TaskStoreConflictError, isTaskNotifier } from './store.js';
+import { InMemoryTaskStore, TaskStoreConflictError, isTaskLeases, isTaskNotifier } from './store.js';
 import type { Artifact, Message, StreamResponse, Struct, Task, TaskState } from './wire/v1.js';
 import { INTERRUPTED_STATES, isTerminal } from './wire/v1.js';
 import { A2AErrors } from './errors.js';
@@ -41,6 +42,12 @@ export interface TaskManagerOptions {
   readonly onStoreError?: (err: unknown, taskId: string) => void;
   /** Longest pause between retries of a failed write, in ms. Default 5000. */
   readonly retryMaxMs?: number;
+  /**
+   * With a store that keeps leases ({@link TaskLeases}): called for each
+   * task claimed from a replica whose lease expired, now recorded as this
+   * replica's. Default: {@link TaskManager.failStored} with a reason.
+   */
+  readonly onOrphan?: (record: TaskRecord) => Promise<void>;
 }
 
 /** Input to {@link TaskManager.create}. */
@@ -120,6 +127,10 @@ export class TaskManager {
   #listening: Promise<void> | undefined;
   #unlisten: (() => Promise<void>) | undefined;
   readonly #followers = new Map<string, Set<Follower>>();
+  readonly #leases: TaskLeases | undefined;
+  readonly #onOrphan: (record: TaskRecord) => Promise<void>;
+  #leaseTimer: NodeJS.Timeout | undefined;
+  #ticking = false;
   #closed = false;
 
   constructor(options: TaskManagerOptions = {}) {
@@ -133,6 +144,42 @@ export class TaskManager {
     this.#onStoreError = options.onStoreError ?? (() => undefined);
     this.#retryMaxMs = options.retryMaxMs ?? 5000;
     this.#notifier = isTaskNotifier(this.store) ? this.store : undefined;
+    this.#leases = isTaskLeases(this.store) ? this.store : undefined;
+    this.#onOrphan =
+      options.onOrphan ??
+      (async (r) => {
+        await this.failStored(r.task.id, ORPHAN_REASON);
+      });
+    if (this.#leases) {
+      // Renew this replica's lease and look for orphans three times per lease
+      // period: an orphan is claimed at most a third of the TTL after its lease ran out.
+      const every = Math.max(100, Math.floor(this.#leases.leaseTtlMs / 3));
+      this.#leaseTimer = setInterval(() => void this.#leaseTick(), every);
+      this.#leaseTimer.unref();
+      void this.#leaseTick();
+    }
+  }
+
+  /** Heartbeat, then claim and hand over orphans; never two at once, never throws. */
+  async #leaseTick(): Promise<void> {
+    const leases = this.#leases;
+    if (!leases || this.#ticking || this.#closed) return;
+    this.#ticking = true;
+    try {
+      await this.listen(); // heartbeats once when it first succeeds
+      await leases.heartbeat();
+      for (;;) {
+        const orphans = await leases.claimOrphans(16);
+        for (const r of orphans) {
+          await this.#onOrphan(r).catch((err: unknown) => this.#onStoreError(err, r.task.id));
+        }
+        if (orphans.length < 16 || this.#closed) break;
+      }
+    } catch (err) {
+      this.#onStoreError(err, '');
+    } finally {
+      this.#ticking = false;
+    }
   }
 
   /** True when the store carries notices between replicas: tasks running elsewhere can be followed live. */
@@ -147,18 +194,15 @@ export class TaskManager {
   async listen(): Promise<void> {
     const n = this.#notifier;
     if (!n || this.#closed) return;
-    this.#listening ??= n
-      .listen((notice) => this.#onNotice(notice))
-      .then(
-        (stop) => {
-          this.#unlisten = stop;
-        },
-        (err: unknown) => {
-          // Not listening: the next call tries again.
-          this.#listening = undefined;
-          throw err;
-        },
-      );
+    this.#listening ??= (async () => {
+      // The lease row exists before this replica records itself as the runner of a task.
+      await this.#leases?.heartbeat();
+      this.#unlisten = await n.listen((notice) => this.#onNotice(notice));
+    })().catch((err: unknown) => {
+      // Not listening: the next call tries again.
+      this.#listening = undefined;
+      throw err;
+    });
     await this.#listening;
   }
 
@@ -464,17 +508,70 @@ export class TaskManager {
    * (unchanged when it had already finished), or undefined when unknown.
    */
   async cancelStored(id: string): Promise<TaskRecord | undefined> {
+    return (await this.#endStored(id, 'TASK_STATE_CANCELED'))?.record;
+  }
+
+  /**
+   * Fails a task that runs nowhere (its replica died): appends FAILED with
+   * `reason` as the agent's message to its stored log. Returns the task
+   * afterwards and the event appended (none when it had already finished),
+   * or undefined when unknown.
+   */
+  async failStored(
+    id: string,
+    reason: string,
+  ): Promise<{ record: TaskRecord; event?: StoredEvent } | undefined> {
+    return this.#endStored(id, 'TASK_STATE_FAILED', reason);
+  }
+
+  async #endStored(
+    id: string,
+    state: 'TASK_STATE_CANCELED' | 'TASK_STATE_FAILED',
+    reason?: string,
+  ): Promise<{ record: TaskRecord; event?: StoredEvent } | undefined> {
     const record = await this.store.get(id);
-    if (!record || isTerminal(record.task.status.state)) return record;
+    if (!record || isTerminal(record.task.status.state)) return record && { record };
     const now = Date.now();
-    const status = { state: 'TASK_STATE_CANCELED' as const, timestamp: isoTimestamp(now) };
+    const status: Task['status'] = { state, timestamp: isoTimestamp(now) };
     const task: Task = { ...record.task, status };
+    if (reason !== undefined) {
+      status.message = {
+        messageId: randomUUID(),
+        role: 'ROLE_AGENT',
+        parts: [{ text: reason }],
+        taskId: id,
+        contextId: task.contextId,
+      };
+      task.history = [...(task.history ?? []), status.message];
+    }
     const event: StoredEvent = {
       seq: record.seq + 1,
       event: { statusUpdate: { taskId: id, contextId: task.contextId, status } },
     };
     await this.store.append(id, task, [event], now);
-    return { ...record, task, seq: event.seq, updatedAt: now };
+    return { record: { ...record, task, seq: event.seq, updatedAt: now }, event };
+  }
+
+  /**
+   * Runs here, from now on, a task claimed from a replica that died (see
+   * {@link TaskLeases}): the task becomes live in this process with its
+   * stored log, and later events continue that log.
+   */
+  async adopt(stored: TaskRecord): Promise<TaskRecord> {
+    const id = stored.task.id;
+    const kept = (await this.eventsAfter(id, Math.max(0, stored.seq - this.#maxEvents))) ?? [];
+    const record: TaskRecord = { ...stored, task: structuredClone(stored.task) };
+    this.#live.set(id, {
+      record,
+      events: kept.filter((e) => e.seq <= record.seq),
+      pending: [],
+      listeners: new Set(),
+      chain: SETTLED,
+      writeQueued: false,
+      failures: 0,
+      settleWaiters: [],
+    });
+    return record;
   }
 
   /**
@@ -608,6 +705,7 @@ export class TaskManager {
 
   /** Cancels every live task, waits for pending writes and closes the store. */
   async close(): Promise<void> {
+    clearInterval(this.#leaseTimer);
     for (const l of [...this.#live.values()]) this.cancel(l.record.task.id);
     // Writes that keep failing get one more try each, then give up.
     this.#closed = true;
@@ -615,6 +713,8 @@ export class TaskManager {
     await this.flush();
     await this.#listening?.catch(() => undefined);
     await this.#unlisten?.();
+    // Whatever could not be written is another replica's to settle, at once.
+    await this.#leases?.retire().catch(() => undefined);
     await this.store.close?.();
   }
 
@@ -735,6 +835,10 @@ function keptAfter(
   // Sequence numbers are consecutive: the position is arithmetic.
   return events.slice(Math.max(0, afterSeq + 1 - first));
 }
+
+/** Why a task whose replica died ends FAILED (when its capability is not re-runnable). */
+export const ORPHAN_REASON =
+  'Task failed: the replica running it stopped (its lease expired); not re-run, execution is at most once';
 
 /** True for the event that ends a task (its terminal status). */
 function endsTask(e: StoredEvent): boolean {

@@ -15,7 +15,7 @@
  *
  * @packageDocumentation
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { WeaveError } from '@weave/identity';
@@ -27,6 +27,7 @@ import type {
   TaskPage,
   TaskQuery,
   TaskRecord,
+  TaskLeases,
   TaskStore,
 } from './store.js';
 import { TaskStoreConflictError, TaskStoreUnavailableError } from './store.js';
@@ -238,7 +239,18 @@ export async function schemaVersion(pool: pg.Pool): Promise<number> {
 export type PostgresTaskStoreOptions = PostgresConnection & {
   /** How long a finished task stays readable, in ms. Default 1 hour. */
   readonly terminalTtlMs?: number;
+  /**
+   * How long (ms) a replica may go without renewing its lease before its
+   * running tasks are taken for orphans (failed, or re-run when their
+   * capability allows). It renews every third of this. Default 30 000.
+   */
+  readonly leaseTtlMs?: number;
+  /** This replica's id in the lease table. Default: a fresh UUID per store. */
+  readonly replicaId?: string;
 };
+
+/** The database's clock in epoch ms: leases compare times from one clock, whatever the replicas' clocks say. */
+const DB_NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
 
 interface TaskRow {
   owner: string;
@@ -260,13 +272,17 @@ const TASK_COLUMNS = 'id, owner, skill, task, created_at, updated_at, seq';
  * as their task. Connection failures surface as
  * {@link TaskStoreUnavailableError}.
  */
-export class PostgresTaskStore implements TaskStore, TaskNotifier {
+export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
   readonly #db: PoolHolder;
   readonly #ttl: number;
+  readonly replicaId: string;
+  readonly leaseTtlMs: number;
 
   constructor(options: PostgresTaskStoreOptions) {
     this.#db = new PoolHolder(options);
     this.#ttl = options.terminalTtlMs ?? 3_600_000;
+    this.leaseTtlMs = options.leaseTtlMs ?? 30_000;
+    this.replicaId = options.replicaId ?? randomUUID();
   }
 
   /** The pool the store queries (e.g. to run {@link migrate} on it). */
@@ -278,8 +294,8 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier {
     const t = record.task;
     const r = await this.#db.query(
       `WITH t AS (
-         INSERT INTO weave_a2a_tasks (id, owner, skill, context_id, state, terminal, task, created_at, updated_at, seq)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         INSERT INTO weave_a2a_tasks (id, owner, skill, context_id, state, terminal, task, created_at, updated_at, seq, runner)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $13)
          ON CONFLICT (id) DO NOTHING RETURNING id)
        INSERT INTO weave_a2a_events (task_id, seq, event) SELECT id, $11, $12 FROM t`,
       [
@@ -295,6 +311,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier {
         record.seq,
         first.seq,
         JSON.stringify(first.event),
+        this.replicaId,
       ],
     );
     if (r.rowCount !== 1) throw new TaskStoreConflictError(t.id, 'already exists');
@@ -426,6 +443,40 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier {
     const listener = new NoticeListener(this.#db, onNotice);
     await listener.start();
     return () => listener.stop();
+  }
+
+  async heartbeat(): Promise<boolean> {
+    const r = await this.#db.query<{ old: string | null; now: string }>(
+      `WITH old AS (SELECT expires_at FROM weave_a2a_replicas WHERE id = $1),
+       up AS (
+         INSERT INTO weave_a2a_replicas (id, expires_at) VALUES ($1, ${DB_NOW_MS} + $2)
+         ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at RETURNING 1)
+       SELECT (SELECT expires_at FROM old) AS old, (SELECT count(*) FROM up) AS n, ${DB_NOW_MS} AS now`,
+      [this.replicaId, this.leaseTtlMs],
+    );
+    const row = r.rows[0];
+    return row?.old === null || row?.old === undefined || Number(row.old) >= Number(row.now);
+  }
+
+  async claimOrphans(limit: number): Promise<TaskRecord[]> {
+    // SKIP LOCKED: replicas reaping at the same moment split the orphans
+    // between them; the runner changes in the same statement, so an orphan
+    // is claimed once.
+    const r = await this.#db.query<TaskRow & { id: string }>(
+      `WITH dead AS (
+         SELECT t.id FROM weave_a2a_tasks t LEFT JOIN weave_a2a_replicas r ON r.id = t.runner
+         WHERE NOT t.terminal AND t.runner IS NOT NULL AND t.runner <> $1
+           AND (r.expires_at IS NULL OR r.expires_at < ${DB_NOW_MS})
+         ORDER BY t.created_at LIMIT $2 FOR UPDATE OF t SKIP LOCKED)
+       UPDATE weave_a2a_tasks t SET runner = $1 FROM dead WHERE t.id = dead.id
+       RETURNING t.id, t.owner, t.skill, t.task, t.created_at, t.updated_at, t.seq`,
+      [this.replicaId, Math.max(0, limit)],
+    );
+    return r.rows.map(toRecord);
+  }
+
+  async retire(): Promise<void> {
+    await this.#db.query('UPDATE weave_a2a_replicas SET expires_at = 0 WHERE id = $1', [this.replicaId]);
   }
 
   async requestCancel(taskId: string): Promise<void> {

@@ -11,6 +11,7 @@ import {
   type BindingName,
   type SkillRouting,
   type TaskHandler,
+  type TaskHandlerOptions,
 } from './handler.js';
 import { WRONG_CONTENT_TYPE, peerOf, type HttpBindingDeps } from './bindings/http.js';
 import { sendError, serveJsonRpc } from './bindings/jsonrpc.js';
@@ -26,6 +27,7 @@ export type {
   CallHeaders,
   TaskContext,
   TaskHandler,
+  TaskHandlerOptions,
   TaskResult,
 } from './handler.js';
 
@@ -184,8 +186,8 @@ export class A2AServer {
    * Runs `handler` for tasks of `skill`. A skill given by id must be declared
    * in the card options; a full {@link AgentSkill} is added to the card.
    */
-  registerTaskHandler(skill: AgentSkill | string, handler: TaskHandler): this {
-    this.handler.registerTaskHandler(skill, handler);
+  registerTaskHandler(skill: AgentSkill | string, handler: TaskHandler, options?: TaskHandlerOptions): this {
+    this.handler.registerTaskHandler(skill, handler, options);
     return this;
   }
 

@@ -141,6 +141,46 @@ export function isTaskNotifier(store: unknown): store is TaskNotifier {
   return typeof s?.listen === 'function' && typeof s.requestCancel === 'function';
 }
 
+/**
+ * Ownership of running tasks in a store shared by replicas. The store
+ * records this replica as the runner of every task it creates; the replica
+ * renews one lease for all of them ({@link heartbeat}). A task whose runner
+ * let its lease expire (the process died, or lost the database for longer
+ * than the lease) is an orphan, handed to exactly one live replica by
+ * {@link claimOrphans}.
+ */
+export interface TaskLeases {
+  /** This replica's id, recorded as the runner of the tasks it creates. */
+  readonly replicaId: string;
+  /** A replica that has not renewed its lease for this long (ms) is taken for dead. */
+  readonly leaseTtlMs: number;
+  /**
+   * Renews this replica's lease for {@link leaseTtlMs}. False when it had
+   * already expired (its tasks may have been claimed by others meanwhile).
+   *
+   * @throws {TaskStoreUnavailableError} when the backing service cannot be reached.
+   */
+  heartbeat(): Promise<boolean>;
+  /**
+   * Up to `limit` unfinished tasks whose runner's lease expired, now
+   * recorded as run by this replica: each orphan goes to one caller only.
+   */
+  claimOrphans(limit: number): Promise<TaskRecord[]>;
+  /** Ends this replica's lease now (clean shutdown): what it still runs becomes an orphan at once. */
+  retire(): Promise<void>;
+}
+
+/** True when `store` also keeps leases of running tasks. */
+export function isTaskLeases(store: unknown): store is TaskLeases {
+  const s = store as Partial<TaskLeases> | undefined;
+  return (
+    typeof s?.replicaId === 'string' &&
+    typeof s.heartbeat === 'function' &&
+    typeof s.claimOrphans === 'function' &&
+    typeof s.retire === 'function'
+  );
+}
+
 /** The store cannot take another task: every slot holds a task that has not finished. */
 export class TaskStoreFullError extends WeaveError {
   constructor(limit: number) {

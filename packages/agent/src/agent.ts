@@ -669,7 +669,7 @@ export class SecureAgent extends AgentCore {
       input: def.inputJsonSchema,
       ...(def.outputJsonSchema ? { output: def.outputJsonSchema } : {}),
     };
-    a2a.registerTaskHandler(skill, this.#taskHandler(def));
+    a2a.registerTaskHandler(skill, this.#taskHandler(def), { rerunnable: def.options.rerunnable === true });
   }
 
   #taskHandler(def: CapabilityDefinition): TaskHandler {

@@ -38,6 +38,12 @@ export interface CapabilityOptions<I extends z.ZodType = z.ZodType> {
   readonly description?: string;
   readonly tags?: readonly string[];
   readonly examples?: readonly string[];
+  /**
+   * Safe to run again from the start: when the replica running a call dies
+   * (several replicas on a shared PostgreSQL store), another replica runs it
+   * again instead of failing it. Default false: at most once.
+   */
+  readonly rerunnable?: boolean;
 }
 
 export type CapabilityHandler<I = unknown, O = unknown> = (
