@@ -2,7 +2,13 @@
 // plugin and `createMtlsServer`). A separate entry point so that client-only
 // users never load or install fastify (an optional peer dependency).
 import type { Server as HttpsServer } from 'node:https';
-import type { Http2SecureServer, Http2ServerRequest } from 'node:http2';
+import {
+  constants as h2,
+  type Http2SecureServer,
+  type Http2ServerRequest,
+  type ServerHttp2Stream,
+} from 'node:http2';
+import type { Duplex } from 'node:stream';
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import Fastify, {
@@ -43,6 +49,15 @@ export interface MtlsAuthOptions {
 /** JSON body of a refusal. */
 export interface MtlsDenial {
   error: { code: 'PEER_VERIFICATION_FAILED' | 'PEER_NOT_AUTHORIZED'; message: string };
+}
+
+/**
+ * JSON body of the HTTP 408 a {@link createMtlsServer} server answers when a
+ * request (headers and body) has not fully arrived within `requestTimeoutMs`.
+ * No route runs for such a request.
+ */
+export interface MtlsRequestTimeout {
+  error: { code: 'REQUEST_TIMEOUT'; message: string };
 }
 
 type AnyRawRequest = IncomingMessage | Http2ServerRequest;
@@ -208,6 +223,66 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
     next();
   });
   parseHttp1FromStream(app.server);
+  enforceRequestTimeout(app, cfg.requestTimeoutMs);
   void app.register(mtlsAuth, { identityProvider: opts.identity, authorize: opts.authorize });
   return app;
+}
+
+/**
+ * Holds a server to `requestTimeoutMs` for the whole request, body included:
+ * a caller that trickles its body is answered 408 `REQUEST_TIMEOUT` and
+ * disconnected, and no route runs.
+ *
+ * Why each setting: Node checks its HTTP/1.1 deadlines only every
+ * `connectionsCheckingInterval` (default 30 s), and when `headersTimeout`
+ * (default 60 s; fastify leaves it) exceeds `requestTimeout` Node swaps the
+ * two, so a trickled body ran to ~60 s + 30 s against a 30 s limit. HTTP/2
+ * streams have no request deadline in Node at all, so each gets a timer.
+ */
+function enforceRequestTimeout(app: MtlsFastifyInstance, timeoutMs: number): void {
+  const message = `request not received within ${timeoutMs} ms (requestTimeoutMs)`;
+  const body = JSON.stringify({ error: { code: 'REQUEST_TIMEOUT', message } } satisfies MtlsRequestTimeout);
+  // `connectionsCheckingInterval` is read when the server starts listening (Node types omit the property).
+  const server = app.server as HttpsServer & { connectionsCheckingInterval: number };
+  server.requestTimeout = timeoutMs;
+  server.headersTimeout = timeoutMs;
+  // Checked at a quarter of the limit (between 50 ms and 1 s): cut within that of it.
+  server.connectionsCheckingInterval = Math.max(50, Math.min(1000, Math.floor(timeoutMs / 4)));
+  // Before fastify's own listener, which then finds the socket destroyed and stays quiet.
+  server.prependListener('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (err.code !== 'ERR_HTTP_REQUEST_TIMEOUT' || socket.destroyed) return;
+    app.log.warn({ code: 'REQUEST_TIMEOUT', timeoutMs }, 'request cut: not received within requestTimeoutMs');
+    // As Node does: a 408 only where no answer has started on this connection.
+    const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (socket.writable && !inFlight?.headersSent) {
+      socket.write(
+        `HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: application/json\r\n` +
+          `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+    }
+    socket.destroy();
+  });
+  app.server.on('stream', (stream: ServerHttp2Stream) => {
+    const timer = setTimeout(() => {
+      if (stream.destroyed || !remoteStillSending(stream)) return;
+      app.log.warn(
+        { code: 'REQUEST_TIMEOUT', timeoutMs },
+        'request cut: not received within requestTimeoutMs',
+      );
+      if (!stream.headersSent) {
+        stream.respond({ ':status': 408, 'content-type': 'application/json' });
+        stream.end(body);
+      }
+      // RFC 9113 §8.1: a server that answered early stops the rest of the body with NO_ERROR.
+      stream.close(h2.NGHTTP2_NO_ERROR);
+    }, timeoutMs);
+    timer.unref();
+    stream.once('close', () => clearTimeout(timer));
+  });
+}
+
+/** True while the peer has not ended its side of an HTTP/2 stream (the request is incomplete). */
+function remoteStillSending(stream: ServerHttp2Stream): boolean {
+  const state = stream.state.state;
+  return state === h2.NGHTTP2_STREAM_STATE_OPEN || state === h2.NGHTTP2_STREAM_STATE_HALF_CLOSED_LOCAL;
 }
