@@ -5,20 +5,36 @@
  *   stream, get, list, cancel, subscribe;
  * - Weave's A2AClient (over SecureChannel) calls an a2a-sdk server run by
  *   uvicorn that requires a client certificate: the same six operations.
- * Parameterised by binding (see WEAVE_SERVES and WEAVE_CALLS).
+ * Parameterised by binding (see WEAVE_SERVES and WEAVE_CALLS): JSON-RPC,
+ * HTTP+JSON and gRPC in both directions.
+ *
+ * gRPC from Python: grpcio's channel TLS verifies the chain but can only
+ * match the server against a DNS name, and an SVID carries a URI SAN only (no
+ * hook checks a URI SAN before a call goes out). So the peer's grpcio channel
+ * speaks plain HTTP/2 to an in-process relay on a unix socket in a private
+ * directory, and the relay carries each of its connections over a TLS
+ * connection of Python's ssl — the caller's SVID, the chain verified against
+ * the CA, ALPN h2, and the agent's URI SAN compared with the expected SPIFFE ID
+ * before any byte of the channel is forwarded (SpiffeRelay in a2a_peer.py).
+ * The ID is checked on the very connection the calls use; a test below gives
+ * only the gRPC connection a wrong expected ID and sees no handler run.
+ *
+ * gRPC to Python: the a2a-sdk's GrpcHandler on grpcio with
+ * `ssl_server_credentials(require_client_auth=True)`; its card is on uvicorn.
  */
+import { readFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { connect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { A2AClient, buildMessage, type StreamEvent } from '@weave/a2a';
+import { A2AClient, A2AClientError, buildMessage, grpcTransportFactory, type StreamEvent } from '@weave/a2a';
 import { SecureAgent, type CapabilityContext } from '@weave/agent';
 import { WorkloadApiIdentityProvider } from '@weave/identity';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
 import { SecureChannel } from '@weave/transport';
-import { runHarness, startHarness } from './peer-process.js';
+import { runHarness, startHarness, type HarnessLine } from './peer-process.js';
 import { removeDir, repoRoot, requireComponent } from './infra.js';
 
 const py = requireComponent('python-a2a');
@@ -26,14 +42,12 @@ const PEER = join(repoRoot, 'interop', 'python', 'a2a_peer.py');
 
 /**
  * Bindings exercised in each direction: those the SecureAgent serves (the
- * a2a-sdk client picks one from the agent's card), and those Weave's A2AClient
- * calls (the a2a-sdk peer serves JSONRPC and HTTP+JSON). The SecureAgent
- * serves all three; gRPC is not listed yet: the Python peer has no gRPC channel
- * with a SPIFFE-ID check (grpcio's TLS matches a DNS name; SVIDs carry a URI). Weave's
- * A2AClient calls JSON-RPC only so far: add its other bindings here when it has them.
+ * a2a-sdk client is told which one to take from the agent's card), and those
+ * Weave's A2AClient calls (the a2a-sdk peer serves the one it is started with;
+ * the client prefers it and the test checks it was the one used).
  */
-const WEAVE_SERVES = ['JSONRPC', 'HTTP+JSON'] as const;
-const WEAVE_CALLS = ['JSONRPC'] as const;
+const WEAVE_SERVES = ['JSONRPC', 'HTTP+JSON', 'GRPC'] as const;
+const WEAVE_CALLS = ['JSONRPC', 'HTTP+JSON', 'GRPC'] as const;
 
 const TD = 'py.interop.test';
 const ID = {
@@ -54,6 +68,9 @@ rules:
     callees: ['${ID.agent}']
     actions: ['*']
 `;
+
+/** An HTTP/2 SETTINGS frame with no settings (length 0, type 4, flags 0, stream 0). */
+const H2_EMPTY_SETTINGS = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]);
 
 interface Files {
   cert: string;
@@ -138,11 +155,12 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
       });
       afterAll(() => agent?.stop());
       /** The a2a-sdk client's six operations against the agent, with the SVID in `f`. */
-      const pyClient = (f: Files, expectId: string) =>
+      const pyClient = (f: Files, expectId: string, grpcExpectId?: string) =>
         runPython([
           'client',
           ...['--url', agent.url, '--expect-id', expectId, '--binding', binding],
           ...['--cert', f.cert, '--key', f.key, '--ca', f.ca],
+          ...(grpcExpectId ? ['--grpc-expect-id', grpcExpectId] : []),
         ]);
 
       it('send, stream, get, list, cancel and subscribe, all with the caller’s SVID', async () => {
@@ -159,6 +177,13 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
         expect(step('cancel')).toMatchObject({ state: 'TASK_STATE_CANCELED' });
         expect((step('subscribe').states as string[]).at(-1)).toBe('TASK_STATE_CANCELED');
         expect(step('peers').ids).toEqual([ID.agent]);
+        if (binding === 'GRPC') {
+          // Every gRPC call went over a relayed connection whose server ID was checked.
+          expect(step('relay').connections).toBeGreaterThanOrEqual(1);
+          expect(step('relay').ids).toEqual([ID.agent]);
+        } else {
+          expect(run.lines.some((l) => l.type === 'relay')).toBe(false);
+        }
         // The agent saw the Python client's SPIFFE ID on every call; both slow tasks were aborted.
         expect(calls.length).toBeGreaterThanOrEqual(4);
         expect(calls.every((c) => c.caller === ID.pyClient)).toBe(true);
@@ -170,6 +195,8 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
         const run = await pyClient(files.stranger, ID.agent);
         expect(run.code).toBe(1);
         expect(run.lines.at(-1)).toMatchObject({ type: 'error' });
+        // Refused by the policy (HTTP 403 on JSON-RPC and HTTP+JSON, PERMISSION_DENIED on gRPC), not by TLS.
+        expect(run.lines.at(-1)!.error).toMatch(binding === 'GRPC' ? /PERMISSION_DENIED/ : /HTTP Error 403/);
         expect(calls.length).toBe(before);
       });
 
@@ -180,13 +207,29 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
         expect(run.lines.at(-1)!.error).toMatch(/is not/);
         expect(calls.length).toBe(before);
       });
+
+      // Only gRPC has a connection of its own to refuse (registered for it alone: no skipped entries).
+      if (binding === 'GRPC')
+        it('the Python gRPC channel refuses the agent on the gRPC connection itself', async () => {
+          // The card comes over HTTPS from the right ID; only the gRPC connection expects another.
+          const before = calls.length;
+          const run = await pyClient(files.pyClient, ID.agent, `spiffe://${TD}/weave/other`);
+          expect(run.code, JSON.stringify(run.lines)).toBe(1);
+          expect(run.lines.map((l) => l.type)).toEqual(['card', 'error']);
+          expect(run.lines.at(-1)!.error).toMatch(
+            new RegExp(`gRPC server SPIFFE ID '${ID.agent}' is not 'spiffe://${TD}/weave/other'`),
+          );
+          expect(calls.length).toBe(before);
+        });
     });
   });
 
   describe.each(WEAVE_CALLS)('binding %s', (binding) => {
-    describe('Weave A2AClient → a2a-sdk server (uvicorn, client certificate required)', () => {
+    describe('Weave A2AClient → a2a-sdk server (client certificate required)', () => {
       let server: ReturnType<typeof startHarness>;
       let url: string;
+      /** The interface the card lists: a URL under `url`, or `host:port` of the gRPC port. */
+      let iface: string;
       let provider: WorkloadApiIdentityProvider;
       let channel: SecureChannel;
       let client: A2AClient;
@@ -205,12 +248,15 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
           '--binding',
           binding,
         ]);
-        url = (await server.waitFor((l) => l.type === 'listening', 'the python server')).url as string;
+        const listening = await server.waitFor((l) => l.type === 'listening', 'the python server');
+        url = listening.url as string;
+        iface = listening.interface as string;
         provider = await WorkloadApiIdentityProvider.create({ address: dev.address('weaveClient') });
         channel = new SecureChannel(provider, ID.pyServer);
-        client = new A2AClient({ dispatcher: channel });
+        client = new A2AClient({ dispatcher: channel, preferredBindings: [binding] });
       });
       afterAll(async () => {
+        await client?.close();
         await channel?.close();
         await provider?.close();
         await server?.stop();
@@ -219,6 +265,8 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
       it('discovers, sends, gets and lists', async () => {
         const card = await client.discoverAgent(`${url}/`);
         expect(card.name).toBe('python sdk agent');
+        const transport = await client.transportFor(url);
+        expect([transport.protocolBinding, transport.url]).toEqual([binding, iface]);
         const task = await client.sendTask(url, 'echo', 'hello python');
         expect(task.status.state).toBe('TASK_STATE_COMPLETED');
         expect(task.artifacts?.[0]?.parts[0]?.text).toBe('python echo: hello python');
@@ -266,38 +314,109 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
         ).toBe('TASK_STATE_COMPLETED');
       });
 
-      it('the a2a-sdk server answers nothing to a caller without a client certificate', async () => {
-        const { host, port } = new URL(url);
-        const answer = await new Promise<string>((resolve) => {
-          let got = '';
-          // Verifies the server against the dev CA; only the (URI-only) name check is the test's own.
+      /** Lines the Python server printed for requests that reached it (uvicorn's app or grpcio's handler). */
+      const requests = (via: 'uvicorn' | 'grpcio') =>
+        server.lines().filter((l) => l.type === 'request' && l.via === via);
+
+      it('the server saw the calls, and on gRPC the Weave client’s SPIFFE ID', () => {
+        // send, get, list, stream, subscribe, cancel, stream: seven A2A calls besides the card.
+        const isCard = (l: HarnessLine) => String(l.path).startsWith('/.well-known/');
+        if (binding === 'GRPC') {
+          const grpcCalls = requests('grpcio');
+          expect(grpcCalls.length).toBeGreaterThanOrEqual(7);
+          expect(new Set(grpcCalls.map((l) => l.caller))).toEqual(new Set([ID.weaveClient]));
+          // Over HTTPS only the card was asked for.
+          expect(requests('uvicorn').every(isCard)).toBe(true);
+        } else {
+          expect(requests('uvicorn').filter((l) => !isCard(l)).length).toBeGreaterThanOrEqual(7);
+          expect(requests('grpcio')).toEqual([]);
+        }
+      });
+
+      /**
+       * Opens TLS to `hostPort` (server verified against the dev CA; the
+       * URI-only name check is left out, it is not what is tested) and sends a
+       * request: HTTP/1.1 to uvicorn, the HTTP/2 preface and SETTINGS to grpcio.
+       * Resolves with every byte the server sent back.
+       */
+      const probe = (hostPort: string, h2: boolean, cert?: Files) =>
+        new Promise<Buffer>((resolve) => {
+          const chunks: Buffer[] = [];
+          const [host, port] = [
+            hostPort.slice(0, hostPort.lastIndexOf(':')),
+            hostPort.slice(hostPort.lastIndexOf(':') + 1),
+          ];
           const s = connect({
-            host: host.split(':')[0],
+            host,
             port: Number(port),
             ca: dev.ca.certificate.toString('pem'),
             checkServerIdentity: () => undefined,
+            ALPNProtocols: [h2 ? 'h2' : 'http/1.1'],
+            ...(cert ? { cert: readFileSync(cert.cert), key: readFileSync(cert.key) } : {}),
           });
+          s.setTimeout(10_000, () => s.destroy());
           s.on('secureConnect', () =>
-            s.write('GET /.well-known/agent-card.json HTTP/1.1\r\nHost: x\r\n\r\n'),
+            s.write(
+              h2
+                ? Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), H2_EMPTY_SETTINGS])
+                : 'GET /.well-known/agent-card.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+            ),
           );
-          s.on('data', (d: Buffer) => (got += d.toString()));
-          s.on('error', () => resolve(got));
-          s.on('close', () => resolve(got));
+          s.on('data', (d: Buffer) => {
+            chunks.push(d);
+            // A server that answers has made its point; grpcio would keep the connection open.
+            if (h2) s.destroy();
+          });
+          s.on('error', () => resolve(Buffer.concat(chunks)));
+          s.on('close', () => resolve(Buffer.concat(chunks)));
         });
-        expect(answer).not.toMatch(/HTTP\/1\.1 200/);
-        expect(answer).not.toContain('python sdk agent');
+
+      it('the a2a-sdk server answers nothing to a caller without a client certificate', async () => {
+        const ports: Array<[string, boolean]> = [[new URL(url).host, false]];
+        if (binding === 'GRPC') ports.push([iface, true]);
+        for (const [hostPort, h2] of ports) {
+          const before = server.lines().filter((l) => l.type === 'request').length;
+          // The same probe with a client certificate gets an answer: the refusal is the certificate's absence.
+          const answered = await probe(hostPort, h2, files.pyClient);
+          if (h2) expect(answered.length, hostPort).toBeGreaterThan(0);
+          else expect(answered.toString()).toContain('python sdk agent');
+          const answer = await probe(hostPort, h2);
+          expect(answer.length, `${hostPort} answered ${answer.toString()}`).toBe(0);
+          // Only the probe with a certificate reached the server (uvicorn's app; grpcio saw no call at all).
+          const after = server.lines().filter((l) => l.type === 'request').length;
+          expect(after - before, hostPort).toBe(h2 ? 0 : 1);
+        }
       });
 
       it('refuses the Python server when its SPIFFE ID is not the expected one', async () => {
         const wrong = new SecureChannel(provider, `spiffe://${TD}/python/impostor`, {
           retry: { retries: 0 },
         });
+        const before = server.lines().filter((l) => l.type === 'request').length;
         try {
-          const other = new A2AClient({ dispatcher: wrong });
+          const other = new A2AClient({ dispatcher: wrong, preferredBindings: [binding] });
           await expect(other.sendTask(url, 'echo', 'x')).rejects.toThrow(/SPIFFE|peer|verif/i);
+          if (binding === 'GRPC') {
+            // The card fetch above is refused on HTTPS; the gRPC connection itself is refused too.
+            const grpcOnly = grpcTransportFactory.create(
+              { url: iface, protocolBinding: 'GRPC', protocolVersion: '1.0' },
+              { dispatcher: wrong, headers: {}, maxResponseBytes: 1 << 20 },
+            );
+            try {
+              const err = await grpcOnly.call('GetTask', { id: 'x' }, { timeoutMs: 15_000 }).then(
+                () => undefined,
+                (e: unknown) => e as Error,
+              );
+              expect(err).toBeInstanceOf(A2AClientError);
+              expect(String((err as Error & { cause?: unknown }).cause)).toMatch(/SPIFFE|peer|verif/i);
+            } finally {
+              await grpcOnly.close();
+            }
+          }
         } finally {
           await wrong.close();
         }
+        expect(server.lines().filter((l) => l.type === 'request').length).toBe(before);
       });
     });
   });

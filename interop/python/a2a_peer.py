@@ -2,24 +2,33 @@
 from Weave's dev CA. Test code only; the interop suite runs it from .infra/venv.
 
   a2a_peer.py client --url URL --expect-id SPIFFE_ID --cert C --key K --ca CA --binding B
+                     [--grpc-expect-id SPIFFE_ID]
       Runs send, stream, get, list, cancel and subscribe against a Weave agent
       (skills "echo" and "slow") and prints one JSON line per step.
   a2a_peer.py server --cert C --key K --ca CA --binding B
-      Serves an A2A agent with uvicorn requiring a client certificate; prints
-      {"type":"listening","url":...} and then one JSON line per request.
+      Serves an A2A agent requiring a client certificate: JSONRPC and HTTP+JSON
+      with uvicorn; GRPC with grpcio (require_client_auth), its card still
+      served by uvicorn. Prints {"type":"listening","url":...} and then one
+      JSON line per request received.
 
 Python's ssl verifies the chain against the CA file, but it only checks DNS/IP
 names; the SPIFFE ID (URI SAN) of the peer is checked here on every response.
+grpcio's channel TLS can only match a DNS name (target name override) and
+SVIDs carry a URI SAN only, so on GRPC the client's TLS is Python's ssl too:
+see SpiffeRelay.
 """
 
 import argparse
 import asyncio
 import json
+import os
 import socket
 import ssl
 import sys
+import tempfile
 import uuid
 
+import grpc
 import httpx
 import uvicorn
 from google.protobuf import json_format
@@ -28,7 +37,8 @@ from starlette.applications import Starlette
 from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
-from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.request_handlers import DefaultRequestHandler, GrpcHandler
+from a2a.server.request_handlers.grpc_handler import DefaultGrpcServerCallContextBuilder
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes, create_rest_routes
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import (
@@ -47,6 +57,7 @@ from a2a.types import (
     SubscribeToTaskRequest,
     Task,
     TaskState,
+    a2a_pb2_grpc,
 )
 
 
@@ -61,12 +72,100 @@ def state_name(state: int) -> str:
 # ---------------------------------------------------------------- client
 
 
+def spiffe_id_of_cert(cert: dict | None) -> str | None:
+    """The SPIFFE ID of a certificate verified by Python's ssl: its one URI SAN."""
+    uris = [v for (k, v) in (cert or {}).get('subjectAltName', ()) if k == 'URI']
+    return uris[0] if len(uris) == 1 else None
+
+
 def spiffe_id_of(response: httpx.Response) -> str | None:
     stream = response.extensions.get('network_stream')
     ssl_object = stream.get_extra_info('ssl_object') if stream else None
-    cert = ssl_object.getpeercert() if ssl_object else None
-    uris = [v for (k, v) in (cert or {}).get('subjectAltName', ()) if k == 'URI']
-    return uris[0] if len(uris) == 1 else None
+    return spiffe_id_of_cert(ssl_object.getpeercert() if ssl_object else None)
+
+
+def client_tls(args, alpn: list[str] | None = None) -> ssl.SSLContext:
+    """The client's mTLS: its SVID, the CA as the only trust anchor, chain verification required."""
+    tls = ssl.create_default_context(cafile=args.ca)
+    tls.load_cert_chain(args.cert, args.key)
+    tls.check_hostname = False  # SVIDs carry a URI SAN only; the SPIFFE ID is checked by the caller
+    tls.verify_mode = ssl.CERT_REQUIRED
+    if alpn:
+        tls.set_alpn_protocols(alpn)
+    return tls
+
+
+class SpiffeRelay:
+    """mTLS with a SPIFFE-ID check for a grpcio channel, on the connection the channel uses.
+
+    grpcio's TLS verifies the chain but matches the server's name against DNS
+    SANs only (grpc.ssl_target_name_override), and exposes no hook to check a
+    URI SAN before a call is sent. So the channel speaks plain HTTP/2 to this
+    relay, over a unix socket in a private (0700) directory of this process,
+    and each connection it opens is carried over its own TLS connection made
+    with Python's ssl: the client's SVID, the chain verified against the CA,
+    ALPN h2, and the server's URI SAN compared with the expected SPIFFE ID
+    after the handshake and before a single byte of the channel is forwarded.
+    A server with another ID gets nothing and the refusal is recorded.
+    """
+
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext, expect_id: str):
+        self.host, self.port, self.tls, self.expect_id = host, port, tls, expect_id
+        self.verified: list[str] = []
+        self.refusals: list[str] = []
+        self._dir = tempfile.mkdtemp(prefix='a2a-relay-')  # mkdtemp: mode 0700
+        self.path = os.path.join(self._dir, 'grpc.sock')
+        self._server: asyncio.Server | None = None
+
+    @property
+    def target(self) -> str:
+        return f'unix:{self.path}'
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_unix_server(self._carry, path=self.path)
+
+    async def close(self) -> None:
+        if self._server:
+            self._server.close()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        os.rmdir(self._dir)
+
+    async def _carry(self, local_r: asyncio.StreamReader, local_w: asyncio.StreamWriter) -> None:
+        try:
+            remote_r, remote_w = await asyncio.open_connection(self.host, self.port, ssl=self.tls)
+        except (OSError, ssl.SSLError) as err:
+            self.refusals.append(f'TLS to {self.host}:{self.port} failed: {err}')
+            local_w.close()
+            return
+        ssl_object = remote_w.get_extra_info('ssl_object')
+        peer = spiffe_id_of_cert(ssl_object.getpeercert())
+        if peer != self.expect_id or ssl_object.selected_alpn_protocol() != 'h2':
+            self.refusals.append(f'gRPC server SPIFFE ID {peer!r} is not {self.expect_id!r}'
+                                 if peer != self.expect_id else 'gRPC server did not negotiate h2')
+            remote_w.close()
+            local_w.close()
+            return
+        self.verified.append(peer)
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(local_r, remote_w), pipe(remote_r, local_w))
+
+
+def grpc_host_port(url: str) -> tuple[str, int]:
+    """`host:port` (as Weave advertises its gRPC interface) or `https://host:port`."""
+    hostport = url.split('://', 1)[-1].split('/', 1)[0]
+    host, _, port = hostport.rpartition(':')
+    return host.strip('[]'), int(port)
 
 
 def weave_message(skill: str, data: dict) -> Message:
@@ -100,10 +199,22 @@ def task_id_of(e) -> str:
 
 
 async def run_client(args) -> None:
-    tls = ssl.create_default_context(cafile=args.ca)
-    tls.load_cert_chain(args.cert, args.key)
-    tls.check_hostname = False  # SVIDs carry a URI SAN only; the SPIFFE ID is checked below
-    tls.verify_mode = ssl.CERT_REQUIRED
+    relays: list[SpiffeRelay] = []
+    try:
+        await client_steps(args, relays)
+    except Exception as err:
+        # A call that failed because the relay refused the server: say why (grpcio only sees a closed connection).
+        refused = [r for r in relays if r.refusals and not r.verified]
+        if refused:
+            raise RuntimeError(refused[0].refusals[0]) from err
+        raise
+    finally:
+        for r in relays:
+            await r.close()
+
+
+async def client_steps(args, relays: list[SpiffeRelay]) -> None:
+    tls = client_tls(args)
     seen_ids: set[str | None] = set()
 
     async def check_peer(response: httpx.Response) -> None:
@@ -116,8 +227,26 @@ async def run_client(args) -> None:
         card = await A2ACardResolver(http, args.url).get_agent_card()
         emit({'type': 'card', 'name': card.name, 'binding': args.binding})
 
+        channels: list[grpc.aio.Channel] = []
+        relay: SpiffeRelay | None = None
+        if args.binding == 'GRPC':
+            grpc_url = next(i.url for i in card.supported_interfaces if i.protocol_binding == 'GRPC')
+            host, port = grpc_host_port(grpc_url)
+            relay = SpiffeRelay(host, port, client_tls(args, ['h2']), args.grpc_expect_id or args.expect_id)
+            relays.append(relay)
+            await relay.start()
+
+        def grpc_channel(url: str) -> grpc.aio.Channel:
+            if relay is None or url != grpc_url:
+                raise ValueError(f'no verified relay for gRPC interface {url!r}')
+            # Plain HTTP/2 to the relay only; the relay's connection onwards is mTLS with the ID checked.
+            channel = grpc.aio.insecure_channel(relay.target)
+            channels.append(channel)
+            return channel
+
         def client_for(streaming: bool):
-            config = ClientConfig(httpx_client=http, streaming=streaming, supported_protocol_bindings=[args.binding])
+            config = ClientConfig(httpx_client=http, streaming=streaming, supported_protocol_bindings=[args.binding],
+                                  grpc_channel_factory=grpc_channel)
             return ClientFactory(config).create(card)
 
         client = client_for(True)
@@ -163,7 +292,12 @@ async def run_client(args) -> None:
             if len(kinds) == 1:
                 await client.cancel_task(CancelTaskRequest(id=sub_id))
         emit({'type': 'subscribe', 'id': sub_id, 'kinds': kinds, 'states': states})
+        if relay:
+            seen_ids.update(relay.verified)
+            emit({'type': 'relay', 'connections': len(relay.verified), 'ids': sorted(set(relay.verified))})
         emit({'type': 'peers', 'ids': sorted(i or '' for i in seen_ids)})
+        for channel in channels:
+            await channel.close()
 
 
 # ---------------------------------------------------------------- server
@@ -192,17 +326,51 @@ class Executor(AgentExecutor):
         await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
 
 
-def run_server(args) -> None:
+class CallerReporter(DefaultGrpcServerCallContextBuilder):
+    """Prints the SPIFFE ID grpcio saw on each gRPC call's verified client certificate."""
+
+    def build(self, context: grpc.aio.ServicerContext):
+        auth = context.auth_context()
+        ids = [v.decode() for v in auth.get('peer_spiffe_id', [])]
+        emit({'type': 'request', 'via': 'grpcio', 'caller': ids[0] if len(ids) == 1 else None})
+        return super().build(context)
+
+
+def report_requests(app):
+    """ASGI middleware: one line per HTTP request that reached the application."""
+
+    async def middleware(scope, receive, send):
+        if scope['type'] == 'http':
+            emit({'type': 'request', 'via': 'uvicorn', 'method': scope['method'], 'path': scope['path']})
+        await app(scope, receive, send)
+
+    return middleware
+
+
+def bound_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    base = f'https://127.0.0.1:{port}'
-    interface = AgentInterface(
-        url=f'{base}/a2a/jsonrpc' if args.binding == 'JSONRPC' else f'{base}/a2a/rest',
-        protocol_binding=args.binding,
-        protocol_version='1.0',
-    )
+    return sock
+
+
+async def run_server(args) -> None:
+    sock = bound_socket()
+    base = f'https://127.0.0.1:{sock.getsockname()[1]}'
+    grpc_server = None
+    if args.binding == 'GRPC':
+        grpc_server = grpc.aio.server()
+        with open(args.key, 'rb') as k, open(args.cert, 'rb') as c, open(args.ca, 'rb') as ca:
+            creds = grpc.ssl_server_credentials(
+                [(k.read(), c.read())],
+                root_certificates=ca.read(),
+                require_client_auth=True,  # no verified client certificate, no call
+            )
+        grpc_port = grpc_server.add_secure_port('127.0.0.1:0', creds)
+        url = f'127.0.0.1:{grpc_port}'  # host:port, as the SDKs advertise gRPC
+    else:
+        url = f'{base}/a2a/jsonrpc' if args.binding == 'JSONRPC' else f'{base}/a2a/rest'
+    interface = AgentInterface(url=url, protocol_binding=args.binding, protocol_version='1.0')
     card = AgentCard(
         name='python sdk agent',
         description='a2a-sdk peer of the Weave interop suite',
@@ -214,14 +382,17 @@ def run_server(args) -> None:
         skills=[AgentSkill(id='echo', name='echo', description='echoes', tags=['echo'])],
     )
     handler = DefaultRequestHandler(agent_executor=Executor(), task_store=InMemoryTaskStore(), agent_card=card)
+    # The card is always served over HTTPS (uvicorn); on GRPC the A2A methods are on the gRPC port only.
     routes = create_agent_card_routes(card)
     if args.binding == 'JSONRPC':
-        routes += create_jsonrpc_routes(handler, '/a2a/jsonrpc')
+        routes += create_jsonrpc_routes(handler, rpc_url='/a2a/jsonrpc')
+    elif args.binding == 'HTTP+JSON':
+        routes += create_rest_routes(handler, path_prefix='/a2a/rest')
     else:
-        routes += create_rest_routes(handler, '/a2a/rest')
-    app = Starlette(routes=routes)
+        a2a_pb2_grpc.add_A2AServiceServicer_to_server(GrpcHandler(handler, CallerReporter()), grpc_server)
+        await grpc_server.start()
     config = uvicorn.Config(
-        app,
+        report_requests(Starlette(routes=routes)),
         log_level='warning',
         ssl_certfile=args.cert,
         ssl_keyfile=args.key,
@@ -229,17 +400,16 @@ def run_server(args) -> None:
         ssl_cert_reqs=ssl.CERT_REQUIRED,  # no client certificate, no request
     )
     server = uvicorn.Server(config)
-    emit({'type': 'listening', 'url': base})
+    emit({'type': 'listening', 'url': base, 'interface': url})
 
-    async def serve() -> None:
-        async def stop_on_stdin_eof() -> None:
-            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-            server.should_exit = True
+    async def stop_on_stdin_eof() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        server.should_exit = True
 
-        asyncio.get_running_loop().create_task(stop_on_stdin_eof())
-        await server.serve(sockets=[sock])
-
-    asyncio.run(serve())
+    asyncio.get_running_loop().create_task(stop_on_stdin_eof())
+    await server.serve(sockets=[sock])
+    if grpc_server:
+        await grpc_server.stop(0)
 
 
 def main() -> None:
@@ -247,6 +417,7 @@ def main() -> None:
     parser.add_argument('mode', choices=['client', 'server'])
     parser.add_argument('--url')
     parser.add_argument('--expect-id')
+    parser.add_argument('--grpc-expect-id', help='expected ID of the gRPC server only (default: --expect-id)')
     parser.add_argument('--cert', required=True)
     parser.add_argument('--key', required=True)
     parser.add_argument('--ca', required=True)
@@ -256,7 +427,7 @@ def main() -> None:
         if args.mode == 'client':
             asyncio.run(run_client(args))
         else:
-            run_server(args)
+            asyncio.run(run_server(args))
     except Exception as err:  # reported as a line the test can assert on
         emit({'type': 'error', 'error': f'{type(err).__name__}: {err}'})
         sys.exit(1)
