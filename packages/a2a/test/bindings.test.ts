@@ -405,6 +405,54 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     expectFailure(await b.call('GetTask', { id: 'no-such-task' }), 'TASK_NOT_FOUND', -32001, name);
   });
 
+  it('historyLength on SendMessage, GetTask and ListTasks: n gives the last n messages, 0 none, unset all', async () => {
+    const contextId = `ctx-hl-${Math.random().toString(36).slice(2)}`;
+    const ask = (extra: object) =>
+      b.call('SendMessage', {
+        message: {
+          messageId: `hl-${Math.random()}`,
+          role: 'ROLE_USER',
+          parts: [{ data: { op: 'ask' } }],
+          contextId,
+        },
+        ...extra,
+      });
+    const none = ok(await ask({ configuration: { historyLength: 0 } })).task as Task;
+    expect(none.history ?? []).toEqual([]);
+    const first = ok(await ask({})).task as Task;
+    // The question and the agent's prompt.
+    expect(first.history?.length).toBeGreaterThanOrEqual(2);
+    const reply = (id: string, extra: object = {}) =>
+      b.call('SendMessage', {
+        message: {
+          messageId: `hl-r-${Math.random()}`,
+          role: 'ROLE_USER',
+          parts: [{ text: 'Oslo' }],
+          taskId: id,
+        },
+        ...extra,
+      });
+    const one = ok(await reply(first.id, { configuration: { historyLength: 1 } })).task as Task;
+    expect(one.history?.length).toBe(1);
+    const full = ok(await b.call('GetTask', { id: first.id })) as Task;
+    expect(full.history?.length).toBeGreaterThanOrEqual(3);
+    expect(one.history).toEqual(full.history?.slice(-1));
+    for (const n of [1, 2]) {
+      const t = ok(await b.call('GetTask', { id: first.id, historyLength: n })) as Task;
+      expect(t.history).toEqual(full.history?.slice(-n));
+    }
+    const zero = ok(await b.call('GetTask', { id: first.id, historyLength: 0 })) as Task;
+    expect(zero.history ?? []).toEqual([]);
+    const big = ok(await b.call('GetTask', { id: first.id, historyLength: 1000 })) as Task;
+    expect(big.history).toEqual(full.history);
+    const listed = async (extra: object) =>
+      (ok(await b.call('ListTasks', { contextId, ...extra })).tasks as Task[]).find((t) => t.id === first.id);
+    expect((await listed({}))?.history).toEqual(full.history);
+    expect((await listed({ historyLength: 1 }))?.history).toEqual(full.history?.slice(-1));
+    expect((await listed({ historyLength: 0 }))?.history ?? []).toEqual([]);
+    ok(await b.call('CancelTask', { id: none.id }));
+  });
+
   it('ListTasks lists the caller’s own tasks, filtered by context', async () => {
     const t = ok(await b.call('SendMessage', userText('l', { metadata: { skill: 'echo' } }))).task as Task;
     const r = ok(await b.call('ListTasks', { contextId: t.contextId, includeArtifacts: true }));
