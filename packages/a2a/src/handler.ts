@@ -410,7 +410,7 @@ export class A2ARequestHandler {
     const resumed = p.message.taskId !== undefined;
     let stream: TaskEventStream | undefined;
     await this.#startOrResume(ctx, 'SendStreamingMessage', p, (rec) => {
-      stream = this.#openStream(ctx, rec, resumed ? rec.seq : 0, resumed);
+      stream = this.#openStream(ctx, rec, resumed ? rec.seq : 0, resumed, closesStream);
     });
     return stream as TaskEventStream;
   }
@@ -522,7 +522,7 @@ export class A2ARequestHandler {
       stream.end();
       return stream;
     }
-    return this.#openStream(ctx, record, lastEventId, lastEventId === undefined, true);
+    return this.#openStream(ctx, record, lastEventId, lastEventId === undefined, endsSubscription);
   }
 
   /** CreateTaskPushNotificationConfig (the token and credentials are never echoed back). */
@@ -808,14 +808,15 @@ export class A2ARequestHandler {
 
   /**
    * Opens a stream on a live task. With `afterSeq`, replays the kept events
-   * after it first; `sendSnapshot` starts with the current Task.
+   * after it first; `sendSnapshot` starts with the current Task. The stream
+   * ends after the first event `endsAt` accepts.
    */
   #openStream(
     ctx: CallContext,
     record: TaskRecord,
     afterSeq: number | undefined,
     sendSnapshot: boolean,
-    endIfSettled = false,
+    endsAt: (e: StreamResponse) => boolean,
   ): TaskEventStream {
     const id = record.task.id;
     const leave = this.#countSubscriber(id);
@@ -827,7 +828,7 @@ export class A2ARequestHandler {
     });
     const listener = (e: StoredEvent) => {
       stream.push({ event: e.event, seq: e.seq });
-      if (closesStream(e.event)) stream.end();
+      if (endsAt(e.event)) stream.end();
     };
     const sub = this.manager.subscribe(id, listener, afterSeq);
     held.sub = sub;
@@ -839,14 +840,14 @@ export class A2ARequestHandler {
     if (sendSnapshot || sub.backlog === undefined) {
       const t = snapshot(record.task);
       stream.push({ event: { task: t }, seq: record.seq });
-      // A subscription to a settled task (finished, or waiting for input) ends
-      // here, as any stream does at such a state. A resumed task's stream
-      // goes on: the reply that wakes it is delivered right after.
-      if (isTerminal(t.status.state) || (endIfSettled && closesStream({ task: t }))) stream.end();
+      // A finished task's stream ends here. One waiting for input goes on: a
+      // subscriber sees the answer to the input request and what follows, and
+      // a resumed task's stream gets the reply that wakes it right after.
+      if (isTerminal(t.status.state)) stream.end();
     } else {
       for (const e of sub.backlog) {
         stream.push({ event: e.event, seq: e.seq });
-        if (closesStream(e.event)) {
+        if (endsAt(e.event)) {
           stream.end();
           break;
         }
@@ -1152,7 +1153,22 @@ function missingExtension(
   return required.find((uri) => !given.has(uri));
 }
 
-/** Whether a stream ends after this event: a terminal or interrupted state, or a direct message. */
+/**
+ * Whether a SubscribeToTask stream ends after this event: a terminal state
+ * only (§3.1.6). A multi-turn task's subscriber stays through INPUT_REQUIRED
+ * and AUTH_REQUIRED to see the answer and the end.
+ */
+function endsSubscription(e: StreamResponse): boolean {
+  if ('statusUpdate' in e) return isTerminal(e.statusUpdate.status.state);
+  if ('task' in e) return isTerminal(e.task.status.state);
+  return false;
+}
+
+/**
+ * Whether a SendStreamingMessage stream ends after this event: a terminal or
+ * interrupted state (§3.5: the client must answer before the task goes on),
+ * or a direct message.
+ */
 export function closesStream(e: StreamResponse): boolean {
   if ('statusUpdate' in e) {
     const s = e.statusUpdate.status.state;

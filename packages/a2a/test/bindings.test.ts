@@ -525,6 +525,33 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     expect(done.artifacts?.[0]?.parts[0]?.text).toBe('city: Lyon');
   });
 
+  it('SubscribeToTask stays through INPUT_REQUIRED to the answer and the completion; SendStreamingMessage ends at INPUT_REQUIRED', async () => {
+    const st = await b.stream('SendStreamingMessage', userText('go', { metadata: { skill: 'ask' } }));
+    expect(st.failure).toBeUndefined();
+    const last = st.events[st.events.length - 1] as {
+      statusUpdate?: { taskId: string; status: { state: string } };
+    };
+    expect(last.statusUpdate?.status.state).toBe('TASK_STATE_INPUT_REQUIRED');
+    const id = last.statusUpdate?.taskId as string;
+    const sub = b.stream('SubscribeToTask', { id });
+    // Answered once the subscription is in place (its first event is the task, still waiting).
+    const answered = new Promise((r) => setTimeout(r, 500)).then(() =>
+      b.call('SendMessage', userText('Rome', { taskId: id })),
+    );
+    const s = await sub;
+    expect(ok(await answered).task.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(s.failure).toBeUndefined();
+    const first = s.events[0] as { task?: Task };
+    expect(first.task?.status.state).toBe('TASK_STATE_INPUT_REQUIRED');
+    const states = s.events.flatMap((e) => ('statusUpdate' in e ? [e.statusUpdate.status.state] : []));
+    expect(states).toContain('TASK_STATE_WORKING');
+    expect(states[states.length - 1]).toBe('TASK_STATE_COMPLETED');
+    const art = s.events.find((e) => 'artifactUpdate' in e) as {
+      artifactUpdate: { artifact: { parts: { text: string }[] } };
+    };
+    expect(art.artifactUpdate.artifact.parts[0]?.text).toBe('city: Rome');
+  });
+
   it('push configs: create (secrets not echoed), get, list, delete; unknown config is INVALID_PARAMS', async () => {
     const t = ok(
       await b.call('SendMessage', {

@@ -40,6 +40,10 @@ describe('official SDK client → Weave server (mTLS)', () => {
         );
         return undefined;
       });
+      a2a.registerTaskHandler({ id: 'ask', name: 'Ask', description: 'asks', tags: [] }, async (ctx) => {
+        const reply = await ctx.requestInput('which city?');
+        return `city: ${reply.parts[0]?.text ?? ''}`;
+      });
     });
   });
   afterAll(async () => h.close());
@@ -110,6 +114,34 @@ describe('official SDK client → Weave server (mTLS)', () => {
     expect(payload?.value.status?.state).toBe(TaskState.TASK_STATE_CANCELED);
     expect((await sub.next()).done).toBe(true);
     void releaseSlow;
+  });
+
+  it('resubscribes to an INPUT_REQUIRED task, answers it, and sees it COMPLETED on the subscription', async () => {
+    const client = await sdkClient();
+    const res = await client.sendMessage(sdkSendParams(sdkText('go', { metadata: { skill: 'ask' } })));
+    const task = res as Extract<typeof res, { id: string }>;
+    expect(task.status?.state).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
+    const sub = client.resubscribeTask({ tenant: '', id: task.id });
+    const first = await sub.next();
+    const p0 = (first.value as { payload?: { $case: string; value: { status?: { state: number } } } })
+      .payload;
+    expect(p0?.$case).toBe('task');
+    expect(p0?.value.status?.state).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
+    const answered = await client.sendMessage(sdkSendParams(sdkText('Lyon', { taskId: task.id })));
+    expect((answered as { status?: { state: number } }).status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    const seen: Array<{ $case: string; state?: number; text?: unknown }> = [];
+    for await (const ev of sub) {
+      const p = (ev as { payload?: { $case: string; value: Record<string, unknown> } }).payload;
+      if (!p) continue;
+      const status = p.value.status as { state?: number } | undefined;
+      const artifact = p.value.artifact as { parts?: Array<{ content?: { value?: unknown } }> } | undefined;
+      seen.push({ $case: p.$case, state: status?.state, text: artifact?.parts?.[0]?.content?.value });
+    }
+    expect(seen.some((e) => e.text === 'city: Lyon')).toBe(true);
+    expect(seen[seen.length - 1]).toMatchObject({
+      $case: 'statusUpdate',
+      state: TaskState.TASK_STATE_COMPLETED,
+    });
   });
 
   it('maps Weave errors to the SDK error classes', async () => {

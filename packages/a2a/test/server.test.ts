@@ -119,21 +119,27 @@ describe('A2AServer over mTLS', () => {
     ]);
   });
 
-  it('SubscribeToTask on a task waiting for input sends the task and ends', async () => {
+  it('SubscribeToTask on a task waiting for input stays open through the answer to the completion', async () => {
     const t = await client.sendTask(h.url, 'ask', 'start');
     expect(t.status.state).toBe('TASK_STATE_INPUT_REQUIRED');
     const events: StreamEvent[] = [];
-    for await (const e of client.subscribeToTask(h.url, t.id)) events.push(e);
-    expect(events).toHaveLength(1);
+    let answered: Promise<unknown> | undefined;
+    for await (const e of client.subscribeToTask(h.url, t.id)) {
+      events.push(e);
+      // The first event is the task as it waits: answer it now; the stream goes on.
+      answered ??= client.sendMessage(h.url, {
+        messageId: 'm-end',
+        role: 'ROLE_USER',
+        parts: [{ text: 'Linus' }],
+        taskId: t.id,
+        contextId: t.contextId,
+      });
+    }
     expect(events[0] && 'task' in events[0] && events[0].task.status.state).toBe('TASK_STATE_INPUT_REQUIRED');
-    const done = await client.sendMessage(h.url, {
-      messageId: 'm-end',
-      role: 'ROLE_USER',
-      parts: [{ text: 'Linus' }],
-      taskId: t.id,
-      contextId: t.contextId,
-    });
-    expect('task' in done && done.task.status.state).toBe('TASK_STATE_COMPLETED');
+    const last = events[events.length - 1];
+    expect(last && 'statusUpdate' in last && last.statusUpdate.status.state).toBe('TASK_STATE_COMPLETED');
+    const done = (await answered) as { task?: { status: { state: string } } };
+    expect(done.task?.status.state).toBe('TASK_STATE_COMPLETED');
   });
 
   it('a failing handler fails the task without leaking the error text', async () => {
