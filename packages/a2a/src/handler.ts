@@ -568,16 +568,17 @@ export class A2ARequestHandler {
     return { configs: list.map(redact), nextPageToken: '' };
   }
 
-  /** DeleteTaskPushNotificationConfig. */
+  /** DeleteTaskPushNotificationConfig: succeeds for an absent config too; an unknown task is TASK_NOT_FOUND. */
   async deleteTaskPushNotificationConfig(ctx: CallContext, params: unknown): Promise<void> {
     this.#enter(ctx);
     this.#pushOn();
     const p = parseRequest(v1.TaskPushConfigRefSchema, params);
     const record = await this.#ownedTask(ctx, p.taskId);
     await this.#authorize(ctx, 'DeleteTaskPushNotificationConfig', record.skill, p.taskId);
-    if (!(await (this.#pushStore as PushConfigStore).deletePushConfig(p.taskId, p.id))) {
-      throw A2AErrors.invalidParams(`no push config ${JSON.stringify(p.id)} on task ${p.taskId}`);
-    }
+    // Idempotent, as a delete is: a config that is not there (any more) is
+    // deleted all the same, so a retried delete succeeds. The task itself
+    // must still be the caller's (above).
+    await (this.#pushStore as PushConfigStore).deletePushConfig(p.taskId, p.id);
   }
 
   /** GetExtendedAgentCard (policy action {@link EXTENDED_CARD_ACTION}). */

@@ -552,7 +552,7 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     expect(art.artifactUpdate.artifact.parts[0]?.text).toBe('city: Rome');
   });
 
-  it('push configs: create (secrets not echoed), get, list, delete; unknown config is INVALID_PARAMS', async () => {
+  it('push configs: create (secrets not echoed), get, list, delete (idempotent); an unknown config is INVALID_PARAMS on get', async () => {
     const t = ok(
       await b.call('SendMessage', {
         ...userText('p', { metadata: { skill: 'slow' } }),
@@ -575,6 +575,16 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     const list = ok(await b.call('ListTaskPushNotificationConfigs', { taskId: t.id }));
     expect(list.configs.map((c: TaskPushNotificationConfig) => c.id)).toEqual(['hook-1']);
     ok(await b.call('DeleteTaskPushNotificationConfig', { taskId: t.id, id: 'hook-1' }));
+    // Idempotent: deleting it again, or a config that never was, succeeds.
+    ok(await b.call('DeleteTaskPushNotificationConfig', { taskId: t.id, id: 'hook-1' }));
+    ok(await b.call('DeleteTaskPushNotificationConfig', { taskId: t.id, id: 'never-was' }));
+    // Not on a task that is not the caller's.
+    expectFailure(
+      await b.call('DeleteTaskPushNotificationConfig', { taskId: 'no-such-task', id: 'hook-1' }),
+      'TASK_NOT_FOUND',
+      -32001,
+      name,
+    );
     expectFailure(
       await b.call('GetTaskPushNotificationConfig', { taskId: t.id, id: 'hook-1' }),
       'INVALID_PARAMS',
