@@ -95,6 +95,30 @@ export interface TaskContext {
 /** Runs one task of a skill. The return value becomes the final artifact or message. */
 export type TaskHandler = (ctx: TaskContext) => Promise<TaskResult> | TaskResult;
 
+/** What a {@link MessageHandler} sees: the message, and who sent it. No task exists. */
+export interface MessageContext {
+  /** The message to answer. */
+  readonly message: Message;
+  /** The skill invoked. */
+  readonly skill: string;
+  /** The conversation: the message's own `contextId`, else a new one (also on the reply). */
+  readonly contextId: string;
+  /** The authenticated caller (from the transport). */
+  readonly caller: SpiffeId;
+  /** Headers (HTTP) or metadata (gRPC) of the request. */
+  readonly headers: CallHeaders;
+  /** Aborted when the caller goes away. */
+  readonly signal: AbortSignal;
+}
+
+/**
+ * Answers a message with a message, without a task (A2A lets an agent reply
+ * so to a quick, stateless request): SendMessage returns `{message}`, a
+ * stream carries that one message. A string becomes an agent text message.
+ * A thrown {@link A2AError} is the call's error; anything else is -32603.
+ */
+export type MessageHandler = (ctx: MessageContext) => Promise<Message | string> | Message | string;
+
 /** What a {@link SkillRouter} knows of the message it routes. */
 export interface RouteInfo {
   /** The authenticated caller (not yet authorized: the policy check runs on the skill chosen). */
@@ -258,6 +282,8 @@ export class A2ARequestHandler {
 
   readonly #opts: RequestHandlerOptions;
   readonly #handlers = new Map<string, TaskHandler>();
+  /** Skills answered by a message, without a task (also in #handlers, as a handler never run). */
+  readonly #direct = new Map<string, MessageHandler>();
   readonly #rerunnable = new Set<string>();
   readonly #skills = new Map<string, AgentSkill>();
   readonly #maxTasks: number;
@@ -336,9 +362,20 @@ export class A2ARequestHandler {
         : v1.AgentSkillSchema.parse(skill);
     this.#skills.set(def.id, def);
     this.#handlers.set(def.id, handler);
+    this.#direct.delete(def.id);
     if (options.rerunnable === true) this.#rerunnable.add(def.id);
     else this.#rerunnable.delete(def.id);
     this.#onSkillsChanged?.();
+  }
+
+  /**
+   * Answers messages for `skill` with a message and no task (see
+   * {@link MessageHandler}). The policy is checked on `skill` first, as for a task.
+   */
+  registerMessageHandler(skill: AgentSkill | string, handler: MessageHandler): void {
+    this.registerTaskHandler(skill, NO_TASK);
+    const id = typeof skill === 'string' ? skill : skill.id;
+    this.#direct.set(id, handler);
   }
 
   /** The skills served (declared and with a handler), in declaration order. */
@@ -387,6 +424,7 @@ export class A2ARequestHandler {
   async sendMessage(ctx: CallContext, params: unknown): Promise<v1.SendMessageResult> {
     const p = this.#checkSend(ctx, params);
     const record = await this.#startOrResume(ctx, 'SendMessage', p);
+    if ('message' in record) return record;
     if (p.configuration?.returnImmediately !== true) {
       try {
         await this.manager.waitForCompletion(record.task.id, { timeoutMs: this.#blockingTimeout });
@@ -409,9 +447,16 @@ export class A2ARequestHandler {
     const p = this.#checkSend(ctx, params);
     const resumed = p.message.taskId !== undefined;
     let stream: TaskEventStream | undefined;
-    await this.#startOrResume(ctx, 'SendStreamingMessage', p, (rec) => {
+    const started = await this.#startOrResume(ctx, 'SendStreamingMessage', p, (rec) => {
       stream = this.#openStream(ctx, rec, resumed ? rec.seq : 0, resumed, closesStream);
     });
+    if ('message' in started) {
+      // No task: the stream is the one reply (no sequence to resume from).
+      const one = new TaskEventStream();
+      one.push({ event: started, seq: 0 });
+      one.end();
+      return one;
+    }
     return stream as TaskEventStream;
   }
 
@@ -625,14 +670,15 @@ export class A2ARequestHandler {
   /**
    * Creates a task (or delivers a reply to one waiting for input) after the
    * policy check. `beforeRun` is called once the task exists and before any
-   * handler code runs.
+   * handler code runs. A skill answered by a message runs its
+   * {@link MessageHandler} instead, and the reply comes back with no task.
    */
   async #startOrResume(
     ctx: CallContext,
     method: string,
     p: v1.SendMessageParams,
     beforeRun?: (record: TaskRecord) => void,
-  ): Promise<TaskRecord> {
+  ): Promise<TaskRecord | { message: Message }> {
     const taskId = p.message.taskId;
     if (taskId === undefined && this.#draining) {
       throw A2AErrors.unavailable('the agent is shutting down; try another instance');
@@ -660,6 +706,8 @@ export class A2ARequestHandler {
     const skill = await this.#resolveSkill(ctx, named, p);
     const handler = this.#handlers.get(skill) as TaskHandler;
     await this.#authorize(ctx, method, skill);
+    const direct = this.#direct.get(skill);
+    if (direct) return { message: await this.#answer(ctx, skill, p.message, direct) };
     // The caller's own share first; the server-wide limit is the backstop.
     const release = this.#callerLimits.startTask(ctx.caller);
     let record: TaskRecord;
@@ -700,6 +748,35 @@ export class A2ARequestHandler {
       void this.#run(record, handler, p.message, ctx.caller, ctx.headers).finally(release);
     }
     return record;
+  }
+
+  /** Runs a {@link MessageHandler} (authorized already) within the caller's share of running work. */
+  async #answer(
+    ctx: CallContext,
+    skill: string,
+    message: Message,
+    handler: MessageHandler,
+  ): Promise<Message> {
+    const release = this.#callerLimits.startTask(ctx.caller);
+    const contextId = message.contextId ?? randomUUID();
+    try {
+      const r = await handler({
+        message,
+        skill,
+        contextId,
+        caller: ctx.caller,
+        headers: ctx.headers,
+        signal: ctx.signal ?? new AbortController().signal,
+      });
+      const reply = toAgentMessage(r) as Message;
+      return { ...reply, contextId, role: 'ROLE_AGENT' };
+    } catch (err) {
+      if (err instanceof A2AError) throw err;
+      this.#log.warn({ err, skill }, 'a2a: message handler failed');
+      throw A2AErrors.internal();
+    } finally {
+      release();
+    }
   }
 
   /**
@@ -1181,6 +1258,11 @@ export function closesStream(e: StreamResponse): boolean {
   }
   return 'message' in e;
 }
+
+/** Stands in #handlers for a skill answered by a message: never run. */
+const NO_TASK: TaskHandler = () => {
+  throw A2AErrors.internal();
+};
 
 function agentMessage(text: string): Message {
   return { messageId: randomUUID(), role: 'ROLE_AGENT', parts: [{ text }] };

@@ -80,6 +80,8 @@ export {
   type CallContext,
   type CallHeaders,
   type HandlerLogger,
+  type MessageContext,
+  type MessageHandler,
   type RequestHandlerOptions,
   type RouteInfo,
   type SkillRouter,

@@ -9,6 +9,7 @@ import {
   type A2APushOptions,
   type A2AServerLimits,
   type BindingName,
+  type MessageHandler,
   type SkillRouting,
   type TaskHandler,
   type TaskHandlerOptions,
@@ -188,6 +189,12 @@ export class A2AServer {
    */
   registerTaskHandler(skill: AgentSkill | string, handler: TaskHandler, options?: TaskHandlerOptions): this {
     this.handler.registerTaskHandler(skill, handler, options);
+    return this;
+  }
+
+  /** Answers messages for `skill` with a message and no task (see {@link MessageHandler}). */
+  registerMessageHandler(skill: AgentSkill | string, handler: MessageHandler): this {
+    this.handler.registerMessageHandler(skill, handler);
     return this;
   }
 

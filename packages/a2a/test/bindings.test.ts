@@ -148,6 +148,10 @@ beforeAll(async () => {
     );
     return undefined;
   });
+  a2a.registerMessageHandler({ id: 'hello', name: 'hello', description: 'no task', tags: [] }, (ctx) => {
+    ran.push(`hello:${ctx.caller.toString()}`);
+    return `hello, ${ctx.message.parts[0]?.text ?? ''}`;
+  });
   a2a.registerTaskHandler({ id: 'vault', name: 'vault', description: 'denied', tags: [] }, (ctx) => {
     ran.push(`vault:${ctx.caller.toString()}`);
     return 'opened';
@@ -394,6 +398,22 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
       expect(w.ran.length).toBe(before);
     },
   );
+
+  it('a message handler answers with a bare Message: no task is created, on SendMessage or a stream', async () => {
+    const contextId = `ctx-msg-${Math.random().toString(36).slice(2)}`;
+    const r = ok(await b.call('SendMessage', userText('Ada', { contextId, metadata: { skill: 'hello' } })));
+    expect(r.task).toBeUndefined();
+    expect(r.message).toMatchObject({ role: 'ROLE_AGENT', contextId, parts: [{ text: 'hello, Ada' }] });
+    const s = await b.stream(
+      'SendStreamingMessage',
+      userText('Bo', { contextId, metadata: { skill: 'hello' } }),
+    );
+    expect(s.failure).toBeUndefined();
+    expect(s.events).toHaveLength(1);
+    expect(s.events[0]).toMatchObject({ message: { role: 'ROLE_AGENT', parts: [{ text: 'hello, Bo' }] } });
+    const listed = ok(await b.call('ListTasks', { contextId }));
+    expect(listed.tasks).toEqual([]);
+  });
 
   it('GetTask honours historyLength; an unknown task is TASK_NOT_FOUND', async () => {
     const t = ok(await b.call('SendMessage', userText('h', { metadata: { skill: 'echo' } }))).task as Task;
