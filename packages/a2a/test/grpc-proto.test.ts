@@ -10,6 +10,7 @@ import {
   wireCodec,
 } from '../src/grpc/index.js';
 import type { A2AError } from '../src/index.js';
+import { restErrorToA2AError } from '../src/transports/rest.js';
 import { TaskSchema, type Task } from '../src/index.js';
 import { A2AErrors } from '../src/errors.js';
 
@@ -192,5 +193,18 @@ describe('A2A gRPC contract (spec a2a.proto)', () => {
     const garbage = new Metadata();
     garbage.set('grpc-status-details-bin', Buffer.from([0xff, 0xff, 0xff]));
     expect(grpcStatusToA2AError({ code: 13, details: 'boom', metadata: garbage }).jsonRpcCode).toBe(-32603);
+  });
+
+  it('reads a bare PERMISSION_DENIED (no ErrorInfo, as other SDKs’ servers send it) as a refusal, as HTTP+JSON reads a bare 403', () => {
+    // grpcio's context.abort(PERMISSION_DENIED, …) sends no details; callAgent tells a denial by this reason.
+    const e = grpcStatusToA2AError({ code: 7, details: 'not you', metadata: new Metadata() });
+    const rest = restErrorToA2AError({ error: { code: 403, message: 'not you' } }, 403)!;
+    expect([e.code, e.jsonRpcCode, e.message]).toEqual(['PERMISSION_DENIED', -32600, 'not you']);
+    expect([e.code, e.jsonRpcCode]).toEqual([rest.code, rest.jsonRpcCode]);
+    // An ErrorInfo reason still wins over the status code.
+    const withInfo = a2aErrorToGrpcStatus(A2AErrors.invalidRequest('bad'));
+    expect(
+      grpcStatusToA2AError({ code: 7, details: 'bad', metadata: withInfo.metadata as Metadata }).code,
+    ).toBe('INVALID_REQUEST');
   });
 });

@@ -3,7 +3,7 @@
  * message, and a `google.rpc.Status` in the `grpc-status-details-bin` trailer
  * whose details carry the A2A `google.rpc.ErrorInfo`.
  */
-import { Metadata, type ServiceError, type StatusObject } from '@grpc/grpc-js';
+import { Metadata, status as GrpcStatus, type ServiceError, type StatusObject } from '@grpc/grpc-js';
 import {
   A2A_ERROR_DOMAIN,
   A2AError,
@@ -104,7 +104,9 @@ export function grpcStatusToA2AError(err: Pick<ServiceError, 'code' | 'details' 
   const rpc =
     (reason !== undefined ? jsonRpcCodeOfReason(reason) : undefined) ?? jsonRpcCodeOfGrpcStatus(err.code);
   return new A2AError(rpc, err.details || `gRPC status ${err.code}`, {
-    reason,
+    // Without an ErrorInfo (other SDKs' servers send a bare status), a refusal still reads as one,
+    // as a bare 403 does on HTTP+JSON: callers tell a denial by this reason.
+    reason: reason ?? (err.code === GrpcStatus.PERMISSION_DENIED ? 'PERMISSION_DENIED' : undefined),
     data: infos.length > 0 ? infos : undefined,
   });
 }
