@@ -29,7 +29,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { A2AClient, A2AClientError, buildMessage, grpcTransportFactory, type StreamEvent } from '@weave/a2a';
+import {
+  A2AClient,
+  A2AClientError,
+  A2AError,
+  buildMessage,
+  grpcTransportFactory,
+  type StreamEvent,
+} from '@weave/a2a';
 import { SecureAgent, type CapabilityContext } from '@weave/agent';
 import { WorkloadApiIdentityProvider } from '@weave/identity';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
@@ -55,6 +62,7 @@ const ID = {
   weaveClient: `spiffe://${TD}/weave/client`,
   pyClient: `spiffe://${TD}/python/client`,
   pyServer: `spiffe://${TD}/python/server`,
+  weaveStranger: `spiffe://${TD}/weave/stranger`,
 } as const;
 
 const POLICY = `
@@ -90,7 +98,7 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
     dev = await DevWorkloadApiServer.start({
       stateDir: dir,
       trustDomain: TD,
-      workloads: { agent: ID.agent, weaveClient: ID.weaveClient },
+      workloads: { agent: ID.agent, weaveClient: ID.weaveClient, weaveStranger: ID.weaveStranger },
     });
     const caFile = join(dir, 'ca.pem');
     await writeFile(caFile, dev.ca.certificate.toString('pem'));
@@ -247,6 +255,9 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
           f.ca,
           '--binding',
           binding,
+          // gRPC only: the grpcio server's caller-ID check (uvicorn's app cannot see the client certificate).
+          '--allow-id',
+          ID.weaveClient,
         ]);
         const listening = await server.waitFor((l) => l.type === 'listening', 'the python server');
         url = listening.url as string;
@@ -387,6 +398,36 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
           expect(after - before, hostPort).toBe(h2 ? 0 : 1);
         }
       });
+
+      if (binding === 'GRPC')
+        it('the Python gRPC server refuses a caller ID it does not allow; its executor does not run', async () => {
+          const executed = server.lines().filter((l) => l.type === 'execute').length;
+          const strangerProvider = await WorkloadApiIdentityProvider.create({
+            address: dev.address('weaveStranger'),
+          });
+          const strangerChannel = new SecureChannel(strangerProvider, ID.pyServer);
+          const stranger = new A2AClient({ dispatcher: strangerChannel, preferredBindings: [binding] });
+          try {
+            const err = await stranger.sendTask(url, 'echo', 'let me in').then(
+              () => undefined,
+              (e: unknown) => e,
+            );
+            // grpcio sends a bare PERMISSION_DENIED status; Weave reads it as a refusal, as on HTTP+JSON.
+            expect(err).toBeInstanceOf(A2AError);
+            expect([(err as A2AError).code, (err as A2AError).message]).toEqual([
+              'PERMISSION_DENIED',
+              `${ID.weaveStranger} may not call this agent`,
+            ]);
+          } finally {
+            await stranger.close();
+            await strangerChannel.close();
+            await strangerProvider.close();
+          }
+          expect(server.lines().filter((l) => l.type === 'refused')).toEqual([
+            { type: 'refused', via: 'grpcio', caller: ID.weaveStranger },
+          ]);
+          expect(server.lines().filter((l) => l.type === 'execute').length).toBe(executed);
+        });
 
       it('refuses the Python server when its SPIFFE ID is not the expected one', async () => {
         const wrong = new SecureChannel(provider, `spiffe://${TD}/python/impostor`, {

@@ -308,6 +308,7 @@ class Executor(AgentExecutor):
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         text = context.get_user_input()
+        emit({'type': 'execute', 'text': text})
         task = context.current_task
         if task is None:
             task = Task(id=context.task_id, context_id=context.context_id)
@@ -326,14 +327,59 @@ class Executor(AgentExecutor):
         await TaskUpdater(event_queue, context.task_id, context.context_id).cancel()
 
 
+def grpc_caller(context: grpc.aio.ServicerContext) -> str | None:
+    """The SPIFFE ID grpcio read from the call's verified client certificate (its one URI SAN)."""
+    ids = [v.decode() for v in context.auth_context().get('peer_spiffe_id', [])]
+    return ids[0] if len(ids) == 1 else None
+
+
 class CallerReporter(DefaultGrpcServerCallContextBuilder):
-    """Prints the SPIFFE ID grpcio saw on each gRPC call's verified client certificate."""
+    """Prints the caller's SPIFFE ID for each gRPC call that reached the A2A handler."""
 
     def build(self, context: grpc.aio.ServicerContext):
-        auth = context.auth_context()
-        ids = [v.decode() for v in auth.get('peer_spiffe_id', [])]
-        emit({'type': 'request', 'via': 'grpcio', 'caller': ids[0] if len(ids) == 1 else None})
+        emit({'type': 'request', 'via': 'grpcio', 'caller': grpc_caller(context)})
         return super().build(context)
+
+
+class AllowCallers(grpc.aio.ServerInterceptor):
+    """Refuses (PERMISSION_DENIED) every gRPC call whose caller SPIFFE ID is not listed.
+
+    grpcio has verified the chain (require_client_auth); this is the ID check
+    on top, before the A2A handler is entered.
+    """
+
+    def __init__(self, allowed: list[str]):
+        self.allowed = set(allowed)
+
+    async def _check(self, context: grpc.aio.ServicerContext) -> None:
+        caller = grpc_caller(context)
+        if caller not in self.allowed:
+            emit({'type': 'refused', 'via': 'grpcio', 'caller': caller})
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f'{caller} may not call this agent')
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        check = self._check
+        if handler is None:
+            return None
+        if handler.unary_unary:
+            async def unary(request, context):
+                await check(context)
+                return await handler.unary_unary(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.unary_stream:
+            async def stream(request, context):
+                await check(context)
+                async for item in handler.unary_stream(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return None  # A2AService has no client-streaming methods
 
 
 def report_requests(app):
@@ -359,7 +405,7 @@ async def run_server(args) -> None:
     base = f'https://127.0.0.1:{sock.getsockname()[1]}'
     grpc_server = None
     if args.binding == 'GRPC':
-        grpc_server = grpc.aio.server()
+        grpc_server = grpc.aio.server(interceptors=[AllowCallers(args.allow_id)])
         with open(args.key, 'rb') as k, open(args.cert, 'rb') as c, open(args.ca, 'rb') as ca:
             creds = grpc.ssl_server_credentials(
                 [(k.read(), c.read())],
@@ -418,11 +464,14 @@ def main() -> None:
     parser.add_argument('--url')
     parser.add_argument('--expect-id')
     parser.add_argument('--grpc-expect-id', help='expected ID of the gRPC server only (default: --expect-id)')
+    parser.add_argument('--allow-id', action='append', help='server, GRPC: a caller SPIFFE ID allowed (repeatable)')
     parser.add_argument('--cert', required=True)
     parser.add_argument('--key', required=True)
     parser.add_argument('--ca', required=True)
     parser.add_argument('--binding', default='JSONRPC', choices=['JSONRPC', 'HTTP+JSON', 'GRPC'])
     args = parser.parse_args()
+    if args.mode == 'server' and args.binding == 'GRPC' and not args.allow_id:
+        parser.error('a GRPC server needs --allow-id: no caller is allowed by default')
     try:
         if args.mode == 'client':
             asyncio.run(run_client(args))
