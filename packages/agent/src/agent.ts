@@ -70,6 +70,7 @@ import {
   type CallScope,
 } from './scope.js';
 import { extractTraceContext, traceIdOf } from './tracing.js';
+import { CapabilityReply, toArtifact } from './reply.js';
 
 /** URI of the agent-card extension that carries each skill's JSON Schemas. */
 export const SKILL_SCHEMAS_EXTENSION = 'https://weave.dev/extensions/skill-schemas/v1';
@@ -710,6 +711,12 @@ export class SecureAgent extends AgentCore {
         if (ctx.expired()) throw new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');
         outcome = 'success';
         final = 'TASK_STATE_COMPLETED';
+        if (value instanceof CapabilityReply) {
+          for (const a of value.artifacts) tctx.publishArtifact(toArtifact(a));
+          return undefined;
+        }
+        // Streamed with ctx.publishArtifact and nothing returned: the chunks are the result.
+        if (value === undefined && ctx.publishedArtifacts) return undefined;
         return {
           name: 'result',
           parts: [{ data: value === undefined ? null : value, mediaType: 'application/json' }],
@@ -1016,6 +1023,21 @@ class HandlerContext implements CapabilityContext {
   get progress(): CapabilityContext['progress'] {
     return (this.#progress ??= (text: string) => {
       if (!this.#scoped?.signal.aborted) this.tctx.publishMessage(String(text));
+    });
+  }
+
+  /** Whether the handler streamed an artifact chunk. */
+  publishedArtifacts = false;
+  #publishArtifact: CapabilityContext['publishArtifact'] | undefined;
+
+  get publishArtifact(): CapabilityContext['publishArtifact'] {
+    return (this.#publishArtifact ??= (chunk, options) => {
+      const a = toArtifact(chunk);
+      if (!this.#scoped?.signal.aborted) {
+        this.tctx.publishArtifact(a, options);
+        this.publishedArtifacts = true;
+      }
+      return a.artifactId;
     });
   }
 

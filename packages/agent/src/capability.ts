@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { SpiffeId } from '@weave/identity';
 import { AgentError } from './errors.js';
 import type { CallAgentOptions, CallResult } from './outbound.js';
+import { CapabilityReply, type ReplyArtifact } from './reply.js';
 
 /** What a capability handler sees besides its validated input. */
 export interface CapabilityContext {
@@ -15,6 +16,13 @@ export interface CapabilityContext {
   readonly correlationId: string;
   /** Publishes an intermediate progress message (streamed to the caller as a status update). */
   progress(text: string): void;
+  /**
+   * Streams an artifact chunk to the caller (an A2A artifact update): with
+   * `append`, its parts extend the artifact of the same `artifactId`;
+   * `lastChunk` marks the artifact's end. Returns the artifact id, to append
+   * to. A capability that streams its result this way returns nothing.
+   */
+  publishArtifact(chunk: ReplyArtifact, options?: { append?: boolean; lastChunk?: boolean }): string;
   /**
    * Calls another agent on behalf of this call: like `agent.callAgent`, and
    * the nested call continues this call's trace, never gets more time than
@@ -33,7 +41,10 @@ export interface CapabilityContext {
 export interface CapabilityOptions<I extends z.ZodType = z.ZodType> {
   /** zod schema of the input; published as JSON Schema in the agent card. */
   readonly input: I;
-  /** zod schema of the output (optional); validated before the result leaves the agent. */
+  /**
+   * zod schema of the output (optional); validated before the result leaves
+   * the agent. Not applied to a `reply.*` result.
+   */
   readonly output?: z.ZodType;
   readonly description?: string;
   readonly tags?: readonly string[];
@@ -149,7 +160,8 @@ export class CapabilityRegistry {
         },
       );
     }
-    if (def.options.output) {
+    // A reply built with `reply.*` is A2A content, not the value the output schema describes.
+    if (def.options.output && !(out instanceof CapabilityReply)) {
       const checked = def.options.output.safeParse(out);
       if (!checked.success) {
         throw new AgentError(

@@ -69,6 +69,8 @@ export class BaseAgent extends AgentCore {
       signal: options.signal ?? new AbortController().signal,
       correlationId: randomUUID(),
       progress: () => undefined,
+      // No caller to stream to: the chunk's id is all there is to give back.
+      publishArtifact: (chunk) => chunk.artifactId ?? randomUUID(),
       callAgent: async (target, capability, input, callOptions = {}) => {
         if (!stub) {
           throw new AgentError(

@@ -31,6 +31,14 @@ export {
   type CapabilityDefinition,
 } from './capability.js';
 export { AgentCore, BaseAgent, type CallAgentStub } from './core.js';
+export {
+  reply,
+  CapabilityReply,
+  type FileContent,
+  type FileResult,
+  type ReplyArtifact,
+  type ReplyPart,
+} from './reply.js';
 export { AgentMetrics } from './metrics.js';
 export {
   SecureAgent,

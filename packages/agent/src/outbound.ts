@@ -39,6 +39,7 @@ import {
   type CallScope,
 } from './scope.js';
 import { injectTraceHeaders, outgoingTraceContext, traceIdOf } from './tracing.js';
+import { payloadOfParts } from './reply.js';
 
 /** Metadata key under which a Weave callee reports its error code on a failed task. */
 export const ERROR_METADATA_KEY = 'weave.dev/error';
@@ -708,16 +709,6 @@ function textOf(parts: readonly Part[] | undefined): string | undefined {
   return texts.length > 0 ? texts.join('') : undefined;
 }
 
-/** The payload of a result: the last data part, else the text. */
-function payloadOf(parts: readonly Part[]): { found: boolean; value: unknown } {
-  for (let i = parts.length - 1; i >= 0; i--) {
-    const p = parts[i]!;
-    if (p.data !== undefined) return { found: true, value: p.data };
-  }
-  const text = textOf(parts);
-  return text === undefined ? { found: false, value: undefined } : { found: true, value: text };
-}
-
 /** Validates a result against `callAgent`'s `output` schema (also used by BaseAgent's stand-in). */
 export function checkOutput(
   value: unknown,
@@ -740,7 +731,7 @@ function resultOfMessage(
   output: z.ZodType | undefined,
   details: CallErrorDetails | (() => CallErrorDetails),
 ): unknown {
-  return checkOutput(payloadOf(m.parts).value, output, details);
+  return checkOutput(payloadOfParts(m.parts).value, output, details);
 }
 
 function resultOfTask(task: Task, output: z.ZodType | undefined, details: CallErrorDetails): unknown {
@@ -748,10 +739,16 @@ function resultOfTask(task: Task, output: z.ZodType | undefined, details: CallEr
   // Built only for an error: an object spread per successful call showed up in profiles.
   const d = (): CallErrorDetails => ({ ...details, taskId: task.id, taskState: state });
   if (state === 'TASK_STATE_COMPLETED') {
+    // One artifact: its payload (a value, text or file); several (`reply.artifacts`): each one's, in order.
     const arts = task.artifacts ?? [];
-    for (let i = arts.length - 1; i >= 0; i--) {
-      const p = payloadOf(arts[i]!.parts);
+    if (arts.length === 1) {
+      const p = payloadOfParts(arts[0]!.parts);
       if (p.found) return checkOutput(p.value, output, d);
+    } else if (arts.length > 1) {
+      const found = arts.map((a) => payloadOfParts(a.parts)).filter((p) => p.found);
+      if (found.length > 0) {
+        return checkOutput(found.length === 1 ? found[0]!.value : found.map((p) => p.value), output, d);
+      }
     }
     if (task.status.message) return resultOfMessage(task.status.message, output, d);
     return checkOutput(undefined, output, d);
