@@ -132,6 +132,34 @@ describe('JSON-RPC envelope', () => {
     expect(batch.body).toMatchObject({ id: null, error: { code: -32600 } });
   });
 
+  it('a notification (no id) runs nothing and gets no JSON-RPC response (HTTP 204, empty body)', async () => {
+    const before = calls;
+    const contextId = `ctx-notify-${Math.random()}`;
+    for (const [method, params] of [
+      ['SendMessage', userMsg('quiet', { contextId, metadata: { skill: 'echo' } })],
+      ['SendStreamingMessage', userMsg('quiet', { contextId, metadata: { skill: 'echo' } })],
+      ['GetTask', { id: 'nope' }],
+      ['NoSuchMethod', {}],
+    ] as const) {
+      const res = await request(`${h.url}/`, {
+        method: 'POST',
+        dispatcher: h.agent,
+        headers: { 'content-type': 'application/json', 'a2a-version': '1.0', ...EXT },
+        body: JSON.stringify({ jsonrpc: '2.0', method, params }),
+      });
+      expect(res.statusCode, method).toBe(204);
+      expect(await res.body.text(), method).toBe('');
+    }
+    expect(calls).toBe(before);
+    const listed = await rpc('ListTasks', { contextId }, 1, EXT);
+    expect((listed.body.result as { tasks: unknown[] }).tasks).toEqual([]);
+    // An explicit null id is a request (discouraged, but valid): it runs and is answered.
+    const withNull = await rpc('SendMessage', userMsg('loud', { metadata: { skill: 'echo' } }), null, EXT);
+    expect(withNull.body.id).toBeNull();
+    expect((withNull.body.result as { task?: unknown }).task).toBeDefined();
+    expect(calls).toBe(before + 1);
+  });
+
   it('-32601 for an unknown method, echoing the id', async () => {
     const r = await rpc('NoSuchMethod', {}, 'id-7', EXT);
     expect(r.body).toMatchObject({ id: 'id-7', error: { code: -32601 } });

@@ -89,6 +89,15 @@ async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: 
       'v1',
     );
   }
+  if (!('id' in env)) {
+    // A notification. JSON-RPC 2.0 forbids any Response to one, and A2A
+    // (§9.3) defines every method as a request with an id: each has a
+    // result, and one run unanswered (a task nobody is told of) helps no
+    // one. So nothing runs and no JSON-RPC Response is sent: HTTP 204.
+    request.log.warn({ method: env.method }, 'a2a: JSON-RPC notification (no id) ignored');
+    reply.code(204).send();
+    return;
+  }
   const method = env.method;
   let version: Version;
   try {
