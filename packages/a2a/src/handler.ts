@@ -48,7 +48,12 @@ export interface CallContext {
   readonly headers: CallHeaders;
   /** The binding that carried the call (logged with decisions). */
   readonly binding: BindingName;
-  /** `tenant` of the request (path prefix or field), when the caller gave one. */
+  /**
+   * `tenant` of the request as the binding carried it outside the params
+   * (HTTP+JSON path prefix, gRPC request field), when given. The handler
+   * reconciles it with the params' `tenant` (they must agree) and scopes
+   * tasks by it.
+   */
   readonly tenant?: string;
   /** Aborted when the caller goes away. */
   readonly signal?: AbortSignal;
@@ -72,6 +77,8 @@ export interface TaskContext {
   readonly skill: string;
   /** The authenticated caller (from the transport). */
   readonly caller: SpiffeId;
+  /** The tenant the task was created in, when the request named one. */
+  readonly tenant?: string;
   /**
    * Headers (HTTP) or metadata (gRPC) of the request that started the task
    * (for example `traceparent`): a layer above A2A reads its own context from them.
@@ -105,6 +112,8 @@ export interface MessageContext {
   readonly contextId: string;
   /** The authenticated caller (from the transport). */
   readonly caller: SpiffeId;
+  /** The request's tenant, when it named one. */
+  readonly tenant?: string;
   /** Headers (HTTP) or metadata (gRPC) of the request. */
   readonly headers: CallHeaders;
   /** Aborted when the caller goes away. */
@@ -125,6 +134,8 @@ export interface RouteInfo {
   readonly caller: SpiffeId;
   /** Request headers or gRPC metadata (lower-case names). */
   readonly headers: CallHeaders;
+  /** The request's tenant, when it named one. */
+  readonly tenant?: string;
   /** The request's own `metadata` (SendMessageRequest.metadata), if any. */
   readonly metadata?: v1.Struct;
   /** The ids of the skills served, in declaration order. */
@@ -422,8 +433,8 @@ export class A2ARequestHandler {
 
   /** SendMessage: starts or resumes a task and waits (unless `returnImmediately`) until it settles. */
   async sendMessage(ctx: CallContext, params: unknown): Promise<v1.SendMessageResult> {
-    const p = this.#checkSend(ctx, params);
-    const record = await this.#startOrResume(ctx, 'SendMessage', p);
+    const [c, p] = this.#checkSend(ctx, params);
+    const record = await this.#startOrResume(c, 'SendMessage', p);
     if ('message' in record) return record;
     if (p.configuration?.returnImmediately !== true) {
       try {
@@ -444,11 +455,11 @@ export class A2ARequestHandler {
    * Errors before the first event reject the promise.
    */
   async sendStreamingMessage(ctx: CallContext, params: unknown): Promise<TaskEventStream> {
-    const p = this.#checkSend(ctx, params);
+    const [c, p] = this.#checkSend(ctx, params);
     const resumed = p.message.taskId !== undefined;
     let stream: TaskEventStream | undefined;
-    const started = await this.#startOrResume(ctx, 'SendStreamingMessage', p, (rec) => {
-      stream = this.#openStream(ctx, rec, resumed ? rec.seq : 0, resumed, closesStream);
+    const started = await this.#startOrResume(c, 'SendStreamingMessage', p, (rec) => {
+      stream = this.#openStream(c, rec, resumed ? rec.seq : 0, resumed, closesStream);
     });
     if ('message' in started) {
       // No task: the stream is the one reply (no sequence to resume from).
@@ -464,8 +475,9 @@ export class A2ARequestHandler {
   async getTask(ctx: CallContext, params: unknown): Promise<Task> {
     this.#enter(ctx);
     const p = parseRequest(v1.GetTaskParamsSchema, params);
-    const record = await this.#ownedTask(ctx, p.id);
-    await this.#authorize(ctx, 'GetTask', record.skill, p.id);
+    const c = scoped(ctx, p.tenant);
+    const record = await this.#ownedTask(c, p.id);
+    await this.#authorize(c, 'GetTask', record.skill, p.id);
     return snapshot(record.task, p.historyLength);
   }
 
@@ -477,11 +489,13 @@ export class A2ARequestHandler {
   async listTasks(ctx: CallContext, params: unknown): Promise<v1.ListTasksResult> {
     this.#enter(ctx);
     const p = parseRequest(v1.ListTasksParamsSchema, params);
+    const c = scoped(ctx, p.tenant);
     const pageSize = p.pageSize ?? 50;
     let after: { createdAt: number; id: string } | undefined;
     if (p.pageToken) after = decodePageToken(p.pageToken);
     const page = await this.manager.list({
-      owner: ctx.caller.toString(),
+      owner: c.caller.toString(),
+      ...(c.tenant === undefined ? {} : { tenant: c.tenant }),
       contextId: p.contextId,
       // ProtoJSON's zero value means "no filter".
       status: p.status === 'TASK_STATE_UNSPECIFIED' ? undefined : p.status,
@@ -495,7 +509,7 @@ export class A2ARequestHandler {
     for (const r of records) {
       if (allowed.has(r.skill)) continue;
       try {
-        await this.#authorize(ctx, 'ListTasks', r.skill);
+        await this.#authorize(c, 'ListTasks', r.skill);
         allowed.set(r.skill, undefined);
       } catch (err) {
         if (!(err instanceof A2AError)) throw err;
@@ -522,9 +536,10 @@ export class A2ARequestHandler {
   /** CancelTask. */
   async cancelTask(ctx: CallContext, params: unknown): Promise<Task> {
     this.#enter(ctx);
-    const { id } = parseRequest(v1.CancelTaskParamsSchema, params);
-    const record = await this.#ownedTask(ctx, id);
-    await this.#authorize(ctx, 'CancelTask', record.skill, id);
+    const { id, tenant } = parseRequest(v1.CancelTaskParamsSchema, params);
+    const c = scoped(ctx, tenant);
+    const record = await this.#ownedTask(c, id);
+    await this.#authorize(c, 'CancelTask', record.skill, id);
     const state = record.task.status.state;
     if (isTerminal(state)) throw A2AErrors.taskNotCancelable(id, state);
     if (this.manager.cancel(id)) return snapshot(record.task);
@@ -548,14 +563,15 @@ export class A2ARequestHandler {
     options: { lastEventId?: number } = {},
   ): Promise<TaskEventStream> {
     this.#enter(ctx);
-    const { id } = parseRequest(v1.SubscribeToTaskParamsSchema, params);
-    const record = await this.#ownedTask(ctx, id);
-    await this.#authorize(ctx, 'SubscribeToTask', record.skill, id);
+    const { id, tenant } = parseRequest(v1.SubscribeToTaskParamsSchema, params);
+    const c = scoped(ctx, tenant);
+    const record = await this.#ownedTask(c, id);
+    await this.#authorize(c, 'SubscribeToTask', record.skill, id);
     const lastEventId = options.lastEventId;
     if (!this.manager.isLive(id)) {
       if (!isTerminal(record.task.status.state) && this.manager.canFollow) {
         // Running on another replica: followed through the shared store.
-        return this.#followStream(ctx, record, lastEventId);
+        return this.#followStream(c, record, lastEventId);
       }
       // Finished: a reconnecting client still gets the events it missed, if kept.
       const missed = lastEventId === undefined ? undefined : await this.manager.eventsAfter(id, lastEventId);
@@ -567,7 +583,7 @@ export class A2ARequestHandler {
       stream.end();
       return stream;
     }
-    return this.#openStream(ctx, record, lastEventId, lastEventId === undefined, endsSubscription);
+    return this.#openStream(c, record, lastEventId, lastEventId === undefined, endsSubscription);
   }
 
   /** CreateTaskPushNotificationConfig (the token and credentials are never echoed back). */
@@ -578,8 +594,9 @@ export class A2ARequestHandler {
     this.#enter(ctx);
     this.#pushOn();
     const p = parseRequest(v1.TaskPushNotificationConfigSchema, params);
-    const record = await this.#ownedTask(ctx, p.taskId);
-    await this.#authorize(ctx, 'CreateTaskPushNotificationConfig', record.skill, p.taskId);
+    const c = scoped(ctx, p.tenant);
+    const record = await this.#ownedTask(c, p.taskId);
+    await this.#authorize(c, 'CreateTaskPushNotificationConfig', record.skill, p.taskId);
     return redact(await this.#addPushConfig(record, p));
   }
 
@@ -591,8 +608,9 @@ export class A2ARequestHandler {
     this.#enter(ctx);
     this.#pushOn();
     const p = parseRequest(v1.TaskPushConfigRefSchema, params);
-    const record = await this.#ownedTask(ctx, p.taskId);
-    await this.#authorize(ctx, 'GetTaskPushNotificationConfig', record.skill, p.taskId);
+    const c = scoped(ctx, p.tenant);
+    const record = await this.#ownedTask(c, p.taskId);
+    await this.#authorize(c, 'GetTaskPushNotificationConfig', record.skill, p.taskId);
     const list = await (this.#pushStore as PushConfigStore).listPushConfigs(p.taskId);
     const found = list.find((c) => c.id === p.id);
     if (!found) throw A2AErrors.invalidParams(`no push config ${JSON.stringify(p.id)} on task ${p.taskId}`);
@@ -607,8 +625,9 @@ export class A2ARequestHandler {
     this.#enter(ctx);
     this.#pushOn();
     const p = parseRequest(v1.ListTaskPushConfigsParamsSchema, params);
-    const record = await this.#ownedTask(ctx, p.taskId);
-    await this.#authorize(ctx, 'ListTaskPushNotificationConfigs', record.skill, p.taskId);
+    const c = scoped(ctx, p.tenant);
+    const record = await this.#ownedTask(c, p.taskId);
+    await this.#authorize(c, 'ListTaskPushNotificationConfigs', record.skill, p.taskId);
     const list = await (this.#pushStore as PushConfigStore).listPushConfigs(p.taskId);
     return { configs: list.map(redact), nextPageToken: '' };
   }
@@ -618,8 +637,9 @@ export class A2ARequestHandler {
     this.#enter(ctx);
     this.#pushOn();
     const p = parseRequest(v1.TaskPushConfigRefSchema, params);
-    const record = await this.#ownedTask(ctx, p.taskId);
-    await this.#authorize(ctx, 'DeleteTaskPushNotificationConfig', record.skill, p.taskId);
+    const c = scoped(ctx, p.tenant);
+    const record = await this.#ownedTask(c, p.taskId);
+    await this.#authorize(c, 'DeleteTaskPushNotificationConfig', record.skill, p.taskId);
     // Idempotent, as a delete is: a config that is not there (any more) is
     // deleted all the same, so a retried delete succeeds. The task itself
     // must still be the caller's (above).
@@ -627,13 +647,15 @@ export class A2ARequestHandler {
   }
 
   /** GetExtendedAgentCard (policy action {@link EXTENDED_CARD_ACTION}). */
-  async getExtendedAgentCard(ctx: CallContext): Promise<AgentCard> {
+  async getExtendedAgentCard(ctx: CallContext, params?: unknown): Promise<AgentCard> {
     this.#enter(ctx);
+    const p = parseRequest(v1.GetExtendedAgentCardParamsSchema, params ?? undefined);
+    const c = scoped(ctx, p?.tenant);
     const ext = this.#opts.extendedCard;
     if (ext === undefined) {
       throw A2AErrors.unsupportedOperation('This agent declares no extended agent card');
     }
-    await this.#authorize(ctx, 'GetExtendedAgentCard', EXTENDED_CARD_ACTION);
+    await this.#authorize(c, 'GetExtendedAgentCard', EXTENDED_CARD_ACTION);
     const card = typeof ext === 'function' ? await ext(ctx.caller) : ext;
     // Declared on the public card, but nothing to give (yet).
     if (card === undefined) throw A2AErrors.extendedCardNotConfigured();
@@ -648,9 +670,10 @@ export class A2ARequestHandler {
 
   // ---- tasks ---------------------------------------------------------------------------
 
-  #checkSend(ctx: CallContext, params: unknown): v1.SendMessageParams {
+  #checkSend(ctx: CallContext, params: unknown): [CallContext, v1.SendMessageParams] {
     this.#enter(ctx);
-    return parseRequest(v1.SendMessageParamsSchema, params);
+    const p = parseRequest(v1.SendMessageParamsSchema, params);
+    return [scoped(ctx, p.tenant), p];
   }
 
   /**
@@ -715,6 +738,7 @@ export class A2ARequestHandler {
       if (this.manager.activeCount >= this.#maxTasks) throw A2AErrors.tooManyTasks(this.#maxTasks);
       record = await this.manager.create({
         owner: ctx.caller.toString(),
+        ...(ctx.tenant === undefined ? {} : { tenant: ctx.tenant }),
         skill,
         message: p.message,
         // The caller sees which skill ran, whoever chose it.
@@ -765,6 +789,7 @@ export class A2ARequestHandler {
         skill,
         contextId,
         caller: ctx.caller,
+        ...(ctx.tenant === undefined ? {} : { tenant: ctx.tenant }),
         headers: ctx.headers,
         signal: ctx.signal ?? new AbortController().signal,
       });
@@ -796,6 +821,7 @@ export class A2ARequestHandler {
         chosen = await routing.route(p.message, {
           caller: ctx.caller,
           headers: ctx.headers,
+          ...(ctx.tenant === undefined ? {} : { tenant: ctx.tenant }),
           skills: [...this.#handlers.keys()],
           ...(p.metadata === undefined ? {} : { metadata: p.metadata }),
         });
@@ -1059,10 +1085,16 @@ export class A2ARequestHandler {
 
   // ---- authorization ------------------------------------------------------------------
 
-  /** The caller's own task, or TaskNotFound (another caller's task is indistinguishable from none). */
+  /**
+   * The caller's own task in the request's tenant, or TaskNotFound (another
+   * caller's task, or a task of another tenant, is indistinguishable from none).
+   * `ctx` has been through {@link scoped}.
+   */
   async #ownedTask(ctx: CallContext, id: string): Promise<TaskRecord> {
     const record = await this.manager.get(id);
-    if (!record || record.owner !== ctx.caller.toString()) throw A2AErrors.taskNotFound(id);
+    if (!record || record.owner !== ctx.caller.toString() || (record.tenant || undefined) !== ctx.tenant) {
+      throw A2AErrors.taskNotFound(id);
+    }
     return record;
   }
 
@@ -1070,6 +1102,8 @@ export class A2ARequestHandler {
     let decision: AuthzDecision;
     const context: Record<string, string> = { method, binding: ctx.binding };
     if (taskId !== undefined) context.taskId = taskId;
+    // The policy may decide per tenant (`input.context.tenant` for OPA); the audit record names it.
+    if (ctx.tenant !== undefined) context.tenant = ctx.tenant;
     try {
       decision = await this.#opts.enforcer.checkInbound({
         caller: ctx.caller,
@@ -1086,6 +1120,7 @@ export class A2ARequestHandler {
         {
           auditId: decision.auditId,
           caller: ctx.caller.toString(),
+          tenant: ctx.tenant,
           action,
           method,
           binding: ctx.binding,
@@ -1107,6 +1142,7 @@ class TaskContextImpl implements TaskContext {
   readonly taskId: string;
   readonly contextId: string;
   readonly skill: string;
+  readonly tenant?: string;
   readonly #m: TaskManager;
   readonly #record: TaskRecord;
   readonly #timeout: number;
@@ -1124,6 +1160,7 @@ class TaskContextImpl implements TaskContext {
     this.taskId = record.task.id;
     this.contextId = record.task.contextId;
     this.skill = record.skill;
+    if (record.tenant !== undefined) this.tenant = record.tenant;
     this.#timeout = inputTimeoutMs;
   }
 
@@ -1188,6 +1225,30 @@ export function parse<S extends z.ZodType>(schema: S, params: unknown): z.infer<
   const issue = r.error.issues[0];
   const where = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
   throw A2AErrors.invalidParams(`${where}${issue?.message ?? 'invalid'}`);
+}
+
+/** Longest tenant accepted: it is an opaque routing id, kept with every task and audit record. */
+const MAX_TENANT_LENGTH = 256;
+
+/**
+ * The call context with the request's tenant settled: the params' `tenant`
+ * and the binding's (path prefix, gRPC field) must agree when both are given;
+ * an empty one is none. Every method goes through it before it touches a task
+ * or asks the policy, so every binding scopes the same way.
+ */
+function scoped(ctx: CallContext, fromParams: string | undefined): CallContext {
+  const given = fromParams === '' ? undefined : fromParams;
+  const carried = ctx.tenant === '' ? undefined : ctx.tenant;
+  if (given !== undefined && carried !== undefined && given !== carried) {
+    throw A2AErrors.invalidParams('tenant: the request names two different tenants');
+  }
+  const tenant = given ?? carried;
+  if (tenant !== undefined && (tenant.length > MAX_TENANT_LENGTH || /\p{Cc}/u.test(tenant))) {
+    throw A2AErrors.invalidParams(`tenant: at most ${MAX_TENANT_LENGTH} characters, no control characters`);
+  }
+  if (tenant === ctx.tenant) return ctx;
+  const { tenant: _drop, ...rest } = ctx;
+  return tenant === undefined ? rest : { ...rest, tenant };
 }
 
 /**

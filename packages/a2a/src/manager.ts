@@ -53,6 +53,8 @@ export interface TaskManagerOptions {
 /** Input to {@link TaskManager.create}. */
 export interface NewTask {
   readonly owner: string;
+  /** The request's tenant, when it named one. */
+  readonly tenant?: string;
   readonly skill: string;
   readonly message: Message;
   readonly contextId?: string;
@@ -228,6 +230,7 @@ export class TaskManager {
     const record: TaskRecord = {
       task,
       owner: input.owner,
+      ...(input.tenant === undefined ? {} : { tenant: input.tenant }),
       skill: input.skill,
       createdAt: now,
       updatedAt: now,

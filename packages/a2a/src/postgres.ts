@@ -254,6 +254,7 @@ const DB_NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
 
 interface TaskRow {
   owner: string;
+  tenant: string;
   skill: string;
   task: unknown;
   created_at: string;
@@ -261,7 +262,7 @@ interface TaskRow {
   seq: number;
 }
 
-const TASK_COLUMNS = 'id, owner, skill, task, created_at, updated_at, seq';
+const TASK_COLUMNS = 'id, owner, tenant, skill, task, created_at, updated_at, seq';
 
 /**
  * A {@link TaskStore} in PostgreSQL (tables of `migrations/`): one row per
@@ -294,8 +295,8 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
     const t = record.task;
     const r = await this.#db.query(
       `WITH t AS (
-         INSERT INTO weave_a2a_tasks (id, owner, skill, context_id, state, terminal, task, created_at, updated_at, seq, runner)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $13)
+         INSERT INTO weave_a2a_tasks (id, owner, skill, context_id, state, terminal, task, created_at, updated_at, seq, runner, tenant)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $13, $14)
          ON CONFLICT (id) DO NOTHING RETURNING id)
        INSERT INTO weave_a2a_events (task_id, seq, event) SELECT id, $11, $12 FROM t`,
       [
@@ -312,6 +313,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
         first.seq,
         JSON.stringify(first.event),
         this.replicaId,
+        record.tenant ?? '',
       ],
     );
     if (r.rowCount !== 1) throw new TaskStoreConflictError(t.id, 'already exists');
@@ -392,8 +394,9 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
   }
 
   async list(q: TaskQuery): Promise<TaskPage> {
-    const where = ['owner = $1', 'NOT (terminal AND updated_at < $2)'];
-    const values: unknown[] = [q.owner, Date.now() - this.#ttl];
+    // No tenant means the tasks created without one (''), never every tenant's.
+    const where = ['tenant = $1', 'owner = $2', 'NOT (terminal AND updated_at < $3)'];
+    const values: unknown[] = [q.tenant ?? '', q.owner, Date.now() - this.#ttl];
     const add = (clause: (n: number) => string, v: unknown) => {
       values.push(v);
       where.push(clause(values.length));
@@ -469,7 +472,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
            AND (r.expires_at IS NULL OR r.expires_at < ${DB_NOW_MS})
          ORDER BY t.created_at LIMIT $2 FOR UPDATE OF t SKIP LOCKED)
        UPDATE weave_a2a_tasks t SET runner = $1 FROM dead WHERE t.id = dead.id
-       RETURNING t.id, t.owner, t.skill, t.task, t.created_at, t.updated_at, t.seq`,
+       RETURNING t.id, t.owner, t.tenant, t.skill, t.task, t.created_at, t.updated_at, t.seq`,
       [this.replicaId, Math.max(0, limit)],
     );
     return r.rows.map(toRecord);
@@ -590,6 +593,7 @@ function toRecord(row: TaskRow & { id: string }): TaskRecord {
   return {
     task: v1.TaskSchema.parse(row.task) as Task,
     owner: row.owner,
+    ...(row.tenant ? { tenant: row.tenant } : {}),
     skill: row.skill,
     // bigint columns arrive as strings; epoch ms fit a double exactly.
     createdAt: Number(row.created_at),

@@ -13,6 +13,11 @@ export interface TaskRecord {
   task: Task;
   /** SPIFFE ID of the caller that created the task; only it can see the task. */
   readonly owner: string;
+  /**
+   * Tenant the task was created in (the request's `tenant`); absent when the
+   * request named none. Only a request in the same tenant, by the owner, sees the task.
+   */
+  readonly tenant?: string;
   /** Skill the task runs. */
   readonly skill: string;
   /** Epoch ms. Immutable; the list order ("newest first") is by creation. */
@@ -25,6 +30,11 @@ export interface TaskRecord {
 /** Filter for {@link TaskStore.list}. */
 export interface TaskQuery {
   readonly owner: string;
+  /**
+   * Only tasks of this tenant; absent means only tasks created without one
+   * (never "any tenant": a request without a tenant must not see a tenant's tasks).
+   */
+  readonly tenant?: string;
   readonly contextId?: string;
   readonly status?: TaskState;
   /** Only tasks whose status changed after this epoch ms. */
@@ -322,6 +332,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     for (let i = all.length - 1; i >= 0; i--) {
       const r = all[i]?.record;
       if (r === undefined || r.owner !== q.owner || this.#expired(r, now)) continue;
+      if ((r.tenant ?? '') !== (q.tenant ?? '')) continue;
       if (q.contextId !== undefined && r.task.contextId !== q.contextId) continue;
       if (q.status !== undefined && r.task.status.state !== q.status) continue;
       if (q.updatedAfter !== undefined && r.updatedAt <= q.updatedAfter) continue;

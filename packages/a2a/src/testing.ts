@@ -47,7 +47,9 @@ const userMessage = (text: string): Message => ({
   parts: [{ text }],
 });
 
-function newTask(opts: { owner?: string; state?: TaskState; createdAt?: number; contextId?: string } = {}): {
+function newTask(
+  opts: { owner?: string; tenant?: string; state?: TaskState; createdAt?: number; contextId?: string } = {},
+): {
   record: TaskRecord;
   first: StoredEvent;
 } {
@@ -64,6 +66,7 @@ function newTask(opts: { owner?: string; state?: TaskState; createdAt?: number; 
   const record: TaskRecord = {
     task,
     owner: opts.owner ?? `spiffe://contract.test/${randomUUID()}`,
+    ...(opts.tenant === undefined ? {} : { tenant: opts.tenant }),
     skill: 'echo',
     createdAt,
     updatedAt: createdAt,
@@ -226,6 +229,32 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
       });
       expect(page2.records.map((r) => r.task.id)).toEqual([ids[3], ids[2]]);
       expect(page2.total).toBe(6);
+    });
+
+    it('scopes tasks by tenant as well as owner: a list names one tenant, or none, never any', async () => {
+      const store = await open();
+      const owner = `spiffe://contract.test/${randomUUID()}`;
+      const t0 = Date.now() - 60_000;
+      const a = newTask({ owner, tenant: 'tenant-a', createdAt: t0 });
+      const b = newTask({ owner, tenant: 'tenant-b', createdAt: t0 + 1 });
+      const none = newTask({ owner, createdAt: t0 + 2 });
+      for (const t of [a, b, none]) await store.create(t.record, t.first);
+      // The tenant is kept with the task and read back as it was written.
+      expect(await store.get(a.record.task.id)).toEqual(a.record);
+      expect((await store.get(a.record.task.id))?.tenant).toBe('tenant-a');
+      expect((await store.get(none.record.task.id))?.tenant).toBeUndefined();
+      const inA = await store.list({ owner, tenant: 'tenant-a', limit: 10 });
+      expect(inA.records.map((r) => r.task.id)).toEqual([a.record.task.id]);
+      expect(inA.total).toBe(1);
+      const inB = await store.list({ owner, tenant: 'tenant-b', limit: 10 });
+      expect(inB.records.map((r) => r.task.id)).toEqual([b.record.task.id]);
+      const untenanted = await store.list({ owner, limit: 10 });
+      expect(untenanted.records.map((r) => r.task.id)).toEqual([none.record.task.id]);
+      expect(untenanted.total).toBe(1);
+      expect((await store.list({ owner, tenant: 'tenant-c', limit: 10 })).total).toBe(0);
+      // Another owner in the same tenant sees nothing of these.
+      const stranger = `spiffe://contract.test/${randomUUID()}`;
+      expect((await store.list({ owner: stranger, tenant: 'tenant-a', limit: 10 })).total).toBe(0);
     });
 
     it('expires finished tasks after the TTL and keeps running ones', async () => {

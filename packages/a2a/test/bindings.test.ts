@@ -134,8 +134,11 @@ beforeAll(async () => {
     ran.push(`echo:${ctx.caller.toString()}`);
     return `echo: ${ctx.message.parts[0]?.text ?? ''}`;
   });
+  // A handler sees the tenant its task was created in.
+  const who = (ctx: { caller: { toString(): string }; tenant?: string }) =>
+    ctx.tenant === undefined ? ctx.caller.toString() : `${ctx.caller.toString()}@${ctx.tenant}`;
   a2a.registerTaskHandler({ id: 'slow', name: 'slow', description: 'waits', tags: [] }, async (ctx) => {
-    ran.push(`slow:${ctx.caller.toString()}`);
+    ran.push(`slow:${who(ctx)}`);
     ctx.publishArtifact({ artifactId: 'chunks', parts: [{ text: 'one' }] });
     await new Promise<void>((resolve) => {
       release.set(ctx.taskId, resolve);
@@ -157,8 +160,9 @@ beforeAll(async () => {
     return 'opened';
   });
   a2a.registerTaskHandler({ id: 'ask', name: 'ask', description: 'asks', tags: [] }, async (ctx) => {
-    ran.push(`ask:${ctx.caller.toString()}`);
+    ran.push(`ask:${who(ctx)}`);
     const reply = await ctx.requestInput('which city?');
+    ran.push(`ask-reply:${who(ctx)}`);
     return `city: ${reply.parts[0]?.text ?? ''}`;
   });
   // The transport admits the client and the stranger (the policy then
@@ -661,6 +665,82 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
           JSON.stringify(a).includes('deny'),
       );
     expect(denials.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it('tenants: a caller in tenant A cannot see, cancel, subscribe to or reply to a task of tenant B; nothing runs', async () => {
+    const B = `tenant-b-${name}`;
+    const A = `tenant-a-${name}`;
+    const slow = ok(
+      await b.call('SendMessage', {
+        ...userText('tb', { metadata: { skill: 'slow' } }),
+        configuration: { returnImmediately: true },
+        tenant: B,
+      }),
+    ).task as Task;
+    await until(() => w.release.has(slow.id));
+    const asked = ok(
+      await b.call('SendMessage', { ...userText('go', { metadata: { skill: 'ask' } }), tenant: B }),
+    ).task as Task;
+    expect(asked.status.state).toBe('TASK_STATE_INPUT_REQUIRED');
+    // The handlers saw their tenant.
+    expect(w.ran).toContain(`slow:${w.client.id.toString()}@${B}`);
+    expect(w.ran).toContain(`ask:${w.client.id.toString()}@${B}`);
+    const before = w.ran.length;
+    // The same caller, in tenant A and with no tenant at all: every task of B is unknown.
+    for (const tenant of [{ tenant: A }, {}]) {
+      expectFailure(await b.call('GetTask', { id: slow.id, ...tenant }), 'TASK_NOT_FOUND', -32001, name);
+      expectFailure(await b.call('CancelTask', { id: slow.id, ...tenant }), 'TASK_NOT_FOUND', -32001, name);
+      const sub = await b.stream('SubscribeToTask', { id: slow.id, ...tenant });
+      expect(sub.events).toEqual([]);
+      expect(sub.failure?.error.code).toBe('TASK_NOT_FOUND');
+      const listed = ok(await b.call('ListTasks', { contextId: slow.contextId, ...tenant }));
+      expect(listed.tasks).toEqual([]);
+      expectFailure(
+        await b.call('SendMessage', { ...userText('Paris', { taskId: asked.id }), ...tenant }),
+        'TASK_NOT_FOUND',
+        -32001,
+        name,
+      );
+      expectFailure(
+        await b.call('CreateTaskPushNotificationConfig', {
+          taskId: slow.id,
+          url: 'https://hooks.example/t',
+          ...tenant,
+        }),
+        'TASK_NOT_FOUND',
+        -32001,
+        name,
+      );
+    }
+    // No handler ran or resumed, and B's tasks are as they were.
+    expect(w.ran.length).toBe(before);
+    expect((ok(await b.call('GetTask', { id: slow.id, tenant: B })) as Task).status.state).toBe(
+      'TASK_STATE_WORKING',
+    );
+    const inB = ok(await b.call('ListTasks', { contextId: slow.contextId, tenant: B }));
+    expect(inB.tasks.map((t: Task) => t.id)).toEqual([slow.id]);
+    // The policy saw the tenant, and the audit record names it.
+    expect(w.audit.some((r) => r.tenant === B && r.action === 'slow' && r.decision === 'allow')).toBe(true);
+    // In B, the reply resumes the task and a cancel cancels.
+    const done = ok(await b.call('SendMessage', { ...userText('Paris', { taskId: asked.id }), tenant: B }))
+      .task as Task;
+    expect(done.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(w.ran).toContain(`ask-reply:${w.client.id.toString()}@${B}`);
+    const canceled = ok(await b.call('CancelTask', { id: slow.id, tenant: B })) as Task;
+    expect(canceled.status.state).toBe('TASK_STATE_CANCELED');
+  });
+
+  it('a tenant longer than 256 characters or with control characters is INVALID_PARAMS and runs nothing', async () => {
+    const before = w.ran.length;
+    for (const tenant of ['t'.repeat(257), 'a\u0007b']) {
+      expectFailure(
+        await b.call('SendMessage', { ...userText('x', { metadata: { skill: 'echo' } }), tenant }),
+        'INVALID_PARAMS',
+        -32602,
+        name,
+      );
+    }
+    expect(w.ran.length).toBe(before);
   });
 
   it('deeply nested input (JSON: 8 000 levels, ~16 KB; gRPC: past the decoder limit) is INVALID_PARAMS before any handler runs', async () => {

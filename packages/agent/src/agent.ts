@@ -998,6 +998,7 @@ type NestedCall = (
 class HandlerContext implements CapabilityContext {
   readonly caller: SpiffeId;
   readonly taskId: string;
+  readonly tenant?: string;
   #scoped: ReturnType<typeof scopedSignal> | undefined;
 
   constructor(
@@ -1010,6 +1011,7 @@ class HandlerContext implements CapabilityContext {
   ) {
     this.caller = tctx.caller;
     this.taskId = tctx.taskId;
+    if (tctx.tenant !== undefined) this.tenant = tctx.tenant;
   }
 
   get signal(): AbortSignal {

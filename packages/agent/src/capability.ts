@@ -12,6 +12,12 @@ export interface CapabilityContext {
   readonly signal: AbortSignal;
   /** The A2A task id, when the call arrived over the network. */
   readonly taskId?: string;
+  /**
+   * The A2A tenant the call was made in (`/{tenant}/` path prefix or the
+   * request's `tenant` field), when it named one. Tasks are scoped by it, and
+   * the inbound policy saw it as `context.tenant`.
+   */
+  readonly tenant?: string;
   /** Correlation id carried through logs of this call. */
   readonly correlationId: string;
   /** Publishes an intermediate progress message (streamed to the caller as a status update). */

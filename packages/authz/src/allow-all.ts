@@ -1,5 +1,5 @@
 import { PinoAuditSink, type AuditSink } from './audit.js';
-import { DecisionRecorder, normalizeCheck } from './decision.js';
+import { auditSubject, DecisionRecorder, normalizeCheck } from './decision.js';
 import { AuthzConfigError } from './errors.js';
 import type { AuthzDecision, Direction, InboundCheck, OutboundCheck, PolicyEnforcer } from './types.js';
 
@@ -41,11 +41,9 @@ export class AllowAllEnforcer implements PolicyEnforcer {
     const n = normalizeCheck(direction, check, calleeRequired);
     if ('invalid' in n)
       return this.recorder.finish(start, direction, n, { allowed: false, reason: n.invalid });
-    return this.recorder.finish(
-      start,
-      direction,
-      { caller: n.caller.toString(), callee: n.callee?.toString(), action: n.action },
-      { allowed: true, reason: 'allow-all enforcer (tests only)' },
-    );
+    return this.recorder.finish(start, direction, auditSubject(n), {
+      allowed: true,
+      reason: 'allow-all enforcer (tests only)',
+    });
   }
 }

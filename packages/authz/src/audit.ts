@@ -18,6 +18,8 @@ export interface AuditRecord {
   readonly caller: string;
   readonly callee?: string;
   readonly action: string;
+  /** The A2A tenant of the request (`context.tenant`), when it named one. */
+  readonly tenant?: string;
   readonly decision: 'allow' | 'deny';
   readonly reason: string;
   readonly engine: AuditEngine;

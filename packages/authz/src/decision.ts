@@ -106,6 +106,25 @@ export interface InvalidCheck {
   readonly action: string;
 }
 
+/** Who and what a decision is about, as the audit record names them. */
+export interface AuditSubject {
+  readonly caller: string;
+  readonly callee: string | undefined;
+  readonly action: string;
+  readonly tenant?: string | undefined;
+}
+
+/** The audit subject of a valid check; the tenant is `context.tenant` when it is a string. */
+export function auditSubject(n: NormalizedCheck): AuditSubject {
+  const tenant = n.context?.tenant;
+  return {
+    caller: n.caller.toString(),
+    callee: n.callee?.toString(),
+    action: n.action,
+    tenant: typeof tenant === 'string' && tenant !== '' ? shown(tenant) : undefined,
+  };
+}
+
 function invalid(c: Record<string, unknown>, reason: string): InvalidCheck {
   return {
     invalid: reason,
@@ -125,12 +144,7 @@ export class DecisionRecorder {
     private readonly engine: AuditEngine,
   ) {}
 
-  finish(
-    startNs: bigint,
-    direction: Direction,
-    who: { caller: string; callee: string | undefined; action: string },
-    verdict: Verdict,
-  ): AuthzDecision {
+  finish(startNs: bigint, direction: Direction, who: AuditSubject, verdict: Verdict): AuthzDecision {
     const auditId = randomUUID();
     const latencyUs = Number(process.hrtime.bigint() - startNs) / 1000;
     let { allowed, reason } = verdict;
@@ -147,6 +161,7 @@ export class DecisionRecorder {
       latencyUs,
     };
     if (who.callee !== undefined) rec.callee = who.callee;
+    if (who.tenant !== undefined) rec.tenant = who.tenant;
     if (verdict.policyId !== undefined) rec.policyId = verdict.policyId;
     if (verdict.ruleId !== undefined) rec.ruleId = verdict.ruleId;
     if (verdict.cached) rec.cached = true;

@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { PinoAuditSink, type AuditSink } from './audit.js';
-import { DecisionRecorder, normalizeCheck, type Verdict } from './decision.js';
+import { auditSubject, DecisionRecorder, normalizeCheck, type Verdict } from './decision.js';
 import { PolicyError } from './errors.js';
 import { CompiledPolicy, parsePolicy, validatePolicy, type PolicyDocument } from './policy.js';
 import type { AuthzDecision, Direction, InboundCheck, OutboundCheck, PolicyEnforcer } from './types.js';
@@ -181,12 +181,7 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
         policyId: policy.id,
       };
     }
-    return this.recorder.finish(
-      start,
-      direction,
-      { caller: n.caller.toString(), callee: n.callee?.toString(), action: n.action },
-      verdict,
-    );
+    return this.recorder.finish(start, direction, auditSubject(n), verdict);
   }
 
   private startWatching(): void {

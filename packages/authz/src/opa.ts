@@ -1,7 +1,14 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import { z } from 'zod';
 import { PinoAuditSink, type AuditSink } from './audit.js';
-import { DecisionRecorder, normalizeCheck, type NormalizedCheck, type Verdict } from './decision.js';
+import {
+  auditSubject,
+  DecisionRecorder,
+  normalizeCheck,
+  type AuditSubject,
+  type NormalizedCheck,
+  type Verdict,
+} from './decision.js';
 import { AuthzConfigError } from './errors.js';
 import type { AuthzDecision, Direction, InboundCheck, OutboundCheck, PolicyEnforcer } from './types.js';
 
@@ -14,8 +21,9 @@ export interface OpaEnforcerOptions {
   /** Whole-request timeout in ms (default 500); a timeout denies. */
   readonly timeoutMs?: number;
   /**
-   * Decision cache. Key: direction, caller, callee, action; never the request
-   * context, so only enable it for policies that do not read `input.context`.
+   * Decision cache. Key: direction, caller, callee, action and tenant
+   * (`input.context.tenant`); never the rest of the request context, so only
+   * enable it for policies that read nothing else of `input.context`.
    * Only answers from OPA are cached, never failures.
    */
   readonly cache?: { readonly ttlMs: number; readonly maxEntries?: number };
@@ -155,7 +163,7 @@ export class OpaEnforcer implements PolicyEnforcer {
     const n = normalizeCheck(direction, check, calleeRequired);
     if ('invalid' in n)
       return this.recorder.finish(start, direction, n, { allowed: false, reason: n.invalid });
-    const who = { caller: n.caller.toString(), callee: n.callee?.toString(), action: n.action };
+    const who = auditSubject(n);
     let verdict: Verdict;
     try {
       verdict = await this.cachedAsk(n, who);
@@ -165,12 +173,10 @@ export class OpaEnforcer implements PolicyEnforcer {
     return this.recorder.finish(start, direction, who, verdict);
   }
 
-  private async cachedAsk(
-    n: NormalizedCheck,
-    who: { caller: string; callee: string | undefined; action: string },
-  ): Promise<Verdict> {
+  private async cachedAsk(n: NormalizedCheck, who: AuditSubject): Promise<Verdict> {
     if (!this.cache) return (await this.ask(n)).verdict;
-    const key = `${n.direction}\n${who.caller}\n${who.callee ?? ''}\n${who.action}`;
+    // The tenant is in the key: a policy may well decide per tenant.
+    const key = `${n.direction}\n${who.caller}\n${who.callee ?? ''}\n${who.action}\n${who.tenant ?? ''}`;
     const hit = this.cache.get(key);
     const now = this.now();
     if (hit && hit.expires > now) return { ...hit.verdict, cached: true, opaDecisionId: undefined };

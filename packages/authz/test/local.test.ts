@@ -301,6 +301,22 @@ describe('audit', () => {
     expect(allow.auditId).not.toBe(deny.auditId);
   });
 
+  it('names the A2A tenant (context.tenant) in the audit record, and nothing when there is none', async () => {
+    const { e, sink } = enforcer([
+      { id: 'orch', effect: 'allow', callers: [ORCH.toString()], actions: ['search'] },
+    ]);
+    await e.checkInbound({ caller: ORCH, action: 'search', context: { tenant: 'acme', method: 'GetTask' } });
+    await e.checkInbound({ caller: SEARCH, action: 'search', context: { tenant: 'globex' } });
+    await e.checkInbound({ caller: ORCH, action: 'search', context: { method: 'GetTask' } });
+    await e.checkInbound({ caller: ORCH, action: 'search', context: { tenant: 42 } });
+    const [a, d, none, odd] = sink.records;
+    expect(a).toMatchObject({ decision: 'allow', tenant: 'acme' });
+    expect(d).toMatchObject({ decision: 'deny', tenant: 'globex' });
+    expect(none).not.toHaveProperty('tenant');
+    // Only a string names a tenant.
+    expect(odd).not.toHaveProperty('tenant');
+  });
+
   it('writes one structured pino record per decision with the default sink', async () => {
     const { logger, lines } = memoryLogger();
     const e = LocalPolicyEnforcer.fromObject(

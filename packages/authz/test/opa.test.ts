@@ -193,6 +193,27 @@ describe('OpaEnforcer', () => {
       expect(opa.requests).toHaveLength(5);
     });
 
+    it('keys the cache by tenant too: a tenant’s allow is never served to another tenant', async () => {
+      opa.decide = (_path, input) => {
+        const tenant = (input as { context?: { tenant?: string } }).context?.tenant;
+        return { allow: tenant === 'acme', reason: `tenant ${tenant}` };
+      };
+      const e = make({ cache: { ttlMs: 60_000 } });
+      const check = (tenant?: string) =>
+        e.checkInbound({ caller: ORCH, action: 'GetTask', context: tenant ? { tenant } : {} });
+      expect((await check('acme')).allowed).toBe(true);
+      expect((await check('globex')).allowed).toBe(false);
+      expect((await check()).allowed).toBe(false);
+      expect((await check('acme')).allowed).toBe(true);
+      expect(opa.requests).toHaveLength(3);
+      expect(sink.records.map((r) => [r.tenant, r.cached ?? false])).toEqual([
+        ['acme', false],
+        ['globex', false],
+        [undefined, false],
+        ['acme', true],
+      ]);
+    });
+
     it('never caches failures or undefined results', async () => {
       const e = make({ cache: { ttlMs: 60_000 } });
       opa.reply = () => ({ status: 500, body: { code: 'internal_error', message: 'boom' } });

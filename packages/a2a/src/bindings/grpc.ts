@@ -303,7 +303,7 @@ export class A2AGrpcServer {
       DeleteTaskPushNotificationConfig: unary((ctx, req) =>
         h.deleteTaskPushNotificationConfig(ctx, req).then(() => ({})),
       ),
-      GetExtendedAgentCard: unary((ctx) => h.getExtendedAgentCard(ctx)),
+      GetExtendedAgentCard: unary((ctx, req) => h.getExtendedAgentCard(ctx, req)),
     };
     return impl as UntypedServiceImplementation;
   }

@@ -185,7 +185,7 @@ function dispatch(
     case 'DeleteTaskPushNotificationConfig':
       return h.deleteTaskPushNotificationConfig(ctx, params).then(() => ({}));
     case 'GetExtendedAgentCard':
-      return h.getExtendedAgentCard(ctx);
+      return h.getExtendedAgentCard(ctx, params);
     default:
       return Promise.reject(A2AErrors.methodNotFound(method));
   }

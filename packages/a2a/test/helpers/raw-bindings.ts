@@ -155,9 +155,12 @@ function restRoute(
 /** HTTP+JSON: the spec's routes below the base URL. */
 export function restBinding(url: string, dispatcher: Dispatcher): RawBinding {
   const base = url.replace(/\/+$/, '');
-  async function send(method: string, params: Record<string, unknown>, headers: Record<string, string>) {
+  async function send(method: string, all: Record<string, unknown>, headers: Record<string, string>) {
+    // The tenant goes in the path prefix (`/{tenant}/...`), as the proto's HTTP annotations say.
+    const { tenant, ...params } = all;
     const r = restRoute(method, params);
-    const res = await request(`${base}${r.path}`, {
+    const prefix = typeof tenant === 'string' ? `/${encodeURIComponent(tenant)}` : '';
+    const res = await request(`${base}${prefix}${r.path}`, {
       method: r.verb as 'GET',
       dispatcher,
       headers: {
