@@ -1,8 +1,12 @@
-// The README's five-minute tutorial, step by step: the dev Workload API server
-// gives identities, the tutorial agent runs as its own process, and the weave
-// CLI calls it as the tutorial does.
+// The README's five-minute tutorial from this checkout's sources: its files
+// (policy.yaml, hello.yaml, hello.ts) are taken from the README's code blocks,
+// the dev Workload API server gives identities, the agent runs as its own
+// process, and the weave CLI calls it as the tutorial does. The whole tutorial,
+// commands included, runs from the packed packages in `npm run test:packages`
+// (scripts/release/smoke/tutorial.mjs).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,17 +15,29 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
 
 const TSX = fileURLToPath(new URL('../../../node_modules/.bin/tsx', import.meta.url));
-const HELLO = fileURLToPath(new URL('../tutorial/hello.ts', import.meta.url));
 const CLI = fileURLToPath(new URL('../../cli/bin/weave.mjs', import.meta.url));
+const README = fileURLToPath(new URL('../../../README.md', import.meta.url));
+/** Inside apps/demo, so that `@weave/agent` and `zod` resolve as in the reader's folder. */
+const DEMO = fileURLToPath(new URL('..', import.meta.url));
+
+/** The tutorial's files: the README's ```lang file=NAME blocks. */
+function tutorialFiles(): Map<string, string> {
+  const readme = readFileSync(README, 'utf8');
+  const section = readme.slice(readme.indexOf('## Build an agent in five minutes'));
+  const files = new Map<string, string>();
+  for (const m of section.matchAll(/^```\S+ file=(\S+)\n([\s\S]*?)^```$/gm)) files.set(m[1]!, m[2]!);
+  return files;
+}
 
 let dir: string;
+let project: string;
 let dev: DevWorkloadApiServer;
 let agent: ChildProcess;
 let url: string;
 
-function run(cmd: string, args: string[], socket: string) {
+function run(cmd: string, args: string[], socket: string, cwd?: string) {
   const env = { ...process.env, SPIFFE_ENDPOINT_SOCKET: socket };
-  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(cmd, args, { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -35,6 +51,10 @@ function run(cmd: string, args: string[], socket: string) {
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'weave-tutorial-'));
+  project = await mkdtemp(join(DEMO, '.tutorial-'));
+  const files = tutorialFiles();
+  expect([...files.keys()].sort()).toEqual(['hello.ts', 'hello.yaml', 'policy.yaml']);
+  for (const [name, body] of files) await writeFile(join(project, name), body);
   dev = await DevWorkloadApiServer.start({
     stateDir: dir,
     trustDomain: 'demo.weave',
@@ -43,7 +63,7 @@ beforeAll(async () => {
   });
   // WEAVE_SERVER__PORT=0 overrides the tutorial's port 8443 so the test never collides.
   process.env.WEAVE_SERVER__PORT = '0';
-  const a = run(TSX, ['--conditions=weave-source', HELLO], dev.address('hello'));
+  const a = run(TSX, ['--conditions=weave-source', 'hello.ts'], dev.address('hello'), project);
   delete process.env.WEAVE_SERVER__PORT;
   agent = a.child;
   url = await new Promise<string>((resolve, reject) => {
@@ -65,6 +85,7 @@ afterAll(async () => {
   agent?.kill('SIGKILL');
   await dev?.close();
   if (dir) await rm(dir, { recursive: true, force: true });
+  if (project) await rm(project, { recursive: true, force: true });
 });
 
 describe('the README tutorial', () => {

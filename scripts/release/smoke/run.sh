@@ -35,4 +35,8 @@ printf 'name: smoke\nauthz: { policyFile: bad-policy.yaml }\n' > agent.yaml
 set +e; npx --no-install weave validate agent.yaml 2> validate.err; code=$?; set -e
 [ "$code" = 2 ] || { echo "FAIL: weave validate on a bad policy file exited $code, want 2" >&2; cat validate.err >&2; exit 1; }
 echo "ok: weave --version is $got; weave validate on a bad policy file exits 2 ($(head -c 60 validate.err)…)"
+
+# 4. the README's five-minute tutorial, run from its own code blocks in an empty folder.
+mkdir "$work/tutorial"
+node "$here/tutorial.mjs" "$tarballs" "$work/tutorial"
 echo "smoke: ok"
