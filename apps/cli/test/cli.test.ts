@@ -11,7 +11,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { A2AServer, AgentCardSigner } from '@weave/a2a';
 import { LocalPolicyEnforcer } from '@weave/authz';
-import { SpiffeId, WorkloadApiIdentityProvider, authorizeMemberOf } from '@weave/identity';
+import { SpiffeId, WorkloadApiClient, WorkloadApiIdentityProvider, authorizeMemberOf } from '@weave/identity';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
 import { createMtlsServerOptions } from '@weave/transport';
 import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
@@ -579,6 +579,46 @@ describe('weave dev', () => {
       const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
       child.kill('SIGTERM');
       expect(await exited).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+      await rm(state, { recursive: true, force: true });
+    }
+  });
+
+  // What the identity package's separate `weave-identity dev` offered, now here: an explicit
+  // trust domain, a socket directory of its own and the JWT-SVID lifetime.
+  it('takes --trust-domain, --socket-dir and --jwt-ttl; each socket serves its workload', async () => {
+    const state = await mkdtemp(join(tmpdir(), 'weave-dev-'));
+    const sockets = join(state, 'elsewhere');
+    const child = spawnWeave([
+      'dev',
+      '--state-dir',
+      state,
+      '--trust-domain',
+      'dev.weave',
+      '--socket-dir',
+      sockets,
+      '--workload',
+      'alpha=spiffe://dev.weave/svc/alpha',
+      '--jwt-ttl',
+      '90',
+    ]);
+    try {
+      const out = await waitForLine(child, /^ready /m);
+      const address = /^workload alpha spiffe:\/\/dev\.weave\/svc\/alpha (unix:\/\/\S+)$/m.exec(out)?.[1];
+      expect(address).toBe(`unix://${join(sockets, 'alpha.sock')}`);
+      const client = new WorkloadApiClient({ address: address as string });
+      try {
+        const x509 = await client.fetchX509Svid();
+        expect(x509.id.toString()).toBe('spiffe://dev.weave/svc/alpha');
+        const jwt = await client.fetchJwtSvid({ audience: 'tests' });
+        expect(jwt.id.toString()).toBe('spiffe://dev.weave/svc/alpha');
+        const left = jwt.expiresAt.getTime() - Date.now();
+        expect(left).toBeGreaterThan(0);
+        expect(left).toBeLessThanOrEqual(90_000);
+      } finally {
+        client.close();
+      }
     } finally {
       child.kill('SIGKILL');
       await rm(state, { recursive: true, force: true });

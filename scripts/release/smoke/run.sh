@@ -25,6 +25,9 @@ mkdir "$work/agents" && cd "$work/agents"
 echo '{ "name": "weave-smoke-agents", "private": true, "type": "module" }' > package.json
 npm_install "$tarballs"/weave-*.tgz zod
 cp "$here/two-agents.mjs" . && node two-agents.mjs
+# One command line tool, `weave` (from @weave/cli); the libraries install none.
+node -e 'for (const p of ["identity", "authz", "transport", "a2a", "agent"]) { const b = require(`@weave/${p}/package.json`).bin;
+  if (b) { console.error(`FAIL: @weave/${p} installs a command: ${JSON.stringify(b)}`); process.exit(1); } }'
 
 # 3. the weave CLI from its tarball: --version, and the README's exit codes.
 want="$(node -p 'require("@weave/cli/package.json").version')"
