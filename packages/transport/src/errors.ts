@@ -62,3 +62,28 @@ export class TransportIdentityError extends TransportError {
     super('TRANSPORT_IDENTITY_UNAVAILABLE', message, options);
   }
 }
+
+/**
+ * A SPIFFE mTLS dispatcher was required and something else was given, such as a
+ * plain undici `Agent`: it presents no client certificate (a Weave server refuses
+ * the handshake) and checks the server's host name, not its SPIFFE ID. Raised
+ * before anything is sent.
+ */
+export class ClientCertificateRequiredError extends TransportError {
+  constructor(where: string, given: unknown) {
+    super(
+      'CLIENT_CERTIFICATE_REQUIRED',
+      `${where}: a client certificate is required: SPIFFE mTLS needs a dispatcher that presents this ` +
+        `workload's SVID and verifies the server's SPIFFE ID, and ${describe(given)} does neither. Pass a ` +
+        "SecureChannel from @weave/transport: new SecureChannel(identity, 'spiffe://…/expected-server')",
+    );
+  }
+}
+
+function describe(given: unknown): string {
+  if (given === null || given === undefined) return `${String(given)}`;
+  const name = (given as { constructor?: { name?: unknown } }).constructor?.name;
+  if (name === 'Agent' || name === 'Pool' || name === 'Client') return `a plain undici ${name}`;
+  if (typeof name === 'string' && name !== 'Object') return `a ${name}`;
+  return typeof given === 'object' ? 'an object' : `a ${typeof given}`;
+}

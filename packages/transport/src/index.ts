@@ -13,6 +13,7 @@ export {
   PoolExhaustedError,
   TransportConfigError,
   TransportIdentityError,
+  ClientCertificateRequiredError,
 } from './errors.js';
 export {
   TransportConfigSchema,
@@ -52,6 +53,7 @@ export {
   type SpiffeTlsClientOptions,
 } from './channel.js';
 export { secureFetch } from './fetch.js';
+export { requireSecureChannel } from './require-channel.js';
 export {
   createMtlsServerOptions,
   parseHttp1FromStream,

@@ -26,7 +26,9 @@ const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'
 /**
  * The typed error for a failed exchange: A2A errors and our own typed errors
  * pass through; an abort says whether it was the deadline (`DEADLINE_EXCEEDED`)
- * or the caller (`ABORTED`); anything else is `TRANSPORT_FAILED`, with the
+ * or the caller (`ABORTED`); a plain dispatcher meeting a SPIFFE server (an
+ * X.509-SVID where it checks a host name) is `CLIENT_CERTIFICATE_REQUIRED`,
+ * which says to use a SecureChannel; anything else is `TRANSPORT_FAILED`, with the
  * original error (e.g. a PeerVerificationError) as the cause.
  */
 export function callFailure(what: string, err: unknown, signal?: AbortSignal): Error {
@@ -39,9 +41,32 @@ export function callFailure(what: string, err: unknown, signal?: AbortSignal): E
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && TIMEOUT_CODES.has(code)) return deadlineExceeded(what, err);
   if (isDeadlineReason(err)) return deadlineExceeded(what, err);
+  const spiffe = spiffeServer(err);
+  if (spiffe !== undefined) {
+    // A plain dispatcher (an undici Agent) reached a SPIFFE mTLS server: say what is missing.
+    return new A2AClientError(
+      'CLIENT_CERTIFICATE_REQUIRED',
+      `${what}: the server is a SPIFFE workload (${spiffe}), which requires a client certificate ` +
+        '(SPIFFE mTLS), and the dispatcher is not a SPIFFE mTLS one: pass a SecureChannel from ' +
+        "@weave/transport, new SecureChannel(identity, 'spiffe://…/server'), which presents this workload's " +
+        "SVID and verifies the server's SPIFFE ID instead of a host name",
+      { cause: err },
+    );
+  }
   return new A2AClientError('TRANSPORT_FAILED', `${what} failed: ${(err as Error)?.message ?? String(err)}`, {
     cause: err,
   });
+}
+
+/**
+ * The SPIFFE ID of the server when `err` is a host-name check failing on an
+ * X.509-SVID (a URI SAN and no DNS name): a plain dispatcher met a SPIFFE server.
+ */
+function spiffeServer(err: unknown): string | undefined {
+  const e = err as { code?: unknown; cert?: { subjectaltname?: unknown } } | null;
+  if (e?.code !== 'ERR_TLS_CERT_ALTNAME_INVALID' || typeof e.cert?.subjectaltname !== 'string')
+    return undefined;
+  return /(?:^|, )URI:(spiffe:\/\/[^,\s]+)/.exec(e.cert.subjectaltname)?.[1];
 }
 
 /** Origin and path of each endpoint seen (a handful per client): parsed once. */
