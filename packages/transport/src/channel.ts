@@ -9,12 +9,22 @@ import {
   type IdentityProvider,
   type TrustDomain,
   X509SvidError,
+  type X509Svid,
 } from '@weave/identity';
 import { parseTransportConfig, type TransportConfig, type TransportConfigInput } from './config.js';
 import { CircuitBreaker } from './circuit-breaker.js';
 import { PeerVerificationError, TransportError, TransportIdentityError } from './errors.js';
 import { RetryPolicy, isIdempotentMethod } from './retry.js';
-import { bundlesPem, certChainDer, peerChainDer, peerIdForMessage, peerIdOfCert, svidPem } from './tls.js';
+import {
+  bundlesPem,
+  certChainDer,
+  clientSecureContext,
+  peerChainDer,
+  peerIdForMessage,
+  peerIdOfCert,
+  svidPem,
+  x509Bundles,
+} from './tls.js';
 
 /** TLS client options carrying a channel's identity and SPIFFE peer check (see {@link SecureChannel.tlsClientOptions}). */
 export interface SpiffeTlsClientOptions {
@@ -231,37 +241,58 @@ export class SecureChannel extends Dispatcher {
   tlsClientOptions(): SpiffeTlsClientOptions {
     const m = this.#tlsMaterial().material;
     if (m.ca === '') throw this.#noBundle();
-    const generation = this.#generation;
-    return {
-      ...m,
-      rejectUnauthorized: true,
-      checkServerIdentity: (_host: string, cert: PeerCertificate): Error | undefined => {
-        try {
-          const peer = this.#verifyChain(certChainDer(cert), () => peerIdOfCert(cert));
-          this.#emit('peer', {
-            peer,
-            serialNumber: cert.serialNumber ?? '',
-            generation,
-          } satisfies PeerVerifiedEvent);
-          return undefined;
-        } catch (err) {
-          return err as Error;
-        }
-      },
+    return { ...m, rejectUnauthorized: true, checkServerIdentity: this.#serverCheck(this.#generation) };
+  }
+
+  /**
+   * The SPIFFE verification of a server, as a `checkServerIdentity`: the
+   * chain Node read during the handshake against the bundle, then the expected
+   * peer; a verified peer is reported to {@link onPeerVerified}.
+   */
+  #serverCheck(generation: number): SpiffeTlsClientOptions['checkServerIdentity'] {
+    return (_host, cert) => {
+      try {
+        const peer = this.#verifyChain(certChainDer(cert), () => peerIdOfCert(cert));
+        this.#emit('peer', {
+          peer,
+          serialNumber: cert.serialNumber ?? '',
+          generation,
+        } satisfies PeerVerifiedEvent);
+        return undefined;
+      } catch (err) {
+        return err as Error;
+      }
     };
   }
 
   #buildAgent(generation: number): Agent {
-    const { material, notAfter } = this.#tlsMaterial();
-    const { ca, ...tlsCreds } = material;
-    this.#pendingNotAfter = notAfter;
+    let svid: X509Svid;
+    try {
+      svid = this.#identity.getX509Svid();
+    } catch (err) {
+      throw new TransportIdentityError(
+        `identity provider has no X.509-SVID for the channel: ${err instanceof Error ? err.message : String(err)}`,
+        { cause: err },
+      );
+    }
+    this.#pendingNotAfter = svid.expiresAt.getTime();
+    const td = this.#matcher.trustDomain;
+    const bundles = x509Bundles(this.#identity, td ? [td] : undefined);
     const http2 = this.config.httpVersion === 'http2';
+    // One secure context per SVID and bundle update, shared by every connection
+    // (and every channel on the same identity): undici given PEM options would
+    // build one per connect.
+    const secureContext =
+      bundles.length > 0 ? clientSecureContext(svid, bundles, this.config.minTlsVersion) : undefined;
     const base = buildConnector({
-      ...tlsCreds,
-      ca,
+      ...(secureContext ? { secureContext } : {}),
+      minVersion: this.config.minTlsVersion,
       rejectUnauthorized: true,
-      // Hostnames mean nothing for SPIFFE; the SPIFFE check below replaces this one.
-      checkServerIdentity: () => undefined,
+      // Hostnames mean nothing for SPIFFE: the SPIFFE verification replaces
+      // Node's check. Node runs it during the handshake with the chain it has
+      // already read, so the peer certificate is fetched once per connection
+      // and a refused peer never sees the socket handed to undici.
+      checkServerIdentity: this.#serverCheck(generation),
       // A resumed session skips certificate checks; every connection does a full handshake.
       maxCachedSessions: 0,
       allowH2: http2,
@@ -272,7 +303,7 @@ export class SecureChannel extends Dispatcher {
         callback(insecureOrigin(opts.protocol), null);
         return;
       }
-      if (ca === '') {
+      if (!secureContext) {
         callback(this.#noBundle(), null);
         return;
       }
@@ -283,18 +314,18 @@ export class SecureChannel extends Dispatcher {
           return;
         }
         const tls = sock as TLSSocket;
-        try {
-          const peer = this.#verify(tls);
-          callback(null, tls);
-          this.#emit('peer', {
-            peer,
-            serialNumber: tls.getPeerX509Certificate()?.serialNumber ?? '',
-            generation,
-          } satisfies PeerVerifiedEvent);
-        } catch (e) {
-          tls.destroy();
-          callback(e as Error, null);
+        // Node skips checkServerIdentity on a resumed session. None is ever
+        // offered, but should one be resumed the chain is verified here.
+        if (tls.isSessionReused()) {
+          try {
+            this.#verify(tls);
+          } catch (e) {
+            tls.destroy();
+            callback(e as Error, null);
+            return;
+          }
         }
+        callback(null, tls);
       }) as unknown as TLSSocket | undefined;
     };
     return new Agent({

@@ -1,5 +1,12 @@
 // TLS plumbing shared by the client channel and the server helpers. Internal.
-import type { PeerCertificate, DetailedPeerCertificate, TLSSocket } from 'node:tls';
+import {
+  createSecureContext,
+  type PeerCertificate,
+  type DetailedPeerCertificate,
+  type SecureContext,
+  type SecureVersion,
+  type TLSSocket,
+} from 'node:tls';
 import {
   SpiffeId,
   type IdentityProvider,
@@ -9,15 +16,65 @@ import {
   verifyX509Svid,
 } from '@weave/identity';
 
-/** PEM of the bundles of `tds` (all trusted bundles when omitted); empty string when none exist. */
-export function bundlesPem(identity: IdentityProvider, tds?: readonly TrustDomain[]): string {
+/** The bundles of `tds` (all trusted bundles when omitted) that hold X.509 authorities. */
+export function x509Bundles(identity: IdentityProvider, tds?: readonly TrustDomain[]): X509Bundle[] {
   const set = identity.getBundleSet();
   const wanted = tds ?? set.trustDomains();
   return wanted
     .map((td) => set.getX509Bundle(td))
-    .filter((b): b is X509Bundle => b !== undefined && b.authorities.length > 0)
+    .filter((b): b is X509Bundle => b !== undefined && b.authorities.length > 0);
+}
+
+/** PEM of the bundles of `tds` (all trusted bundles when omitted); empty string when none exist. */
+export function bundlesPem(identity: IdentityProvider, tds?: readonly TrustDomain[]): string {
+  return x509Bundles(identity, tds)
     .map((b) => b.toPem())
     .join('\n');
+}
+
+interface ContextEntry {
+  readonly bundles: readonly X509Bundle[];
+  readonly minVersion: SecureVersion;
+  readonly context: SecureContext;
+}
+
+// SVIDs and bundles are immutable: a rotation or a bundle update brings new
+// objects, so a context built for the same objects is still right. Entries go
+// away with the SVID they were built for.
+const contexts = new WeakMap<X509Svid, ContextEntry[]>();
+const MAX_CONTEXTS_PER_SVID = 8;
+
+/**
+ * The client TLS secure context for `svid` trusting `bundles`, built once and
+ * shared by every channel and connection made with the same SVID and bundle
+ * objects. Given PEM `cert`/`key`/`ca`, Node (and undici) build a new context
+ * on every connect: parsing the key and the roots costs more than the
+ * handshake's own crypto.
+ */
+export function clientSecureContext(
+  svid: X509Svid,
+  bundles: readonly X509Bundle[],
+  minVersion: SecureVersion,
+): SecureContext {
+  let list = contexts.get(svid);
+  if (!list) contexts.set(svid, (list = []));
+  const hit = list.find(
+    (e) =>
+      e.minVersion === minVersion &&
+      e.bundles.length === bundles.length &&
+      e.bundles.every((b, i) => b === bundles[i]),
+  );
+  if (hit) return hit.context;
+  const { cert, key } = svidPem(svid);
+  const context = createSecureContext({
+    cert,
+    key,
+    ca: bundles.map((b) => b.toPem()).join('\n'),
+    minVersion,
+  });
+  if (list.length >= MAX_CONTEXTS_PER_SVID) list.shift();
+  list.push({ bundles: [...bundles], minVersion, context });
+  return context;
 }
 
 /** Own SVID (the provider's current one, or the one given) as PEM `cert`/`key` for a TLS context. */
@@ -28,11 +85,22 @@ export function svidPem(source: IdentityProvider | X509Svid): { cert: string; ke
 }
 
 /**
- * The chain the peer presented, leaf first, as DER. Node hands it over as a
- * linked list ending in a self-issued root that points at itself.
+ * The chain the peer presented, leaf first, as DER, read through Node's
+ * `X509Certificate` handles (each issuer found among the certificates the
+ * peer sent). `getPeerCertificate(true)` would decode every field of every
+ * certificate into JS objects first: about ten times the CPU per connection.
  */
 export function peerChainDer(socket: TLSSocket): Uint8Array[] {
-  return certChainDer(socket.getPeerCertificate(true) as DetailedPeerCertificate | PeerCertificate | null);
+  const out: Uint8Array[] = [];
+  let cur = socket.getPeerX509Certificate();
+  while (cur && out.length < 17) {
+    out.push(cur.raw);
+    const next = cur.issuerCertificate;
+    // A self-issued root names itself as its issuer.
+    if (!next || next.raw.equals(cur.raw)) break;
+    cur = next;
+  }
+  return out;
 }
 
 /** The chain of a peer certificate as Node gives it (`getPeerCertificate(true)`, `checkServerIdentity`), leaf first, as DER. */
