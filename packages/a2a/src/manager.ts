@@ -99,6 +99,8 @@ interface Live {
   /** Consecutive failed writes, for the retry backoff. */
   failures: number;
   settleWaiters: Array<(t: TaskRecord) => void>;
+  /** Position of each artifact in `record.task.artifacts` by id (built on first use). */
+  artifactIndex?: Map<string, number>;
   inputWaiter?: { resolve: (m: Message) => void; reject: (e: unknown) => void };
 }
 
@@ -304,18 +306,28 @@ export class TaskManager {
     return true;
   }
 
-  /** Adds (or, with `append`, extends) an artifact. Ignored once the task is terminal. */
+  /**
+   * Adds (or, with `append`, extends) an artifact. Ignored once the task is terminal.
+   *
+   * Constant work per call, however many artifacts or chunks came before: the
+   * artifact is found through an index by id, and an append extends the
+   * task's own copy of the artifact in place (the event carries only the new
+   * chunk; {@link snapshot} copies the parts it hands out).
+   */
   addArtifact(id: string, artifact: Artifact, opts: { append?: boolean; lastChunk?: boolean } = {}): boolean {
     const live = this.#live.get(id);
     if (!live) return false;
     const task = live.record.task;
     const list = (task.artifacts ??= []);
-    const i = list.findIndex((a) => a.artifactId === artifact.artifactId);
-    if (i < 0) list.push(artifact);
-    else if (opts.append) {
-      const prev = list[i] as Artifact;
-      list[i] = { ...prev, parts: [...prev.parts, ...artifact.parts] };
-    } else list[i] = artifact;
+    const index = (live.artifactIndex ??= new Map(list.map((a, i) => [a.artifactId, i])));
+    const i = index.get(artifact.artifactId);
+    if (i === undefined) {
+      index.set(artifact.artifactId, list.length);
+      list.push(ownCopy(artifact));
+    } else if (opts.append) {
+      const parts = (list[i] as Artifact).parts;
+      for (const p of artifact.parts) parts.push(p);
+    } else list[i] = ownCopy(artifact);
     const update: StreamResponse = {
       artifactUpdate: {
         taskId: task.id,
@@ -882,6 +894,11 @@ export function isoTimestamp(ms: number): string {
   return lastIso;
 }
 
+/** The task's own copy of an artifact: its parts list grows in place as chunks are appended. */
+function ownCopy(artifact: Artifact): Artifact {
+  return { ...artifact, parts: artifact.parts.slice() };
+}
+
 /** A copy that later in-place updates of the live task do not change. */
 export function snapshot(task: Task, historyLength?: number): Task {
   const out: Task = { id: task.id, contextId: task.contextId, status: task.status };
@@ -893,7 +910,8 @@ export function snapshot(task: Task, historyLength?: number): Task {
           ? []
           : task.history.slice(-historyLength);
   }
-  if (task.artifacts) out.artifacts = task.artifacts.slice();
+  // Appended chunks extend an artifact's parts in place: hand out copies of them.
+  if (task.artifacts) out.artifacts = task.artifacts.map(ownCopy);
   if (task.metadata !== undefined) out.metadata = task.metadata;
   return out;
 }

@@ -11,6 +11,7 @@ import {
   type TaskRecord,
   type TaskState,
 } from '../src/index.js';
+import { snapshot } from '../src/manager.js';
 import { taskStoreContract } from '../src/testing.js';
 
 const msg = (text: string): Message => ({ messageId: `m-${text}`, role: 'ROLE_USER', parts: [{ text }] });
@@ -150,6 +151,43 @@ describe('TaskManager', () => {
     const seqs = puts.filter(([id]) => id === rec.task.id).map(([, seq]) => seq);
     expect(seqs).toEqual([2, 3, 4, 5]);
     expect(puts.at(-1)?.[2]).toBe('TASK_STATE_COMPLETED');
+  });
+
+  it("appends chunks to the task's own copy: events, earlier snapshots and the caller's objects keep what they had", async () => {
+    const m = new TaskManager();
+    const rec = await m.create({ owner: 'o', skill: 's', message: msg('go') });
+    const id = rec.task.id;
+    const events: StoredEvent[] = [];
+    m.subscribe(id, (e) => events.push(e));
+    const first = { artifactId: 'log', parts: [{ text: 'a' }] };
+    m.addArtifact(id, first);
+    const before = snapshot(rec.task);
+    for (const t of ['b', 'c'])
+      m.addArtifact(id, { artifactId: 'log', parts: [{ text: t }] }, { append: true });
+    m.addArtifact(id, { artifactId: 'other', parts: [{ text: 'x' }] });
+    // Not an append: the artifact of that id is replaced, in its place.
+    m.addArtifact(id, { artifactId: 'other', parts: [{ text: 'y' }] });
+    m.addArtifact(id, { artifactId: 'log', parts: [{ text: 'd' }] }, { append: true, lastChunk: true });
+
+    const texts = (t: Task): string[][] => (t.artifacts ?? []).map((a) => a.parts.map((p) => p.text ?? ''));
+    expect(texts(rec.task)).toEqual([['a', 'b', 'c', 'd'], ['y']]);
+    expect(texts(before)).toEqual([['a']]);
+    expect(first.parts).toEqual([{ text: 'a' }]);
+    const chunks = events.map((e) =>
+      'artifactUpdate' in e.event ? e.event.artifactUpdate.artifact.parts : [],
+    );
+    expect(chunks.map((parts) => parts.map((p) => p.text))).toEqual([
+      ['a'],
+      ['b'],
+      ['c'],
+      ['x'],
+      ['y'],
+      ['d'],
+    ]);
+    const after = snapshot(rec.task);
+    m.setStatus(id, 'TASK_STATE_COMPLETED');
+    expect(texts(after)).toEqual([['a', 'b', 'c', 'd'], ['y']]);
+    await m.close();
   });
 
   it('waitForCompletion: terminal, interrupted, unknown, aborted', async () => {

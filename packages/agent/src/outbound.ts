@@ -10,6 +10,7 @@ import {
   AgentCardSignatureError,
   agentSpiffeId,
   isResumableStreamError,
+  type Artifact,
   type Message,
   type Part,
   type SendMessageParams,
@@ -437,6 +438,8 @@ export class Outbound {
     onProgress: ((text: string) => void) | undefined,
   ): Promise<Task> {
     let task: Task | undefined;
+    // The task's artifacts by id (the first of an id, as appends extend it): one lookup per event.
+    let artifactsById = new Map<string, Artifact>();
     let lastEventId: string | undefined;
     // Consecutive breaks without a new event: a resumed stream that moves on earns a fresh budget.
     let breaks = 0;
@@ -457,6 +460,9 @@ export class Outbound {
           }
           if ('task' in e) {
             task = e.task;
+            artifactsById = new Map();
+            for (const a of task.artifacts ?? [])
+              if (!artifactsById.has(a.artifactId)) artifactsById.set(a.artifactId, a);
           } else if ('statusUpdate' in e) {
             if (!task)
               task = {
@@ -482,9 +488,12 @@ export class Outbound {
               };
             const list = (task.artifacts ??= []);
             const a = e.artifactUpdate.artifact;
-            const prev = list.find((x) => x.artifactId === a.artifactId);
-            if (prev && e.artifactUpdate.append) prev.parts.push(...a.parts);
-            else list.push(a);
+            const prev = artifactsById.get(a.artifactId);
+            if (prev && e.artifactUpdate.append) for (const p of a.parts) prev.parts.push(p);
+            else {
+              list.push(a);
+              if (!prev) artifactsById.set(a.artifactId, a);
+            }
           } else if ('message' in e) {
             return {
               id: e.message.taskId ?? '',
