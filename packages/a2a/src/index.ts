@@ -30,6 +30,7 @@ export {
   V03StreamEventSchema,
   V03AgentSkillSchema,
   V03AgentCardSchema,
+  agentCardToV03,
   V03TaskPushConfigSchema,
   V03SendParamsSchema,
   type V03Part,

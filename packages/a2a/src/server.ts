@@ -15,6 +15,7 @@ import {
   type TaskHandlerOptions,
 } from './handler.js';
 import { WRONG_CONTENT_TYPE, peerOf, type HttpBindingDeps } from './bindings/http.js';
+import { agentCardToV03 } from './wire/v03.js';
 import { sendError, serveJsonRpc } from './bindings/jsonrpc.js';
 import { sendRestError, serveRest } from './bindings/rest.js';
 import type { AgentCard, AgentInterface, AgentSkill } from './wire/v1.js';
@@ -49,6 +50,13 @@ export interface AgentCardOptions {
   readonly defaultOutputModes?: string[];
   /** Skills declared up front; {@link A2AServer.registerTaskHandler} adds more. */
   readonly skills?: AgentSkill[];
+  /**
+   * Serve the card in v0.3 shape (with the v1.0 `supportedInterfaces`
+   * embedded) to a request without `A2A-Version` or with 0.3, so v0.3
+   * clients can discover the agent; `A2A-Version: 1.0` always gets the v1.0
+   * card. Default true; false serves the v1.0 card to every request.
+   */
+  readonly v03Compat?: boolean;
 }
 
 /** Options of {@link A2AServer}. */
@@ -336,16 +344,29 @@ export class A2AServer {
     const serveCard = async (request: FastifyRequest, reply: FastifyReply) => {
       const url =
         this.#opts.card.url ?? `${request.protocol}://${request.host}${joinPath(app.prefix, rpcPath)}`;
-      let body = this.#cardCache.get(url);
+      // A request without A2A-Version is a v0.3 request (spec §3.2.6): a v0.3
+      // client sends none and needs the v0.3 card (`url`, ...). v1.0 clients
+      // send `A2A-Version: 1.0` and get the v1.0 card.
+      const legacy = this.#opts.card.v03Compat !== false && isLegacyVersion(request.headers['a2a-version']);
+      const key = `${legacy ? '0.3' : '1.0'} ${url}`;
+      let body = this.#cardCache.get(key);
       const signer = this.#opts.cardSigner;
-      // The signer keeps its own cache, keyed by the SVID: a rotation re-signs.
-      if (signer) body = JSON.stringify(await signer.sign(this.agentCard(url)));
-      else if (body === undefined) {
-        body = JSON.stringify(this.agentCard(url));
-        if (this.#cardCache.size > 64) this.#cardCache.clear();
-        this.#cardCache.set(url, body);
+      if (body === undefined || (signer && !legacy)) {
+        const card = this.agentCard(url);
+        const v03 = legacy ? agentCardToV03(card) : undefined;
+        // The signer keeps its own cache, keyed by the SVID: a rotation re-signs.
+        if (v03) body = JSON.stringify(v03);
+        else if (signer) body = JSON.stringify(await signer.sign(card));
+        else body = JSON.stringify(card);
+        if (!signer || v03) {
+          if (this.#cardCache.size > 64) this.#cardCache.clear();
+          this.#cardCache.set(key, body);
+        }
       }
-      reply.header('content-type', 'application/json').header('cache-control', 'public, max-age=300');
+      reply
+        .header('content-type', 'application/json')
+        .header('cache-control', 'public, max-age=300')
+        .header('vary', 'A2A-Version');
       return reply.send(body);
     };
     app.get('/.well-known/agent-card.json', serveCard);
@@ -360,6 +381,12 @@ export class A2AServer {
       });
     }
   }
+}
+
+/** Whether an `A2A-Version` header asks for v0.3: absent, empty, or 0.3[.x]. */
+function isLegacyVersion(header: string | string[] | undefined): boolean {
+  const h = (Array.isArray(header) ? header[0] : header)?.trim() ?? '';
+  return h === '' || /^0\.3(\.\d+)?$/.test(h);
 }
 
 function joinPath(prefix: string, path: string): string {

@@ -1,5 +1,6 @@
-// Interop with the official @a2a-js/sdk client (v1.0 and its v0.3 compat mode)
-// driving a Weave server, over real mTLS with dev-CA X.509-SVIDs. The other
+// Interop with the official @a2a-js/sdk client (v1.0 and its v0.3 compat mode,
+// and the 0.3.x release itself, installed as @a2a-js/sdk-v03) driving a Weave
+// server, over real mTLS with dev-CA X.509-SVIDs. The other
 // direction, Weave's client against the SDK server on each binding, is
 // client-bindings.test.ts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,7 +12,21 @@ import {
   JsonRpcTransportFactory,
 } from '@a2a-js/sdk/client';
 import { request } from 'undici';
-import { V03StreamEventSchema, V03TaskSchema, V03TaskStatusUpdateEventSchema } from '../src/index.js';
+import {
+  A2AClient as V03A2AClient,
+  ClientFactory as V03ClientFactory,
+  ClientFactoryOptions as V03ClientFactoryOptions,
+  DefaultAgentCardResolver as V03CardResolver,
+  JsonRpcTransportFactory as V03JsonRpcTransportFactory,
+} from '@a2a-js/sdk-v03/client';
+import {
+  AgentCardSchema,
+  AgentInterfaceSchema,
+  V03AgentCardSchema,
+  V03StreamEventSchema,
+  V03TaskSchema,
+  V03TaskStatusUpdateEventSchema,
+} from '../src/index.js';
 import { startHarness, type Harness } from './helpers/agents.js';
 import { channel, fetchOver } from './helpers/pki.js';
 import { sdkSendParams, sdkText } from './helpers/sdk.js';
@@ -278,5 +293,79 @@ describe('v0.3 clients → Weave server', () => {
     expect(task.artifacts[0]?.parts[0]?.content).toEqual({ $case: 'text', value: 'echo: compat' });
     const got = await client.getTask({ tenant: '', id: task.id, historyLength: undefined });
     expect(got.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+  });
+
+  async function card(headers: Record<string, string>): Promise<Record<string, unknown>> {
+    const res = await request(`${h.url}/.well-known/agent-card.json`, { dispatcher: h.agent, headers });
+    expect(res.headers.vary).toContain('A2A-Version');
+    return (await res.body.json()) as Record<string, unknown>;
+  }
+
+  const v03Text = (text: string) => ({
+    kind: 'message' as const,
+    messageId: `v03-${Math.random().toString(36).slice(2)}`,
+    role: 'user' as const,
+    parts: [{ kind: 'text' as const, text }],
+    metadata: { skill: 'echo' },
+  });
+
+  it('no A2A-Version (or 0.3): a v0.3 card with the v1.0 interfaces; A2A-Version 1.0: the v1.0 card', async () => {
+    for (const headers of [{}, { 'a2a-version': '0.3' }] as Array<Record<string, string>>) {
+      const c = await card(headers);
+      const v03 = V03AgentCardSchema.parse(c);
+      expect(v03.url.replace(/\/$/, '')).toBe(h.url.replace(/\/$/, ''));
+      expect(v03.preferredTransport).toBe('JSONRPC');
+      expect(v03.protocolVersion).toBe('0.3.0');
+      expect(v03.securitySchemes?.mtls?.type).toBe('mutualTLS');
+      const ifaces = AgentInterfaceSchema.array().parse(c.supportedInterfaces);
+      expect(ifaces.map((i) => `${i.protocolBinding} ${i.protocolVersion}`)).toContain('JSONRPC 1.0');
+    }
+    const v1 = await card({ 'a2a-version': '1.0' });
+    expect(AgentCardSchema.safeParse(v1).success).toBe(true);
+    // Exactly the v1.0 members: strict ProtoJSON parsers refuse the v0.3 ones.
+    expect(v1).not.toHaveProperty('url');
+    expect(v1).not.toHaveProperty('preferredTransport');
+    expect(v1).not.toHaveProperty('protocolVersion');
+  });
+
+  it('the 0.3.x client discovers the agent and sends, gets and streams with the v0.3 method names', async () => {
+    const fetchImpl = fetchOver(h.agent);
+    const factory = new V03ClientFactory(
+      V03ClientFactoryOptions.createFrom(V03ClientFactoryOptions.default, {
+        transports: [new V03JsonRpcTransportFactory({ fetchImpl })],
+        cardResolver: new V03CardResolver({ fetchImpl }),
+      }),
+    );
+    const client = await factory.createFromUrl(h.url);
+    const res = await client.sendMessage({
+      message: v03Text('old friend'),
+    });
+    expect(res.kind).toBe('task');
+    const task = res as Extract<typeof res, { kind: 'task' }>;
+    expect(task.status.state).toBe('completed');
+    expect(task.artifacts?.[0]?.parts[0]).toMatchObject({ kind: 'text', text: 'echo: old friend' });
+    const got = await client.getTask({ id: task.id });
+    expect(got.id).toBe(task.id);
+    const kinds: string[] = [];
+    for await (const e of client.sendMessageStream({
+      message: v03Text('stream'),
+    })) {
+      kinds.push(e.kind);
+    }
+    expect(kinds[0]).toBe('task');
+    expect(kinds).toContain('artifact-update');
+  });
+
+  it('the deprecated 0.3.x A2AClient, which insists on the card `url`, works too', async () => {
+    const client = await V03A2AClient.fromCardUrl(`${h.url}/.well-known/agent-card.json`, {
+      fetchImpl: fetchOver(h.agent),
+    });
+    const res = await client.sendMessage({
+      message: v03Text('legacy'),
+    });
+    expect('result' in res).toBe(true);
+    const result = (res as { result: { kind: string; status: { state: string } } }).result;
+    expect(result.kind).toBe('task');
+    expect(result.status.state).toBe('completed');
   });
 });

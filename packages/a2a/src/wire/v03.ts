@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import type {
+  AgentCard,
   Artifact,
   Message,
   Part,
@@ -395,4 +396,76 @@ export function pushConfigToV03(c: TaskPushNotificationConfig): Record<string, u
     };
   }
   return { taskId: c.taskId, pushNotificationConfig: cfg };
+}
+
+/**
+ * The agent card in v0.3 shape, for a v0.3 client (one that sends no
+ * `A2A-Version`, or 0.3): `url` and `preferredTransport` of the first
+ * interface speaking 0.3, the others as `additionalInterfaces`, `type`-tagged
+ * security schemes. The v1.0 `supportedInterfaces` ride along, so a v1.0
+ * client that reads this card finds its interfaces too (as the official
+ * SDK's v0.3 compatibility serves it). Signatures are left out: they sign the
+ * v1.0 card, not this one. Undefined when no interface speaks 0.3.
+ */
+export function agentCardToV03(card: AgentCard): Record<string, unknown> | undefined {
+  const legacy = card.supportedInterfaces.filter(
+    (i) => i.protocolVersion === undefined || /^0\.3(\.|$)/.test(i.protocolVersion),
+  );
+  const primary = legacy[0];
+  if (!primary) return undefined;
+  const caps = card.capabilities;
+  const out: Record<string, unknown> = {
+    protocolVersion: '0.3.0',
+    name: card.name,
+    description: card.description,
+    url: primary.url,
+    preferredTransport: primary.protocolBinding,
+    version: card.version,
+    capabilities: {
+      ...(caps.streaming === undefined ? {} : { streaming: caps.streaming }),
+      ...(caps.pushNotifications === undefined ? {} : { pushNotifications: caps.pushNotifications }),
+      ...(caps.extensions === undefined ? {} : { extensions: caps.extensions }),
+    },
+    defaultInputModes: card.defaultInputModes,
+    defaultOutputModes: card.defaultOutputModes,
+    skills: card.skills.map(({ securityRequirements, ...skill }) =>
+      securityRequirements ? { ...skill, security: securityRequirements.map(securityToV03) } : skill,
+    ),
+    supportedInterfaces: card.supportedInterfaces,
+  };
+  if (legacy.length > 1) {
+    out.additionalInterfaces = legacy.slice(1).map((i) => ({ url: i.url, transport: i.protocolBinding }));
+  }
+  if (caps.extendedAgentCard !== undefined) out.supportsAuthenticatedExtendedCard = caps.extendedAgentCard;
+  if (card.securitySchemes) {
+    out.securitySchemes = Object.fromEntries(
+      Object.entries(card.securitySchemes).map(([name, scheme]) => [name, securitySchemeToV03(scheme)]),
+    );
+  }
+  if (card.securityRequirements) out.security = card.securityRequirements.map(securityToV03);
+  if (card.provider) out.provider = card.provider;
+  if (card.documentationUrl) out.documentationUrl = card.documentationUrl;
+  if (card.iconUrl) out.iconUrl = card.iconUrl;
+  return out;
+}
+
+function securityToV03(r: { schemes: Record<string, { list?: string[] }> }): Record<string, string[]> {
+  return Object.fromEntries(Object.entries(r.schemes).map(([k, v]) => [k, v.list ?? []]));
+}
+
+/** v1.0 names a scheme by its one member (`mtlsSecurityScheme`); v0.3 by `type` (`mutualTLS`). */
+const SCHEME_TYPES: Record<string, string> = {
+  mtlsSecurityScheme: 'mutualTLS',
+  apiKeySecurityScheme: 'apiKey',
+  httpAuthSecurityScheme: 'http',
+  oauth2SecurityScheme: 'oauth2',
+  openIdConnectSecurityScheme: 'openIdConnect',
+};
+
+function securitySchemeToV03(scheme: Record<string, unknown>): Record<string, unknown> {
+  for (const [member, type] of Object.entries(SCHEME_TYPES)) {
+    const body = scheme[member];
+    if (body && typeof body === 'object') return { type, ...(body as Record<string, unknown>) };
+  }
+  return scheme;
 }
