@@ -42,5 +42,12 @@ export {
   type IdentityUpdate,
 } from './provider.js';
 export { StaticMtlsProvider, type StaticMtlsOptions } from './static-provider.js';
+export {
+  SvidIdentityProvider,
+  type HeldBundles,
+  type HeldSvid,
+  type SvidIdentityChange,
+  type SvidIdentityOptions,
+} from './svid-provider.js';
 export type { X509Certificate } from '@peculiar/x509';
 export * from './workload/index.js';

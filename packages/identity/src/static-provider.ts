@@ -3,19 +3,11 @@ import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { BundleSet, X509Bundle } from './bundle.js';
-import { ExpiryWatch } from './expiry.js';
-import { UpdateListeners } from './listeners.js';
+import { HeldIdentityProvider, type VerifiedIdentity } from './held-provider.js';
 import { defaultLogger } from './log.js';
-import {
-  IdentityConfigError,
-  IdentityNotReadyError,
-  type IdentityExpiry,
-  type IdentityProvider,
-  type IdentityUpdate,
-} from './provider.js';
-import { TrustDomain, type SpiffeId } from './spiffe-id.js';
+import { IdentityConfigError } from './provider.js';
+import { TrustDomain } from './spiffe-id.js';
 import { verifyX509Svid, X509Svid } from './x509-svid.js';
-import { sameDer } from './x509-util.js';
 
 /** Options of {@link StaticMtlsProvider.create}. */
 export interface StaticMtlsOptions {
@@ -34,11 +26,6 @@ export interface StaticMtlsOptions {
   logger?: Logger;
 }
 
-interface Loaded {
-  svid: X509Svid;
-  bundles: BundleSet;
-}
-
 /**
  * An {@link IdentityProvider} reading an SVID and bundles from PEM files (e.g.
  * written by spiffe-helper or cert-manager). It reloads when the files change;
@@ -49,28 +36,19 @@ interface Loaded {
  * {@link StaticMtlsProvider.onExpired} and {@link StaticMtlsProvider.getX509Svid}
  * throws until they are.
  */
-export class StaticMtlsProvider implements IdentityProvider {
-  readonly id: SpiffeId;
+export class StaticMtlsProvider extends HeldIdentityProvider {
   readonly #opts: StaticMtlsOptions;
   readonly #log: Logger;
-  readonly #listeners: UpdateListeners;
-  readonly #expiry: ExpiryWatch;
   readonly #watchers: FSWatcher[] = [];
-  #state: Loaded;
   #timer: NodeJS.Timeout | undefined;
   #reloading: Promise<boolean> | undefined;
   #again = false;
-  #closed = false;
   #lastReloadError: Error | undefined;
 
-  private constructor(opts: StaticMtlsOptions, state: Loaded, log: Logger) {
+  private constructor(opts: StaticMtlsOptions, state: VerifiedIdentity, log: Logger) {
+    super(state, log);
     this.#opts = opts;
-    this.#state = state;
-    this.id = state.svid.id;
     this.#log = log;
-    this.#listeners = new UpdateListeners(log);
-    this.#expiry = new ExpiryWatch(log, (svid) => this.#expiredMessage(svid));
-    this.#expiry.follow(state.svid);
   }
 
   /**
@@ -79,7 +57,7 @@ export class StaticMtlsProvider implements IdentityProvider {
    */
   static async create(opts: StaticMtlsOptions): Promise<StaticMtlsProvider> {
     const log = opts.logger ?? defaultLogger('static-mtls-provider');
-    let state: Loaded;
+    let state: VerifiedIdentity;
     try {
       state = await load(opts);
     } catch (err) {
@@ -96,33 +74,6 @@ export class StaticMtlsProvider implements IdentityProvider {
   }
 
   /**
-   * The SVID from the files.
-   * @throws {IdentityNotReadyError} when the provider is closed, or the SVID expired before valid new files were written.
-   */
-  getX509Svid(): X509Svid {
-    if (this.#closed) throw new IdentityNotReadyError('identity provider is closed');
-    if (this.#expiry.expired) throw new IdentityNotReadyError(this.#expiredMessage(this.#state.svid));
-    return this.#state.svid;
-  }
-
-  getX509Bundle(trustDomain: TrustDomain): X509Bundle | undefined {
-    return this.#state.bundles.getX509Bundle(trustDomain);
-  }
-
-  getBundleSet(): BundleSet {
-    return this.#state.bundles;
-  }
-
-  onUpdate(listener: (update: IdentityUpdate) => void): () => void {
-    return this.#listeners.add(listener);
-  }
-
-  /** Called once when the certificate in the files expires; the next `'svid'`/`'both'` update ends it. */
-  onExpired(listener: (expiry: IdentityExpiry) => void): () => void {
-    return this.#expiry.add(listener);
-  }
-
-  /**
    * Reads the files again now. Resolves true when the new state was taken (or
    * nothing changed), false when it was refused (see {@link lastReloadError}).
    */
@@ -134,7 +85,7 @@ export class StaticMtlsProvider implements IdentityProvider {
     }
     this.#reloading = this.#doReload().finally(() => {
       this.#reloading = undefined;
-      if (this.#again && !this.#closed) {
+      if (this.#again && !this.closed) {
         this.#again = false;
         void this.reload();
       }
@@ -142,18 +93,16 @@ export class StaticMtlsProvider implements IdentityProvider {
     return this.#reloading;
   }
 
-  async close(): Promise<void> {
-    this.#closed = true;
+  override async close(): Promise<void> {
+    await super.close();
     if (this.#timer) clearTimeout(this.#timer);
     for (const w of this.#watchers) w.close();
     this.#watchers.length = 0;
-    this.#listeners.clear();
-    this.#expiry.close();
     await this.#reloading;
   }
 
   async #doReload(): Promise<boolean> {
-    let next: Loaded;
+    let next: VerifiedIdentity;
     try {
       next = await load(this.#opts);
       if (!next.svid.id.equals(this.id))
@@ -164,22 +113,13 @@ export class StaticMtlsProvider implements IdentityProvider {
       return false;
     }
     this.#lastReloadError = undefined;
-    if (this.#closed) return true;
-    const prev = this.#state;
-    let svidChanged = !sameSvid(prev.svid, next.svid);
-    const bundlesChanged = !sameBundles(prev.bundles, next.bundles);
-    if (!svidChanged && !bundlesChanged) return true;
-    this.#state = next;
-    // load() verified the SVID, but it may have expired since: then it is no rotation.
-    if (svidChanged) svidChanged = this.#expiry.follow(next.svid);
-    if (!svidChanged && !bundlesChanged) return true;
-    const reason = svidChanged && bundlesChanged ? 'both' : svidChanged ? 'svid' : 'bundles';
-    this.#log.info({ reason, expiresAt: next.svid.expiresAt }, 'identity files reloaded');
-    this.#listeners.emit({ svid: next.svid, bundles: next.bundles, reason });
+    if (this.closed) return true;
+    const reason = this.apply(next);
+    if (reason) this.#log.info({ reason, expiresAt: next.svid.expiresAt }, 'identity files reloaded');
     return true;
   }
 
-  #expiredMessage(svid: X509Svid): string {
+  protected expiredMessage(svid: X509Svid): string {
     return (
       `the X.509-SVID of ${svid.id.toString()} in ${this.#opts.certFile} expired at ` +
       `${svid.expiresAt.toISOString()} and no valid replacement was written` +
@@ -212,7 +152,7 @@ export class StaticMtlsProvider implements IdentityProvider {
   }
 
   #schedule(): void {
-    if (this.#closed) return;
+    if (this.closed) return;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
@@ -222,7 +162,7 @@ export class StaticMtlsProvider implements IdentityProvider {
   }
 }
 
-async function load(opts: StaticMtlsOptions): Promise<Loaded> {
+async function load(opts: StaticMtlsOptions): Promise<VerifiedIdentity> {
   const [cert, key, bundle] = await Promise.all([
     readFile(opts.certFile, 'utf8'),
     readFile(opts.keyFile, 'utf8'),
@@ -241,21 +181,4 @@ async function load(opts: StaticMtlsOptions): Promise<Loaded> {
   // not at the first handshake.
   verifyX509Svid(svid.certificates, bundles);
   return { svid, bundles };
-}
-
-function sameSvid(a: X509Svid, b: X509Svid): boolean {
-  return (
-    a.certificates.length === b.certificates.length &&
-    a.certificates.every((c, i) => sameDer(c, b.certificates[i]!)) &&
-    a.privateKey.equals(b.privateKey)
-  );
-}
-
-function sameBundles(a: BundleSet, b: BundleSet): boolean {
-  const ta = a.trustDomains();
-  const tb = b.trustDomains();
-  return (
-    ta.length === tb.length &&
-    ta.every((td, i) => td.equals(tb[i]!) && (a.getX509Bundle(td)?.equals(b.getX509Bundle(td)) ?? false))
-  );
 }
