@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { SpiffeId } from '@weave/identity';
 import type { PolicyEnforcer } from '@weave/authz';
@@ -157,6 +158,8 @@ export class A2AServer {
   readonly #maxBody: number;
   readonly #deps: HttpBindingDeps;
   readonly #cardCache = new Map<string, string>();
+  /** ETag and Last-Modified of each card variant (A2A version × URL), kept across cache clears. */
+  readonly #cardValidatorsByKey = new Map<string, CardValidators>();
   #grpcUrl: string | undefined;
 
   constructor(options: A2AServerOptions) {
@@ -297,6 +300,20 @@ export class A2AServer {
     await this.handler.close();
   }
 
+  /**
+   * The validators of a card body: a strong ETag of its bytes, and when that
+   * variant last changed (the first time this body was served), to the second.
+   */
+  #cardValidators(key: string, body: string): CardValidators {
+    const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 22)}"`;
+    const known = this.#cardValidatorsByKey.get(key);
+    if (known?.etag === etag) return known;
+    const v = { etag, lastModified: new Date(Math.floor(Date.now() / 1000) * 1000).toUTCString() };
+    if (this.#cardValidatorsByKey.size > 64) this.#cardValidatorsByKey.clear();
+    this.#cardValidatorsByKey.set(key, v);
+    return v;
+  }
+
   // ---- mounting --------------------------------------------------------------
 
   #mount(app: FastifyInstance): void {
@@ -363,11 +380,14 @@ export class A2AServer {
           this.#cardCache.set(key, body);
         }
       }
+      const validators = this.#cardValidators(key, body);
       reply
-        .header('content-type', 'application/json')
         .header('cache-control', 'public, max-age=300')
-        .header('vary', 'A2A-Version');
-      return reply.send(body);
+        .header('vary', 'A2A-Version')
+        .header('etag', validators.etag)
+        .header('last-modified', validators.lastModified);
+      if (notModified(request, validators)) return reply.code(304).send();
+      return reply.header('content-type', 'application/json').send(body);
     };
     app.get('/.well-known/agent-card.json', serveCard);
     app.get('/.well-known/agent.json', serveCard);
@@ -381,6 +401,29 @@ export class A2AServer {
       });
     }
   }
+}
+
+interface CardValidators {
+  readonly etag: string;
+  readonly lastModified: string;
+}
+
+/**
+ * A conditional GET the card satisfies (RFC 9110 §13.1): `If-None-Match`
+ * listing its ETag (weak comparison) or `*`; without one, `If-Modified-Since`
+ * at or after its Last-Modified.
+ */
+function notModified(request: FastifyRequest, v: CardValidators): boolean {
+  const inm = request.headers['if-none-match'];
+  if (inm !== undefined) {
+    const tags = (Array.isArray(inm) ? inm.join(',') : inm).split(',').map((t) => t.trim());
+    const opaque = (t: string) => (t.startsWith('W/') ? t.slice(2) : t);
+    return tags.some((t) => t === '*' || opaque(t) === v.etag);
+  }
+  const ims = request.headers['if-modified-since'];
+  if (typeof ims !== 'string') return false;
+  const since = Date.parse(ims);
+  return Number.isFinite(since) && since >= Date.parse(v.lastModified);
 }
 
 /** Whether an `A2A-Version` header asks for v0.3: absent, empty, or 0.3[.x]. */

@@ -2,6 +2,7 @@
 // signed by its SVID; DiscoveryClient / A2AClient check it against the trust
 // bundle and the SPIFFE ID the TLS handshake proved.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { request } from 'undici';
 import type { DevCaIdentityProvider } from '@weave/identity/dev';
 import type { SecureChannel } from '@weave/transport';
 import type { MtlsFastifyInstance } from '@weave/transport/server';
@@ -91,5 +92,57 @@ describe('discovery of signed cards', () => {
     } finally {
       await plain.close();
     }
+  });
+});
+
+describe('card caching: ETag, Last-Modified, conditional GET, Cache-Control', () => {
+  async function get(headers: Record<string, string>) {
+    const res = await request(`${h.url}/.well-known/agent-card.json`, { dispatcher: h.agent, headers });
+    return { status: res.statusCode, headers: res.headers, text: await res.body.text() };
+  }
+  const v1 = { 'a2a-version': '1.0' };
+
+  it('the (signed) card has a stable ETag and a Last-Modified; a matching conditional GET is 304 with no body', async () => {
+    const first = await get(v1);
+    expect(first.status).toBe(200);
+    expect(first.headers['cache-control']).toMatch(/max-age=\d+/);
+    expect(first.headers.vary).toContain('A2A-Version');
+    const etag = String(first.headers.etag);
+    const lastModified = String(first.headers['last-modified']);
+    expect(etag).toMatch(/^"[A-Za-z0-9_-]+"$/);
+    expect(Number.isNaN(Date.parse(lastModified))).toBe(false);
+    const again = await get(v1);
+    expect(again.headers.etag).toBe(etag);
+    expect(again.text).toBe(first.text);
+    for (const inm of [etag, `W/${etag}`, `"other", ${etag}`, '*']) {
+      const r = await get({ ...v1, 'if-none-match': inm });
+      expect(r.status, inm).toBe(304);
+      expect(r.text, inm).toBe('');
+      expect(r.headers.etag, inm).toBe(etag);
+    }
+    expect((await get({ ...v1, 'if-none-match': '"other"' })).status).toBe(200);
+    expect((await get({ ...v1, 'if-modified-since': lastModified })).status).toBe(304);
+    const dayBefore = new Date(Date.parse(lastModified) - 86_400_000).toUTCString();
+    expect((await get({ ...v1, 'if-modified-since': dayBefore })).status).toBe(200);
+    // If-None-Match wins over If-Modified-Since (RFC 9110 §13.2.2).
+    expect((await get({ ...v1, 'if-none-match': '"other"', 'if-modified-since': lastModified })).status).toBe(
+      200,
+    );
+    // The v0.3 variant is another representation, with its own ETag.
+    const legacy = await get({});
+    expect(legacy.headers.etag).not.toBe(etag);
+    expect((await get({ 'if-none-match': etag })).status).toBe(200);
+  });
+
+  it('a changed card gets a new ETag: the old one no longer matches', async () => {
+    const before = await get(v1);
+    h.a2a.registerTaskHandler({ id: 'later', name: 'later', description: 'added', tags: [] }, () => 'ok');
+    const after = await get({ ...v1, 'if-none-match': String(before.headers.etag) });
+    expect(after.status).toBe(200);
+    expect(after.headers.etag).not.toBe(before.headers.etag);
+    expect(JSON.parse(after.text).skills.map((x: { id: string }) => x.id)).toContain('later');
+    expect(Date.parse(String(after.headers['last-modified']))).toBeGreaterThanOrEqual(
+      Date.parse(String(before.headers['last-modified'])),
+    );
   });
 });
