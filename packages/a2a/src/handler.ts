@@ -276,6 +276,12 @@ export interface TaskHandlerOptions {
    * execution is at most once.
    */
   readonly rerunnable?: boolean;
+  /**
+   * Listed only on the extended card (GetExtendedAgentCard), which must then
+   * be configured, never on the public card. Hiding a skill is not access
+   * control: the policy decides who may call it, as for any skill.
+   */
+  readonly extended?: boolean;
 }
 
 /** Policy action of GetExtendedAgentCard. */
@@ -295,6 +301,8 @@ export class A2ARequestHandler {
   readonly #handlers = new Map<string, TaskHandler>();
   /** Skills answered by a message, without a task (also in #handlers, as a handler never run). */
   readonly #direct = new Map<string, MessageHandler>();
+  /** Skills listed on the extended card only (GetExtendedAgentCard), not on the public one. */
+  readonly #extendedOnly = new Set<string>();
   readonly #rerunnable = new Set<string>();
   readonly #skills = new Map<string, AgentSkill>();
   readonly #maxTasks: number;
@@ -367,6 +375,11 @@ export class A2ARequestHandler {
     handler: TaskHandler,
     options: TaskHandlerOptions = {},
   ): void {
+    if (options.extended === true && this.#opts.extendedCard === undefined) {
+      throw new TypeError(
+        'an extended skill is listed only on the extended agent card: configure extendedCard',
+      );
+    }
     const def =
       typeof skill === 'string'
         ? (this.#skills.get(skill) ?? { id: skill, name: skill, description: '', tags: [] })
@@ -376,6 +389,8 @@ export class A2ARequestHandler {
     this.#direct.delete(def.id);
     if (options.rerunnable === true) this.#rerunnable.add(def.id);
     else this.#rerunnable.delete(def.id);
+    if (options.extended === true) this.#extendedOnly.add(def.id);
+    else this.#extendedOnly.delete(def.id);
     this.#onSkillsChanged?.();
   }
 
@@ -389,9 +404,15 @@ export class A2ARequestHandler {
     this.#direct.set(id, handler);
   }
 
-  /** The skills served (declared and with a handler), in declaration order. */
-  servedSkills(): AgentSkill[] {
-    return [...this.#skills.values()].filter((s) => this.#handlers.has(s.id));
+  /**
+   * The skills served (declared and with a handler), in declaration order:
+   * those of the public card, or with `'extended'` those of the extended card
+   * (all of them, the extended-only ones included).
+   */
+  servedSkills(card: 'public' | 'extended' = 'public'): AgentSkill[] {
+    return [...this.#skills.values()].filter(
+      (s) => this.#handlers.has(s.id) && (card === 'extended' || !this.#extendedOnly.has(s.id)),
+    );
   }
 
   /** Extensions the card declares. */

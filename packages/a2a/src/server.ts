@@ -196,7 +196,9 @@ export class A2AServer {
 
   /**
    * Runs `handler` for tasks of `skill`. A skill given by id must be declared
-   * in the card options; a full {@link AgentSkill} is added to the card.
+   * in the card options; a full {@link AgentSkill} is added to the card, or,
+   * with `extended: true`, only to {@link extendedAgentCard} (the policy, not
+   * the card, decides who may call it).
    */
   registerTaskHandler(skill: AgentSkill | string, handler: TaskHandler, options?: TaskHandlerOptions): this {
     this.handler.registerTaskHandler(skill, handler, options);
@@ -228,6 +230,18 @@ export class A2AServer {
    * endpoint; HTTP+JSON hangs below `restPath` of the same origin).
    */
   agentCard(url: string): AgentCard {
+    return this.#card(url, 'public');
+  }
+
+  /**
+   * The public card with every served skill, the extended-only ones
+   * included: what an `extendedCard` function may return (or build on).
+   */
+  extendedAgentCard(url: string): AgentCard {
+    return this.#card(url, 'extended');
+  }
+
+  #card(url: string, which: 'public' | 'extended'): AgentCard {
     const c = this.#opts.card;
     const card: AgentCard = {
       name: c.name,
@@ -260,7 +274,7 @@ export class A2AServer {
       securityRequirements: [{ schemes: { mtls: { list: [] } } }],
       defaultInputModes: c.defaultInputModes ?? ['text/plain', 'application/json'],
       defaultOutputModes: c.defaultOutputModes ?? ['text/plain', 'application/json'],
-      skills: this.handler.servedSkills(),
+      skills: this.handler.servedSkills(which),
     };
     if (c.provider) card.provider = c.provider;
     if (c.documentationUrl) card.documentationUrl = c.documentationUrl;

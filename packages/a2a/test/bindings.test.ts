@@ -96,7 +96,7 @@ beforeAll(async () => {
   const ran: string[] = [];
   const pushed: World['pushed'] = [];
   const release = new Map<string, () => void>();
-  const a2a = new A2AServer({
+  const a2a: A2AServer = new A2AServer({
     card: { name: 'bindings agent', description: 'behavioural suite', version: '1.0.0' },
     selfId: server.id,
     enforcer,
@@ -118,15 +118,11 @@ beforeAll(async () => {
     extendedCard: (caller) => {
       // Recorded like a task handler: a refused caller must not get this far.
       ran.push(`extended:${caller.toString()}`);
+      // The public card with the extended-only skills too.
       return {
+        ...a2a.extendedAgentCard('https://x/'),
         name: 'bindings agent (extended)',
         description: `for ${caller.toString()}`,
-        version: '1.0.0',
-        supportedInterfaces: [{ url: 'https://x/', protocolBinding: 'JSONRPC', protocolVersion: '1.0' }],
-        capabilities: {},
-        defaultInputModes: [],
-        defaultOutputModes: [],
-        skills: [],
       };
     },
   });
@@ -159,6 +155,14 @@ beforeAll(async () => {
     ran.push(`vault:${ctx.caller.toString()}`);
     return 'opened';
   });
+  a2a.registerTaskHandler(
+    { id: 'hidden', name: 'hidden', description: 'on the extended card only', tags: [] },
+    (ctx) => {
+      ran.push(`hidden:${who(ctx)}`);
+      return 'hidden';
+    },
+    { extended: true },
+  );
   a2a.registerTaskHandler({ id: 'ask', name: 'ask', description: 'asks', tags: [] }, async (ctx) => {
     ran.push(`ask:${who(ctx)}`);
     const reply = await ctx.requestInput('which city?');
@@ -641,6 +645,17 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     expect(card.description).toBe(`for ${w.client.id.toString()}`);
   });
 
+  it('a skill registered as extended is on the extended card only', async () => {
+    const res = await request(`${w.url}/.well-known/agent-card.json`, { dispatcher: w.agent });
+    const card = (await res.body.json()) as { skills: Array<{ id: string }> };
+    expect(card.skills.map((s) => s.id)).not.toContain('hidden');
+    expect(card.skills.map((s) => s.id)).toContain('echo');
+    const ext = ok(await b.call('GetExtendedAgentCard', {}));
+    const ids = ext.skills.map((s: { id: string }) => s.id);
+    expect(ids).toContain('hidden');
+    expect(ids.filter((id: string) => id !== 'hidden')).toEqual(card.skills.map((s) => s.id));
+  });
+
   it('a caller the policy does not allow is PERMISSION_DENIED, audited, and nothing runs', async () => {
     const s = bindingFor(name, 'stranger');
     const before = w.ran.length;
@@ -960,5 +975,19 @@ describe('the gRPC port refuses the callers the HTTP port refuses, and runs noth
     // The admitted client still gets through on both ports.
     const okG = await grpcCall(w.client);
     expect(okG).toBeNull();
+  });
+});
+
+describe('extended skills', () => {
+  it('are refused on a server that declares no extended card (nowhere to list them)', async () => {
+    const s = new A2AServer({
+      card: { name: 'no extended card', description: '', version: '1' },
+      selfId: w.server.id,
+      enforcer: w.enforcer,
+    });
+    expect(() => s.registerTaskHandler('x', () => 'x', { extended: true })).toThrow(TypeError);
+    expect(s.agentCard('https://x/').skills).toEqual([]);
+    expect(s.agentCard('https://x/').capabilities.extendedAgentCard).toBe(false);
+    await s.close();
   });
 });

@@ -157,8 +157,14 @@ interface Running {
   readonly ops?: Server;
   readonly url: string;
   readonly opsUrl?: string;
-  readonly skillSchemas: Record<string, unknown>;
+  readonly skillSchemas: SkillSchemas;
   readonly unsubscribe: Array<() => void>;
+}
+
+/** The skills' JSON Schemas as the two cards carry them: an extended skill's only on the extended card. */
+interface SkillSchemas {
+  readonly public: Record<string, unknown>;
+  readonly extended: Record<string, unknown>;
 }
 
 /**
@@ -261,6 +267,12 @@ export class SecureAgent extends AgentCore {
     options: CapabilityOptions<I>,
     handler: CapabilityHandler<z.output<I>>,
   ): this {
+    if (options.extended === true && this.#run && !this.#run.a2a.handler.hasExtendedCard) {
+      throw new AgentError(
+        'CAPABILITY_INVALID',
+        `capability "${name}": an extended capability must be registered before start() (this agent serves no extended card)`,
+      );
+    }
     super.capability(name, options, handler);
     const def = this.capabilities.get(name);
     if (this.#run && def) this.#serve(this.#run.a2a, this.#run.skillSchemas, def);
@@ -386,11 +398,13 @@ export class SecureAgent extends AgentCore {
         this.metrics.tlsHandshakes.inc({ side: 'server', result: 'error' }),
       );
 
-      const skillSchemas: Record<string, unknown> = {};
+      const skillSchemas: SkillSchemas = { public: {}, extended: {} };
       const routing = this.#routing();
       const signer = new AgentCardSigner(identity);
+      // Set once listening: no call can ask for the extended card before.
+      let servedUrl = '';
       cleanup.push(async () => signer.close());
-      const a2a = new A2AServer({
+      const a2a: A2AServer = new A2AServer({
         card: {
           name: this.config.name,
           description: this.config.description || `${this.config.name} (a Weave agent)`,
@@ -410,7 +424,11 @@ export class SecureAgent extends AgentCore {
           ...(this.config.server.perCaller ? { perCaller: this.config.server.perCaller } : {}),
         },
         bindings: this.config.server.bindings,
-        extensions: [skillSchemaExtension(skillSchemas)],
+        extensions: [skillSchemaExtension(skillSchemas.public)],
+        // Only when some capability is `extended`: the public card then declares it.
+        ...(this.capabilities.list().some((d) => d.options.extended === true)
+          ? { extendedCard: () => signer.sign(extendedCard(a2a.extendedAgentCard(servedUrl), skillSchemas)) }
+          : {}),
         ...(routing ? { routing } : {}),
       });
       cleanup.push(() => a2a.close());
@@ -445,6 +463,7 @@ export class SecureAgent extends AgentCore {
       const addr = app.server.address() as AddressInfo;
       const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
       const url = this.config.server.publicUrl ?? `https://${host}:${addr.port}`;
+      servedUrl = url;
 
       let ops: { server: Server; url: string } | undefined;
       const opsCfg = this.config.observability.ops;
@@ -656,7 +675,7 @@ export class SecureAgent extends AgentCore {
     });
   }
 
-  #serve(a2a: A2AServer, skillSchemas: Record<string, unknown>, def: CapabilityDefinition): void {
+  #serve(a2a: A2AServer, skillSchemas: SkillSchemas, def: CapabilityDefinition): void {
     const skill: AgentSkill = {
       id: def.name,
       name: def.name,
@@ -666,11 +685,17 @@ export class SecureAgent extends AgentCore {
       outputModes: ['application/json'],
       ...(def.options.examples ? { examples: [...def.options.examples] } : {}),
     };
-    skillSchemas[def.name] = {
+    const schemas = {
       input: def.inputJsonSchema,
       ...(def.outputJsonSchema ? { output: def.outputJsonSchema } : {}),
     };
-    a2a.registerTaskHandler(skill, this.#taskHandler(def), { rerunnable: def.options.rerunnable === true });
+    const extended = def.options.extended === true;
+    skillSchemas.extended[def.name] = schemas;
+    if (!extended) skillSchemas.public[def.name] = schemas;
+    a2a.registerTaskHandler(skill, this.#taskHandler(def), {
+      rerunnable: def.options.rerunnable === true,
+      extended,
+    });
   }
 
   #taskHandler(def: CapabilityDefinition): TaskHandler {
@@ -928,6 +953,14 @@ function skillSchemaExtension(params: Record<string, unknown>): {
     params,
   };
   return ext;
+}
+
+/** The extended card: every skill, and the schemas of every skill in the skill-schemas extension. */
+function extendedCard(card: AgentCard, schemas: SkillSchemas): AgentCard {
+  const extensions = card.capabilities.extensions?.map((e) =>
+    e.uri === SKILL_SCHEMAS_EXTENSION ? { ...e, params: schemas.extended } : e,
+  );
+  return extensions ? { ...card, capabilities: { ...card.capabilities, extensions } } : card;
 }
 
 /**

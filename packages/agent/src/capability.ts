@@ -61,6 +61,14 @@ export interface CapabilityOptions<I extends z.ZodType = z.ZodType> {
    * again instead of failing it. Default false: at most once.
    */
   readonly rerunnable?: boolean;
+  /**
+   * Listed only on the extended agent card (A2A GetExtendedAgentCard, given
+   * to authenticated callers the policy allows `a2a:GetExtendedAgentCard`),
+   * never on the public card. Not access control: the policy decides who may
+   * call the capability, as for any other. Set it on capabilities registered
+   * before `start()`.
+   */
+  readonly extended?: boolean;
 }
 
 export type CapabilityHandler<I = unknown, O = unknown> = (
