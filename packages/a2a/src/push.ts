@@ -2,6 +2,7 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 import { request, type Dispatcher } from 'undici';
+import { CircuitBreaker, CircuitOpenError, type CircuitBreakerOptionsInput } from '@weave/transport';
 import { A2AClientError } from './errors.js';
 import type { StreamResponse, TaskPushNotificationConfig } from './wire/v1.js';
 
@@ -180,6 +181,17 @@ export interface WebhookSenderOptions extends WebhookUrlCheckOptions {
    * behind, the oldest queued event is dropped (and logged). Default 100.
    */
   readonly maxQueuePerTask?: number;
+  /**
+   * One circuit breaker per receiver (the webhook URL's origin), shared by
+   * every task's queue to it (`@weave/transport`'s CircuitBreaker; defaults
+   * as there: opens at 50 % failed attempts over at least 10 in 10 s, tries
+   * again after 10 s). While a receiver's circuit is open its attempts are
+   * not made — no connection, no timeout to wait out — and count as failed
+   * attempts of their event (retried with backoff as usual, so an event is
+   * still delivered if the receiver is back within its attempts). 4xx
+   * answers and refused URLs do not count: the receiver is alive.
+   */
+  readonly circuitBreaker?: CircuitBreakerOptionsInput;
   /** Where delivery failures are logged (secrets redacted). Default: not logged. */
   readonly logger?: Pick<Logger, 'warn' | 'debug'>;
 }
@@ -195,6 +207,8 @@ export interface WebhookSenderStats {
   readonly dropped: number;
   /** URLs refused by the SSRF guard (no connection made). */
   readonly refused: number;
+  /** Attempts not made because the receiver's circuit was open (no connection made). */
+  readonly shortCircuited: number;
   /** Events waiting or in flight. */
   readonly queued: number;
 }
@@ -237,6 +251,9 @@ class Permanent extends Error {}
  * - Every (task, webhook) pair has its own ordered queue, bounded by
  *   `maxQueuePerTask`; one event is in flight per queue, so a receiver sees a
  *   task's events in order, and a dead receiver only delays itself.
+ * - Each receiver (URL origin) has a circuit breaker shared by all its
+ *   queues: once it keeps failing, further attempts to it are not made
+ *   until the breaker lets a trial through (`circuitBreaker`).
  * - 2xx is delivered. Network errors, timeouts, 408, 429 and 5xx are retried
  *   with exponential backoff up to `maxAttempts`; other answers, including
  *   redirects (never followed), fail the event at once.
@@ -260,7 +277,38 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
   const queues = new Map<string, Queue>();
   const idleWaiters = new Set<() => void>();
   const stop = new AbortController();
-  const n = { delivered: 0, attempts: 0, retries: 0, failed: 0, dropped: 0, refused: 0 };
+  const n = { delivered: 0, attempts: 0, retries: 0, failed: 0, dropped: 0, refused: 0, shortCircuited: 0 };
+  const breakerOptions = options.circuitBreaker ?? {};
+  // Checked now: a bad option fails here, not at the first delivery.
+  new CircuitBreaker(breakerOptions).shutdown();
+  const breakers = new Map<string, CircuitBreaker>();
+  /** The breaker of the receiver at `url` (by origin); the map is bounded, idle closed breakers go first. */
+  const breakerOf = (url: string): CircuitBreaker => {
+    let origin: string;
+    try {
+      origin = new URL(url).origin;
+    } catch {
+      origin = url; // refused by the guard in the attempt anyway
+    }
+    let b = breakers.get(origin);
+    if (b === undefined) {
+      if (breakers.size >= MAX_RECEIVER_BREAKERS) {
+        for (const [k, old] of breakers) {
+          if (old.state !== 'closed') continue;
+          old.shutdown();
+          breakers.delete(k);
+          break;
+        }
+      }
+      b = new CircuitBreaker({
+        ...breakerOptions,
+        name: `push receiver ${origin}`,
+        isFailure: (err) => !(err instanceof Permanent),
+      });
+      breakers.set(origin, b);
+    }
+    return b;
+  };
 
   const attempt = async (config: TaskPushNotificationConfig, body: string): Promise<void> => {
     let checked: { url: URL; address: string };
@@ -307,10 +355,11 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
     const body = JSON.stringify(event);
     for (let i = 1; ; i++) {
       try {
-        await attempt(q.config, body);
+        await breakerOf(q.config.url).execute(() => attempt(q.config, body));
         n.delivered++;
         return;
       } catch (err) {
+        if (err instanceof CircuitOpenError) n.shortCircuited++;
         const last = err instanceof Permanent || i >= maxAttempts || stop.signal.aborted;
         log?.[last ? 'warn' : 'debug'](
           { err: { message: (err as Error).message }, config: redactPushConfig(q.config), attempt: i },
@@ -373,10 +422,17 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
     ...n,
     queued: [...queues.values()].reduce((s, q) => s + q.items.length + (q.running ? 1 : 0), 0),
   });
-  send.close = () => stop.abort();
+  send.close = () => {
+    stop.abort();
+    for (const b of breakers.values()) b.shutdown();
+    breakers.clear();
+  };
   send.checkUrl = (url: string) => checkParsed(url, allow, lookup);
   return send;
 }
+
+/** Receivers with a breaker at once; beyond it, an idle closed breaker makes room. */
+const MAX_RECEIVER_BREAKERS = 1000;
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {

@@ -311,3 +311,73 @@ describe('a dead receiver', () => {
     }
   });
 });
+
+describe('a receiver that keeps failing', () => {
+  const event = (task: string, n: number): [TaskPushNotificationConfig, StreamResponse] => [
+    { taskId: task, id: 'hook', url: '' },
+    {
+      statusUpdate: {
+        taskId: task,
+        contextId: 'c',
+        status: { state: 'TASK_STATE_WORKING' },
+        metadata: { n },
+      },
+    },
+  ];
+
+  it('opens its circuit: later attempts, of every task, make no connection; other receivers are untouched', async () => {
+    const dead = await receiver();
+    await new Promise((r) => servers.pop()!.close(r)); // nothing listens there any more
+    const live = await receiver();
+    const { send, agent } = sender({
+      allowAddresses: ['127.0.0.0/8'],
+      initialBackoffMs: 10,
+      maxAttempts: 3,
+      circuitBreaker: { volumeThreshold: 4, errorThresholdPercentage: 50, resetTimeoutMs: 60_000 },
+    });
+    // 10 tasks × 3 events to the dead receiver: 90 attempts without a breaker.
+    for (let t = 0; t < 10; t++) {
+      for (let i = 0; i < 3; i++) {
+        const [c, e] = event(`t${t}`, i);
+        await send({ ...c, url: dead.url }, e);
+      }
+    }
+    for (let i = 0; i < 3; i++) {
+      const [c, e] = event('live', i);
+      await send({ ...c, url: live.url }, e);
+    }
+    await send.idle();
+    const s = send.stats();
+    expect(s.failed).toBe(30);
+    expect(s.delivered).toBe(3);
+    expect(live.hits.map((h) => seqOf(h.body))).toEqual([0, 1, 2]);
+    // Every attempt was made or short-circuited; few were made.
+    expect(s.attempts + s.shortCircuited).toBe(90 + 3);
+    expect(s.shortCircuited).toBeGreaterThanOrEqual(60);
+    expect(agent.dispatched).toBe(s.attempts);
+    expect(agent.dispatched).toBeLessThanOrEqual(33);
+  });
+
+  it('lets a trial through after resetTimeoutMs and delivers again once the receiver is back', async () => {
+    let up = false;
+    const flaky = await receiver(() => (up ? 200 : 503));
+    const { send } = sender({
+      allowAddresses: ['127.0.0.0/8'],
+      initialBackoffMs: 20,
+      maxBackoffMs: 100,
+      maxAttempts: 40,
+      circuitBreaker: { volumeThreshold: 2, errorThresholdPercentage: 50, resetTimeoutMs: 200 },
+    });
+    for (let i = 0; i < 3; i++) {
+      const [c, e] = event('back', i);
+      await send({ ...c, url: flaky.url }, e);
+    }
+    await expect.poll(() => send.stats().shortCircuited, { timeout: 5000 }).toBeGreaterThan(0);
+    const refusedWhileDown = flaky.hits.length;
+    up = true;
+    await send.idle();
+    expect(send.stats()).toMatchObject({ delivered: 3, failed: 0 });
+    // In order, each once, after the receiver came back.
+    expect(flaky.hits.slice(refusedWhileDown).map((h) => seqOf(h.body))).toEqual([0, 1, 2]);
+  });
+});
