@@ -24,6 +24,8 @@ import {
   peerIdOfCert,
   svidPem,
   x509Bundles,
+  TLS_CIPHERS,
+  TLS_SECURE_OPTIONS,
 } from './tls.js';
 
 /** TLS client options carrying a channel's identity and SPIFFE peer check (see {@link SecureChannel.tlsClientOptions}). */
@@ -35,6 +37,10 @@ export interface SpiffeTlsClientOptions {
   /** The trusted roots, PEM. */
   readonly ca: string;
   readonly minVersion: TransportConfig['minTlsVersion'];
+  /** AEAD suites with forward secrecy only. */
+  readonly ciphers: string;
+  /** OpenSSL options: no TLS 1.2 renegotiation. */
+  readonly secureOptions: number;
   readonly rejectUnauthorized: true;
   /** The channel's SPIFFE verification of the server; an Error refuses the connection. */
   readonly checkServerIdentity: (host: string, cert: PeerCertificate) => Error | undefined;
@@ -210,7 +216,16 @@ export class SecureChannel extends Dispatcher {
     }
     const td = this.#matcher.trustDomain;
     const ca = bundlesPem(this.#identity, td ? [td] : undefined);
-    return { material: { ...tlsCreds, ca, minVersion: this.config.minTlsVersion }, notAfter };
+    return {
+      material: {
+        ...tlsCreds,
+        ca,
+        minVersion: this.config.minTlsVersion,
+        ciphers: TLS_CIPHERS,
+        secureOptions: TLS_SECURE_OPTIONS,
+      },
+      notAfter,
+    };
   }
 
   #noBundle(): PeerVerificationError {

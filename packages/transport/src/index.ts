@@ -56,9 +56,12 @@ export { secureFetch } from './fetch.js';
 export { requireSecureChannel } from './require-channel.js';
 export {
   createMtlsServerOptions,
+  logTlsRefusals,
   parseHttp1FromStream,
   watchServerIdentity,
   type MtlsServerOptions,
+  type TlsRefusalLog,
+  type TlsRefusalLogRate,
 } from './server-options.js';
 export {
   ConnectionPool,
@@ -74,3 +77,5 @@ export {
  * bundle of its own trust domain, its SPIFFE ID returned.
  */
 export { verifyPeerSocket } from './tls.js';
+/** The cipher suites every Weave client and server offers and accepts: AEAD with forward secrecy only. */
+export { TLS_CIPHERS } from './tls.js';

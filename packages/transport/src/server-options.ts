@@ -7,12 +7,13 @@ import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import type { IdentityProvider } from '@weave/identity';
 import { parseTransportConfig, type TransportConfig, type TransportConfigInput } from './config.js';
 import { TransportIdentityError } from './errors.js';
-import { bundlesPem, svidPem } from './tls.js';
+import { bundlesPem, svidPem, TLS_CIPHERS, TLS_SECURE_OPTIONS } from './tls.js';
 
 /**
  * TLS options for fastify's `https` option, `https.createServer` and
  * `http2.createSecureServer`: own SVID, every trusted root (own and federated)
- * as `ca`, client certificates required and verified, TLS floor from the config.
+ * as `ca`, client certificates required and verified, TLS floor from the config,
+ * AEAD suites with forward secrecy only, no renegotiation.
  */
 export interface MtlsServerOptions {
   cert: string;
@@ -21,6 +22,10 @@ export interface MtlsServerOptions {
   requestCert: true;
   rejectUnauthorized: true;
   minVersion: TransportConfig['minTlsVersion'];
+  /** AEAD suites with forward secrecy only (matters with a TLS 1.2 floor). */
+  ciphers: string;
+  /** OpenSSL options: no TLS 1.2 renegotiation. */
+  secureOptions: number;
   /** HTTP/2 servers also accept HTTP/1.1 clients. */
   allowHTTP1: true;
 }
@@ -59,6 +64,8 @@ export function secureContextOf(identity: IdentityProvider, cfg: TransportConfig
     requestCert: true,
     rejectUnauthorized: true,
     minVersion: cfg.minTlsVersion,
+    ciphers: TLS_CIPHERS,
+    secureOptions: TLS_SECURE_OPTIONS,
     allowHTTP1: true,
   };
 }
@@ -110,3 +117,66 @@ export function parseHttp1FromStream(server: TlsServer | HttpsServer | Http2Secu
 }
 
 function noop(): void {}
+
+/** Where {@link logTlsRefusals} writes (a pino or fastify logger fits). */
+export interface TlsRefusalLog {
+  warn(obj: object, msg: string): void;
+}
+
+/** Rate of {@link logTlsRefusals}: at most `max` lines per `windowMs`. */
+export interface TlsRefusalLogRate {
+  readonly max: number;
+  readonly windowMs: number;
+}
+
+/**
+ * Logs each TLS handshake a server refuses (no client certificate, one
+ * OpenSSL did not verify, no shared cipher, a renegotiation, ...) as one
+ * `warn` line with the reason: OpenSSL's verification error of the client
+ * certificate (`CERT_HAS_EXPIRED`, `UNABLE_TO_VERIFY_LEAF_SIGNATURE`, ...),
+ * else the TLS error. A refused certificate otherwise shows only as "socket
+ * hang up": Node destroys the socket and keeps the reason on
+ * `socket.authorizationError`. At most `rate.max` lines per window (default
+ * 10 a minute), so a flood of bad handshakes cannot flood the log; the first
+ * line after a window that dropped some says how many (`suppressed`).
+ * `createMtlsServer` applies it. Returns the function that stops it.
+ */
+export function logTlsRefusals(
+  server: TlsServer | HttpsServer | Http2SecureServer,
+  log: TlsRefusalLog,
+  rate: TlsRefusalLogRate = { max: 10, windowMs: 60_000 },
+  msg = 'TLS handshake refused',
+): () => void {
+  let windowStart = 0;
+  let lines = 0;
+  let suppressed = 0;
+  const onRefusal = (err: Error & { code?: string; reason?: string }, socket: TLSSocket): void => {
+    const now = Date.now();
+    if (now - windowStart >= rate.windowMs) {
+      windowStart = now;
+      lines = 0;
+    }
+    if (lines >= rate.max) {
+      suppressed++;
+      return;
+    }
+    lines++;
+    // Node sets it to OpenSSL's verification code (a string, whatever the typings say).
+    const certError = socket.authorizationError as unknown;
+    const reason = certError
+      ? `client certificate refused: ${String(certError)}`
+      : (err.reason ?? err.message);
+    log.warn(
+      {
+        reason,
+        code: err.code,
+        remoteAddress: socket.remoteAddress,
+        ...(suppressed ? { suppressed } : {}),
+      },
+      msg,
+    );
+    suppressed = 0;
+  };
+  server.on('tlsClientError', onRefusal);
+  return () => server.off('tlsClientError', onRefusal);
+}

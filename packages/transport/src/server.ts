@@ -24,7 +24,12 @@ import fp from 'fastify-plugin';
 import { type Authorizer, type IdentityProvider, type SpiffeId, X509SvidError } from '@weave/identity';
 import { parseTransportConfig, type TransportConfigInput } from './config.js';
 import { TransportConfigError } from './errors.js';
-import { parseHttp1FromStream, secureContextOf, watchServerIdentity } from './server-options.js';
+import {
+  logTlsRefusals,
+  parseHttp1FromStream,
+  secureContextOf,
+  watchServerIdentity,
+} from './server-options.js';
 import { verifyPeerSocket } from './tls.js';
 
 declare module 'fastify' {
@@ -223,6 +228,7 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
     next();
   });
   parseHttp1FromStream(app.server);
+  logTlsRefusals(app.server, app.log);
   enforceRequestTimeout(app, cfg.requestTimeoutMs);
   void app.register(mtlsAuth, { identityProvider: opts.identity, authorize: opts.authorize });
   return app;

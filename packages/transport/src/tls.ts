@@ -1,4 +1,5 @@
 // TLS plumbing shared by the client channel and the server helpers. Internal.
+import { constants as cryptoConstants } from 'node:crypto';
 import {
   createSecureContext,
   type PeerCertificate,
@@ -15,6 +16,28 @@ import {
   X509Svid,
   verifyX509Svid,
 } from '@weave/identity';
+
+/**
+ * Cipher suites every Weave client and server offers and accepts, in order of
+ * preference: AEAD with forward secrecy only. The TLS 1.3 suites all are; with
+ * a TLS 1.2 floor this keeps ECDHE with AES-GCM or ChaCha20-Poly1305 and drops
+ * what OpenSSL would otherwise accept (CBC with SHA-1 or SHA-2 MACs, static-RSA
+ * key exchange).
+ */
+export const TLS_CIPHERS = [
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'TLS_AES_128_GCM_SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+].join(':');
+
+/** OpenSSL options of every Weave TLS context: TLS 1.2 renegotiation refused, by either side (TLS 1.3 has none). */
+export const TLS_SECURE_OPTIONS: number = cryptoConstants.SSL_OP_NO_RENEGOTIATION;
 
 /** The bundles of `tds` (all trusted bundles when omitted) that hold X.509 authorities. */
 export function x509Bundles(identity: IdentityProvider, tds?: readonly TrustDomain[]): X509Bundle[] {
@@ -71,6 +94,8 @@ export function clientSecureContext(
     key,
     ca: bundles.map((b) => b.toPem()).join('\n'),
     minVersion,
+    ciphers: TLS_CIPHERS,
+    secureOptions: TLS_SECURE_OPTIONS,
   });
   if (list.length >= MAX_CONTEXTS_PER_SVID) list.shift();
   list.push({ bundles: [...bundles], minVersion, context });

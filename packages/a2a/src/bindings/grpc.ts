@@ -34,6 +34,7 @@ import { X509SvidError, type Authorizer, type IdentityProvider, type SpiffeId } 
 import {
   TransportIdentityError,
   createMtlsServerOptions,
+  logTlsRefusals,
   verifyPeerSocket,
   watchServerIdentity,
   type MtlsServerOptions,
@@ -143,9 +144,7 @@ export class A2AGrpcServer {
       this.#injector.injectConnection(socket);
     });
     // Handshake failures (no or untrusted client certificate) never reach 'secureConnection'.
-    this.#tls.on('tlsClientError', (err) => {
-      this.#log.warn({ reason: err.message }, 'a2a grpc: TLS handshake refused');
-    });
+    logTlsRefusals(this.#tls, this.#log, undefined, 'a2a grpc: TLS handshake refused');
   }
 
   /** `host:port` of the listener (the card's GRPC interface URL), once listening. */

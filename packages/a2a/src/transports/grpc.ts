@@ -109,7 +109,14 @@ export class GrpcTransport implements ClientTransport {
 
   #open(): Generation {
     const o = this.#channel.tlsClientOptions();
-    const context = createSecureContext({ cert: o.cert, key: o.key, ca: o.ca, minVersion: o.minVersion });
+    const context = createSecureContext({
+      cert: o.cert,
+      key: o.key,
+      ca: o.ca,
+      minVersion: o.minVersion,
+      ciphers: o.ciphers,
+      secureOptions: o.secureOptions,
+    });
     const creds = credentials.createFromSecureContext(context, {
       rejectUnauthorized: true,
       checkServerIdentity: (host, cert) => {
