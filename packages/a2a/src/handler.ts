@@ -1239,6 +1239,18 @@ export function asA2AError(err: unknown, log: HandlerLogger): A2AError {
   return A2AErrors.internal();
 }
 
+/**
+ * Refuses a request whose `A2A-Version` the binding does not speak (-32009,
+ * VersionNotSupported): the HTTP+JSON and gRPC bindings serve 1.0 only. No
+ * header (or an empty one) is accepted, as the official SDKs do; the
+ * JSON-RPC binding negotiates 1.0 or 0.3 itself.
+ */
+export function assertV1Version(headers: CallHeaders): void {
+  const h = headers['a2a-version'];
+  const v = (Array.isArray(h) ? h[0] : h)?.trim() ?? '';
+  if (v !== '' && !/^1(\.0)?(\.\d+)?$/.test(v)) throw A2AErrors.versionNotSupported(v.slice(0, 32));
+}
+
 /** Validates params; the first issue becomes a -32602 message. */
 export function parse<S extends z.ZodType>(schema: S, params: unknown): z.infer<S> {
   const r = schema.safeParse(params);

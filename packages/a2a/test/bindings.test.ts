@@ -622,6 +622,31 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     w.release.get(t.id)?.();
   });
 
+  it('an A2A-Version the binding does not speak is VERSION_NOT_SUPPORTED and runs nothing; 1.0 or none is served', async () => {
+    const before = w.ran.length;
+    for (const version of ['99.0', '2.0', '0.2']) {
+      const o = await b.call('SendMessage', userText('v', { metadata: { skill: 'echo' } }), {
+        'a2a-version': version,
+      });
+      expect(o.ok, version).toBe(false);
+      if (!o.ok) {
+        expect(o.error.code, version).toBe('VERSION_NOT_SUPPORTED');
+        expect(o.error.jsonRpcCode, version).toBe(-32009);
+      }
+      const g = await b.call('GetTask', { id: 'no-such-task' }, { 'a2a-version': version });
+      expect(g.ok || g.error.code, version).toBe('VERSION_NOT_SUPPORTED');
+    }
+    expect(w.ran.length).toBe(before);
+    for (const version of ['1.0', '1', '']) {
+      const t = ok(
+        await b.call('SendMessage', userText('v', { metadata: { skill: 'echo' } }), {
+          'a2a-version': version,
+        }),
+      ).task as Task;
+      expect(t.status.state, version).toBe('TASK_STATE_COMPLETED');
+    }
+  });
+
   it('invalid params are INVALID_PARAMS and run nothing', async () => {
     const before = w.ran.length;
     expectFailure(

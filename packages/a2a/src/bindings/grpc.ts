@@ -45,6 +45,7 @@ import { exceedsDepth, MAX_JSON_DEPTH } from '../depth.js';
 import type { TaskEventStream } from '../event-stream.js';
 import {
   asA2AError,
+  assertV1Version,
   type A2ARequestHandler,
   type CallContext,
   type CallHeaders,
@@ -323,10 +324,7 @@ export class A2AGrpcServer {
       throw A2AErrors.invalidParams(`request nested deeper than ${MAX_JSON_DEPTH} levels`);
     }
     const headers = headersOf(call.metadata);
-    const version = headers['a2a-version'];
-    if (typeof version === 'string' && version.trim() !== '' && !/^\s*1(\.0)?(\.\d+)?\s*$/.test(version)) {
-      throw A2AErrors.versionNotSupported(version.slice(0, 32));
-    }
+    assertV1Version(headers);
     const ac = new AbortController();
     call.once('cancelled', () => ac.abort());
     const tenant = typeof req.tenant === 'string' && req.tenant !== '' ? req.tenant : undefined;

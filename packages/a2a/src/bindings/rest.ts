@@ -14,7 +14,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { A2AError } from '../errors.js';
 import { A2AErrors, httpStatusOf, restErrorBody } from '../errors.js';
 import { exceedsDepth, MAX_JSON_DEPTH } from '../depth.js';
-import { asA2AError, type CallContext } from '../handler.js';
+import { asA2AError, assertV1Version, type CallContext } from '../handler.js';
 import { TaskEventStream } from '../event-stream.js';
 import { SseWriter } from '../sse.js';
 import { WRONG_CONTENT_TYPE, callerOf, parseLastEventId, pumpSse, type HttpBindingDeps } from './http.js';
@@ -128,6 +128,7 @@ async function handleRest(
     request.log.warn({ path }, 'a2a: call without an authenticated caller denied');
     return sendRestError(reply, A2AErrors.permissionDenied('no authenticated caller'));
   }
+  assertV1Version(request.headers);
   const ctx: CallContext =
     tenant === undefined
       ? { caller, headers: request.headers, binding: 'HTTP+JSON' }
