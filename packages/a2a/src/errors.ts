@@ -135,8 +135,12 @@ export class A2AError extends WeaveError {
       : { code: this.jsonRpcCode, message: this.message, data: this.data };
   }
 
-  /** Builds an {@link A2AError} from a JSON-RPC `error` object received on the wire. */
-  static fromJsonRpc(error: JsonRpcErrorObject): A2AError {
+  /**
+   * Builds an {@link A2AError} from a JSON-RPC `error` object received on the
+   * wire; its code is the first ErrorInfo reason in `data`, else `reasonIfNone`
+   * (when given), else the name of the JSON-RPC code.
+   */
+  static fromJsonRpc(error: JsonRpcErrorObject, reasonIfNone?: string): A2AError {
     let reason: string | undefined;
     if (Array.isArray(error.data)) {
       for (const d of error.data as unknown[]) {
@@ -146,7 +150,7 @@ export class A2AError extends WeaveError {
         }
       }
     }
-    return new A2AError(error.code, error.message, { data: error.data, reason });
+    return new A2AError(error.code, error.message, { data: error.data, reason: reason ?? reasonIfNone });
   }
 }
 

@@ -79,7 +79,7 @@ export class JsonRpcTransport implements ClientTransport {
     const headers = options.headers ? { ...this.#unaryHeaders, ...options.headers } : this.#unaryHeaders;
     const res = await httpUnary(this.#request(method, id, params, headers, options));
     const env = checkEnvelope(parseJson(res.text, method, res.status), method);
-    if (env.error) throw A2AError.fromJsonRpc(env.error);
+    if (env.error) throw jsonRpcError(env.error, res.status);
     if (env.id !== id) {
       throw new A2AClientError(
         'RESPONSE_ID_MISMATCH',
@@ -102,7 +102,7 @@ export class JsonRpcTransport implements ClientTransport {
     if (!open.contentType.startsWith('text/event-stream')) {
       const text = await readBody(open, req.maxBytes, this.url);
       const env = checkEnvelope(parseJson(text, method, open.status), method);
-      if (env.error) throw A2AError.fromJsonRpc(env.error);
+      if (env.error) throw jsonRpcError(env.error, open.status);
       throw new A2AClientError(
         'UNEXPECTED_RESPONSE',
         `${method}: expected an event stream, got ${open.contentType || 'no content type'}`,
@@ -124,6 +124,17 @@ export class JsonRpcTransport implements ClientTransport {
   async close(): Promise<void> {
     // Stateless: the dispatcher is the caller's to close.
   }
+}
+
+/**
+ * The A2A error of a JSON-RPC error response. A2A v1.0 has no JSON-RPC code
+ * for authorization: Weave's servers answer a refusal with HTTP 403 and an
+ * ErrorInfo reason PERMISSION_DENIED; another server's 403 whose error names
+ * no reason is read as that refusal too, as a bare 403 on HTTP+JSON and a bare
+ * PERMISSION_DENIED on gRPC are. The JSON-RPC code is kept as sent.
+ */
+function jsonRpcError(error: JsonRpcErrorObject, httpStatus: number): A2AError {
+  return A2AError.fromJsonRpc(error, httpStatus === 403 ? 'PERMISSION_DENIED' : undefined);
 }
 
 interface Envelope {
