@@ -255,7 +255,6 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
           f.ca,
           '--binding',
           binding,
-          // gRPC only: the grpcio server's caller-ID check (uvicorn's app cannot see the client certificate).
           '--allow-id',
           ID.weaveClient,
         ]);
@@ -329,7 +328,7 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
       const requests = (via: 'uvicorn' | 'grpcio') =>
         server.lines().filter((l) => l.type === 'request' && l.via === via);
 
-      it('the server saw the calls, and on gRPC the Weave client’s SPIFFE ID', () => {
+      it('the server saw the calls, each with the Weave client’s SPIFFE ID', () => {
         // send, get, list, stream, subscribe, cancel, stream: seven A2A calls besides the card.
         const isCard = (l: HarnessLine) => String(l.path).startsWith('/.well-known/');
         if (binding === 'GRPC') {
@@ -339,7 +338,9 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
           // Over HTTPS only the card was asked for.
           expect(requests('uvicorn').every(isCard)).toBe(true);
         } else {
-          expect(requests('uvicorn').filter((l) => !isCard(l)).length).toBeGreaterThanOrEqual(7);
+          const httpCalls = requests('uvicorn').filter((l) => !isCard(l));
+          expect(httpCalls.length).toBeGreaterThanOrEqual(7);
+          expect(new Set(httpCalls.map((l) => l.caller))).toEqual(new Set([ID.weaveClient]));
           expect(requests('grpcio')).toEqual([]);
         }
       });
@@ -399,35 +400,35 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
         }
       });
 
-      if (binding === 'GRPC')
-        it('the Python gRPC server refuses a caller ID it does not allow; its executor does not run', async () => {
-          const executed = server.lines().filter((l) => l.type === 'execute').length;
-          const strangerProvider = await WorkloadApiIdentityProvider.create({
-            address: dev.address('weaveStranger'),
-          });
-          const strangerChannel = new SecureChannel(strangerProvider, ID.pyServer);
-          const stranger = new A2AClient({ dispatcher: strangerChannel, preferredBindings: [binding] });
-          try {
-            const err = await stranger.sendTask(url, 'echo', 'let me in').then(
-              () => undefined,
-              (e: unknown) => e,
-            );
-            // grpcio sends a bare PERMISSION_DENIED status; Weave reads it as a refusal, as on HTTP+JSON.
-            expect(err).toBeInstanceOf(A2AError);
-            expect([(err as A2AError).code, (err as A2AError).message]).toEqual([
-              'PERMISSION_DENIED',
-              `${ID.weaveStranger} may not call this agent`,
-            ]);
-          } finally {
-            await stranger.close();
-            await strangerChannel.close();
-            await strangerProvider.close();
-          }
-          expect(server.lines().filter((l) => l.type === 'refused')).toEqual([
-            { type: 'refused', via: 'grpcio', caller: ID.weaveStranger },
-          ]);
-          expect(server.lines().filter((l) => l.type === 'execute').length).toBe(executed);
+      it('the Python server refuses a caller ID it does not allow; its executor does not run', async () => {
+        const executed = server.lines().filter((l) => l.type === 'execute').length;
+        const strangerProvider = await WorkloadApiIdentityProvider.create({
+          address: dev.address('weaveStranger'),
         });
+        const strangerChannel = new SecureChannel(strangerProvider, ID.pyServer);
+        const stranger = new A2AClient({ dispatcher: strangerChannel, preferredBindings: [binding] });
+        try {
+          const err = await stranger.sendTask(url, 'echo', 'let me in').then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+          // No ErrorInfo from the peer: grpcio sends a bare PERMISSION_DENIED status, uvicorn a 403 with a
+          // google.rpc.Status (HTTP+JSON) or an Invalid Request error (JSON-RPC). Weave reads each as a refusal.
+          expect(err).toBeInstanceOf(A2AError);
+          expect([(err as A2AError).code, (err as A2AError).message]).toEqual([
+            'PERMISSION_DENIED',
+            `${ID.weaveStranger} may not call this agent`,
+          ]);
+        } finally {
+          await stranger.close();
+          await strangerChannel.close();
+          await strangerProvider.close();
+        }
+        expect(server.lines().filter((l) => l.type === 'refused')).toEqual([
+          { type: 'refused', via: binding === 'GRPC' ? 'grpcio' : 'uvicorn', caller: ID.weaveStranger },
+        ]);
+        expect(server.lines().filter((l) => l.type === 'execute').length).toBe(executed);
+      });
 
       it('refuses the Python server when its SPIFFE ID is not the expected one', async () => {
         const wrong = new SecureChannel(provider, `spiffe://${TD}/python/impostor`, {

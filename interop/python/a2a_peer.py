@@ -5,11 +5,12 @@ from Weave's dev CA. Test code only; the interop suite runs it from .infra/venv.
                      [--grpc-expect-id SPIFFE_ID]
       Runs send, stream, get, list, cancel and subscribe against a Weave agent
       (skills "echo" and "slow") and prints one JSON line per step.
-  a2a_peer.py server --cert C --key K --ca CA --binding B
+  a2a_peer.py server --cert C --key K --ca CA --binding B --allow-id SPIFFE_ID...
       Serves an A2A agent requiring a client certificate: JSONRPC and HTTP+JSON
       with uvicorn; GRPC with grpcio (require_client_auth), its card still
-      served by uvicorn. Prints {"type":"listening","url":...} and then one
-      JSON line per request received.
+      served by uvicorn. A caller whose SPIFFE ID is not allowed gets only the
+      card. Prints {"type":"listening","url":...} and then one JSON line per
+      request received, refused, and executed.
 
 Python's ssl verifies the chain against the CA file, but it only checks DNS/IP
 names; the SPIFFE ID (URI SAN) of the peer is checked here on every response.
@@ -33,6 +34,8 @@ import httpx
 import uvicorn
 from google.protobuf import json_format
 from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -382,13 +385,50 @@ class AllowCallers(grpc.aio.ServerInterceptor):
         return None  # A2AService has no client-streaming methods
 
 
-def report_requests(app):
-    """ASGI middleware: one line per HTTP request that reached the application."""
+class CallerH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, with the client certificate's SPIFFE ID in each request's ASGI scope.
+
+    uvicorn verifies the chain (ssl_cert_reqs=CERT_REQUIRED) but puts nothing
+    of the certificate in the scope (no ASGI TLS extension), so the ID is read
+    here from the connection's verified certificate: `scope['spiffe_id']`.
+    """
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info('ssl_object')
+        caller = spiffe_id_of_cert(ssl_object.getpeercert() if ssl_object else None)
+        app = self.app
+
+        async def with_caller(scope, receive, send):
+            scope['spiffe_id'] = caller
+            await app(scope, receive, send)
+
+        self.app = with_caller
+
+
+def allow_callers(app, allowed: list[str], binding: str):
+    """ASGI middleware: one line per HTTP request that reached the application, and the caller-ID check.
+
+    The card is for any verified caller; every other request from a SPIFFE ID
+    not in `allowed` is answered 403 (HTTP+JSON: a google.rpc.Status body;
+    JSON-RPC: an Invalid Request error, A2A having no authorization code)
+    without reaching the A2A handler.
+    """
+    allowed_ids = set(allowed)
 
     async def middleware(scope, receive, send):
-        if scope['type'] == 'http':
-            emit({'type': 'request', 'via': 'uvicorn', 'method': scope['method'], 'path': scope['path']})
-        await app(scope, receive, send)
+        if scope['type'] != 'http':
+            return await app(scope, receive, send)
+        caller = scope.get('spiffe_id')
+        emit({'type': 'request', 'via': 'uvicorn', 'method': scope['method'], 'path': scope['path'], 'caller': caller})
+        if caller in allowed_ids or scope['path'].startswith('/.well-known/'):
+            return await app(scope, receive, send)
+        emit({'type': 'refused', 'via': 'uvicorn', 'caller': caller})
+        message = f'{caller} may not call this agent'
+        body = ({'jsonrpc': '2.0', 'id': None, 'error': {'code': -32600, 'message': message}}
+                if binding == 'JSONRPC' else
+                {'error': {'code': 403, 'status': 'PERMISSION_DENIED', 'message': message}})
+        await JSONResponse(body, status_code=403)(scope, receive, send)
 
     return middleware
 
@@ -438,7 +478,8 @@ async def run_server(args) -> None:
         a2a_pb2_grpc.add_A2AServiceServicer_to_server(GrpcHandler(handler, CallerReporter()), grpc_server)
         await grpc_server.start()
     config = uvicorn.Config(
-        report_requests(Starlette(routes=routes)),
+        allow_callers(Starlette(routes=routes), args.allow_id, args.binding),
+        http=CallerH11Protocol,
         log_level='warning',
         ssl_certfile=args.cert,
         ssl_keyfile=args.key,
@@ -464,14 +505,14 @@ def main() -> None:
     parser.add_argument('--url')
     parser.add_argument('--expect-id')
     parser.add_argument('--grpc-expect-id', help='expected ID of the gRPC server only (default: --expect-id)')
-    parser.add_argument('--allow-id', action='append', help='server, GRPC: a caller SPIFFE ID allowed (repeatable)')
+    parser.add_argument('--allow-id', action='append', help='server: a caller SPIFFE ID allowed (repeatable)')
     parser.add_argument('--cert', required=True)
     parser.add_argument('--key', required=True)
     parser.add_argument('--ca', required=True)
     parser.add_argument('--binding', default='JSONRPC', choices=['JSONRPC', 'HTTP+JSON', 'GRPC'])
     args = parser.parse_args()
-    if args.mode == 'server' and args.binding == 'GRPC' and not args.allow_id:
-        parser.error('a GRPC server needs --allow-id: no caller is allowed by default')
+    if args.mode == 'server' and not args.allow_id:
+        parser.error('a server needs --allow-id: no caller is allowed by default')
     try:
         if args.mode == 'client':
             asyncio.run(run_client(args))
