@@ -216,6 +216,21 @@ export const A2AErrors = {
       reason: 'RESOURCE_EXHAUSTED',
       data: [errorInfo('RESOURCE_EXHAUSTED', { limit: String(limit) })],
     }),
+  /**
+   * Retryable refusal: the task store's memory bound (the caller's share, or
+   * the whole store) is held by unfinished tasks; retry once some finish.
+   */
+  retainedBytesExhausted: (scope: 'caller' | 'store', limitBytes: number, caller: string) =>
+    new A2AError(
+      A2AErrorCode.InternalError,
+      scope === 'caller'
+        ? `Unfinished tasks of caller ${caller} hold its share of task memory (${limitBytes} bytes); retry once one of them has finished`
+        : `Task memory is held by unfinished tasks (${limitBytes} bytes); retry later`,
+      {
+        reason: 'RESOURCE_EXHAUSTED',
+        data: [errorInfo('RESOURCE_EXHAUSTED', { scope, limitBytes: String(limitBytes) })],
+      },
+    ),
   /** Retryable refusal: one caller has its share of unfinished tasks (others are unaffected). */
   callerTooManyTasks: (caller: string, limit: number) =>
     new A2AError(

@@ -19,7 +19,13 @@ import { TaskEventStream } from './event-stream.js';
 import { CallerLimits, type CallerLimitsInput } from './limits.js';
 import { ORPHAN_REASON, TaskManager, WaitTimeoutError, snapshot } from './manager.js';
 import type { PushConfigStore, StoredEvent, TaskRecord, TaskStore } from './store.js';
-import { TaskStoreFullError, TaskStoreUnavailableError, isPushConfigStore } from './store.js';
+import {
+  InMemoryTaskStore,
+  TaskStoreFullError,
+  TaskStoreOverBudgetError,
+  TaskStoreUnavailableError,
+  isPushConfigStore,
+} from './store.js';
 import * as v1 from './wire/v1.js';
 import { withJsonNames } from './wire/proto-names.js';
 import type {
@@ -189,6 +195,19 @@ export interface A2AServerLimits {
    * error naming the last event sent (never silently). Default 8 MiB.
    */
   readonly maxStreamBufferBytes?: number;
+  /**
+   * Memory bound of the embedded task store (ignored with another
+   * `taskStore`): bytes of task content kept store-wide (default 256 MiB),
+   * per caller (default a quarter of it) and per finished task (default
+   * 1 MiB; above it the task's event log, then history, then artifacts are
+   * dropped). The oldest finished tasks make room; when unfinished tasks hold
+   * it, a new task gets a retryable RESOURCE_EXHAUSTED. See `InMemoryTaskStoreOptions`.
+   */
+  readonly retainedBytes?: {
+    readonly total?: number;
+    readonly perCaller?: number;
+    readonly perTask?: number;
+  };
   /** How long a handler waits for input before the task fails, in ms. Default 10 minutes. */
   readonly inputTimeoutMs?: number;
   /**
@@ -328,8 +347,15 @@ export class A2ARequestHandler {
     }
     this.#opts = options;
     this.#log = options.logger ?? SILENT;
+    const retained = options.limits?.retainedBytes;
     this.manager = new TaskManager({
-      store: options.taskStore,
+      store:
+        options.taskStore ??
+        new InMemoryTaskStore({
+          ...(retained?.total === undefined ? {} : { maxBytes: retained.total }),
+          ...(retained?.perCaller === undefined ? {} : { maxBytesPerOwner: retained.perCaller }),
+          ...(retained?.perTask === undefined ? {} : { maxBytesPerTask: retained.perTask }),
+        }),
       maxEventsPerTask: options.maxEventsPerTask,
       retryMaxMs: options.storeRetryMaxMs,
       onStoreError: (err, taskId) => this.#log.error({ err, taskId }, 'a2a: task store write failed'),
@@ -768,6 +794,9 @@ export class A2ARequestHandler {
     } catch (err) {
       release();
       if (err instanceof TaskStoreFullError) throw A2AErrors.tooManyTasks(this.#maxTasks);
+      if (err instanceof TaskStoreOverBudgetError) {
+        throw A2AErrors.retainedBytesExhausted(err.scope, err.limitBytes, ctx.caller.toString());
+      }
       throw err;
     }
     const push = p.configuration?.taskPushNotificationConfig;

@@ -48,6 +48,12 @@ export interface TaskManagerOptions {
    * replica's. Default: {@link TaskManager.failStored} with a reason.
    */
   readonly onOrphan?: (record: TaskRecord) => Promise<void>;
+  /**
+   * How often expired finished tasks are removed from the store (its
+   * `sweep`), in ms, whether or not anyone calls {@link TaskManager.cleanup}.
+   * Default 60 s.
+   */
+  readonly sweepIntervalMs?: number;
 }
 
 /** Input to {@link TaskManager.create}. */
@@ -134,6 +140,7 @@ export class TaskManager {
   readonly #leases: TaskLeases | undefined;
   readonly #onOrphan: (record: TaskRecord) => Promise<void>;
   #leaseTimer: NodeJS.Timeout | undefined;
+  readonly #sweepTimer: NodeJS.Timeout;
   #ticking = false;
   #closed = false;
 
@@ -154,6 +161,12 @@ export class TaskManager {
       (async (r) => {
         await this.failStored(r.task.id, ORPHAN_REASON);
       });
+    // Expired tasks leave memory (or the table) on a clock, not only when a
+    // new task happens to be created or someone calls cleanup().
+    this.#sweepTimer = setInterval(() => {
+      this.store.sweep().catch((err: unknown) => this.#onStoreError(err, ''));
+    }, options.sweepIntervalMs ?? 60_000);
+    this.#sweepTimer.unref();
     if (this.#leases) {
       // Renew this replica's lease and look for orphans three times per lease
       // period: an orphan is claimed at most a third of the TTL after its lease ran out.
@@ -721,6 +734,7 @@ export class TaskManager {
   /** Cancels every live task, waits for pending writes and closes the store. */
   async close(): Promise<void> {
     clearInterval(this.#leaseTimer);
+    clearInterval(this.#sweepTimer);
     for (const l of [...this.#live.values()]) this.cancel(l.record.task.id);
     // Writes that keep failing get one more try each, then give up.
     this.#closed = true;

@@ -198,6 +198,26 @@ export class TaskStoreFullError extends WeaveError {
   }
 }
 
+/**
+ * The store cannot keep another task's content within its memory bound: the
+ * caller's share (`scope: 'caller'`) or the whole store (`scope: 'store'`) is
+ * held by unfinished tasks. Retryable once some of them finish.
+ */
+export class TaskStoreOverBudgetError extends WeaveError {
+  constructor(
+    readonly scope: 'caller' | 'store',
+    readonly limitBytes: number,
+    owner: string,
+  ) {
+    super(
+      'TASK_STORE_OVER_BUDGET',
+      scope === 'caller'
+        ? `tasks of ${owner} hold their share of the task store (${limitBytes} bytes)`
+        : `task store is at its memory bound (${limitBytes} bytes) with unfinished tasks`,
+    );
+  }
+}
+
 /** A write does not fit the stored task: unknown task, or its log moved on (another writer). */
 export class TaskStoreConflictError extends WeaveError {
   constructor(taskId: string, detail: string) {
@@ -220,13 +240,33 @@ export interface InMemoryTaskStoreOptions {
   readonly maxTasks?: number;
   /** Events kept per task written through {@link InMemoryTaskStore.append} (oldest dropped first). Default 1000. */
   readonly maxEventsPerTask?: number;
+  /**
+   * Bytes of task content (messages, artifacts, events; estimated as their
+   * JSON size) the store keeps at once. To make room the oldest finished
+   * tasks go first; when unfinished tasks hold it all, a new task is refused
+   * with {@link TaskStoreOverBudgetError}. Default 256 MiB.
+   */
+  readonly maxBytes?: number;
+  /** The same bound per owner (caller), so one caller cannot take the store. Default a quarter of `maxBytes`. */
+  readonly maxBytesPerOwner?: number;
+  /**
+   * Bytes one finished task keeps. Above it, its event log goes (but the
+   * last event), then its history, then its artifacts, and
+   * `metadata['weave.truncated']` lists what went. Default 1 MiB.
+   */
+  readonly maxBytesPerTask?: number;
 }
+
+/** Metadata key of a finished task whose retained content was cut to fit `maxBytesPerTask`. */
+export const TRUNCATED_METADATA_KEY = 'weave.truncated';
 
 interface Entry {
   readonly record: TaskRecord;
   /** Recent events, oldest first. */
   readonly events: StoredEvent[];
   pushConfigs?: TaskPushNotificationConfig[];
+  /** Estimated bytes counted for this task in the store's totals. */
+  bytes: number;
 }
 
 /**
@@ -244,16 +284,37 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
   readonly #ttl: number;
   readonly #max: number;
   readonly #maxEvents: number;
+  readonly #maxBytes: number;
+  readonly #maxOwnerBytes: number;
+  readonly #maxTaskBytes: number;
+  #bytes = 0;
+  readonly #ownerBytes = new Map<string, number>();
   #lastSweep = 0;
 
   constructor(options: InMemoryTaskStoreOptions = {}) {
     this.#ttl = options.terminalTtlMs ?? 3_600_000;
     this.#max = options.maxTasks ?? 10_000;
     this.#maxEvents = options.maxEventsPerTask ?? 1000;
+    this.#maxBytes = options.maxBytes ?? 256 * 1024 * 1024;
+    this.#maxOwnerBytes = options.maxBytesPerOwner ?? Math.floor(this.#maxBytes / 4);
+    this.#maxTaskBytes = options.maxBytesPerTask ?? 1024 * 1024;
+    for (const [k, v] of Object.entries({
+      maxBytes: this.#maxBytes,
+      maxBytesPerOwner: this.#maxOwnerBytes,
+      maxBytesPerTask: this.#maxTaskBytes,
+    })) {
+      if (!Number.isSafeInteger(v) || v <= 0)
+        throw new TypeError(`InMemoryTaskStore: ${k} must be a positive integer`);
+    }
   }
 
   get size(): number {
     return this.#tasks.size;
+  }
+
+  /** Estimated bytes of task content kept now: store-wide, or of one owner. */
+  bytes(owner?: string): number {
+    return owner === undefined ? this.#bytes : (this.#ownerBytes.get(owner) ?? 0);
   }
 
   async create(record: TaskRecord, first: StoredEvent): Promise<void> {
@@ -267,6 +328,8 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
    * costs no write at all. {@link finishNow} tells the store it ended.
    *
    * @throws {TaskStoreFullError} when every slot holds an unfinished task.
+   * @throws {TaskStoreOverBudgetError} when unfinished tasks hold the owner's
+   *   share of the memory bound, or all of it (retryable).
    */
   attachNow(record: TaskRecord, events: StoredEvent[]): void {
     const id = record.task.id;
@@ -275,10 +338,14 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     // A full sweep at most every 10 s keeps create O(1) amortised without a
     // timer; when full, dropping the oldest finished task is O(1) in the usual case.
     if (now - this.#lastSweep > 10_000) this.#sweepSync(now);
+    // The first event is a snapshot of the task: counted once (shared objects are).
+    const bytes = approxJsonBytes([record.task, events]);
+    this.#makeRoom(record.owner, bytes);
     if (this.#tasks.size >= this.#max && !this.#evictOldestFinished()) {
       throw new TaskStoreFullError(this.#max);
     }
-    this.#tasks.set(id, { record, events });
+    this.#tasks.set(id, { record, events, bytes });
+    this.#count(record.owner, bytes);
     this.#noteFinished(id, record);
   }
 
@@ -304,6 +371,86 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     this.#noteFinished(id, e.record);
   }
 
+  /**
+   * Frees finished tasks until `bytes` more fit the owner's share and the
+   * store: the owner's own oldest first, then anyone's oldest.
+   *
+   * @throws {TaskStoreOverBudgetError} when unfinished tasks hold the room.
+   */
+  #makeRoom(owner: string, bytes: number): void {
+    if (this.bytes(owner) + bytes > this.#maxOwnerBytes) {
+      for (const [id, e] of this.#tasks) {
+        if (this.bytes(owner) + bytes <= this.#maxOwnerBytes) break;
+        if (e.record.owner === owner && this.#isFinished.has(id)) this.#remove(id);
+      }
+      if (this.bytes(owner) + bytes > this.#maxOwnerBytes) {
+        throw new TaskStoreOverBudgetError('caller', this.#maxOwnerBytes, owner);
+      }
+    }
+    while (this.#bytes + bytes > this.#maxBytes) {
+      if (!this.#evictOldestFinished()) throw new TaskStoreOverBudgetError('store', this.#maxBytes, owner);
+    }
+  }
+
+  #count(owner: string, delta: number): void {
+    this.#bytes += delta;
+    const left = (this.#ownerBytes.get(owner) ?? 0) + delta;
+    if (left > 0) this.#ownerBytes.set(owner, left);
+    else this.#ownerBytes.delete(owner);
+  }
+
+  #remove(id: string): void {
+    const e = this.#tasks.get(id);
+    if (!e) return;
+    this.#tasks.delete(id);
+    this.#isFinished.delete(id);
+    this.#count(e.record.owner, -e.bytes);
+  }
+
+  /**
+   * A task just finished: what it grew to while running is counted, cut to
+   * `maxBytesPerTask` (events but the last, then history, then artifacts),
+   * and older finished tasks make room for it when it no longer fits. A cut
+   * task is a new record: whoever holds the finished one (the reply of a
+   * blocking SendMessage being written) still has it whole.
+   */
+  #settle(id: string, e: Entry): void {
+    let task = e.record.task;
+    let events = e.events;
+    let bytes = approxJsonBytes([task, events]);
+    const cut: string[] = [];
+    if (bytes > this.#maxTaskBytes && events.length > 1) {
+      events = events.slice(-1);
+      cut.push('events');
+      bytes = approxJsonBytes([task, events]);
+    }
+    for (const key of ['history', 'artifacts'] as const) {
+      if (bytes <= this.#maxTaskBytes || (task[key]?.length ?? 0) === 0) continue;
+      task = { ...task, [key]: [] };
+      cut.push(key);
+      bytes = approxJsonBytes([task, events]);
+    }
+    let kept = e;
+    if (cut.length > 0) {
+      task = { ...task, metadata: { ...task.metadata, [TRUNCATED_METADATA_KEY]: cut.join(',') } };
+      bytes = approxJsonBytes([task, events]);
+      kept = { record: { ...e.record, task }, events, bytes: e.bytes };
+      if (e.pushConfigs) kept.pushConfigs = e.pushConfigs;
+      this.#tasks.set(id, kept);
+    }
+    this.#count(e.record.owner, bytes - kept.bytes);
+    kept.bytes = bytes;
+    // Over a bound now (the task grew while running): older finished tasks go, the owner's first.
+    const owner = e.record.owner;
+    for (const [other, entry] of this.#tasks) {
+      if (this.bytes(owner) <= this.#maxOwnerBytes) break;
+      if (other !== id && entry.record.owner === owner && this.#isFinished.has(other)) this.#remove(other);
+    }
+    while (this.#bytes > this.#maxBytes && this.#evictOldestFinished()) {
+      // each pass drops one
+    }
+  }
+
   async get(id: string): Promise<TaskRecord | undefined> {
     return this.#entry(id)?.record;
   }
@@ -319,8 +466,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
   }
 
   async delete(id: string): Promise<void> {
-    this.#tasks.delete(id);
-    this.#isFinished.delete(id);
+    this.#remove(id);
   }
 
   async list(q: TaskQuery): Promise<TaskPage> {
@@ -379,8 +525,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
   #entry(id: string): Entry | undefined {
     const e = this.#tasks.get(id);
     if (e && this.#expired(e.record, Date.now())) {
-      this.#tasks.delete(id);
-      this.#isFinished.delete(id);
+      this.#remove(id);
       return undefined;
     }
     return e;
@@ -390,6 +535,8 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     if (isTerminal(r.task.status.state) && !this.#isFinished.has(id)) {
       this.#isFinished.add(id);
       this.#finished.push(id);
+      const e = this.#tasks.get(id);
+      if (e) this.#settle(id, e);
     }
   }
 
@@ -402,8 +549,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     let n = 0;
     for (const [id, e] of this.#tasks) {
       if (this.#expired(e.record, now)) {
-        this.#tasks.delete(id);
-        this.#isFinished.delete(id);
+        this.#remove(id);
         n++;
       }
     }
@@ -419,10 +565,65 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
         this.#finished = this.#finished.slice(this.#finishedHead);
         this.#finishedHead = 0;
       }
-      if (!this.#isFinished.delete(id)) continue; // expired or deleted meanwhile
-      this.#tasks.delete(id);
+      if (!this.#isFinished.has(id)) continue; // expired or deleted meanwhile
+      this.#remove(id);
       return true;
     }
     return false;
   }
+}
+
+/**
+ * Estimated JSON size of `value` in bytes (string lengths, numbers as 8,
+ * punctuation), each object counted once however often it is referenced: a
+ * task's history and the snapshot in its first event share their messages.
+ * Walks the value without serialising it (a large string costs nothing more
+ * than a small one); nesting is bounded where requests are parsed.
+ */
+export function approxJsonBytes(value: unknown): number {
+  const seen = new Set<object>();
+  const stack: unknown[] = [value];
+  let n = 0;
+  while (stack.length > 0) {
+    const v = stack.pop();
+    switch (typeof v) {
+      case 'string':
+        n += v.length + 2;
+        break;
+      case 'number':
+      case 'bigint':
+        n += 8;
+        break;
+      case 'boolean':
+        n += 5;
+        break;
+      case 'object': {
+        if (v === null) {
+          n += 4;
+          break;
+        }
+        if (seen.has(v)) break;
+        seen.add(v);
+        if (ArrayBuffer.isView(v)) {
+          // Bytes travel base64-encoded: 4 characters per 3 bytes.
+          n += Math.ceil((v.byteLength * 4) / 3) + 2;
+          break;
+        }
+        if (Array.isArray(v)) {
+          n += 2 + v.length;
+          for (const item of v) stack.push(item);
+        } else {
+          for (const [k, item] of Object.entries(v)) {
+            n += k.length + 4;
+            stack.push(item);
+          }
+          n += 2;
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  return n;
 }

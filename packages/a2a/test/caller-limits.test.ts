@@ -1,12 +1,26 @@
 // Per-caller limits keyed by the verified SPIFFE ID, over real mTLS: one
-// caller cannot take every task slot or every request; an over-limit call is
-// refused with a retryable RESOURCE_EXHAUSTED error and its handler never
-// runs; other callers go on; the global limit stays as a backstop.
+// caller cannot take every task slot, every request or the memory kept for
+// tasks (issue 19 items 1 and 3); an over-limit call is refused with a
+// retryable RESOURCE_EXHAUSTED error and its handler never runs; other
+// callers go on; the global limits stay as a backstop.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LocalPolicyEnforcer } from '@weave/authz';
 import type { SecureChannel } from '@weave/transport';
-import { A2AClient, A2AError, A2AServer, CallerLimits, type A2AServerLimits } from '../src/index.js';
+import {
+  A2AClient,
+  A2AError,
+  A2AServer,
+  CallerLimits,
+  InMemoryTaskStore,
+  TaskManager,
+  TRUNCATED_METADATA_KEY,
+  approxJsonBytes,
+  type A2AServerLimits,
+  type Task,
+} from '../src/index.js';
 import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from './helpers/pki.js';
+
+const KiB = 1024;
 
 let pki: Pki;
 let server: Workload;
@@ -26,6 +40,7 @@ afterAll(() => pki.close());
 /** A running server whose `hold` tasks wait until released, and clients of each caller. */
 interface Setup {
   url: string;
+  a2a: A2AServer;
   runs: string[];
   release(): void;
   client(w: Workload): A2AClient;
@@ -44,7 +59,7 @@ async function start(limits: A2AServerLimits): Promise<Setup> {
     selfId: server.id,
     enforcer,
     heartbeatMs: 0,
-    limits,
+    limits: { maxBodyBytes: 4 * 1024 * KiB, ...limits },
   });
   const runs: string[] = [];
   let gate!: () => void;
@@ -54,12 +69,15 @@ async function start(limits: A2AServerLimits): Promise<Setup> {
     await held;
     return 'released';
   });
+  a2a.registerTaskHandler('echo', async (ctx) => `echo ${ctx.message.parts.length}`);
+  a2a.registerTaskHandler('big', async () => 'y'.repeat(600 * KiB));
   const app = mtlsServer(server);
   await app.register(a2a.plugin);
   await app.listen({ port: 0, host: '127.0.0.1' });
   const channels: SecureChannel[] = [];
   return {
     url: baseUrl(app),
+    a2a,
     runs,
     release() {
       gate();
@@ -82,7 +100,12 @@ async function start(limits: A2AServerLimits): Promise<Setup> {
 /** Starts a `hold` task without waiting for it to finish. */
 function startTask(c: A2AClient, url: string) {
   return c.sendMessage(url, {
-    message: { messageId: crypto.randomUUID(), role: 'ROLE_USER', parts: [{ text: 'x' }] },
+    message: {
+      messageId: crypto.randomUUID(),
+      role: 'ROLE_USER',
+      parts: [{ text: 'x' }],
+      metadata: { skill: 'hold' },
+    },
     configuration: { returnImmediately: true },
   });
 }
@@ -199,5 +222,132 @@ describe('CallerLimits configuration', () => {
   ])('refuses %j with a TypeError naming the field', (input, msg) => {
     expect(() => new CallerLimits(input as never, 10)).toThrow(TypeError);
     expect(() => new CallerLimits(input as never, 10)).toThrow(msg);
+  });
+});
+
+/** SendMessage of `bytes` of text to `skill`; blocking unless `immediately`. */
+async function send(
+  c: A2AClient,
+  url: string,
+  skill: string,
+  bytes: number,
+  immediately = false,
+): Promise<Task> {
+  const r = await c.sendMessage(url, {
+    message: {
+      messageId: crypto.randomUUID(),
+      role: 'ROLE_USER',
+      parts: [{ text: 'x'.repeat(bytes) }],
+      metadata: { skill },
+    },
+    configuration: { returnImmediately: immediately },
+  });
+  if (!('task' in r)) throw new Error('expected a task');
+  return r.task;
+}
+
+function store(r: Setup): InMemoryTaskStore {
+  return r.a2a.manager.store as InMemoryTaskStore;
+}
+
+describe('task memory bounded by bytes', () => {
+  it('a caller flooding 100 KB messages keeps at most its share; its oldest finished tasks go, not another caller’s', async () => {
+    s = await start({ retainedBytes: { total: 4 * 1024 * KiB, perCaller: 1024 * KiB } });
+    const a = s.client(alice);
+    const b = s.client(bob);
+    const bobs = await send(b, s.url, 'echo', 100 * KiB);
+    const alices: Task[] = [];
+    let most = 0;
+    for (let i = 0; i < 40; i++) {
+      alices.push(await send(a, s.url, 'echo', 100 * KiB));
+      most = Math.max(most, store(s).bytes(alice.id.toString()));
+    }
+    // 40 × 100 KB = 4 MB sent; kept: under 1 MiB, the newest.
+    expect(most).toBeLessThanOrEqual(1024 * KiB);
+    expect(most).toBeGreaterThan(800 * KiB);
+    expect((await a.getTask(s.url, (alices.at(-1) as Task).id)).status.state).toBe('TASK_STATE_COMPLETED');
+    const oldest = await refusal(a.getTask(s.url, (alices[0] as Task).id));
+    expect(oldest.code).toBe('TASK_NOT_FOUND');
+    // Bob's task, older than all of Alice's, is still there.
+    const kept = await b.getTask(s.url, bobs.id);
+    expect(kept.history?.[0]?.parts[0]?.text).toHaveLength(100 * KiB);
+    expect(store(s).bytes()).toBeLessThanOrEqual(4 * 1024 * KiB);
+  });
+
+  it('when unfinished tasks hold a caller’s share, its next task is refused (retryable, no handler run); others go on', async () => {
+    s = await start({ retainedBytes: { total: 4 * 1024 * KiB, perCaller: 1024 * KiB } });
+    const a = s.client(alice);
+    const b = s.client(bob);
+    for (let i = 0; i < 3; i++) await send(a, s.url, 'hold', 300 * KiB, true);
+    await expect.poll(() => s?.runs.length).toBe(3);
+    const err = await refusal(send(a, s.url, 'hold', 300 * KiB, true));
+    expect(err.code).toBe('RESOURCE_EXHAUSTED');
+    expect(err.message).toContain(alice.id.toString());
+    expect(err.message).toMatch(/retry once one of them has finished/);
+    expect((err.data as Array<{ metadata?: Record<string, string> }>)[0]?.metadata).toMatchObject({
+      scope: 'caller',
+      limitBytes: String(1024 * KiB),
+    });
+    expect(s.runs).toHaveLength(3);
+    // Bob has his own share.
+    await send(b, s.url, 'hold', 300 * KiB, true);
+    await expect.poll(() => s?.runs.length).toBe(4);
+    // Once Alice's tasks finish, their room can be taken again.
+    s.release();
+    await expect.poll(() => s?.a2a.manager.activeCount).toBe(0);
+    await send(a, s.url, 'echo', 300 * KiB);
+  });
+
+  it('a finished task above the per-task bound keeps what fits and says what went', async () => {
+    s = await start({ retainedBytes: { perTask: 512 * KiB } });
+    const a = s.client(alice);
+    const done = await send(a, s.url, 'big', 1 * KiB);
+    // The reply to the blocking call has the whole result; what is kept afterwards is cut.
+    expect(done.artifacts?.[0]?.parts[0]?.text).toHaveLength(600 * KiB);
+    expect(done.metadata?.[TRUNCATED_METADATA_KEY]).toBeUndefined();
+    const kept = await a.getTask(s.url, done.id);
+    expect(kept.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(kept.metadata?.[TRUNCATED_METADATA_KEY]).toBe('events,history,artifacts');
+    expect(kept.artifacts ?? []).toHaveLength(0);
+    expect(store(s).bytes(alice.id.toString())).toBeLessThanOrEqual(512 * KiB);
+    // A small task is kept whole.
+    const small = await send(a, s.url, 'echo', 1 * KiB);
+    const whole = await a.getTask(s.url, small.id);
+    expect(whole.metadata?.[TRUNCATED_METADATA_KEY]).toBeUndefined();
+    expect(whole.artifacts).toHaveLength(1);
+    expect(whole.history?.[0]?.parts[0]?.text).toHaveLength(1 * KiB);
+  });
+});
+
+describe('expired tasks are swept on a clock', () => {
+  it('without anyone calling cleanup() or creating a task', async () => {
+    const mem = new InMemoryTaskStore({ terminalTtlMs: 50 });
+    const m = new TaskManager({ store: mem, sweepIntervalMs: 100 });
+    try {
+      const r = await m.create({
+        owner: alice.id.toString(),
+        skill: 's',
+        message: { messageId: 'm', role: 'ROLE_USER', parts: [{ text: 'x'.repeat(10 * KiB) }] },
+      });
+      m.setStatus(r.task.id, 'TASK_STATE_COMPLETED');
+      expect(mem.size).toBe(1);
+      expect(mem.bytes()).toBeGreaterThan(10 * KiB);
+      await expect.poll(() => mem.size, { timeout: 5000 }).toBe(0);
+      expect(mem.bytes()).toBe(0);
+      expect(mem.bytes(alice.id.toString())).toBe(0);
+    } finally {
+      await m.close();
+    }
+  });
+});
+
+describe('approxJsonBytes', () => {
+  it('is close to the JSON size and counts a shared object once', () => {
+    const msg = { messageId: 'm', role: 'ROLE_USER', parts: [{ text: 'z'.repeat(5000) }] };
+    const json = JSON.stringify(msg).length;
+    const est = approxJsonBytes(msg);
+    expect(est).toBeGreaterThanOrEqual(json);
+    expect(est).toBeLessThan(json * 1.1);
+    expect(approxJsonBytes([msg, { again: msg }])).toBeLessThan(est + 50);
   });
 });

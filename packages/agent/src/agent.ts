@@ -422,6 +422,7 @@ export class SecureAgent extends AgentCore {
           maxBodyBytes: this.config.server.bodyLimit,
           maxConcurrentTasks: this.config.server.maxConcurrentTasks,
           ...(this.config.server.perCaller ? { perCaller: this.config.server.perCaller } : {}),
+          ...(this.config.server.retainedBytes ? { retainedBytes: this.config.server.retainedBytes } : {}),
         },
         bindings: this.config.server.bindings,
         extensions: [skillSchemaExtension(skillSchemas.public)],

@@ -84,6 +84,18 @@ export const AgentConfigSchema = z.strictObject({
        * per second (unset: none), overrides per SPIFFE ID pattern in `rules`.
        */
       perCaller: CallerLimitsSchema.optional(),
+      /**
+       * Memory bound of the embedded task store, in bytes (see @weave/a2a's
+       * `limits.retainedBytes`): store-wide (default 256 MiB), per caller
+       * (default a quarter of it), per finished task (default 1 MiB).
+       */
+      retainedBytes: z
+        .strictObject({
+          total: z.number().int().positive().optional(),
+          perCaller: z.number().int().positive().optional(),
+          perTask: z.number().int().positive().optional(),
+        })
+        .optional(),
       drainTimeoutMs: z.number().int().positive().default(10_000),
       /**
        * The A2A bindings served, in the order the agent card lists them

@@ -105,6 +105,16 @@ describe('agent config', () => {
     expect(e.issues.map((i) => i.path)).toContain('server.perCaller.rules[0].match');
   });
 
+  it('takes the memory bound of kept tasks in bytes, and refuses a non-positive one', () => {
+    const retainedBytes = { total: 64 * 1024 * 1024, perCaller: 8 * 1024 * 1024, perTask: 256 * 1024 };
+    const c = parseAgentConfig({ ...minimal, server: { retainedBytes } }, { env: {} });
+    expect(c.server.retainedBytes).toEqual(retainedBytes);
+    const e = issuesOf(() =>
+      parseAgentConfig({ ...minimal, server: { retainedBytes: { perCaller: 0 } } }, { env: {} }),
+    );
+    expect(e.issues.map((i) => i.path)).toContain('server.retainedBytes.perCaller');
+  });
+
   it('loads YAML with line numbers in errors and resolves paths', async () => {
     const good = await file('name: search\nauthz:\n  policyFile: ./policy.yaml\nserver:\n  port: 9000\n');
     const c = await loadAgentConfig(good, {});
