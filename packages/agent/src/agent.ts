@@ -34,7 +34,7 @@ import {
   type IdentityProvider,
   type X509Svid,
 } from '@weave/identity';
-import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
+import { MTLS_AUTH_PLUGIN, createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
 import type {
   CapabilityContext,
   CapabilityDefinition,
@@ -58,6 +58,7 @@ import {
   checkPeer,
   type CallAgentOptions,
   type CallResult,
+  type ChannelFactory,
 } from './outbound.js';
 import {
   DEADLINE_HEADER,
@@ -106,6 +107,23 @@ export interface SecureAgentOptions {
    * (-32602) by an agent with several.
    */
   readonly routing?: CapabilityRouting;
+  /**
+   * Builds the outbound channel to each peer instead of the agent's default
+   * `SecureChannel` (see {@link ChannelFactory}): it must be a `SecureChannel`
+   * verifying exactly that peer, or the call fails before anything is sent.
+   */
+  readonly channel?: ChannelFactory;
+  /**
+   * An existing fastify instance to serve on, instead of one of the agent's
+   * own: your routes and plugins and the agent's A2A routes (with `/health`,
+   * `/ready`, `/metrics`) on one port. Create it with `createMtlsServer` from
+   * `@weave/transport/server` with the agent's identity, so that it requires
+   * and verifies client certificates and sets `request.peer`; an instance that
+   * does not is refused (`AGENT_CONFIG_INSECURE`). The agent's routes and hooks
+   * are in a plugin of their own, so its hooks do not run for your routes.
+   * `start()` makes it listen on `config.server` and `stop()` closes it.
+   */
+  readonly server?: MtlsFastifyInstance;
 }
 
 /**
@@ -375,21 +393,23 @@ export class SecureAgent extends AgentCore {
       if (ownsEnforcer) cleanup.push(async () => inner.close?.());
       const enforcer = new MeteredEnforcer(inner, this.metrics);
 
-      const app = createMtlsServer({
-        identity,
-        // Any peer with a verified SVID reaches the routes; policy decides per call.
-        authorize: authorizeAny(),
-        config: {
-          minTlsVersion: this.config.transport.tlsMinVersion,
-          requestTimeoutMs: this.config.transport.requestTimeoutMs,
-        },
-        fastify: {
-          loggerInstance: sharedChildLogger(this.logger.child({ component: 'http' })),
-          // Calls are logged once each by the agent, with their correlation id.
-          logController: new LogController({ disableRequestLogging: true }),
-          bodyLimit: this.config.server.bodyLimit,
-        },
-      });
+      const app =
+        this.#opts.server ??
+        createMtlsServer({
+          identity,
+          // Any peer with a verified SVID reaches the routes; policy decides per call.
+          authorize: authorizeAny(),
+          config: {
+            minTlsVersion: this.config.transport.tlsMinVersion,
+            requestTimeoutMs: this.config.transport.requestTimeoutMs,
+          },
+          fastify: {
+            loggerInstance: sharedChildLogger(this.logger.child({ component: 'http' })),
+            // Calls are logged once each by the agent, with their correlation id.
+            logController: new LogController({ disableRequestLogging: true }),
+            bodyLimit: this.config.server.bodyLimit,
+          },
+        });
       cleanup.push(() => app.close());
       app.server.on('secureConnection', () =>
         this.metrics.tlsHandshakes.inc({ side: 'server', result: 'ok' }),
@@ -447,11 +467,17 @@ export class SecureAgent extends AgentCore {
         : undefined;
       if (grpcServer) cleanup.push(() => grpcServer.close(0));
 
-      this.#installHooks(app);
-      this.#installProbes(app, enforcer, selfId);
       // Every capability is served before the first connection is accepted.
       for (const def of this.capabilities.list()) this.#serve(a2a, skillSchemas, def);
-      await app.register(a2a.plugin);
+      // In a plugin of their own, so on a given instance the agent's hooks stay off its owner's routes.
+      await app.register(async (child) => {
+        // fastify types a plugin's instance with the default server; it is a child of `app`.
+        const scope = child as unknown as MtlsFastifyInstance;
+        this.#installHooks(scope);
+        this.#installProbes(scope, enforcer, selfId);
+        await scope.register(a2a.plugin);
+      });
+      if (this.#opts.server) checkMountable(app);
 
       await app.listen({ host: this.config.server.host, port: this.config.server.port });
       let grpc: { server: A2AGrpcServer; url: string } | undefined;
@@ -486,6 +512,7 @@ export class SecureAgent extends AgentCore {
         metrics: this.metrics,
         logger: this.logger,
         config: this.config,
+        channel: this.#opts.channel,
       });
       for (const p of this.#peerQueue) outbound.addPeer(p.id, p.url);
 
@@ -1100,5 +1127,26 @@ class HandlerContext implements CapabilityContext {
 
   dispose(): void {
     this.#scoped?.dispose();
+  }
+}
+
+/**
+ * A fastify instance given to serve on must be an mTLS one: client certificates
+ * required and verified at the handshake, and `mtlsAuth` setting `request.peer`.
+ */
+function checkMountable(app: MtlsFastifyInstance): void {
+  const tls = app.server as { requestCert?: unknown; rejectUnauthorized?: unknown };
+  const missing = [
+    ...(tls.requestCert === true && tls.rejectUnauthorized === true
+      ? []
+      : ['it does not require and verify client certificates']),
+    ...(app.hasPlugin(MTLS_AUTH_PLUGIN) ? [] : ['mtlsAuth is not registered, so callers are not identified']),
+  ];
+  if (missing.length > 0) {
+    throw new AgentError(
+      'AGENT_CONFIG_INSECURE',
+      `the fastify instance given as server cannot serve the agent: ${missing.join('; ')}. ` +
+        'Create it with createMtlsServer({ identity, authorize }) from @weave/transport/server',
+    );
   }
 }

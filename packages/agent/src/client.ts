@@ -4,7 +4,7 @@ import type { PolicyEnforcer } from '@weave/authz';
 import type { IdentityProvider, SpiffeId } from '@weave/identity';
 import { parseAgentConfig, type AgentConfigInput } from './config.js';
 import { AgentMetrics } from './metrics.js';
-import { Outbound, type CallAgentOptions, type CallResult } from './outbound.js';
+import { Outbound, type CallAgentOptions, type CallResult, type ChannelFactory } from './outbound.js';
 
 /** Options of {@link WeaveClient}. */
 export interface WeaveClientOptions {
@@ -23,6 +23,8 @@ export interface WeaveClientOptions {
   readonly transport?: AgentConfigInput['transport'];
   /** Logger (default: pino on stdout at `info`). */
   readonly logger?: Logger;
+  /** Builds the channel to each peer instead of the default `SecureChannel` (see {@link ChannelFactory}). */
+  readonly channel?: ChannelFactory;
 }
 
 /**
@@ -54,6 +56,7 @@ export class WeaveClient {
       metrics: this.metrics,
       logger: (options.logger ?? pino({ name })).child({ client: name }),
       config,
+      channel: options.channel,
     });
   }
 

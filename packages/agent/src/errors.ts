@@ -18,6 +18,7 @@ export type AgentErrorCode =
   | 'PEER_UNKNOWN'
   | 'DEADLINE_EXCEEDED'
   | 'PEER_VERIFICATION_FAILED'
+  | 'CLIENT_CERTIFICATE_REQUIRED'
   | 'BASE_AGENT_NOT_SERVABLE';
 
 /** A local failure of the agent layer. */
@@ -78,7 +79,8 @@ export interface CallErrorDetails {
 /**
  * A call to another agent was refused or failed. `code` is `CALL_DENIED`,
  * `CALL_FAILED`, `DEADLINE_EXCEEDED`, `PEER_UNKNOWN`,
- * `PEER_VERIFICATION_FAILED` or `AGENT_NOT_STARTED`; the fields say where and why.
+ * `PEER_VERIFICATION_FAILED`, `CLIENT_CERTIFICATE_REQUIRED` (a channel factory
+ * returned no SecureChannel) or `AGENT_NOT_STARTED`; the fields say where and why.
  */
 export class CallError extends AgentError implements CallErrorDetails {
   readonly target: string;

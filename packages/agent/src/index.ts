@@ -50,7 +50,12 @@ export {
   type StopOptions,
 } from './agent.js';
 export { WeaveClient, type WeaveClientOptions } from './client.js';
-export { ERROR_METADATA_KEY, type CallAgentOptions, type CallResult } from './outbound.js';
+export {
+  ERROR_METADATA_KEY,
+  type CallAgentOptions,
+  type CallResult,
+  type ChannelFactory,
+} from './outbound.js';
 export { DEADLINE_HEADER, DEADLINE_KEY } from './scope.js';
 export { extractTraceContext, injectTraceHeaders, outgoingTraceContext, traceIdOf } from './tracing.js';
 // The seams a user implements or passes in, re-exported so one import serves.

@@ -22,9 +22,11 @@ import { SpiffeId, type IdentityProvider } from '@weave/identity';
 import {
   CircuitBreakerRegistry,
   CircuitOpenError,
+  ClientCertificateRequiredError,
   PeerVerificationError,
   SecureChannel,
   TransportIdentityError,
+  requireSecureChannel,
   type TransportConfigInput,
 } from '@weave/transport';
 import type { AgentConfig } from './config.js';
@@ -66,6 +68,22 @@ export interface CallAgentOptions<O extends z.ZodType | undefined = undefined> {
 
 /** Result type of a call: the output schema's type, or `unknown`. */
 export type CallResult<O> = O extends z.ZodType ? z.output<O> : unknown;
+
+/**
+ * Builds the outbound channel to one peer, for settings or instrumentation of
+ * your own: it must return a `SecureChannel` that presents `identity`'s SVID
+ * and verifies exactly `peer` (e.g. `new SecureChannel(identity, peer, { ...defaults, httpVersion: 'http2' })`).
+ * `defaults` are the settings the agent would use (from `config.transport`).
+ * Anything else fails the call: a plain undici `Agent` with
+ * `CLIENT_CERTIFICATE_REQUIRED`, a channel verifying another peer with
+ * `PEER_VERIFICATION_FAILED`, before anything is sent. The agent closes the
+ * channels it got when it stops.
+ */
+export type ChannelFactory = (
+  peer: SpiffeId,
+  identity: IdentityProvider,
+  defaults: TransportConfigInput,
+) => SecureChannel;
 
 interface Peer {
   readonly channel: SecureChannel;
@@ -109,6 +127,7 @@ export class Outbound {
   readonly #discovered = new Map<string, Discovered>();
   readonly #channels = new Map<string, Peer>();
   readonly #breakers: CircuitBreakerRegistry;
+  readonly #channelFactory: ChannelFactory | undefined;
   #closed = false;
 
   constructor(opts: {
@@ -117,8 +136,10 @@ export class Outbound {
     metrics: AgentMetrics;
     logger: Logger;
     config: AgentConfig;
+    channel?: ChannelFactory | undefined;
   }) {
     this.#identity = opts.identity;
+    this.#channelFactory = opts.channel;
     this.#enforcer = opts.enforcer;
     this.#metrics = opts.metrics;
     this.#log = opts.logger;
@@ -209,7 +230,7 @@ export class Outbound {
           { ...details, deniedBy: 'caller', decision, auditId: decision.auditId },
         );
       }
-      const peer = this.#peer(id);
+      const peer = this.#peer(id, details);
       const result = await this.#breakers.execute(id, () =>
         this.#send(peer, url, capability, input, options, parent?.signal, trace, deadline, details),
       );
@@ -340,11 +361,13 @@ export class Outbound {
     }
   }
 
-  #peer(id: SpiffeId): Peer {
+  #peer(id: SpiffeId, details: CallErrorDetails): Peer {
     const key = id.toString();
     let p = this.#channels.get(key);
     if (!p) {
-      const channel = new SecureChannel(this.#identity, id, this.#transport);
+      const channel = this.#channelFactory
+        ? this.#suppliedChannel(id, details)
+        : new SecureChannel(this.#identity, id, this.#transport);
       channel.onPeerVerified(() => this.#metrics.tlsHandshakes.inc({ side: 'client', result: 'ok' }));
       p = {
         channel,
@@ -353,6 +376,22 @@ export class Outbound {
       this.#channels.set(key, p);
     }
     return p;
+  }
+
+  /** The channel factory's channel to `id`, refused unless it is a SecureChannel verifying exactly `id`. */
+  #suppliedChannel(id: SpiffeId, details: CallErrorDetails): SecureChannel {
+    const given: unknown = this.#channelFactory!(id, this.#identity, { ...this.#transport });
+    const channel = requireSecureChannel(given, `the channel factory's channel to ${id.toString()}`);
+    if (channel.expectedPeer !== id.toString()) {
+      void channel.close().catch(() => undefined);
+      throw new CallError(
+        'PEER_VERIFICATION_FAILED',
+        `the channel factory's channel to ${id.toString()} verifies ${channel.expectedPeer} instead: ` +
+          'a channel must accept exactly the peer it is built for',
+        details,
+      );
+    }
+    return channel;
   }
 
   // ---- the call itself -----------------------------------------------------------------
@@ -548,6 +587,9 @@ export class Outbound {
   ): CallError {
     if (err instanceof CallError) return err;
     const d = { ...details };
+    if (err instanceof ClientCertificateRequiredError) {
+      return new CallError('CLIENT_CERTIFICATE_REQUIRED', err.message, d, { cause: err });
+    }
     if (err instanceof CircuitOpenError) {
       return new CallError('CALL_FAILED', `circuit open for ${d.callee ?? d.target}: not calling`, d, {
         cause: err,

@@ -169,6 +169,9 @@ const mtlsAuthPlugin: FastifyPluginCallback<MtlsAuthOptions> = (app, opts, done)
   done();
 };
 
+/** The name {@link mtlsAuth} registers under: `app.hasPlugin(MTLS_AUTH_PLUGIN)` says callers are identified. */
+export const MTLS_AUTH_PLUGIN = '@weave/transport/mtls-auth';
+
 /**
  * Fastify plugin: verifies every caller's client certificate chain against the
  * bundle of the caller's own trust domain (federation-safe), runs `authorize`,
@@ -176,7 +179,7 @@ const mtlsAuthPlugin: FastifyPluginCallback<MtlsAuthOptions> = (app, opts, done)
  * (`PEER_VERIFICATION_FAILED` or `PEER_NOT_AUTHORIZED`) from an `onRequest`
  * hook, so no route handler runs for them.
  */
-export const mtlsAuth = fp(mtlsAuthPlugin, { fastify: '5.x', name: '@weave/transport/mtls-auth' });
+export const mtlsAuth = fp(mtlsAuthPlugin, { fastify: '5.x', name: MTLS_AUTH_PLUGIN });
 
 /** The fastify instance {@link createMtlsServer} returns (HTTP/1.1 over TLS, or HTTP/2 with HTTP/1.1 fallback). */
 export type MtlsFastifyInstance = FastifyInstance<
