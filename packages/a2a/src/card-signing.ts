@@ -41,6 +41,12 @@ const canonicalize = canonicalizeCjs as unknown as (value: unknown) => string | 
  * `@a2a-js/sdk` and a2a-python do; following them is what makes a card
  * signed by one SDK verify in another.
  *
+ * One difference from `@a2a-js/sdk` 1.3: inside `securitySchemes`, members
+ * and scheme kinds the proto does not know (and a second kind set in one
+ * scheme) are kept here and dropped by the SDK, so such a card signed by one
+ * does not verify with the other. It fails closed: what Weave keeps of a
+ * card is what its signature covers. See the README, "Signed agent cards".
+ *
  * @throws {AgentCardSignatureError} `CARD_INVALID` when `card` is not an agent card.
  */
 export function canonicalizeAgentCard(card: AgentCard | Omit<AgentCard, 'signatures'>): string {

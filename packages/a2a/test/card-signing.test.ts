@@ -269,6 +269,98 @@ describe('interop with @a2a-js/sdk 1.3', () => {
     }
   });
 
+  /** Edge cases of proto field presence and JCS on which the two canonical forms agree. */
+  const agreeing: Record<string, (c: AgentCard) => unknown> = {
+    'unknown members (top level, skill)': (c) => ({ ...c, foo: 'bar', skills: [{ ...c.skills[0], foo: 1 }] }),
+    'optional bools set to false': (c) => ({
+      ...c,
+      capabilities: { streaming: false, pushNotifications: false, extendedAgentCard: false },
+    }),
+    'extension required: false (a plain proto3 bool)': (c) => ({
+      ...c,
+      capabilities: { extensions: [{ uri: 'u', required: false }] },
+    }),
+    'Struct params: false, 0, null, {}, [], "" and number forms': (c) => ({
+      ...c,
+      capabilities: {
+        extensions: [
+          {
+            uri: 'u',
+            params: { f: false, z: 0, n: null, e: {}, a: [], s: '', big: 1e21, small: 1e-7, neg: -0 },
+          },
+        ],
+      },
+    }),
+    'key order by UTF-16 code units': (c) => ({
+      ...c,
+      capabilities: { extensions: [{ uri: 'u', params: { é: 1, e: 2, Z: 3, '€': 4, '\u{1F600}': 5 } }] },
+    }),
+    'empty strings and lists': (c) => ({
+      ...c,
+      provider: { url: '', organization: '' },
+      supportedInterfaces: [{ ...c.supportedInterfaces[0], tenant: '' }],
+      securityRequirements: [{ schemes: { mtls: { list: [] } } }, { schemes: {} }],
+    }),
+    'well-formed schemes of every kind': (c) => ({
+      ...c,
+      securitySchemes: {
+        m: { mtlsSecurityScheme: { description: 'm' } },
+        k: { apiKeySecurityScheme: { location: 'header', name: 'X', description: 'd' } },
+        h: { httpAuthSecurityScheme: { scheme: 'Bearer', bearerFormat: 'JWT' } },
+        o: {
+          oauth2SecurityScheme: {
+            flows: { clientCredentials: { tokenUrl: 'https://t', scopes: { a: 'b' } } },
+          },
+        },
+        i: { openIdConnectSecurityScheme: { openIdConnectUrl: 'https://o' } },
+      },
+    }),
+    'v0.3 top-level fields (not in v1.0)': (c) => ({
+      ...c,
+      url: 'https://x/',
+      preferredTransport: 'JSONRPC',
+    }),
+  };
+  it.each(Object.entries(agreeing))('canonical form equals the SDK’s: %s', (_name, make) => {
+    const c = make(card);
+    expect(canonicalizeAgentCard(c as AgentCard)).toBe(sdkCanonicalize(c as unknown as SdkCard));
+  });
+
+  /**
+   * Where the two differ (README "Signed agent cards"): inside `securitySchemes`
+   * Weave keeps what it does not model (its schema passes schemes through),
+   * the SDK's proto round trip drops it. Weave's form covers everything Weave
+   * keeps of the card, so such a card signed by one does not verify with the
+   * other: it fails closed, never verifies with unsigned content.
+   */
+  const differing: Record<string, Record<string, unknown>> = {
+    'an unknown member inside a scheme': {
+      k: { apiKeySecurityScheme: { location: 'header', name: 'X', extra: 1 } },
+    },
+    'a scheme of an unknown kind': { k: { fooSecurityScheme: { a: 1 } } },
+    'a scheme with two kinds set (a proto oneof)': {
+      k: { mtlsSecurityScheme: { description: 'a' }, httpAuthSecurityScheme: { scheme: 'bearer' } },
+    },
+  };
+  it.each(Object.entries(differing))(
+    'canonical form differs from the SDK’s, and an SDK-signed card fails closed: %s',
+    async (_name, securitySchemes) => {
+      const c = { ...card, capabilities: { ...card.capabilities, extensions: [] }, securitySchemes };
+      const ours = canonicalizeAgentCard(c as AgentCard);
+      const theirs = sdkCanonicalize(c as unknown as SdkCard);
+      expect(ours).not.toBe(theirs);
+      expect(ours.length).toBeGreaterThan(theirs.length); // the SDK dropped what Weave keeps
+      const { publicKey, privateKey } = await jose.generateKeyPair('ES256', { extractable: true });
+      const jwk = { ...(await jose.exportJWK(publicKey)), kid: 'k1', alg: 'ES256' };
+      const sign = generateAgentCardSignature(privateKey, { alg: 'ES256', kid: 'k1', typ: 'JOSE' });
+      const signed = (await sign(c as unknown as SdkCard)) as unknown as AgentCard;
+      await rejects(
+        verifyAgentCard(signed, { policy: 'required', keys: { keys: [jwk] } }),
+        'CARD_SIGNATURE_INVALID',
+      );
+    },
+  );
+
   it('a card signed by the SDK (any JWK key) verifies with Weave when the caller supplies the JWKS', async () => {
     const { publicKey, privateKey } = await jose.generateKeyPair('ES256', { extractable: true });
     const jwk = { ...(await jose.exportJWK(publicKey)), kid: 'foreign-1', alg: 'ES256' };
