@@ -483,16 +483,18 @@ export class A2ARequestHandler {
     const [c, p] = this.#checkSend(ctx, params);
     const record = await this.#startOrResume(c, 'SendMessage', p);
     if ('message' in record) return record;
+    let task = record.task;
     if (p.configuration?.returnImmediately !== true) {
       try {
-        await this.manager.waitForCompletion(record.task.id, { timeoutMs: this.#blockingTimeout });
+        task = await this.manager.waitForCompletion(record.task.id, { timeoutMs: this.#blockingTimeout });
       } catch (err) {
         // A blocking call does not wait forever: the task, still running, is
         // returned as it is, and the client can poll or subscribe.
         if (!(err instanceof WaitTimeoutError)) throw err;
+        task = (await this.manager.get(record.task.id))?.task ?? task;
       }
     }
-    return { task: snapshot(record.task, p.configuration?.historyLength) };
+    return { task: snapshot(task, p.configuration?.historyLength) };
   }
 
   /**
@@ -589,7 +591,10 @@ export class A2ARequestHandler {
     await this.#authorize(c, 'CancelTask', record.skill, id);
     const state = record.task.status.state;
     if (isTerminal(state)) throw A2AErrors.taskNotCancelable(id, state);
-    if (this.manager.cancel(id)) return snapshot(record.task);
+    if (this.manager.cancel(id)) {
+      // Answered once CANCELED is kept (at once for the embedded store).
+      return snapshot(await this.manager.waitForCompletion(id, { terminalOnly: true }));
+    }
     // Not running here: the replica running it is asked (its handler's
     // signal aborts); with nobody running it, CANCELED is logged here.
     const after = await this.manager.cancelElsewhere(id);
@@ -992,8 +997,9 @@ export class A2ARequestHandler {
       return stream;
     }
     if (sendSnapshot || sub.backlog === undefined) {
-      const t = snapshot(record.task);
-      stream.push({ event: { task: t }, seq: record.seq });
+      // The task as the subscription sees it: with a durable store, as written.
+      const t = snapshot(sub.record.task);
+      stream.push({ event: { task: t }, seq: sub.record.seq });
       // A finished task's stream ends here. One waiting for input goes on: a
       // subscriber sees the answer to the input request and what follows, and
       // a resumed task's stream gets the reply that wakes it right after.
@@ -1027,7 +1033,7 @@ export class A2ARequestHandler {
   /**
    * A stream on a task that runs on another replica: the task as stored (or,
    * with `afterSeq`, the events after it), then every event as the store's
-   * notices announce it, in log order, until the task settles.
+   * notices announce it, in log order, until the task ends.
    */
   async #followStream(
     ctx: CallContext,
@@ -1041,21 +1047,15 @@ export class A2ARequestHandler {
       held.stop?.();
       leave();
     });
-    if (afterSeq === undefined) {
-      const t = snapshot(record.task);
-      stream.push({ event: { task: t }, seq: record.seq });
-      if (closesStream({ task: t })) {
-        stream.end();
-        return stream;
-      }
-    }
+    // Not terminal (the caller checked): the stream goes on to the end, as on the running replica.
+    if (afterSeq === undefined) stream.push({ event: { task: snapshot(record.task) }, seq: record.seq });
     try {
       held.stop = await this.manager.follow(
         id,
         afterSeq ?? record.seq,
         (e) => {
           stream.push({ event: e.event, seq: e.seq });
-          if (closesStream(e.event)) stream.end();
+          if (endsSubscription(e.event)) stream.end();
         },
         () => stream.end(),
       );

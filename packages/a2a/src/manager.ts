@@ -108,6 +108,12 @@ interface Live {
   /** Position of each artifact in `record.task.artifacts` by id (built on first use). */
   artifactIndex?: Map<string, number>;
   inputWaiter?: { resolve: (m: Message) => void; reject: (e: unknown) => void };
+  /**
+   * With a durable store: the task as last written, and its last event
+   * number. Readers and subscribers are shown this, never a state the store
+   * does not hold yet: what a caller was told survives this process.
+   */
+  durable?: { task: Task; seq: number };
 }
 
 /**
@@ -259,7 +265,7 @@ export class TaskManager {
       if (this.#notifier) await this.listen();
       await this.store.create(record, first);
     }
-    this.#live.set(id, {
+    const live: Live = {
       record,
       events,
       pending: [],
@@ -268,13 +274,19 @@ export class TaskManager {
       writeQueued: false,
       failures: 0,
       settleWaiters: [],
-    });
+    };
+    if (!this.#memory) live.durable = { task: snapshot(task), seq: 1 };
+    this.#live.set(id, live);
     return record;
   }
 
-  /** The task's record, live or stored. */
+  /**
+   * The task's record, live or stored. With a durable store, a task running
+   * here is shown as last written (see {@link subscribe}).
+   */
   async get(id: string): Promise<TaskRecord | undefined> {
-    return this.#live.get(id)?.record ?? this.#settling.get(id)?.record ?? (await this.store.get(id));
+    const live = this.#live.get(id) ?? this.#settling.get(id);
+    return live ? durableView(live) : await this.store.get(id);
   }
 
   /** True while the task runs in this process. */
@@ -394,10 +406,14 @@ export class TaskManager {
     if (!live) return undefined;
     let backlog: StoredEvent[] | undefined = [];
     if (afterSeq !== undefined) backlog = keptAfter(live.events, live.record.seq, afterSeq);
+    // With a durable store, listeners get an event once it is written: the
+    // backlog stops where the written log does, and the listener goes on.
+    const upTo = live.durable?.seq;
+    if (upTo !== undefined && backlog) backlog = backlog.filter((e) => e.seq <= upTo);
     live.listeners.add(listener);
     return {
       backlog,
-      record: live.record,
+      record: durableView(live),
       unsubscribe: () => {
         live.listeners.delete(listener);
       },
@@ -433,15 +449,16 @@ export class TaskManager {
   ): Promise<Task> {
     const deadline = options.timeoutMs === undefined ? undefined : Date.now() + options.timeoutMs;
     for (;;) {
-      const live = this.#live.get(id);
+      const live = this.#live.get(id) ?? this.#settling.get(id);
       if (!live) {
         const r = await this.store.get(id);
         if (!r) throw A2AErrors.taskNotFound(id);
         return r.task;
       }
-      const st = live.record.task.status.state;
+      const task = durableView(live).task;
+      const st = task.status.state;
       if (isTerminal(st) || (!options.terminalOnly && INTERRUPTED_STATES.has(st))) {
-        return live.record.task;
+        return task;
       }
       const settled = await new Promise<TaskRecord>((resolve, reject) => {
         const signal = options.signal;
@@ -598,6 +615,7 @@ export class TaskManager {
       writeQueued: false,
       failures: 0,
       settleWaiters: [],
+      durable: { task: snapshot(stored.task), seq: stored.seq },
     });
     return record;
   }
@@ -753,18 +771,21 @@ export class TaskManager {
     record.updatedAt = Date.now();
     live.events.push(stored);
     if (live.events.length > this.#maxEvents) live.events.shift();
-    for (const l of live.listeners) l(stored, record);
     const id = record.task.id;
     const terminal = isTerminal(record.task.status.state);
-    if (terminal) {
-      this.#live.delete(id);
-      live.listeners.clear();
-    }
     if (this.#memory) {
-      // The embedded store holds this very record and event array (attached
-      // by create()): only the move to a terminal state has something to tell it.
-      if (terminal) this.#memory.finishNow(id);
+      for (const l of live.listeners) l(stored, record);
+      if (terminal) {
+        this.#live.delete(id);
+        live.listeners.clear();
+        // The embedded store holds this very record and event array (attached
+        // by create()): only the move to a terminal state has something to tell it.
+        this.#memory.finishNow(id);
+      }
+      if (settles) settle(live, record);
     } else {
+      // Listeners and waiters hear of the event once it is written (#write).
+      if (terminal) this.#live.delete(id);
       live.pending.push(stored);
       // Events published in one burst share one write: queue a write only if
       // none is waiting to start.
@@ -784,10 +805,18 @@ export class TaskManager {
         });
       }
     }
-    if (settles && live.settleWaiters.length > 0) {
-      const waiters = live.settleWaiters;
-      live.settleWaiters = [];
-      for (const w of waiters) w(record);
+  }
+
+  /** Events now written: the task as written moves on, and listeners and waiters hear of them, in order. */
+  #written(live: Live, events: readonly StoredEvent[], task: Task): void {
+    const last = events[events.length - 1];
+    if (last === undefined) return;
+    live.durable = { task, seq: last.seq };
+    const view = durableView(live);
+    for (const e of events) {
+      for (const l of live.listeners) l(e, view);
+      if (settlesTask(e)) settle(live, view);
+      if (endsTask(e)) live.listeners.clear();
     }
   }
 
@@ -801,22 +830,32 @@ export class TaskManager {
     // A write that failed on the way back (connection dropped after the
     // commit) may have landed: its retry then meets its own events.
     let uncertain = false;
+    /** Events found stored by a retry, told to listeners with the rest of the batch. */
+    let landedBefore: StoredEvent[] = [];
     for (;;) {
       live.writeQueued = false;
       const batch = live.pending;
       if (batch.length === 0) return;
       live.pending = [];
+      // The task as of the batch's last event (later events are not in it).
+      const task = snapshot(live.record.task);
       try {
         await this.store.append(id, live.record.task, batch, live.record.updatedAt);
         live.failures = 0;
+        this.#written(live, landedBefore.concat(batch), task);
         return;
       } catch (err) {
         if (err instanceof TaskStoreConflictError && uncertain) {
           const landed = await this.#landed(id, batch);
           if (landed > 0) {
             // Those events are stored: write what came after them.
+            landedBefore = landedBefore.concat(batch.slice(0, landed));
             live.pending = batch.slice(landed).concat(live.pending);
             uncertain = false;
+            if (live.pending.length === 0) {
+              this.#written(live, landedBefore, task);
+              return;
+            }
             continue;
           }
         }
@@ -868,6 +907,28 @@ function keptAfter(
 /** Why a task whose replica died ends FAILED (when its capability is not re-runnable). */
 export const ORPHAN_REASON =
   'Task failed: the replica running it stopped (its lease expired); not re-run, execution is at most once';
+
+/** The task as a durable store holds it (the live record itself for the embedded store). */
+function durableView(live: Live): TaskRecord {
+  const d = live.durable;
+  return d ? { ...live.record, task: d.task, seq: d.seq } : live.record;
+}
+
+/** Wakes whoever waits for the task to settle. */
+function settle(live: Live, record: TaskRecord): void {
+  if (live.settleWaiters.length === 0) return;
+  const waiters = live.settleWaiters;
+  live.settleWaiters = [];
+  for (const w of waiters) w(record);
+}
+
+/** True for an event after which the task waits (finished, or needs input). */
+function settlesTask(e: StoredEvent): boolean {
+  const ev = e.event;
+  const state =
+    'statusUpdate' in ev ? ev.statusUpdate.status.state : 'task' in ev ? ev.task.status.state : undefined;
+  return state !== undefined && (isTerminal(state) || INTERRUPTED_STATES.has(state));
+}
 
 /** True for the event that ends a task (its terminal status). */
 function endsTask(e: StoredEvent): boolean {

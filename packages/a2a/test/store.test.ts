@@ -141,6 +141,9 @@ describe('TaskManager', () => {
       { append: true, lastChunk: true },
     );
     m.setStatus(rec.task.id, 'TASK_STATE_COMPLETED');
+    // A durable store's subscribers hear of an event once it is written, never before.
+    expect(a).toEqual([]);
+    await m.flush();
     expect(a.map((e) => e.seq)).toEqual([2, 3, 4, 5]);
     expect(b).toEqual(a);
     expect(rec.task.artifacts?.[0]?.parts.map((p) => p.text)).toEqual(['1', '2']);
