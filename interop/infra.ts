@@ -292,6 +292,14 @@ export async function startService(o: ServiceOptions): Promise<Service> {
   };
 }
 
+/**
+ * Arguments for `node` to run a TypeScript file of this repository as its
+ * own process, importing the workspace packages from source.
+ */
+export function tsxArgs(script: string, ...args: string[]): string[] {
+  return ['--import', 'tsx', '--conditions=weave-source', join(repoRoot, script), ...args];
+}
+
 /** Removes a temp directory; never throws (teardown must not mask a test failure). */
 export async function removeDir(dir: string): Promise<void> {
   await rm(dir, { recursive: true, force: true, maxRetries: 3 }).catch(() => undefined);

@@ -24,6 +24,7 @@ import {
   requireComponent,
   startService,
   tempDirFor,
+  tsxArgs,
   waitUntil,
   type Service,
 } from '../infra.js';
@@ -122,13 +123,7 @@ describe.skipIf(!spire)('Weave agents on real SPIRE', () => {
     const svc = await startService({
       name,
       command: process.execPath,
-      args: [
-        '--import',
-        'tsx',
-        '--conditions=weave-source',
-        join(repoRoot, 'interop/spire/workload.ts'),
-        cfgFile,
-      ],
+      args: tsxArgs('interop/spire/workload.ts', cfgFile),
       cwd: repoRoot,
       uid: UID[name],
       gid: UID[name],
