@@ -19,6 +19,7 @@ import {
   type TaskResult,
   type TaskStore,
 } from '@weave/a2a';
+import type * as PostgresStoreModule from '@weave/a2a/postgres';
 import {
   AllowAllEnforcer,
   LocalPolicyEnforcer,
@@ -72,6 +73,9 @@ import {
 } from './scope.js';
 import { extractTraceContext, traceIdOf } from './tracing.js';
 import { CapabilityReply, toArtifact } from './reply.js';
+
+/** `@weave/a2a/postgres`, loaded only when `store.postgres` is configured. */
+type PostgresModule = typeof PostgresStoreModule;
 
 /** URI of the agent-card extension that carries each skill's JSON Schemas. */
 export const SKILL_SCHEMAS_EXTENSION = 'https://weave.dev/extensions/skill-schemas/v1';
@@ -338,6 +342,54 @@ export class SecureAgent extends AgentCore {
     return undefined;
   }
 
+  /**
+   * The task store `config.store` names (undefined: the embedded default).
+   * A missing URL, a missing `pg` package or a schema behind this version
+   * refuse the start, before anything serves.
+   */
+  async #configuredStore(): Promise<TaskStore | undefined> {
+    const cfg = this.config.store.postgres;
+    if (!cfg) return undefined;
+    const url = this.#env[cfg.urlEnv];
+    if (!url) {
+      throw new AgentError(
+        'AGENT_CONFIG_INVALID',
+        `store.postgres: set ${cfg.urlEnv} to the database URL (it is read from the environment only)`,
+      );
+    }
+    let pgStore: PostgresModule;
+    try {
+      // Loaded only when configured: agents without PostgreSQL never need `pg`.
+      pgStore = await import('@weave/a2a/postgres');
+    } catch (err) {
+      throw new AgentError('AGENT_CONFIG_INVALID', 'store.postgres needs the pg package (npm i pg)', {
+        cause: err,
+      });
+    }
+    const store = new pgStore.PostgresTaskStore({
+      connectionString: url,
+      leaseTtlMs: cfg.leaseTtlMs,
+      terminalTtlMs: cfg.terminalTtlMs,
+    });
+    try {
+      const [have, shipped] = await Promise.all([
+        pgStore.schemaVersion(store.pool),
+        pgStore.loadMigrations(),
+      ]);
+      const latest = shipped.at(-1)?.version ?? 0;
+      if (have < latest) {
+        throw new AgentError(
+          'AGENT_STORE_SCHEMA_OUTDATED',
+          `the task database is at schema version ${have}, this Weave needs ${latest}: run \`weave db migrate\``,
+        );
+      }
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+    return store;
+  }
+
   // ---- lifecycle ------------------------------------------------------------------
 
   /**
@@ -346,7 +398,9 @@ export class SecureAgent extends AgentCore {
    *
    * @throws {AgentError} `AGENT_NO_IDENTITY` without a valid SVID (or with the
    *   wrong SPIFFE ID), `AGENT_ALREADY_STARTED`, `AGENT_CONFIG_INVALID` when
-   *   the policy cannot be loaded. Nothing is left running after a failure.
+   *   the policy cannot be loaded or `store.postgres` has no URL,
+   *   `AGENT_STORE_SCHEMA_OUTDATED` when the task database needs
+   *   `weave db migrate`. Nothing is left running after a failure.
    */
   start(): Promise<StartedAgent> {
     if (this.#state !== 'new') {
@@ -424,6 +478,8 @@ export class SecureAgent extends AgentCore {
       // Set once listening: no call can ask for the extended card before.
       let servedUrl = '';
       cleanup.push(async () => signer.close());
+      const taskStore = this.#opts.taskStore ?? (await this.#configuredStore());
+      if (taskStore) cleanup.push(async () => taskStore.close?.());
       const a2a: A2AServer = new A2AServer({
         card: {
           name: this.config.name,
@@ -437,7 +493,7 @@ export class SecureAgent extends AgentCore {
         enforcer,
         // The card is signed by the SVID (x5c) and re-signed when it rotates.
         cardSigner: signer,
-        ...(this.#opts.taskStore ? { taskStore: this.#opts.taskStore } : {}),
+        ...(taskStore ? { taskStore } : {}),
         limits: {
           maxBodyBytes: this.config.server.bodyLimit,
           maxConcurrentTasks: this.config.server.maxConcurrentTasks,

@@ -128,6 +128,30 @@ export const AgentConfigSchema = z.strictObject({
    */
   authz: AuthzConfigSchema.optional(),
   transport: TransportConfigSchema.prefault({}),
+  /**
+   * Where the A2A server keeps its tasks. Without `postgres`: in memory (one
+   * replica; lost on restart). With it: PostgreSQL, shared by every replica
+   * of this agent (live streams and cancels on any replica, leases). Needs
+   * the `pg` package and a schema migrated with `weave db migrate`; the URL
+   * (a secret) is read from the environment variable `urlEnv`, never from
+   * this file.
+   */
+  store: z
+    .strictObject({
+      postgres: z
+        .strictObject({
+          urlEnv: z
+            .string()
+            .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name')
+            .default('WEAVE_DATABASE_URL'),
+          /** A replica silent this long (ms) is taken for dead; its running tasks fail (or re-run). */
+          leaseTtlMs: z.number().int().min(1_000).default(30_000),
+          /** How long a finished task stays readable (ms). */
+          terminalTtlMs: z.number().int().positive().default(3_600_000),
+        })
+        .optional(),
+    })
+    .prefault({}),
   /** Static discovery: where each peer's A2A endpoint is. */
   peers: z.array(z.strictObject({ id: spiffeIdString, url: z.url() })).default([]),
   /** Discovery of peers called by URL (their agent card names their SPIFFE ID). */

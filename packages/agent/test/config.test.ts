@@ -58,6 +58,22 @@ describe('agent config', () => {
     }
   });
 
+  it('store: in memory unless postgres is named; the URL is an environment variable name, leases at least 1 s', () => {
+    expect(parseAgentConfig(minimal, { env: {} }).store).toEqual({});
+    expect(parseAgentConfig({ ...minimal, store: { postgres: {} } }, { env: {} }).store).toEqual({
+      postgres: { urlEnv: 'WEAVE_DATABASE_URL', leaseTtlMs: 30_000, terminalTtlMs: 3_600_000 },
+    });
+    for (const [postgres, path] of [
+      [{ urlEnv: 'postgres://u:secret@db/x' }, 'store.postgres.urlEnv'],
+      [{ leaseTtlMs: 10 }, 'store.postgres.leaseTtlMs'],
+      [{ url: 'postgres://db/x' }, 'store.postgres'],
+    ] as const) {
+      const e = issuesOf(() => parseAgentConfig({ ...minimal, store: { postgres } }, { env: {} }));
+      expect(e.code).toBe('AGENT_CONFIG_INVALID');
+      expect(e.issues[0]?.path).toBe(path);
+    }
+  });
+
   it('refuses allow-all in production only', () => {
     const cfg = { name: 'x', authz: { allowAll: true } };
     expect(parseAgentConfig(cfg, { env: {} }).authz).toEqual({ allowAll: true });
