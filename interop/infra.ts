@@ -226,12 +226,18 @@ function exited(p: ChildProcess): Promise<void> {
 export async function startService(o: ServiceOptions): Promise<Service> {
   installExitHook();
   let out = '';
+  // What the current process printed: readiness is judged on it alone, so a
+  // restarted service is not taken for ready on its predecessor's output.
+  let current = '';
   const append = (chunk: Buffer) => {
-    out += chunk.toString('utf8');
+    const text = chunk.toString('utf8');
+    out += text;
     if (out.length > 262_144) out = out.slice(-262_144);
+    if (current.length < 262_144) current += text;
   };
   let proc!: ChildProcess;
   const launch = async () => {
+    current = '';
     proc = spawn(o.command, o.args, {
       cwd: o.cwd,
       env: { ...process.env, ...o.env },
@@ -254,7 +260,7 @@ export async function startService(o: ServiceOptions): Promise<Service> {
         if (p.exitCode !== null || p.signalCode !== null) {
           throw new Error(`${o.name} exited (${p.exitCode ?? p.signalCode}) before it was ready:\n${out}`);
         }
-        return ready(out);
+        return ready(current);
       },
       { timeoutMs: o.readyTimeoutMs ?? 30_000 },
     ).catch(async (e: unknown) => {

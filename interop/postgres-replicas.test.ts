@@ -173,7 +173,8 @@ describe.skipIf(!available)('three replicas behind HAProxy on PostgreSQL', () =>
         '  default_backend replicas',
         'backend replicas',
         '  balance roundrobin',
-        ...ports.map((p, i) => `  server r${i + 1} 127.0.0.1:${p} check inter 500 fall 1 rise 2`),
+        '  timeout check 2s',
+        ...ports.map((p, i) => `  server r${i + 1} 127.0.0.1:${p} check inter 500 fall 2 rise 1`),
         '',
       ].join('\n'),
       { waitForPorts: [front] },
@@ -191,7 +192,9 @@ describe.skipIf(!available)('three replicas behind HAProxy on PostgreSQL', () =>
   it('kill -9 of the replica serving a stream: the caller resumes through the balancer, nothing lost or repeated; reads, lists and cancels work from any replica; everything survives a restart of all replicas', async () => {
     // What the balancer and the replicas saw, when something went wrong.
     onTestFailed(() => {
-      console.log(haproxy?.service.log().slice(-6000));
+      const log = haproxy?.service.log().split('\n') ?? [];
+      // Server state changes, then the last connections.
+      console.log([...log.filter((l) => !l.includes(' a2a replicas/')), ...log.slice(-20)].join('\n'));
       for (const [name, r] of replicas) console.log(name, r.log().slice(-3000));
     });
     // Tasks that run at most once, spread over the replicas by round robin.
@@ -295,7 +298,7 @@ describe.skipIf(!available)('three replicas behind HAProxy on PostgreSQL', () =>
         if (r?.replica) upAgain.add(r.replica);
         return upAgain.size === 3;
       },
-      { timeoutMs: 30_000, intervalMs: 200 },
+      { timeoutMs: 60_000, intervalMs: 200 },
     );
     const after = await json('GetTask', { id: taskId });
     expect(after.result.status.state).toBe('TASK_STATE_COMPLETED');
