@@ -278,6 +278,8 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
   readonly #ttl: number;
   readonly replicaId: string;
   readonly leaseTtlMs: number;
+  /** LISTENing connections held from the pool: given back before the pool ends. */
+  readonly #listeners = new Set<NoticeListener>();
 
   constructor(options: PostgresTaskStoreOptions) {
     this.#db = new PoolHolder(options);
@@ -445,7 +447,11 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
   async listen(onNotice: (notice: TaskNotice) => void): Promise<() => Promise<void>> {
     const listener = new NoticeListener(this.#db, onNotice);
     await listener.start();
-    return () => listener.stop();
+    this.#listeners.add(listener);
+    return async () => {
+      this.#listeners.delete(listener);
+      await listener.stop();
+    };
   }
 
   async heartbeat(): Promise<boolean> {
@@ -486,8 +492,11 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
     await this.#db.query(`SELECT pg_notify('${NOTICE_CHANNEL}', 'c:' || $1::text)`, [taskId]);
   }
 
-  /** Ends the pool if the store made it. */
+  /** Stops listening and ends the pool if the store made it. */
   async close(): Promise<void> {
+    const listeners = [...this.#listeners];
+    this.#listeners.clear();
+    await Promise.all(listeners.map((l) => l.stop()));
     await this.#db.end();
   }
 }
