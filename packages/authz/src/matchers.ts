@@ -127,6 +127,8 @@ export interface ActionMatcher {
   readonly any: boolean;
   readonly exact: ReadonlySet<string>;
   readonly globs: readonly RegExp[];
+  /** The literal text before the first `*` of each glob (`''` for a match-all pattern): an index key. */
+  readonly prefixes: readonly string[];
 }
 
 /** Checks one action pattern; returns the problem, or undefined when valid. */
@@ -142,13 +144,19 @@ export function actionPatternProblem(p: string): string | undefined {
 export function compileActions(patterns: readonly string[]): ActionMatcher {
   const exact = new Set<string>();
   const globs: RegExp[] = [];
+  const prefixes = new Set<string>();
   let any = false;
   for (const p of patterns) {
-    if (/^\*+$/.test(p)) any = true;
-    else if (!p.includes('*')) exact.add(p);
-    else globs.push(new RegExp(`^${p.split('*').map(escapeRegExp).join('.*')}$`, 's'));
+    if (/^\*+$/.test(p)) {
+      any = true;
+      prefixes.add('');
+    } else if (!p.includes('*')) exact.add(p);
+    else {
+      globs.push(new RegExp(`^${p.split('*').map(escapeRegExp).join('.*')}$`, 's'));
+      prefixes.add(p.slice(0, p.indexOf('*')));
+    }
   }
-  return { any, exact, globs };
+  return { any, exact, globs, prefixes: [...prefixes] };
 }
 
 export function matchAction(m: ActionMatcher, action: string): boolean {

@@ -229,36 +229,214 @@ export interface CompiledRule {
   readonly actions: ActionMatcher;
 }
 
-/** Rule references in one index bucket, with the caller matcher that placed them there. */
-export interface Entry {
-  readonly rule: CompiledRule;
-  readonly matcher: IdMatcher;
+/**
+ * Rules whose caller matcher already matched, narrowed further by callee and
+ * action. Up to {@link SMALL_TABLE} rules are scanned; above that they are
+ * indexed (callee: exact ID, trust domain of a pattern, `*`, none; action:
+ * exact name, literal text before a glob's first `*`), with one list per
+ * effect in file order, so a check stops at the first full match of each
+ * list: its cost does not grow with the number of rules.
+ */
+class RuleTable {
+  private readonly rules: CompiledRule[] = [];
+  private index: CalleeIndex | undefined;
+
+  add(rule: CompiledRule): void {
+    if (this.rules[this.rules.length - 1] !== rule) this.rules.push(rule);
+  }
+
+  seal(): void {
+    if (this.rules.length > SMALL_TABLE) this.index = calleeIndex(this.rules);
+  }
+
+  collect(st: MatchState): void {
+    const ix = this.index;
+    if (ix === undefined) {
+      for (const r of this.rules) consider(st, r);
+      return;
+    }
+    collectActions(st, ix.none);
+    const callee = st.callee;
+    if (callee === undefined) return;
+    const exact = ix.exact.get(st.calleeString as string);
+    if (exact) collectActions(st, exact);
+    if (ix.any) collectActions(st, ix.any);
+    const byTd = ix.byTd.get(callee.trustDomain.name);
+    if (byTd) collectActions(st, byTd);
+  }
 }
 
-interface DomainBucket {
-  /** Rules whose caller matcher is the whole trust domain: no further test needed. */
-  readonly whole: CompiledRule[];
-  /** Prefix/glob matchers keyed by their literal first path segment. */
-  readonly byFirst: Map<string, Entry[]>;
-  /** Prefix/glob matchers whose first segment is a wildcard. */
-  readonly other: Entry[];
+const SMALL_TABLE = 16;
+
+/** One list per effect, in file order. */
+interface Split {
+  readonly deny: CompiledRule[];
+  readonly allow: CompiledRule[];
+}
+
+interface ActionIndex {
+  readonly exact: Map<string, Split>;
+  readonly byPrefix: Map<string, Split>;
+  /** Lengths of the keys of `byPrefix`, ascending. */
+  prefixLengths: number[];
+}
+
+interface CalleeIndex {
+  /** Rules without `callees`. */
+  readonly none: ActionIndex;
+  readonly exact: Map<string, ActionIndex>;
+  /** Rules with a `*` callee. */
+  any: ActionIndex | undefined;
+  /** Rules with a trust-domain, prefix or glob callee, by its trust domain. */
+  readonly byTd: Map<string, ActionIndex>;
+}
+
+const newActionIndex = (): ActionIndex => ({ exact: new Map(), byPrefix: new Map(), prefixLengths: [] });
+
+function pushTo(map: Map<string, Split>, key: string, rule: CompiledRule): void {
+  let split = map.get(key);
+  if (!split) map.set(key, (split = { deny: [], allow: [] }));
+  const list = rule.deny ? split.deny : split.allow;
+  if (list[list.length - 1] !== rule) list.push(rule);
+}
+
+function addAction(ix: ActionIndex, rule: CompiledRule): void {
+  for (const a of rule.actions.exact) pushTo(ix.exact, a, rule);
+  for (const p of rule.actions.prefixes) pushTo(ix.byPrefix, p, rule);
+}
+
+function calleeIndex(rules: readonly CompiledRule[]): CalleeIndex {
+  const ix: CalleeIndex = { none: newActionIndex(), exact: new Map(), any: undefined, byTd: new Map() };
+  const at = (map: Map<string, ActionIndex>, key: string): ActionIndex => {
+    let a = map.get(key);
+    if (!a) map.set(key, (a = newActionIndex()));
+    return a;
+  };
+  for (const rule of rules) {
+    if (rule.callees === undefined) {
+      addAction(ix.none, rule);
+      continue;
+    }
+    for (const m of rule.callees) {
+      if (m.kind === 'any') addAction((ix.any ??= newActionIndex()), rule);
+      else if (m.kind === 'exact') addAction(at(ix.exact, m.id), rule);
+      else addAction(at(ix.byTd, m.td), rule);
+    }
+  }
+  const lengths = (a: ActionIndex): void => {
+    a.prefixLengths = [...new Set([...a.byPrefix.keys()].map((k) => k.length))].sort((x, y) => x - y);
+  };
+  lengths(ix.none);
+  if (ix.any) lengths(ix.any);
+  for (const a of ix.exact.values()) lengths(a);
+  for (const a of ix.byTd.values()) lengths(a);
+  return ix;
+}
+
+function collectActions(st: MatchState, ix: ActionIndex): void {
+  const exact = ix.exact.get(st.action);
+  if (exact) collectSplit(st, exact);
+  for (const n of ix.prefixLengths) {
+    if (n > st.action.length) break;
+    const split = ix.byPrefix.get(n === 0 ? '' : st.action.slice(0, n));
+    if (split) collectSplit(st, split);
+  }
+}
+
+function collectSplit(st: MatchState, split: Split): void {
+  for (const r of split.deny) {
+    if (st.deny !== undefined && st.deny.index <= r.index) break;
+    if (matchesRest(st, r)) {
+      st.deny = r;
+      break;
+    }
+  }
+  for (const r of split.allow) {
+    if (st.allow !== undefined && st.allow.index <= r.index) break;
+    if (matchesRest(st, r)) {
+      st.allow = r;
+      break;
+    }
+  }
 }
 
 /**
- * A policy compiled into an index on the caller: exact IDs in a map, trust
- * domain wide matchers per domain, prefixes and globs per (domain, first
- * segment). A check looks at a handful of candidates instead of every rule.
+ * Literal path segments of caller patterns (prefixes and globs) of one trust
+ * domain, as a tree: a check walks the caller's own segments, visiting only
+ * the patterns that can match it.
+ */
+interface SegmentNode {
+  children?: Map<string, SegmentNode>;
+  /** The `*` segment of globs. */
+  star?: SegmentNode;
+  /** `{ prefix }` matchers ending here: this ID and everything below it. */
+  prefix?: RuleTable;
+  /** Globs ending here. */
+  end?: RuleTable;
+  /** Globs ending here in `/**`: one or more further segments. */
+  deep?: RuleTable;
+}
+
+function insertPattern(root: SegmentNode, m: IdMatcher, rule: CompiledRule): RuleTable {
+  let node = root;
+  const step = (seg: string | undefined): void => {
+    if (seg === undefined) node = node.star ??= {};
+    else {
+      const children = (node.children ??= new Map());
+      let next = children.get(seg);
+      if (!next) children.set(seg, (next = {}));
+      node = next;
+    }
+  };
+  let table: RuleTable;
+  if (m.kind === 'prefix') {
+    for (const seg of m.path.slice(1).split('/')) step(seg);
+    table = node.prefix ??= new RuleTable();
+  } else if (m.kind === 'glob') {
+    for (const seg of m.segments) step(seg);
+    table = m.deep ? (node.deep ??= new RuleTable()) : (node.end ??= new RuleTable());
+  } else throw new TypeError(`not a path pattern: ${m.kind}`);
+  table.add(rule);
+  return table;
+}
+
+function walkPatterns(node: SegmentNode, segments: readonly string[], i: number, st: MatchState): void {
+  if (i > 0) node.prefix?.collect(st);
+  if (i === segments.length) {
+    node.end?.collect(st);
+    return;
+  }
+  node.deep?.collect(st);
+  const next = node.children?.get(segments[i] as string);
+  if (next) walkPatterns(next, segments, i + 1, st);
+  if (node.star) walkPatterns(node.star, segments, i + 1, st);
+}
+
+interface DomainBucket {
+  /** Rules whose caller matcher is the whole trust domain. */
+  readonly whole: RuleTable;
+  /** Prefix and glob caller matchers. */
+  readonly patterns: SegmentNode;
+}
+
+/**
+ * A policy compiled into an index: on the caller (exact IDs in a map, trust
+ * domain wide matchers per domain, prefixes and globs in a tree of path
+ * segments per domain), then within each set of caller-matched rules on the
+ * callee and the action (see {@link RuleTable}). A check visits a handful of
+ * short lists, whatever the number of rules.
  */
 export class CompiledPolicy {
   readonly id: string;
   readonly ruleCount: number;
-  private readonly exact = new Map<string, CompiledRule[]>();
+  private readonly exact = new Map<string, RuleTable>();
   private readonly domains = new Map<string, DomainBucket>();
-  private readonly anyCaller: CompiledRule[] = [];
+  private readonly anyCaller = new RuleTable();
 
   constructor(doc: PolicyDocument) {
     this.id = doc.id;
     this.ruleCount = doc.rules.length;
+    const tables = new Set<RuleTable>([this.anyCaller]);
     doc.rules.forEach((r, index) => {
       const rule: CompiledRule = {
         index,
@@ -267,46 +445,41 @@ export class CompiledPolicy {
         callees: r.callees?.map(compileIdMatcher),
         actions: compileActions(r.actions),
       };
-      for (const raw of r.callers) this.add(rule, compileIdMatcher(raw));
+      for (const raw of r.callers) tables.add(this.add(rule, compileIdMatcher(raw)));
     });
+    for (const t of tables) t.seal();
   }
 
   private bucket(td: string): DomainBucket {
     let b = this.domains.get(td);
     if (!b) {
-      b = { whole: [], byFirst: new Map(), other: [] };
+      b = { whole: new RuleTable(), patterns: {} };
       this.domains.set(td, b);
     }
     return b;
   }
 
-  private add(rule: CompiledRule, m: IdMatcher): void {
+  private add(rule: CompiledRule, m: IdMatcher): RuleTable {
+    let table: RuleTable;
     switch (m.kind) {
       case 'any':
-        this.anyCaller.push(rule);
-        return;
+        table = this.anyCaller;
+        break;
       case 'exact': {
-        const list = this.exact.get(m.id);
-        if (list) list.push(rule);
-        else this.exact.set(m.id, [rule]);
-        return;
+        const t = this.exact.get(m.id);
+        if (t) table = t;
+        else this.exact.set(m.id, (table = new RuleTable()));
+        break;
       }
       case 'trustDomain':
-        this.bucket(m.td).whole.push(rule);
-        return;
+        table = this.bucket(m.td).whole;
+        break;
       case 'prefix':
-      case 'glob': {
-        const b = this.bucket(m.td);
-        if (m.first === undefined) {
-          b.other.push({ rule, matcher: m });
-        } else {
-          const list = b.byFirst.get(m.first);
-          if (list) list.push({ rule, matcher: m });
-          else b.byFirst.set(m.first, [{ rule, matcher: m }]);
-        }
-        return;
-      }
+      case 'glob':
+        return insertPattern(this.bucket(m.td).patterns, m, rule);
     }
+    table.add(rule);
+    return table;
   }
 
   /**
@@ -322,25 +495,13 @@ export class CompiledPolicy {
       deny: undefined,
       allow: undefined,
     };
-    const callerString = caller.toString();
-    const exact = this.exact.get(callerString);
-    if (exact) for (const r of exact) consider(st, r);
-    for (const r of this.anyCaller) consider(st, r);
-    const td = caller.trustDomain.name;
-    const b = this.domains.get(td);
+    this.exact.get(caller.toString())?.collect(st);
+    this.anyCaller.collect(st);
+    const b = this.domains.get(caller.trustDomain.name);
     if (b) {
-      for (const r of b.whole) consider(st, r);
-      let segments: readonly string[] | undefined;
-      if (b.other.length > 0) {
-        segments = caller.segments;
-        for (const e of b.other) if (matchId(e.matcher, caller, callerString, segments)) consider(st, e.rule);
-      }
-      if (b.byFirst.size > 0 && caller.path !== '') {
-        segments ??= caller.segments;
-        const list = b.byFirst.get(segments[0] as string);
-        if (list)
-          for (const e of list) if (matchId(e.matcher, caller, callerString, segments)) consider(st, e.rule);
-      }
+      b.whole.collect(st);
+      if (b.patterns.children !== undefined || b.patterns.star !== undefined || b.patterns.deep !== undefined)
+        walkPatterns(b.patterns, caller.segments, 0, st);
     }
     return { deny: st.deny, allow: st.allow };
   }
@@ -365,20 +526,20 @@ interface MatchState {
 function consider(st: MatchState, rule: CompiledRule): void {
   const best = rule.deny ? st.deny : st.allow;
   if (best !== undefined && best.index <= rule.index) return;
-  if (!matchAction(rule.actions, st.action)) return;
-  if (rule.callees !== undefined) {
-    const callee = st.callee;
-    if (callee === undefined) return;
-    st.calleeSegments ??= callee.segments;
-    let ok = false;
-    for (const m of rule.callees) {
-      if (matchId(m, callee, st.calleeString as string, st.calleeSegments)) {
-        ok = true;
-        break;
-      }
-    }
-    if (!ok) return;
-  }
+  if (!matchesRest(st, rule)) return;
   if (rule.deny) st.deny = rule;
   else st.allow = rule;
+}
+
+/** Caller already matched: do the action and the callee match? */
+function matchesRest(st: MatchState, rule: CompiledRule): boolean {
+  if (!matchAction(rule.actions, st.action)) return false;
+  if (rule.callees === undefined) return true;
+  const callee = st.callee;
+  if (callee === undefined) return false;
+  st.calleeSegments ??= callee.segments;
+  for (const m of rule.callees) {
+    if (matchId(m, callee, st.calleeString as string, st.calleeSegments)) return true;
+  }
+  return false;
 }

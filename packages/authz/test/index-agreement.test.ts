@@ -1,0 +1,119 @@
+// The compiled policy answers from an index (callers by ID, trust domain and a
+// tree of path segments; within each set of rules by callee and action). These
+// tests hold it to a plain reading of the rules: every rule in file order,
+// the first matching deny wins, else the first matching allow, else deny.
+import { describe, expect, it } from 'vitest';
+import { SpiffeId } from '@weave/identity';
+import { CompiledPolicy, type PolicyDocument, type PolicyRule } from '../src/policy.js';
+import { compileActions, compileIdMatcher, matchAction, matchId } from '../src/matchers.js';
+
+let seed = 7;
+const rand = (): number => {
+  seed = (seed + 0x6d2b79f5) | 0;
+  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+  return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+};
+const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)] as T;
+// Few domains, teams and names: many rules land in the same index lists.
+const tds = ['a.test', 'b.test'];
+const teams = ['t0', 't1', 't2'];
+const names = ['n0', 'n1', 'n2', 'n3'];
+const actions = ['read', 'write', 'admin.read', 'admin.write', 'x'];
+const id = (): string => `spiffe://${pick(tds)}/${pick(teams)}/${pick(names)}`;
+
+function matcher(): PolicyRule['callers'][number] {
+  const td = pick(tds);
+  switch (Math.floor(rand() * 8)) {
+    case 0:
+      return '*';
+    case 1:
+      return `spiffe://${td}`;
+    case 2:
+      return { prefix: `spiffe://${td}/${pick(teams)}` };
+    case 3:
+      return { prefix: `spiffe://${td}/${pick(teams)}/${pick(names)}` };
+    case 4:
+      return `spiffe://${td}/${pick(teams)}/*`;
+    case 5:
+      return `spiffe://${td}/*/${pick(names)}`;
+    case 6:
+      return `spiffe://${td}/${pick(teams)}/**`;
+    default:
+      return id();
+  }
+}
+
+function policy(n: number): PolicyDocument {
+  const rules: PolicyRule[] = [];
+  for (let i = 0; i < n; i++) {
+    const callees = rand() < 0.6 ? [matcher(), ...(rand() < 0.3 ? [matcher()] : [])] : undefined;
+    const acts = [pick([...actions, 'admin.*', '*', 'wr*e', 'a*'])];
+    if (rand() < 0.2) acts.push(pick(actions));
+    rules.push({
+      id: `r${i}`,
+      effect: i % 7 === 3 ? 'deny' : 'allow',
+      callers: [matcher(), ...(rand() < 0.2 ? [matcher()] : [])],
+      ...(callees ? { callees } : {}),
+      actions: acts,
+    });
+  }
+  return { version: 1, id: 'agreement', default: 'deny', rules };
+}
+
+interface Plain {
+  readonly id: string;
+  readonly deny: boolean;
+  readonly callers: ReturnType<typeof compileIdMatcher>[];
+  readonly callees: ReturnType<typeof compileIdMatcher>[] | undefined;
+  readonly actions: ReturnType<typeof compileActions>;
+}
+
+const plain = (doc: PolicyDocument): Plain[] =>
+  doc.rules.map((r) => ({
+    id: r.id,
+    deny: r.effect === 'deny',
+    callers: r.callers.map(compileIdMatcher),
+    callees: r.callees?.map(compileIdMatcher),
+    actions: compileActions(r.actions),
+  }));
+
+function reference(rules: Plain[], caller: SpiffeId, callee: SpiffeId | undefined, action: string) {
+  let deny: string | undefined;
+  let allow: string | undefined;
+  const matches = (m: Plain['callers'][number], who: SpiffeId): boolean =>
+    matchId(m, who, who.toString(), who.segments);
+  for (const r of rules) {
+    if (!r.callers.some((m) => matches(m, caller))) continue;
+    if (r.callees && (!callee || !r.callees.some((m) => matches(m, callee)))) continue;
+    if (!matchAction(r.actions, action)) continue;
+    if (r.deny) deny ??= r.id;
+    else allow ??= r.id;
+  }
+  return { deny, allow };
+}
+
+describe('CompiledPolicy index', () => {
+  for (const n of [12, 200, 3000]) {
+    it(`names the same deciding rules as a scan of every rule (${n} rules, outbound and inbound checks)`, () => {
+      const doc = policy(n);
+      const compiled = new CompiledPolicy(doc);
+      const rules = plain(doc);
+      let withAllow = 0;
+      let withDeny = 0;
+      for (let i = 0; i < 1500; i++) {
+        const caller = SpiffeId.parse(rand() < 0.05 ? `spiffe://${pick(tds)}/${pick(teams)}` : id());
+        const callee = rand() < 0.2 ? undefined : SpiffeId.parse(id());
+        const action = pick([...actions, 'admin.', 'write', 'wre', 'other']);
+        const got = compiled.decide(caller, callee, action);
+        const want = reference(rules, caller, callee, action);
+        expect({ deny: got.deny?.id, allow: got.allow?.id }, `${caller} → ${callee} ${action}`).toEqual(want);
+        if (want.deny) withDeny++;
+        if (want.allow) withAllow++;
+      }
+      // Both kinds of deciding rule are found, so agreement is not about empty answers only.
+      expect(withAllow).toBeGreaterThan(0);
+      expect(withDeny).toBeGreaterThan(0);
+    });
+  }
+});
