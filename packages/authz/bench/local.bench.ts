@@ -23,34 +23,15 @@ import {
   type PolicyRule,
 } from '../src/index.js';
 import { compileActions, compileIdMatcher, matchAction, matchId } from '../src/matchers.js';
+import { benchWorkload } from '../test/helpers/random.js';
+import { timeEach } from './timing.js';
 
 const RULES = 1_000;
 const DECISIONS = Number(process.env.BENCH_DECISIONS ?? 200_000);
 const WARMUP = 20_000;
 
-// mulberry32: a small deterministic PRNG, so every run measures the same workload.
-let seed = 42;
-const rand = () => {
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-  return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-};
-const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)] as T;
-
-const domains = ['prod.acme', 'staging.acme', 'partner.example', 'demo.weave', 'edge.acme'];
-const teams = Array.from({ length: 20 }, (_, i) => `team${i}`);
-const agent = (td: string, team: string, n: number) => `spiffe://${td}/${team}/agent${n}`;
-const actions = [
-  'search',
-  'index',
-  'summarize',
-  'translate',
-  'report',
-  'admin.read',
-  'admin.write',
-  'billing.charge',
-];
+// A deterministic PRNG, so every run measures the same workload.
+const { rand, pick, domains, teams, agent, actions } = benchWorkload(42);
 
 function buildPolicy(): PolicyDocument {
   const rules: PolicyRule[] = [];
@@ -125,15 +106,7 @@ async function measureAsync(name: string, qs: Query[], f: (q: Query) => Promise<
 }
 
 function measureSync(name: string, qs: Query[], f: (q: Query) => unknown) {
-  for (let i = 0; i < WARMUP; i++) f(qs[i % qs.length] as Query);
-  const out = new Float64Array(DECISIONS);
-  for (let i = 0; i < DECISIONS; i++) {
-    const q = qs[i % qs.length] as Query;
-    const t0 = process.hrtime.bigint();
-    f(q);
-    out[i] = Number(process.hrtime.bigint() - t0);
-  }
-  return { name, ...percentiles(out) };
+  return { name, ...percentiles(timeEach(qs, DECISIONS, WARMUP, f)) };
 }
 
 const doc = buildPolicy();

@@ -15,6 +15,8 @@ import { performance } from 'node:perf_hooks';
 import { SpiffeId } from '@weave/identity';
 import { LocalPolicyEnforcer, type AuditSink, type PolicyDocument, type PolicyRule } from '../src/index.js';
 import { compileActions, compileIdMatcher, matchAction, matchId } from '../src/matchers.js';
+import { benchWorkload } from '../test/helpers/random.js';
+import { timeEach } from './timing.js';
 
 const SIZES = (process.env.BENCH_SIZES ?? '1000,10000,100000').split(',').map(Number);
 type Mix = 'exact' | 'trust-domain' | 'prefix' | 'glob' | 'mixed';
@@ -23,27 +25,7 @@ const DECISIONS = Number(process.env.BENCH_DECISIONS ?? 20_000);
 // Queries checked against a linear scan of the same rules (the engines must agree).
 const AGREEMENT = 300;
 
-let seed = 42;
-const rand = (): number => {
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-  return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-};
-const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)] as T;
-const domains = ['prod.acme', 'staging.acme', 'partner.example', 'demo.weave', 'edge.acme'];
-const teams = Array.from({ length: 20 }, (_, i) => `team${i}`);
-const agent = (td: string, team: string, n: number): string => `spiffe://${td}/${team}/agent${n}`;
-const actions = [
-  'search',
-  'index',
-  'summarize',
-  'translate',
-  'report',
-  'admin.read',
-  'admin.write',
-  'billing.charge',
-];
+const { rand, pick, domains, teams, agent, actions } = benchWorkload(42);
 
 function callers(mix: Mix, i: number): PolicyRule['callers'] {
   const td = pick(domains);
@@ -135,15 +117,7 @@ function percentiles(ns: Float64Array): { p50: number; p99: number } {
 }
 
 function measure(qs: Query[], f: (q: Query) => unknown): { p50: number; p99: number } {
-  for (let i = 0; i < 5_000; i++) f(qs[i % qs.length] as Query);
-  const out = new Float64Array(DECISIONS);
-  for (let i = 0; i < DECISIONS; i++) {
-    const q = qs[i % qs.length] as Query;
-    const t0 = process.hrtime.bigint();
-    f(q);
-    out[i] = Number(process.hrtime.bigint() - t0);
-  }
-  return percentiles(out);
+  return percentiles(timeEach(qs, DECISIONS, 5_000, f));
 }
 
 const load = (): string => {

@@ -6,15 +6,9 @@ import { describe, expect, it } from 'vitest';
 import { SpiffeId } from '@weave/identity';
 import { CompiledPolicy, type PolicyDocument, type PolicyRule } from '../src/policy.js';
 import { compileActions, compileIdMatcher, matchAction, matchId } from '../src/matchers.js';
+import { seededRandom } from './helpers/random.js';
 
-let seed = 7;
-const rand = (): number => {
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-  return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-};
-const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)] as T;
+const { rand, pick } = seededRandom(7);
 // Few domains, teams and names: many rules land in the same index lists.
 const tds = ['a.test', 'b.test'];
 const teams = ['t0', 't1', 't2'];
