@@ -199,8 +199,8 @@ export interface A2AServerLimits {
    * Memory bound of the embedded task store (ignored with another
    * `taskStore`): bytes of task content kept store-wide (default 256 MiB),
    * per caller (default a quarter of it) and per finished task (default
-   * 1 MiB; above it the task's event log, then history, then artifacts are
-   * dropped). The oldest finished tasks make room; when unfinished tasks hold
+   * the per-caller share; above it the task's event log, then history, then
+   * artifacts are dropped). The oldest finished tasks make room; when unfinished tasks hold
    * it, a new task gets a retryable RESOURCE_EXHAUSTED. See `InMemoryTaskStoreOptions`.
    */
   readonly retainedBytes?: {

@@ -252,7 +252,8 @@ export interface InMemoryTaskStoreOptions {
   /**
    * Bytes one finished task keeps. Above it, its event log goes (but the
    * last event), then its history, then its artifacts, and
-   * `metadata['weave.truncated']` lists what went. Default 1 MiB.
+   * `metadata['weave.truncated']` lists what went (a reply read after that is
+   * cut too). Default the owner's share, `maxBytesPerOwner`.
    */
   readonly maxBytesPerTask?: number;
 }
@@ -297,7 +298,9 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     this.#maxEvents = options.maxEventsPerTask ?? 1000;
     this.#maxBytes = options.maxBytes ?? 256 * 1024 * 1024;
     this.#maxOwnerBytes = options.maxBytesPerOwner ?? Math.floor(this.#maxBytes / 4);
-    this.#maxTaskBytes = options.maxBytesPerTask ?? 1024 * 1024;
+    // Default: one task may use its owner's whole share; a smaller bound cuts its event log,
+    // which a subscriber resuming after the task finished would then miss.
+    this.#maxTaskBytes = options.maxBytesPerTask ?? this.#maxOwnerBytes;
     for (const [k, v] of Object.entries({
       maxBytes: this.#maxBytes,
       maxBytesPerOwner: this.#maxOwnerBytes,

@@ -302,9 +302,6 @@ describe('task memory bounded by bytes', () => {
     s = await start({ retainedBytes: { perTask: 512 * KiB } });
     const a = s.client(alice);
     const done = await send(a, s.url, 'big', 1 * KiB);
-    // The reply to the blocking call has the whole result; what is kept afterwards is cut.
-    expect(done.artifacts?.[0]?.parts[0]?.text).toHaveLength(600 * KiB);
-    expect(done.metadata?.[TRUNCATED_METADATA_KEY]).toBeUndefined();
     const kept = await a.getTask(s.url, done.id);
     expect(kept.status.state).toBe('TASK_STATE_COMPLETED');
     expect(kept.metadata?.[TRUNCATED_METADATA_KEY]).toBe('events,history,artifacts');

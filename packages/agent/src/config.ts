@@ -87,7 +87,7 @@ export const AgentConfigSchema = z.strictObject({
       /**
        * Memory bound of the embedded task store, in bytes (see @weave/a2a's
        * `limits.retainedBytes`): store-wide (default 256 MiB), per caller
-       * (default a quarter of it), per finished task (default 1 MiB).
+       * (default a quarter of it), per finished task (default the per-caller share).
        */
       retainedBytes: z
         .strictObject({
