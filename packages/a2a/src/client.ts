@@ -90,6 +90,25 @@ export interface StreamOptions {
   readonly timeoutMs?: number;
 }
 
+/** Options of {@link A2AClient.streamTaskUpdates}. */
+export interface ResumingStreamOptions {
+  /** Aborts the stream, a pending resume included. */
+  readonly signal?: AbortSignal;
+  /** Extra headers of every request of this stream (the resumes too). */
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Breaks in a row without a new event before giving up with `STREAM_BROKEN`. Default 3. */
+  readonly maxReconnects?: number;
+  /** First wait before a resume in ms, doubled per consecutive break. Default 100. */
+  readonly resumeBackoffMs?: number;
+  /** Called before each resume (e.g. to log it): the task, the last event id seen, the attempt and why. */
+  readonly onResume?: (resume: {
+    readonly taskId: string;
+    readonly lastEventId: string | undefined;
+    readonly attempt: number;
+    readonly error: unknown;
+  }) => void;
+}
+
 /** A task payload for the conveniences: text, parts, or a JSON value (a data part). */
 export type TaskPayload = string | readonly Part[] | Record<string, unknown>;
 
@@ -338,39 +357,61 @@ export class A2AClient {
   }
 
   /**
-   * Runs `skill` and yields its events. If the stream breaks before the task
-   * settles — the connection drops, it ends early, or the server cut a slow
-   * reader off (UNAVAILABLE) — it resubscribes with the last event id (up to
-   * `maxReconnects` times in a row without a new event), so no event is lost
-   * against a Weave server.
+   * Sends a message and yields its stream's events, resuming a broken stream
+   * by itself: if it breaks before the task settles — the connection drops,
+   * it ends early, or the server cut a slow reader off (UNAVAILABLE) — it
+   * waits (`resumeBackoffMs`, doubled per consecutive break) and resubscribes
+   * with the last event id, skipping any replayed event it already yielded,
+   * so no event is lost or repeated against a Weave server (a resumed stream
+   * starts with the task as it now is). After `maxReconnects` breaks in a row
+   * without a new event it fails with `STREAM_BROKEN`; an A2A error (the
+   * server's answer) or an aborted `signal` ends it at once, and a stream
+   * without a task id is never resumed (sending again could run the task twice).
+   *
+   * Either `params` (a whole SendMessage request) or `skill` and `payload`
+   * (a message built with {@link buildMessage}).
    */
-  async *streamTaskUpdates(
+  streamTaskUpdates(
+    url: string,
+    params: SendMessageParams,
+    options?: ResumingStreamOptions,
+  ): AsyncGenerator<StreamEvent>;
+  streamTaskUpdates(
     url: string,
     skill: string,
     payload: TaskPayload,
-    options: {
-      signal?: AbortSignal;
-      headers?: Readonly<Record<string, string>>;
-      maxReconnects?: number;
-      contextId?: string;
-    } = {},
+    options?: ResumingStreamOptions & { readonly contextId?: string },
+  ): AsyncGenerator<StreamEvent>;
+  async *streamTaskUpdates(
+    url: string,
+    first: SendMessageParams | string,
+    second?: TaskPayload | ResumingStreamOptions,
+    third?: ResumingStreamOptions & { readonly contextId?: string },
   ): AsyncGenerator<StreamEvent> {
+    const options: ResumingStreamOptions =
+      (typeof first === 'string' ? third : (second as ResumingStreamOptions | undefined)) ?? {};
+    const params: SendMessageParams =
+      typeof first === 'string'
+        ? { message: buildMessage(first, second as TaskPayload, third?.contextId) }
+        : first;
+    const { signal, headers } = options;
+    const budget = options.maxReconnects ?? 3;
+    const backoff = options.resumeBackoffMs ?? 100;
     let taskId: string | undefined;
     let lastId: string | undefined;
-    let reconnects = 0;
-    let source: AsyncGenerator<StreamEvent> = this.sendStreamingMessage(
-      url,
-      { message: buildMessage(skill, payload, options.contextId) },
-      { signal: options.signal, headers: options.headers },
-    );
+    // Consecutive breaks without a new event: a resumed stream that moves on earns a fresh budget.
+    let breaks = 0;
+    let source: AsyncGenerator<StreamEvent> = this.sendStreamingMessage(url, params, { signal, headers });
     for (;;) {
       let failure: unknown;
       try {
         for await (const e of source) {
           if (e.eventId !== undefined) {
+            // A replay starts after Last-Event-ID; anything at or before it was yielded already
+            // (the task snapshot a resumed stream starts with is the current state: always new).
+            if (lastId !== undefined && !('task' in e) && !isAfter(e.eventId, lastId)) continue;
             lastId = e.eventId;
-            // A stream that moves on earns a fresh budget.
-            reconnects = 0;
+            breaks = 0;
           }
           if ('task' in e) taskId = e.task.id;
           else if ('statusUpdate' in e) taskId = e.statusUpdate.taskId;
@@ -382,14 +423,25 @@ export class A2AClient {
         // slow reader): resume like after a dropped connection.
         failure = new A2AClientError('STREAM_ENDED', 'the event stream ended before the task settled');
       } catch (err) {
-        if (!isResumableStreamError(err) || options.signal?.aborted) throw err;
+        if (!isResumableStreamError(err) || signal?.aborted) throw err;
         failure = err;
       }
-      if (taskId === undefined || reconnects++ >= (options.maxReconnects ?? 3)) throw failure;
+      // Without a task id there is nothing to resume; after an abort the caller says why it ended.
+      if (taskId === undefined || signal?.aborted) throw failure;
+      if (breaks >= budget) {
+        throw new A2AClientError(
+          'STREAM_BROKEN',
+          `the event stream of task ${taskId} broke ${breaks + 1} times in a row: ${failure instanceof Error ? failure.message : String(failure)}`,
+          { cause: failure },
+        );
+      }
+      // The signal carries the caller's abort (and deadline): the wait ends with it.
+      await sleep(backoff * 2 ** breaks++, signal);
+      options.onResume?.({ taskId, lastEventId: lastId, attempt: breaks, error: failure });
       source = this.subscribeToTask(url, taskId, {
-        signal: options.signal,
-        headers: options.headers,
-        lastEventId: lastId,
+        signal,
+        headers,
+        ...(lastId !== undefined ? { lastEventId: lastId } : {}),
       });
     }
   }
@@ -555,6 +607,17 @@ export function buildMessage(skill: string, payload: TaskPayload, contextId?: st
  */
 export function isResumableStreamError(err: unknown): boolean {
   return !(err instanceof A2AError) || err.code === 'UNAVAILABLE';
+}
+
+/**
+ * Whether SSE event id `id` comes after `last`. Weave numbers a task's events;
+ * ids that are not numbers (another server) cannot be compared and are taken.
+ */
+function isAfter(id: string, last: string): boolean {
+  const a = Number(id);
+  const b = Number(last);
+  if (!Number.isSafeInteger(a) || !Number.isSafeInteger(b) || id === '' || last === '') return true;
+  return a > b;
 }
 
 function settles(e: StreamResponse): boolean {

@@ -116,6 +116,7 @@ export {
   type StreamEvent,
   type StreamOptions,
   type TaskPayload,
+  type ResumingStreamOptions,
 } from './client.js';
 export {
   PROTOCOL_BINDINGS,

@@ -9,7 +9,6 @@ import {
   A2AError,
   AgentCardSignatureError,
   agentSpiffeId,
-  isResumableStreamError,
   type Artifact,
   type Message,
   type Part,
@@ -460,13 +459,13 @@ export class Outbound {
   }
 
   /**
-   * Consumes a streaming call to its settled state. A stream that breaks or
-   * ends before the task settles is resumed with SubscribeToTask after the
-   * last event id seen (a Weave server replays what was missed), so progress
-   * is reported once each and the result is not lost with a connection. The
-   * resubscription is part of the call the outbound policy already allowed
-   * (same caller, callee, capability and task; the callee authorizes it
-   * again on its side), so no new decision is taken here.
+   * Consumes a streaming call to its settled state. The client resumes a
+   * stream that breaks or ends before the task settles with SubscribeToTask
+   * after the last event id seen (a Weave server replays what was missed),
+   * so progress is reported once each and the result is not lost with a
+   * connection. The resubscription is part of the call the outbound policy
+   * already allowed (same caller, callee, capability and task; the callee
+   * authorizes it again on its side), so no new decision is taken here.
    */
   async #stream(
     peer: Peer,
@@ -479,103 +478,64 @@ export class Outbound {
     let task: Task | undefined;
     // The task's artifacts by id (the first of an id, as appends extend it): one lookup per event.
     let artifactsById = new Map<string, Artifact>();
-    let lastEventId: string | undefined;
-    // Consecutive breaks without a new event: a resumed stream that moves on earns a fresh budget.
-    let breaks = 0;
-    let source = peer.client.sendStreamingMessage(url, params, { headers, signal });
-    for (;;) {
-      let failure: unknown;
-      try {
-        for (;;) {
-          // The client ends a stream at the signal's abort, even during the connect.
-          const r = await source.next();
-          if (r.done) break;
-          const e = r.value;
-          if (e.eventId !== undefined) {
-            // A replay starts after Last-Event-ID; anything at or before it was handled already.
-            if (lastEventId !== undefined && !('task' in e) && !isAfter(e.eventId, lastEventId)) continue;
-            lastEventId = e.eventId;
-            breaks = 0;
+    const events = peer.client.streamTaskUpdates(url, params, {
+      headers,
+      signal,
+      maxReconnects: STREAM_RESUMES,
+      resumeBackoffMs: STREAM_RESUME_BACKOFF_MS,
+      onResume: ({ taskId, lastEventId, attempt, error }) =>
+        this.#log.info({ taskId, lastEventId, attempt, err: error }, 'resuming a broken stream'),
+    });
+    for await (const e of events) {
+      if ('task' in e) {
+        task = e.task;
+        artifactsById = new Map();
+        for (const a of task.artifacts ?? [])
+          if (!artifactsById.has(a.artifactId)) artifactsById.set(a.artifactId, a);
+      } else if ('statusUpdate' in e) {
+        if (!task)
+          task = {
+            id: e.statusUpdate.taskId,
+            contextId: e.statusUpdate.contextId,
+            status: e.statusUpdate.status,
+          };
+        task.status = e.statusUpdate.status;
+        const text = textOf(e.statusUpdate.status.message?.parts);
+        if (text !== undefined && e.statusUpdate.status.state === 'TASK_STATE_WORKING' && onProgress) {
+          try {
+            onProgress(text);
+          } catch (err) {
+            this.#log.warn({ err }, 'onProgress threw; ignored');
           }
-          if ('task' in e) {
-            task = e.task;
-            artifactsById = new Map();
-            for (const a of task.artifacts ?? [])
-              if (!artifactsById.has(a.artifactId)) artifactsById.set(a.artifactId, a);
-          } else if ('statusUpdate' in e) {
-            if (!task)
-              task = {
-                id: e.statusUpdate.taskId,
-                contextId: e.statusUpdate.contextId,
-                status: e.statusUpdate.status,
-              };
-            task.status = e.statusUpdate.status;
-            const text = textOf(e.statusUpdate.status.message?.parts);
-            if (text !== undefined && e.statusUpdate.status.state === 'TASK_STATE_WORKING' && onProgress) {
-              try {
-                onProgress(text);
-              } catch (err) {
-                this.#log.warn({ err }, 'onProgress threw; ignored');
-              }
-            }
-          } else if ('artifactUpdate' in e) {
-            if (!task)
-              task = {
-                id: e.artifactUpdate.taskId,
-                contextId: e.artifactUpdate.contextId,
-                status: { state: 'TASK_STATE_WORKING' },
-              };
-            const list = (task.artifacts ??= []);
-            const a = e.artifactUpdate.artifact;
-            const prev = artifactsById.get(a.artifactId);
-            if (prev && e.artifactUpdate.append) for (const p of a.parts) prev.parts.push(p);
-            else {
-              list.push(a);
-              if (!prev) artifactsById.set(a.artifactId, a);
-            }
-          } else if ('message' in e) {
-            return {
-              id: e.message.taskId ?? '',
-              contextId: e.message.contextId ?? '',
-              status: { state: 'TASK_STATE_COMPLETED', message: e.message },
-            };
-          }
-          // The server ends the stream here; a break after this point loses nothing.
-          if (task && SETTLED.has(task.status.state)) return task;
         }
-        failure = new A2AClientError('STREAM_ENDED', 'the event stream ended before the task settled');
-      } catch (err) {
-        // An answer (an A2A error, e.g. PERMISSION_DENIED) is final; so is our own abort or
-        // deadline. A server that cut this slow reader off (UNAVAILABLE) asks for a resume.
-        if (!isResumableStreamError(err) || signal.aborted) throw err;
-        failure = err;
-      } finally {
-        // Closes the response (queued behind a pending connect, which the aborted signal then ends).
-        source.return(undefined).catch(() => undefined);
+      } else if ('artifactUpdate' in e) {
+        if (!task)
+          task = {
+            id: e.artifactUpdate.taskId,
+            contextId: e.artifactUpdate.contextId,
+            status: { state: 'TASK_STATE_WORKING' },
+          };
+        const list = (task.artifacts ??= []);
+        const a = e.artifactUpdate.artifact;
+        const prev = artifactsById.get(a.artifactId);
+        if (prev && e.artifactUpdate.append) for (const p of a.parts) prev.parts.push(p);
+        else {
+          list.push(a);
+          if (!prev) artifactsById.set(a.artifactId, a);
+        }
+      } else if ('message' in e) {
+        return {
+          id: e.message.taskId ?? '',
+          contextId: e.message.contextId ?? '',
+          status: { state: 'TASK_STATE_COMPLETED', message: e.message },
+        };
       }
-      // Ended quietly by an abort: the caller says why.
-      if (signal.aborted && task) return task;
-      // Without a task id there is nothing to resume, and sending again could run the task twice.
-      if (!task || signal.aborted) throw failure;
-      if (breaks >= STREAM_RESUMES) {
-        throw new A2AClientError(
-          'STREAM_BROKEN',
-          `the event stream of task ${task.id} broke ${breaks + 1} times in a row: ${failure instanceof Error ? failure.message : String(failure)}`,
-          { cause: failure },
-        );
-      }
-      // The signal carries the deadline and the caller's (and the parent call's) abort: the wait ends with them.
-      await sleep(STREAM_RESUME_BACKOFF_MS * 2 ** breaks++, signal);
-      this.#log.info(
-        { taskId: task.id, lastEventId, attempt: breaks, err: failure },
-        'resuming a broken stream',
-      );
-      source = peer.client.subscribeToTask(url, task.id, {
-        headers,
-        signal,
-        ...(lastEventId !== undefined ? { lastEventId } : {}),
-      });
+      // The server ends the stream here; a break after this point loses nothing.
+      if (task && SETTLED.has(task.status.state)) return task;
     }
+    // The client ends a stream only settled or with an error; the caller says what an unsettled task means.
+    if (task) return task;
+    throw new A2AClientError('STREAM_ENDED', 'the event stream ended before the task settled');
   }
 
   #mapError(
@@ -663,33 +623,6 @@ export class Outbound {
     const msg = err instanceof Error ? err.message : String(err);
     return new CallError('CALL_FAILED', msg, d, { cause: err });
   }
-}
-
-/**
- * Whether SSE event id `id` comes after `last`. Weave numbers a task's events;
- * ids that are not numbers (another server) cannot be compared and are taken.
- */
-function isAfter(id: string, last: string): boolean {
-  const a = Number(id);
-  const b = Number(last);
-  if (!Number.isSafeInteger(a) || !Number.isSafeInteger(b) || id === '' || last === '') return true;
-  return a > b;
-}
-
-/** Waits `ms`, or rejects with the signal's reason when it aborts first. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason as Error);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal.reason as Error);
-    };
-    const t = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /** Whether an error says something about the peer's health (for the circuit breaker). */
