@@ -63,7 +63,9 @@ export async function* parseSse(
       let value = colon < 0 ? '' : line.slice(colon + 1);
       if (value.charCodeAt(0) === 32) value = value.slice(1);
       if (field === 'data') {
-        dataLen += value.length;
+        // The event's data is the lines joined by '\n': count the joins too,
+        // or a run of empty data lines grows an event without bound.
+        dataLen += data.length === 0 ? value.length : value.length + 1;
         if (dataLen > maxEventBytes) {
           throw new A2AClientError('SSE_EVENT_TOO_LARGE', `SSE event exceeds ${maxEventBytes} bytes`);
         }

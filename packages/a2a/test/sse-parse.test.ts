@@ -56,4 +56,13 @@ describe('parseSse', () => {
       code: 'SSE_EVENT_TOO_LARGE',
     });
   });
+
+  it('counts the line break between data lines, so empty data lines cannot grow an event past the limit', async () => {
+    // 100 000 empty data lines: no data characters, a 99 999-character event.
+    await expect(collect(['data:\n'.repeat(100_000), '\n'], 50)).rejects.toMatchObject({
+      code: 'SSE_EVENT_TOO_LARGE',
+    });
+    // At the limit still passes: 'ab' + '\n' + 'cd' is 5 characters.
+    expect(await collect(['data: ab\ndata: cd\n\n'], 5)).toEqual([{ event: 'message', data: 'ab\ncd' }]);
+  });
 });
