@@ -52,13 +52,23 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
     for (const r of again) expect(r).toEqual({ applied: [], version: latest });
   });
 
-  it('migrates an empty database from scratch, recording each version', async () => {
+  /** Runs `body` on a pool of a fresh, empty database of the cluster, dropped afterwards. */
+  async function withFreshDatabase(body: (fresh: pg.Pool) => Promise<void>): Promise<void> {
     const name = `fresh_${randomUUID().replaceAll('-', '')}`;
     await pool.query(`CREATE DATABASE ${name}`);
     const url = new URL(db.url);
     url.pathname = `/${name}`;
     const fresh = new pg.Pool({ connectionString: url.toString() });
     try {
+      await body(fresh);
+    } finally {
+      await fresh.end();
+      await pool.query(`DROP DATABASE ${name}`);
+    }
+  }
+
+  it('migrates an empty database from scratch, recording each version', async () => {
+    await withFreshDatabase(async (fresh) => {
       expect(await schemaVersion(fresh)).toBe(0);
       const r = await migrate(fresh);
       const shipped = (await loadMigrations()).map((m) => m.version);
@@ -67,10 +77,7 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
         'SELECT version FROM weave_a2a_schema_migrations ORDER BY version',
       );
       expect(rows.rows.map((x) => x.version)).toEqual(shipped);
-    } finally {
-      await fresh.end();
-      await pool.query(`DROP DATABASE ${name}`);
-    }
+    });
   });
 
   it('keeps push configs encrypted at rest, bound to their row, readable only with the key', async () => {
@@ -127,6 +134,162 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
       if (saved === undefined) delete process.env.WEAVE_PUSH_CONFIG_KEY;
       else process.env.WEAVE_PUSH_CONFIG_KEY = saved;
     }
+  });
+
+  it('writes a long artifact stream incrementally: the bytes of the Nth chunk do not grow with N; reloads whole', async () => {
+    const store = new PostgresTaskStore({ pool });
+    const m = new TaskManager({ store });
+    const rec = await m.create({ owner: 'spiffe://t/stream', skill: 's', message: msg('go') });
+    const id = rec.task.id;
+    m.setStatus(id, 'TASK_STATE_WORKING');
+    await m.flush();
+    // The WAL insert position: every byte a write adds to the database goes through it.
+    const wal = async () =>
+      Number(
+        (
+          await pool.query<{ b: string }>(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::text AS b",
+          )
+        ).rows[0]?.b,
+      );
+    const chunk = 2048;
+    const sent: string[] = [];
+    /** WAL bytes written by each append of one chunk, in order. */
+    const perAppend: number[] = [];
+    for (let i = 0; i < 400; i++) {
+      // Random text: PostgreSQL cannot compress a rewritten task down to a chunk's size.
+      const text = randomBytes(chunk * 0.75).toString('base64');
+      sent.push(text);
+      const before = await wal();
+      m.addArtifact(id, { artifactId: 'stream', parts: [{ text }] }, { append: i > 0 });
+      await m.flush();
+      perAppend.push((await wal()) - before);
+    }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+    const early = median(perAppend.slice(5, 25));
+    const late = median(perAppend.slice(-20));
+    console.log(
+      `WAL bytes per 2 KiB chunk append: median ${early} at chunks 6-25, ${late} at chunks 381-400`,
+    );
+    // The 400th chunk costs what the 5th did (a whole-task write would be ~400 x 2 KiB = 800 KiB).
+    expect(late).toBeLessThan(early * 1.5 + 4096);
+    expect(late).toBeLessThan(chunk * 8);
+    const chunks = await pool.query<{ n: string }>(
+      'SELECT count(*) AS n FROM weave_a2a_artifact_chunks WHERE task_id = $1',
+      [id],
+    );
+    expect(Number(chunks.rows[0]?.n)).toBe(400);
+    // Another artifact beside it, then the stream's artifact replaced, a status with a message.
+    m.addArtifact(id, { artifactId: 'other', name: 'o', parts: [{ text: 'o1' }] });
+    m.addArtifact(id, { artifactId: 'other', parts: [{ text: 'o2' }] }, { append: true, lastChunk: true });
+    await m.flush();
+    m.setStatus(id, 'TASK_STATE_INPUT_REQUIRED', {
+      messageId: randomUUID(),
+      role: 'ROLE_AGENT',
+      parts: [{ text: 'more?' }],
+    });
+    m.appendUserMessage(id, msg('yes'));
+    m.setStatus(id, 'TASK_STATE_WORKING');
+    m.addArtifact(id, { artifactId: 'stream', name: 'final', parts: [{ text: 'replaced' }] });
+    m.setStatus(id, 'TASK_STATE_COMPLETED');
+    await m.flush();
+    // A fresh store (another replica, or after a restart) reads the task whole.
+    const reader = new PostgresTaskStore({ connectionString: db.url });
+    try {
+      const got = await reader.get(id);
+      expect(got?.task.status.state).toBe('TASK_STATE_COMPLETED');
+      expect(got?.task.artifacts).toEqual([
+        { artifactId: 'stream', name: 'final', parts: [{ text: 'replaced' }] },
+        { artifactId: 'other', name: 'o', parts: [{ text: 'o1' }, { text: 'o2' }] },
+      ]);
+      expect(got?.task.history?.map((h) => h.parts[0]?.text)).toEqual(['go', 'more?', 'yes']);
+      // The log still holds every chunk as it was sent.
+      const log = await m.eventsAfter(id, 0);
+      const streamed = (log ?? []).flatMap((e) =>
+        'artifactUpdate' in e.event && e.event.artifactUpdate.artifact.artifactId === 'stream'
+          ? e.event.artifactUpdate.artifact.parts.map((p) => p.text)
+          : [],
+      );
+      expect(streamed).toEqual([...sent, 'replaced']);
+      // The replaced artifact's 400 chunks are gone: one chunk each for it and for `other`.
+      const left = await pool.query<{ n: string }>(
+        'SELECT count(*) AS n FROM weave_a2a_artifact_chunks WHERE task_id = $1',
+        [id],
+      );
+      expect(Number(left.rows[0]?.n)).toBe(2);
+    } finally {
+      await reader.close();
+      await m.close();
+    }
+  }, 120_000);
+
+  it('rewrites a task it did not write (another replica ends it) whole and right, once', async () => {
+    const errors: unknown[] = [];
+    const a = new TaskManager({
+      store: new PostgresTaskStore({ pool }),
+      onStoreError: (e) => errors.push(e),
+    });
+    const rec = await a.create({ owner: 'spiffe://t/other', skill: 's', message: msg('go') });
+    const id = rec.task.id;
+    a.addArtifact(id, { artifactId: 'x', parts: [{ text: '1' }] });
+    a.addArtifact(id, { artifactId: 'x', parts: [{ text: '2' }] }, { append: true });
+    await a.flush();
+    const b = new TaskManager({ store: new PostgresTaskStore({ pool }) });
+    const failed = await b.failStored(id, 'gone');
+    expect(failed?.event?.seq).toBe(4);
+    const got = await b.get(id);
+    expect(got?.task.status.state).toBe('TASK_STATE_FAILED');
+    expect(got?.task.artifacts).toEqual([{ artifactId: 'x', parts: [{ text: '1' }, { text: '2' }] }]);
+    expect(got?.task.history?.map((h) => h.parts[0]?.text)).toEqual(['go', 'gone']);
+    // The first replica's next write meets a log that moved on: refused, nothing changes.
+    a.addArtifact(id, { artifactId: 'x', parts: [{ text: '3' }] }, { append: true });
+    await a.flush();
+    expect(errors).toEqual([expect.objectContaining({ code: 'TASK_STORE_CONFLICT' })]);
+    expect((await b.get(id))?.task.artifacts?.[0]?.parts).toHaveLength(2);
+    await a.close();
+    await b.close();
+  });
+
+  it('migration 004 moves history and artifacts of tasks stored before it into their rows; nothing lost', async () => {
+    await withFreshDatabase(async (legacy) => {
+      await legacy.query(
+        'CREATE TABLE weave_a2a_schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())',
+      );
+      for (const mig of (await loadMigrations()).filter((x) => x.version <= 3)) {
+        await legacy.query(mig.sql);
+        await legacy.query('INSERT INTO weave_a2a_schema_migrations (version, name) VALUES ($1, $2)', [
+          mig.version,
+          mig.name,
+        ]);
+      }
+      const task = {
+        id: randomUUID(),
+        contextId: 'c',
+        status: { state: 'TASK_STATE_COMPLETED', timestamp: new Date().toISOString() },
+        history: [
+          { ...msg('h1'), taskId: 't' },
+          { ...msg('h2'), taskId: 't' },
+        ],
+        artifacts: [
+          { artifactId: 'a', name: 'n', parts: [{ text: 'p1' }, { text: 'p2' }] },
+          { artifactId: 'b', parts: [{ data: { k: 1 } }] },
+        ],
+        metadata: { m: true },
+      };
+      const bare = { id: randomUUID(), contextId: 'c', status: { state: 'TASK_STATE_WORKING' } };
+      for (const t of [task, bare]) {
+        await legacy.query(
+          `INSERT INTO weave_a2a_tasks (id, owner, skill, context_id, state, terminal, task, created_at, updated_at, seq)
+           VALUES ($1, 'o', 's', 'c', $2, $3, $4, $5, $5, 1)`,
+          [t.id, t.status.state, t.status.state === 'TASK_STATE_COMPLETED', JSON.stringify(t), Date.now()],
+        );
+      }
+      const r = await migrate(legacy);
+      expect(r.applied).toContain(4);
+      const store = new PostgresTaskStore({ pool: legacy });
+      expect((await store.get(task.id))?.task).toEqual(task);
+      expect((await store.get(bare.id))?.task).toEqual(bare);
+    });
   });
 
   it('reports an unreachable database as TaskStoreUnavailableError, quickly', async () => {

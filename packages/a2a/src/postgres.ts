@@ -32,7 +32,7 @@ import type {
 } from './store.js';
 import { TaskStoreConflictError, TaskStoreUnavailableError } from './store.js';
 import * as v1 from './wire/v1.js';
-import type { Task, TaskPushNotificationConfig } from './wire/v1.js';
+import type { Artifact, Message, Part, Task, TaskPushNotificationConfig } from './wire/v1.js';
 import { isTerminal } from './wire/v1.js';
 
 /** Where a store gets its connections: a pool of the application's, or one it makes (and ends on close). */
@@ -256,13 +256,163 @@ interface TaskRow {
   owner: string;
   tenant: string;
   skill: string;
+  /** The task without its history and artifacts (empty arrays mark that it has them). */
   task: unknown;
+  /** Its history messages in order, or null for none. */
+  history: unknown[] | null;
+  /** Its artifacts in order: each the artifact without parts, and its chunks of parts (or null). */
+  artifacts: Array<[unknown, unknown[][] | null]> | null;
   created_at: string;
   updated_at: string;
   seq: number;
 }
 
-const TASK_COLUMNS = 'id, owner, tenant, skill, task, created_at, updated_at, seq';
+/**
+ * The columns of a {@link TaskRow} from a task row named `t`: the history
+ * and the artifacts (their chunks joined in order) are gathered from their
+ * own tables.
+ */
+const TASK_COLUMNS = `t.id, t.owner, t.tenant, t.skill, t.task, t.created_at, t.updated_at, t.seq,
+  (SELECT json_agg(h.message ORDER BY h.pos) FROM weave_a2a_task_history h WHERE h.task_id = t.id) AS history,
+  (SELECT json_agg(json_build_array(a.artifact,
+     (SELECT json_agg(c.parts ORDER BY c.chunk) FROM weave_a2a_artifact_chunks c
+      WHERE c.task_id = t.id AND c.artifact_pos = a.pos)) ORDER BY a.pos)
+   FROM weave_a2a_task_artifacts a WHERE a.task_id = t.id) AS artifacts`;
+
+/** What this store last wrote of one artifact: its object and parts array, and how many parts. */
+interface WrittenArtifact {
+  readonly ref: Artifact;
+  readonly parts: readonly Part[];
+  readonly n: number;
+  /** Next chunk number of this artifact. */
+  readonly chunk: number;
+}
+
+/**
+ * What this store last wrote of a task's history and artifacts (at `seq`):
+ * the next append of the same task writes only what was added since.
+ */
+interface Written {
+  readonly seq: number;
+  readonly history: number;
+  readonly artifacts: readonly WrittenArtifact[];
+}
+
+/** Rows an append adds (or replaces) besides its events, as query parameters. */
+interface PartsDelta {
+  /** Position of the first new history message. */
+  readonly historyFrom: number;
+  readonly history: readonly Message[];
+  /** Artifacts whose parts are replaced: their chunks go. */
+  readonly replaced: readonly number[];
+  /** [position, artifact without parts] to insert or replace. */
+  readonly heads: ReadonlyArray<readonly [number, unknown]>;
+  /** [artifact position, chunk number, parts]. */
+  readonly chunks: ReadonlyArray<readonly [number, number, readonly Part[]]>;
+  readonly next: Written;
+}
+
+/** Everything of `task` as new rows (a new task, or a rewrite). */
+function fullDelta(task: Task, seq: number): PartsDelta {
+  const artifacts = task.artifacts ?? [];
+  return {
+    historyFrom: 0,
+    history: task.history ?? [],
+    replaced: [],
+    heads: artifacts.map((a, i) => [i, { ...a, parts: [] }] as const),
+    chunks: artifacts.map((a, i) => [i, 0, a.parts] as const),
+    next: {
+      seq,
+      history: task.history?.length ?? 0,
+      artifacts: artifacts.map((a) => ({ ref: a, parts: a.parts, n: a.parts.length, chunk: 1 })),
+    },
+  };
+}
+
+/**
+ * What `task` adds to what was written (`w`): history messages past the
+ * written ones, new artifacts, parts pushed onto a written artifact's parts
+ * array, artifacts replaced by a new object. Work in the number of
+ * artifacts, never in their size. Undefined when `task` is not a growth of
+ * what was written (history shorter, an artifact gone or moved): rewrite it all.
+ */
+function partsDelta(w: Written, task: Task, seq: number): PartsDelta | undefined {
+  const history = task.history ?? [];
+  const artifacts = task.artifacts ?? [];
+  if (history.length < w.history || artifacts.length < w.artifacts.length) return undefined;
+  const replaced: number[] = [];
+  const heads: Array<readonly [number, unknown]> = [];
+  const chunks: Array<readonly [number, number, readonly Part[]]> = [];
+  const next: WrittenArtifact[] = [];
+  for (let i = 0; i < artifacts.length; i++) {
+    const a = artifacts[i] as Artifact;
+    const was = w.artifacts[i];
+    if (was !== undefined && was.ref.artifactId !== a.artifactId) return undefined;
+    if (was !== undefined && was.ref === a && was.parts === a.parts && a.parts.length >= was.n) {
+      // The same artifact, its parts array grown in place: the new parts are one chunk.
+      if (a.parts.length > was.n) {
+        chunks.push([i, was.chunk, a.parts.slice(was.n)]);
+        next.push({ ref: a, parts: a.parts, n: a.parts.length, chunk: was.chunk + 1 });
+      } else next.push(was);
+      continue;
+    }
+    // A new artifact, or one replaced: its head and all its parts.
+    if (was !== undefined) replaced.push(i);
+    const chunk = was?.chunk ?? 0;
+    heads.push([i, { ...a, parts: [] }]);
+    chunks.push([i, chunk, a.parts]);
+    next.push({ ref: a, parts: a.parts, n: a.parts.length, chunk: chunk + 1 });
+  }
+  return {
+    historyFrom: w.history,
+    history: history.slice(w.history),
+    replaced,
+    heads,
+    chunks,
+    next: { seq, history: history.length, artifacts: next },
+  };
+}
+
+/** The task row's `task`: the task without its history and artifacts, which have rows of their own. */
+function taskHead(task: Task): string {
+  return JSON.stringify({
+    ...task,
+    history: task.history === undefined ? undefined : [],
+    artifacts: task.artifacts === undefined ? undefined : [],
+  });
+}
+
+/**
+ * CTEs (after one named `u` that yields the task's id when the write goes
+ * ahead) writing a {@link PartsDelta}, with its values numbered from `$from`.
+ */
+function deltaClauses(d: PartsDelta, from: number): { sql: string; values: unknown[] } {
+  const p = (k: number) => `$${from + k}`;
+  return {
+    sql: `h AS (
+         INSERT INTO weave_a2a_task_history (task_id, pos, message)
+         SELECT u.id, ${p(0)}::int + x.n - 1, x.m FROM u, json_array_elements(${p(1)}::json) WITH ORDINALITY AS x(m, n)
+         RETURNING 1),
+       ad AS (
+         DELETE FROM weave_a2a_artifact_chunks c USING u
+         WHERE c.task_id = u.id AND c.artifact_pos = ANY(${p(2)}::int[]) RETURNING 1),
+       ah AS (
+         INSERT INTO weave_a2a_task_artifacts (task_id, pos, artifact)
+         SELECT u.id, (x.a ->> 0)::int, x.a -> 1 FROM u, json_array_elements(${p(3)}::json) AS x(a)
+         ON CONFLICT (task_id, pos) DO UPDATE SET artifact = excluded.artifact RETURNING 1),
+       ac AS (
+         INSERT INTO weave_a2a_artifact_chunks (task_id, artifact_pos, chunk, parts)
+         SELECT u.id, (x.c ->> 0)::int, (x.c ->> 1)::int, x.c -> 2 FROM u, json_array_elements(${p(4)}::json) AS x(c)
+         RETURNING 1)`,
+    values: [
+      d.historyFrom,
+      JSON.stringify(d.history),
+      d.replaced,
+      JSON.stringify(d.heads),
+      JSON.stringify(d.chunks),
+    ],
+  };
+}
 
 /**
  * A {@link TaskStore} in PostgreSQL (tables of `migrations/`): one row per
@@ -295,12 +445,16 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
 
   async create(record: TaskRecord, first: StoredEvent): Promise<void> {
     const t = record.task;
-    const r = await this.#db.query(
-      `WITH t AS (
+    const d = fullDelta(t, record.seq);
+    const parts = deltaClauses(d, 15);
+    const r = await this.#db.query<{ n: string }>(
+      `WITH u AS (
          INSERT INTO weave_a2a_tasks (id, owner, skill, context_id, state, terminal, task, created_at, updated_at, seq, runner, tenant)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $13, $14)
-         ON CONFLICT (id) DO NOTHING RETURNING id)
-       INSERT INTO weave_a2a_events (task_id, seq, event) SELECT id, $11, $12 FROM t`,
+         ON CONFLICT (id) DO NOTHING RETURNING id),
+       e AS (INSERT INTO weave_a2a_events (task_id, seq, event) SELECT id, $11, $12 FROM u RETURNING 1),
+       ${parts.sql}
+       SELECT (SELECT count(*) FROM u) AS n`,
       [
         t.id,
         record.owner,
@@ -308,7 +462,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
         t.contextId,
         t.status.state,
         isTerminal(t.status.state),
-        JSON.stringify(t),
+        taskHead(t),
         record.createdAt,
         record.updatedAt,
         record.seq,
@@ -316,11 +470,21 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
         JSON.stringify(first.event),
         this.replicaId,
         record.tenant ?? '',
+        ...parts.values,
       ],
     );
-    if (r.rowCount !== 1) throw new TaskStoreConflictError(t.id, 'already exists');
+    if (Number(r.rows[0]?.n ?? 0) !== 1) throw new TaskStoreConflictError(t.id, 'already exists');
+    this.#remember(t, d.next);
   }
 
+  /**
+   * Writes the events and what the task gained since this store last wrote
+   * it: new history messages, new artifacts, the parts added to an artifact
+   * (one chunk row), the status; never the whole task again, so a long
+   * artifact stream costs the same per chunk however long it already is.
+   * A task this store has not written (another replica's, adopted), or one
+   * that did not just grow, is rewritten whole, once.
+   */
   async append(id: string, task: Task, events: readonly StoredEvent[], updatedAt: number): Promise<void> {
     const first = events[0];
     if (first === undefined) return;
@@ -329,42 +493,83 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
         throw new TaskStoreConflictError(id, 'events are not consecutive');
     }
     const last = first.seq + events.length - 1;
+    const written = this.#written.get(id);
+    const d = written?.seq === first.seq - 1 ? partsDelta(written, task, last) : undefined;
+    // Everything is read from `task` now, before any await: the caller goes on changing it.
+    const delta = d ?? fullDelta(task, last);
+    const parts = deltaClauses(delta, 9);
     // One statement, so one transaction: the task moves from seq first-1 to
-    // last and its events go in, or (another writer moved it) nothing happens.
-    // The notice ("the log of this task reaches `last`") is sent on commit
-    // only, so a replica that reads after it finds the events.
-    const r = await this.#db.query<{ n: string }>(
-      `WITH u AS (
+    // last, its events and new rows go in, or (another writer moved it)
+    // nothing happens. The notice ("the log of this task reaches `last`") is
+    // sent on commit only, so a replica that reads after it finds the events.
+    const text = `WITH u AS (
          UPDATE weave_a2a_tasks SET task = $2, state = $3, terminal = $4, updated_at = $5, seq = $6
          WHERE id = $1 AND seq = $7 RETURNING id),
        e AS (
          INSERT INTO weave_a2a_events (task_id, seq, event)
          SELECT u.id, $7 + x.n, x.event FROM u, json_array_elements($8::json) WITH ORDINALITY AS x(event, n)
-         RETURNING 1)
-       SELECT (SELECT count(*) FROM u) AS n, (SELECT count(*) FROM e) AS e,
-         (SELECT count(pg_notify('${NOTICE_CHANNEL}', 'e:' || $6 || ':' || u.id)) FROM u) AS notified`,
-      [
-        id,
-        JSON.stringify(task),
-        task.status.state,
-        isTerminal(task.status.state),
-        updatedAt,
-        last,
-        first.seq - 1,
-        JSON.stringify(events.map((e) => e.event)),
-      ],
-    );
+         RETURNING 1),
+       ${parts.sql}
+       SELECT (SELECT count(*) FROM u) AS n,
+         (SELECT count(pg_notify('${NOTICE_CHANNEL}', 'e:' || $6 || ':' || u.id)) FROM u) AS notified`;
+    const values = [
+      id,
+      taskHead(task),
+      task.status.state,
+      isTerminal(task.status.state),
+      updatedAt,
+      last,
+      first.seq - 1,
+      JSON.stringify(events.map((e) => e.event)),
+      ...parts.values,
+    ];
+    this.#written.delete(id);
+    const r = d ? await this.#db.query<{ n: string }>(text, values) : await this.#rewrite(id, text, values);
     if (Number(r.rows[0]?.n ?? 0) !== 1) {
       throw new TaskStoreConflictError(
         id,
         `event ${first.seq} does not follow the stored log (or no such task)`,
       );
     }
+    this.#remember(task, delta.next);
+  }
+
+  /** What this store wrote of each task it writes (see {@link partsDelta}); a finished task is forgotten. */
+  readonly #written = new Map<string, Written>();
+
+  #remember(task: Task, next: Written): void {
+    if (isTerminal(task.status.state)) this.#written.delete(task.id);
+    else this.#written.set(task.id, next);
+  }
+
+  /** Runs `text` (an append writing every row of the task) after removing the task's history and artifacts, in one transaction. */
+  async #rewrite(id: string, text: string, values: unknown[]): Promise<pg.QueryResult<{ n: string }>> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.#db.pool.connect();
+    } catch (err) {
+      throw classifyPostgresError(err);
+    }
+    let broken: unknown;
+    try {
+      await client.query('BEGIN');
+      await client.query('DELETE FROM weave_a2a_task_history WHERE task_id = $1', [id]);
+      await client.query('DELETE FROM weave_a2a_task_artifacts WHERE task_id = $1', [id]);
+      const r = await client.query<{ n: string }>(text, values);
+      await client.query(Number(r.rows[0]?.n ?? 0) === 1 ? 'COMMIT' : 'ROLLBACK');
+      return r;
+    } catch (err) {
+      broken = err;
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw classifyPostgresError(err);
+    } finally {
+      client.release(broken instanceof Error ? broken : undefined);
+    }
   }
 
   async get(id: string): Promise<TaskRecord | undefined> {
     const r = await this.#db.query<TaskRow & { id: string }>(
-      `SELECT ${TASK_COLUMNS} FROM weave_a2a_tasks WHERE id = $1 AND NOT (terminal AND updated_at < $2)`,
+      `SELECT ${TASK_COLUMNS} FROM weave_a2a_tasks t WHERE t.id = $1 AND NOT (t.terminal AND t.updated_at < $2)`,
       [id, Date.now() - this.#ttl],
     );
     const row = r.rows[0];
@@ -392,6 +597,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
   }
 
   async delete(id: string): Promise<void> {
+    this.#written.delete(id);
     await this.#db.query('DELETE FROM weave_a2a_tasks WHERE id = $1', [id]);
   }
 
@@ -415,9 +621,10 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
     }
     values.push(Math.max(0, q.limit));
     const r = await this.#db.query<TaskRow & { id: string; total: string }>(
-      `WITH m AS (SELECT ${TASK_COLUMNS} FROM weave_a2a_tasks WHERE ${filter})
-       SELECT m.*, (SELECT count(*) FROM m) AS total FROM m
-       WHERE ${cursor} ORDER BY created_at DESC, id DESC LIMIT $${values.length}`,
+      `WITH m AS (SELECT id, created_at FROM weave_a2a_tasks WHERE ${filter}),
+       page AS (SELECT id FROM m WHERE ${cursor} ORDER BY created_at DESC, id DESC LIMIT $${values.length})
+       SELECT ${TASK_COLUMNS}, (SELECT count(*) FROM m) AS total FROM weave_a2a_tasks t JOIN page USING (id)
+       ORDER BY t.created_at DESC, t.id DESC`,
       values,
     );
     let total = Number(r.rows[0]?.total ?? 0);
@@ -476,9 +683,10 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
          SELECT t.id FROM weave_a2a_tasks t LEFT JOIN weave_a2a_replicas r ON r.id = t.runner
          WHERE NOT t.terminal AND t.runner IS NOT NULL AND t.runner <> $1
            AND (r.expires_at IS NULL OR r.expires_at < ${DB_NOW_MS})
-         ORDER BY t.created_at LIMIT $2 FOR UPDATE OF t SKIP LOCKED)
-       UPDATE weave_a2a_tasks t SET runner = $1 FROM dead WHERE t.id = dead.id
-       RETURNING t.id, t.owner, t.tenant, t.skill, t.task, t.created_at, t.updated_at, t.seq`,
+         ORDER BY t.created_at LIMIT $2 FOR UPDATE OF t SKIP LOCKED),
+       claimed AS (
+       UPDATE weave_a2a_tasks t SET runner = $1 FROM dead WHERE t.id = dead.id RETURNING t.*)
+       SELECT ${TASK_COLUMNS} FROM claimed t`,
       [this.replicaId, Math.max(0, limit)],
     );
     return r.rows.map(toRecord);
@@ -599,8 +807,21 @@ class NoticeListener {
 }
 
 function toRecord(row: TaskRow & { id: string }): TaskRecord {
+  const task = row.task as { history?: unknown; artifacts?: unknown };
+  const whole = {
+    ...task,
+    ...(task.history === undefined ? {} : { history: row.history ?? [] }),
+    ...(task.artifacts === undefined
+      ? {}
+      : {
+          artifacts: (row.artifacts ?? []).map(([a, chunks]) => ({
+            ...(a as object),
+            parts: (chunks ?? []).flat(),
+          })),
+        }),
+  };
   return {
-    task: v1.TaskSchema.parse(row.task) as Task,
+    task: v1.TaskSchema.parse(whole) as Task,
     owner: row.owner,
     ...(row.tenant ? { tenant: row.tenant } : {}),
     skill: row.skill,

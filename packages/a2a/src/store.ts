@@ -71,7 +71,11 @@ export interface TaskStore {
   /**
    * Appends `events` (consecutive, the first one numbered right after the
    * stored last event) and saves `task` as the task's current state, in one
-   * atomic step.
+   * atomic step. Between two appends a task's history and artifacts only
+   * grow: messages and artifacts are added, an artifact's `parts` array is
+   * extended in place, or an artifact is replaced by a new object; a message
+   * or part already written is never edited in place. A durable store may
+   * rely on this to write only what was added.
    *
    * @throws {TaskStoreConflictError} when the task is unknown or `events`
    *   does not continue its log (another writer got there first); nothing changes.
