@@ -73,6 +73,7 @@ export {
   agentSpiffeId,
   type A2AServerOptions,
   type AgentCardOptions,
+  type V03CardCompat,
 } from './server.js';
 export {
   A2ARequestHandler,

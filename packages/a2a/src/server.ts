@@ -52,13 +52,29 @@ export interface AgentCardOptions {
   /** Skills declared up front; {@link A2AServer.registerTaskHandler} adds more. */
   readonly skills?: AgentSkill[];
   /**
-   * Serve the card in v0.3 shape (with the v1.0 `supportedInterfaces`
-   * embedded) to a request without `A2A-Version` or with 0.3, so v0.3
-   * clients can discover the agent; `A2A-Version: 1.0` always gets the v1.0
-   * card. Default true; false serves the v1.0 card to every request.
+   * When the card is served in v0.3 shape (see {@link V03CardCompat}).
+   * Default `'on-request'`.
    */
-  readonly v03Compat?: boolean;
+  readonly v03Compat?: V03CardCompat;
 }
+
+/**
+ * When the agent card is served in v0.3 shape (`url`, `preferredTransport`,
+ * `protocolVersion: "0.3.0"`, `type`-tagged security schemes, the v1.0
+ * `supportedInterfaces` kept) instead of the v1.0 card. One card cannot be
+ * both: the spec's JSON schema for the v1.0 AgentCard (and strict ProtoJSON
+ * parsers) refuse the v0.3 members.
+ * - `'on-request'` (default): the v1.0 card, unless the request asks for
+ *   v0.3 with `A2A-Version: 0.3` or the query `?a2a-version=0.3` (a card URL
+ *   a v0.3 client can be given).
+ * - `'headerless'`: also to a request without `A2A-Version` (the spec reads
+ *   a missing header as 0.3), for fleets of v0.3 clients that cannot be given
+ *   a card URL. A v1.0 client must then send `A2A-Version: 1.0` (the official
+ *   SDKs and Weave do; a generic client that does not gets the v0.3 card).
+ * - `'off'`: the v1.0 card to every request.
+ * The v0.3 JSON-RPC method names are accepted in every mode.
+ */
+export type V03CardCompat = 'on-request' | 'headerless' | 'off';
 
 /** Options of {@link A2AServer}. */
 export interface A2AServerOptions {
@@ -375,10 +391,9 @@ export class A2AServer {
     const serveCard = async (request: FastifyRequest, reply: FastifyReply) => {
       const url =
         this.#opts.card.url ?? `${request.protocol}://${request.host}${joinPath(app.prefix, rpcPath)}`;
-      // A request without A2A-Version is a v0.3 request (spec §3.2.6): a v0.3
-      // client sends none and needs the v0.3 card (`url`, ...). v1.0 clients
-      // send `A2A-Version: 1.0` and get the v1.0 card.
-      const legacy = this.#opts.card.v03Compat !== false && isLegacyVersion(request.headers['a2a-version']);
+      // One card cannot be valid v1.0 and carry the v0.3 members (see V03CardCompat):
+      // v1.0 unless v0.3 is asked for.
+      const legacy = wantsV03Card(request, this.#opts.card.v03Compat ?? 'on-request');
       const key = `${legacy ? '0.3' : '1.0'} ${url}`;
       let body = this.#cardCache.get(key);
       const signer = this.#opts.cardSigner;
@@ -440,10 +455,19 @@ function notModified(request: FastifyRequest, v: CardValidators): boolean {
   return Number.isFinite(since) && since >= Date.parse(v.lastModified);
 }
 
-/** Whether an `A2A-Version` header asks for v0.3: absent, empty, or 0.3[.x]. */
-function isLegacyVersion(header: string | string[] | undefined): boolean {
+/** Whether a card request gets the v0.3 card under `mode`. */
+function wantsV03Card(request: FastifyRequest, mode: V03CardCompat): boolean {
+  if (mode === 'off') return false;
+  const query = (request.query as Record<string, unknown> | undefined)?.['a2a-version'];
+  if (typeof query === 'string') return isV03(query);
+  const header = request.headers['a2a-version'];
   const h = (Array.isArray(header) ? header[0] : header)?.trim() ?? '';
-  return h === '' || /^0\.3(\.\d+)?$/.test(h);
+  return h === '' ? mode === 'headerless' : isV03(h);
+}
+
+/** `0.3` or `0.3.x`. */
+function isV03(version: string): boolean {
+  return /^0\.3(\.\d+)?$/.test(version.trim());
 }
 
 function joinPath(prefix: string, path: string): string {

@@ -128,10 +128,15 @@ describe('card caching: ETag, Last-Modified, conditional GET, Cache-Control', ()
     expect((await get({ ...v1, 'if-none-match': '"other"', 'if-modified-since': lastModified })).status).toBe(
       200,
     );
+    // A request without A2A-Version gets the same v1.0 card, so the same validators.
+    expect((await get({})).headers.etag).toBe(etag);
+    expect((await get({ 'if-none-match': etag })).status).toBe(304);
     // The v0.3 variant is another representation, with its own ETag.
-    const legacy = await get({});
+    const v03 = { 'a2a-version': '0.3' };
+    const legacy = await get(v03);
     expect(legacy.headers.etag).not.toBe(etag);
-    expect((await get({ 'if-none-match': etag })).status).toBe(200);
+    expect((await get({ ...v03, 'if-none-match': etag })).status).toBe(200);
+    expect((await get({ ...v03, 'if-none-match': String(legacy.headers.etag) })).status).toBe(304);
   });
 
   it('a changed card gets a new ETag: the old one no longer matches', async () => {

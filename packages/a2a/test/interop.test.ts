@@ -295,8 +295,11 @@ describe('v0.3 clients → Weave server', () => {
     expect(got.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
   });
 
-  async function card(headers: Record<string, string>): Promise<Record<string, unknown>> {
-    const res = await request(`${h.url}/.well-known/agent-card.json`, { dispatcher: h.agent, headers });
+  async function card(headers: Record<string, string>, query = ''): Promise<Record<string, unknown>> {
+    const res = await request(`${h.url}/.well-known/agent-card.json${query}`, {
+      dispatcher: h.agent,
+      headers,
+    });
     expect(res.headers.vary).toContain('A2A-Version');
     return (await res.body.json()) as Record<string, unknown>;
   }
@@ -309,9 +312,24 @@ describe('v0.3 clients → Weave server', () => {
     metadata: { skill: 'echo' },
   });
 
-  it('no A2A-Version (or 0.3): a v0.3 card with the v1.0 interfaces; A2A-Version 1.0: the v1.0 card', async () => {
-    for (const headers of [{}, { 'a2a-version': '0.3' }] as Array<Record<string, string>>) {
-      const c = await card(headers);
+  it('the v1.0 card by default (no A2A-Version, or 1.0); the v0.3 card to A2A-Version 0.3 or ?a2a-version=0.3', async () => {
+    for (const headers of [{}, { 'a2a-version': '1.0' }] as Array<Record<string, string>>) {
+      const v1 = await card(headers);
+      expect(AgentCardSchema.safeParse(v1).success).toBe(true);
+      // Exactly the v1.0 members: the spec's JSON schema and strict ProtoJSON parsers refuse the v0.3 ones.
+      expect(v1).not.toHaveProperty('url');
+      expect(v1).not.toHaveProperty('preferredTransport');
+      expect(v1).not.toHaveProperty('protocolVersion');
+      expect(v1).not.toHaveProperty('security');
+    }
+    for (const [query, headers] of [
+      ['', { 'a2a-version': '0.3' }],
+      ['', { 'a2a-version': '0.3.0' }],
+      ['?a2a-version=0.3', {}],
+      // The card URL names the version: it wins over the header.
+      ['?a2a-version=0.3', { 'a2a-version': '1.0' }],
+    ] as Array<[string, Record<string, string>]>) {
+      const c = await card(headers, query);
       const v03 = V03AgentCardSchema.parse(c);
       expect(v03.url.replace(/\/$/, '')).toBe(h.url.replace(/\/$/, ''));
       expect(v03.preferredTransport).toBe('JSONRPC');
@@ -320,12 +338,6 @@ describe('v0.3 clients → Weave server', () => {
       const ifaces = AgentInterfaceSchema.array().parse(c.supportedInterfaces);
       expect(ifaces.map((i) => `${i.protocolBinding} ${i.protocolVersion}`)).toContain('JSONRPC 1.0');
     }
-    const v1 = await card({ 'a2a-version': '1.0' });
-    expect(AgentCardSchema.safeParse(v1).success).toBe(true);
-    // Exactly the v1.0 members: strict ProtoJSON parsers refuse the v0.3 ones.
-    expect(v1).not.toHaveProperty('url');
-    expect(v1).not.toHaveProperty('preferredTransport');
-    expect(v1).not.toHaveProperty('protocolVersion');
   });
 
   it('the 0.3.x client discovers the agent and sends, gets and streams with the v0.3 method names', async () => {
@@ -336,7 +348,8 @@ describe('v0.3 clients → Weave server', () => {
         cardResolver: new V03CardResolver({ fetchImpl }),
       }),
     );
-    const client = await factory.createFromUrl(h.url);
+    // A v0.3 client is given the card URL that asks for the v0.3 card.
+    const client = await factory.createFromUrl(h.url, '/.well-known/agent-card.json?a2a-version=0.3');
     const res = await client.sendMessage({
       message: v03Text('old friend'),
     });
@@ -357,7 +370,7 @@ describe('v0.3 clients → Weave server', () => {
   });
 
   it('the deprecated 0.3.x A2AClient, which insists on the card `url`, works too', async () => {
-    const client = await V03A2AClient.fromCardUrl(`${h.url}/.well-known/agent-card.json`, {
+    const client = await V03A2AClient.fromCardUrl(`${h.url}/.well-known/agent-card.json?a2a-version=0.3`, {
       fetchImpl: fetchOver(h.agent),
     });
     const res = await client.sendMessage({
@@ -367,5 +380,97 @@ describe('v0.3 clients → Weave server', () => {
     const result = (res as { result: { kind: string; status: { state: string } } }).result;
     expect(result.kind).toBe('task');
     expect(result.status.state).toBe('completed');
+  });
+});
+
+describe('card v0.3 compatibility modes (card.v03Compat)', () => {
+  const echo = (a2a: Parameters<Parameters<typeof startHarness>[0]>[0]) =>
+    a2a.registerTaskHandler({ id: 'echo', name: 'Echo', description: 'echo', tags: [] }, (ctx) => {
+      return `echo: ${ctx.message.parts[0]?.text ?? ''}`;
+    });
+  const cardOptions = { name: 'test agent', description: 'a2a tests', version: '1.0.0' };
+  const v03Message = (text: string) => ({
+    kind: 'message' as const,
+    messageId: `v03-${Math.random().toString(36).slice(2)}`,
+    role: 'user' as const,
+    parts: [{ kind: 'text' as const, text }],
+  });
+
+  describe("'headerless': a request without A2A-Version gets the v0.3 card", () => {
+    let h: Harness;
+    beforeAll(async () => {
+      h = await startHarness(echo, { card: { ...cardOptions, v03Compat: 'headerless' } });
+    });
+    afterAll(async () => h.close());
+
+    it('a stock 0.3.x client discovers the agent at the default card URL and calls it', async () => {
+      const fetchImpl = fetchOver(h.agent);
+      const factory = new V03ClientFactory(
+        V03ClientFactoryOptions.createFrom(V03ClientFactoryOptions.default, {
+          transports: [new V03JsonRpcTransportFactory({ fetchImpl })],
+          cardResolver: new V03CardResolver({ fetchImpl }),
+        }),
+      );
+      const client = await factory.createFromUrl(h.url);
+      const res = await client.sendMessage({ message: v03Message('headerless') });
+      expect(res).toMatchObject({ kind: 'task', status: { state: 'completed' } });
+      const task = res as Extract<typeof res, { kind: 'task' }>;
+      expect(task.artifacts?.[0]?.parts[0]).toMatchObject({ kind: 'text', text: 'echo: headerless' });
+    });
+
+    it('the official 1.x client (it sends A2A-Version: 1.0) still gets the v1.0 card and calls on 1.0', async () => {
+      const fetchImpl = fetchOver(h.agent);
+      const resolver = new DefaultAgentCardResolver({ fetchImpl });
+      const c = (await resolver.resolve(h.url)) as SdkAgentCard & Record<string, unknown>;
+      expect(c.url).toBeUndefined();
+      const client = await new ClientFactory(
+        ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
+          transports: [new JsonRpcTransportFactory({ fetchImpl })],
+          cardResolver: resolver,
+        }),
+      ).createFromAgentCard(c);
+      expect(client.protocolVersion).toBe('1.0');
+      const res = await client.sendMessage(sdkSendParams(sdkText('v1')));
+      expect((res as Extract<typeof res, { id: string }>).status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    });
+  });
+
+  describe("'off': never the v0.3 card", () => {
+    let h: Harness;
+    beforeAll(async () => {
+      h = await startHarness(echo, { card: { ...cardOptions, v03Compat: 'off' } });
+    });
+    afterAll(async () => h.close());
+
+    it('A2A-Version 0.3 and ?a2a-version=0.3 get the v1.0 card; the v0.3 method names still answer', async () => {
+      for (const [query, headers] of [
+        ['', { 'a2a-version': '0.3' }],
+        ['?a2a-version=0.3', {}],
+        ['', {}],
+      ] as Array<[string, Record<string, string>]>) {
+        const res = await request(`${h.url}/.well-known/agent-card.json${query}`, {
+          dispatcher: h.agent,
+          headers,
+        });
+        const c = (await res.body.json()) as Record<string, unknown>;
+        expect(AgentCardSchema.safeParse(c).success).toBe(true);
+        expect(c).not.toHaveProperty('url');
+      }
+      const res = await request(`${h.url}/`, {
+        method: 'POST',
+        dispatcher: h.agent,
+        headers: { 'content-type': 'application/json', 'a2a-version': '0.3' },
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'message/send',
+          params: { message: { ...v03Message('off'), metadata: { skill: 'echo' } } },
+        }),
+      });
+      expect(await res.body.json()).toMatchObject({
+        id: 1,
+        result: { kind: 'task', status: { state: 'completed' } },
+      });
+    });
   });
 });

@@ -488,6 +488,7 @@ export class SecureAgent extends AgentCore {
           ...(this.config.server.publicUrl ? { url: this.config.server.publicUrl } : {}),
           defaultInputModes: ['application/json', 'text/plain'],
           defaultOutputModes: ['application/json'],
+          v03Compat: this.config.server.v03Compat,
         },
         selfId,
         enforcer,

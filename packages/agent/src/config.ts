@@ -107,6 +107,13 @@ export const AgentConfigSchema = z.strictObject({
         .refine((b) => new Set(b).size === b.length, 'each binding at most once')
         .default(['JSONRPC', 'HTTP+JSON', 'GRPC']),
       /**
+       * When the agent card is served in v0.3 shape (see @weave/a2a's
+       * `V03CardCompat`): `on-request` (default) to `A2A-Version: 0.3` or
+       * `?a2a-version=0.3` only, `headerless` also to requests without
+       * `A2A-Version`, `off` never. Other requests get the v1.0 card.
+       */
+      v03Compat: z.enum(['on-request', 'headerless', 'off']).default('on-request'),
+      /**
        * The gRPC binding's own mTLS listener (same SVID, bundle, peer check and
        * policy as the HTTP port). Port 0 picks a free one; host defaults to
        * `server.host`.

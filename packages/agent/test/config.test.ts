@@ -131,6 +131,17 @@ describe('agent config', () => {
     expect(e.issues.map((i) => i.path)).toContain('server.retainedBytes.perCaller');
   });
 
+  it('serves the v0.3 card on request by default; takes headerless and off, and names any other value', () => {
+    expect(parseAgentConfig(minimal, { env: {} }).server.v03Compat).toBe('on-request');
+    for (const mode of ['headerless', 'off'] as const) {
+      expect(
+        parseAgentConfig({ ...minimal, server: { v03Compat: mode } }, { env: {} }).server.v03Compat,
+      ).toBe(mode);
+    }
+    const e = issuesOf(() => parseAgentConfig({ ...minimal, server: { v03Compat: true } }, { env: {} }));
+    expect(e.issues.map((i) => i.path)).toContain('server.v03Compat');
+  });
+
   it('loads YAML with line numbers in errors and resolves paths', async () => {
     const good = await file('name: search\nauthz:\n  policyFile: ./policy.yaml\nserver:\n  port: 9000\n');
     const c = await loadAgentConfig(good, {});

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { A2AClient, A2AError, verifyAgentCard } from '@weave/a2a';
 import { SpiffeId } from '@weave/identity';
 import { SecureChannel } from '@weave/transport';
+import { request } from 'undici';
 import { AgentError, SKILL_SCHEMAS_EXTENSION, SecureAgent } from '../src/index.js';
 import { ID, startWorld, testLogger, type World } from './helpers.js';
 
@@ -37,13 +38,18 @@ beforeAll(async () => {
   world = await startWorld();
   const policyFile = join(world.dir, 'extended-policy.json');
   await writeFile(policyFile, POLICY);
-  const agentOn = (name: string, workload: 'search' | 'summarizer') =>
+  const agentOn = (
+    name: string,
+    workload: 'search' | 'summarizer',
+    server: { v03Compat?: 'headerless' } = {},
+  ) =>
     new SecureAgent({
       config: {
         name,
         spiffeId: ID[workload],
         identity: { workloadApi: { socket: world.dev.address(workload) } },
         authz: { policyFile },
+        server,
       },
       logger: testLogger(),
     });
@@ -56,7 +62,11 @@ beforeAll(async () => {
       ({ since }) => ({ since }),
     );
   await agent.start();
-  plain = agentOn('plain', 'summarizer').capability('lookup', { input: lookup }, ({ id }) => ({ id }));
+  plain = agentOn('plain', 'summarizer', { v03Compat: 'headerless' }).capability(
+    'lookup',
+    { input: lookup },
+    ({ id }) => ({ id }),
+  );
   await plain.start();
 });
 
@@ -148,5 +158,34 @@ describe('SecureAgent extended capabilities', () => {
       AgentError,
     );
     expect(plain.agentCard().skills.map((s) => s.id)).toEqual(['lookup']);
+  });
+});
+
+describe('SecureAgent card versions (server.v03Compat)', () => {
+  /** The card `url` serves to a request with `headers`, as JSON. */
+  async function cardOf(url: string, target: string, headers: Record<string, string>) {
+    const identity = await world.provider('orchestrator');
+    const channel = new SecureChannel(identity, SpiffeId.parse(target));
+    try {
+      const res = await request(`${url}/.well-known/agent-card.json`, { dispatcher: channel, headers });
+      return (await res.body.json()) as Record<string, unknown>;
+    } finally {
+      await channel.close();
+    }
+  }
+
+  it('by default the v1.0 card without A2A-Version, the v0.3 card to A2A-Version 0.3', async () => {
+    expect(await cardOf(agent.url, ID.search, {})).not.toHaveProperty('url');
+    expect(await cardOf(agent.url, ID.search, { 'a2a-version': '0.3' })).toMatchObject({
+      protocolVersion: '0.3.0',
+      preferredTransport: 'JSONRPC',
+    });
+  });
+
+  it('headerless: the v0.3 card without A2A-Version, the v1.0 card to A2A-Version 1.0', async () => {
+    expect(await cardOf(plain.url, ID.summarizer, {})).toMatchObject({ protocolVersion: '0.3.0' });
+    const v1 = await cardOf(plain.url, ID.summarizer, { 'a2a-version': '1.0' });
+    expect(v1).not.toHaveProperty('url');
+    expect(v1).toHaveProperty('supportedInterfaces');
   });
 });
