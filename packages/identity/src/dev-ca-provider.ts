@@ -1,28 +1,25 @@
 import type { Logger } from 'pino';
 import { BundleSet, type X509Bundle } from './bundle.js';
 import type { DevCertificateAuthority } from './dev-ca.js';
-import { ExpiryWatch } from './expiry.js';
-import { UpdateListeners } from './listeners.js';
 import { defaultLogger } from './log.js';
-import {
-  IdentityConfigError,
-  IdentityNotReadyError,
-  type IdentityExpiry,
-  type IdentityProvider,
-  type IdentityUpdate,
-} from './provider.js';
+import { IdentityConfigError, IdentityNotReadyError } from './provider.js';
+import { IdentityProviderBase } from './provider-base.js';
 import { SpiffeId, type TrustDomain } from './spiffe-id.js';
 import type { X509Svid } from './x509-svid.js';
 
 /**
  * When to rotate an SVID: when about half of its remaining lifetime at issuance
  * is left, ±10 % jitter (SPIRE's rule), so a fleet does not renew in lockstep.
- * Measured from `issuedAt`, not `notBefore`, which is backdated.
+ * Measured from `issuedAt`, not from `notBefore` (backdated) nor from the TTL
+ * asked for: certificate times have whole seconds, so notAfter can be up to
+ * 1 s earlier than asked, and with a TTL of 2 s a fixed offset could fall in
+ * the past. The one formula of the dev CA provider and the dev Workload API server.
  */
 export function rotationDelayMs(svid: X509Svid, issuedAt = Date.now(), random = Math.random): number {
   const lifetime = svid.expiresAt.getTime() - issuedAt;
   const jitter = 1 + (random() * 0.2 - 0.1);
-  // A floor keeps an SVID that is (nearly) expired at issuance from rotating in a tight loop.
+  // A floor keeps an SVID that is (nearly) expired at issuance (a CA near its
+  // own expiry) from rotating in a tight loop.
   return Math.max(MIN_ROTATION_MS, (lifetime / 2) * jitter);
 }
 
@@ -38,26 +35,18 @@ const MIN_ROTATION_MS = 250;
  * expired (SVIDs never outlive their CA); then it reports
  * {@link DevCaIdentityProvider.onExpired} like every provider.
  */
-export class DevCaIdentityProvider implements IdentityProvider {
-  readonly id: SpiffeId;
+export class DevCaIdentityProvider extends IdentityProviderBase {
   readonly #ca: DevCertificateAuthority;
+  readonly #id: SpiffeId;
   readonly #ttl: number | undefined;
-  readonly #bundles: BundleSet;
-  readonly #listeners: UpdateListeners;
-  readonly #expiry: ExpiryWatch;
-  readonly #log: Logger;
-  #svid: X509Svid | undefined;
   #timer: NodeJS.Timeout | undefined;
-  #closed = false;
 
-  private constructor(ca: DevCertificateAuthority, id: SpiffeId, ttl: number | undefined, log: Logger) {
+  private constructor(ca: DevCertificateAuthority, id: SpiffeId, ttl: number | undefined, logger: Logger) {
+    super({ logger });
     this.#ca = ca;
-    this.id = id;
+    this.#id = id;
     this.#ttl = ttl;
-    this.#log = log;
-    this.#listeners = new UpdateListeners(log);
-    this.#expiry = new ExpiryWatch(log, (svid) => this.#expiredMessage(svid));
-    this.#bundles = BundleSet.of(ca.x509Bundle, ca.jwtBundle);
+    this.publish({ bundles: BundleSet.of(ca.x509Bundle, ca.jwtBundle) });
   }
 
   /**
@@ -87,48 +76,23 @@ export class DevCaIdentityProvider implements IdentityProvider {
     return p;
   }
 
-  /**
-   * The current SVID.
-   * @throws {IdentityNotReadyError} when the provider is closed, or the SVID expired before a valid new one was issued.
-   */
-  getX509Svid(): X509Svid {
-    if (this.#closed) throw new IdentityNotReadyError('identity provider is closed');
-    if (!this.#svid) throw new IdentityNotReadyError();
-    if (this.#expiry.expired) throw new IdentityNotReadyError(this.#expiredMessage(this.#svid));
-    return this.#svid;
-  }
-
-  getX509Bundle(trustDomain: TrustDomain): X509Bundle | undefined {
-    return this.#bundles.getX509Bundle(trustDomain);
-  }
-
-  getBundleSet(): BundleSet {
-    return this.#bundles;
-  }
-
-  onUpdate(listener: (update: IdentityUpdate) => void): () => void {
-    return this.#listeners.add(listener);
-  }
-
-  /** Called once when the SVID expires before a valid new one was issued; the next `'svid'` update ends it. */
-  onExpired(listener: (expiry: IdentityExpiry) => void): () => void {
-    return this.#expiry.add(listener);
+  /** The SPIFFE ID it issues its SVIDs for (known before the first is issued). */
+  override get id(): SpiffeId {
+    return this.#id;
   }
 
   /** Issues a new SVID now, notifies listeners and re-arms the rotation timer. */
   async rotate(): Promise<void> {
-    if (this.#closed) throw new IdentityNotReadyError('identity provider is closed');
+    if (this.closed) throw new IdentityNotReadyError('identity provider is closed');
     const issuedAt = Date.now();
     const svid = await this.#ca.issueX509Svid(
-      this.id,
+      this.#id,
       this.#ttl !== undefined ? { ttlSeconds: this.#ttl } : {},
     );
-    if (this.#closed) return;
-    const first = !this.#svid;
-    this.#svid = svid;
+    if (this.closed) return;
     this.#schedule(rotationDelayMs(svid, issuedAt));
-    // An SVID issued already expired (the CA expired) is no rotation.
-    if (this.#expiry.follow(svid) && !first) this.#emit('svid');
+    // An SVID issued already expired (the CA expired) is taken but not announced.
+    this.publish({ svid });
   }
 
   /**
@@ -136,33 +100,28 @@ export class DevCaIdentityProvider implements IdentityProvider {
    * @throws {IdentityConfigError} for our own trust domain: its bundle comes from the CA only.
    */
   addFederatedBundle(bundle: X509Bundle): void {
-    if (bundle.trustDomain.equals(this.id.trustDomain))
+    if (bundle.trustDomain.equals(this.#id.trustDomain))
       throw new IdentityConfigError(`cannot federate with our own trust domain ${bundle.trustDomain.name}`);
-    this.#bundles.setX509Bundle(bundle);
-    if (this.#svid) this.#emit('bundles');
+    const next = this.bundles.clone();
+    next.setX509Bundle(bundle);
+    this.publish({ bundles: next });
   }
 
   /** Stops trusting a federated trust domain. Our own cannot be removed. */
   removeFederatedBundle(trustDomain: TrustDomain): void {
-    if (trustDomain.equals(this.id.trustDomain))
+    if (trustDomain.equals(this.#id.trustDomain))
       throw new IdentityConfigError(`cannot remove the bundle of our own trust domain ${trustDomain.name}`);
-    if (this.#bundles.delete(trustDomain) && this.#svid) this.#emit('bundles');
+    const next = this.bundles.clone();
+    if (next.delete(trustDomain)) this.publish({ bundles: next });
   }
 
-  async close(): Promise<void> {
-    this.#closed = true;
+  override async close(): Promise<void> {
+    await super.close();
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
-    this.#listeners.clear();
-    this.#expiry.close();
   }
 
-  #emit(reason: IdentityUpdate['reason']): void {
-    if (!this.#svid || this.#closed) return;
-    this.#listeners.emit({ svid: this.#svid, bundles: this.#bundles, reason });
-  }
-
-  #expiredMessage(svid: X509Svid): string {
+  protected override expiredMessage(svid: X509Svid): string {
     const caEnd = this.#ca.certificate.notAfter;
     return (
       `the X.509-SVID of ${svid.id.toString()} expired at ${svid.expiresAt.toISOString()} and the dev CA of ` +
@@ -177,8 +136,8 @@ export class DevCaIdentityProvider implements IdentityProvider {
     this.#timer = setTimeout(
       () => {
         this.rotate().catch((err: unknown) => {
-          this.#log.error({ err }, 'SVID rotation failed; retrying in 1 s');
-          if (!this.#closed) this.#schedule(1000);
+          this.log.error({ err }, 'SVID rotation failed; retrying in 1 s');
+          if (!this.closed) this.#schedule(1000);
         });
       },
       Math.min(delayMs, 2 ** 31 - 1),

@@ -41,6 +41,11 @@ export {
   type IdentityProvider,
   type IdentityUpdate,
 } from './provider.js';
+export {
+  IdentityProviderBase,
+  type IdentityChange,
+  type IdentityProviderBaseOptions,
+} from './provider-base.js';
 export { StaticMtlsProvider, type StaticMtlsOptions } from './static-provider.js';
 export {
   SvidIdentityProvider,

@@ -3,9 +3,10 @@ import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { BundleSet, X509Bundle } from './bundle.js';
-import { HeldIdentityProvider, type VerifiedIdentity } from './held-provider.js';
 import { defaultLogger } from './log.js';
 import { IdentityConfigError } from './provider.js';
+import { IdentityProviderBase } from './provider-base.js';
+import type { VerifiedIdentity } from './svid-provider.js';
 import { TrustDomain } from './spiffe-id.js';
 import { verifyX509Svid, X509Svid } from './x509-svid.js';
 
@@ -36,7 +37,7 @@ export interface StaticMtlsOptions {
  * {@link StaticMtlsProvider.onExpired} and {@link StaticMtlsProvider.getX509Svid}
  * throws until they are.
  */
-export class StaticMtlsProvider extends HeldIdentityProvider {
+export class StaticMtlsProvider extends IdentityProviderBase {
   readonly #opts: StaticMtlsOptions;
   readonly #log: Logger;
   readonly #watchers: FSWatcher[] = [];
@@ -46,7 +47,8 @@ export class StaticMtlsProvider extends HeldIdentityProvider {
   #lastReloadError: Error | undefined;
 
   private constructor(opts: StaticMtlsOptions, state: VerifiedIdentity, log: Logger) {
-    super(state, log);
+    super({ logger: log });
+    this.publish(state);
     this.#opts = opts;
     this.#log = log;
   }
@@ -94,6 +96,7 @@ export class StaticMtlsProvider extends HeldIdentityProvider {
   }
 
   override async close(): Promise<void> {
+    if (this.closed) return;
     await super.close();
     if (this.#timer) clearTimeout(this.#timer);
     for (const w of this.#watchers) w.close();
@@ -114,12 +117,12 @@ export class StaticMtlsProvider extends HeldIdentityProvider {
     }
     this.#lastReloadError = undefined;
     if (this.closed) return true;
-    const reason = this.apply(next);
+    const reason = this.publish(next);
     if (reason) this.#log.info({ reason, expiresAt: next.svid.expiresAt }, 'identity files reloaded');
     return true;
   }
 
-  protected expiredMessage(svid: X509Svid): string {
+  protected override expiredMessage(svid: X509Svid): string {
     return (
       `the X.509-SVID of ${svid.id.toString()} in ${this.#opts.certFile} expired at ` +
       `${svid.expiresAt.toISOString()} and no valid replacement was written` +

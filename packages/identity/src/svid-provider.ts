@@ -1,10 +1,16 @@
 import type { Logger } from 'pino';
 import { BundleSet, X509Bundle } from './bundle.js';
-import { HeldIdentityProvider, type VerifiedIdentity } from './held-provider.js';
 import { defaultLogger } from './log.js';
 import { IdentityConfigError } from './provider.js';
+import { IdentityProviderBase } from './provider-base.js';
 import type { TrustDomain } from './spiffe-id.js';
 import { verifyX509Svid, X509Svid } from './x509-svid.js';
+
+/** An SVID with the bundles it verified against. */
+export interface VerifiedIdentity {
+  readonly svid: X509Svid;
+  readonly bundles: BundleSet;
+}
 
 /** An X.509-SVID the user holds: parsed, or its PEM chain (leaf first) and PEM private key. */
 export type HeldSvid = X509Svid | { readonly certChain: string; readonly key: string };
@@ -39,9 +45,10 @@ export interface SvidIdentityChange {
  * passes notAfter before an update, {@link SvidIdentityProvider.onExpired} fires
  * and {@link SvidIdentityProvider.getX509Svid} throws until one arrives.
  */
-export class SvidIdentityProvider extends HeldIdentityProvider {
-  private constructor(state: VerifiedIdentity, log: Logger) {
-    super(state, log);
+export class SvidIdentityProvider extends IdentityProviderBase {
+  private constructor(state: VerifiedIdentity, logger: Logger) {
+    super({ logger });
+    this.publish(state);
   }
 
   /**
@@ -66,18 +73,18 @@ export class SvidIdentityProvider extends HeldIdentityProvider {
     if (!change || (change.svid === undefined && change.bundles === undefined)) {
       throw new IdentityConfigError('SvidIdentityProvider.update: give svid, bundles or both');
     }
-    const prev = this.current;
-    const next = verifiedIdentity(change.svid ?? prev.svid, change.bundles ?? prev.bundles);
+    // Always set: the constructor published the first identity.
+    const next = verifiedIdentity(change.svid ?? this.currentSvid!, change.bundles ?? this.bundles);
     if (!next.svid.id.equals(this.id)) {
       throw new IdentityConfigError(
         `SvidIdentityProvider.update: the SVID is for ${next.svid.id.toString()}, ` +
           `not this provider's ${this.id.toString()}`,
       );
     }
-    this.apply(next);
+    this.publish(next);
   }
 
-  protected expiredMessage(svid: X509Svid): string {
+  protected override expiredMessage(svid: X509Svid): string {
     return (
       `the X.509-SVID of ${svid.id.toString()} expired at ${svid.expiresAt.toISOString()} and ` +
       'no replacement was given (SvidIdentityProvider.update)'

@@ -12,6 +12,7 @@ import {
 import { z } from 'zod';
 import { BundleSet, type JwtBundle, type X509Bundle } from '../bundle.js';
 import { DevCertificateAuthority } from '../dev-ca.js';
+import { rotationDelayMs } from '../dev-ca-provider.js';
 import { WeaveError } from '../errors.js';
 import { validateJwtSvid } from '../jwt-svid.js';
 import { defaultLogger, type Logger } from '../log.js';
@@ -85,8 +86,6 @@ const OptionsSchema = z.object({
 /** SPIRE's wording, so logs and errors read the same against either server. */
 const NO_IDENTITY = 'no identity issued';
 const MISSING_HEADER = 'security header missing from request';
-/** Floor of the rotation timer, so a CA near its own expiry cannot make rotation spin. */
-const MIN_ROTATION_DELAY_MS = 250;
 
 type Stream<T> = ServerWritableStream<EmptyRequest, T>;
 
@@ -428,13 +427,8 @@ export class DevWorkloadApiServer {
     // The workload was removed, re-registered or the server closed while we were issuing.
     if (generation !== w.generation || this.#closed) return;
     w.svid = svid;
-    // SPIRE rotates when about half the lifetime is left, with ±10 % jitter.
-    // Measured from now, not from a fixed TTL: certificate times have whole
-    // seconds, so notAfter can be up to 1 s earlier than asked; with a TTL of
-    // 2 s a fixed offset could fall in the past and re-issue in a tight loop.
-    const remaining = svid.expiresAt.getTime() - Date.now();
-    const delay = (remaining / 2) * (1 + (Math.random() * 0.2 - 0.1));
-    this.#scheduleRotation(w, generation, Math.max(MIN_ROTATION_DELAY_MS, delay));
+    // SPIRE's rule, the same as the dev CA provider's, measured from now.
+    this.#scheduleRotation(w, generation, rotationDelayMs(svid));
     this.#log.debug({ workload: w.name, expiresAt: svid.expiresAt.toISOString() }, 'X.509-SVID issued');
     for (const call of w.x509Streams) this.#write(call, this.#x509Response(w));
   }

@@ -1,16 +1,10 @@
 import { z } from 'zod';
-import { BundleSet, type JwtBundle, type X509Bundle } from '../bundle.js';
-import { ExpiryWatch } from '../expiry.js';
-import { UpdateListeners } from '../listeners.js';
+import { BundleSet } from '../bundle.js';
+import { Listeners } from '../listeners.js';
 import { defaultLogger, type Logger } from '../log.js';
-import {
-  IdentityConfigError,
-  IdentityNotReadyError,
-  type IdentityExpiry,
-  type IdentityProvider,
-  type IdentityUpdate,
-} from '../provider.js';
-import { SpiffeId, type TrustDomain } from '../spiffe-id.js';
+import { IdentityConfigError, IdentityNotReadyError } from '../provider.js';
+import { IdentityProviderBase } from '../provider-base.js';
+import { SpiffeId } from '../spiffe-id.js';
 import type { X509Svid } from '../x509-svid.js';
 import {
   WorkloadApiClient,
@@ -54,12 +48,6 @@ const OptionsSchema = z.object({
 /** A failure the provider reports through {@link WorkloadApiIdentityProvider.onError}. */
 export type WorkloadIdentityError = WorkloadApiError | IdentityNotReadyError;
 
-const sameX509 = (a: ReadonlyMap<string, X509Bundle>, b: ReadonlyMap<string, X509Bundle>): boolean =>
-  a.size === b.size && [...a].every(([k, v]) => v.equals(b.get(k)));
-
-const jwksText = (m: ReadonlyMap<string, JwtBundle>): string =>
-  JSON.stringify([...m].sort(([x], [y]) => x.localeCompare(y)).map(([k, v]) => [k, v.toJwks()]));
-
 /**
  * The production {@link IdentityProvider}: the workload's identity from the
  * SPIFFE Workload API (a SPIRE agent, or Weave's dev server).
@@ -75,21 +63,13 @@ const jwksText = (m: ReadonlyMap<string, JwtBundle>): string =>
  * {@link IdentityNotReadyError} until a fresh SVID arrives. After
  * INVALID_ARGUMENT it stops, as go-spiffe does.
  */
-export class WorkloadApiIdentityProvider implements IdentityProvider {
+export class WorkloadApiIdentityProvider extends IdentityProviderBase {
   readonly #client: WorkloadApiClient;
-  readonly #log: Logger;
   readonly #hint: string | undefined;
   readonly #spiffeId: string | undefined;
-  readonly #updates: UpdateListeners;
-  readonly #errors = new Set<(err: WorkloadIdentityError) => void>();
-  #svid: X509Svid | undefined;
-  #x509 = new Map<string, X509Bundle>();
-  #jwt = new Map<string, JwtBundle>();
-  #bundles = new BundleSet();
-  readonly #expiry: ExpiryWatch;
+  readonly #errors: Listeners<WorkloadIdentityError>;
   #lastError: WorkloadApiError | undefined;
   #watches: WatchHandle[] = [];
-  #closed = false;
   #onFirst: (() => void) | undefined;
 
   private constructor(
@@ -98,14 +78,13 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
     hint: string | undefined,
     spiffeId: string | undefined,
   ) {
+    super({ logger: log });
     this.#client = client;
-    this.#log = log;
     this.#hint = hint;
     this.#spiffeId = spiffeId;
-    this.#updates = new UpdateListeners(log);
-    this.#expiry = new ExpiryWatch(log, (svid) => this.#expiredMessage(svid));
+    this.#errors = new Listeners(log, 'identity error');
     // onError listeners predate onExpired and still hear of an expiry.
-    this.#expiry.add((e) => this.#reportError(new IdentityNotReadyError(e.message)));
+    this.onExpired((e) => this.#reportError(new IdentityNotReadyError(e.message)));
   }
 
   /**
@@ -160,68 +139,21 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
     }
   }
 
-  /** The SPIFFE ID of the current SVID. */
-  get id(): SpiffeId {
-    if (!this.#svid) throw new IdentityNotReadyError();
-    return this.#svid.id;
-  }
-
-  /**
-   * The current X.509-SVID.
-   *
-   * @throws {IdentityNotReadyError} when the provider is closed, or the last SVID expired before a new one arrived.
-   */
-  getX509Svid(): X509Svid {
-    if (this.#closed) throw new IdentityNotReadyError('the Workload API identity provider is closed');
-    if (!this.#svid) throw new IdentityNotReadyError();
-    if (this.#expiry.expired) {
-      throw new IdentityNotReadyError(this.#expiredMessage(this.#svid));
-    }
-    return this.#svid;
-  }
-
-  getX509Bundle(trustDomain: TrustDomain): X509Bundle | undefined {
-    return this.#bundles.getX509Bundle(trustDomain);
-  }
-
-  /** A snapshot of every trusted bundle (X.509 and JWT, own and federated). */
-  getBundleSet(): BundleSet {
-    return this.#bundles.clone();
-  }
-
-  onUpdate(listener: (update: IdentityUpdate) => void): () => void {
-    return this.#updates.add(listener);
-  }
-
-  /**
-   * Called once when the SVID expires before the Workload API delivered a new
-   * one (e.g. the agent is unreachable); the next `'svid'`/`'both'` update ends it.
-   */
-  onExpired(listener: (expiry: IdentityExpiry) => void): () => void {
-    return this.#expiry.add(listener);
-  }
-
   /**
    * Called for each Workload API failure (stream dropped, invalid message,
    * request rejected) and when the held SVID expires without a replacement.
    * Returns the unsubscribe function.
    */
   onError(listener: (error: WorkloadIdentityError) => void): () => void {
-    const entry = (e: WorkloadIdentityError): void => listener(e);
-    this.#errors.add(entry);
-    return () => {
-      this.#errors.delete(entry);
-    };
+    return this.#errors.add(listener);
   }
 
   /** Stops the streams and closes the connection. Idempotent. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
+  override async close(): Promise<void> {
+    if (this.closed) return;
+    await super.close();
     for (const w of this.#watches) w.stop();
-    this.#expiry.close();
     this.#client.close();
-    this.#updates.clear();
     this.#errors.clear();
     await Promise.all(this.#watches.map((w) => w.done));
   }
@@ -231,7 +163,7 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
       onUpdate: (ctx) => this.#applyX509(ctx),
       onError: (err) => this.#reportError(err),
       // Without a usable SVID (expired, or expiring before the next attempt), reconnect at once.
-      needBy: () => this.#svid?.expiresAt.getTime(),
+      needBy: () => this.currentSvid?.expiresAt.getTime(),
     });
     const jwt = this.#client.watchJwtBundles({
       onUpdate: (set) => this.#applyJwt(set),
@@ -240,7 +172,7 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
     this.#watches = [x509, jwt];
     void x509.done.then((err) => {
       if (!err) return;
-      this.#log.error(
+      this.log.error(
         { err },
         'the Workload API rejected the X.509-SVID watch; the provider no longer updates',
       );
@@ -250,17 +182,11 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
 
   #reportError(err: WorkloadIdentityError): void {
     if (err instanceof WorkloadApiError) this.#lastError = err;
-    for (const l of [...this.#errors]) {
-      try {
-        l(err);
-      } catch (e) {
-        this.#log.error({ err: e }, 'identity error listener threw');
-      }
-    }
+    this.#errors.emit(err);
   }
 
   #applyX509(ctx: X509Context): void {
-    if (this.#closed) return;
+    if (this.closed) return;
     const svid =
       this.#hint === undefined && this.#spiffeId === undefined
         ? ctx.defaultSvid
@@ -282,60 +208,23 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
       );
       return;
     }
-    const x509 = new Map(
-      ctx.bundles.trustDomains().flatMap((td) => {
-        const b = ctx.bundles.getX509Bundle(td);
-        return b ? [[td.name, b] as const] : [];
-      }),
-    );
-    const prev = this.#svid;
-    let svidChanged = !prev || !sameChain(prev, svid);
-    const bundlesChanged = !sameX509(this.#x509, x509);
-    this.#svid = svid;
-    this.#x509 = x509;
-    if (svidChanged) {
-      this.#log.info(
+    const prev = this.currentSvid;
+    this.publish({ svid, bundles: merged(ctx.bundles, this.bundles) });
+    if (this.currentSvid !== prev) {
+      this.log.info(
         { id: svid.id.toString(), expiresAt: svid.expiresAt.toISOString() },
         'X.509-SVID updated',
       );
-      // An SVID sent already expired is no rotation: announcing it would end the expiry.
-      svidChanged = this.#expiry.follow(svid);
     }
-    if (bundlesChanged) this.#rebuildBundles();
-    if (this.#onFirst) {
-      this.#onFirst();
-      return;
-    }
-    if (svidChanged || bundlesChanged) {
-      this.#emit(svidChanged && bundlesChanged ? 'both' : svidChanged ? 'svid' : 'bundles');
-    }
+    this.#onFirst?.();
   }
 
   #applyJwt(set: BundleSet): void {
-    if (this.#closed) return;
-    const jwt = new Map<string, JwtBundle>();
-    for (const td of set.trustDomains()) {
-      const b = set.getJwtBundle(td);
-      if (b) jwt.set(td.name, b);
-    }
-    if (jwksText(jwt) === jwksText(this.#jwt)) return;
-    this.#jwt = jwt;
-    this.#rebuildBundles();
-    // Before the first SVID there is nothing to announce; the bundles ride along with it.
-    if (this.#svid && !this.#onFirst) this.#emit('bundles');
+    // Before the first SVID nothing is announced; the bundles ride along with it.
+    this.publish({ bundles: merged(this.bundles, set) });
   }
 
-  #rebuildBundles(): void {
-    this.#bundles = BundleSet.of(...this.#x509.values(), ...this.#jwt.values());
-  }
-
-  #emit(reason: IdentityUpdate['reason']): void {
-    const svid = this.#svid;
-    if (!svid) return;
-    this.#updates.emit({ svid, bundles: this.#bundles.clone(), reason });
-  }
-
-  #expiredMessage(svid: X509Svid): string {
+  protected override expiredMessage(svid: X509Svid): string {
     return (
       `the X.509-SVID of ${svid.id.toString()} expired at ${svid.expiresAt.toISOString()} and the Workload API at ` +
       `${this.#client.address.uri} has not delivered a new one` +
@@ -344,8 +233,16 @@ export class WorkloadApiIdentityProvider implements IdentityProvider {
   }
 }
 
-function sameChain(a: X509Svid, b: X509Svid): boolean {
-  const x = a.toDer().certChain;
-  const y = b.toDer().certChain;
-  return Buffer.from(x).equals(Buffer.from(y));
+/** The X.509 bundles of `x509From` with the JWT bundles of `jwtFrom`: each Workload API stream replaces its half. */
+function merged(x509From: BundleSet, jwtFrom: BundleSet): BundleSet {
+  const set = new BundleSet();
+  for (const td of x509From.trustDomains()) {
+    const b = x509From.getX509Bundle(td);
+    if (b) set.setX509Bundle(b);
+  }
+  for (const td of jwtFrom.trustDomains()) {
+    const b = jwtFrom.getJwtBundle(td);
+    if (b) set.setJwtBundle(b);
+  }
+  return set;
 }
