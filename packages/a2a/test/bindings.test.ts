@@ -551,6 +551,16 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     expect(done.id).toBe(first.id);
     expect(done.status.state).toBe('TASK_STATE_COMPLETED');
     expect(done.artifacts?.[0]?.parts[0]?.text).toBe('city: Lyon');
+    // A message to a task in a terminal state is UnsupportedOperationError (spec §3.1.1): the
+    // handler does not run again and the task, history included, is unchanged.
+    const ran = w.ran.length;
+    const late = await b.call('SendMessage', userText('Paris', { taskId: first.id }));
+    expectFailure(late, 'UNSUPPORTED_OPERATION', -32004, name);
+    expect(w.ran.length).toBe(ran);
+    const after = ok(await b.call('GetTask', { id: first.id })) as Task;
+    expect(after.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(after.history?.map((m) => m.parts[0]?.text)).toEqual(done.history?.map((m) => m.parts[0]?.text));
+    expect(JSON.stringify(after.history)).not.toContain('Paris');
   });
 
   it('SubscribeToTask stays through INPUT_REQUIRED to the answer and the completion; SendStreamingMessage ends at INPUT_REQUIRED', async () => {
