@@ -22,7 +22,8 @@ import {
   StreamResponseSchema,
   TaskPushNotificationConfigSchema,
   TaskSchema,
-  INTERRUPTED_STATES,
+  closesStream,
+  isSettled,
   isTerminal,
   type AgentCard,
   type AgentInterface,
@@ -327,7 +328,7 @@ export class A2AClient {
     for (;;) {
       const task = await this.getTask(url, id, undefined, { signal: options.signal });
       const s = task.status.state;
-      if (isTerminal(s) || (!options.terminalOnly && INTERRUPTED_STATES.has(s))) return task;
+      if (options.terminalOnly ? isTerminal(s) : isSettled(s)) return task;
       if (Date.now() + interval > deadline) {
         throw new A2AClientError('POLL_TIMEOUT', `task ${id} did not finish in time (state ${s})`);
       }
@@ -417,7 +418,7 @@ export class A2AClient {
           else if ('statusUpdate' in e) taskId = e.statusUpdate.taskId;
           else if ('artifactUpdate' in e) taskId = e.artifactUpdate.taskId;
           yield e;
-          if (settles(e)) return;
+          if (closesStream(e)) return;
         }
         // The stream ended before the task settled (e.g. the server cut off a
         // slow reader): resume like after a dropped connection.
@@ -554,7 +555,7 @@ export class A2AClient {
       timeoutMs: left,
     })) {
       const event = validate(StreamResponseSchema, ev.value, method);
-      settled = settles(event);
+      settled = closesStream(event);
       yield ev.eventId === undefined ? event : { ...event, eventId: ev.eventId };
     }
     // A task stream ends at a terminal or interrupted state (or with a
@@ -618,12 +619,6 @@ function isAfter(id: string, last: string): boolean {
   const b = Number(last);
   if (!Number.isSafeInteger(a) || !Number.isSafeInteger(b) || id === '' || last === '') return true;
   return a > b;
-}
-
-function settles(e: StreamResponse): boolean {
-  if ('message' in e) return true;
-  const s = 'task' in e ? e.task.status.state : 'statusUpdate' in e ? e.statusUpdate.status.state : undefined;
-  return s !== undefined && (isTerminal(s) || INTERRUPTED_STATES.has(s));
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

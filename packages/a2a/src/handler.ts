@@ -38,7 +38,7 @@ import type {
   TaskPushNotificationConfig,
   TaskState,
 } from './wire/v1.js';
-import { INTERRUPTED_STATES, isTerminal } from './wire/v1.js';
+import { closesStream, endsTask, isTerminal } from './wire/v1.js';
 
 /** The standard protocol bindings (`protocolBinding` on the card). */
 export type BindingName = 'JSONRPC' | 'HTTP+JSON' | 'GRPC';
@@ -1359,28 +1359,7 @@ function missingExtension(
  * only (§3.1.6). A multi-turn task's subscriber stays through INPUT_REQUIRED
  * and AUTH_REQUIRED to see the answer and the end.
  */
-function endsSubscription(e: StreamResponse): boolean {
-  if ('statusUpdate' in e) return isTerminal(e.statusUpdate.status.state);
-  if ('task' in e) return isTerminal(e.task.status.state);
-  return false;
-}
-
-/**
- * Whether a SendStreamingMessage stream ends after this event: a terminal or
- * interrupted state (§3.5: the client must answer before the task goes on),
- * or a direct message.
- */
-export function closesStream(e: StreamResponse): boolean {
-  if ('statusUpdate' in e) {
-    const s = e.statusUpdate.status.state;
-    return isTerminal(s) || INTERRUPTED_STATES.has(s);
-  }
-  if ('task' in e) {
-    const s = e.task.status.state;
-    return isTerminal(s) || INTERRUPTED_STATES.has(s);
-  }
-  return 'message' in e;
-}
+const endsSubscription: (e: StreamResponse) => boolean = endsTask;
 
 /** Stands in #handlers for a skill answered by a message: never run. */
 const NO_TASK: TaskHandler = () => {

@@ -13,11 +13,11 @@ import type {
 } from './store.js';
 import { InMemoryTaskStore, TaskStoreConflictError, isTaskLeases, isTaskNotifier } from './store.js';
 import type { Artifact, Message, StreamResponse, Struct, Task, TaskState } from './wire/v1.js';
-import { INTERRUPTED_STATES, isTerminal } from './wire/v1.js';
+import { endsTask as eventEndsTask, isSettled, isTerminal, stateOfEvent } from './wire/v1.js';
 import { A2AErrors } from './errors.js';
 
 /** Where every task's write queue starts: a settled promise is only chained from, so one serves all tasks. */
-const SETTLED: Promise<void> = Promise.resolve();
+const RESOLVED: Promise<void> = Promise.resolve();
 
 /** {@link TaskManager.waitForCompletion} gave up; the task goes on. */
 export class WaitTimeoutError extends WeaveError {
@@ -270,7 +270,7 @@ export class TaskManager {
       events,
       pending: [],
       listeners: new Set(),
-      chain: SETTLED,
+      chain: RESOLVED,
       writeQueued: false,
       failures: 0,
       settleWaiters: [],
@@ -327,7 +327,7 @@ export class TaskManager {
           ? { taskId: task.id, contextId: task.contextId, status: task.status }
           : { taskId: task.id, contextId: task.contextId, status: task.status, metadata },
     };
-    this.#emit(live, statusUpdate, isTerminal(state) || INTERRUPTED_STATES.has(state));
+    this.#emit(live, statusUpdate, isSettled(state));
     return true;
   }
 
@@ -457,7 +457,7 @@ export class TaskManager {
       }
       const task = durableView(live).task;
       const st = task.status.state;
-      if (isTerminal(st) || (!options.terminalOnly && INTERRUPTED_STATES.has(st))) {
+      if (options.terminalOnly ? isTerminal(st) : isSettled(st)) {
         return task;
       }
       const settled = await new Promise<TaskRecord>((resolve, reject) => {
@@ -482,7 +482,7 @@ export class TaskManager {
         });
       });
       const now = settled.task.status.state;
-      if (isTerminal(now) || (!options.terminalOnly && INTERRUPTED_STATES.has(now))) {
+      if (options.terminalOnly ? isTerminal(now) : isSettled(now)) {
         return settled.task;
       }
     }
@@ -611,7 +611,7 @@ export class TaskManager {
       events: kept.filter((e) => e.seq <= record.seq),
       pending: [],
       listeners: new Set(),
-      chain: SETTLED,
+      chain: RESOLVED,
       writeQueued: false,
       failures: 0,
       settleWaiters: [],
@@ -924,18 +924,13 @@ function settle(live: Live, record: TaskRecord): void {
 
 /** True for an event after which the task waits (finished, or needs input). */
 function settlesTask(e: StoredEvent): boolean {
-  const ev = e.event;
-  const state =
-    'statusUpdate' in ev ? ev.statusUpdate.status.state : 'task' in ev ? ev.task.status.state : undefined;
-  return state !== undefined && (isTerminal(state) || INTERRUPTED_STATES.has(state));
+  const state = stateOfEvent(e.event);
+  return state !== undefined && isSettled(state);
 }
 
 /** True for the event that ends a task (its terminal status). */
 function endsTask(e: StoredEvent): boolean {
-  const ev = e.event;
-  if ('statusUpdate' in ev) return isTerminal(ev.statusUpdate.status.state);
-  if ('task' in ev) return isTerminal(ev.task.status.state);
-  return false;
+  return eventEndsTask(e.event);
 }
 
 /** Events read from the store per query when replaying. */

@@ -5,8 +5,16 @@ import {
   PartSchema,
   StreamResponseSchema,
   TaskSchema,
+  TASK_STATES,
   V03MessageSchema,
   V03StreamEventSchema,
+  closesStream,
+  endsTask,
+  isInterrupted,
+  isSettled,
+  isTerminal,
+  stateOfEvent,
+  type TaskState,
 } from '../src/index.js';
 import { messageToV03, messageToV1, streamResponseToV03, taskToV03 } from '../src/wire/v03.js';
 
@@ -111,5 +119,40 @@ describe('v0.3 ↔ v1.0', () => {
     expect(working).toMatchObject({ kind: 'status-update', final: false, status: { state: 'working' } });
     expect(done).toMatchObject({ final: true, status: { state: 'canceled' } });
     for (const e of [t, working, done]) expect(V03StreamEventSchema.safeParse(e).success).toBe(true);
+  });
+});
+
+describe('task states', () => {
+  it('settled is terminal or interrupted, and nothing else', () => {
+    const settled = TASK_STATES.filter((s) => isSettled(s));
+    expect(settled.sort()).toEqual(
+      [
+        'TASK_STATE_AUTH_REQUIRED',
+        'TASK_STATE_CANCELED',
+        'TASK_STATE_COMPLETED',
+        'TASK_STATE_FAILED',
+        'TASK_STATE_INPUT_REQUIRED',
+        'TASK_STATE_REJECTED',
+      ].sort(),
+    );
+    for (const s of TASK_STATES) expect(isSettled(s)).toBe(isTerminal(s) || isInterrupted(s));
+    expect(TASK_STATES.filter((s) => isInterrupted(s) && isTerminal(s))).toEqual([]);
+  });
+
+  it('a send stream closes at a settled state or a message; a task ends only at a terminal state', () => {
+    const status = (state: TaskState) => ({
+      statusUpdate: { taskId: 't', contextId: 'c', status: { state } },
+    });
+    expect(stateOfEvent(status('TASK_STATE_WORKING'))).toBe('TASK_STATE_WORKING');
+    expect(closesStream(status('TASK_STATE_WORKING'))).toBe(false);
+    expect(closesStream(status('TASK_STATE_INPUT_REQUIRED'))).toBe(true);
+    expect(endsTask(status('TASK_STATE_INPUT_REQUIRED'))).toBe(false);
+    expect(endsTask({ task: { id: 't', contextId: 'c', status: { state: 'TASK_STATE_FAILED' } } })).toBe(
+      true,
+    );
+    const message = { message: { messageId: 'm', role: 'ROLE_AGENT' as const, parts: [{ text: 'x' }] } };
+    expect(stateOfEvent(message)).toBeUndefined();
+    expect(closesStream(message)).toBe(true);
+    expect(endsTask(message)).toBe(false);
   });
 });

@@ -9,12 +9,13 @@ import {
   A2AError,
   AgentCardSignatureError,
   agentSpiffeId,
+  isInterrupted,
+  isSettled,
   type Artifact,
   type Message,
   type Part,
   type SendMessageParams,
   type Task,
-  type TaskState,
 } from '@weave/a2a';
 import type { PolicyEnforcer } from '@weave/authz';
 import { SpiffeId, type IdentityProvider } from '@weave/identity';
@@ -95,18 +96,6 @@ interface Discovered {
 }
 
 const DISCOVERY_TTL_MS = 300_000;
-const INTERRUPTED: ReadonlySet<TaskState> = new Set([
-  'TASK_STATE_INPUT_REQUIRED',
-  'TASK_STATE_AUTH_REQUIRED',
-]);
-/** States in which a stream legitimately ends. */
-const SETTLED: ReadonlySet<TaskState> = new Set([
-  'TASK_STATE_COMPLETED',
-  'TASK_STATE_FAILED',
-  'TASK_STATE_CANCELED',
-  'TASK_STATE_REJECTED',
-  ...INTERRUPTED,
-]);
 
 /** How many times in a row a broken stream is resumed before the call fails. */
 const STREAM_RESUMES = 3;
@@ -432,7 +421,7 @@ export class Outbound {
             ? new CallError('DEADLINE_EXCEEDED', 'the call ran past its deadline', details)
             : new CallError('CALL_FAILED', 'the call was aborted by the caller', details);
         }
-        if (!SETTLED.has(task.status.state)) {
+        if (!isSettled(task.status.state)) {
           throw new CallError(
             Date.now() >= deadline ? 'DEADLINE_EXCEEDED' : 'CALL_FAILED',
             `the stream ended while the task was ${task.status.state}`,
@@ -448,7 +437,7 @@ export class Outbound {
         if ('message' in r) return resultOfMessage(r.message, options.output, details);
         task = r.task;
       }
-      if (INTERRUPTED.has(task.status.state)) {
+      if (isInterrupted(task.status.state)) {
         // callAgent is one request, one result: a task waiting for input would wait forever.
         peer.client.cancelTask(url, task.id).catch(() => undefined);
       }
@@ -531,7 +520,7 @@ export class Outbound {
         };
       }
       // The server ends the stream here; a break after this point loses nothing.
-      if (task && SETTLED.has(task.status.state)) return task;
+      if (task && isSettled(task.status.state)) return task;
     }
     // The client ends a stream only settled or with an error; the caller says what an unsettled task means.
     if (task) return task;

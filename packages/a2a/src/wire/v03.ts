@@ -16,7 +16,7 @@ import type {
   StreamResponse,
   SendMessageParams,
 } from './v1.js';
-import { isTerminal, INTERRUPTED_STATES } from './v1.js';
+import { isSettled } from './v1.js';
 
 const Metadata = z.record(z.string(), z.unknown());
 
@@ -367,7 +367,7 @@ export function streamResponseToV03(e: StreamResponse): Record<string, unknown> 
       taskId: u.taskId,
       contextId: u.contextId,
       status: statusToV03(u.status),
-      final: isTerminal(u.status.state) || INTERRUPTED_STATES.has(u.status.state),
+      final: isSettled(u.status.state),
     };
     if (u.metadata !== undefined) out.metadata = u.metadata;
     return out;

@@ -6,7 +6,8 @@
  */
 import { z } from 'zod';
 
-const TASK_STATES = [
+/** Every task state, in the order of their protobuf numbers. */
+export const TASK_STATES = [
   'TASK_STATE_UNSPECIFIED',
   'TASK_STATE_SUBMITTED',
   'TASK_STATE_WORKING',
@@ -49,8 +50,23 @@ export const INTERRUPTED_STATES: ReadonlySet<TaskState> = new Set<TaskState>([
   'TASK_STATE_AUTH_REQUIRED',
 ]);
 
+/** True for a state after which the task never changes again (see {@link TERMINAL_STATES}). */
 export function isTerminal(state: TaskState): boolean {
   return TERMINAL_STATES.has(state);
+}
+
+/** True for a state in which the task waits for the client (see {@link INTERRUPTED_STATES}). */
+export function isInterrupted(state: TaskState): boolean {
+  return INTERRUPTED_STATES.has(state);
+}
+
+/**
+ * True for a state in which a task stops on its own: finished, or waiting for
+ * the client. A SendStreamingMessage stream closes here and a blocking send
+ * returns here (A2A §3.1.2, §3.5); only the terminal states end a task.
+ */
+export function isSettled(state: TaskState): boolean {
+  return TERMINAL_STATES.has(state) || INTERRUPTED_STATES.has(state);
 }
 
 /** google.protobuf.Struct: any JSON object. */
@@ -151,6 +167,30 @@ export const StreamResponseSchema: z.ZodType<StreamResponse> = z.union([
   z.object({ statusUpdate: TaskStatusUpdateEventSchema }),
   z.object({ artifactUpdate: TaskArtifactUpdateEventSchema }),
 ]);
+
+/** The task state an event reports: a task's or a status update's; none for a message or an artifact update. */
+export function stateOfEvent(e: StreamResponse): TaskState | undefined {
+  if ('statusUpdate' in e) return e.statusUpdate.status.state;
+  if ('task' in e) return e.task.status.state;
+  return undefined;
+}
+
+/** True for the event that ends a task: the one reporting its terminal state. */
+export function endsTask(e: StreamResponse): boolean {
+  const state = stateOfEvent(e);
+  return state !== undefined && isTerminal(state);
+}
+
+/**
+ * Whether a SendStreamingMessage stream ends after this event: a terminal or
+ * interrupted state (§3.5: the client must answer before the task goes on),
+ * or a direct message.
+ */
+export function closesStream(e: StreamResponse): boolean {
+  if ('message' in e) return true;
+  const state = stateOfEvent(e);
+  return state !== undefined && isSettled(state);
+}
 
 /** Result of SendMessage: a task, or a direct message. */
 export type SendMessageResult = { task: Task } | { message: Message };
