@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import { A2AServer, ORPHAN_REASON, type StreamResponse, type Task } from '@weave/a2a';
+import { A2AServer, ORPHAN_REASON, TaskLeaseLostError, type StreamResponse, type Task } from '@weave/a2a';
 import { PostgresPushConfigStore, PostgresTaskStore, migrate } from '@weave/a2a/postgres';
 import type { SecureChannel } from '@weave/transport';
 import type { MtlsFastifyInstance } from '@weave/transport/server';
@@ -352,6 +352,49 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
       { statusUpdate: { taskId: id, status: { state: 'TASK_STATE_FAILED' } } },
     ]);
     expect(others.filter((r) => r.ran.includes(id))).toEqual([]); // at most once: not re-run
+  });
+
+  it('a replica that loses its lease aborts the handler (TaskLeaseLostError) and writes nothing more; its stream goes on from the store', async () => {
+    const ttl = 1500;
+    const { r: a, cut } = await partitioned(ttl);
+    const b = await replica(db.url, ttl);
+    const gate = `f-${randomUUID()}`;
+    const started = await send(a, gate, true, 'burst');
+    const id = started.result.task.id;
+    await until(() => gates.has(gate));
+    const onA = subscribe(a, id, 0);
+    await until(() => onA.events.length >= 2); // the task, WORKING
+    const signal = a.a2a.manager.signalOf(id) as AbortSignal;
+    await cut.cut();
+    // Still cut off: A gives the task up once its lease must have run out.
+    await until(() => a.aborted.includes(id));
+    expect(signal.reason).toBeInstanceOf(TaskLeaseLostError);
+    expect(a.a2a.manager.isLive(id)).toBe(false);
+    // Another replica claims it and, at most once, fails it.
+    let got = await json(b, 'GetTask', { id });
+    for (
+      const end = Date.now() + 20_000;
+      got.result.status.state !== 'TASK_STATE_FAILED' && Date.now() < end;
+    ) {
+      await new Promise((r) => setTimeout(r, 100));
+      got = await json(b, 'GetTask', { id });
+    }
+    expect(got.result.status.state).toBe('TASK_STATE_FAILED');
+    // A reaches the database again and its handler is let go: it publishes nothing (its signal
+    // aborted), and a write it still attempted would be refused by the fence.
+    await cut.open();
+    gates.get(gate)?.();
+    // The stream opened on A goes on from the table: the FAILED written by the claimer ends it.
+    await onA.done;
+    expect(onA.events.at(-1)?.data.result).toMatchObject({
+      statusUpdate: { status: { state: 'TASK_STATE_FAILED' } },
+    });
+    expect(onA.events.map((e) => e.id)).toEqual(['1', '2', '3']);
+    await new Promise((r) => setTimeout(r, 300));
+    const log = await b.a2a.manager.eventsAfter(id, 0);
+    expect(log?.map((e) => e.seq)).toEqual([1, 2, 3]);
+    got = await json(b, 'GetTask', { id });
+    expect(got.result.artifacts ?? []).toEqual([]);
   });
 
   it('a re-runnable task whose replica loses its lease runs again on another replica; followers see it through to COMPLETED', async () => {

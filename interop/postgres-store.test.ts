@@ -6,7 +6,13 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TaskManager, TaskStoreUnavailableError } from '@weave/a2a';
+import {
+  TaskLeaseLostError,
+  TaskManager,
+  TaskStoreUnavailableError,
+  type Task,
+  type TaskRecord,
+} from '@weave/a2a';
 import {
   PostgresPushConfigStore,
   PostgresTaskStore,
@@ -290,6 +296,70 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
       expect((await store.get(task.id))?.task).toEqual(task);
       expect((await store.get(bare.id))?.task).toEqual(bare);
     });
+  });
+
+  it('fences a runner whose lease expired: its writes are refused (TaskLeaseLostError) before and after another replica takes the task over', async () => {
+    const ttl = 300;
+    const a = new PostgresTaskStore({ pool, leaseTtlMs: ttl });
+    const b = new PostgresTaskStore({ pool, leaseTtlMs: ttl });
+    expect(await a.heartbeat()).toBe(true);
+    const rec = (text: string) => ({
+      task: {
+        id: randomUUID(),
+        contextId: 'c',
+        status: { state: 'TASK_STATE_WORKING' as const },
+        history: [{ ...msg(text) }],
+        artifacts: [],
+      },
+      owner: 'spiffe://t/fence',
+      skill: 's',
+      createdAt: Date.now(),
+      updatedAt: Date.now(),
+      seq: 1,
+    });
+    /** An artifact event for `task`, added to the task as the TaskManager would. */
+    const ev = (task: Task, seq: number, text: string) => {
+      const artifact = { artifactId: `a${seq}`, parts: [{ text }] };
+      (task.artifacts ??= []).push(artifact);
+      return { seq, event: { artifactUpdate: { taskId: task.id, contextId: 'c', artifact } } };
+    };
+    const one = rec('one');
+    const two = rec('two');
+    for (const r of [one, two]) await a.create(r, { seq: 1, event: { task: structuredClone(r.task) } });
+    await a.append(one.task.id, one.task, [ev(one.task, 2, 'while held')], Date.now());
+    // A stalls past its lease (no heartbeat): its writes are refused even before anyone claims.
+    await new Promise((r) => setTimeout(r, ttl + 100));
+    await expect(
+      a.append(two.task.id, two.task, [ev(two.task, 2, 'stale')], Date.now()),
+    ).rejects.toBeInstanceOf(TaskLeaseLostError);
+    // B takes the orphans over and writes; A's late write is refused, B's log stands.
+    expect(await b.heartbeat()).toBe(true);
+    const claimed = await b.claimOrphans(16);
+    expect(claimed.map((r) => r.task.id).sort()).toEqual([one.task.id, two.task.id].sort());
+    const byB = (await b.get(one.task.id)) as TaskRecord;
+    await b.append(one.task.id, byB.task, [ev(byB.task, 3, 'by b')], Date.now());
+    await expect(
+      a.append(one.task.id, one.task, [ev(one.task, 3, 'stale')], Date.now()),
+    ).rejects.toMatchObject({
+      code: 'TASK_LEASE_LOST',
+    });
+    // A comes back: its lease is renewed under a new generation and it says so; the old tasks stay B's.
+    expect(await a.heartbeat()).toBe(false);
+    await expect(
+      a.append(one.task.id, one.task, [ev(one.task, 4, 'stale')], Date.now()),
+    ).rejects.toBeInstanceOf(TaskLeaseLostError);
+    const stored = await b.get(one.task.id);
+    expect(stored?.seq).toBe(3);
+    expect(stored?.task.artifacts?.map((x) => x.parts[0]?.text)).toEqual(['while held', 'by b']);
+    expect((await b.events(two.task.id, 0, 10))?.map((e) => e.seq)).toEqual([1]);
+    // A task A creates under its new lease is A's to write.
+    expect(await a.heartbeat()).toBe(true);
+    const three = rec('three');
+    await a.create(three, { seq: 1, event: { task: structuredClone(three.task) } });
+    await a.append(three.task.id, three.task, [ev(three.task, 2, 'fresh')], Date.now());
+    expect((await b.get(three.task.id))?.seq).toBe(2);
+    await a.close();
+    await b.close();
   });
 
   it('reports an unreachable database as TaskStoreUnavailableError, quickly', async () => {

@@ -980,16 +980,31 @@ export class A2ARequestHandler {
     const id = record.task.id;
     const leave = this.#countSubscriber(id);
     // The stream's close hook needs the subscription, which needs the stream's listener.
-    const held: { sub?: ReturnType<TaskManager['subscribe']> } = {};
+    const held: { sub?: ReturnType<TaskManager['subscribe']>; stop?: () => void } = {};
     const stream = new TaskEventStream(() => {
       held.sub?.unsubscribe();
+      held.stop?.();
       leave();
     });
     const listener = (e: StoredEvent) => {
       stream.push({ event: e.event, seq: e.seq });
       if (endsAt(e.event)) stream.end();
     };
-    const sub = this.manager.subscribe(id, listener, afterSeq);
+    // This replica lost the task (its lease expired): the stream goes on from
+    // the store, where the replica that takes the task over writes its events.
+    const carryOn = (seq: number) => {
+      if (stream.closed) return;
+      this.manager
+        .follow(id, seq, listener, () => stream.end())
+        .then(
+          (stop) => {
+            held.stop = stop;
+            if (stream.closed) stop();
+          },
+          () => stream.close(),
+        );
+    };
+    const sub = this.manager.subscribe(id, listener, afterSeq, carryOn);
     held.sub = sub;
     ctx.signal?.addEventListener('abort', () => stream.close(), { once: true });
     if (!sub) {

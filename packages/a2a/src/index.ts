@@ -51,6 +51,7 @@ export {
   approxJsonBytes,
   TaskStoreConflictError,
   TaskStoreUnavailableError,
+  TaskLeaseLostError,
   isPushConfigStore,
   type TaskNotice,
   type TaskNotifier,

@@ -11,7 +11,13 @@ import type {
   TaskRecord,
   TaskStore,
 } from './store.js';
-import { InMemoryTaskStore, TaskStoreConflictError, isTaskLeases, isTaskNotifier } from './store.js';
+import {
+  InMemoryTaskStore,
+  TaskLeaseLostError,
+  TaskStoreConflictError,
+  isTaskLeases,
+  isTaskNotifier,
+} from './store.js';
 import type { Artifact, Message, StreamResponse, Struct, Task, TaskState } from './wire/v1.js';
 import { endsTask as eventEndsTask, isSettled, isTerminal, stateOfEvent } from './wire/v1.js';
 import { A2AErrors } from './errors.js';
@@ -96,6 +102,8 @@ interface Live {
   /** Events not yet handed to a durable store. */
   pending: StoredEvent[];
   readonly listeners: Set<TaskListener>;
+  /** Listeners that go on from the store when this replica loses the task (see {@link TaskManager.subscribe}). */
+  onLost?: Map<TaskListener, (seq: number) => void>;
   /** Created on first use: most tasks never look at their signal. */
   abort?: AbortController;
   canceled?: unknown;
@@ -149,6 +157,8 @@ export class TaskManager {
   readonly #sweepTimer: NodeJS.Timeout;
   #ticking = false;
   #closed = false;
+  /** When the last heartbeat that renewed the lease was sent (epoch ms). */
+  #leaseOkAt: number | undefined;
 
   constructor(options: TaskManagerOptions = {}) {
     this.store = options.store ?? new InMemoryTaskStore();
@@ -190,7 +200,11 @@ export class TaskManager {
     this.#ticking = true;
     try {
       await this.listen(); // heartbeats once when it first succeeds
-      await leases.heartbeat();
+      const sentAt = Date.now();
+      const kept = await leases.heartbeat();
+      this.#leaseOkAt = sentAt;
+      // Renewed after it had expired: the tasks run here may be another replica's by now.
+      if (!kept) this.#leaseLost();
       for (;;) {
         const orphans = await leases.claimOrphans(16);
         for (const r of orphans) {
@@ -200,9 +214,47 @@ export class TaskManager {
       }
     } catch (err) {
       this.#onStoreError(err, '');
+      // Cut off for longer than the lease: it has expired, by the database's clock too
+      // (it was renewed no earlier than sent), and other replicas may claim the tasks.
+      if (this.#leaseOkAt !== undefined && Date.now() - this.#leaseOkAt > leases.leaseTtlMs) {
+        this.#leaseLost();
+      }
     } finally {
       this.#ticking = false;
     }
+  }
+
+  /**
+   * This replica lost its lease: every task it runs is given up. Their
+   * handlers' signals abort with {@link TaskLeaseLostError}, nothing more of
+   * theirs is written (the store would refuse it), and their streams go on
+   * from the store, where whoever takes the task over writes.
+   */
+  #leaseLost(): void {
+    for (const live of [...this.#live.values(), ...this.#settling.values()]) {
+      this.#drop(live, new TaskLeaseLostError(live.record.task.id));
+    }
+  }
+
+  /** Gives up a task this replica no longer owns (see {@link #leaseLost}). */
+  #drop(live: Live, err: TaskLeaseLostError): void {
+    const id = live.record.task.id;
+    if (this.#live.get(id) !== live && this.#settling.get(id) !== live) return;
+    this.#live.delete(id);
+    if (this.#settling.get(id) === live) this.#settling.delete(id);
+    // Not acknowledged to anyone (an event is told once written): nothing is lost by dropping them.
+    live.pending = [];
+    (live.abort ??= new AbortController()).abort(err);
+    const waiter = live.inputWaiter;
+    live.inputWaiter = undefined;
+    waiter?.reject(err);
+    const seq = live.durable?.seq ?? live.record.seq;
+    const onLost = live.onLost;
+    live.listeners.clear();
+    live.onLost = undefined;
+    for (const carryOn of onLost?.values() ?? []) carryOn(seq);
+    // Waiters read the task from the store from now on.
+    settle(live, durableView(live));
   }
 
   /** True when the store carries notices between replicas: tasks running elsewhere can be followed live. */
@@ -399,9 +451,17 @@ export class TaskManager {
   /**
    * Subscribes to a live task. `afterSeq` asks for the events after that
    * number (reconnection); the backlog and the live feed join without a gap
-   * because both happen in one synchronous step.
+   * because both happen in one synchronous step. `onLost` is called, with
+   * the last event the listener got, if this replica loses the task (its
+   * lease expired): the listener hears nothing more from here, and the
+   * caller may {@link follow} the task in the store from that event on.
    */
-  subscribe(id: string, listener: TaskListener, afterSeq?: number): Subscription | undefined {
+  subscribe(
+    id: string,
+    listener: TaskListener,
+    afterSeq?: number,
+    onLost?: (seq: number) => void,
+  ): Subscription | undefined {
     const live = this.#live.get(id);
     if (!live) return undefined;
     let backlog: StoredEvent[] | undefined = [];
@@ -411,11 +471,13 @@ export class TaskManager {
     const upTo = live.durable?.seq;
     if (upTo !== undefined && backlog) backlog = backlog.filter((e) => e.seq <= upTo);
     live.listeners.add(listener);
+    if (onLost) (live.onLost ??= new Map()).set(listener, onLost);
     return {
       backlog,
       record: durableView(live),
       unsubscribe: () => {
         live.listeners.delete(listener);
+        live.onLost?.delete(listener);
       },
     };
   }
@@ -859,8 +921,12 @@ export class TaskManager {
             continue;
           }
         }
-        live.pending = batch.concat(live.pending);
         this.#onStoreError(err, id);
+        if (err instanceof TaskLeaseLostError) {
+          this.#drop(live, err);
+          return;
+        }
+        live.pending = batch.concat(live.pending);
         // Another writer owns the log now (or the task is gone): retrying cannot help.
         if (err instanceof TaskStoreConflictError || this.#closed) return;
         uncertain = true;

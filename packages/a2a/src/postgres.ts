@@ -30,7 +30,7 @@ import type {
   TaskLeases,
   TaskStore,
 } from './store.js';
-import { TaskStoreConflictError, TaskStoreUnavailableError } from './store.js';
+import { TaskLeaseLostError, TaskStoreConflictError, TaskStoreUnavailableError } from './store.js';
 import * as v1 from './wire/v1.js';
 import type { Artifact, Message, Part, Task, TaskPushNotificationConfig } from './wire/v1.js';
 import { isTerminal } from './wire/v1.js';
@@ -252,6 +252,24 @@ export type PostgresTaskStoreOptions = PostgresConnection & {
 /** The database's clock in epoch ms: leases compare times from one clock, whatever the replicas' clocks say. */
 const DB_NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
 
+/**
+ * The fence of an append (values $1 task id, $14 replica id, $15 the lease
+ * generation this replica runs the task under, or null when it does not run
+ * it): the task is still this replica's, under that generation, and the
+ * lease is current and unexpired. A replica cut off or paused past its lease
+ * cannot write to a task, whether or not another replica took it over yet.
+ */
+const LEASE_HELD = `($15::bigint IS NULL OR EXISTS (
+    SELECT 1 FROM weave_a2a_tasks x JOIN weave_a2a_replicas r ON r.id = x.runner
+    WHERE x.id = $1 AND x.runner = $14 AND x.runner_gen = $15
+      AND r.generation = $15 AND r.expires_at >= ${DB_NOW_MS}))`;
+
+/** What an append statement answers: 1 when it wrote, and whether the fence held. */
+interface AppendRow {
+  n: string;
+  lease: boolean;
+}
+
 interface TaskRow {
   owner: string;
   tenant: string;
@@ -447,14 +465,16 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
     const t = record.task;
     const d = fullDelta(t, record.seq);
     const parts = deltaClauses(d, 15);
-    const r = await this.#db.query<{ n: string }>(
+    const r = await this.#db.query<{ n: string; gen: string | null }>(
       `WITH u AS (
-         INSERT INTO weave_a2a_tasks (id, owner, skill, context_id, state, terminal, task, created_at, updated_at, seq, runner, tenant)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $13, $14)
-         ON CONFLICT (id) DO NOTHING RETURNING id),
+         INSERT INTO weave_a2a_tasks (id, owner, skill, context_id, state, terminal, task, created_at, updated_at, seq, runner, tenant, runner_gen)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $13, $14,
+           -- The task runs under this replica's lease as it is now (see heartbeat).
+           (SELECT generation FROM weave_a2a_replicas WHERE id = $13))
+         ON CONFLICT (id) DO NOTHING RETURNING id, runner_gen),
        e AS (INSERT INTO weave_a2a_events (task_id, seq, event) SELECT id, $11, $12 FROM u RETURNING 1),
        ${parts.sql}
-       SELECT (SELECT count(*) FROM u) AS n`,
+       SELECT (SELECT count(*) FROM u) AS n, (SELECT runner_gen FROM u) AS gen`,
       [
         t.id,
         record.owner,
@@ -474,6 +494,9 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
       ],
     );
     if (Number(r.rows[0]?.n ?? 0) !== 1) throw new TaskStoreConflictError(t.id, 'already exists');
+    const gen = r.rows[0]?.gen;
+    if (gen !== null && gen !== undefined && !isTerminal(t.status.state))
+      this.#running.set(t.id, Number(gen));
     this.#remember(t, d.next);
   }
 
@@ -504,13 +527,14 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
     // sent on commit only, so a replica that reads after it finds the events.
     const text = `WITH u AS (
          UPDATE weave_a2a_tasks SET task = $2, state = $3, terminal = $4, updated_at = $5, seq = $6
-         WHERE id = $1 AND seq = $7 RETURNING id),
+         WHERE id = $1 AND seq = $7 AND ${LEASE_HELD}
+         RETURNING id),
        e AS (
          INSERT INTO weave_a2a_events (task_id, seq, event)
          SELECT u.id, $7 + x.n, x.event FROM u, json_array_elements($8::json) WITH ORDINALITY AS x(event, n)
          RETURNING 1),
        ${parts.sql}
-       SELECT (SELECT count(*) FROM u) AS n,
+       SELECT (SELECT count(*) FROM u) AS n, ${LEASE_HELD} AS lease,
          (SELECT count(pg_notify('${NOTICE_CHANNEL}', 'e:' || $6 || ':' || u.id)) FROM u) AS notified`;
     const values = [
       id,
@@ -522,17 +546,29 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
       first.seq - 1,
       JSON.stringify(events.map((e) => e.event)),
       ...parts.values,
+      this.replicaId,
+      // The lease generation this replica runs the task under; null when it does not run it
+      // (a cancel or a failure recorded for a task running elsewhere, or nowhere).
+      this.#running.get(id) ?? null,
     ];
     this.#written.delete(id);
-    const r = d ? await this.#db.query<{ n: string }>(text, values) : await this.#rewrite(id, text, values);
+    const r = d ? await this.#db.query<AppendRow>(text, values) : await this.#rewrite(id, text, values);
     if (Number(r.rows[0]?.n ?? 0) !== 1) {
+      // The task stays in #running under its old generation: every later write of it from here is refused too.
+      if (r.rows[0]?.lease === false) throw new TaskLeaseLostError(id);
       throw new TaskStoreConflictError(
         id,
         `event ${first.seq} does not follow the stored log (or no such task)`,
       );
     }
+    if (isTerminal(task.status.state)) this.#running.delete(id);
     this.#remember(task, delta.next);
   }
+
+  /** Tasks this replica runs, by the generation of the lease it runs them under (see {@link heartbeat}). */
+  readonly #running = new Map<string, number>();
+  /** This replica's lease generation as last renewed. */
+  #generation: number | undefined;
 
   /** What this store wrote of each task it writes (see {@link partsDelta}); a finished task is forgotten. */
   readonly #written = new Map<string, Written>();
@@ -543,7 +579,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
   }
 
   /** Runs `text` (an append writing every row of the task) after removing the task's history and artifacts, in one transaction. */
-  async #rewrite(id: string, text: string, values: unknown[]): Promise<pg.QueryResult<{ n: string }>> {
+  async #rewrite(id: string, text: string, values: unknown[]): Promise<pg.QueryResult<AppendRow>> {
     let client: pg.PoolClient;
     try {
       client = await this.#db.pool.connect();
@@ -555,7 +591,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
       await client.query('BEGIN');
       await client.query('DELETE FROM weave_a2a_task_history WHERE task_id = $1', [id]);
       await client.query('DELETE FROM weave_a2a_task_artifacts WHERE task_id = $1', [id]);
-      const r = await client.query<{ n: string }>(text, values);
+      const r = await client.query<AppendRow>(text, values);
       await client.query(Number(r.rows[0]?.n ?? 0) === 1 ? 'COMMIT' : 'ROLLBACK');
       return r;
     } catch (err) {
@@ -598,6 +634,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
 
   async delete(id: string): Promise<void> {
     this.#written.delete(id);
+    this.#running.delete(id);
     await this.#db.query('DELETE FROM weave_a2a_tasks WHERE id = $1', [id]);
   }
 
@@ -661,34 +698,50 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
     };
   }
 
+  /**
+   * Renews the lease. One that had expired is renewed under the next
+   * generation: the tasks this replica ran under the old one are orphans
+   * from then on (another replica, or this one, may claim them) and their
+   * writes from here are refused. False when that happened since the last
+   * renewal.
+   */
   async heartbeat(): Promise<boolean> {
-    const r = await this.#db.query<{ old: string | null; now: string }>(
-      `WITH old AS (SELECT expires_at FROM weave_a2a_replicas WHERE id = $1),
-       up AS (
-         INSERT INTO weave_a2a_replicas (id, expires_at) VALUES ($1, ${DB_NOW_MS} + $2)
-         ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at RETURNING 1)
-       SELECT (SELECT expires_at FROM old) AS old, (SELECT count(*) FROM up) AS n, ${DB_NOW_MS} AS now`,
+    const r = await this.#db.query<{ generation: string }>(
+      `INSERT INTO weave_a2a_replicas AS r (id, expires_at, generation) VALUES ($1, ${DB_NOW_MS} + $2, 1)
+       ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at,
+         generation = r.generation + CASE WHEN r.expires_at < ${DB_NOW_MS} THEN 1 ELSE 0 END
+       RETURNING generation`,
       [this.replicaId, this.leaseTtlMs],
     );
-    const row = r.rows[0];
-    return row?.old === null || row?.old === undefined || Number(row.old) >= Number(row.now);
+    const generation = Number(r.rows[0]?.generation);
+    const kept = this.#generation === undefined || this.#generation === generation;
+    this.#generation = generation;
+    return kept;
   }
 
   async claimOrphans(limit: number): Promise<TaskRecord[]> {
     // SKIP LOCKED: replicas reaping at the same moment split the orphans
     // between them; the runner changes in the same statement, so an orphan
     // is claimed once.
-    const r = await this.#db.query<TaskRow & { id: string }>(
+    const r = await this.#db.query<TaskRow & { id: string; runner_gen: string | null }>(
       `WITH dead AS (
          SELECT t.id FROM weave_a2a_tasks t LEFT JOIN weave_a2a_replicas r ON r.id = t.runner
-         WHERE NOT t.terminal AND t.runner IS NOT NULL AND t.runner <> $1
-           AND (r.expires_at IS NULL OR r.expires_at < ${DB_NOW_MS})
+         WHERE NOT t.terminal AND t.runner IS NOT NULL
+           -- The runner's lease expired, or was renewed after expiring (a
+           -- new generation: what ran under the old one is an orphan, also
+           -- for this very replica).
+           AND (r.expires_at IS NULL OR r.expires_at < ${DB_NOW_MS} OR t.runner_gen <> r.generation)
          ORDER BY t.created_at LIMIT $2 FOR UPDATE OF t SKIP LOCKED),
        claimed AS (
-       UPDATE weave_a2a_tasks t SET runner = $1 FROM dead WHERE t.id = dead.id RETURNING t.*)
-       SELECT ${TASK_COLUMNS} FROM claimed t`,
+       UPDATE weave_a2a_tasks t SET runner = $1,
+         runner_gen = (SELECT generation FROM weave_a2a_replicas WHERE id = $1)
+       FROM dead WHERE t.id = dead.id RETURNING t.*)
+       SELECT ${TASK_COLUMNS}, t.runner_gen FROM claimed t`,
       [this.replicaId, Math.max(0, limit)],
     );
+    for (const row of r.rows) {
+      if (row.runner_gen !== null) this.#running.set(row.id, Number(row.runner_gen));
+    }
     return r.rows.map(toRecord);
   }
 

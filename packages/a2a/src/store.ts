@@ -79,6 +79,8 @@ export interface TaskStore {
    *
    * @throws {TaskStoreConflictError} when the task is unknown or `events`
    *   does not continue its log (another writer got there first); nothing changes.
+   * @throws {TaskLeaseLostError} (a store with {@link TaskLeases}) when this
+   *   replica runs the task and its lease expired; nothing changes.
    * @throws {TaskStoreUnavailableError} when the backing service cannot be reached (retryable).
    */
   append(id: string, task: Task, events: readonly StoredEvent[], updatedAt: number): Promise<void>;
@@ -170,7 +172,9 @@ export interface TaskLeases {
   readonly leaseTtlMs: number;
   /**
    * Renews this replica's lease for {@link leaseTtlMs}. False when it had
-   * already expired (its tasks may have been claimed by others meanwhile).
+   * already expired (its tasks may have been claimed by others meanwhile):
+   * the tasks it ran are no longer its own, and their writes are refused
+   * with {@link TaskLeaseLostError}.
    *
    * @throws {TaskStoreUnavailableError} when the backing service cannot be reached.
    */
@@ -226,6 +230,21 @@ export class TaskStoreOverBudgetError extends WeaveError {
 export class TaskStoreConflictError extends WeaveError {
   constructor(taskId: string, detail: string) {
     super('TASK_STORE_CONFLICT', `task ${taskId}: ${detail}`);
+  }
+}
+
+/**
+ * This replica no longer holds the lease under which it ran the task: it was
+ * cut off (or paused) for longer than the lease, and the task is, or may be,
+ * another replica's now. The write was refused and changed nothing; the
+ * handler must stop.
+ */
+export class TaskLeaseLostError extends WeaveError {
+  constructor(taskId: string) {
+    super(
+      'TASK_LEASE_LOST',
+      `task ${taskId}: this replica's lease expired (cut off or paused for longer than the lease); another replica takes the task over`,
+    );
   }
 }
 
