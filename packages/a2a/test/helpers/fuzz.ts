@@ -64,7 +64,13 @@ export async function checkProperty<Ts>(
   );
   const file = process.env.FUZZ_SUMMARY;
   if (file) appendFileSync(file, `${JSON.stringify(summary)}\n`);
-  if (details.failed) throw new Error(fc.defaultReportMessage(details) ?? `${name} failed`);
+  if (details.failed) {
+    const cause = details.errorInstance;
+    throw new Error(
+      `${fc.defaultReportMessage(details) ?? `${name} failed`}\nFailure: ${cause instanceof Error ? cause.message : String(cause)}`,
+      { cause },
+    );
+  }
 }
 
 /** Strings that have broken parsers before: unicode, lone surrogates, NUL, control and RTL characters. */
