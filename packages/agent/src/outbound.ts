@@ -20,7 +20,6 @@ import {
 import type { PolicyEnforcer } from '@weave/authz';
 import { SpiffeId, type IdentityProvider } from '@weave/identity';
 import {
-  CircuitBreakerRegistry,
   CircuitOpenError,
   ClientCertificateRequiredError,
   PeerVerificationError,
@@ -114,7 +113,6 @@ export class Outbound {
   readonly #urls = new Map<string, SpiffeId>();
   readonly #discovered = new Map<string, Discovered>();
   readonly #channels = new Map<string, Peer>();
-  readonly #breakers: CircuitBreakerRegistry;
   readonly #channelFactory: ChannelFactory | undefined;
   #closed = false;
 
@@ -138,10 +136,9 @@ export class Outbound {
       connectTimeoutMs: t.connectTimeoutMs,
       requestTimeoutMs: t.requestTimeoutMs,
       retry: { retries: t.retries },
-      // Breaking is done per peer below, around the whole A2A call.
-      circuitBreaker: false,
+      // No circuitBreaker setting: each peer's channel breaks with the
+      // transport's default, on the requests the A2A client dispatches.
     };
-    this.#breakers = new CircuitBreakerRegistry({ isFailure: countsAgainstPeer });
     for (const p of opts.config.peers) this.addPeer(p.id, p.url);
   }
 
@@ -160,9 +157,11 @@ export class Outbound {
     return [...this.#peers.values()].map((p) => ({ id: p.id.toString(), url: p.url }));
   }
 
-  /** Circuit state per peer, for diagnostics. */
+  /** Circuit state per peer called so far (its channel's breaker), for diagnostics. */
   circuitStates(): Record<string, string> {
-    return Object.fromEntries(this.#breakers.metrics().map((m) => [m.name, m.state]));
+    return Object.fromEntries(
+      [...this.#channels].map(([peer, p]) => [peer, p.channel.circuitBreaker?.state ?? 'closed']),
+    );
   }
 
   async call(
@@ -219,8 +218,16 @@ export class Outbound {
         );
       }
       const peer = this.#peer(id, details);
-      const result = await this.#breakers.execute(id, () =>
-        this.#send(peer, url, capability, input, options, parent?.signal, trace, deadline, details),
+      const result = await this.#send(
+        peer,
+        url,
+        capability,
+        input,
+        options,
+        parent?.signal,
+        trace,
+        deadline,
+        details,
       );
       outcome = 'success';
       return result;
@@ -247,7 +254,6 @@ export class Outbound {
 
   async close(): Promise<void> {
     this.#closed = true;
-    this.#breakers.shutdown();
     const peers = [...this.#channels.values()];
     this.#channels.clear();
     await Promise.all(peers.map((p) => p.channel.close().catch(() => undefined)));
@@ -539,7 +545,8 @@ export class Outbound {
     if (err instanceof ClientCertificateRequiredError) {
       return new CallError('CLIENT_CERTIFICATE_REQUIRED', err.message, d, { cause: err });
     }
-    if (err instanceof CircuitOpenError) {
+    const open = findCause(err, (e) => e instanceof CircuitOpenError);
+    if (open) {
       return new CallError('CALL_FAILED', `circuit open for ${d.callee ?? d.target}: not calling`, d, {
         cause: err,
       });
@@ -615,16 +622,6 @@ export class Outbound {
 }
 
 /** Whether an error says something about the peer's health (for the circuit breaker). */
-function countsAgainstPeer(err: unknown): boolean {
-  // The peer answered (an A2A error or a failed task): it is up. Our own aborts say nothing.
-  if (err instanceof A2AError || err instanceof CallError) return false;
-  // Our own SVID is missing or expired: the peer's health is not in question.
-  if (findCause(err, (e) => e instanceof TransportIdentityError)) return false;
-  if (findCause(err, (e) => isDeadlineReason(e) || (e as { code?: unknown }).code === 'UND_ERR_ABORTED'))
-    return false;
-  return true;
-}
-
 function findCause(err: unknown, pred: (e: object) => boolean): object | undefined {
   let e: unknown = err;
   for (let i = 0; i < 6 && e !== null && typeof e === 'object'; i++) {

@@ -100,7 +100,9 @@ describe('SecureAgent on a fastify instance of your own, called through your own
     await c.callAgent(ID.search, 'search', { q: 'again' });
     expect(ran - before).toBe(2);
     expect(built).toHaveLength(1); // one channel per peer, reused
-    expect(built[0]).toMatchObject({ peer: ID.search, defaults: { circuitBreaker: false } });
+    expect(built[0]).toMatchObject({ peer: ID.search, defaults: { retry: { retries: expect.any(Number) } } });
+    // The breaker is the channel's own (transport default), not switched off for an agent-level one.
+    expect(built[0]!.defaults).not.toHaveProperty('circuitBreaker');
   });
 
   it('a factory returning a plain undici Agent: CLIENT_CERTIFICATE_REQUIRED, nothing sent', async () => {

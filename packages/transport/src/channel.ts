@@ -14,7 +14,7 @@ import {
 import { parseTransportConfig, type TransportConfig, type TransportConfigInput } from './config.js';
 import { CircuitBreaker } from './circuit-breaker.js';
 import { PeerVerificationError, TransportError, TransportIdentityError } from './errors.js';
-import { RetryPolicy, isIdempotentMethod } from './retry.js';
+import { RetryPolicy } from './retry.js';
 import {
   bundlesPem,
   certChainDer,
@@ -174,7 +174,7 @@ export class SecureChannel extends Dispatcher {
             ...this.config.circuitBreaker,
             name: this.expectedPeer,
             // The caller's own abort says nothing about the peer's health.
-            isFailure: (err) => errorCode(err) !== 'UND_ERR_ABORTED',
+            isFailure: (err) => errorCode(err) !== 'UND_ERR_ABORTED' && err !== CALLER_ABORTED,
           });
     this.#unsubscribe = identity.onUpdate(() => this.#rotate());
   }
@@ -473,11 +473,15 @@ export class SecureChannel extends Dispatcher {
   }
 
   /**
-   * undici's low-level entry point: routes the request to the current inner
-   * Agent. A failure that proves nothing was sent (before the connection
-   * carried the request) is retried; once sent, only idempotent requests with
-   * a replayable body are, so a GOAWAY or an idle-session close does not fail
-   * a request that can safely be repeated.
+   * undici's low-level entry point (used by `fetch`, `undici.request` and the
+   * A2A client): routes the request to the current inner Agent, through the
+   * circuit breaker, and repeats a failed attempt when
+   * {@link RetryPolicy.shouldRetry} says it is safe (the rule of
+   * {@link SecureChannel.request} too, here knowing whether a connection
+   * carried the request), so a GOAWAY or an idle-session close does not fail
+   * a request that can safely be repeated. Handlers of undici's classic shape
+   * (every client above) get both; a handler of the newer shape
+   * (`onRequestStart`, from interceptors) is passed through as is.
    */
   override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     if (!isHttpsOrigin(options.origin)) {
@@ -497,23 +501,45 @@ export class SecureChannel extends Dispatcher {
       }
       throw expired;
     }
-    const legacy = typeof handler.onError === 'function' && typeof handler.onRequestStart !== 'function';
-    const h =
-      !legacy || this.config.retry.retries === 0
-        ? handler
-        : new SafeRetryHandler(this.#retryDeps, options, handler);
-    // Written from the event loop's check phase rather than from inside the
-    // socket read that settled the previous request (where a caller's next
-    // request usually comes from): over TLS on Node 20 the same request then
-    // costs far less CPU to send (bench/: about 9 µs per call on the caller).
-    // The Agent current at that moment takes it: a rotation may come in between.
-    setImmediate(() => this.#agent.dispatch(options, h));
+    const classic = typeof handler.onError === 'function' && typeof handler.onRequestStart !== 'function';
+    if (!classic || (this.config.retry.retries === 0 && !this.#breaker)) {
+      // Written from the event loop's check phase rather than from inside the
+      // socket read that settled the previous request (where a caller's next
+      // request usually comes from): over TLS on Node 20 the same request then
+      // costs far less CPU to send (bench/: about 9 µs per call on the caller).
+      // The Agent current at that moment takes it: a rotation may come in between.
+      setImmediate(() => this.#agent.dispatch(options, handler));
+      return true;
+    }
+    const h = new ChannelHandler(this.#attemptDeps, options, handler);
+    setImmediate(() => h.attempt());
     return true;
   }
 
-  // What the dispatch-level retry handler may use: always the current Agent.
-  readonly #retryDeps: RetryDeps = {
-    redispatch: (options, handler) => this.#agent.dispatch(options, handler),
+  // What a dispatched request's handler runs each attempt through: the breaker, then the current Agent.
+  readonly #attemptDeps: AttemptDeps = {
+    send: (options, handler) => {
+      const breaker = this.#breaker;
+      if (!breaker) {
+        this.#agent.dispatch(options, handler);
+        return;
+      }
+      let ran = false;
+      breaker
+        .execute(
+          () =>
+            new Promise<void>((resolve, reject) => {
+              ran = true;
+              handler.watch(resolve, reject);
+              this.#agent.dispatch(options, handler);
+            }),
+        )
+        .catch((err: unknown) => {
+          // Refused by an open (or shut down) circuit: the attempt never ran.
+          // Otherwise the handler has already seen the failure.
+          if (!ran) handler.onError(err as Error);
+        });
+    },
     isClosed: () => this.#closed,
     policy: () => this.#retry,
   };
@@ -735,49 +761,87 @@ function withTarget(
   return o;
 }
 
-/**
- * Wraps a legacy undici handler: repeats the request after a failure when
- * nothing was sent yet (no `onConnect`), or when the request is idempotent
- * with a replayable body and no response started. Security failures
- * (TransportError) are never retried.
- */
-interface RetryDeps {
-  readonly redispatch: (options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler) => boolean;
+/** What an attempt of a dispatched request goes through (see {@link SecureChannel.dispatch}). */
+interface AttemptDeps {
+  /** Dispatches one attempt on the current Agent, through the breaker. */
+  readonly send: (options: Dispatcher.DispatchOptions, handler: ChannelHandler) => void;
   readonly isClosed: () => boolean;
   readonly policy: () => RetryPolicy;
 }
 
-class SafeRetryHandler implements Dispatcher.DispatchHandler {
+/** What the breaker counts for an attempt the caller aborted: nothing against the peer. */
+const CALLER_ABORTED = new Error('aborted by the caller');
+
+/**
+ * Wraps a classic undici handler for the attempts of one request: tells the
+ * breaker how each attempt ended (a response started, or a failure before
+ * one) and repeats it when {@link RetryPolicy.shouldRetry} allows, knowing
+ * whether a connection carried it (`onConnect`) and whether a response
+ * started.
+ */
+class ChannelHandler implements Dispatcher.DispatchHandler {
   #sent = false;
   #responded = false;
-  readonly #deps: RetryDeps;
+  #callerAborted = false;
+  readonly #deps: AttemptDeps;
   readonly #opts: Dispatcher.DispatchOptions;
   readonly #inner: Dispatcher.DispatchHandler;
   #attempt = 0;
+  #outcome: { ok: () => void; fail: (err: unknown) => void } | undefined;
 
-  constructor(deps: RetryDeps, opts: Dispatcher.DispatchOptions, inner: Dispatcher.DispatchHandler) {
+  constructor(deps: AttemptDeps, opts: Dispatcher.DispatchOptions, inner: Dispatcher.DispatchHandler) {
     this.#deps = deps;
     this.#opts = opts;
     this.#inner = inner;
   }
 
+  /** Runs the next attempt. */
+  attempt(): void {
+    try {
+      this.#deps.send(this.#opts, this);
+    } catch (e) {
+      this.#inner.onError?.(e as Error);
+    }
+  }
+
+  /** Reports the current attempt's outcome to the breaker. */
+  watch(ok: () => void, fail: (err: unknown) => void): void {
+    this.#outcome = { ok, fail };
+  }
+
+  #settle(err?: Error): void {
+    const o = this.#outcome;
+    if (!o) return;
+    this.#outcome = undefined;
+    if (err === undefined) o.ok();
+    else o.fail(this.#callerAborted ? CALLER_ABORTED : err);
+  }
+
   onConnect(abort: (err?: Error) => void): void {
     this.#sent = true;
-    this.#inner.onConnect?.(abort);
+    // The caller (its signal, its timeout) aborts through this function: such
+    // a failure is neither the peer's fault nor to be repeated.
+    this.#inner.onConnect?.((err) => {
+      this.#callerAborted = true;
+      abort(err);
+    });
   }
 
   onResponseStarted(): void {
     this.#responded = true;
+    this.#settle();
     this.#inner.onResponseStarted?.();
   }
 
   onHeaders(statusCode: number, headers: Buffer[], resume: () => void, statusText: string): boolean {
     this.#responded = true;
+    this.#settle();
     return this.#inner.onHeaders?.(statusCode, headers, resume, statusText) ?? true;
   }
 
   onUpgrade(statusCode: number, headers: Buffer[] | string[] | null, socket: Duplex): void {
     this.#responded = true;
+    this.#settle();
     this.#inner.onUpgrade?.(statusCode, headers, socket);
   }
 
@@ -794,44 +858,25 @@ class SafeRetryHandler implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
+    this.#settle(err);
     const policy = this.#deps.policy();
-    const safe =
-      !this.#responded &&
+    const retry =
+      !this.#callerAborted &&
       !this.#deps.isClosed() &&
       this.#attempt < policy.options.retries &&
-      !(err instanceof TransportError) &&
-      errorCode(err) !== 'UND_ERR_ABORTED' &&
-      (this.#sent
-        ? isIdempotentMethod(this.#opts.method) &&
-          isReplayable(this.#opts.body) &&
-          policy.shouldRetry(err, { method: this.#opts.method })
-        : // Nothing left this process: a plain network failure before the request was written.
-          !isUserError(err));
-    if (!safe) {
+      policy.shouldRetry(err, {
+        method: this.#opts.method,
+        replayable: isReplayable(this.#opts.body),
+        sent: this.#sent,
+        responded: this.#responded,
+      });
+    if (!retry) {
       this.#inner.onError?.(err);
       return;
     }
     this.#attempt++;
     this.#sent = false;
-    const delay = policy.delayFor(this.#attempt);
-    setTimeout(() => {
-      try {
-        this.#deps.redispatch(this.#opts, this);
-      } catch (e) {
-        this.#inner.onError?.(e as Error);
-      }
-      // Not unref'd: a caller awaiting this request must keep the process alive.
-    }, delay);
+    // Not unref'd: a caller awaiting this request must keep the process alive.
+    setTimeout(() => this.attempt(), policy.delayFor(this.#attempt));
   }
-}
-
-// Errors raised by undici for a request that is wrong in itself: repeating it cannot help.
-function isUserError(err: unknown): boolean {
-  const code = errorCode(err);
-  return (
-    code === 'UND_ERR_INVALID_ARG' ||
-    code === 'UND_ERR_NOT_SUPPORTED' ||
-    code === 'UND_ERR_DESTROYED' ||
-    code === 'UND_ERR_CLOSED'
-  );
 }

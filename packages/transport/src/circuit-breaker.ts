@@ -28,7 +28,7 @@ export interface CircuitMetrics {
 
 /** Options of a single {@link CircuitBreaker}. */
 export interface CircuitBreakerInit extends CircuitBreakerOptionsInput {
-  /** Shown in errors and metrics; the registry uses the peer's SPIFFE ID. */
+  /** Shown in errors and metrics; a channel uses the peer it verifies. */
   readonly name?: string;
   /**
    * Returns false for errors that say nothing about the peer's health (e.g. the
@@ -125,52 +125,5 @@ export class CircuitBreaker {
   /** Stops the breaker's timers. Further calls run nothing and fail. */
   shutdown(): void {
     this.#breaker.shutdown();
-  }
-}
-
-/**
- * One {@link CircuitBreaker} per peer (keyed by SPIFFE ID string), created on
- * first use with shared options, so one failing peer never blocks calls to others.
- */
-export class CircuitBreakerRegistry {
-  readonly #breakers = new Map<string, CircuitBreaker>();
-  readonly #init: Omit<CircuitBreakerInit, 'name'>;
-
-  constructor(init: Omit<CircuitBreakerInit, 'name'> = {}) {
-    // Validate once up front so a bad config fails at construction, not on first call.
-    new CircuitBreaker({ ...init, name: 'validation' }).shutdown();
-    this.#init = init;
-  }
-
-  /** The breaker of `peer`, created on first use. */
-  get(peer: { toString(): string } | string): CircuitBreaker {
-    const key = peer.toString();
-    let b = this.#breakers.get(key);
-    if (!b) {
-      b = new CircuitBreaker({ ...this.#init, name: key });
-      this.#breakers.set(key, b);
-    }
-    return b;
-  }
-
-  /** Runs `fn` through `peer`'s breaker. */
-  execute<T>(peer: { toString(): string } | string, fn: () => Promise<T>): Promise<T> {
-    return this.get(peer).execute(fn);
-  }
-
-  /** State of `peer`'s breaker (`closed` for a peer never called). */
-  state(peer: { toString(): string } | string): CircuitState {
-    return this.#breakers.get(peer.toString())?.state ?? CircuitState.Closed;
-  }
-
-  /** Metrics of every breaker. */
-  metrics(): CircuitMetrics[] {
-    return [...this.#breakers.values()].map((b) => b.metrics());
-  }
-
-  /** Shuts every breaker down. */
-  shutdown(): void {
-    for (const b of this.#breakers.values()) b.shutdown();
-    this.#breakers.clear();
   }
 }

@@ -36,17 +36,6 @@ export class CircuitOpenError extends TransportError {
   }
 }
 
-/** The connection pool has no free slot for the target within the acquire timeout. */
-export class PoolExhaustedError extends TransportError {
-  readonly target: string;
-  readonly limit: 'perTarget' | 'total';
-  constructor(target: string, limit: 'perTarget' | 'total', detail: string) {
-    super('POOL_EXHAUSTED', `connection pool exhausted for ${target} (${limit} limit): ${detail}`);
-    this.target = target;
-    this.limit = limit;
-  }
-}
-
 /** A transport configuration was rejected; `issues` lists every problem found. */
 export class TransportConfigError extends TransportError {
   readonly issues: readonly string[];

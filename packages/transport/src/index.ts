@@ -1,7 +1,7 @@
 /**
  * @weave/transport — SPIFFE mTLS for Weave: a verifying undici client
- * (`SecureChannel`), TLS options and rotation for any Node TLS server, pooling,
- * retry and circuit breaking. The fastify plugin and server factory are in
+ * (`SecureChannel`) with its retry rule and circuit breaker, and TLS options
+ * and rotation for any Node TLS server. The fastify plugin and server factory are in
  * `@weave/transport/server`.
  *
  * @packageDocumentation
@@ -10,7 +10,6 @@ export {
   TransportError,
   PeerVerificationError,
   CircuitOpenError,
-  PoolExhaustedError,
   TransportConfigError,
   TransportIdentityError,
   ClientCertificateRequiredError,
@@ -40,7 +39,6 @@ export {
 } from './retry.js';
 export {
   CircuitBreaker,
-  CircuitBreakerRegistry,
   CircuitState,
   type CircuitBreakerInit,
   type CircuitMetrics,
@@ -63,14 +61,6 @@ export {
   type TlsRefusalLog,
   type TlsRefusalLogRate,
 } from './server-options.js';
-export {
-  ConnectionPool,
-  PoolConfigSchema,
-  type PoolConfig,
-  type PoolConfigInput,
-  type PoolLease,
-  type PoolStats,
-} from './pool.js';
 /**
  * The check `mtlsAuth` runs on every caller, for servers that are not
  * fastify (the A2A gRPC binding): the peer's chain verified against the

@@ -36,6 +36,15 @@ const TRANSIENT_CODES = new Set([
   'ERR_HTTP2_STREAM_CANCEL',
 ]);
 
+// Errors raised by undici for a request that is wrong in itself (or a closed
+// dispatcher): repeating it cannot help.
+const REQUEST_ERROR_CODES = new Set([
+  'UND_ERR_INVALID_ARG',
+  'UND_ERR_NOT_SUPPORTED',
+  'UND_ERR_DESTROYED',
+  'UND_ERR_CLOSED',
+]);
+
 function codesOf(err: unknown): string[] {
   const out: string[] = [];
   let cur: unknown = err;
@@ -59,12 +68,21 @@ export function isTransientNetworkError(err: unknown): boolean {
   return codesOf(err).some((c) => NOT_SENT_CODES.has(c) || TRANSIENT_CODES.has(c));
 }
 
-/** What {@link RetryPolicy.run} needs to know about the operation to decide on retries. */
+/** What {@link RetryPolicy.shouldRetry} needs to know about the operation to decide on retries. */
 export interface RetryContext {
   /** HTTP method; decides idempotency. */
   readonly method: string;
   /** False when the body is a stream that cannot be sent a second time. */
   readonly replayable?: boolean;
+  /**
+   * What the caller saw of the failed attempt, when it can tell (the
+   * `dispatch()` path watches undici's handler events): false when no
+   * connection carried the request (nothing left this process), true once
+   * one did. Unknown (undefined): the error's code decides.
+   */
+  readonly sent?: boolean;
+  /** True when a response had started: its status and body may have reached the caller, so nothing is repeated. */
+  readonly responded?: boolean;
   /** Aborts waiting and further attempts. */
   readonly signal?: AbortSignal;
 }
@@ -94,9 +112,21 @@ export class RetryPolicy {
     return Math.floor(random() * bound);
   }
 
-  /** Decides whether a failed attempt may be repeated. */
+  /**
+   * Decides whether a failed attempt may be repeated: the one rule of both of
+   * `SecureChannel`'s paths (`request()` and `dispatch()`). Never after a
+   * response started, a security or config failure, an open circuit, or the
+   * caller's abort; always when nothing left this process (unless the request
+   * itself is wrong); when the error proves the request was not sent and the
+   * body can be sent again; else only an idempotent request with a replayable
+   * body after a network failure. The budget (`retries`) is the caller's to count.
+   */
   shouldRetry(err: unknown, ctx: RetryContext): boolean {
+    if (ctx.responded === true) return false;
     if (err instanceof CircuitOpenError || err instanceof TransportError) return false;
+    const code = (err as { code?: unknown } | null)?.code;
+    if (code === 'UND_ERR_ABORTED') return false;
+    if (ctx.sent === false) return typeof code !== 'string' || !REQUEST_ERROR_CODES.has(code);
     if (provesNothingSent(err)) return ctx.replayable !== false;
     return isIdempotentMethod(ctx.method) && ctx.replayable !== false && isTransientNetworkError(err);
   }

@@ -1,12 +1,6 @@
 import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  CircuitBreaker,
-  CircuitBreakerRegistry,
-  CircuitOpenError,
-  CircuitState,
-  TransportConfigError,
-} from '../src/index.js';
+import { CircuitBreaker, CircuitOpenError, CircuitState, TransportConfigError } from '../src/index.js';
 import { EventEmitter } from 'node:events';
 
 const cleanups: (() => void)[] = [];
@@ -88,25 +82,5 @@ describe('CircuitBreaker', () => {
 
   it('rejects invalid options', () => {
     expect(() => new CircuitBreaker({ errorThresholdPercentage: 0 })).toThrow(TransportConfigError);
-  });
-});
-
-describe('CircuitBreakerRegistry', () => {
-  it('keeps one breaker per peer: a failing peer does not block another', async () => {
-    const r = new CircuitBreakerRegistry({ volumeThreshold: 2, resetTimeoutMs: 60_000 });
-    cleanups.push(() => r.shutdown());
-    const bad = 'spiffe://a.test/bad';
-    const good = 'spiffe://a.test/good';
-    await expect(r.execute(bad, fail)).rejects.toThrow();
-    await expect(r.execute(bad, fail)).rejects.toThrow();
-    expect(r.state(bad)).toBe(CircuitState.Open);
-    await expect(r.execute(bad, async () => 1)).rejects.toBeInstanceOf(CircuitOpenError);
-    await expect(r.execute(good, async () => 2)).resolves.toBe(2);
-    expect(r.state(good)).toBe(CircuitState.Closed);
-    const names = r
-      .metrics()
-      .map((m) => m.name)
-      .sort();
-    expect(names).toEqual([bad, good]);
   });
 });

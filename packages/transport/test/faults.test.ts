@@ -6,7 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import * as https from 'node:https';
 import * as net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { fetch as undiciFetch } from 'undici';
+import { fetch as undiciFetch, request as undiciRequest } from 'undici';
 import { authorizeId } from '@weave/identity';
 import { type DevCaIdentityProvider } from '@weave/identity/dev';
 import {
@@ -258,26 +258,31 @@ describe('HTTP/2 GOAWAY and idle closes', () => {
   }
 });
 
+/** A peer that is down (a TCP server dropping every connection) and a channel to it that opens after 3 failures. */
+async function downPeer() {
+  let n = 0;
+  const refuser = net.createServer((s) => {
+    n++;
+    s.destroy();
+  });
+  refuser.listen(0, '127.0.0.1');
+  await once(refuser, 'listening');
+  const port = portOf(refuser);
+  const ch = channel({
+    retry: { retries: 0 },
+    circuitBreaker: { volumeThreshold: 3, errorThresholdPercentage: 50, resetTimeoutMs: 300 },
+  });
+  return { refuser, port, url: `https://127.0.0.1:${port}/`, connections: () => n, ch };
+}
+
 describe('circuit breaker on a channel', () => {
   it('opens after the threshold, refuses without connecting, half-opens after its timeout and closes on success', async () => {
-    let connections = 0;
-    const refuser = net.createServer((s) => {
-      connections++;
-      s.destroy();
-    });
-    refuser.listen(0, '127.0.0.1');
-    await once(refuser, 'listening');
-    const port = portOf(refuser);
-    const ch = channel({
-      retry: { retries: 0 },
-      circuitBreaker: { volumeThreshold: 3, errorThresholdPercentage: 50, resetTimeoutMs: 300 },
-    });
-    const url = `https://127.0.0.1:${port}/`;
+    const { refuser, port, url, connections, ch } = await downPeer();
     for (let i = 0; i < 3; i++) await expect(ch.get(url)).rejects.toBeDefined();
     expect(ch.circuitBreaker?.state).toBe(CircuitState.Open);
-    const before = connections;
+    const before = connections();
     await expect(ch.get(url)).rejects.toBeInstanceOf(CircuitOpenError);
-    expect(connections).toBe(before); // refused locally
+    expect(connections()).toBe(before); // refused locally
 
     // The peer comes back on the same port.
     await new Promise((r) => refuser.close(r));
@@ -286,5 +291,38 @@ describe('circuit breaker on a channel', () => {
     const res = await ch.get(url);
     expect(await res.body.text()).toBe('healthy');
     expect(ch.circuitBreaker?.state).toBe(CircuitState.Closed);
+  });
+
+  it('dispatch() (undici.request, fetch, the A2A client) meets the same breaker: opens, refuses without connecting, closes', async () => {
+    const { refuser, port, url, connections, ch } = await downPeer();
+    for (let i = 0; i < 3; i++) await expect(undiciRequest(url, { dispatcher: ch })).rejects.toBeDefined();
+    expect(ch.circuitBreaker?.state).toBe(CircuitState.Open);
+    const before = connections();
+    await expect(undiciRequest(url, { dispatcher: ch })).rejects.toBeInstanceOf(CircuitOpenError);
+    const viaFetch = await undiciFetch(url, { dispatcher: ch }).catch((e: unknown) => e);
+    expect((viaFetch as Error).cause).toBeInstanceOf(CircuitOpenError);
+    expect(connections()).toBe(before); // refused locally
+
+    await new Promise((r) => refuser.close(r));
+    await vi.waitFor(() => expect(ch.circuitBreaker?.state).toBe(CircuitState.HalfOpen), { timeout: 5_000 });
+    await httpsServer((_req, res) => res.end('healthy'), port);
+    const res = await undiciRequest(url, { dispatcher: ch });
+    expect(await res.body.text()).toBe('healthy');
+    expect(ch.circuitBreaker?.state).toBe(CircuitState.Closed);
+  });
+
+  it("the caller's own aborts on the dispatch path do not count against the peer", async () => {
+    const { url } = await httpsServer(() => undefined); // never answers
+    const ch = channel({
+      retry: { retries: 0 },
+      circuitBreaker: { volumeThreshold: 2, errorThresholdPercentage: 50, resetTimeoutMs: 60_000 },
+    });
+    for (let i = 0; i < 4; i++) {
+      await expect(
+        undiciRequest(url, { dispatcher: ch, signal: AbortSignal.timeout(100) }),
+      ).rejects.toBeDefined();
+    }
+    expect(ch.circuitBreaker?.state).toBe(CircuitState.Closed);
+    expect(ch.circuitBreaker?.metrics().failures).toBe(0);
   });
 });

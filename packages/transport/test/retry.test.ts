@@ -76,6 +76,21 @@ describe('RetryPolicy', () => {
     expect(err).toBe(last);
   });
 
+  // The one decision of both channel paths; the dispatch path adds what it saw (sent, responded).
+  const socket = netErr('UND_ERR_SOCKET');
+  it.each<[string, unknown, RetryContext, boolean]>([
+    ['POST on no connection', new Error('socket hang up'), { method: 'POST', sent: false }, true],
+    ['malformed, unsent', netErr('UND_ERR_INVALID_ARG'), { method: 'GET', sent: false }, false],
+    ['POST carried, then reset', socket, { method: 'POST', sent: true }, false],
+    ['GET carried, then reset', socket, { method: 'GET', sent: true }, true],
+    ['GET after a response started', socket, { method: 'GET', sent: true, responded: true }, false],
+    ["the caller's abort", netErr('UND_ERR_ABORTED'), { method: 'GET', sent: false }, false],
+    ['an open circuit', new CircuitOpenError('x'), { method: 'GET', sent: false }, false],
+    ['PUT of a sent stream', netErr('ECONNRESET'), { method: 'PUT', sent: true, replayable: false }, false],
+  ])('shouldRetry: %s', (_name, err, ctx, expected) => {
+    expect(new RetryPolicy().shouldRetry(err, ctx)).toBe(expected);
+  });
+
   it('returns the first success', async () => {
     const p = new RetryPolicy({ retries: 3, minDelayMs: 1, maxDelayMs: 2 });
     let attempts = 0;
