@@ -4,8 +4,8 @@
 // Any message fails, except the attw rules ignored below, each with its reason.
 //   node scripts/release/check.mjs <tarball>…
 import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
-import { root } from './packages.mjs';
+import { join, relative } from 'node:path';
+import { publishedPackages, repositoryBase, root } from './packages.mjs';
 
 const bin = (name) => join(root, 'node_modules', '.bin', name);
 
@@ -26,10 +26,36 @@ function manifestOf(file) {
   return JSON.parse(r.stdout);
 }
 
+/**
+ * What a registry page links to: `repository` (with the package's folder),
+ * `homepage` and `bugs` of every package name the one repository of the root
+ * package.json, so no package can point somewhere else. Returns the problems.
+ */
+export function metadataProblems(pkg) {
+  const base = repositoryBase();
+  const dir = publishedPackages().find((p) => p.name === pkg.name)?.dir;
+  if (!dir) return [`${pkg.name} is not a published package of this repository`];
+  const directory = relative(root, dir);
+  const want = {
+    'repository.url': [pkg.repository?.url, `git+${base}.git`],
+    'repository.directory': [pkg.repository?.directory, directory],
+    homepage: [pkg.homepage, `${base}/tree/main/${directory}#readme`],
+    'bugs.url': [pkg.bugs?.url, `${base}/issues`],
+  };
+  return Object.entries(want)
+    .filter(([, [got, expected]]) => got !== expected)
+    .map(([key, [got, expected]]) => `${key} is ${JSON.stringify(got)}, want ${JSON.stringify(expected)}`);
+}
+
 export function checkTarballs(files) {
   let failed = 0;
   for (const file of files) {
     const pkg = manifestOf(file);
+    const problems = metadataProblems(pkg);
+    console.log(
+      `${problems.length === 0 ? 'ok  ' : 'FAIL'} metadata ${file}${problems.map((p) => `\n  ${p}`).join('')}`,
+    );
+    if (problems.length > 0) failed++;
     // A command-only package (the CLI: `bin`, no exports/main/types) has no
     // import to type: attw has nothing to resolve there.
     const importable = pkg.exports !== undefined || pkg.main !== undefined || pkg.types !== undefined;

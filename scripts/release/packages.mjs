@@ -20,6 +20,20 @@ export function publishedPackages() {
   return out;
 }
 
+/**
+ * The repository every package points at (`repository`, `homepage`, `bugs`):
+ * the root package.json's `repository.url` is the one place it is written.
+ */
+export function repositoryBase() {
+  const url = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).repository?.url ?? '';
+  const m = /^git\+(https:\/\/github\.com\/[\w.-]+\/[\w.-]+?)\.git$/.exec(url);
+  if (!m)
+    throw new Error(
+      `root package.json: repository.url ${JSON.stringify(url)} is not git+https://github.com/<org>/<repo>.git`,
+    );
+  return m[1];
+}
+
 /** The file name `pnpm pack` gives a package's tarball. */
 export function tarballName({ name, version }) {
   return `${name.replace(/^@/, '').replace('/', '-')}-${version}.tgz`;

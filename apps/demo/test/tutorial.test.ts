@@ -23,7 +23,9 @@ const DEMO = fileURLToPath(new URL('..', import.meta.url));
 /** The tutorial's files: the README's ```lang file=NAME blocks. */
 function tutorialFiles(): Map<string, string> {
   const readme = readFileSync(README, 'utf8');
-  const section = readme.slice(readme.indexOf('## Build an agent in five minutes'));
+  const start = readme.indexOf('## Build an agent in five minutes');
+  // Up to the next section: later sections have file blocks of their own.
+  const section = readme.slice(start, readme.indexOf('\n## ', start + 1));
   const files = new Map<string, string>();
   for (const m of section.matchAll(/^```\S+ file=(\S+)\n([\s\S]*?)^```$/gm)) files.set(m[1]!, m[2]!);
   return files;

@@ -42,4 +42,9 @@ echo "ok: weave --version is $got; weave validate on a bad policy file exits 2 (
 # 4. the README's five-minute tutorial, run from its own code blocks in an empty folder.
 mkdir "$work/tutorial"
 node "$here/tutorial.mjs" "$tarballs" "$work/tutorial"
+
+# 5. the README's "Securing an existing @a2a-js/sdk agent", the same way: an SDK agent behind
+#    @weave/a2a/a2a-sdk, called by an allowed and a denied skill.
+mkdir "$work/sdk-agent"
+node "$here/tutorial.mjs" "$tarballs" "$work/sdk-agent" '## Securing an existing @a2a-js/sdk agent'
 echo "smoke: ok"

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
-// Runs the README's "Build an agent in five minutes" as a stranger would: in an
+// Runs a README section written as steps — "Build an agent in five minutes"
+// by default, or the section named by <heading> — as a stranger would: in an
 // empty folder, with npm, against the packed tarballs. The steps come from the
 // README itself, so the doc and the packages cannot drift apart.
-//   node scripts/release/smoke/tutorial.mjs <tarball-dir> <empty-dir> [<readme>]
+//   node scripts/release/smoke/tutorial.mjs <tarball-dir> <empty-dir> [<heading>]
 //
 // What the section's fenced blocks mean (every block must be one of these, so
 // nothing in the section goes unchecked):
@@ -20,22 +21,23 @@
 // - `npm i @weave/…` installs the tarballs of those packages and of the @weave
 //   packages they depend on (from the registry, npm would fetch those itself);
 // - the agent listens on a port the OS picks (WEAVE_SERVER__PORT=0, the env override
-//   the config documents), and later commands use that port where the README says 8443.
+//   the config documents; PORT=0 for a section whose code reads PORT), and later
+//   commands use that port where the README says 8443.
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { publishedPackages, root, tarballName } from '../packages.mjs';
 
-const HEADING = '## Build an agent in five minutes';
+export const TUTORIAL_HEADING = '## Build an agent in five minutes';
 const README_PORT = '8443';
 const STEP_TIMEOUT_MS = 180_000;
 
-/** The fenced blocks of the tutorial section, in order. */
-export function tutorialBlocks(readme) {
-  const start = readme.indexOf(`${HEADING}\n`);
-  if (start < 0) throw new Error(`README has no "${HEADING}" section`);
-  const next = readme.indexOf('\n## ', start + HEADING.length);
+/** The fenced blocks of the section under `heading`, in order. */
+export function tutorialBlocks(readme, heading = TUTORIAL_HEADING) {
+  const start = readme.indexOf(`${heading}\n`);
+  if (start < 0) throw new Error(`README has no "${heading}" section`);
+  const next = readme.indexOf('\n## ', start + heading.length);
   const section = readme.slice(start, next < 0 ? undefined : next);
   const blocks = [];
   for (const m of section.matchAll(/^```(\S+)([^\n]*)\n([\s\S]*?)^```$/gm)) {
@@ -126,7 +128,7 @@ function withTarballs(command, tarballs) {
 function start(command, dir, background) {
   const child = spawn('bash', ['-c', command], {
     cwd: dir,
-    env: { ...process.env, WEAVE_SERVER__PORT: '0' },
+    env: { ...process.env, WEAVE_SERVER__PORT: '0', PORT: '0' },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: background, // its own process group, so SIGINT reaches npx and what it runs, like Ctrl-C
   });
@@ -160,12 +162,17 @@ function fail(message, run) {
   throw new Error(`${message}${run ? `\n--- its output ---\n${run.output}--- end ---` : ''}`);
 }
 
-/** Runs the tutorial in `dir` (empty) with the packages from `tarballs`. */
-export async function runTutorial(tarballs, dir, readmePath = join(root, 'README.md')) {
+/** Runs the README section under `heading` in `dir` (empty) with the packages from `tarballs`. */
+export async function runTutorial(
+  tarballs,
+  dir,
+  heading = TUTORIAL_HEADING,
+  readmePath = join(root, 'README.md'),
+) {
   const state = { port: undefined, exports: [] };
   const background = [];
   try {
-    for (const block of tutorialBlocks(readFileSync(readmePath, 'utf8'))) {
+    for (const block of tutorialBlocks(readFileSync(readmePath, 'utf8'), heading)) {
       if (block.kind === 'file') {
         writeFileSync(join(dir, block.file), block.body);
         console.log(`tutorial: wrote ${block.file}`);
@@ -227,12 +234,12 @@ export async function runTutorial(tarballs, dir, readmePath = join(root, 'README
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const [tarballs, dir, readme] = process.argv.slice(2);
+  const [tarballs, dir, heading] = process.argv.slice(2);
   if (!tarballs || !dir) {
-    console.error('usage: node scripts/release/smoke/tutorial.mjs <tarball-dir> <empty-dir> [<readme>]');
+    console.error('usage: node scripts/release/smoke/tutorial.mjs <tarball-dir> <empty-dir> [<heading>]');
     process.exit(2);
   }
-  runTutorial(resolve(tarballs), resolve(dir), readme && resolve(readme)).catch((err) => {
+  runTutorial(resolve(tarballs), resolve(dir), heading || undefined).catch((err) => {
     console.error(err.message);
     process.exit(1);
   });
