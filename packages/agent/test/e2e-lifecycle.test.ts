@@ -116,7 +116,12 @@ describe('start() refusals', () => {
 describe('SVID rotation during calls', () => {
   let world: World;
   beforeAll(async () => {
-    world = await startWorld({ ttlSeconds: 3 });
+    // SVIDs live 60 s and the test rotates them through the dev Workload API
+    // (rotateX509Svid, what its timer calls), each time waiting for the
+    // provider's update: with 3-second SVIDs rotating on their own timers, a
+    // loaded machine (load average above ~10) let one expire before its late
+    // replacement arrived (CERT_HAS_EXPIRED), which measured the machine, not rotation.
+    world = await startWorld({ ttlSeconds: 60 });
   });
   afterAll(() => world.close());
 
@@ -161,9 +166,31 @@ describe('SVID rotation during calls', () => {
       }
     };
     const workers = [0, 1, 2, 3].map(worker);
-    const cap = Date.now() + 25_000;
-    while (Date.now() < cap && !(searchRotations >= 2 && orchRotations >= 2)) {
-      await new Promise((r) => setTimeout(r, 100));
+    /** Rotates `name`'s SVID on the server and resolves once its provider announced it. */
+    const rotate = (name: 'search' | 'orchestrator', p: typeof searchId) =>
+      new Promise<void>((resolve, reject) => {
+        const off = p.onUpdate((u) => {
+          if (u.reason === 'bundles') return;
+          off();
+          resolve();
+        });
+        world.dev.rotateX509Svid(name).catch(reject);
+      });
+    const cap = Date.now() + 60_000;
+    // Calls in flight across each rotation: 5 more must succeed after each one
+    // (progress, not a wall-clock margin); the cap only guards against a hang.
+    const progress = async () => {
+      const target = ok + 5;
+      while (ok < target && failures.length === 0 && Date.now() < cap) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    await progress();
+    while (Date.now() < cap && failures.length === 0 && !(searchRotations >= 2 && orchRotations >= 2)) {
+      await rotate('search', searchId);
+      await progress();
+      await rotate('orchestrator', orchId);
+      await progress();
     }
     stop = true;
     await Promise.all(workers);
