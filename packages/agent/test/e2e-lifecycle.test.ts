@@ -166,31 +166,27 @@ describe('SVID rotation during calls', () => {
       }
     };
     const workers = [0, 1, 2, 3].map(worker);
-    /** Rotates `name`'s SVID on the server and resolves once its provider announced it. */
-    const rotate = (name: 'search' | 'orchestrator', p: typeof searchId) =>
-      new Promise<void>((resolve, reject) => {
+    /**
+     * Rotates `name`'s SVID on the server, waits for its provider to announce
+     * it, then for 5 more calls to succeed (progress, not a wall-clock margin).
+     */
+    const rotate = async (name: 'search' | 'orchestrator', p: typeof searchId): Promise<void> => {
+      const announced = new Promise<void>((resolve) => {
         const off = p.onUpdate((u) => {
-          if (u.reason === 'bundles') return;
-          off();
-          resolve();
+          if (u.reason !== 'bundles') resolve(off());
         });
-        world.dev.rotateX509Svid(name).catch(reject);
       });
-    const cap = Date.now() + 60_000;
-    // Calls in flight across each rotation: 5 more must succeed after each one
-    // (progress, not a wall-clock margin); the cap only guards against a hang.
-    const progress = async () => {
-      const target = ok + 5;
-      while (ok < target && failures.length === 0 && Date.now() < cap) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await world.dev.rotateX509Svid(name);
+      await announced;
+      const after = ok + 5;
+      await vi.waitFor(() => failures.length > 0 || expect(ok).toBeGreaterThanOrEqual(after), {
+        timeout: 30_000,
+        interval: 20,
+      });
     };
-    await progress();
-    while (Date.now() < cap && failures.length === 0 && !(searchRotations >= 2 && orchRotations >= 2)) {
+    for (let round = 0; round < 2 && failures.length === 0; round++) {
       await rotate('search', searchId);
-      await progress();
       await rotate('orchestrator', orchId);
-      await progress();
     }
     stop = true;
     await Promise.all(workers);

@@ -6,7 +6,7 @@
 // expire before its late replacement arrived (CERT_HAS_EXPIRED), which
 // measured the machine, not rotation. Each rotation waits for its update.
 import type { TLSSocket } from 'node:tls';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { authorizeId } from '@weave/identity';
 import { type DevCaIdentityProvider } from '@weave/identity/dev';
 import { SecureChannel } from '../src/index.js';
@@ -77,12 +77,12 @@ describe('rotation under load', () => {
       // 3+ certificates of the other, letting 20 more requests succeed after each
       // rotation (progress, not a wall-clock margin); the cap only guards against a hang.
       const deadline = Date.now() + 60_000;
-      const progress = async () => {
-        const target = ok + 20;
-        while (ok < target && failures.length === 0 && Date.now() < deadline) {
-          await new Promise((r) => setTimeout(r, 20));
-        }
-      };
+      // A failure ends the wait at once: the assertions below report it.
+      const progress = (target = ok + 20) =>
+        vi.waitFor(() => failures.length > 0 || expect(ok).toBeGreaterThanOrEqual(target), {
+          timeout: Math.max(1, deadline - Date.now()),
+          interval: 20,
+        });
       await progress();
       while (
         Date.now() < deadline &&
