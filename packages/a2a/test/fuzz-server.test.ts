@@ -2,17 +2,24 @@
 // SVIDs, SecureChannel): arbitrary and structurally mutated JSON-RPC bodies
 // and HTTP+JSON requests (paths, methods, headers with A2A-Version, content
 // types, bodies: deep nesting, huge numbers, wrong types, both proto field
-// spellings, unicode, invalid UTF-8). For every request: no 5xx, a
-// well-formed error (a JSON-RPC error with a protocol code, or a §11.6 body
-// whose code is the HTTP status), the handler never runs for a request that
-// was refused, never for a caller the policy denies, and the server still
-// answers a valid request afterwards. Cases: FUZZ_RUNS (helpers/fuzz.ts).
+// spellings, unicode, invalid UTF-8), and arbitrary or corrupted protobuf
+// bytes to the gRPC binding. For every request: no 5xx (no gRPC INTERNAL or
+// UNKNOWN), a well-formed error (a JSON-RPC error with a protocol code, or a
+// §11.6 body whose code is the HTTP status), the handler never runs for a
+// request that was refused, never for a caller the policy denies, and the
+// server still answers a valid request afterwards. Cases: FUZZ_RUNS
+// (helpers/fuzz.ts).
+import { Client, Metadata, type ServiceError } from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { request, type Dispatcher } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { A2AErrorCode } from '../src/index.js';
+import { authorizeMemberOf } from '@weave/identity';
+import { A2AErrorCode, A2AGrpcServer } from '../src/index.js';
+import { a2aGrpcService } from '../src/grpc/index.js';
 import { parseSse } from '../src/sse-parse.js';
 import { startHarness, type Harness } from './helpers/agents.js';
+import { TRUST_DOMAIN } from './helpers/pki.js';
+import { grpcCredentials } from './helpers/raw-bindings.js';
 import { itHolds, nastyString } from './helpers/fuzz.js';
 import { mutate, mutation, validCalls, wireJson, wireObject } from './helpers/wire-arbitraries.js';
 
@@ -20,6 +27,9 @@ let h: Harness;
 /** Runs of the task handler: a refused request must not add one. */
 let handlerRuns = 0;
 let taskId: string;
+let grpc: A2AGrpcServer;
+/** A raw gRPC client (bytes in, bytes out) of the allowed caller and of the denied one. */
+let grpcClients: { allowed: Client; denied: Client };
 
 const PROTOCOL_CODES = new Set<number>(Object.values(A2AErrorCode));
 
@@ -359,6 +369,109 @@ function restRequest(): fc.Arbitrary<Omit<Sent, 'headers'>> {
     });
 }
 
+interface GrpcRequest {
+  readonly path: string;
+  readonly stream: boolean;
+  readonly bytes: Uint8Array;
+  readonly version: string | undefined;
+}
+
+/** gRPC requests: each method's valid request encoded, then bytes flipped, cut or spliced; or any bytes; unknown paths. */
+function grpcRequest(): fc.Arbitrary<GrpcRequest> {
+  const methods = Object.values(a2aGrpcService());
+  const message = { messageId: 'g', role: 'ROLE_USER', parts: [{ text: 'hi' }] };
+  const valid: Record<string, unknown> = {
+    SendMessage: { message },
+    SendStreamingMessage: { message },
+    GetTask: { id: taskId },
+    ListTasks: {},
+    CancelTask: { id: taskId },
+    SubscribeToTask: { id: taskId },
+    CreateTaskPushNotificationConfig: { taskId, url: 'https://127.0.0.1:1/h' },
+    GetTaskPushNotificationConfig: { taskId, id: 'c' },
+    ListTaskPushNotificationConfigs: { taskId },
+    DeleteTaskPushNotificationConfig: { taskId, id: 'c' },
+    GetExtendedAgentCard: {},
+  };
+  const edit = fc.tuple(
+    fc.nat(),
+    fc.constantFrom('flip', 'cut', 'insert'),
+    fc.uint8Array({ minLength: 1, maxLength: 8 }),
+  );
+  return fc
+    .record({
+      method: fc.constantFrom(...methods),
+      kind: fc.constantFrom('mutated', 'mutated', 'wire', 'bytes'),
+      edits: fc.array(edit, { maxLength: 3 }),
+      wire: wireObject,
+      bytes: fc.uint8Array({ maxLength: 200 }),
+      unknownPath: fc.option(fc.constantFrom('/lf.a2a.v1.A2AService/Nope', '/x.Y/Z'), {
+        freq: 10,
+        nil: undefined,
+      }),
+      version: fc.option(headerValue(['1.0'], ['0.3', '2.0', '']), { nil: undefined }),
+    })
+    .map((r) => {
+      const name = r.method.originalName as string;
+      let bytes: Uint8Array = r.bytes;
+      if (r.kind !== 'bytes') {
+        try {
+          bytes = r.method.requestSerialize((r.kind === 'wire' ? r.wire : valid[name]) as never);
+        } catch {
+          // A wire object the encoder refuses: send the arbitrary bytes instead.
+        }
+      }
+      if (r.kind === 'mutated') {
+        for (const [at, op, junk] of r.edits) {
+          const i = at % (bytes.length + 1);
+          const b = Buffer.from(bytes);
+          if (op === 'flip' && i < b.length) b[i] = (b[i] as number) ^ (junk[0] as number);
+          bytes =
+            op === 'cut'
+              ? b.subarray(0, i)
+              : op === 'insert'
+                ? Buffer.concat([b.subarray(0, i), junk, b.subarray(i)])
+                : b;
+        }
+      }
+      return {
+        path: r.unknownPath ?? r.method.path,
+        stream: r.method.responseStream,
+        bytes,
+        version: r.version,
+      };
+    });
+}
+
+/** One raw gRPC call: the status code it ended with (0 = OK). */
+function grpcCall(client: Client, req: GrpcRequest): Promise<{ code: number }> {
+  const md = new Metadata();
+  if (req.version !== undefined) md.set('a2a-version', req.version);
+  const same = (b: Buffer) => b;
+  const deadline = Date.now() + 20_000;
+  return new Promise((resolve) => {
+    if (!req.stream) {
+      client.makeUnaryRequest(
+        req.path,
+        same,
+        same,
+        Buffer.from(req.bytes),
+        md,
+        { deadline },
+        (err: ServiceError | null) => resolve({ code: err ? err.code : 0 }),
+      );
+      return;
+    }
+    const call = client.makeServerStreamRequest(req.path, same, same, Buffer.from(req.bytes), md, {
+      deadline,
+    });
+    call.on('data', () => undefined);
+    // The final status, OK or not; 'error' repeats a failed one.
+    call.on('error', () => undefined);
+    call.on('status', (status: { code: number }) => resolve({ code: status.code }));
+  });
+}
+
 // ---- properties -------------------------------------------------------------------------
 
 beforeAll(async () => {
@@ -369,9 +482,23 @@ beforeAll(async () => {
     });
   });
   taskId = (await sendValid('seed')).id;
+  grpc = new A2AGrpcServer({
+    handler: h.a2a.handler,
+    identity: h.server.identity,
+    authorize: authorizeMemberOf(TRUST_DOMAIN),
+  });
+  const { url } = await grpc.listen();
+  const stranger = await h.pki.workload('/agent/stranger');
+  grpcClients = {
+    allowed: new Client(url, grpcCredentials(h.client, h.serverId)),
+    denied: new Client(url, grpcCredentials(stranger, h.serverId)),
+  };
 });
 
 afterAll(async () => {
+  grpcClients?.allowed.close();
+  grpcClients?.denied.close();
+  await grpc?.close(0);
   await h?.close();
 });
 
@@ -474,6 +601,26 @@ describe('fuzz: A2AServer over mTLS', () => {
           }
         },
       ),
+    40,
+  );
+
+  itHolds(
+    'answers any gRPC request bytes with a status that is not INTERNAL or UNKNOWN, and runs no handler for an error',
+    'server-grpc',
+    () =>
+      fc.asyncProperty(grpcRequest(), fc.boolean(), async (req, denied) => {
+        const before = handlerRuns;
+        const r = await grpcCall(denied ? grpcClients.denied : grpcClients.allowed, req);
+        if (r.code !== 0) {
+          // 2 UNKNOWN and 13 INTERNAL are what a crash in a handler or a decoder turns into.
+          expect([2, 13]).not.toContain(r.code);
+          expect(handlerRuns).toBe(before);
+        }
+        if (denied) {
+          expect(r.code).not.toBe(0);
+          expect(handlerRuns).toBe(before);
+        }
+      }),
     40,
   );
 
