@@ -1,12 +1,10 @@
-import { connect, type PeerCertificate } from 'node:tls';
+import { connect } from 'node:tls';
 import { pino, type Logger } from 'pino';
 import {
   SPIFFE_ENDPOINT_SOCKET,
   SpiffeId,
   WeaveError,
   WorkloadApiAddressError,
-  WorkloadApiIdentityProvider,
-  verifyX509Svid,
   type IdentityProvider,
 } from '@weave/identity';
 import { EXIT } from './exit.js';
@@ -87,25 +85,29 @@ export function parseJsonArg(text: string, what: string): unknown {
 
 /**
  * Connects to the Workload API at `socket` (default `SPIFFE_ENDPOINT_SOCKET`)
- * and waits for this process's X.509-SVID.
+ * and waits for this process's X.509-SVID, as an agent with that socket in
+ * its config would.
  */
 export async function openIdentity(
   socket: string | undefined,
   timeoutMs: number,
   logger: Logger,
-): Promise<WorkloadApiIdentityProvider> {
+): Promise<IdentityProvider> {
   if (socket === undefined && !process.env[SPIFFE_ENDPOINT_SOCKET]) {
     throw usageError(
       `no Workload API socket: pass --socket unix:///path/to/api.sock or set ${SPIFFE_ENDPOINT_SOCKET}`,
       'NO_WORKLOAD_API_SOCKET',
     );
   }
+  const { identityFromConfig } = await import('@weave/agent');
   try {
-    return await WorkloadApiIdentityProvider.create({
-      ...(socket !== undefined ? { address: socket } : {}),
-      readyTimeoutMs: timeoutMs,
-      logger,
-    });
+    return await identityFromConfig(
+      socket === undefined ? undefined : { workloadApi: { socket, timeoutMs } },
+      {
+        logger,
+        readyTimeoutMs: timeoutMs,
+      },
+    );
   } catch (err) {
     if (err instanceof WorkloadApiAddressError) throw new CliError(err.code, err.message, EXIT.usage);
     throw err;
@@ -139,67 +141,63 @@ export function httpsUrl(text: string, what: string): string {
 }
 
 /**
- * Learns who serves `url` from a TLS handshake alone: the server's chain must
- * verify against the bundle of its own trust domain, and no request byte is
- * sent, so an outbound policy check can run on the verified ID before the call.
+ * Learns who serves `url` from a TLS handshake alone, made with the TLS
+ * settings and SPIFFE verification of a `SecureChannel` that accepts any
+ * peer whose chain verifies against the bundle of its own trust domain. No
+ * request byte is sent, so an outbound policy check can run on the verified
+ * ID before the call.
  */
-export function probePeerId(identity: IdentityProvider, url: string, timeoutMs: number): Promise<SpiffeId> {
+export async function probePeerId(
+  identity: IdentityProvider,
+  url: string,
+  timeoutMs: number,
+): Promise<SpiffeId> {
+  const { SecureChannel } = await import('@weave/transport');
   const u = new URL(url);
-  const { certChain, privateKey } = identity.getX509Svid().toPem();
-  const bundles = identity.getBundleSet();
-  const ca = bundles.allX509Authorities().map((c) => c.toString('pem'));
-  return new Promise((resolve, reject) => {
-    const socket = connect({
-      host: u.hostname.replace(/^\[|\]$/g, ''),
-      port: Number(u.port || 443),
-      cert: certChain,
-      key: privateKey,
-      ca,
-      rejectUnauthorized: true,
-      minVersion: 'TLSv1.2',
-      // SPIFFE IDs replace host names; verifyX509Svid below is the identity check.
-      checkServerIdentity: () => undefined,
-      ALPNProtocols: ['http/1.1'],
-    });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new CliError('PEER_PROBE_TIMEOUT', `no TLS handshake with ${url} within ${timeoutMs} ms`));
-    }, timeoutMs);
-    socket.once('secureConnect', () => {
-      clearTimeout(timer);
-      try {
-        resolve(verifyX509Svid(chainOf(socket.getPeerCertificate(true)), bundles));
-      } catch (err) {
-        reject(err);
-      } finally {
-        socket.destroy();
-      }
-    });
-    socket.once('error', (err) => {
-      clearTimeout(timer);
-      reject(
-        new CliError(
-          'PEER_VERIFICATION_FAILED',
-          `TLS handshake with ${url} failed: ${err.message}`,
-          EXIT.failed,
-          {
-            cause: err,
-          },
-        ),
-      );
-    });
+  const channel = new SecureChannel(identity, () => ({ ok: true }), {
+    connectTimeoutMs: timeoutMs,
+    retry: { retries: 0 },
+    circuitBreaker: false,
   });
-}
-
-function chainOf(cert: PeerCertificate): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  let c: PeerCertificate & { issuerCertificate?: PeerCertificate } = cert;
-  const seen = new Set<PeerCertificate>();
-  while (c && c.raw && !seen.has(c)) {
-    seen.add(c);
-    out.push(new Uint8Array(c.raw));
-    if (!c.issuerCertificate || c.issuerCertificate === c) break;
-    c = c.issuerCertificate;
+  let verified: SpiffeId | undefined;
+  channel.onPeerVerified((e) => {
+    verified = e.peer;
+  });
+  try {
+    const tlsOptions = channel.tlsClientOptions();
+    return await new Promise<SpiffeId>((resolve, reject) => {
+      const socket = connect({
+        ...tlsOptions,
+        host: u.hostname.replace(/^\[|\]$/g, ''),
+        port: Number(u.port || 443),
+        ALPNProtocols: ['http/1.1'],
+      });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new CliError('PEER_PROBE_TIMEOUT', `no TLS handshake with ${url} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      socket.once('secureConnect', () => {
+        clearTimeout(timer);
+        socket.destroy();
+        // The channel's check ran during the handshake and reported the verified peer.
+        if (verified) resolve(verified);
+        else reject(new CliError('PEER_VERIFICATION_FAILED', `TLS handshake with ${url} verified no peer`));
+      });
+      socket.once('error', (err) => {
+        clearTimeout(timer);
+        reject(
+          new CliError(
+            'PEER_VERIFICATION_FAILED',
+            `TLS handshake with ${url} failed: ${err.message}`,
+            EXIT.failed,
+            {
+              cause: err,
+            },
+          ),
+        );
+      });
+    });
+  } finally {
+    await channel.close();
   }
-  return out;
 }

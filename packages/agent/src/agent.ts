@@ -20,21 +20,8 @@ import {
   type TaskStore,
 } from '@weave/a2a';
 import type * as PostgresStoreModule from '@weave/a2a/postgres';
-import {
-  AllowAllEnforcer,
-  LocalPolicyEnforcer,
-  OpaEnforcer,
-  PinoAuditSink,
-  type PolicyEnforcer,
-} from '@weave/authz';
-import {
-  type SpiffeId,
-  StaticMtlsProvider,
-  WorkloadApiIdentityProvider,
-  authorizeAny,
-  type IdentityProvider,
-  type X509Svid,
-} from '@weave/identity';
+import type { PolicyEnforcer } from '@weave/authz';
+import { type SpiffeId, authorizeAny, type IdentityProvider, type X509Svid } from '@weave/identity';
 import { MTLS_AUTH_PLUGIN, createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
 import type {
   CapabilityContext,
@@ -73,6 +60,7 @@ import {
 } from './scope.js';
 import { extractTraceContext, traceIdOf } from './tracing.js';
 import { CapabilityReply, toArtifact } from './reply.js';
+import { enforcerFromConfig, identityFromConfig, identityTimeoutMs } from './wiring.js';
 
 /** `@weave/a2a/postgres`, loaded only when `store.postgres` is configured. */
 type PostgresModule = typeof PostgresStoreModule;
@@ -933,31 +921,16 @@ export class SecureAgent extends AgentCore {
   }
 
   #identityTimeout(): number {
-    const id = this.config.identity;
-    return id && 'workloadApi' in id ? id.workloadApi.timeoutMs : 10_000;
+    return identityTimeoutMs(this.config.identity);
   }
 
   async #identity(): Promise<{ identity: IdentityProvider; owned: boolean }> {
     if (this.#opts.identity) return { identity: this.#opts.identity, owned: false };
-    const cfg = this.config.identity;
-    const log = this.logger.child({ component: 'identity' });
     try {
-      if (cfg && 'static' in cfg) {
-        return { identity: await StaticMtlsProvider.create({ ...cfg.static, logger: log }), owned: true };
-      }
-      const socket = cfg?.workloadApi.socket ?? this.#env.SPIFFE_ENDPOINT_SOCKET;
-      if (!socket) {
-        throw new AgentError(
-          'AGENT_NO_IDENTITY',
-          'no identity source: set identity.workloadApi.socket, identity.static, or SPIFFE_ENDPOINT_SOCKET',
-        );
-      }
-      const identity = await WorkloadApiIdentityProvider.create({
-        address: socket,
-        // A workload entitled to several SVIDs takes the one it is configured as.
-        ...(this.config.spiffeId === undefined ? {} : { spiffeId: this.config.spiffeId }),
-        readyTimeoutMs: this.#identityTimeout(),
-        logger: log,
+      const identity = await identityFromConfig(this.config.identity, {
+        logger: this.logger.child({ component: 'identity' }),
+        spiffeId: this.config.spiffeId,
+        env: this.#env,
       });
       return { identity, owned: true };
     } catch (err) {
@@ -972,31 +945,11 @@ export class SecureAgent extends AgentCore {
     // Unreachable through the constructor, which refuses a config with neither.
     if (!authz)
       throw new AgentError('AGENT_CONFIG_INVALID', 'the authz section is missing and no enforcer was given');
-    const logger = this.logger.child({ component: 'authz' });
-    const audit = new PinoAuditSink(logger);
     try {
-      if ('policyFile' in authz) {
-        return {
-          enforcer: await LocalPolicyEnforcer.fromFile(authz.policyFile, { logger, audit }),
-          owned: true,
-        };
-      }
-      if ('opa' in authz) {
-        const o = authz.opa;
-        return {
-          enforcer: new OpaEnforcer({
-            url: o.url,
-            path: o.path,
-            timeoutMs: o.timeoutMs,
-            audit,
-            ...(o.cacheTtlMs > 0 ? { cache: { ttlMs: o.cacheTtlMs } } : {}),
-          }),
-          owned: true,
-        };
-      }
-      // allowAll: refused in production by the config parser and again by AllowAllEnforcer.
-      logger.warn('authz.allowAll is on: every verified caller may call every capability (tests only)');
-      return { enforcer: new AllowAllEnforcer({ audit }), owned: true };
+      return {
+        enforcer: await enforcerFromConfig(authz, { logger: this.logger.child({ component: 'authz' }) }),
+        owned: true,
+      };
     } catch (err) {
       throw new AgentError('AGENT_CONFIG_INVALID', `policy: ${(err as Error).message}`, { cause: err });
     }

@@ -41,6 +41,12 @@ export {
 } from './reply.js';
 export { AgentMetrics } from './metrics.js';
 export {
+  identityFromConfig,
+  enforcerFromConfig,
+  type IdentityFromConfigOptions,
+  type EnforcerFromConfigOptions,
+} from './wiring.js';
+export {
   SecureAgent,
   SKILL_SCHEMAS_EXTENSION,
   METRICS_ACTION,

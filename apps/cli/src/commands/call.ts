@@ -62,7 +62,7 @@ Examples:
       const opts = cmd.optsWithGlobals<CallOptions>();
       const { A2AClient } = await import('@weave/a2a');
       const { render, resultOf, textOf, toPayload } = await import('../task-result.js');
-      const { AllowAllEnforcer, LocalPolicyEnforcer, OpaEnforcer } = await import('@weave/authz');
+      const { enforcerFromConfig } = await import('@weave/agent');
       const { SecureChannel } = await import('@weave/transport');
       const {
         CliError,
@@ -118,26 +118,13 @@ Examples:
       // Load the policy before touching the network: a bad file is a usage error, not a call.
       const audit: AuditRecord[] = [];
       const sink = { record: (r: AuditRecord) => void audit.push(r) };
-      // A config file always has an authz section (loadAgentConfig refuses one without).
-      const authz = config?.authz;
-      const policyFile = opts.policy ?? (authz && 'policyFile' in authz ? authz.policyFile : undefined);
-      let enforcer: PolicyEnforcer | undefined;
-      if (policyFile !== undefined) {
-        enforcer = await asUsage(() =>
-          LocalPolicyEnforcer.fromFile(policyFile, {
-            watch: false,
-            audit: sink,
-            logger: cliLogger(opts.debug),
-          }),
-        );
-      } else if (authz && 'opa' in authz) {
-        const o = authz.opa;
-        enforcer = asUsage(
-          () => new OpaEnforcer({ url: o.url, path: o.path, timeoutMs: o.timeoutMs, audit: sink }),
-        );
-      } else if (authz && 'allowAll' in authz) {
-        enforcer = asUsage(() => new AllowAllEnforcer({ audit: sink }));
-      }
+      // A config file always has an authz section (loadAgentConfig refuses one without); --policy replaces it.
+      const authz = opts.policy !== undefined ? { policyFile: opts.policy } : config?.authz;
+      const enforcer: PolicyEnforcer | undefined = authz
+        ? await asUsage(() =>
+            enforcerFromConfig(authz, { logger: cliLogger(opts.debug), audit: sink, watch: false }),
+          )
+        : undefined;
       const identity = await openIdentity(socket, left(), cliLogger(opts.debug));
       let channel: SecureChannel | undefined;
       try {
