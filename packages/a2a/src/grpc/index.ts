@@ -10,8 +10,6 @@ export {
   a2aGrpcService,
   a2aProtoRoot,
   wireCodec,
-  messageToWire,
-  wireToObject,
   type A2AGrpcMethod,
   type A2AGrpcServiceDefinition,
   type WireCodec,
