@@ -51,7 +51,7 @@ import {
   type CallHeaders,
   type HandlerLogger,
 } from '../handler.js';
-import { a2aGrpcService, type A2AGrpcMethod, type WireObject } from '../grpc/proto.js';
+import { a2aGrpcService, withEventId, type A2AGrpcMethod, type WireObject } from '../grpc/proto.js';
 import { a2aErrorToGrpcStatus } from '../grpc/status.js';
 
 /** Options of {@link A2AGrpcServer}. */
@@ -72,7 +72,7 @@ const UNDECODABLE = Symbol('undecodable');
 type Decoded = WireObject & { [UNDECODABLE]?: unknown };
 
 const PEER = Symbol('weave.grpc.peer');
-type PeerSocket = TLSSocket & { [PEER]?: { id: SpiffeId; fingerprint: string } };
+type PeerSocket = TLSSocket & { [PEER]?: { id: SpiffeId; address: string } };
 
 const SILENT: HandlerLogger = { warn: () => undefined, error: () => undefined };
 
@@ -87,8 +87,13 @@ export class A2AGrpcServer {
   readonly #grpc: Server;
   readonly #injector: ConnectionInjector;
   readonly #sockets = new Set<PeerSocket>();
-  /** Verified callers by the SHA-256 fingerprint of their leaf, one count per open connection. */
-  readonly #peers = new Map<string, { id: SpiffeId; connections: number }>();
+  /**
+   * Verified callers by their connection's remote address (`ip:port`, as
+   * grpc-js's `getPeer()` gives it): one entry per open admitted connection,
+   * set when it is admitted, so a call finds its caller without reading the
+   * peer certificate again (grpc-js's auth context builds it on every call).
+   */
+  readonly #peers = new Map<string, { id: SpiffeId; socket: PeerSocket }>();
   readonly #unsubscribe: Array<() => void> = [];
   #url: string | undefined;
 
@@ -221,11 +226,9 @@ export class A2AGrpcServer {
       this.#log.warn({ peer: peer.toString(), reason }, 'a2a grpc: caller not authorized');
       return false;
     }
-    const fingerprint = socket.getPeerCertificate().fingerprint256;
-    socket[PEER] = { id: peer, fingerprint };
-    const known = this.#peers.get(fingerprint);
-    if (known) known.connections++;
-    else this.#peers.set(fingerprint, { id: peer, connections: 1 });
+    const address = peerAddress(socket);
+    socket[PEER] = { id: peer, address };
+    this.#peers.set(address, { id: peer, socket });
     return true;
   }
 
@@ -233,21 +236,20 @@ export class A2AGrpcServer {
     const p = socket[PEER];
     if (!p) return;
     socket[PEER] = undefined;
-    const known = this.#peers.get(p.fingerprint);
-    if (known && --known.connections <= 0) this.#peers.delete(p.fingerprint);
+    // A new connection from the same address may have been admitted before this one's close.
+    if (this.#peers.get(p.address)?.socket === socket) this.#peers.delete(p.address);
   }
 
   /**
-   * The verified caller of a call: its connection's leaf certificate (what
-   * grpc-js's auth context gives) looked up among the admitted connections,
-   * so the ID is the one `verifyPeerSocket` returned, never re-read from the
-   * certificate.
+   * The verified caller of a call: the admitted connection it came on, by
+   * remote address, so the ID is the one `verifyPeerSocket` returned for that
+   * connection, never re-read from the certificate. A call whose connection
+   * is gone (or was never admitted) has no caller.
    */
   #callerOf(
     call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
   ): SpiffeId | undefined {
-    const fp = call.getAuthContext().sslPeerCertificate?.fingerprint256;
-    return fp === undefined ? undefined : this.#peers.get(fp)?.id;
+    return this.#peers.get(call.getPeer())?.id;
   }
 
   #implementation(): UntypedServiceImplementation {
@@ -353,6 +355,11 @@ function serverService(): ReturnType<typeof a2aGrpcService> {
   return out as ReturnType<typeof a2aGrpcService>;
 }
 
+/** A connection's remote address exactly as grpc-js's `getPeer()` writes it. */
+function peerAddress(socket: TLSSocket): string {
+  return socket.remotePort ? `${socket.remoteAddress}:${socket.remotePort}` : String(socket.remoteAddress);
+}
+
 function headersOf(md: Metadata): CallHeaders {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(md.getMap())) if (typeof v === 'string') out[k] = v;
@@ -381,7 +388,8 @@ async function pump(
     for (;;) {
       const e = await stream.next();
       if (e === undefined || gone) break;
-      if (!call.write(e.event)) await once(call, 'drain');
+      // The sequence number rides in the event's metadata: gRPC has no SSE `id:`.
+      if (!call.write(withEventId(e.event, e.seq))) await once(call, 'drain');
     }
     if (!gone) call.end();
   } catch (err) {

@@ -10,6 +10,7 @@ export {
   a2aGrpcService,
   a2aProtoRoot,
   wireCodec,
+  EVENT_ID_METADATA_KEY,
   type A2AGrpcMethod,
   type A2AGrpcServiceDefinition,
   type WireCodec,

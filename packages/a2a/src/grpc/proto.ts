@@ -101,3 +101,45 @@ export function a2aGrpcService(): A2AGrpcServiceDefinition {
   cachedService = def as A2AGrpcServiceDefinition;
   return cachedService;
 }
+
+/**
+ * Metadata key that carries a stream event's sequence number on gRPC. The
+ * HTTP bindings send it as the SSE `id:`; a gRPC message has no such field, so
+ * the event's own metadata carries it and the client takes it out again, so
+ * a broken gRPC stream resumes after the last event (`last-event-id`) with no
+ * gap or duplicate, as on the other bindings.
+ */
+export const EVENT_ID_METADATA_KEY = 'weave.dev/event-id';
+
+/** The StreamResponse members that can carry metadata (all of them). */
+const STREAM_MEMBERS = ['task', 'message', 'statusUpdate', 'artifactUpdate'] as const;
+
+/** A copy of `event` whose payload's metadata names its sequence number (the event itself is shared: never mutated). */
+export function withEventId(event: object, seq: number): WireObject {
+  const e = event as WireObject;
+  for (const k of STREAM_MEMBERS) {
+    const inner = e[k] as WireObject | undefined;
+    if (inner === undefined) continue;
+    const metadata = { ...(inner.metadata as WireObject | undefined), [EVENT_ID_METADATA_KEY]: String(seq) };
+    return { [k]: { ...inner, metadata } };
+  }
+  return e;
+}
+
+/**
+ * The event id a Weave server put in a decoded StreamResponse, removed from
+ * it (metadata that held only the id goes too); `undefined` from other servers.
+ */
+export function takeEventId(event: WireObject): string | undefined {
+  for (const k of STREAM_MEMBERS) {
+    const inner = event[k] as WireObject | undefined;
+    if (inner === undefined || inner === null) continue;
+    const metadata = inner.metadata as WireObject | undefined;
+    const id = metadata?.[EVENT_ID_METADATA_KEY];
+    if (typeof id !== 'string' || !/^\d{1,15}$/.test(id)) return undefined;
+    delete metadata![EVENT_ID_METADATA_KEY];
+    if (Object.keys(metadata!).length === 0) delete inner.metadata;
+    return id;
+  }
+  return undefined;
+}

@@ -9,7 +9,12 @@ import {
 } from '@grpc/grpc-js';
 import { SecureChannel } from '@weave/transport';
 import { A2AClientError, type A2AError } from '../errors.js';
-import { a2aGrpcService, type A2AGrpcServiceDefinition, type WireObject } from '../grpc/proto.js';
+import {
+  a2aGrpcService,
+  takeEventId,
+  type A2AGrpcServiceDefinition,
+  type WireObject,
+} from '../grpc/proto.js';
 import { GRPC_STATUS_DETAILS_KEY, grpcStatusToA2AError } from '../grpc/status.js';
 import type { AgentInterface } from '../wire/v1.js';
 import { A2A_VERSION, callFailure, deadlineExceeded } from './http.js';
@@ -266,7 +271,10 @@ export class GrpcTransport implements ClientTransport {
     const onAbort = () => call.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      for await (const value of call as AsyncIterable<WireObject>) yield { value };
+      for await (const value of call as AsyncIterable<WireObject>) {
+        const eventId = takeEventId(value);
+        yield eventId === undefined ? { value } : { value, eventId };
+      }
     } catch (err) {
       if (timedOut && !signal?.aborted) throw deadlineExceeded(what, err);
       throw this.#failure(what, err as ServiceError, signal, started);

@@ -14,6 +14,7 @@ import type { Dispatcher } from 'undici';
 import type { SpiffeId } from '@weave/identity';
 import { A2AError, a2aErrorFromRest, type StreamResponse } from '../../src/index.js';
 import { a2aGrpcService, grpcStatusToA2AError } from '../../src/grpc/index.js';
+import { takeEventId, type WireObject } from '../../src/grpc/proto.js';
 import { parseSse } from '../../src/sse-parse.js';
 import type { Workload } from './pki.js';
 
@@ -38,6 +39,8 @@ export type CallOutcome = { ok: true; result: unknown; status: number } | ({ ok:
 /** A stream's events, and the error that ended it (before or after the first event). */
 export interface StreamOutcome {
   readonly events: StreamResponse[];
+  /** Each event's sequence id (SSE `id:`; on gRPC the id the server put in the event's metadata, taken out). */
+  readonly ids?: Array<string | undefined>;
   readonly failure?: CallFailure;
 }
 
@@ -94,15 +97,17 @@ export function jsonRpcBinding(url: string, dispatcher: Dispatcher): RawBinding 
         return { events: [], failure: failureOf(status, JSON.parse(text)) };
       }
       const events: StreamResponse[] = [];
+      const ids: Array<string | undefined> = [];
       for await (const e of parseSse(once(text), 16 * 1024 * 1024)) {
         const body = JSON.parse(e.data) as {
           result?: StreamResponse;
           error?: { code: number; message: string };
         };
-        if (body.error) return { events, failure: failureOf(status, body) };
+        if (body.error) return { events, ids, failure: failureOf(status, body) };
         events.push(body.result as StreamResponse);
+        ids.push(e.id);
       }
-      return { events };
+      return { events, ids };
     },
     close() {},
   };
@@ -189,13 +194,15 @@ export function restBinding(url: string, dispatcher: Dispatcher): RawBinding {
         return { events: [], failure: { status, error: a2aErrorFromRest(JSON.parse(text), status) } };
       }
       const events: StreamResponse[] = [];
+      const ids: Array<string | undefined> = [];
       for await (const e of parseSse(once(text), 16 * 1024 * 1024)) {
         if (e.event === 'error') {
-          return { events, failure: { status, error: a2aErrorFromRest(JSON.parse(e.data), status) } };
+          return { events, ids, failure: { status, error: a2aErrorFromRest(JSON.parse(e.data), status) } };
         }
         events.push(JSON.parse(e.data) as StreamResponse);
+        ids.push(e.id);
       }
-      return { events };
+      return { events, ids };
     },
     close() {},
   };
@@ -233,9 +240,13 @@ export function grpcBinding(target: string, client: Workload, serverId: SpiffeId
         const fn = (c as unknown as Record<string, RpcFn>)[method] as RpcFn;
         const call = fn.call(c, params, md(headers)) as NodeJS.EventEmitter;
         const events: StreamResponse[] = [];
-        call.on('data', (e: StreamResponse) => events.push(e));
-        call.on('error', (err: ServiceError) => resolve({ events, failure: failure(err) }));
-        call.on('end', () => resolve({ events }));
+        const ids: Array<string | undefined> = [];
+        call.on('data', (e: StreamResponse) => {
+          ids.push(takeEventId(e as unknown as WireObject));
+          events.push(e);
+        });
+        call.on('error', (err: ServiceError) => resolve({ events, ids, failure: failure(err) }));
+        call.on('end', () => resolve({ events, ids }));
       });
     },
     close() {
