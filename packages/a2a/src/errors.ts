@@ -19,8 +19,11 @@ export const A2AErrorCode = {
 } as const;
 
 /**
- * Every error reason Weave sends, with its representation on each binding
- * (A2A v1.0 §5.4: JSON-RPC code, gRPC status code, HTTP status). The first
+ * Every error reason Weave sends, with its representation on each binding,
+ * exactly as the table of A2A v1.0 §5.4 gives them for A2A errors (JSON-RPC
+ * code, gRPC status code, HTTP status; e.g. UNIMPLEMENTED for an unsupported
+ * operation or version, 409 for a task that cannot be canceled, 415 for a
+ * content type). The first
  * reason listed for a JSON-RPC code is the one an error of that code carries
  * by default. Weave's own reasons (PERMISSION_DENIED, RESOURCE_EXHAUSTED,
  * PAYLOAD_TOO_LARGE) reuse a standard JSON-RPC code, as A2A has none for them.
@@ -32,14 +35,14 @@ const ERROR_TABLE: Readonly<Record<string, { rpc: number; grpc: number; http: nu
   INVALID_PARAMS: { rpc: -32602, grpc: 3, http: 400 },
   INTERNAL_ERROR: { rpc: -32603, grpc: 13, http: 500 },
   TASK_NOT_FOUND: { rpc: -32001, grpc: 5, http: 404 },
-  TASK_NOT_CANCELABLE: { rpc: -32002, grpc: 9, http: 400 },
-  PUSH_NOTIFICATION_NOT_SUPPORTED: { rpc: -32003, grpc: 9, http: 400 },
-  UNSUPPORTED_OPERATION: { rpc: -32004, grpc: 9, http: 400 },
-  CONTENT_TYPE_NOT_SUPPORTED: { rpc: -32005, grpc: 3, http: 400 },
-  INVALID_AGENT_RESPONSE: { rpc: -32006, grpc: 13, http: 500 },
+  TASK_NOT_CANCELABLE: { rpc: -32002, grpc: 9, http: 409 },
+  PUSH_NOTIFICATION_NOT_SUPPORTED: { rpc: -32003, grpc: 12, http: 400 },
+  UNSUPPORTED_OPERATION: { rpc: -32004, grpc: 12, http: 400 },
+  CONTENT_TYPE_NOT_SUPPORTED: { rpc: -32005, grpc: 3, http: 415 },
+  INVALID_AGENT_RESPONSE: { rpc: -32006, grpc: 13, http: 502 },
   EXTENDED_AGENT_CARD_NOT_CONFIGURED: { rpc: -32007, grpc: 9, http: 400 },
   EXTENSION_SUPPORT_REQUIRED: { rpc: -32008, grpc: 9, http: 400 },
-  VERSION_NOT_SUPPORTED: { rpc: -32009, grpc: 9, http: 400 },
+  VERSION_NOT_SUPPORTED: { rpc: -32009, grpc: 12, http: 400 },
   PERMISSION_DENIED: { rpc: -32600, grpc: 7, http: 403 },
   RESOURCE_EXHAUSTED: { rpc: -32603, grpc: 8, http: 503 },
   PAYLOAD_TOO_LARGE: { rpc: -32600, grpc: 8, http: 413 },

@@ -238,8 +238,9 @@ function ok(o: CallOutcome): any {
 /** The binding's own status for an A2A error (spec §5.4). */
 const STATUS: Record<string, Record<BindingUnderTest, number>> = {
   TASK_NOT_FOUND: { JSONRPC: 200, 'HTTP+JSON': 404, GRPC: 5 },
-  TASK_NOT_CANCELABLE: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 9 },
-  UNSUPPORTED_OPERATION: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 9 },
+  TASK_NOT_CANCELABLE: { JSONRPC: 200, 'HTTP+JSON': 409, GRPC: 9 },
+  UNSUPPORTED_OPERATION: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 12 },
+  VERSION_NOT_SUPPORTED: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 12 },
   INVALID_PARAMS: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 3 },
   PERMISSION_DENIED: { JSONRPC: 403, 'HTTP+JSON': 403, GRPC: 7 },
 };
@@ -542,6 +543,34 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     expect(again.failure?.error.jsonRpcCode).toBe(-32004);
   });
 
+  it('stream events carry increasing ids; SubscribeToTask after an id replays exactly what came after it', async () => {
+    const r = ok(
+      await b.call('SendMessage', {
+        ...userText('ids', { metadata: { skill: 'slow' } }),
+        configuration: { returnImmediately: true },
+      }),
+    );
+    const id = (r.task as Task).id;
+    await until(() => w.release.has(id));
+    const sub = b.stream('SubscribeToTask', { id });
+    setTimeout(() => w.release.get(id)?.(), 200);
+    const s = await sub;
+    expect(s.failure).toBeUndefined();
+    const ids = (s.ids ?? []).map(Number);
+    expect(ids).toHaveLength(s.events.length);
+    expect(ids.every((n) => Number.isSafeInteger(n))).toBe(true);
+    expect([...ids].sort((x, y) => x - y)).toEqual(ids);
+    // On gRPC the id travels in the event's metadata and is taken out: the events match the other bindings'.
+    expect(JSON.stringify(s.events)).not.toContain('weave.dev/event-id');
+    const from = ids[0]!;
+    const again = await b.stream('SubscribeToTask', { id }, { 'last-event-id': String(from) });
+    expect(again.failure).toBeUndefined();
+    const later = ids.flatMap((n, i) => (n > from ? [i] : []));
+    expect(later.length).toBeGreaterThan(0);
+    expect((again.ids ?? []).map(Number)).toEqual(later.map((i) => ids[i]));
+    expect(again.events).toEqual(later.map((i) => s.events[i]));
+  });
+
   it('input-required: the task waits, the reply with its id completes it', async () => {
     const first = ok(await b.call('SendMessage', userText('go', { metadata: { skill: 'ask' } })))
       .task as Task;
@@ -638,11 +667,8 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
       const o = await b.call('SendMessage', userText('v', { metadata: { skill: 'echo' } }), {
         'a2a-version': version,
       });
-      expect(o.ok, version).toBe(false);
-      if (!o.ok) {
-        expect(o.error.code, version).toBe('VERSION_NOT_SUPPORTED');
-        expect(o.error.jsonRpcCode, version).toBe(-32009);
-      }
+      // Spec §5.4: -32009, gRPC UNIMPLEMENTED, HTTP 400.
+      expectFailure(o, 'VERSION_NOT_SUPPORTED', -32009, name);
       const g = await b.call('GetTask', { id: 'no-such-task' }, { 'a2a-version': version });
       expect(g.ok || g.error.code, version).toBe('VERSION_NOT_SUPPORTED');
     }
@@ -655,6 +681,21 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
       ).task as Task;
       expect(t.status.state, version).toBe('TASK_STATE_COMPLETED');
     }
+  });
+
+  it('a body that is not JSON by its content type is CONTENT_TYPE_NOT_SUPPORTED (HTTP+JSON: 415, JSON-RPC: 400) and runs nothing', async () => {
+    if (name === 'GRPC') return; // gRPC frames protobuf: no content type to get wrong
+    const before = w.ran.length;
+    const o = await b.call('SendMessage', userText('ct', { metadata: { skill: 'echo' } }), {
+      'content-type': 'text/plain',
+    });
+    expect(o.ok).toBe(false);
+    if (!o.ok) {
+      expect(o.error.code).toBe('CONTENT_TYPE_NOT_SUPPORTED');
+      expect(o.error.jsonRpcCode).toBe(-32005);
+      expect(o.status).toBe(name === 'HTTP+JSON' ? 415 : 400);
+    }
+    expect(w.ran.length).toBe(before);
   });
 
   it('invalid params are INVALID_PARAMS and run nothing', async () => {
