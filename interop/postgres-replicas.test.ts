@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest'
 import { request } from 'undici';
 import { ORPHAN_REASON, type Task } from '@weave/a2a';
 import { migrate } from '@weave/a2a/postgres';
-import { channel, createPki, type Pki, type Workload } from '../packages/a2a/test/helpers/pki.js';
+import { channel, createPki, type Pki, type Workload } from '@weave/test-support';
 import { eventsOf, readEvents, stateOf, type Sse } from './postgres/stream.js';
 import {
   freePort,

@@ -17,7 +17,7 @@ import {
   mtlsServer,
   type Pki,
   type Workload,
-} from '../packages/a2a/test/helpers/pki.js';
+} from '@weave/test-support';
 import { requireComponent, startPostgres, type Postgres } from './infra.js';
 import { allowOnly, eventsOf, readEvents, type Sse } from './postgres/stream.js';
 

@@ -40,7 +40,7 @@ import {
   sdkUserText,
 } from '../bench/sdk-echo-server.js';
 import { startHarness, type Harness } from './helpers/agents.js';
-import { channel, createPki, type Pki, type Workload } from './helpers/pki.js';
+import { channel, createPki, type Pki, type Workload } from '@weave/test-support';
 import { sdkSendParams, sdkText } from './helpers/sdk.js';
 
 /** What the executor saw, per run: the skill stamped by the guard and the SDK's user. */

@@ -21,7 +21,7 @@ import {
 import { a2aGrpcService, grpcStatusToA2AError } from '../src/grpc/index.js';
 import type { SecureChannel } from '@weave/transport';
 import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
-import { baseUrl, channel, createPki, TRUST_DOMAIN, type Pki, type Workload } from './helpers/pki.js';
+import { baseUrl, channel, createPki, TRUST_DOMAIN, type Pki, type Workload } from '@weave/test-support';
 import {
   grpcBinding,
   grpcCredentials,

@@ -18,7 +18,7 @@ import {
   type A2AServerLimits,
   type Task,
 } from '../src/index.js';
-import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from './helpers/pki.js';
+import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from '@weave/test-support';
 
 const KiB = 1024;
 

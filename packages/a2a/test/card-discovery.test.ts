@@ -15,7 +15,7 @@ import {
   type AgentCard,
 } from '../src/index.js';
 import { startHarness, type Harness } from './helpers/agents.js';
-import { baseUrl, channel, mtlsServer, type Workload } from './helpers/pki.js';
+import { baseUrl, channel, mtlsServer, type Workload } from '@weave/test-support';
 
 let h: Harness;
 let signer: AgentCardSigner;

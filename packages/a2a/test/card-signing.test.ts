@@ -26,7 +26,7 @@ import {
   type AgentCard,
   type AgentCardSignatureErrorCode,
 } from '../src/index.js';
-import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from './helpers/pki.js';
+import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from '@weave/test-support';
 
 type SdkCard = Parameters<ReturnType<typeof generateAgentCardSignature>>[0];
 

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { DevCaIdentityProvider } from '@weave/identity/dev';
 import { PeerVerificationError, type SecureChannel } from '@weave/transport';
 import { A2AClient, GrpcTransport, buildMessage, type StreamEvent } from '../src/index.js';
-import { channel, createPki, fetchOver, type Pki, type Workload } from './helpers/pki.js';
+import { channel, createPki, fetchOver, type Pki, type Workload } from '@weave/test-support';
 import { startSdkServer, type SdkBinding, type SdkServer } from './helpers/sdk-server.js';
 import { kind } from './helpers/sdk.js';
 

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalPolicyEnforcer } from '@weave/authz';
 import { pino } from 'pino';
 import { A2AClient, A2AServer, buildMessage } from '../src/index.js';
-import { baseUrl, channel, createPki, mtlsServer, type Pki } from './helpers/pki.js';
+import { baseUrl, channel, createPki, mtlsServer, type Pki } from '@weave/test-support';
 
 let pki: Pki;
 let close: () => Promise<void>;

@@ -6,7 +6,7 @@ import { LocalPolicyEnforcer } from '@weave/authz';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { A2AClient, A2AClientError, A2AServer, buildMessage } from '../src/index.js';
-import { baseUrl, createPki, mtlsServer, type Pki } from './helpers/pki.js';
+import { baseUrl, createPki, mtlsServer, type Pki } from '@weave/test-support';
 
 let pki: Pki;
 let close: () => Promise<void>;

@@ -11,7 +11,7 @@ import {
   type ClientTransport,
   type TransportContext,
 } from '../src/index.js';
-import { baseUrl, channel, createPki, mtlsServer, type Pki } from './helpers/pki.js';
+import { baseUrl, channel, createPki, mtlsServer, type Pki } from '@weave/test-support';
 
 let pki: Pki;
 let url: string;

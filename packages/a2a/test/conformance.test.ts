@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { A2AClient, A2AError, InMemoryTaskStore, type TaskRecord } from '../src/index.js';
 import { startHarness, type Harness } from './helpers/agents.js';
-import { channel, mtlsServer } from './helpers/pki.js';
+import { channel, mtlsServer } from '@weave/test-support';
 
 /** A store whose reads fail for one id: a real TaskStore implementation used to provoke -32603. */
 class FlakyStore extends InMemoryTaskStore {

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SecureChannel } from '@weave/transport';
 import { A2AClient, DiscoveryClient, buildMessage } from '../src/index.js';
-import { channel, createPki, httpsOptions, type Pki } from './helpers/pki.js';
+import { channel, createPki, httpsOptions, type Pki } from '@weave/test-support';
 
 let pki: Pki;
 let silentUrl: string;

@@ -4,7 +4,7 @@ import { authorizeMemberOf } from '@weave/identity';
 import { SecureChannel } from '@weave/transport';
 import { type MtlsFastifyInstance } from '@weave/transport/server';
 import { A2AClient, A2AClientError, A2AServer, DiscoveryClient, agentCardUrl } from '../src/index.js';
-import { baseUrl, createPki, mtlsServer, type Pki } from './helpers/pki.js';
+import { baseUrl, createPki, mtlsServer, type Pki } from '@weave/test-support';
 
 let pki: Pki;
 const apps: MtlsFastifyInstance[] = [];

@@ -5,7 +5,7 @@ import { authorizeMemberOf } from '@weave/identity';
 import { SecureChannel } from '@weave/transport';
 import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
 import { A2AClient, A2AServer, type StreamEvent } from '../src/index.js';
-import { baseUrl, createPki, type Pki } from './helpers/pki.js';
+import { baseUrl, createPki, type Pki } from '@weave/test-support';
 
 let pki: Pki;
 let app: MtlsFastifyInstance;

@@ -15,7 +15,7 @@ import { GrpcTransportFactory } from '@a2a-js/sdk/client/grpc';
 import { authorizeMemberOf } from '@weave/identity';
 import { A2AGrpcServer } from '../src/index.js';
 import { startHarness, type Harness } from './helpers/agents.js';
-import { fetchOver, TRUST_DOMAIN } from './helpers/pki.js';
+import { fetchOver, TRUST_DOMAIN } from '@weave/test-support';
 import { grpcCredentials } from './helpers/raw-bindings.js';
 import { sdkSendParams, sdkText } from './helpers/sdk.js';
 

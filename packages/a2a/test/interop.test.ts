@@ -28,7 +28,7 @@ import {
   V03TaskStatusUpdateEventSchema,
 } from '../src/index.js';
 import { startHarness, type Harness } from './helpers/agents.js';
-import { channel, fetchOver } from './helpers/pki.js';
+import { channel, fetchOver } from '@weave/test-support';
 import { sdkSendParams, sdkText } from './helpers/sdk.js';
 
 describe('official SDK client → Weave server (mTLS)', () => {

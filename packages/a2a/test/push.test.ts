@@ -10,7 +10,7 @@ import {
   type TaskPushNotificationConfig,
 } from '../src/index.js';
 import { startHarness, type Harness } from './helpers/agents.js';
-import { baseUrl, channel, mtlsServer } from './helpers/pki.js';
+import { baseUrl, channel, mtlsServer } from '@weave/test-support';
 
 let h: Harness;
 let hook: MtlsFastifyInstance;

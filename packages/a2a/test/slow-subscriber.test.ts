@@ -8,7 +8,7 @@ import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/ser
 import { authorizeMemberOf } from '@weave/identity';
 import { A2AClient, A2AClientError, A2AError, buildMessage, type StreamEvent } from '../src/index.js';
 import { startHarness, type Harness } from './helpers/agents.js';
-import { baseUrl, channel, createPki, type Pki, TRUST_DOMAIN } from './helpers/pki.js';
+import { baseUrl, channel, createPki, type Pki, TRUST_DOMAIN } from '@weave/test-support';
 
 /** The issue's stream: 10 000 status events from one task. */
 const STEPS = 10_000;

@@ -3,7 +3,7 @@ import type { SpiffeId } from '@weave/identity';
 import type { SecureChannel } from '@weave/transport';
 import type { MtlsFastifyInstance } from '@weave/transport/server';
 import { A2AServer, type A2AServerOptions } from '../../src/index.js';
-import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from './pki.js';
+import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from '@weave/test-support';
 
 export interface Harness {
   pki: Pki;

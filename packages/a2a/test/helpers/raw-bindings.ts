@@ -16,7 +16,7 @@ import { A2AError, a2aErrorFromRest, type StreamResponse } from '../../src/index
 import { a2aGrpcService, grpcStatusToA2AError } from '../../src/grpc/index.js';
 import { takeEventId, type WireObject } from '../../src/grpc/proto.js';
 import { parseSse } from '../../src/sse-parse.js';
-import type { Workload } from './pki.js';
+import type { Workload } from '@weave/test-support';
 
 type RpcFn = (this: Client, ...args: unknown[]) => unknown;
 

@@ -28,7 +28,7 @@ import {
   sdkTextArtifact,
   sdkUserText,
 } from '../../bench/sdk-echo-server.js';
-import { httpsOptions, spiffeIdOf, type Workload } from './pki.js';
+import { httpsOptions, spiffeIdOf, type Workload } from '@weave/test-support';
 
 export type SdkBinding = 'JSONRPC' | 'HTTP+JSON' | 'GRPC';
 

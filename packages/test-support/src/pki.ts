@@ -1,7 +1,9 @@
-// mTLS plumbing for the a2a tests, all from the real Weave layers: dev-CA
-// X.509-SVIDs served by DevCaIdentityProvider, @weave/transport's
-// createMtlsServer (mTLS + mtlsAuth → request.peer) and SecureChannel (an
-// undici Dispatcher that verifies the server's SPIFFE ID on every connection).
+// mTLS plumbing for the tests of the layers above transport, all from the
+// real Weave layers: dev-CA X.509-SVIDs served by DevCaIdentityProvider,
+// @weave/transport's createMtlsServer (mTLS + mtlsAuth → request.peer) and
+// SecureChannel (an undici Dispatcher that verifies the server's SPIFFE ID on
+// every connection). identity and transport keep their own test fixtures:
+// this package depends on both, and a workspace dependency cycle is refused.
 import type { PeerCertificate } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
