@@ -2,7 +2,7 @@
 // SDK's DefaultRequestHandler and an echo executor that does what the Weave
 // bench agents do per call (task, WORKING, one text artifact, COMPLETED), on a
 // node https server with the TLS options it is given (the same mTLS as Weave).
-// Shared by packages/a2a/bench and packages/agent/bench so both compare
+// Used by the bench harness (/bench) and the interop tests, so both compare
 // against the same baseline.
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -18,7 +18,7 @@ import {
   type ExecutionEventBus,
   type RequestContext,
 } from '@a2a-js/sdk/server';
-import { UserBuilder, jsonRpcHandler, restHandler } from '@a2a-js/sdk/server/express';
+import { UserBuilder, agentCardHandler, jsonRpcHandler, restHandler } from '@a2a-js/sdk/server/express';
 
 /** The JSON-RPC SendMessage (v1.0) the HTTP load generators send to the `echo` skill. */
 export const ECHO_SEND_MESSAGE_BODY = JSON.stringify({
@@ -142,15 +142,24 @@ export interface SdkEchoServer {
 /**
  * Starts the SDK echo agent on 127.0.0.1 (random port) with the given TLS
  * options, on the SDK's in-memory task store unless another is given (e.g.
- * its PostgreSQL `DatabaseTaskStore`).
+ * its PostgreSQL `DatabaseTaskStore`), running the echo executor unless
+ * another is given (e.g. the bench's streaming one).
  */
 export async function startSdkEchoServer(
   tls: https.ServerOptions,
   taskStore: TaskStore = new InMemoryTaskStore(),
+  executor: AgentExecutor = new EchoExecutor(),
 ): Promise<SdkEchoServer> {
   const card = sdkEchoCard('sdk bench', 'echo');
   const app = express();
-  const requestHandler = new DefaultRequestHandler(card, taskStore, new EchoExecutor());
+  const requestHandler = new DefaultRequestHandler(card, taskStore, executor);
+  // The SDK's handlers parse JSON with express's default 100 KB limit; the
+  // payload bench sends up to 1 MB, as Weave's agents accept (body limit
+  // configurable). Parsed here first, the SDK's own parser sees a finished
+  // body and leaves it as it is.
+  app.use(express.json({ limit: '4mb' }));
+  // Its card, where the SDK's own client looks for it (the streaming bench's SDK client).
+  app.use('/.well-known/agent-card.json', agentCardHandler({ agentCardProvider: requestHandler }));
   app.use('/rest', restHandler({ requestHandler, userBuilder: UserBuilder.noAuthentication }));
   app.use('/', jsonRpcHandler({ requestHandler, userBuilder: UserBuilder.noAuthentication }));
   const server = https.createServer(tls, app);

@@ -1,0 +1,142 @@
+// The parent side of the load generator (loadgen.ts): the job types, and
+// `runLoad`, which runs one job in its own process and charges this process's
+// CPU time — the server under test lives here, one loaded at a time — over
+// exactly the window the load generator measured.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+/** A client SVID and the trust bundle, as PEM. */
+export interface PemSvid {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+interface Timing {
+  concurrency: number;
+  /** Time-boxed window: warm-up then `durationMs` measured... */
+  warmupMs: number;
+  durationMs: number;
+  /** ...or exactly `calls` calls measured after `warmupCalls` (default 1) unmeasured ones. */
+  calls?: number;
+  warmupCalls?: number;
+}
+
+export type LoadgenJob = Timing &
+  (
+    | {
+        kind: 'http';
+        url: string;
+        body: string;
+        contentType?: string;
+        /** Every successful answer contains each of these. */
+        expect: string[];
+        svid: PemSvid;
+        expectPeer: string;
+      }
+    | { kind: 'grpc'; target: string; request: Record<string, unknown>; svid: PemSvid; expectPeer: string }
+    | {
+        kind: 'agent';
+        socket: string;
+        policyFile: string;
+        target: string;
+        targetUrl: string;
+        capability: string;
+        input: unknown;
+        /** The answer's `text` starts with this and is `expectLength` long. */
+        expect: string;
+        expectLength: number;
+      }
+    | { kind: 'channel'; socket: string; url: string; body: string; expect: string[]; expectPeer: string }
+    | { kind: 'stream-weave'; socket: string; url: string; events: number; expectPeer: string }
+    | { kind: 'stream-sdk'; url: string; events: number; svid: PemSvid; expectPeer: string }
+    | {
+        kind: 'fanout-weave';
+        socket: string;
+        policyFile: string;
+        peers: Array<{ id: string; url: string }>;
+      }
+    | { kind: 'fanout-bare'; peers: Array<{ id: string; url: string }>; svid: PemSvid; body: string }
+  );
+
+/** What the load generator prints. */
+export interface LoadgenResult {
+  /** Units (requests, events, connections) completed inside the window. */
+  units: number;
+  /** Calls completed inside the window. */
+  calls: number;
+  elapsedMs: number;
+  /** Units per second over the window. */
+  rate: number;
+  /** The load generator's CPU (user + system) over the window per unit, in µs. */
+  clientCpuUs: number;
+  /** Latency of one call in the window, in ms (null: none finished, or not meaningful). */
+  p50: number | null;
+  p99: number | null;
+  errors: number;
+  firstError?: string;
+  /** Policy decisions audited by a Weave caller (both runs of a SecureAgent load). */
+  decisions: number;
+  extra?: Record<string, number>;
+}
+
+export interface LoadResult extends LoadgenResult {
+  /** This process's (the server's) CPU over the same window per unit, in µs. */
+  serverCpuUs: number;
+}
+
+const LOADGEN = fileURLToPath(new URL('./loadgen.ts', import.meta.url));
+const cpuNow = () => {
+  const c = process.cpuUsage();
+  return c.user + c.system;
+};
+
+/** Set by the harness: write a CPU profile of every load process into this folder. */
+export const loadOptions: { cpuProfDir?: string } = {};
+
+/**
+ * Runs `job` in a new load generator process started like this one (same
+ * loader, same export conditions) and resolves with its result plus this
+ * process's CPU per unit over the measured window. Rejects when the load
+ * generator fails or reports no window.
+ */
+export function runLoad(job: LoadgenJob): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const prof = loadOptions.cpuProfDir;
+    const child = spawn(
+      process.execPath,
+      [
+        ...process.execArgv,
+        '--expose-gc',
+        // grpc-js sets the TLS ServerName to the IP address of a loopback target.
+        '--disable-warning=DEP0123',
+        ...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []),
+        LOADGEN,
+      ],
+      { stdio: ['pipe', 'pipe', 'inherit'] },
+    );
+    let buf = '';
+    let cpuStart: number | undefined;
+    let serverCpu: number | undefined;
+    let result: LoadgenResult | undefined;
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (line === 'window start') cpuStart = cpuNow();
+        else if (line === 'window end' && cpuStart !== undefined) serverCpu = cpuNow() - cpuStart;
+        else if (line.startsWith('result ')) result = JSON.parse(line.slice(7)) as LoadgenResult;
+      }
+    });
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`load generator (${job.kind}) exited with ${code}`));
+      if (!result || serverCpu === undefined)
+        return reject(new Error(`load generator (${job.kind}) reported no window`));
+      resolve({ ...result, serverCpuUs: serverCpu / Math.max(1, result.units) });
+    });
+    child.stdin.end(JSON.stringify(job));
+  });
+}

@@ -1,0 +1,148 @@
+// `npm run bench`: every scenario against its baseline(s), in one run, one
+// summary table, the same figures as JSON in bench/results/<timestamp>.json.
+// See bench/README.md.
+//
+//   --only call,stream     these scenarios only
+//   --duration 4000        measured window of each time-boxed load, in ms
+//   --smoke                a few seconds per scenario (CI): must run and print numbers
+//   --cpu-prof DIR         a CPU profile of every load generator process, and of this one
+import { mkdir, writeFile } from 'node:fs/promises';
+import { cpus, loadavg } from 'node:os';
+import { Session } from 'node:inspector/promises';
+import { parseArgs } from 'node:util';
+import { startEnv } from './lib/env.js';
+import { table, type Check, type Ctx, type Row, type Scenario } from './lib/harness.js';
+import { loadOptions } from './lib/load.js';
+import { artifacts, bindings, stream } from './scenarios/a2a.js';
+import { call, payload, pg } from './scenarios/call.js';
+import { fanout } from './scenarios/fanout.js';
+import { memory } from './scenarios/memory.js';
+import { connect, transport } from './scenarios/transport.js';
+
+const SCENARIOS: Scenario[] = [
+  call,
+  bindings,
+  transport,
+  connect,
+  payload,
+  stream,
+  artifacts,
+  fanout,
+  memory,
+  pg,
+];
+
+const { values } = parseArgs({
+  options: {
+    only: { type: 'string' },
+    duration: { type: 'string' },
+    smoke: { type: 'boolean', default: false },
+    'cpu-prof': { type: 'string' },
+  },
+});
+const smoke = values.smoke ?? false;
+const durationMs = Number(values.duration ?? (smoke ? 1000 : 4000));
+if (!Number.isFinite(durationMs) || durationMs <= 0)
+  throw new Error(`--duration: not a positive number of ms`);
+const only = values.only?.split(',').map((s) => s.trim());
+const unknown = only?.filter((n) => !SCENARIOS.some((s) => s.name === n)) ?? [];
+if (unknown.length) {
+  throw new Error(
+    `unknown scenario ${unknown.join(', ')}; known: ${SCENARIOS.map((s) => s.name).join(', ')}`,
+  );
+}
+const selected = SCENARIOS.filter((s) => !only || only.includes(s.name));
+const profDir = values['cpu-prof'];
+if (profDir) {
+  await mkdir(profDir, { recursive: true });
+  loadOptions.cpuProfDir = profDir;
+}
+
+const started = new Date();
+const env = await startEnv();
+const ctx: Ctx = { env, durationMs, warmupMs: smoke ? 300 : 1000, smoke, log: (l) => console.log(l) };
+console.log(
+  `Weave bench — ${selected.map((s) => s.name).join(', ')}; ${smoke ? 'smoke, ' : ''}${durationMs} ms per load, ` +
+    `TLS 1.3, ECDSA P-256 SVIDs from the dev CA, node ${process.version}, ${cpus().length} CPUs, ` +
+    `load average at start ${loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}`,
+);
+
+const rows: Row[] = [];
+const checks: Check[] = [];
+const failures: string[] = [];
+// This process is the server side of every load: profile it too when asked.
+const session = profDir ? new Session() : undefined;
+if (session) {
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+}
+for (const s of selected) {
+  console.log(`… ${s.name}: ${s.title}`);
+  const t0 = Date.now();
+  try {
+    const out = await s.run(ctx);
+    rows.push(...out.rows);
+    checks.push(...(out.checks ?? []));
+    // A row without a figure fails the run; errors beside a figure are printed (a loaded machine times out connects).
+    for (const r of out.rows) {
+      if (r.rate === null && !r.mayFail) {
+        failures.push(`${s.name} / ${r.case}: no figure (${r.firstError ?? 'no error'})`);
+      }
+    }
+  } catch (err) {
+    failures.push(`${s.name}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  }
+  console.log(`  (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+}
+if (session) {
+  const { profile } = await session.post('Profiler.stop');
+  await writeFile(`${profDir}/harness-${process.pid}.cpuprofile`, JSON.stringify(profile));
+  session.disconnect();
+}
+await env.close();
+
+console.log('');
+console.log(table(rows));
+const failed = rows.filter((r) => r.errors > 0);
+if (failed.length) {
+  console.log('');
+  console.log('errors (the first of each row):');
+  for (const r of failed) console.log(`  ${r.scenario} / ${r.case}: ${r.errors} — ${r.firstError ?? ''}`);
+}
+console.log('');
+console.log('targets (issue 18), from this run:');
+for (const c of checks)
+  console.log(`  ${c.met ? 'met    ' : 'NOT met'}  ${c.scenario}: ${c.target} — ${c.detail}`);
+const [l1, l5, l15] = loadavg();
+console.log(
+  `load average at the end: ${l1!.toFixed(2)} ${l5!.toFixed(2)} ${l15!.toFixed(2)} (1/5/15 min) on ${cpus().length} CPUs`,
+);
+
+const file = new URL(`./results/${started.toISOString().replace(/[:.]/g, '-')}.json`, import.meta.url);
+await mkdir(new URL('./results/', import.meta.url), { recursive: true });
+await writeFile(
+  file,
+  JSON.stringify(
+    {
+      started: started.toISOString(),
+      node: process.version,
+      cpus: cpus().length,
+      smoke,
+      durationMs,
+      rows,
+      checks,
+      failures,
+      loadavg: loadavg(),
+    },
+    null,
+    2,
+  ),
+);
+console.log(`figures written to ${file.pathname}`);
+if (failures.length) {
+  console.error(`\nFAILED:\n${failures.map((f) => `  ${f}`).join('\n')}`);
+  process.exit(1);
+}

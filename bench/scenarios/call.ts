@@ -1,0 +1,294 @@
+// A full `callAgent` round trip — SecureAgent → SecureAgent: outbound policy
+// check, pooled SPIFFE-verified channel, A2A v1.0 SendMessage on JSON-RPC,
+// server mTLS + inbound policy check, capability with zod validation, task +
+// artifact back, typed result — against bare node https mTLS (undici client,
+// same certificates) and the official @a2a-js/sdk server (express,
+// DefaultRequestHandler, in-memory store) on the same mTLS, driven by the same
+// undici load. Three scenarios share this:
+//   call     small input, 32 in flight
+//   payload  inputs of 100 B, 10 KB, 100 KB and 1 MB, 8 in flight
+//   pg       the same call with PostgreSQL task stores (Weave's, the SDK's)
+import { pino } from 'pino';
+import { z } from 'zod';
+import { LocalPolicyEnforcer } from '@weave/authz';
+import type { TaskStore } from '@weave/a2a';
+import { PostgresTaskStore } from '@weave/a2a/postgres';
+import { SecureAgent } from '@weave/agent';
+import { createMtlsServerOptions } from '@weave/transport';
+import { startSdkEchoServer } from '../../packages/a2a/bench/sdk-echo-server.js';
+import { startBenchPostgres } from '../../packages/a2a/bench/postgres.js';
+import { ID, bareTls, sendMessageBody, silent, startBareEcho, type Env } from '../lib/env.js';
+import { find, ratioCheck, rowOf, type Check, type Ctx, type Row, type Scenario } from '../lib/harness.js';
+import { runLoad, type LoadResult } from '../lib/load.js';
+
+/** The called agent: `echo` answers `echo: <text>`; bodies up to 4 MiB (the payload scenario's 1 MB input). */
+async function startEchoAgent(env: Env, workload: 'server' | 'serverPg', taskStore?: TaskStore) {
+  let decisions = 0;
+  const enforcer = await LocalPolicyEnforcer.fromFile(env.policyFile, {
+    watch: false,
+    logger: silent,
+    audit: { record: () => void decisions++ },
+  });
+  const agent = new SecureAgent({
+    config: {
+      name: 'server',
+      identity: { workloadApi: { socket: env.dev.address(workload) } },
+      authz: { policyFile: env.policyFile },
+      logging: { level: 'warn' },
+      server: { maxConcurrentTasks: 1024, bodyLimit: 4 * 1024 * 1024 },
+    },
+    enforcer,
+    logger: pino({ level: 'warn' }),
+    ...(taskStore ? { taskStore } : {}),
+  }).capability('echo', { input: z.object({ text: z.string() }) }, ({ text }) => ({ text: `echo: ${text}` }));
+  await agent.start();
+  return {
+    url: agent.url,
+    decisions: () => decisions,
+    close: async () => {
+      await agent.stop({ drainTimeoutMs: 1000 });
+      await enforcer.close();
+    },
+  };
+}
+
+interface Targets {
+  weave?: { url: string; decisions(): number };
+  bareUrl?: string;
+  sdkUrl?: string;
+}
+
+/**
+ * Runs weave, bare and sdk (those given) with `text` as input, one after the
+ * other, and returns their rows; the weave row is compared with the others.
+ */
+async function cases(
+  ctx: Ctx,
+  scenario: string,
+  t: Targets,
+  text: string,
+  concurrency: number,
+  labels: { weave: string; bare: string; sdk: string },
+  sdkMayFail = false,
+): Promise<Row[]> {
+  const { env } = ctx;
+  const timing = { concurrency, warmupMs: ctx.warmupMs, durationMs: ctx.durationMs };
+  const body = sendMessageBody(text);
+  const rows: Row[] = [];
+  if (t.weave) {
+    const before = t.weave.decisions();
+    const weave = await runLoad({
+      kind: 'agent',
+      ...timing,
+      socket: env.dev.address('client'),
+      policyFile: env.policyFile,
+      target: ID.server,
+      targetUrl: t.weave.url,
+      capability: 'echo',
+      input: { text },
+      expect: 'echo: ',
+      expectLength: text.length + 6,
+    });
+    const callee = t.weave.decisions() - before;
+    // Both policy checks of every call ran: the caller's and the callee's audit counts.
+    if (weave.decisions < weave.calls || callee < weave.calls) {
+      throw new Error(
+        `policy decisions missing: caller ${weave.decisions}, callee ${callee}, calls ${weave.calls}`,
+      );
+    }
+    const vs = [t.bareUrl ? labels.bare : '', t.sdkUrl ? labels.sdk : ''].filter((x) => x);
+    rows.push(rowOf(scenario, labels.weave, 'req/s', weave, { vs }));
+  }
+  if (t.bareUrl) {
+    const bare = await runLoad({
+      kind: 'http',
+      ...timing,
+      url: t.bareUrl,
+      body,
+      expect: ['"echo"'],
+      svid: env.clientPem,
+      expectPeer: ID.bare,
+    });
+    rows.push(rowOf(scenario, labels.bare, 'req/s', bare));
+  }
+  if (t.sdkUrl) {
+    const sdk: LoadResult = await runLoad({
+      kind: 'http',
+      ...timing,
+      url: t.sdkUrl,
+      body,
+      expect: ['"result"', 'TASK_STATE_COMPLETED'],
+      svid: env.clientPem,
+      expectPeer: ID.sdk,
+    });
+    rows.push(rowOf(scenario, labels.sdk, 'req/s', sdk, sdkMayFail ? { mayFail: true } : {}));
+  }
+  return rows;
+}
+
+async function baselines(env: Env) {
+  const bare = await startBareEcho(bareTls(await env.identity('bare')));
+  const sdk = await startSdkEchoServer(createMtlsServerOptions(await env.identity('sdk')));
+  return { bare, sdk };
+}
+
+export const call: Scenario = {
+  name: 'call',
+  title: 'callAgent (JSON-RPC, 32 in flight, small input) vs bare mTLS vs @a2a-js/sdk',
+  async run(ctx) {
+    const server = await startEchoAgent(ctx.env, 'server');
+    const { bare, sdk } = await baselines(ctx.env);
+    try {
+      const labels = { weave: 'weave callAgent', bare: 'bare', sdk: 'sdk' };
+      const rows = await cases(
+        ctx,
+        'call',
+        { weave: server, bareUrl: bare.url, sdkUrl: sdk.url },
+        'hello',
+        32,
+        labels,
+      );
+      const checks: Check[] = [
+        ratioCheck('call', rows, 'weave callAgent', 'bare', 'rate', { min: 0.75 }, 'req/s vs bare'),
+        ratioCheck('call', rows, 'weave callAgent', 'bare', 'cpu', { max: 1.4 }, 'CPU per call vs bare'),
+        ratioCheck('call', rows, 'weave callAgent', 'bare', 'p99', { max: 1.5 }, 'p99 vs bare'),
+        ratioCheck('call', rows, 'weave callAgent', 'sdk', 'rate', { min: 5 }, 'req/s vs sdk'),
+      ];
+      return { rows, checks };
+    } finally {
+      await server.close();
+      await bare.close();
+      await sdk.close();
+    }
+  },
+};
+
+export const payload: Scenario = {
+  name: 'payload',
+  title:
+    'callAgent with inputs of 100 B, 10 KB, 100 KB, 1 MB vs bare mTLS JSON echo vs @a2a-js/sdk, 8 in flight',
+  async run(ctx) {
+    const server = await startEchoAgent(ctx.env, 'server');
+    const { bare, sdk } = await baselines(ctx.env);
+    const rows: Row[] = [];
+    const checks: Check[] = [];
+    try {
+      const sizes = ctx.smoke ? [100, 102_400] : [100, 10_240, 102_400, 1_048_576];
+      for (const size of sizes) {
+        const name = size >= 1_048_576 ? '1 MB' : size >= 1024 ? `${size / 1024} KB` : `${size} B`;
+        const labels = { weave: `weave ${name}`, bare: `bare ${name}`, sdk: `sdk ${name}` };
+        // The SDK's express body parser has its own limit: a refusal there is a finding, not a harness failure.
+        rows.push(
+          ...(await cases(
+            ctx,
+            'payload',
+            { weave: server, bareUrl: bare.url, sdkUrl: sdk.url },
+            'x'.repeat(size),
+            8,
+            labels,
+            true,
+          )),
+        );
+        if (size >= 102_400) {
+          checks.push(
+            ratioCheck(
+              'payload',
+              rows,
+              labels.weave,
+              labels.bare,
+              'cpu',
+              { max: 1.5 },
+              `CPU per call vs bare, ${name}`,
+            ),
+          );
+        }
+        const s = find(rows, labels.sdk);
+        checks.push(
+          s.rate === null
+            ? {
+                scenario: 'payload',
+                target: `req/s vs sdk, ${name}`,
+                met: false,
+                detail: `the SDK answered none (${s.firstError ?? 'no answer'})`,
+              }
+            : ratioCheck(
+                'payload',
+                rows,
+                labels.weave,
+                labels.sdk,
+                'rate',
+                { min: 5 },
+                `req/s vs sdk, ${name}`,
+              ),
+        );
+      }
+      return { rows, checks };
+    } finally {
+      await server.close();
+      await bare.close();
+      await sdk.close();
+    }
+  },
+};
+
+export const pg: Scenario = {
+  name: 'pg',
+  title:
+    'callAgent with PostgresTaskStore vs the same on the in-memory store vs @a2a-js/sdk DatabaseTaskStore',
+  async run(ctx) {
+    const db = await startBenchPostgres();
+    if (!db) {
+      // interop/infra.ts has already said so loudly (and thrown under CI=true).
+      ctx.log('pg: SKIPPED — PostgreSQL is not installed here (scripts/infra/setup.sh installs it)');
+      return { rows: [] };
+    }
+    const server = await startEchoAgent(ctx.env, 'server');
+    const serverPg = await startEchoAgent(
+      ctx.env,
+      'serverPg',
+      new PostgresTaskStore({ pool: db.pool('weave') }),
+    );
+    const sdkPg = await startSdkEchoServer(
+      createMtlsServerOptions(await ctx.env.identity('sdk')),
+      db.sdkStore,
+    );
+    try {
+      const labels = { weave: 'weave callAgent, PostgreSQL', bare: '', sdk: 'sdk DatabaseTaskStore' };
+      const rows = await cases(ctx, 'pg', { weave: serverPg, sdkUrl: sdkPg.url }, 'hello', 32, labels);
+      const mem = await cases(ctx, 'pg', { weave: server }, 'hello', 32, {
+        ...labels,
+        weave: 'weave callAgent, in memory',
+      });
+      rows[0]!.vs = ['weave callAgent, in memory', 'sdk DatabaseTaskStore'];
+      rows.push(...mem);
+      return {
+        rows,
+        checks: [
+          ratioCheck(
+            'pg',
+            rows,
+            'weave callAgent, PostgreSQL',
+            'weave callAgent, in memory',
+            'rate',
+            { min: 0.5 },
+            'req/s vs in memory',
+          ),
+          ratioCheck(
+            'pg',
+            rows,
+            'weave callAgent, PostgreSQL',
+            'sdk DatabaseTaskStore',
+            'rate',
+            { min: 3 },
+            'req/s vs sdk on PostgreSQL',
+          ),
+        ],
+      };
+    } finally {
+      await server.close();
+      await serverPg.close();
+      await sdkPg.close();
+      await db.stop();
+    }
+  },
+};
