@@ -314,4 +314,40 @@ describe.skipIf(!available)('three replicas behind HAProxy on PostgreSQL', () =>
       [...first.events, ...rest.events].map((e) => e.data.result),
     );
   }, 300_000);
+
+  it('a reply to INPUT_REQUIRED that the balancer sends to another replica reaches the handler waiting on the first', async () => {
+    const seen: Array<{ runner: string; replied: string }> = [];
+    // Round robin sends consecutive calls to different replicas: a few tasks suffice for replies
+    // that land away from their task (the case under test); those that land on it must work too.
+    for (let i = 0; i < 4; i++) {
+      const started = await json('SendMessage', {
+        message: {
+          messageId: randomUUID(),
+          role: 'ROLE_USER',
+          parts: [{ text: 'hi' }],
+          metadata: { skill: 'ask' },
+        },
+        configuration: { returnImmediately: true },
+      });
+      const id = started.result.task.id;
+      // The ask is written (any replica reads it) once the handler waits.
+      await waitUntil('the task waits for input', async () => {
+        const r = await json('GetTask', { id });
+        return r.result.status.state === 'TASK_STATE_INPUT_REQUIRED';
+      });
+      const name = `n${i}`;
+      const answered = await json('SendMessage', {
+        message: { messageId: randomUUID(), role: 'ROLE_USER', taskId: id, parts: [{ text: name }] },
+      });
+      expect(answered.error).toBeUndefined();
+      expect(answered.result.task.status.state).toBe('TASK_STATE_COMPLETED');
+      // Answered by the handler that asked, on the replica that created the task.
+      expect(answered.result.task.artifacts?.[0]?.parts[0]?.text).toBe(
+        `hello ${name}, from the handler on ${started.replica}`,
+      );
+      expect(answered.result.task.history?.map((m) => m.parts[0]?.text)).toEqual(['hi', 'name?', name]);
+      seen.push({ runner: started.replica, replied: answered.replica });
+    }
+    expect(seen.filter((x) => x.runner !== x.replied).length).toBeGreaterThan(0);
+  }, 120_000);
 });

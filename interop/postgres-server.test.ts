@@ -6,7 +6,16 @@ import { randomUUID } from 'node:crypto';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import { A2AServer, ORPHAN_REASON, TaskLeaseLostError, type StreamResponse, type Task } from '@weave/a2a';
+import {
+  A2AServer,
+  ORPHAN_REASON,
+  ORPHAN_REASON_LIMITED,
+  TaskLeaseLostError,
+  type CallerLimitsInput,
+  TaskManager,
+  type StreamResponse,
+  type Task,
+} from '@weave/a2a';
 import { PostgresPushConfigStore, PostgresTaskStore, migrate } from '@weave/a2a/postgres';
 import type { SecureChannel } from '@weave/transport';
 import type { MtlsFastifyInstance } from '@weave/transport/server';
@@ -80,7 +89,11 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
 
   const pushKey = randomUUID().replaceAll('-', '').repeat(2);
 
-  async function replica(connectionString: string, leaseTtlMs?: number): Promise<Replica> {
+  async function replica(
+    connectionString: string,
+    leaseTtlMs?: number,
+    perCaller?: CallerLimitsInput,
+  ): Promise<Replica> {
     const ran: string[] = [];
     const aborted: string[] = [];
     const pushed: Array<{ taskId: string; event: StreamResponse }> = [];
@@ -100,6 +113,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
       },
       // Writes that failed are retried at least every 200 ms.
       storeRetryMaxMs: 200,
+      ...(perCaller ? { limits: { perCaller } } : {}),
     });
     a2a.registerTaskHandler({ id: 'gate', name: 'gate', description: '', tags: [] }, async (ctx) => {
       ran.push(ctx.taskId);
@@ -119,6 +133,12 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
         await new Promise((r) => setTimeout(r, 3));
       }
       return 'done';
+    });
+    // Asks for a name and greets it.
+    a2a.registerTaskHandler({ id: 'ask', name: 'ask', description: '', tags: [] }, async (ctx) => {
+      ran.push(ctx.taskId);
+      const reply = await ctx.requestInput('name?');
+      return `hello ${reply.parts[0]?.text ?? ''}`;
     });
     // Re-runnable: runs again on another replica when this one dies.
     a2a.registerTaskHandler(
@@ -164,10 +184,10 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     });
 
   /** A replica whose every database connection goes through a relay the test can cut. */
-  async function partitioned(leaseTtlMs: number): Promise<{ r: Replica; cut: Partition }> {
+  async function partitioned(leaseTtlMs: number, dbUrl = db.url): Promise<{ r: Replica; cut: Partition }> {
     const cut = new Partition(Number(new URL(db.url).port));
     await cut.open();
-    const url = new URL(db.url);
+    const url = new URL(dbUrl);
     url.port = String(cut.port);
     return { r: await replica(url.toString(), leaseTtlMs), cut };
   }
@@ -425,6 +445,106 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     expect(got.result.status.state).toBe('TASK_STATE_COMPLETED');
     expect(got.result.artifacts?.map((x) => x.parts[0]?.text)).toEqual(['after', 'done']);
     expect(others.flatMap((r) => r.ran).filter((x) => x === id)).toHaveLength(1);
+  });
+
+  it('a reply to INPUT_REQUIRED sent to another replica reaches the waiting handler (blocking and streaming); one nobody waits for is refused and withdrawn', async () => {
+    const a = await replica(db.url);
+    const b = await replica(db.url);
+    const asked = async () => {
+      const started = await send(a, 'hi', true, 'ask');
+      const id = started.result.task.id;
+      for (let st = ''; st !== 'TASK_STATE_INPUT_REQUIRED';) {
+        await new Promise((r) => setTimeout(r, 20));
+        st = (await json(b, 'GetTask', { id })).result.status.state;
+      }
+      return id;
+    };
+    const reply = (id: string, text: string) => ({
+      message: { messageId: randomUUID(), role: 'ROLE_USER', taskId: id, parts: [{ text }] },
+    });
+    // Blocking SendMessage on B: answered once A's handler finished.
+    const one = await asked();
+    const answered = await json(b, 'SendMessage', reply(one, 'bob'));
+    expect(answered.error).toBeUndefined();
+    expect(answered.result.task.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(answered.result.task.artifacts?.[0]?.parts[0]?.text).toBe('hello bob');
+    expect(a.ran).toContain(one);
+    expect(b.ran).not.toContain(one);
+    // SendStreamingMessage on B: the task as it asked, then what A's handler did with the reply.
+    const two = await asked();
+    const res = await rpc(b, 'SendStreamingMessage', reply(two, 'eve'));
+    const events = await eventsOf(res.body);
+    const results = events.map((e) => e.data.result as StreamResponse);
+    expect(results[0]).toMatchObject({ task: { status: { state: 'TASK_STATE_INPUT_REQUIRED' } } });
+    expect(results.at(-1)).toMatchObject({ statusUpdate: { status: { state: 'TASK_STATE_COMPLETED' } } });
+    expect(JSON.stringify(results)).toContain('hello eve');
+    // A task that says INPUT_REQUIRED but whose handler no longer waits (here: none ever did):
+    // the reply is refused as on the running replica, and nothing of it is kept.
+    const bare = new PostgresTaskStore({ connectionString: db.url });
+    const m = new TaskManager({ store: bare });
+    const rec = await m.create({
+      owner: client.id.toString(),
+      skill: 'ask',
+      message: { messageId: randomUUID(), role: 'ROLE_USER', parts: [{ text: 'hi' }] },
+    });
+    m.setStatus(rec.task.id, 'TASK_STATE_INPUT_REQUIRED');
+    await m.flush();
+    const refused = await json(b, 'SendMessage', reply(rec.task.id, 'nobody'));
+    expect(refused.error?.code).toBe(-32004);
+    const kept = await bare.pool.query('SELECT 1 FROM weave_a2a_inbox WHERE task_id = $1', [rec.task.id]);
+    expect(kept.rowCount).toBe(0);
+    expect((await bare.get(rec.task.id))?.seq).toBe(2);
+    await m.close();
+  });
+
+  it('a task re-run after takeover counts against the caller’s limit like a new one: above it, it ends FAILED with the reason and does not run', async () => {
+    // A database of its own: no replica of another test may claim these orphans.
+    const name = `limits_${randomUUID().replaceAll('-', '')}`;
+    const admin = new PostgresTaskStore({ connectionString: db.url });
+    await admin.pool.query(`CREATE DATABASE ${name}`);
+    await admin.close();
+    const url = new URL(db.url);
+    url.pathname = `/${name}`;
+    await migrate({ connectionString: url.toString() });
+    const ttl = 1500;
+    const b = await replica(url.toString(), ttl, { maxConcurrentTasks: 1 });
+    const held = `h-${randomUUID()}`;
+    const busy = await send(b, held); // the caller's one task on B
+    await until(() => gates.has(held));
+    const state = async (id: string) => (await json(b, 'GetTask', { id })).result;
+    const orphanOf = async () => {
+      const { r: a, cut } = await partitioned(ttl, url.toString());
+      const gate = `o-${randomUUID()}`;
+      const id = (await send(a, gate, true, 'again')).result.task.id;
+      await until(() => a.ran.includes(id));
+      await cut.cut();
+      return { id, gate };
+    };
+    const first = await orphanOf();
+    let t = await state(first.id);
+    for (const end = Date.now() + 20_000; t.status.state !== 'TASK_STATE_FAILED' && Date.now() < end;) {
+      await new Promise((r) => setTimeout(r, 100));
+      t = await state(first.id);
+    }
+    expect(t.status.state).toBe('TASK_STATE_FAILED');
+    expect(t.status.message?.parts[0]?.text).toContain(ORPHAN_REASON_LIMITED);
+    expect(b.ran).not.toContain(first.id); // not re-run above the limit
+    // The caller's task on B finishes: its slot is free, and the next orphan runs again on B.
+    gates.get(held)?.();
+    await until(() => b.a2a.manager.isLive(busy.result.task.id) === false);
+    const second = await orphanOf();
+    await until(() => b.ran.includes(second.id));
+    // While it runs it holds the caller's slot, as a new task would.
+    const refused = await send(b, `x-${randomUUID()}`);
+    expect(refused.error?.code).toBe(-32603);
+    expect(refused.error?.data[0]).toMatchObject({
+      reason: 'RESOURCE_EXHAUSTED',
+      metadata: { scope: 'caller' },
+    });
+    gates.get(second.gate)?.();
+    await until(() => b.a2a.manager.isLive(second.id) === false);
+    await b.a2a.manager.flush();
+    expect((await state(second.id)).status.state).toBe('TASK_STATE_COMPLETED');
   });
 
   it('database away: new tasks get a retryable 503 without running; a running task goes on and is written through later', async () => {

@@ -59,6 +59,11 @@ const count: TaskHandler = async (ctx) => {
 const skill = (id: string) => ({ id, name: id, description: id, tags: [] });
 a2a.registerTaskHandler(skill('count'), count, { rerunnable: true });
 a2a.registerTaskHandler(skill('count-once'), count);
+// Asks for a name and greets it: its reply may reach any replica behind the balancer.
+a2a.registerTaskHandler(skill('ask'), async (ctx) => {
+  const reply = await ctx.requestInput('name?');
+  return `hello ${reply.parts[0]?.text ?? ''}, from the handler on ${cfg.name}`;
+});
 
 const app = createMtlsServer({ identity, authorize: authorizeMemberOf(cfg.trustDomain) });
 app.addHook('onRequest', async (_req, reply) => {

@@ -17,7 +17,7 @@ import { A2AError, A2AErrors } from './errors.js';
 import { exceedsDepth, MAX_JSON_DEPTH } from './depth.js';
 import { TaskEventStream } from './event-stream.js';
 import { CallerLimits, type CallerLimitsInput } from './limits.js';
-import { ORPHAN_REASON, TaskManager, WaitTimeoutError, snapshot } from './manager.js';
+import { ORPHAN_REASON, ORPHAN_REASON_LIMITED, TaskManager, WaitTimeoutError, snapshot } from './manager.js';
 import type { PushConfigStore, StoredEvent, TaskRecord, TaskStore } from './store.js';
 import {
   InMemoryTaskStore,
@@ -484,7 +484,10 @@ export class A2ARequestHandler {
     const record = await this.#startOrResume(c, 'SendMessage', p);
     if ('message' in record) return record;
     let task = record.task;
-    if (p.configuration?.returnImmediately !== true) {
+    if (p.configuration?.returnImmediately === true) {
+      // A reply handed to another replica: the task as it is now, not as it was when it asked.
+      if (!this.manager.isLive(task.id)) task = (await this.manager.get(task.id))?.task ?? task;
+    } else {
       try {
         task = await this.manager.waitForCompletion(record.task.id, { timeoutMs: this.#blockingTimeout });
       } catch (err) {
@@ -517,7 +520,8 @@ export class A2ARequestHandler {
       one.end();
       return one;
     }
-    return stream as TaskEventStream;
+    // A reply handed to the replica running the task: its events are followed from the store.
+    return stream ?? (await this.#followStream(c, started, undefined, closesStream));
   }
 
   /** GetTask. */
@@ -772,6 +776,15 @@ export class A2ARequestHandler {
         );
       }
       if (!this.manager.isAwaitingInput(taskId)) {
+        if (
+          !this.manager.isLive(taskId) &&
+          this.manager.canForwardInput &&
+          record.task.status.state === 'TASK_STATE_INPUT_REQUIRED'
+        ) {
+          // The handler waiting for this reply runs on another replica: handed over through the store.
+          await this.manager.forwardInput(record, p.message);
+          return record;
+        }
         throw A2AErrors.unsupportedOperation(`Task ${taskId} is not waiting for input`);
       }
       beforeRun?.(record);
@@ -946,15 +959,29 @@ export class A2ARequestHandler {
     const handler = this.#handlers.get(stored.skill);
     const caller = SpiffeId.tryParse(stored.owner);
     const message = [...(stored.task.history ?? [])].reverse().find((m) => m.role === 'ROLE_USER');
+    let reason = ORPHAN_REASON;
     if (handler && caller && message && this.#rerunnable.has(stored.skill)) {
-      this.#log.warn({ taskId: id, skill: stored.skill }, 'a2a: re-running a task whose replica died');
-      const record = await this.manager.adopt(stored);
-      this.#watchPush(record, record.seq);
-      void this.#run(record, handler, message, caller, {});
-      return;
+      // A re-run is a task started here: it counts against the caller's share
+      // and the server's limit as a new one would, and is not run above them.
+      let release: (() => void) | undefined;
+      try {
+        release = this.#callerLimits.startTask(caller);
+        if (this.manager.activeCount >= this.#maxTasks) throw A2AErrors.tooManyTasks(this.#maxTasks);
+      } catch (err) {
+        release?.();
+        release = undefined;
+        reason = `${ORPHAN_REASON_LIMITED}: ${(err as Error).message}`;
+      }
+      if (release) {
+        this.#log.warn({ taskId: id, skill: stored.skill }, 'a2a: re-running a task whose replica died');
+        const record = await this.manager.adopt(stored);
+        this.#watchPush(record, record.seq);
+        void this.#run(record, handler, message, caller, {}).finally(release);
+        return;
+      }
     }
-    this.#log.warn({ taskId: id, skill: stored.skill }, 'a2a: failing a task whose replica died');
-    const ended = await this.manager.failStored(id, ORPHAN_REASON);
+    this.#log.warn({ taskId: id, skill: stored.skill, reason }, 'a2a: failing a task whose replica died');
+    const ended = await this.manager.failStored(id, reason);
     const send = this.#opts.push?.send;
     const event = ended?.event;
     if (!event || !send || !this.#pushStore) return;
@@ -1054,6 +1081,7 @@ export class A2ARequestHandler {
     ctx: CallContext,
     record: TaskRecord,
     afterSeq: number | undefined,
+    endsAt: (e: StreamResponse) => boolean = endsSubscription,
   ): Promise<TaskEventStream> {
     const id = record.task.id;
     const leave = this.#countSubscriber(id);
@@ -1070,7 +1098,7 @@ export class A2ARequestHandler {
         afterSeq ?? record.seq,
         (e) => {
           stream.push({ event: e.event, seq: e.seq });
-          if (endsSubscription(e.event)) stream.end();
+          if (endsAt(e.event)) stream.end();
         },
         () => stream.end(),
       );

@@ -56,6 +56,8 @@ export {
   type TaskNotice,
   type TaskNotifier,
   isTaskNotifier,
+  type TaskInbox,
+  isTaskInbox,
   type TaskLeases,
   isTaskLeases,
 } from './store.js';
@@ -67,6 +69,7 @@ export {
   type NewTask,
   type Subscription,
   ORPHAN_REASON,
+  ORPHAN_REASON_LIMITED,
 } from './manager.js';
 export {
   A2AServer,

@@ -3,6 +3,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { WeaveError } from '@weave/identity';
 import type {
   StoredEvent,
+  TaskInbox,
   TaskLeases,
   TaskNotice,
   TaskNotifier,
@@ -15,6 +16,7 @@ import {
   InMemoryTaskStore,
   TaskLeaseLostError,
   TaskStoreConflictError,
+  isTaskInbox,
   isTaskLeases,
   isTaskNotifier,
 } from './store.js';
@@ -152,6 +154,7 @@ export class TaskManager {
   #unlisten: (() => Promise<void>) | undefined;
   readonly #followers = new Map<string, Set<Follower>>();
   readonly #leases: TaskLeases | undefined;
+  readonly #inbox: TaskInbox | undefined;
   readonly #onOrphan: (record: TaskRecord) => Promise<void>;
   #leaseTimer: NodeJS.Timeout | undefined;
   readonly #sweepTimer: NodeJS.Timeout;
@@ -172,6 +175,7 @@ export class TaskManager {
     this.#retryMaxMs = options.retryMaxMs ?? 5000;
     this.#notifier = isTaskNotifier(this.store) ? this.store : undefined;
     this.#leases = isTaskLeases(this.store) ? this.store : undefined;
+    this.#inbox = this.#notifier && isTaskInbox(this.store) ? this.store : undefined;
     this.#onOrphan =
       options.onOrphan ??
       (async (r) => {
@@ -255,6 +259,64 @@ export class TaskManager {
     for (const carryOn of onLost?.values() ?? []) carryOn(seq);
     // Waiters read the task from the store from now on.
     settle(live, durableView(live));
+  }
+
+  /** True when a reply to INPUT_REQUIRED can be handed to the replica running the task ({@link forwardInput}). */
+  get canForwardInput(): boolean {
+    return this.#inbox !== undefined;
+  }
+
+  /**
+   * Hands a reply to INPUT_REQUIRED to the replica whose handler waits for
+   * it (the task is not live here): posted in the store's inbox, taken
+   * there, delivered to the handler. Resolves once the task's log shows it
+   * moved on (the reply woke the handler), or once the post was taken. When
+   * nobody takes it within `waitMs` (no handler waits for it any more), the
+   * post is withdrawn and this rejects as a local reply would be refused.
+   */
+  async forwardInput(record: TaskRecord, message: Message, waitMs = 5000): Promise<void> {
+    const inbox = this.#inbox;
+    if (!inbox) throw new TypeError('forwardInput() needs a task store that hands input between replicas');
+    const id = record.task.id;
+    let taken = false;
+    let moved!: () => void;
+    const done = new Promise<void>((resolve) => (moved = resolve));
+    const stop = await this.follow(
+      id,
+      record.seq,
+      (e) => {
+        if ('statusUpdate' in e.event) {
+          taken = true;
+          moved();
+        }
+      },
+      moved,
+    );
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const post = await inbox.postInput(id, message);
+      await Promise.race([done, new Promise((resolve) => (timer = setTimeout(resolve, waitMs)))]);
+      if (!taken && (await inbox.withdrawInput(id, post))) {
+        throw A2AErrors.unsupportedOperation(`Task ${id} is not waiting for input`);
+      }
+    } finally {
+      clearTimeout(timer);
+      stop();
+    }
+  }
+
+  /** A reply posted for a task whose handler waits here: taken from the inbox and delivered. */
+  async #takeInput(id: string): Promise<void> {
+    const inbox = this.#inbox;
+    if (!inbox || !this.isAwaitingInput(id)) return;
+    try {
+      const message = await inbox.takeInput(id);
+      // The wait may have ended meanwhile (canceled, timed out): the reply then
+      // goes nowhere, as a local reply would have been refused.
+      if (message !== undefined) this.deliverInput(id, message);
+    } catch (err) {
+      this.#onStoreError(err, id);
+    }
   }
 
   /** True when the store carries notices between replicas: tasks running elsewhere can be followed live. */
@@ -515,7 +577,13 @@ export class TaskManager {
       if (!live) {
         const r = await this.store.get(id);
         if (!r) throw A2AErrors.taskNotFound(id);
-        return r.task;
+        const st = r.task.status.state;
+        if (!this.#notifier || (options.terminalOnly ? isTerminal(st) : isSettled(st))) {
+          return r.task;
+        }
+        // Running on another replica: wait for its log to settle, then read it again.
+        await this.#settledElsewhere(id, r.seq, options, deadline);
+        continue;
       }
       const task = durableView(live).task;
       const st = task.status.state;
@@ -547,6 +615,47 @@ export class TaskManager {
       if (options.terminalOnly ? isTerminal(now) : isSettled(now)) {
         return settled.task;
       }
+    }
+  }
+
+  /** Follows a task running elsewhere until an event settles it (as {@link waitForCompletion} counts it). */
+  async #settledElsewhere(
+    id: string,
+    afterSeq: number,
+    options: { signal?: AbortSignal; terminalOnly?: boolean; timeoutMs?: number },
+    deadline: number | undefined,
+  ): Promise<void> {
+    let settled!: () => void;
+    let fail!: (err: unknown) => void;
+    const done = new Promise<void>((resolve, reject) => {
+      settled = resolve;
+      fail = reject;
+    });
+    const stop = await this.follow(
+      id,
+      afterSeq,
+      (e) => {
+        if (endsTask(e) || (!options.terminalOnly && settlesTask(e))) settled();
+      },
+      settled,
+    );
+    const signal = options.signal;
+    const onAbort = () => fail(signal?.reason);
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const timer =
+      deadline === undefined
+        ? undefined
+        : setTimeout(
+            () => fail(new WaitTimeoutError(id, options.timeoutMs ?? 0)),
+            Math.max(0, deadline - Date.now()),
+          );
+    try {
+      await done;
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      stop();
     }
   }
 
@@ -761,6 +870,10 @@ export class TaskManager {
       if (this.#live.has(n.taskId)) this.cancel(n.taskId);
       return;
     }
+    if (n.kind === 'input') {
+      void this.#takeInput(n.taskId);
+      return;
+    }
     if (n.kind === 'resync') {
       for (const set of this.#followers.values()) for (const f of set) void this.#pump(f);
       return;
@@ -973,6 +1086,14 @@ function keptAfter(
 /** Why a task whose replica died ends FAILED (when its capability is not re-runnable). */
 export const ORPHAN_REASON =
   'Task failed: the replica running it stopped (its lease expired); not re-run, execution is at most once';
+
+/**
+ * Why a re-runnable task whose replica died ends FAILED all the same: the
+ * replica that claimed it is at the caller's (or its own) task limit, which
+ * a re-run counts against as a new task would. Followed by the limit's message.
+ */
+export const ORPHAN_REASON_LIMITED =
+  'Task failed: the replica running it stopped (its lease expired), and it was not re-run: the limit on unfinished tasks is reached';
 
 /** The task as a durable store holds it (the live record itself for the embedded store). */
 function durableView(live: Live): TaskRecord {

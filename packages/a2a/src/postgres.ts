@@ -28,6 +28,7 @@ import type {
   TaskQuery,
   TaskRecord,
   TaskLeases,
+  TaskInbox,
   TaskStore,
 } from './store.js';
 import { TaskLeaseLostError, TaskStoreConflictError, TaskStoreUnavailableError } from './store.js';
@@ -441,7 +442,7 @@ function deltaClauses(d: PartsDelta, from: number): { sql: string; values: unkno
  * as their task. Connection failures surface as
  * {@link TaskStoreUnavailableError}.
  */
-export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
+export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, TaskInbox {
   readonly #db: PoolHolder;
   readonly #ttl: number;
   readonly replicaId: string;
@@ -749,6 +750,37 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
     await this.#db.query('UPDATE weave_a2a_replicas SET expires_at = 0 WHERE id = $1', [this.replicaId]);
   }
 
+  async postInput(taskId: string, message: Message): Promise<string> {
+    const r = await this.#db.query<{ id: string }>(
+      `WITH p AS (INSERT INTO weave_a2a_inbox (task_id, message) VALUES ($1, $2) RETURNING id)
+       SELECT p.id::text AS id, pg_notify('${NOTICE_CHANNEL}', 'i:' || $1::text) FROM p`,
+      [taskId, JSON.stringify(message)],
+    );
+    const id = r.rows[0]?.id;
+    if (id === undefined) throw new TaskStoreConflictError(taskId, 'unknown task');
+    return id;
+  }
+
+  async takeInput(taskId: string): Promise<Message | undefined> {
+    // SKIP LOCKED: two takers never get the same reply.
+    const r = await this.#db.query<{ message: unknown }>(
+      `DELETE FROM weave_a2a_inbox WHERE id = (
+         SELECT id FROM weave_a2a_inbox WHERE task_id = $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+       RETURNING message`,
+      [taskId],
+    );
+    const row = r.rows[0];
+    return row ? (v1.MessageSchema.parse(row.message) as Message) : undefined;
+  }
+
+  async withdrawInput(taskId: string, postId: string): Promise<boolean> {
+    const r = await this.#db.query('DELETE FROM weave_a2a_inbox WHERE task_id = $1 AND id = $2', [
+      taskId,
+      postId,
+    ]);
+    return (r.rowCount ?? 0) > 0;
+  }
+
   async requestCancel(taskId: string): Promise<void> {
     await this.#db.query(`SELECT pg_notify('${NOTICE_CHANNEL}', 'c:' || $1::text)`, [taskId]);
   }
@@ -765,7 +797,8 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases {
 /**
  * Channel of the notices between replicas. Payloads are ids only (far below
  * NOTIFY's 8000-byte limit): `e:<seq>:<taskId>` when a task's log reaches
- * `seq`, `c:<taskId>` to ask for a cancel.
+ * `seq`, `c:<taskId>` to ask for a cancel, `i:<taskId>` when a reply to its
+ * INPUT_REQUIRED waits in `weave_a2a_inbox`.
  */
 const NOTICE_CHANNEL = 'weave_a2a';
 
@@ -774,6 +807,7 @@ function parseNotice(payload: string | undefined): TaskNotice | undefined {
   const m = /^e:(\d+):(.+)$/.exec(payload);
   if (m) return { kind: 'events', seq: Number(m[1]), taskId: m[2] as string };
   if (payload.startsWith('c:') && payload.length > 2) return { kind: 'cancel', taskId: payload.slice(2) };
+  if (payload.startsWith('i:') && payload.length > 2) return { kind: 'input', taskId: payload.slice(2) };
   return undefined;
 }
 

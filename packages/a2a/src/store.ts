@@ -1,5 +1,5 @@
 import { WeaveError } from '@weave/identity';
-import type { StreamResponse, Task, TaskPushNotificationConfig, TaskState } from './wire/v1.js';
+import type { Message, StreamResponse, Task, TaskPushNotificationConfig, TaskState } from './wire/v1.js';
 import { isTerminal } from './wire/v1.js';
 
 /** One event of a task's log, numbered from 1 in publication order. */
@@ -132,6 +132,8 @@ export function isPushConfigStore(store: unknown): store is PushConfigStore {
 export type TaskNotice =
   | { readonly kind: 'events'; readonly taskId: string; readonly seq: number }
   | { readonly kind: 'cancel'; readonly taskId: string }
+  /** A reply to the task's INPUT_REQUIRED waits in the store ({@link TaskInbox}). */
+  | { readonly kind: 'input'; readonly taskId: string }
   | { readonly kind: 'resync' };
 
 /**
@@ -149,6 +151,30 @@ export interface TaskNotifier {
   listen(onNotice: (notice: TaskNotice) => void): Promise<() => Promise<void>>;
   /** Tells every replica (the one running the task acts on it) to cancel `taskId`. */
   requestCancel(taskId: string): Promise<void>;
+}
+
+/**
+ * Replies to INPUT_REQUIRED handed between replicas: a reply that reaches a
+ * replica not running the task is posted here, and the replica whose
+ * handler waits for it (told by an `input` notice) takes it.
+ */
+export interface TaskInbox {
+  /** Keeps `message` for the task and sends an `input` notice; returns the post's id. */
+  postInput(taskId: string, message: Message): Promise<string>;
+  /** Takes (removes) the oldest reply kept for the task, if any: each is taken once. */
+  takeInput(taskId: string): Promise<Message | undefined>;
+  /** Removes the post unless it was taken; true when it was still there (nobody took it). */
+  withdrawInput(taskId: string, postId: string): Promise<boolean>;
+}
+
+/** True when `store` also hands INPUT_REQUIRED replies between replicas. */
+export function isTaskInbox(store: unknown): store is TaskInbox {
+  const s = store as Partial<TaskInbox> | undefined;
+  return (
+    typeof s?.postInput === 'function' &&
+    typeof s.takeInput === 'function' &&
+    typeof s.withdrawInput === 'function'
+  );
 }
 
 /** True when `store` also carries notices between replicas. */
