@@ -46,7 +46,33 @@ interface Answer {
   readonly text: string;
 }
 
-async function send(dispatcher: Dispatcher, s: Sent): Promise<Answer> {
+/**
+ * Requests still in flight. A property stopped by the fuzz command's time
+ * bound leaves its last request running: the next property waits for it, or
+ * that request's handler run would count against the next one.
+ */
+const inflight = new Set<Promise<unknown>>();
+
+function tracked<T>(p: Promise<T>): Promise<T> {
+  inflight.add(p);
+  void p.then(
+    () => inflight.delete(p),
+    () => inflight.delete(p),
+  );
+  return p;
+}
+
+/** handlerRuns once every earlier request has finished. */
+async function settledRuns(): Promise<number> {
+  while (inflight.size > 0) await Promise.allSettled([...inflight]);
+  return handlerRuns;
+}
+
+function send(dispatcher: Dispatcher, s: Sent): Promise<Answer> {
+  return tracked(sendNow(dispatcher, s));
+}
+
+async function sendNow(dispatcher: Dispatcher, s: Sent): Promise<Answer> {
   const res = await request(`${h.url}${s.path}`, {
     method: s.method as Dispatcher.HttpMethod,
     dispatcher,
@@ -84,6 +110,12 @@ async function assertStillServes(): Promise<void> {
   const before = handlerRuns;
   expect((await sendValid('still-serves')).state).toBe('TASK_STATE_COMPLETED');
   expect(handlerRuns).toBe(before + 1);
+}
+
+/** A successful answer to a denied caller: only a ListTasks result, with no task in it. */
+function expectNothingListed(result: unknown): void {
+  expect(result).toBeTypeOf('object');
+  expect((result as { tasks?: unknown }).tasks ?? []).toEqual([]);
 }
 
 /** A JSON-RPC response object: `result` or an `error` carrying a protocol code. Returns whether it is an error. */
@@ -443,8 +475,12 @@ function grpcRequest(): fc.Arbitrary<GrpcRequest> {
     });
 }
 
-/** One raw gRPC call: the status code it ended with (0 = OK). */
-function grpcCall(client: Client, req: GrpcRequest): Promise<{ code: number }> {
+/** One raw gRPC call: the status code it ended with (0 = OK), and a unary call's response bytes. */
+function grpcCall(client: Client, req: GrpcRequest): Promise<{ code: number; response?: Buffer }> {
+  return tracked(grpcCallNow(client, req));
+}
+
+function grpcCallNow(client: Client, req: GrpcRequest): Promise<{ code: number; response?: Buffer }> {
   const md = new Metadata();
   if (req.version !== undefined) md.set('a2a-version', req.version);
   const same = (b: Buffer) => b;
@@ -458,7 +494,8 @@ function grpcCall(client: Client, req: GrpcRequest): Promise<{ code: number }> {
         Buffer.from(req.bytes),
         md,
         { deadline },
-        (err: ServiceError | null) => resolve({ code: err ? err.code : 0 }),
+        (err: ServiceError | null, response?: Buffer) =>
+          resolve(err ? { code: err.code } : { code: 0, ...(response ? { response } : {}) }),
       );
       return;
     }
@@ -537,7 +574,7 @@ function allowedCaller<T extends Omit<Sent, 'headers'>>(
 ): fc.IAsyncProperty<[T, Record<string, string>]> {
   const tick = everyFew();
   return fc.asyncProperty(requests, headers, async (req, hdrs) => {
-    const before = handlerRuns;
+    const before = await settledRuns();
     const a = await send(h.agent, { ...req, headers: hdrs });
     expect(a.status).toBeLessThan(500);
     await check(a, req, before);
@@ -590,14 +627,18 @@ describe('fuzz: A2AServer over mTLS', () => {
         ),
         headers,
         async (req, hdrs) => {
-          const before = handlerRuns;
+          const before = await settledRuns();
           const a = await send(h.strangerAgent, { ...req, headers: hdrs });
           expect(a.status).toBeLessThan(500);
           expect(handlerRuns).toBe(before);
           if (a.status < 300 && a.status !== 204 && req.method !== 'HEAD') {
-            // Only refusals come back: a JSON-RPC error, never a result or a stream.
+            // A refusal, or at most an empty task list (ListTasks shows a caller
+            // only its own tasks, and this one has none): never a stream.
             expect(a.contentType).toMatch(/^application\/json/);
-            expect(checkRpcResponse(JSON.parse(a.text))).toBe(true);
+            const body = JSON.parse(a.text) as Record<string, unknown>;
+            if (req.path === '/' || 'jsonrpc' in body) {
+              if (!checkRpcResponse(body)) expectNothingListed(body.result);
+            } else expectNothingListed(body);
           }
         },
       ),
@@ -609,7 +650,7 @@ describe('fuzz: A2AServer over mTLS', () => {
     'server-grpc',
     () =>
       fc.asyncProperty(grpcRequest(), fc.boolean(), async (req, denied) => {
-        const before = handlerRuns;
+        const before = await settledRuns();
         const r = await grpcCall(denied ? grpcClients.denied : grpcClients.allowed, req);
         if (r.code !== 0) {
           // 2 UNKNOWN and 13 INTERNAL are what a crash in a handler or a decoder turns into.
@@ -617,8 +658,12 @@ describe('fuzz: A2AServer over mTLS', () => {
           expect(handlerRuns).toBe(before);
         }
         if (denied) {
-          expect(r.code).not.toBe(0);
           expect(handlerRuns).toBe(before);
+          if (r.code === 0) {
+            // As over HTTP: at most an empty list of the caller's own tasks.
+            expect(req.path).toBe('/lf.a2a.v1.A2AService/ListTasks');
+            expectNothingListed(a2aGrpcService().ListTasks.responseDeserialize(r.response as Buffer));
+          }
         }
       }),
     40,
