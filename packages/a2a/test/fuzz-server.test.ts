@@ -18,7 +18,7 @@ import { A2AErrorCode, A2AGrpcServer } from '../src/index.js';
 import { a2aGrpcService } from '../src/grpc/index.js';
 import { parseSse } from '../src/sse-parse.js';
 import { startHarness, type Harness } from './helpers/agents.js';
-import { TRUST_DOMAIN } from './helpers/pki.js';
+import { TRUST_DOMAIN } from '@weave/test-support';
 import { grpcCredentials } from './helpers/raw-bindings.js';
 import { itHolds, nastyString } from './helpers/fuzz.js';
 import { mutate, mutation, validCalls, wireJson, wireObject } from './helpers/wire-arbitraries.js';
