@@ -362,6 +362,44 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
     await b.close();
   });
 
+  it('sweeps the lease rows of dead replicas that run nothing, keeps those of live ones and of replicas whose tasks are unfinished', async () => {
+    const rows = async () =>
+      new Set((await pool.query<{ id: string }>('SELECT id FROM weave_a2a_replicas')).rows.map((r) => r.id));
+    const gone = new PostgresTaskStore({ pool, leaseTtlMs: 100 });
+    const busy = new PostgresTaskStore({ pool, leaseTtlMs: 100 });
+    const alive = new PostgresTaskStore({ pool, leaseTtlMs: 60_000, deadReplicaTtlMs: 200 });
+    for (const s of [gone, busy, alive]) await s.heartbeat();
+    // A task of `busy`, written by the store alone (a TaskManager would keep renewing the lease).
+    const task: Task = { id: randomUUID(), contextId: 'c', status: { state: 'TASK_STATE_WORKING' } };
+    const now = Date.now();
+    await busy.create(
+      { task, owner: 'spiffe://t/sweep', skill: 's', createdAt: now, updatedAt: now, seq: 1 },
+      { seq: 1, event: { task } },
+    );
+    await new Promise((r) => setTimeout(r, 400)); // gone and busy expired 300 ms ago
+    await alive.heartbeat();
+    await alive.sweep();
+    let left = await rows();
+    expect(left.has(gone.replicaId)).toBe(false);
+    expect(left.has(busy.replicaId)).toBe(true); // its task is unfinished: an orphan to claim
+    expect(left.has(alive.replicaId)).toBe(true);
+    // Claimed and failed by the live replica: the dead one's row goes on the next sweep.
+    const claimed = await alive.claimOrphans(100);
+    expect(claimed.map((r) => r.task.id)).toContain(task.id);
+    const other = new TaskManager({ store: alive });
+    for (const r of claimed) await other.failStored(r.task.id, 'gone');
+    await alive.sweep();
+    left = await rows();
+    expect(left.has(busy.replicaId)).toBe(false);
+    expect(left.has(alive.replicaId)).toBe(true);
+    // A swept replica that comes back renews under a new row (it ran nothing a stale write could touch).
+    expect(await gone.heartbeat()).toBe(true);
+    expect((await rows()).has(gone.replicaId)).toBe(true);
+    await other.close();
+    await gone.close();
+    await busy.close();
+  });
+
   it('reports an unreachable database as TaskStoreUnavailableError, quickly', async () => {
     // A port nothing listens on: connection refused.
     const srv = (await import('node:net')).createServer();

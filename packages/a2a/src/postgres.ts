@@ -248,6 +248,13 @@ export type PostgresTaskStoreOptions = PostgresConnection & {
   readonly leaseTtlMs?: number;
   /** This replica's id in the lease table. Default: a fresh UUID per store. */
   readonly replicaId?: string;
+  /**
+   * How long (ms) the lease row of a replica that stopped renewing is kept
+   * once it runs no unfinished task: {@link PostgresTaskStore.sweep} removes
+   * older ones, so replicas that come and go (pods) leave no rows behind.
+   * Default 1 hour.
+   */
+  readonly deadReplicaTtlMs?: number;
 };
 
 /** The database's clock in epoch ms: leases compare times from one clock, whatever the replicas' clocks say. */
@@ -455,7 +462,10 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     this.#ttl = options.terminalTtlMs ?? 3_600_000;
     this.leaseTtlMs = options.leaseTtlMs ?? 30_000;
     this.replicaId = options.replicaId ?? randomUUID();
+    this.#deadReplicaTtl = options.deadReplicaTtlMs ?? 3_600_000;
   }
+
+  readonly #deadReplicaTtl: number;
 
   /** The pool the store queries (e.g. to run {@link migrate} on it). */
   get pool(): pg.Pool {
@@ -677,10 +687,21 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     return { records: r.rows.map(toRecord), total };
   }
 
+  /**
+   * Removes expired finished tasks (returns how many), and the lease rows of
+   * replicas expired for longer than `deadReplicaTtlMs` that run no
+   * unfinished task (a row still named by one stays: it tells the task is an
+   * orphan, and keeps the generation that fences its old runner).
+   */
   async sweep(now = Date.now()): Promise<number> {
     const r = await this.#db.query('DELETE FROM weave_a2a_tasks WHERE terminal AND updated_at < $1', [
       now - this.#ttl,
     ]);
+    await this.#db.query(
+      `DELETE FROM weave_a2a_replicas r WHERE r.expires_at < ${DB_NOW_MS} - $1
+         AND NOT EXISTS (SELECT 1 FROM weave_a2a_tasks t WHERE t.runner = r.id AND NOT t.terminal)`,
+      [this.#deadReplicaTtl],
+    );
     return r.rowCount ?? 0;
   }
 
