@@ -14,6 +14,16 @@ export default tseslint.config(
     },
   },
   {
+    // Type-aware: a promise nobody awaits, returns or hands to .catch() loses its rejection.
+    // The files of the packages' and apps' tsconfig projects.
+    files: ['{packages,apps}/*/{src,test,bench}/**/*.ts'],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-misused-promises': ['error', { checksVoidReturn: false }],
+    },
+  },
+  {
     files: ['**/*.js', '**/*.mjs', '**/*.cjs'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
   },
