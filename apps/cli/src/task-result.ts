@@ -1,5 +1,6 @@
 // Turning A2A tasks into what `weave call` prints.
 import { isTerminal, type Part, type Task, type TaskPayload } from '@weave/a2a';
+import { payloadOfParts, payloadOfTask } from '@weave/agent';
 import { CliError, EXIT } from './shared.js';
 
 /** The input travels as one A2A data part, as `SecureAgent.callAgent` sends it (a JSON string stays a string). */
@@ -7,7 +8,7 @@ export function toPayload(input: unknown): TaskPayload {
   return [{ data: input }] as Part[];
 }
 
-/** What the task produced, or a CliError saying why it did not complete. */
+/** What the task produced, read as `callAgent` reads it, or a CliError saying why it did not complete. */
 export function resultOf(task: Task): string {
   const state = task.status.state;
   const why = textOf(task.status.message?.parts ?? []);
@@ -19,20 +20,20 @@ export function resultOf(task: Task): string {
       EXIT.failed,
     );
   }
-  const parts = (task.artifacts ?? []).flatMap((a) => a.parts);
-  if (parts.length === 0 && task.status.message) return render(task.status.message.parts);
-  return render(parts);
+  return show(payloadOfTask(task).value);
 }
 
+/** A direct message's payload, read as `callAgent` reads it. */
 export function render(parts: readonly Part[]): string {
-  if (parts.length === 1) {
-    const p = parts[0] as Part;
-    if (p.text !== undefined) return p.text;
-    if (p.data !== undefined) return JSON.stringify(p.data, null, 2);
-  }
-  return JSON.stringify(parts, null, 2);
+  return show(payloadOfParts(parts).value);
 }
 
+/** Text as it is; anything else as indented JSON. */
+function show(value: unknown): string {
+  return typeof value === 'string' ? value : (JSON.stringify(value ?? null, null, 2) ?? 'null');
+}
+
+/** A status message for a human: its text and data parts on one line. */
 export function textOf(parts: readonly Part[]): string {
   return parts
     .map((p) => p.text ?? (p.data !== undefined ? JSON.stringify(p.data) : ''))

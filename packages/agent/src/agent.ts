@@ -59,7 +59,7 @@ import {
   type CallScope,
 } from './scope.js';
 import { extractTraceContext, traceIdOf } from './tracing.js';
-import { CapabilityReply, toArtifact } from './reply.js';
+import { CapabilityReply, inputOfParts, toArtifact } from './reply.js';
 import { enforcerFromConfig, identityFromConfig, identityTimeoutMs } from './wiring.js';
 
 /** `@weave/a2a/postgres`, loaded only when `store.postgres` is configured. */
@@ -798,7 +798,7 @@ export class SecureAgent extends AgentCore {
         const value = await this.#guard(
           () =>
             otelContext.with(scopeContext, () =>
-              this.capabilities.invoke(def.name, inputOf(tctx.message), ctx),
+              this.capabilities.invoke(def.name, inputOfParts(tctx.message.parts), ctx),
             ),
           deadline,
           // A handler still running when the guard gives up sees its signal abort.
@@ -1014,29 +1014,6 @@ function sharedChildLogger(base: Logger): Logger {
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\./.test(host);
-}
-
-/**
- * The capability input of a message: its first data part; without one, its
- * text (parsed as JSON when it is a JSON object or array, so plain A2A clients
- * that send JSON as text work too).
- */
-function inputOf(message: Message): unknown {
-  const parts = message.parts;
-  for (const p of parts) if (p.data !== undefined) return p.data;
-  const text = parts
-    .filter((p) => typeof p.text === 'string')
-    .map((p) => p.text)
-    .join('');
-  const t = text.trimStart();
-  if (t.startsWith('{') || t.startsWith('[')) {
-    try {
-      return JSON.parse(text) as unknown;
-    } catch {
-      return text;
-    }
-  }
-  return text;
 }
 
 /** The status message of a failed task: what the caller may know, never a stack or an inner error text. */

@@ -34,6 +34,8 @@ export { AgentCore, BaseAgent, type CallAgentStub } from './core.js';
 export {
   reply,
   CapabilityReply,
+  payloadOfParts,
+  payloadOfTask,
   type FileContent,
   type FileResult,
   type ReplyArtifact,

@@ -13,7 +13,6 @@ import {
   isSettled,
   type Artifact,
   type Message,
-  type Part,
   type SendMessageParams,
   type Task,
 } from '@weave/a2a';
@@ -41,7 +40,7 @@ import {
   type CallScope,
 } from './scope.js';
 import { injectTraceHeaders, outgoingTraceContext, traceIdOf } from './tracing.js';
-import { payloadOfParts } from './reply.js';
+import { payloadOfParts, payloadOfTask, textOfParts } from './reply.js';
 
 /** Metadata key under which a Weave callee reports its error code on a failed task. */
 export const ERROR_METADATA_KEY = 'weave.dev/error';
@@ -495,7 +494,7 @@ export class Outbound {
             status: e.statusUpdate.status,
           };
         task.status = e.statusUpdate.status;
-        const text = textOf(e.statusUpdate.status.message?.parts);
+        const text = textOfParts(e.statusUpdate.status.message?.parts);
         if (text !== undefined && e.statusUpdate.status.state === 'TASK_STATE_WORKING' && onProgress) {
           try {
             onProgress(text);
@@ -673,12 +672,6 @@ function normalizeUrl(url: string): string {
   return `${u.origin}${path}`;
 }
 
-function textOf(parts: readonly Part[] | undefined): string | undefined {
-  if (!parts) return undefined;
-  const texts = parts.filter((p) => typeof p.text === 'string').map((p) => p.text as string);
-  return texts.length > 0 ? texts.join('') : undefined;
-}
-
 /** Validates a result against `callAgent`'s `output` schema (also used by BaseAgent's stand-in). */
 export function checkOutput(
   value: unknown,
@@ -710,23 +703,12 @@ function resultOfTask(task: Task, output: z.ZodType | undefined, details: CallEr
   const d = (): CallErrorDetails => ({ ...details, taskId: task.id, taskState: state });
   if (state === 'TASK_STATE_COMPLETED') {
     // One artifact: its payload (a value, text or file); several (`reply.artifacts`): each one's, in order.
-    const arts = task.artifacts ?? [];
-    if (arts.length === 1) {
-      const p = payloadOfParts(arts[0]!.parts);
-      if (p.found) return checkOutput(p.value, output, d);
-    } else if (arts.length > 1) {
-      const found = arts.map((a) => payloadOfParts(a.parts)).filter((p) => p.found);
-      if (found.length > 0) {
-        return checkOutput(found.length === 1 ? found[0]!.value : found.map((p) => p.value), output, d);
-      }
-    }
-    if (task.status.message) return resultOfMessage(task.status.message, output, d);
-    return checkOutput(undefined, output, d);
+    return checkOutput(payloadOfTask(task).value, output, d);
   }
   const meta = task.status.message?.metadata?.[ERROR_METADATA_KEY] as
     { code?: unknown; message?: unknown } | undefined;
   const remoteCode = typeof meta?.code === 'string' ? meta.code : undefined;
-  const text = textOf(task.status.message?.parts) ?? `task ended in ${state}`;
+  const text = textOfParts(task.status.message?.parts) ?? `task ended in ${state}`;
   const code: AgentErrorCode = remoteCode === 'DEADLINE_EXCEEDED' ? 'DEADLINE_EXCEEDED' : 'CALL_FAILED';
   throw new CallError(code, `the callee's task ended in ${state}: ${text}`, {
     ...d(),

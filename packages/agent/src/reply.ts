@@ -4,7 +4,7 @@
  * artifact named `result`, as before; `callAgent` reads each shape back.
  */
 import { randomUUID } from 'node:crypto';
-import type { Artifact, Part } from '@weave/a2a';
+import type { Artifact, Part, Task } from '@weave/a2a';
 
 /** A file, as bytes or as a URL, with its media type and (optionally) a file name. */
 export type FileContent =
@@ -102,6 +102,52 @@ export function payloadOfParts(parts: readonly Part[]): { found: boolean; value:
   const files = parts.filter((p) => p.raw !== undefined || p.url !== undefined).map(fileOf);
   if (files.length === 0) return { found: false, value: undefined };
   return { found: true, value: files.length === 1 ? files[0] : files };
+}
+
+/**
+ * The result of a completed task, as `callAgent` returns it: one artifact's
+ * payload; with several artifacts (`reply.artifacts`) each one's, in order;
+ * with none, the payload of the status message. `found` is false when
+ * nothing carries a payload.
+ */
+export function payloadOfTask(task: Task): { found: boolean; value: unknown } {
+  const arts = task.artifacts ?? [];
+  if (arts.length === 1) {
+    const p = payloadOfParts(arts[0]!.parts);
+    if (p.found) return p;
+  } else if (arts.length > 1) {
+    const found = arts.map((a) => payloadOfParts(a.parts)).filter((p) => p.found);
+    if (found.length > 0)
+      return { found: true, value: found.length === 1 ? found[0]!.value : found.map((p) => p.value) };
+  }
+  if (task.status.message) return payloadOfParts(task.status.message.parts);
+  return { found: false, value: undefined };
+}
+
+/** The text of some parts (chunks joined), or undefined when none is text. */
+export function textOfParts(parts: readonly Part[] | undefined): string | undefined {
+  if (!parts) return undefined;
+  const texts = parts.filter((p) => typeof p.text === 'string').map((p) => p.text as string);
+  return texts.length > 0 ? texts.join('') : undefined;
+}
+
+/**
+ * A capability's input from the caller's message: the first data part's
+ * value, else the text (parsed when it is a JSON object or array, so a
+ * client that can only send text still reaches a typed handler).
+ */
+export function inputOfParts(parts: readonly Part[]): unknown {
+  for (const p of parts) if (p.data !== undefined) return p.data;
+  const text = textOfParts(parts) ?? '';
+  const t = text.trimStart();
+  if (t.startsWith('{') || t.startsWith('[')) {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      return text;
+    }
+  }
+  return text;
 }
 
 function fileOf(p: Part): FileResult {
