@@ -6,7 +6,7 @@ import { CapabilityReply, type ReplyArtifact } from './reply.js';
 
 /** What a capability handler sees besides its validated input. */
 export interface CapabilityContext {
-  /** The verified SPIFFE ID of the caller (a synthetic local ID in {@link BaseAgent}). */
+  /** The verified SPIFFE ID of the caller (a synthetic local ID in {@link OfflineTestAgent}). */
   readonly caller: SpiffeId;
   /** Aborted when the task is canceled, the deadline passes or the agent stops. */
   readonly signal: AbortSignal;

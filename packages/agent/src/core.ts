@@ -12,7 +12,7 @@ import {
 import { AgentError } from './errors.js';
 import { checkOutput, type CallAgentOptions } from './outbound.js';
 
-/** Stands in for `ctx.callAgent` in {@link BaseAgent.invoke}: receives what the handler asked for. */
+/** Stands in for `ctx.callAgent` in {@link OfflineTestAgent.invoke}: receives what the handler asked for. */
 export type CallAgentStub = (
   target: SpiffeId | string,
   capability: string,
@@ -44,19 +44,20 @@ export abstract class AgentCore implements HasCapabilities {
   }
 }
 
-/** The caller {@link BaseAgent.invoke} reports when the test names none. */
+/** The caller {@link OfflineTestAgent.invoke} reports when the test names none. */
 export const LOCAL_TEST_CALLER = SpiffeId.parse('spiffe://local.test/base-agent-caller');
 
 /**
- * An agent with no security and no network, for unit-testing business logic.
- * It can never be started as a server: use `SecureAgent` for that.
+ * The no-network test double of an agent: no identity, no mTLS, no policy,
+ * for unit-testing business logic in-process. It can never be started as a
+ * server: use `SecureAgent` for that.
  */
-export class BaseAgent extends AgentCore {
+export class OfflineTestAgent extends AgentCore {
   /**
    * Validates the input and runs a capability in-process. A handler's
    * `ctx.callAgent` goes to `options.callAgent` (a test's stand-in for the
    * other agents); without one it fails with `AGENT_NOT_STARTED`, since a
-   * BaseAgent has no network.
+   * OfflineTestAgent has no network.
    */
   async invoke(
     name: string,
@@ -75,7 +76,7 @@ export class BaseAgent extends AgentCore {
         if (!stub) {
           throw new AgentError(
             'AGENT_NOT_STARTED',
-            `a BaseAgent has no network: pass options.callAgent to invoke() to stand in for ${String(target)}`,
+            `a OfflineTestAgent has no network: pass options.callAgent to invoke() to stand in for ${String(target)}`,
           );
         }
         // Checked against `output` like a real call's result.
@@ -86,11 +87,11 @@ export class BaseAgent extends AgentCore {
     return this.capabilities.invoke(name, input, ctx);
   }
 
-  /** Always throws: a BaseAgent has no identity and no policy, so it must not listen. */
+  /** Always throws: a OfflineTestAgent has no identity and no policy, so it must not listen. */
   start(): never {
     throw new AgentError(
       'BASE_AGENT_NOT_SERVABLE',
-      'BaseAgent has no identity, mTLS or policy and cannot be started as a network server; use SecureAgent',
+      'OfflineTestAgent has no identity, mTLS or policy and cannot be started as a network server; use SecureAgent',
     );
   }
 }

@@ -30,7 +30,7 @@ export {
   type CapabilityHandler,
   type CapabilityDefinition,
 } from './capability.js';
-export { AgentCore, BaseAgent, type CallAgentStub } from './core.js';
+export { AgentCore, OfflineTestAgent, type CallAgentStub } from './core.js';
 export {
   reply,
   CapabilityReply,

@@ -672,7 +672,7 @@ function normalizeUrl(url: string): string {
   return `${u.origin}${path}`;
 }
 
-/** Validates a result against `callAgent`'s `output` schema (also used by BaseAgent's stand-in). */
+/** Validates a result against `callAgent`'s `output` schema (also used by OfflineTestAgent's stand-in). */
 export function checkOutput(
   value: unknown,
   output: z.ZodType | undefined,

@@ -1,9 +1,9 @@
 import { describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { SpiffeId } from '@weave/identity';
-import { AgentError, BaseAgent, capability, type CapabilityContext } from '../src/index.js';
+import { AgentError, OfflineTestAgent, capability, type CapabilityContext } from '../src/index.js';
 
-class Calculator extends BaseAgent {
+class Calculator extends OfflineTestAgent {
   calls = 0;
 
   @capability('add', { input: z.object({ a: z.number(), b: z.number() }), description: 'adds two numbers' })
@@ -58,7 +58,11 @@ describe('capabilities', () => {
 
   it('offers an equivalent function API and validates names and duplicates', async () => {
     const handler = vi.fn(({ text }: { text: string }) => text.toUpperCase());
-    const agent = new BaseAgent().capability('shout', { input: z.object({ text: z.string() }) }, handler);
+    const agent = new OfflineTestAgent().capability(
+      'shout',
+      { input: z.object({ text: z.string() }) },
+      handler,
+    );
     await expect(agent.invoke('shout', { text: 'hi' })).resolves.toBe('HI');
     expect(() => agent.capability('shout', { input: z.object({}) }, () => 1)).toThrow(/registered twice/);
     expect(() => agent.capability('bad name!', { input: z.object({}) }, () => 1)).toThrow(AgentError);
@@ -68,7 +72,7 @@ describe('capabilities', () => {
   });
 
   it('validates the output when an output schema is given', async () => {
-    const agent = new BaseAgent().capability(
+    const agent = new OfflineTestAgent().capability(
       'typed',
       { input: z.object({}), output: z.object({ n: z.number() }) },
       () => ({ n: 'not a number' }),
@@ -77,7 +81,7 @@ describe('capabilities', () => {
   });
 
   it("routes a handler's ctx.callAgent to the test's stand-in, checked against output", async () => {
-    const agent = new BaseAgent().capability(
+    const agent = new OfflineTestAgent().capability(
       'plan',
       { input: z.object({ q: z.string() }) },
       async ({ q }, ctx) => {
@@ -92,7 +96,7 @@ describe('capabilities', () => {
         return { first: hits.hits[0] };
       },
     );
-    // No stand-in: a BaseAgent has no network.
+    // No stand-in: a OfflineTestAgent has no network.
     await expect(agent.invoke('plan', { q: 'x' })).rejects.toMatchObject({ code: 'AGENT_NOT_STARTED' });
     const callAgent = vi.fn(async () => ({ hits: ['a', 'b'] }));
     await expect(agent.invoke('plan', { q: 'x' }, { callAgent })).resolves.toEqual({ first: 'a' });
@@ -110,7 +114,7 @@ describe('capabilities', () => {
     ).rejects.toMatchObject({ code: 'CALL_FAILED' });
   });
 
-  it('BaseAgent can never start a server', () => {
+  it('OfflineTestAgent can never start a server', () => {
     expect(() => new Calculator().start()).toThrow(
       expect.objectContaining({ code: 'BASE_AGENT_NOT_SERVABLE' }),
     );
