@@ -5,10 +5,10 @@
 //   --only call,stream     these scenarios only
 //   --duration 4000        measured window of each time-boxed load, in ms
 //   --smoke                a few seconds per scenario (CI): must run and print numbers
-//   --cpu-prof DIR         a CPU profile of every load generator process, and of this one
+//   --cpu-prof DIR         a CPU profile of every load generator process, and of this one (the
+//                          server side) over each measured window
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
-import { Session } from 'node:inspector/promises';
 import { parseArgs } from 'node:util';
 import { startEnv } from './lib/env.js';
 import { table, type Check, type Ctx, type Row, type Scenario } from './lib/harness.js';
@@ -72,13 +72,6 @@ console.log(
 const rows: Row[] = [];
 const checks: Check[] = [];
 const failures: string[] = [];
-// This process is the server side of every load: profile it too when asked.
-const session = profDir ? new Session() : undefined;
-if (session) {
-  session.connect();
-  await session.post('Profiler.enable');
-  await session.post('Profiler.start');
-}
 for (const s of selected) {
   console.log(`… ${s.name}: ${s.title}`);
   const t0 = Date.now();
@@ -96,11 +89,6 @@ for (const s of selected) {
     failures.push(`${s.name}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   }
   console.log(`  (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-}
-if (session) {
-  const { profile } = await session.post('Profiler.stop');
-  await writeFile(`${profDir}/harness-${process.pid}.cpuprofile`, JSON.stringify(profile));
-  session.disconnect();
 }
 await env.close();
 

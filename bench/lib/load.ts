@@ -3,6 +3,8 @@
 // CPU time — the server under test lives here, one loaded at a time — over
 // exactly the window the load generator measured.
 import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { Session } from 'node:inspector/promises';
 import { fileURLToPath } from 'node:url';
 
 /** A client SVID and the trust bundle, as PEM. */
@@ -13,6 +15,8 @@ export interface PemSvid {
 }
 
 interface Timing {
+  /** Write this process's CPU profile over the window into this folder. */
+  cpuProfDir?: string;
   concurrency: number;
   /** Time-boxed window: warm-up then `durationMs` measured... */
   warmupMs: number;
@@ -91,8 +95,28 @@ const cpuNow = () => {
   return c.user + c.system;
 };
 
-/** Set by the harness: write a CPU profile of every load process into this folder. */
+/**
+ * Set by the harness: write a CPU profile of every load generator process,
+ * and of this process (the server side) over each measured window, into this folder.
+ */
 export const loadOptions: { cpuProfDir?: string } = {};
+
+let session: Session | undefined;
+let profiles = 0;
+
+/** Profiles this process from `window start` to `window end` (with --cpu-prof). */
+async function profileWindow(phase: 'start' | 'end', kind: string): Promise<void> {
+  const dir = loadOptions.cpuProfDir;
+  if (!dir) return;
+  if (!session) {
+    session = new Session();
+    session.connect();
+    await session.post('Profiler.enable');
+  }
+  if (phase === 'start') return void (await session.post('Profiler.start'));
+  const { profile } = await session.post('Profiler.stop');
+  await writeFile(`${dir}/server-${++profiles}-${kind}.cpuprofile`, JSON.stringify(profile));
+}
 
 /**
  * Runs `job` in a new load generator process started like this one (same
@@ -110,7 +134,6 @@ export function runLoad(job: LoadgenJob): Promise<LoadResult> {
         '--expose-gc',
         // grpc-js sets the TLS ServerName to the IP address of a loopback target.
         '--disable-warning=DEP0123',
-        ...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []),
         LOADGEN,
       ],
       { stdio: ['pipe', 'pipe', 'inherit'] },
@@ -119,24 +142,30 @@ export function runLoad(job: LoadgenJob): Promise<LoadResult> {
     let cpuStart: number | undefined;
     let serverCpu: number | undefined;
     let result: LoadgenResult | undefined;
+    let profiling: Promise<void> = Promise.resolve();
     child.stdout.on('data', (d: Buffer) => {
       buf += d.toString();
       let i: number;
       while ((i = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
-        if (line === 'window start') cpuStart = cpuNow();
-        else if (line === 'window end' && cpuStart !== undefined) serverCpu = cpuNow() - cpuStart;
-        else if (line.startsWith('result ')) result = JSON.parse(line.slice(7)) as LoadgenResult;
+        if (line === 'window start') {
+          cpuStart = cpuNow();
+          void profileWindow('start', job.kind);
+        } else if (line === 'window end' && cpuStart !== undefined) {
+          serverCpu = cpuNow() - cpuStart;
+          profiling = profileWindow('end', job.kind);
+        } else if (line.startsWith('result ')) result = JSON.parse(line.slice(7)) as LoadgenResult;
       }
     });
     child.on('error', reject);
-    child.on('exit', (code) => {
+    child.on('exit', async (code) => {
+      await profiling;
       if (code !== 0) return reject(new Error(`load generator (${job.kind}) exited with ${code}`));
       if (!result || serverCpu === undefined)
         return reject(new Error(`load generator (${job.kind}) reported no window`));
       resolve({ ...result, serverCpuUs: serverCpu / Math.max(1, result.units) });
     });
-    child.stdin.end(JSON.stringify(job));
+    child.stdin.end(JSON.stringify(prof ? { ...job, cpuProfDir: prof } : job));
   });
 }

@@ -25,6 +25,8 @@
 //   fanout-weave / fanout-bare
 //            one call to each of many distinct agents at once, cold then
 //            warm (see runFanout)
+import { writeFile } from 'node:fs/promises';
+import { Session } from 'node:inspector/promises';
 import type { PeerCertificate } from 'node:tls';
 import { pino } from 'pino';
 import { Agent, Pool, fetch as undiciFetch } from 'undici';
@@ -214,7 +216,9 @@ async function setUp(job: LoadgenJob): Promise<{ call: Call; close: () => Promis
             parts: [{ text: String(job.events) }],
             metadata: { skill: 'stream' },
           };
-          for await (const ev of client.sendStreamingMessage(job.url, { message })) {
+          // streamTaskUpdates resumes (Last-Event-ID) when the server cuts a reader that fell
+          // more than its bound behind, as a producer that outpaces the network makes it do.
+          for await (const ev of client.streamTaskUpdates(job.url, { message }, { resumeBackoffMs: 10 })) {
             if ('artifactUpdate' in ev) n++;
             else if ('statusUpdate' in ev) last = ev.statusUpdate.status.state;
           }
@@ -290,6 +294,21 @@ async function setUp(job: LoadgenJob): Promise<{ call: Call; close: () => Promis
   }
 }
 
+let session: Session | undefined;
+/** With `cpuProfDir`: this process's CPU profile over the window only (start-up and warm-up left out). */
+async function profile(phase: 'start' | 'end', job: LoadgenJob): Promise<void> {
+  if (!job.cpuProfDir) return;
+  if (phase === 'start') {
+    session = new Session();
+    session.connect();
+    await session.post('Profiler.enable');
+    await session.post('Profiler.start');
+    return;
+  }
+  const { profile: p } = await session!.post('Profiler.stop');
+  await writeFile(`${job.cpuProfDir}/client-${process.pid}-${job.kind}.cpuprofile`, JSON.stringify(p));
+}
+
 const write = (line: string) => new Promise<void>((r) => process.stdout.write(`${line}\n`, () => r()));
 const cpuNow = () => {
   const c = process.cpuUsage();
@@ -332,6 +351,7 @@ async function measure(job: LoadgenJob, call: Call): Promise<LoadgenResult> {
   let cpu0 = 0;
   let t0 = 0n;
   const open = async () => {
+    await profile('start', job);
     await write('window start');
     phase = 'measure';
     // Errors are counted in the window, like everything else (a warm-up on a loaded machine may time out a connect).
@@ -373,6 +393,7 @@ async function measure(job: LoadgenJob, call: Call): Promise<LoadgenResult> {
     const elapsedMs = Number(process.hrtime.bigint() - t0) / 1e6;
     phase = 'done';
     await write('window end');
+    await profile('end', job);
     await Promise.all(workers);
     return result(measured, cpu, elapsedMs);
   }
@@ -380,6 +401,7 @@ async function measure(job: LoadgenJob, call: Call): Promise<LoadgenResult> {
   const elapsedMs = Number(process.hrtime.bigint() - t0) / 1e6;
   phase = 'done';
   await write('window end');
+  await profile('end', job);
   return result(units, cpu, elapsedMs);
 
   function result(n: number, cpuUs: number, elapsedMs: number): LoadgenResult {
