@@ -1,12 +1,10 @@
 // Shared set-up of the end-to-end tests: the real dev Workload API server
 // (gRPC over Unix sockets, dev CA), real SecureAgents on loopback mTLS, and a
 // local policy file.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
-import { WorkloadApiIdentityProvider } from '@weave/identity';
-import { DevWorkloadApiServer } from '@weave/identity/dev';
+import { startWorkloadApi, type WorkloadApiWorld } from '@weave/test-support';
 import { SecureAgent, type AgentConfigInput } from '../src/index.js';
 
 export const TD = 'demo.weave';
@@ -43,21 +41,14 @@ rules:
     actions: ['weave:metrics']
 `;
 
-export interface World {
-  dir: string;
-  dev: DevWorkloadApiServer;
+export interface World extends WorkloadApiWorld<string> {
   policyFile: string;
-  /** A provider on `name`'s socket (closed by {@link World.close}). */
-  provider(name: keyof typeof ID): Promise<WorkloadApiIdentityProvider>;
-  close(): Promise<void>;
 }
 
 export async function startWorld(
   options: { ttlSeconds?: number; extra?: Record<string, string | null> } = {},
 ): Promise<World> {
-  const dir = await mkdtemp(join(tmpdir(), 'weave-e2e-'));
-  const dev = await DevWorkloadApiServer.start({
-    stateDir: dir,
+  const world = await startWorkloadApi({
     trustDomain: TD,
     workloads: {
       orchestrator: ID.orchestrator,
@@ -66,30 +57,12 @@ export async function startWorld(
       intruder: ID.intruder,
       ...options.extra,
     },
-    ...(options.ttlSeconds ? { x509SvidTtlSeconds: options.ttlSeconds } : {}),
+    ttlSeconds: options.ttlSeconds,
     logger: testLogger(),
   });
-  const policyFile = join(dir, 'policy.yaml');
+  const policyFile = join(world.dir, 'policy.yaml');
   await writeFile(policyFile, POLICY);
-  const providers: WorkloadApiIdentityProvider[] = [];
-  return {
-    dir,
-    dev,
-    policyFile,
-    async provider(name) {
-      const p = await WorkloadApiIdentityProvider.create({
-        address: dev.address(name),
-        logger: testLogger(),
-      });
-      providers.push(p);
-      return p;
-    },
-    async close() {
-      await Promise.all(providers.map((p) => p.close()));
-      await dev.close();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  return { ...world, policyFile };
 }
 
 /** The value of one sample of a prom-client metric, 0 when absent. */

@@ -5,3 +5,4 @@
  * @packageDocumentation
  */
 export * from './pki.js';
+export * from './workload-api.js';
