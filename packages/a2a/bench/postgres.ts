@@ -39,12 +39,19 @@ export async function startBenchPostgres(): Promise<BenchPostgres | undefined> {
   const up = spawnSync(a2aDb, ['upgrade', '--url', url('bench_sdk')], { encoding: 'utf8' });
   if (up.status !== 0) throw new Error(`a2a-db upgrade failed: ${up.stderr}${up.stdout}`);
   const pools = new Map<string, pg.Pool>();
-  const sdkPool = new pg.Pool({ connectionString: url('bench_sdk'), max: 10 });
+  // An idle client whose connection the server ends (a shutdown, an administrator) makes its pool
+  // emit 'error'; without a listener that error ends the whole bench process.
+  const onIdleError = (err: Error) =>
+    console.error(`bench PostgreSQL pool: idle client lost (${err.message})`);
+  const sdkPool = new pg.Pool({ connectionString: url('bench_sdk'), max: 10 }).on('error', onIdleError);
   const kysely = new Kysely({ dialect: new PostgresDialect({ pool: sdkPool }) });
   return {
     pool(name) {
       let p = pools.get(name);
-      if (!p) pools.set(name, (p = new pg.Pool({ connectionString: url('bench_weave'), max: 10 })));
+      if (!p) {
+        p = new pg.Pool({ connectionString: url('bench_weave'), max: 10 }).on('error', onIdleError);
+        pools.set(name, p);
+      }
       return p;
     },
     sdkStore: new DatabaseTaskStore(kysely),
