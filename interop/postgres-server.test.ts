@@ -19,14 +19,7 @@ import {
 import { PostgresPushConfigStore, PostgresTaskStore, migrate } from '@weave/a2a/postgres';
 import type { SecureChannel } from '@weave/transport';
 import type { MtlsFastifyInstance } from '@weave/transport/server';
-import {
-  baseUrl,
-  channel,
-  createPki,
-  mtlsServer,
-  type Pki,
-  type Workload,
-} from '@weave/test-support';
+import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from '@weave/test-support';
 import { requireComponent, startPostgres, type Postgres } from './infra.js';
 import { allowOnly, eventsOf, readEvents, type Sse } from './postgres/stream.js';
 
