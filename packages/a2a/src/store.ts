@@ -112,14 +112,18 @@ export interface PushConfigStore {
   deletePushConfig(taskId: string, id: string): Promise<boolean>;
 }
 
+/**
+ * True when `value` has a function under every name: how the optional store
+ * seams below are detected (a store opts in by implementing the methods).
+ */
+function hasMethods(value: unknown, names: readonly string[]): boolean {
+  const v = value as Record<string, unknown> | null | undefined;
+  return names.every((name) => typeof v?.[name] === 'function');
+}
+
 /** True when `store` also keeps push-notification configs. */
 export function isPushConfigStore(store: unknown): store is PushConfigStore {
-  const s = store as Partial<PushConfigStore> | undefined;
-  return (
-    typeof s?.setPushConfig === 'function' &&
-    typeof s.listPushConfigs === 'function' &&
-    typeof s.deletePushConfig === 'function'
-  );
+  return hasMethods(store, ['setPushConfig', 'listPushConfigs', 'deletePushConfig']);
 }
 
 /**
@@ -169,18 +173,12 @@ export interface TaskInbox {
 
 /** True when `store` also hands INPUT_REQUIRED replies between replicas. */
 export function isTaskInbox(store: unknown): store is TaskInbox {
-  const s = store as Partial<TaskInbox> | undefined;
-  return (
-    typeof s?.postInput === 'function' &&
-    typeof s.takeInput === 'function' &&
-    typeof s.withdrawInput === 'function'
-  );
+  return hasMethods(store, ['postInput', 'takeInput', 'withdrawInput']);
 }
 
 /** True when `store` also carries notices between replicas. */
 export function isTaskNotifier(store: unknown): store is TaskNotifier {
-  const s = store as Partial<TaskNotifier> | undefined;
-  return typeof s?.listen === 'function' && typeof s.requestCancel === 'function';
+  return hasMethods(store, ['listen', 'requestCancel']);
 }
 
 /**
@@ -217,12 +215,7 @@ export interface TaskLeases {
 /** True when `store` also keeps leases of running tasks. */
 export function isTaskLeases(store: unknown): store is TaskLeases {
   const s = store as Partial<TaskLeases> | undefined;
-  return (
-    typeof s?.replicaId === 'string' &&
-    typeof s.heartbeat === 'function' &&
-    typeof s.claimOrphans === 'function' &&
-    typeof s.retire === 'function'
-  );
+  return typeof s?.replicaId === 'string' && hasMethods(store, ['heartbeat', 'claimOrphans', 'retire']);
 }
 
 /** The store cannot take another task: every slot holds a task that has not finished. */
