@@ -161,9 +161,10 @@ describe('StaticMtlsProvider.onExpired', () => {
 
 describe('DevCaIdentityProvider.onExpired', () => {
   it('reports once when the dev CA itself expired, and announces none of the expired SVIDs issued after', async () => {
-    // SVIDs never outlive their CA: with a 2 s CA every SVID ends with it, and
-    // those issued afterwards are born expired.
-    const ca = await DevCertificateAuthority.create({ trustDomain: 'a.test', ttlSeconds: 2 });
+    // SVIDs never outlive their CA: with a 4 s CA every SVID ends with it, and
+    // those issued afterwards are born expired. (X.509 times are whole seconds;
+    // 2 s could leave the provider's first SVID born expired on a loaded machine.)
+    const ca = await DevCertificateAuthority.create({ trustDomain: 'a.test', ttlSeconds: 4 });
     const issued = vi.spyOn(ca, 'issueX509Svid');
     const p = await DevCaIdentityProvider.create({ ca, id: 'spiffe://a.test/agent', logger });
     cleanups.push(() => p.close());

@@ -106,7 +106,9 @@ describe('SvidIdentityProvider', () => {
   });
 
   it('reports expiry once when no update arrives, and the next update ends it', async () => {
-    const short = await ca.issueX509Svid(ID, { ttlSeconds: 1 });
+    // X.509 times are whole seconds, so a 1 s TTL can leave almost nothing: the
+    // provider then refuses the SVID as already expired (seen once on a loaded CI).
+    const short = await ca.issueX509Svid(ID, { ttlSeconds: 4 });
     const p = SvidIdentityProvider.create({ svid: short, bundles: ca.x509Bundle, logger });
     try {
       const expired = new Promise<string>((resolve) => p.onExpired((e) => resolve(e.message)));
