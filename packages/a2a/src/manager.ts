@@ -590,27 +590,12 @@ export class TaskManager {
       if (options.terminalOnly ? isTerminal(st) : isSettled(st)) {
         return task;
       }
-      const settled = await new Promise<TaskRecord>((resolve, reject) => {
-        const signal = options.signal;
-        if (signal?.aborted) {
-          reject(signal.reason);
-          return;
-        }
-        const onAbort = () => reject(signal?.reason);
-        signal?.addEventListener('abort', onAbort, { once: true });
-        const timer =
-          deadline === undefined
-            ? undefined
-            : setTimeout(
-                () => reject(new WaitTimeoutError(id, options.timeoutMs ?? 0)),
-                Math.max(0, deadline - Date.now()),
-              );
-        live.settleWaiters.push((r) => {
-          signal?.removeEventListener('abort', onAbort);
-          if (timer) clearTimeout(timer);
-          resolve(r);
-        });
-      });
+      const settled = await untilSettled(
+        new Promise<TaskRecord>((resolve) => live.settleWaiters.push(resolve)),
+        id,
+        options,
+        deadline,
+      );
       const now = settled.task.status.state;
       if (options.terminalOnly ? isTerminal(now) : isSettled(now)) {
         return settled.task;
@@ -626,10 +611,8 @@ export class TaskManager {
     deadline: number | undefined,
   ): Promise<void> {
     let settled!: () => void;
-    let fail!: (err: unknown) => void;
-    const done = new Promise<void>((resolve, reject) => {
+    const done = new Promise<void>((resolve) => {
       settled = resolve;
-      fail = reject;
     });
     const stop = await this.follow(
       id,
@@ -639,22 +622,9 @@ export class TaskManager {
       },
       settled,
     );
-    const signal = options.signal;
-    const onAbort = () => fail(signal?.reason);
-    if (signal?.aborted) onAbort();
-    signal?.addEventListener('abort', onAbort, { once: true });
-    const timer =
-      deadline === undefined
-        ? undefined
-        : setTimeout(
-            () => fail(new WaitTimeoutError(id, options.timeoutMs ?? 0)),
-            Math.max(0, deadline - Date.now()),
-          );
     try {
-      await done;
+      await untilSettled(done, id, options, deadline);
     } finally {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
       stop();
     }
   }
@@ -1116,6 +1086,46 @@ function settlesTask(e: StoredEvent): boolean {
 }
 
 /** True for the event that ends a task (its terminal status). */
+/**
+ * `done`, unless `options.signal` aborts first (rejects with its reason) or
+ * `deadline` passes (rejects with {@link WaitTimeoutError}): the one home of
+ * the abort and deadline wiring of {@link TaskManager.waitForCompletion},
+ * whether the task runs here or on another replica. Listener and timer go
+ * when it settles, whichever way.
+ */
+function untilSettled<T>(
+  done: Promise<T>,
+  id: string,
+  options: { signal?: AbortSignal; timeoutMs?: number },
+  deadline: number | undefined,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const signal = options.signal;
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = () => finish(() => reject(signal?.reason));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const timer =
+      deadline === undefined
+        ? undefined
+        : setTimeout(
+            () => finish(() => reject(new WaitTimeoutError(id, options.timeoutMs ?? 0))),
+            Math.max(0, deadline - Date.now()),
+          );
+    function finish(settle: () => void): void {
+      signal?.removeEventListener('abort', onAbort);
+      clearTimeout(timer);
+      settle();
+    }
+    done.then(
+      (v) => finish(() => resolve(v)),
+      (err: unknown) => finish(() => reject(err)),
+    );
+  });
+}
+
 function endsTask(e: StoredEvent): boolean {
   return eventEndsTask(e.event);
 }
