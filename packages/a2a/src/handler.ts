@@ -306,6 +306,13 @@ export interface TaskHandlerOptions {
 /** Policy action of GetExtendedAgentCard. */
 export const EXTENDED_CARD_ACTION = 'a2a:GetExtendedAgentCard';
 
+/**
+ * Policy action of a ListTasks that finds no task on an agent serving no
+ * skill (otherwise such a call is checked on the agent's skills; see
+ * `listTasks`): every call is decided and audited, even with nothing to show.
+ */
+const LIST_TASKS_ACTION = 'a2a:ListTasks';
+
 const SILENT: HandlerLogger = { warn: () => undefined, error: () => undefined };
 
 /**
@@ -536,8 +543,15 @@ export class A2ARequestHandler {
 
   /**
    * ListTasks: the caller's own tasks, newest first. Each task is checked as
-   * GetTask checks it (the policy for its skill, audited once per skill in the
-   * page); a caller that may read none of the tasks it asked about is denied.
+   * GetTask checks it: the policy on its skill (action = the skill, method
+   * `ListTasks`), decided and audited once per skill in the page; a task of a
+   * skill the caller may no longer reach is left out. Every call is decided:
+   * a page with no task asks the policy about the skills the agent serves (in
+   * declaration order, the extended-only ones too, until one allows), since a
+   * caller may list only where it may call; an agent serving none asks about
+   * the action `a2a:ListTasks`. A caller allowed none of the skills asked about
+   * gets PERMISSION_DENIED, as from GetTask, so a revoked caller reads
+   * nothing, not even an empty page.
    */
   async listTasks(ctx: CallContext, params: unknown): Promise<v1.ListTasksResult> {
     this.#enter(ctx);
@@ -569,6 +583,7 @@ export class A2ARequestHandler {
         allowed.set(r.skill, err);
       }
     }
+    if (records.length === 0) await this.#authorizeAny(c, 'ListTasks');
     const visible = records.filter((r) => allowed.get(r.skill) === undefined);
     const denial = [...allowed.values()].find((e) => e !== undefined);
     if (records.length > 0 && visible.length === 0 && denial) throw denial;
@@ -1189,6 +1204,27 @@ export class A2ARequestHandler {
       throw A2AErrors.taskNotFound(id);
     }
     return record;
+  }
+
+  /**
+   * Passes when the caller may call `method` on at least one served skill
+   * (each asked in declaration order until one allows, each decision audited);
+   * else throws the first denial. With no skill served, asks about
+   * {@link LIST_TASKS_ACTION}, so the call is still decided and audited.
+   */
+  async #authorizeAny(ctx: CallContext, method: string): Promise<void> {
+    const skills = this.servedSkills('extended').map((s) => s.id);
+    if (skills.length === 0) skills.push(LIST_TASKS_ACTION);
+    let denial: unknown;
+    for (const skill of skills) {
+      try {
+        await this.#authorize(ctx, method, skill);
+        return;
+      } catch (err) {
+        denial ??= err;
+      }
+    }
+    throw denial;
   }
 
   async #authorize(ctx: CallContext, method: string, action: string, taskId?: string): Promise<void> {

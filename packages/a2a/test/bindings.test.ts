@@ -488,11 +488,16 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     expect(r.tasks.map((x: Task) => x.id)).toEqual([t.id]);
     expect(r.tasks[0].artifacts[0].parts[0].text).toBe('echo: l');
     expect(r.nextPageToken).toBe('');
-    // The stranger sees none of the client's tasks (and may not list at all).
+    // The stranger, whom the policy allows nothing, may not list at all: its
+    // (empty) list is denied and audited like any other call of it.
     const s = bindingFor(name, 'stranger');
+    const audited = w.audit.length;
     const theirs = await s.call('ListTasks', { contextId: t.contextId });
     s.close();
-    if (theirs.ok) expect((theirs.result as { tasks: Task[] }).tasks).toEqual([]);
+    expectFailure(theirs, 'PERMISSION_DENIED', -32600, name);
+    const denied = w.audit.slice(audited);
+    expect(denied.length).toBeGreaterThan(0);
+    for (const r of denied) expect(r).toMatchObject({ caller: w.stranger.id.toString(), decision: 'deny' });
   });
 
   it('CancelTask cancels a running task; canceling again is TASK_NOT_CANCELABLE', async () => {
@@ -866,6 +871,8 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
         ['SendMessage', userText('r2', { metadata: { skill: 'echo' } })],
         ['GetTask', { id: t.id }],
         ['ListTasks', { includeArtifacts: true }],
+        // A ListTasks that finds no task is decided all the same (on the agent's skills).
+        ['ListTasks', { contextId: `none-${name}` }],
         ['CancelTask', { id: t.id }],
         ['CreateTaskPushNotificationConfig', { taskId: t.id, url: 'https://hooks.example/y' }],
         ['GetTaskPushNotificationConfig', { taskId: t.id, id: 'h' }],
@@ -874,9 +881,18 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
         ['GetExtendedAgentCard', {}],
       ];
       for (const [method, params] of calls) {
+        const decided = w.audit.length;
         const o = await b.call(method, params);
         expect(o.ok, method).toBe(false);
-        if (!o.ok) expect(o.error.code, method).toBe('PERMISSION_DENIED');
+        if (o.ok) continue;
+        expectFailure(o, 'PERMISSION_DENIED', -32600, name);
+        // The denial names its audit record, which this call wrote: a deny for this caller.
+        const auditId = (o.error.data as Array<{ metadata?: { auditId?: string } }>)[0]?.metadata?.auditId;
+        const record = w.audit.slice(decided).find((r) => r.auditId === auditId);
+        expect(record, `${method} ${JSON.stringify(params)}`).toMatchObject({
+          caller: w.client.id.toString(),
+          decision: 'deny',
+        });
       }
       for (const [method, params] of [
         ['SendStreamingMessage', userText('r3', { metadata: { skill: 'echo' } })],
@@ -887,8 +903,8 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
         expect(s.failure?.error.code, method).toBe('PERMISSION_DENIED');
       }
       expect(w.ran.length).toBe(before);
-      // One audit record per decision: 11 methods, each decided.
-      expect(w.audit.length - audited).toBeGreaterThanOrEqual(11);
+      // One audit record per decision: 12 calls (11 methods), each decided.
+      expect(w.audit.length - audited).toBeGreaterThanOrEqual(12);
     } finally {
       await writeFile(w.policyFile, policy(true));
       await w.enforcer.reload();

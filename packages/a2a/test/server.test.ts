@@ -182,8 +182,14 @@ describe('A2AServer over mTLS', () => {
     expect(ran.length).toBe(before);
     const denied = h.audit.slice(auditBefore).find((r) => r.decision === 'deny');
     expect(denied).toMatchObject({ caller: h.strangerId.toString(), action: 'echo' });
+    // Even a list with nothing in it is decided, audited and refused.
+    const listAudit = h.audit.length;
     const list = await stranger.listTasks(h.url).catch((e: unknown) => e);
-    expect(list).toMatchObject({ tasks: [] });
+    expect(list).toBeInstanceOf(A2AError);
+    expect((list as A2AError).code).toBe('PERMISSION_DENIED');
+    expect(h.audit.slice(listAudit).find((r) => r.decision === 'deny')).toMatchObject({
+      caller: h.strangerId.toString(),
+    });
   });
 
   it('another caller cannot see the task', async () => {
@@ -216,4 +222,27 @@ describe('A2AServer over mTLS', () => {
     expect(p1.tasks[0]?.artifacts).toBeUndefined();
   });
   void release;
+});
+
+describe('ListTasks on an agent serving no skill', () => {
+  let bare: Harness;
+  beforeAll(async () => {
+    bare = await startHarness(() => undefined);
+  });
+  afterAll(async () => bare.close());
+
+  it('is still decided and audited, on the action a2a:ListTasks', async () => {
+    const audited = bare.audit.length;
+    const page = await new A2AClient({ dispatcher: bare.agent }).listTasks(bare.url);
+    expect(page.tasks).toEqual([]);
+    expect(bare.audit.slice(audited)).toMatchObject([
+      { caller: bare.clientId.toString(), action: 'a2a:ListTasks', decision: 'allow' },
+    ]);
+    const err = await new A2AClient({ dispatcher: bare.strangerAgent }).listTasks(bare.url).catch((e) => e);
+    expect(err).toBeInstanceOf(A2AError);
+    expect((err as A2AError).code).toBe('PERMISSION_DENIED');
+    expect(bare.audit.slice(audited + 1)).toMatchObject([
+      { caller: bare.strangerId.toString(), action: 'a2a:ListTasks', decision: 'deny' },
+    ]);
+  });
 });
