@@ -1,38 +1,18 @@
-import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { performance } from 'node:perf_hooks';
-import { context as otelContext, type Context } from '@opentelemetry/api';
 import { LogController } from 'fastify';
 import { pino, type Logger } from 'pino';
 import type { z } from 'zod';
-import {
-  A2AGrpcServer,
-  A2AServer,
-  AgentCardSigner,
-  type AgentCard,
-  type AgentSkill,
-  type Message,
-  type RouteInfo,
-  type TaskContext,
-  type TaskHandler,
-  type TaskResult,
-  type TaskStore,
-} from '@weave/a2a';
+import { A2AGrpcServer, A2AServer, AgentCardSigner, type AgentCard, type TaskStore } from '@weave/a2a';
 import type * as PostgresStoreModule from '@weave/a2a/postgres';
 import type { PolicyEnforcer } from '@weave/authz';
 import { type SpiffeId, authorizeAny, type IdentityProvider, type X509Svid } from '@weave/identity';
 import { MTLS_AUTH_PLUGIN, createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
-import type {
-  CapabilityContext,
-  CapabilityDefinition,
-  CapabilityHandler,
-  CapabilityOptions,
-} from './capability.js';
+import type { CapabilityHandler, CapabilityOptions } from './capability.js';
 import { loadAgentConfig, parseAgentConfig, type AgentConfig, type AgentConfigInput } from './config.js';
 import { AgentCore } from './core.js';
 import { AgentError, CallError } from './errors.js';
-import { AgentMetrics, type CallOutcome } from './metrics.js';
+import { AgentMetrics } from './metrics.js';
 import {
   MeteredEnforcer,
   healthBody,
@@ -41,32 +21,24 @@ import {
   type ProbeState,
 } from './observability.js';
 import {
-  ERROR_METADATA_KEY,
+  Inbound,
+  extendedCard,
+  skillSchemaExtension,
+  type CapabilityRouting,
+  type NestedCall,
+  type SkillSchemas,
+} from './inbound.js';
+import {
   Outbound,
   checkPeer,
   type CallAgentOptions,
   type CallResult,
   type ChannelFactory,
 } from './outbound.js';
-import {
-  DEADLINE_HEADER,
-  DEADLINE_KEY,
-  MAX_TIMER_MS,
-  deadlineReason,
-  isDeadlineReason,
-  parseDeadline,
-  scopedSignal,
-  type CallScope,
-} from './scope.js';
-import { extractTraceContext, traceIdOf } from './tracing.js';
-import { CapabilityReply, inputOfParts, toArtifact } from './reply.js';
 import { enforcerFromConfig, identityFromConfig, identityTimeoutMs } from './wiring.js';
 
 /** `@weave/a2a/postgres`, loaded only when `store.postgres` is configured. */
 type PostgresModule = typeof PostgresStoreModule;
-
-/** URI of the agent-card extension that carries each skill's JSON Schemas. */
-export const SKILL_SCHEMAS_EXTENSION = 'https://weave.dev/extensions/skill-schemas/v1';
 
 /** Policy action that guards `/metrics` on the mTLS server. */
 export const METRICS_ACTION = 'weave:metrics';
@@ -118,22 +90,6 @@ export interface SecureAgentOptions {
   readonly server?: MtlsFastifyInstance;
 }
 
-/**
- * How a message that names no capability is routed: `route` first, then
- * `defaultCapability`. The inbound policy is checked on the capability
- * chosen, before its handler runs; the task's `metadata.skill` names it.
- */
-export interface CapabilityRouting {
-  /** The capability of a message that names none and that `route` leaves undecided. */
-  readonly defaultCapability?: string;
-  /**
-   * Reads the message (its data part, its text, or a model's reading of it)
-   * and names a capability, or `undefined` for the default. It runs before
-   * the policy check: it must not act on the message, only classify it.
-   */
-  readonly route?: (message: Message, info: RouteInfo) => string | undefined | Promise<string | undefined>;
-}
-
 /** Options of {@link SecureAgent.stop}. */
 export interface StopOptions {
   /** How long in-flight tasks may run before they are canceled (default `server.drainTimeoutMs`). */
@@ -171,12 +127,6 @@ interface Running {
   readonly unsubscribe: Array<() => void>;
 }
 
-/** The skills' JSON Schemas as the two cards carry them: an extended skill's only on the extended card. */
-interface SkillSchemas {
-  readonly public: Record<string, unknown>;
-  readonly extended: Record<string, unknown>;
-}
-
 /**
  * A networked agent with zero-trust defaults: an X.509-SVID from the Workload
  * API (or static files), mTLS on every connection, a policy check on every
@@ -200,13 +150,12 @@ export class SecureAgent extends AgentCore {
   readonly logger: Logger;
   readonly #opts: SecureAgentOptions;
   readonly #env: NodeJS.ProcessEnv;
-  readonly #stopController = new AbortController();
   #state: State = 'new';
   #run: Running | undefined;
   #starting: Promise<StartedAgent> | undefined;
   #stopping: Promise<void> | undefined;
   #inflightRequests = 0;
-  #runningTasks = 0;
+  readonly #inbound: Inbound;
 
   /** @throws {AgentConfigError} when the config is invalid or insecure. */
   constructor(options: SecureAgentOptions) {
@@ -226,6 +175,13 @@ export class SecureAgent extends AgentCore {
     this.metrics = new AgentMetrics({
       agent: this.config.name,
       defaultMetrics: this.config.observability.processMetrics,
+    });
+    this.#inbound = new Inbound({
+      capabilities: this.capabilities,
+      metrics: this.metrics,
+      logger: this.logger,
+      ...(options.routing ? { routing: options.routing } : {}),
+      nested: this.#nested,
     });
   }
 
@@ -285,7 +241,7 @@ export class SecureAgent extends AgentCore {
     }
     super.capability(name, options, handler);
     const def = this.capabilities.get(name);
-    if (this.#run && def) this.#serve(this.#run.a2a, this.#run.skillSchemas, def);
+    if (this.#run && def) this.#inbound.serve(this.#run, def);
     return this;
   }
 
@@ -461,7 +417,7 @@ export class SecureAgent extends AgentCore {
       );
 
       const skillSchemas: SkillSchemas = { public: {}, extended: {} };
-      const routing = this.#routing();
+      const routing = this.#inbound.routing();
       const signer = new AgentCardSigner(identity);
       // Set once listening: no call can ask for the extended card before.
       let servedUrl = '';
@@ -513,7 +469,8 @@ export class SecureAgent extends AgentCore {
       if (grpcServer) cleanup.push(() => grpcServer.close(0));
 
       // Every capability is served before the first connection is accepted.
-      for (const def of this.capabilities.list()) this.#serve(a2a, skillSchemas, def);
+      const served = { a2a, skillSchemas, identity };
+      for (const def of this.capabilities.list()) this.#inbound.serve(served, def);
       // In a plugin of their own, so on a given instance the agent's hooks stay off its owner's routes.
       await app.register(async (child) => {
         // fastify types a plugin's instance with the default server; it is a child of `app`.
@@ -631,14 +588,16 @@ export class SecureAgent extends AgentCore {
     // On every binding: the request handler refuses new tasks (503 / UNAVAILABLE).
     run.a2a.drain();
     const drainMs = options.drainTimeoutMs ?? this.config.server.drainTimeoutMs;
-    this.logger.info({ drainMs, inflight: this.#inflightRequests, tasks: this.#runningTasks }, 'draining');
+    this.logger.info(
+      { drainMs, inflight: this.#inflightRequests, tasks: this.#inbound.runningTasks },
+      'draining',
+    );
     const drained = await this.#waitIdle(drainMs);
     if (!drained) {
-      this.logger.warn({ tasks: this.#runningTasks }, 'drain timeout: canceling the remaining tasks');
+      this.logger.warn({ tasks: this.#inbound.runningTasks }, 'drain timeout: canceling the remaining tasks');
     }
     const stopping = new AgentError('AGENT_STOPPING', 'the agent stopped before the task finished');
-    this.#stopController.abort(stopping);
-    for (const fail of [...this.#guards]) fail(stopping);
+    this.#inbound.stop(stopping);
     // Handlers fail their tasks with AGENT_STOPPING first; the A2A server then cancels any leftovers.
     await this.#waitIdle(500, true);
     await run.a2a.close().catch(() => undefined);
@@ -659,7 +618,7 @@ export class SecureAgent extends AgentCore {
 
   async #waitIdle(ms: number, tasksOnly = false): Promise<boolean> {
     const until = Date.now() + ms;
-    while ((!tasksOnly && this.#inflightRequests > 0) || this.#runningTasks > 0) {
+    while ((!tasksOnly && this.#inflightRequests > 0) || this.#inbound.runningTasks > 0) {
       if (Date.now() >= until) return false;
       await new Promise((r) => setTimeout(r, Math.min(20, Math.max(1, until - Date.now()))));
     }
@@ -701,7 +660,7 @@ export class SecureAgent extends AgentCore {
     return run.outbound.call(run.identity.id, target, capability, input, options) as Promise<CallResult<O>>;
   }
 
-  // ---- inbound -----------------------------------------------------------------
+  // ---- serving -----------------------------------------------------------------
 
   /** What a handler's ctx.callAgent runs: a call on behalf of the call being served. */
   readonly #nested: NestedCall = (target, capability, input, options, scope) => {
@@ -748,177 +707,7 @@ export class SecureAgent extends AgentCore {
     });
   }
 
-  #serve(a2a: A2AServer, skillSchemas: SkillSchemas, def: CapabilityDefinition): void {
-    const skill: AgentSkill = {
-      id: def.name,
-      name: def.name,
-      description: def.options.description ?? '',
-      tags: [...(def.options.tags ?? [])],
-      inputModes: ['application/json'],
-      outputModes: ['application/json'],
-      ...(def.options.examples ? { examples: [...def.options.examples] } : {}),
-    };
-    const schemas = {
-      input: def.inputJsonSchema,
-      ...(def.outputJsonSchema ? { output: def.outputJsonSchema } : {}),
-    };
-    const extended = def.options.extended === true;
-    skillSchemas.extended[def.name] = schemas;
-    if (!extended) skillSchemas.public[def.name] = schemas;
-    a2a.registerTaskHandler(skill, this.#taskHandler(def), {
-      rerunnable: def.options.rerunnable === true,
-      extended,
-    });
-  }
-
-  #taskHandler(def: CapabilityDefinition): TaskHandler {
-    return async (tctx: TaskContext): Promise<TaskResult> => {
-      const started = performance.now();
-      const trace = extractTraceContext(tctx.headers);
-      const correlationId = traceIdOf(trace);
-      const deadline = parseDeadline(tctx.headers[DEADLINE_HEADER]);
-      const ctx = new HandlerContext(
-        tctx,
-        correlationId,
-        trace,
-        deadline,
-        this.#stopController.signal,
-        this.#nested,
-      );
-      this.#runningTasks++;
-      this.metrics.taskState('TASK_STATE_SUBMITTED');
-      this.metrics.taskState('TASK_STATE_WORKING');
-      let outcome: CallOutcome = 'error';
-      let final = 'TASK_STATE_FAILED';
-      let failure: AgentError | undefined;
-      try {
-        // Inside the call's OpenTelemetry context: with a context manager
-        // registered, a plain agent.callAgent() from the handler inherits it.
-        const scopeContext = deadline === undefined ? trace : trace.setValue(DEADLINE_KEY, deadline);
-        const value = await this.#guard(
-          () =>
-            otelContext.with(scopeContext, () =>
-              this.capabilities.invoke(def.name, inputOfParts(tctx.message.parts), ctx),
-            ),
-          deadline,
-          // A handler still running when the guard gives up sees its signal abort.
-          ctx.abort,
-        );
-        // A result that comes after the deadline (say, a handler that returned
-        // when its signal fired) is late all the same: the caller has given up.
-        if (ctx.expired()) throw new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');
-        outcome = 'success';
-        final = 'TASK_STATE_COMPLETED';
-        if (value instanceof CapabilityReply) {
-          for (const a of value.artifacts) tctx.publishArtifact(toArtifact(a));
-          return undefined;
-        }
-        // Streamed with ctx.publishArtifact and nothing returned: the chunks are the result.
-        if (value === undefined && ctx.publishedArtifacts) return undefined;
-        return {
-          name: 'result',
-          parts: [{ data: value === undefined ? null : value, mediaType: 'application/json' }],
-        };
-      } catch (err) {
-        if (!this.#run?.a2a.manager.isLive(tctx.taskId)) {
-          // Canceled by the caller: the A2A server already settled the task.
-          final = 'TASK_STATE_CANCELED';
-          return undefined;
-        }
-        failure =
-          ctx.expired() && !(err instanceof AgentError && err.code === 'AGENT_STOPPING')
-            ? new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline', { cause: err })
-            : err instanceof AgentError
-              ? err
-              : new AgentError('CAPABILITY_FAILED', 'the capability failed', { cause: err });
-        tctx.publishStatus('TASK_STATE_FAILED', failureMessage(failure));
-        return undefined;
-      } finally {
-        ctx.dispose();
-        this.#runningTasks--;
-        this.metrics.taskState(final);
-        const seconds = (performance.now() - started) / 1000;
-        const caller = tctx.caller.toString();
-        this.metrics.observeCall('inbound', def.name, caller, outcome, seconds);
-        if (failure || this.logger.isLevelEnabled('info')) {
-          const entry = {
-            correlationId,
-            caller,
-            callee: this.#run?.identity.id.toString(),
-            capability: def.name,
-            direction: 'inbound',
-            taskId: tctx.taskId,
-            outcome,
-            ms: Math.round(seconds * 1e4) / 10,
-          };
-          if (failure) {
-            this.logger.warn({ ...entry, err: failure.cause ?? failure, code: failure.code }, 'call failed');
-          } else this.logger.info(entry, 'call served');
-        }
-      }
-    };
-  }
-
-  readonly #guards = new Set<(err: AgentError) => void>();
-
-  /**
-   * Runs a handler until it settles, its deadline passes or the agent stops,
-   * whichever is first; a handler that ignores its signal cannot hold a task
-   * open past either.
-   */
-  #guard<T>(
-    fn: () => Promise<T>,
-    deadline: number | undefined,
-    onGiveUp: (reason: unknown) => void,
-  ): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const stop = (err: AgentError, reason: unknown = err) => {
-        clearTimeout(timer);
-        this.#guards.delete(stop);
-        onGiveUp(reason);
-        reject(err);
-      };
-      if (this.#stopController.signal.aborted) {
-        return reject(this.#stopController.signal.reason as AgentError);
-      }
-      if (deadline !== undefined) {
-        const left = deadline - Date.now();
-        const expired = () => new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');
-        if (left <= 0) return reject(expired());
-        if (left < MAX_TIMER_MS) timer = setTimeout(() => stop(expired(), deadlineReason()), left);
-      }
-      this.#guards.add(stop);
-      fn().then(
-        (v) => {
-          clearTimeout(timer);
-          this.#guards.delete(stop);
-          resolve(v);
-        },
-        (e: unknown) => {
-          clearTimeout(timer);
-          this.#guards.delete(stop);
-          reject(e as Error);
-        },
-      );
-    });
-  }
-
   // ---- set-up helpers ---------------------------------------------------------------
-
-  /** `options.routing` for the A2A server; a default that names no capability is a start error. */
-  #routing(): { defaultSkill?: string; route?: CapabilityRouting['route'] } | undefined {
-    const r = this.#opts.routing;
-    if (!r) return undefined;
-    const d = r.defaultCapability;
-    if (d !== undefined && !this.capabilities.get(d)) {
-      throw new AgentError(
-        'AGENT_CONFIG_INVALID',
-        `routing.defaultCapability ${JSON.stringify(d)} is not a capability of this agent`,
-      );
-    }
-    return { ...(d === undefined ? {} : { defaultSkill: d }), ...(r.route ? { route: r.route } : {}) };
-  }
 
   #identityTimeout(): number {
     return identityTimeoutMs(this.config.identity);
@@ -977,30 +766,6 @@ async function waitForSvid(identity: IdentityProvider, timeoutMs: number): Promi
   });
 }
 
-function skillSchemaExtension(params: Record<string, unknown>): {
-  uri: string;
-  description: string;
-  required: boolean;
-} {
-  // A2A's AgentSkill has no schema field: the schemas ride on a card extension.
-  const ext = {
-    uri: SKILL_SCHEMAS_EXTENSION,
-    description:
-      'JSON Schema (draft 2020-12) of each skill input and output; the input is sent as a data part',
-    required: false,
-    params,
-  };
-  return ext;
-}
-
-/** The extended card: every skill, and the schemas of every skill in the skill-schemas extension. */
-function extendedCard(card: AgentCard, schemas: SkillSchemas): AgentCard {
-  const extensions = card.capabilities.extensions?.map((e) =>
-    e.uri === SKILL_SCHEMAS_EXTENSION ? { ...e, params: schemas.extended } : e,
-  );
-  return extensions ? { ...card, capabilities: { ...card.capabilities, extensions } } : card;
-}
-
 /**
  * A logger whose `child()` returns itself: fastify derives a child logger per
  * request (with a request id the agent does not use — calls carry their
@@ -1014,107 +779,6 @@ function sharedChildLogger(base: Logger): Logger {
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\./.test(host);
-}
-
-/** The status message of a failed task: what the caller may know, never a stack or an inner error text. */
-function failureMessage(e: AgentError): Message {
-  // A handler's own exception text and a downstream call's details stay in this agent's log.
-  const internal =
-    (e.code === 'CAPABILITY_FAILED' && !(e.cause instanceof AgentError)) || e instanceof CallError;
-  const text = internal ? `${e.code}: see the callee's log for details` : e.message;
-  return {
-    messageId: randomUUID(),
-    role: 'ROLE_AGENT',
-    parts: [{ text }],
-    metadata: { [ERROR_METADATA_KEY]: { code: e.code, message: text } },
-  };
-}
-
-type NestedCall = (
-  target: SpiffeId | string,
-  capability: string,
-  input: unknown,
-  options: CallAgentOptions<z.ZodType | undefined>,
-  scope: CallScope,
-) => Promise<unknown>;
-
-/**
- * The `CapabilityContext` of one inbound call. A class rather than an object
- * literal with closures: one is made per call, and the handler's AbortSignal
- * (with its timer) only when the handler reads it — most never do.
- */
-class HandlerContext implements CapabilityContext {
-  readonly caller: SpiffeId;
-  readonly taskId: string;
-  readonly tenant?: string;
-  #scoped: ReturnType<typeof scopedSignal> | undefined;
-
-  constructor(
-    private readonly tctx: TaskContext,
-    readonly correlationId: string,
-    private readonly trace: Context,
-    private readonly deadline: number | undefined,
-    private readonly stopping: AbortSignal,
-    private readonly nested: NestedCall,
-  ) {
-    this.caller = tctx.caller;
-    this.taskId = tctx.taskId;
-    if (tctx.tenant !== undefined) this.tenant = tctx.tenant;
-  }
-
-  get signal(): AbortSignal {
-    return (this.#scoped ??= scopedSignal([this.tctx.signal, this.stopping], this.deadline)).signal;
-  }
-
-  // Bound on first use, so a handler may destructure them (`{ progress }`).
-  #progress: CapabilityContext['progress'] | undefined;
-  #callAgent: CapabilityContext['callAgent'] | undefined;
-
-  get progress(): CapabilityContext['progress'] {
-    return (this.#progress ??= (text: string) => {
-      if (!this.#scoped?.signal.aborted) this.tctx.publishMessage(String(text));
-    });
-  }
-
-  /** Whether the handler streamed an artifact chunk. */
-  publishedArtifacts = false;
-  #publishArtifact: CapabilityContext['publishArtifact'] | undefined;
-
-  get publishArtifact(): CapabilityContext['publishArtifact'] {
-    return (this.#publishArtifact ??= (chunk, options) => {
-      const a = toArtifact(chunk);
-      if (!this.#scoped?.signal.aborted) {
-        this.tctx.publishArtifact(a, options);
-        this.publishedArtifacts = true;
-      }
-      return a.artifactId;
-    });
-  }
-
-  get callAgent(): CapabilityContext['callAgent'] {
-    return (this.#callAgent ??= (target, capability, input, options = {}) =>
-      this.nested(target, capability, input, options, {
-        trace: this.trace,
-        deadline: this.deadline,
-        signal: this.signal,
-      }) as never);
-  }
-
-  /** Aborts the handler's signal (the guard gave up on it). */
-  readonly abort = (reason: unknown): void => this.#scoped?.abort(reason);
-
-  /** Past the deadline. Timers may fire a hair early: the abort reason counts too. */
-  expired(): boolean {
-    const s = this.#scoped?.signal;
-    return (
-      (s?.aborted === true && isDeadlineReason(s.reason)) ||
-      (this.deadline !== undefined && Date.now() >= this.deadline)
-    );
-  }
-
-  dispose(): void {
-    this.#scoped?.dispose();
-  }
 }
 
 /**

@@ -50,13 +50,12 @@ export {
 } from './wiring.js';
 export {
   SecureAgent,
-  SKILL_SCHEMAS_EXTENSION,
   METRICS_ACTION,
   type SecureAgentOptions,
-  type CapabilityRouting,
   type StartedAgent,
   type StopOptions,
 } from './agent.js';
+export { SKILL_SCHEMAS_EXTENSION, type CapabilityRouting } from './inbound.js';
 export { WeaveClient, type WeaveClientOptions } from './client.js';
 export {
   ERROR_METADATA_KEY,

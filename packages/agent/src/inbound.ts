@@ -1,0 +1,411 @@
+import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { context as otelContext, type Context } from '@opentelemetry/api';
+import type { Logger } from 'pino';
+import type { z } from 'zod';
+import type {
+  A2AServer,
+  AgentCard,
+  AgentSkill,
+  Message,
+  RouteInfo,
+  TaskContext,
+  TaskHandler,
+  TaskResult,
+} from '@weave/a2a';
+import type { IdentityProvider, SpiffeId } from '@weave/identity';
+import type { CapabilityContext, CapabilityDefinition, CapabilityRegistry } from './capability.js';
+import { AgentError, CallError } from './errors.js';
+import type { AgentMetrics, CallOutcome } from './metrics.js';
+import { ERROR_METADATA_KEY, type CallAgentOptions } from './outbound.js';
+import {
+  DEADLINE_HEADER,
+  DEADLINE_KEY,
+  MAX_TIMER_MS,
+  deadlineReason,
+  isDeadlineReason,
+  parseDeadline,
+  scopedSignal,
+  type CallScope,
+} from './scope.js';
+import { extractTraceContext, traceIdOf } from './tracing.js';
+import { CapabilityReply, inputOfParts, toArtifact } from './reply.js';
+
+/** URI of the agent-card extension that carries each skill's JSON Schemas. */
+export const SKILL_SCHEMAS_EXTENSION = 'https://weave.dev/extensions/skill-schemas/v1';
+
+/**
+ * How a message that names no capability is routed: `route` first, then
+ * `defaultCapability`. The inbound policy is checked on the capability
+ * chosen, before its handler runs; the task's `metadata.skill` names it.
+ */
+export interface CapabilityRouting {
+  /** The capability of a message that names none and that `route` leaves undecided. */
+  readonly defaultCapability?: string;
+  /**
+   * Reads the message (its data part, its text, or a model's reading of it)
+   * and names a capability, or `undefined` for the default. It runs before
+   * the policy check: it must not act on the message, only classify it.
+   */
+  readonly route?: (message: Message, info: RouteInfo) => string | undefined | Promise<string | undefined>;
+}
+
+/** The skills' JSON Schemas as the two cards carry them: an extended skill's only on the extended card. */
+export interface SkillSchemas {
+  readonly public: Record<string, unknown>;
+  readonly extended: Record<string, unknown>;
+}
+
+/** Where capabilities are served: the running agent's A2A server, its cards' schemas and its identity. */
+export interface ServeTarget {
+  readonly a2a: A2AServer;
+  readonly skillSchemas: SkillSchemas;
+  readonly identity: IdentityProvider;
+}
+
+/** What a handler's `ctx.callAgent` runs: a call on behalf of the call being served. */
+export type NestedCall = (
+  target: SpiffeId | string,
+  capability: string,
+  input: unknown,
+  options: CallAgentOptions<z.ZodType | undefined>,
+  scope: CallScope,
+) => Promise<unknown>;
+
+/**
+ * The inbound side of a `SecureAgent`, beside `Outbound`: which capability a
+ * message goes to, each capability's A2A task handler (deadline, trace
+ * context, stop signal, metrics and the call log around the handler), and
+ * the guard that ends a handler's task when its deadline passes or the agent
+ * stops. The inbound policy check itself is the A2A server's: it runs on the
+ * capability chosen, before any of this.
+ */
+export class Inbound {
+  readonly #capabilities: CapabilityRegistry;
+  readonly #metrics: AgentMetrics;
+  readonly #logger: Logger;
+  readonly #routing: CapabilityRouting | undefined;
+  readonly #nested: NestedCall;
+  readonly #stopController = new AbortController();
+  readonly #guards = new Set<(err: AgentError) => void>();
+  #runningTasks = 0;
+
+  constructor(opts: {
+    capabilities: CapabilityRegistry;
+    metrics: AgentMetrics;
+    logger: Logger;
+    routing?: CapabilityRouting;
+    nested: NestedCall;
+  }) {
+    this.#capabilities = opts.capabilities;
+    this.#metrics = opts.metrics;
+    this.#logger = opts.logger;
+    this.#routing = opts.routing;
+    this.#nested = opts.nested;
+  }
+
+  /** Handlers running now (a drain waits for 0). */
+  get runningTasks(): number {
+    return this.#runningTasks;
+  }
+
+  /**
+   * The routing for the A2A server; a default that names no capability is a
+   * start error.
+   */
+  routing(): { defaultSkill?: string; route?: CapabilityRouting['route'] } | undefined {
+    const r = this.#routing;
+    if (!r) return undefined;
+    const d = r.defaultCapability;
+    if (d !== undefined && !this.#capabilities.get(d)) {
+      throw new AgentError(
+        'AGENT_CONFIG_INVALID',
+        `routing.defaultCapability ${JSON.stringify(d)} is not a capability of this agent`,
+      );
+    }
+    return { ...(d === undefined ? {} : { defaultSkill: d }), ...(r.route ? { route: r.route } : {}) };
+  }
+
+  /** Serves a capability: its skill and schemas on the cards, its handler on the A2A server. */
+  serve(target: ServeTarget, def: CapabilityDefinition): void {
+    const skill: AgentSkill = {
+      id: def.name,
+      name: def.name,
+      description: def.options.description ?? '',
+      tags: [...(def.options.tags ?? [])],
+      inputModes: ['application/json'],
+      outputModes: ['application/json'],
+      ...(def.options.examples ? { examples: [...def.options.examples] } : {}),
+    };
+    const schemas = {
+      input: def.inputJsonSchema,
+      ...(def.outputJsonSchema ? { output: def.outputJsonSchema } : {}),
+    };
+    const extended = def.options.extended === true;
+    target.skillSchemas.extended[def.name] = schemas;
+    if (!extended) target.skillSchemas.public[def.name] = schemas;
+    target.a2a.registerTaskHandler(skill, this.#taskHandler(target, def), {
+      rerunnable: def.options.rerunnable === true,
+      extended,
+    });
+  }
+
+  /**
+   * Ends every running handler's task with `reason` (`AGENT_STOPPING`): their
+   * signals abort and their guards give up on them. Further tasks are refused
+   * the same way.
+   */
+  stop(reason: AgentError): void {
+    this.#stopController.abort(reason);
+    for (const fail of [...this.#guards]) fail(reason);
+  }
+
+  #taskHandler(target: ServeTarget, def: CapabilityDefinition): TaskHandler {
+    return async (tctx: TaskContext): Promise<TaskResult> => {
+      const started = performance.now();
+      const trace = extractTraceContext(tctx.headers);
+      const correlationId = traceIdOf(trace);
+      const deadline = parseDeadline(tctx.headers[DEADLINE_HEADER]);
+      const ctx = new HandlerContext(
+        tctx,
+        correlationId,
+        trace,
+        deadline,
+        this.#stopController.signal,
+        this.#nested,
+      );
+      this.#runningTasks++;
+      this.#metrics.taskState('TASK_STATE_SUBMITTED');
+      this.#metrics.taskState('TASK_STATE_WORKING');
+      let outcome: CallOutcome = 'error';
+      let final = 'TASK_STATE_FAILED';
+      let failure: AgentError | undefined;
+      try {
+        // Inside the call's OpenTelemetry context: with a context manager
+        // registered, a plain agent.callAgent() from the handler inherits it.
+        const scopeContext = deadline === undefined ? trace : trace.setValue(DEADLINE_KEY, deadline);
+        const value = await this.#guard(
+          () =>
+            otelContext.with(scopeContext, () =>
+              this.#capabilities.invoke(def.name, inputOfParts(tctx.message.parts), ctx),
+            ),
+          deadline,
+          // A handler still running when the guard gives up sees its signal abort.
+          ctx.abort,
+        );
+        // A result that comes after the deadline (say, a handler that returned
+        // when its signal fired) is late all the same: the caller has given up.
+        if (ctx.expired()) throw new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');
+        outcome = 'success';
+        final = 'TASK_STATE_COMPLETED';
+        if (value instanceof CapabilityReply) {
+          for (const a of value.artifacts) tctx.publishArtifact(toArtifact(a));
+          return undefined;
+        }
+        // Streamed with ctx.publishArtifact and nothing returned: the chunks are the result.
+        if (value === undefined && ctx.publishedArtifacts) return undefined;
+        return {
+          name: 'result',
+          parts: [{ data: value === undefined ? null : value, mediaType: 'application/json' }],
+        };
+      } catch (err) {
+        if (!target.a2a.manager.isLive(tctx.taskId)) {
+          // Canceled by the caller: the A2A server already settled the task.
+          final = 'TASK_STATE_CANCELED';
+          return undefined;
+        }
+        failure =
+          ctx.expired() && !(err instanceof AgentError && err.code === 'AGENT_STOPPING')
+            ? new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline', { cause: err })
+            : err instanceof AgentError
+              ? err
+              : new AgentError('CAPABILITY_FAILED', 'the capability failed', { cause: err });
+        tctx.publishStatus('TASK_STATE_FAILED', failureMessage(failure));
+        return undefined;
+      } finally {
+        ctx.dispose();
+        this.#runningTasks--;
+        this.#metrics.taskState(final);
+        const seconds = (performance.now() - started) / 1000;
+        const caller = tctx.caller.toString();
+        this.#metrics.observeCall('inbound', def.name, caller, outcome, seconds);
+        if (failure || this.#logger.isLevelEnabled('info')) {
+          const entry = {
+            correlationId,
+            caller,
+            callee: target.identity.id.toString(),
+            capability: def.name,
+            direction: 'inbound',
+            taskId: tctx.taskId,
+            outcome,
+            ms: Math.round(seconds * 1e4) / 10,
+          };
+          if (failure) {
+            this.#logger.warn({ ...entry, err: failure.cause ?? failure, code: failure.code }, 'call failed');
+          } else this.#logger.info(entry, 'call served');
+        }
+      }
+    };
+  }
+
+  /**
+   * Runs a handler until it settles, its deadline passes or the agent stops,
+   * whichever is first; a handler that ignores its signal cannot hold a task
+   * open past either.
+   */
+  #guard<T>(
+    fn: () => Promise<T>,
+    deadline: number | undefined,
+    onGiveUp: (reason: unknown) => void,
+  ): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const stop = (err: AgentError, reason: unknown = err) => {
+        clearTimeout(timer);
+        this.#guards.delete(stop);
+        onGiveUp(reason);
+        reject(err);
+      };
+      if (this.#stopController.signal.aborted) {
+        return reject(this.#stopController.signal.reason as AgentError);
+      }
+      if (deadline !== undefined) {
+        const left = deadline - Date.now();
+        const expired = () => new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');
+        if (left <= 0) return reject(expired());
+        if (left < MAX_TIMER_MS) timer = setTimeout(() => stop(expired(), deadlineReason()), left);
+      }
+      this.#guards.add(stop);
+      fn().then(
+        (v) => {
+          clearTimeout(timer);
+          this.#guards.delete(stop);
+          resolve(v);
+        },
+        (e: unknown) => {
+          clearTimeout(timer);
+          this.#guards.delete(stop);
+          reject(e as Error);
+        },
+      );
+    });
+  }
+}
+
+/** The card extension that carries the skills' schemas (`params`). */
+export function skillSchemaExtension(params: Record<string, unknown>): {
+  uri: string;
+  description: string;
+  required: boolean;
+} {
+  // A2A's AgentSkill has no schema field: the schemas ride on a card extension.
+  const ext = {
+    uri: SKILL_SCHEMAS_EXTENSION,
+    description:
+      'JSON Schema (draft 2020-12) of each skill input and output; the input is sent as a data part',
+    required: false,
+    params,
+  };
+  return ext;
+}
+
+/** The extended card: every skill, and the schemas of every skill in the skill-schemas extension. */
+export function extendedCard(card: AgentCard, schemas: SkillSchemas): AgentCard {
+  const extensions = card.capabilities.extensions?.map((e) =>
+    e.uri === SKILL_SCHEMAS_EXTENSION ? { ...e, params: schemas.extended } : e,
+  );
+  return extensions ? { ...card, capabilities: { ...card.capabilities, extensions } } : card;
+}
+
+/** The status message of a failed task: what the caller may know, never a stack or an inner error text. */
+function failureMessage(e: AgentError): Message {
+  // A handler's own exception text and a downstream call's details stay in this agent's log.
+  const internal =
+    (e.code === 'CAPABILITY_FAILED' && !(e.cause instanceof AgentError)) || e instanceof CallError;
+  const text = internal ? `${e.code}: see the callee's log for details` : e.message;
+  return {
+    messageId: randomUUID(),
+    role: 'ROLE_AGENT',
+    parts: [{ text }],
+    metadata: { [ERROR_METADATA_KEY]: { code: e.code, message: text } },
+  };
+}
+
+/**
+ * The `CapabilityContext` of one inbound call. A class rather than an object
+ * literal with closures: one is made per call, and the handler's AbortSignal
+ * (with its timer) only when the handler reads it — most never do.
+ */
+class HandlerContext implements CapabilityContext {
+  readonly caller: SpiffeId;
+  readonly taskId: string;
+  readonly tenant?: string;
+  #scoped: ReturnType<typeof scopedSignal> | undefined;
+
+  constructor(
+    private readonly tctx: TaskContext,
+    readonly correlationId: string,
+    private readonly trace: Context,
+    private readonly deadline: number | undefined,
+    private readonly stopping: AbortSignal,
+    private readonly nested: NestedCall,
+  ) {
+    this.caller = tctx.caller;
+    this.taskId = tctx.taskId;
+    if (tctx.tenant !== undefined) this.tenant = tctx.tenant;
+  }
+
+  get signal(): AbortSignal {
+    return (this.#scoped ??= scopedSignal([this.tctx.signal, this.stopping], this.deadline)).signal;
+  }
+
+  // Bound on first use, so a handler may destructure them (`{ progress }`).
+  #progress: CapabilityContext['progress'] | undefined;
+  #callAgent: CapabilityContext['callAgent'] | undefined;
+
+  get progress(): CapabilityContext['progress'] {
+    return (this.#progress ??= (text: string) => {
+      if (!this.#scoped?.signal.aborted) this.tctx.publishMessage(String(text));
+    });
+  }
+
+  /** Whether the handler streamed an artifact chunk. */
+  publishedArtifacts = false;
+  #publishArtifact: CapabilityContext['publishArtifact'] | undefined;
+
+  get publishArtifact(): CapabilityContext['publishArtifact'] {
+    return (this.#publishArtifact ??= (chunk, options) => {
+      const a = toArtifact(chunk);
+      if (!this.#scoped?.signal.aborted) {
+        this.tctx.publishArtifact(a, options);
+        this.publishedArtifacts = true;
+      }
+      return a.artifactId;
+    });
+  }
+
+  get callAgent(): CapabilityContext['callAgent'] {
+    return (this.#callAgent ??= (target, capability, input, options = {}) =>
+      this.nested(target, capability, input, options, {
+        trace: this.trace,
+        deadline: this.deadline,
+        signal: this.signal,
+      }) as never);
+  }
+
+  /** Aborts the handler's signal (the guard gave up on it). */
+  readonly abort = (reason: unknown): void => this.#scoped?.abort(reason);
+
+  /** Past the deadline. Timers may fire a hair early: the abort reason counts too. */
+  expired(): boolean {
+    const s = this.#scoped?.signal;
+    return (
+      (s?.aborted === true && isDeadlineReason(s.reason)) ||
+      (this.deadline !== undefined && Date.now() >= this.deadline)
+    );
+  }
+
+  dispose(): void {
+    this.#scoped?.dispose();
+  }
+}
