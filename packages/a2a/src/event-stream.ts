@@ -19,6 +19,16 @@ export interface TaskStreamEvent {
 export const MAX_QUEUED_EVENTS = 16_384;
 
 /**
+ * Unread events at which a subscriber counts as behind for
+ * {@link TaskEventStream.caughtUp} (and so for a task handler's
+ * `ctx.drained()`); far below {@link MAX_QUEUED_EVENTS}, so a producer that
+ * waits is never cut.
+ */
+export const STREAM_HIGH_WATER = 256;
+/** A subscriber that was behind has caught up again at this many unread events (hysteresis: one wake-up per batch, not per event). */
+export const STREAM_LOW_WATER = 64;
+
+/**
  * A task's events for one subscriber, as an `AsyncIterable` the bindings
  * read at their own pace (a binding awaits its socket before reading on).
  * The producer side ({@link push}, {@link end}) is synchronous, so events
@@ -33,6 +43,10 @@ export class TaskEventStream implements AsyncIterable<TaskStreamEvent> {
   #onClose: (() => void) | undefined;
   #closed = false;
   #lastSeq: number | undefined;
+  /** The binding's writer: whether its socket asked to wait (see {@link attachSink}). */
+  #sinkBackedUp: (() => boolean) | undefined;
+  /** Producers waiting in {@link caughtUp}. */
+  #waiters: Array<() => void> = [];
 
   /** `onClose` runs once, when the stream ends or its reader leaves. */
   constructor(onClose?: () => void) {
@@ -66,6 +80,8 @@ export class TaskEventStream implements AsyncIterable<TaskStreamEvent> {
     this.#ended = true;
     this.#error = error;
     this.#notify();
+    // Nothing more is pushed: a producer has no reason to wait for this reader.
+    this.#release();
   }
 
   /** The reader left: drop what is queued and release the subscription. */
@@ -76,9 +92,54 @@ export class TaskEventStream implements AsyncIterable<TaskStreamEvent> {
     this.#queue.length = 0;
     this.#head = 0;
     this.#notify();
+    this.#release();
     const fn = this.#onClose;
     this.#onClose = undefined;
     fn?.();
+  }
+
+  /**
+   * Flow control for the producer: `undefined` while this reader keeps up
+   * (fewer than {@link STREAM_HIGH_WATER} events unread and the binding's
+   * socket taking data), else a promise that resolves once it has caught up
+   * ({@link STREAM_LOW_WATER} unread, the socket drained) — or the stream
+   * ends or its reader leaves. Never rejects.
+   */
+  caughtUp(): Promise<void> | undefined {
+    if (this.#ended || this.#closed) return undefined;
+    if (this.#queue.length - this.#head < STREAM_HIGH_WATER && this.#sinkBackedUp?.() !== true) {
+      return undefined;
+    }
+    return new Promise<void>((resolve) => this.#waiters.push(resolve));
+  }
+
+  /**
+   * The binding that writes this stream tells whether its socket holds
+   * events it has not taken yet (write asked to wait for 'drain'); it calls
+   * {@link sinkDrained} when that clears. A subscriber whose socket is backed
+   * up is behind for {@link caughtUp} whatever the queue here holds.
+   */
+  attachSink(backedUp: () => boolean): void {
+    this.#sinkBackedUp = backedUp;
+  }
+
+  /** The binding's socket took what it held: producers waiting in {@link caughtUp} may go on if the queue is short too. */
+  sinkDrained(): void {
+    this.#progress();
+  }
+
+  /** The reader took events: wakes waiting producers once it has caught up. */
+  #progress(): void {
+    if (this.#waiters.length === 0) return;
+    if (this.#queue.length - this.#head > STREAM_LOW_WATER || this.#sinkBackedUp?.() === true) return;
+    this.#release();
+  }
+
+  #release(): void {
+    const ws = this.#waiters;
+    if (ws.length === 0) return;
+    this.#waiters = [];
+    for (const w of ws) w();
   }
 
   #notify(): void {
@@ -97,6 +158,7 @@ export class TaskEventStream implements AsyncIterable<TaskStreamEvent> {
           this.#head = 0;
         }
         this.#lastSeq = e.seq;
+        this.#progress();
         return e;
       }
       if (this.#ended) {
@@ -117,6 +179,7 @@ export class TaskEventStream implements AsyncIterable<TaskStreamEvent> {
     this.#queue.length = 0;
     this.#head = 0;
     if (out.length > 0) this.#lastSeq = (out[out.length - 1] as TaskStreamEvent).seq;
+    this.#progress();
     return out;
   }
 

@@ -103,6 +103,23 @@ export interface TaskContext {
    * canceled or the wait times out.
    */
   requestInput(prompt: Message | string): Promise<Message>;
+  /**
+   * Flow control for a task that publishes faster than its stream
+   * subscribers read: resolves at once while every live subscriber keeps up,
+   * else once each one behind has caught up (its unread events are few again
+   * and its socket — SSE on JSON-RPC and HTTP+JSON, the gRPC call — has
+   * taken what it held). `await ctx.drained()` after each publish (or each
+   * few) and a subscriber gets every event however slowly it reads, where
+   * without it a reader more than `maxStreamBufferBytes` behind is cut (with
+   * a resumable error). Publishing stays synchronous: a handler that never
+   * calls this behaves as before.
+   *
+   * Never rejects, and never waits for a subscriber that has left, or when
+   * the task is canceled or finished ({@link signal} aborted). Only the
+   * subscribers on this server count; one that follows the task from another
+   * replica reads the shared store's log at its own pace.
+   */
+  drained(): Promise<void>;
 }
 
 /** Runs one task of a skill. The return value becomes the final artifact or message. */
@@ -336,7 +353,8 @@ export class A2ARequestHandler {
   readonly #maxSubs: number;
   readonly #inputTimeout: number;
   readonly #blockingTimeout: number;
-  readonly #subscribers = new Map<string, number>();
+  /** Live streams per task: counted against `maxSubscribersPerTask`, waited for by `ctx.drained()`. */
+  readonly #subscribers = new Map<string, Set<TaskEventStream>>();
   readonly #requiredExt: string[];
   readonly #pushWatched = new Set<string>();
   readonly #pushStore: PushConfigStore | undefined;
@@ -936,7 +954,9 @@ export class A2ARequestHandler {
     headers: CallHeaders,
   ): Promise<void> {
     const id = record.task.id;
-    const ctx = new TaskContextImpl(this.manager, record, message, caller, headers, this.#inputTimeout);
+    const ctx = new TaskContextImpl(this.manager, record, message, caller, headers, this.#inputTimeout, (s) =>
+      this.#drained(id, s),
+    );
     try {
       this.manager.setStatus(id, 'TASK_STATE_WORKING');
       const result = await handler(ctx);
@@ -1020,14 +1040,14 @@ export class A2ARequestHandler {
     endsAt: (e: StreamResponse) => boolean,
   ): TaskEventStream {
     const id = record.task.id;
-    const leave = this.#countSubscriber(id);
     // The stream's close hook needs the subscription, which needs the stream's listener.
-    const held: { sub?: ReturnType<TaskManager['subscribe']>; stop?: () => void } = {};
+    const held: { sub?: ReturnType<TaskManager['subscribe']>; stop?: () => void; leave?: () => void } = {};
     const stream = new TaskEventStream(() => {
       held.sub?.unsubscribe();
       held.stop?.();
-      leave();
+      held.leave?.();
     });
+    held.leave = this.#addSubscriber(id, stream);
     const listener = (e: StoredEvent) => {
       stream.push({ event: e.event, seq: e.seq });
       if (endsAt(e.event)) stream.end();
@@ -1073,18 +1093,37 @@ export class A2ARequestHandler {
     return stream;
   }
 
-  /** Counts one more stream on task `id` (refused beyond the limit); the result counts it out. */
-  #countSubscriber(id: string): () => void {
-    const n = this.#subscribers.get(id) ?? 0;
-    if (n >= this.#maxSubs) {
-      throw A2AErrors.unsupportedOperation(`Task ${id} already has ${n} subscribers`);
+  /** Adds a stream of task `id` (refused beyond the limit); the result takes it out. */
+  #addSubscriber(id: string, stream: TaskEventStream): () => void {
+    const streams = this.#subscribers.get(id) ?? new Set<TaskEventStream>();
+    if (streams.size >= this.#maxSubs) {
+      throw A2AErrors.unsupportedOperation(`Task ${id} already has ${streams.size} subscribers`);
     }
-    this.#subscribers.set(id, n + 1);
+    streams.add(stream);
+    this.#subscribers.set(id, streams);
     return () => {
-      const left = (this.#subscribers.get(id) ?? 1) - 1;
-      if (left <= 0) this.#subscribers.delete(id);
-      else this.#subscribers.set(id, left);
+      streams.delete(stream);
+      if (streams.size === 0 && this.#subscribers.get(id) === streams) this.#subscribers.delete(id);
     };
+  }
+
+  /** `ctx.drained()` of task `id`: see {@link TaskContext.drained}. */
+  #drained(id: string, signal: AbortSignal): Promise<void> {
+    let behind: Array<Promise<void>> | undefined;
+    for (const s of this.#subscribers.get(id) ?? NO_STREAMS) {
+      const w = s.caughtUp();
+      if (w) (behind ??= []).push(w);
+    }
+    if (behind === undefined || signal.aborted) return CAUGHT_UP;
+    const all = Promise.all(behind);
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      signal.addEventListener('abort', done, { once: true });
+      void all.then(done);
+    });
   }
 
   /**
@@ -1099,12 +1138,12 @@ export class A2ARequestHandler {
     endsAt: (e: StreamResponse) => boolean = endsSubscription,
   ): Promise<TaskEventStream> {
     const id = record.task.id;
-    const leave = this.#countSubscriber(id);
-    const held: { stop?: () => void } = {};
+    const held: { stop?: () => void; leave?: () => void } = {};
     const stream = new TaskEventStream(() => {
       held.stop?.();
-      leave();
+      held.leave?.();
     });
+    held.leave = this.#addSubscriber(id, stream);
     // Not terminal (the caller checked): the stream goes on to the end, as on the running replica.
     if (afterSeq === undefined) stream.push({ event: { task: snapshot(record.task) }, seq: record.seq });
     try {
@@ -1275,6 +1314,7 @@ class TaskContextImpl implements TaskContext {
   readonly #m: TaskManager;
   readonly #record: TaskRecord;
   readonly #timeout: number;
+  readonly #drain: (signal: AbortSignal) => Promise<void>;
 
   constructor(
     manager: TaskManager,
@@ -1283,7 +1323,9 @@ class TaskContextImpl implements TaskContext {
     readonly caller: SpiffeId,
     readonly headers: CallHeaders,
     inputTimeoutMs: number,
+    drain: (signal: AbortSignal) => Promise<void>,
   ) {
+    this.#drain = drain;
     this.#m = manager;
     this.#record = record;
     this.taskId = record.task.id;
@@ -1313,6 +1355,10 @@ class TaskContextImpl implements TaskContext {
 
   publishMessage(message: Message | string): void {
     this.#m.setStatus(this.taskId, 'TASK_STATE_WORKING', toAgentMessage(message));
+  }
+
+  drained(): Promise<void> {
+    return this.#drain(this.signal);
   }
 
   requestInput(prompt: Message | string): Promise<Message> {
@@ -1439,6 +1485,10 @@ function missingExtension(
  * and AUTH_REQUIRED to see the answer and the end.
  */
 const endsSubscription: (e: StreamResponse) => boolean = endsTask;
+
+const NO_STREAMS: ReadonlySet<TaskEventStream> = new Set();
+/** What `ctx.drained()` answers when nobody is behind: no promise made per call. */
+const CAUGHT_UP: Promise<void> = Promise.resolve();
 
 /** Stands in #handlers for a skill answered by a message: never run. */
 const NO_TASK: TaskHandler = () => {

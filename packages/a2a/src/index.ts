@@ -101,7 +101,13 @@ export {
   type TaskResult,
   type ArtifactInput,
 } from './handler.js';
-export { TaskEventStream, MAX_QUEUED_EVENTS, type TaskStreamEvent } from './event-stream.js';
+export {
+  TaskEventStream,
+  MAX_QUEUED_EVENTS,
+  STREAM_HIGH_WATER,
+  STREAM_LOW_WATER,
+  type TaskStreamEvent,
+} from './event-stream.js';
 export { MAX_JSON_DEPTH } from './depth.js';
 export { A2AGrpcServer, type A2AGrpcServerOptions } from './bindings/grpc.js';
 export {

@@ -35,6 +35,7 @@ export class SseWriter {
   /** Closed by the server: the socket ends once the queue is out. */
   #ending = false;
   #onClose: (() => void) | undefined;
+  #onDrained: (() => void) | undefined;
 
   constructor(
     request: FastifyRequest,
@@ -75,6 +76,19 @@ export class SseWriter {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /**
+   * Whether the socket holds events it has not taken (a write asked to wait
+   * for 'drain'): the producer's flow control (`ctx.drained()`) waits then.
+   */
+  get backedUp(): boolean {
+    return this.#blocked || this.#queue.length > 0;
+  }
+
+  /** Runs each time the socket has taken everything queued after being {@link backedUp}. */
+  onDrained(fn: () => void): void {
+    this.#onDrained = fn;
   }
 
   /** Runs once when the stream ends, whoever ends it. */
@@ -138,6 +152,7 @@ export class SseWriter {
     this.#queue.splice(0, i);
     this.#seqs.splice(0, i);
     if (this.#ending && this.#queue.length === 0) this.#end();
+    else if (!this.#blocked && this.#queue.length === 0) this.#onDrained?.();
   }
 
   #drop(): void {

@@ -12,10 +12,9 @@ import {
   type Client,
 } from '@a2a-js/sdk/client';
 import { GrpcTransportFactory } from '@a2a-js/sdk/client/grpc';
-import { authorizeMemberOf } from '@weave/identity';
-import { A2AGrpcServer } from '../src/index.js';
-import { startHarness, type Harness } from './helpers/agents.js';
-import { fetchOver, TRUST_DOMAIN } from '@weave/test-support';
+import type { A2AGrpcServer } from '../src/index.js';
+import { serveGrpc, startHarness, type Harness } from './helpers/agents.js';
+import { fetchOver } from '@weave/test-support';
 import { grpcCredentials } from './helpers/raw-bindings.js';
 import { sdkSendParams, sdkText } from './helpers/sdk.js';
 
@@ -42,12 +41,7 @@ beforeAll(async () => {
     },
     { push: { enabled: true, send: async () => undefined } },
   );
-  grpc = new A2AGrpcServer({
-    handler: h.a2a.handler,
-    identity: h.server.identity,
-    authorize: authorizeMemberOf(TRUST_DOMAIN),
-  });
-  h.a2a.advertiseGrpc((await grpc.listen()).url);
+  grpc = await serveGrpc(h);
 });
 afterAll(async () => {
   await grpc.close(100);

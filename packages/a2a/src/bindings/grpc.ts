@@ -378,18 +378,29 @@ async function pump(
   log: HandlerLogger,
 ): Promise<void> {
   let gone = false;
+  // Ends a wait for 'drain' that can no longer come (the caller left).
+  const left = new AbortController();
   const leave = () => {
     gone = true;
+    left.abort();
     stream.close();
   };
   call.once('cancelled', leave);
   call.once('close', leave);
+  // Flow control: a producer waiting in `ctx.drained()` waits while the call asks to wait.
+  let backedUp = false;
+  stream.attachSink(() => backedUp);
   try {
     for (;;) {
       const e = await stream.next();
       if (e === undefined || gone) break;
       // The sequence number rides in the event's metadata: gRPC has no SSE `id:`.
-      if (!call.write(withEventId(e.event, e.seq))) await once(call, 'drain');
+      if (!call.write(withEventId(e.event, e.seq))) {
+        backedUp = true;
+        await once(call, 'drain', { signal: left.signal });
+        backedUp = false;
+        stream.sinkDrained();
+      }
     }
     if (!gone) call.end();
   } catch (err) {

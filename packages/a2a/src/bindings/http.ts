@@ -51,6 +51,9 @@ export async function pumpSse(
   toWire?: (e: StreamResponse) => unknown,
 ): Promise<void> {
   sse.onClose(() => stream.close());
+  // Flow control: a producer waiting in `ctx.drained()` waits for this socket too.
+  stream.attachSink(() => sse.backedUp);
+  sse.onDrained(() => stream.sinkDrained());
   try {
     for (;;) {
       const e = await stream.next();

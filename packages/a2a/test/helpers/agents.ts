@@ -1,9 +1,17 @@
 import { LocalPolicyEnforcer, type AuditRecord } from '@weave/authz';
-import type { SpiffeId } from '@weave/identity';
+import { authorizeMemberOf, type SpiffeId } from '@weave/identity';
 import type { SecureChannel } from '@weave/transport';
 import type { MtlsFastifyInstance } from '@weave/transport/server';
-import { A2AServer, type A2AServerOptions } from '../../src/index.js';
-import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from '@weave/test-support';
+import { A2AGrpcServer, A2AServer, type A2AServerOptions } from '../../src/index.js';
+import {
+  baseUrl,
+  channel,
+  createPki,
+  mtlsServer,
+  type Pki,
+  TRUST_DOMAIN,
+  type Workload,
+} from '@weave/test-support';
 
 export interface Harness {
   pki: Pki;
@@ -82,4 +90,19 @@ export async function startHarness(
       await pki.close();
     },
   };
+}
+
+/**
+ * Serves the harness's request handler on gRPC too (the server's SVID,
+ * members of the trust domain admitted, the policy then decides) and lists it
+ * on the card. The caller closes it before the harness.
+ */
+export async function serveGrpc(h: Harness): Promise<A2AGrpcServer> {
+  const grpc = new A2AGrpcServer({
+    handler: h.a2a.handler,
+    identity: h.server.identity,
+    authorize: authorizeMemberOf(TRUST_DOMAIN),
+  });
+  h.a2a.advertiseGrpc((await grpc.listen()).url);
+  return grpc;
 }
