@@ -38,7 +38,17 @@ import {
   type TaskPushNotificationConfig,
 } from './wire/v1.js';
 /** A stream event with its SSE event id (Weave servers number events per task). */
-export type StreamEvent = StreamResponse & { readonly eventId?: string };
+export type StreamEvent = StreamResponse & {
+  readonly eventId?: string;
+  /**
+   * Set (`true`) by {@link A2AClient.streamTaskUpdates} on a Task it yields
+   * after a resume that could not replay what the stream missed (the server
+   * no longer kept those events, or does not replay): the task as it now is —
+   * state, artifacts, history — stands for the events in between, which the
+   * caller never saw one by one.
+   */
+  readonly missedEvents?: boolean;
+};
 
 /** Options of {@link A2AClient}. */
 export interface A2AClientOptions {
@@ -363,8 +373,14 @@ export class A2AClient {
    * it ends early, or the server cut a slow reader off (UNAVAILABLE) — it
    * waits (`resumeBackoffMs`, doubled per consecutive break) and resubscribes
    * with the last event id, skipping any replayed event it already yielded,
-   * so no event is lost or repeated against a Weave server (a resumed stream
-   * starts with the task as it now is). After `maxReconnects` breaks in a row
+   * so no event is lost or repeated against a Weave server while it keeps
+   * the events missed (`maxEventsPerTask`). When it no longer does, the
+   * resumed stream starts with the task as it now is, and when the task has
+   * finished meanwhile (the resubscribe is refused: UnsupportedOperation) the
+   * task is fetched (GetTask) and yielded as the last event: either way that
+   * Task carries `missedEvents: true` — the caller has the final state and
+   * every artifact, and knows it did not see each event in between. After
+   * `maxReconnects` breaks in a row
    * without a new event it fails with `STREAM_BROKEN`; an A2A error (the
    * server's answer) or an aborted `signal` ends it at once, and a stream
    * without a task id is never resumed (sending again could run the task twice).
@@ -403,10 +419,26 @@ export class A2AClient {
     // Consecutive breaks without a new event: a resumed stream that moves on earns a fresh budget.
     let breaks = 0;
     let source: AsyncGenerator<StreamEvent> = this.sendStreamingMessage(url, params, { signal, headers });
+    // The current source is a resubscribe that has not delivered an event yet.
+    let resumed = false;
     for (;;) {
       let failure: unknown;
       try {
         for await (const e of source) {
+          if (resumed && 'task' in e && lastId !== undefined) {
+            resumed = false;
+            // A resume that starts with the Task after the last event seen
+            // (rather than replaying from it): the events between are gone.
+            if (e.eventId === undefined || isAfter(e.eventId, lastId)) {
+              if (e.eventId !== undefined) lastId = e.eventId;
+              taskId = e.task.id;
+              breaks = 0;
+              yield { ...e, missedEvents: true };
+              if (closesStream(e)) return;
+              continue;
+            }
+          }
+          resumed = false;
           if (e.eventId !== undefined) {
             // A replay starts after Last-Event-ID; anything at or before it was yielded already
             // (the task snapshot a resumed stream starts with is the current state: always new).
@@ -424,6 +456,16 @@ export class A2AClient {
         // slow reader): resume like after a dropped connection.
         failure = new A2AClientError('STREAM_ENDED', 'the event stream ended before the task settled');
       } catch (err) {
+        if (resumed && taskId !== undefined && isTerminalRefusal(err) && !signal?.aborted) {
+          // The task finished while the stream was down and its missed events
+          // are no longer kept (a server refuses to subscribe to a finished
+          // task, §3.1.6): the final task stands for them, never a silent end.
+          const task = await this.getTask(url, taskId, undefined, { signal, headers });
+          if (isTerminal(task.status.state)) {
+            yield { task, missedEvents: true };
+            return;
+          }
+        }
         if (!isResumableStreamError(err) || signal?.aborted) throw err;
         failure = err;
       }
@@ -439,6 +481,7 @@ export class A2AClient {
       // The signal carries the caller's abort (and deadline): the wait ends with it.
       await sleep(backoff * 2 ** breaks++, signal);
       options.onResume?.({ taskId, lastEventId: lastId, attempt: breaks, error: failure });
+      resumed = true;
       source = this.subscribeToTask(url, taskId, {
         signal,
         headers,
@@ -608,6 +651,11 @@ export function buildMessage(skill: string, payload: TaskPayload, contextId?: st
  */
 export function isResumableStreamError(err: unknown): boolean {
   return !(err instanceof A2AError) || err.code === 'UNAVAILABLE';
+}
+
+/** A subscribe refused because the task is finished (UnsupportedOperation, as the spec answers it). */
+function isTerminalRefusal(err: unknown): boolean {
+  return err instanceof A2AError && err.code === 'UNSUPPORTED_OPERATION';
 }
 
 /**

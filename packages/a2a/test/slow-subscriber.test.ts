@@ -113,6 +113,70 @@ describe('a subscriber slower than the server holds for it', () => {
   });
 });
 
+describe('a resume after the server no longer keeps the missed events', () => {
+  let h: Harness;
+  let client: A2AClient;
+  let release: () => void = () => undefined;
+  beforeAll(async () => {
+    h = await startHarness(
+      (a2a) => {
+        flood(a2a);
+        // The same steps, then it waits until the test lets it finish.
+        a2a.registerTaskHandler({ id: 'gated', name: 'Gated', description: '', tags: [] }, async (ctx) => {
+          for (let i = 1; i <= STEPS; i++) ctx.publishMessage(`step ${i} of ${STEPS}`);
+          await new Promise<void>((r) => {
+            release = r;
+          });
+          return 'done';
+        });
+      },
+      // Cut early, and keep far fewer events than the reader misses.
+      { limits: { maxStreamBufferBytes: 256 * 1024 }, maxEventsPerTask: 100 },
+    );
+    client = new A2AClient({ dispatcher: h.agent });
+  });
+  afterAll(() => h.close());
+
+  const ids = (events: StreamEvent[]) =>
+    events.flatMap((e) => (e.eventId === undefined ? [] : [Number(e.eventId)]));
+  const increasing = (xs: number[]) => xs.every((x, i) => i === 0 || x > (xs[i - 1] as number));
+
+  it('of a task that finished meanwhile: the final Task (GetTask), marked missedEvents, not an error', async () => {
+    const resumes: unknown[] = [];
+    const events = await readSlowly(
+      client.streamTaskUpdates(h.url, 'flood', 'go', { onResume: (r) => resumes.push(r.error) }),
+      500,
+    );
+    expect(resumes.length).toBeGreaterThan(0);
+    expect((resumes[0] as A2AError).code).toBe('UNAVAILABLE');
+    expect(events.length).toBeLessThan(EVENTS);
+    const last = events.at(-1);
+    expect(last && 'task' in last ? last.missedEvents : undefined).toBe(true);
+    expect(stateOf(last)).toBe('TASK_STATE_COMPLETED');
+    // The final state and every artifact: the handler's result is there.
+    expect(last && 'task' in last ? last.task.artifacts?.[0]?.parts[0]?.text : undefined).toBe('done');
+    // Only that one is marked; what came before came in order, once.
+    expect(events.slice(0, -1).some((e) => e.missedEvents)).toBe(false);
+    expect(increasing(ids(events))).toBe(true);
+  });
+
+  it('of a task still running: the resumed stream starts with the Task, marked, then goes on to the end', async () => {
+    const events: StreamEvent[] = [];
+    for await (const e of client.streamTaskUpdates(h.url, 'gated', 'go')) {
+      events.push(e);
+      if (events.length === 1) await sleep(500);
+      // Let the task finish once the resumed stream has started (with the Task).
+      if ('task' in e && events.length > 1) release();
+    }
+    const marked = events.filter((e) => e.missedEvents);
+    expect(marked).toHaveLength(1);
+    expect(stateOf(marked[0])).toBe('TASK_STATE_WORKING');
+    expect(events.indexOf(marked[0] as StreamEvent)).toBeLessThan(events.length - 1);
+    expect(stateOf(events.at(-1))).toBe('TASK_STATE_COMPLETED');
+    expect(increasing(ids(events))).toBe(true);
+  });
+});
+
 describe('a stream that ends before the task settles', () => {
   let pki: Pki;
   let app: MtlsFastifyInstance;
