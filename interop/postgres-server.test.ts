@@ -86,6 +86,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     connectionString: string,
     leaseTtlMs?: number,
     perCaller?: CallerLimitsInput,
+    bytes?: { maxBytes: number; maxBytesPerOwner: number },
   ): Promise<Replica> {
     const ran: string[] = [];
     const aborted: string[] = [];
@@ -95,7 +96,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
       selfId: server.id,
       enforcer: allowOnly(client.id.toString()),
       heartbeatMs: 0,
-      taskStore: new PostgresTaskStore({ connectionString, ...(leaseTtlMs ? { leaseTtlMs } : {}) }),
+      taskStore: new PostgresTaskStore({ connectionString, ...(leaseTtlMs ? { leaseTtlMs } : {}), ...bytes }),
       // Push receivers of this replica: recorded, not sent.
       push: {
         enabled: true,
@@ -219,6 +220,18 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
       if (Date.now() > end) throw new Error('timed out');
       await new Promise((r) => setTimeout(r, 20));
     }
+  }
+
+  /** A migrated database of its own (its URL): no replica of another test claims its orphans or holds its bytes. */
+  async function ownDatabase(prefix: string): Promise<string> {
+    const name = `${prefix}_${randomUUID().replaceAll('-', '')}`;
+    const admin = new PostgresTaskStore({ connectionString: db.url });
+    await admin.pool.query(`CREATE DATABASE ${name}`);
+    await admin.close();
+    const url = new URL(db.url);
+    url.pathname = `/${name}`;
+    await migrate({ connectionString: url.toString() });
+    return url.toString();
   }
 
   beforeAll(async () => {
@@ -491,22 +504,15 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
   });
 
   it('a task re-run after takeover counts against the caller’s limit like a new one: above it, it ends FAILED with the reason and does not run', async () => {
-    // A database of its own: no replica of another test may claim these orphans.
-    const name = `limits_${randomUUID().replaceAll('-', '')}`;
-    const admin = new PostgresTaskStore({ connectionString: db.url });
-    await admin.pool.query(`CREATE DATABASE ${name}`);
-    await admin.close();
-    const url = new URL(db.url);
-    url.pathname = `/${name}`;
-    await migrate({ connectionString: url.toString() });
+    const url = await ownDatabase('limits');
     const ttl = 1500;
-    const b = await replica(url.toString(), ttl, { maxConcurrentTasks: 1 });
+    const b = await replica(url, ttl, { maxConcurrentTasks: 1 });
     const held = `h-${randomUUID()}`;
     const busy = await send(b, held); // the caller's one task on B
     await until(() => gates.has(held));
     const state = async (id: string) => (await json(b, 'GetTask', { id })).result;
     const orphanOf = async () => {
-      const { r: a, cut } = await partitioned(ttl, url.toString());
+      const { r: a, cut } = await partitioned(ttl, url);
       const gate = `o-${randomUUID()}`;
       const id = (await send(a, gate, true, 'again')).result.task.id;
       await until(() => a.ran.includes(id));
@@ -538,6 +544,41 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     await until(() => b.a2a.manager.isLive(second.id) === false);
     await b.a2a.manager.flush();
     expect((await state(second.id)).status.state).toBe('TASK_STATE_COMPLETED');
+  });
+
+  it('a caller whose unfinished tasks hold its share of the stored bytes, on any replica, is refused with a retryable RESOURCE_EXHAUSTED and nothing runs; a finished task makes room', async () => {
+    const url = await ownDatabase('bytes');
+    const bytes = { maxBytes: 1_000_000, maxBytesPerOwner: 9_000 };
+    const a = await replica(url, undefined, undefined, bytes);
+    const b = await replica(url, undefined, undefined, bytes);
+    // Each message of ~1.5 KB is stored twice (history and first event): two tasks fit the share.
+    const gate = () => `b-${randomUUID()}-${'x'.repeat(1_500)}`;
+    const [g1, g2, g3, g4] = [gate(), gate(), gate(), gate()];
+    const t1 = (await send(a, g1)).result.task.id;
+    const t2 = (await send(b, g2)).result.task.id;
+    await until(() => gates.has(g1) && gates.has(g2));
+    const ran = a.ran.length + b.ran.length;
+    const refused = await send(a, g3);
+    expect(refused.error?.code).toBe(-32603);
+    expect(refused.error?.data[0]).toMatchObject({
+      reason: 'RESOURCE_EXHAUSTED',
+      metadata: { scope: 'caller', limitBytes: '9000' },
+    });
+    // Nothing ran, nothing was stored.
+    expect(a.ran.length + b.ran.length).toBe(ran);
+    expect(gates.has(g3)).toBe(false);
+    const listed = await json(b, 'ListTasks', {});
+    expect(listed.result.tasks.map((t) => t.id).sort()).toEqual([t1, t2].sort());
+    // The first task finishes on A; B takes the next task, the finished one made room.
+    gates.get(g1)?.();
+    await until(() => a.a2a.manager.isLive(t1) === false);
+    await a.a2a.manager.flush();
+    const t4 = (await send(b, g4)).result.task.id;
+    await until(() => gates.has(g4));
+    expect(b.ran).toContain(t4);
+    expect((await json(b, 'GetTask', { id: t1 })).error?.code).toBe(-32001);
+    gates.get(g2)?.();
+    gates.get(g4)?.();
   });
 
   it('database away: new tasks get a retryable 503 without running; a running task goes on and is written through later', async () => {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   TaskLeaseLostError,
   TaskManager,
+  TaskStoreOverBudgetError,
   TaskStoreUnavailableError,
   type Task,
   type TaskRecord,
@@ -59,14 +60,14 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
   });
 
   /** Runs `body` on a pool of a fresh, empty database of the cluster, dropped afterwards. */
-  async function withFreshDatabase(body: (fresh: pg.Pool) => Promise<void>): Promise<void> {
+  async function withFreshDatabase(body: (fresh: pg.Pool, url: string) => Promise<void>): Promise<void> {
     const name = `fresh_${randomUUID().replaceAll('-', '')}`;
     await pool.query(`CREATE DATABASE ${name}`);
     const url = new URL(db.url);
     url.pathname = `/${name}`;
     const fresh = new pg.Pool({ connectionString: url.toString() });
     try {
-      await body(fresh);
+      await body(fresh, url.toString());
     } finally {
       await fresh.end();
       await pool.query(`DROP DATABASE ${name}`);
@@ -398,6 +399,147 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
     await other.close();
     await gone.close();
     await busy.close();
+  });
+
+  /** Bytes by owner ('' = the whole store) as `sql` answers them. */
+  async function bytesByOwner(p: pg.Pool, sql: string): Promise<Record<string, number>> {
+    const r = await p.query<{ owner: string; bytes: string }>(sql);
+    return Object.fromEntries(r.rows.map((x) => [x.owner, Number(x.bytes)]));
+  }
+  /** The byte counts of the store and of each owner, as the database holds them. */
+  const usage = (p: pg.Pool) => bytesByOwner(p, 'SELECT owner, bytes FROM weave_a2a_usage');
+  /** The same counts summed from the tasks themselves: what `usage` must always equal. */
+  const counted = (p: pg.Pool) =>
+    bytesByOwner(
+      p,
+      `SELECT coalesce(owner, '') AS owner, sum(counted)::text AS bytes FROM weave_a2a_tasks GROUP BY ROLLUP (owner)`,
+    );
+
+  /** Runs `body` with a TaskManager on a bounded store of a fresh, migrated database; closes it however `body` ends. */
+  async function withBoundedStore(
+    bounds: { maxBytes: number; maxBytesPerOwner: number },
+    body: (m: TaskManager, store: PostgresTaskStore, fresh: pg.Pool) => Promise<void>,
+  ): Promise<void> {
+    await withFreshDatabase(async (fresh) => {
+      await migrate(fresh);
+      const store = new PostgresTaskStore({ pool: fresh, ...bounds });
+      const m = new TaskManager({ store });
+      try {
+        await body(m, store, fresh);
+      } finally {
+        // Its listening connection would otherwise hold the pool open when an assertion fails.
+        await m.close();
+      }
+    });
+  }
+
+  it('bounds retained bytes per caller: a caller whose unfinished tasks hold its share is refused (typed, retryable), changing nothing; its oldest finished tasks make room; others are unaffected', async () => {
+    await withBoundedStore({ maxBytes: 1_000_000, maxBytesPerOwner: 8_000 }, async (m, store, fresh) => {
+      const big = 'x'.repeat(1_500);
+      const held: TaskRecord[] = [];
+      let refused: unknown;
+      for (let i = 0; i < 20 && refused === undefined; i++) {
+        try {
+          held.push(await m.create({ owner: 'spiffe://t/greedy', skill: 's', message: msg(big) }));
+        } catch (err) {
+          refused = err;
+        }
+      }
+      expect(refused).toBeInstanceOf(TaskStoreOverBudgetError);
+      expect(refused).toMatchObject({ code: 'TASK_STORE_OVER_BUDGET', scope: 'caller', limitBytes: 8_000 });
+      // Each task of ~1.5 KB text is stored twice (history and first event): two fit, a third does not.
+      expect(held.length).toBe(2);
+      const before = await usage(fresh);
+      expect(before['spiffe://t/greedy']).toBeGreaterThan(6_000);
+      expect(before['spiffe://t/greedy']).toBeLessThanOrEqual(8_000);
+      // The refusal wrote nothing and counted nothing.
+      const tasks = await fresh.query('SELECT id FROM weave_a2a_tasks');
+      expect(tasks.rowCount).toBe(2);
+      expect(await usage(fresh)).toEqual(before);
+      // Another caller is not held back by it.
+      const other = await m.create({ owner: 'spiffe://t/other', skill: 's', message: msg(big) });
+      // One of the caller's tasks finishes: it is counted whole and then makes room, the oldest first.
+      const [first, second] = held as [TaskRecord, TaskRecord];
+      m.setStatus(first.task.id, 'TASK_STATE_COMPLETED');
+      await m.flush();
+      expect(await usage(fresh)).toEqual(await counted(fresh));
+      const third = await m.create({ owner: 'spiffe://t/greedy', skill: 's', message: msg(big) });
+      expect(await store.get(first.task.id)).toBeUndefined();
+      expect(await store.get(second.task.id)).toBeDefined();
+      expect(await store.get(third.task.id)).toBeDefined();
+      expect(await store.get(other.task.id)).toBeDefined();
+      expect(await usage(fresh)).toEqual(await counted(fresh));
+      // Deleting takes tasks off the counts.
+      for (const r of [second, third, other]) m.setStatus(r.task.id, 'TASK_STATE_CANCELED');
+      await m.flush();
+      expect(await usage(fresh)).toEqual(await counted(fresh));
+      for (const r of [second, third, other]) await store.delete(r.task.id);
+      // Nothing kept, nothing counted: owners with no task leave no row.
+      expect(await usage(fresh)).toEqual({ '': 0 });
+    });
+  });
+
+  it('bounds retained bytes store-wide: the oldest finished task of any caller makes room; when unfinished tasks hold it all, a new task is refused (scope store)', async () => {
+    await withBoundedStore({ maxBytes: 8_000, maxBytesPerOwner: 8_000 }, async (m, store, fresh) => {
+      const big = 'y'.repeat(1_500);
+      const a = await m.create({ owner: 'spiffe://t/a', skill: 's', message: msg(big) });
+      m.setStatus(a.task.id, 'TASK_STATE_COMPLETED');
+      await m.flush();
+      const b = await m.create({ owner: 'spiffe://t/b', skill: 's', message: msg(big) });
+      // a's finished task goes to make room for c.
+      const c = await m.create({ owner: 'spiffe://t/c', skill: 's', message: msg(big) });
+      expect(await store.get(a.task.id)).toBeUndefined();
+      await expect(m.create({ owner: 'spiffe://t/d', skill: 's', message: msg(big) })).rejects.toMatchObject({
+        code: 'TASK_STORE_OVER_BUDGET',
+        scope: 'store',
+        limitBytes: 8_000,
+      });
+      expect((await fresh.query('SELECT id FROM weave_a2a_tasks')).rows.map((r) => r.id).sort()).toEqual(
+        [b.task.id, c.task.id].sort(),
+      );
+      expect(await usage(fresh)).toEqual(await counted(fresh));
+    });
+  });
+
+  it('counts retained bytes atomically across replicas: creates racing from two stores never overshoot the share', async () => {
+    await withFreshDatabase(async (fresh, url) => {
+      await migrate(fresh);
+      const share = 40_000;
+      const opts = { maxBytes: 1_000_000, maxBytesPerOwner: share };
+      const stores = [
+        new PostgresTaskStore({ connectionString: url, ...opts }),
+        new PostgresTaskStore({ connectionString: url, ...opts }),
+      ];
+      const managers = stores.map((store) => new TaskManager({ store }));
+      try {
+        const text = 'z'.repeat(1_000);
+        // 2 x 20 creates at once for one caller: far more than its share holds.
+        const results = await Promise.allSettled(
+          managers.flatMap((m) =>
+            Array.from({ length: 20 }, () =>
+              m.create({ owner: 'spiffe://t/racer', skill: 's', message: msg(text) }),
+            ),
+          ),
+        );
+        const made = results.filter((r) => r.status === 'fulfilled').length;
+        const errors = results.flatMap((r) => (r.status === 'rejected' ? [r.reason] : []));
+        for (const err of errors) expect(err).toBeInstanceOf(TaskStoreOverBudgetError);
+        expect(errors.length).toBeGreaterThan(0);
+        const u = await usage(fresh);
+        expect(u['spiffe://t/racer']).toBeLessThanOrEqual(share);
+        expect(u).toEqual(await counted(fresh));
+        const rows = await fresh.query<{ bytes: string }>(
+          'SELECT counted::text AS bytes FROM weave_a2a_tasks',
+        );
+        expect(rows.rowCount).toBe(made);
+        // As many as fit: one more task would not have.
+        const each = Number(rows.rows[0]?.bytes);
+        expect(made).toBe(Math.floor(share / each));
+      } finally {
+        // Its listening connection would otherwise hold the pool open when an assertion fails.
+        await Promise.all(managers.map((m) => m.close()));
+      }
+    });
   });
 
   it('reports an unreachable database as TaskStoreUnavailableError, quickly', async () => {

@@ -31,7 +31,12 @@ import type {
   TaskInbox,
   TaskStore,
 } from './store.js';
-import { TaskLeaseLostError, TaskStoreConflictError, TaskStoreUnavailableError } from './store.js';
+import {
+  TaskLeaseLostError,
+  TaskStoreConflictError,
+  TaskStoreOverBudgetError,
+  TaskStoreUnavailableError,
+} from './store.js';
 import * as v1 from './wire/v1.js';
 import type { Artifact, Message, Part, Task, TaskPushNotificationConfig } from './wire/v1.js';
 import { isTerminal } from './wire/v1.js';
@@ -255,6 +260,21 @@ export type PostgresTaskStoreOptions = PostgresConnection & {
    * Default 1 hour.
    */
   readonly deadReplicaTtlMs?: number;
+  /**
+   * Bytes of task content (the octet length of its stored JSON: messages,
+   * artifacts, events) the store keeps at once, counted in the database for
+   * every replica. To make room the oldest finished tasks go first; when
+   * unfinished tasks hold it all, a new task is refused with
+   * {@link TaskStoreOverBudgetError} (scope `store`). A task counts what it
+   * was created with, and, once finished, all it holds. Default 1 GiB.
+   */
+  readonly maxBytes?: number;
+  /**
+   * The same bound per owner (caller), so one caller cannot take the store:
+   * its own oldest finished tasks make room first, then a new task of it is
+   * refused (scope `caller`). Default a quarter of `maxBytes`.
+   */
+  readonly maxBytesPerOwner?: number;
 };
 
 /** The database's clock in epoch ms: leases compare times from one clock, whatever the replicas' clocks say. */
@@ -271,6 +291,23 @@ const LEASE_HELD = `($15::bigint IS NULL OR EXISTS (
     SELECT 1 FROM weave_a2a_tasks x JOIN weave_a2a_replicas r ON r.id = x.runner
     WHERE x.id = $1 AND x.runner = $14 AND x.runner_gen = $15
       AND r.generation = $15 AND r.expires_at >= ${DB_NOW_MS}))`;
+
+/**
+ * `+` the octet length of what task $1 holds besides its task row (history,
+ * artifacts, chunks, events), as the statement that uses it sees them.
+ */
+const STORED_BYTES = `
+  + coalesce((SELECT sum(octet_length(message::text)) FROM weave_a2a_task_history WHERE task_id = $1), 0)
+  + coalesce((SELECT sum(octet_length(artifact::text)) FROM weave_a2a_task_artifacts WHERE task_id = $1), 0)
+  + coalesce((SELECT sum(octet_length(parts::text)) FROM weave_a2a_artifact_chunks WHERE task_id = $1), 0)
+  + coalesce((SELECT sum(octet_length(event::text)) FROM weave_a2a_events WHERE task_id = $1), 0)`;
+
+/** UTF-8 bytes of the strings among `values` (the JSON a statement stores). */
+function byteLength(...values: unknown[]): number {
+  let n = 0;
+  for (const v of values) if (typeof v === 'string') n += Buffer.byteLength(v);
+  return n;
+}
 
 /** What an append statement answers: 1 when it wrote, and whether the fence held. */
 interface AppendRow {
@@ -463,7 +500,19 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     this.leaseTtlMs = options.leaseTtlMs ?? 30_000;
     this.replicaId = options.replicaId ?? randomUUID();
     this.#deadReplicaTtl = options.deadReplicaTtlMs ?? 3_600_000;
+    this.#maxBytes = options.maxBytes ?? 1024 * 1024 * 1024;
+    this.#maxOwnerBytes = options.maxBytesPerOwner ?? Math.floor(this.#maxBytes / 4);
+    for (const [k, v] of Object.entries({
+      maxBytes: this.#maxBytes,
+      maxBytesPerOwner: this.#maxOwnerBytes,
+    })) {
+      if (!Number.isSafeInteger(v) || v <= 0)
+        throw new TypeError(`PostgresTaskStore: ${k} must be a positive integer`);
+    }
   }
+
+  readonly #maxBytes: number;
+  readonly #maxOwnerBytes: number;
 
   readonly #deadReplicaTtl: number;
 
@@ -475,37 +524,62 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
   async create(record: TaskRecord, first: StoredEvent): Promise<void> {
     const t = record.task;
     const d = fullDelta(t, record.seq);
-    const parts = deltaClauses(d, 15);
-    const r = await this.#db.query<{ n: string; gen: string | null }>(
-      `WITH u AS (
-         INSERT INTO weave_a2a_tasks (id, owner, skill, context_id, state, terminal, task, created_at, updated_at, seq, runner, tenant, runner_gen)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $13, $14,
-           -- The task runs under this replica's lease as it is now (see heartbeat).
-           (SELECT generation FROM weave_a2a_replicas WHERE id = $13))
-         ON CONFLICT (id) DO NOTHING RETURNING id, runner_gen),
-       e AS (INSERT INTO weave_a2a_events (task_id, seq, event) SELECT id, $11, $12 FROM u RETURNING 1),
-       ${parts.sql}
-       SELECT (SELECT count(*) FROM u) AS n, (SELECT runner_gen FROM u) AS gen`,
-      [
-        t.id,
+    const parts = deltaClauses(d, 18);
+    const head = taskHead(t);
+    const event = JSON.stringify(first.event);
+    // What the task is stored as, counted against the owner's share and the store's bound.
+    const bytes = byteLength(head, event, ...parts.values);
+    let r: pg.QueryResult<{ n: string; gen: string | null; refused: 'caller' | 'store' | null }>;
+    try {
+      r = await this.#db.query(
+        `WITH r AS (SELECT weave_a2a_reserve($2, $15, $16, $17) AS refused),
+         u AS (
+           INSERT INTO weave_a2a_tasks (id, owner, skill, context_id, state, terminal, task, created_at, updated_at, seq, runner, tenant, counted, runner_gen)
+           SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $13, $14, $15,
+             -- The task runs under this replica's lease as it is now (see heartbeat).
+             (SELECT generation FROM weave_a2a_replicas WHERE id = $13)
+           FROM r WHERE r.refused IS NULL
+           RETURNING id, runner_gen),
+         e AS (INSERT INTO weave_a2a_events (task_id, seq, event) SELECT id, $11, $12 FROM u RETURNING 1),
+         ${parts.sql}
+         SELECT (SELECT count(*) FROM u) AS n, (SELECT runner_gen FROM u) AS gen, (SELECT refused FROM r) AS refused`,
+        [
+          t.id,
+          record.owner,
+          record.skill,
+          t.contextId,
+          t.status.state,
+          isTerminal(t.status.state),
+          head,
+          record.createdAt,
+          record.updatedAt,
+          record.seq,
+          first.seq,
+          event,
+          this.replicaId,
+          record.tenant ?? '',
+          bytes,
+          this.#maxOwnerBytes,
+          this.#maxBytes,
+          ...parts.values,
+        ],
+      );
+    } catch (err) {
+      // A duplicate id fails the whole statement, so the bytes taken for it are given back too.
+      if ((err as { code?: unknown }).code === '23505')
+        throw new TaskStoreConflictError(t.id, 'already exists');
+      throw err;
+    }
+    const row = r.rows[0];
+    if (row?.refused) {
+      throw new TaskStoreOverBudgetError(
+        row.refused,
+        row.refused === 'caller' ? this.#maxOwnerBytes : this.#maxBytes,
         record.owner,
-        record.skill,
-        t.contextId,
-        t.status.state,
-        isTerminal(t.status.state),
-        taskHead(t),
-        record.createdAt,
-        record.updatedAt,
-        record.seq,
-        first.seq,
-        JSON.stringify(first.event),
-        this.replicaId,
-        record.tenant ?? '',
-        ...parts.values,
-      ],
-    );
-    if (Number(r.rows[0]?.n ?? 0) !== 1) throw new TaskStoreConflictError(t.id, 'already exists');
-    const gen = r.rows[0]?.gen;
+      );
+    }
+    if (Number(row?.n ?? 0) !== 1) throw new TaskStoreConflictError(t.id, 'already exists');
+    const gen = row?.gen;
     if (gen !== null && gen !== undefined && !isTerminal(t.status.state))
       this.#running.set(t.id, Number(gen));
     this.#remember(t, d.next);
@@ -536,31 +610,41 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     // last, its events and new rows go in, or (another writer moved it)
     // nothing happens. The notice ("the log of this task reaches `last`") is
     // sent on commit only, so a replica that reads after it finds the events.
-    const text = `WITH u AS (
-         UPDATE weave_a2a_tasks SET task = $2, state = $3, terminal = $4, updated_at = $5, seq = $6
+    // A task that finishes is counted again, whole: what it holds ($16 is
+    // the new rows, the rest is read before they go in), and the owner's
+    // count and the store's move by the difference to what was counted.
+    const text = `WITH o AS (SELECT counted FROM weave_a2a_tasks WHERE id = $1),
+       u AS (
+         UPDATE weave_a2a_tasks SET task = $2, state = $3, terminal = $4, updated_at = $5, seq = $6,
+           counted = CASE WHEN $4 THEN $16::bigint ${STORED_BYTES} ELSE counted END
          WHERE id = $1 AND seq = $7 AND ${LEASE_HELD}
-         RETURNING id),
+         RETURNING id, owner, counted),
+       c AS (SELECT weave_a2a_count(u.owner, u.counted - o.counted) FROM u, o WHERE $4),
        e AS (
          INSERT INTO weave_a2a_events (task_id, seq, event)
          SELECT u.id, $7 + x.n, x.event FROM u, json_array_elements($8::json) WITH ORDINALITY AS x(event, n)
          RETURNING 1),
        ${parts.sql}
-       SELECT (SELECT count(*) FROM u) AS n, ${LEASE_HELD} AS lease,
+       SELECT (SELECT count(*) FROM u) AS n, ${LEASE_HELD} AS lease, (SELECT count(*) FROM c) AS counted,
          (SELECT count(pg_notify('${NOTICE_CHANNEL}', 'e:' || $6 || ':' || u.id)) FROM u) AS notified`;
+    const head = taskHead(task);
+    const eventsJson = JSON.stringify(events.map((e) => e.event));
+    const terminal = isTerminal(task.status.state);
     const values = [
       id,
-      taskHead(task),
+      head,
       task.status.state,
-      isTerminal(task.status.state),
+      terminal,
       updatedAt,
       last,
       first.seq - 1,
-      JSON.stringify(events.map((e) => e.event)),
+      eventsJson,
       ...parts.values,
       this.replicaId,
       // The lease generation this replica runs the task under; null when it does not run it
       // (a cancel or a failure recorded for a task running elsewhere, or nowhere).
       this.#running.get(id) ?? null,
+      terminal ? byteLength(head, eventsJson, ...parts.values) : 0,
     ];
     this.#written.delete(id);
     const r = d ? await this.#db.query<AppendRow>(text, values) : await this.#rewrite(id, text, values);

@@ -310,10 +310,14 @@ export class SecureAgent extends AgentCore {
         cause: err,
       });
     }
+    const retained = this.config.server.retainedBytes;
     const store = new pgStore.PostgresTaskStore({
       connectionString: url,
       leaseTtlMs: cfg.leaseTtlMs,
       terminalTtlMs: cfg.terminalTtlMs,
+      // The same bounds as in memory, counted in the database across replicas.
+      ...(retained?.total === undefined ? {} : { maxBytes: retained.total }),
+      ...(retained?.perCaller === undefined ? {} : { maxBytesPerOwner: retained.perCaller }),
     });
     try {
       const [have, shipped] = await Promise.all([
