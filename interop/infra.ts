@@ -26,8 +26,8 @@ import { fileURLToPath } from 'node:url';
 /** Repository root (this file lives in `<root>/interop/`). */
 export const repoRoot = fileURLToPath(new URL('../', import.meta.url));
 /** The cache `scripts/infra/setup.sh` fills. */
-export const infraDir = join(repoRoot, '.infra');
-export const infraBin = join(infraDir, 'bin');
+const infraDir = join(repoRoot, '.infra');
+const infraBin = join(infraDir, 'bin');
 
 /** Where each component's programs are. */
 export interface Components {
@@ -65,7 +65,7 @@ function venvHasA2a(venv: string): boolean {
 }
 
 /** Looks a component up without side effects; `undefined` when any part is missing. */
-export function findComponent<N extends ComponentName>(name: N): Components[N] | undefined {
+function findComponent<N extends ComponentName>(name: N): Components[N] | undefined {
   const found = ((): Components[ComponentName] | undefined => {
     switch (name) {
       case 'opa': {
@@ -102,7 +102,7 @@ export function findComponent<N extends ComponentName>(name: N): Components[N] |
 }
 
 /** Thrown under `CI=true` when a component the tests need is not installed. */
-export class MissingComponentError extends Error {
+class MissingComponentError extends Error {
   readonly code = 'INFRA_COMPONENT_MISSING';
   constructor(readonly component: ComponentName) {
     super(

@@ -27,7 +27,7 @@ export interface SpireServer {
 }
 
 /** One `spire-server entry create`. */
-export interface EntrySpec {
+interface EntrySpec {
   readonly parentId: string;
   readonly spiffeId: string;
   /** e.g. `unix:uid:10001` */

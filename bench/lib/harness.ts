@@ -87,7 +87,7 @@ export function rowOf(
 }
 
 /** CPU per unit of both sides (null when a side is missing). */
-export const cpuBoth = (r: Row): number | null =>
+const cpuBoth = (r: Row): number | null =>
   r.serverCpuUs === null && r.clientCpuUs === null ? null : (r.serverCpuUs ?? 0) + (r.clientCpuUs ?? 0);
 
 /** The row `name` of `rows` (throws: a scenario that lost its baseline is a bug). */
@@ -101,7 +101,7 @@ const ratio = (a: number | null, b: number | null): number | null =>
   a === null || b === null || b === 0 ? null : a / b;
 
 /** Rate and CPU (both sides) of `a` over `b`. */
-export function ratios(a: Row, b: Row): { rate: number | null; cpu: number | null; p99: number | null } {
+function ratios(a: Row, b: Row): { rate: number | null; cpu: number | null; p99: number | null } {
   return { rate: ratio(a.rate, b.rate), cpu: ratio(cpuBoth(a), cpuBoth(b)), p99: ratio(a.p99, b.p99) };
 }
 

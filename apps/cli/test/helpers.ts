@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-export const BIN = fileURLToPath(new URL('../bin/weave.mjs', import.meta.url));
+const BIN = fileURLToPath(new URL('../bin/weave.mjs', import.meta.url));
 
 export interface RunResult {
   code: number | null;

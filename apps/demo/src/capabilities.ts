@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { SecureAgent } from '@weave/agent';
 
 /** A tiny corpus the search agent "indexes". */
-export const CORPUS = [
+const CORPUS = [
   {
     title: 'SPIFFE',
     url: 'https://spiffe.io/docs/latest/spiffe-about/overview/',
@@ -43,7 +43,7 @@ export interface SearchResult {
 const words = (s: string) => s.toLowerCase().match(/[a-z0-9]+/g) ?? [];
 
 /** Ranks the corpus by the query words each document contains. */
-export function search(query: string, limit: number): SearchResult[] {
+function search(query: string, limit: number): SearchResult[] {
   const q = new Set(words(query).filter((w) => w.length > 2));
   return CORPUS.map((d) => {
     const title = new Set(words(d.title));

@@ -18,11 +18,11 @@ import {
 } from './capabilities.js';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
-export const DEMO_DIR = here('..');
-export const POLICY_FILE = here('../policy.yaml');
+const DEMO_DIR = here('..');
+const POLICY_FILE = here('../policy.yaml');
 const CLI_BIN = here('../../cli/bin/weave.mjs');
 
-export const TRUST_DOMAIN = 'demo.weave';
+const TRUST_DOMAIN = 'demo.weave';
 const AGENTS = ['orchestrator', 'search', 'summarizer'] as const;
 type AgentName = (typeof AGENTS)[number];
 const idOf = (name: AgentName) => SpiffeId.parse(`spiffe://${TRUST_DOMAIN}/agent/${name}`);

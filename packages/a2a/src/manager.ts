@@ -1153,7 +1153,7 @@ let lastIso = new Date(0).toISOString();
  * takes three or four timestamps in a row, and formatting one costs more than
  * the rest of a status change.
  */
-export function isoTimestamp(ms: number): string {
+function isoTimestamp(ms: number): string {
   if (ms !== lastMs) {
     lastMs = ms;
     lastIso = new Date(ms).toISOString();

@@ -21,18 +21,7 @@ import { sendError, serveJsonRpc } from './bindings/jsonrpc.js';
 import { sendRestError, serveRest } from './bindings/rest.js';
 import type { AgentCard, AgentInterface, AgentSkill } from './wire/v1.js';
 
-export type {
-  A2APushOptions,
-  A2AServerLimits,
-  ArtifactInput,
-  BindingName,
-  CallContext,
-  CallHeaders,
-  TaskContext,
-  TaskHandler,
-  TaskHandlerOptions,
-  TaskResult,
-} from './handler.js';
+export type { BindingName, TaskHandler, TaskHandlerOptions } from './handler.js';
 
 /** The agent card fields the server does not derive by itself. */
 export interface AgentCardOptions {

@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { type A2AError, A2AErrors, restErrorBody } from './errors.js';
 
 /** Default of {@link SseWriter}'s `maxQueuedBytes`: events held for one slow subscriber. */
-export const DEFAULT_MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+const DEFAULT_MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
 /**
  * One server-sent-event stream. On the JSON-RPC binding every event is a whole

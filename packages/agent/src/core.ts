@@ -45,7 +45,7 @@ export abstract class AgentCore implements HasCapabilities {
 }
 
 /** The caller {@link OfflineTestAgent.invoke} reports when the test names none. */
-export const LOCAL_TEST_CALLER = SpiffeId.parse('spiffe://local.test/base-agent-caller');
+const LOCAL_TEST_CALLER = SpiffeId.parse('spiffe://local.test/base-agent-caller');
 
 /**
  * The no-network test double of an agent: no identity, no mTLS, no policy,

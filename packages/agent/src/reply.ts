@@ -67,7 +67,7 @@ export interface FileResult {
 }
 
 /** The A2A part of a {@link ReplyPart}. */
-export function toPart(p: ReplyPart): Part {
+function toPart(p: ReplyPart): Part {
   if (typeof p === 'string') return { text: p };
   if ('data' in p) return { data: p.data === undefined ? null : p.data, mediaType: 'application/json' };
   const file: Part =

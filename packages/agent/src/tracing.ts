@@ -44,7 +44,7 @@ function randomHex(bytes: number): string {
 }
 
 /** A context carrying a new random trace (sampled flag off). */
-export function newTraceContext(): Context {
+function newTraceContext(): Context {
   const sc: SpanContext = {
     traceId: randomHex(16),
     spanId: randomHex(8),

@@ -33,7 +33,7 @@ export class PolicyError extends WeaveError {
 }
 
 /** `line 7, rules[2].callers[0]: message` (parts that are unknown are left out). */
-export function formatIssue(issue: PolicyIssue): string {
+function formatIssue(issue: PolicyIssue): string {
   const where: string[] = [];
   if (issue.line !== undefined) where.push(`line ${issue.line}`);
   if (issue.path !== '') where.push(issue.path);

@@ -277,7 +277,7 @@ export class OpaEnforcer implements PolicyEnforcer {
 /**
  * The `input` document sent to OPA. Documented in the README; `policies/weave.rego` reads it.
  */
-export function opaInput(n: NormalizedCheck): Record<string, unknown> {
+function opaInput(n: NormalizedCheck): Record<string, unknown> {
   return {
     caller: { spiffe_id: n.caller.toString(), trust_domain: n.caller.trustDomain.name },
     ...(n.callee

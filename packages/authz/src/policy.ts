@@ -56,7 +56,7 @@ const ruleSchema = z.strictObject({
 });
 
 /** The policy document schema (version 1). */
-export const policyDocumentSchema = z
+const policyDocumentSchema = z
   .strictObject({
     version: z.literal(1, { error: 'version must be 1' }),
     id: name('policy id'),
@@ -99,7 +99,7 @@ export interface PolicyRule {
 }
 
 /** `rules[2].callers[0]` */
-export function formatPath(path: readonly PropertyKey[]): string {
+function formatPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const k of path) {
     if (typeof k === 'number') out += `[${k}]`;

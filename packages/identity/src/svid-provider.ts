@@ -97,7 +97,7 @@ export class SvidIdentityProvider extends IdentityProviderBase {
  * verifies (now) against the bundle of its own trust domain.
  * @throws {IdentityConfigError} naming what is wrong.
  */
-export function verifiedIdentity(held: HeldSvid, heldBundles: HeldBundles): VerifiedIdentity {
+function verifiedIdentity(held: HeldSvid, heldBundles: HeldBundles): VerifiedIdentity {
   try {
     const svid = held instanceof X509Svid ? held : X509Svid.parse(held.certChain, held.key);
     const bundles = bundleSetOf(heldBundles, svid.id.trustDomain);

@@ -121,7 +121,7 @@ function checkTime(cert: x509.X509Certificate, now: Date, what: string): void {
  * What every certificate of a path must satisfy on its own: no critical
  * extension left unprocessed, then the validity period (crypto/x509 order).
  */
-export function checkCertificate(cert: x509.X509Certificate, now: Date, what: string): void {
+function checkCertificate(cert: x509.X509Certificate, now: Date, what: string): void {
   const oid = unknownCritical(cert);
   if (oid)
     throw new X509SvidError(

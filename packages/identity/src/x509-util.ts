@@ -9,14 +9,6 @@ x509.cryptoProvider.set(webcrypto as never);
 
 export { x509 };
 
-/** OIDs of the extensions the SVID rules look at. */
-export const OID = {
-  basicConstraints: '2.5.29.19',
-  keyUsage: '2.5.29.15',
-  extKeyUsage: '2.5.29.37',
-  subjectAltName: '2.5.29.17',
-} as const;
-
 /** A bundle or certificate input that cannot be decoded. */
 export class CertificateParseError extends WeaveError {
   constructor(message: string, cause?: unknown) {
@@ -28,7 +20,7 @@ export class CertificateParseError extends WeaveError {
  * Splits concatenated DER certificates (the Workload API's encoding) by
  * reading each outer SEQUENCE header.
  */
-export function splitDer(der: Uint8Array): Uint8Array[] {
+function splitDer(der: Uint8Array): Uint8Array[] {
   const out: Uint8Array[] = [];
   let i = 0;
   while (i < der.length) {
@@ -62,7 +54,7 @@ export function splitDer(der: Uint8Array): Uint8Array[] {
 const PEM_CERT = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g;
 
 /** Every CERTIFICATE block of a PEM text, as DER. Other block types are ignored. */
-export function pemToDerList(pem: string): Uint8Array[] {
+function pemToDerList(pem: string): Uint8Array[] {
   const out: Uint8Array[] = [];
   for (const m of pem.matchAll(PEM_CERT)) {
     const body = (m[1] ?? '').replace(/\s+/g, '');

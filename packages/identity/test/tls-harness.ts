@@ -19,7 +19,7 @@ export interface TlsTrust {
 type Chained = PeerCertificate & { issuerCertificate?: Chained };
 
 /** The peer's chain as Node presents it (leaf first, up to the trusted root). */
-export function peerChain(cert: PeerCertificate): Uint8Array[] {
+function peerChain(cert: PeerCertificate): Uint8Array[] {
   const out: Uint8Array[] = [];
   for (let c: Chained | undefined = cert; c?.raw && out.length < 10; c = c.issuerCertificate) {
     out.push(new Uint8Array(c.raw));

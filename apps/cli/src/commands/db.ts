@@ -8,7 +8,7 @@ interface DbOptions extends GlobalOptions {
 }
 
 /** Environment variable naming the agents' PostgreSQL database. */
-export const DATABASE_URL_ENV = 'WEAVE_DATABASE_URL';
+const DATABASE_URL_ENV = 'WEAVE_DATABASE_URL';
 
 /** `weave db migrate|status`: the schema of the PostgreSQL task store. */
 export function dbCommand(program: Command, io: Io): void {

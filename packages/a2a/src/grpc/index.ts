@@ -8,12 +8,7 @@ export {
   MAX_PROTO_DEPTH,
   ProtoConversionError,
   a2aGrpcService,
-  a2aProtoRoot,
   wireCodec,
-  EVENT_ID_METADATA_KEY,
-  type A2AGrpcMethod,
   type A2AGrpcServiceDefinition,
-  type WireCodec,
-  type WireObject,
 } from './proto.js';
-export { GRPC_STATUS_DETAILS_KEY, a2aErrorToGrpcStatus, grpcStatusToA2AError } from './status.js';
+export { a2aErrorToGrpcStatus, grpcStatusToA2AError } from './status.js';

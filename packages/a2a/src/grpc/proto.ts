@@ -109,7 +109,7 @@ export function a2aGrpcService(): A2AGrpcServiceDefinition {
  * a broken gRPC stream resumes after the last event (`last-event-id`) with no
  * gap or duplicate, as on the other bindings.
  */
-export const EVENT_ID_METADATA_KEY = 'weave.dev/event-id';
+const EVENT_ID_METADATA_KEY = 'weave.dev/event-id';
 
 /** The StreamResponse members that can carry metadata (all of them). */
 const STREAM_MEMBERS = ['task', 'message', 'statusUpdate', 'artifactUpdate'] as const;

@@ -9,7 +9,7 @@ import { parseSse, type SseEvent } from '../sse-parse.js';
 export const A2A_VERSION = '1.0';
 
 /** True for an abort reason that means "out of time" (`AbortSignal.timeout`, Weave's deadlines). */
-export function isDeadlineReason(reason: unknown): boolean {
+function isDeadlineReason(reason: unknown): boolean {
   return (
     (reason instanceof DOMException && reason.name === 'TimeoutError') ||
     (reason instanceof A2AClientError && reason.code === 'DEADLINE_EXCEEDED')

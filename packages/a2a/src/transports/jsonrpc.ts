@@ -144,7 +144,7 @@ interface Envelope {
 }
 
 /** A JSON-RPC 2.0 response: its id and either its result or a well-formed error. */
-export function checkEnvelope(json: unknown, method: string): Envelope {
+function checkEnvelope(json: unknown, method: string): Envelope {
   const env = json as { jsonrpc?: unknown; id?: unknown; result?: unknown; error?: unknown } | null;
   if (!env || typeof env !== 'object' || env.jsonrpc !== '2.0') {
     throw new A2AClientError('INVALID_RESPONSE', `${method}: not a JSON-RPC 2.0 response`);

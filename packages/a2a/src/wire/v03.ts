@@ -297,7 +297,7 @@ const STATE_TO_V03: Readonly<Record<TaskState, string>> = {
   TASK_STATE_AUTH_REQUIRED: 'auth-required',
 };
 
-export function partToV03(p: Part): V03Part {
+function partToV03(p: Part): V03Part {
   const meta = p.metadata === undefined ? {} : { metadata: p.metadata };
   if (p.text !== undefined) return { kind: 'text', text: p.text, ...meta };
   if (p.data !== undefined) {

@@ -21,7 +21,7 @@ function envInt(name: string): number | undefined {
 }
 
 /** The seed every property of this run uses. */
-export const FUZZ_SEED = envInt('FUZZ_SEED') ?? FIXED_SEED;
+const FUZZ_SEED = envInt('FUZZ_SEED') ?? FIXED_SEED;
 const RUNS = envInt('FUZZ_RUNS');
 const TIME_MS = envInt('FUZZ_TIME_MS');
 
@@ -29,7 +29,7 @@ const TIME_MS = envInt('FUZZ_TIME_MS');
  * Vitest timeout of a fuzz test: the time bound plus room for set-up when one
  * is set (the fuzz command), the shared default otherwise.
  */
-export function fuzzTimeout(properties = 1): number {
+function fuzzTimeout(properties = 1): number {
   return TIME_MS === undefined ? 30_000 : properties * TIME_MS + 60_000;
 }
 
@@ -38,7 +38,7 @@ export function fuzzTimeout(properties = 1): number {
  * `defaultRuns`), prints one summary line (cases, seed, duration), and fails
  * with fast-check's report (counterexample, seed and path to replay it).
  */
-export async function checkProperty<Ts>(
+async function checkProperty<Ts>(
   name: string,
   property: fc.IAsyncProperty<Ts> | fc.IProperty<Ts>,
   defaultRuns: number,

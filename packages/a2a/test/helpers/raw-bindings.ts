@@ -28,7 +28,7 @@ async function* once(text: string): AsyncGenerator<string> {
 export type BindingUnderTest = 'JSONRPC' | 'HTTP+JSON' | 'GRPC';
 
 /** A failed call: the A2A error and the binding's own status (HTTP status or gRPC code). */
-export interface CallFailure {
+interface CallFailure {
   readonly error: A2AError;
   /** HTTP status (JSON-RPC, HTTP+JSON) or gRPC status code. */
   readonly status: number;
@@ -37,7 +37,7 @@ export interface CallFailure {
 export type CallOutcome = { ok: true; result: unknown; status: number } | ({ ok: false } & CallFailure);
 
 /** A stream's events, and the error that ended it (before or after the first event). */
-export interface StreamOutcome {
+interface StreamOutcome {
   readonly events: StreamResponse[];
   /** Each event's sequence id (SSE `id:`; on gRPC the id the server put in the event's metadata, taken out). */
   readonly ids?: Array<string | undefined>;
@@ -256,7 +256,7 @@ export function grpcBinding(target: string, client: Workload, serverId: SpiffeId
 }
 
 /** A grpc-js client of the A2A service over SPIFFE mTLS. */
-export function grpcClient(target: string, client: Workload, serverId: SpiffeId): Client {
+function grpcClient(target: string, client: Workload, serverId: SpiffeId): Client {
   const Ctor = makeGenericClientConstructor(a2aGrpcService(), 'A2AService');
   return new Ctor(target, grpcCredentials(client, serverId));
 }

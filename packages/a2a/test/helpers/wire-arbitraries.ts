@@ -93,7 +93,7 @@ const WORDS = [
   'not-a-date',
 ];
 
-export const fieldName: fc.Arbitrary<string> = fc.oneof(
+const fieldName: fc.Arbitrary<string> = fc.oneof(
   { weight: 4, arbitrary: fc.constantFrom(...FIELDS) },
   { weight: 1, arbitrary: nastyString },
 );

@@ -12,7 +12,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-export interface StandinRequest {
+interface StandinRequest {
   readonly path: string;
   readonly body: unknown;
 }

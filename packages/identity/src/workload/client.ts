@@ -137,7 +137,7 @@ function wrapParse<T>(what: string, fn: () => T): T {
 }
 
 /** @internal Parses and checks an X509SVIDResponse. */
-export function parseX509Context(msg: X509SvidResponse): X509Context {
+function parseX509Context(msg: X509SvidResponse): X509Context {
   const what = 'X509SVID';
   const parsed = X509SvidResponseSchema.safeParse(msg);
   if (!parsed.success) throw badResponse(what, zodReason(parsed.error));
@@ -165,7 +165,7 @@ export function parseX509Context(msg: X509SvidResponse): X509Context {
 }
 
 /** @internal */
-export function parseX509Bundles(msg: X509BundlesResponse): BundleSet {
+function parseX509Bundles(msg: X509BundlesResponse): BundleSet {
   const what = 'X509Bundles';
   const parsed = X509BundlesResponseSchema.safeParse(msg);
   if (!parsed.success) throw badResponse(what, zodReason(parsed.error));
@@ -177,7 +177,7 @@ export function parseX509Bundles(msg: X509BundlesResponse): BundleSet {
 }
 
 /** @internal */
-export function parseJwtBundles(msg: JwtBundlesResponse): BundleSet {
+function parseJwtBundles(msg: JwtBundlesResponse): BundleSet {
   const what = 'JWTBundles';
   const parsed = JwtBundlesResponseSchema.safeParse(msg);
   if (!parsed.success) throw badResponse(what, zodReason(parsed.error));

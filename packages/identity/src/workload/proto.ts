@@ -9,7 +9,7 @@ import { loadSync } from '@grpc/proto-loader';
 export const WORKLOAD_API_HEADER = 'workload.spiffe.io';
 
 /** The service name; it has no package, so method paths are `/SpiffeWorkloadAPI/<Method>`. */
-export const WORKLOAD_API_SERVICE = 'SpiffeWorkloadAPI';
+const WORKLOAD_API_SERVICE = 'SpiffeWorkloadAPI';
 
 // Resolved relative to this module so it works from src/ (tsx, vitest) and dist/ alike.
 const PROTO_PATH = fileURLToPath(new URL('../../proto/workload.proto', import.meta.url));
@@ -17,7 +17,7 @@ const PROTO_PATH = fileURLToPath(new URL('../../proto/workload.proto', import.me
 // The wire messages, as @grpc/proto-loader decodes them with the options below
 // (camelCase field names, bytes as Buffer, defaults filled in). They are still
 // untrusted input: the client validates them with zod before use.
-export interface X509SvidMessage {
+interface X509SvidMessage {
   spiffeId: string;
   x509Svid: Uint8Array;
   x509SvidKey: Uint8Array;
@@ -37,7 +37,7 @@ export interface JwtSvidRequest {
   audience: string[];
   spiffeId: string;
 }
-export interface JwtSvidMessage {
+interface JwtSvidMessage {
   spiffeId: string;
   svid: string;
   hint: string;
@@ -53,7 +53,7 @@ export interface ValidateJwtSvidRequest {
   svid: string;
 }
 /** google.protobuf.Value as proto-loader represents it (`kind` names the set member). */
-export interface StructValue {
+interface StructValue {
   kind?: string;
   nullValue?: string | number;
   numberValue?: number;

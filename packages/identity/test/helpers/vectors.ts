@@ -78,7 +78,7 @@ export const ID_GO_ACCEPTS: Readonly<Record<string, string>> = {
     'longer than 2048 bytes: Weave refuses, go-spiffe has no limit',
 };
 
-export type WeaveVerdict = { ok: true; id: string } | { ok: false; code: X509SvidErrorCode };
+type WeaveVerdict = { ok: true; id: string } | { ok: false; code: X509SvidErrorCode };
 
 export interface ChainVector {
   name: string;
@@ -120,7 +120,7 @@ export const GO_CLASSES: Record<X509SvidErrorCode, readonly string[]> = {
 };
 
 /** The bundles of a vector as Weave's bundle source. */
-export function bundleSetOf(bundles: ChainVector['bundles']): BundleSet {
+function bundleSetOf(bundles: ChainVector['bundles']): BundleSet {
   return BundleSet.of(
     ...Object.entries(bundles).map(([td, ders]) => X509Bundle.fromDer(td, Buffer.concat(ders))),
   );
