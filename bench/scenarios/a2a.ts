@@ -18,11 +18,11 @@ import { A2AGrpcServer, A2AServer, TaskManager, type Artifact } from '@weave/a2a
 import {
   sdkStatusUpdate,
   sdkSubmittedTask,
+  sdkTextArtifact,
   sdkUserText,
   startSdkEchoGrpcServer,
   startSdkEchoServer,
-} from '../../packages/a2a/bench/sdk-echo-server.js';
-import { AgentEvent } from '@a2a-js/sdk/server';
+} from '@weave/test-support/a2a-sdk';
 import { ID, TD, sendMessageBody, silent, type Env } from '../lib/env.js';
 import { load1, ratioCheck, rowOf, type Check, type Row, type Scenario } from '../lib/harness.js';
 import { runLoad, type LoadgenJob } from '../lib/load.js';
@@ -89,30 +89,7 @@ class SdkStreamExecutor implements AgentExecutor {
     bus.publish(sdkSubmittedTask(rc));
     bus.publish(sdkStatusUpdate(rc, TaskState.TASK_STATE_WORKING));
     for (let i = 0; i < n; i++) {
-      bus.publish(
-        AgentEvent.artifactUpdate({
-          taskId: rc.taskId,
-          contextId: rc.contextId,
-          artifact: {
-            artifactId: 'out',
-            name: '',
-            description: '',
-            parts: [
-              {
-                content: { $case: 'text', value: `chunk ${i}` },
-                metadata: undefined,
-                filename: '',
-                mediaType: '',
-              },
-            ],
-            metadata: undefined,
-            extensions: [],
-          },
-          append: i > 0,
-          lastChunk: i === n - 1,
-          metadata: undefined,
-        }),
-      );
+      bus.publish(sdkTextArtifact(rc, 'out', `chunk ${i}`, { append: i > 0, lastChunk: i === n - 1 }));
       if (i % YIELD_EVERY === YIELD_EVERY - 1) await tick();
     }
     bus.publish(sdkStatusUpdate(rc, TaskState.TASK_STATE_COMPLETED));

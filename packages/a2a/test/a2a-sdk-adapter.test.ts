@@ -12,14 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import express from 'express';
 import { pino } from 'pino';
 import { Role, TaskState, type AgentCard as SdkAgentCard } from '@a2a-js/sdk';
-import {
-  DefaultRequestHandler,
-  InMemoryTaskStore,
-  ServerCallContext,
-  type AgentExecutor,
-  type ExecutionEventBus,
-  type RequestContext,
-} from '@a2a-js/sdk/server';
+import { DefaultRequestHandler, InMemoryTaskStore, ServerCallContext } from '@a2a-js/sdk/server';
 import { agentCardHandler, jsonRpcHandler, restHandler } from '@a2a-js/sdk/server/express';
 import { LocalPolicyEnforcer, type AuditRecord } from '@weave/authz';
 import { authorizeMatching, SpiffeId } from '@weave/identity';
@@ -33,15 +26,14 @@ import {
   type SecureSdkAgent,
 } from '../src/a2a-sdk.js';
 import {
+  SdkEchoExecutor,
   sdkEchoCard,
-  sdkStatusUpdate,
-  sdkSubmittedTask,
-  sdkTextArtifact,
+  sdkSendParams,
+  sdkText,
   sdkUserText,
-} from '../bench/sdk-echo-server.js';
-import { startHarness, type Harness } from './helpers/agents.js';
+} from '@weave/test-support/a2a-sdk';
+import { causeCodes, serveEcho, startHarness, type Harness } from './helpers/agents.js';
 import { channel, createPki, type Pki, type Workload } from '@weave/test-support';
-import { sdkSendParams, sdkText } from './helpers/sdk.js';
 
 /** What the executor saw, per run: the skill stamped by the guard and the SDK's user. */
 interface Run {
@@ -50,18 +42,20 @@ interface Run {
   text: string;
 }
 
-class GreetExecutor implements AgentExecutor {
-  readonly runs: Run[] = [];
-  async execute(rc: RequestContext, bus: ExecutionEventBus): Promise<void> {
-    const text = sdkUserText(rc);
-    this.runs.push({ skill: rc.userMessage.metadata?.skill, user: rc.context.user?.userName, text });
-    bus.publish(sdkSubmittedTask(rc));
-    bus.publish(sdkStatusUpdate(rc, TaskState.TASK_STATE_WORKING));
-    bus.publish(sdkTextArtifact(rc, 'greeting', `hello ${text}`));
-    bus.publish(sdkStatusUpdate(rc, TaskState.TASK_STATE_COMPLETED));
-    bus.finished();
-  }
-  async cancelTask(): Promise<void> {}
+/** The greeter: `hello <text>`, each run recorded. */
+function greetExecutor(): SdkEchoExecutor & { readonly runs: Run[] } {
+  const runs: Run[] = [];
+  const executor = new SdkEchoExecutor({
+    prefix: 'hello ',
+    artifactId: 'greeting',
+    onRun: (rc) =>
+      runs.push({
+        skill: rc.userMessage.metadata?.skill,
+        user: rc.context.user?.userName,
+        text: sdkUserText(rc),
+      }),
+  });
+  return Object.assign(executor, { runs });
 }
 
 function greetCard(): SdkAgentCard {
@@ -82,7 +76,7 @@ let intruder: Workload;
 let weave: SecureSdkAgent;
 let server: https.Server;
 let url: string;
-const executor = new GreetExecutor();
+const executor = greetExecutor();
 const audit: AuditRecord[] = [];
 const closers: (() => Promise<unknown>)[] = [];
 
@@ -410,12 +404,7 @@ describe('the SDK client with secureClientFactory', () => {
   let h: Harness;
   const ran: string[] = [];
   beforeAll(async () => {
-    h = await startHarness((a2a) =>
-      a2a.registerTaskHandler({ id: 'echo', name: 'Echo', description: 'echo', tags: [] }, (ctx) => {
-        ran.push(ctx.caller.toString());
-        return `echo: ${ctx.message.parts[0]?.text ?? ''}`;
-      }),
-    );
+    h = await startHarness((a2a) => serveEcho(a2a, ran));
   });
   afterAll(async () => h.close());
 
@@ -449,11 +438,7 @@ describe('the SDK client with secureClientFactory', () => {
       const err = await secureClientFactory(wrong)
         .createFromUrl(h.url)
         .catch((e: unknown) => e);
-      const codes: unknown[] = [];
-      for (let e = err as { code?: unknown; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
-        codes.push(e.code);
-      }
-      expect(codes).toContain('PEER_VERIFICATION_FAILED');
+      expect(causeCodes(err)).toContain('PEER_VERIFICATION_FAILED');
     } finally {
       await wrong.close();
     }

@@ -269,6 +269,26 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
   });
   afterAll(() => b.close());
 
+  /** A `slow` task, answered at once while still running; it ends when the test releases it. */
+  async function startSlow(text: string, extra: Record<string, unknown> = {}): Promise<Task> {
+    const r = ok(
+      await b.call('SendMessage', {
+        ...userText(text, { metadata: { skill: 'slow' } }),
+        configuration: { returnImmediately: true },
+        ...extra,
+      }),
+    );
+    return r.task as Task;
+  }
+
+  /** Follows a `slow` task with SubscribeToTask, released once the subscription is in place (it sends the task first). */
+  async function subscribeAndRelease(id: string): ReturnType<RawBinding['stream']> {
+    await until(() => w.release.has(id));
+    const sub = b.stream('SubscribeToTask', { id });
+    setTimeout(() => w.release.get(id)?.(), 200);
+    return sub;
+  }
+
   it('the card lists every binding, JSON-RPC first', async () => {
     const res = await request(`${w.url}/.well-known/agent-card.json`, { dispatcher: w.agent });
     const card = (await res.body.json()) as {
@@ -501,13 +521,7 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
   });
 
   it('CancelTask cancels a running task; canceling again is TASK_NOT_CANCELABLE', async () => {
-    const r = ok(
-      await b.call('SendMessage', {
-        ...userText('s', { metadata: { skill: 'slow' } }),
-        configuration: { returnImmediately: true },
-      }),
-    );
-    const id = (r.task as Task).id;
+    const { id } = await startSlow('s');
     const canceled = ok(await b.call('CancelTask', { id })) as Task;
     expect(canceled.status.state).toBe('TASK_STATE_CANCELED');
     expectFailure(await b.call('CancelTask', { id }), 'TASK_NOT_CANCELABLE', -32002, name);
@@ -526,18 +540,8 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
   });
 
   it('SubscribeToTask follows a running task to its end; a finished task is UNSUPPORTED_OPERATION', async () => {
-    const r = ok(
-      await b.call('SendMessage', {
-        ...userText('sub', { metadata: { skill: 'slow' } }),
-        configuration: { returnImmediately: true },
-      }),
-    );
-    const id = (r.task as Task).id;
-    await until(() => w.release.has(id));
-    const sub = b.stream('SubscribeToTask', { id });
-    // Released once the subscription is in place (it sends the task first).
-    setTimeout(() => w.release.get(id)?.(), 200);
-    const s = await sub;
+    const { id } = await startSlow('sub');
+    const s = await subscribeAndRelease(id);
     expect(s.failure).toBeUndefined();
     expect(Object.keys(s.events[0] ?? {})).toEqual(['task']);
     const states = s.events.flatMap((e) => ('statusUpdate' in e ? [e.statusUpdate.status.state] : []));
@@ -549,17 +553,8 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
   });
 
   it('stream events carry increasing ids; SubscribeToTask after an id replays exactly what came after it', async () => {
-    const r = ok(
-      await b.call('SendMessage', {
-        ...userText('ids', { metadata: { skill: 'slow' } }),
-        configuration: { returnImmediately: true },
-      }),
-    );
-    const id = (r.task as Task).id;
-    await until(() => w.release.has(id));
-    const sub = b.stream('SubscribeToTask', { id });
-    setTimeout(() => w.release.get(id)?.(), 200);
-    const s = await sub;
+    const { id } = await startSlow('ids');
+    const s = await subscribeAndRelease(id);
     expect(s.failure).toBeUndefined();
     const ids = (s.ids ?? []).map(Number);
     expect(ids).toHaveLength(s.events.length);
@@ -625,12 +620,7 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
   });
 
   it('push configs: create (secrets not echoed), get, list, delete (idempotent); an unknown config is INVALID_PARAMS on get', async () => {
-    const t = ok(
-      await b.call('SendMessage', {
-        ...userText('p', { metadata: { skill: 'slow' } }),
-        configuration: { returnImmediately: true },
-      }),
-    ).task as Task;
+    const t = await startSlow('p');
     const created = ok(
       await b.call('CreateTaskPushNotificationConfig', {
         taskId: t.id,
@@ -766,13 +756,7 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
   it('tenants: a caller in tenant A cannot see, cancel, subscribe to or reply to a task of tenant B; nothing runs', async () => {
     const B = `tenant-b-${name}`;
     const A = `tenant-a-${name}`;
-    const slow = ok(
-      await b.call('SendMessage', {
-        ...userText('tb', { metadata: { skill: 'slow' } }),
-        configuration: { returnImmediately: true },
-        tenant: B,
-      }),
-    ).task as Task;
+    const slow = await startSlow('tb', { tenant: B });
     await until(() => w.release.has(slow.id));
     const asked = ok(
       await b.call('SendMessage', { ...userText('go', { metadata: { skill: 'ask' } }), tenant: B }),
@@ -849,12 +833,7 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
   });
 
   it('after a live policy revocation every method is PERMISSION_DENIED and runs nothing', async () => {
-    const t = ok(
-      await b.call('SendMessage', {
-        ...userText('r', { metadata: { skill: 'slow' } }),
-        configuration: { returnImmediately: true },
-      }),
-    ).task as Task;
+    const t = await startSlow('r');
     ok(
       await b.call('CreateTaskPushNotificationConfig', {
         taskId: t.id,

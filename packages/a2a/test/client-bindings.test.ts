@@ -9,7 +9,7 @@ import { PeerVerificationError, type SecureChannel } from '@weave/transport';
 import { A2AClient, GrpcTransport, buildMessage, type StreamEvent } from '../src/index.js';
 import { channel, createPki, fetchOver, type Pki, type Workload } from '@weave/test-support';
 import { startSdkServer, type SdkBinding, type SdkServer } from './helpers/sdk-server.js';
-import { kind } from './helpers/sdk.js';
+import { sdkEventKind as kind } from '@weave/test-support/a2a-sdk';
 
 const ALL: readonly SdkBinding[] = ['JSONRPC', 'HTTP+JSON', 'GRPC'];
 

@@ -13,10 +13,10 @@ import {
 } from '@a2a-js/sdk/client';
 import { GrpcTransportFactory } from '@a2a-js/sdk/client/grpc';
 import type { A2AGrpcServer } from '../src/index.js';
-import { serveGrpc, startHarness, type Harness } from './helpers/agents.js';
+import { serveEcho, serveGrpc, serveSlow, startHarness, type Harness } from './helpers/agents.js';
 import { fetchOver } from '@weave/test-support';
 import { grpcCredentials } from './helpers/raw-bindings.js';
-import { sdkSendParams, sdkText } from './helpers/sdk.js';
+import { sdkReadToFirstArtifact, sdkSendParams, sdkText } from '@weave/test-support/a2a-sdk';
 
 let h: Harness;
 let grpc: A2AGrpcServer;
@@ -26,18 +26,8 @@ const release = new Map<string, () => void>();
 beforeAll(async () => {
   h = await startHarness(
     (a2a) => {
-      a2a.registerTaskHandler({ id: 'echo', name: 'Echo', description: 'echo', tags: [] }, (ctx) => {
-        ran.push(ctx.caller.toString());
-        return `echo: ${ctx.message.parts[0]?.text ?? ''}`;
-      });
-      a2a.registerTaskHandler({ id: 'slow', name: 'Slow', description: 'slow', tags: [] }, async (ctx) => {
-        ctx.publishArtifact({ artifactId: 'chunks', parts: [{ text: 'one' }] });
-        await new Promise<void>((resolve) => {
-          release.set(ctx.taskId, resolve);
-          ctx.signal.addEventListener('abort', () => resolve());
-        });
-        return ctx.signal.aborted ? undefined : 'done';
-      });
+      serveEcho(a2a, ran);
+      serveSlow(a2a, (id, r) => release.set(id, r), 'done');
     },
     { push: { enabled: true, send: async () => undefined } },
   );
@@ -97,16 +87,9 @@ describe.each(['HTTP+JSON', 'GRPC'] as const)('official SDK client over %s → W
 
   it('stream, subscribe and cancel', async () => {
     const client = await sdkClient(binding);
-    const seen: string[] = [];
-    let taskId = '';
-    for await (const ev of client.sendMessageStream(
-      sdkSendParams(sdkText('go', { metadata: { skill: 'slow' } })),
-    )) {
-      const p = (ev as Payload).payload;
-      seen.push(p?.$case ?? 'none');
-      if (p?.$case === 'task') taskId = p.value.id ?? '';
-      if (p?.$case === 'artifactUpdate') break;
-    }
+    const { seen, taskId } = await sdkReadToFirstArtifact(
+      client.sendMessageStream(sdkSendParams(sdkText('go', { metadata: { skill: 'slow' } }))),
+    );
     expect(seen).toEqual(['task', 'statusUpdate', 'artifactUpdate']);
     const sub = client.resubscribeTask({ tenant: '', id: taskId });
     const first = await sub.next();

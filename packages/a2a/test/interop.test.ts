@@ -27,9 +27,37 @@ import {
   V03TaskSchema,
   V03TaskStatusUpdateEventSchema,
 } from '../src/index.js';
-import { startHarness, type Harness } from './helpers/agents.js';
+import { causeCodes, serveEcho, serveSlow, startHarness, type Harness } from './helpers/agents.js';
 import { channel, fetchOver } from '@weave/test-support';
-import { sdkSendParams, sdkText } from './helpers/sdk.js';
+import { sdkReadToFirstArtifact, sdkSendParams, sdkText } from '@weave/test-support/a2a-sdk';
+import type { SecureChannel } from '@weave/transport';
+
+/** The official 1.x client's factory: JSON-RPC over `ch`, a channel to the harness's server. */
+function sdkFactory(ch: SecureChannel, options: { legacyCompat?: boolean } = {}): ClientFactory {
+  const fetchImpl = fetchOver(ch);
+  return new ClientFactory(
+    ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
+      transports: [
+        new JsonRpcTransportFactory({
+          fetchImpl,
+          ...(options.legacyCompat ? { legacyCompat: { enabled: true } } : {}),
+        }),
+      ],
+      cardResolver: new DefaultAgentCardResolver({ fetchImpl }),
+    }),
+  );
+}
+
+/** The 0.3.x release's client factory: JSON-RPC over `ch`. */
+function v03Factory(ch: SecureChannel): V03ClientFactory {
+  const fetchImpl = fetchOver(ch);
+  return new V03ClientFactory(
+    V03ClientFactoryOptions.createFrom(V03ClientFactoryOptions.default, {
+      transports: [new V03JsonRpcTransportFactory({ fetchImpl })],
+      cardResolver: new V03CardResolver({ fetchImpl }),
+    }),
+  );
+}
 
 describe('official SDK client → Weave server (mTLS)', () => {
   let h: Harness;
@@ -38,23 +66,8 @@ describe('official SDK client → Weave server (mTLS)', () => {
 
   beforeAll(async () => {
     h = await startHarness((a2a) => {
-      a2a.registerTaskHandler({ id: 'echo', name: 'Echo', description: 'echo', tags: [] }, (ctx) => {
-        ran.push(ctx.caller.toString());
-        return `echo: ${ctx.message.parts[0]?.text ?? ''}`;
-      });
-      a2a.registerTaskHandler({ id: 'slow', name: 'Slow', description: 'slow', tags: [] }, async (ctx) => {
-        ctx.publishArtifact({ artifactId: 'chunks', parts: [{ text: 'one' }] });
-        await new Promise<void>((resolve) => {
-          releaseSlow = resolve;
-          ctx.signal.addEventListener('abort', () => resolve());
-        });
-        if (ctx.signal.aborted) return undefined;
-        ctx.publishArtifact(
-          { artifactId: 'chunks', parts: [{ text: 'two' }] },
-          { append: true, lastChunk: true },
-        );
-        return undefined;
-      });
+      serveEcho(a2a, ran);
+      serveSlow(a2a, (_id, release) => (releaseSlow = release));
       a2a.registerTaskHandler({ id: 'ask', name: 'Ask', description: 'asks', tags: [] }, async (ctx) => {
         const reply = await ctx.requestInput('which city?');
         return `city: ${reply.parts[0]?.text ?? ''}`;
@@ -64,14 +77,7 @@ describe('official SDK client → Weave server (mTLS)', () => {
   afterAll(async () => h.close());
 
   async function sdkClient() {
-    const fetchImpl = fetchOver(h.agent);
-    const factory = new ClientFactory(
-      ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
-        transports: [new JsonRpcTransportFactory({ fetchImpl })],
-        cardResolver: new DefaultAgentCardResolver({ fetchImpl }),
-      }),
-    );
-    return factory.createFromUrl(h.url);
+    return sdkFactory(h.agent).createFromUrl(h.url);
   }
 
   it('send, get, list', async () => {
@@ -104,15 +110,9 @@ describe('official SDK client → Weave server (mTLS)', () => {
 
   it('stream, subscribe and cancel', async () => {
     const client = await sdkClient();
-    const stream = client.sendMessageStream(sdkSendParams(sdkText('go', { metadata: { skill: 'slow' } })));
-    const seen: string[] = [];
-    let taskId = '';
-    for await (const ev of stream) {
-      const p = (ev as { payload?: { $case: string; value: { id?: string } } }).payload;
-      seen.push(p?.$case ?? 'none');
-      if (p?.$case === 'task') taskId = p.value.id ?? '';
-      if (p?.$case === 'artifactUpdate') break;
-    }
+    const { seen, taskId } = await sdkReadToFirstArtifact(
+      client.sendMessageStream(sdkSendParams(sdkText('go', { metadata: { skill: 'slow' } }))),
+    );
     expect(seen).toEqual(['task', 'statusUpdate', 'artifactUpdate']);
 
     // A second subscriber (the SDK's resubscribe) sees the current task first, then live events.
@@ -170,19 +170,10 @@ describe('official SDK client → Weave server (mTLS)', () => {
     const before = ran.length;
     const wrong = channel(h.client, h.strangerId); // the server at h.url is h.serverId
     try {
-      const fetchImpl = fetchOver(wrong);
-      const factory = new ClientFactory(
-        ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
-          transports: [new JsonRpcTransportFactory({ fetchImpl })],
-          cardResolver: new DefaultAgentCardResolver({ fetchImpl }),
-        }),
-      );
-      const err = await factory.createFromUrl(h.url).catch((e: unknown) => e);
-      const codes: unknown[] = [];
-      for (let e = err as { code?: unknown; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
-        codes.push(e.code);
-      }
-      expect(codes).toContain('PEER_VERIFICATION_FAILED');
+      const err = await sdkFactory(wrong)
+        .createFromUrl(h.url)
+        .catch((e: unknown) => e);
+      expect(causeCodes(err)).toContain('PEER_VERIFICATION_FAILED');
       expect(ran.length).toBe(before);
     } finally {
       await wrong.close();
@@ -194,9 +185,7 @@ describe('v0.3 clients → Weave server', () => {
   let h: Harness;
   beforeAll(async () => {
     h = await startHarness((a2a) => {
-      a2a.registerTaskHandler({ id: 'echo', name: 'Echo', description: 'echo', tags: [] }, (ctx) => {
-        return `echo: ${ctx.message.parts[0]?.text ?? ''}`;
-      });
+      serveEcho(a2a);
     });
   });
   afterAll(async () => h.close());
@@ -279,13 +268,7 @@ describe('v0.3 clients → Weave server', () => {
       ...card,
       supportedInterfaces: card.supportedInterfaces.filter((i) => i.protocolVersion === '0.3'),
     };
-    const factory = new ClientFactory(
-      ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
-        transports: [new JsonRpcTransportFactory({ fetchImpl, legacyCompat: { enabled: true } })],
-        cardResolver: resolver,
-      }),
-    );
-    const client = await factory.createFromAgentCard(legacyCard);
+    const client = await sdkFactory(h.agent, { legacyCompat: true }).createFromAgentCard(legacyCard);
     expect(client.protocolVersion).toBe('0.3');
     const res = await client.sendMessage(sdkSendParams(sdkText('compat')));
     const task = res as Extract<typeof res, { id: string }>;
@@ -341,15 +324,11 @@ describe('v0.3 clients → Weave server', () => {
   });
 
   it('the 0.3.x client discovers the agent and sends, gets and streams with the v0.3 method names', async () => {
-    const fetchImpl = fetchOver(h.agent);
-    const factory = new V03ClientFactory(
-      V03ClientFactoryOptions.createFrom(V03ClientFactoryOptions.default, {
-        transports: [new V03JsonRpcTransportFactory({ fetchImpl })],
-        cardResolver: new V03CardResolver({ fetchImpl }),
-      }),
-    );
     // A v0.3 client is given the card URL that asks for the v0.3 card.
-    const client = await factory.createFromUrl(h.url, '/.well-known/agent-card.json?a2a-version=0.3');
+    const client = await v03Factory(h.agent).createFromUrl(
+      h.url,
+      '/.well-known/agent-card.json?a2a-version=0.3',
+    );
     const res = await client.sendMessage({
       message: v03Text('old friend'),
     });
@@ -384,11 +363,16 @@ describe('v0.3 clients → Weave server', () => {
 });
 
 describe('card v0.3 compatibility modes (card.v03Compat)', () => {
-  const echo = (a2a: Parameters<Parameters<typeof startHarness>[0]>[0]) =>
-    a2a.registerTaskHandler({ id: 'echo', name: 'Echo', description: 'echo', tags: [] }, (ctx) => {
-      return `echo: ${ctx.message.parts[0]?.text ?? ''}`;
-    });
   const cardOptions = { name: 'test agent', description: 'a2a tests', version: '1.0.0' };
+  /** A harness serving `echo` in the compatibility mode `v03Compat`, for the tests of one describe. */
+  function harnessIn(v03Compat: 'headerless' | 'off'): () => Harness {
+    let h: Harness | undefined;
+    beforeAll(async () => {
+      h = await startHarness((a2a) => serveEcho(a2a), { card: { ...cardOptions, v03Compat } });
+    });
+    afterAll(async () => h?.close());
+    return () => h!;
+  }
   const v03Message = (text: string) => ({
     kind: 'message' as const,
     messageId: `v03-${Math.random().toString(36).slice(2)}`,
@@ -397,21 +381,11 @@ describe('card v0.3 compatibility modes (card.v03Compat)', () => {
   });
 
   describe("'headerless': a request without A2A-Version gets the v0.3 card", () => {
-    let h: Harness;
-    beforeAll(async () => {
-      h = await startHarness(echo, { card: { ...cardOptions, v03Compat: 'headerless' } });
-    });
-    afterAll(async () => h.close());
+    const harness = harnessIn('headerless');
 
     it('a stock 0.3.x client discovers the agent at the default card URL and calls it', async () => {
-      const fetchImpl = fetchOver(h.agent);
-      const factory = new V03ClientFactory(
-        V03ClientFactoryOptions.createFrom(V03ClientFactoryOptions.default, {
-          transports: [new V03JsonRpcTransportFactory({ fetchImpl })],
-          cardResolver: new V03CardResolver({ fetchImpl }),
-        }),
-      );
-      const client = await factory.createFromUrl(h.url);
+      const h = harness();
+      const client = await v03Factory(h.agent).createFromUrl(h.url);
       const res = await client.sendMessage({ message: v03Message('headerless') });
       expect(res).toMatchObject({ kind: 'task', status: { state: 'completed' } });
       const task = res as Extract<typeof res, { kind: 'task' }>;
@@ -419,16 +393,12 @@ describe('card v0.3 compatibility modes (card.v03Compat)', () => {
     });
 
     it('the official 1.x client (it sends A2A-Version: 1.0) still gets the v1.0 card and calls on 1.0', async () => {
+      const h = harness();
       const fetchImpl = fetchOver(h.agent);
       const resolver = new DefaultAgentCardResolver({ fetchImpl });
       const c = (await resolver.resolve(h.url)) as SdkAgentCard & Record<string, unknown>;
       expect(c.url).toBeUndefined();
-      const client = await new ClientFactory(
-        ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
-          transports: [new JsonRpcTransportFactory({ fetchImpl })],
-          cardResolver: resolver,
-        }),
-      ).createFromAgentCard(c);
+      const client = await sdkFactory(h.agent).createFromAgentCard(c);
       expect(client.protocolVersion).toBe('1.0');
       const res = await client.sendMessage(sdkSendParams(sdkText('v1')));
       expect((res as Extract<typeof res, { id: string }>).status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
@@ -436,13 +406,10 @@ describe('card v0.3 compatibility modes (card.v03Compat)', () => {
   });
 
   describe("'off': never the v0.3 card", () => {
-    let h: Harness;
-    beforeAll(async () => {
-      h = await startHarness(echo, { card: { ...cardOptions, v03Compat: 'off' } });
-    });
-    afterAll(async () => h.close());
+    const harness = harnessIn('off');
 
     it('A2A-Version 0.3 and ?a2a-version=0.3 get the v1.0 card; the v0.3 method names still answer', async () => {
+      const h = harness();
       for (const [query, headers] of [
         ['', { 'a2a-version': '0.3' }],
         ['?a2a-version=0.3', {}],

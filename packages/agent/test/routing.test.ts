@@ -17,7 +17,7 @@ import { SecureChannel, secureFetch } from '@weave/transport';
 import { SecureAgent } from '../src/index.js';
 import { ID, startWorld, testLogger, type World } from './helpers.js';
 // The official SDK's request shapes, as the a2a package's interop tests build them.
-import { sdkSendParams, sdkText } from '../../a2a/test/helpers/sdk.js';
+import { sdkSendParams, sdkText } from '@weave/test-support/a2a-sdk';
 
 let world: World;
 let agent: SecureAgent;

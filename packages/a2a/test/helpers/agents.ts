@@ -2,7 +2,7 @@ import { LocalPolicyEnforcer, type AuditRecord } from '@weave/authz';
 import { authorizeMemberOf, type SpiffeId } from '@weave/identity';
 import type { SecureChannel } from '@weave/transport';
 import type { MtlsFastifyInstance } from '@weave/transport/server';
-import { A2AGrpcServer, A2AServer, type A2AServerOptions } from '../../src/index.js';
+import { A2AGrpcServer, A2AServer, type A2AServerOptions, type TaskResult } from '../../src/index.js';
 import {
   baseUrl,
   channel,
@@ -105,4 +105,47 @@ export async function serveGrpc(h: Harness): Promise<A2AGrpcServer> {
   });
   h.a2a.advertiseGrpc((await grpc.listen()).url);
   return grpc;
+}
+
+/** The `echo` skill: answers `echo: <text>`; `ran`, when given, gets each caller. */
+export function serveEcho(a2a: A2AServer, ran?: string[]): void {
+  a2a.registerTaskHandler({ id: 'echo', name: 'Echo', description: 'echo', tags: [] }, (ctx) => {
+    ran?.push(ctx.caller.toString());
+    return `echo: ${ctx.message.parts[0]?.text ?? ''}`;
+  });
+}
+
+/**
+ * The `slow` skill: publishes chunk `one`, then waits until the test calls the
+ * release `onWait` is given, or the task is canceled. Released, it ends with
+ * `result` or, without one, a last chunk `two` appended to the first.
+ */
+export function serveSlow(
+  a2a: A2AServer,
+  onWait: (taskId: string, release: () => void) => void,
+  result?: TaskResult,
+): void {
+  a2a.registerTaskHandler({ id: 'slow', name: 'Slow', description: 'slow', tags: [] }, async (ctx) => {
+    ctx.publishArtifact({ artifactId: 'chunks', parts: [{ text: 'one' }] });
+    await new Promise<void>((resolve) => {
+      onWait(ctx.taskId, resolve);
+      ctx.signal.addEventListener('abort', () => resolve());
+    });
+    if (ctx.signal.aborted) return undefined;
+    if (result !== undefined) return result;
+    ctx.publishArtifact(
+      { artifactId: 'chunks', parts: [{ text: 'two' }] },
+      { append: true, lastChunk: true },
+    );
+    return undefined;
+  });
+}
+
+/** The `code` of an error and of each of its causes, outermost first. */
+export function causeCodes(err: unknown): unknown[] {
+  const codes: unknown[] = [];
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+    codes.push(e.code);
+  }
+  return codes;
 }
