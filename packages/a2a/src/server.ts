@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+// For its augmentation of FastifyInstance (answerFrameworkErrors); nothing is loaded at run time.
+import type {} from '@weave/transport/server';
 import { SpiffeId } from '@weave/identity';
 import type { PolicyEnforcer } from '@weave/authz';
 import { A2AErrors } from './errors.js';
@@ -341,8 +343,22 @@ export class A2AServer {
     const restPath = normalizeBase(this.#opts.restPath ?? '/');
     const jsonrpc = this.#bindings.includes('JSONRPC');
     const rest = this.#bindings.includes('HTTP+JSON');
-    const isRest = (request: FastifyRequest) =>
-      rest && request.routeOptions.url === `${app.prefix}${restPath}/*`;
+    const rpcRoute = joinPath(app.prefix, rpcPath);
+    const restBase = `${app.prefix}${restPath}`;
+    /**
+     * Whether an error is answered as HTTP+JSON (a §11.6 body) or as JSON-RPC.
+     * A routed request by its route; one no route took (none matches, or
+     * fastify could not decode its URL) by its path: HTTP+JSON where its
+     * routes are (as a GET there would be answered), JSON-RPC elsewhere.
+     */
+    const isRest = (request: FastifyRequest): boolean => {
+      if (!rest) return false;
+      if (request.routeOptions.url !== undefined) {
+        return request.routeOptions.url === `${app.prefix}${restPath}/*`;
+      }
+      const path = pathOf(request.url);
+      return !jsonrpc || restBase === '' || path === restBase || path.startsWith(`${restBase}/`);
+    };
     app.removeAllContentTypeParsers();
     app.addContentTypeParser(
       ['application/json', 'application/a2a+json'],
@@ -353,7 +369,14 @@ export class A2AServer {
     app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: this.#maxBody }, (_req, _body, done) =>
       done(null, WRONG_CONTENT_TYPE),
     );
-    app.setErrorHandler((err: { code?: string; statusCode?: number }, request, reply) => {
+    // Fastify's own errors (body, content type, URL) in the binding's error
+    // format, like every other error of these routes; below 500 unless the
+    // server itself failed.
+    const answerError = (
+      err: { code?: string; statusCode?: number; message?: string },
+      request: FastifyRequest,
+      reply: FastifyReply,
+    ) => {
       let e;
       let status: number;
       if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
@@ -368,14 +391,49 @@ export class A2AServer {
       ) {
         e = A2AErrors.parse('empty body');
         status = 200;
+      } else if (err.code === 'FST_ERR_BAD_URL') {
+        e = A2AErrors.invalidRequest('malformed URL');
+        status = 400;
+      } else if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
+        // Another refusal of the request by fastify (e.g. FST_ERR_MAX_PARAM_LENGTH): its message is about the request.
+        e = A2AErrors.invalidRequest(err.message ?? 'refused');
+        status = err.statusCode;
       } else {
         request.log.error({ err }, 'a2a: request failed');
         e = A2AErrors.internal();
-        status = err.statusCode && err.statusCode < 500 ? err.statusCode : 500;
+        status = 500;
       }
       if (isRest(request)) return sendRestError(reply, e);
       return sendError(reply, status, null, e, 'v1');
-    });
+    };
+    app.setErrorHandler(answerError);
+    app.answerFrameworkErrors?.(answerError);
+    // A method or path no route takes: as the binding answers an unknown
+    // route of its own (HTTP+JSON: 404 METHOD_NOT_FOUND), or on the JSON-RPC
+    // endpoint 405 (JSON-RPC is POST). The body was read as for any route.
+    const answerUnrouted = (request: FastifyRequest, reply: FastifyReply) => {
+      const path = pathOf(request.url);
+      if (isRest(request)) {
+        return sendRestError(reply, A2AErrors.methodNotFound(`${request.method} ${path}`));
+      }
+      if (path !== rpcRoute) {
+        return sendError(reply, 404, null, A2AErrors.invalidRequest(`no A2A endpoint at ${path}`), 'v1');
+      }
+      void reply.header('allow', 'POST');
+      return sendError(
+        reply,
+        405,
+        null,
+        A2AErrors.invalidRequest(`JSON-RPC is POST, not ${request.method}`),
+        'v1',
+      );
+    };
+    try {
+      app.setNotFoundHandler(answerUnrouted);
+    } catch (err) {
+      // The server's owner set one for this prefix first: its answers stay.
+      app.log.debug({ err }, 'a2a: a not-found handler is set already; unrouted requests keep its answers');
+    }
 
     const serveCard = async (request: FastifyRequest, reply: FastifyReply) => {
       const url =
@@ -457,6 +515,12 @@ function wantsV03Card(request: FastifyRequest, mode: V03CardCompat): boolean {
 /** `0.3` or `0.3.x`. */
 function isV03(version: string): boolean {
   return /^0\.3(\.\d+)?$/.test(version.trim());
+}
+
+/** The path of a request URL, without its query. */
+function pathOf(url: string): string {
+  const q = url.indexOf('?');
+  return q === -1 ? url : url.slice(0, q);
 }
 
 function joinPath(prefix: string, path: string): string {

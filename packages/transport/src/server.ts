@@ -12,6 +12,7 @@ import type { Duplex } from 'node:stream';
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import Fastify, {
+  type FastifyError,
   type FastifyInstance,
   type FastifyPluginCallback,
   type FastifyReply,
@@ -33,6 +34,16 @@ import {
 import { verifyPeerSocket } from './tls.js';
 
 declare module 'fastify' {
+  interface FastifyInstance {
+    /**
+     * Set on a server made by `createMtlsServer` (absent elsewhere): has
+     * `answer` answer the requests under this instance's prefix that fastify
+     * refuses before any route (see {@link FrameworkErrorAnswer}), so a plugin
+     * with its own error bodies keeps them for those too. The longest prefix
+     * wins; where none was given, fastify's error handler answers.
+     */
+    answerFrameworkErrors?: (answer: FrameworkErrorAnswer) => void;
+  }
   interface FastifyRequest {
     /**
      * The caller's SPIFFE ID, set by the `mtlsAuth` plugin after its chain
@@ -64,6 +75,18 @@ export interface MtlsDenial {
 export interface MtlsRequestTimeout {
   error: { code: 'REQUEST_TIMEOUT'; message: string };
 }
+
+/**
+ * Answers a request fastify refused before routing it: a URL it cannot decode
+ * (`FST_ERR_BAD_URL`, e.g. `/%/x`), a path parameter over `maxParamLength`
+ * (`FST_ERR_MAX_PARAM_LENGTH`). No hook ran for such a request (the caller
+ * is not identified), and no route runs.
+ */
+export type FrameworkErrorAnswer = (
+  error: FastifyError,
+  request: FastifyRequest,
+  reply: FastifyReply,
+) => void;
 
 type AnyRawRequest = IncomingMessage | Http2ServerRequest;
 
@@ -213,11 +236,23 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
       ]);
   }
   const https = secureContextOf(opts.identity, cfg);
+  // Longest prefix first: see FastifyInstance.answerFrameworkErrors.
+  const answers: Array<{ prefix: string; answer: FrameworkErrorAnswer }> = [];
   const common = {
     logger: false,
     forceCloseConnections: true,
     keepAliveTimeout: cfg.idleTimeoutMs,
     requestTimeout: cfg.requestTimeoutMs,
+    frameworkErrors: ((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+      const url = request.raw.url ?? '';
+      const found = answers.find(
+        ({ prefix }) => prefix === '' || url === prefix || url.startsWith(`${prefix}/`),
+      );
+      // Without one, the server's error handler answers, with the error's (4xx) status.
+      if (found) found.answer(error, request, reply);
+      else void reply.send(error);
+      // fastify types this per server kind (HTTP/1.1 or HTTP/2); the function takes either.
+    }) as never,
     ...fastifyOpts,
   };
   const app = (cfg.httpVersion === 'http2'
@@ -229,6 +264,10 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
   app.addHook('onClose', (_app, next) => {
     unsubscribe();
     next();
+  });
+  app.decorate('answerFrameworkErrors', function (this: { prefix: string }, answer: FrameworkErrorAnswer) {
+    answers.push({ prefix: this.prefix, answer });
+    answers.sort((a, b) => b.prefix.length - a.prefix.length);
   });
   parseHttp1FromStream(app.server);
   logTlsRefusals(app.server, app.log);
