@@ -27,7 +27,7 @@ import { ID, TD, sendMessageBody, silent, type Env } from '../lib/env.js';
 import { load1, ratioCheck, rowOf, type Check, type Row, type Scenario } from '../lib/harness.js';
 import { runLoad, type LoadgenJob } from '../lib/load.js';
 
-/** Yield to the event loop every this many events, so the writer drains while the task produces. */
+/** The SDK's executor yields to the event loop every this many events, so its writer drains while it produces. */
 const YIELD_EVERY = 256;
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
@@ -49,6 +49,8 @@ async function startWeaveA2A(env: Env) {
     return `echo: ${ctx.message.parts[0]?.text ?? ''}`;
   });
   // `stream`: N chunks appended to one artifact (the path that once copied the parts list per chunk).
+  // The task waits for its reader (flow control) after each chunk, so no reader is ever cut,
+  // however far ahead the task could run: 100 000 chunks are far more than a server holds for one.
   a2a.registerTaskHandler(
     { id: 'stream', name: 'Stream', description: 'N chunks', tags: [] },
     async (ctx) => {
@@ -59,7 +61,7 @@ async function startWeaveA2A(env: Env) {
           { artifactId: 'out', parts: [{ text: `chunk ${i}` }] },
           { append: i > 0, lastChunk: i === n - 1 },
         );
-        if (i % YIELD_EVERY === YIELD_EVERY - 1) await tick();
+        await ctx.drained();
       }
       return undefined;
     },
