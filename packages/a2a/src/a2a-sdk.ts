@@ -58,7 +58,12 @@ import {
   watchServerIdentity,
   type TransportConfigInput,
 } from '@weave/transport';
-import { EXTENDED_CARD_ACTION, SKILL_METADATA_KEY, type HandlerLogger } from './handler.js';
+import {
+  EXTENDED_CARD_ACTION,
+  LIST_TASKS_ACTION,
+  SKILL_METADATA_KEY,
+  type HandlerLogger,
+} from './handler.js';
 
 export { secureFetch } from '@weave/transport';
 
@@ -406,20 +411,40 @@ class GuardedRequestHandler implements SdkRequestHandler {
     return this.#inner.deleteTaskPushNotificationConfig(p, ctx);
   }
 
-  /** The caller's tasks (the SDK scopes them by user) whose skill the policy still lets it reach. */
+  /**
+   * The caller's tasks (the SDK scopes them by user) whose skill the policy
+   * still lets it reach, decided as Weave's own server decides ListTasks:
+   * once per skill in the page; a page with no task of a skill on the card's
+   * skills, until one allows (`a2a:ListTasks` for a card without skills); a
+   * caller allowed none of the skills asked about is denied, so every call is
+   * decided and audited and a revoked caller never gets even an empty list.
+   */
   async listTasks(p: ListTasksRequest, ctx: ServerCallContext): Promise<ListTasksResponse> {
     const caller = this.#caller(ctx, 'ListTasks');
     const page = await this.#inner.listTasks(p, ctx);
-    const allowed = new Map<string, boolean>();
+    const decided = new Map<string, AuthzDecision>();
     const tasks: SdkTask[] = [];
     for (const task of page.tasks) {
       const skill = skillOfTask(task);
       if (skill === undefined) continue;
-      if (!allowed.has(skill)) {
-        const d = await this.#decide(caller, ctx, 'ListTasks', skill);
-        allowed.set(skill, d.allowed === true);
+      let d = decided.get(skill);
+      if (d === undefined) {
+        d = await this.#decide(caller, ctx, 'ListTasks', skill);
+        decided.set(skill, d);
       }
-      if (allowed.get(skill)) tasks.push(task);
+      if (d.allowed === true) tasks.push(task);
+    }
+    if (decided.size === 0) {
+      const skills = (await this.#inner.getAgentCard()).skills.map((s) => s.id);
+      for (const skill of skills.length > 0 ? skills : [LIST_TASKS_ACTION]) {
+        const d = await this.#decide(caller, ctx, 'ListTasks', skill);
+        decided.set(skill, d);
+        if (d.allowed === true) break;
+      }
+    }
+    if (![...decided.values()].some((d) => d.allowed === true)) {
+      const [action, d] = [...decided.entries()][0] as [string, AuthzDecision];
+      this.#deny(ctx, 'ListTasks', action, d.reason, d.auditId);
     }
     return { ...page, tasks, totalSize: page.totalSize - (page.tasks.length - tasks.length) };
   }

@@ -328,7 +328,7 @@ export const EXTENDED_CARD_ACTION = 'a2a:GetExtendedAgentCard';
  * skill (otherwise such a call is checked on the agent's skills; see
  * `listTasks`): every call is decided and audited, even with nothing to show.
  */
-const LIST_TASKS_ACTION = 'a2a:ListTasks';
+export const LIST_TASKS_ACTION = 'a2a:ListTasks';
 
 const SILENT: HandlerLogger = { warn: () => undefined, error: () => undefined };
 

@@ -234,6 +234,29 @@ describe.each(['JSONRPC', 'HTTP+JSON'])('a Weave caller → the SDK agent over %
   });
 });
 
+describe.each(['JSONRPC', 'HTTP+JSON'])('ListTasks through the guard over %s', (binding) => {
+  it('is decided and audited even when it finds no task: a caller allowed no skill is denied, not given an empty list', async () => {
+    const before = executor.runs.length;
+    let audited = audit.length;
+    const err = await client(stranger, [binding])
+      .listTasks(url)
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'PERMISSION_DENIED' });
+    // One deny per skill of the card, asked in order; the error names the first.
+    expect(audit.slice(audited)).toMatchObject([
+      { decision: 'deny', action: 'greet', caller: stranger.id.toString() },
+      { decision: 'deny', action: 'forget', caller: stranger.id.toString() },
+    ]);
+    expect(JSON.stringify((err as { data: unknown }).data)).toContain(audit[audited]!.auditId);
+    // The caller may greet: its list (of its own tasks) is decided on that skill and answered.
+    audited = audit.length;
+    const page = await client(caller, [binding]).listTasks(url, { pageSize: 5 });
+    expect(Array.isArray(page.tasks)).toBe(true);
+    expect(audit.slice(audited).some((r) => r.decision === 'allow' && r.action === 'greet')).toBe(true);
+    expect(executor.runs.length).toBe(before);
+  });
+});
+
 describe('the denial on the wire', () => {
   async function send(path: string, body: object) {
     const ch = channel(caller, agent.id);
