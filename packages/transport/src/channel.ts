@@ -19,7 +19,9 @@ import {
   bundlesPem,
   certChainDer,
   clientSecureContext,
+  lightPeerCertificateForHandshake,
   peerChainDer,
+  peerLeaf,
   peerIdForMessage,
   peerIdOfCert,
   svidPem,
@@ -130,7 +132,9 @@ const errorCode = (err: unknown): unknown => (err as { code?: unknown } | null)?
  * - replaces hostname verification by SPIFFE verification of every new
  *   connection, run before the connection is handed to undici, so a mismatch
  *   fails with {@link PeerVerificationError} before any request byte is sent;
- * - never resumes TLS sessions, so no connection skips that check;
+ * - resumes TLS sessions only with servers it verified, and checks the
+ *   peer chain of the session again on every resumed connection (Node
+ *   skips `checkServerIdentity` there), so no connection skips that check;
  * - on every identity update builds a new inner Agent and closes the old one
  *   once its in-flight requests end.
  *
@@ -299,20 +303,30 @@ export class SecureChannel extends Dispatcher {
     // build one per connect.
     const secureContext =
       bundles.length > 0 ? clientSecureContext(svid, bundles, this.config.minTlsVersion) : undefined;
-    const base = buildConnector({
+    const tlsOptions = {
       ...(secureContext ? { secureContext } : {}),
       minVersion: this.config.minTlsVersion,
-      rejectUnauthorized: true,
+      rejectUnauthorized: true as const,
       // Hostnames mean nothing for SPIFFE: the SPIFFE verification replaces
-      // Node's check. Node runs it during the handshake with the chain it has
-      // already read, so the peer certificate is fetched once per connection
-      // and a refused peer never sees the socket handed to undici.
+      // Node's check. Node runs it during a full handshake with the chain it
+      // has already read, so a refused peer never sees the socket handed to undici.
       checkServerIdentity: this.#serverCheck(generation),
-      // A resumed session skips certificate checks; every connection does a full handshake.
+      // undici's own session cache is off: sessions are kept below, only
+      // from connections whose peer passed the check.
       maxCachedSessions: 0,
       allowH2: http2,
       timeout: this.config.connectTimeoutMs,
-    });
+    };
+    const full = buildConnector(tlsOptions);
+    // TLS session tickets of verified servers, by server name, for this
+    // generation only: a new SVID or bundle builds a new Agent and starts
+    // empty. A resumed connection skips the certificate exchange (about half
+    // the CPU of a new connection on both sides), not the SPIFFE check: Node
+    // does not call checkServerIdentity on a resumed session, so the
+    // connector below verifies the chain the session was made with, at the
+    // time of the connection, against the current bundle and the expected
+    // peer, before undici gets the socket.
+    const sessions = new SessionStore();
     const connect: buildConnector.connector = (opts, callback) => {
       if (opts.protocol !== 'https:') {
         callback(insecureOrigin(opts.protocol), null);
@@ -322,26 +336,46 @@ export class SecureChannel extends Dispatcher {
         callback(this.#noBundle(), null);
         return;
       }
+      const key = opts.servername || opts.hostname;
+      const session = sessions.get(key);
+      const base = session ? buildConnector({ ...tlsOptions, session: session.ticket }) : full;
       // undici's typings say void, but the connector returns the socket (used for error details).
       const socket = base(opts, (err, sock) => {
         if (err) {
+          // A ticket the server no longer accepts is not offered again.
+          if (session) sessions.drop(key, session);
           callback(this.#wrapTlsError(err, socket), null);
           return;
         }
         const tls = sock as TLSSocket;
-        // Node skips checkServerIdentity on a resumed session. None is ever
-        // offered, but should one be resumed the chain is verified here.
+        let kept: KeptSession['peer'];
         if (tls.isSessionReused()) {
+          // The server proved it holds the session made with the chain kept
+          // beside the ticket (Node has no peer certificate on a resumed
+          // client session): that chain is checked now, as on a full handshake.
+          kept = session?.peer ?? { chain: [], serialNumber: '' };
           try {
-            this.#verify(tls);
+            const peer = this.#verifyChain(kept.chain, () => undefined);
+            this.#emit('peer', {
+              peer,
+              serialNumber: kept.serialNumber,
+              generation,
+            } satisfies PeerVerifiedEvent);
           } catch (e) {
+            sessions.drop(key, session);
             tls.destroy();
             callback(e as Error, null);
             return;
           }
+        } else {
+          kept = { chain: peerChainDer(tls), serialNumber: peerLeaf(tls)?.serialNumber ?? '' };
         }
+        // Tickets arrive after the handshake (TLS 1.3); only a verified connection's are kept.
+        tls.on('session', (ticket: Buffer) => sessions.set(key, { ticket, peer: kept }));
         callback(null, tls);
       }) as unknown as TLSSocket | undefined;
+      // Node's handshake hands checkServerIdentity a fully decoded chain; the check reads only the DER.
+      if (socket) lightPeerCertificateForHandshake(socket);
     };
     return new Agent({
       connect,
@@ -386,10 +420,6 @@ export class SecureChannel extends Dispatcher {
     } catch {
       // A throwing observer must not break a connection or a rotation.
     }
-  }
-
-  #verify(socket: TLSSocket): SpiffeId {
-    return this.#verifyChain(peerChainDer(socket), () => peerIdForMessage(socket));
   }
 
   /** The SPIFFE check of every connection: the chain against the bundle, then the expected peer. */
@@ -878,5 +908,36 @@ class ChannelHandler implements Dispatcher.DispatchHandler {
     this.#sent = false;
     // Not unref'd: a caller awaiting this request must keep the process alive.
     setTimeout(() => this.attempt(), policy.delayFor(this.#attempt));
+  }
+}
+
+/** A TLS session ticket and the peer chain verified on the connection it came from. */
+interface KeptSession {
+  readonly ticket: Buffer;
+  readonly peer: { readonly chain: Uint8Array[]; readonly serialNumber: string };
+}
+
+/**
+ * TLS session tickets by server name, at most {@link SessionStore.MAX} names
+ * (the least recently stored go first); the newest ticket of a name replaces
+ * the one before.
+ */
+class SessionStore {
+  static readonly MAX = 100;
+  readonly #byName = new Map<string, KeptSession>();
+
+  get(name: string): KeptSession | undefined {
+    return this.#byName.get(name);
+  }
+
+  set(name: string, session: KeptSession): void {
+    this.#byName.delete(name);
+    if (this.#byName.size >= SessionStore.MAX) this.#byName.delete(this.#byName.keys().next().value!);
+    this.#byName.set(name, session);
+  }
+
+  /** Forgets `session` (a refused or failed resumption); a newer one stored meanwhile stays. */
+  drop(name: string, session: KeptSession | undefined): void {
+    if (session !== undefined && this.#byName.get(name) === session) this.#byName.delete(name);
   }
 }

@@ -3,7 +3,7 @@
 import * as tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
-import { authorizeMemberOf, authorizeOneOf } from '@weave/identity';
+import { authorizeMemberOf, authorizeOneOf, type Authorizer } from '@weave/identity';
 import { type DevCaIdentityProvider } from '@weave/identity/dev';
 import { PeerVerificationError, SecureChannel } from '../src/index.js';
 import { createMtlsServer } from '../src/server.js';
@@ -280,22 +280,37 @@ describe('client direction: SecureChannel never talks to a bad server', () => {
     expect(resumed.reused).toBe(true);
     expect(checks).toBe(0); // the "wrong peer" check never ran on the resumed session
 
-    // The channel: a server offering tickets to everyone, a channel that talked to it
-    // before, and a channel expecting a different peer. Nothing is resumed, so the
-    // second channel's check runs and refuses.
-    const good = channel();
+    // The channel resumes the sessions of servers it verified, and checks
+    // the peer on each resumed connection: an authorizer that stops
+    // accepting the server refuses the next (resumed) connection, and not
+    // one request reaches the server.
+    let accept = true;
+    const seen: string[] = [];
+    const flipping: Authorizer = (id) => {
+      seen.push(id.toString());
+      return accept ? { ok: true } : { ok: false, reason: 'no longer accepted' };
+    };
+    const good = channel(flipping);
     for (let i = 0; i < 3; i++) {
       const r = await good.get(`${srv.url}/`, { reset: true });
       await r.body.dump();
     }
+    expect(reused.slice(-3)).toEqual([false, true, true]); // the channel's 2nd and 3rd connections resumed
+    expect(seen).toEqual(['spiffe://a.test/server', 'spiffe://a.test/server', 'spiffe://a.test/server']);
     const hitsBefore = srv.hits();
+    accept = false;
+    const refused = await good.get(`${srv.url}/`, { reset: true }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(PeerVerificationError);
+    expect(reused.at(-1)).toBe(true); // refused on a resumed session, by the channel's own check
+    expect(srv.hits()).toBe(hitsBefore);
+
+    // Tickets are the channel's own: a channel expecting a different peer has
+    // none, makes a full handshake, and its check refuses.
     const other = channel('spiffe://a.test/someone-else');
     const err = await other.get(`${srv.url}/`).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(PeerVerificationError);
+    expect((err as PeerVerificationError).message).toMatch(/SPIFFE ID mismatch/);
     expect(srv.hits()).toBe(hitsBefore);
-    // Server view: only the raw control connection was ever resumed.
-    expect(reused.filter(Boolean)).toHaveLength(1);
-    expect(reused.length).toBeGreaterThanOrEqual(5);
   });
 });
 
