@@ -14,7 +14,7 @@ import {
   type SpiffeTlsServer,
   type TlsMaterial,
   type TlsTrust,
-} from './tls-harness.js';
+} from '@weave/test-support/spiffe-tls';
 
 const dirs: string[] = [];
 const tmp = (): string => {

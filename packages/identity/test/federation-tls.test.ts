@@ -7,7 +7,7 @@ import {
   type SpiffeTlsServer,
   type TlsMaterial,
   type TlsTrust,
-} from './tls-harness.js';
+} from '@weave/test-support/spiffe-tls';
 
 const material = (leaf: Leaf): TlsMaterial => ({ key: leaf.keyPem, cert: leaf.cert.toString('pem') });
 const SERVER_ID = 'spiffe://a.test/server';

@@ -1,8 +1,11 @@
 /**
  * @weave/test-support — the PKI and mTLS harness shared by the tests of the
- * packages above `@weave/transport`. Private: never published. The
- * official A2A SDK as a peer is `@weave/test-support/a2a-sdk`, apart so that
- * only its users load the SDK and express.
+ * packages above `@weave/transport`. Private: never published. Subpaths, so
+ * that each test loads only its own layer and those below it:
+ * `@weave/test-support/spiffe-tls` (identity's tests: node:tls with the
+ * SPIFFE check in code), `@weave/test-support/tls-fixtures` (transport's:
+ * dev CAs on disk, raw TLS servers, crafted certificates) and
+ * `@weave/test-support/a2a-sdk` (the official A2A SDK as a peer).
  *
  * @packageDocumentation
  */

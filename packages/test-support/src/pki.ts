@@ -2,8 +2,8 @@
 // real Weave layers: dev-CA X.509-SVIDs served by DevCaIdentityProvider,
 // @weave/transport's createMtlsServer (mTLS + mtlsAuth → request.peer) and
 // SecureChannel (an undici Dispatcher that verifies the server's SPIFFE ID on
-// every connection). identity and transport keep their own test fixtures:
-// this package depends on both, and a workspace dependency cycle is refused.
+// every connection). The layers below have their own harnesses beside this
+// one: spiffe-tls.ts (identity) and tls-fixtures.ts (transport).
 import type { PeerCertificate } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';

@@ -5,7 +5,7 @@ import { authorizeId, authorizeMemberOf } from '@weave/identity';
 import { type DevCaIdentityProvider } from '@weave/identity/dev';
 import { PeerVerificationError, SecureChannel, TransportConfigError } from '../src/index.js';
 import { createMtlsServer, type MtlsFastifyInstance } from '../src/server.js';
-import { makeTd, portOf, provider, removeTempDirs, type TestTd } from './fixtures.js';
+import { makeTd, portOf, provider, removeTempDirs, type TestTd } from '@weave/test-support/tls-fixtures';
 
 let td: TestTd;
 let serverId: DevCaIdentityProvider;

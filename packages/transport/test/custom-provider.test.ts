@@ -15,7 +15,7 @@ import {
 } from '@weave/identity';
 import { SecureChannel, TransportIdentityError } from '../src/index.js';
 import { createMtlsServer } from '../src/server.js';
-import { makeTd, portOf, removeTempDirs, type TestTd } from './fixtures.js';
+import { makeTd, portOf, removeTempDirs, type TestTd } from '@weave/test-support/tls-fixtures';
 
 /** The whole custom provider: where the SVID comes from is the user's business. */
 class PulledProvider extends IdentityProviderBase {

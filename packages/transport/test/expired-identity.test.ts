@@ -9,7 +9,15 @@ import { authorizeId, StaticMtlsProvider } from '@weave/identity';
 import type { DevCaIdentityProvider } from '@weave/identity/dev';
 import { SecureChannel, TransportIdentityError } from '../src/index.js';
 import { createMtlsServer, type MtlsFastifyInstance } from '../src/server.js';
-import { devSvidPem, makeTd, portOf, provider, removeTempDirs, tempDir, type TestTd } from './fixtures.js';
+import {
+  devSvidPem,
+  makeTd,
+  portOf,
+  provider,
+  removeTempDirs,
+  tempDir,
+  type TestTd,
+} from '@weave/test-support/tls-fixtures';
 
 let td: TestTd;
 let serverId: DevCaIdentityProvider;

@@ -17,7 +17,7 @@ import {
   type TransportConfigInput,
 } from '../src/index.js';
 import { createMtlsServer } from '../src/server.js';
-import { makeTd, portOf, provider, removeTempDirs, type TestTd } from './fixtures.js';
+import { makeTd, portOf, provider, removeTempDirs, type TestTd } from '@weave/test-support/tls-fixtures';
 
 let A: TestTd;
 let serverId: DevCaIdentityProvider;

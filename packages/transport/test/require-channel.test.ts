@@ -10,7 +10,7 @@ import {
   requireSecureChannel,
   secureFetch,
 } from '../src/index.js';
-import { makeTd, provider, removeTempDirs } from './fixtures.js';
+import { makeTd, provider, removeTempDirs } from '@weave/test-support/tls-fixtures';
 
 afterAll(() => removeTempDirs());
 

@@ -11,7 +11,7 @@ import { authorizeId } from '@weave/identity';
 import { type DevCaIdentityProvider } from '@weave/identity/dev';
 import { SecureChannel } from '../src/index.js';
 import { createMtlsServer } from '../src/server.js';
-import { makeTd, portOf, provider, removeTempDirs, type TestTd } from './fixtures.js';
+import { makeTd, portOf, provider, removeTempDirs, type TestTd } from '@weave/test-support/tls-fixtures';
 
 let A: TestTd;
 let serverId: DevCaIdentityProvider;

@@ -17,7 +17,7 @@ import {
   rawHttpsServer,
   removeTempDirs,
   type TestTd,
-} from './fixtures.js';
+} from '@weave/test-support/tls-fixtures';
 
 let A: TestTd; // our trust domain
 let B: TestTd; // a foreign trust domain nobody trusts

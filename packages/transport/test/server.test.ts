@@ -12,7 +12,7 @@ import {
   watchServerIdentity,
 } from '../src/index.js';
 import { createMtlsServer, mtlsAuth } from '../src/server.js';
-import { makeTd, portOf, provider, removeTempDirs, type TestTd } from './fixtures.js';
+import { makeTd, portOf, provider, removeTempDirs, type TestTd } from '@weave/test-support/tls-fixtures';
 
 let A: TestTd;
 let serverId: DevCaIdentityProvider;

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authorizeId } from '@weave/identity';
 import type { DevCaIdentityProvider } from '@weave/identity/dev';
 import { createMtlsServer, type MtlsFastifyInstance, type MtlsRequestTimeout } from '../src/server.js';
-import { makeTd, portOf, provider, removeTempDirs, type TestTd } from './fixtures.js';
+import { makeTd, portOf, provider, removeTempDirs, type TestTd } from '@weave/test-support/tls-fixtures';
 
 const TIMEOUT_MS = 1500;
 /** How long a case waits for the cut: before the fix nothing happened for tens of seconds. */

@@ -16,7 +16,7 @@ import {
   provider,
   removeTempDirs,
   type TestTd,
-} from './fixtures.js';
+} from '@weave/test-support/tls-fixtures';
 
 /** What OpenSSL accepts by default for TLS 1.2 with an ECDSA certificate, beyond AEAD. */
 const WEAK_SUITES = [

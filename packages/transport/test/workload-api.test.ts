@@ -7,7 +7,7 @@ import { WorkloadApiIdentityProvider, authorizeId } from '@weave/identity';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
 import { SecureChannel } from '../src/index.js';
 import { createMtlsServer } from '../src/server.js';
-import { portOf, removeTempDirs, tempDir } from './fixtures.js';
+import { portOf, removeTempDirs, tempDir } from '@weave/test-support/tls-fixtures';
 
 const silent = pino({ level: 'silent' });
 let wl: DevWorkloadApiServer;

@@ -1,6 +1,7 @@
 // A real node:tls mTLS handshake on 127.0.0.1 where each side checks the
 // other's SPIFFE ID in code with verifyX509Svid, after Node's own chain check:
-// the harness the dev CA and federation tests share.
+// the harness @weave/identity's dev CA and federation tests share. It needs
+// @weave/identity only (no transport), so identity's tests stay in their layer.
 import { connect, createServer, type PeerCertificate, type TLSSocket } from 'node:tls';
 import { verifyX509Svid, type X509BundleSource } from '@weave/identity';
 

@@ -1,5 +1,6 @@
-// Test fixtures: real dev CAs on disk, real TLS servers on 127.0.0.1, and
-// hand-crafted bad certificates made with the openssl CLI.
+// @weave/transport's test fixtures: real dev CAs on disk, real TLS servers on
+// 127.0.0.1, and hand-crafted bad certificates made with the openssl CLI. It
+// needs @weave/identity only, so transport's tests load nothing above them.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
