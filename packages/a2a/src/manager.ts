@@ -269,26 +269,23 @@ export class TaskManager {
   /**
    * Hands a reply to INPUT_REQUIRED to the replica whose handler waits for
    * it (the task is not live here): posted in the store's inbox, taken
-   * there, delivered to the handler. Resolves once the task's log shows it
-   * moved on (the reply woke the handler), or once the post was taken. When
-   * nobody takes it within `waitMs` (no handler waits for it any more), the
-   * post is withdrawn and this rejects as a local reply would be refused.
+   * there, delivered to the handler. Resolves once the post was taken by
+   * the waiting handler (looked at when the task's log moves on, or after
+   * `waitMs`). When nobody took it (no handler waits for it any more: the
+   * task was canceled, or the wait timed out as the reply came), the post is
+   * withdrawn and this rejects as a local reply would be refused.
    */
   async forwardInput(record: TaskRecord, message: Message, waitMs = 5000): Promise<void> {
     const inbox = this.#inbox;
     if (!inbox) throw new TypeError('forwardInput() needs a task store that hands input between replicas');
     const id = record.task.id;
-    let taken = false;
     let moved!: () => void;
     const done = new Promise<void>((resolve) => (moved = resolve));
     const stop = await this.follow(
       id,
       record.seq,
       (e) => {
-        if ('statusUpdate' in e.event) {
-          taken = true;
-          moved();
-        }
+        if ('statusUpdate' in e.event) moved();
       },
       moved,
     );
@@ -296,7 +293,10 @@ export class TaskManager {
     try {
       const post = await inbox.postInput(id, message);
       await Promise.race([done, new Promise((resolve) => (timer = setTimeout(resolve, waitMs)))]);
-      if (!taken && (await inbox.withdrawInput(id, post))) {
+      // The task moving on does not say the reply woke it (it may have been
+      // canceled): the post does. Taken only by a handler it was delivered
+      // to, in one step the withdrawal waits for; still there, nobody took it.
+      if (await inbox.withdrawInput(id, post)) {
         throw A2AErrors.unsupportedOperation(`Task ${id} is not waiting for input`);
       }
     } finally {
@@ -310,10 +310,10 @@ export class TaskManager {
     const inbox = this.#inbox;
     if (!inbox || !this.isAwaitingInput(id)) return;
     try {
-      const message = await inbox.takeInput(id);
-      // The wait may have ended meanwhile (canceled, timed out): the reply then
-      // goes nowhere, as a local reply would have been refused.
-      if (message !== undefined) this.deliverInput(id, message);
+      // Taken only if the handler still waits as it is handed over: a wait
+      // that ended meanwhile (canceled, timed out) leaves the reply for the
+      // forwarding replica to withdraw and refuse, as a local reply would be.
+      await inbox.takeInput(id, (message) => this.deliverInput(id, message));
     } catch (err) {
       this.#onStoreError(err, id);
     }

@@ -109,9 +109,18 @@ class PoolHolder {
     if (this.pool.listenerCount('error') === 0) this.pool.on('error', () => undefined);
   }
 
-  async query<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+  /**
+   * Runs one statement. A `name` makes it a prepared statement on each
+   * connection (parsed and planned once per connection, not per call): for
+   * the statements of every call, whose text never changes.
+   */
+  async query<R extends pg.QueryResultRow>(
+    text: string,
+    values: unknown[],
+    name?: string,
+  ): Promise<pg.QueryResult<R>> {
     try {
-      return await this.pool.query<R>(text, values);
+      return await this.pool.query<R>(name === undefined ? { text, values } : { name, text, values });
     } catch (err) {
       throw classifyPostgresError(err);
     }
@@ -563,6 +572,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
           this.#maxBytes,
           ...parts.values,
         ],
+        'weave_a2a_create_7',
       );
     } catch (err) {
       // A duplicate id fails the whole statement, so the bytes taken for it are given back too.
@@ -647,7 +657,9 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
       terminal ? byteLength(head, eventsJson, ...parts.values) : 0,
     ];
     this.#written.delete(id);
-    const r = d ? await this.#db.query<AppendRow>(text, values) : await this.#rewrite(id, text, values);
+    const r = d
+      ? await this.#db.query<AppendRow>(text, values, 'weave_a2a_append_7')
+      : await this.#rewrite(id, text, values);
     if (Number(r.rows[0]?.n ?? 0) !== 1) {
       // The task stays in #running under its old generation: every later write of it from here is refused too.
       if (r.rows[0]?.lease === false) throw new TaskLeaseLostError(id);
@@ -675,6 +687,20 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
 
   /** Runs `text` (an append writing every row of the task) after removing the task's history and artifacts, in one transaction. */
   async #rewrite(id: string, text: string, values: unknown[]): Promise<pg.QueryResult<AppendRow>> {
+    const r = await this.#transaction(async (client) => {
+      await client.query('DELETE FROM weave_a2a_task_history WHERE task_id = $1', [id]);
+      await client.query('DELETE FROM weave_a2a_task_artifacts WHERE task_id = $1', [id]);
+      const r = await client.query<AppendRow>(text, values);
+      return Number(r.rows[0]?.n ?? 0) === 1 ? r : { rollback: r };
+    });
+    return 'rollback' in r ? r.rollback : r;
+  }
+
+  /**
+   * Runs `body` in a transaction on one connection: committed when it
+   * returns, rolled back when it throws or returns false or `{ rollback }`.
+   */
+  async #transaction<T>(body: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     let client: pg.PoolClient;
     try {
       client = await this.#db.pool.connect();
@@ -684,10 +710,9 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     let broken: unknown;
     try {
       await client.query('BEGIN');
-      await client.query('DELETE FROM weave_a2a_task_history WHERE task_id = $1', [id]);
-      await client.query('DELETE FROM weave_a2a_task_artifacts WHERE task_id = $1', [id]);
-      const r = await client.query<AppendRow>(text, values);
-      await client.query(Number(r.rows[0]?.n ?? 0) === 1 ? 'COMMIT' : 'ROLLBACK');
+      const r = await body(client);
+      const keep = r !== false && !(typeof r === 'object' && r !== null && 'rollback' in r);
+      await client.query(keep ? 'COMMIT' : 'ROLLBACK');
       return r;
     } catch (err) {
       broken = err;
@@ -866,16 +891,20 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     return id;
   }
 
-  async takeInput(taskId: string): Promise<Message | undefined> {
-    // SKIP LOCKED: two takers never get the same reply.
-    const r = await this.#db.query<{ message: unknown }>(
-      `DELETE FROM weave_a2a_inbox WHERE id = (
-         SELECT id FROM weave_a2a_inbox WHERE task_id = $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-       RETURNING message`,
-      [taskId],
-    );
-    const row = r.rows[0];
-    return row ? (v1.MessageSchema.parse(row.message) as Message) : undefined;
+  async takeInput(taskId: string, deliver: (message: Message) => boolean): Promise<boolean> {
+    // The reply is removed in the transaction that hands it over, committed
+    // only if the handler took it: a withdrawal waits for that decision.
+    return this.#transaction(async (client) => {
+      // SKIP LOCKED: two takers never get the same reply.
+      const r = await client.query<{ id: string; message: unknown }>(
+        `SELECT id, message FROM weave_a2a_inbox WHERE task_id = $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED`,
+        [taskId],
+      );
+      const row = r.rows[0];
+      if (!row || !deliver(v1.MessageSchema.parse(row.message) as Message)) return false;
+      await client.query('DELETE FROM weave_a2a_inbox WHERE id = $1', [row.id]);
+      return true;
+    });
   }
 
   async withdrawInput(taskId: string, postId: string): Promise<boolean> {

@@ -165,9 +165,17 @@ export interface TaskNotifier {
 export interface TaskInbox {
   /** Keeps `message` for the task and sends an `input` notice; returns the post's id. */
   postInput(taskId: string, message: Message): Promise<string>;
-  /** Takes (removes) the oldest reply kept for the task, if any: each is taken once. */
-  takeInput(taskId: string): Promise<Message | undefined>;
-  /** Removes the post unless it was taken; true when it was still there (nobody took it). */
+  /**
+   * Hands the oldest reply kept for the task to `deliver`, and removes it
+   * only if `deliver` took it (true): one step, so a reply is taken once,
+   * and a reply whose handler stopped waiting meanwhile stays for its poster
+   * to withdraw. True when a reply was delivered.
+   */
+  takeInput(taskId: string, deliver: (message: Message) => boolean): Promise<boolean>;
+  /**
+   * Removes the post unless it was taken (waiting for a {@link takeInput}
+   * in progress to decide); true when it was still there: nobody took it.
+   */
   withdrawInput(taskId: string, postId: string): Promise<boolean>;
 }
 
