@@ -17,19 +17,22 @@ import { artifacts, bindings, stream } from './scenarios/a2a.js';
 import { call, payload, pg } from './scenarios/call.js';
 import { fanout } from './scenarios/fanout.js';
 import { memory } from './scenarios/memory.js';
-import { connect, transport } from './scenarios/transport.js';
+import { policy } from './scenarios/policy.js';
+import { connect, transport, verify } from './scenarios/transport.js';
 
 const SCENARIOS: Scenario[] = [
   call,
   bindings,
   transport,
   connect,
+  verify,
   payload,
   stream,
   artifacts,
   fanout,
   memory,
   pg,
+  policy,
 ];
 
 const { values } = parseArgs({

@@ -5,7 +5,7 @@ import { loadavg } from 'node:os';
 import type { Env } from './env.js';
 import type { LoadResult } from './load.js';
 
-export type Unit = 'req/s' | 'events/s' | 'conns/s' | 'peers/s' | 'MB';
+export type Unit = 'req/s' | 'events/s' | 'conns/s' | 'peers/s' | 'decisions/s' | 'MB' | 'ms';
 
 /** One line of the summary table. */
 export interface Row {
@@ -13,7 +13,7 @@ export interface Row {
   /** What ran, e.g. "weave callAgent" or "bare node https". */
   case: string;
   unit: Unit;
-  /** Units per second over the measured window (for `MB`: the size itself). */
+  /** Units per second over the measured window (for `MB` and `ms`: the figure itself). */
   rate: number | null;
   /** CPU per unit on the serving side, in µs (null: not measured there). */
   serverCpuUs: number | null;
@@ -125,6 +125,9 @@ export function ratioCheck(
 const f = (x: number | null, digits = 0): string =>
   x === null || !Number.isFinite(x) ? '-' : x.toFixed(digits);
 
+/** A latency in ms: two decimals, or four below 0.1 ms (policy decisions take microseconds). */
+const latency = (x: number | null): string => f(x, x !== null && x < 0.1 ? 4 : 2);
+
 /** The summary table, one line per row, ratios against each row's baselines. */
 export function table(rows: Row[]): string {
   const head = [
@@ -157,8 +160,8 @@ export function table(rows: Row[]): string {
       r.unit,
       f(r.serverCpuUs, 1),
       f(r.clientCpuUs, 1),
-      f(r.p50, 2),
-      f(r.p99, 2),
+      latency(r.p50),
+      latency(r.p99),
       vs || '(baseline)',
       r.load1.toFixed(2),
       String(r.errors),

@@ -52,6 +52,15 @@ export type LoadgenJob = Timing &
         expectLength: number;
       }
     | { kind: 'channel'; socket: string; url: string; body: string; expect: string[]; expectPeer: string }
+    | {
+        /** One POST per new connection, each presenting the next of `certs` (never resumed). */
+        kind: 'new-certs';
+        url: string;
+        body: string;
+        expect: string[];
+        certs: PemSvid[];
+        expectPeer: string;
+      }
     | { kind: 'stream-weave'; socket: string; url: string; events: number; expectPeer: string }
     | { kind: 'stream-sdk'; url: string; events: number; svid: PemSvid; expectPeer: string }
     | {

@@ -18,6 +18,9 @@
 //   grpc     SendMessage on one grpc-js channel (HTTP/2 multiplexes the calls)
 //   agent    a SecureAgent calling `callAgent` (the whole Weave caller path)
 //   channel  POSTs over a SecureChannel (Weave's transport alone)
+//   new-certs
+//            one POST per new connection, each with a client certificate the
+//            server has not seen (undici, no session resumption)
 //   stream-weave / stream-sdk
 //            one SendStreamingMessage whose task emits N events, read to the
 //            end by Weave's A2AClient / by the official SDK's client; a unit
@@ -29,7 +32,7 @@ import { writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import type { PeerCertificate } from 'node:tls';
 import { pino } from 'pino';
-import { Agent, Pool, fetch as undiciFetch } from 'undici';
+import { Agent, Client, Pool, fetch as undiciFetch } from 'undici';
 import { credentials, makeGenericClientConstructor, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { LocalPolicyEnforcer } from '@weave/authz';
 import { WorkloadApiIdentityProvider } from '@weave/identity';
@@ -200,6 +203,33 @@ async function setUp(job: LoadgenJob): Promise<{ call: Call; close: () => Promis
           await ch.close();
           await id.close();
         },
+      };
+    }
+    case 'new-certs': {
+      const target = new URL(job.url);
+      let next = 0;
+      return {
+        call: async () => {
+          const svid = job.certs[next++ % job.certs.length]!;
+          const client = new Client(target.origin, {
+            connect: { ...undiciTls(svid, job.expectPeer), maxCachedSessions: 0 },
+          });
+          try {
+            const res = await client.request({
+              path: target.pathname,
+              method: 'POST',
+              body: job.body,
+              headers: { 'content-type': 'application/json' },
+            });
+            const text = await res.body.text();
+            return res.statusCode === 200 && job.expect.every((e) => text.includes(e))
+              ? 1
+              : `${res.statusCode} ${text.slice(0, 200)}`;
+          } finally {
+            await client.close();
+          }
+        },
+        close: async () => undefined,
       };
     }
     case 'stream-weave': {

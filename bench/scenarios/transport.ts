@@ -4,20 +4,23 @@
 // what undici does by default).
 //   transport  kept-alive connections, 32 in flight, JSON-RPC-sized POSTs
 //   connect    every answer carries `connection: close`, so every request is
-//              a new full TLS 1.3 handshake (neither side resumes): conns/s
+//              a new TLS 1.3 connection (each client resumes the sessions its
+//              cache holds, Weave with the SPIFFE check on each): conns/s
+//   verify     every connection from a client certificate the server has
+//              never seen (one request each, no resumption): the server's CPU
+//              per new verified connection, createMtlsServer (chain to the
+//              caller's own trust domain, SPIFFE ID, authorizer) vs node https
 import type { AddressInfo } from 'node:net';
-import { authorizeId } from '@weave/identity';
+import { authorizeId, authorizeMemberOf, type Authorizer } from '@weave/identity';
 import { createMtlsServer } from '@weave/transport/server';
-import { ID, bareTls, sendMessageBody, startBareEcho, type Env } from '../lib/env.js';
+import { ID, TD, bareTls, sendMessageBody, startBareEcho, type Env } from '../lib/env.js';
+import type { PemSvid } from '../lib/load.js';
 import { ratioCheck, rowOf, type Scenario } from '../lib/harness.js';
 import { runLoad } from '../lib/load.js';
 
 /** createMtlsServer answering POST / like the bare echo (parse, answer with the params). */
-async function startWeaveEcho(env: Env, close: boolean) {
-  const app = createMtlsServer({
-    identity: await env.identity('transport'),
-    authorize: authorizeId(ID.client),
-  });
+async function startWeaveEcho(env: Env, close: boolean, authorize: Authorizer = authorizeId(ID.client)) {
+  const app = createMtlsServer({ identity: await env.identity('transport'), authorize });
   app.post('/', async (req, reply) => {
     void reply.header('content-type', 'application/json');
     if (close) void reply.header('connection', 'close');
@@ -82,3 +85,75 @@ function transportScenario(name: 'transport' | 'connect'): Scenario {
 
 export const transport = transportScenario('transport');
 export const connect = transportScenario('connect');
+
+/** Client SVIDs nobody has presented yet: one per connection of the `verify` scenario. */
+async function freshClientSvids(env: Env, n: number): Promise<PemSvid[]> {
+  const ca = env.clientPem.ca;
+  const out: PemSvid[] = [];
+  for (let i = 0; i < n; i++) {
+    const svid = (await env.dev.ca.issueX509Svid(`spiffe://${TD}/verify/c${i}`)).toPem();
+    out.push({ ca, cert: svid.certChain, key: svid.privateKey });
+  }
+  return out;
+}
+
+export const verify: Scenario = {
+  name: 'verify',
+  title:
+    'server CPU per new verified connection, each from a certificate never seen before: createMtlsServer vs node https, 4 in flight',
+  async run(ctx) {
+    const { env } = ctx;
+    // More certificates than the verifier's parse cache holds (512), so none is seen twice.
+    const calls = ctx.smoke ? 40 : 600;
+    const warmupCalls = 8;
+    const weave = await startWeaveEcho(env, true, authorizeMemberOf(TD));
+    const bare = await startBareEcho(bareTls(await env.identity('bare')), { close: true });
+    const body = sendMessageBody('hello');
+    const common = {
+      kind: 'new-certs' as const,
+      concurrency: 4,
+      warmupMs: 0,
+      durationMs: 0,
+      calls,
+      warmupCalls,
+    };
+    try {
+      const load = async (url: string, expectPeer: string) =>
+        runLoad({
+          ...common,
+          url,
+          body,
+          expect: ['"echo"'],
+          certs: await freshClientSvids(env, calls + warmupCalls),
+          expectPeer,
+        });
+      const w = await load(weave.url, ID.transport);
+      const b = await load(bare.url, ID.bare);
+      const rows = [
+        rowOf('verify', 'weave createMtlsServer', 'conns/s', w, {
+          vs: ['bare'],
+          note: 'a new client certificate per connection',
+        }),
+        rowOf('verify', 'bare', 'conns/s', b, { note: 'a new client certificate per connection' }),
+      ];
+      const weaveRow = rows[0]!;
+      const bareRow = rows[1]!;
+      const extra =
+        weaveRow.serverCpuUs !== null && bareRow.serverCpuUs !== null
+          ? weaveRow.serverCpuUs - bareRow.serverCpuUs
+          : null;
+      const checks = [
+        {
+          scenario: 'verify',
+          target: 'server CPU per new verified connection vs bare (printed)',
+          met: extra !== null,
+          detail: `${extra === null ? 'n/a' : extra.toFixed(0)} µs more than bare per connection (weave ${weaveRow.serverCpuUs?.toFixed(0) ?? '-'} µs, bare ${bareRow.serverCpuUs?.toFixed(0) ?? '-'} µs)`,
+        },
+      ];
+      return { rows, checks };
+    } finally {
+      await weave.close();
+      await bare.close();
+    }
+  },
+};
