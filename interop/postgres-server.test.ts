@@ -85,7 +85,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
   async function replica(
     connectionString: string,
     leaseTtlMs?: number,
-    perCaller?: CallerLimitsInput,
+    limits?: { perCaller?: CallerLimitsInput; maxSubscribersPerTask?: number },
     bytes?: { maxBytes: number; maxBytesPerOwner: number },
   ): Promise<Replica> {
     const ran: string[] = [];
@@ -107,7 +107,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
       },
       // Writes that failed are retried at least every 200 ms.
       storeRetryMaxMs: 200,
-      ...(perCaller ? { limits: { perCaller } } : {}),
+      ...(limits ? { limits } : {}),
     });
     a2a.registerTaskHandler({ id: 'gate', name: 'gate', description: '', tags: [] }, async (ctx) => {
       ran.push(ctx.taskId);
@@ -178,12 +178,16 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     });
 
   /** A replica whose every database connection goes through a relay the test can cut. */
-  async function partitioned(leaseTtlMs: number, dbUrl = db.url): Promise<{ r: Replica; cut: Partition }> {
+  async function partitioned(
+    leaseTtlMs: number,
+    dbUrl = db.url,
+    limits?: Parameters<typeof replica>[2],
+  ): Promise<{ r: Replica; cut: Partition }> {
     const cut = new Partition(Number(new URL(db.url).port));
     await cut.open();
     const url = new URL(dbUrl);
     url.port = String(cut.port);
-    return { r: await replica(url.toString(), leaseTtlMs), cut };
+    return { r: await replica(url.toString(), leaseTtlMs, limits), cut };
   }
 
   /**
@@ -193,10 +197,12 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
    */
   function subscribe(r: Replica, id: string, lastEventId?: number, stopAfter?: number): Stream {
     const events: Sse[] = [];
+    const gone = new AbortController();
     const done = (async () => {
       const res = await request(`${r.url}/`, {
         method: 'POST',
         dispatcher: r.channel,
+        signal: gone.signal,
         headers: {
           'content-type': 'application/json',
           'a2a-version': '1.0',
@@ -211,7 +217,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
         events,
       );
     })();
-    return { events, done };
+    return { events, done, leave: () => gone.abort() };
   }
 
   async function until(what: () => boolean, ms = 20_000): Promise<void> {
@@ -423,6 +429,38 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     expect(got.result.artifacts ?? []).toEqual([]);
   });
 
+  it('a stream carried over from the store after lease loss is let go when its client leaves: its subscriber slot is free again', async () => {
+    const ttl = 1500;
+    // One stream per task on A: a stream still held after its client left would refuse the next.
+    const { r: a, cut } = await partitioned(ttl, db.url, { maxSubscribersPerTask: 1 });
+    await replica(db.url, ttl);
+    const gate = `l-${randomUUID()}`;
+    // Re-runnable: after A loses it, it runs again elsewhere and stays unfinished until its gate opens.
+    const id = (await send(a, gate, true, 'again')).result.task.id;
+    await until(() => a.ran.includes(id));
+    const first = subscribe(a, id, 0);
+    await until(() => first.events.length >= 2); // the task, WORKING
+    // A second stream now is refused: the slot is held.
+    expect((await rpc(a, 'SubscribeToTask', { id })).body).toContain('already has 1 subscribers');
+    await cut.cut();
+    // A gives the task up; its stream goes on from the store (A follows the task there).
+    await until(() => !a.a2a.manager.isLive(id));
+    await cut.open();
+    const others = replicas.filter((r) => r !== a);
+    await until(() => others.some((r) => r.ran.includes(id)));
+    // The client leaves while the task runs elsewhere.
+    first.leave();
+    await first.done;
+    // Its slot is free: a new stream on A is accepted and follows the re-run to its end.
+    const second = subscribe(a, id);
+    await until(() => second.events.length >= 1);
+    gates.get(gate)?.();
+    await second.done;
+    expect(second.events.at(-1)?.data.result).toMatchObject({
+      statusUpdate: { status: { state: 'TASK_STATE_COMPLETED' } },
+    });
+  });
+
   it('a re-runnable task whose replica loses its lease runs again on another replica; followers see it through to COMPLETED', async () => {
     const ttl = 1500;
     const { r: a, cut } = await partitioned(ttl);
@@ -506,7 +544,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
   it('a task re-run after takeover counts against the caller’s limit like a new one: above it, it ends FAILED with the reason and does not run', async () => {
     const url = await ownDatabase('limits');
     const ttl = 1500;
-    const b = await replica(url, ttl, { maxConcurrentTasks: 1 });
+    const b = await replica(url, ttl, { perCaller: { maxConcurrentTasks: 1 } });
     const held = `h-${randomUUID()}`;
     const busy = await send(b, held); // the caller's one task on B
     await until(() => gates.has(held));
@@ -627,4 +665,6 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
 interface Stream {
   readonly events: Sse[];
   readonly done: Promise<void>;
+  /** Drops the connection now: the client goes away. */
+  leave(): void;
 }
