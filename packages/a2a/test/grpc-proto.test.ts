@@ -98,6 +98,18 @@ describe('A2A gRPC contract (spec a2a.proto)', () => {
     expect(req.decode(req.encode({ id: 't', historyLength: 0 }))).toEqual({ id: 't', historyLength: 0 });
   });
 
+  it('writes only enum names the proto defines: an object-prototype name is not one', () => {
+    const codec = wireCodec('lf.a2a.v1.TaskStatus');
+    const known = codec.decode(codec.encode({ state: 'TASK_STATE_WORKING' }));
+    expect(known.state).toBe('TASK_STATE_WORKING');
+    const unknown = codec.decode(codec.encode({ state: 'NOT_A_STATE' }));
+    expect(unknown.state).toBeUndefined();
+    for (const name of ['toString', 'constructor', '__proto__', 'hasOwnProperty']) {
+      // Not a TaskState: left out as any unknown name is (it was written as a bogus 0).
+      expect(codec.decode(codec.encode({ state: name }))).toEqual(unknown);
+    }
+  });
+
   it('keeps the SendMessageResponse and StreamResponse oneofs', () => {
     const res = wireCodec('lf.a2a.v1.SendMessageResponse');
     expect(res.decode(res.encode({ task }))).toEqual({ task });

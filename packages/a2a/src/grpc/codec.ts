@@ -216,13 +216,15 @@ function long(v: unknown): number | string {
 }
 
 function enumCodec(e: protobuf.Enum): ValueCodec {
-  const byName = e.values;
+  // A Map, not the enum's plain object: a name such as "toString" must not
+  // find the prototype's member, and the lookup runs for every enum value written.
+  const byName = new Map(Object.entries(e.values));
   const byId = e.valuesById;
   return {
     wire: Wire.Varint,
     packable: true,
-    accepts: (v) => typeof v === 'number' || (typeof v === 'string' && byName[v] !== undefined),
-    put: (w, v) => w.int32(typeof v === 'number' ? v | 0 : byName[v as string]!),
+    accepts: (v) => typeof v === 'number' || (typeof v === 'string' && byName.has(v)),
+    put: (w, v) => w.int32(typeof v === 'number' ? v | 0 : byName.get(v as string)!),
     get: (r) => {
       const n = r.int32();
       return byId[n] ?? n;
