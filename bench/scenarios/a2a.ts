@@ -25,6 +25,7 @@ import {
 } from '@weave/test-support/a2a-sdk';
 import { ID, TD, sendMessageBody, silent, type Env } from '../lib/env.js';
 import { load1, ratioCheck, rowOf, type Check, type Row, type Scenario } from '../lib/harness.js';
+import { withServers } from '../lib/servers.js';
 import { runLoad, type LoadgenJob } from '../lib/load.js';
 
 /** The SDK's executor yields to the event loop every this many events, so its writer drains while it produces. */
@@ -105,20 +106,19 @@ export const bindings: Scenario = {
   title: 'SendMessage per binding (JSON-RPC, HTTP+JSON, gRPC): Weave A2A server vs @a2a-js/sdk, 32 in flight',
   async run(ctx) {
     const { env } = ctx;
-    const weave = await startWeaveA2A(env);
     const sdkId = await env.identity('sdk');
-    const sdkHttp = await startSdkEchoServer(createMtlsServerOptions(sdkId));
     const sdkPem = sdkId.getX509Svid().toPem();
-    const sdkGrpc = await startSdkEchoGrpcServer({
-      ca: env.clientPem.ca,
-      cert: sdkPem.certChain,
-      key: sdkPem.privateKey,
-    });
+    const start = {
+      weave: () => startWeaveA2A(env),
+      sdkHttp: () => startSdkEchoServer(createMtlsServerOptions(sdkId)),
+      sdkGrpc: () =>
+        startSdkEchoGrpcServer({ ca: env.clientPem.ca, cert: sdkPem.certChain, key: sdkPem.privateKey }),
+    };
     const body = sendMessageBody('hello');
     const params = (JSON.parse(body) as { params: Record<string, unknown> }).params;
     const rows: Row[] = [];
     const checks: Check[] = [];
-    try {
+    return withServers(start, async ({ weave, sdkHttp, sdkGrpc }) => {
       const timing = { concurrency: 32, warmupMs: ctx.warmupMs, durationMs: ctx.durationMs };
       for (const binding of ['JSON-RPC', 'HTTP+JSON', 'gRPC'] as const) {
         for (const side of ['weave', 'sdk'] as const) {
@@ -172,11 +172,7 @@ export const bindings: Scenario = {
         );
       }
       return { rows, checks };
-    } finally {
-      await weave.close();
-      await sdkHttp.close();
-      await sdkGrpc.close();
-    }
+    });
   },
 };
 

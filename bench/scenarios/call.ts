@@ -20,6 +20,7 @@ import { startBenchPostgres } from '../../packages/a2a/bench/postgres.js';
 import { ID, bareTls, sendMessageBody, silent, startBareEcho, type Env } from '../lib/env.js';
 import { find, ratioCheck, rowOf, type Check, type Ctx, type Row, type Scenario } from '../lib/harness.js';
 import { runLoad, type LoadResult } from '../lib/load.js';
+import { withServers } from '../lib/servers.js';
 
 /** The called agent: `echo` answers `echo: <text>`; bodies up to 4 MiB (the payload scenario's 1 MB input). */
 async function startEchoAgent(env: Env, workload: 'server' | 'serverPg', taskStore?: TaskStore) {
@@ -126,19 +127,18 @@ async function cases(
   return rows;
 }
 
-async function baselines(env: Env) {
-  const bare = await startBareEcho(bareTls(await env.identity('bare')));
-  const sdk = await startSdkEchoServer(createMtlsServerOptions(await env.identity('sdk')));
-  return { bare, sdk };
-}
+/** The called agent and both baselines (bare echo, the SDK), as `withServers` starts them. */
+const echoServers = (env: Env) => ({
+  server: () => startEchoAgent(env, 'server'),
+  bare: async () => startBareEcho(bareTls(await env.identity('bare'))),
+  sdk: async () => startSdkEchoServer(createMtlsServerOptions(await env.identity('sdk'))),
+});
 
 export const call: Scenario = {
   name: 'call',
   title: 'callAgent (JSON-RPC, 32 in flight, small input) vs bare mTLS vs @a2a-js/sdk',
   async run(ctx) {
-    const server = await startEchoAgent(ctx.env, 'server');
-    const { bare, sdk } = await baselines(ctx.env);
-    try {
+    return withServers(echoServers(ctx.env), async ({ server, bare, sdk }) => {
       const labels = { weave: 'weave callAgent', bare: 'bare', sdk: 'sdk' };
       const rows = await cases(
         ctx,
@@ -155,11 +155,7 @@ export const call: Scenario = {
         ratioCheck('call', rows, 'weave callAgent', 'sdk', 'rate', { min: 5 }, 'req/s vs sdk'),
       ];
       return { rows, checks };
-    } finally {
-      await server.close();
-      await bare.close();
-      await sdk.close();
-    }
+    });
   },
 };
 
@@ -168,11 +164,9 @@ export const payload: Scenario = {
   title:
     'callAgent with inputs of 100 B, 10 KB, 100 KB, 1 MB vs bare mTLS JSON echo vs @a2a-js/sdk, 8 in flight',
   async run(ctx) {
-    const server = await startEchoAgent(ctx.env, 'server');
-    const { bare, sdk } = await baselines(ctx.env);
-    const rows: Row[] = [];
-    const checks: Check[] = [];
-    try {
+    return withServers(echoServers(ctx.env), async ({ server, bare, sdk }) => {
+      const rows: Row[] = [];
+      const checks: Check[] = [];
       const sizes = ctx.smoke ? [100, 102_400] : [100, 10_240, 102_400, 1_048_576];
       for (const size of sizes) {
         const name = size >= 1_048_576 ? '1 MB' : size >= 1024 ? `${size / 1024} KB` : `${size} B`;
@@ -223,11 +217,7 @@ export const payload: Scenario = {
         );
       }
       return { rows, checks };
-    } finally {
-      await server.close();
-      await bare.close();
-      await sdk.close();
-    }
+    });
   },
 };
 

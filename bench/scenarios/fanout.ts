@@ -13,6 +13,7 @@ import { SecureAgent } from '@weave/agent';
 import { FANOUT_PEERS, ID, sendMessageBody, startBareEcho, type Env } from '../lib/env.js';
 import { rowOf, type Check, type Row, type Scenario } from '../lib/harness.js';
 import { runLoad } from '../lib/load.js';
+import { allOf, withServers } from '../lib/servers.js';
 
 async function startPeers(env: Env) {
   const peers: Array<{ id: string; url: string; stop(): Promise<void> }> = [];
@@ -59,9 +60,17 @@ export const fanout: Scenario = {
   title: `one caller calling ${FANOUT_PEERS} distinct agents at once, cold then warm, vs undici → bare node https`,
   async run(ctx) {
     const { env } = ctx;
-    const peers = await startPeers(env);
-    const bare = await startBarePeers(env);
-    try {
+    const start = {
+      peers: async () => {
+        const list = await startPeers(env);
+        return Object.assign(allOf(list.map((p) => ({ close: p.stop }))), { list });
+      },
+      bare: async () => {
+        const list = await startBarePeers(env);
+        return Object.assign(allOf(list), { list });
+      },
+    };
+    return withServers(start, async ({ peers: { list: peers }, bare: { list: bare } }) => {
       const timing = { concurrency: 1, warmupMs: 0, durationMs: 0 };
       const w = await runLoad({
         kind: 'fanout-weave',
@@ -104,9 +113,6 @@ export const fanout: Scenario = {
         },
       ];
       return { rows, checks };
-    } finally {
-      for (const p of peers) await p.stop();
-      for (const p of bare) await p.close();
-    }
+    });
   },
 };

@@ -17,6 +17,7 @@ import { ID, TD, bareTls, sendMessageBody, startBareEcho, type Env } from '../li
 import type { PemSvid } from '../lib/load.js';
 import { ratioCheck, rowOf, type Scenario } from '../lib/harness.js';
 import { runLoad } from '../lib/load.js';
+import { withServers } from '../lib/servers.js';
 
 /** createMtlsServer answering POST / like the bare echo (parse, answer with the params). */
 async function startWeaveEcho(env: Env, close: boolean, authorize: Authorizer = authorizeId(ID.client)) {
@@ -43,12 +44,14 @@ function transportScenario(name: 'transport' | 'connect'): Scenario {
       : 'SecureChannel → createMtlsServer vs undici → node https mTLS, kept-alive, 32 in flight',
     async run(ctx) {
       const { env } = ctx;
-      const weave = await startWeaveEcho(env, close);
-      const bare = await startBareEcho(bareTls(await env.identity('bare')), { close });
       const unit = close ? 'conns/s' : 'req/s';
       const timing = { concurrency: close ? 8 : 32, warmupMs: ctx.warmupMs, durationMs: ctx.durationMs };
       const body = sendMessageBody('hello');
-      try {
+      const start = {
+        weave: () => startWeaveEcho(env, close),
+        bare: async () => startBareEcho(bareTls(await env.identity('bare')), { close }),
+      };
+      return withServers(start, async ({ weave, bare }) => {
         const w = await runLoad({
           kind: 'channel',
           ...timing,
@@ -75,10 +78,7 @@ function transportScenario(name: 'transport' | 'connect'): Scenario {
           ? [ratioCheck(name, rows, 'weave SecureChannel', 'bare', 'rate', { min: 1.2 }, 'conns/s vs bare')]
           : [ratioCheck(name, rows, 'weave SecureChannel', 'bare', 'rate', { min: 0.85 }, 'req/s vs bare')];
         return { rows, checks };
-      } finally {
-        await weave.close();
-        await bare.close();
-      }
+      });
     },
   };
 }
@@ -106,8 +106,6 @@ export const verify: Scenario = {
     // More certificates than the verifier's parse cache holds (512), so none is seen twice.
     const calls = ctx.smoke ? 40 : 600;
     const warmupCalls = 8;
-    const weave = await startWeaveEcho(env, true, authorizeMemberOf(TD));
-    const bare = await startBareEcho(bareTls(await env.identity('bare')), { close: true });
     const body = sendMessageBody('hello');
     const common = {
       kind: 'new-certs' as const,
@@ -117,7 +115,11 @@ export const verify: Scenario = {
       calls,
       warmupCalls,
     };
-    try {
+    const start = {
+      weave: () => startWeaveEcho(env, true, authorizeMemberOf(TD)),
+      bare: async () => startBareEcho(bareTls(await env.identity('bare')), { close: true }),
+    };
+    return withServers(start, async ({ weave, bare }) => {
       const load = async (url: string, expectPeer: string) =>
         runLoad({
           ...common,
@@ -151,9 +153,6 @@ export const verify: Scenario = {
         },
       ];
       return { rows, checks };
-    } finally {
-      await weave.close();
-      await bare.close();
-    }
+    });
   },
 };
