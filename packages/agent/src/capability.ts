@@ -30,6 +30,16 @@ export interface CapabilityContext {
    */
   publishArtifact(chunk: ReplyArtifact, options?: { append?: boolean; lastChunk?: boolean }): string;
   /**
+   * Flow control for a capability that streams many chunks or progress
+   * messages: resolves at once while every caller streaming this task keeps up,
+   * otherwise once the ones behind have caught up. Awaiting it after each
+   * chunk (or each burst) gets every event to a slow reader instead of the
+   * reader being cut at the server's stream buffer. Never rejects; it does not
+   * wait after a cancel or for a reader that left. Resolves at once when there
+   * is nobody to stream to.
+   */
+  drained(): Promise<void>;
+  /**
    * Calls another agent on behalf of this call: like `agent.callAgent`, and
    * the nested call continues this call's trace, never gets more time than
    * this call has left, and is abandoned when this call is canceled or the

@@ -72,6 +72,7 @@ export class OfflineTestAgent extends AgentCore {
       progress: () => undefined,
       // No caller to stream to: the chunk's id is all there is to give back.
       publishArtifact: (chunk) => chunk.artifactId ?? randomUUID(),
+      drained: () => Promise.resolve(),
       callAgent: async (target, capability, input, callOptions = {}) => {
         if (!stub) {
           throw new AgentError(

@@ -362,6 +362,7 @@ class HandlerContext implements CapabilityContext {
   // Bound on first use, so a handler may destructure them (`{ progress }`).
   #progress: CapabilityContext['progress'] | undefined;
   #callAgent: CapabilityContext['callAgent'] | undefined;
+  #drained: CapabilityContext['drained'] | undefined;
 
   get progress(): CapabilityContext['progress'] {
     return (this.#progress ??= (text: string) => {
@@ -382,6 +383,10 @@ class HandlerContext implements CapabilityContext {
       }
       return a.artifactId;
     });
+  }
+
+  get drained(): CapabilityContext['drained'] {
+    return (this.#drained ??= () => this.tctx.drained());
   }
 
   get callAgent(): CapabilityContext['callAgent'] {

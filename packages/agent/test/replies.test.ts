@@ -13,7 +13,10 @@ import { SecureChannel } from '@weave/transport';
 import { SecureAgent, reply, type FileResult } from '../src/index.js';
 import { ID, startWorld, testLogger, type World } from './helpers.js';
 
-const CAPS = ['text', 'bytes', 'link', 'several', 'chunks', 'plain'];
+const CAPS = ['text', 'bytes', 'link', 'several', 'chunks', 'plain', 'flood'];
+/** Chunks the flood capability streams, awaiting ctx.drained() after each. */
+const FLOOD = 40_000;
+let floodPublished = 0;
 const PNG = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 1, 2, 255]);
 
 let world: World;
@@ -60,7 +63,22 @@ beforeAll(async () => {
       ctx.publishArtifact({ artifactId: id, parts: ['a time'] }, { append: true, lastChunk: true });
       return undefined;
     })
-    .capability('plain', { input: text, output: z.object({ n: z.number() }) }, () => ({ n: 7 }));
+    .capability('plain', { input: text, output: z.object({ n: z.number() }) }, () => ({ n: 7 }))
+    .capability('flood', { input: text }, async (_q, ctx) => {
+      floodPublished = 0;
+      const id = ctx.publishArtifact({ name: 'flood', parts: ['0'] });
+      floodPublished++;
+      await ctx.drained();
+      for (let i = 1; i < FLOOD; i++) {
+        ctx.publishArtifact(
+          { artifactId: id, parts: [String(i)] },
+          { append: true, lastChunk: i === FLOOD - 1 },
+        );
+        floodPublished++;
+        await ctx.drained();
+      }
+      return undefined;
+    });
   await callee.start();
   caller = new SecureAgent({
     config: {
@@ -123,6 +141,31 @@ describe('capability replies and what callAgent reads back', () => {
       await channel.close();
     }
   });
+
+  it('a capability that awaits ctx.drained() is held while its reader lags, and every chunk arrives in order', async () => {
+    const channel = new SecureChannel(await world.provider('orchestrator'), SpiffeId.parse(ID.search), {
+      circuitBreaker: false,
+    });
+    try {
+      const client = new A2AClient({ dispatcher: channel });
+      const chunks: string[] = [];
+      let heldAt = -1;
+      for await (const e of client.streamTaskUpdates(callee.url, 'flood', 'x')) {
+        if (heldAt < 0) {
+          // Read nothing for a second: the capability must wait for this reader.
+          await new Promise((r) => setTimeout(r, 1000));
+          heldAt = floodPublished;
+        }
+        if ('artifactUpdate' in e) chunks.push(e.artifactUpdate.artifact.parts[0]?.text ?? '');
+      }
+      expect(heldAt).toBeGreaterThan(0);
+      expect(heldAt).toBeLessThan(FLOOD / 2); // without drained() all of them, within the second
+      expect(chunks).toHaveLength(FLOOD);
+      for (let i = 0; i < FLOOD; i++) if (chunks[i] !== String(i)) expect(chunks[i]).toBe(String(i));
+    } finally {
+      await channel.close();
+    }
+  }, 60_000);
 
   it('a plain value is still one JSON result, checked against the output schema', async () => {
     expect(await caller.callAgent(ID.search, 'plain', 'x', { output: z.object({ n: z.number() }) })).toEqual({
