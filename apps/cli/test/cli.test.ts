@@ -15,7 +15,7 @@ import { SpiffeId, WorkloadApiClient, WorkloadApiIdentityProvider, authorizeMemb
 import { DevWorkloadApiServer } from '@weave/identity/dev';
 import { createMtlsServerOptions } from '@weave/transport';
 import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
-import { inproc, spawnWeave, waitForLine, weave } from './helpers.js';
+import { inproc, spawnWeave, stopWeave, waitForLine, weave } from './helpers.js';
 
 const TD = 'cli.weave';
 const ID = {
@@ -580,7 +580,7 @@ describe('weave dev', () => {
       child.kill('SIGTERM');
       expect(await exited).toBe(0);
     } finally {
-      child.kill('SIGKILL');
+      await stopWeave(child);
       await rm(state, { recursive: true, force: true });
     }
   });
@@ -620,7 +620,7 @@ describe('weave dev', () => {
         client.close();
       }
     } finally {
-      child.kill('SIGKILL');
+      await stopWeave(child);
       await rm(state, { recursive: true, force: true });
     }
   });

@@ -24,6 +24,21 @@ export function spawnWeave(args: readonly string[], env: Record<string, string> 
   return spawn(process.execPath, [BIN, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
+/**
+ * Stops a `weave` started with {@link spawnWeave}: SIGTERM, which the bin
+ * passes on to the program it runs, then SIGKILL if it has not exited in 10 s.
+ * A bare SIGKILL would kill only the bin and leave its child (a `weave dev`
+ * server) running after the test.
+ */
+export async function stopWeave(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(timer);
+}
+
 export function weave(args: readonly string[], env: Record<string, string> = {}): Promise<RunResult> {
   const child = spawnWeave(args, env);
   let stdout = '';
