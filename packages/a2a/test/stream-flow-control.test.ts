@@ -64,7 +64,7 @@ beforeAll(async () => {
         p.returned = true;
       });
     },
-    { maxStreamBufferBytes: BUFFER_BYTES },
+    { limits: { maxStreamBufferBytes: BUFFER_BYTES } },
   );
   grpc = await serveGrpc(h);
 });
