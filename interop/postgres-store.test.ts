@@ -45,7 +45,7 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
   taskStoreContract('PostgresTaskStore', {
     // Each "open" is a store with its own pool on the same database: what a
     // second replica, or the same agent after a restart, would have.
-    open: ({ terminalTtlMs }) => new PostgresTaskStore({ connectionString: db.url, terminalTtlMs }),
+    open: (options) => new PostgresTaskStore({ connectionString: db.url, ...options }),
     pushStore: () => new PostgresPushConfigStore({ pool, key }),
   });
 
@@ -417,7 +417,7 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
 
   /** Runs `body` with a TaskManager on a bounded store of a fresh, migrated database; closes it however `body` ends. */
   async function withBoundedStore(
-    bounds: { maxBytes: number; maxBytesPerOwner: number },
+    bounds: { maxBytes: number; maxBytesPerOwner: number; maxBytesPerTask?: number },
     body: (m: TaskManager, store: PostgresTaskStore, fresh: pg.Pool) => Promise<void>,
   ): Promise<void> {
     await withFreshDatabase(async (fresh) => {
@@ -477,6 +477,44 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
       // Nothing kept, nothing counted: owners with no task leave no row.
       expect(await usage(fresh)).toEqual({ '': 0 });
     });
+  });
+
+  it('cuts a task that finishes over maxBytesPerTask in the finishing transaction, and counts what it keeps exactly', async () => {
+    await withBoundedStore(
+      { maxBytes: 1_000_000, maxBytesPerOwner: 200_000, maxBytesPerTask: 20_000 },
+      async (m, store, fresh) => {
+        const owner = 'spiffe://t/streamer';
+        const small = await m.create({ owner, skill: 's', message: msg('hi') });
+        const long = await m.create({ owner, skill: 's', message: msg('go') });
+        m.setStatus(long.task.id, 'TASK_STATE_WORKING');
+        for (let i = 0; i < 12; i++) {
+          m.addArtifact(long.task.id, { artifactId: `a${i}`, parts: [{ text: `${i}${'w'.repeat(2_000)}` }] });
+          // Separate appends: the store's running estimate of the task's bytes is what decides.
+          await m.flush();
+        }
+        for (const r of [small, long]) m.setStatus(r.task.id, 'TASK_STATE_COMPLETED');
+        await m.flush();
+        const cut = await store.get(long.task.id);
+        expect(cut?.task.metadata?.['weave.truncated']).toBe('events,history,artifacts');
+        expect(cut?.task.artifacts).toEqual([]);
+        expect(cut?.task.status.state).toBe('TASK_STATE_COMPLETED');
+        expect((await store.get(small.task.id))?.task.metadata?.['weave.truncated']).toBeUndefined();
+        // One event left of the cut task; the counts are its exact stored size, and stay in step.
+        const exact = await fresh.query<{ id: string; counted: string; bytes: string; events: string }>(
+          `SELECT id, counted::text, weave_a2a_task_bytes(id)::text AS bytes,
+             (SELECT count(*) FROM weave_a2a_events e WHERE e.task_id = t.id)::text AS events
+           FROM weave_a2a_tasks t WHERE id = $1`,
+          [long.task.id],
+        );
+        expect(exact.rows[0]?.events).toBe('1');
+        expect(Number(exact.rows[0]?.counted)).toBe(Number(exact.rows[0]?.bytes));
+        expect(Number(exact.rows[0]?.counted)).toBeLessThanOrEqual(20_000);
+        expect(await usage(fresh)).toEqual(await counted(fresh));
+        await store.delete(long.task.id);
+        await store.delete(small.task.id);
+        expect(await usage(fresh)).toEqual({ '': 0 });
+      },
+    );
   });
 
   it('bounds retained bytes store-wide: the oldest finished task of any caller makes room; when unfinished tasks hold it all, a new task is refused (scope store)', async () => {

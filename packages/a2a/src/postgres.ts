@@ -284,6 +284,14 @@ export type PostgresTaskStoreOptions = PostgresConnection & {
    * refused (scope `caller`). Default a quarter of `maxBytes`.
    */
   readonly maxBytesPerOwner?: number;
+  /**
+   * Bytes one finished task keeps. Above it, its event log goes (but the
+   * last event), then its history, then its artifacts, and
+   * `metadata['weave.truncated']` lists what went, as in the embedded store;
+   * done in the transaction of the append that finishes it. Default the
+   * owner's share, `maxBytesPerOwner`.
+   */
+  readonly maxBytesPerTask?: number;
 };
 
 /** The database's clock in epoch ms: leases compare times from one clock, whatever the replicas' clocks say. */
@@ -317,6 +325,9 @@ function byteLength(...values: unknown[]): number {
   for (const v of values) if (typeof v === 'string') n += Buffer.byteLength(v);
   return n;
 }
+
+/** Prepared-statement name of the append (one text for every call; a changed text needs a new name). */
+const APPEND_STATEMENT = 'weave_a2a_append_7';
 
 /** What an append statement answers: 1 when it wrote, and whether the fence held. */
 interface AppendRow {
@@ -511,9 +522,11 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     this.#deadReplicaTtl = options.deadReplicaTtlMs ?? 3_600_000;
     this.#maxBytes = options.maxBytes ?? 1024 * 1024 * 1024;
     this.#maxOwnerBytes = options.maxBytesPerOwner ?? Math.floor(this.#maxBytes / 4);
+    this.#maxTaskBytes = options.maxBytesPerTask ?? this.#maxOwnerBytes;
     for (const [k, v] of Object.entries({
       maxBytes: this.#maxBytes,
       maxBytesPerOwner: this.#maxOwnerBytes,
+      maxBytesPerTask: this.#maxTaskBytes,
     })) {
       if (!Number.isSafeInteger(v) || v <= 0)
         throw new TypeError(`PostgresTaskStore: ${k} must be a positive integer`);
@@ -522,6 +535,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
 
   readonly #maxBytes: number;
   readonly #maxOwnerBytes: number;
+  readonly #maxTaskBytes: number;
 
   readonly #deadReplicaTtl: number;
 
@@ -592,7 +606,11 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     const gen = row?.gen;
     if (gen !== null && gen !== undefined && !isTerminal(t.status.state))
       this.#running.set(t.id, Number(gen));
-    this.#remember(t, d.next);
+    // A task created finished (rare) is cut to its bound at once; the create is committed already.
+    if (isTerminal(t.status.state) && bytes > this.#maxTaskBytes) {
+      await this.#db.query('SELECT weave_a2a_truncate($1, $2)', [t.id, this.#maxTaskBytes]);
+    }
+    this.#remember(t, d.next, byteLength(event, ...parts.values));
   }
 
   /**
@@ -657,9 +675,19 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
       terminal ? byteLength(head, eventsJson, ...parts.values) : 0,
     ];
     this.#written.delete(id);
-    const r = d
-      ? await this.#db.query<AppendRow>(text, values, 'weave_a2a_append_7')
-      : await this.#rewrite(id, text, values);
+    // What the task holds after this append, at most: what this store wrote
+    // of it (replaced chunks included, so never less than what is stored)
+    // and the new rows. Only a finishing append that may be over the
+    // per-task bound pays for a transaction that cuts it; the others stay
+    // one statement.
+    const added = byteLength(eventsJson, ...parts.values);
+    const atMost = d && written ? written.bytes + added + byteLength(head) : Infinity;
+    const cut = terminal && atMost > this.#maxTaskBytes ? this.#maxTaskBytes : undefined;
+    const r = !d
+      ? await this.#rewrite(id, text, values, cut)
+      : cut === undefined
+        ? await this.#db.query<AppendRow>(text, values, APPEND_STATEMENT)
+        : await this.#appendAndCut(id, text, values, cut);
     if (Number(r.rows[0]?.n ?? 0) !== 1) {
       // The task stays in #running under its old generation: every later write of it from here is refused too.
       if (r.rows[0]?.lease === false) throw new TaskLeaseLostError(id);
@@ -669,7 +697,8 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
       );
     }
     if (isTerminal(task.status.state)) this.#running.delete(id);
-    this.#remember(task, delta.next);
+    // After a rewrite the events another replica wrote are not in the estimate: it is unknown.
+    this.#remember(task, delta.next, d && written ? written.bytes + added : Infinity);
   }
 
   /** Tasks this replica runs, by the generation of the lease it runs them under (see {@link heartbeat}). */
@@ -677,21 +706,52 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
   /** This replica's lease generation as last renewed. */
   #generation: number | undefined;
 
-  /** What this store wrote of each task it writes (see {@link partsDelta}); a finished task is forgotten. */
-  readonly #written = new Map<string, Written>();
+  /**
+   * What this store wrote of each task it writes (see {@link partsDelta}),
+   * with the bytes of the event and part rows it wrote (an upper bound on
+   * what the task holds besides its row); a finished task is forgotten.
+   */
+  readonly #written = new Map<string, Written & { readonly bytes: number }>();
 
-  #remember(task: Task, next: Written): void {
+  #remember(task: Task, next: Written, bytes: number): void {
     if (isTerminal(task.status.state)) this.#written.delete(task.id);
-    else this.#written.set(task.id, next);
+    else this.#written.set(task.id, { ...next, bytes });
   }
 
-  /** Runs `text` (an append writing every row of the task) after removing the task's history and artifacts, in one transaction. */
-  async #rewrite(id: string, text: string, values: unknown[]): Promise<pg.QueryResult<AppendRow>> {
+  /**
+   * Runs `text` (an append writing every row of the task) after removing the
+   * task's history and artifacts, in one transaction; a task it finishes is
+   * cut to `cut` bytes in the same transaction.
+   */
+  async #rewrite(
+    id: string,
+    text: string,
+    values: unknown[],
+    cut: number | undefined,
+  ): Promise<pg.QueryResult<AppendRow>> {
     const r = await this.#transaction(async (client) => {
       await client.query('DELETE FROM weave_a2a_task_history WHERE task_id = $1', [id]);
       await client.query('DELETE FROM weave_a2a_task_artifacts WHERE task_id = $1', [id]);
       const r = await client.query<AppendRow>(text, values);
-      return Number(r.rows[0]?.n ?? 0) === 1 ? r : { rollback: r };
+      if (Number(r.rows[0]?.n ?? 0) !== 1) return { rollback: r };
+      if (cut !== undefined) await client.query('SELECT weave_a2a_truncate($1, $2)', [id, cut]);
+      return r;
+    });
+    return 'rollback' in r ? r.rollback : r;
+  }
+
+  /** Runs the append `text` and cuts the task it finishes to `cut` bytes, in one transaction. */
+  async #appendAndCut(
+    id: string,
+    text: string,
+    values: unknown[],
+    cut: number,
+  ): Promise<pg.QueryResult<AppendRow>> {
+    const r = await this.#transaction(async (client) => {
+      const r = await client.query<AppendRow>({ name: APPEND_STATEMENT, text, values });
+      if (Number(r.rows[0]?.n ?? 0) !== 1) return { rollback: r };
+      await client.query('SELECT weave_a2a_truncate($1, $2)', [id, cut]);
+      return r;
     });
     return 'rollback' in r ? r.rollback : r;
   }
@@ -734,18 +794,23 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
 
   async events(id: string, afterSeq: number, limit: number): Promise<readonly StoredEvent[] | undefined> {
     // One query answers both "which events" and "is there such a task".
-    const r = await this.#db.query<{ seq: number | null; event: unknown }>(
-      `SELECT e.seq, e.event FROM weave_a2a_tasks t
+    const r = await this.#db.query<{ last: number; seq: number | null; event: unknown }>(
+      `SELECT t.seq AS last, e.seq, e.event FROM weave_a2a_tasks t
          LEFT JOIN LATERAL (
            SELECT seq, event FROM weave_a2a_events
            WHERE task_id = t.id AND seq > $2 ORDER BY seq LIMIT $3) e ON true
        WHERE t.id = $1 AND NOT (t.terminal AND t.updated_at < $4)
        ORDER BY e.seq`,
-      [id, afterSeq, Math.max(0, limit), Date.now() - this.#ttl],
+      // At least one row, so a log cut short (maxBytesPerTask) shows even when none are asked for.
+      [id, afterSeq, Math.max(1, limit), Date.now() - this.#ttl],
     );
-    if (r.rows.length === 0) return undefined;
+    const head = r.rows[0];
+    if (head === undefined) return undefined;
+    // Kept events are consecutive and end at the task's seq: a first one
+    // past afterSeq + 1 (or none before the end) means those were cut.
+    if (afterSeq < head.last && head.seq !== afterSeq + 1) return undefined;
     const out: StoredEvent[] = [];
-    for (const row of r.rows) {
+    for (const row of r.rows.slice(0, Math.max(0, limit))) {
       if (row.seq === null) continue;
       out.push({ seq: row.seq, event: v1.StreamResponseSchema.parse(row.event) });
     }

@@ -17,18 +17,20 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { TaskManager } from './manager.js';
 import type { PushConfigStore, StoredEvent, TaskRecord, TaskStore } from './store.js';
-import { TaskStoreConflictError, isPushConfigStore } from './store.js';
+import { TRUNCATED_METADATA_KEY, TaskStoreConflictError, isPushConfigStore } from './store.js';
 import type { Message, StreamResponse, Task, TaskState } from './wire/v1.js';
 import { isTerminal } from './wire/v1.js';
 
 /** How the suite gets a store. */
 export interface TaskStoreContractOptions {
   /**
-   * Opens a store; `terminalTtlMs` is how long finished tasks stay readable.
-   * Stores opened with the same options must share their data (the suite
-   * reopens one to check what a second replica or a restart would see).
+   * Opens a store; `terminalTtlMs` is how long finished tasks stay readable,
+   * `maxBytesPerTask` (when set) the bytes one finished task keeps (see
+   * the embedded store's `maxBytesPerTask`). Stores opened with
+   * the same options must share their data (the suite reopens one to check
+   * what a second replica or a restart would see).
    */
-  readonly open: (options: { terminalTtlMs: number }) => TaskStore | Promise<TaskStore>;
+  readonly open: (options: StoreOpenOptions) => TaskStore | Promise<TaskStore>;
   /**
    * The push-config store that goes with `store`, when it is a separate
    * object. Default: the task store itself when it is a
@@ -37,6 +39,12 @@ export interface TaskStoreContractOptions {
   readonly pushStore?: (store: TaskStore) => PushConfigStore | Promise<PushConfigStore>;
   /** Runs once after the suite, e.g. to stop a database. */
   readonly teardown?: () => Promise<void>;
+}
+
+/** What {@link TaskStoreContractOptions.open} is asked for. */
+export interface StoreOpenOptions {
+  readonly terminalTtlMs: number;
+  readonly maxBytesPerTask?: number;
 }
 
 const HOUR = 3_600_000;
@@ -81,6 +89,17 @@ function statusEvent(task: Task, seq: number, state: TaskState): StoredEvent {
   return { seq, event: { statusUpdate: { taskId: task.id, contextId: task.contextId, status } } };
 }
 
+/** A status event whose status carries an agent message of `text`. */
+function saidEvent(task: Task, seq: number, state: TaskState, text: string): StoredEvent {
+  const status = {
+    state,
+    message: { messageId: randomUUID(), role: 'ROLE_AGENT' as const, parts: [{ text }] },
+    timestamp: new Date().toISOString(),
+  };
+  task.status = status;
+  return { seq, event: { statusUpdate: { taskId: task.id, contextId: task.contextId, status } } };
+}
+
 function artifactEvent(task: Task, seq: number, text: string): StoredEvent {
   const artifact = { artifactId: `a${seq}`, parts: [{ text }] };
   (task.artifacts ??= []).push(artifact);
@@ -97,8 +116,11 @@ function artifactEvent(task: Task, seq: number, text: string): StoredEvent {
 export function taskStoreContract(name: string, options: TaskStoreContractOptions): void {
   describe(`TaskStore contract: ${name}`, () => {
     const opened: TaskStore[] = [];
-    const open = async (terminalTtlMs = HOUR): Promise<TaskStore> => {
-      const s = await options.open({ terminalTtlMs });
+    const open = async (terminalTtlMs = HOUR, maxBytesPerTask?: number): Promise<TaskStore> => {
+      const s = await options.open({
+        terminalTtlMs,
+        ...(maxBytesPerTask === undefined ? {} : { maxBytesPerTask }),
+      });
       opened.push(s);
       return s;
     };
@@ -270,6 +292,74 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
       expect(await store.get(t.id)).toBeUndefined();
       expect(await store.events(t.id, 0, 10)).toBeUndefined();
       expect((await store.get(running.record.task.id))?.task.id).toBe(running.record.task.id);
+    });
+
+    it('cuts a finished task above maxBytesPerTask: events but the last, then history, then artifacts, and says so', async () => {
+      // 20 000 bytes a task; each big text is 3 000, so ten of them are over
+      // the bound whatever the store's byte estimate, and one is well within.
+      const bound = 20_000;
+      const store = await open(HOUR, bound);
+      const big = (i: number) => `${i}:${'x'.repeat(3_000)}`;
+      /** Creates a task, lets `grow` write events 2.., finishes it with one more event; returns its id, log and last seq. */
+      const run = async (grow: (task: Task, seq: number) => StoredEvent[]) => {
+        const { record, first } = newTask();
+        await store.create(record, first);
+        const task = structuredClone(record.task);
+        const log = [first, ...grow(task, 2)];
+        await store.append(task.id, task, log.slice(1), Date.now());
+        const done = statusEvent(task, log.length + 1, 'TASK_STATE_COMPLETED');
+        await store.append(task.id, task, [done], Date.now());
+        log.push(done);
+        return { id: task.id, log, record };
+      };
+
+      // Within the bound: kept whole, nothing said.
+      const small = await run((t, seq) => [artifactEvent(t, seq, 'small')]);
+      const kept = await store.get(small.id);
+      expect(kept?.task.metadata).toEqual({ n: 1, nested: { ok: true } });
+      expect(kept?.task.artifacts?.map((a) => a.parts[0]?.text)).toEqual(['small']);
+      expect(await store.events(small.id, 0, 10)).toEqual(small.log);
+
+      // Large events only: the log goes but its last event; history and artifacts stay.
+      const chatty = await run((t, seq) =>
+        Array.from({ length: 10 }, (_, i) => saidEvent(t, seq + i, 'TASK_STATE_WORKING', big(i))),
+      );
+      const c = await store.get(chatty.id);
+      expect(c?.task.metadata).toEqual({ n: 1, nested: { ok: true }, [TRUNCATED_METADATA_KEY]: 'events' });
+      expect(c?.task.status.state).toBe('TASK_STATE_COMPLETED');
+      expect(c?.task.history).toEqual(chatty.record.task.history);
+      expect(c?.seq).toBe(12);
+      // Events that were cut cannot be read (a resuming subscriber is told, not given a gap).
+      expect(await store.events(chatty.id, 0, 100)).toBeUndefined();
+      expect(await store.events(chatty.id, 10, 100)).toBeUndefined();
+      expect(await store.events(chatty.id, 11, 100)).toEqual(chatty.log.slice(11));
+      expect(await store.events(chatty.id, 12, 100)).toEqual([]);
+
+      // A long history: then the history goes too, the small artifact stays.
+      const talky = await run((t, seq) => {
+        for (let i = 0; i < 8; i++) (t.history ??= []).push({ ...userMessage(big(i)), taskId: t.id });
+        return [statusEvent(t, seq, 'TASK_STATE_WORKING'), artifactEvent(t, seq + 1, 'small')];
+      });
+      const h = await store.get(talky.id);
+      expect(h?.task.metadata?.[TRUNCATED_METADATA_KEY]).toBe('events,history');
+      expect(h?.task.history).toEqual([]);
+      expect(h?.task.artifacts?.map((a) => a.parts[0]?.text)).toEqual(['small']);
+      expect(await store.events(talky.id, 3, 10)).toEqual(talky.log.slice(3));
+
+      // Large artifacts: events, history and artifacts all go; the final status stays.
+      const bulky = await run((t, seq) =>
+        Array.from({ length: 10 }, (_, i) => artifactEvent(t, seq + i, big(i))),
+      );
+      const b = await store.get(bulky.id);
+      expect(b?.task.metadata?.[TRUNCATED_METADATA_KEY]).toBe('events,history,artifacts');
+      expect(b?.task.history).toEqual([]);
+      expect(b?.task.artifacts).toEqual([]);
+      expect(b?.task.status.state).toBe('TASK_STATE_COMPLETED');
+      expect(await store.events(bulky.id, 11, 10)).toEqual(bulky.log.slice(11));
+
+      // What another replica (or a restart) reads is the cut task too.
+      const again = await open(HOUR, bound);
+      expect(await again.get(bulky.id)).toEqual(b);
     });
 
     it('deletes a task with its events', async () => {

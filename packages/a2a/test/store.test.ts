@@ -41,12 +41,13 @@ function finish(store: InMemoryTaskStore, r: TaskRecord, state: TaskState = 'TAS
   store.finishNow(r.task.id);
 }
 
-const shared = new Map<number, InMemoryTaskStore>();
+const shared = new Map<string, InMemoryTaskStore>();
 taskStoreContract('InMemoryTaskStore', {
-  // One store per TTL: stores "opened" twice share their data, as the contract asks.
-  open: ({ terminalTtlMs }) => {
-    let s = shared.get(terminalTtlMs);
-    if (!s) shared.set(terminalTtlMs, (s = new InMemoryTaskStore({ terminalTtlMs })));
+  // One store per set of options: stores "opened" twice share their data, as the contract asks.
+  open: (options) => {
+    const key = JSON.stringify(options);
+    let s = shared.get(key);
+    if (!s) shared.set(key, (s = new InMemoryTaskStore(options)));
     return s;
   },
 });

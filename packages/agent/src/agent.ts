@@ -318,6 +318,7 @@ export class SecureAgent extends AgentCore {
       // The same bounds as in memory, counted in the database across replicas.
       ...(retained?.total === undefined ? {} : { maxBytes: retained.total }),
       ...(retained?.perCaller === undefined ? {} : { maxBytesPerOwner: retained.perCaller }),
+      ...(retained?.perTask === undefined ? {} : { maxBytesPerTask: retained.perTask }),
     });
     try {
       const [have, shipped] = await Promise.all([

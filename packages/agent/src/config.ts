@@ -88,8 +88,8 @@ export const AgentConfigSchema = z.strictObject({
        * Memory bound of the embedded task store, in bytes (see @weave/a2a's
        * `limits.retainedBytes`): store-wide (default 256 MiB), per caller
        * (default a quarter of it), per finished task (default the per-caller share).
-       * With `store.postgres`, `total` and `perCaller` bound the stored bytes
-       * instead (defaults 1 GiB and a quarter of it; see `PostgresTaskStore`).
+       * With `store.postgres`, the same three bound the stored bytes instead
+       * (defaults 1 GiB, a quarter of it, the per-caller share; see `PostgresTaskStore`).
        */
       retainedBytes: z
         .strictObject({
