@@ -17,6 +17,7 @@ import { artifacts, bindings, stream } from './scenarios/a2a.js';
 import { call, payload, pg } from './scenarios/call.js';
 import { fanout } from './scenarios/fanout.js';
 import { memory } from './scenarios/memory.js';
+import { opa } from './scenarios/opa.js';
 import { policy } from './scenarios/policy.js';
 import { connect, transport, verify } from './scenarios/transport.js';
 
@@ -33,6 +34,7 @@ const SCENARIOS: Scenario[] = [
   memory,
   pg,
   policy,
+  opa,
 ];
 
 const { values } = parseArgs({

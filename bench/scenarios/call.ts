@@ -16,7 +16,7 @@ import { PostgresTaskStore } from '@weave/a2a/postgres';
 import { SecureAgent } from '@weave/agent';
 import { createMtlsServerOptions } from '@weave/transport';
 import { startSdkEchoServer } from '@weave/test-support/a2a-sdk';
-import { startBenchPostgres } from '../../packages/a2a/bench/postgres.js';
+import { startBenchPostgres } from '../lib/postgres.js';
 import { ID, bareTls, sendMessageBody, silent, startBareEcho, type Env } from '../lib/env.js';
 import { find, ratioCheck, rowOf, type Check, type Ctx, type Row, type Scenario } from '../lib/harness.js';
 import { runLoad, type LoadResult } from '../lib/load.js';

@@ -10,49 +10,23 @@
  *    CI=true a missing OPA fails the run.
  */
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { SpiffeId } from '@weave/identity';
-import { parse } from 'yaml';
 import { z } from 'zod';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LocalPolicyEnforcer, OpaEnforcer, type AuthzDecision, type PolicyEnforcer } from '../src/index.js';
+import { LocalPolicyEnforcer, OpaEnforcer, type PolicyEnforcer } from '../src/index.js';
+import { golden, goldenQuestion, policiesDir } from './helpers/golden.js';
 import { startOpaStandin, type OpaStandin } from './helpers/opa-data-api-standin.js';
 import { CollectingSink } from './helpers/sinks.js';
 import { requireComponent } from '../../../interop/infra.js';
 import { startOpa, type Opa } from '../../../interop/opa.js';
 
-const policiesDir = fileURLToPath(new URL('../policies/', import.meta.url));
-const golden = z
-  .object({
-    policy: z.unknown(),
-    cases: z.array(
-      z.object({
-        name: z.string(),
-        direction: z.enum(['inbound', 'outbound']),
-        caller: z.string(),
-        callee: z.string().optional(),
-        action: z.string(),
-        allowed: z.boolean(),
-        rule: z.string().nullable(),
-      }),
-    ),
-  })
-  .parse(parse(readFileSync(`${policiesDir}golden.yaml`, 'utf8')));
 const rego = readFileSync(`${policiesDir}weave.rego`, 'utf8');
-
-function ask(e: PolicyEnforcer, c: (typeof golden.cases)[number]): Promise<AuthzDecision> {
-  const caller = SpiffeId.parse(c.caller);
-  const callee = c.callee === undefined ? undefined : SpiffeId.parse(c.callee);
-  if (c.direction === 'outbound')
-    return e.checkOutbound({ caller, callee: callee as SpiffeId, action: c.action });
-  return e.checkInbound({ caller, ...(callee ? { callee } : {}), action: c.action });
-}
 
 function runTable(name: string, get: () => PolicyEnforcer) {
   describe(name, () => {
     for (const c of golden.cases) {
       it(c.name, async () => {
-        const d = await ask(get(), c);
+        const d = await goldenQuestion(c)(get());
         expect({ allowed: d.allowed, rule: d.ruleId ?? null }).toEqual({ allowed: c.allowed, rule: c.rule });
       });
     }

@@ -1,4 +1,4 @@
-// PostgreSQL for the benchmarks: a private cluster (interop/infra.ts, or
+// PostgreSQL for the `pg` scenario: a private cluster (interop/infra.ts, or
 // WEAVE_TEST_PG_URL) with one database migrated for Weave's PostgresTaskStore
 // and one migrated by the official SDK's own `a2a-db upgrade` for its Kysely
 // DatabaseTaskStore — each on its own schema, as each ships it.
@@ -7,9 +7,10 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { Kysely, PostgresDialect } from 'kysely';
 import { DatabaseTaskStore } from '@a2a-js/sdk/server/database';
-import { migrate } from '../src/postgres.js';
-import { startPostgres } from '../../../interop/infra.js';
+import { migrate } from '@weave/a2a/postgres';
+import { startPostgres } from '../../interop/infra.js';
 
+// The SDK's own migration program, installed with @a2a-js/sdk (a dependency of the bench package).
 const a2aDb = fileURLToPath(new URL('../node_modules/.bin/a2a-db', import.meta.url));
 
 export interface BenchPostgres {
