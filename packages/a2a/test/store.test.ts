@@ -5,6 +5,7 @@ import {
   TaskManager,
   TaskStoreFullError,
   WaitTimeoutError,
+  approxJsonBytes,
   type Message,
   type StoredEvent,
   type Task,
@@ -80,6 +81,40 @@ describe('InMemoryTaskStore', () => {
     finish(store, b);
     attach(store, 'g', 'TASK_STATE_WORKING');
     expect(await store.get('b')).toBeUndefined();
+  });
+
+  it("a task that grew past its owner's share while running frees that owner's older finished tasks when it ends, no one else's", async () => {
+    const store = new InMemoryTaskStore({ maxBytes: 100_000, maxBytesPerOwner: 20_000 });
+    const big = (n: number): Message => ({
+      messageId: 'm',
+      role: 'ROLE_USER',
+      parts: [{ text: 'x'.repeat(n) }],
+    });
+    const olds = ['o1', 'o2', 'o3'].map((id) => attach(store, id, 'TASK_STATE_WORKING'));
+    for (const r of olds) {
+      r.task.history = [big(3000)];
+      finish(store, r);
+    }
+    const other = attach(store, 'other', 'TASK_STATE_WORKING', { owner: 'spiffe://t/b' });
+    other.task.history = [big(3000)];
+    finish(store, other);
+    const grower = attach(store, 'grower', 'TASK_STATE_WORKING');
+    const afterOlds = store.bytes('spiffe://t/a');
+    expect(afterOlds).toBeLessThan(20_000);
+    // Grown in place while running (as the TaskManager does): counted when it ends.
+    grower.task.history = [big(12_000)];
+    finish(store, grower);
+    // Over the share by ~2 KB: the owner's oldest finished task goes, and only it.
+    expect(store.bytes('spiffe://t/a')).toBeLessThanOrEqual(20_000);
+    expect(await store.get('o1')).toBeUndefined();
+    for (const id of ['o2', 'o3', 'grower', 'other']) expect(await store.get(id)).toBeDefined();
+    // The owner's total is the sum of what it keeps, exactly as each task is estimated.
+    let sum = 0;
+    for (const id of ['o2', 'o3', 'grower']) {
+      const r = (await store.get(id)) as TaskRecord;
+      sum += approxJsonBytes([r.task, [{ seq: 1, event: { task: r.task } }]]);
+    }
+    expect(store.bytes('spiffe://t/a')).toBe(sum);
   });
 
   it('keeps evicting in finish order over many tasks (queue compaction)', async () => {

@@ -14,6 +14,7 @@ import {
   isSettled,
   isTerminal,
   stateOfEvent,
+  withJsonNames,
   type TaskState,
 } from '../src/index.js';
 import { messageToV03, messageToV1, streamResponseToV03, taskToV03 } from '../src/wire/v03.js';
@@ -70,6 +71,36 @@ describe('v1.0 schemas (ProtoJSON)', () => {
     };
     expect(AgentCardSchema.safeParse(card).success).toBe(true);
     expect(AgentCardSchema.safeParse({ ...card, supportedInterfaces: [] }).success).toBe(false);
+  });
+});
+
+describe('withJsonNames (ProtoJSON field names)', () => {
+  it('returns the request itself when it has no proto name, and a renamed copy when it has', () => {
+    const plain = { message: { messageId: 'm', parts: [{ text: 'a' }], metadata: { a_b: 1 } } };
+    expect(withJsonNames(plain)).toBe(plain);
+    const snake = {
+      message: { message_id: 'm', parts: [{ text: 'a', media_type: 't' }] },
+      history_length: 2,
+    };
+    expect(withJsonNames(snake)).toEqual({
+      message: { messageId: 'm', parts: [{ text: 'a', mediaType: 't' }] },
+      historyLength: 2,
+    });
+    // The caller's object is left as it was.
+    expect(snake.message.parts[0]).toEqual({ text: 'a', media_type: 't' });
+  });
+
+  it('names the place of a field given under both names, however deep', () => {
+    const twice = { message: { parts: [{ text: 'a' }, { text: 'b', mediaType: 'x', media_type: 'y' }] } };
+    expect(() => withJsonNames(twice)).toThrow(
+      'message.parts[1].mediaType is given twice, as "mediaType" and "media_type"',
+    );
+    expect(() => withJsonNames({ history_length: 1, historyLength: 2 })).toThrow(
+      /: historyLength is given twice/,
+    );
+    expect(() => withJsonNames([{ task_id: 'a', taskId: 'b' }], 'params')).toThrow(
+      /: params\[0\]\.taskId is given twice/,
+    );
   });
 });
 

@@ -31,11 +31,23 @@ function jsonName(key: string): string {
  *   both of its names: which one was meant is not the server's guess.
  */
 export function withJsonNames(value: unknown, path = ''): unknown {
+  return convert(value, path, []);
+}
+
+/**
+ * {@link withJsonNames} below `root`; `at` is the way down from it (keys and
+ * array indexes), turned into a path string only for an error: building one
+ * per member visited was most of this function's cost on every request.
+ */
+function convert(value: unknown, root: string, at: Array<string | number>): unknown {
   if (Array.isArray(value)) {
     let out: unknown[] | undefined;
     for (let i = 0; i < value.length; i++) {
       const v = value[i] as unknown;
-      const n = withJsonNames(v, `${path}[${i}]`);
+      if (v === null || typeof v !== 'object') continue;
+      at.push(i);
+      const n = convert(v, root, at);
+      at.pop();
       if (n !== v) (out ??= value.slice())[i] = n;
     }
     return out ?? value;
@@ -48,11 +60,17 @@ export function withJsonNames(value: unknown, path = ''): unknown {
     const v = obj[k];
     const name = k.includes('_') ? jsonName(k) : k;
     if (name !== k && Object.prototype.hasOwnProperty.call(obj, name)) {
+      const where = pathString(root, at);
       throw A2AErrors.invalidParams(
-        `${path}${path ? '.' : ''}${name} is given twice, as ${JSON.stringify(name)} and ${JSON.stringify(k)}`,
+        `${where}${where ? '.' : ''}${name} is given twice, as ${JSON.stringify(name)} and ${JSON.stringify(k)}`,
       );
     }
-    const n = OPAQUE.has(name) ? v : withJsonNames(v, `${path}${path ? '.' : ''}${name}`);
+    let n = v;
+    if (!OPAQUE.has(name) && v !== null && typeof v === 'object') {
+      at.push(name);
+      n = convert(v, root, at);
+      at.pop();
+    }
     if (name !== k || n !== v) {
       if (!out) {
         out = {};
@@ -66,6 +84,13 @@ export function withJsonNames(value: unknown, path = ''): unknown {
     if (out) define(out, name, n);
   }
   return out ?? value;
+}
+
+/** `root` followed by the way down, as `a.b[2].c`. */
+function pathString(root: string, at: ReadonlyArray<string | number>): string {
+  let p = root;
+  for (const seg of at) p = typeof seg === 'number' ? `${p}[${seg}]` : `${p}${p ? '.' : ''}${seg}`;
+  return p;
 }
 
 /** Sets an own data property, also for a key such as `__proto__` that plain assignment would not. */
