@@ -16,7 +16,7 @@ import type { A2AGrpcServer } from '../src/index.js';
 import { serveEcho, serveGrpc, serveSlow, startHarness, type Harness } from './helpers/agents.js';
 import { fetchOver } from '@weave/test-support';
 import { grpcCredentials } from './helpers/raw-bindings.js';
-import { sdkReadToFirstArtifact, sdkSendParams, sdkText } from '@weave/test-support/a2a-sdk';
+import { sdkListParams, sdkReadToFirstArtifact, sdkSendParams, sdkText } from '@weave/test-support/a2a-sdk';
 
 let h: Harness;
 let grpc: A2AGrpcServer;
@@ -69,16 +69,7 @@ describe.each(['HTTP+JSON', 'GRPC'] as const)('official SDK client over %s → W
     const got = await client.getTask({ tenant: '', id: task.id, historyLength: undefined });
     expect(got.id).toBe(task.id);
     expect(got.history.length).toBeGreaterThan(0);
-    const list = await client.listTasks({
-      tenant: '',
-      contextId: task.contextId,
-      status: TaskState.TASK_STATE_UNSPECIFIED,
-      pageSize: 10,
-      pageToken: '',
-      historyLength: undefined,
-      statusTimestampAfter: undefined,
-      includeArtifacts: true,
-    });
+    const list = await client.listTasks(sdkListParams(task.contextId));
     expect(list.tasks.map((t) => t.id)).toEqual([task.id]);
     await expect(client.getTask({ tenant: '', id: 'nope', historyLength: undefined })).rejects.toMatchObject({
       name: 'TaskNotFoundError',

@@ -29,7 +29,7 @@ import {
 } from '../src/index.js';
 import { causeCodes, serveEcho, serveSlow, startHarness, type Harness } from './helpers/agents.js';
 import { channel, fetchOver } from '@weave/test-support';
-import { sdkReadToFirstArtifact, sdkSendParams, sdkText } from '@weave/test-support/a2a-sdk';
+import { sdkListParams, sdkReadToFirstArtifact, sdkSendParams, sdkText } from '@weave/test-support/a2a-sdk';
 import type { SecureChannel } from '@weave/transport';
 
 /** The official 1.x client's factory: JSON-RPC over `ch`, a channel to the harness's server. */
@@ -94,16 +94,7 @@ describe('official SDK client → Weave server (mTLS)', () => {
     expect(got.id).toBe(task.id);
     expect(got.history.length).toBeGreaterThan(0);
 
-    const list = await client.listTasks({
-      tenant: '',
-      contextId: '',
-      status: TaskState.TASK_STATE_UNSPECIFIED,
-      pageSize: 10,
-      pageToken: '',
-      historyLength: undefined,
-      statusTimestampAfter: undefined,
-      includeArtifacts: true,
-    });
+    const list = await client.listTasks(sdkListParams());
     expect(list.tasks.map((t) => t.id)).toContain(task.id);
     expect(list.nextPageToken).toBe('');
   });

@@ -54,12 +54,14 @@ beforeAll(async () => {
       a2a.registerTaskHandler('steps', stepper.handler);
     },
     { heartbeatMs: 25 },
-    (app) => {
-      // Lets a test cut a stream's connection from the server side, like a network drop.
-      app.addHook('onRequest', (req, _reply, done) => {
-        if (req.headers['x-test-drop'] !== undefined) dropSockets.push(req.raw.socket);
-        done();
-      });
+    {
+      beforeListen: (app) => {
+        // Lets a test cut a stream's connection from the server side, like a network drop.
+        app.addHook('onRequest', (req, _reply, done) => {
+          if (req.headers['x-test-drop'] !== undefined) dropSockets.push(req.raw.socket);
+          done();
+        });
+      },
     },
   );
   client = new A2AClient({ dispatcher: h.agent });

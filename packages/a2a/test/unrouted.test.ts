@@ -4,12 +4,8 @@
 // each must get the binding's own error body with a status below 500 and run
 // no handler: HTTP+JSON a §11.6 `google.rpc.Status`, JSON-RPC an envelope.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LocalPolicyEnforcer } from '@weave/authz';
 import type { Dispatcher } from 'undici';
-import { A2AServer } from '../src/index.js';
-import type { SecureChannel } from '@weave/transport';
-import type { MtlsFastifyInstance } from '@weave/transport/server';
-import { baseUrl, channel, createPki, mtlsServer, type Pki } from '@weave/test-support';
+import { startHarness, type Harness } from './helpers/agents.js';
 
 interface Answer {
   status: number;
@@ -20,75 +16,44 @@ interface Answer {
 /** Past fastify's default bodyLimit, which bounds what is read of a request no route takes. */
 const OVER_SERVER_LIMIT = 1024 * 1024 + 1;
 
-let pki: Pki;
-let agent: SecureChannel;
-const servers: Array<{ app: MtlsFastifyInstance; a2a: A2AServer }> = [];
-let both: string;
-let rpcOnly: string;
+let both: Harness;
+let rpcOnly: Harness;
 const ran: string[] = [];
 
 /** An A2A server with one skill, mounted under `prefix` on its own mTLS server. */
-async function start(
-  options: Partial<ConstructorParameters<typeof A2AServer>[0]>,
-  prefix?: string,
-): Promise<string> {
-  const server = await pki.workload('/agent/server');
-  const a2a = new A2AServer({
-    card: { name: 'unrouted', description: 'framework answers', version: '1.0.0' },
-    selfId: server.id,
-    enforcer: LocalPolicyEnforcer.fromObject(
-      {
-        version: 1,
-        id: 'unrouted',
-        default: 'deny',
-        rules: [
-          { id: 'all', effect: 'allow', callers: ['spiffe://test.weave/agent/client'], actions: ['*'] },
-        ],
-      },
-      { audit: { record: () => undefined } },
-    ),
-    heartbeatMs: 0,
-    limits: { maxBodyBytes: 4096 },
-    ...options,
-  });
-  a2a.registerTaskHandler('echo', (ctx) => {
-    ran.push(ctx.taskId);
-    return 'echo';
-  });
-  const app = mtlsServer(server);
-  await app.register(a2a.plugin, prefix === undefined ? {} : { prefix });
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  servers.push({ app, a2a });
-  if (agent === undefined) agent = channel(await pki.workload('/agent/client'), server.id);
-  return baseUrl(app);
+function start(options: Parameters<typeof startHarness>[1], prefix?: string): Promise<Harness> {
+  return startHarness(
+    (a2a) =>
+      a2a.registerTaskHandler('echo', (ctx) => {
+        ran.push(ctx.taskId);
+        return 'echo';
+      }),
+    { limits: { maxBodyBytes: 4096 }, ...options },
+    prefix === undefined ? {} : { prefix },
+  );
 }
 
 beforeAll(async () => {
-  pki = await createPki();
   // Both HTTP bindings at `/` (the default), and JSON-RPC alone at /a2a/rpc.
   both = await start({});
   rpcOnly = await start({ bindings: ['JSONRPC'], rpcPath: '/rpc' }, '/a2a');
 });
 
 afterAll(async () => {
-  await agent.close();
-  for (const s of servers) {
-    await s.a2a.close();
-    await s.app.close();
-  }
-  await pki.close();
+  await both?.close();
+  await rpcOnly?.close();
 });
 
 /** Sends `path` exactly as written (no URL parsing on the way). */
 async function send(
-  origin: string,
+  to: Harness,
   method: string,
   path: string,
   body?: string,
   contentType = 'application/json',
 ): Promise<Answer> {
-  const res = await agent.request({
-    origin,
+  const res = await to.agent.request({
+    origin: to.url,
     method: method as Dispatcher.HttpMethod,
     path,
     headers: body === undefined ? {} : { 'content-type': contentType },

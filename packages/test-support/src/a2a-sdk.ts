@@ -12,6 +12,7 @@ import {
   Role,
   TaskState,
   type AgentCard as SdkAgentCard,
+  type ListTasksRequest,
   type Message as SdkMessage,
   type SendMessageRequest,
 } from '@a2a-js/sdk';
@@ -48,6 +49,20 @@ export function sdkText(text: string, extra: Partial<SdkMessage> = {}): SdkMessa
 /** The SDK client's SendMessage request for `message`. */
 export function sdkSendParams(message: SdkMessage): SendMessageRequest {
   return { tenant: '', message, configuration: undefined, metadata: undefined };
+}
+
+/** The SDK client's ListTasks request: every state, up to 10 tasks with their artifacts, of one context or all. */
+export function sdkListParams(contextId = ''): ListTasksRequest {
+  return {
+    tenant: '',
+    contextId,
+    status: TaskState.TASK_STATE_UNSPECIFIED,
+    pageSize: 10,
+    pageToken: '',
+    historyLength: undefined,
+    statusTimestampAfter: undefined,
+    includeArtifacts: true,
+  };
 }
 
 /** Which event a stream response of the SDK client is (`task`, `statusUpdate`, ...). */

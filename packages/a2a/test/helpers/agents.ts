@@ -31,6 +31,14 @@ export interface Harness {
   close(): Promise<void>;
 }
 
+/** How the harness mounts its A2A server on the mTLS server. */
+export interface HarnessMount {
+  /** Runs on the fastify instance before the plugin is registered (hooks, extra routes). */
+  beforeListen?: (app: MtlsFastifyInstance) => void;
+  /** Registers the A2A plugin under this prefix instead of at `/`. */
+  prefix?: string;
+}
+
 /**
  * A Weave A2A server on @weave/transport's mTLS server with a
  * LocalPolicyEnforcer that lets /agent/client call every skill and
@@ -39,7 +47,7 @@ export interface Harness {
 export async function startHarness(
   setup: (a2a: A2AServer) => void,
   extra: Partial<A2AServerOptions> = {},
-  beforeListen?: (app: MtlsFastifyInstance) => void,
+  mount: HarnessMount = {},
 ): Promise<Harness> {
   const pki = await createPki();
   const server = await pki.workload('/agent/server');
@@ -64,8 +72,8 @@ export async function startHarness(
   });
   setup(a2a);
   const app = mtlsServer(server);
-  beforeListen?.(app);
-  await app.register(a2a.plugin);
+  mount.beforeListen?.(app);
+  await app.register(a2a.plugin, mount.prefix === undefined ? {} : { prefix: mount.prefix });
   await app.listen({ port: 0, host: '127.0.0.1' });
   const agent = channel(client, server.id);
   const strangerAgent = channel(stranger, server.id);
