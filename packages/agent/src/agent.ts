@@ -25,7 +25,6 @@ import {
   extendedCard,
   skillSchemaExtension,
   type CapabilityRouting,
-  type NestedCall,
   type SkillSchemas,
 } from './inbound.js';
 import {
@@ -35,6 +34,7 @@ import {
   type CallResult,
   type ChannelFactory,
 } from './outbound.js';
+import type { CallScope } from './scope.js';
 import { enforcerFromConfig, identityFromConfig, identityTimeoutMs } from './wiring.js';
 
 /** `@weave/a2a/postgres`, loaded only when `store.postgres` is configured. */
@@ -181,7 +181,7 @@ export class SecureAgent extends AgentCore {
       metrics: this.metrics,
       logger: this.logger,
       ...(options.routing ? { routing: options.routing } : {}),
-      nested: this.#nested,
+      nested: this.#call,
     });
   }
 
@@ -653,22 +653,22 @@ export class SecureAgent extends AgentCore {
     input: unknown,
     options: CallAgentOptions<O> = {},
   ): Promise<CallResult<O>> {
-    const run = this.#run;
-    if (!run || this.#state === 'stopped') {
-      return Promise.reject(
-        new CallError('AGENT_NOT_STARTED', 'callAgent needs a started agent', {
-          target: String(target),
-          capability,
-        }),
-      );
-    }
-    return run.outbound.call(run.identity.id, target, capability, input, options) as Promise<CallResult<O>>;
+    return this.#call(target, capability, input, options) as Promise<CallResult<O>>;
   }
 
   // ---- serving -----------------------------------------------------------------
 
-  /** What a handler's ctx.callAgent runs: a call on behalf of the call being served. */
-  readonly #nested: NestedCall = (target, capability, input, options, scope) => {
+  /**
+   * Every outbound call of this agent: `callAgent`, and a handler's
+   * ctx.callAgent, which passes the call being served as `scope`.
+   */
+  readonly #call = (
+    target: SpiffeId | string,
+    capability: string,
+    input: unknown,
+    options: CallAgentOptions<z.ZodType | undefined>,
+    scope?: CallScope,
+  ): Promise<unknown> => {
     const run = this.#run;
     if (!run || this.#state === 'stopped') {
       return Promise.reject(
