@@ -6,12 +6,16 @@
 // extensions, validity, CA flag and path length, and the built chains are
 // then filtered by name constraints. Signatures and issuer matching are
 // OpenSSL's (node:crypto X509Certificate.checkIssued + verify); extensions are
-// decoded by @peculiar/x509 and @peculiar/asn1-x509. Not exported from the package.
+// decoded by @peculiar/x509 and @peculiar/asn1-x509, except the peer's leaf,
+// which is read without @peculiar/x509's object model (x509-leaf.ts) unless a
+// CA's name constraints need its SAN names. Not exported from the package.
+import type { KeyObject } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { NameConstraints, type GeneralName } from '@peculiar/asn1-x509';
 import { X509SvidError } from './x509-svid-error.js';
-import { isCa, keyUsage, toNodeCert, x509 } from './x509-util.js';
+import { fullCert, nodeCertOf, type LeafExtension, type VerifiedCert } from './x509-leaf.js';
+import { isCa, keyUsage, x509 } from './x509-util.js';
 
 const KU = x509.KeyUsageFlags;
 
@@ -53,7 +57,10 @@ interface Constraints {
   unsupported: boolean;
 }
 
-const constraintsCache = new WeakMap<x509.X509Certificate, Constraints | null>();
+const constraintsCache = new WeakMap<VerifiedCert, Constraints | null>();
+
+/** Both kinds of certificate list their extensions alike (type, criticality, DER value). */
+const extensionsOf = (cert: VerifiedCert): readonly LeafExtension[] => cert.extensions;
 
 function subtreesOf(list: { base: GeneralName }[] | undefined, out: Subtree[]): boolean {
   let unsupported = false;
@@ -69,10 +76,10 @@ function subtreesOf(list: { base: GeneralName }[] | undefined, out: Subtree[]): 
 }
 
 /** The certificate's name constraints, or null when it has none. @throws {X509SvidError} when undecodable. */
-function nameConstraints(cert: x509.X509Certificate): Constraints | null {
+function nameConstraints(cert: VerifiedCert): Constraints | null {
   const cached = constraintsCache.get(cert);
   if (cached !== undefined) return cached;
-  const ext = cert.extensions.find((e) => e.type === OID_NAME_CONSTRAINTS);
+  const ext = extensionsOf(cert).find((e) => e.type === OID_NAME_CONSTRAINTS);
   let result: Constraints | null = null;
   if (ext) {
     let nc: NameConstraints;
@@ -98,8 +105,8 @@ function nameConstraints(cert: x509.X509Certificate): Constraints | null {
 }
 
 /** The OID of the first critical extension not understood here, if any. */
-function unknownCritical(cert: x509.X509Certificate): string | undefined {
-  for (const ext of cert.extensions) {
+function unknownCritical(cert: VerifiedCert): string | undefined {
+  for (const ext of extensionsOf(cert)) {
     if (!ext.critical) continue;
     if (!UNDERSTOOD.has(ext.type)) return ext.type;
     if (ext.type === OID_NAME_CONSTRAINTS && nameConstraints(cert)?.unsupported) return ext.type;
@@ -107,7 +114,7 @@ function unknownCritical(cert: x509.X509Certificate): string | undefined {
   return undefined;
 }
 
-function checkTime(cert: x509.X509Certificate, now: Date, what: string): void {
+function checkTime(cert: VerifiedCert, now: Date, what: string): void {
   if (now.getTime() < cert.notBefore.getTime())
     throw new X509SvidError(
       'SVID_NOT_YET_VALID',
@@ -121,7 +128,7 @@ function checkTime(cert: x509.X509Certificate, now: Date, what: string): void {
  * What every certificate of a path must satisfy on its own: no critical
  * extension left unprocessed, then the validity period (crypto/x509 order).
  */
-function checkCertificate(cert: x509.X509Certificate, now: Date, what: string): void {
+function checkCertificate(cert: VerifiedCert, now: Date, what: string): void {
   const oid = unknownCritical(cert);
   if (oid)
     throw new X509SvidError(
@@ -136,18 +143,24 @@ function checkCertificate(cert: x509.X509Certificate, now: Date, what: string): 
 // present the same chain on every new connection, and the parse cache hands
 // back the same objects for the same DER, so the answer is kept per pair.
 // The signature check was about a tenth of a server's CPU per new connection.
-const issuedCache = new WeakMap<x509.X509Certificate, WeakMap<x509.X509Certificate, boolean>>();
+const issuedCache = new WeakMap<VerifiedCert, WeakMap<x509.X509Certificate, boolean>>();
+// Node builds a new KeyObject on every `publicKey` read; an issuer's is read once.
+const issuerKeys = new WeakMap<x509.X509Certificate, KeyObject>();
 
 /** True when `issuer` issued `cert`: names and key identifiers match (OpenSSL's check) and the signature verifies. */
-function issued(issuer: x509.X509Certificate, cert: x509.X509Certificate): boolean {
+function issued(issuer: x509.X509Certificate, cert: VerifiedCert): boolean {
   let byIssuer = issuedCache.get(cert);
   const known = byIssuer?.get(issuer);
   if (known !== undefined) return known;
-  const ni = toNodeCert(issuer);
-  const nc = toNodeCert(cert);
+  const ni = nodeCertOf(issuer);
+  const nc = nodeCertOf(cert);
   let ok: boolean;
   try {
-    ok = nc.checkIssued(ni) && nc.verify(ni.publicKey);
+    if (nc.checkIssued(ni)) {
+      let key = issuerKeys.get(issuer);
+      if (!key) issuerKeys.set(issuer, (key = ni.publicKey));
+      ok = nc.verify(key);
+    } else ok = false;
   } catch {
     ok = false;
   }
@@ -164,7 +177,7 @@ function issued(issuer: x509.X509Certificate, cert: x509.X509Certificate): boole
 function checkIssuer(
   cand: x509.X509Certificate,
   root: boolean,
-  path: readonly x509.X509Certificate[],
+  path: readonly VerifiedCert[],
   now: Date,
   td: string,
 ): void {
@@ -200,13 +213,14 @@ interface Search {
  * SVID_UNTRUSTED (no issuer found or no signature verified), as crypto/x509.
  */
 function buildChains(
-  path: x509.X509Certificate[],
+  path: VerifiedCert[],
   s: Search,
-): { ok: true; chains: x509.X509Certificate[][] } | { ok: false; error: X509SvidError } {
+): { ok: true; chains: VerifiedCert[][] } | { ok: false; error: X509SvidError } {
   const current = path[path.length - 1]!;
-  const chains: x509.X509Certificate[][] = [];
+  const chains: VerifiedCert[][] = [];
   let error: X509SvidError | undefined;
-  let hint: string | undefined;
+  // Named only in the error (naming the peer's leaf parses it with @peculiar/x509).
+  let notIssuer: x509.X509Certificate | undefined;
   const pools: [boolean, readonly x509.X509Certificate[]][] = [
     [true, s.roots],
     [false, s.intermediates],
@@ -219,7 +233,7 @@ function buildChains(
         break search;
       }
       if (!issued(cand, current)) {
-        hint ??= `${cand.subject} did not issue ${current.subject} (names, key identifiers or signature)`;
+        notIssuer ??= cand;
         continue;
       }
       try {
@@ -237,6 +251,9 @@ function buildChains(
     }
   }
   if (chains.length > 0) return { ok: true, chains };
+  const hint =
+    notIssuer &&
+    `${notIssuer.subject} did not issue ${current.subject} (names, key identifiers or signature)`;
   return {
     ok: false,
     error:
@@ -275,8 +292,14 @@ function ipMatches(cidr: string, ip: string): boolean {
 type CertNames = Record<NameKind, string[]>;
 
 /** SAN names by kind (URI SANs as their host), or undefined without a SAN extension. */
-function namesOf(cert: x509.X509Certificate): CertNames | undefined {
-  const ext = cert.getExtension(x509.SubjectAlternativeNameExtension);
+function namesOf(cert: VerifiedCert): CertNames | undefined {
+  let full: x509.X509Certificate;
+  try {
+    full = fullCert(cert);
+  } catch (err) {
+    throw new X509SvidError('SVID_MALFORMED', 'certificate 0 of the chain cannot be parsed', { cause: err });
+  }
+  const ext = full.getExtension(x509.SubjectAlternativeNameExtension);
   if (!ext) return undefined;
   const names: CertNames = { dns: [], uri: [], ip: [], email: [] };
   for (const n of ext.names.items) {
@@ -319,7 +342,7 @@ function inSubtree(t: Subtree, name: string): boolean {
 }
 
 /** Every name of `cert` of a constrained kind lies in a permitted subtree and in no excluded one. */
-function checkNames(cert: x509.X509Certificate, ca: x509.X509Certificate, c: Constraints): void {
+function checkNames(cert: VerifiedCert, ca: VerifiedCert, c: Constraints): void {
   const names = namesOf(cert);
   if (!names) return; // crypto/x509 constrains SAN names only
   for (const t of c.excluded) {
@@ -344,12 +367,12 @@ function checkNames(cert: x509.X509Certificate, ca: x509.X509Certificate, c: Con
 }
 
 /** Name constraints of each CA apply to the SAN names of every certificate below it. */
-function checkChainConstraints(chain: readonly x509.X509Certificate[]): void {
+function checkChainConstraints(chain: readonly VerifiedCert[]): void {
   for (let k = 1; k < chain.length; k++) {
     const c = nameConstraints(chain[k]!);
     if (!c) continue;
     for (let i = 0; i < k; i++)
-      if (chain[i]!.extensions.some((e) => e.type === OID_SAN)) checkNames(chain[i]!, chain[k]!, c);
+      if (extensionsOf(chain[i]!).some((e) => e.type === OID_SAN)) checkNames(chain[i]!, chain[k]!, c);
   }
 }
 
@@ -362,13 +385,13 @@ function checkChainConstraints(chain: readonly x509.X509Certificate[]): void {
  *   SVID_UNTRUSTED or SVID_MALFORMED.
  */
 export function validatePath(
-  leaf: x509.X509Certificate,
+  leaf: VerifiedCert,
   leafName: string,
   roots: readonly x509.X509Certificate[],
   intermediates: readonly x509.X509Certificate[],
   now: Date,
   td: string,
-): x509.X509Certificate[] {
+): VerifiedCert[] {
   checkCertificate(leaf, now, `leaf certificate of ${leafName}`);
   const built = buildChains([leaf], { roots, intermediates, now, td, checks: 0 });
   if (!built.ok) throw built.error;

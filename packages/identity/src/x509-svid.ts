@@ -1,6 +1,7 @@
-import { createPrivateKey, type KeyObject } from 'node:crypto';
+import { createPrivateKey, X509Certificate as NodeX509Certificate, type KeyObject } from 'node:crypto';
 import type { X509BundleSource } from './bundle.js';
 import { SpiffeId } from './spiffe-id.js';
+import { certIsCa, certKeyUsage, certUriSans, readLeafCached, type VerifiedCert } from './x509-leaf.js';
 import { validatePath } from './x509-path.js';
 import { X509SvidError } from './x509-svid-error.js';
 import {
@@ -13,7 +14,6 @@ import {
   parseCertificates,
   sameDer,
   toNodeCert,
-  uriSans,
   x509,
 } from './x509-util.js';
 
@@ -25,10 +25,10 @@ const KU = x509.KeyUsageFlags;
  * Checks the SPIFFE leaf rules and returns the leaf's SPIFFE ID.
  * Order follows go-spiffe: ID first, then CA flag, then key usage.
  */
-function checkLeaf(leaf: x509.X509Certificate): SpiffeId {
-  let uris: string[];
+function checkLeaf(leaf: VerifiedCert): SpiffeId {
+  let uris: readonly string[];
   try {
-    uris = uriSans(leaf);
+    uris = certUriSans(leaf);
   } catch (err) {
     throw new X509SvidError(
       'SVID_MALFORMED',
@@ -62,8 +62,9 @@ function checkLeaf(leaf: x509.X509Certificate): SpiffeId {
       'SVID_ROOT_PATH',
       `leaf SPIFFE ID ${uri} has no path (that is a trust domain's ID)`,
     );
-  if (isCa(leaf)) throw new X509SvidError('SVID_LEAF_IS_CA', `leaf certificate of ${uri} is a CA (cA=true)`);
-  const ku = keyUsage(leaf);
+  if (certIsCa(leaf))
+    throw new X509SvidError('SVID_LEAF_IS_CA', `leaf certificate of ${uri} is a CA (cA=true)`);
+  const ku = certKeyUsage(leaf);
   if (ku.flags & KU.keyCertSign)
     throw new X509SvidError('SVID_LEAF_KEY_USAGE', `leaf certificate of ${uri} has keyCertSign key usage`);
   if (ku.flags & KU.cRLSign)
@@ -76,15 +77,23 @@ function checkLeaf(leaf: x509.X509Certificate): SpiffeId {
   return id;
 }
 
-function toCert(c: Uint8Array | x509.X509Certificate, i: number): x509.X509Certificate {
+/** A certificate given to {@link verifyX509Svid}. */
+type ChainEntry = Uint8Array | x509.X509Certificate | NodeX509Certificate;
+
+function toCert(c: ChainEntry, i: 0): VerifiedCert;
+function toCert(c: ChainEntry, i: number): x509.X509Certificate;
+function toCert(c: ChainEntry, i: number): VerifiedCert {
   if (c instanceof x509.X509Certificate) return c;
-  if (!(c instanceof Uint8Array))
+  if (!(c instanceof Uint8Array) && !(c instanceof NodeX509Certificate))
     throw new X509SvidError(
       'SVID_MALFORMED',
       `certificate ${i} of the chain is neither DER bytes nor a certificate`,
     );
   try {
-    return parseCertificateCached(c);
+    // The leaf is the certificate a new peer brings: read without @peculiar/x509's object
+    // model when plain. Intermediates repeat across peers and stay cached whole.
+    if (i === 0) return readLeafCached(c);
+    return parseCertificateCached(c instanceof Uint8Array ? c : new Uint8Array(c.raw));
   } catch (err) {
     throw new X509SvidError('SVID_MALFORMED', `certificate ${i} of the chain cannot be parsed`, {
       cause: err,
@@ -112,10 +121,13 @@ const MAX_CHAIN = 16;
  * It is synchronous on purpose, so it can run inside `tls.checkServerIdentity`;
  * `await` on its result works as well.
  *
+ * @param chain Leaf first; each certificate as DER, a @peculiar/x509
+ *   certificate, or Node's `X509Certificate` (e.g. a TLS socket's
+ *   `getPeerX509Certificate()`, which is then not parsed again).
  * @throws {X509SvidError} with the code of the first rule broken.
  */
 export function verifyX509Svid(
-  chain: readonly (Uint8Array | x509.X509Certificate)[],
+  chain: readonly ChainEntry[],
   bundles: X509BundleSource,
   options: { now?: Date } = {},
 ): SpiffeId {
@@ -125,8 +137,8 @@ export function verifyX509Svid(
       'SVID_MALFORMED',
       `certificate chain has ${chain.length} certificates (max ${MAX_CHAIN})`,
     );
-  const certs = chain.map(toCert);
-  const leaf = certs[0]!;
+  const leaf = toCert(chain[0]!, 0);
+  const rest = chain.slice(1).map((c, i) => toCert(c, i + 1));
   const id = checkLeaf(leaf);
   const bundle = bundles.getX509Bundle(id.trustDomain);
   if (!bundle || bundle.authorities.length === 0)
@@ -137,7 +149,7 @@ export function verifyX509Svid(
   const now = options.now ?? new Date();
   const roots = bundle.authorities;
   // A root the peer sent along is found in the bundle; only other certificates can be intermediates.
-  const intermediates = certs.slice(1).filter((c) => !roots.some((r) => sameDer(r, c)));
+  const intermediates = rest.filter((c) => !roots.some((r) => sameDer(r, c)));
   validatePath(leaf, id.toString(), roots, intermediates, now, id.trustDomain.name);
   return id;
 }

@@ -78,23 +78,32 @@ export function parseCertificate(der: Uint8Array): x509.X509Certificate {
 // exact DER bytes, in a small LRU.
 const PARSE_CACHE_MAX = 512;
 const PARSE_CACHE_MAX_BYTES = 8192;
+
+/**
+ * What `make` returns for `der`, kept in `cache` (an LRU of
+ * {@link PARSE_CACHE_MAX} entries) keyed by the exact DER bytes.
+ */
+export function cachedByDer<T>(cache: Map<string, T>, der: Uint8Array, make: () => T): T {
+  // Unusually large certificates are parsed every time rather than held.
+  if (der.byteLength > PARSE_CACHE_MAX_BYTES) return make();
+  const key = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('latin1');
+  const hit = cache.get(key);
+  if (hit) {
+    cache.delete(key);
+    cache.set(key, hit);
+    return hit;
+  }
+  const made = make();
+  cache.set(key, made);
+  if (cache.size > PARSE_CACHE_MAX) cache.delete(cache.keys().next().value!);
+  return made;
+}
+
 const parseCache = new Map<string, x509.X509Certificate>();
 
 /** {@link parseCertificate} with a cache keyed by the exact DER bytes. */
 export function parseCertificateCached(der: Uint8Array): x509.X509Certificate {
-  // Unusually large certificates are parsed every time rather than held.
-  if (der.byteLength > PARSE_CACHE_MAX_BYTES) return parseCertificate(der);
-  const key = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('latin1');
-  const hit = parseCache.get(key);
-  if (hit) {
-    parseCache.delete(key);
-    parseCache.set(key, hit);
-    return hit;
-  }
-  const cert = parseCertificate(der);
-  parseCache.set(key, cert);
-  if (parseCache.size > PARSE_CACHE_MAX) parseCache.delete(parseCache.keys().next().value!);
-  return cert;
+  return cachedByDer(parseCache, der, () => parseCertificate(der));
 }
 
 /**

@@ -16,8 +16,13 @@ import {
   nameConstraints,
   newKeys,
   unknownExtension,
+  x509,
   type TestCa,
 } from './helpers/forge.js';
+import { LeafCertificate } from '../src/x509-leaf.js';
+
+/** An ASN.1 NULL: what no extension's value may be. */
+const NULL = new Uint8Array([0x05, 0x00]);
 
 function expectCode(fn: () => unknown, code: X509SvidErrorCode): X509SvidError {
   try {
@@ -309,6 +314,69 @@ describe('verifyX509Svid', () => {
       const forged = await makeCert(rootB, { uris: [ID] });
       expectCode(() => verifyX509Svid([forged.der], federated), 'SVID_UNTRUSTED');
     });
+  });
+
+  // The peer's leaf is read without @peculiar/x509 only when it is plain DER
+  // that reading fully understands; every other leaf gets @peculiar/x509's
+  // reading, so its verdict (and message) is unchanged.
+  it('gives a leaf the fast reading does not vouch for exactly the @peculiar/x509 verdict', async () => {
+    const answer = (leaf: Uint8Array | x509.X509Certificate): string => {
+      try {
+        return `ok ${verifyX509Svid([leaf], bundles).toString()}`;
+      } catch (err) {
+        expect(err).toBeInstanceOf(X509SvidError);
+        return `${(err as X509SvidError).code}: ${(err as X509SvidError).message}`;
+      }
+    };
+    const cases: [string, Promise<{ der: Uint8Array }>, string][] = [
+      [
+        'malformed cRLDistributionPoints',
+        makeCert(root, { uris: [ID], extensions: [new x509.Extension('2.5.29.31', false, NULL)] }),
+        'SVID_MALFORMED',
+      ],
+      [
+        'malformed subjectKeyIdentifier (first of two)',
+        makeCert(root, { uris: [ID], extensions: [new x509.Extension('2.5.29.14', false, NULL)] }),
+        'SVID_MALFORMED',
+      ],
+      [
+        'keyUsage BIT STRING with no bits',
+        makeCert(root, {
+          uris: [ID],
+          keyUsage: null,
+          extensions: [new x509.Extension('2.5.29.15', true, new Uint8Array([0x03, 0x01, 0x00]))],
+        }),
+        'SVID_LEAF_KEY_USAGE',
+      ],
+      [
+        'well-formed cRLDistributionPoints',
+        makeCert(root, {
+          uris: [ID],
+          extensions: [new x509.CRLDistributionPointsExtension(['http://crl.a.test/'])],
+        }),
+        'ok',
+      ],
+      [
+        'name constraints on the leaf',
+        makeCert(root, { uris: [ID], extensions: [nameConstraints([{ type: 'dns', value: 'a.test' }])] }),
+        'ok',
+      ],
+    ];
+    for (const [name, made, verdict] of cases) {
+      const { der } = await made;
+      expect(LeafCertificate.read(der), name).toBeUndefined();
+      const got = answer(der);
+      expect(got, name).toBe(answer(new x509.X509Certificate(der)));
+      expect(got.startsWith(verdict), `${name}: ${got}`).toBe(true);
+    }
+    // A plain SPIRE-shaped leaf is read without @peculiar/x509.
+    const plain = await makeCert(root, { uris: [ID], dns: ['w.a.test'], ips: ['10.0.0.1'] });
+    const read = LeafCertificate.read(plain.der);
+    expect(read?.uris).toEqual([ID]);
+    expect(read?.ca).toBe(false);
+    expect(read?.notAfter.getTime()).toBe(plain.cert.notAfter.getTime());
+    expect(read?.keyUsage.flags).toBe(plain.cert.getExtension(x509.KeyUsagesExtension)?.usages);
+    expect(answer(plain.der)).toBe(`ok ${ID}`);
   });
 });
 

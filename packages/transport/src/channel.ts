@@ -17,13 +17,14 @@ import { PeerVerificationError, TransportError, TransportIdentityError } from '.
 import { RetryPolicy } from './retry.js';
 import {
   bundlesPem,
-  certChainDer,
+  certChainForVerify,
   clientSecureContext,
   lightPeerCertificateForHandshake,
   peerChainDer,
   peerLeaf,
   peerIdForMessage,
   peerIdOfCert,
+  type PeerChainInput,
   svidPem,
   x509Bundles,
   TLS_CIPHERS,
@@ -271,7 +272,7 @@ export class SecureChannel extends Dispatcher {
   #serverCheck(generation: number): SpiffeTlsClientOptions['checkServerIdentity'] {
     return (_host, cert) => {
       try {
-        const peer = this.#verifyChain(certChainDer(cert), () => peerIdOfCert(cert));
+        const peer = this.#verifyChain(certChainForVerify(cert), () => peerIdOfCert(cert));
         this.#emit('peer', {
           peer,
           serialNumber: cert.serialNumber ?? '',
@@ -423,7 +424,7 @@ export class SecureChannel extends Dispatcher {
   }
 
   /** The SPIFFE check of every connection: the chain against the bundle, then the expected peer. */
-  #verifyChain(chain: Uint8Array[], idForMessage: () => SpiffeId | undefined): SpiffeId {
+  #verifyChain(chain: PeerChainInput, idForMessage: () => SpiffeId | undefined): SpiffeId {
     let peer: SpiffeId;
     try {
       peer = verifyX509Svid(chain, this.#identity);

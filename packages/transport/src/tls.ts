@@ -1,11 +1,12 @@
 // TLS plumbing shared by the client channel and the server helpers. Internal.
-import { constants as cryptoConstants, type X509Certificate } from 'node:crypto';
+import { constants as cryptoConstants, randomBytes, type X509Certificate } from 'node:crypto';
 import {
   createSecureContext,
   type PeerCertificate,
   type DetailedPeerCertificate,
   type SecureContext,
   type SecureVersion,
+  type Server as TlsServer,
   type TLSSocket,
 } from 'node:tls';
 import {
@@ -14,6 +15,7 @@ import {
   type TrustDomain,
   type X509Bundle,
   X509Svid,
+  X509SvidError,
   verifyX509Svid,
 } from '@weave/identity';
 
@@ -116,16 +118,52 @@ const PEER_CHAIN = Symbol('weave.peerChain');
 interface PeerChain {
   readonly der: Uint8Array[];
   readonly leaf: X509Certificate;
+  /** A resumed session's leaf, its issuers taken from those known here (the peer sent none). */
+  readonly issuersFromMemory: boolean;
 }
 type ChainSocket = TLSSocket & { [PEER_CHAIN]?: PeerChain };
 
-// Intermediates seen in full handshakes, by the exact DER of the leaf they
-// came with. A server's resumed session keeps the client's leaf but not the
-// rest of the chain it presented (a ticket does not carry it), and
-// verification needs the intermediates to reach the bundle. They are path candidates only: every
-// signature up to the bundle is still checked.
-const intermediatesByLeaf = new Map<string, Uint8Array[]>();
-const INTERMEDIATES_MAX = 512;
+// Intermediate CAs seen in full handshakes. A server's resumed session keeps
+// the client's leaf but not the rest of the chain it presented (a ticket does
+// not carry it), and verification needs the intermediates to reach the
+// bundle. SPIRE-style deployments have many leaves and few intermediates, so
+// they are kept per intermediate, not per leaf: a resumed client finds its
+// issuers however many other clients came since. They are path candidates
+// only: every signature up to the bundle of the leaf's own trust domain is
+// still checked, as for a full handshake.
+interface KnownIntermediate {
+  readonly der: Uint8Array;
+  readonly subject: string;
+  readonly issuer: string;
+}
+const intermediates = new Map<string, KnownIntermediate>();
+/** @internal How many distinct intermediates a process keeps (least recently presented go first). */
+export const INTERMEDIATES_MAX = 64;
+
+function rememberIntermediate(cert: X509Certificate, der: Uint8Array): void {
+  const key = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('latin1');
+  const known = intermediates.get(key);
+  intermediates.delete(key);
+  if (!known && intermediates.size >= INTERMEDIATES_MAX)
+    intermediates.delete(intermediates.keys().next().value!);
+  intermediates.set(key, known ?? { der, subject: cert.subject, issuer: cert.issuer });
+}
+
+/** Known intermediates that may lead from `leaf` up to an authority: by issuer name, level by level. */
+function knownIssuersOf(leaf: X509Certificate): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let names = new Set([leaf.issuer]);
+  for (let depth = 0; depth < 8 && names.size > 0; depth++) {
+    const next = new Set<string>();
+    for (const k of intermediates.values()) {
+      if (!names.has(k.subject) || out.includes(k.der)) continue;
+      out.push(k.der);
+      if (k.issuer !== k.subject) next.add(k.issuer);
+    }
+    names = next;
+  }
+  return out;
+}
 
 function readPeerChain(socket: TLSSocket): PeerChain | undefined {
   const s = socket as ChainSocket;
@@ -138,24 +176,17 @@ function readPeerChain(socket: TLSSocket): PeerChain | undefined {
   const der: Uint8Array[] = [];
   let cur: X509Certificate | undefined = leaf;
   while (cur && der.length < 17) {
-    der.push(cur.raw);
+    const raw = cur.raw;
+    der.push(raw);
+    if (der.length > 1) rememberIntermediate(cur, raw);
     const next: X509Certificate | undefined = cur.issuerCertificate;
     // A self-issued root names itself as its issuer.
-    if (!next || next.raw.equals(cur.raw)) break;
+    if (!next || next.raw.equals(raw)) break;
     cur = next;
   }
-  const leafKey = leaf.raw.toString('latin1');
-  if (der.length > 1) {
-    if (!intermediatesByLeaf.has(leafKey)) {
-      if (intermediatesByLeaf.size >= INTERMEDIATES_MAX)
-        intermediatesByLeaf.delete(intermediatesByLeaf.keys().next().value!);
-      intermediatesByLeaf.set(leafKey, der.slice(1));
-    }
-  } else if (socket.isSessionReused()) {
-    const more = intermediatesByLeaf.get(leafKey);
-    if (more) der.push(...more);
-  }
-  return (s[PEER_CHAIN] = { der, leaf });
+  const issuersFromMemory = der.length === 1 && socket.isSessionReused();
+  if (issuersFromMemory) der.push(...knownIssuersOf(leaf));
+  return (s[PEER_CHAIN] = { der, leaf, issuersFromMemory });
 }
 
 /** The leaf certificate the socket's peer presented (kept with {@link peerChainDer}). */
@@ -194,6 +225,11 @@ export function lightPeerCertificateForHandshake(socket: TLSSocket): void {
   } as TLSSocket['getPeerCertificate'];
 }
 
+// Node's parsed leaf rides on the certificate object handed to checkServerIdentity,
+// so verification does not parse it from DER again.
+const NODE_LEAF = Symbol('weave.nodeLeaf');
+type LeafCarrier = DetailedPeerCertificate & { [NODE_LEAF]?: X509Certificate };
+
 /** The socket's peer chain as linked certificate objects of Node's shape (the fields a SPIFFE check reads). */
 function chainAsPeerCertificate(socket: TLSSocket): DetailedPeerCertificate | undefined {
   const chain = readPeerChain(socket);
@@ -207,9 +243,10 @@ function chainAsPeerCertificate(socket: TLSSocket): DetailedPeerCertificate | un
     } as unknown as DetailedPeerCertificate;
   }
   // The leaf's fields that error messages and 'peer' events read.
-  const leaf = head!;
+  const leaf = head! as LeafCarrier;
   leaf.subjectaltname = chain.leaf.subjectAltName ?? '';
   leaf.serialNumber = chain.leaf.serialNumber;
+  leaf[NODE_LEAF] = chain.leaf;
   return leaf;
 }
 
@@ -228,9 +265,62 @@ export function certChainDer(
   return out;
 }
 
-/** Verifies the peer's chain against the bundle of its own trust domain; returns its SPIFFE ID. */
+/** A chain to verify: leaf first, each as DER or (the leaf) as Node's parsed certificate. */
+export type PeerChainInput = readonly (Uint8Array | X509Certificate)[];
+
+/**
+ * The chain of a certificate object given to `checkServerIdentity`, leaf
+ * first, for {@link verifyX509Svid}: the leaf as Node's parsed certificate
+ * when the object came from {@link lightPeerCertificateForHandshake} (no second
+ * parse), else as DER.
+ */
+export function certChainForVerify(
+  leaf: DetailedPeerCertificate | PeerCertificate | null | undefined,
+): PeerChainInput {
+  const der = certChainDer(leaf);
+  const node = (leaf as LeafCarrier | null | undefined)?.[NODE_LEAF];
+  return node && der.length > 0 ? [node, ...der.slice(1)] : der;
+}
+
+// Renewing a server's ticket keys is rate-limited: a peer that keeps being
+// refused must not make every client pay full handshakes continuously.
+const ticketRenewals = new WeakMap<object, number>();
+const TICKET_RENEWAL_MIN_MS = 10_000;
+
+/**
+ * Makes every session ticket the socket's server issued so far unusable, so
+ * each client's next connection is a full handshake that presents its whole
+ * chain (at most once per {@link TICKET_RENEWAL_MIN_MS} per server).
+ */
+function renewTicketKeys(socket: TLSSocket): void {
+  const server = (socket as TLSSocket & { server?: TlsServer }).server;
+  if (!server || typeof server.setTicketKeys !== 'function') return;
+  const last = ticketRenewals.get(server) ?? -Infinity;
+  if (Date.now() - last < TICKET_RENEWAL_MIN_MS) return;
+  ticketRenewals.set(server, Date.now());
+  server.setTicketKeys(randomBytes(48));
+}
+
+/**
+ * Verifies the peer's chain against the bundle of its own trust domain;
+ * returns its SPIFFE ID.
+ *
+ * A resumed session whose chain cannot be rebuilt here (its intermediates
+ * were forgotten) is refused like any unverifiable chain — never accepted
+ * on the strength of the earlier handshake — and the server's session
+ * tickets are renewed, so that client's next connection is a full handshake
+ * that presents its chain again.
+ */
 export function verifyPeerSocket(socket: TLSSocket, identity: IdentityProvider): SpiffeId {
-  return verifyX509Svid(peerChainDer(socket), identity);
+  const chain = readPeerChain(socket);
+  try {
+    // The leaf goes as the handle Node already parsed; the issuers as DER (cached by identity).
+    return verifyX509Svid(chain ? [chain.leaf, ...chain.der.slice(1)] : [], identity);
+  } catch (err) {
+    if (chain?.issuersFromMemory && err instanceof X509SvidError && err.code === 'SVID_UNTRUSTED')
+      renewTicketKeys(socket);
+    throw err;
+  }
 }
 
 /**

@@ -120,7 +120,7 @@ export const GO_CLASSES: Record<X509SvidErrorCode, readonly string[]> = {
 };
 
 /** The bundles of a vector as Weave's bundle source. */
-function bundleSetOf(bundles: ChainVector['bundles']): BundleSet {
+export function bundleSetOf(bundles: ChainVector['bundles']): BundleSet {
   return BundleSet.of(
     ...Object.entries(bundles).map(([td, ders]) => X509Bundle.fromDer(td, Buffer.concat(ders))),
   );
