@@ -3,6 +3,7 @@
 // and one migrated by the official SDK's own `a2a-db upgrade` for its Kysely
 // DatabaseTaskStore — each on its own schema, as each ships it.
 import { spawnSync } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { Kysely, PostgresDialect } from 'kysely';
@@ -18,7 +19,29 @@ export interface BenchPostgres {
   pool(name: string): pg.Pool;
   /** The SDK's DatabaseTaskStore on its own database. */
   readonly sdkStore: DatabaseTaskStore;
+  /**
+   * The CPU time (µs) the server processes of one database's connections
+   * have used so far, and the tasks stored in it: read before and after a
+   * case, the differences are the database's CPU per task (one per call).
+   * Undefined where /proc cannot be read (not Linux).
+   */
+  usage(database: 'weave' | 'sdk'): Promise<{ cpuUs: number; tasks: number } | undefined>;
   stop(): Promise<void>;
+}
+
+/** Clock ticks per second of /proc/<pid>/stat's utime and stime (USER_HZ, 100 on Linux). */
+const USER_HZ = 100;
+
+/** utime + stime of process `pid` in µs (0 when it is gone). */
+async function processCpuUs(pid: number): Promise<number> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which may hold spaces: state is field 3, utime 14, stime 15.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1_000_000) / USER_HZ;
+  } catch {
+    return 0;
+  }
 }
 
 /** Undefined when PostgreSQL is not installed (interop/infra.ts says so loudly, and throws under CI=true). */
@@ -31,11 +54,14 @@ export async function startBenchPostgres(): Promise<BenchPostgres | undefined> {
     return u.toString();
   };
   const admin = new pg.Pool({ connectionString: db.url, max: 1 });
+  const linux = await readFile('/proc/self/stat', 'utf8').then(
+    () => true,
+    () => false,
+  );
   await admin.query('DROP DATABASE IF EXISTS bench_weave WITH (FORCE)');
   await admin.query('DROP DATABASE IF EXISTS bench_sdk WITH (FORCE)');
   await admin.query('CREATE DATABASE bench_weave');
   await admin.query('CREATE DATABASE bench_sdk');
-  await admin.end();
   await migrate({ connectionString: url('bench_weave') });
   const up = spawnSync(a2aDb, ['upgrade', '--url', url('bench_sdk')], { encoding: 'utf8' });
   if (up.status !== 0) throw new Error(`a2a-db upgrade failed: ${up.stderr}${up.stdout}`);
@@ -44,19 +70,43 @@ export async function startBenchPostgres(): Promise<BenchPostgres | undefined> {
   // emit 'error'; without a listener that error ends the whole bench process.
   const onIdleError = (err: Error) =>
     console.error(`bench PostgreSQL pool: idle client lost (${err.message})`);
-  const sdkPool = new pg.Pool({ connectionString: url('bench_sdk'), max: 10 }).on('error', onIdleError);
+  // idleTimeoutMillis 0: connections (and the server processes whose CPU `usage` reads) live
+  // through the run; one that ended would take its CPU time with it.
+  const sdkPool = new pg.Pool({ connectionString: url('bench_sdk'), max: 10, idleTimeoutMillis: 0 }).on(
+    'error',
+    onIdleError,
+  );
   const kysely = new Kysely({ dialect: new PostgresDialect({ pool: sdkPool }) });
+  const pool = (name: string): pg.Pool => {
+    let p = pools.get(name);
+    if (!p) {
+      p = new pg.Pool({ connectionString: url('bench_weave'), max: 10, idleTimeoutMillis: 0 }).on(
+        'error',
+        onIdleError,
+      );
+      pools.set(name, p);
+    }
+    return p;
+  };
   return {
-    pool(name) {
-      let p = pools.get(name);
-      if (!p) {
-        p = new pg.Pool({ connectionString: url('bench_weave'), max: 10 }).on('error', onIdleError);
-        pools.set(name, p);
-      }
-      return p;
-    },
+    pool,
     sdkStore: new DatabaseTaskStore(kysely),
+    async usage(database) {
+      if (!linux) return undefined;
+      const name = database === 'weave' ? 'bench_weave' : 'bench_sdk';
+      const pids = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [
+        name,
+      ]);
+      let cpuUs = 0;
+      for (const { pid } of pids.rows) cpuUs += await processCpuUs(pid);
+      const on = database === 'weave' ? pool('weave') : sdkPool;
+      // The SDK's DatabaseTaskStore keeps its tasks in `tasks` (its migration's default name).
+      const table = database === 'weave' ? 'weave_a2a_tasks' : 'tasks';
+      const n = await on.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${table}`);
+      return { cpuUs, tasks: Number(n.rows[0]?.n ?? 0) };
+    },
     async stop() {
+      await admin.end();
       for (const p of pools.values()) await p.end();
       await kysely.destroy();
       await db.stop();
