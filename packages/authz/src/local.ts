@@ -6,7 +6,8 @@ import { pino, type Logger } from 'pino';
 import { PinoAuditSink, type AuditSink } from './audit.js';
 import { auditSubject, DecisionRecorder, normalizeCheck, type Verdict } from './decision.js';
 import { PolicyError } from './errors.js';
-import { CompiledPolicy, parsePolicy, validatePolicy, type PolicyDocument } from './policy.js';
+import { MatcherCache } from './matchers.js';
+import { CompiledPolicy, parsePolicyWith, validatePolicyWith } from './policy.js';
 import type { AuthzDecision, Direction, InboundCheck, OutboundCheck, PolicyEnforcer } from './types.js';
 
 /** Options shared by every way of building a {@link LocalPolicyEnforcer}. */
@@ -50,8 +51,8 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
   private reloading: Promise<ReloadEvent> | undefined;
   private closed = false;
 
-  private constructor(doc: PolicyDocument, options: LocalPolicyOptions) {
-    this.policy = new CompiledPolicy(doc);
+  private constructor(policy: CompiledPolicy, options: LocalPolicyOptions) {
+    this.policy = policy;
     this.logger = options.logger ?? pino({ name: 'weave-authz' });
     this.recorder = new DecisionRecorder(options.audit ?? new PinoAuditSink(this.logger), 'local');
   }
@@ -62,7 +63,9 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
    * @throws {PolicyError} naming each invalid key.
    */
   static fromObject(doc: unknown, options: LocalPolicyOptions = {}): LocalPolicyEnforcer {
-    return new LocalPolicyEnforcer(validatePolicy(doc), options);
+    const matchers = new MatcherCache();
+    const policy = new CompiledPolicy(validatePolicyWith(doc, '<object>', matchers), undefined, matchers);
+    return new LocalPolicyEnforcer(policy, options);
   }
 
   /**
@@ -74,7 +77,7 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
     text: string,
     options: LocalPolicyOptions & { source?: string } = {},
   ): LocalPolicyEnforcer {
-    return new LocalPolicyEnforcer(parsePolicy(text, options.source), options);
+    return new LocalPolicyEnforcer(compileText(text, options.source ?? '<string>'), options);
   }
 
   /**
@@ -85,7 +88,7 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
   static async fromFile(path: string, options: LocalPolicyFileOptions = {}): Promise<LocalPolicyEnforcer> {
     const file = resolve(path);
     const { text, sha256 } = await readPolicyFile(file);
-    const enforcer = new LocalPolicyEnforcer(parsePolicy(text, file), options);
+    const enforcer = new LocalPolicyEnforcer(compileText(text, file), options);
     enforcer.file = file;
     enforcer.sha256 = sha256;
     enforcer.fileOptions = options;
@@ -160,14 +163,14 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
       if (m.deny) {
         verdict = {
           allowed: false,
-          reason: `denied by rule ${JSON.stringify(m.deny.id)}`,
+          reason: m.deny.reason,
           policyId: policy.id,
           ruleId: m.deny.id,
         };
       } else if (m.allow) {
         verdict = {
           allowed: true,
-          reason: `allowed by rule ${JSON.stringify(m.allow.id)}`,
+          reason: m.allow.reason,
           policyId: policy.id,
           ruleId: m.allow.id,
         };
@@ -216,7 +219,9 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
       if (sha256 === this.sha256) {
         event = { ok: true, policyId: this.policy.id, sha256, changed: false };
       } else {
-        const next = new CompiledPolicy(parsePolicy(text, file));
+        // Incremental: unchanged rules and matchers of the policy in force are reused. Nothing
+        // of it is modified, so a file that fails here leaves it deciding as before.
+        const next = compileText(text, file, this.policy);
         if (this.closed) return { ok: true, policyId: this.policy.id, sha256, changed: false };
         this.policy = next;
         this.sha256 = sha256;
@@ -241,6 +246,12 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
     }
     return event;
   }
+}
+
+/** Parses, validates and compiles policy text, reusing what `previous` compiled. */
+function compileText(text: string, source: string, previous?: CompiledPolicy): CompiledPolicy {
+  const matchers = new MatcherCache(previous?.matchers);
+  return new CompiledPolicy(parsePolicyWith(text, source, matchers), previous, matchers);
 }
 
 async function readPolicyFile(file: string): Promise<{ text: string; sha256: string }> {

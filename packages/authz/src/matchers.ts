@@ -9,7 +9,7 @@ import { SpiffeId, SpiffeIdError } from '@weave/identity';
  * - `spiffe://td/a/**`          `**` (last segment only) is one or more segments
  * - `{ prefix: "spiffe://td/a" }` the ID itself and everything below it, on segment boundaries
  */
-export type IdMatcher =
+export type IdMatcher = (
   | { readonly kind: 'any' }
   | { readonly kind: 'exact'; readonly id: string; readonly td: string }
   | { readonly kind: 'trustDomain'; readonly td: string }
@@ -28,7 +28,11 @@ export type IdMatcher =
       /** The pattern ends in `/**`: one or more further segments. */
       readonly deep: boolean;
       readonly first: string | undefined;
-    };
+    }
+) & {
+  /** Names what the matcher matches, one text per meaning: the compiled policy keys its rule lists by it. */
+  readonly key: string;
+};
 
 /** The raw matcher as written in a policy document. */
 export type RawIdMatcher = string | { readonly prefix: string };
@@ -57,18 +61,19 @@ export function compileIdMatcher(raw: RawIdMatcher): IdMatcher {
     }
     return {
       kind: 'prefix',
+      key: `prefix:${id.toString()}`,
       td: id.trustDomain.name,
       path: id.path,
       pathSlash: `${id.path}/`,
       first: id.segments[0],
     };
   }
-  if (raw === '*') return { kind: 'any' };
+  if (raw === '*') return { kind: 'any', key: '*' };
   if (!raw.includes('*')) {
     const id = parseId(raw, 'invalid SPIFFE ID');
     return id.path === ''
-      ? { kind: 'trustDomain', td: id.trustDomain.name }
-      : { kind: 'exact', id: id.toString(), td: id.trustDomain.name };
+      ? { kind: 'trustDomain', key: id.toString(), td: id.trustDomain.name }
+      : { kind: 'exact', key: id.toString(), id: id.toString(), td: id.trustDomain.name };
   }
   // A glob: validate it as an ID with each wildcard segment replaced by a placeholder.
   if (!raw.startsWith('spiffe://'))
@@ -92,7 +97,7 @@ export function compileIdMatcher(raw: RawIdMatcher): IdMatcher {
   parseId(`spiffe://${td}/${placeholder.join('/')}`, 'invalid SPIFFE ID glob', raw);
   const deep = segs[segs.length - 1] === '**';
   const fixed = (deep ? segs.slice(0, -1) : segs).map((s) => (s === '*' ? undefined : s));
-  return { kind: 'glob', td, segments: fixed, deep, first: fixed[0] };
+  return { kind: 'glob', key: raw, td, segments: fixed, deep, first: fixed[0] };
 }
 
 /** Does `m` match an ID with this trust domain, path and segments? */
@@ -167,6 +172,53 @@ export function matchAction(m: ActionMatcher, action: string): boolean {
 
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+}
+
+/**
+ * Compiled matchers by their text, carried from one version of a policy to
+ * the next: a reload validates and compiles only matchers it has not seen in
+ * the version in force (parsing a SPIFFE ID costs more than a map lookup),
+ * and keeps only those the new version uses.
+ */
+export class MatcherCache {
+  private readonly ids = new Map<string, IdMatcher>();
+  // `{ prefix }` matchers apart from strings: the same text means something else.
+  private readonly prefixes = new Map<string, IdMatcher>();
+  private readonly actionLists = new Map<string, ActionMatcher>();
+  private previous: MatcherCache | undefined;
+
+  constructor(previous?: MatcherCache) {
+    this.previous = previous;
+  }
+
+  /** {@link compileIdMatcher}, cached; throws {@link MatcherSyntaxError} (never cached). */
+  id(raw: RawIdMatcher): IdMatcher {
+    const map = typeof raw === 'string' ? this.ids : this.prefixes;
+    const key = typeof raw === 'string' ? raw : raw.prefix;
+    let m = map.get(key);
+    if (m === undefined) {
+      const prev = this.previous;
+      m = (prev && (typeof raw === 'string' ? prev.ids : prev.prefixes).get(key)) ?? compileIdMatcher(raw);
+      map.set(key, m);
+    }
+    return m;
+  }
+
+  /** {@link compileActions}, cached by the list (valid patterns contain no newline). */
+  actions(patterns: readonly string[]): ActionMatcher {
+    const key = patterns.join('\n');
+    let m = this.actionLists.get(key);
+    if (m === undefined) {
+      m = this.previous?.actionLists.get(key) ?? compileActions(patterns);
+      this.actionLists.set(key, m);
+    }
+    return m;
+  }
+
+  /** Drops the link to the previous version, so versions do not chain in memory. */
+  detach(): void {
+    this.previous = undefined;
+  }
 }
 
 /**

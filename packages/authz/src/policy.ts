@@ -3,8 +3,7 @@ import { z } from 'zod';
 import { PolicyError, type PolicyIssue } from './errors.js';
 import {
   actionPatternProblem,
-  compileActions,
-  compileIdMatcher,
+  MatcherCache,
   MatcherSyntaxError,
   matchAction,
   matchId,
@@ -21,62 +20,70 @@ const name = (what: string) =>
     .max(128, `${what} is longer than 128 characters`)
     .regex(NAME, `${what} may contain letters, digits and ". _ : -", starting with a letter or digit`);
 
-/** Validates a matcher by compiling it; the compiled form is thrown away here and rebuilt at compile time. */
-const idMatcherSchema = z
-  .union([z.string(), z.strictObject({ prefix: z.string() })], {
-    error:
-      'a matcher is a string ("*", "spiffe://td", "spiffe://td/path", a glob) or { prefix: "spiffe://td/path" }',
-  })
-  .superRefine((m, ctx) => {
-    try {
-      compileIdMatcher(m);
-    } catch (err) {
-      if (!(err instanceof MatcherSyntaxError)) throw err;
-      ctx.addIssue({ code: 'custom', message: err.message, input: m });
-    }
-  });
-
-const matcherList = (what: string) =>
-  z.array(idMatcherSchema, { error: `${what} must be a list of matchers` }).min(1, `${what} cannot be empty`);
-
 const actionSchema = z.string({ error: 'an action pattern must be a string' }).superRefine((p, ctx) => {
   const problem = actionPatternProblem(p);
   if (problem) ctx.addIssue({ code: 'custom', message: problem, input: p });
 });
 
-const ruleSchema = z.strictObject({
-  id: name('rule id'),
-  effect: z.enum(['allow', 'deny'], { error: 'effect must be "allow" or "deny"' }),
-  callers: matcherList('callers'),
-  callees: matcherList('callees').optional(),
-  actions: z
-    .array(actionSchema, { error: 'actions must be a list of action patterns' })
-    .min(1, 'actions cannot be empty'),
-  description: z.string().optional(),
-});
-
-/** The policy document schema (version 1). */
-const policyDocumentSchema = z
-  .strictObject({
-    version: z.literal(1, { error: 'version must be 1' }),
-    id: name('policy id'),
-    default: z.literal('deny', { error: 'default must be "deny": Weave has no default that allows' }),
-    description: z.string().optional(),
-    rules: z.array(ruleSchema, { error: 'rules must be a list' }),
-  })
-  .superRefine((doc, ctx) => {
-    const seen = new Map<string, number>();
-    doc.rules.forEach((r, i) => {
-      const first = seen.get(r.id);
-      if (first !== undefined) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['rules', i, 'id'],
-          message: `duplicate rule id ${JSON.stringify(r.id)} (first used by rules[${first}])`,
-        });
-      } else seen.set(r.id, i);
+/**
+ * The policy document schema (version 1). Matchers are validated by compiling
+ * them through `matchers`, so a reload parses only matchers the policy in
+ * force did not have, and the compiler reuses what validation built. Linear
+ * in the size of the document.
+ */
+function documentSchema(matchers: MatcherCache) {
+  const idMatcherSchema = z
+    .union([z.string(), z.strictObject({ prefix: z.string() })], {
+      error:
+        'a matcher is a string ("*", "spiffe://td", "spiffe://td/path", a glob) or { prefix: "spiffe://td/path" }',
+    })
+    .superRefine((m, ctx) => {
+      try {
+        matchers.id(m);
+      } catch (err) {
+        if (!(err instanceof MatcherSyntaxError)) throw err;
+        ctx.addIssue({ code: 'custom', message: err.message, input: m });
+      }
     });
+
+  const matcherList = (what: string) =>
+    z
+      .array(idMatcherSchema, { error: `${what} must be a list of matchers` })
+      .min(1, `${what} cannot be empty`);
+
+  const ruleSchema = z.strictObject({
+    id: name('rule id'),
+    effect: z.enum(['allow', 'deny'], { error: 'effect must be "allow" or "deny"' }),
+    callers: matcherList('callers'),
+    callees: matcherList('callees').optional(),
+    actions: z
+      .array(actionSchema, { error: 'actions must be a list of action patterns' })
+      .min(1, 'actions cannot be empty'),
+    description: z.string().optional(),
   });
+
+  return z
+    .strictObject({
+      version: z.literal(1, { error: 'version must be 1' }),
+      id: name('policy id'),
+      default: z.literal('deny', { error: 'default must be "deny": Weave has no default that allows' }),
+      description: z.string().optional(),
+      rules: z.array(ruleSchema, { error: 'rules must be a list' }),
+    })
+    .superRefine((doc, ctx) => {
+      const seen = new Map<string, number>();
+      doc.rules.forEach((r, i) => {
+        const first = seen.get(r.id);
+        if (first !== undefined) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['rules', i, 'id'],
+            message: `duplicate rule id ${JSON.stringify(r.id)} (first used by rules[${first}])`,
+          });
+        } else seen.set(r.id, i);
+      });
+    });
+}
 
 /** A validated policy document, as written in YAML or JSON. */
 export interface PolicyDocument {
@@ -154,7 +161,12 @@ function zodIssues(
  * @throws {PolicyError} listing every problem with its key path.
  */
 export function validatePolicy(input: unknown, source = '<object>'): PolicyDocument {
-  const res = policyDocumentSchema.safeParse(input);
+  return validatePolicyWith(input, source, new MatcherCache());
+}
+
+/** {@link validatePolicy} compiling matchers through `matchers` (see {@link CompiledPolicy}). */
+export function validatePolicyWith(input: unknown, source: string, matchers: MatcherCache): PolicyDocument {
+  const res = documentSchema(matchers).safeParse(input);
   if (!res.success)
     throw new PolicyError(
       source,
@@ -164,12 +176,25 @@ export function validatePolicy(input: unknown, source = '<object>'): PolicyDocum
 }
 
 /**
- * Parses and validates a policy document in YAML or JSON (JSON is read by the
- * YAML parser, so both get line numbers).
+ * Parses and validates a policy document in YAML or JSON. Text whose first
+ * character is `{` is JSON, read by `JSON.parse` (a 100 000-rule file in
+ * tens of milliseconds, where the YAML parser takes tens of seconds) with its
+ * own duplicate-key check and line numbers; anything else is YAML.
  *
  * @throws {PolicyError} whose issues name the line, the key path and the problem.
  */
 export function parsePolicy(text: string, source = '<string>'): PolicyDocument {
+  return parsePolicyWith(text, source, new MatcherCache());
+}
+
+/** {@link parsePolicy} compiling matchers through `matchers` (see {@link CompiledPolicy}). */
+export function parsePolicyWith(text: string, source: string, matchers: MatcherCache): PolicyDocument {
+  return /^\s*\{/.test(text)
+    ? parseJsonPolicy(text, source, matchers)
+    : parseYamlPolicy(text, source, matchers);
+}
+
+function parseYamlPolicy(text: string, source: string, matchers: MatcherCache): PolicyDocument {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false, strict: true });
   if (doc.errors.length > 0) {
@@ -193,13 +218,156 @@ export function parsePolicy(text: string, source = '<string>'): PolicyDocument {
   }
   if (value === null || value === undefined)
     throw new PolicyError(source, [{ path: '', message: 'the policy document is empty' }]);
-  const res = policyDocumentSchema.safeParse(value);
+  const res = documentSchema(matchers).safeParse(value);
   if (!res.success)
     throw new PolicyError(
       source,
       zodIssues(res.error, value, (path) => locate(doc, lineCounter, path)),
     );
   return res.data;
+}
+
+const YAML_FALLBACK_MAX = 1 << 20;
+
+function parseJsonPolicy(text: string, source: string, matchers: MatcherCache): PolicyDocument {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    // Not JSON: may be a YAML flow mapping ("{version: 1, …}"), which YAML always accepted. The
+    // YAML parser also locates syntax errors best; above 1 MiB it is too slow for that (seconds
+    // on the event loop), so a large file gets the JSON parser's own position.
+    if (text.length <= YAML_FALLBACK_MAX) return parseYamlPolicy(text, source, matchers);
+    // V8 names the offset for most syntax errors ("… in JSON at position 42").
+    const message = firstLine((err as Error).message);
+    const at = /at position (\d+)/.exec(message);
+    const pos = at ? lineCol(text, Number(at[1])) : {};
+    throw new PolicyError(source, [{ ...pos, path: '', message: `invalid JSON: ${message}` }], {
+      cause: err,
+    });
+  }
+  // JSON.parse keeps the last of duplicate keys silently; the YAML parser refuses them, and so
+  // must this: a second "effect" further down a rule must not quietly win.
+  const dup = scanJson(text);
+  if (dup) {
+    throw new PolicyError(source, [
+      {
+        ...lineCol(text, dup.offset),
+        path: formatPath(dup.path),
+        message: `duplicate key ${JSON.stringify(dup.key)}: map keys must be unique`,
+      },
+    ]);
+  }
+  const res = documentSchema(matchers).safeParse(value);
+  if (!res.success) {
+    // Only a bad document pays for locating its issues: one more pass over the text.
+    const offsets = new Map<string, number>();
+    scanJson(text, (path, offset) => offsets.set(formatPath(path), offset));
+    throw new PolicyError(
+      source,
+      zodIssues(res.error, value, (path) => {
+        for (let n = path.length; n >= 0; n--) {
+          const offset = offsets.get(formatPath(path.slice(0, n)));
+          if (offset !== undefined) return lineCol(text, offset);
+        }
+        return undefined;
+      }),
+    );
+  }
+  return res.data;
+}
+
+/** 1-based line and column of a character offset. */
+function lineCol(text: string, offset: number): { line: number; col: number } {
+  let line = 1;
+  let start = 0;
+  for (let i = text.indexOf('\n'); i !== -1 && i < offset; i = text.indexOf('\n', i + 1)) {
+    line++;
+    start = i + 1;
+  }
+  return { line, col: offset - start + 1 };
+}
+
+/** The keys of one JSON object: a short array (a policy's objects have a few keys), a Set past 16. */
+class KeySet {
+  private list: string[] | undefined = [];
+  private set: Set<string> | undefined;
+
+  /** Adds `key`; false when it was there already. */
+  add(key: string): boolean {
+    const list = this.list;
+    if (list !== undefined) {
+      if (list.includes(key)) return false;
+      list.push(key);
+      if (list.length > 16) {
+        this.set = new Set(list);
+        this.list = undefined;
+      }
+      return true;
+    }
+    const set = this.set as Set<string>;
+    if (set.has(key)) return false;
+    set.add(key);
+    return true;
+  }
+}
+
+/**
+ * One pass over JSON text that `JSON.parse` accepted: reports the offset of
+ * every value with its key path (when `onValue` is given) and returns the
+ * first key repeated within one object. Iterative, so nesting depth cannot
+ * overflow the stack.
+ */
+function scanJson(
+  text: string,
+  onValue?: (path: readonly (string | number)[], offset: number) => void,
+): { key: string; path: (string | number)[]; offset: number } | undefined {
+  const path: (string | number)[] = [];
+  /** Per open container: the keys seen (objects), or undefined (arrays). */
+  const open: (KeySet | undefined)[] = [];
+  let expectKey = false;
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09 || c === 0x3a /* : */) continue;
+    if (c === 0x22 /* " */) {
+      let j = i + 1;
+      let escaped = false;
+      for (; ; j++) {
+        const d = text.charCodeAt(j);
+        if (d === 0x5c /* \ */) {
+          escaped = true;
+          j++;
+        } else if (d === 0x22) break;
+      }
+      if (expectKey) {
+        const key = escaped ? (JSON.parse(text.slice(i, j + 1)) as string) : text.slice(i + 1, j);
+        if (!(open[open.length - 1] as KeySet).add(key))
+          return { key, path: [...path.slice(0, -1), key], offset: i };
+        path[path.length - 1] = key;
+        expectKey = false;
+      } else onValue?.(path, i);
+      i = j;
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      onValue?.(path, i);
+      const isObject = c === 0x7b;
+      open.push(isObject ? new KeySet() : undefined);
+      path.push(isObject ? '' : 0);
+      expectKey = isObject;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      open.pop();
+      path.pop();
+      expectKey = false;
+    } else if (c === 0x2c /* , */) {
+      if (open[open.length - 1] === undefined) path[path.length - 1] = (path[path.length - 1] as number) + 1;
+      else expectKey = true;
+    } else {
+      // A number, true, false or null: runs to the next delimiter.
+      onValue?.(path, i);
+      while (i + 1 < n && !/[\s,\]}]/.test(text[i + 1] as string)) i++;
+    }
+  }
+  return undefined;
 }
 
 function firstLine(s: string): string {
@@ -225,34 +393,95 @@ export interface CompiledRule {
   readonly index: number;
   readonly id: string;
   readonly deny: boolean;
+  readonly callers: readonly IdMatcher[];
   readonly callees: readonly IdMatcher[] | undefined;
   readonly actions: ActionMatcher;
+  /** The decision's `reason` when this rule decides, built once rather than per decision. */
+  readonly reason: string;
+  /** The rule as written: a reload reuses this compiled rule when it is unchanged. */
+  readonly source: PolicyRule;
+}
+
+/** The earliest rule of each effect under one exact key: an exact key needs no further test. */
+interface First {
+  deny: CompiledRule | undefined;
+  allow: CompiledRule | undefined;
 }
 
 /**
  * Rules whose caller matcher already matched, narrowed further by callee and
- * action. Up to {@link SMALL_TABLE} rules are scanned; above that they are
- * indexed (callee: exact ID, trust domain of a pattern, `*`, none; action:
- * exact name, literal text before a glob's first `*`), with one list per
- * effect in file order, so a check stops at the first full match of each
- * list: its cost does not grow with the number of rules.
+ * action. Up to {@link SMALL_TABLE} rules are scanned. Above that, rules
+ * whose actions are exact names and whose callees are exact IDs (or absent)
+ * go into two maps keyed by `callee\naction` and by action, holding only the
+ * earliest deny and allow per key; a check looks each up once. The other
+ * rules (action globs, callee patterns) are scanned when few, else indexed on
+ * callee and action (exact name, literal text before a glob's first `*`),
+ * with one list per effect in file order, so a check stops at the first full
+ * match of each list. A check thus touches a few map entries, not every
+ * rule: its cost (and the memory it pulls into the CPU cache, which is what a
+ * decision over 100 000 rules waits on) does not grow with the number of rules.
  */
 class RuleTable {
   private readonly rules: CompiledRule[] = [];
+  private pairs: Map<string, First> | undefined;
+  private noCallee: Map<string, First> | undefined;
+  private rest: CompiledRule[] = this.rules;
   private index: CalleeIndex | undefined;
 
   add(rule: CompiledRule): void {
     if (this.rules[this.rules.length - 1] !== rule) this.rules.push(rule);
   }
 
+  /**
+   * Takes over the sealed index of `old` when it holds the very same rule
+   * objects in the same order (a reload that left them alone), else seals anew.
+   */
+  sealReusing(old: RuleTable | undefined): void {
+    const a = this.rules;
+    const b = old?.rules;
+    if (b === undefined || a.length !== b.length || a.some((r, i) => r !== b[i])) {
+      this.seal();
+      return;
+    }
+    const o = old as RuleTable;
+    this.pairs = o.pairs;
+    this.noCallee = o.noCallee;
+    this.rest = o.rest;
+    this.index = o.index;
+  }
+
   seal(): void {
-    if (this.rules.length > SMALL_TABLE) this.index = calleeIndex(this.rules);
+    if (this.rules.length <= SMALL_TABLE) return;
+    const rest: CompiledRule[] = [];
+    for (const rule of this.rules) {
+      if (!exactOnly(rule)) {
+        rest.push(rule);
+        continue;
+      }
+      if (rule.callees === undefined) {
+        for (const a of rule.actions.exact) keepFirst((this.noCallee ??= new Map()), a, rule);
+      } else {
+        for (const m of rule.callees)
+          for (const a of rule.actions.exact)
+            keepFirst((this.pairs ??= new Map()), `${(m as { id: string }).id}\n${a}`, rule);
+      }
+    }
+    this.rest = rest;
+    if (rest.length > SMALL_TABLE) this.index = calleeIndex(rest);
   }
 
   collect(st: MatchState): void {
+    if (this.noCallee !== undefined) {
+      const f = this.noCallee.get(st.action);
+      if (f !== undefined) takeFirst(st, f);
+    }
+    if (this.pairs !== undefined && st.callee !== undefined) {
+      const f = this.pairs.get((st.pairKey ??= `${st.calleeString as string}\n${st.action}`));
+      if (f !== undefined) takeFirst(st, f);
+    }
     const ix = this.index;
     if (ix === undefined) {
-      for (const r of this.rules) consider(st, r);
+      for (const r of this.rest) consider(st, r);
       return;
     }
     collectActions(st, ix.none);
@@ -266,7 +495,32 @@ class RuleTable {
   }
 }
 
-const SMALL_TABLE = 16;
+/** Exact actions only, and no callees or exact ones, in a bounded number of keys. */
+function exactOnly(rule: CompiledRule): boolean {
+  const a = rule.actions;
+  if (a.any || a.globs.length > 0) return false;
+  if (rule.callees === undefined) return true;
+  if (rule.callees.length * a.exact.size > MAX_PAIRS) return false;
+  return rule.callees.every((m) => m.kind === 'exact');
+}
+
+/** A rule naming more callee × action pairs than this goes to the indexed rest, not the pair map. */
+const MAX_PAIRS = 64;
+
+function keepFirst(map: Map<string, First>, key: string, rule: CompiledRule): void {
+  let f = map.get(key);
+  if (f === undefined) map.set(key, (f = { deny: undefined, allow: undefined }));
+  // Rules are added in file order: the first of each effect stays.
+  if (rule.deny) f.deny ??= rule;
+  else f.allow ??= rule;
+}
+
+function takeFirst(st: MatchState, f: First): void {
+  if (f.deny !== undefined && (st.deny === undefined || f.deny.index < st.deny.index)) st.deny = f.deny;
+  if (f.allow !== undefined && (st.allow === undefined || f.allow.index < st.allow.index)) st.allow = f.allow;
+}
+
+const SMALL_TABLE = 4;
 
 /** One list per effect, in file order. */
 interface Split {
@@ -429,25 +683,58 @@ interface DomainBucket {
 export class CompiledPolicy {
   readonly id: string;
   readonly ruleCount: number;
+  /** The matchers of this version, for the next one to reuse. */
+  readonly matchers: MatcherCache;
   private readonly exact = new Map<string, RuleTable>();
   private readonly domains = new Map<string, DomainBucket>();
   private readonly anyCaller = new RuleTable();
+  private readonly byId = new Map<string, CompiledRule>();
+  /** Every rule list by the caller matcher key that leads to it. */
+  private readonly tables = new Map<string, RuleTable>();
 
-  constructor(doc: PolicyDocument) {
+  /**
+   * @param previous the version in force: a rule with the same id, position
+   *   and content is reused as is, and matchers seen there are not compiled again.
+   * @param matchers the cache the document was validated with (see
+   *   {@link parsePolicyWith}), so validation and compilation share it.
+   */
+  constructor(doc: PolicyDocument, previous?: CompiledPolicy, matchers?: MatcherCache) {
     this.id = doc.id;
     this.ruleCount = doc.rules.length;
-    const tables = new Set<RuleTable>([this.anyCaller]);
+    this.matchers = matchers ?? new MatcherCache(previous?.matchers);
+    this.tables.set('*', this.anyCaller);
     doc.rules.forEach((r, index) => {
-      const rule: CompiledRule = {
-        index,
-        id: r.id,
-        deny: r.effect === 'deny',
-        callees: r.callees?.map(compileIdMatcher),
-        actions: compileActions(r.actions),
-      };
-      for (const raw of r.callers) tables.add(this.add(rule, compileIdMatcher(raw)));
+      const old = previous?.byId.get(r.id);
+      const rule =
+        old !== undefined && old.index === index && sameRule(old.source, r) ? old : this.compile(r, index);
+      this.byId.set(r.id, rule);
+      for (const m of rule.callers) {
+        if (!this.tables.has(m.key)) this.tables.set(m.key, this.add(rule, m));
+        else this.add(rule, m);
+      }
     });
-    for (const t of tables) t.seal();
+    // Lists whose rules are all unchanged keep their index: only what changed is indexed again.
+    for (const [key, t] of this.tables) t.sealReusing(previous?.tables.get(key));
+    this.matchers.detach();
+  }
+
+  /** The compiled rule with this id (a reload reuses unchanged ones: same object). */
+  rule(id: string): CompiledRule | undefined {
+    return this.byId.get(id);
+  }
+
+  private compile(r: PolicyRule, index: number): CompiledRule {
+    const deny = r.effect === 'deny';
+    return {
+      index,
+      id: r.id,
+      deny,
+      callers: r.callers.map((m) => this.matchers.id(m)),
+      callees: r.callees?.map((m) => this.matchers.id(m)),
+      actions: this.matchers.actions(r.actions),
+      reason: `${deny ? 'denied' : 'allowed'} by rule ${JSON.stringify(r.id)}`,
+      source: r,
+    };
   }
 
   private bucket(td: string): DomainBucket {
@@ -492,6 +779,7 @@ export class CompiledPolicy {
       calleeString: callee?.toString(),
       calleeSegments: undefined,
       action,
+      pairKey: undefined,
       deny: undefined,
       allow: undefined,
     };
@@ -507,6 +795,32 @@ export class CompiledPolicy {
   }
 }
 
+function sameMatchers(
+  a: readonly RawIdMatcher[] | undefined,
+  b: readonly RawIdMatcher[] | undefined,
+): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as RawIdMatcher;
+    const y = b[i] as RawIdMatcher;
+    if (typeof x === 'string' ? x !== y : typeof y === 'string' || x.prefix !== y.prefix) return false;
+  }
+  return true;
+}
+
+/** Same effect, matchers and actions (the description does not decide anything). */
+function sameRule(a: PolicyRule, b: PolicyRule): boolean {
+  return (
+    a.id === b.id &&
+    a.effect === b.effect &&
+    sameMatchers(a.callers, b.callers) &&
+    sameMatchers(a.callees, b.callees) &&
+    a.actions.length === b.actions.length &&
+    a.actions.every((x, i) => x === b.actions[i])
+  );
+}
+
 /** The deciding candidates of one check. */
 export interface MatchResult {
   readonly deny: CompiledRule | undefined;
@@ -518,6 +832,8 @@ interface MatchState {
   readonly calleeString: string | undefined;
   calleeSegments: readonly string[] | undefined;
   readonly action: string;
+  /** `callee\naction`, built when a table with exact pairs is visited. */
+  pairKey: string | undefined;
   deny: CompiledRule | undefined;
   allow: CompiledRule | undefined;
 }

@@ -111,3 +111,58 @@ describe('CompiledPolicy index', () => {
     });
   }
 });
+
+/** `doc` edited as a reload would see it: some rules changed, some removed, some added, a few moved. */
+function edited(doc: PolicyDocument): PolicyDocument {
+  const fresh = policy(doc.rules.length);
+  const rules: PolicyRule[] = [];
+  doc.rules.forEach((r, i) => {
+    const roll = rand();
+    if (roll < 0.05) return; // removed
+    if (roll < 0.1)
+      rules.push({ ...(fresh.rules[i] as PolicyRule), id: r.id }); // changed in place
+    else rules.push(r); // unchanged
+    if (rand() < 0.03) rules.push({ ...(fresh.rules[i] as PolicyRule), id: `${r.id}-new` }); // added
+  });
+  return { ...doc, id: 'agreement-2', rules };
+}
+
+describe('CompiledPolicy built from the version in force (a reload)', () => {
+  it('decides exactly like a policy compiled from scratch, and reuses the unchanged rules', () => {
+    const before = policy(1000);
+    const old = new CompiledPolicy(before);
+    const after = edited(before);
+    const incremental = new CompiledPolicy(after, old);
+    const scratch = new CompiledPolicy(after);
+    const rules = plain(after);
+    for (let i = 0; i < 800; i++) {
+      const caller = SpiffeId.parse(rand() < 0.05 ? `spiffe://${pick(tds)}/${pick(teams)}` : id());
+      const callee = rand() < 0.2 ? undefined : SpiffeId.parse(id());
+      const action = pick([...actions, 'admin.', 'write', 'wre', 'other']);
+      const got = incremental.decide(caller, callee, action);
+      const want = reference(rules, caller, callee, action);
+      expect({ deny: got.deny?.id, allow: got.allow?.id }, `${caller} → ${callee} ${action}`).toEqual(want);
+      const fresh = scratch.decide(caller, callee, action);
+      expect({ deny: got.deny?.id, allow: got.allow?.id }).toEqual({
+        deny: fresh.deny?.id,
+        allow: fresh.allow?.id,
+      });
+    }
+    // A rule at the same position with the same content is the same compiled object; a changed
+    // one, or one whose position moved (its precedence index), is compiled again.
+    let reused = 0;
+    after.rules.forEach((r, index) => {
+      const prev = before.rules.findIndex((b) => b.id === r.id);
+      const same = prev === index && before.rules[prev] === r;
+      if (same) {
+        expect(incremental.rule(r.id)).toBe(old.rule(r.id));
+        reused++;
+      } else expect(incremental.rule(r.id)).not.toBe(old.rule(r.id));
+      expect(incremental.rule(r.id)?.index).toBe(index);
+    });
+    expect(reused).toBeGreaterThan(0);
+    // Removed rules are gone.
+    for (const r of before.rules)
+      if (!after.rules.some((a) => a.id === r.id)) expect(incremental.rule(r.id)).toBeUndefined();
+  });
+});

@@ -48,6 +48,29 @@ describe('policy documents', () => {
     expect(LocalPolicyEnforcer.fromString(json).policyId).toBe('demo-policy');
   });
 
+  it('reads JSON with JSON.parse and still accepts YAML flow style, which also starts with "{"', () => {
+    const flow = `{version: 1, id: flow, default: deny, rules: [{id: r, effect: allow, callers: ["*"], actions: [x]}]}`;
+    expect(parsePolicy(flow).rules[0]?.callers).toEqual(['*']);
+  });
+
+  it('locates a syntax error in a large JSON file (past the YAML fallback) by line and column', () => {
+    const rules = Array.from({ length: 12_000 }, (_, i) => ({
+      id: `r${i}`,
+      effect: 'allow',
+      callers: [`spiffe://demo.weave/agent/a${i}`],
+      actions: ['search'],
+    }));
+    const text = JSON.stringify({ version: 1, id: 'big', default: 'deny', rules }, null, 1);
+    expect(text.length).toBeGreaterThan(1 << 20);
+    const lines = text.split('\n');
+    const at = lines.findIndex((l) => l.includes('"r11000"'));
+    lines[at] = lines[at]!.replace('"r11000",', '"r11000"');
+    const err = rejected(lines.join('\n'));
+    expect(err.issues).toHaveLength(1);
+    expect(err.issues[0]).toMatchObject({ line: at + 2, path: '' });
+    expect(err.message).toMatch(new RegExp(`line ${at + 2}: invalid JSON: .*position`));
+  });
+
   const bad: { name: string; text: string; code?: string; line?: number; path: string; message: RegExp }[] = [
     {
       name: 'default allow',

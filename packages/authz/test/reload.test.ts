@@ -163,6 +163,123 @@ describe('LocalPolicyEnforcer.fromFile', () => {
     expect(e.policyId).toBe('v1');
   });
 
+  describe('a JSON policy, reloaded incrementally', () => {
+    const SEARCH = SpiffeId.parse('spiffe://demo.weave/agent/search');
+    // Enough rules for one caller that its list is indexed (exact callee × action pairs).
+    const rules = (n: number) =>
+      Array.from({ length: n }, (_, i) => ({
+        id: `r${i}`,
+        effect: 'allow',
+        callers: [CALLER.toString()],
+        callees: [`spiffe://demo.weave/agent/a${i}`],
+        actions: [`act${i}`],
+      }));
+    const doc = (id: string, list: unknown[]) =>
+      JSON.stringify({ version: 1, id, default: 'deny', rules: list }, null, 2);
+    const check = (e: LocalPolicyEnforcer, callee: string, action: string) =>
+      e.checkOutbound({ caller: CALLER, callee: SpiffeId.parse(callee), action });
+
+    it('applies a changed rule, drops a removed one and keeps the rest deciding', async () => {
+      const file = join(dir, 'policy.json');
+      const list = [
+        ...rules(40),
+        {
+          id: 'search',
+          effect: 'allow',
+          callers: [CALLER.toString()],
+          callees: [SEARCH.toString()],
+          actions: ['search'],
+        },
+      ];
+      await writeFile(file, doc('v1', list));
+      const { e } = await load(file, { watch: false });
+      expect(await check(e, SEARCH.toString(), 'search')).toMatchObject({ allowed: true, ruleId: 'search' });
+      expect((await check(e, 'spiffe://demo.weave/agent/a3', 'act3')).allowed).toBe(true);
+
+      // r3 now allows another action; r7 is removed; "search" becomes a deny.
+      const next = list
+        .filter((r) => r.id !== 'r7')
+        .map((r) =>
+          r.id === 'r3' ? { ...r, actions: ['other'] } : r.id === 'search' ? { ...r, effect: 'deny' } : r,
+        );
+      await writeFile(file, doc('v2', next));
+      expect(await e.reload()).toMatchObject({ ok: true, changed: true, policyId: 'v2' });
+
+      expect(await check(e, 'spiffe://demo.weave/agent/a3', 'other')).toMatchObject({
+        allowed: true,
+        ruleId: 'r3',
+      });
+      expect((await check(e, 'spiffe://demo.weave/agent/a3', 'act3')).allowed).toBe(false);
+      expect(await check(e, 'spiffe://demo.weave/agent/a7', 'act7')).toMatchObject({
+        allowed: false,
+        reason: 'no rule matched: default deny',
+      });
+      expect(await check(e, SEARCH.toString(), 'search')).toMatchObject({ allowed: false, ruleId: 'search' });
+      // Unchanged rules, before and after the removed one, still decide.
+      expect(await check(e, 'spiffe://demo.weave/agent/a2', 'act2')).toMatchObject({
+        allowed: true,
+        ruleId: 'r2',
+      });
+      expect(await check(e, 'spiffe://demo.weave/agent/a39', 'act39')).toMatchObject({
+        allowed: true,
+        ruleId: 'r39',
+      });
+    });
+
+    it('refuses a bad JSON file with a located error and keeps deciding with the policy in force', async () => {
+      const file = join(dir, 'policy.json');
+      await writeFile(file, doc('v1', rules(20)));
+      const { e } = await load(file, { watch: false });
+      const good = rules(20);
+      const bad: { text: string; line: number; message: RegExp }[] = [
+        // A second "effect" must not quietly win, as JSON.parse alone would let it.
+        {
+          text: doc('v2', good).replace('"effect": "allow",', '"effect": "allow", "effect": "deny",'),
+          line: 8,
+          message: /rules\[0\]\.effect: duplicate key "effect"/,
+        },
+        {
+          text: doc(
+            'v2',
+            good.map((r, i) => (i === 2 ? { ...r, effect: 'maybe' } : r)),
+          ),
+          line: 34,
+          message: /rules\[2\]\.effect: effect must be "allow" or "deny"/,
+        },
+        {
+          text: doc(
+            'v2',
+            good.map((r, i) => (i === 1 ? { ...r, callers: ['spiffe://Demo/x'] } : r)),
+          ),
+          line: 23,
+          message: /rules\[1\]\.callers\[0\]: invalid SPIFFE ID "spiffe:\/\/Demo\/x"/,
+        },
+        // Not JSON (a brace missing): located by the YAML parser, which also reads flow-style YAML.
+        {
+          text: doc('v2', good).replace('"act0"\n      ]', '"act0"\n      '),
+          line: 18,
+          message: /must be sufficiently indented and end with a \]/,
+        },
+      ];
+      for (const b of bad) {
+        await writeFile(file, b.text);
+        const ev = await e.reload();
+        expect(ev.ok).toBe(false);
+        if (!ev.ok) {
+          expect(ev.error).toBeInstanceOf(PolicyError);
+          expect(ev.error.message).toContain(`line ${b.line}`);
+          expect(ev.error.message).toMatch(b.message);
+        }
+        expect(e.policyId).toBe('v1');
+        expect(await check(e, 'spiffe://demo.weave/agent/a0', 'act0')).toMatchObject({
+          allowed: true,
+          ruleId: 'r0',
+        });
+        expect((await check(e, 'spiffe://demo.weave/agent/a2', 'act2')).allowed).toBe(true);
+      }
+    });
+  });
+
   it('reload() on an enforcer built from an object says it is not file-backed', async () => {
     const e = LocalPolicyEnforcer.fromObject(
       { version: 1, id: 'o', default: 'deny', rules: [] },
