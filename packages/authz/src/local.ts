@@ -251,7 +251,8 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
 /** Parses, validates and compiles policy text, reusing what `previous` compiled. */
 function compileText(text: string, source: string, previous?: CompiledPolicy): CompiledPolicy {
   const matchers = new MatcherCache(previous?.matchers);
-  return new CompiledPolicy(parsePolicyWith(text, source, matchers), previous, matchers);
+  const known = previous && ((id: string) => previous.rule(id)?.source);
+  return new CompiledPolicy(parsePolicyWith(text, source, matchers, known), previous, matchers);
 }
 
 async function readPolicyFile(file: string): Promise<{ text: string; sha256: string }> {

@@ -62,27 +62,13 @@ function documentSchema(matchers: MatcherCache) {
     description: z.string().optional(),
   });
 
-  return z
-    .strictObject({
-      version: z.literal(1, { error: 'version must be 1' }),
-      id: name('policy id'),
-      default: z.literal('deny', { error: 'default must be "deny": Weave has no default that allows' }),
-      description: z.string().optional(),
-      rules: z.array(ruleSchema, { error: 'rules must be a list' }),
-    })
-    .superRefine((doc, ctx) => {
-      const seen = new Map<string, number>();
-      doc.rules.forEach((r, i) => {
-        const first = seen.get(r.id);
-        if (first !== undefined) {
-          ctx.addIssue({
-            code: 'custom',
-            path: ['rules', i, 'id'],
-            message: `duplicate rule id ${JSON.stringify(r.id)} (first used by rules[${first}])`,
-          });
-        } else seen.set(r.id, i);
-      });
-    });
+  return z.strictObject({
+    version: z.literal(1, { error: 'version must be 1' }),
+    id: name('policy id'),
+    default: z.literal('deny', { error: 'default must be "deny": Weave has no default that allows' }),
+    description: z.string().optional(),
+    rules: z.array(ruleSchema, { error: 'rules must be a list' }),
+  });
 }
 
 /** A validated policy document, as written in YAML or JSON. */
@@ -128,7 +114,7 @@ function valueAt(root: unknown, path: readonly PropertyKey[]): { found: boolean;
 }
 
 function zodIssues(
-  err: z.ZodError,
+  err: { readonly issues: readonly z.core.$ZodIssue[] },
   root: unknown,
   locate: (path: readonly PropertyKey[]) => { line: number; col: number } | undefined,
 ): PolicyIssue[] {
@@ -166,11 +152,11 @@ export function validatePolicy(input: unknown, source = '<object>'): PolicyDocum
 
 /** {@link validatePolicy} compiling matchers through `matchers` (see {@link CompiledPolicy}). */
 export function validatePolicyWith(input: unknown, source: string, matchers: MatcherCache): PolicyDocument {
-  const res = documentSchema(matchers).safeParse(input);
+  const res = checkDocument(input, matchers, undefined);
   if (!res.success)
     throw new PolicyError(
       source,
-      zodIssues(res.error, input, () => undefined),
+      zodIssues(res, input, () => undefined),
     );
   return res.data;
 }
@@ -188,13 +174,23 @@ export function parsePolicy(text: string, source = '<string>'): PolicyDocument {
 }
 
 /** {@link parsePolicy} compiling matchers through `matchers` (see {@link CompiledPolicy}). */
-export function parsePolicyWith(text: string, source: string, matchers: MatcherCache): PolicyDocument {
+export function parsePolicyWith(
+  text: string,
+  source: string,
+  matchers: MatcherCache,
+  known?: KnownRules,
+): PolicyDocument {
   return /^\s*\{/.test(text)
-    ? parseJsonPolicy(text, source, matchers)
-    : parseYamlPolicy(text, source, matchers);
+    ? parseJsonPolicy(text, source, matchers, known)
+    : parseYamlPolicy(text, source, matchers, known);
 }
 
-function parseYamlPolicy(text: string, source: string, matchers: MatcherCache): PolicyDocument {
+function parseYamlPolicy(
+  text: string,
+  source: string,
+  matchers: MatcherCache,
+  known: KnownRules | undefined,
+): PolicyDocument {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false, strict: true });
   if (doc.errors.length > 0) {
@@ -218,18 +214,23 @@ function parseYamlPolicy(text: string, source: string, matchers: MatcherCache): 
   }
   if (value === null || value === undefined)
     throw new PolicyError(source, [{ path: '', message: 'the policy document is empty' }]);
-  const res = documentSchema(matchers).safeParse(value);
+  const res = checkDocument(value, matchers, known);
   if (!res.success)
     throw new PolicyError(
       source,
-      zodIssues(res.error, value, (path) => locate(doc, lineCounter, path)),
+      zodIssues(res, value, (path) => locate(doc, lineCounter, path)),
     );
   return res.data;
 }
 
 const YAML_FALLBACK_MAX = 1 << 20;
 
-function parseJsonPolicy(text: string, source: string, matchers: MatcherCache): PolicyDocument {
+function parseJsonPolicy(
+  text: string,
+  source: string,
+  matchers: MatcherCache,
+  known: KnownRules | undefined,
+): PolicyDocument {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -237,7 +238,7 @@ function parseJsonPolicy(text: string, source: string, matchers: MatcherCache): 
     // Not JSON: may be a YAML flow mapping ("{version: 1, …}"), which YAML always accepted. The
     // YAML parser also locates syntax errors best; above 1 MiB it is too slow for that (seconds
     // on the event loop), so a large file gets the JSON parser's own position.
-    if (text.length <= YAML_FALLBACK_MAX) return parseYamlPolicy(text, source, matchers);
+    if (text.length <= YAML_FALLBACK_MAX) return parseYamlPolicy(text, source, matchers, known);
     // V8 names the offset for most syntax errors ("… in JSON at position 42").
     const message = firstLine((err as Error).message);
     const at = /at position (\d+)/.exec(message);
@@ -258,14 +259,14 @@ function parseJsonPolicy(text: string, source: string, matchers: MatcherCache): 
       },
     ]);
   }
-  const res = documentSchema(matchers).safeParse(value);
+  const res = checkDocument(value, matchers, known);
   if (!res.success) {
     // Only a bad document pays for locating its issues: one more pass over the text.
     const offsets = new Map<string, number>();
     scanJson(text, (path, offset) => offsets.set(formatPath(path), offset));
     throw new PolicyError(
       source,
-      zodIssues(res.error, value, (path) => {
+      zodIssues(res, value, (path) => {
         for (let n = path.length; n >= 0; n--) {
           const offset = offsets.get(formatPath(path.slice(0, n)));
           if (offset !== undefined) return lineCol(text, offset);
@@ -275,6 +276,88 @@ function parseJsonPolicy(text: string, source: string, matchers: MatcherCache): 
     );
   }
   return res.data;
+}
+
+/** The validated rules of the policy in force, by id. */
+export type KnownRules = (id: string) => PolicyRule | undefined;
+
+type Checked =
+  | { readonly success: true; readonly data: PolicyDocument }
+  | { readonly success: false; readonly issues: readonly z.core.$ZodIssue[] };
+
+/**
+ * Validates a document with the schema, except rules equal (as JSON values)
+ * to a rule of the policy in force: those were validated when it was loaded,
+ * and its validated object is kept, so a reload runs zod over the changed
+ * rules only. Then checks that rule ids are unique across all of them.
+ * Linear in the size of the document.
+ */
+function checkDocument(value: unknown, matchers: MatcherCache, known: KnownRules | undefined): Checked {
+  const schema = documentSchema(matchers);
+  const rules = (value as { rules?: unknown } | null)?.rules;
+  let data: PolicyDocument;
+  if (known === undefined || !Array.isArray(rules) || typeof value !== 'object') {
+    const res = schema.safeParse(value);
+    if (!res.success) return { success: false, issues: res.error.issues };
+    data = res.data;
+  } else {
+    const kept: (PolicyRule | undefined)[] = [];
+    const fresh: number[] = [];
+    rules.forEach((r: unknown, i) => {
+      const k = unchanged(r, known);
+      kept.push(k);
+      if (k === undefined) fresh.push(i);
+    });
+    const res = schema.safeParse({ ...value, rules: fresh.map((i) => rules[i] as unknown) });
+    if (!res.success) {
+      // Issue paths name the position in the whole list, not in the changed ones.
+      const issues = res.error.issues.map((iss) =>
+        iss.path[0] === 'rules' && typeof iss.path[1] === 'number'
+          ? { ...iss, path: ['rules', fresh[iss.path[1]] as number, ...iss.path.slice(2)] }
+          : iss,
+      );
+      return { success: false, issues };
+    }
+    res.data.rules.forEach((r, j) => (kept[fresh[j] as number] = r));
+    data = { ...res.data, rules: kept as PolicyRule[] };
+  }
+  const issues: z.core.$ZodIssue[] = [];
+  const seen = new Map<string, number>();
+  data.rules.forEach((r, i) => {
+    const first = seen.get(r.id);
+    if (first === undefined) seen.set(r.id, i);
+    else
+      issues.push({
+        code: 'custom',
+        input: r.id,
+        path: ['rules', i, 'id'],
+        message: `duplicate rule id ${JSON.stringify(r.id)} (first used by rules[${first}])`,
+      });
+  });
+  return issues.length > 0 ? { success: false, issues } : { success: true, data };
+}
+
+/** The validated rule of the policy in force that `raw` equals, if any. */
+function unchanged(raw: unknown, known: KnownRules): PolicyRule | undefined {
+  if (typeof raw !== 'object' || raw === null) return undefined;
+  const id = (raw as { id?: unknown }).id;
+  if (typeof id !== 'string') return undefined;
+  const k = known(id);
+  return k !== undefined && sameJson(raw, k) ? k : undefined;
+}
+
+/** Deep equality of JSON-like values; recursion is bounded by the depth of `b` (a validated rule). */
+function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const key of ka) {
+    if (!Object.hasOwn(b, key)) return false;
+    if (!sameJson((a as Record<string, unknown>)[key], (b as Record<string, unknown>)[key])) return false;
+  }
+  return true;
 }
 
 /** 1-based line and column of a character offset. */
@@ -811,6 +894,7 @@ function sameMatchers(
 
 /** Same effect, matchers and actions (the description does not decide anything). */
 function sameRule(a: PolicyRule, b: PolicyRule): boolean {
+  if (a === b) return true;
   return (
     a.id === b.id &&
     a.effect === b.effect &&

@@ -254,6 +254,23 @@ describe('LocalPolicyEnforcer.fromFile', () => {
           line: 23,
           message: /rules\[1\]\.callers\[0\]: invalid SPIFFE ID "spiffe:\/\/Demo\/x"/,
         },
+        // Rules equal to the ones in force skip zod; a changed one is checked, across all ids too.
+        {
+          text: doc(
+            'v2',
+            good.map((r, i) => (i === 5 ? { ...r, id: 'r1' } : r)),
+          ),
+          line: 72,
+          message: /rules\[5\]\.id: duplicate rule id "r1" \(first used by rules\[1\]\)/,
+        },
+        {
+          text: doc(
+            'v2',
+            good.map((r, i) => (i === 0 ? { ...r, extra: 1 } : r)),
+          ),
+          line: 18,
+          message: /rules\[0\]\.extra: unknown key "extra"/,
+        },
         // Not JSON (a brace missing): located by the YAML parser, which also reads flow-style YAML.
         {
           text: doc('v2', good).replace('"act0"\n      ]', '"act0"\n      '),
