@@ -87,28 +87,37 @@ function reference(rules: Plain[], caller: SpiffeId, callee: SpiffeId | undefine
   return { deny, allow };
 }
 
+/** The reference scans every rule for every check: seconds of CPU, many more on a loaded machine. */
+const SCAN_TIMEOUT_MS = 120_000;
+
 describe('CompiledPolicy index', () => {
   for (const n of [12, 200, 3000]) {
-    it(`names the same deciding rules as a scan of every rule (${n} rules, outbound and inbound checks)`, () => {
-      const doc = policy(n);
-      const compiled = new CompiledPolicy(doc);
-      const rules = plain(doc);
-      let withAllow = 0;
-      let withDeny = 0;
-      for (let i = 0; i < 1500; i++) {
-        const caller = SpiffeId.parse(rand() < 0.05 ? `spiffe://${pick(tds)}/${pick(teams)}` : id());
-        const callee = rand() < 0.2 ? undefined : SpiffeId.parse(id());
-        const action = pick([...actions, 'admin.', 'write', 'wre', 'other']);
-        const got = compiled.decide(caller, callee, action);
-        const want = reference(rules, caller, callee, action);
-        expect({ deny: got.deny?.id, allow: got.allow?.id }, `${caller} → ${callee} ${action}`).toEqual(want);
-        if (want.deny) withDeny++;
-        if (want.allow) withAllow++;
-      }
-      // Both kinds of deciding rule are found, so agreement is not about empty answers only.
-      expect(withAllow).toBeGreaterThan(0);
-      expect(withDeny).toBeGreaterThan(0);
-    });
+    it(
+      `names the same deciding rules as a scan of every rule (${n} rules, outbound and inbound checks)`,
+      () => {
+        const doc = policy(n);
+        const compiled = new CompiledPolicy(doc);
+        const rules = plain(doc);
+        let withAllow = 0;
+        let withDeny = 0;
+        for (let i = 0; i < 1500; i++) {
+          const caller = SpiffeId.parse(rand() < 0.05 ? `spiffe://${pick(tds)}/${pick(teams)}` : id());
+          const callee = rand() < 0.2 ? undefined : SpiffeId.parse(id());
+          const action = pick([...actions, 'admin.', 'write', 'wre', 'other']);
+          const got = compiled.decide(caller, callee, action);
+          const want = reference(rules, caller, callee, action);
+          expect({ deny: got.deny?.id, allow: got.allow?.id }, `${caller} → ${callee} ${action}`).toEqual(
+            want,
+          );
+          if (want.deny) withDeny++;
+          if (want.allow) withAllow++;
+        }
+        // Both kinds of deciding rule are found, so agreement is not about empty answers only.
+        expect(withAllow).toBeGreaterThan(0);
+        expect(withDeny).toBeGreaterThan(0);
+      },
+      SCAN_TIMEOUT_MS,
+    );
   }
 });
 
@@ -128,41 +137,45 @@ function edited(doc: PolicyDocument): PolicyDocument {
 }
 
 describe('CompiledPolicy built from the version in force (a reload)', () => {
-  it('decides exactly like a policy compiled from scratch, and reuses the unchanged rules', () => {
-    const before = policy(1000);
-    const old = new CompiledPolicy(before);
-    const after = edited(before);
-    const incremental = new CompiledPolicy(after, old);
-    const scratch = new CompiledPolicy(after);
-    const rules = plain(after);
-    for (let i = 0; i < 800; i++) {
-      const caller = SpiffeId.parse(rand() < 0.05 ? `spiffe://${pick(tds)}/${pick(teams)}` : id());
-      const callee = rand() < 0.2 ? undefined : SpiffeId.parse(id());
-      const action = pick([...actions, 'admin.', 'write', 'wre', 'other']);
-      const got = incremental.decide(caller, callee, action);
-      const want = reference(rules, caller, callee, action);
-      expect({ deny: got.deny?.id, allow: got.allow?.id }, `${caller} → ${callee} ${action}`).toEqual(want);
-      const fresh = scratch.decide(caller, callee, action);
-      expect({ deny: got.deny?.id, allow: got.allow?.id }).toEqual({
-        deny: fresh.deny?.id,
-        allow: fresh.allow?.id,
+  it(
+    'decides exactly like a policy compiled from scratch, and reuses the unchanged rules',
+    () => {
+      const before = policy(1000);
+      const old = new CompiledPolicy(before);
+      const after = edited(before);
+      const incremental = new CompiledPolicy(after, old);
+      const scratch = new CompiledPolicy(after);
+      const rules = plain(after);
+      for (let i = 0; i < 800; i++) {
+        const caller = SpiffeId.parse(rand() < 0.05 ? `spiffe://${pick(tds)}/${pick(teams)}` : id());
+        const callee = rand() < 0.2 ? undefined : SpiffeId.parse(id());
+        const action = pick([...actions, 'admin.', 'write', 'wre', 'other']);
+        const got = incremental.decide(caller, callee, action);
+        const want = reference(rules, caller, callee, action);
+        expect({ deny: got.deny?.id, allow: got.allow?.id }, `${caller} → ${callee} ${action}`).toEqual(want);
+        const fresh = scratch.decide(caller, callee, action);
+        expect({ deny: got.deny?.id, allow: got.allow?.id }).toEqual({
+          deny: fresh.deny?.id,
+          allow: fresh.allow?.id,
+        });
+      }
+      // A rule at the same position with the same content is the same compiled object; a changed
+      // one, or one whose position moved (its precedence index), is compiled again.
+      let reused = 0;
+      after.rules.forEach((r, index) => {
+        const prev = before.rules.findIndex((b) => b.id === r.id);
+        const same = prev === index && before.rules[prev] === r;
+        if (same) {
+          expect(incremental.rule(r.id)).toBe(old.rule(r.id));
+          reused++;
+        } else expect(incremental.rule(r.id)).not.toBe(old.rule(r.id));
+        expect(incremental.rule(r.id)?.index).toBe(index);
       });
-    }
-    // A rule at the same position with the same content is the same compiled object; a changed
-    // one, or one whose position moved (its precedence index), is compiled again.
-    let reused = 0;
-    after.rules.forEach((r, index) => {
-      const prev = before.rules.findIndex((b) => b.id === r.id);
-      const same = prev === index && before.rules[prev] === r;
-      if (same) {
-        expect(incremental.rule(r.id)).toBe(old.rule(r.id));
-        reused++;
-      } else expect(incremental.rule(r.id)).not.toBe(old.rule(r.id));
-      expect(incremental.rule(r.id)?.index).toBe(index);
-    });
-    expect(reused).toBeGreaterThan(0);
-    // Removed rules are gone.
-    for (const r of before.rules)
-      if (!after.rules.some((a) => a.id === r.id)) expect(incremental.rule(r.id)).toBeUndefined();
-  });
+      expect(reused).toBeGreaterThan(0);
+      // Removed rules are gone.
+      for (const r of before.rules)
+        if (!after.rules.some((a) => a.id === r.id)) expect(incremental.rule(r.id)).toBeUndefined();
+    },
+    SCAN_TIMEOUT_MS,
+  );
 });
