@@ -3,7 +3,7 @@
 // a typed error), the wire schemas and converters (arbitrary JSON is accepted
 // or refused with an A2AError, never an untyped throw), the REST error-body
 // reader, and the gRPC request decoders. Cases per property: FUZZ_RUNS (see
-// helpers/fuzz.ts; `npm run fuzz` runs many more).
+// @weave/test-support/fuzz; `npm run fuzz` runs many more).
 import fc from 'fast-check';
 import { describe, expect } from 'vitest';
 import type { z } from 'zod';
@@ -14,7 +14,7 @@ import { a2aGrpcService } from '../src/grpc/index.js';
 import { A2A_GRPC_SERVICE, ProtoConversionError, a2aProtoRoot, wireCodec } from '../src/grpc/proto.js';
 import * as v1 from '../src/wire/v1.js';
 import * as v03 from '../src/wire/v03.js';
-import { itHolds } from './helpers/fuzz.js';
+import { itHolds } from '@weave/test-support/fuzz';
 import { mutate, mutation, validCalls, wireJson } from './helpers/wire-arbitraries.js';
 
 async function collect(chunks: Iterable<Uint8Array | string>, max: number): Promise<SseEvent[]> {

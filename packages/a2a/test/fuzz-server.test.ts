@@ -8,7 +8,7 @@
 // §11.6 body whose code is the HTTP status), the handler never runs for a
 // request that was refused, never for a caller the policy denies, and the
 // server still answers a valid request afterwards. Cases: FUZZ_RUNS
-// (helpers/fuzz.ts).
+// (@weave/test-support/fuzz).
 import { Client, Metadata, type ServiceError } from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { request, type Dispatcher } from 'undici';
@@ -20,7 +20,7 @@ import { parseSse } from '../src/sse-parse.js';
 import { startHarness, type Harness } from './helpers/agents.js';
 import { TRUST_DOMAIN } from '@weave/test-support';
 import { grpcCredentials } from './helpers/raw-bindings.js';
-import { itHolds, nastyString } from './helpers/fuzz.js';
+import { itHolds, nastyString } from '@weave/test-support/fuzz';
 import { mutate, mutation, validCalls, wireJson, wireObject } from './helpers/wire-arbitraries.js';
 
 let h: Harness;

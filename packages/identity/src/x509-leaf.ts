@@ -397,5 +397,26 @@ const leafCache = new Map<string, VerifiedCert>();
  */
 export function readLeafCached(input: Uint8Array | NodeX509Certificate): VerifiedCert {
   const der = input instanceof Uint8Array ? input : new Uint8Array(input.raw);
-  return cachedByDer(leafCache, der, () => LeafCertificate.read(input) ?? parseCertificate(der));
+  let undecodable = false;
+  try {
+    return cachedByDer(leafCache, der, () => {
+      const light = LeafCertificate.read(input);
+      if (light) return light;
+      const full = parseCertificate(der);
+      try {
+        void full.extensions;
+      } catch (err) {
+        undecodable = true;
+        throw err;
+      }
+      return full;
+    });
+  } catch (err) {
+    if (!undecodable) throw err;
+  }
+  // @peculiar/x509 keeps an empty extension list once decoding them failed, so
+  // a kept certificate would show a later connection no extensions at all (no
+  // SAN, no keyUsage, no critical ones). Such a leaf is never kept: each
+  // verification gets a fresh parse, whose first read fails as it should.
+  return parseCertificate(der);
 }

@@ -3,7 +3,7 @@
 // values, so fuzzed input gets past the first schema check and reaches the
 // code behind it, plus valid requests of every method and mutations of them.
 import fc from 'fast-check';
-import { nastyNumber, nastyString } from './fuzz.js';
+import { nastyNumber, nastyString } from '@weave/test-support/fuzz';
 
 /** Field names of A2A v1.0 and v0.3 requests, in JSON and proto spelling, and keys that misbehave on objects. */
 const FIELDS = [

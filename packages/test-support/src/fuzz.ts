@@ -1,4 +1,4 @@
-// Settings and runner of the property-based fuzz suites (fuzz-*.test.ts).
+// Settings and runner of the property-based fuzz suites (packages/*/test/fuzz-*.test.ts).
 // `npm test` runs a bounded number of cases with a fixed seed, so a failure
 // reproduces; `npm run fuzz` (scripts/fuzz.mjs) runs the same properties with
 // many more cases, a seed of its own and a time bound per property.
