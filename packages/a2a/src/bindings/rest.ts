@@ -82,12 +82,10 @@ async function handleRest(
   reply: FastifyReply,
   path: string,
 ): Promise<void> {
-  let segs: string[];
+  // One pass, no per-request closures; a segment without `%` decodes to itself.
+  const segs: string[] = [];
   try {
-    segs = path
-      .split('/')
-      .filter((s) => s.length > 0)
-      .map((s) => decodeURIComponent(s));
+    for (const s of path.split('/')) if (s.length > 0) segs.push(s.includes('%') ? decodeURIComponent(s) : s);
   } catch {
     return sendRestError(reply, A2AErrors.invalidRequest('malformed path'));
   }
@@ -133,51 +131,54 @@ async function handleRest(
     tenant === undefined
       ? { caller, headers: request.headers, binding: 'HTTP+JSON' }
       : { caller, headers: request.headers, binding: 'HTTP+JSON', tenant };
-  const q = query(request.query);
-  const withTenant = (p: Record<string, unknown>): Record<string, unknown> =>
-    tenant === undefined ? p : { ...p, tenant };
   const h = deps.handler;
   let result: unknown;
   let status = 200;
   switch (r.kind) {
     case 'send':
-      result = await h.sendMessage(ctx, withTenant(body));
+      result = await h.sendMessage(ctx, withTenant(body, tenant));
       break;
     case 'stream':
-      result = await h.sendStreamingMessage(ctx, withTenant(body));
+      result = await h.sendStreamingMessage(ctx, withTenant(body, tenant));
       break;
     case 'card':
       result = await h.getExtendedAgentCard(ctx);
       break;
     case 'list':
-      result = await h.listTasks(ctx, withTenant(q));
+      result = await h.listTasks(ctx, withTenant(query(request.query), tenant));
       break;
     case 'get':
-      result = await h.getTask(ctx, withTenant({ ...q, id: r.id }));
+      result = await h.getTask(ctx, withTenant({ ...query(request.query), id: r.id }, tenant));
       break;
     case 'cancel':
-      result = await h.cancelTask(ctx, withTenant({ ...body, id: r.id }));
+      result = await h.cancelTask(ctx, withTenant({ ...body, id: r.id }, tenant));
       break;
     case 'subscribe':
-      result = await h.subscribeToTask(ctx, withTenant({ id: r.id }), {
+      result = await h.subscribeToTask(ctx, withTenant({ id: r.id }, tenant), {
         lastEventId: parseLastEventId(request.headers['last-event-id']),
       });
       break;
     case 'pushCreate': {
       // The path names the task; a different taskId (or task_id) in the body does not win.
       const { task_id: _inPath, ...config } = body;
-      result = await h.createTaskPushNotificationConfig(ctx, withTenant({ ...config, taskId: r.taskId }));
+      result = await h.createTaskPushNotificationConfig(
+        ctx,
+        withTenant({ ...config, taskId: r.taskId }, tenant),
+      );
       status = 201;
       break;
     }
     case 'pushList':
-      result = await h.listTaskPushNotificationConfigs(ctx, withTenant({ ...q, taskId: r.taskId }));
+      result = await h.listTaskPushNotificationConfigs(
+        ctx,
+        withTenant({ ...query(request.query), taskId: r.taskId }, tenant),
+      );
       break;
     case 'pushGet':
-      result = await h.getTaskPushNotificationConfig(ctx, withTenant({ taskId: r.taskId, id: r.id }));
+      result = await h.getTaskPushNotificationConfig(ctx, withTenant({ taskId: r.taskId, id: r.id }, tenant));
       break;
     case 'pushDelete':
-      await h.deleteTaskPushNotificationConfig(ctx, withTenant({ taskId: r.taskId, id: r.id }));
+      await h.deleteTaskPushNotificationConfig(ctx, withTenant({ taskId: r.taskId, id: r.id }, tenant));
       reply.code(204).send();
       return;
   }
@@ -191,6 +192,11 @@ async function handleRest(
   reply.code(status).header('content-type', 'application/json');
   // From the check phase, as the JSON-RPC binding does (see there).
   setImmediate(sendLater, reply, JSON.stringify(result));
+}
+
+/** `params` with the tenant of the path, when the path names one. */
+function withTenant(params: Record<string, unknown>, tenant: string | undefined): Record<string, unknown> {
+  return tenant === undefined ? params : { ...params, tenant };
 }
 
 /** Query parameters as typed params: integers and booleans converted, the first of repeated values kept. */
