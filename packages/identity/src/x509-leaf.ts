@@ -146,6 +146,30 @@ function time(der: Uint8Array, t: Tlv): Date {
   return new Date(Date.UTC(year, n(0) - 1, n(2), n(4), n(6), n(8)));
 }
 
+/** AlgorithmIdentifier: an OID and no parameters, NULL or an OID (an EC curve). */
+function algorithm(der: Uint8Array, t: Tlv): void {
+  const kids = children(der, t);
+  oidText(der, kids[0]!);
+  need(
+    kids.length === 1 ||
+      (kids.length === 2 &&
+        (kids[1]!.tag === 0x06 || (kids[1]!.tag === 0x05 && kids[1]!.end === kids[1]!.start))),
+  );
+}
+
+/** A Name whose every attribute value is a UTF8, Printable or IA5 string of printable ASCII. */
+function name(der: Uint8Array, t: Tlv): void {
+  for (const rdn of children(der, t)) {
+    for (const atv of children(der, one(rdn, 0x31))) {
+      const kids = children(der, one(atv, 0x30));
+      need(kids.length === 2);
+      oidText(der, kids[0]!);
+      need([0x0c, 0x13, 0x16].includes(kids[1]!.tag));
+      ascii(der, kids[1]!);
+    }
+  }
+}
+
 /** A leaf extension as the path checks read it (type, criticality, DER value). */
 export interface LeafExtension {
   readonly type: string;
@@ -306,10 +330,27 @@ export class LeafCertificate {
   static #walk(der: Uint8Array, node: NodeX509Certificate): LeafCertificate {
     const cert = one(readTlv(der, 0, der.length), 0x30);
     need(cert.end === der.length);
-    const tbs = one(children(der, cert)[0]!, 0x30);
+    const top = children(der, cert);
+    need(top.length === 3);
+    const tbs = one(top[0], 0x30);
+    algorithm(der, one(top[1], 0x30));
+    one(top[2], 0x03);
     const f = children(der, tbs);
     // version [0] is present in every v3 certificate (extensions need it).
     need(f[0]?.tag === 0xa0);
+    // Fields read by neither the walk nor the path checks still decide whether @peculiar/x509
+    // parses the certificate at all (OpenSSL accepts more, e.g. any value in a name): their form
+    // is checked too.
+    one(f[1], 0x02);
+    algorithm(der, one(f[2], 0x30));
+    name(der, one(f[3], 0x30));
+    name(der, one(f[5], 0x30));
+    const spki = children(der, one(f[6], 0x30));
+    need(spki.length === 2);
+    algorithm(der, one(spki[0], 0x30));
+    one(spki[1], 0x03);
+    const optional = f.slice(7).map((t) => t.tag);
+    need(optional.every((tag, i) => [0x81, 0x82, 0xa3].includes(tag) && (i === 0 || tag > optional[i - 1]!)));
     const validity = children(der, one(f[4]!, 0x30));
     need(validity.length === 2);
     const notBefore = time(der, validity[0]!);

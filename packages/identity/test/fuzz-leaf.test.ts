@@ -329,6 +329,24 @@ describe('fuzz: LeafCertificate.read against @peculiar/x509', () => {
     checkAgrees(der, bundles);
   });
 
+  it('a leaf whose issuer name holds a SEQUENCE (OpenSSL reads it, @peculiar/x509 does not) is left to @peculiar/x509', () => {
+    // Found by the property below: the walk did not look at the names, so it answered for a leaf
+    // @peculiar/x509 cannot parse.
+    const base = bases[0]!;
+    const [cert] = parseAll(base.der)!;
+    const [tbs, alg] = cert!.kids!;
+    tbs!.kids![3]!.kids![0]!.kids![0]!.kids![1]!.tag = 0x30; // issuer CN: PrintableString -> SEQUENCE
+    const tbsDer = encode(tbs!);
+    const signature = Buffer.concat([
+      Buffer.from([0]),
+      sign('sha256', tbsDer, KeyObject.from(base.issuer.keys.privateKey)),
+    ]);
+    const der = new Uint8Array(encode({ tag: 0x30, kids: [tbs!, alg!, { tag: 0x03, bytes: signature }] }));
+    expect(new NodeX509Certificate(der).issuer).toContain('CN');
+    expect(LeafCertificate.read(der)).toBeUndefined();
+    checkAgrees(der, bundles);
+  });
+
   itHolds(
     'mutated leaves: whatever the walk reads, @peculiar/x509 reads the same, and verdicts are identical',
     'leaf-walk-vs-peculiar',
