@@ -251,9 +251,7 @@ function chainAsPeerCertificate(socket: TLSSocket): DetailedPeerCertificate | un
 }
 
 /** The chain of a peer certificate as Node gives it (`getPeerCertificate(true)`, `checkServerIdentity`), leaf first, as DER. */
-export function certChainDer(
-  leaf: DetailedPeerCertificate | PeerCertificate | null | undefined,
-): Uint8Array[] {
+function certChainDer(leaf: DetailedPeerCertificate | PeerCertificate | null | undefined): Uint8Array[] {
   const out: Uint8Array[] = [];
   let cur = leaf as DetailedPeerCertificate | undefined;
   const seen = new Set<unknown>();
