@@ -1,7 +1,14 @@
 import { createPrivateKey, X509Certificate as NodeX509Certificate, type KeyObject } from 'node:crypto';
 import type { X509BundleSource } from './bundle.js';
 import { SpiffeId } from './spiffe-id.js';
-import { certIsCa, certKeyUsage, certUriSans, readLeafCached, type VerifiedCert } from './x509-leaf.js';
+import {
+  certIsCa,
+  certKeyUsage,
+  certUriSans,
+  nodeCertOf,
+  readLeafCached,
+  type VerifiedCert,
+} from './x509-leaf.js';
 import { validatePath } from './x509-path.js';
 import { X509SvidError } from './x509-svid-error.js';
 import {
@@ -83,8 +90,11 @@ type ChainEntry = Uint8Array | x509.X509Certificate | NodeX509Certificate;
 function toCert(c: ChainEntry, i: 0): VerifiedCert;
 function toCert(c: ChainEntry, i: number): x509.X509Certificate;
 function toCert(c: ChainEntry, i: number): VerifiedCert {
-  if (c instanceof x509.X509Certificate) return c;
-  if (!(c instanceof Uint8Array) && !(c instanceof NodeX509Certificate))
+  if (
+    !(c instanceof x509.X509Certificate) &&
+    !(c instanceof Uint8Array) &&
+    !(c instanceof NodeX509Certificate)
+  )
     throw new X509SvidError(
       'SVID_MALFORMED',
       `certificate ${i} of the chain is neither DER bytes nor a certificate`,
@@ -92,8 +102,17 @@ function toCert(c: ChainEntry, i: number): VerifiedCert {
   try {
     // The leaf is the certificate a new peer brings: read without @peculiar/x509's object
     // model when plain. Intermediates repeat across peers and stay cached whole.
-    if (i === 0) return readLeafCached(c);
-    return parseCertificateCached(c instanceof Uint8Array ? c : new Uint8Array(c.raw));
+    const cert =
+      c instanceof x509.X509Certificate
+        ? c
+        : i === 0
+          ? readLeafCached(c)
+          : parseCertificateCached(c instanceof Uint8Array ? c : new Uint8Array(c.raw));
+    // Issuers and signatures are checked by OpenSSL: a certificate @peculiar/x509 reads but
+    // OpenSSL refuses is malformed here, not an untyped OpenSSL error from the path checks.
+    // Node's handle is cached per certificate, so the path checks reuse this one.
+    nodeCertOf(cert);
+    return cert;
   } catch (err) {
     throw new X509SvidError('SVID_MALFORMED', `certificate ${i} of the chain cannot be parsed`, {
       cause: err,

@@ -200,9 +200,9 @@ function answer(leaf: Uint8Array | x509.X509Certificate | NodeX509Certificate, b
   try {
     return `ok ${verifyX509Svid([leaf], bundles).toString()}`;
   } catch (err) {
-    // Not a typed refusal (a leaf @peculiar/x509 reads but OpenSSL refuses throws OpenSSL's error
-    // from the path checks, whichever reading took it): compared like any other answer.
-    if (!(err instanceof X509SvidError)) return `untyped: ${(err as Error).message}`;
+    // Every refusal is typed, whichever reading took the leaf (one @peculiar/x509 reads but
+    // OpenSSL refuses is SVID_MALFORMED too): anything else fails the property.
+    if (!(err instanceof X509SvidError)) throw err;
     return `${err.code}: ${err.message}`;
   }
 }
