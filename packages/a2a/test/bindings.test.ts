@@ -284,8 +284,13 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
   /** Follows a `slow` task with SubscribeToTask, released once the subscription is in place (it sends the task first). */
   async function subscribeAndRelease(id: string): ReturnType<RawBinding['stream']> {
     await until(() => w.release.has(id));
+    const seen = w.audit.length;
     const sub = b.stream('SubscribeToTask', { id });
-    setTimeout(() => w.release.get(id)?.(), 200);
+    // Released once the server has authorized the subscription (its audit record on the
+    // task's skill), not after a fixed delay: under load the request could arrive after
+    // the task had finished, and SubscribeToTask on a finished task is refused.
+    await until(() => w.audit.slice(seen).some((r) => r.action === 'slow' && r.direction === 'inbound'));
+    setTimeout(() => w.release.get(id)?.(), 50);
     return sub;
   }
 
