@@ -3,6 +3,9 @@ import { pino, type Logger } from 'pino';
 import {
   SPIFFE_ENDPOINT_SOCKET,
   SpiffeId,
+  formatKeyPath,
+  lineCol,
+  scanJson,
   WeaveError,
   WorkloadApiAddressError,
   type IdentityProvider,
@@ -74,13 +77,28 @@ export function parseIdArg(text: string): SpiffeId {
   return asUsage(() => SpiffeId.parse(text));
 }
 
-/** Parses the JSON given on the command line (exit 2 when invalid). */
+/**
+ * Parses the JSON given on the command line (exit 2 when invalid). A key
+ * written twice in one object is refused too: `JSON.parse` alone would send
+ * the last one and drop the first without a word.
+ */
 export function parseJsonArg(text: string, what: string): unknown {
+  let value: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    value = JSON.parse(text);
   } catch (err) {
     throw usageError(`${what} is not valid JSON: ${(err as Error).message}`, 'INVALID_JSON');
   }
+  const dup = scanJson(text);
+  if (dup) {
+    const { line, col } = lineCol(text, dup.offset);
+    throw usageError(
+      `${what} has the key ${JSON.stringify(dup.key)} twice in one object, at ${formatKeyPath(dup.path)} ` +
+        `(line ${line}, column ${col})`,
+      'INVALID_JSON',
+    );
+  }
+  return value;
 }
 
 /**

@@ -423,6 +423,18 @@ describe('weave call', () => {
     const json = await inproc(['call', ID.search, 'search', '{nope', '--peer', peer()], env);
     expect(json.code).toBe(2);
     expect(json.stderr).toMatch(/^INVALID_JSON: /);
+    // A key written twice is refused before anything is sent, not resolved to the last one.
+    const sent = seen.requests;
+    for (const [text, path] of [
+      ['{"query": "a", "query": "b"}', 'query (line 1, column 16)'],
+      ['{"query": "a", "filter": {"lang": "en",\n "lang": "fr"}}', 'filter.lang (line 2, column 2)'],
+    ] as const) {
+      const dup = await inproc(['call', ID.search, 'search', text, '--peer', peer()], env);
+      expect(dup.code).toBe(2);
+      expect(dup.stderr).toMatch(/^INVALID_JSON: <json> has the key "(query|lang)" twice in one object/);
+      expect(dup.stderr).toContain(`at ${path}`);
+    }
+    expect(seen.requests).toBe(sent);
     const unknown = await inproc(['call', ID.search, 'search', '{}'], env);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain(`PEER_UNKNOWN: no URL known for ${ID.search}`);
@@ -526,6 +538,20 @@ describe('weave validate', () => {
     expect(r.stderr).toMatch(/^AGENT_CONFIG_INVALID: invalid agent config/);
     expect(r.stderr).toContain('name');
     expect(r.stderr).toContain('"extra"');
+  });
+
+  it('refuses a setting written twice (the second would otherwise win) with its key path and line', async () => {
+    const file = join(dir, 'twice.json');
+    await writeFile(
+      file,
+      '{\n  "name": "a",\n  "authz": { "policyFile": "policy.yaml" },\n' +
+        '  "transport": { "verifyPeer": true, "retries": 1,\n    "verifyPeer": false }\n}\n',
+    );
+    const r = await inproc(['validate', file]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^AGENT_CONFIG_INVALID: invalid agent config/);
+    expect(r.stderr).toContain('transport.verifyPeer (line 5): duplicate key "verifyPeer"');
   });
 
   it('refuses insecure settings and a broken policy file', async () => {

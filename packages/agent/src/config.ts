@@ -1,9 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import { resolve, dirname } from 'node:path';
-import { LineCounter, parseDocument, isNode } from 'yaml';
+import { LineCounter, parseDocument, isMap, isNode, isScalar, isSeq, type Document } from 'yaml';
 import { z } from 'zod';
 import { CallerLimitsSchema } from '@weave/a2a';
-import { SpiffeId } from '@weave/identity';
+import { formatKeyPath, lineCol, scanJson, SpiffeId } from '@weave/identity';
 import { AgentConfigError, type ConfigIssue } from './errors.js';
 
 const spiffeIdString = z.string().superRefine((s, ctx) => {
@@ -226,24 +226,47 @@ function insecureIssues(raw: unknown, env: NodeJS.ProcessEnv): ConfigIssue[] {
 
 const camel = (s: string) => s.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 
-function coerceEnvValue(v: string): unknown {
+/**
+ * `true`, `false`, a number or JSON become typed values; anything else stays a
+ * string (text that only looks like JSON, too). JSON with a key written twice
+ * in one object is refused: `JSON.parse` would silently keep the last one.
+ */
+function coerceEnvValue(name: string, path: readonly string[], v: string): unknown {
   if (v === 'true') return true;
   if (v === 'false') return false;
   if (/^-?\d+(\.\d+)?$/.test(v)) return Number(v);
   if (/^[[{]/.test(v)) {
+    let value: unknown;
     try {
-      return JSON.parse(v);
+      value = JSON.parse(v);
     } catch {
       return v;
     }
+    const dup = scanJson(v);
+    if (dup) {
+      const { line } = lineCol(v, dup.offset);
+      throw new AgentConfigError(`environment variable ${name}`, [
+        {
+          path: `${formatKeyPath([...path, ...dup.path])} (line ${line})`,
+          message: duplicateKeyMessage(dup.key),
+        },
+      ]);
+    }
+    return value;
   }
   return v;
 }
+
+const duplicateKeyMessage = (key: string) =>
+  `duplicate key ${JSON.stringify(key)}: a key may appear once per mapping`;
 
 /**
  * Applies `WEAVE_<SECTION>__<KEY>` environment overrides: `WEAVE_SERVER__PORT=9000`
  * sets `server.port`; `__` separates levels and `SNAKE_CASE` becomes `camelCase`.
  * `SPIFFE_ENDPOINT_SOCKET` fills `identity.workloadApi.socket` when no identity is configured.
+ *
+ * @throws {AgentConfigError} (`AGENT_CONFIG_INVALID`) when a JSON value repeats
+ *   a key within one object; `raw` is left as it was.
  */
 export function applyEnvOverrides(
   raw: Record<string, unknown>,
@@ -259,7 +282,7 @@ export function applyEnvOverrides(
       if (typeof next !== 'object' || next === null || Array.isArray(next)) node[seg] = {};
       node = node[seg] as Record<string, unknown>;
     }
-    node[path[path.length - 1]!] = coerceEnvValue(value);
+    node[path[path.length - 1]!] = coerceEnvValue(key, path, value);
   }
   if (out.identity === undefined && env.SPIFFE_ENDPOINT_SOCKET) {
     out.identity = { workloadApi: { socket: env.SPIFFE_ENDPOINT_SOCKET } };
@@ -269,10 +292,7 @@ export function applyEnvOverrides(
 
 function zodIssues(error: z.ZodError, where?: (path: PropertyKey[]) => string | undefined): ConfigIssue[] {
   return error.issues.map((issue) => {
-    const path = issue.path
-      .map((p) => (typeof p === 'number' ? `[${p}]` : String(p)))
-      .join('.')
-      .replace(/\.\[/g, '[');
+    const path = formatKeyPath(issue.path);
     const line = where?.(issue.path);
     let message = issue.message;
     if (issue.code === 'unrecognized_keys')
@@ -338,10 +358,17 @@ export async function loadAgentConfig(
   if (doc.errors.length > 0) {
     throw new AgentConfigError(
       file,
-      doc.errors.map((e) => ({
-        path: `line ${e.linePos?.[0].line ?? '?'}`,
-        message: e.message.split('\n')[0] ?? e.message,
-      })),
+      doc.errors.map((e) => {
+        const line = `line ${e.linePos?.[0].line ?? '?'}`;
+        // The parser names only the place of a repeated key; the key path says which setting it is.
+        const dup = e.code === 'DUPLICATE_KEY' ? keyPathAt(doc, e.pos[0]) : undefined;
+        if (dup)
+          return {
+            path: `${formatKeyPath(dup)} (${line})`,
+            message: duplicateKeyMessage(String(dup.at(-1))),
+          };
+        return { path: line, message: e.message.split('\n')[0] ?? e.message };
+      }),
     );
   }
   const raw = doc.toJS() as unknown;
@@ -365,6 +392,32 @@ export async function loadAgentConfig(
     ...options,
   });
   return resolveConfigPaths(config, dirname(resolve(file)));
+}
+
+/**
+ * The path of the mapping key that starts at `offset`: the parser keeps both
+ * pairs of a repeated key and reports where the second begins. Descends only
+ * into the node holding `offset`.
+ */
+function keyPathAt(doc: Document, offset: number): (string | number)[] | undefined {
+  const path: (string | number)[] = [];
+  let node: unknown = doc.contents;
+  const holds = (n: unknown) => isNode(n) && !!n.range && n.range[0] <= offset && offset < n.range[2];
+  for (;;) {
+    if (isMap(node)) {
+      const pair = node.items.find((p) => holds(p.key) || holds(p.value));
+      if (!pair) return undefined;
+      const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
+      path.push(key);
+      if (isNode(pair.key) && pair.key.range?.[0] === offset) return path;
+      node = pair.value;
+    } else if (isSeq(node)) {
+      const i = node.items.findIndex(holds);
+      if (i === -1) return undefined;
+      path.push(i);
+      node = node.items[i];
+    } else return undefined;
+  }
 }
 
 function resolveConfigPaths(config: AgentConfig, base: string): AgentConfig {

@@ -158,6 +158,79 @@ describe('agent config', () => {
     );
   });
 
+  it('refuses a key written twice in a YAML or JSON file, naming its key path and line', async () => {
+    const cases = [
+      // top level, YAML
+      { text: 'name: search\nauthz:\n  allowAll: true\nname: other\n', path: 'name (line 4)', key: 'name' },
+      // nested, YAML: the second verifyPeer must not quietly win over the first
+      {
+        text: 'name: search\nauthz:\n  allowAll: true\ntransport:\n  verifyPeer: true\n  retries: 1\n  verifyPeer: false\n',
+        path: 'transport.verifyPeer (line 7)',
+        key: 'verifyPeer',
+      },
+      // nested in a list, JSON
+      {
+        text: JSON.stringify(
+          {
+            name: 'search',
+            authz: { allowAll: true },
+            peers: [{ id: 'spiffe://td/a', url: 'https://a.test' }],
+          },
+          null,
+          2,
+        ).replace('"url": "https://a.test"', '"url": "https://a.test",\n      "url": "https://b.test"'),
+        path: 'peers[0].url (line 10)',
+        key: 'url',
+        name: 'agent.json',
+      },
+    ];
+    for (const c of cases) {
+      const f = await file(c.text, c.name);
+      const err = await loadAgentConfig(f, {}).then(
+        () => expect.unreachable(`${c.path} was accepted`),
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(AgentConfigError);
+      const e = err as AgentConfigError;
+      expect(e.code).toBe('AGENT_CONFIG_INVALID');
+      expect(e.issues).toContainEqual({
+        path: c.path,
+        message: expect.stringContaining(`duplicate key "${c.key}"`),
+      });
+      expect(e.message).toContain(f);
+    }
+    // Without the repeated key the same file loads.
+    const good = await file(
+      'name: search\nauthz:\n  allowAll: true\ntransport:\n  verifyPeer: true\n  retries: 1\n',
+    );
+    expect((await loadAgentConfig(good, {})).transport).toMatchObject({ verifyPeer: true, retries: 1 });
+  });
+
+  it('refuses JSON in an env override that repeats a key, and changes nothing', () => {
+    const raw = structuredClone(minimal);
+    const env = {
+      WEAVE_SERVER__PORT: '7001',
+      WEAVE_PEERS: '[{"id": "spiffe://td/a", "url": "https://a.test",\n  "url": "https://b.test"}]',
+    };
+    const e = issuesOf(() => applyEnvOverrides(raw, env));
+    expect(e.code).toBe('AGENT_CONFIG_INVALID');
+    expect(e.issues).toEqual([
+      { path: 'peers[0].url (line 2)', message: expect.stringContaining('duplicate key "url"') },
+    ]);
+    expect(e.message).toContain('WEAVE_PEERS');
+    const top = issuesOf(() =>
+      applyEnvOverrides(raw, { WEAVE_TRANSPORT: '{"verifyPeer": true, "verifyPeer": false}' }),
+    );
+    expect(top.issues.map((i) => i.path)).toEqual(['transport.verifyPeer (line 1)']);
+    expect(raw).toEqual(minimal);
+    // The same value without the repeat is applied.
+    const ok = applyEnvOverrides(raw, {
+      ...env,
+      WEAVE_PEERS: '[{"id": "spiffe://td/a", "url": "https://b.test"}]',
+    });
+    expect(parseAgentConfig(ok, { env: {} }).peers).toEqual([{ id: 'spiffe://td/a', url: 'https://b.test' }]);
+  });
+
   it('applies WEAVE_ env overrides and SPIFFE_ENDPOINT_SOCKET', () => {
     const raw = applyEnvOverrides(minimal, {
       WEAVE_SERVER__PORT: '7001',

@@ -11,7 +11,7 @@ import {
   type IdMatcher,
   type RawIdMatcher,
 } from './matchers.js';
-import type { SpiffeId } from '@weave/identity';
+import { formatKeyPath, lineCol, scanJson, type SpiffeId } from '@weave/identity';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/;
 const name = (what: string) =>
@@ -91,16 +91,6 @@ export interface PolicyRule {
   readonly description?: string | undefined;
 }
 
-/** `rules[2].callers[0]` */
-function formatPath(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const k of path) {
-    if (typeof k === 'number') out += `[${k}]`;
-    else out += out === '' ? String(k) : `.${String(k)}`;
-  }
-  return out;
-}
-
 const MAX_ISSUES = 20;
 
 function valueAt(root: unknown, path: readonly PropertyKey[]): { found: boolean; value: unknown } {
@@ -125,7 +115,7 @@ function zodIssues(
         const path = [...iss.path, key];
         issues.push({
           ...locate(path),
-          path: formatPath(path),
+          path: formatKeyPath(path),
           message: `unknown key ${JSON.stringify(key)}`,
         });
       }
@@ -136,7 +126,7 @@ function zodIssues(
     if (last !== undefined && typeof last !== 'number' && !valueAt(root, iss.path).found) {
       message = `missing required key ${JSON.stringify(String(last))}`;
     }
-    issues.push({ ...locate(iss.path), path: formatPath(iss.path), message });
+    issues.push({ ...locate(iss.path), path: formatKeyPath(iss.path), message });
   }
   return issues;
 }
@@ -254,7 +244,7 @@ function parseJsonPolicy(
     throw new PolicyError(source, [
       {
         ...lineCol(text, dup.offset),
-        path: formatPath(dup.path),
+        path: formatKeyPath(dup.path),
         message: `duplicate key ${JSON.stringify(dup.key)}: map keys must be unique`,
       },
     ]);
@@ -263,12 +253,12 @@ function parseJsonPolicy(
   if (!res.success) {
     // Only a bad document pays for locating its issues: one more pass over the text.
     const offsets = new Map<string, number>();
-    scanJson(text, (path, offset) => offsets.set(formatPath(path), offset));
+    scanJson(text, (path, offset) => offsets.set(formatKeyPath(path), offset));
     throw new PolicyError(
       source,
       zodIssues(res, value, (path) => {
         for (let n = path.length; n >= 0; n--) {
-          const offset = offsets.get(formatPath(path.slice(0, n)));
+          const offset = offsets.get(formatKeyPath(path.slice(0, n)));
           if (offset !== undefined) return lineCol(text, offset);
         }
         return undefined;
@@ -358,99 +348,6 @@ function sameJson(a: unknown, b: unknown): boolean {
     if (!sameJson((a as Record<string, unknown>)[key], (b as Record<string, unknown>)[key])) return false;
   }
   return true;
-}
-
-/** 1-based line and column of a character offset. */
-function lineCol(text: string, offset: number): { line: number; col: number } {
-  let line = 1;
-  let start = 0;
-  for (let i = text.indexOf('\n'); i !== -1 && i < offset; i = text.indexOf('\n', i + 1)) {
-    line++;
-    start = i + 1;
-  }
-  return { line, col: offset - start + 1 };
-}
-
-/** The keys of one JSON object: a short array (a policy's objects have a few keys), a Set past 16. */
-class KeySet {
-  private list: string[] | undefined = [];
-  private set: Set<string> | undefined;
-
-  /** Adds `key`; false when it was there already. */
-  add(key: string): boolean {
-    const list = this.list;
-    if (list !== undefined) {
-      if (list.includes(key)) return false;
-      list.push(key);
-      if (list.length > 16) {
-        this.set = new Set(list);
-        this.list = undefined;
-      }
-      return true;
-    }
-    const set = this.set as Set<string>;
-    if (set.has(key)) return false;
-    set.add(key);
-    return true;
-  }
-}
-
-/**
- * One pass over JSON text that `JSON.parse` accepted: reports the offset of
- * every value with its key path (when `onValue` is given) and returns the
- * first key repeated within one object. Iterative, so nesting depth cannot
- * overflow the stack.
- */
-function scanJson(
-  text: string,
-  onValue?: (path: readonly (string | number)[], offset: number) => void,
-): { key: string; path: (string | number)[]; offset: number } | undefined {
-  const path: (string | number)[] = [];
-  /** Per open container: the keys seen (objects), or undefined (arrays). */
-  const open: (KeySet | undefined)[] = [];
-  let expectKey = false;
-  const n = text.length;
-  for (let i = 0; i < n; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09 || c === 0x3a /* : */) continue;
-    if (c === 0x22 /* " */) {
-      let j = i + 1;
-      let escaped = false;
-      for (; ; j++) {
-        const d = text.charCodeAt(j);
-        if (d === 0x5c /* \ */) {
-          escaped = true;
-          j++;
-        } else if (d === 0x22) break;
-      }
-      if (expectKey) {
-        const key = escaped ? (JSON.parse(text.slice(i, j + 1)) as string) : text.slice(i + 1, j);
-        if (!(open[open.length - 1] as KeySet).add(key))
-          return { key, path: [...path.slice(0, -1), key], offset: i };
-        path[path.length - 1] = key;
-        expectKey = false;
-      } else onValue?.(path, i);
-      i = j;
-    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
-      onValue?.(path, i);
-      const isObject = c === 0x7b;
-      open.push(isObject ? new KeySet() : undefined);
-      path.push(isObject ? '' : 0);
-      expectKey = isObject;
-    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
-      open.pop();
-      path.pop();
-      expectKey = false;
-    } else if (c === 0x2c /* , */) {
-      if (open[open.length - 1] === undefined) path[path.length - 1] = (path[path.length - 1] as number) + 1;
-      else expectKey = true;
-    } else {
-      // A number, true, false or null: runs to the next delimiter.
-      onValue?.(path, i);
-      while (i + 1 < n && !/[\s,\]}]/.test(text[i + 1] as string)) i++;
-    }
-  }
-  return undefined;
 }
 
 function firstLine(s: string): string {

@@ -54,5 +54,7 @@ export {
   type SvidIdentityChange,
   type SvidIdentityOptions,
 } from './svid-provider.js';
+// Shared with the packages that read JSON a user wrote: one duplicate-key check for all of them.
+export { formatKeyPath, lineCol, scanJson, type DuplicateJsonKey, type JsonPath } from './json.js';
 export type { X509Certificate } from '@peculiar/x509';
 export * from './workload/index.js';
