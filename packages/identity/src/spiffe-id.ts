@@ -209,8 +209,11 @@ export class SpiffeId {
     return this.toString() === (typeof other === 'string' ? other : other.toString());
   }
 
+  #text: string | undefined;
+
+  /** The ID as text, built once: policy checks and audit records ask for it on every decision. */
   toString(): string {
-    return `${SCHEME}${this.trustDomain.name}${this.path}`;
+    return (this.#text ??= `${SCHEME}${this.trustDomain.name}${this.path}`);
   }
 
   toJSON(): string {
