@@ -131,6 +131,12 @@ const ACTION_PATTERN = /^[A-Za-z0-9._:/-]*(\*[A-Za-z0-9._:/-]*)*$/;
 export interface ActionMatcher {
   readonly any: boolean;
   readonly exact: ReadonlySet<string>;
+  /**
+   * Globs whose only `*`s end them (`search.*`), as the text before the `*`:
+   * a `startsWith` test, and an index key the policy can look up.
+   */
+  readonly startsWith: readonly string[];
+  /** The other globs (a `*` before literal text: `wr*e`). */
   readonly globs: readonly RegExp[];
   /** The literal text before the first `*` of each glob (`''` for a match-all pattern): an index key. */
   readonly prefixes: readonly string[];
@@ -148,24 +154,30 @@ export function actionPatternProblem(p: string): string | undefined {
 
 export function compileActions(patterns: readonly string[]): ActionMatcher {
   const exact = new Set<string>();
+  const startsWith = new Set<string>();
   const globs: RegExp[] = [];
   const prefixes = new Set<string>();
   let any = false;
   for (const p of patterns) {
-    if (/^\*+$/.test(p)) {
-      any = true;
-      prefixes.add('');
-    } else if (!p.includes('*')) exact.add(p);
-    else {
-      globs.push(new RegExp(`^${p.split('*').map(escapeRegExp).join('.*')}$`, 's'));
-      prefixes.add(p.slice(0, p.indexOf('*')));
+    const star = p.indexOf('*');
+    if (star === -1) {
+      exact.add(p);
+      continue;
     }
+    const prefix = p.slice(0, star);
+    prefixes.add(prefix);
+    // "*" runs only at the end: any text after the prefix matches (dots included), as the regex would.
+    if (/^\*+$/.test(p.slice(star))) {
+      if (prefix === '') any = true;
+      else startsWith.add(prefix);
+    } else globs.push(new RegExp(`^${p.split('*').map(escapeRegExp).join('.*')}$`, 's'));
   }
-  return { any, exact, globs, prefixes: [...prefixes] };
+  return { any, exact, startsWith: [...startsWith], globs, prefixes: [...prefixes] };
 }
 
 export function matchAction(m: ActionMatcher, action: string): boolean {
   if (m.any || m.exact.has(action)) return true;
+  for (const p of m.startsWith) if (action.startsWith(p)) return true;
   for (const g of m.globs) if (g.test(action)) return true;
   return false;
 }

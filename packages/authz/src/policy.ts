@@ -391,20 +391,30 @@ interface First {
 /**
  * Rules whose caller matcher already matched, narrowed further by callee and
  * action. Up to {@link SMALL_TABLE} rules are scanned. Above that, rules
- * whose actions are exact names and whose callees are exact IDs (or absent)
- * go into two maps keyed by `callee\naction` and by action, holding only the
- * earliest deny and allow per key; a check looks each up once. The other
- * rules (action globs, callee patterns) are scanned when few, else indexed on
- * callee and action (exact name, literal text before a glob's first `*`),
- * with one list per effect in file order, so a check stops at the first full
- * match of each list. A check thus touches a few map entries, not every
- * rule: its cost (and the memory it pulls into the CPU cache, which is what a
- * decision over 100 000 rules waits on) does not grow with the number of rules.
+ * whose action patterns are exact names or end in their only `*`s
+ * (`search.*`, `*`) and whose callees are exact IDs (or absent) go into two
+ * maps keyed by `callee\naction` and by action (a pattern `p*` under the key
+ * `p*`), holding only the earliest deny and allow per key; a check looks up
+ * its action, and `p*` for each such prefix `p` of the policy its action
+ * starts with ({@link ActionPrefixes}: usually none or one). The other rules
+ * (other globs, callee patterns) are scanned when few, else indexed on callee
+ * and action (exact name, literal text before a glob's first `*`), with one
+ * list per effect in file order, so a check stops at the first full match of
+ * each list. A check thus touches a few map entries, not every rule: its cost
+ * (and the memory it pulls into the CPU cache, which is what a decision over
+ * 100 000 rules waits on) does not grow with the number of rules.
+ *
+ * A key `p*` cannot be confused with an exact action: exact patterns contain
+ * no `*`, and a checked action that is literally `p*` starts with `p`, so the
+ * rules under that key match it anyway.
  */
 class RuleTable {
   private readonly rules: CompiledRule[] = [];
   private pairs: Map<string, First> | undefined;
   private noCallee: Map<string, First> | undefined;
+  /** `pairs` / `noCallee` hold `p*` keys: a check also looks up its action's prefixes. */
+  private pairGlobs = false;
+  private noCalleeGlobs = false;
   private rest: CompiledRule[] = this.rules;
   private index: CalleeIndex | undefined;
 
@@ -426,6 +436,8 @@ class RuleTable {
     const o = old as RuleTable;
     this.pairs = o.pairs;
     this.noCallee = o.noCallee;
+    this.pairGlobs = o.pairGlobs;
+    this.noCalleeGlobs = o.noCalleeGlobs;
     this.rest = o.rest;
     this.index = o.index;
   }
@@ -434,16 +446,21 @@ class RuleTable {
     if (this.rules.length <= SMALL_TABLE) return;
     const rest: CompiledRule[] = [];
     for (const rule of this.rules) {
-      if (!exactOnly(rule)) {
+      const keys = actionKeys(rule);
+      if (keys === undefined) {
         rest.push(rule);
         continue;
       }
+      const globs = keys.length > rule.actions.exact.size;
       if (rule.callees === undefined) {
-        for (const a of rule.actions.exact) keepFirst((this.noCallee ??= new Map()), a, rule);
+        const map = (this.noCallee ??= new Map());
+        for (const k of keys) keepFirst(map, k, rule);
+        this.noCalleeGlobs ||= globs;
       } else {
+        const map = (this.pairs ??= new Map());
         for (const m of rule.callees)
-          for (const a of rule.actions.exact)
-            keepFirst((this.pairs ??= new Map()), `${(m as { id: string }).id}\n${a}`, rule);
+          for (const k of keys) keepFirst(map, `${(m as { id: string }).id}\n${k}`, rule);
+        this.pairGlobs ||= globs;
       }
     }
     this.rest = rest;
@@ -451,13 +468,18 @@ class RuleTable {
   }
 
   collect(st: MatchState): void {
-    if (this.noCallee !== undefined) {
-      const f = this.noCallee.get(st.action);
-      if (f !== undefined) takeFirst(st, f);
+    const noCallee = this.noCallee;
+    if (noCallee !== undefined) {
+      takeFirst(st, noCallee.get(st.action));
+      if (this.noCalleeGlobs) for (const p of prefixesOf(st)) takeFirst(st, noCallee.get(p.key));
     }
-    if (this.pairs !== undefined && st.callee !== undefined) {
-      const f = this.pairs.get((st.pairKey ??= `${st.calleeString as string}\n${st.action}`));
-      if (f !== undefined) takeFirst(st, f);
+    const pairs = this.pairs;
+    if (pairs !== undefined && st.calleeString !== undefined) {
+      takeFirst(st, pairs.get((st.pairKey ??= `${st.calleeString}\n${st.action}`)));
+      if (this.pairGlobs) {
+        st.pairPrefixKeys ??= prefixesOf(st).map((p) => `${st.calleeString as string}\n${p.key}`);
+        for (const k of st.pairPrefixKeys) takeFirst(st, pairs.get(k));
+      }
     }
     const ix = this.index;
     if (ix === undefined) {
@@ -475,13 +497,21 @@ class RuleTable {
   }
 }
 
-/** Exact actions only, and no callees or exact ones, in a bounded number of keys. */
-function exactOnly(rule: CompiledRule): boolean {
+/**
+ * The map keys of a rule's action patterns (exact names; `p*` for a pattern
+ * whose `*`s all end it), when the rule can be looked up by key: no other
+ * globs, and no callees or exact ones, in a bounded number of keys. Else
+ * undefined: the rule is tested in full.
+ */
+function actionKeys(rule: CompiledRule): string[] | undefined {
   const a = rule.actions;
-  if (a.any || a.globs.length > 0) return false;
-  if (rule.callees === undefined) return true;
-  if (rule.callees.length * a.exact.size > MAX_PAIRS) return false;
-  return rule.callees.every((m) => m.kind === 'exact');
+  if (a.globs.length > 0) return undefined;
+  const keys = [...a.exact];
+  for (const p of a.startsWith) keys.push(`${p}*`);
+  if (a.any) keys.push('*');
+  if (rule.callees === undefined) return keys;
+  if (rule.callees.length * keys.length > MAX_PAIRS) return undefined;
+  return rule.callees.every((m) => m.kind === 'exact') ? keys : undefined;
 }
 
 /** A rule naming more callee × action pairs than this goes to the indexed rest, not the pair map. */
@@ -495,7 +525,8 @@ function keepFirst(map: Map<string, First>, key: string, rule: CompiledRule): vo
   else f.allow ??= rule;
 }
 
-function takeFirst(st: MatchState, f: First): void {
+function takeFirst(st: MatchState, f: First | undefined): void {
+  if (f === undefined) return;
   if (f.deny !== undefined && (st.deny === undefined || f.deny.index < st.deny.index)) st.deny = f.deny;
   if (f.allow !== undefined && (st.allow === undefined || f.allow.index < st.allow.index)) st.allow = f.allow;
 }
@@ -510,9 +541,8 @@ interface Split {
 
 interface ActionIndex {
   readonly exact: Map<string, Split>;
+  /** By the literal text before a glob's first `*`. */
   readonly byPrefix: Map<string, Split>;
-  /** Lengths of the keys of `byPrefix`, ascending. */
-  prefixLengths: number[];
 }
 
 interface CalleeIndex {
@@ -525,7 +555,7 @@ interface CalleeIndex {
   readonly byTd: Map<string, ActionIndex>;
 }
 
-const newActionIndex = (): ActionIndex => ({ exact: new Map(), byPrefix: new Map(), prefixLengths: [] });
+const newActionIndex = (): ActionIndex => ({ exact: new Map(), byPrefix: new Map() });
 
 function pushTo(map: Map<string, Split>, key: string, rule: CompiledRule): void {
   let split = map.get(key);
@@ -557,22 +587,15 @@ function calleeIndex(rules: readonly CompiledRule[]): CalleeIndex {
       else addAction(at(ix.byTd, m.td), rule);
     }
   }
-  const lengths = (a: ActionIndex): void => {
-    a.prefixLengths = [...new Set([...a.byPrefix.keys()].map((k) => k.length))].sort((x, y) => x - y);
-  };
-  lengths(ix.none);
-  if (ix.any) lengths(ix.any);
-  for (const a of ix.exact.values()) lengths(a);
-  for (const a of ix.byTd.values()) lengths(a);
   return ix;
 }
 
 function collectActions(st: MatchState, ix: ActionIndex): void {
   const exact = ix.exact.get(st.action);
   if (exact) collectSplit(st, exact);
-  for (const n of ix.prefixLengths) {
-    if (n > st.action.length) break;
-    const split = ix.byPrefix.get(n === 0 ? '' : st.action.slice(0, n));
+  if (ix.byPrefix.size === 0) return;
+  for (const p of prefixesOf(st)) {
+    const split = ix.byPrefix.get(p.prefix);
     if (split) collectSplit(st, split);
   }
 }
@@ -669,6 +692,7 @@ export class CompiledPolicy {
   private readonly domains = new Map<string, DomainBucket>();
   private readonly anyCaller = new RuleTable();
   private readonly byId = new Map<string, CompiledRule>();
+  private readonly actionPrefixes = new ActionPrefixes();
   /** Every rule list by the caller matcher key that leads to it. */
   private readonly tables = new Map<string, RuleTable>();
 
@@ -688,6 +712,7 @@ export class CompiledPolicy {
       const rule =
         old !== undefined && old.index === index && sameRule(old.source, r) ? old : this.compile(r, index);
       this.byId.set(r.id, rule);
+      for (const p of rule.actions.prefixes) this.actionPrefixes.add(p);
       for (const m of rule.callers) {
         if (!this.tables.has(m.key)) this.tables.set(m.key, this.add(rule, m));
         else this.add(rule, m);
@@ -695,6 +720,7 @@ export class CompiledPolicy {
     });
     // Lists whose rules are all unchanged keep their index: only what changed is indexed again.
     for (const [key, t] of this.tables) t.sealReusing(previous?.tables.get(key));
+    this.actionPrefixes.seal();
     this.matchers.detach();
   }
 
@@ -759,7 +785,10 @@ export class CompiledPolicy {
       calleeString: callee?.toString(),
       calleeSegments: undefined,
       action,
+      policyPrefixes: this.actionPrefixes,
+      prefixes: undefined,
       pairKey: undefined,
+      pairPrefixKeys: undefined,
       deny: undefined,
       allow: undefined,
     };
@@ -771,8 +800,53 @@ export class CompiledPolicy {
       if (b.patterns.children !== undefined || b.patterns.star !== undefined || b.patterns.deep !== undefined)
         walkPatterns(b.patterns, caller.segments, 0, st);
     }
-    return { deny: st.deny, allow: st.allow };
+    return st;
   }
+}
+
+/** The literal text before the first `*` of an action glob of the policy. */
+interface ActionPrefix {
+  /** Key of the rest's action index ({@link ActionIndex}). */
+  readonly prefix: string;
+  /** `${prefix}*`: key of a pattern whose `*`s all end it, in a {@link RuleTable}'s maps. */
+  readonly key: string;
+}
+
+const NO_PREFIXES: readonly ActionPrefix[] = [];
+
+/**
+ * The glob prefixes of every action pattern in a policy: a check finds once
+ * which of them its action starts with (a few lookups in one small map the
+ * CPU cache keeps), and looks up only those in each rule list it visits,
+ * instead of slicing its action for every prefix length of every list.
+ */
+class ActionPrefixes {
+  private readonly byText = new Map<string, ActionPrefix>();
+  /** Distinct lengths of the prefixes, ascending. */
+  private lengths: number[] = [];
+
+  add(prefix: string): void {
+    if (!this.byText.has(prefix)) this.byText.set(prefix, { prefix, key: `${prefix}*` });
+  }
+
+  seal(): void {
+    this.lengths = [...new Set([...this.byText.keys()].map((k) => k.length))].sort((a, b) => a - b);
+  }
+
+  /** The prefixes `action` starts with (`''`, for a match-all pattern, always). */
+  of(action: string): readonly ActionPrefix[] {
+    let found: ActionPrefix[] | undefined;
+    for (const n of this.lengths) {
+      if (n > action.length) break;
+      const p = this.byText.get(action.slice(0, n));
+      if (p !== undefined) (found ??= []).push(p);
+    }
+    return found ?? NO_PREFIXES;
+  }
+}
+
+function prefixesOf(st: MatchState): readonly ActionPrefix[] {
+  return (st.prefixes ??= st.policyPrefixes.of(st.action));
 }
 
 function sameMatchers(
@@ -808,13 +882,19 @@ export interface MatchResult {
   readonly allow: CompiledRule | undefined;
 }
 
+/** One check in progress; the decision returns it as its {@link MatchResult} (no copy). */
 interface MatchState {
   readonly callee: SpiffeId | undefined;
   readonly calleeString: string | undefined;
   calleeSegments: readonly string[] | undefined;
   readonly action: string;
+  readonly policyPrefixes: ActionPrefixes;
+  /** The policy's glob prefixes the action starts with, found when a list first needs them. */
+  prefixes: readonly ActionPrefix[] | undefined;
   /** `callee\naction`, built when a table with exact pairs is visited. */
   pairKey: string | undefined;
+  /** `callee\np*` for each of `prefixes`, built when a table's pairs hold such keys. */
+  pairPrefixKeys: readonly string[] | undefined;
   deny: CompiledRule | undefined;
   allow: CompiledRule | undefined;
 }

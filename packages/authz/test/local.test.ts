@@ -221,6 +221,57 @@ describe('LocalPolicyEnforcer decisions', () => {
     }
   });
 
+  it('keeps file order and deny-over-allow among exact and prefix actions of one caller’s many rules', async () => {
+    // More than a handful of rules for one caller: they are looked up by key (exact action, or
+    // "p*" for a pattern whose "*"s end it), with and without callees, not tested one by one.
+    const OTHER = id('spiffe://demo.weave/agent/other');
+    const orch = ORCH.toString();
+    const search = SEARCH.toString();
+    const { e } = enforcer([
+      { id: 'r0', effect: 'allow', callers: [orch], callees: [search], actions: ['search.*'] },
+      { id: 'r1', effect: 'allow', callers: [orch], callees: [search], actions: ['search.web'] },
+      { id: 'r2', effect: 'deny', callers: [orch], actions: ['search.web.*'] },
+      { id: 'r3', effect: 'deny', callers: [orch], callees: [search], actions: ['admin**'] },
+      { id: 'r4', effect: 'allow', callers: [orch], callees: [OTHER.toString()], actions: ['*'] },
+      { id: 'r5', effect: 'allow', callers: [orch], actions: ['report'] },
+      { id: 'r6', effect: 'deny', callers: [orch], callees: [search], actions: ['search.web'] },
+      { id: 'r7', effect: 'deny', callers: [orch], actions: ['search.web'] },
+      { id: 'r8', effect: 'allow', callers: [orch], actions: ['search.*'] },
+    ]);
+    const cases: [SpiffeId | undefined, string, string][] = [
+      [SEARCH, 'search.web', 'denied by rule "r6"'], // deny overrides the earlier allows r0, r1; r6 before r7
+      [SEARCH, 'search.images', 'allowed by rule "r0"'], // r0 before r8
+      [SEARCH, 'search.web.deep', 'denied by rule "r2"'],
+      [SEARCH, 'search.*', 'allowed by rule "r0"'], // the literal text "search.*" starts with "search."
+      [SEARCH, 'search', 'no rule matched: default deny'], // "search.*" needs the dot
+      [SEARCH, 'admin', 'denied by rule "r3"'],
+      [SEARCH, 'administer', 'denied by rule "r3"'],
+      [SEARCH, 'admi', 'no rule matched: default deny'],
+      [OTHER, 'admin', 'allowed by rule "r4"'], // r3 names another callee
+      [OTHER, 'search.x', 'allowed by rule "r4"'], // r4 before r8
+      [OTHER, 'search.web', 'denied by rule "r7"'], // r6 names another callee
+      [OTHER, 'search.web.x', 'denied by rule "r2"'],
+      [undefined, 'report', 'allowed by rule "r5"'],
+      [undefined, 'search.x', 'allowed by rule "r8"'], // r0 needs a callee
+      [undefined, 'search', 'no rule matched: default deny'],
+      [undefined, 'admin', 'no rule matched: default deny'],
+    ];
+    for (const [callee, action, reason] of cases) {
+      const d = await (callee
+        ? e.checkOutbound({ caller: ORCH, callee, action })
+        : e.checkInbound({ caller: ORCH, action }));
+      expect({ callee: callee?.toString(), action, reason: d.reason, allowed: d.allowed }).toEqual({
+        callee: callee?.toString(),
+        action,
+        reason,
+        allowed: reason.startsWith('allowed'),
+      });
+    }
+    // Another caller has no rules: default deny, whatever it asks.
+    const d = await e.checkOutbound({ caller: SEARCH, callee: OTHER, action: 'report' });
+    expect(d).toMatchObject({ allowed: false, reason: 'no rule matched: default deny' });
+  });
+
   it('denies malformed checks with a reason instead of throwing', async () => {
     const { e, sink } = enforcer([{ id: 'r', effect: 'allow', callers: ['*'], actions: ['*'] }]);
     const bad: unknown[] = [
