@@ -338,8 +338,15 @@ export class SecureChannel extends Dispatcher {
         return;
       }
       const key = opts.servername || opts.hostname;
-      const session = sessions.get(key);
-      const base = session ? buildConnector({ ...tlsOptions, session: session.ticket }) : full;
+      let session = sessions.get(key);
+      // Node 20's tls.connect decodes a `session` option twice (in the socket's
+      // constructor and again before connecting): each decode parses the
+      // server's certificate kept in it, about a tenth of the client's CPU per
+      // resumed connection (connect bench profile). The ticket is set once,
+      // below, unless the socket is already connected (an upgraded one starts
+      // its handshake inside tls.connect).
+      const base =
+        session && opts.httpSocket ? buildConnector({ ...tlsOptions, session: session.ticket }) : full;
       // undici's typings say void, but the connector returns the socket (used for error details).
       const socket = base(opts, (err, sock) => {
         if (err) {
@@ -375,8 +382,23 @@ export class SecureChannel extends Dispatcher {
         tls.on('session', (ticket: Buffer) => sessions.set(key, { ticket, peer: kept }));
         callback(null, tls);
       }) as unknown as TLSSocket | undefined;
-      // Node's handshake hands checkServerIdentity a fully decoded chain; the check reads only the DER.
-      if (socket) lightPeerCertificateForHandshake(socket);
+      if (socket) {
+        if (session && base === full) {
+          // What tls.connect does with the option, before the TCP connection
+          // (and so the handshake) starts. A ticket OpenSSL cannot decode is
+          // dropped: the connection is then a full handshake, checked by
+          // checkServerIdentity like any other.
+          try {
+            // Documented (tlsSocket.setSession), missing from @types/node.
+            (socket as TLSSocket & { setSession(ticket: Buffer): void }).setSession(session.ticket);
+          } catch {
+            sessions.drop(key, session);
+            session = undefined;
+          }
+        }
+        // Node's handshake hands checkServerIdentity a fully decoded chain; the check reads only the DER.
+        lightPeerCertificateForHandshake(socket);
+      }
     };
     return new Agent({
       connect,

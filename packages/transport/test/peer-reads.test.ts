@@ -26,11 +26,24 @@ interface Reads {
 }
 const reads = new Map<tls.TLSSocket, Reads>();
 let contexts = 0;
+/** Tickets handed to OpenSSL to decode (each decode parses the certificate kept in the session). */
+let ticketDecodes = 0;
+const resumed: boolean[] = [];
 const proto = tls.TLSSocket.prototype;
+// The native TLS handle's prototype: Node's own calls reach OpenSSL through it, not through TLSSocket.
+const wrapProto = (() => {
+  const s = new tls.TLSSocket(null as never);
+  const p = Object.getPrototypeOf((s as unknown as { _handle: object })._handle) as {
+    setSession(this: unknown, ticket: Buffer): void;
+  };
+  s.destroy();
+  return p;
+})();
 const original = {
   x509: proto.getPeerX509Certificate,
   cert: proto.getPeerCertificate,
   context: tls.createSecureContext,
+  setSession: wrapProto.setSession,
 };
 
 function count(sock: tls.TLSSocket): Reads {
@@ -47,7 +60,12 @@ beforeAll(async () => {
   app = createMtlsServer({ identity: serverId, authorize: authorizeMemberOf('a.test') });
   app.get('/', async (req) => req.peer.toString());
   await app.listen({ port: 0, host: '127.0.0.1' });
+  app.server.on('secureConnection', (s: tls.TLSSocket) => resumed.push(s.isSessionReused()));
   url = `https://127.0.0.1:${portOf(app.server)}/`;
+  wrapProto.setSession = function (this: unknown, ticket: Buffer) {
+    ticketDecodes++;
+    return original.setSession.call(this, ticket);
+  };
   proto.getPeerX509Certificate = function (this: tls.TLSSocket) {
     count(this).x509++;
     return original.x509.call(this);
@@ -69,6 +87,7 @@ afterAll(async () => {
   proto.getPeerX509Certificate = original.x509;
   proto.getPeerCertificate = original.cert;
   tls.createSecureContext = original.context;
+  wrapProto.setSession = original.setSession;
   syncBuiltinESMExports();
   await app?.close();
   await serverId?.close();
@@ -84,11 +103,17 @@ describe('per new verified connection', () => {
       expect(await (await ch.get(url, { reset: true })).body.text()).toBe('spiffe://a.test/client');
       const built = contexts;
       reads.clear();
+      resumed.length = 0;
+      ticketDecodes = 0;
       for (let i = 0; i < 5; i++) {
         const r = await ch.get(url, { reset: true });
         expect(await r.body.text()).toBe('spiffe://a.test/client');
       }
       expect(contexts).toBe(built);
+      // Every connection resumed, and each decoded its ticket once (Node's
+      // tls.connect given a `session` option decodes it twice).
+      expect(resumed).toEqual([true, true, true, true, true]);
+      expect(ticketDecodes).toBe(5);
       const servers = [...reads.values()].filter((r) => r.server);
       const clients = [...reads.values()].filter((r) => !r.server);
       // Five new connections on each side (the channel resumes: a resumed client
