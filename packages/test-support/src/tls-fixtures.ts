@@ -200,3 +200,52 @@ export async function byteCountingTlsServer(options: tls.TlsOptions): Promise<{
       }),
   };
 }
+
+/** What {@link rawTlsGet} saw: the HTTP status and body, whether the session resumed, the newest ticket. */
+export interface RawTlsAnswer {
+  status: number;
+  body: string;
+  reused: boolean;
+  session: Buffer | undefined;
+}
+
+/**
+ * One HTTP/1.1 `GET /` on a new TLS connection made with plain `tls.connect`
+ * (no SPIFFE check of the server: the tests using it look at the server's
+ * side), presenting `client`'s certificate and resuming `session` when given.
+ * Status 0: the connection closed without an HTTP answer.
+ */
+export function rawTlsGet(opts: {
+  port: number;
+  client: { cert: string; key: string };
+  /** Roots the client trusts for the server's certificate, PEM. */
+  ca: string;
+  session?: Buffer | undefined;
+}): Promise<RawTlsAnswer> {
+  return new Promise((resolve, reject) => {
+    const sock = tls.connect({
+      host: '127.0.0.1',
+      port: opts.port,
+      cert: opts.client.cert,
+      key: opts.client.key,
+      ca: opts.ca,
+      checkServerIdentity: () => undefined,
+      ...(opts.session ? { session: opts.session } : {}),
+    });
+    let ticket: Buffer | undefined;
+    let reused = false;
+    let data = '';
+    sock.on('session', (t: Buffer) => (ticket = t));
+    sock.on('secureConnect', () => {
+      reused = sock.isSessionReused();
+      sock.write('GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n');
+    });
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => (data += d));
+    sock.on('error', reject);
+    sock.on('close', () => {
+      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(data)?.[1] ?? 0);
+      resolve({ status, body: data.slice(data.indexOf('\r\n\r\n') + 4), reused, session: ticket });
+    });
+  });
+}

@@ -185,7 +185,11 @@ function readPeerChain(socket: TLSSocket): PeerChain | undefined {
     cur = next;
   }
   const issuersFromMemory = der.length === 1 && socket.isSessionReused();
-  if (issuersFromMemory) der.push(...knownIssuersOf(leaf));
+  // Only when some intermediate is known: finding a leaf's issuers reads its
+  // issuer name (OpenSSL formats it on every read), which a resumed leaf
+  // signed by an authority itself — most deployments — would pay on every
+  // connection for nothing.
+  if (issuersFromMemory && intermediates.size > 0) der.push(...knownIssuersOf(leaf));
   return (s[PEER_CHAIN] = { der, leaf, issuersFromMemory });
 }
 

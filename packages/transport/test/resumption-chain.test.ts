@@ -6,14 +6,21 @@
 // handler does not run) and the client's next connection is a full handshake.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as tls from 'node:tls';
 import { webcrypto } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authorizeMemberOf } from '@weave/identity';
 import type { DevCaIdentityProvider } from '@weave/identity/dev';
 import { createMtlsServer, type MtlsFastifyInstance } from '../src/server.js';
 import { INTERMEDIATES_MAX } from '../src/tls.js';
-import { makeTd, portOf, provider, removeTempDirs, type TestTd } from '@weave/test-support/tls-fixtures';
+import {
+  makeTd,
+  portOf,
+  provider,
+  rawTlsGet,
+  removeTempDirs,
+  type RawTlsAnswer,
+  type TestTd,
+} from '@weave/test-support/tls-fixtures';
 // Certificate forging (intermediate CAs the dev CA does not make) is identity's test helper: one home.
 import { makeCert, makeIntermediate, type TestCa } from '../../identity/test/helpers/forge.js';
 
@@ -44,47 +51,9 @@ async function clientOf(issuer: TestCa, path: string): Promise<Client> {
   return { cert: leaf.cert.toString('pem') + '\n' + issuer.cert.toString('pem'), key: leaf.keyPem };
 }
 
-interface Answer {
-  status: number;
-  body: string;
-  reused: boolean;
-  session: Buffer | undefined;
-}
-
 /** One HTTP/1.1 request on a new TLS connection (resuming `session` when given). */
-function get(client: Client, session?: Buffer): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const sock = tls.connect({
-      host: '127.0.0.1',
-      port,
-      cert: client.cert,
-      key: client.key,
-      ca: A.ca.x509Bundle.toPem(),
-      checkServerIdentity: () => undefined,
-      ...(session ? { session } : {}),
-    });
-    let ticket: Buffer | undefined;
-    let reused = false;
-    let data = '';
-    sock.on('session', (t: Buffer) => (ticket = t));
-    sock.on('secureConnect', () => {
-      reused = sock.isSessionReused();
-      sock.write('GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n');
-    });
-    sock.setEncoding('utf8');
-    sock.on('data', (d: string) => (data += d));
-    sock.on('error', reject);
-    sock.on('close', () => {
-      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(data)?.[1] ?? 0);
-      resolve({
-        status,
-        body: data.slice(data.indexOf('\r\n\r\n') + 4),
-        reused,
-        session: ticket,
-      });
-    });
-  });
-}
+const get = (client: Client, session?: Buffer): Promise<RawTlsAnswer> =>
+  rawTlsGet({ port, client, ca: A.ca.x509Bundle.toPem(), session });
 
 beforeAll(async () => {
   A = await makeTd('a.test');
