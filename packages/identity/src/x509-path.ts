@@ -104,6 +104,22 @@ function nameConstraints(cert: VerifiedCert): Constraints | null {
   return result;
 }
 
+// What is checked of a certificate on its own, apart from the time, depends
+// on the certificate alone, and the same certificate objects come back on
+// every connection of a peer (parsed certificates are kept per DER): those
+// answers are kept per certificate object, so a peer's next connection — a
+// resumed one above all — repeats only what depends on the moment (validity
+// at `now`) and on the chain (names, signatures, path length). Only answers
+// are kept; a certificate whose reading throws is read again next time and
+// throws again, as before.
+interface OwnFacts {
+  /** The first critical extension not understood here, if any. */
+  readonly unknownCritical: string | undefined;
+  readonly notBefore: number;
+  readonly notAfter: number;
+}
+const ownFacts = new WeakMap<VerifiedCert, OwnFacts>();
+
 /** The OID of the first critical extension not understood here, if any. */
 function unknownCritical(cert: VerifiedCert): string | undefined {
   for (const ext of extensionsOf(cert)) {
@@ -114,28 +130,39 @@ function unknownCritical(cert: VerifiedCert): string | undefined {
   return undefined;
 }
 
-function checkTime(cert: VerifiedCert, now: Date, what: string): void {
-  if (now.getTime() < cert.notBefore.getTime())
-    throw new X509SvidError(
-      'SVID_NOT_YET_VALID',
-      `${what} is not valid before ${cert.notBefore.toISOString()}`,
-    );
-  if (now.getTime() > cert.notAfter.getTime())
-    throw new X509SvidError('SVID_EXPIRED', `${what} expired at ${cert.notAfter.toISOString()}`);
+function factsOf(cert: VerifiedCert): OwnFacts {
+  let f = ownFacts.get(cert);
+  if (!f) {
+    f = {
+      unknownCritical: unknownCritical(cert),
+      notBefore: cert.notBefore.getTime(),
+      notAfter: cert.notAfter.getTime(),
+    };
+    ownFacts.set(cert, f);
+  }
+  return f;
 }
 
 /**
  * What every certificate of a path must satisfy on its own: no critical
  * extension left unprocessed, then the validity period (crypto/x509 order).
+ * `what` names the certificate in an error (built only then).
  */
-function checkCertificate(cert: VerifiedCert, now: Date, what: string): void {
-  const oid = unknownCritical(cert);
-  if (oid)
+function checkCertificate(cert: VerifiedCert, now: Date, what: () => string): void {
+  const f = factsOf(cert);
+  if (f.unknownCritical)
     throw new X509SvidError(
       'SVID_UNKNOWN_CRITICAL_EXTENSION',
-      `${what} has a critical extension ${oid} that is not understood`,
+      `${what()} has a critical extension ${f.unknownCritical} that is not understood`,
     );
-  checkTime(cert, now, what);
+  const t = now.getTime();
+  if (t < f.notBefore)
+    throw new X509SvidError(
+      'SVID_NOT_YET_VALID',
+      `${what()} is not valid before ${cert.notBefore.toISOString()}`,
+    );
+  if (t > f.notAfter)
+    throw new X509SvidError('SVID_EXPIRED', `${what()} expired at ${cert.notAfter.toISOString()}`);
 }
 
 // Whether one certificate issued another depends on the two certificates
@@ -169,6 +196,30 @@ function issued(issuer: x509.X509Certificate, cert: VerifiedCert): boolean {
   return ok;
 }
 
+/** A signer's own CA facts (kept per certificate object, as {@link OwnFacts}); key usage and path length only for a CA. */
+interface SignerFacts {
+  readonly ca: boolean;
+  readonly ku?: { readonly present: boolean; readonly flags: number };
+  readonly pathLen?: number | undefined;
+}
+const signerFacts = new WeakMap<x509.X509Certificate, SignerFacts>();
+
+/** Read in the order checkIssuer reads them: nothing after the cA flag when it is false. */
+function signerFactsOf(cand: x509.X509Certificate): SignerFacts {
+  let f = signerFacts.get(cand);
+  if (!f) {
+    f = isCa(cand)
+      ? {
+          ca: true,
+          ku: keyUsage(cand),
+          pathLen: cand.getExtension(x509.BasicConstraintsExtension)?.pathLength,
+        }
+      : { ca: false };
+    signerFacts.set(cand, f);
+  }
+  return f;
+}
+
 /**
  * A candidate issuer at the top of `path` (leaf first): RFC 5280 §6.1.4 for an
  * intermediate (cA, keyCertSign when key usage is present, path length), and
@@ -181,18 +232,18 @@ function checkIssuer(
   now: Date,
   td: string,
 ): void {
-  const what = root ? `authority ${cand.subject} of ${td}` : `intermediate ${cand.subject}`;
+  const what = () => (root ? `authority ${cand.subject} of ${td}` : `intermediate ${cand.subject}`);
   checkCertificate(cand, now, what);
-  if (!isCa(cand)) throw new X509SvidError('SVID_UNTRUSTED', `${what} is not a CA (cA=false)`);
-  const ku = keyUsage(cand);
-  if (ku.present && !(ku.flags & KU.keyCertSign))
-    throw new X509SvidError('SVID_UNTRUSTED', `${what} may not sign certificates (no keyCertSign)`);
-  const pathLen = cand.getExtension(x509.BasicConstraintsExtension)?.pathLength;
+  const f = signerFactsOf(cand);
+  if (!f.ca) throw new X509SvidError('SVID_UNTRUSTED', `${what()} is not a CA (cA=false)`);
+  if (f.ku!.present && !(f.ku!.flags & KU.keyCertSign))
+    throw new X509SvidError('SVID_UNTRUSTED', `${what()} may not sign certificates (no keyCertSign)`);
+  const pathLen = f.pathLen;
   const below = path.length - 1; // intermediates between the candidate and the leaf
   if (pathLen !== undefined && below > pathLen)
     throw new X509SvidError(
       'SVID_PATH_LENGTH_EXCEEDED',
-      `${what} allows ${pathLen} intermediate(s) below it, the chain has ${below}`,
+      `${what()} allows ${pathLen} intermediate(s) below it, the chain has ${below}`,
     );
 }
 
@@ -392,7 +443,7 @@ export function validatePath(
   now: Date,
   td: string,
 ): VerifiedCert[] {
-  checkCertificate(leaf, now, `leaf certificate of ${leafName}`);
+  checkCertificate(leaf, now, () => `leaf certificate of ${leafName}`);
   const built = buildChains([leaf], { roots, intermediates, now, td, checks: 0 });
   if (!built.ok) throw built.error;
   // The first chain within every name constraint wins; else the first chain's violation is reported.

@@ -84,6 +84,21 @@ function checkLeaf(leaf: VerifiedCert): SpiffeId {
   return id;
 }
 
+// A leaf's SPIFFE ID under the leaf rules depends on the certificate alone,
+// and a peer's leaf comes back as the same object on each of its connections
+// (kept per DER): the ID found is kept with it instead of parsing the URI SAN
+// again. Refusals are not kept (the rules run again and refuse again).
+const leafIds = new WeakMap<VerifiedCert, SpiffeId>();
+
+function checkLeafKept(leaf: VerifiedCert): SpiffeId {
+  let id = leafIds.get(leaf);
+  if (!id) {
+    id = checkLeaf(leaf);
+    leafIds.set(leaf, id);
+  }
+  return id;
+}
+
 /** A certificate given to {@link verifyX509Svid}. */
 type ChainEntry = Uint8Array | x509.X509Certificate | NodeX509Certificate;
 
@@ -158,7 +173,7 @@ export function verifyX509Svid(
     );
   const leaf = toCert(chain[0]!, 0);
   const rest = chain.slice(1).map((c, i) => toCert(c, i + 1));
-  const id = checkLeaf(leaf);
+  const id = checkLeafKept(leaf);
   const bundle = bundles.getX509Bundle(id.trustDomain);
   if (!bundle || bundle.authorities.length === 0)
     throw new X509SvidError(
