@@ -102,7 +102,7 @@ export async function startEnv(): Promise<Env> {
 export async function startBareEcho(
   tls: https.ServerOptions,
   opts: { close?: boolean } = {},
-): Promise<{ url: string; close(): Promise<void> }> {
+): Promise<{ url: string; server: https.Server; close(): Promise<void> }> {
   const server = https.createServer(tls, (req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -118,6 +118,7 @@ export async function startBareEcho(
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return {
     url: `https://127.0.0.1:${(server.address() as AddressInfo).port}/`,
+    server,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));

@@ -11,6 +11,7 @@
 //              per new verified connection, createMtlsServer (chain to the
 //              caller's own trust domain, SPIFFE ID, authorizer) vs node https
 import type { AddressInfo } from 'node:net';
+import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { authorizeId, authorizeMemberOf, type Authorizer } from '@weave/identity';
 import { createMtlsServer } from '@weave/transport/server';
 import { ID, TD, bareTls, sendMessageBody, startBareEcho, type Env } from '../lib/env.js';
@@ -31,8 +32,24 @@ async function startWeaveEcho(env: Env, close: boolean, authorize: Authorizer = 
   await app.listen({ port: 0, host: '127.0.0.1' });
   return {
     url: `https://127.0.0.1:${(app.server.address() as AddressInfo).port}/`,
+    server: app.server as TlsServer,
     close: () => app.close(),
   };
+}
+
+/**
+ * Counts the TLS connections `server` accepts and how many resumed a session,
+ * so a `connect` row shows both sides did the same kind of handshake (undici's
+ * own session cache on the bare side, the channel's on Weave's).
+ */
+function countResumed(server: TlsServer): () => string {
+  let all = 0;
+  let resumed = 0;
+  server.on('secureConnection', (s: TLSSocket) => {
+    all++;
+    if (s.isSessionReused()) resumed++;
+  });
+  return () => `${resumed} of ${all} connections resumed`;
 }
 
 function transportScenario(name: 'transport' | 'connect'): Scenario {
@@ -52,6 +69,7 @@ function transportScenario(name: 'transport' | 'connect'): Scenario {
         bare: async () => startBareEcho(bareTls(await env.identity('bare')), { close }),
       };
       return withServers(start, async ({ weave, bare }) => {
+        const resumed = { weave: countResumed(weave.server), bare: countResumed(bare.server) };
         const w = await runLoad({
           kind: 'channel',
           ...timing,
@@ -70,9 +88,11 @@ function transportScenario(name: 'transport' | 'connect'): Scenario {
           svid: env.clientPem,
           expectPeer: ID.bare,
         });
+        // Kept-alive loads open a few connections only: the count says something for `connect`.
+        const note = (side: keyof typeof resumed) => (close ? { note: resumed[side]() } : {});
         const rows = [
-          rowOf(name, 'weave SecureChannel', unit, w, { vs: ['bare'] }),
-          rowOf(name, 'bare', unit, b),
+          rowOf(name, 'weave SecureChannel', unit, w, { vs: ['bare'], ...note('weave') }),
+          rowOf(name, 'bare', unit, b, note('bare')),
         ];
         const checks = close
           ? [ratioCheck(name, rows, 'weave SecureChannel', 'bare', 'rate', { min: 1.2 }, 'conns/s vs bare')]
