@@ -27,6 +27,14 @@ import { A2AErrors } from './errors.js';
 /** Where every task's write queue starts: a settled promise is only chained from, so one serves all tasks. */
 const RESOLVED: Promise<void> = Promise.resolve();
 
+/**
+ * Resolves after the current turn of the event loop (its microtasks
+ * included): what a handler emits without waiting for I/O (WORKING, its
+ * result, COMPLETED) has been emitted by then, and goes to a durable store
+ * in one write instead of one per await.
+ */
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 /** {@link TaskManager.waitForCompletion} gave up; the task goes on. */
 export class WaitTimeoutError extends WeaveError {
   constructor(taskId: string, ms: number) {
@@ -933,10 +941,10 @@ export class TaskManager {
       if (terminal) this.#live.delete(id);
       live.pending.push(stored);
       // Events published in one burst share one write: queue a write only if
-      // none is waiting to start.
+      // none is waiting to start, and start it after this turn.
       if (!live.writeQueued) {
         live.writeQueued = true;
-        live.chain = live.chain.then(() => this.#write(live));
+        live.chain = live.chain.then(nextTurn).then(() => this.#write(live));
       }
       if (terminal) {
         // The task leaves #live now; keep its last write visible to flush(),

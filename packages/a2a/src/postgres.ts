@@ -546,6 +546,8 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
 
   async create(record: TaskRecord, first: StoredEvent): Promise<void> {
     const t = record.task;
+    // Read before any await: the caller goes on changing the task meanwhile.
+    const finished = isTerminal(t.status.state);
     const d = fullDelta(t, record.seq);
     const parts = deltaClauses(d, 18);
     const head = taskHead(t);
@@ -572,7 +574,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
           record.skill,
           t.contextId,
           t.status.state,
-          isTerminal(t.status.state),
+          finished,
           head,
           record.createdAt,
           record.updatedAt,
@@ -604,13 +606,12 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     }
     if (Number(row?.n ?? 0) !== 1) throw new TaskStoreConflictError(t.id, 'already exists');
     const gen = row?.gen;
-    if (gen !== null && gen !== undefined && !isTerminal(t.status.state))
-      this.#running.set(t.id, Number(gen));
+    if (gen !== null && gen !== undefined && !finished) this.#running.set(t.id, Number(gen));
     // A task created finished (rare) is cut to its bound at once; the create is committed already.
-    if (isTerminal(t.status.state) && bytes > this.#maxTaskBytes) {
+    if (finished && bytes > this.#maxTaskBytes) {
       await this.#db.query('SELECT weave_a2a_truncate($1, $2)', [t.id, this.#maxTaskBytes]);
     }
-    this.#remember(t, d.next, byteLength(event, ...parts.values));
+    this.#remember(t.id, finished, d.next, byteLength(event, ...parts.values));
   }
 
   /**
@@ -696,9 +697,12 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
         `event ${first.seq} does not follow the stored log (or no such task)`,
       );
     }
-    if (isTerminal(task.status.state)) this.#running.delete(id);
+    // `terminal` is the state this append wrote, not the task's state now:
+    // the handler may have finished it meanwhile, and that write, still to
+    // come, must find what this one wrote (and run fenced by the lease).
+    if (terminal) this.#running.delete(id);
     // After a rewrite the events another replica wrote are not in the estimate: it is unknown.
-    this.#remember(task, delta.next, d && written ? written.bytes + added : Infinity);
+    this.#remember(id, terminal, delta.next, d && written ? written.bytes + added : Infinity);
   }
 
   /** Tasks this replica runs, by the generation of the lease it runs them under (see {@link heartbeat}). */
@@ -713,9 +717,10 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
    */
   readonly #written = new Map<string, Written & { readonly bytes: number }>();
 
-  #remember(task: Task, next: Written, bytes: number): void {
-    if (isTerminal(task.status.state)) this.#written.delete(task.id);
-    else this.#written.set(task.id, { ...next, bytes });
+  /** What was written of task `id`, in a state `finished` or not (a finished task is forgotten). */
+  #remember(id: string, finished: boolean, next: Written, bytes: number): void {
+    if (finished) this.#written.delete(id);
+    else this.#written.set(id, { ...next, bytes });
   }
 
   /**
