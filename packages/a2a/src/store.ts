@@ -470,6 +470,11 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
   #settle(id: string, e: Entry): void {
     let task = e.record.task;
     let events = e.events;
+    // A walk of the whole task, not a count kept as it grew: the running task is changed in place
+    // (by the TaskManager, or whoever attached it) without telling the store, and the estimate
+    // counts an object the task shares with its events once and a dropped event not at all. A
+    // running count would have to follow every object's references to stay equal to it; one that
+    // only adds up what was published overcounts, and would move where the bounds take effect.
     let bytes = approxJsonBytes([task, events]);
     const cut: string[] = [];
     if (bytes > this.#maxTaskBytes && events.length > 1) {

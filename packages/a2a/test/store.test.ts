@@ -117,6 +117,33 @@ describe('InMemoryTaskStore', () => {
     expect(store.bytes('spiffe://t/a')).toBe(sum);
   });
 
+  it('counts a task the TaskManager ran, when it ends, as exactly the estimate of what it keeps: shared objects once, dropped events not at all', async () => {
+    const store = new InMemoryTaskStore();
+    const m = new TaskManager({ store, maxEventsPerTask: 4 });
+    const owner = 'spiffe://t/a';
+    const { task } = await m.create({ owner, skill: 's', message: msg('hello') });
+    const attached = store.bytes(owner);
+    // Chunks appended in place to the task's own artifact, status messages shared with the history,
+    // the same metadata object in two events: what a running count would have to recognise.
+    const meta = { note: 'the same object in two events' };
+    m.addArtifact(task.id, { artifactId: 'a', parts: [{ text: 'chunk 1' }] });
+    for (let i = 2; i <= 5; i++)
+      m.addArtifact(task.id, { artifactId: 'a', parts: [{ text: `chunk ${i}` }] }, { append: true });
+    m.setStatus(task.id, 'TASK_STATE_WORKING', msg('working'), meta);
+    // Counted when it ends, not while it runs (a running task costs the store no work).
+    expect(store.bytes(owner)).toBe(attached);
+    m.setStatus(task.id, 'TASK_STATE_COMPLETED', msg('done'), meta);
+    const kept = (await store.get(task.id)) as TaskRecord;
+    // Events 1-4 (the first one a snapshot of the task) were dropped: 5-8 are kept.
+    const events = (await store.events(task.id, kept.seq - 4, 100)) as StoredEvent[];
+    expect(events.map((e) => e.seq)).toEqual([5, 6, 7, 8]);
+    expect(await store.events(task.id, 0, 100)).toBeUndefined();
+    expect(store.bytes(owner)).toBe(approxJsonBytes([kept.task, events]));
+    // The kept events and the task share objects (chunks, status messages, metadata): counted apart they are more.
+    expect(approxJsonBytes(kept.task) + approxJsonBytes(events)).toBeGreaterThan(store.bytes(owner));
+    expect(store.bytes()).toBe(store.bytes(owner));
+  });
+
   it('keeps evicting in finish order over many tasks (queue compaction)', async () => {
     const store = new InMemoryTaskStore({ maxTasks: 100 });
     const running = attach(store, 'long-running', 'TASK_STATE_WORKING');
