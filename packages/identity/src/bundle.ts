@@ -2,6 +2,7 @@ import { createPublicKey, type JsonWebKey as NodeJwk, type KeyObject } from 'nod
 import type { JWK } from 'jose';
 import { z } from 'zod';
 import { WeaveError } from './errors.js';
+import { formatKeyPath, lineCol, scanJson } from './json.js';
 import { TrustDomain } from './spiffe-id.js';
 import {
   certDer,
@@ -152,6 +153,14 @@ function parseJwksDocument(
       doc = JSON.parse(json);
     } catch (err) {
       fail('not JSON', err);
+    }
+    // JSON.parse would keep the last of two "keys" (or two "use" in one key) without a word.
+    const dup = scanJson(json);
+    if (dup) {
+      const { line, col } = lineCol(json, dup.offset);
+      fail(
+        `the key ${JSON.stringify(dup.key)} appears twice in one object, at ${formatKeyPath(dup.path)} (line ${line}, column ${col})`,
+      );
     }
   }
   const parsed = jwksSchema.safeParse(doc);

@@ -117,6 +117,35 @@ describe('SpiffeBundle (JWKS)', () => {
     expectBundleError(() => SpiffeBundle.parse(td, { keys: [], spiffe_sequence: -1 }), 'BUNDLE_MALFORMED');
   });
 
+  it('refuses bundle text with a key written twice, which JSON.parse would resolve to the last', () => {
+    const text = JSON.stringify(ca.spiffeBundle, null, 2);
+    const refused = (t: string, path: RegExp): BundleError => {
+      let caught: unknown;
+      try {
+        SpiffeBundle.parse(td, t);
+      } catch (err) {
+        caught = err;
+      }
+      expect(caught).toBeInstanceOf(BundleError);
+      expect((caught as BundleError).code).toBe('BUNDLE_MALFORMED');
+      expect((caught as BundleError).message).toMatch(path);
+      return caught as BundleError;
+    };
+    // A second, empty "keys" would silently leave the trust domain with no authorities.
+    refused(
+      text.replace(/\n}$/, ',\n  "keys": []\n}'),
+      /"keys" appears twice in one object, at keys \(line \d+, column 3\)/,
+    );
+    // A second "use" in one key would silently turn a JWT authority into an X.509 one or back.
+    refused(
+      text.replace('"use": "jwt-svid"', '"use": "jwt-svid",\n      "use": "x509-svid"'),
+      /"use" appears twice in one object, at keys\[1\]\.use \(line \d+, column 7\)/,
+    );
+    expect(() => JwtBundle.fromJwks(td, '{"keys": [], "keys": []}')).toThrow(/"keys" appears twice/);
+    // The same text without the repeat still parses.
+    expect(SpiffeBundle.parse(td, text).toX509Bundle().equals(ca.x509Bundle)).toBe(true);
+  });
+
   it('builds a JwtBundle from a JWKS and drops private members', () => {
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const priv = privateKey.export({ format: 'jwk' }) as JWK;
