@@ -32,6 +32,7 @@ import type {
   TaskStore,
 } from './store.js';
 import {
+  byteBounds,
   TaskLeaseLostError,
   TaskStoreConflictError,
   TaskStoreOverBudgetError,
@@ -515,22 +516,16 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
   readonly #listeners = new Set<NoticeListener>();
 
   constructor(options: PostgresTaskStoreOptions) {
+    // Checked before a pool is made: a refused store leaves nothing open.
+    const bounds = byteBounds('PostgresTaskStore', options, 1024 * 1024 * 1024);
+    this.#maxBytes = bounds.maxBytes;
+    this.#maxOwnerBytes = bounds.maxBytesPerOwner;
+    this.#maxTaskBytes = bounds.maxBytesPerTask;
     this.#db = new PoolHolder(options);
     this.#ttl = options.terminalTtlMs ?? 3_600_000;
     this.leaseTtlMs = options.leaseTtlMs ?? 30_000;
     this.replicaId = options.replicaId ?? randomUUID();
     this.#deadReplicaTtl = options.deadReplicaTtlMs ?? 3_600_000;
-    this.#maxBytes = options.maxBytes ?? 1024 * 1024 * 1024;
-    this.#maxOwnerBytes = options.maxBytesPerOwner ?? Math.floor(this.#maxBytes / 4);
-    this.#maxTaskBytes = options.maxBytesPerTask ?? this.#maxOwnerBytes;
-    for (const [k, v] of Object.entries({
-      maxBytes: this.#maxBytes,
-      maxBytesPerOwner: this.#maxOwnerBytes,
-      maxBytesPerTask: this.#maxTaskBytes,
-    })) {
-      if (!Number.isSafeInteger(v) || v <= 0)
-        throw new TypeError(`PostgresTaskStore: ${k} must be a positive integer`);
-    }
   }
 
   readonly #maxBytes: number;

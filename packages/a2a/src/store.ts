@@ -308,6 +308,35 @@ export interface InMemoryTaskStoreOptions {
   readonly maxBytesPerTask?: number;
 }
 
+/** The byte bounds every task store takes, as {@link InMemoryTaskStoreOptions} describes them. */
+export interface TaskStoreByteBounds {
+  readonly maxBytes: number;
+  readonly maxBytesPerOwner: number;
+  readonly maxBytesPerTask: number;
+}
+
+/**
+ * A store's byte bounds with the defaults every store applies: per owner a
+ * quarter of the whole, per task the owner's share (one task may use it all;
+ * a smaller bound cuts a finished task's event log, which a subscriber
+ * resuming after the task finished would then miss).
+ *
+ * @throws {TypeError} naming `store` and the bound that is not a positive integer.
+ */
+export function byteBounds(
+  store: string,
+  options: Partial<TaskStoreByteBounds>,
+  defaultMaxBytes: number,
+): TaskStoreByteBounds {
+  const maxBytes = options.maxBytes ?? defaultMaxBytes;
+  const maxBytesPerOwner = options.maxBytesPerOwner ?? Math.floor(maxBytes / 4);
+  const bounds = { maxBytes, maxBytesPerOwner, maxBytesPerTask: options.maxBytesPerTask ?? maxBytesPerOwner };
+  for (const [k, v] of Object.entries(bounds)) {
+    if (!Number.isSafeInteger(v) || v <= 0) throw new TypeError(`${store}: ${k} must be a positive integer`);
+  }
+  return bounds;
+}
+
 /** Metadata key of a finished task whose retained content was cut to fit `maxBytesPerTask`. */
 export const TRUNCATED_METADATA_KEY = 'weave.truncated';
 
@@ -346,19 +375,10 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     this.#ttl = options.terminalTtlMs ?? 3_600_000;
     this.#max = options.maxTasks ?? 10_000;
     this.#maxEvents = options.maxEventsPerTask ?? 1000;
-    this.#maxBytes = options.maxBytes ?? 256 * 1024 * 1024;
-    this.#maxOwnerBytes = options.maxBytesPerOwner ?? Math.floor(this.#maxBytes / 4);
-    // Default: one task may use its owner's whole share; a smaller bound cuts its event log,
-    // which a subscriber resuming after the task finished would then miss.
-    this.#maxTaskBytes = options.maxBytesPerTask ?? this.#maxOwnerBytes;
-    for (const [k, v] of Object.entries({
-      maxBytes: this.#maxBytes,
-      maxBytesPerOwner: this.#maxOwnerBytes,
-      maxBytesPerTask: this.#maxTaskBytes,
-    })) {
-      if (!Number.isSafeInteger(v) || v <= 0)
-        throw new TypeError(`InMemoryTaskStore: ${k} must be a positive integer`);
-    }
+    const bounds = byteBounds('InMemoryTaskStore', options, 256 * 1024 * 1024);
+    this.#maxBytes = bounds.maxBytes;
+    this.#maxOwnerBytes = bounds.maxBytesPerOwner;
+    this.#maxTaskBytes = bounds.maxBytesPerTask;
   }
 
   get size(): number {

@@ -13,6 +13,8 @@ import {
   type TaskState,
 } from '../src/index.js';
 import { snapshot } from '../src/manager.js';
+import { PostgresTaskStore } from '../src/postgres.js';
+import { byteBounds } from '../src/store.js';
 import { taskStoreContract } from '../src/testing.js';
 
 const msg = (text: string): Message => ({ messageId: `m-${text}`, role: 'ROLE_USER', parts: [{ text }] });
@@ -142,6 +144,37 @@ describe('InMemoryTaskStore', () => {
     // The kept events and the task share objects (chunks, status messages, metadata): counted apart they are more.
     expect(approxJsonBytes(kept.task) + approxJsonBytes(events)).toBeGreaterThan(store.bytes(owner));
     expect(store.bytes()).toBe(store.bytes(owner));
+  });
+
+  it('both stores take their byte bounds one way: a quarter per owner, the owner share per task, positive integers only', async () => {
+    expect(byteBounds('S', {}, 1000)).toEqual({
+      maxBytes: 1000,
+      maxBytesPerOwner: 250,
+      maxBytesPerTask: 250,
+    });
+    expect(byteBounds('S', { maxBytes: 999, maxBytesPerOwner: 100 }, 1000)).toEqual({
+      maxBytes: 999,
+      maxBytesPerOwner: 100,
+      maxBytesPerTask: 100,
+    });
+    // A total below 4 leaves no per-owner share: refused, not a store that takes nothing.
+    expect(() => byteBounds('S', { maxBytes: 3 }, 1000)).toThrow(
+      'S: maxBytesPerOwner must be a positive integer',
+    );
+    for (const bad of [0, -1, 1.5, Number.NaN, 2 ** 53]) {
+      for (const key of ['maxBytes', 'maxBytesPerOwner', 'maxBytesPerTask'] as const) {
+        const options = { [key]: bad };
+        expect(() => new InMemoryTaskStore(options)).toThrow(
+          new TypeError(`InMemoryTaskStore: ${key} must be a positive integer`),
+        );
+        // Refused before a pool is made (nothing to connect to here, nothing left open).
+        expect(
+          () => new PostgresTaskStore({ connectionString: 'postgres://127.0.0.1:1/none', ...options }),
+        ).toThrow(new TypeError(`PostgresTaskStore: ${key} must be a positive integer`));
+      }
+    }
+    const pg = new PostgresTaskStore({ connectionString: 'postgres://127.0.0.1:1/none', maxBytes: 4000 });
+    await pg.close();
   });
 
   it('keeps evicting in finish order over many tasks (queue compaction)', async () => {
