@@ -580,6 +580,90 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
     });
   });
 
+  /** Rows of tasks that are gone (and chunks of artifacts that are gone), by table: all must be 0. */
+  async function orphans(p: pg.Pool): Promise<Record<string, number>> {
+    const r = await p.query<{ events: string; history: string; artifacts: string; chunks: string }>(
+      `SELECT
+         (SELECT count(*) FROM weave_a2a_events x WHERE NOT EXISTS (SELECT 1 FROM weave_a2a_tasks t WHERE t.id = x.task_id))::text AS events,
+         (SELECT count(*) FROM weave_a2a_task_history x WHERE NOT EXISTS (SELECT 1 FROM weave_a2a_tasks t WHERE t.id = x.task_id))::text AS history,
+         (SELECT count(*) FROM weave_a2a_task_artifacts x WHERE NOT EXISTS (SELECT 1 FROM weave_a2a_tasks t WHERE t.id = x.task_id))::text AS artifacts,
+         (SELECT count(*) FROM weave_a2a_artifact_chunks x WHERE NOT EXISTS (
+            SELECT 1 FROM weave_a2a_task_artifacts a WHERE a.task_id = x.task_id AND a.pos = x.artifact_pos))::text AS chunks`,
+    );
+    return Object.fromEntries(Object.entries(r.rows[0] ?? {}).map(([k, v]) => [k, Number(v)]));
+  }
+  const none = { events: 0, history: 0, artifacts: 0, chunks: 0 };
+  /** Rows of every kind the store holds, all tasks together. */
+  async function rowsHeld(p: pg.Pool): Promise<number> {
+    const r = await p.query<{ n: string }>(
+      `SELECT ((SELECT count(*) FROM weave_a2a_events) + (SELECT count(*) FROM weave_a2a_task_history)
+         + (SELECT count(*) FROM weave_a2a_task_artifacts) + (SELECT count(*) FROM weave_a2a_artifact_chunks))::text AS n`,
+    );
+    return Number(r.rows[0]?.n);
+  }
+
+  it('leaves no row of a task behind when the task goes: deleted, swept, making room, cut, or deleted by another replica while its writes race', async () => {
+    await withBoundedStore(
+      { maxBytes: 1_000_000, maxBytesPerOwner: 40_000, maxBytesPerTask: 15_000 },
+      async (m, store, fresh) => {
+        const owner = 'spiffe://t/orphans';
+        /** A task with history, events, two artifacts, one of them in two chunks. */
+        const full = async (state?: 'TASK_STATE_COMPLETED', size = 200) => {
+          const r = await m.create({ owner, skill: 's', message: msg('go') });
+          m.setStatus(r.task.id, 'TASK_STATE_WORKING');
+          m.addArtifact(r.task.id, { artifactId: 'a', parts: [{ text: 'x'.repeat(size) }] });
+          await m.flush();
+          m.addArtifact(r.task.id, { artifactId: 'a', parts: [{ text: 'more' }] }, { append: true });
+          m.addArtifact(r.task.id, { artifactId: 'b', parts: [{ text: 'b' }] });
+          if (state) m.setStatus(r.task.id, state);
+          await m.flush();
+          return r.task.id;
+        };
+        // Deleted.
+        const deleted = await full('TASK_STATE_COMPLETED');
+        const kept = await full();
+        const held = await rowsHeld(fresh);
+        await store.delete(deleted);
+        expect(await orphans(fresh)).toEqual(none);
+        expect(await rowsHeld(fresh)).toBeLessThan(held);
+        // Cut (maxBytesPerTask): its artifacts go, and their chunks with them.
+        const cut = await full('TASK_STATE_COMPLETED', 16_000);
+        expect((await store.get(cut))?.task.metadata?.['weave.truncated']).toBe('events,history,artifacts');
+        expect(await orphans(fresh)).toEqual(none);
+        // Making room: finished tasks of the caller go for new ones once its share is full.
+        for (let i = 0; i < 12; i++) await full('TASK_STATE_COMPLETED', 3_000);
+        expect(await store.get(cut)).toBeUndefined();
+        expect(await orphans(fresh)).toEqual(none);
+        // Swept once expired (every finished one).
+        expect(await store.sweep(Date.now() + 2 * 3_600_000)).toBeGreaterThan(0);
+        expect(await orphans(fresh)).toEqual(none);
+        expect(await store.get(kept)).toBeDefined();
+        // Deleted by another replica while this one's appends are in flight.
+        const other = new PostgresTaskStore({ pool: fresh });
+        const racing = await Promise.all(
+          Array.from({ length: 12 }, () => m.create({ owner, skill: 's', message: msg('race') })),
+        );
+        await Promise.all(
+          racing.map(async (r, i) => {
+            m.setStatus(r.task.id, 'TASK_STATE_WORKING');
+            m.addArtifact(r.task.id, { artifactId: 'r', parts: [{ text: `chunk ${i}` }] });
+            await new Promise((resolve) => setTimeout(resolve, i % 4));
+            await other.delete(r.task.id);
+            m.addArtifact(r.task.id, { artifactId: 'r', parts: [{ text: 'late' }] }, { append: true });
+            m.setStatus(r.task.id, 'TASK_STATE_COMPLETED');
+          }),
+        );
+        await m.flush();
+        for (const r of racing) expect(await store.get(r.task.id)).toBeUndefined();
+        expect(await orphans(fresh)).toEqual(none);
+        // Only the task still kept holds rows, and the counts still match the tasks.
+        await store.delete(kept);
+        expect(await rowsHeld(fresh)).toBe(0);
+        expect(await usage(fresh)).toEqual({ '': 0 });
+      },
+    );
+  });
+
   it('reports an unreachable database as TaskStoreUnavailableError, quickly', async () => {
     // A port nothing listens on: connection refused.
     const srv = (await import('node:net')).createServer();
