@@ -134,7 +134,12 @@ export class A2AGrpcServer {
         }
       }),
     );
-    this.#grpc = new Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
+    this.#grpc = new Server({
+      'grpc.max_receive_message_length': 4 * 1024 * 1024,
+      // Channelz (grpc-js's introspection registry, which Weave never serves)
+      // otherwise counts every call and message with a timestamp each.
+      'grpc.enable_channelz': 0,
+    });
     this.#grpc.addService(serverService(), this.#implementation());
     this.#injector = this.#grpc.createConnectionInjector(ServerCredentials.createInsecure());
     this.#tls.on('secureConnection', (socket: PeerSocket) => {
