@@ -38,7 +38,14 @@ export type LoadgenJob = Timing &
         svid: PemSvid;
         expectPeer: string;
       }
-    | { kind: 'grpc'; target: string; request: Record<string, unknown>; svid: PemSvid; expectPeer: string }
+    | {
+        /** SendMessage as bare gRPC frames on one node:http2 session (no gRPC client library). */
+        kind: 'grpc';
+        target: string;
+        request: Record<string, unknown>;
+        svid: PemSvid;
+        expectPeer: string;
+      }
     | {
         kind: 'agent';
         socket: string;
@@ -136,17 +143,9 @@ async function profileWindow(phase: 'start' | 'end', kind: string): Promise<void
 export function runLoad(job: LoadgenJob): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     const prof = loadOptions.cpuProfDir;
-    const child = spawn(
-      process.execPath,
-      [
-        ...process.execArgv,
-        '--expose-gc',
-        // grpc-js sets the TLS ServerName to the IP address of a loopback target.
-        '--disable-warning=DEP0123',
-        LOADGEN,
-      ],
-      { stdio: ['pipe', 'pipe', 'inherit'] },
-    );
+    const child = spawn(process.execPath, [...process.execArgv, '--expose-gc', LOADGEN], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
     let buf = '';
     let cpuStart: number | undefined;
     let serverCpu: number | undefined;

@@ -15,7 +15,9 @@
 // Kinds of call (one per job):
 //   http     raw POSTs over an undici Pool with the client SVID (bare echo,
 //            the official SDK server, the Weave A2A server on JSON-RPC or HTTP+JSON)
-//   grpc     SendMessage on one grpc-js channel (HTTP/2 multiplexes the calls)
+//   grpc     SendMessage as bare gRPC frames on one node:http2 session over
+//            the client SVID (HTTP/2 multiplexes the calls): the gRPC
+//            counterpart of `http`, no client stack of its own to measure
 //   agent    a SecureAgent calling `callAgent` (the whole Weave caller path)
 //   channel  POSTs over a SecureChannel (Weave's transport alone)
 //   new-certs
@@ -29,17 +31,15 @@
 //            one call to each of many distinct agents at once, cold then
 //            warm (see runFanout)
 import { writeFile } from 'node:fs/promises';
+import http2 from 'node:http2';
 import { Session } from 'node:inspector/promises';
 import type { PeerCertificate } from 'node:tls';
 import { pino } from 'pino';
 import { Agent, Client, Pool, fetch as undiciFetch } from 'undici';
-import { credentials, makeGenericClientConstructor, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { LocalPolicyEnforcer } from '@weave/authz';
 import { WorkloadApiIdentityProvider } from '@weave/identity';
 import { SecureChannel } from '@weave/transport';
 import { A2AClient, a2aGrpcService } from '@weave/a2a';
-
-type WireObject = Record<string, unknown>;
 import { SecureAgent } from '@weave/agent';
 import type { LoadgenJob, LoadgenResult, PemSvid } from './load.js';
 
@@ -131,38 +131,54 @@ async function setUp(job: LoadgenJob): Promise<{ call: Call; close: () => Promis
       };
     }
     case 'grpc': {
-      const Ctor = makeGenericClientConstructor(a2aGrpcService(), 'A2AService');
-      const client = new Ctor(
-        job.target,
-        credentials.createSsl(
-          Buffer.from(job.svid.ca),
-          Buffer.from(job.svid.key),
-          Buffer.from(job.svid.cert),
-          {
-            checkServerIdentity: sanCheck(job.expectPeer),
-          },
-        ),
-      ) as unknown as {
-        SendMessage(
-          req: WireObject,
-          md: Metadata,
-          cb: (err: ServiceError | null, res?: WireObject) => void,
-        ): void;
-        close(): void;
+      // The gRPC counterpart of the `http` kind: the request encoded once, each call one
+      // HTTP/2 stream carrying one length-prefixed message, the answer decoded and checked.
+      const method = a2aGrpcService().SendMessage;
+      const message = method.requestSerialize(job.request);
+      const frame = Buffer.alloc(5 + message.length);
+      frame.writeUInt32BE(message.length, 1);
+      message.copy(frame, 5);
+      const session = http2.connect(`https://${job.target}`, undiciTls(job.svid, job.expectPeer));
+      await new Promise<void>((resolve, reject) => {
+        session.once('connect', () => resolve());
+        session.once('error', reject);
+      });
+      // A session error after the connect fails the calls on it, which count it.
+      session.on('error', () => undefined);
+      const headers = {
+        ':method': 'POST',
+        ':path': method.path,
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        'a2a-version': '1.0',
       };
-      const send = () =>
-        new Promise<WireObject>((resolve, reject) => {
-          const md = new Metadata();
-          md.set('a2a-version', '1.0');
-          client.SendMessage(job.request, md, (err, res) => (err ? reject(err) : resolve(res ?? {})));
-        });
       return {
-        call: async () => {
-          const res = await send();
-          const state = (res.task as { status?: { state?: string } } | undefined)?.status?.state;
-          return state === 'TASK_STATE_COMPLETED' ? 1 : JSON.stringify(res).slice(0, 200);
-        },
-        close: async () => client.close(),
+        call: () =>
+          new Promise<number | string>((resolve) => {
+            const stream = session.request(headers);
+            const chunks: Buffer[] = [];
+            let status: unknown;
+            stream.on('response', (h) => (status = h['grpc-status']));
+            stream.on('trailers', (t) => (status = t['grpc-status']));
+            stream.on('data', (c: Buffer) => chunks.push(c));
+            stream.on('error', (err) => resolve(String(err)));
+            stream.on('end', () => {
+              const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+              if (
+                status !== '0' ||
+                body.length < 5 ||
+                body[0] !== 0 ||
+                body.readUInt32BE(1) !== body.length - 5
+              ) {
+                return resolve(`grpc-status ${String(status)}, ${body.length} bytes`);
+              }
+              const res = method.responseDeserialize(body.subarray(5));
+              const state = (res.task as { status?: { state?: string } } | undefined)?.status?.state;
+              resolve(state === 'TASK_STATE_COMPLETED' ? 1 : JSON.stringify(res).slice(0, 200));
+            });
+            stream.end(frame);
+          }),
+        close: async () => void session.close(),
       };
     }
     case 'agent': {
