@@ -1,9 +1,7 @@
 // The PostgreSQL task and push-config stores against a real PostgreSQL 15
 // (a private cluster started here, or WEAVE_TEST_PG_URL): the TaskStore
 // contract, migrations, encryption at rest, and a database that goes away.
-import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -22,11 +20,11 @@ import {
   schemaVersion,
 } from '@weave/a2a/postgres';
 import { taskStoreContract } from '@weave/a2a/testing';
+import { weave } from '../apps/cli/test/helpers.js';
 import { requireComponent, startPostgres, type Postgres } from './infra.js';
 
 const available = process.env.WEAVE_TEST_PG_URL !== undefined || requireComponent('postgres') !== undefined;
 const key = randomBytes(32);
-const weaveBin = fileURLToPath(new URL('../apps/cli/bin/weave.mjs', import.meta.url));
 
 describe.skipIf(!available)('PostgreSQL stores', () => {
   let db: Postgres;
@@ -736,25 +734,3 @@ describe.skipIf(!available)('weave db (the real bin)', () => {
     expect(down.stderr).toMatch(/^TASK_STORE_UNAVAILABLE: /);
   }, 300_000); // five starts of the bin through tsx, on a shared 2-core machine
 });
-
-/** Runs the real `weave` bin (node → tsx → apps/cli/src/main.ts). */
-function weave(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const clean: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env))
-    if (!k.startsWith('WEAVE_') && !k.startsWith('VITEST')) clean[k] = v;
-  const child = spawn(process.execPath, [weaveBin, ...args], {
-    env: { ...clean, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}

@@ -39,16 +39,25 @@ export async function stopWeave(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-export function weave(args: readonly string[], env: Record<string, string> = {}): Promise<RunResult> {
-  const child = spawnWeave(args, env);
+/**
+ * Collects what `child` prints: `output()` is everything so far (stdout then
+ * stderr), `done` resolves with both and the exit code once the child closed.
+ */
+export function collectOutput(child: ChildProcess): { done: Promise<RunResult>; output: () => string } {
   let stdout = '';
   let stderr = '';
   child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise((resolve, reject) => {
+  const done = new Promise<RunResult>((resolve, reject) => {
     child.once('error', reject);
     child.once('close', (code) => resolve({ code, stdout, stderr }));
   });
+  return { done, output: () => stdout + stderr };
+}
+
+/** Runs the real `weave` bin to its end (see {@link spawnWeave} for its environment). */
+export function weave(args: readonly string[], env: Record<string, string> = {}): Promise<RunResult> {
+  return collectOutput(spawnWeave(args, env)).done;
 }
 
 /** Resolves with everything printed on stdout once a line matching `pattern` appeared. */

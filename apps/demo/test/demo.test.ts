@@ -1,8 +1,7 @@
 // The demo is also a smoke test of the whole stack: it exits 0 only when every
 // step did what it should. These tests run its entry function in-process.
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { weave } from '../../cli/test/helpers.js';
 import { CLI_USER_ID, runDemo } from '../src/demo.js';
 
 function collector() {
@@ -24,24 +23,6 @@ function collector() {
         else waiters.push({ re, resolve });
       }),
   };
-}
-
-const CLI = fileURLToPath(new URL('../../cli/bin/weave.mjs', import.meta.url));
-
-function weave(
-  args: string[],
-  socket: string,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const env = { ...process.env, SPIFFE_ENDPOINT_SOCKET: socket };
-  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
 }
 
 describe('the demo', () => {
@@ -130,7 +111,7 @@ describe('the demo', () => {
           '--peer',
           `spiffe://demo.weave/agent/search=${searchUrl}`,
         ],
-        socket,
+        { SPIFFE_ENDPOINT_SOCKET: socket },
       );
       expect(ok.stderr).not.toContain('ERROR');
       expect(ok.code).toBe(0);
@@ -138,10 +119,9 @@ describe('the demo', () => {
         'Workload API',
       );
       // …and the summarizer's inbound policy refuses it the rest.
-      const no = await weave(
-        ['call', summarizerUrl, 'summarize', '{"texts":[{"title":"t","text":"x."}]}'],
-        socket,
-      );
+      const no = await weave(['call', summarizerUrl, 'summarize', '{"texts":[{"title":"t","text":"x."}]}'], {
+        SPIFFE_ENDPOINT_SOCKET: socket,
+      });
       expect(no.code).toBe(1);
       expect(no.stderr).toContain('PERMISSION_DENIED');
       // The live transcript shows both decisions as they happen.

@@ -13,9 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
+import { collectOutput, weave } from '../../cli/test/helpers.js';
 
 const TSX = fileURLToPath(new URL('../../../node_modules/.bin/tsx', import.meta.url));
-const CLI = fileURLToPath(new URL('../../cli/bin/weave.mjs', import.meta.url));
 const README = fileURLToPath(new URL('../../../README.md', import.meta.url));
 /** Inside apps/demo, so that `@weave/agent` and `zod` resolve as in the reader's folder. */
 const DEMO = fileURLToPath(new URL('..', import.meta.url));
@@ -37,18 +37,15 @@ let dev: DevWorkloadApiServer;
 let agent: ChildProcess;
 let url: string;
 
-function run(cmd: string, args: string[], socket: string, cwd?: string) {
+/** The tutorial's agent, run as the reader runs it: in its folder, with the environment it was given. */
+function runAgent(socket: string, cwd: string) {
   const env = { ...process.env, SPIFFE_ENDPOINT_SOCKET: socket };
-  const child = spawn(cmd, args, { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  const child = spawn(TSX, ['--conditions=weave-source', 'hello.ts'], {
+    env,
+    cwd,
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  return { child, done, output: () => stdout + stderr };
+  return { child, ...collectOutput(child) };
 }
 
 beforeAll(async () => {
@@ -65,7 +62,7 @@ beforeAll(async () => {
   });
   // WEAVE_SERVER__PORT=0 overrides the tutorial's port 8443 so the test never collides.
   process.env.WEAVE_SERVER__PORT = '0';
-  const a = run(TSX, ['--conditions=weave-source', 'hello.ts'], dev.address('hello'), project);
+  const a = runAgent(dev.address('hello'), project);
   delete process.env.WEAVE_SERVER__PORT;
   agent = a.child;
   url = await new Promise<string>((resolve, reject) => {
@@ -96,8 +93,9 @@ describe('the README tutorial', () => {
   });
 
   it('weave call greet as spiffe://demo.weave/user/me returns the greeting with the verified caller', async () => {
-    const r = await run(process.execPath, [CLI, 'call', url, 'greet', '{"name":"Ada"}'], dev.address('me'))
-      .done;
+    const r = await weave(['call', url, 'greet', '{"name":"Ada"}'], {
+      SPIFFE_ENDPOINT_SOCKET: dev.address('me'),
+    });
     expect(r.stderr).toContain('spiffe://demo.weave/user/me → spiffe://demo.weave/agent/hello');
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual({
@@ -107,7 +105,7 @@ describe('the README tutorial', () => {
   });
 
   it('forget is refused by the agent (default deny), exit 1', async () => {
-    const r = await run(process.execPath, [CLI, 'call', url, 'forget', '{}'], dev.address('me')).done;
+    const r = await weave(['call', url, 'forget', '{}'], { SPIFFE_ENDPOINT_SOCKET: dev.address('me') });
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(
       'PERMISSION_DENIED: Permission denied: spiffe://demo.weave/user/me may not invoke forget',
