@@ -87,7 +87,14 @@ export class Inbound {
   readonly #routing: CapabilityRouting | undefined;
   readonly #nested: NestedCall;
   readonly #stopController = new AbortController();
-  readonly #guards = new Set<(err: AgentError) => void>();
+  // Each running handler's give-up function and its deadline (ms since the
+  // epoch, or undefined). One timer serves them all, armed for the earliest
+  // deadline: calls on the usual default deadline arrive in deadline order,
+  // so a call costs no timer of its own (a setTimeout and clearTimeout per
+  // call was about 1.5 % of the server's CPU in the call bench's profile).
+  readonly #guards = new Map<(err: AgentError, reason?: unknown) => void, number | undefined>();
+  #sweepAt = Infinity;
+  #sweepTimer: NodeJS.Timeout | undefined;
   #runningTasks = 0;
 
   constructor(opts: {
@@ -157,7 +164,10 @@ export class Inbound {
    */
   stop(reason: AgentError): void {
     this.#stopController.abort(reason);
-    for (const fail of [...this.#guards]) fail(reason);
+    for (const fail of [...this.#guards.keys()]) fail(reason);
+    clearTimeout(this.#sweepTimer);
+    this.#sweepTimer = undefined;
+    this.#sweepAt = Infinity;
   }
 
   #taskHandler(target: ServeTarget, def: CapabilityDefinition): TaskHandler {
@@ -259,9 +269,7 @@ export class Inbound {
     onGiveUp: (reason: unknown) => void,
   ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
       const stop = (err: AgentError, reason: unknown = err) => {
-        clearTimeout(timer);
         this.#guards.delete(stop);
         onGiveUp(reason);
         reject(err);
@@ -269,27 +277,52 @@ export class Inbound {
       if (this.#stopController.signal.aborted) {
         return reject(this.#stopController.signal.reason as AgentError);
       }
-      if (deadline !== undefined) {
-        const left = deadline - Date.now();
-        const expired = () => new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');
-        if (left <= 0) return reject(expired());
-        if (left < MAX_TIMER_MS) timer = setTimeout(() => stop(expired(), deadlineReason()), left);
-      }
-      this.#guards.add(stop);
+      if (deadline !== undefined && deadline - Date.now() <= 0) return reject(deadlineExpired());
+      this.#guards.set(stop, deadline);
+      if (deadline !== undefined) this.#armSweep(deadline);
       fn().then(
         (v) => {
-          clearTimeout(timer);
           this.#guards.delete(stop);
           resolve(v);
         },
         (e: unknown) => {
-          clearTimeout(timer);
           this.#guards.delete(stop);
           reject(e as Error);
         },
       );
     });
   }
+
+  /** Arms the one deadline timer for `deadline` unless it already fires at or before it. */
+  #armSweep(deadline: number): void {
+    if (deadline >= this.#sweepAt) return;
+    clearTimeout(this.#sweepTimer);
+    this.#sweepAt = deadline;
+    this.#sweepTimer = setTimeout(
+      () => this.#sweep(),
+      Math.min(Math.max(0, deadline - Date.now()), MAX_TIMER_MS),
+    );
+    // A timer left armed for calls that have finished must not keep the process up.
+    this.#sweepTimer.unref();
+  }
+
+  /** Gives up every handler past its deadline, then arms the timer for the next deadline. */
+  #sweep(): void {
+    this.#sweepTimer = undefined;
+    this.#sweepAt = Infinity;
+    const now = Date.now();
+    let next = Infinity;
+    for (const [stop, deadline] of this.#guards) {
+      if (deadline === undefined) continue;
+      if (deadline <= now) stop(deadlineExpired(), deadlineReason());
+      else if (deadline < next) next = deadline;
+    }
+    if (next !== Infinity) this.#armSweep(next);
+  }
+}
+
+function deadlineExpired(): AgentError {
+  return new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');
 }
 
 /** The card extension that carries the skills' schemas (`params`). */

@@ -285,6 +285,51 @@ describe('stop() drains in-flight tasks', () => {
   });
 });
 
+describe('a handler that ignores its signal', () => {
+  let world: World;
+  beforeAll(async () => {
+    world = await startWorld();
+  });
+  afterAll(() => world.close());
+
+  it('is given up at its own deadline, also when an earlier deadline arrives after a later one', async () => {
+    // Never settles and never looks at ctx.signal: only the server's deadline guard can end its task.
+    const handler = vi.fn((_input: unknown, _ctx: CapabilityContext) => new Promise<never>(() => {}));
+    const search = agent({
+      config: {
+        name: 'search',
+        authz: { policyFile: world.policyFile },
+        identity: { workloadApi: { socket: world.dev.address('search') } },
+      },
+    }).capability('stuck', { input: z.object({}) }, handler);
+    await search.start();
+    const orch = agent({
+      config: {
+        name: 'orchestrator',
+        authz: { policyFile: world.policyFile },
+        identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
+        peers: [{ id: ID.search, url: search.url }],
+      },
+    });
+    await orch.start();
+    const failed = () => sample(search.metrics.calls, { direction: 'inbound', outcome: 'error' });
+
+    const late = orch.callAgent(ID.search, 'stuck', {}, { timeoutMs: 60_000 }).catch((e: unknown) => e);
+    await vi.waitFor(() => expect(handler).toHaveBeenCalledTimes(1), { timeout: 10_000 });
+    const early = (await orch
+      .callAgent(ID.search, 'stuck', {}, { timeoutMs: 300 })
+      .catch((e: unknown) => e)) as CallError;
+    expect(early).toBeInstanceOf(CallError);
+    expect(early.code).toBe('DEADLINE_EXCEEDED');
+    // The callee ends the early call's task at its deadline, long before the late one's.
+    await vi.waitFor(async () => expect(await failed()).toBe(1), { timeout: 10_000 });
+    expect(handler).toHaveBeenCalledTimes(2);
+    await search.stop({ drainTimeoutMs: 100 });
+    expect(((await late) as CallError).code).toBe('CALL_FAILED');
+    expect(await failed()).toBe(2);
+  });
+});
+
 describe('identity from static files and policy from an OPA URL', () => {
   let world: World;
   beforeAll(async () => {
