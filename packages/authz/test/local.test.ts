@@ -314,6 +314,19 @@ describe('LocalPolicyEnforcer decisions', () => {
 });
 
 describe('audit', () => {
+  it('gives each decision its own random version-4 UUID, across refills of the random bytes', async () => {
+    const { e, sink } = enforcer([{ id: 'r', effect: 'allow', callers: ['*'], actions: ['x'] }]);
+    const ids = new Set<string>();
+    // More decisions than one refill of the audit ids' random bytes serves (4 096).
+    for (let i = 0; i < 10_000; i++) {
+      const d = await e.checkInbound({ caller: ORCH, action: i % 2 === 0 ? 'x' : 'y' });
+      expect(d.auditId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      ids.add(d.auditId);
+    }
+    expect(ids.size).toBe(10_000);
+    expect(new Set(sink.records.map((r) => r.auditId))).toEqual(ids);
+  });
+
   it('records each decision exactly once with the decision fields', async () => {
     const { e, sink } = enforcer([
       { id: 'orch', effect: 'allow', callers: [ORCH.toString()], actions: ['search'] },
