@@ -21,6 +21,20 @@ function agent(opts: ConstructorParameters<typeof SecureAgent>[0]): SecureAgent 
   return a;
 }
 
+/** The orchestrator of `world` (local policy, Workload API identity), started, with `search` as its one peer. */
+async function startOrchestrator(world: World, searchUrl: string): Promise<SecureAgent> {
+  const orch = agent({
+    config: {
+      name: 'orchestrator',
+      authz: { policyFile: world.policyFile },
+      identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
+      peers: [{ id: ID.search, url: searchUrl }],
+    },
+  });
+  await orch.start();
+  return orch;
+}
+
 describe('start() refusals', () => {
   let world: World;
   beforeAll(async () => {
@@ -235,15 +249,7 @@ describe('stop() drains in-flight tasks', () => {
       // A task that only ends when the agent cancels it.
       .capability('stuck', { input: z.object({ ms: z.number().int() }) }, handler);
     await search.start();
-    const orch = agent({
-      config: {
-        name: 'orchestrator',
-        authz: { policyFile: world.policyFile },
-        identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
-        peers: [{ id: ID.search, url: search.url }],
-      },
-    });
-    await orch.start();
+    const orch = await startOrchestrator(world, search.url);
     return { search, orch, handler, running };
   }
 
@@ -303,15 +309,7 @@ describe('a handler that ignores its signal', () => {
       },
     }).capability('stuck', { input: z.object({}) }, handler);
     await search.start();
-    const orch = agent({
-      config: {
-        name: 'orchestrator',
-        authz: { policyFile: world.policyFile },
-        identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
-        peers: [{ id: ID.search, url: search.url }],
-      },
-    });
-    await orch.start();
+    const orch = await startOrchestrator(world, search.url);
     const failed = () => sample(search.metrics.calls, { direction: 'inbound', outcome: 'error' });
 
     const late = orch.callAgent(ID.search, 'stuck', {}, { timeoutMs: 60_000 }).catch((e: unknown) => e);
