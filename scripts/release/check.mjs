@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Lints packed tarballs the way a consumer meets them: publint (package.json,
-// exports, files) and Are The Types Wrong (types per module resolution mode).
+// exports, files), Are The Types Wrong (types per module resolution mode), the
+// registry links of each package.json and the files every package ships (LICENSE).
 // Any message fails, except the attw rules ignored below, each with its reason.
 //   node scripts/release/check.mjs <tarball>…
 import { spawnSync } from 'node:child_process';
@@ -47,11 +48,24 @@ export function metadataProblems(pkg) {
     .map(([key, [got, expected]]) => `${key} is ${JSON.stringify(got)}, want ${JSON.stringify(expected)}`);
 }
 
+/**
+ * The files every tarball must carry besides what publint checks: the license
+ * text (publint checks the `license` field, not that the file ships).
+ */
+function contentProblems(file) {
+  const r = spawnSync('tar', ['-tzf', file], { encoding: 'utf8' });
+  if (r.status !== 0) return [`cannot list ${file}: ${r.stderr}`];
+  const entries = new Set(r.stdout.split('\n'));
+  return ['package/LICENSE', 'package/README.md', 'package/package.json']
+    .filter((f) => !entries.has(f))
+    .map((f) => `${f.slice('package/'.length)} is missing`);
+}
+
 export function checkTarballs(files) {
   let failed = 0;
   for (const file of files) {
     const pkg = manifestOf(file);
-    const problems = metadataProblems(pkg);
+    const problems = [...metadataProblems(pkg), ...contentProblems(file)];
     console.log(
       `${problems.length === 0 ? 'ok  ' : 'FAIL'} metadata ${file}${problems.map((p) => `\n  ${p}`).join('')}`,
     );
