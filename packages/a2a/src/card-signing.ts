@@ -10,7 +10,7 @@
  * the caller supplies that key (a JWKS, or a `jku` URL the caller allows).
  */
 import { createHash, X509Certificate as NodeX509Certificate, type KeyObject } from 'node:crypto';
-import canonicalizeCjs from 'canonicalize';
+import canonicalize from 'canonicalize';
 import * as jose from 'jose';
 import { request, type Dispatcher } from 'undici';
 import { z } from 'zod';
@@ -28,10 +28,6 @@ import { AgentCardSchema, type AgentCard } from './wire/v1.js';
 
 // ---- canonical form ------------------------------------------------------------------
 
-// A CommonJS module whose typings declare an ES default export: under NodeNext
-// the default import is `module.exports`, which is the function itself.
-const canonicalize = canonicalizeCjs as unknown as (value: unknown) => string | undefined;
-
 /**
  * The bytes a card signature covers: the card as its proto message would
  * serialise it (members outside the v1.0 schema dropped, a non-optional
@@ -47,7 +43,8 @@ const canonicalize = canonicalizeCjs as unknown as (value: unknown) => string | 
  * does not verify with the other. It fails closed: what Weave keeps of a
  * card is what its signature covers. See the README, "Signed agent cards".
  *
- * @throws {AgentCardSignatureError} `CARD_INVALID` when `card` is not an agent card.
+ * @throws {AgentCardSignatureError} `CARD_INVALID` when `card` is not an agent card, or holds a
+ *   string RFC 8785 cannot serialise (a lone UTF-16 surrogate).
  */
 export function canonicalizeAgentCard(card: AgentCard | Omit<AgentCard, 'signatures'>): string {
   const parsed = AgentCardSchema.safeParse(card);
@@ -66,7 +63,16 @@ export function canonicalizeAgentCard(card: AgentCard | Omit<AgentCard, 'signatu
       extensions: exts.map(({ required, ...e }) => (required === true ? { ...e, required } : e)),
     };
   }
-  return canonicalize(dropEmpty(rest) ?? {}) ?? '{}';
+  try {
+    return canonicalize(dropEmpty(rest) ?? {}) ?? '{}';
+  } catch (err) {
+    // RFC 8785 §3.2.2.2: a string with a lone surrogate has no canonical form
+    // (it is not Unicode text), so such a card can be neither signed nor verified.
+    throw new AgentCardSignatureError(
+      'CARD_INVALID',
+      `not representable as RFC 8785 JSON: ${(err as Error).message}`,
+    );
+  }
 }
 
 function dropEmpty(v: unknown): unknown {

@@ -108,6 +108,36 @@ describe('signing with the SVID', () => {
   });
 });
 
+describe('canonical form (RFC 8785)', () => {
+  it('serialises numbers, strings and member order as the RFC 8785 example does', () => {
+    // The values of RFC 8785 §3.2.2's example; `null` is dropped, as every empty value is.
+    const params = {
+      numbers: [Number('333333333.33333329'), 1e30, 4.5, 2e-3, 0.000000000000000000000000001],
+      string: '€$\u000f\nA\'B"\\\\"/',
+      literals: [null, true, false],
+    };
+    const c = { ...card, capabilities: { extensions: [{ uri: 'u', params }] } };
+    expect(canonicalizeAgentCard(c)).toContain(
+      String.raw`"params":{"literals":[true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}`,
+    );
+  });
+
+  it('a string with a lone surrogate has no canonical form: CARD_INVALID, to sign and to verify', async () => {
+    const lone = { ...card, description: 'half of \u{1F600}: \uD83D' };
+    expect(() => canonicalizeAgentCard(lone)).toThrow(AgentCardSignatureError);
+    expect(() => canonicalizeAgentCard(lone)).toThrow(/lone surrogate/i);
+    await rejects(signAgentCard(lone, server.identity.getX509Svid()), 'CARD_INVALID');
+    const signed = await signAgentCard(card, server.identity.getX509Svid());
+    await rejects(
+      verifyAgentCard(
+        { ...signed, description: lone.description },
+        { policy: 'required', bundles: other.identity },
+      ),
+      'CARD_INVALID',
+    );
+  });
+});
+
 describe('refused signatures', () => {
   it('a card changed by one byte of a skill fails', async () => {
     const signed = await signAgentCard(card, server.identity.getX509Svid());

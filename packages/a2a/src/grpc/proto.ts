@@ -12,6 +12,10 @@
 import { fileURLToPath } from 'node:url';
 import { isAbsolute, join } from 'node:path';
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
+// protobufjs stays on major 7 although 8 supports Node 20.19 (and this codec passes
+// its tests on 8.8): @grpc/proto-loader 0.8, which @weave/identity's Workload API
+// client loads, depends on protobufjs ^7, so 8 here would install a second copy
+// (4 MB) in every agent. Move together with proto-loader.
 import protobuf from 'protobufjs';
 import { compileCodec, type WireCodec, type WireObject } from './codec.js';
 
