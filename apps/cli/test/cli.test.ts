@@ -328,14 +328,16 @@ describe('weave call', () => {
     expect(seen).toEqual(before);
   });
 
-  it("the agent's inbound policy refuses a caller it does not allow; the handler does not run", async () => {
+  it("the agent's inbound policy refuses a caller it does not allow: CALL_DENIED by the callee, exit 1; the handler does not run", async () => {
     const before = seen.search;
     const r = await inproc(['call', ID.search, 'search', '{"query":"x"}', '--peer', peer()], {
       SPIFFE_ENDPOINT_SOCKET: socket.stranger,
     });
+    // The code SecureAgent.callAgent and WeaveClient use for it: CALL_DENIED, denied by the callee.
     expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
     expect(r.stderr).toMatch(
-      /PERMISSION_DENIED: Permission denied: spiffe:\/\/cli\.weave\/agent\/stranger may not invoke search/,
+      /^CALL_DENIED: the callee refused the call \(deniedBy: callee, audit [^)\s]+\): Permission denied: spiffe:\/\/cli\.weave\/agent\/stranger may not invoke search\n {2}caused by PERMISSION_DENIED$/m,
     );
     expect(seen.search).toBe(before);
   });

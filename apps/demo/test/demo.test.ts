@@ -123,7 +123,7 @@ describe('the demo', () => {
         SPIFFE_ENDPOINT_SOCKET: socket,
       });
       expect(no.code).toBe(1);
-      expect(no.stderr).toContain('PERMISSION_DENIED');
+      expect(no.stderr).toContain('CALL_DENIED: the callee refused the call (deniedBy: callee');
       // The live transcript shows both decisions as they happen.
       expect(c.lines).toContain(
         "   policy: ALLOW by rule cli-user-may-search  [search's inbound check of spiffe://demo.weave/user/cli, verified by mTLS]",

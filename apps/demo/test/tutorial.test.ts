@@ -107,8 +107,8 @@ describe('the README tutorial', () => {
   it('forget is refused by the agent (default deny), exit 1', async () => {
     const r = await weave(['call', url, 'forget', '{}'], { SPIFFE_ENDPOINT_SOCKET: dev.address('me') });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(
-      'PERMISSION_DENIED: Permission denied: spiffe://demo.weave/user/me may not invoke forget',
+    expect(r.stderr).toMatch(
+      /^CALL_DENIED: the callee refused the call \(deniedBy: callee, audit \S+\): Permission denied: spiffe:\/\/demo\.weave\/user\/me may not invoke forget$/m,
     );
   });
 

@@ -60,7 +60,7 @@ Examples:
     )
     .action(async (target: string, capability: string, jsonArg: string, _o: CallOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<CallOptions>();
-      const { A2AClient } = await import('@weave/a2a');
+      const { A2AClient, A2AError } = await import('@weave/a2a');
       const { render, resultOf, textOf, toPayload } = await import('../task-result.js');
       const { enforcerFromConfig } = await import('@weave/agent');
       const { SecureChannel } = await import('@weave/transport');
@@ -161,25 +161,41 @@ Examples:
         const signal = AbortSignal.timeout(left());
         const payload = toPayload(input);
         let task: Task;
-        if (opts.stream) {
-          let taskId: string | undefined;
-          for await (const e of client.streamTaskUpdates(url, capability, payload, { signal })) {
-            if ('task' in e) taskId = e.task.id;
-            if ('statusUpdate' in e) {
-              taskId = e.statusUpdate.taskId;
-              const text = textOf(e.statusUpdate.status.message?.parts ?? []);
-              const state = e.statusUpdate.status.state.replace('TASK_STATE_', '').toLowerCase();
-              io.err(`  … ${state}${text ? `: ${text}` : ''}`);
+        try {
+          if (opts.stream) {
+            let taskId: string | undefined;
+            for await (const e of client.streamTaskUpdates(url, capability, payload, { signal })) {
+              if ('task' in e) taskId = e.task.id;
+              if ('statusUpdate' in e) {
+                taskId = e.statusUpdate.taskId;
+                const text = textOf(e.statusUpdate.status.message?.parts ?? []);
+                const state = e.statusUpdate.status.state.replace('TASK_STATE_', '').toLowerCase();
+                io.err(`  … ${state}${text ? `: ${text}` : ''}`);
+              }
+              if ('message' in e) {
+                io.out(render(e.message.parts));
+                return;
+              }
             }
-            if ('message' in e) {
-              io.out(render(e.message.parts));
-              return;
-            }
+            if (taskId === undefined)
+              throw new CliError('CALL_FAILED', 'the stream ended before a task began');
+            task = await client.getTask(url, taskId, undefined, { signal });
+          } else {
+            task = await client.sendTask(url, capability, payload, { signal });
           }
-          if (taskId === undefined) throw new CliError('CALL_FAILED', 'the stream ended before a task began');
-          task = await client.getTask(url, taskId, undefined, { signal });
-        } else {
-          task = await client.sendTask(url, capability, payload, { signal });
+        } catch (err) {
+          // The callee's inbound policy refused (A2A PERMISSION_DENIED): reported as
+          // SecureAgent.callAgent and WeaveClient report it, CALL_DENIED by the callee.
+          if (err instanceof A2AError && err.code === 'PERMISSION_DENIED') {
+            const auditId = auditIdOf(err.data);
+            throw new CliError(
+              'CALL_DENIED',
+              `the callee refused the call (deniedBy: callee${auditId ? `, audit ${auditId}` : ''}): ${err.message}`,
+              EXIT.failed,
+              { cause: err },
+            );
+          }
+          throw err;
         }
         io.out(resultOf(task));
       } finally {
@@ -188,6 +204,16 @@ Examples:
         await enforcer?.close?.();
       }
     });
+}
+
+/** The audit id a refusing agent puts in its ErrorInfo metadata, when it sent one. */
+function auditIdOf(data: unknown): string | undefined {
+  if (!Array.isArray(data)) return undefined;
+  for (const d of data as unknown[]) {
+    const id = (d as { metadata?: { auditId?: unknown } } | null)?.metadata?.auditId;
+    if (typeof id === 'string' && id.length > 0) return id;
+  }
+  return undefined;
 }
 
 /** An agent config, loaded as the agent loads it; a bad one is a usage error. */
