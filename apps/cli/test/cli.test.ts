@@ -693,3 +693,35 @@ describe('weave db', () => {
     expect(junk.stderr).toMatch(/^DATABASE_URL_INVALID: /);
   });
 });
+
+describe('the command tables of the READMEs', () => {
+  /** The `weave …` commands `--help` lists, and their subcommands (`authz check`, `db migrate` …). */
+  async function commands(path: readonly string[] = []): Promise<string[]> {
+    const help = (await inproc([...path, '--help'])).stdout;
+    const listed = help.split(/^Commands:$/m)[1] ?? '';
+    const names = [...listed.matchAll(/^ {2}([a-z][\w-]*)/gm)].map((m) => m[1]!).filter((n) => n !== 'help');
+    const out: string[] = [];
+    for (const n of names) {
+      const subs = await commands([...path, n]);
+      out.push(...(subs.length > 0 ? subs : [[...path, n].join(' ')]));
+    }
+    return out;
+  }
+
+  it.each(['../../../README.md', '../README.md'])('%s has a row for every command', async (readme) => {
+    const text = readFileSync(new URL(readme, import.meta.url), 'utf8');
+    const rows = text.split('\n').filter((l) => l.startsWith('| `weave '));
+    const all = await commands();
+    expect(all).toEqual(expect.arrayContaining(['dev', 'call', 'authz check', 'db migrate', 'db status']));
+    for (const c of all) {
+      const [top, sub] = c.split(' ');
+      // `weave db migrate|status` in one row counts for both.
+      const row = rows.find((r) =>
+        sub === undefined
+          ? r.startsWith(`| \`weave ${top} `) || r.startsWith(`| \`weave ${top}\``)
+          : new RegExp(`^\\| \`weave ${top} ([\\w-]+\\\\\\|)*${sub}[ \`\\\\]`).test(r),
+      );
+      expect(row, `weave ${c} in ${readme}`).toBeDefined();
+    }
+  });
+});
