@@ -342,6 +342,20 @@ describe('weave call', () => {
     expect(seen.search).toBe(before);
   });
 
+  it('any other A2A error from the agent is CALL_FAILED with the wire code, as callAgent reports it; exit 1, nothing run', async () => {
+    const before = { ...seen };
+    const r = await inproc(['call', ID.search, 'nope', '{}', '--peer', peer()], {
+      SPIFFE_ENDPOINT_SOCKET: socket.client,
+    });
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(
+      /^CALL_FAILED: the callee answered -32602: .*unknown skill "nope"\n {2}caused by INVALID_PARAMS$/m,
+    );
+    expect(seen.search).toBe(before.search);
+    expect(seen.progress).toBe(before.progress);
+  });
+
   it('refuses a server that does not prove the expected SPIFFE ID, before any request', async () => {
     const before = { ...seen };
     const r = await inproc(['call', ID.stranger, 'search', '{}', '--peer', `${ID.stranger}=${url}`], {

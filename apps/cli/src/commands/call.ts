@@ -195,6 +195,16 @@ Examples:
               { cause: err },
             );
           }
+          // Any other A2A error from the callee: CALL_FAILED with the wire code, as
+          // SecureAgent.callAgent and WeaveClient report it; the A2A error is the cause.
+          if (err instanceof A2AError) {
+            throw new CliError(
+              'CALL_FAILED',
+              `the callee answered ${err.jsonRpcCode}: ${err.message}`,
+              EXIT.failed,
+              { cause: err },
+            );
+          }
           throw err;
         }
         io.out(resultOf(task));
