@@ -578,6 +578,83 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
     });
   });
 
+  it('writes concurrent calls in shared statements; a write that fails, fails alone', async () => {
+    await withFreshDatabase(async (fresh, url) => {
+      await migrate(fresh);
+      // Statements counted where they leave: every connection of the store's pool.
+      let statements = 0;
+      const pool = new pg.Pool({ connectionString: url, max: 10 });
+      pool.on('connect', (client) => {
+        const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+        client.query = ((...args: unknown[]) => {
+          statements++;
+          return query(...args);
+        }) as typeof client.query;
+      });
+      const store = new PostgresTaskStore({ pool });
+      try {
+        const owner = 'spiffe://t/batched';
+        const tasks = Array.from({ length: 40 }, () => newTaskOf(owner));
+        // One id twice: the second create is refused, the others are not.
+        const twin = tasks[7] as ReturnType<typeof newTaskOf>;
+        statements = 0;
+        const created = await Promise.allSettled([
+          ...tasks.map((t) => store.create(t.record, t.first)),
+          store.create(structuredClone(twin.record), structuredClone(twin.first)),
+        ]);
+        // 41 creates in a few statements.
+        expect(statements).toBeLessThan(10);
+        expect(created.slice(0, 40).every((r) => r.status === 'fulfilled')).toBe(true);
+        expect((created[40] as PromiseRejectedResult).reason).toMatchObject({ code: 'TASK_STORE_CONFLICT' });
+        for (const t of tasks) expect(await store.get(t.record.task.id)).toEqual(t.record);
+
+        // A task PostgreSQL cannot store (text holds no NUL) fails its statement: it fails alone.
+        const bad = newTaskOf(owner, 'bad\u0000id');
+        const others = Array.from({ length: 5 }, () => newTaskOf(owner));
+        const mixed = await Promise.allSettled([
+          store.create(others[0]!.record, others[0]!.first),
+          ...[bad, ...others.slice(1)].map((t) => store.create(t.record, t.first)),
+        ]);
+        expect(mixed.map((r) => r.status)).toEqual([
+          'fulfilled',
+          'rejected',
+          ...others.slice(1).map(() => 'fulfilled'),
+        ]);
+        for (const t of others) expect(await store.get(t.record.task.id)).toEqual(t.record);
+
+        // Appends of all at once: every second one finishes its task, and one comes out of order.
+        const late = tasks[3] as ReturnType<typeof newTaskOf>;
+        statements = 0;
+        const appended = await Promise.allSettled(
+          tasks.map((t, i) => {
+            const task = structuredClone(t.record.task);
+            const seq = t === late ? 3 : 2;
+            const ev = statusEvent(task, seq, i % 2 ? 'TASK_STATE_COMPLETED' : 'TASK_STATE_WORKING');
+            return store.append(task.id, task, [ev], Date.now());
+          }),
+        );
+        expect(statements).toBeLessThan(10);
+        appended.forEach((r, i) => {
+          if (tasks[i] === late)
+            expect((r as PromiseRejectedResult).reason).toMatchObject({ code: 'TASK_STORE_CONFLICT' });
+          else expect(r.status).toBe('fulfilled');
+        });
+        for (const [i, t] of tasks.entries()) {
+          const got = await store.get(t.record.task.id);
+          expect(got?.task.status.state).toBe(
+            t === late ? 'TASK_STATE_SUBMITTED' : i % 2 ? 'TASK_STATE_COMPLETED' : 'TASK_STATE_WORKING',
+          );
+          expect((await store.events(t.record.task.id, 0, 10))?.length).toBe(t === late ? 1 : 2);
+        }
+        // The byte counts moved for exactly what was stored: the twin and the bad one left nothing counted.
+        expect(await usage(fresh)).toEqual(await counted(fresh));
+      } finally {
+        await store.close();
+        await pool.end();
+      }
+    });
+  });
+
   /** Rows of tasks that are gone (and chunks of artifacts that are gone), by table: all must be 0. */
   async function orphans(p: pg.Pool): Promise<Record<string, number>> {
     const r = await p.query<{ events: string; history: string; artifacts: string; chunks: string }>(
@@ -680,6 +757,34 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
     await store.close();
   });
 });
+
+/** A new task of `owner` (SUBMITTED, one history message) and its first event, as a TaskManager would store it. */
+function newTaskOf(
+  owner: string,
+  id: string = randomUUID(),
+): { record: TaskRecord; first: { seq: number; event: { task: Task } } } {
+  const now = Date.now();
+  const task: Task = {
+    id,
+    contextId: randomUUID(),
+    status: { state: 'TASK_STATE_SUBMITTED', timestamp: new Date(now).toISOString() },
+    history: [{ ...msg('hello'), taskId: id }],
+    artifacts: [],
+  };
+  return {
+    record: { task, owner, skill: 's', createdAt: now, updatedAt: now, seq: 1 },
+    first: { seq: 1, event: { task: structuredClone(task) } },
+  };
+}
+
+/** `task`'s status set to `state`, as the event of number `seq`. */
+function statusEvent(task: Task, seq: number, state: Task['status']['state']) {
+  task.status = { state, timestamp: new Date().toISOString() };
+  return {
+    seq,
+    event: { statusUpdate: { taskId: task.id, contextId: task.contextId, status: task.status } },
+  };
+}
 
 function msg(text: string) {
   return { messageId: randomUUID(), role: 'ROLE_USER' as const, parts: [{ text }] };
