@@ -25,6 +25,7 @@ import {
   peerIdForMessage,
   peerIdOfCert,
   type PeerChainInput,
+  sessionWithoutPeerCertificate,
   svidPem,
   x509Bundles,
   TLS_CIPHERS,
@@ -378,8 +379,12 @@ export class SecureChannel extends Dispatcher {
         } else {
           kept = { chain: peerChainDer(tls), serialNumber: peerLeaf(tls)?.serialNumber ?? '' };
         }
-        // Tickets arrive after the handshake (TLS 1.3); only a verified connection's are kept.
-        tls.on('session', (ticket: Buffer) => sessions.set(key, { ticket, peer: kept }));
+        // Tickets arrive after the handshake (TLS 1.3); only a verified connection's are kept,
+        // without the server certificate inside (never read on resumption; decoding it was
+        // most of what resuming cost this side, see sessionWithoutPeerCertificate).
+        tls.on('session', (ticket: Buffer) =>
+          sessions.set(key, { ticket: sessionWithoutPeerCertificate(ticket), peer: kept }),
+        );
         callback(null, tls);
       }) as unknown as TLSSocket | undefined;
       if (socket) {
