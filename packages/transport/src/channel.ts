@@ -20,7 +20,7 @@ import {
   certChainForVerify,
   clientSecureContext,
   lightPeerCertificateForHandshake,
-  peerChainDer,
+  peerChainForVerify,
   peerLeaf,
   peerIdForMessage,
   peerIdOfCert,
@@ -377,7 +377,9 @@ export class SecureChannel extends Dispatcher {
             return;
           }
         } else {
-          kept = { chain: peerChainDer(tls), serialNumber: peerLeaf(tls)?.serialNumber ?? '' };
+          // Node's handles, not DER: the verifier keeps its reading of each, so checking
+          // this chain again on every resumed connection skips reading it from the bytes.
+          kept = { chain: peerChainForVerify(tls), serialNumber: peerLeaf(tls)?.serialNumber ?? '' };
         }
         // Tickets arrive after the handshake (TLS 1.3); only a verified connection's are kept,
         // without the server certificate inside (never read on resumption; decoding it was
@@ -942,7 +944,7 @@ class ChannelHandler implements Dispatcher.DispatchHandler {
 /** A TLS session ticket and the peer chain verified on the connection it came from. */
 interface KeptSession {
   readonly ticket: Buffer;
-  readonly peer: { readonly chain: Uint8Array[]; readonly serialNumber: string };
+  readonly peer: { readonly chain: PeerChainInput; readonly serialNumber: string };
 }
 
 /**

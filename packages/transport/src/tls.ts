@@ -117,6 +117,8 @@ export function svidPem(source: IdentityProvider | X509Svid): { cert: string; ke
 const PEER_CHAIN = Symbol('weave.peerChain');
 interface PeerChain {
   readonly der: Uint8Array[];
+  /** Node's handles of the certificates the peer presented, leaf first (the start of `der`). */
+  readonly presented: X509Certificate[];
   readonly leaf: X509Certificate;
   /** A resumed session's leaf, its issuers taken from those known here (the peer sent none). */
   readonly issuersFromMemory: boolean;
@@ -174,10 +176,12 @@ function readPeerChain(socket: TLSSocket): PeerChain | undefined {
   const leaf = socket.getPeerX509Certificate();
   if (!leaf) return undefined;
   const der: Uint8Array[] = [];
+  const presented: X509Certificate[] = [];
   let cur: X509Certificate | undefined = leaf;
   while (cur && der.length < 17) {
     const raw = cur.raw;
     der.push(raw);
+    presented.push(cur);
     // A root (self-issued: its own names and key identifiers, OpenSSL's
     // check) is no intermediate. OpenSSL clients send their authority along
     // (it completes the chain from the trust store), and a root kept here
@@ -196,29 +200,34 @@ function readPeerChain(socket: TLSSocket): PeerChain | undefined {
   // connection for nothing (bench `connect` profile: about 3 % of the
   // server's busy time, with the root it found parsed and compared again).
   if (issuersFromMemory && intermediates.size > 0) der.push(...knownIssuersOf(leaf));
-  return (s[PEER_CHAIN] = { der, leaf, issuersFromMemory });
+  return (s[PEER_CHAIN] = { der, presented, leaf, issuersFromMemory });
 }
 
-/** The leaf certificate the socket's peer presented (kept with {@link peerChainDer}). */
+/**
+ * The peer chain to verify, leaf first, read through Node's `X509Certificate`
+ * handles (each issuer found among the certificates the peer sent) once per
+ * socket: the handles of what the peer presented, then (a resumed server
+ * session) the known issuers as DER. `getPeerCertificate(true)` would decode
+ * every field of every certificate into JS objects and look each issuer up
+ * in the context's store: about ten times the CPU per connection. The
+ * verifier keeps its reading of each handle, so a caller that verifies the
+ * same chain again later (the channel, on each resumed connection) keeps
+ * this, not DER.
+ */
+export function peerChainForVerify(socket: TLSSocket): PeerChainInput {
+  const chain = readPeerChain(socket);
+  return chain ? [...chain.presented, ...chain.der.slice(chain.presented.length)] : [];
+}
+
+/** The leaf certificate the socket's peer presented (kept with {@link peerChainForVerify}). */
 export function peerLeaf(socket: TLSSocket): X509Certificate | undefined {
   return readPeerChain(socket)?.leaf;
 }
 
 /**
- * The chain the peer presented, leaf first, as DER, read through Node's
- * `X509Certificate` handles (each issuer found among the certificates the
- * peer sent) once per socket. `getPeerCertificate(true)` would decode every
- * field of every certificate into JS objects and look each issuer up in the
- * context's store: about ten times the CPU per connection.
- */
-export function peerChainDer(socket: TLSSocket): Uint8Array[] {
-  return readPeerChain(socket)?.der ?? [];
-}
-
-/**
  * Makes the next `getPeerCertificate(true)` of a client socket — the one
- * Node's handshake makes for `checkServerIdentity` — answer from
- * {@link peerChainDer} instead: a certificate object carrying `raw`,
+ * Node's handshake makes for `checkServerIdentity` — answer from the
+ * chain {@link peerChainForVerify} reads instead: a certificate object carrying `raw`,
  * `subjectaltname`, `serialNumber` and `issuerCertificate`, which is all a
  * SPIFFE check reads. Node's own detailed read decodes every field of every
  * certificate and looks each issuer up in the secure context's store: about
@@ -404,8 +413,11 @@ function renewTicketKeys(socket: TLSSocket): void {
 export function verifyPeerSocket(socket: TLSSocket, identity: IdentityProvider): SpiffeId {
   const chain = readPeerChain(socket);
   try {
-    // The leaf goes as the handle Node already parsed; the issuers as DER (cached by identity).
-    return verifyX509Svid(chain ? [chain.leaf, ...chain.der.slice(1)] : [], identity);
+    // What the peer presented goes as the handles Node already parsed; remembered issuers as DER.
+    return verifyX509Svid(
+      chain ? [...chain.presented, ...chain.der.slice(chain.presented.length)] : [],
+      identity,
+    );
   } catch (err) {
     if (chain?.issuersFromMemory && err instanceof X509SvidError && err.code === 'SVID_UNTRUSTED')
       renewTicketKeys(socket);
