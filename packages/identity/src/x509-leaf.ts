@@ -429,18 +429,30 @@ export function fullCert(cert: VerifiedCert): x509.X509Certificate {
 
 const leafCache = new Map<string, VerifiedCert>();
 
+// Node's X509Certificate cannot change after it is made, so the reading of
+// one handle is also kept per handle: a caller that holds the same handle
+// for every connection of a peer (a client resuming a session keeps the
+// chain it verified) skips copying the DER out of OpenSSL and turning it into
+// the cache key on each of them. A DER array may be changed by its owner
+// between calls, so it is always read by content.
+const leafByHandle = new WeakMap<NodeX509Certificate, VerifiedCert>();
+
 /**
  * The peer's leaf for verification: read by {@link LeafCertificate} when it
  * is plain, else parsed by @peculiar/x509; kept per exact DER (peers present
- * the same leaf on every connection).
+ * the same leaf on every connection) and per Node handle.
  *
  * @throws {CertificateParseError} when neither can read it.
  */
 export function readLeafCached(input: Uint8Array | NodeX509Certificate): VerifiedCert {
+  if (!(input instanceof Uint8Array)) {
+    const known = leafByHandle.get(input);
+    if (known) return known;
+  }
   const der = input instanceof Uint8Array ? input : new Uint8Array(input.raw);
   let undecodable = false;
   try {
-    return cachedByDer(leafCache, der, () => {
+    const cert = cachedByDer(leafCache, der, () => {
       const light = LeafCertificate.read(input);
       if (light) return light;
       const full = parseCertificate(der);
@@ -452,6 +464,8 @@ export function readLeafCached(input: Uint8Array | NodeX509Certificate): Verifie
       }
       return full;
     });
+    if (!(input instanceof Uint8Array)) leafByHandle.set(input, cert);
+    return cert;
   } catch (err) {
     if (!undecodable) throw err;
   }

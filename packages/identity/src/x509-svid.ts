@@ -19,6 +19,7 @@ import {
   keyUsage,
   parseCertificateCached,
   parseCertificates,
+  parseNodeCertificateCached,
   sameDer,
   toNodeCert,
   x509,
@@ -122,7 +123,9 @@ function toCert(c: ChainEntry, i: number): VerifiedCert {
         ? c
         : i === 0
           ? readLeafCached(c)
-          : parseCertificateCached(c instanceof Uint8Array ? c : new Uint8Array(c.raw));
+          : c instanceof Uint8Array
+            ? parseCertificateCached(c)
+            : parseNodeCertificateCached(c);
     // Issuers and signatures are checked by OpenSSL: a certificate @peculiar/x509 reads but
     // OpenSSL refuses is malformed here, not an untyped OpenSSL error from the path checks.
     // Node's handle is cached per certificate, so the path checks reuse this one.
@@ -133,6 +136,25 @@ function toCert(c: ChainEntry, i: number): VerifiedCert {
       cause: err,
     });
   }
+}
+
+// Whether a presented certificate is one of a bundle's authorities (byte for
+// byte) depends on the two certificates alone. A peer presents the same
+// certificate objects on every connection (parsed certificates are kept) and
+// a bundle keeps its authorities until an update brings new objects, so the
+// answer is kept per pair instead of comparing both DERs on every connection.
+const authorityMatches = new WeakMap<x509.X509Certificate, WeakMap<x509.X509Certificate, boolean>>();
+
+/** True when `cert` is byte-equal to one of `roots`. */
+function isOneOf(cert: x509.X509Certificate, roots: readonly x509.X509Certificate[]): boolean {
+  let byRoot = authorityMatches.get(cert);
+  if (!byRoot) authorityMatches.set(cert, (byRoot = new WeakMap()));
+  for (const r of roots) {
+    let same = byRoot.get(r);
+    if (same === undefined) byRoot.set(r, (same = r === cert || sameDer(r, cert)));
+    if (same) return true;
+  }
+  return false;
 }
 
 // Longer chains than this are refused: SPIRE's deepest (upstream + intermediate) is far below.
@@ -183,7 +205,7 @@ export function verifyX509Svid(
   const now = options.now ?? new Date();
   const roots = bundle.authorities;
   // A root the peer sent along is found in the bundle; only other certificates can be intermediates.
-  const intermediates = rest.filter((c) => !roots.some((r) => sameDer(r, c)));
+  const intermediates = rest.length === 0 ? rest : rest.filter((c) => !isOneOf(c, roots));
   validatePath(leaf, id.toString(), roots, intermediates, now, id.trustDomain.name);
   return id;
 }

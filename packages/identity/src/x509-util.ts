@@ -106,6 +106,21 @@ export function parseCertificateCached(der: Uint8Array): x509.X509Certificate {
   return cachedByDer(parseCache, der, () => parseCertificate(der));
 }
 
+// A Node X509Certificate cannot change once made: its parse is also kept per
+// handle, so a caller holding the same handles on every connection skips the
+// DER copy and the cache key (as readLeafCached does for leaves).
+const parsedByHandle = new WeakMap<NodeX509Certificate, x509.X509Certificate>();
+
+/** {@link parseCertificateCached} for Node's certificate handle. */
+export function parseNodeCertificateCached(cert: NodeX509Certificate): x509.X509Certificate {
+  let parsed = parsedByHandle.get(cert);
+  if (!parsed) {
+    parsed = parseCertificateCached(new Uint8Array(cert.raw));
+    parsedByHandle.set(cert, parsed);
+  }
+  return parsed;
+}
+
 /**
  * Reads certificates from PEM text, one DER blob of concatenated certificates,
  * or a list of DER certificates.

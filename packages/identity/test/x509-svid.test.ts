@@ -1,3 +1,4 @@
+import { X509Certificate as NodeX509Certificate } from 'node:crypto';
 import { describe, expect, it, beforeAll } from 'vitest';
 import {
   BundleSet,
@@ -177,6 +178,54 @@ describe('verifyX509Svid', () => {
       () => verifyX509Svid([leaf.der, new Uint8Array(impostor.cert.rawData)], bundles),
       'SVID_UNTRUSTED',
     );
+  });
+
+  // A client that resumes a session verifies the same Node handles on every
+  // connection, and the verifier keeps its reading of each handle: what depends
+  // on the moment and on the bundle must still be judged anew each time.
+  describe('the same Node handles verified again', () => {
+    const handles = (...certs: x509.X509Certificate[]) =>
+      certs.map((c) => new NodeX509Certificate(Buffer.from(c.rawData)));
+
+    it('refuses them once the leaf has expired, and at a time before it is valid', async () => {
+      const now = Date.now();
+      const leaf = await makeCert(root, {
+        uris: [ID],
+        notBefore: new Date(now - 30_000),
+        notAfter: new Date(now + 60_000),
+      });
+      const chain = handles(leaf.cert, root.cert);
+      expect(verifyX509Svid(chain, bundles).toString()).toBe(ID);
+      expect(verifyX509Svid(chain, bundles).toString()).toBe(ID);
+      expectCode(() => verifyX509Svid(chain, bundles, { now: new Date(now + 120_000) }), 'SVID_EXPIRED');
+      expectCode(() => verifyX509Svid(chain, bundles, { now: new Date(now - 60_000) }), 'SVID_NOT_YET_VALID');
+      expect(verifyX509Svid(chain, bundles).toString()).toBe(ID);
+    });
+
+    it('refuses them against a bundle that no longer holds their root, though the root is presented', async () => {
+      const leaf = await makeCert(root, { uris: [ID] });
+      const chain = handles(leaf.cert, root.cert);
+      expect(verifyX509Svid(chain, bundles).toString()).toBe(ID);
+      const replaced = await makeRoot('a.test', { name: 'CN=new root a.test' });
+      const next = BundleSet.of(new X509Bundle('a.test', [replaced.cert]));
+      expectCode(() => verifyX509Svid(chain, next), 'SVID_UNTRUSTED');
+      expectCode(() => verifyX509Svid(chain, BundleSet.of()), 'SVID_UNKNOWN_TRUST_DOMAIN');
+      // The same root as a new bundle object (an update that kept it) still verifies.
+      const again = BundleSet.of(new X509Bundle('a.test', [new x509.X509Certificate(root.cert.rawData)]));
+      expect(verifyX509Svid(chain, again).toString()).toBe(ID);
+    });
+
+    it('judges a handle of a bad leaf as bad every time', async () => {
+      const stranger = await newKeys();
+      const forged = await makeCert(root, { uris: [ID], signWith: stranger.privateKey });
+      const chain = handles(forged.cert);
+      expectCode(() => verifyX509Svid(chain, bundles), 'SVID_UNTRUSTED');
+      expectCode(() => verifyX509Svid(chain, bundles), 'SVID_UNTRUSTED');
+      const ca = await makeCert(root, { uris: [ID], ca: true, keyUsage: KU.digitalSignature });
+      const caChain = handles(ca.cert);
+      expectCode(() => verifyX509Svid(caChain, bundles), 'SVID_LEAF_IS_CA');
+      expectCode(() => verifyX509Svid(caChain, bundles), 'SVID_LEAF_IS_CA');
+    });
   });
 
   // What RFC 5280 path validation adds to the SPIFFE leaf rules, in crypto/x509's

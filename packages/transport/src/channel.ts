@@ -20,11 +20,12 @@ import {
   certChainForVerify,
   clientSecureContext,
   lightPeerCertificateForHandshake,
-  peerChainDer,
+  peerChainForVerify,
   peerLeaf,
   peerIdForMessage,
   peerIdOfCert,
   type PeerChainInput,
+  sessionWithoutPeerCertificate,
   svidPem,
   x509Bundles,
   TLS_CIPHERS,
@@ -376,10 +377,16 @@ export class SecureChannel extends Dispatcher {
             return;
           }
         } else {
-          kept = { chain: peerChainDer(tls), serialNumber: peerLeaf(tls)?.serialNumber ?? '' };
+          // Node's handles, not DER: the verifier keeps its reading of each, so checking
+          // this chain again on every resumed connection skips reading it from the bytes.
+          kept = { chain: peerChainForVerify(tls), serialNumber: peerLeaf(tls)?.serialNumber ?? '' };
         }
-        // Tickets arrive after the handshake (TLS 1.3); only a verified connection's are kept.
-        tls.on('session', (ticket: Buffer) => sessions.set(key, { ticket, peer: kept }));
+        // Tickets arrive after the handshake (TLS 1.3); only a verified connection's are kept,
+        // without the server certificate inside (never read on resumption; decoding it was
+        // most of what resuming cost this side, see sessionWithoutPeerCertificate).
+        tls.on('session', (ticket: Buffer) =>
+          sessions.set(key, { ticket: sessionWithoutPeerCertificate(ticket), peer: kept }),
+        );
         callback(null, tls);
       }) as unknown as TLSSocket | undefined;
       if (socket) {
@@ -937,7 +944,7 @@ class ChannelHandler implements Dispatcher.DispatchHandler {
 /** A TLS session ticket and the peer chain verified on the connection it came from. */
 interface KeptSession {
   readonly ticket: Buffer;
-  readonly peer: { readonly chain: Uint8Array[]; readonly serialNumber: string };
+  readonly peer: { readonly chain: PeerChainInput; readonly serialNumber: string };
 }
 
 /**

@@ -117,6 +117,8 @@ export function svidPem(source: IdentityProvider | X509Svid): { cert: string; ke
 const PEER_CHAIN = Symbol('weave.peerChain');
 interface PeerChain {
   readonly der: Uint8Array[];
+  /** Node's handles of the certificates the peer presented, leaf first (the start of `der`). */
+  readonly presented: X509Certificate[];
   readonly leaf: X509Certificate;
   /** A resumed session's leaf, its issuers taken from those known here (the peer sent none). */
   readonly issuersFromMemory: boolean;
@@ -174,10 +176,12 @@ function readPeerChain(socket: TLSSocket): PeerChain | undefined {
   const leaf = socket.getPeerX509Certificate();
   if (!leaf) return undefined;
   const der: Uint8Array[] = [];
+  const presented: X509Certificate[] = [];
   let cur: X509Certificate | undefined = leaf;
   while (cur && der.length < 17) {
     const raw = cur.raw;
     der.push(raw);
+    presented.push(cur);
     // A root (self-issued: its own names and key identifiers, OpenSSL's
     // check) is no intermediate. OpenSSL clients send their authority along
     // (it completes the chain from the trust store), and a root kept here
@@ -196,29 +200,34 @@ function readPeerChain(socket: TLSSocket): PeerChain | undefined {
   // connection for nothing (bench `connect` profile: about 3 % of the
   // server's busy time, with the root it found parsed and compared again).
   if (issuersFromMemory && intermediates.size > 0) der.push(...knownIssuersOf(leaf));
-  return (s[PEER_CHAIN] = { der, leaf, issuersFromMemory });
+  return (s[PEER_CHAIN] = { der, presented, leaf, issuersFromMemory });
 }
 
-/** The leaf certificate the socket's peer presented (kept with {@link peerChainDer}). */
+/**
+ * The peer chain to verify, leaf first, read through Node's `X509Certificate`
+ * handles (each issuer found among the certificates the peer sent) once per
+ * socket: the handles of what the peer presented, then (a resumed server
+ * session) the known issuers as DER. `getPeerCertificate(true)` would decode
+ * every field of every certificate into JS objects and look each issuer up
+ * in the context's store: about ten times the CPU per connection. The
+ * verifier keeps its reading of each handle, so a caller that verifies the
+ * same chain again later (the channel, on each resumed connection) keeps
+ * this, not DER.
+ */
+export function peerChainForVerify(socket: TLSSocket): PeerChainInput {
+  const chain = readPeerChain(socket);
+  return chain ? [...chain.presented, ...chain.der.slice(chain.presented.length)] : [];
+}
+
+/** The leaf certificate the socket's peer presented (kept with {@link peerChainForVerify}). */
 export function peerLeaf(socket: TLSSocket): X509Certificate | undefined {
   return readPeerChain(socket)?.leaf;
 }
 
 /**
- * The chain the peer presented, leaf first, as DER, read through Node's
- * `X509Certificate` handles (each issuer found among the certificates the
- * peer sent) once per socket. `getPeerCertificate(true)` would decode every
- * field of every certificate into JS objects and look each issuer up in the
- * context's store: about ten times the CPU per connection.
- */
-export function peerChainDer(socket: TLSSocket): Uint8Array[] {
-  return readPeerChain(socket)?.der ?? [];
-}
-
-/**
  * Makes the next `getPeerCertificate(true)` of a client socket — the one
- * Node's handshake makes for `checkServerIdentity` — answer from
- * {@link peerChainDer} instead: a certificate object carrying `raw`,
+ * Node's handshake makes for `checkServerIdentity` — answer from the
+ * chain {@link peerChainForVerify} reads instead: a certificate object carrying `raw`,
  * `subjectaltname`, `serialNumber` and `issuerCertificate`, which is all a
  * SPIFFE check reads. Node's own detailed read decodes every field of every
  * certificate and looks each issuer up in the secure context's store: about
@@ -290,6 +299,88 @@ export function certChainForVerify(
   return node && der.length > 0 ? [node, ...der.slice(1)] : der;
 }
 
+/** One DER element: tag, content `[start, end)`, whole element `[at, end)`; undefined when it does not fit `limit`. */
+function derElement(
+  der: Uint8Array,
+  at: number,
+  limit: number,
+): { tag: number; at: number; start: number; end: number } | undefined {
+  if (at + 2 > limit) return undefined;
+  const tag = der[at]!;
+  const first = der[at + 1]!;
+  let len = first;
+  let start = at + 2;
+  if (first >= 0x80) {
+    const n = first & 0x7f;
+    if (n < 1 || n > 4 || at + 2 + n > limit) return undefined;
+    len = 0;
+    for (let k = 0; k < n; k++) len = len * 256 + der[at + 2 + k]!;
+    start = at + 2 + n;
+  }
+  const end = start + len;
+  return end <= limit ? { tag, at, start, end } : undefined;
+}
+
+/** DER header of a SEQUENCE of `len` content bytes (minimal length form). */
+function sequenceHeader(len: number): Buffer {
+  if (len < 0x80) return Buffer.from([0x30, len]);
+  const bytes: number[] = [];
+  for (let v = len; v > 0; v = Math.floor(v / 256)) bytes.unshift(v % 256);
+  return Buffer.from([0x30, 0x80 | bytes.length, ...bytes]);
+}
+
+/**
+ * A client's TLS 1.3 session (Node's `'session'` event: OpenSSL's DER
+ * `SSL_SESSION`) without the server certificate kept in it, or the session
+ * unchanged when it is anything else (TLS 1.2, or not the layout read here).
+ *
+ * Why: handing a session to OpenSSL (`setSession`) decodes it, and decoding
+ * the certificate inside is nearly all of that (on Node 20, OpenSSL 3.0:
+ * about 180 µs of an idle core per resumed connection against 3 µs without
+ * it; measured). A client that resumes never reads that certificate: Node
+ * runs no `checkServerIdentity` on a resumed session and counts a resumed
+ * TLS 1.3 session as verified whether or not the certificate is there
+ * (`authorized`), and the channel verifies the chain it kept beside the
+ * ticket instead. TLS 1.2 sessions stay whole: Node counts a resumed TLS 1.2
+ * session without a peer certificate as unverified.
+ *
+ * Layout (OpenSSL's `SSL_SESSION_ASN1`): SEQUENCE { version INTEGER,
+ * ssl_version INTEGER, ..., peer [3] EXPLICIT Certificate OPTIONAL, ... };
+ * only that one field is removed.
+ */
+export function sessionWithoutPeerCertificate(session: Buffer): Buffer {
+  const top = derElement(session, 0, session.length);
+  if (!top || top.tag !== 0x30 || top.end !== session.length) return session;
+  const version = derElement(session, top.start, top.end);
+  if (!version || version.tag !== 0x02) return session;
+  const protocol = derElement(session, version.end, top.end);
+  // ssl_version 0x0304: TLS 1.3, as INTEGER 772 (two content bytes).
+  if (
+    !protocol ||
+    protocol.tag !== 0x02 ||
+    protocol.end - protocol.start !== 2 ||
+    session[protocol.start] !== 0x03 ||
+    session[protocol.start + 1] !== 0x04
+  )
+    return session;
+  let peer: { at: number; end: number } | undefined;
+  for (let at = protocol.end; at < top.end;) {
+    const e = derElement(session, at, top.end);
+    if (!e) return session;
+    if (e.tag === 0xa3) {
+      // [3] holds exactly one certificate (a SEQUENCE); anything else is not the layout read here.
+      const cert = derElement(session, e.start, e.end);
+      if (peer || !cert || cert.tag !== 0x30 || cert.end !== e.end) return session;
+      peer = { at: e.at, end: e.end };
+    }
+    at = e.end;
+  }
+  if (!peer) return session;
+  const before = session.subarray(top.start, peer.at);
+  const after = session.subarray(peer.end, top.end);
+  return Buffer.concat([sequenceHeader(before.length + after.length), before, after]);
+}
+
 // Renewing a server's ticket keys is rate-limited: a peer that keeps being
 // refused must not make every client pay full handshakes continuously.
 const ticketRenewals = new WeakMap<object, number>();
@@ -322,8 +413,11 @@ function renewTicketKeys(socket: TLSSocket): void {
 export function verifyPeerSocket(socket: TLSSocket, identity: IdentityProvider): SpiffeId {
   const chain = readPeerChain(socket);
   try {
-    // The leaf goes as the handle Node already parsed; the issuers as DER (cached by identity).
-    return verifyX509Svid(chain ? [chain.leaf, ...chain.der.slice(1)] : [], identity);
+    // What the peer presented goes as the handles Node already parsed; remembered issuers as DER.
+    return verifyX509Svid(
+      chain ? [...chain.presented, ...chain.der.slice(chain.presented.length)] : [],
+      identity,
+    );
   } catch (err) {
     if (chain?.issuersFromMemory && err instanceof X509SvidError && err.code === 'SVID_UNTRUSTED')
       renewTicketKeys(socket);
