@@ -41,6 +41,26 @@ export function parseLastEventId(h: string | string[] | undefined): number | und
 }
 
 /**
+ * Bodies at least this long (UTF-16 code units) are handed to fastify as
+ * UTF-8 bytes rather than as a string; shorter ones stay strings.
+ */
+export const BUFFERED_BODY_CHARS = 16 * 1024;
+
+/**
+ * A JSON response body as it is handed to fastify: a large one as its UTF-8
+ * bytes. Given a string, fastify measures it (`Buffer.byteLength`) for
+ * Content-Length and node then encodes it again to write it, each pass over
+ * the whole text, and a text made of concatenated pieces (a `JSON.stringify`
+ * result is one) is copied into one piece on the way: for a 1 MB answer that
+ * was two extra passes and a megabyte of short-lived heap per response.
+ * Encoded once here, fastify reads the length and node writes the bytes
+ * as they are. The bytes sent are the same.
+ */
+export function responseBody(json: string): string | Buffer {
+  return json.length >= BUFFERED_BODY_CHARS ? Buffer.from(json, 'utf8') : json;
+}
+
+/**
  * Writes a task stream as SSE until it ends, the client leaves, or it fails
  * (then an `event: error` carries the A2A error, and the stream closes).
  * `toWire` maps an event to what is sent (v0.3 shape); default as is.

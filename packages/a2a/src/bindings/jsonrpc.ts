@@ -13,7 +13,14 @@ import { TaskEventStream } from '../event-stream.js';
 import { SseWriter } from '../sse.js';
 import * as v03 from '../wire/v03.js';
 import type { StreamResponse } from '../wire/v1.js';
-import { WRONG_CONTENT_TYPE, callerOf, parseLastEventId, pumpSse, type HttpBindingDeps } from './http.js';
+import {
+  WRONG_CONTENT_TYPE,
+  callerOf,
+  parseLastEventId,
+  pumpSse,
+  responseBody,
+  type HttpBindingDeps,
+} from './http.js';
 
 type Version = 'v1' | 'v03';
 type RpcId = string | number | null;
@@ -146,7 +153,7 @@ async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: 
     setImmediate(
       sendLater,
       reply,
-      `{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":${JSON.stringify(result ?? null)}}`,
+      responseBody(`{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":${JSON.stringify(result ?? null)}}`),
     );
   } catch (err) {
     const e = toA2AError(err, request);
@@ -274,7 +281,7 @@ export function sendError(
     .send(`{"jsonrpc":"2.0","id":${JSON.stringify(id)},"error":${JSON.stringify(wire)}}`);
 }
 
-function sendLater(reply: FastifyReply, body: string): void {
+function sendLater(reply: FastifyReply, body: string | Buffer): void {
   if (!reply.sent) reply.send(body);
 }
 

@@ -17,7 +17,14 @@ import { exceedsDepth, MAX_JSON_DEPTH } from '../depth.js';
 import { asA2AError, assertV1Version, type CallContext } from '../handler.js';
 import { TaskEventStream } from '../event-stream.js';
 import { SseWriter } from '../sse.js';
-import { WRONG_CONTENT_TYPE, callerOf, parseLastEventId, pumpSse, type HttpBindingDeps } from './http.js';
+import {
+  WRONG_CONTENT_TYPE,
+  callerOf,
+  parseLastEventId,
+  pumpSse,
+  responseBody,
+  type HttpBindingDeps,
+} from './http.js';
 
 /** The first path segments of the binding's routes; any other first segment is a tenant. */
 const ROOTS = new Set(['message:send', 'message:stream', 'tasks', 'extendedAgentCard']);
@@ -191,7 +198,7 @@ async function handleRest(
   }
   reply.code(status).header('content-type', 'application/json');
   // From the check phase, as the JSON-RPC binding does (see there).
-  setImmediate(sendLater, reply, JSON.stringify(result));
+  setImmediate(sendLater, reply, responseBody(JSON.stringify(result)));
 }
 
 /** `params` with the tenant of the path, when the path names one. */
@@ -213,7 +220,7 @@ function query(raw: unknown): Record<string, unknown> {
   return out;
 }
 
-function sendLater(reply: FastifyReply, body: string): void {
+function sendLater(reply: FastifyReply, body: string | Buffer): void {
   if (!reply.sent) reply.send(body);
 }
 
