@@ -10,6 +10,32 @@ import type { StreamResponse } from '../wire/v1.js';
 /** Body of a request whose Content-Type the bindings do not read (answered -32005 / 400). */
 export const WRONG_CONTENT_TYPE = Symbol('wrong-content-type');
 
+/**
+ * A JSON request body as the server's content-type parser hands it to the
+ * bindings: parsed where it is read, once, so the request's text is not kept
+ * for as long as the call runs (for a large body, a copy of the whole input
+ * the garbage collector would otherwise move while the task runs).
+ */
+export class JsonBody {
+  private constructor(
+    /** The parsed document (undefined when {@link error} is set). */
+    readonly value: unknown,
+    /** Why the text is not JSON (`JSON.parse`'s message); undefined when it is. */
+    readonly error: string | undefined,
+    /** Whether the text was empty or only whitespace (then {@link error} is set). */
+    readonly blank: boolean,
+  ) {}
+
+  /** Parses `text`; a text that is not JSON gives a body with {@link error} set, never a throw. */
+  static parse(text: string): JsonBody {
+    try {
+      return new JsonBody(JSON.parse(text) as unknown, undefined, false);
+    } catch (err) {
+      return new JsonBody(undefined, (err as Error).message, text.trim() === '');
+    }
+  }
+}
+
 /** What an HTTP binding needs from its server. */
 export interface HttpBindingDeps {
   readonly handler: A2ARequestHandler;

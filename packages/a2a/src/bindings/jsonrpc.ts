@@ -14,7 +14,7 @@ import { SseWriter } from '../sse.js';
 import * as v03 from '../wire/v03.js';
 import type { StreamResponse } from '../wire/v1.js';
 import {
-  WRONG_CONTENT_TYPE,
+  JsonBody,
   callerOf,
   parseLastEventId,
   pumpSse,
@@ -40,15 +40,13 @@ export function serveJsonRpc(deps: HttpBindingDeps, request: FastifyRequest, rep
 
 async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: FastifyReply): Promise<void> {
   const body = request.body;
-  if (body === WRONG_CONTENT_TYPE || typeof body !== 'string') {
+  if (!(body instanceof JsonBody)) {
     return void sendError(reply, 400, null, A2AErrors.contentType(request.headers['content-type']), 'v1');
   }
-  let msg: unknown;
-  try {
-    msg = JSON.parse(body);
-  } catch (err) {
-    return void sendError(reply, 200, null, A2AErrors.parse((err as Error).message), 'v1');
+  if (body.error !== undefined) {
+    return void sendError(reply, 200, null, A2AErrors.parse(body.error), 'v1');
   }
+  const msg = body.value;
   if (typeof msg !== 'object' || msg === null) {
     return void sendError(
       reply,

@@ -18,6 +18,7 @@ import { asA2AError, assertV1Version, type CallContext } from '../handler.js';
 import { TaskEventStream } from '../event-stream.js';
 import { SseWriter } from '../sse.js';
 import {
+  JsonBody,
   WRONG_CONTENT_TYPE,
   callerOf,
   parseLastEventId,
@@ -108,13 +109,10 @@ async function handleRest(
     if (raw === WRONG_CONTENT_TYPE) {
       return sendRestError(reply, A2AErrors.contentType(request.headers['content-type']));
     }
-    if (typeof raw === 'string' && raw.trim() !== '') {
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(raw);
-      } catch (err) {
-        return sendRestError(reply, A2AErrors.parse((err as Error).message));
-      }
+    // An empty (or all-whitespace) body is no params, as no body is.
+    if (raw instanceof JsonBody && !raw.blank) {
+      if (raw.error !== undefined) return sendRestError(reply, A2AErrors.parse(raw.error));
+      const parsed = raw.value;
       if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
         return sendRestError(reply, A2AErrors.invalidRequest('the body must be a JSON object'));
       }
