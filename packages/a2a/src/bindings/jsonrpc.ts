@@ -13,14 +13,7 @@ import { TaskEventStream } from '../event-stream.js';
 import { SseWriter } from '../sse.js';
 import * as v03 from '../wire/v03.js';
 import type { StreamResponse } from '../wire/v1.js';
-import {
-  JsonBody,
-  callerOf,
-  parseLastEventId,
-  pumpSse,
-  responseBody,
-  type HttpBindingDeps,
-} from './http.js';
+import { JsonBody, callerOf, parseLastEventId, pumpSse, responseBody, type HttpBindingDeps } from './http.js';
 
 type Version = 'v1' | 'v03';
 type RpcId = string | number | null;
