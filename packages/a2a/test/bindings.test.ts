@@ -316,6 +316,16 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     expect(t.history?.[0]?.parts[0]?.text).toBe('hi');
   });
 
+  it('a large answer with multi-byte text arrives whole (its length counted in UTF-8 bytes)', async () => {
+    // Above the size at which the HTTP bindings hand the answer over as bytes.
+    const text = 'é€😀x'.repeat(10_000);
+    const r = ok(await b.call('SendMessage', userText(text, { metadata: { skill: 'echo' } })));
+    const t = r.task as Task;
+    expect(t.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(t.artifacts?.[0]?.parts[0]?.text).toBe(`echo: ${text}`);
+    expect(t.history?.[0]?.parts[0]?.text).toBe(text);
+  });
+
   it('a message naming no skill is routed: the default skill runs and the task metadata names it', async () => {
     const r = ok(await b.call('SendMessage', userText('plain')));
     const t = r.task as Task;

@@ -91,6 +91,12 @@ describe.each(ALL)('Weave client → official SDK server over %s (mTLS)', (bindi
     expect(new Set(seen)).toEqual(new Set([me.id.toString()]));
   });
 
+  it('sends a large input with multi-byte text whole (sent as bytes above 16 K characters)', async () => {
+    const text = 'é€😀x'.repeat(4_000);
+    const task = await weave.sendTask(sdk.url, 'echo', text);
+    expect(task.artifacts?.[0]?.parts[0]?.text).toBe(`sdk echo: ${text}`);
+  });
+
   it('streams a task to completion', async () => {
     const events: StreamEvent[] = [];
     for await (const e of weave.sendStreamingMessage(sdk.url, buildMessage('echo', 'streamed')))

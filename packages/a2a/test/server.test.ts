@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   A2AClient,
   A2AError,
@@ -71,6 +71,25 @@ describe('A2AServer over mTLS', () => {
     const got = await client.getTask(h.url, task.id);
     expect(got.id).toBe(task.id);
     expect(got.status.state).toBe('TASK_STATE_COMPLETED');
+  });
+
+  it('parses the body of a request once, and a large one arrives whole', async () => {
+    const marker = `parsed-once-é€😀${'x'.repeat(40_000)}`;
+    const parse = JSON.parse;
+    let parsed = 0;
+    const spy = vi.spyOn(JSON, 'parse').mockImplementation((text, reviver) => {
+      // The request (its method is in it); the answer carries the text but not the method.
+      if (typeof text === 'string' && text.includes('"SendMessage"') && text.includes(marker)) parsed++;
+      return parse(text, reviver) as unknown;
+    });
+    let task;
+    try {
+      task = await client.sendTask(h.url, 'echo', marker);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(task.artifacts?.[0]?.parts[0]?.text).toBe(`echo: ${marker}`);
+    expect(parsed).toBe(1);
   });
 
   it('asks for input and resumes on the same task', async () => {

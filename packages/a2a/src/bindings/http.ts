@@ -10,6 +10,32 @@ import type { StreamResponse } from '../wire/v1.js';
 /** Body of a request whose Content-Type the bindings do not read (answered -32005 / 400). */
 export const WRONG_CONTENT_TYPE = Symbol('wrong-content-type');
 
+/**
+ * A JSON request body as the server's content-type parser hands it to the
+ * bindings: parsed where it is read, once, so the request's text is not kept
+ * for as long as the call runs (for a large body, a copy of the whole input
+ * the garbage collector would otherwise move while the task runs).
+ */
+export class JsonBody {
+  private constructor(
+    /** The parsed document (undefined when {@link error} is set). */
+    readonly value: unknown,
+    /** Why the text is not JSON (`JSON.parse`'s message); undefined when it is. */
+    readonly error: string | undefined,
+    /** Whether the text was empty or only whitespace (then {@link error} is set). */
+    readonly blank: boolean,
+  ) {}
+
+  /** Parses `text`; a text that is not JSON gives a body with {@link error} set, never a throw. */
+  static parse(text: string): JsonBody {
+    try {
+      return new JsonBody(JSON.parse(text) as unknown, undefined, false);
+    } catch (err) {
+      return new JsonBody(undefined, (err as Error).message, text.trim() === '');
+    }
+  }
+}
+
 /** What an HTTP binding needs from its server. */
 export interface HttpBindingDeps {
   readonly handler: A2ARequestHandler;
@@ -38,6 +64,26 @@ export function parseLastEventId(h: string | string[] | undefined): number | und
   const v = Array.isArray(h) ? h[0] : h;
   if (v === undefined || !/^\d{1,15}$/.test(v.trim())) return undefined;
   return Number(v.trim());
+}
+
+/**
+ * Bodies at least this long (UTF-16 code units) are handed to fastify as
+ * UTF-8 bytes rather than as a string; shorter ones stay strings.
+ */
+export const BUFFERED_BODY_CHARS = 16 * 1024;
+
+/**
+ * A JSON response body as it is handed to fastify: a large one as its UTF-8
+ * bytes. Given a string, fastify measures it (`Buffer.byteLength`) for
+ * Content-Length and node then encodes it again to write it, each pass over
+ * the whole text, and a text made of concatenated pieces (a `JSON.stringify`
+ * result is one) is copied into one piece on the way: for a 1 MB answer that
+ * was two extra passes and a megabyte of short-lived heap per response.
+ * Encoded once here, fastify reads the length and node writes the bytes
+ * as they are. The bytes sent are the same.
+ */
+export function responseBody(json: string): string | Buffer {
+  return json.length >= BUFFERED_BODY_CHARS ? Buffer.from(json, 'utf8') : json;
 }
 
 /**

@@ -13,7 +13,7 @@ import { TaskEventStream } from '../event-stream.js';
 import { SseWriter } from '../sse.js';
 import * as v03 from '../wire/v03.js';
 import type { StreamResponse } from '../wire/v1.js';
-import { WRONG_CONTENT_TYPE, callerOf, parseLastEventId, pumpSse, type HttpBindingDeps } from './http.js';
+import { JsonBody, callerOf, parseLastEventId, pumpSse, responseBody, type HttpBindingDeps } from './http.js';
 
 type Version = 'v1' | 'v03';
 type RpcId = string | number | null;
@@ -33,15 +33,13 @@ export function serveJsonRpc(deps: HttpBindingDeps, request: FastifyRequest, rep
 
 async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: FastifyReply): Promise<void> {
   const body = request.body;
-  if (body === WRONG_CONTENT_TYPE || typeof body !== 'string') {
+  if (!(body instanceof JsonBody)) {
     return void sendError(reply, 400, null, A2AErrors.contentType(request.headers['content-type']), 'v1');
   }
-  let msg: unknown;
-  try {
-    msg = JSON.parse(body);
-  } catch (err) {
-    return void sendError(reply, 200, null, A2AErrors.parse((err as Error).message), 'v1');
+  if (body.error !== undefined) {
+    return void sendError(reply, 200, null, A2AErrors.parse(body.error), 'v1');
   }
+  const msg = body.value;
   if (typeof msg !== 'object' || msg === null) {
     return void sendError(
       reply,
@@ -146,7 +144,7 @@ async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: 
     setImmediate(
       sendLater,
       reply,
-      `{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":${JSON.stringify(result ?? null)}}`,
+      responseBody(`{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":${JSON.stringify(result ?? null)}}`),
     );
   } catch (err) {
     const e = toA2AError(err, request);
@@ -274,7 +272,7 @@ export function sendError(
     .send(`{"jsonrpc":"2.0","id":${JSON.stringify(id)},"error":${JSON.stringify(wire)}}`);
 }
 
-function sendLater(reply: FastifyReply, body: string): void {
+function sendLater(reply: FastifyReply, body: string | Buffer): void {
   if (!reply.sent) reply.send(body);
 }
 

@@ -17,7 +17,15 @@ import { exceedsDepth, MAX_JSON_DEPTH } from '../depth.js';
 import { asA2AError, assertV1Version, type CallContext } from '../handler.js';
 import { TaskEventStream } from '../event-stream.js';
 import { SseWriter } from '../sse.js';
-import { WRONG_CONTENT_TYPE, callerOf, parseLastEventId, pumpSse, type HttpBindingDeps } from './http.js';
+import {
+  JsonBody,
+  WRONG_CONTENT_TYPE,
+  callerOf,
+  parseLastEventId,
+  pumpSse,
+  responseBody,
+  type HttpBindingDeps,
+} from './http.js';
 
 /** The first path segments of the binding's routes; any other first segment is a tenant. */
 const ROOTS = new Set(['message:send', 'message:stream', 'tasks', 'extendedAgentCard']);
@@ -101,13 +109,10 @@ async function handleRest(
     if (raw === WRONG_CONTENT_TYPE) {
       return sendRestError(reply, A2AErrors.contentType(request.headers['content-type']));
     }
-    if (typeof raw === 'string' && raw.trim() !== '') {
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(raw);
-      } catch (err) {
-        return sendRestError(reply, A2AErrors.parse((err as Error).message));
-      }
+    // An empty (or all-whitespace) body is no params, as no body is.
+    if (raw instanceof JsonBody && !raw.blank) {
+      if (raw.error !== undefined) return sendRestError(reply, A2AErrors.parse(raw.error));
+      const parsed = raw.value;
       if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
         return sendRestError(reply, A2AErrors.invalidRequest('the body must be a JSON object'));
       }
@@ -191,7 +196,7 @@ async function handleRest(
   }
   reply.code(status).header('content-type', 'application/json');
   // From the check phase, as the JSON-RPC binding does (see there).
-  setImmediate(sendLater, reply, JSON.stringify(result));
+  setImmediate(sendLater, reply, responseBody(JSON.stringify(result)));
 }
 
 /** `params` with the tenant of the path, when the path names one. */
@@ -213,7 +218,7 @@ function query(raw: unknown): Record<string, unknown> {
   return out;
 }
 
-function sendLater(reply: FastifyReply, body: string): void {
+function sendLater(reply: FastifyReply, body: string | Buffer): void {
   if (!reply.sent) reply.send(body);
 }
 

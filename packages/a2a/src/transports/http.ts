@@ -83,13 +83,29 @@ function partsOf(endpoint: string): { origin: string; path: string } {
   return p;
 }
 
+/** Request bodies at least this long (UTF-16 code units) are sent as bytes: see {@link requestBody}. */
+export const BYTES_BODY_CHARS = 16 * 1024;
+
+/**
+ * A JSON request body as a binding hands it to the channel: a large one as
+ * its UTF-8 bytes, encoded once here. Given the string, undici makes a flat
+ * copy of it to encode it, and the text, that copy and the bytes all stay
+ * referenced until the answer comes (the channel keeps the body to retry a
+ * request nothing was sent of): for a large input, heap the garbage
+ * collector moves while the call waits. As bytes only the Buffer, off the
+ * JavaScript heap, is kept. The bytes sent are the same.
+ */
+export function requestBody(json: string): string | Buffer {
+  return json.length >= BYTES_BODY_CHARS ? Buffer.from(json, 'utf8') : json;
+}
+
 /** One HTTP exchange of a binding. */
 export interface HttpRequest {
   readonly dispatcher: Dispatcher;
   readonly url: string;
   readonly method: 'GET' | 'POST' | 'DELETE';
   readonly headers: Record<string, string>;
-  readonly body?: string | undefined;
+  readonly body?: string | Uint8Array | undefined;
   readonly signal?: AbortSignal | undefined;
   /** A unary exchange (connect, send, read) must end, and a stream must be open, within this many ms. */
   readonly timeoutMs: number;

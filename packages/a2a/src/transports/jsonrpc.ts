@@ -7,6 +7,7 @@ import {
   openStream,
   parseJson,
   readBody,
+  requestBody,
   sseEvents,
   type HttpRequest,
 } from './http.js';
@@ -62,7 +63,7 @@ export class JsonRpcTransport implements ClientTransport {
       url: this.url,
       method: 'POST',
       headers,
-      body: JSON.stringify({ jsonrpc: '2.0', id, method, params: this.#params(params) }),
+      body: requestBody(JSON.stringify({ jsonrpc: '2.0', id, method, params: this.#params(params) })),
       signal: options.signal,
       timeoutMs: options.timeoutMs,
       maxBytes: this.#ctx.maxResponseBytes,

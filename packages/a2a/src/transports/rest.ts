@@ -15,6 +15,7 @@ import {
   openStream,
   parseJson,
   readBody,
+  requestBody,
   sseEvents,
   type HttpRequest,
 } from './http.js';
@@ -222,7 +223,7 @@ export class RestTransport implements ClientTransport {
       url: `${this.#base}${prefix}${route.path}${queryString(route.query)}`,
       method: route.verb,
       headers,
-      body: route.body === undefined ? undefined : JSON.stringify(route.body),
+      body: route.body === undefined ? undefined : requestBody(JSON.stringify(route.body)),
       signal: options.signal,
       timeoutMs: options.timeoutMs,
       maxBytes: this.#ctx.maxResponseBytes,
