@@ -346,7 +346,10 @@ function sequenceHeader(len: number): Buffer {
  *
  * Layout (OpenSSL's `SSL_SESSION_ASN1`): SEQUENCE { version INTEGER,
  * ssl_version INTEGER, ..., peer [3] EXPLICIT Certificate OPTIONAL, ... };
- * only that one field is removed.
+ * only that one field is removed. Node 20 (OpenSSL 3.0) hands out sessions
+ * in that form; Node 22 and 24 (OpenSSL 3.5) hand out another encoding,
+ * which comes back unchanged, so there this saves nothing (and changes
+ * nothing).
  */
 export function sessionWithoutPeerCertificate(session: Buffer): Buffer {
   const top = derElement(session, 0, session.length);

@@ -91,14 +91,25 @@ function plainConnect(
   });
 }
 
+/**
+ * Whether `session` is OpenSSL's DER `SSL_SESSION` (a SEQUENCE), as Node 20
+ * (OpenSSL 3.0) hands it out. Node 22 and 24 (OpenSSL 3.5) hand out
+ * another encoding, which the channel passes on unchanged.
+ */
+const derSession = (session: Buffer): boolean => session[0] === 0x30;
+
 describe('sessionWithoutPeerCertificate', () => {
-  it('drops the server certificate from a TLS 1.3 session, which still resumes as verified', async () => {
+  it('drops the server certificate from a TLS 1.3 session, which still resumes as verified; another encoding comes back unchanged', async () => {
     const first = await plainConnect();
     expect(first.session).toBeDefined();
     expect(first.session!.includes(serverLeaf)).toBe(true);
     const light = sessionWithoutPeerCertificate(first.session!);
-    expect(light.includes(serverLeaf)).toBe(false);
-    expect(light.length).toBeLessThan(first.session!.length);
+    if (derSession(first.session!)) {
+      expect(light.includes(serverLeaf)).toBe(false);
+      expect(light.length).toBeLessThan(first.session!.length);
+    } else {
+      expect(light).toBe(first.session);
+    }
     const again = await plainConnect({ session: light });
     expect(again).toMatchObject({ reused: true, authorized: true });
   });
@@ -135,7 +146,7 @@ describe('sessionWithoutPeerCertificate', () => {
 });
 
 describe('SecureChannel resumption with certificate-less tickets', () => {
-  it('hands OpenSSL tickets without the server certificate and resumes', async () => {
+  it('hands OpenSSL tickets without the server certificate (where they are DER sessions) and resumes', async () => {
     const tickets: Buffer[] = [];
     const proto = Object.getPrototypeOf(
       (new tls.TLSSocket(null as never) as unknown as { _handle: object })._handle,
@@ -153,7 +164,10 @@ describe('SecureChannel resumption with certificate-less tickets', () => {
       }
       expect(resumed).toEqual([false, true, true, true]);
       expect(tickets).toHaveLength(3);
-      for (const t of tickets) expect(t.includes(serverLeaf)).toBe(false);
+      // Where Node hands out DER sessions (Node 20) they go without the certificate; another
+      // encoding (Node 22+) goes as Node gave it.
+      const der = derSession((await plainConnect()).session!);
+      for (const t of tickets) expect(t.includes(serverLeaf)).toBe(!der);
     } finally {
       proto.setSession = original;
       await ch.close();
