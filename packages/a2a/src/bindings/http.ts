@@ -70,7 +70,7 @@ export function parseLastEventId(h: string | string[] | undefined): number | und
  * Bodies at least this long (UTF-16 code units) are handed to fastify as
  * UTF-8 bytes rather than as a string; shorter ones stay strings.
  */
-export const BUFFERED_BODY_CHARS = 16 * 1024;
+const BUFFERED_BODY_CHARS = 16 * 1024;
 
 /**
  * A JSON response body as it is handed to fastify: a large one as its UTF-8

@@ -84,7 +84,7 @@ function partsOf(endpoint: string): { origin: string; path: string } {
 }
 
 /** Request bodies at least this long (UTF-16 code units) are sent as bytes: see {@link requestBody}. */
-export const BYTES_BODY_CHARS = 16 * 1024;
+const BYTES_BODY_CHARS = 16 * 1024;
 
 /**
  * A JSON request body as a binding hands it to the channel: a large one as
