@@ -220,9 +220,9 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     return { events, done, leave: () => gone.abort() };
   }
 
-  async function until(what: () => boolean, ms = 20_000): Promise<void> {
+  async function until(what: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
     const end = Date.now() + ms;
-    while (!what()) {
+    while (!(await what())) {
       if (Date.now() > end) throw new Error('timed out');
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -291,6 +291,10 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     const started = await send(a, gate, true, 'burst');
     const id = started.result.task.id;
     await until(() => gates.has(gate));
+    // The handler runs once WORKING is emitted, but a subscriber sees the task as last written, and
+    // that write may still be queued behind another statement: wait for it, so "the task as it is
+    // now" is event 2 on every replica.
+    await until(async () => (await a.a2a.manager.get(id))?.seq === 2);
     // Subscribed while the task waits on A: on A itself (in process), on B and C (through PostgreSQL).
     const onA = subscribe(a, id);
     const onB = subscribe(b, id);
