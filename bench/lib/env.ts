@@ -1,13 +1,16 @@
 // What every scenario shares: one dev Workload API server (dev CA, ECDSA
 // P-256 X.509-SVIDs) with a workload per role, one policy file, the client
 // SVID as PEM for the bare and SDK clients, and the baseline servers every
-// scenario compares against (bare node https with mTLS, the official SDK).
+// scenario compares against (bare node https with mTLS, bare grpc-js, the
+// official SDK).
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
+import { a2aGrpcService } from '@weave/a2a';
 import { WorkloadApiIdentityProvider, type IdentityProvider } from '@weave/identity';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
 import { createMtlsServerOptions } from '@weave/transport';
@@ -124,6 +127,50 @@ export async function startBareEcho(
       await new Promise<void>((r) => server.close(() => r()));
     },
   };
+}
+
+/**
+ * The bare gRPC baseline: grpc-js with its own mTLS (client certificate
+ * required and chain-verified, no SPIFFE check) serving `SendMessage` of the
+ * A2A service with the same codec, and nothing of A2A behind it: it answers
+ * every request with a COMPLETED task built from the request (its message in
+ * the history, one echo artifact), with no task store, no policy, no limits.
+ * The least any A2A server on grpc-js does per call: what Weave's gRPC
+ * binding and the SDK's both pay before their own work.
+ */
+export async function startBareGrpcEcho(tls: {
+  ca: string;
+  cert: string;
+  key: string;
+}): Promise<{ target: string; close(): Promise<void> }> {
+  const grpc = await import('@grpc/grpc-js');
+  const server = new grpc.Server();
+  type Wire = Record<string, unknown>;
+  server.addService(a2aGrpcService(), {
+    SendMessage: (call: { request: Wire }, done: (err: null, res: Wire) => void) => {
+      const message = call.request.message as { contextId?: string; parts?: Array<{ text?: string }> };
+      const contextId = message.contextId ?? randomUUID();
+      const id = randomUUID();
+      done(null, {
+        task: {
+          id,
+          contextId,
+          status: { state: 'TASK_STATE_COMPLETED', timestamp: new Date().toISOString() },
+          history: [{ ...message, taskId: id, contextId }],
+          artifacts: [{ artifactId: randomUUID(), parts: [{ text: `echo: ${message.parts?.[0]?.text ?? ''}` }] }],
+        },
+      });
+    },
+  });
+  const creds = grpc.ServerCredentials.createSsl(
+    Buffer.from(tls.ca),
+    [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }],
+    true,
+  );
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', creds, (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  return { target: `127.0.0.1:${port}`, close: async () => server.forceShutdown() };
 }
 
 /** The bare server's TLS options for `identity`: Weave's own mTLS options, nothing added. */

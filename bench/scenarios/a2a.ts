@@ -23,7 +23,7 @@ import {
   startSdkEchoGrpcServer,
   startSdkEchoServer,
 } from '@weave/test-support/a2a-sdk';
-import { ID, TD, sendMessageBody, silent, type Env } from '../lib/env.js';
+import { ID, TD, sendMessageBody, silent, startBareGrpcEcho, type Env } from '../lib/env.js';
 import { load1, ratioCheck, rowOf, type Check, type Row, type Scenario } from '../lib/harness.js';
 import { withServers } from '../lib/servers.js';
 import { runLoad, type LoadgenJob } from '../lib/load.js';
@@ -118,20 +118,23 @@ export const bindings: Scenario = {
       sdkHttp: () => startSdkEchoServer(createMtlsServerOptions(sdkId)),
       sdkGrpc: () =>
         startSdkEchoGrpcServer({ ca: env.clientPem.ca, cert: sdkPem.certChain, key: sdkPem.privateKey }),
+      // The floor of any A2A server on grpc-js (see startBareGrpcEcho); it answers as the SDK's identity.
+      bareGrpc: () => startBareGrpcEcho({ ca: env.clientPem.ca, cert: sdkPem.certChain, key: sdkPem.privateKey }),
     };
     const body = sendMessageBody('hello');
     const params = (JSON.parse(body) as { params: Record<string, unknown> }).params;
     const rows: Row[] = [];
     const checks: Check[] = [];
-    return withServers(start, async ({ weave, sdkHttp, sdkGrpc }) => {
-      const jobFor = (binding: Binding, side: 'weave' | 'sdk', timing: Timing): LoadgenJob => {
+    return withServers(start, async ({ weave, sdkHttp, sdkGrpc, bareGrpc }) => {
+      type Side = 'weave' | 'sdk' | 'bare';
+      const jobFor = (binding: Binding, side: Side, timing: Timing): LoadgenJob => {
         const expectPeer = side === 'weave' ? ID.a2a : ID.sdk;
         const common = { ...timing, svid: env.clientPem, expectPeer };
         if (binding === 'gRPC') {
           return {
             kind: 'grpc',
             ...common,
-            target: side === 'weave' ? weave.grpcTarget : sdkGrpc.target,
+            target: side === 'weave' ? weave.grpcTarget : side === 'bare' ? bareGrpc.target : sdkGrpc.target,
             request: params,
           };
         }
@@ -155,12 +158,15 @@ export const bindings: Scenario = {
       // CPU per call came out above Weave's HTTP+JSON in every run, for no
       // reason of its own.
       const warm = { concurrency: 32, warmupMs: 0, durationMs: 0, calls: ctx.smoke ? 50 : 500 };
+      // gRPC has a third row: bare grpc-js, the floor both servers stand on.
+      const sidesOf = (binding: Binding): Side[] =>
+        binding === 'gRPC' ? ['weave', 'sdk', 'bare'] : ['weave', 'sdk'];
       for (const binding of BINDINGS) {
-        for (const side of ['weave', 'sdk'] as const) await runLoad(jobFor(binding, side, warm));
+        for (const side of sidesOf(binding)) await runLoad(jobFor(binding, side, warm));
       }
       const timing = { concurrency: 32, warmupMs: ctx.warmupMs, durationMs: ctx.durationMs };
       for (const binding of BINDINGS) {
-        for (const side of ['weave', 'sdk'] as const) {
+        for (const side of sidesOf(binding)) {
           const before = weave.decisions();
           const r = await runLoad(jobFor(binding, side, timing));
           if (side === 'weave' && weave.decisions() - before < r.calls)
@@ -171,7 +177,11 @@ export const bindings: Scenario = {
               `${side} ${binding}`,
               'req/s',
               r,
-              side === 'weave' ? { vs: [`sdk ${binding}`] } : {},
+              side === 'weave'
+                ? { vs: binding === 'gRPC' ? [`sdk ${binding}`, `bare ${binding}`] : [`sdk ${binding}`] }
+                : side === 'bare'
+                  ? { vs: [`sdk ${binding}`] }
+                  : {},
             ),
           );
         }
