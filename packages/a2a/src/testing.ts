@@ -202,9 +202,12 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
       await a.create(record, first);
       const ta = structuredClone(record.task);
       const tb = structuredClone(record.task);
+      // Now, not a time long past: when the CANCELED writer wins, its finished task must not
+      // already be expired (an expired task reads as gone), whichever writer the store lets through.
+      const now = Date.now();
       const results = await Promise.allSettled([
-        a.append(ta.id, ta, [statusEvent(ta, 2, 'TASK_STATE_WORKING')], 10),
-        b.append(tb.id, tb, [statusEvent(tb, 2, 'TASK_STATE_CANCELED')], 10),
+        a.append(ta.id, ta, [statusEvent(ta, 2, 'TASK_STATE_WORKING')], now),
+        b.append(tb.id, tb, [statusEvent(tb, 2, 'TASK_STATE_CANCELED')], now),
       ]);
       const ok = results.filter((r) => r.status === 'fulfilled');
       const failed = results.filter((r) => r.status === 'rejected');
