@@ -3,6 +3,7 @@
 // and one migrated by the official SDK's own `a2a-db upgrade` for its Kysely
 // DatabaseTaskStore — each on its own schema, as each ships it.
 import { spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
@@ -26,6 +27,15 @@ export interface BenchPostgres {
    * Undefined where /proc cannot be read (not Linux).
    */
   usage(database: 'weave' | 'sdk'): Promise<{ cpuUs: number; tasks: number } | undefined>;
+  /**
+   * The least a durable task store makes the database do per call: one
+   * INSERT of the task before it runs and one UPDATE of it before the answer
+   * (`bytes` of JSON each), one statement each, nothing else (no events
+   * table, no index but the key, no lease, no notice, no batching), `calls`
+   * of them, `concurrency` in flight, on the Weave database. What the
+   * database's CPU per call costs here, beside what a call costs Weave.
+   */
+  floor(calls: number, concurrency: number, bytes: number): Promise<{ rate: number; dbCpuUs: number } | undefined>;
   stop(): Promise<void>;
 }
 
@@ -88,17 +98,46 @@ export async function startBenchPostgres(): Promise<BenchPostgres | undefined> {
     }
     return p;
   };
+  const backendCpuUs = async (name: string): Promise<number> => {
+    const pids = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [name]);
+    let cpuUs = 0;
+    for (const { pid } of pids.rows) cpuUs += await processCpuUs(pid);
+    return cpuUs;
+  };
   return {
     pool,
     sdkStore: new DatabaseTaskStore(kysely),
+    async floor(calls, concurrency, bytes) {
+      if (!linux) return undefined;
+      const p = pool('floor');
+      await p.query('CREATE TABLE IF NOT EXISTS bench_floor (id text PRIMARY KEY, state text NOT NULL, body json NOT NULL)');
+      const body = JSON.stringify({ text: 'x'.repeat(bytes) });
+      const one = async () => {
+        const id = randomUUID();
+        await p.query({ name: 'floor_insert', text: 'INSERT INTO bench_floor VALUES ($1, $2, $3)', values: [id, 'WORKING', body] });
+        await p.query({
+          name: 'floor_update',
+          text: 'UPDATE bench_floor SET state = $2, body = $3 WHERE id = $1',
+          values: [id, 'COMPLETED', body],
+        });
+      };
+      // Connections (and their server processes) open and warm before the clock starts.
+      await Promise.all(Array.from({ length: concurrency }, one));
+      const cpu0 = await backendCpuUs('bench_weave');
+      const t0 = performance.now();
+      let left = calls;
+      await Promise.all(
+        Array.from({ length: concurrency }, async () => {
+          while (left-- > 0) await one();
+        }),
+      );
+      const ms = performance.now() - t0;
+      const dbCpuUs = ((await backendCpuUs('bench_weave')) - cpu0) / calls;
+      return { rate: (calls * 1000) / ms, dbCpuUs };
+    },
     async usage(database) {
       if (!linux) return undefined;
-      const name = database === 'weave' ? 'bench_weave' : 'bench_sdk';
-      const pids = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [
-        name,
-      ]);
-      let cpuUs = 0;
-      for (const { pid } of pids.rows) cpuUs += await processCpuUs(pid);
+      const cpuUs = await backendCpuUs(database === 'weave' ? 'bench_weave' : 'bench_sdk');
       const on = database === 'weave' ? pool('weave') : sdkPool;
       // The SDK's DatabaseTaskStore keeps its tasks in `tasks` (its migration's default name).
       const table = database === 'weave' ? 'weave_a2a_tasks' : 'tasks';

@@ -7,7 +7,8 @@
 // undici load. Three scenarios share this:
 //   call     small input, 32 in flight
 //   payload  inputs of 100 B, 10 KB, 100 KB and 1 MB, 8 in flight
-//   pg       the same call with PostgreSQL task stores (Weave's, the SDK's)
+//   pg       the same call with PostgreSQL task stores (Weave's, the SDK's),
+//            and what two bare SQL statements per call cost the database
 import { pino } from 'pino';
 import { z } from 'zod';
 import { LocalPolicyEnforcer } from '@weave/authz';
@@ -18,7 +19,7 @@ import { createMtlsServerOptions } from '@weave/transport';
 import { startSdkEchoServer } from '@weave/test-support/a2a-sdk';
 import { startBenchPostgres } from '../lib/postgres.js';
 import { ID, bareTls, sendMessageBody, silent, startBareEcho, type Env } from '../lib/env.js';
-import { find, ratioCheck, rowOf, type Check, type Ctx, type Row, type Scenario } from '../lib/harness.js';
+import { find, load1, ratioCheck, rowOf, type Check, type Ctx, type Row, type Scenario } from '../lib/harness.js';
 import { runLoad, type LoadResult } from '../lib/load.js';
 import { withServers } from '../lib/servers.js';
 
@@ -264,6 +265,26 @@ export const pg: Scenario = {
       });
       rows[0]!.vs = ['weave callAgent, in memory', 'sdk DatabaseTaskStore'];
       rows.push(...mem);
+      // The floor: what two bare statements per call (a task row written before it runs and
+      // again before the answer, ~700 bytes of JSON each) cost this database, beside what a
+      // whole in-memory call costs Weave's two processes. On a machine where the database
+      // shares the cores, no store that writes a task twice per call can beat this.
+      const floor = await db.floor(ctx.smoke ? 500 : 5000, 32, 700);
+      if (floor) {
+        rows.push({
+          scenario: 'pg',
+          case: 'bare SQL: INSERT + UPDATE per call',
+          unit: 'req/s',
+          rate: floor.rate,
+          serverCpuUs: null,
+          clientCpuUs: null,
+          p50: null,
+          p99: null,
+          errors: 0,
+          load1: load1(),
+          note: `db CPU/call ${floor.dbCpuUs.toFixed(0)} us`,
+        });
+      }
       return {
         rows,
         checks: [
