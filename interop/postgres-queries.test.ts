@@ -25,6 +25,8 @@ describe.skipIf(!available)('database round trips per call on PostgreSQL', () =>
   let dispatcher: SecureChannel;
   /** The statements sent through the store's pool: prepared statement name (if any), first words. */
   const sent: Array<{ name: string | undefined; text: string }> = [];
+  /** The whole text of each prepared statement the store sent, by name. */
+  const prepared = new Map<string, string>();
 
   beforeAll(async () => {
     db = (await startPostgres()) as Postgres;
@@ -43,6 +45,7 @@ describe.skipIf(!available)('database round trips per call on PostgreSQL', () =>
         const q = args[0] as pg.QueryConfig | string;
         const c = typeof q === 'string' ? { text: q, name: undefined } : q;
         sent.push({ name: c.name, text: c.text.replace(/\s+/g, ' ').trim().slice(0, 60) });
+        if (c.name !== undefined) prepared.set(c.name, c.text);
         return query(...args);
       }) as typeof client.query;
     });
@@ -116,5 +119,40 @@ describe.skipIf(!available)('database round trips per call on PostgreSQL', () =>
     // Both are prepared once per connection, not parsed and planned per call
     // (planning them was most of the database's CPU per call).
     expect(sent.filter((s) => s.name === undefined)).toEqual([]);
+  });
+
+  it('once the task table is analyzed, the write statements find task rows by key or TID, never by scanning it', async () => {
+    await call('fills the statement cache');
+    await a2a.manager.flush();
+    const writes = [...prepared].filter(([name]) => /^weave_a2a_(create|append)_/.test(name));
+    expect(writes.map(([name]) => name.replace(/_\d+$/, '')).sort()).toEqual([
+      'weave_a2a_append',
+      'weave_a2a_create',
+    ]);
+    // A table in service: thousands of finished tasks, analyzed (as autovacuum keeps it).
+    await pool.query(
+      `INSERT INTO weave_a2a_tasks (id, owner, skill, context_id, state, terminal, task, created_at, updated_at, seq)
+       SELECT 'filler-' || g, 'spiffe://filler.test/a', 'echo', 'c', 'TASK_STATE_COMPLETED', true, '{}', g, g, 1
+       FROM generate_series(1, 5000) g`,
+    );
+    await pool.query('ANALYZE');
+    const c = await pool.connect();
+    try {
+      // The generic plan, which is what a connection caches for a prepared statement it runs often.
+      await c.query('SET plan_cache_mode = force_generic_plan');
+      for (const [name, text] of writes) {
+        await c.query(`PREPARE probe AS ${text}`);
+        const args = name.startsWith('weave_a2a_create') ? `'[]', 'r', 0, 0` : `'[]', 'r'`;
+        const plan = (await c.query<{ 'QUERY PLAN': string }>(`EXPLAIN EXECUTE probe(${args})`)).rows
+          .map((r) => r['QUERY PLAN'])
+          .join('\n');
+        await c.query('DEALLOCATE probe');
+        expect(plan, `${name}\n${plan}`).not.toMatch(/Seq Scan on weave_a2a_tasks/);
+      }
+    } finally {
+      await c.query('RESET plan_cache_mode');
+      c.release();
+      await pool.query(`DELETE FROM weave_a2a_tasks WHERE id LIKE 'filler-%'`);
+    }
   });
 });
