@@ -157,7 +157,9 @@ export async function startBareGrpcEcho(tls: {
           contextId,
           status: { state: 'TASK_STATE_COMPLETED', timestamp: new Date().toISOString() },
           history: [{ ...message, taskId: id, contextId }],
-          artifacts: [{ artifactId: randomUUID(), parts: [{ text: `echo: ${message.parts?.[0]?.text ?? ''}` }] }],
+          artifacts: [
+            { artifactId: randomUUID(), parts: [{ text: `echo: ${message.parts?.[0]?.text ?? ''}` }] },
+          ],
         },
       });
     },

@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { Kysely, PostgresDialect } from 'kysely';
+import { CompiledQuery, Kysely, PostgresDialect } from 'kysely';
 import { DatabaseTaskStore } from '@a2a-js/sdk/server/database';
 import { migrate } from '@weave/a2a/postgres';
 import { startPostgres } from '../../interop/infra.js';
@@ -35,7 +35,13 @@ export interface BenchPostgres {
    * of them, `concurrency` in flight, on the Weave database. What the
    * database's CPU per call costs here, beside what a call costs Weave.
    */
-  floor(calls: number, concurrency: number, bytes: number): Promise<{ rate: number; dbCpuUs: number } | undefined>;
+  /** ANALYZE on both databases (their tables' statistics, as autovacuum would keep them). */
+  analyze(): Promise<void>;
+  floor(
+    calls: number,
+    concurrency: number,
+    bytes: number,
+  ): Promise<{ rate: number; dbCpuUs: number } | undefined>;
   stop(): Promise<void>;
 }
 
@@ -99,7 +105,9 @@ export async function startBenchPostgres(): Promise<BenchPostgres | undefined> {
     return p;
   };
   const backendCpuUs = async (name: string): Promise<number> => {
-    const pids = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [name]);
+    const pids = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [
+      name,
+    ]);
     let cpuUs = 0;
     for (const { pid } of pids.rows) cpuUs += await processCpuUs(pid);
     return cpuUs;
@@ -107,14 +115,24 @@ export async function startBenchPostgres(): Promise<BenchPostgres | undefined> {
   return {
     pool,
     sdkStore: new DatabaseTaskStore(kysely),
+    async analyze() {
+      await pool('weave').query('ANALYZE');
+      await kysely.executeQuery(CompiledQuery.raw('ANALYZE'));
+    },
     async floor(calls, concurrency, bytes) {
       if (!linux) return undefined;
       const p = pool('floor');
-      await p.query('CREATE TABLE IF NOT EXISTS bench_floor (id text PRIMARY KEY, state text NOT NULL, body json NOT NULL)');
+      await p.query(
+        'CREATE TABLE IF NOT EXISTS bench_floor (id text PRIMARY KEY, state text NOT NULL, body json NOT NULL)',
+      );
       const body = JSON.stringify({ text: 'x'.repeat(bytes) });
       const one = async () => {
         const id = randomUUID();
-        await p.query({ name: 'floor_insert', text: 'INSERT INTO bench_floor VALUES ($1, $2, $3)', values: [id, 'WORKING', body] });
+        await p.query({
+          name: 'floor_insert',
+          text: 'INSERT INTO bench_floor VALUES ($1, $2, $3)',
+          values: [id, 'WORKING', body],
+        });
         await p.query({
           name: 'floor_update',
           text: 'UPDATE bench_floor SET state = $2, body = $3 WHERE id = $1',

@@ -119,7 +119,8 @@ export const bindings: Scenario = {
       sdkGrpc: () =>
         startSdkEchoGrpcServer({ ca: env.clientPem.ca, cert: sdkPem.certChain, key: sdkPem.privateKey }),
       // The floor of any A2A server on grpc-js (see startBareGrpcEcho); it answers as the SDK's identity.
-      bareGrpc: () => startBareGrpcEcho({ ca: env.clientPem.ca, cert: sdkPem.certChain, key: sdkPem.privateKey }),
+      bareGrpc: () =>
+        startBareGrpcEcho({ ca: env.clientPem.ca, cert: sdkPem.certChain, key: sdkPem.privateKey }),
     };
     const body = sendMessageBody('hello');
     const params = (JSON.parse(body) as { params: Record<string, unknown> }).params;
