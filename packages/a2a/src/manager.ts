@@ -287,26 +287,49 @@ export class TaskManager {
     const inbox = this.#inbox;
     if (!inbox) throw new TypeError('forwardInput() needs a task store that hands input between replicas');
     const id = record.task.id;
-    let moved!: () => void;
-    const done = new Promise<void>((resolve) => (moved = resolve));
-    const stop = await this.follow(
+    let post!: string;
+    await this.#actWhileFollowing(
       id,
       record.seq,
+      (e) => 'statusUpdate' in e.event,
+      waitMs,
+      async () => void (post = await inbox.postInput(id, message)),
+    );
+    // The task moving on does not say the reply woke it (it may have been
+    // canceled): the post does. Taken only by a handler it was delivered
+    // to, in one step the withdrawal waits for; still there, nobody took it.
+    if (await inbox.withdrawInput(id, post)) {
+      throw A2AErrors.unsupportedOperation(`Task ${id} is not waiting for input`);
+    }
+  }
+
+  /**
+   * Follows task `id` (running on another replica) from `afterSeq`, runs
+   * `act`, then waits up to `waitMs` for an event `until` accepts, or for the
+   * follow to end. How this replica asks the task's owner to do something
+   * (take a reply, cancel) and gives it time to show that it did.
+   */
+  async #actWhileFollowing(
+    id: string,
+    afterSeq: number,
+    until: (e: StoredEvent) => boolean,
+    waitMs: number,
+    act: () => Promise<void>,
+  ): Promise<void> {
+    let seen!: () => void;
+    const done = new Promise<void>((resolve) => (seen = resolve));
+    const stop = await this.follow(
+      id,
+      afterSeq,
       (e) => {
-        if ('statusUpdate' in e.event) moved();
+        if (until(e)) seen();
       },
-      moved,
+      seen,
     );
     let timer: NodeJS.Timeout | undefined;
     try {
-      const post = await inbox.postInput(id, message);
+      await act();
       await Promise.race([done, new Promise((resolve) => (timer = setTimeout(resolve, waitMs)))]);
-      // The task moving on does not say the reply woke it (it may have been
-      // canceled): the post does. Taken only by a handler it was delivered
-      // to, in one step the withdrawal waits for; still there, nobody took it.
-      if (await inbox.withdrawInput(id, post)) {
-        throw A2AErrors.unsupportedOperation(`Task ${id} is not waiting for input`);
-      }
     } finally {
       clearTimeout(timer);
       stop();
@@ -871,24 +894,7 @@ export class TaskManager {
     const notifier = this.#notifier;
     const record = await this.store.get(id);
     if (!notifier || !record || isTerminal(record.task.status.state)) return this.cancelStored(id);
-    let ended!: () => void;
-    const done = new Promise<void>((resolve) => (ended = resolve));
-    const stop = await this.follow(
-      id,
-      record.seq,
-      (e) => {
-        if (endsTask(e)) ended();
-      },
-      ended,
-    );
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      await notifier.requestCancel(id);
-      await Promise.race([done, new Promise((resolve) => (timer = setTimeout(resolve, waitMs)))]);
-    } finally {
-      clearTimeout(timer);
-      stop();
-    }
+    await this.#actWhileFollowing(id, record.seq, endsTask, waitMs, () => notifier.requestCancel(id));
     return this.cancelStored(id);
   }
 
