@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { a2aGrpcService } from '@weave/a2a';
 import { WorkloadApiIdentityProvider, type IdentityProvider } from '@weave/identity';
+import { listenGrpcMtls } from '@weave/test-support/a2a-sdk';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
 import { createMtlsServerOptions } from '@weave/transport';
 import type { PemSvid } from './load.js';
@@ -164,15 +165,7 @@ export async function startBareGrpcEcho(tls: {
       });
     },
   });
-  const creds = grpc.ServerCredentials.createSsl(
-    Buffer.from(tls.ca),
-    [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }],
-    true,
-  );
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', creds, (err, p) => (err ? reject(err) : resolve(p))),
-  );
-  return { target: `127.0.0.1:${port}`, close: async () => server.forceShutdown() };
+  return listenGrpcMtls(server, tls);
 }
 
 /** The bare server's TLS options for `identity`: Weave's own mTLS options, nothing added. */

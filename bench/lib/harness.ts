@@ -86,6 +86,32 @@ export function rowOf(
   };
 }
 
+/**
+ * A row that is one figure rather than a load (a size, a time, a floor
+ * measured another way): no CPU per side, no latencies, measured now.
+ */
+export function figureRow(
+  scenario: string,
+  name: string,
+  unit: Unit,
+  value: number | null,
+  more: Partial<Row> = {},
+): Row {
+  return {
+    scenario,
+    case: name,
+    unit,
+    rate: value,
+    serverCpuUs: null,
+    clientCpuUs: null,
+    p50: null,
+    p99: null,
+    errors: 0,
+    load1: load1(),
+    ...more,
+  };
+}
+
 /** CPU per unit of both sides (null when a side is missing). */
 const cpuBoth = (r: Row): number | null =>
   r.serverCpuUs === null && r.clientCpuUs === null ? null : (r.serverCpuUs ?? 0) + (r.clientCpuUs ?? 0);

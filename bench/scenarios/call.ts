@@ -21,7 +21,7 @@ import { startBenchPostgres } from '../lib/postgres.js';
 import { ID, bareTls, sendMessageBody, silent, startBareEcho, type Env } from '../lib/env.js';
 import {
   find,
-  load1,
+  figureRow,
   ratioCheck,
   rowOf,
   type Check,
@@ -294,19 +294,11 @@ export const pg: Scenario = {
       // shares the cores, no store that writes a task twice per call can beat this.
       const floor = await db.floor(ctx.smoke ? 500 : 5000, 32, 700);
       if (floor) {
-        rows.push({
-          scenario: 'pg',
-          case: 'bare SQL: INSERT + UPDATE per call',
-          unit: 'req/s',
-          rate: floor.rate,
-          serverCpuUs: null,
-          clientCpuUs: null,
-          p50: null,
-          p99: null,
-          errors: 0,
-          load1: load1(),
-          note: `db CPU/call ${floor.dbCpuUs.toFixed(0)} us`,
-        });
+        rows.push(
+          figureRow('pg', 'bare SQL: INSERT + UPDATE per call', 'req/s', floor.rate, {
+            note: `db CPU/call ${floor.dbCpuUs.toFixed(0)} us`,
+          }),
+        );
       }
       return {
         rows,

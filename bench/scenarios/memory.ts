@@ -5,7 +5,7 @@
 // 10 000 tasks), whose growth per round must fall to about zero.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { load1, type Check, type Row, type Scenario } from '../lib/harness.js';
+import { figureRow, type Check, type Row, type Scenario } from '../lib/harness.js';
 
 const PROBE = fileURLToPath(new URL('../lib/memory-probe.ts', import.meta.url));
 
@@ -34,20 +34,8 @@ interface Tasks {
   rounds: Array<{ rssMb: number; heapMb: number; kept: number }>;
 }
 
-const row = (name: string, mb: number, note: string, vs?: string[]): Row => ({
-  scenario: 'memory',
-  case: name,
-  unit: 'MB',
-  rate: mb,
-  serverCpuUs: null,
-  clientCpuUs: null,
-  p50: null,
-  p99: null,
-  errors: 0,
-  load1: load1(),
-  note,
-  ...(vs ? { vs } : {}),
-});
+const row = (name: string, mb: number, note: string, vs?: string[]): Row =>
+  figureRow('memory', name, 'MB', mb, { note, ...(vs ? { vs } : {}) });
 
 export const memory: Scenario = {
   name: 'memory',

@@ -13,7 +13,7 @@ import { LocalPolicyEnforcer, type AuditSink, type PolicyDocument, type PolicyRu
 // The authz package's own bench workload (seeded: every run sees the same policies and queries).
 import { benchWorkload } from '../../packages/authz/test/helpers/random.js';
 import { silent } from '../lib/env.js';
-import { load1, type Check, type Row, type Scenario } from '../lib/harness.js';
+import { figureRow, load1, type Check, type Row, type Scenario } from '../lib/harness.js';
 
 type Mix = 'exact' | 'trust-domain' | 'prefix' | 'glob';
 const MIXES: Mix[] = ['exact', 'trust-domain', 'prefix', 'glob'];
@@ -181,20 +181,13 @@ export const policy: Scenario = {
         const cpu = process.cpuUsage(cpu0);
         await fromFile.close();
         const ok = event.ok && event.changed;
-        rows.push({
-          scenario: 'policy',
-          case: `reload ${mix}, ${largest} rules`,
-          unit: 'ms',
-          rate: ok ? ms : null,
-          serverCpuUs: null,
-          clientCpuUs: null,
-          p50: null,
-          p99: null,
-          errors: ok ? 0 : 1,
-          ...(ok ? {} : { firstError: event.ok ? 'reload saw no change' : event.error.message }),
-          load1: load1(),
-          note: `one rule changed: read + parse + compile + swap; CPU ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms`,
-        });
+        rows.push(
+          figureRow('policy', `reload ${mix}, ${largest} rules`, 'ms', ok ? ms : null, {
+            errors: ok ? 0 : 1,
+            ...(ok ? {} : { firstError: event.ok ? 'reload saw no change' : event.error.message }),
+            note: `one rule changed: read + parse + compile + swap; CPU ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms`,
+          }),
+        );
         checks.push({
           scenario: 'policy',
           target: `hot reload, ${mix}, ${largest} rules`,

@@ -7,7 +7,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
 import express from 'express';
-import type { ServerUnaryCall } from '@grpc/grpc-js';
+import type { Server as GrpcServer, ServerUnaryCall } from '@grpc/grpc-js';
 import {
   Role,
   TaskState,
@@ -333,6 +333,16 @@ export async function startSdkGrpcServer(
         : GrpcUserBuilder.noAuthentication,
     }),
   );
+  return listenGrpcMtls(server, tls);
+}
+
+/**
+ * Binds a grpc-js server to a free loopback port with grpc-js's own mTLS
+ * (client certificate required, chained to `tls.ca`): how the SDK's gRPC
+ * server, and other grpc-js baselines, are served in tests and benches.
+ */
+export async function listenGrpcMtls(server: GrpcServer, tls: SdkGrpcTls): Promise<SdkGrpcServer> {
+  const grpc = await import('@grpc/grpc-js');
   const creds = grpc.ServerCredentials.createSsl(
     Buffer.from(tls.ca),
     [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }],
