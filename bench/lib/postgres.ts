@@ -27,6 +27,8 @@ export interface BenchPostgres {
    * Undefined where /proc cannot be read (not Linux).
    */
   usage(database: 'weave' | 'sdk'): Promise<{ cpuUs: number; tasks: number } | undefined>;
+  /** ANALYZE on both databases (their tables' statistics, as autovacuum would keep them). */
+  analyze(): Promise<void>;
   /**
    * The least a durable task store makes the database do per call: one
    * INSERT of the task before it runs and one UPDATE of it before the answer
@@ -35,8 +37,6 @@ export interface BenchPostgres {
    * of them, `concurrency` in flight, on the Weave database. What the
    * database's CPU per call costs here, beside what a call costs Weave.
    */
-  /** ANALYZE on both databases (their tables' statistics, as autovacuum would keep them). */
-  analyze(): Promise<void>;
   floor(
     calls: number,
     concurrency: number,
