@@ -1,10 +1,11 @@
 // What every scenario shares: one dev Workload API server (dev CA, ECDSA
 // P-256 X.509-SVIDs) with a workload per role, one policy file, the client
 // SVID as PEM for the bare and SDK clients, and the baseline servers every
-// scenario compares against (bare node https with mTLS, bare grpc-js, the
-// official SDK).
+// scenario compares against (bare node https with mTLS, bare gRPC on grpc-js
+// and on node:http2, the official SDK).
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
+import http2 from 'node:http2';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -131,13 +132,31 @@ export async function startBareEcho(
 }
 
 /**
+ * What both bare gRPC baselines answer: a COMPLETED task built from the
+ * request (its message in the history, one echo artifact), with no task
+ * store, no policy, no limits.
+ */
+function bareEchoTask(request: Record<string, unknown>): Record<string, unknown> {
+  const message = request.message as { contextId?: string; parts?: Array<{ text?: string }> };
+  const contextId = message.contextId ?? randomUUID();
+  const id = randomUUID();
+  return {
+    task: {
+      id,
+      contextId,
+      status: { state: 'TASK_STATE_COMPLETED', timestamp: new Date().toISOString() },
+      history: [{ ...message, taskId: id, contextId }],
+      artifacts: [{ artifactId: randomUUID(), parts: [{ text: `echo: ${message.parts?.[0]?.text ?? ''}` }] }],
+    },
+  };
+}
+
+/**
  * The bare gRPC baseline: grpc-js with its own mTLS (client certificate
  * required and chain-verified, no SPIFFE check) serving `SendMessage` of the
- * A2A service with the same codec, and nothing of A2A behind it: it answers
- * every request with a COMPLETED task built from the request (its message in
- * the history, one echo artifact), with no task store, no policy, no limits.
- * The least any A2A server on grpc-js does per call: what Weave's gRPC
- * binding and the SDK's both pay before their own work.
+ * A2A service with the same codec, and nothing of A2A behind it
+ * ({@link bareEchoTask}). The least any A2A server on grpc-js does per call:
+ * what Weave's gRPC binding and the SDK's both pay before their own work.
  */
 export async function startBareGrpcEcho(tls: {
   ca: string;
@@ -148,24 +167,57 @@ export async function startBareGrpcEcho(tls: {
   const server = new grpc.Server();
   type Wire = Record<string, unknown>;
   server.addService(a2aGrpcService(), {
-    SendMessage: (call: { request: Wire }, done: (err: null, res: Wire) => void) => {
-      const message = call.request.message as { contextId?: string; parts?: Array<{ text?: string }> };
-      const contextId = message.contextId ?? randomUUID();
-      const id = randomUUID();
-      done(null, {
-        task: {
-          id,
-          contextId,
-          status: { state: 'TASK_STATE_COMPLETED', timestamp: new Date().toISOString() },
-          history: [{ ...message, taskId: id, contextId }],
-          artifacts: [
-            { artifactId: randomUUID(), parts: [{ text: `echo: ${message.parts?.[0]?.text ?? ''}` }] },
-          ],
-        },
-      });
-    },
+    SendMessage: (call: { request: Wire }, done: (err: null, res: Wire) => void) =>
+      done(null, bareEchoTask(call.request)),
   });
   return listenGrpcMtls(server, tls);
+}
+
+/**
+ * The floor of any gRPC server in Node: `SendMessage` answered straight from
+ * node:http2 (mTLS, client certificate required and chain-verified, no SPIFFE
+ * check), no gRPC library. One length-prefixed message in, the same codec
+ * and {@link bareEchoTask} as the grpc-js baseline, one message out, then the
+ * `grpc-status: 0` trailer. It skips everything a real gRPC server must do
+ * (deadlines, compression, message limits, cancellation, errors), so no
+ * server can serve gRPC for less in Node.
+ */
+export async function startBareH2GrpcEcho(tls: {
+  ca: string;
+  cert: string;
+  key: string;
+}): Promise<{ target: string; close(): Promise<void> }> {
+  const method = a2aGrpcService().SendMessage;
+  const server = http2.createSecureServer({ ...tls, requestCert: true, rejectUnauthorized: true });
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on('session', (s) => {
+    sessions.add(s);
+    s.once('close', () => sessions.delete(s));
+  });
+  server.on('stream', (stream) => {
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => {
+      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+      const out = method.responseSerialize(bareEchoTask(method.requestDeserialize(body.subarray(5))));
+      const frame = Buffer.allocUnsafe(5 + out.length);
+      frame[0] = 0;
+      frame.writeUInt32BE(out.length, 1);
+      out.copy(frame, 5);
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      stream.end(frame);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    target: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        for (const s of sessions) s.destroy();
+      }),
+  };
 }
 
 /** The bare server's TLS options for `identity`: Weave's own mTLS options, nothing added. */

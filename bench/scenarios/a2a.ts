@@ -23,7 +23,15 @@ import {
   startSdkEchoGrpcServer,
   startSdkEchoServer,
 } from '@weave/test-support/a2a-sdk';
-import { ID, TD, sendMessageBody, silent, startBareGrpcEcho, type Env } from '../lib/env.js';
+import {
+  ID,
+  TD,
+  sendMessageBody,
+  silent,
+  startBareGrpcEcho,
+  startBareH2GrpcEcho,
+  type Env,
+} from '../lib/env.js';
 import { load1, ratioCheck, rowOf, type Check, type Row, type Scenario } from '../lib/harness.js';
 import { withServers } from '../lib/servers.js';
 import { runLoad, type LoadgenJob } from '../lib/load.js';
@@ -121,13 +129,16 @@ export const bindings: Scenario = {
       // The floor of any A2A server on grpc-js (see startBareGrpcEcho); it answers as the SDK's identity.
       bareGrpc: () =>
         startBareGrpcEcho({ ca: env.clientPem.ca, cert: sdkPem.certChain, key: sdkPem.privateKey }),
+      // The floor of any gRPC server in Node (see startBareH2GrpcEcho), also as the SDK's identity.
+      bareH2: () =>
+        startBareH2GrpcEcho({ ca: env.clientPem.ca, cert: sdkPem.certChain, key: sdkPem.privateKey }),
     };
     const body = sendMessageBody('hello');
     const params = (JSON.parse(body) as { params: Record<string, unknown> }).params;
     const rows: Row[] = [];
     const checks: Check[] = [];
-    return withServers(start, async ({ weave, sdkHttp, sdkGrpc, bareGrpc }) => {
-      type Side = 'weave' | 'sdk' | 'bare';
+    return withServers(start, async ({ weave, sdkHttp, sdkGrpc, bareGrpc, bareH2 }) => {
+      type Side = 'weave' | 'sdk' | 'bare' | 'bare h2';
       const jobFor = (binding: Binding, side: Side, timing: Timing): LoadgenJob => {
         const expectPeer = side === 'weave' ? ID.a2a : ID.sdk;
         const common = { ...timing, svid: env.clientPem, expectPeer };
@@ -135,7 +146,12 @@ export const bindings: Scenario = {
           return {
             kind: 'grpc',
             ...common,
-            target: side === 'weave' ? weave.grpcTarget : side === 'bare' ? bareGrpc.target : sdkGrpc.target,
+            target: {
+              weave: weave.grpcTarget,
+              sdk: sdkGrpc.target,
+              bare: bareGrpc.target,
+              'bare h2': bareH2.target,
+            }[side],
             request: params,
           };
         }
@@ -159,9 +175,10 @@ export const bindings: Scenario = {
       // CPU per call came out above Weave's HTTP+JSON in every run, for no
       // reason of its own.
       const warm = { concurrency: 32, warmupMs: 0, durationMs: 0, calls: ctx.smoke ? 50 : 500 };
-      // gRPC has a third row: bare grpc-js, the floor both servers stand on.
+      // gRPC has two more rows: bare grpc-js, the floor both servers stand on, and
+      // bare gRPC on node:http2, the floor of any gRPC server in Node.
       const sidesOf = (binding: Binding): Side[] =>
-        binding === 'gRPC' ? ['weave', 'sdk', 'bare'] : ['weave', 'sdk'];
+        binding === 'gRPC' ? ['weave', 'sdk', 'bare', 'bare h2'] : ['weave', 'sdk'];
       for (const binding of BINDINGS) {
         for (const side of sidesOf(binding)) await runLoad(jobFor(binding, side, warm));
       }
@@ -179,8 +196,13 @@ export const bindings: Scenario = {
               'req/s',
               r,
               side === 'weave'
-                ? { vs: binding === 'gRPC' ? [`sdk ${binding}`, `bare ${binding}`] : [`sdk ${binding}`] }
-                : side === 'bare'
+                ? {
+                    vs:
+                      binding === 'gRPC'
+                        ? [`sdk ${binding}`, `bare ${binding}`, `bare h2 ${binding}`]
+                        : [`sdk ${binding}`],
+                  }
+                : side.startsWith('bare')
                   ? { vs: [`sdk ${binding}`] }
                   : {},
             ),
