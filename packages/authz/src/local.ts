@@ -20,7 +20,17 @@ export interface LocalPolicyOptions {
 
 /** Outcome of one reload attempt of a file-backed policy. */
 export type ReloadEvent =
-  | { readonly ok: true; readonly policyId: string; readonly sha256: string; readonly changed: boolean }
+  | {
+      readonly ok: true;
+      readonly policyId: string;
+      readonly sha256: string;
+      readonly changed: boolean;
+      /**
+       * Rules this reload compiled; the others are the policy in force's, reused
+       * as they were (see README, "Hot reload"). 0 when nothing changed.
+       */
+      readonly rulesCompiled: number;
+    }
   | { readonly ok: false; readonly error: PolicyError };
 
 /** Options of {@link LocalPolicyEnforcer.fromFile}. */
@@ -217,16 +227,21 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
     try {
       const { text, sha256 } = await readPolicyFile(file);
       if (sha256 === this.sha256) {
-        event = { ok: true, policyId: this.policy.id, sha256, changed: false };
+        event = { ok: true, policyId: this.policy.id, sha256, changed: false, rulesCompiled: 0 };
       } else {
         // Incremental: unchanged rules and matchers of the policy in force are reused. Nothing
         // of it is modified, so a file that fails here leaves it deciding as before.
         const next = compileText(text, file, this.policy);
-        if (this.closed) return { ok: true, policyId: this.policy.id, sha256, changed: false };
+        if (this.closed)
+          return { ok: true, policyId: this.policy.id, sha256, changed: false, rulesCompiled: 0 };
         this.policy = next;
         this.sha256 = sha256;
-        this.logger.info({ file, policyId: next.id, rules: next.ruleCount, sha256 }, 'policy reloaded');
-        event = { ok: true, policyId: next.id, sha256, changed: true };
+        const rulesCompiled = next.rulesCompiled;
+        this.logger.info(
+          { file, policyId: next.id, rules: next.ruleCount, rulesCompiled, sha256 },
+          'policy reloaded',
+        );
+        event = { ok: true, policyId: next.id, sha256, changed: true, rulesCompiled };
       }
     } catch (err) {
       const error =

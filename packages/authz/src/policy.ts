@@ -686,6 +686,12 @@ interface DomainBucket {
 export class CompiledPolicy {
   readonly id: string;
   readonly ruleCount: number;
+  /**
+   * Rules this version compiled rather than took as they were from
+   * `previous`: every rule without one; on a reload, the rules changed, added
+   * or moved to another position (their precedence changed).
+   */
+  readonly rulesCompiled: number;
   /** The matchers of this version, for the next one to reuse. */
   readonly matchers: MatcherCache;
   private readonly exact = new Map<string, RuleTable>();
@@ -707,10 +713,12 @@ export class CompiledPolicy {
     this.ruleCount = doc.rules.length;
     this.matchers = matchers ?? new MatcherCache(previous?.matchers);
     this.tables.set('*', this.anyCaller);
+    let compiled = 0;
     doc.rules.forEach((r, index) => {
       const old = previous?.byId.get(r.id);
-      const rule =
-        old !== undefined && old.index === index && sameRule(old.source, r) ? old : this.compile(r, index);
+      const reused = old !== undefined && old.index === index && sameRule(old.source, r);
+      if (!reused) compiled++;
+      const rule = reused ? old : this.compile(r, index);
       this.byId.set(r.id, rule);
       for (const p of rule.actions.prefixes) this.actionPrefixes.add(p);
       for (const m of rule.callers) {
@@ -722,6 +730,7 @@ export class CompiledPolicy {
     for (const [key, t] of this.tables) t.sealReusing(previous?.tables.get(key));
     this.actionPrefixes.seal();
     this.matchers.detach();
+    this.rulesCompiled = compiled;
   }
 
   /** The compiled rule with this id (a reload reuses unchanged ones: same object). */

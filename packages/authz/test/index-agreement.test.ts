@@ -182,6 +182,8 @@ describe('CompiledPolicy built from the version in force (a reload)', () => {
         expect(incremental.rule(r.id)?.index).toBe(index);
       });
       expect(reused).toBeGreaterThan(0);
+      expect(incremental.rulesCompiled).toBe(after.rules.length - reused);
+      expect(scratch.rulesCompiled).toBe(after.rules.length);
       // Removed rules are gone.
       for (const r of before.rules)
         if (!after.rules.some((a) => a.id === r.id)) expect(incremental.rule(r.id)).toBeUndefined();

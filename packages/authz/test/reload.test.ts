@@ -148,7 +148,7 @@ describe('LocalPolicyEnforcer.fromFile', () => {
     const file = join(dir, 'policy.yaml');
     await writeFile(file, policyText('v1', 'search'));
     const { e } = await load(file, { watch: false });
-    expect(await e.reload()).toMatchObject({ ok: true, changed: false, policyId: 'v1' });
+    expect(await e.reload()).toMatchObject({ ok: true, changed: false, policyId: 'v1', rulesCompiled: 0 });
   });
 
   it('stops watching after close()', async () => {
@@ -224,6 +224,51 @@ describe('LocalPolicyEnforcer.fromFile', () => {
         allowed: true,
         ruleId: 'r39',
       });
+    });
+
+    it('compiles only the rule that changed, and every rule whose position moved', async () => {
+      const file = join(dir, 'policy.json');
+      const list = rules(1000);
+      await writeFile(file, doc('v1', list));
+      const { e } = await load(file, { watch: false });
+      /** Who decides agent `callee` doing `action`: "allow r3", "deny head", "deny -" (default deny). */
+      const verdicts = (...checks: [callee: string, action: string][]) =>
+        Promise.all(
+          checks.map(async ([callee, action]) => {
+            const d = await check(e, `spiffe://demo.weave/agent/${callee}`, action);
+            return `${d.allowed ? 'allow' : 'deny'} ${d.ruleId ?? '-'}`;
+          }),
+        );
+      expect(await verdicts(['a500', 'act500'], ['a500', 'other'])).toEqual(['allow r500', 'deny -']);
+
+      // One rule's actions edited in place: that rule alone is compiled; the other 999 are reused.
+      const edited = list.map((r) => (r.id === 'r500' ? { ...r, actions: ['other'] } : r));
+      await writeFile(file, doc('v2', edited));
+      expect(await e.reload()).toMatchObject({ ok: true, changed: true, rulesCompiled: 1 });
+      expect(await verdicts(['a500', 'act500'], ['a500', 'other'])).toEqual(['deny -', 'allow r500']);
+
+      // A rule appended at the end moves none: it alone is compiled.
+      const tail = {
+        ...list[0]!,
+        id: 'tail',
+        callees: ['spiffe://demo.weave/agent/tail'],
+        actions: ['tail'],
+      };
+      await writeFile(file, doc('v3', [...edited, tail]));
+      expect(await e.reload()).toMatchObject({ ok: true, changed: true, rulesCompiled: 1 });
+
+      // A rule inserted at the front shifts every index. A compiled rule is reused only at the
+      // position it had, since its index is its precedence (the earliest matching rule of each
+      // effect decides), so all 1 002 rules are compiled again.
+      const head = { ...tail, id: 'head', effect: 'deny', actions: ['act3'] };
+      await writeFile(file, doc('v4', [head, ...edited, tail]));
+      expect(await e.reload()).toMatchObject({ ok: true, changed: true, rulesCompiled: 1002 });
+      expect(await verdicts(['a3', 'act3'], ['tail', 'act3'], ['tail', 'tail'], ['a500', 'other'])).toEqual([
+        'allow r3',
+        'deny head',
+        'allow tail',
+        'allow r500',
+      ]);
     });
 
     it('refuses a bad JSON file with a located error and keeps deciding with the policy in force', async () => {
