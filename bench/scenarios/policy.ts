@@ -2,9 +2,10 @@
 // 1 000, 10 000 and 100 000 rules of one caller-matcher kind each (exact IDs,
 // trust-domain wide, prefixes, globs) — against a bare Set lookup of
 // "caller|callee|action" over the same queries, and the hot reload of each
-// policy file after one rule changed. In process (a decision is a function
-// call): CPU per decision is the process's CPU over the timed loop ÷ decisions.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+// policy file after one rule changed against reading and JSON.parse-ing that
+// file alone. In process (a decision is a function call): CPU per decision is
+// the process's CPU over the timed loop ÷ decisions.
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -17,7 +18,10 @@ import { figureRow, load1, type Check, type Row, type Scenario } from '../lib/ha
 
 type Mix = 'exact' | 'trust-domain' | 'prefix' | 'glob';
 const MIXES: Mix[] = ['exact', 'trust-domain', 'prefix', 'glob'];
-/** The issue-18 targets: p99 per decision at the largest size, and a reload of it. */
+/**
+ * The issue-18 targets: p99 per decision at the largest size, and a hot
+ * reload of it "that recompiles only what changed (or <= 100 ms)".
+ */
 const P99_TARGET_US = 20;
 const RELOAD_TARGET_MS = 100;
 
@@ -180,19 +184,31 @@ export const policy: Scenario = {
         const ms = performance.now() - t0;
         const cpu = process.cpuUsage(cpu0);
         await fromFile.close();
-        const ok = event.ok && event.changed;
+        const compiled = event.ok && event.changed ? event.rulesCompiled : null;
+        const ok = compiled !== null;
+        // The floor, on the same file: what any reload of it costs before validation.
+        const parses: number[] = [];
+        for (let i = 0; i < 3; i++) {
+          const p0 = performance.now();
+          JSON.parse(await readFile(file, 'utf8'));
+          parses.push(performance.now() - p0);
+        }
+        const floorMs = parses.sort((a, b) => a - b)[1]!;
         rows.push(
           figureRow('policy', `reload ${mix}, ${largest} rules`, 'ms', ok ? ms : null, {
             errors: ok ? 0 : 1,
             ...(ok ? {} : { firstError: event.ok ? 'reload saw no change' : event.error.message }),
-            note: `one rule changed: read + parse + compile + swap; CPU ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms`,
+            note: `one rule changed: read + parse + compile + swap; rules compiled: ${compiled ?? '-'} of ${largest}; ${(ms / floorMs).toFixed(1)}x the read + JSON.parse floor; CPU ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms`,
+          }),
+          figureRow('policy', `read + JSON.parse, ${mix}, ${largest} rules`, 'ms', floorMs, {
+            note: 'median of 3, the same file: what any reload of it costs before validation',
           }),
         );
         checks.push({
           scenario: 'policy',
-          target: `hot reload, ${mix}, ${largest} rules`,
-          met: ok && ms <= RELOAD_TARGET_MS,
-          detail: `${ms.toFixed(0)} ms (target <= ${RELOAD_TARGET_MS} ms)`,
+          target: `hot reload recompiles only what changed (or <= ${RELOAD_TARGET_MS} ms), ${mix}, ${largest} rules`,
+          met: ok && (compiled === 1 || ms <= RELOAD_TARGET_MS),
+          detail: `rules compiled: ${compiled ?? '-'} of ${largest} for 1 changed; ${ms.toFixed(0)} ms; read + JSON.parse alone ${floorMs.toFixed(0)} ms`,
         });
       }
     } finally {
