@@ -35,6 +35,13 @@ export type LoadgenJob = Timing &
         contentType?: string;
         /** Every successful answer contains each of these. */
         expect: string[];
+        /**
+         * Do per call what any JSON client does: encode the request from its
+         * object (`body` parsed once, re-encoded on every call) and parse the
+         * answer before checking it. Without it the body is sent as given and
+         * the answer is only searched as text.
+         */
+        jsonClient?: boolean;
         svid: PemSvid;
         expectPeer: string;
       }

@@ -14,7 +14,8 @@
 //
 // Kinds of call (one per job):
 //   http     raw POSTs over an undici Pool with the client SVID (bare echo,
-//            the official SDK server, the Weave A2A server on JSON-RPC or HTTP+JSON)
+//            the official SDK server, the Weave A2A server on JSON-RPC or HTTP+JSON);
+//            with `jsonClient`, each request encoded and each answer parsed
 //   grpc     SendMessage as bare gRPC frames on one node:http2 session over
 //            the client SVID (HTTP/2 multiplexes the calls): the gRPC
 //            counterpart of `http`, no client stack of its own to measure
@@ -117,10 +118,24 @@ async function setUp(job: LoadgenJob): Promise<{ call: Call; close: () => Promis
         accept: 'application/json',
         'a2a-version': '1.0',
       };
+      const request = job.jsonClient ? (JSON.parse(job.body) as unknown) : undefined;
       return {
         call: async () => {
-          const res = await pool.request({ path: target.pathname, method: 'POST', headers, body: job.body });
+          const body = request === undefined ? job.body : JSON.stringify(request);
+          const res = await pool.request({ path: target.pathname, method: 'POST', headers, body });
           const text = await res.body.text();
+          if (request !== undefined) {
+            // Parsed as any JSON client must (a body that is not JSON fails the call), then checked as text.
+            let parsed: unknown;
+            try {
+              parsed = JSON.parse(text);
+            } catch {
+              parsed = undefined;
+            }
+            if (typeof parsed !== 'object' || parsed === null) {
+              return `${res.statusCode} not a JSON object: ${text.slice(0, 200)}`;
+            }
+          }
           // Count only real successes: HTTP 200 and every expected piece of the answer.
           if (res.statusCode !== 200 || !job.expect.every((e) => text.includes(e))) {
             return `${res.statusCode} ${text.slice(0, 200)}`;

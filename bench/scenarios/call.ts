@@ -79,7 +79,7 @@ async function cases(
   t: Targets,
   text: string,
   concurrency: number,
-  labels: { weave: string; bare: string; sdk: string },
+  labels: { weave: string; bare: string; sdk: string; bareJson?: string },
   sdkMayFail = false,
 ): Promise<Row[]> {
   const { env } = ctx;
@@ -107,7 +107,11 @@ async function cases(
         `policy decisions missing: caller ${weave.decisions}, callee ${callee}, calls ${weave.calls}`,
       );
     }
-    const vs = [t.bareUrl ? labels.bare : '', t.sdkUrl ? labels.sdk : ''].filter((x) => x);
+    const vs = [
+      t.bareUrl ? labels.bare : '',
+      t.bareUrl && labels.bareJson ? labels.bareJson : '',
+      t.sdkUrl ? labels.sdk : '',
+    ].filter((x) => x);
     rows.push(rowOf(scenario, labels.weave, 'req/s', weave, { vs }));
   }
   if (t.bareUrl) {
@@ -121,6 +125,21 @@ async function cases(
       expectPeer: ID.bare,
     });
     rows.push(rowOf(scenario, labels.bare, 'req/s', bare));
+    if (labels.bareJson) {
+      // The same echo with a client that encodes each request and parses each answer, as
+      // Weave's client (and any JSON-RPC client) must; the bare client above does neither.
+      const bareJson = await runLoad({
+        kind: 'http',
+        ...timing,
+        url: t.bareUrl,
+        body,
+        expect: ['"echo"'],
+        jsonClient: true,
+        svid: env.clientPem,
+        expectPeer: ID.bare,
+      });
+      rows.push(rowOf(scenario, labels.bareJson, 'req/s', bareJson));
+    }
   }
   if (t.sdkUrl) {
     const sdk: LoadResult = await runLoad({
@@ -180,7 +199,14 @@ export const payload: Scenario = {
       const sizes = ctx.smoke ? [100, 102_400] : [100, 10_240, 102_400, 1_048_576];
       for (const size of sizes) {
         const name = size >= 1_048_576 ? '1 MB' : size >= 1024 ? `${size / 1024} KB` : `${size} B`;
-        const labels = { weave: `weave ${name}`, bare: `bare ${name}`, sdk: `sdk ${name}` };
+        const labels = {
+          weave: `weave ${name}`,
+          bare: `bare ${name}`,
+          sdk: `sdk ${name}`,
+          // Where the CPU target applies, also the bare echo with a JSON client: the floor of the
+          // client's share (encoding the request, parsing the answer) that the bare client skips.
+          ...(size >= 102_400 ? { bareJson: `bare ${name}, JSON client` } : {}),
+        };
         // The SDK's express body parser has its own limit: a refusal there is a finding, not a harness failure.
         rows.push(
           ...(await cases(
