@@ -148,9 +148,14 @@ async function profileWindow(phase: 'start' | 'end', kind: string): Promise<void
  * generator fails or reports no window.
  */
 export function runLoad(job: LoadgenJob): Promise<LoadResult> {
+  // Every load starts on this process's live heap only: the garbage of the loads before it (a
+  // closed SDK server's store, hundreds of MB after its large-payload rows) is collected here,
+  // not inside the next row's window, whichever server that row measures.
+  collectGarbage();
   return new Promise((resolve, reject) => {
     const prof = loadOptions.cpuProfDir;
-    const child = spawn(process.execPath, [...process.execArgv, '--expose-gc', LOADGEN], {
+    const execArgv = process.execArgv.filter((a) => a !== '--expose-gc');
+    const child = spawn(process.execPath, [...execArgv, '--expose-gc', LOADGEN], {
       stdio: ['pipe', 'pipe', 'inherit'],
     });
     let buf = '';
@@ -183,4 +188,19 @@ export function runLoad(job: LoadgenJob): Promise<LoadResult> {
     });
     child.stdin.end(JSON.stringify(prof ? { ...job, cpuProfDir: prof } : job));
   });
+}
+
+/**
+ * A full garbage collection of this process (the servers under test). The
+ * bench runs with `--expose-gc` (`npm run bench` passes it); without it the
+ * figures would carry earlier loads' garbage, so that is refused.
+ */
+export function collectGarbage(): void {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (typeof gc !== 'function') {
+    throw new Error(
+      'the bench needs --expose-gc (npm run bench passes it): node --expose-gc --import tsx bench/run.ts',
+    );
+  }
+  gc();
 }

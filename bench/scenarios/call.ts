@@ -69,6 +69,40 @@ interface Targets {
   sdkUrl?: string;
 }
 
+/** Runs `callAgent` against `weave` with `text` as input: its row, compared with the rows labelled `vs`. */
+async function weaveRow(
+  ctx: Ctx,
+  scenario: string,
+  weave: NonNullable<Targets['weave']>,
+  text: string,
+  concurrency: number,
+  label: string,
+  vs: string[],
+): Promise<Row> {
+  const { env } = ctx;
+  const before = weave.decisions();
+  const r = await runLoad({
+    kind: 'agent',
+    concurrency,
+    warmupMs: ctx.warmupMs,
+    durationMs: ctx.durationMs,
+    socket: env.dev.address('client'),
+    policyFile: env.policyFile,
+    target: ID.server,
+    targetUrl: weave.url,
+    capability: 'echo',
+    input: { text },
+    expect: 'echo: ',
+    expectLength: text.length + 6,
+  });
+  const callee = weave.decisions() - before;
+  // Both policy checks of every call ran: the caller's and the callee's audit counts.
+  if (r.decisions < r.calls || callee < r.calls) {
+    throw new Error(`policy decisions missing: caller ${r.decisions}, callee ${callee}, calls ${r.calls}`);
+  }
+  return rowOf(scenario, label, 'req/s', r, { vs });
+}
+
 /**
  * Runs weave, bare and sdk (those given) with `text` as input, one after the
  * other, and returns their rows; the weave row is compared with the others.
@@ -87,32 +121,12 @@ async function cases(
   const body = sendMessageBody(text);
   const rows: Row[] = [];
   if (t.weave) {
-    const before = t.weave.decisions();
-    const weave = await runLoad({
-      kind: 'agent',
-      ...timing,
-      socket: env.dev.address('client'),
-      policyFile: env.policyFile,
-      target: ID.server,
-      targetUrl: t.weave.url,
-      capability: 'echo',
-      input: { text },
-      expect: 'echo: ',
-      expectLength: text.length + 6,
-    });
-    const callee = t.weave.decisions() - before;
-    // Both policy checks of every call ran: the caller's and the callee's audit counts.
-    if (weave.decisions < weave.calls || callee < weave.calls) {
-      throw new Error(
-        `policy decisions missing: caller ${weave.decisions}, callee ${callee}, calls ${weave.calls}`,
-      );
-    }
     const vs = [
       t.bareUrl ? labels.bare : '',
       t.bareUrl && labels.bareJson ? labels.bareJson : '',
       t.sdkUrl ? labels.sdk : '',
     ].filter((x) => x);
-    rows.push(rowOf(scenario, labels.weave, 'req/s', weave, { vs }));
+    rows.push(await weaveRow(ctx, scenario, t.weave, text, concurrency, labels.weave, vs));
   }
   if (t.bareUrl) {
     const bare = await runLoad({
@@ -193,7 +207,8 @@ export const payload: Scenario = {
   title:
     'callAgent with inputs of 100 B, 10 KB, 100 KB, 1 MB vs bare mTLS JSON echo vs @a2a-js/sdk, 8 in flight',
   async run(ctx) {
-    return withServers(echoServers(ctx.env), async ({ server, bare, sdk }) => {
+    const { sdk: startSdk, ...others } = echoServers(ctx.env);
+    return withServers(others, async ({ server, bare }) => {
       const rows: Row[] = [];
       const checks: Check[] = [];
       const sizes = ctx.smoke ? [100, 102_400] : [100, 10_240, 102_400, 1_048_576];
@@ -208,15 +223,19 @@ export const payload: Scenario = {
           ...(size >= 102_400 ? { bareJson: `bare ${name}, JSON client` } : {}),
         };
         // The SDK's express body parser has its own limit: a refusal there is a finding, not a harness failure.
+        // A new SDK server per size: its store keeps every task it ever ran, in this process, and
+        // hundreds of megabytes of them would burden the garbage collection of every row after it.
         rows.push(
-          ...(await cases(
-            ctx,
-            'payload',
-            { weave: server, bareUrl: bare.url, sdkUrl: sdk.url },
-            'x'.repeat(size),
-            8,
-            labels,
-            true,
+          ...(await withServers({ sdk: startSdk }, ({ sdk }) =>
+            cases(
+              ctx,
+              'payload',
+              { weave: server, bareUrl: bare.url, sdkUrl: sdk.url },
+              'x'.repeat(size),
+              8,
+              labels,
+              true,
+            ),
           )),
         );
         if (size >= 102_400) {
