@@ -195,7 +195,7 @@ export function runLoad(job: LoadgenJob): Promise<LoadResult> {
  * bench runs with `--expose-gc` (`npm run bench` passes it); without it the
  * figures would carry earlier loads' garbage, so that is refused.
  */
-export function collectGarbage(): void {
+function collectGarbage(): void {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (typeof gc !== 'function') {
     throw new Error(
