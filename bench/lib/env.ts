@@ -16,7 +16,7 @@ import { WorkloadApiIdentityProvider, type IdentityProvider } from '@weave/ident
 import { listenGrpcMtls } from '@weave/test-support/a2a-sdk';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
 import { createMtlsServerOptions } from '@weave/transport';
-import type { PemSvid } from './load.js';
+import { grpcMessageFrame, type PemSvid } from './load.js';
 
 export const silent = pino({ level: 'silent' });
 export const TD = 'bench.weave';
@@ -199,11 +199,9 @@ export async function startBareH2GrpcEcho(tls: {
     stream.on('data', (c: Buffer) => chunks.push(c));
     stream.on('end', () => {
       const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-      const out = method.responseSerialize(bareEchoTask(method.requestDeserialize(body.subarray(5))));
-      const frame = Buffer.allocUnsafe(5 + out.length);
-      frame[0] = 0;
-      frame.writeUInt32BE(out.length, 1);
-      out.copy(frame, 5);
+      const frame = grpcMessageFrame(
+        method.responseSerialize(bareEchoTask(method.requestDeserialize(body.subarray(5)))),
+      );
       stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
       stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
       stream.end(frame);

@@ -7,6 +7,19 @@ import { writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import { fileURLToPath } from 'node:url';
 
+/**
+ * One gRPC message on the wire: the 5-byte prefix (not compressed, length)
+ * and the message. How the gRPC load writes its requests and the bare
+ * node:http2 baseline its answers.
+ */
+export function grpcMessageFrame(message: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(5 + message.length);
+  frame[0] = 0;
+  frame.writeUInt32BE(message.length, 1);
+  frame.set(message, 5);
+  return frame;
+}
+
 /** A client SVID and the trust bundle, as PEM. */
 export interface PemSvid {
   ca: string;

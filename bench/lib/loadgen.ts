@@ -42,7 +42,7 @@ import { WorkloadApiIdentityProvider } from '@weave/identity';
 import { SecureChannel } from '@weave/transport';
 import { A2AClient, a2aGrpcService } from '@weave/a2a';
 import { SecureAgent } from '@weave/agent';
-import type { LoadgenJob, LoadgenResult, PemSvid } from './load.js';
+import { grpcMessageFrame, type LoadgenJob, type LoadgenResult, type PemSvid } from './load.js';
 
 async function readJob(): Promise<LoadgenJob> {
   const chunks: Buffer[] = [];
@@ -149,10 +149,7 @@ async function setUp(job: LoadgenJob): Promise<{ call: Call; close: () => Promis
       // The gRPC counterpart of the `http` kind: the request encoded once, each call one
       // HTTP/2 stream carrying one length-prefixed message, the answer decoded and checked.
       const method = a2aGrpcService().SendMessage;
-      const message = method.requestSerialize(job.request);
-      const frame = Buffer.alloc(5 + message.length);
-      frame.writeUInt32BE(message.length, 1);
-      message.copy(frame, 5);
+      const frame = grpcMessageFrame(method.requestSerialize(job.request));
       const session = http2.connect(`https://${job.target}`, undiciTls(job.svid, job.expectPeer));
       await new Promise<void>((resolve, reject) => {
         session.once('connect', () => resolve());

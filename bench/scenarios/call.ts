@@ -29,7 +29,7 @@ import {
   type Row,
   type Scenario,
 } from '../lib/harness.js';
-import { runLoad, type LoadResult } from '../lib/load.js';
+import { runLoad, type LoadResult, type LoadgenJob } from '../lib/load.js';
 import { withServers } from '../lib/servers.js';
 
 /** The called agent: `echo` answers `echo: <text>`; bodies up to 4 MiB (the payload scenario's 1 MB input). */
@@ -129,7 +129,7 @@ async function cases(
     rows.push(await weaveRow(ctx, scenario, t.weave, text, concurrency, labels.weave, vs));
   }
   if (t.bareUrl) {
-    const bare = await runLoad({
+    const bareJob: LoadgenJob = {
       kind: 'http',
       ...timing,
       url: t.bareUrl,
@@ -137,21 +137,12 @@ async function cases(
       expect: ['"echo"'],
       svid: env.clientPem,
       expectPeer: ID.bare,
-    });
-    rows.push(rowOf(scenario, labels.bare, 'req/s', bare));
+    };
+    rows.push(rowOf(scenario, labels.bare, 'req/s', await runLoad(bareJob)));
     if (labels.bareJson) {
       // The same echo with a client that encodes each request and parses each answer, as
       // Weave's client (and any JSON-RPC client) must; the bare client above does neither.
-      const bareJson = await runLoad({
-        kind: 'http',
-        ...timing,
-        url: t.bareUrl,
-        body,
-        expect: ['"echo"'],
-        jsonClient: true,
-        svid: env.clientPem,
-        expectPeer: ID.bare,
-      });
+      const bareJson = await runLoad({ ...bareJob, jsonClient: true });
       rows.push(rowOf(scenario, labels.bareJson, 'req/s', bareJson));
     }
   }
