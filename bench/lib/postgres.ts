@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { CompiledQuery, Kysely, PostgresDialect } from 'kysely';
 import { DatabaseTaskStore } from '@a2a-js/sdk/server/database';
+import { InMemoryTaskStore, type StoredEvent, type Task, type TaskRecord, type TaskStore } from '@weave/a2a';
 import { migrate } from '@weave/a2a/postgres';
 import { startPostgres } from '../../interop/infra.js';
 
@@ -26,7 +27,13 @@ export interface BenchPostgres {
    * case, the differences are the database's CPU per task (one per call).
    * Undefined where /proc cannot be read (not Linux).
    */
-  usage(database: 'weave' | 'sdk'): Promise<{ cpuUs: number; tasks: number } | undefined>;
+  usage(database: 'weave' | 'sdk' | 'least'): Promise<{ cpuUs: number; tasks: number } | undefined>;
+  /**
+   * The least a durable task store can write per call, as a {@link TaskStore}
+   * (see {@link LeastDurableStore}), on the Weave database (`usage('least')`
+   * counts its tasks).
+   */
+  leastStore(): Promise<TaskStore>;
   /** ANALYZE on both databases (their tables' statistics, as autovacuum would keep them). */
   analyze(): Promise<void>;
   /**
@@ -119,6 +126,13 @@ export async function startBenchPostgres(): Promise<BenchPostgres | undefined> {
       await pool('weave').query('ANALYZE');
       await kysely.executeQuery(CompiledQuery.raw('ANALYZE'));
     },
+    async leastStore() {
+      const p = pool('least');
+      await p.query(
+        'CREATE TABLE IF NOT EXISTS bench_least (id text PRIMARY KEY, state text NOT NULL, task json NOT NULL)',
+      );
+      return new LeastDurableStore(p);
+    },
     async floor(calls, concurrency, bytes) {
       if (!linux) return undefined;
       const p = pool('floor');
@@ -155,10 +169,10 @@ export async function startBenchPostgres(): Promise<BenchPostgres | undefined> {
     },
     async usage(database) {
       if (!linux) return undefined;
-      const cpuUs = await backendCpuUs(database === 'weave' ? 'bench_weave' : 'bench_sdk');
-      const on = database === 'weave' ? pool('weave') : sdkPool;
+      const cpuUs = await backendCpuUs(database === 'sdk' ? 'bench_sdk' : 'bench_weave');
+      const on = database === 'sdk' ? sdkPool : pool('weave');
       // The SDK's DatabaseTaskStore keeps its tasks in `tasks` (its migration's default name).
-      const table = database === 'weave' ? 'weave_a2a_tasks' : 'tasks';
+      const table = { weave: 'weave_a2a_tasks', sdk: 'tasks', least: 'bench_least' }[database];
       const n = await on.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${table}`);
       return { cpuUs, tasks: Number(n.rows[0]?.n ?? 0) };
     },
@@ -169,4 +183,94 @@ export async function startBenchPostgres(): Promise<BenchPostgres | undefined> {
       await db.stop();
     },
   };
+}
+
+/** A2A's terminal task states: a task in one of them is finished. */
+const TERMINAL = new Set([
+  'TASK_STATE_COMPLETED',
+  'TASK_STATE_FAILED',
+  'TASK_STATE_CANCELED',
+  'TASK_STATE_REJECTED',
+]);
+
+/**
+ * Sends the rows of concurrent calls as one statement (`sql` takes three
+ * parallel arrays), one statement in flight at a time: group commit, as
+ * PostgresTaskStore sends its writes.
+ */
+function groupWriter(
+  pool: pg.Pool,
+  name: string,
+  sql: string,
+): (row: [string, string, string]) => Promise<void> {
+  let queue: Array<{ row: [string, string, string]; done: (err?: unknown) => void }> = [];
+  let busy = false;
+  const next = (): void => {
+    if (busy || queue.length === 0) return;
+    const batch = queue;
+    queue = [];
+    busy = true;
+    const values = [0, 1, 2].map((k) => batch.map((q) => q.row[k]));
+    pool
+      .query({ name, text: sql, values })
+      .then(
+        () => batch.forEach((q) => q.done()),
+        (err: unknown) => batch.forEach((q) => q.done(err ?? new Error('query failed'))),
+      )
+      .finally(() => {
+        busy = false;
+        next();
+      });
+  };
+  return (row) =>
+    new Promise<void>((resolve, reject) => {
+      queue.push({ row, done: (err) => (err === undefined ? resolve() : reject(err)) });
+      next();
+    });
+}
+
+/**
+ * The least database work of a durable task store, under Weave's in-memory
+ * store: the task inserted before it runs (so a database that is down
+ * refuses the call before the handler runs) and updated when it finishes
+ * (so what the caller is answered is stored first), each as one row of JSON,
+ * sent with those of concurrent calls as one statement. Nothing else: no
+ * event rows (no stream resumable on another replica), no history or
+ * artifact rows, no lease, no byte bounds, no notice; every read is
+ * answered from memory. What a call costs through it is the ceiling of any
+ * store that keeps the issue's promises, on this machine.
+ */
+class LeastDurableStore extends InMemoryTaskStore {
+  readonly #insert: (row: [string, string, string]) => Promise<void>;
+  readonly #update: (row: [string, string, string]) => Promise<void>;
+
+  constructor(pool: pg.Pool) {
+    super();
+    this.#insert = groupWriter(
+      pool,
+      'least_insert',
+      'INSERT INTO bench_least SELECT * FROM unnest($1::text[], $2::text[], $3::json[])',
+    );
+    this.#update = groupWriter(
+      pool,
+      'least_update',
+      'UPDATE bench_least b SET state = u.state, task = u.task FROM unnest($1::text[], $2::text[], $3::json[]) AS u(id, state, task) WHERE b.id = u.id',
+    );
+  }
+
+  override async create(record: TaskRecord, first: StoredEvent): Promise<void> {
+    const t = record.task;
+    await this.#insert([t.id, t.status.state, JSON.stringify(t)]);
+    return super.create(record, first);
+  }
+
+  override async append(
+    id: string,
+    task: Task,
+    events: readonly StoredEvent[],
+    updatedAt: number,
+  ): Promise<void> {
+    if (TERMINAL.has(task.status.state)) await this.#update([id, task.status.state, JSON.stringify(task)]);
+    return super.append(id, task, events, updatedAt);
+  }
 }
