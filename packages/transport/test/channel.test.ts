@@ -167,6 +167,21 @@ describe('SecureChannel ↔ createMtlsServer', () => {
     await expect(
       ch.request({ origin: `http://127.0.0.1:${portOf(plain)}`, path: '/', method: 'GET' }),
     ).rejects.toMatchObject({ code: 'INSECURE_URL' });
+    // Origins are checked once and remembered: asked again (and spelled other ways, and as a
+    // URL object), a plaintext origin is still refused, on both entry points.
+    for (const origin of [
+      `http://127.0.0.1:${portOf(plain)}`,
+      `HTTP://127.0.0.1:${portOf(plain)}`,
+      new URL(`http://127.0.0.1:${portOf(plain)}`),
+    ]) {
+      await expect(ch.request({ origin, path: '/', method: 'GET' })).rejects.toMatchObject({
+        code: 'INSECURE_URL',
+      });
+      const again = await undiciFetch(`${String(origin).replace(/\/$/, '')}/`, { dispatcher: ch }).catch(
+        (e: unknown) => e,
+      );
+      expect((again as Error).cause).toMatchObject({ code: 'INSECURE_URL' });
+    }
     expect(plainHits).toBe(0);
     expect(() => new SecureChannel(clientId, serverId.id, { verifyPeer: false as never })).toThrow(
       TransportConfigError,
