@@ -9,12 +9,35 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { CompiledQuery, Kysely, PostgresDialect } from 'kysely';
 import { DatabaseTaskStore } from '@a2a-js/sdk/server/database';
-import { InMemoryTaskStore, type StoredEvent, type Task, type TaskRecord, type TaskStore } from '@weave/a2a';
+import {
+  InMemoryTaskStore,
+  isTerminal,
+  type StoredEvent,
+  type Task,
+  type TaskRecord,
+  type TaskStore,
+} from '@weave/a2a';
 import { migrate } from '@weave/a2a/postgres';
 import { startPostgres } from '../../interop/infra.js';
 
 // The SDK's own migration program, installed with @a2a-js/sdk (a dependency of the bench package).
 const a2aDb = fileURLToPath(new URL('../node_modules/.bin/a2a-db', import.meta.url));
+
+/** The CPU time (µs) a database's server processes have used so far, and the tasks stored in it. */
+export interface DbUsage {
+  readonly cpuUs: number;
+  readonly tasks: number;
+}
+
+/**
+ * The database's CPU per call between two {@link BenchPostgres.usage}
+ * readings (each call stores one task), as a row note; undefined when either
+ * reading is missing or no task was stored between them.
+ */
+export function dbCpuNote(before: DbUsage | undefined, after: DbUsage | undefined): string | undefined {
+  if (!before || !after || after.tasks <= before.tasks) return undefined;
+  return `db CPU/call ${((after.cpuUs - before.cpuUs) / (after.tasks - before.tasks)).toFixed(0)} us`;
+}
 
 export interface BenchPostgres {
   /** A pool on the Weave database (one per name, made on first use). */
@@ -27,7 +50,7 @@ export interface BenchPostgres {
    * case, the differences are the database's CPU per task (one per call).
    * Undefined where /proc cannot be read (not Linux).
    */
-  usage(database: 'weave' | 'sdk' | 'least'): Promise<{ cpuUs: number; tasks: number } | undefined>;
+  usage(database: 'weave' | 'sdk' | 'least'): Promise<DbUsage | undefined>;
   /**
    * The least a durable task store can write per call, as a {@link TaskStore}
    * (see {@link LeastDurableStore}), on the Weave database (`usage('least')`
@@ -185,14 +208,6 @@ export async function startBenchPostgres(): Promise<BenchPostgres | undefined> {
   };
 }
 
-/** A2A's terminal task states: a task in one of them is finished. */
-const TERMINAL = new Set([
-  'TASK_STATE_COMPLETED',
-  'TASK_STATE_FAILED',
-  'TASK_STATE_CANCELED',
-  'TASK_STATE_REJECTED',
-]);
-
 /**
  * Sends the rows of concurrent calls as one statement (`sql` takes three
  * parallel arrays), one statement in flight at a time: group commit, as
@@ -270,7 +285,7 @@ class LeastDurableStore extends InMemoryTaskStore {
     events: readonly StoredEvent[],
     updatedAt: number,
   ): Promise<void> {
-    if (TERMINAL.has(task.status.state)) await this.#update([id, task.status.state, JSON.stringify(task)]);
+    if (isTerminal(task.status.state)) await this.#update([id, task.status.state, JSON.stringify(task)]);
     return super.append(id, task, events, updatedAt);
   }
 }

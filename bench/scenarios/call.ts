@@ -17,7 +17,7 @@ import { PostgresTaskStore } from '@weave/a2a/postgres';
 import { SecureAgent } from '@weave/agent';
 import { createMtlsServerOptions } from '@weave/transport';
 import { startSdkEchoServer } from '@weave/test-support/a2a-sdk';
-import { startBenchPostgres } from '../lib/postgres.js';
+import { dbCpuNote, startBenchPostgres } from '../lib/postgres.js';
 import { ID, bareTls, sendMessageBody, silent, startBareEcho, type Env } from '../lib/env.js';
 import {
   find,
@@ -308,11 +308,8 @@ export const pg: Scenario = {
         [rows[0], 'weave'],
         [rows[1], 'sdk'],
       ] as const) {
-        const a = before[which];
-        const b = await db.usage(which);
-        if (row && a && b && b.tasks > a.tasks) {
-          row.note = `db CPU/call ${((b.cpuUs - a.cpuUs) / (b.tasks - a.tasks)).toFixed(0)} us`;
-        }
+        const note = dbCpuNote(before[which], await db.usage(which));
+        if (row && note) row.note = note;
       }
       const mem = await cases(ctx, 'pg', { weave: server }, 'hello', 32, {
         ...labels,
@@ -326,12 +323,13 @@ export const pg: Scenario = {
         ...labels,
         weave: least,
       });
-      const leastAfter = await db.usage('least');
-      if (leastRow && leastBefore && leastAfter && leastAfter.tasks > leastBefore.tasks) {
-        leastRow.note = `db CPU/call ${((leastAfter.cpuUs - leastBefore.cpuUs) / (leastAfter.tasks - leastBefore.tasks)).toFixed(0)} us`;
-      }
+      const leastNote = dbCpuNote(leastBefore, await db.usage('least'));
       rows[0]!.vs = ['weave callAgent, in memory', least, 'sdk DatabaseTaskStore'];
-      if (leastRow) rows.push({ ...leastRow, vs: ['weave callAgent, in memory'] });
+      if (leastRow) {
+        leastRow.vs = ['weave callAgent, in memory'];
+        if (leastNote) leastRow.note = leastNote;
+        rows.push(leastRow);
+      }
       rows.push(...mem);
       // The floor: what two bare statements per call (a task row written before it runs and
       // again before the answer, ~700 bytes of JSON each) cost this database, beside what a
