@@ -347,4 +347,37 @@ describe('approxJsonBytes', () => {
     expect(est).toBeLessThan(json * 1.1);
     expect(approxJsonBytes([msg, { again: msg }])).toBeLessThan(est + 50);
   });
+
+  it('counts shared objects once in a value of hundreds of objects, and the same every time', () => {
+    // Past the first few dozen objects the walk remembers them differently:
+    // sharing is still seen on both sides of that point.
+    const parts = Array.from({ length: 300 }, (_, i) => ({ text: `part ${i}` }));
+    const once = approxJsonBytes({ parts });
+    const twice = approxJsonBytes({ parts, again: parts.slice() });
+    // The copy of the array adds its commas and brackets only; each part is counted once.
+    expect(twice - once).toBeLessThan(parts.length + 20);
+    expect(approxJsonBytes({ parts, again: parts.slice() })).toBe(twice);
+    const distinct = approxJsonBytes({ parts, again: parts.map((p) => ({ ...p })) });
+    expect(distinct - once).toBeGreaterThan(once * 0.9);
+    // A cycle ends the walk rather than looping.
+    const a: Record<string, unknown> = { name: 'a' };
+    a.self = a;
+    expect(approxJsonBytes(a)).toBeLessThan(40);
+  });
+
+  it('gives the same estimate when a getter walks another value during the walk', () => {
+    const inner = { text: 'y'.repeat(100) };
+    const innerBytes = approxJsonBytes(inner);
+    let seenInside = 0;
+    const outer = {
+      get nested() {
+        seenInside = approxJsonBytes(inner);
+        return inner;
+      },
+      text: 'x'.repeat(50),
+    };
+    const plain = { nested: inner, text: 'x'.repeat(50) };
+    expect(approxJsonBytes(outer)).toBe(approxJsonBytes(plain));
+    expect(seenInside).toBe(innerBytes);
+  });
 });
