@@ -189,6 +189,28 @@ describe('InMemoryTaskStore', () => {
     expect(await store.get('t4900')).toBeUndefined();
   });
 
+  it('evicts only what is still stored and finished: a deleted task, or its id attached again and running, is passed over', async () => {
+    const store = new InMemoryTaskStore({ maxTasks: 3 });
+    attach(store, 'a', 'TASK_STATE_COMPLETED');
+    attach(store, 'b', 'TASK_STATE_COMPLETED');
+    attach(store, 'c', 'TASK_STATE_COMPLETED');
+    await store.delete('a');
+    // 'b' again, running: its first life's place at the head of the eviction order is not its own any more.
+    await store.delete('b');
+    const b2 = attach(store, 'b', 'TASK_STATE_WORKING');
+    attach(store, 'd', 'TASK_STATE_WORKING');
+    // Full: the oldest finished task still stored is 'c'; the running 'b' stays.
+    attach(store, 'e', 'TASK_STATE_WORKING');
+    expect(await store.get('c')).toBeUndefined();
+    expect(await store.get('b')).toBe(b2);
+    expect(() => attach(store, 'f', 'TASK_STATE_WORKING')).toThrow(TaskStoreFullError);
+    // Once it finishes, 'b' is evictable in its new place.
+    finish(store, b2);
+    attach(store, 'f', 'TASK_STATE_WORKING');
+    expect(await store.get('b')).toBeUndefined();
+    expect(store.size).toBe(3);
+  });
+
   it('keeps at most maxEventsPerTask appended events and reports the older ones as gone', async () => {
     const store = new InMemoryTaskStore({ maxEventsPerTask: 3 });
     const task: Task = { id: 'x', contextId: 'ctx', status: { state: 'TASK_STATE_WORKING' } };
