@@ -99,7 +99,12 @@ export async function startBenchPostgres(): Promise<BenchPostgres | undefined> {
     u.pathname = `/${name}`;
     return u.toString();
   };
-  const admin = new pg.Pool({ connectionString: db.url, max: 1 });
+  // An idle client whose connection the server ends (a shutdown, an administrator) makes its pool
+  // emit 'error'; without a listener that error ends the whole bench process (every pool here
+  // has one, the admin's too).
+  const onIdleError = (err: Error) =>
+    console.error(`bench PostgreSQL pool: idle client lost (${err.message})`);
+  const admin = new pg.Pool({ connectionString: db.url, max: 1 }).on('error', onIdleError);
   const linux = await readFile('/proc/self/stat', 'utf8').then(
     () => true,
     () => false,
@@ -112,10 +117,6 @@ export async function startBenchPostgres(): Promise<BenchPostgres | undefined> {
   const up = spawnSync(a2aDb, ['upgrade', '--url', url('bench_sdk')], { encoding: 'utf8' });
   if (up.status !== 0) throw new Error(`a2a-db upgrade failed: ${up.stderr}${up.stdout}`);
   const pools = new Map<string, pg.Pool>();
-  // An idle client whose connection the server ends (a shutdown, an administrator) makes its pool
-  // emit 'error'; without a listener that error ends the whole bench process.
-  const onIdleError = (err: Error) =>
-    console.error(`bench PostgreSQL pool: idle client lost (${err.message})`);
   // idleTimeoutMillis 0: connections (and the server processes whose CPU `usage` reads) live
   // through the run; one that ended would take its CPU time with it.
   const sdkPool = new pg.Pool({ connectionString: url('bench_sdk'), max: 10, idleTimeoutMillis: 0 }).on(
