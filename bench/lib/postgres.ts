@@ -101,9 +101,12 @@ export async function startBenchPostgres(): Promise<BenchPostgres | undefined> {
   };
   // An idle client whose connection the server ends (a shutdown, an administrator) makes its pool
   // emit 'error'; without a listener that error ends the whole bench process (every pool here
-  // has one, the admin's too).
-  const onIdleError = (err: Error) =>
-    console.error(`bench PostgreSQL pool: idle client lost (${err.message})`);
+  // has one, the admin's too). A pool's end() resolves before its clients' connections have
+  // closed, so the server's own shutdown in stop() still meets some of them: expected then.
+  let stopping = false;
+  const onIdleError = (err: Error) => {
+    if (!stopping) console.error(`bench PostgreSQL pool: idle client lost (${err.message})`);
+  };
   const admin = new pg.Pool({ connectionString: db.url, max: 1 }).on('error', onIdleError);
   const linux = await readFile('/proc/self/stat', 'utf8').then(
     () => true,
@@ -201,6 +204,7 @@ export async function startBenchPostgres(): Promise<BenchPostgres | undefined> {
       return { cpuUs, tasks: Number(n.rows[0]?.n ?? 0) };
     },
     async stop() {
+      stopping = true;
       await admin.end();
       for (const p of pools.values()) await p.end();
       await kysely.destroy();
