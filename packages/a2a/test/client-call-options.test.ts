@@ -68,10 +68,19 @@ describe('A2AClient per-call options', () => {
       { headers: { 'x-call': 'three' } },
     );
     for await (const _ of stream) void _;
+    // A per-call header of the same name wins on that call; the client-wide value is intact after it.
+    await client.sendMessage(
+      url,
+      { message: buildMessage('slow', '0') },
+      { headers: { 'x-client-wide': 'this call' } },
+    );
+    await client.sendMessage(url, { message: buildMessage('slow', '0') }, { headers: { 'x-call': 'five' } });
     expect(seen.map((h) => [h['x-call'], h['x-client-wide']])).toEqual([
       ['one', 'yes'],
       [undefined, 'yes'],
       ['three', 'yes'],
+      [undefined, 'this call'],
+      ['five', 'yes'],
     ]);
   });
 

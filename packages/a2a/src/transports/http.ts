@@ -87,6 +87,19 @@ function partsOf(endpoint: string): { origin: string; path: string } {
 const BYTES_BODY_CHARS = 16 * 1024;
 
 /**
+ * A new header object: `base`, then `extra` on top (a later key wins).
+ * `Object.assign` rather than `{ ...base, ...extra }`: V8 adds the second
+ * object's keys to a spread copy on its slow path, about 0.8 µs a call
+ * (3 % of a caller's CPU in the call bench's profile), against under 0.1 µs.
+ */
+export function mergeHeaders(
+  base: Readonly<Record<string, string>>,
+  ...extra: Array<Readonly<Record<string, string>> | undefined>
+): Record<string, string> {
+  return Object.assign({}, base, ...extra);
+}
+
+/**
  * A JSON request body as a binding hands it to the channel: a large one as
  * its UTF-8 bytes, encoded once here. Given the string, undici makes a flat
  * copy of it to encode it, and the text, that copy and the bytes all stay

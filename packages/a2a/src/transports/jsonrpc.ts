@@ -4,6 +4,7 @@ import {
   A2A_VERSION,
   eventJson,
   httpUnary,
+  mergeHeaders,
   openStream,
   parseJson,
   readBody,
@@ -77,7 +78,7 @@ export class JsonRpcTransport implements ClientTransport {
     options: TransportCallOptions,
   ): Promise<unknown> {
     const id = this.#nextId++;
-    const headers = options.headers ? { ...this.#unaryHeaders, ...options.headers } : this.#unaryHeaders;
+    const headers = options.headers ? mergeHeaders(this.#unaryHeaders, options.headers) : this.#unaryHeaders;
     const res = await httpUnary(this.#request(method, id, params, headers, options));
     const env = checkEnvelope(parseJson(res.text, method, res.status), method);
     if (env.error) throw jsonRpcError(env.error, res.status);
@@ -96,7 +97,7 @@ export class JsonRpcTransport implements ClientTransport {
     options: TransportStreamOptions,
   ): AsyncGenerator<RawStreamEvent> {
     const id = this.#nextId++;
-    const headers: Record<string, string> = { ...this.#streamHeaders, ...options.headers };
+    const headers = mergeHeaders(this.#streamHeaders, options.headers);
     if (options.lastEventId !== undefined) headers['last-event-id'] = options.lastEventId;
     const req = this.#request(method, id, params, headers, options);
     const open = await openStream(req);

@@ -12,6 +12,7 @@ import {
   A2A_VERSION,
   eventJson,
   httpUnary,
+  mergeHeaders,
   openStream,
   parseJson,
   readBody,
@@ -216,7 +217,7 @@ export class RestTransport implements ClientTransport {
     const tenant = typeof params.tenant === 'string' && params.tenant !== '' ? params.tenant : this.#tenant;
     const route = routeOf(method, without(params, 'tenant'));
     const prefix = tenant === undefined ? '' : `/${seg(tenant, 'tenant')}`;
-    const headers: Record<string, string> = { ...this.#headers, accept, ...options.headers };
+    const headers = mergeHeaders(this.#headers, { accept }, options.headers);
     if (route.body !== undefined) headers['content-type'] = A2A_JSON;
     return {
       dispatcher: this.#ctx.dispatcher,
