@@ -18,17 +18,26 @@ export const MAX_JSON_DEPTH = 40;
  */
 export function exceedsDepth(value: unknown, max: number = MAX_JSON_DEPTH): boolean {
   if (value === null || typeof value !== 'object') return false;
-  const stack: unknown[] = [value];
-  const depths: number[] = [1];
+  // One stack of (value, depth) pairs, and an object's members read with
+  // `for...in` rather than `Object.values`: run on every request, this
+  // allocated an array per object visited. Parsed JSON has no inherited
+  // enumerable keys. Bytes (an ArrayBuffer view) are a leaf, not a list of
+  // numbers to visit one by one.
+  const stack: unknown[] = [value, 1];
   while (stack.length > 0) {
+    const d = stack.pop() as number;
     const v = stack.pop() as object;
-    const d = depths.pop() as number;
     if (d > max) return true;
-    const children = Array.isArray(v) ? v : Object.values(v);
-    for (const c of children) {
-      if (c !== null && typeof c === 'object') {
-        stack.push(c);
-        depths.push(d + 1);
+    if (Array.isArray(v)) {
+      for (let i = 0; i < v.length; i++) {
+        const c: unknown = v[i];
+        if (c !== null && typeof c === 'object') stack.push(c, d + 1);
+      }
+    } else if (!ArrayBuffer.isView(v)) {
+      const o = v as Record<string, unknown>;
+      for (const k in o) {
+        const c = o[k];
+        if (c !== null && typeof c === 'object') stack.push(c, d + 1);
       }
     }
   }
