@@ -456,7 +456,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     if (this.bytes(owner) + bytes > this.#maxOwnerBytes) {
       for (const [id, e] of this.#tasks) {
         if (this.bytes(owner) + bytes <= this.#maxOwnerBytes) break;
-        if (e.record.owner === owner && e.finished) this.#remove(id);
+        if (e.record.owner === owner && e.finished) this.#remove(id, e);
       }
       if (this.bytes(owner) + bytes > this.#maxOwnerBytes) {
         throw new TaskStoreOverBudgetError('caller', this.#maxOwnerBytes, owner);
@@ -474,8 +474,8 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     else this.#ownerBytes.delete(owner);
   }
 
-  #remove(id: string): void {
-    const e = this.#tasks.get(id);
+  /** Drops task `id`; `e` when the caller already looked its entry up. */
+  #remove(id: string, e: Entry | undefined = this.#tasks.get(id)): void {
     if (!e) return;
     this.#tasks.delete(id);
     this.#count(e.record.owner, -e.bytes);
@@ -528,7 +528,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     if (this.bytes(owner) > this.#maxOwnerBytes) {
       for (const [other, entry] of this.#tasks) {
         if (this.bytes(owner) <= this.#maxOwnerBytes) break;
-        if (other !== id && entry.record.owner === owner && entry.finished) this.#remove(other);
+        if (other !== id && entry.record.owner === owner && entry.finished) this.#remove(other, entry);
       }
     }
     while (this.#bytes > this.#maxBytes && this.#evictOldestFinished()) {
@@ -610,7 +610,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
   #entry(id: string): Entry | undefined {
     const e = this.#tasks.get(id);
     if (e && this.#expired(e.record, Date.now())) {
-      this.#remove(id);
+      this.#remove(id, e);
       return undefined;
     }
     return e;
@@ -635,7 +635,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     let n = 0;
     for (const [id, e] of this.#tasks) {
       if (this.#expired(e.record, now)) {
-        this.#remove(id);
+        this.#remove(id, e);
         n++;
       }
     }
@@ -651,8 +651,9 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
         this.#finished = this.#finished.slice(this.#finishedHead);
         this.#finishedHead = 0;
       }
-      if (this.#tasks.get(id)?.finished !== true) continue; // expired or deleted meanwhile
-      this.#remove(id);
+      const e = this.#tasks.get(id);
+      if (e?.finished !== true) continue; // expired or deleted meanwhile
+      this.#remove(id, e);
       return true;
     }
     return false;
