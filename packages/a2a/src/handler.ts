@@ -885,15 +885,7 @@ export class A2ARequestHandler {
     const release = this.#callerLimits.startTask(ctx.caller);
     const contextId = message.contextId ?? randomUUID();
     try {
-      const r = await handler({
-        message,
-        skill,
-        contextId,
-        caller: ctx.caller,
-        ...(ctx.tenant === undefined ? {} : { tenant: ctx.tenant }),
-        headers: ctx.headers,
-        signal: ctx.signal ?? new AbortController().signal,
-      });
+      const r = await handler(new MessageContextImpl(ctx, skill, message, contextId));
       const reply = toAgentMessage(r) as Message;
       return { ...reply, contextId, role: 'ROLE_AGENT' };
     } catch (err) {
@@ -1305,6 +1297,36 @@ export class A2ARequestHandler {
 }
 
 // ---- the handler context -------------------------------------------------------------
+
+/**
+ * What a {@link MessageHandler} is given. Without a signal from the binding
+ * (a unary call has none), its own is made when the handler first reads it:
+ * most handlers never do, and on Node 20 every AbortController survives the
+ * young-generation collections (it is promoted, and freed only by a full
+ * collection) whether anyone keeps it or not.
+ */
+class MessageContextImpl implements MessageContext {
+  readonly caller: SpiffeId;
+  readonly headers: CallHeaders;
+  declare readonly tenant?: string;
+  #signal: AbortSignal | undefined;
+
+  constructor(
+    ctx: CallContext,
+    readonly skill: string,
+    readonly message: Message,
+    readonly contextId: string,
+  ) {
+    this.caller = ctx.caller;
+    this.headers = ctx.headers;
+    if (ctx.tenant !== undefined) (this as { tenant?: string }).tenant = ctx.tenant;
+    this.#signal = ctx.signal;
+  }
+
+  get signal(): AbortSignal {
+    return (this.#signal ??= new AbortController().signal);
+  }
+}
 
 class TaskContextImpl implements TaskContext {
   readonly taskId: string;

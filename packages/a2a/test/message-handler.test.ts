@@ -1,0 +1,104 @@
+// What a MessageHandler (a skill answered by a message, no task) is given:
+// the request's message, skill, conversation, caller, tenant and headers, and
+// a signal. Without one from the binding (a unary call), the signal is the
+// handler's own, made when first read; one the binding carries is passed on
+// as it is. The same handler over real mTLS is in bindings.test.ts.
+import { describe, expect, it } from 'vitest';
+import { LocalPolicyEnforcer } from '@weave/authz';
+import { SpiffeId } from '@weave/identity';
+import { A2AServer, type CallContext, type MessageContext } from '../src/index.js';
+
+const CALLER = SpiffeId.parse('spiffe://test.weave/agent/client');
+
+function setup(onCall: (ctx: MessageContext) => void) {
+  const decisions: string[] = [];
+  const enforcer = LocalPolicyEnforcer.fromObject(
+    {
+      version: 1,
+      id: 'message-handler',
+      default: 'deny',
+      rules: [{ id: 'all', effect: 'allow', callers: ['spiffe://test.weave'], actions: ['*'] }],
+    },
+    { audit: { record: (r) => void decisions.push(`${r.action}:${r.decision}`) } },
+  );
+  const a2a = new A2AServer({
+    card: { name: 'm', description: 'message handler', version: '1' },
+    selfId: SpiffeId.parse('spiffe://test.weave/agent/server'),
+    enforcer,
+  });
+  a2a.registerMessageHandler({ id: 'hello', name: 'hello', description: 'no task', tags: [] }, (ctx) => {
+    onCall(ctx);
+    return `hello, ${ctx.message.parts[0]?.text ?? ''}`;
+  });
+  const send = (params: Record<string, unknown>, extra: Partial<CallContext> = {}) =>
+    a2a.handler.sendMessage(
+      { caller: CALLER, headers: { 'x-trace': 't1' }, binding: 'JSONRPC', ...extra },
+      params,
+    );
+  return { send, decisions, close: () => a2a.close() };
+}
+
+const message = (text: string, more: Record<string, unknown> = {}) => ({
+  message: {
+    messageId: `m-${text}`,
+    role: 'ROLE_USER',
+    parts: [{ text }],
+    metadata: { skill: 'hello' },
+    ...more,
+  },
+});
+
+describe('MessageHandler context', () => {
+  it('carries the message, skill, conversation, caller, tenant and headers of the request', async () => {
+    const seen: MessageContext[] = [];
+    const { send, decisions, close } = setup((ctx) => seen.push(ctx));
+    const r1 = await send(message('a', { contextId: 'ctx-1' }));
+    const r2 = await send({ ...message('b'), tenant: 'acme' });
+    await close();
+
+    // The policy decided each call before its handler ran.
+    expect(decisions).toEqual(['hello:allow', 'hello:allow']);
+    expect(r1).toMatchObject({
+      message: { role: 'ROLE_AGENT', contextId: 'ctx-1', parts: [{ text: 'hello, a' }] },
+    });
+    const [a, b] = seen as [MessageContext, MessageContext];
+    expect(a.message.parts).toEqual([{ text: 'a' }]);
+    expect(a.skill).toBe('hello');
+    expect(a.contextId).toBe('ctx-1');
+    expect(a.caller.toString()).toBe(CALLER.toString());
+    expect(a.headers['x-trace']).toBe('t1');
+    expect('tenant' in a).toBe(false);
+    // A conversation the message did not name is minted, and the reply carries it.
+    expect(b.contextId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(r2).toMatchObject({ message: { contextId: b.contextId } });
+    expect(b.tenant).toBe('acme');
+  });
+
+  it('gives each call its own signal when the binding carries none, the same one on every read', async () => {
+    const seen: MessageContext[] = [];
+    const { send, close } = setup((ctx) => seen.push(ctx));
+    await send(message('a'));
+    await send(message('b'));
+    await close();
+
+    const [a, b] = seen as [MessageContext, MessageContext];
+    expect(a.signal).toBeInstanceOf(AbortSignal);
+    expect(a.signal.aborted).toBe(false);
+    expect(a.signal).toBe(a.signal);
+    expect(a.signal).not.toBe(b.signal);
+  });
+
+  it('passes on the signal the binding carries: the handler sees the caller go away', async () => {
+    const caller = new AbortController();
+    let signal: AbortSignal | undefined;
+    const { send, close } = setup((ctx) => {
+      signal = ctx.signal;
+    });
+    await send(message('a'), { signal: caller.signal });
+    await close();
+
+    expect(signal).toBe(caller.signal);
+    caller.abort(new Error('gone'));
+    expect(signal?.aborted).toBe(true);
+  });
+});
