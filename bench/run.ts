@@ -7,6 +7,8 @@
 //   --smoke                a few seconds per scenario (CI): must run and print numbers
 //   --cpu-prof DIR         a CPU profile of every load generator process, and of this one (the
 //                          server side) over each measured window
+//   --max-tasks N          the task store of the called agent of `call` and `payload` holds at most N tasks
+//                          (default: the store's own bound, 10 000): what keeping them costs
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -43,12 +45,16 @@ const { values } = parseArgs({
     duration: { type: 'string' },
     smoke: { type: 'boolean', default: false },
     'cpu-prof': { type: 'string' },
+    'max-tasks': { type: 'string' },
   },
 });
 const smoke = values.smoke ?? false;
 const durationMs = Number(values.duration ?? (smoke ? 1000 : 4000));
 if (!Number.isFinite(durationMs) || durationMs <= 0)
   throw new Error(`--duration: not a positive number of ms`);
+const maxTasks = values['max-tasks'] === undefined ? undefined : Number(values['max-tasks']);
+if (maxTasks !== undefined && !(Number.isInteger(maxTasks) && maxTasks > 0))
+  throw new Error(`--max-tasks: not a positive whole number`);
 const only = values.only?.split(',').map((s) => s.trim());
 const unknown = only?.filter((n) => !SCENARIOS.some((s) => s.name === n)) ?? [];
 if (unknown.length) {
@@ -65,10 +71,18 @@ if (profDir) {
 
 const started = new Date();
 const env = await startEnv();
-const ctx: Ctx = { env, durationMs, warmupMs: smoke ? 300 : 1000, smoke, log: (l) => console.log(l) };
+const ctx: Ctx = {
+  env,
+  durationMs,
+  warmupMs: smoke ? 300 : 1000,
+  smoke,
+  ...(maxTasks === undefined ? {} : { maxTasks }),
+  log: (l) => console.log(l),
+};
 console.log(
   `Weave bench — ${selected.map((s) => s.name).join(', ')}; ${smoke ? 'smoke, ' : ''}${durationMs} ms per load, ` +
     `TLS 1.3, ECDSA P-256 SVIDs from the dev CA, node ${process.version}, ${cpus().length} CPUs, ` +
+    (maxTasks === undefined ? '' : `the called agent's task store holds at most ${maxTasks} tasks, `) +
     `load average at start ${loadavg()
       .map((x) => x.toFixed(2))
       .join(' ')}`,

@@ -49,6 +49,8 @@ export interface Ctx {
   warmupMs: number;
   /** A few seconds per scenario: must run and produce numbers, sizes reduced. */
   smoke: boolean;
+  /** Bound of the called agent's in-memory task store (`call`, `payload`); unset: the store's default. */
+  maxTasks?: number;
   log(line: string): void;
 }
 

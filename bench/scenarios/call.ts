@@ -12,7 +12,7 @@
 import { pino } from 'pino';
 import { z } from 'zod';
 import { LocalPolicyEnforcer } from '@weave/authz';
-import type { TaskStore } from '@weave/a2a';
+import { InMemoryTaskStore, type TaskStore } from '@weave/a2a';
 import { PostgresTaskStore } from '@weave/a2a/postgres';
 import { SecureAgent } from '@weave/agent';
 import { createMtlsServerOptions } from '@weave/transport';
@@ -161,9 +161,13 @@ async function cases(
   return rows;
 }
 
-/** The called agent and both baselines (bare echo, the SDK), as `withServers` starts them. */
-const echoServers = (env: Env) => ({
-  server: () => startEchoAgent(env, 'server'),
+/**
+ * The called agent and both baselines (bare echo, the SDK), as `withServers`
+ * starts them; `maxTasks` bounds the agent's in-memory task store.
+ */
+const echoServers = (env: Env, maxTasks?: number) => ({
+  server: () =>
+    startEchoAgent(env, 'server', maxTasks === undefined ? undefined : new InMemoryTaskStore({ maxTasks })),
   bare: async () => startBareEcho(bareTls(await env.identity('bare'))),
   sdk: async () => startSdkEchoServer(createMtlsServerOptions(await env.identity('sdk'))),
 });
@@ -172,7 +176,7 @@ export const call: Scenario = {
   name: 'call',
   title: 'callAgent (JSON-RPC, 32 in flight, small input) vs bare mTLS vs @a2a-js/sdk',
   async run(ctx) {
-    return withServers(echoServers(ctx.env), async ({ server, bare, sdk }) => {
+    return withServers(echoServers(ctx.env, ctx.maxTasks), async ({ server, bare, sdk }) => {
       const labels = { weave: 'weave callAgent', bare: 'bare', sdk: 'sdk' };
       const rows = await cases(
         ctx,
@@ -198,7 +202,7 @@ export const payload: Scenario = {
   title:
     'callAgent with inputs of 100 B, 10 KB, 100 KB, 1 MB vs bare mTLS JSON echo vs @a2a-js/sdk, 8 in flight',
   async run(ctx) {
-    const { sdk: startSdk, ...others } = echoServers(ctx.env);
+    const { sdk: startSdk, ...others } = echoServers(ctx.env, ctx.maxTasks);
     return withServers(others, async ({ server, bare }) => {
       const rows: Row[] = [];
       const checks: Check[] = [];
