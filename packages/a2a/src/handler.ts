@@ -1299,32 +1299,35 @@ export class A2ARequestHandler {
 // ---- the handler context -------------------------------------------------------------
 
 /**
- * What a {@link MessageHandler} is given. Without a signal from the binding
- * (a unary call has none), its own is made when the handler first reads it:
- * most handlers never do, and on Node 20 every AbortController survives the
- * young-generation collections (it is promoted, and freed only by a full
- * collection) whether anyone keeps it or not.
+ * What a {@link MessageHandler} is given. Its signal is looked up when the
+ * handler first reads it, not before: the call's own (the gRPC binding makes
+ * that one when first read, too), else one of its own (a JSON-RPC or
+ * HTTP+JSON unary call carries none). Most handlers never read it, and on
+ * Node 20 every AbortController survives the young-generation collections (it
+ * is promoted, and freed only by a full collection) whether anyone keeps it
+ * or not.
  */
 class MessageContextImpl implements MessageContext {
   readonly caller: SpiffeId;
   readonly headers: CallHeaders;
   declare readonly tenant?: string;
+  readonly #call: CallContext;
   #signal: AbortSignal | undefined;
 
   constructor(
-    ctx: CallContext,
+    call: CallContext,
     readonly skill: string,
     readonly message: Message,
     readonly contextId: string,
   ) {
-    this.caller = ctx.caller;
-    this.headers = ctx.headers;
-    if (ctx.tenant !== undefined) (this as { tenant?: string }).tenant = ctx.tenant;
-    this.#signal = ctx.signal;
+    this.#call = call;
+    this.caller = call.caller;
+    this.headers = call.headers;
+    if (call.tenant !== undefined) (this as { tenant?: string }).tenant = call.tenant;
   }
 
   get signal(): AbortSignal {
-    return (this.#signal ??= new AbortController().signal);
+    return (this.#signal ??= this.#call.signal ?? new AbortController().signal);
   }
 }
 

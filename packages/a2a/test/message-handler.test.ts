@@ -35,7 +35,21 @@ function setup(onCall: (ctx: MessageContext) => void) {
       { caller: CALLER, headers: { 'x-trace': 't1' }, binding: 'JSONRPC', ...extra },
       params,
     );
-  return { send, decisions, close: () => a2a.close() };
+  /** A call whose signal, like the gRPC binding's, is made when first read; `reads()` counts the reads. */
+  const sendWithLazySignal = (params: Record<string, unknown>, signal: AbortSignal) => {
+    let reads = 0;
+    const call: CallContext = {
+      caller: CALLER,
+      headers: {},
+      binding: 'GRPC',
+      get signal() {
+        reads++;
+        return signal;
+      },
+    };
+    return { done: a2a.handler.sendMessage(call, params), reads: () => reads };
+  };
+  return { send, sendWithLazySignal, decisions, close: () => a2a.close() };
 }
 
 const message = (text: string, more: Record<string, unknown> = {}) => ({
@@ -100,5 +114,26 @@ describe('MessageHandler context', () => {
     expect(signal).toBe(caller.signal);
     caller.abort(new Error('gone'));
     expect(signal?.aborted).toBe(true);
+  });
+
+  it("reads the call's signal only when the handler reads its own", async () => {
+    const caller = new AbortController();
+    let read = false;
+    const seen: MessageContext[] = [];
+    const { sendWithLazySignal, close } = setup((ctx) => {
+      seen.push(ctx);
+      if (read) void ctx.signal;
+    });
+    const quiet = sendWithLazySignal(message('a'), caller.signal);
+    await quiet.done;
+    read = true;
+    const reading = sendWithLazySignal(message('b'), caller.signal);
+    await reading.done;
+    await close();
+
+    expect(quiet.reads()).toBe(0);
+    expect(reading.reads()).toBe(1);
+    expect(seen[1]?.signal).toBe(caller.signal);
+    expect(reading.reads()).toBe(1);
   });
 });
