@@ -123,6 +123,11 @@ interface Live {
   /** Consecutive failed writes, for the retry backoff. */
   failures: number;
   settleWaiters: Array<(t: TaskRecord) => void>;
+  /**
+   * A subscriber (a stream, or push delivery) has listened to the task: its
+   * events carried their numbers out, so the log is kept for a resume after it ends.
+   */
+  subscribed?: true;
   /** Position of each artifact in `record.task.artifacts` by id (built on first use). */
   artifactIndex?: Map<string, number>;
   inputWaiter?: { resolve: (m: Message) => void; reject: (e: unknown) => void };
@@ -564,6 +569,7 @@ export class TaskManager {
     const upTo = live.durable?.seq;
     if (upTo !== undefined && backlog) backlog = backlog.filter((e) => e.seq <= upTo);
     live.listeners.add(listener);
+    live.subscribed = true;
     if (onLost) (live.onLost ??= new Map()).set(listener, onLost);
     return {
       backlog,
@@ -939,7 +945,7 @@ export class TaskManager {
         live.listeners.clear();
         // The embedded store holds this very record and event array (attached
         // by create()): only the move to a terminal state has something to tell it.
-        this.#memory.finishNow(id);
+        this.#memory.finishNow(id, { keepEvents: live.subscribed === true });
       }
       if (settles) settle(live, record);
     } else {

@@ -342,8 +342,8 @@ export const TRUNCATED_METADATA_KEY = 'weave.truncated';
 
 interface Entry {
   readonly record: TaskRecord;
-  /** Recent events, oldest first. */
-  readonly events: StoredEvent[];
+  /** Recent events, oldest first (none once a task no stream carried has finished). */
+  events: StoredEvent[];
   pushConfigs?: TaskPushNotificationConfig[];
   /** Estimated bytes counted for this task in the store's totals. */
   bytes: number;
@@ -424,10 +424,18 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     this.#noteFinished(id, entry);
   }
 
-  /** A task attached with {@link attachNow} reached a terminal state. */
-  finishNow(id: string): void {
+  /**
+   * A task attached with {@link attachNow} reached a terminal state. With
+   * `keepEvents: false` its event log is not kept past this point: the
+   * TaskManager says so of a task no stream ever carried, as no client holds
+   * an event id of it to resume from, and the log (a snapshot and an object
+   * per event) would only be more for the garbage collector to move for as
+   * long as the task is kept. Reading its events after that finds them no
+   * longer kept, as for a log cut to fit the task's byte bound.
+   */
+  finishNow(id: string, options: { keepEvents?: boolean } = {}): void {
     const e = this.#tasks.get(id);
-    if (e) this.#noteFinished(id, e);
+    if (e) this.#noteFinished(id, e, options.keepEvents !== false);
   }
 
   async append(id: string, task: Task, events: readonly StoredEvent[], updatedAt: number): Promise<void> {
@@ -488,9 +496,9 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
    * task is a new record: whoever holds the finished one (the reply of a
    * blocking SendMessage being written) still has it whole.
    */
-  #settle(id: string, e: Entry): void {
+  #settle(id: string, e: Entry, keepEvents: boolean): void {
     let task = e.record.task;
-    let events = e.events;
+    let events = keepEvents || e.events.length === 0 ? e.events : [];
     // A walk of the whole task, not a count kept as it grew: the running task is changed in place
     // (by the TaskManager, or whoever attached it) without telling the store, and the estimate
     // counts an object the task shares with its events once and a dropped event not at all. A
@@ -516,6 +524,9 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
       kept = { record: { ...e.record, task }, events, bytes: e.bytes, finished: true };
       if (e.pushConfigs) kept.pushConfigs = e.pushConfigs;
       this.#tasks.set(id, kept);
+    } else if (events !== e.events) {
+      // Only the log goes: the record is the TaskManager's, unchanged.
+      e.events = events;
     }
     this.#count(e.record.owner, bytes - kept.bytes);
     kept.bytes = bytes;
@@ -616,13 +627,13 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     return e;
   }
 
-  #noteFinished(id: string, e: Entry): void {
+  #noteFinished(id: string, e: Entry, keepEvents = true): void {
     // A flag on the entry rather than a Set of finished ids: one hash table
     // fewer to look up, add to and delete from on every task.
     if (!e.finished && isTerminal(e.record.task.status.state)) {
       e.finished = true;
       this.#finished.push(id);
-      this.#settle(id, e);
+      this.#settle(id, e, keepEvents);
     }
   }
 

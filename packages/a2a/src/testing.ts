@@ -417,6 +417,8 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
         message: userMessage('go'),
       });
       const id = rec.task.id;
+      // A subscriber, as a stream is: the embedded store keeps no log of a task no stream carried.
+      writer.subscribe(id, () => undefined);
       writer.setStatus(id, 'TASK_STATE_WORKING');
       for (let i = 0; i < 20; i++) writer.addArtifact(id, { artifactId: `a${i}`, parts: [{ text: `${i}` }] });
       await writer.flush();

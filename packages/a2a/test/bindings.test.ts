@@ -569,6 +569,20 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     expect(again.failure?.error.jsonRpcCode).toBe(-32004);
   });
 
+  it('a finished task no stream carried keeps no event log: SubscribeToTask with an id is UNSUPPORTED_OPERATION, GetTask is whole', async () => {
+    const task = ok(await b.call('SendMessage', userText('unstreamed', { metadata: { skill: 'echo' } })))
+      .task as Task;
+    expect(task.status.state).toBe('TASK_STATE_COMPLETED');
+    const again = await b.stream('SubscribeToTask', { id: task.id }, { 'last-event-id': '1' });
+    expect(again.events).toEqual([]);
+    expect(again.failure?.error.code).toBe('UNSUPPORTED_OPERATION');
+    expect(again.failure?.error.jsonRpcCode).toBe(-32004);
+    const got = ok(await b.call('GetTask', { id: task.id })) as Task;
+    expect(got.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(got.artifacts?.[0]?.parts[0]?.text).toBe('echo: unstreamed');
+    expect(got.history?.[0]?.parts[0]?.text).toBe('unstreamed');
+  });
+
   it('stream events carry increasing ids; SubscribeToTask after an id replays exactly what came after it', async () => {
     const { id } = await startSlow('ids');
     const s = await subscribeAndRelease(id);

@@ -124,6 +124,8 @@ describe('InMemoryTaskStore', () => {
     const m = new TaskManager({ store, maxEventsPerTask: 4 });
     const owner = 'spiffe://t/a';
     const { task } = await m.create({ owner, skill: 's', message: msg('hello') });
+    // Listened to, as by a stream: its log is kept when it ends (see the test after this one).
+    m.subscribe(task.id, () => undefined);
     const attached = store.bytes(owner);
     // Chunks appended in place to the task's own artifact, status messages shared with the history,
     // the same metadata object in two events: what a running count would have to recognise.
@@ -144,6 +146,43 @@ describe('InMemoryTaskStore', () => {
     // The kept events and the task share objects (chunks, status messages, metadata): counted apart they are more.
     expect(approxJsonBytes(kept.task) + approxJsonBytes(events)).toBeGreaterThan(store.bytes(owner));
     expect(store.bytes()).toBe(store.bytes(owner));
+  });
+
+  it('keeps no event log of a task no stream carried once it ends, and the log of one a stream did (if it left)', async () => {
+    const store = new InMemoryTaskStore();
+    const m = new TaskManager({ store });
+    const owner = 'spiffe://t/a';
+    const run = async (listen: boolean) => {
+      const { task } = await m.create({ owner, skill: 's', message: msg('hello') });
+      const sub = listen ? m.subscribe(task.id, () => undefined) : undefined;
+      m.setStatus(task.id, 'TASK_STATE_WORKING');
+      m.addArtifact(task.id, { artifactId: 'a', parts: [{ text: 'answer' }] });
+      // A stream that left before the end got event ids all the same.
+      sub?.unsubscribe();
+      // Running, both keep their log.
+      expect((await store.events(task.id, 0, 100))?.map((e) => e.seq)).toEqual([1, 2, 3]);
+      m.setStatus(task.id, 'TASK_STATE_COMPLETED');
+      return task.id;
+    };
+    const quiet = await run(false);
+    const before = store.bytes(owner);
+    const heard = await run(true);
+    // No stream: the log is gone (read as "no longer kept"), the task itself is whole.
+    expect(await store.events(quiet, 0, 100)).toBeUndefined();
+    expect(await store.events(quiet, 4, 100)).toEqual([]);
+    const q = (await store.get(quiet)) as TaskRecord;
+    expect(q.seq).toBe(4);
+    expect(q.task.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(q.task.history?.[0]?.parts[0]?.text).toBe('hello');
+    expect(q.task.artifacts?.[0]?.parts[0]?.text).toBe('answer');
+    // Counted as what it keeps: the task alone.
+    expect(before).toBe(approxJsonBytes([q.task, []]));
+    // A stream: every event stays for a resume after the end.
+    const h = (await store.get(heard)) as TaskRecord;
+    const log = (await store.events(heard, 0, 100)) as StoredEvent[];
+    expect(log.map((e) => e.seq)).toEqual([1, 2, 3, 4]);
+    expect(store.bytes(owner) - before).toBe(approxJsonBytes([h.task, log]));
+    await m.close();
   });
 
   it('both stores take their byte bounds one way: a quarter per owner, the owner share per task, positive integers only', async () => {
