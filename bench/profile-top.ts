@@ -1,6 +1,8 @@
 // Where the time goes in a V8 CPU profile (`--cpu-prof`, or `npm run bench --
 // --cpu-prof DIR`): the functions (or packages) with the most self time, and
-// their share of the profile's busy (non-idle) samples.
+// their share of the profile's busy (non-idle) samples. Given a sampling heap
+// profile (`.heapprofile`, `npm run bench -- --heap-prof DIR`): the same for
+// bytes allocated (`--per`: bytes per unit).
 //   node bench/profile-top.ts DIR/server-1-agent.cpuprofile [--top 25]
 //   node bench/profile-top.ts FILE --by package        # grouped by package (and file, for Weave's own)
 //   node bench/profile-top.ts FILE --per 40000         # also µs per unit: the units the window
@@ -18,6 +20,15 @@ interface Profile {
   nodes: ProfileNode[];
   samples: number[];
   timeDeltas: number[];
+}
+/** A sampling heap profile: a call tree whose nodes carry the bytes allocated there. */
+interface HeapNode {
+  callFrame: ProfileNode['callFrame'];
+  selfSize: number;
+  children: HeapNode[];
+}
+interface HeapProfile {
+  head: HeapNode;
 }
 
 const { positionals, values } = parseArgs({
@@ -46,28 +57,48 @@ function groupOf(name: string, url: string, line: number): string {
   return own ? `@weave/${own[1]}/${own[2]}` : url.replace(/^file:\/\//, '');
 }
 
-for (const file of positionals) {
-  const p = JSON.parse(await readFile(file, 'utf8')) as Profile;
+/** Prints the `top` groups of `weights` (µs or bytes) with their share and, with `--per`, their amount per unit. */
+function report(file: string, weights: Iterable<[string, number]>, unit: 'µs' | 'B'): void {
+  const groups = new Map<string, number>();
+  let total = 0;
+  for (const [key, w] of weights) {
+    groups.set(key, (groups.get(key) ?? 0) + w);
+    total += w;
+  }
+  const amount =
+    unit === 'µs' ? `${(total / 1000).toFixed(0)} ms busy` : `${(total / 1e6).toFixed(1)} MB allocated`;
+  const digits = unit === 'µs' ? 2 : 0;
+  console.log(
+    `${file}: ${amount}` +
+      (per === undefined ? '' : `, ${(total / per).toFixed(1)} ${unit} per unit over ${per} units`),
+  );
+  for (const [key, w] of [...groups].sort((a, b) => b[1] - a[1]).slice(0, top)) {
+    const perUnit = per === undefined ? '' : `${(w / per).toFixed(digits).padStart(7)} ${unit}  `;
+    console.log(`  ${((w / total) * 100).toFixed(1).padStart(5)} %  ${perUnit}${key}`);
+  }
+}
+
+function* cpuWeights(p: Profile): Generator<[string, number]> {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   // Self time per node: the time delta that follows each sample.
   const self = new Map<number, number>();
   p.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (p.timeDeltas[i + 1] ?? 0)));
-  const groups = new Map<string, number>();
-  let busy = 0;
   for (const [id, us] of self) {
     const n = byId.get(id)!;
     const name = n.callFrame.functionName || '(anonymous)';
     if (name === '(idle)' || name === '(program)') continue;
-    const key = groupOf(name, n.callFrame.url, n.callFrame.lineNumber);
-    groups.set(key, (groups.get(key) ?? 0) + us);
-    busy += us;
+    yield [groupOf(name, n.callFrame.url, n.callFrame.lineNumber), us];
   }
-  console.log(
-    `${file}: ${(busy / 1000).toFixed(0)} ms busy` +
-      (per === undefined ? '' : `, ${(busy / per).toFixed(1)} µs per unit over ${per} units`),
-  );
-  for (const [key, us] of [...groups].sort((a, b) => b[1] - a[1]).slice(0, top)) {
-    const perUnit = per === undefined ? '' : `${(us / per).toFixed(2).padStart(7)} µs  `;
-    console.log(`  ${((us / busy) * 100).toFixed(1).padStart(5)} %  ${perUnit}${key}`);
-  }
+}
+
+function* heapWeights(node: HeapNode): Generator<[string, number]> {
+  const { functionName, url, lineNumber } = node.callFrame;
+  if (node.selfSize > 0) yield [groupOf(functionName || '(anonymous)', url, lineNumber), node.selfSize];
+  for (const c of node.children) yield* heapWeights(c);
+}
+
+for (const file of positionals) {
+  const p = JSON.parse(await readFile(file, 'utf8')) as Profile | HeapProfile;
+  if ('head' in p) report(file, heapWeights(p.head), 'B');
+  else report(file, cpuWeights(p), 'µs');
 }

@@ -7,6 +7,8 @@
 //   --smoke                a few seconds per scenario (CI): must run and print numbers
 //   --cpu-prof DIR         a CPU profile of every load generator process, and of this one (the
 //                          server side) over each measured window
+//   --heap-prof DIR        the same with allocation profiles (.heapprofile): bytes allocated per
+//                          site over each window, a figure the machine's load does not move
 //   --max-tasks N          the task store of the called agent of `call` and `payload` holds at most N tasks
 //                          (default: the store's own bound, 10 000): what keeping them costs
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -45,6 +47,7 @@ const { values } = parseArgs({
     duration: { type: 'string' },
     smoke: { type: 'boolean', default: false },
     'cpu-prof': { type: 'string' },
+    'heap-prof': { type: 'string' },
     'max-tasks': { type: 'string' },
   },
 });
@@ -63,10 +66,14 @@ if (unknown.length) {
   );
 }
 const selected = SCENARIOS.filter((s) => !only || only.includes(s.name));
-const profDir = values['cpu-prof'];
-if (profDir) {
-  await mkdir(profDir, { recursive: true });
-  loadOptions.cpuProfDir = profDir;
+for (const [flag, key] of [
+  ['cpu-prof', 'cpuProfDir'],
+  ['heap-prof', 'heapProfDir'],
+] as const) {
+  const dir = values[flag];
+  if (!dir) continue;
+  await mkdir(dir, { recursive: true });
+  loadOptions[key] = dir;
 }
 
 const started = new Date();

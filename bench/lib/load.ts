@@ -3,9 +3,8 @@
 // CPU time — the server under test lives here, one loaded at a time — over
 // exactly the window the load generator measured.
 import { spawn } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
-import { Session } from 'node:inspector/promises';
 import { fileURLToPath } from 'node:url';
+import { startWindowProfiles, writeWindowProfiles, type ProfileDirs } from './window-profile.js';
 
 /**
  * One gRPC message on the wire: the 5-byte prefix (not compressed, length)
@@ -27,9 +26,7 @@ export interface PemSvid {
   key: string;
 }
 
-interface Timing {
-  /** Write this process's CPU profile over the window into this folder. */
-  cpuProfDir?: string;
+interface Timing extends ProfileDirs {
   concurrency: number;
   /** Time-boxed window: warm-up then `durationMs` measured... */
   warmupMs: number;
@@ -132,26 +129,18 @@ const cpuNow = () => {
 };
 
 /**
- * Set by the harness: write a CPU profile of every load generator process,
- * and of this process (the server side) over each measured window, into this folder.
+ * Set by the harness: write a CPU profile (`--cpu-prof`) and/or an allocation
+ * profile (`--heap-prof`) of every load generator process, and of this process
+ * (the server side) over each measured window, into these folders.
  */
-export const loadOptions: { cpuProfDir?: string } = {};
+export const loadOptions: ProfileDirs = {};
 
-let session: Session | undefined;
 let profiles = 0;
 
-/** Profiles this process from `window start` to `window end` (with --cpu-prof). */
+/** Profiles this process from `window start` to `window end` (with --cpu-prof / --heap-prof). */
 async function profileWindow(phase: 'start' | 'end', kind: string): Promise<void> {
-  const dir = loadOptions.cpuProfDir;
-  if (!dir) return;
-  if (!session) {
-    session = new Session();
-    session.connect();
-    await session.post('Profiler.enable');
-  }
-  if (phase === 'start') return void (await session.post('Profiler.start'));
-  const { profile } = await session.post('Profiler.stop');
-  await writeFile(`${dir}/server-${++profiles}-${kind}.cpuprofile`, JSON.stringify(profile));
+  if (phase === 'start') return startWindowProfiles(loadOptions);
+  await writeWindowProfiles(loadOptions, `server-${++profiles}-${kind}`);
 }
 
 /**
@@ -166,7 +155,7 @@ export function runLoad(job: LoadgenJob): Promise<LoadResult> {
   // not inside the next row's window, whichever server that row measures.
   collectGarbage();
   return new Promise((resolve, reject) => {
-    const prof = loadOptions.cpuProfDir;
+    const { cpuProfDir, heapProfDir } = loadOptions;
     const execArgv = process.execArgv.filter((a) => a !== '--expose-gc');
     const child = spawn(process.execPath, [...execArgv, '--expose-gc', LOADGEN], {
       stdio: ['pipe', 'pipe', 'inherit'],
@@ -199,7 +188,7 @@ export function runLoad(job: LoadgenJob): Promise<LoadResult> {
         return reject(new Error(`load generator (${job.kind}) reported no window`));
       resolve({ ...result, serverCpuUs: serverCpu / Math.max(1, result.units) });
     });
-    child.stdin.end(JSON.stringify(prof ? { ...job, cpuProfDir: prof } : job));
+    child.stdin.end(JSON.stringify({ ...job, cpuProfDir, heapProfDir }));
   });
 }
 

@@ -31,9 +31,7 @@
 //   fanout-weave / fanout-bare
 //            one call to each of many distinct agents at once, cold then
 //            warm (see runFanout)
-import { writeFile } from 'node:fs/promises';
 import http2 from 'node:http2';
-import { Session } from 'node:inspector/promises';
 import type { PeerCertificate } from 'node:tls';
 import { pino } from 'pino';
 import { Agent, Client, Pool, fetch as undiciFetch } from 'undici';
@@ -42,6 +40,7 @@ import { WorkloadApiIdentityProvider } from '@weave/identity';
 import { SecureChannel } from '@weave/transport';
 import { A2AClient, a2aGrpcService } from '@weave/a2a';
 import { SecureAgent } from '@weave/agent';
+import { startWindowProfiles, writeWindowProfiles } from './window-profile.js';
 import { grpcMessageFrame, type LoadgenJob, type LoadgenResult, type PemSvid } from './load.js';
 
 async function readJob(): Promise<LoadgenJob> {
@@ -352,19 +351,10 @@ async function setUp(job: LoadgenJob): Promise<{ call: Call; close: () => Promis
   }
 }
 
-let session: Session | undefined;
-/** With `cpuProfDir`: this process's CPU profile over the window only (start-up and warm-up left out). */
+/** With `cpuProfDir` / `heapProfDir`: this process's profiles over the window only (start-up and warm-up left out). */
 async function profile(phase: 'start' | 'end', job: LoadgenJob): Promise<void> {
-  if (!job.cpuProfDir) return;
-  if (phase === 'start') {
-    session = new Session();
-    session.connect();
-    await session.post('Profiler.enable');
-    await session.post('Profiler.start');
-    return;
-  }
-  const { profile: p } = await session!.post('Profiler.stop');
-  await writeFile(`${job.cpuProfDir}/client-${process.pid}-${job.kind}.cpuprofile`, JSON.stringify(p));
+  if (phase === 'start') return startWindowProfiles(job);
+  await writeWindowProfiles(job, `client-${process.pid}-${job.kind}`);
 }
 
 const write = (line: string) => new Promise<void>((r) => process.stdout.write(`${line}\n`, () => r()));
