@@ -834,14 +834,22 @@ export class A2ARequestHandler {
     let record: TaskRecord;
     try {
       if (this.manager.activeCount >= this.#maxTasks) throw A2AErrors.tooManyTasks(this.#maxTasks);
-      record = await this.manager.create({
-        owner: ctx.caller.toString(),
-        ...(ctx.tenant === undefined ? {} : { tenant: ctx.tenant }),
-        skill,
-        message: p.message,
-        // The caller sees which skill ran, whoever chose it.
-        metadata: { ...p.metadata, [SKILL_METADATA_KEY]: skill },
-      });
+      // The caller sees which skill ran, whoever chose it. Built without a
+      // spread when there is nothing to copy, and field by field: a spread
+      // followed by more keys leaves V8's fast path on Node 20, per call.
+      const metadata: v1.Struct =
+        p.metadata === undefined
+          ? { [SKILL_METADATA_KEY]: skill }
+          : { ...p.metadata, [SKILL_METADATA_KEY]: skill };
+      const input: { owner: string; tenant?: string; skill: string; message: Message; metadata: v1.Struct } =
+        {
+          owner: ctx.caller.toString(),
+          skill,
+          message: p.message,
+          metadata,
+        };
+      if (ctx.tenant !== undefined) input.tenant = ctx.tenant;
+      record = await this.manager.create(input);
     } catch (err) {
       release();
       if (err instanceof TaskStoreFullError) throw A2AErrors.tooManyTasks(this.#maxTasks);

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import { WeaveError } from '@weave/identity';
+import { Deadlines } from './deadlines.js';
 import type {
   StoredEvent,
   TaskInbox,
@@ -171,6 +172,8 @@ export class TaskManager {
   readonly #onOrphan: (record: TaskRecord) => Promise<void>;
   #leaseTimer: NodeJS.Timeout | undefined;
   readonly #sweepTimer: NodeJS.Timeout;
+  /** The deadlines of {@link #settledHere}'s waits. */
+  readonly #waitDeadlines = new Deadlines<() => void>((expire) => expire());
   #ticking = false;
   #closed = false;
   /** When the last heartbeat that renewed the lease was sent (epoch ms). */
@@ -627,17 +630,45 @@ export class TaskManager {
       if (options.terminalOnly ? isTerminal(st) : isSettled(st)) {
         return task;
       }
-      const settled = await untilSettled(
-        new Promise<TaskRecord>((resolve) => live.settleWaiters.push(resolve)),
-        id,
-        options,
-        deadline,
-      );
+      const settled =
+        options.signal === undefined
+          ? await this.#settledHere(live, id, options.timeoutMs ?? 0, deadline)
+          : await untilSettled(
+              new Promise<TaskRecord>((resolve) => live.settleWaiters.push(resolve)),
+              id,
+              options,
+              deadline,
+            );
       const now = settled.task.status.state;
       if (options.terminalOnly ? isTerminal(now) : isSettled(now)) {
         return settled.task;
       }
     }
+  }
+
+  /**
+   * The next time the live task settles, or {@link WaitTimeoutError} at
+   * `deadline`: what a blocking SendMessage waits on, once per call, with no
+   * timer of its own ({@link Deadlines}).
+   */
+  #settledHere(live: Live, id: string, ms: number, deadline: number | undefined): Promise<TaskRecord> {
+    return new Promise<TaskRecord>((resolve, reject) => {
+      if (deadline === undefined) {
+        live.settleWaiters.push(resolve);
+        return;
+      }
+      const expire = (): void => {
+        const i = live.settleWaiters.indexOf(wake);
+        if (i >= 0) live.settleWaiters.splice(i, 1);
+        reject(new WaitTimeoutError(id, ms));
+      };
+      const wake = (record: TaskRecord): void => {
+        this.#waitDeadlines.delete(expire);
+        resolve(record);
+      };
+      live.settleWaiters.push(wake);
+      this.#waitDeadlines.add(expire, deadline);
+    });
   }
 
   /** Follows a task running elsewhere until an event settles it (as {@link waitForCompletion} counts it). */
@@ -1108,10 +1139,11 @@ function settlesTask(e: StoredEvent): boolean {
 /** True for the event that ends a task (its terminal status). */
 /**
  * `done`, unless `options.signal` aborts first (rejects with its reason) or
- * `deadline` passes (rejects with {@link WaitTimeoutError}): the one home of
- * the abort and deadline wiring of {@link TaskManager.waitForCompletion},
- * whether the task runs here or on another replica. Listener and timer go
- * when it settles, whichever way.
+ * `deadline` passes (rejects with {@link WaitTimeoutError}): the abort and
+ * deadline wiring of {@link TaskManager.waitForCompletion} for a wait with a
+ * signal, or on a task running on another replica (a wait on a live task
+ * without a signal, the blocking call's, shares one timer instead). Listener
+ * and timer go when it settles, whichever way.
  */
 function untilSettled<T>(
   done: Promise<T>,

@@ -350,6 +350,30 @@ describe('TaskManager', () => {
     await m.close();
   });
 
+  it('waitForCompletion: waits with a timeout share one timer, and each ends at its own deadline', async () => {
+    const m = new TaskManager();
+    const [a, b, c] = await Promise.all(
+      ['a', 'b', 'c'].map((t) => m.create({ owner: 'o', skill: 's', message: msg(t) })),
+    );
+    const t0 = Date.now();
+    const long = m.waitForCompletion(a!.task.id, { timeoutMs: 5000 });
+    // An earlier deadline asked after a later one: the timer moves up to it.
+    const short = m.waitForCompletion(b!.task.id, { timeoutMs: 20 });
+    const settles = m.waitForCompletion(c!.task.id, { timeoutMs: 30 });
+    m.setStatus(c!.task.id, 'TASK_STATE_COMPLETED');
+    expect((await settles).status.state).toBe('TASK_STATE_COMPLETED');
+    await expect(short).rejects.toThrow(`task ${b!.task.id} did not settle within 20 ms`);
+    expect(Date.now() - t0).toBeLessThan(2500);
+    // The long wait goes on after the short one ended, and its task settling ends it.
+    m.setStatus(a!.task.id, 'TASK_STATE_COMPLETED');
+    expect((await long).status.state).toBe('TASK_STATE_COMPLETED');
+    // A wait that timed out left its task: the next wait on it is woken, once.
+    const again = m.waitForCompletion(b!.task.id, { timeoutMs: 5000 });
+    m.setStatus(b!.task.id, 'TASK_STATE_INPUT_REQUIRED');
+    expect((await again).status.state).toBe('TASK_STATE_INPUT_REQUIRED');
+    await m.close();
+  });
+
   it('waitForCompletion: terminal, interrupted, unknown, aborted', async () => {
     const m = new TaskManager();
     const r1 = await m.create({ owner: 'o', skill: 's', message: msg('1') });

@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { context as otelContext, type Context } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
+import { Deadlines } from '@weave/a2a';
 import type {
   A2AServer,
   AgentCard,
@@ -21,7 +22,6 @@ import { ERROR_METADATA_KEY, type CallAgentOptions } from './outbound.js';
 import {
   DEADLINE_HEADER,
   DEADLINE_KEY,
-  MAX_TIMER_MS,
   deadlineReason,
   isDeadlineReason,
   parseDeadline,
@@ -87,14 +87,12 @@ export class Inbound {
   readonly #routing: CapabilityRouting | undefined;
   readonly #nested: NestedCall;
   readonly #stopController = new AbortController();
-  // Each running handler's give-up function and its deadline (ms since the
-  // epoch, or undefined). One timer serves them all, armed for the earliest
-  // deadline: calls on the usual default deadline arrive in deadline order,
-  // so a call costs no timer of its own (a setTimeout and clearTimeout per
-  // call was about 1.5 % of the server's CPU in the call bench's profile).
-  readonly #guards = new Map<(err: AgentError, reason?: unknown) => void, number | undefined>();
-  #sweepAt = Infinity;
-  #sweepTimer: NodeJS.Timeout | undefined;
+  /** Each running handler's give-up function (a stop ends them all). */
+  readonly #guards = new Set<GiveUp>();
+  // The deadlines of those that have one, on one timer: a call costs no timer
+  // of its own (a setTimeout and clearTimeout per call was about 1.5 % of the
+  // server's CPU in the call bench's profile).
+  readonly #deadlines = new Deadlines<GiveUp>((giveUp) => giveUp(deadlineExpired(), deadlineReason()));
   #runningTasks = 0;
 
   constructor(opts: {
@@ -164,10 +162,7 @@ export class Inbound {
    */
   stop(reason: AgentError): void {
     this.#stopController.abort(reason);
-    for (const fail of [...this.#guards.keys()]) fail(reason);
-    clearTimeout(this.#sweepTimer);
-    this.#sweepTimer = undefined;
-    this.#sweepAt = Infinity;
+    for (const fail of [...this.#guards]) fail(reason);
   }
 
   #taskHandler(target: ServeTarget, def: CapabilityDefinition): TaskHandler {
@@ -269,8 +264,8 @@ export class Inbound {
     onGiveUp: (reason: unknown) => void,
   ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const stop = (err: AgentError, reason: unknown = err) => {
-        this.#guards.delete(stop);
+      const stop: GiveUp = (err, reason = err) => {
+        this.#forget(stop);
         onGiveUp(reason);
         reject(err);
       };
@@ -278,48 +273,29 @@ export class Inbound {
         return reject(this.#stopController.signal.reason as AgentError);
       }
       if (deadline !== undefined && deadline - Date.now() <= 0) return reject(deadlineExpired());
-      this.#guards.set(stop, deadline);
-      if (deadline !== undefined) this.#armSweep(deadline);
+      this.#guards.add(stop);
+      if (deadline !== undefined) this.#deadlines.add(stop, deadline);
       fn().then(
         (v) => {
-          this.#guards.delete(stop);
+          this.#forget(stop);
           resolve(v);
         },
         (e: unknown) => {
-          this.#guards.delete(stop);
+          this.#forget(stop);
           reject(e as Error);
         },
       );
     });
   }
 
-  /** Arms the one deadline timer for `deadline` unless it already fires at or before it. */
-  #armSweep(deadline: number): void {
-    if (deadline >= this.#sweepAt) return;
-    clearTimeout(this.#sweepTimer);
-    this.#sweepAt = deadline;
-    this.#sweepTimer = setTimeout(
-      () => this.#sweep(),
-      Math.min(Math.max(0, deadline - Date.now()), MAX_TIMER_MS),
-    );
-    // A timer left armed for calls that have finished must not keep the process up.
-    this.#sweepTimer.unref();
-  }
-
-  /** Gives up every handler past its deadline, then arms the timer for the next deadline. */
-  #sweep(): void {
-    this.#sweepTimer = undefined;
-    this.#sweepAt = Infinity;
-    const now = Date.now();
-    let next = Infinity;
-    for (const [stop, deadline] of this.#guards) {
-      if (deadline === undefined) continue;
-      if (deadline <= now) stop(deadlineExpired(), deadlineReason());
-      else if (deadline < next) next = deadline;
-    }
-    if (next !== Infinity) this.#armSweep(next);
+  #forget(stop: GiveUp): void {
+    this.#guards.delete(stop);
+    this.#deadlines.delete(stop);
   }
 }
+
+/** Ends a running handler's task with `err`; its signal aborts with `reason`. */
+type GiveUp = (err: AgentError, reason?: unknown) => void;
 
 function deadlineExpired(): AgentError {
   return new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');

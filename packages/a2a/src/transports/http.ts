@@ -2,6 +2,7 @@
 // request straight on the dispatcher, opening an event stream, reading it,
 // and turning what went wrong into a typed error. Internal.
 import { request, type Dispatcher } from 'undici';
+import { Deadlines } from '../deadlines.js';
 import { A2AClientError, A2AError } from '../errors.js';
 import { parseSse, type SseEvent } from '../sse-parse.js';
 
@@ -128,6 +129,9 @@ export interface HttpRequest {
   readonly what: string;
 }
 
+/** The deadlines of every {@link httpUnary} exchange in the process: one timer, not one per call. */
+const unaryDeadlines = new Deadlines<() => void>((expire) => expire());
+
 /**
  * One unary request straight on the dispatcher, the body gathered in memory
  * up to `maxBytes`: undici's `request()` builds a Readable stream for every
@@ -135,7 +139,7 @@ export interface HttpRequest {
  * The handler has undici's classic shape, so a SecureChannel still retries
  * what provably never left.
  *
- * One timer bounds the whole exchange; an abort ends the call at once, even
+ * A deadline bounds the whole exchange; an abort ends the call at once, even
  * while the connection is still being made (undici itself only takes an
  * abort once a connect ends, at its own timeout). Rejects with the typed
  * error of {@link callFailure}.
@@ -154,7 +158,7 @@ export function httpUnary(req: HttpRequest): Promise<{ status: number; text: str
     const settle = (err: unknown, value?: { status: number; text: string }) => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
+      unaryDeadlines.delete(expire);
       signal?.removeEventListener('abort', onAbort);
       if (err !== undefined) reject(callFailure(what, err, signal));
       else resolve(value as { status: number; text: string });
@@ -166,7 +170,8 @@ export function httpUnary(req: HttpRequest): Promise<{ status: number; text: str
       abortFn?.(reason);
     };
     const onAbort = () => stop((signal?.reason as Error | undefined) ?? new Error('aborted'));
-    const timer = setTimeout(() => stop(deadlineExceeded(what)), Math.max(1, req.timeoutMs));
+    const expire = () => stop(deadlineExceeded(what));
+    unaryDeadlines.add(expire, Date.now() + Math.max(1, req.timeoutMs));
     signal?.addEventListener('abort', onAbort, { once: true });
     const handler = {
       onConnect(abort: (reason?: Error) => void) {
