@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import {
-  ROOT_CONTEXT,
   context as otelContext,
   defaultTextMapGetter,
   defaultTextMapSetter,
@@ -16,12 +15,48 @@ import { W3CTraceContextPropagator } from '@opentelemetry/core';
 const propagator = new W3CTraceContextPropagator();
 
 /**
+ * An OpenTelemetry context as a chain of links, each one key and its value
+ * on top of its parent. The API's own (`ROOT_CONTEXT`'s) copies a Map on
+ * every `setValue`, and every served call sets two values (the caller's span,
+ * the deadline) and every outgoing call one or two: a Map and its table per
+ * value, where a link is one small object. Lookups walk a chain that is a
+ * few links long. Values set on it by anyone (an application's propagator,
+ * OpenTelemetry's `trace.setSpan`) make links too.
+ */
+class LinkedContext implements Context {
+  constructor(
+    private readonly parent: LinkedContext | undefined,
+    private readonly key: symbol | undefined,
+    private readonly value: unknown,
+  ) {}
+
+  getValue(key: symbol): unknown {
+    if (this.key === key) return this.value === DELETED ? undefined : this.value;
+    return this.parent?.getValue(key);
+  }
+
+  setValue(key: symbol, value: unknown): Context {
+    return new LinkedContext(this, key, value);
+  }
+
+  deleteValue(key: symbol): Context {
+    return new LinkedContext(this, key, DELETED);
+  }
+}
+
+/** The value of a link that removes its key. */
+const DELETED: unique symbol = Symbol('deleted');
+
+/** The empty context every call's trace context starts from (see {@link LinkedContext}). */
+const ROOT = new LinkedContext(undefined, undefined, undefined);
+
+/**
  * Reads `traceparent`/`tracestate` from incoming headers. Returns a context
  * whose span context is the remote parent, or a fresh trace when the caller
  * sent none (so every call has a trace id to correlate logs with).
  */
 export function extractTraceContext(headers: Record<string, string | string[] | undefined>): Context {
-  const ctx = propagator.extract(ROOT_CONTEXT, headers, defaultTextMapGetter);
+  const ctx = propagator.extract(ROOT, headers, defaultTextMapGetter);
   const sc = trace.getSpanContext(ctx);
   return sc && isSpanContextValid(sc) ? ctx : newTraceContext();
 }
@@ -51,7 +86,7 @@ function newTraceContext(): Context {
     traceFlags: TraceFlags.NONE,
     isRemote: false,
   };
-  return trace.setSpanContext(ROOT_CONTEXT, sc);
+  return trace.setSpanContext(ROOT, sc);
 }
 
 /**

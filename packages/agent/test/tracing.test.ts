@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { trace } from '@opentelemetry/api';
+import { createContextKey, trace } from '@opentelemetry/api';
 import { extractTraceContext, injectTraceHeaders, outgoingTraceContext, traceIdOf } from '../src/tracing.js';
 
 describe('trace context', () => {
@@ -26,5 +26,29 @@ describe('trace context', () => {
       expect(sc.traceId).toMatch(/^[0-9a-f]{32}$/);
       expect(sc.traceId).not.toBe('0'.repeat(32));
     }
+  });
+
+  it('a call context is an OpenTelemetry context: values set on it go to the copy, not the original', () => {
+    const k = createContextKey('test.k');
+    const other = createContextKey('test.other');
+    const incoming = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const base = extractTraceContext({ traceparent: incoming });
+    const a = base.setValue(k, 1);
+    const b = a.setValue(k, 2).setValue(other, 'x');
+    const c = b.deleteValue(k);
+    expect([base.getValue(k), a.getValue(k), b.getValue(k), c.getValue(k)]).toEqual([
+      undefined,
+      1,
+      2,
+      undefined,
+    ]);
+    expect(c.getValue(other)).toBe('x');
+    expect(c.deleteValue(other).getValue(other)).toBeUndefined();
+    // The span context travels through every copy, and can be replaced on one.
+    for (const ctx of [a, b, c]) expect(traceIdOf(ctx)).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
+    const next = outgoingTraceContext(c);
+    expect(traceIdOf(next)).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
+    expect(trace.getSpanContext(next)!.spanId).not.toBe(trace.getSpanContext(c)!.spanId);
+    expect(trace.getSpanContext(c)!.spanId).toBe('00f067aa0ba902b7');
   });
 });
