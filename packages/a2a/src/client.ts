@@ -1,6 +1,6 @@
-import { randomUUID } from 'node:crypto';
 import type { Dispatcher } from 'undici';
 import { z } from 'zod';
+import { randomUuid } from '@weave/identity';
 import { A2AClientError, A2AError, A2AErrorCode } from './errors.js';
 import { DiscoveryClient, type DiscoveryClientOptions, type DiscoveryStats } from './discovery.js';
 import { deadlineExceeded } from './transports/http.js';
@@ -638,7 +638,7 @@ export function buildMessage(skill: string, payload: TaskPayload, contextId?: st
       : Array.isArray(payload)
         ? [...(payload as Part[])]
         : [{ data: payload }];
-  const m: Message = { messageId: randomUUID(), role: 'ROLE_USER', parts, metadata: { skill } };
+  const m: Message = { messageId: randomUuid(), role: 'ROLE_USER', parts, metadata: { skill } };
   if (contextId !== undefined) m.contextId = contextId;
   return MessageSchema.parse(m);
 }

@@ -9,8 +9,7 @@
  * policy check, which is also the audit record, before it reads or changes
  * anything of a task or runs any task handler. A denial runs nothing.
  */
-import { randomUUID } from 'node:crypto';
-import { SpiffeId } from '@weave/identity';
+import { SpiffeId, randomUuid } from '@weave/identity';
 import type { AuthzDecision, PolicyEnforcer } from '@weave/authz';
 import type { z } from 'zod';
 import { A2AError, A2AErrors } from './errors.js';
@@ -891,7 +890,7 @@ export class A2ARequestHandler {
     handler: MessageHandler,
   ): Promise<Message> {
     const release = this.#callerLimits.startTask(ctx.caller);
-    const contextId = message.contextId ?? randomUUID();
+    const contextId = message.contextId ?? randomUuid();
     try {
       const r = await handler(new MessageContextImpl(ctx, skill, message, contextId));
       const reply = toAgentMessage(r) as Message;
@@ -962,13 +961,13 @@ export class A2ARequestHandler {
       const result = await handler(ctx);
       if (!this.manager.isLive(id)) return;
       if (typeof result === 'string') {
-        this.manager.addArtifact(id, { artifactId: randomUUID(), parts: [{ text: result }] });
+        this.manager.addArtifact(id, { artifactId: randomUuid(), parts: [{ text: result }] });
       } else if (result && typeof result === 'object') {
         if ('role' in result && 'messageId' in result) {
           this.manager.setStatus(id, 'TASK_STATE_COMPLETED', storable(v1.MessageSchema.parse(result)));
           return;
         }
-        const art = storable(v1.ArtifactSchema.parse({ artifactId: randomUUID(), ...result }));
+        const art = storable(v1.ArtifactSchema.parse({ artifactId: randomUuid(), ...result }));
         this.manager.addArtifact(id, art);
       }
       if (this.manager.isLive(id)) this.manager.setStatus(id, 'TASK_STATE_COMPLETED');
@@ -1187,7 +1186,7 @@ export class A2ARequestHandler {
       }
     }
     const store = this.#pushStore as PushConfigStore;
-    const stored: TaskPushNotificationConfig = { ...c, taskId: record.task.id, id: c.id || randomUUID() };
+    const stored: TaskPushNotificationConfig = { ...c, taskId: record.task.id, id: c.id || randomUuid() };
     const list = await store.listPushConfigs(record.task.id);
     if (!list.some((x) => x.id === stored.id) && list.length >= 16) {
       throw A2AErrors.invalidParams('at most 16 push configs per task');
@@ -1382,7 +1381,7 @@ class TaskContextImpl implements TaskContext {
   }
 
   publishArtifact(artifact: ArtifactInput, options?: { append?: boolean; lastChunk?: boolean }): void {
-    const a = storable(v1.ArtifactSchema.parse({ artifactId: randomUUID(), ...artifact }));
+    const a = storable(v1.ArtifactSchema.parse({ artifactId: randomUuid(), ...artifact }));
     this.#m.addArtifact(this.taskId, a, options);
   }
 
@@ -1529,7 +1528,7 @@ const NO_TASK: TaskHandler = () => {
 };
 
 function agentMessage(text: string): Message {
-  return { messageId: randomUUID(), role: 'ROLE_AGENT', parts: [{ text }] };
+  return { messageId: randomUuid(), role: 'ROLE_AGENT', parts: [{ text }] };
 }
 
 function toAgentMessage(m: Message | string | undefined): Message | undefined {

@@ -1,6 +1,5 @@
-import { randomUUID } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
-import { WeaveError } from '@weave/identity';
+import { WeaveError, randomUuid } from '@weave/identity';
 import { Deadlines } from './deadlines.js';
 import type {
   StoredEvent,
@@ -389,8 +388,8 @@ export class TaskManager {
 
   /** Creates a task in SUBMITTED state; its first event is the Task itself. */
   async create(input: NewTask): Promise<TaskRecord> {
-    const id = randomUUID();
-    const contextId = input.contextId ?? input.message.contextId ?? randomUUID();
+    const id = randomUuid();
+    const contextId = input.contextId ?? input.message.contextId ?? randomUuid();
     const message = bindMessage(input.message, id, contextId);
     const now = Date.now();
     const task: Task = {
@@ -733,7 +732,7 @@ export class TaskManager {
     if (!live || !waiter) return;
     live.inputWaiter = undefined;
     this.setStatus(id, 'TASK_STATE_FAILED', {
-      messageId: randomUUID(),
+      messageId: randomUuid(),
       role: 'ROLE_AGENT',
       parts: [{ text: reason }],
     });
@@ -790,7 +789,7 @@ export class TaskManager {
     const task: Task = { ...record.task, status };
     if (reason !== undefined) {
       status.message = {
-        messageId: randomUUID(),
+        messageId: randomUuid(),
         role: 'ROLE_AGENT',
         parts: [{ text: reason }],
         taskId: id,

@@ -15,10 +15,10 @@
  *
  * @packageDocumentation
  */
-import { createCipheriv, createDecipheriv, randomBytes, randomUUID } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import pg from 'pg';
-import { WeaveError } from '@weave/identity';
+import { WeaveError, randomUuid } from '@weave/identity';
 import type {
   PushConfigStore,
   StoredEvent,
@@ -731,7 +731,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     this.#db = new PoolHolder(options);
     this.#ttl = options.terminalTtlMs ?? 3_600_000;
     this.leaseTtlMs = options.leaseTtlMs ?? 30_000;
-    this.replicaId = options.replicaId ?? randomUUID();
+    this.replicaId = options.replicaId ?? randomUuid();
     this.#deadReplicaTtl = options.deadReplicaTtlMs ?? 3_600_000;
   }
 

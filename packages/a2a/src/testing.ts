@@ -13,8 +13,8 @@
  *
  * @packageDocumentation
  */
-import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
+import { randomUuid } from '@weave/identity';
 import { TaskManager } from './manager.js';
 import type { PushConfigStore, StoredEvent, TaskRecord, TaskStore } from './store.js';
 import { TRUNCATED_METADATA_KEY, TaskStoreConflictError, isPushConfigStore } from './store.js';
@@ -50,7 +50,7 @@ export interface StoreOpenOptions {
 const HOUR = 3_600_000;
 
 const userMessage = (text: string): Message => ({
-  messageId: randomUUID(),
+  messageId: randomUuid(),
   role: 'ROLE_USER',
   parts: [{ text }],
 });
@@ -61,11 +61,11 @@ function newTask(
   record: TaskRecord;
   first: StoredEvent;
 } {
-  const id = randomUUID();
+  const id = randomUuid();
   const createdAt = opts.createdAt ?? Date.now();
   const task: Task = {
     id,
-    contextId: opts.contextId ?? randomUUID(),
+    contextId: opts.contextId ?? randomUuid(),
     status: { state: opts.state ?? 'TASK_STATE_SUBMITTED', timestamp: new Date(createdAt).toISOString() },
     history: [{ ...userMessage('hello'), taskId: id }],
     artifacts: [],
@@ -73,7 +73,7 @@ function newTask(
   };
   const record: TaskRecord = {
     task,
-    owner: opts.owner ?? `spiffe://contract.test/${randomUUID()}`,
+    owner: opts.owner ?? `spiffe://contract.test/${randomUuid()}`,
     ...(opts.tenant === undefined ? {} : { tenant: opts.tenant }),
     skill: 'echo',
     createdAt,
@@ -93,7 +93,7 @@ function statusEvent(task: Task, seq: number, state: TaskState): StoredEvent {
 function saidEvent(task: Task, seq: number, state: TaskState, text: string): StoredEvent {
   const status = {
     state,
-    message: { messageId: randomUUID(), role: 'ROLE_AGENT' as const, parts: [{ text }] },
+    message: { messageId: randomUuid(), role: 'ROLE_AGENT' as const, parts: [{ text }] },
     timestamp: new Date().toISOString(),
   };
   task.status = status;
@@ -136,8 +136,8 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
       const got = await store.get(record.task.id);
       expect(got).toEqual(record);
       expect(await store.events(record.task.id, 0, 10)).toEqual([first]);
-      expect(await store.get(randomUUID())).toBeUndefined();
-      expect(await store.events(randomUUID(), 0, 10)).toBeUndefined();
+      expect(await store.get(randomUuid())).toBeUndefined();
+      expect(await store.events(randomUuid(), 0, 10)).toBeUndefined();
     });
 
     it('refuses to create a task twice and keeps the first', async () => {
@@ -189,7 +189,7 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
       const replay = statusEvent(task, 1, 'TASK_STATE_WORKING');
       await expect(store.append(task.id, task, [replay], 5)).rejects.toBeInstanceOf(TaskStoreConflictError);
       await expect(
-        store.append(randomUUID(), task, [statusEvent(task, 2, 'TASK_STATE_WORKING')], 5),
+        store.append(randomUuid(), task, [statusEvent(task, 2, 'TASK_STATE_WORKING')], 5),
       ).rejects.toBeInstanceOf(TaskStoreConflictError);
       expect(await store.get(task.id)).toEqual(record);
       expect(await store.events(task.id, 0, 10)).toEqual([first]);
@@ -222,7 +222,7 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
 
     it('lists only the owner’s tasks, newest first, with filters, a keyset cursor and a total', async () => {
       const store = await open();
-      const owner = `spiffe://contract.test/${randomUUID()}`;
+      const owner = `spiffe://contract.test/${randomUuid()}`;
       const t0 = Date.now() - 60_000;
       const ids: string[] = [];
       for (let i = 0; i < 6; i++) {
@@ -258,7 +258,7 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
 
     it('scopes tasks by tenant as well as owner: a list names one tenant, or none, never any', async () => {
       const store = await open();
-      const owner = `spiffe://contract.test/${randomUUID()}`;
+      const owner = `spiffe://contract.test/${randomUuid()}`;
       const t0 = Date.now() - 60_000;
       const a = newTask({ owner, tenant: 'tenant-a', createdAt: t0 });
       const b = newTask({ owner, tenant: 'tenant-b', createdAt: t0 + 1 });
@@ -278,7 +278,7 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
       expect(untenanted.total).toBe(1);
       expect((await store.list({ owner, tenant: 'tenant-c', limit: 10 })).total).toBe(0);
       // Another owner in the same tenant sees nothing of these.
-      const stranger = `spiffe://contract.test/${randomUUID()}`;
+      const stranger = `spiffe://contract.test/${randomUuid()}`;
       expect((await store.list({ owner: stranger, tenant: 'tenant-a', limit: 10 })).total).toBe(0);
     });
 
@@ -404,7 +404,7 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
       expect(await store.deletePushConfig(id, 'a')).toBe(true);
       expect(await store.deletePushConfig(id, 'a')).toBe(false);
       expect(await store.listPushConfigs(id)).toEqual([b]);
-      expect(await store.listPushConfigs(randomUUID())).toEqual([]);
+      expect(await store.listPushConfigs(randomUuid())).toEqual([]);
       await tasks.delete(id);
       expect(await store.listPushConfigs(id)).toEqual([]);
     });

@@ -1,6 +1,5 @@
-import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
-import { SpiffeId } from '@weave/identity';
+import { SpiffeId, randomUuid } from '@weave/identity';
 import {
   CapabilityRegistry,
   defineCapability,
@@ -68,10 +67,10 @@ export class OfflineTestAgent extends AgentCore {
     const ctx: CapabilityContext = {
       caller: options.caller ?? LOCAL_TEST_CALLER,
       signal: options.signal ?? new AbortController().signal,
-      correlationId: randomUUID(),
+      correlationId: randomUuid(),
       progress: () => undefined,
       // No caller to stream to: the chunk's id is all there is to give back.
-      publishArtifact: (chunk) => chunk.artifactId ?? randomUUID(),
+      publishArtifact: (chunk) => chunk.artifactId ?? randomUuid(),
       drained: () => Promise.resolve(),
       callAgent: async (target, capability, input, callOptions = {}) => {
         if (!stub) {

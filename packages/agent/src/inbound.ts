@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { context as otelContext, type Context } from '@opentelemetry/api';
 import type { Logger } from 'pino';
@@ -14,7 +13,7 @@ import type {
   TaskHandler,
   TaskResult,
 } from '@weave/a2a';
-import type { IdentityProvider, SpiffeId } from '@weave/identity';
+import { randomUuid, type IdentityProvider, type SpiffeId } from '@weave/identity';
 import type { CapabilityContext, CapabilityDefinition, CapabilityRegistry } from './capability.js';
 import { AgentError, CallError } from './errors.js';
 import type { AgentMetrics, CallOutcome } from './metrics.js';
@@ -333,7 +332,7 @@ function failureMessage(e: AgentError): Message {
     (e.code === 'CAPABILITY_FAILED' && !(e.cause instanceof AgentError)) || e instanceof CallError;
   const text = internal ? `${e.code}: see the callee's log for details` : e.message;
   return {
-    messageId: randomUUID(),
+    messageId: randomUuid(),
     role: 'ROLE_AGENT',
     parts: [{ text }],
     metadata: { [ERROR_METADATA_KEY]: { code: e.code, message: text } },

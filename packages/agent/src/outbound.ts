@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { context as otelContext } from '@opentelemetry/api';
 import type { Logger } from 'pino';
@@ -17,7 +16,7 @@ import {
   type Task,
 } from '@weave/a2a';
 import type { PolicyEnforcer } from '@weave/authz';
-import { SpiffeId, type IdentityProvider } from '@weave/identity';
+import { SpiffeId, type IdentityProvider, randomUuid } from '@weave/identity';
 import {
   CircuitOpenError,
   ClientCertificateRequiredError,
@@ -405,7 +404,7 @@ export class Outbound {
     details: CallErrorDetails,
   ): Promise<unknown> {
     const message: Message = {
-      messageId: randomUUID(),
+      messageId: randomUuid(),
       role: 'ROLE_USER',
       parts: [{ data: input === undefined ? null : input }],
       metadata: { skill: capability },

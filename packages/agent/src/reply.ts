@@ -3,7 +3,7 @@
  * artifacts. A capability that returns a plain value still answers one data
  * artifact named `result`, as before; `callAgent` reads each shape back.
  */
-import { randomUUID } from 'node:crypto';
+import { randomUuid } from '@weave/identity';
 import type { Artifact, Part, Task } from '@weave/a2a';
 
 /** A file, as bytes or as a URL, with its media type and (optionally) a file name. */
@@ -81,7 +81,7 @@ function toPart(p: ReplyPart): Part {
 
 /** The A2A artifact of a {@link ReplyArtifact}. */
 export function toArtifact(a: ReplyArtifact): Artifact {
-  const out: Artifact = { artifactId: a.artifactId ?? randomUUID(), parts: a.parts.map(toPart) };
+  const out: Artifact = { artifactId: a.artifactId ?? randomUuid(), parts: a.parts.map(toPart) };
   if (a.name !== undefined) out.name = a.name;
   if (a.description !== undefined) out.description = a.description;
   return out;

@@ -56,5 +56,6 @@ export {
 } from './svid-provider.js';
 // Shared with the packages that read JSON a user wrote: one duplicate-key check for all of them.
 export { formatKeyPath, lineCol, scanJson, type DuplicateJsonKey, type JsonPath } from './json.js';
+export { randomUuid } from './uuid.js';
 export type { X509Certificate } from '@peculiar/x509';
 export * from './workload/index.js';
