@@ -26,7 +26,10 @@ export class Deadlines<K> {
     this.#onExpire = onExpire;
   }
 
-  /** Hands `key` to `onExpire` once `deadline` (epoch ms) has passed, unless {@link delete}d before. */
+  /**
+   * Hands `key` to `onExpire` once `deadline` (epoch ms) has passed, unless
+   * {@link delete}d before. `Infinity`: never, but the key is kept (see {@link keys}).
+   */
   add(key: K, deadline: number): void {
     this.#due.set(key, deadline);
     if (deadline < this.#timerAt) this.#arm(deadline);
@@ -40,6 +43,11 @@ export class Deadlines<K> {
   /** Keys waiting for their deadline. */
   get size(): number {
     return this.#due.size;
+  }
+
+  /** The keys waiting, oldest first (a key added with deadline `Infinity` waits until deleted). */
+  keys(): IterableIterator<K> {
+    return this.#due.keys();
   }
 
   #arm(deadline: number): void {

@@ -47,4 +47,17 @@ describe('Deadlines', () => {
     expect(fired).toEqual(['first', 'due at once', 'later']);
     expect(d.size).toBe(0);
   });
+
+  it('keeps a key with deadline Infinity until deleted, and lists what waits, oldest first', async () => {
+    const d = new Deadlines<string>(() => {
+      throw new Error('nothing here expires');
+    });
+    d.add('a', Infinity);
+    d.add('b', Date.now() + 60_000);
+    d.add('c', Infinity);
+    await sleep(30);
+    expect([...d.keys()]).toEqual(['a', 'b', 'c']);
+    d.delete('b');
+    expect([...d.keys()]).toEqual(['a', 'c']);
+  });
 });
