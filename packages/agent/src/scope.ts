@@ -32,7 +32,7 @@ export const DEADLINE_KEY = createContextKey('weave.deadline');
  * Longest delay a Node timer takes (about 24.8 days). Longer ones fire after
  * 1 ms, so a deadline further away than this arms no timer at all.
  */
-export const MAX_TIMER_MS = 2_147_483_647;
+const MAX_TIMER_MS = 2_147_483_647;
 
 /** Milliseconds until `deadline`, capped for use as a timer or request timeout. */
 export function timeLeft(deadline: number): number {
