@@ -27,7 +27,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { connect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import {
   A2AClient,
@@ -424,9 +424,14 @@ describe.skipIf(!py)('a2a-sdk (Python) ↔ Weave', () => {
           await strangerChannel.close();
           await strangerProvider.close();
         }
-        expect(server.lines().filter((l) => l.type === 'refused')).toEqual([
-          { type: 'refused', via: binding === 'GRPC' ? 'grpcio' : 'uvicorn', caller: ID.weaveStranger },
-        ]);
+        // The server logs the refusal on its stdout, which can reach this process after the refusal itself.
+        await vi.waitFor(
+          () =>
+            expect(server.lines().filter((l) => l.type === 'refused')).toEqual([
+              { type: 'refused', via: binding === 'GRPC' ? 'grpcio' : 'uvicorn', caller: ID.weaveStranger },
+            ]),
+          { timeout: 5000 },
+        );
         expect(server.lines().filter((l) => l.type === 'execute').length).toBe(executed);
       });
 
