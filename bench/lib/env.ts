@@ -6,8 +6,10 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import http2 from 'node:http2';
+import type http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -124,6 +126,164 @@ export async function startBareEcho(
   return {
     url: `https://127.0.0.1:${(server.address() as AddressInfo).port}/`,
     server,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+/** The A2A roles a message may carry. */
+const ROLES = new Set(['ROLE_USER', 'ROLE_AGENT']);
+
+/** True for an A2A Part: an object with exactly one of text, raw, url, data. */
+function isPart(p: unknown): boolean {
+  if (typeof p !== 'object' || p === null) return false;
+  const q = p as Record<string, unknown>;
+  return (
+    (typeof q.text === 'string' ? 1 : 0) +
+      (typeof q.raw === 'string' ? 1 : 0) +
+      (typeof q.url === 'string' ? 1 : 0) +
+      (q.data !== undefined ? 1 : 0) ===
+    1
+  );
+}
+
+/** Answers with a JSON body (module-level: the bench runs through tsx, which names each closure it creates). */
+function reply(res: http.ServerResponse, status: number, body: string): void {
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+/** A JSON-RPC error response. */
+function rpcError(id: string | number | null, code: number, message: string): string {
+  return JSON.stringify({ jsonrpc: '2.0', id, error: { code, message } });
+}
+
+/**
+ * The least a secure A2A server does per `SendMessage` (JSON-RPC), with
+ * nothing of Weave: the bare echo's node `https` and mTLS options, and per
+ * request only what the protocol and the security model ask of any
+ * implementation, each done the cheapest way:
+ * - the body read under a size limit and parsed; the JSON-RPC envelope and
+ *   the message checked by hand (method, id, messageId, role, parts, the
+ *   skill's `{ text }` input);
+ * - the caller's SPIFFE ID taken from its chain-verified certificate, once per
+ *   connection;
+ * - one policy decision (a Set of allowed callers) with its audit record;
+ * - a task created and kept (the oldest dropped past `maxTasks`, like Weave's
+ *   in-memory store), the echo run, the task answered COMPLETED with one
+ *   artifact and `historyLength` applied.
+ * No framework, schema library, metrics, tracing, deadlines, limits on
+ * nesting or concurrency, or task lifecycle events: the floor of a secure
+ * A2A server in Node, not a usable one. `decisions()` counts its audits.
+ */
+export async function startLeastA2A(
+  tls: https.ServerOptions,
+  opts: { allowedCallers: string[]; maxTasks?: number; maxBodyBytes?: number },
+): Promise<{ url: string; decisions(): number; close(): Promise<void> }> {
+  const allowed = new Set(opts.allowedCallers);
+  const maxTasks = opts.maxTasks ?? 10_000;
+  const maxBody = opts.maxBodyBytes ?? 4 * 1024 * 1024;
+  const callers = new WeakMap<object, string | null>();
+  const tasks = new Map<string, Record<string, unknown>>();
+  const order: string[] = [];
+  let head = 0;
+  const audit: unknown[] = [];
+  let decisions = 0;
+  const server = https.createServer(tls, (req, res) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size <= maxBody) chunks.push(c);
+    });
+    req.on('end', () => {
+      if (size > maxBody) return reply(res, 413, '{"error":"body too large"}');
+      let rpc: { jsonrpc?: unknown; id?: unknown; method?: unknown; params?: unknown };
+      try {
+        rpc = JSON.parse(
+          (chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)).toString('utf8'),
+        ) as typeof rpc;
+      } catch {
+        return reply(res, 200, rpcError(null, -32700, 'parse error'));
+      }
+      const id = typeof rpc.id === 'string' || typeof rpc.id === 'number' ? rpc.id : null;
+      if (rpc.jsonrpc !== '2.0' || rpc.method !== 'SendMessage') {
+        return reply(res, 200, rpcError(id, -32600, 'invalid request'));
+      }
+      const params = rpc.params as
+        { message?: Record<string, unknown>; configuration?: { historyLength?: unknown } } | undefined;
+      const message = params?.message;
+      const parts = message?.parts;
+      const skill = (message?.metadata as { skill?: unknown } | undefined)?.skill;
+      const input = (Array.isArray(parts) ? (parts[0] as { data?: { text?: unknown } }) : undefined)?.data;
+      const historyLength = params?.configuration?.historyLength;
+      if (
+        typeof message !== 'object' ||
+        message === null ||
+        typeof message.messageId !== 'string' ||
+        message.messageId === '' ||
+        !ROLES.has(message.role as string) ||
+        !Array.isArray(parts) ||
+        !parts.every(isPart) ||
+        skill !== 'echo' ||
+        typeof input?.text !== 'string' ||
+        (historyLength !== undefined && !(Number.isInteger(historyLength) && (historyLength as number) >= 0))
+      ) {
+        return reply(res, 200, rpcError(id, -32602, 'invalid params'));
+      }
+      // The caller: the one URI SAN of its chain-verified certificate, read once per connection.
+      let caller = callers.get(req.socket);
+      if (caller === undefined) {
+        const san = (req.socket as TLSSocket).getPeerX509Certificate()?.subjectAltName;
+        caller = san?.startsWith('URI:spiffe://') && !san.includes(',') ? san.slice(4) : null;
+        callers.set(req.socket, caller);
+      }
+      const allow = caller !== null && allowed.has(caller);
+      decisions++;
+      audit[0] = {
+        auditId: randomUUID(),
+        decidedAt: new Date().toISOString(),
+        direction: 'inbound',
+        caller,
+        action: skill,
+        decision: allow ? 'allow' : 'deny',
+      };
+      if (!allow) return reply(res, 200, rpcError(id, -32007, 'permission denied'));
+      const taskId = randomUUID();
+      const contextId = typeof message.contextId === 'string' ? message.contextId : randomUUID();
+      const task = {
+        id: taskId,
+        contextId,
+        status: { state: 'TASK_STATE_COMPLETED', timestamp: new Date().toISOString() },
+        history: [{ ...message, taskId, contextId }],
+        artifacts: [
+          { artifactId: randomUUID(), name: 'result', parts: [{ data: { text: `echo: ${input.text}` } }] },
+        ],
+        metadata: { skill },
+      };
+      tasks.set(taskId, task);
+      order.push(taskId);
+      // Oldest first from a queue: a Map's first key would be found past every hole its deletions left.
+      if (tasks.size > maxTasks) tasks.delete(order[head++]!);
+      if (head > 1024 && head * 2 > order.length) {
+        order.splice(0, head);
+        head = 0;
+      }
+      const n = historyLength as number | undefined;
+      const view = n === undefined ? task : { ...task, history: n === 0 ? [] : task.history.slice(-n) };
+      reply(
+        res,
+        200,
+        `{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":${JSON.stringify({ task: view })}}`,
+      );
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `https://127.0.0.1:${(server.address() as AddressInfo).port}/`,
+    decisions: () => decisions,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));

@@ -75,6 +75,15 @@ export type LoadgenJob = Timing &
         expect: string;
         expectLength: number;
       }
+    | {
+        /** The least a secure A2A caller does per SendMessage (see the loadgen's `least-a2a`). */
+        kind: 'least-a2a';
+        url: string;
+        /** The echo's input text; the answer must be `echo: <text>`. */
+        text: string;
+        svid: PemSvid;
+        expectPeer: string;
+      }
     | { kind: 'channel'; socket: string; url: string; body: string; expect: string[]; expectPeer: string }
     | {
         /** One POST per new connection, each presenting the next of `certs` (never resumed). */

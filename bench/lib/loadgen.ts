@@ -19,6 +19,11 @@
 //   grpc     SendMessage as bare gRPC frames on one node:http2 session over
 //            the client SVID (HTTP/2 multiplexes the calls): the gRPC
 //            counterpart of `http`, no client stack of its own to measure
+//   least-a2a
+//            the least a secure A2A caller does per SendMessage, with nothing
+//            of Weave: a policy decision with its audit record, the request
+//            encoded with a new message id, the server's SPIFFE ID checked per
+//            connection (as `http`), the answer parsed and its task checked
 //   agent    a SecureAgent calling `callAgent` (the whole Weave caller path)
 //   channel  POSTs over a SecureChannel (Weave's transport alone)
 //   new-certs
@@ -31,6 +36,7 @@
 //   fanout-weave / fanout-bare
 //            one call to each of many distinct agents at once, cold then
 //            warm (see runFanout)
+import { randomUUID } from 'node:crypto';
 import http2 from 'node:http2';
 import type { PeerCertificate } from 'node:tls';
 import { pino } from 'pino';
@@ -102,16 +108,22 @@ async function startAgent(job: {
   };
 }
 
+/** The bare clients' undici Pool to `job.url`: one connection per call in flight, the client SVID. */
+function barePool(job: { url: string; concurrency: number; svid: PemSvid; expectPeer: string }) {
+  const target = new URL(job.url);
+  const pool = new Pool(target.origin, {
+    connections: job.concurrency,
+    pipelining: 1,
+    connect: undiciTls(job.svid, job.expectPeer),
+  });
+  return { target, pool };
+}
+
 /** Builds the call of `job` and what closes it. */
 async function setUp(job: LoadgenJob): Promise<{ call: Call; close: () => Promise<unknown> }> {
   switch (job.kind) {
     case 'http': {
-      const target = new URL(job.url);
-      const pool = new Pool(target.origin, {
-        connections: job.concurrency,
-        pipelining: 1,
-        connect: undiciTls(job.svid, job.expectPeer),
-      });
+      const { target, pool } = barePool(job);
       const headers = {
         'content-type': job.contentType ?? 'application/json',
         accept: 'application/json',
@@ -140,6 +152,68 @@ async function setUp(job: LoadgenJob): Promise<{ call: Call; close: () => Promis
             return `${res.statusCode} ${text.slice(0, 200)}`;
           }
           return 1;
+        },
+        close: () => pool.close(),
+      };
+    }
+    case 'least-a2a': {
+      const { target, pool } = barePool(job);
+      const headers = {
+        'content-type': 'application/json',
+        accept: 'application/json',
+        'a2a-version': '1.0',
+      };
+      const allowedCallees = new Set([job.expectPeer]);
+      const audit: unknown[] = [];
+      const expectLength = job.text.length + 6;
+      let id = 0;
+      return {
+        call: async () => {
+          // One policy decision, audited, before anything is sent.
+          const allow = allowedCallees.has(job.expectPeer);
+          decisions++;
+          audit[0] = {
+            auditId: randomUUID(),
+            decidedAt: new Date().toISOString(),
+            direction: 'outbound',
+            callee: job.expectPeer,
+            action: 'echo',
+            decision: allow ? 'allow' : 'deny',
+          };
+          if (!allow) return 'denied';
+          const body = JSON.stringify({
+            jsonrpc: '2.0',
+            id: ++id,
+            method: 'SendMessage',
+            params: {
+              message: {
+                messageId: randomUUID(),
+                role: 'ROLE_USER',
+                parts: [{ data: { text: job.text } }],
+                metadata: { skill: 'echo' },
+              },
+              configuration: { historyLength: 0 },
+            },
+          });
+          const res = await pool.request({ path: target.pathname, method: 'POST', headers, body });
+          const text = await res.body.text();
+          let task: {
+            status?: { state?: unknown };
+            artifacts?: Array<{ parts?: Array<{ data?: { text?: unknown } }> }>;
+          };
+          try {
+            task = (JSON.parse(text) as { result?: { task?: typeof task } }).result?.task ?? {};
+          } catch {
+            return `${res.statusCode} not JSON: ${text.slice(0, 200)}`;
+          }
+          const out = task.artifacts?.[0]?.parts?.[0]?.data?.text;
+          return res.statusCode === 200 &&
+            task.status?.state === 'TASK_STATE_COMPLETED' &&
+            typeof out === 'string' &&
+            out.startsWith('echo: ') &&
+            out.length === expectLength
+            ? 1
+            : `${res.statusCode} ${text.slice(0, 200)}`;
         },
         close: () => pool.close(),
       };

@@ -18,7 +18,7 @@ import { SecureAgent } from '@weave/agent';
 import { createMtlsServerOptions } from '@weave/transport';
 import { startSdkEchoServer } from '@weave/test-support/a2a-sdk';
 import { dbCpuNote, startBenchPostgres } from '../lib/postgres.js';
-import { ID, bareTls, sendMessageBody, silent, startBareEcho, type Env } from '../lib/env.js';
+import { ID, bareTls, sendMessageBody, silent, startBareEcho, startLeastA2A, type Env } from '../lib/env.js';
 import {
   find,
   figureRow,
@@ -66,6 +66,8 @@ async function startEchoAgent(env: Env, workload: 'server' | 'serverPg', taskSto
 interface Targets {
   weave?: { url: string; decisions(): number };
   bareUrl?: string;
+  /** The least secure A2A server (`startLeastA2A`), called by the least secure A2A caller. */
+  least?: { url: string; decisions(): number };
   sdkUrl?: string;
 }
 
@@ -113,7 +115,7 @@ async function cases(
   t: Targets,
   text: string,
   concurrency: number,
-  labels: { weave: string; bare: string; sdk: string; bareJson?: string },
+  labels: { weave: string; bare: string; sdk: string; bareJson?: string; least?: string },
   sdkMayFail = false,
 ): Promise<Row[]> {
   const { env } = ctx;
@@ -124,6 +126,7 @@ async function cases(
     const vs = [
       t.bareUrl ? labels.bare : '',
       t.bareUrl && labels.bareJson ? labels.bareJson : '',
+      t.least && labels.least ? labels.least : '',
       t.sdkUrl ? labels.sdk : '',
     ].filter((x) => x);
     rows.push(await weaveRow(ctx, scenario, t.weave, text, concurrency, labels.weave, vs));
@@ -145,6 +148,26 @@ async function cases(
       const bareJson = await runLoad({ ...bareJob, jsonClient: true });
       rows.push(rowOf(scenario, labels.bareJson, 'req/s', bareJson));
     }
+  }
+  if (t.least && labels.least) {
+    // What any secure A2A call costs at least, over the bare row's transport: the floor
+    // between bare (no A2A, no policy) and Weave (see startLeastA2A).
+    const before = t.least.decisions();
+    const least = await runLoad({
+      kind: 'least-a2a',
+      ...timing,
+      url: t.least.url,
+      text,
+      svid: env.clientPem,
+      expectPeer: ID.bare,
+    });
+    const callee = t.least.decisions() - before;
+    if (least.decisions < least.calls || callee < least.calls) {
+      throw new Error(
+        `least A2A: policy decisions missing: caller ${least.decisions}, callee ${callee}, calls ${least.calls}`,
+      );
+    }
+    rows.push(rowOf(scenario, labels.least, 'req/s', least, { vs: [labels.bare] }));
   }
   if (t.sdkUrl) {
     const sdk: LoadResult = await runLoad({
@@ -169,6 +192,11 @@ const echoServers = (env: Env, maxTasks?: number) => ({
   server: () =>
     startEchoAgent(env, 'server', maxTasks === undefined ? undefined : new InMemoryTaskStore({ maxTasks })),
   bare: async () => startBareEcho(bareTls(await env.identity('bare'))),
+  least: async () =>
+    startLeastA2A(bareTls(await env.identity('bare')), {
+      allowedCallers: [ID.client],
+      ...(maxTasks === undefined ? {} : { maxTasks }),
+    }),
   sdk: async () => startSdkEchoServer(createMtlsServerOptions(await env.identity('sdk'))),
 });
 
@@ -176,12 +204,12 @@ export const call: Scenario = {
   name: 'call',
   title: 'callAgent (JSON-RPC, 32 in flight, small input) vs bare mTLS vs @a2a-js/sdk',
   async run(ctx) {
-    return withServers(echoServers(ctx.env, ctx.maxTasks), async ({ server, bare, sdk }) => {
-      const labels = { weave: 'weave callAgent', bare: 'bare', sdk: 'sdk' };
+    return withServers(echoServers(ctx.env, ctx.maxTasks), async ({ server, bare, least, sdk }) => {
+      const labels = { weave: 'weave callAgent', bare: 'bare', least: 'least A2A', sdk: 'sdk' };
       const rows = await cases(
         ctx,
         'call',
-        { weave: server, bareUrl: bare.url, sdkUrl: sdk.url },
+        { weave: server, bareUrl: bare.url, least, sdkUrl: sdk.url },
         'hello',
         32,
         labels,
@@ -203,7 +231,7 @@ export const payload: Scenario = {
     'callAgent with inputs of 100 B, 10 KB, 100 KB, 1 MB vs bare mTLS JSON echo vs @a2a-js/sdk, 8 in flight',
   async run(ctx) {
     const { sdk: startSdk, ...others } = echoServers(ctx.env, ctx.maxTasks);
-    return withServers(others, async ({ server, bare }) => {
+    return withServers(others, async ({ server, bare, least }) => {
       const rows: Row[] = [];
       const checks: Check[] = [];
       const sizes = ctx.smoke ? [100, 102_400] : [100, 10_240, 102_400, 1_048_576];
@@ -213,6 +241,7 @@ export const payload: Scenario = {
           weave: `weave ${name}`,
           bare: `bare ${name}`,
           sdk: `sdk ${name}`,
+          least: `least A2A ${name}`,
           // Where the CPU target applies, also the bare echo with a JSON client: the floor of the
           // client's share (encoding the request, parsing the answer) that the bare client skips.
           ...(size >= 102_400 ? { bareJson: `bare ${name}, JSON client` } : {}),
@@ -225,7 +254,7 @@ export const payload: Scenario = {
             cases(
               ctx,
               'payload',
-              { weave: server, bareUrl: bare.url, sdkUrl: sdk.url },
+              { weave: server, bareUrl: bare.url, least, sdkUrl: sdk.url },
               'x'.repeat(size),
               8,
               labels,
