@@ -164,7 +164,7 @@ export {
   type WebhookUrlCheckOptions,
 } from './push.js';
 export { CallerLimits, CallerLimitsSchema, type CallerLimitsInput, type CallerLimitRule } from './limits.js';
-export { Deadlines } from './deadlines.js';
+export { Deadlines, type Deadline } from './deadlines.js';
 export {
   AgentCardSignatureError,
   AgentCardSigner,

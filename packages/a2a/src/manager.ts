@@ -661,12 +661,12 @@ export class TaskManager {
         if (i >= 0) live.settleWaiters.splice(i, 1);
         reject(new WaitTimeoutError(id, ms));
       };
+      const waiting = this.#waitDeadlines.add(expire, deadline);
       const wake = (record: TaskRecord): void => {
-        this.#waitDeadlines.delete(expire);
+        this.#waitDeadlines.delete(waiting);
         resolve(record);
       };
       live.settleWaiters.push(wake);
-      this.#waitDeadlines.add(expire, deadline);
     });
   }
 

@@ -160,7 +160,7 @@ export class Inbound {
    */
   stop(reason: AgentError): void {
     this.#stopController.abort(reason);
-    for (const fail of [...this.#guards.keys()]) fail(reason);
+    for (const fail of this.#guards.keys()) fail(reason);
   }
 
   #taskHandler(target: ServeTarget, def: CapabilityDefinition): TaskHandler {
@@ -262,23 +262,23 @@ export class Inbound {
     onGiveUp: (reason: unknown) => void,
   ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const stop: GiveUp = (err, reason = err) => {
-        this.#guards.delete(stop);
-        onGiveUp(reason);
-        reject(err);
-      };
       if (this.#stopController.signal.aborted) {
         return reject(this.#stopController.signal.reason as AgentError);
       }
       if (deadline !== undefined && deadline - Date.now() <= 0) return reject(deadlineExpired());
-      this.#guards.add(stop, deadline ?? Infinity);
+      const stop: GiveUp = (err, reason = err) => {
+        this.#guards.delete(guard);
+        onGiveUp(reason);
+        reject(err);
+      };
+      const guard = this.#guards.add(stop, deadline ?? Infinity);
       fn().then(
         (v) => {
-          this.#guards.delete(stop);
+          this.#guards.delete(guard);
           resolve(v);
         },
         (e: unknown) => {
-          this.#guards.delete(stop);
+          this.#guards.delete(guard);
           reject(e as Error);
         },
       );

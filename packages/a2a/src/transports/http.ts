@@ -155,10 +155,13 @@ export function httpUnary(req: HttpRequest): Promise<{ status: number; text: str
     let size = 0;
     const chunks: Buffer[] = [];
     let settled = false;
+    // Called only from the shared timer, after this function has returned: `stop` exists by then.
+    const expire = () => stop(deadlineExceeded(what));
+    const deadline = unaryDeadlines.add(expire, Date.now() + Math.max(1, req.timeoutMs));
     const settle = (err: unknown, value?: { status: number; text: string }) => {
       if (settled) return;
       settled = true;
-      unaryDeadlines.delete(expire);
+      unaryDeadlines.delete(deadline);
       signal?.removeEventListener('abort', onAbort);
       if (err !== undefined) reject(callFailure(what, err, signal));
       else resolve(value as { status: number; text: string });
@@ -170,8 +173,6 @@ export function httpUnary(req: HttpRequest): Promise<{ status: number; text: str
       abortFn?.(reason);
     };
     const onAbort = () => stop((signal?.reason as Error | undefined) ?? new Error('aborted'));
-    const expire = () => stop(deadlineExceeded(what));
-    unaryDeadlines.add(expire, Date.now() + Math.max(1, req.timeoutMs));
     signal?.addEventListener('abort', onAbort, { once: true });
     const handler = {
       onConnect(abort: (reason?: Error) => void) {
