@@ -9,6 +9,8 @@
 //                          server side) over each measured window
 //   --heap-prof DIR        the same with allocation profiles (.heapprofile): bytes allocated per
 //                          site over each window, a figure the machine's load does not move
+//   --heap-prof-promoted   with --heap-prof: only what outlived a young-generation collection
+//                          (promoted, or still live at the window's end), by the site that allocated it
 //   --max-tasks N          the task store of the called agent of `call` and `payload` holds at most N tasks
 //                          (default: the store's own bound, 10 000): what keeping them costs
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -48,6 +50,7 @@ const { values } = parseArgs({
     smoke: { type: 'boolean', default: false },
     'cpu-prof': { type: 'string' },
     'heap-prof': { type: 'string' },
+    'heap-prof-promoted': { type: 'boolean', default: false },
     'max-tasks': { type: 'string' },
   },
 });
@@ -74,6 +77,10 @@ for (const [flag, key] of [
   if (!dir) continue;
   await mkdir(dir, { recursive: true });
   loadOptions[key] = dir;
+}
+if (values['heap-prof-promoted']) {
+  if (!loadOptions.heapProfDir) throw new Error('--heap-prof-promoted: needs --heap-prof DIR');
+  loadOptions.heapProfPromoted = true;
 }
 
 const started = new Date();

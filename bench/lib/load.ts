@@ -164,7 +164,7 @@ export function runLoad(job: LoadgenJob): Promise<LoadResult> {
   // not inside the next row's window, whichever server that row measures.
   collectGarbage();
   return new Promise((resolve, reject) => {
-    const { cpuProfDir, heapProfDir } = loadOptions;
+    const { cpuProfDir, heapProfDir, heapProfPromoted } = loadOptions;
     const execArgv = process.execArgv.filter((a) => a !== '--expose-gc');
     const child = spawn(process.execPath, [...execArgv, '--expose-gc', LOADGEN], {
       stdio: ['pipe', 'pipe', 'inherit'],
@@ -187,6 +187,8 @@ export function runLoad(job: LoadgenJob): Promise<LoadResult> {
           serverCpu = cpuNow() - cpuStart;
           profiling = profileWindow('end', job.kind);
         } else if (line.startsWith('result ')) result = JSON.parse(line.slice(7)) as LoadgenResult;
+        // Anything else (a warning, or V8's own trace when node runs with --trace-gc-nvp) is shown, with whose it is.
+        else if (line !== '') process.stderr.write(`[${job.kind}] ${line}\n`);
       }
     });
     child.on('error', reject);
@@ -197,7 +199,7 @@ export function runLoad(job: LoadgenJob): Promise<LoadResult> {
         return reject(new Error(`load generator (${job.kind}) reported no window`));
       resolve({ ...result, serverCpuUs: serverCpu / Math.max(1, result.units) });
     });
-    child.stdin.end(JSON.stringify({ ...job, cpuProfDir, heapProfDir }));
+    child.stdin.end(JSON.stringify({ ...job, cpuProfDir, heapProfDir, heapProfPromoted }));
   });
 }
 

@@ -15,6 +15,12 @@ export interface ProfileDirs {
    * time, this does not move with the machine's load.
    */
   heapProfDir?: string;
+  /**
+   * The heap profile keeps only what outlived a young-generation collection
+   * (promoted to the old generation, or live at the window's end): the sites
+   * whose objects live long enough to cost a copy and a full collection.
+   */
+  heapProfPromoted?: boolean;
 }
 
 /**
@@ -45,7 +51,7 @@ export async function startWindowProfiles(dirs: ProfileDirs): Promise<void> {
     await s.post('HeapProfiler.startSampling', {
       samplingInterval: HEAP_SAMPLING_INTERVAL,
       includeObjectsCollectedByMajorGC: true,
-      includeObjectsCollectedByMinorGC: true,
+      includeObjectsCollectedByMinorGC: !dirs.heapProfPromoted,
     });
   }
 }
