@@ -71,6 +71,27 @@ interface Targets {
   sdkUrl?: string;
 }
 
+/**
+ * Runs `job` against `server`, which counts its policy decisions, and fails
+ * unless both policy checks of every call ran: the caller's and the callee's
+ * audit counts.
+ */
+async function runAudited(
+  server: { decisions(): number },
+  job: LoadgenJob,
+  label: string,
+): Promise<LoadResult> {
+  const before = server.decisions();
+  const r = await runLoad(job);
+  const callee = server.decisions() - before;
+  if (r.decisions < r.calls || callee < r.calls) {
+    throw new Error(
+      `${label}: policy decisions missing: caller ${r.decisions}, callee ${callee}, calls ${r.calls}`,
+    );
+  }
+  return r;
+}
+
 /** Runs `callAgent` against `weave` with `text` as input: its row, compared with the rows labelled `vs`. */
 async function weaveRow(
   ctx: Ctx,
@@ -82,26 +103,24 @@ async function weaveRow(
   vs: string[],
 ): Promise<Row> {
   const { env } = ctx;
-  const before = weave.decisions();
-  const r = await runLoad({
-    kind: 'agent',
-    concurrency,
-    warmupMs: ctx.warmupMs,
-    durationMs: ctx.durationMs,
-    socket: env.dev.address('client'),
-    policyFile: env.policyFile,
-    target: ID.server,
-    targetUrl: weave.url,
-    capability: 'echo',
-    input: { text },
-    expect: 'echo: ',
-    expectLength: text.length + 6,
-  });
-  const callee = weave.decisions() - before;
-  // Both policy checks of every call ran: the caller's and the callee's audit counts.
-  if (r.decisions < r.calls || callee < r.calls) {
-    throw new Error(`policy decisions missing: caller ${r.decisions}, callee ${callee}, calls ${r.calls}`);
-  }
+  const r = await runAudited(
+    weave,
+    {
+      kind: 'agent',
+      concurrency,
+      warmupMs: ctx.warmupMs,
+      durationMs: ctx.durationMs,
+      socket: env.dev.address('client'),
+      policyFile: env.policyFile,
+      target: ID.server,
+      targetUrl: weave.url,
+      capability: 'echo',
+      input: { text },
+      expect: 'echo: ',
+      expectLength: text.length + 6,
+    },
+    label,
+  );
   return rowOf(scenario, label, 'req/s', r, { vs });
 }
 
@@ -152,21 +171,11 @@ async function cases(
   if (t.least && labels.least) {
     // What any secure A2A call costs at least, over the bare row's transport: the floor
     // between bare (no A2A, no policy) and Weave (see startLeastA2A).
-    const before = t.least.decisions();
-    const least = await runLoad({
-      kind: 'least-a2a',
-      ...timing,
-      url: t.least.url,
-      text,
-      svid: env.clientPem,
-      expectPeer: ID.bare,
-    });
-    const callee = t.least.decisions() - before;
-    if (least.decisions < least.calls || callee < least.calls) {
-      throw new Error(
-        `least A2A: policy decisions missing: caller ${least.decisions}, callee ${callee}, calls ${least.calls}`,
-      );
-    }
+    const least = await runAudited(
+      t.least,
+      { kind: 'least-a2a', ...timing, url: t.least.url, text, svid: env.clientPem, expectPeer: ID.bare },
+      labels.least,
+    );
     rows.push(rowOf(scenario, labels.least, 'req/s', least, { vs: [labels.bare] }));
   }
   if (t.sdkUrl) {
