@@ -17,7 +17,7 @@ import {
   type TaskHandler,
   type TaskHandlerOptions,
 } from './handler.js';
-import { JsonBody, WRONG_CONTENT_TYPE, peerOf, type HttpBindingDeps } from './bindings/http.js';
+import { JsonBody, WRONG_CONTENT_TYPE, peerOf, readBody, type HttpBindingDeps } from './bindings/http.js';
 import { agentCardToV03 } from './wire/v03.js';
 import { sendError, serveJsonRpc } from './bindings/jsonrpc.js';
 import { sendRestError, serveRest } from './bindings/rest.js';
@@ -360,10 +360,10 @@ export class A2AServer {
       return !jsonrpc || restBase === '' || path === restBase || path.startsWith(`${restBase}/`);
     };
     app.removeAllContentTypeParsers();
-    app.addContentTypeParser(
-      ['application/json', 'application/a2a+json'],
-      { parseAs: 'string', bodyLimit: this.#maxBody },
-      (_req, body, done) => done(null, JsonBody.parse(body as string)),
+    app.addContentTypeParser(['application/json', 'application/a2a+json'], (request, payload, done) =>
+      readBody(payload, request.headers, this.#maxBody, (err, body) =>
+        err ? done(err, undefined) : done(null, JsonBody.parse(body!.toString('utf8'))),
+      ),
     );
     // Anything else is read (within the limit) and answered with -32005.
     app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: this.#maxBody }, (_req, _body, done) =>
