@@ -54,6 +54,34 @@ describe('v1.0 schemas (ProtoJSON)', () => {
     expect(StreamResponseSchema.safeParse({ nothing: 1 }).success).toBe(false);
   });
 
+  it('metadata (a Struct) is any JSON object, copied one level, and nothing else', () => {
+    const meta = JSON.parse('{"skill":"echo","n":{"deep":[1]},"__proto__":{"polluted":true}}') as Record<
+      string,
+      unknown
+    >;
+    const m = MessageSchema.parse({
+      messageId: 'm',
+      role: 'ROLE_USER',
+      parts: [{ text: 'x' }],
+      metadata: meta,
+    });
+    expect(m.metadata).toEqual({ skill: 'echo', n: { deep: [1] } });
+    expect(m.metadata).not.toBe(meta);
+    expect(Object.getPrototypeOf(m.metadata)).toBe(Object.prototype);
+    expect(Object.keys(m.metadata!)).toEqual(['skill', 'n']);
+    const bare = Object.assign(Object.create(null) as object, { a: 1 });
+    expect(
+      TaskSchema.parse({ id: 't', contextId: 'c', status: { state: 1 }, metadata: bare }).metadata,
+    ).toEqual({
+      a: 1,
+    });
+    for (const bad of ['x', 1, null, [], [{ a: 1 }], new Date(0), new Map()]) {
+      const r = MessageSchema.safeParse({ messageId: 'm', role: 1, parts: [{ text: 'x' }], metadata: bad });
+      expect(r.success, String(bad)).toBe(false);
+      expect(r.error?.issues[0]?.path).toEqual(['metadata']);
+    }
+  });
+
   it('an agent card needs at least one interface', () => {
     const card = {
       name: 'a',

@@ -16,9 +16,7 @@ import type {
   StreamResponse,
   SendMessageParams,
 } from './v1.js';
-import { isSettled } from './v1.js';
-
-const Metadata = z.record(z.string(), z.unknown());
+import { StructSchema as Metadata, isSettled } from './v1.js';
 
 export const V03PartSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('text'), text: z.string(), metadata: Metadata.optional() }),

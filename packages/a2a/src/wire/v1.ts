@@ -69,9 +69,31 @@ export function isSettled(state: TaskState): boolean {
   return TERMINAL_STATES.has(state) || INTERRUPTED_STATES.has(state);
 }
 
-/** google.protobuf.Struct: any JSON object. */
-export const StructSchema = z.record(z.string(), z.unknown());
 export type Struct = Record<string, unknown>;
+
+function isJsonObject(v: unknown): v is Struct {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const proto = Object.getPrototypeOf(v) as unknown;
+  return proto === Object.prototype || proto === null;
+}
+
+/** A copy of `o`'s members, as `z.record` makes one: a `__proto__` member is dropped. */
+function copyStruct(o: Struct): Struct {
+  const out: Struct = {};
+  for (const k in o) if (k !== '__proto__') out[k] = o[k];
+  return out;
+}
+
+/**
+ * google.protobuf.Struct: any JSON object, copied (one level, as
+ * `z.record(z.string(), z.unknown())` copies it). Checked as one plain
+ * object rather than key by key: a record schema runs a key and a value
+ * schema per member, and as every message's and task's `metadata` it was
+ * the most expensive schema of a call on both sides (bench/, `--cpu-prof`).
+ */
+export const StructSchema = z
+  .custom<Struct>(isJsonObject, { message: 'expected a JSON object' })
+  .transform(copyStruct);
 
 const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/;
 
