@@ -14,7 +14,8 @@
 //   BASE_ROOT=/tmp/base node_modules/.bin/tsx --conditions=weave-source packages/agent/bench/ab.ts
 //
 // Environment: BASE_ROOT (required unless SIDES=main), SIDES (default "base,main"; one side per
-// process to compare variants that change process-wide state), ALTS (default 8), BLOCK_MS (default 1000).
+// process to compare variants that change process-wide state), ALTS (default 8), BLOCK_MS (default 1000),
+// CONCURRENCY (calls in flight, default 32).
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -28,7 +29,7 @@ type Side = 'base' | 'main';
 const SIDES = (process.env.SIDES ?? 'base,main').split(',') as Side[];
 const ALTS = Number(process.env.ALTS ?? 8);
 const BLOCK = Number(process.env.BLOCK_MS ?? 1000);
-const CONCURRENCY = 32;
+const CONCURRENCY = Number(process.env.CONCURRENCY ?? 32);
 const MAIN_ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
 const roots: Record<Side, string | undefined> = { main: MAIN_ROOT, base: process.env.BASE_ROOT };
 
