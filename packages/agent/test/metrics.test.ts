@@ -27,12 +27,47 @@ describe('AgentMetrics', () => {
     m.observeCall('inbound', 'echo', 'spiffe://td/x', 'success', 0.002);
     expect(await sample(m.calls, { direction: 'inbound', outcome: 'success' })).toBe(6);
     expect(await sample(m.callDuration, { direction: 'inbound', le: '0.0025' })).toBe(6);
+    expect(await sample(m.callDuration, { direction: 'outbound', outcome: 'error', le: '0.25' })).toBe(1);
+    expect(await sample(m.callDuration, { direction: 'outbound', outcome: 'error', le: '0.1' })).toBe(0);
 
     const text = (await m.render()).body;
     expect(text).toContain(
       'weave_calls_total{direction="inbound",capability="echo",peer="spiffe://td/x",outcome="success",agent="a"} 6',
     );
     expect(text).toContain('weave_task_state_transitions_total{state="TASK_STATE_COMPLETED",agent="a"} 2');
+  });
+
+  it('keeps each direction, outcome, capability and peer of a call apart', async () => {
+    const m = new AgentMetrics({ agent: 'a' });
+    const peers = ['spiffe://td/x', 'spiffe://td/y'];
+    const caps = ['echo', 'sum'];
+    const dirs = ['inbound', 'outbound'] as const;
+    const outcomes = ['success', 'error', 'denied'] as const;
+    let n = 0;
+    for (const peer of peers)
+      for (const capability of caps)
+        for (const direction of dirs)
+          for (const outcome of outcomes) {
+            n++;
+            for (let i = 0; i < n; i++) m.observeCall(direction, capability, peer, outcome, 0.001 * n);
+          }
+    n = 0;
+    for (const peer of peers)
+      for (const capability of caps)
+        for (const direction of dirs)
+          for (const outcome of outcomes) {
+            n++;
+            expect(await sample(m.calls, { peer, capability, direction, outcome })).toBe(n);
+          }
+    // Durations are by direction, capability and outcome (not peer): the two peers' calls together.
+    expect(
+      await sample(m.callDuration, {
+        direction: 'outbound',
+        capability: 'sum',
+        outcome: 'denied',
+        le: '+Inf',
+      }),
+    ).toBe(12 + 24);
   });
 
   it('keeps counting past 10 000 label sets', async () => {
