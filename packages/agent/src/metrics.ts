@@ -69,7 +69,6 @@ export class AgentMetrics {
   // them, 288 and 339 B without (bench/, two `--only call --heap-prof` runs each).
   readonly #calls = new Map<string, Map<string, Array<CallCell | undefined>>>();
   #callSets = 0;
-  readonly #durations = new Map<string, Array<DurationObserver | undefined>>();
 
   /** Records one finished call. */
   observeCall(
@@ -90,30 +89,24 @@ export class AgentMetrics {
       cells = new Array<CallCell | undefined>(6);
       byCapability.set(capability, cells);
     }
-    const cell = cells[slot];
-    if (cell !== undefined) cell.n++;
-    else {
+    let cell = cells[slot];
+    if (cell === undefined) {
       // Bounded: past 10 000 label sets, hand everything over and start again.
       if (this.#callSets >= 10_000) {
         this.#flushCalls(true);
         this.observeCall(direction, capability, peer, outcome, seconds);
         return;
       }
-      cells[slot] = { labels: { direction, capability, peer, outcome }, n: 1 };
+      cell = {
+        labels: { direction, capability, peer, outcome },
+        n: 0,
+        duration: this.callDuration.labels({ direction, capability, outcome }),
+      };
+      cells[slot] = cell;
       this.#callSets++;
     }
-    let observers = this.#durations.get(capability);
-    if (observers === undefined) {
-      if (this.#durations.size >= 10_000) this.#durations.clear();
-      observers = new Array<DurationObserver | undefined>(6);
-      this.#durations.set(capability, observers);
-    }
-    let d = observers[slot];
-    if (d === undefined) {
-      d = this.callDuration.labels({ direction, capability, outcome });
-      observers[slot] = d;
-    }
-    d.observe(seconds);
+    cell.n++;
+    cell.duration.observe(seconds);
   }
 
   /** Adds the calls counted since the last flush to `calls`; with `clear`, forgets every label set. */
@@ -152,13 +145,16 @@ export class AgentMetrics {
   }
 }
 
-/** One label set of `weave_calls_total` and the calls counted for it since the last flush. */
+/**
+ * One label set of `weave_calls_total`, the calls counted for it since the
+ * last flush, and its series of `weave_call_duration_seconds` (which has no
+ * peer label: the cells of several peers share it).
+ */
 interface CallCell {
   readonly labels: { direction: CallDirection; capability: string; peer: string; outcome: CallOutcome };
   n: number;
+  readonly duration: ReturnType<AgentMetrics['callDuration']['labels']>;
 }
-
-type DurationObserver = ReturnType<AgentMetrics['callDuration']['labels']>;
 
 const OUTCOME_SLOT: Record<CallOutcome, number> = { success: 0, error: 1, denied: 2 };
 
