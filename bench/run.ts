@@ -13,6 +13,10 @@
 //                          (promoted, or still live at the window's end), by the site that allocated it
 //   --max-tasks N          the task store of the called agent of `call` and `payload` holds at most N tasks
 //                          (default: the store's own bound, 10 000): what keeping them costs
+//   --rounds N             `call` and `payload` run their loads in turn N times and print each
+//                          case's median: ratios that a machine's drift during the run moves less
+//   --in-flight N          calls in flight of `call` (default 32, where its targets are set): how the
+//                          gaps to the baselines move with the load
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -52,6 +56,8 @@ const { values } = parseArgs({
     'heap-prof': { type: 'string' },
     'heap-prof-promoted': { type: 'boolean', default: false },
     'max-tasks': { type: 'string' },
+    'in-flight': { type: 'string' },
+    rounds: { type: 'string' },
   },
 });
 const smoke = values.smoke ?? false;
@@ -61,6 +67,12 @@ if (!Number.isFinite(durationMs) || durationMs <= 0)
 const maxTasks = values['max-tasks'] === undefined ? undefined : Number(values['max-tasks']);
 if (maxTasks !== undefined && !(Number.isInteger(maxTasks) && maxTasks > 0))
   throw new Error(`--max-tasks: not a positive whole number`);
+const inFlight = values['in-flight'] === undefined ? undefined : Number(values['in-flight']);
+if (inFlight !== undefined && !(Number.isInteger(inFlight) && inFlight > 0))
+  throw new Error(`--in-flight: not a positive whole number`);
+const rounds = values.rounds === undefined ? undefined : Number(values.rounds);
+if (rounds !== undefined && !(Number.isInteger(rounds) && rounds > 0))
+  throw new Error(`--rounds: not a positive whole number`);
 const only = values.only?.split(',').map((s) => s.trim());
 const unknown = only?.filter((n) => !SCENARIOS.some((s) => s.name === n)) ?? [];
 if (unknown.length) {
@@ -91,12 +103,16 @@ const ctx: Ctx = {
   warmupMs: smoke ? 300 : 1000,
   smoke,
   ...(maxTasks === undefined ? {} : { maxTasks }),
+  ...(inFlight === undefined ? {} : { inFlight }),
+  ...(rounds === undefined ? {} : { rounds }),
   log: (l) => console.log(l),
 };
 console.log(
   `Weave bench — ${selected.map((s) => s.name).join(', ')}; ${smoke ? 'smoke, ' : ''}${durationMs} ms per load, ` +
     `TLS 1.3, ECDSA P-256 SVIDs from the dev CA, node ${process.version}, ${cpus().length} CPUs, ` +
     (maxTasks === undefined ? '' : `the called agent's task store holds at most ${maxTasks} tasks, `) +
+    (inFlight === undefined ? '' : `${inFlight} calls in flight in call, `) +
+    (rounds === undefined ? '' : `${rounds} rounds of call and payload (medians), `) +
     `load average at start ${loadavg()
       .map((x) => x.toFixed(2))
       .join(' ')}`,

@@ -51,6 +51,13 @@ export interface Ctx {
   smoke: boolean;
   /** Bound of the called agent's in-memory task store (`call`, `payload`); unset: the store's default. */
   maxTasks?: number;
+  /**
+   * Rounds of `call` and `payload`: each runs its loads in turn this many times
+   * and prints each case's median row (unset: 1).
+   */
+  rounds?: number;
+  /** Calls in flight of `call`; unset: 32, where its targets are set. */
+  inFlight?: number;
   log(line: string): void;
 }
 
@@ -85,6 +92,41 @@ export function rowOf(
     load1: load1(),
     ...(r.extra ? { extra: r.extra } : {}),
     ...more,
+  };
+}
+
+/**
+ * The rows of one case from several rounds as one: the median of each figure
+ * (rate, CPU per unit of each side, p50, p99, load average), the errors of
+ * all rounds, and every round's rate and CPU (both sides) in its note. The
+ * loads of a scenario alternate round by round, so a machine whose speed
+ * drifts during a run (a shared one does, by tens of per cent within
+ * minutes) moves every case alike rather than whichever ran last.
+ */
+export function medianRow(rounds: Row[]): Row {
+  const first = rounds[0]!;
+  const med = (pick: (r: Row) => number | null): number | null => {
+    const xs = rounds.map(pick).filter((x): x is number => x !== null && Number.isFinite(x));
+    if (xs.length === 0) return null;
+    xs.sort((a, b) => a - b);
+    const m = xs.length >> 1;
+    return xs.length % 2 ? xs[m]! : (xs[m - 1]! + xs[m]!) / 2;
+  };
+  const each = rounds
+    .map((r) => `${r.rate === null ? '-' : r.rate.toFixed(0)}/${cpuBoth(r)?.toFixed(0) ?? '-'}`)
+    .join(' ');
+  const firstError = rounds.find((r) => r.firstError)?.firstError;
+  return {
+    ...first,
+    rate: med((r) => r.rate),
+    serverCpuUs: med((r) => r.serverCpuUs),
+    clientCpuUs: med((r) => r.clientCpuUs),
+    p50: med((r) => r.p50),
+    p99: med((r) => r.p99),
+    errors: rounds.reduce((n, r) => n + r.errors, 0),
+    ...(firstError ? { firstError } : {}),
+    load1: med((r) => r.load1) ?? first.load1,
+    note: `median of ${rounds.length} rounds; rate/CPU each: ${each}${first.note ? `; ${first.note}` : ''}`,
   };
 }
 
