@@ -171,8 +171,9 @@ function rpcError(id: string | number | null, code: number, message: string): st
  * - the caller's SPIFFE ID taken from its chain-verified certificate, once per
  *   connection;
  * - one policy decision (a Set of allowed callers) with its audit record;
- * - a task created and kept (the oldest dropped past `maxTasks`, like Weave's
- *   in-memory store), the echo run, the task answered COMPLETED with one
+ * - a task created and kept (the oldest dropped past `maxTasks`, or past
+ *   `maxKeptBytes` of request and answer text, like Weave's in-memory store
+ *   for one caller), the echo run, the task answered COMPLETED with one
  *   artifact and `historyLength` applied.
  * No framework, schema library, metrics, tracing, deadlines, limits on
  * nesting or concurrency, or task lifecycle events: the floor of a secure
@@ -180,10 +181,14 @@ function rpcError(id: string | number | null, code: number, message: string): st
  */
 export async function startLeastA2A(
   tls: https.ServerOptions,
-  opts: { allowedCallers: string[]; maxTasks?: number; maxBodyBytes?: number },
+  opts: { allowedCallers: string[]; maxTasks?: number; maxBodyBytes?: number; maxKeptBytes?: number },
 ): Promise<{ url: string; decisions(): number; close(): Promise<void> }> {
   const allowed = new Set(opts.allowedCallers);
   const maxTasks = opts.maxTasks ?? 10_000;
+  // What Weave's in-memory store keeps for one caller by default (a quarter of its 256 MiB).
+  const maxKept = opts.maxKeptBytes ?? 64 * 1024 * 1024;
+  const sizes: number[] = [];
+  let kept = 0;
   const maxBody = opts.maxBodyBytes ?? 4 * 1024 * 1024;
   const callers = new WeakMap<object, string | null>();
   const tasks = new Map<string, Record<string, unknown>>();
@@ -265,10 +270,17 @@ export async function startLeastA2A(
       };
       tasks.set(taskId, task);
       order.push(taskId);
+      // The task's text, counted as the request's twice (its message and the echo's answer).
+      sizes.push(2 * size);
+      kept += 2 * size;
       // Oldest first from a queue: a Map's first key would be found past every hole its deletions left.
-      if (tasks.size > maxTasks) tasks.delete(order[head++]!);
+      while (tasks.size > maxTasks || (kept > maxKept && tasks.size > 1)) {
+        tasks.delete(order[head]!);
+        kept -= sizes[head++]!;
+      }
       if (head > 1024 && head * 2 > order.length) {
         order.splice(0, head);
+        sizes.splice(0, head);
         head = 0;
       }
       const n = historyLength as number | undefined;

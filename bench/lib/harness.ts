@@ -130,6 +130,11 @@ export function medianRow(rounds: Row[]): Row {
   };
 }
 
+/** The rows of several rounds of the same loads (same cases, same order), each case as {@link medianRow}. */
+export function medianRows(rounds: Row[][]): Row[] {
+  return rounds.length === 1 ? rounds[0]! : rounds[0]!.map((_, i) => medianRow(rounds.map((x) => x[i]!)));
+}
+
 /**
  * A row that is one figure rather than a load (a size, a time, a floor
  * measured another way): no CPU per side, no latencies, measured now.

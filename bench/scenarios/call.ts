@@ -22,7 +22,7 @@ import { ID, bareTls, sendMessageBody, silent, startBareEcho, startLeastA2A, typ
 import {
   find,
   figureRow,
-  medianRow,
+  medianRows,
   ratioCheck,
   rowOf,
   type Check,
@@ -134,7 +134,7 @@ async function weaveRow(
 async function cases(...args: Parameters<typeof oneRound>): Promise<Row[]> {
   const rounds: Row[][] = [];
   for (let i = 0; i < (args[0].rounds ?? 1); i++) rounds.push(await oneRound(...args));
-  return rounds.length === 1 ? rounds[0]! : rounds[0]!.map((_, i) => medianRow(rounds.map((x) => x[i]!)));
+  return medianRows(rounds);
 }
 
 /** One run of each case of {@link cases}, one after the other. */
@@ -269,21 +269,26 @@ export const payload: Scenario = {
           ...(size >= 102_400 ? { bareJson: `bare ${name}, JSON client` } : {}),
         };
         // The SDK's express body parser has its own limit: a refusal there is a finding, not a harness failure.
-        // A new SDK server per size: its store keeps every task it ever ran, in this process, and
-        // hundreds of megabytes of them would burden the garbage collection of every row after it.
-        rows.push(
-          ...(await withServers({ sdk: startSdk }, ({ sdk }) =>
-            cases(
-              ctx,
-              'payload',
-              { weave: server, bareUrl: bare.url, least, sdkUrl: sdk.url },
-              'x'.repeat(size),
-              8,
-              labels,
-              true,
+        // A new SDK server per size and round: its store keeps every task it ever ran, in this
+        // process, and hundreds of megabytes of them would burden the garbage collection of every
+        // row after it.
+        const rounds: Row[][] = [];
+        for (let i = 0; i < (ctx.rounds ?? 1); i++) {
+          rounds.push(
+            await withServers({ sdk: startSdk }, ({ sdk }) =>
+              oneRound(
+                ctx,
+                'payload',
+                { weave: server, bareUrl: bare.url, least, sdkUrl: sdk.url },
+                'x'.repeat(size),
+                8,
+                labels,
+                true,
+              ),
             ),
-          )),
-        );
+          );
+        }
+        rows.push(...medianRows(rounds));
         if (size >= 102_400) {
           checks.push(
             ratioCheck(
