@@ -103,7 +103,7 @@ export function rowOf(
  * drifts during a run (a shared one does, by tens of per cent within
  * minutes) moves every case alike rather than whichever ran last.
  */
-export function medianRow(rounds: Row[]): Row {
+function medianRow(rounds: Row[]): Row {
   const first = rounds[0]!;
   const med = (pick: (r: Row) => number | null): number | null => {
     const xs = rounds.map(pick).filter((x): x is number => x !== null && Number.isFinite(x));

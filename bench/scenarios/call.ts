@@ -129,7 +129,7 @@ async function weaveRow(
  * Runs weave, bare and sdk (those given) with `text` as input, one after the
  * other, and returns their rows; the weave row is compared with the others.
  * With `--rounds N` the whole sequence runs N times and each case's row is
- * the median of its N (see {@link medianRow}).
+ * the median of its N (see {@link medianRows}).
  */
 async function cases(...args: Parameters<typeof oneRound>): Promise<Row[]> {
   const rounds: Row[][] = [];
