@@ -130,8 +130,13 @@ function medianRow(rounds: Row[]): Row {
   };
 }
 
-/** The rows of several rounds of the same loads (same cases, same order), each case as {@link medianRow}. */
-export function medianRows(rounds: Row[][]): Row[] {
+/**
+ * Runs `round` (the same loads, same cases, same order, each time) `ctx.rounds`
+ * times, one after the other, and gives each case as {@link medianRow}.
+ */
+export async function inRounds(ctx: Ctx, round: () => Promise<Row[]>): Promise<Row[]> {
+  const rounds: Row[][] = [];
+  for (let i = 0; i < (ctx.rounds ?? 1); i++) rounds.push(await round());
   return rounds.length === 1 ? rounds[0]! : rounds[0]!.map((_, i) => medianRow(rounds.map((x) => x[i]!)));
 }
 

@@ -22,7 +22,7 @@ import { ID, bareTls, sendMessageBody, silent, startBareEcho, startLeastA2A, typ
 import {
   find,
   figureRow,
-  medianRows,
+  inRounds,
   ratioCheck,
   rowOf,
   type Check,
@@ -129,12 +129,10 @@ async function weaveRow(
  * Runs weave, bare and sdk (those given) with `text` as input, one after the
  * other, and returns their rows; the weave row is compared with the others.
  * With `--rounds N` the whole sequence runs N times and each case's row is
- * the median of its N (see {@link medianRows}).
+ * the median of its N (see {@link inRounds}).
  */
-async function cases(...args: Parameters<typeof oneRound>): Promise<Row[]> {
-  const rounds: Row[][] = [];
-  for (let i = 0; i < (args[0].rounds ?? 1); i++) rounds.push(await oneRound(...args));
-  return medianRows(rounds);
+function cases(...args: Parameters<typeof oneRound>): Promise<Row[]> {
+  return inRounds(args[0], () => oneRound(...args));
 }
 
 /** One run of each case of {@link cases}, one after the other. */
@@ -272,10 +270,9 @@ export const payload: Scenario = {
         // A new SDK server per size and round: its store keeps every task it ever ran, in this
         // process, and hundreds of megabytes of them would burden the garbage collection of every
         // row after it.
-        const rounds: Row[][] = [];
-        for (let i = 0; i < (ctx.rounds ?? 1); i++) {
-          rounds.push(
-            await withServers({ sdk: startSdk }, ({ sdk }) =>
+        rows.push(
+          ...(await inRounds(ctx, () =>
+            withServers({ sdk: startSdk }, ({ sdk }) =>
               oneRound(
                 ctx,
                 'payload',
@@ -286,9 +283,8 @@ export const payload: Scenario = {
                 true,
               ),
             ),
-          );
-        }
-        rows.push(...medianRows(rounds));
+          )),
+        );
         if (size >= 102_400) {
           checks.push(
             ratioCheck(

@@ -42,11 +42,16 @@ const TD = 'ab.weave';
 const silent = pino({ level: 'silent' });
 const idOf = (side: Side, role: 'c' | 's') => `spiffe://${TD}/${side}/${role}`;
 
-/** The called agent of `side`: `echo` answers `echo: <text>`. */
-async function startServer(side: Side, socket: string, policyFile: string) {
+/** `@weave/agent` as built from the checkout of `side`. */
+async function agentModule(side: Side): Promise<typeof AgentModule> {
   const root = roots[side];
   if (!root) throw new Error(`set BASE_ROOT to a checkout for side ${side}`);
-  const mod = (await import(join(root, 'packages/agent/src/index.ts'))) as typeof AgentModule;
+  return (await import(join(root, 'packages/agent/src/index.ts'))) as typeof AgentModule;
+}
+
+/** The called agent of `side`: `echo` answers `echo: <text>`. */
+async function startServer(side: Side, socket: string, policyFile: string) {
+  const mod = await agentModule(side);
   const server = new mod.SecureAgent({
     config: {
       name: 's',
@@ -108,7 +113,7 @@ async function pair(side: Side, socket: (w: string) => string, policyFile: strin
     });
     const [started] = (await once(c, 'message')) as [{ url: string }];
     url = started.url;
-    mod = (await import(join(roots[side] as string, 'packages/agent/src/index.ts'))) as typeof AgentModule;
+    mod = await agentModule(side);
     serverCpu = async () => (await ask(c, 'cpu')) as number;
     stopServer = () => Promise.all([once(c, 'exit'), c.send('stop')]);
   } else {
