@@ -142,7 +142,15 @@ async function oneRound(
   t: Targets,
   text: string,
   concurrency: number,
-  labels: { weave: string; bare: string; sdk: string; bareJson?: string; least?: string },
+  labels: {
+    weave: string;
+    bare: string;
+    sdk: string;
+    bareJson?: string;
+    least?: string;
+    /** The least secure A2A caller calling Weave's server: the two servers compared with one caller. */
+    leastToWeave?: string;
+  },
   sdkMayFail = false,
 ): Promise<Row[]> {
   const { env } = ctx;
@@ -177,14 +185,23 @@ async function oneRound(
     }
   }
   if (t.least && labels.least) {
+    // The least secure A2A caller against `server` (at `url`, whose SPIFFE ID is `peer`).
+    const leastCaller = async (server: { decisions(): number }, url: string, peer: string, label: string) =>
+      runAudited(
+        server,
+        { kind: 'least-a2a', ...timing, url, text, svid: env.clientPem, expectPeer: peer },
+        label,
+      );
     // What any secure A2A call costs at least, over the bare row's transport: the floor
     // between bare (no A2A, no policy) and Weave (see startLeastA2A).
-    const least = await runAudited(
-      t.least,
-      { kind: 'least-a2a', ...timing, url: t.least.url, text, svid: env.clientPem, expectPeer: ID.bare },
-      labels.least,
-    );
+    const least = await leastCaller(t.least, t.least.url, ID.bare, labels.least);
     rows.push(rowOf(scenario, labels.least, 'req/s', least, { vs: [labels.bare] }));
+    if (t.weave && labels.leastToWeave) {
+      // The same caller against Weave's server: what Weave's server alone costs above the
+      // floor's (the srv column), and the rate when only the server differs.
+      const cross = await leastCaller(t.weave, t.weave.url, ID.server, labels.leastToWeave);
+      rows.push(rowOf(scenario, labels.leastToWeave, 'req/s', cross, { vs: [labels.least] }));
+    }
   }
   if (t.sdkUrl) {
     const sdk: LoadResult = await runLoad({
@@ -223,7 +240,13 @@ export const call: Scenario = {
   async run(ctx) {
     const inFlight = ctx.inFlight ?? 32;
     return withServers(echoServers(ctx.env, ctx.maxTasks), async ({ server, bare, least, sdk }) => {
-      const labels = { weave: 'weave callAgent', bare: 'bare', least: 'least A2A', sdk: 'sdk' };
+      const labels = {
+        weave: 'weave callAgent',
+        bare: 'bare',
+        least: 'least A2A',
+        leastToWeave: 'least A2A caller, weave server',
+        sdk: 'sdk',
+      };
       const rows = await cases(
         ctx,
         'call',
