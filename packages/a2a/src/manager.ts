@@ -388,35 +388,32 @@ export class TaskManager {
 
   /** Creates a task in SUBMITTED state; its first event is the Task itself. */
   async create(input: NewTask): Promise<TaskRecord> {
-    const id = randomUuid();
-    const contextId = input.contextId ?? input.message.contextId ?? randomUuid();
-    const message = bindMessage(input.message, id, contextId);
-    const now = Date.now();
-    const task: Task = {
-      id,
-      contextId,
-      status: { state: 'TASK_STATE_SUBMITTED', timestamp: isoTimestamp(now) },
-      history: [message],
-      artifacts: [],
-    };
-    if (input.metadata !== undefined) task.metadata = input.metadata;
-    const record: TaskRecord = {
-      task,
-      owner: input.owner,
-      ...(input.tenant === undefined ? {} : { tenant: input.tenant }),
-      skill: input.skill,
-      createdAt: now,
-      updatedAt: now,
-      seq: 1,
-    };
-    const first: StoredEvent = { seq: 1, event: { task: snapshot(task) } };
-    const events = [first];
-    if (this.#memory) this.#memory.attachNow(record, events);
-    else {
-      // A task that runs here must hear a cancel asked on another replica.
-      if (this.#notifier) await this.listen();
-      await this.store.create(record, first);
-    }
+    const now = this.createNow(input);
+    if (now !== undefined) return now;
+    const made = newTask(input);
+    // A task that runs here must hear a cancel asked on another replica.
+    if (this.#notifier) await this.listen();
+    await this.store.create(made.record, made.first);
+    return this.#goLive(made);
+  }
+
+  /**
+   * @internal {@link create} with no await, for the embedded store (which
+   * makes it synchronous); `undefined` with any other store. A blocking
+   * SendMessage takes it: each await on that path is a microtask turn per
+   * call, which `bench/` measured.
+   */
+  createNow(input: NewTask): TaskRecord | undefined {
+    const memory = this.#memory;
+    if (!memory) return undefined;
+    const made = newTask(input);
+    memory.attachNow(made.record, made.events);
+    return this.#goLive(made);
+  }
+
+  /** A task just stored starts to run here. */
+  #goLive(made: NewRecord): TaskRecord {
+    const { record, events } = made;
     const live: Live = {
       record,
       events,
@@ -427,8 +424,8 @@ export class TaskManager {
       failures: 0,
       settleWaiters: [],
     };
-    if (!this.#memory) live.durable = { task: snapshot(task), seq: 1 };
-    this.#live.set(id, live);
+    if (!this.#memory) live.durable = { task: snapshot(record.task), seq: 1 };
+    this.#live.set(record.task.id, live);
     return record;
   }
 
@@ -643,6 +640,19 @@ export class TaskManager {
         return settled.task;
       }
     }
+  }
+
+  /**
+   * @internal {@link waitForCompletion} without its async layer, for a task
+   * running here on the embedded store and not settled yet: the task once it
+   * settles, or {@link WaitTimeoutError} after `timeoutMs`. `undefined` for
+   * any other task (ask waitForCompletion). What a blocking SendMessage waits
+   * on, as {@link createNow} is what it creates with.
+   */
+  nextSettle(id: string, timeoutMs: number): Promise<TaskRecord> | undefined {
+    const live = this.#memory ? this.#live.get(id) : undefined;
+    if (!live || isSettled(live.record.task.status.state)) return undefined;
+    return this.#settledHere(live, id, timeoutMs, Date.now() + timeoutMs);
   }
 
   /**
@@ -1183,6 +1193,40 @@ function endsTask(e: StoredEvent): boolean {
 
 /** Events read from the store per query when replaying. */
 const EVENT_PAGE = 500;
+
+/** A task as {@link TaskManager.create} first builds it: the record, and its log of one event. */
+interface NewRecord {
+  record: TaskRecord;
+  first: StoredEvent;
+  events: StoredEvent[];
+}
+
+/** A new task in SUBMITTED state, its first event the Task itself, not yet stored or live. */
+function newTask(input: NewTask): NewRecord {
+  const id = randomUuid();
+  const contextId = input.contextId ?? input.message.contextId ?? randomUuid();
+  const message = bindMessage(input.message, id, contextId);
+  const now = Date.now();
+  const task: Task = {
+    id,
+    contextId,
+    status: { state: 'TASK_STATE_SUBMITTED', timestamp: isoTimestamp(now) },
+    history: [message],
+    artifacts: [],
+  };
+  if (input.metadata !== undefined) task.metadata = input.metadata;
+  const record: TaskRecord = {
+    task,
+    owner: input.owner,
+    ...(input.tenant === undefined ? {} : { tenant: input.tenant }),
+    skill: input.skill,
+    createdAt: now,
+    updatedAt: now,
+    seq: 1,
+  };
+  const first: StoredEvent = { seq: 1, event: { task: snapshot(task) } };
+  return { record, first, events: [first] };
+}
 
 /**
  * A copy of `m` that belongs to a task. Built field by field: an object

@@ -374,6 +374,43 @@ describe('TaskManager', () => {
     await m.close();
   });
 
+  it("createNow and nextSettle: the blocking call's path without awaits on the embedded store, none with another", async () => {
+    const m = new TaskManager();
+    // Created and live before anything awaits, stored as create() stores it.
+    const rec = m.createNow({ owner: 'o', skill: 's', message: msg('now') });
+    expect(rec).toBeDefined();
+    const id = rec!.task.id;
+    expect(m.isLive(id)).toBe(true);
+    expect(rec!.task.status.state).toBe('TASK_STATE_SUBMITTED');
+    expect(rec!.task.history?.[0]?.taskId).toBe(id);
+    expect((await m.get(id))?.task.id).toBe(id);
+    expect(await m.eventsAfter(id, 0)).toMatchObject([{ seq: 1, event: { task: { id } } }]);
+    // The next settle: not WORKING, but INPUT_REQUIRED (or a terminal state).
+    const settles = m.nextSettle(id, 5000);
+    let woke = false;
+    void settles?.then(() => (woke = true));
+    m.setStatus(id, 'TASK_STATE_WORKING');
+    await new Promise((r) => setImmediate(r));
+    expect(woke).toBe(false);
+    m.setStatus(id, 'TASK_STATE_INPUT_REQUIRED');
+    expect((await settles)?.task.status.state).toBe('TASK_STATE_INPUT_REQUIRED');
+    // A task settled already, or not live here: ask waitForCompletion instead.
+    expect(m.nextSettle(id, 5000)).toBeUndefined();
+    expect(m.nextSettle('nope', 5000)).toBeUndefined();
+    // No settle within the time: WaitTimeoutError, and the task goes on.
+    const slow = m.createNow({ owner: 'o', skill: 's', message: msg('slow') })!;
+    await expect(m.nextSettle(slow.task.id, 5)).rejects.toBeInstanceOf(WaitTimeoutError);
+    expect(m.isLive(slow.task.id)).toBe(true);
+    await m.close();
+
+    // Any other store (here a subclass, which takes the public path a durable store takes): create() only.
+    const other = new TaskManager({ store: new (class extends InMemoryTaskStore {})() });
+    expect(other.createNow({ owner: 'o', skill: 's', message: msg('x') })).toBeUndefined();
+    const made = await other.create({ owner: 'o', skill: 's', message: msg('x') });
+    expect(other.nextSettle(made.task.id, 5000)).toBeUndefined();
+    await other.close();
+  });
+
   it('waitForCompletion: terminal, interrupted, unknown, aborted', async () => {
     const m = new TaskManager();
     const r1 = await m.create({ owner: 'o', skill: 's', message: msg('1') });
