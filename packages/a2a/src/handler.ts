@@ -828,9 +828,8 @@ export class A2ARequestHandler {
       this.manager.deliverInput(taskId, p.message);
       return record;
     }
-    // A skill the message names and this agent serves needs no resolving (nor an await).
-    const skill =
-      named !== undefined && this.#handlers.has(named) ? named : await this.#resolveSkill(ctx, named, p);
+    // A skill the message names is checked synchronously: an await only where a router may run.
+    const skill = named !== undefined ? this.#namedSkill(named) : await this.#routedSkill(ctx, p);
     const handler = this.#handlers.get(skill) as TaskHandler;
     await this.#authorize(ctx, method, skill);
     const direct = this.#direct.get(skill);
@@ -913,15 +912,18 @@ export class A2ARequestHandler {
   }
 
   /**
-   * The skill of a new task: the one the message names, else the router's
-   * choice, else the default skill, else the only one. Runs before the policy
-   * check, which is made on the skill returned.
+   * The skill of a new task: the one the message names ({@link #namedSkill}),
+   * else ({@link #routedSkill}) the router's choice, else the default skill,
+   * else the only one. Both run before the policy check, which is made on the
+   * skill returned.
    */
-  async #resolveSkill(ctx: CallContext, named: string | undefined, p: v1.SendMessageParams): Promise<string> {
-    if (named !== undefined) {
-      if (!this.#handlers.has(named)) throw A2AErrors.invalidParams(`unknown skill ${JSON.stringify(named)}`);
-      return named;
-    }
+  #namedSkill(named: string): string {
+    if (!this.#handlers.has(named)) throw A2AErrors.invalidParams(`unknown skill ${JSON.stringify(named)}`);
+    return named;
+  }
+
+  /** The skill of a new task whose message names none (see {@link #namedSkill}). */
+  async #routedSkill(ctx: CallContext, p: v1.SendMessageParams): Promise<string> {
     const routing = this.#opts.routing;
     if (routing?.route) {
       let chosen: string | undefined;
