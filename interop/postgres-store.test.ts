@@ -739,6 +739,38 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
     );
   });
 
+  it('closes while a listen is still connecting: the listen fails typed, its connection goes back, close() returns', async () => {
+    // What a TaskManager that is never closed leaves behind: its first lease tick starts
+    // listening, and the store is closed before that connection is made.
+    for (let i = 0; i < 5; i++) {
+      const store = new PostgresTaskStore({ connectionString: db.url });
+      let heard = 0;
+      const listening = store.listen(() => heard++);
+      const outcome = listening.then(
+        () => 'listening',
+        (err: unknown) => err,
+      );
+      await within(5_000, store.close(), 'close() while a listen connects');
+      const got = await outcome;
+      expect(got).toBeInstanceOf(TaskStoreUnavailableError);
+      expect(store.pool.totalCount).toBe(0);
+      await expect(store.listen(() => heard++)).rejects.toBeInstanceOf(TaskStoreUnavailableError);
+      expect(heard).toBe(0);
+    }
+  });
+
+  it('closes while a never-closed TaskManager is starting its lease and listener', async () => {
+    for (let i = 0; i < 5; i++) {
+      const store = new PostgresTaskStore({ connectionString: db.url });
+      const m = new TaskManager({ store });
+      // Let the heartbeat land and the listener's connect begin, a little later each round.
+      await new Promise((r) => setTimeout(r, 2 * i));
+      await within(5_000, store.close(), 'close() under a starting TaskManager');
+      expect(store.pool.totalCount).toBe(0);
+      await m.close().catch(() => undefined);
+    }
+  });
+
   it('reports an unreachable database as TaskStoreUnavailableError, quickly', async () => {
     // A port nothing listens on: connection refused.
     const srv = (await import('node:net')).createServer();
@@ -757,6 +789,19 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
     await store.close();
   });
 });
+
+/** `p`, or a failure naming `what` once `ms` have passed. */
+async function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** A new task of `owner` (SUBMITTED, one history message) and its first event, as a TaskManager would store it. */
 function newTaskOf(

@@ -721,6 +721,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
   readonly leaseTtlMs: number;
   /** LISTENing connections held from the pool: given back before the pool ends. */
   readonly #listeners = new Set<NoticeListener>();
+  #closed = false;
 
   constructor(options: PostgresTaskStoreOptions) {
     // Checked before a pool is made: a refused store leaves nothing open.
@@ -1041,9 +1042,19 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
    * reports `resync`: notices sent meanwhile are gone, the events are not.
    */
   async listen(onNotice: (notice: TaskNotice) => void): Promise<() => Promise<void>> {
+    if (this.#closed) throw new TaskStoreUnavailableError('PostgresTaskStore is closed');
     const listener = new NoticeListener(this.#db, onNotice);
-    await listener.start();
+    // Held before it connects: a close() meanwhile stops it, and the connection
+    // it is still making goes back to the pool instead of keeping the pool open.
     this.#listeners.add(listener);
+    try {
+      await listener.start();
+    } catch (err) {
+      this.#listeners.delete(listener);
+      throw err;
+    }
+    if (listener.stopped)
+      throw new TaskStoreUnavailableError('PostgresTaskStore was closed while it started to listen');
     return async () => {
       this.#listeners.delete(listener);
       await listener.stop();
@@ -1142,6 +1153,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
 
   /** Stops listening and ends the pool if the store made it. */
   async close(): Promise<void> {
+    this.#closed = true;
     const listeners = [...this.#listeners];
     this.#listeners.clear();
     await Promise.all(listeners.map((l) => l.stop()));
@@ -1179,6 +1191,10 @@ class NoticeListener {
     } catch (err) {
       throw classifyPostgresError(err);
     }
+    if (this.#stopped) {
+      client.release(true);
+      return;
+    }
     const lost = (err?: unknown) => this.#lost(client, err);
     client.on('notification', (m) => {
       if (m.channel !== NOTICE_CHANNEL) return;
@@ -1198,6 +1214,11 @@ class NoticeListener {
       return;
     }
     this.#client = client;
+  }
+
+  /** True once {@link stop} was called; a start that finishes after it holds nothing. */
+  get stopped(): boolean {
+    return this.#stopped;
   }
 
   async stop(): Promise<void> {

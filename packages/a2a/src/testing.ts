@@ -433,6 +433,7 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
       expect(log?.map((e) => e.seq)).toEqual(Array.from({ length: 23 }, (_, i) => i + 1));
       expect(await reader.eventsAfter(id, 21)).toEqual(log?.slice(21));
       await writer.close();
+      await reader.close();
     });
   });
 }
