@@ -739,7 +739,7 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
     );
   });
 
-  it('closes while a listen is still connecting: the listen fails typed, its connection goes back, close() returns', async () => {
+  it('closes while a listen is still connecting: the listen fails typed, its connection goes back, close() returns; a closed store refuses typed', async () => {
     // What a TaskManager that is never closed leaves behind: its first lease tick starts
     // listening, and the store is closed before that connection is made.
     for (let i = 0; i < 5; i++) {
@@ -755,6 +755,10 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
       expect(got).toBeInstanceOf(TaskStoreUnavailableError);
       expect(store.pool.totalCount).toBe(0);
       await expect(store.listen(() => heard++)).rejects.toBeInstanceOf(TaskStoreUnavailableError);
+      // Its pool is ended: every other use says so, typed, as for a database that went away.
+      await expect(store.get(randomUUID())).rejects.toBeInstanceOf(TaskStoreUnavailableError);
+      const late = newTaskOf('spiffe://t.test/late');
+      await expect(store.create(late.record, late.first)).rejects.toBeInstanceOf(TaskStoreUnavailableError);
       expect(heard).toBe(0);
     }
   });
