@@ -131,6 +131,20 @@ export class A2AError extends WeaveError {
         : [errorInfo(options?.reason ?? REASONS[jsonRpcCode] ?? 'A2A_ERROR')];
   }
 
+  /**
+   * The audit id of the policy decision that refused the call, when the
+   * refusing agent sent one (ErrorInfo metadata of
+   * {@link A2AErrors.permissionDenied}), else `undefined`.
+   */
+  get auditId(): string | undefined {
+    if (!Array.isArray(this.data)) return undefined;
+    for (const d of this.data as unknown[]) {
+      const id = (d as { metadata?: { auditId?: unknown } } | null)?.metadata?.auditId;
+      if (typeof id === 'string' && id.length > 0) return id;
+    }
+    return undefined;
+  }
+
   /** The JSON-RPC `error` object for this error. */
   toJsonRpc(): JsonRpcErrorObject {
     return this.data === undefined

@@ -897,7 +897,8 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
         if (o.ok) continue;
         expectFailure(o, 'PERMISSION_DENIED', -32600, name);
         // The denial names its audit record, which this call wrote: a deny for this caller.
-        const auditId = (o.error.data as Array<{ metadata?: { auditId?: string } }>)[0]?.metadata?.auditId;
+        const auditId = o.error.auditId;
+        expect(auditId, method).toMatch(/^[0-9a-f-]{36}$/);
         const record = w.audit.slice(decided).find((r) => r.auditId === auditId);
         expect(record, `${method} ${JSON.stringify(params)}`).toMatchObject({
           caller: w.client.id.toString(),

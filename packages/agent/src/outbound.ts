@@ -575,7 +575,7 @@ export class Outbound {
       );
     }
     if (err instanceof A2AError) {
-      const auditId = auditIdOf(err.data);
+      const auditId = err.auditId;
       if (err.code === 'PERMISSION_DENIED') {
         return new CallError(
           'CALL_DENIED',
@@ -631,15 +631,6 @@ function findCause(err: unknown, pred: (e: object) => boolean): object | undefin
   for (let i = 0; i < 6 && e !== null && typeof e === 'object'; i++) {
     if (pred(e)) return e;
     e = (e as { cause?: unknown }).cause;
-  }
-  return undefined;
-}
-
-function auditIdOf(data: unknown): string | undefined {
-  if (!Array.isArray(data)) return undefined;
-  for (const d of data as unknown[]) {
-    const id = (d as { metadata?: { auditId?: unknown } } | null)?.metadata?.auditId;
-    if (typeof id === 'string' && id.length > 0) return id;
   }
   return undefined;
 }

@@ -187,7 +187,7 @@ Examples:
           // The callee's inbound policy refused (A2A PERMISSION_DENIED): reported as
           // SecureAgent.callAgent and WeaveClient report it, CALL_DENIED by the callee.
           if (err instanceof A2AError && err.code === 'PERMISSION_DENIED') {
-            const auditId = auditIdOf(err.data);
+            const auditId = err.auditId;
             throw new CliError(
               'CALL_DENIED',
               `the callee refused the call (deniedBy: callee${auditId ? `, audit ${auditId}` : ''}): ${err.message}`,
@@ -214,16 +214,6 @@ Examples:
         await enforcer?.close?.();
       }
     });
-}
-
-/** The audit id a refusing agent puts in its ErrorInfo metadata, when it sent one. */
-function auditIdOf(data: unknown): string | undefined {
-  if (!Array.isArray(data)) return undefined;
-  for (const d of data as unknown[]) {
-    const id = (d as { metadata?: { auditId?: unknown } } | null)?.metadata?.auditId;
-    if (typeof id === 'string' && id.length > 0) return id;
-  }
-  return undefined;
 }
 
 /** An agent config, loaded as the agent loads it; a bad one is a usage error. */
