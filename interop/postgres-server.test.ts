@@ -3,7 +3,6 @@
 // away refuses new tasks with a retryable error while a running task goes on
 // and is written through once it is back.
 import { randomUUID } from 'node:crypto';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import {
@@ -21,40 +20,10 @@ import type { SecureChannel } from '@weave/transport';
 import type { MtlsFastifyInstance } from '@weave/transport/server';
 import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from '@weave/test-support';
 import { requireComponent, startPostgres, type Postgres } from './infra.js';
+import { Partition } from './postgres/partition.js';
 import { allowOnly, eventsOf, readEvents, type Sse } from './postgres/stream.js';
 
 const available = process.env.WEAVE_TEST_PG_URL !== undefined || requireComponent('postgres') !== undefined;
-
-/** A TCP relay to PostgreSQL that the test can cut (refuse and drop everything) and heal: a partition. */
-class Partition {
-  readonly #sockets = new Set<Socket>();
-  #server: Server | undefined;
-  port = 0;
-
-  constructor(private readonly target: number) {}
-
-  async open(): Promise<void> {
-    const server = createServer((c) => {
-      const up = createConnection(this.target, '127.0.0.1');
-      for (const s of [c, up]) {
-        this.#sockets.add(s);
-        s.on('close', () => this.#sockets.delete(s));
-        s.on('error', () => undefined);
-      }
-      c.pipe(up).pipe(c);
-    });
-    await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', () => resolve()));
-    this.port = (server.address() as { port: number }).port;
-    this.#server = server;
-  }
-
-  async cut(): Promise<void> {
-    const s = this.#server;
-    this.#server = undefined;
-    for (const sock of this.#sockets) sock.destroy();
-    if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
-  }
-}
 
 /** The parts of JSON-RPC answers these tests read (GetTask, SendMessage, ListTasks, errors). */
 interface Answer {
@@ -86,7 +55,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     connectionString: string,
     leaseTtlMs?: number,
     limits?: { perCaller?: CallerLimitsInput; maxSubscribersPerTask?: number },
-    bytes?: { maxBytes: number; maxBytesPerOwner: number },
+    store?: { maxBytes?: number; maxBytesPerOwner?: number; queryTimeoutMs?: number },
   ): Promise<Replica> {
     const ran: string[] = [];
     const aborted: string[] = [];
@@ -96,7 +65,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
       selfId: server.id,
       enforcer: allowOnly(client.id.toString()),
       heartbeatMs: 0,
-      taskStore: new PostgresTaskStore({ connectionString, ...(leaseTtlMs ? { leaseTtlMs } : {}), ...bytes }),
+      taskStore: new PostgresTaskStore({ connectionString, ...(leaseTtlMs ? { leaseTtlMs } : {}), ...store }),
       // Push receivers of this replica: recorded, not sent.
       push: {
         enabled: true,
@@ -182,12 +151,13 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     leaseTtlMs: number,
     dbUrl = db.url,
     limits?: Parameters<typeof replica>[2],
+    store?: Parameters<typeof replica>[3],
   ): Promise<{ r: Replica; cut: Partition }> {
     const cut = new Partition(Number(new URL(db.url).port));
     await cut.open();
     const url = new URL(dbUrl);
     url.port = String(cut.port);
-    return { r: await replica(url.toString(), leaseTtlMs, limits), cut };
+    return { r: await replica(url.toString(), leaseTtlMs, limits, store), cut };
   }
 
   /**
@@ -226,6 +196,16 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
       if (Date.now() > end) throw new Error('timed out');
       await new Promise((r) => setTimeout(r, 20));
     }
+  }
+
+  /** GetTask on `r` until the task is in `state` (or 20 s passed): the last answer. */
+  async function reaches(r: Replica, id: string, state: string) {
+    let got = await json(r, 'GetTask', { id });
+    for (const end = Date.now() + 20_000; got.result.status.state !== state && Date.now() < end;) {
+      await new Promise((done) => setTimeout(done, 100));
+      got = await json(r, 'GetTask', { id });
+    }
+    return got;
   }
 
   /** A migrated database of its own (its URL): no replica of another test claims its orphans or holds its bytes. */
@@ -390,6 +370,43 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     expect(others.filter((r) => r.ran.includes(id))).toEqual([]); // at most once: not re-run
   });
 
+  it('a replica whose database goes silent (connections stay open, nothing answers) loses its lease all the same: its handler aborts, another replica fails the task, and a new task is refused typed within the query timeout', async () => {
+    const ttl = 1500;
+    // Longer than the lease: the replica must give its tasks up before any statement fails.
+    const queryTimeoutMs = 6000;
+    const { r: a, cut } = await partitioned(ttl, db.url, undefined, { queryTimeoutMs });
+    const b = await replica(db.url, ttl);
+    const gate = `s-${randomUUID()}`;
+    const started = await send(a, gate, true, 'burst');
+    const id = started.result.task.id;
+    await until(() => gates.has(gate));
+    await a.a2a.manager.flush();
+    const signal = a.a2a.manager.signalOf(id) as AbortSignal;
+    const silentAt = Date.now();
+    cut.silence(); // A's heartbeat is sent and never answered: no error ever comes back
+    await until(() => a.aborted.includes(id));
+    const took = Date.now() - silentAt;
+    expect(signal.reason).toBeInstanceOf(TaskLeaseLostError);
+    expect(a.a2a.manager.isLive(id)).toBe(false);
+    // Not before the lease could have run out (renewed every ttl/3), and with no error
+    // to go on: before the hung heartbeat's statement times out.
+    expect(took).toBeGreaterThanOrEqual((2 * ttl) / 3 - 50);
+    expect(took).toBeLessThan(queryTimeoutMs);
+    // Another replica claims the orphan and fails it, at most once.
+    const got = await reaches(b, id, 'TASK_STATE_FAILED');
+    expect(got.result.status.state).toBe('TASK_STATE_FAILED');
+    expect(JSON.stringify(got.result.status)).toContain(ORPHAN_REASON);
+    // A new task on A is refused, typed and retryable, once the store gives up on the database.
+    const asked = Date.now();
+    const refused = await send(a, `never-${randomUUID()}`);
+    expect(Date.now() - asked).toBeLessThan(queryTimeoutMs + 5_000 + 3_000);
+    expect(refused.status).toBe(503);
+    expect(refused.error.data[0]).toMatchObject({ reason: 'UNAVAILABLE', metadata: { retryable: 'true' } });
+    expect(a.ran).toEqual([id]);
+    gates.get(gate)?.();
+    await cut.cut();
+  });
+
   it('a replica that loses its lease aborts the handler (TaskLeaseLostError) and writes nothing more; its stream goes on from the store', async () => {
     const ttl = 1500;
     const { r: a, cut } = await partitioned(ttl);
@@ -407,14 +424,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     expect(signal.reason).toBeInstanceOf(TaskLeaseLostError);
     expect(a.a2a.manager.isLive(id)).toBe(false);
     // Another replica claims it and, at most once, fails it.
-    let got = await json(b, 'GetTask', { id });
-    for (
-      const end = Date.now() + 20_000;
-      got.result.status.state !== 'TASK_STATE_FAILED' && Date.now() < end;
-    ) {
-      await new Promise((r) => setTimeout(r, 100));
-      got = await json(b, 'GetTask', { id });
-    }
+    let got = await reaches(b, id, 'TASK_STATE_FAILED');
     expect(got.result.status.state).toBe('TASK_STATE_FAILED');
     // A reaches the database again and its handler is let go: it publishes nothing (its signal
     // aborted), and a write it still attempted would be refused by the fence.

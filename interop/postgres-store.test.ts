@@ -22,6 +22,7 @@ import {
 import { taskStoreContract } from '@weave/a2a/testing';
 import { weave } from '../apps/cli/test/helpers.js';
 import { requireComponent, startPostgres, type Postgres } from './infra.js';
+import { Partition } from './postgres/partition.js';
 
 const available = process.env.WEAVE_TEST_PG_URL !== undefined || requireComponent('postgres') !== undefined;
 const key = randomBytes(32);
@@ -772,6 +773,79 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
       await within(5_000, store.close(), 'close() under a starting TaskManager');
       expect(store.pool.totalCount).toBe(0);
       await m.close().catch(() => undefined);
+    }
+  });
+
+  it('sweeps a backlog larger than one statement takes: 2 500 expired tasks all go, one running and one fresh stay', async () => {
+    await withFreshDatabase(async (fresh) => {
+      await migrate(fresh);
+      const store = new PostgresTaskStore({ pool: fresh });
+      const owner = 'spiffe://t.test/backlog';
+      const made = Array.from({ length: 2502 }, () => newTaskOf(owner));
+      const [running, late, ...expired] = made as [(typeof made)[0], (typeof made)[0], ...typeof made];
+      await Promise.all(made.map(({ record, first }) => store.create(record, first)));
+      const old = Date.now() - 3 * 3_600_000;
+      for (const { record } of [...expired, late]) {
+        await store.append(
+          record.task.id,
+          record.task,
+          [statusEvent(record.task, 2, 'TASK_STATE_COMPLETED')],
+          record === late.record ? Date.now() : old,
+        );
+      }
+      expect(await store.sweep()).toBe(2500);
+      expect(await store.sweep()).toBe(0);
+      const left = await fresh.query<{ id: string }>('SELECT id FROM weave_a2a_tasks ORDER BY id');
+      expect(left.rows.map((r) => r.id).sort()).toEqual([running.record.task.id, late.record.task.id].sort());
+      await store.close();
+    });
+  });
+
+  it('bounds every statement: a database that goes silent fails reads, writes and transactions with TaskStoreUnavailableError within queryTimeoutMs, and close() returns', async () => {
+    const relay = new Partition(Number(new URL(db.url).port));
+    await relay.open();
+    const url = new URL(db.url);
+    url.port = String(relay.port);
+    const queryTimeoutMs = 1000;
+    const store = new PostgresTaskStore({ connectionString: url.toString(), queryTimeoutMs });
+    const pushes = new PostgresPushConfigStore({ connectionString: url.toString(), key, queryTimeoutMs });
+    try {
+      const { record, first } = newTaskOf('spiffe://t.test/silent');
+      await store.create(record, first);
+      expect(await pushes.listPushConfigs(record.task.id)).toEqual([]);
+      // Connections open and idle in both pools, so each statement below goes out on one
+      // (a connection made after the silence would wait out the connect timeout instead).
+      await Promise.all(Array.from({ length: 8 }, () => store.get(record.task.id)));
+      await Promise.all(Array.from({ length: 4 }, () => pushes.listPushConfigs(record.task.id)));
+      relay.silence(); // the pools' connections stay open; nothing comes back on them
+      const bounded = async (what: string, op: () => Promise<unknown>) => {
+        const t0 = Date.now();
+        await expect(op(), what).rejects.toBeInstanceOf(TaskStoreUnavailableError);
+        const took = Date.now() - t0;
+        expect(took, what).toBeGreaterThanOrEqual(queryTimeoutMs - 50);
+        expect(took, what).toBeLessThan(queryTimeoutMs + 2_000);
+      };
+      await bounded('get', () => store.get(record.task.id));
+      await bounded('append', () =>
+        store.append(
+          record.task.id,
+          record.task,
+          [statusEvent(record.task, 2, 'TASK_STATE_WORKING')],
+          Date.now(),
+        ),
+      );
+      await bounded('a transaction (takeInput)', () => store.takeInput(record.task.id, () => true));
+      await bounded('push configs', () => pushes.listPushConfigs(record.task.id));
+      await bounded('listen', () => store.listen(() => undefined));
+      await within(
+        10_000,
+        Promise.all([store.close(), pushes.close()]),
+        'close() of stores on a silent database',
+      );
+    } finally {
+      await relay.cut();
+      await store.close();
+      await pushes.close();
     }
   });
 

@@ -215,7 +215,17 @@ export class TaskManager {
   /** Heartbeat, then claim and hand over orphans; never two at once, never throws. */
   async #leaseTick(): Promise<void> {
     const leases = this.#leases;
-    if (!leases || this.#ticking || this.#closed) return;
+    if (!leases || this.#closed) return;
+    if (this.#ticking) {
+      // The last tick has not come back: a database that stops answering
+      // sends no error to act on. Past the lease's length since the last
+      // renewal, it has run out all the same, and other replicas may claim
+      // the tasks: they are given up here too, without waiting for an answer.
+      if (this.#leaseOkAt !== undefined && Date.now() - this.#leaseOkAt > leases.leaseTtlMs) {
+        this.#leaseLost();
+      }
+      return;
+    }
     this.#ticking = true;
     try {
       await this.listen(); // heartbeats once when it first succeeds

@@ -75,7 +75,7 @@ export function classifyPostgresError(err: unknown): unknown {
   if (
     UNAVAILABLE_SQLSTATE.test(code) ||
     UNAVAILABLE_ERRNO.has(code) ||
-    /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Cannot use a pool after calling end/.test(
+    /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Cannot use a pool after calling end|Query read timeout/.test(
       message,
     )
   ) {
@@ -88,14 +88,50 @@ export function classifyPostgresError(err: unknown): unknown {
 const OWN_POOL: pg.PoolConfig = {
   // New tasks are refused quickly, not after the OS's TCP timeout, while the database is away.
   connectionTimeoutMillis: 5_000,
+  // A peer gone without a word (host down, packets dropped) ends an idle connection too.
+  keepAlive: true,
   max: 10,
 };
+
+/** Expired tasks {@link PostgresTaskStore.sweep} deletes per statement. */
+const SWEEP_BATCH = 1000;
+
+/** Default of the stores' `queryTimeoutMs`. */
+const QUERY_TIMEOUT_MS = 10_000;
+
+/** A store's `queryTimeoutMs` option, checked: a positive integer of ms, default {@link QUERY_TIMEOUT_MS}. */
+function queryTimeout(store: string, ms: number | undefined): number {
+  const v = ms ?? QUERY_TIMEOUT_MS;
+  if (!Number.isSafeInteger(v) || v <= 0)
+    throw new TypeError(`${store}: queryTimeoutMs must be a positive integer`);
+  return v;
+}
+
+/** A statement with pg's per-query `query_timeout` (read by pg's Client#query; missing from @types/pg). */
+type BoundedQuery = pg.QueryConfig & { query_timeout?: number };
+
+/** Statements on one connection held from the pool (a transaction's, a listener's). */
+interface Statements {
+  query<R extends pg.QueryResultRow>(
+    text: string,
+    values?: unknown[],
+    name?: string,
+  ): Promise<pg.QueryResult<R>>;
+}
 
 class PoolHolder {
   readonly pool: pg.Pool;
   readonly #own: boolean;
+  /**
+   * pg's `query_timeout` of every statement, when set: a database that
+   * stops answering (hung, or packets dropped: no error ever comes) fails
+   * the statement instead of holding its caller and its connection forever.
+   * Unset for migrations, whose statements may rightly run long.
+   */
+  readonly #timeoutMs: number | undefined;
 
-  constructor(conn: PostgresConnection) {
+  constructor(conn: PostgresConnection, timeoutMs?: number) {
+    this.#timeoutMs = timeoutMs;
     if (conn.pool) {
       this.pool = conn.pool;
       this.#own = false;
@@ -121,10 +157,26 @@ class PoolHolder {
     name?: string,
   ): Promise<pg.QueryResult<R>> {
     try {
-      return await this.pool.query<R>(name === undefined ? { text, values } : { name, text, values });
+      return await this.pool.query<R>(this.#statement(text, values, name));
     } catch (err) {
       throw classifyPostgresError(err);
     }
+  }
+
+  /** Statements on `client`, bounded as {@link query}; errors as pg gives them. */
+  on(client: pg.PoolClient): Statements {
+    return {
+      query: <R extends pg.QueryResultRow>(text: string, values: unknown[] = [], name?: string) =>
+        client.query<R>(this.#statement(text, values, name)),
+    };
+  }
+
+  #statement(text: string, values: unknown[], name: string | undefined): BoundedQuery {
+    const timeout = this.#timeoutMs;
+    if (timeout === undefined) return name === undefined ? { text, values } : { name, text, values };
+    return name === undefined
+      ? { text, values, query_timeout: timeout }
+      : { name, text, values, query_timeout: timeout };
   }
 
   #ended = false;
@@ -293,6 +345,14 @@ export type PostgresTaskStoreOptions = PostgresConnection & {
    * owner's share, `maxBytesPerOwner`.
    */
   readonly maxBytesPerTask?: number;
+  /**
+   * Longest wait (ms) for the answer to one statement. A database that stops
+   * answering without an error (hung, or the network drops its packets)
+   * then fails the call with {@link TaskStoreUnavailableError} (retryable)
+   * instead of holding it, and its connection, until the operating system
+   * gives up on the socket. Default 10 000.
+   */
+  readonly queryTimeoutMs?: number;
 };
 
 /**
@@ -729,7 +789,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     this.#maxBytes = bounds.maxBytes;
     this.#maxOwnerBytes = bounds.maxBytesPerOwner;
     this.#maxTaskBytes = bounds.maxBytesPerTask;
-    this.#db = new PoolHolder(options);
+    this.#db = new PoolHolder(options, queryTimeout('PostgresTaskStore', options.queryTimeoutMs));
     this.#ttl = options.terminalTtlMs ?? 3_600_000;
     this.leaseTtlMs = options.leaseTtlMs ?? 30_000;
     this.replicaId = options.replicaId ?? randomUuid();
@@ -885,12 +945,12 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
    * finishes is cut to `cut` bytes in the same transaction.
    */
   async #rewrite(id: string, item: string, cut: number | undefined): Promise<AppendRow | undefined> {
-    const r = await this.#transaction(async (client) => {
-      await client.query('DELETE FROM weave_a2a_task_history WHERE task_id = $1', [id]);
-      await client.query('DELETE FROM weave_a2a_task_artifacts WHERE task_id = $1', [id]);
-      const row = (await client.query<AppendRow>(APPEND_SQL, [`[{"n":0,${item}}]`, this.replicaId])).rows[0];
+    const r = await this.#transaction(async (tx) => {
+      await tx.query('DELETE FROM weave_a2a_task_history WHERE task_id = $1', [id]);
+      await tx.query('DELETE FROM weave_a2a_task_artifacts WHERE task_id = $1', [id]);
+      const row = (await tx.query<AppendRow>(APPEND_SQL, [`[{"n":0,${item}}]`, this.replicaId])).rows[0];
       if (!row?.written) return { rollback: row };
-      if (cut !== undefined) await client.query('SELECT weave_a2a_truncate($1, $2)', [id, cut]);
+      if (cut !== undefined) await tx.query('SELECT weave_a2a_truncate($1, $2)', [id, cut]);
       return row;
     });
     return r !== undefined && 'rollback' in r ? r.rollback : r;
@@ -898,16 +958,12 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
 
   /** Runs the append `item` and cuts the task it finishes to `cut` bytes, in one transaction. */
   async #appendAndCut(id: string, item: string, cut: number): Promise<AppendRow | undefined> {
-    const r = await this.#transaction(async (client) => {
+    const r = await this.#transaction(async (tx) => {
       const row = (
-        await client.query<AppendRow>({
-          name: APPEND_STATEMENT,
-          text: APPEND_SQL,
-          values: [`[{"n":0,${item}}]`, this.replicaId],
-        })
+        await tx.query<AppendRow>(APPEND_SQL, [`[{"n":0,${item}}]`, this.replicaId], APPEND_STATEMENT)
       ).rows[0];
       if (!row?.written) return { rollback: row };
-      await client.query('SELECT weave_a2a_truncate($1, $2)', [id, cut]);
+      await tx.query('SELECT weave_a2a_truncate($1, $2)', [id, cut]);
       return row;
     });
     return r !== undefined && 'rollback' in r ? r.rollback : r;
@@ -917,23 +973,24 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
    * Runs `body` in a transaction on one connection: committed when it
    * returns, rolled back when it throws or returns false or `{ rollback }`.
    */
-  async #transaction<T>(body: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  async #transaction<T>(body: (tx: Statements) => Promise<T>): Promise<T> {
     let client: pg.PoolClient;
     try {
       client = await this.#db.pool.connect();
     } catch (err) {
       throw classifyPostgresError(err);
     }
+    const tx = this.#db.on(client);
     let broken: unknown;
     try {
-      await client.query('BEGIN');
-      const r = await body(client);
+      await tx.query('BEGIN');
+      const r = await body(tx);
       const keep = r !== false && !(typeof r === 'object' && r !== null && 'rollback' in r);
-      await client.query(keep ? 'COMMIT' : 'ROLLBACK');
+      await tx.query(keep ? 'COMMIT' : 'ROLLBACK');
       return r;
     } catch (err) {
       broken = err;
-      await client.query('ROLLBACK').catch(() => undefined);
+      await tx.query('ROLLBACK').catch(() => undefined);
       throw classifyPostgresError(err);
     } finally {
       client.release(broken instanceof Error ? broken : undefined);
@@ -1025,15 +1082,24 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
    * orphan, and keeps the generation that fences its old runner).
    */
   async sweep(now = Date.now()): Promise<number> {
-    const r = await this.#db.query('DELETE FROM weave_a2a_tasks WHERE terminal AND updated_at < $1', [
-      now - this.#ttl,
-    ]);
+    // In batches: each statement stays short (well inside queryTimeoutMs)
+    // however many tasks expired, say after a long outage.
+    let removed = 0;
+    for (;;) {
+      const r = await this.#db.query(
+        `DELETE FROM weave_a2a_tasks WHERE id IN (
+           SELECT id FROM weave_a2a_tasks WHERE terminal AND updated_at < $1 ORDER BY updated_at LIMIT $2)`,
+        [now - this.#ttl, SWEEP_BATCH],
+      );
+      removed += r.rowCount ?? 0;
+      if ((r.rowCount ?? 0) < SWEEP_BATCH) break;
+    }
     await this.#db.query(
       `DELETE FROM weave_a2a_replicas r WHERE r.expires_at < ${DB_NOW_MS} - $1
          AND NOT EXISTS (SELECT 1 FROM weave_a2a_tasks t WHERE t.runner = r.id AND NOT t.terminal)`,
       [this.#deadReplicaTtl],
     );
-    return r.rowCount ?? 0;
+    return removed;
   }
 
   /**
@@ -1126,15 +1192,15 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
   async takeInput(taskId: string, deliver: (message: Message) => boolean): Promise<boolean> {
     // The reply is removed in the transaction that hands it over, committed
     // only if the handler took it: a withdrawal waits for that decision.
-    return this.#transaction(async (client) => {
+    return this.#transaction(async (tx) => {
       // SKIP LOCKED: two takers never get the same reply.
-      const r = await client.query<{ id: string; message: unknown }>(
+      const r = await tx.query<{ id: string; message: unknown }>(
         `SELECT id, message FROM weave_a2a_inbox WHERE task_id = $1 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED`,
         [taskId],
       );
       const row = r.rows[0];
       if (!row || !deliver(v1.MessageSchema.parse(row.message) as Message)) return false;
-      await client.query('DELETE FROM weave_a2a_inbox WHERE id = $1', [row.id]);
+      await tx.query('DELETE FROM weave_a2a_inbox WHERE id = $1', [row.id]);
       return true;
     });
   }
@@ -1204,7 +1270,7 @@ class NoticeListener {
     client.on('error', lost);
     client.on('end', lost);
     try {
-      await client.query(`LISTEN ${NOTICE_CHANNEL}`);
+      await this.#db.on(client).query(`LISTEN ${NOTICE_CHANNEL}`);
     } catch (err) {
       client.release(true);
       throw classifyPostgresError(err);
@@ -1228,7 +1294,7 @@ class NoticeListener {
     this.#client = undefined;
     if (!client) return;
     try {
-      await client.query(`UNLISTEN ${NOTICE_CHANNEL}`);
+      await this.#db.on(client).query(`UNLISTEN ${NOTICE_CHANNEL}`);
     } catch {
       // The connection is being thrown away anyway.
     }
@@ -1300,6 +1366,8 @@ export type PostgresPushConfigStoreOptions = PostgresConnection & {
    * refuses to exist without one.
    */
   readonly key?: Uint8Array | string;
+  /** As {@link PostgresTaskStoreOptions.queryTimeoutMs}. Default 10 000. */
+  readonly queryTimeoutMs?: number;
 };
 
 /** Parses a 32-byte key given as bytes, hex or base64. */
@@ -1337,7 +1405,7 @@ export class PostgresPushConfigStore implements PushConfigStore {
   constructor(options: PostgresPushConfigStoreOptions) {
     // The key is checked before anything else: no key, no store.
     this.#key = parsePushConfigKey(options.key ?? process.env[PUSH_CONFIG_KEY_ENV]);
-    this.#db = new PoolHolder(options);
+    this.#db = new PoolHolder(options, queryTimeout('PostgresPushConfigStore', options.queryTimeoutMs));
   }
 
   async setPushConfig(config: TaskPushNotificationConfig): Promise<void> {

@@ -13,7 +13,7 @@ import {
   type TaskState,
 } from '../src/index.js';
 import { snapshot } from '../src/manager.js';
-import { PostgresTaskStore } from '../src/postgres.js';
+import { PostgresPushConfigStore, PostgresTaskStore } from '../src/postgres.js';
 import { byteBounds } from '../src/store.js';
 import { taskStoreContract } from '../src/testing.js';
 
@@ -211,6 +211,15 @@ describe('InMemoryTaskStore', () => {
           () => new PostgresTaskStore({ connectionString: 'postgres://127.0.0.1:1/none', ...options }),
         ).toThrow(new TypeError(`PostgresTaskStore: ${key} must be a positive integer`));
       }
+    }
+    for (const bad of [0, -1, 1.5, Number.NaN, 2 ** 53]) {
+      const conn = { connectionString: 'postgres://127.0.0.1:1/none', queryTimeoutMs: bad };
+      expect(() => new PostgresTaskStore(conn)).toThrow(
+        new TypeError('PostgresTaskStore: queryTimeoutMs must be a positive integer'),
+      );
+      expect(() => new PostgresPushConfigStore({ ...conn, key: Buffer.alloc(32, 1) })).toThrow(
+        new TypeError('PostgresPushConfigStore: queryTimeoutMs must be a positive integer'),
+      );
     }
     const pg = new PostgresTaskStore({ connectionString: 'postgres://127.0.0.1:1/none', maxBytes: 4000 });
     await pg.close();
