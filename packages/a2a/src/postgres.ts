@@ -990,8 +990,11 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
       return r;
     } catch (err) {
       broken = err;
-      await tx.query('ROLLBACK').catch(() => undefined);
-      throw classifyPostgresError(err);
+      const failure = classifyPostgresError(err);
+      // A connection that failed or stopped answering is thrown away below, which ends its
+      // transaction on the server: a ROLLBACK queued on it would only wait out the timeout again.
+      if (!(failure instanceof TaskStoreUnavailableError)) await tx.query('ROLLBACK').catch(() => undefined);
+      throw failure;
     } finally {
       client.release(broken instanceof Error ? broken : undefined);
     }
