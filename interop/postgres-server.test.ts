@@ -404,6 +404,11 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     expect(refused.error.data[0]).toMatchObject({ reason: 'UNAVAILABLE', metadata: { retryable: 'true' } });
     expect(a.ran).toEqual([id]);
     gates.get(gate)?.();
+    // And A shuts down: each write it still owes, and the lease it hands back, get one
+    // try bounded by the timeout; then its pool ends with nothing left waiting.
+    const closing = Date.now();
+    await a.a2a.close();
+    expect(Date.now() - closing).toBeLessThan(3 * queryTimeoutMs + 3_000);
     await cut.cut();
   });
 

@@ -1296,11 +1296,8 @@ class NoticeListener {
     const client = this.#client;
     this.#client = undefined;
     if (!client) return;
-    try {
-      await this.#db.on(client).query(`UNLISTEN ${NOTICE_CHANNEL}`);
-    } catch {
-      // The connection is being thrown away anyway.
-    }
+    // Thrown away, not given back: closing the connection ends its LISTEN, with no
+    // UNLISTEN to wait on (a database that stopped answering would not answer that either).
     client.release(true);
   }
 
