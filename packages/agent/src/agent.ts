@@ -315,6 +315,7 @@ export class SecureAgent extends AgentCore {
       connectionString: url,
       leaseTtlMs: cfg.leaseTtlMs,
       terminalTtlMs: cfg.terminalTtlMs,
+      queryTimeoutMs: cfg.queryTimeoutMs,
       // The same bounds as in memory, counted in the database across replicas.
       ...(retained?.total === undefined ? {} : { maxBytes: retained.total }),
       ...(retained?.perCaller === undefined ? {} : { maxBytesPerOwner: retained.perCaller }),

@@ -157,6 +157,11 @@ export const AgentConfigSchema = z.strictObject({
           leaseTtlMs: z.number().int().min(1_000).default(30_000),
           /** How long a finished task stays readable (ms). */
           terminalTtlMs: z.number().int().positive().default(3_600_000),
+          /**
+           * Longest wait (ms) for the answer to one SQL statement: a database
+           * that stops answering fails calls as unavailable (retryable) instead of holding them.
+           */
+          queryTimeoutMs: z.number().int().positive().max(600_000).default(10_000),
         })
         .optional(),
     })

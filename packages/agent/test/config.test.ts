@@ -61,11 +61,18 @@ describe('agent config', () => {
   it('store: in memory unless postgres is named; the URL is an environment variable name, leases at least 1 s', () => {
     expect(parseAgentConfig(minimal, { env: {} }).store).toEqual({});
     expect(parseAgentConfig({ ...minimal, store: { postgres: {} } }, { env: {} }).store).toEqual({
-      postgres: { urlEnv: 'WEAVE_DATABASE_URL', leaseTtlMs: 30_000, terminalTtlMs: 3_600_000 },
+      postgres: {
+        urlEnv: 'WEAVE_DATABASE_URL',
+        leaseTtlMs: 30_000,
+        terminalTtlMs: 3_600_000,
+        queryTimeoutMs: 10_000,
+      },
     });
     for (const [postgres, path] of [
       [{ urlEnv: 'postgres://u:secret@db/x' }, 'store.postgres.urlEnv'],
       [{ leaseTtlMs: 10 }, 'store.postgres.leaseTtlMs'],
+      [{ queryTimeoutMs: 0 }, 'store.postgres.queryTimeoutMs'],
+      [{ queryTimeoutMs: 600_001 }, 'store.postgres.queryTimeoutMs'],
       [{ url: 'postgres://db/x' }, 'store.postgres'],
     ] as const) {
       const e = issuesOf(() => parseAgentConfig({ ...minimal, store: { postgres } }, { env: {} }));
