@@ -198,6 +198,17 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     }
   }
 
+  /** A `burst` task running on replica A, partitioned and held at its gate, and a replica B on the database. */
+  async function burstOnA(ttl: number, store?: Parameters<typeof replica>[3]) {
+    const { r: a, cut } = await partitioned(ttl, db.url, undefined, store);
+    const b = await replica(db.url, ttl);
+    const gate = `b-${randomUUID()}`;
+    const started = await send(a, gate, true, 'burst');
+    const id = started.result.task.id;
+    await until(() => gates.has(gate));
+    return { a, b, cut, gate, id };
+  }
+
   /** GetTask on `r` until the task is in `state` (or 20 s passed): the last answer. */
   async function reaches(r: Replica, id: string, state: string) {
     let got = await json(r, 'GetTask', { id });
@@ -374,12 +385,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     const ttl = 1500;
     // Longer than the lease: the replica must give its tasks up before any statement fails.
     const queryTimeoutMs = 6000;
-    const { r: a, cut } = await partitioned(ttl, db.url, undefined, { queryTimeoutMs });
-    const b = await replica(db.url, ttl);
-    const gate = `s-${randomUUID()}`;
-    const started = await send(a, gate, true, 'burst');
-    const id = started.result.task.id;
-    await until(() => gates.has(gate));
+    const { a, b, cut, gate, id } = await burstOnA(ttl, { queryTimeoutMs });
     await a.a2a.manager.flush();
     const signal = a.a2a.manager.signalOf(id) as AbortSignal;
     const silentAt = Date.now();
@@ -412,14 +418,28 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     await cut.cut();
   });
 
+  it('a replica whose database answers every statement 0.6 lease late gives its tasks up, and another replica takes them over: failed once, not left running', async () => {
+    const ttl = 1500;
+    const { a, b, cut, gate, id } = await burstOnA(ttl);
+    await a.a2a.manager.flush();
+    const signal = a.a2a.manager.signalOf(id) as AbortSignal;
+    // Every statement still reaches the database at once; each answer comes back 0.6 lease
+    // later, so a lease tick (a heartbeat, then a look for orphans) outlasts the lease.
+    cut.delay((3 * ttl) / 5);
+    await until(() => a.aborted.includes(id));
+    expect(signal.reason).toBeInstanceOf(TaskLeaseLostError);
+    // The database agrees that the task is an orphan: it is failed, once, not left running.
+    const got = await reaches(b, id, 'TASK_STATE_FAILED');
+    expect(got.result.status.state).toBe('TASK_STATE_FAILED');
+    expect(JSON.stringify(got.result.status)).toContain(ORPHAN_REASON);
+    expect(replicas.filter((r) => r !== a && r.ran.includes(id))).toEqual([]);
+    cut.delay(0);
+    gates.get(gate)?.();
+  });
+
   it('a replica that loses its lease aborts the handler (TaskLeaseLostError) and writes nothing more; its stream goes on from the store', async () => {
     const ttl = 1500;
-    const { r: a, cut } = await partitioned(ttl);
-    const b = await replica(db.url, ttl);
-    const gate = `f-${randomUUID()}`;
-    const started = await send(a, gate, true, 'burst');
-    const id = started.result.task.id;
-    await until(() => gates.has(gate));
+    const { a, b, cut, gate, id } = await burstOnA(ttl);
     const onA = subscribe(a, id, 0);
     await until(() => onA.events.length >= 2); // the task, WORKING
     const signal = a.a2a.manager.signalOf(id) as AbortSignal;

@@ -1,6 +1,6 @@
 // A TCP relay between a test's stores and PostgreSQL that the test can cut
-// (every connection dropped, new ones refused) or silence (connections kept
-// open, nothing relayed): the two ways a database goes away.
+// (every connection dropped, new ones refused), silence (connections kept
+// open, nothing relayed) or slow down (the database's answers held back).
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 
 /** A TCP relay to PostgreSQL that the test can cut (refuse and drop everything) and heal: a partition. */
@@ -8,6 +8,7 @@ export class Partition {
   readonly #sockets = new Set<Socket>();
   #server: Server | undefined;
   #silent = false;
+  #delayMs = 0;
   port = 0;
 
   constructor(private readonly target: number) {}
@@ -29,7 +30,26 @@ export class Partition {
         s.on('close', () => this.#sockets.delete(s));
         s.on('error', () => undefined);
       }
-      c.pipe(up).pipe(c);
+      c.pipe(up);
+      // The database's answers, each held for the current delay (in order).
+      const late: Array<{ due: number; chunk: Buffer }> = [];
+      let timer: NodeJS.Timeout | undefined;
+      const drain = (): void => {
+        timer = undefined;
+        while (late.length > 0 && (late[0] as { due: number }).due <= Date.now()) {
+          c.write((late.shift() as { chunk: Buffer }).chunk);
+        }
+        if (late.length > 0) timer = setTimeout(drain, (late[0] as { due: number }).due - Date.now());
+      };
+      up.on('data', (chunk: Buffer) => {
+        if (this.#delayMs === 0 && late.length === 0) {
+          c.write(chunk);
+          return;
+        }
+        late.push({ due: Date.now() + this.#delayMs, chunk });
+        timer ??= setTimeout(drain, this.#delayMs);
+      });
+      up.on('close', () => clearTimeout(timer));
     });
     await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', () => resolve()));
     this.port = (server.address() as { port: number }).port;
@@ -46,6 +66,15 @@ export class Partition {
       sock.unpipe();
       sock.pause();
     }
+  }
+
+  /**
+   * Holds every answer of the database for `ms` from now on (0: none), while
+   * what is sent to it still arrives at once: statements run in time and
+   * their answers come late, as over a congested or lossy link.
+   */
+  delay(ms: number): void {
+    this.#delayMs = ms;
   }
 
   async cut(): Promise<void> {

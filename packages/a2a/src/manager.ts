@@ -177,6 +177,8 @@ export class TaskManager {
   #closed = false;
   /** When the last heartbeat that renewed the lease was sent (epoch ms). */
   #leaseOkAt: number | undefined;
+  /** Tasks were given up on this replica's own reading and its lease row expired; until the next heartbeat answer. */
+  #gaveUp = false;
 
   constructor(options: TaskManagerOptions = {}) {
     this.store = options.store ?? new InMemoryTaskStore();
@@ -222,7 +224,7 @@ export class TaskManager {
       // renewal, it has run out all the same, and other replicas may claim
       // the tasks: they are given up here too, without waiting for an answer.
       if (this.#leaseOkAt !== undefined && Date.now() - this.#leaseOkAt > leases.leaseTtlMs) {
-        this.#leaseLost();
+        this.#leaseRanOut(leases);
       }
       return;
     }
@@ -232,6 +234,7 @@ export class TaskManager {
       const sentAt = Date.now();
       const kept = await leases.heartbeat();
       this.#leaseOkAt = sentAt;
+      this.#gaveUp = false;
       // Renewed after it had expired: the tasks run here may be another replica's by now.
       if (!kept) this.#leaseLost();
       for (;;) {
@@ -246,11 +249,29 @@ export class TaskManager {
       // Cut off for longer than the lease: it has expired, by the database's clock too
       // (it was renewed no earlier than sent), and other replicas may claim the tasks.
       if (this.#leaseOkAt !== undefined && Date.now() - this.#leaseOkAt > leases.leaseTtlMs) {
-        this.#leaseLost();
+        this.#leaseRanOut(leases);
       }
     } finally {
       this.#ticking = false;
     }
+  }
+
+  /**
+   * This replica finds, on its own reading, that its lease has run out (no
+   * renewal confirmed for a whole lease): it gives its tasks up and, once per
+   * such finding, expires its lease row. The database may have renewed the
+   * lease after all (a heartbeat applied in time whose answer is late or
+   * lost); expired, the tasks just given up are orphans at once, failed or
+   * run again by whichever replica claims them, rather than held by a lease
+   * nobody acts on. Not after a heartbeat that reported the lease expired:
+   * that one already started a new generation, and expiring it would start
+   * another at every renewal.
+   */
+  #leaseRanOut(leases: TaskLeases): void {
+    this.#leaseLost();
+    if (this.#gaveUp) return;
+    this.#gaveUp = true;
+    leases.retire().catch((err: unknown) => this.#onStoreError(err, ''));
   }
 
   /**

@@ -1,0 +1,117 @@
+// How a TaskManager holds its lease on a store that keeps leases (as the
+// PostgreSQL store does; its behaviour against a real database is in
+// interop/postgres-server.test.ts). Here the leases are kept in memory by a
+// store whose heartbeat answers when the test says: what a database does
+// that applies a statement and answers it late, or not at all, is otherwise
+// a matter of timing.
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  InMemoryTaskStore,
+  TaskLeaseLostError,
+  TaskManager,
+  type TaskLeases,
+  type TaskRecord,
+} from '../src/index.js';
+
+/** An embedded store that also keeps this replica's lease, with heartbeat answers held by the test. */
+class HeldLeaseStore extends InMemoryTaskStore implements TaskLeases {
+  readonly replicaId = 'replica-a';
+  readonly leaseTtlMs = 300;
+  /** Times {@link retire} was called. */
+  retired = 0;
+  /** What heartbeats answer from now on; `'held'`: they wait for {@link answer}. */
+  next: boolean | 'held' = true;
+  readonly #held: Array<(kept: boolean) => void> = [];
+
+  heartbeat(): Promise<boolean> {
+    const next = this.next;
+    if (next === 'held') return new Promise((resolve) => this.#held.push(resolve));
+    return Promise.resolve(next);
+  }
+
+  /** The held heartbeats answer `kept`. */
+  answer(kept: boolean): void {
+    for (const resolve of this.#held.splice(0)) resolve(kept);
+  }
+
+  async claimOrphans(): Promise<TaskRecord[]> {
+    return [];
+  }
+
+  async retire(): Promise<void> {
+    this.retired++;
+  }
+}
+
+const managers: TaskManager[] = [];
+afterEach(async () => {
+  for (const m of managers.splice(0)) await m.close();
+});
+
+async function running(store: HeldLeaseStore): Promise<{ m: TaskManager; id: string; signal: AbortSignal }> {
+  const m = new TaskManager({ store });
+  managers.push(m);
+  const rec = await m.create({
+    owner: 'spiffe://leases.test/caller',
+    skill: 's',
+    message: { messageId: 'm1', role: 'ROLE_USER', parts: [{ text: 'go' }] },
+  });
+  const id = rec.task.id;
+  m.setStatus(id, 'TASK_STATE_WORKING');
+  return { m, id, signal: m.signalOf(id) as AbortSignal };
+}
+
+async function until(what: () => boolean, ms = 3_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!what()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('TaskManager leases', () => {
+  it('a heartbeat that does not come back: after a whole lease the tasks are given up and the lease row is expired, once per finding', async () => {
+    const store = new HeldLeaseStore();
+    const { m, id, signal } = await running(store);
+    const heldFrom = Date.now();
+    store.next = 'held';
+    await until(() => signal.aborted);
+    // Not before a whole lease has passed since the last confirmed renewal.
+    expect(Date.now() - heldFrom).toBeGreaterThanOrEqual(store.leaseTtlMs - 110);
+    expect(signal.reason).toBeInstanceOf(TaskLeaseLostError);
+    expect(m.isLive(id)).toBe(false);
+    // The lease may have been renewed in the database all the same (applied, answered late):
+    // the replica expires it, so the task it gave up is an orphan for any replica to claim.
+    expect(store.retired).toBe(1);
+    await sleep(4 * (store.leaseTtlMs / 3)); // more ticks find the same: told once
+    expect(store.retired).toBe(1);
+    // The held heartbeat answers at last; the next one is held again: a new finding, told again.
+    store.answer(true);
+    await until(() => store.retired === 2);
+  });
+
+  it('a heartbeat that fails has the same outcome once a whole lease has passed', async () => {
+    const store = new HeldLeaseStore();
+    const { signal } = await running(store);
+    const original = store.heartbeat.bind(store);
+    store.heartbeat = () => Promise.reject(new Error('database unreachable'));
+    await until(() => signal.aborted);
+    expect(signal.reason).toBeInstanceOf(TaskLeaseLostError);
+    await sleep(4 * (store.leaseTtlMs / 3));
+    expect(store.retired).toBe(1);
+    store.heartbeat = original;
+  });
+
+  it('a heartbeat that reports the lease expired: the tasks are given up, and the lease (already in a new generation) is not expired again', async () => {
+    const store = new HeldLeaseStore();
+    const { m, id, signal } = await running(store);
+    store.next = false;
+    await until(() => signal.aborted);
+    expect(signal.reason).toBeInstanceOf(TaskLeaseLostError);
+    expect(m.isLive(id)).toBe(false);
+    await sleep(4 * (store.leaseTtlMs / 3));
+    expect(store.retired).toBe(0);
+  });
+});
