@@ -223,9 +223,7 @@ export class TaskManager {
       // sends no error to act on. Past the lease's length since the last
       // renewal, it has run out all the same, and other replicas may claim
       // the tasks: they are given up here too, without waiting for an answer.
-      if (this.#leaseOkAt !== undefined && Date.now() - this.#leaseOkAt > leases.leaseTtlMs) {
-        this.#leaseRanOut(leases);
-      }
+      this.#ifLeaseRanOut(leases);
       return;
     }
     this.#ticking = true;
@@ -248,16 +246,14 @@ export class TaskManager {
       this.#onStoreError(err, '');
       // Cut off for longer than the lease: it has expired, by the database's clock too
       // (it was renewed no earlier than sent), and other replicas may claim the tasks.
-      if (this.#leaseOkAt !== undefined && Date.now() - this.#leaseOkAt > leases.leaseTtlMs) {
-        this.#leaseRanOut(leases);
-      }
+      this.#ifLeaseRanOut(leases);
     } finally {
       this.#ticking = false;
     }
   }
 
   /**
-   * This replica finds, on its own reading, that its lease has run out (no
+   * When this replica finds, on its own reading, that its lease has run out (no
    * renewal confirmed for a whole lease): it gives its tasks up and, once per
    * such finding, expires its lease row. The database may have renewed the
    * lease after all (a heartbeat applied in time whose answer is late or
@@ -267,7 +263,8 @@ export class TaskManager {
    * that one already started a new generation, and expiring it would start
    * another at every renewal.
    */
-  #leaseRanOut(leases: TaskLeases): void {
+  #ifLeaseRanOut(leases: TaskLeases): void {
+    if (this.#leaseOkAt === undefined || Date.now() - this.#leaseOkAt <= leases.leaseTtlMs) return;
     this.#leaseLost();
     if (this.#gaveUp) return;
     this.#gaveUp = true;
