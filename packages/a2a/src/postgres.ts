@@ -33,6 +33,7 @@ import type {
 } from './store.js';
 import {
   byteBounds,
+  positiveInteger,
   TaskLeaseLostError,
   TaskStoreConflictError,
   TaskStoreOverBudgetError,
@@ -99,14 +100,6 @@ const SWEEP_BATCH = 1000;
 /** Default of the stores' `queryTimeoutMs`. */
 const QUERY_TIMEOUT_MS = 10_000;
 
-/** A store's `queryTimeoutMs` option, checked: a positive integer of ms, default {@link QUERY_TIMEOUT_MS}. */
-function queryTimeout(store: string, ms: number | undefined): number {
-  const v = ms ?? QUERY_TIMEOUT_MS;
-  if (!Number.isSafeInteger(v) || v <= 0)
-    throw new TypeError(`${store}: queryTimeoutMs must be a positive integer`);
-  return v;
-}
-
 /** A statement with pg's per-query `query_timeout` (read by pg's Client#query; missing from @types/pg). */
 type BoundedQuery = pg.QueryConfig & { query_timeout?: number };
 
@@ -172,11 +165,9 @@ class PoolHolder {
   }
 
   #statement(text: string, values: unknown[], name: string | undefined): BoundedQuery {
-    const timeout = this.#timeoutMs;
-    if (timeout === undefined) return name === undefined ? { text, values } : { name, text, values };
-    return name === undefined
-      ? { text, values, query_timeout: timeout }
-      : { name, text, values, query_timeout: timeout };
+    const q: BoundedQuery = name === undefined ? { text, values } : { name, text, values };
+    if (this.#timeoutMs !== undefined) q.query_timeout = this.#timeoutMs;
+    return q;
   }
 
   #ended = false;
@@ -789,7 +780,10 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     this.#maxBytes = bounds.maxBytes;
     this.#maxOwnerBytes = bounds.maxBytesPerOwner;
     this.#maxTaskBytes = bounds.maxBytesPerTask;
-    this.#db = new PoolHolder(options, queryTimeout('PostgresTaskStore', options.queryTimeoutMs));
+    this.#db = new PoolHolder(
+      options,
+      positiveInteger('PostgresTaskStore', 'queryTimeoutMs', options.queryTimeoutMs ?? QUERY_TIMEOUT_MS),
+    );
     this.#ttl = options.terminalTtlMs ?? 3_600_000;
     this.leaseTtlMs = options.leaseTtlMs ?? 30_000;
     this.replicaId = options.replicaId ?? randomUuid();
@@ -1405,7 +1399,14 @@ export class PostgresPushConfigStore implements PushConfigStore {
   constructor(options: PostgresPushConfigStoreOptions) {
     // The key is checked before anything else: no key, no store.
     this.#key = parsePushConfigKey(options.key ?? process.env[PUSH_CONFIG_KEY_ENV]);
-    this.#db = new PoolHolder(options, queryTimeout('PostgresPushConfigStore', options.queryTimeoutMs));
+    this.#db = new PoolHolder(
+      options,
+      positiveInteger(
+        'PostgresPushConfigStore',
+        'queryTimeoutMs',
+        options.queryTimeoutMs ?? QUERY_TIMEOUT_MS,
+      ),
+    );
   }
 
   async setPushConfig(config: TaskPushNotificationConfig): Promise<void> {

@@ -331,10 +331,19 @@ export function byteBounds(
   const maxBytes = options.maxBytes ?? defaultMaxBytes;
   const maxBytesPerOwner = options.maxBytesPerOwner ?? Math.floor(maxBytes / 4);
   const bounds = { maxBytes, maxBytesPerOwner, maxBytesPerTask: options.maxBytesPerTask ?? maxBytesPerOwner };
-  for (const [k, v] of Object.entries(bounds)) {
-    if (!Number.isSafeInteger(v) || v <= 0) throw new TypeError(`${store}: ${k} must be a positive integer`);
-  }
+  for (const [k, v] of Object.entries(bounds)) positiveInteger(store, k, v);
   return bounds;
+}
+
+/**
+ * `value`, the option `name` of `store`, once checked to be a positive integer.
+ *
+ * @throws {TypeError} naming `store` and `name` when it is not.
+ */
+export function positiveInteger(store: string, name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value <= 0)
+    throw new TypeError(`${store}: ${name} must be a positive integer`);
+  return value;
 }
 
 /** Metadata key of a finished task whose retained content was cut to fit `maxBytesPerTask`. */
