@@ -66,6 +66,27 @@ export interface A2AClientOptions {
   readonly timeoutMs?: number;
   /** Largest response or SSE event accepted, in bytes. Default 4 MiB (the official SDK's cap). */
   readonly maxResponseBytes?: number;
+  /**
+   * How long an open stream may stay quiet before it is taken as dead, in ms.
+   * Default 300 000 (undici's own body timeout); 0: no limit, only the
+   * caller's signal ends a quiet stream. Either way the failure is one
+   * {@link A2AClient.streamTaskUpdates} resumes like a dropped connection.
+   *
+   * On the HTTP bindings, quiet means no byte of the stream (no event, no
+   * heartbeat), and the stream fails with `STREAM_IDLE`. Weave servers send
+   * a heartbeat every 15 s by default (so do the Python SDK's); a server that
+   * sends none and a task that emits nothing for this long look alike, so
+   * keep it well above such a task's pauses.
+   *
+   * A gRPC stream carries nothing while its task is quiet, so there the
+   * connection is pinged instead (HTTP/2 PING, every this many ms while a
+   * call is open; servers on grpc-go refuse pings closer than 5 minutes by
+   * default). A ping unanswered for this long, at most 20 s, drops the
+   * connection, which fails its calls as any dropped connection does
+   * (`TRANSPORT_FAILED`, gRPC UNAVAILABLE): a dead peer or network ends
+   * them, a quiet task does not.
+   */
+  readonly streamIdleTimeoutMs?: number;
   /** Extra headers (gRPC: metadata) on every call (e.g. `A2A-Extensions`). */
   readonly headers?: Readonly<Record<string, string>>;
   /**
@@ -166,10 +187,17 @@ export class A2AClient {
       throw new TypeError('A2AClient: timeoutMs must be a positive number of milliseconds');
     }
     this.#timeout = timeout;
+    const idle = options.streamIdleTimeoutMs ?? 300_000;
+    if (!Number.isSafeInteger(idle) || idle < 0) {
+      throw new TypeError(
+        'A2AClient: streamIdleTimeoutMs must be 0 (no limit) or a positive whole number of milliseconds',
+      );
+    }
     this.#ctx = {
       dispatcher: options.dispatcher,
       headers: options.headers ?? {},
       maxResponseBytes: options.maxResponseBytes ?? 4 * 1024 * 1024,
+      streamIdleTimeoutMs: idle,
     };
     const factories = new Map<string, ClientTransportFactory>();
     for (const f of options.transports ?? DEFAULT_TRANSPORTS)
@@ -370,7 +398,8 @@ export class A2AClient {
   /**
    * Sends a message and yields its stream's events, resuming a broken stream
    * by itself: if it breaks before the task settles — the connection drops,
-   * it ends early, or the server cut a slow reader off (UNAVAILABLE) — it
+   * it goes quiet for longer than `streamIdleTimeoutMs`, it ends early, or
+   * the server cut a slow reader off (UNAVAILABLE) — it
    * waits (`resumeBackoffMs`, doubled per consecutive break) and resubscribes
    * with the last event id, skipping any replayed event it already yielded,
    * so no event is lost or repeated against a Weave server while it keeps

@@ -137,6 +137,9 @@ export class GrpcTransport implements ClientTransport {
       'grpc.use_local_subchannel_pool': 1,
       // A broken connection fails the calls on it rather than waiting for a reconnect.
       'grpc.enable_retries': 0,
+      // A stream carries nothing while its task is quiet: a dead peer or
+      // network shows as a ping left unanswered (streamIdleTimeoutMs).
+      ...keepalive(this.#ctx.streamIdleTimeoutMs ?? 0),
     });
     return { client, active: 0, retired: false };
   }
@@ -296,6 +299,20 @@ export class GrpcTransport implements ClientTransport {
     gen.retired = true;
     if (gen.active === 0) gen.client.close();
   }
+}
+
+/**
+ * grpc-js's keepalive for an idle limit: a ping every `idleMs` while a call is
+ * open, the connection dropped when one is unanswered for `idleMs` (at most
+ * 20 s, gRPC's default). Nothing for 0.
+ */
+function keepalive(idleMs: number): Record<string, number> {
+  if (idleMs <= 0) return {};
+  return {
+    'grpc.keepalive_time_ms': idleMs,
+    'grpc.keepalive_timeout_ms': Math.min(idleMs, 20_000),
+    'grpc.keepalive_permit_without_calls': 0,
+  };
 }
 
 const grpcUnavailable =

@@ -22,6 +22,15 @@ export function deadlineExceeded(what: string, cause?: unknown): A2AClientError 
   return new A2AClientError('DEADLINE_EXCEEDED', `${what}: the call ran past its deadline`, { cause });
 }
 
+/** `STREAM_IDLE`: an open stream brought nothing (no event, no heartbeat, no ping answer) for `ms`. */
+export function streamIdle(what: string, ms: number, cause?: unknown): A2AClientError {
+  return new A2AClientError(
+    'STREAM_IDLE',
+    `${what}: the stream brought nothing for ${ms} ms (streamIdleTimeoutMs): the peer or the network is taken as gone`,
+    { cause },
+  );
+}
+
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 
 /**
@@ -125,6 +134,8 @@ export interface HttpRequest {
   readonly timeoutMs: number;
   /** Largest response body (unary) or event (stream) accepted. */
   readonly maxBytes: number;
+  /** A stream that delivers no byte (event or heartbeat) for this many ms fails with `STREAM_IDLE`; 0 or absent: never. */
+  readonly idleTimeoutMs?: number | undefined;
   /** Names the exchange in errors, e.g. `GetTask to https://…`. */
   readonly what: string;
 }
@@ -232,15 +243,19 @@ export interface OpenStream {
   readonly status: number;
   readonly contentType: string;
   readonly body: Dispatcher.ResponseData['body'];
+  /** The quiet time after which the body fails (0: none), to name it in the error. */
+  readonly idleTimeoutMs: number;
   /** Stops following the caller's signal; call once the stream is over. */
   release(): void;
 }
 
 /**
  * Sends a request whose answer is an event stream and waits for the response
- * headers, within `timeoutMs` (connect and send included). After that only
- * the caller's signal bounds the stream: a quiet task is not a dead one (the
- * server's heartbeats keep the body alive).
+ * headers, within `timeoutMs` (connect and send included). After that the
+ * caller's signal bounds the stream, and `idleTimeoutMs` its quiet spells:
+ * a quiet task is not a dead one (the server's heartbeats keep the body
+ * alive), a peer or network that sends nothing for that long is. A reader
+ * that holds the body back (backpressure) is not counted as quiet.
  */
 export async function openStream(req: HttpRequest): Promise<OpenStream> {
   const { what } = req;
@@ -260,7 +275,7 @@ export async function openStream(req: HttpRequest): Promise<OpenStream> {
         body: req.body,
         signal: ac.signal,
         headersTimeout: req.timeoutMs,
-        bodyTimeout: 0,
+        bodyTimeout: req.idleTimeoutMs ?? 0,
       }),
       ac.signal,
     );
@@ -268,6 +283,7 @@ export async function openStream(req: HttpRequest): Promise<OpenStream> {
       status: res.statusCode,
       contentType: String(res.headers['content-type'] ?? ''),
       body: res.body,
+      idleTimeoutMs: req.idleTimeoutMs ?? 0,
       release,
     };
   } catch (err) {
@@ -293,6 +309,9 @@ export async function* sseEvents(
   try {
     yield* parseSse(open.body, maxBytes);
   } catch (err) {
+    if ((err as { code?: unknown } | null)?.code === 'UND_ERR_BODY_TIMEOUT' && !signal?.aborted) {
+      throw streamIdle(what, open.idleTimeoutMs, err);
+    }
     throw callFailure(what, err, signal);
   } finally {
     open.release();

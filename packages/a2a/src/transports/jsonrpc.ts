@@ -100,7 +100,7 @@ export class JsonRpcTransport implements ClientTransport {
     const headers = mergeHeaders(this.#streamHeaders, options.headers);
     if (options.lastEventId !== undefined) headers['last-event-id'] = options.lastEventId;
     const req = this.#request(method, id, params, headers, options);
-    const open = await openStream(req);
+    const open = await openStream({ ...req, idleTimeoutMs: this.#ctx.streamIdleTimeoutMs });
     if (!open.contentType.startsWith('text/event-stream')) {
       const text = await readBody(open, req.maxBytes, this.url);
       const env = checkEnvelope(parseJson(text, method, open.status), method);

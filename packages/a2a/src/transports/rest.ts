@@ -252,7 +252,7 @@ export class RestTransport implements ClientTransport {
   ): AsyncGenerator<RawStreamEvent> {
     const req = this.#request(method, params, 'text/event-stream', options);
     if (options.lastEventId !== undefined) req.headers['last-event-id'] = options.lastEventId;
-    const open = await openStream(req);
+    const open = await openStream({ ...req, idleTimeoutMs: this.#ctx.streamIdleTimeoutMs });
     if (open.status < 200 || open.status >= 300 || !open.contentType.startsWith('text/event-stream')) {
       const text = await readBody(open, req.maxBytes, this.url);
       if (open.status >= 200 && open.status < 300) {
