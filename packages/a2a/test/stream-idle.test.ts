@@ -1,18 +1,42 @@
-// A stream whose peer or network goes silent ends with STREAM_IDLE within the
-// client's streamIdleTimeoutMs on every binding, and streamTaskUpdates
-// resumes it once the peer is back; a quiet task on a live peer (heartbeats
-// on the HTTP bindings, ping answers on gRPC) keeps its stream. Real mTLS on
-// loopback, through a TCP relay the test can silence: connections kept open,
-// nothing relayed either way, as with a hung peer or a black-holed network.
+// Silent peers, both ways. A client's stream whose peer or network goes
+// silent fails within its streamIdleTimeoutMs on every binding (HTTP:
+// STREAM_IDLE; gRPC: the unanswered ping drops the connection), and
+// streamTaskUpdates resumes it once the peer is back; a quiet task on a live
+// peer (heartbeats on the HTTP bindings, ping answers on gRPC) keeps its
+// stream. A gRPC server lets go of a subscriber whose client vanished (its
+// keepalive), which otherwise holds the task's subscriber slot. Real mTLS on
+// loopback, through a TCP relay the test can silence: a black hole, where
+// nothing is relayed and neither side hears of the other's end.
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { A2AClient, A2AClientError, type A2AGrpcServer, type StreamEvent } from '../src/index.js';
+import { authorizeMemberOf } from '@weave/identity';
+import { TRUST_DOMAIN } from '@weave/test-support';
+import {
+  A2AClient,
+  A2AClientError,
+  A2AGrpcServer,
+  grpcTransportFactory,
+  type ClientTransport,
+  type RawStreamEvent,
+  type StreamEvent,
+} from '../src/index.js';
 import { serveGrpc, serveSlow, startHarness, type Harness } from './helpers/agents.js';
 
-/** A loopback TCP relay to `target` that can go silent (and come back for new connections). */
+interface Pair {
+  readonly client: Socket;
+  readonly upstream: Socket;
+  muted: boolean;
+}
+
+/**
+ * A loopback TCP relay to `target` that can go silent. A silenced connection
+ * is a black hole: nothing is relayed either way, and when the client gives
+ * up on it the server is not told (no FIN, no reset), as when a network
+ * drops packets or a peer vanishes; only the server's own checks end it.
+ */
 class Relay {
   readonly #server: Server = createServer((c) => this.#accept(c));
-  readonly #pairs = new Set<{ client: Socket; upstream: Socket }>();
+  readonly #pairs = new Set<Pair>();
   #silent = false;
   port = 0;
 
@@ -26,37 +50,55 @@ class Relay {
     this.port = (this.#server.address() as AddressInfo).port;
   }
 
+  /** Connections the server still holds open, the silenced ones included. */
+  get serverSide(): number {
+    let n = 0;
+    for (const p of this.#pairs) if (!p.upstream.destroyed) n++;
+    return n;
+  }
+
   /** Relays nothing more on any open connection, either way; new connections are accepted and left unanswered. */
   silence(): void {
     this.#silent = true;
     for (const p of this.#pairs) mute(p);
   }
 
-  /** Drops the silenced connections and relays new ones again. */
+  /** Relays new connections again; the silenced ones stay black holes. */
   heal(): void {
-    if (!this.#silent) return;
     this.#silent = false;
-    for (const p of this.#pairs) destroy(p);
+  }
+
+  /** Closes the silenced connections (or every one), both sides. */
+  drop(all = false): void {
+    for (const p of this.#pairs) {
+      if (!all && !p.muted) continue;
+      p.client.destroy();
+      p.upstream.destroy();
+      this.#pairs.delete(p);
+    }
   }
 
   async close(): Promise<void> {
     this.#silent = true;
-    for (const p of this.#pairs) destroy(p);
+    this.drop(true);
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
 
   #accept(client: Socket): void {
     const upstream = connect(this.target, '127.0.0.1');
-    const pair = { client, upstream };
+    const pair: Pair = { client, upstream, muted: false };
     this.#pairs.add(pair);
-    for (const s of [client, upstream]) {
-      s.on('error', () => undefined);
-      s.on('close', () => {
-        client.destroy();
-        upstream.destroy();
-        this.#pairs.delete(pair);
-      });
-    }
+    client.on('error', () => undefined);
+    upstream.on('error', () => undefined);
+    // A live pair closes as a whole; a muted one tells neither side of the other's end.
+    client.on('close', () => {
+      if (!pair.muted) upstream.destroy();
+      if (upstream.destroyed) this.#pairs.delete(pair);
+    });
+    upstream.on('close', () => {
+      if (!pair.muted) client.destroy();
+      if (client.destroyed) this.#pairs.delete(pair);
+    });
     if (this.#silent) {
       mute(pair);
       return;
@@ -66,16 +108,14 @@ class Relay {
   }
 }
 
-function destroy(p: { client: Socket; upstream: Socket }): void {
-  p.client.destroy();
-  p.upstream.destroy();
-}
-
-function mute(p: { client: Socket; upstream: Socket }): void {
-  p.client.unpipe();
-  p.upstream.unpipe();
-  p.client.pause();
-  p.upstream.pause();
+/** Relays nothing more; what comes in is read and thrown away, so each side's end is still seen. */
+function mute(p: Pair): void {
+  p.muted = true;
+  for (const s of [p.client, p.upstream]) {
+    s.unpipe();
+    s.on('data', () => undefined);
+    s.resume();
+  }
 }
 
 const IDLE_MS = 600;
@@ -102,8 +142,10 @@ beforeAll(async () => {
 });
 
 afterEach(() => {
-  http.heal();
-  grpcRelay.heal();
+  for (const r of [http, grpcRelay]) {
+    r.heal();
+    r.drop();
+  }
   for (const release of waiting.values()) release();
   waiting.clear();
 });
@@ -262,6 +304,120 @@ function expectIdle(binding: string, failure: unknown): void {
   } else {
     expect((failure as A2AClientError).code).toBe('STREAM_IDLE');
     expect((failure as Error).message).toContain(`${IDLE_MS} ms`);
+  }
+}
+
+describe('A2AGrpcServer keepaliveMs', () => {
+  /** A harness of its own: one subscriber per task, so a subscriber not let go refuses the next. */
+  let one: Harness;
+  const released = new Map<string, () => void>();
+  beforeAll(async () => {
+    one = await startHarness((a2a) => serveSlow(a2a, (id, release) => released.set(id, release)), {
+      limits: { maxSubscribersPerTask: 1 },
+    });
+  });
+  afterAll(async () => {
+    for (const release of released.values()) release();
+    await one?.close();
+  });
+
+  /** A gRPC server on `one`'s handler with `keepaliveMs`, behind a relay, and transports to it that never ping. */
+  async function serve(keepaliveMs: number) {
+    const server = new A2AGrpcServer({
+      handler: one.a2a.handler,
+      identity: one.server.identity,
+      authorize: authorizeMemberOf(TRUST_DOMAIN),
+      keepaliveMs,
+    });
+    const relay = new Relay(Number((await server.listen()).url.split(':').pop()));
+    await relay.listen();
+    // A new transport is a new connection: the subscriber's own stays in the black hole.
+    const transports: ClientTransport[] = [];
+    const connect = () => {
+      const t = grpcTransportFactory.create(
+        { url: `127.0.0.1:${relay.port}`, protocolBinding: 'GRPC', protocolVersion: '1.0' },
+        { dispatcher: one.agent, headers: {}, maxResponseBytes: 1 << 20, streamIdleTimeoutMs: 0 },
+      );
+      transports.push(t);
+      return t;
+    };
+    return {
+      relay,
+      connect,
+      async close() {
+        for (const t of transports) await t.close();
+        await relay.close();
+        await server.close(100);
+      },
+    };
+  }
+
+  /** Starts a `slow` task on a stream, silences the relay, and gives the stream up on the client's side. */
+  async function silencedSubscriber(s: Awaited<ReturnType<typeof serve>>): Promise<string> {
+    const ac = new AbortController();
+    const events = s
+      .connect()
+      .stream('SendStreamingMessage', { message: slowMessage() }, { timeoutMs: 5_000, signal: ac.signal });
+    const first = (await events.next()).value as RawStreamEvent;
+    const taskId = (first.value as { task: { id: string } }).task.id;
+    s.relay.silence();
+    ac.abort();
+    await events.return(undefined);
+    s.relay.heal();
+    return taskId;
+  }
+
+  /** Subscribes to `taskId` on a new connection through the healed relay and reads its first event. */
+  async function subscribe(s: Awaited<ReturnType<typeof serve>>, taskId: string): Promise<unknown> {
+    const events = s.connect().stream('SubscribeToTask', { id: taskId }, { timeoutMs: 5_000 });
+    try {
+      return (await events.next()).value;
+    } finally {
+      await events.return(undefined);
+    }
+  }
+
+  it('closes a connection whose peer vanished and lets its subscriber go', async () => {
+    const s = await serve(200);
+    try {
+      const taskId = await silencedSubscriber(s);
+      // The server's unanswered ping closes its side of the black hole.
+      await until(() => s.relay.serverSide === 0, 5_000, 'the server to close the silent connection');
+      // Its subscriber went with it: the task takes a new one (one per task here).
+      expect(await subscribe(s, taskId)).toMatchObject({ value: { task: { id: taskId } } });
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('with 0 keeps a silent connection, whose subscriber then refuses the next', async () => {
+    expect(
+      () =>
+        new A2AGrpcServer({
+          handler: one.a2a.handler,
+          identity: one.server.identity,
+          authorize: authorizeMemberOf(TRUST_DOMAIN),
+          keepaliveMs: -1,
+        }),
+    ).toThrow(/keepaliveMs must be 0 \(off\) or a positive whole number/);
+    const s = await serve(0);
+    try {
+      const taskId = await silencedSubscriber(s);
+      await sleep(1_500);
+      expect(s.relay.serverSide).toBe(1);
+      await expect(subscribe(s, taskId)).rejects.toMatchObject({ code: 'UNSUPPORTED_OPERATION' });
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+/** Waits until `check` holds (polling), or fails after `ms`. */
+async function until(check: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
   }
 }
 

@@ -53,6 +53,7 @@ import {
 } from '../handler.js';
 import { a2aGrpcService, withEventId, type A2AGrpcMethod, type WireObject } from '../grpc/proto.js';
 import { a2aErrorToGrpcStatus } from '../grpc/status.js';
+import { keepaliveOptions } from '../grpc/keepalive.js';
 
 /** Options of {@link A2AGrpcServer}. */
 export interface A2AGrpcServerOptions {
@@ -64,6 +65,15 @@ export interface A2AGrpcServerOptions {
   readonly authorize: Authorizer;
   /** TLS floor and the rest of the transport config, as for the HTTP server. */
   readonly config?: TransportConfigInput;
+  /**
+   * Interval of HTTP/2 PINGs to each client connection, in ms; a ping left
+   * unanswered for as long (at most 20 s) closes the connection and ends its
+   * calls, so a subscriber whose client or network vanished without a word
+   * is let go: a quiet task's stream writes nothing, so nothing else would
+   * notice (the HTTP bindings' heartbeats play this part there). 0 disables.
+   * Default 15 000, the HTTP bindings' heartbeat.
+   */
+  readonly keepaliveMs?: number;
   readonly logger?: HandlerLogger;
 }
 
@@ -75,6 +85,16 @@ const PEER = Symbol('weave.grpc.peer');
 type PeerSocket = TLSSocket & { [PEER]?: { id: SpiffeId; address: string } };
 
 const SILENT: HandlerLogger = { warn: () => undefined, error: () => undefined };
+
+/** The server's keepalive options for {@link A2AGrpcServerOptions.keepaliveMs}, checked. */
+function serverKeepalive(ms: number): Record<string, number> {
+  if (!Number.isSafeInteger(ms) || ms < 0) {
+    throw new TypeError(
+      'A2AGrpcServer: keepaliveMs must be 0 (off) or a positive whole number of milliseconds',
+    );
+  }
+  return keepaliveOptions(ms);
+}
 
 /**
  * The A2A gRPC binding on its own mTLS port. `listen()` then hand
@@ -139,6 +159,7 @@ export class A2AGrpcServer {
       // Channelz (grpc-js's introspection registry, which Weave never serves)
       // otherwise counts every call and message with a timestamp each.
       'grpc.enable_channelz': 0,
+      ...serverKeepalive(options.keepaliveMs ?? 15_000),
     });
     this.#grpc.addService(serverService(), this.#implementation());
     this.#injector = this.#grpc.createConnectionInjector(ServerCredentials.createInsecure());

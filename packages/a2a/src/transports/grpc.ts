@@ -18,6 +18,7 @@ import {
 import { GRPC_STATUS_DETAILS_KEY, grpcStatusToA2AError } from '../grpc/status.js';
 import type { AgentInterface } from '../wire/v1.js';
 import { A2A_VERSION, callFailure, deadlineExceeded } from './http.js';
+import { keepaliveOptions } from '../grpc/keepalive.js';
 import type {
   ClientTransport,
   ClientTransportFactory,
@@ -139,7 +140,7 @@ export class GrpcTransport implements ClientTransport {
       'grpc.enable_retries': 0,
       // A stream carries nothing while its task is quiet: a dead peer or
       // network shows as a ping left unanswered (streamIdleTimeoutMs).
-      ...keepalive(this.#ctx.streamIdleTimeoutMs ?? 0),
+      ...keepaliveOptions(this.#ctx.streamIdleTimeoutMs ?? 0),
     });
     return { client, active: 0, retired: false };
   }
@@ -299,20 +300,6 @@ export class GrpcTransport implements ClientTransport {
     gen.retired = true;
     if (gen.active === 0) gen.client.close();
   }
-}
-
-/**
- * grpc-js's keepalive for an idle limit: a ping every `idleMs` while a call is
- * open, the connection dropped when one is unanswered for `idleMs` (at most
- * 20 s, gRPC's default). Nothing for 0.
- */
-function keepalive(idleMs: number): Record<string, number> {
-  if (idleMs <= 0) return {};
-  return {
-    'grpc.keepalive_time_ms': idleMs,
-    'grpc.keepalive_timeout_ms': Math.min(idleMs, 20_000),
-    'grpc.keepalive_permit_without_calls': 0,
-  };
 }
 
 const grpcUnavailable =

@@ -23,7 +23,7 @@ export function deadlineExceeded(what: string, cause?: unknown): A2AClientError 
 }
 
 /** `STREAM_IDLE`: an open stream brought nothing (no event, no heartbeat, no ping answer) for `ms`. */
-export function streamIdle(what: string, ms: number, cause?: unknown): A2AClientError {
+function streamIdle(what: string, ms: number, cause?: unknown): A2AClientError {
   return new A2AClientError(
     'STREAM_IDLE',
     `${what}: the stream brought nothing for ${ms} ms (streamIdleTimeoutMs): the peer or the network is taken as gone`,
