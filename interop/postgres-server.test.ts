@@ -410,12 +410,36 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     expect(refused.error.data[0]).toMatchObject({ reason: 'UNAVAILABLE', metadata: { retryable: 'true' } });
     expect(a.ran).toEqual([id]);
     gates.get(gate)?.();
-    // And A shuts down: each write it still owes, and the lease it hands back, get one
-    // try bounded by the timeout; then its pool ends with nothing left waiting.
+    // And A shuts down within one statement timeout: it gave its tasks up and tried to
+    // expire its lease row already, so it owes no write and hands nothing back; its pool
+    // ends once the statements still out (that expiry among them) time out.
     const closing = Date.now();
     await a.a2a.close();
-    expect(Date.now() - closing).toBeLessThan(3 * queryTimeoutMs + 3_000);
+    expect(Date.now() - closing).toBeLessThan(queryTimeoutMs + 1_000);
     await cut.cut();
+  });
+
+  it('a replica closed while its database is silent waits out one statement timeout, not one per write and hand-back, and leaves its task to the lease: another replica fails it, once', async () => {
+    const ttl = 4000;
+    const queryTimeoutMs = 2500;
+    const { a, b, cut, gate, id } = await burstOnA(ttl, { queryTimeoutMs });
+    await a.a2a.manager.flush();
+    cut.silence();
+    // Closing cancels the task: its cancel is written (the statement hangs until the
+    // timeout), then the lease would be handed back; with the database away, only the first waits.
+    const closing = Date.now();
+    await a.a2a.close();
+    const took = Date.now() - closing;
+    expect(took).toBeGreaterThanOrEqual(queryTimeoutMs - 50);
+    expect(took).toBeLessThan(2 * queryTimeoutMs - 500);
+    gates.get(gate)?.();
+    await cut.cut();
+    // Nothing lost: once the lease runs out, another replica claims the task and fails it.
+    const got = await reaches(b, id, 'TASK_STATE_FAILED');
+    expect(got.result.status.state).toBe('TASK_STATE_FAILED');
+    expect(JSON.stringify(got.result.status)).toContain(ORPHAN_REASON);
+    expect(a.ran).toEqual([id]);
+    expect(b.ran).not.toContain(id);
   });
 
   it('a replica whose database answers every statement 0.6 lease late gives its tasks up, and another replica takes them over: failed once, not left running', async () => {

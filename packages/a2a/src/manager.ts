@@ -16,6 +16,7 @@ import {
   InMemoryTaskStore,
   TaskLeaseLostError,
   TaskStoreConflictError,
+  TaskStoreUnavailableError,
   isTaskInbox,
   isTaskLeases,
   isTaskNotifier,
@@ -175,6 +176,12 @@ export class TaskManager {
   readonly #waitDeadlines = new Deadlines<() => void>((expire) => expire());
   #ticking = false;
   #closed = false;
+  /**
+   * A statement failed for want of the database since close() began: what is
+   * still unwritten is left to another replica (the lease runs out) instead
+   * of each write, and the lease hand-back, waiting out its own timeout.
+   */
+  #storeAwayAtClose = false;
   /** When the last heartbeat that renewed the lease was sent (epoch ms). */
   #leaseOkAt: number | undefined;
   /** Tasks were given up on this replica's own reading and its lease row expired; until the next heartbeat answer. */
@@ -994,7 +1001,12 @@ export class TaskManager {
     await this.#listening?.catch(() => undefined);
     await this.#unlisten?.();
     // Whatever could not be written is another replica's to settle, at once.
-    await this.#leases?.retire().catch(() => undefined);
+    // Not with the database known away (the lease given up on this replica's
+    // own reading, which expired its row already, or a statement of this close
+    // failed): the hand-back would only wait out a timeout, and the lease runs out all the same.
+    if (!this.#gaveUp && !this.#storeAwayAtClose) {
+      await this.#leases?.retire().catch(() => undefined);
+    }
     await this.store.close?.();
   }
 
@@ -1068,7 +1080,7 @@ export class TaskManager {
     for (;;) {
       live.writeQueued = false;
       const batch = live.pending;
-      if (batch.length === 0) return;
+      if (batch.length === 0 || this.#storeAwayAtClose) return;
       live.pending = [];
       // The task as of the batch's last event (later events are not in it).
       const task = snapshot(live.record.task);
@@ -1093,6 +1105,7 @@ export class TaskManager {
           }
         }
         this.#onStoreError(err, id);
+        if (this.#closed && err instanceof TaskStoreUnavailableError) this.#storeAwayAtClose = true;
         if (err instanceof TaskLeaseLostError) {
           this.#drop(live, err);
           return;

@@ -9,6 +9,9 @@ import {
   InMemoryTaskStore,
   TaskLeaseLostError,
   TaskManager,
+  TaskStoreUnavailableError,
+  type StoredEvent,
+  type Task,
   type TaskLeases,
   type TaskRecord,
 } from '../src/index.js';
@@ -40,6 +43,21 @@ class HeldLeaseStore extends InMemoryTaskStore implements TaskLeases {
 
   async retire(): Promise<void> {
     this.retired++;
+  }
+
+  /** Appends tried; with {@link away} set, each fails for want of the database. */
+  appends = 0;
+  away = false;
+
+  override async append(
+    id: string,
+    task: Task,
+    events: readonly StoredEvent[],
+    updatedAt: number,
+  ): Promise<void> {
+    this.appends++;
+    if (this.away) throw new TaskStoreUnavailableError('the database does not answer');
+    return super.append(id, task, events, updatedAt);
   }
 }
 
@@ -102,6 +120,47 @@ describe('TaskManager leases', () => {
     await sleep(4 * (store.leaseTtlMs / 3));
     expect(store.retired).toBe(1);
     store.heartbeat = original;
+  });
+
+  it('close() hands the lease back once its writes are done', async () => {
+    const store = new HeldLeaseStore();
+    const { m } = await running(store);
+    managers.splice(0);
+    await m.close();
+    expect(store.retired).toBe(1);
+  });
+
+  it('close() with the database away leaves the rest to the lease: after the first write that fails for want of it, nothing more is tried and nothing handed back', async () => {
+    const store = new HeldLeaseStore();
+    const { m, id } = await running(store);
+    const second = await m.create({
+      owner: 'spiffe://leases.test/caller',
+      skill: 's',
+      message: { messageId: 'm2', role: 'ROLE_USER', parts: [{ text: 'go' }] },
+    });
+    await m.flush();
+    store.appends = 0;
+    store.away = true;
+    managers.splice(0);
+    // Closing cancels both tasks: one write each, were the database there.
+    await m.close();
+    expect(store.appends).toBe(1);
+    expect(store.retired).toBe(0);
+    // Nothing was written: the tasks are as last stored, for the replica that claims them.
+    for (const t of [id, second.task.id]) {
+      expect((await store.get(t))?.task.status.state).not.toBe('TASK_STATE_CANCELED');
+    }
+  });
+
+  it('close() after the tasks were given up on its own reading does not hand the lease back again', async () => {
+    const store = new HeldLeaseStore();
+    const { m, signal } = await running(store);
+    store.next = 'held';
+    await until(() => signal.aborted);
+    expect(store.retired).toBe(1);
+    managers.splice(0);
+    await m.close();
+    expect(store.retired).toBe(1);
   });
 
   it('a heartbeat that reports the lease expired: the tasks are given up, and the lease (already in a new generation) is not expired again', async () => {
