@@ -271,11 +271,16 @@ export class TaskManager {
    * another at every renewal.
    */
   #ifLeaseRanOut(leases: TaskLeases): void {
-    if (this.#leaseOkAt === undefined || Date.now() - this.#leaseOkAt <= leases.leaseTtlMs) return;
+    if (!this.#leaseRanOut(leases)) return;
     this.#leaseLost();
     if (this.#gaveUp) return;
     this.#gaveUp = true;
     leases.retire().catch((err: unknown) => this.#onStoreError(err, ''));
+  }
+
+  /** No renewal of the lease confirmed for a whole lease: it has run out, whatever the database says later. */
+  #leaseRanOut(leases: TaskLeases): boolean {
+    return this.#leaseOkAt !== undefined && Date.now() - this.#leaseOkAt > leases.leaseTtlMs;
   }
 
   /**
@@ -425,6 +430,14 @@ export class TaskManager {
   async create(input: NewTask): Promise<TaskRecord> {
     const now = this.createNow(input);
     if (now !== undefined) return now;
+    // A task created under a lease that ran out would be another replica's
+    // orphan at once, run or failed there after its caller was told it
+    // started: refused instead, typed and retryable, until a renewal is confirmed.
+    if (this.#leases && this.#leaseRanOut(this.#leases)) {
+      throw new TaskStoreUnavailableError(
+        "this replica's task lease has not been renewed in time (the database answers late or not at all)",
+      );
+    }
     const made = newTask(input);
     // A task that runs here must hear a cancel asked on another replica.
     if (this.#notifier) await this.listen();

@@ -122,6 +122,33 @@ describe('TaskManager leases', () => {
     store.heartbeat = original;
   });
 
+  it('a new task is refused, typed, while no renewal has been confirmed for a whole lease, and taken again once one is', async () => {
+    const store = new HeldLeaseStore();
+    const { m, signal } = await running(store);
+    const ask = (n: string) =>
+      m.create({
+        owner: 'spiffe://leases.test/caller',
+        skill: 's',
+        message: { messageId: n, role: 'ROLE_USER', parts: [{ text: 'go' }] },
+      });
+    store.next = 'held';
+    await until(() => signal.aborted);
+    const stored = async () => (await store.list({ owner: 'spiffe://leases.test/caller', limit: 100 })).total;
+    const before = await stored();
+    await expect(ask('refused')).rejects.toBeInstanceOf(TaskStoreUnavailableError);
+    // Nothing was stored for it.
+    expect(await stored()).toBe(before);
+    store.next = true;
+    store.answer(true);
+    // The held heartbeat answers (sent too long ago to count) and the next ones renew:
+    // once one is confirmed (a tick every third of a lease), new tasks are taken again.
+    await sleep(store.leaseTtlMs);
+    await expect(ask('taken')).resolves.toMatchObject({
+      task: { status: { state: 'TASK_STATE_SUBMITTED' } },
+    });
+    expect(await stored()).toBe(before + 1);
+  });
+
   it('close() hands the lease back once its writes are done', async () => {
     const store = new HeldLeaseStore();
     const { m } = await running(store);
