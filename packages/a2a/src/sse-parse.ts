@@ -7,14 +7,23 @@ export interface SseEvent {
   readonly id?: string;
 }
 
+/** Whether the parser is waiting for the body's next chunk, for an idle limit on reads. */
+export interface ReadWatch {
+  /** `performance.now()` when the parser began to wait for the next chunk; 0 while it is not waiting. */
+  waitingSince: number;
+}
+
 /**
  * Parses a `text/event-stream` body (WHATWG framing: `\n`, `\r\n` or `\r`
  * line ends, `:` comments, multi-line `data`). An event larger than
- * `maxEventBytes` aborts the stream with a typed error.
+ * `maxEventBytes` aborts the stream with a typed error. `watch`, when given,
+ * is kept telling whether the parser waits for the body: a consumer that
+ * holds an event it was yielded is not waiting.
  */
 export async function* parseSse(
   body: AsyncIterable<Uint8Array | string>,
   maxEventBytes: number,
+  watch?: ReadWatch,
 ): AsyncGenerator<SseEvent> {
   const decoder = new TextDecoder();
   let buf = '';
@@ -22,7 +31,9 @@ export async function* parseSse(
   let data: string[] = [];
   let dataLen = 0;
   let id: string | undefined;
+  if (watch) watch.waitingSince = performance.now();
   for await (const chunk of body) {
+    if (watch) watch.waitingSince = 0;
     buf += typeof chunk === 'string' ? chunk : decoder.decode(chunk, { stream: true });
     let start = 0;
     for (;;) {
@@ -77,7 +88,9 @@ export async function* parseSse(
     if (buf.length > maxEventBytes) {
       throw new A2AClientError('SSE_EVENT_TOO_LARGE', `SSE line exceeds ${maxEventBytes} bytes`);
     }
+    if (watch) watch.waitingSince = performance.now();
   }
+  if (watch) watch.waitingSince = 0;
   if (data.length > 0) {
     yield id === undefined
       ? { event: event || 'message', data: data.join('\n') }

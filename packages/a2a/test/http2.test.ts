@@ -13,6 +13,7 @@ let a2a: A2AServer;
 let channel: SecureChannel;
 let url: string;
 const versions = new Set<string>();
+const BULK = 3_000;
 
 beforeAll(async () => {
   pki = await createPki();
@@ -27,6 +28,11 @@ beforeAll(async () => {
   a2a.registerTaskHandler('steps', async (ctx) => {
     for (let i = 0; i < 3; i++)
       ctx.publishArtifact({ artifactId: 'o', parts: [{ text: `${i}` }] }, { append: i > 0 });
+    return undefined;
+  });
+  // Far more than HTTP/2 flow control lets through unread (the stream's window and the client's buffer).
+  a2a.registerTaskHandler('bulk', async (ctx) => {
+    for (let i = 0; i < BULK; i++) ctx.publishMessage(`${i} ${'x'.repeat(200)}`);
     return undefined;
   });
   app = createMtlsServer({
@@ -59,5 +65,24 @@ describe('over HTTP/2', () => {
     for await (const e of client.streamTaskUpdates(url, 'steps', 'y')) events.push(e);
     expect(events.map((e) => e.eventId)).toEqual(['1', '2', '3', '4', '5', '6']);
     expect([...versions]).toEqual(['2.0']);
+  });
+
+  it('a reader slower than streamIdleTimeoutMs is not taken as quiet: only its waits for data count', async () => {
+    const client = new A2AClient({ dispatcher: channel, streamIdleTimeoutMs: 300 });
+    let n = 0;
+    for await (const e of client.sendStreamingMessage(url, {
+      message: {
+        messageId: crypto.randomUUID(),
+        role: 'ROLE_USER',
+        parts: [{ text: 'go' }],
+        metadata: { skill: 'bulk' },
+      },
+    })) {
+      // Holds the first event for three idle limits: flow control stops the server meanwhile.
+      if (n++ === 0) await new Promise((r) => setTimeout(r, 900));
+      void e;
+    }
+    // The task, WORKING, every message, COMPLETED.
+    expect(n).toBe(BULK + 3);
   });
 });

@@ -4,7 +4,7 @@
 import { request, type Dispatcher } from 'undici';
 import { Deadlines } from '../deadlines.js';
 import { A2AClientError, A2AError } from '../errors.js';
-import { parseSse, type SseEvent } from '../sse-parse.js';
+import { parseSse, type ReadWatch, type SseEvent } from '../sse-parse.js';
 
 /** The A2A protocol version this client speaks (sent as `A2A-Version`). */
 export const A2A_VERSION = '1.0';
@@ -22,12 +22,11 @@ export function deadlineExceeded(what: string, cause?: unknown): A2AClientError 
   return new A2AClientError('DEADLINE_EXCEEDED', `${what}: the call ran past its deadline`, { cause });
 }
 
-/** `STREAM_IDLE`: an open stream brought nothing (no event, no heartbeat, no ping answer) for `ms`. */
-function streamIdle(what: string, ms: number, cause?: unknown): A2AClientError {
+/** `STREAM_IDLE`: a read of an open stream waited `ms` and nothing came (no event, no heartbeat). */
+function streamIdle(what: string, ms: number): A2AClientError {
   return new A2AClientError(
     'STREAM_IDLE',
     `${what}: the stream brought nothing for ${ms} ms (streamIdleTimeoutMs): the peer or the network is taken as gone`,
-    { cause },
   );
 }
 
@@ -134,7 +133,7 @@ export interface HttpRequest {
   readonly timeoutMs: number;
   /** Largest response body (unary) or event (stream) accepted. */
   readonly maxBytes: number;
-  /** A stream that delivers no byte (event or heartbeat) for this many ms fails with `STREAM_IDLE`; 0 or absent: never. */
+  /** A stream read that waits this many ms for a byte (event or heartbeat) fails with `STREAM_IDLE`; 0 or absent: never. */
   readonly idleTimeoutMs?: number | undefined;
   /** Names the exchange in errors, e.g. `GetTask to https://…`. */
   readonly what: string;
@@ -243,7 +242,7 @@ export interface OpenStream {
   readonly status: number;
   readonly contentType: string;
   readonly body: Dispatcher.ResponseData['body'];
-  /** The quiet time after which the body fails (0: none), to name it in the error. */
+  /** How long a read of the events may wait for a byte before the stream fails (0: no limit). */
   readonly idleTimeoutMs: number;
   /** Stops following the caller's signal; call once the stream is over. */
   release(): void;
@@ -252,10 +251,8 @@ export interface OpenStream {
 /**
  * Sends a request whose answer is an event stream and waits for the response
  * headers, within `timeoutMs` (connect and send included). After that the
- * caller's signal bounds the stream, and `idleTimeoutMs` its quiet spells:
- * a quiet task is not a dead one (the server's heartbeats keep the body
- * alive), a peer or network that sends nothing for that long is. A reader
- * that holds the body back (backpressure) is not counted as quiet.
+ * caller's signal bounds the stream, and `idleTimeoutMs` its quiet spells
+ * (see {@link sseEvents}).
  */
 export async function openStream(req: HttpRequest): Promise<OpenStream> {
   const { what } = req;
@@ -275,7 +272,8 @@ export async function openStream(req: HttpRequest): Promise<OpenStream> {
         body: req.body,
         signal: ac.signal,
         headersTimeout: req.timeoutMs,
-        bodyTimeout: req.idleTimeoutMs ?? 0,
+        // Quiet spells are timed by sseEvents, which knows when the reader waits.
+        bodyTimeout: 0,
       }),
       ac.signal,
     );
@@ -299,21 +297,47 @@ export function readBody(open: OpenStream, maxBytes: number, what: string): Prom
   return readLimited(open.body, maxBytes, what).finally(open.release);
 }
 
-/** The events of an open stream; ending the iteration closes the response. */
+/**
+ * The events of an open stream; ending the iteration closes the response.
+ * With `open.idleTimeoutMs`, a read that waits that long for a byte (no
+ * event, no heartbeat) fails the stream with `STREAM_IDLE`: a quiet task is
+ * not a dead one (the server's heartbeats keep the body alive), a peer or a
+ * network that sends nothing for that long is. Only the reader's waits count,
+ * so a consumer slow with its events is not quiet, on HTTP/1.1 and HTTP/2
+ * alike (undici's body timeout also fires when HTTP/2 flow control has
+ * stopped the data for a slow reader).
+ */
 export async function* sseEvents(
   open: OpenStream,
   maxBytes: number,
   what: string,
   signal: AbortSignal | undefined,
 ): AsyncGenerator<SseEvent> {
-  try {
-    yield* parseSse(open.body, maxBytes);
-  } catch (err) {
-    if ((err as { code?: unknown } | null)?.code === 'UND_ERR_BODY_TIMEOUT' && !signal?.aborted) {
-      throw streamIdle(what, open.idleTimeoutMs, err);
+  const ms = open.idleTimeoutMs;
+  const watch: ReadWatch = { waitingSince: 0 };
+  let idle: A2AClientError | undefined;
+  // One timer for the whole stream, not one per read: when it fires early
+  // (the reader was busy, or began to wait later), it waits out the rest.
+  const check = (): void => {
+    const since = watch.waitingSince;
+    const waited = since === 0 ? 0 : performance.now() - since;
+    if (waited < ms) {
+      timer = setTimeout(check, ms - waited);
+      timer.unref();
+      return;
     }
+    idle = streamIdle(what, ms);
+    open.body.destroy(idle);
+  };
+  let timer = ms > 0 ? setTimeout(check, ms) : undefined;
+  timer?.unref();
+  try {
+    yield* parseSse(open.body, maxBytes, ms > 0 ? watch : undefined);
+  } catch (err) {
+    if (idle !== undefined && !signal?.aborted) throw idle;
     throw callFailure(what, err, signal);
   } finally {
+    clearTimeout(timer);
     open.release();
     if (!open.body.destroyed) open.body.destroy();
   }
