@@ -272,6 +272,57 @@ describe('WorkloadApiIdentityProvider', () => {
     expect(Date.now() - back).toBeLessThan(4000);
   });
 
+  it('restarts a stream that stays open but stops bringing updates (a stuck subscription), in time to fetch the SVID rotated meanwhile', async () => {
+    // The dev server behind a real gRPC Workload API server on a Unix socket
+    // that relays its streams; the first X.509 stream stops being relayed
+    // after its first message and stays open, as a server that lost the
+    // subscriber without closing its stream.
+    const dir = await stateDir();
+    const server = await startServer(dir, 8); // rotated at half its life: 4 s
+    const svc = workloadApiService();
+    const dev = new grpc.Client(server.address('agent'), grpc.credentials.createInsecure());
+    cleanups.push(() => dev.close());
+    let x509Calls = 0;
+    const relay =
+      (method: 'FetchX509SVID' | 'FetchJWTBundles') =>
+      (call: grpc.ServerWritableStream<unknown, unknown>): void => {
+        const stuck = method === 'FetchX509SVID' && ++x509Calls === 1;
+        const md = new grpc.Metadata();
+        md.set('workload.spiffe.io', 'true');
+        const def = svc[method] as grpc.MethodDefinition<object, unknown>;
+        const up = dev.makeServerStreamRequest(
+          def.path,
+          def.requestSerialize,
+          def.responseDeserialize,
+          {},
+          md,
+        );
+        let sent = 0;
+        up.on('data', (msg: unknown) => {
+          if (!stuck || sent++ === 0) call.write(msg);
+        });
+        up.on('error', () => undefined);
+        call.on('cancelled', () => up.cancel());
+      };
+    const path = join(dir, 'relay.sock');
+    const srv = new grpc.Server();
+    srv.addService(svc, { FetchX509SVID: relay('FetchX509SVID'), FetchJWTBundles: relay('FetchJWTBundles') });
+    await new Promise<void>((ok, fail) =>
+      srv.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? fail(e) : ok())),
+    );
+    cleanups.push(() => srv.forceShutdown());
+
+    const p = await provider(`unix://${path}`);
+    const held = p.getX509Svid();
+    let expired = false;
+    p.onExpired(() => (expired = true));
+    // The rotation at 4 s never comes on the stuck stream; a new stream brings it.
+    await until(() => renewedAfter(p, held), 10_000);
+    expect(Date.now()).toBeLessThan(held.expiresAt.getTime());
+    expect(expired).toBe(false);
+    expect(x509Calls).toBe(2);
+  });
+
   it('adds and removes a federated bundle at run time', async () => {
     const server = await startServer(await stateDir());
     const p = await provider(server.address('agent'));

@@ -72,7 +72,10 @@ export interface Watcher<T> {
   /**
    * When a new message is needed at the latest (epoch ms), e.g. the held
    * SVID's expiry: a reconnect that would come later is brought forward
-   * (at most `backoff.urgentMaxMs`). Asked at each reconnect.
+   * (at most `backoff.urgentMaxMs`), and a stream still open that has
+   * brought nothing new shortly before it (at most 30 s; a quarter of the
+   * time left when less; a new stream first gets 10 s for its first message)
+   * is restarted. Asked at each connect, reconnect and message.
    */
   needBy?(): number | undefined;
 }
@@ -209,6 +212,11 @@ function parseJwtSvids(msg: JwtSvidResponse, audience: readonly string[]): JwtSv
 }
 
 type StreamMethod<Res> = MethodDefinition<Record<string, never>, Res>;
+
+/** How long before the held SVID's expiry a watch that brought nothing new is restarted (at most; a quarter of the time left when less). */
+const STALE_MARGIN_MS = 30_000;
+/** How long a new watch stream may take to deliver its first message before it counts as stale. */
+const STALE_GRACE_MS = 10_000;
 
 /**
  * A client of the SPIFFE Workload API (SPIRE agent or Weave's dev server) over
@@ -465,6 +473,7 @@ export class WorkloadApiClient {
     let failures = 0;
     let call: ClientReadableStream<Res> | undefined;
     let timer: NodeJS.Timeout | undefined;
+    let staleTimer: NodeJS.Timeout | undefined;
     let resolveDone!: (err: WorkloadApiError | undefined) => void;
     const done = new Promise<WorkloadApiError | undefined>((r) => (resolveDone = r));
 
@@ -479,6 +488,7 @@ export class WorkloadApiClient {
       if (stopped) return;
       stopped = true;
       clearTimeout(timer);
+      clearTimeout(staleTimer);
       call?.cancel();
       this.#watches.delete(handle);
       resolveDone(err);
@@ -497,6 +507,7 @@ export class WorkloadApiClient {
       const dropped = (err: WorkloadApiError): void => {
         if (ended || stopped) return;
         ended = true;
+        clearTimeout(staleTimer);
         safely(() => watcher.onError?.(err));
         if (err.grpcStatus === GrpcStatus.INVALID_ARGUMENT) {
           log.error({ err }, 'Workload API rejected the request; not retrying');
@@ -527,7 +538,35 @@ export class WorkloadApiClient {
           return;
         }
         safely(() => watcher.onUpdate(value));
+        watchForStale(false);
       });
+      // A stream can stay open and bring nothing (a hung agent, a stuck
+      // connection): the server sends a new SVID well before the one held
+      // expires (SPIRE at half its life), so one that has not come when the
+      // held SVID is about to expire is restarted, while there is time to
+      // fetch another. A new stream gets a grace to deliver its first message.
+      const watchForStale = (fresh: boolean): void => {
+        clearTimeout(staleTimer);
+        const needBy = watcher.needBy?.();
+        if (needBy === undefined || ended || stopped) return;
+        const now = Date.now();
+        const at = Math.max(needBy - Math.min(STALE_MARGIN_MS, Math.max(0, needBy - now) / 4), now);
+        const first = fresh ? now + STALE_GRACE_MS : 0;
+        staleTimer = setTimeout(
+          () => {
+            dropped(
+              new WorkloadApiError(
+                'WORKLOAD_API_UNAVAILABLE',
+                `${name} stream brought no update while the SVID held expires at ${new Date(needBy).toISOString()}; restarting it`,
+              ),
+            );
+            c.cancel();
+          },
+          Math.max(at, first) - now,
+        );
+        staleTimer.unref();
+      };
+      watchForStale(true);
       c.on('error', (err) => dropped(WorkloadApiError.fromGrpc(err, name)));
       c.on('status', (st: StatusObject) => {
         if (st.code === GrpcStatus.OK) {
