@@ -74,10 +74,10 @@ export interface A2AClientOptions {
    *
    * On the HTTP bindings, quiet means no byte of the stream (no event, no
    * heartbeat) while the client waits for one — a caller that takes its time
-   * with each event is not quiet — and the stream fails with `STREAM_IDLE`. Weave servers send
-   * a heartbeat every 15 s by default (so do the Python SDK's); a server that
-   * sends none and a task that emits nothing for this long look alike, so
-   * keep it well above such a task's pauses.
+   * with each event is not quiet — and the stream fails with `STREAM_IDLE`.
+   * Weave servers send a heartbeat every 15 s by default (so do the Python
+   * SDK's); a server that sends none and a task that emits nothing for this
+   * long look alike, so keep it well above such a task's pauses.
    *
    * A gRPC stream carries nothing while its task is quiet, so there the
    * connection is pinged instead (HTTP/2 PING, every this many ms while a

@@ -1015,8 +1015,9 @@ export class TaskManager {
     await this.#unlisten?.();
     // Whatever could not be written is another replica's to settle, at once.
     // Not with the database known away (the lease given up on this replica's
-    // own reading, which expired its row already, or a statement of this close
-    // failed): the hand-back would only wait out a timeout, and the lease runs out all the same.
+    // own reading, which expired its row already, or a statement of this
+    // close failed): the hand-back would only wait out a timeout, and the
+    // lease runs out all the same.
     if (!this.#gaveUp && !this.#storeAwayAtClose) {
       await this.#leases?.retire().catch(() => undefined);
     }

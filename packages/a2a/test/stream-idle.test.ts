@@ -3,11 +3,14 @@
 // STREAM_IDLE; gRPC: the unanswered ping drops the connection), and
 // streamTaskUpdates resumes it once the peer is back; a quiet task on a live
 // peer (heartbeats on the HTTP bindings, ping answers on gRPC) keeps its
-// stream. A gRPC server lets go of a subscriber whose client vanished (its
-// keepalive), which otherwise holds the task's subscriber slot. Real mTLS on
-// loopback, through a TCP relay the test can silence: a black hole, where
-// nothing is relayed and neither side hears of the other's end.
+// stream; an error answer whose body stalls fails the same way. A gRPC
+// server lets go of a subscriber whose client vanished (its keepalive),
+// which otherwise holds the task's subscriber slot. Real mTLS on loopback,
+// through a TCP relay the test can silence: a black hole, where nothing is
+// relayed and neither side hears of the other's end.
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
+import { Agent } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { authorizeMemberOf } from '@weave/identity';
 import { TRUST_DOMAIN } from '@weave/test-support';
@@ -16,6 +19,7 @@ import {
   A2AClientError,
   A2AGrpcServer,
   grpcTransportFactory,
+  jsonRpcTransportFactory,
   type ClientTransport,
   type RawStreamEvent,
   type StreamEvent,
@@ -306,6 +310,39 @@ function expectIdle(binding: string, failure: unknown): void {
     expect((failure as Error).message).toContain(`${IDLE_MS} ms`);
   }
 }
+
+describe('an error answer to a stream request', () => {
+  it('whose body stalls fails with STREAM_IDLE within the idle limit', async () => {
+    // A plain HTTP server (no TLS: the transport alone) that answers JSON, not
+    // an event stream, and sends half of its body.
+    const server = createHttpServer((_req, res) => {
+      res.writeHead(500, { 'content-type': 'application/json' });
+      res.write('{"jsonrpc":"2.0",');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const dispatcher = new Agent();
+    try {
+      const transport = jsonRpcTransportFactory.create(
+        {
+          url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`,
+          protocolBinding: 'JSONRPC',
+          protocolVersion: '1.0',
+        },
+        { dispatcher, headers: {}, maxResponseBytes: 1 << 20, streamIdleTimeoutMs: IDLE_MS },
+      );
+      const events = transport.stream(
+        'SendStreamingMessage',
+        { message: slowMessage() },
+        { timeoutMs: 5_000 },
+      );
+      await expect(events.next()).rejects.toMatchObject({ code: 'STREAM_IDLE' });
+    } finally {
+      await dispatcher.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+});
 
 describe('A2AGrpcServer keepaliveMs', () => {
   /** A harness of its own: one subscriber per task, so a subscriber not let go refuses the next. */

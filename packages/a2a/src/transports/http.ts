@@ -292,9 +292,18 @@ export async function openStream(req: HttpRequest): Promise<OpenStream> {
   }
 }
 
-/** Reads a non-stream answer to a stream request (an error body), up to `maxBytes`. */
+/**
+ * Reads a non-stream answer to a stream request (an error body), up to
+ * `maxBytes`; within `open.idleTimeoutMs` (a short body: the whole read), or
+ * it fails with `STREAM_IDLE` like a quiet stream.
+ */
 export function readBody(open: OpenStream, maxBytes: number, what: string): Promise<string> {
-  return readLimited(open.body, maxBytes, what).finally(open.release);
+  const ms = open.idleTimeoutMs;
+  const timer = ms > 0 ? setTimeout(() => open.body.destroy(streamIdle(what, ms)), ms) : undefined;
+  return readLimited(open.body, maxBytes, what).finally(() => {
+    clearTimeout(timer);
+    open.release();
+  });
 }
 
 /**
