@@ -272,21 +272,30 @@ describe('WorkloadApiIdentityProvider', () => {
     expect(Date.now() - back).toBeLessThan(4000);
   });
 
-  it('restarts a stream that stays open but stops bringing updates (a stuck subscription), in time to fetch the SVID rotated meanwhile', async () => {
-    // The dev server behind a real gRPC Workload API server on a Unix socket
-    // that relays its streams; the first X.509 stream stops being relayed
-    // after its first message and stays open, as a server that lost the
-    // subscriber without closing its stream.
-    const dir = await stateDir();
-    const server = await startServer(dir, 8); // rotated at half its life: 4 s
+  /**
+   * A real gRPC Workload API server on a Unix socket in front of the dev
+   * server, relaying its streams, except that X.509 streams are held back:
+   * `first-stuck`: the first X.509 stream stops after its first message and
+   * stays open, as a server that lost the subscriber without closing its
+   * stream; `frozen`: every X.509 stream sends the first SVID ever sent and
+   * nothing more, as an agent that cannot get a newer one.
+   */
+  async function heldBackRelay(dir: string, server: DevWorkloadApiServer, mode: 'first-stuck' | 'frozen') {
     const svc = workloadApiService();
     const dev = new grpc.Client(server.address('agent'), grpc.credentials.createInsecure());
     cleanups.push(() => dev.close());
-    let x509Calls = 0;
+    const state = { x509Calls: 0 };
+    let firstX509: unknown;
     const relay =
       (method: 'FetchX509SVID' | 'FetchJWTBundles') =>
       (call: grpc.ServerWritableStream<unknown, unknown>): void => {
-        const stuck = method === 'FetchX509SVID' && ++x509Calls === 1;
+        const x509 = method === 'FetchX509SVID';
+        if (x509) state.x509Calls++;
+        if (x509 && mode === 'frozen' && firstX509 !== undefined) {
+          call.write(firstX509);
+          return;
+        }
+        const stuck = x509 && (mode === 'frozen' || state.x509Calls === 1);
         const md = new grpc.Metadata();
         md.set('workload.spiffe.io', 'true');
         const def = svc[method] as grpc.MethodDefinition<object, unknown>;
@@ -299,6 +308,7 @@ describe('WorkloadApiIdentityProvider', () => {
         );
         let sent = 0;
         up.on('data', (msg: unknown) => {
+          if (x509) firstX509 ??= msg;
           if (!stuck || sent++ === 0) call.write(msg);
         });
         up.on('error', () => undefined);
@@ -311,8 +321,14 @@ describe('WorkloadApiIdentityProvider', () => {
       srv.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? fail(e) : ok())),
     );
     cleanups.push(() => srv.forceShutdown());
+    return { address: `unix://${path}`, state };
+  }
 
-    const p = await provider(`unix://${path}`);
+  it('restarts a stream that stays open but stops bringing updates (a stuck subscription), in time to fetch the SVID rotated meanwhile', async () => {
+    const dir = await stateDir();
+    const server = await startServer(dir, 8); // rotated at half its life: 4 s
+    const relay = await heldBackRelay(dir, server, 'first-stuck');
+    const p = await provider(relay.address);
     const held = p.getX509Svid();
     let expired = false;
     p.onExpired(() => (expired = true));
@@ -320,7 +336,24 @@ describe('WorkloadApiIdentityProvider', () => {
     await until(() => renewedAfter(p, held), 10_000);
     expect(Date.now()).toBeLessThan(held.expiresAt.getTime());
     expect(expired).toBe(false);
-    expect(x509Calls).toBe(2);
+    expect(relay.state.x509Calls).toBe(2);
+  });
+
+  it('restarts a stale stream once per SVID: a new stream that brings the same SVID again is left alone', async () => {
+    const dir = await stateDir();
+    const server = await startServer(dir, 4);
+    const relay = await heldBackRelay(dir, server, 'frozen');
+    const p = await provider(relay.address);
+    const held = p.getX509Svid();
+    let expired = false;
+    p.onExpired(() => (expired = true));
+    // Restarted once before the SVID expires; the new stream brings the same SVID.
+    await until(() => relay.state.x509Calls === 2, 10_000);
+    await until(() => expired, 10_000);
+    // Two seconds past its expiry: no stream restarted again (a restart a reconnect apart would be dozens).
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(relay.state.x509Calls).toBe(2);
+    expect(Date.now()).toBeGreaterThan(held.expiresAt.getTime() + 1_500);
   });
 
   it('adds and removes a federated bundle at run time', async () => {

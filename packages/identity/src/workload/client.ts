@@ -75,7 +75,7 @@ export interface Watcher<T> {
    * (at most `backoff.urgentMaxMs`), and a stream still open that has
    * brought nothing new shortly before it (at most 30 s; a quarter of the
    * time left when less; a new stream first gets 10 s for its first message)
-   * is restarted. Asked at each connect, reconnect and message.
+   * is restarted, once per value. Asked at each connect, reconnect and message.
    */
   needBy?(): number | undefined;
 }
@@ -474,6 +474,8 @@ export class WorkloadApiClient {
     let call: ClientReadableStream<Res> | undefined;
     let timer: NodeJS.Timeout | undefined;
     let staleTimer: NodeJS.Timeout | undefined;
+    /** The `needBy` a stale stream was last restarted for: a server that then sends the same has nothing newer. */
+    let restartedFor: number | undefined;
     let resolveDone!: (err: WorkloadApiError | undefined) => void;
     const done = new Promise<WorkloadApiError | undefined>((r) => (resolveDone = r));
 
@@ -545,15 +547,19 @@ export class WorkloadApiClient {
       // expires (SPIRE at half its life), so one that has not come when the
       // held SVID is about to expire is restarted, while there is time to
       // fetch another. A new stream gets a grace to deliver its first message.
+      // Once per SVID: a restarted stream that brings the same one again is
+      // alive, and its server has nothing newer (e.g. the agent cannot reach
+      // its server); restarting it again would only load the agent.
       const watchForStale = (fresh: boolean): void => {
         clearTimeout(staleTimer);
         const needBy = watcher.needBy?.();
-        if (needBy === undefined || ended || stopped) return;
+        if (needBy === undefined || needBy === restartedFor || ended || stopped) return;
         const now = Date.now();
         const at = Math.max(needBy - Math.min(STALE_MARGIN_MS, Math.max(0, needBy - now) / 4), now);
         const first = fresh ? now + STALE_GRACE_MS : 0;
         staleTimer = setTimeout(
           () => {
+            restartedFor = needBy;
             dropped(
               new WorkloadApiError(
                 'WORKLOAD_API_UNAVAILABLE',
