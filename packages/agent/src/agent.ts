@@ -452,6 +452,7 @@ export class SecureAgent extends AgentCore {
           ...(this.config.server.retainedBytes ? { retainedBytes: this.config.server.retainedBytes } : {}),
         },
         bindings: this.config.server.bindings,
+        heartbeatMs: this.config.server.keepaliveMs,
         extensions: [skillSchemaExtension(skillSchemas.public)],
         // Only when some capability is `extended`: the public card then declares it.
         ...(this.capabilities.list().some((d) => d.options.extended === true)
@@ -469,6 +470,7 @@ export class SecureAgent extends AgentCore {
             identity,
             authorize: authorizeAny(),
             config: { minTlsVersion: this.config.transport.tlsMinVersion },
+            keepaliveMs: this.config.server.keepaliveMs,
             logger: this.logger.child({ component: 'grpc' }),
           })
         : undefined;

@@ -100,6 +100,14 @@ export const AgentConfigSchema = z.strictObject({
         .optional(),
       drainTimeoutMs: z.number().int().positive().default(10_000),
       /**
+       * How often a quiet task's stream shows it is alive, in ms: an SSE
+       * heartbeat comment on JSON-RPC and HTTP+JSON, an HTTP/2 PING to each
+       * gRPC client (one left unanswered as long closes its connection, so a
+       * vanished client's subscribers are let go). Keep it under the idle
+       * timeout of any load balancer or proxy on the way. 0 turns both off.
+       */
+      keepaliveMs: z.number().int().min(0).max(600_000).default(15_000),
+      /**
        * The A2A bindings served, in the order the agent card lists them
        * (first = preferred). All three by default.
        */

@@ -81,6 +81,17 @@ describe('agent config', () => {
     }
   });
 
+  it('server.keepaliveMs: 15 000 by default, 0 turns it off, at most 600 000', () => {
+    expect(parseAgentConfig(minimal, { env: {} }).server.keepaliveMs).toBe(15_000);
+    expect(parseAgentConfig({ ...minimal, server: { keepaliveMs: 0 } }, { env: {} }).server.keepaliveMs).toBe(
+      0,
+    );
+    for (const keepaliveMs of [-1, 1.5, 600_001]) {
+      const e = issuesOf(() => parseAgentConfig({ ...minimal, server: { keepaliveMs } }, { env: {} }));
+      expect(e.issues[0]?.path).toBe('server.keepaliveMs');
+    }
+  });
+
   it('refuses allow-all in production only', () => {
     const cfg = { name: 'x', authz: { allowAll: true } };
     expect(parseAgentConfig(cfg, { env: {} }).authz).toEqual({ allowAll: true });
