@@ -84,9 +84,10 @@ export interface TransportContext {
   /** Largest response or stream event accepted, in bytes. */
   readonly maxResponseBytes: number;
   /**
-   * How long an open stream may stay quiet before it is taken as dead, in ms
-   * (`A2AClientOptions.streamIdleTimeoutMs` says what counts as quiet on each binding); 0 or absent: no
-   * limit, only the caller's signal ends a quiet stream.
+   * How long an open stream may stay quiet before it is taken as dead, in
+   * ms (`A2AClientOptions.streamIdleTimeoutMs` says what counts as quiet on
+   * each binding); 0 or absent: no limit, only the caller's signal ends a
+   * quiet stream.
    */
   readonly streamIdleTimeoutMs?: number | undefined;
 }

@@ -542,11 +542,13 @@ export class WorkloadApiClient {
         safely(() => watcher.onUpdate(value));
         watchForStale(false);
       });
-      // A stream can stay open and bring nothing (a hung agent, a stuck
-      // connection): the server sends a new SVID well before the one held
-      // expires (SPIRE at half its life), so one that has not come when the
-      // held SVID is about to expire is restarted, while there is time to
-      // fetch another. A new stream gets a grace to deliver its first message.
+      // A stream can stay open and bring nothing (a server that lost the
+      // subscription; a new stream goes over the same connection, so one
+      // that is itself stuck is not cured here). The server sends a new SVID
+      // well before the one held expires (SPIRE at half its life), so a
+      // stream that has not brought one when the held SVID is about to
+      // expire is restarted, while there is time to fetch another. A new
+      // stream gets a grace to deliver its first message.
       // Once per SVID: a restarted stream that brings the same one again is
       // alive, and its server has nothing newer (e.g. the agent cannot reach
       // its server); restarting it again would only load the agent.
