@@ -19,8 +19,8 @@ import { PostgresPushConfigStore, PostgresTaskStore, migrate } from '@weave/a2a/
 import type { SecureChannel } from '@weave/transport';
 import type { MtlsFastifyInstance } from '@weave/transport/server';
 import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from '@weave/test-support';
+import { TcpRelay } from '@weave/test-support/tcp-relay';
 import { requireComponent, startPostgres, type Postgres } from './infra.js';
-import { Partition } from './postgres/partition.js';
 import { allowOnly, eventsOf, readEvents, type Sse } from './postgres/stream.js';
 
 const available = process.env.WEAVE_TEST_PG_URL !== undefined || requireComponent('postgres') !== undefined;
@@ -152,9 +152,9 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     dbUrl = db.url,
     limits?: Parameters<typeof replica>[2],
     store?: Parameters<typeof replica>[3],
-  ): Promise<{ r: Replica; cut: Partition }> {
-    const cut = new Partition(Number(new URL(db.url).port));
-    await cut.open();
+  ): Promise<{ r: Replica; cut: TcpRelay }> {
+    const cut = new TcpRelay(Number(new URL(db.url).port));
+    await cut.listen();
     const url = new URL(dbUrl);
     url.port = String(cut.port);
     return { r: await replica(url.toString(), leaseTtlMs, limits, store), cut };
@@ -358,7 +358,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     const onB = subscribe(b, id);
     await until(() => onB.events.length > 0);
     const cutAt = Date.now();
-    await cut.cut(); // A can no longer renew its lease (nor write)
+    await cut.close(); // A can no longer renew its lease (nor write)
     await onB.done;
     const took = Date.now() - cutAt;
     const last = onB.events.at(-1)?.data.result;
@@ -389,7 +389,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     await a.a2a.manager.flush();
     const signal = a.a2a.manager.signalOf(id) as AbortSignal;
     const silentAt = Date.now();
-    cut.silence(); // A's heartbeat is sent and never answered: no error ever comes back
+    cut.silence('pause'); // A's heartbeat is sent and never answered: no error ever comes back
     await until(() => a.aborted.includes(id));
     const took = Date.now() - silentAt;
     expect(signal.reason).toBeInstanceOf(TaskLeaseLostError);
@@ -416,7 +416,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     const closing = Date.now();
     await a.a2a.close();
     expect(Date.now() - closing).toBeLessThan(queryTimeoutMs + 1_000);
-    await cut.cut();
+    await cut.close();
   });
 
   it('a replica closed while its database is silent waits out one statement timeout, not one per write and hand-back, and leaves its task to the lease: another replica fails it, once', async () => {
@@ -424,7 +424,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     const queryTimeoutMs = 2500;
     const { a, b, cut, gate, id } = await burstOnA(ttl, { queryTimeoutMs });
     await a.a2a.manager.flush();
-    cut.silence();
+    cut.silence('pause');
     // Closing cancels the task: its cancel is written (the statement hangs until the
     // timeout), then the lease would be handed back; with the database away, only the first waits.
     const closing = Date.now();
@@ -433,7 +433,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     expect(took).toBeGreaterThanOrEqual(queryTimeoutMs - 50);
     expect(took).toBeLessThan(2 * queryTimeoutMs - 500);
     gates.get(gate)?.();
-    await cut.cut();
+    await cut.close();
     // Nothing lost: once the lease runs out, another replica claims the task and fails it.
     const got = await reaches(b, id, 'TASK_STATE_FAILED');
     expect(got.result.status.state).toBe('TASK_STATE_FAILED');
@@ -467,7 +467,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     const onA = subscribe(a, id, 0);
     await until(() => onA.events.length >= 2); // the task, WORKING
     const signal = a.a2a.manager.signalOf(id) as AbortSignal;
-    await cut.cut();
+    await cut.close();
     // Still cut off: A gives the task up once its lease must have run out.
     await until(() => a.aborted.includes(id));
     expect(signal.reason).toBeInstanceOf(TaskLeaseLostError);
@@ -477,7 +477,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     expect(got.result.status.state).toBe('TASK_STATE_FAILED');
     // A reaches the database again and its handler is let go: it publishes nothing (its signal
     // aborted), and a write it still attempted would be refused by the fence.
-    await cut.open();
+    await cut.listen();
     gates.get(gate)?.();
     // The stream opened on A goes on from the table: the FAILED written by the claimer ends it.
     await onA.done;
@@ -505,10 +505,10 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     await until(() => first.events.length >= 2); // the task, WORKING
     // A second stream now is refused: the slot is held.
     expect((await rpc(a, 'SubscribeToTask', { id })).body).toContain('already has 1 subscribers');
-    await cut.cut();
+    await cut.close();
     // A gives the task up; its stream goes on from the store (A follows the task there).
     await until(() => !a.a2a.manager.isLive(id));
-    await cut.open();
+    await cut.listen();
     const others = replicas.filter((r) => r !== a);
     await until(() => others.some((r) => r.ran.includes(id)));
     // The client leaves while the task runs elsewhere.
@@ -535,7 +535,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     await until(() => a.ran.includes(id));
     const onC = subscribe(c, id, 0);
     await until(() => onC.events.length >= 2);
-    await cut.cut();
+    await cut.close();
     // Claimed by B, C or a replica left by an earlier test (all share the database).
     const others = replicas.filter((r) => r !== a);
     await until(() => others.some((r) => r.ran.includes(id)), 20_000);
@@ -617,7 +617,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
       const gate = `o-${randomUUID()}`;
       const id = (await send(a, gate, true, 'again')).result.task.id;
       await until(() => a.ran.includes(id));
-      await cut.cut();
+      await cut.close();
       return { id, gate };
     };
     const first = await orphanOf();
@@ -683,8 +683,8 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
   });
 
   it('database away: new tasks get a retryable 503 without running; a running task goes on and is written through later', async () => {
-    const cut = new Partition(Number(new URL(db.url).port));
-    await cut.open();
+    const cut = new TcpRelay(Number(new URL(db.url).port));
+    await cut.listen();
     const url = new URL(db.url);
     url.port = String(cut.port);
     const a = await replica(url.toString());
@@ -696,7 +696,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     await until(() => gates.has(gate));
     await a.a2a.manager.flush(); // WORKING and the first artifact are written
 
-    await cut.cut();
+    await cut.close();
     const refused = await send(a, `never-${randomUUID()}`);
     expect(refused.status).toBe(503);
     expect(refused.error.code).toBe(-32603);
@@ -712,7 +712,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     expect(meanwhile.result.status.state).toBe('TASK_STATE_WORKING');
     const waiting = a.a2a.manager.waitForCompletion(id);
 
-    await cut.open(); // same port: the pool reconnects
+    await cut.listen(); // same port: the pool reconnects
     expect((await waiting).status.state).toBe('TASK_STATE_COMPLETED');
     await a.a2a.manager.flush();
     const after = await json(b, 'GetTask', { id });
@@ -721,7 +721,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     expect((await eventsOf(replay.body)).map((e) => e.id)).toEqual(['1', '2', '3', '4', '5', '6']);
     const again = await send(a, `g-${randomUUID()}`);
     expect(again.status).toBe(200);
-    await cut.cut();
+    await cut.close();
   });
 });
 

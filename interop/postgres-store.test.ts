@@ -20,9 +20,9 @@ import {
   schemaVersion,
 } from '@weave/a2a/postgres';
 import { taskStoreContract } from '@weave/a2a/testing';
+import { TcpRelay } from '@weave/test-support/tcp-relay';
 import { weave } from '../apps/cli/test/helpers.js';
 import { requireComponent, startPostgres, type Postgres } from './infra.js';
-import { Partition } from './postgres/partition.js';
 
 const available = process.env.WEAVE_TEST_PG_URL !== undefined || requireComponent('postgres') !== undefined;
 const key = randomBytes(32);
@@ -802,8 +802,8 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
   });
 
   it('bounds every statement: a database that goes silent fails reads, writes and transactions with TaskStoreUnavailableError within queryTimeoutMs, and close() returns', async () => {
-    const relay = new Partition(Number(new URL(db.url).port));
-    await relay.open();
+    const relay = new TcpRelay(Number(new URL(db.url).port));
+    await relay.listen();
     const url = new URL(db.url);
     url.port = String(relay.port);
     const queryTimeoutMs = 1000;
@@ -817,7 +817,7 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
       // (a connection made after the silence would wait out the connect timeout instead).
       await Promise.all(Array.from({ length: 8 }, () => store.get(record.task.id)));
       await Promise.all(Array.from({ length: 4 }, () => pushes.listPushConfigs(record.task.id)));
-      relay.silence(); // the pools' connections stay open; nothing comes back on them
+      relay.silence('pause'); // the pools' connections stay open; nothing comes back on them
       const bounded = async (what: string, op: () => Promise<unknown>) => {
         const t0 = Date.now();
         await expect(op(), what).rejects.toBeInstanceOf(TaskStoreUnavailableError);
@@ -843,7 +843,7 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
         'close() of stores on a silent database',
       );
     } finally {
-      await relay.cut();
+      await relay.close();
       await store.close();
       await pushes.close();
     }

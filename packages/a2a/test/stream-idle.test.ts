@@ -7,13 +7,17 @@
 // server lets go of a subscriber whose client vanished (its keepalive),
 // which otherwise holds the task's subscriber slot. Real mTLS on loopback,
 // through a TCP relay the test can silence: a black hole, where nothing is
-// relayed and neither side hears of the other's end.
+// relayed and neither side hears of the other's end. The relay still reads
+// and throws away what each side sends (silence('discard'), not 'pause'), so
+// it sees the server give its side up (serverSide), which a relay that
+// stopped reading would not.
 import { createServer as createHttpServer } from 'node:http';
-import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { Agent } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { authorizeMemberOf } from '@weave/identity';
 import { TRUST_DOMAIN } from '@weave/test-support';
+import { TcpRelay } from '@weave/test-support/tcp-relay';
 import {
   A2AClient,
   A2AClientError,
@@ -26,108 +30,12 @@ import {
 } from '../src/index.js';
 import { serveGrpc, serveSlow, startHarness, type Harness } from './helpers/agents.js';
 
-interface Pair {
-  readonly client: Socket;
-  readonly upstream: Socket;
-  muted: boolean;
-}
-
-/**
- * A loopback TCP relay to `target` that can go silent. A silenced connection
- * is a black hole: nothing is relayed either way, and when the client gives
- * up on it the server is not told (no FIN, no reset), as when a network
- * drops packets or a peer vanishes; only the server's own checks end it.
- */
-class Relay {
-  readonly #server: Server = createServer((c) => this.#accept(c));
-  readonly #pairs = new Set<Pair>();
-  #silent = false;
-  port = 0;
-
-  constructor(private readonly target: number) {}
-
-  async listen(): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(0, '127.0.0.1', () => resolve());
-    });
-    this.port = (this.#server.address() as AddressInfo).port;
-  }
-
-  /** Connections the server still holds open, the silenced ones included. */
-  get serverSide(): number {
-    let n = 0;
-    for (const p of this.#pairs) if (!p.upstream.destroyed) n++;
-    return n;
-  }
-
-  /** Relays nothing more on any open connection, either way; new connections are accepted and left unanswered. */
-  silence(): void {
-    this.#silent = true;
-    for (const p of this.#pairs) mute(p);
-  }
-
-  /** Relays new connections again; the silenced ones stay black holes. */
-  heal(): void {
-    this.#silent = false;
-  }
-
-  /** Closes the silenced connections (or every one), both sides. */
-  drop(all = false): void {
-    for (const p of this.#pairs) {
-      if (!all && !p.muted) continue;
-      p.client.destroy();
-      p.upstream.destroy();
-      this.#pairs.delete(p);
-    }
-  }
-
-  async close(): Promise<void> {
-    this.#silent = true;
-    this.drop(true);
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
-  }
-
-  #accept(client: Socket): void {
-    const upstream = connect(this.target, '127.0.0.1');
-    const pair: Pair = { client, upstream, muted: false };
-    this.#pairs.add(pair);
-    client.on('error', () => undefined);
-    upstream.on('error', () => undefined);
-    // A live pair closes as a whole; a muted one tells neither side of the other's end.
-    client.on('close', () => {
-      if (!pair.muted) upstream.destroy();
-      if (upstream.destroyed) this.#pairs.delete(pair);
-    });
-    upstream.on('close', () => {
-      if (!pair.muted) client.destroy();
-      if (client.destroyed) this.#pairs.delete(pair);
-    });
-    if (this.#silent) {
-      mute(pair);
-      return;
-    }
-    client.pipe(upstream);
-    upstream.pipe(client);
-  }
-}
-
-/** Relays nothing more; what comes in is read and thrown away, so each side's end is still seen. */
-function mute(p: Pair): void {
-  p.muted = true;
-  for (const s of [p.client, p.upstream]) {
-    s.unpipe();
-    s.on('data', () => undefined);
-    s.resume();
-  }
-}
-
 const IDLE_MS = 600;
 
 let h: Harness;
 let grpc: A2AGrpcServer;
-let http: Relay;
-let grpcRelay: Relay;
+let http: TcpRelay;
+let grpcRelay: TcpRelay;
 /** Release of each waiting `slow` task, by task id. */
 const waiting = new Map<string, () => void>();
 
@@ -137,9 +45,9 @@ beforeAll(async () => {
     heartbeatMs: IDLE_MS / 4,
   });
   grpc = await serveGrpc(h);
-  http = new Relay(Number(new URL(h.url).port));
+  http = new TcpRelay(Number(new URL(h.url).port));
   await http.listen();
-  grpcRelay = new Relay(Number((grpc.url ?? '').split(':').pop()));
+  grpcRelay = new TcpRelay(Number((grpc.url ?? '').split(':').pop()));
   await grpcRelay.listen();
   // The card, fetched through the relay, names the relay for every binding.
   h.a2a.advertiseGrpc(`127.0.0.1:${grpcRelay.port}`);
@@ -148,7 +56,7 @@ beforeAll(async () => {
 afterEach(() => {
   for (const r of [http, grpcRelay]) {
     r.heal();
-    r.drop();
+    r.drop({ silencedOnly: true });
   }
   for (const release of waiting.values()) release();
   waiting.clear();
@@ -219,8 +127,8 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'])('a stream on %s', (binding) => {
       for await (const e of client.sendStreamingMessage(url(), { message: slowMessage() })) {
         if (taskId === '') {
           taskId = taskIdOf(e);
-          http.silence();
-          grpcRelay.silence();
+          http.silence('discard');
+          grpcRelay.silence('discard');
         }
       }
     } catch (err) {
@@ -250,8 +158,8 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'])('a stream on %s', (binding) => {
       )) {
         if (silencedAt.t !== 0) continue;
         taskIdOf(e);
-        http.silence();
-        grpcRelay.silence();
+        http.silence('discard');
+        grpcRelay.silence('discard');
         silencedAt.t = Date.now();
         setTimeout(() => ac.abort(), 4 * IDLE_MS);
       }
@@ -285,8 +193,8 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'])('a stream on %s', (binding) => {
     )) {
       events.push(e);
       if (events.length === 1) {
-        http.silence();
-        grpcRelay.silence();
+        http.silence('discard');
+        grpcRelay.silence('discard');
       }
     }
     expect(resumes).toHaveLength(1);
@@ -366,7 +274,7 @@ describe('A2AGrpcServer keepaliveMs', () => {
       authorize: authorizeMemberOf(TRUST_DOMAIN),
       keepaliveMs,
     });
-    const relay = new Relay(Number((await server.listen()).url.split(':').pop()));
+    const relay = new TcpRelay(Number((await server.listen()).url.split(':').pop()));
     await relay.listen();
     // A new transport is a new connection: the subscriber's own stays in the black hole.
     const transports: ClientTransport[] = [];
@@ -397,7 +305,7 @@ describe('A2AGrpcServer keepaliveMs', () => {
       .stream('SendStreamingMessage', { message: slowMessage() }, { timeoutMs: 5_000, signal: ac.signal });
     const first = (await events.next()).value as RawStreamEvent;
     const taskId = (first.value as { task: { id: string } }).task.id;
-    s.relay.silence();
+    s.relay.silence('discard');
     ac.abort();
     await events.return(undefined);
     s.relay.heal();

@@ -1,97 +1,16 @@
 // A streaming callAgent whose SSE stream breaks: the caller resumes with
 // SubscribeToTask after the last event id. Real agents (dev Workload API,
 // mTLS on loopback, local policy); the break is a real one: a TCP proxy
-// between the two agents resets both sides of every connection it carries.
-import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
+// between the two agents resets both sides of every connection it carries
+// (the TLS session inside dies with it), then refuses (resets) or holds
+// (accepts, never answers) the resumes' new connections.
+import { createServer, type AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import { TcpRelay } from '@weave/test-support/tcp-relay';
 import { CallError, SecureAgent, type CapabilityContext } from '../src/index.js';
 import { ID, startWorld, testLogger, type World } from './helpers.js';
-
-/**
- * A loopback TCP relay to the callee. `drop()` resets every connection it
- * relays (the TLS session inside dies with it); with `refuse` set it resets
- * new connections as they arrive, with `hold` it accepts them and never answers.
- */
-class DropProxy {
-  readonly #server: Server = createServer((c) => this.#accept(c));
-  readonly #sockets = new Set<Socket>();
-  readonly #waiters: Array<{ n: number; resolve: () => void }> = [];
-  target = 0;
-  refuse = false;
-  hold = false;
-  accepted = 0;
-  refused = 0;
-  readonly #held = new Set<Socket>();
-
-  /** How many connections are held unanswered. */
-  get held(): number {
-    return this.#held.size;
-  }
-
-  /** Stops holding: resets the held connections and relays new ones again. */
-  release(): void {
-    this.hold = false;
-    for (const s of this.#held) s.resetAndDestroy();
-    this.#held.clear();
-  }
-
-  async listen(): Promise<string> {
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(0, '127.0.0.1', () => resolve());
-    });
-    return `https://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
-  }
-
-  /** Resolves once `n` connections in all have been relayed. */
-  whenAccepted(n: number): Promise<void> {
-    if (this.accepted >= n) return Promise.resolve();
-    return new Promise((resolve) => this.#waiters.push({ n, resolve }));
-  }
-
-  /** Resets both sides of every relayed connection. */
-  drop(): void {
-    for (const s of this.#sockets) s.resetAndDestroy();
-    this.#sockets.clear();
-  }
-
-  async close(): Promise<void> {
-    this.refuse = true;
-    this.release();
-    this.drop();
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
-  }
-
-  #accept(client: Socket): void {
-    client.on('error', () => client.destroy());
-    if (this.refuse) {
-      this.refused++;
-      client.resetAndDestroy();
-      return;
-    }
-    if (this.hold) {
-      this.#held.add(client);
-      client.on('close', () => this.#held.delete(client));
-      return;
-    }
-    this.accepted++;
-    for (const w of this.#waiters.splice(0)) {
-      if (this.accepted >= w.n) w.resolve();
-      else this.#waiters.push(w);
-    }
-    const upstream = connect(this.target, '127.0.0.1');
-    upstream.on('error', () => client.destroy());
-    client.on('error', () => upstream.destroy());
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-    this.#sockets.add(client).add(upstream);
-    client.on('close', () => this.#sockets.delete(client));
-    upstream.on('close', () => this.#sockets.delete(upstream));
-    client.pipe(upstream).pipe(client);
-  }
-}
 
 /** A promise with its resolver, for steps the test and a handler take in turn. */
 function gate(): { promise: Promise<void>; open(): void } {
@@ -167,7 +86,7 @@ function searchAgent(port: number, proxyUrl: string, logger: Logger): SecureAgen
 }
 
 let world: World;
-let proxy: DropProxy;
+let proxy: TcpRelay;
 let search: SecureAgent;
 let orchestrator: SecureAgent;
 /** Test hooks of the current test, read by the capabilities. */
@@ -177,8 +96,8 @@ let release = gate();
 
 beforeAll(async () => {
   world = await startWorld();
-  proxy = new DropProxy();
-  const proxyUrl = await proxy.listen();
+  proxy = new TcpRelay();
+  const proxyUrl = `https://127.0.0.1:${await proxy.listen()}`;
   const logger = testLogger();
   // The agent's URL is the proxy's, so its own port is chosen here; a port
   // taken in between by another process only costs another try.
@@ -214,7 +133,7 @@ beforeAll(async () => {
 afterEach(() => {
   release.open();
   dropped.open();
-  proxy.refuse = false;
+  proxy.heal();
   proxy.refused = 0;
   proxy.release();
   runs = 0;
@@ -249,7 +168,7 @@ describe('streaming callAgent over a stream that breaks', () => {
           onProgress: (text) => {
             progress.push(text);
             if (text === 'step 2') {
-              proxy.drop();
+              proxy.drop({ reset: true });
               dropped.open();
             }
           },
@@ -275,8 +194,8 @@ describe('streaming callAgent over a stream that breaks', () => {
           timeoutMs: 20_000,
           onProgress: (text) => {
             progress.push(text);
-            proxy.refuse = true;
-            proxy.drop();
+            proxy.refuse();
+            proxy.drop({ reset: true });
           },
         },
       )
@@ -300,8 +219,8 @@ describe('streaming callAgent over a stream that breaks', () => {
           stream: true,
           timeoutMs: 3_000,
           onProgress: () => {
-            proxy.hold = true;
-            proxy.drop();
+            proxy.hold();
+            proxy.drop({ reset: true });
           },
         },
       )
@@ -323,8 +242,8 @@ describe('streaming callAgent over a stream that breaks', () => {
           stream: true,
           signal: ac.signal,
           onProgress: () => {
-            proxy.refuse = true;
-            proxy.drop();
+            proxy.refuse();
+            proxy.drop({ reset: true });
             ac.abort();
           },
         },
