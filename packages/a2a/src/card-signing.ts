@@ -23,6 +23,7 @@ import {
   type X509Svid,
 } from '@weave/identity';
 import { A2AClientError } from './errors.js';
+import { A2AConfigError, checkOptions, durationMs, positiveCount, timerMs } from './options.js';
 import { agentSpiffeId } from './server.js';
 import { AgentCardSchema, type AgentCard } from './wire/v1.js';
 
@@ -528,7 +529,16 @@ export interface JkuKeyResolverOptions {
  * over `dispatcher` without following redirects.
  */
 export function jkuKeyResolver(options: JkuKeyResolverOptions): CardKeyResolver {
-  if (!options?.dispatcher) throw new TypeError('jkuKeyResolver: dispatcher is required');
+  if (!options?.dispatcher) throw new A2AConfigError('jkuKeyResolver', ['dispatcher is required']);
+  checkOptions(
+    'jkuKeyResolver',
+    z.object({
+      ttlMs: durationMs.optional(),
+      maxBytes: positiveCount.optional(),
+      timeoutMs: timerMs.optional(),
+    }),
+    options,
+  );
   const allow = new Set(options.allow.map((u) => new URL(u).toString()));
   const ttl = options.ttlMs ?? 300_000;
   const max = options.maxBytes ?? 64 * 1024;

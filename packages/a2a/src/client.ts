@@ -2,6 +2,15 @@ import type { Dispatcher } from 'undici';
 import { z } from 'zod';
 import { randomUuid } from '@weave/identity';
 import { A2AClientError, A2AError, A2AErrorCode } from './errors.js';
+import {
+  A2AConfigError,
+  checkOptions,
+  countOr0,
+  durationMs,
+  positiveCount,
+  timerMs,
+  timerMsOr0,
+} from './options.js';
 import { DiscoveryClient, type DiscoveryClientOptions, type DiscoveryStats } from './discovery.js';
 import { deadlineExceeded } from './transports/http.js';
 import { grpcTransportFactory } from './transports/grpc.js';
@@ -49,6 +58,18 @@ export type StreamEvent = StreamResponse & {
    */
   readonly missedEvents?: boolean;
 };
+
+const ClientNumbers = z.object({
+  cardTtlMs: durationMs.optional(),
+  timeoutMs: timerMs.optional(),
+  maxResponseBytes: positiveCount.optional(),
+  streamIdleTimeoutMs: timerMsOr0('no limit').optional(),
+});
+
+const ResumeNumbers = z.object({
+  maxReconnects: countOr0.optional(),
+  resumeBackoffMs: timerMs.optional(),
+});
 
 /** Options of {@link A2AClient}. */
 export interface A2AClientOptions {
@@ -182,18 +203,10 @@ export class A2AClient {
   readonly #transports = new Map<string, ClientTransport>();
 
   constructor(options: A2AClientOptions) {
-    if (!options?.dispatcher) throw new TypeError('A2AClient: dispatcher is required');
-    const timeout = options.timeoutMs ?? 60_000;
-    if (!Number.isFinite(timeout) || timeout <= 0) {
-      throw new TypeError('A2AClient: timeoutMs must be a positive number of milliseconds');
-    }
-    this.#timeout = timeout;
+    if (!options?.dispatcher) throw new A2AConfigError('A2AClient', ['dispatcher is required']);
+    checkOptions('A2AClient', ClientNumbers, options);
+    this.#timeout = options.timeoutMs ?? 60_000;
     const idle = options.streamIdleTimeoutMs ?? 300_000;
-    if (!Number.isSafeInteger(idle) || idle < 0) {
-      throw new TypeError(
-        'A2AClient: streamIdleTimeoutMs must be 0 (no limit) or a positive whole number of milliseconds',
-      );
-    }
     this.#ctx = {
       dispatcher: options.dispatcher,
       headers: options.headers ?? {},
@@ -442,6 +455,7 @@ export class A2AClient {
         ? { message: buildMessage(first, second as TaskPayload, third?.contextId) }
         : first;
     const { signal, headers } = options;
+    checkOptions('streamTaskUpdates', ResumeNumbers, options);
     const budget = options.maxReconnects ?? 3;
     const backoff = options.resumeBackoffMs ?? 100;
     let taskId: string | undefined;

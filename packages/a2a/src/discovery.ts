@@ -1,9 +1,18 @@
 import { request, type Dispatcher } from 'undici';
 import { SpiffeId } from '@weave/identity';
 import { verifyAgentCard, type VerifyAgentCardOptions } from './card-signing.js';
+import { z } from 'zod';
 import { A2AClientError } from './errors.js';
+import { A2AConfigError, checkOptions, durationMs, positiveCount, timerMs } from './options.js';
 import { callFailure, deadlineExceeded, readLimited, untilAborted } from './transports/http.js';
 import { AgentCardSchema, type AgentCard } from './wire/v1.js';
+
+const DiscoveryNumbers = z.object({
+  ttlMs: durationMs.optional(),
+  maxEntries: positiveCount.optional(),
+  maxCardBytes: positiveCount.optional(),
+  timeoutMs: timerMs.optional(),
+});
 
 /** Options of {@link DiscoveryClient}. */
 export interface DiscoveryClientOptions {
@@ -85,7 +94,8 @@ export class DiscoveryClient {
   #evictions = 0;
 
   constructor(options: DiscoveryClientOptions) {
-    if (!options?.dispatcher) throw new TypeError('DiscoveryClient: dispatcher is required');
+    if (!options?.dispatcher) throw new A2AConfigError('DiscoveryClient', ['dispatcher is required']);
+    checkOptions('DiscoveryClient', DiscoveryNumbers, options);
     this.#dispatcher = options.dispatcher;
     this.#ttl = options.ttlMs ?? 300_000;
     this.#max = options.maxEntries ?? 1000;

@@ -11,11 +11,12 @@
  */
 import { SpiffeId, randomUuid } from '@weave/identity';
 import type { AuthzDecision, PolicyEnforcer } from '@weave/authz';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { A2AError, A2AErrors } from './errors.js';
 import { exceedsDepth, MAX_JSON_DEPTH } from './depth.js';
 import { TaskEventStream } from './event-stream.js';
 import { CallerLimits, type CallerLimitsInput } from './limits.js';
+import { A2AConfigError, checkOptions, positiveCount, timerMs } from './options.js';
 import { ORPHAN_REASON, ORPHAN_REASON_LIMITED, TaskManager, WaitTimeoutError, snapshot } from './manager.js';
 import type { PushConfigStore, StoredEvent, TaskRecord, TaskStore } from './store.js';
 import {
@@ -262,6 +263,53 @@ export interface HandlerLogger {
   error(obj: object, msg: string): void;
 }
 
+/** The numbers of {@link A2AServerLimits}, checked when a handler or server is made. */
+const LimitNumbers = z.object({
+  maxBodyBytes: positiveCount.optional(),
+  maxConcurrentTasks: positiveCount.optional(),
+  maxSubscribersPerTask: positiveCount.optional(),
+  maxStreamBufferBytes: positiveCount.optional(),
+  retainedBytes: z
+    .object({
+      total: positiveCount.optional(),
+      perCaller: positiveCount.optional(),
+      perTask: positiveCount.optional(),
+    })
+    .optional(),
+  inputTimeoutMs: timerMs.optional(),
+  blockingTimeoutMs: timerMs.optional(),
+});
+
+/** The numbers of {@link RequestHandlerOptions}; `A2AServer` adds its own. */
+export const HandlerNumbers = z.object({
+  storeRetryMaxMs: timerMs.optional(),
+  maxEventsPerTask: positiveCount.optional(),
+  limits: LimitNumbers.optional(),
+});
+
+/**
+ * Refuses what a request handler cannot run with: no enforcer, no selfId,
+ * push without a sender, a bad number (`numbers`, which `A2AServer` extends
+ * with its own). Done by `A2AServer` too, under its own name, before it
+ * makes its handler.
+ *
+ * @throws {A2AConfigError}
+ */
+export function checkHandlerOptions(
+  owner: string,
+  options: RequestHandlerOptions,
+  numbers: z.ZodType = HandlerNumbers,
+): void {
+  if (!options?.enforcer) throw new A2AConfigError(owner, ['enforcer is required']);
+  if (!(options.selfId instanceof SpiffeId)) throw new A2AConfigError(owner, ['selfId must be a SpiffeId']);
+  if (options.push?.enabled && typeof options.push.send !== 'function') {
+    throw new A2AConfigError(owner, [
+      'push.enabled needs push.send (e.g. createWebhookSender({ dispatcher }))',
+    ]);
+  }
+  checkOptions(owner, numbers, options);
+}
+
 /** Options of {@link A2ARequestHandler}. */
 export interface RequestHandlerOptions {
   /** This agent's own SPIFFE ID, passed to the enforcer as `callee`. */
@@ -362,13 +410,7 @@ export class A2ARequestHandler {
   #onSkillsChanged: (() => void) | undefined;
 
   constructor(options: RequestHandlerOptions) {
-    if (!options.enforcer) throw new TypeError('A2ARequestHandler: enforcer is required');
-    if (!(options.selfId instanceof SpiffeId)) {
-      throw new TypeError('A2ARequestHandler: selfId must be a SpiffeId');
-    }
-    if (options.push?.enabled && typeof options.push.send !== 'function') {
-      throw new TypeError('push.enabled needs push.send (e.g. createWebhookSender({ dispatcher }))');
-    }
+    checkHandlerOptions('A2ARequestHandler', options);
     this.#opts = options;
     this.#log = options.logger ?? SILENT;
     const retained = options.limits?.retainedBytes;
@@ -387,7 +429,9 @@ export class A2ARequestHandler {
     });
     const pushStore = options.push?.store ?? this.manager.store;
     if (options.push?.enabled && !isPushConfigStore(pushStore)) {
-      throw new TypeError('push.enabled needs push.store when the task store keeps no push configs');
+      throw new A2AConfigError('A2ARequestHandler', [
+        'push.enabled needs push.store when the task store keeps no push configs',
+      ]);
     }
     this.#pushStore = isPushConfigStore(pushStore) ? pushStore : undefined;
     this.#maxTasks = options.limits?.maxConcurrentTasks ?? 1000;
@@ -426,9 +470,9 @@ export class A2ARequestHandler {
     options: TaskHandlerOptions = {},
   ): void {
     if (options.extended === true && this.#opts.extendedCard === undefined) {
-      throw new TypeError(
+      throw new A2AConfigError('registerTaskHandler', [
         'an extended skill is listed only on the extended agent card: configure extendedCard',
-      );
+      ]);
     }
     const def =
       typeof skill === 'string'

@@ -17,6 +17,7 @@ export {
   type JsonRpcErrorObject,
   type RestErrorBody,
 } from './errors.js';
+export { A2AConfigError } from './options.js';
 export * from './wire/v1.js';
 export { withJsonNames } from './wire/proto-names.js';
 export {

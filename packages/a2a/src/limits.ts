@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { spiffeIdPattern } from '@weave/authz';
 import type { SpiffeId } from '@weave/identity';
 import { A2AErrors } from './errors.js';
+import { A2AConfigError } from './options.js';
 
 const positiveInt = z.number().int().positive();
 const rate = z.number().positive().finite();
@@ -73,14 +74,16 @@ export class CallerLimits {
   /**
    * @param input the limits (validated here)
    * @param defaultMaxTasks per-caller task limit when neither a rule nor the input sets one
-   * @throws {TypeError} for invalid limits or a malformed `match` pattern.
+   * @throws {A2AConfigError} for invalid limits or a malformed `match` pattern.
    */
   constructor(input: CallerLimitsInput | undefined, defaultMaxTasks: number) {
     const parsed = CallerLimitsSchema.safeParse(input ?? {});
     if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new TypeError(
-        `limits.perCaller: ${issue ? `${issue.path.join('.') || '(root)'}: ${issue.message}` : 'invalid'}`,
+      throw new A2AConfigError(
+        'CallerLimits',
+        parsed.error.issues.map(
+          (i) => `limits.perCaller.${i.path.map(String).join('.') || '(root)'}: ${i.message}`,
+        ),
       );
     }
     const cfg = parsed.data;

@@ -1,5 +1,6 @@
 import { isDeepStrictEqual } from 'node:util';
 import { WeaveError, randomUuid } from '@weave/identity';
+import { z } from 'zod';
 import { Deadlines } from './deadlines.js';
 import type {
   StoredEvent,
@@ -24,6 +25,7 @@ import {
 import type { Artifact, Message, StreamResponse, Struct, Task, TaskState } from './wire/v1.js';
 import { endsTask as eventEndsTask, isSettled, isTerminal, stateOfEvent } from './wire/v1.js';
 import { A2AErrors } from './errors.js';
+import { checkOptions, positiveCount, timerMs } from './options.js';
 
 /** Where every task's write queue starts: a settled promise is only chained from, so one serves all tasks. */
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -45,6 +47,12 @@ export class WaitTimeoutError extends WeaveError {
 
 /** Called for every event of a task, in order. Must not throw. */
 export type TaskListener = (event: StoredEvent, record: TaskRecord) => void;
+
+const ManagerNumbers = z.object({
+  maxEventsPerTask: positiveCount.optional(),
+  retryMaxMs: timerMs.optional(),
+  sweepIntervalMs: timerMs.optional(),
+});
 
 /** Options of {@link TaskManager}. */
 export interface TaskManagerOptions {
@@ -188,6 +196,7 @@ export class TaskManager {
   #gaveUp = false;
 
   constructor(options: TaskManagerOptions = {}) {
+    checkOptions('TaskManager', ManagerNumbers, options);
     this.store = options.store ?? new InMemoryTaskStore();
     // Only the class itself: a subclass may do more in put() (and must be called).
     this.#memory =

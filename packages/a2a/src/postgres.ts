@@ -18,6 +18,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import pg from 'pg';
+import { z } from 'zod';
 import { WeaveError, randomUuid } from '@weave/identity';
 import type {
   PushConfigStore,
@@ -33,12 +34,12 @@ import type {
 } from './store.js';
 import {
   byteBounds,
-  positiveInteger,
   TaskLeaseLostError,
   TaskStoreConflictError,
   TaskStoreOverBudgetError,
   TaskStoreUnavailableError,
 } from './store.js';
+import { A2AConfigError, checkOptions, durationMs, timerMs } from './options.js';
 import * as v1 from './wire/v1.js';
 import type { Artifact, Message, Part, Task, TaskPushNotificationConfig } from './wire/v1.js';
 import { isTerminal } from './wire/v1.js';
@@ -132,7 +133,7 @@ class PoolHolder {
       this.pool = new pg.Pool({ ...OWN_POOL, connectionString: conn.connectionString });
       this.#own = true;
     } else {
-      throw new TypeError('PostgreSQL store: pass { pool } or { connectionString }');
+      throw new A2AConfigError('PostgreSQL store', ['pass { pool } or { connectionString }']);
     }
     // An idle connection that the server drops (restart, failover) is reported
     // here; without a listener the 'error' event would end the process.
@@ -293,6 +294,13 @@ export async function schemaVersion(pool: pg.Pool): Promise<number> {
 }
 
 // ---- the task store ------------------------------------------------------------------
+
+const PgStoreNumbers = z.object({
+  terminalTtlMs: durationMs.optional(),
+  leaseTtlMs: timerMs.optional(),
+  deadReplicaTtlMs: durationMs.optional(),
+  queryTimeoutMs: timerMs.optional(),
+});
 
 /** Options of {@link PostgresTaskStore}. */
 export type PostgresTaskStoreOptions = PostgresConnection & {
@@ -780,10 +788,8 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     this.#maxBytes = bounds.maxBytes;
     this.#maxOwnerBytes = bounds.maxBytesPerOwner;
     this.#maxTaskBytes = bounds.maxBytesPerTask;
-    this.#db = new PoolHolder(
-      options,
-      positiveInteger('PostgresTaskStore', 'queryTimeoutMs', options.queryTimeoutMs ?? QUERY_TIMEOUT_MS),
-    );
+    checkOptions('PostgresTaskStore', PgStoreNumbers, options);
+    this.#db = new PoolHolder(options, options.queryTimeoutMs ?? QUERY_TIMEOUT_MS);
     this.#ttl = options.terminalTtlMs ?? 3_600_000;
     this.leaseTtlMs = options.leaseTtlMs ?? 30_000;
     this.replicaId = options.replicaId ?? randomUuid();
@@ -1399,14 +1405,8 @@ export class PostgresPushConfigStore implements PushConfigStore {
   constructor(options: PostgresPushConfigStoreOptions) {
     // The key is checked before anything else: no key, no store.
     this.#key = parsePushConfigKey(options.key ?? process.env[PUSH_CONFIG_KEY_ENV]);
-    this.#db = new PoolHolder(
-      options,
-      positiveInteger(
-        'PostgresPushConfigStore',
-        'queryTimeoutMs',
-        options.queryTimeoutMs ?? QUERY_TIMEOUT_MS,
-      ),
-    );
+    checkOptions('PostgresPushConfigStore', z.object({ queryTimeoutMs: timerMs.optional() }), options);
+    this.#db = new PoolHolder(options, options.queryTimeoutMs ?? QUERY_TIMEOUT_MS);
   }
 
   async setPushConfig(config: TaskPushNotificationConfig): Promise<void> {

@@ -2,8 +2,10 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 import { request, type Dispatcher } from 'undici';
+import { z } from 'zod';
 import { CircuitBreaker, CircuitOpenError, type CircuitBreakerOptionsInput } from '@weave/transport';
 import { A2AClientError } from './errors.js';
+import { A2AConfigError, checkOptions, positiveCount, timerMs, timerMsOr0 } from './options.js';
 import type { StreamResponse, TaskPushNotificationConfig } from './wire/v1.js';
 
 // ---- SSRF guard ------------------------------------------------------------------------
@@ -32,7 +34,9 @@ function parseAllow(entries: readonly string[] | undefined): Cidr[] {
       const a = ipaddr.parse(e);
       return [a, a.kind() === 'ipv4' ? 32 : 128] as Cidr;
     } catch {
-      throw new TypeError(`allowAddresses: ${JSON.stringify(e)} is neither an IP address nor a CIDR range`);
+      throw new A2AConfigError('createWebhookSender', [
+        `allowAddresses: ${JSON.stringify(e)} is neither an IP address nor a CIDR range`,
+      ]);
     }
   });
 }
@@ -158,6 +162,14 @@ export function redactPushConfig(c: TaskPushNotificationConfig): Record<string, 
 
 // ---- the sender ---------------------------------------------------------------------------
 
+const SenderNumbers = z.object({
+  timeoutMs: timerMs.optional(),
+  maxAttempts: positiveCount.optional(),
+  initialBackoffMs: timerMsOr0('retry at once').optional(),
+  maxBackoffMs: timerMsOr0('retry at once').optional(),
+  maxQueuePerTask: positiveCount.optional(),
+});
+
 /** Options of {@link createWebhookSender}. */
 export interface WebhookSenderOptions extends WebhookUrlCheckOptions {
   /**
@@ -263,14 +275,15 @@ class Permanent extends Error {}
  * - Logs name the config without its secrets ({@link redactPushConfig}).
  */
 export function createWebhookSender(options: WebhookSenderOptions): WebhookSender {
-  if (!options?.dispatcher) throw new TypeError('createWebhookSender: dispatcher is required');
+  if (!options?.dispatcher) throw new A2AConfigError('createWebhookSender', ['dispatcher is required']);
+  checkOptions('createWebhookSender', SenderNumbers, options);
   const dispatcher = options.dispatcher;
   const timeout = options.timeoutMs ?? 5000;
   const tokenHeader = (options.tokenHeader ?? 'X-A2A-Notification-Token').toLowerCase();
-  const maxAttempts = Math.max(1, options.maxAttempts ?? 5);
+  const maxAttempts = options.maxAttempts ?? 5;
   const initialBackoff = options.initialBackoffMs ?? 250;
   const maxBackoff = options.maxBackoffMs ?? 30_000;
-  const maxQueue = Math.max(1, options.maxQueuePerTask ?? 100);
+  const maxQueue = options.maxQueuePerTask ?? 100;
   const allow = parseAllow(options.allowAddresses);
   const lookup = options.lookup ?? systemLookup;
   const log = options.logger;

@@ -2,13 +2,16 @@ import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 // For its augmentation of FastifyInstance (answerFrameworkErrors); nothing is loaded at run time.
 import type {} from '@weave/transport/server';
-import { SpiffeId } from '@weave/identity';
+import type { SpiffeId } from '@weave/identity';
 import type { PolicyEnforcer } from '@weave/authz';
 import { A2AErrors } from './errors.js';
+import { A2AConfigError, timerMsOr0 } from './options.js';
 import type { TaskManager } from './manager.js';
 import type { TaskStore } from './store.js';
 import {
   A2ARequestHandler,
+  HandlerNumbers,
+  checkHandlerOptions,
   type A2APushOptions,
   type A2AServerLimits,
   type BindingName,
@@ -66,6 +69,9 @@ export interface AgentCardOptions {
  * The v0.3 JSON-RPC method names are accepted in every mode.
  */
 export type V03CardCompat = 'on-request' | 'headerless' | 'off';
+
+/** The numbers of {@link A2AServerOptions}: the handler's and the heartbeat. */
+const ServerNumbers = HandlerNumbers.extend({ heartbeatMs: timerMsOr0('off').optional() });
 
 /** Options of {@link A2AServer}. */
 export interface A2AServerOptions {
@@ -170,16 +176,13 @@ export class A2AServer {
   #grpcUrl: string | undefined;
 
   constructor(options: A2AServerOptions) {
-    if (!options.enforcer) throw new TypeError('A2AServer: enforcer is required');
-    if (!(options.selfId instanceof SpiffeId)) throw new TypeError('A2AServer: selfId must be a SpiffeId');
-    if (options.push?.enabled && typeof options.push.send !== 'function') {
-      throw new TypeError(
-        'A2AServer: push.enabled needs push.send (e.g. createWebhookSender({ dispatcher }))',
-      );
-    }
+    // Under this class's name: the handler made below would check the same.
+    checkHandlerOptions('A2AServer', options, ServerNumbers);
     const bindings = options.bindings ?? DEFAULT_BINDINGS;
     if (bindings.length === 0 || new Set(bindings).size !== bindings.length) {
-      throw new TypeError('A2AServer: bindings must name each binding at most once, and at least one');
+      throw new A2AConfigError('A2AServer', [
+        'bindings must name each binding at most once, and at least one',
+      ]);
     }
     this.#opts = options;
     this.#bindings = bindings;

@@ -1,6 +1,8 @@
 import { WeaveError } from '@weave/identity';
+import { z } from 'zod';
 import type { Message, StreamResponse, Task, TaskPushNotificationConfig, TaskState } from './wire/v1.js';
 import { isTerminal } from './wire/v1.js';
+import { checkOptions, durationMs, positiveCount, positiveInteger } from './options.js';
 
 /** One event of a task's log, numbered from 1 in publication order. */
 export interface StoredEvent {
@@ -282,6 +284,12 @@ export class TaskStoreUnavailableError extends WeaveError {
   }
 }
 
+const MemoryStoreNumbers = z.object({
+  terminalTtlMs: durationMs.optional(),
+  maxTasks: positiveCount.optional(),
+  maxEventsPerTask: positiveCount.optional(),
+});
+
 /** Options of {@link InMemoryTaskStore}. */
 export interface InMemoryTaskStoreOptions {
   /** How long a finished task stays readable, in ms. Default 1 hour. */
@@ -321,7 +329,7 @@ export interface TaskStoreByteBounds {
  * a smaller bound cuts a finished task's event log, which a subscriber
  * resuming after the task finished would then miss).
  *
- * @throws {TypeError} naming `store` and the bound that is not a positive integer.
+ * @throws {A2AConfigError} naming `store` and the bound that is not a positive integer.
  */
 export function byteBounds(
   store: string,
@@ -333,17 +341,6 @@ export function byteBounds(
   const bounds = { maxBytes, maxBytesPerOwner, maxBytesPerTask: options.maxBytesPerTask ?? maxBytesPerOwner };
   for (const [k, v] of Object.entries(bounds)) positiveInteger(store, k, v);
   return bounds;
-}
-
-/**
- * `value`, the option `name` of `store`, once checked to be a positive integer.
- *
- * @throws {TypeError} naming `store` and `name` when it is not.
- */
-export function positiveInteger(store: string, name: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value <= 0)
-    throw new TypeError(`${store}: ${name} must be a positive integer`);
-  return value;
 }
 
 /** Metadata key of a finished task whose retained content was cut to fit `maxBytesPerTask`. */
@@ -382,6 +379,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
   #lastSweep = 0;
 
   constructor(options: InMemoryTaskStoreOptions = {}) {
+    checkOptions('InMemoryTaskStore', MemoryStoreNumbers, options);
     this.#ttl = options.terminalTtlMs ?? 3_600_000;
     this.#max = options.maxTasks ?? 10_000;
     this.#maxEvents = options.maxEventsPerTask ?? 1000;

@@ -12,6 +12,7 @@ import { LocalPolicyEnforcer, type AuditRecord } from '@weave/authz';
 import { authorizeOneOf } from '@weave/identity';
 import { Agent, request } from 'undici';
 import {
+  A2AConfigError,
   A2AGrpcServer,
   A2AServer,
   type StreamResponse,
@@ -1088,7 +1089,7 @@ describe('extended skills', () => {
       selfId: w.server.id,
       enforcer: w.enforcer,
     });
-    expect(() => s.registerTaskHandler('x', () => 'x', { extended: true })).toThrow(TypeError);
+    expect(() => s.registerTaskHandler('x', () => 'x', { extended: true })).toThrow(A2AConfigError);
     expect(s.agentCard('https://x/').skills).toEqual([]);
     expect(s.agentCard('https://x/').capabilities.extendedAgentCard).toBe(false);
     await s.close();

@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LocalPolicyEnforcer } from '@weave/authz';
 import type { SecureChannel } from '@weave/transport';
 import {
+  A2AConfigError,
   A2AClient,
   A2AError,
   A2AServer,
@@ -219,8 +220,8 @@ describe('CallerLimits configuration', () => {
     [{ requestsPerSecond: -1 }, /requestsPerSecond/],
     [{ rules: [{ match: 'not-a-spiffe-id' }] }, /rules\.0\.match/],
     [{ rules: [{ match: 'spiffe://td', bogus: 1 }] }, /rules/],
-  ])('refuses %j with a TypeError naming the field', (input, msg) => {
-    expect(() => new CallerLimits(input as never, 10)).toThrow(TypeError);
+  ])('refuses %j with an A2AConfigError naming the field', (input, msg) => {
+    expect(() => new CallerLimits(input as never, 10)).toThrow(A2AConfigError);
     expect(() => new CallerLimits(input as never, 10)).toThrow(msg);
   });
 });

@@ -3,7 +3,14 @@ import { AllowAllEnforcer } from '@weave/authz';
 import { authorizeMemberOf } from '@weave/identity';
 import { SecureChannel } from '@weave/transport';
 import { type MtlsFastifyInstance } from '@weave/transport/server';
-import { A2AClient, A2AClientError, A2AServer, DiscoveryClient, agentCardUrl } from '../src/index.js';
+import {
+  A2AConfigError,
+  A2AClient,
+  A2AClientError,
+  A2AServer,
+  DiscoveryClient,
+  agentCardUrl,
+} from '../src/index.js';
 import { baseUrl, createPki, mtlsServer, type Pki } from '@weave/test-support';
 
 let pki: Pki;
@@ -129,7 +136,7 @@ describe('DiscoveryClient', () => {
   });
 
   it('requires a dispatcher', () => {
-    expect(() => new DiscoveryClient({} as never)).toThrow(TypeError);
+    expect(() => new DiscoveryClient({} as never)).toThrow(A2AConfigError);
   });
 });
 

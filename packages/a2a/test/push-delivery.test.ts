@@ -9,6 +9,7 @@ import { pino } from 'pino';
 import { Agent, type Dispatcher } from 'undici';
 import {
   A2AClient,
+  A2AConfigError,
   PushUrlRefusedError,
   checkWebhookUrl,
   createWebhookSender,
@@ -143,7 +144,7 @@ describe('SSRF guard', () => {
       PushUrlRefusedError,
     );
     expect(() => createWebhookSender({ dispatcher: new Agent(), allowAddresses: ['not-an-ip'] })).toThrow(
-      TypeError,
+      A2AConfigError,
     );
   });
 });

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SecureChannel } from '@weave/transport';
 import type { MtlsFastifyInstance } from '@weave/transport/server';
 import {
+  A2AConfigError,
   A2AClient,
   createWebhookSender,
   type StreamResponse,
@@ -140,6 +141,6 @@ describe('webhook push notifications', () => {
           enforcer: new AllowAllEnforcer({ audit: { record: () => undefined } }),
           push: { enabled: true },
         }),
-    ).toThrow(TypeError);
+    ).toThrow(A2AConfigError);
   });
 });

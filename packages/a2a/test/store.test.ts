@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  A2AConfigError,
   A2AError,
   InMemoryTaskStore,
   TaskManager,
@@ -198,27 +199,31 @@ describe('InMemoryTaskStore', () => {
     });
     // A total below 4 leaves no per-owner share: refused, not a store that takes nothing.
     expect(() => byteBounds('S', { maxBytes: 3 }, 1000)).toThrow(
-      'S: maxBytesPerOwner must be a positive integer',
+      new A2AConfigError('S', ['maxBytesPerOwner must be a positive whole number, got 0']),
     );
     for (const bad of [0, -1, 1.5, Number.NaN, 2 ** 53]) {
       for (const key of ['maxBytes', 'maxBytesPerOwner', 'maxBytesPerTask'] as const) {
         const options = { [key]: bad };
         expect(() => new InMemoryTaskStore(options)).toThrow(
-          new TypeError(`InMemoryTaskStore: ${key} must be a positive integer`),
+          new A2AConfigError('InMemoryTaskStore', [`${key} must be a positive whole number, got ${bad}`]),
         );
         // Refused before a pool is made (nothing to connect to here, nothing left open).
         expect(
           () => new PostgresTaskStore({ connectionString: 'postgres://127.0.0.1:1/none', ...options }),
-        ).toThrow(new TypeError(`PostgresTaskStore: ${key} must be a positive integer`));
+        ).toThrow(
+          new A2AConfigError('PostgresTaskStore', [`${key} must be a positive whole number, got ${bad}`]),
+        );
       }
     }
     for (const bad of [0, -1, 1.5, Number.NaN, 2 ** 53]) {
       const conn = { connectionString: 'postgres://127.0.0.1:1/none', queryTimeoutMs: bad };
-      expect(() => new PostgresTaskStore(conn)).toThrow(
-        new TypeError('PostgresTaskStore: queryTimeoutMs must be a positive integer'),
-      );
+      const refused = (owner: string) =>
+        new A2AConfigError(owner, [
+          `queryTimeoutMs must be a whole number of milliseconds from 1 to 2147483647, got ${bad}`,
+        ]);
+      expect(() => new PostgresTaskStore(conn)).toThrow(refused('PostgresTaskStore'));
       expect(() => new PostgresPushConfigStore({ ...conn, key: Buffer.alloc(32, 1) })).toThrow(
-        new TypeError('PostgresPushConfigStore: queryTimeoutMs must be a positive integer'),
+        refused('PostgresPushConfigStore'),
       );
     }
     const pg = new PostgresTaskStore({ connectionString: 'postgres://127.0.0.1:1/none', maxBytes: 4000 });

@@ -86,7 +86,7 @@ describe('A2AClient streamIdleTimeoutMs', () => {
     expect(() => new A2AClient({ dispatcher: h.agent, streamIdleTimeoutMs: 0 })).not.toThrow();
     for (const bad of [-1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
       expect(() => new A2AClient({ dispatcher: h.agent, streamIdleTimeoutMs: bad })).toThrow(
-        /streamIdleTimeoutMs must be 0 \(no limit\) or a positive whole number/,
+        /^A2AClient: streamIdleTimeoutMs must be 0 \(no limit\) or a whole number of milliseconds up to 2147483647, got /,
       );
     }
   });
@@ -344,7 +344,9 @@ describe('A2AGrpcServer keepaliveMs', () => {
           authorize: authorizeMemberOf(TRUST_DOMAIN),
           keepaliveMs: -1,
         }),
-    ).toThrow(/keepaliveMs must be 0 \(off\) or a positive whole number/);
+    ).toThrow(
+      /^A2AGrpcServer: keepaliveMs must be 0 \(off\) or a whole number of milliseconds up to 2147483647, got -1$/,
+    );
     const s = await serve(0);
     try {
       const taskId = await silencedSubscriber(s);

@@ -20,6 +20,7 @@
 import { once } from 'node:events';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
+import { z } from 'zod';
 import type { Metadata } from '@grpc/grpc-js';
 import {
   Server,
@@ -54,6 +55,7 @@ import {
 import { a2aGrpcService, withEventId, type A2AGrpcMethod, type WireObject } from '../grpc/proto.js';
 import { a2aErrorToGrpcStatus } from '../grpc/status.js';
 import { keepaliveOptions } from '../grpc/keepalive.js';
+import { A2AConfigError, checkOptions, timerMsOr0 } from '../options.js';
 
 /** Options of {@link A2AGrpcServer}. */
 export interface A2AGrpcServerOptions {
@@ -86,15 +88,7 @@ type PeerSocket = TLSSocket & { [PEER]?: { id: SpiffeId; address: string } };
 
 const SILENT: HandlerLogger = { warn: () => undefined, error: () => undefined };
 
-/** The server's keepalive options for {@link A2AGrpcServerOptions.keepaliveMs}, checked. */
-function serverKeepalive(ms: number): Record<string, number> {
-  if (!Number.isSafeInteger(ms) || ms < 0) {
-    throw new TypeError(
-      'A2AGrpcServer: keepaliveMs must be 0 (off) or a positive whole number of milliseconds',
-    );
-  }
-  return keepaliveOptions(ms);
-}
+const GrpcServerNumbers = z.object({ keepaliveMs: timerMsOr0('off').optional() });
 
 /**
  * The A2A gRPC binding on its own mTLS port. `listen()` then hand
@@ -118,9 +112,10 @@ export class A2AGrpcServer {
   #url: string | undefined;
 
   constructor(options: A2AGrpcServerOptions) {
-    if (typeof options.authorize !== 'function') {
-      throw new TypeError('A2AGrpcServer: authorize (an Authorizer) is required');
+    if (typeof options?.authorize !== 'function') {
+      throw new A2AConfigError('A2AGrpcServer', ['authorize (an Authorizer) is required']);
     }
+    checkOptions('A2AGrpcServer', GrpcServerNumbers, options);
     this.#opts = options;
     this.#log = options.logger ?? SILENT;
     const config = options.config ?? {};
@@ -159,7 +154,7 @@ export class A2AGrpcServer {
       // Channelz (grpc-js's introspection registry, which Weave never serves)
       // otherwise counts every call and message with a timestamp each.
       'grpc.enable_channelz': 0,
-      ...serverKeepalive(options.keepaliveMs ?? 15_000),
+      ...keepaliveOptions(options.keepaliveMs ?? 15_000),
     });
     this.#grpc.addService(serverService(), this.#implementation());
     this.#injector = this.#grpc.createConnectionInjector(ServerCredentials.createInsecure());

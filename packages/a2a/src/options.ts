@@ -1,0 +1,76 @@
+// Checks of the numbers in constructor options (timeouts, sizes, counts).
+// Each class checks its own when made, so a bad value fails there, with the
+// option named, instead of at run time: a NaN or negative timer fires at once
+// (Node clamps it to 1 ms), one above 2^31 - 1 ms fires at once with a mere
+// warning, and a size of 0 or -1 refuses every request.
+import { z } from 'zod';
+import { WeaveError } from '@weave/identity';
+
+/**
+ * Options given to a class or function of `@weave/a2a` were refused when it
+ * was made; `issues` names each bad option (dotted path) and why.
+ */
+export class A2AConfigError extends WeaveError {
+  readonly issues: readonly string[];
+  constructor(owner: string, issues: readonly string[]) {
+    super('A2A_CONFIG_INVALID', `${owner}: ${issues.join('; ')}`);
+    this.issues = issues;
+  }
+}
+
+/** The longest delay Node's timers take; a longer one fires at once. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+function whole(min: number, max: number, what: string): z.ZodType<number, number> {
+  return z.unknown().superRefine((v, ctx) => {
+    if (typeof v === 'number' && Number.isSafeInteger(v) && v >= min && v <= max) return;
+    ctx.addIssue({
+      code: 'custom',
+      message: `must be ${what}, got ${typeof v === 'number' ? String(v) : typeof v}`,
+    });
+  }) as unknown as z.ZodType<number, number>;
+}
+
+/** A delay or timeout a timer waits: 1 to {@link MAX_TIMER_MS} ms. */
+export const timerMs = whole(1, MAX_TIMER_MS, `a whole number of milliseconds from 1 to ${MAX_TIMER_MS}`);
+
+/** A timer's delay, or 0 for the `zero` case ("off", "no limit"). */
+export function timerMsOr0(zero: string): z.ZodType<number, number> {
+  return whole(0, MAX_TIMER_MS, `0 (${zero}) or a whole number of milliseconds up to ${MAX_TIMER_MS}`);
+}
+
+/**
+ * A duration compared with clocks, never set on a timer (a cache or retention
+ * TTL): any whole number of ms, 0 for "not kept".
+ */
+export const durationMs = whole(0, Number.MAX_SAFE_INTEGER, 'a whole number of milliseconds, 0 or more');
+
+/** A size or count that must allow at least one: a whole number > 0. */
+export const positiveCount = whole(1, Number.MAX_SAFE_INTEGER, 'a positive whole number');
+
+/** A count where 0 means none: a whole number ≥ 0. */
+export const countOr0 = whole(0, Number.MAX_SAFE_INTEGER, '0 or a positive whole number');
+
+/**
+ * `input` parsed by `schema`: the numbers of `owner`'s options, each optional
+ * (unset keeps the owner's default).
+ *
+ * @throws {A2AConfigError} listing every option `schema` refuses.
+ */
+export function checkOptions<S extends z.ZodType>(owner: string, schema: S, input: unknown): z.output<S> {
+  const parsed = schema.safeParse(input ?? {});
+  if (parsed.success) return parsed.data;
+  throw new A2AConfigError(
+    owner,
+    parsed.error.issues.map((i) => `${i.path.map(String).join('.') || '(options)'} ${i.message}`),
+  );
+}
+
+/**
+ * `value`, the option `name` of `owner`, once checked to be a positive whole number.
+ *
+ * @throws {A2AConfigError} naming `owner` and `name` when it is not.
+ */
+export function positiveInteger(owner: string, name: string, value: number): number {
+  return checkOptions(owner, z.object({ [name]: positiveCount }), { [name]: value })[name] as number;
+}
