@@ -4,6 +4,7 @@ import { basename, dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { BundleSet, X509Bundle } from './bundle.js';
 import { defaultLogger } from './log.js';
+import { checkTimerMs } from './options.js';
 import { IdentityConfigError } from './provider.js';
 import { IdentityProviderBase } from './provider-base.js';
 import type { VerifiedIdentity } from './svid-provider.js';
@@ -22,7 +23,12 @@ export interface StaticMtlsOptions {
   federated?: Record<string, string>;
   /** Reload when a file changes (default true). */
   watch?: boolean;
-  /** Quiet period before a reload, so a cert and key written one after the other are read together (default 100 ms). */
+  /**
+   * Quiet period before a reload, so a cert and key written one after the
+   * other are read together (default 100 ms). A whole number of ms up to
+   * 2147483647; 0 reloads on the next turn of the event loop (a pair read
+   * half-written is refused and read again at the next change).
+   */
   debounceMs?: number;
   logger?: Logger;
 }
@@ -55,9 +61,11 @@ export class StaticMtlsProvider extends IdentityProviderBase {
 
   /**
    * Loads the files (they must be valid now) and starts watching them.
-   * @throws {IdentityConfigError} when a file is missing or invalid.
+   * @throws {IdentityConfigError} when a file is missing or invalid, or `debounceMs` is not a whole number of ms from 0 to 2147483647.
    */
   static async create(opts: StaticMtlsOptions): Promise<StaticMtlsProvider> {
+    // Checked when made, not at the first change: a bad delay would fire the timer at once, silently.
+    if (opts.debounceMs !== undefined) checkTimerMs('StaticMtlsProvider', 'debounceMs', opts.debounceMs, 0);
     const log = opts.logger ?? defaultLogger('static-mtls-provider');
     let state: VerifiedIdentity;
     try {

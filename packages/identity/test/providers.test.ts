@@ -259,6 +259,26 @@ describe('StaticMtlsProvider', () => {
       StaticMtlsProvider.create({ ...files, federated: { 'a.test': files.bundleFile }, watch: false }),
     ).rejects.toThrow(/own trust domain|does not lead/);
   });
+
+  it('refuses a debounceMs that is not a whole number of ms from 0 to 2147483647, naming it', async () => {
+    const { files } = await setup(await ca.issueX509Svid('spiffe://a.test/static'));
+    for (const debounceMs of [Number.NaN, -1, 1.5, Infinity, 2_147_483_648]) {
+      const err = await StaticMtlsProvider.create({ ...files, debounceMs }).catch((e: unknown) => e);
+      expect(err, `debounceMs ${debounceMs}`).toBeInstanceOf(IdentityConfigError);
+      expect(err).toMatchObject({ code: 'IDENTITY_CONFIG_INVALID' });
+      expect((err as Error).message).toContain(
+        `debounceMs: must be a whole number of milliseconds from 0 to 2147483647, got ${debounceMs}`,
+      );
+    }
+    // 0 is no quiet period: a half-written pair is refused, and the next change read.
+    const p = await StaticMtlsProvider.create({ ...files, debounceMs: 0, logger: quietLogger() });
+    providers.push(p);
+    const update = nextUpdate(p);
+    const next = (await ca.issueX509Svid('spiffe://a.test/static')).toPem();
+    put(files.keyFile, next.privateKey);
+    put(files.certFile, next.certChain);
+    expect((await update).reason).toBe('svid');
+  });
 });
 
 describe('rotationDelayMs', () => {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
+  IdentityConfigError,
   JwtSource,
   JwtSvidError,
   SPIFFE_ENDPOINT_SOCKET,
@@ -209,6 +210,61 @@ describe('WorkloadApiClient against the dev server', () => {
     await server.addWorkload('leaving', `spiffe://${TD}/leaving`);
     await until(() => updates === 2);
     w.stop();
+  });
+
+  it('refuses a per-call timeoutMs that is not a whole number of ms from 1 to 2147483647, before calling', async () => {
+    const c = client('web');
+    const calls: [string, (timeoutMs: number) => Promise<unknown>][] = [
+      ['fetchX509Context', (timeoutMs) => c.fetchX509Context({ timeoutMs })],
+      ['fetchJwtBundles', (timeoutMs) => c.fetchJwtBundles({ timeoutMs })],
+      ['fetchJwtSvid', (timeoutMs) => c.fetchJwtSvid({ audience: 'orders' }, { timeoutMs })],
+      ['validateJwtSvid', (timeoutMs) => c.validateJwtSvid('a.b.c', 'orders', { timeoutMs })],
+    ];
+    for (const [name, call] of calls) {
+      for (const timeoutMs of [Number.NaN, -1, 0, 1.5, Infinity, 2_147_483_648]) {
+        const err = await call(timeoutMs).catch((e: unknown) => e);
+        expect(err, `${name} timeoutMs ${timeoutMs}`).toBeInstanceOf(IdentityConfigError);
+        expect(err).toMatchObject({ code: 'IDENTITY_CONFIG_INVALID' });
+        expect((err as Error).message).toContain(
+          `timeoutMs: must be a whole number of milliseconds from 1 to 2147483647, got ${timeoutMs}`,
+        );
+      }
+    }
+    // A good one still works.
+    expect((await c.fetchX509Svid({ timeoutMs: 5_000 })).id.toString()).toBe(`spiffe://${TD}/web`);
+  });
+
+  it('JwtSource refuses a bad readyTimeoutMs or refreshAtRemainingRatio with IdentityConfigError naming it', async () => {
+    const address = server.address('db');
+    for (const readyTimeoutMs of [Number.NaN, -1, 0, 1.5, 3e9]) {
+      const err = await JwtSource.create({ address, logger, readyTimeoutMs }).catch((e: unknown) => e);
+      expect(err, `readyTimeoutMs ${readyTimeoutMs}`).toBeInstanceOf(IdentityConfigError);
+      expect(err).toMatchObject({ code: 'IDENTITY_CONFIG_INVALID' });
+      expect((err as Error).message).toContain(
+        `invalid JwtSource options: readyTimeoutMs: must be a whole number of milliseconds from 1 to 2147483647, got ${readyTimeoutMs}`,
+      );
+    }
+    for (const refreshAtRemainingRatio of [Number.NaN, 0, 1, -0.5, 2]) {
+      const err = await JwtSource.create({ address, logger, refreshAtRemainingRatio }).catch(
+        (e: unknown) => e,
+      );
+      expect(err, `refreshAtRemainingRatio ${refreshAtRemainingRatio}`).toBeInstanceOf(IdentityConfigError);
+      expect((err as Error).message).toContain(
+        `refreshAtRemainingRatio: must be a number between 0 and 1 (both excluded), got ${refreshAtRemainingRatio}`,
+      );
+    }
+    const err = await JwtSource.create({ address, logger, backoff: { maxMs: 3e9 } }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IdentityConfigError);
+    expect((err as Error).message).toContain('backoff.maxMs: must be a whole number of milliseconds');
+    const source = await JwtSource.create({
+      address,
+      logger,
+      backoff: FAST,
+      readyTimeoutMs: 2_147_483_647,
+      refreshAtRemainingRatio: 0.25,
+    });
+    closers.push(() => source.close());
+    expect((await source.fetchJwtSvid({ audience: 'orders' })).id.toString()).toBe(`spiffe://${TD}/db`);
   });
 
   it('a closed client refuses calls', async () => {

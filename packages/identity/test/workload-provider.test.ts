@@ -11,6 +11,7 @@ import {
   IdentityConfigError,
   IdentityNotReadyError,
   TrustDomain,
+  WorkloadApiClient,
   WorkloadApiError,
   WorkloadApiIdentityProvider,
   verifyX509Svid,
@@ -18,7 +19,7 @@ import {
   type WorkloadIdentityError,
 } from '@weave/identity';
 import { DevCertificateAuthority, DevWorkloadApiServer } from '@weave/identity/dev';
-import { ExponentialBackoff, resolveBackoff } from '../src/workload/backoff.js';
+import { ExponentialBackoff, resolveBackoff, type BackoffOptions } from '../src/workload/backoff.js';
 import { workloadApiService } from '../src/workload/proto.js';
 import { memoryLogger, quietLogger } from './helpers/log.js';
 
@@ -176,6 +177,24 @@ describe('WorkloadApiIdentityProvider', () => {
     }).catch((e: unknown) => e);
     expect(e2).toBeInstanceOf(IdentityNotReadyError);
     expect((e2 as Error).message).toContain('PERMISSION_DENIED');
+  });
+
+  it('refuses a readyTimeoutMs that is not a whole number of ms from 1 to 2147483647, naming it', async () => {
+    const server = await startServer(await stateDir());
+    const address = server.address('agent');
+    // 3e9 ms would fire after about 1 ms (Node's timer overflow), failing a provider that was fine.
+    for (const readyTimeoutMs of [Number.NaN, -1, 0, 1.5, Infinity, 3e9]) {
+      const err = await WorkloadApiIdentityProvider.create({ address, logger: quiet, readyTimeoutMs }).catch(
+        (e: unknown) => e,
+      );
+      expect(err, `readyTimeoutMs ${readyTimeoutMs}`).toBeInstanceOf(IdentityConfigError);
+      expect(err).toMatchObject({ code: 'IDENTITY_CONFIG_INVALID' });
+      expect((err as Error).message).toContain(
+        `invalid Workload API provider options: readyTimeoutMs: must be a whole number of milliseconds from 1 to 2147483647, got ${readyTimeoutMs}`,
+      );
+    }
+    const p = await provider(address, { readyTimeoutMs: 2_147_483_647 });
+    expect(p.id.toString()).toBe(ID);
   });
 
   it('with a hint, waits for an SVID carrying that hint and says so', async () => {
@@ -452,6 +471,65 @@ describe('Workload API backoff', () => {
     );
     for (let i = 0; i < 10; i++) fast.next();
     expect(fast.next(now - 1, now)).toBe(250);
+  });
+
+  it('refuses bad values with IdentityConfigError naming the option, through every entry point', async () => {
+    const address = 'unix:///nonexistent/workload.sock';
+    const bad: [BackoffOptions, string][] = [
+      [
+        { initialMs: Number.NaN },
+        'backoff.initialMs: must be a whole number of milliseconds from 1 to 2147483647, got NaN',
+      ],
+      [
+        { initialMs: -1 },
+        'backoff.initialMs: must be a whole number of milliseconds from 1 to 2147483647, got -1',
+      ],
+      [
+        { initialMs: 0 },
+        'backoff.initialMs: must be a whole number of milliseconds from 1 to 2147483647, got 0',
+      ],
+      [
+        { initialMs: 1.5 },
+        'backoff.initialMs: must be a whole number of milliseconds from 1 to 2147483647, got 1.5',
+      ],
+      // Above Node's longest timer: a reconnect loop every millisecond, not every 35 days.
+      [
+        { maxMs: 3e9 },
+        'backoff.maxMs: must be a whole number of milliseconds from 1 to 2147483647, got 3000000000',
+      ],
+      [
+        { maxMs: Infinity },
+        'backoff.maxMs: must be a whole number of milliseconds from 1 to 2147483647, got Infinity',
+      ],
+      [
+        { urgentMaxMs: -1 },
+        'backoff.urgentMaxMs: must be a whole number of milliseconds from 1 to 2147483647, got -1',
+      ],
+      [{ maxMs: 500, urgentMaxMs: 1000 }, 'backoff.urgentMaxMs: must be at most maxMs'],
+      [{ initialMs: 100, maxMs: 50 }, 'backoff.maxMs: must be at least initialMs'],
+      [{ multiplier: Number.NaN }, 'backoff.multiplier: must be a number from 1 to 10, got NaN'],
+      [{ multiplier: 0.5 }, 'backoff.multiplier: must be a number from 1 to 10, got 0.5'],
+      [{ multiplier: Infinity }, 'backoff.multiplier: must be a number from 1 to 10, got Infinity'],
+    ];
+    for (const [backoff, message] of bad) {
+      const attempts: [string, () => unknown][] = [
+        ['resolveBackoff', () => resolveBackoff(backoff)],
+        ['WorkloadApiClient', () => new WorkloadApiClient({ address, backoff })],
+        [
+          'WorkloadApiIdentityProvider.create',
+          () => WorkloadApiIdentityProvider.create({ address, backoff }),
+        ],
+      ];
+      for (const [where, attempt] of attempts) {
+        const err = await Promise.resolve()
+          .then(attempt)
+          .catch((e: unknown) => e);
+        expect(err, `${where} ${JSON.stringify(backoff)}`).toBeInstanceOf(IdentityConfigError);
+        expect(err).toMatchObject({ code: 'IDENTITY_CONFIG_INVALID' });
+        expect((err as Error).message).toContain(message);
+      }
+    }
+    expect(resolveBackoff({ initialMs: 1, maxMs: 2_147_483_647, multiplier: 10 }).maxMs).toBe(2_147_483_647);
   });
 
   it('is configurable and rejects nonsense', () => {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { checkOptions, shown, timerMs } from '../options.js';
 
 /**
  * Reconnect delays of the Workload API watchers: exponential from
@@ -12,35 +13,48 @@ import { z } from 'zod';
  * fresh SVID within about a second of the Workload API coming back.
  */
 export interface BackoffOptions {
-  /** First delay. Default 1000. */
+  /** First delay, in whole ms from 1 to 2147483647. Default 1000. */
   readonly initialMs?: number;
-  /** Growth per further failure. Default 2. */
+  /** Growth per further failure, from 1 to 10. Default 2. */
   readonly multiplier?: number;
-  /** Upper bound. Default 30000. */
+  /** Upper bound, in whole ms from `initialMs` to 2147483647. Default 30000. */
   readonly maxMs?: number;
-  /** Upper bound while the SVID is expired or about to. Default 1000 (or `maxMs` if lower). */
+  /** Upper bound while the SVID is expired or about to, at most `maxMs`. Default 1000 (or `maxMs` if lower). */
   readonly urgentMaxMs?: number;
 }
 
+const multiplierError = (issue: { input?: unknown }): string =>
+  `must be a number from 1 to 10, got ${shown(issue.input)}`;
+
+// Every delay is set on a timer, so each is capped at Node's longest: a
+// longer maxMs would make a dropped stream reconnect every millisecond.
 const BackoffSchema = z
   .object({
-    initialMs: z.number().int().positive().default(1000),
-    multiplier: z.number().min(1).max(10).default(2),
-    maxMs: z.number().int().positive().default(30_000),
-    urgentMaxMs: z.number().int().positive().optional(),
+    initialMs: timerMs().default(1000),
+    multiplier: z
+      .number({ error: multiplierError })
+      .min(1, { error: multiplierError })
+      .max(10, { error: multiplierError })
+      .default(2),
+    maxMs: timerMs().default(30_000),
+    urgentMaxMs: timerMs().optional(),
   })
   .strict()
-  .refine((b) => b.maxMs >= b.initialMs, { message: 'maxMs must be at least initialMs' })
+  .refine((b) => b.maxMs >= b.initialMs, { message: 'must be at least initialMs', path: ['maxMs'] })
   .refine((b) => b.urgentMaxMs === undefined || b.urgentMaxMs <= b.maxMs, {
-    message: 'urgentMaxMs must be at most maxMs',
+    message: 'must be at most maxMs',
+    path: ['urgentMaxMs'],
   })
   .transform((b) => ({ ...b, urgentMaxMs: b.urgentMaxMs ?? Math.min(1000, b.maxMs) }));
 
 export type ResolvedBackoff = Required<BackoffOptions>;
 
-/** @internal Validates backoff options and fills in the defaults. */
+/**
+ * @internal Validates backoff options and fills in the defaults.
+ * @throws {IdentityConfigError} naming each bad option (`backoff.maxMs: …`).
+ */
 export function resolveBackoff(options: BackoffOptions | undefined): ResolvedBackoff {
-  return BackoffSchema.parse(options ?? {});
+  return checkOptions('Workload API client', BackoffSchema, options ?? {}, 'backoff');
 }
 
 /** @internal One watcher's backoff state. */

@@ -14,6 +14,7 @@ import { defaultLogger, type Logger } from '../log.js';
 import type { TrustDomain } from '../spiffe-id.js';
 import { SpiffeId } from '../spiffe-id.js';
 import { X509Svid } from '../x509-svid.js';
+import { checkTimerMs } from '../options.js';
 import { resolveWorkloadApiAddress, type WorkloadApiAddress } from './address.js';
 import { ExponentialBackoff, resolveBackoff, type BackoffOptions, type ResolvedBackoff } from './backoff.js';
 import { WorkloadApiError, badResponse } from './errors.js';
@@ -43,7 +44,12 @@ export interface WorkloadApiClientOptions {
 export interface FetchOptions {
   /** Cancels the call. */
   readonly signal?: AbortSignal;
-  /** Gives up after this long with `WORKLOAD_API_DEADLINE_EXCEEDED`. */
+  /**
+   * Gives up after this long with `WORKLOAD_API_DEADLINE_EXCEEDED`: a whole
+   * number of ms from 1 to 2147483647 (leave it unset for no deadline).
+   * Anything else is refused with `IdentityConfigError` before the call is made,
+   * instead of failing at once as if the deadline had passed.
+   */
   readonly timeoutMs?: number;
 }
 
@@ -237,6 +243,7 @@ export class WorkloadApiClient {
 
   /**
    * @throws {WorkloadApiAddressError} when the address (option or `SPIFFE_ENDPOINT_SOCKET`) is missing or malformed.
+   * @throws {IdentityConfigError} when a `backoff` option is out of range (the message names it).
    */
   constructor(options: WorkloadApiClientOptions = {}) {
     this.address = resolveWorkloadApiAddress(options.address, options.env);
@@ -367,12 +374,18 @@ export class WorkloadApiClient {
     if (this.#closed) throw new WorkloadApiError('WORKLOAD_API_CLOSED', 'the Workload API client is closed');
   }
 
+  /** @throws {IdentityConfigError} when `timeoutMs` is not a whole number of ms from 1 to 2147483647. */
   #callOptions(options: FetchOptions): { deadline?: Date } {
-    return options.timeoutMs === undefined ? {} : { deadline: new Date(Date.now() + options.timeoutMs) };
+    if (options.timeoutMs === undefined) return {};
+    // Refused, not passed on: a NaN, negative or zero deadline fails the call at
+    // once with a misleading WORKLOAD_API_DEADLINE_EXCEEDED.
+    const ms = checkTimerMs('Workload API call', 'timeoutMs', options.timeoutMs);
+    return { deadline: new Date(Date.now() + ms) };
   }
 
   /** Opens a stream, takes its first message and cancels it (go-spiffe's Fetch* on streaming RPCs). */
   #first<Res>(method: StreamMethod<Res>, name: string, options: FetchOptions): Promise<Res> {
+    const callOptions = this.#callOptions(options);
     this.#assertOpen();
     return new Promise<Res>((resolve, reject) => {
       const call = this.#grpc.makeServerStreamRequest(
@@ -381,7 +394,7 @@ export class WorkloadApiClient {
         method.responseDeserialize,
         {},
         this.#metadata(),
-        this.#callOptions(options),
+        callOptions,
       );
       let settled = false;
       const settle = (fn: () => void): void => {
@@ -422,6 +435,7 @@ export class WorkloadApiClient {
     req: Req,
     options: FetchOptions,
   ): Promise<Res> {
+    const callOptions = this.#callOptions(options);
     this.#assertOpen();
     return new Promise<Res>((resolve, reject) => {
       let settled = false;
@@ -438,7 +452,7 @@ export class WorkloadApiClient {
         method.responseDeserialize,
         req,
         this.#metadata(),
-        this.#callOptions(options),
+        callOptions,
         (err, res) => {
           if (err || res === undefined) settle(() => reject(this.#closedOr(err, name)));
           else settle(() => resolve(res));

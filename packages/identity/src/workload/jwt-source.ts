@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { BundleSet, type JwtBundle, type JwtBundleSource } from '../bundle.js';
 import { validateJwtSvid, type JwtSvid } from '../jwt-svid.js';
 import { defaultLogger, type Logger } from '../log.js';
+import { checkOptions, shown, timerMs } from '../options.js';
 import { IdentityNotReadyError } from '../provider.js';
 import { SpiffeId, type TrustDomain } from '../spiffe-id.js';
 import { WorkloadApiClient, type WatchHandle, type WorkloadApiClientOptions } from './client.js';
@@ -9,18 +10,29 @@ import { WorkloadApiError } from './errors.js';
 
 /** Options of {@link JwtSource.create}. */
 export interface JwtSourceOptions extends WorkloadApiClientOptions {
-  /** How long {@link JwtSource.create} waits for the first JWT bundles. Default 30 000. */
+  /**
+   * How long {@link JwtSource.create} waits for the first JWT bundles: a whole
+   * number of ms from 1 to 2147483647 (Node's longest timer). Default 30 000.
+   */
   readonly readyTimeoutMs?: number;
   /**
    * A cached JWT-SVID is reused while more than this fraction of its lifetime
-   * is left. Default 0.5 (SPIRE's own agent cache refreshes at half-life).
+   * is left: a number between 0 and 1, both excluded. Default 0.5 (SPIRE's
+   * own agent cache refreshes at half-life).
    */
   readonly refreshAtRemainingRatio?: number;
 }
 
+const ratioError = (issue: { input?: unknown }): string =>
+  `must be a number between 0 and 1 (both excluded), got ${shown(issue.input)}`;
+
 const OptionsSchema = z.object({
-  readyTimeoutMs: z.number().int().positive().default(30_000),
-  refreshAtRemainingRatio: z.number().gt(0).lt(1).default(0.5),
+  readyTimeoutMs: timerMs().default(30_000),
+  refreshAtRemainingRatio: z
+    .number({ error: ratioError })
+    .gt(0, { error: ratioError })
+    .lt(1, { error: ratioError })
+    .default(0.5),
 });
 
 interface CacheEntry {
@@ -55,11 +67,12 @@ export class JwtSource implements JwtBundleSource {
    * Connects and resolves once the first JWT bundles arrived.
    *
    * @throws {WorkloadApiAddressError} when the address is missing or malformed.
+   * @throws {IdentityConfigError} when `readyTimeoutMs`, `refreshAtRemainingRatio` or a `backoff` option is invalid (the message names it).
    * @throws {IdentityNotReadyError} when no bundles arrived within `readyTimeoutMs`.
    * @throws {WorkloadApiError} `WORKLOAD_API_INVALID_ARGUMENT` when the server rejected the request.
    */
   static async create(options: JwtSourceOptions = {}): Promise<JwtSource> {
-    const opts = OptionsSchema.parse({
+    const opts = checkOptions('JwtSource', OptionsSchema, {
       readyTimeoutMs: options.readyTimeoutMs,
       refreshAtRemainingRatio: options.refreshAtRemainingRatio,
     });

@@ -2,7 +2,8 @@ import { z } from 'zod';
 import { BundleSet } from '../bundle.js';
 import { Listeners } from '../listeners.js';
 import { defaultLogger, type Logger } from '../log.js';
-import { IdentityConfigError, IdentityNotReadyError } from '../provider.js';
+import { checkOptions, timerMs } from '../options.js';
+import { IdentityNotReadyError } from '../provider.js';
 import { IdentityProviderBase } from '../provider-base.js';
 import { SpiffeId } from '../spiffe-id.js';
 import type { X509Svid } from '../x509-svid.js';
@@ -16,7 +17,11 @@ import { WorkloadApiError } from './errors.js';
 
 /** Options of {@link WorkloadApiIdentityProvider.create}. */
 export interface WorkloadApiIdentityProviderOptions extends WorkloadApiClientOptions {
-  /** How long {@link WorkloadApiIdentityProvider.create} waits for the first SVID. Default 30 000. */
+  /**
+   * How long {@link WorkloadApiIdentityProvider.create} waits for the first
+   * SVID: a whole number of ms from 1 to 2147483647 (Node's longest timer).
+   * Default 30 000.
+   */
   readonly readyTimeoutMs?: number;
   /** Use the SVID with this operator hint instead of the first one. */
   readonly hint?: string;
@@ -29,7 +34,7 @@ export interface WorkloadApiIdentityProviderOptions extends WorkloadApiClientOpt
 }
 
 const OptionsSchema = z.object({
-  readyTimeoutMs: z.number().int().positive().default(30_000),
+  readyTimeoutMs: timerMs().default(30_000),
   hint: z.string().min(1).optional(),
   spiffeId: z
     .string()
@@ -91,24 +96,18 @@ export class WorkloadApiIdentityProvider extends IdentityProviderBase {
    * Connects to the Workload API and resolves once the first X.509-SVID arrived.
    *
    * @throws {WorkloadApiAddressError} when the address is missing or malformed.
-   * @throws {IdentityConfigError} when `readyTimeoutMs`, `hint` or `spiffeId` is invalid.
+   * @throws {IdentityConfigError} when `readyTimeoutMs`, `hint`, `spiffeId` or a `backoff` option is invalid (the message names it).
    * @throws {IdentityNotReadyError} when no SVID arrived within `readyTimeoutMs` (the message names the last error).
    * @throws {WorkloadApiError} `WORKLOAD_API_INVALID_ARGUMENT` when the server rejected the request.
    */
   static async create(
     options: WorkloadApiIdentityProviderOptions = {},
   ): Promise<WorkloadApiIdentityProvider> {
-    const parsed = OptionsSchema.safeParse({
+    const { readyTimeoutMs, hint, spiffeId } = checkOptions('Workload API provider', OptionsSchema, {
       readyTimeoutMs: options.readyTimeoutMs,
       hint: options.hint,
       spiffeId: options.spiffeId?.toString(),
     });
-    if (!parsed.success) {
-      throw new IdentityConfigError(
-        `invalid Workload API provider options: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
-      );
-    }
-    const { readyTimeoutMs, hint, spiffeId } = parsed.data;
     const client = new WorkloadApiClient(options);
     const log = (options.logger ?? defaultLogger('workload-api-provider')).child({
       address: client.address.uri,

@@ -1,0 +1,75 @@
+// Checks of the numbers in the options of this package's classes (timeouts,
+// delays, ratios). Each class checks its own where it is made, so a bad value
+// fails there with the option named, instead of at run time: a NaN or negative
+// timer fires at once (Node clamps it to 1 ms), and one above 2^31 - 1 ms
+// also fires after 1 ms, with no more than a TimeoutOverflowWarning.
+import { z } from 'zod';
+import { IdentityConfigError } from './provider.js';
+
+/**
+ * The longest delay Node's timers take (2^31 - 1 ms). A longer one fires
+ * after 1 ms, with no more than a TimeoutOverflowWarning: every option that
+ * ends up on a timer is bounded by it.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** @internal `v` for an error message: numbers as written (`NaN`, `-1`, `1.5`), anything else by its type. */
+export function shown(v: unknown): string {
+  return typeof v === 'number' ? String(v) : typeof v;
+}
+
+/**
+ * A zod schema for a whole number from `min` to `max` (NaN, infinities and
+ * fractions refused), whose one message is `must be <what>, got <value>`:
+ * the bounded numbers of every Weave package's options, each package
+ * wrapping the issues in its own config error.
+ */
+export function wholeNumber(min: number, max: number, what: string): z.ZodNumber {
+  const error = (issue: { input?: unknown }): string => `must be ${what}, got ${shown(issue.input)}`;
+  // abort: a value that is not a whole number fails once, not once per bound too.
+  return z.number({ error }).int({ error, abort: true }).min(min, { error }).max(max, { error });
+}
+
+/**
+ * A delay or timeout set on a timer: a whole number of milliseconds from
+ * `min` (1 unless 0 means something) to {@link MAX_TIMER_MS}.
+ */
+export function timerMs(min = 1): z.ZodNumber {
+  return wholeNumber(min, MAX_TIMER_MS, `a whole number of milliseconds from ${min} to ${MAX_TIMER_MS}`);
+}
+
+/** Zod issues as `path: message` (the path under `at`, when given), joined for one error message. */
+function issueText(error: z.ZodError, at?: string): string {
+  return error.issues
+    .map((i) => `${[...(at ? [at] : []), ...i.path.map(String)].join('.') || '(options)'}: ${i.message}`)
+    .join('; ');
+}
+
+/**
+ * @internal `input` parsed by `schema`; `at` is where the options sit in the
+ * owner's (`backoff`), for the paths in the message.
+ * @throws {IdentityConfigError} naming `owner` and every option `schema` refuses.
+ */
+export function checkOptions<S extends z.ZodType>(
+  owner: string,
+  schema: S,
+  input: unknown,
+  at?: string,
+): z.output<S> {
+  const parsed = schema.safeParse(input);
+  if (parsed.success) return parsed.data;
+  throw new IdentityConfigError(`invalid ${owner} options: ${issueText(parsed.error, at)}`);
+}
+
+/**
+ * @internal `value`, the option `name` of `owner`, when it is a whole number
+ * of milliseconds from `min` to {@link MAX_TIMER_MS}. A plain check, no zod:
+ * it runs on every call of the methods that take it.
+ * @throws {IdentityConfigError} naming `owner` and `name` when it is not.
+ */
+export function checkTimerMs(owner: string, name: string, value: number, min = 1): number {
+  if (Number.isSafeInteger(value) && value >= min && value <= MAX_TIMER_MS) return value;
+  throw new IdentityConfigError(
+    `invalid ${owner} options: ${name}: must be a whole number of milliseconds from ${min} to ${MAX_TIMER_MS}, got ${shown(value)}`,
+  );
+}
