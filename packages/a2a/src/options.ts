@@ -4,7 +4,7 @@
 // (Node clamps it to 1 ms), one above 2^31 - 1 ms fires at once with a mere
 // warning, and a size of 0 or -1 refuses every request.
 import { z } from 'zod';
-import { WeaveError } from '@weave/identity';
+import { MAX_TIMER_MS, WeaveError, timerMs as identityTimerMs, wholeNumber } from '@weave/identity';
 
 /**
  * Options given to a class or function of `@weave/a2a` were refused when it
@@ -18,38 +18,29 @@ export class A2AConfigError extends WeaveError {
   }
 }
 
-/** The longest delay Node's timers take; a longer one fires at once. */
-const MAX_TIMER_MS = 2_147_483_647;
-
-function whole(min: number, max: number, what: string): z.ZodType<number, number> {
-  return z.unknown().superRefine((v, ctx) => {
-    if (typeof v === 'number' && Number.isSafeInteger(v) && v >= min && v <= max) return;
-    ctx.addIssue({
-      code: 'custom',
-      message: `must be ${what}, got ${typeof v === 'number' ? String(v) : typeof v}`,
-    });
-  }) as unknown as z.ZodType<number, number>;
-}
-
-/** A delay or timeout a timer waits: 1 to {@link MAX_TIMER_MS} ms. */
-export const timerMs = whole(1, MAX_TIMER_MS, `a whole number of milliseconds from 1 to ${MAX_TIMER_MS}`);
+/** A delay or timeout a timer waits: 1 to `MAX_TIMER_MS` ms. */
+export const timerMs = identityTimerMs();
 
 /** A timer's delay, or 0 for the `zero` case ("off", "no limit"). */
-export function timerMsOr0(zero: string): z.ZodType<number, number> {
-  return whole(0, MAX_TIMER_MS, `0 (${zero}) or a whole number of milliseconds up to ${MAX_TIMER_MS}`);
+export function timerMsOr0(zero: string): z.ZodNumber {
+  return wholeNumber(0, MAX_TIMER_MS, `0 (${zero}) or a whole number of milliseconds up to ${MAX_TIMER_MS}`);
 }
 
 /**
  * A duration compared with clocks, never set on a timer (a cache or retention
  * TTL): any whole number of ms, 0 for "not kept".
  */
-export const durationMs = whole(0, Number.MAX_SAFE_INTEGER, 'a whole number of milliseconds, 0 or more');
+export const durationMs = wholeNumber(
+  0,
+  Number.MAX_SAFE_INTEGER,
+  'a whole number of milliseconds, 0 or more',
+);
 
 /** A size or count that must allow at least one: a whole number > 0. */
-export const positiveCount = whole(1, Number.MAX_SAFE_INTEGER, 'a positive whole number');
+export const positiveCount = wholeNumber(1, Number.MAX_SAFE_INTEGER, 'a positive whole number');
 
 /** A count where 0 means none: a whole number ≥ 0. */
-export const countOr0 = whole(0, Number.MAX_SAFE_INTEGER, '0 or a positive whole number');
+export const countOr0 = wholeNumber(0, Number.MAX_SAFE_INTEGER, '0 or a positive whole number');
 
 /**
  * `input` parsed by `schema`: the numbers of `owner`'s options, each optional
