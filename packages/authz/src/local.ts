@@ -3,9 +3,11 @@ import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
+import { z } from 'zod';
+import { timerMs } from '@weave/identity';
 import { PinoAuditSink, type AuditSink } from './audit.js';
 import { auditSubject, DecisionRecorder, normalizeCheck, type Verdict } from './decision.js';
-import { PolicyError } from './errors.js';
+import { AuthzConfigError, PolicyError } from './errors.js';
 import { MatcherCache } from './matchers.js';
 import { CompiledPolicy, parsePolicyWith, validatePolicyWith } from './policy.js';
 import type { AuthzDecision, Direction, InboundCheck, OutboundCheck, PolicyEnforcer } from './types.js';
@@ -37,11 +39,20 @@ export type ReloadEvent =
 export interface LocalPolicyFileOptions extends LocalPolicyOptions {
   /** Reload when the file changes (default true). */
   readonly watch?: boolean;
-  /** Quiet time after the last change event before reading the file (default 50 ms). */
+  /**
+   * Quiet time after the last change event before reading the file (default
+   * 50 ms): a whole number of ms from 0 to 2147483647. 0 reads it on the next
+   * turn of the event loop (a half-written file is refused, keeping the
+   * policy in force, and read again at the next change).
+   */
   readonly debounceMs?: number;
   /** Called after each reload attempt, good or bad. */
   readonly onReload?: (event: ReloadEvent) => void;
 }
+
+// Checked when the enforcer is made, not at the first change: a NaN, negative
+// or too long delay would make the reload timer fire at once, silently.
+const fileOptionsSchema = z.object({ debounceMs: timerMs(0).optional() });
 
 /**
  * The embedded default {@link PolicyEnforcer}: a default-deny policy document
@@ -93,9 +104,17 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
   /**
    * Loads a policy file and, unless `watch: false`, reloads it when it changes.
    *
+   * @throws {AuthzConfigError} (`LOCAL_POLICY_CONFIG_INVALID`) when `debounceMs` is not a whole number of ms from 0 to 2147483647.
    * @throws {PolicyError} when the file cannot be read (`POLICY_UNREADABLE`) or is invalid.
    */
   static async fromFile(path: string, options: LocalPolicyFileOptions = {}): Promise<LocalPolicyEnforcer> {
+    const checked = fileOptionsSchema.safeParse({ debounceMs: options.debounceMs });
+    if (!checked.success) {
+      throw new AuthzConfigError(
+        'LOCAL_POLICY_CONFIG_INVALID',
+        `invalid LocalPolicyEnforcer.fromFile options: ${checked.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`,
+      );
+    }
     const file = resolve(path);
     const { text, sha256 } = await readPolicyFile(file);
     const enforcer = new LocalPolicyEnforcer(compileText(text, file), options);

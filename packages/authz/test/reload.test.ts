@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SpiffeId } from '@weave/identity';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { LocalPolicyEnforcer, PolicyError, type ReloadEvent } from '../src/index.js';
+import { AuthzConfigError, LocalPolicyEnforcer, PolicyError, type ReloadEvent } from '../src/index.js';
 import { CollectingSink, memoryLogger } from './helpers/sinks.js';
 
 const CALLER = SpiffeId.parse('spiffe://demo.weave/agent/orchestrator');
@@ -47,7 +47,7 @@ describe('LocalPolicyEnforcer.fromFile', () => {
     });
   }
 
-  async function load(file: string, extra: { watch?: boolean } = {}) {
+  async function load(file: string, extra: { watch?: boolean; debounceMs?: number } = {}) {
     const events: ReloadEvent[] = [];
     const signal: { wake?: () => void } = {};
     const log = memoryLogger();
@@ -63,6 +63,25 @@ describe('LocalPolicyEnforcer.fromFile', () => {
     });
     return { e: enforcer, events, signal, log };
   }
+
+  it('refuses a debounceMs that is not a whole number of ms from 0 to 2147483647, naming it', async () => {
+    const file = join(dir, 'policy.yaml');
+    await writeFile(file, policyText('v1', 'search'));
+    for (const debounceMs of [Number.NaN, -1, 1.5, Infinity, 2_147_483_648]) {
+      const err = await LocalPolicyEnforcer.fromFile(file, { debounceMs }).catch((e: unknown) => e);
+      expect(err, `debounceMs ${debounceMs}`).toBeInstanceOf(AuthzConfigError);
+      expect(err).toMatchObject({ code: 'LOCAL_POLICY_CONFIG_INVALID' });
+      expect((err as Error).message).toContain(
+        `debounceMs: must be a whole number of milliseconds from 0 to 2147483647, got ${debounceMs}`,
+      );
+    }
+    // 0: no quiet period, and a change is still read.
+    const { events, signal } = await load(file, { debounceMs: 0 });
+    const changed = nextReload(events, (e) => e.ok && e.changed, signal);
+    await writeFile(join(dir, 'next.yaml'), policyText('v2', 'search'));
+    await rename(join(dir, 'next.yaml'), file);
+    expect(await changed).toMatchObject({ ok: true, policyId: 'v2' });
+  });
 
   it('loads a file and refuses an invalid one at start with a located error', async () => {
     const file = join(dir, 'policy.yaml');
