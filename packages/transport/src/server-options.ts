@@ -4,9 +4,15 @@
 import type { Server as HttpsServer } from 'node:https';
 import type { Http2SecureServer } from 'node:http2';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
-import type { IdentityProvider } from '@weave/identity';
-import { parseTransportConfig, type TransportConfig, type TransportConfigInput } from './config.js';
-import { TransportIdentityError } from './errors.js';
+import { wholeNumber, type IdentityProvider } from '@weave/identity';
+import { z } from 'zod';
+import {
+  formatIssues,
+  parseTransportConfig,
+  type TransportConfig,
+  type TransportConfigInput,
+} from './config.js';
+import { TransportConfigError, TransportIdentityError } from './errors.js';
 import { bundlesPem, svidPem, TLS_CIPHERS, TLS_SECURE_OPTIONS } from './tls.js';
 
 /**
@@ -125,9 +131,24 @@ export interface TlsRefusalLog {
 
 /** Rate of {@link logTlsRefusals}: at most `max` lines per `windowMs`. */
 export interface TlsRefusalLogRate {
+  /** Lines per window: a whole number, at least 1. */
   readonly max: number;
+  /** Length of the window: a whole number of ms, at least 1. */
   readonly windowMs: number;
 }
+
+// The window is compared with the clock, never set on a timer, so it needs no
+// timer cap. Each bad value would fail silently instead: a NaN max logs every
+// refusal, a max under 1 none; a NaN window stays open forever (silent after
+// the first max lines), a window under 1 ms never limits.
+const TlsRefusalLogRateSchema = z.strictObject({
+  max: wholeNumber(
+    1,
+    Number.MAX_SAFE_INTEGER,
+    'a whole number of lines, at least 1 (to log none, do not call logTlsRefusals)',
+  ),
+  windowMs: wholeNumber(1, Number.MAX_SAFE_INTEGER, 'a whole number of milliseconds, at least 1'),
+});
 
 /**
  * Logs each TLS handshake a server refuses (no client certificate, one
@@ -140,6 +161,8 @@ export interface TlsRefusalLogRate {
  * 10 a minute), so a flood of bad handshakes cannot flood the log; the first
  * line after a window that dropped some says how many (`suppressed`).
  * `createMtlsServer` applies it. Returns the function that stops it.
+ *
+ * @throws {TransportConfigError} when `rate.max` or `rate.windowMs` is not a whole number of at least 1.
  */
 export function logTlsRefusals(
   server: TlsServer | HttpsServer | Http2SecureServer,
@@ -147,6 +170,8 @@ export function logTlsRefusals(
   rate: TlsRefusalLogRate = { max: 10, windowMs: 60_000 },
   msg = 'TLS handshake refused',
 ): () => void {
+  const checked = TlsRefusalLogRateSchema.safeParse(rate);
+  if (!checked.success) throw new TransportConfigError(formatIssues(checked.error).map((m) => `rate.${m}`));
   let windowStart = 0;
   let lines = 0;
   let suppressed = 0;

@@ -6,7 +6,7 @@ import * as tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authorizeId } from '@weave/identity';
 import type { DevCaIdentityProvider } from '@weave/identity/dev';
-import { logTlsRefusals, SecureChannel } from '../src/index.js';
+import { logTlsRefusals, SecureChannel, TransportConfigError } from '../src/index.js';
 import { createMtlsServer, type MtlsFastifyInstance } from '../src/server.js';
 import {
   byteCountingTlsServer,
@@ -215,6 +215,48 @@ describe('refused handshakes are logged with the reason, rate-limited', () => {
     });
     expect(weak).toMatchObject({ reason: 'no shared cipher', code: 'ERR_SSL_NO_SHARED_CIPHER' });
     expect(none).toHaveProperty('remoteAddress', '127.0.0.1');
+  });
+
+  it('refuses a rate whose max or windowMs is not a whole number of at least 1, naming it', () => {
+    const server = tls.createServer();
+    const log = { warn: () => undefined };
+    const bad: [{ max: number; windowMs: number }, string][] = [
+      // NaN max: no limit; -1 or 0: every line hidden.
+      [{ max: Number.NaN, windowMs: 60_000 }, 'rate.max: must be a whole number of lines, at least 1'],
+      [{ max: -1, windowMs: 60_000 }, 'rate.max: must be a whole number of lines, at least 1'],
+      [{ max: 0, windowMs: 60_000 }, 'rate.max: must be a whole number of lines, at least 1'],
+      [{ max: 1.5, windowMs: 60_000 }, 'rate.max: must be a whole number of lines, at least 1'],
+      // NaN window: silent for good after `max` lines; 0 or -1: no limit.
+      [
+        { max: 10, windowMs: Number.NaN },
+        'rate.windowMs: must be a whole number of milliseconds, at least 1, got NaN',
+      ],
+      [{ max: 10, windowMs: 0 }, 'rate.windowMs: must be a whole number of milliseconds, at least 1, got 0'],
+      [
+        { max: 10, windowMs: -1 },
+        'rate.windowMs: must be a whole number of milliseconds, at least 1, got -1',
+      ],
+      [
+        { max: 10, windowMs: Infinity },
+        'rate.windowMs: must be a whole number of milliseconds, at least 1, got Infinity',
+      ],
+    ];
+    for (const [rate, message] of bad) {
+      let err: unknown;
+      try {
+        logTlsRefusals(server, log, rate);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, `max ${rate.max}, windowMs ${rate.windowMs}`).toBeInstanceOf(TransportConfigError);
+      expect(err).toMatchObject({ code: 'INVALID_TRANSPORT_CONFIG' });
+      expect((err as Error).message).toContain(message);
+    }
+    // Nothing was installed by the refused calls; a good rate is.
+    expect(server.listenerCount('tlsClientError')).toBe(0);
+    const stop = logTlsRefusals(server, log, { max: 1, windowMs: 1 });
+    expect(server.listenerCount('tlsClientError')).toBe(1);
+    stop();
   });
 
   it('writes at most the configured lines per window, then says how many it dropped', async () => {
