@@ -6,12 +6,18 @@ import type { z } from 'zod';
 import { A2AGrpcServer, A2AServer, AgentCardSigner, type AgentCard, type TaskStore } from '@weave/a2a';
 import type * as PostgresStoreModule from '@weave/a2a/postgres';
 import type { PolicyEnforcer } from '@weave/authz';
-import { type SpiffeId, authorizeAny, type IdentityProvider, type X509Svid } from '@weave/identity';
+import {
+  MAX_TIMER_MS,
+  type SpiffeId,
+  authorizeAny,
+  type IdentityProvider,
+  type X509Svid,
+} from '@weave/identity';
 import { MTLS_AUTH_PLUGIN, createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
 import type { CapabilityHandler, CapabilityOptions } from './capability.js';
 import { loadAgentConfig, parseAgentConfig, type AgentConfig, type AgentConfigInput } from './config.js';
 import { AgentCore } from './core.js';
-import { AgentError, CallError } from './errors.js';
+import { AgentConfigError, AgentError, CallError } from './errors.js';
 import { AgentMetrics } from './metrics.js';
 import {
   MeteredEnforcer,
@@ -92,7 +98,11 @@ export interface SecureAgentOptions {
 
 /** Options of {@link SecureAgent.stop}. */
 export interface StopOptions {
-  /** How long in-flight tasks may run before they are canceled (default `server.drainTimeoutMs`). */
+  /**
+   * How long in-flight tasks may run before they are canceled (default
+   * `server.drainTimeoutMs`): a whole number of ms from 0 (cancel them at
+   * once) to 2147483647. Anything else is refused with {@link AgentConfigError}.
+   */
   readonly drainTimeoutMs?: number;
 }
 
@@ -576,8 +586,25 @@ export class SecureAgent extends AgentCore {
    * in-flight tasks may finish for up to `drainTimeoutMs`, then are canceled;
    * then the server, the outbound channels and the owned identity and policy
    * are closed. Idempotent.
+   *
+   * @throws {AgentConfigError} (`AGENT_CONFIG_INVALID`, as a rejection) when
+   *   `drainTimeoutMs` is not a whole number of ms from 0 to 2147483647; the
+   *   agent is then left as it was.
    */
   stop(options: StopOptions = {}): Promise<void> {
+    const drain = options.drainTimeoutMs;
+    // Checked before anything changes: a NaN or infinite drain would never
+    // cancel the tasks still running, and stop() would wait forever.
+    if (drain !== undefined && !(Number.isSafeInteger(drain) && drain >= 0 && drain <= MAX_TIMER_MS)) {
+      return Promise.reject(
+        new AgentConfigError('stop() options', [
+          {
+            path: 'drainTimeoutMs',
+            message: `must be a whole number of milliseconds from 0 (cancel at once) to ${MAX_TIMER_MS}, got ${String(drain)}`,
+          },
+        ]),
+      );
+    }
     // Not ready and refusing new tasks from this moment, not from the next tick.
     if (this.#state === 'running') this.#state = 'draining';
     this.#run?.a2a.drain();

@@ -3,7 +3,9 @@ import { resolve, dirname } from 'node:path';
 import { LineCounter, parseDocument, isMap, isNode, isScalar, isSeq, type Document } from 'yaml';
 import { z } from 'zod';
 import { CallerLimitsSchema } from '@weave/a2a';
-import { formatKeyPath, lineCol, scanJson, SpiffeId } from '@weave/identity';
+// Every key that ends up on a timer is bounded by MAX_TIMER_MS, or by the
+// lower bound of the layer it is handed to.
+import { formatKeyPath, lineCol, MAX_TIMER_MS, scanJson, SpiffeId } from '@weave/identity';
 import { AgentConfigError, type ConfigIssue } from './errors.js';
 
 const spiffeIdString = z.string().superRefine((s, ctx) => {
@@ -23,7 +25,8 @@ const IdentityConfigSchema = z.union([
     workloadApi: z.strictObject({
       /** Defaults to SPIFFE_ENDPOINT_SOCKET. */
       socket: workloadSocket.optional(),
-      timeoutMs: z.number().int().positive().default(10_000),
+      /** How long start() waits for the first SVID (a timer). */
+      timeoutMs: z.number().int().positive().max(MAX_TIMER_MS).default(10_000),
     }),
   }),
   z.strictObject({
@@ -42,7 +45,8 @@ const AuthzConfigSchema = z.union([
       url: z.url(),
       /** Data API path of the decision rule (see @weave/authz's policies/weave.rego). */
       path: z.string().min(1).default('weave/authz/decision'),
-      timeoutMs: z.number().int().positive().default(1_000),
+      /** At most @weave/authz's OpaEnforcer bound. */
+      timeoutMs: z.number().int().positive().max(60_000).default(1_000),
       cacheTtlMs: z.number().int().nonnegative().default(0),
     }),
   }),
@@ -54,8 +58,10 @@ const TransportConfigSchema = z.strictObject({
   tlsMinVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.3'),
   /** Present only so a `false` can be refused with a clear message. */
   verifyPeer: z.literal(true, { error: 'peer verification cannot be turned off' }).default(true),
-  connectTimeoutMs: z.number().int().positive().default(5_000),
-  requestTimeoutMs: z.number().int().positive().default(30_000),
+  /** At most @weave/transport's bound (else refused at the first call, not at load). */
+  connectTimeoutMs: z.number().int().positive().max(600_000).default(5_000),
+  /** At most @weave/transport's bound (else refused at start() or the first call). */
+  requestTimeoutMs: z.number().int().positive().max(3_600_000).default(30_000),
   retries: z.number().int().min(0).max(10).default(2),
 });
 
@@ -98,7 +104,8 @@ export const AgentConfigSchema = z.strictObject({
           perTask: z.number().int().positive().optional(),
         })
         .optional(),
-      drainTimeoutMs: z.number().int().positive().default(10_000),
+      /** How long stop() lets in-flight tasks run before it cancels them. */
+      drainTimeoutMs: z.number().int().positive().max(MAX_TIMER_MS).default(10_000),
       /**
        * How often a quiet task's stream shows it is alive, in ms: an SSE
        * heartbeat comment on JSON-RPC and HTTP+JSON, an HTTP/2 PING to each
@@ -162,7 +169,7 @@ export const AgentConfigSchema = z.strictObject({
             .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name')
             .default('WEAVE_DATABASE_URL'),
           /** A replica silent this long (ms) is taken for dead; its running tasks fail (or re-run). */
-          leaseTtlMs: z.number().int().min(1_000).default(30_000),
+          leaseTtlMs: z.number().int().min(1_000).max(MAX_TIMER_MS).default(30_000),
           /** How long a finished task stays readable (ms). */
           terminalTtlMs: z.number().int().positive().default(3_600_000),
           /**
@@ -303,17 +310,36 @@ export function applyEnvOverrides(
   return out;
 }
 
+/**
+ * The issues of the one form of a union (`identity`, `authz`) whose keys the
+ * input has, under the union's path: a bad value inside it is then named by
+ * its own key (`identity.workloadApi.timeoutMs: …`), not reported as "matches
+ * no form". Undefined when no form, or more than one, has the input's keys.
+ */
+function formIssues(issue: z.core.$ZodIssue): z.core.$ZodIssue[] | undefined {
+  if (issue.code !== 'invalid_union') return undefined;
+  // A form lacking the input's key, or having another, fails at its top level.
+  const shapeMiss = (i: z.core.$ZodIssue) =>
+    i.path.length <= 1 &&
+    (i.code === 'invalid_type' || i.code === 'unrecognized_keys' || i.code === 'invalid_value');
+  const fits = issue.errors.filter((form) => !form.some(shapeMiss));
+  if (fits.length !== 1) return undefined;
+  return fits[0]!.map((i) => ({ ...i, path: [...issue.path, ...i.path] }));
+}
+
 function zodIssues(error: z.ZodError, where?: (path: PropertyKey[]) => string | undefined): ConfigIssue[] {
-  return error.issues.map((issue) => {
-    const path = formatKeyPath(issue.path);
-    const line = where?.(issue.path);
-    let message = issue.message;
-    if (issue.code === 'unrecognized_keys')
-      message = `unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
-    if (issue.code === 'invalid_union')
-      message = 'does not match any accepted form; see the config reference';
-    return { path: line ? `${path || '(root)'} (${line})` : path, message };
-  });
+  return error.issues
+    .flatMap((i) => formIssues(i) ?? [i])
+    .map((issue) => {
+      const path = formatKeyPath(issue.path);
+      const line = where?.(issue.path);
+      let message = issue.message;
+      if (issue.code === 'unrecognized_keys')
+        message = `unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
+      if (issue.code === 'invalid_union')
+        message = 'does not match any accepted form; see the config reference';
+      return { path: line ? `${path || '(root)'} (${line})` : path, message };
+    });
 }
 
 /**

@@ -92,6 +92,55 @@ describe('agent config', () => {
     }
   });
 
+  it('bounds every key that feeds a timer at load, naming it (Node fires a longer timer after 1 ms)', async () => {
+    const opa = (timeoutMs: number) => ({ opa: { url: 'http://127.0.0.1:8181', timeoutMs } });
+    const cases: [string, (v: number) => Record<string, unknown>, number][] = [
+      [
+        'identity.workloadApi.timeoutMs',
+        (v) => ({ identity: { workloadApi: { timeoutMs: v } } }),
+        2_147_483_647,
+      ],
+      ['server.drainTimeoutMs', (v) => ({ server: { drainTimeoutMs: v } }), 2_147_483_647],
+      ['store.postgres.leaseTtlMs', (v) => ({ store: { postgres: { leaseTtlMs: v } } }), 2_147_483_647],
+      ['authz.opa.timeoutMs', (v) => ({ authz: opa(v) }), 60_000],
+      ['transport.connectTimeoutMs', (v) => ({ transport: { connectTimeoutMs: v } }), 600_000],
+      ['transport.requestTimeoutMs', (v) => ({ transport: { requestTimeoutMs: v } }), 3_600_000],
+    ];
+    for (const [path, patch, max] of cases) {
+      expect(() => parseAgentConfig({ ...minimal, ...patch(max) }, { env: {} }), path).not.toThrow();
+      for (const v of [max + 1, 3e9, Number.NaN, Infinity]) {
+        const e = issuesOf(() => parseAgentConfig({ ...minimal, ...patch(v) }, { env: {} }));
+        expect(e.code, `${path} ${v}`).toBe('AGENT_CONFIG_INVALID');
+        // Also inside the identity and authz unions: the key, not "matches no form".
+        expect(
+          e.issues.map((i) => i.path),
+          `${path} ${v}`,
+        ).toEqual([path]);
+        expect(e.message).toContain(`${path}: `);
+      }
+    }
+    // From a file: refused at load with the key and its line, not at start().
+    const f = await file(
+      'name: search\nauthz:\n  policyFile: ./p.yaml\nidentity:\n  workloadApi:\n    timeoutMs: 3000000000\n',
+    );
+    await expect(loadAgentConfig(f, {})).rejects.toThrow(/identity\.workloadApi\.timeoutMs \(line 6\)/);
+  });
+
+  it('names the section of a union (identity, authz) whose form it cannot tell, and the key when it can', () => {
+    const generic = issuesOf(() => parseAgentConfig({ ...minimal, identity: { socket: 'x' } }, { env: {} }));
+    expect(generic.issues).toEqual([
+      { path: 'identity', message: 'does not match any accepted form; see the config reference' },
+    ]);
+    // A value of the wrong type (NaN is one to zod) inside the one form that fits.
+    const nan = issuesOf(() =>
+      parseAgentConfig(
+        { ...minimal, authz: { opa: { url: 'http://x', timeoutMs: Number.NaN } } },
+        { env: {} },
+      ),
+    );
+    expect(nan.issues.map((i) => i.path)).toEqual(['authz.opa.timeoutMs']);
+  });
+
   it('refuses allow-all in production only', () => {
     const cfg = { name: 'x', authz: { allowAll: true } };
     expect(parseAgentConfig(cfg, { env: {} }).authz).toEqual({ allowAll: true });

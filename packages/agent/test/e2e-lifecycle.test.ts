@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import type { AgentError } from '../src/index.js';
-import { CallError, SecureAgent, type CapabilityContext } from '../src/index.js';
+import { AgentConfigError, CallError, SecureAgent, type CapabilityContext } from '../src/index.js';
 import { ID, sample, startWorld, testLogger, type World } from './helpers.js';
 
 const started: SecureAgent[] = [];
@@ -124,6 +124,41 @@ describe('start() refusals', () => {
     await expect(a.callAgent(ID.summarizer, 'summarize', {})).rejects.toMatchObject({
       code: 'AGENT_NOT_STARTED',
     });
+  });
+});
+
+describe('stop() options', () => {
+  let world: World;
+  beforeAll(async () => {
+    world = await startWorld();
+  });
+  afterAll(() => world.close());
+
+  it('refuses a drainTimeoutMs that is not a whole number of ms from 0 to 2147483647, leaving the agent running', async () => {
+    const a = agent({
+      config: {
+        name: 'search',
+        authz: { policyFile: world.policyFile },
+        identity: { workloadApi: { socket: world.dev.address('search') } },
+      },
+    });
+    await a.start();
+    // NaN and Infinity never cancelled the tasks still running: stop() waited forever.
+    for (const drainTimeoutMs of [Number.NaN, Infinity, -1, 1.5, 2_147_483_648]) {
+      const err = await a.stop({ drainTimeoutMs }).catch((e: unknown) => e);
+      expect(err, `drainTimeoutMs ${drainTimeoutMs}`).toBeInstanceOf(AgentConfigError);
+      expect(err).toMatchObject({
+        code: 'AGENT_CONFIG_INVALID',
+        issues: [{ path: 'drainTimeoutMs', message: expect.stringContaining(`got ${drainTimeoutMs}`) }],
+      });
+      expect((err as Error).message).toContain(
+        'drainTimeoutMs: must be a whole number of milliseconds from 0 (cancel at once) to 2147483647',
+      );
+      expect(a.state).toBe('running');
+    }
+    // 0: cancel whatever still runs at once.
+    await a.stop({ drainTimeoutMs: 0 });
+    expect(a.state).toBe('stopped');
   });
 });
 
