@@ -63,6 +63,13 @@ const TransportConfigSchema = z.strictObject({
   /** At most @weave/transport's bound (else refused at start() or the first call). */
   requestTimeoutMs: z.number().int().positive().max(3_600_000).default(30_000),
   retries: z.number().int().min(0).max(10).default(2),
+  /**
+   * How long a streaming call may wait for a byte (an event or a heartbeat)
+   * before it takes the peer, or the network, as gone and resumes the stream
+   * on a new connection, in ms; 0 for no limit (only the call's deadline).
+   * Keep it above the peers' `server.keepaliveMs`.
+   */
+  streamIdleTimeoutMs: z.number().int().min(0).max(MAX_TIMER_MS).default(300_000),
 });
 
 /** The validated agent configuration (defaults applied). */

@@ -367,7 +367,11 @@ export class Outbound {
       channel.onPeerVerified(() => this.#metrics.tlsHandshakes.inc({ side: 'client', result: 'ok' }));
       p = {
         channel,
-        client: new A2AClient({ dispatcher: channel, timeoutMs: this.#config.transport.requestTimeoutMs }),
+        client: new A2AClient({
+          dispatcher: channel,
+          timeoutMs: this.#config.transport.requestTimeoutMs,
+          streamIdleTimeoutMs: this.#config.transport.streamIdleTimeoutMs,
+        }),
       };
       this.#channels.set(key, p);
     }

@@ -92,6 +92,20 @@ describe('agent config', () => {
     }
   });
 
+  it('transport.streamIdleTimeoutMs: 300 000 by default (the client default), 0 for no limit', () => {
+    const idle = (transport?: object) =>
+      parseAgentConfig({ ...minimal, ...(transport ? { transport } : {}) }, { env: {} }).transport
+        .streamIdleTimeoutMs;
+    expect(idle()).toBe(300_000);
+    expect(idle({ streamIdleTimeoutMs: 0 })).toBe(0);
+    for (const streamIdleTimeoutMs of [-1, 1.5]) {
+      const e = issuesOf(() =>
+        parseAgentConfig({ ...minimal, transport: { streamIdleTimeoutMs } }, { env: {} }),
+      );
+      expect(e.issues[0]?.path).toBe('transport.streamIdleTimeoutMs');
+    }
+  });
+
   it('bounds every key that feeds a timer at load, naming it (Node fires a longer timer after 1 ms)', async () => {
     const opa = (timeoutMs: number) => ({ opa: { url: 'http://127.0.0.1:8181', timeoutMs } });
     const cases: [string, (v: number) => Record<string, unknown>, number][] = [
@@ -105,6 +119,7 @@ describe('agent config', () => {
       ['authz.opa.timeoutMs', (v) => ({ authz: opa(v) }), 60_000],
       ['transport.connectTimeoutMs', (v) => ({ transport: { connectTimeoutMs: v } }), 600_000],
       ['transport.requestTimeoutMs', (v) => ({ transport: { requestTimeoutMs: v } }), 3_600_000],
+      ['transport.streamIdleTimeoutMs', (v) => ({ transport: { streamIdleTimeoutMs: v } }), 2_147_483_647],
     ];
     for (const [path, patch, max] of cases) {
       expect(() => parseAgentConfig({ ...minimal, ...patch(max) }, { env: {} }), path).not.toThrow();

@@ -3,7 +3,9 @@
 // mTLS on loopback, local policy); the break is a real one: a TCP proxy
 // between the two agents resets both sides of every connection it carries
 // (the TLS session inside dies with it), then refuses (resets) or holds
-// (accepts, never answers) the resumes' new connections.
+// (accepts, never answers) the resumes' new connections. A stream that goes
+// silent instead (a black hole) is resumed after the caller's
+// transport.streamIdleTimeoutMs.
 import { createServer, type AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Logger } from 'pino';
@@ -229,6 +231,54 @@ describe('streaming callAgent over a stream that breaks', () => {
     // The resume hung on a connection that never answers: the deadline ended it, not the connect timeout.
     expect(err.code).toBe('DEADLINE_EXCEEDED');
     expect(proxy.held).toBe(1);
+  });
+
+  it('resumes a stream whose peer went silent after transport.streamIdleTimeoutMs, on a new connection', async () => {
+    // A caller whose streams give up after 500 ms without a byte (no event, no heartbeat).
+    const caller = new SecureAgent({
+      config: {
+        name: 'orchestrator',
+        identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
+        authz: { policyFile: world.policyFile },
+        peers: [{ id: ID.search, url: `https://127.0.0.1:${proxy.port}` }],
+        transport: { retries: 0, connectTimeoutMs: 60_000, streamIdleTimeoutMs: 500 },
+      },
+      logger: testLogger(),
+    });
+    await caller.start();
+    try {
+      const before = proxy.accepted;
+      let silenced = false;
+      const progress: string[] = [];
+      const out = await caller.callAgent(
+        ID.search,
+        'stuck',
+        {},
+        {
+          stream: true,
+          // Without the key the stream would wait 300 s: the deadline would end the call first.
+          timeoutMs: 10_000,
+          output: z.object({ released: z.boolean() }),
+          onProgress: (text) => {
+            progress.push(text);
+            if (silenced) return;
+            silenced = true;
+            // The open connection becomes a black hole (neither side hears a thing);
+            // new ones are relayed. The task goes on once the caller is back.
+            proxy.silence('discard');
+            proxy.heal();
+            void proxy.whenAccepted(proxy.accepted + 1).then(() => release.open());
+          },
+        },
+      );
+      expect(out).toEqual({ released: true });
+      expect(progress).toEqual(['waiting']);
+      expect(runs).toBe(1);
+      expect(proxy.accepted).toBeGreaterThan(before);
+    } finally {
+      proxy.drop({ silencedOnly: true });
+      await caller.stop();
+    }
   });
 
   it('does not resume once the caller has aborted', async () => {
