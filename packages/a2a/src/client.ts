@@ -1,13 +1,16 @@
 import type { Dispatcher } from 'undici';
 import { z } from 'zod';
-import { randomUuid } from '@weave/identity';
+import { MAX_TIMER_MS, randomUuid } from '@weave/identity';
 import { A2AClientError, A2AError, A2AErrorCode } from './errors.js';
 import {
   A2AConfigError,
+  BUDGET_MS,
+  budgetMs,
   checkOptions,
   countOr0,
   durationMs,
   positiveCount,
+  shown,
   timerMs,
   timerMsOr0,
 } from './options.js';
@@ -61,7 +64,7 @@ export type StreamEvent = StreamResponse & {
 
 const ClientNumbers = z.object({
   cardTtlMs: durationMs.optional(),
-  timeoutMs: timerMs.optional(),
+  timeoutMs: budgetMs.optional(),
   maxResponseBytes: positiveCount.optional(),
   streamIdleTimeoutMs: timerMsOr0('no limit').optional(),
 });
@@ -226,11 +229,12 @@ export class A2AClient {
   }
 
   /** The agent card at `url`, cached for the TTL; bounded by `timeoutMs` (default the client's) and `signal`. */
-  discoverAgent(
+  async discoverAgent(
     url: string,
     options: { force?: boolean; signal?: AbortSignal; timeoutMs?: number } = {},
   ): Promise<AgentCard> {
-    return this.discovery.discover(url, { ...options, timeoutMs: options.timeoutMs ?? this.#timeout });
+    const timeoutMs = callMs('timeoutMs', options.timeoutMs, this.#timeout);
+    return this.discovery.discover(url, { ...options, timeoutMs });
   }
 
   /** Card cache counters. */
@@ -245,7 +249,7 @@ export class A2AClient {
   async transportFor(url: string, options: CallOptions = {}): Promise<ClientTransport> {
     return (
       this.#cachedTransport(url) ??
-      this.#discoverTransport(url, options.signal, options.timeoutMs ?? this.#timeout)
+      this.#discoverTransport(url, options.signal, callMs('timeoutMs', options.timeoutMs, this.#timeout))
     );
   }
 
@@ -375,8 +379,8 @@ export class A2AClient {
     id: string,
     options: { intervalMs?: number; timeoutMs?: number; signal?: AbortSignal; terminalOnly?: boolean } = {},
   ): Promise<Task> {
-    const interval = options.intervalMs ?? 500;
-    const deadline = Date.now() + (options.timeoutMs ?? 300_000);
+    const interval = callMs('intervalMs', options.intervalMs, 500);
+    const deadline = Date.now() + callMs('timeoutMs', options.timeoutMs, 300_000);
     for (;;) {
       const task = await this.getTask(url, id, undefined, { signal: options.signal });
       const s = task.status.state;
@@ -605,7 +609,7 @@ export class A2AClient {
     schema: S,
     options: CallOptions = {},
   ): Promise<z.infer<S>> {
-    const timeout = options.timeoutMs ?? this.#timeout;
+    const timeout = callMs('timeoutMs', options.timeoutMs, this.#timeout);
     let transport = this.#cachedTransport(url);
     let left = timeout;
     if (transport === undefined) {
@@ -628,7 +632,7 @@ export class A2AClient {
     params: object,
     options: StreamOptions = {},
   ): AsyncGenerator<StreamEvent> {
-    const timeout = options.timeoutMs ?? this.#timeout;
+    const timeout = callMs('timeoutMs', options.timeoutMs, this.#timeout);
     const started = Date.now();
     const transport =
       this.#cachedTransport(url) ?? (await this.#discoverTransport(url, options.signal, timeout));
@@ -668,6 +672,21 @@ function validate<S extends z.ZodType>(schema: S, value: unknown, method: string
     A2AErrorCode.InvalidAgentResponse,
     `${method}: invalid result${issue ? ` at ${issue.path.join('.') || '(root)'}: ${issue.message}` : ''}`,
   );
+}
+
+/**
+ * A per-call option in ms (`given`), or `fallback` when unset: more than 0
+ * and at most `MAX_TIMER_MS` (fractions are fine: callers pass what is left
+ * of a deadline). Checked inline, as it runs on every call; a NaN would
+ * otherwise reach the transport (a misleading TRANSPORT_FAILED) or, as a
+ * poll interval, make a busy loop.
+ *
+ * @throws {A2AConfigError}
+ */
+function callMs(name: string, given: number | undefined, fallback: number): number {
+  if (given === undefined) return fallback;
+  if (typeof given === 'number' && given > 0 && given <= MAX_TIMER_MS) return given;
+  throw new A2AConfigError('A2AClient call', [`${name} must be ${BUDGET_MS}, got ${shown(given)}`]);
 }
 
 function toParams(p: SendMessageParams | Message): SendMessageParams {

@@ -3,7 +3,7 @@ import { SpiffeId } from '@weave/identity';
 import { verifyAgentCard, type VerifyAgentCardOptions } from './card-signing.js';
 import { z } from 'zod';
 import { A2AClientError } from './errors.js';
-import { A2AConfigError, checkOptions, durationMs, positiveCount, timerMs } from './options.js';
+import { A2AConfigError, budgetMs, checkOptions, durationMs, positiveCount } from './options.js';
 import { callFailure, deadlineExceeded, readLimited, untilAborted } from './transports/http.js';
 import { AgentCardSchema, type AgentCard } from './wire/v1.js';
 
@@ -11,7 +11,7 @@ const DiscoveryNumbers = z.object({
   ttlMs: durationMs.optional(),
   maxEntries: positiveCount.optional(),
   maxCardBytes: positiveCount.optional(),
-  timeoutMs: timerMs.optional(),
+  timeoutMs: budgetMs.optional(),
 });
 
 /** Options of {@link DiscoveryClient}. */

@@ -21,6 +21,22 @@ export class A2AConfigError extends WeaveError {
 /** A delay or timeout a timer waits: 1 to `MAX_TIMER_MS` ms. */
 export const timerMs = identityTimerMs();
 
+/** What a time budget must be: {@link budgetMs}. */
+export const BUDGET_MS = `a number of milliseconds above 0 and at most ${MAX_TIMER_MS}`;
+
+/**
+ * A call's time budget: more than 0 and at most `MAX_TIMER_MS` ms, fractions
+ * taken (a caller passes what is left of a deadline).
+ */
+export const budgetMs = z
+  .number({ error: (i) => `must be ${BUDGET_MS}, got ${shown(i.input)}` })
+  .refine((v) => v > 0 && v <= MAX_TIMER_MS, { error: (i) => `must be ${BUDGET_MS}, got ${shown(i.input)}` });
+
+/** `v` for an error message: numbers as written (`NaN`, `-1`, `1.5`), anything else by its type. */
+export function shown(v: unknown): string {
+  return typeof v === 'number' ? String(v) : typeof v;
+}
+
 /** A timer's delay, or 0 for the `zero` case ("off", "no limit"). */
 export function timerMsOr0(zero: string): z.ZodNumber {
   return wholeNumber(0, MAX_TIMER_MS, `0 (${zero}) or a whole number of milliseconds up to ${MAX_TIMER_MS}`);

@@ -2,7 +2,7 @@
 // with an A2AConfigError naming the option: not a timer that fires at once
 // (NaN, negative, or above 2^31 - 1 ms), nor a size that refuses every
 // request. Good values at the bounds are taken.
-import { Agent } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SpiffeId } from '@weave/identity';
 import { AllowAllEnforcer } from '@weave/authz';
@@ -12,6 +12,7 @@ import {
   A2AGrpcServer,
   A2AServer,
   DiscoveryClient,
+  buildMessage,
   InMemoryTaskStore,
   TaskManager,
   createWebhookSender,
@@ -40,6 +41,8 @@ function refusal(make: () => unknown): A2AConfigError {
 const OVER_TIMER = 2 ** 31;
 const BAD_TIMER = [Number.NaN, -1, 0, 1.5, Number.POSITIVE_INFINITY, OVER_TIMER];
 const BAD_COUNT = [Number.NaN, -1, 0, 1.5, Number.POSITIVE_INFINITY];
+/** A call's time budget takes fractions (what is left of a deadline). */
+const BAD_BUDGET = [Number.NaN, -1, 0, Number.POSITIVE_INFINITY, OVER_TIMER];
 
 type Case = readonly [owner: string, option: string, bad: readonly number[], make: (v: number) => unknown];
 
@@ -72,7 +75,7 @@ const cases: Case[] = [
     (v) => new InMemoryTaskStore({ terminalTtlMs: v }),
   ],
   ['InMemoryTaskStore', 'maxTasks', BAD_COUNT, (v) => new InMemoryTaskStore({ maxTasks: v })],
-  ['A2AClient', 'timeoutMs', BAD_TIMER, (v) => new A2AClient({ dispatcher, timeoutMs: v })],
+  ['A2AClient', 'timeoutMs', BAD_BUDGET, (v) => new A2AClient({ dispatcher, timeoutMs: v })],
   ['A2AClient', 'cardTtlMs', [Number.NaN, -1, 1.5], (v) => new A2AClient({ dispatcher, cardTtlMs: v })],
   ['A2AClient', 'maxResponseBytes', BAD_COUNT, (v) => new A2AClient({ dispatcher, maxResponseBytes: v })],
   [
@@ -82,7 +85,7 @@ const cases: Case[] = [
     (v) => new A2AClient({ dispatcher, streamIdleTimeoutMs: v }),
   ],
   ['DiscoveryClient', 'maxEntries', BAD_COUNT, (v) => new DiscoveryClient({ dispatcher, maxEntries: v })],
-  ['DiscoveryClient', 'timeoutMs', BAD_TIMER, (v) => new DiscoveryClient({ dispatcher, timeoutMs: v })],
+  ['DiscoveryClient', 'timeoutMs', BAD_BUDGET, (v) => new DiscoveryClient({ dispatcher, timeoutMs: v })],
   [
     'createWebhookSender',
     'maxAttempts',
@@ -172,7 +175,7 @@ describe('A2AConfigError for a bad number', () => {
     const store = new InMemoryTaskStore({ terminalTtlMs: 0, maxTasks: 1 });
     const m = new TaskManager({ store, sweepIntervalMs: 2 ** 31 - 1 });
     await m.close();
-    await new A2AClient({ dispatcher, cardTtlMs: 0, streamIdleTimeoutMs: 0 }).close();
+    await new A2AClient({ dispatcher, cardTtlMs: 0, streamIdleTimeoutMs: 0, timeoutMs: 0.5 }).close();
     createWebhookSender({ dispatcher, initialBackoffMs: 0, maxBackoffMs: 0 });
     await pgStore({ terminalTtlMs: 0, deadReplicaTtlMs: 0, leaseTtlMs: 1 }).close();
   });
@@ -190,5 +193,59 @@ describe('A2AConfigError for a bad number', () => {
       refusal(() => new A2AGrpcServer({ handler: server({}).handler, identity: undefined as never } as never))
         .message,
     ).toBe('A2AGrpcServer: authorize (an Authorizer) is required');
+  });
+});
+
+describe('A2AConfigError for a bad per-call number, before anything is sent', () => {
+  /** An Agent that counts what it is asked to send. */
+  class Counting extends Agent {
+    sent = 0;
+    override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+      this.sent++;
+      return super.dispatch(options, handler);
+    }
+  }
+  const counting = new Counting();
+  afterAll(() => counting.close());
+  // Nothing listens there: a request that went out would fail as TRANSPORT_FAILED, not as this.
+  const url = 'https://127.0.0.1:1/';
+  const client = new A2AClient({ dispatcher: counting });
+  afterAll(() => client.close());
+  const message = () => buildMessage('echo', 'x');
+
+  it.each([Number.NaN, -1, 0, Number.POSITIVE_INFINITY, 2 ** 31])('timeoutMs %s', async (timeoutMs) => {
+    const calls: Array<[string, () => Promise<unknown>]> = [
+      ['timeoutMs', () => client.sendMessage(url, message(), { timeoutMs })],
+      ['timeoutMs', () => client.getTask(url, 'task-1', undefined, { timeoutMs })],
+      ['timeoutMs', () => client.discoverAgent(url, { timeoutMs })],
+      ['timeoutMs', () => client.transportFor(url, { timeoutMs })],
+      ['timeoutMs', () => client.pollUntilComplete(url, 'task-1', { timeoutMs })],
+      ['intervalMs', () => client.pollUntilComplete(url, 'task-1', { intervalMs: timeoutMs })],
+      [
+        'timeoutMs',
+        async () => {
+          for await (const _ of client.sendStreamingMessage(url, message(), { timeoutMs })) break;
+        },
+      ],
+    ];
+    for (const [name, call] of calls) {
+      const err = await call().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err, name).toBeInstanceOf(A2AConfigError);
+      expect((err as A2AConfigError).message).toBe(
+        `A2AClient call: ${name} must be a number of milliseconds above 0 and at most 2147483647, got ${String(timeoutMs)}`,
+      );
+    }
+    expect(counting.sent).toBe(0);
+  });
+
+  it('takes a fraction: what is left of a deadline', async () => {
+    const err = (await client
+      .sendMessage(url, message(), { timeoutMs: 2500.5 })
+      .catch((e: unknown) => e)) as Error;
+    expect(err).not.toBeInstanceOf(A2AConfigError);
+    expect(counting.sent).toBeGreaterThan(0);
   });
 });
