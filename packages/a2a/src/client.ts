@@ -205,6 +205,7 @@ export class A2AClient {
   /** Transports by binding, URL and tenant, reused across card refreshes (a gRPC one holds a channel). */
   readonly #transports = new Map<string, ClientTransport>();
 
+  /** @throws {A2AConfigError} when a dispatcher is missing or a number is out of range (see the options); nothing is started. */
   constructor(options: A2AClientOptions) {
     if (!options?.dispatcher) throw new A2AConfigError('A2AClient', ['dispatcher is required']);
     checkOptions('A2AClient', ClientNumbers, options);

@@ -93,6 +93,7 @@ export class DiscoveryClient {
   #errors = 0;
   #evictions = 0;
 
+  /** @throws {A2AConfigError} when the dispatcher is missing or a number is out of range; nothing is started. */
   constructor(options: DiscoveryClientOptions) {
     if (!options?.dispatcher) throw new A2AConfigError('DiscoveryClient', ['dispatcher is required']);
     checkOptions('DiscoveryClient', DiscoveryNumbers, options);

@@ -409,10 +409,26 @@ export class A2ARequestHandler {
   #draining = false;
   #onSkillsChanged: (() => void) | undefined;
 
+  /** @throws {A2AConfigError} when no enforcer or selfId, push without a sender or store, or a number out of range; nothing is started. */
   constructor(options: RequestHandlerOptions) {
     checkHandlerOptions('A2ARequestHandler', options);
     this.#opts = options;
     this.#log = options.logger ?? SILENT;
+    this.#maxTasks = options.limits?.maxConcurrentTasks ?? 1000;
+    this.#maxSubs = options.limits?.maxSubscribersPerTask ?? 32;
+    // Checked before the task manager starts its timers, so that a refused
+    // option leaves nothing running.
+    this.#callerLimits = new CallerLimits(
+      options.limits?.perCaller,
+      Math.max(1, Math.floor(this.#maxTasks / 4)),
+    );
+    // Unset, the push configs go to the task store; the embedded one keeps them.
+    const givenPushStore = options.push?.store ?? options.taskStore;
+    if (options.push?.enabled && givenPushStore !== undefined && !isPushConfigStore(givenPushStore)) {
+      throw new A2AConfigError('A2ARequestHandler', [
+        'push.enabled needs push.store when the task store keeps no push configs',
+      ]);
+    }
     const retained = options.limits?.retainedBytes;
     this.manager = new TaskManager({
       store:
@@ -428,18 +444,7 @@ export class A2ARequestHandler {
       onOrphan: (record) => this.#orphan(record),
     });
     const pushStore = options.push?.store ?? this.manager.store;
-    if (options.push?.enabled && !isPushConfigStore(pushStore)) {
-      throw new A2AConfigError('A2ARequestHandler', [
-        'push.enabled needs push.store when the task store keeps no push configs',
-      ]);
-    }
     this.#pushStore = isPushConfigStore(pushStore) ? pushStore : undefined;
-    this.#maxTasks = options.limits?.maxConcurrentTasks ?? 1000;
-    this.#maxSubs = options.limits?.maxSubscribersPerTask ?? 32;
-    this.#callerLimits = new CallerLimits(
-      options.limits?.perCaller,
-      Math.max(1, Math.floor(this.#maxTasks / 4)),
-    );
     this.#inputTimeout = options.limits?.inputTimeoutMs ?? 600_000;
     this.#blockingTimeout = options.limits?.blockingTimeoutMs ?? 60_000;
     this.#requiredExt = (options.extensions ?? []).filter((e) => e.required === true).map((e) => e.uri);

@@ -195,6 +195,7 @@ export class TaskManager {
   /** Tasks were given up on this replica's own reading and its lease row expired; until the next heartbeat answer. */
   #gaveUp = false;
 
+  /** @throws {A2AConfigError} when a number is out of range; nothing is started. */
   constructor(options: TaskManagerOptions = {}) {
     checkOptions('TaskManager', ManagerNumbers, options);
     this.store = options.store ?? new InMemoryTaskStore();

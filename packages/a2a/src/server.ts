@@ -175,6 +175,7 @@ export class A2AServer {
   readonly #cardValidatorsByKey = new Map<string, CardValidators>();
   #grpcUrl: string | undefined;
 
+  /** @throws {A2AConfigError} when no enforcer or selfId, push without a sender, bad bindings, or a number out of range; nothing is started. */
   constructor(options: A2AServerOptions) {
     // Under this class's name: the handler made below would check the same.
     checkHandlerOptions('A2AServer', options, ServerNumbers);

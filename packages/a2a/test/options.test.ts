@@ -3,7 +3,7 @@
 // (NaN, negative, or above 2^31 - 1 ms), nor a size that refuses every
 // request. Good values at the bounds are taken.
 import { Agent, type Dispatcher } from 'undici';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { SpiffeId } from '@weave/identity';
 import { AllowAllEnforcer } from '@weave/authz';
 import {
@@ -178,6 +178,29 @@ describe('A2AConfigError for a bad number', () => {
     await new A2AClient({ dispatcher, cardTtlMs: 0, streamIdleTimeoutMs: 0, timeoutMs: 0.5 }).close();
     createWebhookSender({ dispatcher, initialBackoffMs: 0, maxBackoffMs: 0 });
     await pgStore({ terminalTtlMs: 0, deadReplicaTtlMs: 0, leaseTtlMs: 1 }).close();
+  });
+
+  it('leaves nothing running: every option is checked before the task manager starts its timers', () => {
+    const intervals = vi.spyOn(globalThis, 'setInterval');
+    const timeouts = vi.spyOn(globalThis, 'setTimeout');
+    try {
+      const notPushStore = { ...new InMemoryTaskStore() } as never;
+      for (const extra of [
+        { limits: { perCaller: { maxConcurrentTasks: 0 } } },
+        { push: { enabled: true, send: async () => undefined }, taskStore: notPushStore },
+        { heartbeatMs: -1 },
+      ]) {
+        refusal(() => server(extra));
+      }
+      expect(intervals).not.toHaveBeenCalled();
+      expect(timeouts).not.toHaveBeenCalled();
+      // What would have been started: the task manager's sweep.
+      void server({}).close();
+      expect(intervals).toHaveBeenCalled();
+    } finally {
+      intervals.mockRestore();
+      timeouts.mockRestore();
+    }
   });
 
   it('refuses a missing dispatcher or authorizer the same way', () => {

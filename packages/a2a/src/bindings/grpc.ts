@@ -111,6 +111,7 @@ export class A2AGrpcServer {
   readonly #unsubscribe: Array<() => void> = [];
   #url: string | undefined;
 
+  /** @throws {A2AConfigError} when no authorizer, or `keepaliveMs` out of range; nothing is started. */
   constructor(options: A2AGrpcServerOptions) {
     if (typeof options?.authorize !== 'function') {
       throw new A2AConfigError('A2AGrpcServer', ['authorize (an Authorizer) is required']);
