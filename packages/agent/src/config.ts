@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { CallerLimitsSchema } from '@weave/a2a';
 // Every key that ends up on a timer is bounded by MAX_TIMER_MS, or by the
 // lower bound of the layer it is handed to.
+import { TRANSPORT_TIMEOUT_LIMITS_MS } from '@weave/transport';
 import { formatKeyPath, lineCol, MAX_TIMER_MS, scanJson, SpiffeId } from '@weave/identity';
 import { AgentConfigError, type ConfigIssue } from './errors.js';
 
@@ -59,9 +60,19 @@ const TransportConfigSchema = z.strictObject({
   /** Present only so a `false` can be refused with a clear message. */
   verifyPeer: z.literal(true, { error: 'peer verification cannot be turned off' }).default(true),
   /** At most @weave/transport's bound (else refused at the first call, not at load). */
-  connectTimeoutMs: z.number().int().positive().max(600_000).default(5_000),
+  connectTimeoutMs: z
+    .number()
+    .int()
+    .positive()
+    .max(TRANSPORT_TIMEOUT_LIMITS_MS.connectTimeoutMs)
+    .default(5_000),
   /** At most @weave/transport's bound (else refused at start() or the first call). */
-  requestTimeoutMs: z.number().int().positive().max(3_600_000).default(30_000),
+  requestTimeoutMs: z
+    .number()
+    .int()
+    .positive()
+    .max(TRANSPORT_TIMEOUT_LIMITS_MS.requestTimeoutMs)
+    .default(30_000),
   retries: z.number().int().min(0).max(10).default(2),
   /**
    * How long a streaming call may wait for a byte (an event or a heartbeat)

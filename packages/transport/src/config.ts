@@ -60,6 +60,18 @@ const tlsVersion = z.string().superRefine((v, ctx) => {
 }) as unknown as z.ZodType<TlsVersion, TlsVersion>;
 
 /**
+ * The longest timeouts a transport config takes, in ms: a connect budget
+ * longer than 10 minutes or a request budget longer than an hour is taken
+ * for a mistake. Layers above bound their own settings by these, so that a
+ * value too long is refused where it is written.
+ */
+export const TRANSPORT_TIMEOUT_LIMITS_MS = {
+  connectTimeoutMs: 600_000,
+  requestTimeoutMs: 3_600_000,
+  idleTimeoutMs: 3_600_000,
+} as const;
+
+/**
  * Configuration of a {@link SecureChannel} and of the mTLS server helpers.
  * Security is not configurable: `verifyPeer` may only be `true`, and the TLS
  * floor is TLS 1.2 at the lowest (1.3 by default).
@@ -70,11 +82,11 @@ export const TransportConfigSchema = z.strictObject({
   /** Always `true`. Present so a config that tries `false` fails loudly instead of being ignored. */
   verifyPeer: z.literal(true, { error: 'verifyPeer cannot be disabled' }).default(true),
   /** TCP + TLS handshake budget of a new connection. */
-  connectTimeoutMs: ms('connectTimeoutMs', 600_000).default(10_000),
+  connectTimeoutMs: ms('connectTimeoutMs', TRANSPORT_TIMEOUT_LIMITS_MS.connectTimeoutMs).default(10_000),
   /** Budget for response headers, and for each gap between body chunks. */
-  requestTimeoutMs: ms('requestTimeoutMs', 3_600_000).default(30_000),
+  requestTimeoutMs: ms('requestTimeoutMs', TRANSPORT_TIMEOUT_LIMITS_MS.requestTimeoutMs).default(30_000),
   /** How long an unused keep-alive connection (or HTTP/2 session) stays open. */
-  idleTimeoutMs: ms('idleTimeoutMs', 3_600_000).default(4_000),
+  idleTimeoutMs: ms('idleTimeoutMs', TRANSPORT_TIMEOUT_LIMITS_MS.idleTimeoutMs).default(4_000),
   /** HTTP version policy; HTTP/1.1 by default (chosen by measurement, see README). */
   httpVersion: z.enum(HTTP_VERSIONS).default('http1.1'),
   /** Maximum connections per origin the client keeps. */

@@ -20,6 +20,7 @@ export {
   CircuitBreakerOptionsSchema,
   parseTransportConfig,
   TLS_VERSIONS,
+  TRANSPORT_TIMEOUT_LIMITS_MS,
   HTTP_VERSIONS,
   type TransportConfig,
   type TransportConfigInput,
