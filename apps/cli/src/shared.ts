@@ -61,14 +61,21 @@ export function cliLogger(debug: boolean | undefined): Logger {
   return pino({ level: debug ? 'debug' : 'error' }, pino.destination({ dest: 2, sync: true }));
 }
 
-/** `1500ms`, `30s`, `5m`, `1h`, or a bare number of seconds → milliseconds. */
-export function parseDuration(text: string, what: string): number {
+/**
+ * `1500ms`, `30s`, `5m`, `1h`, or a bare number of seconds → milliseconds,
+ * at most `max` ms when given (a usage error above it, rather than a
+ * configuration error of a layer below once the command has started).
+ */
+export function parseDuration(text: string, what: string, max?: number): number {
   const m = /^(\d+)(ms|s|m|h)?$/.exec(text.trim());
   if (!m) throw usageError(`${what} must be a duration like 30s, 5m or 1h, got ${JSON.stringify(text)}`);
   const n = Number(m[1]);
   const unit = m[2] ?? 's';
   const ms = unit === 'ms' ? n : unit === 's' ? n * 1000 : unit === 'm' ? n * 60_000 : n * 3_600_000;
   if (ms <= 0) throw usageError(`${what} must be greater than zero`);
+  if (max !== undefined && ms > max) {
+    throw usageError(`${what} must be at most ${max} ms, got ${JSON.stringify(text)}`);
+  }
   return ms;
 }
 
@@ -170,10 +177,10 @@ export async function probePeerId(
   url: string,
   timeoutMs: number,
 ): Promise<SpiffeId> {
-  const { SecureChannel } = await import('@weave/transport');
+  const { SecureChannel, TRANSPORT_TIMEOUT_LIMITS_MS } = await import('@weave/transport');
   const u = new URL(url);
   const channel = new SecureChannel(identity, () => ({ ok: true }), {
-    connectTimeoutMs: timeoutMs,
+    connectTimeoutMs: Math.min(timeoutMs, TRANSPORT_TIMEOUT_LIMITS_MS.connectTimeoutMs),
     retry: { retries: 0 },
     circuitBreaker: false,
   });

@@ -227,6 +227,18 @@ describe('weave card', () => {
     expect(seen.requests).toBe(before + 1);
   });
 
+  it("--timeout takes up to an hour, the connect part capped at the transport's 10 minutes; more is exit 2", async () => {
+    const env = { SPIFFE_ENDPOINT_SOCKET: socket.client };
+    const long = await inproc(['card', url, '--timeout', '20m'], env);
+    expect(long.stderr).toBe('');
+    expect(long.code).toBe(0);
+    const before = seen.requests;
+    const over = await inproc(['card', url, '--timeout', '2h'], env);
+    expect(over.code).toBe(2);
+    expect(over.stderr).toMatch(/^USAGE: --timeout must be at most 3600000 ms, got "2h"/);
+    expect(seen.requests).toBe(before);
+  });
+
   it('--expect refuses a server with another SPIFFE ID before sending the request', async () => {
     const before = seen.requests;
     const r = await inproc(['card', url, '--expect', ID.stranger, '--json'], {
@@ -289,6 +301,21 @@ describe('weave call', () => {
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual({ query: 'mtls', caller: ID.client, hits: 3 });
     expect(r.stderr).toContain('policy: ALLOW by rule client-may-search');
+    expect(seen.search).toBe(before + 1);
+  });
+
+  it('--timeout 20m works (the connect part capped at 10 minutes), 2h is exit 2 before anything is sent', async () => {
+    const env = { SPIFFE_ENDPOINT_SOCKET: socket.client };
+    const before = seen.search;
+    const ok = await inproc(
+      ['call', ID.search, 'search', '{"query":"long"}', '--peer', peer(), '--timeout', '20m'],
+      env,
+    );
+    expect(ok.code).toBe(0);
+    expect(seen.search).toBe(before + 1);
+    const over = await inproc(['call', ID.search, 'search', '{}', '--peer', peer(), '--timeout', '2h'], env);
+    expect(over.code).toBe(2);
+    expect(over.stderr).toMatch(/--timeout must be at most 3600000 ms, got "2h"/);
     expect(seen.search).toBe(before + 1);
   });
 

@@ -63,7 +63,7 @@ Examples:
       const { A2AClient, A2AError } = await import('@weave/a2a');
       const { render, resultOf, textOf, toPayload } = await import('../task-result.js');
       const { enforcerFromConfig } = await import('@weave/agent');
-      const { SecureChannel } = await import('@weave/transport');
+      const { SecureChannel, TRANSPORT_TIMEOUT_LIMITS_MS: limits } = await import('@weave/transport');
       const {
         CliError,
         EXIT,
@@ -78,7 +78,7 @@ Examples:
         probePeerId,
         usageError,
       } = await import('../shared.js');
-      const timeoutMs = parseDuration(opts.timeout, '--timeout');
+      const timeoutMs = parseDuration(opts.timeout, '--timeout', limits.requestTimeoutMs);
       // One budget for every step, so --timeout bounds what the user waits, not each step apart.
       const deadline = Date.now() + timeoutMs;
       const left = () => Math.max(1, deadline - Date.now());
@@ -153,7 +153,7 @@ Examples:
         }
         io.err(`${identity.id.toString()} → ${calleeId.toString()} at ${url}: ${capability}`);
         channel = new SecureChannel(identity, calleeId, {
-          connectTimeoutMs: left(),
+          connectTimeoutMs: Math.min(left(), limits.connectTimeoutMs),
           requestTimeoutMs: left(),
           circuitBreaker: false,
         });

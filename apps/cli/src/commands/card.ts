@@ -35,11 +35,12 @@ export function cardCommand(program: Command, io: Io): void {
       const { CardSignaturePolicySchema, DiscoveryClient, agentSpiffeId, verifyAgentCard } =
         await import('@weave/a2a');
       const { authorizeAny } = await import('@weave/identity');
-      const { SecureChannel } = await import('@weave/transport');
+      const { SecureChannel, TRANSPORT_TIMEOUT_LIMITS_MS: limits } = await import('@weave/transport');
       const { CliError, cliLogger, httpsUrl, openIdentity, parseDuration, parseIdArg, usageError } =
         await import('../shared.js');
       const url = httpsUrl(urlArg, 'the agent URL');
-      const timeoutMs = parseDuration(opts.timeout, '--timeout');
+      // One budget for connect and request: the request's limit bounds it, the connect limit caps its part.
+      const timeoutMs = parseDuration(opts.timeout, '--timeout', limits.requestTimeoutMs);
       const expected = opts.expect !== undefined ? parseIdArg(opts.expect) : undefined;
       const policy = CardSignaturePolicySchema.safeParse(opts.signature);
       if (!policy.success) {
@@ -47,7 +48,7 @@ export function cardCommand(program: Command, io: Io): void {
       }
       const identity = await openIdentity(opts.socket, timeoutMs, cliLogger(opts.debug));
       const channel = new SecureChannel(identity, expected ?? authorizeAny(), {
-        connectTimeoutMs: timeoutMs,
+        connectTimeoutMs: Math.min(timeoutMs, limits.connectTimeoutMs),
         requestTimeoutMs: timeoutMs,
         circuitBreaker: false,
         retry: { retries: 0 },

@@ -24,10 +24,10 @@ export function svidCommand(program: Command, io: Io): void {
     .option('--timeout <duration>', 'how long to wait for the Workload API', '10s')
     .action(async (_o: SvidOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<SvidOptions>();
-      const { SPIFFE_ENDPOINT_SOCKET, WorkloadApiClient, WorkloadApiAddressError } =
+      const { MAX_TIMER_MS, SPIFFE_ENDPOINT_SOCKET, WorkloadApiClient, WorkloadApiAddressError } =
         await import('@weave/identity');
       const { CliError, EXIT, cliLogger, parseDuration, usageError } = await import('../shared.js');
-      const timeoutMs = parseDuration(opts.timeout, '--timeout');
+      const timeoutMs = parseDuration(opts.timeout, '--timeout', MAX_TIMER_MS);
       if (opts.socket === undefined && !process.env[SPIFFE_ENDPOINT_SOCKET]) {
         throw usageError(
           `no Workload API socket: pass --socket unix:///path/to/api.sock or set ${SPIFFE_ENDPOINT_SOCKET}`,
