@@ -1,10 +1,9 @@
 import type { Dispatcher } from 'undici';
 import { z } from 'zod';
-import { MAX_TIMER_MS, randomUuid } from '@weave/identity';
+import { BUDGET_MS, isBudgetMs, randomUuid } from '@weave/identity';
 import { A2AClientError, A2AError, A2AErrorCode } from './errors.js';
 import {
   A2AConfigError,
-  BUDGET_MS,
   budgetMs,
   checkOptions,
   countOr0,
@@ -686,7 +685,7 @@ function validate<S extends z.ZodType>(schema: S, value: unknown, method: string
  */
 function callMs(name: string, given: number | undefined, fallback: number): number {
   if (given === undefined) return fallback;
-  if (typeof given === 'number' && given > 0 && given <= MAX_TIMER_MS) return given;
+  if (isBudgetMs(given)) return given;
   throw new A2AConfigError('A2AClient call', [`${name} must be ${BUDGET_MS}, got ${shown(given)}`]);
 }
 

@@ -4,7 +4,14 @@
 // (Node clamps it to 1 ms), one above 2^31 - 1 ms fires at once with a mere
 // warning, and a size of 0 or -1 refuses every request.
 import { z } from 'zod';
-import { MAX_TIMER_MS, WeaveError, timerMs as identityTimerMs, wholeNumber } from '@weave/identity';
+import {
+  BUDGET_MS,
+  MAX_TIMER_MS,
+  WeaveError,
+  isBudgetMs,
+  timerMs as identityTimerMs,
+  wholeNumber,
+} from '@weave/identity';
 
 /**
  * Options given to a class or function of `@weave/a2a` were refused when it
@@ -21,16 +28,13 @@ export class A2AConfigError extends WeaveError {
 /** A delay or timeout a timer waits: 1 to `MAX_TIMER_MS` ms. */
 export const timerMs = identityTimerMs();
 
-/** What a time budget must be: {@link budgetMs}. */
-export const BUDGET_MS = `a number of milliseconds above 0 and at most ${MAX_TIMER_MS}`;
-
 /**
  * A call's time budget: more than 0 and at most `MAX_TIMER_MS` ms, fractions
  * taken (a caller passes what is left of a deadline).
  */
 export const budgetMs = z
   .number({ error: (i) => `must be ${BUDGET_MS}, got ${shown(i.input)}` })
-  .refine((v) => v > 0 && v <= MAX_TIMER_MS, { error: (i) => `must be ${BUDGET_MS}, got ${shown(i.input)}` });
+  .refine(isBudgetMs, { error: (i) => `must be ${BUDGET_MS}, got ${shown(i.input)}` });
 
 /** `v` for an error message: numbers as written (`NaN`, `-1`, `1.5`), anything else by its type. */
 export function shown(v: unknown): string {

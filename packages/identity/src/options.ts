@@ -38,6 +38,18 @@ export function timerMs(min = 1): z.ZodNumber {
   return wholeNumber(min, MAX_TIMER_MS, `a whole number of milliseconds from ${min} to ${MAX_TIMER_MS}`);
 }
 
+/** What a call's time budget must be ({@link isBudgetMs}), for error messages. */
+export const BUDGET_MS = `a number of milliseconds above 0 and at most ${MAX_TIMER_MS}`;
+
+/**
+ * True when `v` can be a call's time budget: a number of milliseconds above
+ * 0 and at most {@link MAX_TIMER_MS}, fractions taken (a caller passes what
+ * is left of a deadline). A plain check, no zod: it runs on every call.
+ */
+export function isBudgetMs(v: unknown): v is number {
+  return typeof v === 'number' && v > 0 && v <= MAX_TIMER_MS;
+}
+
 /** Zod issues as `path: message` (the path under `at`, when given), joined for one error message. */
 function issueText(error: z.ZodError, at?: string): string {
   return error.issues
@@ -63,8 +75,7 @@ export function checkOptions<S extends z.ZodType>(
 
 /**
  * @internal `value`, the option `name` of `owner`, when it is a whole number
- * of milliseconds from `min` to {@link MAX_TIMER_MS}. A plain check, no zod:
- * it runs on every call of the methods that take it.
+ * of milliseconds from `min` to {@link MAX_TIMER_MS}.
  * @throws {IdentityConfigError} naming `owner` and `name` when it is not.
  */
 export function checkTimerMs(owner: string, name: string, value: number, min = 1): number {

@@ -14,7 +14,8 @@ import { defaultLogger, type Logger } from '../log.js';
 import type { TrustDomain } from '../spiffe-id.js';
 import { SpiffeId } from '../spiffe-id.js';
 import { X509Svid } from '../x509-svid.js';
-import { checkTimerMs } from '../options.js';
+import { BUDGET_MS, isBudgetMs, shown } from '../options.js';
+import { IdentityConfigError } from '../provider.js';
 import { resolveWorkloadApiAddress, type WorkloadApiAddress } from './address.js';
 import { ExponentialBackoff, resolveBackoff, type BackoffOptions, type ResolvedBackoff } from './backoff.js';
 import { WorkloadApiError, badResponse } from './errors.js';
@@ -45,8 +46,9 @@ export interface FetchOptions {
   /** Cancels the call. */
   readonly signal?: AbortSignal;
   /**
-   * Gives up after this long with `WORKLOAD_API_DEADLINE_EXCEEDED`: a whole
-   * number of ms from 1 to 2147483647 (leave it unset for no deadline).
+   * Gives up after this long with `WORKLOAD_API_DEADLINE_EXCEEDED`: a number
+   * of ms above 0 and at most 2147483647, fractions taken (leave it unset for
+   * no deadline).
    * Anything else is refused with `IdentityConfigError` before the call is made,
    * instead of failing at once as if the deadline had passed.
    */
@@ -374,13 +376,17 @@ export class WorkloadApiClient {
     if (this.#closed) throw new WorkloadApiError('WORKLOAD_API_CLOSED', 'the Workload API client is closed');
   }
 
-  /** @throws {IdentityConfigError} when `timeoutMs` is not a whole number of ms from 1 to 2147483647. */
+  /** @throws {IdentityConfigError} when `timeoutMs` is not a number of ms above 0 and at most 2147483647. */
   #callOptions(options: FetchOptions): { deadline?: Date } {
     if (options.timeoutMs === undefined) return {};
     // Refused, not passed on: a NaN, negative or zero deadline fails the call at
     // once with a misleading WORKLOAD_API_DEADLINE_EXCEEDED.
-    const ms = checkTimerMs('Workload API call', 'timeoutMs', options.timeoutMs);
-    return { deadline: new Date(Date.now() + ms) };
+    if (!isBudgetMs(options.timeoutMs)) {
+      throw new IdentityConfigError(
+        `invalid Workload API call options: timeoutMs: must be ${BUDGET_MS}, got ${shown(options.timeoutMs)}`,
+      );
+    }
+    return { deadline: new Date(Date.now() + options.timeoutMs) };
   }
 
   /** Opens a stream, takes its first message and cancels it (go-spiffe's Fetch* on streaming RPCs). */
