@@ -3,6 +3,7 @@ import { resolve, dirname } from 'node:path';
 import { LineCounter, parseDocument, isMap, isNode, isScalar, isSeq, type Document } from 'yaml';
 import { z } from 'zod';
 import { CallerLimitsSchema } from '@weave/a2a';
+import { OPA_MAX_TIMEOUT_MS } from '@weave/authz';
 // Every key that ends up on a timer is bounded by MAX_TIMER_MS, or by the
 // lower bound of the layer it is handed to.
 import { TRANSPORT_TIMEOUT_LIMITS_MS } from '@weave/transport';
@@ -47,7 +48,7 @@ const AuthzConfigSchema = z.union([
       /** Data API path of the decision rule (see @weave/authz's policies/weave.rego). */
       path: z.string().min(1).default('weave/authz/decision'),
       /** At most @weave/authz's OpaEnforcer bound. */
-      timeoutMs: z.number().int().positive().max(60_000).default(1_000),
+      timeoutMs: z.number().int().positive().max(OPA_MAX_TIMEOUT_MS).default(1_000),
       cacheTtlMs: z.number().int().nonnegative().default(0),
     }),
   }),

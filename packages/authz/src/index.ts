@@ -22,5 +22,5 @@ export {
   type LocalPolicyFileOptions,
   type ReloadEvent,
 } from './local.js';
-export { OpaEnforcer, type OpaEnforcerOptions, type OpaHealth } from './opa.js';
+export { OPA_MAX_TIMEOUT_MS, OpaEnforcer, type OpaEnforcerOptions, type OpaHealth } from './opa.js';
 export { AllowAllEnforcer } from './allow-all.js';

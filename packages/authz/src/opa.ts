@@ -36,13 +36,16 @@ export interface OpaEnforcerOptions {
   readonly now?: () => number;
 }
 
+/** The longest decision timeout an {@link OpaEnforcer} takes: a policy call slower than a minute is taken for a mistake. */
+export const OPA_MAX_TIMEOUT_MS = 60_000;
+
 const optionsSchema = z.object({
   url: z.url({ protocol: /^https?$/, error: 'url must be an http(s) URL' }),
   path: z
     .string()
     .regex(/^[A-Za-z0-9_]+(\/[A-Za-z0-9_]+)*$/, 'path must look like "weave/authz/decision"')
     .optional(),
-  timeoutMs: z.number().int().positive().max(60_000).optional(),
+  timeoutMs: z.number().int().positive().max(OPA_MAX_TIMEOUT_MS).optional(),
   cache: z
     .object({ ttlMs: z.number().int().positive(), maxEntries: z.number().int().positive().optional() })
     .optional(),
