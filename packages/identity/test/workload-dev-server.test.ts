@@ -124,6 +124,28 @@ describe('DevWorkloadApiServer', () => {
     for (const c of seen) expect(c.defaultSvid.expiresAt.getTime() - Date.now()).toBeLessThanOrEqual(2000);
   });
 
+  it('an SVID whose half-life is beyond the longest timer is not rotated at once, over and over', async () => {
+    // A CA of a year, persisted where the server loads it, and SVIDs of 120 days:
+    // half of that is more than 2^31 - 1 ms, which Node's timers fire after 1 ms.
+    const dir = await tempDir();
+    await DevCertificateAuthority.create({ trustDomain: TD, dir, ttlSeconds: 365 * 24 * 3600 });
+    const s = await start(dir, { x509SvidTtlSeconds: 120 * 24 * 3600 });
+    const seen: X509Context[] = [];
+    const errors: Error[] = [];
+    const w = client(s.address('a')).watchX509Context({
+      onUpdate: (c) => seen.push(c),
+      onError: (e) => errors.push(e),
+      // As the identity provider asks: a new SVID by the held one's expiry.
+      needBy: () => seen.at(-1)?.defaultSvid.expiresAt.getTime(),
+    });
+    cleanups.push(() => w.stop());
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(seen[0]!.defaultSvid.expiresAt.getTime() - Date.now()).toBeGreaterThan(119 * 24 * 3600 * 1000);
+    expect(seen).toHaveLength(1);
+    // Nor does the client take the quiet stream for a stale one (its check is a timer too).
+    expect(errors).toEqual([]);
+  });
+
   it('manages workloads and federation at run time', async () => {
     const s = await start(await tempDir());
     const other = await DevCertificateAuthority.create({ trustDomain: 'partner.test' });

@@ -14,7 +14,7 @@ import { defaultLogger, type Logger } from '../log.js';
 import type { TrustDomain } from '../spiffe-id.js';
 import { SpiffeId } from '../spiffe-id.js';
 import { X509Svid } from '../x509-svid.js';
-import { BUDGET_MS, isBudgetMs, shown } from '../options.js';
+import { BUDGET_MS, isBudgetMs, MAX_TIMER_MS, shown } from '../options.js';
 import { IdentityConfigError } from '../provider.js';
 import { resolveWorkloadApiAddress, type WorkloadApiAddress } from './address.js';
 import { ExponentialBackoff, resolveBackoff, type BackoffOptions, type ResolvedBackoff } from './backoff.js';
@@ -579,19 +579,24 @@ export class WorkloadApiClient {
         const now = Date.now();
         const at = Math.max(needBy - Math.min(STALE_MARGIN_MS, Math.max(0, needBy - now) / 4), now);
         const first = fresh ? now + STALE_GRACE_MS : 0;
-        staleTimer = setTimeout(
-          () => {
-            restartedFor = needBy;
-            dropped(
-              new WorkloadApiError(
-                'WORKLOAD_API_UNAVAILABLE',
-                `${name} stream brought no update while the SVID held expires at ${new Date(needBy).toISOString()}; restarting it`,
-              ),
-            );
-            c.cancel();
-          },
-          Math.max(at, first) - now,
-        );
+        const wait = Math.max(at, first) - now;
+        if (wait > MAX_TIMER_MS) {
+          // An SVID of more than ~50 days: Node would fire the timer after
+          // 1 ms and restart a healthy stream. Look again once the timer can reach.
+          staleTimer = setTimeout(() => watchForStale(false), MAX_TIMER_MS);
+          staleTimer.unref();
+          return;
+        }
+        staleTimer = setTimeout(() => {
+          restartedFor = needBy;
+          dropped(
+            new WorkloadApiError(
+              'WORKLOAD_API_UNAVAILABLE',
+              `${name} stream brought no update while the SVID held expires at ${new Date(needBy).toISOString()}; restarting it`,
+            ),
+          );
+          c.cancel();
+        }, wait);
         staleTimer.unref();
       };
       watchForStale(true);

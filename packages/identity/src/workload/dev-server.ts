@@ -16,6 +16,7 @@ import { rotationDelayMs } from '../dev-ca-provider.js';
 import { WeaveError } from '../errors.js';
 import { validateJwtSvid } from '../jwt-svid.js';
 import { defaultLogger, type Logger } from '../log.js';
+import { MAX_TIMER_MS } from '../options.js';
 import { SpiffeId, TrustDomain } from '../spiffe-id.js';
 import type { X509Svid } from '../x509-svid.js';
 import { parseWorkloadApiAddress } from './address.js';
@@ -442,7 +443,9 @@ export class DevWorkloadApiServer {
           if (generation === w.generation && !this.#closed) this.#scheduleRotation(w, generation, 1000);
         });
       },
-      Math.max(0, delayMs),
+      // Node fires a longer timer after 1 ms: an SVID whose half-life is beyond
+      // it is rotated early (after ~24.8 days) rather than over and over.
+      Math.min(Math.max(0, delayMs), MAX_TIMER_MS),
     );
     // The sockets keep the process alive while the server runs; the timer alone must not.
     w.rotation.unref();
