@@ -1,5 +1,4 @@
-/** The longest delay `setTimeout` takes (a longer one fires at once). */
-const MAX_TIMER_MS = 2_147_483_647;
+import { MAX_TIMER_MS } from '@weave/identity';
 
 /** One deadline in a {@link Deadlines}: what {@link Deadlines.add} returns and {@link Deadlines.delete} takes. */
 export interface Deadline<K> {

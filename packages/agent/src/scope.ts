@@ -1,4 +1,5 @@
 import { createContextKey, type Context } from '@opentelemetry/api';
+import { MAX_TIMER_MS } from '@weave/identity';
 
 /** Header carrying a call's absolute deadline (Unix epoch milliseconds). */
 export const DEADLINE_HEADER = 'x-weave-deadline';
@@ -28,11 +29,7 @@ export interface CallScope {
  */
 export const DEADLINE_KEY = createContextKey('weave.deadline');
 
-/**
- * Longest delay a Node timer takes (about 24.8 days). Longer ones fire after
- * 1 ms, so a deadline further away than this arms no timer at all.
- */
-const MAX_TIMER_MS = 2_147_483_647;
+// A deadline further away than MAX_TIMER_MS (about 24.8 days) arms no timer at all.
 
 /** Milliseconds until `deadline`, capped for use as a timer or request timeout. */
 export function timeLeft(deadline: number): number {

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { BundleSet, type X509Bundle } from './bundle.js';
 import type { DevCertificateAuthority } from './dev-ca.js';
 import { defaultLogger } from './log.js';
+import { MAX_TIMER_MS } from './options.js';
 import { IdentityConfigError, IdentityNotReadyError } from './provider.js';
 import { IdentityProviderBase } from './provider-base.js';
 import { SpiffeId, type TrustDomain } from './spiffe-id.js';
@@ -140,7 +141,7 @@ export class DevCaIdentityProvider extends IdentityProviderBase {
           if (!this.closed) this.#schedule(1000);
         });
       },
-      Math.min(delayMs, 2 ** 31 - 1),
+      Math.min(delayMs, MAX_TIMER_MS),
     );
     this.#timer.unref();
   }

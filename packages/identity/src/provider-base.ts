@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { BundleSet, type JwtBundle, type X509Bundle } from './bundle.js';
 import { Listeners } from './listeners.js';
 import { defaultLogger } from './log.js';
+import { MAX_TIMER_MS } from './options.js';
 import {
   IdentityNotReadyError,
   type IdentityExpiry,
@@ -217,13 +218,12 @@ const isExpired = (svid: X509Svid, now = Date.now()): boolean => svid.expiresAt.
 
 /** Sets a timer that can fire after more than the ~24.8 days `setTimeout` allows. */
 function longTimeout(at: number, fn: () => void): { clear(): void } {
-  const MAX = 2 ** 31 - 1;
   let t: NodeJS.Timeout;
   const arm = (): void => {
     const left = at - Date.now();
     // Re-armed rather than trusted when early: timers run on the monotonic
     // clock, expiry is judged by the wall clock.
-    t = setTimeout(() => (at - Date.now() > 0 ? arm() : fn()), Math.max(0, Math.min(left, MAX)));
+    t = setTimeout(() => (at - Date.now() > 0 ? arm() : fn()), Math.max(0, Math.min(left, MAX_TIMER_MS)));
     // Only a report: it must not keep a process alive.
     t.unref();
   };
