@@ -264,6 +264,26 @@ describe('A2AConfigError for a bad per-call number, before anything is sent', ()
     expect(counting.sent).toBe(0);
   });
 
+  it('TaskManager.waitForCompletion refuses a bad timeoutMs instead of timing out at once', async () => {
+    const m = new TaskManager();
+    try {
+      const r = await m.create({ owner: 'o', skill: 's', message: message() });
+      for (const timeoutMs of [Number.NaN, -1, 0, 2 ** 31]) {
+        await expect(m.waitForCompletion(r.task.id, { timeoutMs })).rejects.toThrow(
+          new A2AConfigError('waitForCompletion', [
+            `timeoutMs must be a number of milliseconds above 0 and at most 2147483647, got ${timeoutMs}`,
+          ]),
+        );
+      }
+      m.setStatus(r.task.id, 'TASK_STATE_COMPLETED');
+      expect((await m.waitForCompletion(r.task.id, { timeoutMs: 100.5 })).status.state).toBe(
+        'TASK_STATE_COMPLETED',
+      );
+    } finally {
+      await m.close();
+    }
+  });
+
   it('takes a fraction: what is left of a deadline', async () => {
     const err = (await client
       .sendMessage(url, message(), { timeoutMs: 2500.5 })
