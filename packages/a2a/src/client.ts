@@ -690,6 +690,13 @@ function callMs(name: string, given: number | undefined, fallback: number): numb
 }
 
 function toParams(p: SendMessageParams | Message): SendMessageParams {
+  // From plain JavaScript a string or null gets here; `in` would throw a bare TypeError.
+  if (typeof p !== 'object' || p === null) {
+    throw new A2AClientError(
+      'INVALID_PARAMS',
+      `a message or SendMessage params object is needed, got ${p === null ? 'null' : typeof p}`,
+    );
+  }
   return 'messageId' in p ? { message: p } : p;
 }
 

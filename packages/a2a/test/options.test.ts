@@ -8,6 +8,7 @@ import { SpiffeId } from '@weave/identity';
 import { AllowAllEnforcer } from '@weave/authz';
 import {
   A2AClient,
+  A2AClientError,
   A2AConfigError,
   A2AGrpcServer,
   A2AServer,
@@ -260,6 +261,25 @@ describe('A2AConfigError for a bad per-call number, before anything is sent', ()
       expect((err as A2AConfigError).message).toBe(
         `A2AClient call: ${name} must be a number of milliseconds above 0 and at most 2147483647, got ${String(timeoutMs)}`,
       );
+    }
+    expect(counting.sent).toBe(0);
+  });
+
+  it('a message that is not an object is INVALID_PARAMS, not a bare TypeError', async () => {
+    for (const bad of ['text', null, 42]) {
+      for (const call of [
+        () => client.sendMessage(url, bad as never),
+        async () => {
+          for await (const _ of client.sendStreamingMessage(url, bad as never)) break;
+        },
+      ]) {
+        const err = await call().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(err).toBeInstanceOf(A2AClientError);
+        expect(err).toMatchObject({ code: 'INVALID_PARAMS' });
+      }
     }
     expect(counting.sent).toBe(0);
   });
