@@ -127,6 +127,10 @@ export function defineCapability<I extends z.ZodType>(
   if (!options || !(options.input instanceof z.ZodType)) {
     throw new AgentError('CAPABILITY_INVALID', `capability "${name}" needs a zod schema as options.input`);
   }
+  // Refused here, not at the first call, where it would fail as the handler's own error.
+  if (typeof handler !== 'function') {
+    throw new AgentError('CAPABILITY_INVALID', `capability "${name}" needs a handler function`);
+  }
   return Object.freeze({
     name,
     options,

@@ -69,6 +69,10 @@ describe('capabilities', () => {
     expect(() => agent.capability('x', { input: 'nope' as unknown as z.ZodType }, () => 1)).toThrow(
       /zod schema/,
     );
+    expect(() => agent.capability('y', { input: z.object({}) }, 'nope' as never)).toThrow(
+      new AgentError('CAPABILITY_INVALID', 'capability "y" needs a handler function'),
+    );
+    await expect(agent.invoke('y', {})).rejects.toMatchObject({ code: 'CAPABILITY_NOT_FOUND' });
   });
 
   it('validates the output when an output schema is given', async () => {
