@@ -1,6 +1,6 @@
 import type { Dispatcher } from 'undici';
 import { z } from 'zod';
-import { BUDGET_MS, isBudgetMs, randomUuid } from '@weave/identity';
+import { BUDGET_MS, MAX_TIMER_MS, isBudgetMs, randomUuid } from '@weave/identity';
 import { A2AClientError, A2AError, A2AErrorCode } from './errors.js';
 import {
   A2AConfigError,
@@ -10,7 +10,6 @@ import {
   durationMs,
   positiveCount,
   shown,
-  timerMs,
   timerMsOr0,
 } from './options.js';
 import { DiscoveryClient, type DiscoveryClientOptions, type DiscoveryStats } from './discovery.js';
@@ -70,7 +69,7 @@ const ClientNumbers = z.object({
 
 const ResumeNumbers = z.object({
   maxReconnects: countOr0.optional(),
-  resumeBackoffMs: timerMs.optional(),
+  resumeBackoffMs: timerMsOr0('resume at once').optional(),
 });
 
 /** Options of {@link A2AClient}. */
@@ -527,7 +526,8 @@ export class A2AClient {
         );
       }
       // The signal carries the caller's abort (and deadline): the wait ends with it.
-      await sleep(backoff * 2 ** breaks++, signal);
+      // Doubled per break: capped, as a wait past the longest timer would end at once.
+      await sleep(Math.min(backoff * 2 ** breaks++, MAX_TIMER_MS), signal);
       options.onResume?.({ taskId, lastEventId: lastId, attempt: breaks, error: failure });
       resumed = true;
       source = this.subscribeToTask(url, taskId, {

@@ -3,6 +3,7 @@ import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 import { request, type Dispatcher } from 'undici';
 import { z } from 'zod';
+import { MAX_TIMER_MS } from '@weave/identity';
 import { CircuitBreaker, CircuitOpenError, type CircuitBreakerOptionsInput } from '@weave/transport';
 import { A2AClientError } from './errors.js';
 import { A2AConfigError, checkOptions, positiveCount, timerMs, timerMsOr0 } from './options.js';
@@ -384,7 +385,8 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
         }
         n.retries++;
         const base = Math.min(maxBackoff, initialBackoff * 2 ** (i - 1));
-        await sleep(base * (0.8 + Math.random() * 0.4), stop.signal);
+        // The jitter can take a backoff near the bound past the longest timer.
+        await sleep(Math.min(base * (0.8 + Math.random() * 0.4), MAX_TIMER_MS), stop.signal);
       }
     }
   };

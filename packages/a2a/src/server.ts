@@ -24,7 +24,7 @@ import { JsonBody, WRONG_CONTENT_TYPE, peerOf, readBody, type HttpBindingDeps } 
 import { agentCardToV03 } from './wire/v03.js';
 import { sendError, serveJsonRpc } from './bindings/jsonrpc.js';
 import { sendRestError, serveRest } from './bindings/rest.js';
-import type { AgentCard, AgentInterface, AgentSkill } from './wire/v1.js';
+import { AgentSkillSchema, type AgentCard, type AgentInterface, type AgentSkill } from './wire/v1.js';
 
 export type { BindingName, TaskHandler, TaskHandlerOptions } from './handler.js';
 
@@ -185,11 +185,20 @@ export class A2AServer {
         'bindings must name each binding at most once, and at least one',
       ]);
     }
+    // Checked before the handler (and its task manager's timers) exists.
+    const skills = (options.card.skills ?? []).map((s, i) => {
+      const parsed = AgentSkillSchema.safeParse(s);
+      if (parsed.success) return parsed.data;
+      throw new A2AConfigError(
+        'A2AServer',
+        parsed.error.issues.map((iss) => `card.skills.${[i, ...iss.path].join('.')}: ${iss.message}`),
+      );
+    });
     this.#opts = options;
     this.#bindings = bindings;
     this.handler = new A2ARequestHandler(options);
     this.handler.onSkillsChanged(() => this.#cardCache.clear());
-    for (const s of options.card.skills ?? []) this.handler.declareSkill(s);
+    for (const s of skills) this.handler.declareSkill(s);
     this.#maxBody = options.limits?.maxBodyBytes ?? 1024 * 1024;
     this.#deps = {
       handler: this.handler,

@@ -190,6 +190,7 @@ describe('A2AConfigError for a bad number', () => {
         { limits: { perCaller: { maxConcurrentTasks: 0 } } },
         { push: { enabled: true, send: async () => undefined }, taskStore: notPushStore },
         { heartbeatMs: -1 },
+        { card: { ...card, skills: [{ id: 'no name, no description' }] } },
       ]) {
         refusal(() => server(extra));
       }
@@ -265,7 +266,41 @@ describe('A2AConfigError for a bad per-call number, before anything is sent', ()
     expect(counting.sent).toBe(0);
   });
 
+  it('DiscoveryClient.discover refuses a bad timeoutMs the same way', async () => {
+    const d = new DiscoveryClient({ dispatcher: counting });
+    for (const timeoutMs of [Number.NaN, -1, 0, 2 ** 31]) {
+      await expect(d.discover(url, { timeoutMs })).rejects.toThrow(
+        new A2AConfigError('DiscoveryClient.discover', [
+          `timeoutMs must be a number of milliseconds above 0 and at most 2147483647, got ${timeoutMs}`,
+        ]),
+      );
+    }
+    expect(counting.sent).toBe(0);
+  });
+
+  it('streamTaskUpdates takes resumeBackoffMs 0 (resume at once) and refuses -1', async () => {
+    const resume = async (resumeBackoffMs: number) => {
+      try {
+        for await (const _ of client.streamTaskUpdates(
+          url,
+          { message: message() },
+          { resumeBackoffMs, maxReconnects: 0 },
+        ))
+          break;
+      } catch (err) {
+        return err;
+      }
+      return undefined;
+    };
+    const before = counting.sent;
+    expect(await resume(-1)).toBeInstanceOf(A2AConfigError);
+    expect(counting.sent).toBe(before);
+    // Taken: it goes on to the (unreachable) agent.
+    expect(await resume(0)).not.toBeInstanceOf(A2AConfigError);
+  });
+
   it('a message that is not an object is INVALID_PARAMS, not a bare TypeError', async () => {
+    const before = counting.sent;
     for (const bad of ['text', null, 42]) {
       for (const call of [
         () => client.sendMessage(url, bad as never),
@@ -281,7 +316,7 @@ describe('A2AConfigError for a bad per-call number, before anything is sent', ()
         expect(err).toMatchObject({ code: 'INVALID_PARAMS' });
       }
     }
-    expect(counting.sent).toBe(0);
+    expect(counting.sent).toBe(before);
   });
 
   it('TaskManager.waitForCompletion refuses a bad timeoutMs instead of timing out at once', async () => {

@@ -4,7 +4,7 @@
 // redirect, and a dead receiver holds up neither the task nor other receivers.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { pino } from 'pino';
 import { Agent, type Dispatcher } from 'undici';
 import {
@@ -225,6 +225,35 @@ describe('delivery', () => {
     expect(gap1).toBeGreaterThanOrEqual(155);
     expect(gap2).toBeGreaterThanOrEqual(315);
     expect(send.stats()).toMatchObject({ delivered: 3, retries: 2, failed: 0, queued: 0 });
+  });
+
+  it('a backoff at the longest timer stays within it, jitter included (a longer wait would end at once)', async () => {
+    const r = await receiver(() => 503);
+    const longest = 2 ** 31 - 1;
+    const { send } = sender({
+      allowAddresses: ['127.0.0.0/8'],
+      initialBackoffMs: longest,
+      maxBackoffMs: longest,
+      maxAttempts: 2,
+    });
+    const timeouts = vi.spyOn(globalThis, 'setTimeout');
+    // The top of the ±20 % jitter.
+    const random = vi.spyOn(Math, 'random').mockReturnValue(0.999);
+    try {
+      await send({ taskId: 't1', id: 'c', url: r.url }, status(1));
+      await vi.waitFor(() => expect(r.hits).toHaveLength(1));
+      await vi.waitFor(() =>
+        expect(timeouts.mock.calls.some(([, ms]) => (ms ?? 0) >= longest * 0.8)).toBe(true),
+      );
+      const waits = timeouts.mock.calls.map(([, ms]) => ms ?? 0).filter((ms) => ms >= longest * 0.8);
+      expect(waits.every((ms) => ms <= longest)).toBe(true);
+      // Still waiting: no second attempt within a moment.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(r.hits).toHaveLength(1);
+    } finally {
+      random.mockRestore();
+      timeouts.mockRestore();
+    }
   });
 
   it('does not follow a redirect, and does not retry it', async () => {

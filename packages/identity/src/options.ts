@@ -46,7 +46,7 @@ export const BUDGET_MS = `a number of milliseconds above 0 and at most ${MAX_TIM
  * 0 and at most {@link MAX_TIMER_MS}, fractions taken (a caller passes what
  * is left of a deadline). A plain check, no zod: it runs on every call.
  */
-export function isBudgetMs(v: unknown): v is number {
+export function isBudgetMs(v: unknown): boolean {
   return typeof v === 'number' && v > 0 && v <= MAX_TIMER_MS;
 }
 

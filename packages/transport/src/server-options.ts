@@ -6,12 +6,7 @@ import type { Http2SecureServer } from 'node:http2';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { wholeNumber, type IdentityProvider } from '@weave/identity';
 import { z } from 'zod';
-import {
-  formatIssues,
-  parseTransportConfig,
-  type TransportConfig,
-  type TransportConfigInput,
-} from './config.js';
+import { parseTransportConfig, type TransportConfig, type TransportConfigInput } from './config.js';
 import { TransportConfigError, TransportIdentityError } from './errors.js';
 import { bundlesPem, svidPem, TLS_CIPHERS, TLS_SECURE_OPTIONS } from './tls.js';
 
@@ -141,7 +136,7 @@ export interface TlsRefusalLogRate {
 // timer cap. Each bad value would fail silently instead: a NaN max logs every
 // refusal, a max under 1 none; a NaN window stays open forever (silent after
 // the first max lines), a window under 1 ms never limits.
-const TlsRefusalLogRateSchema = z.strictObject({
+const TlsRefusalLogRateSchema = z.object({
   max: wholeNumber(
     1,
     Number.MAX_SAFE_INTEGER,
@@ -171,7 +166,11 @@ export function logTlsRefusals(
   msg = 'TLS handshake refused',
 ): () => void {
   const checked = TlsRefusalLogRateSchema.safeParse(rate);
-  if (!checked.success) throw new TransportConfigError(formatIssues(checked.error).map((m) => `rate.${m}`));
+  if (!checked.success) {
+    throw new TransportConfigError(
+      checked.error.issues.map((i) => `${['rate', ...i.path.map(String)].join('.')}: ${i.message}`),
+    );
+  }
   let windowStart = 0;
   let lines = 0;
   let suppressed = 0;

@@ -252,9 +252,11 @@ describe('refused handshakes are logged with the reason, rate-limited', () => {
       expect(err).toMatchObject({ code: 'INVALID_TRANSPORT_CONFIG' });
       expect((err as Error).message).toContain(message);
     }
-    // Nothing was installed by the refused calls; a good rate is.
+    // Not an object at all: named as rate itself.
+    expect(() => logTlsRefusals(server, log, null as never)).toThrow(/invalid transport config: rate: /);
+    // Nothing was installed by the refused calls; a good rate is, with whatever else its object carries.
     expect(server.listenerCount('tlsClientError')).toBe(0);
-    const stop = logTlsRefusals(server, log, { max: 1, windowMs: 1 });
+    const stop = logTlsRefusals(server, log, { max: 1, windowMs: 1, note: 'kept' } as never);
     expect(server.listenerCount('tlsClientError')).toBe(1);
     stop();
   });
