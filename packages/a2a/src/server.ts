@@ -94,7 +94,12 @@ export interface A2AServerOptions {
   /** Events kept per task for `Last-Event-ID` replay. Default 1000. */
   readonly maxEventsPerTask?: number;
   readonly limits?: A2AServerLimits;
-  /** Interval of SSE heartbeat comments in ms; 0 disables. Default 15 000. */
+  /**
+   * Interval of SSE heartbeat comments in ms; 0 disables. Default 15 000.
+   * Over HTTP/2 each heartbeat also pings the client's connection (one PING
+   * at a time per connection), and a PING unanswered for one interval ends
+   * the stream: a hung client's subscriber is let go.
+   */
   readonly heartbeatMs?: number;
   readonly push?: A2APushOptions;
   /**

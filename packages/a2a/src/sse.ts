@@ -1,5 +1,34 @@
+import type { Http2Session, ServerHttp2Stream } from 'node:http2';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { type A2AError, A2AErrors, restErrorBody } from './errors.js';
+
+/**
+ * Per HTTP/2 connection: when its PING still unanswered was sent, if one is.
+ * Shared by the connection's streams, so that it carries one PING at a time.
+ */
+const pingSentAt = new WeakMap<Http2Session, number>();
+
+/**
+ * Whether the client on `session` still answers: it is pinged (one PING at a
+ * time), and a PING unanswered for `ms` means its HTTP/2 stack stopped: a
+ * hung process whose kernel still takes the bytes, which the heartbeats
+ * alone never reveal (they fit in the socket buffers).
+ */
+function clientAnswers(session: Http2Session, ms: number): boolean {
+  const sent = pingSentAt.get(session);
+  const now = Date.now();
+  if (sent !== undefined) return now - sent < ms;
+  if (session.destroyed || session.closed) return true;
+  try {
+    const queued = session.ping((err) => {
+      if (!err) pingSentAt.delete(session);
+    });
+    if (queued) pingSentAt.set(session, now);
+  } catch {
+    // A session going away refuses new pings; its close ends the stream anyway.
+  }
+  return true;
+}
 
 /** Default of {@link SseWriter}'s `maxQueuedBytes`: events held for one slow subscriber. */
 const DEFAULT_MAX_QUEUED_BYTES = 8 * 1024 * 1024;
@@ -66,7 +95,14 @@ export class SseWriter {
       this.#flush();
     });
     if (heartbeatMs > 0) {
+      // HTTP/2: a PING per heartbeat too. HTTP/1.1 has nothing like it.
+      const session = (reply.raw as { stream?: ServerHttp2Stream }).stream?.session;
       this.#timer = setInterval(() => {
+        if (session && !clientAnswers(session, heartbeatMs)) {
+          // Let go of the subscriber (and its slot in maxSubscribersPerTask).
+          reply.raw.destroy();
+          return;
+        }
         // A backed-up stream is not idle: no heartbeat needed (nor queued).
         if (this.#queue.length === 0 && !this.#blocked) this.#write(': keep-alive\n\n');
       }, heartbeatMs);

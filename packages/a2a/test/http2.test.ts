@@ -4,8 +4,9 @@ import { AllowAllEnforcer } from '@weave/authz';
 import { authorizeMemberOf } from '@weave/identity';
 import { SecureChannel } from '@weave/transport';
 import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
-import { A2AClient, A2AServer, type StreamEvent } from '../src/index.js';
+import { A2AClient, A2AError, A2AServer, type StreamEvent } from '../src/index.js';
 import { baseUrl, createPki, type Pki } from '@weave/test-support';
+import { TcpRelay } from '@weave/test-support/tcp-relay';
 
 let pki: Pki;
 let app: MtlsFastifyInstance;
@@ -84,5 +85,110 @@ describe('over HTTP/2', () => {
     }
     // The task, WORKING, every message, COMPLETED.
     expect(n).toBe(BULK + 3);
+  });
+});
+
+describe('HTTP/2 heartbeats', () => {
+  it('let go of a subscriber whose client stopped answering PINGs (a hung process whose kernel still takes the bytes)', async () => {
+    const server = await pki.workload('/agent/h2-quiet');
+    const client = await pki.workload('/agent/h2-client');
+    const released: Array<() => void> = [];
+    const quiet = new A2AServer({
+      card: { name: 'h2-quiet', description: '', version: '1' },
+      selfId: server.id,
+      enforcer: new AllowAllEnforcer({ audit: { record: () => undefined } }),
+      heartbeatMs: 200,
+      // One subscriber per task: a subscriber kept for a gone client blocks the next.
+      limits: { maxSubscribersPerTask: 1 },
+    });
+    quiet.registerTaskHandler('quiet', async (ctx) => {
+      await new Promise<void>((resolve) => {
+        released.push(resolve);
+        ctx.signal.addEventListener('abort', () => resolve());
+      });
+      return undefined;
+    });
+    const h2 = createMtlsServer({
+      identity: server.identity,
+      authorize: authorizeMemberOf('test.weave'),
+      config: { httpVersion: 'http2' },
+    });
+    await h2.register(quiet.plugin);
+    await h2.listen({ port: 0, host: '127.0.0.1' });
+    const direct = baseUrl(h2);
+    // The hung client's connection goes through a relay that stops reading: its kernel
+    // still takes what the server writes (heartbeats fit), nothing answers a PING.
+    const relay = new TcpRelay(Number(new URL(direct).port));
+    await relay.listen();
+    const relayed = new SecureChannel(client.identity, server.id, {
+      httpVersion: 'http2',
+      circuitBreaker: false,
+    });
+    const straight = new SecureChannel(client.identity, server.id, {
+      httpVersion: 'http2',
+      circuitBreaker: false,
+    });
+    const ac = new AbortController();
+    try {
+      const hung = new A2AClient({ dispatcher: relayed, streamIdleTimeoutMs: 0 });
+      const events = hung.sendStreamingMessage(
+        `https://127.0.0.1:${relay.port}/`,
+        {
+          message: {
+            messageId: crypto.randomUUID(),
+            role: 'ROLE_USER',
+            parts: [{ text: 'x' }],
+            metadata: { skill: 'quiet' },
+          },
+        },
+        { signal: ac.signal },
+      );
+      const first = (await events.next()).value as StreamEvent;
+      const taskId = (first as { task: { id: string } }).task.id;
+      relay.silence('pause');
+      // The next subscriber, on a live connection, is taken once the server has let the hung one go.
+      const other = new A2AClient({ dispatcher: straight });
+      const end = Date.now() + 5_000;
+      let got: StreamEvent | undefined;
+      for (;;) {
+        const sub = other.subscribeToTask(direct, taskId);
+        try {
+          got = (await sub.next()).value as StreamEvent;
+          break;
+        } catch (err) {
+          // Still held: UNSUPPORTED_OPERATION (the task's one subscriber).
+          expect(err).toBeInstanceOf(A2AError);
+          expect(err).toMatchObject({ code: 'UNSUPPORTED_OPERATION' });
+          if (Date.now() > end) throw new Error('the hung subscriber was never let go', { cause: err });
+          await new Promise((r) => setTimeout(r, 100));
+        } finally {
+          await sub.return(undefined);
+        }
+      }
+      expect(got).toMatchObject({ task: { id: taskId } });
+      // A live client answers the PINGs: its stream stays through ten heartbeats and sees the task end.
+      const live = other.sendStreamingMessage(direct, {
+        message: {
+          messageId: crypto.randomUUID(),
+          role: 'ROLE_USER',
+          parts: [{ text: 'y' }],
+          metadata: { skill: 'quiet' },
+        },
+      });
+      expect(await live.next()).toMatchObject({ done: false });
+      await new Promise((r) => setTimeout(r, 2_000));
+      for (const r of released.splice(0)) r();
+      const rest: StreamEvent[] = [];
+      for await (const e of live) rest.push(e);
+      expect(rest.at(-1)).toMatchObject({ statusUpdate: { status: { state: 'TASK_STATE_COMPLETED' } } });
+    } finally {
+      ac.abort();
+      for (const r of released) r();
+      await relay.close();
+      await relayed.close();
+      await straight.close();
+      await quiet.close();
+      await h2.close();
+    }
   });
 });
