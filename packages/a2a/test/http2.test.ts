@@ -24,7 +24,8 @@ beforeAll(async () => {
     card: { name: 'h2', description: '', version: '1' },
     selfId: server.id,
     enforcer: new AllowAllEnforcer({ audit: { record: () => undefined } }),
-    heartbeatMs: 0,
+    // Each heartbeat pings the connection too: a reader slowed by flow control must still answer.
+    heartbeatMs: 100,
   });
   a2a.registerTaskHandler('steps', async (ctx) => {
     for (let i = 0; i < 3; i++)
@@ -79,7 +80,8 @@ describe('over HTTP/2', () => {
         metadata: { skill: 'bulk' },
       },
     })) {
-      // Holds the first event for three idle limits: flow control stops the server meanwhile.
+      // Holds the first event for three idle limits (nine heartbeats, each with a PING):
+      // flow control stops the server meanwhile, and the stream is not taken for a hung client's.
       if (n++ === 0) await new Promise((r) => setTimeout(r, 900));
       void e;
     }
