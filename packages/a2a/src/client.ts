@@ -1,15 +1,14 @@
 import type { Dispatcher } from 'undici';
 import { z } from 'zod';
-import { BUDGET_MS, MAX_TIMER_MS, isBudgetMs, randomUuid } from '@weave/identity';
+import { MAX_TIMER_MS, budgetMs, randomUuid } from '@weave/identity';
 import { A2AClientError, A2AError, A2AErrorCode } from './errors.js';
 import {
   A2AConfigError,
-  budgetMs,
+  checkBudget,
   checkOptions,
   countOr0,
   durationMs,
   positiveCount,
-  shown,
   timerMsOr0,
 } from './options.js';
 import { DiscoveryClient, type DiscoveryClientOptions, type DiscoveryStats } from './discovery.js';
@@ -684,9 +683,7 @@ function validate<S extends z.ZodType>(schema: S, value: unknown, method: string
  * @throws {A2AConfigError}
  */
 function callMs(name: string, given: number | undefined, fallback: number): number {
-  if (given === undefined) return fallback;
-  if (isBudgetMs(given)) return given;
-  throw new A2AConfigError('A2AClient call', [`${name} must be ${BUDGET_MS}, got ${shown(given)}`]);
+  return given === undefined ? fallback : checkBudget('A2AClient call', name, given);
 }
 
 function toParams(p: SendMessageParams | Message): SendMessageParams {

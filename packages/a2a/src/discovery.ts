@@ -1,9 +1,9 @@
 import { request, type Dispatcher } from 'undici';
-import { BUDGET_MS, SpiffeId, isBudgetMs } from '@weave/identity';
+import { SpiffeId, budgetMs } from '@weave/identity';
 import { verifyAgentCard, type VerifyAgentCardOptions } from './card-signing.js';
 import { z } from 'zod';
 import { A2AClientError } from './errors.js';
-import { A2AConfigError, budgetMs, checkOptions, durationMs, positiveCount, shown } from './options.js';
+import { A2AConfigError, checkBudget, checkOptions, durationMs, positiveCount } from './options.js';
 import { callFailure, deadlineExceeded, readLimited, untilAborted } from './transports/http.js';
 import { AgentCardSchema, type AgentCard } from './wire/v1.js';
 
@@ -116,12 +116,9 @@ export class DiscoveryClient {
    * own signal or `timeoutMs`, and the fetch is abandoned once no caller waits.
    */
   async discover(url: string, options: DiscoverOptions = {}): Promise<AgentCard> {
-    if (options.timeoutMs !== undefined && !isBudgetMs(options.timeoutMs)) {
-      // A NaN or out-of-range wait would end at once as DEADLINE_EXCEEDED.
-      throw new A2AConfigError('DiscoveryClient.discover', [
-        `timeoutMs must be ${BUDGET_MS}, got ${shown(options.timeoutMs)}`,
-      ]);
-    }
+    // A NaN or out-of-range wait would end at once as DEADLINE_EXCEEDED.
+    if (options.timeoutMs !== undefined)
+      checkBudget('DiscoveryClient.discover', 'timeoutMs', options.timeoutMs);
     const cardUrl = this.#cardUrl(url);
     const now = Date.now();
     const hit = this.#cache.get(cardUrl);

@@ -1,5 +1,5 @@
 import { isDeepStrictEqual } from 'node:util';
-import { BUDGET_MS, WeaveError, isBudgetMs, randomUuid } from '@weave/identity';
+import { WeaveError, randomUuid } from '@weave/identity';
 import { z } from 'zod';
 import { Deadlines } from './deadlines.js';
 import type {
@@ -25,7 +25,7 @@ import {
 import type { Artifact, Message, StreamResponse, Struct, Task, TaskState } from './wire/v1.js';
 import { endsTask as eventEndsTask, isSettled, isTerminal, stateOfEvent } from './wire/v1.js';
 import { A2AErrors } from './errors.js';
-import { A2AConfigError, checkOptions, positiveCount, shown, timerMs } from './options.js';
+import { checkBudget, checkOptions, positiveCount, timerMs } from './options.js';
 
 /** Where every task's write queue starts: a settled promise is only chained from, so one serves all tasks. */
 const RESOLVED: Promise<void> = Promise.resolve();
@@ -665,12 +665,8 @@ export class TaskManager {
     id: string,
     options: { signal?: AbortSignal; terminalOnly?: boolean; timeoutMs?: number } = {},
   ): Promise<Task> {
-    if (options.timeoutMs !== undefined && !isBudgetMs(options.timeoutMs)) {
-      // A NaN or out-of-range wait would time out at once.
-      throw new A2AConfigError('waitForCompletion', [
-        `timeoutMs must be ${BUDGET_MS}, got ${shown(options.timeoutMs)}`,
-      ]);
-    }
+    // A NaN or out-of-range wait would time out at once.
+    if (options.timeoutMs !== undefined) checkBudget('waitForCompletion', 'timeoutMs', options.timeoutMs);
     const deadline = options.timeoutMs === undefined ? undefined : Date.now() + options.timeoutMs;
     for (;;) {
       const live = this.#live.get(id) ?? this.#settling.get(id);

@@ -5,10 +5,9 @@
 // warning, and a size of 0 or -1 refuses every request.
 import { z } from 'zod';
 import {
-  BUDGET_MS,
   MAX_TIMER_MS,
   WeaveError,
-  isBudgetMs,
+  budgetRefusal,
   timerMs as identityTimerMs,
   wholeNumber,
 } from '@weave/identity';
@@ -29,16 +28,15 @@ export class A2AConfigError extends WeaveError {
 export const timerMs = identityTimerMs();
 
 /**
- * A call's time budget: more than 0 and at most `MAX_TIMER_MS` ms, fractions
- * taken (a caller passes what is left of a deadline).
+ * `value`, the per-call time budget `name` of `owner`, once checked (see
+ * `budgetRefusal`). Plain comparisons: it runs on every call that takes one.
+ *
+ * @throws {A2AConfigError} naming `owner` and `name` when it is not one.
  */
-export const budgetMs = z
-  .number({ error: (i) => `must be ${BUDGET_MS}, got ${shown(i.input)}` })
-  .refine(isBudgetMs, { error: (i) => `must be ${BUDGET_MS}, got ${shown(i.input)}` });
-
-/** `v` for an error message: numbers as written (`NaN`, `-1`, `1.5`), anything else by its type. */
-export function shown(v: unknown): string {
-  return typeof v === 'number' ? String(v) : typeof v;
+export function checkBudget(owner: string, name: string, value: number): number {
+  const refusal = budgetRefusal(value);
+  if (refusal !== undefined) throw new A2AConfigError(owner, [`${name} ${refusal}`]);
+  return value;
 }
 
 /** A timer's delay, or 0 for the `zero` case ("off", "no limit"). */

@@ -58,6 +58,6 @@ export {
 export { formatKeyPath, lineCol, scanJson, type DuplicateJsonKey, type JsonPath } from './json.js';
 export { randomUuid } from './uuid.js';
 // The bounds every package puts on the numbers of its options (timeouts above all).
-export { BUDGET_MS, MAX_TIMER_MS, isBudgetMs, timerMs, wholeNumber } from './options.js';
+export { MAX_TIMER_MS, budgetMs, budgetRefusal, timerMs, wholeNumber } from './options.js';
 export type { X509Certificate } from '@peculiar/x509';
 export * from './workload/index.js';

@@ -38,17 +38,25 @@ export function timerMs(min = 1): z.ZodNumber {
   return wholeNumber(min, MAX_TIMER_MS, `a whole number of milliseconds from ${min} to ${MAX_TIMER_MS}`);
 }
 
-/** What a call's time budget must be ({@link isBudgetMs}), for error messages. */
-export const BUDGET_MS = `a number of milliseconds above 0 and at most ${MAX_TIMER_MS}`;
+const BUDGET_MS = `a number of milliseconds above 0 and at most ${MAX_TIMER_MS}`;
 
 /**
- * True when `v` can be a call's time budget: a number of milliseconds above
- * 0 and at most {@link MAX_TIMER_MS}, fractions taken (a caller passes what
- * is left of a deadline). A plain check, no zod: it runs on every call.
+ * Why `v` cannot be a call's time budget (`must be …, got …`), or undefined
+ * when it can: a number of milliseconds above 0 and at most
+ * {@link MAX_TIMER_MS}, fractions taken (a caller passes what is left of a
+ * deadline). A plain check, no zod: it runs on every call.
  */
-export function isBudgetMs(v: unknown): boolean {
-  return typeof v === 'number' && v > 0 && v <= MAX_TIMER_MS;
+export function budgetRefusal(v: unknown): string | undefined {
+  return typeof v === 'number' && v > 0 && v <= MAX_TIMER_MS
+    ? undefined
+    : `must be ${BUDGET_MS}, got ${shown(v)}`;
 }
+
+/** A zod schema for an option that is a call's time budget ({@link budgetRefusal}). */
+export const budgetMs = z.number({ error: (i) => budgetRefusal(i.input) }).superRefine((v, ctx) => {
+  const refusal = budgetRefusal(v);
+  if (refusal !== undefined) ctx.addIssue({ code: 'custom', message: refusal });
+});
 
 /** Zod issues as `path: message` (the path under `at`, when given), joined for one error message. */
 function issueText(error: z.ZodError, at?: string): string {

@@ -14,7 +14,7 @@ import { defaultLogger, type Logger } from '../log.js';
 import type { TrustDomain } from '../spiffe-id.js';
 import { SpiffeId } from '../spiffe-id.js';
 import { X509Svid } from '../x509-svid.js';
-import { BUDGET_MS, isBudgetMs, MAX_TIMER_MS, shown } from '../options.js';
+import { budgetRefusal, MAX_TIMER_MS } from '../options.js';
 import { IdentityConfigError } from '../provider.js';
 import { resolveWorkloadApiAddress, type WorkloadApiAddress } from './address.js';
 import { ExponentialBackoff, resolveBackoff, type BackoffOptions, type ResolvedBackoff } from './backoff.js';
@@ -381,10 +381,9 @@ export class WorkloadApiClient {
     if (options.timeoutMs === undefined) return {};
     // Refused, not passed on: a NaN, negative or zero deadline fails the call at
     // once with a misleading WORKLOAD_API_DEADLINE_EXCEEDED.
-    if (!isBudgetMs(options.timeoutMs)) {
-      throw new IdentityConfigError(
-        `invalid Workload API call options: timeoutMs: must be ${BUDGET_MS}, got ${shown(options.timeoutMs)}`,
-      );
+    const refusal = budgetRefusal(options.timeoutMs);
+    if (refusal !== undefined) {
+      throw new IdentityConfigError(`invalid Workload API call options: timeoutMs: ${refusal}`);
     }
     return { deadline: new Date(Date.now() + options.timeoutMs) };
   }
