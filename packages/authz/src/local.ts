@@ -9,7 +9,8 @@ import { PinoAuditSink, type AuditSink } from './audit.js';
 import { auditSubject, DecisionRecorder, normalizeCheck, type Verdict } from './decision.js';
 import { AuthzConfigError, PolicyError } from './errors.js';
 import { MatcherCache } from './matchers.js';
-import { CompiledPolicy, parsePolicyWith, validatePolicyWith } from './policy.js';
+import { CompiledPolicy, parsePolicyInSlices, validatePolicyWith } from './policy.js';
+import { runNow, runSliced, type Slices } from './slices.js';
 import type { AuthzDecision, Direction, InboundCheck, OutboundCheck, PolicyEnforcer } from './types.js';
 
 /** Options shared by every way of building a {@link LocalPolicyEnforcer}. */
@@ -98,7 +99,7 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
     text: string,
     options: LocalPolicyOptions & { source?: string } = {},
   ): LocalPolicyEnforcer {
-    return new LocalPolicyEnforcer(compileText(text, options.source ?? '<string>'), options);
+    return new LocalPolicyEnforcer(runNow(compileText(text, options.source ?? '<string>')), options);
   }
 
   /**
@@ -117,7 +118,7 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
     }
     const file = resolve(path);
     const { text, sha256 } = await readPolicyFile(file);
-    const enforcer = new LocalPolicyEnforcer(compileText(text, file), options);
+    const enforcer = new LocalPolicyEnforcer(await runSliced(compileText(text, file)), options);
     enforcer.file = file;
     enforcer.sha256 = sha256;
     enforcer.fileOptions = options;
@@ -250,7 +251,7 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
       } else {
         // Incremental: unchanged rules and matchers of the policy in force are reused. Nothing
         // of it is modified, so a file that fails here leaves it deciding as before.
-        const next = compileText(text, file, this.policy);
+        const next = await runSliced(compileText(text, file, this.policy));
         if (this.closed)
           return { ok: true, policyId: this.policy.id, sha256, changed: false, rulesCompiled: 0 };
         this.policy = next;
@@ -282,11 +283,16 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
   }
 }
 
-/** Parses, validates and compiles policy text, reusing what `previous` compiled. */
-function compileText(text: string, source: string, previous?: CompiledPolicy): CompiledPolicy {
+/**
+ * Parses, validates and compiles policy text, reusing what `previous`
+ * compiled. In slices: a file load or reload yields to the event loop between
+ * them (the policy in force decides meanwhile), a string is compiled at once.
+ */
+function* compileText(text: string, source: string, previous?: CompiledPolicy): Slices<CompiledPolicy> {
   const matchers = new MatcherCache(previous?.matchers);
   const known = previous && ((id: string) => previous.rule(id)?.source);
-  return new CompiledPolicy(parsePolicyWith(text, source, matchers, known), previous, matchers);
+  const doc = yield* parsePolicyInSlices(text, source, matchers, known);
+  return yield* CompiledPolicy.inSlices(doc, previous, matchers);
 }
 
 async function readPolicyFile(file: string): Promise<{ text: string; sha256: string }> {

@@ -12,6 +12,7 @@ import {
   type RawIdMatcher,
 } from './matchers.js';
 import { formatKeyPath, lineCol, scanJson, type SpiffeId } from '@weave/identity';
+import { ITEMS_PER_YIELD, runNow, type Slices } from './slices.js';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]*$/;
 const name = (what: string) =>
@@ -62,13 +63,15 @@ function documentSchema(matchers: MatcherCache) {
     description: z.string().optional(),
   });
 
-  return z.strictObject({
+  const rules = z.array(ruleSchema, { error: 'rules must be a list' });
+  const document = z.strictObject({
     version: z.literal(1, { error: 'version must be 1' }),
     id: name('policy id'),
     default: z.literal('deny', { error: 'default must be "deny": Weave has no default that allows' }),
     description: z.string().optional(),
-    rules: z.array(ruleSchema, { error: 'rules must be a list' }),
+    rules,
   });
+  return { document, rules };
 }
 
 /** A validated policy document, as written in YAML or JSON. */
@@ -142,7 +145,7 @@ export function validatePolicy(input: unknown, source = '<object>'): PolicyDocum
 
 /** {@link validatePolicy} compiling matchers through `matchers` (see {@link CompiledPolicy}). */
 export function validatePolicyWith(input: unknown, source: string, matchers: MatcherCache): PolicyDocument {
-  const res = checkDocument(input, matchers, undefined);
+  const res = runNow(checkDocument(input, matchers, undefined));
   if (!res.success)
     throw new PolicyError(
       source,
@@ -160,27 +163,31 @@ export function validatePolicyWith(input: unknown, source: string, matchers: Mat
  * @throws {PolicyError} whose issues name the line, the key path and the problem.
  */
 export function parsePolicy(text: string, source = '<string>'): PolicyDocument {
-  return parsePolicyWith(text, source, new MatcherCache());
+  return runNow(parsePolicyInSlices(text, source, new MatcherCache()));
 }
 
-/** {@link parsePolicy} compiling matchers through `matchers` (see {@link CompiledPolicy}). */
-export function parsePolicyWith(
+/**
+ * {@link parsePolicy} as work in slices (see {@link Slices}), compiling
+ * matchers through `matchers` (see {@link CompiledPolicy}); `known` gives the
+ * validated rules of the policy in force, whose equals are not validated again.
+ */
+export function parsePolicyInSlices(
   text: string,
   source: string,
   matchers: MatcherCache,
   known?: KnownRules,
-): PolicyDocument {
+): Slices<PolicyDocument> {
   return /^\s*\{/.test(text)
     ? parseJsonPolicy(text, source, matchers, known)
     : parseYamlPolicy(text, source, matchers, known);
 }
 
-function parseYamlPolicy(
+function* parseYamlPolicy(
   text: string,
   source: string,
   matchers: MatcherCache,
   known: KnownRules | undefined,
-): PolicyDocument {
+): Slices<PolicyDocument> {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false, strict: true });
   if (doc.errors.length > 0) {
@@ -204,7 +211,8 @@ function parseYamlPolicy(
   }
   if (value === null || value === undefined)
     throw new PolicyError(source, [{ path: '', message: 'the policy document is empty' }]);
-  const res = checkDocument(value, matchers, known);
+  yield;
+  const res = yield* checkDocument(value, matchers, known);
   if (!res.success)
     throw new PolicyError(
       source,
@@ -215,12 +223,12 @@ function parseYamlPolicy(
 
 const YAML_FALLBACK_MAX = 1 << 20;
 
-function parseJsonPolicy(
+function* parseJsonPolicy(
   text: string,
   source: string,
   matchers: MatcherCache,
   known: KnownRules | undefined,
-): PolicyDocument {
+): Slices<PolicyDocument> {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -228,7 +236,7 @@ function parseJsonPolicy(
     // Not JSON: may be a YAML flow mapping ("{version: 1, …}"), which YAML always accepted. The
     // YAML parser also locates syntax errors best; above 1 MiB it is too slow for that (seconds
     // on the event loop), so a large file gets the JSON parser's own position.
-    if (text.length <= YAML_FALLBACK_MAX) return parseYamlPolicy(text, source, matchers, known);
+    if (text.length <= YAML_FALLBACK_MAX) return yield* parseYamlPolicy(text, source, matchers, known);
     // V8 names the offset for most syntax errors ("… in JSON at position 42").
     const message = firstLine((err as Error).message);
     const at = /at position (\d+)/.exec(message);
@@ -237,6 +245,7 @@ function parseJsonPolicy(
       cause: err,
     });
   }
+  yield;
   // JSON.parse keeps the last of duplicate keys silently; the YAML parser refuses them, and so
   // must this: a second "effect" further down a rule must not quietly win.
   const dup = scanJson(text);
@@ -249,7 +258,8 @@ function parseJsonPolicy(
       },
     ]);
   }
-  const res = checkDocument(value, matchers, known);
+  yield;
+  const res = yield* checkDocument(value, matchers, known);
   if (!res.success) {
     // Only a bad document pays for locating its issues: one more pass over the text.
     const offsets = new Map<string, number>();
@@ -280,40 +290,56 @@ type Checked =
  * to a rule of the policy in force: those were validated when it was loaded,
  * and its validated object is kept, so a reload runs zod over the changed
  * rules only. Then checks that rule ids are unique across all of them.
- * Linear in the size of the document.
+ * Linear in the size of the document; the rules are validated in slices of
+ * {@link ITEMS_PER_YIELD}, and validation stops once a page of issues
+ * ({@link MAX_ISSUES}, all a {@link PolicyError} shows) is found.
  */
-function checkDocument(value: unknown, matchers: MatcherCache, known: KnownRules | undefined): Checked {
+function* checkDocument(
+  value: unknown,
+  matchers: MatcherCache,
+  known: KnownRules | undefined,
+): Slices<Checked> {
   const schema = documentSchema(matchers);
   const rules = (value as { rules?: unknown } | null)?.rules;
-  let data: PolicyDocument;
-  if (known === undefined || !Array.isArray(rules) || typeof value !== 'object') {
-    const res = schema.safeParse(value);
-    if (!res.success) return { success: false, issues: res.error.issues };
-    data = res.data;
-  } else {
-    const kept: (PolicyRule | undefined)[] = [];
-    const fresh: number[] = [];
-    rules.forEach((r: unknown, i) => {
-      const k = unchanged(r, known);
-      kept.push(k);
-      if (k === undefined) fresh.push(i);
-    });
-    const res = schema.safeParse({ ...value, rules: fresh.map((i) => rules[i] as unknown) });
-    if (!res.success) {
-      // Issue paths name the position in the whole list, not in the changed ones.
-      const issues = res.error.issues.map((iss) =>
-        iss.path[0] === 'rules' && typeof iss.path[1] === 'number'
-          ? { ...iss, path: ['rules', fresh[iss.path[1]] as number, ...iss.path.slice(2)] }
-          : iss,
-      );
-      return { success: false, issues };
-    }
-    res.data.rules.forEach((r, j) => (kept[fresh[j] as number] = r));
-    data = { ...res.data, rules: kept as PolicyRule[] };
+  if (!Array.isArray(rules) || typeof value !== 'object') {
+    const res = schema.document.safeParse(value);
+    return res.success ? yield* uniqueIds(res.data) : { success: false, issues: res.error.issues };
   }
+  const kept: (PolicyRule | undefined)[] = new Array<PolicyRule | undefined>(rules.length);
+  const fresh: number[] = [];
+  for (let i = 0; i < rules.length; i++) {
+    const k = known === undefined ? undefined : unchanged(rules[i], known);
+    kept[i] = k;
+    if (k === undefined) fresh.push(i);
+    if (i % ITEMS_PER_YIELD === ITEMS_PER_YIELD - 1) yield;
+  }
+  // The document around its rules, then the rules to validate, a slice at a time.
+  const head = schema.document.safeParse({ ...value, rules: [] });
+  const issues: z.core.$ZodIssue[] = head.success ? [] : [...head.error.issues];
+  for (let j = 0; j < fresh.length && issues.length < MAX_ISSUES; j += ITEMS_PER_YIELD) {
+    const slice = fresh.slice(j, j + ITEMS_PER_YIELD);
+    const res = schema.rules.safeParse(slice.map((i) => rules[i] as unknown));
+    if (res.success) res.data.forEach((r, m) => (kept[slice[m] as number] = r));
+    else {
+      // Issue paths name the position in the whole list, not in the slice.
+      for (const iss of res.error.issues)
+        issues.push({
+          ...iss,
+          path: ['rules', slice[iss.path[0] as number] as number, ...iss.path.slice(1)],
+        });
+    }
+    yield;
+  }
+  if (!head.success || issues.length > 0) return { success: false, issues };
+  return yield* uniqueIds({ ...head.data, rules: kept as PolicyRule[] });
+}
+
+/** Refuses a document whose rule ids are not unique. */
+function* uniqueIds(data: PolicyDocument): Slices<Checked> {
   const issues: z.core.$ZodIssue[] = [];
   const seen = new Map<string, number>();
-  data.rules.forEach((r, i) => {
+  for (let i = 0; i < data.rules.length; i++) {
+    const r = data.rules[i] as PolicyRule;
     const first = seen.get(r.id);
     if (first === undefined) seen.set(r.id, i);
     else
@@ -323,7 +349,8 @@ function checkDocument(value: unknown, matchers: MatcherCache, known: KnownRules
         path: ['rules', i, 'id'],
         message: `duplicate rule id ${JSON.stringify(r.id)} (first used by rules[${first}])`,
       });
-  });
+    if (i % ITEMS_PER_YIELD === ITEMS_PER_YIELD - 1) yield;
+  }
   return issues.length > 0 ? { success: false, issues } : { success: true, data };
 }
 
@@ -426,11 +453,11 @@ class RuleTable {
    * Takes over the sealed index of `old` when it holds the very same rule
    * objects in the same order (a reload that left them alone), else seals anew.
    */
-  sealReusing(old: RuleTable | undefined): void {
+  *sealReusing(old: RuleTable | undefined): Slices<void> {
     const a = this.rules;
     const b = old?.rules;
     if (b === undefined || a.length !== b.length || a.some((r, i) => r !== b[i])) {
-      this.seal();
+      yield* this.seal();
       return;
     }
     const o = old as RuleTable;
@@ -442,10 +469,12 @@ class RuleTable {
     this.index = o.index;
   }
 
-  seal(): void {
+  *seal(): Slices<void> {
     if (this.rules.length <= SMALL_TABLE) return;
     const rest: CompiledRule[] = [];
-    for (const rule of this.rules) {
+    for (let i = 0; i < this.rules.length; i++) {
+      if (i % ITEMS_PER_YIELD === ITEMS_PER_YIELD - 1) yield;
+      const rule = this.rules[i] as CompiledRule;
       const keys = actionKeys(rule);
       if (keys === undefined) {
         rest.push(rule);
@@ -464,7 +493,7 @@ class RuleTable {
       }
     }
     this.rest = rest;
-    if (rest.length > SMALL_TABLE) this.index = calleeIndex(rest);
+    if (rest.length > SMALL_TABLE) this.index = yield* calleeIndex(rest);
   }
 
   collect(st: MatchState): void {
@@ -569,14 +598,16 @@ function addAction(ix: ActionIndex, rule: CompiledRule): void {
   for (const p of rule.actions.prefixes) pushTo(ix.byPrefix, p, rule);
 }
 
-function calleeIndex(rules: readonly CompiledRule[]): CalleeIndex {
+function* calleeIndex(rules: readonly CompiledRule[]): Slices<CalleeIndex> {
   const ix: CalleeIndex = { none: newActionIndex(), exact: new Map(), any: undefined, byTd: new Map() };
   const at = (map: Map<string, ActionIndex>, key: string): ActionIndex => {
     let a = map.get(key);
     if (!a) map.set(key, (a = newActionIndex()));
     return a;
   };
-  for (const rule of rules) {
+  for (let i = 0; i < rules.length; i++) {
+    if (i % ITEMS_PER_YIELD === ITEMS_PER_YIELD - 1) yield;
+    const rule = rules[i] as CompiledRule;
     if (rule.callees === undefined) {
       addAction(ix.none, rule);
       continue;
@@ -691,7 +722,10 @@ export class CompiledPolicy {
    * `previous`: every rule without one; on a reload, the rules changed, added
    * or moved to another position (their precedence changed).
    */
-  readonly rulesCompiled: number;
+  get rulesCompiled(): number {
+    return this.compiled;
+  }
+  private compiled = 0;
   /** The matchers of this version, for the next one to reuse. */
   readonly matchers: MatcherCache;
   private readonly exact = new Map<string, RuleTable>();
@@ -706,15 +740,32 @@ export class CompiledPolicy {
    * @param previous the version in force: a rule with the same id, position
    *   and content is reused as is, and matchers seen there are not compiled again.
    * @param matchers the cache the document was validated with (see
-   *   {@link parsePolicyWith}), so validation and compilation share it.
+   *   {@link parsePolicyInSlices}), so validation and compilation share it.
+   * @param now false for {@link CompiledPolicy.inSlices}: the rules are left to it.
    */
-  constructor(doc: PolicyDocument, previous?: CompiledPolicy, matchers?: MatcherCache) {
+  constructor(doc: PolicyDocument, previous?: CompiledPolicy, matchers?: MatcherCache, now = true) {
     this.id = doc.id;
     this.ruleCount = doc.rules.length;
     this.matchers = matchers ?? new MatcherCache(previous?.matchers);
     this.tables.set('*', this.anyCaller);
+    if (now) runNow(this.fill(doc, previous));
+  }
+
+  /** The constructor's work in slices (see {@link Slices}). */
+  static *inSlices(
+    doc: PolicyDocument,
+    previous?: CompiledPolicy,
+    matchers?: MatcherCache,
+  ): Slices<CompiledPolicy> {
+    const policy = new CompiledPolicy(doc, previous, matchers, false);
+    yield* policy.fill(doc, previous);
+    return policy;
+  }
+
+  private *fill(doc: PolicyDocument, previous: CompiledPolicy | undefined): Slices<void> {
     let compiled = 0;
-    doc.rules.forEach((r, index) => {
+    for (let index = 0; index < doc.rules.length; index++) {
+      const r = doc.rules[index] as PolicyRule;
       const old = previous?.byId.get(r.id);
       const reused = old !== undefined && old.index === index && sameRule(old.source, r);
       if (!reused) compiled++;
@@ -725,12 +776,17 @@ export class CompiledPolicy {
         if (!this.tables.has(m.key)) this.tables.set(m.key, this.add(rule, m));
         else this.add(rule, m);
       }
-    });
+      if (index % ITEMS_PER_YIELD === ITEMS_PER_YIELD - 1) yield;
+    }
     // Lists whose rules are all unchanged keep their index: only what changed is indexed again.
-    for (const [key, t] of this.tables) t.sealReusing(previous?.tables.get(key));
+    let n = 0;
+    for (const [key, t] of this.tables) {
+      yield* t.sealReusing(previous?.tables.get(key));
+      if (++n % ITEMS_PER_YIELD === 0) yield;
+    }
     this.actionPrefixes.seal();
     this.matchers.detach();
-    this.rulesCompiled = compiled;
+    this.compiled = compiled;
   }
 
   /** The compiled rule with this id (a reload reuses unchanged ones: same object). */

@@ -2,7 +2,7 @@ import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SpiffeId } from '@weave/identity';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { AuthzConfigError, LocalPolicyEnforcer, PolicyError, type ReloadEvent } from '../src/index.js';
 import { CollectingSink, memoryLogger } from './helpers/sinks.js';
 
@@ -242,6 +242,53 @@ describe('LocalPolicyEnforcer.fromFile', () => {
       expect(await check(e, 'spiffe://demo.weave/agent/a39', 'act39')).toMatchObject({
         allowed: true,
         ruleId: 'r39',
+      });
+    });
+
+    it('keeps answering decisions, with the policy in force, while a large file is compiled', async () => {
+      const file = join(dir, 'policy.json');
+      const list = rules(20_000);
+      await writeFile(file, doc('v1', list));
+      const { e } = await load(file, { watch: false });
+      await writeFile(file, doc('v2', [{ ...list[0], actions: ['changed'] }, ...list.slice(1)]));
+
+      // The moment the new text is parsed: from there on, the reload is validating and compiling.
+      let parsed = false;
+      const parse = JSON.parse;
+      const spy = vi
+        .spyOn(JSON, 'parse')
+        .mockImplementation((text: string, reviver?: Parameters<typeof parse>[1]) => {
+          const value: unknown = parse(text, reviver);
+          if (text.length > 1_000_000) parsed = true;
+          return value;
+        });
+      const answered: string[] = [];
+      let done = false;
+      let afterParse = 0;
+      const reloading = e.reload().finally(() => (done = true));
+      try {
+        // One decision per turn of the event loop until the reload ends.
+        while (!done) {
+          await new Promise<void>((r) => setImmediate(r));
+          const d = await check(e, 'spiffe://demo.weave/agent/a5', 'act5');
+          answered.push(d.policyId ?? '');
+          if (parsed && !done) afterParse++;
+        }
+      } finally {
+        spy.mockRestore();
+      }
+      expect(await reloading).toMatchObject({ ok: true, changed: true, policyId: 'v2', rulesCompiled: 1 });
+      // Compiled in slices: decisions were answered between them (none, when compiled at once)...
+      expect(afterParse).toBeGreaterThan(1);
+      // ...by the policy in force, until the new one took over whole.
+      const firstNew = answered.indexOf('v2');
+      expect(answered.slice(0, firstNew === -1 ? undefined : firstNew).every((id) => id === 'v1')).toBe(true);
+      expect(answered.slice(firstNew === -1 ? answered.length : firstNew).every((id) => id === 'v2')).toBe(
+        true,
+      );
+      expect(await check(e, 'spiffe://demo.weave/agent/a0', 'changed')).toMatchObject({
+        allowed: true,
+        policyId: 'v2',
       });
     });
 
