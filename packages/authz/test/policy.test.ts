@@ -223,6 +223,36 @@ describe('policy documents', () => {
     expect(err.message).toMatch(/2 problems/);
   });
 
+  it('names the place of a bad rule deep in a large list (its rules are validated a slice at a time)', () => {
+    const rules = Array.from({ length: 3_000 }, (_, i) => ({
+      id: `r${i}`,
+      effect: 'allow',
+      callers: [`spiffe://demo.weave/agent/a${i}`],
+      actions: ['search'],
+    }));
+    const text = (list: unknown[]) =>
+      JSON.stringify({ version: 1, id: 'big', default: 'deny', rules: list }, null, 1);
+    const lines = text(rules).split('\n');
+    const at = lines.findIndex((l) => l.includes('"r2700"'));
+    lines[at + 1] = lines[at + 1]!.replace('"allow"', '"permit"');
+    const one = rejected(lines.join('\n'));
+    expect(one.issues).toEqual([
+      {
+        line: at + 2,
+        col: expect.any(Number),
+        path: 'rules[2700].effect',
+        message: 'effect must be "allow" or "deny"',
+      },
+    ]);
+    // With the top of the document wrong too, both are named, the top first.
+    const both = rejected(lines.join('\n').replace('"deny"', '"allow"'));
+    expect(both.issues.map((i) => i.path)).toEqual(['default', 'rules[2700].effect']);
+
+    // Every rule bad: a page of issues (20) in file order, not 3 000.
+    const all = rejected(text(rules.map((r) => ({ ...r, effect: 'permit' }))));
+    expect(all.issues.map((i) => i.path)).toEqual(Array.from({ length: 20 }, (_, i) => `rules[${i}].effect`));
+  });
+
   it('validates objects with key paths (no lines)', () => {
     expect(() => validatePolicy({ version: 1, id: 'p', default: 'allow', rules: [] })).toThrow(
       /default: default must be "deny"/,
