@@ -299,13 +299,20 @@ function coerceEnvValue(name: string, path: readonly string[], v: string): unkno
 const duplicateKeyMessage = (key: string) =>
   `duplicate key ${JSON.stringify(key)}: a key may appear once per mapping`;
 
+/** The config's top-level keys: the first level of an env override names one of them. */
+const TOP_LEVEL_KEYS: ReadonlySet<string> = new Set(Object.keys(AgentConfigSchema.shape));
+
 /**
  * Applies `WEAVE_<SECTION>__<KEY>` environment overrides: `WEAVE_SERVER__PORT=9000`
  * sets `server.port`; `__` separates levels and `SNAKE_CASE` becomes `camelCase`.
+ * `WEAVE_<SECTION>` alone sets a whole top-level key (`WEAVE_PEERS='[…]'`).
+ * Other `WEAVE_` variables are not config (`WEAVE_ENV`, `WEAVE_LOG_LEVEL`,
+ * `WEAVE_DATABASE_URL` named by `store.postgres.urlEnv`, …) and are left alone.
  * `SPIFFE_ENDPOINT_SOCKET` fills `identity.workloadApi.socket` when no identity is configured.
  *
  * @throws {AgentConfigError} (`AGENT_CONFIG_INVALID`) when a JSON value repeats
- *   a key within one object; `raw` is left as it was.
+ *   a key within one object, or a `WEAVE_<SECTION>__<KEY>` variable names no
+ *   top-level key (a misspelt section would otherwise be ignored); `raw` is left as it was.
  */
 export function applyEnvOverrides(
   raw: Record<string, unknown>,
@@ -313,8 +320,17 @@ export function applyEnvOverrides(
 ): Record<string, unknown> {
   const out = structuredClone(raw);
   for (const [key, value] of Object.entries(env)) {
-    if (!key.startsWith('WEAVE_') || key === 'WEAVE_ENV' || value === undefined) continue;
+    if (!key.startsWith('WEAVE_') || value === undefined) continue;
     const path = key.slice('WEAVE_'.length).split('__').map(camel);
+    if (!TOP_LEVEL_KEYS.has(path[0]!)) {
+      if (path.length === 1) continue;
+      throw new AgentConfigError(`environment variable ${key}`, [
+        {
+          path: path.join('.'),
+          message: `"${path[0]}" is not a top-level config key (${[...TOP_LEVEL_KEYS].join(', ')})`,
+        },
+      ]);
+    }
     let node: Record<string, unknown> = out;
     for (const seg of path.slice(0, -1)) {
       const next = node[seg];

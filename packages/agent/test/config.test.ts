@@ -313,6 +313,32 @@ describe('agent config', () => {
     expect(parseAgentConfig(ok, { env: {} }).peers).toEqual([{ id: 'spiffe://td/a', url: 'https://b.test' }]);
   });
 
+  it('leaves WEAVE_ variables that name no config key alone, and refuses a misspelt section', async () => {
+    // Variables of Weave's own that are not config: the database URL named by
+    // store.postgres.urlEnv, the push config key, the log level, the environment.
+    const others = {
+      WEAVE_DATABASE_URL: 'postgres://weave@127.0.0.1:5432/weave',
+      WEAVE_PUSH_CONFIG_KEY: 'k'.repeat(44),
+      WEAVE_LOG_LEVEL: 'debug',
+      WEAVE_ENV: 'dev',
+    };
+    expect(applyEnvOverrides(minimal, others)).toEqual(minimal);
+    const f = await file('name: search\nauthz:\n  allowAll: true\n');
+    expect((await loadAgentConfig(f, { ...others, WEAVE_SERVER__PORT: '7002' })).server.port).toBe(7002);
+    // A whole top-level key still takes a single-level variable.
+    expect(applyEnvOverrides(minimal, { WEAVE_DESCRIPTION: 'from env' }).description).toBe('from env');
+
+    const e = issuesOf(() => applyEnvOverrides(minimal, { WEAVE_SERVR__PORT: '7001' }));
+    expect(e.code).toBe('AGENT_CONFIG_INVALID');
+    expect(e.message).toContain('environment variable WEAVE_SERVR__PORT');
+    expect(e.issues).toEqual([
+      {
+        path: 'servr.port',
+        message: expect.stringContaining('"servr" is not a top-level config key (name, '),
+      },
+    ]);
+  });
+
   it('applies WEAVE_ env overrides and SPIFFE_ENDPOINT_SOCKET', () => {
     const raw = applyEnvOverrides(minimal, {
       WEAVE_SERVER__PORT: '7001',
