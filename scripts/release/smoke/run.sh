@@ -20,6 +20,15 @@ echo "client-only install (identity + transport): $(du -sh node_modules | cut -f
 if [ -e node_modules/fastify ]; then echo "FAIL: a client-only install brought fastify" >&2; exit 1; fi
 cp "$here/identity-transport.mjs" . && node identity-transport.mjs
 
+# 1b. an A2A client: identity, authz, transport and a2a only. The package's main entry holds the
+#     server too, so fastify is a peer npm must install (an optional one left it out: the import failed).
+mkdir "$work/a2a-client" && cd "$work/a2a-client"
+echo '{ "name": "weave-smoke-a2a-client", "private": true, "type": "module" }' > package.json
+npm_install "$tarballs"/weave-identity-*.tgz "$tarballs"/weave-authz-*.tgz "$tarballs"/weave-transport-*.tgz "$tarballs"/weave-a2a-*.tgz
+node --input-type=module -e 'const m = await import("@weave/a2a");
+  if (typeof m.A2AClient !== "function") { console.error("FAIL: @weave/a2a has no A2AClient"); process.exit(1); }
+  console.log("ok: @weave/a2a loads from an install of its own dependencies and peers")'
+
 # 2. all five packages: two agents with a policy.
 mkdir "$work/agents" && cd "$work/agents"
 echo '{ "name": "weave-smoke-agents", "private": true, "type": "module" }' > package.json
