@@ -203,7 +203,11 @@ export async function probePeerId(
       }, timeoutMs);
       socket.once('secureConnect', () => {
         clearTimeout(timer);
-        socket.destroy();
+        // Closed, not destroyed: the agent's side of a TLS 1.3 handshake ends after ours, and a
+        // reset now would reach it first, logged there as a refused handshake. A peer that does
+        // not close its side in a second is cut.
+        socket.end();
+        setTimeout(() => socket.destroy(), 1000).unref();
         // The channel's check ran during the handshake and reported the verified peer.
         if (verified) resolve(verified);
         else reject(new CliError('PEER_VERIFICATION_FAILED', `TLS handshake with ${url} verified no peer`));

@@ -320,12 +320,24 @@ describe('weave call', () => {
   });
 
   it('calls by URL, learning the SPIFFE ID from the TLS handshake', async () => {
-    const r = await inproc(['call', url, 'search', '{"query":"by url"}', '--policy', policyFile], {
-      SPIFFE_ENDPOINT_SOCKET: socket.client,
-    });
-    expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ query: 'by url', caller: ID.client });
-    expect(r.stderr).toContain(`${ID.client} → ${ID.search}`);
+    // The probe's handshake must end cleanly on the agent's side too: a refused one is logged
+    // there as "TLS handshake refused" and counts against that log's rate.
+    const refused: string[] = [];
+    const onRefused = (err: Error) => refused.push(err.message);
+    app.server.on('tlsClientError', onRefused);
+    try {
+      const r = await inproc(['call', url, 'search', '{"query":"by url"}', '--policy', policyFile], {
+        SPIFFE_ENDPOINT_SOCKET: socket.client,
+      });
+      expect(r.code).toBe(0);
+      expect(JSON.parse(r.stdout)).toMatchObject({ query: 'by url', caller: ID.client });
+      expect(r.stderr).toContain(`${ID.client} → ${ID.search}`);
+      // Whatever the agent's side of the probe saw has reached it by the time the call is answered.
+      await new Promise((r) => setTimeout(r, 100));
+      expect(refused).toEqual([]);
+    } finally {
+      app.server.off('tlsClientError', onRefused);
+    }
   });
 
   it('--stream prints progress on stderr and the result on stdout', async () => {
