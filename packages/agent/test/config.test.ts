@@ -1,6 +1,7 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { AgentConfigError, applyEnvOverrides, loadAgentConfig, parseAgentConfig } from '../src/index.js';
 
@@ -337,6 +338,33 @@ describe('agent config', () => {
         message: expect.stringContaining('"servr" is not a top-level config key (name, '),
       },
     ]);
+  });
+
+  it("loads the Kubernetes example's config with its agent container's environment", async () => {
+    const manifest = parseAllDocuments(
+      await readFile(new URL('../../../docs/kubernetes/agent.yaml', import.meta.url), 'utf8'),
+    ).map((d) => d.toJS() as Record<string, any>); // eslint-disable-line @typescript-eslint/no-explicit-any
+    const configMap = manifest.find((d) => d.kind === 'ConfigMap' && d.data?.['agent.yaml']);
+    const deployment = manifest.find((d) => d.kind === 'Deployment');
+    const container = (deployment?.spec.template.spec.containers as { name: string; env: unknown[] }[]).find(
+      (c) => c.name === 'agent',
+    );
+    // Its environment as the kubelet sets it: a Secret's value stands in for each secretKeyRef.
+    const env: Record<string, string> = {};
+    for (const e of container?.env as { name: string; value?: string }[])
+      env[e.name] = e.value ?? `secret ${e.name}`;
+    expect(Object.keys(env)).toEqual(
+      expect.arrayContaining([
+        'SPIFFE_ENDPOINT_SOCKET',
+        'WEAVE_ENV',
+        'WEAVE_DATABASE_URL',
+        'WEAVE_PUSH_CONFIG_KEY',
+      ]),
+    );
+    const c = await loadAgentConfig(await file(configMap?.data['agent.yaml'] as string), env);
+    expect(c.server.port).toBe(8443);
+    expect(c.identity).toMatchObject({ workloadApi: { socket: env.SPIFFE_ENDPOINT_SOCKET } });
+    expect(c.store).toMatchObject({ postgres: { urlEnv: 'WEAVE_DATABASE_URL' } });
   });
 
   it('applies WEAVE_ env overrides and SPIFFE_ENDPOINT_SOCKET', () => {
