@@ -61,7 +61,10 @@ const UNAVAILABLE_ERRNO = new Set([
   'EPIPE',
   'ENOTFOUND',
   'EHOSTUNREACH',
+  'ENETUNREACH',
   'EAI_AGAIN',
+  // A Unix-socket URL (`?host=/run/postgresql`): the server removes its socket file when it stops.
+  'ENOENT',
 ]);
 
 /**
