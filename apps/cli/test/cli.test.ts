@@ -745,6 +745,14 @@ describe('weave db', () => {
     expect(junk.code).toBe(2);
     expect(junk.stderr).toMatch(/^DATABASE_URL_INVALID: /);
   });
+
+  it("takes libpq's Unix-socket URL (no host before the path), which is no WHATWG URL", async () => {
+    // No server listens in `dir`: the command gets as far as connecting, and says the database is away.
+    const r = await inproc(['db', 'status', '--url', `postgres://weave:pw@/weave?host=${dir}&port=5432`]);
+    expect(r.stderr).not.toContain('DATABASE_URL_INVALID');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^TASK_STORE_UNAVAILABLE: .*ENOENT/);
+  });
 });
 
 describe('the command tables of the READMEs', () => {

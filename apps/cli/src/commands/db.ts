@@ -84,14 +84,12 @@ async function databaseUrl(given: string | undefined): Promise<string> {
   if (url === undefined || url === '') {
     throw usage(`no database: pass --url or set $${DATABASE_URL_ENV}`);
   }
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw usage('the database URL is not a URL');
-  }
-  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-    throw usage(`the database URL must be postgres:// or postgresql://, not ${parsed.protocol}//`);
+  // Only the scheme is checked here: node-postgres reads the rest, including libpq's forms that
+  // are no WHATWG URL (`postgres://user:pw@/db?host=/run/postgresql`, a Unix socket).
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase();
+  if (scheme === undefined) throw usage('the database URL is not a URL');
+  if (scheme !== 'postgres' && scheme !== 'postgresql') {
+    throw usage(`the database URL must be postgres:// or postgresql://, not ${scheme}://`);
   }
   return url;
 }
