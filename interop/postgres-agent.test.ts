@@ -8,7 +8,7 @@ import { LocalPolicyEnforcer } from '@weave/authz';
 import { SecureAgent, WeaveClient } from '@weave/agent';
 import { migrate } from '@weave/a2a/postgres';
 import { ID, POLICY, startWorld, testLogger, type World } from '../packages/agent/test/helpers.js';
-import { requireComponent, startPostgres, type Postgres } from './infra.js';
+import { freePort, requireComponent, startPostgres, type Postgres } from './infra.js';
 
 const available = process.env.WEAVE_TEST_PG_URL !== undefined || requireComponent('postgres') !== undefined;
 
@@ -62,6 +62,15 @@ describe.skipIf(!available)('SecureAgent with store.postgres', () => {
       message: expect.stringContaining('weave db migrate'),
     });
     expect(outdated.state).toBe('new');
+    // A database that cannot be reached is no config error: the same config starts once it is back.
+    const away = new URL(db.url);
+    away.port = String(await freePort());
+    const unreachable = agent({ SEARCH_DB_URL: away.toString() });
+    await expect(unreachable.start()).rejects.toMatchObject({
+      code: 'AGENT_STORE_UNAVAILABLE',
+      message: expect.stringContaining('the task database cannot be reached: '),
+    });
+    expect(unreachable.state).toBe('new');
   });
 
   it('keeps its tasks in PostgreSQL, recorded as run by this replica', async () => {

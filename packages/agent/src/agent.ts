@@ -3,7 +3,14 @@ import type { AddressInfo } from 'node:net';
 import { LogController } from 'fastify';
 import { pino, type Logger } from 'pino';
 import type { z } from 'zod';
-import { A2AGrpcServer, A2AServer, AgentCardSigner, type AgentCard, type TaskStore } from '@weave/a2a';
+import {
+  A2AGrpcServer,
+  A2AServer,
+  AgentCardSigner,
+  TaskStoreUnavailableError,
+  type AgentCard,
+  type TaskStore,
+} from '@weave/a2a';
 import type * as PostgresStoreModule from '@weave/a2a/postgres';
 import type { PolicyEnforcer } from '@weave/authz';
 import {
@@ -298,8 +305,9 @@ export class SecureAgent extends AgentCore {
 
   /**
    * The task store `config.store` names (undefined: the embedded default).
-   * A missing URL, a missing `pg` package or a schema behind this version
-   * refuse the start, before anything serves.
+   * A missing URL, a missing `pg` package, a database that cannot be
+   * reached or a schema behind this version refuse the start, before
+   * anything serves.
    */
   async #configuredStore(): Promise<TaskStore | undefined> {
     const cfg = this.config.store.postgres;
@@ -345,6 +353,14 @@ export class SecureAgent extends AgentCore {
       }
     } catch (err) {
       await store.close();
+      // Not a config error: the same config starts once the database is back.
+      if (err instanceof TaskStoreUnavailableError) {
+        throw new AgentError(
+          'AGENT_STORE_UNAVAILABLE',
+          `the task database cannot be reached: ${err.message}`,
+          { cause: err },
+        );
+      }
       throw err;
     }
     return store;
@@ -359,7 +375,8 @@ export class SecureAgent extends AgentCore {
    * @throws {AgentError} `AGENT_NO_IDENTITY` without a valid SVID (or with the
    *   wrong SPIFFE ID), `AGENT_ALREADY_STARTED`, `AGENT_CONFIG_INVALID` when
    *   the policy cannot be loaded or `store.postgres` has no URL,
-   *   `AGENT_STORE_SCHEMA_OUTDATED` when the task database needs
+   *   `AGENT_STORE_UNAVAILABLE` when the task database cannot be reached (a
+   *   later start may succeed), `AGENT_STORE_SCHEMA_OUTDATED` when it needs
    *   `weave db migrate`. Nothing is left running after a failure.
    */
   start(): Promise<StartedAgent> {
