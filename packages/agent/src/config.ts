@@ -362,7 +362,41 @@ function formIssues(issue: z.core.$ZodIssue): z.core.$ZodIssue[] | undefined {
   return fits[0]!.map((i) => ({ ...i, path: [...issue.path, ...i.path] }));
 }
 
-function zodIssues(error: z.ZodError, where?: (path: PropertyKey[]) => string | undefined): ConfigIssue[] {
+/** The one key that names each form of the union sections. */
+const UNION_FORMS: Readonly<Record<string, readonly string[]>> = {
+  identity: IdentityConfigSchema.options.flatMap((o) => Object.keys(o.shape)),
+  authz: AuthzConfigSchema.options.flatMap((o) => Object.keys(o.shape)),
+};
+
+/**
+ * Why a union section (`identity`, `authz`) matches none of its forms, when
+ * its keys tell: none of the forms' keys, or several (as when an env override
+ * such as `WEAVE_AUTHZ__OPA__URL` meets a file's `authz.policyFile`).
+ */
+function unionMessage(path: readonly PropertyKey[], raw: unknown): string | undefined {
+  const forms = path.length === 1 ? UNION_FORMS[String(path[0])] : undefined;
+  const value = (raw as Record<string, unknown> | null | undefined)?.[String(path[0])];
+  if (!forms || typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const keys = Object.keys(value);
+  const named = keys.filter((k) => forms.includes(k));
+  const oneOf = forms.map((f) => JSON.stringify(f)).join(', ');
+  if (named.length > 1) {
+    return (
+      `takes exactly one of ${oneOf}, not ${named.map((f) => JSON.stringify(f)).join(' and ')} together ` +
+      `(an environment override adds a key to the file's ${String(path[0])} section; it does not replace the section)`
+    );
+  }
+  if (named.length === 0) {
+    return `takes one of ${oneOf}; it has ${keys.length > 0 ? keys.map((k) => JSON.stringify(k)).join(', ') : 'no key'}`;
+  }
+  return undefined;
+}
+
+function zodIssues(
+  error: z.ZodError,
+  where?: (path: PropertyKey[]) => string | undefined,
+  raw?: unknown,
+): ConfigIssue[] {
   return error.issues
     .flatMap((i) => formIssues(i) ?? [i])
     .map((issue) => {
@@ -372,7 +406,8 @@ function zodIssues(error: z.ZodError, where?: (path: PropertyKey[]) => string | 
       if (issue.code === 'unrecognized_keys')
         message = `unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
       if (issue.code === 'invalid_union')
-        message = 'does not match any accepted form; see the config reference';
+        message =
+          unionMessage(issue.path, raw) ?? 'does not match any accepted form; see the config reference';
       return { path: line ? `${path || '(root)'} (${line})` : path, message };
     });
 }
@@ -389,7 +424,7 @@ export function parseAgentConfig(raw: unknown, options: ParseAgentConfigOptions 
   const insecure = insecureIssues(raw, env);
   if (insecure.length > 0) throw new AgentConfigError(source, insecure, 'AGENT_CONFIG_INSECURE');
   const result = AgentConfigSchema.safeParse(raw);
-  const issues = result.success ? [] : zodIssues(result.error, options.where);
+  const issues = result.success ? [] : zodIssues(result.error, options.where, raw);
   // No implicit policy: without an enforcer object, a config must say where its policy is.
   if (!options.enforcer && (raw as { authz?: unknown } | null | undefined)?.authz === undefined) {
     issues.unshift({ path: 'authz', message: MISSING_AUTHZ });

@@ -145,7 +145,29 @@ describe('agent config', () => {
   it('names the section of a union (identity, authz) whose form it cannot tell, and the key when it can', () => {
     const generic = issuesOf(() => parseAgentConfig({ ...minimal, identity: { socket: 'x' } }, { env: {} }));
     expect(generic.issues).toEqual([
+      { path: 'identity', message: 'takes one of "workloadApi", "static"; it has "socket"' },
+    ]);
+    const notObject = issuesOf(() => parseAgentConfig({ ...minimal, identity: 'x' }, { env: {} }));
+    expect(notObject.issues).toEqual([
       { path: 'identity', message: 'does not match any accepted form; see the config reference' },
+    ]);
+    // Two forms at once: as when an env override meets the file's other form.
+    const both = issuesOf(() =>
+      parseAgentConfig(
+        applyEnvOverrides(
+          { name: 'search', authz: { policyFile: 'p.yaml' } },
+          { WEAVE_AUTHZ__OPA__URL: 'http://127.0.0.1:8181' },
+        ),
+        { env: {} },
+      ),
+    );
+    expect(both.issues).toEqual([
+      {
+        path: 'authz',
+        message: expect.stringMatching(
+          /^takes exactly one of "policyFile", "opa", "allowAll", not "policyFile" and "opa" together \(an environment override adds a key/,
+        ),
+      },
     ]);
     // A value of the wrong type (NaN is one to zod) inside the one form that fits.
     const nan = issuesOf(() =>
