@@ -582,6 +582,30 @@ describe('weave validate', () => {
     expect(r.stdout).toContain('Workload API at unix:///run/spire/agent.sock');
     expect(r.stdout).toContain(`policy file ${policyFile} (policy client-outbound, 1 rule)`);
     expect(r.stdout).toContain(`${ID.client} at https://127.0.0.1:9443`);
+    expect(r.stdout).toMatch(/tasks\s+in memory/);
+    expect(r.stdout).toMatch(/ops\s+\(none\)/);
+  });
+
+  it('says where tasks are kept (and whether the database URL is set) and where the ops listener is', async () => {
+    const file = join(dir, 'pg-agent.yaml');
+    await writeFile(
+      file,
+      [
+        'name: search',
+        'authz: { policyFile: policy.yaml }',
+        'store: { postgres: { urlEnv: SEARCH_DB_URL } }',
+        'observability: { ops: { port: 9090 } }',
+        '',
+      ].join('\n'),
+    );
+    const unset = await weave(['validate', file], { SEARCH_DB_URL: '' });
+    expect(unset.code).toBe(0);
+    expect(unset.stdout).toMatch(
+      /tasks\s+PostgreSQL at \$SEARCH_DB_URL \(NOT set here: start\(\) refuses without it\)/,
+    );
+    expect(unset.stdout).toMatch(/ops\s+\/health, \/ready, \/metrics on http:\/\/127\.0\.0\.1:9090/);
+    const set = await weave(['validate', file], { SEARCH_DB_URL: 'postgres://weave@127.0.0.1/weave' });
+    expect(set.stdout).toMatch(/tasks\s+PostgreSQL at \$SEARCH_DB_URL \(set here\)/);
   });
 
   it('lists every problem and exits 1', async () => {

@@ -67,7 +67,20 @@ export function validateCommand(program: Command, io: Io): void {
       io.out(
         `  peers      ${config.peers.length === 0 ? '(none)' : config.peers.map((p) => `${p.id} at ${p.url}`).join('\n             ')}`,
       );
+      io.out(`  tasks      ${describeStore(config)}`);
+      const ops = config.observability.ops;
+      io.out(
+        `  ops        ${ops ? `/health, /ready, /metrics on http://${ops.host}:${ops.port}` : '(none)'}`,
+      );
     });
+}
+
+function describeStore(c: AgentConfig): string {
+  const pg = c.store.postgres;
+  if (!pg) return 'in memory (this process only)';
+  // Read at start(), from the environment only: say whether this one has it.
+  const set = process.env[pg.urlEnv] ? 'set here' : 'NOT set here: start() refuses without it';
+  return `PostgreSQL at $${pg.urlEnv} (${set})`;
 }
 
 function describeIdentity(c: AgentConfig): string {
