@@ -401,3 +401,25 @@ describe('agent config', () => {
     expect(issuesOf(() => parseAgentConfig(bad, { env: {} })).code).toBe('AGENT_CONFIG_INSECURE');
   });
 });
+
+describe('the README', () => {
+  it('"Configuration": its example loads, and names every key a loaded config has', async () => {
+    const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
+    const at = readme.indexOf('## Configuration');
+    const block = /```yaml\n([\s\S]*?)```/.exec(readme.slice(at))?.[1];
+    expect(block).toBeDefined();
+    const config = await loadAgentConfig(await file(block as string), {});
+    // Every key, defaults included, down to the sections' own keys: a key the example leaves
+    // out is one a reader of the README cannot find.
+    const missing: string[] = [];
+    const walk = (v: unknown, path: string[]): void => {
+      if (typeof v !== 'object' || v === null || Array.isArray(v) || path.length > 2) return;
+      for (const [k, child] of Object.entries(v)) {
+        if (!new RegExp(`(^|[\\s{,#])${k}:`, 'm').test(block as string)) missing.push([...path, k].join('.'));
+        walk(child, [...path, k]);
+      }
+    };
+    walk(config, []);
+    expect(missing).toEqual([]);
+  });
+});
