@@ -63,8 +63,6 @@ const UNAVAILABLE_ERRNO = new Set([
   'EHOSTUNREACH',
   'ENETUNREACH',
   'EAI_AGAIN',
-  // A Unix-socket URL (`?host=/run/postgresql`): the server removes its socket file when it stops.
-  'ENOENT',
 ]);
 
 /**
@@ -74,12 +72,15 @@ const UNAVAILABLE_ERRNO = new Set([
  */
 export function classifyPostgresError(err: unknown): unknown {
   if (err instanceof TaskStoreUnavailableError) return err;
-  const e = err as { code?: unknown; message?: unknown } | undefined;
+  const e = err as { code?: unknown; message?: unknown; syscall?: unknown } | undefined;
   const code = typeof e?.code === 'string' ? e.code : '';
   const message = typeof e?.message === 'string' ? e.message : '';
   if (
     UNAVAILABLE_SQLSTATE.test(code) ||
     UNAVAILABLE_ERRNO.has(code) ||
+    // A Unix-socket URL (`?host=/run/postgresql`): the server removes its socket file when it
+    // stops. Only on connect: a missing sslrootcert or sslcert file is ENOENT too, and a config error.
+    (code === 'ENOENT' && e?.syscall === 'connect') ||
     /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Cannot use a pool after calling end|Query read timeout/.test(
       message,
     )

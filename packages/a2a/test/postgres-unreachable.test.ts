@@ -2,24 +2,15 @@
 // 503 on the wire), however the URL reaches it. No server runs here: the
 // errors are the real ones node-postgres gets from the operating system.
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { freePort } from '@weave/test-support/tcp-relay';
 import { TaskStoreUnavailableError } from '../src/index.js';
 import { PostgresTaskStore } from '../src/postgres.js';
 
 const dir = await mkdtemp(join(tmpdir(), 'weave-pg-away-'));
 afterAll(() => rm(dir, { recursive: true, force: true }));
-
-/** A loopback port nobody listens on. */
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 describe('PostgresTaskStore, database away', () => {
   const cases: [string, () => Promise<string>, string][] = [
@@ -31,10 +22,26 @@ describe('PostgresTaskStore, database away', () => {
     ],
     [
       'a loopback port (refused)',
-      async () => `postgres://weave:pw@127.0.0.1:${await closedPort()}/weave`,
+      async () => `postgres://weave:pw@127.0.0.1:${await freePort()}/weave`,
       'ECONNREFUSED',
     ],
   ];
+  it('a certificate file the URL names that does not exist is no outage: the error is left as it is', async () => {
+    const store = new PostgresTaskStore({
+      connectionString: `postgres://weave:pw@127.0.0.1:${await freePort()}/weave?sslmode=verify-full&sslrootcert=${join(dir, 'missing-ca.pem')}`,
+    });
+    try {
+      const err = await store.get('t-1').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toMatchObject({ code: 'ENOENT', syscall: 'open' });
+      expect(err).not.toBeInstanceOf(TaskStoreUnavailableError);
+    } finally {
+      await store.close();
+    }
+  });
+
   for (const [name, url, errno] of cases) {
     it(`${name}: TaskStoreUnavailableError, with the ${errno} as its cause`, async () => {
       const store = new PostgresTaskStore({ connectionString: await url() });

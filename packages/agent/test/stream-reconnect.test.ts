@@ -6,11 +6,10 @@
 // (accepts, never answers) the resumes' new connections. A stream that goes
 // silent instead (a black hole) is resumed after the caller's
 // transport.streamIdleTimeoutMs.
-import { createServer, type AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { TcpRelay } from '@weave/test-support/tcp-relay';
+import { freePort, TcpRelay } from '@weave/test-support/tcp-relay';
 import { CallError, SecureAgent, type CapabilityContext } from '../src/index.js';
 import { ID, startWorld, testLogger, type World } from './helpers.js';
 
@@ -28,18 +27,6 @@ function orAbort(p: Promise<void>, signal: AbortSignal): Promise<void> {
     signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true });
     p.then(resolve, reject);
   });
-}
-
-/** A loopback port that was free a moment ago. */
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve, reject) => {
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = probe.address() as AddressInfo;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
 }
 
 function addressInUse(err: unknown): boolean {

@@ -22,6 +22,22 @@ import { connect, createServer, type AddressInfo, type Server, type Socket } fro
  *   server gave a silent connection up. New connections are passed on and
  *   silenced at once: the server sees them, and nothing else.
  */
+/**
+ * A loopback TCP port that was free a moment ago (the OS chose it), for a
+ * program that cannot listen on port 0, or an address where nothing listens.
+ */
+export async function freePort(): Promise<number> {
+  const probe = createServer();
+  probe.unref();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => resolve());
+  });
+  const { port } = probe.address() as AddressInfo;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return port;
+}
+
 export type Silence = 'pause' | 'discard';
 
 /** What the relay does with a connection that arrives. */
