@@ -299,6 +299,13 @@ function coerceEnvValue(name: string, path: readonly string[], v: string): unkno
 const duplicateKeyMessage = (key: string) =>
   `duplicate key ${JSON.stringify(key)}: a key may appear once per mapping`;
 
+/** `serverPort` is `server` and then a key: the name of `WEAVE_SERVER_PORT`. */
+const misspeltUnder = (name: string, section: string): boolean =>
+  name.length > section.length && name.startsWith(section) && /[A-Z0-9]/.test(name[section.length]!);
+
+/** `spiffeId` → `SPIFFE_ID`: a config key as its env variable writes it. */
+const snake = (k: string): string => k.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase();
+
 /** The config's top-level keys: the first level of an env override names one of them. */
 const TOP_LEVEL_KEYS: ReadonlySet<string> = new Set(Object.keys(AgentConfigSchema.shape));
 
@@ -323,11 +330,18 @@ export function applyEnvOverrides(
     if (!key.startsWith('WEAVE_') || value === undefined) continue;
     const path = key.slice('WEAVE_'.length).split('__').map(camel);
     if (!TOP_LEVEL_KEYS.has(path[0]!)) {
-      if (path.length === 1) continue;
+      // `WEAVE_SERVER_PORT` (one underscore) is a misspelt `WEAVE_SERVER__PORT`: dropping it
+      // would silently lose the setting (a hardening one, as likely as any other).
+      const section =
+        path.length === 1 ? [...TOP_LEVEL_KEYS].find((k) => misspeltUnder(path[0]!, k)) : undefined;
+      if (path.length === 1 && section === undefined) continue;
       throw new AgentConfigError(`environment variable ${key}`, [
         {
           path: path.join('.'),
-          message: `"${path[0]}" is not a top-level config key (${[...TOP_LEVEL_KEYS].join(', ')})`,
+          message:
+            section === undefined
+              ? `"${path[0]}" is not a top-level config key (${[...TOP_LEVEL_KEYS].join(', ')})`
+              : `not an override: levels are separated by "__" (WEAVE_${snake(section)}__${key.slice(`WEAVE_${snake(section)}_`.length)})`,
         },
       ]);
     }

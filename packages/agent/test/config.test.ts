@@ -351,6 +351,16 @@ describe('agent config', () => {
     // A whole top-level key still takes a single-level variable.
     expect(applyEnvOverrides(minimal, { WEAVE_DESCRIPTION: 'from env' }).description).toBe('from env');
 
+    // One underscore where two belong: refused, not dropped (before, an unknown key "serverPort").
+    for (const [name, fixed] of [
+      ['WEAVE_SERVER_PORT', 'WEAVE_SERVER__PORT'],
+      ['WEAVE_AUTHZ_POLICY_FILE', 'WEAVE_AUTHZ__POLICY_FILE'],
+      ['WEAVE_TRANSPORT_TLS_MIN_VERSION', 'WEAVE_TRANSPORT__TLS_MIN_VERSION'],
+    ] as const) {
+      const one = issuesOf(() => applyEnvOverrides(minimal, { [name]: 'x' }));
+      expect(one.message).toContain(`environment variable ${name}`);
+      expect(one.issues[0]?.message).toContain(`levels are separated by "__" (${fixed})`);
+    }
     const e = issuesOf(() => applyEnvOverrides(minimal, { WEAVE_SERVR__PORT: '7001' }));
     expect(e.code).toBe('AGENT_CONFIG_INVALID');
     expect(e.message).toContain('environment variable WEAVE_SERVR__PORT');
