@@ -3,7 +3,7 @@
 // @weave/transport's mTLS server with a default-deny policy.
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -324,7 +324,12 @@ describe('weave call', () => {
     // there as "TLS handshake refused" and counts against that log's rate.
     const refused: string[] = [];
     const onRefused = (err: Error) => refused.push(err.message);
+    // Every connection the agent takes during the call (the probe's first), closed or not yet.
+    const closed: Promise<void>[] = [];
+    const onConnection = (s: Socket) =>
+      closed.push(new Promise<void>((r) => (s.destroyed ? r() : s.once('close', () => r()))));
     app.server.on('tlsClientError', onRefused);
+    app.server.on('connection', onConnection);
     try {
       const r = await inproc(['call', url, 'search', '{"query":"by url"}', '--policy', policyFile], {
         SPIFFE_ENDPOINT_SOCKET: socket.client,
@@ -332,11 +337,13 @@ describe('weave call', () => {
       expect(r.code).toBe(0);
       expect(JSON.parse(r.stdout)).toMatchObject({ query: 'by url', caller: ID.client });
       expect(r.stderr).toContain(`${ID.client} → ${ID.search}`);
-      // Whatever the agent's side of the probe saw has reached it by the time the call is answered.
-      await new Promise((r) => setTimeout(r, 100));
+      // Once the probe's connection has closed on the agent's side, whatever it saw has been told.
+      expect(closed.length).toBeGreaterThanOrEqual(1);
+      await closed[0];
       expect(refused).toEqual([]);
     } finally {
       app.server.off('tlsClientError', onRefused);
+      app.server.off('connection', onConnection);
     }
   });
 
