@@ -241,19 +241,26 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
     this.debounce.unref();
   }
 
+  /** The event of a reload that left the policy in force. */
+  private unchanged(sha256: string): ReloadEvent {
+    return { ok: true, policyId: this.policy.id, sha256, changed: false, rulesCompiled: 0 };
+  }
+
   private async reloadNow(): Promise<ReloadEvent> {
     const file = this.file as string;
+    // Closed while this reload waited for the one before: nothing to read.
+    if (this.closed) return this.unchanged(this.sha256 as string);
     let event: ReloadEvent;
     try {
       const { text, sha256 } = await readPolicyFile(file);
       if (sha256 === this.sha256) {
-        event = { ok: true, policyId: this.policy.id, sha256, changed: false, rulesCompiled: 0 };
+        event = this.unchanged(sha256);
       } else {
         // Incremental: unchanged rules and matchers of the policy in force are reused. Nothing
         // of it is modified, so a file that fails here leaves it deciding as before.
-        const next = await runSliced(compileText(text, file, this.policy));
-        if (this.closed)
-          return { ok: true, policyId: this.policy.id, sha256, changed: false, rulesCompiled: 0 };
+        // Closed meanwhile: the compile stops at its next slice, and the policy stays as it was.
+        const next = await runSliced(compileText(text, file, this.policy), () => this.closed);
+        if (next === undefined || this.closed) return this.unchanged(sha256);
         this.policy = next;
         this.sha256 = sha256;
         const rulesCompiled = next.rulesCompiled;

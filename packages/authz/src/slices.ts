@@ -28,12 +28,20 @@ export function runNow<T>(work: Slices<T>): T {
 /**
  * Runs the work, letting the event loop turn whenever a slice took
  * {@link SLICE_MS}, and once before the first: the caller may have just
- * worked too (reading and hashing a file).
+ * worked too (reading and hashing a file). With `stop`, asked between
+ * slices: once it says so, the work is dropped and the result is undefined
+ * (a reload of an enforcer being closed does not compile on for nothing).
  */
-export async function runSliced<T>(work: Slices<T>): Promise<T> {
+export function runSliced<T>(work: Slices<T>): Promise<T>;
+export function runSliced<T>(work: Slices<T>, stop: () => boolean): Promise<T | undefined>;
+export async function runSliced<T>(work: Slices<T>, stop?: () => boolean): Promise<T | undefined> {
   await nextTurn();
   let since = performance.now();
   for (;;) {
+    if (stop?.()) {
+      work.return(undefined as never);
+      return undefined;
+    }
     const step = work.next();
     if (step.done) return step.value;
     if (performance.now() - since >= SLICE_MS) {

@@ -292,6 +292,44 @@ describe('LocalPolicyEnforcer.fromFile', () => {
       });
     });
 
+    it('close() during a reload of a large file stops its compile at the next slice; the policy stays', async () => {
+      const file = join(dir, 'policy.json');
+      const list = rules(20_000);
+      await writeFile(file, doc('v1', list));
+      const { e, events } = await load(file, { watch: false });
+      await writeFile(file, doc('v2', [{ ...list[0], actions: ['changed'] }, ...list.slice(1)]));
+
+      let parsed = false;
+      const parse = JSON.parse;
+      const spy = vi
+        .spyOn(JSON, 'parse')
+        .mockImplementation((text: string, reviver?: Parameters<typeof parse>[1]) => {
+          const value: unknown = parse(text, reviver);
+          if (text.length > 1_000_000) parsed = true;
+          return value;
+        });
+      try {
+        const reloading = e.reload();
+        while (!parsed) await new Promise<void>((r) => setImmediate(r));
+        // Compiling now: close, and count the turns of the event loop until close() is done.
+        let closed = false;
+        const closing = e.close().then(() => (closed = true));
+        let turns = 0;
+        while (!closed) {
+          await new Promise<void>((r) => setImmediate(r));
+          turns++;
+        }
+        await closing;
+        // The compile stopped at its next slice: a turn or two, not the rest of the compile.
+        expect(turns).toBeLessThanOrEqual(2);
+        expect(await reloading).toMatchObject({ ok: true, changed: false, policyId: 'v1', rulesCompiled: 0 });
+        expect(e.policyId).toBe('v1');
+        expect(events).toEqual([]);
+      } finally {
+        spy.mockRestore();
+      }
+    });
+
     it('compiles only the rule that changed, and every rule whose position moved', async () => {
       const file = join(dir, 'policy.json');
       const list = rules(1000);

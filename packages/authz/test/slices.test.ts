@@ -92,6 +92,28 @@ describe('work in slices', () => {
     }
   });
 
+  it('runSliced with stop: drops the work between slices once it says so (its finally runs), result undefined', async () => {
+    const ran: number[] = [];
+    let finished = false;
+    function* work(): Slices<string> {
+      try {
+        for (let i = 0; i < 10; i++) {
+          ran.push(i);
+          yield;
+        }
+        return 'all';
+      } finally {
+        finished = true;
+      }
+    }
+    expect(await runSliced(work(), () => ran.length === 3)).toBeUndefined();
+    expect(ran).toEqual([0, 1, 2]);
+    expect(finished).toBe(true);
+    ran.length = 0;
+    expect(await runSliced(work(), () => false)).toBe('all');
+    expect(ran).toHaveLength(10);
+  });
+
   it('an error thrown in a slice rejects runSliced', async () => {
     function* failing(): Slices<never> {
       yield;
