@@ -387,7 +387,11 @@ const UNION_FORMS: Readonly<Record<string, readonly string[]>> = {
  * its keys tell: none of the forms' keys, or several (as when an env override
  * such as `WEAVE_AUTHZ__OPA__URL` meets a file's `authz.policyFile`).
  */
-function unionMessage(path: readonly PropertyKey[], raw: unknown): string | undefined {
+function unionMessage(
+  path: readonly PropertyKey[],
+  raw: unknown,
+  env: NodeJS.ProcessEnv,
+): string | undefined {
   const forms = path.length === 1 ? UNION_FORMS[String(path[0])] : undefined;
   const value = (raw as Record<string, unknown> | null | undefined)?.[String(path[0])];
   if (!forms || typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
@@ -395,9 +399,14 @@ function unionMessage(path: readonly PropertyKey[], raw: unknown): string | unde
   const named = keys.filter((k) => forms.includes(k));
   const oneOf = forms.map((f) => JSON.stringify(f)).join(', ');
   if (named.length > 1) {
+    // Said only when an env variable did set something in this section.
+    const prefix = `WEAVE_${snake(String(path[0]))}_`;
+    const fromEnv = Object.keys(env).some((k) => k.startsWith(prefix) && env[k] !== undefined);
     return (
-      `takes exactly one of ${oneOf}, not ${named.map((f) => JSON.stringify(f)).join(' and ')} together ` +
-      `(an environment override adds a key to the file's ${String(path[0])} section; it does not replace the section)`
+      `takes exactly one of ${oneOf}, not ${named.map((f) => JSON.stringify(f)).join(' and ')} together` +
+      (fromEnv
+        ? ` (an environment override adds a key to the file's ${String(path[0])} section; it does not replace the section)`
+        : '')
     );
   }
   if (named.length === 0) {
@@ -410,6 +419,7 @@ function zodIssues(
   error: z.ZodError,
   where?: (path: PropertyKey[]) => string | undefined,
   raw?: unknown,
+  env: NodeJS.ProcessEnv = {},
 ): ConfigIssue[] {
   return error.issues
     .flatMap((i) => formIssues(i) ?? [i])
@@ -421,7 +431,7 @@ function zodIssues(
         message = `unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
       if (issue.code === 'invalid_union')
         message =
-          unionMessage(issue.path, raw) ?? 'does not match any accepted form; see the config reference';
+          unionMessage(issue.path, raw, env) ?? 'does not match any accepted form; see the config reference';
       return { path: line ? `${path || '(root)'} (${line})` : path, message };
     });
 }
@@ -438,7 +448,7 @@ export function parseAgentConfig(raw: unknown, options: ParseAgentConfigOptions 
   const insecure = insecureIssues(raw, env);
   if (insecure.length > 0) throw new AgentConfigError(source, insecure, 'AGENT_CONFIG_INSECURE');
   const result = AgentConfigSchema.safeParse(raw);
-  const issues = result.success ? [] : zodIssues(result.error, options.where, raw);
+  const issues = result.success ? [] : zodIssues(result.error, options.where, raw, env);
   // No implicit policy: without an enforcer object, a config must say where its policy is.
   if (!options.enforcer && (raw as { authz?: unknown } | null | undefined)?.authz === undefined) {
     issues.unshift({ path: 'authz', message: MISSING_AUTHZ });

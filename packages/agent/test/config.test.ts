@@ -152,14 +152,9 @@ describe('agent config', () => {
       { path: 'identity', message: 'does not match any accepted form; see the config reference' },
     ]);
     // Two forms at once: as when an env override meets the file's other form.
+    const env = { WEAVE_AUTHZ__OPA__URL: 'http://127.0.0.1:8181' };
     const both = issuesOf(() =>
-      parseAgentConfig(
-        applyEnvOverrides(
-          { name: 'search', authz: { policyFile: 'p.yaml' } },
-          { WEAVE_AUTHZ__OPA__URL: 'http://127.0.0.1:8181' },
-        ),
-        { env: {} },
-      ),
+      parseAgentConfig(applyEnvOverrides({ name: 'search', authz: { policyFile: 'p.yaml' } }, env), { env }),
     );
     expect(both.issues).toEqual([
       {
@@ -167,6 +162,19 @@ describe('agent config', () => {
         message: expect.stringMatching(
           /^takes exactly one of "policyFile", "opa", "allowAll", not "policyFile" and "opa" together \(an environment override adds a key/,
         ),
+      },
+    ]);
+    // The file alone: no word of overrides.
+    const file = issuesOf(() =>
+      parseAgentConfig(
+        { name: 'search', authz: { policyFile: 'p.yaml', opa: { url: 'http://x' } } },
+        { env: {} },
+      ),
+    );
+    expect(file.issues).toEqual([
+      {
+        path: 'authz',
+        message: 'takes exactly one of "policyFile", "opa", "allowAll", not "policyFile" and "opa" together',
       },
     ]);
     // A value of the wrong type (NaN is one to zod) inside the one form that fits.
