@@ -652,7 +652,23 @@ export class SecureChannel extends Dispatcher {
       return new Promise((_, reject) => setImmediate(reject, expired));
     }
     const breaker = this.#breaker;
-    return breaker ? breaker.execute(() => this.#agent.request(opts)) : this.#agent.request(opts);
+    if (breaker === undefined) return this.#agent.request(opts);
+    const signal = opts.signal;
+    if (!(signal instanceof AbortSignal)) return breaker.execute(() => this.#agent.request(opts));
+    // A caller's abort rejects with its signal's reason, which says nothing about the peer: the
+    // breaker is told CALLER_ABORTED (not a failure), the caller gets the reason.
+    let reason: unknown;
+    return breaker
+      .execute(() =>
+        this.#agent.request(opts).catch((err: unknown) => {
+          if (!signal.aborted) throw err;
+          reason = err;
+          throw CALLER_ABORTED;
+        }),
+      )
+      .catch((err: unknown) => {
+        throw err === CALLER_ABORTED ? reason : err;
+      });
   }
 
   async #retryAfter(

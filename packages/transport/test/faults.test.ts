@@ -325,4 +325,21 @@ describe('circuit breaker on a channel', () => {
     expect(ch.circuitBreaker?.state).toBe(CircuitState.Closed);
     expect(ch.circuitBreaker?.metrics().failures).toBe(0);
   });
+
+  it("the caller's own aborts on the request() path do not count against the peer, and reach it as they were", async () => {
+    const { url } = await httpsServer(() => undefined); // never answers
+    const ch = channel({
+      retry: { retries: 0 },
+      circuitBreaker: { volumeThreshold: 2, errorThresholdPercentage: 50, resetTimeoutMs: 60_000 },
+    });
+    for (let i = 0; i < 2; i++) {
+      const err = await ch.get(url, { signal: AbortSignal.timeout(100) }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ name: 'TimeoutError' });
+      const c = new AbortController();
+      setTimeout(() => c.abort(new Error('the caller gave up')), 50);
+      await expect(ch.get(url, { signal: c.signal })).rejects.toThrow('the caller gave up');
+    }
+    expect(ch.circuitBreaker?.state).toBe(CircuitState.Closed);
+    expect(ch.circuitBreaker?.metrics().failures).toBe(0);
+  });
 });
