@@ -150,7 +150,7 @@ export interface ResumingStreamOptions {
   readonly signal?: AbortSignal;
   /** Extra headers of every request of this stream (the resumes too). */
   readonly headers?: Readonly<Record<string, string>>;
-  /** Breaks in a row without a new event before giving up with `STREAM_BROKEN`. Default 3. */
+  /** Resumes in a row that bring no new event before giving up with `STREAM_BROKEN` (at the break after the last). Default 3. */
   readonly maxReconnects?: number;
   /** First wait before a resume in ms, doubled per consecutive break. Default 100. */
   readonly resumeBackoffMs?: number;
@@ -425,8 +425,8 @@ export class A2AClient {
    * task is fetched (GetTask) and yielded as the last event: either way that
    * Task carries `missedEvents: true` — the caller has the final state and
    * every artifact, and knows it did not see each event in between. After
-   * `maxReconnects` breaks in a row
-   * without a new event it fails with `STREAM_BROKEN`; an A2A error (the
+   * `maxReconnects` resumes in a row that bring no new event, the next break
+   * fails it with `STREAM_BROKEN`; an A2A error (the
    * server's answer) or an aborted `signal` ends it at once, and a stream
    * without a task id is never resumed (sending again could run the task twice).
    *

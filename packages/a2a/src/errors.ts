@@ -284,6 +284,19 @@ export const A2AErrors = {
       reason: 'UNAVAILABLE',
       data: [errorInfo('UNAVAILABLE', { retryable: 'true' })],
     }),
+  /**
+   * Not retryable: the new task alone, as stored, is larger than the caller's
+   * whole share of task memory (or the store's); nothing finishing makes room.
+   */
+  taskTooLarge: (scope: 'caller' | 'store', limitBytes: number, taskBytes: number) =>
+    new A2AError(
+      A2AErrorCode.InvalidRequest,
+      `The task (${taskBytes} bytes as stored) is larger than ${scope === 'caller' ? "the caller's whole share of task memory" : 'the task memory of this agent'} (${limitBytes} bytes); send less`,
+      {
+        reason: 'PAYLOAD_TOO_LARGE',
+        data: [errorInfo('PAYLOAD_TOO_LARGE', { scope, limitBytes: String(limitBytes) })],
+      },
+    ),
   payloadTooLarge: (limit: number) =>
     new A2AError(A2AErrorCode.InvalidRequest, `Request body exceeds ${limit} bytes`, {
       reason: 'PAYLOAD_TOO_LARGE',

@@ -909,6 +909,7 @@ export class A2ARequestHandler {
       release();
       if (err instanceof TaskStoreFullError) throw A2AErrors.tooManyTasks(this.#maxTasks);
       if (err instanceof TaskStoreOverBudgetError) {
+        if (err.neverFits) throw A2AErrors.taskTooLarge(err.scope, err.limitBytes, err.taskBytes as number);
         throw A2AErrors.retainedBytesExhausted(err.scope, err.limitBytes, ctx.caller.toString());
       }
       throw err;

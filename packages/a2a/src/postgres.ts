@@ -851,6 +851,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
         row.refused,
         row.refused === 'caller' ? this.#maxOwnerBytes : this.#maxBytes,
         record.owner,
+        bytes,
       );
     }
     if (!row.inserted) throw new TaskStoreConflictError(t.id, 'already exists');

@@ -241,17 +241,29 @@ export class TaskStoreFullError extends WeaveError {
  * held by unfinished tasks. Retryable once some of them finish.
  */
 export class TaskStoreOverBudgetError extends WeaveError {
+  /**
+   * The new task alone is larger than the bound (`taskBytes` above
+   * `limitBytes`): no retry can succeed, whatever finishes meanwhile.
+   */
+  readonly neverFits: boolean;
+
+  /** @param taskBytes what the refused task takes as stored, when it alone is over the bound. */
   constructor(
     readonly scope: 'caller' | 'store',
     readonly limitBytes: number,
     owner: string,
+    readonly taskBytes?: number,
   ) {
+    const neverFits = taskBytes !== undefined && taskBytes > limitBytes;
     super(
       'TASK_STORE_OVER_BUDGET',
-      scope === 'caller'
-        ? `tasks of ${owner} hold their share of the task store (${limitBytes} bytes)`
-        : `task store is at its memory bound (${limitBytes} bytes) with unfinished tasks`,
+      neverFits
+        ? `a new task of ${taskBytes} bytes is larger than ${scope === 'caller' ? `the share of ${owner}` : 'the task store'} (${limitBytes} bytes)`
+        : scope === 'caller'
+          ? `tasks of ${owner} hold their share of the task store (${limitBytes} bytes)`
+          : `task store is at its memory bound (${limitBytes} bytes) with unfinished tasks`,
     );
+    this.neverFits = neverFits;
   }
 }
 
@@ -468,6 +480,10 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
    * @throws {TaskStoreOverBudgetError} when unfinished tasks hold the room.
    */
   #makeRoom(owner: string, bytes: number): void {
+    // Refused before anything is freed: no eviction could make room for it.
+    if (bytes > this.#maxOwnerBytes)
+      throw new TaskStoreOverBudgetError('caller', this.#maxOwnerBytes, owner, bytes);
+    if (bytes > this.#maxBytes) throw new TaskStoreOverBudgetError('store', this.#maxBytes, owner, bytes);
     if (this.bytes(owner) + bytes > this.#maxOwnerBytes) {
       for (const [id, e] of this.#tasks) {
         if (this.bytes(owner) + bytes <= this.#maxOwnerBytes) break;

@@ -299,6 +299,26 @@ describe('task memory bounded by bytes', () => {
     await send(a, s.url, 'echo', 300 * KiB);
   });
 
+  it('a task larger than the caller’s whole share is refused as too large (not retryable), and frees nothing', async () => {
+    s = await start({ retainedBytes: { total: 4 * 1024 * KiB, perCaller: 256 * KiB } });
+    const a = s.client(alice);
+    const earlier = await send(a, s.url, 'echo', 100 * KiB);
+    const runs = s.runs.length;
+    const err = await refusal(send(a, s.url, 'echo', 300 * KiB));
+    expect(err.code).toBe('PAYLOAD_TOO_LARGE');
+    expect(err.message).toMatch(
+      /larger than the caller's whole share of task memory \(262144 bytes\); send less/,
+    );
+    expect(err.message).not.toMatch(/retry/);
+    expect((err.data as Array<{ reason?: string; metadata?: Record<string, string> }>)[0]).toMatchObject({
+      reason: 'PAYLOAD_TOO_LARGE',
+      metadata: { scope: 'caller', limitBytes: String(256 * KiB) },
+    });
+    expect(s.runs).toHaveLength(runs); // no handler ran
+    // The caller's finished task was not evicted to make room that could never be enough.
+    expect((await a.getTask(s.url, earlier.id)).status.state).toBe('TASK_STATE_COMPLETED');
+  });
+
   it('a finished task above the per-task bound keeps what fits and says what went', async () => {
     s = await start({ retainedBytes: { perTask: 512 * KiB } });
     const a = s.client(alice);
