@@ -682,6 +682,30 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     gates.get(g4)?.();
   });
 
+  it('a task larger than the caller’s whole share of the stored bytes is refused as too large, not retryable; nothing runs and nothing is evicted', async () => {
+    const url = await ownDatabase('too_large');
+    const a = await replica(url, undefined, undefined, { maxBytes: 1_000_000, maxBytesPerOwner: 9_000 });
+    const g1 = `s-${randomUUID()}`;
+    const t1 = (await send(a, g1)).result.task.id;
+    await until(() => gates.has(g1));
+    gates.get(g1)?.();
+    await until(() => a.a2a.manager.isLive(t1) === false);
+    await a.a2a.manager.flush();
+    const ran = a.ran.length;
+    const big = `b-${randomUUID()}-${'x'.repeat(10_000)}`;
+    const refused = await send(a, big);
+    expect(refused.status).toBe(413);
+    expect(refused.error?.code).toBe(-32600);
+    expect(refused.error?.data[0]).toMatchObject({
+      reason: 'PAYLOAD_TOO_LARGE',
+      metadata: { scope: 'caller', limitBytes: '9000' },
+    });
+    expect(a.ran.length).toBe(ran);
+    expect(gates.has(big)).toBe(false);
+    // The finished task was not evicted for room that could never be enough.
+    expect((await json(a, 'GetTask', { id: t1 })).result?.status.state).toBe('TASK_STATE_COMPLETED');
+  });
+
   it('database away: new tasks get a retryable 503 without running; a running task goes on and is written through later', async () => {
     const cut = new TcpRelay(Number(new URL(db.url).port));
     await cut.listen();

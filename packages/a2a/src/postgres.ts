@@ -845,6 +845,11 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
       `"state":${q(t.status.state)},"terminal":${finished},"task":${head},"created_at":${record.createdAt},` +
       `"updated_at":${record.updatedAt},"seq":${record.seq},"event_seq":${first.seq},"event":${event},` +
       `"tenant":${q(record.tenant ?? '')},"bytes":${bytes},${delta.json}`;
+    // Refused before the database frees anything: no eviction could make room for it.
+    if (bytes > this.#maxOwnerBytes)
+      throw new TaskStoreOverBudgetError('caller', this.#maxOwnerBytes, record.owner, bytes);
+    if (bytes > this.#maxBytes)
+      throw new TaskStoreOverBudgetError('store', this.#maxBytes, record.owner, bytes);
     const row = await this.#creates.submit(t.id, item);
     if (row.refused) {
       throw new TaskStoreOverBudgetError(

@@ -295,11 +295,13 @@ function negotiate(header: string | string[] | undefined, method: string): Versi
 
 /**
  * HTTP status of a JSON-RPC error: JSON-RPC answers protocol errors with 200;
- * refusals (403), overload and shutdown (503) and internal errors (500) keep
- * their HTTP meaning so proxies and retries see them.
+ * refusals (403), what is too large (413), overload and shutdown (503) and
+ * internal errors (500) keep their HTTP meaning so proxies and retries see them.
  */
 function statusFor(err: A2AError): number {
   if (err.code === 'PERMISSION_DENIED') return 403;
+  // As a body over maxBodyBytes is answered: a task too large to keep, whatever the binding.
+  if (err.code === 'PAYLOAD_TOO_LARGE') return 413;
   if (err.code === 'RESOURCE_EXHAUSTED' || err.code === 'UNAVAILABLE') return 503;
   if (err.jsonRpcCode === A2AErrorCode.InternalError) return 500;
   return 200;
