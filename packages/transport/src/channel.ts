@@ -661,7 +661,8 @@ export class SecureChannel extends Dispatcher {
     return breaker
       .execute(() =>
         this.#agent.request(opts).catch((err: unknown) => {
-          if (!signal.aborted) throw err;
+          // undici rejects an aborted call with the signal's reason: only that is the caller's.
+          if (!signal.aborted || err !== signal.reason) throw err;
           reason = err;
           throw CALLER_ABORTED;
         }),

@@ -70,8 +70,11 @@ export class CircuitBreaker {
       rollingCountTimeout: this.options.rollingWindowMs,
       rollingCountBuckets: 10,
       rollingPercentilesEnabled: false,
-      // opossum's errorFilter returning true means "do not count this error".
-      ...(isFailure ? { errorFilter: (err: unknown) => !isFailure(err) } : {}),
+      // opossum's errorFilter returning true means "do not count this error" (opossum then
+      // counts it as a success). Not for a half-open trial: opossum closes the circuit on a
+      // success then, and an error that says nothing about the peer has not shown it healthy;
+      // as a failure, it opens the circuit again for another resetTimeout.
+      ...(isFailure ? { errorFilter: (err: unknown) => !isFailure(err) && !this.#breaker.halfOpen } : {}),
     });
     if (onStateChange) {
       this.#breaker.on('open', () => onStateChange(CircuitState.Open, this.name));

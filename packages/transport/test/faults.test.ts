@@ -12,6 +12,7 @@ import { type DevCaIdentityProvider } from '@weave/identity/dev';
 import {
   CircuitOpenError,
   CircuitState,
+  type CircuitBreaker,
   SecureChannel,
   createMtlsServerOptions,
   type TransportConfigInput,
@@ -324,6 +325,30 @@ describe('circuit breaker on a channel', () => {
     }
     expect(ch.circuitBreaker?.state).toBe(CircuitState.Closed);
     expect(ch.circuitBreaker?.metrics().failures).toBe(0);
+  });
+
+  it('a half-open trial the caller aborts does not close the circuit: it opens again, on both paths', async () => {
+    const { url } = await httpsServer(() => undefined); // never answers
+    for (const path of ['request()', 'dispatch'] as const) {
+      const ch = channel({
+        retry: { retries: 0 },
+        circuitBreaker: { volumeThreshold: 1, errorThresholdPercentage: 50, resetTimeoutMs: 200 },
+      });
+      const breaker = ch.circuitBreaker as CircuitBreaker;
+      // Open it: one failed call through the channel's own breaker is enough (volumeThreshold 1).
+      await expect(breaker.execute(() => Promise.reject(new Error('peer down')))).rejects.toThrow(
+        'peer down',
+      );
+      expect(breaker.state).toBe(CircuitState.Open);
+      await expect.poll(() => breaker.state, { timeout: 5_000 }).toBe(CircuitState.HalfOpen);
+      const trial =
+        path === 'request()'
+          ? ch.get(url, { signal: AbortSignal.timeout(100) })
+          : undiciRequest(url, { dispatcher: ch, signal: AbortSignal.timeout(100) });
+      await expect(trial).rejects.toBeDefined();
+      // The peer never answered the trial: not shown healthy, the circuit is open again.
+      expect(breaker.state, path).toBe(CircuitState.Open);
+    }
   });
 
   it("the caller's own aborts on the request() path do not count against the peer, and reach it as they were", async () => {
