@@ -294,7 +294,14 @@ export const A2AErrors = {
       `The task (${taskBytes} bytes as stored) is larger than ${scope === 'caller' ? "the caller's whole share of task memory" : 'the task memory of this agent'} (${limitBytes} bytes); send less`,
       {
         reason: 'PAYLOAD_TOO_LARGE',
-        data: [errorInfo('PAYLOAD_TOO_LARGE', { scope, limitBytes: String(limitBytes) })],
+        // `limit` as the body limit's error has it; `scope` and `limitBytes` as RESOURCE_EXHAUSTED's.
+        data: [
+          errorInfo('PAYLOAD_TOO_LARGE', {
+            limit: String(limitBytes),
+            scope,
+            limitBytes: String(limitBytes),
+          }),
+        ],
       },
     ),
   payloadTooLarge: (limit: number) =>

@@ -218,7 +218,8 @@ export interface A2AServerLimits {
    * per caller (default a quarter of it) and per finished task (default
    * the per-caller share; above it the task's event log, then history, then
    * artifacts are dropped). The oldest finished tasks make room; when unfinished tasks hold
-   * it, a new task gets a retryable RESOURCE_EXHAUSTED. See `InMemoryTaskStoreOptions`.
+   * it, a new task gets a retryable RESOURCE_EXHAUSTED; a task larger than the whole share
+   * gets PAYLOAD_TOO_LARGE (not retryable). See `InMemoryTaskStoreOptions`.
    */
   readonly retainedBytes?: {
     readonly total?: number;

@@ -330,14 +330,15 @@ export type PostgresTaskStoreOptions = PostgresConnection & {
    * artifacts, events) the store keeps at once, counted in the database for
    * every replica. To make room the oldest finished tasks go first; when
    * unfinished tasks hold it all, a new task is refused with
-   * {@link TaskStoreOverBudgetError} (scope `store`). A task counts what it
+   * {@link TaskStoreOverBudgetError} (scope `store`); a task larger than the
+   * bound alone is refused before anything is freed (`neverFits`). A task counts what it
    * was created with, and, once finished, all it holds. Default 1 GiB.
    */
   readonly maxBytes?: number;
   /**
    * The same bound per owner (caller), so one caller cannot take the store:
    * its own oldest finished tasks make room first, then a new task of it is
-   * refused (scope `caller`). Default a quarter of `maxBytes`.
+   * refused (scope `caller`); one larger than the share alone, at once. Default a quarter of `maxBytes`.
    */
   readonly maxBytesPerOwner?: number;
   /**

@@ -238,7 +238,8 @@ export class TaskStoreFullError extends WeaveError {
 /**
  * The store cannot keep another task's content within its memory bound: the
  * caller's share (`scope: 'caller'`) or the whole store (`scope: 'store'`) is
- * held by unfinished tasks. Retryable once some of them finish.
+ * held by unfinished tasks (retryable once some of them finish), or the task
+ * alone is larger than it ({@link TaskStoreOverBudgetError.neverFits}: never).
  */
 export class TaskStoreOverBudgetError extends WeaveError {
   /**
@@ -313,8 +314,8 @@ export interface InMemoryTaskStoreOptions {
   /**
    * Bytes of task content (messages, artifacts, events; estimated as their
    * JSON size) the store keeps at once. To make room the oldest finished
-   * tasks go first; when unfinished tasks hold it all, a new task is refused
-   * with {@link TaskStoreOverBudgetError}. Default 256 MiB.
+   * tasks go first; when unfinished tasks hold it all, or the new task alone
+   * is larger, it is refused with {@link TaskStoreOverBudgetError}. Default 256 MiB.
    */
   readonly maxBytes?: number;
   /** The same bound per owner (caller), so one caller cannot take the store. Default a quarter of `maxBytes`. */
@@ -422,7 +423,8 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
    *
    * @throws {TaskStoreFullError} when every slot holds an unfinished task.
    * @throws {TaskStoreOverBudgetError} when unfinished tasks hold the owner's
-   *   share of the memory bound, or all of it (retryable).
+   *   share of the memory bound, or all of it (retryable), or the task alone
+   *   is larger than either (`neverFits`).
    */
   attachNow(record: TaskRecord, events: StoredEvent[]): void {
     const id = record.task.id;
