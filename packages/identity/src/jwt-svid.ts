@@ -135,6 +135,13 @@ function checkClaims(p: Parsed, token: string, audiences: readonly string[], now
   const { claims } = p;
   const aud = claims.aud === undefined ? [] : Array.isArray(claims.aud) ? claims.aud : [claims.aud];
   if (aud.length === 0) throw new JwtSvidError('JWT_SVID_MISSING_AUD', 'token has no aud claim');
+  // The audience before the times, as go-spiffe (go-jose) checks them: a token for another
+  // service is told so, whether or not it has also expired.
+  if (audiences.length > 0 && !audiences.some((a) => aud.includes(a)))
+    throw new JwtSvidError(
+      'JWT_SVID_AUDIENCE_MISMATCH',
+      `token audience ${JSON.stringify(aud)} does not include ${JSON.stringify(audiences.length === 1 ? audiences[0] : audiences)}`,
+    );
   if (claims.exp === undefined) throw new JwtSvidError('JWT_SVID_MISSING_EXP', 'token has no exp claim');
   const nowSec = now.getTime() / 1000;
   if (claims.exp <= nowSec)
@@ -146,11 +153,6 @@ function checkClaims(p: Parsed, token: string, audiences: readonly string[], now
     throw new JwtSvidError(
       'JWT_SVID_NOT_YET_VALID',
       `token is not valid before ${new Date(claims.nbf * 1000).toISOString()}`,
-    );
-  if (audiences.length > 0 && !audiences.some((a) => aud.includes(a)))
-    throw new JwtSvidError(
-      'JWT_SVID_AUDIENCE_MISMATCH',
-      `token audience ${JSON.stringify(aud)} does not include ${JSON.stringify(audiences.length === 1 ? audiences[0] : audiences)}`,
     );
   return new JwtSvid(token, p.id, aud, new Date(claims.exp * 1000), Object.freeze({ ...claims }));
 }

@@ -250,6 +250,22 @@ describe('JWT-SVID', () => {
         async () => parseJwtSvidInsecure(await sign(thief, { ...good(), exp: nowSec() - 5 }), [AUD]),
         'JWT_SVID_EXPIRED',
       );
+      // Several faults: the README's order (aud, then exp, then nbf), as go-spiffe checks them.
+      await expectCode(
+        async () => parseJwtSvidInsecure(await sign(thief, { ...good(), exp: nowSec() - 5 }), ['x']),
+        'JWT_SVID_AUDIENCE_MISMATCH',
+      );
+      await expectCode(
+        async () => parseJwtSvidInsecure(await sign(thief, { ...good(), nbf: nowSec() + 600 }), ['x']),
+        'JWT_SVID_AUDIENCE_MISMATCH',
+      );
+      await expectCode(
+        async () =>
+          parseJwtSvidInsecure(await sign(thief, { ...good(), exp: nowSec() - 5, nbf: nowSec() + 600 }), [
+            AUD,
+          ]),
+        'JWT_SVID_EXPIRED',
+      );
     });
   });
 });
