@@ -34,6 +34,7 @@ import type {
 } from './store.js';
 import {
   byteBounds,
+  refuseNeverFitting,
   TaskLeaseLostError,
   TaskStoreConflictError,
   TaskStoreOverBudgetError,
@@ -846,18 +847,14 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
       `"state":${q(t.status.state)},"terminal":${finished},"task":${head},"created_at":${record.createdAt},` +
       `"updated_at":${record.updatedAt},"seq":${record.seq},"event_seq":${first.seq},"event":${event},` +
       `"tenant":${q(record.tenant ?? '')},"bytes":${bytes},${delta.json}`;
-    // Refused before the database frees anything: no eviction could make room for it.
-    if (bytes > this.#maxOwnerBytes)
-      throw new TaskStoreOverBudgetError('caller', this.#maxOwnerBytes, record.owner, bytes);
-    if (bytes > this.#maxBytes)
-      throw new TaskStoreOverBudgetError('store', this.#maxBytes, record.owner, bytes);
+    // Before the database's reserve function, which frees finished tasks first.
+    refuseNeverFitting(record.owner, bytes, this.#maxOwnerBytes, this.#maxBytes);
     const row = await this.#creates.submit(t.id, item);
     if (row.refused) {
       throw new TaskStoreOverBudgetError(
         row.refused,
         row.refused === 'caller' ? this.#maxOwnerBytes : this.#maxBytes,
         record.owner,
-        bytes,
       );
     }
     if (!row.inserted) throw new TaskStoreConflictError(t.id, 'already exists');

@@ -337,6 +337,23 @@ export interface TaskStoreByteBounds {
 }
 
 /**
+ * Refuses a new task of `bytes` (as stored) that alone is larger than its
+ * owner's share or the store's bound: before anything is freed, as no
+ * eviction could make room for it. Every store calls it before making room.
+ *
+ * @throws {TaskStoreOverBudgetError} with `neverFits`.
+ */
+export function refuseNeverFitting(
+  owner: string,
+  bytes: number,
+  maxOwnerBytes: number,
+  maxBytes: number,
+): void {
+  if (bytes > maxOwnerBytes) throw new TaskStoreOverBudgetError('caller', maxOwnerBytes, owner, bytes);
+  if (bytes > maxBytes) throw new TaskStoreOverBudgetError('store', maxBytes, owner, bytes);
+}
+
+/**
  * A store's byte bounds with the defaults every store applies: per owner a
  * quarter of the whole, per task the owner's share (one task may use it all;
  * a smaller bound cuts a finished task's event log, which a subscriber
@@ -482,10 +499,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
    * @throws {TaskStoreOverBudgetError} when unfinished tasks hold the room.
    */
   #makeRoom(owner: string, bytes: number): void {
-    // Refused before anything is freed: no eviction could make room for it.
-    if (bytes > this.#maxOwnerBytes)
-      throw new TaskStoreOverBudgetError('caller', this.#maxOwnerBytes, owner, bytes);
-    if (bytes > this.#maxBytes) throw new TaskStoreOverBudgetError('store', this.#maxBytes, owner, bytes);
+    refuseNeverFitting(owner, bytes, this.#maxOwnerBytes, this.#maxBytes);
     if (this.bytes(owner) + bytes > this.#maxOwnerBytes) {
       for (const [id, e] of this.#tasks) {
         if (this.bytes(owner) + bytes <= this.#maxOwnerBytes) break;
