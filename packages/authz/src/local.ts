@@ -9,8 +9,8 @@ import { PinoAuditSink, type AuditSink } from './audit.js';
 import { auditSubject, DecisionRecorder, normalizeCheck, type Verdict } from './decision.js';
 import { AuthzConfigError, PolicyError } from './errors.js';
 import { MatcherCache } from './matchers.js';
-import { CompiledPolicy, parsePolicyInSlices, validatePolicyWith } from './policy.js';
-import { runNow, runSliced, type Slices } from './slices.js';
+import { CompiledPolicy, compileText, validatePolicyWith } from './policy.js';
+import { runNow, runSliced } from './slices.js';
 import type { AuthzDecision, Direction, InboundCheck, OutboundCheck, PolicyEnforcer } from './types.js';
 
 /** Options shared by every way of building a {@link LocalPolicyEnforcer}. */
@@ -288,18 +288,6 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
     }
     return event;
   }
-}
-
-/**
- * Parses, validates and compiles policy text, reusing what `previous`
- * compiled. In slices: a file load or reload yields to the event loop between
- * them (the policy in force decides meanwhile), a string is compiled at once.
- */
-function* compileText(text: string, source: string, previous?: CompiledPolicy): Slices<CompiledPolicy> {
-  const matchers = new MatcherCache(previous?.matchers);
-  const known = previous && ((id: string) => previous.rule(id)?.source);
-  const doc = yield* parsePolicyInSlices(text, source, matchers, known);
-  return yield* CompiledPolicy.inSlices(doc, previous, matchers);
 }
 
 async function readPolicyFile(file: string): Promise<{ text: string; sha256: string }> {

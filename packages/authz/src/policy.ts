@@ -171,7 +171,7 @@ export function parsePolicy(text: string, source = '<string>'): PolicyDocument {
  * matchers through `matchers` (see {@link CompiledPolicy}); `known` gives the
  * validated rules of the policy in force, whose equals are not validated again.
  */
-export function parsePolicyInSlices(
+function parsePolicyInSlices(
   text: string,
   source: string,
   matchers: MatcherCache,
@@ -276,6 +276,23 @@ function* parseJsonPolicy(
     );
   }
   return res.data;
+}
+
+/**
+ * Parses, validates and compiles policy text, reusing what `previous`
+ * compiled (its matchers, and its rules that are unchanged). In slices: a
+ * file load or reload runs it with the event loop turning between them (the
+ * policy in force decides meanwhile), a string is compiled at once.
+ */
+export function* compileText(
+  text: string,
+  source: string,
+  previous?: CompiledPolicy,
+): Slices<CompiledPolicy> {
+  const matchers = new MatcherCache(previous?.matchers);
+  const known = previous && ((id: string) => previous.rule(id)?.source);
+  const doc = yield* parsePolicyInSlices(text, source, matchers, known);
+  return yield* CompiledPolicy.inSlices(doc, previous, matchers);
 }
 
 /** The validated rules of the policy in force, by id. */

@@ -245,14 +245,17 @@ describe('LocalPolicyEnforcer.fromFile', () => {
       });
     });
 
-    it('keeps answering decisions, with the policy in force, while a large file is compiled', async () => {
+    /**
+     * An enforcer on a 20 000-rule file (v1) that has since changed one rule
+     * (v2, not reloaded yet), and a JSON.parse spy: `parsed()` is true once
+     * the new text was parsed, from when the reload validates and compiles.
+     */
+    async function largeFileChanged() {
       const file = join(dir, 'policy.json');
       const list = rules(20_000);
       await writeFile(file, doc('v1', list));
-      const { e } = await load(file, { watch: false });
+      const loaded = await load(file, { watch: false });
       await writeFile(file, doc('v2', [{ ...list[0], actions: ['changed'] }, ...list.slice(1)]));
-
-      // The moment the new text is parsed: from there on, the reload is validating and compiling.
       let parsed = false;
       const parse = JSON.parse;
       const spy = vi
@@ -262,6 +265,11 @@ describe('LocalPolicyEnforcer.fromFile', () => {
           if (text.length > 1_000_000) parsed = true;
           return value;
         });
+      return { ...loaded, parsed: () => parsed, spy };
+    }
+
+    it('keeps answering decisions, with the policy in force, while a large file is compiled', async () => {
+      const { e, parsed, spy } = await largeFileChanged();
       const answered: string[] = [];
       let done = false;
       let afterParse = 0;
@@ -272,7 +280,7 @@ describe('LocalPolicyEnforcer.fromFile', () => {
           await new Promise<void>((r) => setImmediate(r));
           const d = await check(e, 'spiffe://demo.weave/agent/a5', 'act5');
           answered.push(d.policyId ?? '');
-          if (parsed && !done) afterParse++;
+          if (parsed() && !done) afterParse++;
         }
       } finally {
         spy.mockRestore();
@@ -293,24 +301,10 @@ describe('LocalPolicyEnforcer.fromFile', () => {
     });
 
     it('close() during a reload of a large file stops its compile at the next slice; the policy stays', async () => {
-      const file = join(dir, 'policy.json');
-      const list = rules(20_000);
-      await writeFile(file, doc('v1', list));
-      const { e, events } = await load(file, { watch: false });
-      await writeFile(file, doc('v2', [{ ...list[0], actions: ['changed'] }, ...list.slice(1)]));
-
-      let parsed = false;
-      const parse = JSON.parse;
-      const spy = vi
-        .spyOn(JSON, 'parse')
-        .mockImplementation((text: string, reviver?: Parameters<typeof parse>[1]) => {
-          const value: unknown = parse(text, reviver);
-          if (text.length > 1_000_000) parsed = true;
-          return value;
-        });
+      const { e, events, parsed, spy } = await largeFileChanged();
       try {
         const reloading = e.reload();
-        while (!parsed) await new Promise<void>((r) => setImmediate(r));
+        while (!parsed()) await new Promise<void>((r) => setImmediate(r));
         // Compiling now: close, and count the turns of the event loop until close() is done.
         let closed = false;
         const closing = e.close().then(() => (closed = true));

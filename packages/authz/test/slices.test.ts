@@ -4,8 +4,7 @@
 // built in slices to the one built at once.
 import { describe, expect, it } from 'vitest';
 import { SpiffeId } from '@weave/identity';
-import { MatcherCache } from '../src/matchers.js';
-import { CompiledPolicy, parsePolicyInSlices } from '../src/policy.js';
+import { CompiledPolicy, compileText } from '../src/policy.js';
 import { ITEMS_PER_YIELD, runNow, runSliced, type Slices } from '../src/slices.js';
 import { benchWorkload } from './helpers/random.js';
 
@@ -129,16 +128,7 @@ describe('work in slices', () => {
     const text = policyText(rules);
 
     const load = { n: 0 };
-    const matchers = new MatcherCache();
-    const sliced = runNow(
-      counted(
-        (function* () {
-          const doc = yield* parsePolicyInSlices(text, '<test>', matchers);
-          return yield* CompiledPolicy.inSlices(doc, undefined, matchers);
-        })(),
-        load,
-      ),
-    );
+    const sliced = runNow(counted(compileText(text, '<test>'), load));
     // Finding unchanged rules, validating, the unique-id check, indexing: each at least `slices` times.
     expect(load.n).toBeGreaterThanOrEqual(4 * slices);
     expect(sliced.rulesCompiled).toBe(N);
@@ -146,16 +136,7 @@ describe('work in slices', () => {
     // A reload with one rule changed validates that one: the other passes still yield.
     const next = policyText(rules, 'changed');
     const reload = { n: 0 };
-    const m2 = new MatcherCache(sliced.matchers);
-    const reloaded = runNow(
-      counted(
-        (function* () {
-          const doc = yield* parsePolicyInSlices(next, '<test>', m2, (id) => sliced.rule(id)?.source);
-          return yield* CompiledPolicy.inSlices(doc, sliced, m2);
-        })(),
-        reload,
-      ),
-    );
+    const reloaded = runNow(counted(compileText(next, '<test>', sliced), reload));
     expect(reload.n).toBeGreaterThanOrEqual(3 * slices);
     expect(reloaded.rulesCompiled).toBe(1);
 
