@@ -318,8 +318,9 @@ const TOP_LEVEL_KEYS: ReadonlySet<string> = new Set(Object.keys(AgentConfigSchem
  * `SPIFFE_ENDPOINT_SOCKET` fills `identity.workloadApi.socket` when no identity is configured.
  *
  * @throws {AgentConfigError} (`AGENT_CONFIG_INVALID`) when a JSON value repeats
- *   a key within one object, or a `WEAVE_<SECTION>__<KEY>` variable names no
- *   top-level key (a misspelt section would otherwise be ignored); `raw` is left as it was.
+ *   a key within one object, or a variable looks like a misspelt override (a
+ *   section and one underscore, `WEAVE_SERVER_PORT`; a `WEAVE_<SECTION>__<KEY>`
+ *   naming no top-level key), which would otherwise be ignored; `raw` is left as it was.
  */
 export function applyEnvOverrides(
   raw: Record<string, unknown>,
