@@ -296,7 +296,7 @@ export function* compileText(
 }
 
 /** The validated rules of the policy in force, by id. */
-export type KnownRules = (id: string) => PolicyRule | undefined;
+type KnownRules = (id: string) => PolicyRule | undefined;
 
 type Checked =
   | { readonly success: true; readonly data: PolicyDocument }
