@@ -36,7 +36,11 @@ export class AllowAllEnforcer implements PolicyEnforcer {
     return Promise.resolve(this.decide('outbound', check, true));
   }
 
-  private decide(direction: Direction, check: unknown, calleeRequired: boolean): AuthzDecision {
+  private decide(
+    direction: Direction,
+    check: unknown,
+    calleeRequired: boolean,
+  ): AuthzDecision | Promise<AuthzDecision> {
     const start = process.hrtime.bigint();
     const n = normalizeCheck(direction, check, calleeRequired);
     if ('invalid' in n)

@@ -34,11 +34,14 @@ export interface AuditRecord {
 }
 
 /**
- * Where audit records go. `record` is called once per decision, synchronously;
- * an implementation that throws makes the decision a deny (fail closed).
+ * Where audit records go. `record` is called once per decision, before the
+ * decision is given. An implementation that throws makes the decision a deny
+ * (fail closed). One that returns a promise (an async function, a write to a
+ * database) is waited for, and a rejection makes the decision a deny too;
+ * the check's answer waits for it, so a slow sink slows every call.
  */
 export interface AuditSink {
-  record(rec: AuditRecord): void;
+  record(rec: AuditRecord): void | PromiseLike<void>;
 }
 
 /** The default sink: one pino record per decision, message `authz decision`. */

@@ -19,6 +19,8 @@ export interface NormalizedCheck {
   readonly callee: SpiffeId | undefined;
   readonly action: string;
   readonly context: Readonly<Record<string, unknown>> | undefined;
+  /** `context.tenant` when it is a non-empty string, as read once when the check arrived. */
+  readonly tenant: string | undefined;
 }
 
 const MAX_ACTION_LENGTH = 256;
@@ -63,14 +65,37 @@ function shown(value: unknown): string {
 
 /**
  * Validates a check as it arrives (callers may be untyped JavaScript). Returns
- * the reason for a deny when it is malformed.
+ * the reason for a deny when it is malformed. Each field is read once, here:
+ * a getter that throws, or that answers differently on a second read, cannot
+ * make a check throw or decide on something other than what was validated.
  */
 export function normalizeCheck(
   direction: Direction,
   check: unknown,
   calleeRequired: boolean,
 ): NormalizedCheck | InvalidCheck {
-  const c = (typeof check === 'object' && check !== null ? check : {}) as Record<string, unknown>;
+  let c: { caller: unknown; callee: unknown; action: unknown; context: unknown; tenant: unknown };
+  try {
+    const o = (typeof check === 'object' && check !== null ? check : {}) as Record<string, unknown>;
+    const context = o.context;
+    c = {
+      caller: o.caller,
+      callee: o.callee,
+      action: o.action,
+      context,
+      tenant:
+        typeof context === 'object' && context !== null
+          ? (context as Record<string, unknown>).tenant
+          : undefined,
+    };
+  } catch (err) {
+    return {
+      invalid: `invalid check: a field could not be read (${shown(err instanceof Error ? err.message : err)})`,
+      caller: UNREADABLE,
+      callee: undefined,
+      action: UNREADABLE,
+    };
+  }
   const caller = toSpiffeId(c.caller);
   if (!caller) return invalid(c, 'invalid check: caller is not a valid SPIFFE ID');
   let callee: SpiffeId | undefined;
@@ -94,8 +119,11 @@ export function normalizeCheck(
     callee,
     action,
     context: context as Readonly<Record<string, unknown>> | undefined,
+    tenant: typeof c.tenant === 'string' && c.tenant !== '' ? c.tenant : undefined,
   };
 }
+
+const UNREADABLE = '<unreadable>';
 
 /** A malformed check: the reason, and its fields made printable for the audit record. */
 export interface InvalidCheck {
@@ -115,16 +143,15 @@ export interface AuditSubject {
 
 /** The audit subject of a valid check; the tenant is `context.tenant` when it is a string. */
 export function auditSubject(n: NormalizedCheck): AuditSubject {
-  const tenant = n.context?.tenant;
   return {
     caller: n.caller.toString(),
     callee: n.callee?.toString(),
     action: n.action,
-    tenant: typeof tenant === 'string' && tenant !== '' ? shown(tenant) : undefined,
+    tenant: n.tenant !== undefined ? shown(n.tenant) : undefined,
   };
 }
 
-function invalid(c: Record<string, unknown>, reason: string): InvalidCheck {
+function invalid(c: { caller: unknown; callee: unknown; action: unknown }, reason: string): InvalidCheck {
   return {
     invalid: reason,
     caller: shown(c.caller),
@@ -143,10 +170,20 @@ export class DecisionRecorder {
     private readonly engine: AuditEngine,
   ) {}
 
-  finish(startNs: bigint, direction: Direction, who: AuditSubject, verdict: Verdict): AuthzDecision {
+  /**
+   * The decision of `verdict`, recorded. A sink that returns a promise is
+   * waited for, and the decision is a promise too; a sink that throws, or
+   * whose promise rejects, turns an allow into a deny: a call that cannot be
+   * audited does not go through.
+   */
+  finish(
+    startNs: bigint,
+    direction: Direction,
+    who: AuditSubject,
+    verdict: Verdict,
+  ): AuthzDecision | Promise<AuthzDecision> {
     const auditId = randomUuid();
     const latencyUs = Number(process.hrtime.bigint() - startNs) / 1000;
-    let { allowed, reason } = verdict;
     // Built by assignment rather than conditional spreads: this is the hot path.
     const rec: { -readonly [K in keyof AuditRecord]: AuditRecord[K] } = {
       auditId,
@@ -154,8 +191,8 @@ export class DecisionRecorder {
       direction,
       caller: who.caller,
       action: who.action,
-      decision: allowed ? 'allow' : 'deny',
-      reason,
+      decision: verdict.allowed ? 'allow' : 'deny',
+      reason: verdict.reason,
       engine: this.engine,
       latencyUs,
     };
@@ -165,22 +202,42 @@ export class DecisionRecorder {
     if (verdict.ruleId !== undefined) rec.ruleId = verdict.ruleId;
     if (verdict.cached) rec.cached = true;
     if (verdict.opaDecisionId !== undefined) rec.opaDecisionId = verdict.opaDecisionId;
+    let pending: unknown;
     try {
-      this.sink.record(Object.freeze(rec));
+      pending = this.sink.record(Object.freeze(rec));
     } catch (err) {
-      // A decision nobody can audit must not let a call through.
-      if (allowed) {
-        allowed = false;
-        reason = `audit sink failed, denying: ${err instanceof Error ? err.message : String(err)}`;
-      }
-      process.emitWarning(
-        `weave authz: audit sink failed for ${auditId}: ${String(err)}`,
-        'WeaveAuditWarning',
+      return decisionOf(auditId, sinkFailed(auditId, verdict, err));
+    }
+    // A sink typed `void` may still be an async function: its rejection is
+    // the same failure as a throw, not an unhandled rejection after an allow.
+    if (typeof (pending as PromiseLike<unknown> | undefined)?.then === 'function') {
+      return Promise.resolve(pending).then(
+        () => decisionOf(auditId, verdict),
+        (err: unknown) => decisionOf(auditId, sinkFailed(auditId, verdict, err)),
       );
     }
-    const decision: { -readonly [K in keyof AuthzDecision]: AuthzDecision[K] } = { allowed, reason, auditId };
-    if (verdict.policyId !== undefined) decision.policyId = verdict.policyId;
-    if (verdict.ruleId !== undefined) decision.ruleId = verdict.ruleId;
-    return Object.freeze(decision);
+    return decisionOf(auditId, verdict);
   }
+}
+
+/** The verdict after its audit failed: a deny, and a warning for the operator. */
+function sinkFailed(auditId: string, verdict: Verdict, err: unknown): Verdict {
+  process.emitWarning(`weave authz: audit sink failed for ${auditId}: ${String(err)}`, 'WeaveAuditWarning');
+  if (!verdict.allowed) return verdict;
+  return {
+    ...verdict,
+    allowed: false,
+    reason: `audit sink failed, denying: ${err instanceof Error ? err.message : String(err)}`,
+  };
+}
+
+function decisionOf(auditId: string, verdict: Verdict): AuthzDecision {
+  const decision: { -readonly [K in keyof AuthzDecision]: AuthzDecision[K] } = {
+    allowed: verdict.allowed,
+    reason: verdict.reason,
+    auditId,
+  };
+  if (verdict.policyId !== undefined) decision.policyId = verdict.policyId;
+  if (verdict.ruleId !== undefined) decision.ruleId = verdict.ruleId;
+  return Object.freeze(decision);
 }

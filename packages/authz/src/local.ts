@@ -176,7 +176,11 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
     await this.reloading;
   }
 
-  private decide(direction: Direction, check: unknown, calleeRequired: boolean): AuthzDecision {
+  private decide(
+    direction: Direction,
+    check: unknown,
+    calleeRequired: boolean,
+  ): AuthzDecision | Promise<AuthzDecision> {
     const start = process.hrtime.bigint();
     const policy = this.policy;
     const n = normalizeCheck(direction, check, calleeRequired);

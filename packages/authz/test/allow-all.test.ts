@@ -27,6 +27,27 @@ describe('AllowAllEnforcer', () => {
     expect((await e.checkInbound({ caller: 'x', action: 'a' } as never)).allowed).toBe(false);
   });
 
+  it('denies, instead of throwing, a check whose getter throws, and a rejecting async sink', async () => {
+    const sink = new CollectingSink();
+    const e = new AllowAllEnforcer({ audit: sink });
+    const hostile = {
+      action: 'a',
+      get caller(): never {
+        throw new Error('boom');
+      },
+    };
+    const d = await e.checkInbound(hostile as never);
+    expect(d).toMatchObject({ allowed: false, reason: 'invalid check: a field could not be read (boom)' });
+    expect(sink.records).toHaveLength(1);
+    const rejecting = new AllowAllEnforcer({ audit: { record: () => Promise.reject(new Error('down')) } });
+    const warned = new Promise((resolve) => process.once('warning', resolve));
+    expect(await rejecting.checkInbound({ caller: ORCH, action: 'a' })).toMatchObject({
+      allowed: false,
+      reason: 'audit sink failed, denying: down',
+    });
+    await warned;
+  });
+
   for (const [name, value] of [
     ['NODE_ENV', 'production'],
     ['WEAVE_ENV', 'production'],

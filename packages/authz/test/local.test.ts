@@ -439,4 +439,128 @@ describe('audit', () => {
       emitWarning.mockRestore();
     }
   });
+
+  it('waits for an async audit sink and turns an allow into a deny when it rejects', async () => {
+    const failing = {
+      // An async function fits `record(rec): void` too: its failure is a rejection, not a throw.
+      async record() {
+        await Promise.resolve();
+        throw new Error('audit db down');
+      },
+    };
+    const e = LocalPolicyEnforcer.fromObject(
+      policy([{ id: 'r', effect: 'allow', callers: ['*'], actions: ['*'] }]),
+      { audit: failing },
+    );
+    const emitWarning = vi.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+    const unhandled = vi.fn();
+    process.on('unhandledRejection', unhandled);
+    try {
+      const d = await e.checkInbound({ caller: ORCH, action: 'x' });
+      expect(d).toMatchObject({ allowed: false, reason: 'audit sink failed, denying: audit db down' });
+      expect(emitWarning).toHaveBeenCalledWith(
+        `weave authz: audit sink failed for ${d.auditId}: Error: audit db down`,
+        'WeaveAuditWarning',
+      );
+      // A turn for a rejection nobody handled to be reported.
+      await new Promise((r) => setImmediate(r));
+      expect(unhandled).not.toHaveBeenCalled();
+    } finally {
+      process.off('unhandledRejection', unhandled);
+      emitWarning.mockRestore();
+    }
+  });
+
+  it('gives the decision only once an async audit sink has recorded it', async () => {
+    let release!: () => void;
+    const records: string[] = [];
+    const slow = {
+      record(rec: { decision: string }) {
+        return new Promise<void>((resolve) => {
+          release = () => {
+            records.push(rec.decision);
+            resolve();
+          };
+        });
+      },
+    };
+    const e = LocalPolicyEnforcer.fromObject(
+      policy([{ id: 'r', effect: 'allow', callers: ['*'], actions: ['*'] }]),
+      { audit: slow },
+    );
+    let settled = false;
+    const pending = e.checkInbound({ caller: ORCH, action: 'x' }).then((d) => {
+      settled = true;
+      return d;
+    });
+    await new Promise((r) => setImmediate(r));
+    expect(settled).toBe(false);
+    release();
+    const d = await pending;
+    expect(d.allowed).toBe(true);
+    expect(records).toEqual(['allow']);
+  });
+});
+
+describe('hostile checks', () => {
+  const allowAll = policy([{ id: 'r', effect: 'allow', callers: ['*'], actions: ['*'] }]);
+  const throwing = (field: string) => {
+    const check: Record<string, unknown> = { caller: ORCH, action: 'x', context: { tenant: 't' } };
+    Object.defineProperty(check, field, {
+      enumerable: true,
+      get() {
+        throw new Error(`${field} boom`);
+      },
+    });
+    return check;
+  };
+
+  for (const field of ['caller', 'action', 'context']) {
+    it(`denies, audited once, a check whose ${field} getter throws`, async () => {
+      const sink = new CollectingSink();
+      const e = LocalPolicyEnforcer.fromObject(allowAll, { audit: sink });
+      const d = await e.checkInbound(throwing(field) as never);
+      expect(d).toMatchObject({
+        allowed: false,
+        reason: `invalid check: a field could not be read (${field} boom)`,
+      });
+      expect(sink.records).toHaveLength(1);
+      expect(sink.records[0]).toMatchObject({ decision: 'deny', caller: '<unreadable>' });
+    });
+  }
+
+  it('denies a check whose context.tenant getter throws', async () => {
+    const sink = new CollectingSink();
+    const e = LocalPolicyEnforcer.fromObject(allowAll, { audit: sink });
+    const context = {};
+    Object.defineProperty(context, 'tenant', {
+      get() {
+        throw new Error('tenant boom');
+      },
+    });
+    const d = await e.checkInbound({ caller: ORCH, action: 'x', context });
+    expect(d.allowed).toBe(false);
+    expect(d.reason).toBe('invalid check: a field could not be read (tenant boom)');
+    expect(sink.records).toHaveLength(1);
+  });
+
+  it('reads each field of a check once: a getter cannot answer one thing to the check and another to the decision', async () => {
+    const sink = new CollectingSink();
+    const e = LocalPolicyEnforcer.fromObject(
+      policy([{ id: 'orch', effect: 'allow', callers: [ORCH.toString()], actions: ['*'] }]),
+      { audit: sink },
+    );
+    let reads = 0;
+    const check = {
+      action: 'x',
+      get caller() {
+        reads += 1;
+        return reads === 1 ? ORCH : SEARCH;
+      },
+    };
+    const d = await e.checkInbound(check as never);
+    expect(reads).toBe(1);
+    expect(d.allowed).toBe(true);
+    expect(sink.records[0]).toMatchObject({ caller: ORCH.toString(), decision: 'allow' });
+  });
 });
