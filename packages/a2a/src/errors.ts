@@ -213,10 +213,11 @@ export const A2AErrors = {
     new A2AError(A2AErrorCode.ExtensionSupportRequired, `This agent requires the extension ${uri}`, {
       data: [errorInfo('EXTENSION_SUPPORT_REQUIRED', { uri })],
     }),
-  versionNotSupported: (version: string) =>
+  /** `supported`: what the refusing binding speaks (JSON-RPC 1.0 and 0.3; the others 1.0 only). */
+  versionNotSupported: (version: string, supported = '1.0, 0.3') =>
     new A2AError(
       A2AErrorCode.VersionNotSupported,
-      `A2A protocol version ${JSON.stringify(version)} is not supported; supported: 1.0, 0.3`,
+      `A2A protocol version ${JSON.stringify(version)} is not supported; supported: ${supported}`,
     ),
   /**
    * The caller may not invoke the skill. A2A v1.0 has no JSON-RPC code for

@@ -191,9 +191,14 @@ export interface SkillRouting {
 /** Key of the task metadata that names the skill the task runs (also the selector a client may send). */
 export const SKILL_METADATA_KEY = 'skill';
 
+const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+
 /** Limits that keep one client from exhausting the server. */
 export interface A2AServerLimits {
-  /** Largest request body in bytes. Default 1 MiB. */
+  /**
+   * Largest request in bytes, on every binding: the HTTP body, the gRPC
+   * request message. Default 1 MiB.
+   */
   readonly maxBodyBytes?: number;
   /** Most unfinished tasks at once; more get RESOURCE_EXHAUSTED. Default 1000. */
   readonly maxConcurrentTasks?: number;
@@ -449,6 +454,15 @@ export class A2ARequestHandler {
     this.#inputTimeout = options.limits?.inputTimeoutMs ?? 600_000;
     this.#blockingTimeout = options.limits?.blockingTimeoutMs ?? 60_000;
     this.#requiredExt = (options.extensions ?? []).filter((e) => e.required === true).map((e) => e.uri);
+  }
+
+  /**
+   * Largest request in bytes (`limits.maxBodyBytes`, default 1 MiB): the
+   * bound every binding serving this handler puts on one request, so that
+   * no binding takes what another refuses.
+   */
+  get maxBodyBytes(): number {
+    return this.#opts.limits?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   }
 
   /** Sets where warnings and errors go (a binding may supply its server's logger). */
@@ -1495,7 +1509,7 @@ export function asA2AError(err: unknown, log: HandlerLogger): A2AError {
 export function assertV1Version(headers: CallHeaders): void {
   const h = headers['a2a-version'];
   const v = (Array.isArray(h) ? h[0] : h)?.trim() ?? '';
-  if (v !== '' && !/^1(\.0)?(\.\d+)?$/.test(v)) throw A2AErrors.versionNotSupported(v.slice(0, 32));
+  if (v !== '' && !/^1(\.0)?(\.\d+)?$/.test(v)) throw A2AErrors.versionNotSupported(v.slice(0, 32), '1.0');
 }
 
 /** Validates params; the first issue becomes a -32602 message. */

@@ -204,7 +204,7 @@ export class A2AServer {
     this.handler = new A2ARequestHandler(options);
     this.handler.onSkillsChanged(() => this.#cardCache.clear());
     for (const s of skills) this.handler.declareSkill(s);
-    this.#maxBody = options.limits?.maxBodyBytes ?? 1024 * 1024;
+    this.#maxBody = this.handler.maxBodyBytes;
     this.#deps = {
       handler: this.handler,
       getCaller: options.getCaller ?? peerOf,
@@ -380,7 +380,7 @@ export class A2AServer {
     app.removeAllContentTypeParsers();
     app.addContentTypeParser(['application/json', 'application/a2a+json'], (request, payload, done) =>
       readBody(payload, request.headers, this.#maxBody, (err, body) =>
-        err ? done(err, undefined) : done(null, JsonBody.parse(body!.toString('utf8'))),
+        err ? done(err, undefined) : done(null, JsonBody.parse(body!)),
       ),
     );
     // Anything else is read (within the limit) and answered with -32005.

@@ -696,6 +696,10 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
       });
       // Spec §5.4: -32009, gRPC UNIMPLEMENTED, HTTP 400.
       expectFailure(o, 'VERSION_NOT_SUPPORTED', -32009, name);
+      // Each binding names what it speaks: only JSON-RPC also speaks 0.3.
+      expect(o.ok || o.error.message).toMatch(
+        name === 'JSONRPC' ? /supported: 1\.0, 0\.3$/ : /supported: 1\.0$/,
+      );
       const g = await b.call('GetTask', { id: 'no-such-task' }, { 'a2a-version': version });
       expect(g.ok || g.error.code, version).toBe('VERSION_NOT_SUPPORTED');
     }
@@ -864,6 +868,75 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     ok(await b.call('ListTasks', { includeArtifacts: true, historyLength: 10 }));
   });
 
+  it('a request over the handler’s maxBodyBytes (1 MiB here) is PAYLOAD_TOO_LARGE on every binding and runs nothing', async () => {
+    const before = w.ran.length;
+    const o = await b.call(
+      'SendMessage',
+      userText('x'.repeat(1024 * 1024 + 1), { metadata: { skill: 'echo' } }),
+    );
+    expect(o.ok).toBe(false);
+    if (!o.ok) {
+      expect(o.error.code).toBe('PAYLOAD_TOO_LARGE');
+      expect(o.error.jsonRpcCode).toBe(-32600);
+      expect(o.status).toBe(name === 'GRPC' ? 8 : 413);
+    }
+    expect(w.ran.length).toBe(before);
+    // Just under the bound is served (by the message handler: no task of 1 MiB is kept for
+    // the later ListTasks of this suite to answer).
+    const r = ok(
+      await b.call('SendMessage', userText('x'.repeat(1024 * 1024 - 1024), { metadata: { skill: 'hello' } })),
+    ) as { message?: { parts: Array<{ text?: string }> } };
+    expect(r.message?.parts[0]?.text?.length).toBe(1024 * 1024 - 1024 + 'hello, '.length);
+    expect(w.ran.length).toBe(before + 1);
+  });
+
+  it('text that is not UTF-8 is refused and runs nothing (no U+FFFD put in its place)', async () => {
+    const before = w.ran.length;
+    const bad = Buffer.from([0x41, 0xff, 0xfe, 0xc3]);
+    let o: CallOutcome;
+    if (name === 'GRPC') {
+      o = await sendRawGrpc(rawMessage(field(0x0a, bad))); // Part.text = 1
+      expectFailure(o, 'INVALID_PARAMS', -32602, name);
+      expect(o.ok || o.error.message).toContain('not valid UTF-8');
+    } else {
+      const params = Buffer.concat([
+        Buffer.from('{"message":{"messageId":"utf8","role":"ROLE_USER","parts":[{"text":"'),
+        bad,
+        Buffer.from('"}]}}'),
+      ]);
+      o = await sendRawHttp(name, params);
+      expect(o.ok).toBe(false);
+      if (!o.ok) {
+        expect(o.error.jsonRpcCode).toBe(-32700);
+        expect(o.error.message).toContain('not valid UTF-8');
+        expect(o.status).toBe(name === 'JSONRPC' ? 200 : 400);
+      }
+    }
+    expect(w.ran.length).toBe(before);
+  });
+
+  it('a "__proto__" key in a data part is the caller’s data, kept as an own member, as JSON keeps it', async () => {
+    const data = JSON.parse('{"__proto__":{"role":"admin"},"k":1}') as Record<string, unknown>;
+    const t = ok(
+      await b.call('SendMessage', {
+        message: {
+          messageId: `proto-${name}`,
+          role: 'ROLE_USER',
+          parts: [{ data }],
+          metadata: JSON.parse('{"skill":"echo","__proto__":{"x":1}}') as unknown,
+        },
+      }),
+    ).task as Task;
+    const got = ok(await b.call('GetTask', { id: t.id })) as Task;
+    const sent = got.history?.[0];
+    const part = sent?.parts[0]?.data as Record<string, unknown>;
+    expect(Object.keys(part)).toEqual(['__proto__', 'k']);
+    expect(Object.getPrototypeOf(part)).toBe(Object.prototype);
+    expect(JSON.stringify(part)).toBe('{"__proto__":{"role":"admin"},"k":1}');
+    // metadata drops such a key on every binding (a Struct is copied as zod copies a record).
+    expect(sent?.metadata).toEqual({ skill: 'echo' });
+  });
+
   it('after a live policy revocation every method is PERMISSION_DENIED and runs nothing', async () => {
     const t = await startSlow('r');
     ok(
@@ -932,46 +1005,71 @@ async function deepSend(name: BindingUnderTest): Promise<CallOutcome> {
     // Written as text: JSON.stringify itself overflows at this depth.
     const data = `${'{"d":'.repeat(n)}1${'}'.repeat(n)}`;
     const params = `{"message":{"messageId":"deep","role":"ROLE_USER","parts":[{"data":${data}}],"metadata":{"skill":"echo"}}}`;
-    const url = name === 'JSONRPC' ? w.url : `${w.url}/message:send`;
-    const body =
-      name === 'JSONRPC' ? `{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":${params}}` : params;
-    const res = await request(url, {
-      method: 'POST',
-      dispatcher: w.agent,
-      headers: { 'content-type': 'application/json', 'a2a-version': '1.0' },
-      body,
-    });
-    const text = await res.body.text();
-    if (name === 'JSONRPC') {
-      const j = JSON.parse(text) as { error: { code: number; message: string } };
-      const { A2AError } = await import('../src/index.js');
-      return { ok: false, status: res.statusCode, error: A2AError.fromJsonRpc(j.error) };
-    }
-    const { a2aErrorFromRest } = await import('../src/index.js');
-    return { ok: false, status: res.statusCode, error: a2aErrorFromRest(JSON.parse(text), res.statusCode) };
+    return sendRawHttp(name, params);
   }
   // gRPC: hand-encoded protobuf (our own encoder refuses such depth), sent as raw bytes.
-  const len = (x: number): number[] => {
-    const out: number[] = [];
-    do {
-      out.push((x & 0x7f) | (x >= 0x80 ? 0x80 : 0));
-      x >>>= 7;
-    } while (x > 0);
-    return out;
-  };
-  const field = (tag: number, body: Buffer): Buffer =>
-    Buffer.concat([Buffer.from([tag, ...len(body.length)]), body]);
-  const parts: Buffer[] = [];
-  // Build inside out without quadratic copying: prefixes and suffixes around the leaf.
   let value = field(0x1a, Buffer.from('x'));
   for (let i = 0; i < 150; i++) {
     const entry = Buffer.concat([field(0x0a, Buffer.from('d')), field(0x12, value)]);
     value = field(0x2a, field(0x0a, entry));
   }
-  parts.push(field(0x0a, Buffer.from('deep'))); // Message.message_id = 1
+  return sendRawGrpc(rawMessage(field(0x22, value))); // Part.data = 4
+}
+
+/** A protobuf varint. */
+function varint(x: number): number[] {
+  const out: number[] = [];
+  do {
+    out.push((x & 0x7f) | (x >= 0x80 ? 0x80 : 0));
+    x >>>= 7;
+  } while (x > 0);
+  return out;
+}
+
+/** A length-delimited protobuf field: its tag byte, the length, the bytes. */
+function field(tag: number, body: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([tag, ...varint(body.length)]), body]);
+}
+
+/** A SendMessageRequest whose message has one part, `part` (a Part's encoded fields). */
+function rawMessage(part: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  parts.push(field(0x0a, Buffer.from('raw'))); // Message.message_id = 1
   parts.push(Buffer.from([0x20, 0x01])); // Message.role = ROLE_USER
-  parts.push(field(0x2a, field(0x22, value))); // Message.parts = 5 { Part.data = 4 }
-  const message = field(0x12, Buffer.concat(parts)); // SendMessageRequest.message = 2
+  parts.push(field(0x2a, part)); // Message.parts = 5
+  return field(0x12, Buffer.concat(parts)); // SendMessageRequest.message = 2
+}
+
+/** SendMessage with `params` as the body's exact bytes (JSON-RPC: in an envelope). */
+async function sendRawHttp(name: 'JSONRPC' | 'HTTP+JSON', params: string | Buffer): Promise<CallOutcome> {
+  const url = name === 'JSONRPC' ? w.url : `${w.url}/message:send`;
+  const body =
+    name === 'JSONRPC'
+      ? Buffer.concat([
+          Buffer.from('{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":'),
+          Buffer.from(params),
+          Buffer.from('}'),
+        ])
+      : params;
+  const res = await request(url, {
+    method: 'POST',
+    dispatcher: w.agent,
+    headers: { 'content-type': 'application/json', 'a2a-version': '1.0' },
+    body,
+  });
+  const text = await res.body.text();
+  const { A2AError, a2aErrorFromRest } = await import('../src/index.js');
+  if (name === 'JSONRPC') {
+    const j = JSON.parse(text) as { result?: unknown; error?: { code: number; message: string } };
+    if (j.error === undefined) return { ok: true, result: j.result, status: res.statusCode };
+    return { ok: false, status: res.statusCode, error: A2AError.fromJsonRpc(j.error) };
+  }
+  if (res.statusCode === 200) return { ok: true, result: JSON.parse(text), status: 200 };
+  return { ok: false, status: res.statusCode, error: a2aErrorFromRest(JSON.parse(text), res.statusCode) };
+}
+
+/** SendMessage on the gRPC port with `message` as the request's exact bytes. */
+function sendRawGrpc(message: Buffer): Promise<CallOutcome> {
   const def = a2aGrpcService().SendMessage;
   const raw = { SendMessage: { ...def, requestSerialize: (b: Buffer) => b } };
   const Ctor = makeGenericClientConstructor(raw as never, 'A2AService');

@@ -151,7 +151,10 @@ export class A2AGrpcServer {
       }),
     );
     this.#grpc = new Server({
-      'grpc.max_receive_message_length': 4 * 1024 * 1024,
+      // The handler's bound on a request, as the HTTP bindings serving it
+      // apply it to a body: a larger message is refused (RESOURCE_EXHAUSTED)
+      // from its length prefix, before it is read, and nothing runs.
+      'grpc.max_receive_message_length': options.handler.maxBodyBytes,
       // Channelz (grpc-js's introspection registry, which Weave never serves)
       // otherwise counts every call and message with a timestamp each.
       'grpc.enable_channelz': 0,

@@ -1,4 +1,5 @@
 /** What the two HTTP bindings (JSON-RPC and HTTP+JSON) share. */
+import { isUtf8 } from 'node:buffer';
 import { IncomingMessage, type IncomingHttpHeaders } from 'node:http';
 import { errorCodes, type FastifyRequest } from 'fastify';
 import { SpiffeId } from '@weave/identity';
@@ -27,8 +28,18 @@ export class JsonBody {
     readonly blank: boolean,
   ) {}
 
-  /** Parses `text`; a text that is not JSON gives a body with {@link error} set, never a throw. */
-  static parse(text: string): JsonBody {
+  /**
+   * Parses `body`; a body that is not JSON, or not UTF-8 (RFC 8259 §8.1: a
+   * decoder would put U+FFFD in place of the bad bytes, and the call would
+   * go on with text the caller never sent), gives a body with {@link error}
+   * set, never a throw.
+   */
+  static parse(body: Buffer | string): JsonBody {
+    if (typeof body !== 'string') {
+      if (!isUtf8(body)) return new JsonBody(undefined, 'the body is not valid UTF-8', false);
+      body = body.toString('utf8');
+    }
+    const text = body;
     try {
       return new JsonBody(JSON.parse(text) as unknown, undefined, false);
     } catch (err) {

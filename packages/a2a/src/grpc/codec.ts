@@ -19,6 +19,7 @@
  * get their default, repeated fields `[]`): Weave's schemas want those.
  * Encoding ignores unknown members and `null` (except as a `Value`: JSON null).
  */
+import { isUtf8 } from 'node:buffer';
 import protobuf from 'protobufjs';
 import { A2AClientError } from '../errors.js';
 
@@ -186,8 +187,8 @@ const SCALARS: Record<string, ValueCodec> = (() => {
     string: {
       wire: Wire.Bytes,
       packable: false,
-      put: (w, v) => w.string(String(v)),
-      get: (r) => r.string(),
+      put: (w, v) => putString(w, String(v)),
+      get: getString,
       empty: () => '',
     },
     bytes: {
@@ -244,7 +245,7 @@ function putStruct(w: Writer, v: unknown, depth: number): void {
     if (fv === undefined) continue;
     // fields = 1: map entry { key = 1; value = 2 }
     w.uint32(tagOf(1, Wire.Bytes)).fork();
-    w.uint32(tagOf(1, Wire.Bytes)).string(k);
+    putString(w.uint32(tagOf(1, Wire.Bytes)), k);
     w.uint32(tagOf(2, Wire.Bytes)).fork();
     putValue(w, fv, depth + 1);
     w.ldelim();
@@ -266,7 +267,7 @@ function putValue(w: Writer, v: unknown, depth: number): void {
   if (depth > MAX_PROTO_DEPTH) tooDeep();
   if (v === null || v === undefined) w.uint32(tagOf(1, Wire.Varint)).int32(0);
   else if (typeof v === 'number') w.uint32(tagOf(2, Wire.Fixed64)).double(v);
-  else if (typeof v === 'string') w.uint32(tagOf(3, Wire.Bytes)).string(v);
+  else if (typeof v === 'string') putString(w.uint32(tagOf(3, Wire.Bytes)), v);
   else if (typeof v === 'boolean') w.uint32(tagOf(4, Wire.Varint)).bool(v);
   else if (Array.isArray(v)) {
     w.uint32(tagOf(6, Wire.Bytes)).fork();
@@ -289,6 +290,45 @@ function readBody(r: Reader, each: (id: number, wire: number) => void): void {
   if (r.pos !== end) throw new ProtoConversionError('a field overran its message');
 }
 
+/**
+ * Writes a protobuf string. A JavaScript string with an unpaired surrogate
+ * (valid in a JSON escape, `"\ud800"`) has no UTF-8 form: written anyway it
+ * would be bytes that no decoder takes (this one included), so it is refused
+ * here, where the reason can still be told.
+ */
+function putString(w: Writer, s: string): void {
+  if (!(s as string & { isWellFormed(): boolean }).isWellFormed()) {
+    throw new ProtoConversionError('a string has an unpaired surrogate, which UTF-8 cannot carry');
+  }
+  w.string(s);
+}
+
+/**
+ * A protobuf string: UTF-8 by the protobuf spec, and refused when it is not,
+ * as the JSON bindings refuse a body that is not UTF-8 (protobufjs's own
+ * reader would put U+FFFD in place of the bad bytes, and the call would go
+ * on with text the caller never sent).
+ */
+function getString(r: Reader): string {
+  const bytes = r.bytes();
+  if (!isUtf8(bytes)) throw new ProtoConversionError('a string field is not valid UTF-8');
+  return Buffer.isBuffer(bytes)
+    ? bytes.toString('utf8')
+    : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
+}
+
+/**
+ * `o[key] = value` as `JSON.parse` does it: a `__proto__` key is an own
+ * member like any other. A plain assignment would set the object's
+ * prototype instead, so the gRPC binding would hand a handler data whose
+ * members the JSON bindings do not (inherited, invisible to the stored task).
+ */
+function setMember(o: WireObject, key: string, value: unknown): void {
+  if (key === '__proto__') {
+    Object.defineProperty(o, key, { value, enumerable: true, writable: true, configurable: true });
+  } else o[key] = value;
+}
+
 function getStruct(r: Reader, depth: number): WireObject {
   if (depth > MAX_PROTO_DEPTH) tooDeep();
   const out: WireObject = {};
@@ -297,11 +337,11 @@ function getStruct(r: Reader, depth: number): WireObject {
     let key = '';
     let value: unknown = null;
     readBody(r, (eid, ewire) => {
-      if (eid === 1 && ewire === Wire.Bytes) key = r.string();
+      if (eid === 1 && ewire === Wire.Bytes) key = getString(r);
       else if (eid === 2 && ewire === Wire.Bytes) value = getValue(r, depth + 1);
       else r.skipType(ewire);
     });
-    out[key] = value;
+    setMember(out, key, value);
   });
   return out;
 }
@@ -325,7 +365,7 @@ function getValue(r: Reader, depth: number): unknown {
       r.int32();
       out = null;
     } else if (id === 2 && wire === Wire.Fixed64) out = r.double();
-    else if (id === 3 && wire === Wire.Bytes) out = r.string();
+    else if (id === 3 && wire === Wire.Bytes) out = getString(r);
     else if (id === 4 && wire === Wire.Varint) out = r.bool();
     else if (id === 5 && wire === Wire.Bytes) out = getStruct(r, depth + 1);
     else if (id === 6 && wire === Wire.Bytes) out = getList(r, depth + 1);
@@ -529,7 +569,7 @@ function getFields(plan: MessagePlan, r: Reader, end: number, depth: number): Wi
         } else r.skipType(ew);
       }
       if (r.pos !== entryEnd) throw new ProtoConversionError(`${f.name}: a map entry overran its message`);
-      m[String(k)] = seen ? mv : value.empty();
+      setMember(m, String(k), seen ? mv : value.empty());
     } else if (f.repeated) {
       const list = (out[f.name] ??= []) as unknown[];
       if (wire === Wire.Bytes && c.packable) {

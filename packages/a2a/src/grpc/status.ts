@@ -100,7 +100,15 @@ export function grpcStatusToA2AError(err: Pick<ServiceError, 'code' | 'details' 
       // A malformed details trailer leaves only the status code to go by.
     }
   }
-  const reason = infos.find((i) => i.domain === A2A_ERROR_DOMAIN)?.reason ?? infos[0]?.reason;
+  const reason =
+    infos.find((i) => i.domain === A2A_ERROR_DOMAIN)?.reason ??
+    infos[0]?.reason ??
+    // A message over the receiver's bound is refused by the gRPC library
+    // itself (grpc-js, grpc-go: "…message larger than max…"), before any A2A
+    // code sees it, so with no ErrorInfo: it is the HTTP bindings' 413.
+    (err.code === GrpcStatus.RESOURCE_EXHAUSTED && /message larger than max/i.test(err.details ?? '')
+      ? 'PAYLOAD_TOO_LARGE'
+      : undefined);
   const rpc =
     (reason !== undefined ? jsonRpcCodeOfReason(reason) : undefined) ?? jsonRpcCodeOfGrpcStatus(err.code);
   return new A2AError(rpc, err.details || `gRPC status ${err.code}`, {
