@@ -1,4 +1,16 @@
-import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
+import {
+  LineCounter,
+  parseDocument,
+  isAlias,
+  isMap,
+  isNode,
+  isPair,
+  isScalar,
+  isSeq,
+  Scalar,
+  type Document,
+  type Node,
+} from 'yaml';
 import { z } from 'zod';
 import { PolicyError, type PolicyIssue } from './errors.js';
 import {
@@ -189,7 +201,17 @@ function* parseYamlPolicy(
   known: KnownRules | undefined,
 ): Slices<PolicyDocument> {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false, strict: true });
+  // The core schema whatever a "%YAML 1.1" line says: no merge keys, no 1.1 booleans ("no" is a
+  // string), and no tags beyond the core ones (!!set, !!timestamp … are left unresolved).
+  const doc = parseDocument(text, {
+    lineCounter,
+    uniqueKeys: true,
+    prettyErrors: false,
+    strict: true,
+    schema: 'core',
+    merge: false,
+    resolveKnownTags: false,
+  });
   if (doc.errors.length > 0) {
     throw new PolicyError(
       source,
@@ -199,6 +221,8 @@ function* parseYamlPolicy(
       }),
     );
   }
+  const hazards = yield* yamlHazards(doc, lineCounter);
+  if (hazards.length > 0) throw new PolicyError(source, hazards);
   let value: unknown;
   try {
     value = doc.toJS({ maxAliasCount: 100 });
@@ -219,6 +243,109 @@ function* parseYamlPolicy(
       zodIssues(res, value, (path) => locate(doc, lineCounter, path)),
     );
   return res.data;
+}
+
+/** The tags of YAML 1.2's core schema (and `!`, the non-specific tag), each with the kind of node it must have resolved to. */
+const CORE_TAGS: ReadonlyMap<string, (node: Node) => boolean> = new Map<string, (node: Node) => boolean>([
+  ['!', (n) => isScalar(n) && typeof n.value === 'string'],
+  ['tag:yaml.org,2002:str', (n) => isScalar(n) && typeof n.value === 'string'],
+  ['tag:yaml.org,2002:int', (n) => isScalar(n) && typeof n.value === 'number'],
+  ['tag:yaml.org,2002:float', (n) => isScalar(n) && typeof n.value === 'number'],
+  ['tag:yaml.org,2002:bool', (n) => isScalar(n) && typeof n.value === 'boolean'],
+  ['tag:yaml.org,2002:null', (n) => isScalar(n) && n.value === null],
+  ['tag:yaml.org,2002:map', isMap],
+  ['tag:yaml.org,2002:seq', isSeq],
+]);
+
+/** Where a node sits: its parent's place and its key there (none for the root and for map keys). */
+interface Place {
+  readonly parent: Place | undefined;
+  readonly key: PropertyKey | undefined;
+}
+
+function placePath(at: Place | undefined): PropertyKey[] {
+  const path: PropertyKey[] = [];
+  for (let p = at; p !== undefined; p = p.parent) if (p.key !== undefined) path.push(p.key);
+  return path.reverse();
+}
+
+/**
+ * Refuses YAML that reads differently from how it looks, and that the
+ * parser's duplicate-key check cannot see through: an alias as a map key
+ * (`*k : allow` after `&k effect: deny`; the check compares written keys
+ * only), a merge key (`<<`), and a tag outside the core schema (`!deny
+ * allow` is the string "allow") or one the parser could not apply
+ * (`!!int abc`). Aliases as values stay allowed: the node they repeat is
+ * checked where it is written, and `toJS`'s alias count bounds how far they
+ * expand. Walks the nodes once, without following aliases, in slices.
+ */
+function* yamlHazards(doc: Document, lc: LineCounter): Slices<PolicyIssue[]> {
+  const issues: PolicyIssue[] = [];
+  const report = (node: Node, at: Place | undefined, message: string) => {
+    const pos = node.range ? lc.linePos(node.range[0]) : undefined;
+    issues.push({ ...pos, path: formatKeyPath(placePath(at)), message });
+  };
+  // A stack in reverse, so issues come in the order of the text.
+  const todo: { node: unknown; at: Place | undefined; isKey: boolean }[] = [
+    { node: doc.contents, at: undefined, isKey: false },
+  ];
+  const pushPair = (key: unknown, value: unknown, at: Place | undefined, name: PropertyKey | undefined) => {
+    todo.push({ node: value, at: name === undefined ? at : { parent: at, key: name }, isKey: false });
+    todo.push({ node: key, at, isKey: true });
+  };
+  for (let n = 1; todo.length > 0 && issues.length < MAX_ISSUES; n++) {
+    if (n % ITEMS_PER_YIELD === 0) yield;
+    const { node, at, isKey } = todo.pop() as (typeof todo)[number];
+    if (!isNode(node)) continue;
+    if (isAlias(node)) {
+      if (isKey)
+        report(
+          node,
+          at,
+          `alias *${node.source} as a map key: write the key out, so that a duplicate is found`,
+        );
+      continue;
+    }
+    if (
+      isKey &&
+      isScalar(node) &&
+      node.value === '<<' &&
+      (node.type === undefined || node.type === Scalar.PLAIN)
+    )
+      report(node, at, 'merge key "<<": merge keys are not allowed, write each key in the map itself');
+    if (node.tag !== undefined) {
+      const fits = CORE_TAGS.get(node.tag);
+      const tag = doc.directives?.tagString(node.tag) ?? node.tag;
+      if (fits === undefined)
+        report(
+          node,
+          at,
+          `tag ${tag} is not allowed: a policy uses only the tags of YAML's core schema (!!str, !!int, !!float, !!bool, !!null, !!map, !!seq)`,
+        );
+      else if (!fits(node)) report(node, at, `tag ${tag} does not fit this value`);
+    }
+    if (isMap(node)) {
+      for (let i = node.items.length - 1; i >= 0; i--) {
+        const pair = node.items[i];
+        if (pair === undefined) continue;
+        const k: unknown = isScalar(pair.key) ? pair.key.value : undefined;
+        pushPair(
+          pair.key,
+          pair.value,
+          at,
+          typeof k === 'string' || typeof k === 'number' ? String(k) : undefined,
+        );
+      }
+    } else if (isSeq(node)) {
+      for (let i = node.items.length - 1; i >= 0; i--) {
+        const item: unknown = node.items[i];
+        const here: Place = { parent: at, key: i };
+        if (isPair(item)) pushPair(item.key, item.value, here, undefined);
+        else todo.push({ node: item, at: here, isKey: false });
+      }
+    }
+  }
+  return issues;
 }
 
 const YAML_FALLBACK_MAX = 1 << 20;

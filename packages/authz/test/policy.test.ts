@@ -1,5 +1,10 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SpiffeId } from '@weave/identity';
 import { describe, expect, it } from 'vitest';
 import { LocalPolicyEnforcer, parsePolicy, PolicyError, validatePolicy } from '../src/index.js';
+import { CollectingSink } from './helpers/sinks.js';
 
 const GOOD = `version: 1
 id: demo-policy
@@ -198,6 +203,72 @@ describe('policy documents', () => {
       path: '',
       message: /[Mm]ap keys must be unique/,
     },
+    {
+      name: 'an alias as a key in a rule (a second "effect" the duplicate-key check does not see)',
+      text: withLine(6, '    &k effect: deny').replace(
+        'actions: ["search", "search.*"]',
+        'actions: ["search", "search.*"]\n    *k : allow',
+      ),
+      line: 10,
+      path: 'rules[0]',
+      message: /^alias \*k as a map key: write the key out, so that a duplicate is found$/,
+    },
+    {
+      name: 'an alias as a top-level key',
+      text: withLine(3, '&d default: deny\n*d : deny'),
+      line: 4,
+      path: '',
+      message: /^alias \*d as a map key/,
+    },
+    {
+      name: 'an explicit alias key',
+      text: withLine(6, '    &k effect: deny\n    ? *k\n    : allow'),
+      line: 7,
+      path: 'rules[0]',
+      message: /^alias \*k as a map key/,
+    },
+    {
+      name: 'a merge key under %YAML 1.1 (where it would merge)',
+      text: `%YAML 1.1\n---\n${withLine(6, '    <<: {effect: deny}\n    effect: allow')}`,
+      line: 8,
+      path: 'rules[0]',
+      message: /^merge key "<<": merge keys are not allowed/,
+    },
+    {
+      name: 'a merge key',
+      text: withLine(6, '    <<: {effect: deny}\n    effect: allow'),
+      line: 6,
+      path: 'rules[0]',
+      message: /^merge key "<<"/,
+    },
+    {
+      name: 'a custom tag',
+      text: withLine(6, '    effect: !deny allow'),
+      line: 6,
+      path: 'rules[0].effect',
+      message: /^tag !deny is not allowed: a policy uses only the tags of YAML's core schema/,
+    },
+    {
+      name: 'a custom tag on a key',
+      text: withLine(6, '    !deny effect: allow'),
+      line: 6,
+      path: 'rules[0]',
+      message: /^tag !deny is not allowed/,
+    },
+    {
+      name: 'a YAML 1.1 tag',
+      text: withLine(6, '    effect: allow\n    description: !!timestamp 2024-01-01'),
+      line: 7,
+      path: 'rules[0].description',
+      message: /^tag !!timestamp is not allowed/,
+    },
+    {
+      name: 'a core tag the value does not fit (left a string)',
+      text: withLine(6, '    effect: !!bool allow'),
+      line: 6,
+      path: 'rules[0].effect',
+      message: /^tag !!bool does not fit this value$/,
+    },
     { name: 'not a mapping', text: '- 1\n- 2\n', line: 1, path: '', message: /expected object/ },
     { name: 'empty file', text: '', path: '', message: /the policy document is empty/ },
   ];
@@ -215,6 +286,87 @@ describe('policy documents', () => {
       if (c.path !== '') expect(err.message).toContain(c.path);
     });
   }
+
+  const CALLER = SpiffeId.parse('spiffe://demo.weave/agent/orchestrator');
+  const QUARANTINE = `version: 1
+id: quarantine-policy
+default: deny
+rules:
+  - id: quarantine
+    &k effect: deny
+    callers: ["spiffe://demo.weave/agent/orchestrator"]
+    actions: ["*"]
+    *k : allow
+  - id: rest
+    effect: allow
+    callers: ["*"]
+    actions: ["*"]
+`;
+
+  it('refuses an alias key hiding a second "effect", from a string and from a file', async () => {
+    expect(() => LocalPolicyEnforcer.fromString(QUARANTINE)).toThrow(
+      /line 9, rules\[0\]: alias \*k as a map key/,
+    );
+    const dir = await mkdtemp(join(tmpdir(), 'weave-authz-'));
+    try {
+      const file = join(dir, 'policy.yaml');
+      await writeFile(file, QUARANTINE);
+      await expect(LocalPolicyEnforcer.fromFile(file, { watch: false })).rejects.toMatchObject({
+        code: 'POLICY_INVALID',
+        issues: [{ line: 9, col: 5, path: 'rules[0]', message: expect.stringMatching(/^alias \*k/) }],
+      });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('still loads anchors, aliases as values, core tags and quoted keys', async () => {
+    const text = `%YAML 1.1
+---
+version: !!int 1
+id: !!str anchors
+default: ! deny
+rules:
+  - id: quarantine
+    &k effect: deny
+    callers: &ops ["spiffe://demo.weave/agent/orchestrator"]
+    actions: ["*"]
+  - id: ops
+    "effect": allow
+    callers: *ops
+    actions: !!seq ["search"]
+    description: !!str no
+`;
+    const doc = parsePolicy(text);
+    expect(doc.rules[0]?.effect).toBe('deny');
+    expect(doc.rules[1]).toEqual({
+      id: 'ops',
+      effect: 'allow',
+      callers: ['spiffe://demo.weave/agent/orchestrator'],
+      actions: ['search'],
+      description: 'no',
+    });
+    const e = LocalPolicyEnforcer.fromString(text, { audit: new CollectingSink() });
+    expect(await e.checkInbound({ caller: CALLER, action: 'search' })).toMatchObject({
+      allowed: false,
+      reason: 'denied by rule "quarantine"',
+    });
+    // The same text with the alias written out reads the same.
+    expect(parsePolicy(text.replace('*ops', '["spiffe://demo.weave/agent/orchestrator"]'))).toEqual(doc);
+  });
+
+  it('refuses an alias bomb before it expands', () => {
+    const lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]'];
+    for (let i = 1; i < 9; i++) {
+      const [prev, cur] = [String.fromCharCode(96 + i), String.fromCharCode(97 + i)];
+      lines.push(`${cur}: &${cur} [${Array.from({ length: 9 }, () => `*${prev}`).join(', ')}]`);
+    }
+    const started = performance.now();
+    const err = rejected(`${lines.join('\n')}\n${withLine(1, 'version: 1')}`);
+    expect(err.code).toBe('POLICY_INVALID');
+    expect(err.message).toMatch(/cannot read document: Excessive alias count/);
+    expect(performance.now() - started).toBeLessThan(2_000);
+  });
 
   it('reports every problem, not only the first', () => {
     const text = withLine(6, '    effect: permit').replace('default: deny', 'default: allow');
