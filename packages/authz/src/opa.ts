@@ -14,17 +14,27 @@ import type { AuthzDecision, Direction, InboundCheck, OutboundCheck, PolicyEnfor
 
 /** Options of {@link OpaEnforcer}. */
 export interface OpaEnforcerOptions {
-  /** OPA's base URL, e.g. `http://127.0.0.1:8181`. */
+  /**
+   * OPA's base URL, e.g. `http://127.0.0.1:8181` (a path prefix is kept). The
+   * Data API path is appended to it, so a query, a fragment or user info is
+   * refused; send credentials with `headers`.
+   */
   readonly url: string;
   /** Data API path of the decision, default `weave/authz/decision` (see `policies/weave.rego`). */
   readonly path?: string;
   /** Whole-request timeout in ms (default 500); a timeout denies. */
   readonly timeoutMs?: number;
   /**
+   * Largest answer read from OPA, in bytes: a whole number from 1 to 64 MiB,
+   * default 1 MiB. A longer answer denies and is not read further.
+   */
+  readonly maxResponseBytes?: number;
+  /**
    * Decision cache. Key: direction, caller, callee, action and tenant
-   * (`input.context.tenant`); never the rest of the request context, so only
-   * enable it for policies that read nothing else of `input.context`.
-   * Only answers from OPA are cached, never failures.
+   * (`input.context.tenant`, when absent or a string, number, boolean or null;
+   * a check with another tenant is not cached); never the rest of the request
+   * context, so only enable it for policies that read nothing else of
+   * `input.context`. Only answers from OPA are cached, never failures.
    */
   readonly cache?: { readonly ttlMs: number; readonly maxEntries?: number };
   /** Extra request headers, e.g. `authorization: Bearer …` for an OPA with token auth. */
@@ -39,13 +49,23 @@ export interface OpaEnforcerOptions {
 /** The longest decision timeout an {@link OpaEnforcer} takes: a policy call slower than a minute is taken for a mistake. */
 export const OPA_MAX_TIMEOUT_MS = 60_000;
 
+/** The largest `maxResponseBytes` taken: a decision is a few hundred bytes. */
+const OPA_MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
+
+const DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024;
+
 const optionsSchema = z.object({
-  url: z.url({ protocol: /^https?$/, error: 'url must be an http(s) URL' }),
+  url: z
+    .url({ protocol: /^https?$/, error: 'url must be an http(s) URL' })
+    // Anything after a `?` or `#` would swallow the Data API path appended to the base.
+    .refine((url) => !/[?#]/.test(url), 'url must have no query or fragment')
+    .refine((url) => !hasUserInfo(url), 'url must hold no user info (send credentials with `headers`)'),
   path: z
     .string()
     .regex(/^[A-Za-z0-9_]+(\/[A-Za-z0-9_]+)*$/, 'path must look like "weave/authz/decision"')
     .optional(),
   timeoutMs: z.number().int().positive().max(OPA_MAX_TIMEOUT_MS).optional(),
+  maxResponseBytes: z.number().int().positive().max(OPA_MAX_RESPONSE_BYTES).optional(),
   cache: z
     .object({ ttlMs: z.number().int().positive(), maxEntries: z.number().int().positive().optional() })
     .optional(),
@@ -88,6 +108,7 @@ export class OpaEnforcer implements PolicyEnforcer {
   private readonly path: string;
   private readonly decisionUrl: string;
   private readonly timeoutMs: number;
+  private readonly maxResponseBytes: number;
   private readonly headers: Record<string, string>;
   private readonly dispatcher: Dispatcher;
   private readonly ownsDispatcher: boolean;
@@ -97,7 +118,7 @@ export class OpaEnforcer implements PolicyEnforcer {
   private readonly maxEntries: number;
   private readonly now: () => number;
 
-  /** @throws {AuthzConfigError} (`OPA_CONFIG_INVALID`) on a bad URL, path, timeout or cache setting. */
+  /** @throws {AuthzConfigError} (`OPA_CONFIG_INVALID`) on a bad URL, path, timeout, size bound or cache setting. */
   constructor(options: OpaEnforcerOptions) {
     const res = optionsSchema.safeParse(options);
     if (!res.success) {
@@ -106,10 +127,13 @@ export class OpaEnforcer implements PolicyEnforcer {
         `invalid OpaEnforcer options: ${res.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`,
       );
     }
-    this.base = options.url.replace(/\/+$/, '');
+    // Built from the parsed URL, so what was checked above is what is used.
+    const u = new URL(options.url);
+    this.base = `${u.protocol}//${u.host}${u.pathname.replace(/\/+$/, '')}`;
     this.path = options.path ?? 'weave/authz/decision';
     this.decisionUrl = `${this.base}/v1/data/${this.path}`;
     this.timeoutMs = options.timeoutMs ?? 500;
+    this.maxResponseBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
     this.headers = { ...options.headers, 'content-type': 'application/json', accept: 'application/json' };
     this.ownsDispatcher = options.dispatcher === undefined;
     this.dispatcher = options.dispatcher ?? new Agent({ keepAliveTimeout: 10_000, connections: 16 });
@@ -171,15 +195,15 @@ export class OpaEnforcer implements PolicyEnforcer {
     try {
       verdict = await this.cachedAsk(n, who);
     } catch (err) {
-      verdict = { allowed: false, reason: `opa: client error: ${(err as Error).message}` };
+      verdict = { allowed: false, reason: `opa: client error: ${describeError(err)}` };
     }
     return this.recorder.finish(start, direction, who, verdict);
   }
 
   private async cachedAsk(n: NormalizedCheck, who: AuditSubject): Promise<Verdict> {
     if (!this.cache) return (await this.ask(n)).verdict;
-    // The tenant is in the key: a policy may well decide per tenant.
-    const key = `${n.direction}\n${who.caller}\n${who.callee ?? ''}\n${who.action}\n${who.tenant ?? ''}`;
+    const key = cacheKey(n, who);
+    if (key === undefined) return (await this.ask(n)).verdict;
     const hit = this.cache.get(key);
     const now = this.now();
     if (hit && hit.expires > now) return { ...hit.verdict, cached: true, opaDecisionId: undefined };
@@ -197,28 +221,46 @@ export class OpaEnforcer implements PolicyEnforcer {
   }
 
   private async ask(n: NormalizedCheck): Promise<{ verdict: Verdict; cacheable: boolean }> {
-    const input = opaInput(n);
+    let body: string;
+    try {
+      body = JSON.stringify({ input: opaInput(n) });
+    } catch (err) {
+      // A getter that throws, a BigInt, a cycle: the caller's context, not OPA, is at fault.
+      return {
+        verdict: { allowed: false, reason: `opa: context cannot be serialized: ${describeError(err)}` },
+        cacheable: false,
+      };
+    }
     let status: number;
-    let text: string;
+    let text: string | undefined;
     try {
       const res = await request(this.decisionUrl, {
         method: 'POST',
         dispatcher: this.dispatcher,
         headers: this.headers,
-        body: JSON.stringify({ input }),
+        body,
         signal: AbortSignal.timeout(this.timeoutMs),
       });
       status = res.statusCode;
-      text = await res.body.text();
+      text = await readBounded(res, this.maxResponseBytes);
     } catch (err) {
       return {
         verdict: { allowed: false, reason: `opa: ${transportReason(err, this.timeoutMs, this.base)}` },
         cacheable: false,
       };
     }
+    if (text === undefined) {
+      const reason = `answer over ${this.maxResponseBytes} bytes`;
+      return {
+        verdict: {
+          allowed: false,
+          reason: status === 200 ? `opa: ${reason}` : `opa: HTTP ${status}: ${reason}`,
+        },
+        cacheable: false,
+      };
+    }
     if (status !== 200) {
-      const body = safeJson(text);
-      const e = errorSchema.safeParse(body);
+      const e = errorSchema.safeParse(safeJson(text));
       const detail =
         e.success && (e.data.code || e.data.message)
           ? `: ${[e.data.code, e.data.message].filter(Boolean).join(': ')}`
@@ -290,6 +332,80 @@ function opaInput(n: NormalizedCheck): Record<string, unknown> {
     direction: n.direction,
     context: n.context ?? {},
   };
+}
+
+function hasUserInfo(url: string): boolean {
+  try {
+    const u = new URL(url);
+    return u.username !== '' || u.password !== '';
+  } catch {
+    return false; // not a URL at all: z.url says so
+  }
+}
+
+/**
+ * The cache key: the full values, JSON-encoded so no field can run into the
+ * next. The tenant is in it because a policy may well decide per tenant, as
+ * OPA receives it: absent, `""` and `5` are three keys. Undefined, so the
+ * check is not cached, for another tenant (an object, NaN …), whose key could
+ * not be told from what OPA is sent.
+ */
+function cacheKey(n: NormalizedCheck, who: AuditSubject): string | undefined {
+  const tenant: unknown = n.context?.tenant;
+  const fields: unknown[] = [n.direction, who.caller, who.callee ?? null, who.action];
+  if (tenant === undefined) return JSON.stringify(fields);
+  if (
+    typeof tenant === 'string' ||
+    typeof tenant === 'boolean' ||
+    tenant === null ||
+    (typeof tenant === 'number' && Number.isFinite(tenant))
+  ) {
+    fields.push(tenant);
+    return JSON.stringify(fields);
+  }
+  return undefined;
+}
+
+const utf8 = new TextDecoder();
+
+/**
+ * The body as text, or undefined when it is over `max` bytes; then the body is
+ * destroyed (and the connection with it) rather than read to its end.
+ */
+async function readBounded(res: Dispatcher.ResponseData, max: number): Promise<string | undefined> {
+  const declared = res.headers['content-length'];
+  if (typeof declared === 'string' && Number(declared) > max) {
+    discard(res.body);
+    return undefined;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of res.body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) {
+      discard(res.body);
+      return undefined;
+    }
+    chunks.push(chunk);
+  }
+  return utf8.decode(Buffer.concat(chunks, size));
+}
+
+/** Drops a body not read to its end; undici then closes the connection, which cannot be reused. */
+function discard(body: Dispatcher.ResponseData['body']): void {
+  // Destroying an unfinished body emits an abort error of our own making.
+  body.on('error', () => undefined);
+  body.destroy();
+}
+
+/** A thrown value as one short line; never throws itself (it may be anything). */
+function describeError(err: unknown): string {
+  try {
+    const s = err instanceof Error ? String(err.message) : String(err);
+    return truncate(s.replace(/\s+/g, ' '));
+  } catch {
+    return '<unprintable>';
+  }
 }
 
 function safeJson(text: string): unknown {

@@ -4,11 +4,13 @@
  * does not give on demand: malformed bodies, stalls, 4xx/5xx, wrong shapes.
  * A real OPA is exercised by golden.test.ts and interop/opa/.
  */
+import { once } from 'node:events';
+import { createServer as createHttpServer, type ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { SpiffeId } from '@weave/identity';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { OpaEnforcer, PinoAuditSink } from '../src/index.js';
+import { AuthzConfigError, OpaEnforcer, PinoAuditSink } from '../src/index.js';
 import { startOpaStandin, type OpaStandin } from './helpers/opa-data-api-standin.js';
 import { CollectingSink, memoryLogger } from './helpers/sinks.js';
 
@@ -214,6 +216,61 @@ describe('OpaEnforcer', () => {
       ]);
     });
 
+    it('keys the cache by the full tenant: two long tenants sharing a prefix are apart', async () => {
+      const acme = `acme-${'x'.repeat(255)}`;
+      const other = `${acme.slice(0, 256)}-other`;
+      expect(other.slice(0, 256)).toBe(acme.slice(0, 256));
+      opa.decide = (_path, input) => (input as { context: { tenant?: string } }).context.tenant === acme;
+      const e = make({ cache: { ttlMs: 60_000 } });
+      const check = (tenant: string) =>
+        e.checkInbound({ caller: ORCH, action: 'GetTask', context: { tenant } });
+      expect((await check(acme)).allowed).toBe(true);
+      expect(await check(other)).toMatchObject({ allowed: false, reason: 'opa: denied' });
+      expect(opa.requests).toHaveLength(2);
+      // The audit record keeps the shortened tenant.
+      expect(sink.records.map((r) => r.tenant)).toEqual([
+        `${acme.slice(0, 256)}…`,
+        `${other.slice(0, 256)}…`,
+      ]);
+    });
+
+    it('keys the cache unambiguously: no action and tenant pair passes for another', async () => {
+      opa.decide = (_path, input) => {
+        const { action, context } = input as { action: string; context: { tenant?: unknown } };
+        return action === 'read' && context.tenant === 't1\n';
+      };
+      const e = make({ cache: { ttlMs: 60_000 } });
+      expect(
+        (await e.checkInbound({ caller: ORCH, action: 'read', context: { tenant: 't1\n' } })).allowed,
+      ).toBe(true);
+      expect(await e.checkInbound({ caller: ORCH, action: 'read\nt1' })).toMatchObject({
+        allowed: false,
+        reason: 'opa: denied',
+      });
+      expect(opa.requests).toHaveLength(2);
+    });
+
+    it('tells an absent tenant from an empty or non-string one', async () => {
+      opa.decide = (_path, input) => !('tenant' in (input as { context: object }).context);
+      const e = make({ cache: { ttlMs: 60_000 } });
+      expect((await e.checkInbound({ caller: ORCH, action: 'a' })).allowed).toBe(true);
+      for (const tenant of ['', 5, null, false, { id: 'x' }]) {
+        const d = await e.checkInbound({ caller: ORCH, action: 'a', context: { tenant } });
+        expect({ tenant, allowed: d.allowed, cached: sink.records.at(-1)?.cached }).toEqual({
+          tenant,
+          allowed: false,
+          cached: undefined,
+        });
+      }
+      expect(opa.requests).toHaveLength(6);
+      // The same values again: primitives hit, an object tenant is never cached.
+      for (const tenant of ['', 5, null, false]) {
+        await e.checkInbound({ caller: ORCH, action: 'a', context: { tenant } });
+      }
+      await e.checkInbound({ caller: ORCH, action: 'a', context: { tenant: { id: 'x' } } });
+      expect(opa.requests).toHaveLength(7);
+    });
+
     it('never caches failures or undefined results', async () => {
       const e = make({ cache: { ttlMs: 60_000 } });
       opa.reply = () => ({ status: 500, body: { code: 'internal_error', message: 'boom' } });
@@ -275,6 +332,202 @@ describe('OpaEnforcer', () => {
       /path must look like/,
     );
     expect(() => new OpaEnforcer({ url: 'http://127.0.0.1:8181', timeoutMs: 0 })).toThrow(/timeoutMs/);
+  });
+
+  it('refuses an OPA URL with a query, a fragment, user info or another scheme', () => {
+    for (const url of [
+      'http://127.0.0.1:1#f',
+      'http://127.0.0.1:1/#',
+      'http://127.0.0.1:1?x=1',
+      'http://127.0.0.1:1?',
+      'http://user:s3cret@127.0.0.1:8181',
+      'http://user@127.0.0.1:8181',
+      'ftp://127.0.0.1',
+      'file:///run/opa.sock',
+      'ws://127.0.0.1:8181',
+    ]) {
+      let err: unknown;
+      try {
+        new OpaEnforcer({ url });
+      } catch (e) {
+        err = e;
+      }
+      expect(err, url).toBeInstanceOf(AuthzConfigError);
+      expect((err as AuthzConfigError).code, url).toBe('OPA_CONFIG_INVALID');
+      expect((err as Error).message, url).toMatch(/^invalid OpaEnforcer options: url: /);
+      expect((err as Error).message, url).not.toContain('s3cret');
+    }
+  });
+
+  it('takes a base URL with a path prefix and a trailing slash', async () => {
+    opa.decide = () => true;
+    const e = make({ url: `${opa.url}/` });
+    expect((await e.checkInbound({ caller: ORCH, action: 'a' })).allowed).toBe(true);
+    expect(opa.requests).toHaveLength(1);
+    expect(() => new OpaEnforcer({ url: 'https://opa.internal:8181/prefix/' })).not.toThrow();
+  });
+
+  describe('response size', () => {
+    const servers: { close(): Promise<void> }[] = [];
+    afterEach(async () => {
+      await Promise.all(servers.splice(0).map((s) => s.close()));
+    });
+
+    /** A server answering every decision with `onRequest`; resolves to its URL. */
+    async function serve(onRequest: (res: ServerResponse) => void): Promise<string> {
+      const server = createHttpServer((req, res) => {
+        req.resume();
+        req.on('end', () => onRequest(res));
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      servers.push({
+        close: () => {
+          server.closeAllConnections();
+          return new Promise<void>((r) => server.close(() => r()));
+        },
+      });
+      return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    }
+
+    it('denies an answer over 1 MiB and stops reading it there', async () => {
+      const total = 32 * 1024 * 1024;
+      let written = 0;
+      let closed!: Promise<unknown>;
+      // A valid allow, padded out: read in full it would be taken.
+      const url = await serve((res) => {
+        closed = once(res, 'close');
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const head = '{"result":true,"pad":"';
+        res.write(head);
+        written = head.length;
+        const chunk = 'x'.repeat(64 * 1024);
+        const pump = (): void => {
+          while (written < total) {
+            written += chunk.length;
+            if (!res.write(chunk)) {
+              res.once('drain', pump);
+              return;
+            }
+          }
+          res.end('"}');
+        };
+        pump();
+      });
+      const e = make({ url, timeoutMs: 10_000 });
+      const d = await e.checkInbound({ caller: ORCH, action: 'a' });
+      expect(d).toMatchObject({ allowed: false, reason: 'opa: answer over 1048576 bytes' });
+      await closed;
+      expect(written).toBeLessThan(total);
+      expect(sink.records).toHaveLength(1);
+    });
+
+    it('denies a declared content-length over the bound without waiting for the body', async () => {
+      let closed!: Promise<unknown>;
+      const url = await serve((res) => {
+        closed = once(res, 'close');
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2048 });
+        res.write('{"result":true');
+      });
+      const e = make({ url, maxResponseBytes: 1024, timeoutMs: 10_000 });
+      expect(await e.checkInbound({ caller: ORCH, action: 'a' })).toMatchObject({
+        allowed: false,
+        reason: 'opa: answer over 1024 bytes',
+      });
+      await closed;
+    });
+
+    it('bounds error answers too, and takes answers up to the bound', async () => {
+      opa.reply = () => ({ status: 500, body: { code: 'internal_error', message: 'm'.repeat(200) } });
+      expect(await make({ maxResponseBytes: 100 }).checkInbound({ caller: ORCH, action: 'a' })).toMatchObject(
+        {
+          allowed: false,
+          reason: 'opa: HTTP 500: answer over 100 bytes',
+        },
+      );
+      opa.reply = () => ({ status: 200, body: { result: true } });
+      // '{"result":true}' is 15 bytes.
+      expect((await make({ maxResponseBytes: 15 }).checkInbound({ caller: ORCH, action: 'a' })).allowed).toBe(
+        true,
+      );
+      expect(await make({ maxResponseBytes: 14 }).checkInbound({ caller: ORCH, action: 'a' })).toMatchObject({
+        allowed: false,
+        reason: 'opa: answer over 14 bytes',
+      });
+    });
+
+    it('refuses a maxResponseBytes that is not a whole number from 1 to 64 MiB', () => {
+      for (const maxResponseBytes of [0, -1, 1.5, Number.NaN, 64 * 1024 * 1024 + 1]) {
+        expect(() => new OpaEnforcer({ url: 'http://127.0.0.1:8181', maxResponseBytes })).toThrow(
+          expect.objectContaining({
+            code: 'OPA_CONFIG_INVALID',
+            message: expect.stringMatching(/maxResponseBytes/),
+          }),
+        );
+      }
+      expect(
+        () => new OpaEnforcer({ url: 'http://127.0.0.1:8181', maxResponseBytes: 64 * 1024 * 1024 }),
+      ).not.toThrow();
+    });
+  });
+
+  it('denies, audited once, a context that cannot be sent to OPA', async () => {
+    opa.decide = () => true;
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+    const contexts: [Record<string, unknown>, RegExp][] = [
+      [
+        {
+          get secret(): string {
+            throw new Error('getter boom');
+          },
+        },
+        /^opa: context cannot be serialized: getter boom$/,
+      ],
+      [{ n: 10n }, /^opa: context cannot be serialized: .*BigInt/],
+      [{ nested: cycle }, /^opa: context cannot be serialized: .*circular/],
+      [
+        {
+          toJSON(): never {
+            throw undefined; // eslint-disable-line no-throw-literal
+          },
+        },
+        /^opa: context cannot be serialized: undefined$/,
+      ],
+      [
+        {
+          get odd(): string {
+            // A thrown value that cannot even be printed.
+            throw Object.create(null);
+          },
+        },
+        /^opa: context cannot be serialized: <unprintable>$/,
+      ],
+    ];
+    for (const cache of [undefined, { ttlMs: 60_000 }]) {
+      const e = make(cache ? { cache } : {});
+      for (const [context, reason] of contexts) {
+        sink.records.length = 0;
+        const d = await e.checkInbound({ caller: ORCH, action: 'a', context });
+        expect(d.allowed).toBe(false);
+        expect(d.reason).toMatch(reason);
+        expect(sink.records).toHaveLength(1);
+        expect(sink.records[0]).toMatchObject({ decision: 'deny', auditId: d.auditId });
+      }
+    }
+    expect(opa.requests).toHaveLength(0);
+  });
+
+  it('denies, never rejects, whatever a failing part of the client throws', async () => {
+    opa.decide = () => true;
+    const e = make({
+      cache: { ttlMs: 60_000 },
+      now: () => {
+        throw undefined; // eslint-disable-line no-throw-literal
+      },
+    });
+    const d = await e.checkInbound({ caller: ORCH, action: 'a' });
+    expect(d).toMatchObject({ allowed: false, reason: 'opa: client error: undefined' });
+    expect(sink.records).toHaveLength(1);
   });
 
   it('denies malformed checks without asking OPA', async () => {
