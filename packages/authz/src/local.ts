@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { watch, type FSWatcher } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { watch, type FSWatcher, type Stats } from 'node:fs';
+import { open, readlink, realpath, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { z } from 'zod';
@@ -38,7 +38,12 @@ export type ReloadEvent =
 
 /** Options of {@link LocalPolicyEnforcer.fromFile}. */
 export interface LocalPolicyFileOptions extends LocalPolicyOptions {
-  /** Reload when the file changes (default true). */
+  /**
+   * Reload when the file changes (default true): written in place, renamed
+   * into place, or swapped by repointing a symlink on its way (a Kubernetes
+   * ConfigMap volume), including an edit of a symlink's target in another
+   * directory.
+   */
   readonly watch?: boolean;
   /**
    * Quiet time after the last change event before reading the file (default
@@ -65,7 +70,12 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
   private policy: CompiledPolicy;
   private readonly recorder: DecisionRecorder;
   private readonly logger: Logger;
-  private watcher: FSWatcher | undefined;
+  /** Watched directories, by real path: the file's own, then those its symlinks lead to. */
+  private readonly watchers = new Map<string, DirWatch>();
+  /** The file the last read found (undefined: none), to tell a swap from an unrelated event. */
+  private loaded: FileIdentity | undefined;
+  private probing = false;
+  private reprobe = false;
   private debounce: NodeJS.Timeout | undefined;
   private sha256: string | undefined;
   private file: string | undefined;
@@ -117,12 +127,13 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
       );
     }
     const file = resolve(path);
-    const { text, sha256 } = await readPolicyFile(file);
+    const { text, sha256, identity } = await readPolicyFile(file);
     const enforcer = new LocalPolicyEnforcer(await runSliced(compileText(text, file)), options);
     enforcer.file = file;
     enforcer.sha256 = sha256;
+    enforcer.loaded = identity;
     enforcer.fileOptions = options;
-    if (options.watch ?? true) enforcer.startWatching();
+    if (options.watch ?? true) await enforcer.startWatching();
     return enforcer;
   }
 
@@ -171,8 +182,8 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
     this.closed = true;
     if (this.debounce) clearTimeout(this.debounce);
     this.debounce = undefined;
-    this.watcher?.close();
-    this.watcher = undefined;
+    for (const { watcher } of this.watchers.values()) watcher.close();
+    this.watchers.clear();
     await this.reloading;
   }
 
@@ -221,23 +232,106 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
     return this.recorder.finish(start, direction, auditSubject(n), verdict);
   }
 
-  private startWatching(): void {
+  private async startWatching(): Promise<void> {
     const file = this.file as string;
-    const name = basename(file);
+    const dir = dirname(file);
     // Watch the directory: editors and config management replace files by
     // rename, which a watch on the file itself would not survive.
-    this.watcher = watch(dirname(file), { persistent: false }, (_event, changed) => {
-      if (changed !== null && changed.toString() !== name) return;
-      this.schedule();
-    });
-    this.watcher.on('error', (err) => {
-      this.logger.error({ err, file }, 'policy watcher failed; the policy in force stays, reloads stop');
-    });
+    const key = (await realpath(dir).catch(() => undefined)) ?? dir;
+    this.watchDir(key, dir, true).names.add(basename(file));
+    await this.followLinks();
   }
 
-  private schedule(): void {
+  private watchDir(key: string, dir: string, primary: boolean): DirWatch {
+    const entry: DirWatch = {
+      primary,
+      names: new Set(),
+      watcher: watch(dir, { persistent: false }, (_event, changed) => {
+        if (changed === null || entry.names.has(changed.toString())) this.schedule(true);
+        // Another name: a symlink on the way may have been repointed (a ConfigMap
+        // swaps `..data`), or it is an unrelated file; a stat tells which.
+        else void this.probe();
+      }),
+    };
+    entry.watcher.on('error', (err) => {
+      if (primary) {
+        this.logger.error(
+          { err, file: this.file },
+          'policy watcher failed; the policy in force stays, reloads stop',
+        );
+        return;
+      }
+      // Watched again at the next reload if the file still leads there.
+      entry.watcher.close();
+      if (this.watchers.get(key) === entry) this.watchers.delete(key);
+      this.logger.warn({ err, file: this.file, dir }, 'policy watcher of a linked directory failed');
+    });
+    this.watchers.set(key, entry);
+    return entry;
+  }
+
+  /**
+   * Watches the directories the file's symlinks lead to, and stops watching
+   * those they no longer do (a ConfigMap deletes the old version's directory).
+   * Runs at start and after every reload, which are serialised.
+   */
+  private async followLinks(): Promise<void> {
+    const file = this.file as string;
+    const wanted = await linkedDirs(file);
     if (this.closed) return;
-    if (this.debounce) clearTimeout(this.debounce);
+    for (const [key, entry] of this.watchers) {
+      const names = wanted.get(key) ?? new Set<string>();
+      wanted.delete(key);
+      if (entry.primary) entry.names = new Set([basename(file), ...names]);
+      else if (names.size > 0) entry.names = names;
+      else {
+        entry.watcher.close();
+        this.watchers.delete(key);
+      }
+    }
+    for (const [key, names] of wanted) {
+      try {
+        this.watchDir(key, key, false).names = names;
+      } catch (err) {
+        // Gone between the resolve and the watch: the next reload resolves again.
+        this.logger.warn({ err, file, dir: key }, 'cannot watch a linked directory of the policy file');
+      }
+    }
+  }
+
+  /**
+   * Schedules a reload if the file the path resolves to now is not the one
+   * last read. Events coming while a probe runs are folded into one more.
+   */
+  private async probe(): Promise<void> {
+    if (this.probing) {
+      this.reprobe = true;
+      return;
+    }
+    this.probing = true;
+    try {
+      do {
+        this.reprobe = false;
+        const now = await identify(this.file as string);
+        if (this.closed) return;
+        if (!sameFile(now, this.loaded)) this.schedule(false);
+      } while (this.reprobe);
+    } finally {
+      this.probing = false;
+    }
+  }
+
+  /**
+   * Reloads after `debounceMs`. An event of the file itself restarts the wait;
+   * a change found by a probe does not, so a busy unrelated file in the same
+   * directory cannot hold a reload back.
+   */
+  private schedule(restart: boolean): void {
+    if (this.closed) return;
+    if (this.debounce) {
+      if (!restart) return;
+      clearTimeout(this.debounce);
+    }
     this.debounce = setTimeout(() => {
       this.debounce = undefined;
       void this.reload();
@@ -256,7 +350,12 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
     if (this.closed) return this.unchanged(this.sha256 as string);
     let event: ReloadEvent;
     try {
-      const { text, sha256 } = await readPolicyFile(file);
+      const { text, sha256, identity } = await readPolicyFile(file).catch((err: unknown) => {
+        this.loaded = undefined;
+        throw err;
+      });
+      // Also when the file turns out bad: probes then wait for it to change again.
+      this.loaded = identity;
       if (sha256 === this.sha256) {
         event = this.unchanged(sha256);
       } else {
@@ -285,6 +384,8 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
       );
       event = { ok: false, error };
     }
+    // Before onReload, so that whoever it tells can rely on the new target being watched.
+    if (this.watchers.size > 0) await this.followLinks();
     try {
       this.fileOptions?.onReload?.(event);
     } catch (err) {
@@ -294,10 +395,92 @@ export class LocalPolicyEnforcer implements PolicyEnforcer {
   }
 }
 
-async function readPolicyFile(file: string): Promise<{ text: string; sha256: string }> {
-  let buf: Buffer;
+/** Which file a path led to, and its version: any difference means another file or new content. */
+interface FileIdentity {
+  readonly real: string;
+  readonly dev: number;
+  readonly ino: number;
+  readonly size: number;
+  readonly mtimeMs: number;
+}
+
+interface DirWatch {
+  readonly watcher: FSWatcher;
+  /** Names whose events reload at once (after the debounce) without a probe. */
+  names: Set<string>;
+  /** The file's own directory: its watcher failing stops reloads. */
+  readonly primary: boolean;
+}
+
+const MAX_LINK_HOPS = 40;
+
+const identityOf = (real: string, st: Stats): FileIdentity => ({
+  real,
+  dev: st.dev,
+  ino: st.ino,
+  size: st.size,
+  mtimeMs: st.mtimeMs,
+});
+
+function sameFile(a: FileIdentity | undefined, b: FileIdentity | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return (
+    a.real === b.real && a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs
+  );
+}
+
+/** The file `file` resolves to now; undefined when there is none. */
+async function identify(file: string): Promise<FileIdentity | undefined> {
   try {
-    buf = await readFile(file);
+    const real = await realpath(file);
+    return identityOf(real, await stat(real));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The real directories holding each hop of `file`'s symlink chain and the
+ * file it ends at, with the names there that lead to the policy.
+ */
+async function linkedDirs(file: string): Promise<Map<string, Set<string>>> {
+  const paths: string[] = [];
+  let path = file;
+  for (let hop = 0; hop < MAX_LINK_HOPS; hop++) {
+    let target: string;
+    try {
+      target = await readlink(path);
+    } catch {
+      break; // not a symlink, or gone
+    }
+    path = resolve(dirname(path), target);
+    paths.push(path);
+  }
+  const real = await realpath(file).catch(() => undefined);
+  if (real !== undefined) paths.push(real);
+  const dirs = new Map<string, Set<string>>();
+  for (const p of paths) {
+    const dir = await realpath(dirname(p)).catch(() => undefined);
+    if (dir === undefined) continue;
+    const names = dirs.get(dir) ?? new Set<string>();
+    names.add(basename(p));
+    dirs.set(dir, names);
+  }
+  return dirs;
+}
+
+async function readPolicyFile(
+  file: string,
+): Promise<{ text: string; sha256: string; identity: FileIdentity | undefined }> {
+  let buf: Buffer;
+  let st: Stats;
+  let handle: FileHandle | undefined;
+  try {
+    handle = await open(file, 'r');
+    // The descriptor's stat: the identity of the very content read, even if
+    // the path is swapped meanwhile (a later probe then sees the difference).
+    st = await handle.stat();
+    buf = await handle.readFile();
   } catch (err) {
     throw new PolicyError(
       file,
@@ -307,6 +490,13 @@ async function readPolicyFile(file: string): Promise<{ text: string; sha256: str
         code: 'POLICY_UNREADABLE',
       },
     );
+  } finally {
+    await handle?.close().catch(() => undefined);
   }
-  return { text: buf.toString('utf8'), sha256: createHash('sha256').update(buf).digest('hex') };
+  const real = await realpath(file).catch(() => undefined);
+  return {
+    text: buf.toString('utf8'),
+    sha256: createHash('sha256').update(buf).digest('hex'),
+    identity: real === undefined ? undefined : identityOf(real, st),
+  };
 }
