@@ -6,13 +6,23 @@
  *   (dev Workload API identities, mTLS on loopback), each agent with its own OPA
  *   sidecar, OPA's decision ids in the audit records;
  * - the callee's OPA killed mid-run: calls are denied with a reason and no
- *   handler runs; when OPA is back, calls are allowed again.
+ *   handler runs; when OPA is back, calls are allowed again;
+ * - policy documents the local loader refuses: OPA denies every call, naming
+ *   the same problem, instead of skipping what it cannot read.
  */
 import { join } from 'node:path';
 import { pino } from 'pino';
+import { request } from 'undici';
 import { z } from 'zod';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { OpaEnforcer, type AuditRecord, type AuditSink } from '@weave/authz';
+import {
+  LocalPolicyEnforcer,
+  OpaEnforcer,
+  PolicyError,
+  type AuditRecord,
+  type AuditSink,
+} from '@weave/authz';
+import { SpiffeId } from '@weave/identity';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
 import { CallError, SecureAgent } from '@weave/agent';
 import { removeDir, requireComponent, tempDirFor, waitUntil } from '../infra.js';
@@ -235,5 +245,106 @@ describe.skipIf(!opaBin)('OpaEnforcer on both sides of a real callAgent', () => 
     });
     expect(handler.mock.calls.map((c) => c[0].query)).toEqual(['before', 'after']);
     expect(calleeAudit.records.at(-1)).toMatchObject({ decision: 'allow', ruleId: 'may-search' });
+  });
+});
+
+describe.skipIf(!opaBin)('weave.rego on a policy document the local loader refuses', () => {
+  // Each document has a rule that should stop the call below, followed (but
+  // for the last) by an allow for the whole trust domain. OPA used to skip
+  // the part it could not read, and allowed the call.
+  const billing = `spiffe://${TD}/agent/billing`;
+  const block = { id: 'block', effect: 'deny', callers: [ID.orchestrator], actions: ['*'] };
+  const everyone = { id: 'everyone', effect: 'allow', callers: [`spiffe://${TD}`], actions: ['*'] };
+  const doc = (...rules: unknown[]) => ({ version: 1, id: 'refused', default: 'deny', rules });
+  const cases = [
+    {
+      name: 'a deny rule with effect "Deny"',
+      policy: doc({ ...block, effect: 'Deny' }, everyone),
+      path: 'rules[0].effect',
+      message: 'effect must be "allow" or "deny"',
+    },
+    {
+      name: 'a caller with an uppercase trust domain',
+      policy: doc({ ...block, callers: ['spiffe://OPA.weave.test/agent/orchestrator'] }, everyone),
+      path: 'rules[0].callers[0]',
+      message:
+        'invalid SPIFFE ID "spiffe://OPA.weave.test/agent/orchestrator": trust domain characters are limited to lowercase letters, numbers, dots, dashes, and underscores',
+    },
+    {
+      name: 'a prefix with a trailing slash',
+      policy: doc({ ...block, callers: [{ prefix: `spiffe://${TD}/agent/` }] }, everyone),
+      path: 'rules[0].callers[0]',
+      message: `invalid SPIFFE ID in prefix "spiffe://${TD}/agent/": path cannot have a trailing slash`,
+    },
+    {
+      name: 'callers given as a string',
+      policy: doc({ ...block, callers: ID.orchestrator }, everyone),
+      path: 'rules[0].callers',
+      message: 'callers must be a list of matchers',
+    },
+    {
+      name: 'an allow rule with "callee" for "callees"',
+      policy: doc({
+        id: 'search-only',
+        effect: 'allow',
+        callers: [ID.orchestrator],
+        callee: [ID.search],
+        actions: ['*'],
+      }),
+      path: 'rules[0].callee',
+      message: 'unknown key "callee"',
+    },
+  ];
+  let server: Opa;
+  let authz: OpaEnforcer;
+
+  beforeAll(async () => {
+    server = await startOpa({ bin: opaBin!.opa, decisionLogs: false });
+    authz = new OpaEnforcer({ url: server.url, audit: new Sink(), timeoutMs: 5_000 });
+  });
+
+  afterAll(async () => {
+    await authz?.close();
+    await server?.stop();
+  });
+
+  const load = async (policy: unknown) => {
+    const res = await request(`${server.url}/v1/data/weave/policy`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(policy),
+    });
+    await res.body.dump();
+    expect(res.statusCode).toBe(204);
+  };
+  const check = () =>
+    authz.checkOutbound({
+      caller: SpiffeId.parse(ID.orchestrator),
+      callee: SpiffeId.parse(billing),
+      action: 'admin',
+    });
+
+  it('decides by the rules once the document is valid', async () => {
+    await load(doc(block, everyone));
+    await expect(check()).resolves.toMatchObject({ allowed: false, ruleId: 'block' });
+    await load(doc(everyone));
+    await expect(check()).resolves.toMatchObject({ allowed: true, ruleId: 'everyone' });
+  });
+
+  it.each(cases)('$name: denied, naming what the local loader names', async ({ policy, path, message }) => {
+    let refused: unknown;
+    try {
+      LocalPolicyEnforcer.fromString(JSON.stringify(policy));
+    } catch (err) {
+      refused = err;
+    }
+    expect(refused).toBeInstanceOf(PolicyError);
+    expect((refused as PolicyError).issues).toEqual([expect.objectContaining({ path, message })]);
+
+    await load(policy);
+    const d = await check();
+    expect(d).toMatchObject({ allowed: false, reason: `opa: policy invalid: ${path}: ${message}` });
+    expect(d.policyId).toBeUndefined();
+    expect(d.ruleId).toBeUndefined();
   });
 });
