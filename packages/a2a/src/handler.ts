@@ -23,6 +23,7 @@ import {
   InMemoryTaskStore,
   TaskStoreFullError,
   TaskStoreOverBudgetError,
+  TaskStoreRejectedError,
   TaskStoreUnavailableError,
   isPushConfigStore,
 } from './store.js';
@@ -1495,6 +1496,12 @@ export function asA2AError(err: unknown, log: HandlerLogger): A2AError {
   if (err instanceof TaskStoreUnavailableError) {
     log.warn({ err }, 'a2a: task store unavailable');
     return A2AErrors.unavailable('the task store cannot be reached');
+  }
+  if (err instanceof TaskStoreRejectedError) {
+    // What the request carries can never be kept (a NUL in a context id, for
+    // PostgreSQL): the caller's to change, and sending it again cannot help.
+    log.warn({ err }, 'a2a: task store refused the request');
+    return A2AErrors.invalidParams(`the task store cannot keep this request (${err.message})`);
   }
   log.error({ err }, 'a2a: internal error');
   return A2AErrors.internal();

@@ -52,6 +52,7 @@ export {
   approxJsonBytes,
   TaskStoreConflictError,
   TaskStoreUnavailableError,
+  TaskStoreRejectedError,
   TaskLeaseLostError,
   isPushConfigStore,
   type TaskNotice,

@@ -17,6 +17,7 @@ import {
   InMemoryTaskStore,
   TaskLeaseLostError,
   TaskStoreConflictError,
+  TaskStoreRejectedError,
   TaskStoreUnavailableError,
   isTaskInbox,
   isTaskLeases,
@@ -305,8 +306,11 @@ export class TaskManager {
     }
   }
 
-  /** Gives up a task this replica no longer owns (see {@link #leaseLost}). */
-  #drop(live: Live, err: TaskLeaseLostError): void {
+  /**
+   * Gives up a task this replica no longer owns (see {@link #leaseLost}), or
+   * one whose write the store refused, `ended` as stored then.
+   */
+  #drop(live: Live, err: TaskLeaseLostError | TaskStoreRejectedError, ended?: TaskRecord): void {
     const id = live.record.task.id;
     if (this.#live.get(id) !== live && this.#settling.get(id) !== live) return;
     this.#live.delete(id);
@@ -323,7 +327,7 @@ export class TaskManager {
     live.onLost = undefined;
     for (const carryOn of onLost?.values() ?? []) carryOn(seq);
     // Waiters read the task from the store from now on.
-    settle(live, durableView(live));
+    settle(live, ended ?? durableView(live));
   }
 
   /** True when a reply to INPUT_REQUIRED can be handed to the replica running the task ({@link forwardInput}). */
@@ -1131,6 +1135,11 @@ export class TaskManager {
           }
         }
         this.#onStoreError(err, id);
+        if (err instanceof TaskStoreRejectedError) {
+          // Retried, it would fail forever, the task frozen as last written.
+          await this.#rejected(live, err);
+          return;
+        }
         if (this.#closed && err instanceof TaskStoreUnavailableError) this.#storeAwayAtClose = true;
         if (err instanceof TaskLeaseLostError) {
           this.#drop(live, err);
@@ -1148,6 +1157,21 @@ export class TaskManager {
   }
 
   /**
+   * Ends FAILED, as stored (without what was refused), a task whose write
+   * the store refused for good: its handler is aborted and whoever waits
+   * hears of the end.
+   */
+  async #rejected(live: Live, err: TaskStoreRejectedError): Promise<void> {
+    const id = live.record.task.id;
+    live.pending = [];
+    const ended = await this.failStored(id, `${REJECTED_REASON}: ${err.message}`).catch((e: unknown) => {
+      this.#onStoreError(e, id);
+      return undefined;
+    });
+    this.#drop(live, err, ended?.record);
+  }
+
+  /**
    * How many leading events of `batch` the store already holds, the very
    * same ones (0 when none, or when another writer's events are there).
    */
@@ -1158,7 +1182,8 @@ export class TaskManager {
       let n = 0;
       for (const e of stored ?? []) {
         const mine = batch[n];
-        if (mine === undefined || e.seq !== mine.seq || !isDeepStrictEqual(e.event, mine.event)) break;
+        if (mine === undefined || e.seq !== mine.seq || !isDeepStrictEqual(e.event, asStored(mine.event)))
+          break;
         n++;
       }
       return n;
@@ -1166,6 +1191,15 @@ export class TaskManager {
       return 0;
     }
   }
+}
+
+/**
+ * `event` as a store that keeps JSON gives it back: a member set to
+ * `undefined` is absent there, `-0` is `0`, and so on. Compared as it is in
+ * memory, an event that did land would pass for another writer's.
+ */
+function asStored(event: StreamResponse): unknown {
+  return JSON.parse(JSON.stringify(event)) as unknown;
 }
 
 /** Events kept in `events` after `afterSeq`, or undefined when some are gone. */
@@ -1179,6 +1213,9 @@ function keptAfter(
   // Sequence numbers are consecutive: the position is arithmetic.
   return events.slice(Math.max(0, afterSeq + 1 - first));
 }
+
+/** Why a task ends FAILED whose write the task store refused for good; followed by the store's message. */
+const REJECTED_REASON = 'Task failed: the task store cannot keep its content';
 
 /** Why a task whose replica died ends FAILED (when its capability is not re-runnable). */
 export const ORPHAN_REASON =

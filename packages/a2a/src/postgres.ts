@@ -38,8 +38,11 @@ import {
   TaskLeaseLostError,
   TaskStoreConflictError,
   TaskStoreOverBudgetError,
+  TaskStoreRejectedError,
   TaskStoreUnavailableError,
 } from './store.js';
+
+export { TaskStoreRejectedError } from './store.js';
 import { A2AConfigError, checkOptions, durationMs, timerMs } from './options.js';
 import * as v1 from './wire/v1.js';
 import type { Artifact, Message, Part, Task, TaskPushNotificationConfig } from './wire/v1.js';
@@ -53,8 +56,19 @@ export type PostgresConnection =
 /** A failure of the PostgreSQL stores that is not about reaching the database. */
 export class PostgresStoreError extends WeaveError {}
 
-/** SQLSTATE classes and socket errors after which the same call may succeed later. */
-const UNAVAILABLE_SQLSTATE = /^(08|53|57P0)/;
+/**
+ * SQLSTATEs after which the same call may succeed later: connection (08),
+ * resources (53), shutdown (57P0x), a statement timeout or cancel (57014), a
+ * read-only database (25006: a standby, say during a failover), a
+ * serialization failure or deadlock (40001, 40P01), and socket errors.
+ */
+const UNAVAILABLE_SQLSTATE = /^(08|53|57P0|57014$|25006$|40001$|40P01$)/;
+/**
+ * SQLSTATE classes of what a statement carries, which the same statement
+ * can never get past: data exceptions (22: a NUL in a text column, say) and
+ * integrity constraints (23).
+ */
+const REJECTED_SQLSTATE = /^(22|23)/;
 const UNAVAILABLE_ERRNO = new Set([
   'ECONNREFUSED',
   'ECONNRESET',
@@ -68,8 +82,9 @@ const UNAVAILABLE_ERRNO = new Set([
 
 /**
  * `err` as the seam's {@link TaskStoreUnavailableError} when it means the
- * database cannot be reached (refused, dropped, shutting down, pool timeout),
- * else unchanged.
+ * database cannot be reached (refused, dropped, shutting down, pool timeout,
+ * read-only, timed out), as {@link TaskStoreRejectedError} when the database
+ * refuses what the statement carries, else unchanged.
  */
 export function classifyPostgresError(err: unknown): unknown {
   if (err instanceof TaskStoreUnavailableError) return err;
@@ -88,7 +103,14 @@ export function classifyPostgresError(err: unknown): unknown {
   ) {
     return new TaskStoreUnavailableError(message || code, { cause: err });
   }
+  if (REJECTED_SQLSTATE.test(code)) return new TaskStoreRejectedError(`${code} ${message}`, { cause: err });
   return err;
+}
+
+/** The SQLSTATE of `err`, or of the error it classifies. */
+function sqlState(err: unknown): unknown {
+  const e = err as { code?: unknown; cause?: { code?: unknown } } | undefined;
+  return e instanceof TaskStoreRejectedError ? e.cause?.code : e?.code;
 }
 
 /** Connection options the stores use when they make their own pool. */
@@ -243,10 +265,16 @@ export async function migrate(conn: PostgresConnection | pg.Pool): Promise<Migra
   try {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
     try {
-      await client.query(
-        `CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (
+      // No DDL when the table is there: a database that is up to date and
+      // read-only (a standby) answers as up to date.
+      const exists = await client.query<{ t: string | null }>('SELECT to_regclass($1)::text AS t', [
+        MIGRATIONS_TABLE,
+      ]);
+      if (!exists.rows[0]?.t)
+        await client.query(
+          `CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (
            version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
-      );
+        );
       const done = new Set(
         (await client.query<{ version: number }>(`SELECT version FROM ${MIGRATIONS_TABLE}`)).rows.map(
           (r) => r.version,
@@ -406,6 +434,31 @@ function byteLength(...values: unknown[]): number {
   return n;
 }
 
+/**
+ * JSON escapes that PostgreSQL's JSON processing cannot turn into text (a
+ * NUL, 22P05; a lone surrogate, 22P02), though its `json` type keeps them as
+ * written. `JSON.stringify` writes both as `\u` escapes, lower case.
+ */
+const UNPROCESSABLE = /\\u(?:0000|d[89a-f])/;
+
+/** Whether the JSON text `json` holds an escape of {@link UNPROCESSABLE}. */
+function unprocessable(json: string): boolean {
+  // `\u` is rare in JSON text: most content pays for one scan, no regex.
+  return json.includes('\\u') && UNPROCESSABLE.test(json);
+}
+
+/**
+ * The JSON text `json` as the value of an item member read as a `text`
+ * column and cast to `json`: as it is, or, when it holds an
+ * {@link unprocessable} escape, as a JSON string of it. `json_to_recordset`
+ * de-escapes every string of the batch (a NUL or a lone surrogate fails the
+ * statement), but only the outer escapes of a string: what it yields is the
+ * JSON text, which the cast keeps byte for byte.
+ */
+function carried(json: string): string {
+  return unprocessable(json) ? JSON.stringify(json) : json;
+}
+
 /** What the append statement answers per task: whether it wrote, and whether the fence held. */
 interface AppendRow {
   written: boolean;
@@ -474,10 +527,14 @@ interface PartsDelta {
   readonly history: readonly Message[];
   /** Artifacts whose parts are replaced: their chunks go. */
   readonly replaced: readonly number[];
-  /** [position, artifact without parts] to insert or replace. */
-  readonly heads: ReadonlyArray<readonly [number, unknown]>;
-  /** [artifact position, chunk number, parts]. */
-  readonly chunks: ReadonlyArray<readonly [number, number, readonly Part[]]>;
+  /** Positions of the artifacts of {@link heads}. */
+  readonly headPos: readonly number[];
+  /** Artifacts without parts to insert or replace. */
+  readonly heads: readonly unknown[];
+  /** [artifact position, chunk number] of each of {@link chunks}. */
+  readonly chunkPos: ReadonlyArray<readonly [number, number]>;
+  /** Parts of the chunks written. */
+  readonly chunks: ReadonlyArray<readonly Part[]>;
   readonly next: Written;
 }
 
@@ -488,8 +545,10 @@ function fullDelta(task: Task, seq: number): PartsDelta {
     historyFrom: 0,
     history: task.history ?? [],
     replaced: [],
-    heads: artifacts.map((a, i) => [i, { ...a, parts: [] }] as const),
-    chunks: artifacts.map((a, i) => [i, 0, a.parts] as const),
+    headPos: artifacts.map((_, i) => i),
+    heads: artifacts.map((a) => ({ ...a, parts: [] })),
+    chunkPos: artifacts.map((_, i) => [i, 0] as const),
+    chunks: artifacts.map((a) => a.parts),
     next: {
       seq,
       history: task.history?.length ?? 0,
@@ -510,8 +569,10 @@ function partsDelta(w: Written, task: Task, seq: number): PartsDelta | undefined
   const artifacts = task.artifacts ?? [];
   if (history.length < w.history || artifacts.length < w.artifacts.length) return undefined;
   const replaced: number[] = [];
-  const heads: Array<readonly [number, unknown]> = [];
-  const chunks: Array<readonly [number, number, readonly Part[]]> = [];
+  const headPos: number[] = [];
+  const heads: unknown[] = [];
+  const chunkPos: Array<readonly [number, number]> = [];
+  const chunks: Array<readonly Part[]> = [];
   const next: WrittenArtifact[] = [];
   for (let i = 0; i < artifacts.length; i++) {
     const a = artifacts[i] as Artifact;
@@ -520,7 +581,8 @@ function partsDelta(w: Written, task: Task, seq: number): PartsDelta | undefined
     if (was !== undefined && was.ref === a && was.parts === a.parts && a.parts.length >= was.n) {
       // The same artifact, its parts array grown in place: the new parts are one chunk.
       if (a.parts.length > was.n) {
-        chunks.push([i, was.chunk, a.parts.slice(was.n)]);
+        chunkPos.push([i, was.chunk]);
+        chunks.push(a.parts.slice(was.n));
         next.push({ ref: a, parts: a.parts, n: a.parts.length, chunk: was.chunk + 1 });
       } else next.push(was);
       continue;
@@ -528,15 +590,19 @@ function partsDelta(w: Written, task: Task, seq: number): PartsDelta | undefined
     // A new artifact, or one replaced: its head and all its parts.
     if (was !== undefined) replaced.push(i);
     const chunk = was?.chunk ?? 0;
-    heads.push([i, { ...a, parts: [] }]);
-    chunks.push([i, chunk, a.parts]);
+    headPos.push(i);
+    heads.push({ ...a, parts: [] });
+    chunkPos.push([i, chunk]);
+    chunks.push(a.parts);
     next.push({ ref: a, parts: a.parts, n: a.parts.length, chunk: chunk + 1 });
   }
   return {
     historyFrom: w.history,
     history: history.slice(w.history),
     replaced,
+    headPos,
     heads,
+    chunkPos,
     chunks,
     next: { seq, history: history.length, artifacts: next },
   };
@@ -560,7 +626,10 @@ function deltaJson(d: PartsDelta): { json: string; bytes: number } {
   const heads = JSON.stringify(d.heads);
   const chunks = JSON.stringify(d.chunks);
   return {
-    json: `"hfrom":${d.historyFrom},"history":${history},"replaced":${JSON.stringify(d.replaced)},"heads":${heads},"chunks":${chunks}`,
+    json:
+      `"hfrom":${d.historyFrom},"history":${carried(history)},"replaced":${JSON.stringify(d.replaced)},` +
+      `"hpos":${JSON.stringify(d.headPos)},"heads":${carried(heads)},"cpos":${JSON.stringify(d.chunkPos)},` +
+      `"chunks":${carried(chunks)}`,
     bytes: byteLength(history, heads, chunks),
   };
 }
@@ -568,10 +637,12 @@ function deltaJson(d: PartsDelta): { json: string; bytes: number } {
 /**
  * The columns of a {@link deltaJson} in an item. (Items are read with
  * `json_to_recordset`, which parses the batch once; `->` on a `json` value
- * parses it again for every member taken. A `json` column keeps its text as
- * sent, so what is stored is what was counted.)
+ * parses it again for every member taken. Content columns are `text` cast to
+ * `json`, which keeps the text as sent, so what is stored is what was
+ * counted; see {@link carried}. No content goes through `->` or `->>`, which
+ * de-escape every string of their argument: positions travel apart.)
  */
-const DELTA_COLUMNS = 'hfrom int, history json, replaced json, heads json, chunks json';
+const DELTA_COLUMNS = 'hfrom int, history text, replaced json, hpos json, heads text, cpos json, chunks text';
 
 /**
  * CTEs (after `i`, the items with {@link DELTA_COLUMNS}, and `u`, yielding
@@ -581,7 +652,7 @@ const DELTA_COLUMNS = 'hfrom int, history json, replaced json, heads json, chunk
 const DELTA_CTES = `h AS (
     INSERT INTO weave_a2a_task_history (task_id, pos, message)
     SELECT u.id, i.hfrom + x.n - 1, x.m
-    FROM u JOIN i ON i.id = u.id CROSS JOIN LATERAL json_array_elements(i.history) WITH ORDINALITY AS x(m, n)
+    FROM u JOIN i ON i.id = u.id CROSS JOIN LATERAL json_array_elements(i.history::json) WITH ORDINALITY AS x(m, n)
     RETURNING 1),
   ad AS (
     DELETE FROM weave_a2a_artifact_chunks c USING u JOIN i ON i.id = u.id
@@ -589,16 +660,18 @@ const DELTA_CTES = `h AS (
     RETURNING 1),
   ah AS (
     INSERT INTO weave_a2a_task_artifacts (task_id, pos, artifact)
-    SELECT u.id, (x.a ->> 0)::int, x.a -> 1 FROM u JOIN i ON i.id = u.id CROSS JOIN LATERAL json_array_elements(i.heads) AS x(a)
+    SELECT u.id, x.p::int, x.a FROM u JOIN i ON i.id = u.id
+    CROSS JOIN LATERAL ROWS FROM (json_array_elements_text(i.hpos), json_array_elements(i.heads::json)) AS x(p, a)
     ON CONFLICT (task_id, pos) DO UPDATE SET artifact = excluded.artifact RETURNING 1),
   ac AS (
     INSERT INTO weave_a2a_artifact_chunks (task_id, artifact_pos, chunk, parts)
-    SELECT u.id, (x.c ->> 0)::int, (x.c ->> 1)::int, x.c -> 2
-    FROM u JOIN i ON i.id = u.id CROSS JOIN LATERAL json_array_elements(i.chunks) AS x(c)
+    SELECT u.id, (x.at ->> 0)::int, (x.at ->> 1)::int, x.parts
+    FROM u JOIN i ON i.id = u.id
+    CROSS JOIN LATERAL ROWS FROM (json_array_elements(i.cpos), json_array_elements(i.chunks::json)) AS x(at, parts)
     RETURNING 1)`;
 
 /** Prepared-statement name of the create (a changed text needs a new name). */
-const CREATE_STATEMENT = 'weave_a2a_create_9';
+const CREATE_STATEMENT = 'weave_a2a_create_10';
 
 /**
  * Creates the tasks of `$1` (a JSON array of items, see `create`), run by
@@ -609,12 +682,12 @@ const CREATE_STATEMENT = 'weave_a2a_create_9';
  */
 const CREATE_SQL = `WITH i AS (
     SELECT * FROM json_to_recordset($1::json) AS x(n int, id text, owner text, skill text, context_id text,
-      state text, terminal boolean, task json, created_at bigint, updated_at bigint, seq int, event_seq int,
-      event json, tenant text, bytes bigint, ${DELTA_COLUMNS})),
+      state text, terminal boolean, task text, created_at bigint, updated_at bigint, seq int, event_seq int,
+      event text, tenant text, bytes bigint, ${DELTA_COLUMNS})),
   r AS (SELECT o.n, weave_a2a_reserve(o.owner, o.bytes, $3, $4) AS refused FROM (SELECT n, owner, bytes FROM i ORDER BY n) o),
   u AS (
     INSERT INTO weave_a2a_tasks (id, owner, skill, context_id, state, terminal, task, created_at, updated_at, seq, runner, tenant, counted, runner_gen)
-    SELECT i.id, i.owner, i.skill, i.context_id, i.state, i.terminal, i.task, i.created_at, i.updated_at, i.seq, $2, i.tenant, i.bytes,
+    SELECT i.id, i.owner, i.skill, i.context_id, i.state, i.terminal, i.task::json, i.created_at, i.updated_at, i.seq, $2, i.tenant, i.bytes,
       -- The task runs under this replica's lease as it is now (see heartbeat).
       (SELECT generation FROM weave_a2a_replicas WHERE id = $2)
     FROM i JOIN r ON r.n = i.n WHERE r.refused IS NULL
@@ -623,14 +696,14 @@ const CREATE_SQL = `WITH i AS (
   -- A task whose id was taken: its bytes go back.
   g AS (SELECT weave_a2a_count(i.owner, -i.bytes) FROM i JOIN r ON r.n = i.n
         WHERE r.refused IS NULL AND NOT EXISTS (SELECT 1 FROM u WHERE u.id = i.id)),
-  e AS (INSERT INTO weave_a2a_events (task_id, seq, event) SELECT u.id, i.event_seq, i.event FROM u JOIN i ON i.id = u.id RETURNING 1),
+  e AS (INSERT INTO weave_a2a_events (task_id, seq, event) SELECT u.id, i.event_seq, i.event::json FROM u JOIN i ON i.id = u.id RETURNING 1),
   ${DELTA_CTES},
   k AS (SELECT count(*) AS given_back FROM g)
   SELECT r.refused, u.id IS NOT NULL AS inserted, u.runner_gen AS gen, k.given_back
   FROM i JOIN r ON r.n = i.n LEFT JOIN u ON u.id = i.id CROSS JOIN k ORDER BY i.n`;
 
 /** Prepared-statement name of the append (a changed text needs a new name). */
-const APPEND_STATEMENT = 'weave_a2a_append_12';
+const APPEND_STATEMENT = 'weave_a2a_append_13';
 
 /**
  * Appends to the tasks of `$1` (a JSON array of items, see `append`), by
@@ -654,11 +727,11 @@ const APPEND_STATEMENT = 'weave_a2a_append_12';
  * analyzed table, 260 µs this way).
  */
 const APPEND_SQL = `WITH i AS (
-    SELECT * FROM json_to_recordset($1::json) AS x(n int, id text, task json, state text, terminal boolean,
-      updated_at bigint, last int, prev int, events json, gen bigint, bytes bigint, ${DELTA_COLUMNS})),
+    SELECT * FROM json_to_recordset($1::json) AS x(n int, id text, task text, state text, terminal boolean,
+      updated_at bigint, last int, prev int, events text, gen bigint, bytes bigint, ${DELTA_COLUMNS})),
   o AS (SELECT i.id, (SELECT t.counted FROM weave_a2a_tasks t WHERE t.id = i.id) AS counted FROM i WHERE i.terminal),
   u AS (
-    UPDATE weave_a2a_tasks t SET task = i.task, state = i.state, terminal = i.terminal, updated_at = i.updated_at,
+    UPDATE weave_a2a_tasks t SET task = i.task::json, state = i.state, terminal = i.terminal, updated_at = i.updated_at,
       seq = i.last, counted = CASE WHEN i.terminal THEN i.bytes ${storedBytes('t.id')} ELSE t.counted END
     FROM i WHERE t.ctid = ANY (ARRAY(SELECT (SELECT x.ctid FROM weave_a2a_tasks x WHERE x.id = k.id) FROM i k))
       AND t.id = i.id AND t.seq = i.prev AND ${leaseHeld('i.id', 'i.gen')}
@@ -668,7 +741,7 @@ const APPEND_SQL = `WITH i AS (
   e AS (
     INSERT INTO weave_a2a_events (task_id, seq, event)
     SELECT u.id, i.prev + x.n, x.event
-    FROM u JOIN i ON i.id = u.id CROSS JOIN LATERAL json_array_elements(i.events) WITH ORDINALITY AS x(event, n)
+    FROM u JOIN i ON i.id = u.id CROSS JOIN LATERAL json_array_elements(i.events::json) WITH ORDINALITY AS x(event, n)
     RETURNING 1),
   ${DELTA_CTES},
   k AS (SELECT (SELECT count(*) FROM c) AS counted,
@@ -795,6 +868,14 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     this.#maxOwnerBytes = bounds.maxBytesPerOwner;
     this.#maxTaskBytes = bounds.maxBytesPerTask;
     checkOptions('PostgresTaskStore', PgStoreNumbers, options);
+    // The listener holds one connection for as long as the store runs: with
+    // one in all, every other statement would wait for it forever.
+    const max = (options.pool as { options?: { max?: unknown } } | undefined)?.options?.max;
+    if (typeof max === 'number' && max < 2) {
+      throw new A2AConfigError('PostgresTaskStore', [
+        `pool: max ${max} is too small; the store holds one connection for LISTEN, so it needs at least 2`,
+      ]);
+    }
     this.#db = new PoolHolder(options, options.queryTimeoutMs ?? QUERY_TIMEOUT_MS);
     this.#ttl = options.terminalTtlMs ?? 3_600_000;
     this.leaseTtlMs = options.leaseTtlMs ?? 30_000;
@@ -844,8 +925,8 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     const q = JSON.stringify;
     const item =
       `"id":${q(t.id)},"owner":${q(record.owner)},"skill":${q(record.skill)},"context_id":${q(t.contextId)},` +
-      `"state":${q(t.status.state)},"terminal":${finished},"task":${head},"created_at":${record.createdAt},` +
-      `"updated_at":${record.updatedAt},"seq":${record.seq},"event_seq":${first.seq},"event":${event},` +
+      `"state":${q(t.status.state)},"terminal":${finished},"task":${carried(head)},"created_at":${record.createdAt},` +
+      `"updated_at":${record.updatedAt},"seq":${record.seq},"event_seq":${first.seq},"event":${carried(event)},` +
       `"tenant":${q(record.tenant ?? '')},"bytes":${bytes},${delta.json}`;
     // Before the database's reserve function, which frees finished tasks first.
     refuseNeverFitting(record.owner, bytes, this.#maxOwnerBytes, this.#maxBytes);
@@ -861,7 +942,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     const gen = row.gen;
     if (gen !== null && !finished) this.#running.set(t.id, Number(gen));
     // A task created finished (rare) is cut to its bound at once; the create is committed already.
-    if (finished && bytes > this.#maxTaskBytes) {
+    if (finished && bytes > this.#maxTaskBytes && !unprocessable(head)) {
       await this.#db.query('SELECT weave_a2a_truncate($1, $2)', [t.id, this.#maxTaskBytes]);
     }
     this.#remember(t.id, finished, d.next, byteLength(event) + delta.bytes);
@@ -899,15 +980,18 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     // (a cancel or a failure recorded for a task running elsewhere, or nowhere).
     const gen = this.#running.get(id) ?? null;
     const item =
-      `"id":${JSON.stringify(id)},"task":${head},"state":${JSON.stringify(task.status.state)},` +
+      `"id":${JSON.stringify(id)},"task":${carried(head)},"state":${JSON.stringify(task.status.state)},` +
       `"terminal":${terminal},"updated_at":${updatedAt},"last":${last},"prev":${first.seq - 1},` +
-      `"events":${eventsJson},"gen":${gen},"bytes":${terminal ? byteLength(head) + added : 0},${parts.json}`;
+      `"events":${carried(eventsJson)},"gen":${gen},"bytes":${terminal ? byteLength(head) + added : 0},${parts.json}`;
     this.#written.delete(id);
     // Only a finishing append that may be over the per-task bound pays for
     // a transaction that cuts it; the others are one statement, sent with
     // those of concurrent calls.
     const atMost = d && written ? written.bytes + added + byteLength(head) : Infinity;
-    const cut = terminal && atMost > this.#maxTaskBytes ? this.#maxTaskBytes : undefined;
+    // The cut marks what went in the task's metadata through `jsonb`, which
+    // refuses an unprocessable escape: such a task keeps all it holds.
+    const cut =
+      terminal && atMost > this.#maxTaskBytes && !unprocessable(head) ? this.#maxTaskBytes : undefined;
     const row = !d
       ? await this.#rewrite(id, item, cut)
       : cut === undefined
@@ -1428,8 +1512,7 @@ export class PostgresPushConfigStore implements PushConfigStore {
         [config.taskId, id, sealed],
       );
     } catch (err) {
-      if ((err as { code?: unknown }).code === '23503')
-        throw new TaskStoreConflictError(config.taskId, 'unknown task');
+      if (sqlState(err) === '23503') throw new TaskStoreConflictError(config.taskId, 'unknown task');
       throw err;
     }
   }

@@ -84,6 +84,7 @@ export interface TaskStore {
    * @throws {TaskLeaseLostError} (a store with {@link TaskLeases}) when this
    *   replica runs the task and its lease expired; nothing changes.
    * @throws {TaskStoreUnavailableError} when the backing service cannot be reached (retryable).
+   * @throws {TaskStoreRejectedError} when the store can never keep what the write carries; nothing changes.
    */
   append(id: string, task: Task, events: readonly StoredEvent[], updatedAt: number): Promise<void>;
   get(id: string): Promise<TaskRecord | undefined>;
@@ -287,6 +288,17 @@ export class TaskLeaseLostError extends WeaveError {
       'TASK_LEASE_LOST',
       `task ${taskId}: this replica's lease expired (cut off or paused for longer than the lease); another replica takes the task over`,
     );
+  }
+}
+
+/**
+ * The store refuses what a write carries (data its backing service cannot
+ * keep, a constraint it breaks): the same write can never succeed, so it is
+ * not retried. A task whose write is refused ends FAILED.
+ */
+export class TaskStoreRejectedError extends WeaveError {
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super('TASK_STORE_REJECTED', `task store refused the write: ${detail}`, options);
   }
 }
 
