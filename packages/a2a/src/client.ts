@@ -11,6 +11,7 @@ import {
   positiveCount,
   timerMsOr0,
 } from './options.js';
+import { MAX_JSON_DEPTH, exceedsDepth } from './depth.js';
 import { DiscoveryClient, type DiscoveryClientOptions, type DiscoveryStats } from './discovery.js';
 import { deadlineExceeded } from './transports/http.js';
 import { grpcTransportFactory } from './transports/grpc.js';
@@ -465,30 +466,38 @@ export class A2AClient {
     // Consecutive breaks without a new event: a resumed stream that moves on earns a fresh budget.
     let breaks = 0;
     let source: AsyncGenerator<StreamEvent> = this.sendStreamingMessage(url, params, { signal, headers });
-    // The current source is a resubscribe that has not delivered an event yet.
+    // The current source is a resubscribe that has not delivered a new event yet.
     let resumed = false;
+    // The last Task without an event id yielded after a resume, as JSON: the
+    // same snapshot again is no news (a server could send it on every resume forever).
+    let lastSnapshot: string | undefined;
     for (;;) {
       let failure: unknown;
       try {
         for await (const e of source) {
+          // A replay starts after Last-Event-ID; anything at or before it was
+          // yielded already, a Task included (one numbered at or before the
+          // last event is the state those events built): neither yielded
+          // again nor progress, or a server re-sending it on every resume
+          // would be resumed forever.
+          if (e.eventId !== undefined && lastId !== undefined && !isAfter(e.eventId, lastId)) continue;
           if (resumed && 'task' in e && lastId !== undefined) {
             resumed = false;
             // A resume that starts with the Task after the last event seen
             // (rather than replaying from it): the events between are gone.
-            if (e.eventId === undefined || isAfter(e.eventId, lastId)) {
-              if (e.eventId !== undefined) lastId = e.eventId;
-              taskId = e.task.id;
-              breaks = 0;
-              yield { ...e, missedEvents: true };
-              if (closesStream(e)) return;
-              continue;
-            }
+            if (e.eventId === undefined) {
+              const json = JSON.stringify(e.task);
+              if (json === lastSnapshot) continue;
+              lastSnapshot = json;
+            } else lastId = e.eventId;
+            taskId = e.task.id;
+            breaks = 0;
+            yield { ...e, missedEvents: true };
+            if (closesStream(e)) return;
+            continue;
           }
           resumed = false;
           if (e.eventId !== undefined) {
-            // A replay starts after Last-Event-ID; anything at or before it was yielded already
-            // (the task snapshot a resumed stream starts with is the current state: always new).
-            if (lastId !== undefined && !('task' in e) && !isAfter(e.eventId, lastId)) continue;
             lastId = e.eventId;
             breaks = 0;
           }
@@ -638,6 +647,13 @@ export class A2AClient {
     const left = timeout - (Date.now() - started);
     if (left <= 0) throw deadlineExceeded(`${method} to ${url}`);
     let settled = false;
+    // The task this stream is about: the one subscribed to, the one a reply
+    // continues, else the first event's. An event of another task (its end
+    // above all) must not pass for this one's.
+    let taskId =
+      method === 'SubscribeToTask'
+        ? (params as { id: string }).id
+        : (params as SendMessageParams).message?.taskId;
     for await (const ev of transport.stream(method, params as Record<string, unknown>, {
       signal: options.signal,
       headers: options.headers,
@@ -645,6 +661,16 @@ export class A2AClient {
       timeoutMs: left,
     })) {
       const event = validate(StreamResponseSchema, ev.value, method);
+      const of = taskOf(event);
+      if (of !== undefined) {
+        if (taskId === undefined) taskId = of;
+        else if (of !== taskId) {
+          throw new A2AError(
+            A2AErrorCode.InvalidAgentResponse,
+            `${method}: invalid result: an event of task ${of} in the stream of task ${taskId}`,
+          );
+        }
+      }
       settled = closesStream(event);
       yield ev.eventId === undefined ? event : { ...event, eventId: ev.eventId };
     }
@@ -659,10 +685,34 @@ export class A2AClient {
   }
 }
 
+/** The task a stream event belongs to (a message may name none). */
+function taskOf(e: StreamResponse): string | undefined {
+  if ('task' in e) return e.task.id;
+  if ('statusUpdate' in e) return e.statusUpdate.taskId;
+  if ('artifactUpdate' in e) return e.artifactUpdate.taskId;
+  return e.message.taskId;
+}
+
 /** An empty result (DeleteTaskPushNotificationConfig): nothing, `null` or `{}`. */
 const EmptySchema = z.union([z.undefined(), z.null(), z.object({}).loose()]);
 
+/**
+ * Deepest result accepted. A Weave server keeps no artifact or message deeper
+ * than {@link MAX_JSON_DEPTH}, and a result carries those at most 4 levels
+ * down (ListTasks: `tasks[].artifacts[]`). Anything deeper is refused like
+ * any other malformed answer: handed on, it costs recursion wherever it goes
+ * (a 500 000-level result overflowed the stack in the application's
+ * `JSON.stringify`).
+ */
+const MAX_RESULT_DEPTH = MAX_JSON_DEPTH + 4;
+
 function validate<S extends z.ZodType>(schema: S, value: unknown, method: string): z.infer<S> {
+  if (exceedsDepth(value, MAX_RESULT_DEPTH)) {
+    throw new A2AError(
+      A2AErrorCode.InvalidAgentResponse,
+      `${method}: invalid result: nested deeper than ${MAX_RESULT_DEPTH} levels`,
+    );
+  }
   const r = schema.safeParse(value);
   if (r.success) return r.data;
   const issue = r.error.issues[0];
@@ -727,9 +777,11 @@ function isTerminalRefusal(err: unknown): boolean {
 
 /**
  * Whether SSE event id `id` comes after `last`. Weave numbers a task's events;
- * ids that are not numbers (another server) cannot be compared and are taken.
+ * other ids (another server) cannot be ordered: any but `last` itself is taken.
  */
 function isAfter(id: string, last: string): boolean {
+  // The same id is the same event, whatever the ids look like.
+  if (id === last) return false;
   const a = Number(id);
   const b = Number(last);
   if (!Number.isSafeInteger(a) || !Number.isSafeInteger(b) || id === '' || last === '') return true;

@@ -12,6 +12,7 @@ import {
   isSettled,
   type Artifact,
   type Message,
+  type Part,
   type SendMessageParams,
   type Task,
 } from '@weave/a2a';
@@ -98,6 +99,13 @@ const DISCOVERY_TTL_MS = 300_000;
 const STREAM_RESUMES = 3;
 /** First wait before resuming a broken stream; doubled per consecutive break. */
 const STREAM_RESUME_BACKOFF_MS = 100;
+/**
+ * Largest result a streaming call collects (its artifacts, as encoded): the
+ * cap of a unary call's whole answer (the A2A client's `maxResponseBytes`
+ * default). Each event is capped on its own; without this, a peer appending
+ * chunks forever would grow the caller's heap until it ran out.
+ */
+const MAX_STREAM_RESULT_BYTES = 4 * 1024 * 1024;
 
 /** Everything an agent needs to call other agents: peers, channels, breakers. */
 export class Outbound {
@@ -353,7 +361,10 @@ export class Outbound {
       }
       return SpiffeId.parse(claimed);
     } finally {
-      await channel.close().catch(() => undefined);
+      // destroy(), not close(): the card fetch is settled, and a graceful close
+      // would wait for a connect still pending to a peer that never finishes
+      // its handshake — up to connectTimeoutMs past the call's deadline.
+      await channel.destroy().catch(() => undefined);
     }
   }
 
@@ -481,6 +492,18 @@ export class Outbound {
     let task: Task | undefined;
     // The task's artifacts by id (the first of an id, as appends extend it): one lookup per event.
     let artifactsById = new Map<string, Artifact>();
+    // Encoded size of the artifacts collected so far.
+    let collected = 0;
+    const grow = (bytes: number, taskId: string): void => {
+      collected += bytes;
+      if (collected > MAX_STREAM_RESULT_BYTES) {
+        // Thrown inside the loop: leaving it closes the stream, nothing more is read.
+        throw new A2AClientError(
+          'RESPONSE_TOO_LARGE',
+          `the streamed result of task ${taskId} exceeds ${MAX_STREAM_RESULT_BYTES} bytes`,
+        );
+      }
+    };
     const events = peer.client.streamTaskUpdates(url, params, {
       headers,
       signal,
@@ -493,8 +516,12 @@ export class Outbound {
       if ('task' in e) {
         task = e.task;
         artifactsById = new Map();
-        for (const a of task.artifacts ?? [])
+        // A snapshot replaces everything collected before it.
+        collected = 0;
+        for (const a of task.artifacts ?? []) {
+          grow(artifactSize(a), task.id);
           if (!artifactsById.has(a.artifactId)) artifactsById.set(a.artifactId, a);
+        }
       } else if ('statusUpdate' in e) {
         if (!task)
           task = {
@@ -521,8 +548,11 @@ export class Outbound {
         const list = (task.artifacts ??= []);
         const a = e.artifactUpdate.artifact;
         const prev = artifactsById.get(a.artifactId);
-        if (prev && e.artifactUpdate.append) for (const p of a.parts) prev.parts.push(p);
-        else {
+        if (prev && e.artifactUpdate.append) {
+          grow(partsSize(a.parts), task.id);
+          for (const p of a.parts) prev.parts.push(p);
+        } else {
+          grow(artifactSize(a), task.id);
           list.push(a);
           if (!prev) artifactsById.set(a.artifactId, a);
         }
@@ -627,6 +657,33 @@ export class Outbound {
     const msg = err instanceof Error ? err.message : String(err);
     return new CallError('CALL_FAILED', msg, d, { cause: err });
   }
+}
+
+/**
+ * About how many bytes `parts` take encoded: the strings' lengths, the JSON
+ * of data and metadata, a little per part for its braces and key. Cheap, and
+ * never more than the JSON itself, so whatever one event can carry is counted
+ * within the same cap.
+ */
+function partsSize(parts: readonly Part[]): number {
+  let n = 0;
+  for (const p of parts) {
+    n += 8;
+    if (p.text !== undefined) n += p.text.length;
+    else if (p.raw !== undefined) n += p.raw.length;
+    else if (p.url !== undefined) n += p.url.length;
+    else if (p.data !== undefined) n += jsonSize(p.data);
+    if (p.metadata !== undefined) n += jsonSize(p.metadata);
+  }
+  return n;
+}
+
+function artifactSize(a: Artifact): number {
+  return partsSize(a.parts) + (a.metadata === undefined ? 0 : jsonSize(a.metadata));
+}
+
+function jsonSize(v: unknown): number {
+  return JSON.stringify(v)?.length ?? 0;
 }
 
 /** Whether an error says something about the peer's health (for the circuit breaker). */

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
-import { Agent, Dispatcher, buildConnector } from 'undici';
+import { Agent, Dispatcher, buildConnector, errors } from 'undici';
 import {
   SpiffeId,
   verifyX509Svid,
@@ -151,6 +151,13 @@ export class SecureChannel extends Dispatcher {
   readonly #retry: RetryPolicy;
   readonly #breaker: CircuitBreaker | undefined;
   readonly #retiring = new Set<Promise<void>>();
+  /**
+   * Sockets between TCP connect and the end of the TLS handshake. undici's
+   * destroy() ends the connections it holds, not one still connecting: that
+   * socket would live on until `connectTimeoutMs` against a peer that accepts
+   * TCP and never answers the handshake.
+   */
+  readonly #connecting = new Set<TLSSocket>();
   #agent: Agent;
   /** When the SVID the current Agent presents expires (epoch ms). */
   #notAfter = 0;
@@ -350,6 +357,7 @@ export class SecureChannel extends Dispatcher {
         session && opts.httpSocket ? buildConnector({ ...tlsOptions, session: session.ticket }) : full;
       // undici's typings say void, but the connector returns the socket (used for error details).
       const socket = base(opts, (err, sock) => {
+        if (socket) this.#connecting.delete(socket);
         if (err) {
           // A ticket the server no longer accepts is not offered again.
           if (session) sessions.drop(key, session);
@@ -390,6 +398,7 @@ export class SecureChannel extends Dispatcher {
         callback(null, tls);
       }) as unknown as TLSSocket | undefined;
       if (socket) {
+        this.#connecting.add(socket);
         if (session && base === full) {
           // What tls.connect does with the option, before the TCP connection
           // (and so the handshake) starts. A ticket OpenSSL cannot decode is
@@ -752,6 +761,9 @@ export class SecureChannel extends Dispatcher {
     const err = typeof a === 'function' ? null : (a ?? null);
     const cb = typeof a === 'function' ? a : b;
     const p = this.#shutdown((agent) => agent.destroy(err));
+    // After the Agents: the requests waiting on these sockets are already failed.
+    for (const s of this.#connecting) s.destroy(err ?? new errors.ClientDestroyedError());
+    this.#connecting.clear();
     if (cb) {
       void p.then(cb, cb);
       return;

@@ -81,10 +81,21 @@ function spiffeServer(err: unknown): string | undefined {
 /** Origin and path of each endpoint seen (a handful per client): parsed once. */
 const endpointParts = new Map<string, { origin: string; path: string }>();
 
+/**
+ * @throws {A2AClientError} `INVALID_AGENT_URL` for what is not an absolute URL
+ * (a card naming its interface `/rpc`), as the gRPC transport says it.
+ */
 function partsOf(endpoint: string): { origin: string; path: string } {
   let p = endpointParts.get(endpoint);
   if (p === undefined) {
-    const u = new URL(endpoint);
+    let u: URL;
+    try {
+      u = new URL(endpoint);
+    } catch (err) {
+      throw new A2AClientError('INVALID_AGENT_URL', `not an interface URL: ${JSON.stringify(endpoint)}`, {
+        cause: err,
+      });
+    }
     p = { origin: u.origin, path: `${u.pathname}${u.search}` };
     if (endpointParts.size >= 1000) endpointParts.clear();
     endpointParts.set(endpoint, p);
@@ -256,6 +267,8 @@ export interface OpenStream {
  */
 export async function openStream(req: HttpRequest): Promise<OpenStream> {
   const { what } = req;
+  // The same refusal of a URL that is not one as on a unary call.
+  partsOf(req.url);
   const outer = req.signal;
   if (outer?.aborted) throw callFailure(what, outer.reason, outer);
   const ac = new AbortController();
