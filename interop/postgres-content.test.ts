@@ -125,7 +125,6 @@ describe.skipIf(!available)('PostgreSQL task store: content and failures', () =>
         heartbeatMs: 0,
         taskStore,
         storeRetryMaxMs: 100,
-        logger: { error: (o: { err?: unknown }) => errors.push(o.err), warn() {}, info() {}, debug() {} },
       });
       a2a.registerTaskHandler({ id: 'echo', name: 'echo', description: '', tags: [] }, async (ctx) => {
         ctx.publishArtifact({ artifactId: 'in', parts: ctx.message.parts, metadata: ctx.message.metadata });
@@ -143,6 +142,8 @@ describe.skipIf(!available)('PostgreSQL task store: content and failures', () =>
       const app = mtlsServer(server);
       await app.register(a2a.plugin);
       await app.listen({ port: 0, host: '127.0.0.1' });
+      // After the mount, which gives the handler the server's logger: every store error is seen here.
+      a2a.handler.setLogger({ error: (o: { err?: unknown }) => void errors.push(o.err), warn() {} });
       const ch = channel(client, server.id);
       made.push({ close: async () => (await a2a.close(), await ch.close(), await app.close()) });
       return async (method: string, params: unknown) => {
