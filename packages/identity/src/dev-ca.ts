@@ -215,7 +215,7 @@ export class DevCertificateAuthority {
       if (sans.length !== 1 || sans[0] !== td.idString || !isCa(cert)) {
         throw new DevCaError(
           'DEV_CA_WRONG_TRUST_DOMAIN',
-          `dev CA in ${dir} is for ${sans.join(', ') || 'no trust domain'}, not ${td.idString}`,
+          `dev CA in ${dir} is for ${sans.join(', ') || 'no trust domain'}, not ${td.idString}: use another state directory, or delete this one to start a new CA`,
         );
       }
       const keys = await importSigningKey(keyPem);

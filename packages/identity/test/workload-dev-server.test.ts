@@ -1,7 +1,7 @@
 // The dev Workload API server's own contract: options, run-time changes,
 // rotation cadence, restart. Clients here are the real WorkloadApiClient.
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -93,6 +93,37 @@ describe('DevWorkloadApiServer', () => {
       /is not a socket/,
     );
     expect((await stat(join(sockets, 'b.sock'))).isFile()).toBe(true);
+  });
+
+  it('a start refused for its workloads writes nothing to the state directory (no CA for the wrong trust domain)', async () => {
+    const dir = await tempDir();
+    const state = join(dir, 'state');
+    await rejects(
+      start(state, { trustDomain: 'b.test', workloads: { a: 'spiffe://a.test/x' } }),
+      'DEV_WORKLOAD_API_INVALID_OPTIONS',
+      /in trust domain b.test/,
+    );
+    await rejects(
+      start(state, { workloads: { 'no/slash': `spiffe://${TD}/a` } }),
+      'DEV_WORKLOAD_API_INVALID_OPTIONS',
+      /workload names/,
+    );
+    expect(await readdir(state).catch(() => [])).toEqual([]);
+    // So the corrected start goes through.
+    const s = await start(state, { trustDomain: 'a.test', workloads: { a: 'spiffe://a.test/x' } });
+    expect(s.trustDomain.name).toBe('a.test');
+    await s.close();
+  });
+
+  it('does not take the sockets of a dev server still running on the same state directory', async () => {
+    const dir = await tempDir();
+    const first = await start(dir);
+    const address = first.address('a');
+    await rejects(start(dir), 'DEV_WORKLOAD_API_SOCKET_IN_USE', /in use by a running server/);
+    // The first server's socket is still there and still answers.
+    expect((await stat(address.slice('unix://'.length))).isSocket()).toBe(true);
+    expect((await client(address).fetchX509Svid()).id.toString()).toBe(`spiffe://${TD}/a`);
+    await first.close();
   });
 
   it('keeps the trust domain across restarts (CA persisted in stateDir) and refuses another one', async () => {

@@ -1,5 +1,6 @@
 import { lstat, mkdir, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { connect } from 'node:net';
 import {
   Server as GrpcServer,
   ServerCredentials,
@@ -38,7 +39,10 @@ import {
 export class DevWorkloadApiServerError extends WeaveError {
   constructor(
     code:
-      'DEV_WORKLOAD_API_INVALID_OPTIONS' | 'DEV_WORKLOAD_API_UNKNOWN_WORKLOAD' | 'DEV_WORKLOAD_API_CLOSED',
+      | 'DEV_WORKLOAD_API_INVALID_OPTIONS'
+      | 'DEV_WORKLOAD_API_UNKNOWN_WORKLOAD'
+      | 'DEV_WORKLOAD_API_CLOSED'
+      | 'DEV_WORKLOAD_API_SOCKET_IN_USE',
     message: string,
     options?: { cause?: unknown },
   ) {
@@ -165,6 +169,18 @@ export class DevWorkloadApiServer {
     const trustDomain = typeof o.trustDomain === 'string' ? TrustDomain.parse(o.trustDomain) : o.trustDomain;
     const stateDir = resolve(o.stateDir);
     const socketDir = resolve(o.socketDir ?? join(stateDir, 'sockets'));
+    // Checked before the CA is made: a refused start writes nothing to the
+    // state directory (a CA saved for the wrong trust domain blocks the next start).
+    for (const [name, id] of Object.entries(o.workloads)) {
+      const n = workloadName.safeParse(name);
+      if (!n.success) {
+        throw new DevWorkloadApiServerError(
+          'DEV_WORKLOAD_API_INVALID_OPTIONS',
+          `workload ${JSON.stringify(name)}: ${n.error.issues[0]?.message}`,
+        );
+      }
+      if (id !== null) checkWorkloadId(name, id, trustDomain);
+    }
     const ca = await DevCertificateAuthority.create({ trustDomain, dir: stateDir });
     await mkdir(socketDir, { recursive: true, mode: 0o700 });
     const log = (options.logger ?? defaultLogger('dev-workload-api')).child({
@@ -393,23 +409,7 @@ export class DevWorkloadApiServer {
   }
 
   #checkId(name: string, id: string | SpiffeId): SpiffeId {
-    let sid: SpiffeId;
-    try {
-      sid = typeof id === 'string' ? SpiffeId.parse(id) : id;
-    } catch (err) {
-      throw new DevWorkloadApiServerError(
-        'DEV_WORKLOAD_API_INVALID_OPTIONS',
-        `workload ${name}: ${(err as Error).message}`,
-        { cause: err },
-      );
-    }
-    if (!sid.isMemberOf(this.trustDomain) || sid.path === '') {
-      throw new DevWorkloadApiServerError(
-        'DEV_WORKLOAD_API_INVALID_OPTIONS',
-        `workload ${name}: ${sid.toString()} must be a workload ID (with a path) in trust domain ${this.trustDomain.name}`,
-      );
-    }
-    return sid;
+    return checkWorkloadId(name, id, this.trustDomain);
   }
 
   async #register(w: Workload, id: SpiffeId | undefined): Promise<void> {
@@ -630,7 +630,33 @@ function fail(call: Stream<unknown>, err: unknown): void {
   call.emit('error', toStatus(err));
 }
 
-/** A socket file left by a server that died is in the way of bind; anything else is not ours to delete. */
+/** `id` as the identity of workload `name`: a workload ID (with a path) in `trustDomain`. */
+function checkWorkloadId(name: string, id: string | SpiffeId, trustDomain: TrustDomain): SpiffeId {
+  let sid: SpiffeId;
+  try {
+    sid = typeof id === 'string' ? SpiffeId.parse(id) : id;
+  } catch (err) {
+    throw new DevWorkloadApiServerError(
+      'DEV_WORKLOAD_API_INVALID_OPTIONS',
+      `workload ${name}: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  if (!sid.isMemberOf(trustDomain) || sid.path === '') {
+    throw new DevWorkloadApiServerError(
+      'DEV_WORKLOAD_API_INVALID_OPTIONS',
+      `workload ${name}: ${sid.toString()} must be a workload ID (with a path) in trust domain ${trustDomain.name}`,
+    );
+  }
+  return sid;
+}
+
+/**
+ * A socket file left by a server that died is in the way of bind; anything
+ * else is not ours to delete: not a socket, or one a live server answers on
+ * (another dev server on the same state directory, whose workloads would
+ * lose their socket files and could no longer be reached).
+ */
 async function removeStaleSocket(path: string): Promise<void> {
   const st = await lstat(path).catch(() => undefined);
   if (!st) return;
@@ -640,5 +666,23 @@ async function removeStaleSocket(path: string): Promise<void> {
       `${path} exists and is not a socket`,
     );
   }
+  if (await answers(path)) {
+    throw new DevWorkloadApiServerError(
+      'DEV_WORKLOAD_API_SOCKET_IN_USE',
+      `${path} is in use by a running server (another dev Workload API server on this state directory?): stop it, or use another state or socket directory`,
+    );
+  }
   await unlink(path);
+}
+
+/** Whether something accepts connections on the Unix socket `path` (a dead server's file refuses them). */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
 }
