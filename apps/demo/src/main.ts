@@ -1,4 +1,4 @@
-// `npm run demo` (from the repository root) runs this file.
+// `npm run demo` (from the repository root, through scripts/demo.mjs) runs this file.
 import { parseArgs } from 'node:util';
 import { runDemo } from './demo.js';
 
