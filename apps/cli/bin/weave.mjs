@@ -17,8 +17,10 @@ if (!existsSync(source)) {
     { stdio: 'inherit' },
   );
   // `weave dev` stops cleanly on a signal, so this process waits for it rather than dying
-  // first. Ctrl-C already reaches the child (same process group); SIGTERM is passed on.
-  process.on('SIGINT', () => undefined);
+  // first, and passes each signal on: a SIGINT sent to this process alone (`kill -INT`)
+  // reached nothing. A Ctrl-C reaches the child twice then (from the terminal too), which
+  // it takes as once.
+  process.on('SIGINT', () => child.kill('SIGINT'));
   process.on('SIGTERM', () => child.kill('SIGTERM'));
   child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
 }

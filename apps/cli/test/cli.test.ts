@@ -2,7 +2,7 @@
 // Workload API server over gRPC on Unix sockets, and a real A2A agent on
 // @weave/transport's mTLS server with a default-deny policy.
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo, Socket } from 'node:net';
 import tls from 'node:tls';
 import { tmpdir } from 'node:os';
@@ -691,6 +691,28 @@ describe('weave dev', () => {
       const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
       child.kill('SIGTERM');
       expect(await exited).toBe(0);
+    } finally {
+      await stopWeave(child);
+      await rm(state, { recursive: true, force: true });
+    }
+  });
+
+  it('stops on a SIGINT sent to the weave process alone (kill -INT), removing its sockets, and exits 0', async () => {
+    const state = await mkdtemp(join(tmpdir(), 'weave-dev-'));
+    const child = spawnWeave([
+      'dev',
+      '--state-dir',
+      state,
+      '--workload',
+      'alpha=spiffe://dev.weave/svc/alpha',
+    ]);
+    try {
+      await waitForLine(child, /^ready /m);
+      expect(await readdir(join(state, 'sockets'))).toEqual(['alpha.sock']);
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      child.kill('SIGINT');
+      expect(await exited).toBe(0);
+      expect(await readdir(join(state, 'sockets'))).toEqual([]);
     } finally {
       await stopWeave(child);
       await rm(state, { recursive: true, force: true });
