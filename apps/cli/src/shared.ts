@@ -26,6 +26,16 @@ export class CliError extends WeaveError {
   }
 }
 
+/** Socket errors of a connection that was never made (before any TLS). */
+const UNREACHABLE = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+]);
+
 /** A bad command line. */
 export function usageError(message: string, code = 'USAGE'): CliError {
   return new CliError(code, message, EXIT.usage);
@@ -212,16 +222,28 @@ export async function probePeerId(
         if (verified) resolve(verified);
         else reject(new CliError('PEER_VERIFICATION_FAILED', `TLS handshake with ${url} verified no peer`));
       });
-      socket.once('error', (err) => {
+      socket.once('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
+        // No connection at all (nothing listening, no route, no such host) is not a
+        // peer that failed verification: an agent that is down must not read as an impostor.
+        if (err.code !== undefined && UNREACHABLE.has(err.code)) {
+          reject(
+            new CliError('AGENT_UNREACHABLE', `cannot connect to ${url}: ${err.message}`, EXIT.failed, {
+              cause: err,
+            }),
+          );
+          return;
+        }
+        // OpenSSL's words for a server that answered in plain text.
+        const notTls = /wrong version number|packet length too long|http request/i.test(err.message);
         reject(
           new CliError(
             'PEER_VERIFICATION_FAILED',
-            `TLS handshake with ${url} failed: ${err.message}`,
+            notTls
+              ? `${url} does not speak TLS (a plain http server?): ${err.message}`
+              : `TLS handshake with ${url} failed: ${err.message}`,
             EXIT.failed,
-            {
-              cause: err,
-            },
+            { cause: err },
           ),
         );
       });

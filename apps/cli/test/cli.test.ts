@@ -3,7 +3,8 @@
 // @weave/transport's mTLS server with a default-deny policy.
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import type { AddressInfo, Socket } from 'node:net';
+import { createServer as httpServer } from 'node:http';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -400,6 +401,34 @@ describe('weave call', () => {
     );
     expect(seen.search).toBe(before.search);
     expect(seen.progress).toBe(before.progress);
+  });
+
+  it('an agent that is down is unreachable, not an impostor; a plain http server is named as one', async () => {
+    const closed = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = srv.address() as AddressInfo;
+        srv.close(() => resolve(port));
+      });
+    });
+    const down = await inproc(['call', `https://127.0.0.1:${closed}`, 'search', '{}'], {
+      SPIFFE_ENDPOINT_SOCKET: socket.client,
+    });
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(
+      /^AGENT_UNREACHABLE: cannot connect to https:\/\/127\.0\.0\.1:\d+\/: connect ECONNREFUSED/,
+    );
+    const plain = httpServer((_req, res) => res.end('hello'));
+    await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = plain.address() as AddressInfo;
+      const r = await inproc(['call', `https://127.0.0.1:${port}`, 'search', '{}'], {
+        SPIFFE_ENDPOINT_SOCKET: socket.client,
+      });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/^PEER_VERIFICATION_FAILED: https:\/\/127\.0\.0\.1:\d+\/ does not speak TLS/);
+    } finally {
+      await new Promise((resolve) => plain.close(resolve));
+    }
   });
 
   it('refuses a server that does not prove the expected SPIFFE ID, before any request', async () => {
