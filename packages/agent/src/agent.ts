@@ -592,6 +592,17 @@ export class SecureAgent extends AgentCore {
     } catch (err) {
       for (const c of cleanup.reverse()) await c().catch(() => undefined);
       if (err instanceof AgentError) throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (
+        code !== undefined &&
+        LISTEN_ERRORS.has(code) &&
+        (err as { syscall?: string }).syscall === 'listen'
+      ) {
+        // The machine's state, not the config's: a port another process holds.
+        throw new AgentError('AGENT_LISTEN_FAILED', `the agent could not listen: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
       throw new AgentError('AGENT_CONFIG_INVALID', `the agent could not start: ${(err as Error).message}`, {
         cause: err,
       });
@@ -798,6 +809,9 @@ export class SecureAgent extends AgentCore {
 }
 
 // ---- helpers ------------------------------------------------------------------------
+
+/** Errors of a listen() that the machine refused (a port in use, one below 1024 without the right, an address not here). */
+const LISTEN_ERRORS = new Set(['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL']);
 
 async function waitForSvid(identity: IdentityProvider, timeoutMs: number): Promise<X509Svid> {
   try {

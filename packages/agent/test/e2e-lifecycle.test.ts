@@ -107,6 +107,27 @@ describe('start() refusals', () => {
     }
   });
 
+  it('a port another process holds is AGENT_LISTEN_FAILED, not a config error, and nothing is left running', async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = holder.address() as AddressInfo;
+      const a = agent({
+        config: {
+          ...base(),
+          server: { host: '127.0.0.1', port },
+          identity: { workloadApi: { socket: world.dev.address('search') } },
+        },
+      });
+      const err = (await a.start().catch((e: unknown) => e)) as AgentError;
+      expect(err.code).toBe('AGENT_LISTEN_FAILED');
+      expect(err.message).toMatch(/could not listen: listen EADDRINUSE/);
+      expect(a.state).toBe('new');
+    } finally {
+      await new Promise((resolve) => holder.close(resolve));
+    }
+  });
+
   it('starts once, stops idempotently, never restarts; callAgent needs a started agent', async () => {
     const a = agent({
       config: { ...base(), identity: { workloadApi: { socket: world.dev.address('search') } } },
