@@ -266,7 +266,7 @@ export class Outbound {
     this.#closed = true;
     const peers = [...this.#channels.values()];
     this.#channels.clear();
-    await Promise.all(peers.map((p) => p.channel.close().catch(() => undefined)));
+    await Promise.all(peers.map((p) => closeWithin(p.channel, CHANNEL_CLOSE_GRACE_MS)));
   }
 
   // ---- resolution ------------------------------------------------------------------
@@ -657,6 +657,30 @@ export class Outbound {
     const msg = err instanceof Error ? err.message : String(err);
     return new CallError('CALL_FAILED', msg, d, { cause: err });
   }
+}
+
+/**
+ * How long a channel may take to close gracefully when the agent stops (its
+ * tasks are drained by then). A graceful close also waits for a connect still
+ * pending, which against a peer that accepts TCP and never answers the TLS
+ * handshake lasts until `transport.connectTimeoutMs` (up to 10 minutes).
+ */
+const CHANNEL_CLOSE_GRACE_MS = 1_000;
+
+/** Closes `channel`, and destroys it if that takes longer than `ms`. */
+async function closeWithin(channel: SecureChannel, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = await Promise.race([
+    channel.close().then(
+      () => false,
+      () => false,
+    ),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), ms);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (late) await channel.destroy().catch(() => undefined);
 }
 
 /**
