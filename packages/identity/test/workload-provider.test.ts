@@ -16,6 +16,7 @@ import {
   WorkloadApiIdentityProvider,
   verifyX509Svid,
   type IdentityUpdate,
+  type X509Svid,
   type WorkloadIdentityError,
 } from '@weave/identity';
 import { DevCertificateAuthority, DevWorkloadApiServer } from '@weave/identity/dev';
@@ -542,5 +543,94 @@ describe('Workload API backoff', () => {
     expect(() => resolveBackoff({ maxMs: 500, urgentMaxMs: 1000 })).toThrow(/urgentMaxMs/);
     expect(() => resolveBackoff({ multiplier: 0.5 })).toThrow();
     expect(() => resolveBackoff({ stepMs: 5 } as never)).toThrow();
+  });
+});
+
+describe('an X.509-SVID that does not verify against the bundle sent with it', () => {
+  /**
+   * A Workload API whose FetchX509SVID stream sends `good` and then, once
+   * `next(svid)` is called, that SVID with `ca`'s bundle: what a buggy or
+   * compromised agent could send as a rotation.
+   */
+  async function scripted(dir: string, ca: DevCertificateAuthority, good: X509Svid) {
+    const streams: Array<grpc.ServerWritableStream<unknown, unknown>> = [];
+    const response = (svid: X509Svid, bundleOf: DevCertificateAuthority) => {
+      const der = svid.toDer();
+      return {
+        svids: [
+          {
+            spiffeId: svid.id.toString(),
+            x509Svid: der.certChain,
+            x509SvidKey: der.privateKey,
+            bundle: bundleOf.x509Bundle.toDer(),
+            hint: '',
+          },
+        ],
+        crl: [],
+        federatedBundles: {},
+      };
+    };
+    const path = join(dir, 'scripted.sock');
+    const srv = new grpc.Server();
+    srv.addService(workloadApiService(), {
+      FetchX509SVID: (call: grpc.ServerWritableStream<unknown, unknown>) => {
+        streams.push(call);
+        call.write(response(good, ca));
+      },
+      FetchJWTBundles: (call: grpc.ServerWritableStream<unknown, unknown>) => {
+        call.write({ bundles: {} });
+      },
+    });
+    await new Promise<void>((ok, fail) =>
+      srv.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? fail(e) : ok())),
+    );
+    cleanups.push(() => srv.forceShutdown());
+    return {
+      address: `unix://${path}`,
+      next: (svid: X509Svid, bundleOf: DevCertificateAuthority = ca) => {
+        for (const s of streams) s.write(response(svid, bundleOf));
+      },
+    };
+  }
+
+  it('is refused as WORKLOAD_API_BAD_RESPONSE and the last valid SVID stays (expired, not yet valid, another CA)', async () => {
+    const dir = await stateDir();
+    const ca = await DevCertificateAuthority.create({ trustDomain: TD });
+    const other = await DevCertificateAuthority.create({ trustDomain: TD });
+    const good = await ca.issueX509Svid(ID, { ttlSeconds: 3600 });
+    const api = await scripted(dir, ca, good);
+    const p = await provider(api.address);
+    expect(serial(p)).toBe(good.certificates[0]!.serialNumber);
+    const errors: Error[] = [];
+    p.onError((e) => errors.push(e));
+    const now = Date.now();
+    const bad = {
+      expired: await ca.issueX509Svid(ID, {
+        notBefore: new Date(now - 7_200_000),
+        notAfter: new Date(now - 3_600_000),
+      }),
+      'not yet valid': await ca.issueX509Svid(ID, {
+        notBefore: new Date(now + 3_600_000),
+        notAfter: new Date(now + 7_200_000),
+      }),
+    };
+    for (const [what, svid] of Object.entries(bad)) {
+      api.next(svid);
+      await until(() => errors.length > 0);
+      const err = errors.splice(0)[0] as WorkloadApiError;
+      expect(err, what).toBeInstanceOf(WorkloadApiError);
+      expect(err.code).toBe('WORKLOAD_API_BAD_RESPONSE');
+      expect(err.message).toMatch(/does not verify against its bundle/);
+      expect(serial(p), what).toBe(good.certificates[0]!.serialNumber);
+    }
+    // Chained to another CA than the bundle it came with.
+    api.next(await other.issueX509Svid(ID), ca);
+    await until(() => errors.length > 0);
+    expect((errors[0] as WorkloadApiError).code).toBe('WORKLOAD_API_BAD_RESPONSE');
+    expect(serial(p)).toBe(good.certificates[0]!.serialNumber);
+    // A valid rotation still goes through.
+    const rotated = await ca.issueX509Svid(ID, { ttlSeconds: 3600 });
+    api.next(rotated);
+    await until(() => serial(p) === rotated.certificates[0]!.serialNumber);
   });
 });

@@ -6,7 +6,7 @@ import { checkOptions, timerMs } from '../options.js';
 import { IdentityNotReadyError } from '../provider.js';
 import { IdentityProviderBase } from '../provider-base.js';
 import { SpiffeId } from '../spiffe-id.js';
-import type { X509Svid } from '../x509-svid.js';
+import { verifyX509Svid, type X509Svid } from '../x509-svid.js';
 import {
   WorkloadApiClient,
   type WatchHandle,
@@ -203,6 +203,21 @@ export class WorkloadApiIdentityProvider extends IdentityProviderBase {
         new WorkloadApiError(
           'WORKLOAD_API_BAD_RESPONSE',
           `the Workload API sent no X.509-SVID with ${wanted} (it sent ${ctx.svids.map((s) => s.id.toString()).join(', ')})`,
+        ),
+      );
+      return;
+    }
+    try {
+      // What the provider base expects of a subclass, and what SvidIdentityProvider and
+      // StaticMtlsProvider do: an SVID that is expired, not yet valid, or not chained to
+      // the bundle sent with it would replace a good one and fail every handshake.
+      verifyX509Svid(svid.certificates, ctx.bundles);
+    } catch (err) {
+      this.#reportError(
+        new WorkloadApiError(
+          'WORKLOAD_API_BAD_RESPONSE',
+          `the Workload API sent an X.509-SVID for ${svid.id.toString()} that does not verify against its bundle (${(err as Error).message}); keeping the last valid one`,
+          { cause: err },
         ),
       );
       return;
