@@ -538,6 +538,29 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     for (const r of denied) expect(r).toMatchObject({ caller: w.stranger.id.toString(), decision: 'deny' });
   });
 
+  it('HTTP+JSON: a stream event (a push notification’s body) POSTed to :cancel cancels nothing', async () => {
+    if (name !== 'HTTP+JSON') return; // only there does the path alone name the method
+    const t = await startSlow('pushed');
+    for (const event of [
+      { statusUpdate: { taskId: t.id, contextId: t.contextId, status: { state: 'TASK_STATE_WORKING' } } },
+      { task: t },
+    ]) {
+      const res = await request(`${w.url}/tasks/${t.id}:cancel`, {
+        method: 'POST',
+        dispatcher: w.agent,
+        headers: { 'content-type': 'application/a2a+json', 'a2a-version': '1.0' },
+        body: JSON.stringify(event),
+      });
+      const text = await res.body.text();
+      expect(res.statusCode, text).toBe(400);
+      expect(text).toMatch(/a CancelTask request has no member/);
+    }
+    const still = ok(await b.call('GetTask', { id: t.id })) as Task;
+    expect(still.status.state).toBe('TASK_STATE_WORKING');
+    const canceled = ok(await b.call('CancelTask', { id: t.id })) as Task;
+    expect(canceled.status.state).toBe('TASK_STATE_CANCELED');
+  });
+
   it('CancelTask cancels a running task; canceling again is TASK_NOT_CANCELABLE', async () => {
     const { id } = await startSlow('s');
     const canceled = ok(await b.call('CancelTask', { id })) as Task;

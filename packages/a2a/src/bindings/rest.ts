@@ -41,6 +41,16 @@ type Route =
   | { kind: 'pushGet' | 'pushDelete'; taskId: string; id: string };
 
 /** The route a method and path stand for; undefined for none (404). */
+/** The members of a StreamResponse (a stream event, and a push notification's body). */
+const STREAM_RESPONSE_MEMBERS = [
+  'task',
+  'message',
+  'statusUpdate',
+  'artifactUpdate',
+  'status_update',
+  'artifact_update',
+];
+
 function route(method: string, segs: string[]): Route | undefined {
   const [a, b, c, d] = segs;
   const n = segs.length;
@@ -155,9 +165,20 @@ async function handleRest(
     case 'get':
       result = await h.getTask(ctx, withTenant({ ...query(request.query), id: r.id }, tenant));
       break;
-    case 'cancel':
+    case 'cancel': {
+      // The path alone says "cancel", and unknown members are dropped: a push
+      // notification another agent was made to POST here (its StreamResponse
+      // body) would cancel the task under that agent's identity. A body that
+      // is a StreamResponse is not a CancelTask request.
+      const pushed = STREAM_RESPONSE_MEMBERS.find((k) => k in body);
+      if (pushed !== undefined) {
+        throw A2AErrors.invalidParams(
+          `a CancelTask request has no member "${pushed}" (a stream event, such as a push notification, is not one)`,
+        );
+      }
       result = await h.cancelTask(ctx, withTenant({ ...body, id: r.id }, tenant));
       break;
+    }
     case 'subscribe':
       result = await h.subscribeToTask(ctx, withTenant({ id: r.id }, tenant), {
         lastEventId: parseLastEventId(request.headers['last-event-id']),
