@@ -506,3 +506,91 @@ describe('WorkloadApiClient watch backoff', () => {
     expect(errors.every((e) => e.code === 'WORKLOAD_API_UNAVAILABLE')).toBe(true);
   });
 });
+
+describe('FetchJWTSVID answers that must not be taken', () => {
+  /**
+   * A Workload API serving `ca`'s JWT bundle, whose FetchJWTSVID answers by
+   * `answer(call number, requested subject)`: a token, or nothing ever (a stall).
+   */
+  async function scripted(
+    ca: DevCertificateAuthority,
+    answer: (n: number, subject: string) => Promise<{ id: string; token: string } | 'stall'>,
+  ) {
+    const dir = await mkdtemp(join(tmpdir(), 'weave-jwt-'));
+    const path = join(dir, 'api.sock');
+    let calls = 0;
+    const srv = new grpc.Server();
+    srv.addService(workloadApiService(), {
+      FetchJWTBundles: (call: grpc.ServerWritableStream<unknown, unknown>) => {
+        call.write({ bundles: { [`spiffe://${TD}`]: Buffer.from(JSON.stringify(ca.jwtBundle.toJwks())) } });
+      },
+      FetchJWTSVID: (
+        call: grpc.ServerUnaryCall<{ audience: string[]; spiffeId: string }, unknown>,
+        cb: grpc.sendUnaryData<unknown>,
+      ) => {
+        void answer(++calls, call.request.spiffeId).then((a) => {
+          if (a !== 'stall') cb(null, { svids: [{ spiffeId: a.id, svid: a.token, hint: '' }] });
+        });
+      },
+    });
+    await new Promise<void>((ok, fail) =>
+      srv.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? fail(e) : ok())),
+    );
+    return {
+      address: `unix://${path}`,
+      calls: () => calls,
+      close: async () => {
+        srv.forceShutdown();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  }
+
+  it('JwtSource: a fetch that never answers fails at fetchTimeoutMs, and the next call for that audience fetches again', async () => {
+    const ca = await DevCertificateAuthority.create({ trustDomain: TD });
+    const me = `spiffe://${TD}/me`;
+    const api = await scripted(ca, async (n) =>
+      n === 1 ? 'stall' : { id: me, token: (await ca.issueJwtSvid(me, 'db')).token },
+    );
+    const source = await JwtSource.create({
+      address: api.address,
+      backoff: FAST,
+      logger,
+      fetchTimeoutMs: 300,
+    });
+    try {
+      await expect(source.fetchJwtSvid({ audience: 'db' })).rejects.toMatchObject({
+        code: 'WORKLOAD_API_DEADLINE_EXCEEDED',
+      });
+      const svid = await source.fetchJwtSvid({ audience: 'db' });
+      expect(svid.id.toString()).toBe(me);
+      expect(api.calls()).toBe(2);
+    } finally {
+      await source.close();
+      await api.close();
+    }
+  });
+
+  it('a JWT-SVID asked for one subject and answered for another is WORKLOAD_API_BAD_RESPONSE', async () => {
+    const ca = await DevCertificateAuthority.create({ trustDomain: TD });
+    const other = `spiffe://${TD}/zzz`;
+    const api = await scripted(ca, async () => ({
+      id: other,
+      token: (await ca.issueJwtSvid(other, 'db')).token,
+    }));
+    const c = new WorkloadApiClient({ address: api.address, backoff: FAST, logger });
+    try {
+      const err = await c
+        .fetchJwtSvid({ audience: 'db', subject: `spiffe://${TD}/me` })
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(WorkloadApiError);
+      expect((err as WorkloadApiError).code).toBe('WORKLOAD_API_BAD_RESPONSE');
+      expect((err as Error).message).toMatch(/asked for a JWT-SVID of spiffe:\/\/client\.test\/me/);
+      // Without a subject, the workload's first identity is whatever it is.
+      expect((await c.fetchJwtSvid({ audience: 'db' })).id.toString()).toBe(other);
+    } finally {
+      c.close();
+      await api.close();
+    }
+  });
+});

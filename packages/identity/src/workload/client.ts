@@ -314,7 +314,16 @@ export class WorkloadApiClient {
     const subject = params.subject === undefined ? '' : SpiffeId.parse(params.subject.toString()).toString();
     const method = workloadApiService().FetchJWTSVID;
     const res = await this.#unary(method, 'FetchJWTSVID', { audience, spiffeId: subject }, options);
-    return parseJwtSvids(res, audience);
+    const svids = parseJwtSvids(res, audience);
+    // Asked for one identity's token, an answer for another must not pass as it.
+    const other = subject === '' ? undefined : svids.find((s) => s.id.toString() !== subject);
+    if (other) {
+      throw badResponse(
+        'JWTSVID',
+        `asked for a JWT-SVID of ${subject}, the Workload API sent one of ${other.id.toString()}`,
+      );
+    }
+    return svids;
   }
 
   /**

@@ -21,6 +21,14 @@ export interface JwtSourceOptions extends WorkloadApiClientOptions {
    * own agent cache refreshes at half-life).
    */
   readonly refreshAtRemainingRatio?: number;
+  /**
+   * How long one FetchJWTSVID may take before it fails with
+   * `WORKLOAD_API_DEADLINE_EXCEEDED`: a whole number of ms from 1 to
+   * 2147483647. Default 10 000. Concurrent calls for one audience share a
+   * fetch, so without a bound one that never answered held every later call
+   * for that audience until {@link JwtSource.close}.
+   */
+  readonly fetchTimeoutMs?: number;
 }
 
 const ratioError = (issue: { input?: unknown }): string =>
@@ -33,6 +41,7 @@ const OptionsSchema = z.object({
     .gt(0, { error: ratioError })
     .lt(1, { error: ratioError })
     .default(0.5),
+  fetchTimeoutMs: timerMs().default(10_000),
 });
 
 interface CacheEntry {
@@ -50,6 +59,7 @@ export class JwtSource implements JwtBundleSource {
   readonly #client: WorkloadApiClient;
   readonly #log: Logger;
   readonly #ratio: number;
+  readonly #fetchTimeoutMs: number;
   readonly #cache = new Map<string, CacheEntry>();
   readonly #inflight = new Map<string, Promise<JwtSvid>>();
   #bundles = new BundleSet();
@@ -57,17 +67,18 @@ export class JwtSource implements JwtBundleSource {
   #ready = false;
   #closed = false;
 
-  private constructor(client: WorkloadApiClient, log: Logger, ratio: number) {
+  private constructor(client: WorkloadApiClient, log: Logger, ratio: number, fetchTimeoutMs: number) {
     this.#client = client;
     this.#log = log;
     this.#ratio = ratio;
+    this.#fetchTimeoutMs = fetchTimeoutMs;
   }
 
   /**
    * Connects and resolves once the first JWT bundles arrived.
    *
    * @throws {WorkloadApiAddressError} when the address is missing or malformed.
-   * @throws {IdentityConfigError} when `readyTimeoutMs`, `refreshAtRemainingRatio` or a `backoff` option is invalid (the message names it).
+   * @throws {IdentityConfigError} when `readyTimeoutMs`, `refreshAtRemainingRatio`, `fetchTimeoutMs` or a `backoff` option is invalid (the message names it).
    * @throws {IdentityNotReadyError} when no bundles arrived within `readyTimeoutMs`.
    * @throws {WorkloadApiError} `WORKLOAD_API_INVALID_ARGUMENT` when the server rejected the request.
    */
@@ -75,10 +86,11 @@ export class JwtSource implements JwtBundleSource {
     const opts = checkOptions('JwtSource', OptionsSchema, {
       readyTimeoutMs: options.readyTimeoutMs,
       refreshAtRemainingRatio: options.refreshAtRemainingRatio,
+      fetchTimeoutMs: options.fetchTimeoutMs,
     });
     const client = new WorkloadApiClient(options);
     const log = (options.logger ?? defaultLogger('jwt-source')).child({ address: client.address.uri });
-    const source = new JwtSource(client, log, opts.refreshAtRemainingRatio);
+    const source = new JwtSource(client, log, opts.refreshAtRemainingRatio, opts.fetchTimeoutMs);
     let timer: NodeJS.Timeout | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
@@ -140,10 +152,10 @@ export class JwtSource implements JwtBundleSource {
     if (pending) return pending;
     const p = (async () => {
       const requestedAt = Date.now();
-      const svid = await this.#client.fetchJwtSvid({
-        audience,
-        ...(subject ? { subject } : {}),
-      });
+      const svid = await this.#client.fetchJwtSvid(
+        { audience, ...(subject ? { subject } : {}) },
+        { timeoutMs: this.#fetchTimeoutMs },
+      );
       const iat = typeof svid.claims.iat === 'number' ? svid.claims.iat * 1000 : requestedAt;
       const exp = svid.expiresAt.getTime();
       const issuedAt = Math.min(iat, exp);
