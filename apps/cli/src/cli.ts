@@ -80,9 +80,10 @@ Commands that need an identity read it from the SPIFFE Workload API: --socket or
       cause?: unknown;
     };
     // WeaveErrors (and CliErrors) carry a string code; checked by shape so --help loads no library.
-    io.err(
-      `${typeof e?.code === 'string' ? e.code : 'ERROR'}: ${typeof e?.message === 'string' ? e.message : String(err)}`,
-    );
+    const code = typeof e?.code === 'string' ? e.code : 'ERROR';
+    const message = typeof e?.message === 'string' ? e.message : String(err);
+    // Node's system errors start their message with their code already ("ENOTDIR: not a directory").
+    io.err(message.startsWith(`${code}: `) ? message : `${code}: ${message}`);
     for (const code of causeCodes(e?.cause, typeof e?.code === 'string' ? e.code : undefined)) {
       io.err(`  caused by ${code}`);
     }

@@ -84,9 +84,17 @@ export function parseDuration(text: string, what: string, max?: number): number 
   const ms = unit === 'ms' ? n : unit === 's' ? n * 1000 : unit === 'm' ? n * 60_000 : n * 3_600_000;
   if (ms <= 0) throw usageError(`${what} must be greater than zero`);
   if (max !== undefined && ms > max) {
-    throw usageError(`${what} must be at most ${max} ms, got ${JSON.stringify(text)}`);
+    throw usageError(`${what} must be at most ${humanDuration(max)}, got ${JSON.stringify(text)}`);
   }
   return ms;
+}
+
+/** `ms` in the largest unit {@link parseDuration} takes that divides it: `1h`, `10m`, `90s`, `1500ms`. */
+function humanDuration(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
 }
 
 /** Parses a SPIFFE ID given on the command line (exit 2 when invalid). */
