@@ -751,11 +751,12 @@ export class A2ARequestHandler {
   ): Promise<TaskPushNotificationConfig> {
     this.#enter(ctx);
     this.#pushOn();
-    const p = parseRequest(v1.TaskPushNotificationConfigSchema, params);
+    const p = parseRequest(v1.TaskPushNotificationConfigParamsSchema, params);
     const c = scoped(ctx, p.tenant);
     const record = await this.#ownedTask(c, p.taskId);
     await this.#authorize(c, 'CreateTaskPushNotificationConfig', record.skill, p.taskId);
-    return redact(await this.#addPushConfig(record, p));
+    await this.#checkPushConfig(p);
+    return redact(await this.#storePushConfig(record, p));
   }
 
   /** GetTaskPushNotificationConfig. */
@@ -866,6 +867,7 @@ export class A2ARequestHandler {
     }
     const named = skillFromMetadata(p);
     if (p.message.role !== 'ROLE_USER') throw A2AErrors.invalidParams('message.role must be ROLE_USER');
+    const push = p.configuration?.taskPushNotificationConfig;
     if (taskId !== undefined) {
       const record = await this.#ownedTask(ctx, taskId);
       if (named !== undefined && named !== record.skill) {
@@ -877,16 +879,27 @@ export class A2ARequestHandler {
           `Task ${taskId} is in terminal state ${record.task.status.state}`,
         );
       }
+      // A webhook given with a reply is added to the task it continues, as
+      // CreateTaskPushNotificationConfig would add it: dropping it silently
+      // would leave the caller waiting for pushes that never come. Checked
+      // before the reply is taken, so a refused one changes nothing.
+      if (push) await this.#checkPushConfig(push);
+      const forward =
+        !this.manager.isAwaitingInput(taskId) &&
+        !this.manager.isLive(taskId) &&
+        this.manager.canForwardInput &&
+        record.task.status.state === 'TASK_STATE_INPUT_REQUIRED';
+      if (!forward && !this.manager.isAwaitingInput(taskId)) {
+        throw A2AErrors.unsupportedOperation(`Task ${taskId} is not waiting for input`);
+      }
+      if (push) await this.#storePushConfig(record, { ...push, taskId });
+      if (forward) {
+        // The handler waiting for this reply runs on another replica: handed over through the store.
+        await this.manager.forwardInput(record, p.message);
+        return record;
+      }
+      // Storing the config awaited: another reply may have been taken meanwhile.
       if (!this.manager.isAwaitingInput(taskId)) {
-        if (
-          !this.manager.isLive(taskId) &&
-          this.manager.canForwardInput &&
-          record.task.status.state === 'TASK_STATE_INPUT_REQUIRED'
-        ) {
-          // The handler waiting for this reply runs on another replica: handed over through the store.
-          await this.manager.forwardInput(record, p.message);
-          return record;
-        }
         throw A2AErrors.unsupportedOperation(`Task ${taskId} is not waiting for input`);
       }
       beforeRun?.(record);
@@ -899,6 +912,8 @@ export class A2ARequestHandler {
     await this.#authorize(ctx, method, skill);
     const direct = this.#direct.get(skill);
     if (direct) return { message: await this.#answer(ctx, skill, p.message, direct) };
+    // Before the task exists: a refused webhook leaves nothing behind.
+    if (push) await this.#checkPushConfig(push);
     // The caller's own share first; the server-wide limit is the backstop.
     const release = this.#callerLimits.startTask(ctx.caller);
     let record: TaskRecord;
@@ -930,13 +945,13 @@ export class A2ARequestHandler {
       }
       throw err;
     }
-    const push = p.configuration?.taskPushNotificationConfig;
     if (push) {
       try {
         // Given with the message, the webhook gets the task's events from the first one.
-        await this.#addPushConfig(record, { ...push, taskId: record.task.id }, 0);
+        await this.#storePushConfig(record, { ...push, taskId: record.task.id }, 0);
       } catch (err) {
-        // The handler never runs for a task whose webhook could not be kept.
+        // The handler never runs for a task whose webhook could not be kept
+        // (the store refused it: its URL was checked before the task was made).
         release();
         this.manager.setStatus(
           record.task.id,
@@ -1246,14 +1261,17 @@ export class A2ARequestHandler {
     if (this.#opts.push?.enabled !== true) throw A2AErrors.pushNotSupported();
   }
 
-  async #addPushConfig(
-    record: TaskRecord,
-    c: TaskPushNotificationConfig,
-    fromSeq?: number,
-  ): Promise<TaskPushNotificationConfig> {
+  /**
+   * What a push config must pass before anything is changed for it: somewhere
+   * to keep it, and the URL guard (`push.checkUrl` or the sender's). Its
+   * strings were bounded by the request schema already.
+   */
+  async #checkPushConfig(c: Pick<TaskPushNotificationConfig, 'url'>): Promise<void> {
+    if (this.#pushStore === undefined) throw A2AErrors.pushNotSupported();
     const push = this.#opts.push;
     const checkUrl =
-      push?.checkUrl ?? (push?.send as { checkUrl?: (url: string) => Promise<unknown> }).checkUrl;
+      push?.checkUrl ??
+      (push?.send as { checkUrl?: (url: string) => Promise<unknown> } | undefined)?.checkUrl;
     if (checkUrl) {
       try {
         await checkUrl(c.url);
@@ -1261,13 +1279,30 @@ export class A2ARequestHandler {
         throw A2AErrors.invalidParams(`push notification URL refused: ${(err as Error).message}`);
       }
     }
+  }
+
+  /** Keeps a config that passed {@link #checkPushConfig} and starts pushing the task's events. */
+  async #storePushConfig(
+    record: TaskRecord,
+    c: TaskPushNotificationConfig,
+    fromSeq?: number,
+  ): Promise<TaskPushNotificationConfig> {
     const store = this.#pushStore as PushConfigStore;
     const stored: TaskPushNotificationConfig = { ...c, taskId: record.task.id, id: c.id || randomUuid() };
     const list = await store.listPushConfigs(record.task.id);
     if (!list.some((x) => x.id === stored.id) && list.length >= 16) {
       throw A2AErrors.invalidParams('at most 16 push configs per task');
     }
-    await store.setPushConfig(stored);
+    try {
+      await store.setPushConfig(stored);
+    } catch (err) {
+      // The embedded store counts configs in the owner's share, as task content.
+      if (err instanceof TaskStoreOverBudgetError) {
+        if (err.neverFits) throw A2AErrors.taskTooLarge(err.scope, err.limitBytes, err.taskBytes as number);
+        throw A2AErrors.retainedBytesExhausted(err.scope, err.limitBytes, record.owner);
+      }
+      throw err;
+    }
     this.#watchPush(record, fromSeq);
     return stored;
   }

@@ -45,21 +45,42 @@ function parseAllow(entries: readonly string[] | undefined): Cidr[] {
 /**
  * Why `address` may not receive a webhook, or undefined when it may: only
  * public unicast addresses are reachable, plus what `allow` lists. IPv4
- * inside IPv6 (mapped, NAT64, 6to4, Teredo) is refused unless allowed, since
- * it can smuggle a private IPv4 address.
+ * inside IPv6 (mapped, IPv4-compatible, NAT64, 6to4, Teredo) is refused
+ * unless allowed, since it can smuggle a private IPv4 address.
  */
 function refusal(address: string, allow: readonly Cidr[]): string | undefined {
   let ip: ipaddr.IPv4 | ipaddr.IPv6;
   try {
     // process() turns ::ffff:10.0.0.1 into 10.0.0.1, so the IPv4 rules apply to it.
-    ip = ipaddr.process(address);
+    ip = ipaddr.process(canonicalIPv6(address));
   } catch {
     return `${address} is not an IP address`;
   }
   if (allow.some(([range, bits]) => range.kind() === ip.kind() && ip.match(range, bits))) return undefined;
   if (METADATA_ADDRESSES.has(ip.toString())) return `${address} is a cloud metadata address`;
   const range = ip.range();
-  return range === 'unicast' ? undefined : `${address} is a ${range} address`;
+  if (range !== 'unicast') return `${address} is a ${range} address`;
+  // ::/96 (:: and ::1 aside, named above): ipaddr.js calls it unicast, but
+  // ::a9fe:a9fe is 169.254.169.254 to a stack that still routes the
+  // deprecated IPv4-compatible form (RFC 4291 §2.5.5.1).
+  if (ip.kind() === 'ipv6' && (ip as ipaddr.IPv6).parts.slice(0, 6).every((p) => p === 0)) {
+    return `${address} is an IPv4-compatible IPv6 address`;
+  }
+  return undefined;
+}
+
+/**
+ * An IPv6 address as the URL parser writes it (an IPv4 one as given):
+ * ipaddr.js reads `::1.2.3.4` as the mapped `::ffff:1.2.3.4`, which would
+ * pass as the public 1.2.3.4, while the address is `::102:304`. A zone id
+ * (`%eth0`) is kept aside; no rule depends on it.
+ */
+function canonicalIPv6(address: string): string {
+  if (!address.includes(':')) return address;
+  const zone = address.indexOf('%');
+  const bare = zone < 0 ? address : address.slice(0, zone);
+  // Throws for what is not an IPv6 address: refused as such by the caller.
+  return new URL(`http://[${bare}]/`).hostname.slice(1, -1);
 }
 
 /** Options of {@link checkWebhookUrl}. */

@@ -392,9 +392,12 @@ interface Entry {
   readonly record: TaskRecord;
   /** Recent events, oldest first (none once a task no stream carried has finished). */
   events: StoredEvent[];
-  pushConfigs?: TaskPushNotificationConfig[];
-  /** Estimated bytes counted for this task in the store's totals. */
+  /** The task's push configs, each with the bytes it is counted for (in {@link Entry.pushBytes}). */
+  pushConfigs?: { config: TaskPushNotificationConfig; bytes: number }[];
+  /** Estimated bytes of the task's content counted in the store's totals. */
   bytes: number;
+  /** Estimated bytes of its push configs counted in the store's totals, besides `bytes`. */
+  pushBytes?: number;
   /** The task reached a terminal state: its id is in the eviction queue and it may be evicted. */
   finished: boolean;
 }
@@ -403,7 +406,8 @@ interface Entry {
  * The embedded default: tasks in a Map, insertion (= creation) ordered.
  * Finished tasks expire after `terminalTtlMs`; the number of tasks is capped
  * at `maxTasks`, so memory stays bounded. Also the default
- * {@link PushConfigStore}: a task's configs go with it.
+ * {@link PushConfigStore}: a task's configs go with it, and count against
+ * its owner's share of the byte bounds as its content does.
  */
 export class InMemoryTaskStore implements TaskStore, PushConfigStore {
   readonly #tasks = new Map<string, Entry>();
@@ -435,7 +439,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     return this.#tasks.size;
   }
 
-  /** Estimated bytes of task content kept now: store-wide, or of one owner. */
+  /** Estimated bytes of task content and push configs kept now: store-wide, or of one owner. */
   bytes(owner?: string): number {
     return owner === undefined ? this.#bytes : (this.#ownerBytes.get(owner) ?? 0);
   }
@@ -506,23 +510,26 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
 
   /**
    * Frees finished tasks until `bytes` more fit the owner's share and the
-   * store: the owner's own oldest first, then anyone's oldest.
+   * store: the owner's own oldest first, then anyone's oldest. Task `keep`
+   * (the one a push config is added to) is not freed for it.
    *
    * @throws {TaskStoreOverBudgetError} when unfinished tasks hold the room.
    */
-  #makeRoom(owner: string, bytes: number): void {
+  #makeRoom(owner: string, bytes: number, keep?: string): void {
     refuseNeverFitting(owner, bytes, this.#maxOwnerBytes, this.#maxBytes);
     if (this.bytes(owner) + bytes > this.#maxOwnerBytes) {
       for (const [id, e] of this.#tasks) {
         if (this.bytes(owner) + bytes <= this.#maxOwnerBytes) break;
-        if (e.record.owner === owner && e.finished) this.#remove(id, e);
+        if (e.record.owner === owner && e.finished && id !== keep) this.#remove(id, e);
       }
       if (this.bytes(owner) + bytes > this.#maxOwnerBytes) {
         throw new TaskStoreOverBudgetError('caller', this.#maxOwnerBytes, owner);
       }
     }
     while (this.#bytes + bytes > this.#maxBytes) {
-      if (!this.#evictOldestFinished()) throw new TaskStoreOverBudgetError('store', this.#maxBytes, owner);
+      if (!this.#evictOldestFinished(keep)) {
+        throw new TaskStoreOverBudgetError('store', this.#maxBytes, owner);
+      }
     }
   }
 
@@ -537,7 +544,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
   #remove(id: string, e: Entry | undefined = this.#tasks.get(id)): void {
     if (!e) return;
     this.#tasks.delete(id);
-    this.#count(e.record.owner, -e.bytes);
+    this.#count(e.record.owner, -(e.bytes + (e.pushBytes ?? 0)));
   }
 
   /**
@@ -574,6 +581,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
       bytes = approxJsonBytes([task, events]);
       kept = { record: { ...e.record, task }, events, bytes: e.bytes, finished: true };
       if (e.pushConfigs) kept.pushConfigs = e.pushConfigs;
+      if (e.pushBytes !== undefined) kept.pushBytes = e.pushBytes;
       this.#tasks.set(id, kept);
     } else if (events !== e.events) {
       // Only the log goes: the record is the TaskManager's, unchanged.
@@ -648,24 +656,42 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     return this.#sweepSync(now);
   }
 
+  /**
+   * Counted against the task owner's share and the store's bound like task
+   * content (a config can be as large as a task, and a finished task keeps
+   * its configs): older finished tasks make room, never the config's own.
+   *
+   * @throws {TaskStoreOverBudgetError} when unfinished tasks hold the room,
+   *   or the config alone is larger than the bound (`neverFits`); the
+   *   config is not kept then.
+   */
   async setPushConfig(config: TaskPushNotificationConfig): Promise<void> {
     const e = this.#entry(config.taskId);
     if (!e) throw new TaskStoreConflictError(config.taskId, 'unknown task');
     const list = (e.pushConfigs ??= []);
-    const i = list.findIndex((c) => c.id === config.id);
-    if (i >= 0) list[i] = config;
-    else list.push(config);
+    const i = list.findIndex((c) => c.config.id === config.id);
+    const bytes = approxJsonBytes(config);
+    const grows = bytes - (list[i]?.bytes ?? 0);
+    if (grows > 0) this.#makeRoom(e.record.owner, grows, config.taskId);
+    if (i >= 0) list[i] = { config, bytes };
+    else list.push({ config, bytes });
+    e.pushBytes = (e.pushBytes ?? 0) + grows;
+    this.#count(e.record.owner, grows);
   }
 
   async listPushConfigs(taskId: string): Promise<TaskPushNotificationConfig[]> {
-    return (this.#entry(taskId)?.pushConfigs ?? []).slice();
+    return (this.#entry(taskId)?.pushConfigs ?? []).map((c) => c.config);
   }
 
   async deletePushConfig(taskId: string, id: string): Promise<boolean> {
-    const list = this.#entry(taskId)?.pushConfigs;
-    const i = list?.findIndex((c) => c.id === id) ?? -1;
-    if (i < 0) return false;
-    list?.splice(i, 1);
+    const e = this.#entry(taskId);
+    const list = e?.pushConfigs;
+    const i = list?.findIndex((c) => c.config.id === id) ?? -1;
+    if (!e || !list || i < 0) return false;
+    const [gone] = list.splice(i, 1);
+    const bytes = gone?.bytes ?? 0;
+    e.pushBytes = (e.pushBytes ?? 0) - bytes;
+    this.#count(e.record.owner, -bytes);
     return true;
   }
 
@@ -704,21 +730,34 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     return n;
   }
 
-  #evictOldestFinished(): boolean {
+  /** Drops the oldest finished task but `keep`, which stays first in line; false when there is none. */
+  #evictOldestFinished(keep?: string): boolean {
     // Amortised O(1): a queue of finished ids instead of a scan of the Map,
     // whose iteration would walk over the holes left by earlier deletions.
+    let kept = false;
+    let evicted = false;
     while (this.#finishedHead < this.#finished.length) {
       const id = this.#finished[this.#finishedHead++] as string;
       if (this.#finishedHead > 1024 && this.#finishedHead * 2 > this.#finished.length) {
         this.#finished = this.#finished.slice(this.#finishedHead);
         this.#finishedHead = 0;
       }
+      if (id === keep) {
+        kept = true;
+        continue;
+      }
       const e = this.#tasks.get(id);
       if (e?.finished !== true) continue; // expired or deleted meanwhile
       this.#remove(id, e);
-      return true;
+      evicted = true;
+      break;
     }
-    return false;
+    if (kept) {
+      // Back at the head: it is still the oldest finished task left.
+      if (this.#finishedHead > 0) this.#finished[--this.#finishedHead] = keep as string;
+      else this.#finished.unshift(keep as string);
+    }
+    return evicted;
   }
 }
 

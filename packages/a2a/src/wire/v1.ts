@@ -238,6 +238,37 @@ export const TaskPushNotificationConfigSchema = z.object({
 });
 export type TaskPushNotificationConfig = z.infer<typeof TaskPushNotificationConfigSchema>;
 
+/**
+ * Longest strings of a push config an agent accepts in a request. The agent
+ * keeps every config for as long as its task, so they are bounded like any
+ * other retained input; the values fit any real webhook (a URL within what
+ * browsers and proxies take, a token or credentials that fit an HTTP header).
+ */
+export const PUSH_CONFIG_LIMITS = {
+  url: 2048,
+  id: 256,
+  token: 4096,
+  scheme: 256,
+  credentials: 4096,
+} as const;
+
+/**
+ * A push config as a request carries it (CreateTaskPushNotificationConfig,
+ * SendMessage's `configuration.taskPushNotificationConfig`): the wire shape
+ * with its strings bounded by {@link PUSH_CONFIG_LIMITS}. Configs read back
+ * (a reply, a stored row) use the unbounded {@link TaskPushNotificationConfigSchema},
+ * so one kept before the bounds still reads.
+ */
+export const TaskPushNotificationConfigParamsSchema = TaskPushNotificationConfigSchema.extend({
+  id: z.string().max(PUSH_CONFIG_LIMITS.id).optional(),
+  url: z.url().max(PUSH_CONFIG_LIMITS.url),
+  token: z.string().max(PUSH_CONFIG_LIMITS.token).optional(),
+  authentication: AuthenticationInfoSchema.extend({
+    scheme: z.string().min(1).max(PUSH_CONFIG_LIMITS.scheme),
+    credentials: z.string().max(PUSH_CONFIG_LIMITS.credentials).optional(),
+  }).optional(),
+});
+
 // ---- agent card --------------------------------------------------------------
 
 export const AgentInterfaceSchema = z.object({
@@ -313,7 +344,7 @@ const historyLength = z.number().int().min(0).optional();
 
 export const SendMessageConfigurationSchema = z.object({
   acceptedOutputModes: z.array(z.string()).optional(),
-  taskPushNotificationConfig: TaskPushNotificationConfigSchema.partial({ taskId: true }).optional(),
+  taskPushNotificationConfig: TaskPushNotificationConfigParamsSchema.partial({ taskId: true }).optional(),
   historyLength,
   returnImmediately: z.boolean().optional(),
 });
