@@ -538,12 +538,14 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     for (const r of denied) expect(r).toMatchObject({ caller: w.stranger.id.toString(), decision: 'deny' });
   });
 
-  it('HTTP+JSON: a stream event (a push notification’s body) POSTed to :cancel cancels nothing', async () => {
+  it('HTTP+JSON: a push notification’s body (a stream event, a v0.3 Task) POSTed to :cancel cancels nothing', async () => {
     if (name !== 'HTTP+JSON') return; // only there does the path alone name the method
     const t = await startSlow('pushed');
     for (const event of [
       { statusUpdate: { taskId: t.id, contextId: t.contextId, status: { state: 'TASK_STATE_WORKING' } } },
       { task: t },
+      // What a v0.3 agent pushes: the bare Task.
+      { id: t.id, contextId: t.contextId, status: { state: 'working' }, kind: 'task' },
     ]) {
       const res = await request(`${w.url}/tasks/${t.id}:cancel`, {
         method: 'POST',

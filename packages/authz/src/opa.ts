@@ -190,10 +190,26 @@ export class OpaEnforcer implements PolicyEnforcer {
     const n = normalizeCheck(direction, check, calleeRequired);
     if ('invalid' in n)
       return this.recorder.finish(start, direction, n, { allowed: false, reason: n.invalid });
-    const who = auditSubject(n);
+    let snap: NormalizedCheck;
+    try {
+      // The caller's context read once, as OPA will get it: the cache key, the
+      // input and the audit record are then made of the same values, whatever
+      // its getters do.
+      if (n.context === undefined) snap = n;
+      else {
+        const context = JSON.parse(JSON.stringify(n.context)) as Record<string, unknown>;
+        const tenant = context.tenant;
+        snap = { ...n, context, tenant: typeof tenant === 'string' && tenant !== '' ? tenant : undefined };
+      }
+    } catch (err) {
+      // A getter that throws, a BigInt, a cycle: the caller's context, not OPA, is at fault.
+      const reason = `opa: context cannot be serialized: ${describeError(err)}`;
+      return this.recorder.finish(start, direction, auditSubject(n), { allowed: false, reason });
+    }
+    const who = auditSubject(snap);
     let verdict: Verdict;
     try {
-      verdict = await this.cachedAsk(n, who);
+      verdict = await this.cachedAsk(snap, who);
     } catch (err) {
       verdict = { allowed: false, reason: `opa: client error: ${describeError(err)}` };
     }

@@ -234,6 +234,26 @@ describe('OpaEnforcer', () => {
       ]);
     });
 
+    it('reads a context once: a tenant getter cannot key the cache as one tenant and be decided as another', async () => {
+      opa.decide = (_path, input) => (input as { context: { tenant?: string } }).context.tenant === 'good';
+      const e = make({ cache: { ttlMs: 60_000 } });
+      // Each read gives the next value: "evil" to whoever reads first, "good" after.
+      const seq = ['evil', 'good', 'good', 'good', 'good'];
+      const context = {
+        get tenant() {
+          return seq.shift() ?? 'good';
+        },
+      };
+      const first = await e.checkInbound({ caller: ORCH, action: 'GetTask', context });
+      // Whatever tenant OPA decided on is the one audited and cached.
+      const seen = (opa.requests[0]?.body as { input: { context: { tenant: string } } }).input.context.tenant;
+      expect(sink.records[0]?.tenant).toBe(seen);
+      expect(first.allowed).toBe(seen === 'good');
+      // "evil" itself is never served an allow from the cache.
+      const evil = await e.checkInbound({ caller: ORCH, action: 'GetTask', context: { tenant: 'evil' } });
+      expect(evil.allowed).toBe(false);
+    });
+
     it('keys the cache unambiguously: no action and tenant pair passes for another', async () => {
       opa.decide = (_path, input) => {
         const { action, context } = input as { action: string; context: { tenant?: unknown } };

@@ -41,15 +41,8 @@ type Route =
   | { kind: 'pushGet' | 'pushDelete'; taskId: string; id: string };
 
 /** The route a method and path stand for; undefined for none (404). */
-/** The members of a StreamResponse (a stream event, and a push notification's body). */
-const STREAM_RESPONSE_MEMBERS = [
-  'task',
-  'message',
-  'statusUpdate',
-  'artifactUpdate',
-  'status_update',
-  'artifact_update',
-];
+/** The members a CancelTask request body may have (the path names the task; `name` is its proto form). */
+const CANCEL_MEMBERS = new Set(['id', 'name', 'tenant', 'metadata']);
 
 function route(method: string, segs: string[]): Route | undefined {
   const [a, b, c, d] = segs;
@@ -166,15 +159,13 @@ async function handleRest(
       result = await h.getTask(ctx, withTenant({ ...query(request.query), id: r.id }, tenant));
       break;
     case 'cancel': {
-      // The path alone says "cancel", and unknown members are dropped: a push
-      // notification another agent was made to POST here (its StreamResponse
-      // body) would cancel the task under that agent's identity. A body that
-      // is a StreamResponse is not a CancelTask request.
-      const pushed = STREAM_RESPONSE_MEMBERS.find((k) => k in body);
-      if (pushed !== undefined) {
-        throw A2AErrors.invalidParams(
-          `a CancelTask request has no member "${pushed}" (a stream event, such as a push notification, is not one)`,
-        );
+      // The path alone says "cancel", and a schema drops unknown members: a
+      // push notification another agent was made to POST here (a v1
+      // StreamResponse, or a v0.3 agent's bare Task) would cancel the task
+      // under that agent's identity. Only a CancelTask request's own members.
+      const other = Object.keys(body).find((k) => !CANCEL_MEMBERS.has(k));
+      if (other !== undefined) {
+        throw A2AErrors.invalidParams(`a CancelTask request has no member "${other.slice(0, 64)}"`);
       }
       result = await h.cancelTask(ctx, withTenant({ ...body, id: r.id }, tenant));
       break;
