@@ -892,7 +892,7 @@ export class A2ARequestHandler {
       if (!forward && !this.manager.isAwaitingInput(taskId)) {
         throw A2AErrors.unsupportedOperation(`Task ${taskId} is not waiting for input`);
       }
-      if (push) await this.#storePushConfig(record, { ...push, taskId });
+      const stored = push ? await this.#storePushConfig(record, { ...push, taskId }) : undefined;
       if (forward) {
         // The handler waiting for this reply runs on another replica: handed over through the store.
         await this.manager.forwardInput(record, p.message);
@@ -900,6 +900,8 @@ export class A2ARequestHandler {
       }
       // Storing the config awaited: another reply may have been taken meanwhile.
       if (!this.manager.isAwaitingInput(taskId)) {
+        // A refused reply changes nothing: its webhook goes again.
+        if (stored) await this.#pushStore?.deletePushConfig(taskId, stored.id as string);
         throw A2AErrors.unsupportedOperation(`Task ${taskId} is not waiting for input`);
       }
       beforeRun?.(record);
@@ -1267,6 +1269,9 @@ export class A2ARequestHandler {
    * strings were bounded by the request schema already.
    */
   async #checkPushConfig(c: Pick<TaskPushNotificationConfig, 'url'>): Promise<void> {
+    // Given with a SendMessage as with CreateTaskPushNotificationConfig: an
+    // agent that sends no push notifications keeps no config (-32003).
+    this.#pushOn();
     if (this.#pushStore === undefined) throw A2AErrors.pushNotSupported();
     const push = this.#opts.push;
     const checkUrl =
@@ -1535,8 +1540,9 @@ export function asA2AError(err: unknown, log: HandlerLogger): A2AError {
   if (err instanceof TaskStoreRejectedError) {
     // What the request carries can never be kept (a NUL in a context id, for
     // PostgreSQL): the caller's to change, and sending it again cannot help.
+    // The database's own words (SQLSTATE, constraint names) stay in the log.
     log.warn({ err }, 'a2a: task store refused the request');
-    return A2AErrors.invalidParams(`the task store cannot keep this request (${err.message})`);
+    return A2AErrors.invalidParams('the task store cannot keep what this request carries');
   }
   log.error({ err }, 'a2a: internal error');
   return A2AErrors.internal();

@@ -27,6 +27,8 @@ import {
   type WebhookSender,
 } from '../src/index.js';
 import { PUSH_CONFIG_LIMITS } from '../src/wire/v1.js';
+import { serveEcho, startHarness } from './helpers/agents.js';
+import { request } from 'undici';
 import {
   grpcBinding,
   jsonRpcBinding,
@@ -463,6 +465,26 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('binding %s', (name) =>
     );
   });
 
+  it('of two replies racing to one waiting task, each with a webhook, only the one taken keeps its config', async () => {
+    if (name !== 'JSONRPC') return; // the race is in the request handler, the same for every binding
+    const task = await asking();
+    const ctx = { caller: w.client.id, headers: { 'a2a-version': '1.0' }, binding: 'JSONRPC' as const };
+    const reply = (city: string) =>
+      w.a2a.handler.sendMessage(ctx, {
+        message: message(city, { taskId: task.id, contextId: task.contextId }),
+        configuration: { returnImmediately: true, taskPushNotificationConfig: { url: w.hookUrl, id: city } },
+      });
+    // Both start before either has stored its config (each store awaits).
+    const results = await Promise.allSettled([reply('Paris'), reply('Rome')]);
+    const taken = results.filter((r) => r.status === 'fulfilled');
+    expect(taken).toHaveLength(1);
+    const lost = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    expect(lost.reason).toMatchObject({ code: 'UNSUPPORTED_OPERATION' });
+    const ids = (await (w.a2a.manager.store as InMemoryTaskStore).listPushConfigs(task.id)).map((c) => c.id);
+    expect(ids).toHaveLength(1);
+    expect(['Paris', 'Rome']).toContain(ids[0]);
+  });
+
   it('a follow-up whose webhook the URL guard refuses is INVALID_PARAMS and leaves the task waiting', async () => {
     const task = await asking();
     const err = refused(
@@ -532,5 +554,35 @@ describe('SSRF guard: IPv4-compatible IPv6 (::/96)', () => {
     await expect(checkWebhookUrl('https://[2606:4700::1111]/')).resolves.toMatchObject({
       address: '2606:4700::1111',
     });
+  });
+});
+
+describe('an agent that sends no push notifications', () => {
+  it('refuses a push config given with SendMessage (-32003), as CreateTaskPushNotificationConfig does, and runs nothing', async () => {
+    const ran: string[] = [];
+    const h = await startHarness((a2a) => serveEcho(a2a, ran));
+    try {
+      const res = await request(h.url, {
+        method: 'POST',
+        dispatcher: h.agent,
+        headers: { 'content-type': 'application/json', 'a2a-version': '1.0' },
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'SendMessage',
+          params: {
+            message: { messageId: 'no-push', role: 'ROLE_USER', parts: [{ text: 'x' }] },
+            metadata: { skill: 'echo' },
+            configuration: { taskPushNotificationConfig: { url: 'https://127.0.0.1:9/hook' } },
+          },
+        }),
+      });
+      const body = (await res.body.json()) as { error?: { code: number } };
+      expect(body.error?.code).toBe(-32003);
+      expect(ran).toEqual([]);
+      expect(h.a2a.manager.store instanceof InMemoryTaskStore && h.a2a.manager.store.size).toBe(0);
+    } finally {
+      await h.close();
+    }
   });
 });
