@@ -195,6 +195,14 @@ describe('gRPC over the SPIFFE-verified channel', () => {
     }
   });
 
+  it('an answer over the client’s own maxResponseBytes is RESPONSE_TOO_LARGE, not a refusal of the request', async () => {
+    const c = new A2AClient({ dispatcher: ch, preferredBindings: ['GRPC'], maxResponseBytes: 64 * 1024 });
+    clients.push(c);
+    // The request (100 KB) is far under the server's bound; its echo is over the client's.
+    const err = await c.sendTask(sdk.url, 'echo', 'x'.repeat(100_000)).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'RESPONSE_TOO_LARGE' });
+  });
+
   it('follows SVID rotation: calls after it present the new SVID', async () => {
     const c = client(['GRPC']);
     await c.sendTask(sdk.url, 'echo', 'before');

@@ -10,9 +10,9 @@ import {
   agentSpiffeId,
   isInterrupted,
   isSettled,
+  approxJsonBytes,
   type Artifact,
   type Message,
-  type Part,
   type SendMessageParams,
   type Task,
 } from '@weave/a2a';
@@ -519,7 +519,7 @@ export class Outbound {
         // A snapshot replaces everything collected before it.
         collected = 0;
         for (const a of task.artifacts ?? []) {
-          grow(artifactSize(a), task.id);
+          grow(approxJsonBytes(a), task.id);
           if (!artifactsById.has(a.artifactId)) artifactsById.set(a.artifactId, a);
         }
       } else if ('statusUpdate' in e) {
@@ -549,10 +549,10 @@ export class Outbound {
         const a = e.artifactUpdate.artifact;
         const prev = artifactsById.get(a.artifactId);
         if (prev && e.artifactUpdate.append) {
-          grow(partsSize(a.parts), task.id);
+          grow(approxJsonBytes(a.parts), task.id);
           for (const p of a.parts) prev.parts.push(p);
         } else {
-          grow(artifactSize(a), task.id);
+          grow(approxJsonBytes(a), task.id);
           list.push(a);
           if (!prev) artifactsById.set(a.artifactId, a);
         }
@@ -681,33 +681,6 @@ async function closeWithin(channel: SecureChannel, ms: number): Promise<void> {
   ]);
   clearTimeout(timer);
   if (late) await channel.destroy().catch(() => undefined);
-}
-
-/**
- * About how many bytes `parts` take encoded: the strings' lengths, the JSON
- * of data and metadata, a little per part for its braces and key. Cheap, and
- * never more than the JSON itself, so whatever one event can carry is counted
- * within the same cap.
- */
-function partsSize(parts: readonly Part[]): number {
-  let n = 0;
-  for (const p of parts) {
-    n += 8;
-    if (p.text !== undefined) n += p.text.length;
-    else if (p.raw !== undefined) n += p.raw.length;
-    else if (p.url !== undefined) n += p.url.length;
-    else if (p.data !== undefined) n += jsonSize(p.data);
-    if (p.metadata !== undefined) n += jsonSize(p.metadata);
-  }
-  return n;
-}
-
-function artifactSize(a: Artifact): number {
-  return partsSize(a.parts) + (a.metadata === undefined ? 0 : jsonSize(a.metadata));
-}
-
-function jsonSize(v: unknown): number {
-  return JSON.stringify(v)?.length ?? 0;
 }
 
 /** Whether an error says something about the peer's health (for the circuit breaker). */

@@ -554,7 +554,7 @@ describe('an X.509-SVID that does not verify against the bundle sent with it', (
    */
   async function scripted(dir: string, ca: DevCertificateAuthority, good: X509Svid) {
     const streams: Array<grpc.ServerWritableStream<unknown, unknown>> = [];
-    const response = (svid: X509Svid, bundleOf: DevCertificateAuthority) => {
+    const response = (svid: X509Svid, bundleOf: DevCertificateAuthority, federated = {}) => {
       const der = svid.toDer();
       return {
         svids: [
@@ -567,7 +567,7 @@ describe('an X.509-SVID that does not verify against the bundle sent with it', (
           },
         ],
         crl: [],
-        federatedBundles: {},
+        federatedBundles: federated,
       };
     };
     const path = join(dir, 'scripted.sock');
@@ -587,8 +587,8 @@ describe('an X.509-SVID that does not verify against the bundle sent with it', (
     cleanups.push(() => srv.forceShutdown());
     return {
       address: `unix://${path}`,
-      next: (svid: X509Svid, bundleOf: DevCertificateAuthority = ca) => {
-        for (const s of streams) s.write(response(svid, bundleOf));
+      next: (svid: X509Svid, bundleOf: DevCertificateAuthority = ca, federated = {}) => {
+        for (const s of streams) s.write(response(svid, bundleOf, federated));
       },
     };
   }
@@ -628,6 +628,12 @@ describe('an X.509-SVID that does not verify against the bundle sent with it', (
     await until(() => errors.length > 0);
     expect((errors[0] as WorkloadApiError).code).toBe('WORKLOAD_API_BAD_RESPONSE');
     expect(serial(p)).toBe(good.certificates[0]!.serialNumber);
+    // The bundles of a message whose SVID is refused are still taken.
+    const partner = await DevCertificateAuthority.create({ trustDomain: 'partner.test' });
+    api.next(bad.expired, ca, { 'spiffe://partner.test': partner.x509Bundle.toDer() });
+    await until(() => errors.length > 1);
+    expect(serial(p)).toBe(good.certificates[0]!.serialNumber);
+    await until(() => p.getBundleSet().getX509Bundle(TrustDomain.parse('partner.test')) !== undefined);
     // A valid rotation still goes through.
     const rotated = await ca.issueX509Svid(ID, { ttlSeconds: 3600 });
     api.next(rotated);

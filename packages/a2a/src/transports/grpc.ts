@@ -195,6 +195,17 @@ export class GrpcTransport implements ClientTransport {
   #failure(what: string, err: ServiceError, signal: AbortSignal | undefined, started: number): Error {
     if (signal?.aborted) return callFailure(what, signal.reason, signal);
     const hasDetails = err.metadata?.get(GRPC_STATUS_DETAILS_KEY).length > 0;
+    // grpc-js words its own receive bound as it words a server's refusal of a
+    // request ("Received message larger than max (N vs M)"): M is the bound
+    // that refused, and when it is ours, the answer was too large, not the request.
+    const bound = /message larger than max \(\d+ vs (\d+)\)/.exec(err.details ?? '');
+    if (!hasDetails && bound && Number(bound[1]) === this.#ctx.maxResponseBytes) {
+      return new A2AClientError(
+        'RESPONSE_TOO_LARGE',
+        `response from ${what} exceeds ${this.#ctx.maxResponseBytes} bytes`,
+        { cause: err },
+      );
+    }
     if (!hasDetails && LOCAL_CODES.has(err.code)) {
       if (err.code === GrpcStatus.DEADLINE_EXCEEDED) return deadlineExceeded(what, err);
       // A connection refused for its SPIFFE ID during this call: say so (the cause is the verifier's error).

@@ -220,6 +220,9 @@ export class WorkloadApiIdentityProvider extends IdentityProviderBase {
           { cause: err },
         ),
       );
+      // The bundles of the same message stand on their own (a CA rotation, a
+      // federated trust domain): taken, as a bundles-only update would be.
+      this.publish({ bundles: merged(ctx.bundles, this.bundles) });
       return;
     }
     const prev = this.currentSvid;
