@@ -581,9 +581,15 @@ export class A2ARequestHandler {
         // With the embedded store, the task's next settle itself: one await
         // fewer per call than through waitForCompletion (bench/README.md).
         const settling = this.manager.nextSettle(task.id, this.#blockingTimeout);
+        // A reply handed to the replica running the task: the answer is the
+        // settle that follows it, not the INPUT_REQUIRED the task still shows.
+        const forwarded = p.message.taskId !== undefined && !this.manager.isLive(task.id);
         task = settling
           ? (await settling).task
-          : await this.manager.waitForCompletion(task.id, { timeoutMs: this.#blockingTimeout });
+          : await this.manager.waitForCompletion(task.id, {
+              timeoutMs: this.#blockingTimeout,
+              ...(forwarded ? { afterSeq: record.seq } : {}),
+            });
       } catch (err) {
         // A blocking call does not wait forever: the task, still running, is
         // returned as it is, and the client can poll or subscribe.

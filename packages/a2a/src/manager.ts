@@ -667,7 +667,17 @@ export class TaskManager {
    */
   async waitForCompletion(
     id: string,
-    options: { signal?: AbortSignal; terminalOnly?: boolean; timeoutMs?: number } = {},
+    options: {
+      signal?: AbortSignal;
+      terminalOnly?: boolean;
+      timeoutMs?: number;
+      /**
+       * Only a settle after this event counts, for a task running on another
+       * replica: a reply handed over to it finds the task still as it asked
+       * (INPUT_REQUIRED, settled) until that replica has taken the reply.
+       */
+      afterSeq?: number;
+    } = {},
   ): Promise<Task> {
     // A NaN or out-of-range wait would time out at once.
     if (options.timeoutMs !== undefined) checkBudget('waitForCompletion', 'timeoutMs', options.timeoutMs);
@@ -678,6 +688,11 @@ export class TaskManager {
         const r = await this.store.get(id);
         if (!r) throw A2AErrors.taskNotFound(id);
         const st = r.task.status.state;
+        if (this.#notifier && options.afterSeq !== undefined && r.seq <= options.afterSeq) {
+          await this.#settledElsewhere(id, options.afterSeq, options, deadline);
+          options = { ...options, afterSeq: undefined };
+          continue;
+        }
         if (!this.#notifier || (options.terminalOnly ? isTerminal(st) : isSettled(st))) {
           return r.task;
         }
