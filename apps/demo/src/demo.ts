@@ -208,8 +208,12 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     expectThat(runs.search === 1 && runs.summarize === 1, 'each allowed handler ran exactly once');
 
     if (options.keepRunning) {
+      // Listening for the signal before saying so: a Ctrl-C right after the
+      // last line must find the handler, not the default action (the process
+      // killed with its agents and state directory left behind).
+      const stopped = (options.stop ?? signalled)();
       printExploreHelp(out, agents, dev.address('cli'));
-      await (options.stop ?? signalled)();
+      await stopped;
       out('');
       out('stopping…');
     }

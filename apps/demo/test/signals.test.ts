@@ -5,6 +5,7 @@
 // with a private TMPDIR for the demo's state) and check that after the signal
 // nothing of the demo runs and its state directory (the dev CA's key) is gone.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,7 +28,13 @@ function alive(pgid: number): boolean {
   }
 }
 
-async function startKeptRunning(): Promise<{ sh: ChildProcess; tmp: string; output: () => string }> {
+async function startKeptRunning(): Promise<{
+  sh: ChildProcess;
+  tmp: string;
+  output: () => string;
+  /** Resolves once every process holding the output pipes has closed them: all output is read. */
+  ended: Promise<unknown>;
+}> {
   const tmp = await mkdtemp(join(tmpdir(), 'weave-demo-signals-'));
   let output = '';
   const sh = spawn('sh', ['-c', 'node scripts/demo.mjs --keep-running'], {
@@ -42,6 +49,8 @@ async function startKeptRunning(): Promise<{ sh: ChildProcess; tmp: string; outp
   });
   sh.stdout?.on('data', (b: Buffer) => (output += b.toString()));
   sh.stderr?.on('data', (b: Buffer) => (output += b.toString()));
+  // The shell may exit first (a Ctrl-C kills it); the demo writes on to the same pipes.
+  const ended = Promise.all([once(sh.stdout!, 'end'), once(sh.stderr!, 'end')]);
   await new Promise<void>((resolve, reject) => {
     const check = () => {
       if (output.includes('Policy decisions as they happen')) resolve();
@@ -50,7 +59,7 @@ async function startKeptRunning(): Promise<{ sh: ChildProcess; tmp: string; outp
     sh.once('exit', () => reject(new Error(`the demo ended before it was ready:\n${output}`)));
   });
   expect(await demoDirs(tmp)).toHaveLength(1); // the demo's state directory
-  return { sh, tmp, output: () => output };
+  return { sh, tmp, output: () => output, ended };
 }
 
 /** The demo's state directories in `tmp` (the TypeScript loader keeps its cache there too). */
@@ -70,17 +79,19 @@ async function gone(pgid: number, ms = 30_000): Promise<boolean> {
 
 describe('npm run demo -- --keep-running', () => {
   it('stops whole when the shell npm started it under is sent SIGTERM (the shell passes nothing on)', async () => {
-    const { sh, tmp, output } = await startKeptRunning();
+    const { sh, tmp, output, ended } = await startKeptRunning();
     process.kill(sh.pid as number, 'SIGTERM'); // the shell alone, as npm does
     expect(await gone(sh.pid as number)).toBe(true);
+    await ended;
     expect(output()).toContain('agents stopped, dev Workload API server closed.');
     expect(await demoDirs(tmp)).toEqual([]);
   });
 
   it('stops whole on a Ctrl-C (SIGINT to the whole process group)', async () => {
-    const { sh, tmp, output } = await startKeptRunning();
+    const { sh, tmp, output, ended } = await startKeptRunning();
     process.kill(-(sh.pid as number), 'SIGINT');
     expect(await gone(sh.pid as number)).toBe(true);
+    await ended;
     expect(output()).toContain('agents stopped, dev Workload API server closed.');
     expect(await demoDirs(tmp)).toEqual([]);
   });
