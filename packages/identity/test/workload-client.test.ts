@@ -507,6 +507,28 @@ describe('WorkloadApiClient watch backoff', () => {
   });
 });
 
+describe('WorkloadApiClient with no server', () => {
+  it("names the connect error without grpc-js's empty resolution note", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'weave-wlnone-'));
+    const path = join(dir, 'none.sock');
+    const c = new WorkloadApiClient({ address: `unix://${path}`, logger });
+    try {
+      const err = await c.fetchX509Context({ timeoutMs: 5000 }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(WorkloadApiError);
+      expect((err as WorkloadApiError).code).toBe('WORKLOAD_API_UNAVAILABLE');
+      expect((err as WorkloadApiError).message).toBe(
+        `FetchX509SVID failed: UNAVAILABLE: No connection established. Last error: Error: connect ENOENT ${path}`,
+      );
+    } finally {
+      c.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('FetchJWTSVID answers that must not be taken', () => {
   /**
    * A Workload API serving `ca`'s JWT bundle, whose FetchJWTSVID answers by

@@ -36,7 +36,12 @@ export class WorkloadApiError extends WeaveError {
     const se = err as Partial<ServiceError> | undefined;
     const st = typeof se?.code === 'number' ? (se.code as GrpcStatus) : GrpcStatus.UNKNOWN;
     const name = GrpcStatus[st] ?? 'UNKNOWN';
-    const detail = se?.details || (err instanceof Error ? err.message : String(err));
+    // grpc-js ends a failed connection's details with "Resolution note: "
+    // and its note, empty for a Unix socket: a dangling label in every message.
+    const detail = (se?.details || (err instanceof Error ? err.message : String(err))).replace(
+      /\. Resolution note: $/,
+      '',
+    );
     return new WorkloadApiError(`WORKLOAD_API_${name}`, `${what} failed: ${name}: ${detail}`, {
       cause: err,
       grpcStatus: st,
