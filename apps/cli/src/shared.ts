@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { connect } from 'node:tls';
 import { pino, type Logger } from 'pino';
 import {
@@ -8,7 +9,9 @@ import {
   scanJson,
   WeaveError,
   WorkloadApiAddressError,
+  parseWorkloadApiAddress,
   type IdentityProvider,
+  type WorkloadApiAddress,
 } from '@weave/identity';
 import { EXIT } from './exit.js';
 
@@ -140,6 +143,24 @@ export async function openIdentity(
     throw usageError(
       `no Workload API socket: pass --socket unix:///path/to/api.sock or set ${SPIFFE_ENDPOINT_SOCKET}`,
       'NO_WORKLOAD_API_SOCKET',
+    );
+  }
+  const address = socket ?? (process.env[SPIFFE_ENDPOINT_SOCKET] as string);
+  let parsed: WorkloadApiAddress;
+  try {
+    parsed = parseWorkloadApiAddress(address);
+  } catch (err) {
+    if (err instanceof WorkloadApiAddressError) throw new CliError(err.code, err.message, EXIT.usage);
+    throw err;
+  }
+  // The provider waits up to readyTimeoutMs for a Workload API that is not
+  // there yet (right for an agent started before its SPIRE agent). A one-shot
+  // command pointed at a path where no socket exists fails at once instead,
+  // as `weave svid` does.
+  if (parsed.network === 'unix' && !existsSync(parsed.path)) {
+    throw new CliError(
+      'WORKLOAD_API_UNAVAILABLE',
+      `no Workload API socket at ${parsed.path} (nothing exists at that path; check --socket or ${SPIFFE_ENDPOINT_SOCKET})`,
     );
   }
   const { identityFromConfig } = await import('@weave/agent');

@@ -228,6 +228,17 @@ describe('weave card', () => {
     expect(seen.requests).toBe(before + 1);
   });
 
+  it('a --socket path where nothing exists fails at once, not after waiting for an identity', async () => {
+    const before = seen.requests;
+    const missing = join(tmpdir(), `weave-no-socket-${process.pid}.sock`);
+    const r = await inproc(['card', url, '--socket', `unix://${missing}`, '--timeout', '2s']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `WORKLOAD_API_UNAVAILABLE: no Workload API socket at ${missing} (nothing exists at that path; check --socket or SPIFFE_ENDPOINT_SOCKET)\n`,
+    );
+    expect(seen.requests).toBe(before);
+  });
+
   it("--timeout takes up to an hour, the connect part capped at the transport's 10 minutes; more is exit 2", async () => {
     const env = { SPIFFE_ENDPOINT_SOCKET: socket.client };
     const long = await inproc(['card', url, '--timeout', '20m'], env);
