@@ -7,7 +7,7 @@ import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { CallError, SecureAgent } from '@weave/agent';
-import { LocalPolicyEnforcer, type AuditRecord } from '@weave/authz';
+import { LocalPolicyEnforcer, type AuditRecord, type ReloadEvent } from '@weave/authz';
 import { SpiffeId } from '@weave/identity';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
 import {
@@ -43,6 +43,8 @@ export interface DemoOptions {
   readonly verbose?: boolean;
   /** Pacing of the summarizer's streamed steps, in ms. */
   readonly stepDelayMs?: number;
+  /** The policy file the agents load (default the demo's `policy.yaml`; tests edit a copy). */
+  readonly policyFile?: string;
 }
 
 class DemoFailure extends Error {}
@@ -60,9 +62,11 @@ const short = (id: SpiffeId | string) => String(id).replace(`spiffe://${TRUST_DO
  */
 export async function runDemo(options: DemoOptions): Promise<number> {
   const { out, err } = options;
+  const policyFile = options.policyFile ?? POLICY_FILE;
+  // Log records go where the demo's diagnostics go.
   const logger = pino(
     { level: options.verbose ? 'info' : 'error' },
-    pino.destination({ dest: 2, sync: true }),
+    { write: (s: string) => err(s.trimEnd()) },
   );
   const stateDir = await mkdtemp(join(tmpdir(), 'weave-demo-'));
   const cleanup: Array<() => Promise<unknown>> = [];
@@ -99,19 +103,38 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     out(
       `  identity  dev Workload API server (SPIFFE gRPC, as a SPIRE agent serves it), state in ${stateDir}`,
     );
-    const policyIntro = await LocalPolicyEnforcer.fromFile(POLICY_FILE, { watch: false, logger });
+    const policyIntro = await LocalPolicyEnforcer.fromFile(policyFile, { watch: false, logger });
     out(
-      `  policy    ${display(POLICY_FILE)} (${policyIntro.policyId}, ${policyIntro.ruleCount} rules, default deny)`,
+      `  policy    ${display(policyFile)} (${policyIntro.policyId}, ${policyIntro.ruleCount} rules, default deny)`,
     );
     await policyIntro.close();
 
+    const policyLogger = options.verbose ? logger : logger.child({}, { level: 'fatal' });
     const agents = {} as Record<AgentName, SecureAgent>;
     for (const name of AGENTS) {
-      const enforcer = await LocalPolicyEnforcer.fromFile(POLICY_FILE, {
+      const enforcer: LocalPolicyEnforcer = await LocalPolicyEnforcer.fromFile(policyFile, {
         // With --keep-running, editing policy.yaml takes effect at once.
         watch: options.keepRunning === true,
         audit: audit(name),
-        logger,
+        // Unless --verbose, a reload's outcome is one line of the transcript,
+        // said by the first agent (every agent reloads the same file), not
+        // each agent's raw log record.
+        logger: policyLogger,
+        ...(name === AGENTS[0]
+          ? {
+              onReload: (e: ReloadEvent) => {
+                if (!e.ok) {
+                  out(
+                    `   policy: edit of ${display(policyFile)} refused, the policy in force stays: ${e.error.code}: ${e.error.message}`,
+                  );
+                } else if (e.changed) {
+                  out(
+                    `   policy: reloaded ${display(policyFile)} (${e.policyId}, ${enforcer.ruleCount} rules)`,
+                  );
+                }
+              },
+            }
+          : {}),
       });
       cleanup.push(() => enforcer.close());
       const agent = await SecureAgent.fromConfigFile(join(DEMO_DIR, 'agents', `${name}.yaml`), {
@@ -212,7 +235,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
       // last line must find the handler, not the default action (the process
       // killed with its agents and state directory left behind).
       const stopped = (options.stop ?? signalled)();
-      printExploreHelp(out, agents, dev.address('cli'));
+      printExploreHelp(out, agents, dev.address('cli'), policyFile);
       await stopped;
       out('');
       out('stopping…');
@@ -259,6 +282,7 @@ function printExploreHelp(
   out: (l: string) => void,
   agents: Record<AgentName, SecureAgent>,
   cliSocket: string,
+  policyFile: string,
 ): void {
   const weave = `node ${display(CLI_BIN)}`;
   const search = agents.search.url;
@@ -270,16 +294,16 @@ function printExploreHelp(
   out(`  ${weave} svid`);
   out(`  ${weave} card ${search}`);
   out(
-    `  ${weave} call ${idOf('search').toString()} search '{"query":"workload api"}' --peer ${idOf('search').toString()}=${search} --policy ${display(POLICY_FILE)}`,
+    `  ${weave} call ${idOf('search').toString()} search '{"query":"workload api"}' --peer ${idOf('search').toString()}=${search} --policy ${display(policyFile)}`,
   );
   out(`  ${weave} call ${summarizer} summarize '{"texts":[{"title":"t","text":"Hello. World."}]}'`);
   out('     (refused: the policy lets you search, not summarize; watch the decisions below)');
   out(
-    `  ${weave} authz check ${display(POLICY_FILE)} ${CLI_USER_ID} ${idOf('summarizer').toString()} summarize`,
+    `  ${weave} authz check ${display(policyFile)} ${CLI_USER_ID} ${idOf('summarizer').toString()} summarize`,
   );
   out(`  ${weave} validate ${display(join(DEMO_DIR, 'agents', 'search.yaml'))}`);
   out('');
-  out(`Edit ${display(POLICY_FILE)} and the agents reload it. Policy decisions as they happen:`);
+  out(`Edit ${display(policyFile)} and the agents reload it. Policy decisions as they happen:`);
 }
 
 function signalled(): Promise<unknown> {

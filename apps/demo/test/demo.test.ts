@@ -1,5 +1,9 @@
 // The demo is also a smoke test of the whole stack: it exits 0 only when every
 // step did what it should. These tests run its entry function in-process.
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { weave } from '../../cli/test/helpers.js';
 import { CLI_USER_ID, runDemo } from '../src/demo.js';
@@ -136,5 +140,47 @@ describe('the demo', () => {
       expect(await running).toBe(0);
     }
     expect(c.lines.at(-1)).toBe('agents stopped, dev Workload API server closed.');
+  });
+
+  it('--keep-running: a bad policy edit is one line of the transcript, and the policy in force stays', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'weave-demo-policy-'));
+    const policyFile = join(dir, 'policy.yaml');
+    await copyFile(fileURLToPath(new URL('../policy.yaml', import.meta.url)), policyFile);
+    const c = collector();
+    let stop!: () => void;
+    const stopped = new Promise<void>((r) => (stop = r));
+    const running = runDemo({
+      out: c.out,
+      err: c.err,
+      keepRunning: true,
+      stop: () => stopped,
+      stepDelayMs: 1,
+      policyFile,
+    });
+    try {
+      await Promise.race([
+        c.waitFor(/Policy decisions as they happen:/),
+        running.then(() => {
+          throw new Error(`the demo ended early:\n${c.lines.join('\n')}\n${c.errors.join('\n')}`);
+        }),
+      ]);
+      const good = await readFile(policyFile, 'utf8');
+      await writeFile(policyFile, `${good}  - id: [broken\n`);
+      const refused = await c.waitFor(/refused, the policy in force stays/);
+      expect(refused).toMatch(
+        /^ {3}policy: edit of \S+policy\.yaml refused, the policy in force stays: POLICY_INVALID: /,
+      );
+      // A good edit after it is taken: every agent has read the bad one by then.
+      await writeFile(policyFile, `${good}# edited\n`);
+      expect(await c.waitFor(/policy: reloaded/)).toMatch(
+        /^ {3}policy: reloaded \S+policy\.yaml \(demo-policy, 3 rules\)$/,
+      );
+      expect(c.lines.filter((l) => /refused, the policy in force stays/.test(l))).toHaveLength(1);
+      expect(c.errors).toEqual([]);
+    } finally {
+      stop();
+      expect(await running).toBe(0);
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
