@@ -28,10 +28,10 @@ import {
 } from '../src/index.js';
 import { PUSH_CONFIG_LIMITS } from '../src/wire/v1.js';
 import { serveEcho, startHarness } from './helpers/agents.js';
-import { request } from 'undici';
 import {
   grpcBinding,
   jsonRpcBinding,
+  refused,
   restBinding,
   type BindingUnderTest,
   type CallOutcome,
@@ -287,11 +287,6 @@ function bindingFor(name: BindingUnderTest, who: 'client' | 'heavy' = 'client'):
 function ok(o: CallOutcome): any {
   if (!o.ok) throw new Error(`call failed: ${o.error.code} ${o.error.message}`);
   return o.result;
-}
-
-function refused(o: CallOutcome): { code: string; jsonRpcCode: number; message: string; data?: unknown } {
-  if (o.ok) throw new Error(`expected a refusal, got ${JSON.stringify(o.result).slice(0, 200)}`);
-  return o.error as never;
 }
 
 const message = (text: string, extra: Record<string, unknown> = {}) => ({
@@ -562,23 +557,14 @@ describe('an agent that sends no push notifications', () => {
     const ran: string[] = [];
     const h = await startHarness((a2a) => serveEcho(a2a, ran));
     try {
-      const res = await request(h.url, {
-        method: 'POST',
-        dispatcher: h.agent,
-        headers: { 'content-type': 'application/json', 'a2a-version': '1.0' },
-        body: JSON.stringify({
-          jsonrpc: '2.0',
-          id: 1,
-          method: 'SendMessage',
-          params: {
-            message: { messageId: 'no-push', role: 'ROLE_USER', parts: [{ text: 'x' }] },
-            metadata: { skill: 'echo' },
-            configuration: { taskPushNotificationConfig: { url: 'https://127.0.0.1:9/hook' } },
-          },
+      const err = refused(
+        await jsonRpcBinding(h.url, h.agent).call('SendMessage', {
+          message: { messageId: 'no-push', role: 'ROLE_USER', parts: [{ text: 'x' }] },
+          metadata: { skill: 'echo' },
+          configuration: { taskPushNotificationConfig: { url: 'https://127.0.0.1:9/hook' } },
         }),
-      });
-      const body = (await res.body.json()) as { error?: { code: number } };
-      expect(body.error?.code).toBe(-32003);
+      );
+      expect(err.jsonRpcCode).toBe(-32003);
       expect(ran).toEqual([]);
       expect(h.a2a.manager.store instanceof InMemoryTaskStore && h.a2a.manager.store.size).toBe(0);
     } finally {

@@ -2,7 +2,6 @@
 // its backing service cannot keep) is not retried forever with the task
 // frozen: the task ends FAILED as stored, its handler is aborted, waiters and
 // the store error callback hear of it.
-import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
 import {
   InMemoryTaskStore,
@@ -14,6 +13,7 @@ import {
   type TaskStore,
 } from '../src/index.js';
 import { serveEcho, startHarness } from './helpers/agents.js';
+import { jsonRpcBinding, refused } from './helpers/raw-bindings.js';
 
 /** A durable-path store (a subclass) that refuses any write carrying the text "refuse me". */
 class Refusing extends InMemoryTaskStore implements TaskStore {
@@ -76,25 +76,15 @@ describe('a write the task store refuses for good', () => {
     const ran: string[] = [];
     const h = await startHarness((a2a) => serveEcho(a2a, ran), { taskStore: new NoNul() });
     try {
-      const res = await request(h.url, {
-        method: 'POST',
-        dispatcher: h.agent,
-        headers: { 'content-type': 'application/json', 'a2a-version': '1.0' },
-        body: JSON.stringify({
-          jsonrpc: '2.0',
-          id: 1,
-          method: 'SendMessage',
-          params: {
-            message: { messageId: 'nul', contextId: 'c\u0000', role: 'ROLE_USER', parts: [{ text: 'x' }] },
-            metadata: { skill: 'echo' },
-          },
-        }),
+      const out = await jsonRpcBinding(h.url, h.agent).call('SendMessage', {
+        message: { messageId: 'nul', contextId: 'c\u0000', role: 'ROLE_USER', parts: [{ text: 'x' }] },
+        metadata: { skill: 'echo' },
       });
-      const body = (await res.body.json()) as { error?: { code: number; message: string } };
-      expect(res.statusCode).toBe(200);
-      expect(body.error?.code).toBe(-32602);
-      expect(body.error?.message).toMatch(/task store cannot keep what this request carries$/);
-      expect(body.error?.message).not.toMatch(/22P05/);
+      expect(out.status).toBe(200);
+      const err = refused(out);
+      expect(err.jsonRpcCode).toBe(-32602);
+      expect(err.message).toMatch(/task store cannot keep what this request carries$/);
+      expect(err.message).not.toMatch(/22P05/);
       expect(ran).toEqual([]);
     } finally {
       await h.close();

@@ -5,49 +5,30 @@
 // (20.5 s for a 2 s budget with a 20 s connect timeout). Here the connect
 // timeout is 120 s, far past the test's own timeout: the call must end at its
 // deadline, and the half-open socket must be gone without waiting for it.
-import net from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CallError, type SecureAgent } from '../src/index.js';
-import { startOrchestrator, startWorld, type World } from './helpers.js';
+import { startMutePeer, startOrchestrator, startWorld, type MutePeer, type World } from './helpers.js';
 
 let world: World;
 let orchestrator: SecureAgent;
-let mute: net.Server;
-let muteUrl: string;
-const accepted: net.Socket[] = [];
-const acceptWaiters: Array<(s: net.Socket) => void> = [];
+let mute: MutePeer;
 
 beforeAll(async () => {
   world = await startWorld();
-  // Accepts TCP, reads the ClientHello, never answers.
-  mute = net.createServer((socket) => {
-    socket.on('error', () => undefined);
-    // Read and drop: a socket left paused would never see the client's FIN.
-    socket.resume();
-    accepted.push(socket);
-    acceptWaiters.shift()?.(socket);
-  });
-  await new Promise<void>((resolve) => mute.listen(0, '127.0.0.1', resolve));
-  muteUrl = `https://127.0.0.1:${(mute.address() as AddressInfo).port}/`;
+  mute = await startMutePeer();
   orchestrator = await startOrchestrator(world, 'https://127.0.0.1:1', { connectTimeoutMs: 120_000 });
 });
 
 afterAll(async () => {
   await orchestrator?.stop();
-  for (const s of accepted) s.destroy();
-  await new Promise<void>((resolve) => mute.close(() => resolve()));
+  await mute?.close();
   await world?.close();
 });
 
-function nextAccepted(): Promise<net.Socket> {
-  return new Promise((resolve) => acceptWaiters.push(resolve));
-}
-
 describe('callAgent(url) to a peer that never answers the TLS handshake', () => {
   it('ends at its deadline, not at connectTimeoutMs, and closes the half-open socket', async () => {
-    const socket = nextAccepted();
-    const err: unknown = await orchestrator.callAgent(muteUrl, 'search', {}, { timeoutMs: 500 }).then(
+    const socket = mute.nextAccepted();
+    const err: unknown = await orchestrator.callAgent(`${mute.url}/`, 'search', {}, { timeoutMs: 500 }).then(
       () => new Error('expected the call to fail'),
       (e: unknown) => e,
     );

@@ -2,9 +2,15 @@
 // (gRPC over Unix sockets, dev CA), real SecureAgents on loopback mTLS, and a
 // local policy file.
 import { writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
+import { A2AServer, type A2AServerOptions } from '@weave/a2a';
+import { LocalPolicyEnforcer, type LocalPolicyFileOptions } from '@weave/authz';
+import { SpiffeId, authorizeAny } from '@weave/identity';
 import { startWorkloadApi, type WorkloadApiWorld } from '@weave/test-support';
+import { createMtlsServer } from '@weave/transport/server';
 import { SecureAgent, type AgentConfigInput } from '../src/index.js';
 
 export const TD = 'demo.weave';
@@ -97,4 +103,92 @@ export async function startOrchestrator(
   });
   await agent.start();
   return agent;
+}
+
+/** A loopback server that accepts TCP and never answers the TLS handshake. */
+export interface MutePeer {
+  /** `https://127.0.0.1:<port>`, no trailing slash. */
+  readonly url: string;
+  /** Every socket accepted so far. */
+  readonly accepted: readonly net.Socket[];
+  /** The next socket to be accepted. */
+  nextAccepted(): Promise<net.Socket>;
+  /** Destroys the accepted sockets and closes the server. */
+  close(): Promise<void>;
+}
+
+/** Starts a {@link MutePeer} on loopback. */
+export async function startMutePeer(): Promise<MutePeer> {
+  const accepted: net.Socket[] = [];
+  const acceptWaiters: Array<(s: net.Socket) => void> = [];
+  // Accepts TCP, reads the ClientHello, never answers.
+  const server = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    // Read and drop: a socket left paused would never see the client's FIN.
+    socket.resume();
+    accepted.push(socket);
+    acceptWaiters.shift()?.(socket);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    accepted,
+    nextAccepted: () => new Promise((resolve) => acceptWaiters.push(resolve)),
+    async close() {
+      for (const s of accepted) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** The search agent as an A2AServer on loopback mTLS, and an orchestrator that calls it. */
+export interface SearchServer {
+  readonly a2a: A2AServer;
+  readonly caller: SecureAgent;
+  /** Stops the caller, then the A2AServer, then its HTTP server. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the search agent of `world` as an A2AServer (`setup` registers its
+ * handlers) under the shared policy file, and an orchestrator SecureAgent
+ * that knows it.
+ */
+export async function startSearchServer(
+  world: World,
+  options: {
+    description: string;
+    enforcer?: LocalPolicyFileOptions;
+    server?: Partial<A2AServerOptions>;
+  },
+  setup: (a2a: A2AServer) => void,
+): Promise<SearchServer> {
+  const identity = await world.provider('search');
+  const a2a = new A2AServer({
+    card: { name: 'search', description: options.description, version: '1' },
+    selfId: SpiffeId.parse(ID.search),
+    enforcer: await LocalPolicyEnforcer.fromFile(world.policyFile, { watch: false, ...options.enforcer }),
+    ...options.server,
+  });
+  setup(a2a);
+  const app = createMtlsServer({ identity, authorize: authorizeAny() });
+  await app.register(a2a.plugin);
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const addr = app.server.address() as AddressInfo;
+  const caller = await startOrchestrator(world, `https://127.0.0.1:${addr.port}`).catch(
+    async (err: unknown) => {
+      await a2a.close();
+      await app.close();
+      throw err;
+    },
+  );
+  return {
+    a2a,
+    caller,
+    async close() {
+      await caller.stop();
+      await a2a.close();
+      await app.close();
+    },
+  };
 }

@@ -6,56 +6,39 @@
 // per-subscriber buffer.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { A2AServer } from '@weave/a2a';
-import { LocalPolicyEnforcer } from '@weave/authz';
-import { SpiffeId, authorizeAny } from '@weave/identity';
-import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
-import { SecureAgent } from '../src/index.js';
-import { ID, startWorld, testLogger, type World } from './helpers.js';
+import type { SecureAgent } from '../src/index.js';
+import { ID, startSearchServer, startWorld, type SearchServer, type World } from './helpers.js';
 
 /** The report's stream: 10 000 progress messages from one task. */
 const STEPS = 10_000;
 
 let world: World;
-let app: MtlsFastifyInstance;
-let a2a: A2AServer;
+let search: SearchServer;
 let caller: SecureAgent;
 
 beforeAll(async () => {
   world = await startWorld();
-  const identity = await world.provider('search');
-  a2a = new A2AServer({
-    card: { name: 'search', description: 'floods its callers', version: '1' },
-    selfId: SpiffeId.parse(ID.search),
-    enforcer: await LocalPolicyEnforcer.fromFile(world.policyFile, { watch: false }),
-    // Far less than the stream: the caller is cut off several times; the log keeps every event.
-    limits: { maxStreamBufferBytes: 256 * 1024 },
-    maxEventsPerTask: 2 * STEPS,
-  });
-  a2a.registerTaskHandler('steps', (ctx) => {
-    for (let i = 1; i <= STEPS; i++) ctx.publishMessage(`step ${i}`);
-    return { parts: [{ data: { done: STEPS } }] };
-  });
-  app = createMtlsServer({ identity, authorize: authorizeAny() });
-  await app.register(a2a.plugin);
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  const addr = app.server.address() as { port: number };
-  caller = new SecureAgent({
-    config: {
-      name: 'orchestrator',
-      identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
-      authz: { policyFile: world.policyFile },
-      peers: [{ id: ID.search, url: `https://127.0.0.1:${addr.port}` }],
+  search = await startSearchServer(
+    world,
+    {
+      description: 'floods its callers',
+      server: {
+        // Far less than the stream: the caller is cut off several times; the log keeps every event.
+        limits: { maxStreamBufferBytes: 256 * 1024 },
+        maxEventsPerTask: 2 * STEPS,
+      },
     },
-    logger: testLogger(),
-  });
-  await caller.start();
+    (a2a) =>
+      a2a.registerTaskHandler('steps', (ctx) => {
+        for (let i = 1; i <= STEPS; i++) ctx.publishMessage(`step ${i}`);
+        return { parts: [{ data: { done: STEPS } }] };
+      }),
+  );
+  caller = search.caller;
 });
 
 afterAll(async () => {
-  await caller?.stop();
-  await a2a?.close();
-  await app?.close();
+  await search?.close();
   await world?.close();
 });
 

@@ -6,18 +6,14 @@
 // Real dev Workload API, mTLS on loopback, local policy; the callee is an
 // A2AServer.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { A2AClientError, A2AServer } from '@weave/a2a';
-import { LocalPolicyEnforcer } from '@weave/authz';
-import { SpiffeId, authorizeAny } from '@weave/identity';
-import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
-import { CallError, SecureAgent } from '../src/index.js';
-import { ID, startWorld, testLogger, type World } from './helpers.js';
+import { A2AClientError, type A2AServer } from '@weave/a2a';
+import { CallError, type SecureAgent } from '../src/index.js';
+import { ID, startSearchServer, startWorld, type SearchServer, type World } from './helpers.js';
 
 const CHUNK = 'x'.repeat(64 * 1024);
 
 let world: World;
-let app: MtlsFastifyInstance;
-let a2a: A2AServer;
+let search: SearchServer;
 let caller: SecureAgent;
 
 /** Publishes `chunks` appends of 64 KiB to one artifact. */
@@ -34,47 +30,29 @@ async function publishChunks(
 
 beforeAll(async () => {
   world = await startWorld();
-  const identity = await world.provider('search');
-  a2a = new A2AServer({
-    card: { name: 'search', description: 'appends without end', version: '1' },
-    selfId: SpiffeId.parse(ID.search),
-    enforcer: await LocalPolicyEnforcer.fromFile(world.policyFile, {
-      watch: false,
-      audit: { record: () => undefined },
-    }),
-  });
-  // 6.25 MiB of chunks, then the task never finishes (until the server closes):
-  // a call that waited for the stream's end would run into its deadline.
-  a2a.registerTaskHandler('stuck', async (ctx) => {
-    await publishChunks(ctx, 100);
-    await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }));
-    return { parts: [{ text: 'never read' }] };
-  });
-  // 3 MiB of chunks, under the cap: the result is read as before.
-  a2a.registerTaskHandler('steps', async (ctx) => {
-    await publishChunks(ctx, 48);
-    ctx.publishArtifact({ artifactId: 'r', parts: [] }, { append: true, lastChunk: true });
-  });
-  app = createMtlsServer({ identity, authorize: authorizeAny() });
-  await app.register(a2a.plugin);
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  const addr = app.server.address() as { port: number };
-  caller = new SecureAgent({
-    config: {
-      name: 'orchestrator',
-      identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
-      authz: { policyFile: world.policyFile },
-      peers: [{ id: ID.search, url: `https://127.0.0.1:${addr.port}` }],
+  search = await startSearchServer(
+    world,
+    { description: 'appends without end', enforcer: { audit: { record: () => undefined } } },
+    (a2a) => {
+      // 6.25 MiB of chunks, then the task never finishes (until the server closes):
+      // a call that waited for the stream's end would run into its deadline.
+      a2a.registerTaskHandler('stuck', async (ctx) => {
+        await publishChunks(ctx, 100);
+        await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }));
+        return { parts: [{ text: 'never read' }] };
+      });
+      // 3 MiB of chunks, under the cap: the result is read as before.
+      a2a.registerTaskHandler('steps', async (ctx) => {
+        await publishChunks(ctx, 48);
+        ctx.publishArtifact({ artifactId: 'r', parts: [] }, { append: true, lastChunk: true });
+      });
     },
-    logger: testLogger(),
-  });
-  await caller.start();
+  );
+  caller = search.caller;
 });
 
 afterAll(async () => {
-  await caller?.stop();
-  await a2a?.close();
-  await app?.close();
+  await search?.close();
   await world?.close();
 });
 

@@ -4,19 +4,8 @@ import { join } from 'node:path';
 import { SpiffeId } from '@weave/identity';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { AuthzConfigError, LocalPolicyEnforcer, PolicyError, type ReloadEvent } from '../src/index.js';
+import { CALLER, policyText } from './helpers/policy-text.js';
 import { CollectingSink, memoryLogger } from './helpers/sinks.js';
-
-const CALLER = SpiffeId.parse('spiffe://demo.weave/agent/orchestrator');
-
-const policyText = (id: string, action: string) => `version: 1
-id: ${id}
-default: deny
-rules:
-  - id: allow-${action}
-    effect: allow
-    callers: ["${CALLER.toString()}"]
-    actions: ["${action}"]
-`;
 
 describe('LocalPolicyEnforcer.fromFile', () => {
   let dir: string;

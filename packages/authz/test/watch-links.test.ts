@@ -5,9 +5,9 @@ import type * as nodeFs from 'node:fs';
 import { mkdir, mkdtemp, realpath, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SpiffeId } from '@weave/identity';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { LocalPolicyEnforcer, type ReloadEvent } from '../src/index.js';
+import { CALLER, policyText } from './helpers/policy-text.js';
 import { CollectingSink, memoryLogger } from './helpers/sinks.js';
 
 /** Every watcher the enforcer opens, whether it was closed, and the names its events carried. */
@@ -36,18 +36,6 @@ vi.mock('node:fs', async (importOriginal) => {
   };
   return { ...fs, watch, default: { ...fs, watch } };
 });
-
-const CALLER = SpiffeId.parse('spiffe://demo.weave/agent/orchestrator');
-
-const policyText = (id: string, action: string) => `version: 1
-id: ${id}
-default: deny
-rules:
-  - id: allow-${action}
-    effect: allow
-    callers: ["${CALLER.toString()}"]
-    actions: ["${action}"]
-`;
 
 describe('LocalPolicyEnforcer.fromFile through symlinks', () => {
   let dir: string;

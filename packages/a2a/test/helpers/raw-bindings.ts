@@ -59,6 +59,12 @@ export interface RawBinding {
   close(): void;
 }
 
+/** The error of a call that was expected to be refused; throws when it succeeded. */
+export function refused(o: CallOutcome): A2AError {
+  if (o.ok) throw new Error(`expected a refusal, got ${JSON.stringify(o.result).slice(0, 200)}`);
+  return o.error;
+}
+
 /** JSON-RPC: POST envelopes to the base URL. */
 export function jsonRpcBinding(url: string, dispatcher: Dispatcher): RawBinding {
   let next = 1;
