@@ -194,6 +194,16 @@ export const SKILL_METADATA_KEY = 'skill';
 
 const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 
+/**
+ * The method a push config given with a SendMessage is authorized as too: it
+ * registers a webhook as that method does, and a policy that tells methods
+ * apart (`input.context.method` for OPA) must not be passed by the other way in.
+ */
+const PUSH_CREATE = 'CreateTaskPushNotificationConfig';
+
+/** How long a refused request's task may take to be written ended on a durable store, before its delete. */
+const UNMAKE_WAIT_MS = 5000;
+
 /** Limits that keep one client from exhausting the server. */
 export interface A2AServerLimits {
   /**
@@ -880,6 +890,7 @@ export class A2ARequestHandler {
         throw A2AErrors.invalidParams(`task ${taskId} runs skill ${record.skill}, not ${named}`);
       }
       await this.#authorize(ctx, method, record.skill, taskId);
+      if (push) await this.#authorize(ctx, PUSH_CREATE, record.skill, taskId);
       if (isTerminal(record.task.status.state)) {
         throw A2AErrors.unsupportedOperation(
           `Task ${taskId} is in terminal state ${record.task.status.state}`,
@@ -921,10 +932,14 @@ export class A2ARequestHandler {
     const direct = this.#direct.get(skill);
     if (direct) return { message: await this.#answer(ctx, skill, p.message, direct) };
     // Before the task exists: a refused webhook leaves nothing behind.
-    if (push) await this.#checkPushConfig(push);
+    if (push) {
+      await this.#authorize(ctx, PUSH_CREATE, skill);
+      await this.#checkPushConfig(push);
+    }
     // The caller's own share first; the server-wide limit is the backstop.
     const release = this.#callerLimits.startTask(ctx.caller);
     let record: TaskRecord;
+    let embedded = false;
     try {
       if (this.manager.activeCount >= this.#maxTasks) throw A2AErrors.tooManyTasks(this.#maxTasks);
       // The caller sees which skill ran, whoever chose it. Built without a
@@ -943,7 +958,9 @@ export class A2ARequestHandler {
         };
       if (ctx.tenant !== undefined) input.tenant = ctx.tenant;
       // Synchronous on the embedded store: no await on the hot path.
-      record = this.manager.createNow(input) ?? (await this.manager.create(input));
+      const now = this.manager.createNow(input);
+      embedded = now !== undefined;
+      record = now ?? (await this.manager.create(input));
     } catch (err) {
       release();
       if (err instanceof TaskStoreFullError) throw A2AErrors.tooManyTasks(this.#maxTasks);
@@ -958,14 +975,12 @@ export class A2ARequestHandler {
         // Given with the message, the webhook gets the task's events from the first one.
         await this.#storePushConfig(record, { ...push, taskId: record.task.id }, 0);
       } catch (err) {
-        // The handler never runs for a task whose webhook could not be kept
-        // (the store refused it: its URL was checked before the task was made).
+        // The store refused the webhook (its URL was checked before the task
+        // was made), e.g. over the caller's share of task memory, which only
+        // the store can tell once the task is in it: the request is refused
+        // as a whole, so the task made for it goes again, its handler not run.
         release();
-        this.manager.setStatus(
-          record.task.id,
-          'TASK_STATE_FAILED',
-          agentMessage('Task failed: push config not stored'),
-        );
+        await this.#unmake(record, embedded);
         throw err;
       }
     }
@@ -976,6 +991,27 @@ export class A2ARequestHandler {
       void this.#run(record, handler, p.message, ctx.caller, ctx.headers).finally(release);
     }
     return record;
+  }
+
+  /**
+   * Takes back a task made for a request then refused, before its handler
+   * ran. Ended first, so this replica lets go of it (and it is not left
+   * running should the delete fail), then deleted, so neither GetTask nor
+   * ListTasks finds it. On the embedded store all of it happens at once; a
+   * durable store has the ending written first, as a delete ahead of that
+   * write would meet it.
+   */
+  async #unmake(record: TaskRecord, embedded: boolean): Promise<void> {
+    const id = record.task.id;
+    this.manager.setStatus(id, 'TASK_STATE_FAILED', agentMessage('Task failed: push config not stored'));
+    try {
+      if (!embedded) {
+        await this.manager.waitForCompletion(id, { terminalOnly: true, timeoutMs: UNMAKE_WAIT_MS });
+      }
+      await this.manager.store.delete(id);
+    } catch (err) {
+      this.#log.warn({ err, taskId: id }, 'a2a: task of a refused request not deleted; left FAILED');
+    }
   }
 
   /** Runs a {@link MessageHandler} (authorized already) within the caller's share of running work. */
