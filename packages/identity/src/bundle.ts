@@ -6,8 +6,10 @@ import { formatKeyPath, lineCol, scanJson } from './json.js';
 import { TrustDomain } from './spiffe-id.js';
 import {
   certDer,
+  certKeyWeakness,
   certsToPem,
   concatDer,
+  keyWeakness,
   parseCertificate,
   parseCertificates,
   sameDer,
@@ -18,7 +20,7 @@ import {
 /** A bundle could not be parsed or does not fit its trust domain. */
 export class BundleError extends WeaveError {
   constructor(
-    code: 'BUNDLE_MALFORMED' | 'BUNDLE_EMPTY' | 'BUNDLE_TRUST_DOMAIN_MISMATCH',
+    code: 'BUNDLE_MALFORMED' | 'BUNDLE_EMPTY' | 'BUNDLE_TRUST_DOMAIN_MISMATCH' | 'BUNDLE_WEAK_KEY',
     message: string,
     options?: { cause?: unknown },
   ) {
@@ -38,19 +40,42 @@ export interface JwtBundleSource {
   getJwtBundle(trustDomain: TrustDomain): JwtBundle | undefined;
 }
 
+/**
+ * Refuses an authority whose key is weak or of a refused kind, as a key that
+ * does not parse refuses the bundle: a bundle is taken whole or not at all.
+ */
+function checkAuthority(cert: x509.X509Certificate, what: string): void {
+  let weakness: string | undefined;
+  try {
+    weakness = certKeyWeakness(toNodeCert(cert));
+  } catch (err) {
+    throw new BundleError('BUNDLE_MALFORMED', `${what}: authority ${cert.subject} cannot be read`, {
+      cause: err,
+    });
+  }
+  if (weakness !== undefined)
+    throw new BundleError('BUNDLE_WEAK_KEY', `${what}: authority ${cert.subject} has ${weakness}`);
+}
+
 /** The X.509 root certificates trusted for one trust domain. Immutable. */
 export class X509Bundle implements X509BundleSource {
   readonly trustDomain: TrustDomain;
   readonly authorities: readonly x509.X509Certificate[];
 
+  /**
+   * @throws {BundleError} `BUNDLE_WEAK_KEY` when an authority's key is not RSA of at least
+   *   2048 bits nor EC on P-256, P-384 or P-521.
+   */
   constructor(trustDomain: TrustDomain | string, authorities: readonly x509.X509Certificate[]) {
     this.trustDomain = toTd(trustDomain);
+    for (const a of authorities) checkAuthority(a, `X.509 bundle of ${this.trustDomain.name}`);
     this.authorities = Object.freeze([...authorities]);
   }
 
   /**
    * Parses the PEM CERTIFICATE blocks of a bundle file.
-   * @throws {BundleError} `BUNDLE_EMPTY` when there is no certificate, `BUNDLE_MALFORMED` when one cannot be read.
+   * @throws {BundleError} `BUNDLE_EMPTY` when there is no certificate, `BUNDLE_MALFORMED` when one cannot be read,
+   *   `BUNDLE_WEAK_KEY` when one's key is weak (see the constructor).
    */
   static fromPem(trustDomain: TrustDomain | string, pem: string): X509Bundle {
     return X509Bundle.from(trustDomain, pem);
@@ -112,15 +137,20 @@ const jwkSchema = z.looseObject({ kty: z.string(), kid: z.string().optional(), u
 const JWT_KTYS = new Set(['EC', 'RSA']);
 
 function importJwk(jwk: JWK, what: string): KeyObject {
+  let key: KeyObject;
   try {
-    const key = createPublicKey({ key: jwk as NodeJwk, format: 'jwk' });
+    key = createPublicKey({ key: jwk as NodeJwk, format: 'jwk' });
     if (key.type !== 'public') throw new Error('not a public key');
-    return key;
   } catch (err) {
     throw new BundleError('BUNDLE_MALFORMED', `${what}: invalid JWK: ${(err as Error).message}`, {
       cause: err,
     });
   }
+  // Refused like an invalid JWK. Keys of other types can verify no JWT-SVID
+  // (their algorithms are not allowed) and were never held to this rule.
+  const weakness = JWT_KTYS.has(jwk.kty ?? '') ? keyWeakness(key) : undefined;
+  if (weakness !== undefined) throw new BundleError('BUNDLE_WEAK_KEY', `${what}: ${weakness}`);
+  return key;
 }
 
 /** Public members of a JWK: private parts are never kept in a bundle. */
@@ -174,7 +204,10 @@ export class JwtBundle implements JwtBundleSource {
   readonly keys: ReadonlyMap<string, JWK>;
   readonly #imported = new Map<string, KeyObject>();
 
-  /** @throws {BundleError} when a key is not a valid EC or RSA public JWK. */
+  /**
+   * @throws {BundleError} `BUNDLE_MALFORMED` when a key is not a valid public JWK, `BUNDLE_WEAK_KEY`
+   *   when an RSA key has fewer than 2048 bits or an EC key is not on P-256, P-384 or P-521.
+   */
   constructor(trustDomain: TrustDomain | string, keys: ReadonlyMap<string, JWK> | Record<string, JWK>) {
     this.trustDomain = toTd(trustDomain);
     const entries = keys instanceof Map ? [...keys.entries()] : Object.entries(keys);
@@ -196,7 +229,7 @@ export class JwtBundle implements JwtBundleSource {
    * something else (`use` other than `jwt-svid`). Keys without `kid` are
    * rejected, unknown `kty` ignored. A SPIFFE bundle (federation endpoint, with
    * `use` on every key) goes through {@link SpiffeBundle.parse} instead.
-   * @throws {BundleError} `BUNDLE_MALFORMED`.
+   * @throws {BundleError} `BUNDLE_MALFORMED`, or `BUNDLE_WEAK_KEY` for a weak key (see the constructor).
    */
   static fromJwks(trustDomain: TrustDomain | string, jwks: string | unknown): JwtBundle {
     const td = toTd(trustDomain);
@@ -255,8 +288,8 @@ export class SpiffeBundle {
     } = {},
   ) {
     this.trustDomain = toTd(trustDomain);
-    this.x509Authorities = Object.freeze([...(opts.x509Authorities ?? [])]);
-    // Validates the keys once.
+    // Validates the keys once, both kinds by the rules of their own bundles.
+    this.x509Authorities = new X509Bundle(this.trustDomain, opts.x509Authorities ?? []).authorities;
     this.jwtAuthorities = new JwtBundle(this.trustDomain, opts.jwtAuthorities ?? new Map()).keys;
     this.sequence = opts.sequence;
     this.refreshHint = opts.refreshHint;
@@ -266,7 +299,7 @@ export class SpiffeBundle {
    * Parses a SPIFFE bundle JWKS (JSON text or parsed object).
    * `x509-svid` entries need exactly one certificate in `x5c` whose key equals
    * the JWK; `jwt-svid` entries need a `kid`. Unknown `use` or `kty` are ignored.
-   * @throws {BundleError} `BUNDLE_MALFORMED`.
+   * @throws {BundleError} `BUNDLE_MALFORMED`, or `BUNDLE_WEAK_KEY` when a key of either kind is weak.
    */
   static parse(trustDomain: TrustDomain | string, json: string | unknown): SpiffeBundle {
     const td = toTd(trustDomain);

@@ -17,6 +17,7 @@ export type X509SvidErrorCode =
   | 'SVID_NAME_CONSTRAINT_VIOLATION'
   | 'SVID_UNTRUSTED'
   | 'SVID_KEY_MISMATCH'
+  | 'SVID_WEAK_KEY'
   | 'SVID_MALFORMED';
 
 /** An X.509-SVID (own or a peer's) broke a SPIFFE rule or did not verify. */

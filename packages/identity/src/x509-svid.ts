@@ -13,6 +13,7 @@ import { validatePath } from './x509-path.js';
 import { X509SvidError } from './x509-svid-error.js';
 import {
   CertificateParseError,
+  certKeyWeakness,
   certsToPem,
   concatDer,
   isCa,
@@ -30,8 +31,25 @@ export { X509SvidError, type X509SvidErrorCode } from './x509-svid-error.js';
 const KU = x509.KeyUsageFlags;
 
 /**
+ * Refuses a certificate whose public key is weak or of a refused kind
+ * (`SVID_WEAK_KEY`, see {@link certKeyWeakness}); `what` names it in the message.
+ */
+function checkKey(cert: VerifiedCert, what: () => string): void {
+  let weakness: string | undefined;
+  try {
+    weakness = certKeyWeakness(nodeCertOf(cert));
+  } catch (err) {
+    throw new X509SvidError('SVID_MALFORMED', `${what()} cannot be read: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  if (weakness !== undefined) throw new X509SvidError('SVID_WEAK_KEY', `${what()} has ${weakness}`);
+}
+
+/**
  * Checks the SPIFFE leaf rules and returns the leaf's SPIFFE ID.
- * Order follows go-spiffe: ID first, then CA flag, then key usage.
+ * Order follows go-spiffe: ID first, then CA flag, then key usage; then the
+ * key itself, which go-spiffe leaves to crypto/x509 and TLS.
  */
 function checkLeaf(leaf: VerifiedCert): SpiffeId {
   let uris: readonly string[];
@@ -82,6 +100,7 @@ function checkLeaf(leaf: VerifiedCert): SpiffeId {
       'SVID_LEAF_KEY_USAGE',
       `leaf certificate of ${uri} lacks digitalSignature key usage`,
     );
+  checkKey(leaf, () => `leaf certificate of ${uri}`);
   return id;
 }
 
@@ -173,6 +192,10 @@ const MAX_CHAIN = 16;
  * identifiers, signatures, every certificate's critical extensions and validity
  * at `now`, signers' cA flag and keyCertSign, path length constraints), then
  * the name constraints of every CA on the chain over the SAN names below it.
+ * Beyond go-spiffe, the leaf's key (after its key usage) and every
+ * intermediate's (before path validation) must be RSA of at least 2048 bits or
+ * EC on P-256, P-384 or P-521 (`SVID_WEAK_KEY`); the bundle's authorities were
+ * held to the same rule when the bundle was made.
  *
  * It is synchronous on purpose, so it can run inside `tls.checkServerIdentity`;
  * `await` on its result works as well.
@@ -206,6 +229,8 @@ export function verifyX509Svid(
   const roots = bundle.authorities;
   // A root the peer sent along is found in the bundle; only other certificates can be intermediates.
   const intermediates = rest.length === 0 ? rest : rest.filter((c) => !isOneOf(c, roots));
+  // The bundle's own authorities were checked when it was made; a weak intermediate weakens every path through it.
+  for (const c of intermediates) checkKey(c, () => `intermediate certificate ${c.subject}`);
   validatePath(leaf, id.toString(), roots, intermediates, now, id.trustDomain.name);
   return id;
 }
@@ -240,7 +265,9 @@ export class X509Svid {
    * @param chain PEM text, one DER blob of concatenated certificates, or a list of DER certificates; leaf first.
    * @param key PEM (PKCS#8, SEC1 or PKCS#1) or PKCS#8 DER.
    * @throws {X509SvidError} when a leaf rule is broken (same codes as {@link verifyX509Svid}),
-   *   a signing certificate is no CA (`SVID_MALFORMED`), or the key does not match the leaf (`SVID_KEY_MISMATCH`).
+   *   a signing certificate is no CA (`SVID_MALFORMED`), a certificate's key is weak or of a refused kind
+   *   (`SVID_WEAK_KEY`: RSA under 2048 bits, EC off P-256/P-384/P-521, Ed25519, DSA), or the key does not
+   *   match the leaf (`SVID_KEY_MISMATCH`).
    */
   static parse(
     chain: string | Uint8Array | readonly Uint8Array[],
@@ -284,6 +311,7 @@ export class X509Svid {
           'SVID_MALFORMED',
           `signing certificate ${signer.subject} is not a CA with keyCertSign`,
         );
+      checkKey(signer, () => `signing certificate ${signer.subject}`);
     }
     let privateKey: KeyObject;
     try {

@@ -1,6 +1,6 @@
 // Internal helpers around @peculiar/x509 and node:crypto. Not exported from the package.
 import 'reflect-metadata';
-import { X509Certificate as NodeX509Certificate, webcrypto } from 'node:crypto';
+import { X509Certificate as NodeX509Certificate, webcrypto, type KeyObject } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { WeaveError } from './errors.js';
 
@@ -177,6 +177,60 @@ export function keyUsage(cert: x509.X509Certificate): { present: boolean; flags:
   return ku
     ? { present: true, flags: ku.usages, critical: ku.critical }
     : { present: false, flags: 0, critical: false };
+}
+
+/** EC curves accepted for SVID and authority keys: Node's `namedCurve` (OpenSSL's name) → NIST name. */
+const ACCEPTED_CURVES: ReadonlyMap<string, string> = new Map([
+  ['prime256v1', 'P-256'],
+  ['secp384r1', 'P-384'],
+  ['secp521r1', 'P-521'],
+]);
+
+const MIN_RSA_BITS = 2048;
+
+const ACCEPTED = `RSA of at least ${MIN_RSA_BITS} bits or EC on P-256, P-384 or P-521 is required`;
+
+/**
+ * Why `key` is refused as the key of an X.509-SVID, of an X.509 authority or
+ * of a JWT authority, or undefined when it is accepted. The one rule for all
+ * of them, whichever provider brought the key (Workload API, files, dev CA):
+ * RSA (PKCS#1 or PSS) of at least 2048 bits, or EC on P-256, P-384 or P-521.
+ * That covers what SPIRE issues (ec-p256, ec-p384, rsa-2048, rsa-4096) and
+ * what Node's TLS and the JWT-SVID algorithms (ES512 included) use. Shorter
+ * RSA, other curves (secp256k1, Brainpool, explicit parameters), and other key
+ * types (Ed25519, DSA) are refused: nothing here signs or verifies SVIDs with them.
+ */
+export function keyWeakness(key: KeyObject): string | undefined {
+  const type = key.asymmetricKeyType;
+  const details = key.asymmetricKeyDetails ?? {};
+  if (type === 'rsa' || type === 'rsa-pss') {
+    const bits = details.modulusLength ?? 0;
+    return bits >= MIN_RSA_BITS ? undefined : `an RSA key of ${bits} bits (${ACCEPTED})`;
+  }
+  if (type === 'ec') {
+    const curve = details.namedCurve;
+    if (curve !== undefined && ACCEPTED_CURVES.has(curve)) return undefined;
+    return `an EC key on ${curve === undefined ? 'an unnamed curve' : `curve ${curve}`} (${ACCEPTED})`;
+  }
+  return `a key of type ${type ?? 'unknown'} (${ACCEPTED})`;
+}
+
+// A certificate's key cannot change: its verdict is kept per Node handle, which
+// callers keep per certificate (peers and bundles present the same ones again).
+const weaknessByCert = new WeakMap<NodeX509Certificate, string>();
+
+/** {@link keyWeakness} of a certificate's public key; a key Node cannot read is refused too. */
+export function certKeyWeakness(cert: NodeX509Certificate): string | undefined {
+  let weakness = weaknessByCert.get(cert);
+  if (weakness === undefined) {
+    try {
+      weakness = keyWeakness(cert.publicKey) ?? '';
+    } catch (err) {
+      weakness = `a public key that cannot be read: ${(err as Error).message}`;
+    }
+    weaknessByCert.set(cert, weakness);
+  }
+  return weakness === '' ? undefined : weakness;
 }
 
 export function sameDer(a: x509.X509Certificate, b: x509.X509Certificate): boolean {

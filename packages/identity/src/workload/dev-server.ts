@@ -42,7 +42,8 @@ export class DevWorkloadApiServerError extends WeaveError {
       | 'DEV_WORKLOAD_API_INVALID_OPTIONS'
       | 'DEV_WORKLOAD_API_UNKNOWN_WORKLOAD'
       | 'DEV_WORKLOAD_API_CLOSED'
-      | 'DEV_WORKLOAD_API_SOCKET_IN_USE',
+      | 'DEV_WORKLOAD_API_SOCKET_IN_USE'
+      | 'DEV_WORKLOAD_API_SOCKET_PROBE_FAILED',
     message: string,
     options?: { cause?: unknown },
   ) {
@@ -154,7 +155,10 @@ export class DevWorkloadApiServer {
   /**
    * Loads (or creates) the dev CA in `stateDir` and listens on one socket per workload.
    *
-   * @throws {DevWorkloadApiServerError} `DEV_WORKLOAD_API_INVALID_OPTIONS` on bad options.
+   * @throws {DevWorkloadApiServerError} `DEV_WORKLOAD_API_INVALID_OPTIONS` on bad options,
+   *   `DEV_WORKLOAD_API_SOCKET_IN_USE` when a running server answers on a workload's socket file,
+   *   `DEV_WORKLOAD_API_SOCKET_PROBE_FAILED` when a connect to it fails other than with
+   *   ECONNREFUSED or ENOENT (e.g. EAGAIN, EACCES): the file is left in place.
    * @throws {DevCaError} when the CA state in `stateDir` is invalid or of another trust domain.
    */
   static async start(options: DevWorkloadApiServerOptions): Promise<DevWorkloadApiServer> {
@@ -653,9 +657,10 @@ function checkWorkloadId(name: string, id: string | SpiffeId, trustDomain: Trust
 
 /**
  * A socket file left by a server that died is in the way of bind; anything
- * else is not ours to delete: not a socket, or one a live server answers on
+ * else is not ours to delete: not a socket, one a live server answers on
  * (another dev server on the same state directory, whose workloads would
- * lose their socket files and could no longer be reached).
+ * lose their socket files and could no longer be reached), or one the probe
+ * cannot judge.
  */
 async function removeStaleSocket(path: string): Promise<void> {
   const st = await lstat(path).catch(() => undefined);
@@ -666,23 +671,51 @@ async function removeStaleSocket(path: string): Promise<void> {
       `${path} exists and is not a socket`,
     );
   }
-  if (await answers(path)) {
+  const found = await probe(path);
+  if (found === 'live') {
     throw new DevWorkloadApiServerError(
       'DEV_WORKLOAD_API_SOCKET_IN_USE',
       `${path} is in use by a running server (another dev Workload API server on this state directory?): stop it, or use another state or socket directory`,
     );
   }
-  await unlink(path);
+  if (found instanceof Error) {
+    throw new DevWorkloadApiServerError(
+      'DEV_WORKLOAD_API_SOCKET_PROBE_FAILED',
+      `${path} could not be probed for a running server (${found.message}), so it was left in place: stop the server using it, or remove it if none does, or use another state or socket directory`,
+      { cause: found },
+    );
+  }
+  // Gone since lstat: nothing left to remove.
+  await unlink(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+  });
 }
 
-/** Whether something accepts connections on the Unix socket `path` (a dead server's file refuses them). */
-function answers(path: string): Promise<boolean> {
+/** How long the probe waits for a connect to a Unix socket (which answers at once when it answers at all). */
+const PROBE_TIMEOUT_MS = 2000;
+
+/**
+ * What a connect to the Unix socket `path` shows: `'live'` when something
+ * accepts it; `'dead'` only when the kernel says nobody listens
+ * (ECONNREFUSED: a file whose server is gone; ENOENT: no file any more); the
+ * error otherwise, which proves neither (EAGAIN: a listener whose backlog is
+ * full, EACCES: no permission to look, a timeout).
+ */
+function probe(path: string): Promise<'live' | 'dead' | Error> {
   return new Promise((resolve) => {
     const s = connect(path);
-    s.once('connect', () => {
+    const done = (found: 'live' | 'dead' | Error): void => {
+      clearTimeout(timer);
       s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
+      resolve(found);
+    };
+    const timer = setTimeout(
+      () => done(new Error(`no answer within ${PROBE_TIMEOUT_MS} ms`)),
+      PROBE_TIMEOUT_MS,
+    );
+    s.once('connect', () => done('live'));
+    s.once('error', (err: NodeJS.ErrnoException) =>
+      done(err.code === 'ECONNREFUSED' || err.code === 'ENOENT' ? 'dead' : err),
+    );
   });
 }

@@ -116,6 +116,7 @@ export const GO_CLASSES: Record<X509SvidErrorCode, readonly string[]> = {
   SVID_NAME_CONSTRAINT_VIOLATION: ['chain/name-constraints'],
   SVID_UNTRUSTED: ['chain/unknown-authority', 'chain/not-a-ca'],
   SVID_KEY_MISMATCH: [],
+  SVID_WEAK_KEY: [],
   SVID_MALFORMED: ['parse'],
 };
 
