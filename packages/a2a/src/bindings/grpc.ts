@@ -18,6 +18,8 @@
  * policy check and audit run before any task handler.
  */
 import { once } from 'node:events';
+import { maxHeaderSize } from 'node:http';
+import type { ServerOptions as Http2ServerOptions } from 'node:http2';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
@@ -25,7 +27,10 @@ import type { Metadata } from '@grpc/grpc-js';
 import {
   Server,
   ServerCredentials,
+  ServerInterceptingCall,
+  status as GrpcStatus,
   type ConnectionInjector,
+  type ServerInterceptor,
   type sendUnaryData,
   type ServerUnaryCall,
   type ServerWritableStream,
@@ -93,6 +98,11 @@ const GrpcServerNumbers = z.object({ keepaliveMs: timerMsOr0('off').optional() }
 /**
  * The A2A gRPC binding on its own mTLS port. `listen()` then hand
  * {@link url} to the card (`A2AServer.advertiseGrpc`).
+ *
+ * A call's metadata is bounded as the HTTP bindings' headers are (Node's
+ * `http.maxHeaderSize`, 16 KiB by default): over it, the call is refused
+ * before anything runs (an HTTP/2 stream reset, or RESOURCE_EXHAUSTED), which
+ * Weave's client reports as `HEADERS_TOO_LARGE`.
  */
 export class A2AGrpcServer {
   readonly #opts: A2AGrpcServerOptions;
@@ -159,7 +169,9 @@ export class A2AGrpcServer {
       // otherwise counts every call and message with a timestamp each.
       'grpc.enable_channelz': 0,
       ...keepaliveOptions(options.keepaliveMs ?? 15_000),
+      interceptors: [refuseMetadataOver(maxHeaderSize)],
     });
+    boundHeaderList(this.#grpc, maxHeaderSize);
     this.#grpc.addService(serverService(), this.#implementation());
     this.#injector = this.#grpc.createConnectionInjector(ServerCredentials.createInsecure());
     this.#tls.on('secureConnection', (socket: PeerSocket) => {
@@ -389,6 +401,66 @@ class GrpcCallContext implements CallContext {
     }
     return this.#controller.signal;
   }
+}
+
+/**
+ * Bounds the request headers (gRPC metadata) of every call on `server` to
+ * `max` bytes, the bound Node's HTTP server puts on the HTTP bindings'
+ * headers (`http.maxHeaderSize`, 16 KiB by default; 431 above it), so every
+ * binding refuses the same request. It is advertised to the client as
+ * HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE, which Node enforces as it decodes the
+ * header block, field by field (RFC 9113 §6.5.2: name, value and 32 bytes per
+ * field): a stream over it is reset (ENHANCE_YOUR_CALM) with no more than
+ * `max` bytes of it kept (and the one field being decoded, which nghttp2
+ * caps at 64 KiB), before grpc-js sees a call. grpc-js has no option
+ * for it (only `grpc.max_concurrent_streams` reaches the HTTP/2 settings), so
+ * it goes into the options grpc-js creates its HTTP/2 servers with, which
+ * must happen before the connection injector is created.
+ *
+ * Node applies its advertised bound only once the client acknowledged it:
+ * the streams a client opens before (in its first flight, with the
+ * preface) are left to {@link refuseMetadataOver}.
+ */
+function boundHeaderList(server: Server, max: number): void {
+  const options = (server as unknown as { commonServerOptions?: Http2ServerOptions }).commonServerOptions;
+  // A grpc-js without it still has the bound of refuseMetadataOver, only later.
+  if (typeof options !== 'object' || options === null) return;
+  options.settings = { ...options.settings, maxHeaderListSize: max };
+}
+
+/**
+ * Refuses a call whose metadata is over `max` bytes, counted as HTTP/2 counts
+ * a header list, with RESOURCE_EXHAUSTED before its request message is read,
+ * so nothing runs: the calls the HTTP/2 bound cannot reach yet
+ * ({@link boundHeaderList}) are refused like those it does.
+ */
+function refuseMetadataOver(max: number): ServerInterceptor {
+  return (_method, call) =>
+    new ServerInterceptingCall(call, {
+      start: (next) =>
+        next({
+          onReceiveMetadata: (metadata, pass) => {
+            const size = headerListBytes(metadata);
+            if (size <= max) pass(metadata);
+            else
+              call.sendStatus({
+                code: GrpcStatus.RESOURCE_EXHAUSTED,
+                details: `Received metadata larger than max (${size} vs ${max})`,
+              });
+          },
+        }),
+    });
+}
+
+/** Metadata's size as an HTTP/2 header list (RFC 9113 §6.5.2): name, value (binary ones in base64) and 32 per field. */
+function headerListBytes(md: Metadata): number {
+  let n = 0;
+  for (const [key, values] of Object.entries(md.toHttp2Headers())) {
+    for (const v of Array.isArray(values) ? values : [values]) {
+      n += Buffer.byteLength(key) + Buffer.byteLength(String(v)) + 32;
+    }
+  }
+  return n;
 }
 
 /** The service definition with decoders that hand refusals to the handler instead of throwing in grpc-js. */

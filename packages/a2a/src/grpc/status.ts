@@ -69,6 +69,50 @@ export function a2aErrorToGrpcStatus(
   return { code, details: err.message, metadata };
 }
 
+/** What a gRPC library's own size refusal stands for; see {@link sizeRefusalOf}. */
+export type SizeRefusal = 'PAYLOAD_TOO_LARGE' | 'RESPONSE_TOO_LARGE' | 'HEADERS_TOO_LARGE';
+
+/**
+ * grpc-js's wording of an HTTP/2 RST_STREAM with ENHANCE_YOUR_CALM, which
+ * Node's HTTP/2 sends when a request's header block is over the bound it
+ * advertised (SETTINGS_MAX_HEADER_LIST_SIZE), its header count or its session memory.
+ */
+const HEADER_BLOCK_RESET = 'Bandwidth exhausted or memory limit exceeded';
+
+/**
+ * What a bare RESOURCE_EXHAUSTED (no details trailer) stands for when a gRPC
+ * library's own bound, not A2A code, refused the call; `undefined` for any
+ * other failure.
+ *
+ * - A message over a bound ("Received message larger than max (N vs M)"):
+ *   grpc-js words its own receive bound as it words a server's refusal of a
+ *   request, so M tells them apart: when it is `receiveBound`, the caller's
+ *   own bound on answers, the answer was too large (`RESPONSE_TOO_LARGE`);
+ *   otherwise the request was, the HTTP bindings' 413 (`PAYLOAD_TOO_LARGE`).
+ * - Request metadata over the server's bound, the HTTP bindings' 431
+ *   (`HEADERS_TOO_LARGE`): the stream reset Node sends for a header block over
+ *   the advertised bound, or `A2AGrpcServer`'s own refusal ("Received metadata
+ *   larger than max (N vs M)") of what got past it.
+ *
+ * @param receiveBound the client's `grpc.max_receive_message_length`, when the caller is that client.
+ */
+export function sizeRefusalOf(
+  err: Pick<ServiceError, 'code' | 'details' | 'metadata'>,
+  receiveBound?: number,
+): SizeRefusal | undefined {
+  if (err.code !== GrpcStatus.RESOURCE_EXHAUSTED) return undefined;
+  if ((err.metadata?.get(GRPC_STATUS_DETAILS_KEY).length ?? 0) > 0) return undefined;
+  const details = err.details ?? '';
+  if (/message larger than max/i.test(details)) {
+    const bound = /message larger than max \(\d+ vs (\d+)\)/i.exec(details);
+    return bound && receiveBound !== undefined && Number(bound[1]) === receiveBound
+      ? 'RESPONSE_TOO_LARGE'
+      : 'PAYLOAD_TOO_LARGE';
+  }
+  if (details === HEADER_BLOCK_RESET || /metadata larger than max/i.test(details)) return 'HEADERS_TOO_LARGE';
+  return undefined;
+}
+
 /**
  * The A2A error a gRPC failure stands for: the ErrorInfo reason from the
  * details trailer when present (its JSON-RPC code), else a code derived from
@@ -103,12 +147,8 @@ export function grpcStatusToA2AError(err: Pick<ServiceError, 'code' | 'details' 
   const reason =
     infos.find((i) => i.domain === A2A_ERROR_DOMAIN)?.reason ??
     infos[0]?.reason ??
-    // A message over the receiver's bound is refused by the gRPC library
-    // itself (grpc-js, grpc-go: "…message larger than max…"), before any A2A
-    // code sees it, so with no ErrorInfo: it is the HTTP bindings' 413.
-    (err.code === GrpcStatus.RESOURCE_EXHAUSTED && /message larger than max/i.test(err.details ?? '')
-      ? 'PAYLOAD_TOO_LARGE'
-      : undefined);
+    // A request message refused by the gRPC library itself, before any A2A code saw it.
+    (sizeRefusalOf(err) === 'PAYLOAD_TOO_LARGE' ? 'PAYLOAD_TOO_LARGE' : undefined);
   const rpc =
     (reason !== undefined ? jsonRpcCodeOfReason(reason) : undefined) ?? jsonRpcCodeOfGrpcStatus(err.code);
   return new A2AError(rpc, err.details || `gRPC status ${err.code}`, {

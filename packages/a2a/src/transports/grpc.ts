@@ -15,7 +15,7 @@ import {
   type A2AGrpcServiceDefinition,
   type WireObject,
 } from '../grpc/proto.js';
-import { GRPC_STATUS_DETAILS_KEY, grpcStatusToA2AError } from '../grpc/status.js';
+import { GRPC_STATUS_DETAILS_KEY, grpcStatusToA2AError, sizeRefusalOf } from '../grpc/status.js';
 import type { AgentInterface } from '../wire/v1.js';
 import { A2A_VERSION, callFailure, deadlineExceeded } from './http.js';
 import { keepaliveOptions } from '../grpc/keepalive.js';
@@ -195,14 +195,19 @@ export class GrpcTransport implements ClientTransport {
   #failure(what: string, err: ServiceError, signal: AbortSignal | undefined, started: number): Error {
     if (signal?.aborted) return callFailure(what, signal.reason, signal);
     const hasDetails = err.metadata?.get(GRPC_STATUS_DETAILS_KEY).length > 0;
-    // grpc-js words its own receive bound as it words a server's refusal of a
-    // request ("Received message larger than max (N vs M)"): M is the bound
-    // that refused, and when it is ours, the answer was too large, not the request.
-    const bound = /message larger than max \(\d+ vs (\d+)\)/.exec(err.details ?? '');
-    if (!hasDetails && bound && Number(bound[1]) === this.#ctx.maxResponseBytes) {
+    const tooLarge = sizeRefusalOf(err, this.#ctx.maxResponseBytes);
+    if (tooLarge === 'RESPONSE_TOO_LARGE') {
       return new A2AClientError(
         'RESPONSE_TOO_LARGE',
         `response from ${what} exceeds ${this.#ctx.maxResponseBytes} bytes`,
+        { cause: err },
+      );
+    }
+    if (tooLarge === 'HEADERS_TOO_LARGE') {
+      // The HTTP bindings' 431: the server never read the request.
+      return new A2AClientError(
+        'HEADERS_TOO_LARGE',
+        `${what} refused: its headers (gRPC metadata) are larger than the server accepts`,
         { cause: err },
       );
     }
