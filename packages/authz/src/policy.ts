@@ -1,6 +1,8 @@
 import {
+  Composer,
   LineCounter,
-  parseDocument,
+  Parser,
+  YAMLParseError,
   isAlias,
   isMap,
   isNode,
@@ -8,8 +10,10 @@ import {
   isScalar,
   isSeq,
   Scalar,
+  type CST,
   type Document,
   type Node,
+  type YAMLWarning,
 } from 'yaml';
 import { z } from 'zod';
 import { PolicyError, type PolicyIssue } from './errors.js';
@@ -194,6 +198,35 @@ function parsePolicyInSlices(
     : parseYamlPolicy(text, source, matchers, known);
 }
 
+/**
+ * Deepest nesting of maps and lists a policy document may have, counting the
+ * document itself. A valid policy has five at most (document, `rules`, a
+ * rule, `callers`, `{ prefix }`); the YAML composer recurses once per level
+ * and runs out of stack near a thousand, at a depth that depends on the
+ * caller's stack. A deeper document is refused with this bound and its
+ * line: YAML before the composer sees it, JSON (which `JSON.parse` reads
+ * without recursing) before its issues are located.
+ */
+const MAX_POLICY_DEPTH = 32;
+
+const tooDeepIssue = (pos: { line: number; col: number }): PolicyIssue => ({
+  ...pos,
+  path: '',
+  message: `nested deeper than ${MAX_POLICY_DEPTH} levels of maps and lists: a policy has 5 at most`,
+});
+
+/** How a policy is read from YAML: the 1.2 core schema whatever a "%YAML 1.1" line says. */
+const YAML_OPTIONS = {
+  uniqueKeys: true,
+  prettyErrors: false,
+  strict: true,
+  // No merge keys, no 1.1 booleans ("no" is a string), and no tags beyond the core ones
+  // (!!set, !!timestamp … are left unresolved).
+  schema: 'core',
+  merge: false,
+  resolveKnownTags: false,
+} as const;
+
 function* parseYamlPolicy(
   text: string,
   source: string,
@@ -201,17 +234,12 @@ function* parseYamlPolicy(
   known: KnownRules | undefined,
 ): Slices<PolicyDocument> {
   const lineCounter = new LineCounter();
-  // The core schema whatever a "%YAML 1.1" line says: no merge keys, no 1.1 booleans ("no" is a
-  // string), and no tags beyond the core ones (!!set, !!timestamp … are left unresolved).
-  const doc = parseDocument(text, {
-    lineCounter,
-    uniqueKeys: true,
-    prettyErrors: false,
-    strict: true,
-    schema: 'core',
-    merge: false,
-    resolveKnownTags: false,
-  });
+  // parseDocument's two stages, with a depth check between them: the parser builds its syntax
+  // tree without recursing, the composer recurses per level of nesting.
+  const tokens = Array.from(new Parser(lineCounter.addNewLine).parse(text));
+  const deep = yield* yamlTooDeep(tokens);
+  if (deep !== undefined) throw new PolicyError(source, [tooDeepIssue(lineCounter.linePos(deep))]);
+  const doc = composeOne(tokens, text.length);
   if (doc.errors.length > 0) {
     throw new PolicyError(
       source,
@@ -222,7 +250,9 @@ function* parseYamlPolicy(
     );
   }
   const hazards = yield* yamlHazards(doc, lineCounter);
-  if (hazards.length > 0) throw new PolicyError(source, hazards);
+  const doubts = yamlWarnings(doc.warnings, hazards.length > 0, lineCounter);
+  if (doubts.length > 0 || hazards.length > 0)
+    throw new PolicyError(source, [...doubts, ...hazards].slice(0, MAX_ISSUES));
   let value: unknown;
   try {
     value = doc.toJS({ maxAliasCount: 100 });
@@ -243,6 +273,84 @@ function* parseYamlPolicy(
       zodIssues(res, value, (path) => locate(doc, lineCounter, path)),
     );
   return res.data;
+}
+
+/** The one document of `tokens`, composed as `parseDocument` does (a second one is an error). */
+function composeOne(tokens: readonly CST.Token[], length: number): Document.Parsed {
+  const composer = new Composer(YAML_OPTIONS);
+  let doc: Document.Parsed | undefined;
+  for (const next of composer.compose(tokens, true, length)) {
+    if (doc === undefined) doc = next;
+    else {
+      doc.errors.push(
+        new YAMLParseError(
+          [next.range[0], next.range[1]],
+          'MULTIPLE_DOCS',
+          'Source contains multiple documents; a policy is one document',
+        ),
+      );
+      break;
+    }
+  }
+  // compose(…, true) always ends with a document, an empty one for empty text.
+  return doc as Document.Parsed;
+}
+
+/**
+ * The offset of the first map or list nested deeper than
+ * {@link MAX_POLICY_DEPTH} in the parser's syntax tree, if any. Iterative,
+ * in slices.
+ */
+function* yamlTooDeep(tokens: readonly CST.Token[]): Slices<number | undefined> {
+  // Two stacks in reverse, so the first too deep in the text is found first.
+  const todo: (CST.Token | null | undefined)[] = [...tokens].reverse();
+  const depths: number[] = todo.map(() => 0);
+  for (let n = 1; todo.length > 0; n++) {
+    if (n % ITEMS_PER_YIELD === 0) yield;
+    const token = todo.pop();
+    const depth = depths.pop() as number;
+    if (!token) continue;
+    if (token.type === 'document') {
+      todo.push(token.value);
+      depths.push(depth);
+    } else if (token.type === 'block-map' || token.type === 'block-seq' || token.type === 'flow-collection') {
+      if (depth + 1 > MAX_POLICY_DEPTH) return token.offset;
+      for (let i = token.items.length - 1; i >= 0; i--) {
+        const item = token.items[i] as CST.CollectionItem;
+        todo.push(item.value, item.key);
+        depths.push(depth + 1, depth + 1);
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Warnings about tags, each of which the tag check of {@link yamlHazards} reports in its own words. */
+const TAG_WARNINGS: ReadonlySet<string> = new Set(['TAG_RESOLVE_FAILED', 'BAD_COLLECTION_TYPE']);
+
+/**
+ * The parser's warnings, as issues: each is a place where the document may
+ * not mean what it seems to, so none is let through. With the options of
+ * {@link YAML_OPTIONS} the parser warns of an unknown directive (`%FOO bar`,
+ * ignored: it may have been meant to change how the rest reads), a `%YAML`
+ * version it does not implement (read as 1.2 regardless), an anchor or alias
+ * ending in `:` (`&k: deny` names the anchor `k:`, where `k` and a key may
+ * have been meant), and a tag it cannot resolve; a kind a later version adds
+ * is refused too. Tag warnings are left out when `tagsReported`, as the tag
+ * check has named the same tags.
+ */
+function yamlWarnings(
+  warnings: readonly YAMLWarning[],
+  tagsReported: boolean,
+  lc: LineCounter,
+): PolicyIssue[] {
+  return warnings
+    .filter((w) => !(tagsReported && TAG_WARNINGS.has(w.code)))
+    .map((w) => ({
+      ...lc.linePos(w.pos[0]),
+      path: '',
+      message: `${firstLine(w.message)} (YAML warning ${w.code}): a policy is refused rather than read in a way the parser doubts`,
+    }));
 }
 
 /** The tags of YAML 1.2's core schema (and `!`, the non-specific tag), each with the kind of node it must have resolved to. */
@@ -350,6 +458,28 @@ function* yamlHazards(doc: Document, lc: LineCounter): Slices<PolicyIssue[]> {
 
 const YAML_FALLBACK_MAX = 1 << 20;
 
+/**
+ * The offset of the first `{` or `[` nested deeper than
+ * {@link MAX_POLICY_DEPTH} in JSON text that `JSON.parse` accepted, if any.
+ */
+function jsonTooDeep(text: string): number | undefined {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      // Brackets inside a string do not nest; the text is valid JSON, so the string ends.
+      for (i++; ; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 0x5c /* \ */) i++;
+        else if (d === 0x22) break;
+      }
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      if (++depth > MAX_POLICY_DEPTH) return i;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) depth--;
+  }
+  return undefined;
+}
+
 function* parseJsonPolicy(
   text: string,
   source: string,
@@ -388,6 +518,11 @@ function* parseJsonPolicy(
   yield;
   const res = yield* checkDocument(value, matchers, known);
   if (!res.success) {
+    // Locating a deep document's issues costs the square of its depth (a 40 kB file nested
+    // 20 000 deep ran the process out of memory). Only an invalid document is deeper than five,
+    // so a valid one is not scanned for it.
+    const deep = jsonTooDeep(text);
+    if (deep !== undefined) throw new PolicyError(source, [tooDeepIssue(lineCol(text, deep))]);
     // Only a bad document pays for locating its issues: one more pass over the text.
     const offsets = new Map<string, number>();
     scanJson(text, (path, offset) => offsets.set(formatKeyPath(path), offset));
