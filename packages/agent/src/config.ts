@@ -3,7 +3,7 @@ import { resolve, dirname } from 'node:path';
 import { LineCounter, parseDocument, isMap, isNode, isScalar, isSeq, type Document } from 'yaml';
 import { z } from 'zod';
 import { CallerLimitsSchema } from '@weave/a2a';
-import { OPA_MAX_TIMEOUT_MS } from '@weave/authz';
+import { OPA_DEFAULT_MAX_RESPONSE_BYTES, OPA_MAX_RESPONSE_BYTES, OPA_MAX_TIMEOUT_MS } from '@weave/authz';
 // Every key that ends up on a timer is bounded by MAX_TIMER_MS, or by the
 // lower bound of the layer it is handed to.
 import { TRANSPORT_TIMEOUT_LIMITS_MS } from '@weave/transport';
@@ -50,6 +50,13 @@ const AuthzConfigSchema = z.union([
       /** At most @weave/authz's OpaEnforcer bound. */
       timeoutMs: z.number().int().positive().max(OPA_MAX_TIMEOUT_MS).default(1_000),
       cacheTtlMs: z.number().int().nonnegative().default(0),
+      /** Largest answer read from OPA, in bytes: a longer one is a deny. At most @weave/authz's OpaEnforcer bound. */
+      maxResponseBytes: z
+        .number()
+        .int()
+        .positive()
+        .max(OPA_MAX_RESPONSE_BYTES)
+        .default(OPA_DEFAULT_MAX_RESPONSE_BYTES),
     }),
   }),
   /** Tests and local experiments only; refused when NODE_ENV or WEAVE_ENV is production. */

@@ -101,6 +101,7 @@ export async function enforcerFromConfig(
       url: o.url,
       path: o.path,
       timeoutMs: o.timeoutMs,
+      maxResponseBytes: o.maxResponseBytes,
       audit,
       ...(o.cacheTtlMs > 0 ? { cache: { ttlMs: o.cacheTtlMs } } : {}),
     });

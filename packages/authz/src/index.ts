@@ -22,5 +22,12 @@ export {
   type LocalPolicyFileOptions,
   type ReloadEvent,
 } from './local.js';
-export { OPA_MAX_TIMEOUT_MS, OpaEnforcer, type OpaEnforcerOptions, type OpaHealth } from './opa.js';
+export {
+  OPA_DEFAULT_MAX_RESPONSE_BYTES,
+  OPA_MAX_RESPONSE_BYTES,
+  OPA_MAX_TIMEOUT_MS,
+  OpaEnforcer,
+  type OpaEnforcerOptions,
+  type OpaHealth,
+} from './opa.js';
 export { AllowAllEnforcer } from './allow-all.js';

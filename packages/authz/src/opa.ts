@@ -49,10 +49,11 @@ export interface OpaEnforcerOptions {
 /** The longest decision timeout an {@link OpaEnforcer} takes: a policy call slower than a minute is taken for a mistake. */
 export const OPA_MAX_TIMEOUT_MS = 60_000;
 
-/** The largest `maxResponseBytes` taken: a decision is a few hundred bytes. */
-const OPA_MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
+/** The largest `maxResponseBytes` an {@link OpaEnforcer} takes: a decision is a few hundred bytes. */
+export const OPA_MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 
-const DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024;
+/** `maxResponseBytes` when not given. */
+export const OPA_DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024;
 
 const optionsSchema = z.object({
   url: z
@@ -133,7 +134,7 @@ export class OpaEnforcer implements PolicyEnforcer {
     this.path = options.path ?? 'weave/authz/decision';
     this.decisionUrl = `${this.base}/v1/data/${this.path}`;
     this.timeoutMs = options.timeoutMs ?? 500;
-    this.maxResponseBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
+    this.maxResponseBytes = options.maxResponseBytes ?? OPA_DEFAULT_MAX_RESPONSE_BYTES;
     this.headers = { ...options.headers, 'content-type': 'application/json', accept: 'application/json' };
     this.ownsDispatcher = options.dispatcher === undefined;
     this.dispatcher = options.dispatcher ?? new Agent({ keepAliveTimeout: 10_000, connections: 16 });
