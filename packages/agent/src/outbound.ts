@@ -28,7 +28,7 @@ import {
   type TransportConfigInput,
 } from '@weave/transport';
 import type { AgentConfig } from './config.js';
-import { CallError, type AgentErrorCode, type CallErrorDetails } from './errors.js';
+import { AgentError, CallError, type AgentErrorCode, type CallErrorDetails } from './errors.js';
 import type { AgentMetrics, CallOutcome } from './metrics.js';
 import {
   DEADLINE_HEADER,
@@ -667,7 +667,11 @@ export class Outbound {
  */
 const CHANNEL_CLOSE_GRACE_MS = 1_000;
 
-/** Closes `channel`, and destroys it if that takes longer than `ms`. */
+/**
+ * Closes `channel`, and destroys it if that takes longer than `ms`: the calls
+ * still running then fail (`CALL_FAILED`, the cause saying the agent stopped)
+ * and their connections end.
+ */
 async function closeWithin(channel: SecureChannel, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const late = await Promise.race([
@@ -680,7 +684,13 @@ async function closeWithin(channel: SecureChannel, ms: number): Promise<void> {
     }),
   ]);
   clearTimeout(timer);
-  if (late) await channel.destroy().catch(() => undefined);
+  if (late) {
+    const reason = new AgentError(
+      'AGENT_STOPPING',
+      `the agent stopped while the call was in flight (its channel did not close within ${ms} ms)`,
+    );
+    await channel.destroy(reason).catch(() => undefined);
+  }
 }
 
 /** Whether an error says something about the peer's health (for the circuit breaker). */

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
-import { Agent, Dispatcher, buildConnector, errors } from 'undici';
+import { Agent, Client, Dispatcher, Pool, buildConnector, errors } from 'undici';
 import {
   SpiffeId,
   verifyX509Svid,
@@ -158,6 +158,17 @@ export class SecureChannel extends Dispatcher {
    * TCP and never answers the handshake.
    */
   readonly #connecting = new Set<TLSSocket>();
+  /**
+   * Every pool the inner Agents made that is not destroyed yet, the current
+   * Agent's and those of Agents retired by a rotation. undici 7's Agent forgets
+   * its pools when it is closed, so its destroy() after a close() (ours, or a
+   * rotation's) reaches none of them: {@link destroy} ends these itself.
+   */
+  readonly #pools = new Set<Pool | Client>();
+  /** Settled when {@link destroy} has ended everything: a close() still waiting ends with it. */
+  readonly #destroyed: Promise<void>;
+  #markDestroyed!: () => void;
+  #destroying: Promise<void> | undefined;
   #agent: Agent;
   /** When the SVID the current Agent presents expires (epoch ms). */
   #notAfter = 0;
@@ -172,6 +183,7 @@ export class SecureChannel extends Dispatcher {
    */
   constructor(identity: IdentityProvider, peer: PeerSpec, config: TransportConfigInput = {}) {
     super();
+    this.#destroyed = new Promise((resolve) => (this.#markDestroyed = resolve));
     this.config = parseTransportConfig(config);
     this.#identity = identity;
     this.#matcher = peerMatcher(peer);
@@ -416,7 +428,18 @@ export class SecureChannel extends Dispatcher {
         lightPeerCertificateForHandshake(socket);
       }
     };
+    // undici's default factory, with every pool it makes remembered (see #pools).
+    const factory = (origin: string | URL, opts: object): Pool | Client => {
+      for (const d of this.#pools) if (d.destroyed) this.#pools.delete(d);
+      const d =
+        (opts as { connections?: unknown }).connections === 1
+          ? new Client(origin, opts as Client.Options)
+          : new Pool(origin, opts as Pool.Options);
+      this.#pools.add(d);
+      return d;
+    };
     return new Agent({
+      factory,
       connect,
       allowH2: http2,
       // undici 7 caps concurrent HTTP/2 streams per session at `pipelining`.
@@ -741,11 +764,16 @@ export class SecureChannel extends Dispatcher {
     return this.#url(url, options, 'DELETE');
   }
 
-  /** Stops following identity updates and closes gracefully: in-flight requests finish first. */
+  /**
+   * Stops following identity updates and closes gracefully: in-flight requests
+   * finish first. A {@link destroy} meanwhile ends them, and this close with it.
+   */
   override close(): Promise<void>;
   override close(callback: () => void): void;
   override close(callback?: () => void): Promise<void> | void {
-    const p = this.#shutdown((a) => a.close());
+    this.#stopFollowing();
+    const graceful = Promise.all([this.#agent.close().catch(() => undefined), ...this.#retiring]);
+    const p = Promise.race([graceful.then(() => undefined), this.#destroyed]);
     if (callback) {
       void p.then(callback, callback);
       return;
@@ -753,17 +781,19 @@ export class SecureChannel extends Dispatcher {
     return p;
   }
 
-  /** Aborts everything in flight and closes. */
+  /**
+   * Aborts everything in flight and closes: the requests fail (with `err`, or
+   * undici's `ClientDestroyedError`) and every connection ends, one still in
+   * its TLS handshake included, also after {@link close} or a rotation began
+   * closing them gracefully.
+   */
   override destroy(err: Error | null, callback: () => void): void;
   override destroy(callback: () => void): void;
   override destroy(err?: Error | null): Promise<void>;
   override destroy(a?: Error | null | (() => void), b?: () => void): Promise<void> | void {
     const err = typeof a === 'function' ? null : (a ?? null);
     const cb = typeof a === 'function' ? a : b;
-    const p = this.#shutdown((agent) => agent.destroy(err));
-    // After the Agents: the requests waiting on these sockets are already failed.
-    for (const s of this.#connecting) s.destroy(err ?? new errors.ClientDestroyedError());
-    this.#connecting.clear();
+    const p = (this.#destroying ??= this.#destroyAll(err));
     if (cb) {
       void p.then(cb, cb);
       return;
@@ -771,12 +801,22 @@ export class SecureChannel extends Dispatcher {
     return p;
   }
 
-  async #shutdown(how: (a: Agent) => Promise<void>): Promise<void> {
+  #destroyAll(err: Error | null): Promise<void> {
+    this.#stopFollowing();
+    // Not waiting for the graceful closes under way (the retired Agents'): they end with their pools.
+    const ended = [this.#agent, ...this.#pools].map((d) => d.destroy(err).catch(() => undefined));
+    this.#pools.clear();
+    // After the pools: the requests waiting on these sockets are already failed.
+    for (const s of this.#connecting) s.destroy(err ?? new errors.ClientDestroyedError());
+    this.#connecting.clear();
+    return Promise.all(ended).then(() => this.#markDestroyed());
+  }
+
+  #stopFollowing(): void {
     this.#closed = true;
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
     this.#breaker?.shutdown();
-    await Promise.all([how(this.#agent).catch(() => undefined), ...this.#retiring]);
   }
 
   /** `await using channel = new SecureChannel(...)` closes it at scope end. */

@@ -1,0 +1,103 @@
+// stop() of an agent whose own call to another agent is still running ends
+// that call and its connection. The outbound channel gets 1 s to close
+// gracefully, then is destroyed; the destroy used to reach no connection
+// (undici's Agent forgets its pools once closed), so the stopped agent's call
+// ran on over its mTLS connection and succeeded seconds after stop()
+// resolved, and the process could not exit before the callee answered. Real
+// agents (dev Workload API, mTLS on loopback, local policy); a TCP relay
+// between them shows which connections are still open.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { TcpRelay } from '@weave/test-support/tcp-relay';
+import { CallError, SecureAgent } from '../src/index.js';
+import { ID, startOrchestrator, startWorld, testLogger, type World } from './helpers.js';
+
+/** How long the callee's capability takes to answer. */
+const ANSWER_MS = 5_000;
+
+let world: World;
+let search: SecureAgent;
+let relay: TcpRelay;
+
+beforeAll(async () => {
+  world = await startWorld();
+  search = new SecureAgent({
+    config: {
+      name: 'search',
+      identity: { workloadApi: { socket: world.dev.address('search') } },
+      authz: { policyFile: world.policyFile },
+    },
+    logger: testLogger(),
+  }).capability('slow', { input: z.object({}) }, async (_input, ctx) => {
+    // Progress keeps a streaming call's events flowing; the answer comes late either way.
+    for (let left = ANSWER_MS; left > 0; left -= 250) {
+      ctx.progress('working');
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    return 'done';
+  });
+  await search.start();
+  relay = new TcpRelay(Number(new URL(search.url).port));
+  await relay.listen();
+});
+
+const callers: SecureAgent[] = [];
+
+afterEach(async () => {
+  await Promise.all(callers.splice(0).map((a) => a.stop({ drainTimeoutMs: 0 })));
+  relay.drop();
+});
+
+afterAll(async () => {
+  await relay?.close();
+  await search?.stop({ drainTimeoutMs: 0 });
+  await world?.close();
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** What `p` settled with within `ms`: its value, its rejection, or 'still pending'. */
+function within(p: Promise<unknown>, ms: number): Promise<unknown> {
+  return Promise.race([
+    p.then(
+      (v) => v,
+      (e: unknown) => e,
+    ),
+    sleep(ms).then(() => 'still pending'),
+  ]);
+}
+
+describe('stop() while the agent is calling another agent', () => {
+  for (const stream of [false, true]) {
+    it(`${stream ? 'streaming' : 'unary'}: the call fails, and its connection is closed when stop() resolves`, async () => {
+      const orchestrator = await startOrchestrator(world, `https://127.0.0.1:${relay.port}`);
+      callers.push(orchestrator);
+      const started = Date.now();
+      // Settled here, so that a case that fails early leaves no rejection unhandled.
+      const call = orchestrator
+        .callAgent(ID.search, 'slow', {}, { stream, timeoutMs: 30_000, onProgress: () => undefined })
+        .then(
+          (v: unknown) => v,
+          (e: unknown) => e,
+        );
+      // The call is running on the callee, over a connection through the relay.
+      await sleep(500);
+      expect(relay.serverSide).toBe(1);
+
+      await orchestrator.stop({ drainTimeoutMs: 0 });
+      // 1 s of grace for the channel, then the destroy: long before the answer.
+      expect(Date.now() - started).toBeLessThan(ANSWER_MS - 1_000);
+      // The caller closed it: the relay passes the close on to the callee's side at once.
+      for (let i = 0; i < 50 && relay.serverSide > 0; i++) await sleep(10);
+      expect(relay.serverSide).toBe(0);
+
+      // A unary call fails with the destroy; a streaming one first tries to resume, which fails at once.
+      const err = await within(call, 2_000);
+      expect(err).toBeInstanceOf(CallError);
+      expect((err as CallError).code).toBe('CALL_FAILED');
+      if (!stream)
+        expect((err as CallError).message).toMatch(/the agent stopped while the call was in flight/);
+      expect(Date.now() - started).toBeLessThan(ANSWER_MS);
+    }, 15_000);
+  }
+});

@@ -1,0 +1,135 @@
+// destroy() fails the requests in flight and ends their connections even when
+// the inner Agent holding them is already closing: after close() (an agent's
+// stop gives close() a grace period, then destroys), or retired by a rotation.
+// undici 7's Agent forgets its pools as soon as it is closed, so its own
+// destroy() then reached none of them: the request ran on over the live mTLS
+// connection until the server answered (up to requestTimeoutMs).
+import { once } from 'node:events';
+import type { TLSSocket } from 'node:tls';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { errors } from 'undici';
+import { authorizeId } from '@weave/identity';
+import type { DevCaIdentityProvider } from '@weave/identity/dev';
+import { SecureChannel } from '../src/index.js';
+import { createMtlsServer } from '../src/server.js';
+import { makeTd, portOf, provider, removeTempDirs } from '@weave/test-support/tls-fixtures';
+
+/** How long destroy() may take to fail the request: before the fix it waited for the server's answer. */
+const PROMPT_MS = 2_000;
+
+let serverId: DevCaIdentityProvider;
+let clientId: DevCaIdentityProvider;
+const closers: (() => Promise<unknown>)[] = [];
+
+beforeAll(async () => {
+  const td = await makeTd('a.test');
+  serverId = await provider(td, '/server');
+  clientId = await provider(td, '/client');
+});
+
+afterEach(async () => {
+  for (const c of closers.splice(0).reverse()) await c();
+});
+
+afterAll(async () => {
+  await serverId.close();
+  await clientId.close();
+  removeTempDirs();
+});
+
+/** A server whose `/held` handler answers only once the test releases it. */
+async function startHoldingServer(httpVersion: 'http1.1' | 'http2') {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let entered!: () => void;
+  const inHandler = new Promise<void>((resolve) => (entered = resolve));
+  let answered!: (deliverable: boolean) => void;
+  /** Whether the handler's late answer had a live response stream to go to. */
+  const lateAnswer = new Promise<boolean>((resolve) => (answered = resolve));
+  const connections: TLSSocket[] = [];
+  const app = createMtlsServer({
+    identity: serverId,
+    authorize: authorizeId(clientId.id),
+    config: { httpVersion },
+  });
+  app.server.on('secureConnection', (s: TLSSocket) => connections.push(s));
+  app.get('/held', async (_req, reply) => {
+    entered();
+    await released;
+    // HTTP/2's compatibility response has no `destroyed` of its own: its stream has.
+    const raw = reply.raw as typeof reply.raw & { stream?: { destroyed: boolean } };
+    answered(!(raw.stream ?? raw).destroyed);
+    return { late: true };
+  });
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  closers.push(() => app.close());
+  return { url: `https://127.0.0.1:${portOf(app.server)}/held`, inHandler, release, lateAnswer, connections };
+}
+
+function channel(httpVersion: 'http1.1' | 'http2'): SecureChannel {
+  const ch = new SecureChannel(clientId, serverId.id, {
+    httpVersion,
+    requestTimeoutMs: 120_000,
+    retry: { retries: 0 },
+    circuitBreaker: false,
+  });
+  closers.push(() => ch.destroy());
+  return ch;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** What `p` settled with within `ms`: its value, its rejection, or 'still pending'. */
+function within(p: Promise<unknown>, ms: number): Promise<unknown> {
+  return Promise.race([
+    p.then(
+      (v) => v,
+      (e: unknown) => e,
+    ),
+    sleep(ms).then(() => 'still pending'),
+  ]);
+}
+
+describe('destroy() of a channel whose Agent is already closing', () => {
+  const cases = [
+    { httpVersion: 'http1.1', how: 'close()' },
+    { httpVersion: 'http2', how: 'close()' },
+    { httpVersion: 'http1.1', how: 'a rotation' },
+  ] as const;
+  for (const { httpVersion, how } of cases) {
+    it(`${httpVersion}: after ${how}, fails the held request at once and closes its connection`, async () => {
+      const srv = await startHoldingServer(httpVersion);
+      const ch = channel(httpVersion);
+      // Cleanup runs last to first: a failed case must not leave the handler (and the server's close) waiting.
+      closers.push(async () => srv.release());
+      const res = ch.get(srv.url).then(
+        () => 'answered',
+        (e: unknown) => e,
+      );
+      await srv.inHandler;
+      expect(srv.connections).toHaveLength(1);
+      const serverSaw = once(srv.connections[0]!, 'close');
+      let closing: Promise<void> | undefined;
+      if (how === 'close()') {
+        closing = ch.close();
+      } else {
+        const rotated = new Promise((resolve) => ch.onRotated(resolve));
+        await clientId.rotate();
+        await rotated;
+      }
+      // The graceful close is waiting for the held request.
+      expect(await within(res, 100)).toBe('still pending');
+
+      expect(await within(ch.destroy(), PROMPT_MS)).toBeUndefined();
+      const err = await within(res, PROMPT_MS);
+      expect(err).toBeInstanceOf(errors.ClientDestroyedError);
+      await serverSaw;
+      // The close() still pending settles with the destroy.
+      if (closing) expect(await within(closing, PROMPT_MS)).toBeUndefined();
+
+      srv.release();
+      // The handler's answer is written to no connection.
+      expect(await srv.lateAnswer).toBe(false);
+    }, 10_000);
+  }
+});
