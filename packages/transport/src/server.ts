@@ -9,7 +9,7 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { Duplex } from 'node:stream';
-import type { IncomingMessage } from 'node:http';
+import { maxHeaderSize, type IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import Fastify, {
   type FastifyError,
@@ -256,7 +256,18 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
     ...fastifyOpts,
   };
   const app = (cfg.httpVersion === 'http2'
-    ? Fastify({ ...common, http2: true, https, http2SessionTimeout: cfg.idleTimeoutMs })
+    ? Fastify({
+        ...common,
+        http2: true,
+        // Request headers bounded as on HTTP/1.1 (Node's `http.maxHeaderSize`,
+        // 431 above it) and on @weave/a2a's gRPC binding: Node's HTTP/2 has
+        // no bound of its own (it advertises none), so it is advertised as
+        // SETTINGS_MAX_HEADER_LIST_SIZE, and Node resets a stream whose header
+        // block is over it (ENHANCE_YOUR_CALM) before any hook or route runs.
+        // What Node lets past it is refused by refuseHttp2HeadersOver.
+        https: { ...https, settings: { maxHeaderListSize: maxHeaderSize } },
+        http2SessionTimeout: cfg.idleTimeoutMs,
+      })
     : Fastify({ ...common, https })) as unknown as MtlsFastifyInstance;
   const unsubscribe = watchServerIdentity(app.server, opts.identity, cfg, (err) =>
     app.log.error({ err }, 'server identity rotation failed; keeping the previous certificate'),
@@ -272,8 +283,44 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
   parseHttp1FromStream(app.server);
   logTlsRefusals(app.server, app.log);
   enforceRequestTimeout(app, cfg.requestTimeoutMs);
+  // Before mtlsAuth's hook, as Node's HTTP/1.1 parser refuses before anything runs.
+  if (cfg.httpVersion === 'http2') refuseHttp2HeadersOver(app, maxHeaderSize);
   void app.register(mtlsAuth, { identityProvider: opts.identity, authorize: opts.authorize });
   return app;
+}
+
+/**
+ * Answers an HTTP/2 request whose header list is over `max` bytes, counted as
+ * HTTP/2 counts it (RFC 9113 §6.5.2: name, value and 32 per field, as Node
+ * does), with the 431 and body fastify gives an HTTP/1.1 request over
+ * `http.maxHeaderSize`, before any other hook or route. Node applies the
+ * SETTINGS_MAX_HEADER_LIST_SIZE it advertises only once the client
+ * acknowledged it, so the streams a client opens with its connection preface
+ * (a SecureChannel's first request on every connection) get past it: 60 KB of
+ * headers were served.
+ */
+function refuseHttp2HeadersOver(app: MtlsFastifyInstance, max: number): void {
+  const body = JSON.stringify({
+    error: 'Request Header Fields Too Large',
+    message: 'Exceeded maximum allowed HTTP header size',
+    statusCode: 431,
+  });
+  app.addHook('onRequest', (request, reply, done) => {
+    if (request.raw.httpVersionMajor !== 2 || headerListBytes(request.raw.rawHeaders) <= max) {
+      done();
+      return;
+    }
+    void reply.code(431).header('content-type', 'application/json').send(body);
+  });
+}
+
+/** The size of a header list (`rawHeaders`: name, value, …) as HTTP/2 counts it. */
+function headerListBytes(rawHeaders: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    n += Buffer.byteLength(rawHeaders[i] as string) + Buffer.byteLength(rawHeaders[i + 1] as string) + 32;
+  }
+  return n;
 }
 
 /**

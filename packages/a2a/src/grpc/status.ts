@@ -104,13 +104,17 @@ export function sizeRefusalOf(
   if ((err.metadata?.get(GRPC_STATUS_DETAILS_KEY).length ?? 0) > 0) return undefined;
   const details = err.details ?? '';
   if (/message larger than max/i.test(details)) {
-    const bound = /message larger than max \(\d+ vs (\d+)\)/i.exec(details);
-    return bound && receiveBound !== undefined && Number(bound[1]) === receiveBound
-      ? 'RESPONSE_TOO_LARGE'
-      : 'PAYLOAD_TOO_LARGE';
+    const bound = messageBound(details);
+    return bound !== undefined && bound === receiveBound ? 'RESPONSE_TOO_LARGE' : 'PAYLOAD_TOO_LARGE';
   }
   if (details === HEADER_BLOCK_RESET || /metadata larger than max/i.test(details)) return 'HEADERS_TOO_LARGE';
   return undefined;
+}
+
+/** M of grpc-js's "Received message larger than max (N vs M)": the bound that refused the message. */
+function messageBound(details: string): number | undefined {
+  const m = /message larger than max \(\d+ vs (\d+)\)/i.exec(details);
+  return m ? Number(m[1]) : undefined;
 }
 
 /**
@@ -144,11 +148,18 @@ export function grpcStatusToA2AError(err: Pick<ServiceError, 'code' | 'details' 
       // A malformed details trailer leaves only the status code to go by.
     }
   }
-  const reason =
-    infos.find((i) => i.domain === A2A_ERROR_DOMAIN)?.reason ??
-    infos[0]?.reason ??
-    // A request message refused by the gRPC library itself, before any A2A code saw it.
-    (sizeRefusalOf(err) === 'PAYLOAD_TOO_LARGE' ? 'PAYLOAD_TOO_LARGE' : undefined);
+  // A request message refused by the gRPC library itself, before any A2A code
+  // saw it: the ErrorInfo the HTTP bindings send with their 413, its bound as `limit`.
+  if (infos.length === 0 && sizeRefusalOf(err) === 'PAYLOAD_TOO_LARGE') {
+    const limit = messageBound(err.details ?? '');
+    infos.push({
+      '@type': ERROR_INFO_TYPE,
+      reason: 'PAYLOAD_TOO_LARGE',
+      domain: A2A_ERROR_DOMAIN,
+      ...(limit !== undefined ? { metadata: { limit: String(limit) } } : {}),
+    });
+  }
+  const reason = infos.find((i) => i.domain === A2A_ERROR_DOMAIN)?.reason ?? infos[0]?.reason;
   const rpc =
     (reason !== undefined ? jsonRpcCodeOfReason(reason) : undefined) ?? jsonRpcCodeOfGrpcStatus(err.code);
   return new A2AError(rpc, err.details || `gRPC status ${err.code}`, {

@@ -203,6 +203,11 @@ export class GrpcTransport implements ClientTransport {
         { cause: err },
       );
     }
+    if (tooLarge === 'PAYLOAD_TOO_LARGE') {
+      // The server's refusal of the request message, the HTTP bindings' 413:
+      // the same A2A error as theirs, not a local failure (RESOURCE_EXHAUSTED is in LOCAL_CODES).
+      return grpcStatusToA2AError(err);
+    }
     if (tooLarge === 'HEADERS_TOO_LARGE') {
       // The HTTP bindings' 431: the server never read the request.
       return new A2AClientError(

@@ -22,6 +22,24 @@ export function deadlineExceeded(what: string, cause?: unknown): A2AClientError 
   return new A2AClientError('DEADLINE_EXCEEDED', `${what}: the call ran past its deadline`, { cause });
 }
 
+/**
+ * `HEADERS_TOO_LARGE`: the server refused `what` for the size of its request
+ * headers, unread (HTTP 431; on HTTP/2 also a stream reset with
+ * ENHANCE_YOUR_CALM, which is how Node refuses a header block over the
+ * SETTINGS_MAX_HEADER_LIST_SIZE it advertised), as the gRPC transport
+ * reports the same refusal of gRPC metadata.
+ */
+export function headersTooLarge(what: string, cause?: unknown): A2AClientError {
+  return new A2AClientError(
+    'HEADERS_TOO_LARGE',
+    `${what} refused: its headers are larger than the server accepts`,
+    { cause },
+  );
+}
+
+/** HTTP 431 Request Header Fields Too Large: see {@link headersTooLarge}. */
+export const HEADERS_TOO_LARGE_STATUS = 431;
+
 /** `STREAM_IDLE`: a read of an open stream waited `ms` and nothing came (no event, no heartbeat). */
 function streamIdle(what: string, ms: number): A2AClientError {
   return new A2AClientError(
@@ -35,10 +53,12 @@ const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'
 /**
  * The typed error for a failed exchange: A2A errors and our own typed errors
  * pass through; an abort says whether it was the deadline (`DEADLINE_EXCEEDED`)
- * or the caller (`ABORTED`); a plain dispatcher meeting a SPIFFE server (an
- * X.509-SVID where it checks a host name) is `CLIENT_CERTIFICATE_REQUIRED`,
- * which says to use a SecureChannel; anything else is `TRANSPORT_FAILED`, with the
- * original error (e.g. a PeerVerificationError) as the cause.
+ * or the caller (`ABORTED`); an HTTP/2 stream reset with ENHANCE_YOUR_CALM
+ * is `HEADERS_TOO_LARGE` (see {@link headersTooLarge}); a plain dispatcher
+ * meeting a SPIFFE server (an X.509-SVID where it checks a host name) is
+ * `CLIENT_CERTIFICATE_REQUIRED`, which says to use a SecureChannel; anything
+ * else is `TRANSPORT_FAILED`, with the original error (e.g. a
+ * PeerVerificationError) as the cause.
  */
 export function callFailure(what: string, err: unknown, signal?: AbortSignal): Error {
   if (err instanceof A2AError || err instanceof A2AClientError) return err;
@@ -49,6 +69,9 @@ export function callFailure(what: string, err: unknown, signal?: AbortSignal): E
   }
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && TIMEOUT_CODES.has(code)) return deadlineExceeded(what, err);
+  if (code === 'ERR_HTTP2_STREAM_ERROR' && /\bNGHTTP2_ENHANCE_YOUR_CALM\b/.test((err as Error).message)) {
+    return headersTooLarge(what, err);
+  }
   if (isDeadlineReason(err)) return deadlineExceeded(what, err);
   const spiffe = spiffeServer(err);
   if (spiffe !== undefined) {

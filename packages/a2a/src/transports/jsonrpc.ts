@@ -3,6 +3,8 @@ import type { AgentInterface } from '../wire/v1.js';
 import {
   A2A_VERSION,
   eventJson,
+  HEADERS_TOO_LARGE_STATUS,
+  headersTooLarge,
   httpUnary,
   mergeHeaders,
   openStream,
@@ -79,7 +81,10 @@ export class JsonRpcTransport implements ClientTransport {
   ): Promise<unknown> {
     const id = this.#nextId++;
     const headers = options.headers ? mergeHeaders(this.#unaryHeaders, options.headers) : this.#unaryHeaders;
-    const res = await httpUnary(this.#request(method, id, params, headers, options));
+    const req = this.#request(method, id, params, headers, options);
+    const res = await httpUnary(req);
+    // Refused before the request was read: no JSON-RPC answer (the server never saw its id).
+    if (res.status === HEADERS_TOO_LARGE_STATUS) throw headersTooLarge(req.what);
     const env = checkEnvelope(parseJson(res.text, method, res.status), method);
     if (env.error) throw jsonRpcError(env.error, res.status);
     if (env.id !== id) {
@@ -103,6 +108,7 @@ export class JsonRpcTransport implements ClientTransport {
     const open = await openStream({ ...req, idleTimeoutMs: this.#ctx.streamIdleTimeoutMs });
     if (!open.contentType.startsWith('text/event-stream')) {
       const text = await readBody(open, req.maxBytes, this.url);
+      if (open.status === HEADERS_TOO_LARGE_STATUS) throw headersTooLarge(req.what);
       const env = checkEnvelope(parseJson(text, method, open.status), method);
       if (env.error) throw jsonRpcError(env.error, open.status);
       throw new A2AClientError(

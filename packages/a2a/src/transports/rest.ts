@@ -11,6 +11,8 @@ import type { AgentInterface } from '../wire/v1.js';
 import {
   A2A_VERSION,
   eventJson,
+  HEADERS_TOO_LARGE_STATUS,
+  headersTooLarge,
   httpUnary,
   mergeHeaders,
   openStream,
@@ -237,12 +239,13 @@ export class RestTransport implements ClientTransport {
     params: Record<string, unknown>,
     options: TransportCallOptions,
   ): Promise<unknown> {
-    const res = await httpUnary(this.#request(method, params, `${A2A_JSON}, application/json`, options));
+    const req = this.#request(method, params, `${A2A_JSON}, application/json`, options);
+    const res = await httpUnary(req);
     if (res.status >= 200 && res.status < 300) {
       // DeleteTaskPushNotificationConfig answers google.protobuf.Empty: no body, or `{}`.
       return res.text === '' ? undefined : parseJson(res.text, method, res.status);
     }
-    throw errorOf(res.text, res.status, method);
+    throw errorOf(res.text, res.status, method, req.what);
   }
 
   async *stream(
@@ -261,7 +264,7 @@ export class RestTransport implements ClientTransport {
           `${method}: expected an event stream, got ${open.contentType || 'no content type'}`,
         );
       }
-      throw errorOf(text, open.status, method);
+      throw errorOf(text, open.status, method, req.what);
     }
     for await (const ev of sseEvents(open, req.maxBytes, req.what, options.signal)) {
       const json = eventJson(ev.data, method);
@@ -282,7 +285,9 @@ export class RestTransport implements ClientTransport {
 }
 
 /** The typed error of a non-2xx answer. */
-function errorOf(text: string, status: number, method: string): Error {
+function errorOf(text: string, status: number, method: string, what: string): Error {
+  // Refused before the request was read, whatever the body (Node's is no A2A error).
+  if (status === HEADERS_TOO_LARGE_STATUS) return headersTooLarge(what);
   let body: unknown;
   try {
     body = JSON.parse(text);
