@@ -22,6 +22,28 @@ const workloadSocket = z
   .string()
   .regex(/^(unix:\/\/\/|tcp:\/\/)/, 'must be unix:///absolute/path or tcp://IP:PORT');
 
+/**
+ * A host to listen on. An empty one (a templated `WEAVE_SERVER__HOST=` that
+ * came out empty) would make Node listen on every interface.
+ */
+const listenHost = z
+  .string()
+  .regex(
+    /^\S+$/,
+    'must be a host name or IP address: an empty one would listen on every interface (write 0.0.0.0 or :: for that)',
+  );
+
+/** An `https://` URL: what the agent serves, and how it calls peers, is mutual TLS only. */
+const httpsUrl = (why: string) => z.url({ protocol: /^https$/, error: `must be an https:// URL (${why})` });
+
+/** `host:port`, as a gRPC interface is advertised (IPv6 in brackets), port 1 to 65535. */
+const hostPort = z.string().superRefine((s, ctx) => {
+  const port = /^(?:\[[0-9a-f:.]+\]|[a-z0-9.-]+):(\d{1,5})$/i.exec(s)?.[1];
+  if (port === undefined || Number(port) < 1 || Number(port) > 65_535) {
+    ctx.addIssue({ code: 'custom', message: 'must be host:port (port 1 to 65535), as search.internal:8444' });
+  }
+});
+
 const IdentityConfigSchema = z.union([
   z.strictObject({
     workloadApi: z.strictObject({
@@ -100,10 +122,10 @@ export const AgentConfigSchema = z.strictObject({
   spiffeId: spiffeIdString.optional(),
   server: z
     .strictObject({
-      host: z.string().default('127.0.0.1'),
+      host: listenHost.default('127.0.0.1'),
       port: z.number().int().min(0).max(65_535).default(0),
-      /** The URL advertised in the agent card; defaults to https://host:port. */
-      publicUrl: z.url().optional(),
+      /** The URL advertised in the agent card (https://); defaults to https://host:port. */
+      publicUrl: httpsUrl('callers reach the agent over mutual TLS').optional(),
       bodyLimit: z
         .number()
         .int()
@@ -163,10 +185,10 @@ export const AgentConfigSchema = z.strictObject({
        */
       grpc: z
         .strictObject({
-          host: z.string().optional(),
+          host: listenHost.optional(),
           port: z.number().int().min(0).max(65_535).default(0),
           /** The address advertised on the card (`host:port`); defaults to the bound one. */
-          publicAddress: z.string().min(1).optional(),
+          publicAddress: hostPort.optional(),
         })
         .prefault({}),
     })
@@ -207,8 +229,24 @@ export const AgentConfigSchema = z.strictObject({
         .optional(),
     })
     .prefault({}),
-  /** Static discovery: where each peer's A2A endpoint is. */
-  peers: z.array(z.strictObject({ id: spiffeIdString, url: z.url() })).default([]),
+  /** Static discovery: where each peer's A2A endpoint is (one entry per SPIFFE ID). */
+  peers: z
+    .array(z.strictObject({ id: spiffeIdString, url: httpsUrl('peers are called over mutual TLS') }))
+    .superRefine((peers, ctx) => {
+      // A second entry would silently replace the first, as a key written twice would.
+      const first = new Map<string, number>();
+      peers.forEach((p, i) => {
+        const at = first.get(p.id);
+        if (at === undefined) first.set(p.id, i);
+        else
+          ctx.addIssue({
+            code: 'custom',
+            path: [i, 'id'],
+            message: `${p.id} is listed twice (also peers[${at}]): one entry per peer`,
+          });
+      });
+    })
+    .default([]),
   /** Discovery of peers called by URL (their agent card names their SPIFFE ID). */
   discovery: z
     .strictObject({
@@ -229,7 +267,7 @@ export const AgentConfigSchema = z.strictObject({
        */
       ops: z
         .strictObject({
-          host: z.string().min(1).default('127.0.0.1'),
+          host: listenHost.default('127.0.0.1'),
           port: z.number().int().min(0).max(65_535),
         })
         .optional(),
@@ -250,34 +288,92 @@ export type AgentConfigInput = z.input<typeof AgentConfigSchema>;
 const isProduction = (env: NodeJS.ProcessEnv) =>
   env.NODE_ENV === 'production' || env.WEAVE_ENV === 'production';
 
-/** Settings that zod accepts as shapes but that would weaken security. */
-function insecureIssues(raw: unknown, env: NodeJS.ProcessEnv): ConfigIssue[] {
+/**
+ * Settings that zod accepts as shapes but that would weaken security; `at`
+ * names a key (and the environment variable that set it, if one did).
+ */
+function insecureIssues(
+  raw: unknown,
+  env: NodeJS.ProcessEnv,
+  at: (path: readonly string[]) => string,
+): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   const r = (raw ?? {}) as Record<string, Record<string, unknown> | undefined>;
   if (r.transport?.verifyPeer === false) {
-    issues.push({ path: 'transport.verifyPeer', message: 'peer verification cannot be turned off' });
+    issues.push({ path: at(['transport', 'verifyPeer']), message: 'peer verification cannot be turned off' });
   }
   const min = r.transport?.tlsMinVersion;
   if (typeof min === 'string' && /^TLSv1(\.[01])?$|^SSL/i.test(min)) {
-    issues.push({ path: 'transport.tlsMinVersion', message: `${min} is below the TLS 1.2 floor` });
+    issues.push({ path: at(['transport', 'tlsMinVersion']), message: `${min} is below the TLS 1.2 floor` });
   }
   if (r.authz && r.authz.allowAll === true && isProduction(env)) {
-    issues.push({ path: 'authz.allowAll', message: 'allow-all policy is refused in production' });
+    issues.push({ path: at(['authz', 'allowAll']), message: 'allow-all policy is refused in production' });
   }
   const def = (r.authz as { default?: unknown } | undefined)?.default;
   if (def === 'allow')
-    issues.push({ path: 'authz.default', message: 'a default of allow is never accepted' });
+    issues.push({ path: at(['authz', 'default']), message: 'a default of allow is never accepted' });
   return issues;
 }
 
 const camel = (s: string) => s.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 
+/** What zod keeps of a schema: its kind and what it wraps or holds. */
+interface SchemaDef {
+  readonly type: string;
+  readonly innerType?: z.ZodType;
+  readonly in?: z.ZodType;
+  readonly shape?: Record<string, z.ZodType>;
+  readonly element?: z.ZodType;
+  readonly options?: readonly z.ZodType[];
+  readonly values?: readonly unknown[];
+}
+const defOf = (s: z.ZodType): SchemaDef => (s as unknown as { _zod: { def: SchemaDef } })._zod.def;
+
+/** `s` without its defaults and optionals, and each form of a union. */
+function unwrapped(s: z.ZodType): z.ZodType[] {
+  const d = defOf(s);
+  if (d.innerType) return unwrapped(d.innerType);
+  if (d.type === 'pipe' && d.in) return unwrapped(d.in);
+  if (d.type === 'union' && d.options) return d.options.flatMap(unwrapped);
+  return [s];
+}
+
+/** The schemas a value at `path` meets (several below a union); none for a key the config does not have. */
+function schemasAt(path: readonly string[]): z.ZodType[] {
+  let at = unwrapped(AgentConfigSchema);
+  for (const seg of path) {
+    at = at.flatMap((s) => {
+      const d = defOf(s);
+      if (d.type === 'object' && d.shape && Object.hasOwn(d.shape, seg)) return unwrapped(d.shape[seg]!);
+      if (d.type === 'array' && d.element && /^\d+$/.test(seg)) return unwrapped(d.element);
+      return [];
+    });
+  }
+  return at;
+}
+
+/** A key that takes text only (a string, one of a list of words). */
+function takesText(path: readonly string[]): boolean {
+  const at = schemasAt(path);
+  return (
+    at.length > 0 &&
+    at.every((s) => {
+      const d = defOf(s);
+      if (d.type === 'literal') return (d.values ?? []).every((v) => typeof v === 'string');
+      return d.type === 'string' || d.type === 'enum';
+    })
+  );
+}
+
 /**
- * `true`, `false`, a number or JSON become typed values; anything else stays a
- * string (text that only looks like JSON, too). JSON with a key written twice
- * in one object is refused: `JSON.parse` would silently keep the last one.
+ * The value of the variable `name` for the key at `path`. A key that takes
+ * text gets the text as it is (`WEAVE_VERSION=2` is version "2"). For the
+ * others `true`, `false`, a number or JSON become typed values; anything
+ * else stays a string (text that only looks like JSON, too). JSON with a key
+ * written twice in one object is refused: `JSON.parse` would silently keep the last one.
  */
 function coerceEnvValue(name: string, path: readonly string[], v: string): unknown {
+  if (takesText(path)) return v;
   if (v === 'true') return true;
   if (v === 'false') return false;
   if (/^-?\d+(\.\d+)?$/.test(v)) return Number(v);
@@ -316,13 +412,47 @@ const snake = (k: string): string => k.replace(/[A-Z]/g, (c) => `_${c}`).toUpper
 /** The config's top-level keys: the first level of an env override names one of them. */
 const TOP_LEVEL_KEYS: ReadonlySet<string> = new Set(Object.keys(AgentConfigSchema.shape));
 
+/** A key (or a section it made) that an environment variable set. */
+interface EnvOrigin {
+  readonly path: readonly string[];
+  readonly name: string;
+}
+
+/**
+ * Which variables set what in a config {@link applyEnvOverrides} returned:
+ * an error about such a value names the variable, not a line of the file.
+ */
+const envOrigins = new WeakMap<object, readonly EnvOrigin[]>();
+
+/** The variable that set the key at `path` (or a section holding it), as an error names it. */
+function envSource(raw: unknown, path: readonly PropertyKey[]): string | undefined {
+  const origins = typeof raw === 'object' && raw !== null ? envOrigins.get(raw) : undefined;
+  let best: EnvOrigin | undefined;
+  for (const o of origins ?? []) {
+    const holds = o.path.length <= path.length && o.path.every((seg, i) => seg === String(path[i]));
+    if (holds && (!best || o.path.length > best.path.length)) best = o;
+  }
+  return best && `environment variable ${best.name}`;
+}
+
+/** The variable `store.postgres.urlEnv` names in `config`, when it has `store.postgres`. */
+function storeUrlEnv(config: Record<string, unknown>): string | undefined {
+  const pg = (config.store as { postgres?: unknown } | undefined)?.postgres;
+  if (typeof pg !== 'object' || pg === null) return undefined;
+  const name = (pg as { urlEnv?: unknown }).urlEnv;
+  return typeof name === 'string' ? name : 'WEAVE_DATABASE_URL';
+}
+
 /**
  * Applies `WEAVE_<SECTION>__<KEY>` environment overrides: `WEAVE_SERVER__PORT=9000`
  * sets `server.port`; `__` separates levels and `SNAKE_CASE` becomes `camelCase`.
  * `WEAVE_<SECTION>` alone sets a whole top-level key (`WEAVE_PEERS='[…]'`).
- * Other `WEAVE_` variables are not config (`WEAVE_ENV`, `WEAVE_LOG_LEVEL`,
- * `WEAVE_DATABASE_URL` named by `store.postgres.urlEnv`, …) and are left alone.
+ * A key that takes text gets the variable's text as it is (`WEAVE_VERSION=2`);
+ * for the others `true`, `false`, numbers and JSON are typed.
+ * Other `WEAVE_` variables are not config (`WEAVE_ENV`, `WEAVE_LOG_LEVEL`, the
+ * variable `store.postgres.urlEnv` names, `WEAVE_DATABASE_URL` by default, …) and are left alone.
  * `SPIFFE_ENDPOINT_SOCKET` fills `identity.workloadApi.socket` when no identity is configured.
+ * {@link parseAgentConfig} names the variable in an error about a value one set.
  *
  * @throws {AgentConfigError} (`AGENT_CONFIG_INVALID`) when a JSON value repeats
  *   a key within one object, or a variable looks like a misspelt override (a
@@ -333,9 +463,27 @@ export function applyEnvOverrides(
   raw: Record<string, unknown>,
   env: NodeJS.ProcessEnv = process.env,
 ): Record<string, unknown> {
+  let applied = overridden(raw, env, undefined);
+  // The database URL's variable is the config's to name (`WEAVE_STORE_URL` too, though it
+  // looks like a misspelt override): known once the overrides are in, then left alone.
+  const urlEnv = storeUrlEnv(applied.out);
+  if (urlEnv !== undefined && env[urlEnv] !== undefined) applied = overridden(raw, env, urlEnv);
+  if (applied.refused) throw applied.refused;
+  envOrigins.set(applied.out, applied.origins);
+  return applied.out;
+}
+
+/** `raw` with the overrides of `env` but `skip`, which variables set what, and the first refusal. */
+function overridden(
+  raw: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+  skip: string | undefined,
+): { out: Record<string, unknown>; origins: EnvOrigin[]; refused: AgentConfigError | undefined } {
   const out = structuredClone(raw);
+  const origins: EnvOrigin[] = [];
+  let refused: AgentConfigError | undefined;
   for (const [key, value] of Object.entries(env)) {
-    if (!key.startsWith('WEAVE_') || value === undefined) continue;
+    if (!key.startsWith('WEAVE_') || value === undefined || key === skip) continue;
     const path = key.slice('WEAVE_'.length).split('__').map(camel);
     if (!TOP_LEVEL_KEYS.has(path[0]!)) {
       // `WEAVE_SERVER_PORT` (one underscore) is a misspelt `WEAVE_SERVER__PORT`: dropping it
@@ -343,7 +491,7 @@ export function applyEnvOverrides(
       const section =
         path.length === 1 ? [...TOP_LEVEL_KEYS].find((k) => misspeltUnder(path[0]!, k)) : undefined;
       if (path.length === 1 && section === undefined) continue;
-      throw new AgentConfigError(`environment variable ${key}`, [
+      refused ??= new AgentConfigError(`environment variable ${key}`, [
         {
           path: path.join('.'),
           message:
@@ -352,19 +500,25 @@ export function applyEnvOverrides(
               : `not an override: levels are separated by "__" (WEAVE_${snake(section)}__${key.slice(`WEAVE_${snake(section)}_`.length)})`,
         },
       ]);
+      continue;
     }
     let node: Record<string, unknown> = out;
-    for (const seg of path.slice(0, -1)) {
+    for (const [i, seg] of path.slice(0, -1).entries()) {
       const next = node[seg];
-      if (typeof next !== 'object' || next === null || Array.isArray(next)) node[seg] = {};
+      if (typeof next !== 'object' || next === null || Array.isArray(next)) {
+        node[seg] = {};
+        origins.push({ path: path.slice(0, i + 1), name: key });
+      }
       node = node[seg] as Record<string, unknown>;
     }
     node[path[path.length - 1]!] = coerceEnvValue(key, path, value);
+    origins.push({ path, name: key });
   }
   if (out.identity === undefined && env.SPIFFE_ENDPOINT_SOCKET) {
     out.identity = { workloadApi: { socket: env.SPIFFE_ENDPOINT_SOCKET } };
+    origins.push({ path: ['identity'], name: 'SPIFFE_ENDPOINT_SOCKET' });
   }
-  return out;
+  return { out, origins, refused };
 }
 
 /**
@@ -433,7 +587,13 @@ function zodIssues(
     .flatMap((i) => formIssues(i) ?? [i])
     .map((issue) => {
       const path = formatKeyPath(issue.path);
-      const line = where?.(issue.path);
+      // A value an environment variable set is named by the variable: the file may not have it.
+      const fromEnv =
+        envSource(raw, issue.path) ??
+        (issue.code === 'unrecognized_keys'
+          ? issue.keys.map((k) => envSource(raw, [...issue.path, k])).find((s) => s !== undefined)
+          : undefined);
+      const line = fromEnv ?? where?.(issue.path);
       let message = issue.message;
       if (issue.code === 'unrecognized_keys')
         message = `unknown key(s) ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
@@ -445,15 +605,89 @@ function zodIssues(
 }
 
 /**
+ * What is wrong with `url` as the task database's URL, read as node-postgres
+ * reads it (and as `weave db` checks it): postgres:// or postgresql://,
+ * libpq's Unix-socket form (`postgres://user:pw@/db?host=/run/postgresql`)
+ * included, with a port from 1 to 65535 if it has one. Undefined when
+ * nothing is wrong. Never quotes the URL, so never its password.
+ */
+function postgresUrlProblem(url: string): string | undefined {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase();
+  if (scheme === undefined)
+    return 'the database URL is not a URL (postgres://user:password@host:port/database)';
+  if (scheme !== 'postgres' && scheme !== 'postgresql') {
+    return `the database URL must be postgres:// or postgresql://, not ${scheme}://`;
+  }
+  let parsed: URL | undefined;
+  try {
+    // As node-postgres parses it: spaces and stray `%` encoded, then a URL without a host
+    // (a Unix socket, named in `?host=`) with a stand-in one.
+    const text = / |%[^a-f0-9]|%[a-f0-9][^a-f0-9]/i.test(url)
+      ? encodeURI(url).replace(/%25(\d\d)/g, '%$1')
+      : url;
+    parsed = URL.canParse(text) ? new URL(text) : new URL(text.replace('@/', '@___DUMMY___/'));
+  } catch {
+    parsed = undefined;
+  }
+  if (!parsed) return `the database URL cannot be parsed: ${badPort(url) ?? 'Invalid URL'}`;
+  const port = parsed.searchParams.get('port') || parsed.port;
+  if (port !== '' && !(/^\d+$/.test(port) && Number(port) >= 1 && Number(port) <= 65_535)) {
+    return `the database URL's port must be from 1 to 65535, got ${JSON.stringify(port)}`;
+  }
+  return undefined;
+}
+
+/**
+ * What is wrong with the port of `url`, if that is what is wrong. Read after
+ * the last `@`, which ends the user and password part, so nothing of a
+ * password is ever quoted.
+ */
+function badPort(url: string): string | undefined {
+  const at = url.lastIndexOf('@');
+  const rest = at >= 0 ? url.slice(at + 1) : url.replace(/^[^:]*:\/\//, '');
+  const port = /^(?:\[[^\]]*\]|[^:/?#]*):([^/?#]*)/.exec(rest)?.[1];
+  if (port === undefined || (/^\d+$/.test(port) && Number(port) >= 1 && Number(port) <= 65_535))
+    return undefined;
+  return `the port ${JSON.stringify(port)} is not a number from 1 to 65535`;
+}
+
+/** A bad database URL in `variable`, under the key that names the variable. */
+const storeUrlIssue = (variable: string, problem: string): ConfigIssue => ({
+  path: `store.postgres.urlEnv (environment variable ${variable})`,
+  message: problem,
+});
+
+/**
+ * Checks the task database's URL, read from the environment variable
+ * `variable` (`store.postgres.urlEnv`), before anything connects: the URL of
+ * another kind of database, or one node-postgres cannot read, is a config
+ * error, not a database that cannot be reached (which a caller retries).
+ *
+ * @throws {AgentConfigError} (`AGENT_CONFIG_INVALID`) naming the variable;
+ *   the message never quotes the URL, so never its password.
+ */
+export function checkPostgresUrl(variable: string, url: string): void {
+  const problem = postgresUrlProblem(url);
+  if (problem !== undefined) {
+    throw new AgentConfigError(`environment variable ${variable}`, [storeUrlIssue(variable, problem)]);
+  }
+}
+
+/**
  * Validates a config object (after env overrides) and applies defaults.
  *
- * @throws {AgentConfigError} naming each bad key; code `AGENT_CONFIG_INSECURE`
+ * @throws {AgentConfigError} naming each bad key (and the environment
+ *   variable that set it, for a value one did); code `AGENT_CONFIG_INSECURE`
  *   when a setting would weaken security.
  */
 export function parseAgentConfig(raw: unknown, options: ParseAgentConfigOptions = {}): AgentConfig {
   const env = options.env ?? process.env;
   const source = options.source ?? 'object';
-  const insecure = insecureIssues(raw, env);
+  const at = (path: readonly string[]) => {
+    const from = envSource(raw, path);
+    return from ? `${path.join('.')} (${from})` : path.join('.');
+  };
+  const insecure = insecureIssues(raw, env, at);
   if (insecure.length > 0) throw new AgentConfigError(source, insecure, 'AGENT_CONFIG_INSECURE');
   const result = AgentConfigSchema.safeParse(raw);
   const issues = result.success ? [] : zodIssues(result.error, options.where, raw, env);
@@ -461,6 +695,10 @@ export function parseAgentConfig(raw: unknown, options: ParseAgentConfigOptions 
   if (!options.enforcer && (raw as { authz?: unknown } | null | undefined)?.authz === undefined) {
     issues.unshift({ path: 'authz', message: MISSING_AUTHZ });
   }
+  const pg = result.success && options.checkDatabaseUrl ? result.data.store.postgres : undefined;
+  const url = pg && env[pg.urlEnv];
+  const problem = url ? postgresUrlProblem(url) : undefined;
+  if (pg && problem !== undefined) issues.push(storeUrlIssue(pg.urlEnv, problem));
   if (!result.success || issues.length > 0) throw new AgentConfigError(source, issues);
   return result.data;
 }
@@ -480,6 +718,12 @@ export interface ParseAgentConfigOptions {
   readonly where?: (path: PropertyKey[]) => string | undefined;
   /** The caller supplies a `PolicyEnforcer`, so `authz` may be left out. */
   readonly enforcer?: boolean;
+  /**
+   * Also check the database URL in the variable `store.postgres.urlEnv`
+   * names, when `env` has it (as `weave validate` does; the agent checks it
+   * at `start()`, where it reads it).
+   */
+  readonly checkDatabaseUrl?: boolean;
 }
 
 /**
@@ -489,7 +733,7 @@ export interface ParseAgentConfigOptions {
 export async function loadAgentConfig(
   file: string,
   env: NodeJS.ProcessEnv = process.env,
-  options: Pick<ParseAgentConfigOptions, 'enforcer'> = {},
+  options: Pick<ParseAgentConfigOptions, 'enforcer' | 'checkDatabaseUrl'> = {},
 ): Promise<AgentConfig> {
   const text = await readFile(file, 'utf8').catch((err: unknown) => {
     throw new AgentConfigError(file, [{ path: '', message: `cannot read file: ${(err as Error).message}` }]);

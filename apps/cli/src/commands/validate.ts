@@ -15,8 +15,9 @@ export function validateCommand(program: Command, io: Io): void {
     .description(
       'Loads an agent config file (YAML or JSON) exactly as an agent does — WEAVE_* environment ' +
         'overrides applied, every key validated, insecure settings refused — and, when it names a ' +
-        'policy file, validates that too. Prints OK and a summary, or every problem (exit 1; a bad ' +
-        'policy file is a usage error, exit 2).',
+        'policy file, validates that too, as the database URL of store.postgres when its variable ' +
+        'is set. Prints OK and a summary, or every problem (exit 1; a bad policy file is a usage ' +
+        'error, exit 2).',
     )
     .argument('<config>', 'agent config file')
     .option('--json', 'print the validated config (defaults filled in) as JSON')
@@ -28,7 +29,8 @@ export function validateCommand(program: Command, io: Io): void {
       const { CliError, EXIT, cliLogger } = await import('../shared.js');
       let config: AgentConfig;
       try {
-        config = await loadAgentConfig(file);
+        // The database URL too, when this environment has it: an agent started here would read it.
+        config = await loadAgentConfig(file, process.env, { checkDatabaseUrl: true });
       } catch (err) {
         if (err instanceof AgentConfigError) throw new CliError(err.code, err.message, EXIT.failed);
         throw err;
