@@ -86,6 +86,12 @@ export type ChannelFactory = (
 interface Peer {
   readonly channel: SecureChannel;
   readonly client: A2AClient;
+  /**
+   * The scopes of the calls on this channel that have one (every streaming
+   * call), so that stop() can end them: a streaming call whose connection is
+   * destroyed would otherwise try to resume its stream over the closed channel.
+   */
+  readonly calls: Set<{ abort(reason: unknown): void }>;
 }
 
 interface Discovered {
@@ -121,6 +127,8 @@ export class Outbound {
   readonly #channels = new Map<string, Peer>();
   readonly #channelFactory: ChannelFactory | undefined;
   #closed = false;
+  /** The reason {@link close} aborts the calls still in flight with, once it began. */
+  #stopping: AgentError | undefined;
 
   constructor(opts: {
     identity: IdentityProvider;
@@ -262,11 +270,36 @@ export class Outbound {
     }
   }
 
+  /**
+   * Closes every peer's channel. The calls in flight get
+   * {@link CHANNEL_CLOSE_GRACE_MS} to finish; those still running then fail
+   * (`CALL_FAILED`, saying the agent stopped while the call was in flight),
+   * without resuming, and their connections end.
+   */
   async close(): Promise<void> {
     this.#closed = true;
     const peers = [...this.#channels.values()];
     this.#channels.clear();
-    await Promise.all(peers.map((p) => closeWithin(p.channel, CHANNEL_CLOSE_GRACE_MS)));
+    const reason = (this.#stopping = new AgentError(
+      'AGENT_STOPPING',
+      `the agent stopped while the call was in flight (it gives its calls ${CHANNEL_CLOSE_GRACE_MS} ms to finish)`,
+    ));
+    await Promise.all(peers.map((p) => closePeer(p, CHANNEL_CLOSE_GRACE_MS, reason)));
+  }
+
+  /** The failure of a call that {@link close} ended, when `signal` was aborted by it. */
+  #stoppedCall(
+    signal: AbortSignal | undefined,
+    details: CallErrorDetails,
+    cause?: unknown,
+  ): CallError | undefined {
+    if (signal === undefined || !signal.aborted || signal.reason !== this.#stopping) return undefined;
+    return new CallError(
+      'CALL_FAILED',
+      (signal.reason as AgentError).message,
+      details,
+      cause === undefined ? undefined : { cause },
+    );
   }
 
   // ---- resolution ------------------------------------------------------------------
@@ -383,6 +416,7 @@ export class Outbound {
           timeoutMs: this.#config.transport.requestTimeoutMs,
           streamIdleTimeoutMs: this.#config.transport.streamIdleTimeoutMs,
         }),
+        calls: new Set(),
       };
       this.#channels.set(key, p);
     }
@@ -433,6 +467,7 @@ export class Outbound {
       options.stream || options.signal || parentSignal
         ? scopedSignal([options.signal, parentSignal], deadline)
         : undefined;
+    if (scoped) peer.calls.add(scoped);
     try {
       let task: Task;
       if (options.stream) {
@@ -440,9 +475,12 @@ export class Outbound {
         // An aborted stream can end quietly instead of throwing: say why it ended.
         const signal = scoped!.signal;
         if (signal.aborted) {
-          throw isDeadlineReason(signal.reason)
-            ? new CallError('DEADLINE_EXCEEDED', 'the call ran past its deadline', details)
-            : new CallError('CALL_FAILED', 'the call was aborted by the caller', details);
+          throw (
+            this.#stoppedCall(signal, details) ??
+            (isDeadlineReason(signal.reason)
+              ? new CallError('DEADLINE_EXCEEDED', 'the call ran past its deadline', details)
+              : new CallError('CALL_FAILED', 'the call was aborted by the caller', details))
+          );
         }
         if (!isSettled(task.status.state)) {
           throw new CallError(
@@ -467,8 +505,13 @@ export class Outbound {
         peer.client.cancelTask(url, task.id).catch(() => undefined);
       }
       return resultOfTask(task, options.output, details);
+    } catch (err) {
+      throw this.#stoppedCall(scoped?.signal, details, err) ?? err;
     } finally {
-      scoped?.dispose();
+      if (scoped) {
+        scoped.dispose();
+        peer.calls.delete(scoped);
+      }
     }
   }
 
@@ -668,14 +711,16 @@ export class Outbound {
 const CHANNEL_CLOSE_GRACE_MS = 1_000;
 
 /**
- * Closes `channel`, and destroys it if that takes longer than `ms`: the calls
- * still running then fail (`CALL_FAILED`, the cause saying the agent stopped)
- * and their connections end.
+ * Closes `peer`'s channel, and destroys it with `reason` if that takes longer
+ * than `ms`: the calls still running then fail and their connections end.
+ * Their scopes are aborted with `reason` first, also when the channel closed
+ * in time (a streaming call waiting to resume has no request in flight): a
+ * streaming call ends instead of resuming over the closed channel.
  */
-async function closeWithin(channel: SecureChannel, ms: number): Promise<void> {
+async function closePeer(peer: Peer, ms: number, reason: AgentError): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const late = await Promise.race([
-    channel.close().then(
+    peer.channel.close().then(
       () => false,
       () => false,
     ),
@@ -684,13 +729,9 @@ async function closeWithin(channel: SecureChannel, ms: number): Promise<void> {
     }),
   ]);
   clearTimeout(timer);
-  if (late) {
-    const reason = new AgentError(
-      'AGENT_STOPPING',
-      `the agent stopped while the call was in flight (its channel did not close within ${ms} ms)`,
-    );
-    await channel.destroy(reason).catch(() => undefined);
-  }
+  for (const call of [...peer.calls]) call.abort(reason);
+  peer.calls.clear();
+  if (late) await peer.channel.destroy(reason).catch(() => undefined);
 }
 
 /** Whether an error says something about the peer's health (for the circuit breaker). */

@@ -584,6 +584,14 @@ export class SecureChannel extends Dispatcher {
       }
       throw err;
     }
+    if (this.#closed) {
+      const err = this.#closedError();
+      if (typeof handler.onError === 'function') {
+        setImmediate(() => handler.onError?.(err));
+        return false;
+      }
+      throw err;
+    }
     const expired = this.#expired();
     if (expired) {
       if (typeof handler.onError === 'function') {
@@ -599,8 +607,11 @@ export class SecureChannel extends Dispatcher {
       // socket read that settled the previous request (where a caller's next
       // request usually comes from): over TLS on Node 20 the same request then
       // costs far less CPU to send (bench/: about 9 µs per call on the caller).
-      // The Agent current at that moment takes it: a rotation may come in between.
-      setImmediate(() => this.#agent.dispatch(options, handler));
+      // The Agent current at that moment takes it: a rotation may come in between, or a close.
+      setImmediate(() => {
+        if (this.#closed) handler.onError?.(this.#closedError());
+        else this.#agent.dispatch(options, handler);
+      });
       return true;
     }
     const h = new ChannelHandler(this.#attemptDeps, options, handler);
@@ -611,6 +622,11 @@ export class SecureChannel extends Dispatcher {
   // What a dispatched request's handler runs each attempt through: the breaker, then the current Agent.
   readonly #attemptDeps: AttemptDeps = {
     send: (options, handler) => {
+      // Closed since the request was dispatched: the Agent and the breaker would refuse it untyped.
+      if (this.#closed) {
+        handler.onError(this.#closedError());
+        return;
+      }
       const breaker = this.#breaker;
       if (!breaker) {
         this.#agent.dispatch(options, handler);
@@ -678,6 +694,10 @@ export class SecureChannel extends Dispatcher {
   }
 
   #attempt(opts: Dispatcher.RequestOptions<unknown>): Promise<Dispatcher.ResponseData<unknown>> {
+    if (this.#closed) {
+      const err = this.#closedError();
+      return new Promise((_, reject) => setImmediate(reject, err));
+    }
     const expired = this.#expired();
     if (expired) {
       // Settled from the next turn, as any failure: a caller that retries at once must not spin the loop.
@@ -810,6 +830,18 @@ export class SecureChannel extends Dispatcher {
     for (const s of this.#connecting) s.destroy(err ?? new errors.ClientDestroyedError());
     this.#connecting.clear();
     return Promise.all(ended).then(() => this.#markDestroyed());
+  }
+
+  /**
+   * What a request on a closed channel fails with: the inner Agent (undici's
+   * `ClientClosedError` / `ClientDestroyedError`) and the shut-down breaker
+   * (opossum's untyped error) would each refuse it in their own words.
+   */
+  #closedError(): TransportError {
+    return new TransportError(
+      'CHANNEL_CLOSED',
+      `the SecureChannel to ${this.expectedPeer} is closed (close() or destroy() was called): not sending`,
+    );
   }
 
   #stopFollowing(): void {

@@ -4,13 +4,18 @@
 // undici 7's Agent forgets its pools as soon as it is closed, so its own
 // destroy() then reached none of them: the request ran on over the live mTLS
 // connection until the server answered (up to requestTimeoutMs).
+//
+// A request made on a closed or destroyed channel is refused with the
+// transport's CHANNEL_CLOSED: it used to fail with opossum's untyped "The
+// circuit has been shutdown." (breaker on) or undici's ClientClosedError /
+// ClientDestroyedError (breaker off), depending on the settings.
 import { once } from 'node:events';
 import type { TLSSocket } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { errors } from 'undici';
+import { errors, request } from 'undici';
 import { authorizeId } from '@weave/identity';
 import type { DevCaIdentityProvider } from '@weave/identity/dev';
-import { SecureChannel } from '../src/index.js';
+import { SecureChannel, TransportError } from '../src/index.js';
 import { createMtlsServer } from '../src/server.js';
 import { makeTd, portOf, provider, removeTempDirs } from '@weave/test-support/tls-fixtures';
 
@@ -47,12 +52,18 @@ async function startHoldingServer(httpVersion: 'http1.1' | 'http2') {
   /** Whether the handler's late answer had a live response stream to go to. */
   const lateAnswer = new Promise<boolean>((resolve) => (answered = resolve));
   const connections: TLSSocket[] = [];
+  /** How many requests reached a handler. */
+  let hits = 0;
   const app = createMtlsServer({
     identity: serverId,
     authorize: authorizeId(clientId.id),
     config: { httpVersion },
   });
   app.server.on('secureConnection', (s: TLSSocket) => connections.push(s));
+  app.addHook('onRequest', async () => {
+    hits++;
+  });
+  app.get('/ok', async () => ({ ok: true }));
   app.get('/held', async (_req, reply) => {
     entered();
     await released;
@@ -63,15 +74,24 @@ async function startHoldingServer(httpVersion: 'http1.1' | 'http2') {
   });
   await app.listen({ port: 0, host: '127.0.0.1' });
   closers.push(() => app.close());
-  return { url: `https://127.0.0.1:${portOf(app.server)}/held`, inHandler, release, lateAnswer, connections };
+  const base = `https://127.0.0.1:${portOf(app.server)}`;
+  return {
+    url: `${base}/held`,
+    okUrl: `${base}/ok`,
+    hits: () => hits,
+    inHandler,
+    release,
+    lateAnswer,
+    connections,
+  };
 }
 
-function channel(httpVersion: 'http1.1' | 'http2'): SecureChannel {
+function channel(httpVersion: 'http1.1' | 'http2', breaker = false): SecureChannel {
   const ch = new SecureChannel(clientId, serverId.id, {
     httpVersion,
     requestTimeoutMs: 120_000,
     retry: { retries: 0 },
-    circuitBreaker: false,
+    circuitBreaker: breaker ? {} : false,
   });
   closers.push(() => ch.destroy());
   return ch;
@@ -131,5 +151,31 @@ describe('destroy() of a channel whose Agent is already closing', () => {
       // The handler's answer is written to no connection.
       expect(await srv.lateAnswer).toBe(false);
     }, 10_000);
+  }
+});
+
+describe('a request on a closed channel', () => {
+  for (const breaker of [true, false]) {
+    for (const how of ['close()', 'destroy()'] as const) {
+      it(`circuit breaker ${breaker ? 'on' : 'off'}: after ${how}, is refused with CHANNEL_CLOSED and reaches no server`, async () => {
+        const srv = await startHoldingServer('http1.1');
+        const ch = channel('http1.1', breaker);
+        // A connection to the server exists: the channel is closed, not unused.
+        const first = await ch.get(srv.okUrl);
+        await first.body.dump();
+        expect(srv.hits()).toBe(1);
+        if (how === 'close()') await ch.close();
+        else await ch.destroy();
+
+        // Both ways in: request() (get, post…) and dispatch() (undici.request, fetch, the A2A client).
+        for (const send of [() => ch.get(srv.okUrl), () => request(srv.okUrl, { dispatcher: ch })]) {
+          const err = await within(send(), PROMPT_MS);
+          expect(err).toBeInstanceOf(TransportError);
+          expect(err).toMatchObject({ code: 'CHANNEL_CLOSED' });
+          expect((err as Error).message).toMatch(/is closed/);
+        }
+        expect(srv.hits()).toBe(1);
+      }, 10_000);
+    }
   }
 });
