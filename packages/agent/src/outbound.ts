@@ -405,6 +405,9 @@ export class Outbound {
     const key = id.toString();
     let p = this.#channels.get(key);
     if (!p) {
+      // A call that was resolving its peer or awaiting its policy check when
+      // stop() came: a channel made now would never be closed.
+      if (this.#closed) throw new CallError('AGENT_NOT_STARTED', 'the agent is stopped', details);
       const channel = this.#channelFactory
         ? this.#suppliedChannel(id, details)
         : new SecureChannel(this.#identity, id, this.#transport);

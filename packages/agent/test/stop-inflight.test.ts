@@ -15,6 +15,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { TcpRelay } from '@weave/test-support/tcp-relay';
+import { LocalPolicyEnforcer, type OutboundCheck, type PolicyEnforcer } from '@weave/authz';
 import { CallError, SecureAgent } from '../src/index.js';
 import { ID, startOrchestrator, startWorld, testLogger, type World } from './helpers.js';
 
@@ -131,5 +132,47 @@ describe('stop() while the agent is calling another agent', () => {
     await sleep(500);
     await orchestrator.stop({ drainTimeoutMs: 0 });
     expect(await within(call, 50)).toBe('quick');
+  }, 15_000);
+
+  it('a call still awaiting its policy check when stop() came is refused, and opens no connection', async () => {
+    const policy = await LocalPolicyEnforcer.fromFile(world.policyFile, { watch: false });
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let asked!: () => void;
+    const checking = new Promise<void>((resolve) => (asked = resolve));
+    // The shared policy allows the call; its outbound check waits until stop() has resolved.
+    const enforcer: PolicyEnforcer = {
+      checkInbound: (c) => policy.checkInbound(c),
+      async checkOutbound(c: OutboundCheck) {
+        asked();
+        await gate;
+        return policy.checkOutbound(c);
+      },
+      close: () => policy.close(),
+    };
+    const orchestrator = new SecureAgent({
+      config: {
+        name: 'orchestrator',
+        identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
+        authz: { policyFile: world.policyFile },
+        peers: [{ id: ID.search, url: `https://127.0.0.1:${relay.port}` }],
+      },
+      enforcer,
+      logger: testLogger(),
+    });
+    callers.push(orchestrator);
+    await orchestrator.start();
+    const before = relay.accepted;
+    const call = orchestrator.callAgent(ID.search, 'steps', {}, { timeoutMs: 30_000 }).then(
+      (v: unknown) => v,
+      (e: unknown) => e,
+    );
+    await checking;
+    await orchestrator.stop({ drainTimeoutMs: 0 });
+    release();
+    const err = await within(call, 2_000);
+    expect(err).toBeInstanceOf(CallError);
+    expect((err as CallError).code).toBe('AGENT_NOT_STARTED');
+    expect(relay.accepted).toBe(before);
   }, 15_000);
 });
