@@ -266,11 +266,7 @@ describe('weave db and a URL node-postgres cannot read', () => {
       `postgres://weave:${secret}@127.0.0.1:5x32/weave`,
       'cannot be parsed: the port "5x32" is not a number from 1 to 65535',
     ],
-    [
-      'port 0',
-      `postgres://weave:${secret}@127.0.0.1:0/weave`,
-      'cannot be used: the port 0 is not a number from 1 to 65535',
-    ],
+    ['port 0', `postgres://weave:${secret}@127.0.0.1:0/weave`, 'port must be from 1 to 65535, got "0"'],
     [
       'an sslrootcert file that is not there',
       `postgres://weave:${secret}@127.0.0.1:5432/weave?sslrootcert=/nonexistent/ca.pem`,
@@ -280,7 +276,9 @@ describe('weave db and a URL node-postgres cannot read', () => {
     for (const cmd of ['migrate', 'status']) {
       const r = await weaveDb([cmd, '--url', url]);
       expect(r.code).toBe(2);
-      expect(r.stderr).toBe(`DATABASE_URL_INVALID: the database URL ${says}\n`);
+      expect(r.stderr).toBe(
+        `DATABASE_URL_INVALID: the database URL${says.startsWith('port') ? "'s" : ''} ${says}\n`,
+      );
       expectNoSecret(r, secret);
     }
   });

@@ -606,12 +606,12 @@ function zodIssues(
 
 /**
  * What is wrong with `url` as the task database's URL, read as node-postgres
- * reads it (and as `weave db` checks it): postgres:// or postgresql://,
+ * reads it (`start()`, `weave validate` and `weave db` check it): postgres:// or postgresql://,
  * libpq's Unix-socket form (`postgres://user:pw@/db?host=/run/postgresql`)
  * included, with a port from 1 to 65535 if it has one. Undefined when
  * nothing is wrong. Never quotes the URL, so never its password.
  */
-function postgresUrlProblem(url: string): string | undefined {
+export function postgresUrlProblem(url: string): string | undefined {
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase();
   if (scheme === undefined)
     return 'the database URL is not a URL (postgres://user:password@host:port/database)';

@@ -17,6 +17,7 @@ export {
   parseAgentConfig,
   loadAgentConfig,
   applyEnvOverrides,
+  postgresUrlProblem,
   type AgentConfig,
   type AgentConfigInput,
   type ParseAgentConfigOptions,

@@ -224,41 +224,18 @@ async function databaseUrl(given: string | undefined): Promise<string> {
   if (url === undefined || url === '') {
     throw usage(`no database: pass --url or set $${DATABASE_URL_ENV}`);
   }
-  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase();
-  if (scheme === undefined) throw usage('the database URL is not a URL');
-  if (scheme !== 'postgres' && scheme !== 'postgresql') {
-    throw usage(`the database URL must be postgres:// or postgresql://, not ${scheme}://`);
-  }
-  // Parsed by node-postgres itself, which takes libpq's forms that are no WHATWG URL
-  // (`postgres://user:pw@/db?host=/run/postgresql`, a Unix socket). A client that is never
-  // connected opens nothing.
+  // The agent's own check (what its start() refuses), so both read a URL alike.
+  const { postgresUrlProblem } = await import('@weave/agent');
+  const problem = postgresUrlProblem(url);
+  if (problem !== undefined) throw usage(problem);
+  // Then as node-postgres builds a client from it, which also reads what the URL
+  // names (an `sslrootcert` file). A client that is never connected opens nothing.
   const { default: pg } = await import('pg');
-  let port: number;
   try {
-    port = new pg.Client({ connectionString: url }).port;
+    new pg.Client({ connectionString: url });
   } catch (err) {
-    const e = err as { code?: unknown; message?: unknown };
-    // Node's ERR_INVALID_URL says only "Invalid URL" (the URL, password and all, is in its
-    // `input`, never printed): name the port when it is what is wrong.
-    if (e.code === 'ERR_INVALID_URL')
-      throw usage(`the database URL cannot be parsed: ${badPort(url) ?? 'Invalid URL'}`);
-    throw usage(`the database URL cannot be used: ${String(e.message)}`);
+    // Never the URL: Node's ERR_INVALID_URL keeps it, password and all, in its `input`.
+    throw usage(`the database URL cannot be used: ${String((err as { message?: unknown }).message)}`);
   }
-  if (!(port >= 1 && port <= 65_535))
-    throw usage(`the database URL cannot be used: the port ${port} is not a number from 1 to 65535`);
   return url;
-}
-
-/**
- * What is wrong with the port of `url`, if that is what is wrong. Read after
- * the last `@`, which ends the user and password part, so nothing of a
- * password is ever quoted.
- */
-function badPort(url: string): string | undefined {
-  const at = url.lastIndexOf('@');
-  const rest = at >= 0 ? url.slice(at + 1) : url.replace(/^[^:]*:\/\//, '');
-  const port = /^(?:\[[^\]]*\]|[^:/?#]*):([^/?#]*)/.exec(rest)?.[1];
-  if (port === undefined || (/^\d+$/.test(port) && Number(port) >= 1 && Number(port) <= 65_535))
-    return undefined;
-  return `the port ${JSON.stringify(port)} is not a number from 1 to 65535`;
 }
