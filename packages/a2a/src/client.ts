@@ -763,11 +763,32 @@ export function buildMessage(skill: string, payload: TaskPayload, contextId?: st
 /**
  * Whether a streaming call that failed with `err` can be resumed with
  * SubscribeToTask after the last event id: a transport failure, a stream that
- * ended early, or a server that cut a slow reader off (UNAVAILABLE). Any other
- * A2A error is the server's answer.
+ * ended early, or a server that cut a slow reader off (UNAVAILABLE), but not
+ * a dispatcher closed for good. Any other A2A error is the server's answer.
  */
 export function isResumableStreamError(err: unknown): boolean {
-  return !(err instanceof A2AError) || err.code === 'UNAVAILABLE';
+  if (err instanceof A2AError) return err.code === 'UNAVAILABLE';
+  return !dispatcherClosed(err);
+}
+
+/**
+ * Codes of a dispatcher closed for good (a `@weave/transport` SecureChannel's,
+ * undici's): nothing sent on it again can succeed, so a resume would only fail
+ * again, `maxReconnects` times.
+ */
+const CLOSED_DISPATCHER: ReadonlySet<unknown> = new Set([
+  'CHANNEL_CLOSED',
+  'UND_ERR_DESTROYED',
+  'UND_ERR_CLOSED',
+]);
+
+/** Whether `err`, or an error it was caused by, says the dispatcher is closed. */
+function dispatcherClosed(err: unknown): boolean {
+  let e: unknown = err;
+  for (let depth = 0; e instanceof Error && depth < 8; depth++, e = e.cause) {
+    if (CLOSED_DISPATCHER.has((e as { code?: unknown }).code)) return true;
+  }
+  return false;
 }
 
 /** A subscribe refused because the task is finished (UnsupportedOperation, as the spec answers it). */
