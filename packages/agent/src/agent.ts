@@ -14,10 +14,13 @@ import {
 import type * as PostgresStoreModule from '@weave/a2a/postgres';
 import type { PolicyEnforcer } from '@weave/authz';
 import {
+  IdentityNotReadyError,
   MAX_TIMER_MS,
   type SpiffeId,
+  WorkloadApiClient,
   authorizeAny,
   type IdentityProvider,
+  type WatchHandle,
   type X509Svid,
 } from '@weave/identity';
 import { MTLS_AUTH_PLUGIN, createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
@@ -72,7 +75,10 @@ export interface SecureAgentOptions {
   readonly enforcer?: PolicyEnforcer;
   /** Logger (default: pino on stdout at `config.logging.level`). */
   readonly logger?: Logger;
-  /** Task store of the A2A server (default in memory). */
+  /**
+   * Task store of the A2A server (default in memory). A failed `start()`
+   * leaves it open (a retry serves from it); `stop()` closes it.
+   */
   readonly taskStore?: TaskStore;
   /** Environment read for `SPIFFE_ENDPOINT_SOCKET` and production checks (default `process.env`). */
   readonly env?: NodeJS.ProcessEnv;
@@ -99,6 +105,12 @@ export interface SecureAgentOptions {
    * does not is refused (`AGENT_CONFIG_INSECURE`). The agent's routes and hooks
    * are in a plugin of their own, so its hooks do not run for your routes.
    * `start()` makes it listen on `config.server` and `stop()` closes it.
+   *
+   * A failed `start()` does not close it. Once the agent's routes are on it
+   * (a start that got as far as listening), fastify takes no new ones, so
+   * this agent cannot start on it again: another `start()` is refused with
+   * `AGENT_SERVER_CONSUMED` (as is an instance that was already made ready
+   * or listening before `start()`).
    */
   readonly server?: MtlsFastifyInstance;
 }
@@ -171,6 +183,10 @@ export class SecureAgent extends AgentCore {
   #run: Running | undefined;
   #starting: Promise<StartedAgent> | undefined;
   #stopping: Promise<void> | undefined;
+  /** Fired by `stop()` while a start is under way: the start gives up and undoes what it did. */
+  #abortStart: AbortController | undefined;
+  /** The agent's routes are on the fastify instance given as `server` (see {@link SecureAgentOptions.server}). */
+  #serverMounted = false;
   #inflightRequests = 0;
   readonly #inbound: Inbound;
 
@@ -377,7 +393,12 @@ export class SecureAgent extends AgentCore {
    *   the policy cannot be loaded or `store.postgres` has no URL,
    *   `AGENT_STORE_UNAVAILABLE` when the task database cannot be reached (a
    *   later start may succeed), `AGENT_STORE_SCHEMA_OUTDATED` when it needs
-   *   `weave db migrate`. Nothing is left running after a failure.
+   *   `weave db migrate`, `AGENT_LISTEN_FAILED` when a port is held by
+   *   another process, `AGENT_SERVER_CONSUMED` when the fastify instance
+   *   given as `server` has already booted (see {@link SecureAgentOptions.server}),
+   *   `AGENT_STOPPING` when `stop()` was called before it finished. Nothing
+   *   it made is left running after a failure, and nothing it was given
+   *   (identity, enforcer, task store, server) is closed.
    */
   start(): Promise<StartedAgent> {
     if (this.#state !== 'new') {
@@ -391,12 +412,16 @@ export class SecureAgent extends AgentCore {
       );
     }
     this.#state = 'starting';
-    this.#starting = this.#start().then(
+    const abort = new AbortController();
+    this.#abortStart = abort;
+    this.#starting = this.#start(abort.signal).then(
       (r) => {
+        this.#abortStart = undefined;
         this.#state = 'running';
         return r;
       },
       (err: unknown) => {
+        this.#abortStart = undefined;
         this.#state = 'new';
         throw err;
       },
@@ -404,12 +429,18 @@ export class SecureAgent extends AgentCore {
     return this.#starting;
   }
 
-  async #start(): Promise<StartedAgent> {
+  /**
+   * `signal` is fired by `stop()`: each wait gives up at once (the identity)
+   * or the start gives up after it (the short ones), with the abort reason.
+   */
+  async #start(signal: AbortSignal): Promise<StartedAgent> {
     const cleanup: Array<() => Promise<unknown>> = [];
     try {
-      const { identity, owned: ownsIdentity } = await this.#identity();
+      if (this.#opts.server && this.#serverMounted) throw serverConsumed();
+      const { identity, owned: ownsIdentity } = await this.#identity(signal);
       if (ownsIdentity) cleanup.push(() => identity.close());
-      const svid = await waitForSvid(identity, this.#identityTimeout());
+      signal.throwIfAborted();
+      const svid = await waitForSvid(identity, this.#identityTimeout(), signal);
       if (svid.expiresAt.getTime() <= Date.now()) {
         throw new AgentError('AGENT_NO_IDENTITY', `the X.509-SVID of ${svid.id.toString()} has expired`);
       }
@@ -422,6 +453,7 @@ export class SecureAgent extends AgentCore {
       const selfId = svid.id;
       const { enforcer: inner, owned: ownsEnforcer } = await this.#enforcer();
       if (ownsEnforcer) cleanup.push(async () => inner.close?.());
+      signal.throwIfAborted();
       const enforcer = new MeteredEnforcer(inner, this.metrics);
 
       const app =
@@ -441,13 +473,8 @@ export class SecureAgent extends AgentCore {
             bodyLimit: this.config.server.bodyLimit,
           },
         });
-      cleanup.push(() => app.close());
-      app.server.on('secureConnection', () =>
-        this.metrics.tlsHandshakes.inc({ side: 'server', result: 'ok' }),
-      );
-      app.server.on('tlsClientError', () =>
-        this.metrics.tlsHandshakes.inc({ side: 'server', result: 'error' }),
-      );
+      // A fastify instance of the user's is theirs to close, even after a failed start.
+      if (!this.#opts.server) cleanup.push(() => app.close());
 
       const skillSchemas: SkillSchemas = { public: {}, extended: {} };
       const routing = this.#inbound.routing();
@@ -455,8 +482,11 @@ export class SecureAgent extends AgentCore {
       // Set once listening: no call can ask for the extended card before.
       let servedUrl = '';
       cleanup.push(async () => signer.close());
-      const taskStore = this.#opts.taskStore ?? (await this.#configuredStore());
-      if (taskStore) cleanup.push(async () => taskStore.close?.());
+      // The agent closes only a store it built: the user's stays open for them (and a retry).
+      const userStore = this.#opts.taskStore;
+      const taskStore = userStore ? lend(userStore) : await this.#configuredStore();
+      if (taskStore && !userStore) cleanup.push(async () => taskStore.close?.());
+      signal.throwIfAborted();
       const a2a: A2AServer = new A2AServer({
         card: {
           name: this.config.name,
@@ -506,23 +536,47 @@ export class SecureAgent extends AgentCore {
       // Every capability is served before the first connection is accepted.
       const served = { a2a, skillSchemas, identity };
       for (const def of this.capabilities.list()) this.#inbound.serve(served, def);
-      // In a plugin of their own, so on a given instance the agent's hooks stay off its owner's routes.
-      await app.register(async (child) => {
-        // fastify types a plugin's instance with the default server; it is a child of `app`.
-        const scope = child as unknown as MtlsFastifyInstance;
-        this.#installHooks(scope);
-        this.#installProbes(scope, enforcer, selfId);
-        await scope.register(a2a.plugin);
-      });
-      if (this.#opts.server) checkMountable(app);
+      if (this.#opts.server) {
+        // The owner's plugins load first, so that whether mtlsAuth is among them is known.
+        await app.after();
+        // Refused before anything of the agent's is on it: the instance stays as it was given.
+        checkMountable(app);
+      }
+      try {
+        // In a plugin of their own, so on a given instance the agent's hooks stay off its owner's routes.
+        await app.register(async (child) => {
+          // fastify types a plugin's instance with the default server; it is a child of `app`.
+          const scope = child as unknown as MtlsFastifyInstance;
+          this.#installHooks(scope);
+          this.#installProbes(scope, enforcer, selfId);
+          await scope.register(a2a.plugin);
+        });
+      } catch (err) {
+        if ((err as { code?: unknown }).code === 'AVV_ERR_ROOT_PLG_BOOTED') throw serverConsumed(err);
+        throw err;
+      } finally {
+        // fastify has no way to take routes off again: this instance is done with, whatever comes next.
+        if (this.#opts.server) this.#serverMounted = true;
+      }
+      signal.throwIfAborted();
 
+      const onHandshake = (): void => this.metrics.tlsHandshakes.inc({ side: 'server', result: 'ok' });
+      const onTlsError = (): void => this.metrics.tlsHandshakes.inc({ side: 'server', result: 'error' });
+      app.server.on('secureConnection', onHandshake).on('tlsClientError', onTlsError);
+      cleanup.push(async () => {
+        app.server.off('secureConnection', onHandshake).off('tlsClientError', onTlsError);
+      });
       await app.listen({ host: this.config.server.host, port: this.config.server.port });
+      // Undone without app.close(), which would run the owner's onClose hooks: the instance is theirs.
+      if (this.#opts.server) cleanup.push(() => stopListening(app));
+      signal.throwIfAborted();
       let grpc: { server: A2AGrpcServer; url: string } | undefined;
       if (grpcServer) {
         const g = this.config.server.grpc;
         const bound = await grpcServer.listen({ host: g.host ?? this.config.server.host, port: g.port });
         grpc = { server: grpcServer, url: g.publicAddress ?? bound.url };
         a2a.advertiseGrpc(grpc.url);
+        signal.throwIfAborted();
       }
       const addr = app.server.address() as AddressInfo;
       const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
@@ -535,6 +589,7 @@ export class SecureAgent extends AgentCore {
         ops = await startOpsListener(opsCfg.host, opsCfg.port, this.#probeState, this.metrics);
         const opsServer = ops.server;
         cleanup.push(() => new Promise<void>((r) => opsServer.close(() => r())));
+        signal.throwIfAborted();
         if (!isLoopback(opsCfg.host)) {
           this.logger.warn(
             { host: opsCfg.host },
@@ -641,6 +696,8 @@ export class SecureAgent extends AgentCore {
   }
 
   async #stop(options: StopOptions): Promise<void> {
+    // A start still waiting (for SPIRE, say) gives up now rather than hold a shutdown up to its timeout.
+    this.#abortStart?.abort(new AgentError('AGENT_STOPPING', 'stop() was called before start() finished'));
     if (this.#starting) await this.#starting.catch(() => undefined);
     const run = this.#run;
     if (!run) {
@@ -664,6 +721,10 @@ export class SecureAgent extends AgentCore {
     // Handlers fail their tasks with AGENT_STOPPING first; the A2A server then cancels any leftovers.
     await this.#waitIdle(500, true);
     await run.a2a.close().catch(() => undefined);
+    // The user's store was lent to it without close(): stop() closes it, as it always did.
+    await this.#opts.taskStore
+      ?.close?.()
+      .catch((err: unknown) => this.logger.warn({ err }, 'task store close failed'));
     // Let the answers of canceled tasks reach their callers before connections close.
     await this.#waitIdle(1_000);
     for (const u of run.unsubscribe) u();
@@ -776,13 +837,27 @@ export class SecureAgent extends AgentCore {
     return identityTimeoutMs(this.config.identity);
   }
 
-  async #identity(): Promise<{ identity: IdentityProvider; owned: boolean }> {
+  async #identity(signal: AbortSignal): Promise<{ identity: IdentityProvider; owned: boolean }> {
     if (this.#opts.identity) return { identity: this.#opts.identity, owned: false };
+    const cfg = this.config.identity;
+    const logger = this.logger.child({ component: 'identity' });
+    const timeoutMs = this.#identityTimeout();
+    const deadline = Date.now() + timeoutMs;
     try {
-      const identity = await identityFromConfig(this.config.identity, {
-        logger: this.logger.child({ component: 'identity' }),
+      const socket =
+        cfg && 'static' in cfg ? undefined : (cfg?.workloadApi.socket ?? this.#env.SPIFFE_ENDPOINT_SOCKET);
+      // Without one, identityFromConfig says there is no identity source.
+      if (socket) {
+        // The provider waits for its first SVID inside create(), which no one
+        // can cut short: the wait for SPIRE is done here, where stop() can.
+        await workloadApiAnswers(socket, this.config.spiffeId, timeoutMs, signal, logger);
+      }
+      const identity = await identityFromConfig(cfg, {
+        logger,
         spiffeId: this.config.spiffeId,
         env: this.#env,
+        // Within the one budget: the Workload API has just answered.
+        readyTimeoutMs: Math.max(1, deadline - Date.now()),
       });
       return { identity, owned: true };
     } catch (err) {
@@ -813,23 +888,137 @@ export class SecureAgent extends AgentCore {
 /** Errors of a listen() that the machine refused (a port in use, one below 1024 without the right, an address not here). */
 const LISTEN_ERRORS = new Set(['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL']);
 
-async function waitForSvid(identity: IdentityProvider, timeoutMs: number): Promise<X509Svid> {
+/** The SVID `identity` has, or its first one within `timeoutMs`; rejects with `signal`'s reason when it aborts first. */
+async function waitForSvid(
+  identity: IdentityProvider,
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<X509Svid> {
   try {
     return identity.getX509Svid();
   } catch {
     // not yet: wait for the first update
   }
+  signal.throwIfAborted();
   return new Promise<X509Svid>((resolve, reject) => {
-    const timer = setTimeout(() => {
+    const settle = (): void => {
+      clearTimeout(timer);
       unsubscribe();
+      signal.removeEventListener('abort', onAbort);
+    };
+    const onAbort = (): void => {
+      settle();
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      settle();
       reject(new AgentError('AGENT_NO_IDENTITY', `no X.509-SVID within ${timeoutMs} ms`));
     }, timeoutMs);
     const unsubscribe = identity.onUpdate((u) => {
-      clearTimeout(timer);
-      unsubscribe();
+      settle();
       resolve(u.svid);
     });
+    signal.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/**
+ * Resolves once the Workload API at `address` sends an X.509 context (with
+ * `spiffeId` among its SVIDs, when given), within `timeoutMs`; rejects with
+ * `signal`'s reason as soon as it aborts. Its connection is closed either
+ * way. Fails as the provider's create() would: `IdentityNotReadyError`
+ * naming the last error, or the server's refusal (INVALID_ARGUMENT).
+ */
+async function workloadApiAnswers(
+  address: string,
+  spiffeId: string | undefined,
+  timeoutMs: number,
+  signal: AbortSignal,
+  logger: Logger,
+): Promise<void> {
+  signal.throwIfAborted();
+  const client = new WorkloadApiClient({ address, logger });
+  let watch: WatchHandle | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  let last: Error | undefined;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      onAbort = () => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      timer = setTimeout(() => {
+        reject(
+          new IdentityNotReadyError(
+            `no X.509-SVID from the Workload API at ${client.address.uri} within ${timeoutMs} ms` +
+              (last ? ` (last error: ${last.message})` : ''),
+          ),
+        );
+      }, timeoutMs);
+      watch = client.watchX509Context({
+        onUpdate: (ctx) => {
+          if (spiffeId === undefined || ctx.svids.some((s) => s.id.toString() === spiffeId)) resolve();
+          else {
+            last = new Error(
+              `the Workload API sent no X.509-SVID with ID ${spiffeId} (it sent ${ctx.svids.map((s) => s.id.toString()).join(', ')})`,
+            );
+          }
+        },
+        onError: (err) => {
+          last = err;
+        },
+      });
+      void watch.done.then((fatal) => fatal && reject(fatal));
+    });
+  } finally {
+    clearTimeout(timer);
+    if (onAbort) signal.removeEventListener('abort', onAbort);
+    watch?.stop();
+    client.close();
+  }
+}
+
+/** Why the fastify instance given as `server` cannot take the agent's routes. */
+function serverConsumed(cause?: unknown): AgentError {
+  return new AgentError(
+    'AGENT_SERVER_CONSUMED',
+    'the fastify instance given as server has already booted (an earlier start() of this agent ' +
+      'failed after putting its routes on it, or it was made ready or listening before start()), ' +
+      'and fastify takes no new routes then: give a new SecureAgent a new createMtlsServer() instance',
+    cause === undefined ? undefined : { cause },
+  );
+}
+
+/**
+ * The user's task store as the A2A server sees it: every member but
+ * `close()`, which the server calls when it closes, also after a failed
+ * start. The agent closes it itself at `stop()`.
+ */
+function lend(store: TaskStore): TaskStore {
+  // Nothing to hold back (the embedded store): given as is, its fast path intact.
+  if (typeof store.close !== 'function') return store;
+  const bound = new Map<PropertyKey, { of: unknown; fn: unknown }>();
+  return new Proxy(store, {
+    get(target, key) {
+      if (key === 'close') return undefined;
+      const value: unknown = Reflect.get(target, key, target);
+      if (typeof value !== 'function') return value;
+      // Called on the store itself, not the proxy: its methods may use private fields.
+      let b = bound.get(key);
+      if (b?.of !== value) {
+        b = { of: value, fn: (value as (...args: unknown[]) => unknown).bind(target) };
+        bound.set(key, b);
+      }
+      return b.fn;
+    },
+  });
+}
+
+/** Stops a fastify instance of the user's from listening, without closing it (its onClose hooks are the user's). */
+async function stopListening(app: MtlsFastifyInstance): Promise<void> {
+  const server = app.server as MtlsFastifyInstance['server'] & { closeAllConnections?: () => void };
+  const closed = new Promise<void>((r) => server.close(() => r()));
+  server.closeAllConnections?.();
+  await closed;
 }
 
 /**
