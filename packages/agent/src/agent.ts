@@ -25,7 +25,13 @@ import {
 } from '@weave/identity';
 import { MTLS_AUTH_PLUGIN, createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
 import type { CapabilityHandler, CapabilityOptions } from './capability.js';
-import { loadAgentConfig, parseAgentConfig, type AgentConfig, type AgentConfigInput } from './config.js';
+import {
+  checkPostgresUrl,
+  loadAgentConfig,
+  parseAgentConfig,
+  type AgentConfig,
+  type AgentConfigInput,
+} from './config.js';
 import { AgentCore } from './core.js';
 import { AgentConfigError, AgentError, CallError } from './errors.js';
 import { AgentMetrics } from './metrics.js';
@@ -335,6 +341,8 @@ export class SecureAgent extends AgentCore {
         `store.postgres: set ${cfg.urlEnv} to the database URL (it is read from the environment only)`,
       );
     }
+    // Another scheme or an unreadable URL is a mistake in the config, not a database away.
+    checkPostgresUrl(cfg.urlEnv, url);
     let pgStore: PostgresModule;
     try {
       // Loaded only when configured: agents without PostgreSQL never need `pg`.
