@@ -585,29 +585,48 @@ export class A2ARequestHandler {
     let task = record.task;
     if (p.configuration?.returnImmediately === true) {
       // A reply handed to another replica: the task as it is now, not as it was when it asked.
-      if (!this.manager.isLive(task.id)) task = (await this.manager.get(task.id))?.task ?? task;
+      if (!this.manager.isLive(task.id)) task = await this.#lastKnown(task);
     } else {
       try {
         // With the embedded store, the task's next settle itself: one await
         // fewer per call than through waitForCompletion (bench/README.md).
         const settling = this.manager.nextSettle(task.id, this.#blockingTimeout);
-        // A reply handed to the replica running the task: the answer is the
-        // settle that follows it, not the INPUT_REQUIRED the task still shows.
-        const forwarded = p.message.taskId !== undefined && !this.manager.isLive(task.id);
         task = settling
           ? (await settling).task
           : await this.manager.waitForCompletion(task.id, {
               timeoutMs: this.#blockingTimeout,
-              ...(forwarded ? { afterSeq: record.seq } : {}),
+              // A reply: the answer is the settle that follows it, not the
+              // INPUT_REQUIRED the task still shows (on another replica until
+              // it takes the reply; with a durable store, until what followed
+              // it here is written).
+              ...(p.message.taskId !== undefined ? { afterSeq: record.seq } : {}),
+              orLastSeen: true,
             });
       } catch (err) {
         // A blocking call does not wait forever: the task, still running, is
-        // returned as it is, and the client can poll or subscribe.
-        if (!(err instanceof WaitTimeoutError)) throw err;
-        task = (await this.manager.get(record.task.id))?.task ?? task;
+        // returned as it is, and the client can poll or subscribe. So is it
+        // when the store cannot be read (see #lastKnown).
+        if (err instanceof WaitTimeoutError) task = await this.#lastKnown(record.task);
+        else if (!(err instanceof TaskStoreUnavailableError)) throw err;
       }
     }
     return { task: snapshot(task, p.configuration?.historyLength) };
+  }
+
+  /**
+   * The task as it is now, or `known` when the store cannot be read. Asked
+   * once the task exists and its handler may have run (or a reply was
+   * taken): the answer names the task, which the client can read later,
+   * rather than a retryable UNAVAILABLE, which says nothing ran and would
+   * have a retry run it again.
+   */
+  async #lastKnown(known: Task): Promise<Task> {
+    try {
+      return (await this.manager.get(known.id))?.task ?? known;
+    } catch (err) {
+      if (err instanceof TaskStoreUnavailableError) return known;
+      throw err;
+    }
   }
 
   /**
@@ -1505,6 +1524,7 @@ class TaskContextImpl implements TaskContext {
   readonly #record: TaskRecord;
   readonly #timeout: number;
   readonly #drain: (signal: AbortSignal) => Promise<void>;
+  #signal: AbortSignal | undefined;
 
   constructor(
     manager: TaskManager,
@@ -1530,8 +1550,10 @@ class TaskContextImpl implements TaskContext {
   }
 
   get signal(): AbortSignal {
-    // A finished task's handler sees an aborted signal.
-    return this.#m.signalOf(this.taskId) ?? AbortSignal.abort();
+    // Kept once handed out: the task given up later, a new one would lose
+    // the reason it aborted with (TaskLeaseLostError). A finished task's
+    // handler sees an aborted signal.
+    return (this.#signal ??= this.#m.signalOf(this.taskId) ?? AbortSignal.abort());
   }
 
   publishStatus(state: TaskState, message?: Message | string): void {

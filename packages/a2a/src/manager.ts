@@ -672,20 +672,37 @@ export class TaskManager {
       terminalOnly?: boolean;
       timeoutMs?: number;
       /**
-       * Only a settle after this event counts, for a task running on another
-       * replica: a reply handed over to it finds the task still as it asked
-       * (INPUT_REQUIRED, settled) until that replica has taken the reply.
+       * Only a settle after this event counts: a reply to INPUT_REQUIRED
+       * finds the task still as it asked (INPUT_REQUIRED, settled) until the
+       * replica running it has taken the reply and, with a durable store,
+       * written what followed.
        */
       afterSeq?: number;
+      /**
+       * @internal What a blocking SendMessage waits with: once the task was
+       * seen running here, a store that cannot be read (the task given up
+       * while the database is away) resolves with the task as last written
+       * from here instead of rejecting. The task exists and its handler may
+       * have run: a retryable error would say that nothing did.
+       */
+      orLastSeen?: boolean;
     } = {},
   ): Promise<Task> {
     // A NaN or out-of-range wait would time out at once.
     if (options.timeoutMs !== undefined) checkBudget('waitForCompletion', 'timeoutMs', options.timeoutMs);
     const deadline = options.timeoutMs === undefined ? undefined : Date.now() + options.timeoutMs;
+    const done = (st: TaskState): boolean => (options.terminalOnly ? isTerminal(st) : isSettled(st));
+    let seen: Task | undefined;
     for (;;) {
       const live = this.#live.get(id) ?? this.#settling.get(id);
       if (!live) {
-        const r = await this.store.get(id);
+        let r: TaskRecord | undefined;
+        try {
+          r = await this.store.get(id);
+        } catch (err) {
+          if (options.orLastSeen && seen && err instanceof TaskStoreUnavailableError) return seen;
+          throw err;
+        }
         if (!r) throw A2AErrors.taskNotFound(id);
         const st = r.task.status.state;
         if (this.#notifier && options.afterSeq !== undefined && r.seq <= options.afterSeq) {
@@ -693,17 +710,24 @@ export class TaskManager {
           options = { ...options, afterSeq: undefined };
           continue;
         }
-        if (!this.#notifier || (options.terminalOnly ? isTerminal(st) : isSettled(st))) {
+        if (!this.#notifier || done(st)) {
           return r.task;
         }
         // Running on another replica: wait for its log to settle, then read it again.
         await this.#settledElsewhere(id, r.seq, options, deadline);
         continue;
       }
-      const task = durableView(live).task;
-      const st = task.status.state;
-      if (options.terminalOnly ? isTerminal(st) : isSettled(st)) {
-        return task;
+      const view = durableView(live);
+      seen = view.task;
+      const after = options.afterSeq;
+      // With a durable store, the task as written may still be as it was
+      // before the reply (its events pending) while in memory it runs on:
+      // that settle is not the one waited for.
+      if (
+        done(view.task.status.state) &&
+        (after === undefined || (view.seq > after && done(live.record.task.status.state)))
+      ) {
+        return view.task;
       }
       const settled =
         options.signal === undefined
@@ -714,8 +738,9 @@ export class TaskManager {
               options,
               deadline,
             );
-      const now = settled.task.status.state;
-      if (options.terminalOnly ? isTerminal(now) : isSettled(now)) {
+      seen = settled.task;
+      // Waiting after a reply: look again (the settle may be the one before it).
+      if (after === undefined && done(settled.task.status.state)) {
         return settled.task;
       }
     }
