@@ -342,7 +342,10 @@ export type PostgresTaskStoreOptions = PostgresConnection & {
   /**
    * How long (ms) a replica may go without renewing its lease before its
    * running tasks are taken for orphans (failed, or re-run when their
-   * capability allows). It renews every third of this. Default 30 000.
+   * capability allows). It renews every third of this, and as often checks
+   * that its `LISTEN` connection still answers (`SELECT 1`, bounded by
+   * `queryTimeoutMs`): one that went silent is replaced, so this replica
+   * hears cancels, replies and other replicas' events again. Default 30 000.
    */
   readonly leaseTtlMs?: number;
   /** This replica's id in the lease table. Default: a fresh UUID per store. */
@@ -398,6 +401,20 @@ const NOTICE_CHANNEL = 'weave_a2a';
 
 /** The database's clock in epoch ms: leases compare times from one clock, whatever the replicas' clocks say. */
 const DB_NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
+
+/**
+ * The database's clock in epoch ms as the statement started: what a finished
+ * task's age is measured against. Stable within the statement (unlike
+ * {@link DB_NOW_MS}), so a comparison with it can use an index.
+ */
+const DB_STATEMENT_MS = '(extract(epoch from statement_timestamp()) * 1000)::bigint';
+
+/**
+ * How far (ms) this replica's clock may be from the database's before the
+ * times it writes are corrected by the difference, and the longest lease
+ * renewal that still measures it (half a round trip is the measure's error).
+ */
+const CLOCK_SLACK_MS = 1000;
 
 /**
  * The fence of an append of task `id` (an SQL expression) by this replica
@@ -925,8 +942,9 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     const q = JSON.stringify;
     const item =
       `"id":${q(t.id)},"owner":${q(record.owner)},"skill":${q(record.skill)},"context_id":${q(t.contextId)},` +
-      `"state":${q(t.status.state)},"terminal":${finished},"task":${carried(head)},"created_at":${record.createdAt},` +
-      `"updated_at":${record.updatedAt},"seq":${record.seq},"event_seq":${first.seq},"event":${carried(event)},` +
+      `"state":${q(t.status.state)},"terminal":${finished},"task":${carried(head)},` +
+      `"created_at":${record.createdAt + this.#clockOffset},"updated_at":${record.updatedAt + this.#clockOffset},` +
+      `"seq":${record.seq},"event_seq":${first.seq},"event":${carried(event)},` +
       `"tenant":${q(record.tenant ?? '')},"bytes":${bytes},${delta.json}`;
     // Before the database's reserve function, which frees finished tasks first.
     refuseNeverFitting(record.owner, bytes, this.#maxOwnerBytes, this.#maxBytes);
@@ -981,7 +999,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     const gen = this.#running.get(id) ?? null;
     const item =
       `"id":${JSON.stringify(id)},"task":${carried(head)},"state":${JSON.stringify(task.status.state)},` +
-      `"terminal":${terminal},"updated_at":${updatedAt},"last":${last},"prev":${first.seq - 1},` +
+      `"terminal":${terminal},"updated_at":${updatedAt + this.#clockOffset},"last":${last},"prev":${first.seq - 1},` +
       `"events":${carried(eventsJson)},"gen":${gen},"bytes":${terminal ? byteLength(head) + added : 0},${parts.json}`;
     this.#written.delete(id);
     // Only a finishing append that may be over the per-task bound pays for
@@ -1094,8 +1112,9 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
 
   async get(id: string): Promise<TaskRecord | undefined> {
     const r = await this.#db.query<TaskRow & { id: string }>(
-      `SELECT ${TASK_COLUMNS} FROM weave_a2a_tasks t WHERE t.id = $1 AND NOT (t.terminal AND t.updated_at < $2)`,
-      [id, Date.now() - this.#ttl],
+      `SELECT ${TASK_COLUMNS} FROM weave_a2a_tasks t
+       WHERE t.id = $1 AND NOT (t.terminal AND t.updated_at < ${DB_STATEMENT_MS} - $2)`,
+      [id, this.#ttl],
     );
     const row = r.rows[0];
     return row ? toRecord(row) : undefined;
@@ -1108,10 +1127,10 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
          LEFT JOIN LATERAL (
            SELECT seq, event FROM weave_a2a_events
            WHERE task_id = t.id AND seq > $2 ORDER BY seq LIMIT $3) e ON true
-       WHERE t.id = $1 AND NOT (t.terminal AND t.updated_at < $4)
+       WHERE t.id = $1 AND NOT (t.terminal AND t.updated_at < ${DB_STATEMENT_MS} - $4)
        ORDER BY e.seq`,
       // At least one row, so a log cut short (maxBytesPerTask) shows even when none are asked for.
-      [id, afterSeq, Math.max(1, limit), Date.now() - this.#ttl],
+      [id, afterSeq, Math.max(1, limit), this.#ttl],
     );
     const head = r.rows[0];
     if (head === undefined) return undefined;
@@ -1134,8 +1153,8 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
 
   async list(q: TaskQuery): Promise<TaskPage> {
     // No tenant means the tasks created without one (''), never every tenant's.
-    const where = ['tenant = $1', 'owner = $2', 'NOT (terminal AND updated_at < $3)'];
-    const values: unknown[] = [q.tenant ?? '', q.owner, Date.now() - this.#ttl];
+    const where = ['tenant = $1', 'owner = $2', `NOT (terminal AND updated_at < ${DB_STATEMENT_MS} - $3)`];
+    const values: unknown[] = [q.tenant ?? '', q.owner, this.#ttl];
     const add = (clause: (n: number) => string, v: unknown) => {
       values.push(v);
       where.push(clause(values.length));
@@ -1174,17 +1193,21 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
    * Removes expired finished tasks (returns how many), and the lease rows of
    * replicas expired for longer than `deadReplicaTtlMs` that run no
    * unfinished task (a row still named by one stays: it tells the task is an
-   * orphan, and keeps the generation that fences its old runner).
+   * orphan, and keeps the generation that fences its old runner). A task's
+   * age is measured on the database's clock; `now`, when given, is a time
+   * on this replica's clock to measure it at instead.
    */
-  async sweep(now = Date.now()): Promise<number> {
+  async sweep(now?: number): Promise<number> {
+    const before = now === undefined ? null : now + this.#clockOffset - this.#ttl;
     // In batches: each statement stays short (well inside queryTimeoutMs)
     // however many tasks expired, say after a long outage.
     let removed = 0;
     for (;;) {
       const r = await this.#db.query(
         `DELETE FROM weave_a2a_tasks WHERE id IN (
-           SELECT id FROM weave_a2a_tasks WHERE terminal AND updated_at < $1 ORDER BY updated_at LIMIT $2)`,
-        [now - this.#ttl, SWEEP_BATCH],
+           SELECT id FROM weave_a2a_tasks WHERE terminal AND updated_at < coalesce($1::bigint, ${DB_STATEMENT_MS} - $3)
+           ORDER BY updated_at LIMIT $2)`,
+        [before, SWEEP_BATCH, this.#ttl],
       );
       removed += r.rowCount ?? 0;
       if ((r.rowCount ?? 0) < SWEEP_BATCH) break;
@@ -1199,12 +1222,14 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
 
   /**
    * LISTENs on one connection held from the pool for as long as it listens.
-   * When that connection drops, it reconnects (backoff up to 2 s) and then
+   * When that connection drops, or goes silent (every third of
+   * `leaseTtlMs` it must answer a `SELECT 1` within `queryTimeoutMs`), it is
+   * thrown away and another one LISTENs (backoff up to 2 s), which then
    * reports `resync`: notices sent meanwhile are gone, the events are not.
    */
   async listen(onNotice: (notice: TaskNotice) => void): Promise<() => Promise<void>> {
     if (this.#closed) throw new TaskStoreUnavailableError('PostgresTaskStore is closed');
-    const listener = new NoticeListener(this.#db, onNotice);
+    const listener = new NoticeListener(this.#db, onNotice, Math.max(100, Math.floor(this.leaseTtlMs / 3)));
     // Held before it connects: a close() meanwhile stops it, and the connection
     // it is still making goes back to the pool instead of keeping the pool open.
     this.#listeners.add(listener);
@@ -1230,17 +1255,39 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
    * renewal.
    */
   async heartbeat(): Promise<boolean> {
-    const r = await this.#db.query<{ generation: string }>(
+    const sent = Date.now();
+    const r = await this.#db.query<{ generation: string; now: string }>(
       `INSERT INTO weave_a2a_replicas AS r (id, expires_at, generation) VALUES ($1, ${DB_NOW_MS} + $2, 1)
        ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at,
          generation = r.generation + CASE WHEN r.expires_at < ${DB_NOW_MS} THEN 1 ELSE 0 END
-       RETURNING generation`,
+       RETURNING generation, ${DB_NOW_MS} AS now`,
       [this.replicaId, this.leaseTtlMs],
     );
+    this.#measureClock(Number(r.rows[0]?.now), sent, Date.now());
     const generation = Number(r.rows[0]?.generation);
     const kept = this.#generation === undefined || this.#generation === generation;
     this.#generation = generation;
     return kept;
+  }
+
+  /**
+   * What to add to a time of this replica's clock to have it on the
+   * database's: the times a task is written with (its creation orders
+   * ListTasks, its last change starts its `terminalTtlMs`) are compared with
+   * those of other replicas and with the database's clock, so a replica
+   * whose clock is off would list its tasks out of order, and have them
+   * expire early or late everywhere. 0 until measured, and while the clocks
+   * are within {@link CLOCK_SLACK_MS}, so times are stored as given then.
+   */
+  #clockOffset = 0;
+
+  /** Measures {@link #clockOffset} from the database's clock `db` read by a statement sent at `sent` and answered at `back`. */
+  #measureClock(db: number, sent: number, back: number): void {
+    if (!Number.isFinite(db) || back - sent > CLOCK_SLACK_MS) return;
+    const offset = Math.round(db - (sent + back) / 2);
+    // Moved only by more than the slack: tasks written one after the other
+    // keep their order, not jittered by each measure's error.
+    if (Math.abs(offset - this.#clockOffset) > CLOCK_SLACK_MS) this.#clockOffset = offset;
   }
 
   async claimOrphans(limit: number): Promise<TaskRecord[]> {
@@ -1331,18 +1378,29 @@ function parseNotice(payload: string | undefined): TaskNotice | undefined {
   return undefined;
 }
 
-/** One LISTENing connection that comes back after it drops. */
+/**
+ * One LISTENing connection that comes back after it drops, or after it goes
+ * silent: a connection whose packets are dropped (a NAT or firewall that
+ * lost its state, a peer gone without a word) raises no error until the
+ * operating system gives up on it, hours later by default, and delivers no
+ * notice meanwhile. So every `checkMs` it must answer a `SELECT 1` (bounded
+ * by the store's `queryTimeoutMs`); this works with any pool, whatever its
+ * TCP keep-alive settings.
+ */
 class NoticeListener {
   readonly #db: PoolHolder;
   readonly #onNotice: (notice: TaskNotice) => void;
+  readonly #checkMs: number;
   #client: pg.PoolClient | undefined;
   #stopped = false;
   #timer: NodeJS.Timeout | undefined;
+  #check: NodeJS.Timeout | undefined;
   #failures = 0;
 
-  constructor(db: PoolHolder, onNotice: (notice: TaskNotice) => void) {
+  constructor(db: PoolHolder, onNotice: (notice: TaskNotice) => void, checkMs: number) {
     this.#db = db;
     this.#onNotice = onNotice;
+    this.#checkMs = checkMs;
   }
 
   async start(): Promise<void> {
@@ -1375,6 +1433,24 @@ class NoticeListener {
       return;
     }
     this.#client = client;
+    this.#scheduleCheck(client);
+  }
+
+  /** Checks in `checkMs` that `client` still answers; one that does not (error or timeout) is lost. */
+  #scheduleCheck(client: pg.PoolClient): void {
+    this.#check = setTimeout(() => {
+      if (this.#client !== client) return;
+      this.#db
+        .on(client)
+        .query('SELECT 1')
+        .then(
+          () => {
+            if (this.#client === client) this.#scheduleCheck(client);
+          },
+          (err: unknown) => this.#lost(client, err),
+        );
+    }, this.#checkMs);
+    this.#check.unref();
   }
 
   /** True once {@link stop} was called; a start that finishes after it holds nothing. */
@@ -1385,6 +1461,7 @@ class NoticeListener {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    clearTimeout(this.#check);
     const client = this.#client;
     this.#client = undefined;
     if (!client) return;
@@ -1396,6 +1473,10 @@ class NoticeListener {
   #lost(client: pg.PoolClient, err: unknown): void {
     if (this.#client !== client) return;
     this.#client = undefined;
+    clearTimeout(this.#check);
+    // Released with an error, the pool removes the connection; with a check
+    // still waiting on it (a silent one), pg destroys its socket rather than
+    // say goodbye on it, so it is not left open.
     client.release(err instanceof Error ? err : true);
     this.#reconnect();
   }
