@@ -14,13 +14,10 @@ import {
 import type * as PostgresStoreModule from '@weave/a2a/postgres';
 import type { PolicyEnforcer } from '@weave/authz';
 import {
-  IdentityNotReadyError,
   MAX_TIMER_MS,
   type SpiffeId,
-  WorkloadApiClient,
   authorizeAny,
   type IdentityProvider,
-  type WatchHandle,
   type X509Svid,
 } from '@weave/identity';
 import { MTLS_AUTH_PLUGIN, createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
@@ -847,25 +844,13 @@ export class SecureAgent extends AgentCore {
 
   async #identity(signal: AbortSignal): Promise<{ identity: IdentityProvider; owned: boolean }> {
     if (this.#opts.identity) return { identity: this.#opts.identity, owned: false };
-    const cfg = this.config.identity;
-    const logger = this.logger.child({ component: 'identity' });
-    const timeoutMs = this.#identityTimeout();
-    const deadline = Date.now() + timeoutMs;
     try {
-      const socket =
-        cfg && 'static' in cfg ? undefined : (cfg?.workloadApi.socket ?? this.#env.SPIFFE_ENDPOINT_SOCKET);
-      // Without one, identityFromConfig says there is no identity source.
-      if (socket) {
-        // The provider waits for its first SVID inside create(), which no one
-        // can cut short: the wait for SPIRE is done here, where stop() can.
-        await workloadApiAnswers(socket, this.config.spiffeId, timeoutMs, signal, logger);
-      }
-      const identity = await identityFromConfig(cfg, {
-        logger,
+      const identity = await identityFromConfig(this.config.identity, {
+        logger: this.logger.child({ component: 'identity' }),
         spiffeId: this.config.spiffeId,
         env: this.#env,
-        // Within the one budget: the Workload API has just answered.
-        readyTimeoutMs: Math.max(1, deadline - Date.now()),
+        // stop() cuts the wait for SPIRE short rather than hold a shutdown up to the timeout.
+        signal,
       });
       return { identity, owned: true };
     } catch (err) {
@@ -928,61 +913,6 @@ async function waitForSvid(
     });
     signal.addEventListener('abort', onAbort, { once: true });
   });
-}
-
-/**
- * Resolves once the Workload API at `address` sends an X.509 context (with
- * `spiffeId` among its SVIDs, when given), within `timeoutMs`; rejects with
- * `signal`'s reason as soon as it aborts. Its connection is closed either
- * way. Fails as the provider's create() would: `IdentityNotReadyError`
- * naming the last error, or the server's refusal (INVALID_ARGUMENT).
- */
-async function workloadApiAnswers(
-  address: string,
-  spiffeId: string | undefined,
-  timeoutMs: number,
-  signal: AbortSignal,
-  logger: Logger,
-): Promise<void> {
-  signal.throwIfAborted();
-  const client = new WorkloadApiClient({ address, logger });
-  let watch: WatchHandle | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  let onAbort: (() => void) | undefined;
-  let last: Error | undefined;
-  try {
-    await new Promise<void>((resolve, reject) => {
-      onAbort = () => reject(signal.reason);
-      signal.addEventListener('abort', onAbort, { once: true });
-      timer = setTimeout(() => {
-        reject(
-          new IdentityNotReadyError(
-            `no X.509-SVID from the Workload API at ${client.address.uri} within ${timeoutMs} ms` +
-              (last ? ` (last error: ${last.message})` : ''),
-          ),
-        );
-      }, timeoutMs);
-      watch = client.watchX509Context({
-        onUpdate: (ctx) => {
-          if (spiffeId === undefined || ctx.svids.some((s) => s.id.toString() === spiffeId)) resolve();
-          else {
-            last = new Error(
-              `the Workload API sent no X.509-SVID with ID ${spiffeId} (it sent ${ctx.svids.map((s) => s.id.toString()).join(', ')})`,
-            );
-          }
-        },
-        onError: (err) => {
-          last = err;
-        },
-      });
-      void watch.done.then((fatal) => fatal && reject(fatal));
-    });
-  } finally {
-    clearTimeout(timer);
-    if (onAbort) signal.removeEventListener('abort', onAbort);
-    watch?.stop();
-    client.close();
-  }
 }
 
 /** Why the fastify instance given as `server` cannot take the agent's routes. */

@@ -25,6 +25,12 @@ export interface IdentityFromConfigOptions {
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** How long to wait for the first SVID (default: the config's `workloadApi.timeoutMs`). */
   readonly readyTimeoutMs?: number;
+  /**
+   * Cancels the wait for the first SVID from the Workload API: the call
+   * rejects with the signal's reason as soon as it aborts, having closed the
+   * connection it opened.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /** How long an identity from `identity` may take to serve its first SVID. */
@@ -39,7 +45,8 @@ export function identityTimeoutMs(identity: AgentConfig['identity']): number {
  *
  * @throws {AgentError} `AGENT_NO_IDENTITY` when no source is named at all.
  * Failures of the provider itself (a bad socket address, no SVID in time,
- * unreadable files) are thrown as the provider threw them.
+ * unreadable files) are thrown as the provider threw them, and the reason of
+ * `signal` when it aborted first.
  */
 export async function identityFromConfig(
   identity: AgentConfig['identity'],
@@ -61,6 +68,7 @@ export async function identityFromConfig(
     ...(options.spiffeId === undefined ? {} : { spiffeId: options.spiffeId }),
     readyTimeoutMs: options.readyTimeoutMs ?? identityTimeoutMs(identity),
     logger: options.logger,
+    ...(options.signal === undefined ? {} : { signal: options.signal }),
   });
 }
 

@@ -96,6 +96,18 @@ function listening(port: number): Promise<boolean> {
   });
 }
 
+/** 'closed' once the server side of `socket` has closed, 'open' if it still is after `ms`. */
+function closedWithin(socket: net.Socket, ms = 2_000): Promise<'closed' | 'open'> {
+  if (socket.closed) return Promise.resolve('closed');
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve('open'), ms);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve('closed');
+    });
+  });
+}
+
 const policy = (world: World) => LocalPolicyEnforcer.fromFile(world.policyFile, { watch: false });
 
 const agents: SecureAgent[] = [];
@@ -269,7 +281,7 @@ describe('stop() during start()', () => {
     await expect(a.start()).rejects.toMatchObject({ code: 'AGENT_ALREADY_STARTED' });
   });
 
-  it('while the Workload API accepts and never answers (a hung SPIRE agent): the same', async () => {
+  it('while the Workload API accepts and never answers (a hung SPIRE agent): the same, and its connection is closed', async () => {
     const path = join(world.dir, 'spire-mute.sock');
     const accepted: net.Socket[] = [];
     let firstAccepted!: () => void;
@@ -294,6 +306,8 @@ describe('stop() during start()', () => {
       await a.stop({ drainTimeoutMs: 0 });
       expect(await start).toMatchObject({ code: 'AGENT_STOPPING' });
       expect(a.state).toBe('stopped');
+      // Left open, it would keep the process from exiting after a SIGTERM.
+      for (const s of accepted) expect(await closedWithin(s)).toBe('closed');
     } finally {
       for (const s of accepted) s.destroy();
       await new Promise<void>((resolve) => mute.close(() => resolve()));

@@ -1,4 +1,6 @@
+import type { Socket } from 'node:net';
 import {
+  ChannelCredentials,
   Client as GrpcClient,
   Metadata,
   credentials,
@@ -221,6 +223,51 @@ function parseJwtSvids(msg: JwtSvidResponse, audience: readonly string[]): JwtSv
 
 type StreamMethod<Res> = MethodDefinition<Record<string, never>, Res>;
 
+/**
+ * Insecure channel credentials (the Workload API is a local endpoint) that
+ * hand each connection of the channel to `track` before gRPC uses it, so
+ * that its client can end them. Equal to no other: grpc-js shares
+ * connections between channels with equal credentials, and one client's
+ * close() must not end another's.
+ */
+class SocketTrackingCredentials extends ChannelCredentials {
+  readonly #insecure = credentials.createInsecure();
+  readonly #track: (socket: Socket) => boolean;
+
+  constructor(track: (socket: Socket) => boolean) {
+    super();
+    this.#track = track;
+  }
+
+  override compose(): ChannelCredentials {
+    throw new Error('Cannot compose insecure credentials');
+  }
+
+  _isSecure(): boolean {
+    return false;
+  }
+
+  _equals(other: ChannelCredentials): boolean {
+    return other === this;
+  }
+
+  _createSecureConnector(
+    ...args: Parameters<ChannelCredentials['_createSecureConnector']>
+  ): ReturnType<ChannelCredentials['_createSecureConnector']> {
+    const inner = this.#insecure._createSecureConnector(...args);
+    return {
+      connect: (socket) => {
+        if (this.#track(socket)) return inner.connect(socket);
+        socket.destroy();
+        return Promise.reject(new Error('the Workload API client is closed'));
+      },
+      waitForReady: () => inner.waitForReady(),
+      getCallCredentials: () => inner.getCallCredentials(),
+      destroy: () => inner.destroy(),
+    };
+  }
+}
+
 /** How long before the held SVID's expiry a watch that brought nothing new is restarted (at most; a quarter of the time left when less). */
 const STALE_MARGIN_MS = 30_000;
 /** How long a new watch stream may take to deliver its first message before it counts as stale. */
@@ -241,6 +288,8 @@ export class WorkloadApiClient {
   readonly #log: Logger;
   readonly #watches = new Set<WatchHandle>();
   readonly #calls = new Set<{ cancel(): void }>();
+  /** Every connection the channel has opened and not yet seen closed. */
+  readonly #sockets = new Set<Socket>();
   #closed = false;
 
   /**
@@ -257,7 +306,7 @@ export class WorkloadApiClient {
     // once while it waits. Ours spaces the calls; the channel's is kept at the
     // urgent bound, so a socket that reappears is used by the next call (a
     // local socket: a connect attempt a second at most, and only when called).
-    this.#grpc = new GrpcClient(this.address.grpcTarget, credentials.createInsecure(), {
+    this.#grpc = new GrpcClient(this.address.grpcTarget, new SocketTrackingCredentials(this.#track), {
       'grpc.initial_reconnect_backoff_ms': Math.min(this.#backoff.initialMs, this.#backoff.urgentMaxMs),
       'grpc.max_reconnect_backoff_ms': this.#backoff.urgentMaxMs,
     });
@@ -366,14 +415,29 @@ export class WorkloadApiClient {
     return this.#watch(workloadApiService().FetchJWTBundles, 'FetchJWTBundles', parseJwtBundles, watcher);
   }
 
-  /** Stops every watch and call and closes the channel. Idempotent. */
+  /**
+   * Stops every watch and call, closes the channel and ends every connection,
+   * also one to a server that accepted it and never answered. Idempotent.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     for (const w of [...this.#watches]) w.stop();
     for (const c of [...this.#calls]) c.cancel();
     this.#grpc.close();
+    // grpc-js keeps a connection whose HTTP/2 handshake the server never
+    // answers (a hung SPIRE agent) open past close(), waiting for it.
+    for (const s of this.#sockets) s.destroy();
+    this.#sockets.clear();
   }
+
+  /** Takes each new connection of the channel; `false` (the client is closed) has it refused. */
+  readonly #track = (socket: Socket): boolean => {
+    if (this.#closed) return false;
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+    return true;
+  };
 
   #metadata(): Metadata {
     const md = new Metadata();

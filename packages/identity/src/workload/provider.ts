@@ -31,6 +31,13 @@ export interface WorkloadApiIdentityProviderOptions extends WorkloadApiClientOpt
    * picks the identity it was configured with. Combined with `hint`, both must match.
    */
   readonly spiffeId?: string | SpiffeId;
+  /**
+   * Cancels the wait for the first SVID: {@link WorkloadApiIdentityProvider.create}
+   * rejects with the signal's reason as soon as it aborts (at once when it
+   * already has), having closed every connection it opened. An abort after
+   * `create()` resolved does nothing; close the provider instead.
+   */
+  readonly signal?: AbortSignal;
 }
 
 const OptionsSchema = z.object({
@@ -48,6 +55,7 @@ const OptionsSchema = z.object({
         return z.NEVER;
       }
     }),
+  signal: z.instanceof(AbortSignal, { message: 'must be an AbortSignal' }).optional(),
 });
 
 /** A failure the provider reports through {@link WorkloadApiIdentityProvider.onError}. */
@@ -96,27 +104,33 @@ export class WorkloadApiIdentityProvider extends IdentityProviderBase {
    * Connects to the Workload API and resolves once the first X.509-SVID arrived.
    *
    * @throws {WorkloadApiAddressError} when the address is missing or malformed.
-   * @throws {IdentityConfigError} when `readyTimeoutMs`, `hint`, `spiffeId` or a `backoff` option is invalid (the message names it).
+   * @throws {IdentityConfigError} when `readyTimeoutMs`, `hint`, `spiffeId`, `signal` or a `backoff` option is invalid (the message names it).
    * @throws {IdentityNotReadyError} when no SVID arrived within `readyTimeoutMs` (the message names the last error).
    * @throws {WorkloadApiError} `WORKLOAD_API_INVALID_ARGUMENT` when the server rejected the request.
+   * @throws the reason of `signal` when it aborted first.
    */
   static async create(
     options: WorkloadApiIdentityProviderOptions = {},
   ): Promise<WorkloadApiIdentityProvider> {
-    const { readyTimeoutMs, hint, spiffeId } = checkOptions('Workload API provider', OptionsSchema, {
+    const { readyTimeoutMs, hint, spiffeId, signal } = checkOptions('Workload API provider', OptionsSchema, {
       readyTimeoutMs: options.readyTimeoutMs,
       hint: options.hint,
       spiffeId: options.spiffeId?.toString(),
+      signal: options.signal,
     });
+    signal?.throwIfAborted();
     const client = new WorkloadApiClient(options);
     const log = (options.logger ?? defaultLogger('workload-api-provider')).child({
       address: client.address.uri,
     });
     const provider = new WorkloadApiIdentityProvider(client, log, hint, spiffeId);
     let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
         provider.#onFirst = resolve;
+        onAbort = () => reject(signal?.reason);
+        signal?.addEventListener('abort', onAbort, { once: true });
         timer = setTimeout(() => {
           const last = provider.#lastError;
           reject(
@@ -134,6 +148,7 @@ export class WorkloadApiIdentityProvider extends IdentityProviderBase {
       throw err;
     } finally {
       clearTimeout(timer);
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
       provider.#onFirst = undefined;
     }
   }
@@ -147,7 +162,7 @@ export class WorkloadApiIdentityProvider extends IdentityProviderBase {
     return this.#errors.add(listener);
   }
 
-  /** Stops the streams and closes the connection. Idempotent. */
+  /** Stops the streams and ends the connection, also one the server never answered. Idempotent. */
   override async close(): Promise<void> {
     if (this.closed) return;
     await super.close();
