@@ -610,7 +610,7 @@ export class A2ARequestHandler {
         else if (!(err instanceof TaskStoreUnavailableError)) throw err;
       }
     }
-    return { task: snapshot(task, p.configuration?.historyLength) };
+    return { task: answered(task, p.configuration?.historyLength) };
   }
 
   /**
@@ -660,7 +660,7 @@ export class A2ARequestHandler {
     const c = scoped(ctx, p.tenant);
     const record = await this.#ownedTask(c, p.id);
     await this.#authorize(c, 'GetTask', record.skill, p.id);
-    return snapshot(record.task, p.historyLength);
+    return answered(record.task, p.historyLength);
   }
 
   /**
@@ -710,7 +710,7 @@ export class A2ARequestHandler {
     const denial = [...allowed.values()].find((e) => e !== undefined);
     if (records.length > 0 && visible.length === 0 && denial) throw denial;
     const tasks = visible.map((r) => {
-      const t = snapshot(r.task, p.historyLength);
+      const t = answered(r.task, p.historyLength);
       if (p.includeArtifacts !== true) delete t.artifacts;
       return t;
     });
@@ -910,6 +910,17 @@ export class A2ARequestHandler {
       }
       await this.#authorize(ctx, method, record.skill, taskId);
       if (push) await this.#authorize(ctx, PUSH_CREATE, record.skill, taskId);
+      // §3.4.3: a reply naming another conversation than its task's is
+      // refused, not moved into the task's. Asked before the task's state,
+      // as the official SDK does, so the answer does not depend on whether
+      // the task still runs; after the policy, so a denied caller learns no
+      // context id. An empty one is none (ProtoJSON's zero value).
+      const contextId = p.message.contextId;
+      if (contextId !== undefined && contextId !== '' && contextId !== record.task.contextId) {
+        throw A2AErrors.invalidParams(
+          `message.contextId ${contextId.slice(0, 64)} does not match context ${record.task.contextId} of task ${taskId}`,
+        );
+      }
       if (isTerminal(record.task.status.state)) {
         throw A2AErrors.unsupportedOperation(
           `Task ${taskId} is in terminal state ${record.task.status.state}`,
@@ -1614,14 +1625,26 @@ export function asA2AError(err: unknown, log: HandlerLogger): A2AError {
 
 /**
  * Refuses a request whose `A2A-Version` the binding does not speak (-32009,
- * VersionNotSupported): the HTTP+JSON and gRPC bindings serve 1.0 only. No
- * header (or an empty one) is accepted, as the official SDKs do; the
- * JSON-RPC binding negotiates 1.0 or 0.3 itself.
+ * VersionNotSupported): the HTTP+JSON and gRPC bindings serve 1.0 only, so
+ * `1`, `1.0` and `1.0.x` pass (§3.6: a patch number is not considered) and
+ * `1.1` does not. No header (or an empty one) is accepted, as the official
+ * SDKs do; the JSON-RPC binding negotiates 1.0 or 0.3 itself.
  */
 export function assertV1Version(headers: CallHeaders): void {
   const h = headers['a2a-version'];
   const v = (Array.isArray(h) ? h[0] : h)?.trim() ?? '';
-  if (v !== '' && !/^1(\.0)?(\.\d+)?$/.test(v)) throw A2AErrors.versionNotSupported(v.slice(0, 32), '1.0');
+  if (v !== '' && !/^1(\.0(\.\d+)?)?$/.test(v)) throw A2AErrors.versionNotSupported(v.slice(0, 32), '1.0');
+}
+
+/**
+ * A task as a method answers it, with at most `historyLength` messages of
+ * its history. For 0 the field is left out (§3.2.4: "the `history` field
+ * SHOULD be omitted"), not sent empty.
+ */
+function answered(task: Task, historyLength: number | undefined): Task {
+  const out = snapshot(task, historyLength);
+  if (historyLength === 0) delete out.history;
+  return out;
 }
 
 /** Validates params; the first issue becomes a -32602 message. */

@@ -385,7 +385,7 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
       ).task as Task;
       expect(first.contextId).toBe(contextId);
       expect(first.status.state).toBe('TASK_STATE_INPUT_REQUIRED');
-      expect(first.history).toEqual([]);
+      expect(first.history).toBeUndefined(); // historyLength 0: the field is left out (spec §3.2.4)
       // Struct members are the caller's data: their keys are not renamed.
       expect(first.metadata).toMatchObject({ trace_id: 'abc', skill: 'ask' });
       const done = ok(

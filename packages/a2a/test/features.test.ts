@@ -214,7 +214,7 @@ describe('extended agent card and polling', () => {
     const id = 'task' in t ? t.task.id : '';
     release();
     await h.a2a.manager.waitForCompletion(id);
-    expect((await client.getTask(h.url, id, 0)).history).toEqual([]);
+    expect((await client.getTask(h.url, id, 0)).history).toBeUndefined();
     expect((await client.getTask(h.url, id, 1)).history).toHaveLength(1);
   });
 });

@@ -143,6 +143,31 @@ export function callerOf(deps: HttpBindingDeps, request: FastifyRequest): Spiffe
   return c instanceof SpiffeId ? c : undefined;
 }
 
+/** The version service parameter's name, as HTTP headers are read (lower case). */
+export const VERSION_PARAM = 'a2a-version';
+
+/**
+ * The `A2A-Version` a request asks for: its header, else its `A2A-Version`
+ * query parameter (§3.6.1: "Clients MAY provide the `A2A-Version` as a
+ * request parameter instead of a header"; service parameter names are
+ * case-insensitive, §3.2.6). The header wins when both are given: it is
+ * what clients MUST send, the parameter only stands in for it. The header
+ * as it is (absent or empty) when neither gives one.
+ */
+export function requestedVersion(request: FastifyRequest): string | undefined {
+  const header = request.headers['a2a-version'];
+  const h = Array.isArray(header) ? header[0] : header;
+  if (h !== undefined && h.trim() !== '') return h;
+  const query = request.query;
+  if (!query || typeof query !== 'object') return h;
+  for (const [k, v0] of Object.entries(query as Record<string, unknown>)) {
+    if (k.toLowerCase() !== VERSION_PARAM) continue;
+    const v = Array.isArray(v0) ? (v0[0] as unknown) : v0;
+    if (typeof v === 'string') return v;
+  }
+  return h;
+}
+
 /** `Last-Event-ID` as a sequence number, or undefined when absent or malformed. */
 export function parseLastEventId(h: string | string[] | undefined): number | undefined {
   const v = Array.isArray(h) ? h[0] : h;

@@ -13,7 +13,15 @@ import { TaskEventStream } from '../event-stream.js';
 import { SseWriter } from '../sse.js';
 import * as v03 from '../wire/v03.js';
 import type { StreamResponse } from '../wire/v1.js';
-import { JsonBody, callerOf, parseLastEventId, pumpSse, responseBody, type HttpBindingDeps } from './http.js';
+import {
+  JsonBody,
+  callerOf,
+  parseLastEventId,
+  pumpSse,
+  requestedVersion,
+  responseBody,
+  type HttpBindingDeps,
+} from './http.js';
 
 type Version = 'v1' | 'v03';
 type RpcId = string | number | null;
@@ -99,7 +107,7 @@ async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: 
   const method = env.method;
   let version: Version;
   try {
-    version = negotiate(request.headers['a2a-version'], method);
+    version = negotiate(requestedVersion(request), method);
   } catch (err) {
     return void sendError(reply, 200, id, err as A2AError, 'v1');
   }
@@ -276,8 +284,8 @@ function sendLater(reply: FastifyReply, body: string | Buffer): void {
   if (!reply.sent) reply.send(body);
 }
 
-function negotiate(header: string | string[] | undefined, method: string): Version {
-  const h = Array.isArray(header) ? header[0] : header;
+/** The version of a call from what it asks for (header, else query parameter: see requestedVersion). */
+function negotiate(h: string | undefined, method: string): Version {
   if (h === undefined || h.trim() === '') {
     // The spec reads a missing header as 0.3; a v1.0 method name without the
     // header is still understood as v1.0 rather than rejected.

@@ -21,8 +21,10 @@ import {
   JsonBody,
   WRONG_CONTENT_TYPE,
   callerOf,
+  VERSION_PARAM,
   parseLastEventId,
   pumpSse,
+  requestedVersion,
   responseBody,
   type HttpBindingDeps,
 } from './http.js';
@@ -93,10 +95,17 @@ async function handleRest(
   reply: FastifyReply,
   path: string,
 ): Promise<void> {
+  // Split before decoding, each segment decoded once: an encoded `/` (`%2F`)
+  // is part of a task id, and `%252F` is the id's `%2F`. `path` has been
+  // decoded already by the router, so the request's own URL is read.
+  const raw = rawPath(request);
+  const decode = raw !== undefined;
   // One pass, no per-request closures; a segment without `%` decodes to itself.
   const segs: string[] = [];
   try {
-    for (const s of path.split('/')) if (s.length > 0) segs.push(s.includes('%') ? decodeURIComponent(s) : s);
+    for (const s of (raw ?? path).split('/')) {
+      if (s.length > 0) segs.push(decode && s.includes('%') ? decodeURIComponent(s) : s);
+    }
   } catch {
     return sendRestError(reply, A2AErrors.invalidRequest('malformed path'));
   }
@@ -134,7 +143,7 @@ async function handleRest(
     request.log.warn({ path }, 'a2a: call without an authenticated caller denied');
     return sendRestError(reply, A2AErrors.permissionDenied('no authenticated caller'));
   }
-  assertV1Version(request.headers);
+  assertV1Version({ [VERSION_PARAM]: requestedVersion(request) });
   const ctx: CallContext =
     tenant === undefined
       ? { caller, headers: request.headers, binding: 'HTTP+JSON' }
@@ -211,23 +220,56 @@ async function handleRest(
   setImmediate(sendLater, reply, responseBody(JSON.stringify(result)));
 }
 
+/**
+ * The request's path below the binding's mount point as sent (still
+ * percent-encoded), from its URL and the route it matched (`<mount>/*`);
+ * undefined when the URL does not start with the mount point as written.
+ */
+function rawPath(request: FastifyRequest): string | undefined {
+  const routeUrl = request.routeOptions.url;
+  if (routeUrl === undefined || !routeUrl.endsWith('/*')) return undefined;
+  const mount = routeUrl.slice(0, -1);
+  const url = request.url;
+  const q = url.indexOf('?');
+  const p = q === -1 ? url : url.slice(0, q);
+  return p.startsWith(mount) ? p.slice(mount.length) : undefined;
+}
+
 /** `params` with the tenant of the path, when the path names one. */
 function withTenant(params: Record<string, unknown>, tenant: string | undefined): Record<string, unknown> {
   return tenant === undefined ? params : { ...params, tenant };
 }
 
-/** Query parameters as typed params: integers and booleans converted, the first of repeated values kept. */
+/**
+ * Query parameters as typed params: integers and booleans converted, the
+ * first of repeated values kept. The integers are the proto's int32: any
+ * decimal string within it is read (as the other bindings read the JSON
+ * number or the proto field), one outside it is INVALID_PARAMS. The version
+ * service parameter is not a param of the method (see requestedVersion).
+ */
 function query(raw: unknown): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   if (!raw || typeof raw !== 'object') return out;
   for (const [k, v0] of Object.entries(raw as Record<string, unknown>)) {
     const v = Array.isArray(v0) ? v0[0] : v0;
-    if (typeof v !== 'string') continue;
-    if (INT_PARAMS.has(k) && /^-?\d{1,9}$/.test(v)) out[k] = Number(v);
+    if (typeof v !== 'string' || k.toLowerCase() === VERSION_PARAM) continue;
+    if (INT_PARAMS.has(k) && /^-?\d+$/.test(v)) out[k] = int32(k, v);
     else if (BOOL_PARAMS.has(k) && (v === 'true' || v === 'false')) out[k] = v === 'true';
     else out[k] = v;
   }
   return out;
+}
+
+const INT32_MIN = -(2 ** 31);
+const INT32_MAX = 2 ** 31 - 1;
+
+/** A decimal query value as the int32 it names; INVALID_PARAMS when it names none. */
+function int32(name: string, v: string): number {
+  const n = Number(v);
+  if (n < INT32_MIN || n > INT32_MAX) {
+    throw A2AErrors.invalidParams(`${name}: ${v.slice(0, 32)} is outside the 32-bit integer range`);
+  }
+  return n;
 }
 
 function sendLater(reply: FastifyReply, body: string | Buffer): void {

@@ -1,0 +1,328 @@
+// A2A v1.0 conformance points found by comparing Weave's server with the
+// specification and the official Python SDK, on each binding (JSON-RPC,
+// HTTP+JSON, gRPC) where the point applies: a reply whose contextId is not
+// its task's (§3.4.3), the A2A-Version Major.Minor match (§3.6.2) and the
+// version as a request parameter (§3.6.1), historyLength 0 (§3.2.4), int32
+// query numbers and percent-encoded ids on HTTP+JSON. Real mTLS with dev-CA
+// SVIDs, real fastify and grpc-js servers on loopback.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { a2aErrorFromRest, type A2AError, type A2AGrpcServer, type Task } from '../src/index.js';
+import { serveEcho, serveGrpc, startHarness, type Harness } from './helpers/agents.js';
+import {
+  grpcBinding,
+  jsonRpcBinding,
+  restBinding,
+  type BindingUnderTest,
+  type CallOutcome,
+  type RawBinding,
+} from './helpers/raw-bindings.js';
+
+const BINDINGS = ['JSONRPC', 'HTTP+JSON', 'GRPC'] as const;
+const HOOK = 'https://127.0.0.1:9/hook';
+
+/** The status each binding answers an error with (JSON-RPC: HTTP; HTTP+JSON: HTTP; gRPC: status code). */
+const STATUS: Record<string, Record<BindingUnderTest, number>> = {
+  INVALID_PARAMS: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 3 },
+  VERSION_NOT_SUPPORTED: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 12 },
+};
+
+let h: Harness;
+let grpc: A2AGrpcServer;
+/** Callers of each echo run. */
+const ran: string[] = [];
+/** Each reply an `ask` handler was given, as `<taskId>:<text>`. */
+const replies: string[] = [];
+
+beforeAll(async () => {
+  h = await startHarness(
+    (a2a) => {
+      serveEcho(a2a, ran);
+      a2a.registerTaskHandler({ id: 'ask', name: 'ask', description: 'asks', tags: [] }, async (ctx) => {
+        const reply = await ctx.requestInput('which city?');
+        replies.push(`${ctx.taskId}:${reply.parts[0]?.text ?? ''}`);
+        return `city: ${reply.parts[0]?.text ?? ''}`;
+      });
+    },
+    { push: { enabled: true, send: async () => undefined } },
+  );
+  grpc = await serveGrpc(h);
+});
+afterAll(async () => {
+  await grpc.close(100);
+  await h.close();
+});
+
+function bindingFor(name: BindingUnderTest): RawBinding {
+  if (name === 'JSONRPC') return jsonRpcBinding(h.url, h.agent);
+  if (name === 'HTTP+JSON') return restBinding(h.url, h.agent);
+  return grpcBinding(grpc.url as string, h.client, h.serverId);
+}
+
+// Results are read loosely here; each test asserts the shape it depends on.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function ok(o: CallOutcome): any {
+  if (!o.ok) throw new Error(`call failed: ${o.error.code} ${o.error.message}`);
+  return o.result;
+}
+
+function expectFailure(o: CallOutcome, reason: string, binding: BindingUnderTest): A2AError {
+  if (o.ok) throw new Error(`expected ${reason}, got ${JSON.stringify(o.result).slice(0, 200)}`);
+  expect(o.error.code).toBe(reason);
+  expect(o.status).toBe(STATUS[reason]?.[binding]);
+  return o.error;
+}
+
+const message = (text: string, extra: Record<string, unknown> = {}) => ({
+  messageId: `m-${Math.random().toString(36).slice(2)}`,
+  role: 'ROLE_USER',
+  parts: [{ text }],
+  ...extra,
+});
+
+/** A raw HTTP request over the client's mTLS channel, no A2A-Version unless given. */
+async function raw(
+  method: 'GET' | 'POST',
+  path: string,
+  headers: Record<string, string> = {},
+  body?: unknown,
+): Promise<{ status: number; json: unknown }> {
+  const res = await request(`${h.url}${path}`, {
+    method,
+    dispatcher: h.agent,
+    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.body.text();
+  return { status: res.statusCode, json: text === '' ? undefined : (JSON.parse(text) as unknown) };
+}
+
+/** An `ask` task waiting for its reply. */
+async function askTask(b: RawBinding): Promise<Task> {
+  const t = ok(await b.call('SendMessage', { message: message('start', { metadata: { skill: 'ask' } }) }))
+    .task as Task;
+  expect(t.status.state).toBe('TASK_STATE_INPUT_REQUIRED');
+  return t;
+}
+
+describe.each(BINDINGS)('§3.4.3 a reply whose contextId is not its task’s, over %s', (name) => {
+  let b: RawBinding;
+  beforeAll(() => {
+    b = bindingFor(name);
+  });
+  afterAll(() => b.close());
+
+  it('is INVALID_PARAMS and changes nothing: the reply is not taken, the handler not resumed', async () => {
+    const t = await askTask(b);
+    const before = ok(await b.call('GetTask', { id: t.id })) as Task;
+    const r = await b.call('SendMessage', {
+      message: message('Paris', { taskId: t.id, contextId: 'another-context' }),
+    });
+    const e = expectFailure(r, 'INVALID_PARAMS', name);
+    expect(e.jsonRpcCode).toBe(-32602);
+    expect(e.message).toContain('another-context');
+    const after = ok(await b.call('GetTask', { id: t.id })) as Task;
+    expect(after.status.state).toBe('TASK_STATE_INPUT_REQUIRED');
+    expect(after.contextId).toBe(t.contextId);
+    expect(after.history).toEqual(before.history);
+    expect(replies.filter((x) => x.startsWith(`${t.id}:`))).toEqual([]);
+
+    // Streamed, the same: refused before the first event.
+    const s = await b.stream('SendStreamingMessage', {
+      message: message('Rome', { taskId: t.id, contextId: 'another-context' }),
+    });
+    expect(s.events).toEqual([]);
+    expect(s.failure?.error.code).toBe('INVALID_PARAMS');
+    expect(((ok(await b.call('GetTask', { id: t.id })) as Task).history ?? []).length).toBe(
+      before.history?.length ?? 0,
+    );
+    expect(replies.filter((x) => x.startsWith(`${t.id}:`))).toEqual([]);
+
+    // The task's own contextId, or none, is taken.
+    const done = ok(
+      await b.call('SendMessage', { message: message('Oslo', { taskId: t.id, contextId: t.contextId }) }),
+    ).task as Task;
+    expect(done.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(replies.filter((x) => x.startsWith(`${t.id}:`))).toEqual([`${t.id}:Oslo`]);
+  });
+
+  it('a reply with a taskId and no contextId is taken, in the task’s context', async () => {
+    const t = await askTask(b);
+    const done = ok(await b.call('SendMessage', { message: message('Lima', { taskId: t.id }) })).task as Task;
+    expect(done.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(done.contextId).toBe(t.contextId);
+    expect(replies).toContain(`${t.id}:Lima`);
+  });
+
+  it('is answered before the task’s state: a finished task with another contextId is INVALID_PARAMS too', async () => {
+    const t = ok(await b.call('SendMessage', { message: message('e', { metadata: { skill: 'echo' } }) }))
+      .task as Task;
+    expect(t.status.state).toBe('TASK_STATE_COMPLETED');
+    expectFailure(
+      await b.call('SendMessage', { message: message('again', { taskId: t.id, contextId: 'other' }) }),
+      'INVALID_PARAMS',
+      name,
+    );
+    // With its own context it is the terminal-state refusal, as before.
+    const same = await b.call('SendMessage', {
+      message: message('again', { taskId: t.id, contextId: t.contextId }),
+    });
+    expect(same.ok ? undefined : same.error.code).toBe('UNSUPPORTED_OPERATION');
+  });
+});
+
+describe.each(BINDINGS)('§3.6.2 A2A-Version matched on Major.Minor, over %s', (name) => {
+  let b: RawBinding;
+  beforeAll(() => {
+    b = bindingFor(name);
+  });
+  afterAll(() => b.close());
+
+  it.each(['1.1', '1.9', '1.10', '2.0'])('%s is VERSION_NOT_SUPPORTED and runs nothing', async (v) => {
+    const before = ran.length;
+    const r = await b.call(
+      'SendMessage',
+      { message: message('v', { metadata: { skill: 'echo' } }) },
+      { 'a2a-version': v },
+    );
+    expect(expectFailure(r, 'VERSION_NOT_SUPPORTED', name).jsonRpcCode).toBe(-32009);
+    expect(ran.length).toBe(before);
+  });
+
+  it.each(['1.0', '1.0.0', '1.0.7'])('%s is served (a patch number is not considered)', async (v) => {
+    const r = await b.call(
+      'SendMessage',
+      { message: message('v', { metadata: { skill: 'echo' } }) },
+      { 'a2a-version': v },
+    );
+    expect((ok(r).task as Task).status.state).toBe('TASK_STATE_COMPLETED');
+  });
+});
+
+describe('§3.6.1 A2A-Version as a request parameter', () => {
+  let t: Task;
+  beforeAll(async () => {
+    t = ok(
+      await jsonRpcBinding(h.url, h.agent).call('SendMessage', {
+        message: message('q', { metadata: { skill: 'echo' } }),
+      }),
+    ).task as Task;
+  });
+  const rpcBody = (method: string, params: unknown) => ({ jsonrpc: '2.0', id: 1, method, params });
+  const echo = () => ({ message: message('q', { metadata: { skill: 'echo' } }) });
+
+  it('HTTP+JSON: an unsupported version given as the parameter is refused, nothing run', async () => {
+    const get = await raw('GET', `/tasks/${t.id}?A2A-Version=2.0`);
+    expect(get.status).toBe(400);
+    expect(a2aErrorFromRest(get.json as never, get.status).code).toBe('VERSION_NOT_SUPPORTED');
+    const before = ran.length;
+    const send = await raw('POST', '/message:send?a2a-version=1.1', {}, echo());
+    expect(a2aErrorFromRest(send.json as never, send.status).code).toBe('VERSION_NOT_SUPPORTED');
+    expect(ran.length).toBe(before);
+    expect((await raw('GET', `/tasks/${t.id}?A2A-Version=1.0`)).status).toBe(200);
+  });
+
+  it('JSON-RPC: an unsupported version given as the parameter is refused, nothing run', async () => {
+    const get = await raw('POST', '/?A2A-Version=2.0', {}, rpcBody('GetTask', { id: t.id }));
+    expect((get.json as { error?: { code: number } }).error?.code).toBe(-32009);
+    const before = ran.length;
+    const send = await raw('POST', '/?a2a-version=1.1', {}, rpcBody('SendMessage', echo()));
+    expect((send.json as { error?: { code: number } }).error?.code).toBe(-32009);
+    expect(ran.length).toBe(before);
+    // The parameter picks the v0.3 dialect as the header does.
+    const v03 = await raw('POST', '/?A2A-Version=0.3', {}, rpcBody('tasks/get', { id: t.id }));
+    expect((v03.json as { result?: { kind?: string } }).result?.kind).toBe('task');
+  });
+
+  it('the header wins over the parameter on both HTTP bindings', async () => {
+    const rest = await raw('GET', `/tasks/${t.id}?A2A-Version=2.0`, { 'a2a-version': '1.0' });
+    expect(rest.status).toBe(200);
+    const refusedRest = await raw('GET', `/tasks/${t.id}?A2A-Version=1.0`, { 'a2a-version': '2.0' });
+    expect(refusedRest.status).toBe(400);
+    const rpc = await raw(
+      'POST',
+      '/?A2A-Version=2.0',
+      { 'a2a-version': '1.0' },
+      rpcBody('GetTask', { id: t.id }),
+    );
+    expect((rpc.json as { result?: Task }).result?.id).toBe(t.id);
+  });
+});
+
+describe.each(BINDINGS)('historyLength, over %s', (name) => {
+  let b: RawBinding;
+  beforeAll(() => {
+    b = bindingFor(name);
+  });
+  afterAll(() => b.close());
+
+  it('the largest int32 is read as every binding reads it: all the history', async () => {
+    const t = ok(await b.call('SendMessage', { message: message('n', { metadata: { skill: 'echo' } }) }))
+      .task as Task;
+    const full = ok(await b.call('GetTask', { id: t.id })) as Task;
+    expect(full.history?.length).toBeGreaterThan(0);
+    for (const n of [2147483647, 1234567890]) {
+      const got = ok(await b.call('GetTask', { id: t.id, historyLength: n })) as Task;
+      expect(got.history).toEqual(full.history);
+      const listed = ok(await b.call('ListTasks', { contextId: t.contextId, historyLength: n }));
+      expect((listed.tasks as Task[])[0]?.history).toEqual(full.history);
+    }
+  });
+
+  // On gRPC an empty repeated field and an absent one are the same bytes.
+  (name === 'GRPC' ? it.skip : it)('0 leaves the history field out (§3.2.4)', async () => {
+    const sent = ok(
+      await b.call('SendMessage', {
+        message: message('z', { metadata: { skill: 'echo' } }),
+        configuration: { historyLength: 0 },
+      }),
+    ).task as Task;
+    expect(sent.status.state).toBe('TASK_STATE_COMPLETED');
+    expect('history' in sent).toBe(false);
+    const got = ok(await b.call('GetTask', { id: sent.id, historyLength: 0 })) as Task;
+    expect('history' in got).toBe(false);
+    const listed = ok(await b.call('ListTasks', { contextId: sent.contextId, historyLength: 0 }));
+    expect((listed.tasks as Task[]).map((x) => 'history' in x)).toEqual([false]);
+    // Unset, the history is there.
+    expect((ok(await b.call('GetTask', { id: sent.id })) as Task).history?.length).toBeGreaterThan(0);
+  });
+});
+
+describe('HTTP+JSON query numbers and path ids', () => {
+  it('a number outside int32 is INVALID_PARAMS (400)', async () => {
+    const t = ok(
+      await jsonRpcBinding(h.url, h.agent).call('SendMessage', {
+        message: message('o', { metadata: { skill: 'echo' } }),
+      }),
+    ).task as Task;
+    for (const n of ['2147483648', '-2147483649', '99999999999999999999']) {
+      const r = await raw('GET', `/tasks/${t.id}?historyLength=${n}`, { 'a2a-version': '1.0' });
+      expect(r.status).toBe(400);
+      expect(a2aErrorFromRest(r.json as never, r.status).code).toBe('INVALID_PARAMS');
+    }
+  });
+
+  it('an id segment is decoded once: %2F is part of the id, %252F is its %2F', async () => {
+    const slash = await raw('GET', '/tasks/a%2Fb', { 'a2a-version': '1.0' });
+    expect(slash.status).toBe(404);
+    const e1 = a2aErrorFromRest(slash.json as never, slash.status);
+    expect(e1.code).toBe('TASK_NOT_FOUND');
+    expect(e1.message).toBe('Task not found: a/b');
+    const twice = await raw('GET', '/tasks/a%252Fb', { 'a2a-version': '1.0' });
+    expect(a2aErrorFromRest(twice.json as never, twice.status).message).toBe('Task not found: a%2Fb');
+
+    // Ids the client chooses (push configs): each found under its own encoding.
+    const rest = restBinding(h.url, h.agent);
+    const t = await askTask(rest);
+    for (const id of ['hook/1', 'hook%2F1']) {
+      ok(await rest.call('CreateTaskPushNotificationConfig', { taskId: t.id, id, url: HOOK }));
+    }
+    const one = await raw('GET', `/tasks/${t.id}/pushNotificationConfigs/hook%2F1`, { 'a2a-version': '1.0' });
+    expect((one.json as { id?: string }).id).toBe('hook/1');
+    const other = await raw('GET', `/tasks/${t.id}/pushNotificationConfigs/hook%252F1`, {
+      'a2a-version': '1.0',
+    });
+    expect((other.json as { id?: string }).id).toBe('hook%2F1');
+    ok(await rest.call('CancelTask', { id: t.id }));
+  });
+});
