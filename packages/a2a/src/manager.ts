@@ -147,6 +147,8 @@ interface Live {
    * does not hold yet: what a caller was told survives this process.
    */
   durable?: { task: Task; seq: number };
+  /** Found moved on or ended by another writer ({@link TaskManager.#overtaken}): being given up. */
+  overtaken?: true;
 }
 
 /**
@@ -195,6 +197,9 @@ export class TaskManager {
   #leaseOkAt: number | undefined;
   /** Tasks were given up on this replica's own reading and its lease row expired; until the next heartbeat answer. */
   #gaveUp = false;
+  /** A {@link #resync} runs; `#resyncAgain`: another was asked for meanwhile. */
+  #resyncing = false;
+  #resyncAgain = false;
 
   /** @throws {A2AConfigError} when a number is out of range; nothing is started. */
   constructor(options: TaskManagerOptions = {}) {
@@ -307,10 +312,12 @@ export class TaskManager {
   }
 
   /**
-   * Gives up a task this replica no longer owns (see {@link #leaseLost}), or
-   * one whose write the store refused, `ended` as stored then.
+   * Gives up a task this replica no longer owns (see {@link #leaseLost}), one
+   * whose write the store refused, or one another writer moved on or ended
+   * ({@link #overtaken}), `ended` as stored then. Its handler's signal aborts
+   * with `err`.
    */
-  #drop(live: Live, err: TaskLeaseLostError | TaskStoreRejectedError, ended?: TaskRecord): void {
+  #drop(live: Live, err: Error, ended?: TaskRecord): void {
     const id = live.record.task.id;
     if (this.#live.get(id) !== live && this.#settling.get(id) !== live) return;
     this.#live.delete(id);
@@ -860,7 +867,7 @@ export class TaskManager {
   cancel(id: string, reason?: unknown): boolean {
     const live = this.#live.get(id);
     if (!live) return false;
-    const err = reason ?? A2AErrors.taskNotCancelable(id, 'TASK_STATE_CANCELED');
+    const err = reason ?? canceledReason(id);
     live.abort?.abort(err);
     const waiter = live.inputWaiter;
     live.inputWaiter = undefined;
@@ -896,27 +903,36 @@ export class TaskManager {
     state: 'TASK_STATE_CANCELED' | 'TASK_STATE_FAILED',
     reason?: string,
   ): Promise<{ record: TaskRecord; event?: StoredEvent } | undefined> {
-    const record = await this.store.get(id);
-    if (!record || isTerminal(record.task.status.state)) return record && { record };
-    const now = Date.now();
-    const status: Task['status'] = { state, timestamp: isoTimestamp(now) };
-    const task: Task = { ...record.task, status };
-    if (reason !== undefined) {
-      status.message = {
-        messageId: randomUuid(),
-        role: 'ROLE_AGENT',
-        parts: [{ text: reason }],
-        taskId: id,
-        contextId: task.contextId,
+    for (let attempt = 1; ; attempt++) {
+      const record = await this.store.get(id);
+      if (!record || isTerminal(record.task.status.state)) return record && { record };
+      const now = Date.now();
+      const status: Task['status'] = { state, timestamp: isoTimestamp(now) };
+      const task: Task = { ...record.task, status };
+      if (reason !== undefined) {
+        status.message = {
+          messageId: randomUuid(),
+          role: 'ROLE_AGENT',
+          parts: [{ text: reason }],
+          taskId: id,
+          contextId: task.contextId,
+        };
+        task.history = [...(task.history ?? []), status.message];
+      }
+      const event: StoredEvent = {
+        seq: record.seq + 1,
+        event: { statusUpdate: { taskId: id, contextId: task.contextId, status } },
       };
-      task.history = [...(task.history ?? []), status.message];
+      try {
+        await this.store.append(id, task, [event], now);
+      } catch (err) {
+        // The replica running the task wrote in between (it did not hear a
+        // cancel asked of it, and goes on): ended after what it wrote.
+        if (err instanceof TaskStoreConflictError && attempt < END_ATTEMPTS) continue;
+        throw err;
+      }
+      return { record: { ...record, task, seq: event.seq, updatedAt: now }, event };
     }
-    const event: StoredEvent = {
-      seq: record.seq + 1,
-      event: { statusUpdate: { taskId: id, contextId: task.contextId, status } },
-    };
-    await this.store.append(id, task, [event], now);
-    return { record: { ...record, task, seq: event.seq, updatedAt: now }, event };
   }
 
   /**
@@ -1027,11 +1043,117 @@ export class TaskManager {
     }
     if (n.kind === 'resync') {
       for (const set of this.#followers.values()) for (const f of set) void this.#pump(f);
+      void this.#resync();
       return;
     }
     for (const f of this.#followers.get(n.taskId) ?? []) {
       if (n.seq > f.cursor) void this.#pump(f);
     }
+    // Past every event this replica made of a task it runs: another writer's
+    // (a cancel asked while the notice could not reach this replica, written
+    // by the replica asked once it waited that out).
+    const live = this.#live.get(n.taskId);
+    if (live?.durable && n.seq > live.record.seq) void this.#recheck(live, true);
+  }
+
+  /**
+   * Notices may have been missed (the listening connection was replaced):
+   * each task running here is read again as stored, and given up when
+   * another writer ended it (a cancel whose notice was lost); a reply posted
+   * for one whose handler waits is taken (its `input` notice was lost).
+   */
+  async #resync(): Promise<void> {
+    if (this.#resyncing) {
+      this.#resyncAgain = true;
+      return;
+    }
+    this.#resyncing = true;
+    try {
+      do {
+        this.#resyncAgain = false;
+        for (const live of [...this.#live.values()]) {
+          const id = live.record.task.id;
+          if (this.#closed) return;
+          if (this.#live.get(id) !== live || !live.durable) continue;
+          const overtaken = await this.#recheck(live, true);
+          // The store cannot be read: the next resync (the connection drops again) looks.
+          if (overtaken === undefined) return;
+          if (!overtaken) await this.#takeInput(id);
+        }
+      } while (this.#resyncAgain);
+    } finally {
+      this.#resyncing = false;
+    }
+  }
+
+  /**
+   * Reads task `live` as stored and, when another writer ended it or moved
+   * its log past this replica's events, gives it up ({@link #overtaken}).
+   * This replica's events end at what it wrote when the caller knows the
+   * log moved on (a write of its met another writer's), else at what it
+   * made (writes may be under way, and their events stored already): past
+   * them, or ended while still running here, the log is another writer's.
+   * True when given up, false when not, `undefined` when the store cannot be read.
+   */
+  async #recheck(live: Live, pastMade: boolean): Promise<boolean | undefined> {
+    const id = live.record.task.id;
+    let stored: TaskRecord | undefined;
+    try {
+      stored = await this.store.get(id);
+    } catch (err) {
+      this.#onStoreError(err, id);
+      return undefined;
+    }
+    if (!stored || !this.#holds(live)) return false;
+    const mine = pastMade ? live.record.seq : (live.durable?.seq ?? live.record.seq);
+    // Ended, while it has not ended here (or a write of this replica's was refused): not by this replica.
+    const ended = isTerminal(stored.task.status.state) && (!pastMade || this.#live.get(id) === live);
+    if (!ended && stored.seq <= mine) return false;
+    await this.#overtaken(live, stored);
+    return true;
+  }
+
+  /**
+   * Another writer moved task `live` on or ended it, as `stored` (CANCELED
+   * by the replica a cancel was asked on, when its notice did not reach this
+   * one): the task is given up here as on a cancel. Listeners first hear
+   * what the store holds after what they were told, its end included; the
+   * handler's signal aborts (as a cancel aborts it, else with
+   * {@link TaskLeaseLostError}), and its events from now on are dropped.
+   */
+  async #overtaken(live: Live, stored: TaskRecord): Promise<void> {
+    if (live.overtaken) return;
+    live.overtaken = true;
+    const id = live.record.task.id;
+    const tail: StoredEvent[] = [];
+    try {
+      let after = live.durable?.seq ?? live.record.seq;
+      while (after < stored.seq) {
+        const page = await this.store.events(id, after, EVENT_PAGE);
+        const last = page?.[page.length - 1];
+        if (!page || !last) break;
+        tail.push(...page);
+        after = last.seq;
+      }
+    } catch (err) {
+      // Not read: streams still read it from the store as they carry on (#drop).
+      this.#onStoreError(err, id);
+    }
+    if (!this.#holds(live)) return;
+    // A write of this replica's may have been answered meanwhile: its events are told already.
+    const told = live.durable?.seq ?? live.record.seq;
+    const rest = tail.filter((e) => e.seq > told && e.seq <= stored.seq);
+    // Told only when read whole: a stream carries on from the store where its listener stopped.
+    if (rest.length > 0 && rest.length === stored.seq - told) this.#written(live, rest, stored.task);
+    const reason =
+      stored.task.status.state === 'TASK_STATE_CANCELED' ? canceledReason(id) : new TaskLeaseLostError(id);
+    this.#drop(live, reason, stored);
+  }
+
+  /** True while `live` is this replica's: running, or finished with its last write to come. */
+  #holds(live: Live): boolean {
+    const id = live.record.task.id;
+    return this.#live.get(id) === live || this.#settling.get(id) === live;
   }
 
   /**
@@ -1186,8 +1308,15 @@ export class TaskManager {
           return;
         }
         live.pending = batch.concat(live.pending);
-        // Another writer owns the log now (or the task is gone): retrying cannot help.
-        if (err instanceof TaskStoreConflictError || this.#closed) return;
+        if (err instanceof TaskStoreConflictError) {
+          // Retrying cannot help. Another writer moved the log on or ended
+          // it (a cancel asked on another replica while this one could not
+          // hear it, written there): the task is given up here, as the
+          // store has it. Else (the task is gone) it is left as it is.
+          const overtaken = await this.#recheck(live, false);
+          if (overtaken !== undefined || this.#closed) return;
+          // The store cannot be read either: try the write again later, and look again.
+        } else if (this.#closed) return;
         uncertain = true;
         live.failures++;
         const delay = Math.min(this.#retryMaxMs, 50 * 2 ** Math.min(live.failures, 10));
@@ -1252,6 +1381,14 @@ function keptAfter(
   if (afterSeq + 1 < first) return undefined;
   // Sequence numbers are consecutive: the position is arithmetic.
   return events.slice(Math.max(0, afterSeq + 1 - first));
+}
+
+/** Reads and appends {@link TaskManager.cancelStored} or `failStored` tries, while the task's runner writes in between. */
+const END_ATTEMPTS = 10;
+
+/** What a canceled task's handler's signal aborts with (and its input wait rejects with). */
+function canceledReason(id: string): Error {
+  return A2AErrors.taskNotCancelable(id, 'TASK_STATE_CANCELED');
 }
 
 /** Why a task ends FAILED whose write the task store refused for good; followed by the store's message. */
