@@ -159,7 +159,7 @@ describe.skipIf(!available)('PostgreSQL replicas: a silent LISTEN connection, an
     return done;
   }
 
-  it('replicas whose clocks are 6 minutes apart expire finished tasks alike (by the database’s clock) and list them in creation order', async () => {
+  it('replicas whose clocks are 6 minutes apart expire finished tasks alike (by the database’s clock) and list them by the status timestamps they show', async () => {
     const terminalTtlMs = 5 * 60_000;
     const store = new PostgresTaskStore({ connectionString: db.url, terminalTtlMs });
     const m = new TaskManager({ store });
@@ -179,9 +179,10 @@ describe.skipIf(!available)('PostgreSQL replicas: a silent LISTEN connection, an
       const fast = await skewedReplica(6 * 60_000, owner, here.task.id);
       expect(fast.read).toBe('TASK_STATE_COMPLETED');
 
-      // Newest first: in the order the tasks were made, whatever each replica's clock said.
+      // Most recent status first, as the timestamps read (spec §3.1.4): each replica stamps a
+      // status with its own clock, so the fast one's comes first and the slow one's last.
       const listed = await store.list({ owner, limit: 10 });
-      expect(listed.records.map((r) => r.task.id)).toEqual([fast.made, slow.made, here.task.id]);
+      expect(listed.records.map((r) => r.task.id)).toEqual([fast.made, here.task.id, slow.made]);
       expect(listed.total).toBe(3);
 
       // The sweep, on the database's clock, takes none of them.

@@ -18,7 +18,14 @@ import { TaskEventStream } from './event-stream.js';
 import { CallerLimits, type CallerLimitsInput } from './limits.js';
 import { A2AConfigError, checkOptions, positiveCount, timerMs } from './options.js';
 import { ORPHAN_REASON, ORPHAN_REASON_LIMITED, TaskManager, WaitTimeoutError, snapshot } from './manager.js';
-import type { PushConfigStore, StoredEvent, TaskRecord, TaskStore } from './store.js';
+import type {
+  CreationCursor,
+  ListCursor,
+  PushConfigStore,
+  StoredEvent,
+  TaskRecord,
+  TaskStore,
+} from './store.js';
 import {
   InMemoryTaskStore,
   TaskStoreFullError,
@@ -26,6 +33,7 @@ import {
   TaskStoreRejectedError,
   TaskStoreUnavailableError,
   isPushConfigStore,
+  statusTime,
 } from './store.js';
 import * as v1 from './wire/v1.js';
 import { withJsonNames } from './wire/proto-names.js';
@@ -664,7 +672,7 @@ export class A2ARequestHandler {
   }
 
   /**
-   * ListTasks: the caller's own tasks, newest first. Each task is checked as
+   * ListTasks: the caller's own tasks, most recent status first. Each task is checked as
    * GetTask checks it: the policy on its skill (action = the skill, method
    * `ListTasks`), decided and audited once per skill in the page; a task of a
    * skill the caller may no longer reach is left out. Every call is decided:
@@ -680,7 +688,7 @@ export class A2ARequestHandler {
     const p = parseRequest(v1.ListTasksParamsSchema, params);
     const c = scoped(ctx, p.tenant);
     const pageSize = p.pageSize ?? 50;
-    let after: { createdAt: number; id: string } | undefined;
+    let after: ListCursor | CreationCursor | undefined;
     if (p.pageToken) after = decodePageToken(p.pageToken);
     const page = await this.manager.list({
       owner: c.caller.toString(),
@@ -1753,13 +1761,19 @@ function redact(c: TaskPushNotificationConfig): TaskPushNotificationConfig {
   return authentication ? { ...rest, authentication: { scheme: authentication.scheme } } : rest;
 }
 
+/** A position in the list order: the status timestamp and id of the last task listed. */
 function encodePageToken(r: TaskRecord): string {
-  return Buffer.from(JSON.stringify([r.createdAt, r.task.id])).toString('base64url');
+  return Buffer.from(JSON.stringify({ s: statusTime(r), i: r.task.id })).toString('base64url');
 }
 
-function decodePageToken(token: string): { createdAt: number; id: string } {
+function decodePageToken(token: string): ListCursor | CreationCursor {
   try {
     const v: unknown = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
+    if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
+      const { s, i } = v as { s?: unknown; i?: unknown };
+      if (typeof s === 'number' && Number.isFinite(s) && typeof i === 'string') return { statusAt: s, id: i };
+    }
+    // A token of a release that listed by creation: [createdAt, id].
     if (Array.isArray(v) && typeof v[0] === 'number' && typeof v[1] === 'string') {
       return { createdAt: v[0], id: v[1] };
     }

@@ -62,6 +62,10 @@ export {
   isTaskInbox,
   type TaskLeases,
   isTaskLeases,
+  type ListCursor,
+  type CreationCursor,
+  statusTime,
+  isPastCursor,
 } from './store.js';
 export {
   TaskManager,

@@ -35,6 +35,7 @@ import type {
 import {
   byteBounds,
   refuseNeverFitting,
+  statusTime,
   TaskLeaseLostError,
   TaskStoreConflictError,
   TaskStoreOverBudgetError,
@@ -688,7 +689,7 @@ const DELTA_CTES = `h AS (
     RETURNING 1)`;
 
 /** Prepared-statement name of the create (a changed text needs a new name). */
-const CREATE_STATEMENT = 'weave_a2a_create_10';
+const CREATE_STATEMENT = 'weave_a2a_create_11';
 
 /**
  * Creates the tasks of `$1` (a JSON array of items, see `create`), run by
@@ -699,12 +700,12 @@ const CREATE_STATEMENT = 'weave_a2a_create_10';
  */
 const CREATE_SQL = `WITH i AS (
     SELECT * FROM json_to_recordset($1::json) AS x(n int, id text, owner text, skill text, context_id text,
-      state text, terminal boolean, task text, created_at bigint, updated_at bigint, seq int, event_seq int,
+      state text, terminal boolean, task text, created_at bigint, updated_at bigint, status_at bigint, seq int, event_seq int,
       event text, tenant text, bytes bigint, ${DELTA_COLUMNS})),
   r AS (SELECT o.n, weave_a2a_reserve(o.owner, o.bytes, $3, $4) AS refused FROM (SELECT n, owner, bytes FROM i ORDER BY n) o),
   u AS (
-    INSERT INTO weave_a2a_tasks (id, owner, skill, context_id, state, terminal, task, created_at, updated_at, seq, runner, tenant, counted, runner_gen)
-    SELECT i.id, i.owner, i.skill, i.context_id, i.state, i.terminal, i.task::json, i.created_at, i.updated_at, i.seq, $2, i.tenant, i.bytes,
+    INSERT INTO weave_a2a_tasks (id, owner, skill, context_id, state, terminal, task, created_at, updated_at, status_at, seq, runner, tenant, counted, runner_gen)
+    SELECT i.id, i.owner, i.skill, i.context_id, i.state, i.terminal, i.task::json, i.created_at, i.updated_at, i.status_at, i.seq, $2, i.tenant, i.bytes,
       -- The task runs under this replica's lease as it is now (see heartbeat).
       (SELECT generation FROM weave_a2a_replicas WHERE id = $2)
     FROM i JOIN r ON r.n = i.n WHERE r.refused IS NULL
@@ -720,7 +721,7 @@ const CREATE_SQL = `WITH i AS (
   FROM i JOIN r ON r.n = i.n LEFT JOIN u ON u.id = i.id CROSS JOIN k ORDER BY i.n`;
 
 /** Prepared-statement name of the append (a changed text needs a new name). */
-const APPEND_STATEMENT = 'weave_a2a_append_13';
+const APPEND_STATEMENT = 'weave_a2a_append_14';
 
 /**
  * Appends to the tasks of `$1` (a JSON array of items, see `append`), by
@@ -745,11 +746,11 @@ const APPEND_STATEMENT = 'weave_a2a_append_13';
  */
 const APPEND_SQL = `WITH i AS (
     SELECT * FROM json_to_recordset($1::json) AS x(n int, id text, task text, state text, terminal boolean,
-      updated_at bigint, last int, prev int, events text, gen bigint, bytes bigint, ${DELTA_COLUMNS})),
+      updated_at bigint, status_at bigint, last int, prev int, events text, gen bigint, bytes bigint, ${DELTA_COLUMNS})),
   o AS (SELECT i.id, (SELECT t.counted FROM weave_a2a_tasks t WHERE t.id = i.id) AS counted FROM i WHERE i.terminal),
   u AS (
     UPDATE weave_a2a_tasks t SET task = i.task::json, state = i.state, terminal = i.terminal, updated_at = i.updated_at,
-      seq = i.last, counted = CASE WHEN i.terminal THEN i.bytes ${storedBytes('t.id')} ELSE t.counted END
+      status_at = i.status_at, seq = i.last, counted = CASE WHEN i.terminal THEN i.bytes ${storedBytes('t.id')} ELSE t.counted END
     FROM i WHERE t.ctid = ANY (ARRAY(SELECT (SELECT x.ctid FROM weave_a2a_tasks x WHERE x.id = k.id) FROM i k))
       AND t.id = i.id AND t.seq = i.prev AND ${leaseHeld('i.id', 'i.gen')}
     RETURNING t.id, t.owner, t.counted, i.terminal, i.last),
@@ -944,6 +945,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
       `"id":${q(t.id)},"owner":${q(record.owner)},"skill":${q(record.skill)},"context_id":${q(t.contextId)},` +
       `"state":${q(t.status.state)},"terminal":${finished},"task":${carried(head)},` +
       `"created_at":${record.createdAt + this.#clockOffset},"updated_at":${record.updatedAt + this.#clockOffset},` +
+      `"status_at":${this.#statusAt(t, record.updatedAt)},` +
       `"seq":${record.seq},"event_seq":${first.seq},"event":${carried(event)},` +
       `"tenant":${q(record.tenant ?? '')},"bytes":${bytes},${delta.json}`;
     // Before the database's reserve function, which frees finished tasks first.
@@ -999,7 +1001,8 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     const gen = this.#running.get(id) ?? null;
     const item =
       `"id":${JSON.stringify(id)},"task":${carried(head)},"state":${JSON.stringify(task.status.state)},` +
-      `"terminal":${terminal},"updated_at":${updatedAt + this.#clockOffset},"last":${last},"prev":${first.seq - 1},` +
+      `"terminal":${terminal},"updated_at":${updatedAt + this.#clockOffset},"status_at":${this.#statusAt(task, updatedAt)},` +
+      `"last":${last},"prev":${first.seq - 1},` +
       `"events":${carried(eventsJson)},"gen":${gen},"bytes":${terminal ? byteLength(head) + added : 0},${parts.json}`;
     this.#written.delete(id);
     // Only a finishing append that may be over the per-task bound pays for
@@ -1151,6 +1154,23 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     await this.#db.query('DELETE FROM weave_a2a_tasks WHERE id = $1', [id]);
   }
 
+  /**
+   * The `status_at` written with `task` (changed at `updatedAt`, this
+   * replica's clock): its {@link statusTime}, the status timestamp as the
+   * task shows it, not corrected by the clock offset, since clients filter
+   * and page by the timestamps they read; a task without one falls back to
+   * `updated_at`, as it is read back.
+   */
+  #statusAt(task: Task, updatedAt: number): number {
+    return statusTime({ task, updatedAt: updatedAt + this.#clockOffset });
+  }
+
+  /**
+   * A page by `status_at` (the status timestamp), most recent first, ties by
+   * id (`COLLATE "C"`: the order the embedded store keeps, whatever the
+   * database's collation), read along `weave_a2a_tasks_tenant_owner_status`
+   * and stopping at the page's end; the total is counted apart.
+   */
   async list(q: TaskQuery): Promise<TaskPage> {
     // No tenant means the tasks created without one (''), never every tenant's.
     const where = ['tenant = $1', 'owner = $2', `NOT (terminal AND updated_at < ${DB_STATEMENT_MS} - $3)`];
@@ -1161,20 +1181,27 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     };
     if (q.contextId !== undefined) add((n) => `context_id = $${n}`, q.contextId);
     if (q.status !== undefined) add((n) => `state = $${n}`, q.status);
-    if (q.updatedAfter !== undefined) add((n) => `updated_at > $${n}`, q.updatedAfter);
+    if (q.updatedAfter !== undefined) add((n) => `status_at >= $${n}`, q.updatedAfter);
     const filter = where.join(' AND ');
     const filterValues = values.slice();
     let cursor = 'true';
-    if (q.after) {
+    if (q.after && 'statusAt' in q.after) {
+      values.push(q.after.statusAt, q.after.id);
+      cursor = `(status_at, id COLLATE "C") < ($${values.length - 1}, $${values.length} COLLATE "C")`;
+    } else if (q.after) {
+      // A creation cursor (see CreationCursor): the place of its task now, if the caller's.
       values.push(q.after.createdAt, q.after.id);
-      cursor = `(created_at, id) < ($${values.length - 1}, $${values.length})`;
+      const [at, id] = [`$${values.length - 1}`, `$${values.length}`];
+      cursor = `(status_at, id COLLATE "C") < (coalesce((SELECT c.status_at FROM weave_a2a_tasks c
+        WHERE c.id = ${id} AND c.tenant = $1 AND c.owner = $2), ${at}::bigint), ${id} COLLATE "C")`;
     }
     values.push(Math.max(0, q.limit));
     const r = await this.#db.query<TaskRow & { id: string; total: string }>(
-      `WITH m AS (SELECT id, created_at FROM weave_a2a_tasks WHERE ${filter}),
-       page AS (SELECT id FROM m WHERE ${cursor} ORDER BY created_at DESC, id DESC LIMIT $${values.length})
-       SELECT ${TASK_COLUMNS}, (SELECT count(*) FROM m) AS total FROM weave_a2a_tasks t JOIN page USING (id)
-       ORDER BY t.created_at DESC, t.id DESC`,
+      `WITH page AS (SELECT id, status_at FROM weave_a2a_tasks WHERE ${filter} AND ${cursor}
+         ORDER BY status_at DESC, id COLLATE "C" DESC LIMIT $${values.length})
+       SELECT ${TASK_COLUMNS}, (SELECT count(*) FROM weave_a2a_tasks WHERE ${filter}) AS total
+       FROM weave_a2a_tasks t JOIN page USING (id)
+       ORDER BY page.status_at DESC, t.id COLLATE "C" DESC`,
       values,
     );
     let total = Number(r.rows[0]?.total ?? 0);
@@ -1272,12 +1299,13 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
 
   /**
    * What to add to a time of this replica's clock to have it on the
-   * database's: the times a task is written with (its creation orders
-   * ListTasks, its last change starts its `terminalTtlMs`) are compared with
-   * those of other replicas and with the database's clock, so a replica
-   * whose clock is off would list its tasks out of order, and have them
-   * expire early or late everywhere. 0 until measured, and while the clocks
-   * are within {@link CLOCK_SLACK_MS}, so times are stored as given then.
+   * database's: the times a task is written with (its last change starts
+   * its `terminalTtlMs`) are compared with those of other replicas and with
+   * the database's clock, so a replica whose clock is off would have its
+   * tasks expire early or late everywhere (ListTasks orders by the status
+   * timestamp the task carries, uncorrected: see `#statusAt`). 0 until
+   * measured, and while the clocks are within {@link CLOCK_SLACK_MS}, so
+   * times are stored as given then.
    */
   #clockOffset = 0;
 

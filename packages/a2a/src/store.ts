@@ -22,11 +22,48 @@ export interface TaskRecord {
   readonly tenant?: string;
   /** Skill the task runs. */
   readonly skill: string;
-  /** Epoch ms. Immutable; the list order ("newest first") is by creation. */
+  /** Epoch ms. Immutable. */
   readonly createdAt: number;
+  /** Epoch ms of the last change (any event); a finished task's age counts from it. */
   updatedAt: number;
   /** Sequence number of the last event. */
   seq: number;
+}
+
+/**
+ * Where a task stands in the order of {@link TaskStore.list} (A2A §3.1.4:
+ * by status timestamp, most recent first): its `status.timestamp` in epoch
+ * ms, or, for a task whose status carries none (or one that does not
+ * parse), its last change, `updatedAt`. What a page token records of the
+ * last task it listed.
+ */
+export function statusTime(record: Pick<TaskRecord, 'task' | 'updatedAt'>): number {
+  const ts = record.task.status.timestamp;
+  const ms = ts === undefined ? Number.NaN : Date.parse(ts);
+  return Number.isFinite(ms) ? ms : record.updatedAt;
+}
+
+/**
+ * Where a page of {@link TaskStore.list} continues: after this task
+ * (exclusive), in list order. A position, not a task: a task whose status
+ * changes after it was listed moves ahead of the position, so the later
+ * pages neither list it again nor skip any task that did not move.
+ */
+export interface ListCursor {
+  /** {@link statusTime} of the task as it was listed. */
+  readonly statusAt: number;
+  readonly id: string;
+}
+
+/**
+ * The cursor of page tokens issued while the list was ordered by creation:
+ * the creation time and id of the last task listed. The page continues
+ * after that task's place now; when it is gone, after its creation time
+ * (no task before its last status is skipped, some may be listed again).
+ */
+export interface CreationCursor {
+  readonly createdAt: number;
+  readonly id: string;
 }
 
 /** Filter for {@link TaskStore.list}. */
@@ -39,17 +76,29 @@ export interface TaskQuery {
   readonly tenant?: string;
   readonly contextId?: string;
   readonly status?: TaskState;
-  /** Only tasks whose status changed after this epoch ms. */
+  /**
+   * Only tasks whose {@link statusTime} is at or after this epoch ms
+   * (`statusTimestampAfter`: "greater than or equal").
+   */
   readonly updatedAfter?: number;
-  /** Keyset cursor: continue after this task (exclusive). */
-  readonly after?: { readonly createdAt: number; readonly id: string };
+  /** Keyset cursor: continue after this position (exclusive). */
+  readonly after?: ListCursor | CreationCursor;
   readonly limit: number;
 }
 
-/** A page of tasks, newest first, and how many match in total. */
+/**
+ * A page of tasks, most recent {@link statusTime} first (ties: the greater
+ * id first, compared by code unit, as PostgreSQL's `COLLATE "C"` compares the
+ * UUIDs the server gives tasks), and how many match in total.
+ */
 export interface TaskPage {
   readonly records: readonly TaskRecord[];
   readonly total: number;
+}
+
+/** True when the task at (`at`, `id`) comes after `cursor` in list order. */
+export function isPastCursor(at: number, id: string, cursor: ListCursor): boolean {
+  return at < cursor.statusAt || (at === cursor.statusAt && id < cursor.id);
 }
 
 /**
@@ -626,30 +675,38 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
 
   async list(q: TaskQuery): Promise<TaskPage> {
     const now = Date.now();
-    const out: TaskRecord[] = [];
+    const after = q.after === undefined ? undefined : this.#cursor(q.after, q);
+    // Status timestamps change in place (the TaskManager updates the records
+    // this store holds), so the order is taken at each call: the matches
+    // are sorted, a few thousand at most per caller.
+    const page: Array<{ r: TaskRecord; at: number }> = [];
     let total = 0;
-    let passedCursor = q.after === undefined;
-    const all = [...this.#tasks.values()];
-    for (let i = all.length - 1; i >= 0; i--) {
-      const r = all[i]?.record;
-      if (r === undefined || r.owner !== q.owner || this.#expired(r, now)) continue;
-      if ((r.tenant ?? '') !== (q.tenant ?? '')) continue;
+    for (const e of this.#tasks.values()) {
+      const r = e.record;
+      if (!this.#matches(r, q) || this.#expired(r, now)) continue;
       if (q.contextId !== undefined && r.task.contextId !== q.contextId) continue;
       if (q.status !== undefined && r.task.status.state !== q.status) continue;
-      if (q.updatedAfter !== undefined && r.updatedAt <= q.updatedAfter) continue;
+      const at = statusTime(r);
+      if (q.updatedAfter !== undefined && at < q.updatedAfter) continue;
       total++;
-      if (!passedCursor && q.after) {
-        if (r.task.id === q.after.id) {
-          passedCursor = true;
-          continue;
-        }
-        // The cursor task may have expired meanwhile: anything older is past it.
-        if (r.createdAt < q.after.createdAt) passedCursor = true;
-        else continue;
-      }
-      if (out.length < q.limit) out.push(r);
+      if (after === undefined || isPastCursor(at, r.task.id, after)) page.push({ r, at });
     }
-    return { records: out, total };
+    page.sort((a, b) => b.at - a.at || (a.r.task.id < b.r.task.id ? 1 : a.r.task.id > b.r.task.id ? -1 : 0));
+    return { records: page.slice(0, Math.max(0, q.limit)).map((p) => p.r), total };
+  }
+
+  /** The caller's task: `r` is the owner's, in the tenant the query names (or none). */
+  #matches(r: TaskRecord, q: TaskQuery): boolean {
+    return r.owner === q.owner && (r.tenant ?? '') === (q.tenant ?? '');
+  }
+
+  /** `after` as a position in list order (see {@link CreationCursor}). */
+  #cursor(after: ListCursor | CreationCursor, q: TaskQuery): ListCursor {
+    if ('statusAt' in after) return after;
+    const r = this.#tasks.get(after.id)?.record;
+    return r && this.#matches(r, q)
+      ? { statusAt: statusTime(r), id: after.id }
+      : { statusAt: after.createdAt, id: after.id };
   }
 
   async sweep(now = Date.now()): Promise<number> {

@@ -17,7 +17,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { randomUuid } from '@weave/identity';
 import { TaskManager } from './manager.js';
 import type { PushConfigStore, StoredEvent, TaskRecord, TaskStore } from './store.js';
-import { TRUNCATED_METADATA_KEY, TaskStoreConflictError, isPushConfigStore } from './store.js';
+import { TRUNCATED_METADATA_KEY, TaskStoreConflictError, isPushConfigStore, statusTime } from './store.js';
 import type { Message, StreamResponse, Task, TaskState } from './wire/v1.js';
 import { isTerminal } from './wire/v1.js';
 
@@ -83,8 +83,9 @@ function newTask(
   return { record, first: { seq: 1, event: { task: structuredClone(task) } } };
 }
 
-function statusEvent(task: Task, seq: number, state: TaskState): StoredEvent {
-  const status = { state, timestamp: new Date().toISOString() };
+/** A status event of `state`, stamped `at` (epoch ms; default now), set on `task`. */
+function statusEvent(task: Task, seq: number, state: TaskState, at = Date.now()): StoredEvent {
+  const status = { state, timestamp: new Date(at).toISOString() };
   task.status = status;
   return { seq, event: { statusUpdate: { taskId: task.id, contextId: task.contextId, status } } };
 }
@@ -220,7 +221,7 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
       expect(log?.[1]?.event).toMatchObject({ statusUpdate: { status: { state } } });
     });
 
-    it('lists only the owner’s tasks, newest first, with filters, a keyset cursor and a total', async () => {
+    it('lists only the owner’s tasks by status timestamp, most recent first, with filters, a keyset cursor and a total', async () => {
       const store = await open();
       const owner = `spiffe://contract.test/${randomUuid()}`;
       const t0 = Date.now() - 60_000;
@@ -231,29 +232,124 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
         ids.push(record.task.id);
         if (i % 2) {
           const t = structuredClone(record.task);
-          await store.append(t.id, t, [statusEvent(t, 2, 'TASK_STATE_COMPLETED')], t0 + 100 + i);
+          await store.append(
+            t.id,
+            t,
+            [statusEvent(t, 2, 'TASK_STATE_COMPLETED', t0 + 100 + i)],
+            t0 + 100 + i,
+          );
         }
       }
       const other = newTask({ createdAt: t0 + 50 });
       await store.create(other.record, other.first);
+      // Completed at t0+101, +103, +105; the others' status is their creation.
+      const order = [ids[5], ids[3], ids[1], ids[4], ids[2], ids[0]];
       const all = await store.list({ owner, limit: 10 });
-      expect(all.records.map((r) => r.task.id)).toEqual([...ids].reverse());
+      expect(all.records.map((r) => r.task.id)).toEqual(order);
       expect(all.total).toBe(6);
       const done = await store.list({ owner, contextId: 'x', status: 'TASK_STATE_COMPLETED', limit: 10 });
       expect(done.records.map((r) => r.task.id)).toEqual([ids[3], ids[1]]);
       expect(done.total).toBe(2);
-      const recent = await store.list({ owner, updatedAfter: t0 + 102, limit: 10 });
+      // At or after: a status stamped at the bound itself is in.
+      const recent = await store.list({ owner, updatedAfter: t0 + 103, limit: 10 });
       expect(recent.records.map((r) => r.task.id)).toEqual([ids[5], ids[3]]);
+      expect(recent.total).toBe(2);
       const page1 = await store.list({ owner, limit: 2 });
-      expect(page1.records.map((r) => r.task.id)).toEqual([ids[5], ids[4]]);
+      expect(page1.records.map((r) => r.task.id)).toEqual(order.slice(0, 2));
       const last = page1.records[1] as TaskRecord;
       const page2 = await store.list({
         owner,
         limit: 2,
-        after: { createdAt: last.createdAt, id: last.task.id },
+        after: { statusAt: statusTime(last), id: last.task.id },
       });
-      expect(page2.records.map((r) => r.task.id)).toEqual([ids[3], ids[2]]);
+      expect(page2.records.map((r) => r.task.id)).toEqual(order.slice(2, 4));
       expect(page2.total).toBe(6);
+    });
+
+    it('orders by the status timestamp, not by creation or the last write; equal timestamps by id, greater first', async () => {
+      const store = await open();
+      const owner = `spiffe://contract.test/${randomUuid()}`;
+      const t0 = Date.now() - 60_000;
+      // A is created, then B, which completes; then A is canceled: A's status is the most recent.
+      const a = newTask({ owner, createdAt: t0 });
+      await store.create(a.record, a.first);
+      const b = newTask({ owner, createdAt: t0 + 10 });
+      await store.create(b.record, b.first);
+      const tb = structuredClone(b.record.task);
+      await store.append(tb.id, tb, [statusEvent(tb, 2, 'TASK_STATE_WORKING', t0 + 20)], t0 + 20);
+      await store.append(tb.id, tb, [statusEvent(tb, 3, 'TASK_STATE_COMPLETED', t0 + 890)], t0 + 890);
+      const ta = structuredClone(a.record.task);
+      await store.append(ta.id, ta, [statusEvent(ta, 2, 'TASK_STATE_CANCELED', t0 + 945)], t0 + 945);
+      expect((await store.list({ owner, limit: 10 })).records.map((r) => r.task.id)).toEqual([ta.id, tb.id]);
+      // C works (status at t0+500), then writes an artifact last: a write that leaves the status as it was.
+      const c = newTask({ owner, createdAt: t0 + 30 });
+      await store.create(c.record, c.first);
+      const tc = structuredClone(c.record.task);
+      await store.append(tc.id, tc, [statusEvent(tc, 2, 'TASK_STATE_WORKING', t0 + 500)], t0 + 500);
+      await store.append(tc.id, tc, [artifactEvent(tc, 3, 'late')], t0 + 2_000);
+      const listed = await store.list({ owner, limit: 10 });
+      expect(listed.records.map((r) => r.task.id)).toEqual([ta.id, tb.id, tc.id]);
+      expect(listed.records.map((r) => statusTime(r))).toEqual([t0 + 945, t0 + 890, t0 + 500]);
+      // Two tasks whose status timestamps are equal: the greater id first, on every page.
+      const twins = [newTask({ owner, createdAt: t0 + 3_000 }), newTask({ owner, createdAt: t0 + 3_000 })];
+      for (const t of twins) await store.create(t.record, t.first);
+      const byId = twins.map((t) => t.record.task.id).sort((x, y) => (x < y ? 1 : -1));
+      expect((await store.list({ owner, limit: 2 })).records.map((r) => r.task.id)).toEqual(byId);
+      const first = await store.list({ owner, limit: 1 });
+      const second = await store.list({
+        owner,
+        limit: 1,
+        after: { statusAt: t0 + 3_000, id: first.records[0]?.task.id as string },
+      });
+      expect([...first.records, ...second.records].map((r) => r.task.id)).toEqual(byId);
+    });
+
+    it('pages from a position: a task that moves meanwhile is in no later page, and no task is listed twice', async () => {
+      const store = await open();
+      const owner = `spiffe://contract.test/${randomUuid()}`;
+      const t0 = Date.now() - 60_000;
+      const tasks: Task[] = [];
+      for (let i = 0; i < 6; i++) {
+        const { record, first } = newTask({ owner, createdAt: t0 + i });
+        await store.create(record, first);
+        tasks.push(structuredClone(record.task));
+      }
+      const id = (i: number) => (tasks[i] as Task).id;
+      const page1 = await store.list({ owner, limit: 2 });
+      expect(page1.records.map((r) => r.task.id)).toEqual([id(5), id(4)]);
+      const cursor = { statusAt: statusTime(page1.records[1] as TaskRecord), id: id(4) };
+      // Meanwhile the task the cursor names changes, and so does one not listed yet.
+      for (const [i, at] of [
+        [4, t0 + 100],
+        [2, t0 + 101],
+      ] as const) {
+        const t = tasks[i] as Task;
+        await store.append(t.id, t, [statusEvent(t, 2, 'TASK_STATE_WORKING', at)], at);
+      }
+      const page2 = await store.list({ owner, limit: 2, after: cursor });
+      expect(page2.records.map((r) => r.task.id)).toEqual([id(3), id(1)]);
+      const page3 = await store.list({
+        owner,
+        limit: 2,
+        after: { statusAt: statusTime(page2.records[1] as TaskRecord), id: id(1) },
+      });
+      expect(page3.records.map((r) => r.task.id)).toEqual([id(0)]);
+      // Listed from the start again, the moved tasks come first.
+      expect((await store.list({ owner, limit: 10 })).records.map((r) => r.task.id)).toEqual([
+        id(2),
+        id(4),
+        id(5),
+        id(3),
+        id(1),
+        id(0),
+      ]);
+      // A cursor of creation (an older page token) continues after its task's place now,
+      // or, once that task is gone, after its creation time.
+      const fromCreation = await store.list({ owner, limit: 10, after: { createdAt: t0 + 3, id: id(3) } });
+      expect(fromCreation.records.map((r) => r.task.id)).toEqual([id(1), id(0)]);
+      await store.delete(id(3));
+      const fromGone = await store.list({ owner, limit: 10, after: { createdAt: t0 + 3, id: id(3) } });
+      expect(fromGone.records.map((r) => r.task.id)).toEqual([id(1), id(0)]);
     });
 
     it('scopes tasks by tenant as well as owner: a list names one tenant, or none, never any', async () => {
