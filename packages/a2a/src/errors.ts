@@ -20,10 +20,12 @@ export const A2AErrorCode = {
 
 /**
  * Every error reason Weave sends, with its representation on each binding,
- * exactly as the table of A2A v1.0 §5.4 gives them for A2A errors (JSON-RPC
- * code, gRPC status code, HTTP status; e.g. UNIMPLEMENTED for an unsupported
- * operation or version, 409 for a task that cannot be canceled, 415 for a
- * content type). The first
+ * exactly as the table of A2A v1.0.1 §5.4 gives them for A2A errors (JSON-RPC
+ * code, gRPC status code, HTTP status: the HTTP status is the gRPC status's
+ * own, e.g. FAILED_PRECONDITION and 400 for a task that cannot be canceled or
+ * an unsupported operation or version, INTERNAL and 500 for an invalid agent
+ * response). v1.0.0 had 409, 415, 502 and UNIMPLEMENTED in places; a peer
+ * still on it is read by {@link jsonRpcCodeOfRestStatus}. The first
  * reason listed for a JSON-RPC code is the one an error of that code carries
  * by default. Weave's own reasons (PERMISSION_DENIED, RESOURCE_EXHAUSTED,
  * PAYLOAD_TOO_LARGE) reuse a standard JSON-RPC code, as A2A has none for them.
@@ -35,14 +37,14 @@ const ERROR_TABLE: Readonly<Record<string, { rpc: number; grpc: number; http: nu
   INVALID_PARAMS: { rpc: -32602, grpc: 3, http: 400 },
   INTERNAL_ERROR: { rpc: -32603, grpc: 13, http: 500 },
   TASK_NOT_FOUND: { rpc: -32001, grpc: 5, http: 404 },
-  TASK_NOT_CANCELABLE: { rpc: -32002, grpc: 9, http: 409 },
-  PUSH_NOTIFICATION_NOT_SUPPORTED: { rpc: -32003, grpc: 12, http: 400 },
-  UNSUPPORTED_OPERATION: { rpc: -32004, grpc: 12, http: 400 },
-  CONTENT_TYPE_NOT_SUPPORTED: { rpc: -32005, grpc: 3, http: 415 },
-  INVALID_AGENT_RESPONSE: { rpc: -32006, grpc: 13, http: 502 },
+  TASK_NOT_CANCELABLE: { rpc: -32002, grpc: 9, http: 400 },
+  PUSH_NOTIFICATION_NOT_SUPPORTED: { rpc: -32003, grpc: 9, http: 400 },
+  UNSUPPORTED_OPERATION: { rpc: -32004, grpc: 9, http: 400 },
+  CONTENT_TYPE_NOT_SUPPORTED: { rpc: -32005, grpc: 3, http: 400 },
+  INVALID_AGENT_RESPONSE: { rpc: -32006, grpc: 13, http: 500 },
   EXTENDED_AGENT_CARD_NOT_CONFIGURED: { rpc: -32007, grpc: 9, http: 400 },
   EXTENSION_SUPPORT_REQUIRED: { rpc: -32008, grpc: 9, http: 400 },
-  VERSION_NOT_SUPPORTED: { rpc: -32009, grpc: 12, http: 400 },
+  VERSION_NOT_SUPPORTED: { rpc: -32009, grpc: 9, http: 400 },
   PERMISSION_DENIED: { rpc: -32600, grpc: 7, http: 403 },
   RESOURCE_EXHAUSTED: { rpc: -32603, grpc: 8, http: 503 },
   PAYLOAD_TOO_LARGE: { rpc: -32600, grpc: 8, http: 413 },
@@ -73,13 +75,23 @@ export function jsonRpcCodeOfReason(reason: string): number | undefined {
   return ERROR_TABLE[reason]?.rpc;
 }
 
-/** The JSON-RPC code a gRPC status stands for when no A2A ErrorInfo came with it. */
+/**
+ * The JSON-RPC code a gRPC status stands for when no A2A ErrorInfo came with
+ * it. UNIMPLEMENTED is a method not found: no A2A error has it since v1.0.1,
+ * a v1.0.0 peer sends an ErrorInfo with the A2A errors it gave it to, and a
+ * bare one is what gRPC itself answers for a method the server does not
+ * serve. FAILED_PRECONDITION (most A2A refusals since v1.0.1) is an
+ * unsupported operation, the broadest of them: a refusal of this call, not a
+ * failure of the server.
+ */
 export function jsonRpcCodeOfGrpcStatus(status: number): number {
   switch (status) {
     case 3:
       return A2AErrorCode.InvalidParams;
     case 5:
       return A2AErrorCode.TaskNotFound;
+    case 9:
+      return A2AErrorCode.UnsupportedOperation;
     case 12:
       return A2AErrorCode.MethodNotFound;
     case 7:
@@ -87,6 +99,31 @@ export function jsonRpcCodeOfGrpcStatus(status: number): number {
     default:
       return A2AErrorCode.InternalError;
   }
+}
+
+/**
+ * The JSON-RPC code an HTTP+JSON error without an A2A ErrorInfo stands for,
+ * from its HTTP status and the gRPC status the body names (`undefined`: none).
+ * A2A v1.0.0 gave 409 and 415 to one error each, and 400 with UNIMPLEMENTED
+ * to its unsupported-operation errors; v1.0.1 gives them to none, so they
+ * come from a v1.0.0 peer and still name those errors. Otherwise the gRPC
+ * status decides, else `undefined` (the caller's own fallback). 502, v1.0.0's
+ * InvalidAgentResponse, is left to the status: a gateway in front of an agent
+ * answers it too.
+ */
+export function jsonRpcCodeOfRestStatus(httpStatus: number, grpcStatus: number): number;
+export function jsonRpcCodeOfRestStatus(
+  httpStatus: number,
+  grpcStatus: number | undefined,
+): number | undefined;
+export function jsonRpcCodeOfRestStatus(
+  httpStatus: number,
+  grpcStatus: number | undefined,
+): number | undefined {
+  if (httpStatus === 409) return A2AErrorCode.TaskNotCancelable;
+  if (httpStatus === 415) return A2AErrorCode.ContentTypeNotSupported;
+  if (httpStatus === 400 && grpcStatus === 12) return A2AErrorCode.UnsupportedOperation;
+  return grpcStatus === undefined ? undefined : jsonRpcCodeOfGrpcStatus(grpcStatus);
 }
 
 export const ERROR_INFO_TYPE = 'type.googleapis.com/google.rpc.ErrorInfo';
@@ -360,7 +397,8 @@ export function restErrorBody(err: A2AError): RestErrorBody {
 
 /**
  * The A2A error an HTTP+JSON error body stands for (the ErrorInfo reason's
- * JSON-RPC code; else one derived from the status name).
+ * JSON-RPC code; else one derived from the HTTP status and the status name,
+ * see {@link jsonRpcCodeOfRestStatus}).
  */
 export function a2aErrorFromRest(body: unknown, httpStatus: number): A2AError {
   const e = (body as { error?: { status?: unknown; message?: unknown; details?: unknown } } | null)?.error;
@@ -372,11 +410,8 @@ export function a2aErrorFromRest(body: unknown, httpStatus: number): A2AError {
   const status = typeof e?.status === 'string' ? GRPC_STATUS_NAMES.indexOf(e.status as never) : -1;
   const code =
     (info ? jsonRpcCodeOfReason(info.reason) : undefined) ??
-    (status >= 0
-      ? jsonRpcCodeOfGrpcStatus(status)
-      : httpStatus === 404
-        ? A2AErrorCode.TaskNotFound
-        : A2AErrorCode.InternalError);
+    jsonRpcCodeOfRestStatus(httpStatus, status >= 0 ? status : undefined) ??
+    (httpStatus === 404 ? A2AErrorCode.TaskNotFound : A2AErrorCode.InternalError);
   const message = typeof e?.message === 'string' ? e.message : `HTTP ${httpStatus}`;
   return new A2AError(code, message, {
     reason: info?.reason,

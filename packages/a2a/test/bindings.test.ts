@@ -236,12 +236,12 @@ function ok(o: CallOutcome): any {
   return o.result;
 }
 
-/** The binding's own status for an A2A error (spec §5.4). */
+/** The binding's own status for an A2A error (spec v1.0.1 §5.4). */
 const STATUS: Record<string, Record<BindingUnderTest, number>> = {
   TASK_NOT_FOUND: { JSONRPC: 200, 'HTTP+JSON': 404, GRPC: 5 },
-  TASK_NOT_CANCELABLE: { JSONRPC: 200, 'HTTP+JSON': 409, GRPC: 9 },
-  UNSUPPORTED_OPERATION: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 12 },
-  VERSION_NOT_SUPPORTED: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 12 },
+  TASK_NOT_CANCELABLE: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 9 },
+  UNSUPPORTED_OPERATION: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 9 },
+  VERSION_NOT_SUPPORTED: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 9 },
   INVALID_PARAMS: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 3 },
   PERMISSION_DENIED: { JSONRPC: 403, 'HTTP+JSON': 403, GRPC: 7 },
 };
@@ -719,7 +719,7 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
       const o = await b.call('SendMessage', userText('v', { metadata: { skill: 'echo' } }), {
         'a2a-version': version,
       });
-      // Spec §5.4: -32009, gRPC UNIMPLEMENTED, HTTP 400.
+      // Spec v1.0.1 §5.4: -32009, gRPC FAILED_PRECONDITION, HTTP 400.
       expectFailure(o, 'VERSION_NOT_SUPPORTED', -32009, name);
       // Each binding names what it speaks: only JSON-RPC also speaks 0.3.
       expect(o.ok || o.error.message).toMatch(
@@ -739,7 +739,7 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     }
   });
 
-  it('a body that is not JSON by its content type is CONTENT_TYPE_NOT_SUPPORTED (HTTP+JSON: 415, JSON-RPC: 400) and runs nothing', async () => {
+  it('a body that is not JSON by its content type is CONTENT_TYPE_NOT_SUPPORTED (HTTP 400) and runs nothing', async () => {
     if (name === 'GRPC') return; // gRPC frames protobuf: no content type to get wrong
     const before = w.ran.length;
     const o = await b.call('SendMessage', userText('ct', { metadata: { skill: 'echo' } }), {
@@ -749,7 +749,7 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     if (!o.ok) {
       expect(o.error.code).toBe('CONTENT_TYPE_NOT_SUPPORTED');
       expect(o.error.jsonRpcCode).toBe(-32005);
-      expect(o.status).toBe(name === 'HTTP+JSON' ? 415 : 400);
+      expect(o.status).toBe(400);
     }
     expect(w.ran.length).toBe(before);
   });

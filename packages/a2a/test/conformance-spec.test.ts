@@ -24,7 +24,7 @@ const HOOK = 'https://127.0.0.1:9/hook';
 /** The status each binding answers an error with (JSON-RPC: HTTP; HTTP+JSON: HTTP; gRPC: status code). */
 const STATUS: Record<string, Record<BindingUnderTest, number>> = {
   INVALID_PARAMS: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 3 },
-  VERSION_NOT_SUPPORTED: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 12 },
+  VERSION_NOT_SUPPORTED: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 9 },
 };
 
 let h: Harness;

@@ -166,17 +166,17 @@ describe('A2A gRPC contract (spec a2a.proto)', () => {
     expect(() => codec.decode(Buffer.from([0x0a, 0xff, 0xff]))).toThrow(ProtoConversionError);
   });
 
-  it('carries A2A errors as gRPC status + google.rpc.ErrorInfo and back (spec §5.4, §10.6)', () => {
+  it('carries A2A errors as gRPC status + google.rpc.ErrorInfo and back (spec v1.0.1 §5.4, §10.6)', () => {
     const cases: [A2AError, number][] = [
       [A2AErrors.taskNotFound('t1'), 5],
       [A2AErrors.taskNotCancelable('t1', 'TASK_STATE_COMPLETED'), 9],
-      [A2AErrors.pushNotSupported(), 12],
-      [A2AErrors.unsupportedOperation('no'), 12],
+      [A2AErrors.pushNotSupported(), 9],
+      [A2AErrors.unsupportedOperation('no'), 9],
       [A2AErrors.contentType('text/plain'), 3],
       [A2AErrors.invalidAgentResponse('bad'), 13],
       [A2AErrors.extendedCardNotConfigured(), 9],
       [A2AErrors.extensionRequired('urn:x'), 9],
-      [A2AErrors.versionNotSupported('9.9'), 12],
+      [A2AErrors.versionNotSupported('9.9'), 9],
       [A2AErrors.invalidParams('x'), 3],
       [A2AErrors.methodNotFound('X'), 12],
       [A2AErrors.internal(), 13],

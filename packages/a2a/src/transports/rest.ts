@@ -3,8 +3,8 @@ import {
   A2AClientError,
   A2AError,
   ERROR_INFO_TYPE,
-  jsonRpcCodeOfGrpcStatus,
   jsonRpcCodeOfReason,
+  jsonRpcCodeOfRestStatus,
   type ErrorInfo,
 } from '../errors.js';
 import type { AgentInterface } from '../wire/v1.js';
@@ -158,8 +158,9 @@ function grpcStatusOfHttp(status: number): number {
  * The A2A error an HTTP+JSON error body stands for (spec §11.6: a
  * `google.rpc.Status` as JSON, `{error: {code, status, message, details}}`):
  * the A2A ErrorInfo reason in `details` gives the JSON-RPC code; without one,
- * the `status` name or else the HTTP status does. `undefined` when the body
- * is not such an error.
+ * the HTTP status and the `status` name (else the HTTP status's) do, a
+ * v1.0.0 peer's 409 and 415 included ({@link jsonRpcCodeOfRestStatus}).
+ * `undefined` when the body is not such an error.
  */
 export function restErrorToA2AError(body: unknown, httpStatus: number): A2AError | undefined {
   const e = (body as { error?: unknown } | null)?.error as
@@ -179,7 +180,8 @@ export function restErrorToA2AError(body: unknown, httpStatus: number): A2AError
       ? (GRPC_STATUS_BY_NAME[e.status] as number)
       : grpcStatusOfHttp(httpStatus);
   const rpc =
-    (reason !== undefined ? jsonRpcCodeOfReason(reason) : undefined) ?? jsonRpcCodeOfGrpcStatus(grpc);
+    (reason !== undefined ? jsonRpcCodeOfReason(reason) : undefined) ??
+    jsonRpcCodeOfRestStatus(httpStatus, grpc);
   const message = typeof e.message === 'string' && e.message !== '' ? e.message : `HTTP ${httpStatus}`;
   return new A2AError(rpc, message, {
     // Without an ErrorInfo, a refusal still reads as one.
