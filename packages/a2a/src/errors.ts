@@ -395,26 +395,65 @@ export function restErrorBody(err: A2AError): RestErrorBody {
   };
 }
 
+/** The gRPC status an HTTP status stands for, when the body names none (google.api's HTTP mapping). */
+function grpcStatusOfHttp(status: number): number {
+  switch (status) {
+    case 400:
+      return 3; // INVALID_ARGUMENT
+    case 401:
+      return 16; // UNAUTHENTICATED
+    case 403:
+      return 7; // PERMISSION_DENIED
+    case 404:
+      return 5; // NOT_FOUND
+    case 409:
+      return 10; // ABORTED
+    case 429:
+      return 8; // RESOURCE_EXHAUSTED
+    case 501:
+      return 12; // UNIMPLEMENTED
+    case 503:
+      return 14; // UNAVAILABLE
+    case 504:
+      return 4; // DEADLINE_EXCEEDED
+    default:
+      return 13; // INTERNAL
+  }
+}
+
 /**
- * The A2A error an HTTP+JSON error body stands for (the ErrorInfo reason's
- * JSON-RPC code; else one derived from the HTTP status and the status name,
- * see {@link jsonRpcCodeOfRestStatus}).
+ * The A2A error an HTTP+JSON error body stands for (spec §11.6: a
+ * `google.rpc.Status` as JSON, `{error: {code, status, message, details}}`):
+ * the A2A ErrorInfo reason in `details` gives the JSON-RPC code; without one,
+ * the status the body names (else the one the HTTP status stands for), see
+ * {@link jsonRpcCodeOfRestStatus}. A body with no `error` object reads from
+ * the HTTP status alone.
  */
 export function a2aErrorFromRest(body: unknown, httpStatus: number): A2AError {
-  const e = (body as { error?: { status?: unknown; message?: unknown; details?: unknown } } | null)?.error;
-  const details = Array.isArray(e?.details) ? (e.details as unknown[]) : [];
-  const info = details.find(
+  const found = (body as { error?: unknown } | null)?.error;
+  const e = (typeof found === 'object' && found !== null ? found : {}) as {
+    status?: unknown;
+    message?: unknown;
+    details?: unknown;
+  };
+  const details = Array.isArray(e.details) ? (e.details as unknown[]) : [];
+  const infos = details.filter(
     (d): d is ErrorInfo =>
-      !!d && typeof d === 'object' && typeof (d as { reason?: unknown }).reason === 'string',
+      !!d &&
+      typeof d === 'object' &&
+      (d as { '@type'?: unknown })['@type'] === ERROR_INFO_TYPE &&
+      typeof (d as { reason?: unknown }).reason === 'string',
   );
-  const status = typeof e?.status === 'string' ? GRPC_STATUS_NAMES.indexOf(e.status as never) : -1;
-  const code =
-    (info ? jsonRpcCodeOfReason(info.reason) : undefined) ??
-    jsonRpcCodeOfRestStatus(httpStatus, status >= 0 ? status : undefined) ??
-    (httpStatus === 404 ? A2AErrorCode.TaskNotFound : A2AErrorCode.InternalError);
-  const message = typeof e?.message === 'string' ? e.message : `HTTP ${httpStatus}`;
-  return new A2AError(code, message, {
-    reason: info?.reason,
+  const reason = infos[0]?.reason;
+  const named = typeof e.status === 'string' ? GRPC_STATUS_NAMES.indexOf(e.status as never) : -1;
+  const grpc = named >= 0 ? named : grpcStatusOfHttp(httpStatus);
+  const rpc =
+    (reason !== undefined ? jsonRpcCodeOfReason(reason) : undefined) ??
+    jsonRpcCodeOfRestStatus(httpStatus, grpc);
+  const message = typeof e.message === 'string' && e.message !== '' ? e.message : `HTTP ${httpStatus}`;
+  return new A2AError(rpc, message, {
+    // Without an ErrorInfo, a refusal still reads as one.
+    reason: reason ?? (grpc === 7 ? 'PERMISSION_DENIED' : undefined),
     data: details.length > 0 ? details : undefined,
   });
 }

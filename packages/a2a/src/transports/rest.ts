@@ -1,12 +1,5 @@
-import { status as GrpcStatus } from '@grpc/grpc-js';
-import {
-  A2AClientError,
-  A2AError,
-  ERROR_INFO_TYPE,
-  jsonRpcCodeOfReason,
-  jsonRpcCodeOfRestStatus,
-  type ErrorInfo,
-} from '../errors.js';
+import type { A2AError } from '../errors.js';
+import { A2AClientError, a2aErrorFromRest } from '../errors.js';
 import type { AgentInterface } from '../wire/v1.js';
 import {
   A2A_VERSION,
@@ -126,68 +119,14 @@ function queryString(query: Record<string, unknown> | undefined): string {
   return s === '' ? '' : `?${s}`;
 }
 
-const GRPC_STATUS_BY_NAME: Readonly<Record<string, number>> = GrpcStatus as unknown as Record<string, number>;
-
-/** The gRPC status an HTTP status stands for, when the body names none (google.api's HTTP mapping). */
-function grpcStatusOfHttp(status: number): number {
-  switch (status) {
-    case 400:
-      return GrpcStatus.INVALID_ARGUMENT;
-    case 401:
-      return GrpcStatus.UNAUTHENTICATED;
-    case 403:
-      return GrpcStatus.PERMISSION_DENIED;
-    case 404:
-      return GrpcStatus.NOT_FOUND;
-    case 409:
-      return GrpcStatus.ABORTED;
-    case 429:
-      return GrpcStatus.RESOURCE_EXHAUSTED;
-    case 501:
-      return GrpcStatus.UNIMPLEMENTED;
-    case 503:
-      return GrpcStatus.UNAVAILABLE;
-    case 504:
-      return GrpcStatus.DEADLINE_EXCEEDED;
-    default:
-      return GrpcStatus.INTERNAL;
-  }
-}
-
 /**
- * The A2A error an HTTP+JSON error body stands for (spec §11.6: a
- * `google.rpc.Status` as JSON, `{error: {code, status, message, details}}`):
- * the A2A ErrorInfo reason in `details` gives the JSON-RPC code; without one,
- * the HTTP status and the `status` name (else the HTTP status's) do, a
- * v1.0.0 peer's 409 and 415 included ({@link jsonRpcCodeOfRestStatus}).
- * `undefined` when the body is not such an error.
+ * The A2A error an HTTP+JSON error body stands for ({@link a2aErrorFromRest}),
+ * or `undefined` when the body holds no `error` object (not an A2A error body).
  */
 export function restErrorToA2AError(body: unknown, httpStatus: number): A2AError | undefined {
-  const e = (body as { error?: unknown } | null)?.error as
-    { code?: unknown; status?: unknown; message?: unknown; details?: unknown } | undefined;
+  const e = (body as { error?: unknown } | null)?.error;
   if (!e || typeof e !== 'object') return undefined;
-  const details = Array.isArray(e.details) ? (e.details as unknown[]) : [];
-  const infos = details.filter(
-    (d): d is ErrorInfo =>
-      !!d &&
-      typeof d === 'object' &&
-      (d as { '@type'?: unknown })['@type'] === ERROR_INFO_TYPE &&
-      typeof (d as { reason?: unknown }).reason === 'string',
-  );
-  const reason = infos[0]?.reason;
-  const grpc =
-    typeof e.status === 'string' && e.status in GRPC_STATUS_BY_NAME
-      ? (GRPC_STATUS_BY_NAME[e.status] as number)
-      : grpcStatusOfHttp(httpStatus);
-  const rpc =
-    (reason !== undefined ? jsonRpcCodeOfReason(reason) : undefined) ??
-    jsonRpcCodeOfRestStatus(httpStatus, grpc);
-  const message = typeof e.message === 'string' && e.message !== '' ? e.message : `HTTP ${httpStatus}`;
-  return new A2AError(rpc, message, {
-    // Without an ErrorInfo, a refusal still reads as one.
-    reason: reason ?? (grpc === GrpcStatus.PERMISSION_DENIED ? 'PERMISSION_DENIED' : undefined),
-    data: details.length > 0 ? details : undefined,
-  });
+  return a2aErrorFromRest(body, httpStatus);
 }
 
 /**
