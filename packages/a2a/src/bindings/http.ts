@@ -221,3 +221,76 @@ export async function pumpSse(
     sse.close();
   }
 }
+
+/** Characters of a caller's string a binding's log line keeps. */
+const LOG_STRING_CHARS = 64;
+
+/**
+ * A caller's string as a log field `name`: whole when short, else its first
+ * {@link LOG_STRING_CHARS} characters and `<name>Length`. The string is as
+ * long as the body or URL allows (a 900 KB method name was one 900 KB line
+ * per request), so a field that copies it would let any caller fill the log.
+ */
+export function logField(name: string, value: string): Record<string, string | number> {
+  if (value.length <= LOG_STRING_CHARS) return { [name]: value };
+  return { [name]: `${value.slice(0, LOG_STRING_CHARS)}…`, [`${name}Length`]: value.length };
+}
+
+/** The default rate of `logTlsRefusals` of `@weave/transport`. */
+const RATED_LINES = { max: 10, windowMs: 60_000 } as const;
+
+/**
+ * At most {@link RATED_LINES} lines of one kind, as `logTlsRefusals` limits
+ * its own: for lines any caller can cause at will, at no cost past
+ * its request, which no per-caller limit counts (nothing is run for it).
+ * The first line after a window that dropped some says how many
+ * (`suppressed`).
+ */
+class LogRate {
+  #windowStart = 0;
+  #lines = 0;
+  #suppressed = 0;
+
+  /** The fields to add to a line that is logged; undefined when it is dropped. */
+  take(): { suppressed?: number } | undefined {
+    const now = Date.now();
+    if (now - this.#windowStart >= RATED_LINES.windowMs) {
+      this.#windowStart = now;
+      this.#lines = 0;
+    }
+    if (this.#lines >= RATED_LINES.max) {
+      this.#suppressed++;
+      return undefined;
+    }
+    this.#lines++;
+    const suppressed = this.#suppressed;
+    this.#suppressed = 0;
+    return suppressed ? { suppressed } : {};
+  }
+}
+
+/** Log lines a caller can cause on every request, each kind limited per server. */
+type RatedLine = 'notification' | 'unauthenticated';
+
+const logRates = new WeakMap<HttpBindingDeps, Record<RatedLine, LogRate>>();
+
+/**
+ * Writes `msg` as a `warn` line unless this server wrote its share of
+ * `kind` lines in the window (see {@link LogRate}). Shared by the HTTP
+ * bindings, so a caller switching binding gets no more lines.
+ */
+export function warnRated(
+  deps: HttpBindingDeps,
+  request: FastifyRequest,
+  kind: RatedLine,
+  fields: Record<string, unknown>,
+  msg: string,
+): void {
+  let rates = logRates.get(deps);
+  if (!rates) {
+    rates = { notification: new LogRate(), unauthenticated: new LogRate() };
+    logRates.set(deps, rates);
+  }
+  const extra = rates[kind].take();
+  if (extra) request.log.warn({ ...fields, ...extra }, msg);
+}

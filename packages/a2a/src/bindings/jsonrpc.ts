@@ -16,10 +16,12 @@ import type { StreamResponse } from '../wire/v1.js';
 import {
   JsonBody,
   callerOf,
+  logField,
   parseLastEventId,
   pumpSse,
   requestedVersion,
   responseBody,
+  warnRated,
   type HttpBindingDeps,
 } from './http.js';
 
@@ -100,7 +102,13 @@ async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: 
     // (§9.3) defines every method as a request with an id: each has a
     // result, and one run unanswered (a task nobody is told of) helps no
     // one. So nothing runs and no JSON-RPC Response is sent: HTTP 204.
-    request.log.warn({ method: env.method }, 'a2a: JSON-RPC notification (no id) ignored');
+    warnRated(
+      deps,
+      request,
+      'notification',
+      logField('method', env.method),
+      'a2a: JSON-RPC notification (no id) ignored',
+    );
     reply.code(204).send();
     return;
   }
@@ -127,7 +135,13 @@ async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: 
   }
   const caller = callerOf(deps, request);
   if (!caller) {
-    request.log.warn({ method }, 'a2a: call without an authenticated caller denied');
+    warnRated(
+      deps,
+      request,
+      'unauthenticated',
+      logField('method', method),
+      'a2a: call without an authenticated caller denied',
+    );
     return void sendError(reply, 403, id, A2AErrors.permissionDenied('no authenticated caller'), version);
   }
   const ctx: CallContext = { caller, headers: request.headers, binding: 'JSONRPC' };

@@ -21,11 +21,13 @@ import {
   JsonBody,
   WRONG_CONTENT_TYPE,
   callerOf,
+  logField,
   VERSION_PARAM,
   parseLastEventId,
   pumpSse,
   requestedVersion,
   responseBody,
+  warnRated,
   type HttpBindingDeps,
 } from './http.js';
 
@@ -140,7 +142,13 @@ async function handleRest(
   }
   const caller = callerOf(deps, request);
   if (!caller) {
-    request.log.warn({ path }, 'a2a: call without an authenticated caller denied');
+    warnRated(
+      deps,
+      request,
+      'unauthenticated',
+      logField('path', path),
+      'a2a: call without an authenticated caller denied',
+    );
     return sendRestError(reply, A2AErrors.permissionDenied('no authenticated caller'));
   }
   assertV1Version({ [VERSION_PARAM]: requestedVersion(request) });
