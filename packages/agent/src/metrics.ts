@@ -4,6 +4,34 @@ export type CallDirection = 'inbound' | 'outbound';
 export type CallOutcome = 'success' | 'error' | 'denied';
 
 /**
+ * The `reason` values of `weave_requests_refused_total`: the A2A error
+ * reasons an agent sends, and `other` for anything else, so that nothing a
+ * caller sends can add a series.
+ */
+export const REFUSAL_REASONS = [
+  'PERMISSION_DENIED',
+  'RESOURCE_EXHAUSTED',
+  'UNAVAILABLE',
+  'PAYLOAD_TOO_LARGE',
+  'INVALID_PARAMS',
+  'INVALID_REQUEST',
+  'PARSE_ERROR',
+  'METHOD_NOT_FOUND',
+  'CONTENT_TYPE_NOT_SUPPORTED',
+  'VERSION_NOT_SUPPORTED',
+  'EXTENSION_SUPPORT_REQUIRED',
+  'TASK_NOT_FOUND',
+  'TASK_NOT_CANCELABLE',
+  'UNSUPPORTED_OPERATION',
+  'PUSH_NOTIFICATION_NOT_SUPPORTED',
+  'EXTENDED_AGENT_CARD_NOT_CONFIGURED',
+  'INTERNAL_ERROR',
+  'other',
+] as const;
+export type RefusalReason = (typeof REFUSAL_REASONS)[number];
+const REFUSAL_SET: ReadonlySet<string> = new Set(REFUSAL_REASONS);
+
+/**
  * Prometheus metrics of one agent. Each agent has its own registry so several
  * agents in one process (tests, the demo) do not collide.
  */
@@ -14,6 +42,7 @@ export class AgentMetrics {
   readonly authzDecisions: Counter<'direction' | 'decision'>;
   readonly tlsHandshakes: Counter<'side' | 'result'>;
   readonly taskStates: Counter<'state'>;
+  readonly requestsRefused: Counter<'reason'>;
 
   constructor(options: { agent: string; defaultMetrics?: boolean }) {
     this.registry.setDefaultLabels({ agent: options.agent });
@@ -52,7 +81,15 @@ export class AgentMetrics {
       labelNames: ['state'],
       registers,
     });
+    this.requestsRefused = new Counter({
+      collect: () => this.#refusals.flush(),
+      name: 'weave_requests_refused_total',
+      help: 'A2A requests answered with an error, by A2A error reason (including those refused before any task or call exists)',
+      labelNames: ['reason'],
+      registers,
+    });
     this.#states = new Tally(this.taskStates);
+    this.#refusals = new Tally(this.requestsRefused);
     this.#decisions = new Tally(this.authzDecisions);
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }
@@ -62,6 +99,7 @@ export class AgentMetrics {
   // inc(), which showed up per call in the round-trip bench.
   readonly #states: Tally<'state'>;
   readonly #decisions: Tally<'direction' | 'decision'>;
+  readonly #refusals: Tally<'reason'>;
   // A call's count and its duration histogram are found by the strings the
   // call already has (peer, then capability, then a slot for direction and
   // outcome), not by a key joined from them, two new strings per call:
@@ -129,6 +167,15 @@ export class AgentMetrics {
   /** Counts one task state transition. */
   taskState(state: string): void {
     if (!this.#states.bump(state)) this.#states.add(state, { state });
+  }
+
+  /**
+   * Counts one request answered with an A2A error, by its reason (the A2A
+   * error's `code`); a reason not in {@link REFUSAL_REASONS} counts as `other`.
+   */
+  requestRefused(reason: string): void {
+    const r = REFUSAL_SET.has(reason) ? reason : 'other';
+    if (!this.#refusals.bump(r)) this.#refusals.add(r, { reason: r });
   }
 
   /** Counts one policy decision. */

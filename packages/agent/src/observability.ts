@@ -1,12 +1,13 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { InMemoryTaskStore, TaskStoreUnavailableError, type TaskStore } from '@weave/a2a';
 import type { AuthzDecision, InboundCheck, OutboundCheck, PolicyEnforcer } from '@weave/authz';
 import type { AgentMetrics } from './metrics.js';
 
 /**
  * Wraps the agent's enforcer to count every decision (both directions) and
- * every inbound denial as a refused call. Fails closed like the enforcers it
- * wraps: a throwing enforcer gives a deny, never an exception.
+ * every inbound denial of a call as a denied call. Fails closed like the
+ * enforcers it wraps: a throwing enforcer gives a deny, never an exception.
  */
 export class MeteredEnforcer implements PolicyEnforcer {
   readonly #inner: PolicyEnforcer;
@@ -20,7 +21,7 @@ export class MeteredEnforcer implements PolicyEnforcer {
   checkInbound(check: InboundCheck): Promise<AuthzDecision> {
     return settle(() => this.#inner.checkInbound(check)).then((d) => {
       this.#metrics.authzDecision('inbound', d.allowed);
-      if (!d.allowed) {
+      if (!d.allowed && startsCall(check)) {
         this.#metrics.calls.inc({
           direction: 'inbound',
           capability: check.action,
@@ -42,6 +43,18 @@ export class MeteredEnforcer implements PolicyEnforcer {
   async close(): Promise<void> {
     await this.#inner.close?.();
   }
+}
+
+/**
+ * Whether an inbound check asks if a call may start: a message that starts a
+ * task. Other denials are no call: a GetTask, CancelTask or reply to a task
+ * (its call is counted once, when it ends), a ListTasks (asked once per
+ * served skill, none of them named by the caller), a `/metrics` scrape.
+ */
+function startsCall(check: InboundCheck): boolean {
+  const c = check.context;
+  if (c === undefined || c.taskId !== undefined) return false;
+  return c.method === 'SendMessage' || c.method === 'SendStreamingMessage';
 }
 
 /** The enforcer's decision, or a deny when it threw, rejected or answered something else. */
@@ -89,6 +102,27 @@ export function readyBody(state: ProbeState): { code: number; body: { ready: boo
 }
 
 /**
+ * Bounds of the ops listener: how long a request may take to arrive, how
+ * long an idle keep-alive connection stays, how many connections it holds.
+ */
+const OPS_LIMITS = Object.freeze({
+  headersTimeoutMs: 5_000,
+  requestTimeoutMs: 10_000,
+  checkIntervalMs: 1_000,
+  keepAliveTimeoutMs: 1_000,
+  maxConnections: 64,
+});
+
+const OPS_SERVER_OPTIONS = {
+  // Probes send a few header lines and no body: a request not in within
+  // seconds is a stuck or hostile client holding a connection, not a probe.
+  headersTimeout: OPS_LIMITS.headersTimeoutMs,
+  requestTimeout: OPS_LIMITS.requestTimeoutMs,
+  // Node enforces both only as often as it checks (every 30 s by default).
+  connectionsCheckingInterval: OPS_LIMITS.checkIntervalMs,
+};
+
+/**
  * The plain-HTTP ops listener: `/health`, `/ready`, `/metrics`, nothing else,
  * GET only. It carries no capability traffic and reads nothing from requests.
  */
@@ -98,7 +132,7 @@ export async function startOpsListener(
   state: ProbeState,
   metrics: AgentMetrics,
 ): Promise<{ server: Server; url: string }> {
-  const server = createServer((req, res) => {
+  const server = createServer(OPS_SERVER_OPTIONS, (req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const send = (code: number, type: string, body: string) => {
       res.writeHead(code, { 'content-type': type, 'cache-control': 'no-store' });
@@ -120,7 +154,9 @@ export async function startOpsListener(
     send(404, 'text/plain', 'not found\n');
   });
   // Probes hold no connection open between polls.
-  server.keepAliveTimeout = 1_000;
+  server.keepAliveTimeout = OPS_LIMITS.keepAliveTimeoutMs;
+  // A connection past the cap is closed at once: probes and a scraper need a handful.
+  server.maxConnections = OPS_LIMITS.maxConnections;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -132,3 +168,91 @@ export async function startOpsListener(
   const h = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   return { server, url: `http://${h}:${addr.port}` };
 }
+
+/**
+ * Whether the task store answers: readiness term of an agent whose store is
+ * a service (PostgreSQL). Not ready from the moment a store operation fails
+ * with `TaskStoreUnavailableError` until one succeeds; every call meanwhile
+ * would fail with UNAVAILABLE (HTTP 503). Asked while failing, it reads a
+ * task that does not exist, so that a store that is back is seen without
+ * waiting for traffic, which a not-ready agent no longer gets. A failure
+ * older than `windowMs` with no newer one (the read hangs) is forgotten.
+ */
+export class StoreHealth {
+  readonly #windowMs: number;
+  #store: TaskStore | undefined;
+  #failedAt: number | undefined;
+  #probing = false;
+
+  constructor(options: { windowMs?: number } = {}) {
+    this.#windowMs = options.windowMs ?? 30_000;
+  }
+
+  /**
+   * `store`, each operation of which tells this health whether the store
+   * answered. The embedded in-memory store cannot be away: given back as is,
+   * its fast path intact.
+   */
+  watch(store: TaskStore): TaskStore {
+    if (Object.getPrototypeOf(store) === InMemoryTaskStore.prototype) return store;
+    this.#store = store;
+    this.#failedAt = undefined;
+    const bound = new Map<PropertyKey, { of: unknown; fn: unknown }>();
+    return new Proxy(store, {
+      get: (target, key) => {
+        const value: unknown = Reflect.get(target, key, target);
+        if (typeof value !== 'function') return value;
+        let b = bound.get(key);
+        if (b?.of !== value) {
+          const fn = value as (...args: unknown[]) => unknown;
+          b = { of: value, fn: (...args: unknown[]) => this.#seen(fn.apply(target, args)) };
+          bound.set(key, b);
+        }
+        return b.fn;
+      },
+    });
+  }
+
+  /** Why the agent is not ready for its store's sake, or undefined. */
+  notReadyReason(now = Date.now()): string | undefined {
+    const at = this.#failedAt;
+    if (at === undefined) return undefined;
+    this.#probe();
+    if (now - at > this.#windowMs) return undefined;
+    return `the task store cannot be reached (last failure at ${new Date(at).toISOString()})`;
+  }
+
+  #seen(result: unknown): unknown {
+    if (!(result instanceof Promise)) return result;
+    return result.then(this.#answered, this.#failed);
+  }
+
+  readonly #answered = <T>(value: T): T => {
+    this.#failedAt = undefined;
+    return value;
+  };
+
+  readonly #failed = (err: unknown): never => {
+    // Only the store being away: a conflict or a refused value is an answer.
+    if (err instanceof TaskStoreUnavailableError) this.#failedAt = Date.now();
+    else this.#failedAt = undefined;
+    throw err;
+  };
+
+  #probe(): void {
+    const store = this.#store;
+    if (this.#probing || store === undefined) return;
+    this.#probing = true;
+    // Through #seen: its answer sets or clears the failure as any operation's
+    // does. In a promise: a store that throws at once must not fail a probe request.
+    const read = new Promise((resolve) => resolve(store.get(PROBE_TASK_ID)));
+    (this.#seen(read) as Promise<unknown>)
+      .catch(() => undefined)
+      .finally(() => {
+        this.#probing = false;
+      });
+  }
+}
+
+/** No task has this id (task ids are UUIDs): reading it costs one index lookup. */
+const PROBE_TASK_ID = 'weave-readiness-probe';
