@@ -593,7 +593,7 @@ export class SecureAgent extends AgentCore {
       if (opsCfg) {
         ops = await startOpsListener(opsCfg.host, opsCfg.port, this.#probeState, this.metrics);
         const opsServer = ops.server;
-        cleanup.push(() => new Promise<void>((r) => opsServer.close(() => r())));
+        cleanup.push(() => closeOpsListener(opsServer));
         signal.throwIfAborted();
         if (!isLoopback(opsCfg.host)) {
           this.logger.warn(
@@ -737,7 +737,7 @@ export class SecureAgent extends AgentCore {
     await run.grpc
       ?.close(1_000)
       .catch((err: unknown) => this.logger.warn({ err }, 'gRPC server close failed'));
-    if (run.ops) await new Promise<void>((r) => run.ops!.close(() => r()));
+    if (run.ops) await closeOpsListener(run.ops);
     await run.outbound.close();
     if (run.ownsEnforcer) await run.enforcer.close().catch(() => undefined);
     if (run.ownsIdentity) await run.identity.close().catch(() => undefined);
@@ -949,6 +949,18 @@ function lend(store: TaskStore): TaskStore {
       return b.fn;
     },
   });
+}
+
+/**
+ * Closes the ops listener, cutting its probes and scrapes: close() alone
+ * waits for every connection, and Node stops checking their header and
+ * request deadlines once closing, so a request left half-sent would hold
+ * stop() (or a failed start's clean-up) forever.
+ */
+function closeOpsListener(server: Server): Promise<void> {
+  const closed = new Promise<void>((r) => server.close(() => r()));
+  server.closeAllConnections();
+  return closed;
 }
 
 /** Stops a fastify instance of the user's from listening, without closing it (its onClose hooks are the user's). */

@@ -10,6 +10,7 @@ import {
 } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { maxHeaderSize, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import Fastify, {
   type FastifyError,
@@ -225,6 +226,9 @@ export interface CreateMtlsServerOptions {
  * A fastify instance with mTLS options, {@link mtlsAuth} and rotation
  * (`setSecureContext` on identity updates, unsubscribed on close) wired.
  * HTTP version follows `config.httpVersion` (`http2` also accepts HTTP/1.1).
+ * A connection whose TLS handshake has not completed within
+ * `config.connectTimeoutMs` is closed, and `close()` closes the connections
+ * still in their handshake at once instead of waiting for them.
  */
 export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInstance {
   const cfg = parseTransportConfig(opts.config ?? {});
@@ -235,7 +239,12 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
         `fastify.${k}: set by createMtlsServer itself and cannot be overridden`,
       ]);
   }
-  const https = secureContextOf(opts.identity, cfg);
+  const https = {
+    ...secureContextOf(opts.identity, cfg),
+    // Node's default is 120 s: a TCP connection that never completes its
+    // handshake holds a connection slot (and close()) that long, unauthenticated.
+    handshakeTimeout: cfg.connectTimeoutMs,
+  };
   // Longest prefix first: see FastifyInstance.answerFrameworkErrors.
   const answers: Array<{ prefix: string; answer: FrameworkErrorAnswer }> = [];
   const common = {
@@ -282,11 +291,56 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
   });
   parseHttp1FromStream(app.server);
   logTlsRefusals(app.server, app.log);
+  closePendingHandshakesOnClose(app);
   enforceRequestTimeout(app, cfg.requestTimeoutMs);
   // Before mtlsAuth's hook, as Node's HTTP/1.1 parser refuses before anything runs.
   if (cfg.httpVersion === 'http2') refuseHttp2HeadersOver(app, maxHeaderSize);
   void app.register(mtlsAuth, { identityProvider: opts.identity, authorize: opts.authorize });
   return app;
+}
+
+/**
+ * Destroys, as the server closes, the connections whose TLS handshake has not
+ * completed, and any accepted after that. Why: fastify's
+ * `forceCloseConnections` reaches only the connections handed to HTTP (after
+ * the handshake), and Node's `server.close()` waits for every connection, so
+ * a TCP connection that never sent a ClientHello held `close()` until the
+ * handshake timeout (Node's default 120 s).
+ */
+function closePendingHandshakesOnClose(app: MtlsFastifyInstance): void {
+  // Keyed by the remote endpoint: the TLS socket Node wraps around a raw one
+  // does not lead back to it, and both report the same address and port.
+  const pending = new Map<string, Socket>();
+  let closing = false;
+  app.server.on('connection', (socket: Socket) => {
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    const key = endpointOf(socket);
+    // No address: the peer is already gone.
+    if (key === undefined) return;
+    pending.set(key, socket);
+    socket.once('close', () => {
+      if (pending.get(key) === socket) pending.delete(key);
+    });
+  });
+  app.server.on('secureConnection', (socket: TLSSocket) => {
+    const key = endpointOf(socket);
+    if (key !== undefined) pending.delete(key);
+  });
+  // preClose runs before fastify closes the connections HTTP knows and waits on `server.close()`.
+  app.addHook('preClose', (done) => {
+    closing = true;
+    for (const socket of pending.values()) socket.destroy();
+    pending.clear();
+    done();
+  });
+}
+
+/** `address:port` of a connection's peer, undefined once the socket is closed. */
+function endpointOf(socket: Socket): string | undefined {
+  return socket.remoteAddress === undefined ? undefined : `${socket.remoteAddress}:${socket.remotePort}`;
 }
 
 /**

@@ -21,7 +21,7 @@ import { once } from 'node:events';
 import { maxHeaderSize } from 'node:http';
 import type { ServerOptions as Http2ServerOptions } from 'node:http2';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { z } from 'zod';
 import type { Metadata } from '@grpc/grpc-js';
 import {
@@ -41,6 +41,7 @@ import {
   TransportIdentityError,
   createMtlsServerOptions,
   logTlsRefusals,
+  parseTransportConfig,
   verifyPeerSocket,
   watchServerIdentity,
   type MtlsServerOptions,
@@ -70,7 +71,10 @@ export interface A2AGrpcServerOptions {
   readonly identity: IdentityProvider;
   /** Which verified callers may connect at all (as `mtlsAuth`'s `authorize`); policy decides per call. */
   readonly authorize: Authorizer;
-  /** TLS floor and the rest of the transport config, as for the HTTP server. */
+  /**
+   * TLS floor and the rest of the transport config, as for the HTTP server:
+   * a connection not through its TLS handshake within `connectTimeoutMs` is closed.
+   */
   readonly config?: TransportConfigInput;
   /**
    * Interval of HTTP/2 PINGs to each client connection, in ms; a ping left
@@ -112,6 +116,14 @@ export class A2AGrpcServer {
   readonly #injector: ConnectionInjector;
   readonly #sockets = new Set<PeerSocket>();
   /**
+   * Connections still in their TLS handshake, by remote `ip:port` (the TLS
+   * socket Node wraps around a raw one does not lead back to it): `close()`
+   * destroys them, as Node's `close()` would otherwise wait for each until
+   * its handshake timeout.
+   */
+  readonly #handshaking = new Map<string, Socket>();
+  #closing = false;
+  /**
    * Verified callers by their connection's remote address (`ip:port`, as
    * grpc-js's `getPeer()` gives it): one entry per open admitted connection,
    * set when it is admitted, so a call finds its caller without reading the
@@ -130,6 +142,7 @@ export class A2AGrpcServer {
     this.#opts = options;
     this.#log = options.logger ?? SILENT;
     const config = options.config ?? {};
+    const { connectTimeoutMs } = parseTransportConfig(config);
     // The HTTP servers' TLS options, verbatim; gRPC needs HTTP/2 by ALPN.
     let tlsOptions: Omit<MtlsServerOptions, 'allowHTTP1'> | undefined;
     try {
@@ -147,6 +160,9 @@ export class A2AGrpcServer {
       rejectUnauthorized: true,
       ...tlsOptions,
       ALPNProtocols: ['h2'],
+      // Node's default is 120 s: a connection that never completes its
+      // handshake would hold a slot (and close()) that long, unauthenticated.
+      handshakeTimeout: connectTimeoutMs,
     });
     this.#unsubscribe.push(
       watchServerIdentity(this.#tls, options.identity, config, (err) =>
@@ -174,8 +190,22 @@ export class A2AGrpcServer {
     boundHeaderList(this.#grpc, maxHeaderSize);
     this.#grpc.addService(serverService(), this.#implementation());
     this.#injector = this.#grpc.createConnectionInjector(ServerCredentials.createInsecure());
+    this.#tls.on('connection', (socket: Socket) => {
+      if (this.#closing) {
+        socket.destroy();
+        return;
+      }
+      // No address: the peer is already gone.
+      if (socket.remoteAddress === undefined) return;
+      const key = peerAddress(socket);
+      this.#handshaking.set(key, socket);
+      socket.once('close', () => {
+        if (this.#handshaking.get(key) === socket) this.#handshaking.delete(key);
+      });
+    });
     this.#tls.on('secureConnection', (socket: PeerSocket) => {
-      if (!this.#admit(socket)) {
+      this.#handshaking.delete(peerAddress(socket));
+      if (this.#closing || !this.#admit(socket)) {
         socket.destroy();
         return;
       }
@@ -188,6 +218,9 @@ export class A2AGrpcServer {
     });
     // Handshake failures (no or untrusted client certificate) never reach 'secureConnection'.
     logTlsRefusals(this.#tls, this.#log, undefined, 'a2a grpc: TLS handshake refused');
+    // A plain TLS server leaves the socket open on a handshake timeout (only
+    // HTTP servers destroy it, on 'clientError'): the timeout would free nothing.
+    this.#tls.on('tlsClientError', (_err: Error, socket: TLSSocket) => socket.destroy());
   }
 
   /** `host:port` of the listener (the card's GRPC interface URL), once listening. */
@@ -209,11 +242,14 @@ export class A2AGrpcServer {
   }
 
   /**
-   * Stops accepting connections, lets running calls finish for up to
-   * `graceMs`, then cuts what is left.
+   * Stops accepting connections, closes those still in their TLS handshake,
+   * lets running calls finish for up to `graceMs`, then cuts what is left.
    */
   async close(graceMs = 5_000): Promise<void> {
     for (const u of this.#unsubscribe.splice(0)) u();
+    this.#closing = true;
+    for (const s of this.#handshaking.values()) s.destroy();
+    this.#handshaking.clear();
     const closed = new Promise<void>((resolve) => this.#tls.close(() => resolve()));
     this.#injector.drain(graceMs);
     await new Promise<void>((resolve) => {
@@ -483,7 +519,7 @@ function serverService(): ReturnType<typeof a2aGrpcService> {
 }
 
 /** A connection's remote address exactly as grpc-js's `getPeer()` writes it. */
-function peerAddress(socket: TLSSocket): string {
+function peerAddress(socket: Socket): string {
   return socket.remotePort ? `${socket.remoteAddress}:${socket.remotePort}` : String(socket.remoteAddress);
 }
 
