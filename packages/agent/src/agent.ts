@@ -34,6 +34,7 @@ import { AgentConfigError, AgentError, CallError } from './errors.js';
 import { AgentMetrics } from './metrics.js';
 import {
   MeteredEnforcer,
+  StoreHealth,
   healthBody,
   readyBody,
   startOpsListener,
@@ -319,7 +320,7 @@ export class SecureAgent extends AgentCore {
     if (this.config.spiffeId !== undefined && svid.id.toString() !== this.config.spiffeId) {
       return `the SVID is ${svid.id.toString()}, not the configured ${this.config.spiffeId}`;
     }
-    return undefined;
+    return this.#storeHealth.notReadyReason();
   }
 
   /**
@@ -489,8 +490,10 @@ export class SecureAgent extends AgentCore {
       cleanup.push(async () => signer.close());
       // The agent closes only a store it built: the user's stays open for them (and a retry).
       const userStore = this.#opts.taskStore;
-      const taskStore = userStore ? lend(userStore) : await this.#configuredStore();
-      if (taskStore && !userStore) cleanup.push(async () => taskStore.close?.());
+      const given = userStore ? lend(userStore) : await this.#configuredStore();
+      // Watched: /ready answers 503 while the store cannot be reached.
+      const taskStore = given && this.#storeHealth.watch(given);
+      if (given && !userStore) cleanup.push(async () => given.close?.());
       signal.throwIfAborted();
       const a2a: A2AServer = new A2AServer({
         card: {
@@ -810,6 +813,7 @@ export class SecureAgent extends AgentCore {
   };
 
   readonly #probeState: ProbeState = { notReadyReason: () => this.notReadyReason() };
+  readonly #storeHealth = new StoreHealth();
 
   #installHooks(app: MtlsFastifyInstance): void {
     app.addHook('onRequest', (request, reply, done) => {
