@@ -373,7 +373,33 @@ export interface RequestHandlerOptions {
    * an agent with several.
    */
   readonly routing?: SkillRouting;
+  /**
+   * Called once for each request answered with an A2A error, on every
+   * binding serving this handler (see {@link RequestErrorHook}). Default: none.
+   */
+  readonly onRequestError?: RequestErrorHook;
 }
+
+/** What {@link RequestErrorHook} is told besides the error. */
+export interface RequestErrorInfo {
+  /**
+   * The A2A method called, by its v1.0 name whatever the binding or protocol
+   * version named it; undefined when the request named none this server
+   * serves (or was refused before its method was read).
+   */
+  readonly method: v1.V1Method | undefined;
+  /** The binding that carried the request. */
+  readonly binding: BindingName;
+}
+
+/**
+ * Told of each request answered with an A2A error: a JSON-RPC error reply,
+ * an HTTP+JSON error status, a gRPC error status, or a stream that ends with
+ * an error event (once per request, never for a successful one). Runs before
+ * the reply is sent and must not block; a hook that throws (or returns a
+ * rejected promise) is logged and the reply goes out unchanged.
+ */
+export type RequestErrorHook = (err: A2AError, info: RequestErrorInfo) => void;
 
 /** How a skill's tasks may be run. */
 export interface TaskHandlerOptions {
@@ -431,6 +457,7 @@ export class A2ARequestHandler {
   readonly #pushWatched = new Set<string>();
   readonly #pushStore: PushConfigStore | undefined;
   #log: HandlerLogger;
+  readonly #onRequestError: RequestErrorHook | undefined;
   #draining = false;
   #onSkillsChanged: (() => void) | undefined;
 
@@ -439,6 +466,7 @@ export class A2ARequestHandler {
     checkHandlerOptions('A2ARequestHandler', options);
     this.#opts = options;
     this.#log = options.logger ?? SILENT;
+    this.#onRequestError = options.onRequestError;
     this.#maxTasks = options.limits?.maxConcurrentTasks ?? 1000;
     this.#maxSubs = options.limits?.maxSubscribersPerTask ?? 32;
     // Checked before the task manager starts its timers, so that a refused
@@ -487,6 +515,28 @@ export class A2ARequestHandler {
   /** Sets where warnings and errors go (a binding may supply its server's logger). */
   setLogger(logger: HandlerLogger): void {
     this.#log = logger;
+  }
+
+  /**
+   * Tells the `onRequestError` hook that a request is answered with `err`.
+   * For the bindings: each calls it once per request it answers with an
+   * error, as it answers. Never throws.
+   */
+  requestFailed(err: A2AError, method: v1.V1Method | undefined, binding: BindingName): void {
+    const hook = this.#onRequestError;
+    if (hook === undefined) return;
+    try {
+      // A hook declared async is a `void` function to TypeScript: its
+      // rejection would otherwise be unhandled, and end the process.
+      const r = hook(err, { method, binding }) as unknown;
+      if (r instanceof Promise) r.catch((e: unknown) => this.#hookFailed(e));
+    } catch (e) {
+      this.#hookFailed(e);
+    }
+  }
+
+  #hookFailed(err: unknown): void {
+    this.#log.error({ err }, 'a2a: onRequestError hook failed; the reply is sent as it was');
   }
 
   /** Called whenever the set of served skills changes (the card caches on it). */

@@ -98,6 +98,8 @@ export {
   type MessageContext,
   type MessageHandler,
   type RequestHandlerOptions,
+  type RequestErrorHook,
+  type RequestErrorInfo,
   type RouteInfo,
   type SkillRouter,
   type SkillRouting,

@@ -16,6 +16,7 @@ import {
   type A2AServerLimits,
   type BindingName,
   type MessageHandler,
+  type RequestErrorHook,
   type SkillRouting,
   type TaskHandler,
   type TaskHandlerOptions,
@@ -138,6 +139,17 @@ export interface A2AServerOptions {
   readonly extensions?: Array<{ uri: string; description?: string; required?: boolean }>;
   /** How a message that names no skill is routed (see {@link SkillRouting}). */
   readonly routing?: SkillRouting;
+  /**
+   * Called once for each request answered with an A2A error (a JSON-RPC
+   * error, an HTTP+JSON error status, a gRPC error status from an
+   * `A2AGrpcServer` serving {@link A2AServer.handler}, a stream ending with
+   * an error event), including requests refused before any task exists, with
+   * the error and the method and binding; never for a successful call. For
+   * counting refusals by `err.code`. It runs as the reply is sent, so it must
+   * be quick; one that throws is logged and changes nothing. Unset, nothing
+   * is done.
+   */
+  readonly onRequestError?: RequestErrorHook;
 }
 
 /** URI of the agent-card extension that carries the agent's SPIFFE ID in `params.spiffeId`. */
@@ -421,7 +433,9 @@ export class A2AServer {
         e = A2AErrors.internal();
         status = 500;
       }
-      if (isRest(request)) return sendRestError(reply, e);
+      const restful = isRest(request);
+      this.handler.requestFailed(e, undefined, restful ? 'HTTP+JSON' : 'JSONRPC');
+      if (restful) return sendRestError(reply, e);
       return sendError(reply, status, null, e, 'v1');
     };
     app.setErrorHandler(answerError);
@@ -432,19 +446,19 @@ export class A2AServer {
     const answerUnrouted = (request: FastifyRequest, reply: FastifyReply) => {
       const path = pathOf(request.url);
       if (isRest(request)) {
-        return sendRestError(reply, A2AErrors.methodNotFound(`${request.method} ${path}`));
+        const e = A2AErrors.methodNotFound(`${request.method} ${path}`);
+        this.handler.requestFailed(e, undefined, 'HTTP+JSON');
+        return sendRestError(reply, e);
       }
       if (path !== rpcRoute) {
-        return sendError(reply, 404, null, A2AErrors.invalidRequest(`no A2A endpoint at ${path}`), 'v1');
+        const e = A2AErrors.invalidRequest(`no A2A endpoint at ${path}`);
+        this.handler.requestFailed(e, undefined, 'JSONRPC');
+        return sendError(reply, 404, null, e, 'v1');
       }
+      const e = A2AErrors.invalidRequest(`JSON-RPC is POST, not ${request.method}`);
+      this.handler.requestFailed(e, undefined, 'JSONRPC');
       void reply.header('allow', 'POST');
-      return sendError(
-        reply,
-        405,
-        null,
-        A2AErrors.invalidRequest(`JSON-RPC is POST, not ${request.method}`),
-        'v1',
-      );
+      return sendError(reply, 405, null, e, 'v1');
     };
     try {
       app.setNotFoundHandler(answerUnrouted);

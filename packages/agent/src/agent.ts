@@ -524,6 +524,9 @@ export class SecureAgent extends AgentCore {
           ? { extendedCard: () => signer.sign(extendedCard(a2a.extendedAgentCard(servedUrl), skillSchemas)) }
           : {}),
         ...(routing ? { routing } : {}),
+        // Every refusal, those before any task exists included; the gRPC
+        // server below serves this server's handler, so its refusals too.
+        onRequestError: (e) => this.metrics.requestRefused(e.code),
       });
       cleanup.push(() => a2a.close());
       // gRPC on its own port (see the README for why not multiplexed): the

@@ -327,58 +327,80 @@ export class A2AGrpcServer {
 
   #implementation(): UntypedServiceImplementation {
     const h = this.#opts.handler;
-    const unary =
-      (fn: (ctx: CallContext, req: WireObject) => Promise<unknown>) =>
-      (call: ServerUnaryCall<Decoded, unknown>, callback: sendUnaryData<unknown>): void => {
+    const log = this.#log;
+    /**
+     * The status a call of `method` ends with for `err`, told first to the
+     * handler's `onRequestError`: every error status of a call goes here.
+     * Made once per method, not per call.
+     */
+    const failure =
+      (method: A2AGrpcMethod) =>
+      (err: unknown): GrpcStatusObject => {
+        const e = asA2AError(err, log);
+        h.requestFailed(e, method, 'GRPC');
+        return a2aErrorToGrpcStatus(e);
+      };
+    const unary = (method: A2AGrpcMethod, fn: (ctx: CallContext, req: WireObject) => Promise<unknown>) => {
+      const fail = failure(method);
+      return (call: ServerUnaryCall<Decoded, unknown>, callback: sendUnaryData<unknown>): void => {
         let ctx: CallContext;
         try {
           ctx = this.#context(call);
         } catch (err) {
-          callback(grpcError(err, this.#log));
+          callback(fail(err));
           return;
         }
         fn(ctx, call.request).then(
           (res) => callback(null, res),
-          (err: unknown) => callback(grpcError(err, this.#log)),
+          (err: unknown) => callback(fail(err)),
         );
       };
-    const streaming =
-      (
-        fn: (
-          ctx: CallContext,
-          req: WireObject,
-          call: ServerWritableStream<Decoded, unknown>,
-        ) => Promise<TaskEventStream>,
-      ) =>
-      (call: ServerWritableStream<Decoded, unknown>): void => {
+    };
+    const streaming = (
+      method: A2AGrpcMethod,
+      fn: (
+        ctx: CallContext,
+        req: WireObject,
+        call: ServerWritableStream<Decoded, unknown>,
+      ) => Promise<TaskEventStream>,
+    ) => {
+      const fail = failure(method);
+      return (call: ServerWritableStream<Decoded, unknown>): void => {
         let ctx: CallContext;
         try {
           ctx = this.#context(call);
         } catch (err) {
-          call.emit('error', grpcError(err, this.#log));
+          call.emit('error', fail(err));
           return;
         }
         fn(ctx, call.request, call).then(
-          (stream) => void pump(stream, call, this.#log),
-          (err: unknown) => call.emit('error', grpcError(err, this.#log)),
+          (stream) => void pump(stream, call, fail),
+          (err: unknown) => call.emit('error', fail(err)),
         );
       };
+    };
     const impl: Record<A2AGrpcMethod, unknown> = {
-      SendMessage: unary((ctx, req) => h.sendMessage(ctx, req)),
-      SendStreamingMessage: streaming((ctx, req) => h.sendStreamingMessage(ctx, req)),
-      GetTask: unary((ctx, req) => h.getTask(ctx, req)),
-      ListTasks: unary((ctx, req) => h.listTasks(ctx, req)),
-      CancelTask: unary((ctx, req) => h.cancelTask(ctx, req)),
-      SubscribeToTask: streaming((ctx, req, call) =>
+      SendMessage: unary('SendMessage', (ctx, req) => h.sendMessage(ctx, req)),
+      SendStreamingMessage: streaming('SendStreamingMessage', (ctx, req) => h.sendStreamingMessage(ctx, req)),
+      GetTask: unary('GetTask', (ctx, req) => h.getTask(ctx, req)),
+      ListTasks: unary('ListTasks', (ctx, req) => h.listTasks(ctx, req)),
+      CancelTask: unary('CancelTask', (ctx, req) => h.cancelTask(ctx, req)),
+      SubscribeToTask: streaming('SubscribeToTask', (ctx, req, call) =>
         h.subscribeToTask(ctx, req, { lastEventId: lastEventIdOf(call.metadata) }),
       ),
-      CreateTaskPushNotificationConfig: unary((ctx, req) => h.createTaskPushNotificationConfig(ctx, req)),
-      GetTaskPushNotificationConfig: unary((ctx, req) => h.getTaskPushNotificationConfig(ctx, req)),
-      ListTaskPushNotificationConfigs: unary((ctx, req) => h.listTaskPushNotificationConfigs(ctx, req)),
-      DeleteTaskPushNotificationConfig: unary((ctx, req) =>
+      CreateTaskPushNotificationConfig: unary('CreateTaskPushNotificationConfig', (ctx, req) =>
+        h.createTaskPushNotificationConfig(ctx, req),
+      ),
+      GetTaskPushNotificationConfig: unary('GetTaskPushNotificationConfig', (ctx, req) =>
+        h.getTaskPushNotificationConfig(ctx, req),
+      ),
+      ListTaskPushNotificationConfigs: unary('ListTaskPushNotificationConfigs', (ctx, req) =>
+        h.listTaskPushNotificationConfigs(ctx, req),
+      ),
+      DeleteTaskPushNotificationConfig: unary('DeleteTaskPushNotificationConfig', (ctx, req) =>
         h.deleteTaskPushNotificationConfig(ctx, req).then(() => ({})),
       ),
-      GetExtendedAgentCard: unary((ctx, req) => h.getExtendedAgentCard(ctx, req)),
+      GetExtendedAgentCard: unary('GetExtendedAgentCard', (ctx, req) => h.getExtendedAgentCard(ctx, req)),
     };
     return impl as UntypedServiceImplementation;
   }
@@ -538,7 +560,7 @@ function lastEventIdOf(md: Metadata): number | undefined {
 async function pump(
   stream: TaskEventStream,
   call: ServerWritableStream<unknown, unknown>,
-  log: HandlerLogger,
+  fail: (err: unknown) => GrpcStatusObject,
 ): Promise<void> {
   let gone = false;
   // Ends a wait for 'drain' that can no longer come (the caller left).
@@ -567,10 +589,8 @@ async function pump(
     }
     if (!gone) call.end();
   } catch (err) {
-    if (!gone) call.emit('error', grpcError(err, log));
+    if (!gone) call.emit('error', fail(err));
   }
 }
 
-function grpcError(err: unknown, log: HandlerLogger): ReturnType<typeof a2aErrorToGrpcStatus> {
-  return a2aErrorToGrpcStatus(asA2AError(err, log));
-}
+type GrpcStatusObject = ReturnType<typeof a2aErrorToGrpcStatus>;

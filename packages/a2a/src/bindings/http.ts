@@ -199,11 +199,13 @@ export function responseBody(json: string): string | Buffer {
  * Writes a task stream as SSE until it ends, the client leaves, or it fails
  * (then an `event: error` carries the A2A error, and the stream closes).
  * `toWire` maps an event to what is sent (v0.3 shape); default as is.
+ * `onError` is told of the error event, when one is sent.
  */
 export async function pumpSse(
   stream: TaskEventStream,
   sse: SseWriter,
   toWire?: (e: StreamResponse) => unknown,
+  onError?: (err: A2AError) => void,
 ): Promise<void> {
   sse.onClose(() => stream.close());
   // Flow control: a producer waiting in `ctx.drained()` waits for this socket too.
@@ -216,7 +218,12 @@ export async function pumpSse(
       sse.send(toWire ? toWire(e.event) : e.event, e.seq);
     }
   } catch (err) {
-    sse.sendError(err instanceof A2AError ? err : A2AErrors.internal());
+    // A client gone (or a writer closed) gets no error event: nothing is answered.
+    if (!sse.closed) {
+      const e = err instanceof A2AError ? err : A2AErrors.internal();
+      onError?.(e);
+      sse.sendError(e);
+    }
   } finally {
     sse.close();
   }

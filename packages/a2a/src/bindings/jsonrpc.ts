@@ -12,7 +12,7 @@ import { asA2AError, parse } from '../handler.js';
 import { TaskEventStream } from '../event-stream.js';
 import { SseWriter } from '../sse.js';
 import * as v03 from '../wire/v03.js';
-import type { StreamResponse } from '../wire/v1.js';
+import { V1_METHODS, type StreamResponse, type V1Method } from '../wire/v1.js';
 import {
   JsonBody,
   callerOf,
@@ -44,15 +44,25 @@ export function serveJsonRpc(deps: HttpBindingDeps, request: FastifyRequest, rep
 async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: FastifyReply): Promise<void> {
   const body = request.body;
   if (!(body instanceof JsonBody)) {
-    return void sendError(reply, 400, null, A2AErrors.contentType(request.headers['content-type']), 'v1');
+    return void refuse(
+      deps,
+      reply,
+      undefined,
+      400,
+      null,
+      A2AErrors.contentType(request.headers['content-type']),
+      'v1',
+    );
   }
   if (body.error !== undefined) {
-    return void sendError(reply, 200, null, A2AErrors.parse(body.error), 'v1');
+    return void refuse(deps, reply, undefined, 200, null, A2AErrors.parse(body.error), 'v1');
   }
   const msg = body.value;
   if (typeof msg !== 'object' || msg === null) {
-    return void sendError(
+    return void refuse(
+      deps,
       reply,
+      undefined,
       200,
       null,
       A2AErrors.invalidRequest('the body must be a JSON-RPC request object'),
@@ -60,8 +70,10 @@ async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: 
     );
   }
   if (Array.isArray(msg)) {
-    return void sendError(
+    return void refuse(
+      deps,
       reply,
+      undefined,
       200,
       null,
       A2AErrors.invalidRequest('batch requests are not supported'),
@@ -77,8 +89,10 @@ async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: 
     (typeof rawId === 'number' && Number.isFinite(rawId));
   const id: RpcId = idOk ? ((rawId as RpcId | undefined) ?? null) : null;
   if (!idOk) {
-    return void sendError(
+    return void refuse(
+      deps,
       reply,
+      undefined,
       200,
       null,
       A2AErrors.invalidRequest('id must be a string, a number or null'),
@@ -86,11 +100,21 @@ async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: 
     );
   }
   if (env.jsonrpc !== '2.0') {
-    return void sendError(reply, 200, id, A2AErrors.invalidRequest('jsonrpc must be "2.0"'), 'v1');
+    return void refuse(
+      deps,
+      reply,
+      undefined,
+      200,
+      id,
+      A2AErrors.invalidRequest('jsonrpc must be "2.0"'),
+      'v1',
+    );
   }
   if (typeof env.method !== 'string' || env.method.length === 0) {
-    return void sendError(
+    return void refuse(
+      deps,
       reply,
+      undefined,
       200,
       id,
       A2AErrors.invalidRequest('method must be a non-empty string'),
@@ -117,16 +141,26 @@ async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: 
   try {
     version = negotiate(requestedVersion(request), method);
   } catch (err) {
-    return void sendError(reply, 200, id, err as A2AError, 'v1');
+    return void refuse(deps, reply, method, 200, id, err as A2AError, 'v1');
   }
   const params = env.params;
   if (params !== undefined && (typeof params !== 'object' || params === null || Array.isArray(params))) {
-    return void sendError(reply, 200, id, A2AErrors.invalidParams('params must be an object'), version);
+    return void refuse(
+      deps,
+      reply,
+      method,
+      200,
+      id,
+      A2AErrors.invalidParams('params must be an object'),
+      version,
+    );
   }
   // Refused before any handler runs: see MAX_JSON_DEPTH.
   if (exceedsDepth(msg, MAX_JSON_DEPTH)) {
-    return void sendError(
+    return void refuse(
+      deps,
       reply,
+      method,
       200,
       id,
       A2AErrors.invalidParams(`request nested deeper than ${MAX_JSON_DEPTH} levels`),
@@ -142,7 +176,15 @@ async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: 
       logField('method', method),
       'a2a: call without an authenticated caller denied',
     );
-    return void sendError(reply, 403, id, A2AErrors.permissionDenied('no authenticated caller'), version);
+    return void refuse(
+      deps,
+      reply,
+      method,
+      403,
+      id,
+      A2AErrors.permissionDenied('no authenticated caller'),
+      version,
+    );
   }
   const ctx: CallContext = { caller, headers: request.headers, binding: 'JSONRPC' };
   const p = (params as Record<string, unknown> | undefined) ?? NO_PARAMS;
@@ -155,7 +197,7 @@ async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: 
       const sse = new SseWriter(request, reply, id, deps.heartbeatMs, deps.maxStreamBufferBytes);
       const toWire =
         version === 'v03' ? (e: StreamResponse): unknown => v03.streamResponseToV03(e) : undefined;
-      void pumpSse(result, sse, toWire);
+      void pumpSse(result, sse, toWire, (e) => deps.handler.requestFailed(e, v1MethodOf(method), 'JSONRPC'));
       return;
     }
     reply.header('content-type', 'application/json');
@@ -170,7 +212,7 @@ async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: 
     );
   } catch (err) {
     const e = toA2AError(err, request);
-    return void sendError(reply, statusFor(e), id, e, version);
+    return void refuse(deps, reply, method, statusFor(e), id, e, version);
   }
 }
 
@@ -276,6 +318,32 @@ async function dispatchV03(
     default:
       throw A2AErrors.methodNotFound(method);
   }
+}
+
+/**
+ * Answers a request with an error, told first to the handler's
+ * `onRequestError` (every error reply of this binding's requests goes here).
+ */
+function refuse(
+  deps: HttpBindingDeps,
+  reply: FastifyReply,
+  method: string | undefined,
+  status: number,
+  id: RpcId,
+  err: A2AError,
+  version: Version,
+): void {
+  deps.handler.requestFailed(err, method === undefined ? undefined : v1MethodOf(method), 'JSONRPC');
+  sendError(reply, status, id, err, version);
+}
+
+const V1_METHOD_SET: ReadonlySet<string> = new Set(V1_METHODS);
+
+/** The v1.0 name of a method named in either version; undefined for one no version has. */
+function v1MethodOf(method: string): V1Method | undefined {
+  if (V1_METHOD_SET.has(method)) return method as V1Method;
+  // Own properties only: `constructor` or `__proto__` are no method.
+  return Object.hasOwn(v03.V03_TO_V1_METHOD, method) ? (v03.V03_TO_V1_METHOD[method] as V1Method) : undefined;
 }
 
 /** Writes a JSON-RPC error response (v0.3 errors carry no `data`). */

@@ -16,6 +16,7 @@ import { A2AErrors, httpStatusOf, restErrorBody } from '../errors.js';
 import { exceedsDepth, MAX_JSON_DEPTH } from '../depth.js';
 import { asA2AError, assertV1Version, type CallContext } from '../handler.js';
 import { TaskEventStream } from '../event-stream.js';
+import type { V1Method } from '../wire/v1.js';
 import { SseWriter } from '../sse.js';
 import {
   JsonBody,
@@ -87,7 +88,7 @@ export function serveRest(
   path: string,
 ): void {
   handleRest(deps, request, reply, path).catch((err: unknown) => {
-    if (!reply.sent) sendRestError(reply, toA2AError(err, request));
+    if (!reply.sent) refuse(deps, reply, undefined, toA2AError(err, request));
   });
 }
 
@@ -109,31 +110,33 @@ async function handleRest(
       if (s.length > 0) segs.push(decode && s.includes('%') ? decodeURIComponent(s) : s);
     }
   } catch {
-    return sendRestError(reply, A2AErrors.invalidRequest('malformed path'));
+    return refuse(deps, reply, undefined, A2AErrors.invalidRequest('malformed path'));
   }
   let tenant: string | undefined;
   if (segs.length > 1 && !ROOTS.has(segs[0] as string)) tenant = segs.shift();
   const r = route(request.method, segs);
   if (!r) {
-    return sendRestError(reply, A2AErrors.methodNotFound(`${request.method} ${path}`));
+    return refuse(deps, reply, undefined, A2AErrors.methodNotFound(`${request.method} ${path}`));
   }
   let body: Record<string, unknown> = {};
   if (request.method === 'POST') {
     const raw = request.body;
     if (raw === WRONG_CONTENT_TYPE) {
-      return sendRestError(reply, A2AErrors.contentType(request.headers['content-type']));
+      return refuse(deps, reply, r.kind, A2AErrors.contentType(request.headers['content-type']));
     }
     // An empty (or all-whitespace) body is no params, as no body is.
     if (raw instanceof JsonBody && !raw.blank) {
-      if (raw.error !== undefined) return sendRestError(reply, A2AErrors.parse(raw.error));
+      if (raw.error !== undefined) return refuse(deps, reply, r.kind, A2AErrors.parse(raw.error));
       const parsed = raw.value;
       if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-        return sendRestError(reply, A2AErrors.invalidRequest('the body must be a JSON object'));
+        return refuse(deps, reply, r.kind, A2AErrors.invalidRequest('the body must be a JSON object'));
       }
       // Refused before any handler runs: see MAX_JSON_DEPTH.
       if (exceedsDepth(parsed, MAX_JSON_DEPTH)) {
-        return sendRestError(
+        return refuse(
+          deps,
           reply,
+          r.kind,
           A2AErrors.invalidParams(`request nested deeper than ${MAX_JSON_DEPTH} levels`),
         );
       }
@@ -149,77 +152,88 @@ async function handleRest(
       logField('path', path),
       'a2a: call without an authenticated caller denied',
     );
-    return sendRestError(reply, A2AErrors.permissionDenied('no authenticated caller'));
+    return refuse(deps, reply, r.kind, A2AErrors.permissionDenied('no authenticated caller'));
   }
-  assertV1Version({ [VERSION_PARAM]: requestedVersion(request) });
-  const ctx: CallContext =
-    tenant === undefined
-      ? { caller, headers: request.headers, binding: 'HTTP+JSON' }
-      : { caller, headers: request.headers, binding: 'HTTP+JSON', tenant };
-  const h = deps.handler;
   let result: unknown;
   let status = 200;
-  switch (r.kind) {
-    case 'send':
-      result = await h.sendMessage(ctx, withTenant(body, tenant));
-      break;
-    case 'stream':
-      result = await h.sendStreamingMessage(ctx, withTenant(body, tenant));
-      break;
-    case 'card':
-      result = await h.getExtendedAgentCard(ctx);
-      break;
-    case 'list':
-      result = await h.listTasks(ctx, withTenant(query(request.query), tenant));
-      break;
-    case 'get':
-      result = await h.getTask(ctx, withTenant({ ...query(request.query), id: r.id }, tenant));
-      break;
-    case 'cancel': {
-      // The path alone says "cancel", and a schema drops unknown members: a
-      // push notification another agent was made to POST here (a v1
-      // StreamResponse, or a v0.3 agent's bare Task) would cancel the task
-      // under that agent's identity. Only a CancelTask request's own members.
-      const other = Object.keys(body).find((k) => !CANCEL_MEMBERS.has(k));
-      if (other !== undefined) {
-        throw A2AErrors.invalidParams(`a CancelTask request has no member "${other.slice(0, 64)}"`);
+  // Every refusal past this point, the handler's included, with the method known.
+  try {
+    assertV1Version({ [VERSION_PARAM]: requestedVersion(request) });
+    const ctx: CallContext =
+      tenant === undefined
+        ? { caller, headers: request.headers, binding: 'HTTP+JSON' }
+        : { caller, headers: request.headers, binding: 'HTTP+JSON', tenant };
+    const h = deps.handler;
+    switch (r.kind) {
+      case 'send':
+        result = await h.sendMessage(ctx, withTenant(body, tenant));
+        break;
+      case 'stream':
+        result = await h.sendStreamingMessage(ctx, withTenant(body, tenant));
+        break;
+      case 'card':
+        result = await h.getExtendedAgentCard(ctx);
+        break;
+      case 'list':
+        result = await h.listTasks(ctx, withTenant(query(request.query), tenant));
+        break;
+      case 'get':
+        result = await h.getTask(ctx, withTenant({ ...query(request.query), id: r.id }, tenant));
+        break;
+      case 'cancel': {
+        // The path alone says "cancel", and a schema drops unknown members: a
+        // push notification another agent was made to POST here (a v1
+        // StreamResponse, or a v0.3 agent's bare Task) would cancel the task
+        // under that agent's identity. Only a CancelTask request's own members.
+        const other = Object.keys(body).find((k) => !CANCEL_MEMBERS.has(k));
+        if (other !== undefined) {
+          throw A2AErrors.invalidParams(`a CancelTask request has no member "${other.slice(0, 64)}"`);
+        }
+        result = await h.cancelTask(ctx, withTenant({ ...body, id: r.id }, tenant));
+        break;
       }
-      result = await h.cancelTask(ctx, withTenant({ ...body, id: r.id }, tenant));
-      break;
+      case 'subscribe':
+        result = await h.subscribeToTask(ctx, withTenant({ id: r.id }, tenant), {
+          lastEventId: parseLastEventId(request.headers['last-event-id']),
+        });
+        break;
+      case 'pushCreate': {
+        // The path names the task; a different taskId (or task_id) in the body does not win.
+        const { task_id: _inPath, ...config } = body;
+        result = await h.createTaskPushNotificationConfig(
+          ctx,
+          withTenant({ ...config, taskId: r.taskId }, tenant),
+        );
+        status = 201;
+        break;
+      }
+      case 'pushList':
+        result = await h.listTaskPushNotificationConfigs(
+          ctx,
+          withTenant({ ...query(request.query), taskId: r.taskId }, tenant),
+        );
+        break;
+      case 'pushGet':
+        result = await h.getTaskPushNotificationConfig(
+          ctx,
+          withTenant({ taskId: r.taskId, id: r.id }, tenant),
+        );
+        break;
+      case 'pushDelete':
+        await h.deleteTaskPushNotificationConfig(ctx, withTenant({ taskId: r.taskId, id: r.id }, tenant));
+        reply.code(204).send();
+        return;
     }
-    case 'subscribe':
-      result = await h.subscribeToTask(ctx, withTenant({ id: r.id }, tenant), {
-        lastEventId: parseLastEventId(request.headers['last-event-id']),
-      });
-      break;
-    case 'pushCreate': {
-      // The path names the task; a different taskId (or task_id) in the body does not win.
-      const { task_id: _inPath, ...config } = body;
-      result = await h.createTaskPushNotificationConfig(
-        ctx,
-        withTenant({ ...config, taskId: r.taskId }, tenant),
-      );
-      status = 201;
-      break;
-    }
-    case 'pushList':
-      result = await h.listTaskPushNotificationConfigs(
-        ctx,
-        withTenant({ ...query(request.query), taskId: r.taskId }, tenant),
-      );
-      break;
-    case 'pushGet':
-      result = await h.getTaskPushNotificationConfig(ctx, withTenant({ taskId: r.taskId, id: r.id }, tenant));
-      break;
-    case 'pushDelete':
-      await h.deleteTaskPushNotificationConfig(ctx, withTenant({ taskId: r.taskId, id: r.id }, tenant));
-      reply.code(204).send();
-      return;
+  } catch (err) {
+    return refuse(deps, reply, r.kind, toA2AError(err, request));
   }
   if (result instanceof TaskEventStream) {
+    const kind = r.kind;
     void pumpSse(
       result,
       new SseWriter(request, reply, undefined, deps.heartbeatMs, deps.maxStreamBufferBytes),
+      undefined,
+      (e) => deps.handler.requestFailed(e, METHOD_OF[kind], 'HTTP+JSON'),
     );
     return;
   }
@@ -282,6 +296,36 @@ function int32(name: string, v: string): number {
 
 function sendLater(reply: FastifyReply, body: string | Buffer): void {
   if (!reply.sent) reply.send(body);
+}
+
+/** The A2A method of each route. */
+const METHOD_OF: Readonly<Record<Route['kind'], V1Method>> = {
+  send: 'SendMessage',
+  stream: 'SendStreamingMessage',
+  card: 'GetExtendedAgentCard',
+  list: 'ListTasks',
+  get: 'GetTask',
+  cancel: 'CancelTask',
+  subscribe: 'SubscribeToTask',
+  pushCreate: 'CreateTaskPushNotificationConfig',
+  pushList: 'ListTaskPushNotificationConfigs',
+  pushGet: 'GetTaskPushNotificationConfig',
+  pushDelete: 'DeleteTaskPushNotificationConfig',
+};
+
+/**
+ * Answers a request with an error, told first to the handler's
+ * `onRequestError` (every error reply of this binding's requests goes here);
+ * `kind` is the route taken, when one was.
+ */
+function refuse(
+  deps: HttpBindingDeps,
+  reply: FastifyReply,
+  kind: Route['kind'] | undefined,
+  err: A2AError,
+): void {
+  deps.handler.requestFailed(err, kind === undefined ? undefined : METHOD_OF[kind], 'HTTP+JSON');
+  sendRestError(reply, err);
 }
 
 /** Writes an A2A error as §11.6 prescribes: HTTP status per §5.4, `google.rpc.Status` body. */
