@@ -80,6 +80,10 @@ Example:
         ['DEV_WORKLOAD_API_INVALID_OPTIONS', 'INVALID_SPIFFE_ID'],
       );
       try {
+        // Listening for the signal before saying "ready": a signal right after
+        // that line must find the handler, not the default action (the
+        // process killed with its sockets left behind).
+        const stopped = stop();
         for (const name of server.workloadNames()) {
           io.out(`workload ${name} ${workloads[name]} ${server.address(name)}`);
         }
@@ -88,7 +92,7 @@ Example:
           `weave dev: serving ${server.workloadNames().length} workload(s); give a process its identity with ` +
             `${SPIFFE_ENDPOINT_SOCKET}=<address>. Stop with Ctrl-C.`,
         );
-        await stop();
+        await stopped;
       } finally {
         await server.close();
       }
