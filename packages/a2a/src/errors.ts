@@ -111,12 +111,12 @@ export function jsonRpcCodeOfGrpcStatus(status: number): number {
  * InvalidAgentResponse, is left to the status: a gateway in front of an agent
  * answers it too.
  */
-export function jsonRpcCodeOfRestStatus(httpStatus: number, grpcStatus: number): number;
-export function jsonRpcCodeOfRestStatus(
+function jsonRpcCodeOfRestStatus(httpStatus: number, grpcStatus: number): number;
+function jsonRpcCodeOfRestStatus(
   httpStatus: number,
   grpcStatus: number | undefined,
 ): number | undefined;
-export function jsonRpcCodeOfRestStatus(
+function jsonRpcCodeOfRestStatus(
   httpStatus: number,
   grpcStatus: number | undefined,
 ): number | undefined {

@@ -42,7 +42,7 @@ export {
   type ReplyArtifact,
   type ReplyPart,
 } from './reply.js';
-export { AgentMetrics } from './metrics.js';
+export { AgentMetrics, REFUSAL_REASONS } from './metrics.js';
 export {
   identityFromConfig,
   enforcerFromConfig,

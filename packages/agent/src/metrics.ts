@@ -28,7 +28,7 @@ export const REFUSAL_REASONS = [
   'INTERNAL_ERROR',
   'other',
 ] as const;
-export type RefusalReason = (typeof REFUSAL_REASONS)[number];
+type RefusalReason = (typeof REFUSAL_REASONS)[number];
 const REFUSAL_SET: ReadonlySet<string> = new Set(REFUSAL_REASONS);
 
 /**
