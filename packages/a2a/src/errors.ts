@@ -112,14 +112,8 @@ export function jsonRpcCodeOfGrpcStatus(status: number): number {
  * answers it too.
  */
 function jsonRpcCodeOfRestStatus(httpStatus: number, grpcStatus: number): number;
-function jsonRpcCodeOfRestStatus(
-  httpStatus: number,
-  grpcStatus: number | undefined,
-): number | undefined;
-function jsonRpcCodeOfRestStatus(
-  httpStatus: number,
-  grpcStatus: number | undefined,
-): number | undefined {
+function jsonRpcCodeOfRestStatus(httpStatus: number, grpcStatus: number | undefined): number | undefined;
+function jsonRpcCodeOfRestStatus(httpStatus: number, grpcStatus: number | undefined): number | undefined {
   if (httpStatus === 409) return A2AErrorCode.TaskNotCancelable;
   if (httpStatus === 415) return A2AErrorCode.ContentTypeNotSupported;
   if (httpStatus === 400 && grpcStatus === 12) return A2AErrorCode.UnsupportedOperation;

@@ -28,7 +28,6 @@ export const REFUSAL_REASONS = [
   'INTERNAL_ERROR',
   'other',
 ] as const;
-type RefusalReason = (typeof REFUSAL_REASONS)[number];
 const REFUSAL_SET: ReadonlySet<string> = new Set(REFUSAL_REASONS);
 
 /**
