@@ -4,30 +4,22 @@
 // no reply, and a reply forwarded meanwhile is still taken. A lost notice
 // costs latency, never an event.
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { A2AError, A2AErrorCode, A2AServer, TaskManager, type StoredEvent, type Task } from '@weave/a2a';
-import { PostgresTaskStore, migrate } from '@weave/a2a/postgres';
-import type { SecureChannel } from '@weave/transport';
-import type { MtlsFastifyInstance } from '@weave/transport/server';
-import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from '@weave/test-support';
+import { PostgresTaskStore } from '@weave/a2a/postgres';
 import { TcpRelay } from '@weave/test-support/tcp-relay';
-import { requireComponent, startPostgres, waitUntil, type Postgres } from './infra.js';
-import { allowOnly, readEvents, stateOf, type Sse } from './postgres/stream.js';
+import { waitUntil } from './infra.js';
+import {
+  json,
+  message,
+  pgAvailable,
+  replicasInProcess,
+  type InProcessReplica,
+} from './postgres/replicas-in-process.js';
+import { readEvents, stateOf, type Sse } from './postgres/stream.js';
 
-const available = process.env.WEAVE_TEST_PG_URL !== undefined || requireComponent('postgres') !== undefined;
-
-/** The parts of JSON-RPC answers these tests read. */
-interface Answer {
-  result: Task & { task: Task };
-  error: { code: number; message: string; data: unknown[] };
-}
-
-interface Replica {
-  app: MtlsFastifyInstance;
-  a2a: A2AServer;
-  url: string;
-  channel: SecureChannel;
+interface Replica extends InProcessReplica {
   /** Task ids, once per handler run. */
   ran: string[];
   /** Per task whose handler's signal aborted: its reason. */
@@ -58,23 +50,23 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** Long enough that no replica gives its tasks up during a cut (each cut here is shorter). */
 const LEASE_MS = 15_000;
 
-describe.skipIf(!available)('notices lost while a replica is cut from PostgreSQL', () => {
-  let db: Postgres;
-  let pki: Pki;
-  let server: Workload;
-  let client: Workload;
-  const replicas: Replica[] = [];
+describe.skipIf(!pgAvailable)('notices lost while a replica is cut from PostgreSQL', () => {
   const relays: TcpRelay[] = [];
+  const pg = replicasInProcess<Replica>({
+    beforeClose: async () => {
+      for (const c of relays) await c.listen().catch(() => undefined);
+    },
+    afterReplicasClosed: async () => {
+      for (const c of relays) await c.close();
+    },
+  });
 
   async function replica(connectionString: string): Promise<Replica> {
     const ran: string[] = [];
     const aborts = new Map<string, unknown>();
     const replies = new Map<string, string[]>();
     const a2a = new A2AServer({
-      card: { name: 'pg agent', description: 'replica', version: '1.0.0' },
-      selfId: server.id,
-      enforcer: allowOnly(client.id.toString()),
-      heartbeatMs: 0,
+      ...pg.options(),
       taskStore: new PostgresTaskStore({ connectionString, leaseTtlMs: LEASE_MS }),
       storeRetryMaxMs: 200,
     });
@@ -98,67 +90,24 @@ describe.skipIf(!available)('notices lost while a replica is cut from PostgreSQL
       replies.set(ctx.taskId, [...(replies.get(ctx.taskId) ?? []), name]);
       return `hello ${name}`;
     });
-    const app = mtlsServer(server);
-    await app.register(a2a.plugin);
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const r = { app, a2a, url: baseUrl(app), channel: channel(client, server.id), ran, aborts, replies };
-    replicas.push(r);
-    return r;
+    return pg.serve(a2a, { ran, aborts, replies });
   }
 
   /** Replica A reaches the database through a relay the test cuts; B directly. */
   async function pair(): Promise<{ a: Replica; b: Replica; cut: TcpRelay }> {
-    const cut = new TcpRelay(Number(new URL(db.url).port));
+    const cut = new TcpRelay(Number(new URL(pg.db.url).port));
     relays.push(cut);
     await cut.listen();
-    const url = new URL(db.url);
+    const url = new URL(pg.db.url);
     url.port = String(cut.port);
-    return { a: await replica(url.toString()), b: await replica(db.url), cut };
+    return { a: await replica(url.toString()), b: await replica(pg.db.url), cut };
   }
-
-  async function json(r: Replica, method: string, params: unknown) {
-    const res = await request(`${r.url}/`, {
-      method: 'POST',
-      dispatcher: r.channel,
-      headers: { 'content-type': 'application/json', 'a2a-version': '1.0' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
-    });
-    return { status: res.statusCode, ...(JSON.parse(await res.body.text()) as Answer) };
-  }
-
-  const message = (skill: string, text: string, taskId?: string) => ({
-    message: {
-      messageId: randomUUID(),
-      role: 'ROLE_USER',
-      parts: [{ text }],
-      ...(taskId ? { taskId } : { metadata: { skill } }),
-    },
-  });
 
   const stateOn = async (r: Replica, id: string) => (await json(r, 'GetTask', { id })).result.status.state;
 
   /** True when `reason` is what a cancel aborts a handler's signal with. */
   const isCancel = (reason: unknown) =>
     reason instanceof A2AError && reason.jsonRpcCode === A2AErrorCode.TaskNotCancelable;
-
-  beforeAll(async () => {
-    db = (await startPostgres()) as Postgres;
-    await migrate({ connectionString: db.url });
-    pki = await createPki();
-    server = await pki.workload('/agent/pg');
-    client = await pki.workload('/agent/client');
-  });
-  afterAll(async () => {
-    for (const c of relays) await c.listen().catch(() => undefined);
-    for (const r of replicas) {
-      await r.a2a.close();
-      await r.channel.close();
-      await r.app.close();
-    }
-    for (const c of relays) await c.close();
-    await pki?.close();
-    await db?.stop();
-  });
 
   it('a cancel asked on B while A is cut from the database aborts the handler running on A, once the cut heals: A and B both read CANCELED, and a stream on A ends with it', async () => {
     const { a, b, cut } = await pair();
@@ -254,9 +203,9 @@ describe.skipIf(!available)('notices lost while a replica is cut from PostgreSQL
 
   it("CANCELED written by a replica not running the task while its runner writes in between still lands, after the runner's events; the runner then stops: its signal aborts as on a cancel and it reads CANCELED", async () => {
     const a = new TaskManager({
-      store: new PostgresTaskStore({ connectionString: db.url, leaseTtlMs: LEASE_MS }),
+      store: new PostgresTaskStore({ connectionString: pg.db.url, leaseTtlMs: LEASE_MS }),
     });
-    const raced = new RacedStore({ connectionString: db.url, leaseTtlMs: LEASE_MS });
+    const raced = new RacedStore({ connectionString: pg.db.url, leaseTtlMs: LEASE_MS });
     const b = new TaskManager({ store: raced });
     try {
       const { task } = await a.create({

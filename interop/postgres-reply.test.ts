@@ -4,52 +4,41 @@
 // SendMessage whose task this replica gives up while the database is away
 // names the task instead of a retryable error (a retry would run it twice).
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { request } from 'undici';
+import { describe, expect, it } from 'vitest';
 import { A2AServer, ORPHAN_REASON, TaskLeaseLostError, type StreamResponse, type Task } from '@weave/a2a';
-import { PostgresTaskStore, migrate } from '@weave/a2a/postgres';
-import type { SecureChannel } from '@weave/transport';
-import type { MtlsFastifyInstance } from '@weave/transport/server';
-import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from '@weave/test-support';
+import { PostgresTaskStore } from '@weave/a2a/postgres';
 import { TcpRelay } from '@weave/test-support/tcp-relay';
-import { requireComponent, startPostgres, type Postgres } from './infra.js';
-import { allowOnly, eventsOf } from './postgres/stream.js';
+import {
+  json,
+  message,
+  pgAvailable,
+  replicasInProcess,
+  rpc,
+  until,
+  type InProcessReplica,
+} from './postgres/replicas-in-process.js';
+import { eventsOf } from './postgres/stream.js';
 
-const available = process.env.WEAVE_TEST_PG_URL !== undefined || requireComponent('postgres') !== undefined;
-
-/** The parts of JSON-RPC answers these tests read. */
-interface Answer {
-  result: Task & { task: Task };
-  error: { code: number; message: string; data: unknown[] };
-}
-
-interface Replica {
-  app: MtlsFastifyInstance;
-  a2a: A2AServer;
-  url: string;
-  channel: SecureChannel;
+interface Replica extends InProcessReplica {
   ran: string[];
   /** Per task given up: whether `ctx.signal` read after the abort is the signal first handed out, and its reason. */
   aborts: Map<string, { same: boolean; reason: unknown }>;
 }
 
-describe.skipIf(!available)('replies and lost tasks of a blocking SendMessage on PostgreSQL', () => {
-  let db: Postgres;
-  let pki: Pki;
-  let server: Workload;
-  let client: Workload;
-  const replicas: Replica[] = [];
+describe.skipIf(!pgAvailable)('replies and lost tasks of a blocking SendMessage on PostgreSQL', () => {
   const gates = new Map<string, () => void>();
+  const pg = replicasInProcess<Replica>({
+    beforeClose: () => {
+      for (const g of gates.values()) g();
+    },
+  });
 
   /** A replica on `connectionString` (the embedded store without one). */
   async function replica(connectionString?: string, leaseTtlMs?: number): Promise<Replica> {
     const ran: string[] = [];
     const aborts = new Map<string, { same: boolean; reason: unknown }>();
     const a2a = new A2AServer({
-      card: { name: 'pg agent', description: 'replica', version: '1.0.0' },
-      selfId: server.id,
-      enforcer: allowOnly(client.id.toString()),
-      heartbeatMs: 0,
+      ...pg.options(),
       ...(connectionString
         ? {
             taskStore: new PostgresTaskStore({ connectionString, ...(leaseTtlMs ? { leaseTtlMs } : {}) }),
@@ -76,44 +65,7 @@ describe.skipIf(!available)('replies and lost tasks of a blocking SendMessage on
       if (first.aborted) aborts.set(ctx.taskId, { same: ctx.signal === first, reason: ctx.signal.reason });
       return 'done';
     });
-    const app = mtlsServer(server);
-    await app.register(a2a.plugin);
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const r = { app, a2a, url: baseUrl(app), channel: channel(client, server.id), ran, aborts };
-    replicas.push(r);
-    return r;
-  }
-
-  async function rpc(r: Replica, method: string, params: unknown) {
-    const res = await request(`${r.url}/`, {
-      method: 'POST',
-      dispatcher: r.channel,
-      headers: { 'content-type': 'application/json', 'a2a-version': '1.0' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
-    });
-    return { status: res.statusCode, body: await res.body.text() };
-  }
-
-  async function json(r: Replica, method: string, params: unknown) {
-    const res = await rpc(r, method, params);
-    return { status: res.status, ...(JSON.parse(res.body) as Answer) };
-  }
-
-  const message = (skill: string, text: string, taskId?: string) => ({
-    message: {
-      messageId: randomUUID(),
-      role: 'ROLE_USER',
-      parts: [{ text }],
-      ...(taskId ? { taskId } : { metadata: { skill } }),
-    },
-  });
-
-  async function until(what: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
-    const end = Date.now() + ms;
-    while (!(await what())) {
-      if (Date.now() > end) throw new Error('timed out');
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    return pg.serve(a2a, { ran, aborts });
   }
 
   /** An `ask` task started on `r`, once `reader` reads it waiting for its first reply. */
@@ -127,27 +79,9 @@ describe.skipIf(!available)('replies and lost tasks of a blocking SendMessage on
 
   const prompt = (t: Task) => t.status.message?.parts[0]?.text;
 
-  beforeAll(async () => {
-    db = (await startPostgres()) as Postgres;
-    await migrate({ connectionString: db.url });
-    pki = await createPki();
-    server = await pki.workload('/agent/pg');
-    client = await pki.workload('/agent/client');
-  });
-  afterAll(async () => {
-    for (const g of gates.values()) g();
-    for (const r of replicas) {
-      await r.a2a.close();
-      await r.channel.close();
-      await r.app.close();
-    }
-    await pki?.close();
-    await db?.stop();
-  });
-
   it('a blocking reply to INPUT_REQUIRED answers with what the task did with it: on the replica running the task, through another one, and on the embedded store', async () => {
-    const a = await replica(db.url);
-    const b = await replica(db.url);
+    const a = await replica(pg.db.url);
+    const b = await replica(pg.db.url);
     const memory = await replica();
     for (const [runs, answers] of [
       [a, a],
@@ -171,8 +105,8 @@ describe.skipIf(!available)('replies and lost tasks of a blocking SendMessage on
   });
 
   it('a streaming reply to INPUT_REQUIRED carries what the task did with it, to the next question, on the replica running the task and through another one', async () => {
-    const a = await replica(db.url);
-    const b = await replica(db.url);
+    const a = await replica(pg.db.url);
+    const b = await replica(pg.db.url);
     for (const answers of [a, b]) {
       const id = await asked(a, answers);
       const res = await rpc(answers, 'SendStreamingMessage', message('ask', 'eve', id));
@@ -189,12 +123,12 @@ describe.skipIf(!available)('replies and lost tasks of a blocking SendMessage on
   /** A `gate` task started by a blocking SendMessage on a replica cut from the database once its handler ran. */
   async function lostOnA() {
     const ttl = 1500;
-    const cut = new TcpRelay(Number(new URL(db.url).port));
+    const cut = new TcpRelay(Number(new URL(pg.db.url).port));
     await cut.listen();
-    const url = new URL(db.url);
+    const url = new URL(pg.db.url);
     url.port = String(cut.port);
     const a = await replica(url.toString(), ttl);
-    const b = await replica(db.url, ttl);
+    const b = await replica(pg.db.url, ttl);
     const gate = `g-${randomUUID()}`;
     const answer = json(a, 'SendMessage', message('gate', gate));
     await until(() => gates.has(gate));
@@ -217,7 +151,7 @@ describe.skipIf(!available)('replies and lost tasks of a blocking SendMessage on
     // The client reads it later: failed by the replica that claimed it, not run again.
     await until(async () => (await json(b, 'GetTask', { id })).result.status.state === 'TASK_STATE_FAILED');
     expect(JSON.stringify((await json(b, 'GetTask', { id })).result.status)).toContain(ORPHAN_REASON);
-    expect(replicas.filter((r) => r !== a && r.ran.includes(id))).toEqual([]);
+    expect(pg.replicas.filter((r) => r !== a && r.ran.includes(id))).toEqual([]);
     await cut.close();
   });
 

@@ -3,7 +3,7 @@
 // away refuses new tasks with a retryable error while a running task goes on
 // and is written through once it is back.
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import {
   A2AServer,
@@ -13,41 +13,32 @@ import {
   type CallerLimitsInput,
   TaskManager,
   type StreamResponse,
-  type Task,
 } from '@weave/a2a';
 import { PostgresPushConfigStore, PostgresTaskStore, migrate } from '@weave/a2a/postgres';
-import type { SecureChannel } from '@weave/transport';
-import type { MtlsFastifyInstance } from '@weave/transport/server';
-import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from '@weave/test-support';
 import { TcpRelay } from '@weave/test-support/tcp-relay';
-import { requireComponent, startPostgres, type Postgres } from './infra.js';
-import { allowOnly, eventsOf, readEvents, type Sse } from './postgres/stream.js';
+import {
+  json,
+  pgAvailable,
+  replicasInProcess,
+  rpc,
+  until,
+  type InProcessReplica,
+} from './postgres/replicas-in-process.js';
+import { eventsOf, readEvents, type Sse } from './postgres/stream.js';
 
-const available = process.env.WEAVE_TEST_PG_URL !== undefined || requireComponent('postgres') !== undefined;
-
-/** The parts of JSON-RPC answers these tests read (GetTask, SendMessage, ListTasks, errors). */
-interface Answer {
-  result: Task & { task: Task; tasks: Task[] };
-  error: { code: number; data: unknown[] };
-}
-
-interface Replica {
-  app: MtlsFastifyInstance;
-  a2a: A2AServer;
-  url: string;
-  channel: SecureChannel;
+interface Replica extends InProcessReplica {
   ran: string[];
   aborted: string[];
   pushed: Array<{ taskId: string; event: StreamResponse }>;
 }
 
-describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
-  let db: Postgres;
-  let pki: Pki;
-  let server: Workload;
-  let client: Workload;
-  const replicas: Replica[] = [];
+describe.skipIf(!pgAvailable)('A2AServer replicas on PostgreSQL', () => {
   const gates = new Map<string, () => void>();
+  const pg = replicasInProcess<Replica>({
+    beforeClose: () => {
+      for (const g of gates.values()) g();
+    },
+  });
 
   const pushKey = randomUUID().replaceAll('-', '').repeat(2);
 
@@ -61,10 +52,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     const aborted: string[] = [];
     const pushed: Array<{ taskId: string; event: StreamResponse }> = [];
     const a2a = new A2AServer({
-      card: { name: 'pg agent', description: 'replica', version: '1.0.0' },
-      selfId: server.id,
-      enforcer: allowOnly(client.id.toString()),
-      heartbeatMs: 0,
+      ...pg.options(),
       taskStore: new PostgresTaskStore({ connectionString, ...(leaseTtlMs ? { leaseTtlMs } : {}), ...store }),
       // Push receivers of this replica: recorded, not sent.
       push: {
@@ -114,27 +102,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
       },
       { rerunnable: true },
     );
-    const app = mtlsServer(server);
-    await app.register(a2a.plugin);
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const r = { app, a2a, url: baseUrl(app), channel: channel(client, server.id), ran, aborted, pushed };
-    replicas.push(r);
-    return r;
-  }
-
-  async function rpc(r: Replica, method: string, params: unknown, headers: Record<string, string> = {}) {
-    const res = await request(`${r.url}/`, {
-      method: 'POST',
-      dispatcher: r.channel,
-      headers: { 'content-type': 'application/json', 'a2a-version': '1.0', ...headers },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
-    });
-    return { status: res.statusCode, body: await res.body.text() };
-  }
-
-  async function json(r: Replica, method: string, params: unknown) {
-    const res = await rpc(r, method, params);
-    return { status: res.status, ...(JSON.parse(res.body) as Answer) };
+    return pg.serve(a2a, { ran, aborted, pushed });
   }
 
   const send = (r: Replica, gate: string, returnImmediately = true, skill = 'gate', pushUrl?: string) =>
@@ -149,11 +117,11 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
   /** A replica whose every database connection goes through a relay the test can cut. */
   async function partitioned(
     leaseTtlMs: number,
-    dbUrl = db.url,
+    dbUrl = pg.db.url,
     limits?: Parameters<typeof replica>[2],
     store?: Parameters<typeof replica>[3],
   ): Promise<{ r: Replica; cut: TcpRelay }> {
-    const cut = new TcpRelay(Number(new URL(db.url).port));
+    const cut = new TcpRelay(Number(new URL(pg.db.url).port));
     await cut.listen();
     const url = new URL(dbUrl);
     url.port = String(cut.port);
@@ -190,18 +158,10 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     return { events, done, leave: () => gone.abort() };
   }
 
-  async function until(what: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
-    const end = Date.now() + ms;
-    while (!(await what())) {
-      if (Date.now() > end) throw new Error('timed out');
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-
   /** A `burst` task running on replica A, partitioned and held at its gate, and a replica B on the database. */
   async function burstOnA(ttl: number, store?: Parameters<typeof replica>[3]) {
-    const { r: a, cut } = await partitioned(ttl, db.url, undefined, store);
-    const b = await replica(db.url, ttl);
+    const { r: a, cut } = await partitioned(ttl, pg.db.url, undefined, store);
+    const b = await replica(pg.db.url, ttl);
     const gate = `b-${randomUUID()}`;
     const started = await send(a, gate, true, 'burst');
     const id = started.result.task.id;
@@ -222,36 +182,18 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
   /** A migrated database of its own (its URL): no replica of another test claims its orphans or holds its bytes. */
   async function ownDatabase(prefix: string): Promise<string> {
     const name = `${prefix}_${randomUUID().replaceAll('-', '')}`;
-    const admin = new PostgresTaskStore({ connectionString: db.url });
+    const admin = new PostgresTaskStore({ connectionString: pg.db.url });
     await admin.pool.query(`CREATE DATABASE ${name}`);
     await admin.close();
-    const url = new URL(db.url);
+    const url = new URL(pg.db.url);
     url.pathname = `/${name}`;
     await migrate({ connectionString: url.toString() });
     return url.toString();
   }
 
-  beforeAll(async () => {
-    db = (await startPostgres()) as Postgres;
-    await migrate({ connectionString: db.url });
-    pki = await createPki();
-    server = await pki.workload('/agent/pg');
-    client = await pki.workload('/agent/client');
-  });
-  afterAll(async () => {
-    for (const g of gates.values()) g();
-    for (const r of replicas) {
-      await r.a2a.close();
-      await r.channel.close();
-      await r.app.close();
-    }
-    await pki?.close();
-    await db?.stop();
-  });
-
   it('a task run on one replica is read, listed and replayed on another', async () => {
-    const a = await replica(db.url);
-    const b = await replica(db.url);
+    const a = await replica(pg.db.url);
+    const b = await replica(pg.db.url);
     const gate = `g-${randomUUID()}`;
     const started = await send(a, gate);
     const id = started.result.task.id;
@@ -275,9 +217,9 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
   });
 
   it('subscribers on every replica see the same events in the same order, live, and resume on any replica after Last-Event-ID', async () => {
-    const a = await replica(db.url);
-    const b = await replica(db.url);
-    const c = await replica(db.url);
+    const a = await replica(pg.db.url);
+    const b = await replica(pg.db.url);
+    const c = await replica(pg.db.url);
     const gate = `b-${randomUUID()}`;
     const started = await send(a, gate, true, 'burst');
     const id = started.result.task.id;
@@ -322,8 +264,8 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
   });
 
   it('CancelTask on another replica aborts the running handler; its subscribers there get CANCELED', async () => {
-    const a = await replica(db.url);
-    const b = await replica(db.url);
+    const a = await replica(pg.db.url);
+    const b = await replica(pg.db.url);
     const gate = `c-${randomUUID()}`;
     const started = await send(a, gate, true, 'burst');
     const id = started.result.task.id;
@@ -350,7 +292,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
   it('a replica cut off from the database loses its lease: its task ends FAILED on another replica, whose subscribers and push receivers get it', async () => {
     const ttl = 1500;
     const { r: a, cut } = await partitioned(ttl);
-    const b = await replica(db.url, ttl);
+    const b = await replica(pg.db.url, ttl);
     const gate = `l-${randomUUID()}`;
     const started = await send(a, gate, true, 'burst', 'https://receiver.example/hook');
     const id = started.result.task.id;
@@ -372,7 +314,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     // The replica that claimed the orphan (B, or one left by an earlier test:
     // all share the database) told the task's push receiver; the config was
     // created on A and kept encrypted in the table.
-    const others = replicas.filter((r) => r !== a);
+    const others = pg.replicas.filter((r) => r !== a);
     await until(() => others.some((r) => r.pushed.some((p) => p.taskId === id)));
     const told = others.flatMap((r) => r.pushed).filter((p) => p.taskId === id);
     expect(told.map((p) => p.event)).toMatchObject([
@@ -456,7 +398,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     const got = await reaches(b, id, 'TASK_STATE_FAILED');
     expect(got.result.status.state).toBe('TASK_STATE_FAILED');
     expect(JSON.stringify(got.result.status)).toContain(ORPHAN_REASON);
-    expect(replicas.filter((r) => r !== a && r.ran.includes(id))).toEqual([]);
+    expect(pg.replicas.filter((r) => r !== a && r.ran.includes(id))).toEqual([]);
     cut.delay(0);
     gates.get(gate)?.();
   });
@@ -495,8 +437,8 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
   it('a stream carried over from the store after lease loss is let go when its client leaves: its subscriber slot is free again', async () => {
     const ttl = 1500;
     // One stream per task on A: a stream still held after its client left would refuse the next.
-    const { r: a, cut } = await partitioned(ttl, db.url, { maxSubscribersPerTask: 1 });
-    await replica(db.url, ttl);
+    const { r: a, cut } = await partitioned(ttl, pg.db.url, { maxSubscribersPerTask: 1 });
+    await replica(pg.db.url, ttl);
     const gate = `l-${randomUUID()}`;
     // Re-runnable: after A loses it, it runs again elsewhere and stays unfinished until its gate opens.
     const id = (await send(a, gate, true, 'again')).result.task.id;
@@ -509,7 +451,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     // A gives the task up; its stream goes on from the store (A follows the task there).
     await until(() => !a.a2a.manager.isLive(id));
     await cut.listen();
-    const others = replicas.filter((r) => r !== a);
+    const others = pg.replicas.filter((r) => r !== a);
     await until(() => others.some((r) => r.ran.includes(id)));
     // The client leaves while the task runs elsewhere.
     first.leave();
@@ -527,8 +469,8 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
   it('a re-runnable task whose replica loses its lease runs again on another replica; followers see it through to COMPLETED', async () => {
     const ttl = 1500;
     const { r: a, cut } = await partitioned(ttl);
-    const b = await replica(db.url, ttl);
-    const c = await replica(db.url, ttl);
+    const b = await replica(pg.db.url, ttl);
+    const c = await replica(pg.db.url, ttl);
     const gate = `r-${randomUUID()}`;
     const started = await send(a, gate, true, 'again');
     const id = started.result.task.id;
@@ -537,7 +479,7 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     await until(() => onC.events.length >= 2);
     await cut.close();
     // Claimed by B, C or a replica left by an earlier test (all share the database).
-    const others = replicas.filter((r) => r !== a);
+    const others = pg.replicas.filter((r) => r !== a);
     await until(() => others.some((r) => r.ran.includes(id)), 20_000);
     const runner = others.find((r) => r.ran.includes(id)) as Replica;
     await until(() => runner.a2a.manager.isLive(id));
@@ -555,8 +497,8 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
   });
 
   it('a reply to INPUT_REQUIRED sent to another replica reaches the waiting handler (blocking and streaming); one nobody waits for is refused and withdrawn', async () => {
-    const a = await replica(db.url);
-    const b = await replica(db.url);
+    const a = await replica(pg.db.url);
+    const b = await replica(pg.db.url);
     const asked = async () => {
       const started = await send(a, 'hi', true, 'ask');
       const id = started.result.task.id;
@@ -587,10 +529,10 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
     expect(JSON.stringify(results)).toContain('hello eve');
     // A task that says INPUT_REQUIRED but whose handler no longer waits (here: none ever did):
     // the reply is refused as on the running replica, and nothing of it is kept.
-    const bare = new PostgresTaskStore({ connectionString: db.url });
+    const bare = new PostgresTaskStore({ connectionString: pg.db.url });
     const m = new TaskManager({ store: bare });
     const rec = await m.create({
-      owner: client.id.toString(),
+      owner: pg.client.id.toString(),
       skill: 'ask',
       message: { messageId: randomUUID(), role: 'ROLE_USER', parts: [{ text: 'hi' }] },
     });
@@ -707,12 +649,12 @@ describe.skipIf(!available)('A2AServer replicas on PostgreSQL', () => {
   });
 
   it('database away: new tasks get a retryable 503 without running; a running task goes on and is written through later', async () => {
-    const cut = new TcpRelay(Number(new URL(db.url).port));
+    const cut = new TcpRelay(Number(new URL(pg.db.url).port));
     await cut.listen();
-    const url = new URL(db.url);
+    const url = new URL(pg.db.url);
     url.port = String(cut.port);
     const a = await replica(url.toString());
-    const b = await replica(db.url);
+    const b = await replica(pg.db.url);
     const gate = `g-${randomUUID()}`;
     const started = await send(a, gate);
     expect(started.status).toBe(200);

@@ -16,42 +16,30 @@ import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/ser
 import { baseUrl, channel, TRUST_DOMAIN } from '@weave/test-support';
 import type { SecureChannel } from '@weave/transport';
 import {
-  A2AClient,
+  type A2AClient,
   A2AClientError,
   A2AError,
   A2AServer,
   buildMessage,
   jsonRpcTransportFactory,
   restTransportFactory,
-  type A2AGrpcServer,
 } from '../src/index.js';
-import { serveEcho, serveGrpc, startHarness, type Harness } from './helpers/agents.js';
+import { serveEcho, startEchoEverywhere, type EchoEverywhere, type Harness } from './helpers/agents.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const BINDINGS = ['JSONRPC', 'HTTP+JSON', 'GRPC'] as const;
 
 let h: Harness;
-let grpc: A2AGrpcServer;
+let client: EchoEverywhere['client'];
+let close: EchoEverywhere['close'] | undefined;
 const ran: string[] = [];
-const clients: A2AClient[] = [];
 
 beforeAll(async () => {
-  h = await startHarness((a2a) => serveEcho(a2a, ran));
-  grpc = await serveGrpc(h);
+  ({ h, client, close } = await startEchoEverywhere(ran));
 });
 
-afterAll(async () => {
-  await Promise.all(clients.map((c) => c.close()));
-  await grpc.close(100);
-  await h.close();
-});
-
-function client(binding: string, dispatcher: SecureChannel = h.agent): A2AClient {
-  const c = new A2AClient({ dispatcher, preferredBindings: [binding] });
-  clients.push(c);
-  return c;
-}
+afterAll(() => close?.());
 
 /** The caller's tasks, as the agent lists them. */
 async function taskCount(): Promise<number> {

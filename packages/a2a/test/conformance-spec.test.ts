@@ -8,9 +8,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { a2aErrorFromRest, type A2AError, type A2AGrpcServer, type Task } from '../src/index.js';
-import { serveEcho, serveGrpc, startHarness, type Harness } from './helpers/agents.js';
+import { rawBinding, serveEcho, serveGrpc, startHarness, type Harness } from './helpers/agents.js';
 import {
-  grpcBinding,
   jsonRpcBinding,
   restBinding,
   type BindingUnderTest,
@@ -53,11 +52,7 @@ afterAll(async () => {
   await h.close();
 });
 
-function bindingFor(name: BindingUnderTest): RawBinding {
-  if (name === 'JSONRPC') return jsonRpcBinding(h.url, h.agent);
-  if (name === 'HTTP+JSON') return restBinding(h.url, h.agent);
-  return grpcBinding(grpc.url as string, h.client, h.serverId);
-}
+const bindingFor = (name: BindingUnderTest): RawBinding => rawBinding(h, grpc, name);
 
 // Results are read loosely here; each test asserts the shape it depends on.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any

@@ -10,33 +10,23 @@ import { connect, type ClientHttp2Session, type IncomingHttpHeaders } from 'node
 import { maxHeaderSize } from 'node:http';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { A2AClient, buildMessage, type A2AGrpcServer } from '../src/index.js';
+import { buildMessage, type A2AGrpcServer } from '../src/index.js';
 import { a2aGrpcService } from '../src/grpc/index.js';
-import { serveEcho, serveGrpc, startHarness, type Harness } from './helpers/agents.js';
+import { startEchoEverywhere, type EchoEverywhere, type Harness } from './helpers/agents.js';
 
 const KiB = 1024;
 
 let h: Harness;
 let grpc: A2AGrpcServer;
+let client: EchoEverywhere['client'];
+let close: EchoEverywhere['close'] | undefined;
 const ran: string[] = [];
-const clients: A2AClient[] = [];
 
 beforeAll(async () => {
-  h = await startHarness((a2a) => serveEcho(a2a, ran));
-  grpc = await serveGrpc(h);
+  ({ h, grpc, client, close } = await startEchoEverywhere(ran));
 });
 
-afterAll(async () => {
-  await Promise.all(clients.map((c) => c.close()));
-  await grpc.close(100);
-  await h.close();
-});
-
-function client(binding: string): A2AClient {
-  const c = new A2AClient({ dispatcher: h.agent, preferredBindings: [binding] });
-  clients.push(c);
-  return c;
-}
+afterAll(() => close?.());
 
 /** The caller's tasks, as the agent lists them. */
 async function taskCount(): Promise<number> {

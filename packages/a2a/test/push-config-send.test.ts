@@ -15,15 +15,8 @@ import {
   type TaskStore,
 } from '../src/index.js';
 import { PUSH_CONFIG_LIMITS } from '../src/wire/v1.js';
-import { serveEcho, serveGrpc, serveSlow, startHarness, type Harness } from './helpers/agents.js';
-import {
-  grpcBinding,
-  jsonRpcBinding,
-  restBinding,
-  type BindingUnderTest,
-  type CallOutcome,
-  type RawBinding,
-} from './helpers/raw-bindings.js';
+import { rawBinding, serveEcho, serveGrpc, serveSlow, startHarness, type Harness } from './helpers/agents.js';
+import type { BindingUnderTest, CallOutcome, RawBinding } from './helpers/raw-bindings.js';
 
 const BINDINGS = ['JSONRPC', 'HTTP+JSON', 'GRPC'] as const;
 const CREATE = 'CreateTaskPushNotificationConfig';
@@ -85,11 +78,7 @@ async function startAgent(extra: Partial<A2AServerOptions>): Promise<Agent> {
     grpc,
     ran,
     release,
-    bindingFor(name) {
-      if (name === 'JSONRPC') return jsonRpcBinding(h.url, h.agent);
-      if (name === 'HTTP+JSON') return restBinding(h.url, h.agent);
-      return grpcBinding(grpc.url as string, h.client, h.serverId);
-    },
+    bindingFor: (name) => rawBinding(h, grpc, name),
     async close() {
       for (const r of release.values()) r();
       await grpc.close(100);

@@ -6,12 +6,25 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
-import { A2AServer, type A2AServerOptions } from '@weave/a2a';
+import { afterEach } from 'vitest';
+import { z } from 'zod';
+import {
+  A2AServer,
+  InMemoryTaskStore,
+  TaskStoreUnavailableError,
+  type A2AServerOptions,
+  type StoredEvent,
+  type Task,
+  type TaskPage,
+  type TaskQuery,
+  type TaskRecord,
+  type TaskStore,
+} from '@weave/a2a';
 import { LocalPolicyEnforcer, type LocalPolicyFileOptions } from '@weave/authz';
 import { SpiffeId, authorizeAny } from '@weave/identity';
 import { startWorkloadApi, type WorkloadApiWorld } from '@weave/test-support';
 import { createMtlsServer } from '@weave/transport/server';
-import { SecureAgent, type AgentConfigInput } from '../src/index.js';
+import { SecureAgent, type AgentConfigInput, type SecureAgentOptions } from '../src/index.js';
 
 export const TD = 'demo.weave';
 export const ID = {
@@ -191,4 +204,148 @@ export async function startSearchServer(
       await app.close();
     },
   };
+}
+
+/**
+ * An application's task store over the embedded one that can be made
+ * unreachable, as a database is when its host goes away: while `away`, and
+ * once closed, every call fails with TaskStoreUnavailableError.
+ */
+export class AwayStore implements TaskStore {
+  readonly #inner = new InMemoryTaskStore();
+  away = false;
+  closed = false;
+  /** Tasks created through this store. */
+  created = 0;
+  /** Calls of get(), answered or not. */
+  reads = 0;
+
+  #open(): InMemoryTaskStore {
+    // The address is in the message so that a test can check it goes no further.
+    if (this.away) throw new TaskStoreUnavailableError('connect ECONNREFUSED 10.0.0.5:5432');
+    if (this.closed) throw new TaskStoreUnavailableError('the application closed its store');
+    return this.#inner;
+  }
+  async create(record: TaskRecord, first: StoredEvent): Promise<void> {
+    const inner = this.#open();
+    this.created++;
+    return inner.create(record, first);
+  }
+  async append(id: string, task: Task, events: readonly StoredEvent[], updatedAt: number): Promise<void> {
+    return this.#open().append(id, task, events, updatedAt);
+  }
+  async get(id: string): Promise<TaskRecord | undefined> {
+    this.reads++;
+    return this.#open().get(id);
+  }
+  async events(id: string, afterSeq: number, limit: number): Promise<readonly StoredEvent[] | undefined> {
+    return this.#open().events(id, afterSeq, limit);
+  }
+  async delete(id: string): Promise<void> {
+    return this.#open().delete(id);
+  }
+  async list(query: TaskQuery): Promise<TaskPage> {
+    return this.#open().list(query);
+  }
+  async sweep(now?: number): Promise<number> {
+    return this.#open().sweep(now);
+  }
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+/**
+ * The search agent of `world` (its Workload API socket, the shared policy
+ * file) with its ops listener on a loopback port; not started, no capability.
+ */
+export function searchWithOps(world: World, options: Omit<SecureAgentOptions, 'config'> = {}): SecureAgent {
+  return new SecureAgent({
+    config: {
+      name: 'search',
+      identity: { workloadApi: { socket: world.dev.address('search') } },
+      authz: { policyFile: world.policyFile },
+      observability: { ops: { host: '127.0.0.1', port: 0 } },
+    },
+    logger: testLogger(),
+    ...options,
+  });
+}
+
+/** GET `/ready` on the ops listener at `opsUrl`: its status and JSON body. */
+export async function opsReady(
+  opsUrl: string,
+): Promise<{ status: number; body: { ready: boolean; reason?: string } }> {
+  const r = await fetch(`${opsUrl}/ready`);
+  return { status: r.status, body: (await r.json()) as { ready: boolean; reason?: string } };
+}
+
+/**
+ * Agents that the calling test file's tests make and that are stopped after
+ * each test (an afterEach hook of that file).
+ */
+export interface EachTestAgents {
+  /**
+   * A SecureAgent (not started, no environment read) whose `search`
+   * capability answers `{ hits: [q] }`.
+   */
+  search(options: SecureAgentOptions): SecureAgent;
+  /** Has `agent` stopped after the test too. */
+  track<A extends SecureAgent>(agent: A): A;
+}
+
+/** Registers the afterEach hook that stops the agents of {@link EachTestAgents}. */
+export function agentsStoppedAfterEach(): EachTestAgents {
+  const agents: SecureAgent[] = [];
+  afterEach(async () => {
+    await Promise.all(agents.splice(0).map((a) => a.stop({ drainTimeoutMs: 0 })));
+  });
+  const track = <A extends SecureAgent>(agent: A): A => {
+    agents.push(agent);
+    return agent;
+  };
+  return {
+    track,
+    search: (options) =>
+      track(
+        new SecureAgent({ logger: testLogger(), env: {}, ...options }).capability(
+          'search',
+          { input: z.object({ q: z.string() }) },
+          ({ q }) => ({ hits: [q] }),
+        ),
+      ),
+  };
+}
+
+/** A Unix-socket server at `path` (a Workload API stand-in): `onSocket` gets every connection. */
+export async function unixServer(
+  path: string,
+  onSocket: (s: net.Socket) => void,
+): Promise<{ accepted: net.Socket[]; close(): Promise<void> }> {
+  const accepted: net.Socket[] = [];
+  const server = net.createServer((s) => {
+    s.on('error', () => undefined);
+    accepted.push(s);
+    onSocket(s);
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  return {
+    accepted,
+    async close() {
+      for (const s of accepted) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** 'closed' once the server side of `socket` has closed, 'open' if it still is after `ms`. */
+export function closedWithin(socket: net.Socket, ms = 2_000): Promise<'closed' | 'open'> {
+  if (socket.closed) return Promise.resolve('closed');
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve('open'), ms);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve('closed');
+    });
+  });
 }

@@ -4,65 +4,24 @@
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { z } from 'zod';
-import {
-  InMemoryTaskStore,
-  TaskStoreUnavailableError,
-  type StoredEvent,
-  type Task,
-  type TaskPage,
-  type TaskQuery,
-  type TaskRecord,
-  type TaskStore,
-} from '@weave/a2a';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { InMemoryTaskStore } from '@weave/a2a';
 import { LocalPolicyEnforcer } from '@weave/authz';
 import { IdentityProviderBase, authorizeAny } from '@weave/identity';
 import { SecureChannel } from '@weave/transport';
 import { createMtlsServer } from '@weave/transport/server';
-import { AgentError, SecureAgent, type SecureAgentOptions } from '../src/index.js';
-import { ID, startOrchestrator, startWorld, testLogger, type World } from './helpers.js';
-
-/**
- * The application's own task store, behaving as a database-backed one does:
- * once closed, every call fails as unreachable.
- */
-class AppStore implements TaskStore {
-  readonly #inner = new InMemoryTaskStore();
-  closed = false;
-  /** Tasks created through this store. */
-  created = 0;
-  #open(): InMemoryTaskStore {
-    if (this.closed) throw new TaskStoreUnavailableError('the application closed its store');
-    return this.#inner;
-  }
-  async create(record: TaskRecord, first: StoredEvent): Promise<void> {
-    const inner = this.#open();
-    this.created++;
-    return inner.create(record, first);
-  }
-  async append(id: string, task: Task, events: readonly StoredEvent[], updatedAt: number): Promise<void> {
-    return this.#open().append(id, task, events, updatedAt);
-  }
-  async get(id: string): Promise<TaskRecord | undefined> {
-    return this.#open().get(id);
-  }
-  async events(id: string, afterSeq: number, limit: number): Promise<readonly StoredEvent[] | undefined> {
-    return this.#open().events(id, afterSeq, limit);
-  }
-  async delete(id: string): Promise<void> {
-    return this.#open().delete(id);
-  }
-  async list(query: TaskQuery): Promise<TaskPage> {
-    return this.#open().list(query);
-  }
-  async sweep(now?: number): Promise<number> {
-    return this.#open().sweep(now);
-  }
-  async close(): Promise<void> {
-    this.closed = true;
-  }
-}
+import { AgentError } from '../src/index.js';
+import {
+  AwayStore,
+  ID,
+  agentsStoppedAfterEach,
+  closedWithin,
+  startOrchestrator,
+  startWorld,
+  testLogger,
+  unixServer,
+  type World,
+} from './helpers.js';
 
 /** An identity provider of the user's that has no SVID yet (its source is not up). */
 class PendingIdentity extends IdentityProviderBase {
@@ -96,43 +55,21 @@ function listening(port: number): Promise<boolean> {
   });
 }
 
-/** 'closed' once the server side of `socket` has closed, 'open' if it still is after `ms`. */
-function closedWithin(socket: net.Socket, ms = 2_000): Promise<'closed' | 'open'> {
-  if (socket.closed) return Promise.resolve('closed');
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve('open'), ms);
-    socket.once('close', () => {
-      clearTimeout(timer);
-      resolve('closed');
-    });
-  });
-}
-
 const policy = (world: World) => LocalPolicyEnforcer.fromFile(world.policyFile, { watch: false });
 
-const agents: SecureAgent[] = [];
-function agent(options: SecureAgentOptions): SecureAgent {
-  const a = new SecureAgent({ logger: testLogger(), env: {}, ...options }).capability(
-    'search',
-    { input: z.object({ q: z.string() }) },
-    ({ q }) => ({ hits: [q] }),
-  );
-  agents.push(a);
-  return a;
-}
+const agents = agentsStoppedAfterEach();
+const agent = agents.search;
 
 let world: World;
 beforeAll(async () => {
   world = await startWorld();
 });
-afterEach(async () => {
-  await Promise.all(agents.splice(0).map((a) => a.stop({ drainTimeoutMs: 0 })));
-});
 afterAll(() => world?.close());
 
 describe('a failed start() closes nothing it was given', () => {
   it('an injected task store, identity and enforcer stay open, and the retry serves a call from that store', async () => {
-    const store = new AppStore();
+    // Closed, it refuses every call, as a database-backed store does.
+    const store = new AwayStore();
     const identity = await world.provider('search');
     const held = await holdPort();
     const search = agent({
@@ -148,7 +85,7 @@ describe('a failed start() closes nothing it was given', () => {
 
     const { url } = await search.start();
     const orchestrator = await startOrchestrator(world, url);
-    agents.push(orchestrator);
+    agents.track(orchestrator);
     await expect(orchestrator.callAgent(ID.search, 'search', { q: 'again' })).resolves.toEqual({
       hits: ['again'],
     });
@@ -172,7 +109,7 @@ describe('a failed start() closes nothing it was given', () => {
       taskStore: store,
     });
     const orchestrator = await startOrchestrator(world, (await search.start()).url);
-    agents.push(orchestrator);
+    agents.track(orchestrator);
     await expect(orchestrator.callAgent(ID.search, 'search', { q: 'kept' })).resolves.toEqual({
       hits: ['kept'],
     });
@@ -283,16 +220,12 @@ describe('stop() during start()', () => {
 
   it('while the Workload API accepts and never answers (a hung SPIRE agent): the same, and its connection is closed', async () => {
     const path = join(world.dir, 'spire-mute.sock');
-    const accepted: net.Socket[] = [];
     let firstAccepted!: () => void;
     const connected = new Promise<void>((resolve) => (firstAccepted = resolve));
-    const mute = net.createServer((s) => {
-      s.on('error', () => undefined);
+    const mute = await unixServer(path, (s) => {
       s.resume();
-      accepted.push(s);
       firstAccepted();
     });
-    await new Promise<void>((resolve) => mute.listen(path, resolve));
     try {
       const a = agent({
         config: {
@@ -307,10 +240,9 @@ describe('stop() during start()', () => {
       expect(await start).toMatchObject({ code: 'AGENT_STOPPING' });
       expect(a.state).toBe('stopped');
       // Left open, it would keep the process from exiting after a SIGTERM.
-      for (const s of accepted) expect(await closedWithin(s)).toBe('closed');
+      for (const s of mute.accepted) expect(await closedWithin(s)).toBe('closed');
     } finally {
-      for (const s of accepted) s.destroy();
-      await new Promise<void>((resolve) => mute.close(() => resolve()));
+      await mute.close();
     }
   });
 

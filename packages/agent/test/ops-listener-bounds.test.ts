@@ -6,20 +6,11 @@ import { get } from 'node:http';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import {
-  InMemoryTaskStore,
-  TaskStoreUnavailableError,
-  type StoredEvent,
-  type Task,
-  type TaskPage,
-  type TaskQuery,
-  type TaskRecord,
-  type TaskStore,
-} from '@weave/a2a';
-import { SecureAgent } from '../src/index.js';
+import { InMemoryTaskStore, TaskStoreUnavailableError } from '@weave/a2a';
+import type { SecureAgent } from '../src/index.js';
 import { AgentMetrics } from '../src/metrics.js';
 import { StoreHealth, startOpsListener } from '../src/observability.js';
-import { startWorld, testLogger, type World } from './helpers.js';
+import { AwayStore, opsReady, searchWithOps, startWorld, type World } from './helpers.js';
 
 let world: World;
 let agent: SecureAgent;
@@ -27,15 +18,11 @@ let port: number;
 
 beforeAll(async () => {
   world = await startWorld();
-  agent = new SecureAgent({
-    config: {
-      name: 'search',
-      identity: { workloadApi: { socket: world.dev.address('search') } },
-      authz: { policyFile: world.policyFile },
-      observability: { ops: { host: '127.0.0.1', port: 0 } },
-    },
-    logger: testLogger(),
-  }).capability('search', { input: z.object({ query: z.string() }) }, ({ query }) => ({ hits: [query] }));
+  agent = searchWithOps(world).capability(
+    'search',
+    { input: z.object({ query: z.string() }) },
+    ({ query }) => ({ hits: [query] }),
+  );
   await agent.start();
   port = Number(new URL(agent.opsUrl!).port);
 });
@@ -109,44 +96,6 @@ describe('ops listener bounds', () => {
   }, 20_000);
 });
 
-/**
- * An application's store over the embedded one that can be made unreachable,
- * as a database is when its host goes away.
- */
-class AwayStore implements TaskStore {
-  readonly #inner = new InMemoryTaskStore();
-  away = false;
-  reads = 0;
-
-  #open(): InMemoryTaskStore {
-    if (this.away) throw new TaskStoreUnavailableError('connect ECONNREFUSED 10.0.0.5:5432');
-    return this.#inner;
-  }
-  async create(record: TaskRecord, first: StoredEvent): Promise<void> {
-    return this.#open().create(record, first);
-  }
-  async append(id: string, task: Task, events: readonly StoredEvent[], updatedAt: number): Promise<void> {
-    return this.#open().append(id, task, events, updatedAt);
-  }
-  async get(id: string): Promise<TaskRecord | undefined> {
-    this.reads++;
-    return this.#open().get(id);
-  }
-  async events(id: string, afterSeq: number, limit: number): Promise<readonly StoredEvent[] | undefined> {
-    return this.#open().events(id, afterSeq, limit);
-  }
-  async delete(id: string): Promise<void> {
-    return this.#open().delete(id);
-  }
-  async list(query: TaskQuery): Promise<TaskPage> {
-    return this.#open().list(query);
-  }
-  async sweep(now?: number): Promise<number> {
-    return this.#open().sweep(now);
-  }
-  async close(): Promise<void> {}
-}
-
 describe('ops listener /ready with the task store watched', () => {
   it('is 503 from a store operation refused as unavailable until the store answers again', async () => {
     const health = new StoreHealth();
@@ -158,10 +107,7 @@ describe('ops listener /ready with the task store watched', () => {
       { notReadyReason: () => health.notReadyReason() },
       new AgentMetrics({ agent: 'search' }),
     );
-    const ready = async () => {
-      const r = await fetch(`${ops.url}/ready`);
-      return { status: r.status, body: (await r.json()) as { ready: boolean; reason?: string } };
-    };
+    const ready = () => opsReady(ops.url);
     try {
       expect(await store.get('t-1')).toBeUndefined();
       expect(await ready()).toEqual({ status: 200, body: { ready: true } });

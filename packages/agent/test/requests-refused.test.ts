@@ -5,33 +5,11 @@
 // adds nothing.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import {
-  A2AClient,
-  A2AError,
-  InMemoryTaskStore,
-  TaskStoreUnavailableError,
-  buildMessage,
-  type StoredEvent,
-  type TaskRecord,
-  type TaskStore,
-} from '@weave/a2a';
+import { A2AClient, A2AError, buildMessage } from '@weave/a2a';
 import { SpiffeId } from '@weave/identity';
 import { SecureChannel } from '@weave/transport';
-import { SecureAgent } from '../src/index.js';
-import { ID, startWorld, testLogger, type World } from './helpers.js';
-
-/**
- * An application's store over the embedded one that can be made unreachable
- * (as store-readiness.test.ts's AwayStore: refusing the task's creation is
- * enough here).
- */
-class AwayStore extends InMemoryTaskStore implements TaskStore {
-  away = false;
-  override async create(record: TaskRecord, first: StoredEvent): Promise<void> {
-    if (this.away) throw new TaskStoreUnavailableError('connect ECONNREFUSED 10.0.0.5:5432');
-    return super.create(record, first);
-  }
-}
+import type { SecureAgent } from '../src/index.js';
+import { AwayStore, ID, searchWithOps, startWorld, type World } from './helpers.js';
 
 let world: World;
 let agent: SecureAgent;
@@ -40,19 +18,14 @@ let ran = 0;
 
 beforeAll(async () => {
   world = await startWorld();
-  agent = new SecureAgent({
-    config: {
-      name: 'search',
-      identity: { workloadApi: { socket: world.dev.address('search') } },
-      authz: { policyFile: world.policyFile },
-      observability: { ops: { host: '127.0.0.1', port: 0 } },
+  agent = searchWithOps(world, { taskStore: store }).capability(
+    'search',
+    { input: z.object({ query: z.string() }) },
+    ({ query }) => {
+      ran++;
+      return { hits: [query] };
     },
-    taskStore: store,
-    logger: testLogger(),
-  }).capability('search', { input: z.object({ query: z.string() }) }, ({ query }) => {
-    ran++;
-    return { hits: [query] };
-  });
+  );
   await agent.start();
 });
 

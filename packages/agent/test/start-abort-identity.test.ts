@@ -5,61 +5,15 @@
 // a raw Unix-socket server that never answers.
 import net from 'node:net';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { z } from 'zod';
-import { AgentError, SecureAgent, type SecureAgentOptions } from '../src/index.js';
-import { ID, startWorld, testLogger, type World } from './helpers.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentError } from '../src/index.js';
+import { ID, agentsStoppedAfterEach, closedWithin, startWorld, unixServer, type World } from './helpers.js';
 
-/** A Unix-socket server at `path`: `onSocket` gets every connection. */
-async function unixServer(
-  path: string,
-  onSocket: (s: net.Socket) => void,
-): Promise<{ accepted: net.Socket[]; close(): Promise<void> }> {
-  const accepted: net.Socket[] = [];
-  const server = net.createServer((s) => {
-    s.on('error', () => undefined);
-    accepted.push(s);
-    onSocket(s);
-  });
-  await new Promise<void>((resolve) => server.listen(path, resolve));
-  return {
-    accepted,
-    async close() {
-      for (const s of accepted) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
-
-/** 'closed' once the server side of `socket` has closed, 'open' if it still is after `ms`. */
-function closedWithin(socket: net.Socket, ms = 2_000): Promise<'closed' | 'open'> {
-  if (socket.closed) return Promise.resolve('closed');
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve('open'), ms);
-    socket.once('close', () => {
-      clearTimeout(timer);
-      resolve('closed');
-    });
-  });
-}
-
-const agents: SecureAgent[] = [];
-function agent(options: SecureAgentOptions): SecureAgent {
-  const a = new SecureAgent({ logger: testLogger(), env: {}, ...options }).capability(
-    'search',
-    { input: z.object({ q: z.string() }) },
-    ({ q }) => ({ hits: [q] }),
-  );
-  agents.push(a);
-  return a;
-}
+const agent = agentsStoppedAfterEach().search;
 
 let world: World;
 beforeAll(async () => {
   world = await startWorld();
-});
-afterEach(async () => {
-  await Promise.all(agents.splice(0).map((a) => a.stop({ drainTimeoutMs: 0 })));
 });
 afterAll(() => world?.close());
 

@@ -14,7 +14,7 @@
 // and they end saying the agent stopped, without resuming.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { TcpRelay } from '@weave/test-support/tcp-relay';
+import { TcpRelay, settledWithin as within } from '@weave/test-support/tcp-relay';
 import { LocalPolicyEnforcer, type OutboundCheck, type PolicyEnforcer } from '@weave/authz';
 import { CallError, SecureAgent } from '../src/index.js';
 import { ID, startOrchestrator, startWorld, testLogger, type World } from './helpers.js';
@@ -73,17 +73,6 @@ afterAll(async () => {
 });
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** What `p` settled with within `ms`: its value, its rejection, or 'still pending'. */
-function within(p: Promise<unknown>, ms: number): Promise<unknown> {
-  return Promise.race([
-    p.then(
-      (v) => v,
-      (e: unknown) => e,
-    ),
-    sleep(ms).then(() => 'still pending'),
-  ]);
-}
 
 describe('stop() while the agent is calling another agent', () => {
   for (const stream of [false, true]) {

@@ -4,55 +4,11 @@
 // call needed. It used to stay 200 {"ready":true} throughout.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import {
-  A2AClient,
-  A2AError,
-  InMemoryTaskStore,
-  TaskStoreUnavailableError,
-  buildMessage,
-  type StoredEvent,
-  type Task,
-  type TaskPage,
-  type TaskQuery,
-  type TaskRecord,
-  type TaskStore,
-} from '@weave/a2a';
+import { A2AClient, A2AError, buildMessage } from '@weave/a2a';
 import { SpiffeId } from '@weave/identity';
 import { SecureChannel } from '@weave/transport';
-import { SecureAgent } from '../src/index.js';
-import { ID, startWorld, testLogger, type World } from './helpers.js';
-
-/** An application's store over the embedded one that can be made unreachable. */
-class AwayStore implements TaskStore {
-  readonly #inner = new InMemoryTaskStore();
-  away = false;
-  #open(): InMemoryTaskStore {
-    if (this.away) throw new TaskStoreUnavailableError('connect ECONNREFUSED 10.0.0.5:5432');
-    return this.#inner;
-  }
-  async create(record: TaskRecord, first: StoredEvent): Promise<void> {
-    return this.#open().create(record, first);
-  }
-  async append(id: string, task: Task, events: readonly StoredEvent[], updatedAt: number): Promise<void> {
-    return this.#open().append(id, task, events, updatedAt);
-  }
-  async get(id: string): Promise<TaskRecord | undefined> {
-    return this.#open().get(id);
-  }
-  async events(id: string, afterSeq: number, limit: number): Promise<readonly StoredEvent[] | undefined> {
-    return this.#open().events(id, afterSeq, limit);
-  }
-  async delete(id: string): Promise<void> {
-    return this.#open().delete(id);
-  }
-  async list(query: TaskQuery): Promise<TaskPage> {
-    return this.#open().list(query);
-  }
-  async sweep(now?: number): Promise<number> {
-    return this.#open().sweep(now);
-  }
-  async close(): Promise<void> {}
-}
+import type { SecureAgent } from '../src/index.js';
+import { AwayStore, ID, opsReady, searchWithOps, startWorld, type World } from './helpers.js';
 
 let world: World;
 let agent: SecureAgent;
@@ -61,19 +17,14 @@ let ran = 0;
 
 beforeAll(async () => {
   world = await startWorld();
-  agent = new SecureAgent({
-    config: {
-      name: 'search',
-      identity: { workloadApi: { socket: world.dev.address('search') } },
-      authz: { policyFile: world.policyFile },
-      observability: { ops: { host: '127.0.0.1', port: 0 } },
+  agent = searchWithOps(world, { taskStore: store }).capability(
+    'search',
+    { input: z.object({ query: z.string() }) },
+    ({ query }) => {
+      ran++;
+      return { hits: [query] };
     },
-    taskStore: store,
-    logger: testLogger(),
-  }).capability('search', { input: z.object({ query: z.string() }) }, ({ query }) => {
-    ran++;
-    return { hits: [query] };
-  });
+  );
   await agent.start();
 });
 
@@ -86,10 +37,7 @@ describe('/ready and the task store', () => {
   it('is 503 while the store cannot be reached, and 200 again once it answers', async () => {
     const channel = new SecureChannel(await world.provider('orchestrator'), SpiffeId.parse(ID.search));
     const client = new A2AClient({ dispatcher: channel });
-    const ready = async () => {
-      const r = await fetch(`${agent.opsUrl}/ready`);
-      return { status: r.status, body: (await r.json()) as { ready: boolean; reason?: string } };
-    };
+    const ready = () => opsReady(agent.opsUrl!);
     const mtlsReady = async () => {
       const r = await channel.get(`${agent.url}/ready`);
       await r.body.text();

@@ -2,26 +2,15 @@
 // depth bound, or holding something the YAML parser warns about. Each is
 // POLICY_INVALID with its line, at load and on a hot reload, which keeps the
 // policy in force.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SpiffeId } from '@weave/identity';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { LocalPolicyEnforcer, parsePolicy, PolicyError, type ReloadEvent } from '../src/index.js';
+import { CALLER, policyDirEachTest, policyText } from './helpers/policy-text.js';
 import { CollectingSink, memoryLogger } from './helpers/sinks.js';
 
-const CALLER = SpiffeId.parse('spiffe://demo.weave/agent/orchestrator');
-
 /** A policy `id` that allows CALLER the action `search`, then `extra` lines at the top level. */
-const policy = (id: string, extra = '') => `version: 1
-id: ${id}
-default: deny
-rules:
-  - id: allow-search
-    effect: allow
-    callers: ["${CALLER.toString()}"]
-    actions: ["search"]
-${extra}`;
+const policy = (id: string, extra = '') => `${policyText(id, 'search')}${extra}`;
 
 /** A policy with no rules: 4 lines, then a description to nest. */
 const HEAD = 'version: 1\nid: deep\ndefault: deny\nrules: []\n';
@@ -146,24 +135,15 @@ describe('YAML parser warnings', () => {
 });
 
 describe('hot reload of a refused document', () => {
-  let dir: string;
-  let enforcer: LocalPolicyEnforcer | undefined;
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'weave-authz-'));
-  });
-  afterEach(async () => {
-    await enforcer?.close();
-    enforcer = undefined;
-    await rm(dir, { recursive: true, force: true });
-  });
+  const scratch = policyDirEachTest();
 
   it('keeps the policy in force for a too-deep document and one the parser warns about', async () => {
-    const file = join(dir, 'policy.yaml');
+    const file = join(scratch.dir, 'policy.yaml');
     await writeFile(file, policy('v1'));
     const events: ReloadEvent[] = [];
     let wake: (() => void) | undefined;
     const log = memoryLogger();
-    enforcer = await LocalPolicyEnforcer.fromFile(file, {
+    scratch.enforcer = await LocalPolicyEnforcer.fromFile(file, {
       audit: new CollectingSink(),
       logger: log.logger,
       debounceMs: 20,
@@ -172,7 +152,7 @@ describe('hot reload of a refused document', () => {
         wake?.();
       },
     });
-    const e = enforcer;
+    const e = scratch.enforcer;
     const nextFailure = (after: number) =>
       new Promise<ReloadEvent>((resolve) => {
         const check = () => {

@@ -1,24 +1,13 @@
-import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SpiffeId } from '@weave/identity';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { AuthzConfigError, LocalPolicyEnforcer, PolicyError, type ReloadEvent } from '../src/index.js';
-import { CALLER, policyText } from './helpers/policy-text.js';
+import { CALLER, policyDirEachTest, policyText } from './helpers/policy-text.js';
 import { CollectingSink, memoryLogger } from './helpers/sinks.js';
 
 describe('LocalPolicyEnforcer.fromFile', () => {
-  let dir: string;
-  let enforcer: LocalPolicyEnforcer | undefined;
-
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'weave-authz-'));
-  });
-  afterEach(async () => {
-    await enforcer?.close();
-    enforcer = undefined;
-    await rm(dir, { recursive: true, force: true });
-  });
+  const scratch = policyDirEachTest();
 
   /** Resolves with the next reload event that satisfies `pred`. */
   function nextReload(
@@ -40,7 +29,7 @@ describe('LocalPolicyEnforcer.fromFile', () => {
     const events: ReloadEvent[] = [];
     const signal: { wake?: () => void } = {};
     const log = memoryLogger();
-    enforcer = await LocalPolicyEnforcer.fromFile(file, {
+    scratch.enforcer = await LocalPolicyEnforcer.fromFile(file, {
       audit: new CollectingSink(),
       logger: log.logger,
       debounceMs: 20,
@@ -50,11 +39,11 @@ describe('LocalPolicyEnforcer.fromFile', () => {
       },
       ...extra,
     });
-    return { e: enforcer, events, signal, log };
+    return { e: scratch.enforcer, events, signal, log };
   }
 
   it('refuses a debounceMs that is not a whole number of ms from 0 to 2147483647, naming it', async () => {
-    const file = join(dir, 'policy.yaml');
+    const file = join(scratch.dir, 'policy.yaml');
     await writeFile(file, policyText('v1', 'search'));
     for (const debounceMs of [Number.NaN, -1, 1.5, Infinity, 2_147_483_648]) {
       const err = await LocalPolicyEnforcer.fromFile(file, { debounceMs }).catch((e: unknown) => e);
@@ -67,32 +56,32 @@ describe('LocalPolicyEnforcer.fromFile', () => {
     // 0: no quiet period, and a change is still read.
     const { events, signal } = await load(file, { debounceMs: 0 });
     const changed = nextReload(events, (e) => e.ok && e.changed, signal);
-    await writeFile(join(dir, 'next.yaml'), policyText('v2', 'search'));
-    await rename(join(dir, 'next.yaml'), file);
+    await writeFile(join(scratch.dir, 'next.yaml'), policyText('v2', 'search'));
+    await rename(join(scratch.dir, 'next.yaml'), file);
     expect(await changed).toMatchObject({ ok: true, policyId: 'v2' });
   });
 
   it('loads a file and refuses an invalid one at start with a located error', async () => {
-    const file = join(dir, 'policy.yaml');
+    const file = join(scratch.dir, 'policy.yaml');
     await writeFile(file, policyText('v1', 'search'));
     const { e } = await load(file, { watch: false });
     expect(e.policyId).toBe('v1');
     expect((await e.checkInbound({ caller: CALLER, action: 'search' })).allowed).toBe(true);
 
-    const bad = join(dir, 'bad.yaml');
+    const bad = join(scratch.dir, 'bad.yaml');
     await writeFile(bad, policyText('v1', 'search').replace('default: deny', 'default: allow'));
     await expect(LocalPolicyEnforcer.fromFile(bad, { watch: false })).rejects.toThrow(
       /line 3, default: default must be "deny"/,
     );
     await expect(
-      LocalPolicyEnforcer.fromFile(join(dir, 'missing.yaml'), { watch: false }),
+      LocalPolicyEnforcer.fromFile(join(scratch.dir, 'missing.yaml'), { watch: false }),
     ).rejects.toMatchObject({
       code: 'POLICY_UNREADABLE',
     });
   });
 
   it('hot-reloads when the file changes', async () => {
-    const file = join(dir, 'policy.yaml');
+    const file = join(scratch.dir, 'policy.yaml');
     await writeFile(file, policyText('v1', 'search'));
     const { e, events, signal } = await load(file);
     expect((await e.checkInbound({ caller: CALLER, action: 'write' })).allowed).toBe(false);
@@ -106,10 +95,10 @@ describe('LocalPolicyEnforcer.fromFile', () => {
   });
 
   it('survives atomic replacement by rename', async () => {
-    const file = join(dir, 'policy.yaml');
+    const file = join(scratch.dir, 'policy.yaml');
     await writeFile(file, policyText('v1', 'search'));
     const { e, events, signal } = await load(file);
-    const tmp = join(dir, '.policy.yaml.tmp');
+    const tmp = join(scratch.dir, '.policy.yaml.tmp');
     await writeFile(tmp, policyText('v2', 'write'));
     await rename(tmp, file);
     await nextReload(events, (ev) => ev.ok && ev.policyId === 'v2', signal);
@@ -117,7 +106,7 @@ describe('LocalPolicyEnforcer.fromFile', () => {
   });
 
   it('keeps the last good policy when the new file is bad, and logs why', async () => {
-    const file = join(dir, 'policy.yaml');
+    const file = join(scratch.dir, 'policy.yaml');
     await writeFile(file, policyText('v1', 'search'));
     const { e, events, signal, log } = await load(file);
 
@@ -142,7 +131,7 @@ describe('LocalPolicyEnforcer.fromFile', () => {
   });
 
   it('keeps the last good policy when the file disappears', async () => {
-    const file = join(dir, 'policy.yaml');
+    const file = join(scratch.dir, 'policy.yaml');
     await writeFile(file, policyText('v1', 'search'));
     const { e } = await load(file, { watch: false });
     await rm(file);
@@ -153,14 +142,14 @@ describe('LocalPolicyEnforcer.fromFile', () => {
   });
 
   it('does not swap policies when the content is unchanged', async () => {
-    const file = join(dir, 'policy.yaml');
+    const file = join(scratch.dir, 'policy.yaml');
     await writeFile(file, policyText('v1', 'search'));
     const { e } = await load(file, { watch: false });
     expect(await e.reload()).toMatchObject({ ok: true, changed: false, policyId: 'v1', rulesCompiled: 0 });
   });
 
   it('stops watching after close()', async () => {
-    const file = join(dir, 'policy.yaml');
+    const file = join(scratch.dir, 'policy.yaml');
     await writeFile(file, policyText('v1', 'search'));
     const { e, events } = await load(file);
     await e.close();
@@ -188,7 +177,7 @@ describe('LocalPolicyEnforcer.fromFile', () => {
       e.checkOutbound({ caller: CALLER, callee: SpiffeId.parse(callee), action });
 
     it('applies a changed rule, drops a removed one and keeps the rest deciding', async () => {
-      const file = join(dir, 'policy.json');
+      const file = join(scratch.dir, 'policy.json');
       const list = [
         ...rules(40),
         {
@@ -240,7 +229,7 @@ describe('LocalPolicyEnforcer.fromFile', () => {
      * the new text was parsed, from when the reload validates and compiles.
      */
     async function largeFileChanged() {
-      const file = join(dir, 'policy.json');
+      const file = join(scratch.dir, 'policy.json');
       const list = rules(20_000);
       await writeFile(file, doc('v1', list));
       const loaded = await load(file, { watch: false });
@@ -314,7 +303,7 @@ describe('LocalPolicyEnforcer.fromFile', () => {
     });
 
     it('compiles only the rule that changed, and every rule whose position moved', async () => {
-      const file = join(dir, 'policy.json');
+      const file = join(scratch.dir, 'policy.json');
       const list = rules(1000);
       await writeFile(file, doc('v1', list));
       const { e } = await load(file, { watch: false });
@@ -359,7 +348,7 @@ describe('LocalPolicyEnforcer.fromFile', () => {
     });
 
     it('refuses a bad JSON file with a located error and keeps deciding with the policy in force', async () => {
-      const file = join(dir, 'policy.json');
+      const file = join(scratch.dir, 'policy.json');
       await writeFile(file, doc('v1', rules(20)));
       const { e } = await load(file, { watch: false });
       const good = rules(20);

@@ -38,6 +38,21 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
+/**
+ * What `p` settled with within `ms`: its value, its rejection, or the string
+ * `'still pending'`: how a test of a broken link tells a call that ended
+ * from one that hangs, without leaving a rejection unhandled.
+ */
+export function settledWithin(p: Promise<unknown>, ms: number): Promise<unknown> {
+  return Promise.race([
+    p.then(
+      (v) => v,
+      (e: unknown) => e,
+    ),
+    new Promise<string>((resolve) => setTimeout(() => resolve('still pending'), ms)),
+  ]);
+}
+
 export type Silence = 'pause' | 'discard';
 
 /** What the relay does with a connection that arrives. */

@@ -17,6 +17,7 @@ import { authorizeId } from '@weave/identity';
 import type { DevCaIdentityProvider } from '@weave/identity/dev';
 import { SecureChannel, TransportError } from '../src/index.js';
 import { createMtlsServer } from '../src/server.js';
+import { settledWithin as within } from '@weave/test-support/tcp-relay';
 import { makeTd, portOf, provider, removeTempDirs } from '@weave/test-support/tls-fixtures';
 
 /** How long destroy() may take to fail the request: before the fix it waited for the server's answer. */
@@ -95,19 +96,6 @@ function channel(httpVersion: 'http1.1' | 'http2', breaker = false): SecureChann
   });
   closers.push(() => ch.destroy());
   return ch;
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** What `p` settled with within `ms`: its value, its rejection, or 'still pending'. */
-function within(p: Promise<unknown>, ms: number): Promise<unknown> {
-  return Promise.race([
-    p.then(
-      (v) => v,
-      (e: unknown) => e,
-    ),
-    sleep(ms).then(() => 'still pending'),
-  ]);
 }
 
 describe('destroy() of a channel whose Agent is already closing', () => {

@@ -2,7 +2,20 @@ import { LocalPolicyEnforcer, type AuditRecord } from '@weave/authz';
 import { authorizeMemberOf, type SpiffeId } from '@weave/identity';
 import type { SecureChannel } from '@weave/transport';
 import type { MtlsFastifyInstance } from '@weave/transport/server';
-import { A2AGrpcServer, A2AServer, type A2AServerOptions, type TaskResult } from '../../src/index.js';
+import {
+  A2AClient,
+  A2AGrpcServer,
+  A2AServer,
+  type A2AServerOptions,
+  type TaskResult,
+} from '../../src/index.js';
+import {
+  grpcBinding,
+  jsonRpcBinding,
+  restBinding,
+  type BindingUnderTest,
+  type RawBinding,
+} from './raw-bindings.js';
 import {
   baseUrl,
   channel,
@@ -113,6 +126,44 @@ export async function serveGrpc(h: Harness): Promise<A2AGrpcServer> {
   });
   h.a2a.advertiseGrpc((await grpc.listen()).url);
   return grpc;
+}
+
+/** The raw client of `binding` to the harness `h`, as its allowed client; gRPC through `grpc`. */
+export function rawBinding(h: Harness, grpc: A2AGrpcServer, binding: BindingUnderTest): RawBinding {
+  if (binding === 'JSONRPC') return jsonRpcBinding(h.url, h.agent);
+  if (binding === 'HTTP+JSON') return restBinding(h.url, h.agent);
+  return grpcBinding(grpc.url as string, h.client, h.serverId);
+}
+
+/** The `echo` skill of a harness served on every binding, and clients of it. */
+export interface EchoEverywhere {
+  h: Harness;
+  grpc: A2AGrpcServer;
+  /** An A2AClient that prefers `binding`, over `dispatcher` (the allowed client's channel by default). */
+  client(binding: string, dispatcher?: SecureChannel): A2AClient;
+  /** Closes the clients made, the gRPC server, then the harness. */
+  close(): Promise<void>;
+}
+
+/** A harness serving {@link serveEcho} (callers into `ran`) on the HTTP bindings and gRPC. */
+export async function startEchoEverywhere(ran: string[]): Promise<EchoEverywhere> {
+  const h = await startHarness((a2a) => serveEcho(a2a, ran));
+  const grpc = await serveGrpc(h);
+  const clients: A2AClient[] = [];
+  return {
+    h,
+    grpc,
+    client(binding, dispatcher = h.agent) {
+      const c = new A2AClient({ dispatcher, preferredBindings: [binding] });
+      clients.push(c);
+      return c;
+    },
+    async close() {
+      await Promise.all(clients.map((c) => c.close()));
+      await grpc.close(100);
+      await h.close();
+    },
+  };
 }
 
 /** The `echo` skill: answers `echo: <text>`; `ran`, when given, gets each caller. */
