@@ -217,10 +217,15 @@ describe('A2AServer over mTLS', () => {
     await expect(stranger.getTask(h.url, t.id)).rejects.toMatchObject({ jsonRpcCode: -32001 });
   });
 
-  it('lists tasks newest first with pagination', async () => {
-    const ids: string[] = [];
-    for (let i = 0; i < 5; i++)
-      ids.push((await client.sendTask(h.url, 'echo', `n${i}`, { contextId: 'ctx-list' })).id);
+  it('lists tasks by status timestamp, most recent first, with pagination', async () => {
+    const sent: Array<{ id: string; at: number }> = [];
+    for (let i = 0; i < 5; i++) {
+      const t = await client.sendTask(h.url, 'echo', `n${i}`, { contextId: 'ctx-list' });
+      sent.push({ id: t.id, at: Date.parse(t.status.timestamp ?? '') });
+    }
+    // Spec §3.1.4: by status timestamp, most recent first; tasks finished in the
+    // same millisecond by id, the greater first.
+    const ids = sent.sort((a, b) => a.at - b.at || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((t) => t.id);
     const p1 = await client.listTasks(h.url, { contextId: 'ctx-list', pageSize: 2 });
     expect(p1.tasks.map((t) => t.id)).toEqual([ids[4], ids[3]]);
     expect(p1.totalSize).toBe(5);
