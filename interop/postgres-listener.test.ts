@@ -3,14 +3,14 @@
 // comes) is found out and replaced, and replicas whose clocks disagree
 // still expire and list tasks alike.
 import { randomUUID } from 'node:crypto';
-import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TaskManager, type Message, type StoredEvent } from '@weave/a2a';
 import { PostgresTaskStore, migrate } from '@weave/a2a/postgres';
 import { TcpRelay } from '@weave/test-support/tcp-relay';
-import { requireComponent, startPostgres, waitUntil, type Postgres } from './infra.js';
+import { repoRoot, requireComponent, startPostgres, waitUntil, type Postgres } from './infra.js';
 import { runHarness } from './peer-process.js';
 
 const available = process.env.WEAVE_TEST_PG_URL !== undefined || requireComponent('postgres') !== undefined;
@@ -128,9 +128,9 @@ describe.skipIf(!available)('PostgreSQL replicas: a silent LISTEN connection, an
     owner: string,
     read: string,
   ): Promise<{ made: string; read: string | null }> {
-    const require = createRequire(import.meta.url);
-    const a2a = pathToFileURL(require.resolve('@weave/a2a')).href;
-    const postgres = pathToFileURL(require.resolve('@weave/a2a/postgres')).href;
+    // The sources, through tsx, as the suite itself runs them: a fresh checkout has no dist.
+    const a2a = pathToFileURL(join(repoRoot, 'packages/a2a/src/index.ts')).href;
+    const postgres = pathToFileURL(join(repoRoot, 'packages/a2a/src/postgres.ts')).href;
     const script = `
       const { TaskManager } = await import(${JSON.stringify(a2a)});
       const { PostgresTaskStore } = await import(${JSON.stringify(postgres)});
@@ -146,6 +146,9 @@ describe.skipIf(!available)('PostgreSQL replicas: a silent LISTEN connection, an
     const run = await runHarness(
       process.execPath,
       [
+        '--import',
+        'tsx',
+        '--conditions=weave-source',
         '--import',
         `data:text/javascript,const now = Date.now; Date.now = () => now() + (${skewMs});`,
         '--input-type=module',
