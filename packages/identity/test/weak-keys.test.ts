@@ -7,6 +7,7 @@ import { createPrivateKey, generateKeyPairSync, webcrypto, type KeyObject } from
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createSecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import type { JWK } from 'jose';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -207,7 +208,7 @@ describe('X.509-SVID keys', () => {
     );
   });
 
-  it('a peer with an RSA-1024 SVID, whose chain Node’s TLS accepts, is refused over real mTLS; the handler does not run', async () => {
+  it('a peer with an RSA-1024 SVID is refused over real mTLS, by the SPIFFE check where Node’s TLS accepts the key; the handler does not run', async () => {
     const material = (l: { keyPem: string; cert: x509.X509Certificate }): TlsMaterial => ({
       key: l.keyPem,
       cert: l.cert.toString('pem'),
@@ -220,8 +221,19 @@ describe('X.509-SVID keys', () => {
       const out = await callSpiffeTls(server.port, material(weak), trust, serverId).catch(
         (err: Error) => `refused: ${err.message}`,
       );
+      // Node 24's OpenSSL (security level 2) will not even load a 1024-bit RSA
+      // key ("ee key too small"), so its TLS refuses the peer before the SPIFFE
+      // check; Node 20 and 22 take it, and the check must refuse it.
+      const tlsRefuses = (() => {
+        try {
+          createSecureContext(material(weak));
+          return false;
+        } catch {
+          return true;
+        }
+      })();
       expect(out.startsWith('hello')).toBe(false);
-      expect(server.refused).toEqual(['SVID_WEAK_KEY']);
+      expect(server.refused).toEqual(tlsRefuses ? [] : ['SVID_WEAK_KEY']);
       expect(server.handled).toEqual([]);
     } finally {
       await server.close();
