@@ -55,6 +55,8 @@ export { secureFetch } from './fetch.js';
 export { requireSecureChannel } from './require-channel.js';
 export {
   createMtlsServerOptions,
+  headerListBytes,
+  LogRate,
   logTlsRefusals,
   parseHttp1FromStream,
   watchServerIdentity,

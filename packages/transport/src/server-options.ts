@@ -1,6 +1,7 @@
 // TLS options and certificate rotation for any Node TLS server (https, http2,
-// tls, or the server under fastify). No HTTP framework here: the fastify
-// plugin and factory are in server.ts, the `@weave/transport/server` entry.
+// tls, or the server under fastify), and the bounds every Weave server shares
+// (header list size, log rate). No HTTP framework here: the fastify plugin and
+// factory are in server.ts, the `@weave/transport/server` entry.
 import type { Server as HttpsServer } from 'node:https';
 import type { Http2SecureServer } from 'node:http2';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
@@ -124,7 +125,7 @@ export interface TlsRefusalLog {
   warn(obj: object, msg: string): void;
 }
 
-/** Rate of {@link logTlsRefusals}: at most `max` lines per `windowMs`. */
+/** Rate of {@link logTlsRefusals} and {@link LogRate}: at most `max` lines per `windowMs`. */
 export interface TlsRefusalLogRate {
   /** Lines per window: a whole number, at least 1. */
   readonly max: number;
@@ -137,13 +138,68 @@ export interface TlsRefusalLogRate {
 // refusal, a max under 1 none; a NaN window stays open forever (silent after
 // the first max lines), a window under 1 ms never limits.
 const TlsRefusalLogRateSchema = z.object({
-  max: wholeNumber(
-    1,
-    Number.MAX_SAFE_INTEGER,
-    'a whole number of lines, at least 1 (to log none, do not call logTlsRefusals)',
-  ),
+  max: wholeNumber(1, Number.MAX_SAFE_INTEGER, 'a whole number of lines, at least 1'),
   windowMs: wholeNumber(1, Number.MAX_SAFE_INTEGER, 'a whole number of milliseconds, at least 1'),
 });
+
+/**
+ * Limits one kind of log line to `rate.max` per window of `rate.windowMs`
+ * (default 10 a minute), for lines anyone can cause at will (a refused
+ * handshake, a refused call), so a flood of them cannot flood the log. A
+ * window opens with the first line after the previous one ended; the first
+ * line let through after a window that dropped some says how many
+ * (`suppressed`). Read off `Date.now()`, never a timer, so nothing needs
+ * stopping. {@link logTlsRefusals} and the A2A HTTP bindings use it.
+ *
+ * @example
+ * ```ts
+ * const rate = new LogRate();
+ * const extra = rate.take();
+ * if (extra) log.warn({ ...fields, ...extra }, 'call refused');
+ * ```
+ */
+export class LogRate {
+  readonly #max: number;
+  readonly #windowMs: number;
+  #windowStart = 0;
+  #lines = 0;
+  #suppressed = 0;
+
+  /**
+   * @throws {TransportConfigError} when `rate.max` or `rate.windowMs` is not a whole number of at least 1.
+   */
+  constructor(rate: TlsRefusalLogRate = { max: 10, windowMs: 60_000 }) {
+    const checked = TlsRefusalLogRateSchema.safeParse(rate);
+    if (!checked.success) {
+      throw new TransportConfigError(
+        checked.error.issues.map((i) => `${['rate', ...i.path.map(String)].join('.')}: ${i.message}`),
+      );
+    }
+    this.#max = checked.data.max;
+    this.#windowMs = checked.data.windowMs;
+  }
+
+  /**
+   * Counts one line: the fields to add to it when it is to be logged
+   * (`suppressed` when lines were dropped since the last one), undefined
+   * when it is to be dropped.
+   */
+  take(): { suppressed?: number } | undefined {
+    const now = Date.now();
+    if (now - this.#windowStart >= this.#windowMs) {
+      this.#windowStart = now;
+      this.#lines = 0;
+    }
+    if (this.#lines >= this.#max) {
+      this.#suppressed++;
+      return undefined;
+    }
+    this.#lines++;
+    const suppressed = this.#suppressed;
+    this.#suppressed = 0;
+    return suppressed ? { suppressed } : {};
+  }
+}
 
 /**
  * Logs each TLS handshake a server refuses (no client certificate, one
@@ -153,38 +209,23 @@ const TlsRefusalLogRateSchema = z.object({
  * else the TLS error. A refused certificate otherwise shows only as "socket
  * hang up": Node destroys the socket and keeps the reason on
  * `socket.authorizationError`. At most `rate.max` lines per window (default
- * 10 a minute), so a flood of bad handshakes cannot flood the log; the first
- * line after a window that dropped some says how many (`suppressed`).
- * `createMtlsServer` applies it. Returns the function that stops it.
+ * 10 a minute; see {@link LogRate}), so a flood of bad handshakes cannot
+ * flood the log; the first line after a window that dropped some says how
+ * many (`suppressed`). `createMtlsServer` applies it. Returns the function
+ * that stops it.
  *
  * @throws {TransportConfigError} when `rate.max` or `rate.windowMs` is not a whole number of at least 1.
  */
 export function logTlsRefusals(
   server: TlsServer | HttpsServer | Http2SecureServer,
   log: TlsRefusalLog,
-  rate: TlsRefusalLogRate = { max: 10, windowMs: 60_000 },
+  rate?: TlsRefusalLogRate,
   msg = 'TLS handshake refused',
 ): () => void {
-  const checked = TlsRefusalLogRateSchema.safeParse(rate);
-  if (!checked.success) {
-    throw new TransportConfigError(
-      checked.error.issues.map((i) => `${['rate', ...i.path.map(String)].join('.')}: ${i.message}`),
-    );
-  }
-  let windowStart = 0;
-  let lines = 0;
-  let suppressed = 0;
+  const limit = new LogRate(rate);
   const onRefusal = (err: Error & { code?: string; reason?: string }, socket: TLSSocket): void => {
-    const now = Date.now();
-    if (now - windowStart >= rate.windowMs) {
-      windowStart = now;
-      lines = 0;
-    }
-    if (lines >= rate.max) {
-      suppressed++;
-      return;
-    }
-    lines++;
+    const extra = limit.take();
+    if (!extra) return;
     // Node sets it to OpenSSL's verification code (a string, whatever the typings say).
     const certError = socket.authorizationError as unknown;
     const reason = certError
@@ -195,12 +236,46 @@ export function logTlsRefusals(
         reason,
         code: err.code,
         remoteAddress: socket.remoteAddress,
-        ...(suppressed ? { suppressed } : {}),
+        ...extra,
       },
       msg,
     );
-    suppressed = 0;
   };
   server.on('tlsClientError', onRefusal);
   return () => server.off('tlsClientError', onRefusal);
+}
+
+/**
+ * The size of a header list as HTTP/2 counts it against
+ * SETTINGS_MAX_HEADER_LIST_SIZE (RFC 9113 §6.5.2: name and value in bytes,
+ * plus 32 per field), as Node and nghttp2 count it. `headers` is either
+ * Node's raw form (`rawHeaders`: name, value, name, value, …; a trailing
+ * name without a value is not counted) or a headers object, in which an
+ * array value is one field per element and an undefined one no field (as
+ * Node sends it). Binary values are counted as sent (gRPC's `-bin` ones in
+ * base64, as `Metadata.toHttp2Headers()` gives them). For a bound the same
+ * on every server and binding (Node's `http.maxHeaderSize` on HTTP/1.1).
+ */
+export function headerListBytes(
+  headers: readonly string[] | Readonly<Record<string, string | number | readonly string[] | undefined>>,
+): number {
+  let n = 0;
+  if (isStringArray(headers)) {
+    for (let i = 0; i + 1 < headers.length; i += 2) {
+      n += Buffer.byteLength(headers[i] as string) + Buffer.byteLength(headers[i + 1] as string) + 32;
+    }
+    return n;
+  }
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue;
+    const nameBytes = Buffer.byteLength(name) + 32;
+    if (!isStringArray(value)) n += nameBytes + Buffer.byteLength(String(value));
+    else for (const v of value) n += nameBytes + Buffer.byteLength(v);
+  }
+  return n;
+}
+
+// Array.isArray does not narrow a readonly array out of a union.
+function isStringArray(v: unknown): v is readonly string[] {
+  return Array.isArray(v);
 }

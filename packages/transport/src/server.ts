@@ -27,6 +27,7 @@ import { type Authorizer, type IdentityProvider, type SpiffeId, X509SvidError } 
 import { parseTransportConfig, type TransportConfigInput } from './config.js';
 import { TransportConfigError } from './errors.js';
 import {
+  headerListBytes,
   logTlsRefusals,
   parseHttp1FromStream,
   secureContextOf,
@@ -366,15 +367,6 @@ function refuseHttp2HeadersOver(app: MtlsFastifyInstance, max: number): void {
     }
     void reply.code(431).header('content-type', 'application/json').send(body);
   });
-}
-
-/** The size of a header list (`rawHeaders`: name, value, …) as HTTP/2 counts it. */
-function headerListBytes(rawHeaders: readonly string[]): number {
-  let n = 0;
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    n += Buffer.byteLength(rawHeaders[i] as string) + Buffer.byteLength(rawHeaders[i + 1] as string) + 32;
-  }
-  return n;
 }
 
 /**

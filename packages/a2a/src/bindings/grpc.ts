@@ -40,6 +40,7 @@ import { X509SvidError, type Authorizer, type IdentityProvider, type SpiffeId } 
 import {
   TransportIdentityError,
   createMtlsServerOptions,
+  headerListBytes,
   logTlsRefusals,
   parseTransportConfig,
   verifyPeerSocket,
@@ -498,7 +499,8 @@ function refuseMetadataOver(max: number): ServerInterceptor {
       start: (next) =>
         next({
           onReceiveMetadata: (metadata, pass) => {
-            const size = headerListBytes(metadata);
+            // As sent: binary (`-bin`) values in base64.
+            const size = headerListBytes(metadata.toHttp2Headers());
             if (size <= max) pass(metadata);
             else
               call.sendStatus({
@@ -508,17 +510,6 @@ function refuseMetadataOver(max: number): ServerInterceptor {
           },
         }),
     });
-}
-
-/** Metadata's size as an HTTP/2 header list (RFC 9113 §6.5.2): name, value (binary ones in base64) and 32 per field. */
-function headerListBytes(md: Metadata): number {
-  let n = 0;
-  for (const [key, values] of Object.entries(md.toHttp2Headers())) {
-    for (const v of Array.isArray(values) ? values : [values]) {
-      n += Buffer.byteLength(key) + Buffer.byteLength(String(v)) + 32;
-    }
-  }
-  return n;
 }
 
 /** The service definition with decoders that hand refusals to the handler instead of throwing in grpc-js. */

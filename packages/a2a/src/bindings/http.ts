@@ -3,6 +3,7 @@ import { isUtf8 } from 'node:buffer';
 import { IncomingMessage, type IncomingHttpHeaders } from 'node:http';
 import { errorCodes, type FastifyRequest } from 'fastify';
 import { SpiffeId } from '@weave/identity';
+import { LogRate } from '@weave/transport';
 import { A2AError, A2AErrors } from '../errors.js';
 import type { A2ARequestHandler } from '../handler.js';
 import type { TaskEventStream } from '../event-stream.js';
@@ -243,39 +244,6 @@ export function logField(name: string, value: string): Record<string, string | n
   return { [name]: `${value.slice(0, LOG_STRING_CHARS)}…`, [`${name}Length`]: value.length };
 }
 
-/** The default rate of `logTlsRefusals` of `@weave/transport`. */
-const RATED_LINES = { max: 10, windowMs: 60_000 } as const;
-
-/**
- * At most {@link RATED_LINES} lines of one kind, as `logTlsRefusals` limits
- * its own: for lines any caller can cause at will, at no cost past
- * its request, which no per-caller limit counts (nothing is run for it).
- * The first line after a window that dropped some says how many
- * (`suppressed`).
- */
-class LogRate {
-  #windowStart = 0;
-  #lines = 0;
-  #suppressed = 0;
-
-  /** The fields to add to a line that is logged; undefined when it is dropped. */
-  take(): { suppressed?: number } | undefined {
-    const now = Date.now();
-    if (now - this.#windowStart >= RATED_LINES.windowMs) {
-      this.#windowStart = now;
-      this.#lines = 0;
-    }
-    if (this.#lines >= RATED_LINES.max) {
-      this.#suppressed++;
-      return undefined;
-    }
-    this.#lines++;
-    const suppressed = this.#suppressed;
-    this.#suppressed = 0;
-    return suppressed ? { suppressed } : {};
-  }
-}
-
 /** Log lines a caller can cause on every request, each kind limited per server. */
 type RatedLine = 'notification' | 'unauthenticated';
 
@@ -283,8 +251,12 @@ const logRates = new WeakMap<HttpBindingDeps, Record<RatedLine, LogRate>>();
 
 /**
  * Writes `msg` as a `warn` line unless this server wrote its share of
- * `kind` lines in the window (see {@link LogRate}). Shared by the HTTP
- * bindings, so a caller switching binding gets no more lines.
+ * `kind` lines in the window: 10 a minute, as `logTlsRefusals` limits its
+ * own (see `LogRate` of `@weave/transport`), the first line after a window
+ * that dropped some saying how many (`suppressed`). For lines any caller can
+ * cause at will, at no cost past its request, which no per-caller limit
+ * counts (nothing is run for it). Shared by the HTTP bindings, so a caller
+ * switching binding gets no more lines.
  */
 export function warnRated(
   deps: HttpBindingDeps,
