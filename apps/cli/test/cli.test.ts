@@ -852,6 +852,32 @@ describe('weave db', () => {
     expect(junk.stderr).toMatch(/^DATABASE_URL_INVALID: /);
   });
 
+  it('bounds --timeout as weave call and weave card do (the transport request limit, 1h): 2h is exit 2', async () => {
+    for (const sub of ['migrate', 'status']) {
+      const over = await inproc([
+        'db',
+        sub,
+        '--url',
+        'postgres://weave@127.0.0.1:1/weave',
+        '--timeout',
+        '2h',
+      ]);
+      expect(over.code).toBe(2);
+      expect(over.stderr).toMatch(/^USAGE: --timeout must be at most 1h, got "2h"/);
+    }
+    // 1h itself is taken: the command goes on to connect (nothing listens on port 1).
+    const limit = await inproc([
+      'db',
+      'status',
+      '--url',
+      'postgres://weave@127.0.0.1:1/weave',
+      '--timeout',
+      '1h',
+    ]);
+    expect(limit.code).toBe(1);
+    expect(limit.stderr).toMatch(/^TASK_STORE_UNAVAILABLE: .*ECONNREFUSED/);
+  });
+
   it("takes libpq's Unix-socket URL (no host before the path), which is no WHATWG URL", async () => {
     // No server listens in `dir`: the command gets as far as connecting, and says the database is away.
     const r = await inproc(['db', 'status', '--url', `postgres://weave:pw@/weave?host=${dir}&port=5432`]);

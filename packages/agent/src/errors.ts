@@ -84,7 +84,9 @@ export interface CallErrorDetails {
  * A call to another agent was refused or failed. `code` is `CALL_DENIED`,
  * `CALL_FAILED`, `DEADLINE_EXCEEDED`, `PEER_UNKNOWN`,
  * `PEER_VERIFICATION_FAILED`, `CLIENT_CERTIFICATE_REQUIRED` (a channel factory
- * returned no SecureChannel) or `AGENT_NOT_STARTED`; the fields say where and why.
+ * returned no SecureChannel), `AGENT_CONFIG_INVALID` (the call's own options
+ * are invalid, e.g. `timeoutMs`; nothing was sent) or `AGENT_NOT_STARTED`; the
+ * fields say where and why.
  */
 export class CallError extends AgentError implements CallErrorDetails {
   readonly target: string;

@@ -49,7 +49,9 @@ export const ERROR_METADATA_KEY = 'weave.dev/error';
 export interface CallAgentOptions<O extends z.ZodType | undefined = undefined> {
   /**
    * Time budget of the whole call in ms (default `transport.requestTimeoutMs`).
-   * Inside a capability handler the caller's own deadline caps it.
+   * Inside a capability handler the caller's own deadline caps it. Anything
+   * but a finite number above 0 is refused with `AGENT_CONFIG_INVALID` before
+   * anything is sent.
    */
   readonly timeoutMs?: number;
   /** Aborts the call (the callee's task is abandoned; it stops at the propagated deadline). */
@@ -194,8 +196,10 @@ export class Outbound {
     const trace = outgoingTraceContext(parent?.trace);
     const correlationId = traceIdOf(trace);
     const budget = options.timeoutMs ?? this.#config.transport.requestTimeoutMs;
+    // Whole ms: the callee ignores a deadline header that is not an integer, so a
+    // fractional budget would leave it without a deadline at all.
     const deadline = earliest(
-      Date.now() + budget,
+      Math.floor(Date.now() + budget),
       typeof inherited === 'number' ? inherited : undefined,
     ) as number;
     const details: { target: string; capability: string; callee?: string } = {
@@ -204,10 +208,14 @@ export class Outbound {
     };
     let outcome: CallOutcome = 'error';
     try {
+      // The caller's own mistake, told apart from a failed call: nothing is resolved or sent.
+      // Plain comparisons, no schema: this runs on every call.
       if (typeof budget !== 'number' || !Number.isFinite(budget) || budget <= 0) {
         throw new CallError(
-          'CALL_FAILED',
-          'options.timeoutMs must be a positive number of milliseconds',
+          'AGENT_CONFIG_INVALID',
+          `options.timeoutMs must be a number of milliseconds above 0, got ${
+            typeof budget === 'number' ? String(budget) : typeof budget
+          }`,
           details,
         );
       }

@@ -12,9 +12,6 @@ interface DbOptions extends GlobalOptions {
 /** Environment variable naming the agents' PostgreSQL database. */
 const DATABASE_URL_ENV = 'WEAVE_DATABASE_URL';
 
-/** The largest `--timeout`, as for `weave call` and `weave card`. */
-const MAX_TIMEOUT_MS = 3_600_000;
-
 /** `weave db migrate|status`: the schema of the PostgreSQL task store. */
 export function dbCommand(program: Command, io: Io): void {
   const db = program
@@ -43,7 +40,7 @@ export function dbCommand(program: Command, io: Io): void {
     .action(async (_o: DbOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<DbOptions>();
       const { parseDuration } = await import('../shared.js');
-      const timeoutMs = parseDuration(opts.timeout, '--timeout', MAX_TIMEOUT_MS);
+      const timeoutMs = parseDuration(opts.timeout, '--timeout', await maxTimeoutMs());
       const url = await databaseUrl(opts.url);
       const { migrate, loadMigrations } = await import('@weave/a2a/postgres');
       const names = new Map((await loadMigrations()).map((m) => [m.version, `${pad(m.version)}_${m.name}`]));
@@ -71,7 +68,7 @@ export function dbCommand(program: Command, io: Io): void {
     .action(async (_o: DbOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<DbOptions>();
       const { CliError, EXIT, parseDuration } = await import('../shared.js');
-      const timeoutMs = parseDuration(opts.timeout, '--timeout', MAX_TIMEOUT_MS);
+      const timeoutMs = parseDuration(opts.timeout, '--timeout', await maxTimeoutMs());
       const url = await databaseUrl(opts.url);
       const { schemaVersion, loadMigrations } = await import('@weave/a2a/postgres');
       const have = await withPool(
@@ -98,6 +95,16 @@ export function dbCommand(program: Command, io: Io): void {
         );
       }
     });
+}
+
+/**
+ * The largest `--timeout`: the transport's request limit, the bound of
+ * `weave call` and `weave card` too. Imported here, not at the top, so that
+ * `weave --help` does not load the transport.
+ */
+async function maxTimeoutMs(): Promise<number> {
+  const { TRANSPORT_TIMEOUT_LIMITS_MS } = await import('@weave/transport');
+  return TRANSPORT_TIMEOUT_LIMITS_MS.requestTimeoutMs;
 }
 
 function pad(v: number): string {
