@@ -55,6 +55,7 @@ import {
   type ChannelFactory,
 } from './outbound.js';
 import type { CallScope } from './scope.js';
+import { storeProxy } from './store-proxy.js';
 import { enforcerFromConfig, identityFromConfig, identityTimeoutMs } from './wiring.js';
 
 /** `@weave/a2a/postgres`, loaded only when `store.postgres` is configured. */
@@ -471,6 +472,8 @@ export class SecureAgent extends AgentCore {
           config: {
             minTlsVersion: this.config.transport.tlsMinVersion,
             requestTimeoutMs: this.config.transport.requestTimeoutMs,
+            // How long a connection may stay unhandshaked (unauthenticated) on this port.
+            connectTimeoutMs: this.config.transport.connectTimeoutMs,
           },
           fastify: {
             loggerInstance: sharedChildLogger(this.logger.child({ component: 'http' })),
@@ -488,11 +491,12 @@ export class SecureAgent extends AgentCore {
       // Set once listening: no call can ask for the extended card before.
       let servedUrl = '';
       cleanup.push(async () => signer.close());
-      // The agent closes only a store it built: the user's stays open for them (and a retry).
+      // The agent closes only a store it built: the user's is lent, and stays open for them (and a retry).
       const userStore = this.#opts.taskStore;
-      const given = userStore ? lend(userStore) : await this.#configuredStore();
+      const given = userStore ?? (await this.#configuredStore());
       // Watched: /ready answers 503 while the store cannot be reached.
-      const taskStore = given && this.#storeHealth.watch(given);
+      const taskStore =
+        given && storeProxy(given, { lent: given === userStore, observe: this.#storeHealth.follow(given) });
       if (given && !userStore) cleanup.push(async () => given.close?.());
       signal.throwIfAborted();
       const a2a: A2AServer = new A2AServer({
@@ -537,7 +541,10 @@ export class SecureAgent extends AgentCore {
             handler: a2a.handler,
             identity,
             authorize: authorizeAny(),
-            config: { minTlsVersion: this.config.transport.tlsMinVersion },
+            config: {
+              minTlsVersion: this.config.transport.tlsMinVersion,
+              connectTimeoutMs: this.config.transport.connectTimeoutMs,
+            },
             keepaliveMs: this.config.server.keepaliveMs,
             logger: this.logger.child({ component: 'grpc' }),
           })
@@ -775,7 +782,7 @@ export class SecureAgent extends AgentCore {
    *
    * @throws {CallError} `CALL_DENIED` (by either side), `CALL_FAILED`,
    *   `DEADLINE_EXCEEDED`, `PEER_UNKNOWN`, `PEER_VERIFICATION_FAILED`,
-   *   `AGENT_NOT_STARTED`.
+   *   `AGENT_NOT_STARTED`, `AGENT_CONFIG_INVALID` (a bad `options.timeoutMs`).
    */
   callAgent<O extends z.ZodType | undefined = undefined>(
     target: SpiffeId | string,
@@ -931,31 +938,6 @@ function serverConsumed(cause?: unknown): AgentError {
       'and fastify takes no new routes then: give a new SecureAgent a new createMtlsServer() instance',
     cause === undefined ? undefined : { cause },
   );
-}
-
-/**
- * The user's task store as the A2A server sees it: every member but
- * `close()`, which the server calls when it closes, also after a failed
- * start. The agent closes it itself at `stop()`.
- */
-function lend(store: TaskStore): TaskStore {
-  // Nothing to hold back (the embedded store): given as is, its fast path intact.
-  if (typeof store.close !== 'function') return store;
-  const bound = new Map<PropertyKey, { of: unknown; fn: unknown }>();
-  return new Proxy(store, {
-    get(target, key) {
-      if (key === 'close') return undefined;
-      const value: unknown = Reflect.get(target, key, target);
-      if (typeof value !== 'function') return value;
-      // Called on the store itself, not the proxy: its methods may use private fields.
-      let b = bound.get(key);
-      if (b?.of !== value) {
-        b = { of: value, fn: (value as (...args: unknown[]) => unknown).bind(target) };
-        bound.set(key, b);
-      }
-      return b.fn;
-    },
-  });
 }
 
 /**

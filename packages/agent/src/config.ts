@@ -89,7 +89,11 @@ const TransportConfigSchema = z.strictObject({
   tlsMinVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.3'),
   /** Present only so a `false` can be refused with a clear message. */
   verifyPeer: z.literal(true, { error: 'peer verification cannot be turned off' }).default(true),
-  /** At most @weave/transport's bound (else refused at the first call, not at load). */
+  /**
+   * A call's TCP + TLS connect, and how long a connection may stay in its TLS
+   * handshake on the agent's own mTLS and gRPC ports. At most @weave/transport's
+   * bound (else refused at the first call, not at load).
+   */
   connectTimeoutMs: z
     .number()
     .int()

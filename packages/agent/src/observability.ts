@@ -189,28 +189,16 @@ export class StoreHealth {
   }
 
   /**
-   * `store`, each operation of which tells this health whether the store
-   * answered. The embedded in-memory store cannot be away: given back as is,
-   * its fast path intact.
+   * Follows `store` from now on: the hook `storeProxy` passes each
+   * of its operations' results through, so that this health learns whether
+   * the store answered. Undefined for the embedded in-memory store, which
+   * cannot be away: left unwrapped, its fast path intact.
    */
-  watch(store: TaskStore): TaskStore {
-    if (Object.getPrototypeOf(store) === InMemoryTaskStore.prototype) return store;
+  follow(store: TaskStore): ((result: unknown) => unknown) | undefined {
+    if (Object.getPrototypeOf(store) === InMemoryTaskStore.prototype) return undefined;
     this.#store = store;
     this.#failedAt = undefined;
-    const bound = new Map<PropertyKey, { of: unknown; fn: unknown }>();
-    return new Proxy(store, {
-      get: (target, key) => {
-        const value: unknown = Reflect.get(target, key, target);
-        if (typeof value !== 'function') return value;
-        let b = bound.get(key);
-        if (b?.of !== value) {
-          const fn = value as (...args: unknown[]) => unknown;
-          b = { of: value, fn: (...args: unknown[]) => this.#seen(fn.apply(target, args)) };
-          bound.set(key, b);
-        }
-        return b.fn;
-      },
-    });
+    return this.#seen;
   }
 
   /** Why the agent is not ready for its store's sake, or undefined. */
@@ -222,10 +210,11 @@ export class StoreHealth {
     return `the task store cannot be reached (last failure at ${new Date(at).toISOString()})`;
   }
 
-  #seen(result: unknown): unknown {
+  // A field, not a method: handed to the store's proxy, called without `this`.
+  readonly #seen = (result: unknown): unknown => {
     if (!(result instanceof Promise)) return result;
     return result.then(this.#answered, this.#failed);
-  }
+  };
 
   readonly #answered = <T>(value: T): T => {
     this.#failedAt = undefined;

@@ -10,6 +10,7 @@ import { InMemoryTaskStore, TaskStoreUnavailableError } from '@weave/a2a';
 import type { SecureAgent } from '../src/index.js';
 import { AgentMetrics } from '../src/metrics.js';
 import { StoreHealth, startOpsListener } from '../src/observability.js';
+import { storeProxy } from '../src/store-proxy.js';
 import { AwayStore, opsReady, searchWithOps, startWorld, type World } from './helpers.js';
 
 let world: World;
@@ -100,7 +101,7 @@ describe('ops listener /ready with the task store watched', () => {
   it('is 503 from a store operation refused as unavailable until the store answers again', async () => {
     const health = new StoreHealth();
     const backing = new AwayStore();
-    const store = health.watch(backing);
+    const store = storeProxy(backing, { observe: health.follow(backing) });
     const ops = await startOpsListener(
       '127.0.0.1',
       0,
@@ -138,6 +139,6 @@ describe('ops listener /ready with the task store watched', () => {
 
   it('leaves the embedded store as it is: it cannot be away', () => {
     const memory = new InMemoryTaskStore();
-    expect(new StoreHealth().watch(memory)).toBe(memory);
+    expect(storeProxy(memory, { observe: new StoreHealth().follow(memory) })).toBe(memory);
   });
 });
