@@ -65,6 +65,9 @@ function issueText(error: z.ZodError, at?: string): string {
     .join('; ');
 }
 
+/** An optional `signal` option: an AbortSignal, or refused naming what was given. */
+export const signalOption = z.instanceof(AbortSignal, { message: 'must be an AbortSignal' }).optional();
+
 /**
  * @internal `input` parsed by `schema`; `at` is where the options sit in the
  * owner's (`backoff`), for the paths in the message.

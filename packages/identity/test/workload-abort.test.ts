@@ -1,13 +1,19 @@
 // Giving up on a Workload API that does not answer: close() ends every
 // connection, also one a hung server (a SPIRE agent that accepts and never
-// answers) holds open, and create()'s wait for the first SVID can be aborted.
+// answers) holds open, and create()'s wait for the first SVID (or, for a
+// JwtSource, the first JWT bundles) can be aborted.
 // A raw Unix-socket server plays the hung agent; the dev server the live one.
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { IdentityConfigError, WorkloadApiClient, WorkloadApiIdentityProvider } from '@weave/identity';
+import {
+  IdentityConfigError,
+  JwtSource,
+  WorkloadApiClient,
+  WorkloadApiIdentityProvider,
+} from '@weave/identity';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
 import { quietLogger } from './helpers/log.js';
 
@@ -147,6 +153,57 @@ describe('against a Workload API that accepts and never answers', () => {
     ).rejects.toBe(reason);
     await new Promise((r) => setTimeout(r, 200));
     expect(hung.accepted).toHaveLength(0);
+  });
+});
+
+describe('JwtSource.create({ signal })', () => {
+  it('an abort while it waits for the first JWT bundles rejects at once with the reason and closes the connection', async () => {
+    const hung = await hungServer();
+    const accepted = hung.nextAccepted();
+    const abort = new AbortController();
+    const created = JwtSource.create({
+      address: hung.address,
+      readyTimeoutMs: 60_000,
+      backoff: FAST,
+      logger,
+      signal: abort.signal,
+    }).then(
+      (s) => {
+        cleanups.push(() => s.close());
+        return s;
+      },
+      (e: unknown) => ({ rejected: e, at: Date.now() }),
+    );
+    const socket = await accepted;
+    const reason = new Error('shutting down');
+    const abortedAt = Date.now();
+    abort.abort(reason);
+
+    const outcome = await created;
+    expect(outcome).toMatchObject({ rejected: reason });
+    expect((outcome as { at: number }).at - abortedAt).toBeLessThan(1_000);
+    expect(await closedWithin(socket)).toBe('closed');
+    for (const s of hung.accepted) expect(await closedWithin(s)).toBe('closed');
+  });
+
+  it('with a signal already aborted rejects with its reason and connects nowhere', async () => {
+    const hung = await hungServer();
+    const reason = new Error('already stopping');
+    await expect(
+      JwtSource.create({ address: hung.address, logger, signal: AbortSignal.abort(reason) }),
+    ).rejects.toBe(reason);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(hung.accepted).toHaveLength(0);
+  });
+
+  it('a signal that is not an AbortSignal is refused with IdentityConfigError naming it', async () => {
+    await expect(
+      JwtSource.create({
+        address: 'unix:///nonexistent/weave-abort.sock',
+        logger,
+        signal: { aborted: false } as unknown as AbortSignal,
+      }),
+    ).rejects.toSatisfy((e) => e instanceof IdentityConfigError && /signal/.test((e as Error).message));
   });
 });
 

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { BundleSet, type JwtBundle, type JwtBundleSource } from '../bundle.js';
 import { validateJwtSvid, type JwtSvid } from '../jwt-svid.js';
 import { defaultLogger, type Logger } from '../log.js';
-import { checkOptions, shown, timerMs } from '../options.js';
+import { checkOptions, shown, signalOption, timerMs } from '../options.js';
 import { IdentityNotReadyError } from '../provider.js';
 import { SpiffeId, type TrustDomain } from '../spiffe-id.js';
 import { WorkloadApiClient, type WatchHandle, type WorkloadApiClientOptions } from './client.js';
@@ -29,6 +29,13 @@ export interface JwtSourceOptions extends WorkloadApiClientOptions {
    * for that audience until {@link JwtSource.close}.
    */
   readonly fetchTimeoutMs?: number;
+  /**
+   * Cancels the wait for the first JWT bundles: {@link JwtSource.create}
+   * rejects with the signal's reason as soon as it aborts (at once when it
+   * already has), having closed every connection it opened. An abort after
+   * `create()` resolved does nothing; close the source instead.
+   */
+  readonly signal?: AbortSignal;
 }
 
 const ratioError = (issue: { input?: unknown }): string =>
@@ -42,6 +49,7 @@ const OptionsSchema = z.object({
     .lt(1, { error: ratioError })
     .default(0.5),
   fetchTimeoutMs: timerMs().default(10_000),
+  signal: signalOption,
 });
 
 interface CacheEntry {
@@ -78,23 +86,30 @@ export class JwtSource implements JwtBundleSource {
    * Connects and resolves once the first JWT bundles arrived.
    *
    * @throws {WorkloadApiAddressError} when the address is missing or malformed.
-   * @throws {IdentityConfigError} when `readyTimeoutMs`, `refreshAtRemainingRatio`, `fetchTimeoutMs` or a `backoff` option is invalid (the message names it).
+   * @throws {IdentityConfigError} when `readyTimeoutMs`, `refreshAtRemainingRatio`, `fetchTimeoutMs`, `signal` or a `backoff` option is invalid (the message names it).
    * @throws {IdentityNotReadyError} when no bundles arrived within `readyTimeoutMs`.
    * @throws {WorkloadApiError} `WORKLOAD_API_INVALID_ARGUMENT` when the server rejected the request.
+   * @throws the reason of `signal` when it aborted first.
    */
   static async create(options: JwtSourceOptions = {}): Promise<JwtSource> {
     const opts = checkOptions('JwtSource', OptionsSchema, {
       readyTimeoutMs: options.readyTimeoutMs,
       refreshAtRemainingRatio: options.refreshAtRemainingRatio,
       fetchTimeoutMs: options.fetchTimeoutMs,
+      signal: options.signal,
     });
+    const signal = opts.signal;
+    signal?.throwIfAborted();
     const client = new WorkloadApiClient(options);
     const log = (options.logger ?? defaultLogger('jwt-source')).child({ address: client.address.uri });
     const source = new JwtSource(client, log, opts.refreshAtRemainingRatio, opts.fetchTimeoutMs);
     let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
     try {
       await new Promise<void>((resolve, reject) => {
         let lastError: WorkloadApiError | undefined;
+        onAbort = () => reject(signal?.reason);
+        signal?.addEventListener('abort', onAbort, { once: true });
         timer = setTimeout(
           () =>
             reject(
@@ -130,6 +145,7 @@ export class JwtSource implements JwtBundleSource {
       throw err;
     } finally {
       clearTimeout(timer);
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
     }
   }
 

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { BundleSet } from '../bundle.js';
 import { Listeners } from '../listeners.js';
 import { defaultLogger, type Logger } from '../log.js';
-import { checkOptions, timerMs } from '../options.js';
+import { checkOptions, signalOption, timerMs } from '../options.js';
 import { IdentityNotReadyError } from '../provider.js';
 import { IdentityProviderBase } from '../provider-base.js';
 import { SpiffeId } from '../spiffe-id.js';
@@ -55,7 +55,7 @@ const OptionsSchema = z.object({
         return z.NEVER;
       }
     }),
-  signal: z.instanceof(AbortSignal, { message: 'must be an AbortSignal' }).optional(),
+  signal: signalOption,
 });
 
 /** A failure the provider reports through {@link WorkloadApiIdentityProvider.onError}. */
