@@ -1483,8 +1483,14 @@ export class A2ARequestHandler {
    * `ctx` has been through {@link scoped}.
    */
   async #ownedTask(ctx: CallContext, id: string): Promise<TaskRecord> {
-    const record = await this.manager.get(id);
-    if (!record || record.owner !== ctx.caller.toString() || (record.tenant || undefined) !== ctx.tenant) {
+    const owner = ctx.caller.toString();
+    // Scoped in the read itself, so that another caller's task costs what a
+    // missing one does (not read from memory sooner, not assembled by the store).
+    const record = await this.manager.get(
+      id,
+      ctx.tenant === undefined ? { owner } : { owner, tenant: ctx.tenant },
+    );
+    if (!record || record.owner !== owner || (record.tenant || undefined) !== ctx.tenant) {
       throw A2AErrors.taskNotFound(id);
     }
     return record;

@@ -1113,11 +1113,15 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     }
   }
 
-  async get(id: string): Promise<TaskRecord | undefined> {
+  async get(id: string, scope?: Pick<TaskQuery, 'owner' | 'tenant'>): Promise<TaskRecord | undefined> {
+    // Scoped in the WHERE clause, so another caller's task is not even
+    // assembled (history, artifacts): it costs the round trip a missing one does.
     const r = await this.#db.query<TaskRow & { id: string }>(
       `SELECT ${TASK_COLUMNS} FROM weave_a2a_tasks t
-       WHERE t.id = $1 AND NOT (t.terminal AND t.updated_at < ${DB_STATEMENT_MS} - $2)`,
-      [id, this.#ttl],
+       WHERE t.id = $1 AND NOT (t.terminal AND t.updated_at < ${DB_STATEMENT_MS} - $2)${
+         scope === undefined ? '' : ' AND t.owner = $3 AND t.tenant = $4'
+       }`,
+      scope === undefined ? [id, this.#ttl] : [id, this.#ttl, scope.owner, scope.tenant ?? ''],
     );
     const row = r.rows[0];
     return row ? toRecord(row) : undefined;

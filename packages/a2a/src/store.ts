@@ -136,7 +136,16 @@ export interface TaskStore {
    * @throws {TaskStoreRejectedError} when the store can never keep what the write carries; nothing changes.
    */
   append(id: string, task: Task, events: readonly StoredEvent[], updatedAt: number): Promise<void>;
-  get(id: string): Promise<TaskRecord | undefined>;
+  /**
+   * The task, or `undefined` when there is none. With `scope` (the request
+   * handler passes the caller's), a task of another owner or another tenant
+   * (as {@link TaskQuery} matches them) is `undefined` too, found by a read
+   * that costs what a missing task's costs: its content is neither read nor
+   * returned, so the time an answer takes does not tell a caller that
+   * another caller's task exists. A store that ignores `scope` stays correct
+   * (the handler checks the owner and tenant again) but loses that.
+   */
+  get(id: string, scope?: Pick<TaskQuery, 'owner' | 'tenant'>): Promise<TaskRecord | undefined>;
   /**
    * Up to `limit` events numbered after `afterSeq`, in order (empty when
    * there are none). `undefined` when the task is unknown or some of those
@@ -655,8 +664,9 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     }
   }
 
-  async get(id: string): Promise<TaskRecord | undefined> {
-    return this.#entry(id)?.record;
+  async get(id: string, scope?: Pick<TaskQuery, 'owner' | 'tenant'>): Promise<TaskRecord | undefined> {
+    const r = this.#entry(id)?.record;
+    return r === undefined || scope === undefined || this.#matches(r, scope) ? r : undefined;
   }
 
   async events(id: string, afterSeq: number, limit: number): Promise<readonly StoredEvent[] | undefined> {
@@ -696,7 +706,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
   }
 
   /** The caller's task: `r` is the owner's, in the tenant the query names (or none). */
-  #matches(r: TaskRecord, q: TaskQuery): boolean {
+  #matches(r: TaskRecord, q: Pick<TaskQuery, 'owner' | 'tenant'>): boolean {
     return r.owner === q.owner && (r.tenant ?? '') === (q.tenant ?? '');
   }
 

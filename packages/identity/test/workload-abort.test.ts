@@ -111,12 +111,23 @@ describe('against a Workload API that accepts and never answers', () => {
     expect(await closedWithin(await accepted)).toBe('closed');
     for (const s of hung.accepted) expect(await closedWithin(s)).toBe('closed');
   });
+});
 
-  it('create({ signal }): an abort while it waits rejects at once with the reason and closes the connection', async () => {
+/** What each create() with a `signal` waits for: the first X.509-SVID, or the first JWT bundles. */
+const creators = [
+  [
+    'WorkloadApiIdentityProvider.create',
+    WorkloadApiIdentityProvider.create.bind(WorkloadApiIdentityProvider),
+  ],
+  ['JwtSource.create', JwtSource.create.bind(JwtSource)],
+] as const;
+
+describe.each(creators)('%s({ signal })', (_name, create) => {
+  it('an abort while it waits rejects at once with the reason and closes the connection', async () => {
     const hung = await hungServer();
     const accepted = hung.nextAccepted();
     const abort = new AbortController();
-    const created = WorkloadApiIdentityProvider.create({
+    const created = create({
       address: hung.address,
       readyTimeoutMs: 60_000,
       backoff: FAST,
@@ -141,64 +152,19 @@ describe('against a Workload API that accepts and never answers', () => {
     for (const s of hung.accepted) expect(await closedWithin(s)).toBe('closed');
   });
 
-  it('create({ signal }) with a signal already aborted rejects with its reason and connects nowhere', async () => {
+  it('a signal already aborted rejects with its reason and connects nowhere', async () => {
     const hung = await hungServer();
     const reason = new Error('already stopping');
-    await expect(
-      WorkloadApiIdentityProvider.create({
-        address: hung.address,
-        logger,
-        signal: AbortSignal.abort(reason),
-      }),
-    ).rejects.toBe(reason);
-    await new Promise((r) => setTimeout(r, 200));
-    expect(hung.accepted).toHaveLength(0);
-  });
-});
-
-describe('JwtSource.create({ signal })', () => {
-  it('an abort while it waits for the first JWT bundles rejects at once with the reason and closes the connection', async () => {
-    const hung = await hungServer();
-    const accepted = hung.nextAccepted();
-    const abort = new AbortController();
-    const created = JwtSource.create({
-      address: hung.address,
-      readyTimeoutMs: 60_000,
-      backoff: FAST,
-      logger,
-      signal: abort.signal,
-    }).then(
-      (s) => {
-        cleanups.push(() => s.close());
-        return s;
-      },
-      (e: unknown) => ({ rejected: e, at: Date.now() }),
+    await expect(create({ address: hung.address, logger, signal: AbortSignal.abort(reason) })).rejects.toBe(
+      reason,
     );
-    const socket = await accepted;
-    const reason = new Error('shutting down');
-    const abortedAt = Date.now();
-    abort.abort(reason);
-
-    const outcome = await created;
-    expect(outcome).toMatchObject({ rejected: reason });
-    expect((outcome as { at: number }).at - abortedAt).toBeLessThan(1_000);
-    expect(await closedWithin(socket)).toBe('closed');
-    for (const s of hung.accepted) expect(await closedWithin(s)).toBe('closed');
-  });
-
-  it('with a signal already aborted rejects with its reason and connects nowhere', async () => {
-    const hung = await hungServer();
-    const reason = new Error('already stopping');
-    await expect(
-      JwtSource.create({ address: hung.address, logger, signal: AbortSignal.abort(reason) }),
-    ).rejects.toBe(reason);
     await new Promise((r) => setTimeout(r, 200));
     expect(hung.accepted).toHaveLength(0);
   });
 
   it('a signal that is not an AbortSignal is refused with IdentityConfigError naming it', async () => {
     await expect(
-      JwtSource.create({
+      create({
         address: 'unix:///nonexistent/weave-abort.sock',
         logger,
         signal: { aborted: false } as unknown as AbortSignal,
@@ -242,15 +208,5 @@ describe('create({ signal }) against the dev server', () => {
 
     expect(took).toBe(true);
     expect(serial()).not.toBe(first.certificates[0]!.serialNumber);
-  });
-
-  it('a signal that is not an AbortSignal is refused with IdentityConfigError naming it', async () => {
-    await expect(
-      WorkloadApiIdentityProvider.create({
-        address: 'unix:///nonexistent/weave-abort.sock',
-        logger,
-        signal: { aborted: false } as unknown as AbortSignal,
-      }),
-    ).rejects.toSatisfy((e) => e instanceof IdentityConfigError && /signal/.test((e as Error).message));
   });
 });
