@@ -111,7 +111,8 @@ function artifactEvent(task: Task, seq: number, text: string): StoredEvent {
 /**
  * Registers the TaskStore contract as a vitest `describe` block named after
  * `name`: creation, ordered appends with conflict detection, paged event
- * reads, listing with filters and keyset cursor, expiry, deletion, push
+ * reads, listing with filters and keyset cursor, reads scoped to an owner
+ * and tenant, expiry, deletion, push
  * configs (when the store keeps them), and a TaskManager writing through it.
  */
 export function taskStoreContract(name: string, options: TaskStoreContractOptions): void {
@@ -376,6 +377,26 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
       // Another owner in the same tenant sees nothing of these.
       const stranger = `spiffe://contract.test/${randomUuid()}`;
       expect((await store.list({ owner: stranger, tenant: 'tenant-a', limit: 10 })).total).toBe(0);
+    });
+
+    it('reads a task scoped to its owner and tenant: any other scope finds nothing, as for a missing id', async () => {
+      const store = await open();
+      const owner = `spiffe://contract.test/${randomUuid()}`;
+      const stranger = `spiffe://contract.test/${randomUuid()}`;
+      const a = newTask({ owner, tenant: 'tenant-a' });
+      const none = newTask({ owner });
+      for (const t of [a, none]) await store.create(t.record, t.first);
+      expect(await store.get(a.record.task.id, { owner, tenant: 'tenant-a' })).toEqual(a.record);
+      expect(await store.get(none.record.task.id, { owner })).toEqual(none.record);
+      for (const scope of [
+        { owner: stranger, tenant: 'tenant-a' },
+        { owner },
+        { owner, tenant: 'tenant-b' },
+      ]) {
+        expect(await store.get(a.record.task.id, scope)).toBeUndefined();
+      }
+      expect(await store.get(none.record.task.id, { owner, tenant: 'tenant-a' })).toBeUndefined();
+      expect(await store.get(none.record.task.id, { owner: stranger })).toBeUndefined();
     });
 
     it('expires finished tasks after the TTL and keeps running ones', async () => {
