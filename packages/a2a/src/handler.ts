@@ -1499,25 +1499,30 @@ export class A2ARequestHandler {
   /**
    * Passes when the caller may call `method` on at least one served skill
    * (each asked in declaration order until one allows, each decision audited);
-   * else throws the first denial. With no skill served, asks about
+   * else logs one line for the call (not one per skill: a caller's one
+   * request would write as many lines as the agent serves skills) and throws
+   * the first denial. With no skill served, asks about
    * {@link LIST_TASKS_ACTION}, so the call is still decided and audited.
    */
   async #authorizeAny(ctx: CallContext, method: string): Promise<void> {
     const skills = this.servedSkills('extended').map((s) => s.id);
     if (skills.length === 0) skills.push(LIST_TASKS_ACTION);
-    let denial: unknown;
+    let first: AuthzDecision | undefined;
     for (const skill of skills) {
-      try {
-        await this.#authorize(ctx, method, skill);
-        return;
-      } catch (err) {
-        denial ??= err;
-      }
+      const decision = await this.#decide(ctx, method, skill);
+      if (decision.allowed === true) return;
+      first ??= decision;
     }
-    throw denial;
+    throw this.#denied(ctx, method, skills[0] as string, first as AuthzDecision, skills.length);
   }
 
   async #authorize(ctx: CallContext, method: string, action: string, taskId?: string): Promise<void> {
+    const decision = await this.#decide(ctx, method, action, taskId);
+    if (decision.allowed !== true) throw this.#denied(ctx, method, action, decision);
+  }
+
+  /** The enforcer's decision on `action`; one that throws is a deny (enforcers must fail closed). */
+  async #decide(ctx: CallContext, method: string, action: string, taskId?: string): Promise<AuthzDecision> {
     let decision: AuthzDecision;
     const context: Record<string, string> = { method, binding: ctx.binding };
     if (taskId !== undefined) context.taskId = taskId;
@@ -1534,24 +1539,34 @@ export class A2ARequestHandler {
       // Enforcers must fail closed; one that throws is treated as a deny.
       decision = { allowed: false, reason: `enforcer error: ${(err as Error)?.message}`, auditId: '' };
     }
-    if (decision.allowed !== true) {
-      this.#log.warn(
-        {
-          auditId: decision.auditId,
-          caller: ctx.caller.toString(),
-          tenant: ctx.tenant,
-          action,
-          method,
-          binding: ctx.binding,
-          reason: decision.reason,
-        },
-        'a2a: call denied by policy',
-      );
-      throw A2AErrors.permissionDenied(
-        `${ctx.caller.toString()} may not invoke ${action}`,
-        decision.auditId || undefined,
-      );
-    }
+    return decision;
+  }
+
+  /** Logs a denial (`skillsDenied`: how many skills were asked, when more than one) and returns its error. */
+  #denied(
+    ctx: CallContext,
+    method: string,
+    action: string,
+    decision: AuthzDecision,
+    skillsDenied?: number,
+  ): A2AError {
+    this.#log.warn(
+      {
+        auditId: decision.auditId,
+        caller: ctx.caller.toString(),
+        tenant: ctx.tenant,
+        action,
+        method,
+        binding: ctx.binding,
+        reason: decision.reason,
+        ...(skillsDenied !== undefined && skillsDenied > 1 ? { skillsDenied } : {}),
+      },
+      'a2a: call denied by policy',
+    );
+    return A2AErrors.permissionDenied(
+      `${ctx.caller.toString()} may not invoke ${action}`,
+      decision.auditId || undefined,
+    );
   }
 }
 

@@ -10,7 +10,7 @@ import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { LogController } from 'fastify';
 import { pino } from 'pino';
-import { LocalPolicyEnforcer } from '@weave/authz';
+import { LocalPolicyEnforcer, type AuditRecord } from '@weave/authz';
 import { authorizeMemberOf } from '@weave/identity';
 import type { SecureChannel } from '@weave/transport';
 import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
@@ -52,7 +52,7 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
-async function start(extra: Partial<A2AServerOptions> = {}): Promise<Setup> {
+async function start(extra: Partial<A2AServerOptions> = {}, skills = ['echo']): Promise<Setup> {
   const lines: LogLine[] = [];
   let bytes = 0;
   const logger = pino(
@@ -75,10 +75,12 @@ async function start(extra: Partial<A2AServerOptions> = {}): Promise<Setup> {
     ...extra,
   });
   const ran: string[] = [];
-  a2a.registerTaskHandler('echo', (ctx) => {
-    ran.push(ctx.taskId);
-    return 'echo';
-  });
+  for (const skill of skills) {
+    a2a.registerTaskHandler(skill, (ctx) => {
+      ran.push(ctx.taskId);
+      return skill;
+    });
+  }
   const app: MtlsFastifyInstance = createMtlsServer({
     identity: serverW.identity,
     authorize: authorizeMemberOf(TRUST_DOMAIN),
@@ -179,6 +181,31 @@ describe('log lines a caller causes are bounded', () => {
       expect(s.ran).toEqual([]);
       expect(linesOf(s, UNAUTHENTICATED)).toHaveLength(10);
       expect(s.bytes()).toBeLessThan(16 * 1024);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a denied ListTasks on an agent serving many skills logs one line, not one per skill', async () => {
+    const skills = Array.from({ length: 40 }, (_, i) => `skill-${i}`);
+    const audited: AuditRecord[] = [];
+    const enforcer = LocalPolicyEnforcer.fromObject(
+      { version: 1, id: 'deny-all', default: 'deny', rules: [] },
+      { audit: { record: (r: AuditRecord) => audited.push(r) } },
+    );
+    const s = await start({ enforcer }, skills);
+    try {
+      const r = await send(s, 'POST', '/', { jsonrpc: '2.0', id: 1, method: 'ListTasks', params: {} });
+      expect(r.status).toBe(403);
+      expect(JSON.parse(r.text)).toMatchObject({
+        error: { message: expect.stringMatching(/may not invoke skill-0$/) },
+      });
+      // Each skill was still asked, and each decision audited; the log says so once.
+      expect(audited.map((a) => [a.action, a.decision])).toEqual(skills.map((k) => [k, 'deny']));
+      expect(linesOf(s, 'a2a: call denied by policy')).toMatchObject([
+        { action: 'skill-0', method: 'ListTasks', skillsDenied: 40 },
+      ]);
+      expect(s.ran).toEqual([]);
     } finally {
       await s.close();
     }
