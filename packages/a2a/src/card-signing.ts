@@ -22,12 +22,30 @@ import {
   type X509BundleSource,
   type X509Svid,
 } from '@weave/identity';
+import { MAX_JSON_DEPTH, exceedsDepth } from './depth.js';
 import { A2AClientError } from './errors.js';
 import { A2AConfigError, checkOptions, durationMs, positiveCount, timerMs } from './options.js';
 import { agentSpiffeId } from './server.js';
 import { AgentCardSchema, type AgentCard } from './wire/v1.js';
 
 // ---- canonical form ------------------------------------------------------------------
+
+/**
+ * Deepest nesting a card may have: a Struct (an extension's `params`) holds
+ * what a request may ({@link MAX_JSON_DEPTH}), a few levels down the card;
+ * a security scheme's OAuth flows are the deepest standard member (7). Past
+ * this a card is hostile: canonicalizing it, or any `JSON.stringify` of it
+ * later, would overflow the stack.
+ */
+export const MAX_CARD_DEPTH = MAX_JSON_DEPTH + 8;
+
+/**
+ * Most signatures a card may carry. Each one is checked (an `x5c` chain
+ * verified, a JWS) until one passes; a key rotation needs two. Unbounded, a
+ * 1 MiB card of ~900 failing `x5c` signatures cost the client 0.7–1 s of CPU
+ * on every fetch (a refused card is not cached).
+ */
+export const MAX_CARD_SIGNATURES = 16;
 
 /**
  * The bytes a card signature covers: the card as its proto message would
@@ -44,10 +62,15 @@ import { AgentCardSchema, type AgentCard } from './wire/v1.js';
  * does not verify with the other. It fails closed: what Weave keeps of a
  * card is what its signature covers. See the README, "Signed agent cards".
  *
- * @throws {AgentCardSignatureError} `CARD_INVALID` when `card` is not an agent card, or holds a
- *   string RFC 8785 cannot serialise (a lone UTF-16 surrogate).
+ * @throws {AgentCardSignatureError} `CARD_INVALID` when `card` is not an agent card, is nested
+ *   deeper than {@link MAX_CARD_DEPTH}, or holds a string RFC 8785 cannot serialise (a lone
+ *   UTF-16 surrogate).
  */
 export function canonicalizeAgentCard(card: AgentCard | Omit<AgentCard, 'signatures'>): string {
+  // Before anything recursive (the schema's copies, dropEmpty, canonicalize) walks it.
+  if (exceedsDepth(card, MAX_CARD_DEPTH)) {
+    throw new AgentCardSignatureError('CARD_INVALID', `nested deeper than ${MAX_CARD_DEPTH} levels`);
+  }
   const parsed = AgentCardSchema.safeParse(card);
   if (!parsed.success) {
     throw new AgentCardSignatureError(
@@ -99,7 +122,7 @@ function dropEmpty(v: unknown): unknown {
 export type AgentCardSignatureErrorCode =
   /** The policy requires a signature and the card has none. */
   | 'CARD_UNSIGNED'
-  /** A signature entry or its protected header is not well-formed. */
+  /** A signature entry or its protected header is not well-formed, or there are more than {@link MAX_CARD_SIGNATURES}. */
   | 'CARD_SIGNATURE_MALFORMED'
   /** The `alg` is not allowed for the key (e.g. `none`, HS256, or EdDSA on an SVID). */
   | 'CARD_SIGNATURE_ALG'
@@ -115,7 +138,7 @@ export type AgentCardSignatureErrorCode =
   | 'CARD_TLS_PEER_MISMATCH'
   /** No `x5c` and no caller-supplied key for the signature's `kid` / `jku`. */
   | 'CARD_KEY_UNKNOWN'
-  /** The value to sign or verify is not an agent card. */
+  /** The value to sign or verify is not an agent card (or is nested deeper than {@link MAX_CARD_DEPTH}). */
   | 'CARD_INVALID';
 
 /** One signature's failure, as listed by {@link AgentCardSignatureError.failures}. */
@@ -343,6 +366,13 @@ export async function verifyAgentCard(
   if (signatures.length === 0) {
     if (policy === 'if-present') return { status: 'unsigned' };
     throw new AgentCardSignatureError('CARD_UNSIGNED', `the agent card of ${card.name} carries no signature`);
+  }
+  if (signatures.length > MAX_CARD_SIGNATURES) {
+    // Refused whole rather than the first ones checked: a card is not trusted on a part of what it sent.
+    throw new AgentCardSignatureError(
+      'CARD_SIGNATURE_MALFORMED',
+      `the agent card of ${card.name} carries ${signatures.length} signatures, more than ${MAX_CARD_SIGNATURES}`,
+    );
   }
   const payload = jose.base64url.encode(canonicalizeAgentCard(card));
   const keys = typeof options.keys === 'function' ? options.keys : jwksResolver(options.keys);

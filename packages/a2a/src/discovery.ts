@@ -1,6 +1,7 @@
 import { request, type Dispatcher } from 'undici';
 import { SpiffeId, budgetMs } from '@weave/identity';
-import { verifyAgentCard, type VerifyAgentCardOptions } from './card-signing.js';
+import { MAX_CARD_DEPTH, verifyAgentCard, type VerifyAgentCardOptions } from './card-signing.js';
+import { exceedsDepth } from './depth.js';
 import { z } from 'zod';
 import { A2AClientError } from './errors.js';
 import { A2AConfigError, checkBudget, checkOptions, durationMs, positiveCount } from './options.js';
@@ -326,6 +327,14 @@ export class DiscoveryClient {
       json = JSON.parse(text);
     } catch (err) {
       throw new A2AClientError('AGENT_CARD_INVALID', `agent card ${cardUrl} is not JSON`, { cause: err });
+    }
+    // A card that deep (400 000 levels fit in 1 MiB) overflowed the stack in the
+    // signature check, and in whatever the caller does with it (JSON.stringify).
+    if (exceedsDepth(json, MAX_CARD_DEPTH)) {
+      throw new A2AClientError(
+        'AGENT_CARD_INVALID',
+        `agent card ${cardUrl} is nested deeper than ${MAX_CARD_DEPTH} levels`,
+      );
     }
     const parsed = AgentCardSchema.safeParse(json);
     if (!parsed.success) {

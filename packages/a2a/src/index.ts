@@ -177,6 +177,8 @@ export {
   AgentCardSignatureError,
   AgentCardSigner,
   CardSignaturePolicySchema,
+  MAX_CARD_DEPTH,
+  MAX_CARD_SIGNATURES,
   canonicalizeAgentCard,
   jkuKeyResolver,
   signAgentCard,

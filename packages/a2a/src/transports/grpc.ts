@@ -44,6 +44,12 @@ interface Generation {
  * (as in the spec's examples; port 443 by default) or a bare `host:port` (as
  * the official SDKs advertise). Plain-text schemes are refused: every Weave
  * connection is mutual TLS.
+ *
+ * The result names grpc-js's `dns` resolver: grpc-js reads a bare
+ * `unix:4444` (or the `unix:1234` of `https://unix:1234`) as a Unix socket
+ * path, so a card could send the client to a local socket that was checked
+ * here as host `unix`, port 4444. With the scheme spelled out the host is
+ * always a host name or IP.
  */
 export function grpcTarget(url: string): string {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) {
@@ -56,12 +62,12 @@ export function grpcTarget(url: string): string {
     if (u.protocol !== 'https:' && u.protocol !== 'grpcs:') {
       throw new A2AClientError('INSECURE_URL', `gRPC interface ${url}: only TLS (https://) is spoken`);
     }
-    return `${u.hostname}:${u.port || '443'}`;
+    return `dns:${u.hostname}:${u.port || '443'}`;
   }
   if (!/^(\[[0-9a-f:.]+\]|[a-z0-9.-]+):\d{1,5}$/i.test(url)) {
     throw new A2AClientError('INVALID_AGENT_URL', `not a gRPC interface URL: ${JSON.stringify(url)}`);
   }
-  return url;
+  return `dns:${url}`;
 }
 
 /** Codes grpc-js itself produces for a call that never got an answer (no A2A details attached). */
