@@ -4,12 +4,18 @@
 // enforced by Node as the header block is decoded) and, for the streams a
 // client opens before acknowledging that setting, before the request message
 // is read. Nothing runs and no task is created; Weave's client reads the
-// refusal as HEADERS_TOO_LARGE. Real mTLS with dev-CA SVIDs, the agent on
-// fastify and grpc-js, raw HTTP/2 clients for what grpc-js's client never does.
+// refusal as HEADERS_TOO_LARGE. Streams per connection are bounded as on the
+// HTTP bindings (MAX_CONCURRENT_STREAMS): grpc-js advertises no bound and lifts
+// Node's session memory cap, so a client opening calls that never sent their
+// message grew the server's heap without end (100 000 streams: +400 MB).
+// Real mTLS with dev-CA SVIDs, the agent on fastify and grpc-js, raw HTTP/2
+// clients (and raw frames) for what grpc-js's client never does.
 import { connect, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
 import { maxHeaderSize } from 'node:http';
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_CONCURRENT_STREAMS } from '@weave/transport';
+import { floodStreams, type StreamFlood } from '@weave/test-support/h2-flood';
 import { buildMessage, type A2AGrpcServer } from '../src/index.js';
 import { a2aGrpcService } from '../src/grpc/index.js';
 import { startEchoEverywhere, type EchoEverywhere, type Harness } from './helpers/agents.js';
@@ -150,5 +156,48 @@ describe('request headers over the HTTP bindings’ bound', () => {
     } finally {
       s.close();
     }
+  });
+});
+
+/**
+ * Opens `n` SendMessage calls whose message never comes on one connection,
+ * then one complete SendMessage (see floodStreams).
+ */
+function flood(n: number): Promise<StreamFlood> {
+  const [host, port] = (grpc.url as string).split(':') as [string, string];
+  const call = [
+    [':method', 'POST'],
+    [':scheme', 'https'],
+    [':path', a2aGrpcService().SendMessage.path],
+    [':authority', 'localhost'],
+    ['content-type', 'application/grpc'],
+    ['te', 'trailers'],
+    ['a2a-version', '1.0'],
+  ] as const;
+  const body = a2aGrpcService().SendMessage.requestSerialize({ message: buildMessage('echo', 'last') });
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(body.length, 1);
+  return floodStreams({
+    connect: { ...h.agent.tlsClientOptions(), host, port: Number(port), servername: 'localhost' },
+    streams: n,
+    open: call,
+    last: { headers: call, body: Buffer.concat([prefix, body]) },
+  });
+}
+
+describe('gRPC streams per connection', () => {
+  it('are bounded at 1000, advertised, as on the HTTP bindings; the calls a client opens over it are refused and run nothing; other clients are served', async () => {
+    const before = ran.length;
+    const result = await flood(MAX_CONCURRENT_STREAMS + 200);
+    expect(result.advertised).toBe(MAX_CONCURRENT_STREAMS);
+    // Refused (REFUSED_STREAM), or the connection already closed for the streams refused before it.
+    expect(result.lastAnswered).toBe(false);
+    expect(result.refused > 0 || result.closed).toBe(true);
+    expect(ran.length).toBe(before);
+
+    // Another client, on its own connection, is answered.
+    const task = await client('GRPC').sendTask(h.url, 'echo', 'after');
+    expect(task.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(ran.length).toBe(before + 1);
   });
 });

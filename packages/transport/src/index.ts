@@ -54,6 +54,7 @@ export {
 export { secureFetch } from './fetch.js';
 export { requireSecureChannel } from './require-channel.js';
 export {
+  MAX_CONCURRENT_STREAMS,
   createMtlsServerOptions,
   headerListBytes,
   LogRate,

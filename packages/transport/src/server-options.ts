@@ -246,6 +246,19 @@ export function logTlsRefusals(
 }
 
 /**
+ * SETTINGS_MAX_CONCURRENT_STREAMS of an HTTP/2 server made by
+ * `createMtlsServer` (the A2A gRPC binding advertises the same). Node
+ * advertises no bound by default, so one authenticated connection could hold
+ * streams that never send their body until the session's memory cap (about
+ * 15 000 on Node 20, some 6 KB of heap each) refused more. Over the bound
+ * nghttp2 refuses a stream (REFUSED_STREAM) before any hook or route runs,
+ * and Node closes a connection that keeps opening them. 1000 is four times
+ * an A2A caller's default task limit: room for a stream per task
+ * subscription, a client that needs more opens another connection.
+ */
+export const MAX_CONCURRENT_STREAMS = 1000;
+
+/**
  * The size of a header list as HTTP/2 counts it against
  * SETTINGS_MAX_HEADER_LIST_SIZE (RFC 9113 §6.5.2: name and value in bytes,
  * plus 32 per field), as Node and nghttp2 count it. `headers` is either

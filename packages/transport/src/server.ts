@@ -27,6 +27,7 @@ import { type Authorizer, type IdentityProvider, type SpiffeId, X509SvidError } 
 import { parseTransportConfig, type TransportConfigInput } from './config.js';
 import { TransportConfigError } from './errors.js';
 import {
+  MAX_CONCURRENT_STREAMS,
   headerListBytes,
   logTlsRefusals,
   parseHttp1FromStream,
@@ -275,7 +276,11 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
         // SETTINGS_MAX_HEADER_LIST_SIZE, and Node resets a stream whose header
         // block is over it (ENHANCE_YOUR_CALM) before any hook or route runs.
         // What Node lets past it is refused by refuseHttp2HeadersOver.
-        https: { ...https, settings: { maxHeaderListSize: maxHeaderSize } },
+        // Concurrent streams per connection bounded too (see MAX_CONCURRENT_STREAMS).
+        https: {
+          ...https,
+          settings: { maxHeaderListSize: maxHeaderSize, maxConcurrentStreams: MAX_CONCURRENT_STREAMS },
+        },
         http2SessionTimeout: cfg.idleTimeoutMs,
       })
     : Fastify({ ...common, https })) as unknown as MtlsFastifyInstance;

@@ -38,6 +38,7 @@ import {
 } from '@grpc/grpc-js';
 import { X509SvidError, type Authorizer, type IdentityProvider, type SpiffeId } from '@weave/identity';
 import {
+  MAX_CONCURRENT_STREAMS,
   TransportIdentityError,
   createMtlsServerOptions,
   headerListBytes,
@@ -185,6 +186,12 @@ export class A2AGrpcServer {
       // Channelz (grpc-js's introspection registry, which Weave never serves)
       // otherwise counts every call and message with a timestamp each.
       'grpc.enable_channelz': 0,
+      // grpc-js advertises no stream bound and lifts Node's session memory cap
+      // (`grpc-node.max_session_memory`), so one connection's streams that never
+      // sent their message grew the heap without end (100 000 streams, +400 MB).
+      // The bound of the HTTP/2 server `createMtlsServer` makes: over it a stream
+      // is refused before grpc-js sees a call.
+      'grpc.max_concurrent_streams': MAX_CONCURRENT_STREAMS,
       ...keepaliveOptions(options.keepaliveMs ?? 15_000),
       interceptors: [refuseMetadataOver(maxHeaderSize)],
     });
