@@ -6,7 +6,14 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { DevCaIdentityProvider } from '@weave/identity/dev';
 import { PeerVerificationError, type SecureChannel } from '@weave/transport';
-import { A2AClient, GrpcTransport, buildMessage, type StreamEvent } from '../src/index.js';
+import {
+  A2AClient,
+  buildMessage,
+  grpcTransportFactory,
+  jsonRpcTransportFactory,
+  restTransportFactory,
+  type StreamEvent,
+} from '../src/index.js';
 import { channel, createPki, fetchOver, type Pki, type Workload } from '@weave/test-support';
 import { startSdkServer, type SdkBinding, type SdkServer } from './helpers/sdk-server.js';
 import { sdkEventKind as kind } from '@weave/test-support/a2a-sdk';
@@ -175,26 +182,56 @@ describe.each(ALL)('Weave client → official SDK server over %s (mTLS)', (bindi
   });
 });
 
-describe('gRPC over the SPIFFE-verified channel', () => {
-  it('refuses a server that proves another SPIFFE ID before any request; the handler does not run', async () => {
-    const other = await pki.workload('/agent/someone-else');
-    const wrong = channel(me, other.id);
-    const iface = sdk.card.supportedInterfaces.find((i) => i.protocolBinding === 'GRPC')!;
-    const t = new GrpcTransport(iface, { dispatcher: wrong, headers: {}, maxResponseBytes: 1 << 20 });
-    const before = sdk.callers.GRPC.length;
-    try {
-      const err = (await t
-        .call('GetTask', { id: 'x' }, { timeoutMs: 5000 })
-        .catch((e: unknown) => e)) as Error;
-      expect(err).toMatchObject({ code: 'TRANSPORT_FAILED' });
-      expect(err.cause).toBeInstanceOf(PeerVerificationError);
-      expect(sdk.callers.GRPC.length).toBe(before);
-    } finally {
-      await t.close();
-      await wrong.close();
-    }
-  });
+// A server with a valid SVID of the trust domain but not the SPIFFE ID the
+// channel expects is refused in the TLS handshake on every binding, reported
+// alike: TRANSPORT_FAILED whose cause is the PeerVerificationError, so a
+// caller tells a wrong peer from a failed network whatever the binding.
+describe('a server that proves another SPIFFE ID', () => {
+  const factories = {
+    JSONRPC: jsonRpcTransportFactory,
+    'HTTP+JSON': restTransportFactory,
+    GRPC: grpcTransportFactory,
+  } as const;
 
+  it.each(ALL)(
+    '%s: refused before any request, the cause typed on every call; the handler does not run',
+    async (binding) => {
+      // The server at sdk.url proves serverId; this channel accepts only someone-else.
+      const other = await pki.workload('/agent/someone-else');
+      const wrong = channel(me, other.id);
+      const iface = sdk.card.supportedInterfaces.find((i) => i.protocolBinding === binding)!;
+      const t = factories[binding].create(iface, {
+        dispatcher: wrong,
+        headers: {},
+        maxResponseBytes: 1 << 20,
+      });
+      const before = sdk.callers[binding].length;
+      try {
+        // The later calls too: gRPC, backing off after a refused handshake,
+        // fails them at once without a new one.
+        for (let i = 0; i < 3; i++) {
+          if (i > 0) await new Promise((r) => setTimeout(r, 20));
+          const err = (await t
+            .call('GetTask', { id: 'x' }, { timeoutMs: 5000 })
+            .catch((e: unknown) => e)) as Error;
+          expect(err).toMatchObject({ name: 'A2AClientError', code: 'TRANSPORT_FAILED' });
+          expect(err.cause).toBeInstanceOf(PeerVerificationError);
+          expect(err.cause).toMatchObject({
+            code: 'PEER_VERIFICATION_FAILED',
+            expected: other.id.toString(),
+          });
+          expect((err.cause as PeerVerificationError).actual?.toString()).toBe(serverId.id.toString());
+        }
+        expect(sdk.callers[binding].length).toBe(before);
+      } finally {
+        await t.close();
+        await wrong.close();
+      }
+    },
+  );
+});
+
+describe('gRPC over the SPIFFE-verified channel', () => {
   it('an answer over the client’s own maxResponseBytes is RESPONSE_TOO_LARGE, not a refusal of the request', async () => {
     const c = new A2AClient({ dispatcher: ch, preferredBindings: ['GRPC'], maxResponseBytes: 64 * 1024 });
     clients.push(c);

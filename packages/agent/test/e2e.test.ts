@@ -258,6 +258,64 @@ describe('SecureAgent end to end', () => {
     }
   });
 
+  // The card comes from the expected ID, but names another agent's interface
+  // (the summarizer's, a valid SVID of the trust domain): each binding's own
+  // connection must be refused, and reported alike on every call.
+  it.each(['JSONRPC', 'HTTP+JSON', 'GRPC'])(
+    'rejects a wrong peer met on %s before sending anything, as PEER_VERIFICATION_FAILED on every call',
+    async (binding) => {
+      const toSummarizer = new SecureChannel(
+        await world.provider('orchestrator'),
+        SpiffeId.parse(ID.summarizer),
+      );
+      const card = await new A2AClient({ dispatcher: toSummarizer })
+        .discoverAgent(summarizer.url)
+        .finally(() => toSummarizer.close());
+      const { signatures: _, ...unsigned } = card;
+      const cards = createMtlsServer({
+        identity: await world.provider('search'),
+        authorize: authorizeMemberOf('demo.weave'),
+      });
+      cards.get('/.well-known/agent-card.json', async () => ({
+        ...unsigned,
+        supportedInterfaces: card.supportedInterfaces.filter((i) => i.protocolBinding === binding),
+      }));
+      await cards.listen({ port: 0, host: '127.0.0.1' });
+      const { port } = cards.server.address() as { port: number };
+      const other = new SecureAgent({
+        config: {
+          name: 'confused',
+          authz: { policyFile: world.policyFile },
+          peers: [{ id: ID.search, url: `https://127.0.0.1:${port}` }],
+        },
+        identity: await world.provider('orchestrator'),
+        logger: testLogger(),
+      });
+      await other.start();
+      summarize.mockClear();
+      const inbound = () => sample(summarizer.metrics.calls, { direction: 'inbound' });
+      const before = await inbound();
+      try {
+        // The second call too: after a refused handshake gRPC backs off and fails calls without a new one.
+        for (let i = 0; i < 2; i++) {
+          if (i > 0) await new Promise((r) => setTimeout(r, 20));
+          const err = (await other
+            .callAgent(ID.search, 'search', { query: 'x' })
+            .catch((e: unknown) => e)) as CallError;
+          expect(err).toBeInstanceOf(CallError);
+          expect(err.code).toBe('PEER_VERIFICATION_FAILED');
+          expect(err.message).toContain(ID.summarizer);
+          expect(err.cause).toMatchObject({ code: 'TRANSPORT_FAILED' });
+        }
+        expect(summarize).not.toHaveBeenCalled();
+        expect(await inbound()).toBe(before);
+      } finally {
+        await other.stop();
+        await cards.close();
+      }
+    },
+  );
+
   it('calls by URL: the card names the SPIFFE ID the TLS handshake proved', async () => {
     const out = await orchestrator.callAgent(search.url, 'search', { query: 'by-url', limit: 1 });
     expect(out).toEqual({ hits: ['by-url-0'] });

@@ -224,11 +224,17 @@ export class GrpcTransport implements ClientTransport {
     }
     if (!hasDetails && LOCAL_CODES.has(err.code)) {
       if (err.code === GrpcStatus.DEADLINE_EXCEEDED) return deadlineExceeded(what, err);
-      // A connection refused for its SPIFFE ID during this call: say so (the cause is the verifier's error).
+      // A connection refused for its SPIFFE ID: the cause is the verifier's
+      // error, as on the HTTP bindings, so a wrong peer is told from a failed
+      // network. Refused during this call, or earlier: while grpc-js backs off
+      // after a refused handshake it fails calls at once, with no new
+      // handshake, naming that refusal as its last error.
       const refusal = this.#refusal;
-      const cause = refusal && refusal.at >= started - 1 ? refusal.error : err;
+      const refused =
+        refusal !== undefined &&
+        (refusal.at >= started - 1 || (err.details ?? '').includes(refusal.error.message));
       return new A2AClientError('TRANSPORT_FAILED', `${what} failed: ${err.details || err.message}`, {
-        cause,
+        cause: refused ? refusal.error : err,
       });
     }
     return grpcStatusToA2AError(err) as A2AError;
