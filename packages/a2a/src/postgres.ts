@@ -65,11 +65,13 @@ export class PostgresStoreError extends WeaveError {}
  */
 const UNAVAILABLE_SQLSTATE = /^(08|53|57P0|57014$|25006$|40001$|40P01$)/;
 /**
- * SQLSTATE classes of what a statement carries, which the same statement
- * can never get past: data exceptions (22: a NUL in a text column, say) and
- * integrity constraints (23).
+ * SQLSTATEs of what a statement carries, which the same statement can never
+ * get past: data exceptions (22: a NUL in a text column, say), integrity
+ * constraints (23), and a row too big for an index (54000: an entry of
+ * weave_a2a_tasks_tenant_owner_status past btree's 2704 bytes), which was
+ * an untyped error, -32603 to the caller.
  */
-const REJECTED_SQLSTATE = /^(22|23)/;
+const REJECTED_SQLSTATE = /^(22|23|54000$)/;
 const UNAVAILABLE_ERRNO = new Set([
   'ECONNREFUSED',
   'ECONNRESET',

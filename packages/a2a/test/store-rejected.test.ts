@@ -64,10 +64,10 @@ describe('a write the task store refuses for good', () => {
   });
 
   it('a request whose content the store refuses is INVALID_PARAMS (not a retryable or internal error) and runs nothing', async () => {
-    /** Refuses, as PostgreSQL's text columns do, a context id holding a NUL. */
+    /** Refuses a context id it cannot keep, as PostgreSQL refused a NUL before the request schema did. */
     class NoNul extends InMemoryTaskStore implements TaskStore {
       override async create(record: TaskRecord, first: StoredEvent) {
-        if (record.task.contextId.includes('\u0000')) {
+        if (record.task.contextId.includes('unkeepable')) {
           throw new TaskStoreRejectedError('22P05 unsupported Unicode escape sequence');
         }
         return super.create(record, first);
@@ -77,7 +77,7 @@ describe('a write the task store refuses for good', () => {
     const h = await startHarness((a2a) => serveEcho(a2a, ran), { taskStore: new NoNul() });
     try {
       const out = await jsonRpcBinding(h.url, h.agent).call('SendMessage', {
-        message: { messageId: 'nul', contextId: 'c\u0000', role: 'ROLE_USER', parts: [{ text: 'x' }] },
+        message: { messageId: 'nul', contextId: 'c-unkeepable', role: 'ROLE_USER', parts: [{ text: 'x' }] },
         metadata: { skill: 'echo' },
       });
       expect(out.status).toBe(200);

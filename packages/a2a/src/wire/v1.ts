@@ -239,6 +239,28 @@ export const TaskPushNotificationConfigSchema = z.object({
 export type TaskPushNotificationConfig = z.infer<typeof TaskPushNotificationConfigSchema>;
 
 /**
+ * Whether `s` holds a NUL or an unpaired UTF-16 surrogate: what no
+ * PostgreSQL text column holds (a NUL is refused; a lone surrogate goes in
+ * as U+FFFD, so the value read back or matched is another one).
+ */
+function unkeepable(s: string): boolean {
+  return s.includes('\u0000') || /\p{Cs}/u.test(s);
+}
+
+/**
+ * A string naming a task, a context or a push config in a request. Such
+ * names are keys every task store keeps as they are and looks up by, so one
+ * that a store cannot keep (see {@link unkeepable}) is refused here, as
+ * -32602 naming the field, on every binding and store alike: accepted by
+ * the embedded store, it was a generic refusal (or a lookup of another
+ * name) on PostgreSQL. Content (text, metadata, message ids) is not a key
+ * and keeps them.
+ */
+const name = z.string().refine((s) => !unkeepable(s), {
+  message: 'must not contain NUL or an unpaired surrogate',
+});
+
+/**
  * Longest strings of a push config an agent accepts in a request. The agent
  * keeps every config for as long as its task, so they are bounded like any
  * other retained input; the values fit any real webhook (a URL within what
@@ -260,7 +282,8 @@ export const PUSH_CONFIG_LIMITS = {
  * so one kept before the bounds still reads.
  */
 export const TaskPushNotificationConfigParamsSchema = TaskPushNotificationConfigSchema.extend({
-  id: z.string().max(PUSH_CONFIG_LIMITS.id).optional(),
+  id: name.max(PUSH_CONFIG_LIMITS.id).optional(),
+  taskId: name.min(1),
   url: z.url().max(PUSH_CONFIG_LIMITS.url),
   token: z.string().max(PUSH_CONFIG_LIMITS.token).optional(),
   authentication: AuthenticationInfoSchema.extend({
@@ -342,6 +365,12 @@ export type AgentCard = z.infer<typeof AgentCardSchema>;
 const tenant = z.string().optional();
 const historyLength = z.number().int().min(0).optional();
 
+/** A message as a request sends it: the task and context it names are {@link name}s. */
+const RequestMessageSchema = MessageSchema.extend({
+  taskId: name.optional(),
+  contextId: name.optional(),
+});
+
 export const SendMessageConfigurationSchema = z.object({
   acceptedOutputModes: z.array(z.string()).optional(),
   taskPushNotificationConfig: TaskPushNotificationConfigParamsSchema.partial({ taskId: true }).optional(),
@@ -351,18 +380,18 @@ export const SendMessageConfigurationSchema = z.object({
 
 export const SendMessageParamsSchema = z.object({
   tenant,
-  message: MessageSchema,
+  message: RequestMessageSchema,
   configuration: SendMessageConfigurationSchema.optional(),
   metadata: StructSchema.optional(),
 });
 export type SendMessageParams = z.infer<typeof SendMessageParamsSchema>;
 
-export const GetTaskParamsSchema = z.object({ tenant, id: z.string().min(1), historyLength });
+export const GetTaskParamsSchema = z.object({ tenant, id: name.min(1), historyLength });
 export type GetTaskParams = z.infer<typeof GetTaskParamsSchema>;
 
 export const ListTasksParamsSchema = z.object({
   tenant,
-  contextId: z.string().optional(),
+  contextId: name.optional(),
   status: TaskStateSchema.optional(),
   pageSize: z.number().int().min(1).max(100).optional(),
   pageToken: z.string().optional(),
@@ -388,23 +417,23 @@ export const ListTasksResultSchema: z.ZodType<ListTasksResult> = z.object({
 
 export const CancelTaskParamsSchema = z.object({
   tenant,
-  id: z.string().min(1),
+  id: name.min(1),
   metadata: StructSchema.optional(),
 });
 export type CancelTaskParams = z.infer<typeof CancelTaskParamsSchema>;
 
-export const SubscribeToTaskParamsSchema = z.object({ tenant, id: z.string().min(1) });
+export const SubscribeToTaskParamsSchema = z.object({ tenant, id: name.min(1) });
 export type SubscribeToTaskParams = z.infer<typeof SubscribeToTaskParamsSchema>;
 
 export const TaskPushConfigRefSchema = z.object({
   tenant,
-  taskId: z.string().min(1),
-  id: z.string().min(1),
+  taskId: name.min(1),
+  id: name.min(1),
 });
 
 export const ListTaskPushConfigsParamsSchema = z.object({
   tenant,
-  taskId: z.string().min(1),
+  taskId: name.min(1),
   pageSize: z.number().int().min(0).optional(),
   pageToken: z.string().optional(),
 });
