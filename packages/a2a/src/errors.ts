@@ -208,22 +208,38 @@ function errorInfo(reason: string, metadata?: Record<string, string>): ErrorInfo
     : { '@type': ERROR_INFO_TYPE, reason, domain: A2A_ERROR_DOMAIN };
 }
 
+/** Most characters of a caller's value (an id, a method, a version) an error repeats. */
+const ECHOED_CHARS = 256;
+
+/**
+ * `value` as an error repeats it: whole up to {@link ECHOED_CHARS}, else cut
+ * there and marked with its length. A caller chooses these values; repeated
+ * whole, a 100 KB task id made the gRPC trailers (grpc-message and the
+ * ErrorInfo, both carrying it) too large for the client's header bound, and
+ * the call hung instead of answering TASK_NOT_FOUND.
+ */
+function echoed(value: string): string {
+  return value.length <= ECHOED_CHARS
+    ? value
+    : `${value.slice(0, ECHOED_CHARS)}… (${value.length} characters)`;
+}
+
 /** Shorthands for the errors the server raises. */
 export const A2AErrors = {
   parse: (detail?: string) =>
     new A2AError(A2AErrorCode.ParseError, detail ? `Parse error: ${detail}` : 'Parse error'),
   invalidRequest: (detail: string) => new A2AError(A2AErrorCode.InvalidRequest, `Invalid request: ${detail}`),
   methodNotFound: (method: string) =>
-    new A2AError(A2AErrorCode.MethodNotFound, `Method not found: ${method}`),
+    new A2AError(A2AErrorCode.MethodNotFound, `Method not found: ${echoed(method)}`),
   invalidParams: (detail: string) => new A2AError(A2AErrorCode.InvalidParams, `Invalid params: ${detail}`),
   internal: (detail = 'Internal error') => new A2AError(A2AErrorCode.InternalError, detail),
   taskNotFound: (id: string) =>
-    new A2AError(A2AErrorCode.TaskNotFound, `Task not found: ${id}`, {
-      data: [errorInfo('TASK_NOT_FOUND', { taskId: id })],
+    new A2AError(A2AErrorCode.TaskNotFound, `Task not found: ${echoed(id)}`, {
+      data: [errorInfo('TASK_NOT_FOUND', { taskId: echoed(id) })],
     }),
   taskNotCancelable: (id: string, state: string) =>
-    new A2AError(A2AErrorCode.TaskNotCancelable, `Task ${id} cannot be canceled in state ${state}`, {
-      data: [errorInfo('TASK_NOT_CANCELABLE', { taskId: id, state })],
+    new A2AError(A2AErrorCode.TaskNotCancelable, `Task ${echoed(id)} cannot be canceled in state ${state}`, {
+      data: [errorInfo('TASK_NOT_CANCELABLE', { taskId: echoed(id), state })],
     }),
   pushNotSupported: () =>
     new A2AError(
@@ -234,7 +250,7 @@ export const A2AErrors = {
   contentType: (got: string | undefined) =>
     new A2AError(
       A2AErrorCode.ContentTypeNotSupported,
-      `Unsupported Content-Type ${JSON.stringify(got ?? '')}; expected application/json`,
+      `Unsupported Content-Type ${JSON.stringify(echoed(got ?? ''))}; expected application/json`,
     ),
   invalidAgentResponse: (detail: string) =>
     new A2AError(A2AErrorCode.InvalidAgentResponse, `Invalid agent response: ${detail}`),
@@ -248,7 +264,7 @@ export const A2AErrors = {
   versionNotSupported: (version: string, supported = '1.0, 0.3') =>
     new A2AError(
       A2AErrorCode.VersionNotSupported,
-      `A2A protocol version ${JSON.stringify(version)} is not supported; supported: ${supported}`,
+      `A2A protocol version ${JSON.stringify(echoed(version))} is not supported; supported: ${supported}`,
     ),
   /**
    * The caller may not invoke the skill. A2A v1.0 has no JSON-RPC code for

@@ -15,6 +15,9 @@ import {
 } from '../errors.js';
 import { a2aProtoRoot } from './proto.js';
 
+/** Longest error message a gRPC status carries (in grpc-message and again in the details trailer). */
+const MAX_STATUS_MESSAGE_CHARS = 4096;
+
 /** Trailer carrying the binary `google.rpc.Status`. */
 export const GRPC_STATUS_DETAILS_KEY = 'grpc-status-details-bin';
 
@@ -45,6 +48,13 @@ export function a2aErrorToGrpcStatus(
   err: A2AError,
 ): Partial<StatusObject> & { code: number; details: string } {
   const code = grpcStatusOf(err);
+  // Trailers are headers: one over the client's header bound is never read,
+  // and the call hangs until its deadline. Errors repeat caller values cut
+  // (A2AErrors); this bounds whatever else a message holds.
+  const message =
+    err.message.length <= MAX_STATUS_MESSAGE_CHARS
+      ? err.message
+      : `${err.message.slice(0, MAX_STATUS_MESSAGE_CHARS)}… (${err.message.length} characters)`;
   const infos = errorInfosOf(err);
   if (infos.length === 0)
     infos.push({ '@type': ERROR_INFO_TYPE, reason: err.code, domain: A2A_ERROR_DOMAIN });
@@ -54,7 +64,7 @@ export function a2aErrorToGrpcStatus(
     .encode(
       status.fromObject({
         code,
-        message: err.message,
+        message,
         details: infos.map((i) => ({
           type_url: ERROR_INFO_TYPE,
           value: info
@@ -66,7 +76,7 @@ export function a2aErrorToGrpcStatus(
     .finish();
   const metadata = new Metadata();
   metadata.set(GRPC_STATUS_DETAILS_KEY, Buffer.from(bytes));
-  return { code, details: err.message, metadata };
+  return { code, details: message, metadata };
 }
 
 /** What a gRPC library's own size refusal stands for; see {@link sizeRefusalOf}. */
