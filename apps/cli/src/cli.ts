@@ -7,7 +7,7 @@ import { dbCommand } from './commands/db.js';
 import { devCommand } from './commands/dev.js';
 import { svidCommand } from './commands/svid.js';
 import { validateCommand } from './commands/validate.js';
-import { stdio, type Io } from './io.js';
+import { printable, stdio, type Io } from './io.js';
 import { EXIT } from './exit.js';
 
 /** Options of {@link run}, for driving the CLI in-process. */
@@ -83,11 +83,13 @@ Commands that need an identity read it from the SPIFFE Workload API: --socket or
     const code = typeof e?.code === 'string' ? e.code : 'ERROR';
     const message = typeof e?.message === 'string' ? e.message : String(err);
     // Node's system errors start their message with their code already ("ENOTDIR: not a directory").
-    io.err(message.startsWith(`${code}: `) ? message : `${code}: ${message}`);
+    // Messages quote peers, servers and files; their lines are kept (every problem of a config), their controls shown.
+    const line = message.startsWith(`${code}: `) ? message : `${code}: ${message}`;
+    io.err(printable(line, { lines: true }));
     for (const code of causeCodes(e?.cause, typeof e?.code === 'string' ? e.code : undefined)) {
       io.err(`  caused by ${code}`);
     }
-    if (debug && typeof e?.stack === 'string') io.err(e.stack);
+    if (debug && typeof e?.stack === 'string') io.err(printable(e.stack, { lines: true }));
     return typeof e?.exitCode === 'number' ? e.exitCode : EXIT.failed;
   }
 }

@@ -1,6 +1,7 @@
 // Turning A2A tasks into what `weave call` prints.
 import { isTerminal, type Part, type Task, type TaskPayload } from '@weave/a2a';
 import { payloadOfParts, payloadOfTask } from '@weave/agent';
+import { printable } from './io.js';
 import { CliError, EXIT } from './shared.js';
 
 /** The input travels as one A2A data part, as `SecureAgent.callAgent` sends it (a JSON string stays a string). */
@@ -16,7 +17,9 @@ export function resultOf(task: Task): string {
     const what = isTerminal(state) ? 'ended' : 'is waiting';
     throw new CliError(
       'CALL_FAILED',
-      `task ${task.id} ${what} in state ${state.replace('TASK_STATE_', '')}${why ? `: ${why}` : ''}`,
+      printable(
+        `task ${task.id} ${what} in state ${state.replace('TASK_STATE_', '')}${why ? `: ${why}` : ''}`,
+      ),
       EXIT.failed,
     );
   }

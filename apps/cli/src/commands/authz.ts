@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { AuditRecord, AuthzDecision } from '@weave/authz';
 import type { GlobalOptions } from '../shared.js';
-import type { Io } from '../io.js';
+import { printable, type Io } from '../io.js';
 
 interface CheckOptions extends GlobalOptions {
   direction: string;
@@ -63,27 +63,35 @@ export function authzCommand(program: Command, io: Io, setExitCode: (code: numbe
         }
         if (opts.json) {
           io.out(
-            JSON.stringify(
-              {
-                decision: d.allowed ? 'allow' : 'deny',
-                ruleId: d.ruleId ?? null,
-                reason: d.reason,
-                policyId: d.policyId ?? null,
-                direction: opts.direction,
-                caller: caller.toString(),
-                callee: callee.toString(),
-                action,
-                auditId: d.auditId,
-              },
-              null,
-              2,
+            printable(
+              JSON.stringify(
+                {
+                  decision: d.allowed ? 'allow' : 'deny',
+                  ruleId: d.ruleId ?? null,
+                  reason: d.reason,
+                  policyId: d.policyId ?? null,
+                  direction: opts.direction,
+                  caller: caller.toString(),
+                  callee: callee.toString(),
+                  action,
+                  auditId: d.auditId,
+                },
+                null,
+                2,
+              ),
+              { lines: true },
             ),
           );
         } else {
-          io.out(`${d.allowed ? 'ALLOW' : 'DENY'}  ${caller.toString()} → ${callee.toString()}  ${action}`);
-          io.out(`  rule:    ${d.ruleId ?? '(none)'}`);
-          io.out(`  reason:  ${d.reason}`);
-          io.out(`  policy:  ${d.policyId ?? '(unknown)'} (${opts.direction})`);
+          io.out(
+            printable(
+              `${d.allowed ? 'ALLOW' : 'DENY'}  ${caller.toString()} → ${callee.toString()}  ${action}`,
+            ),
+          );
+          // Rule ids, reasons and policy ids are the policy file's (or OPA's) words.
+          io.out(printable(`  rule:    ${d.ruleId ?? '(none)'}`));
+          io.out(printable(`  reason:  ${d.reason}`));
+          io.out(printable(`  policy:  ${d.policyId ?? '(unknown)'} (${opts.direction})`));
         }
         setExitCode(d.allowed ? 0 : 1);
       },

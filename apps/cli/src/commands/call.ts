@@ -5,7 +5,7 @@ import type { AuditRecord, PolicyEnforcer } from '@weave/authz';
 import type { SpiffeId } from '@weave/identity';
 import type { SecureChannel } from '@weave/transport';
 import type { GlobalOptions } from '../shared.js';
-import type { Io } from '../io.js';
+import { printable, type Io } from '../io.js';
 
 interface CallOptions extends GlobalOptions {
   socket?: string;
@@ -143,15 +143,15 @@ Examples:
             action: capability,
           });
           const verdict = `${d.allowed ? 'ALLOW' : 'DENY'}${d.ruleId ? ` by rule ${d.ruleId}` : ''}`;
-          io.err(`policy: ${verdict} (${d.reason}; audit ${d.auditId})`);
+          io.err(printable(`policy: ${verdict} (${d.reason}; audit ${d.auditId})`));
           if (!d.allowed) {
             throw new CliError(
               'CALL_DENIED', // the code SecureAgent.callAgent uses for an outbound denial
-              `${identity.id.toString()} may not call ${capability} on ${calleeId.toString()}: ${d.reason}`,
+              `${identity.id.toString()} may not call ${capability} on ${calleeId.toString()}: ${printable(d.reason)}`,
             );
           }
         }
-        io.err(`${identity.id.toString()} → ${calleeId.toString()} at ${url}: ${capability}`);
+        io.err(printable(`${identity.id.toString()} → ${calleeId.toString()} at ${url}: ${capability}`));
         channel = new SecureChannel(identity, calleeId, {
           connectTimeoutMs: Math.min(left(), limits.connectTimeoutMs),
           requestTimeoutMs: left(),
@@ -170,10 +170,11 @@ Examples:
                 taskId = e.statusUpdate.taskId;
                 const text = textOf(e.statusUpdate.status.message?.parts ?? []);
                 const state = e.statusUpdate.status.state.replace('TASK_STATE_', '').toLowerCase();
-                io.err(`  … ${state}${text ? `: ${text}` : ''}`);
+                // The peer's words, one line each: a status message must not rewrite what was printed.
+                io.err(printable(`  … ${state}${text ? `: ${text}` : ''}`));
               }
               if ('message' in e) {
-                io.out(render(e.message.parts));
+                io.out(printable(render(e.message.parts), { lines: true }));
                 return;
               }
             }
@@ -190,7 +191,7 @@ Examples:
             const auditId = err.auditId;
             throw new CliError(
               'CALL_DENIED',
-              `the callee refused the call (deniedBy: callee${auditId ? `, audit ${auditId}` : ''}): ${err.message}`,
+              `the callee refused the call (deniedBy: callee${auditId ? `, audit ${printable(auditId)}` : ''}): ${printable(err.message)}`,
               EXIT.failed,
               { cause: err },
             );
@@ -200,14 +201,15 @@ Examples:
           if (err instanceof A2AError) {
             throw new CliError(
               'CALL_FAILED',
-              `the callee answered ${err.jsonRpcCode}: ${err.message}`,
+              `the callee answered ${err.jsonRpcCode}: ${printable(err.message)}`,
               EXIT.failed,
               { cause: err },
             );
           }
           throw err;
         }
-        io.out(resultOf(task));
+        // Text or JSON the peer chose: its lines kept, its control characters shown, not obeyed.
+        io.out(printable(resultOf(task), { lines: true }));
       } finally {
         await channel?.close();
         await identity.close();

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { SpiffeId } from '@weave/identity';
 import type { GlobalOptions } from '../shared.js';
-import type { Io } from '../io.js';
+import { printable, type Io } from '../io.js';
 
 interface CardOptions extends GlobalOptions {
   socket?: string;
@@ -64,7 +64,7 @@ export function cardCommand(program: Command, io: Io): void {
         if (claimed !== undefined && claimed !== peer.toString()) {
           throw new CliError(
             'CARD_IDENTITY_MISMATCH',
-            `the card claims ${claimed} but the server proved ${peer.toString()}`,
+            `the card claims ${printable(claimed)} but the server proved ${peer.toString()}`,
           );
         }
         // The signer must be the ID the card declares and the server proved (a replayed card fails).
@@ -76,12 +76,15 @@ export function cardCommand(program: Command, io: Io): void {
               ? 'none (accepted: --signature if-present)'
               : 'not checked (--signature off)';
         if (opts.json) {
-          io.out(JSON.stringify({ peer: peer.toString(), signature, card }, null, 2));
+          io.out(
+            printable(JSON.stringify({ peer: peer.toString(), signature, card }, null, 2), { lines: true }),
+          );
           return;
         }
+        // The card is the peer's: JSON escapes its C0 controls, not C1 or bidi ones, and `kid` is its word too.
         io.out(`peer: ${peer.toString()} (mTLS verified against the bundle of ${peer.trustDomain.name})`);
-        io.out(`signature: ${signature}`);
-        io.out(JSON.stringify(card, null, 2));
+        io.out(`signature: ${printable(signature)}`);
+        io.out(printable(JSON.stringify(card, null, 2), { lines: true }));
       } finally {
         await channel.close();
         await identity.close();

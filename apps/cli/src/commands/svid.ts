@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { WorkloadApiClient } from '@weave/identity';
 import type { GlobalOptions } from '../shared.js';
-import type { Io } from '../io.js';
+import { printable, type Io } from '../io.js';
 
 interface SvidOptions extends GlobalOptions {
   socket?: string;
@@ -63,14 +63,19 @@ export function svidCommand(program: Command, io: Io): void {
           .map((td) => td.name)
           .sort();
         if (opts.json) {
-          io.out(JSON.stringify({ address: client.address.uri, svids, trustDomains }, null, 2));
+          io.out(
+            printable(JSON.stringify({ address: client.address.uri, svids, trustDomains }, null, 2), {
+              lines: true,
+            }),
+          );
           return;
         }
         io.out(`Workload API  ${client.address.uri}`);
         for (const s of svids) {
           io.out('');
           io.out(`SPIFFE ID     ${s.spiffeId}${s.default ? '' : '  (not the default)'}`);
-          io.out(`hint          ${s.hint === '' ? '(none)' : s.hint}`);
+          // The hint is whatever the Workload API sent.
+          io.out(`hint          ${s.hint === '' ? '(none)' : printable(s.hint)}`);
           io.out(`serial        ${s.serialNumber}`);
           io.out(`not before    ${s.notBefore}`);
           io.out(`not after     ${s.notAfter}  (${remaining(s.notAfter)})`);

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { AgentConfig } from '@weave/agent';
 import type { GlobalOptions } from '../shared.js';
-import type { Io } from '../io.js';
+import { printable, type Io } from '../io.js';
 
 interface ValidateOptions extends GlobalOptions {
   json?: boolean;
@@ -50,30 +50,30 @@ export function validateCommand(program: Command, io: Io): void {
         }
       }
       if (opts.json) {
-        io.out(JSON.stringify(config, null, 2));
+        io.out(printable(JSON.stringify(config, null, 2), { lines: true }));
         return;
       }
-      io.out(`OK ${file}`);
-      io.out(
+      // Names, descriptions, paths and URLs are the file's (or the environment's) words: one line each.
+      const say = (text: string): void => io.out(printable(text));
+      say(`OK ${file}`);
+      say(
         `  agent      ${config.name} ${config.version}${config.description ? ` — ${config.description}` : ''}`,
       );
-      io.out(`  spiffe id  ${config.spiffeId ?? '(whatever the Workload API serves)'}`);
-      io.out(
+      say(`  spiffe id  ${config.spiffeId ?? '(whatever the Workload API serves)'}`);
+      say(
         `  listens    ${config.server.host}:${config.server.port}${config.server.publicUrl ? ` (public ${config.server.publicUrl})` : ''}`,
       );
-      io.out(`  identity   ${describeIdentity(config)}`);
-      io.out(`  authz      ${describeAuthz(config)}${policySummary}`);
-      io.out(
+      say(`  identity   ${describeIdentity(config)}`);
+      say(`  authz      ${describeAuthz(config)}${policySummary}`);
+      say(
         `  transport  TLS ≥ ${config.transport.tlsMinVersion.replace('TLSv', '')}, peer verification on, ${config.transport.retries} retries`,
       );
       io.out(
-        `  peers      ${config.peers.length === 0 ? '(none)' : config.peers.map((p) => `${p.id} at ${p.url}`).join('\n             ')}`,
+        `  peers      ${config.peers.length === 0 ? '(none)' : config.peers.map((p) => printable(`${p.id} at ${p.url}`)).join('\n             ')}`,
       );
-      io.out(`  tasks      ${describeStore(config)}`);
+      say(`  tasks      ${describeStore(config)}`);
       const ops = config.observability.ops;
-      io.out(
-        `  ops        ${ops ? `/health, /ready, /metrics on http://${ops.host}:${ops.port}` : '(none)'}`,
-      );
+      say(`  ops        ${ops ? `/health, /ready, /metrics on http://${ops.host}:${ops.port}` : '(none)'}`);
     });
 }
 
