@@ -212,17 +212,18 @@ function errorInfo(reason: string, metadata?: Record<string, string>): ErrorInfo
 const ECHOED_CHARS = 256;
 
 /**
- * `value` as an error repeats it: whole up to {@link ECHOED_CHARS}, else cut
- * there and marked with its length. A caller chooses these values; repeated
- * whole, a 100 KB task id made the gRPC trailers (grpc-message and the
- * ErrorInfo, both carrying it) too large for the client's header bound, and
- * the call hung instead of answering TASK_NOT_FOUND.
+ * @internal `text` whole up to `max` characters, else cut there and marked with its
+ * length: how an error repeats a caller's value ({@link ECHOED_CHARS}) and
+ * how a gRPC status bounds its message. A caller chooses these values;
+ * repeated whole, a 100 KB task id made the gRPC trailers (grpc-message and
+ * the ErrorInfo, both carrying it) too large for the client's header bound,
+ * and the call hung instead of answering TASK_NOT_FOUND.
  */
-function echoed(value: string): string {
-  return value.length <= ECHOED_CHARS
-    ? value
-    : `${value.slice(0, ECHOED_CHARS)}… (${value.length} characters)`;
+export function cutText(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length} characters)`;
 }
+
+const echoed = (value: string): string => cutText(value, ECHOED_CHARS);
 
 /** Shorthands for the errors the server raises. */
 export const A2AErrors = {

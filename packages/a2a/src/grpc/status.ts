@@ -8,6 +8,7 @@ import {
   A2A_ERROR_DOMAIN,
   A2AError,
   ERROR_INFO_TYPE,
+  cutText,
   grpcStatusOf,
   jsonRpcCodeOfGrpcStatus,
   jsonRpcCodeOfReason,
@@ -51,10 +52,7 @@ export function a2aErrorToGrpcStatus(
   // Trailers are headers: one over the client's header bound is never read,
   // and the call hangs until its deadline. Errors repeat caller values cut
   // (A2AErrors); this bounds whatever else a message holds.
-  const message =
-    err.message.length <= MAX_STATUS_MESSAGE_CHARS
-      ? err.message
-      : `${err.message.slice(0, MAX_STATUS_MESSAGE_CHARS)}… (${err.message.length} characters)`;
+  const message = cutText(err.message, MAX_STATUS_MESSAGE_CHARS);
   const infos = errorInfosOf(err);
   if (infos.length === 0)
     infos.push({ '@type': ERROR_INFO_TYPE, reason: err.code, domain: A2A_ERROR_DOMAIN });
