@@ -1490,9 +1490,8 @@ export class A2ARequestHandler {
       id,
       ctx.tenant === undefined ? { owner } : { owner, tenant: ctx.tenant },
     );
-    if (!record || record.owner !== owner || (record.tenant || undefined) !== ctx.tenant) {
-      throw A2AErrors.taskNotFound(id);
-    }
+    // manager.get checks the scope of what any store returns (inTaskScope).
+    if (!record) throw A2AErrors.taskNotFound(id);
     return record;
   }
 
@@ -1735,17 +1734,6 @@ export function parse<S extends z.ZodType>(schema: S, params: unknown): z.infer<
   throw A2AErrors.invalidParams(`${where}${issue?.message ?? 'invalid'}`);
 }
 
-/** Longest tenant accepted: it is an opaque routing id, kept with every task and audit record. */
-const MAX_TENANT_LENGTH = 256;
-/**
- * Most UTF-8 bytes of a tenant. PostgreSQL lists tasks along a btree index
- * on (tenant, owner, status time, id), whose entries hold at most 2704
- * bytes: with an owner of the longest SPIFFE ID (2048 bytes), 256 characters
- * of CJK (768 bytes) did not fit, and the request failed -32603 there while
- * the embedded store kept it. 512 bytes fit, with room to spare.
- */
-const MAX_TENANT_BYTES = 512;
-
 /**
  * The call context with the request's tenant settled: the params' `tenant`
  * and the binding's (path prefix, gRPC field) must agree when both are given;
@@ -1761,16 +1749,8 @@ function scoped(ctx: CallContext, fromParams: string | undefined): CallContext {
   const tenant = given ?? carried;
   // An unpaired surrogate too: a task store keeps the tenant as a key (PostgreSQL refused it,
   // or matched U+FFFD in its place), and UTF-8 (gRPC, logs) cannot carry it.
-  if (
-    tenant !== undefined &&
-    (tenant.length > MAX_TENANT_LENGTH ||
-      /\p{Cc}|\p{Cs}/u.test(tenant) ||
-      Buffer.byteLength(tenant, 'utf8') > MAX_TENANT_BYTES)
-  ) {
-    throw A2AErrors.invalidParams(
-      `tenant: at most ${MAX_TENANT_LENGTH} characters and ${MAX_TENANT_BYTES} bytes of UTF-8, no control characters or unpaired surrogates`,
-    );
-  }
+  if (tenant !== undefined && !v1.isTenant(tenant))
+    throw A2AErrors.invalidParams(`tenant: ${v1.TENANT_RULE}`);
   if (tenant === ctx.tenant) return ctx;
   const { tenant: _drop, ...rest } = ctx;
   return tenant === undefined ? rest : { ...rest, tenant };

@@ -64,6 +64,8 @@ export {
   isTaskLeases,
   type ListCursor,
   type CreationCursor,
+  type TaskScope,
+  inTaskScope,
   statusTime,
   isPastCursor,
 } from './store.js';

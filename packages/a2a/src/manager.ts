@@ -11,6 +11,7 @@ import type {
   TaskPage,
   TaskQuery,
   TaskRecord,
+  TaskScope,
   TaskStore,
 } from './store.js';
 import {
@@ -21,6 +22,7 @@ import {
   TaskStoreUnavailableError,
   isTaskInbox,
   isTaskLeases,
+  inTaskScope,
   isTaskNotifier,
 } from './store.js';
 import type { Artifact, Message, StreamResponse, Struct, Task, TaskState } from './wire/v1.js';
@@ -506,13 +508,13 @@ export class TaskManager {
    * here would otherwise be answered from memory, measurably sooner, and
    * tell a caller that someone else's task exists.
    */
-  async get(id: string, scope?: Pick<TaskQuery, 'owner' | 'tenant'>): Promise<TaskRecord | undefined> {
+  async get(id: string, scope?: TaskScope): Promise<TaskRecord | undefined> {
     const live = this.#live.get(id) ?? this.#settling.get(id);
     if (scope === undefined) return live ? durableView(live) : await this.store.get(id);
-    if (live && inScope(live.record, scope)) return durableView(live);
+    if (live && inTaskScope(live.record, scope)) return durableView(live);
     const stored = await this.store.get(id, scope);
     // A store may ignore the scope: what it returns is checked here too.
-    return live || !stored || !inScope(stored, scope) ? undefined : stored;
+    return live || !stored || !inTaskScope(stored, scope) ? undefined : stored;
   }
 
   /** True while the task runs in this process. */
@@ -1413,11 +1415,6 @@ export const ORPHAN_REASON =
  */
 export const ORPHAN_REASON_LIMITED =
   'Task failed: the replica running it stopped (its lease expired), and it was not re-run: the limit on unfinished tasks is reached';
-
-/** Whether `r` is the task of `scope`'s owner in its tenant (none matching none), as {@link TaskQuery} matches. */
-function inScope(r: TaskRecord, scope: Pick<TaskQuery, 'owner' | 'tenant'>): boolean {
-  return r.owner === scope.owner && (r.tenant || '') === (scope.tenant || '');
-}
 
 /** The task as a durable store holds it (the live record itself for the embedded store). */
 function durableView(live: Live): TaskRecord {

@@ -28,6 +28,7 @@ import type {
   TaskPage,
   TaskQuery,
   TaskRecord,
+  TaskScope,
   TaskLeases,
   TaskInbox,
   TaskStore,
@@ -1115,7 +1116,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
     }
   }
 
-  async get(id: string, scope?: Pick<TaskQuery, 'owner' | 'tenant'>): Promise<TaskRecord | undefined> {
+  async get(id: string, scope?: TaskScope): Promise<TaskRecord | undefined> {
     // Scoped in the WHERE clause, so another caller's task is not even
     // assembled (history, artifacts): it costs the round trip a missing one does.
     const r = await this.#db.query<TaskRow & { id: string }>(

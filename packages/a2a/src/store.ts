@@ -87,6 +87,21 @@ export interface TaskQuery {
 }
 
 /**
+ * Whose tasks a read may see: one owner's, in one tenant (absent or empty:
+ * only tasks created without one), as {@link TaskQuery} filters.
+ */
+export type TaskScope = Pick<TaskQuery, 'owner' | 'tenant'>;
+
+/**
+ * Whether `record` is a task of `scope`: its owner's, in its tenant (an
+ * empty tenant is none). The one spelling of that match, for stores of
+ * one's own as for the server's.
+ */
+export function inTaskScope(record: Pick<TaskRecord, 'owner' | 'tenant'>, scope: TaskScope): boolean {
+  return record.owner === scope.owner && (record.tenant || '') === (scope.tenant || '');
+}
+
+/**
  * A page of tasks, most recent {@link statusTime} first (ties: the greater
  * id first, compared by code unit, as PostgreSQL's `COLLATE "C"` compares the
  * UUIDs the server gives tasks), and how many match in total.
@@ -142,10 +157,11 @@ export interface TaskStore {
    * (as {@link TaskQuery} matches them) is `undefined` too, found by a read
    * that costs what a missing task's costs: its content is neither read nor
    * returned, so the time an answer takes does not tell a caller that
-   * another caller's task exists. A store that ignores `scope` stays correct
-   * (the handler checks the owner and tenant again) but loses that.
+   * another caller's task exists ({@link inTaskScope} is the match). A store
+   * that ignores `scope` stays correct (the server checks what it returns
+   * again) but loses that.
    */
-  get(id: string, scope?: Pick<TaskQuery, 'owner' | 'tenant'>): Promise<TaskRecord | undefined>;
+  get(id: string, scope?: TaskScope): Promise<TaskRecord | undefined>;
   /**
    * Up to `limit` events numbered after `afterSeq`, in order (empty when
    * there are none). `undefined` when the task is unknown or some of those
@@ -664,9 +680,9 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     }
   }
 
-  async get(id: string, scope?: Pick<TaskQuery, 'owner' | 'tenant'>): Promise<TaskRecord | undefined> {
+  async get(id: string, scope?: TaskScope): Promise<TaskRecord | undefined> {
     const r = this.#entry(id)?.record;
-    return r === undefined || scope === undefined || this.#matches(r, scope) ? r : undefined;
+    return r === undefined || scope === undefined || inTaskScope(r, scope) ? r : undefined;
   }
 
   async events(id: string, afterSeq: number, limit: number): Promise<readonly StoredEvent[] | undefined> {
@@ -693,7 +709,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     let total = 0;
     for (const e of this.#tasks.values()) {
       const r = e.record;
-      if (!this.#matches(r, q) || this.#expired(r, now)) continue;
+      if (!inTaskScope(r, q) || this.#expired(r, now)) continue;
       if (q.contextId !== undefined && r.task.contextId !== q.contextId) continue;
       if (q.status !== undefined && r.task.status.state !== q.status) continue;
       const at = statusTime(r);
@@ -705,16 +721,11 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     return { records: page.slice(0, Math.max(0, q.limit)).map((p) => p.r), total };
   }
 
-  /** The caller's task: `r` is the owner's, in the tenant the query names (or none). */
-  #matches(r: TaskRecord, q: Pick<TaskQuery, 'owner' | 'tenant'>): boolean {
-    return r.owner === q.owner && (r.tenant ?? '') === (q.tenant ?? '');
-  }
-
   /** `after` as a position in list order (see {@link CreationCursor}). */
   #cursor(after: ListCursor | CreationCursor, q: TaskQuery): ListCursor {
     if ('statusAt' in after) return after;
     const r = this.#tasks.get(after.id)?.record;
-    return r && this.#matches(r, q)
+    return r && inTaskScope(r, q)
       ? { statusAt: statusTime(r), id: after.id }
       : { statusAt: after.createdAt, id: after.id };
   }

@@ -506,6 +506,31 @@ describe('TaskManager', () => {
     expect(await m.get(r.task.id)).toBeUndefined();
     await m.close();
   });
+  it('get with a scope answers nothing for another owner or tenant, over a store that ignores the scope too', async () => {
+    // A store of one's own may read by id alone: the manager checks what it returns.
+    class UnscopedStore extends InMemoryTaskStore {
+      override async get(id: string): Promise<TaskRecord | undefined> {
+        return super.get(id);
+      }
+    }
+    const m = new TaskManager({ store: new UnscopedStore() });
+    const live = await m.create({ owner: 'spiffe://t/a', tenant: 't1', skill: 's', message: msg('1') });
+    const done = await m.create({ owner: 'spiffe://t/a', skill: 's', message: msg('2') });
+    m.setStatus(done.task.id, 'TASK_STATE_COMPLETED');
+    await m.flush();
+    expect(m.isLive(live.task.id)).toBe(true);
+    expect(m.isLive(done.task.id)).toBe(false);
+    const found = async (id: string, scope: { owner: string; tenant?: string }) =>
+      (await m.get(id, scope))?.task.id;
+    expect(await found(live.task.id, { owner: 'spiffe://t/a', tenant: 't1' })).toBe(live.task.id);
+    expect(await found(live.task.id, { owner: 'spiffe://t/b', tenant: 't1' })).toBeUndefined();
+    expect(await found(live.task.id, { owner: 'spiffe://t/a' })).toBeUndefined();
+    expect(await found(live.task.id, { owner: 'spiffe://t/a', tenant: 't2' })).toBeUndefined();
+    expect(await found(done.task.id, { owner: 'spiffe://t/a', tenant: '' })).toBe(done.task.id);
+    expect(await found(done.task.id, { owner: 'spiffe://t/b' })).toBeUndefined();
+    expect(await found(done.task.id, { owner: 'spiffe://t/a', tenant: 't1' })).toBeUndefined();
+    await m.close();
+  });
 });
 
 describe('TaskManager.update', () => {

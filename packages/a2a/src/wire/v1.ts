@@ -260,6 +260,37 @@ const name = z.string().refine((s) => !unkeepable(s), {
   message: 'must not contain NUL or an unpaired surrogate',
 });
 
+/** Longest tenant accepted: it is an opaque routing id, kept with every task and audit record. */
+const MAX_TENANT_LENGTH = 256;
+/**
+ * Most UTF-8 bytes of a tenant. PostgreSQL lists tasks along a btree index
+ * on (tenant, owner, status time, id), whose entries hold at most 2704
+ * bytes: with an owner of the longest SPIFFE ID (2048 bytes), 256 characters
+ * of CJK (768 bytes) did not fit, and the request failed -32603 there while
+ * the embedded store kept it. 512 bytes fit, with room to spare.
+ */
+const MAX_TENANT_BYTES = 512;
+
+/** What a tenant may be, as a -32602 message says it. */
+export const TENANT_RULE = `at most ${MAX_TENANT_LENGTH} characters and ${MAX_TENANT_BYTES} bytes of UTF-8, no control characters or unpaired surrogates`;
+
+/**
+ * Whether `s` may name a tenant ({@link TENANT_RULE}): a task store keeps it
+ * as a key, as it keeps a {@link name}, and logs and gRPC carry it as UTF-8,
+ * which cannot hold an unpaired surrogate. The params' tenant is checked by
+ * the schemas; a binding's (path prefix, gRPC field) by the request handler,
+ * with this same rule.
+ */
+export function isTenant(s: string): boolean {
+  return (
+    s.length <= MAX_TENANT_LENGTH &&
+    !/\p{Cc}|\p{Cs}/u.test(s) &&
+    Buffer.byteLength(s, 'utf8') <= MAX_TENANT_BYTES
+  );
+}
+
+const tenant = z.string().refine(isTenant, { message: TENANT_RULE }).optional();
+
 /**
  * Longest strings of a push config an agent accepts in a request. The agent
  * keeps every config for as long as its task, so they are bounded like any
@@ -282,6 +313,7 @@ export const PUSH_CONFIG_LIMITS = {
  * so one kept before the bounds still reads.
  */
 export const TaskPushNotificationConfigParamsSchema = TaskPushNotificationConfigSchema.extend({
+  tenant,
   id: name.max(PUSH_CONFIG_LIMITS.id).optional(),
   taskId: name.min(1),
   url: z.url().max(PUSH_CONFIG_LIMITS.url),
@@ -362,7 +394,6 @@ export type AgentCard = z.infer<typeof AgentCardSchema>;
 
 // ---- request params ----------------------------------------------------------
 
-const tenant = z.string().optional();
 const historyLength = z.number().int().min(0).optional();
 
 /** A message as a request sends it: the task and context it names are {@link name}s. */
