@@ -1619,7 +1619,7 @@ export class PostgresPushConfigStore implements PushConfigStore {
 
   async setPushConfig(config: TaskPushNotificationConfig): Promise<void> {
     const id = config.id;
-    if (!id) throw new PostgresStoreError('PUSH_CONFIG_INVALID', 'a push config to store needs an id');
+    if (!id) throw new TaskStoreRejectedError('a push config needs an id');
     const sealed = this.#seal(config, id);
     try {
       await this.#db.query(

@@ -181,7 +181,12 @@ export interface TaskStore {
  * `authentication.credentials`) encrypted at rest.
  */
 export interface PushConfigStore {
-  /** Inserts or replaces (by `taskId` and `id`). */
+  /**
+   * Inserts or replaces (by `taskId` and `id`).
+   *
+   * @throws {TaskStoreRejectedError} when the config has no `id` (the server
+   *   gives one to every config it keeps); nothing is kept.
+   */
   setPushConfig(config: TaskPushNotificationConfig): Promise<void>;
   /** The task's configs, in insertion order. */
   listPushConfigs(taskId: string): Promise<TaskPushNotificationConfig[]>;
@@ -744,6 +749,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
    *   config is not kept then.
    */
   async setPushConfig(config: TaskPushNotificationConfig): Promise<void> {
+    if (!config.id) throw new TaskStoreRejectedError('a push config needs an id');
     const e = this.#entry(config.taskId);
     if (!e) throw new TaskStoreConflictError(config.taskId, 'unknown task');
     const list = (e.pushConfigs ??= []);

@@ -17,7 +17,13 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { randomUuid } from '@weave/identity';
 import { TaskManager } from './manager.js';
 import type { PushConfigStore, StoredEvent, TaskRecord, TaskStore } from './store.js';
-import { TRUNCATED_METADATA_KEY, TaskStoreConflictError, isPushConfigStore, statusTime } from './store.js';
+import {
+  TRUNCATED_METADATA_KEY,
+  TaskStoreConflictError,
+  TaskStoreRejectedError,
+  isPushConfigStore,
+  statusTime,
+} from './store.js';
 import type { Message, StreamResponse, Task, TaskState } from './wire/v1.js';
 import { isTerminal } from './wire/v1.js';
 
@@ -126,6 +132,9 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
       opened.push(s);
       return s;
     };
+    /** The push-config store that goes with `tasks`, if any: the push-config tests skip without one. */
+    const pushStoreOf = async (tasks: TaskStore): Promise<PushConfigStore | undefined> =>
+      options.pushStore ? await options.pushStore(tasks) : isPushConfigStore(tasks) ? tasks : undefined;
     afterAll(async () => {
       for (const s of opened) await s.close?.();
       await options.teardown?.();
@@ -493,11 +502,7 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
 
     it('keeps push configs per task, secrets included, and drops them with the task', async (ctx) => {
       const tasks = await open();
-      const store = options.pushStore
-        ? await options.pushStore(tasks)
-        : isPushConfigStore(tasks)
-          ? tasks
-          : undefined;
+      const store = await pushStoreOf(tasks);
       if (!store) {
         ctx.skip();
         return;
@@ -523,6 +528,24 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
       expect(await store.listPushConfigs(id)).toEqual([b]);
       expect(await store.listPushConfigs(randomUuid())).toEqual([]);
       await tasks.delete(id);
+      expect(await store.listPushConfigs(id)).toEqual([]);
+    });
+
+    it('refuses a push config without an id, keeping nothing (configs are kept and replaced by id)', async (ctx) => {
+      const tasks = await open();
+      const store = await pushStoreOf(tasks);
+      if (!store) {
+        ctx.skip();
+        return;
+      }
+      const { record, first } = newTask();
+      await tasks.create(record, first);
+      const id = record.task.id;
+      for (const noId of [{}, { id: '' }]) {
+        await expect(
+          store.setPushConfig({ taskId: id, url: 'https://hooks.test/x', ...noId }),
+        ).rejects.toBeInstanceOf(TaskStoreRejectedError);
+      }
       expect(await store.listPushConfigs(id)).toEqual([]);
     });
 
