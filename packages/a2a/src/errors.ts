@@ -1,4 +1,4 @@
-import { WeaveError } from '@weave/identity';
+import { WeaveError, cutText } from '@weave/identity';
 
 /** JSON-RPC error codes used by A2A v1.0 (standard JSON-RPC codes plus the A2A range). */
 export const A2AErrorCode = {
@@ -208,22 +208,19 @@ function errorInfo(reason: string, metadata?: Record<string, string>): ErrorInfo
     : { '@type': ERROR_INFO_TYPE, reason, domain: A2A_ERROR_DOMAIN };
 }
 
-/** Most characters of a caller's value (an id, a method, a version) an error repeats. */
+/**
+ * Most characters of a caller's value (an id, a method, a version) an error
+ * repeats ({@link cutText}): repeated whole, a 100 KB task id made the gRPC
+ * trailers (grpc-message and the ErrorInfo, both carrying it) too large for
+ * the client's header bound, and the call hung instead of answering
+ * TASK_NOT_FOUND.
+ */
 const ECHOED_CHARS = 256;
 
-/**
- * @internal `text` whole up to `max` characters, else cut there and marked with its
- * length: how an error repeats a caller's value ({@link ECHOED_CHARS}) and
- * how a gRPC status bounds its message. A caller chooses these values;
- * repeated whole, a 100 KB task id made the gRPC trailers (grpc-message and
- * the ErrorInfo, both carrying it) too large for the client's header bound,
- * and the call hung instead of answering TASK_NOT_FOUND.
- */
-export function cutText(text: string, max: number): string {
-  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length} characters)`;
-}
-
 const echoed = (value: string): string => cutText(value, ECHOED_CHARS);
+
+/** @internal The one cut of `@weave/identity`, for the gRPC status's message bound. */
+export { cutText };
 
 /** Shorthands for the errors the server raises. */
 export const A2AErrors = {

@@ -1,4 +1,4 @@
-import { SpiffeId, randomUuid } from '@weave/identity';
+import { SpiffeId, cutText, randomUuid } from '@weave/identity';
 import type { AuditEngine, AuditRecord, AuditSink } from './audit.js';
 import type { AuthzDecision, Direction } from './types.js';
 
@@ -53,11 +53,13 @@ function toSpiffeId(value: unknown): SpiffeId | undefined {
   return undefined;
 }
 
+/** Most characters of a caller's value an audit record or a refusal repeats. */
+const SHOWN_CHARS = 256;
+
 function shown(value: unknown): string {
   if (value === undefined) return '';
   try {
-    const s = String(value);
-    return s.length > 256 ? `${s.slice(0, 256)}…` : s;
+    return cutText(String(value), SHOWN_CHARS);
   } catch {
     return '<unprintable>';
   }

@@ -1,5 +1,6 @@
 import { Agent, request, type Dispatcher } from 'undici';
 import { z } from 'zod';
+import { cutText } from '@weave/identity';
 import { PinoAuditSink, type AuditSink } from './audit.js';
 import {
   auditSubject,
@@ -283,7 +284,7 @@ export class OpaEnforcer implements PolicyEnforcer {
           ? `: ${[e.data.code, e.data.message].filter(Boolean).join(': ')}`
           : '';
       return {
-        verdict: { allowed: false, reason: `opa: HTTP ${status}${truncate(detail)}` },
+        verdict: { allowed: false, reason: `opa: HTTP ${status}${cutText(detail, DETAIL_CHARS)}` },
         cacheable: false,
       };
     }
@@ -419,7 +420,7 @@ function discard(body: Dispatcher.ResponseData['body']): void {
 function describeError(err: unknown): string {
   try {
     const s = err instanceof Error ? String(err.message) : String(err);
-    return truncate(s.replace(/\s+/g, ' '));
+    return cutText(s.replace(/\s+/g, ' '), DETAIL_CHARS);
   } catch {
     return '<unprintable>';
   }
@@ -433,9 +434,8 @@ function safeJson(text: string): unknown {
   }
 }
 
-function truncate(s: string): string {
-  return s.length > 300 ? `${s.slice(0, 300)}…` : s;
-}
+/** Most characters of what OPA (or a failure reaching it) said that a deny reason repeats. */
+const DETAIL_CHARS = 300;
 
 function errorCode(err: unknown): string | undefined {
   let e: unknown = err;

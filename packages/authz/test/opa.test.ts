@@ -227,10 +227,10 @@ describe('OpaEnforcer', () => {
       expect((await check(acme)).allowed).toBe(true);
       expect(await check(other)).toMatchObject({ allowed: false, reason: 'opa: denied' });
       expect(opa.requests).toHaveLength(2);
-      // The audit record keeps the shortened tenant.
+      // The audit record keeps the shortened tenant, with its length.
       expect(sink.records.map((r) => r.tenant)).toEqual([
-        `${acme.slice(0, 256)}…`,
-        `${other.slice(0, 256)}…`,
+        `${acme.slice(0, 256)}… (${acme.length} characters)`,
+        `${other.slice(0, 256)}… (${other.length} characters)`,
       ]);
     });
 

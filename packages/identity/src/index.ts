@@ -57,6 +57,8 @@ export {
 // Shared with the packages that read JSON a user wrote: one duplicate-key check for all of them.
 export { formatKeyPath, lineCol, scanJson, type DuplicateJsonKey, type JsonPath } from './json.js';
 export { randomUuid } from './uuid.js';
+// How every package repeats a string someone else chose, bounded.
+export { cutText } from './text.js';
 // The bounds every package puts on the numbers of its options (timeouts above all).
 export { MAX_TIMER_MS, budgetMs, budgetRefusal, timerMs, wholeNumber } from './options.js';
 export type { X509Certificate } from '@peculiar/x509';
