@@ -63,3 +63,9 @@ export { cutText } from './text.js';
 export { MAX_TIMER_MS, budgetMs, budgetRefusal, timerMs, wholeNumber } from './options.js';
 export type { X509Certificate } from '@peculiar/x509';
 export * from './workload/index.js';
+// What one Workload API response may carry at most: more is refused before it is parsed.
+export {
+  WORKLOAD_API_MAX_AUTHORITIES,
+  WORKLOAD_API_MAX_SVIDS,
+  WORKLOAD_API_MAX_TRUST_DOMAINS,
+} from './workload/client.js';

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Socket } from 'node:net';
 import {
   ChannelCredentials,
@@ -75,7 +76,12 @@ export interface ValidatedJwtSvid {
 
 /** Receives the updates of a watch. A throwing callback is logged and does not stop the watch. */
 export interface Watcher<T> {
-  /** Called with the full current state after every message. */
+  /**
+   * Called with the full current state after a message. A watch takes a
+   * message at most every 100 ms (longer after one that was slow to parse):
+   * of several that arrive meanwhile only the latest is taken, which holds the
+   * whole state.
+   */
   onUpdate(value: T): void;
   /** Called for every failure: a dropped stream (followed by a reconnect) or an invalid message (ignored). */
   onError?(error: WorkloadApiError): void;
@@ -132,6 +138,166 @@ const ValidateResponseSchema = z.object({ spiffeId: z.string().min(1), claims: z
 const zodReason = (err: z.ZodError): string =>
   err.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
 
+/**
+ * The most SVIDs one Workload API response may carry (an X509SVIDResponse or a
+ * JWTSVIDResponse). Each is parsed and checked (about 2 ms of CPU for an
+ * X.509-SVID), so a response with more is refused as `WORKLOAD_API_BAD_RESPONSE`
+ * before any is parsed.
+ */
+export const WORKLOAD_API_MAX_SVIDS = 256;
+
+/**
+ * The most trust domains one Workload API response may carry bundles for (the
+ * federated bundles of an X509SVIDResponse, the bundles of an
+ * X509BundlesResponse or a JWTBundlesResponse). A response with more is
+ * refused as `WORKLOAD_API_BAD_RESPONSE` before any bundle is parsed.
+ */
+export const WORKLOAD_API_MAX_TRUST_DOMAINS = 1024;
+
+/**
+ * The most authorities (CA certificates of the X.509 bundles, keys of the JWT
+ * bundles) one Workload API response may carry over all its bundles. Each is
+ * parsed and its key checked (about 0.6 ms of CPU for a certificate), so a
+ * bundle that would take the count past it is refused as
+ * `WORKLOAD_API_BAD_RESPONSE` before it is parsed.
+ */
+export const WORKLOAD_API_MAX_AUTHORITIES = 2048;
+
+/** Refuses a response with more than `max` of something, before any of it is parsed. */
+function atMost(what: string, count: number, max: number, noun: string): void {
+  if (count > max) throw badResponse(what, `it carries ${count} ${noun}, more than the ${max} taken`);
+}
+
+/** A digest of byte and text parts, each framed by its length so that two lists of parts never share one. */
+function digest(...parts: (Uint8Array | string)[]): string {
+  const h = createHash('sha256');
+  for (const part of parts) {
+    const b = typeof part === 'string' ? Buffer.from(part, 'utf8') : part;
+    h.update(`${b.byteLength}:`).update(b);
+  }
+  return h.digest('base64');
+}
+
+/**
+ * The parts (SVIDs, bundles) of a watch's last message, by content. A stream
+ * resends the whole state on every change, and a broken server resends it
+ * unchanged: a part seen in the previous message is taken as it was parsed
+ * then (the same object) instead of being parsed and checked again, and a part
+ * repeated within a message (every SVID of a trust domain carries its bundle)
+ * is parsed once. Parsing is independent of the clock, so nothing goes stale.
+ * Holds the parts of two messages at most.
+ */
+class PartsMemo {
+  #prev = new Map<string, unknown>();
+  #next = new Map<string, unknown>();
+
+  get<T>(key: string, make: () => T): T {
+    const value = this.peek<T>(key) ?? make();
+    this.#next.set(key, value);
+    return value;
+  }
+
+  peek<T>(key: string): T | undefined {
+    return (this.#next.get(key) ?? this.#prev.get(key)) as T | undefined;
+  }
+
+  /** The message was taken: its parts are the ones the next message may reuse. */
+  keep(): void {
+    this.#prev = this.#next;
+    this.#next = new Map();
+  }
+
+  /** The message was refused: the last taken one's parts stay. */
+  drop(): void {
+    this.#next = new Map();
+  }
+}
+
+/**
+ * How many certificates a bundle's concatenated DER holds, read from their
+ * outer headers only (counted before any is parsed); stops past `max`.
+ * Malformed DER is left for the parser to refuse.
+ */
+function derCertificateCount(der: Uint8Array, max: number): number {
+  let count = 0;
+  for (let i = 0; i < der.length && count <= max; count++) {
+    const first = der[i + 1] ?? 0;
+    const lengthBytes = first < 0x80 ? 0 : first & 0x7f;
+    if (lengthBytes > 4) return count + 1;
+    let length = first < 0x80 ? first : 0;
+    for (let k = 0; k < lengthBytes; k++) length = length * 256 + (der[i + 2 + k] ?? 0);
+    i += 2 + lengthBytes + length;
+  }
+  return count;
+}
+
+/** How many keys a JWKS document lists, whatever they are (0 when it is no JWKS: the parser refuses it). */
+function jwksKeyCount(text: string): number {
+  try {
+    const doc: unknown = JSON.parse(text);
+    const keys = typeof doc === 'object' && doc !== null ? (doc as { keys?: unknown }).keys : undefined;
+    return Array.isArray(keys) ? keys.length : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * One response being parsed: its parts are taken from the memo when seen
+ * before, and the authorities of its bundles are counted against
+ * {@link WORKLOAD_API_MAX_AUTHORITIES}, each distinct bundle once and before
+ * it is parsed.
+ */
+class ResponseParts {
+  readonly #counted = new Set<string>();
+  #authorities = 0;
+
+  constructor(
+    private readonly what: string,
+    private readonly memo: PartsMemo,
+  ) {}
+
+  x509Svid(s: { x509Svid: Uint8Array; x509SvidKey: Uint8Array; hint: string }): X509Svid {
+    return this.memo.get(`svid:${digest(s.x509Svid, s.x509SvidKey, s.hint)}`, () =>
+      X509Svid.parse(s.x509Svid, s.x509SvidKey, { hint: s.hint }),
+    );
+  }
+
+  x509Bundle(td: TrustDomain, der: Uint8Array): X509Bundle {
+    return this.#bundle(
+      `x509:${td.name}:${digest(der)}`,
+      () => derCertificateCount(der, WORKLOAD_API_MAX_AUTHORITIES),
+      () => X509Bundle.fromDer(td, der),
+      (b) => b.authorities.length,
+    );
+  }
+
+  jwtBundle(td: TrustDomain, jwks: Uint8Array): JwtBundle {
+    const text = (): string => Buffer.from(jwks).toString('utf8');
+    return this.#bundle(
+      `jwt:${td.name}:${digest(jwks)}`,
+      () => jwksKeyCount(text()),
+      () => JwtBundle.fromJwks(td, text()),
+      (b) => b.keys.size,
+    );
+  }
+
+  #bundle<B>(key: string, count: () => number, parse: () => B, size: (bundle: B) => number): B {
+    if (!this.#counted.has(key)) {
+      this.#counted.add(key);
+      const known = this.memo.peek<B>(key);
+      this.#authorities += known === undefined ? count() : size(known);
+      if (this.#authorities > WORKLOAD_API_MAX_AUTHORITIES) {
+        throw badResponse(
+          this.what,
+          `its bundles hold at least ${this.#authorities} authorities, more than the ${WORKLOAD_API_MAX_AUTHORITIES} taken`,
+        );
+      }
+    }
+    return this.memo.get(key, parse);
+  }
+}
+
 /** Map keys of bundle maps are `spiffe://<td>`; anything else is a protocol error. */
 function bundleKey(key: string, what: string): TrustDomain {
   const id = SpiffeId.tryParse(key);
@@ -149,62 +315,72 @@ function wrapParse<T>(what: string, fn: () => T): T {
   }
 }
 
+/** How many elements an array, or members an object, has (a decoded message is still untrusted). */
+const sizeOf = (v: unknown): number =>
+  Array.isArray(v) ? v.length : typeof v === 'object' && v !== null ? Object.keys(v).length : 0;
+
 /** @internal Parses and checks an X509SVIDResponse. */
-function parseX509Context(msg: X509SvidResponse): X509Context {
+function parseX509Context(msg: X509SvidResponse, memo: PartsMemo): X509Context {
   const what = 'X509SVID';
+  atMost(what, sizeOf(msg.svids), WORKLOAD_API_MAX_SVIDS, 'SVIDs');
+  atMost(what, sizeOf(msg.federatedBundles), WORKLOAD_API_MAX_TRUST_DOMAINS, 'federated bundles');
   const parsed = X509SvidResponseSchema.safeParse(msg);
   if (!parsed.success) throw badResponse(what, zodReason(parsed.error));
+  const parts = new ResponseParts(what, memo);
   return wrapParse(what, () => {
     const bundles = new BundleSet();
     const svids = parsed.data.svids.map((s) => {
       const id = SpiffeId.parse(s.spiffeId);
-      const svid = X509Svid.parse(s.x509Svid, s.x509SvidKey, { hint: s.hint });
+      const svid = parts.x509Svid(s);
       if (!svid.id.equals(id)) {
         throw badResponse(
           what,
           `spiffe_id ${id.toString()} does not match the certificate's ${svid.id.toString()}`,
         );
       }
-      bundles.setX509Bundle(X509Bundle.fromDer(id.trustDomain, s.bundle));
+      bundles.setX509Bundle(parts.x509Bundle(id.trustDomain, s.bundle));
       return svid;
     });
     for (const [key, der] of Object.entries(parsed.data.federatedBundles)) {
       const td = bundleKey(key, what);
       // The SVIDs' own bundles are authoritative for their trust domains.
-      if (!bundles.getX509Bundle(td)) bundles.setX509Bundle(X509Bundle.fromDer(td, der));
+      if (!bundles.getX509Bundle(td)) bundles.setX509Bundle(parts.x509Bundle(td, der));
     }
     return { svids, defaultSvid: svids[0]!, bundles };
   });
 }
 
 /** @internal */
-function parseX509Bundles(msg: X509BundlesResponse): BundleSet {
+function parseX509Bundles(msg: X509BundlesResponse, memo: PartsMemo): BundleSet {
   const what = 'X509Bundles';
+  atMost(what, sizeOf(msg.bundles), WORKLOAD_API_MAX_TRUST_DOMAINS, 'bundles');
   const parsed = X509BundlesResponseSchema.safeParse(msg);
   if (!parsed.success) throw badResponse(what, zodReason(parsed.error));
+  const parts = new ResponseParts(what, memo);
   return wrapParse(what, () =>
     BundleSet.of(
-      ...Object.entries(parsed.data.bundles).map(([k, der]) => X509Bundle.fromDer(bundleKey(k, what), der)),
+      ...Object.entries(parsed.data.bundles).map(([k, der]) => parts.x509Bundle(bundleKey(k, what), der)),
     ),
   );
 }
 
 /** @internal */
-function parseJwtBundles(msg: JwtBundlesResponse): BundleSet {
+function parseJwtBundles(msg: JwtBundlesResponse, memo: PartsMemo): BundleSet {
   const what = 'JWTBundles';
+  atMost(what, sizeOf(msg.bundles), WORKLOAD_API_MAX_TRUST_DOMAINS, 'bundles');
   const parsed = JwtBundlesResponseSchema.safeParse(msg);
   if (!parsed.success) throw badResponse(what, zodReason(parsed.error));
+  const parts = new ResponseParts(what, memo);
   return wrapParse(what, () =>
     BundleSet.of(
-      ...Object.entries(parsed.data.bundles).map(([k, jwks]) =>
-        JwtBundle.fromJwks(bundleKey(k, what), Buffer.from(jwks).toString('utf8')),
-      ),
+      ...Object.entries(parsed.data.bundles).map(([k, jwks]) => parts.jwtBundle(bundleKey(k, what), jwks)),
     ),
   );
 }
 
 function parseJwtSvids(msg: JwtSvidResponse, audience: readonly string[]): JwtSvid[] {
   const what = 'JWTSVID';
+  atMost(what, sizeOf(msg.svids), WORKLOAD_API_MAX_SVIDS, 'JWT-SVIDs');
   const parsed = JwtSvidResponseSchema.safeParse(msg);
   if (!parsed.success) throw badResponse(what, zodReason(parsed.error));
   return wrapParse(what, () =>
@@ -272,6 +448,14 @@ class SocketTrackingCredentials extends ChannelCredentials {
 const STALE_MARGIN_MS = 30_000;
 /** How long a new watch stream may take to deliver its first message before it counts as stale. */
 const STALE_GRACE_MS = 10_000;
+/**
+ * A watch takes a message at most this often, and waits after one at least
+ * {@link UPDATE_COST_FACTOR} times what parsing it took: a server that sends
+ * faster (a broken agent in a loop) has the messages in between skipped but
+ * the latest, so a flood costs at most about a tenth of a CPU.
+ */
+const MIN_UPDATE_INTERVAL_MS = 100;
+const UPDATE_COST_FACTOR = 9;
 
 /**
  * A client of the SPIFFE Workload API (SPIRE agent or Weave's dev server) over
@@ -314,7 +498,10 @@ export class WorkloadApiClient {
 
   /** Fetches the current X.509 context (SVIDs and X.509 bundles) once. */
   async fetchX509Context(options: FetchOptions = {}): Promise<X509Context> {
-    return parseX509Context(await this.#first(workloadApiService().FetchX509SVID, 'FetchX509SVID', options));
+    return parseX509Context(
+      await this.#first(workloadApiService().FetchX509SVID, 'FetchX509SVID', options),
+      new PartsMemo(),
+    );
   }
 
   /** Fetches the default X.509-SVID once. */
@@ -326,6 +513,7 @@ export class WorkloadApiClient {
   async fetchX509Bundles(options: FetchOptions = {}): Promise<BundleSet> {
     return parseX509Bundles(
       await this.#first(workloadApiService().FetchX509Bundles, 'FetchX509Bundles', options),
+      new PartsMemo(),
     );
   }
 
@@ -333,6 +521,7 @@ export class WorkloadApiClient {
   async fetchJwtBundles(options: FetchOptions = {}): Promise<BundleSet> {
     return parseJwtBundles(
       await this.#first(workloadApiService().FetchJWTBundles, 'FetchJWTBundles', options),
+      new PartsMemo(),
     );
   }
 
@@ -555,7 +744,7 @@ export class WorkloadApiClient {
   #watch<Res, T>(
     method: StreamMethod<Res>,
     name: string,
-    parse: (msg: Res) => T,
+    parse: (msg: Res, memo: PartsMemo) => T,
     watcher: Watcher<T>,
   ): WatchHandle {
     this.#assertOpen();
@@ -578,11 +767,43 @@ export class WorkloadApiClient {
         log.error({ err }, 'Workload API watcher callback threw');
       }
     };
+    const memo = new PartsMemo();
+    /** The latest message not taken yet, with what to do on its stream once it was. */
+    let pending: { msg: Res; taken: () => void } | undefined;
+    let takeTimer: NodeJS.Timeout | undefined;
+    /** No message is taken before this instant (epoch ms): see {@link MIN_UPDATE_INTERVAL_MS}. */
+    let quietUntil = 0;
+    const take = (): void => {
+      takeTimer = undefined;
+      const next = pending;
+      pending = undefined;
+      if (next === undefined || stopped) return;
+      const started = performance.now();
+      let value: T;
+      try {
+        value = parse(next.msg, memo);
+        memo.keep();
+      } catch (err) {
+        memo.drop();
+        const e = err instanceof WorkloadApiError ? err : badResponse(name, String(err), err);
+        log.error({ err: e }, 'ignoring an invalid Workload API message');
+        safely(() => watcher.onError?.(e));
+        return;
+      } finally {
+        // What parsing took, not what the watcher's callback takes: that is the caller's own time.
+        quietUntil =
+          Date.now() + Math.max(MIN_UPDATE_INTERVAL_MS, (performance.now() - started) * UPDATE_COST_FACTOR);
+      }
+      safely(() => watcher.onUpdate(value));
+      next.taken();
+    };
     const finish = (err: WorkloadApiError | undefined): void => {
       if (stopped) return;
       stopped = true;
       clearTimeout(timer);
       clearTimeout(staleTimer);
+      clearTimeout(takeTimer);
+      pending = undefined;
       call?.cancel();
       this.#watches.delete(handle);
       resolveDone(err);
@@ -622,17 +843,11 @@ export class WorkloadApiClient {
         if (stopped) return;
         backoff.reset();
         failures = 0;
-        let value: T;
-        try {
-          value = parse(msg);
-        } catch (err) {
-          const e = err instanceof WorkloadApiError ? err : badResponse(name, String(err), err);
-          log.error({ err: e }, 'ignoring an invalid Workload API message');
-          safely(() => watcher.onError?.(e));
-          return;
-        }
-        safely(() => watcher.onUpdate(value));
-        watchForStale(false);
+        pending = { msg, taken: () => watchForStale(false) };
+        if (takeTimer !== undefined) return;
+        const wait = quietUntil - Date.now();
+        if (wait <= 0) take();
+        else takeTimer = setTimeout(take, wait);
       });
       // A stream can stay open and bring nothing (a server that lost the
       // subscription; a new stream goes over the same connection, so one

@@ -175,7 +175,7 @@ export class WorkloadApiIdentityProvider extends IdentityProviderBase {
   #start(onFatal: (err: WorkloadApiError) => void): void {
     const x509 = this.#client.watchX509Context({
       onUpdate: (ctx) => this.#applyX509(ctx),
-      onError: (err) => this.#reportError(err),
+      onError: (err) => this.#reportError(err, true),
       // Without a usable SVID (expired, or expiring before the next attempt), reconnect at once.
       needBy: () => this.currentSvid?.expiresAt.getTime(),
     });
@@ -194,8 +194,13 @@ export class WorkloadApiIdentityProvider extends IdentityProviderBase {
     });
   }
 
-  #reportError(err: WorkloadIdentityError): void {
-    if (err instanceof WorkloadApiError) this.#lastError = err;
+  /**
+   * `x509`: the failure is why no X.509-SVID came. Only such a failure is the
+   * "last error" create() and an expiry name: a JWT bundle stream failing over
+   * and over (an endpoint without it) would hide the reason.
+   */
+  #reportError(err: WorkloadIdentityError, x509 = false): void {
+    if (x509 && err instanceof WorkloadApiError) this.#lastError = err;
     this.#errors.emit(err);
   }
 
@@ -219,6 +224,7 @@ export class WorkloadApiIdentityProvider extends IdentityProviderBase {
           'WORKLOAD_API_BAD_RESPONSE',
           `the Workload API sent no X.509-SVID with ${wanted} (it sent ${ctx.svids.map((s) => s.id.toString()).join(', ')})`,
         ),
+        true,
       );
       return;
     }
@@ -234,6 +240,7 @@ export class WorkloadApiIdentityProvider extends IdentityProviderBase {
           `the Workload API sent an X.509-SVID for ${svid.id.toString()} that does not verify against its bundle (${(err as Error).message}); keeping the last valid one`,
           { cause: err },
         ),
+        true,
       );
       // The bundles of the same message stand on their own (a CA rotation, a
       // federated trust domain): taken, as a bundles-only update would be.
