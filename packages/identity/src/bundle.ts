@@ -63,8 +63,8 @@ export class X509Bundle implements X509BundleSource {
   readonly authorities: readonly x509.X509Certificate[];
 
   /**
-   * @throws {BundleError} `BUNDLE_WEAK_KEY` when an authority's key is not RSA of at least
-   *   2048 bits nor EC on P-256, P-384 or P-521.
+   * @throws {BundleError} `BUNDLE_WEAK_KEY` when an authority's key is not RSA of 2048 to
+   *   16384 bits with an exponent below 2^31, nor EC on P-256, P-384 or P-521.
    */
   constructor(trustDomain: TrustDomain | string, authorities: readonly x509.X509Certificate[]) {
     this.trustDomain = toTd(trustDomain);

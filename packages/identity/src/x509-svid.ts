@@ -193,8 +193,8 @@ const MAX_CHAIN = 16;
  * at `now`, signers' cA flag and keyCertSign, path length constraints), then
  * the name constraints of every CA on the chain over the SAN names below it.
  * Beyond go-spiffe, the leaf's key (after its key usage) and every
- * intermediate's (before path validation) must be RSA of at least 2048 bits or
- * EC on P-256, P-384 or P-521 (`SVID_WEAK_KEY`); the bundle's authorities were
+ * intermediate's (before path validation) must be RSA of 2048 to 16384 bits
+ * (exponent below 2^31) or EC on P-256, P-384 or P-521 (`SVID_WEAK_KEY`); the bundle's authorities were
  * held to the same rule when the bundle was made.
  *
  * It is synchronous on purpose, so it can run inside `tls.checkServerIdentity`;

@@ -16,6 +16,41 @@ export class CertificateParseError extends WeaveError {
   }
 }
 
+/** One DER element: its tag, its contents, and where the element after it begins. */
+interface DerElement {
+  readonly tag: number;
+  readonly body: Uint8Array;
+  readonly end: number;
+}
+
+/**
+ * Reads the DER element that starts at byte `at` of `der` (definite lengths
+ * of up to four bytes, as certificates and keys use).
+ *
+ * @throws {CertificateParseError} when it is truncated or its length encoding is not supported.
+ */
+function derElement(der: Uint8Array, at: number): DerElement {
+  const tag = der[at];
+  const first = der[at + 1];
+  if (tag === undefined || first === undefined) throw new CertificateParseError('truncated DER');
+  let len = first;
+  let header = 2;
+  if (first >= 0x80) {
+    const n = first & 0x7f;
+    if (n === 0 || n > 4) throw new CertificateParseError('unsupported DER length encoding');
+    len = 0;
+    for (let k = 0; k < n; k++) {
+      const b = der[at + 2 + k];
+      if (b === undefined) throw new CertificateParseError('truncated DER');
+      len = len * 256 + b;
+    }
+    header = 2 + n;
+  }
+  const end = at + header + len;
+  if (end > der.length) throw new CertificateParseError('truncated DER');
+  return { tag, body: der.subarray(at + header, end), end };
+}
+
 /**
  * Splits concatenated DER certificates (the Workload API's encoding) by
  * reading each outer SEQUENCE header.
@@ -25,30 +60,29 @@ function splitDer(der: Uint8Array): Uint8Array[] {
   let i = 0;
   while (i < der.length) {
     if (der[i] !== 0x30) throw new CertificateParseError(`expected a DER SEQUENCE at byte ${i}`);
-    const first = der[i + 1];
-    if (first === undefined) throw new CertificateParseError('truncated DER');
-    let len: number;
-    let header: number;
-    if (first < 0x80) {
-      len = first;
-      header = 2;
-    } else {
-      const n = first & 0x7f;
-      if (n === 0 || n > 4) throw new CertificateParseError('unsupported DER length encoding');
-      len = 0;
-      for (let k = 0; k < n; k++) {
-        const b = der[i + 2 + k];
-        if (b === undefined) throw new CertificateParseError('truncated DER');
-        len = len * 256 + b;
-      }
-      header = 2 + n;
-    }
-    const end = i + header + len;
-    if (end > der.length) throw new CertificateParseError('truncated DER');
+    const { end } = derElement(der, i);
     out.push(der.subarray(i, end));
     i = end;
   }
   return out;
+}
+
+/**
+ * How many certificates concatenated DER holds, read from their outer
+ * headers only, so that a bundle can be counted before any of it is parsed;
+ * stops past `max`. What is malformed counts as one more certificate and is
+ * left for the parser to refuse.
+ */
+export function derCertificateCount(der: Uint8Array, max: number): number {
+  let count = 0;
+  for (let i = 0; i < der.length && count <= max; count++) {
+    try {
+      i = derElement(der, i).end;
+    } catch {
+      return count + 1;
+    }
+  }
+  return count;
 }
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g;
@@ -187,14 +221,51 @@ const ACCEPTED_CURVES: ReadonlyMap<string, string> = new Map([
 ]);
 
 const MIN_RSA_BITS = 2048;
+/**
+ * Longest RSA modulus taken: OpenSSL's own bound (OPENSSL_RSA_MAX_MODULUS_BITS).
+ * A larger key verifies nothing OpenSSL signs, and each use costs more.
+ */
+const MAX_RSA_BITS = 16384;
+/**
+ * Longest RSA public exponent taken, in bits: Go's crypto/rsa (SPIRE,
+ * go-spiffe) takes none above 2^31 - 1, and every issuer uses 65537. Node
+ * reads a key's exponent (`asymmetricKeyDetails`) in time that grows with
+ * its square: a JWK with an `e` of 100 KB held the event loop for 1.5 s,
+ * one of 300 KB for 98 s, so the size is read from the key's DER first.
+ */
+const MAX_RSA_EXPONENT_BITS = 31;
 
-const ACCEPTED = `RSA of at least ${MIN_RSA_BITS} bits or EC on P-256, P-384 or P-521 is required`;
+const ACCEPTED = `RSA of ${MIN_RSA_BITS} to ${MAX_RSA_BITS} bits with a public exponent below 2^${MAX_RSA_EXPONENT_BITS} or EC on P-256, P-384 or P-521 is required`;
+
+/** Bits of a DER INTEGER's contents read as unsigned (leading zero bytes ignored). */
+function unsignedBits(body: Uint8Array): number {
+  let i = 0;
+  while (i < body.length && body[i] === 0) i++;
+  return i === body.length ? 0 : (body.length - i - 1) * 8 + (32 - Math.clz32(body[i] as number));
+}
+
+/**
+ * The sizes of an RSA public key (PKCS#1 or PSS), read from its
+ * SubjectPublicKeyInfo: SEQUENCE { algorithm, BIT STRING { 0, SEQUENCE { n, e } } }.
+ */
+function rsaSizes(key: KeyObject): { modulusBits: number; exponentBits: number } {
+  const spki = key.export({ format: 'der', type: 'spki' });
+  const info = derElement(spki, 0).body;
+  const algorithm = derElement(info, 0);
+  const bitString = derElement(info, algorithm.end).body;
+  // The BIT STRING's first byte counts its unused bits (0); the RSAPublicKey follows.
+  const rsa = derElement(bitString, 1).body;
+  const n = derElement(rsa, 0);
+  const e = derElement(rsa, n.end);
+  return { modulusBits: unsignedBits(n.body), exponentBits: unsignedBits(e.body) };
+}
 
 /**
  * Why `key` is refused as the key of an X.509-SVID, of an X.509 authority or
  * of a JWT authority, or undefined when it is accepted. The one rule for all
  * of them, whichever provider brought the key (Workload API, files, dev CA):
- * RSA (PKCS#1 or PSS) of at least 2048 bits, or EC on P-256, P-384 or P-521.
+ * RSA (PKCS#1 or PSS) of 2048 to 16384 bits with an exponent below 2^31, or
+ * EC on P-256, P-384 or P-521.
  * That covers what SPIRE issues (ec-p256, ec-p384, rsa-2048, rsa-4096) and
  * what Node's TLS and the JWT-SVID algorithms (ES512 included) use. Shorter
  * RSA, other curves (secp256k1, Brainpool, explicit parameters), and other key
@@ -202,13 +273,19 @@ const ACCEPTED = `RSA of at least ${MIN_RSA_BITS} bits or EC on P-256, P-384 or 
  */
 export function keyWeakness(key: KeyObject): string | undefined {
   const type = key.asymmetricKeyType;
-  const details = key.asymmetricKeyDetails ?? {};
   if (type === 'rsa' || type === 'rsa-pss') {
-    const bits = details.modulusLength ?? 0;
-    return bits >= MIN_RSA_BITS ? undefined : `an RSA key of ${bits} bits (${ACCEPTED})`;
+    // Not asymmetricKeyDetails: it reads the exponent, whatever its size (see MAX_RSA_EXPONENT_BITS).
+    const { modulusBits, exponentBits } = rsaSizes(key);
+    if (modulusBits < MIN_RSA_BITS || modulusBits > MAX_RSA_BITS) {
+      return `an RSA key of ${modulusBits} bits (${ACCEPTED})`;
+    }
+    if (exponentBits > MAX_RSA_EXPONENT_BITS) {
+      return `an RSA key whose public exponent has ${exponentBits} bits (${ACCEPTED})`;
+    }
+    return undefined;
   }
   if (type === 'ec') {
-    const curve = details.namedCurve;
+    const curve = key.asymmetricKeyDetails?.namedCurve;
     if (curve !== undefined && ACCEPTED_CURVES.has(curve)) return undefined;
     return `an EC key on ${curve === undefined ? 'an unnamed curve' : `curve ${curve}`} (${ACCEPTED})`;
   }

@@ -2,8 +2,14 @@
 // enters: X509Svid.parse (through which the Workload API client, the identity
 // files and the dev CA all pass), verifyX509Svid (peers), the X.509 and JWT
 // bundles, and the providers on top of them, which keep their last valid state.
-// Accepted: RSA of at least 2048 bits, EC on P-256, P-384 or P-521.
-import { createPrivateKey, generateKeyPairSync, webcrypto, type KeyObject } from 'node:crypto';
+// Accepted: RSA of 2048 to 16384 bits with an exponent below 2^31, EC on P-256, P-384 or P-521.
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  webcrypto,
+  type KeyObject,
+} from 'node:crypto';
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +35,7 @@ import {
 } from '@weave/identity';
 import { callSpiffeTls, startSpiffeTlsServer, type TlsMaterial } from '@weave/test-support/spiffe-tls';
 import { workloadApiService } from '../src/workload/proto.js';
+import { keyWeakness } from '../src/x509-util.js';
 import { KU, makeCert, makeRoot, x509, type TestCa } from './helpers/forge.js';
 import { quietLogger } from './helpers/log.js';
 
@@ -44,7 +51,9 @@ type Kind =
   | 'ec-p384'
   | 'ec-p521'
   | 'ec-secp256k1'
-  | 'ed25519';
+  | 'ed25519'
+  /** RSA-2048 whose public exponent is 100 KB long (the private key is the original's). */
+  | 'rsa-huge-exponent';
 
 const keyCache = new Map<Kind, { publicKey: KeyObject; privateKey: KeyObject }>();
 
@@ -54,16 +63,27 @@ function keys(kind: Kind): { publicKey: KeyObject; privateKey: KeyObject } {
   if (!k) {
     const [type, size] = kind.split('-') as [string, string];
     k =
-      type === 'rsa'
-        ? generateKeyPairSync('rsa', { modulusLength: Number(size) })
-        : type === 'ec'
-          ? generateKeyPairSync('ec', {
-              namedCurve: { p256: 'P-256', p384: 'P-384', p521: 'P-521' }[size] ?? size,
-            })
-          : generateKeyPairSync('ed25519');
+      kind === 'rsa-huge-exponent'
+        ? hugeExponent(keys('rsa-2048'))
+        : type === 'rsa'
+          ? generateKeyPairSync('rsa', { modulusLength: Number(size) })
+          : type === 'ec'
+            ? generateKeyPairSync('ec', {
+                namedCurve: { p256: 'P-256', p384: 'P-384', p521: 'P-521' }[size] ?? size,
+              })
+            : generateKeyPairSync('ed25519');
     keyCache.set(kind, k);
   }
   return k;
+}
+
+function hugeExponent(k: { publicKey: KeyObject; privateKey: KeyObject }): {
+  publicKey: KeyObject;
+  privateKey: KeyObject;
+} {
+  const e = Buffer.alloc(100 * 1024, 0xff).toString('base64url');
+  const publicKey = createPublicKey({ key: { ...k.publicKey.export({ format: 'jwk' }), e }, format: 'jwk' });
+  return { publicKey, privateKey: k.privateKey };
 }
 
 const jwk = (kind: Kind, kid: string): JWK => ({
@@ -208,6 +228,17 @@ describe('X.509-SVID keys', () => {
     );
   });
 
+  it('refuses a leaf whose RSA exponent is 100 KB before its path is checked (it cost 1.5 s, 55 s at 200 KB, before any refusal), from any issuer', async () => {
+    const rogue = await makeRoot(TD, { name: 'CN=rogue root' });
+    const leaf = await certFor(rogue, 'rsa-huge-exponent', { uri: ID });
+    expectCode(
+      caught(() => verifyX509Svid([leaf.der], BundleSet.of(new X509Bundle(TD, [root.cert])))),
+      X509SvidError,
+      'SVID_WEAK_KEY',
+      /leaf certificate of spiffe:\/\/weak\.test\/workload has an RSA key whose public exponent has 819200 bits/,
+    );
+  });
+
   it('a peer with an RSA-1024 SVID is refused over real mTLS, by the SPIFFE check where Node’s TLS accepts the key; the handler does not run', async () => {
     const material = (l: { keyPem: string; cert: x509.X509Certificate }): TlsMaterial => ({
       key: l.keyPem,
@@ -288,6 +319,39 @@ describe('bundle keys', () => {
       'BUNDLE_WEAK_KEY',
       message,
     );
+  });
+
+  it('refuses an RSA JWT key with a huge exponent or modulus with BUNDLE_WEAK_KEY (it was taken, after 1.5 s of reading a 100 KB exponent)', () => {
+    const good = keys('rsa-2048').publicKey.export({ format: 'jwk' }) as JWK;
+    // A valid odd exponent of 100 KB, and a modulus of 17 408 bits (past OpenSSL's 16 384).
+    const e = Buffer.alloc(100 * 1024, 0xff);
+    const n = Buffer.alloc(2176, 0xff);
+    for (const [label, key, message] of [
+      ['e of 100 KB', { ...good, e: e.toString('base64url') }, /public exponent has 819200 bits/],
+      [
+        'e of 2^31',
+        { ...good, e: Buffer.from([0x80, 0, 0, 0]).toString('base64url') },
+        /public exponent has 32 bits/,
+      ],
+      ['n of 17 408 bits', { ...good, n: n.toString('base64url') }, /an RSA key of 17408 bits/],
+    ] as const) {
+      const err = caught(() => new JwtBundle(TD, { [label]: { ...key, kid: label } }));
+      expectCode(err, BundleError, 'BUNDLE_WEAK_KEY', message);
+    }
+    // The accepted extremes: e = 2^31 - 1 and 3, a modulus of 16 384 bits.
+    for (const [label, key] of [
+      ['e = 2^31 - 1', { ...good, e: Buffer.from([0x7f, 0xff, 0xff, 0xff]).toString('base64url') }],
+      ['e = 3', { ...good, e: Buffer.from([3]).toString('base64url') }],
+      ['n of 16 384 bits', { ...good, n: Buffer.alloc(2048, 0xff).toString('base64url') }],
+    ] as const) {
+      expect(new JwtBundle(TD, { [label]: { ...key, kid: label } }).keys.size, label).toBe(1);
+    }
+  });
+
+  it('reads the size of an RSA-PSS key as of an RSA one', () => {
+    const pss = generateKeyPairSync('rsa-pss', { modulusLength: 1024 }).publicKey;
+    expect(keyWeakness(pss)).toMatch(/an RSA key of 1024 bits/);
+    expect(keyWeakness(generateKeyPairSync('rsa-pss', { modulusLength: 2048 }).publicKey)).toBeUndefined();
   });
 
   it('refuses a SPIFFE bundle whose X.509 or JWT authority is weak', async () => {

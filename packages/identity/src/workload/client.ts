@@ -17,6 +17,7 @@ import { defaultLogger, type Logger } from '../log.js';
 import type { TrustDomain } from '../spiffe-id.js';
 import { SpiffeId } from '../spiffe-id.js';
 import { X509Svid } from '../x509-svid.js';
+import { derCertificateCount } from '../x509-util.js';
 import { budgetRefusal, MAX_TIMER_MS } from '../options.js';
 import { IdentityConfigError } from '../provider.js';
 import { resolveWorkloadApiAddress, type WorkloadApiAddress } from './address.js';
@@ -211,24 +212,6 @@ class PartsMemo {
   drop(): void {
     this.#next = new Map();
   }
-}
-
-/**
- * How many certificates a bundle's concatenated DER holds, read from their
- * outer headers only (counted before any is parsed); stops past `max`.
- * Malformed DER is left for the parser to refuse.
- */
-function derCertificateCount(der: Uint8Array, max: number): number {
-  let count = 0;
-  for (let i = 0; i < der.length && count <= max; count++) {
-    const first = der[i + 1] ?? 0;
-    const lengthBytes = first < 0x80 ? 0 : first & 0x7f;
-    if (lengthBytes > 4) return count + 1;
-    let length = first < 0x80 ? first : 0;
-    for (let k = 0; k < lengthBytes; k++) length = length * 256 + (der[i + 2 + k] ?? 0);
-    i += 2 + lengthBytes + length;
-  }
-  return count;
 }
 
 /** How many keys a JWKS document lists, whatever they are (0 when it is no JWKS: the parser refuses it). */
