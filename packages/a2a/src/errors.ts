@@ -198,8 +198,25 @@ export class A2AError extends WeaveError {
         }
       }
     }
-    return new A2AError(error.code, error.message, { data: error.data, reason: reason ?? reasonIfNone });
+    return new A2AError(error.code, error.message, {
+      data: error.data,
+      reason: peerReason(reason) ?? reasonIfNone,
+    });
   }
+}
+
+/** The shape of a `google.rpc.ErrorInfo` reason: UPPER_SNAKE_CASE, at most 63 characters. */
+const REASON_SHAPE = /^[A-Z][A-Z0-9_]{0,61}[A-Z0-9]$/;
+
+/**
+ * A reason a peer sent, when it has the shape of one ({@link REASON_SHAPE}),
+ * else undefined: the error's code is then its JSON-RPC code's. A peer
+ * chooses the reason, and it becomes the code callers compare, log and
+ * report: a hostile agent's 30 000-character reason was taken whole. It
+ * stays whole in the error's `data`.
+ */
+export function peerReason(reason: string | undefined): string | undefined {
+  return reason !== undefined && REASON_SHAPE.test(reason) ? reason : undefined;
 }
 
 function errorInfo(reason: string, metadata?: Record<string, string>): ErrorInfo {
@@ -218,9 +235,6 @@ function errorInfo(reason: string, metadata?: Record<string, string>): ErrorInfo
 const ECHOED_CHARS = 256;
 
 const echoed = (value: string): string => cutText(value, ECHOED_CHARS);
-
-/** @internal The one cut of `@weave/identity`, for the gRPC status's message bound. */
-export { cutText };
 
 /** Shorthands for the errors the server raises. */
 export const A2AErrors = {
@@ -461,7 +475,7 @@ export function a2aErrorFromRest(body: unknown, httpStatus: number): A2AError {
   const message = typeof e.message === 'string' && e.message !== '' ? e.message : `HTTP ${httpStatus}`;
   return new A2AError(rpc, message, {
     // Without an ErrorInfo, a refusal still reads as one.
-    reason: reason ?? (grpc === 7 ? 'PERMISSION_DENIED' : undefined),
+    reason: peerReason(reason) ?? (grpc === 7 ? 'PERMISSION_DENIED' : undefined),
     data: details.length > 0 ? details : undefined,
   });
 }

@@ -9,10 +9,10 @@ import {
   grpcStatusToA2AError,
   wireCodec,
 } from '../src/grpc/index.js';
-import type { A2AError } from '../src/index.js';
+import { A2AError, a2aErrorFromRest } from '../src/index.js';
 import { restErrorToA2AError } from '../src/transports/rest.js';
 import { TaskSchema, type Task } from '../src/index.js';
-import { A2AErrors } from '../src/errors.js';
+import { A2AErrors, A2A_ERROR_DOMAIN, ERROR_INFO_TYPE } from '../src/errors.js';
 
 const task: Task = {
   id: 'task-1',
@@ -196,6 +196,36 @@ describe('A2A gRPC contract (spec a2a.proto)', () => {
       expect(back.code).toBe(err.code);
       expect(back.message).toBe(err.message);
       expect(back.data).toEqual(err.data);
+    }
+  });
+
+  it('takes a peer’s ErrorInfo reason as the code only in its shape (UPPER_SNAKE_CASE, ≤ 63 characters), on every binding; the reason stays in data', () => {
+    const infoOf = (reason: string) => ({ '@type': ERROR_INFO_TYPE, reason, domain: A2A_ERROR_DOMAIN });
+    const read = (reason: string): A2AError[] => {
+      const grpc = a2aErrorToGrpcStatus(new A2AError(-32001, 'gone', { reason }));
+      return [
+        A2AError.fromJsonRpc({ code: -32001, message: 'gone', data: [infoOf(reason)] }),
+        a2aErrorFromRest(
+          { error: { code: 404, status: 'NOT_FOUND', message: 'gone', details: [infoOf(reason)] } },
+          404,
+        ),
+        grpcStatusToA2AError({ code: grpc.code, details: grpc.details, metadata: grpc.metadata as Metadata }),
+      ];
+    };
+    for (const reason of [
+      'A'.repeat(30_000),
+      'task_not_found',
+      'TASK NOT FOUND',
+      `X${'Y'.repeat(63)}`,
+      'EVIL\u001b[2K',
+    ]) {
+      for (const e of read(reason)) {
+        expect([e.code, e.jsonRpcCode], reason.slice(0, 20)).toEqual(['TASK_NOT_FOUND', -32001]);
+        expect(JSON.stringify(e.data)).toContain(JSON.stringify(reason).slice(1, 20));
+      }
+    }
+    for (const reason of ['TASK_NOT_FOUND', 'QUOTA_EXCEEDED', `X${'Y'.repeat(62)}`]) {
+      for (const e of read(reason)) expect(e.code).toBe(reason);
     }
   });
 

@@ -4,14 +4,15 @@
  * whose details carry the A2A `google.rpc.ErrorInfo`.
  */
 import { Metadata, status as GrpcStatus, type ServiceError, type StatusObject } from '@grpc/grpc-js';
+import { cutText } from '@weave/identity';
 import {
   A2A_ERROR_DOMAIN,
   A2AError,
   ERROR_INFO_TYPE,
-  cutText,
   grpcStatusOf,
   jsonRpcCodeOfGrpcStatus,
   jsonRpcCodeOfReason,
+  peerReason,
   type ErrorInfo,
 } from '../errors.js';
 import { a2aProtoRoot } from './proto.js';
@@ -173,7 +174,8 @@ export function grpcStatusToA2AError(err: Pick<ServiceError, 'code' | 'details' 
   return new A2AError(rpc, err.details || `gRPC status ${err.code}`, {
     // Without an ErrorInfo (other SDKs' servers send a bare status), a refusal still reads as one,
     // as a bare 403 does on HTTP+JSON: callers tell a denial by this reason.
-    reason: reason ?? (err.code === GrpcStatus.PERMISSION_DENIED ? 'PERMISSION_DENIED' : undefined),
+    reason:
+      peerReason(reason) ?? (err.code === GrpcStatus.PERMISSION_DENIED ? 'PERMISSION_DENIED' : undefined),
     data: infos.length > 0 ? infos : undefined,
   });
 }

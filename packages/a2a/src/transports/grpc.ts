@@ -8,6 +8,7 @@ import {
   type ServiceError,
 } from '@grpc/grpc-js';
 import { SecureChannel } from '@weave/transport';
+import { cutText } from '@weave/identity';
 import { A2AClientError, type A2AError } from '../errors.js';
 import {
   a2aGrpcService,
@@ -35,7 +36,7 @@ interface Generation {
   readonly client: Client;
   /** Calls in flight on it. */
   active: number;
-  /** Replaced after a rotation: closed once its last call ends. */
+  /** Replaced (after a rotation, or a call that ran past its deadline): closed once its last call ends. */
   retired: boolean;
 }
 
@@ -116,7 +117,7 @@ export class GrpcTransport implements ClientTransport {
     this.#tenant = iface.tenant || undefined;
     this.#service = a2aGrpcService();
     this.#current = this.#open();
-    this.#unsubscribe = this.#channel.onRotated(() => this.#rotate());
+    this.#unsubscribe = this.#channel.onRotated(() => this.#renew());
   }
 
   #open(): Generation {
@@ -151,8 +152,18 @@ export class GrpcTransport implements ClientTransport {
     return { client, active: 0, retired: false };
   }
 
-  #rotate(): void {
-    if (this.#closed) return;
+  /**
+   * New calls go over a new client (and connection); calls in flight finish
+   * on `old`, which is closed after them. After an SVID rotation, and after
+   * a call on `old` ran past its deadline: its connection may be one Node
+   * left for dead without a word. nghttp2 gives a connection up when the
+   * server sends a header field over its 64 KiB HPACK bound (a 100 KB
+   * grpc-message): it sends GOAWAY and stops reading and writing, and Node
+   * emits nothing, so the call waiting on it can only end at its deadline,
+   * and every later call on it would wait for its own deadline too.
+   */
+  #renew(old: Generation = this.#current): void {
+    if (this.#closed || old !== this.#current) return;
     let next: Generation;
     try {
       next = this.#open();
@@ -160,7 +171,6 @@ export class GrpcTransport implements ClientTransport {
       // The channel keeps its previous credentials too; the next update tries again.
       return;
     }
-    const old = this.#current;
     this.#current = next;
     old.retired = true;
     if (old.active === 0) old.client.close();
@@ -197,10 +207,96 @@ export class GrpcTransport implements ClientTransport {
       : params;
   }
 
-  /** The typed error of a failed call. */
-  #failure(what: string, err: ServiceError, signal: AbortSignal | undefined, started: number): Error {
+  /**
+   * Starts `method` as a server-streaming call, the unary methods too: the
+   * wire is the same, and grpc-js's own unary call reads one message, so
+   * behind a second one it never sees the status and waits for its deadline.
+   * What the answer breaks (its content type, a message that does not
+   * decode) is kept in the call's state, and the call cancelled.
+   */
+  #begin(
+    method: UnaryMethod | StreamMethod,
+    params: Record<string, unknown>,
+    options: TransportStreamOptions,
+    what: string,
+    deadline?: number,
+  ): { call: ClientReadableStream<WireObject>; state: CallState; end: () => void } {
+    const def = this.#service[method];
+    const started = Date.now();
+    const { gen, done } = this.#acquire();
+    const state: CallState = { started, gen, answered: false };
+    const deserialize = (bytes: Buffer): WireObject => {
+      try {
+        return def.responseDeserialize(bytes);
+      } catch (err) {
+        state.invalid ??= new A2AClientError(
+          'INVALID_RESPONSE',
+          `${what}: a message of the answer is not valid: ${(err as Error).message}`,
+          { cause: err },
+        );
+        throw err;
+      }
+    };
+    const call = gen.client.makeServerStreamRequest(
+      def.path,
+      def.requestSerialize,
+      deserialize,
+      this.#params(params),
+      this.#metadata(options, options.lastEventId),
+      deadline === undefined ? {} : { deadline },
+    );
+    call.once('metadata', (md: Metadata) => {
+      state.answered = true;
+      // grpc-js reads any body as gRPC frames: an HTML page's first bytes made a 1.7 GB "message".
+      const type = String(md.get('content-type')[0] ?? '');
+      if (!GRPC_CONTENT_TYPE.test(type)) {
+        state.invalid ??= new A2AClientError(
+          'INVALID_RESPONSE',
+          `${what}: the answer is not gRPC (content type ${type ? JSON.stringify(cutText(type, 64)) : 'none'})`,
+        );
+        call.cancel();
+      }
+    });
+    return {
+      call,
+      state,
+      end: done,
+    };
+  }
+
+  /**
+   * The typed error of a failed call. One that ran past its deadline (grpc-js's,
+   * or a caller's signal with a timeout reason) renews the client: see {@link GrpcTransport.#renew}.
+   */
+  #failure(what: string, err: ServiceError, signal: AbortSignal | undefined, state: CallState): Error {
+    const failure = this.#typedFailure(what, err, signal, state);
+    if (failure instanceof A2AClientError && failure.code === 'DEADLINE_EXCEEDED') this.#renew(state.gen);
+    return failure;
+  }
+
+  #typedFailure(what: string, err: ServiceError, signal: AbortSignal | undefined, state: CallState): Error {
     if (signal?.aborted) return callFailure(what, signal.reason, signal);
+    if (state.invalid) return state.invalid;
+    // grpc-js passes on a grpc-status that is no number as NaN, and its own
+    // refusal of a message it cannot unframe (compressed, no grpc-encoding) with no code at all.
+    if (!Number.isInteger(err.code)) {
+      return new A2AClientError(
+        'INVALID_RESPONSE',
+        `${what}: the answer is not valid gRPC (status code ${String(err.code)})`,
+        { cause: err },
+      );
+    }
     const hasDetails = err.metadata?.get(GRPC_STATUS_DETAILS_KEY).length > 0;
+    // A status grpc-js made up for an answer that brought none: no error the agent sent.
+    const local = hasDetails ? null : LOCAL_STATUS.exec(err.details ?? '');
+    if (local && (local[1] === '0' || local[2] === '200')) {
+      return new A2AClientError('INVALID_RESPONSE', `${what}: the answer ended without a gRPC status`, {
+        cause: err,
+      });
+    }
+    if (local && err.code === GrpcStatus.INTERNAL) {
+      return new A2AClientError('TRANSPORT_FAILED', `${what} failed: ${err.details}`, { cause: err });
+    }
     const tooLarge = sizeRefusalOf(err, this.#ctx.maxResponseBytes);
     if (tooLarge === 'RESPONSE_TOO_LARGE') {
       return new A2AClientError(
@@ -214,7 +310,7 @@ export class GrpcTransport implements ClientTransport {
       // the same A2A error as theirs, not a local failure (RESOURCE_EXHAUSTED is in LOCAL_CODES).
       return grpcStatusToA2AError(err);
     }
-    if (tooLarge === 'HEADERS_TOO_LARGE') {
+    if (tooLarge === 'HEADERS_TOO_LARGE' && !state.answered) {
       // The HTTP bindings' 431: the server never read the request.
       return new A2AClientError(
         'HEADERS_TOO_LARGE',
@@ -232,7 +328,7 @@ export class GrpcTransport implements ClientTransport {
       const refusal = this.#refusal;
       const refused =
         refusal !== undefined &&
-        (refusal.at >= started - 1 || (err.details ?? '').includes(refusal.error.message));
+        (refusal.at >= state.started - 1 || (err.details ?? '').includes(refusal.error.message));
       return new A2AClientError('TRANSPORT_FAILED', `${what} failed: ${err.details || err.message}`, {
         cause: refused ? refusal.error : err,
       });
@@ -246,27 +342,42 @@ export class GrpcTransport implements ClientTransport {
     options: TransportCallOptions,
   ): Promise<unknown> {
     const what = `${method} to ${this.url}`;
-    const def = this.#service[method];
     const signal = options.signal;
     if (signal?.aborted) return Promise.reject(callFailure(what, signal.reason, signal));
-    const started = Date.now();
-    const { gen, done } = this.#acquire();
+    // The deadline covers connect, send and read.
+    const deadline = Date.now() + Math.max(1, options.timeoutMs);
+    const { call, state, end } = this.#begin(method, params, options, what, deadline);
     return new Promise((resolve, reject) => {
+      let value: WireObject | undefined;
+      let settled = false;
       const onAbort = () => call.cancel();
-      const call = gen.client.makeUnaryRequest(
-        def.path,
-        def.requestSerialize,
-        def.responseDeserialize,
-        this.#params(params),
-        this.#metadata(options),
-        // The deadline covers connect, send and read.
-        { deadline: started + Math.max(1, options.timeoutMs) },
-        (err: ServiceError | null, value?: WireObject) => {
-          signal?.removeEventListener('abort', onAbort);
-          done();
-          if (err) reject(this.#failure(what, err, signal, started));
-          else resolve(method === 'DeleteTaskPushNotificationConfig' ? undefined : value);
-        },
+      const settle = (err: Error | undefined): void => {
+        if (settled) return;
+        settled = true;
+        signal?.removeEventListener('abort', onAbort);
+        end();
+        if (err) reject(err);
+        else resolve(method === 'DeleteTaskPushNotificationConfig' ? undefined : value);
+      };
+      call.on('data', (v: WireObject) => {
+        if (value === undefined) {
+          value = v;
+          return;
+        }
+        state.invalid ??= new A2AClientError(
+          'INVALID_RESPONSE',
+          `${what}: answered with more than one message`,
+        );
+        call.cancel();
+      });
+      call.on('error', (err: ServiceError) => settle(this.#failure(what, err, signal, state)));
+      call.on('end', () =>
+        settle(
+          state.invalid ??
+            (value === undefined
+              ? new A2AClientError('INVALID_RESPONSE', `${what}: answered OK with no message`)
+              : undefined),
+        ),
       );
       signal?.addEventListener('abort', onAbort, { once: true });
     });
@@ -278,18 +389,9 @@ export class GrpcTransport implements ClientTransport {
     options: TransportStreamOptions,
   ): AsyncGenerator<RawStreamEvent> {
     const what = `${method} to ${this.url}`;
-    const def = this.#service[method];
     const signal = options.signal;
     if (signal?.aborted) throw callFailure(what, signal.reason, signal);
-    const started = Date.now();
-    const { gen, done } = this.#acquire();
-    const call: ClientReadableStream<WireObject> = gen.client.makeServerStreamRequest(
-      def.path,
-      def.requestSerialize,
-      def.responseDeserialize,
-      this.#params(params),
-      this.#metadata(options, options.lastEventId),
-    );
+    const { call, state, end } = this.#begin(method, params, options, what);
     // The stream must be open (response headers in) within the budget; after that only the signal bounds it.
     let opened = false;
     let timedOut = false;
@@ -312,15 +414,19 @@ export class GrpcTransport implements ClientTransport {
         const eventId = takeEventId(value);
         yield eventId === undefined ? { value } : { value, eventId };
       }
+      if (state.invalid) throw state.invalid;
     } catch (err) {
-      if (timedOut && !signal?.aborted) throw deadlineExceeded(what, err);
-      throw this.#failure(what, err as ServiceError, signal, started);
+      if (timedOut && !signal?.aborted) {
+        this.#renew(state.gen);
+        throw deadlineExceeded(what, err);
+      }
+      throw err === state.invalid ? err : this.#failure(what, err as ServiceError, signal, state);
     } finally {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
       // Ending the iteration early (a consumer's break) ends the call.
       call.cancel();
-      done();
+      end();
     }
   }
 
@@ -334,6 +440,27 @@ export class GrpcTransport implements ClientTransport {
     if (gen.active === 0) gen.client.close();
   }
 }
+
+/** What one call has heard, for {@link GrpcTransport}'s reading of its failure. */
+interface CallState {
+  readonly started: number;
+  readonly gen: Generation;
+  /** Response headers came: the server read the request's. */
+  answered: boolean;
+  /** How the answer broke the protocol (a content type, a message that does not decode, a second message). */
+  invalid?: A2AClientError;
+}
+
+/**
+ * grpc-js's wording of the status it makes up when a stream closes without
+ * one ("Received RST_STREAM with code N …", code 0 when the server ended the
+ * stream without trailers) and when trailers hold no grpc-status ("Received
+ * HTTP status code N").
+ */
+const LOCAL_STATUS = /^Received (?:RST_STREAM with code (\d+)|HTTP status code (\d+)$)/;
+
+/** `application/grpc`, alone or as `+proto`, parameters allowed (gRPC over HTTP/2, "Content-Type"). */
+const GRPC_CONTENT_TYPE = /^application\/grpc(?:\+proto)?(?:\s*;|$)/i;
 
 const grpcUnavailable =
   "the gRPC binding takes its mTLS credentials from a @weave/transport SecureChannel (the client's dispatcher is not one)";
