@@ -1,13 +1,25 @@
 // TLS options and certificate rotation for any Node TLS server (https, http2,
 // tls, or the server under fastify), and the bounds every Weave server shares
-// (header list size, log rate). No HTTP framework here: the fastify plugin and
+// (header list size, log rate, connections, HTTP/2 stream resets). No HTTP framework here: the fastify plugin and
 // factory are in server.ts, the `@weave/transport/server` entry.
 import type { Server as HttpsServer } from 'node:https';
-import type { Http2SecureServer } from 'node:http2';
+import {
+  constants as h2,
+  type Http2SecureServer,
+  type Http2Server,
+  type ServerHttp2Session,
+  type ServerHttp2Stream,
+} from 'node:http2';
+import type { DropArgument, Socket } from 'node:net';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
-import { wholeNumber, type IdentityProvider } from '@weave/identity';
+import { wholeNumber, type IdentityProvider, type SpiffeId } from '@weave/identity';
 import { z } from 'zod';
-import { parseTransportConfig, type TransportConfig, type TransportConfigInput } from './config.js';
+import {
+  formatIssues,
+  parseTransportConfig,
+  type TransportConfig,
+  type TransportConfigInput,
+} from './config.js';
 import { TransportConfigError, TransportIdentityError } from './errors.js';
 import { bundlesPem, svidPem, TLS_CIPHERS, TLS_SECURE_OPTIONS } from './tls.js';
 
@@ -291,4 +303,225 @@ export function headerListBytes(
 // Array.isArray does not narrow a readonly array out of a union.
 function isStringArray(v: unknown): v is readonly string[] {
   return Array.isArray(v);
+}
+
+const connectionCount = wholeNumber(1, Number.MAX_SAFE_INTEGER, 'a whole number of connections, at least 1');
+
+/**
+ * Bounds on the connections one server holds, taken by `createMtlsServer`
+ * and the A2A gRPC binding as options of the same names. Measured on
+ * loopback (Node 20, dev-CA SVIDs), an open connection holds 50 KiB
+ * (HTTP/1.1) to 100 KiB (HTTP/2 with a stream waiting for its body) of the
+ * server's memory, and one client opened 15 000 of them in 80 s: without a
+ * bound, its handshake rate and the file descriptor limit were the only ones.
+ */
+export const ConnectionLimitsSchema = z.object({
+  /**
+   * Open connections per server, those still in their TLS handshake
+   * included: one over it is closed as it is accepted, before any TLS (Node's
+   * `server.maxConnections`). Default 10 000, about 1 GB of the server's
+   * memory at the figures above; keep it under the process's file
+   * descriptor limit.
+   */
+  maxConnections: connectionCount.default(10_000),
+  /**
+   * Open connections per verified peer SPIFFE ID: a connection over it is
+   * closed as its handshake completes, before any request is read. Default
+   * 1000, a tenth of the server's default, so that it takes ten identities
+   * to fill a server; raise it when many replicas share one SPIFFE ID and
+   * each keeps many connections.
+   */
+  maxConnectionsPerPeer: connectionCount.default(1_000),
+});
+/** What callers may pass to {@link parseConnectionLimits}: each bound optional. */
+export type ConnectionLimitsInput = z.input<typeof ConnectionLimitsSchema>;
+/** Connection bounds with every default filled in. */
+export type ConnectionLimits = z.output<typeof ConnectionLimitsSchema>;
+
+/**
+ * Validates connection bounds and fills in defaults.
+ *
+ * @throws {TransportConfigError} naming each bound that is not a whole number of at least 1.
+ */
+export function parseConnectionLimits(input: ConnectionLimitsInput = {}): ConnectionLimits {
+  const res = ConnectionLimitsSchema.safeParse(input ?? {});
+  if (!res.success) throw new TransportConfigError(formatIssues(res.error));
+  return res.data;
+}
+
+/**
+ * Holds a TLS server to {@link ConnectionLimits}: `maxConnections` at once
+ * (Node's `server.maxConnections`: a connection over it is closed as it is
+ * accepted), and `maxConnectionsPerPeer` for each SPIFFE ID the server
+ * {@link ConnectionLimiter.admit | admits}. Each refusal is counted and
+ * logged as a `warn` line with the count so far (`refused`), at most
+ * 10 lines a minute per kind ({@link LogRate}), so a flood of them cannot
+ * flood the log. `createMtlsServer` and the A2A gRPC binding apply it.
+ */
+export class ConnectionLimiter {
+  readonly #limits: ConnectionLimits;
+  readonly #server: TlsServer | HttpsServer | Http2SecureServer;
+  readonly #log: TlsRefusalLog;
+  readonly #msg: string;
+  readonly #perPeer = new Map<string, number>();
+  readonly #serverLines = new LogRate();
+  readonly #peerLines = new LogRate();
+  #refusedByServer = 0;
+  #refusedByPeer = 0;
+  readonly #onDrop = (data?: DropArgument): void => {
+    this.#refusedByServer++;
+    const extra = this.#serverLines.take();
+    if (!extra) return;
+    this.#log.warn(
+      {
+        code: 'CONNECTION_LIMIT',
+        remoteAddress: data?.remoteAddress,
+        maxConnections: this.#limits.maxConnections,
+        refused: this.#refusedByServer,
+        ...extra,
+      },
+      `${this.#msg}: the server holds maxConnections`,
+    );
+  };
+
+  /**
+   * Sets `server.maxConnections` and logs the connections it drops. `msg`
+   * starts each log line.
+   */
+  constructor(
+    server: TlsServer | HttpsServer | Http2SecureServer,
+    limits: ConnectionLimits,
+    log: TlsRefusalLog,
+    msg = 'connection refused',
+  ) {
+    this.#server = server;
+    this.#limits = limits;
+    this.#log = log;
+    this.#msg = msg;
+    server.maxConnections = limits.maxConnections;
+    server.on('drop', this.#onDrop);
+  }
+
+  /**
+   * Counts `socket`, whose handshake verified `peer`, against the peer's
+   * bound until it closes. False, with nothing counted and the refusal
+   * logged, when the peer already holds `maxConnectionsPerPeer`: the caller
+   * then closes the socket. Call it once per connection.
+   */
+  admit(socket: Socket, peer: SpiffeId): boolean {
+    const key = peer.toString();
+    const held = this.#perPeer.get(key) ?? 0;
+    if (held >= this.#limits.maxConnectionsPerPeer) {
+      this.#refusedByPeer++;
+      const extra = this.#peerLines.take();
+      if (extra) {
+        this.#log.warn(
+          {
+            code: 'CONNECTION_LIMIT',
+            peer: key,
+            remoteAddress: socket.remoteAddress,
+            maxConnectionsPerPeer: this.#limits.maxConnectionsPerPeer,
+            refused: this.#refusedByPeer,
+            ...extra,
+          },
+          `${this.#msg}: the peer holds maxConnectionsPerPeer`,
+        );
+      }
+      return false;
+    }
+    this.#perPeer.set(key, held + 1);
+    socket.once('close', () => {
+      const left = (this.#perPeer.get(key) ?? 1) - 1;
+      if (left > 0) this.#perPeer.set(key, left);
+      else this.#perPeer.delete(key);
+    });
+    return true;
+  }
+
+  /** Connections refused so far: by `maxConnections`, and by `maxConnectionsPerPeer`. */
+  get refused(): { readonly server: number; readonly peer: number } {
+    return { server: this.#refusedByServer, peer: this.#refusedByPeer };
+  }
+
+  /** Stops logging dropped connections (the server's `maxConnections` stays). */
+  stop(): void {
+    this.#server.off('drop', this.#onDrop);
+  }
+}
+
+/**
+ * How many HTTP/2 streams a client may reset before {@link closeHttp2ResetFloods}
+ * closes its connection: `burst` at once, then `perSecond` more each second
+ * (nghttp2's own rate, a fifth of its burst).
+ */
+export const HTTP2_RESET_LIMIT = { burst: 200, perSecond: 33 } as const;
+
+const RESETS = Symbol('weave.http2.resets');
+type ResetCountingSession = ServerHttp2Session & { [RESETS]?: { tokens: number; at: number } };
+
+/**
+ * Closes an HTTP/2 connection (GOAWAY ENHANCE_YOUR_CALM, then the socket) as
+ * soon as its client has reset more streams than {@link HTTP2_RESET_LIMIT}
+ * allows: rapid reset (CVE-2023-44487), where each stream opened and reset
+ * at once still starts its request (a route or call handler ran for 1200 of
+ * them on one connection), and streams the server resets because the client
+ * sent something invalid on them. Why here: nghttp2's own limit (1000 resets,
+ * then 33 a second) answers with a GOAWAY, but Node then stops reading and
+ * keeps the socket open until the session's idle timeout (forever on a server
+ * without one), so the connection still held its slot and memory. A stream
+ * counts as reset when it closes before the server ended its answer. Logs
+ * each closed connection as a `warn` line, at most 10 a minute
+ * ({@link LogRate}). `createMtlsServer` and the A2A gRPC binding apply it.
+ * Returns the function that stops it.
+ */
+export function closeHttp2ResetFloods(
+  server: Http2Server | Http2SecureServer,
+  log: TlsRefusalLog,
+  msg = 'HTTP/2 connection closed: too many streams reset',
+): () => void {
+  const lines = new LogRate();
+  let closed = 0;
+  // One function for every stream, no closure per stream: it runs for each aborted stream only.
+  const onAborted = function (this: ServerHttp2Stream): void {
+    const session = this.session as ResetCountingSession | undefined;
+    // A session being torn down aborts its open streams: those are not the client's resets.
+    if (!session || session.destroyed) return;
+    const now = Date.now();
+    let bucket = session[RESETS];
+    if (!bucket) {
+      bucket = { tokens: HTTP2_RESET_LIMIT.burst, at: now };
+      session[RESETS] = bucket;
+    } else {
+      const seconds = Math.floor((now - bucket.at) / 1000);
+      if (seconds > 0) {
+        bucket.tokens = Math.min(
+          HTTP2_RESET_LIMIT.burst,
+          bucket.tokens + seconds * HTTP2_RESET_LIMIT.perSecond,
+        );
+        bucket.at += seconds * 1000;
+      }
+    }
+    if (--bucket.tokens >= 0) return;
+    closed++;
+    const extra = lines.take();
+    if (extra) {
+      log.warn(
+        {
+          code: 'HTTP2_RESET_FLOOD',
+          remoteAddress: session.socket?.remoteAddress,
+          limit: HTTP2_RESET_LIMIT,
+          closed,
+          ...extra,
+        },
+        msg,
+      );
+    }
+    // The error goes to the server's 'sessionError' listeners; the code to the client's GOAWAY.
+    session.destroy(new Error(msg), h2.NGHTTP2_ENHANCE_YOUR_CALM);
+  };
+  const onStream = (stream: ServerHttp2Stream): void => {
+    stream.once('aborted', onAborted);
+  };
+  server.on('stream', onStream);
+  return () => server.off('stream', onStream);
 }

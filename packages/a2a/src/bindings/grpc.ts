@@ -19,7 +19,7 @@
  */
 import { once } from 'node:events';
 import { maxHeaderSize } from 'node:http';
-import type { ServerOptions as Http2ServerOptions } from 'node:http2';
+import type { Http2SecureServer, Http2Server, ServerOptions as Http2ServerOptions } from 'node:http2';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo, Socket } from 'node:net';
 import { z } from 'zod';
@@ -38,8 +38,11 @@ import {
 } from '@grpc/grpc-js';
 import { X509SvidError, type Authorizer, type IdentityProvider, type SpiffeId } from '@weave/identity';
 import {
+  ConnectionLimiter,
+  ConnectionLimitsSchema,
   MAX_CONCURRENT_STREAMS,
   TransportIdentityError,
+  closeHttp2ResetFloods,
   createMtlsServerOptions,
   headerListBytes,
   logTlsRefusals,
@@ -87,6 +90,19 @@ export interface A2AGrpcServerOptions {
    * Default 15 000, the HTTP bindings' heartbeat.
    */
   readonly keepaliveMs?: number;
+  /**
+   * Open connections the listener holds at most, those still in their TLS
+   * handshake included; one over it is closed as it is accepted, before any
+   * TLS. An idle gRPC connection is never closed (about 80 KiB of the
+   * server's memory each, measured), so this is what bounds them. Default
+   * 10 000 (`ConnectionLimitsSchema` of `@weave/transport`).
+   */
+  readonly maxConnections?: number;
+  /**
+   * Open connections one admitted SPIFFE ID holds at most; one over it is
+   * closed as it is admitted, before grpc-js reads a byte of it. Default 1000.
+   */
+  readonly maxConnectionsPerPeer?: number;
   readonly logger?: HandlerLogger;
 }
 
@@ -99,7 +115,11 @@ type PeerSocket = TLSSocket & { [PEER]?: { id: SpiffeId; address: string } };
 
 const SILENT: HandlerLogger = { warn: () => undefined, error: () => undefined };
 
-const GrpcServerNumbers = z.object({ keepaliveMs: timerMsOr0('off').optional() });
+const GrpcServerNumbers = z.object({
+  keepaliveMs: timerMsOr0('off').optional(),
+  // The HTTP servers' bounds, with their defaults.
+  ...ConnectionLimitsSchema.shape,
+});
 
 /**
  * The A2A gRPC binding on its own mTLS port. `listen()` then hand
@@ -133,14 +153,18 @@ export class A2AGrpcServer {
    */
   readonly #peers = new Map<string, { id: SpiffeId; socket: PeerSocket }>();
   readonly #unsubscribe: Array<() => void> = [];
+  readonly #limiter: ConnectionLimiter;
   #url: string | undefined;
 
-  /** @throws {A2AConfigError} when no authorizer, or `keepaliveMs` out of range; nothing is started. */
+  /**
+   * @throws {A2AConfigError} when no authorizer, or `keepaliveMs`, `maxConnections`
+   *   or `maxConnectionsPerPeer` out of range; nothing is started.
+   */
   constructor(options: A2AGrpcServerOptions) {
     if (typeof options?.authorize !== 'function') {
       throw new A2AConfigError('A2AGrpcServer', ['authorize (an Authorizer) is required']);
     }
-    checkOptions('A2AGrpcServer', GrpcServerNumbers, options);
+    const limits = checkOptions('A2AGrpcServer', GrpcServerNumbers, options);
     this.#opts = options;
     this.#log = options.logger ?? SILENT;
     const config = options.config ?? {};
@@ -166,6 +190,8 @@ export class A2AGrpcServer {
       // handshake would hold a slot (and close()) that long, unauthenticated.
       handshakeTimeout: connectTimeoutMs,
     });
+    this.#limiter = new ConnectionLimiter(this.#tls, limits, this.#log, 'a2a grpc: connection refused');
+    this.#unsubscribe.push(() => this.#limiter.stop());
     this.#unsubscribe.push(
       watchServerIdentity(this.#tls, options.identity, config, (err) =>
         this.#log.error({ err }, 'a2a grpc: identity rotation failed; keeping the previous certificate'),
@@ -198,6 +224,14 @@ export class A2AGrpcServer {
     boundHeaderList(this.#grpc, maxHeaderSize);
     this.#grpc.addService(serverService(), this.#implementation());
     this.#injector = this.#grpc.createConnectionInjector(ServerCredentials.createInsecure());
+    // Rapid reset: as on the HTTP bindings' HTTP/2, a client resetting calls
+    // in a flood has its connection closed at once. Without it, 734 of the
+    // SendMessage calls a client opened and reset on one connection ran
+    // their task, and nghttp2's GOAWAY left the connection open until the
+    // keepalive gave up on it (30 s).
+    for (const server of http2ServersOf(this.#grpc)) {
+      closeHttp2ResetFloods(server, this.#log, 'a2a grpc: connection closed: too many calls reset');
+    }
     this.#tls.on('connection', (socket: Socket) => {
       if (this.#closing) {
         socket.destroy();
@@ -214,6 +248,11 @@ export class A2AGrpcServer {
     this.#tls.on('secureConnection', (socket: PeerSocket) => {
       this.#handshaking.delete(peerAddress(socket));
       if (this.#closing || !this.#admit(socket)) {
+        socket.destroy();
+        return;
+      }
+      if (!this.#limiter.admit(socket, (socket[PEER] as { id: SpiffeId }).id)) {
+        this.#forget(socket);
         socket.destroy();
         return;
       }
@@ -492,6 +531,17 @@ function boundHeaderList(server: Server, max: number): void {
   // A grpc-js without it still has the bound of refuseMetadataOver, only later.
   if (typeof options !== 'object' || options === null) return;
   options.settings = { ...options.settings, maxHeaderListSize: max };
+}
+
+/**
+ * The HTTP/2 servers grpc-js made (here, the connection injector's), whose
+ * streams are the calls: grpc-js has no API for them, so a grpc-js without
+ * the field gives none, and calls reset in a flood are then left to
+ * nghttp2's own limit.
+ */
+function http2ServersOf(server: Server): Array<Http2Server | Http2SecureServer> {
+  const servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
+  return servers instanceof Map ? [...(servers.keys() as Iterable<Http2Server | Http2SecureServer>)] : [];
 }
 
 /**
