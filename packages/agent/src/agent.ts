@@ -475,6 +475,8 @@ export class SecureAgent extends AgentCore {
             // How long a connection may stay unhandshaked (unauthenticated) on this port.
             connectTimeoutMs: this.config.transport.connectTimeoutMs,
           },
+          maxConnections: this.config.server.maxConnections,
+          maxConnectionsPerPeer: this.config.server.maxConnectionsPerPeer,
           fastify: {
             loggerInstance: sharedChildLogger(this.logger.child({ component: 'http' })),
             // Calls are logged once each by the agent, with their correlation id.
@@ -546,6 +548,8 @@ export class SecureAgent extends AgentCore {
               connectTimeoutMs: this.config.transport.connectTimeoutMs,
             },
             keepaliveMs: this.config.server.keepaliveMs,
+            maxConnections: this.config.server.maxConnections,
+            maxConnectionsPerPeer: this.config.server.maxConnectionsPerPeer,
             logger: this.logger.child({ component: 'grpc' }),
           })
         : undefined;

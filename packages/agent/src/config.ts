@@ -6,7 +6,7 @@ import { CallerLimitsSchema } from '@weave/a2a';
 import { OPA_DEFAULT_MAX_RESPONSE_BYTES, OPA_MAX_RESPONSE_BYTES, OPA_MAX_TIMEOUT_MS } from '@weave/authz';
 // Every key that ends up on a timer is bounded by MAX_TIMER_MS, or by the
 // lower bound of the layer it is handed to.
-import { TRANSPORT_TIMEOUT_LIMITS_MS } from '@weave/transport';
+import { ConnectionLimitsSchema, TRANSPORT_TIMEOUT_LIMITS_MS } from '@weave/transport';
 import { formatKeyPath, lineCol, MAX_TIMER_MS, scanJson, SpiffeId } from '@weave/identity';
 import { AgentConfigError, type ConfigIssue } from './errors.js';
 
@@ -156,6 +156,14 @@ export const AgentConfigSchema = z.strictObject({
           perTask: z.number().int().positive().optional(),
         })
         .optional(),
+      /**
+       * Connections each port (HTTP and gRPC) holds at most: `maxConnections`
+       * in all, those still in their TLS handshake included (default 10 000),
+       * and `maxConnectionsPerPeer` per verified SPIFFE ID (default 1000). One
+       * over is closed at once, before any request (see @weave/transport's
+       * `ConnectionLimitsSchema`).
+       */
+      ...ConnectionLimitsSchema.shape,
       /** How long stop() lets in-flight tasks run before it cancels them. */
       drainTimeoutMs: z.number().int().positive().max(MAX_TIMER_MS).default(10_000),
       /**

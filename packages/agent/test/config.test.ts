@@ -93,6 +93,17 @@ describe('agent config', () => {
     }
   });
 
+  it('server.maxConnections and maxConnectionsPerPeer: 10 000 and 1000 by default, whole numbers of at least 1', () => {
+    const server = parseAgentConfig(minimal, { env: {} }).server;
+    expect([server.maxConnections, server.maxConnectionsPerPeer]).toEqual([10_000, 1_000]);
+    for (const key of ['maxConnections', 'maxConnectionsPerPeer']) {
+      for (const value of [0, -1, 1.5, 'many']) {
+        const e = issuesOf(() => parseAgentConfig({ ...minimal, server: { [key]: value } }, { env: {} }));
+        expect(e.issues[0]?.path).toBe(`server.${key}`);
+      }
+    }
+  });
+
   it('transport.streamIdleTimeoutMs: 300 000 by default (the client default), 0 for no limit', () => {
     const idle = (transport?: object) =>
       parseAgentConfig({ ...minimal, ...(transport ? { transport } : {}) }, { env: {} }).transport
