@@ -477,6 +477,7 @@ export class SecureAgent extends AgentCore {
           },
           maxConnections: this.config.server.maxConnections,
           maxConnectionsPerPeer: this.config.server.maxConnectionsPerPeer,
+          maxHandshakesPerAddress: this.config.server.maxHandshakesPerAddress,
           fastify: {
             loggerInstance: sharedChildLogger(this.logger.child({ component: 'http' })),
             // Calls are logged once each by the agent, with their correlation id.
@@ -550,6 +551,7 @@ export class SecureAgent extends AgentCore {
             keepaliveMs: this.config.server.keepaliveMs,
             maxConnections: this.config.server.maxConnections,
             maxConnectionsPerPeer: this.config.server.maxConnectionsPerPeer,
+            maxHandshakesPerAddress: this.config.server.maxHandshakesPerAddress,
             logger: this.logger.child({ component: 'grpc' }),
           })
         : undefined;

@@ -159,9 +159,10 @@ export const AgentConfigSchema = z.strictObject({
       /**
        * Connections each port (HTTP and gRPC) holds at most: `maxConnections`
        * in all, those still in their TLS handshake included (default 10 000),
-       * and `maxConnectionsPerPeer` per verified SPIFFE ID (default 1000). One
-       * over is closed at once, before any request (see @weave/transport's
-       * `ConnectionLimitsSchema`).
+       * `maxConnectionsPerPeer` per verified SPIFFE ID (default 1000), and
+       * `maxHandshakesPerAddress` in their TLS handshake per remote address
+       * (default 64). One over is closed at once, before any request (see
+       * @weave/transport's `ConnectionLimitsSchema`).
        */
       ...ConnectionLimitsSchema.shape,
       /** How long stop() lets in-flight tasks run before it cancels them. */

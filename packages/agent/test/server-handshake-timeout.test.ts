@@ -64,25 +64,28 @@ describe('transport.connectTimeoutMs bounds the handshake on the agent’s own p
   });
 });
 
-describe('server.maxConnections bounds each of the agent’s ports', () => {
-  it('closes a connection over the bound as it is accepted, on the mTLS and the gRPC port; the first stays', async () => {
-    const a = agent({
-      config: {
-        name: 'search',
-        identity: { workloadApi: { socket: world.dev.address('search') } },
-        authz: { policyFile: world.policyFile },
-        server: { host: '127.0.0.1', port: 0, grpc: { host: '127.0.0.1', port: 0 }, maxConnections: 1 },
-      },
-    });
-    await a.start();
-    for (const hostPort of [new URL(a.url).host, a.grpcUrl as string]) {
-      // The first holds the one slot while its handshake is pending (5 s by default).
-      const first = await silentConnection(hostPort);
-      const second = await silentConnection(hostPort);
-      expect(await closedWithin(second, 2_000), hostPort).toBe('closed');
-      expect(first.closed, hostPort).toBe(false);
-      first.destroy();
-    }
-    expect(a.state).toBe('running');
-  });
+describe('server.maxConnections and maxHandshakesPerAddress bound each of the agent’s ports', () => {
+  it.each([{ maxConnections: 1 }, { maxHandshakesPerAddress: 1 }])(
+    '%o: closes a connection over the bound as it is accepted, on the mTLS and the gRPC port; the first stays',
+    async (bound) => {
+      const a = agent({
+        config: {
+          name: 'search',
+          identity: { workloadApi: { socket: world.dev.address('search') } },
+          authz: { policyFile: world.policyFile },
+          server: { host: '127.0.0.1', port: 0, grpc: { host: '127.0.0.1', port: 0 }, ...bound },
+        },
+      });
+      await a.start();
+      for (const hostPort of [new URL(a.url).host, a.grpcUrl as string]) {
+        // The first holds the one slot while its handshake is pending (5 s by default).
+        const first = await silentConnection(hostPort);
+        const second = await silentConnection(hostPort);
+        expect(await closedWithin(second, 2_000), hostPort).toBe('closed');
+        expect(first.closed, hostPort).toBe(false);
+        first.destroy();
+      }
+      expect(a.state).toBe('running');
+    },
+  );
 });

@@ -332,6 +332,16 @@ export const ConnectionLimitsSchema = z.object({
    * each keeps many connections.
    */
   maxConnectionsPerPeer: connectionCount.default(1_000),
+  /**
+   * Connections one remote address may hold in their TLS handshake at once:
+   * one over it is closed as it is accepted. Default 64. Why: handshakes in
+   * progress count against `maxConnections` for up to `connectTimeoutMs`,
+   * unauthenticated, so one address opening connections and never finishing
+   * them (3 000 in 1.8 s) filled a server of 1000 and locked every caller
+   * out; a handshake takes a few ms, so honest clients, even many behind one
+   * NAT or proxy address, seldom have more than a few in progress.
+   */
+  maxHandshakesPerAddress: connectionCount.default(64),
 });
 /** What callers may pass to {@link parseConnectionLimits}: each bound optional. */
 export type ConnectionLimitsInput = z.input<typeof ConnectionLimitsSchema>;
@@ -352,7 +362,8 @@ export function parseConnectionLimits(input: ConnectionLimitsInput = {}): Connec
 /**
  * Holds a TLS server to {@link ConnectionLimits}: `maxConnections` at once
  * (Node's `server.maxConnections`: a connection over it is closed as it is
- * accepted), and `maxConnectionsPerPeer` for each SPIFFE ID the server
+ * accepted), `maxHandshakesPerAddress` handshakes in progress per remote
+ * address (closed as accepted), and `maxConnectionsPerPeer` for each SPIFFE ID the server
  * {@link ConnectionLimiter.admit | admits}. Each refusal is counted and
  * logged as a `warn` line with the count so far (`refused`), at most
  * 10 lines a minute per kind ({@link LogRate}), so a flood of them cannot
@@ -364,6 +375,12 @@ export class ConnectionLimiter {
   readonly #log: TlsRefusalLog;
   readonly #msg: string;
   readonly #perPeer = new Map<string, number>();
+  /** Handshakes in progress per remote address. */
+  readonly #handshaking = new Map<string, number>();
+  /** How to release the handshake count of a raw connection, by its remote `address:port`. */
+  readonly #handshakeOf = new Map<string, () => void>();
+  readonly #addressLines = new LogRate();
+  #refusedByAddress = 0;
   readonly #serverLines = new LogRate();
   readonly #peerLines = new LogRate();
   #refusedByServer = 0;
@@ -384,9 +401,54 @@ export class ConnectionLimiter {
     );
   };
 
+  readonly #onConnection = (socket: Socket): void => {
+    const address = socket.remoteAddress;
+    // No address: the peer is already gone.
+    if (address === undefined) return;
+    const held = this.#handshaking.get(address) ?? 0;
+    if (held >= this.#limits.maxHandshakesPerAddress) {
+      this.#refusedByAddress++;
+      const extra = this.#addressLines.take();
+      if (extra) {
+        this.#log.warn(
+          {
+            code: 'CONNECTION_LIMIT',
+            remoteAddress: address,
+            maxHandshakesPerAddress: this.#limits.maxHandshakesPerAddress,
+            refused: this.#refusedByAddress,
+            ...extra,
+          },
+          `${this.#msg}: the address holds maxHandshakesPerAddress handshakes in progress`,
+        );
+      }
+      socket.destroy();
+      return;
+    }
+    this.#handshaking.set(address, held + 1);
+    // The TLS socket Node wraps around a raw one does not lead back to it;
+    // both report the same remote address and port.
+    const endpoint = `${address}:${socket.remotePort}`;
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      if (this.#handshakeOf.get(endpoint) === release) this.#handshakeOf.delete(endpoint);
+      const left = (this.#handshaking.get(address) ?? 1) - 1;
+      if (left > 0) this.#handshaking.set(address, left);
+      else this.#handshaking.delete(address);
+    };
+    this.#handshakeOf.set(endpoint, release);
+    socket.once('close', release);
+  };
+
+  readonly #onSecureConnection = (socket: TLSSocket): void => {
+    if (socket.remoteAddress === undefined) return;
+    this.#handshakeOf.get(`${socket.remoteAddress}:${socket.remotePort}`)?.();
+  };
+
   /**
-   * Sets `server.maxConnections` and logs the connections it drops. `msg`
-   * starts each log line.
+   * Sets `server.maxConnections` and logs the connections it drops; bounds
+   * the handshakes in progress per remote address. `msg` starts each log line.
    */
   constructor(
     server: TlsServer | HttpsServer | Http2SecureServer,
@@ -400,6 +462,9 @@ export class ConnectionLimiter {
     this.#msg = msg;
     server.maxConnections = limits.maxConnections;
     server.on('drop', this.#onDrop);
+    // First, so that a connection refused here reaches no other listener alive.
+    server.prependListener('connection', this.#onConnection);
+    server.on('secureConnection', this.#onSecureConnection);
   }
 
   /**
@@ -438,14 +503,16 @@ export class ConnectionLimiter {
     return true;
   }
 
-  /** Connections refused so far: by `maxConnections`, and by `maxConnectionsPerPeer`. */
-  get refused(): { readonly server: number; readonly peer: number } {
-    return { server: this.#refusedByServer, peer: this.#refusedByPeer };
+  /** Connections refused so far: by `maxConnections`, `maxConnectionsPerPeer` and `maxHandshakesPerAddress`. */
+  get refused(): { readonly server: number; readonly peer: number; readonly address: number } {
+    return { server: this.#refusedByServer, peer: this.#refusedByPeer, address: this.#refusedByAddress };
   }
 
-  /** Stops logging dropped connections (the server's `maxConnections` stays). */
+  /** Stops logging dropped connections and bounding handshakes per address (the server's `maxConnections` stays). */
   stop(): void {
     this.#server.off('drop', this.#onDrop);
+    this.#server.off('connection', this.#onConnection);
+    this.#server.off('secureConnection', this.#onSecureConnection);
   }
 }
 

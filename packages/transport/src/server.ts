@@ -285,6 +285,13 @@ export interface CreateMtlsServerOptions {
    * closed as its handshake completes, before any request is read. Default 1000.
    */
   maxConnectionsPerPeer?: number;
+  /**
+   * Connections one remote address may hold in their TLS handshake at once;
+   * one over it is closed as it is accepted. Default 64: handshakes in
+   * progress count against `maxConnections`, so without it one address
+   * could fill the server with connections it never authenticates.
+   */
+  maxHandshakesPerAddress?: number;
 }
 
 /**
@@ -294,8 +301,9 @@ export interface CreateMtlsServerOptions {
  * A connection whose TLS handshake has not completed within
  * `config.connectTimeoutMs` is closed, and `close()` closes the connections
  * still in their handshake at once instead of waiting for them. Connections
- * are bounded per server (`maxConnections`) and per peer SPIFFE ID
- * (`maxConnectionsPerPeer`), and an HTTP/2 connection whose client resets
+ * are bounded per server (`maxConnections`), per peer SPIFFE ID
+ * (`maxConnectionsPerPeer`) and, in their handshake, per remote address
+ * (`maxHandshakesPerAddress`), and an HTTP/2 connection whose client resets
  * streams in a flood is closed (`closeHttp2ResetFloods`).
  *
  * @throws {TransportConfigError} for an invalid config or connection bound, or fastify options Weave sets.
@@ -305,6 +313,7 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
   const limits = parseConnectionLimits({
     maxConnections: opts.maxConnections,
     maxConnectionsPerPeer: opts.maxConnectionsPerPeer,
+    maxHandshakesPerAddress: opts.maxHandshakesPerAddress,
   });
   const fastifyOpts = { ...(opts.fastify ?? {}) } as Record<string, unknown>;
   for (const k of ['https', 'http2', 'serverFactory']) {

@@ -12,6 +12,7 @@
 // once. Real mTLS on loopback with dev-CA SVIDs; raw TLS sockets and Node's
 // HTTP/2 client as the callers.
 import { once } from 'node:events';
+import { connect as netConnect, type Socket } from 'node:net';
 import { connect as h2Connect, constants as h2, type ClientHttp2Session } from 'node:http2';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -63,7 +64,10 @@ interface Started {
 
 async function start(
   httpVersion: HttpVersion,
-  limits: Pick<CreateMtlsServerOptions, 'maxConnections' | 'maxConnectionsPerPeer'> = {},
+  limits: Pick<
+    CreateMtlsServerOptions,
+    'maxConnections' | 'maxConnectionsPerPeer' | 'maxHandshakesPerAddress'
+  > = {},
 ): Promise<Started> {
   const lines: Array<Record<string, unknown>> = [];
   let handled = 0;
@@ -181,7 +185,11 @@ async function serverHolds(app: MtlsFastifyInstance, n: number): Promise<void> {
 
 describe('connection bounds: options', () => {
   it('default to 10 000 per server and 1000 per peer, applied to the server', async () => {
-    expect(parseConnectionLimits()).toEqual({ maxConnections: 10_000, maxConnectionsPerPeer: 1_000 });
+    expect(parseConnectionLimits()).toEqual({
+      maxConnections: 10_000,
+      maxConnectionsPerPeer: 1_000,
+      maxHandshakesPerAddress: 64,
+    });
     const { app } = await start('http1.1');
     expect(app.server.maxConnections).toBe(10_000);
   });
@@ -196,6 +204,8 @@ describe('connection bounds: options', () => {
     ['maxConnectionsPerPeer', 0],
     ['maxConnectionsPerPeer', 2.5],
     ['maxConnectionsPerPeer', null],
+    ['maxHandshakesPerAddress', 0],
+    ['maxHandshakesPerAddress', 1.5],
   ] as const)('%s: %s is a TransportConfigError naming it, thrown before anything listens', (name, value) => {
     let thrown: unknown;
     try {
@@ -287,6 +297,56 @@ async function openAndReset(s: ClientHttp2Session, n: number): Promise<void> {
     if (i % 100 === 99) await new Promise((r) => setImmediate(r));
   }
 }
+
+describe('handshakes in progress per remote address', () => {
+  /** A TCP connection from `localAddress` that never starts TLS. */
+  async function silent(port: number, localAddress: string): Promise<Socket> {
+    const socket = netConnect({ host: '127.0.0.1', port, localAddress });
+    socket.on('error', () => undefined);
+    closers.push(() => socket.destroy());
+    await once(socket, 'connect');
+    return socket;
+  }
+  const closedSoon = (socket: Socket): Promise<boolean> =>
+    socket.closed
+      ? Promise.resolve(true)
+      : new Promise((resolve) => {
+          const timer = setTimeout(() => resolve(false), 2_000);
+          socket.once('close', () => {
+            clearTimeout(timer);
+            resolve(true);
+          });
+        });
+
+  it('one address that never finishes its handshakes cannot fill maxConnections: over maxHandshakesPerAddress it is closed at once; another address is served', async () => {
+    const { app, port, handled, lines } = await start('http1.1', {
+      maxConnections: 4,
+      maxHandshakesPerAddress: 2,
+    });
+    // 127.0.0.2 is another address of the loopback interface: another caller.
+    const held = [await silent(port, '127.0.0.2'), await silent(port, '127.0.0.2')];
+    const over = await silent(port, '127.0.0.2');
+    expect(await closedSoon(over)).toBe(true);
+    expect(held.some((s) => s.closed)).toBe(false);
+    const refusals = lines.filter((l) => l.maxHandshakesPerAddress === 2);
+    expect(refusals.map((l) => [l.code, l.remoteAddress, l.refused])).toEqual([
+      ['CONNECTION_LIMIT', '127.0.0.2', 1],
+    ]);
+    // Another address, with two slots of maxConnections left, completes its handshake and is served.
+    const served = await http1Get(port, clientId);
+    expect(served.answered).toBe(true);
+    expect(handled()).toBe(1);
+    // A finished handshake no longer counts: 127.0.0.1 holds two served connections beside the two silent ones.
+    if (served.answered) await served.close();
+    const again = [await http1Get(port, clientId), await http1Get(port, clientId)];
+    expect(again.every((o) => o.answered)).toBe(true);
+    // Once the silent ones close, 127.0.0.2 may start handshakes again.
+    for (const s of held) s.destroy();
+    await serverHolds(app, 2);
+    const later = await silent(port, '127.0.0.2');
+    expect(await closedSoon(later)).toBe(false);
+  });
+});
 
 describe('HTTP/2 streams reset in a flood (rapid reset)', () => {
   it(`close the connection at once, after ${HTTP2_RESET_LIMIT.burst} of them; other clients are served`, async () => {

@@ -103,6 +103,12 @@ export interface A2AGrpcServerOptions {
    * closed as it is admitted, before grpc-js reads a byte of it. Default 1000.
    */
   readonly maxConnectionsPerPeer?: number;
+  /**
+   * Connections one remote address may hold in their TLS handshake at once;
+   * one over it is closed as it is accepted. Default 64, so that one address
+   * cannot fill `maxConnections` with connections it never authenticates.
+   */
+  readonly maxHandshakesPerAddress?: number;
   readonly logger?: HandlerLogger;
 }
 
