@@ -164,6 +164,7 @@ export {
 } from './discovery.js';
 export {
   PushUrlRefusedError,
+  WEBHOOK_SENDER_DEFAULTS,
   checkWebhookUrl,
   createWebhookSender,
   redactPushConfig,

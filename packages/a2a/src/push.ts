@@ -1,12 +1,14 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
+import { setMaxListeners } from 'node:events';
 import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 import { request, type Dispatcher } from 'undici';
 import { z } from 'zod';
 import { MAX_TIMER_MS } from '@weave/identity';
-import { CircuitBreaker, CircuitOpenError, type CircuitBreakerOptionsInput } from '@weave/transport';
+import { CircuitBreaker, CircuitOpenError, LogRate, type CircuitBreakerOptionsInput } from '@weave/transport';
 import { A2AClientError } from './errors.js';
 import { A2AConfigError, checkOptions, positiveCount, timerMs, timerMsOr0 } from './options.js';
+import { untilAborted } from './transports/http.js';
 import type { StreamResponse, TaskPushNotificationConfig } from './wire/v1.js';
 
 // ---- SSRF guard ------------------------------------------------------------------------
@@ -115,10 +117,17 @@ export async function checkWebhookUrl(
   return checkParsed(url, parseAllow(options.allowAddresses), options.lookup ?? systemLookup);
 }
 
+/**
+ * {@link checkWebhookUrl} with the allowlist parsed. With `signal`, a lookup
+ * still unanswered when it aborts fails with `PUSH_TIMEOUT` (not a refusal:
+ * the name may resolve next time), for a resolver any host's DNS can stall.
+ */
 async function checkParsed(
   raw: string,
   allow: readonly Cidr[],
   lookup: (hostname: string) => Promise<string[]>,
+  signal?: AbortSignal,
+  timeoutMs?: number,
 ): Promise<{ url: URL; address: string }> {
   let url: URL;
   try {
@@ -137,8 +146,18 @@ async function checkParsed(
   if (ipaddr.isValid(host)) addresses = [host];
   else {
     try {
-      addresses = await lookup(host);
+      addresses = await (signal ? untilAborted(lookup(host), signal) : lookup(host));
     } catch (err) {
+      if (signal?.aborted) {
+        const timedOut = (signal.reason as Error | undefined)?.name === 'TimeoutError';
+        throw new A2AClientError(
+          'PUSH_TIMEOUT',
+          timedOut
+            ? `webhook host ${host} did not resolve within ${timeoutMs} ms`
+            : `webhook host ${host}: lookup cut short (sender closed)`,
+          { cause: err },
+        );
+      }
       throw new PushUrlRefusedError(`webhook host ${host} does not resolve: ${(err as Error).message}`);
     }
   }
@@ -184,12 +203,31 @@ export function redactPushConfig(c: TaskPushNotificationConfig): Record<string, 
 
 // ---- the sender ---------------------------------------------------------------------------
 
+/**
+ * The defaults of {@link createWebhookSender}'s numbers. The last three bound
+ * what any number of callers can make the sender hold, whatever receivers
+ * they register: attempts in flight (sockets) and events queued (memory).
+ */
+export const WEBHOOK_SENDER_DEFAULTS = {
+  timeoutMs: 5000,
+  maxAttempts: 5,
+  initialBackoffMs: 250,
+  maxBackoffMs: 30_000,
+  maxQueuePerTask: 100,
+  maxConcurrentDeliveries: 64,
+  maxConcurrentPerReceiver: 8,
+  maxQueuedEvents: 10_000,
+} as const;
+
 const SenderNumbers = z.object({
   timeoutMs: timerMs.optional(),
   maxAttempts: positiveCount.optional(),
   initialBackoffMs: timerMsOr0('retry at once').optional(),
   maxBackoffMs: timerMsOr0('retry at once').optional(),
   maxQueuePerTask: positiveCount.optional(),
+  maxConcurrentDeliveries: positiveCount.optional(),
+  maxConcurrentPerReceiver: positiveCount.optional(),
+  maxQueuedEvents: positiveCount.optional(),
 });
 
 /** Options of {@link createWebhookSender}. */
@@ -200,7 +238,10 @@ export interface WebhookSenderOptions extends WebhookUrlCheckOptions {
    * is sent. Required.
    */
   readonly dispatcher: Dispatcher;
-  /** Per-attempt timeout in ms. Default 5000. */
+  /**
+   * Per-attempt timeout in ms: resolving the host, connecting (the TLS
+   * handshake included), the answer and its body. Default 5000.
+   */
   readonly timeoutMs?: number;
   /** Header carrying `config.token`. Default `X-A2A-Notification-Token` (as the official SDK). */
   readonly tokenHeader?: string;
@@ -216,6 +257,26 @@ export interface WebhookSenderOptions extends WebhookUrlCheckOptions {
    */
   readonly maxQueuePerTask?: number;
   /**
+   * Attempts in flight at once, to all receivers together: the sender never
+   * holds more requests (so sockets) than this. An attempt waits for a place
+   * (not timed); backoff waits hold none. Default 64.
+   */
+  readonly maxConcurrentDeliveries?: number;
+  /**
+   * Attempts in flight at once to one receiver (the webhook URL's origin),
+   * whatever the number of tasks and configs aimed at it, so a slow receiver
+   * holds at most this many of `maxConcurrentDeliveries`. Default 8.
+   */
+  readonly maxConcurrentPerReceiver?: number;
+  /**
+   * Events waiting or in flight, in all queues together. At the bound a new
+   * event makes room by dropping the oldest waiting event of the receiver
+   * with the most waiting (a stalled receiver, not the others), or is itself
+   * dropped when none is waiting; each drop is counted (`dropped`) and
+   * logged. Default 10 000.
+   */
+  readonly maxQueuedEvents?: number;
+  /**
    * One circuit breaker per receiver (the webhook URL's origin), shared by
    * every task's queue to it (`@weave/transport`'s CircuitBreaker; defaults
    * as there: opens at 50 % failed attempts over at least 10 in 10 s, tries
@@ -226,7 +287,11 @@ export interface WebhookSenderOptions extends WebhookUrlCheckOptions {
    * answers and refused URLs do not count: the receiver is alive.
    */
   readonly circuitBreaker?: CircuitBreakerOptionsInput;
-  /** Where delivery failures are logged (secrets redacted). Default: not logged. */
+  /**
+   * Where delivery failures and drops are logged (secrets redacted), each
+   * kind at most 10 lines a minute (a line after some were left out says how
+   * many: `suppressed`); `stats()` counts every one. Default: not logged.
+   */
   readonly logger?: Pick<Logger, 'warn' | 'debug'>;
 }
 
@@ -237,7 +302,7 @@ export interface WebhookSenderStats {
   readonly retries: number;
   /** Events given up after `maxAttempts` or a permanent refusal. */
   readonly failed: number;
-  /** Events dropped because a queue was full. */
+  /** Events dropped: a queue or the sender full (`maxQueuePerTask`, `maxQueuedEvents`), or the sender closed. */
   readonly dropped: number;
   /** URLs refused by the SSRF guard (no connection made). */
   readonly refused: number;
@@ -245,6 +310,8 @@ export interface WebhookSenderStats {
   readonly shortCircuited: number;
   /** Events waiting or in flight. */
   readonly queued: number;
+  /** Attempts in flight now (at most `maxConcurrentDeliveries`). */
+  readonly inFlight: number;
 }
 
 /**
@@ -257,20 +324,55 @@ export interface WebhookSender {
   /** Resolves when every queue is empty (delivered, failed or dropped). */
   idle(): Promise<void>;
   stats(): WebhookSenderStats;
-  /** Stops delivering: queued events are dropped, waits are cut short. */
+  /**
+   * Stops delivering: queued events are dropped (counted, one log line),
+   * attempts in flight and waits are cut short, so `idle()` resolves at
+   * once; events sent afterwards are dropped.
+   */
   close(): void;
   /**
    * The SSRF guard alone ({@link checkWebhookUrl} with this sender's
-   * allowlist); `A2AServer` calls it when a push config is created.
+   * allowlist, the host's resolution bounded by `timeoutMs`); `A2AServer`
+   * calls it when a push config is created.
    * @throws {PushUrlRefusedError}
    */
   checkUrl(url: string): Promise<{ url: URL; address: string }>;
 }
 
+/** One receiver (a webhook URL's origin): shared by every queue aimed at it. */
+interface Receiver {
+  readonly origin: string;
+  readonly breaker: CircuitBreaker;
+  readonly queues: Set<Queue>;
+  /** Its queues whose next event waits for a place, the longest waiting first. */
+  readonly ready: Set<Queue>;
+  /** Attempts in flight to it. */
+  active: number;
+  /** When it was last given a place (a count of places given), 0 never. */
+  served: number;
+  /** Events in its queues (not in flight). */
+  waiting: number;
+}
+
+/** An event on its way to one webhook. */
+interface Item {
+  readonly event: StreamResponse;
+  attempts: number;
+}
+
 interface Queue {
-  readonly items: StreamResponse[];
+  readonly key: string;
+  /**
+   * Every undelivered event but the one in flight, oldest first; an event
+   * waiting for a retry is back at the head. All of them may be dropped.
+   */
+  readonly items: Item[];
   config: TaskPushNotificationConfig;
-  running: boolean;
+  receiver: Receiver;
+  /** New, waiting for a place (in `receiver.ready`), attempting, or backing off. */
+  state: 'new' | 'ready' | 'active' | 'backoff';
+  /** Ends a backoff at once. */
+  wake?: () => void;
 }
 
 /** A failure that retrying will not fix. */
@@ -285,12 +387,20 @@ class Permanent extends Error {}
  * - Every (task, webhook) pair has its own ordered queue, bounded by
  *   `maxQueuePerTask`; one event is in flight per queue, so a receiver sees a
  *   task's events in order, and a dead receiver only delays itself.
+ * - Attempts in flight are bounded per receiver (`maxConcurrentPerReceiver`)
+ *   and in all (`maxConcurrentDeliveries`); a freed place goes to the
+ *   receiver with the fewest in flight, so slow receivers holding places
+ *   do not put another one behind their backlogs. Events queued are bounded
+ *   in all (`maxQueuedEvents`): at the bound the receiver with the most
+ *   waiting loses its oldest. A waiting event costs its queue entry only.
  * - Each receiver (URL origin) has a circuit breaker shared by all its
  *   queues: once it keeps failing, further attempts to it are not made
  *   until the breaker lets a trial through (`circuitBreaker`).
  * - 2xx is delivered. Network errors, timeouts, 408, 429 and 5xx are retried
  *   with exponential backoff up to `maxAttempts`; other answers, including
- *   redirects (never followed), fail the event at once.
+ *   redirects (never followed, whatever interceptors the dispatcher has),
+ *   fail the event at once. An answer's body is read up to 128 KiB, then
+ *   the connection is dropped.
  * - Before every attempt the URL passes the SSRF guard ({@link checkWebhookUrl});
  *   the request then goes to the address that was checked (the Host header
  *   keeps the name), so a DNS answer that changes in between is not used.
@@ -299,59 +409,146 @@ class Permanent extends Error {}
 export function createWebhookSender(options: WebhookSenderOptions): WebhookSender {
   if (!options?.dispatcher) throw new A2AConfigError('createWebhookSender', ['dispatcher is required']);
   checkOptions('createWebhookSender', SenderNumbers, options);
+  const d = WEBHOOK_SENDER_DEFAULTS;
   const dispatcher = options.dispatcher;
-  const timeout = options.timeoutMs ?? 5000;
+  const timeout = options.timeoutMs ?? d.timeoutMs;
   const tokenHeader = (options.tokenHeader ?? 'X-A2A-Notification-Token').toLowerCase();
-  const maxAttempts = options.maxAttempts ?? 5;
-  const initialBackoff = options.initialBackoffMs ?? 250;
-  const maxBackoff = options.maxBackoffMs ?? 30_000;
-  const maxQueue = options.maxQueuePerTask ?? 100;
+  const maxAttempts = options.maxAttempts ?? d.maxAttempts;
+  const initialBackoff = options.initialBackoffMs ?? d.initialBackoffMs;
+  const maxBackoff = options.maxBackoffMs ?? d.maxBackoffMs;
+  const maxQueue = options.maxQueuePerTask ?? d.maxQueuePerTask;
+  const maxInFlight = options.maxConcurrentDeliveries ?? d.maxConcurrentDeliveries;
+  const perReceiver = options.maxConcurrentPerReceiver ?? d.maxConcurrentPerReceiver;
+  const maxQueued = options.maxQueuedEvents ?? d.maxQueuedEvents;
   const allow = parseAllow(options.allowAddresses);
   const lookup = options.lookup ?? systemLookup;
   const log = options.logger;
+  // Any caller can cause these lines at will (a dead or slow receiver), so each kind is rated.
+  const failedLines = new LogRate();
+  const droppedLines = new LogRate();
   const queues = new Map<string, Queue>();
   const idleWaiters = new Set<() => void>();
   const stop = new AbortController();
+  // One listener per attempt in flight, as many as maxConcurrentDeliveries: not a leak.
+  setMaxListeners(0, stop.signal);
   const n = { delivered: 0, attempts: 0, retries: 0, failed: 0, dropped: 0, refused: 0, shortCircuited: 0 };
+  /** Events in the queues, and attempts in flight. */
+  let waiting = 0;
+  let inFlight = 0;
   const breakerOptions = options.circuitBreaker ?? {};
   // Checked now: a bad option fails here, not at the first delivery.
   new CircuitBreaker(breakerOptions).shutdown();
-  const breakers = new Map<string, CircuitBreaker>();
-  /** The breaker of the receiver at `url` (by origin); the map is bounded, idle closed breakers go first. */
-  const breakerOf = (url: string): CircuitBreaker => {
+  const receivers = new Map<string, Receiver>();
+  /** Receivers with a queue ready. */
+  const readyReceivers = new Set<Receiver>();
+  let places = 0;
+  /** Receivers no queue uses, the longest unused first: they go once there are too many. */
+  const unused = new Map<string, Receiver>();
+
+  /** The receiver at `url` (by origin). */
+  const receiverOf = (url: string): Receiver => {
     let origin: string;
     try {
       origin = new URL(url).origin;
     } catch {
       origin = url; // refused by the guard in the attempt anyway
     }
-    let b = breakers.get(origin);
-    if (b === undefined) {
-      if (breakers.size >= MAX_RECEIVER_BREAKERS) {
-        for (const [k, old] of breakers) {
-          if (old.state !== 'closed') continue;
-          old.shutdown();
-          breakers.delete(k);
-          break;
-        }
-      }
-      b = new CircuitBreaker({
-        ...breakerOptions,
-        name: `push receiver ${origin}`,
-        isFailure: (err) => !(err instanceof Permanent),
-      });
-      breakers.set(origin, b);
+    let r = receivers.get(origin);
+    if (r === undefined) {
+      r = {
+        origin,
+        breaker: new CircuitBreaker({
+          ...breakerOptions,
+          name: `push receiver ${origin}`,
+          isFailure: (err) => !(err instanceof Permanent),
+        }),
+        queues: new Set(),
+        ready: new Set(),
+        active: 0,
+        served: 0,
+        waiting: 0,
+      };
+      receivers.set(origin, r);
     }
-    return b;
+    return r;
+  };
+  const attach = (q: Queue, r: Receiver): void => {
+    q.receiver = r;
+    r.queues.add(q);
+    r.waiting += q.items.length;
+    unused.delete(r.origin);
+    if (q.state === 'ready') setReady(q);
+  };
+  // A receiver no queue uses is kept for its breaker (which remembers the
+  // failures) while there are at most MAX_RECEIVERS_KEPT; past it, the
+  // longest unused go. Those in use stay: maxQueuedEvents bounds them.
+  const detach = (q: Queue): void => {
+    const r = q.receiver;
+    r.queues.delete(q);
+    r.waiting -= q.items.length;
+    unready(q);
+    if (r.queues.size > 0) return;
+    unused.set(r.origin, r);
+    for (const [origin, old] of unused) {
+      if (receivers.size <= MAX_RECEIVERS_KEPT) break;
+      old.breaker.shutdown();
+      receivers.delete(origin);
+      unused.delete(origin);
+    }
+  };
+  const setReady = (q: Queue): void => {
+    q.state = 'ready';
+    q.receiver.ready.add(q);
+    readyReceivers.add(q.receiver);
+  };
+  const unready = (q: Queue): void => {
+    const r = q.receiver;
+    if (!r.ready.delete(q)) return;
+    if (r.ready.size === 0) readyReceivers.delete(r);
+  };
+  /** Forgets a queue with nothing left to do. */
+  const end = (q: Queue): void => {
+    queues.delete(q.key);
+    if (!stop.signal.aborted) detach(q);
+    if (queues.size === 0) for (const w of idleWaiters) w();
+  };
+  const isLive = (q: Queue): boolean => queues.get(q.key) === q;
+
+  const dropLine = (config: TaskPushNotificationConfig, msg: string): void => {
+    const extra = droppedLines.take();
+    if (extra) log?.warn({ config: redactPushConfig(config), dropped: n.dropped, ...extra }, msg);
+  };
+  /** Drops the oldest event of `q` (none is in flight); a queue left empty ends, even in backoff. */
+  const dropOldest = (q: Queue, msg: string): void => {
+    q.items.shift();
+    waiting--;
+    q.receiver.waiting--;
+    n.dropped++;
+    dropLine(q.config, msg);
+    if (q.items.length > 0 || q.state === 'active') return;
+    end(q);
+    q.wake?.(); // after end: the backoff finds the queue gone
+  };
+  /** A queue of the receiver with the most events waiting, undefined when none waits. */
+  const fullestQueue = (): Queue | undefined => {
+    let most: Receiver | undefined;
+    for (const r of receivers.values()) if (r.waiting > (most?.waiting ?? 0)) most = r;
+    if (most === undefined) return undefined;
+    for (const q of most.queues) if (q.items.length > 0) return q;
+    return undefined;
   };
 
   const attempt = async (config: TaskPushNotificationConfig, body: string): Promise<void> => {
+    // One deadline for all of it: a name that never resolves, a handshake
+    // that never ends or a body that trickles in end with it alike.
+    const deadline = AbortSignal.any([stop.signal, AbortSignal.timeout(timeout)]);
     let checked: { url: URL; address: string };
     try {
-      checked = await checkParsed(config.url, allow, lookup);
+      checked = await checkParsed(config.url, allow, lookup, deadline, timeout);
     } catch (err) {
+      if (!(err instanceof PushUrlRefusedError)) throw err;
       n.refused++;
-      throw new Permanent((err as Error).message, { cause: err });
+      throw new Permanent(err.message, { cause: err });
     }
     const { url, address } = checked;
     const headers: Record<string, string> = { 'content-type': 'application/a2a+json', host: url.host };
@@ -361,23 +558,35 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
     if (config.token) headers[tokenHeader] = config.token;
     // Connect to the address the guard checked, not to whatever the name resolves to next.
     const origin = `${url.protocol}//${address.includes(':') ? `[${address}]` : address}${url.port ? `:${url.port}` : ''}`;
+    const requestOptions = {
+      method: 'POST' as const,
+      dispatcher,
+      headers,
+      body,
+      headersTimeout: timeout,
+      bodyTimeout: timeout,
+      signal: deadline,
+      // A redirect interceptor composed into the dispatcher would follow a
+      // 3xx to an address the guard never saw; 0 turns it off for this request.
+      maxRedirections: 0,
+    };
     n.attempts++;
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(`${origin}${url.pathname}${url.search}`, {
-        method: 'POST',
-        dispatcher,
-        headers,
-        body,
-        headersTimeout: timeout,
-        bodyTimeout: timeout,
-        signal: AbortSignal.any([stop.signal, AbortSignal.timeout(timeout)]),
-      });
+      // undici heeds the signal only once connected: a handshake that stalls
+      // would hold the attempt for the dispatcher's connect timeout instead.
+      res = await untilAborted(request(`${origin}${url.pathname}${url.search}`, requestOptions), deadline);
     } catch (err) {
+      if (deadline.aborted && !stop.signal.aborted) {
+        throw new A2AClientError('PUSH_TIMEOUT', `webhook did not answer within ${timeout} ms`, {
+          cause: err,
+        });
+      }
       throw new A2AClientError('PUSH_FAILED', `webhook unreachable: ${(err as Error).message}`, {
         cause: err,
       });
     }
+    // dump() reads at most 128 KiB, then drops the connection; the deadline cuts a trickle short.
     await res.body.dump().catch(() => undefined);
     const s = res.statusCode;
     if (s >= 200 && s < 300) return;
@@ -386,62 +595,140 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
     throw new Permanent(s >= 300 && s < 400 ? `${message} (redirects are not followed)` : message);
   };
 
-  const deliver = async (q: Queue, event: StreamResponse): Promise<void> => {
-    const body = JSON.stringify(event);
-    for (let i = 1; ; i++) {
-      try {
-        await breakerOf(q.config.url).execute(() => attempt(q.config, body));
-        n.delivered++;
-        return;
-      } catch (err) {
-        if (err instanceof CircuitOpenError) n.shortCircuited++;
-        const last = err instanceof Permanent || i >= maxAttempts || stop.signal.aborted;
-        log?.[last ? 'warn' : 'debug'](
-          { err: { message: (err as Error).message }, config: redactPushConfig(q.config), attempt: i },
-          last ? 'a2a: push notification failed' : 'a2a: push notification attempt failed; retrying',
-        );
-        if (last) {
-          n.failed++;
-          return;
+  /**
+   * Starts attempts while there are places: each freed place goes to the
+   * ready receiver with the fewest attempts in flight (under its own bound),
+   * the one given a place longest ago among equals, and to its
+   * longest-waiting queue. O(ready receivers) a place.
+   */
+  const pump = (): void => {
+    while (inFlight < maxInFlight && !stop.signal.aborted) {
+      let next: Receiver | undefined;
+      for (const r of readyReceivers) {
+        if (r.active >= perReceiver) continue;
+        if (
+          next === undefined ||
+          r.active < next.active ||
+          (r.active === next.active && r.served < next.served)
+        ) {
+          next = r;
         }
-        n.retries++;
-        const base = Math.min(maxBackoff, initialBackoff * 2 ** (i - 1));
-        // The jitter can take a backoff near the bound past the longest timer.
-        await sleep(Math.min(base * (0.8 + Math.random() * 0.4), MAX_TIMER_MS), stop.signal);
       }
+      if (next === undefined) return;
+      next.served = ++places;
+      const q = next.ready.values().next().value as Queue;
+      unready(q);
+      void deliver(q);
     }
   };
 
-  const run = async (key: string, q: Queue): Promise<void> => {
-    q.running = true;
+  /** One attempt of the head event of `q`, which holds a place: then the next step of the queue. */
+  const deliver = async (q: Queue): Promise<void> => {
+    const r = q.receiver;
+    const item = q.items.shift() as Item;
+    waiting--;
+    r.waiting--;
+    q.state = 'active';
+    r.active++;
+    inFlight++;
+    item.attempts++;
+    let retry = false;
     try {
-      for (let e = q.items.shift(); e !== undefined; e = q.items.shift()) {
-        if (stop.signal.aborted) break;
-        await deliver(q, e);
+      await r.breaker.execute(() => attempt(q.config, JSON.stringify(item.event)));
+      n.delivered++;
+    } catch (err) {
+      if (stop.signal.aborted)
+        n.dropped++; // counted and logged once by close()
+      else {
+        if (err instanceof CircuitOpenError) n.shortCircuited++;
+        const fields = {
+          err: { message: (err as Error).message },
+          config: redactPushConfig(q.config),
+          attempt: item.attempts,
+        };
+        retry = !(err instanceof Permanent) && item.attempts < maxAttempts;
+        if (retry) log?.debug(fields, 'a2a: push notification attempt failed; retrying');
+        else {
+          n.failed++;
+          const extra = failedLines.take();
+          if (extra) log?.warn({ ...fields, failed: n.failed, ...extra }, 'a2a: push notification failed');
+        }
       }
     } finally {
-      q.running = false;
-      queues.delete(key);
-      if (queues.size === 0) for (const w of idleWaiters) w();
+      r.active--;
+      inFlight--;
+    }
+    if (stop.signal.aborted) return end(q);
+    if (retry) {
+      // Back at the head, so the task's order holds; droppable while it waits.
+      q.items.unshift(item);
+      waiting++;
+      q.receiver.waiting++;
+      n.retries++;
+      backoff(q, item.attempts);
+    } else if (q.items.length > 0) setReady(q);
+    else end(q);
+    pump();
+  };
+
+  /** Waits out the backoff after the `attempts`-th attempt, holding no place, then readies `q`. */
+  const backoff = (q: Queue, attempts: number): void => {
+    q.state = 'backoff';
+    const base = Math.min(maxBackoff, initialBackoff * 2 ** (attempts - 1));
+    // The jitter can take a backoff near the bound past the longest timer.
+    const t = setTimeout(done, Math.min(base * (0.8 + Math.random() * 0.4), MAX_TIMER_MS));
+    t.unref();
+    q.wake = done;
+    function done(): void {
+      clearTimeout(t);
+      q.wake = undefined;
+      // Ended meanwhile: its last event dropped, or the sender closed.
+      if (stop.signal.aborted || !isLive(q)) return;
+      setReady(q);
+      pump();
     }
   };
 
   const send = ((config: TaskPushNotificationConfig, event: StreamResponse): Promise<void> => {
-    if (stop.signal.aborted) return Promise.resolve();
+    if (stop.signal.aborted) {
+      n.dropped++;
+      dropLine(config, 'a2a: push sender closed; event dropped');
+      return Promise.resolve();
+    }
     const key = `${config.taskId}\u0000${config.id ?? config.url}`;
+    const had = queues.get(key);
+    if (had !== undefined && had.items.length >= maxQueue) {
+      dropOldest(had, 'a2a: push queue full; oldest event dropped');
+    } else if (waiting + inFlight >= maxQueued) {
+      const victim = fullestQueue();
+      if (victim === undefined) {
+        n.dropped++;
+        dropLine(config, 'a2a: push sender full; event dropped');
+        return Promise.resolve();
+      }
+      dropOldest(victim, 'a2a: push sender full; oldest event of its fullest receiver dropped');
+    }
+    // Looked up again: a drop above may have ended the queue.
     let q = queues.get(key);
+    const r = receiverOf(config.url);
     if (q === undefined) {
-      q = { items: [], config, running: false };
+      q = { key, items: [], config, receiver: r, state: 'new' };
       queues.set(key, q);
+      attach(q, r);
+    } else if (q.receiver !== r) {
+      // The config now points elsewhere: its waiting events go there too.
+      detach(q);
+      attach(q, r);
     }
     q.config = config;
-    if (q.items.length >= maxQueue) {
-      q.items.shift();
-      n.dropped++;
-      log?.warn({ config: redactPushConfig(config) }, 'a2a: push queue full; oldest event dropped');
+    q.items.push({ event, attempts: 0 });
+    waiting++;
+    r.waiting++;
+    // A queue attempting or backing off comes to the event in its turn.
+    if (q.state === 'new') {
+      setReady(q);
+      pump();
     }
-    q.items.push(event);
-    if (!q.running) void run(key, q);
     return Promise.resolve();
   }) as WebhookSender;
   send.idle = () =>
@@ -454,32 +741,31 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
           };
           idleWaiters.add(done);
         });
-  send.stats = () => ({
-    ...n,
-    queued: [...queues.values()].reduce((s, q) => s + q.items.length + (q.running ? 1 : 0), 0),
-  });
+  send.stats = () => ({ ...n, queued: waiting + inFlight, inFlight });
   send.close = () => {
+    if (stop.signal.aborted) return;
+    const queued = waiting;
+    n.dropped += queued;
     stop.abort();
-    for (const b of breakers.values()) b.shutdown();
-    breakers.clear();
+    for (const q of [...queues.values()]) {
+      q.wake?.();
+      q.items.length = 0;
+      // One attempting ends itself once its attempt, cut short, settles.
+      if (q.state !== 'active') end(q);
+    }
+    waiting = 0;
+    for (const r of receivers.values()) r.breaker.shutdown();
+    receivers.clear();
+    unused.clear();
+    readyReceivers.clear();
+    if (queued + inFlight > 0) {
+      log?.warn({ dropped: queued, aborted: inFlight }, 'a2a: push sender closed; queued events dropped');
+    }
   };
-  send.checkUrl = (url: string) => checkParsed(url, allow, lookup);
+  send.checkUrl = async (url: string) =>
+    checkParsed(url, allow, lookup, AbortSignal.any([stop.signal, AbortSignal.timeout(timeout)]), timeout);
   return send;
 }
 
-/** Receivers with a breaker at once; beyond it, an idle closed breaker makes room. */
-const MAX_RECEIVER_BREAKERS = 1000;
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    t.unref();
-    signal.addEventListener('abort', done, { once: true });
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-  });
-}
+/** Receivers (and their breakers) kept once no queue uses them. */
+const MAX_RECEIVERS_KEPT = 1000;
