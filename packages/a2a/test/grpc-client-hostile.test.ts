@@ -305,8 +305,16 @@ describe.each(['unary', 'stream'] as const)('%s: holding before', (how) => {
   });
 });
 
+/**
+ * How the call that meets the oversized field ends: Node 20 reports nothing
+ * of nghttp2's GOAWAY, so it waits for its deadline; Node 22 and 24 fail it
+ * at once as a transport failure. Either way the next calls are served.
+ */
+const OVERSIZED_FIELD_ENDS =
+  Number(process.versions.node.split('.')[0]) >= 22 ? 'TRANSPORT_FAILED' : 'DEADLINE_EXCEEDED';
+
 describe('a header field over nghttp2’s 64 KiB bound', () => {
-  it('leaves that call to its deadline, and the next calls go over a new connection', async () => {
+  it(`ends that call (${OVERSIZED_FIELD_ENDS} on this Node), and the next calls go over a new connection`, async () => {
     const t = transport();
     expect((await outcome('ok', 'unary', t)).result).toEqual({ task });
     for (const [script, timeout] of [
@@ -317,7 +325,8 @@ describe('a header field over nghttp2’s 64 KiB bound', () => {
         timeout === 'the call’s timeoutMs'
           ? await outcome(script, 'unary', t, 1_000)
           : await outcome(script, 'unary', t, TIMEOUT_MS, AbortSignal.timeout(1_000));
-      expect(dead.result, script).toMatchObject({ code: 'DEADLINE_EXCEEDED' });
+      expect(dead.result, script).toBeInstanceOf(A2AClientError);
+      expect(dead.result, script).toMatchObject({ code: OVERSIZED_FIELD_ENDS });
       for (let i = 0; i < 2; i++) {
         const next = await outcome('ok', 'unary', t);
         expect(next.result, script).toEqual({ task });
@@ -329,7 +338,8 @@ describe('a header field over nghttp2’s 64 KiB bound', () => {
   it('a stream that never opens ends at its budget the same way', async () => {
     const t = transport();
     const dead = await outcome('a 100 KB grpc-message, trailers only', 'stream', t, 1_000);
-    expect(dead.result).toMatchObject({ code: 'DEADLINE_EXCEEDED' });
+    expect(dead.result).toBeInstanceOf(A2AClientError);
+    expect(dead.result).toMatchObject({ code: OVERSIZED_FIELD_ENDS });
     const next = await outcome('ok', 'stream', t);
     expect(next.result).toEqual([{ task }]);
     expect(next.ms).toBeLessThan(PROMPT_MS);

@@ -270,7 +270,14 @@ export class GrpcTransport implements ClientTransport {
    */
   #failure(what: string, err: ServiceError, signal: AbortSignal | undefined, state: CallState): Error {
     const failure = this.#typedFailure(what, err, signal, state);
-    if (failure instanceof A2AClientError && failure.code === 'DEADLINE_EXCEEDED') this.#renew(state.gen);
+    // Node 22 and 24 fail the call at once instead (TRANSPORT_FAILED), and the
+    // connection refuses new streams thereafter ("Failed to start HTTP/2 stream").
+    if (
+      failure instanceof A2AClientError &&
+      (failure.code === 'DEADLINE_EXCEEDED' || failure.code === 'TRANSPORT_FAILED')
+    ) {
+      this.#renew(state.gen);
+    }
     return failure;
   }
 
@@ -294,7 +301,7 @@ export class GrpcTransport implements ClientTransport {
         cause: err,
       });
     }
-    if (local && err.code === GrpcStatus.INTERNAL) {
+    if ((local && err.code === GrpcStatus.INTERNAL) || STREAM_NOT_STARTED.test(err.details ?? '')) {
       return new A2AClientError('TRANSPORT_FAILED', `${what} failed: ${err.details}`, { cause: err });
     }
     const tooLarge = sizeRefusalOf(err, this.#ctx.maxResponseBytes);
@@ -458,6 +465,9 @@ interface CallState {
  * HTTP status code N").
  */
 const LOCAL_STATUS = /^Received (?:RST_STREAM with code (\d+)|HTTP status code (\d+)$)/;
+
+/** grpc-js's wording when the connection will not take a new stream (a session that got a GOAWAY). */
+const STREAM_NOT_STARTED = /^Failed to start HTTP\/2 stream/;
 
 /** `application/grpc`, alone or as `+proto`, parameters allowed (gRPC over HTTP/2, "Content-Type"). */
 const GRPC_CONTENT_TYPE = /^application\/grpc(?:\+proto)?(?:\s*;|$)/i;
