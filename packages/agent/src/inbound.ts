@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { context as otelContext, type Context } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import { Deadlines } from '@weave/a2a';
+import { Deadlines, type Deadline } from '@weave/a2a';
 import type {
   A2AServer,
   AgentCard,
@@ -90,7 +90,7 @@ export class Inbound {
   // it has none; a stop ends them all). One timer serves them all: a call
   // costs no timer of its own (a setTimeout and clearTimeout per call was
   // about 1.5 % of the server's CPU in the call bench's profile).
-  readonly #guards = new Deadlines<GiveUp>((giveUp) => giveUp(deadlineExpired(), deadlineReason()));
+  readonly #guards = new Deadlines<HandlerContext>((ctx) => ctx.giveUp(deadlineExpired(), deadlineReason()));
   #runningTasks = 0;
 
   constructor(opts: {
@@ -160,7 +160,7 @@ export class Inbound {
    */
   stop(reason: AgentError): void {
     this.#stopController.abort(reason);
-    for (const fail of this.#guards.keys()) fail(reason);
+    for (const ctx of this.#guards.keys()) ctx.giveUp(reason);
   }
 
   #taskHandler(target: ServeTarget, def: CapabilityDefinition): TaskHandler {
@@ -188,13 +188,11 @@ export class Inbound {
         // registered, a plain agent.callAgent() from the handler inherits it.
         const scopeContext = deadline === undefined ? trace : trace.setValue(DEADLINE_KEY, deadline);
         const value = await this.#guard(
-          () =>
-            otelContext.with(scopeContext, () =>
-              this.#capabilities.invoke(def.name, inputOfParts(tctx.message.parts), ctx),
-            ),
+          def.name,
+          inputOfParts(tctx.message.parts),
+          ctx,
+          scopeContext,
           deadline,
-          // A handler still running when the guard gives up sees its signal abort.
-          ctx.abort,
         );
         // A result that comes after the deadline (say, a handler that returned
         // when its signal fired) is late all the same: the caller has given up.
@@ -252,42 +250,31 @@ export class Inbound {
   }
 
   /**
-   * Runs a handler until it settles, its deadline passes or the agent stops,
+   * Runs capability `name` on `input` (inside the OpenTelemetry context
+   * `scope`) until it settles, its deadline passes or the agent stops,
    * whichever is first; a handler that ignores its signal cannot hold a task
-   * open past either.
+   * open past either. When the guard gives up, the handler sees its signal
+   * abort. The guard is `ctx` itself, let go by `ctx.dispose()`: no closure
+   * per call for it.
    */
-  #guard<T>(
-    fn: () => Promise<T>,
+  #guard(
+    name: string,
+    input: unknown,
+    ctx: HandlerContext,
+    scope: Context,
     deadline: number | undefined,
-    onGiveUp: (reason: unknown) => void,
-  ): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
+  ): Promise<unknown> {
+    return new Promise<unknown>((resolve, reject) => {
       if (this.#stopController.signal.aborted) {
         return reject(this.#stopController.signal.reason as AgentError);
       }
       if (deadline !== undefined && deadline - Date.now() <= 0) return reject(deadlineExpired());
-      const stop: GiveUp = (err, reason = err) => {
-        this.#guards.delete(guard);
-        onGiveUp(reason);
-        reject(err);
-      };
-      const guard = this.#guards.add(stop, deadline ?? Infinity);
-      fn().then(
-        (v) => {
-          this.#guards.delete(guard);
-          resolve(v);
-        },
-        (e: unknown) => {
-          this.#guards.delete(guard);
-          reject(e as Error);
-        },
-      );
+      ctx.guard(this.#guards, deadline ?? Infinity, reject);
+      const caps = this.#capabilities;
+      otelContext.with(scope, caps.invoke, caps, name, input, ctx).then(resolve, reject);
     });
   }
 }
-
-/** Ends a running handler's task with `err`; its signal aborts with `reason`. */
-type GiveUp = (err: AgentError, reason?: unknown) => void;
 
 function deadlineExpired(): AgentError {
   return new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');
@@ -399,8 +386,29 @@ class HandlerContext implements CapabilityContext {
       }) as never);
   }
 
-  /** Aborts the handler's signal (the guard gave up on it). */
-  readonly abort = (reason: unknown): void => this.#scoped?.abort(reason);
+  // The guard of the running handler (see Inbound's #guard): where it waits, and how it gives up.
+  #guards: Deadlines<HandlerContext> | undefined;
+  #guardEntry: Deadline<HandlerContext> | undefined;
+  #endWait: ((err: unknown) => void) | undefined;
+
+  /** Puts the handler under guard until `deadline` (epoch ms); `reject` ends its wait. */
+  guard(guards: Deadlines<HandlerContext>, deadline: number, reject: (err: unknown) => void): void {
+    this.#guards = guards;
+    this.#guardEntry = guards.add(this, deadline);
+    this.#endWait = reject;
+  }
+
+  /** Ends the handler's task with `err` (the guard gave up on it): its signal aborts with `reason`. */
+  giveUp(err: unknown, reason: unknown = err): void {
+    this.#unguard();
+    this.#scoped?.abort(reason);
+    this.#endWait?.(err);
+  }
+
+  #unguard(): void {
+    if (this.#guardEntry !== undefined) this.#guards?.delete(this.#guardEntry);
+    this.#guardEntry = undefined;
+  }
 
   /** Past the deadline. Timers may fire a hair early: the abort reason counts too. */
   expired(): boolean {
@@ -412,6 +420,7 @@ class HandlerContext implements CapabilityContext {
   }
 
   dispose(): void {
+    this.#unguard();
     this.#scoped?.dispose();
   }
 }

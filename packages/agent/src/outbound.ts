@@ -220,7 +220,10 @@ export class Outbound {
         );
       }
       if (this.#closed) throw new CallError('AGENT_NOT_STARTED', 'the agent is stopped', details);
-      const { id, url } = await this.#resolve(target, details, deadline);
+      // A known peer's ID string (the usual target) is resolved here, without
+      // awaiting an async function: one promise and one turn less per call.
+      const known = typeof target === 'string' ? this.#peers.get(target) : undefined;
+      const { id, url } = known ?? (await this.#resolve(target, details, deadline));
       details.callee = id.toString();
       if (Date.now() >= deadline) {
         throw new CallError('DEADLINE_EXCEEDED', 'the deadline passed before the call was sent', details);
@@ -317,9 +320,7 @@ export class Outbound {
     details: CallErrorDetails,
     deadline: number,
   ): Promise<{ id: SpiffeId; url: string }> {
-    // Fast path: a target given exactly as a known peer's ID string needs no parsing.
-    const known = typeof target === 'string' ? this.#peers.get(target) : undefined;
-    if (known) return known;
+    // A target given exactly as a known peer's ID string is resolved by call() itself.
     if (target instanceof SpiffeId || (typeof target === 'string' && target.startsWith('spiffe:'))) {
       let id: SpiffeId;
       try {

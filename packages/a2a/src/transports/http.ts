@@ -2,7 +2,7 @@
 // request straight on the dispatcher, opening an event stream, reading it,
 // and turning what went wrong into a typed error. Internal.
 import { request, type Dispatcher } from 'undici';
-import { Deadlines } from '../deadlines.js';
+import { Deadlines, type Deadline } from '../deadlines.js';
 import { A2AClientError, A2AError } from '../errors.js';
 import { parseSse, type ReadWatch, type SseEvent } from '../sse-parse.js';
 
@@ -174,7 +174,7 @@ export interface HttpRequest {
 }
 
 /** The deadlines of every {@link httpUnary} exchange in the process: one timer, not one per call. */
-const unaryDeadlines = new Deadlines<() => void>((expire) => expire());
+const unaryDeadlines = new Deadlines<UnaryExchange>((x) => x.stop(deadlineExceeded(x.req.what)));
 
 /**
  * One unary request straight on the dispatcher, the body gathered in memory
@@ -189,69 +189,11 @@ const unaryDeadlines = new Deadlines<() => void>((expire) => expire());
  * error of {@link callFailure}.
  */
 export function httpUnary(req: HttpRequest): Promise<{ status: number; text: string }> {
-  const { url: endpoint, signal, what } = req;
-  const { origin, path } = partsOf(endpoint);
+  const { origin, path } = partsOf(req.url);
   return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(callFailure(what, signal.reason, signal));
-    let abortFn: ((reason?: Error) => void) | undefined;
-    let abortReason: Error | undefined;
-    let status = 0;
-    let size = 0;
-    const chunks: Buffer[] = [];
-    let settled = false;
-    // Called only from the shared timer, after this function has returned: `stop` exists by then.
-    const expire = () => stop(deadlineExceeded(what));
-    const deadline = unaryDeadlines.add(expire, Date.now() + Math.max(1, req.timeoutMs));
-    const settle = (err: unknown, value?: { status: number; text: string }) => {
-      if (settled) return;
-      settled = true;
-      unaryDeadlines.delete(deadline);
-      signal?.removeEventListener('abort', onAbort);
-      if (err !== undefined) reject(callFailure(what, err, signal));
-      else resolve(value as { status: number; text: string });
-    };
-    // Ends the exchange now; undici gets the reason as soon as it hands over the connection.
-    const stop = (reason: Error) => {
-      abortReason = reason;
-      settle(reason);
-      abortFn?.(reason);
-    };
-    const onAbort = () => stop((signal?.reason as Error | undefined) ?? new Error('aborted'));
-    signal?.addEventListener('abort', onAbort, { once: true });
-    const handler = {
-      onConnect(abort: (reason?: Error) => void) {
-        abortFn = abort;
-        if (abortReason) abort(abortReason);
-      },
-      onHeaders(statusCode: number) {
-        status = statusCode;
-        return true;
-      },
-      onData(chunk: Buffer) {
-        size += chunk.length;
-        if (size > req.maxBytes) {
-          stop(
-            new A2AClientError(
-              'RESPONSE_TOO_LARGE',
-              `response from ${endpoint} exceeds ${req.maxBytes} bytes`,
-            ),
-          );
-          return false;
-        }
-        chunks.push(chunk);
-        return true;
-      },
-      onComplete() {
-        const text =
-          chunks.length === 1
-            ? (chunks[0] as Buffer).toString('utf8')
-            : Buffer.concat(chunks).toString('utf8');
-        settle(undefined, { status, text });
-      },
-      onError(err: Error) {
-        settle(err);
-      },
-    };
+    const signal = req.signal;
+    if (signal?.aborted) return reject(callFailure(req.what, signal.reason, signal));
+    const x = new UnaryExchange(req, resolve, reject);
     try {
       req.dispatcher.dispatch(
         {
@@ -263,12 +205,100 @@ export function httpUnary(req: HttpRequest): Promise<{ status: number; text: str
           headersTimeout: req.timeoutMs,
           bodyTimeout: req.timeoutMs,
         },
-        handler as unknown as Dispatcher.DispatchHandler,
+        x as unknown as Dispatcher.DispatchHandler,
       );
     } catch (err) {
-      settle(err);
+      x.settle(err);
     }
   });
+}
+
+/**
+ * The state of one {@link httpUnary} exchange, and its undici handler (of the
+ * classic shape). One object with its methods on the prototype, rather than
+ * a handler literal and a closure per step: a caller made about a dozen
+ * functions and their context per call, garbage as soon as the answer came.
+ */
+class UnaryExchange {
+  #abortFn: ((reason?: Error) => void) | undefined;
+  #abortReason: Error | undefined;
+  #status = 0;
+  #size = 0;
+  // The body: its first chunk, then all of them once a second one comes (a small answer is one chunk).
+  #first: Buffer | undefined;
+  #chunks: Buffer[] | undefined;
+  #settled = false;
+  readonly #deadline: Deadline<UnaryExchange>;
+  // Only when the caller gave a signal: most calls have none.
+  readonly #onAbort: (() => void) | undefined;
+
+  constructor(
+    readonly req: HttpRequest,
+    private readonly resolve: (value: { status: number; text: string }) => void,
+    private readonly reject: (err: Error) => void,
+  ) {
+    this.#deadline = unaryDeadlines.add(this, Date.now() + Math.max(1, req.timeoutMs));
+    const signal = req.signal;
+    if (signal) {
+      this.#onAbort = () => this.stop((signal.reason as Error | undefined) ?? new Error('aborted'));
+      signal.addEventListener('abort', this.#onAbort, { once: true });
+    }
+  }
+
+  settle(err: unknown, value?: { status: number; text: string }): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    unaryDeadlines.delete(this.#deadline);
+    const signal = this.req.signal;
+    if (this.#onAbort) signal?.removeEventListener('abort', this.#onAbort);
+    if (err !== undefined) this.reject(callFailure(this.req.what, err, signal));
+    else this.resolve(value as { status: number; text: string });
+  }
+
+  /** Ends the exchange now; undici gets the reason as soon as it hands over the connection. */
+  stop(reason: Error): void {
+    this.#abortReason = reason;
+    this.settle(reason);
+    this.#abortFn?.(reason);
+  }
+
+  onConnect(abort: (reason?: Error) => void): void {
+    this.#abortFn = abort;
+    if (this.#abortReason) abort(this.#abortReason);
+  }
+
+  onHeaders(statusCode: number): boolean {
+    this.#status = statusCode;
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    this.#size += chunk.length;
+    if (this.#size > this.req.maxBytes) {
+      this.stop(
+        new A2AClientError(
+          'RESPONSE_TOO_LARGE',
+          `response from ${this.req.url} exceeds ${this.req.maxBytes} bytes`,
+        ),
+      );
+      return false;
+    }
+    if (this.#first === undefined) this.#first = chunk;
+    else (this.#chunks ??= [this.#first]).push(chunk);
+    return true;
+  }
+
+  onComplete(): void {
+    const text =
+      this.#chunks !== undefined
+        ? Buffer.concat(this.#chunks).toString('utf8')
+        : (this.#first?.toString('utf8') ?? '');
+    this.settle(undefined, { status: this.#status, text });
+  }
+
+  onError(err: Error): void {
+    this.settle(err);
+  }
 }
 
 /** An open response whose body is an event stream (or an error to read). */

@@ -31,7 +31,30 @@ function jsonName(key: string): string {
  *   both of its names: which one was meant is not the server's guess.
  */
 export function withJsonNames(value: unknown, path = ''): unknown {
-  return convert(value, path, []);
+  // Every request goes through here and almost none carries a proto name:
+  // a walk that only looks (no key lists, no path) finds that out first.
+  return hasProtoName(value) ? convert(value, path, []) : value;
+}
+
+/**
+ * Whether a key {@link convert} would rename is anywhere in `value` outside
+ * Struct/Value members. `for...in` rather than `Object.keys`, so the walk
+ * allocates nothing: it also visits inherited enumerable keys (parsed JSON
+ * has none), which can only send a value to `convert`, never keep one from it.
+ */
+function hasProtoName(value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return false;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) if (hasProtoName(value[i])) return true;
+    return false;
+  }
+  const obj = value as Record<string, unknown>;
+  for (const k in obj) {
+    if (k.includes('_')) return true;
+    const v = obj[k];
+    if (v !== null && typeof v === 'object' && !OPAQUE.has(k) && hasProtoName(v)) return true;
+  }
+  return false;
 }
 
 /**
