@@ -584,7 +584,14 @@ export function closeHttp2ResetFloods(
       );
     }
     // The error goes to the server's 'sessionError' listeners; the code to the client's GOAWAY.
-    session.destroy(new Error(msg), h2.NGHTTP2_ENHANCE_YOUR_CALM);
+    // After this turn, not inside it: 'aborted' can fire while nghttp2 is
+    // still handing over the connection's data, and a session destroyed
+    // there made Node 22 abort the whole process (stream_base.cc:
+    // "Assertion failed: onread->IsFunction()") when the next frame came.
+    bucket.tokens = Number.POSITIVE_INFINITY;
+    setImmediate(() => {
+      if (!session.destroyed) session.destroy(new Error(msg), h2.NGHTTP2_ENHANCE_YOUR_CALM);
+    });
   };
   const onStream = (stream: ServerHttp2Stream): void => {
     stream.once('aborted', onAborted);

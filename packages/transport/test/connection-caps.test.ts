@@ -361,8 +361,9 @@ describe('HTTP/2 streams reset in a flood (rapid reset)', () => {
     await serverHolds(app, 0);
     expect(performance.now() - t0).toBeLessThan(2_000);
     // The route ran for the streams read before the bound was reached and
-    // for those read with it (a batch of 100 here), then for no more.
-    expect(handled()).toBeLessThanOrEqual(HTTP2_RESET_LIMIT.burst + 100);
+    // for those read with it or in the same turn (batches of 100 here: the
+    // close comes after the turn, see closeHttp2ResetFloods), then for no more.
+    expect(handled()).toBeLessThanOrEqual(HTTP2_RESET_LIMIT.burst + 200);
     expect(lines.filter((l) => l.code === 'HTTP2_RESET_FLOOD')).toEqual([
       expect.objectContaining({ closed: 1, msg: 'HTTP/2 connection closed: too many streams reset' }),
     ]);
