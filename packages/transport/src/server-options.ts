@@ -374,76 +374,54 @@ export class ConnectionLimiter {
   readonly #server: TlsServer | HttpsServer | Http2SecureServer;
   readonly #log: TlsRefusalLog;
   readonly #msg: string;
-  readonly #perPeer = new Map<string, number>();
+  /** Connections held per verified SPIFFE ID. */
+  readonly #perPeer = new Counts();
   /** Handshakes in progress per remote address. */
-  readonly #handshaking = new Map<string, number>();
-  /** How to release the handshake count of a raw connection, by its remote `address:port`. */
+  readonly #handshaking = new Counts();
+  /** How to release the handshake count of a raw connection, by its {@link endpointOf}. */
   readonly #handshakeOf = new Map<string, () => void>();
-  readonly #addressLines = new LogRate();
-  #refusedByAddress = 0;
-  readonly #serverLines = new LogRate();
-  readonly #peerLines = new LogRate();
-  #refusedByServer = 0;
-  #refusedByPeer = 0;
+  /** Each bound's refusals so far, and the rate of its log lines. */
+  readonly #refusals = {
+    maxConnections: { refused: 0, lines: new LogRate() },
+    maxConnectionsPerPeer: { refused: 0, lines: new LogRate() },
+    maxHandshakesPerAddress: { refused: 0, lines: new LogRate() },
+  };
+
   readonly #onDrop = (data?: DropArgument): void => {
-    this.#refusedByServer++;
-    const extra = this.#serverLines.take();
-    if (!extra) return;
-    this.#log.warn(
-      {
-        code: 'CONNECTION_LIMIT',
-        remoteAddress: data?.remoteAddress,
-        maxConnections: this.#limits.maxConnections,
-        refused: this.#refusedByServer,
-        ...extra,
-      },
-      `${this.#msg}: the server holds maxConnections`,
-    );
+    this.#refuse('maxConnections', { remoteAddress: data?.remoteAddress }, 'the server holds maxConnections');
   };
 
   readonly #onConnection = (socket: Socket): void => {
     const address = socket.remoteAddress;
+    const endpoint = endpointOf(socket);
     // No address: the peer is already gone.
-    if (address === undefined) return;
-    const held = this.#handshaking.get(address) ?? 0;
-    if (held >= this.#limits.maxHandshakesPerAddress) {
-      this.#refusedByAddress++;
-      const extra = this.#addressLines.take();
-      if (extra) {
-        this.#log.warn(
-          {
-            code: 'CONNECTION_LIMIT',
-            remoteAddress: address,
-            maxHandshakesPerAddress: this.#limits.maxHandshakesPerAddress,
-            refused: this.#refusedByAddress,
-            ...extra,
-          },
-          `${this.#msg}: the address holds maxHandshakesPerAddress handshakes in progress`,
-        );
-      }
+    if (address === undefined || endpoint === undefined) return;
+    if (this.#handshaking.of(address) >= this.#limits.maxHandshakesPerAddress) {
+      this.#refuse(
+        'maxHandshakesPerAddress',
+        { remoteAddress: address },
+        'the address holds maxHandshakesPerAddress handshakes in progress',
+      );
       socket.destroy();
       return;
     }
-    this.#handshaking.set(address, held + 1);
-    // The TLS socket Node wraps around a raw one does not lead back to it;
-    // both report the same remote address and port.
-    const endpoint = `${address}:${socket.remotePort}`;
+    this.#handshaking.add(address);
     let released = false;
     const release = (): void => {
       if (released) return;
       released = true;
       if (this.#handshakeOf.get(endpoint) === release) this.#handshakeOf.delete(endpoint);
-      const left = (this.#handshaking.get(address) ?? 1) - 1;
-      if (left > 0) this.#handshaking.set(address, left);
-      else this.#handshaking.delete(address);
+      this.#handshaking.remove(address);
     };
+    // The TLS socket Node wraps around a raw one does not lead back to it;
+    // both report the same endpoint.
     this.#handshakeOf.set(endpoint, release);
     socket.once('close', release);
   };
 
   readonly #onSecureConnection = (socket: TLSSocket): void => {
-    if (socket.remoteAddress === undefined) return;
-    this.#handshakeOf.get(`${socket.remoteAddress}:${socket.remotePort}`)?.();
+    const endpoint = endpointOf(socket);
+    if (endpoint !== undefined) this.#handshakeOf.get(endpoint)?.();
   };
 
   /**
@@ -475,37 +453,27 @@ export class ConnectionLimiter {
    */
   admit(socket: Socket, peer: SpiffeId): boolean {
     const key = peer.toString();
-    const held = this.#perPeer.get(key) ?? 0;
-    if (held >= this.#limits.maxConnectionsPerPeer) {
-      this.#refusedByPeer++;
-      const extra = this.#peerLines.take();
-      if (extra) {
-        this.#log.warn(
-          {
-            code: 'CONNECTION_LIMIT',
-            peer: key,
-            remoteAddress: socket.remoteAddress,
-            maxConnectionsPerPeer: this.#limits.maxConnectionsPerPeer,
-            refused: this.#refusedByPeer,
-            ...extra,
-          },
-          `${this.#msg}: the peer holds maxConnectionsPerPeer`,
-        );
-      }
+    if (this.#perPeer.of(key) >= this.#limits.maxConnectionsPerPeer) {
+      this.#refuse(
+        'maxConnectionsPerPeer',
+        { peer: key, remoteAddress: socket.remoteAddress },
+        'the peer holds maxConnectionsPerPeer',
+      );
       return false;
     }
-    this.#perPeer.set(key, held + 1);
-    socket.once('close', () => {
-      const left = (this.#perPeer.get(key) ?? 1) - 1;
-      if (left > 0) this.#perPeer.set(key, left);
-      else this.#perPeer.delete(key);
-    });
+    this.#perPeer.add(key);
+    socket.once('close', () => this.#perPeer.remove(key));
     return true;
   }
 
   /** Connections refused so far: by `maxConnections`, `maxConnectionsPerPeer` and `maxHandshakesPerAddress`. */
   get refused(): { readonly server: number; readonly peer: number; readonly address: number } {
-    return { server: this.#refusedByServer, peer: this.#refusedByPeer, address: this.#refusedByAddress };
+    const r = this.#refusals;
+    return {
+      server: r.maxConnections.refused,
+      peer: r.maxConnectionsPerPeer.refused,
+      address: r.maxHandshakesPerAddress.refused,
+    };
   }
 
   /** Stops logging dropped connections and bounding handshakes per address (the server's `maxConnections` stays). */
@@ -514,6 +482,46 @@ export class ConnectionLimiter {
     this.#server.off('connection', this.#onConnection);
     this.#server.off('secureConnection', this.#onSecureConnection);
   }
+
+  /** Counts a refusal by `bound` and logs it, with the bound and the count so far, at its line rate. */
+  #refuse(bound: keyof ConnectionLimits, fields: object, why: string): void {
+    const kind = this.#refusals[bound];
+    kind.refused++;
+    const extra = kind.lines.take();
+    if (!extra) return;
+    this.#log.warn(
+      { code: 'CONNECTION_LIMIT', ...fields, [bound]: this.#limits[bound], refused: kind.refused, ...extra },
+      `${this.#msg}: ${why}`,
+    );
+  }
+}
+
+/** How many of something each key holds; a key whose count falls to 0 is forgotten. */
+class Counts {
+  readonly #counts = new Map<string, number>();
+
+  of(key: string): number {
+    return this.#counts.get(key) ?? 0;
+  }
+
+  add(key: string): void {
+    this.#counts.set(key, this.of(key) + 1);
+  }
+
+  remove(key: string): void {
+    const left = this.of(key) - 1;
+    if (left > 0) this.#counts.set(key, left);
+    else this.#counts.delete(key);
+  }
+}
+
+/**
+ * `address:port` of a connection's peer, undefined once the socket is closed:
+ * how a raw connection and the TLS socket Node wraps around it are matched
+ * (the second does not lead back to the first).
+ */
+export function endpointOf(socket: Socket): string | undefined {
+  return socket.remoteAddress === undefined ? undefined : `${socket.remoteAddress}:${socket.remotePort}`;
 }
 
 /**

@@ -30,6 +30,7 @@ import {
   ConnectionLimiter,
   MAX_CONCURRENT_STREAMS,
   closeHttp2ResetFloods,
+  endpointOf,
   headerListBytes,
   parseConnectionLimits,
   type ConnectionLimits,
@@ -451,11 +452,6 @@ function closePendingHandshakesOnClose(app: MtlsFastifyInstance): void {
     pending.clear();
     done();
   });
-}
-
-/** `address:port` of a connection's peer, undefined once the socket is closed. */
-function endpointOf(socket: Socket): string | undefined {
-  return socket.remoteAddress === undefined ? undefined : `${socket.remoteAddress}:${socket.remotePort}`;
 }
 
 /**
