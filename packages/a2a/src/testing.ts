@@ -132,9 +132,24 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
       opened.push(s);
       return s;
     };
-    /** The push-config store that goes with `tasks`, if any: the push-config tests skip without one. */
-    const pushStoreOf = async (tasks: TaskStore): Promise<PushConfigStore | undefined> =>
-      options.pushStore ? await options.pushStore(tasks) : isPushConfigStore(tasks) ? tasks : undefined;
+    /**
+     * A store with one new task, and the push-config store that goes with it;
+     * undefined when there is none (the push-config tests skip then).
+     */
+    const withPushStore = async (): Promise<
+      { tasks: TaskStore; store: PushConfigStore; id: string } | undefined
+    > => {
+      const tasks = await open();
+      const store = options.pushStore
+        ? await options.pushStore(tasks)
+        : isPushConfigStore(tasks)
+          ? tasks
+          : undefined;
+      if (!store) return undefined;
+      const { record, first } = newTask();
+      await tasks.create(record, first);
+      return { tasks, store, id: record.task.id };
+    };
     afterAll(async () => {
       for (const s of opened) await s.close?.();
       await options.teardown?.();
@@ -501,15 +516,12 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
     });
 
     it('keeps push configs per task, secrets included, and drops them with the task', async (ctx) => {
-      const tasks = await open();
-      const store = await pushStoreOf(tasks);
-      if (!store) {
+      const opened = await withPushStore();
+      if (!opened) {
         ctx.skip();
         return;
       }
-      const { record, first } = newTask();
-      await tasks.create(record, first);
-      const id = record.task.id;
+      const { tasks, store, id } = opened;
       const a = { taskId: id, id: 'a', url: 'https://hooks.test/a', token: 'tok-a' };
       const b = {
         taskId: id,
@@ -532,15 +544,12 @@ export function taskStoreContract(name: string, options: TaskStoreContractOption
     });
 
     it('refuses a push config without an id, keeping nothing (configs are kept and replaced by id)', async (ctx) => {
-      const tasks = await open();
-      const store = await pushStoreOf(tasks);
-      if (!store) {
+      const opened = await withPushStore();
+      if (!opened) {
         ctx.skip();
         return;
       }
-      const { record, first } = newTask();
-      await tasks.create(record, first);
-      const id = record.task.id;
+      const { store, id } = opened;
       for (const noId of [{}, { id: '' }]) {
         await expect(
           store.setPushConfig({ taskId: id, url: 'https://hooks.test/x', ...noId }),

@@ -18,10 +18,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { authorizeMemberOf } from '@weave/identity';
 import { HTTP2_RESET_LIMIT } from '@weave/transport';
 import { TRUST_DOMAIN } from '@weave/test-support';
-import { floodStreams } from '@weave/test-support/h2-flood';
-import { A2AConfigError, A2AGrpcServer, buildMessage, type A2AGrpcServerOptions } from '../src/index.js';
-import { a2aGrpcService } from '../src/grpc/index.js';
+import { H2_FRAME, H2_PREFACE, floodStreams, frame, headerBlock } from '@weave/test-support/h2-flood';
+import { A2AConfigError, A2AGrpcServer, type A2AGrpcServerOptions } from '../src/index.js';
 import { startEchoEverywhere, type EchoEverywhere, type Harness } from './helpers/agents.js';
+import { SEND_MESSAGE_HEADERS, sendMessageBody } from './helpers/grpc-raw.js';
 
 let h: Harness;
 let close: EchoEverywhere['close'] | undefined;
@@ -67,38 +67,29 @@ function connectTo(grpc: A2AGrpcServer, who: 'client' | 'stranger'): ConnectionO
   return { ...agent.tlsClientOptions(), host, port: Number(port), servername: 'localhost' };
 }
 
-const sendMessage = [
-  [':method', 'POST'],
-  [':scheme', 'https'],
-  [':path', a2aGrpcService().SendMessage.path],
-  [':authority', 'localhost'],
-  ['content-type', 'application/grpc'],
-  ['te', 'trailers'],
-  ['a2a-version', '1.0'],
-] as const;
-
-/** A SendMessage to the `echo` skill as one gRPC message (length prefix and body). */
-function sendMessageBody(): Buffer {
-  const body = a2aGrpcService().SendMessage.requestSerialize({ message: buildMessage('echo', 'caps') });
-  const prefix = Buffer.alloc(5);
-  prefix.writeUInt32BE(body.length, 1);
-  return Buffer.concat([prefix, body]);
-}
-
 /** One SendMessage on a new connection: whether it was answered, or the connection closed first. */
 async function callOnNewConnection(grpc: A2AGrpcServer, who: 'client' | 'stranger'): Promise<boolean> {
   try {
     const r = await floodStreams({
       connect: connectTo(grpc, who),
       streams: 0,
-      open: sendMessage,
-      last: { headers: sendMessage, body: sendMessageBody() },
+      open: SEND_MESSAGE_HEADERS,
+      last: { headers: SEND_MESSAGE_HEADERS, body: sendMessageBody('caps') },
     });
     return r.lastAnswered;
   } catch {
     // Closed before the TLS handshake completed.
     return false;
   }
+}
+
+/** Whether a SendMessage of the client is answered within a second (the listener learns of a close a moment later). */
+async function answeredSoon(grpc: A2AGrpcServer): Promise<boolean> {
+  for (let i = 0; i < 50; i++) {
+    if (await callOnNewConnection(grpc, 'client')) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return false;
 }
 
 /**
@@ -113,7 +104,7 @@ async function hold(
   sock.on('error', () => undefined);
   closers.push(() => sock.destroy());
   const closed = new Promise((r) => sock.once('close', r));
-  sock.once('secureConnect', () => sock.write(Buffer.concat([PREFACE, frame(SETTINGS, 0, 0)])));
+  sock.once('secureConnect', () => sock.write(Buffer.concat([H2_PREFACE, frame(SETTINGS, 0, 0)])));
   const admitted = await Promise.race([
     new Promise<boolean>((r) => sock.once('data', () => r(true))),
     closed.then(() => false),
@@ -172,13 +163,7 @@ describe('gRPC connection bounds', () => {
     ]);
 
     await a.close();
-    // The listener learns of the close a moment later.
-    let answered = false;
-    for (let i = 0; i < 50 && !answered; i++) {
-      answered = await callOnNewConnection(grpc, 'client');
-      if (!answered) await new Promise((r) => setTimeout(r, 20));
-    }
-    expect(answered).toBe(true);
+    expect(await answeredSoon(grpc)).toBe(true);
     expect(ran.length).toBe(before + 1);
   });
 
@@ -204,40 +189,13 @@ describe('gRPC connection bounds', () => {
 
     // The peer's count goes down as its connections close.
     await held[0]?.close();
-    let answered = false;
-    for (let i = 0; i < 50 && !answered; i++) {
-      answered = await callOnNewConnection(grpc, 'client');
-      if (!answered) await new Promise((r) => setTimeout(r, 20));
-    }
-    expect(answered).toBe(true);
+    expect(await answeredSoon(grpc)).toBe(true);
     expect(ran.length).toBe(before + 1);
   });
 });
 
 // Raw frames: no HTTP/2 client library resets its own streams in a flood.
-const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
-const DATA = 0x0;
-const HEADERS = 0x1;
-const RST_STREAM = 0x3;
-const SETTINGS = 0x4;
-const GOAWAY = 0x7;
-const END_STREAM = 0x1;
-const END_HEADERS = 0x4;
-
-function frame(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(stream, 5);
-  return Buffer.concat([head, payload]);
-}
-
-/** HPACK literals without indexing, names and values under 127 bytes. */
-function headerBlock(fields: ReadonlyArray<readonly [string, string]>): Buffer {
-  const str = (s: string) => Buffer.concat([Buffer.from([Buffer.byteLength(s)]), Buffer.from(s)]);
-  return Buffer.concat(fields.map(([n, v]) => Buffer.concat([Buffer.from([0]), str(n), str(v)])));
-}
+const { DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY, END_STREAM, END_HEADERS } = H2_FRAME;
 
 /**
  * Opens up to `n` whole SendMessage calls on one connection, each reset
@@ -271,12 +229,12 @@ async function resetFlood(
       buf = buf.subarray(9 + len);
     }
   });
-  const headers = headerBlock(sendMessage);
-  const body = sendMessageBody();
+  const headers = headerBlock(SEND_MESSAGE_HEADERS);
+  const body = sendMessageBody('caps');
   const cancel = Buffer.alloc(4);
   cancel.writeUInt32BE(h2.NGHTTP2_CANCEL);
   const t0 = performance.now();
-  sock.write(Buffer.concat([PREFACE, frame(SETTINGS, 0, 0)]));
+  sock.write(Buffer.concat([H2_PREFACE, frame(SETTINGS, 0, 0)]));
   for (let i = 0; i < n && closedAt === undefined; i += 100) {
     const frames: Buffer[] = [];
     for (let j = i; j < Math.min(n, i + 100); j++) {

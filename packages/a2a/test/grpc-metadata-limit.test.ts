@@ -16,7 +16,8 @@ import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_CONCURRENT_STREAMS } from '@weave/transport';
 import { floodStreams, type StreamFlood } from '@weave/test-support/h2-flood';
-import { buildMessage, type A2AGrpcServer } from '../src/index.js';
+import { SEND_MESSAGE_HEADERS, sendMessageBody } from './helpers/grpc-raw.js';
+import type { A2AGrpcServer } from '../src/index.js';
 import { a2aGrpcService } from '../src/grpc/index.js';
 import { startEchoEverywhere, type EchoEverywhere, type Harness } from './helpers/agents.js';
 
@@ -64,9 +65,6 @@ interface RawOutcome {
 
 /** A SendMessage as grpc-js would send it, with one extra metadata entry of `bytes` bytes. */
 function rawSendMessage(s: ClientHttp2Session, bytes: number): Promise<RawOutcome> {
-  const body = a2aGrpcService().SendMessage.requestSerialize({ message: buildMessage('echo', 'raw') });
-  const prefix = Buffer.alloc(5);
-  prefix.writeUInt32BE(body.length, 1);
   const req = s.request({
     ':method': 'POST',
     ':path': a2aGrpcService().SendMessage.path,
@@ -80,7 +78,7 @@ function rawSendMessage(s: ClientHttp2Session, bytes: number): Promise<RawOutcom
   req.on('trailers', (trailers) => (answer = { ...answer, ...trailers }));
   req.on('error', () => undefined);
   req.resume();
-  req.end(Buffer.concat([prefix, body]));
+  req.end(sendMessageBody('raw'));
   return new Promise<void>((resolve) => req.once('close', resolve)).then(() => ({
     rstCode: req.rstCode ?? 0,
     ...(answer['grpc-status'] !== undefined ? { grpcStatus: String(answer['grpc-status']) } : {}),
@@ -165,23 +163,11 @@ describe('request headers over the HTTP bindings’ bound', () => {
  */
 function flood(n: number): Promise<StreamFlood> {
   const [host, port] = (grpc.url as string).split(':') as [string, string];
-  const call = [
-    [':method', 'POST'],
-    [':scheme', 'https'],
-    [':path', a2aGrpcService().SendMessage.path],
-    [':authority', 'localhost'],
-    ['content-type', 'application/grpc'],
-    ['te', 'trailers'],
-    ['a2a-version', '1.0'],
-  ] as const;
-  const body = a2aGrpcService().SendMessage.requestSerialize({ message: buildMessage('echo', 'last') });
-  const prefix = Buffer.alloc(5);
-  prefix.writeUInt32BE(body.length, 1);
   return floodStreams({
     connect: { ...h.agent.tlsClientOptions(), host, port: Number(port), servername: 'localhost' },
     streams: n,
-    open: call,
-    last: { headers: call, body: Buffer.concat([prefix, body]) },
+    open: SEND_MESSAGE_HEADERS,
+    last: { headers: SEND_MESSAGE_HEADERS, body: sendMessageBody('last') },
   });
 }
 

@@ -7,8 +7,16 @@ import { once } from 'node:events';
 import { constants as h2 } from 'node:http2';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 
+/** The client connection preface (RFC 9113 §3.4). */
+export const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+
 /** One HTTP/2 frame (RFC 9113 §4.1). */
-function frame(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+export function frame(
+  type: number,
+  flags: number,
+  stream: number,
+  payload: Buffer = Buffer.alloc(0),
+): Buffer {
   const head = Buffer.alloc(9);
   head.writeUIntBE(payload.length, 0, 3);
   head[3] = type;
@@ -18,19 +26,23 @@ function frame(type: number, flags: number, stream: number, payload: Buffer = Bu
 }
 
 /** A header block of HPACK literals without indexing (RFC 7541 §6.2.2), names and values under 127 bytes. */
-function headerBlock(fields: ReadonlyArray<readonly [string, string]>): Buffer {
+export function headerBlock(fields: ReadonlyArray<readonly [string, string]>): Buffer {
   const str = (s: string) => Buffer.concat([Buffer.from([Buffer.byteLength(s)]), Buffer.from(s)]);
   return Buffer.concat(fields.map(([n, v]) => Buffer.concat([Buffer.from([0]), str(n), str(v)])));
 }
 
-const DATA = 0x0;
-const HEADERS = 0x1;
-const RST_STREAM = 0x3;
-const SETTINGS = 0x4;
-const GOAWAY = 0x7;
-const END_STREAM = 0x1;
-const ACK = 0x1;
-const END_HEADERS = 0x4;
+/** Frame types and flags (RFC 9113 §6) that the tests write or read. */
+export const H2_FRAME = {
+  DATA: 0x0,
+  HEADERS: 0x1,
+  RST_STREAM: 0x3,
+  SETTINGS: 0x4,
+  GOAWAY: 0x7,
+  END_STREAM: 0x1,
+  ACK: 0x1,
+  END_HEADERS: 0x4,
+} as const;
+const { DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY, END_STREAM, ACK, END_HEADERS } = H2_FRAME;
 const SETTINGS_MAX_CONCURRENT_STREAMS = 0x3;
 
 /** What the server did with a {@link floodStreams}. */
@@ -103,7 +115,7 @@ export async function floodStreams(options: StreamFloodOptions): Promise<StreamF
     });
   });
   const open = headerBlock(options.open);
-  const frames: Buffer[] = [Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(SETTINGS, 0, 0)];
+  const frames: Buffer[] = [H2_PREFACE, frame(SETTINGS, 0, 0)];
   for (let i = 0; i < options.streams; i++) frames.push(frame(HEADERS, END_HEADERS, 2 * i + 1, open));
   const lastHeaders = headerBlock(options.last.headers);
   if (options.last.body === undefined) {
