@@ -767,11 +767,7 @@ export class A2ARequestHandler {
     const visible = records.filter((r) => allowed.get(r.skill) === undefined);
     const denial = [...allowed.values()].find((e) => e !== undefined);
     if (records.length > 0 && visible.length === 0 && denial) throw denial;
-    const tasks = visible.map((r) => {
-      const t = answered(r.task, p.historyLength);
-      if (p.includeArtifacts !== true) delete t.artifacts;
-      return t;
-    });
+    const tasks = visible.map((r) => answered(r.task, p.historyLength, p.includeArtifacts === true));
     const last = records[records.length - 1];
     return {
       tasks,
@@ -1719,10 +1715,8 @@ export function assertV1Version(headers: CallHeaders): void {
  * its history. For 0 the field is left out (§3.2.4: "the `history` field
  * SHOULD be omitted"), not sent empty.
  */
-function answered(task: Task, historyLength: number | undefined): Task {
-  const out = snapshot(task, historyLength);
-  if (historyLength === 0) delete out.history;
-  return out;
+function answered(task: Task, historyLength: number | undefined, withArtifacts = true): Task {
+  return snapshot(task, historyLength, withArtifacts);
 }
 
 /** Validates params; the first issue becomes a -32602 message. */
