@@ -172,17 +172,25 @@ const jwksSchema = z.looseObject({
   spiffe_refresh_hint: z.number().int().nonnegative().optional(),
 });
 
-/** The JWK Set envelope of a bundle document (JSON text or parsed object); `fail` throws. */
+/**
+ * The JWK Set envelope of a bundle document (JSON text or parsed object);
+ * `fail` throws. `known` is the value of the text when the caller has
+ * already parsed it: the text is then only scanned for repeated keys.
+ */
 function parseJwksDocument(
   json: unknown,
   fail: (msg: string, cause?: unknown) => never,
+  known?: { readonly doc: unknown },
 ): z.infer<typeof jwksSchema> {
   let doc: unknown = json;
   if (typeof json === 'string') {
-    try {
-      doc = JSON.parse(json);
-    } catch (err) {
-      fail('not JSON', err);
+    if (known) doc = known.doc;
+    else {
+      try {
+        doc = JSON.parse(json);
+      } catch (err) {
+        fail('not JSON', err);
+      }
     }
     // JSON.parse would keep the last of two "keys" (or two "use" in one key) without a word.
     const dup = scanJson(json);
@@ -232,22 +240,7 @@ export class JwtBundle implements JwtBundleSource {
    * @throws {BundleError} `BUNDLE_MALFORMED`, or `BUNDLE_WEAK_KEY` for a weak key (see the constructor).
    */
   static fromJwks(trustDomain: TrustDomain | string, jwks: string | unknown): JwtBundle {
-    const td = toTd(trustDomain);
-    const fail = (msg: string, cause?: unknown): never => {
-      throw new BundleError('BUNDLE_MALFORMED', `JWT bundle of ${td.name}: ${msg}`, { cause });
-    };
-    const keys = new Map<string, JWK>();
-    parseJwksDocument(jwks, fail).keys.forEach((raw, i) => {
-      const k = jwkSchema.safeParse(raw);
-      if (!k.success) return fail(`keys[${i}] is not a JWK`);
-      const jwk = k.data as JWK & { use?: string };
-      if (!JWT_KTYS.has(jwk.kty ?? '')) return;
-      if (jwk.use !== undefined && jwk.use !== 'jwt-svid') return;
-      if (!jwk.kid) return fail(`keys[${i}] has no kid`);
-      if (keys.has(jwk.kid)) return fail(`keys[${i}]: duplicate kid ${jwk.kid}`);
-      keys.set(jwk.kid, jwk);
-    });
-    return new JwtBundle(td, keys);
+    return readJwtBundle(toTd(trustDomain), jwks);
   }
 
   /** The JWKS document of this bundle. */
@@ -263,6 +256,34 @@ export class JwtBundle implements JwtBundleSource {
   getJwtBundle(trustDomain: TrustDomain): JwtBundle | undefined {
     return trustDomain.equals(this.trustDomain) ? this : undefined;
   }
+}
+
+/**
+ * @internal {@link JwtBundle.fromJwks} of JWKS `text` whose JSON value `doc`
+ * the caller already has: the Workload API client parses a bundle to count its
+ * keys before it pays for importing them, and this saves parsing it again. The
+ * text is still scanned for a key written twice, which `JSON.parse` hides.
+ */
+export function jwtBundleFromParsedJwks(trustDomain: TrustDomain, text: string, doc: unknown): JwtBundle {
+  return readJwtBundle(trustDomain, text, { doc });
+}
+
+function readJwtBundle(td: TrustDomain, jwks: unknown, known?: { readonly doc: unknown }): JwtBundle {
+  const fail = (msg: string, cause?: unknown): never => {
+    throw new BundleError('BUNDLE_MALFORMED', `JWT bundle of ${td.name}: ${msg}`, { cause });
+  };
+  const keys = new Map<string, JWK>();
+  parseJwksDocument(jwks, fail, known).keys.forEach((raw, i) => {
+    const k = jwkSchema.safeParse(raw);
+    if (!k.success) return fail(`keys[${i}] is not a JWK`);
+    const jwk = k.data as JWK & { use?: string };
+    if (!JWT_KTYS.has(jwk.kty ?? '')) return;
+    if (jwk.use !== undefined && jwk.use !== 'jwt-svid') return;
+    if (!jwk.kid) return fail(`keys[${i}] has no kid`);
+    if (keys.has(jwk.kid)) return fail(`keys[${i}]: duplicate kid ${jwk.kid}`);
+    keys.set(jwk.kid, jwk);
+  });
+  return new JwtBundle(td, keys);
 }
 
 /**

@@ -9,7 +9,9 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
+  BundleError,
   IdentityNotReadyError,
+  JwtBundle,
   TrustDomain,
   WORKLOAD_API_MAX_AUTHORITIES,
   WORKLOAD_API_MAX_SVIDS,
@@ -180,6 +182,58 @@ describe('a response carrying more than the bounds is refused before it is parse
   });
 });
 
+describe('a JWT bundle from the Workload API is read as JwtBundle.fromJwks reads its text', () => {
+  it(`one of more than WORKLOAD_API_MAX_AUTHORITIES (${WORKLOAD_API_MAX_AUTHORITIES}) keys is refused by its count, before any key is imported`, async () => {
+    const max = WORKLOAD_API_MAX_AUTHORITIES;
+    // No key imports (not on the curve): importing even the first would refuse the bundle as malformed.
+    const keys = Array.from({ length: max + 1 }, (_, i) => ({
+      kty: 'EC',
+      crv: 'P-256',
+      x: 'AA',
+      y: 'AA',
+      kid: `k${i}`,
+    }));
+    expect(() => JwtBundle.fromJwks(TD, { keys })).toThrow(/key k0: invalid JWK/);
+    const address = await hostile({
+      FetchJWTBundles: (call: Stream) => call.write({ bundles: { [`spiffe://${TD}`]: jwks(keys) } }),
+    });
+    expect((await refusal(client(address).fetchJwtBundles())).message).toBe(
+      `invalid JWTBundles response from the Workload API: its bundles hold at least ${max + 1} authorities, more than the ${max} taken`,
+    );
+  });
+
+  it("text that is no JSON, or writes a key twice in one object, is refused with the parser's words", async () => {
+    const jwtKey = ca.jwtBundle.toJwks().keys[0]!;
+    const key = JSON.stringify({ ...jwtKey, use: undefined });
+    const texts = [
+      '{"keys": [',
+      `{"keys": [], "keys": [${key}]}`,
+      `{"keys": [${key.replace('{', '{"use": "x509-svid", "use": "jwt-svid", ')}]}`,
+    ];
+    let n = 0;
+    const address = await hostile({
+      FetchJWTBundles: (call: Stream) =>
+        call.write({ bundles: { [`spiffe://${TD}`]: Buffer.from(texts[n++ % texts.length]!) } }),
+    });
+    const c = client(address);
+    for (const text of texts) {
+      let parserError: unknown;
+      try {
+        JwtBundle.fromJwks(TD, text);
+      } catch (err) {
+        parserError = err;
+      }
+      expect(parserError, text).toBeInstanceOf(BundleError);
+      const err = await refusal(c.fetchJwtBundles());
+      expect(err.message).toBe(
+        `invalid JWTBundles response from the Workload API: ${(parserError as BundleError).message}`,
+      );
+    }
+    // The same key, written once, is taken: what is refused is the repetition.
+    expect(JwtBundle.fromJwks(TD, `{"keys": [${key}]}`).keys.size).toBe(1);
+  });
+});
+
 describe('a watch against a server that resends or floods', () => {
   it('takes parts it already holds as they were: the same SVID and bundles resent are not parsed again', async () => {
     const other = await ca.issueX509Svid(`spiffe://${TD}/other`);
@@ -270,5 +324,33 @@ describe('WorkloadApiIdentityProvider names why no X.509-SVID came', () => {
     expect((err as Error).message).toBe(
       `no X.509-SVID from the Workload API at ${address} within 1000 ms (last error: invalid X509SVID response from the Workload API: svids: no SVID in the response)`,
     );
+  });
+
+  it(`none of ${WORKLOAD_API_MAX_SVIDS} SVIDs with 2 KB IDs being the one asked for: names a few, cut, and how many more`, async () => {
+    const n = WORKLOAD_API_MAX_SVIDS;
+    const idOf = (i: number) => `spiffe://${TD}/${'a'.repeat(2000)}/${i}`;
+    // 16 SVIDs sent 16 times each, in turn: issuing 256 would take seconds.
+    const distinct = await Promise.all(
+      Array.from({ length: 16 }, async (_, i) => {
+        const der = (await ca.issueX509Svid(idOf(i))).toDer();
+        return { ...entry, spiffeId: idOf(i), x509Svid: der.certChain, x509SvidKey: der.privateKey };
+      }),
+    );
+    const entries = Array.from({ length: n }, (_, i) => distinct[i % distinct.length]!);
+    const address = await hostile({ FetchX509SVID: (call: Stream) => call.write(x509Response(entries)) });
+    const err = await WorkloadApiIdentityProvider.create({
+      address,
+      backoff: FAST,
+      logger,
+      readyTimeoutMs: 500,
+      spiffeId: `spiffe://${TD}/other`,
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IdentityNotReadyError);
+    const message = (err as Error).message;
+    // Every ID whole would be over 500 KB, repeated in the logs on every update.
+    expect(message.length).toBeLessThan(1_500);
+    expect(message).toContain(`no X.509-SVID with ID spiffe://${TD}/other (it sent spiffe://${TD}/aaa`);
+    expect(message.split(`… (${idOf(0).length} characters)`)).toHaveLength(6);
+    expect(message).toMatch(new RegExp(`characters\\) and ${n - 5} more\\)\\)$`));
   });
 });

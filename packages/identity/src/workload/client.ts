@@ -11,7 +11,7 @@ import {
   type StatusObject,
 } from '@grpc/grpc-js';
 import { z } from 'zod';
-import { BundleSet, JwtBundle, X509Bundle } from '../bundle.js';
+import { BundleSet, JwtBundle, X509Bundle, jwtBundleFromParsedJwks } from '../bundle.js';
 import { parseJwtSvidInsecure, type JwtSvid } from '../jwt-svid.js';
 import { defaultLogger, type Logger } from '../log.js';
 import type { TrustDomain } from '../spiffe-id.js';
@@ -214,15 +214,19 @@ class PartsMemo {
   }
 }
 
-/** How many keys a JWKS document lists, whatever they are (0 when it is no JWKS: the parser refuses it). */
-function jwksKeyCount(text: string): number {
+/** The JSON value of `text`, or undefined when it is no JSON (the bundle parser then refuses it, saying so). */
+function tryParseJson(text: string): { readonly doc: unknown } | undefined {
   try {
-    const doc: unknown = JSON.parse(text);
-    const keys = typeof doc === 'object' && doc !== null ? (doc as { keys?: unknown }).keys : undefined;
-    return Array.isArray(keys) ? keys.length : 0;
+    return { doc: JSON.parse(text) as unknown };
   } catch {
-    return 0;
+    return undefined;
   }
+}
+
+/** How many keys a JWKS document lists, whatever they are (0 when it is no JWKS: the parser refuses it). */
+function jwksKeyCount(doc: unknown): number {
+  const keys = typeof doc === 'object' && doc !== null ? (doc as { keys?: unknown }).keys : undefined;
+  return Array.isArray(keys) ? keys.length : 0;
 }
 
 /**
@@ -256,11 +260,18 @@ class ResponseParts {
   }
 
   jwtBundle(td: TrustDomain, jwks: Uint8Array): JwtBundle {
-    const text = (): string => Buffer.from(jwks).toString('utf8');
+    // Decoded and parsed once: the count (which comes first) hands its parse to the bundle parser.
+    let text: string | undefined;
+    let parsed: { readonly doc: unknown } | undefined;
+    const read = (): string => (text ??= Buffer.from(jwks).toString('utf8'));
     return this.#bundle(
       `jwt:${td.name}:${digest(jwks)}`,
-      () => jwksKeyCount(text()),
-      () => JwtBundle.fromJwks(td, text()),
+      () => {
+        parsed = tryParseJson(read());
+        return jwksKeyCount(parsed?.doc);
+      },
+      // Not parsed (or no JSON): fromJwks parses, and refuses it as it always did.
+      () => (parsed ? jwtBundleFromParsedJwks(td, read(), parsed.doc) : JwtBundle.fromJwks(td, read())),
       (b) => b.keys.size,
     );
   }

@@ -6,6 +6,7 @@ import { checkOptions, signalOption, timerMs } from '../options.js';
 import { IdentityNotReadyError } from '../provider.js';
 import { IdentityProviderBase } from '../provider-base.js';
 import { SpiffeId } from '../spiffe-id.js';
+import { cutText } from '../text.js';
 import { verifyX509Svid, type X509Svid } from '../x509-svid.js';
 import {
   WorkloadApiClient,
@@ -57,6 +58,21 @@ const OptionsSchema = z.object({
     }),
   signal: signalOption,
 });
+
+/**
+ * How many SVID IDs, and how many characters of each, an error listing the
+ * SVIDs received names: a Workload API may send 256 SVIDs with IDs of 2 KB,
+ * and the error goes to the logs on every update.
+ */
+const SHOWN_SVIDS = 5;
+const SHOWN_ID_CHARS = 128;
+
+/** `a, b, c, d, e and 251 more`: the IDs of the SVIDs received, bounded. */
+function sentIds(svids: readonly X509Svid[]): string {
+  const shown = svids.slice(0, SHOWN_SVIDS).map((s) => cutText(s.id.toString(), SHOWN_ID_CHARS));
+  const more = svids.length - shown.length;
+  return shown.join(', ') + (more > 0 ? ` and ${more} more` : '');
+}
 
 /** A failure the provider reports through {@link WorkloadApiIdentityProvider.onError}. */
 export type WorkloadIdentityError = WorkloadApiError | IdentityNotReadyError;
@@ -222,7 +238,7 @@ export class WorkloadApiIdentityProvider extends IdentityProviderBase {
       this.#reportError(
         new WorkloadApiError(
           'WORKLOAD_API_BAD_RESPONSE',
-          `the Workload API sent no X.509-SVID with ${wanted} (it sent ${ctx.svids.map((s) => s.id.toString()).join(', ')})`,
+          `the Workload API sent no X.509-SVID with ${wanted} (it sent ${sentIds(ctx.svids)})`,
         ),
         true,
       );
