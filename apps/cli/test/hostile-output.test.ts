@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { A2AServer, AgentCardSigner } from '@weave/a2a';
 import { LocalPolicyEnforcer } from '@weave/authz';
-import { SpiffeId, WorkloadApiIdentityProvider, authorizeMemberOf } from '@weave/identity';
+import { SpiffeId, WeaveError, WorkloadApiIdentityProvider, authorizeMemberOf } from '@weave/identity';
 import { DevWorkloadApiServer } from '@weave/identity/dev';
 import { createMtlsServer, type MtlsFastifyInstance } from '@weave/transport/server';
 import { printable } from '../src/io.js';
@@ -72,8 +72,8 @@ beforeAll(async () => {
     parts: [{ text: `line 1\nline 2\t${HOSTILE}` }],
   }));
   a2a.registerTaskHandler({ id: 'fail', name: 'fail', description: '', tags: [] }, () => {
-    // An error with a code: the server puts its message in the FAILED status.
-    throw Object.assign(new Error(`nothing wrong${FORGE}\rCALL_OK: done`), { code: 'EVIL' });
+    // A WeaveError: the server puts its message in the FAILED status.
+    throw new WeaveError('EVIL', `nothing wrong${FORGE}\rCALL_OK: done`);
   });
   a2a.registerTaskHandler({ id: 'steps', name: 'steps', description: '', tags: [] }, (ctx) => {
     ctx.publishStatus('TASK_STATE_WORKING', `step\n  … completed: ${HOSTILE}`);

@@ -43,3 +43,102 @@ export function exceedsDepth(value: unknown, max: number = MAX_JSON_DEPTH): bool
   }
   return false;
 }
+
+/**
+ * Why `value` cannot be sent alike on every binding, or `undefined` when it
+ * can: nested deeper than `max` levels (a cycle never ends), or holding
+ * anything but plain objects, arrays, strings, numbers, booleans and null
+ * (`undefined` members are left out by every binding). The same walk as
+ * {@link exceedsDepth}, for values made by application code rather than
+ * parsed from JSON: a handler's output (a BigInt made every later read of
+ * its task fail; a `Date` was a string on JSON-RPC and `{}` on gRPC).
+ */
+export function unsendable(value: unknown, max: number = MAX_JSON_DEPTH): string | undefined {
+  if (value === null || typeof value !== 'object') return notJson(value, value, max);
+  const stack: unknown[] = [value, 1];
+  while (stack.length > 0) {
+    const d = stack.pop() as number;
+    const v = stack.pop() as object;
+    if (d > max) return `output nested deeper than ${max} levels (or circular)`;
+    if (Array.isArray(v)) {
+      const a = v as unknown[];
+      for (let i = 0; i < a.length; i++) {
+        const c = a[i];
+        if (typeof c === 'object') {
+          if (c !== null) stack.push(c, d + 1);
+        } else if (!isJsonLeaf(c)) return notJson(value, c, max);
+      }
+    } else if (isPlainObject(v)) {
+      const o = v as Record<string, unknown>;
+      for (const k in o) {
+        const c = o[k];
+        if (typeof c === 'object') {
+          if (c !== null) stack.push(c, d + 1);
+        } else if (!isJsonLeaf(c)) return notJson(value, c, max);
+      }
+    } else return notJson(value, v, max);
+  }
+  return undefined;
+}
+
+/** A string, number, boolean or `undefined` (a member JSON leaves out, as every binding does). */
+function isJsonLeaf(c: unknown): boolean {
+  return typeof c === 'string' || typeof c === 'number' || typeof c === 'boolean' || c === undefined;
+}
+
+function isPlainObject(v: object): boolean {
+  const proto: unknown = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+/** Why `bad`, found in `root`, cannot be sent, and where it is; `undefined` for a value JSON carries. */
+function notJson(root: unknown, bad: unknown, max: number): string | undefined {
+  let what: string;
+  switch (typeof bad) {
+    case 'bigint':
+      what = 'a BigInt';
+      break;
+    case 'function':
+      what = 'a function';
+      break;
+    case 'symbol':
+      what = 'a symbol';
+      break;
+    case 'object':
+      what = `${className(bad as object)} object`;
+      break;
+    default:
+      return undefined;
+  }
+  const at = pathTo(root, bad, max);
+  return `output holds ${what}${at ? ` at ${at}` : ''}: only plain objects, arrays, strings, numbers, booleans and null can be sent`;
+}
+
+/** The class an object was made by (`Date`, `Map`, a class of the application), or `a non-plain`. */
+function className(o: object): string {
+  try {
+    const name: unknown = (Object.getPrototypeOf(o) as { constructor?: { name?: unknown } }).constructor
+      ?.name;
+    if (typeof name === 'string' && /^[A-Za-z_$][\w$]{0,63}$/.test(name)) return `a ${name}`;
+  } catch {
+    // A prototype whose getters throw: named generically.
+  }
+  return 'a non-plain';
+}
+
+/** The dotted path of `target` in `root` (found on the error's path only), each object looked at once. */
+function pathTo(root: unknown, target: unknown, max: number): string | undefined {
+  const seen = new Set<object>();
+  const look = (v: unknown, depth: number): string | undefined => {
+    if (v === null || typeof v !== 'object' || depth > max || seen.has(v)) return undefined;
+    seen.add(v);
+    for (const k of Object.keys(v)) {
+      const c = (v as Record<string, unknown>)[k];
+      if (c === target) return k;
+      const below = look(c, depth + 1);
+      if (below !== undefined) return `${k}.${below}`;
+    }
+    return undefined;
+  };
+  return root === target ? undefined : look(root, 1);
+}

@@ -9,11 +9,11 @@
  * policy check, which is also the audit record, before it reads or changes
  * anything of a task or runs any task handler. A denial runs nothing.
  */
-import { SpiffeId, randomUuid } from '@weave/identity';
+import { SpiffeId, WeaveError, cutText, randomUuid } from '@weave/identity';
 import type { AuthzDecision, PolicyEnforcer } from '@weave/authz';
 import { z } from 'zod';
 import { A2AError, A2AErrors } from './errors.js';
-import { exceedsDepth, MAX_JSON_DEPTH } from './depth.js';
+import { unsendable } from './depth.js';
 import { TaskEventStream } from './event-stream.js';
 import { CallerLimits, type CallerLimitsInput } from './limits.js';
 import { A2AConfigError, checkOptions, positiveCount, timerMs } from './options.js';
@@ -1072,7 +1072,7 @@ export class A2ARequestHandler {
       beforeRun?.(record);
     } finally {
       // The task exists now: its handler runs even if opening a stream failed.
-      void this.#run(record, handler, p.message, ctx.caller, ctx.headers).finally(release);
+      void this.#run(record, handler, p.message, ctx.caller, ctx.headers, release);
     }
     return record;
   }
@@ -1113,7 +1113,7 @@ export class A2ARequestHandler {
       return { ...reply, contextId, role: 'ROLE_AGENT' };
     } catch (err) {
       if (err instanceof A2AError) throw err;
-      this.#log.warn({ err, skill }, 'a2a: message handler failed');
+      this.#logThrown('warn', { skill }, err, 'a2a: message handler failed');
       throw A2AErrors.internal();
     } finally {
       release();
@@ -1146,7 +1146,7 @@ export class A2ARequestHandler {
         });
       } catch (err) {
         if (err instanceof A2AError) throw err;
-        this.#log.error({ err }, 'a2a: skill router failed');
+        this.#logThrown('error', {}, err, 'a2a: skill router failed');
         throw A2AErrors.internal();
       }
       if (chosen !== undefined) {
@@ -1164,12 +1164,20 @@ export class A2ARequestHandler {
     );
   }
 
+  /**
+   * Runs a task's handler and ends the task with what it returned, or FAILED
+   * with what it threw. Never rejects, whatever the handler throws or returns
+   * (a value whose getters throw, output no binding can send): a rejection
+   * here would be unhandled, the task left WORKING and its caller waiting.
+   * `release` (the caller's task slot) is called once the handler settled.
+   */
   async #run(
     record: TaskRecord,
     handler: TaskHandler,
     message: Message,
     caller: SpiffeId,
     headers: CallHeaders,
+    release: () => void,
   ): Promise<void> {
     const id = record.task.id;
     const ctx = new TaskContextImpl(this.manager, record, message, caller, headers, this.#inputTimeout, (s) =>
@@ -1183,21 +1191,51 @@ export class A2ARequestHandler {
         this.manager.addArtifact(id, { artifactId: randomUuid(), parts: [{ text: result }] });
       } else if (result && typeof result === 'object') {
         if ('role' in result && 'messageId' in result) {
-          this.manager.setStatus(id, 'TASK_STATE_COMPLETED', storable(v1.MessageSchema.parse(result)));
+          this.manager.setStatus(id, 'TASK_STATE_COMPLETED', handlerOutput(v1.MessageSchema, result));
           return;
         }
-        const art = storable(v1.ArtifactSchema.parse({ artifactId: randomUuid(), ...result }));
-        this.manager.addArtifact(id, art);
+        this.manager.addArtifact(
+          id,
+          handlerOutput(v1.ArtifactSchema, { artifactId: randomUuid(), ...result }),
+        );
       }
       if (this.manager.isLive(id)) this.manager.setStatus(id, 'TASK_STATE_COMPLETED');
     } catch (err) {
-      if (!this.manager.isLive(id)) return;
-      this.#log.warn({ err, taskId: id, skill: record.skill }, 'a2a: task handler failed');
-      const text =
-        err instanceof A2AError || (err as { code?: unknown })?.code !== undefined
-          ? `Task failed: ${(err as Error).message}`
-          : 'Task failed';
-      this.manager.setStatus(id, 'TASK_STATE_FAILED', agentMessage(text));
+      this.#handlerFailed(id, record.skill, err);
+    } finally {
+      release();
+    }
+  }
+
+  /** Ends live task `id` FAILED after its handler threw `err` (or its output was refused). Never throws. */
+  #handlerFailed(id: string, skill: string, err: unknown): void {
+    if (!this.manager.isLive(id)) return;
+    this.#logThrown('warn', { taskId: id, skill }, err, 'a2a: task handler failed');
+    try {
+      this.manager.setStatus(id, 'TASK_STATE_FAILED', agentMessage(failureText(err)));
+    } catch (e) {
+      this.#logThrown('error', { taskId: id }, e, 'a2a: task not ended FAILED');
+    }
+  }
+
+  /**
+   * Logs a value application code threw. One whose getters throw (its
+   * `message`, `stack`, `code`) makes the logger's error serializer throw:
+   * the line is then written with the value's type in its place, so it is
+   * neither lost nor thrown on. Never throws.
+   */
+  #logThrown(level: 'warn' | 'error', fields: object, err: unknown, msg: string): void {
+    try {
+      this.#log[level]({ ...fields, err }, msg);
+    } catch {
+      try {
+        this.#log[level](
+          { ...fields, err: { type: typeof err, message: 'the thrown value cannot be read' } },
+          msg,
+        );
+      } catch {
+        // A logger that throws on a plain object: nothing left to tell it.
+      }
     }
   }
 
@@ -1229,7 +1267,7 @@ export class A2ARequestHandler {
         this.#log.warn({ taskId: id, skill: stored.skill }, 'a2a: re-running a task whose replica died');
         const record = await this.manager.adopt(stored);
         this.#watchPush(record, record.seq);
-        void this.#run(record, handler, message, caller, {}).finally(release);
+        void this.#run(record, handler, message, caller, {}, release);
         return;
       }
     }
@@ -1642,11 +1680,17 @@ class TaskContextImpl implements TaskContext {
   }
 
   publishStatus(state: TaskState, message?: Message | string): void {
+    // A state no binding can send (a JavaScript caller's typo) would reach every subscriber as it is.
+    if (!PUBLISHABLE_STATES.has(state)) {
+      throw A2AErrors.invalidAgentResponse(
+        `${JSON.stringify(String(state)).slice(0, 64)} is not a task state`,
+      );
+    }
     this.#m.setStatus(this.taskId, state, toAgentMessage(message));
   }
 
   publishArtifact(artifact: ArtifactInput, options?: { append?: boolean; lastChunk?: boolean }): void {
-    const a = storable(v1.ArtifactSchema.parse({ artifactId: randomUuid(), ...artifact }));
+    const a = handlerOutput(v1.ArtifactSchema, { artifactId: randomUuid(), ...artifact });
     this.#m.addArtifact(this.taskId, a, options);
   }
 
@@ -1723,9 +1767,14 @@ function answered(task: Task, historyLength: number | undefined, withArtifacts =
 export function parse<S extends z.ZodType>(schema: S, params: unknown): z.infer<S> {
   const r = schema.safeParse(params);
   if (r.success) return r.data;
-  const issue = r.error.issues[0];
-  const where = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
-  throw A2AErrors.invalidParams(`${where}${issue?.message ?? 'invalid'}`);
+  throw A2AErrors.invalidParams(firstIssue(r.error));
+}
+
+/** The first issue of a failed parse, with where it is: what an error names. */
+function firstIssue(error: z.ZodError): string {
+  const issue = error.issues[0];
+  const where = issue && issue.path.length > 0 ? `${issue.path.map(String).join('.')}: ` : '';
+  return `${where}${issue?.message ?? 'invalid'}`;
 }
 
 /**
@@ -1760,15 +1809,59 @@ export function parseRequest<S extends z.ZodType>(schema: S, params: unknown): z
 }
 
 /**
- * What a handler produced, refused when nested deeper than a request may be:
- * it would be kept with the task and break every later reply that carries it.
+ * An artifact or message a handler produced, as `schema` has it, refused
+ * (-32006, naming the first problem) when it is not one, or when it cannot
+ * be stored (see {@link storable}).
+ */
+function handlerOutput<S extends z.ZodType>(schema: S, value: unknown): z.output<S> {
+  const r = schema.safeParse(value);
+  if (!r.success) throw A2AErrors.invalidAgentResponse(firstIssue(r.error));
+  return storable(r.data);
+}
+
+/**
+ * What a handler produced, refused (-32006) when no binding can send it as it
+ * is: kept with the task, it would break every later reply that carries it
+ * (a BigInt made each GetTask of its task fail with -32603), or reach a
+ * caller in another form on each binding (a Date was a string on JSON-RPC,
+ * `{}` on gRPC; a Map, `{}` on all of them). So: nested no deeper than a
+ * request may be (a cycle never ends), and made only of plain objects,
+ * arrays, strings, numbers, booleans and null. One walk, as the depth check
+ * it replaces was.
  */
 function storable<T>(value: T): T {
-  if (exceedsDepth(value, MAX_JSON_DEPTH)) {
-    throw A2AErrors.invalidAgentResponse(`output nested deeper than ${MAX_JSON_DEPTH} levels`);
-  }
+  const bad = unsendable(value);
+  if (bad !== undefined) throw A2AErrors.invalidAgentResponse(bad);
   return value;
 }
+
+/** Most characters of a handler's error message a FAILED status repeats (the whole error is logged). */
+const FAILURE_TEXT_CHARS = 1024;
+
+/**
+ * The status text of a task whose handler threw `err`: `Task failed`, plus
+ * the message of a `WeaveError` (an A2AError or another error of the family,
+ * made to be read by a caller), cut to {@link FAILURE_TEXT_CHARS}. Not of any
+ * error with a `code`: Node's own errors have one, and their messages name
+ * what the caller must not learn (`connect ECONNREFUSED 10.0.0.5:5432`). A
+ * value whose getters throw is read as none.
+ */
+function failureText(err: unknown): string {
+  try {
+    if (err instanceof WeaveError) {
+      const m: unknown = (err as Error).message;
+      if (typeof m === 'string') return `Task failed: ${cutText(m, FAILURE_TEXT_CHARS)}`;
+    }
+  } catch {
+    // Its code or message cannot be read: nothing of it goes to the caller.
+  }
+  return 'Task failed';
+}
+
+/** What a handler may publish as a task's status: every state but UNSPECIFIED (no binding has a use for it). */
+const PUBLISHABLE_STATES: ReadonlySet<string> = new Set<string>(
+  v1.TASK_STATES.filter((s) => s !== 'TASK_STATE_UNSPECIFIED'),
+);
 
 function skillFromMetadata(p: v1.SendMessageParams): string | undefined {
   const s = p.message.metadata?.skill ?? p.metadata?.skill;
@@ -1814,7 +1907,7 @@ function agentMessage(text: string): Message {
 function toAgentMessage(m: Message | string | undefined): Message | undefined {
   if (m === undefined) return undefined;
   if (typeof m === 'string') return agentMessage(m);
-  return storable(v1.MessageSchema.parse(m));
+  return handlerOutput(v1.MessageSchema, m);
 }
 
 function redact(c: TaskPushNotificationConfig): TaskPushNotificationConfig {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { SpiffeId } from '@weave/identity';
+import { cutText, type SpiffeId } from '@weave/identity';
 import { AgentError } from './errors.js';
 import type { CallAgentOptions, CallResult } from './outbound.js';
 import { CapabilityReply, type ReplyArtifact } from './reply.js';
@@ -180,13 +180,9 @@ export class CapabilityRegistry {
       out = await def.handler(parsed.data, ctx);
     } catch (err) {
       if (err instanceof AgentError) throw err;
-      throw new AgentError(
-        'CAPABILITY_FAILED',
-        `capability "${name}" failed: ${(err as Error)?.message ?? String(err)}`,
-        {
-          cause: err,
-        },
-      );
+      throw new AgentError('CAPABILITY_FAILED', `capability "${name}" failed: ${thrownText(err)}`, {
+        cause: err,
+      });
     }
     // A reply built with `reply.*` is A2A content, not the value the output schema describes.
     if (def.options.output && !(out instanceof CapabilityReply)) {
@@ -200,6 +196,23 @@ export class CapabilityRegistry {
       return checked.data;
     }
     return out;
+  }
+}
+
+/** Most characters of a thrown value's text a `CAPABILITY_FAILED` message repeats (it stays whole as the cause). */
+const THROWN_TEXT_CHARS = 1024;
+
+/**
+ * The text of a value a handler threw: its `message`, else the value as a
+ * string. Never throws: an object whose getters throw, or with no prototype
+ * to convert it by, was itself thrown on here, and became the error in its place.
+ */
+function thrownText(err: unknown): string {
+  try {
+    const m: unknown = (err as Error | null | undefined)?.message;
+    return cutText(typeof m === 'string' ? m : String(err), THROWN_TEXT_CHARS);
+  } catch {
+    return `a thrown ${typeof err} that cannot be read`;
   }
 }
 

@@ -13,7 +13,7 @@ import type {
   TaskHandler,
   TaskResult,
 } from '@weave/a2a';
-import { randomUuid, type IdentityProvider, type SpiffeId } from '@weave/identity';
+import { cutText, randomUuid, type IdentityProvider, type SpiffeId } from '@weave/identity';
 import type { CapabilityContext, CapabilityDefinition, CapabilityRegistry } from './capability.js';
 import { AgentError, CallError } from './errors.js';
 import type { AgentMetrics, CallOutcome } from './metrics.js';
@@ -197,18 +197,27 @@ export class Inbound {
         // A result that comes after the deadline (say, a handler that returned
         // when its signal fired) is late all the same: the caller has given up.
         if (ctx.expired()) throw new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');
-        outcome = 'success';
-        final = 'TASK_STATE_COMPLETED';
-        if (value instanceof CapabilityReply) {
-          for (const a of value.artifacts) tctx.publishArtifact(toArtifact(a));
+        // Canceled while it ran (a handler that ignored its signal): the A2A
+        // server settled the task CANCELED, and what it returned goes nowhere.
+        if (!target.a2a.manager.isLive(tctx.taskId)) {
+          final = 'TASK_STATE_CANCELED';
           return undefined;
         }
-        // Streamed with ctx.publishArtifact and nothing returned: the chunks are the result.
-        if (value === undefined && ctx.publishedArtifacts) return undefined;
-        return {
-          name: 'result',
-          parts: [{ data: value === undefined ? null : value, mediaType: 'application/json' }],
-        };
+        // Published here rather than returned to the A2A server: a result no
+        // binding can send (a BigInt, a Date, a cycle) is refused now, and
+        // this call fails, counted and logged as a failure, not a success.
+        if (value instanceof CapabilityReply) {
+          for (const a of value.artifacts) tctx.publishArtifact(toArtifact(a));
+        } else if (value !== undefined || !ctx.publishedArtifacts) {
+          // (Streamed with ctx.publishArtifact and nothing returned: the chunks are the result.)
+          tctx.publishArtifact({
+            name: 'result',
+            parts: [{ data: value === undefined ? null : value, mediaType: 'application/json' }],
+          });
+        }
+        outcome = 'success';
+        final = 'TASK_STATE_COMPLETED';
+        return undefined;
       } catch (err) {
         if (!target.a2a.manager.isLive(tctx.taskId)) {
           // Canceled by the caller: the A2A server already settled the task.
@@ -241,9 +250,8 @@ export class Inbound {
             outcome,
             ms: Math.round(seconds * 1e4) / 10,
           };
-          if (failure) {
-            this.#logger.warn({ ...entry, err: failure.cause ?? failure, code: failure.code }, 'call failed');
-          } else this.#logger.info(entry, 'call served');
+          if (failure) logFailure(this.#logger, entry, failure);
+          else this.#logger.info(entry, final === 'TASK_STATE_CANCELED' ? 'call canceled' : 'call served');
         }
       }
     };
@@ -276,6 +284,22 @@ export class Inbound {
   }
 }
 
+/**
+ * Logs a failed call with what its handler threw. A thrown value whose
+ * getters throw makes pino's error serializer throw: the line is then
+ * written with the agent's own error in its place, never lost.
+ */
+function logFailure(logger: Logger, entry: object, failure: AgentError): void {
+  try {
+    logger.warn({ ...entry, err: failure.cause ?? failure, code: failure.code }, 'call failed');
+  } catch {
+    logger.warn(
+      { ...entry, err: { type: failure.name, message: failure.message }, code: failure.code },
+      'call failed',
+    );
+  }
+}
+
 function deadlineExpired(): AgentError {
   return new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');
 }
@@ -305,12 +329,19 @@ export function extendedCard(card: AgentCard, schemas: SkillSchemas): AgentCard 
   return extensions ? { ...card, capabilities: { ...card.capabilities, extensions } } : card;
 }
 
+/** Most characters of an error message a failed task's status repeats (the whole error is logged). */
+const FAILURE_TEXT_CHARS = 1024;
+
 /** The status message of a failed task: what the caller may know, never a stack or an inner error text. */
 function failureMessage(e: AgentError): Message {
   // A handler's own exception text and a downstream call's details stay in this agent's log.
   const internal =
     (e.code === 'CAPABILITY_FAILED' && !(e.cause instanceof AgentError)) || e instanceof CallError;
-  const text = internal ? `${e.code}: see the callee's log for details` : e.message;
+  // Cut: a handler's AgentError may carry anything, and a 10 MB message made
+  // the answer too large for the caller to read at all (nor its error code).
+  const text = internal
+    ? `${e.code}: see the callee's log for details`
+    : cutText(e.message, FAILURE_TEXT_CHARS);
   return {
     messageId: randomUuid(),
     role: 'ROLE_AGENT',
