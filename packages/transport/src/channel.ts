@@ -16,13 +16,16 @@ import { CircuitBreaker } from './circuit-breaker.js';
 import { PeerVerificationError, TransportError, TransportIdentityError } from './errors.js';
 import { RetryPolicy } from './retry.js';
 import {
+  atWallClock,
   bundlesPem,
   certChainForVerify,
+  certTimeMs,
   clientSecureContext,
   lightPeerCertificateForHandshake,
   peerChainForVerify,
   peerLeaf,
   peerIdForMessage,
+  peerNotAfter,
   peerIdOfCert,
   type PeerChainInput,
   sessionWithoutPeerCertificate,
@@ -138,7 +141,12 @@ const errorCode = (err: unknown): unknown => (err as { code?: unknown } | null)?
  *   peer chain of the session again on every resumed connection (Node
  *   skips `checkServerIdentity` there), so no connection skips that check;
  * - on every identity update builds a new inner Agent and closes the old one
- *   once its in-flight requests end.
+ *   once its in-flight requests end;
+ * - holds every open connection to its server's verification: it is closed
+ *   when the server's certificate expires, or when a bundle update means its
+ *   chain no longer verifies, and what it still carries (a stream) fails
+ *   with {@link PeerVerificationError}; a request made after that goes over
+ *   a new connection, verified anew.
  *
  * Pass it anywhere undici takes a `dispatcher` (`undici.fetch(url, { dispatcher })`).
  */
@@ -172,6 +180,14 @@ export class SecureChannel extends Dispatcher {
   #agent: Agent;
   /** When the SVID the current Agent presents expires (epoch ms). */
   #notAfter = 0;
+  /** Servers verified on the connections still open (see {@link #hold}). */
+  readonly #live = new Set<LiveServer>();
+  /**
+   * The earliest certificate end of {@link #live}'s servers (epoch ms), or an
+   * earlier time whose server has gone since: one clock read per request
+   * tells that none has expired.
+   */
+  #serversNotAfter = Number.POSITIVE_INFINITY;
   #generation = 0;
   #closed = false;
   #unsubscribe: (() => void) | undefined;
@@ -201,7 +217,11 @@ export class SecureChannel extends Dispatcher {
             // The caller's own abort says nothing about the peer's health.
             isFailure: (err) => errorCode(err) !== 'UND_ERR_ABORTED' && err !== CALLER_ABORTED,
           });
-    this.#unsubscribe = identity.onUpdate(() => this.#rotate());
+    this.#unsubscribe = identity.onUpdate((update) => {
+      this.#rotate();
+      // Only bundles decide whether a server verifies: a rotation of our own SVID changes none.
+      if (update.reason !== 'svid') this.#verifyLive();
+    });
   }
 
   /** How many times the inner Agent was replaced after identity updates. */
@@ -282,6 +302,25 @@ export class SecureChannel extends Dispatcher {
     const m = this.#tlsMaterial().material;
     if (m.ca === '') throw this.#noBundle();
     return { ...m, rejectUnauthorized: true, checkServerIdentity: this.#serverCheck(this.#generation) };
+  }
+
+  /**
+   * Holds a connection made with {@link tlsClientOptions}, whose server
+   * passed its `checkServerIdentity` with `cert`, to that verification while
+   * it stays open, as the channel holds its own connections: `onLapse` is
+   * called once, with the {@link PeerVerificationError} that says why, when
+   * the server's certificate expires, or when an identity update brings
+   * bundles under which its chain no longer verifies. From then on the
+   * connection must carry nothing more: end what it carries, and take a new
+   * connection (verified anew) for what comes next. Returns when the
+   * certificate expires (epoch ms), for a clock check before each new call,
+   * and `release`, to call when the connection closes.
+   */
+  holdServer(
+    cert: PeerCertificate,
+    onLapse: (err: PeerVerificationError) => void,
+  ): { readonly notAfter: number; readonly release: () => void } {
+    return this.#hold(certChainForVerify(cert), certTimeMs(cert.valid_to), onLapse, () => peerIdOfCert(cert));
   }
 
   /**
@@ -378,13 +417,16 @@ export class SecureChannel extends Dispatcher {
         }
         const tls = sock as TLSSocket;
         let kept: KeptSession['peer'];
+        // Who the server is, for the messages of a later lapse (see #hold).
+        let idForMessage = (): SpiffeId | undefined => peerIdForMessage(tls);
         if (tls.isSessionReused()) {
           // The server proved it holds the session made with the chain kept
           // beside the ticket (Node has no peer certificate on a resumed
           // client session): that chain is checked now, as on a full handshake.
-          kept = session?.peer ?? { chain: [], serialNumber: '' };
+          kept = session?.peer ?? { chain: [], serialNumber: '', notAfter: 0 };
           try {
             const peer = this.#verifyChain(kept.chain, () => undefined);
+            idForMessage = () => peer;
             this.#emit('peer', {
               peer,
               serialNumber: kept.serialNumber,
@@ -399,8 +441,14 @@ export class SecureChannel extends Dispatcher {
         } else {
           // Node's handles, not DER: the verifier keeps its reading of each, so checking
           // this chain again on every resumed connection skips reading it from the bytes.
-          kept = { chain: peerChainForVerify(tls), serialNumber: peerLeaf(tls)?.serialNumber ?? '' };
+          kept = {
+            chain: peerChainForVerify(tls),
+            serialNumber: peerLeaf(tls)?.serialNumber ?? '',
+            notAfter: peerNotAfter(tls),
+          };
         }
+        const held = this.#hold(kept.chain, kept.notAfter, (e) => tls.destroy(e), idForMessage);
+        tls.once('close', held.release);
         // Tickets arrive after the handshake (TLS 1.3); only a verified connection's are kept,
         // without the server certificate inside (never read on resumption; decoding it was
         // most of what resuming cost this side, see sessionWithoutPeerCertificate).
@@ -520,8 +568,8 @@ export class SecureChannel extends Dispatcher {
    * fails at once instead of handshaking with an expired certificate the
    * peer will refuse.
    */
-  #expired(): TransportIdentityError | undefined {
-    if (Date.now() < this.#notAfter) return undefined;
+  #expired(now = Date.now()): TransportIdentityError | undefined {
+    if (now < this.#notAfter) return undefined;
     let reason: string;
     let cause: unknown;
     try {
@@ -539,6 +587,87 @@ export class SecureChannel extends Dispatcher {
       `not calling ${this.expectedPeer}: this workload has no valid X.509-SVID (${reason})`,
       cause === undefined ? undefined : { cause },
     );
+  }
+
+  /**
+   * Holds a connection whose server verified with `chain` to that
+   * verification while it stays open: `lapse` is called, once, when the
+   * server's certificate expires (its timer, or the first request that finds
+   * it past `notAfter`), or when a bundle update refuses the chain
+   * ({@link #verifyLive}). `release` when the connection closes.
+   */
+  #hold(
+    chain: PeerChainInput,
+    notAfter: number,
+    lapse: (err: PeerVerificationError) => void,
+    idForMessage: () => SpiffeId | undefined,
+  ): { notAfter: number; release: () => void } {
+    const live: LiveServer = {
+      chain,
+      notAfter,
+      lapse,
+      idForMessage,
+      cancel: atWallClock(notAfter, () => this.#lapse(live, this.#expiredServer(live))),
+    };
+    this.#live.add(live);
+    if (notAfter < this.#serversNotAfter) this.#serversNotAfter = notAfter;
+    return {
+      notAfter,
+      release: () => {
+        live.cancel();
+        this.#live.delete(live);
+      },
+    };
+  }
+
+  #lapse(live: LiveServer, err: PeerVerificationError): void {
+    if (!this.#live.delete(live)) return;
+    live.cancel();
+    live.lapse(err);
+  }
+
+  #expiredServer(live: LiveServer): PeerVerificationError {
+    // The verifier's own words (SVID_EXPIRED and the dates) where it can say them.
+    try {
+      this.#verifyChain(live.chain, live.idForMessage);
+    } catch (err) {
+      if (err instanceof PeerVerificationError) return err;
+    }
+    return new PeerVerificationError(
+      this.expectedPeer,
+      live.idForMessage(),
+      `the server's certificate expired at ${new Date(live.notAfter).toISOString()}`,
+    );
+  }
+
+  /**
+   * Ends the connections whose server's certificate has expired by `now`
+   * (their timers may not have fired yet); true when it ended any. Sets
+   * {@link #serversNotAfter} to the earliest end left.
+   */
+  #endExpiredServers(now: number): boolean {
+    let ended = false;
+    let next = Number.POSITIVE_INFINITY;
+    for (const live of this.#live) {
+      if (now < live.notAfter) next = Math.min(next, live.notAfter);
+      else {
+        this.#lapse(live, this.#expiredServer(live));
+        ended = true;
+      }
+    }
+    this.#serversNotAfter = next;
+    return ended;
+  }
+
+  /** Verifies every open connection's server against the current bundles; ends those refused. */
+  #verifyLive(): void {
+    for (const live of this.#live) {
+      try {
+        this.#verifyChain(live.chain, live.idForMessage);
+      } catch (err) {
+        this.#lapse(live, err as PeerVerificationError);
+      }
+    }
   }
 
   #rotate(): void {
@@ -592,7 +721,10 @@ export class SecureChannel extends Dispatcher {
       }
       throw err;
     }
-    const expired = this.#expired();
+    const now = Date.now();
+    // The request goes to the Agent from the next turn, after undici has seen these connections end.
+    if (now >= this.#serversNotAfter) this.#endExpiredServers(now);
+    const expired = this.#expired(now);
     if (expired) {
       if (typeof handler.onError === 'function') {
         // From the next turn, as any failure: a caller that retries at once must not spin the loop.
@@ -698,7 +830,14 @@ export class SecureChannel extends Dispatcher {
       const err = this.#closedError();
       return new Promise((_, reject) => setImmediate(reject, err));
     }
-    const expired = this.#expired();
+    const now = Date.now();
+    if (now >= this.#serversNotAfter && this.#endExpiredServers(now)) {
+      // From the next turn: undici fails the requests queued on a connection
+      // that ended with an error until it has seen that end, so this one
+      // would fail with the expired server's error instead of taking a new connection.
+      return new Promise((resolve) => setImmediate(() => resolve(this.#attempt(opts))));
+    }
+    const expired = this.#expired(now);
     if (expired) {
       // Settled from the next turn, as any failure: a caller that retries at once must not spin the loop.
       return new Promise((_, reject) => setImmediate(reject, expired));
@@ -1071,7 +1210,24 @@ class ChannelHandler implements Dispatcher.DispatchHandler {
 /** A TLS session ticket and the peer chain verified on the connection it came from. */
 interface KeptSession {
   readonly ticket: Buffer;
-  readonly peer: { readonly chain: PeerChainInput; readonly serialNumber: string };
+  readonly peer: {
+    readonly chain: PeerChainInput;
+    readonly serialNumber: string;
+    /** When the leaf expires (epoch ms), read once at the full handshake. */
+    readonly notAfter: number;
+  };
+}
+
+/** A server verified on a connection still open, held to that verification (see SecureChannel's #hold). */
+interface LiveServer {
+  readonly chain: PeerChainInput;
+  readonly notAfter: number;
+  /** The server's SPIFFE ID, for messages only. */
+  readonly idForMessage: () => SpiffeId | undefined;
+  /** Ends the connection and what it carries, with why. */
+  readonly lapse: (err: PeerVerificationError) => void;
+  /** Stops its timer. */
+  readonly cancel: () => void;
 }
 
 /**

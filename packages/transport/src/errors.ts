@@ -7,7 +7,10 @@ export class TransportError extends WeaveError {}
  * The peer's certificate verified against a trusted bundle but its SPIFFE ID is
  * not the one expected (or the authorizer refused it), or its chain did not end
  * in the bundle of its own trust domain. Raised during the TLS handshake, so no
- * request byte has been sent when a caller sees it.
+ * request byte has been sent when a caller sees it — except on a connection
+ * already open whose server's certificate expires, or whose chain a bundle
+ * update no longer trusts: what it still carries (a stream) ends with this
+ * error after bytes went both ways. Never retried either way.
  */
 export class PeerVerificationError extends TransportError {
   /** What the channel accepts: a SPIFFE ID, or a description of the authorizer. */

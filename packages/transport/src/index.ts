@@ -78,5 +78,11 @@ export {
  * bundle of its own trust domain, its SPIFFE ID returned.
  */
 export { verifyPeerSocket } from './tls.js';
+/**
+ * For servers that are not fastify (the A2A gRPC binding), to end a
+ * connection when its peer's certificate does: when the peer's leaf expires,
+ * and a timer on the wall clock (one per connection).
+ */
+export { atWallClock, peerNotAfter } from './tls.js';
 /** The cipher suites every Weave client and server offers and accepts: AEAD with forward secrecy only. */
 export { TLS_CIPHERS } from './tls.js';

@@ -28,6 +28,7 @@ import { parseTransportConfig, type TransportConfigInput } from './config.js';
 import { TransportConfigError } from './errors.js';
 import {
   ConnectionLimiter,
+  LogRate,
   MAX_CONCURRENT_STREAMS,
   closeHttp2ResetFloods,
   endpointOf,
@@ -39,7 +40,7 @@ import {
   secureContextOf,
   watchServerIdentity,
 } from './server-options.js';
-import { verifyPeerSocket } from './tls.js';
+import { atWallClock, peerNotAfter, verifyPeerSocket } from './tls.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -110,6 +111,11 @@ interface Verified {
   /** The verifier that verified (verifiers of different providers may trust different bundles). */
   readonly owner: PeerVerifier;
   readonly epoch: number;
+  /**
+   * Until when the result holds (epoch ms): the peer leaf's notAfter, past
+   * which its chain no longer verifies; a refusal holds for its epoch.
+   */
+  readonly until: number;
   readonly peer?: SpiffeId;
   readonly error?: string;
 }
@@ -122,7 +128,10 @@ type CachingSocket = TLSSocket & { [VERIFIED]?: Verified };
 /**
  * Verifies a connection's peer chain against the bundle of the peer's own
  * trust domain, once per connection and bundle generation of one identity
- * provider: a bundle change invalidates every result. Shared by every
+ * provider, until the peer's certificate expires: a bundle change
+ * invalidates every result, and a result past the peer leaf's notAfter is
+ * verified again (and refused as expired), so a keep-alive connection or an
+ * HTTP/2 session does not outlive its peer's certificate. Shared by every
  * mtlsAuth on that provider and by createMtlsServer's per-peer connection
  * bound, which verifies as the handshake completes, so that the
  * connection's first request finds the result instead of verifying again
@@ -131,27 +140,35 @@ type CachingSocket = TLSSocket & { [VERIFIED]?: Verified };
 class PeerVerifier {
   readonly #identity: IdentityProvider;
   #epoch = 0;
+  /** Open connections held to their verification (see hold): how to close each, how to stop its timer. */
+  readonly #held = new Map<TLSSocket, { close: (reason: string) => boolean; cancel: () => void }>();
   /** How many mtlsAuth instances and servers use it (see useVerifier). */
   users = 0;
   readonly unsubscribe: () => void;
 
   constructor(identity: IdentityProvider) {
     this.#identity = identity;
-    this.unsubscribe = identity.onUpdate(() => {
+    this.unsubscribe = identity.onUpdate((update) => {
       this.#epoch++;
+      // Only bundles decide whether a peer verifies: a rotation of our own SVID changes none.
+      if (update.reason !== 'svid') this.#verifyHeld();
     });
   }
 
   verify(socket: TLSSocket): Verified {
     const cached = (socket as CachingSocket)[VERIFIED];
-    if (cached && cached.owner === this && cached.epoch === this.#epoch) return cached;
+    // One clock read per request: the certificate's end is read once per verification.
+    if (cached && cached.owner === this && cached.epoch === this.#epoch && Date.now() < cached.until)
+      return cached;
     let v: Verified;
     try {
-      v = { owner: this, epoch: this.#epoch, peer: verifyPeerSocket(socket, this.#identity) };
+      const peer = verifyPeerSocket(socket, this.#identity);
+      v = { owner: this, epoch: this.#epoch, until: peerNotAfter(socket), peer };
     } catch (err) {
       v = {
         owner: this,
         epoch: this.#epoch,
+        until: Number.POSITIVE_INFINITY,
         error:
           err instanceof X509SvidError
             ? `${err.code}: ${err.message}`
@@ -160,6 +177,37 @@ class PeerVerifier {
     }
     (socket as CachingSocket)[VERIFIED] = v;
     return v;
+  }
+
+  /**
+   * Holds an open connection whose peer verified (`v`) to that verification
+   * for its whole life, not only at its requests: `close` is called when the
+   * peer's certificate expires, or as soon as a bundle change refuses its
+   * chain, so that a response still running to that peer (an SSE stream, a
+   * long download) ends too. One timer per connection. `close` says whether
+   * it closed the connection: one it left open (idle, every later request
+   * refused) stays held while a bundle change may still trust it again.
+   */
+  hold(socket: TLSSocket, v: Verified, close: (reason: string) => boolean): void {
+    const cancel = atWallClock(v.until, () => {
+      this.#held.delete(socket);
+      close(`the client certificate expired at ${new Date(v.until).toISOString()}`);
+    });
+    this.#held.set(socket, { close, cancel });
+    socket.once('close', () => {
+      cancel();
+      this.#held.delete(socket);
+    });
+  }
+
+  /** Verifies every held connection against the current bundles; closes those refused. */
+  #verifyHeld(): void {
+    for (const [socket, held] of this.#held) {
+      const v = this.verify(socket);
+      if (v.peer || !held.close(v.error ?? 'client certificate rejected')) continue;
+      this.#held.delete(socket);
+      held.cancel();
+    }
   }
 }
 
@@ -256,7 +304,10 @@ export const MTLS_AUTH_PLUGIN = '@weave/transport/mtls-auth';
  * bundle of the caller's own trust domain (federation-safe), runs `authorize`,
  * and sets `request.peer`. Refused callers get a 403 JSON body with a `code`
  * (`PEER_VERIFICATION_FAILED` or `PEER_NOT_AUTHORIZED`) from an `onRequest`
- * hook, so no route handler runs for them.
+ * hook, so no route handler runs for them. The check holds at every request
+ * of a connection, not only its first: one made after the caller's
+ * certificate expired, or after a bundle change that no longer trusts its
+ * chain, is refused the same way.
  */
 export const mtlsAuth = fp(mtlsAuthPlugin, { fastify: '5.x', name: MTLS_AUTH_PLUGIN });
 
@@ -305,7 +356,11 @@ export interface CreateMtlsServerOptions {
  * are bounded per server (`maxConnections`), per peer SPIFFE ID
  * (`maxConnectionsPerPeer`) and, in their handshake, per remote address
  * (`maxHandshakesPerAddress`), and an HTTP/2 connection whose client resets
- * streams in a flood is closed (`closeHttp2ResetFloods`).
+ * streams in a flood is closed (`closeHttp2ResetFloods`). When a client's
+ * certificate expires, or a bundle change no longer trusts its chain, its
+ * connection is closed if it carries a request or response (an SSE stream;
+ * an HTTP/2 session always), and any later request on it is refused by
+ * {@link mtlsAuth}.
  *
  * @throws {TransportConfigError} for an invalid config or connection bound, or fastify options Weave sets.
  */
@@ -395,7 +450,11 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
  * request finds the result: a connection is counted against the SPIFFE ID
  * its chain proves in its own trust domain, never one a federated CA wrote
  * into a certificate. A peer that does not verify is refused at each request
- * by mtlsAuth and bounded by `maxConnections` only.
+ * by mtlsAuth and bounded by `maxConnections` only. An admitted connection
+ * still carrying a response (or any HTTP/2 session) is closed when its peer's
+ * certificate expires or a bundle change refuses its chain (see
+ * PeerVerifier.hold), each closing logged as a `warn` line, at most 10 a
+ * minute ({@link LogRate}).
  */
 function limitConnections(
   app: MtlsFastifyInstance,
@@ -404,9 +463,41 @@ function limitConnections(
 ): void {
   const limiter = new ConnectionLimiter(app.server, limits, app.log);
   const { verifier, release } = useVerifier(identity);
+  const lines = new LogRate();
   app.server.prependListener('secureConnection', (socket: TLSSocket) => {
-    const peer = verifier.verify(socket).peer;
-    if (peer && !limiter.admit(socket, peer)) socket.destroy();
+    const v = verifier.verify(socket);
+    if (!v.peer) return;
+    if (!limiter.admit(socket, v.peer)) {
+      socket.destroy();
+      return;
+    }
+    const peer = v.peer;
+    verifier.hold(socket, v, (reason) => {
+      // An idle HTTP/1.1 connection is left to its next request, which mtlsAuth
+      // refuses with its typed 403 (and closes), or to idleTimeoutMs: closed
+      // now, that request would race the close and fail as a bare socket error.
+      // One carrying a request or a response not ended yet (an SSE stream)
+      // ends now; an HTTP/2 session tells no such state, so it ends too.
+      if (socket.alpnProtocol !== 'h2') {
+        const inFlight = (socket as { _httpMessage?: { writableEnded?: boolean } | null })._httpMessage;
+        if (!inFlight || inFlight.writableEnded) return false;
+      }
+      const extra = lines.take();
+      if (extra) {
+        app.log.warn(
+          {
+            code: 'PEER_VERIFICATION_FAILED',
+            peer: peer.toString(),
+            reason,
+            remoteAddress: socket.remoteAddress,
+            ...extra,
+          },
+          'mTLS connection closed: its peer no longer verifies',
+        );
+      }
+      socket.destroy();
+      return true;
+    });
   });
   app.addHook('onClose', (_app, next) => {
     limiter.stop();
@@ -489,9 +580,21 @@ function refuseHttp2HeadersOver(app: MtlsFastifyInstance, max: number): void {
  * (default 60 s; fastify leaves it) exceeds `requestTimeout` Node swaps the
  * two, so a trickled body ran to ~60 s + 30 s against a 30 s limit. HTTP/2
  * streams have no request deadline in Node at all, so each gets a timer.
+ * Each cut is logged as a `warn` line, at most 10 a minute ({@link LogRate}):
+ * any caller can cause them at will, and a flood of them must not flood the log.
  */
 function enforceRequestTimeout(app: MtlsFastifyInstance, timeoutMs: number): void {
   const message = `request not received within ${timeoutMs} ms (requestTimeoutMs)`;
+  const lines = new LogRate();
+  const logCut = (): void => {
+    const extra = lines.take();
+    if (extra) {
+      app.log.warn(
+        { code: 'REQUEST_TIMEOUT', timeoutMs, ...extra },
+        'request cut: not received within requestTimeoutMs',
+      );
+    }
+  };
   const body = JSON.stringify({ error: { code: 'REQUEST_TIMEOUT', message } } satisfies MtlsRequestTimeout);
   // `connectionsCheckingInterval` is read when the server starts listening (Node types omit the property).
   const server = app.server as HttpsServer & { connectionsCheckingInterval: number };
@@ -502,7 +605,7 @@ function enforceRequestTimeout(app: MtlsFastifyInstance, timeoutMs: number): voi
   // Before fastify's own listener, which then finds the socket destroyed and stays quiet.
   server.prependListener('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (err.code !== 'ERR_HTTP_REQUEST_TIMEOUT' || socket.destroyed) return;
-    app.log.warn({ code: 'REQUEST_TIMEOUT', timeoutMs }, 'request cut: not received within requestTimeoutMs');
+    logCut();
     // As Node does: a 408 only where no answer has started on this connection.
     const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
     if (socket.writable && !inFlight?.headersSent) {
@@ -516,10 +619,7 @@ function enforceRequestTimeout(app: MtlsFastifyInstance, timeoutMs: number): voi
   app.server.on('stream', (stream: ServerHttp2Stream) => {
     const timer = setTimeout(() => {
       if (stream.destroyed || !remoteStillSending(stream)) return;
-      app.log.warn(
-        { code: 'REQUEST_TIMEOUT', timeoutMs },
-        'request cut: not received within requestTimeoutMs',
-      );
+      logCut();
       if (!stream.headersSent) {
         stream.respond({ ':status': 408, 'content-type': 'application/json' });
         stream.end(body);

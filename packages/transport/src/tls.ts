@@ -10,6 +10,7 @@ import {
   type TLSSocket,
 } from 'node:tls';
 import {
+  MAX_TIMER_MS,
   SpiffeId,
   type IdentityProvider,
   type TrustDomain,
@@ -222,6 +223,47 @@ export function peerChainForVerify(socket: TLSSocket): PeerChainInput {
 /** The leaf certificate the socket's peer presented (kept with {@link peerChainForVerify}). */
 export function peerLeaf(socket: TLSSocket): X509Certificate | undefined {
   return readPeerChain(socket)?.leaf;
+}
+
+/**
+ * When the leaf certificate the socket's peer presented expires (its
+ * notAfter, epoch ms): past it, the chain no longer verifies, however long
+ * the connection stays open. Read off the chain kept with the socket; call
+ * it once per connection, not per request (Node 20 gives the date as text
+ * only). 0 (long past) when there is no leaf.
+ */
+export function peerNotAfter(socket: TLSSocket): number {
+  return certTimeMs(readPeerChain(socket)?.leaf.validTo);
+}
+
+/**
+ * A certificate time as Node writes it (`validTo`, `valid_to`), in epoch
+ * ms; 0 (long past) when it cannot be read, so that what depends on it
+ * fails closed.
+ */
+export function certTimeMs(text: string | undefined): number {
+  return (text === undefined ? 0 : Date.parse(text)) || 0;
+}
+
+/**
+ * Calls `fn` once the wall clock reaches `at` (epoch ms), also beyond the
+ * ~24.8 days a Node timer can wait; unref'd. Returns the function that
+ * cancels it. For a connection that must end when its peer's certificate
+ * does: one timer per connection.
+ */
+export function atWallClock(at: number, fn: () => void): () => void {
+  let timer: NodeJS.Timeout;
+  const arm = (): void => {
+    // Re-armed rather than trusted when early: timers run on the monotonic
+    // clock, certificate validity is judged by the wall clock.
+    timer = setTimeout(
+      () => (at - Date.now() > 0 ? arm() : fn()),
+      Math.max(0, Math.min(at - Date.now(), MAX_TIMER_MS)),
+    );
+    timer.unref();
+  };
+  arm();
+  return () => clearTimeout(timer);
 }
 
 /**

@@ -14,8 +14,10 @@
  * byte of it. Only verified connections are handed to grpc-js (its
  * connection injector, on an h2 server over the already-secured socket). A
  * bundle change re-verifies every open connection and drops those that no
- * longer pass. Every call then goes through the request handler, whose
- * policy check and audit run before any task handler.
+ * longer pass, and a connection is dropped when its caller's certificate
+ * expires (a call that finds it expired first is refused). Every call then
+ * goes through the request handler, whose policy check and audit run before
+ * any task handler.
  */
 import { once } from 'node:events';
 import { maxHeaderSize } from 'node:http';
@@ -40,13 +42,16 @@ import { X509SvidError, type Authorizer, type IdentityProvider, type SpiffeId } 
 import {
   ConnectionLimiter,
   ConnectionLimitsSchema,
+  LogRate,
   MAX_CONCURRENT_STREAMS,
   TransportIdentityError,
+  atWallClock,
   closeHttp2ResetFloods,
   createMtlsServerOptions,
   headerListBytes,
   logTlsRefusals,
   parseTransportConfig,
+  peerNotAfter,
   verifyPeerSocket,
   watchServerIdentity,
   type MtlsServerOptions,
@@ -117,7 +122,13 @@ const UNDECODABLE = Symbol('undecodable');
 type Decoded = WireObject & { [UNDECODABLE]?: unknown };
 
 const PEER = Symbol('weave.grpc.peer');
-type PeerSocket = TLSSocket & { [PEER]?: { id: SpiffeId; address: string } };
+/** An admitted connection's caller: its SPIFFE ID, its address, and its certificate's end (epoch ms). */
+interface AdmittedPeer {
+  readonly id: SpiffeId;
+  readonly address: string;
+  readonly until: number;
+}
+type PeerSocket = TLSSocket & { [PEER]?: AdmittedPeer };
 
 const SILENT: HandlerLogger = { warn: () => undefined, error: () => undefined };
 
@@ -157,7 +168,9 @@ export class A2AGrpcServer {
    * set when it is admitted, so a call finds its caller without reading the
    * peer certificate again (grpc-js's auth context builds it on every call).
    */
-  readonly #peers = new Map<string, { id: SpiffeId; socket: PeerSocket }>();
+  readonly #peers = new Map<string, { peer: AdmittedPeer; socket: PeerSocket }>();
+  /** Lines of connections dropped as their caller's certificate expired: at most 10 a minute. */
+  readonly #expiredLines = new LogRate();
   readonly #unsubscribe: Array<() => void> = [];
   readonly #limiter: ConnectionLimiter;
   #url: string | undefined;
@@ -263,7 +276,10 @@ export class A2AGrpcServer {
         return;
       }
       this.#sockets.add(socket);
+      // Dropped when its caller's certificate expires, with the calls it carries (a stream).
+      const stopTimer = this.#dropAtExpiry(socket, (socket[PEER] as AdmittedPeer).until);
       socket.once('close', () => {
+        stopTimer();
         this.#sockets.delete(socket);
         this.#forget(socket);
       });
@@ -353,9 +369,30 @@ export class A2AGrpcServer {
       return false;
     }
     const address = peerAddress(socket);
-    socket[PEER] = { id: peer, address };
-    this.#peers.set(address, { id: peer, socket });
+    // Read once per admission, never per call; unreadable: long past, so the connection is dropped at once.
+    const until = peerNotAfter(socket);
+    const admitted: AdmittedPeer = { id: peer, address, until };
+    socket[PEER] = admitted;
+    this.#peers.set(address, { peer: admitted, socket });
     return true;
+  }
+
+  /**
+   * Destroys `socket` when its caller's certificate ends (`until`), with the
+   * calls it carries (a stream); the closing is logged at most 10 lines a
+   * minute. Returns the function that stops its timer.
+   */
+  #dropAtExpiry(socket: PeerSocket, until: number): () => void {
+    return atWallClock(until, () => {
+      const extra = this.#expiredLines.take();
+      if (extra) {
+        this.#log.warn(
+          { peer: socket[PEER]?.id.toString(), expiredAt: new Date(until).toISOString(), ...extra },
+          "a2a grpc: connection closed: the caller's certificate expired",
+        );
+      }
+      socket.destroy();
+    });
   }
 
   #forget(socket: PeerSocket): void {
@@ -374,8 +411,8 @@ export class A2AGrpcServer {
    */
   #callerOf(
     call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
-  ): SpiffeId | undefined {
-    return this.#peers.get(call.getPeer())?.id;
+  ): AdmittedPeer | undefined {
+    return this.#peers.get(call.getPeer())?.peer;
   }
 
   #implementation(): UntypedServiceImplementation {
@@ -466,6 +503,12 @@ export class A2AGrpcServer {
   #context(call: ServerUnaryCall<Decoded, unknown> | ServerWritableStream<Decoded, unknown>): CallContext {
     const caller = this.#callerOf(call);
     if (!caller) throw A2AErrors.permissionDenied('no authenticated caller');
+    // One clock read per call: the connection's timer may not have dropped it yet.
+    if (!(Date.now() < caller.until)) {
+      throw A2AErrors.permissionDenied(
+        `the caller's certificate expired at ${new Date(caller.until).toISOString()}`,
+      );
+    }
     const req = call.request;
     if (req[UNDECODABLE] !== undefined) {
       throw A2AErrors.invalidParams(String((req[UNDECODABLE] as Error)?.message ?? 'undecodable request'));
@@ -476,7 +519,7 @@ export class A2AGrpcServer {
     const headers = headersOf(call.metadata);
     assertV1Version(headers);
     const tenant = typeof req.tenant === 'string' && req.tenant !== '' ? req.tenant : undefined;
-    return new GrpcCallContext(caller, headers, tenant, call);
+    return new GrpcCallContext(caller.id, headers, tenant, call);
   }
 }
 

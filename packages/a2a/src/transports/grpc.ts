@@ -7,7 +7,7 @@ import {
   type ClientReadableStream,
   type ServiceError,
 } from '@grpc/grpc-js';
-import { SecureChannel } from '@weave/transport';
+import { SecureChannel, type PeerVerificationError } from '@weave/transport';
 import { cutText } from '@weave/identity';
 import { A2AClientError, type A2AError } from '../errors.js';
 import {
@@ -38,6 +38,16 @@ interface Generation {
   active: number;
   /** Replaced (after a rotation, or a call that ran past its deadline): closed once its last call ends. */
   retired: boolean;
+  closed?: boolean;
+  /** Ends each call in flight on it with the error given (see {@link GrpcTransport}'s lapse). */
+  readonly calls: Set<(err: PeerVerificationError) => void>;
+  /**
+   * The server verified on its connection, held to that verification by the
+   * channel (`SecureChannel.holdServer`): `notAfter` is its certificate's end.
+   */
+  server?: { readonly notAfter: number; readonly release: () => void };
+  /** Why its server no longer verifies: it carries no new call. */
+  lapsed?: PeerVerificationError;
 }
 
 /**
@@ -90,7 +100,12 @@ const LOCAL_CODES = new Set<number>([
  * and its own SPIFFE verification of the server, run by Node during the TLS
  * handshake — a server with the wrong SPIFFE ID gets no request byte. When
  * the SVID rotates, new calls go over a new connection with the new SVID;
- * calls in flight finish on the old one, which is closed after them.
+ * calls in flight finish on the old one, which is closed after them. A
+ * connection whose server's certificate expires, or whose chain a bundle
+ * update no longer trusts, carries nothing more: its calls in flight (a
+ * stream) fail with `TRANSPORT_FAILED` caused by the channel's
+ * `PeerVerificationError`, and the next call takes a new connection,
+ * verified anew.
  */
 export class GrpcTransport implements ClientTransport {
   readonly protocolBinding = 'GRPC';
@@ -122,6 +137,8 @@ export class GrpcTransport implements ClientTransport {
 
   #open(): Generation {
     const o = this.#channel.tlsClientOptions();
+    // Set before any connection is made: the check below runs during its handshake.
+    const made: { gen?: Generation } = {};
     const context = createSecureContext({
       cert: o.cert,
       key: o.key,
@@ -135,6 +152,12 @@ export class GrpcTransport implements ClientTransport {
       checkServerIdentity: (host, cert) => {
         const refused = o.checkServerIdentity(host, cert);
         if (refused) this.#refusal = { error: refused, at: Date.now() };
+        else if (made.gen && !made.gen.lapsed) {
+          // A new connection of this client (grpc-js reconnects): its server is the one held now.
+          const held = made.gen;
+          held.server?.release();
+          held.server = this.#channel.holdServer(cert, (err) => this.#lapse(held, err));
+        }
         return refused;
       },
     });
@@ -149,7 +172,30 @@ export class GrpcTransport implements ClientTransport {
       // network shows as a ping left unanswered (streamIdleTimeoutMs).
       ...keepaliveOptions(this.#ctx.streamIdleTimeoutMs ?? 0),
     });
-    return { client, active: 0, retired: false };
+    made.gen = { client, active: 0, retired: false, calls: new Set() };
+    return made.gen;
+  }
+
+  /**
+   * The server of `gen`'s connection no longer verifies (its certificate
+   * expired, or a bundle update refuses its chain): the calls in flight on it
+   * end with `err`, and the next call goes over a new client (connection).
+   */
+  #lapse(gen: Generation, err: PeerVerificationError): void {
+    if (gen.lapsed) return;
+    gen.lapsed = err;
+    for (const cut of gen.calls) cut(err);
+    this.#renew(gen);
+    // Also when no new client could be made (no bundle left): nothing more goes over this one.
+    gen.retired = true;
+    if (gen.active === 0) this.#close(gen);
+  }
+
+  #close(gen: Generation): void {
+    if (gen.closed) return;
+    gen.closed = true;
+    gen.server?.release();
+    gen.client.close();
   }
 
   /**
@@ -173,13 +219,24 @@ export class GrpcTransport implements ClientTransport {
     }
     this.#current = next;
     old.retired = true;
-    if (old.active === 0) old.client.close();
+    if (old.active === 0) this.#close(old);
   }
 
   /** Takes the current client for one call; `done` releases it. */
-  #acquire(): { gen: Generation; done: () => void } {
+  #acquire(what: string): { gen: Generation; done: () => void } {
     if (this.#closed) throw new A2AClientError('TRANSPORT_CLOSED', `gRPC transport to ${this.url} is closed`);
-    const gen = this.#current;
+    let gen = this.#current;
+    // One clock read per call: the channel's timer may not have ended a connection whose server just expired.
+    if (gen.server !== undefined && Date.now() >= gen.server.notAfter) {
+      this.#renew(gen);
+      gen = this.#current;
+    }
+    // Its server no longer verifies and no new client could be made: refused as a refused handshake is.
+    if (gen.lapsed) {
+      throw new A2AClientError('TRANSPORT_FAILED', `${what} failed: ${gen.lapsed.message}`, {
+        cause: gen.lapsed,
+      });
+    }
     gen.active++;
     let released = false;
     return {
@@ -187,7 +244,7 @@ export class GrpcTransport implements ClientTransport {
       done: () => {
         if (released) return;
         released = true;
-        if (--gen.active === 0 && gen.retired) gen.client.close();
+        if (--gen.active === 0 && gen.retired) this.#close(gen);
       },
     };
   }
@@ -223,7 +280,7 @@ export class GrpcTransport implements ClientTransport {
   ): { call: ClientReadableStream<WireObject>; state: CallState; end: () => void } {
     const def = this.#service[method];
     const started = Date.now();
-    const { gen, done } = this.#acquire();
+    const { gen, done } = this.#acquire(what);
     const state: CallState = { started, gen, answered: false };
     const deserialize = (bytes: Buffer): WireObject => {
       try {
@@ -245,6 +302,11 @@ export class GrpcTransport implements ClientTransport {
       this.#metadata(options, options.lastEventId),
       deadline === undefined ? {} : { deadline },
     );
+    const cut = (err: PeerVerificationError): void => {
+      state.lapsed ??= err;
+      call.cancel();
+    };
+    gen.calls.add(cut);
     call.once('metadata', (md: Metadata) => {
       state.answered = true;
       // grpc-js reads any body as gRPC frames: an HTML page's first bytes made a 1.7 GB "message".
@@ -260,7 +322,10 @@ export class GrpcTransport implements ClientTransport {
     return {
       call,
       state,
-      end: done,
+      end: () => {
+        gen.calls.delete(cut);
+        done();
+      },
     };
   }
 
@@ -284,6 +349,7 @@ export class GrpcTransport implements ClientTransport {
   #typedFailure(what: string, err: ServiceError, signal: AbortSignal | undefined, state: CallState): Error {
     if (signal?.aborted) return callFailure(what, signal.reason, signal);
     if (state.invalid) return state.invalid;
+    if (state.lapsed) return callFailure(what, state.lapsed);
     // grpc-js passes on a grpc-status that is no number as NaN, and its own
     // refusal of a message it cannot unframe (compressed, no grpc-encoding) with no code at all.
     if (!Number.isInteger(err.code)) {
@@ -444,7 +510,7 @@ export class GrpcTransport implements ClientTransport {
     this.#unsubscribe();
     const gen = this.#current;
     gen.retired = true;
-    if (gen.active === 0) gen.client.close();
+    if (gen.active === 0) this.#close(gen);
   }
 }
 
@@ -456,6 +522,8 @@ interface CallState {
   answered: boolean;
   /** How the answer broke the protocol (a content type, a message that does not decode, a second message). */
   invalid?: A2AClientError;
+  /** The server no longer verifies: the call was ended for it (see GrpcTransport's lapse). */
+  lapsed?: PeerVerificationError;
 }
 
 /**
