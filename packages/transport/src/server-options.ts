@@ -367,7 +367,9 @@ export function parseConnectionLimits(input: ConnectionLimitsInput = {}): Connec
  * {@link ConnectionLimiter.admit | admits}. Each refusal is counted and
  * logged as a `warn` line with the count so far (`refused`), at most
  * 10 lines a minute per kind ({@link LogRate}), so a flood of them cannot
- * flood the log. `createMtlsServer` and the A2A gRPC binding apply it.
+ * flood the log. It also knows every handshake in progress, so that a
+ * server closing can end them ({@link ConnectionLimiter.closeHandshakes}).
+ * `createMtlsServer` and the A2A gRPC binding apply it.
  */
 export class ConnectionLimiter {
   readonly #limits: ConnectionLimits;
@@ -378,8 +380,10 @@ export class ConnectionLimiter {
   readonly #perPeer = new Counts();
   /** Handshakes in progress per remote address. */
   readonly #handshaking = new Counts();
-  /** How to release the handshake count of a raw connection, by its {@link endpointOf}. */
-  readonly #handshakeOf = new Map<string, () => void>();
+  /** Each handshake in progress, by its raw connection's {@link endpointOf}: the socket, and how to release its count. */
+  readonly #handshakeOf = new Map<string, { readonly socket: Socket; readonly release: () => void }>();
+  /** Set by {@link closeHandshakes}: every connection from then on is closed as it is accepted. */
+  #closing = false;
   /** Each bound's refusals so far, and the rate of its log lines. */
   readonly #refusals = {
     maxConnections: { refused: 0, lines: new LogRate() },
@@ -392,6 +396,10 @@ export class ConnectionLimiter {
   };
 
   readonly #onConnection = (socket: Socket): void => {
+    if (this.#closing) {
+      socket.destroy();
+      return;
+    }
     const address = socket.remoteAddress;
     const endpoint = endpointOf(socket);
     // No address: the peer is already gone.
@@ -410,18 +418,18 @@ export class ConnectionLimiter {
     const release = (): void => {
       if (released) return;
       released = true;
-      if (this.#handshakeOf.get(endpoint) === release) this.#handshakeOf.delete(endpoint);
+      if (this.#handshakeOf.get(endpoint)?.release === release) this.#handshakeOf.delete(endpoint);
       this.#handshaking.remove(address);
     };
     // The TLS socket Node wraps around a raw one does not lead back to it;
     // both report the same endpoint.
-    this.#handshakeOf.set(endpoint, release);
+    this.#handshakeOf.set(endpoint, { socket, release });
     socket.once('close', release);
   };
 
   readonly #onSecureConnection = (socket: TLSSocket): void => {
     const endpoint = endpointOf(socket);
-    if (endpoint !== undefined) this.#handshakeOf.get(endpoint)?.();
+    if (endpoint !== undefined) this.#handshakeOf.get(endpoint)?.release();
   };
 
   /**
@@ -477,6 +485,19 @@ export class ConnectionLimiter {
   }
 
   /** Stops logging dropped connections and bounding handshakes per address (the server's `maxConnections` stays). */
+  /**
+   * For a server that is closing: ends every handshake still in progress,
+   * and every connection accepted from now on. Node's `server.close()` waits
+   * for them all, and an HTTP server's close ends only the connections it
+   * already knows (handshaken; fastify's `forceCloseConnections` too), so a
+   * TCP connection that never sent a ClientHello held the close until the
+   * handshake timeout (Node's default: 120 s).
+   */
+  closeHandshakes(): void {
+    this.#closing = true;
+    for (const { socket } of [...this.#handshakeOf.values()]) socket.destroy();
+  }
+
   stop(): void {
     this.#server.off('drop', this.#onDrop);
     this.#server.off('connection', this.#onConnection);
@@ -520,7 +541,7 @@ class Counts {
  * how a raw connection and the TLS socket Node wraps around it are matched
  * (the second does not lead back to the first).
  */
-export function endpointOf(socket: Socket): string | undefined {
+function endpointOf(socket: Socket): string | undefined {
   return socket.remoteAddress === undefined ? undefined : `${socket.remoteAddress}:${socket.remotePort}`;
 }
 

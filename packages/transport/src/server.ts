@@ -10,7 +10,6 @@ import {
 } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { maxHeaderSize, type IncomingMessage } from 'node:http';
-import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import Fastify, {
   type FastifyError,
@@ -31,7 +30,6 @@ import {
   LogRate,
   MAX_CONCURRENT_STREAMS,
   closeHttp2ResetFloods,
-  endpointOf,
   headerListBytes,
   parseConnectionLimits,
   type ConnectionLimits,
@@ -436,7 +434,6 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
   logTlsRefusals(app.server, app.log);
   limitConnections(app, opts.identity, limits);
   if (cfg.httpVersion === 'http2') closeHttp2ResetFloods(app.server as Http2SecureServer, app.log);
-  closePendingHandshakesOnClose(app);
   enforceRequestTimeout(app, cfg.requestTimeoutMs);
   // Before mtlsAuth's hook, as Node's HTTP/1.1 parser refuses before anything runs.
   if (cfg.httpVersion === 'http2') refuseHttp2HeadersOver(app, maxHeaderSize);
@@ -499,49 +496,15 @@ function limitConnections(
       return true;
     });
   });
+  // preClose runs before fastify closes the connections HTTP knows and waits on `server.close()`.
+  app.addHook('preClose', (done) => {
+    limiter.closeHandshakes();
+    done();
+  });
   app.addHook('onClose', (_app, next) => {
     limiter.stop();
     release();
     next();
-  });
-}
-
-/**
- * Destroys, as the server closes, the connections whose TLS handshake has not
- * completed, and any accepted after that. Why: fastify's
- * `forceCloseConnections` reaches only the connections handed to HTTP (after
- * the handshake), and Node's `server.close()` waits for every connection, so
- * a TCP connection that never sent a ClientHello held `close()` until the
- * handshake timeout (Node's default 120 s).
- */
-function closePendingHandshakesOnClose(app: MtlsFastifyInstance): void {
-  // Keyed by the remote endpoint: the TLS socket Node wraps around a raw one
-  // does not lead back to it, and both report the same address and port.
-  const pending = new Map<string, Socket>();
-  let closing = false;
-  app.server.on('connection', (socket: Socket) => {
-    if (closing) {
-      socket.destroy();
-      return;
-    }
-    const key = endpointOf(socket);
-    // No address: the peer is already gone.
-    if (key === undefined) return;
-    pending.set(key, socket);
-    socket.once('close', () => {
-      if (pending.get(key) === socket) pending.delete(key);
-    });
-  });
-  app.server.on('secureConnection', (socket: TLSSocket) => {
-    const key = endpointOf(socket);
-    if (key !== undefined) pending.delete(key);
-  });
-  // preClose runs before fastify closes the connections HTTP knows and waits on `server.close()`.
-  app.addHook('preClose', (done) => {
-    closing = true;
-    for (const socket of pending.values()) socket.destroy();
-    pending.clear();
-    done();
   });
 }
 

@@ -154,13 +154,7 @@ export class A2AGrpcServer {
   readonly #grpc: Server;
   readonly #injector: ConnectionInjector;
   readonly #sockets = new Set<PeerSocket>();
-  /**
-   * Connections still in their TLS handshake, by remote `ip:port` (the TLS
-   * socket Node wraps around a raw one does not lead back to it): `close()`
-   * destroys them, as Node's `close()` would otherwise wait for each until
-   * its handshake timeout.
-   */
-  readonly #handshaking = new Map<string, Socket>();
+  /** Set by `close()`: a handshake that completes after it is not admitted. */
   #closing = false;
   /**
    * Verified callers by their connection's remote address (`ip:port`, as
@@ -251,21 +245,8 @@ export class A2AGrpcServer {
     for (const server of http2ServersOf(this.#grpc)) {
       closeHttp2ResetFloods(server, this.#log, 'a2a grpc: connection closed: too many calls reset');
     }
-    this.#tls.on('connection', (socket: Socket) => {
-      if (this.#closing) {
-        socket.destroy();
-        return;
-      }
-      // No address: the peer is already gone.
-      if (socket.remoteAddress === undefined) return;
-      const key = peerAddress(socket);
-      this.#handshaking.set(key, socket);
-      socket.once('close', () => {
-        if (this.#handshaking.get(key) === socket) this.#handshaking.delete(key);
-      });
-    });
+    // The limiter knows the handshakes in progress, and ends them when the server closes.
     this.#tls.on('secureConnection', (socket: PeerSocket) => {
-      this.#handshaking.delete(peerAddress(socket));
       if (this.#closing || !this.#admit(socket)) {
         socket.destroy();
         return;
@@ -317,8 +298,8 @@ export class A2AGrpcServer {
   async close(graceMs = 5_000): Promise<void> {
     for (const u of this.#unsubscribe.splice(0)) u();
     this.#closing = true;
-    for (const s of this.#handshaking.values()) s.destroy();
-    this.#handshaking.clear();
+    // Node's close() would otherwise wait for each handshake in progress until its timeout.
+    this.#limiter.closeHandshakes();
     const closed = new Promise<void>((resolve) => this.#tls.close(() => resolve()));
     this.#injector.drain(graceMs);
     await new Promise<void>((resolve) => {
