@@ -161,6 +161,8 @@ describe('gRPC connection bounds', () => {
         msg: 'a2a grpc: connection refused: the server holds maxConnections',
       }),
     ]);
+    // Counted for metrics too, under their own bound only.
+    expect(grpc.connectionRefusals).toEqual({ server: 1, peer: 0, address: 0 });
 
     await a.close();
     expect(await answeredSoon(grpc)).toBe(true);
@@ -183,6 +185,7 @@ describe('gRPC connection bounds', () => {
         msg: 'a2a grpc: connection refused: the peer holds maxConnectionsPerPeer',
       }),
     ]);
+    expect(grpc.connectionRefusals).toEqual({ server: 0, peer: 1, address: 0 });
 
     // Another SPIFFE ID has its own count (its calls are then the policy's to refuse).
     expect((await hold(grpc, 'stranger')).admitted).toBe(true);

@@ -159,6 +159,8 @@ interface Running {
   readonly opsUrl?: string;
   readonly skillSchemas: SkillSchemas;
   readonly unsubscribe: Array<() => void>;
+  /** Run once the servers are closed: each takes a server's last refusal counts into the metrics. */
+  readonly unwatch: Array<() => void>;
 }
 
 /**
@@ -556,6 +558,19 @@ export class SecureAgent extends AgentCore {
           })
         : undefined;
       if (grpcServer) cleanup.push(() => grpcServer.close(0));
+      // Read at each scrape (weave_connections_refused_total); a server's
+      // last counts are taken once it is closed. A given instance made
+      // elsewhere than createMtlsServer counts none.
+      const readHttp = app.connectionRefusals;
+      const unwatch = [
+        ...(readHttp ? [this.metrics.watchConnectionRefusals('http', readHttp)] : []),
+        ...(grpcServer
+          ? [this.metrics.watchConnectionRefusals('grpc', () => grpcServer.connectionRefusals)]
+          : []),
+      ];
+      cleanup.push(async () => {
+        for (const u of unwatch) u();
+      });
 
       // Every capability is served before the first connection is accepted.
       const served = { a2a, skillSchemas, identity };
@@ -655,6 +670,7 @@ export class SecureAgent extends AgentCore {
         url,
         skillSchemas,
         unsubscribe,
+        unwatch,
         ...(ops ? { ops: ops.server, opsUrl: ops.url } : {}),
       };
       this.#run = run;
@@ -756,6 +772,7 @@ export class SecureAgent extends AgentCore {
     await run.grpc
       ?.close(1_000)
       .catch((err: unknown) => this.logger.warn({ err }, 'gRPC server close failed'));
+    for (const u of run.unwatch) u();
     if (run.ops) await closeOpsListener(run.ops);
     await run.outbound.close();
     if (run.ownsEnforcer) await run.enforcer.close().catch(() => undefined);

@@ -1,4 +1,5 @@
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ConnectionRefusals } from '@weave/transport/server';
 
 export type CallDirection = 'inbound' | 'outbound';
 export type CallOutcome = 'success' | 'error' | 'denied';
@@ -31,6 +32,27 @@ export const REFUSAL_REASONS = [
 const REFUSAL_SET: ReadonlySet<string> = new Set(REFUSAL_REASONS);
 
 /**
+ * The `port` values of `weave_connections_refused_total`: the agent's mTLS
+ * port (`http`: JSON-RPC and HTTP+JSON, `/metrics`) and its gRPC one
+ * (`server.grpc`), named as the agent's logger components name them.
+ */
+export type ConnectionPort = 'http' | 'grpc';
+
+/** The `bound` label of each count of {@link ConnectionRefusals}, named as the config option in snake case. */
+const BOUNDS = [
+  ['server', 'max_connections'],
+  ['peer', 'max_connections_per_peer'],
+  ['address', 'max_handshakes_per_address'],
+] as const satisfies ReadonlyArray<readonly [keyof ConnectionRefusals, string]>;
+
+/** A server whose refusals are counted: how to read them, and what was counted of them so far. */
+interface RefusalSource {
+  readonly port: ConnectionPort;
+  readonly read: () => ConnectionRefusals;
+  last: ConnectionRefusals;
+}
+
+/**
  * Prometheus metrics of one agent. Each agent has its own registry so several
  * agents in one process (tests, the demo) do not collide.
  */
@@ -42,6 +64,7 @@ export class AgentMetrics {
   readonly tlsHandshakes: Counter<'side' | 'result'>;
   readonly taskStates: Counter<'state'>;
   readonly requestsRefused: Counter<'reason'>;
+  readonly connectionsRefused: Counter<'port' | 'bound'>;
 
   constructor(options: { agent: string; defaultMetrics?: boolean }) {
     this.registry.setDefaultLabels({ agent: options.agent });
@@ -87,6 +110,15 @@ export class AgentMetrics {
       labelNames: ['reason'],
       registers,
     });
+    this.connectionsRefused = new Counter({
+      collect: () => {
+        for (const source of this.#refusalSources) this.#takeRefusals(source);
+      },
+      name: 'weave_connections_refused_total',
+      help: 'Connections the agent server closed at a connection bound, by port and bound',
+      labelNames: ['port', 'bound'],
+      registers,
+    });
     this.#states = new Tally(this.taskStates);
     this.#refusals = new Tally(this.requestsRefused);
     this.#decisions = new Tally(this.authzDecisions);
@@ -106,6 +138,35 @@ export class AgentMetrics {
   // them, 288 and 339 B without (bench/, two `--only call --heap-prof` runs each).
   readonly #calls = new Map<string, Map<string, Array<CallCell | undefined>>>();
   #callSets = 0;
+  // The servers count their own refusals; they are read when prom-client collects.
+  readonly #refusalSources = new Set<RefusalSource>();
+
+  /**
+   * Counts the connections a server of `port` refuses from now on in
+   * `weave_connections_refused_total`, read from `read` (a server's
+   * `connectionRefusals`) when prom-client collects: nothing is counted per
+   * connection. Its series are 0 until then. Returns the function that stops
+   * reading it, having counted its last refusals: call it once the server is
+   * closed.
+   */
+  watchConnectionRefusals(port: ConnectionPort, read: () => ConnectionRefusals): () => void {
+    const source: RefusalSource = { port, read, last: read() };
+    for (const [, bound] of BOUNDS) this.connectionsRefused.inc({ port, bound }, 0);
+    this.#refusalSources.add(source);
+    return () => {
+      if (this.#refusalSources.delete(source)) this.#takeRefusals(source);
+    };
+  }
+
+  /** Adds to `connectionsRefused` what `source` refused since it was last read. */
+  #takeRefusals(source: RefusalSource): void {
+    const now = source.read();
+    for (const [key, bound] of BOUNDS) {
+      const n = now[key] - source.last[key];
+      if (n > 0) this.connectionsRefused.inc({ port: source.port, bound }, n);
+    }
+    source.last = now;
+  }
 
   /** Records one finished call. */
   observeCall(

@@ -68,6 +68,7 @@ export {
   watchServerIdentity,
   type ConnectionLimits,
   type ConnectionLimitsInput,
+  type ConnectionRefusals,
   type MtlsServerOptions,
   type TlsRefusalLog,
   type TlsRefusalLogRate,

@@ -360,6 +360,17 @@ export function parseConnectionLimits(input: ConnectionLimitsInput = {}): Connec
 }
 
 /**
+ * Connections a server refused since it was made, by the bound that refused
+ * them: `server` by `maxConnections`, `peer` by `maxConnectionsPerPeer`,
+ * `address` by `maxHandshakesPerAddress`. Each only grows.
+ */
+export interface ConnectionRefusals {
+  readonly server: number;
+  readonly peer: number;
+  readonly address: number;
+}
+
+/**
  * Holds a TLS server to {@link ConnectionLimits}: `maxConnections` at once
  * (Node's `server.maxConnections`: a connection over it is closed as it is
  * accepted), `maxHandshakesPerAddress` handshakes in progress per remote
@@ -474,8 +485,8 @@ export class ConnectionLimiter {
     return true;
   }
 
-  /** Connections refused so far: by `maxConnections`, `maxConnectionsPerPeer` and `maxHandshakesPerAddress`. */
-  get refused(): { readonly server: number; readonly peer: number; readonly address: number } {
+  /** Connections refused so far, by bound (see {@link ConnectionRefusals}). */
+  get refused(): ConnectionRefusals {
     const r = this.#refusals;
     return {
       server: r.maxConnections.refused,
@@ -484,7 +495,6 @@ export class ConnectionLimiter {
     };
   }
 
-  /** Stops logging dropped connections and bounding handshakes per address (the server's `maxConnections` stays). */
   /**
    * For a server that is closing: ends every handshake still in progress,
    * and every connection accepted from now on. Node's `server.close()` waits
@@ -498,6 +508,7 @@ export class ConnectionLimiter {
     for (const { socket } of [...this.#handshakeOf.values()]) socket.destroy();
   }
 
+  /** Stops logging dropped connections and bounding handshakes per address (the server's `maxConnections` stays). */
   stop(): void {
     this.#server.off('drop', this.#onDrop);
     this.#server.off('connection', this.#onConnection);

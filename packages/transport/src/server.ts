@@ -33,12 +33,15 @@ import {
   headerListBytes,
   parseConnectionLimits,
   type ConnectionLimits,
+  type ConnectionRefusals,
   logTlsRefusals,
   parseHttp1FromStream,
   secureContextOf,
   watchServerIdentity,
 } from './server-options.js';
 import { atWallClock, peerNotAfter, verifyPeerSocket } from './tls.js';
+
+export type { ConnectionRefusals } from './server-options.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -50,6 +53,13 @@ declare module 'fastify' {
      * wins; where none was given, fastify's error handler answers.
      */
     answerFrameworkErrors?: (answer: FrameworkErrorAnswer) => void;
+    /**
+     * Set on a server made by `createMtlsServer` (absent elsewhere): the
+     * connections the server refused since it was made, by the bound that
+     * refused them (see {@link ConnectionRefusals}). Three counters read, so
+     * a metrics scrape may call it each time; nothing is counted for it.
+     */
+    connectionRefusals?: () => ConnectionRefusals;
   }
   interface FastifyRequest {
     /**
@@ -353,7 +363,8 @@ export interface CreateMtlsServerOptions {
  * still in their handshake at once instead of waiting for them. Connections
  * are bounded per server (`maxConnections`), per peer SPIFFE ID
  * (`maxConnectionsPerPeer`) and, in their handshake, per remote address
- * (`maxHandshakesPerAddress`), and an HTTP/2 connection whose client resets
+ * (`maxHandshakesPerAddress`), each refusal counted
+ * (`app.connectionRefusals()`), and an HTTP/2 connection whose client resets
  * streams in a flood is closed (`closeHttp2ResetFloods`). When a client's
  * certificate expires, or a bundle change no longer trusts its chain, its
  * connection is closed if it carries a request or response (an SSE stream;
@@ -432,7 +443,8 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
   });
   parseHttp1FromStream(app.server);
   logTlsRefusals(app.server, app.log);
-  limitConnections(app, opts.identity, limits);
+  const limiter = limitConnections(app, opts.identity, limits);
+  app.decorate('connectionRefusals', () => limiter.refused);
   if (cfg.httpVersion === 'http2') closeHttp2ResetFloods(app.server as Http2SecureServer, app.log);
   enforceRequestTimeout(app, cfg.requestTimeoutMs);
   // Before mtlsAuth's hook, as Node's HTTP/1.1 parser refuses before anything runs.
@@ -451,13 +463,14 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
  * still carrying a response (or any HTTP/2 session) is closed when its peer's
  * certificate expires or a bundle change refuses its chain (see
  * PeerVerifier.hold), each closing logged as a `warn` line, at most 10 a
- * minute ({@link LogRate}).
+ * minute ({@link LogRate}). Returns the limiter, whose refusal counts the
+ * server's `connectionRefusals` reads.
  */
 function limitConnections(
   app: MtlsFastifyInstance,
   identity: IdentityProvider,
   limits: ConnectionLimits,
-): void {
+): ConnectionLimiter {
   const limiter = new ConnectionLimiter(app.server, limits, app.log);
   const { verifier, release } = useVerifier(identity);
   const lines = new LogRate();
@@ -506,6 +519,7 @@ function limitConnections(
     release();
     next();
   });
+  return limiter;
 }
 
 /**

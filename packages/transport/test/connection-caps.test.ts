@@ -237,6 +237,8 @@ describe.each(['http1.1', 'http2'] as const)('connection bounds (%s)', (v) => {
       [2, 2],
     ]);
     expect(refusals[0]?.msg).toBe('connection refused: the server holds maxConnections');
+    // Counted for metrics too, under their own bound only.
+    expect(app.connectionRefusals?.()).toEqual({ server: 2, peer: 0, address: 0 });
 
     if (a.answered) await a.close();
     await serverHolds(app, 1);
@@ -259,6 +261,7 @@ describe.each(['http1.1', 'http2'] as const)('connection bounds (%s)', (v) => {
       refused: 1,
       msg: 'connection refused: the peer holds maxConnectionsPerPeer',
     });
+    expect(app.connectionRefusals?.()).toEqual({ server: 0, peer: 1, address: 0 });
 
     // Another SPIFFE ID has its own count.
     expect((await getOn[v](port, otherId)).answered).toBe(true);
@@ -332,6 +335,7 @@ describe('handshakes in progress per remote address', () => {
     expect(refusals.map((l) => [l.code, l.remoteAddress, l.refused])).toEqual([
       ['CONNECTION_LIMIT', '127.0.0.2', 1],
     ]);
+    expect(app.connectionRefusals?.()).toEqual({ server: 0, peer: 0, address: 1 });
     // Another address, with two slots of maxConnections left, completes its handshake and is served.
     const served = await http1Get(port, clientId);
     expect(served.answered).toBe(true);

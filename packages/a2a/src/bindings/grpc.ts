@@ -54,6 +54,7 @@ import {
   peerNotAfter,
   verifyPeerSocket,
   watchServerIdentity,
+  type ConnectionRefusals,
   type MtlsServerOptions,
   type TransportConfigInput,
 } from '@weave/transport';
@@ -276,6 +277,16 @@ export class A2AGrpcServer {
   /** `host:port` of the listener (the card's GRPC interface URL), once listening. */
   get url(): string | undefined {
     return this.#url;
+  }
+
+  /**
+   * Connections this listener refused since it was made, by the bound that
+   * refused them: `server` by `maxConnections`, `peer` by
+   * `maxConnectionsPerPeer`, `address` by `maxHandshakesPerAddress`. Three
+   * counters read, so a metrics scrape may read it each time.
+   */
+  get connectionRefusals(): ConnectionRefusals {
+    return this.#limiter.refused;
   }
 
   /** Starts listening; resolves with the bound address. */
