@@ -9,19 +9,12 @@
 // with PEM credentials where the caller's certificate must expire.
 import { createSecureContext } from 'node:tls';
 import { Client, Metadata, credentials, type ServiceError } from '@grpc/grpc-js';
-import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LocalPolicyEnforcer } from '@weave/authz';
-import {
-  BundleSet,
-  IdentityProviderBase,
-  type Authorizer,
-  type IdentityProvider,
-  type X509Svid,
-} from '@weave/identity';
+import { BundleSet, type Authorizer, type IdentityProvider, type X509Svid } from '@weave/identity';
 import type { DevCaIdentityProvider } from '@weave/identity/dev';
 import { PeerVerificationError, SecureChannel } from '@weave/transport';
-import { makeTd, provider, removeTempDirs, type TestTd } from '@weave/test-support/tls-fixtures';
+import { SetProvider, makeTd, provider, removeTempDirs, type TestTd } from '@weave/test-support/tls-fixtures';
 import { A2AClientError, A2AGrpcServer, A2AServer, GrpcTransport, buildMessage } from '../src/index.js';
 import { a2aGrpcService } from '../src/grpc/index.js';
 
@@ -33,17 +26,6 @@ const anyone: Authorizer = () => ({ ok: true });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Waits until a moment after `t` (epoch ms). */
 const pastOf = (t: number) => sleep(t + 200 - Date.now());
-
-/** A provider whose SVID and bundles the test sets; its expiry reports (expected here) are not logged. */
-class SetProvider extends IdentityProviderBase {
-  constructor() {
-    super({ logger: pino({ level: 'silent' }) });
-  }
-
-  set(svid: X509Svid, bundles: BundleSet): void {
-    this.publish({ svid, bundles });
-  }
-}
 
 let A: TestTd;
 let B: TestTd;

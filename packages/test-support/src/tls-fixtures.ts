@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import * as tls from 'node:tls';
 import * as https from 'node:https';
-import { type X509Bundle } from '@weave/identity';
+import { pino } from 'pino';
+import { IdentityProviderBase, type BundleSet, type X509Bundle, type X509Svid } from '@weave/identity';
 import { DevCaIdentityProvider, DevCertificateAuthority } from '@weave/identity/dev';
 
 const dirs: string[] = [];
@@ -248,4 +249,19 @@ export function rawTlsGet(opts: {
       resolve({ status, body: data.slice(data.indexOf('\r\n\r\n') + 4), reused, session: ticket });
     });
   });
+}
+
+/**
+ * An identity provider whose SVID and bundles the test sets, at any time
+ * (an expiring SVID, a bundle without a CA). Its expiry reports, expected in
+ * such tests, are not logged.
+ */
+export class SetProvider extends IdentityProviderBase {
+  constructor() {
+    super({ logger: pino({ level: 'silent' }) });
+  }
+
+  set(svid: X509Svid, bundles: BundleSet): void {
+    this.publish({ svid, bundles });
+  }
 }

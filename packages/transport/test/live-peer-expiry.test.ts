@@ -11,20 +11,20 @@
 import { once } from 'node:events';
 import { connect as h2Connect, type ClientHttp2Session } from 'node:http2';
 import Fastify from 'fastify';
-import { pino } from 'pino';
 import { Client } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  BundleSet,
-  IdentityProviderBase,
-  type Authorizer,
-  type IdentityProvider,
-  type X509Svid,
-} from '@weave/identity';
+import { BundleSet, type Authorizer, type IdentityProvider, type X509Svid } from '@weave/identity';
 import type { DevCaIdentityProvider } from '@weave/identity/dev';
 import { PeerVerificationError, SecureChannel, createMtlsServerOptions } from '../src/index.js';
 import { createMtlsServer, mtlsAuth, type MtlsDenial, type MtlsFastifyInstance } from '../src/server.js';
-import { makeTd, portOf, provider, removeTempDirs, type TestTd } from '@weave/test-support/tls-fixtures';
+import {
+  SetProvider,
+  makeTd,
+  portOf,
+  provider,
+  removeTempDirs,
+  type TestTd,
+} from '@weave/test-support/tls-fixtures';
 
 const VERSIONS = ['http1.1', 'http2'] as const;
 type Version = (typeof VERSIONS)[number];
@@ -34,17 +34,6 @@ const LIFE_MS = 1000;
 const LATE_MS = 1000;
 /** Idle connections stay open for the whole case: only expiry and trust may close them. */
 const KEEP = { idleTimeoutMs: 60_000, retry: { retries: 0 }, circuitBreaker: false } as const;
-
-/** A provider whose SVID and bundles the test sets; its expiry reports (expected here) are not logged. */
-class SetProvider extends IdentityProviderBase {
-  constructor() {
-    super({ logger: pino({ level: 'silent' }) });
-  }
-
-  set(svid: X509Svid, bundles: BundleSet): void {
-    this.publish({ svid, bundles });
-  }
-}
 
 let A: TestTd;
 let B: TestTd;
