@@ -14,47 +14,35 @@ export const MAX_JSON_DEPTH = 40;
 /**
  * Whether `value` nests arrays/objects deeper than `max` levels. Iterative, so
  * a hostile input cannot overflow the stack here; stops at the first level
- * past `max`.
+ * past `max`. Bytes (an ArrayBuffer view) are a leaf, not a list of numbers
+ * to visit one by one.
  */
 export function exceedsDepth(value: unknown, max: number = MAX_JSON_DEPTH): boolean {
-  if (value === null || typeof value !== 'object') return false;
-  // One stack of (value, depth) pairs, and an object's members read with
-  // `for...in` rather than `Object.values`: run on every request, this
-  // allocated an array per object visited. Parsed JSON has no inherited
-  // enumerable keys. Bytes (an ArrayBuffer view) are a leaf, not a list of
-  // numbers to visit one by one.
-  const stack: unknown[] = [value, 1];
-  while (stack.length > 0) {
-    const d = stack.pop() as number;
-    const v = stack.pop() as object;
-    if (d > max) return true;
-    if (Array.isArray(v)) {
-      for (let i = 0; i < v.length; i++) {
-        const c: unknown = v[i];
-        if (c !== null && typeof c === 'object') stack.push(c, d + 1);
-      }
-    } else if (!ArrayBuffer.isView(v)) {
-      const o = v as Record<string, unknown>;
-      for (const k in o) {
-        const c = o[k];
-        if (c !== null && typeof c === 'object') stack.push(c, d + 1);
-      }
-    }
-  }
-  return false;
+  return firstProblem(value, max, false) !== undefined;
 }
 
 /**
  * Why `value` cannot be sent alike on every binding, or `undefined` when it
  * can: nested deeper than `max` levels (a cycle never ends), or holding
  * anything but plain objects, arrays, strings, numbers, booleans and null
- * (`undefined` members are left out by every binding). The same walk as
- * {@link exceedsDepth}, for values made by application code rather than
- * parsed from JSON: a handler's output (a BigInt made every later read of
- * its task fail; a `Date` was a string on JSON-RPC and `{}` on gRPC).
+ * (`undefined` members are left out by every binding). {@link exceedsDepth}'s
+ * walk, strict about what it meets, for values made by application code
+ * rather than parsed from JSON: a handler's output (a BigInt made every later
+ * read of its task fail; a `Date` was a string on JSON-RPC and `{}` on gRPC).
  */
 export function unsendable(value: unknown, max: number = MAX_JSON_DEPTH): string | undefined {
-  if (value === null || typeof value !== 'object') return notJson(value, value, max);
+  return firstProblem(value, max, true);
+}
+
+/**
+ * The walk of {@link exceedsDepth} (`strict` false: only the depth counts)
+ * and {@link unsendable} (`strict`: also what is not JSON). One stack of
+ * (value, depth) pairs, and an object's members read with `for...in` rather
+ * than `Object.values`: run on every request, this allocated an array per
+ * object visited. Parsed JSON has no inherited enumerable keys.
+ */
+function firstProblem(value: unknown, max: number, strict: boolean): string | undefined {
+  if (value === null || typeof value !== 'object') return strict ? notJson(value, value, max) : undefined;
   const stack: unknown[] = [value, 1];
   while (stack.length > 0) {
     const d = stack.pop() as number;
@@ -66,17 +54,17 @@ export function unsendable(value: unknown, max: number = MAX_JSON_DEPTH): string
         const c = a[i];
         if (typeof c === 'object') {
           if (c !== null) stack.push(c, d + 1);
-        } else if (!isJsonLeaf(c)) return notJson(value, c, max);
+        } else if (strict && !isJsonLeaf(c)) return notJson(value, c, max);
       }
-    } else if (isPlainObject(v)) {
+    } else if (strict ? isPlainObject(v) : !ArrayBuffer.isView(v)) {
       const o = v as Record<string, unknown>;
       for (const k in o) {
         const c = o[k];
         if (typeof c === 'object') {
           if (c !== null) stack.push(c, d + 1);
-        } else if (!isJsonLeaf(c)) return notJson(value, c, max);
+        } else if (strict && !isJsonLeaf(c)) return notJson(value, c, max);
       }
-    } else return notJson(value, v, max);
+    } else if (strict) return notJson(value, v, max);
   }
   return undefined;
 }
