@@ -11,10 +11,17 @@ import { createSecureContext } from 'node:tls';
 import { Client, Metadata, credentials, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LocalPolicyEnforcer } from '@weave/authz';
-import { BundleSet, type Authorizer, type IdentityProvider, type X509Svid } from '@weave/identity';
+import { BundleSet, type Authorizer, type IdentityProvider } from '@weave/identity';
 import type { DevCaIdentityProvider } from '@weave/identity/dev';
 import { PeerVerificationError, SecureChannel } from '@weave/transport';
-import { SetProvider, makeTd, provider, removeTempDirs, type TestTd } from '@weave/test-support/tls-fixtures';
+import {
+  SetProvider,
+  expiringSvid as svid,
+  makeTd,
+  provider,
+  removeTempDirs,
+  type TestTd,
+} from '@weave/test-support/tls-fixtures';
 import { A2AClientError, A2AGrpcServer, A2AServer, GrpcTransport, buildMessage } from '../src/index.js';
 import { a2aGrpcService } from '../src/grpc/index.js';
 
@@ -86,14 +93,6 @@ afterAll(async () => {
   await Promise.all([serverId.close(), clientId.close()]);
   removeTempDirs();
 });
-
-/** An SVID of `td` at `path`, expiring at least `ms` from now (on a whole second, as certificates can say). */
-function svid(td: TestTd, path: string, ms: number): Promise<X509Svid> {
-  return td.ca.issueX509Svid(`spiffe://${td.name}${path}`, {
-    notBefore: new Date(Date.now() - 60_000),
-    notAfter: new Date(Math.ceil((Date.now() + ms) / 1000) * 1000),
-  });
-}
 
 async function listen(identity: IdentityProvider): Promise<string> {
   const grpc = new A2AGrpcServer({ handler: a2a.handler, identity, authorize: anyone });

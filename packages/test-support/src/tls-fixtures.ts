@@ -265,3 +265,15 @@ export class SetProvider extends IdentityProviderBase {
     this.publish({ svid, bundles });
   }
 }
+
+/**
+ * An SVID of `td` at `path` that expires at least `ms` from now, on a whole
+ * second (certificate times have no finer grain): for tests of what happens
+ * when a peer's certificate runs out on an open connection.
+ */
+export function expiringSvid(td: TestTd, path: string, ms: number): Promise<X509Svid> {
+  return td.ca.issueX509Svid(`spiffe://${td.name}${path}`, {
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Math.ceil((Date.now() + ms) / 1000) * 1000),
+  });
+}

@@ -13,12 +13,13 @@ import { connect as h2Connect, type ClientHttp2Session } from 'node:http2';
 import Fastify from 'fastify';
 import { Client } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { BundleSet, type Authorizer, type IdentityProvider, type X509Svid } from '@weave/identity';
+import { BundleSet, type Authorizer, type IdentityProvider } from '@weave/identity';
 import type { DevCaIdentityProvider } from '@weave/identity/dev';
 import { PeerVerificationError, SecureChannel, createMtlsServerOptions } from '../src/index.js';
 import { createMtlsServer, mtlsAuth, type MtlsDenial, type MtlsFastifyInstance } from '../src/server.js';
 import {
   SetProvider,
+  expiringSvid as svid,
   makeTd,
   portOf,
   provider,
@@ -64,14 +65,6 @@ afterAll(async () => {
   await Promise.all([serverId.close(), clientId.close()]);
   removeTempDirs();
 });
-
-/** An SVID of `td` at `path`, expiring at least `ms` from now (on a whole second, as certificates can say). */
-function svid(td: TestTd, path: string, ms: number): Promise<X509Svid> {
-  return td.ca.issueX509Svid(`spiffe://${td.name}${path}`, {
-    notBefore: new Date(Date.now() - 60_000),
-    notAfter: new Date(Math.ceil((Date.now() + ms) / 1000) * 1000),
-  });
-}
 
 async function clientPem(td: TestTd, ms: number): Promise<{ cert: string; key: string; expiresAt: number }> {
   const s = await svid(td, '/client', ms);
