@@ -80,10 +80,11 @@ export {
  */
 export { verifyPeerSocket } from './tls.js';
 /**
- * For servers that are not fastify (the A2A gRPC binding), to end a
- * connection when its peer's certificate does: when the peer's leaf expires,
- * and a timer on the wall clock (one per connection).
+ * For servers that are not fastify (the A2A gRPC binding): the verifier
+ * `mtlsAuth` and `createMtlsServer` share per identity provider, to admit a
+ * connection and end it when its peer's certificate expires or a bundle
+ * change refuses its chain.
  */
-export { atWallClock, peerNotAfter } from './tls.js';
+export { PeerVerifier, type PeerVerification } from './peer-verifier.js';
 /** The cipher suites every Weave client and server offers and accepts: AEAD with forward secrecy only. */
 export { TLS_CIPHERS } from './tls.js';

@@ -22,7 +22,7 @@ import Fastify, {
   type RawRequestDefaultExpression,
 } from 'fastify';
 import fp from 'fastify-plugin';
-import { type Authorizer, type IdentityProvider, type SpiffeId, X509SvidError } from '@weave/identity';
+import type { Authorizer, IdentityProvider, SpiffeId } from '@weave/identity';
 import { parseTransportConfig, type TransportConfigInput } from './config.js';
 import { TransportConfigError } from './errors.js';
 import {
@@ -39,7 +39,7 @@ import {
   secureContextOf,
   watchServerIdentity,
 } from './server-options.js';
-import { atWallClock, peerNotAfter, verifyPeerSocket } from './tls.js';
+import { PeerVerifier } from './peer-verifier.js';
 
 export type { ConnectionRefusals } from './server-options.js';
 
@@ -115,134 +115,6 @@ function tlsSocketOf(raw: AnyRawRequest): TLSSocket | undefined {
   return sock && (sock as { encrypted?: boolean }).encrypted ? sock : undefined;
 }
 
-interface Verified {
-  /** The verifier that verified (verifiers of different providers may trust different bundles). */
-  readonly owner: PeerVerifier;
-  readonly epoch: number;
-  /**
-   * Until when the result holds (epoch ms): the peer leaf's notAfter, past
-   * which its chain no longer verifies; a refusal holds for its epoch.
-   */
-  readonly until: number;
-  readonly peer?: SpiffeId;
-  readonly error?: string;
-}
-
-// The verification result lives on the TLS socket itself: a property read is
-// cheaper per request than a WeakMap lookup, and it goes away with the socket.
-const VERIFIED = Symbol('weave.mtlsAuth.verified');
-type CachingSocket = TLSSocket & { [VERIFIED]?: Verified };
-
-/**
- * Verifies a connection's peer chain against the bundle of the peer's own
- * trust domain, once per connection and bundle generation of one identity
- * provider, until the peer's certificate expires: a bundle change
- * invalidates every result, and a result past the peer leaf's notAfter is
- * verified again (and refused as expired), so a keep-alive connection or an
- * HTTP/2 session does not outlive its peer's certificate. Shared by every
- * mtlsAuth on that provider and by createMtlsServer's per-peer connection
- * bound, which verifies as the handshake completes, so that the
- * connection's first request finds the result instead of verifying again
- * (some 0.4 ms per connection).
- */
-class PeerVerifier {
-  readonly #identity: IdentityProvider;
-  #epoch = 0;
-  /** Open connections held to their verification (see hold): how to close each, how to stop its timer. */
-  readonly #held = new Map<TLSSocket, { close: (reason: string) => boolean; cancel: () => void }>();
-  /** How many mtlsAuth instances and servers use it (see useVerifier). */
-  users = 0;
-  readonly unsubscribe: () => void;
-
-  constructor(identity: IdentityProvider) {
-    this.#identity = identity;
-    this.unsubscribe = identity.onUpdate((update) => {
-      this.#epoch++;
-      // Only bundles decide whether a peer verifies: a rotation of our own SVID changes none.
-      if (update.reason !== 'svid') this.#verifyHeld();
-    });
-  }
-
-  verify(socket: TLSSocket): Verified {
-    const cached = (socket as CachingSocket)[VERIFIED];
-    // One clock read per request: the certificate's end is read once per verification.
-    if (cached && cached.owner === this && cached.epoch === this.#epoch && Date.now() < cached.until)
-      return cached;
-    let v: Verified;
-    try {
-      const peer = verifyPeerSocket(socket, this.#identity);
-      v = { owner: this, epoch: this.#epoch, until: peerNotAfter(socket), peer };
-    } catch (err) {
-      v = {
-        owner: this,
-        epoch: this.#epoch,
-        until: Number.POSITIVE_INFINITY,
-        error:
-          err instanceof X509SvidError
-            ? `${err.code}: ${err.message}`
-            : `client certificate rejected: ${String(err)}`,
-      };
-    }
-    (socket as CachingSocket)[VERIFIED] = v;
-    return v;
-  }
-
-  /**
-   * Holds an open connection whose peer verified (`v`) to that verification
-   * for its whole life, not only at its requests: `close` is called when the
-   * peer's certificate expires, or as soon as a bundle change refuses its
-   * chain, so that a response still running to that peer (an SSE stream, a
-   * long download) ends too. One timer per connection. `close` says whether
-   * it closed the connection: one it left open (idle, every later request
-   * refused) stays held while a bundle change may still trust it again.
-   */
-  hold(socket: TLSSocket, v: Verified, close: (reason: string) => boolean): void {
-    const cancel = atWallClock(v.until, () => {
-      this.#held.delete(socket);
-      close(`the client certificate expired at ${new Date(v.until).toISOString()}`);
-    });
-    this.#held.set(socket, { close, cancel });
-    socket.once('close', () => {
-      cancel();
-      this.#held.delete(socket);
-    });
-  }
-
-  /** Verifies every held connection against the current bundles; closes those refused. */
-  #verifyHeld(): void {
-    for (const [socket, held] of this.#held) {
-      const v = this.verify(socket);
-      if (v.peer || !held.close(v.error ?? 'client certificate rejected')) continue;
-      this.#held.delete(socket);
-      held.cancel();
-    }
-  }
-}
-
-const verifiers = new WeakMap<IdentityProvider, PeerVerifier>();
-
-/** The verifier of `identity`, shared until every user has called `release`. */
-function useVerifier(identity: IdentityProvider): { verifier: PeerVerifier; release: () => void } {
-  let verifier = verifiers.get(identity);
-  if (!verifier) {
-    verifier = new PeerVerifier(identity);
-    verifiers.set(identity, verifier);
-  }
-  verifier.users++;
-  const used = verifier;
-  let released = false;
-  return {
-    verifier: used,
-    release() {
-      if (released) return;
-      released = true;
-      if (--used.users > 0) return;
-      used.unsubscribe();
-      if (verifiers.get(identity) === used) verifiers.delete(identity);
-    },
-  };
-}
-
 const mtlsAuthPlugin: FastifyPluginCallback<MtlsAuthOptions> = (app, opts, done) => {
   const { identityProvider: identity, authorize } = opts;
   if (!identity || typeof authorize !== 'function') {
@@ -254,7 +126,7 @@ const mtlsAuthPlugin: FastifyPluginCallback<MtlsAuthOptions> = (app, opts, done)
     return;
   }
   // Chain verification is cached per TLS connection (see PeerVerifier).
-  const { verifier, release } = useVerifier(identity);
+  const { verifier, release } = PeerVerifier.use(identity);
   app.addHook('onClose', (_app, next) => {
     release();
     next();
@@ -472,7 +344,7 @@ function limitConnections(
   limits: ConnectionLimits,
 ): ConnectionLimiter {
   const limiter = new ConnectionLimiter(app.server, limits, app.log);
-  const { verifier, release } = useVerifier(identity);
+  const { verifier, release } = PeerVerifier.use(identity);
   const lines = new LogRate();
   app.server.prependListener('secureConnection', (socket: TLSSocket) => {
     const v = verifier.verify(socket);

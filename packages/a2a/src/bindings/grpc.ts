@@ -9,12 +9,13 @@
  * bundle, client certificate required, TLS floor from the config), keeps the
  * listener on the current SVID and bundle with `watchServerIdentity` (no
  * restart on rotation), and checks every connection with the verifier
- * `mtlsAuth` uses (`verifyPeerSocket`: the chain must end in the caller's own
+ * `mtlsAuth` uses (`PeerVerifier`: the chain must end in the caller's own
  * trust domain) and the same peer `authorize`, before grpc-js sees a single
  * byte of it. Only verified connections are handed to grpc-js (its
- * connection injector, on an h2 server over the already-secured socket). A
- * bundle change re-verifies every open connection and drops those that no
- * longer pass, and a connection is dropped when its caller's certificate
+ * connection injector, on an h2 server over the already-secured socket).
+ * That verifier holds each one as it holds `createMtlsServer`'s: a bundle
+ * change re-verifies every open connection's chain and drops those that no
+ * longer verify, and a connection is dropped when its caller's certificate
  * expires (a call that finds it expired first is refused). Every call then
  * goes through the request handler, whose policy check and audit run before
  * any task handler.
@@ -38,24 +39,23 @@ import {
   type ServerWritableStream,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
-import { X509SvidError, type Authorizer, type IdentityProvider, type SpiffeId } from '@weave/identity';
+import type { Authorizer, IdentityProvider, SpiffeId } from '@weave/identity';
 import {
   ConnectionLimiter,
   ConnectionLimitsSchema,
   LogRate,
   MAX_CONCURRENT_STREAMS,
+  PeerVerifier,
   TransportIdentityError,
-  atWallClock,
   closeHttp2ResetFloods,
   createMtlsServerOptions,
   headerListBytes,
   logTlsRefusals,
   parseTransportConfig,
-  peerNotAfter,
-  verifyPeerSocket,
   watchServerIdentity,
   type ConnectionRefusals,
   type MtlsServerOptions,
+  type PeerVerification,
   type TransportConfigInput,
 } from '@weave/transport';
 import { A2AErrors } from '../errors.js';
@@ -122,14 +122,11 @@ export interface A2AGrpcServerOptions {
 const UNDECODABLE = Symbol('undecodable');
 type Decoded = WireObject & { [UNDECODABLE]?: unknown };
 
-const PEER = Symbol('weave.grpc.peer');
-/** An admitted connection's caller: its SPIFFE ID, its address, and its certificate's end (epoch ms). */
+/** An admitted connection's caller: its SPIFFE ID and its certificate's end (epoch ms). */
 interface AdmittedPeer {
   readonly id: SpiffeId;
-  readonly address: string;
   readonly until: number;
 }
-type PeerSocket = TLSSocket & { [PEER]?: AdmittedPeer };
 
 const SILENT: HandlerLogger = { warn: () => undefined, error: () => undefined };
 
@@ -154,7 +151,7 @@ export class A2AGrpcServer {
   readonly #tls: TlsServer;
   readonly #grpc: Server;
   readonly #injector: ConnectionInjector;
-  readonly #sockets = new Set<PeerSocket>();
+  readonly #sockets = new Set<TLSSocket>();
   /** Set by `close()`: a handshake that completes after it is not admitted. */
   #closing = false;
   /**
@@ -163,11 +160,13 @@ export class A2AGrpcServer {
    * set when it is admitted, so a call finds its caller without reading the
    * peer certificate again (grpc-js's auth context builds it on every call).
    */
-  readonly #peers = new Map<string, { peer: AdmittedPeer; socket: PeerSocket }>();
+  readonly #peers = new Map<string, { peer: AdmittedPeer; socket: TLSSocket }>();
   /** Lines of connections dropped as their caller's certificate expired: at most 10 a minute. */
   readonly #expiredLines = new LogRate();
   readonly #unsubscribe: Array<() => void> = [];
   readonly #limiter: ConnectionLimiter;
+  /** The identity's verifier, shared with the HTTP servers on it: admits connections and holds them (see #keep). */
+  readonly #verifier: PeerVerifier;
   #url: string | undefined;
 
   /**
@@ -210,14 +209,10 @@ export class A2AGrpcServer {
       watchServerIdentity(this.#tls, options.identity, config, (err) =>
         this.#log.error({ err }, 'a2a grpc: identity rotation failed; keeping the previous certificate'),
       ),
-      // New bundles: every open connection is checked again.
-      options.identity.onUpdate(() => {
-        for (const s of this.#sockets) {
-          this.#forget(s);
-          if (!this.#admit(s)) s.destroy();
-        }
-      }),
     );
+    const { verifier, release } = PeerVerifier.use(options.identity);
+    this.#verifier = verifier;
+    this.#unsubscribe.push(release);
     this.#grpc = new Server({
       // The handler's bound on a request, as the HTTP bindings serving it
       // apply it to a body: a larger message is refused (RESOURCE_EXHAUSTED)
@@ -247,24 +242,13 @@ export class A2AGrpcServer {
       closeHttp2ResetFloods(server, this.#log, 'a2a grpc: connection closed: too many calls reset');
     }
     // The limiter knows the handshakes in progress, and ends them when the server closes.
-    this.#tls.on('secureConnection', (socket: PeerSocket) => {
-      if (this.#closing || !this.#admit(socket)) {
+    this.#tls.on('secureConnection', (socket: TLSSocket) => {
+      const v = this.#closing ? undefined : this.#admit(socket);
+      if (!v?.peer || !this.#limiter.admit(socket, v.peer)) {
         socket.destroy();
         return;
       }
-      if (!this.#limiter.admit(socket, (socket[PEER] as { id: SpiffeId }).id)) {
-        this.#forget(socket);
-        socket.destroy();
-        return;
-      }
-      this.#sockets.add(socket);
-      // Dropped when its caller's certificate expires, with the calls it carries (a stream).
-      const stopTimer = this.#dropAtExpiry(socket, (socket[PEER] as AdmittedPeer).until);
-      socket.once('close', () => {
-        stopTimer();
-        this.#sockets.delete(socket);
-        this.#forget(socket);
-      });
+      this.#keep(socket, v, v.peer);
       this.#injector.injectConnection(socket);
     });
     // Handshake failures (no or untrusted client certificate) never reach 'secureConnection'.
@@ -329,22 +313,20 @@ export class A2AGrpcServer {
     await closed;
   }
 
-  /** mtlsAuth's check for one connection: chain to the caller's own trust domain, then `authorize`. */
-  #admit(socket: PeerSocket): boolean {
+  /**
+   * mtlsAuth's check for one connection: chain to the caller's own trust
+   * domain (the verifier's result, kept for `#keep`), then `authorize`.
+   */
+  #admit(socket: TLSSocket): PeerVerification | undefined {
     if (!socket.authorized) {
       this.#log.warn({ reason: 'no verified client certificate' }, 'a2a grpc: caller refused');
-      return false;
+      return undefined;
     }
-    let peer: SpiffeId;
-    try {
-      peer = verifyPeerSocket(socket, this.#opts.identity);
-    } catch (err) {
-      const reason =
-        err instanceof X509SvidError
-          ? `${err.code}: ${err.message}`
-          : `client certificate rejected: ${String(err)}`;
-      this.#log.warn({ reason }, 'a2a grpc: caller refused');
-      return false;
+    const v = this.#verifier.verify(socket);
+    const peer = v.peer;
+    if (!peer) {
+      this.#log.warn({ reason: v.error }, 'a2a grpc: caller refused');
+      return undefined;
     }
     let ok: boolean;
     let reason = 'authorizer refused';
@@ -358,46 +340,53 @@ export class A2AGrpcServer {
     }
     if (!ok) {
       this.#log.warn({ peer: peer.toString(), reason }, 'a2a grpc: caller not authorized');
-      return false;
+      return undefined;
     }
-    const address = peerAddress(socket);
-    // Read once per admission, never per call; unreadable: long past, so the connection is dropped at once.
-    const until = peerNotAfter(socket);
-    const admitted: AdmittedPeer = { id: peer, address, until };
-    socket[PEER] = admitted;
-    this.#peers.set(address, { peer: admitted, socket });
-    return true;
+    return v;
   }
 
   /**
-   * Destroys `socket` when its caller's certificate ends (`until`), with the
-   * calls it carries (a stream); the closing is logged at most 10 lines a
-   * minute. Returns the function that stops its timer.
+   * Keeps an admitted connection: its calls find their caller `id` by its
+   * address until it closes (`#callerOf`), and it is destroyed, with the
+   * calls it carries (a stream), when its caller's certificate expires
+   * (logged at most 10 lines a minute) or a bundle change refuses its chain
+   * (the verifier's hold).
    */
-  #dropAtExpiry(socket: PeerSocket, until: number): () => void {
-    return atWallClock(until, () => {
-      const extra = this.#expiredLines.take();
-      if (extra) {
-        this.#log.warn(
-          { peer: socket[PEER]?.id.toString(), expiredAt: new Date(until).toISOString(), ...extra },
-          "a2a grpc: connection closed: the caller's certificate expired",
-        );
+  #keep(socket: TLSSocket, v: PeerVerification, id: SpiffeId): void {
+    const address = peerAddress(socket);
+    // The certificate's end as the verifier read it, once per connection, never per call.
+    const caller: AdmittedPeer = { id, until: v.until };
+    this.#peers.set(address, { peer: caller, socket });
+    this.#sockets.add(socket);
+    const forget = (): void => {
+      // A new connection from the same address may have been admitted before this one's close.
+      if (this.#peers.get(address)?.socket === socket) this.#peers.delete(address);
+    };
+    socket.once('close', () => {
+      this.#sockets.delete(socket);
+      forget();
+    });
+    this.#verifier.hold(socket, v, (reason, expired) => {
+      if (!expired) {
+        this.#log.warn({ reason }, 'a2a grpc: caller refused');
+        forget();
+      } else {
+        const extra = this.#expiredLines.take();
+        if (extra) {
+          this.#log.warn(
+            { peer: id.toString(), expiredAt: new Date(caller.until).toISOString(), ...extra },
+            "a2a grpc: connection closed: the caller's certificate expired",
+          );
+        }
       }
       socket.destroy();
+      return true;
     });
-  }
-
-  #forget(socket: PeerSocket): void {
-    const p = socket[PEER];
-    if (!p) return;
-    socket[PEER] = undefined;
-    // A new connection from the same address may have been admitted before this one's close.
-    if (this.#peers.get(p.address)?.socket === socket) this.#peers.delete(p.address);
   }
 
   /**
    * The verified caller of a call: the admitted connection it came on, by
-   * remote address, so the ID is the one `verifyPeerSocket` returned for that
+   * remote address, so the ID is the one the verifier returned for that
    * connection, never re-read from the certificate. A call whose connection
    * is gone (or was never admitted) has no caller.
    */

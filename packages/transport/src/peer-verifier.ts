@@ -1,0 +1,149 @@
+// A server's check of its callers' chains, cached per connection and held
+// for the connection's life: mtlsAuth, createMtlsServer's connection bounds
+// and the A2A gRPC binding share it (no fastify here, so servers that are not
+// fastify import it from the package root).
+import type { TLSSocket } from 'node:tls';
+import { type IdentityProvider, type SpiffeId, X509SvidError } from '@weave/identity';
+import { atWallClock, peerNotAfter, verifyPeerSocket } from './tls.js';
+
+/**
+ * @internal What {@link PeerVerifier.verify} found for one connection: the
+ * peer's SPIFFE ID, or why its chain was refused.
+ */
+export interface PeerVerification {
+  /** The verifier that verified (verifiers of different providers may trust different bundles). */
+  readonly owner: PeerVerifier;
+  readonly epoch: number;
+  /**
+   * Until when the result holds (epoch ms): the peer leaf's notAfter, past
+   * which its chain no longer verifies; a refusal holds for its epoch.
+   */
+  readonly until: number;
+  readonly peer?: SpiffeId;
+  readonly error?: string;
+}
+
+// The verification result lives on the TLS socket itself: a property read is
+// cheaper per request than a WeakMap lookup, and it goes away with the socket.
+const VERIFIED = Symbol('weave.mtlsAuth.verified');
+type CachingSocket = TLSSocket & { [VERIFIED]?: PeerVerification };
+
+/** What a held connection's peer lost: its certificate expired, or a bundle change refused its chain. */
+type Lapse = (reason: string, expired: boolean) => boolean;
+
+const verifiers = new WeakMap<IdentityProvider, PeerVerifier>();
+
+/**
+ * @internal Verifies a connection's peer chain against the bundle of the
+ * peer's own trust domain, once per connection and bundle generation of one
+ * identity provider, until the peer's certificate expires: a bundle change
+ * invalidates every result, and a result past the peer leaf's notAfter is
+ * verified again (and refused as expired), so a keep-alive connection or an
+ * HTTP/2 session does not outlive its peer's certificate. One per provider
+ * ({@link PeerVerifier.use}), shared by every mtlsAuth on it, by
+ * createMtlsServer's per-peer connection bound, which verifies as the
+ * handshake completes so that the connection's first request finds the
+ * result instead of verifying again (some 0.4 ms per connection), and by the
+ * A2A gRPC binding, which admits a connection with it and holds it
+ * ({@link PeerVerifier.hold}).
+ */
+export class PeerVerifier {
+  readonly #identity: IdentityProvider;
+  #epoch = 0;
+  /** Open connections held to their verification (see hold): how to close each, how to stop its timer. */
+  readonly #held = new Map<TLSSocket, { close: Lapse; cancel: () => void }>();
+  /** How many servers and plugins use it (see use). */
+  #users = 0;
+  readonly #unsubscribe: () => void;
+
+  private constructor(identity: IdentityProvider) {
+    this.#identity = identity;
+    this.#unsubscribe = identity.onUpdate((update) => {
+      this.#epoch++;
+      // Only bundles decide whether a peer verifies: a rotation of our own SVID changes none.
+      if (update.reason !== 'svid') this.#verifyHeld();
+    });
+  }
+
+  /**
+   * The verifier of `identity`, shared until every user has called
+   * `release` (then it stops listening to the provider's updates).
+   */
+  static use(identity: IdentityProvider): { verifier: PeerVerifier; release: () => void } {
+    let verifier = verifiers.get(identity);
+    if (!verifier) {
+      verifier = new PeerVerifier(identity);
+      verifiers.set(identity, verifier);
+    }
+    verifier.#users++;
+    const used = verifier;
+    let released = false;
+    return {
+      verifier: used,
+      release() {
+        if (released) return;
+        released = true;
+        if (--used.#users > 0) return;
+        used.#unsubscribe();
+        if (verifiers.get(identity) === used) verifiers.delete(identity);
+      },
+    };
+  }
+
+  /** The socket's peer verified, or the result still holding from its last verification. */
+  verify(socket: TLSSocket): PeerVerification {
+    const cached = (socket as CachingSocket)[VERIFIED];
+    // One clock read per request: the certificate's end is read once per verification.
+    if (cached && cached.owner === this && cached.epoch === this.#epoch && Date.now() < cached.until)
+      return cached;
+    let v: PeerVerification;
+    try {
+      const peer = verifyPeerSocket(socket, this.#identity);
+      v = { owner: this, epoch: this.#epoch, until: peerNotAfter(socket), peer };
+    } catch (err) {
+      v = {
+        owner: this,
+        epoch: this.#epoch,
+        until: Number.POSITIVE_INFINITY,
+        error:
+          err instanceof X509SvidError
+            ? `${err.code}: ${err.message}`
+            : `client certificate rejected: ${String(err)}`,
+      };
+    }
+    (socket as CachingSocket)[VERIFIED] = v;
+    return v;
+  }
+
+  /**
+   * Holds an open connection whose peer verified (`v`) to that verification
+   * for its whole life, not only at its requests: `close` is called when the
+   * peer's certificate expires (`expired` true), or as soon as a bundle
+   * change refuses its chain, so that a response still running to that peer
+   * (an SSE stream, a long download, a gRPC stream) ends too. One timer per
+   * connection, stopped when it closes. `close` says whether it closed the
+   * connection: one it left open (idle, every later request refused) stays
+   * held while a bundle change may still trust it again.
+   */
+  hold(socket: TLSSocket, v: PeerVerification, close: Lapse): void {
+    const cancel = atWallClock(v.until, () => {
+      this.#held.delete(socket);
+      close(`the client certificate expired at ${new Date(v.until).toISOString()}`, true);
+    });
+    this.#held.set(socket, { close, cancel });
+    socket.once('close', () => {
+      cancel();
+      this.#held.delete(socket);
+    });
+  }
+
+  /** Verifies every held connection against the current bundles; closes those refused. */
+  #verifyHeld(): void {
+    for (const [socket, held] of this.#held) {
+      const v = this.verify(socket);
+      if (v.peer || !held.close(v.error ?? 'client certificate rejected', false)) continue;
+      this.#held.delete(socket);
+      held.cancel();
+    }
+  }
+}
