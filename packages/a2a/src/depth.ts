@@ -24,11 +24,19 @@ export function exceedsDepth(value: unknown, max: number = MAX_JSON_DEPTH): bool
 /**
  * Why `value` cannot be sent alike on every binding, or `undefined` when it
  * can: nested deeper than `max` levels (a cycle never ends), or holding
- * anything but plain objects, arrays, strings, numbers, booleans and null
- * (`undefined` members are left out by every binding). {@link exceedsDepth}'s
+ * anything but plain objects, arrays, strings, finite numbers, booleans and
+ * null (`undefined` members are left out by every binding). {@link exceedsDepth}'s
  * walk, strict about what it meets, for values made by application code
  * rather than parsed from JSON: a handler's output (a BigInt made every later
- * read of its task fail; a `Date` was a string on JSON-RPC and `{}` on gRPC).
+ * read of its task fail; a `Date` was a string on JSON-RPC and `{}` on gRPC;
+ * `NaN` and ±`Infinity` were `null` on the JSON bindings, themselves on gRPC).
+ *
+ * The reason names what and where (`output holds a Date object at
+ * parts.0.data.at: …`). Use it to check a value before a transport of your
+ * own sends it, as Weave's task handler does with what a handler produces.
+ *
+ * @param max - deepest nesting allowed (arrays and objects, `value` itself
+ *   at level 1); default {@link MAX_JSON_DEPTH}.
  */
 export function unsendable(value: unknown, max: number = MAX_JSON_DEPTH): string | undefined {
   return firstProblem(value, max, true);
@@ -69,9 +77,19 @@ function firstProblem(value: unknown, max: number, strict: boolean): string | un
   return undefined;
 }
 
-/** A string, number, boolean or `undefined` (a member JSON leaves out, as every binding does). */
+/**
+ * A string, finite number, boolean or `undefined` (a member JSON leaves out,
+ * as every binding does). `NaN` and ±`Infinity` are not: JSON has no way to
+ * write them (JSON-RPC and HTTP+JSON sent `null`), while gRPC's double
+ * carries them, so the bindings disagreed on what the caller got.
+ */
 function isJsonLeaf(c: unknown): boolean {
-  return typeof c === 'string' || typeof c === 'number' || typeof c === 'boolean' || c === undefined;
+  return (
+    typeof c === 'string' ||
+    (typeof c === 'number' && Number.isFinite(c)) ||
+    typeof c === 'boolean' ||
+    c === undefined
+  );
 }
 
 function isPlainObject(v: object): boolean {
@@ -92,6 +110,10 @@ function notJson(root: unknown, bad: unknown, max: number): string | undefined {
     case 'symbol':
       what = 'a symbol';
       break;
+    case 'number':
+      if (Number.isFinite(bad)) return undefined;
+      what = `a non-finite number (${String(bad)})`;
+      break;
     case 'object':
       what = `${className(bad as object)} object`;
       break;
@@ -99,22 +121,36 @@ function notJson(root: unknown, bad: unknown, max: number): string | undefined {
       return undefined;
   }
   const at = pathTo(root, bad, max);
-  return `output holds ${what}${at ? ` at ${at}` : ''}: only plain objects, arrays, strings, numbers, booleans and null can be sent`;
+  return `output holds ${what}${at ? ` at ${at}` : ''}: only plain objects, arrays, strings, finite numbers, booleans and null can be sent`;
 }
 
 /** The class an object was made by (`Date`, `Map`, a class of the application), or `a non-plain`. */
 function className(o: object): string {
-  try {
-    const name: unknown = (Object.getPrototypeOf(o) as { constructor?: { name?: unknown } }).constructor
-      ?.name;
-    if (typeof name === 'string' && /^[A-Za-z_$][\w$]{0,63}$/.test(name)) return `a ${name}`;
-  } catch {
-    // A prototype whose getters throw: named generically.
-  }
-  return 'a non-plain';
+  const name = constructorName(o);
+  return name === undefined ? 'a non-plain' : `a ${name}`;
 }
 
-/** The dotted path of `target` in `root` (found on the error's path only), each object looked at once. */
+/**
+ * The name of the class `o` was made by (`Date`, `TypeError`, a class of the
+ * application), when it reads as one: at most 64 characters of an
+ * identifier. Never throws: a prototype whose getters throw (a Proxy's
+ * traps) has no name here.
+ */
+export function constructorName(o: object): string | undefined {
+  try {
+    const name: unknown = (Object.getPrototypeOf(o) as { constructor?: { name?: unknown } } | null)
+      ?.constructor?.name;
+    if (typeof name === 'string' && /^[A-Za-z_$][\w$]{0,63}$/.test(name)) return name;
+  } catch {
+    // A prototype whose getters throw: no name.
+  }
+  return undefined;
+}
+
+/**
+ * The dotted path of `target` in `root` (found on the error's path only), each
+ * object looked at once. Compared with `Object.is`, so that a `NaN` is found.
+ */
 function pathTo(root: unknown, target: unknown, max: number): string | undefined {
   const seen = new Set<object>();
   const look = (v: unknown, depth: number): string | undefined => {
@@ -122,11 +158,11 @@ function pathTo(root: unknown, target: unknown, max: number): string | undefined
     seen.add(v);
     for (const k of Object.keys(v)) {
       const c = (v as Record<string, unknown>)[k];
-      if (c === target) return k;
+      if (Object.is(c, target)) return k;
       const below = look(c, depth + 1);
       if (below !== undefined) return `${k}.${below}`;
     }
     return undefined;
   };
-  return root === target ? undefined : look(root, 1);
+  return Object.is(root, target) ? undefined : look(root, 1);
 }

@@ -1,4 +1,5 @@
 import { WeaveError, cutText } from '@weave/identity';
+import { constructorName } from './depth.js';
 
 /** JSON-RPC error codes used by A2A v1.0 (standard JSON-RPC codes plus the A2A range). */
 export const A2AErrorCode = {
@@ -370,6 +371,167 @@ export const A2AErrors = {
       data: [errorInfo('PAYLOAD_TOO_LARGE', { limit: String(limit) })],
     }),
 } as const;
+
+/**
+ * Most characters of a failure's text Weave repeats: the message of what a
+ * handler threw, in a failed task's status, in the error that wraps it and in
+ * the log ({@link loggableError}); {@link cutText} marks what was cut. The
+ * whole text may be anything: a 10 MB message made an answer too large for
+ * the caller to read, and a log line of 20 MB.
+ */
+export const FAILURE_TEXT_CHARS = 1024;
+
+/**
+ * Most characters of a logged stack ({@link loggableError}): a message of
+ * {@link FAILURE_TEXT_CHARS} and the frames after it (V8 keeps ten by default).
+ */
+const LOGGED_STACK_CHARS = 3072;
+
+/** Most characters of a logged `code` or other string field. */
+const LOGGED_FIELD_CHARS = 128;
+
+/** Most fields besides type, message, stack, code and cause a logged error keeps. */
+const LOGGED_FIELDS = 8;
+
+/** The name of a field a logged error keeps: an identifier, not an array index or a 10 KB key. */
+const FIELD_NAME = /^[A-Za-z_$][\w$]{0,63}$/;
+
+/** Fields {@link loggableError} sets itself, never copied from the error. */
+const OWN_FIELDS: ReadonlySet<string> = new Set(['type', 'name', 'message', 'stack', 'code', 'cause']);
+
+/**
+ * A thrown value as {@link loggableError} hands it to a logger: a plain
+ * object (no prototype) of about 10 KB of text at most, whatever was thrown.
+ */
+export interface LoggedError {
+  /** The class the value was made by (`Error`, `A2AError`), else its `typeof` (`string`, `null`). */
+  readonly type: string;
+  /** `type` again: pino names an error-like object without a class by its `name`. */
+  readonly name: string;
+  /** Its `message` (else the value as a string), cut to {@link FAILURE_TEXT_CHARS}. */
+  readonly message: string;
+  /** Its stack, cut: a long message it starts with is cut as `message` is, the frames after it kept. */
+  readonly stack?: string;
+  /** Its `code`, when a string (a `WeaveError`'s, a Node error's `ECONNREFUSED`). */
+  readonly code?: string;
+  /** What its `cause` is, one level deep (the cause's own cause and fields left out). */
+  readonly cause?: LoggedError;
+  /** Up to 8 more own fields of it that are strings (cut), numbers or booleans (`taskId`, `errno`). */
+  readonly [field: string]: unknown;
+}
+
+/**
+ * The text of a value application code threw: its `message` when a string,
+ * else the value as a string, cut to `max` characters ({@link cutText}).
+ * Never throws: a value whose getters throw, or that has no way to become a
+ * string (no prototype), reads as `a thrown object that cannot be read`.
+ *
+ * @param max - most characters kept; default {@link FAILURE_TEXT_CHARS}.
+ */
+export function thrownText(err: unknown, max: number = FAILURE_TEXT_CHARS): string {
+  return cutText(wholeText(err), max);
+}
+
+/**
+ * What to log of a value application code threw (a handler's error), as the
+ * `err` field of a log line: its type, message, stack and `code`, a few more
+ * of its fields, and the same of its `cause`, each cut, so that it is about
+ * 10 KB of text at most (a few KB for a usual error) whatever was thrown; a
+ * 10 MB message was logged whole, twice (message and stack). Never throws,
+ * and reads each property of the value once at most, guarded: a value whose
+ * getters throw made the logger's error serializer throw, and the line was
+ * lost.
+ *
+ * The object has no prototype and a `name`: pino's error serializer, which
+ * takes it for an error, then gives it the same `type` (not `Object`), and
+ * appends the cause's message and stack to its own, as it does for an Error.
+ *
+ * ```ts
+ * logger.warn({ taskId, err: loggableError(err) }, 'task failed');
+ * ```
+ */
+export function loggableError(err: unknown): LoggedError {
+  return summary(err, true);
+}
+
+/** {@link loggableError}: `top` for the value itself (its fields and cause kept), not for its cause. */
+function summary(err: unknown, top: boolean): LoggedError {
+  const out = Object.create(null) as Record<string, unknown>;
+  const isObject = (typeof err === 'object' && err !== null) || typeof err === 'function';
+  const type = isObject ? (constructorName(err) ?? typeof err) : err === null ? 'null' : typeof err;
+  out.type = type;
+  out.name = type;
+  const text = wholeText(err);
+  out.message = cutText(text, FAILURE_TEXT_CHARS);
+  if (isObject) {
+    const stack = read(err, 'stack');
+    if (typeof stack === 'string') out.stack = cutStack(stack, text);
+    const code = read(err, 'code');
+    if (typeof code === 'string') out.code = cutText(code, LOGGED_FIELD_CHARS);
+    if (top) {
+      copyFields(err, out);
+      const cause = read(err, 'cause');
+      if (cause !== undefined) out.cause = summary(cause, false);
+    }
+  }
+  return out as LoggedError;
+}
+
+/** The whole text {@link thrownText} cuts. */
+function wholeText(err: unknown): string {
+  try {
+    const m: unknown = (err as Error | null | undefined)?.message;
+    return typeof m === 'string' ? m : String(err);
+  } catch {
+    return `a thrown ${typeof err} that cannot be read`;
+  }
+}
+
+/** `o[key]`, or `undefined` when its getter throws. */
+function read(o: object, key: string): unknown {
+  try {
+    return (o as Record<string, unknown>)[key];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * `stack` cut to {@link LOGGED_STACK_CHARS}. V8's stack starts with the
+ * message (`TypeError: message`): one longer than {@link FAILURE_TEXT_CHARS}
+ * is cut there first, so that the frames, which say where it was thrown, are
+ * not what the cut leaves out.
+ */
+function cutStack(stack: string, message: string): string {
+  if (message.length > FAILURE_TEXT_CHARS) {
+    // Looked for only in the first line's head (the class name before it), by its start.
+    const at = stack.slice(0, 256 + 64).indexOf(message.slice(0, 64));
+    if (at >= 0 && stack.startsWith(message, at)) {
+      stack = `${stack.slice(0, at)}${cutText(message, FAILURE_TEXT_CHARS)}${stack.slice(at + message.length)}`;
+    }
+  }
+  return cutText(stack, LOGGED_STACK_CHARS);
+}
+
+/** Up to {@link LOGGED_FIELDS} own fields of `err` that are strings (cut), numbers or booleans, into `out`. */
+function copyFields(err: object, out: Record<string, unknown>): void {
+  let keys: string[];
+  try {
+    keys = Object.keys(err);
+  } catch {
+    return; // A Proxy whose ownKeys trap throws: no fields.
+  }
+  let kept = 0;
+  for (const k of keys) {
+    if (kept === LOGGED_FIELDS) return;
+    if (OWN_FIELDS.has(k) || !FIELD_NAME.test(k)) continue;
+    const v = read(err, k);
+    if (typeof v === 'string') out[k] = cutText(v, LOGGED_FIELD_CHARS);
+    else if (typeof v === 'number' || typeof v === 'boolean') out[k] = v;
+    else continue;
+    kept++;
+  }
+}
 
 /** A local (non-wire) failure of the A2A client, e.g. transport errors or bad responses. */
 export class A2AClientError extends WeaveError {}

@@ -12,7 +12,7 @@
 import { SpiffeId, WeaveError, cutText, randomUuid } from '@weave/identity';
 import type { AuthzDecision, PolicyEnforcer } from '@weave/authz';
 import { z } from 'zod';
-import { A2AError, A2AErrors } from './errors.js';
+import { A2AError, A2AErrors, FAILURE_TEXT_CHARS, loggableError } from './errors.js';
 import { unsendable } from './depth.js';
 import { TaskEventStream } from './event-stream.js';
 import { CallerLimits, type CallerLimitsInput } from './limits.js';
@@ -1219,23 +1219,15 @@ export class A2ARequestHandler {
   }
 
   /**
-   * Logs a value application code threw. One whose getters throw (its
-   * `message`, `stack`, `code`) makes the logger's error serializer throw:
-   * the line is then written with the value's type in its place, so it is
-   * neither lost nor thrown on. Never throws.
+   * Logs a value application code threw, as {@link loggableError} reads it:
+   * bounded (a 10 MB message was logged whole, twice) and never throwing on a
+   * value whose getters throw (its `message`, `stack`, `code`). Never throws.
    */
   #logThrown(level: 'warn' | 'error', fields: object, err: unknown, msg: string): void {
     try {
-      this.#log[level]({ ...fields, err }, msg);
+      this.#log[level]({ ...fields, err: loggableError(err) }, msg);
     } catch {
-      try {
-        this.#log[level](
-          { ...fields, err: { type: typeof err, message: 'the thrown value cannot be read' } },
-          msg,
-        );
-      } catch {
-        // A logger that throws on a plain object: nothing left to tell it.
-      }
+      // A logger that throws on a plain object: nothing left to tell it.
     }
   }
 
@@ -1826,7 +1818,7 @@ function handlerOutput<S extends z.ZodType>(schema: S, value: unknown): z.output
  * caller in another form on each binding (a Date was a string on JSON-RPC,
  * `{}` on gRPC; a Map, `{}` on all of them). So: nested no deeper than a
  * request may be (a cycle never ends), and made only of plain objects,
- * arrays, strings, numbers, booleans and null. One walk, as the depth check
+ * arrays, strings, finite numbers, booleans and null. One walk, as the depth check
  * it replaces was.
  */
 function storable<T>(value: T): T {
@@ -1834,9 +1826,6 @@ function storable<T>(value: T): T {
   if (bad !== undefined) throw A2AErrors.invalidAgentResponse(bad);
   return value;
 }
-
-/** Most characters of a handler's error message a FAILED status repeats (the whole error is logged). */
-const FAILURE_TEXT_CHARS = 1024;
 
 /**
  * The status text of a task whose handler threw `err`: `Task failed`, plus

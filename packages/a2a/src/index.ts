@@ -9,12 +9,16 @@ export {
   A2AError,
   A2AErrorCode,
   A2AClientError,
+  FAILURE_TEXT_CHARS,
+  loggableError,
+  thrownText,
   grpcStatusOf,
   httpStatusOf,
   restErrorBody,
   a2aErrorFromRest,
   type ErrorInfo,
   type JsonRpcErrorObject,
+  type LoggedError,
   type RestErrorBody,
 } from './errors.js';
 export { A2AConfigError } from './options.js';
@@ -118,7 +122,7 @@ export {
   STREAM_LOW_WATER,
   type TaskStreamEvent,
 } from './event-stream.js';
-export { MAX_JSON_DEPTH } from './depth.js';
+export { MAX_JSON_DEPTH, unsendable } from './depth.js';
 export { A2AGrpcServer, type A2AGrpcServerOptions } from './bindings/grpc.js';
 export {
   A2A_GRPC_SERVICE,

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { cutText, type SpiffeId } from '@weave/identity';
+import { thrownText } from '@weave/a2a';
+import type { SpiffeId } from '@weave/identity';
 import { AgentError } from './errors.js';
 import type { CallAgentOptions, CallResult } from './outbound.js';
 import { CapabilityReply, type ReplyArtifact } from './reply.js';
@@ -180,6 +181,7 @@ export class CapabilityRegistry {
       out = await def.handler(parsed.data, ctx);
     } catch (err) {
       if (err instanceof AgentError) throw err;
+      // Its text cut to FAILURE_TEXT_CHARS (it stays whole as the cause); a value that cannot be read is named.
       throw new AgentError('CAPABILITY_FAILED', `capability "${name}" failed: ${thrownText(err)}`, {
         cause: err,
       });
@@ -196,23 +198,6 @@ export class CapabilityRegistry {
       return checked.data;
     }
     return out;
-  }
-}
-
-/** Most characters of a thrown value's text a `CAPABILITY_FAILED` message repeats (it stays whole as the cause). */
-const THROWN_TEXT_CHARS = 1024;
-
-/**
- * The text of a value a handler threw: its `message`, else the value as a
- * string. Never throws: an object whose getters throw, or with no prototype
- * to convert it by, was itself thrown on here, and became the error in its place.
- */
-function thrownText(err: unknown): string {
-  try {
-    const m: unknown = (err as Error | null | undefined)?.message;
-    return cutText(typeof m === 'string' ? m : String(err), THROWN_TEXT_CHARS);
-  } catch {
-    return `a thrown ${typeof err} that cannot be read`;
   }
 }
 

@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { unsendable } from '@weave/a2a';
 import { SpiffeId, randomUuid } from '@weave/identity';
 import {
   CapabilityRegistry,
@@ -10,6 +11,7 @@ import {
 } from './capability.js';
 import { AgentError } from './errors.js';
 import { checkOutput, type CallAgentOptions } from './outbound.js';
+import { resultArtifacts } from './reply.js';
 
 /** Stands in for `ctx.callAgent` in {@link OfflineTestAgent.invoke}: receives what the handler asked for. */
 export type CallAgentStub = (
@@ -57,6 +59,10 @@ export class OfflineTestAgent extends AgentCore {
    * `ctx.callAgent` goes to `options.callAgent` (a test's stand-in for the
    * other agents); without one it fails with `AGENT_NOT_STARTED`, since a
    * OfflineTestAgent has no network.
+   *
+   * @throws {AgentError} as a served call fails: CAPABILITY_NOT_FOUND,
+   *   CAPABILITY_INPUT_INVALID, or CAPABILITY_FAILED (the handler threw, or
+   *   returned a result no binding can send: a `Date`, a BigInt, `NaN`, a cycle).
    */
   async invoke(
     name: string,
@@ -84,7 +90,19 @@ export class OfflineTestAgent extends AgentCore {
         return checkOutput(out, callOptions.output, { target: String(target), capability }) as never;
       },
     };
-    return this.capabilities.invoke(name, input, ctx);
+    const out = await this.capabilities.invoke(name, input, ctx);
+    // The check a served call's result meets when it is published: without
+    // it, a result that fails once served (a Date) passed here.
+    for (const a of resultArtifacts(out)) {
+      const bad = unsendable(a);
+      if (bad !== undefined) {
+        throw new AgentError(
+          'CAPABILITY_FAILED',
+          `capability "${name}" returned a result no binding can send: ${bad}`,
+        );
+      }
+    }
+    return out;
   }
 
   /** Always throws: a OfflineTestAgent has no identity and no policy, so it must not listen. */

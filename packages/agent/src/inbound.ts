@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { context as otelContext, type Context } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import { Deadlines, type Deadline } from '@weave/a2a';
+import { Deadlines, FAILURE_TEXT_CHARS, loggableError, type Deadline } from '@weave/a2a';
 import type {
   A2AServer,
   AgentCard,
@@ -28,7 +28,7 @@ import {
   type CallScope,
 } from './scope.js';
 import { extractTraceContext, traceIdOf } from './tracing.js';
-import { CapabilityReply, inputOfParts, toArtifact } from './reply.js';
+import { inputOfParts, resultArtifacts, toArtifact } from './reply.js';
 
 /** URI of the agent-card extension that carries each skill's JSON Schemas. */
 export const SKILL_SCHEMAS_EXTENSION = 'https://weave.dev/extensions/skill-schemas/v1';
@@ -206,14 +206,9 @@ export class Inbound {
         // Published here rather than returned to the A2A server: a result no
         // binding can send (a BigInt, a Date, a cycle) is refused now, and
         // this call fails, counted and logged as a failure, not a success.
-        if (value instanceof CapabilityReply) {
-          for (const a of value.artifacts) tctx.publishArtifact(toArtifact(a));
-        } else if (value !== undefined || !ctx.publishedArtifacts) {
-          // (Streamed with ctx.publishArtifact and nothing returned: the chunks are the result.)
-          tctx.publishArtifact({
-            name: 'result',
-            parts: [{ data: value === undefined ? null : value, mediaType: 'application/json' }],
-          });
+        // (Streamed with ctx.publishArtifact and nothing returned: the chunks are the result.)
+        if (value !== undefined || !ctx.publishedArtifacts) {
+          for (const a of resultArtifacts(value)) tctx.publishArtifact(a);
         }
         outcome = 'success';
         final = 'TASK_STATE_COMPLETED';
@@ -285,19 +280,12 @@ export class Inbound {
 }
 
 /**
- * Logs a failed call with what its handler threw. A thrown value whose
- * getters throw makes pino's error serializer throw: the line is then
- * written with the agent's own error in its place, never lost.
+ * Logs a failed call with what its handler threw, bounded and read without
+ * throwing ({@link loggableError}): a 10 MB message was a 20 MB line, and a
+ * thrown value whose getters throw made pino's error serializer throw.
  */
 function logFailure(logger: Logger, entry: object, failure: AgentError): void {
-  try {
-    logger.warn({ ...entry, err: failure.cause ?? failure, code: failure.code }, 'call failed');
-  } catch {
-    logger.warn(
-      { ...entry, err: { type: failure.name, message: failure.message }, code: failure.code },
-      'call failed',
-    );
-  }
+  logger.warn({ ...entry, err: loggableError(failure.cause ?? failure), code: failure.code }, 'call failed');
 }
 
 function deadlineExpired(): AgentError {
@@ -328,9 +316,6 @@ export function extendedCard(card: AgentCard, schemas: SkillSchemas): AgentCard 
   );
   return extensions ? { ...card, capabilities: { ...card.capabilities, extensions } } : card;
 }
-
-/** Most characters of an error message a failed task's status repeats (the whole error is logged). */
-const FAILURE_TEXT_CHARS = 1024;
 
 /** The status message of a failed task: what the caller may know, never a stack or an inner error text. */
 function failureMessage(e: AgentError): Message {

@@ -4,7 +4,7 @@
  * artifact named `result`, as before; `callAgent` reads each shape back.
  */
 import { randomUuid } from '@weave/identity';
-import type { Artifact, Part, Task } from '@weave/a2a';
+import type { Artifact, ArtifactInput, Part, Task } from '@weave/a2a';
 
 /** A file, as bytes or as a URL, with its media type and (optionally) a file name. */
 export type FileContent =
@@ -157,4 +157,17 @@ function fileOf(p: Part): FileResult {
   if (p.mediaType !== undefined) out.mediaType = p.mediaType;
   if (p.filename !== undefined) out.filename = p.filename;
   return out;
+}
+
+/**
+ * The artifacts a capability's result is published as: a `reply.*` result's
+ * own, else one JSON artifact named `result` holding the value (`null` for
+ * none). `OfflineTestAgent` checks these as the A2A server checks them when
+ * they are published, so a result no binding can send fails there too.
+ */
+export function resultArtifacts(value: unknown): ArtifactInput[] {
+  if (value instanceof CapabilityReply) return value.artifacts.map(toArtifact);
+  return [
+    { name: 'result', parts: [{ data: value === undefined ? null : value, mediaType: 'application/json' }] },
+  ];
 }
