@@ -11,7 +11,9 @@
  */
 import { SpiffeId, WeaveError, cutText, randomUuid } from '@weave/identity';
 import type { AuthzDecision, PolicyEnforcer } from '@weave/authz';
+import { LogRate } from '@weave/transport';
 import { z } from 'zod';
+import { Deadlines, type Deadline } from './deadlines.js';
 import { A2AError, A2AErrors, FAILURE_TEXT_CHARS, loggableError } from './errors.js';
 import { unsendable } from './depth.js';
 import { TaskEventStream } from './event-stream.js';
@@ -212,6 +214,21 @@ const PUSH_CREATE = 'CreateTaskPushNotificationConfig';
 /** How long a refused request's task may take to be written ended on a durable store, before its delete. */
 const UNMAKE_WAIT_MS = 5000;
 
+/**
+ * Default of {@link A2AServerLimits.maxTaskMs}: an hour bounds a handler that
+ * never returns, and leaves room for long work (a batch, a model's long
+ * answer) and for multi-turn tasks across several input waits (10 min each
+ * by default).
+ */
+const DEFAULT_MAX_TASK_MS = 3_600_000;
+
+/**
+ * How long a handler may go on after its task ended (canceled here, or
+ * failed at `maxTaskMs`) before it is logged as still running: time to see
+ * its signal and return. Never more than `maxTaskMs` itself.
+ */
+const LET_GO_MS = 5000;
+
 /** Limits that keep one client from exhausting the server. */
 export interface A2AServerLimits {
   /**
@@ -219,13 +236,20 @@ export interface A2AServerLimits {
    * request message. Default 1 MiB.
    */
   readonly maxBodyBytes?: number;
-  /** Most unfinished tasks at once; more get RESOURCE_EXHAUSTED. Default 1000. */
+  /**
+   * Most tasks at once; more get RESOURCE_EXHAUSTED. Default 1000. A task
+   * counts until its handler has returned: one whose handler goes on after
+   * the task ended (canceled, or failed at `maxTaskMs`, by a handler that
+   * ignores its signal) still uses the server, and the refusal says how many
+   * slots such handlers hold.
+   */
   readonly maxConcurrentTasks?: number;
   /**
    * Limits per verified caller (SPIFFE ID): unfinished tasks (default a
-   * quarter of `maxConcurrentTasks`) and, when set, requests per second, with
-   * overrides per caller pattern. Over one, the call is refused with a
-   * retryable RESOURCE_EXHAUSTED error before anything runs.
+   * quarter of `maxConcurrentTasks`; counted, as there, until each handler
+   * has returned) and, when set, requests per second, with overrides per
+   * caller pattern. Over one, the call is refused with a retryable
+   * RESOURCE_EXHAUSTED error before anything runs.
    */
   readonly perCaller?: CallerLimitsInput;
   /** Most simultaneous stream subscribers of one task. Default 32. */
@@ -252,6 +276,19 @@ export interface A2AServerLimits {
   };
   /** How long a handler waits for input before the task fails, in ms. Default 10 minutes. */
   readonly inputTimeoutMs?: number;
+  /**
+   * Longest a task's handler may run, in ms of wall time from its start,
+   * whatever deadline the caller sent or did not send (a generic A2A client
+   * sends none). Past it the task ends FAILED, its status message saying it
+   * ran longer than this agent allows, and the handler's signal aborts with a
+   * `TASK_TIME_LIMIT` error (a pending `requestInput` rejects). Time spent
+   * waiting for input counts: it bounds the whole task, every turn of a
+   * multi-turn one included, while `inputTimeoutMs` bounds each wait (a wait
+   * ends at whichever comes first). A handler that ignores its signal keeps
+   * its task slot until it returns, and is logged (a warning, at most 10 a
+   * minute). Default 1 hour; at most 2^31 - 1 ms (about 24.8 days).
+   */
+  readonly maxTaskMs?: number;
   /**
    * How long a blocking SendMessage waits for the task to settle before it
    * answers with the task as it is (still running), in ms. Default 60 s.
@@ -302,6 +339,7 @@ const LimitNumbers = z.object({
     })
     .optional(),
   inputTimeoutMs: timerMs.optional(),
+  maxTaskMs: timerMs.optional(),
   blockingTimeoutMs: timerMs.optional(),
 });
 
@@ -451,6 +489,20 @@ export class A2ARequestHandler {
   readonly #maxSubs: number;
   readonly #inputTimeout: number;
   readonly #blockingTimeout: number;
+  readonly #maxTaskMs: number;
+  /** See {@link LET_GO_MS}. */
+  readonly #letGoMs: number;
+  /** Task slots taken server-wide: a task's from before it is made until its handler has returned. */
+  #slots = 0;
+  /**
+   * Every task handler running here, each on its deadline (see {@link Run}):
+   * one timer bounds them all, and a refusal counts those whose task ended.
+   */
+  readonly #runs = new Deadlines<Run>((run) => this.#runExpired(run));
+  /** Lines of tasks failed at `maxTaskMs`: at most 10 a minute. */
+  readonly #overranLines = new LogRate();
+  /** Lines of handlers still running after their task ended: at most 10 a minute. */
+  readonly #lingeringLines = new LogRate();
   /** Live streams per task: counted against `maxSubscribersPerTask`, waited for by `ctx.drained()`. */
   readonly #subscribers = new Map<string, Set<TaskEventStream>>();
   readonly #requiredExt: string[];
@@ -500,6 +552,8 @@ export class A2ARequestHandler {
     this.#pushStore = isPushConfigStore(pushStore) ? pushStore : undefined;
     this.#inputTimeout = options.limits?.inputTimeoutMs ?? 600_000;
     this.#blockingTimeout = options.limits?.blockingTimeoutMs ?? 60_000;
+    this.#maxTaskMs = options.limits?.maxTaskMs ?? DEFAULT_MAX_TASK_MS;
+    this.#letGoMs = Math.min(LET_GO_MS, this.#maxTaskMs);
     this.#requiredExt = (options.extensions ?? []).filter((e) => e.required === true).map((e) => e.uri);
   }
 
@@ -787,6 +841,7 @@ export class A2ARequestHandler {
     const state = record.task.status.state;
     if (isTerminal(state)) throw A2AErrors.taskNotCancelable(id, state);
     if (this.manager.cancel(id)) {
+      this.#taskEnded(id);
       // Answered once CANCELED is kept (at once for the embedded store).
       return snapshot(await this.manager.waitForCompletion(id, { terminalOnly: true }));
     }
@@ -1020,12 +1075,10 @@ export class A2ARequestHandler {
       await this.#authorize(ctx, PUSH_CREATE, skill);
       await this.#checkPushConfig(push);
     }
-    // The caller's own share first; the server-wide limit is the backstop.
-    const release = this.#callerLimits.startTask(ctx.caller);
+    const release = this.#takeSlot(ctx.caller);
     let record: TaskRecord;
     let embedded = false;
     try {
-      if (this.manager.activeCount >= this.#maxTasks) throw A2AErrors.tooManyTasks(this.#maxTasks);
       // The caller sees which skill ran, whoever chose it. Built without a
       // spread when there is nothing to copy, and field by field: a spread
       // followed by more keys leaves V8's fast path on Node 20, per call.
@@ -1046,7 +1099,7 @@ export class A2ARequestHandler {
       embedded = now !== undefined;
       record = now ?? (await this.manager.create(input));
     } catch (err) {
-      release();
+      this.#freeSlot(release);
       if (err instanceof TaskStoreFullError) throw A2AErrors.tooManyTasks(this.#maxTasks);
       if (err instanceof TaskStoreOverBudgetError) {
         if (err.neverFits) throw A2AErrors.taskTooLarge(err.scope, err.limitBytes, err.taskBytes as number);
@@ -1063,7 +1116,7 @@ export class A2ARequestHandler {
         // was made), e.g. over the caller's share of task memory, which only
         // the store can tell once the task is in it: the request is refused
         // as a whole, so the task made for it goes again, its handler not run.
-        release();
+        this.#freeSlot(release);
         await this.#unmake(record, embedded);
         throw err;
       }
@@ -1169,7 +1222,9 @@ export class A2ARequestHandler {
    * with what it threw. Never rejects, whatever the handler throws or returns
    * (a value whose getters throw, output no binding can send): a rejection
    * here would be unhandled, the task left WORKING and its caller waiting.
-   * `release` (the caller's task slot) is called once the handler settled.
+   * The task's slots ({@link #takeSlot}'s `release`) are freed once the
+   * handler settled, not when the task ended: until then it runs here all
+   * the same. Its bound, `maxTaskMs`, is kept by {@link #runs}.
    */
   async #run(
     record: TaskRecord,
@@ -1180,8 +1235,17 @@ export class A2ARequestHandler {
     release: () => void,
   ): Promise<void> {
     const id = record.task.id;
-    const ctx = new TaskContextImpl(this.manager, record, message, caller, headers, this.#inputTimeout, (s) =>
-      this.#drained(id, s),
+    const run = new Run(id, record.skill, record.owner, Date.now());
+    run.entry = this.#runs.add(run, run.startedAt + this.#maxTaskMs);
+    const ctx = new TaskContextImpl(
+      this.manager,
+      record,
+      message,
+      caller,
+      headers,
+      this.#inputTimeout,
+      (s) => this.#drained(id, s),
+      run,
     );
     try {
       this.manager.setStatus(id, 'TASK_STATE_WORKING');
@@ -1203,8 +1267,129 @@ export class A2ARequestHandler {
     } catch (err) {
       this.#handlerFailed(id, record.skill, err);
     } finally {
-      release();
+      this.#runs.delete(run.entry);
+      this.#freeSlot(release);
     }
+  }
+
+  /**
+   * Takes a task slot of `caller`: its own share first (`perCaller`), then
+   * the server's (`maxConcurrentTasks`) as the backstop. Call the returned
+   * function through {@link #freeSlot} once the task's handler has settled
+   * (or the task is not run after all).
+   *
+   * @throws {A2AError} RESOURCE_EXHAUSTED (retryable), saying how many of the
+   *   slots are held by handlers whose task has ended.
+   */
+  #takeSlot(caller: SpiffeId): () => void {
+    let release: () => void;
+    try {
+      release = this.#callerLimits.startTask(caller);
+    } catch (err) {
+      throw this.#heldAfterEnd(err, caller.toString());
+    }
+    if (this.#slots >= this.#maxTasks) {
+      release();
+      throw this.#heldAfterEnd(A2AErrors.tooManyTasks(this.#maxTasks));
+    }
+    this.#slots++;
+    return release;
+  }
+
+  /** Frees the slots {@link #takeSlot} took. */
+  #freeSlot(release: () => void): void {
+    release();
+    this.#slots--;
+  }
+
+  /**
+   * `err`, a refused task slot, with what an operator needs to read it: how
+   * many of the slots counted (of `owner`, else server-wide) are held by
+   * handlers still running after their task ended, so that tasks all shown
+   * CANCELED or FAILED do not leave the refusal unexplained. A walk over the
+   * running handlers, on a refusal only.
+   */
+  #heldAfterEnd(err: unknown, owner?: string): unknown {
+    if (!(err instanceof A2AError)) return err;
+    let n = 0;
+    for (const run of this.#runs.keys()) {
+      if ((owner === undefined || run.owner === owner) && !this.manager.isLive(run.id)) n++;
+    }
+    if (n === 0) return err;
+    const held =
+      n === 1
+        ? '1 of these slots is held by a task handler still running after its task ended'
+        : `${n} of these slots are held by task handlers still running after their tasks ended`;
+    return new A2AError(err.jsonRpcCode, `${err.message}; ${held}`, { reason: err.code, data: err.data });
+  }
+
+  /**
+   * Task `id` was canceled here: its handler, if it goes on, has
+   * {@link LET_GO_MS} to return before it is logged as still running.
+   * Found by a walk over the running handlers, on a cancel only (a map by
+   * task id would cost every task an entry).
+   */
+  #taskEnded(id: string): void {
+    for (const run of this.#runs.keys()) {
+      if (run.id !== id) continue;
+      if (run.phase === RUN_BOUND) this.#rearm(run, RUN_ENDED, Date.now() + this.#letGoMs);
+      return;
+    }
+  }
+
+  /** Puts `run` back on the deadlines in `phase`, due at `at` (`Infinity`: kept, never due). */
+  #rearm(run: Run, phase: RunPhase, at: number): void {
+    this.#runs.delete(run.entry);
+    run.phase = phase;
+    run.entry = this.#runs.add(run, at);
+  }
+
+  /**
+   * A running handler's deadline passed: at its bound (`maxTaskMs`), its
+   * task, if still live, ends FAILED and its signal aborts, and it is given
+   * {@link LET_GO_MS} to return; once its task has ended and that time has
+   * passed, it is logged as still running (once), and stays counted until
+   * it returns. Never throws (called by {@link Deadlines}).
+   */
+  #runExpired(run: Run): void {
+    const id = run.id;
+    if (run.phase === RUN_BOUND && this.manager.isLive(id)) {
+      const ms = this.#maxTaskMs;
+      const reason = new WeaveError(
+        'TASK_TIME_LIMIT',
+        `task ${id} ran longer than limits.maxTaskMs (${ms} ms)`,
+      );
+      run.stopped = reason;
+      // Ended first, so that the status is this one whatever the handler
+      // does when its signal aborts; the text names no internals.
+      const text = `Task failed: it ran longer than this agent allows a task (${ms} ms)`;
+      try {
+        // A pending requestInput rejects (else the handler would wait on it for ever).
+        if (this.manager.isAwaitingInput(id)) this.manager.failInput(id, text);
+        else this.manager.setStatus(id, 'TASK_STATE_FAILED', agentMessage(text));
+      } catch (err) {
+        this.#logThrown('error', { taskId: id }, err, 'a2a: task not ended FAILED');
+      }
+      run.abort(reason);
+      const extra = this.#overranLines.take();
+      if (extra) {
+        this.#log.warn(
+          { taskId: id, skill: run.skill, maxTaskMs: ms, ...extra },
+          'a2a: task ran longer than limits.maxTaskMs; failed',
+        );
+      }
+      this.#rearm(run, RUN_ENDED, Date.now() + this.#letGoMs);
+      return;
+    }
+    // Its task ended a while ago (or, at the bound, some time before) and the handler goes on.
+    const extra = this.#lingeringLines.take();
+    if (extra) {
+      this.#log.warn(
+        { taskId: id, skill: run.skill, runningMs: Date.now() - run.startedAt, ...extra },
+        'a2a: task handler still running after its task ended',
+      );
+    }
+    this.#rearm(run, RUN_LOGGED, Infinity);
   }
 
   /** Ends live task `id` FAILED after its handler threw `err` (or its output was refused). Never throws. */
@@ -1248,11 +1433,8 @@ export class A2ARequestHandler {
       // and the server's limit as a new one would, and is not run above them.
       let release: (() => void) | undefined;
       try {
-        release = this.#callerLimits.startTask(caller);
-        if (this.manager.activeCount >= this.#maxTasks) throw A2AErrors.tooManyTasks(this.#maxTasks);
+        release = this.#takeSlot(caller);
       } catch (err) {
-        release?.();
-        release = undefined;
         reason = `${ORPHAN_REASON_LIMITED}: ${(err as Error).message}`;
       }
       if (release) {
@@ -1630,6 +1812,64 @@ class MessageContextImpl implements MessageContext {
   }
 }
 
+/** Where a {@link Run} is on its deadline: before its bound, given time to return after its task ended, logged. */
+const RUN_BOUND = 0;
+const RUN_ENDED = 1;
+const RUN_LOGGED = 2;
+type RunPhase = typeof RUN_BOUND | typeof RUN_ENDED | typeof RUN_LOGGED;
+
+/**
+ * A task handler running here, from its start until it settles: what its
+ * bound (`maxTaskMs`) and its slot need, and the signal it is given. One
+ * small object per task and no closure: the deadline is an entry of the
+ * handler's {@link Deadlines}, and the signal is made only for a handler
+ * that reads it.
+ */
+class Run {
+  /** Its current entry in the handler's deadlines (it stays there, `Infinity` once logged, until it settles). */
+  entry!: Deadline<Run>;
+  phase: RunPhase = RUN_BOUND;
+  /** Why this server stopped the task (its bound passed), once it did. */
+  stopped: WeaveError | undefined;
+  #abort: AbortController | undefined;
+
+  constructor(
+    readonly id: string,
+    readonly skill: string,
+    /** Whose task it is: `TaskRecord.owner`, as the per-caller limit counts it. */
+    readonly owner: string,
+    /** Epoch ms. */
+    readonly startedAt: number,
+  ) {}
+
+  /**
+   * The handler's signal: aborted as the task's own (a cancel, the server
+   * closing, the task given up) with its reason, and when its bound passes.
+   * Its own controller, since the task manager's cannot be aborted from
+   * here; the task's signal reaches it through {@link handleEvent}.
+   */
+  signal(m: TaskManager): AbortSignal {
+    if (this.stopped !== undefined) return AbortSignal.abort(this.stopped);
+    const task = m.signalOf(this.id);
+    // A finished task's handler sees an aborted signal.
+    if (task === undefined) return AbortSignal.abort();
+    if (task.aborted) return task;
+    this.#abort = new AbortController();
+    task.addEventListener('abort', this, { once: true });
+    return this.#abort.signal;
+  }
+
+  /** The task's signal aborted: so does the handler's, with its reason. */
+  handleEvent(event: Event): void {
+    this.#abort?.abort((event.target as AbortSignal).reason);
+  }
+
+  /** Aborts the handler's signal, if it has one, with `reason`. */
+  abort(reason: unknown): void {
+    this.#abort?.abort(reason);
+  }
+}
+
 class TaskContextImpl implements TaskContext {
   readonly taskId: string;
   readonly contextId: string;
@@ -1639,6 +1879,7 @@ class TaskContextImpl implements TaskContext {
   readonly #record: TaskRecord;
   readonly #timeout: number;
   readonly #drain: (signal: AbortSignal) => Promise<void>;
+  readonly #run: Run;
   #signal: AbortSignal | undefined;
 
   constructor(
@@ -1649,7 +1890,9 @@ class TaskContextImpl implements TaskContext {
     readonly headers: CallHeaders,
     inputTimeoutMs: number,
     drain: (signal: AbortSignal) => Promise<void>,
+    run: Run,
   ) {
+    this.#run = run;
     this.#drain = drain;
     this.#m = manager;
     this.#record = record;
@@ -1666,9 +1909,8 @@ class TaskContextImpl implements TaskContext {
 
   get signal(): AbortSignal {
     // Kept once handed out: the task given up later, a new one would lose
-    // the reason it aborted with (TaskLeaseLostError). A finished task's
-    // handler sees an aborted signal.
-    return (this.#signal ??= this.#m.signalOf(this.taskId) ?? AbortSignal.abort());
+    // the reason it aborted with (TaskLeaseLostError, TASK_TIME_LIMIT).
+    return (this.#signal ??= this.#run.signal(this.#m));
   }
 
   publishStatus(state: TaskState, message?: Message | string): void {

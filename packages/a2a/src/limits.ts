@@ -8,7 +8,7 @@ const positiveInt = z.number().int().positive();
 const rate = z.number().positive().finite();
 
 const LimitFields = {
-  /** Most unfinished tasks one caller may have at once. */
+  /** Most unfinished tasks one caller may have at once (a task counts until its handler has returned). */
   maxConcurrentTasks: positiveInt.optional(),
   /** Requests per second one caller may make (any A2A method); unset = no rate limit. */
   requestsPerSecond: rate.optional(),
@@ -123,7 +123,8 @@ export class CallerLimits {
 
   /**
    * Takes one task slot of `caller`; call the returned function once when
-   * the task is over.
+   * the task is over: for a task, once its handler has returned (it may go
+   * on after its task ended, and uses the server until then).
    *
    * @throws {A2AError} RESOURCE_EXHAUSTED (retryable) when the caller has its maximum of unfinished tasks.
    */

@@ -522,6 +522,7 @@ export class SecureAgent extends AgentCore {
         limits: {
           maxBodyBytes: this.config.server.bodyLimit,
           maxConcurrentTasks: this.config.server.maxConcurrentTasks,
+          ...(this.config.server.maxTaskMs === undefined ? {} : { maxTaskMs: this.config.server.maxTaskMs }),
           ...(this.config.server.perCaller ? { perCaller: this.config.server.perCaller } : {}),
           ...(this.config.server.retainedBytes ? { retainedBytes: this.config.server.retainedBytes } : {}),
         },

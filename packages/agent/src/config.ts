@@ -137,6 +137,14 @@ export const AgentConfigSchema = z.strictObject({
         .default(1024 * 1024),
       maxConcurrentTasks: z.number().int().positive().default(256),
       /**
+       * Longest a task's handler may run, in ms of wall time from its start
+       * (see @weave/a2a's `limits.maxTaskMs`): past it the task ends FAILED and
+       * the handler's signal aborts, whatever deadline the caller sent (a
+       * generic A2A client sends none). Time waiting for input counts. Unset:
+       * @weave/a2a's default, 1 hour.
+       */
+      maxTaskMs: z.number().int().positive().max(MAX_TIMER_MS).optional(),
+      /**
        * Limits per verified caller (see @weave/a2a's `limits.perCaller`):
        * unfinished tasks (default a quarter of `maxConcurrentTasks`), requests
        * per second (unset: none), overrides per SPIFFE ID pattern in `rules`.

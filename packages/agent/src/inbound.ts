@@ -13,7 +13,7 @@ import type {
   TaskHandler,
   TaskResult,
 } from '@weave/a2a';
-import { cutText, randomUuid, type IdentityProvider, type SpiffeId } from '@weave/identity';
+import { WeaveError, cutText, randomUuid, type IdentityProvider, type SpiffeId } from '@weave/identity';
 import type { CapabilityContext, CapabilityDefinition, CapabilityRegistry } from './capability.js';
 import { AgentError, CallError } from './errors.js';
 import type { AgentMetrics, CallOutcome } from './metrics.js';
@@ -197,10 +197,12 @@ export class Inbound {
         // A result that comes after the deadline (say, a handler that returned
         // when its signal fired) is late all the same: the caller has given up.
         if (ctx.expired()) throw new AgentError('DEADLINE_EXCEEDED', 'the call ran past its deadline');
-        // Canceled while it ran (a handler that ignored its signal): the A2A
-        // server settled the task CANCELED, and what it returned goes nowhere.
+        // Canceled while it ran (a handler that ignored its signal), or failed
+        // at the server's bound (`maxTaskMs`): the A2A server settled the
+        // task, and what it returned goes nowhere.
         if (!target.a2a.manager.isLive(tctx.taskId)) {
-          final = 'TASK_STATE_CANCELED';
+          failure = overran(tctx);
+          final = failure ? 'TASK_STATE_FAILED' : 'TASK_STATE_CANCELED';
           return undefined;
         }
         // Published here rather than returned to the A2A server: a result no
@@ -215,8 +217,9 @@ export class Inbound {
         return undefined;
       } catch (err) {
         if (!target.a2a.manager.isLive(tctx.taskId)) {
-          // Canceled by the caller: the A2A server already settled the task.
-          final = 'TASK_STATE_CANCELED';
+          // Canceled by the caller, or failed at `maxTaskMs`: the A2A server already settled the task.
+          failure = overran(tctx);
+          final = failure ? 'TASK_STATE_FAILED' : 'TASK_STATE_CANCELED';
           return undefined;
         }
         failure =
@@ -286,6 +289,20 @@ export class Inbound {
  */
 function logFailure(logger: Logger, entry: object, failure: AgentError): void {
   logger.warn({ ...entry, err: loggableError(failure.cause ?? failure), code: failure.code }, 'call failed');
+}
+
+/**
+ * The failure of a task the A2A server ended because it ran past the
+ * agent's `server.maxTaskMs` (its signal's reason says so), to be counted
+ * and logged as one; `undefined` for a task ended otherwise (a cancel).
+ */
+function overran(tctx: TaskContext): AgentError | undefined {
+  const reason: unknown = tctx.signal.reason;
+  return reason instanceof WeaveError && reason.code === 'TASK_TIME_LIMIT'
+    ? new AgentError('DEADLINE_EXCEEDED', 'the task ran longer than this agent allows (server.maxTaskMs)', {
+        cause: reason,
+      })
+    : undefined;
 }
 
 function deadlineExpired(): AgentError {

@@ -1,0 +1,265 @@
+// How long a task's handler may run (`limits.maxTaskMs`) and how long its
+// slot is held, over real mTLS on JSON-RPC. A caller that sends no deadline
+// (any non-Weave client) and a handler that ignores its signal used to run
+// until the process ended; and after a CancelTask such a handler kept its
+// caller's slot while the server-wide limit no longer counted it.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { LocalPolicyEnforcer } from '@weave/authz';
+import type { SecureChannel } from '@weave/transport';
+import {
+  A2AConfigError,
+  A2AClient,
+  A2AError,
+  A2ARequestHandler,
+  A2AServer,
+  type A2AServerLimits,
+  type Task,
+} from '../src/index.js';
+import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from '@weave/test-support';
+
+let pki: Pki;
+let server: Workload;
+let alice: Workload;
+let bob: Workload;
+
+beforeAll(async () => {
+  pki = await createPki();
+  server = await pki.workload('/agent/server');
+  alice = await pki.workload('/agent/alice');
+  bob = await pki.workload('/agent/bob');
+});
+afterAll(() => pki.close());
+
+const enforcer = LocalPolicyEnforcer.fromObject({
+  version: 1,
+  id: 'runtime',
+  default: 'deny',
+  rules: [{ id: 'all', effect: 'allow', callers: ['spiffe://test.weave'], actions: ['*'] }],
+});
+
+interface Line {
+  level: 'warn' | 'error';
+  obj: Record<string, unknown>;
+  msg: string;
+}
+
+/** A running JSON-RPC server whose `stubborn` handlers ignore their signal until released. */
+interface Setup {
+  url: string;
+  a2a: A2AServer;
+  /** The signal each `stubborn` handler was given, read as it started. */
+  signals: AbortSignal[];
+  /** `stubborn` handlers that have returned. */
+  settled: number;
+  /** What each `asks` handler's requestInput ended with. */
+  inputs: unknown[];
+  lines: Line[];
+  release(): void;
+  client(w: Workload): A2AClient;
+  close(): Promise<void>;
+}
+
+async function start(limits: A2AServerLimits): Promise<Setup> {
+  const a2a = new A2AServer({
+    card: { name: 'runtime', description: 'task runtime bounds', version: '1' },
+    selfId: server.id,
+    enforcer,
+    heartbeatMs: 0,
+    bindings: ['JSONRPC'],
+    limits,
+  });
+  let gate!: () => void;
+  const held = new Promise<void>((r) => (gate = r));
+  const s: Setup = {
+    url: '',
+    a2a,
+    signals: [],
+    settled: 0,
+    inputs: [],
+    lines: [],
+    release: () => gate(),
+    client: () => {
+      throw new Error('not started');
+    },
+    close: async () => undefined,
+  };
+  a2a.registerTaskHandler('stubborn', async (ctx) => {
+    s.signals.push(ctx.signal);
+    // Ignores the signal: only the test lets it go.
+    await held;
+    s.settled++;
+    return 'done at last';
+  });
+  a2a.registerTaskHandler('asks', async (ctx) => {
+    try {
+      await ctx.requestInput('and then?');
+      s.inputs.push('answered');
+    } catch (err) {
+      s.inputs.push(err);
+    }
+    return 'after the question';
+  });
+  const app = mtlsServer(server);
+  await app.register(a2a.plugin);
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const log = (level: Line['level']) => (obj: object, msg: string) =>
+    s.lines.push({ level, obj: obj as Record<string, unknown>, msg });
+  a2a.handler.setLogger({ warn: log('warn'), error: log('error') });
+  const channels: SecureChannel[] = [];
+  s.url = baseUrl(app);
+  s.client = (w) => {
+    const ch = channel(w, server.id, { retry: { retries: 0 } });
+    channels.push(ch);
+    return new A2AClient({ dispatcher: ch });
+  };
+  s.close = async () => {
+    gate();
+    await a2a.close();
+    await Promise.all(channels.map((c) => c.close()));
+    await app.close();
+  };
+  return s;
+}
+
+function message(skill: string) {
+  return {
+    messageId: crypto.randomUUID(),
+    role: 'ROLE_USER' as const,
+    parts: [{ text: 'x' }],
+    metadata: { skill },
+  };
+}
+
+/** Starts a task of `skill` without waiting for it to finish. */
+async function startTask(c: A2AClient, url: string, skill = 'stubborn'): Promise<Task> {
+  const r = await c.sendMessage(url, { message: message(skill), configuration: { returnImmediately: true } });
+  if (!('task' in r)) throw new Error('expected a task');
+  return r.task;
+}
+
+async function refusal(p: Promise<unknown>): Promise<A2AError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(A2AError);
+  return err as A2AError;
+}
+
+function statusText(t: Task): string {
+  return (t.status.message?.parts ?? []).map((p) => ('text' in p ? p.text : '')).join('');
+}
+
+let s: Setup | undefined;
+afterEach(async () => {
+  await s?.close();
+  s = undefined;
+});
+
+describe('limits.maxTaskMs', () => {
+  it('fails a task whose handler ignores its signal once the bound passes; its signal aborts saying why', async () => {
+    s = await start({ maxTaskMs: 300, blockingTimeoutMs: 2000 });
+    const a = s.client(alice);
+    const started = Date.now();
+    // A blocking call that sends no deadline: answered when the bound ends the task.
+    const r = await a.sendMessage(s.url, { message: message('stubborn') });
+    const took = Date.now() - started;
+    if (!('task' in r)) throw new Error('expected a task');
+    expect(r.task.status.state).toBe('TASK_STATE_FAILED');
+    expect(statusText(r.task)).toBe('Task failed: it ran longer than this agent allows a task (300 ms)');
+    expect(took).toBeGreaterThanOrEqual(290);
+    expect(took).toBeLessThan(3000);
+    const signal = s.signals[0] as AbortSignal;
+    expect(signal.aborted).toBe(true);
+    expect(signal.reason).toMatchObject({ code: 'TASK_TIME_LIMIT' });
+    expect(String((signal.reason as Error).message)).toContain('limits.maxTaskMs (300 ms)');
+    // Read again from the store: the same ending.
+    const again = await a.getTask(s.url, r.task.id);
+    expect(again.status.state).toBe('TASK_STATE_FAILED');
+    expect(statusText(again)).toBe(statusText(r.task));
+    expect(s.lines).toContainEqual(
+      expect.objectContaining({ level: 'warn', msg: 'a2a: task ran longer than limits.maxTaskMs; failed' }),
+    );
+  });
+
+  it('counts the time a task waits for input: a wait cut by the bound fails the task and rejects requestInput', async () => {
+    s = await start({ maxTaskMs: 300, inputTimeoutMs: 60_000 });
+    const a = s.client(alice);
+    const t = await startTask(a, s.url, 'asks');
+    const ended = await a.pollUntilComplete(s.url, t.id, {
+      intervalMs: 25,
+      timeoutMs: 3000,
+      terminalOnly: true,
+    });
+    expect(ended.status.state).toBe('TASK_STATE_FAILED');
+    expect(statusText(ended)).toBe('Task failed: it ran longer than this agent allows a task (300 ms)');
+    // The handler was woken (not left waiting forever), so its slot is free.
+    await expect.poll(() => s?.inputs.length).toBe(1);
+    expect(s.inputs[0]).toBeInstanceOf(A2AError);
+  });
+});
+
+describe('task slots are held until the handler settles', () => {
+  it('a canceled task whose handler still runs holds its caller’s slot, and the refusal says so', async () => {
+    s = await start({ perCaller: { maxConcurrentTasks: 3 } });
+    const a = s.client(alice);
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await startTask(a, s.url)).id);
+    for (const id of ids) expect((await a.cancelTask(s.url, id)).status.state).toBe('TASK_STATE_CANCELED');
+    const err = await refusal(startTask(a, s.url));
+    expect(err.code).toBe('RESOURCE_EXHAUSTED');
+    expect(err.message).toMatch(/\(limit 3 per caller\)/);
+    expect(err.message).toContain(
+      '3 of these slots are held by task handlers still running after their tasks ended',
+    );
+    expect(s.signals).toHaveLength(3);
+    // Once the handlers return, the slots are free again.
+    s.release();
+    await expect.poll(() => s?.settled).toBe(3);
+    await startTask(a, s.url);
+    expect(s.signals).toHaveLength(4);
+  });
+
+  it('counts such a handler against the server-wide limit too, until it returns', async () => {
+    s = await start({ maxConcurrentTasks: 2, perCaller: { maxConcurrentTasks: 5 } });
+    const a = s.client(alice);
+    const first = await startTask(a, s.url);
+    await startTask(a, s.url);
+    await a.cancelTask(s.url, first.id);
+    expect(s.a2a.manager.activeCount).toBe(1);
+    // Bob has slots of his own, but the server has none: a handler still runs for each.
+    const err = await refusal(startTask(s.client(bob), s.url));
+    expect(err.code).toBe('RESOURCE_EXHAUSTED');
+    expect(err.message).toBe(
+      'Too many concurrent tasks (limit 2); 1 of these slots is held by a task handler still running after its task ended',
+    );
+    expect(s.signals).toHaveLength(2);
+    s.release();
+    await expect.poll(() => s?.settled).toBe(2);
+    await startTask(s.client(bob), s.url);
+    expect(s.signals).toHaveLength(3);
+  });
+
+  it('logs a handler still running after its task was canceled', async () => {
+    s = await start({ maxTaskMs: 200 });
+    const a = s.client(alice);
+    const t = await startTask(a, s.url);
+    await a.cancelTask(s.url, t.id);
+    await expect
+      .poll(() => s?.lines.find((l) => l.msg === 'a2a: task handler still running after its task ended'), {
+        timeout: 3000,
+      })
+      .toMatchObject({ level: 'warn', obj: { taskId: t.id, skill: 'stubborn' } });
+  });
+});
+
+describe('configuration', () => {
+  it.each([0, -1, 1.5, Number.NaN, 2 ** 31, Infinity])('refuses maxTaskMs %s when made', (maxTaskMs) => {
+    const options = { selfId: server.id, enforcer, limits: { maxTaskMs } };
+    expect(() => new A2ARequestHandler(options)).toThrow(A2AConfigError);
+    expect(() => new A2ARequestHandler(options)).toThrow(/limits\.maxTaskMs/);
+    expect(
+      () => new A2AServer({ ...options, card: { name: 'runtime', description: 'bad bound', version: '1' } }),
+    ).toThrow(/limits\.maxTaskMs/);
+  });
+});
