@@ -298,7 +298,7 @@ export const A2AErrors = {
    * Retryable refusal: the task store's memory bound (the caller's share, or
    * the whole store) is held by unfinished tasks; retry once some finish.
    */
-  retainedBytesExhausted: (scope: 'caller' | 'store', limitBytes: number, caller: string) =>
+  retainedBytesExhausted: (scope: 'caller' | 'store' | 'task', limitBytes: number, caller: string) =>
     new A2AError(
       A2AErrorCode.InternalError,
       scope === 'caller'
@@ -349,10 +349,12 @@ export const A2AErrors = {
    * Not retryable: the new task alone, as stored, is larger than the caller's
    * whole share of task memory (or the store's); nothing finishing makes room.
    */
-  taskTooLarge: (scope: 'caller' | 'store', limitBytes: number, taskBytes: number) =>
+  taskTooLarge: (scope: 'caller' | 'store' | 'task', limitBytes: number, taskBytes: number) =>
     new A2AError(
       A2AErrorCode.InvalidRequest,
-      `The task (${taskBytes} bytes as stored) is larger than ${scope === 'caller' ? "the caller's whole share of task memory" : 'the task memory of this agent'} (${limitBytes} bytes); send less`,
+      scope === 'task'
+        ? `The task would grow to ${taskBytes} bytes while running, over its bound (${limitBytes} bytes); send less`
+        : `The task (${taskBytes} bytes as stored) is larger than ${scope === 'caller' ? "the caller's whole share of task memory" : 'the task memory of this agent'} (${limitBytes} bytes); send less`,
       {
         reason: 'PAYLOAD_TOO_LARGE',
         // `limit` as the body limit's error has it; `scope` and `limitBytes` as RESOURCE_EXHAUSTED's.

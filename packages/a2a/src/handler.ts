@@ -1060,8 +1060,16 @@ export class A2ARequestHandler {
         if (stored) await this.#pushStore?.deletePushConfig(taskId, stored.id as string);
         throw A2AErrors.unsupportedOperation(`Task ${taskId} is not waiting for input`);
       }
-      beforeRun?.(record);
-      this.manager.deliverInput(taskId, p.message);
+      try {
+        this.manager.deliverInput(taskId, p.message, beforeRun && (() => beforeRun(record)));
+      } catch (err) {
+        // The task cannot grow by this reply (its memory bound): refused
+        // before a stream attached, and the task still waits for one; its webhook goes again.
+        if (!(err instanceof TaskStoreOverBudgetError)) throw err;
+        if (stored) await this.#pushStore?.deletePushConfig(taskId, stored.id as string);
+        if (err.neverFits) throw A2AErrors.taskTooLarge(err.scope, err.limitBytes, err.taskBytes as number);
+        throw A2AErrors.retainedBytesExhausted(err.scope, err.limitBytes, ctx.caller.toString());
+      }
       return record;
     }
     // A skill the message names is checked synchronously: an await only where a router may run.

@@ -18,6 +18,8 @@ import {
   InMemoryTaskStore,
   TaskLeaseLostError,
   TaskStoreConflictError,
+  TaskStoreOverBudgetError,
+  approxJsonBytes,
   TaskStoreRejectedError,
   TaskStoreUnavailableError,
   isTaskInbox,
@@ -142,6 +144,8 @@ interface Live {
   subscribed?: true;
   /** Position of each artifact in `record.task.artifacts` by id (built on first use). */
   artifactIndex?: Map<string, number>;
+  /** Bytes of the task's content, counted as it grows (see {@link TaskStore.maxBytesPerOwner}). */
+  bytes: number;
   inputWaiter?: { resolve: (m: Message) => void; reject: (e: unknown) => void };
   /**
    * With a durable store: the task as last written, and its last event
@@ -174,6 +178,8 @@ export class TaskManager {
    */
   readonly #settling = new Map<string, Live>();
   readonly #maxEvents: number;
+  /** The store's {@link TaskStore.maxBytesPerOwner}, read once: what one running task may add. */
+  readonly #maxGrowth: number;
   readonly #onStoreError: (err: unknown, taskId: string) => void;
   readonly #retryMaxMs: number;
   readonly #notifier: TaskNotifier | undefined;
@@ -213,6 +219,7 @@ export class TaskManager {
         ? (this.store as InMemoryTaskStore)
         : undefined;
     this.#maxEvents = options.maxEventsPerTask ?? 1000;
+    this.#maxGrowth = this.store.maxBytesPerOwner ?? Number.POSITIVE_INFINITY;
     this.#onStoreError = options.onStoreError ?? (() => undefined);
     this.#retryMaxMs = options.retryMaxMs ?? 5000;
     this.#notifier = isTaskNotifier(this.store) ? this.store : undefined;
@@ -414,7 +421,17 @@ export class TaskManager {
       // Taken only if the handler still waits as it is handed over: a wait
       // that ended meanwhile (canceled, timed out) leaves the reply for the
       // forwarding replica to withdraw and refuse, as a local reply would be.
-      await inbox.takeInput(id, (message) => this.deliverInput(id, message));
+      // A reply the task cannot grow by is not taken (its transaction would
+      // only roll back, the reply left to fail again at every notice): the
+      // forwarding replica withdraws it when its wait ends.
+      await inbox.takeInput(id, (message) => {
+        try {
+          return this.deliverInput(id, message);
+        } catch (err) {
+          if (err instanceof TaskStoreOverBudgetError) return false;
+          throw err;
+        }
+      });
     } catch (err) {
       this.#onStoreError(err, id);
     }
@@ -465,7 +482,7 @@ export class TaskManager {
     // A task that runs here must hear a cancel asked on another replica.
     if (this.#notifier) await this.listen();
     await this.store.create(made.record, made.first);
-    return this.#goLive(made);
+    return this.#goLive(made, approxJsonBytes(made.record.task));
   }
 
   /**
@@ -478,12 +495,11 @@ export class TaskManager {
     const memory = this.#memory;
     if (!memory) return undefined;
     const made = newTask(input);
-    memory.attachNow(made.record, made.events);
-    return this.#goLive(made);
+    return this.#goLive(made, memory.attachNow(made.record, made.events));
   }
 
-  /** A task just stored starts to run here. */
-  #goLive(made: NewRecord): TaskRecord {
+  /** A task just stored, counted for `bytes`, starts to run here. */
+  #goLive(made: NewRecord, bytes: number): TaskRecord {
     const { record, events } = made;
     const live: Live = {
       record,
@@ -494,6 +510,7 @@ export class TaskManager {
       writeQueued: false,
       failures: 0,
       settleWaiters: [],
+      bytes,
     };
     if (!this.#memory) live.durable = { task: snapshot(record.task), seq: 1 };
     this.#live.set(record.task.id, live);
@@ -537,6 +554,9 @@ export class TaskManager {
   /**
    * Sets the task's status. Ignored (returns false) once the task is terminal,
    * so a handler that keeps publishing after a cancel changes nothing.
+   *
+   * @throws {TaskStoreOverBudgetError} as {@link addArtifact} does, for the
+   *   message of a state that does not end the task; nothing changes.
    */
   setStatus(id: string, state: TaskState, message?: Message, metadata?: Struct): boolean {
     const live = this.#live.get(id);
@@ -544,6 +564,8 @@ export class TaskManager {
     const task = live.record.task;
     if (message) {
       message = bindMessage(message, task.id, task.contextId);
+      // The message that ends a task is always taken: a task must be able to end, and say why.
+      if (!isTerminal(state)) this.#grow(live, approxJsonBytes(message));
       (task.history ??= []).push(message);
     }
     task.status = message
@@ -562,6 +584,10 @@ export class TaskManager {
   /**
    * Adds (or, with `append`, extends) an artifact. Ignored once the task is terminal.
    *
+   * @throws {TaskStoreOverBudgetError} when the task would grow past the
+   *   owner's share of the store (`maxBytesPerOwner`) while running (or, on the embedded store,
+   *   running tasks hold their owner's share); nothing changes.
+   *
    * Constant work per call, however many artifacts or chunks came before: the
    * artifact is found through an index by id, and an append extends the
    * task's own copy of the artifact in place (the event carries only the new
@@ -574,6 +600,11 @@ export class TaskManager {
     const list = (task.artifacts ??= []);
     const index = (live.artifactIndex ??= new Map(list.map((a, i) => [a.artifactId, i])));
     const i = index.get(artifact.artifactId);
+    // A replaced artifact gives back what it held: a progress artifact sent again and again stays one.
+    this.#grow(
+      live,
+      approxJsonBytes(artifact) - (i === undefined || opts.append ? 0 : approxJsonBytes(list[i])),
+    );
     if (i === undefined) {
       index.set(artifact.artifactId, list.length);
       list.push(ownCopy(artifact));
@@ -615,13 +646,40 @@ export class TaskManager {
     return true;
   }
 
-  /** Adds a user message to a live task's history (a reply to INPUT_REQUIRED). */
+  /**
+   * Adds a user message to a live task's history (a reply to INPUT_REQUIRED).
+   *
+   * @throws {TaskStoreOverBudgetError} as {@link addArtifact} does; nothing changes.
+   */
   appendUserMessage(id: string, message: Message): boolean {
     const live = this.#live.get(id);
     if (!live) return false;
     const task = live.record.task;
-    (task.history ??= []).push(bindMessage(message, task.id, task.contextId));
+    const bound = bindMessage(message, task.id, task.contextId);
+    this.#grow(live, approxJsonBytes(bound));
+    (task.history ??= []).push(bound);
     return true;
+  }
+
+  /**
+   * Counts the `bytes` a running task is about to add (a message, an
+   * artifact or a chunk of one; less than nothing for a smaller replacement). A task that runs long, or talks with its
+   * caller turn after turn, would otherwise grow in memory without bound
+   * until it finishes: the store's byte bounds are applied to what a task
+   * holds as it grows, the per-task cut once it has finished.
+   *
+   * @throws {TaskStoreOverBudgetError} over the store's `maxBytesPerOwner`
+   *   (scope `task`), or, on the embedded store, when running tasks hold the
+   *   owner's share or the store's bound; nothing is counted.
+   */
+  #grow(live: Live, bytes: number): void {
+    const grown = live.bytes + bytes;
+    const record = live.record;
+    if (grown > this.#maxGrowth) {
+      throw new TaskStoreOverBudgetError('task', this.#maxGrowth, record.owner, grown);
+    }
+    this.#memory?.growNow(record.task.id, bytes);
+    live.bytes = grown;
   }
 
   /**
@@ -844,13 +902,25 @@ export class TaskManager {
     return this.#live.get(id)?.inputWaiter !== undefined;
   }
 
-  /** Hands the client's reply to the waiting handler. */
-  deliverInput(id: string, message: Message): boolean {
+  /**
+   * Hands the client's reply to the waiting handler. `beforeDelivery` runs
+   * once the reply is known to fit, before anything changes (a stream that
+   * must see what the reply leads to attaches there).
+   *
+   * @throws {TaskStoreOverBudgetError} as {@link appendUserMessage} does:
+   *   the reply is refused, `beforeDelivery` not called, and the task still
+   *   waits for one.
+   */
+  deliverInput(id: string, message: Message, beforeDelivery?: () => void): boolean {
     const live = this.#live.get(id);
     const waiter = live?.inputWaiter;
     if (!live || !waiter) return false;
+    const task = live.record.task;
+    const bound = bindMessage(message, task.id, task.contextId);
+    this.#grow(live, approxJsonBytes(bound));
+    beforeDelivery?.();
+    (task.history ??= []).push(bound);
     live.inputWaiter = undefined;
-    this.appendUserMessage(id, message);
     this.setStatus(id, 'TASK_STATE_WORKING');
     waiter.resolve(message);
     return true;
@@ -963,6 +1033,7 @@ export class TaskManager {
       writeQueued: false,
       failures: 0,
       settleWaiters: [],
+      bytes: approxJsonBytes(record.task),
       durable: { task: snapshot(stored.task), seq: stored.seq },
     });
     return record;

@@ -910,6 +910,11 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
 
   readonly #deadReplicaTtl: number;
 
+  /** See {@link TaskStore.maxBytesPerOwner}: bounds a running task's growth, in the manager running it. */
+  get maxBytesPerOwner(): number {
+    return this.#maxOwnerBytes;
+  }
+
   /** The pool the store queries (e.g. to run {@link migrate} on it). */
   get pool(): pg.Pool {
     return this.#db.pool;

@@ -173,6 +173,18 @@ export interface TaskStore {
   /** Removes expired terminal tasks; returns how many. */
   sweep(now?: number): Promise<number>;
   close?(): Promise<void>;
+  /**
+   * The owner's share of the store in bytes (estimated as
+   * {@link approxJsonBytes} does), and so the most content one task may add
+   * while it runs: messages, artifacts and artifact chunks published by its
+   * handler, and replies to INPUT_REQUIRED. Beyond it the task manager
+   * refuses the addition with {@link TaskStoreOverBudgetError} (scope
+   * `task`) and the task is unchanged. (A finished task is then cut to
+   * `maxBytesPerTask`, which may be smaller: a result larger than that is
+   * still delivered whole.) Undefined: no bound (a store of one's own may
+   * leave it out).
+   */
+  readonly maxBytesPerOwner?: number;
 }
 
 /**
@@ -328,9 +340,13 @@ export class TaskStoreOverBudgetError extends WeaveError {
    */
   readonly neverFits: boolean;
 
-  /** @param taskBytes what the refused task takes as stored, when it alone is over the bound. */
+  /**
+   * @param scope `task`: a running task would grow past its owner's share
+   *   ({@link TaskStore.maxBytesPerOwner}); `taskBytes` is what it would add up to.
+   * @param taskBytes what the refused task takes as stored, when it alone is over the bound.
+   */
   constructor(
-    readonly scope: 'caller' | 'store',
+    readonly scope: 'caller' | 'store' | 'task',
     readonly limitBytes: number,
     owner: string,
     readonly taskBytes?: number,
@@ -338,11 +354,13 @@ export class TaskStoreOverBudgetError extends WeaveError {
     const neverFits = taskBytes !== undefined && taskBytes > limitBytes;
     super(
       'TASK_STORE_OVER_BUDGET',
-      neverFits
-        ? `a new task of ${taskBytes} bytes is larger than ${scope === 'caller' ? `the share of ${owner}` : 'the task store'} (${limitBytes} bytes)`
-        : scope === 'caller'
-          ? `tasks of ${owner} hold their share of the task store (${limitBytes} bytes)`
-          : `task store is at its memory bound (${limitBytes} bytes) with unfinished tasks`,
+      scope === 'task'
+        ? `the task would grow to ${taskBytes} bytes while running, over its bound (${limitBytes} bytes)`
+        : neverFits
+          ? `a new task of ${taskBytes} bytes is larger than ${scope === 'caller' ? `the share of ${owner}` : 'the task store'} (${limitBytes} bytes)`
+          : scope === 'caller'
+            ? `tasks of ${owner} hold their share of the task store (${limitBytes} bytes)`
+            : `task store is at its memory bound (${limitBytes} bytes) with unfinished tasks`,
     );
     this.neverFits = neverFits;
   }
@@ -523,6 +541,26 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     return owner === undefined ? this.#bytes : (this.#ownerBytes.get(owner) ?? 0);
   }
 
+  get maxBytesPerOwner(): number {
+    return this.#maxOwnerBytes;
+  }
+
+  /**
+   * @internal Task `id` (attached with {@link attachNow}, still running) grew
+   * by `bytes` in place: counted against its owner's share and the store's
+   * bound now, not only when it finishes, so that running tasks cannot hold
+   * more than the bounds say. Older finished tasks make room as for a new task.
+   *
+   * @throws {TaskStoreOverBudgetError} when unfinished tasks hold the room; nothing is counted.
+   */
+  growNow(id: string, bytes: number): void {
+    const e = this.#tasks.get(id);
+    if (!e || e.finished) return;
+    this.#makeRoom(e.record.owner, bytes, id);
+    e.bytes += bytes;
+    this.#count(e.record.owner, bytes);
+  }
+
   async create(record: TaskRecord, first: StoredEvent): Promise<void> {
     this.attachNow({ ...record, task: structuredClone(record.task) }, [first]);
   }
@@ -537,8 +575,9 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
    * @throws {TaskStoreOverBudgetError} when unfinished tasks hold the owner's
    *   share of the memory bound, or all of it (retryable), or the task alone
    *   is larger than either (`neverFits`).
+   * @returns the bytes the task is counted for.
    */
-  attachNow(record: TaskRecord, events: StoredEvent[]): void {
+  attachNow(record: TaskRecord, events: StoredEvent[]): number {
     const id = record.task.id;
     if (this.#tasks.has(id)) throw new TaskStoreConflictError(id, 'already exists');
     const now = Date.now();
@@ -555,6 +594,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     this.#tasks.set(id, entry);
     this.#count(record.owner, bytes);
     this.#noteFinished(id, entry);
+    return bytes;
   }
 
   /**
