@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { context as otelContext, type Context } from '@opentelemetry/api';
 import type { Logger } from 'pino';
@@ -105,6 +106,10 @@ export class Inbound {
     this.#logger = opts.logger;
     this.#routing = opts.routing;
     this.#nested = opts.nested;
+    // One listener per running handler that reads its signal (see
+    // HandlerContext.signal), removed when it settles: more than Node's
+    // default of 10 at once is no leak, and warned as one.
+    setMaxListeners(0, this.#stopController.signal);
   }
 
   /** Handlers running now (a drain waits for 0). */

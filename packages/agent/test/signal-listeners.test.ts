@@ -1,0 +1,56 @@
+// Every running handler that reads ctx.signal listens to the agent's stop
+// signal until it settles. More than ten at once is no leak, but Node warned
+// "MaxListenersExceededWarning: Possible EventTarget memory leak detected"
+// for it, which operators read as one.
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { z } from 'zod';
+import { SecureAgent } from '../src/index.js';
+import { ID, startOrchestrator, startWorld, testLogger, type World } from './helpers.js';
+
+let world: World;
+const agents: SecureAgent[] = [];
+beforeAll(async () => {
+  world = await startWorld();
+});
+afterAll(async () => {
+  for (const a of agents.reverse()) await a.stop({ drainTimeoutMs: 100 });
+  await world.close();
+});
+
+it('warns of no listener leak with many handlers reading their signal at once', async () => {
+  const warnings: Error[] = [];
+  const onWarning = (w: Error) => warnings.push(w);
+  process.on('warning', onWarning);
+  try {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let waiting = 0;
+    const search = new SecureAgent({
+      logger: testLogger(),
+      env: {},
+      config: {
+        name: 'search',
+        authz: { policyFile: world.policyFile },
+        identity: { workloadApi: { socket: world.dev.address('search') } },
+      },
+    }).capability('slow', { input: z.object({}) }, async (_input, ctx) => {
+      void ctx.signal;
+      waiting++;
+      await gate;
+      return 'ok';
+    });
+    agents.push(search);
+    await search.start();
+    const orch = await startOrchestrator(world, search.url);
+    agents.push(orch);
+    const calls = Array.from({ length: 16 }, () => orch.callAgent(ID.search, 'slow', {}));
+    await expect.poll(() => waiting, { timeout: 10_000 }).toBe(16);
+    release();
+    await Promise.all(calls);
+    // A warning is emitted on the next tick after the listener that passed the bound.
+    await new Promise((r) => setImmediate(r));
+    expect(warnings.map((w) => w.name)).not.toContain('MaxListenersExceededWarning');
+  } finally {
+    process.off('warning', onWarning);
+  }
+});
