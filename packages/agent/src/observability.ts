@@ -25,7 +25,7 @@ export class MeteredEnforcer implements PolicyEnforcer {
         this.#metrics.calls.inc({
           direction: 'inbound',
           capability: check.action,
-          peer: String(check.caller),
+          peer: this.#metrics.peerLabel(String(check.caller)),
           outcome: 'denied',
         });
       }
