@@ -15,8 +15,8 @@ import { parseTransportConfig, type TransportConfig, type TransportConfigInput }
 import { CircuitBreaker } from './circuit-breaker.js';
 import { PeerVerificationError, TransportError, TransportIdentityError } from './errors.js';
 import { RetryPolicy } from './retry.js';
+import type { Deadline } from './deadlines.js';
 import {
-  atWallClock,
   bundlesPem,
   certChainForVerify,
   certTimeMs,
@@ -25,6 +25,7 @@ import {
   peerChainForVerify,
   peerLeaf,
   peerIdForMessage,
+  peerCertificateEnds,
   peerNotAfter,
   peerIdOfCert,
   type PeerChainInput,
@@ -592,9 +593,9 @@ export class SecureChannel extends Dispatcher {
   /**
    * Holds a connection whose server verified with `chain` to that
    * verification while it stays open: `lapse` is called, once, when the
-   * server's certificate expires (its timer, or the first request that finds
-   * it past `notAfter`), or when a bundle update refuses the chain
-   * ({@link #verifyLive}). `release` when the connection closes.
+   * server's certificate expires (`peerCertificateEnds`, or the first
+   * request that finds it past `notAfter`), or when a bundle update refuses
+   * the chain ({@link #verifyLive}). `release` when the connection closes.
    */
   #hold(
     chain: PeerChainInput,
@@ -602,19 +603,20 @@ export class SecureChannel extends Dispatcher {
     lapse: (err: PeerVerificationError) => void,
     idForMessage: () => SpiffeId | undefined,
   ): { notAfter: number; release: () => void } {
+    const expire = (): void => this.#lapse(live, this.#expiredServer(live));
     const live: LiveServer = {
       chain,
       notAfter,
       lapse,
       idForMessage,
-      cancel: atWallClock(notAfter, () => this.#lapse(live, this.#expiredServer(live))),
+      end: peerCertificateEnds.add(expire, notAfter),
     };
     this.#live.add(live);
     if (notAfter < this.#serversNotAfter) this.#serversNotAfter = notAfter;
     return {
       notAfter,
       release: () => {
-        live.cancel();
+        peerCertificateEnds.delete(live.end);
         this.#live.delete(live);
       },
     };
@@ -622,7 +624,7 @@ export class SecureChannel extends Dispatcher {
 
   #lapse(live: LiveServer, err: PeerVerificationError): void {
     if (!this.#live.delete(live)) return;
-    live.cancel();
+    peerCertificateEnds.delete(live.end);
     live.lapse(err);
   }
 
@@ -642,8 +644,8 @@ export class SecureChannel extends Dispatcher {
 
   /**
    * Ends the connections whose server's certificate has expired by `now`
-   * (their timers may not have fired yet); true when it ended any. Sets
-   * {@link #serversNotAfter} to the earliest end left.
+   * (`peerCertificateEnds` may not have fired yet); true when it ended any.
+   * Sets {@link #serversNotAfter} to the earliest end left.
    */
   #endExpiredServers(now: number): boolean {
     let ended = false;
@@ -1226,8 +1228,8 @@ interface LiveServer {
   readonly idForMessage: () => SpiffeId | undefined;
   /** Ends the connection and what it carries, with why. */
   readonly lapse: (err: PeerVerificationError) => void;
-  /** Stops its timer. */
-  readonly cancel: () => void;
+  /** Its certificate's end, on the process's one timer for them (`peerCertificateEnds`). */
+  readonly end: Deadline<() => void>;
 }
 
 /**

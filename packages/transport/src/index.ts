@@ -88,3 +88,8 @@ export { verifyPeerSocket } from './tls.js';
 export { PeerVerifier, type PeerVerification } from './peer-verifier.js';
 /** The cipher suites every Weave client and server offers and accepts: AEAD with forward secrecy only. */
 export { TLS_CIPHERS } from './tls.js';
+/**
+ * One timer for many wall-clock deadlines (calls, waits, connections'
+ * certificate ends), for what would otherwise set a timer each.
+ */
+export { Deadlines, type Deadline } from './deadlines.js';

@@ -4,7 +4,8 @@
 // fastify import it from the package root).
 import type { TLSSocket } from 'node:tls';
 import { type IdentityProvider, type SpiffeId, X509SvidError } from '@weave/identity';
-import { atWallClock, peerNotAfter, verifyPeerSocket } from './tls.js';
+import type { Deadline } from './deadlines.js';
+import { peerCertificateEnds, peerNotAfter, verifyPeerSocket } from './tls.js';
 
 /**
  * @internal What {@link PeerVerifier.verify} found for one connection: the
@@ -50,8 +51,8 @@ const verifiers = new WeakMap<IdentityProvider, PeerVerifier>();
 export class PeerVerifier {
   readonly #identity: IdentityProvider;
   #epoch = 0;
-  /** Open connections held to their verification (see hold): how to close each, how to stop its timer. */
-  readonly #held = new Map<TLSSocket, { close: Lapse; cancel: () => void }>();
+  /** Open connections held to their verification (see hold): how to close each, and its certificate's end. */
+  readonly #held = new Map<TLSSocket, { close: Lapse; end: Deadline<() => void> }>();
   /** How many servers and plugins use it (see use). */
   #users = 0;
   readonly #unsubscribe: () => void;
@@ -120,19 +121,21 @@ export class PeerVerifier {
    * for its whole life, not only at its requests: `close` is called when the
    * peer's certificate expires (`expired` true), or as soon as a bundle
    * change refuses its chain, so that a response still running to that peer
-   * (an SSE stream, a long download, a gRPC stream) ends too. One timer per
-   * connection, stopped when it closes. `close` says whether it closed the
+   * (an SSE stream, a long download, a gRPC stream) ends too. The
+   * certificate's end waits on the process's one timer for them
+   * (`peerCertificateEnds`), not a timer per connection, and is forgotten
+   * when the connection closes. `close` says whether it closed the
    * connection: one it left open (idle, every later request refused) stays
    * held while a bundle change may still trust it again.
    */
   hold(socket: TLSSocket, v: PeerVerification, close: Lapse): void {
-    const cancel = atWallClock(v.until, () => {
+    const end = peerCertificateEnds.add(() => {
       this.#held.delete(socket);
       close(`the client certificate expired at ${new Date(v.until).toISOString()}`, true);
-    });
-    this.#held.set(socket, { close, cancel });
+    }, v.until);
+    this.#held.set(socket, { close, end });
     socket.once('close', () => {
-      cancel();
+      peerCertificateEnds.delete(end);
       this.#held.delete(socket);
     });
   }
@@ -143,7 +146,7 @@ export class PeerVerifier {
       const v = this.verify(socket);
       if (v.peer || !held.close(v.error ?? 'client certificate rejected', false)) continue;
       this.#held.delete(socket);
-      held.cancel();
+      peerCertificateEnds.delete(held.end);
     }
   }
 }

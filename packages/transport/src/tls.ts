@@ -10,7 +10,6 @@ import {
   type TLSSocket,
 } from 'node:tls';
 import {
-  MAX_TIMER_MS,
   SpiffeId,
   type IdentityProvider,
   type TrustDomain,
@@ -19,6 +18,7 @@ import {
   X509SvidError,
   verifyX509Svid,
 } from '@weave/identity';
+import { Deadlines } from './deadlines.js';
 
 /**
  * Cipher suites every Weave client and server offers and accepts, in order of
@@ -246,25 +246,17 @@ export function certTimeMs(text: string | undefined): number {
 }
 
 /**
- * Calls `fn` once the wall clock reaches `at` (epoch ms), also beyond the
- * ~24.8 days a Node timer can wait; unref'd. Returns the function that
- * cancels it. For a connection that must end when its peer's certificate
- * does: one timer per connection.
+ * The certificate ends of the peers of every held connection in the process
+ * (a server's callers, `PeerVerifier.hold`; a SecureChannel's servers), each
+ * key the function that ends its connection: one timer for them all, at
+ * wall-clock time and past Node's timer limit. A timer per connection left
+ * Node, for each, a timer list of that connection's own duration until the
+ * duration had passed, cleared or not: under connection churn, thousands of
+ * empty lists. One for the process rather than one per verifier or channel:
+ * an agent has a channel per peer, and each timer armed anew at a duration
+ * of its own leaves such a list too.
  */
-export function atWallClock(at: number, fn: () => void): () => void {
-  let timer: NodeJS.Timeout;
-  const arm = (): void => {
-    // Re-armed rather than trusted when early: timers run on the monotonic
-    // clock, certificate validity is judged by the wall clock.
-    timer = setTimeout(
-      () => (at - Date.now() > 0 ? arm() : fn()),
-      Math.max(0, Math.min(at - Date.now(), MAX_TIMER_MS)),
-    );
-    timer.unref();
-  };
-  arm();
-  return () => clearTimeout(timer);
-}
+export const peerCertificateEnds = new Deadlines<() => void>((end) => end());
 
 /**
  * Makes the next `getPeerCertificate(true)` of a client socket — the one
