@@ -6,6 +6,7 @@ import { request, type Dispatcher } from 'undici';
 import { z } from 'zod';
 import { MAX_TIMER_MS } from '@weave/identity';
 import { CircuitBreaker, CircuitOpenError, LogRate, type CircuitBreakerOptionsInput } from '@weave/transport';
+import { boundedSignal } from './discovery.js';
 import { A2AClientError } from './errors.js';
 import { A2AConfigError, checkOptions, positiveCount, timerMs, timerMsOr0 } from './options.js';
 import { untilAborted } from './transports/http.js';
@@ -171,6 +172,14 @@ async function checkParsed(
     }
   }
   return { url, address: addresses[0] as string };
+}
+
+/**
+ * The reason a push deadline aborts with: `AbortSignal.timeout`'s, whose name
+ * tells {@link checkParsed} a lookup timed out rather than was cut short.
+ */
+function timedOut(): DOMException {
+  return new DOMException('The operation was aborted due to timeout', 'TimeoutError');
 }
 
 /** A URL as it may appear in logs: no query (it may hold a token) and no user info. */
@@ -429,7 +438,8 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
   const queues = new Map<string, Queue>();
   const idleWaiters = new Set<() => void>();
   const stop = new AbortController();
-  // One listener per attempt in flight, as many as maxConcurrentDeliveries: not a leak.
+  // One listener per attempt in flight (as many as maxConcurrentDeliveries)
+  // and per checkUrl under way, each removed when it ends: not a leak.
   setMaxListeners(0, stop.signal);
   const n = { delivered: 0, attempts: 0, retries: 0, failed: 0, dropped: 0, refused: 0, shortCircuited: 0 };
   /** Events in the queues, and attempts in flight. */
@@ -538,10 +548,29 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
     return undefined;
   };
 
-  const attempt = async (config: TaskPushNotificationConfig, body: string): Promise<void> => {
-    // One deadline for all of it: a name that never resolves, a handshake
-    // that never ends or a body that trickles in end with it alike.
-    const deadline = AbortSignal.any([stop.signal, AbortSignal.timeout(timeout)]);
+  /**
+   * Runs `work` until the sender closes or `timeout` passes. Not
+   * `AbortSignal.any([stop.signal, AbortSignal.timeout(timeout)])`: on Node 20
+   * and 22 each of those stays on `stop.signal` for the sender's lifetime.
+   */
+  const withDeadline = async <T>(work: (deadline: AbortSignal) => Promise<T>): Promise<T> => {
+    const deadline = boundedSignal(stop.signal, timeout, timedOut);
+    try {
+      return await work(deadline.signal);
+    } finally {
+      deadline.dispose();
+    }
+  };
+  /**
+   * One delivery attempt. One deadline for all of it: a name that never
+   * resolves, a handshake that never ends or a body that trickles in end with
+   * it alike.
+   */
+  const attempt = async (
+    config: TaskPushNotificationConfig,
+    body: string,
+    deadline: AbortSignal,
+  ): Promise<void> => {
     let checked: { url: URL; address: string };
     try {
       checked = await checkParsed(config.url, allow, lookup, deadline, timeout);
@@ -634,7 +663,9 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
     item.attempts++;
     let retry = false;
     try {
-      await r.breaker.execute(() => attempt(q.config, JSON.stringify(item.event)));
+      await r.breaker.execute(() =>
+        withDeadline((deadline) => attempt(q.config, JSON.stringify(item.event), deadline)),
+      );
       n.delivered++;
     } catch (err) {
       if (stop.signal.aborted)
@@ -762,8 +793,8 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
       log?.warn({ dropped: queued, aborted: inFlight }, 'a2a: push sender closed; queued events dropped');
     }
   };
-  send.checkUrl = async (url: string) =>
-    checkParsed(url, allow, lookup, AbortSignal.any([stop.signal, AbortSignal.timeout(timeout)]), timeout);
+  send.checkUrl = (url: string) =>
+    withDeadline((deadline) => checkParsed(url, allow, lookup, deadline, timeout));
   return send;
 }
 
