@@ -3,13 +3,12 @@
 // tasks (issue 19 items 1 and 3); an over-limit call is refused with a
 // retryable RESOURCE_EXHAUSTED error and its handler never runs; other
 // callers go on; the global limits stay as a backstop.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LocalPolicyEnforcer } from '@weave/authz';
-import type { SecureChannel } from '@weave/transport';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Workload } from '@weave/test-support';
 import {
   A2AConfigError,
-  A2AClient,
-  A2AError,
+  type A2AClient,
+  type A2AError,
   A2AServer,
   CallerLimits,
   InMemoryTaskStore,
@@ -19,24 +18,22 @@ import {
   type A2AServerLimits,
   type Task,
 } from '../src/index.js';
-import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from '@weave/test-support';
+import {
+  refusal,
+  serveOnLoopback,
+  trustDomainPolicy,
+  userMessage,
+  workloadsForAll,
+} from './helpers/agents.js';
 
 const KiB = 1024;
 
-let pki: Pki;
-let server: Workload;
-let alice: Workload;
-let bob: Workload;
-let batch: Workload;
-
-beforeAll(async () => {
-  pki = await createPki();
-  server = await pki.workload('/agent/server');
-  alice = await pki.workload('/agent/alice');
-  bob = await pki.workload('/agent/bob');
-  batch = await pki.workload('/batch/nightly');
+const { server, alice, bob, batch } = workloadsForAll({
+  server: '/agent/server',
+  alice: '/agent/alice',
+  bob: '/agent/bob',
+  batch: '/batch/nightly',
 });
-afterAll(() => pki.close());
 
 /** A running server whose `hold` tasks wait until released, and clients of each caller. */
 interface Setup {
@@ -49,12 +46,7 @@ interface Setup {
 }
 
 async function start(limits: A2AServerLimits): Promise<Setup> {
-  const enforcer = LocalPolicyEnforcer.fromObject({
-    version: 1,
-    id: 'limits',
-    default: 'deny',
-    rules: [{ id: 'all', effect: 'allow', callers: ['spiffe://test.weave'], actions: ['*'] }],
-  });
+  const enforcer = trustDomainPolicy('limits');
   const a2a = new A2AServer({
     card: { name: 'limits', description: 'per-caller limits', version: '1' },
     selfId: server.id,
@@ -72,28 +64,19 @@ async function start(limits: A2AServerLimits): Promise<Setup> {
   });
   a2a.registerTaskHandler('echo', async (ctx) => `echo ${ctx.message.parts.length}`);
   a2a.registerTaskHandler('big', async () => 'y'.repeat(600 * KiB));
-  const app = mtlsServer(server);
-  await app.register(a2a.plugin);
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  const channels: SecureChannel[] = [];
+  const served = await serveOnLoopback(a2a, server);
   return {
-    url: baseUrl(app),
+    url: served.url,
     a2a,
     runs,
     release() {
       gate();
       held = new Promise<void>((r) => (gate = r));
     },
-    client(w) {
-      const ch = channel(w, server.id, { retry: { retries: 0 } });
-      channels.push(ch);
-      return new A2AClient({ dispatcher: ch });
-    },
+    client: served.client,
     async close() {
       gate();
-      await a2a.close();
-      await Promise.all(channels.map((c) => c.close()));
-      await app.close();
+      await served.close();
     },
   };
 }
@@ -101,23 +84,9 @@ async function start(limits: A2AServerLimits): Promise<Setup> {
 /** Starts a `hold` task without waiting for it to finish. */
 function startTask(c: A2AClient, url: string) {
   return c.sendMessage(url, {
-    message: {
-      messageId: crypto.randomUUID(),
-      role: 'ROLE_USER',
-      parts: [{ text: 'x' }],
-      metadata: { skill: 'hold' },
-    },
+    message: userMessage('hold'),
     configuration: { returnImmediately: true },
   });
-}
-
-async function refusal(p: Promise<unknown>): Promise<A2AError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(A2AError);
-  return err as A2AError;
 }
 
 function info(err: A2AError): Record<string, string> {
@@ -235,12 +204,7 @@ async function send(
   immediately = false,
 ): Promise<Task> {
   const r = await c.sendMessage(url, {
-    message: {
-      messageId: crypto.randomUUID(),
-      role: 'ROLE_USER',
-      parts: [{ text: 'x'.repeat(bytes) }],
-      metadata: { skill },
-    },
+    message: userMessage(skill, 'x'.repeat(bytes)),
     configuration: { returnImmediately: immediately },
   });
   if (!('task' in r)) throw new Error('expected a task');

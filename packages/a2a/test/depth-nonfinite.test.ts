@@ -5,11 +5,10 @@
 // where; `exceedsDepth` (which only counts levels of parsed JSON) still lets
 // them through. Then seen by a real client on each binding of one server over
 // mTLS on loopback.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { A2AGrpcServer, Task } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
 import { exceedsDepth, unsendable } from '../src/depth.js';
-import { rawBinding, serveGrpc, startHarness, type Harness } from './helpers/agents.js';
-import type { BindingUnderTest, CallOutcome } from './helpers/raw-bindings.js';
+import { harnessForAll, send, serveGoesOn, skillCard, taskOf } from './helpers/agents.js';
+import { BINDINGS } from './helpers/raw-bindings.js';
 
 describe('unsendable, on a number JSON cannot write', () => {
   it.each([
@@ -56,8 +55,6 @@ describe('unsendable, on a number JSON cannot write', () => {
   });
 });
 
-const BINDINGS: readonly BindingUnderTest[] = ['JSONRPC', 'HTTP+JSON', 'GRPC'];
-
 /** Handlers returning or publishing a number JSON cannot write, and what the failure names. */
 const NON_FINITE: ReadonlyArray<[skill: string, data: unknown, named: RegExp]> = [
   ['nan', { x: NaN }, /a non-finite number \(NaN\) at parts\.0\.data\.x/],
@@ -68,53 +65,20 @@ const NON_FINITE: ReadonlyArray<[skill: string, data: unknown, named: RegExp]> =
 /** What `ctx.publishArtifact` threw into the handler, by task. */
 const thrownAtHandler = new Map<string, unknown>();
 
-let h: Harness;
-let grpc: A2AGrpcServer;
-
-beforeAll(async () => {
-  h = await startHarness((a2a) => {
-    const skill = (id: string) => ({ id, name: id, description: id, tags: [] });
-    for (const [id, data] of NON_FINITE) {
-      a2a.registerTaskHandler(skill(id), () => ({ parts: [{ data }] }));
-    }
-    a2a.registerTaskHandler(skill('publishes-nan'), (ctx) => {
-      try {
-        ctx.publishArtifact({ parts: [{ data: { x: NaN } }] });
-      } catch (err) {
-        thrownAtHandler.set(ctx.taskId, err);
-      }
-      return 'went on';
-    });
+const served = harnessForAll((a2a) => {
+  for (const [id, data] of NON_FINITE) {
+    a2a.registerTaskHandler(skillCard(id), () => ({ parts: [{ data }] }));
+  }
+  serveGoesOn(a2a, 'publishes-nan', thrownAtHandler, (ctx) => {
+    ctx.publishArtifact({ parts: [{ data: { x: NaN } }] });
   });
-  grpc = await serveGrpc(h);
 });
-
-afterAll(async () => {
-  await grpc?.close(100);
-  await h?.close();
-});
-
-const send = (skill: string) => ({
-  message: {
-    messageId: `m-${Math.random().toString(36).slice(2)}`,
-    role: 'ROLE_USER',
-    parts: [{ text: 'go' }],
-    metadata: { skill },
-  },
-});
-
-function taskOf(o: CallOutcome): Task {
-  if (!o.ok) throw new Error(`call failed: ${o.error.code} ${o.error.message}`);
-  const r = o.result as { task?: Task } & Task;
-  return r.task ?? r;
-}
 
 describe.each(BINDINGS)('a handler producing a non-finite number, seen on %s', (binding) => {
   it.each(NON_FINITE)(
     'returns %s data: FAILED with -32006 naming it, not COMPLETED with null or the number in its place',
     async (skill, _data, named) => {
-      const b = rawBinding(h, grpc, binding);
-      try {
+      await served.withBinding(binding, async (b) => {
         const task = taskOf(await b.call('SendMessage', send(skill)));
         // (It was COMPLETED: null in its place on JSON-RPC and HTTP+JSON, the number itself on gRPC.)
         expect({ state: task.status.state, artifacts: task.artifacts ?? [] }).toEqual({
@@ -124,15 +88,12 @@ describe.each(BINDINGS)('a handler producing a non-finite number, seen on %s', (
         const text = task.status.message?.parts[0]?.text;
         expect(text).toMatch(/^Task failed: Invalid agent response: /);
         expect(text).toMatch(named);
-      } finally {
-        b.close();
-      }
+      });
     },
   );
 
   it('publishes one: publishArtifact throws INVALID_AGENT_RESPONSE into the handler, nothing is published', async () => {
-    const b = rawBinding(h, grpc, binding);
-    try {
+    await served.withBinding(binding, async (b) => {
       const task = taskOf(await b.call('SendMessage', send('publishes-nan')));
       expect(thrownAtHandler.get(task.id)).toMatchObject({
         code: 'INVALID_AGENT_RESPONSE',
@@ -141,8 +102,6 @@ describe.each(BINDINGS)('a handler producing a non-finite number, seen on %s', (
       });
       expect(task.status.state).toBe('TASK_STATE_COMPLETED');
       expect(task.artifacts?.map((a) => a.parts[0]?.text)).toEqual(['went on']);
-    } finally {
-      b.close();
-    }
+    });
   });
 });

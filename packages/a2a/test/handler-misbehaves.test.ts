@@ -6,11 +6,9 @@
 // binding alike; nothing is left WORKING, nothing stored breaks a later read.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WeaveError } from '@weave/identity';
-import type { A2AGrpcServer, StreamResponse, Task, TaskState } from '../src/index.js';
-import { rawBinding, serveGrpc, startHarness, type Harness } from './helpers/agents.js';
-import type { BindingUnderTest, CallOutcome } from './helpers/raw-bindings.js';
-
-const BINDINGS: readonly BindingUnderTest[] = ['JSONRPC', 'HTTP+JSON', 'GRPC'];
+import type { StreamResponse, Task, TaskState } from '../src/index.js';
+import { harnessForAll, send, serveGoesOn, skillCard, taskOf } from './helpers/agents.js';
+import { BINDINGS } from './helpers/raw-bindings.js';
 
 /** An object whose `message`, `code` and `stack` throw when read. */
 function unreadable(): object {
@@ -41,71 +39,40 @@ const thrownAtHandler = new Map<string, unknown>();
 const unhandled: unknown[] = [];
 const onUnhandled = (reason: unknown) => unhandled.push(reason);
 
-let h: Harness;
-let grpc: A2AGrpcServer;
-
-beforeAll(async () => {
+// Registered before the harness's hooks: on before it starts, off once it is closed.
+beforeAll(() => {
   process.on('unhandledRejection', onUnhandled);
-  h = await startHarness(
-    (a2a) => {
-      const skill = (id: string) => ({ id, name: id, description: id, tags: [] });
-      a2a.registerTaskHandler(skill('unreadable'), () => {
-        throw unreadable();
-      });
-      for (const [id, data] of UNSENDABLE) {
-        a2a.registerTaskHandler(skill(id), () => ({ parts: [{ data: data() }] }));
-      }
-      a2a.registerTaskHandler(skill('not-an-artifact'), () => ({ parts: [{ text: 1 }] }) as never);
-      a2a.registerTaskHandler(skill('publishes-bigint'), (ctx) => {
-        try {
-          ctx.publishArtifact({ parts: [{ data: { n: 1n } }] });
-        } catch (err) {
-          thrownAtHandler.set(ctx.taskId, err);
-        }
-        return 'went on';
-      });
-      a2a.registerTaskHandler(skill('bogus-state'), (ctx) => {
-        try {
-          ctx.publishStatus('TASK_STATE_BOGUS' as TaskState, 'what state?');
-        } catch (err) {
-          thrownAtHandler.set(ctx.taskId, err);
-        }
-        return 'went on';
-      });
-      a2a.registerTaskHandler(skill('loud'), () => {
-        throw new WeaveError('LOUD', `refused: ${'x'.repeat(100_000)}`);
-      });
-      a2a.registerTaskHandler(skill('leaky'), () => {
-        // Node's own error of a failed connection: it has a code, and names an internal address.
-        throw Object.assign(new Error('connect ECONNREFUSED 10.0.0.5:5432'), { code: 'ECONNREFUSED' });
-      });
-    },
-    // Without the fix, a task left WORKING answers after this, not never.
-    { limits: { blockingTimeoutMs: 2000 } },
-  );
-  grpc = await serveGrpc(h);
 });
-
-afterAll(async () => {
+afterAll(() => {
   process.off('unhandledRejection', onUnhandled);
-  await grpc.close(100);
-  await h.close();
 });
 
-const send = (skill: string) => ({
-  message: {
-    messageId: `m-${Math.random().toString(36).slice(2)}`,
-    role: 'ROLE_USER',
-    parts: [{ text: 'go' }],
-    metadata: { skill },
+const served = harnessForAll(
+  (a2a) => {
+    a2a.registerTaskHandler(skillCard('unreadable'), () => {
+      throw unreadable();
+    });
+    for (const [id, data] of UNSENDABLE) {
+      a2a.registerTaskHandler(skillCard(id), () => ({ parts: [{ data: data() }] }));
+    }
+    a2a.registerTaskHandler(skillCard('not-an-artifact'), () => ({ parts: [{ text: 1 }] }) as never);
+    serveGoesOn(a2a, 'publishes-bigint', thrownAtHandler, (ctx) => {
+      ctx.publishArtifact({ parts: [{ data: { n: 1n } }] });
+    });
+    serveGoesOn(a2a, 'bogus-state', thrownAtHandler, (ctx) => {
+      ctx.publishStatus('TASK_STATE_BOGUS' as TaskState, 'what state?');
+    });
+    a2a.registerTaskHandler(skillCard('loud'), () => {
+      throw new WeaveError('LOUD', `refused: ${'x'.repeat(100_000)}`);
+    });
+    a2a.registerTaskHandler(skillCard('leaky'), () => {
+      // Node's own error of a failed connection: it has a code, and names an internal address.
+      throw Object.assign(new Error('connect ECONNREFUSED 10.0.0.5:5432'), { code: 'ECONNREFUSED' });
+    });
   },
-});
-
-function taskOf(o: CallOutcome): Task {
-  if (!o.ok) throw new Error(`call failed: ${o.error.code} ${o.error.message}`);
-  const r = o.result as { task?: Task } & Task;
-  return r.task ?? r;
-}
+  // Without the fix, a task left WORKING answers after this, not never.
+  { limits: { blockingTimeoutMs: 2000 } },
+);
 
 const statusText = (t: Task) => t.status.message?.parts[0]?.text;
 
@@ -118,23 +85,19 @@ function firstTask(events: readonly StreamResponse[]): Task {
 
 describe.each(BINDINGS)('a misbehaving task handler, seen on %s', (binding) => {
   it('throws a value whose getters throw: the task ends FAILED "Task failed", nothing unhandled', async () => {
-    const b = rawBinding(h, grpc, binding);
-    try {
+    await served.withBinding(binding, async (b) => {
       const task = taskOf(await b.call('SendMessage', send('unreadable')));
       expect(task.status.state).toBe('TASK_STATE_FAILED');
       expect(statusText(task)).toBe('Task failed');
       expect(JSON.stringify(task)).not.toContain('hunter2');
       expect(unhandled).toEqual([]);
-    } finally {
-      b.close();
-    }
+    });
   });
 
   it.each(UNSENDABLE)(
     'returns %s data: FAILED with -32006 naming it, and the task reads back',
     async (skill, _data, named) => {
-      const b = rawBinding(h, grpc, binding);
-      try {
+      await served.withBinding(binding, async (b) => {
         const task = taskOf(await b.call('SendMessage', send(skill)));
         expect(task.status.state).toBe('TASK_STATE_FAILED');
         expect(statusText(task)).toMatch(/^Task failed: Invalid agent response: /);
@@ -143,53 +106,42 @@ describe.each(BINDINGS)('a misbehaving task handler, seen on %s', (binding) => {
         // What was stored reads back on every binding (a BigInt kept with the task broke each read).
         const again = taskOf(await b.call('GetTask', { id: task.id }));
         expect(again.status.state).toBe('TASK_STATE_FAILED');
-      } finally {
-        b.close();
-      }
+      });
     },
   );
 
   it('returns something that is not an artifact: FAILED naming the field, not a bare "Task failed"', async () => {
-    const b = rawBinding(h, grpc, binding);
-    try {
+    await served.withBinding(binding, async (b) => {
       const task = taskOf(await b.call('SendMessage', send('not-an-artifact')));
       expect(task.status.state).toBe('TASK_STATE_FAILED');
       expect(statusText(task)).toMatch(/^Task failed: Invalid agent response: parts\.0\.text: /);
-    } finally {
-      b.close();
-    }
+    });
   });
 
   it('fails with a 100 000-character message: the status repeats at most 1 024 of them', async () => {
-    const b = rawBinding(h, grpc, binding);
-    try {
+    await served.withBinding(binding, async (b) => {
       const task = taskOf(await b.call('SendMessage', send('loud')));
       expect(task.status.state).toBe('TASK_STATE_FAILED');
       expect(statusText(task)).toMatch(/^Task failed: refused: x+… \(100009 characters\)$/);
       expect(statusText(task)!.length).toBeLessThan(1100);
-    } finally {
-      b.close();
-    }
+    });
   });
 });
 
 describe.each(BINDINGS)('an error that is not a WeaveError, seen on %s', (binding) => {
   it('has a code, as the errors of Node itself do: the task fails "Task failed", its message stays in the log', async () => {
-    const b = rawBinding(h, grpc, binding);
-    try {
+    await served.withBinding(binding, async (b) => {
       const task = taskOf(await b.call('SendMessage', send('leaky')));
       expect(task.status.state).toBe('TASK_STATE_FAILED');
       expect(statusText(task)).toBe('Task failed');
       expect(JSON.stringify(task)).not.toContain('10.0.0.5');
-    } finally {
-      b.close();
-    }
+    });
   });
 });
 
 describe('what a handler publishes is checked as it is published', () => {
   it('publishArtifact with a BigInt throws INVALID_AGENT_RESPONSE into the handler; nothing is published', async () => {
-    const b = rawBinding(h, grpc, 'JSONRPC');
+    const b = served.raw('JSONRPC');
     const stream = await b.stream('SendStreamingMessage', send('publishes-bigint'));
     const task = firstTask(stream.events);
     expect(thrownAtHandler.get(task.id)).toMatchObject({
@@ -204,7 +156,7 @@ describe('what a handler publishes is checked as it is published', () => {
   });
 
   it('publishStatus with a state that does not exist throws into the handler; no subscriber sees it', async () => {
-    const b = rawBinding(h, grpc, 'JSONRPC');
+    const b = served.raw('JSONRPC');
     const stream = await b.stream('SendStreamingMessage', send('bogus-state'));
     const task = firstTask(stream.events);
     expect(thrownAtHandler.get(task.id)).toMatchObject({ code: 'INVALID_AGENT_RESPONSE' });

@@ -3,39 +3,32 @@
 // (any non-Weave client) and a handler that ignores its signal used to run
 // until the process ended; and after a CancelTask such a handler kept its
 // caller's slot while the server-wide limit no longer counted it.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { LocalPolicyEnforcer } from '@weave/authz';
-import type { SecureChannel } from '@weave/transport';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Workload } from '@weave/test-support';
 import {
   A2AConfigError,
-  A2AClient,
+  type A2AClient,
   A2AError,
   A2ARequestHandler,
   A2AServer,
   type A2AServerLimits,
   type Task,
 } from '../src/index.js';
-import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from '@weave/test-support';
+import {
+  refusal,
+  serveOnLoopback,
+  trustDomainPolicy,
+  userMessage,
+  workloadsForAll,
+} from './helpers/agents.js';
 
-let pki: Pki;
-let server: Workload;
-let alice: Workload;
-let bob: Workload;
-
-beforeAll(async () => {
-  pki = await createPki();
-  server = await pki.workload('/agent/server');
-  alice = await pki.workload('/agent/alice');
-  bob = await pki.workload('/agent/bob');
+const { server, alice, bob } = workloadsForAll({
+  server: '/agent/server',
+  alice: '/agent/alice',
+  bob: '/agent/bob',
 });
-afterAll(() => pki.close());
 
-const enforcer = LocalPolicyEnforcer.fromObject({
-  version: 1,
-  id: 'runtime',
-  default: 'deny',
-  rules: [{ id: 'all', effect: 'allow', callers: ['spiffe://test.weave'], actions: ['*'] }],
-});
+const enforcer = trustDomainPolicy('runtime');
 
 interface Line {
   level: 'warn' | 'error';
@@ -99,51 +92,27 @@ async function start(limits: A2AServerLimits): Promise<Setup> {
     }
     return 'after the question';
   });
-  const app = mtlsServer(server);
-  await app.register(a2a.plugin);
-  await app.listen({ port: 0, host: '127.0.0.1' });
+  const served = await serveOnLoopback(a2a, server);
   const log = (level: Line['level']) => (obj: object, msg: string) =>
     s.lines.push({ level, obj: obj as Record<string, unknown>, msg });
   a2a.handler.setLogger({ warn: log('warn'), error: log('error') });
-  const channels: SecureChannel[] = [];
-  s.url = baseUrl(app);
-  s.client = (w) => {
-    const ch = channel(w, server.id, { retry: { retries: 0 } });
-    channels.push(ch);
-    return new A2AClient({ dispatcher: ch });
-  };
+  s.url = served.url;
+  s.client = served.client;
   s.close = async () => {
     gate();
-    await a2a.close();
-    await Promise.all(channels.map((c) => c.close()));
-    await app.close();
+    await served.close();
   };
   return s;
 }
 
-function message(skill: string) {
-  return {
-    messageId: crypto.randomUUID(),
-    role: 'ROLE_USER' as const,
-    parts: [{ text: 'x' }],
-    metadata: { skill },
-  };
-}
-
 /** Starts a task of `skill` without waiting for it to finish. */
 async function startTask(c: A2AClient, url: string, skill = 'stubborn'): Promise<Task> {
-  const r = await c.sendMessage(url, { message: message(skill), configuration: { returnImmediately: true } });
+  const r = await c.sendMessage(url, {
+    message: userMessage(skill),
+    configuration: { returnImmediately: true },
+  });
   if (!('task' in r)) throw new Error('expected a task');
   return r.task;
-}
-
-async function refusal(p: Promise<unknown>): Promise<A2AError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(A2AError);
-  return err as A2AError;
 }
 
 function statusText(t: Task): string {
@@ -162,7 +131,7 @@ describe('limits.maxTaskMs', () => {
     const a = s.client(alice);
     const started = Date.now();
     // A blocking call that sends no deadline: answered when the bound ends the task.
-    const r = await a.sendMessage(s.url, { message: message('stubborn') });
+    const r = await a.sendMessage(s.url, { message: userMessage('stubborn') });
     const took = Date.now() - started;
     if (!('task' in r)) throw new Error('expected a task');
     expect(r.task.status.state).toBe('TASK_STATE_FAILED');

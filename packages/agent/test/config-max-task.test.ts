@@ -2,18 +2,10 @@
 // the caller sent (@weave/a2a's `limits.maxTaskMs`). Read from the config and
 // the environment, refused out of range, and handed to the agent's A2A
 // server: a handler that ignores its signal is failed at the bound.
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
-import {
-  AgentConfigError,
-  CallError,
-  SecureAgent,
-  applyEnvOverrides,
-  parseAgentConfig,
-} from '../src/index.js';
-import { ID, sample, startOrchestrator, startWorld, testLogger, type World } from './helpers.js';
+import { AgentConfigError, CallError, applyEnvOverrides, parseAgentConfig } from '../src/index.js';
+import { ID, memoryLogger, sample, worldForAllTests } from './helpers.js';
 
 const minimal = { name: 'search', authz: { policyFile: 'policy.yaml' } };
 
@@ -48,32 +40,14 @@ describe('server.maxTaskMs in the config', () => {
 });
 
 describe('server.maxTaskMs on a running agent', () => {
-  let world: World;
-  const agents: SecureAgent[] = [];
-  beforeAll(async () => {
-    world = await startWorld();
-  });
-  afterAll(async () => {
-    for (const a of agents.reverse()) await a.stop({ drainTimeoutMs: 100 });
-    await world.close();
-  });
+  const w = worldForAllTests();
 
   it('fails a task whose handler ignores its signal at the bound, long before the caller’s deadline', async () => {
-    const search = new SecureAgent({
-      logger: testLogger(),
-      env: {},
-      config: {
-        name: 'search',
-        authz: { policyFile: world.policyFile },
-        identity: { workloadApi: { socket: world.dev.address('search') } },
-        server: { maxTaskMs: 300 },
-      },
+    const search = w
+      .search({ server: { maxTaskMs: 300 } })
       // Never settles and never looks at ctx.signal.
-    }).capability('stuck', { input: z.object({}) }, () => new Promise<never>(() => {}));
-    agents.push(search);
-    await search.start();
-    const orch = await startOrchestrator(world, search.url);
-    agents.push(orch);
+      .capability('stuck', { input: z.object({}) }, () => new Promise<never>(() => {}));
+    const orch = await w.startWithOrchestrator(search);
     const t0 = performance.now();
     const err = (await orch
       .callAgent(ID.search, 'stuck', {}, { timeoutMs: 20_000 })
@@ -87,35 +61,19 @@ describe('server.maxTaskMs on a running agent', () => {
   });
 
   it('counts and logs a task failed at the bound as a failure (DEADLINE_EXCEEDED), not as a cancel', async () => {
-    const lines: Array<Record<string, unknown>> = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        for (const line of chunk.toString().split('\n')) if (line) lines.push(JSON.parse(line));
-        done();
-      },
-    });
-    const search = new SecureAgent({
-      logger: pino({ level: 'info' }, sink),
-      env: {},
-      config: {
-        name: 'search',
-        authz: { policyFile: world.policyFile },
-        identity: { workloadApi: { socket: world.dev.address('search') } },
-        server: { maxTaskMs: 300 },
-      },
+    const { logger, lines } = memoryLogger();
+    const search = w
+      .search({ logger, server: { maxTaskMs: 300 } })
       // Slow, but stops when its signal aborts.
-    }).capability(
-      'slow',
-      { input: z.object({}) },
-      (_input, ctx) =>
-        new Promise<never>((_resolve, reject) =>
-          ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error)),
-        ),
-    );
-    agents.push(search);
-    await search.start();
-    const orch = await startOrchestrator(world, search.url);
-    agents.push(orch);
+      .capability(
+        'slow',
+        { input: z.object({}) },
+        (_input, ctx) =>
+          new Promise<never>((_resolve, reject) =>
+            ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error)),
+          ),
+      );
+    const orch = await w.startWithOrchestrator(search);
     const err = (await orch.callAgent(ID.search, 'slow', {}).catch((e: unknown) => e)) as CallError;
     expect(err.taskState).toBe('TASK_STATE_FAILED');
     const inbound = (outcome: string) =>

@@ -5,14 +5,10 @@
 // with a 10 MB message is logged in a line of a few KB (it was ~20 MB:
 // message and stack) that still names the error and where it was thrown.
 // Served: two SecureAgents, the dev Workload API, mTLS on loopback.
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
-import { AgentError, CallError, OfflineTestAgent, SecureAgent, reply } from '../src/index.js';
-import { ID, startWorld, testLogger, type World } from './helpers.js';
+import { AgentError, CallError, OfflineTestAgent, reply, type SecureAgent } from '../src/index.js';
+import { ID, memoryLogger, startCalleeAndCaller, startWorld, type World } from './helpers.js';
 
 const TEN_MB = 10 * 1024 * 1024;
 
@@ -42,13 +38,7 @@ function withCapabilities<A extends OfflineTestAgent | SecureAgent>(agent: A): A
 }
 
 /** The callee's log lines, as written. */
-const rawLines: string[] = [];
-const logSink = new Writable({
-  write(chunk: Buffer, _encoding, done) {
-    for (const line of chunk.toString().split('\n')) if (line) rawLines.push(line);
-    done();
-  },
-});
+const { logger: calleeLogger, raw: rawLines } = memoryLogger();
 
 /** The callee's `call failed` lines of `capability`, as written. */
 const failedLines = (capability: string) =>
@@ -64,32 +54,11 @@ const offline = withCapabilities(new OfflineTestAgent());
 
 beforeAll(async () => {
   world = await startWorld();
-  const policyFile = join(world.dir, 'handler-output-policy.yaml');
-  await writeFile(
-    policyFile,
-    `version: 1\nid: handler-output\ndefault: deny\nrules:\n  - id: all\n    effect: allow\n    callers: ['${ID.orchestrator}']\n    callees: ['${ID.search}']\n    actions: ${JSON.stringify(CAPS)}\n`,
-  );
-  callee = withCapabilities(
-    new SecureAgent({
-      config: {
-        name: 'search',
-        identity: { workloadApi: { socket: world.dev.address('search') } },
-        authz: { policyFile },
-      },
-      logger: pino({ level: 'info' }, logSink),
-    }),
-  );
-  await callee.start();
-  caller = new SecureAgent({
-    config: {
-      name: 'orchestrator',
-      identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
-      authz: { policyFile },
-      peers: [{ id: ID.search, url: callee.url }],
-    },
-    logger: testLogger(),
-  });
-  await caller.start();
+  ({ callee, caller } = await startCalleeAndCaller(
+    world,
+    { policyId: 'handler-output', capabilities: CAPS, logger: calleeLogger },
+    withCapabilities,
+  ));
 }, 60_000);
 
 afterAll(async () => {

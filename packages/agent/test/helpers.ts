@@ -5,8 +5,9 @@ import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
-import { afterEach } from 'vitest';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import { z } from 'zod';
 import {
   A2AServer,
@@ -37,6 +38,32 @@ export const ID = {
 /** Quiet unless WEAVE_TEST_LOG=debug (or another pino level) is set. */
 export function testLogger(): Logger {
   return pino({ level: process.env.WEAVE_TEST_LOG ?? 'silent' });
+}
+
+/** A pino logger at `info` that keeps what it writes, for tests that assert on an agent's log. */
+export interface MemoryLogger {
+  readonly logger: Logger;
+  /** Each line as written (to measure it). */
+  readonly raw: string[];
+  /** Each line, parsed. */
+  readonly lines: Array<Record<string, unknown>>;
+}
+
+/** Makes a {@link MemoryLogger}: its lines are kept as pino writes them (synchronously). */
+export function memoryLogger(): MemoryLogger {
+  const raw: string[] = [];
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString().split('\n')) {
+        if (!line) continue;
+        raw.push(line);
+        lines.push(JSON.parse(line) as Record<string, unknown>);
+      }
+      done();
+    },
+  });
+  return { logger: pino({ level: 'info' }, sink), raw, lines };
 }
 
 export const POLICY = `
@@ -116,6 +143,115 @@ export async function startOrchestrator(
   });
   await agent.start();
   return agent;
+}
+
+/** The search agent as a callee and the orchestrator as its caller, both started. */
+export interface CalleeAndCaller<A extends SecureAgent> {
+  readonly callee: A;
+  readonly caller: SecureAgent;
+}
+
+/**
+ * Starts the search agent of `world` (`serve` registers its capabilities),
+ * then an orchestrator that knows it, both under a policy file of their own
+ * (id `policyId`, in the world's directory) that lets the orchestrator call
+ * `capabilities` of search and nothing else. The callee logs to `logger`
+ * (quiet by default). On a failure to start, what was made is stopped.
+ */
+export async function startCalleeAndCaller<A extends SecureAgent>(
+  world: World,
+  options: { policyId: string; capabilities: readonly string[]; logger?: Logger },
+  serve: (agent: SecureAgent) => A,
+): Promise<CalleeAndCaller<A>> {
+  const policyFile = join(world.dir, `${options.policyId}-policy.yaml`);
+  await writeFile(
+    policyFile,
+    `version: 1\nid: ${options.policyId}\ndefault: deny\nrules:\n  - id: all\n    effect: allow\n    callers: ['${ID.orchestrator}']\n    callees: ['${ID.search}']\n    actions: ${JSON.stringify(options.capabilities)}\n`,
+  );
+  const callee = serve(
+    new SecureAgent({
+      config: {
+        name: 'search',
+        identity: { workloadApi: { socket: world.dev.address('search') } },
+        authz: { policyFile },
+      },
+      logger: options.logger ?? testLogger(),
+    }),
+  );
+  let caller: SecureAgent | undefined;
+  try {
+    await callee.start();
+    caller = new SecureAgent({
+      config: {
+        name: 'orchestrator',
+        identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
+        authz: { policyFile },
+        peers: [{ id: ID.search, url: callee.url }],
+      },
+      logger: testLogger(),
+    });
+    await caller.start();
+    return { callee, caller };
+  } catch (err) {
+    await caller?.stop();
+    await callee.stop({ drainTimeoutMs: 0 });
+    throw err;
+  }
+}
+
+/**
+ * The world of the calling file's (or describe block's) tests, started before
+ * them and closed after them, once the agents started through it have stopped
+ * (last started, first stopped).
+ */
+export interface AllTestsWorld {
+  /**
+   * The search agent of the world (its Workload API socket, the shared policy
+   * file, no environment read), with `server` settings when given; not
+   * started, no capability.
+   */
+  search(options?: { logger?: Logger; server?: AgentConfigInput['server'] }): SecureAgent;
+  /** Starts `search`, then an orchestrator that knows it (returned); both are stopped after all. */
+  startWithOrchestrator(search: SecureAgent): Promise<SecureAgent>;
+}
+
+/** Registers the beforeAll and afterAll hooks of an {@link AllTestsWorld}. */
+export function worldForAllTests(): AllTestsWorld {
+  let world: World | undefined;
+  const agents: SecureAgent[] = [];
+  beforeAll(async () => {
+    world = await startWorld();
+  });
+  afterAll(async () => {
+    for (const a of agents.splice(0).reverse()) await a.stop({ drainTimeoutMs: 100 });
+    await world?.close();
+  });
+  const started = (): World => {
+    if (!world) throw new Error('the world is started by beforeAll: use it in a test or hook');
+    return world;
+  };
+  return {
+    search({ logger, server } = {}) {
+      const w = started();
+      return new SecureAgent({
+        logger: logger ?? testLogger(),
+        env: {},
+        config: {
+          name: 'search',
+          authz: { policyFile: w.policyFile },
+          identity: { workloadApi: { socket: w.dev.address('search') } },
+          ...(server ? { server } : {}),
+        },
+      });
+    },
+    async startWithOrchestrator(search) {
+      agents.push(search);
+      await search.start();
+      const orch = await startOrchestrator(started(), search.url);
+      agents.push(orch);
+      return orch;
+    },
+  };
 }
 
 /** A loopback server that accepts TCP and never answers the TLS handshake. */

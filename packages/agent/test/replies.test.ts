@@ -3,15 +3,13 @@
 // how callAgent reads each back. Two real SecureAgents (dev Workload API,
 // mTLS on loopback, a local policy file); the chunks are also checked on the
 // wire, as the callee's A2A stream of artifact updates.
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { A2AClient, type StreamEvent } from '@weave/a2a';
 import { SpiffeId } from '@weave/identity';
 import { SecureChannel } from '@weave/transport';
-import { SecureAgent, reply, type FileResult } from '../src/index.js';
-import { ID, startWorld, testLogger, type World } from './helpers.js';
+import { reply, type FileResult, type SecureAgent } from '../src/index.js';
+import { ID, startCalleeAndCaller, startWorld, type World } from './helpers.js';
 
 const CAPS = ['text', 'bytes', 'link', 'several', 'chunks', 'plain', 'flood'];
 /** Chunks the flood capability streams, awaiting ctx.drained() after each. */
@@ -25,71 +23,54 @@ let caller: SecureAgent;
 
 beforeAll(async () => {
   world = await startWorld();
-  const policyFile = join(world.dir, 'replies-policy.yaml');
-  await writeFile(
-    policyFile,
-    `version: 1\nid: replies\ndefault: deny\nrules:\n  - id: all\n    effect: allow\n    callers: ['${ID.orchestrator}']\n    callees: ['${ID.search}']\n    actions: ${JSON.stringify(CAPS)}\n`,
-  );
   const text = z.string();
-  callee = new SecureAgent({
-    config: {
-      name: 'search',
-      identity: { workloadApi: { socket: world.dev.address('search') } },
-      authz: { policyFile },
-    },
-    logger: testLogger(),
-  })
-    .capability('text', { input: text }, (q) => reply.text(`hello ${q}`))
-    .capability('bytes', { input: text }, () =>
-      reply.file({ bytes: PNG, mediaType: 'image/png', filename: 'dot.png' }),
-    )
-    .capability('link', { input: text }, () =>
-      reply.file({
-        url: 'https://files.example/report.pdf',
-        mediaType: 'application/pdf',
-        filename: 'report.pdf',
-      }),
-    )
-    .capability('several', { input: text }, () =>
-      reply.artifacts(
-        { name: 'summary', parts: ['two things'] },
-        { name: 'numbers', parts: [{ data: { n: 2 } }] },
-        { name: 'raw', parts: [{ bytes: PNG, mediaType: 'image/png' }] },
-      ),
-    )
-    .capability('chunks', { input: text }, (_q, ctx) => {
-      const id = ctx.publishArtifact({ name: 'story', parts: ['once '] });
-      ctx.publishArtifact({ artifactId: id, parts: ['upon '] }, { append: true });
-      ctx.publishArtifact({ artifactId: id, parts: ['a time'] }, { append: true, lastChunk: true });
-      return undefined;
-    })
-    .capability('plain', { input: text, output: z.object({ n: z.number() }) }, () => ({ n: 7 }))
-    .capability('flood', { input: text }, async (_q, ctx) => {
-      floodPublished = 0;
-      const id = ctx.publishArtifact({ name: 'flood', parts: ['0'] });
-      floodPublished++;
-      await ctx.drained();
-      for (let i = 1; i < FLOOD; i++) {
-        ctx.publishArtifact(
-          { artifactId: id, parts: [String(i)] },
-          { append: true, lastChunk: i === FLOOD - 1 },
-        );
+  const serve = (agent: SecureAgent) =>
+    agent
+      .capability('text', { input: text }, (q) => reply.text(`hello ${q}`))
+      .capability('bytes', { input: text }, () =>
+        reply.file({ bytes: PNG, mediaType: 'image/png', filename: 'dot.png' }),
+      )
+      .capability('link', { input: text }, () =>
+        reply.file({
+          url: 'https://files.example/report.pdf',
+          mediaType: 'application/pdf',
+          filename: 'report.pdf',
+        }),
+      )
+      .capability('several', { input: text }, () =>
+        reply.artifacts(
+          { name: 'summary', parts: ['two things'] },
+          { name: 'numbers', parts: [{ data: { n: 2 } }] },
+          { name: 'raw', parts: [{ bytes: PNG, mediaType: 'image/png' }] },
+        ),
+      )
+      .capability('chunks', { input: text }, (_q, ctx) => {
+        const id = ctx.publishArtifact({ name: 'story', parts: ['once '] });
+        ctx.publishArtifact({ artifactId: id, parts: ['upon '] }, { append: true });
+        ctx.publishArtifact({ artifactId: id, parts: ['a time'] }, { append: true, lastChunk: true });
+        return undefined;
+      })
+      .capability('plain', { input: text, output: z.object({ n: z.number() }) }, () => ({ n: 7 }))
+      .capability('flood', { input: text }, async (_q, ctx) => {
+        floodPublished = 0;
+        const id = ctx.publishArtifact({ name: 'flood', parts: ['0'] });
         floodPublished++;
         await ctx.drained();
-      }
-      return undefined;
-    });
-  await callee.start();
-  caller = new SecureAgent({
-    config: {
-      name: 'orchestrator',
-      identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
-      authz: { policyFile },
-      peers: [{ id: ID.search, url: callee.url }],
-    },
-    logger: testLogger(),
-  });
-  await caller.start();
+        for (let i = 1; i < FLOOD; i++) {
+          ctx.publishArtifact(
+            { artifactId: id, parts: [String(i)] },
+            { append: true, lastChunk: i === FLOOD - 1 },
+          );
+          floodPublished++;
+          await ctx.drained();
+        }
+        return undefined;
+      });
+  ({ callee, caller } = await startCalleeAndCaller(
+    world,
+    { policyId: 'replies', capabilities: CAPS },
+    serve,
+  ));
 });
 
 afterAll(async () => {

@@ -2,20 +2,11 @@
 // signal until it settles. More than ten at once is no leak, but Node warned
 // "MaxListenersExceededWarning: Possible EventTarget memory leak detected"
 // for it, which operators read as one.
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { z } from 'zod';
-import { SecureAgent } from '../src/index.js';
-import { ID, startOrchestrator, startWorld, testLogger, type World } from './helpers.js';
+import { ID, worldForAllTests } from './helpers.js';
 
-let world: World;
-const agents: SecureAgent[] = [];
-beforeAll(async () => {
-  world = await startWorld();
-});
-afterAll(async () => {
-  for (const a of agents.reverse()) await a.stop({ drainTimeoutMs: 100 });
-  await world.close();
-});
+const w = worldForAllTests();
 
 it('warns of no listener leak with many handlers reading their signal at once', async () => {
   const warnings: Error[] = [];
@@ -25,24 +16,13 @@ it('warns of no listener leak with many handlers reading their signal at once', 
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     let waiting = 0;
-    const search = new SecureAgent({
-      logger: testLogger(),
-      env: {},
-      config: {
-        name: 'search',
-        authz: { policyFile: world.policyFile },
-        identity: { workloadApi: { socket: world.dev.address('search') } },
-      },
-    }).capability('slow', { input: z.object({}) }, async (_input, ctx) => {
+    const search = w.search().capability('slow', { input: z.object({}) }, async (_input, ctx) => {
       void ctx.signal;
       waiting++;
       await gate;
       return 'ok';
     });
-    agents.push(search);
-    await search.start();
-    const orch = await startOrchestrator(world, search.url);
-    agents.push(orch);
+    const orch = await w.startWithOrchestrator(search);
     const calls = Array.from({ length: 16 }, () => orch.callAgent(ID.search, 'slow', {}));
     await expect.poll(() => waiting, { timeout: 10_000 }).toBe(16);
     release();

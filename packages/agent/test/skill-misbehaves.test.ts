@@ -5,17 +5,13 @@
 // policy file) and by the operator (metrics, the call log). The caller gets a
 // typed failure it can read, the task reads back as it ended, and the
 // callee's counts and log say what happened.
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { A2AClient, buildMessage, type Task } from '@weave/a2a';
 import { SpiffeId } from '@weave/identity';
 import { SecureChannel } from '@weave/transport';
-import { AgentError, CallError, OfflineTestAgent, SecureAgent } from '../src/index.js';
-import { ID, sample, startWorld, testLogger, type World } from './helpers.js';
+import { AgentError, CallError, OfflineTestAgent, type SecureAgent } from '../src/index.js';
+import { ID, memoryLogger, sample, startCalleeAndCaller, startWorld, type World } from './helpers.js';
 
 const CAPS = ['bigint', 'date', 'unreadable', 'stuck', 'loud'];
 
@@ -50,13 +46,7 @@ function withCapabilities<A extends OfflineTestAgent | SecureAgent>(agent: A): A
 }
 
 /** The callee's log lines, parsed. */
-const logLines: Array<Record<string, unknown>> = [];
-const logSink = new Writable({
-  write(chunk: Buffer, _encoding, done) {
-    for (const line of chunk.toString().split('\n')) if (line) logLines.push(JSON.parse(line));
-    done();
-  },
-});
+const { logger: calleeLogger, lines: logLines } = memoryLogger();
 
 let world: World;
 let callee: SecureAgent;
@@ -66,32 +56,11 @@ const clients: A2AClient[] = [];
 
 beforeAll(async () => {
   world = await startWorld();
-  const policyFile = join(world.dir, 'skill-misbehaves-policy.yaml');
-  await writeFile(
-    policyFile,
-    `version: 1\nid: misbehaves\ndefault: deny\nrules:\n  - id: all\n    effect: allow\n    callers: ['${ID.orchestrator}']\n    callees: ['${ID.search}']\n    actions: ${JSON.stringify(CAPS)}\n`,
-  );
-  callee = withCapabilities(
-    new SecureAgent({
-      config: {
-        name: 'search',
-        identity: { workloadApi: { socket: world.dev.address('search') } },
-        authz: { policyFile },
-      },
-      logger: pino({ level: 'info' }, logSink),
-    }),
-  );
-  await callee.start();
-  caller = new SecureAgent({
-    config: {
-      name: 'orchestrator',
-      identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
-      authz: { policyFile },
-      peers: [{ id: ID.search, url: callee.url }],
-    },
-    logger: testLogger(),
-  });
-  await caller.start();
+  ({ callee, caller } = await startCalleeAndCaller(
+    world,
+    { policyId: 'misbehaves', capabilities: CAPS, logger: calleeLogger },
+    withCapabilities,
+  ));
   channel = new SecureChannel(await world.provider('orchestrator'), SpiffeId.parse(ID.search));
 }, 60_000);
 

@@ -1,12 +1,17 @@
+import { afterAll, beforeAll, expect } from 'vitest';
 import { LocalPolicyEnforcer, type AuditRecord } from '@weave/authz';
 import { authorizeMemberOf, type SpiffeId } from '@weave/identity';
 import type { SecureChannel } from '@weave/transport';
 import type { MtlsFastifyInstance } from '@weave/transport/server';
 import {
   A2AClient,
+  A2AError,
   A2AGrpcServer,
   A2AServer,
   type A2AServerOptions,
+  type AgentSkill,
+  type Task,
+  type TaskContext,
   type TaskResult,
 } from '../../src/index.js';
 import {
@@ -14,6 +19,7 @@ import {
   jsonRpcBinding,
   restBinding,
   type BindingUnderTest,
+  type CallOutcome,
   type RawBinding,
 } from './raw-bindings.js';
 import {
@@ -207,4 +213,177 @@ export function causeCodes(err: unknown): unknown[] {
     codes.push(e.code);
   }
   return codes;
+}
+
+/** A harness served on every binding (gRPC too) for the calling file's tests. */
+export interface HarnessForAll {
+  /** A raw client of `binding` to the harness, as its allowed client; the caller closes it. */
+  raw(binding: BindingUnderTest): RawBinding;
+  /** Runs `use` with a {@link HarnessForAll.raw} client of `binding`, closed once `use` settles. */
+  withBinding(binding: BindingUnderTest, use: (b: RawBinding) => Promise<void>): Promise<void>;
+}
+
+/**
+ * Registers the beforeAll hook that starts a harness (`setup` registers its
+ * skills, `extra` adds server options) and serves it on gRPC too, and the
+ * afterAll hook that closes both.
+ */
+export function harnessForAll(
+  setup: (a2a: A2AServer) => void,
+  extra: Partial<A2AServerOptions> = {},
+): HarnessForAll {
+  let served: { h: Harness; grpc: A2AGrpcServer } | undefined;
+  beforeAll(async () => {
+    const h = await startHarness(setup, extra);
+    served = { h, grpc: await serveGrpc(h) };
+  });
+  afterAll(async () => {
+    await served?.grpc.close(100);
+    await served?.h.close();
+  });
+  const raw = (binding: BindingUnderTest): RawBinding => {
+    if (!served) throw new Error('the harness is started by beforeAll: use it in a test');
+    return rawBinding(served.h, served.grpc, binding);
+  };
+  return {
+    raw,
+    async withBinding(binding, use) {
+      const b = raw(binding);
+      try {
+        await use(b);
+      } finally {
+        b.close();
+      }
+    },
+  };
+}
+
+/** A skill card whose id, name and description are all `id`. */
+export function skillCard(id: string): AgentSkill {
+  return { id, name: id, description: id, tags: [] };
+}
+
+/**
+ * The `id` skill: runs `act`, keeps what it threw in `thrown` under the task's
+ * id, and ends with the text `went on` either way.
+ */
+export function serveGoesOn(
+  a2a: A2AServer,
+  id: string,
+  thrown: Map<string, unknown>,
+  act: (ctx: TaskContext) => void,
+): void {
+  a2a.registerTaskHandler(skillCard(id), (ctx) => {
+    try {
+      act(ctx);
+    } catch (err) {
+      thrown.set(ctx.taskId, err);
+    }
+    return 'went on';
+  });
+}
+
+/** A user message of `text` to `skill`, with a fresh id. */
+export function userMessage(skill: string, text = 'x') {
+  return {
+    messageId: crypto.randomUUID(),
+    role: 'ROLE_USER' as const,
+    parts: [{ text }],
+    metadata: { skill },
+  };
+}
+
+/** SendMessage params: the user message `go` to `skill`. */
+export const send = (skill: string) => ({ message: userMessage(skill, 'go') });
+
+/** The Task of a SendMessage or GetTask outcome; throws when the call failed. */
+export function taskOf(o: CallOutcome): Task {
+  if (!o.ok) throw new Error(`call failed: ${o.error.code} ${o.error.message}`);
+  const r = o.result as { task?: Task } & Task;
+  return r.task ?? r;
+}
+
+/** The A2AError `p` is refused with; fails the test when it is not one. */
+export async function refusal(p: Promise<unknown>): Promise<A2AError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(A2AError);
+  return err as A2AError;
+}
+
+/**
+ * Workloads of one PKI for the calling file's tests, each at
+ * `spiffe://test.weave<path>`: registers the beforeAll hook that makes them
+ * (in the order given) and the afterAll hook that closes the PKI. Read a
+ * workload's `id` and `identity` in a test or hook.
+ */
+export function workloadsForAll<K extends string>(paths: Record<K, string>): Record<K, Workload> {
+  const names = Object.keys(paths) as K[];
+  let pki: Pki | undefined;
+  const made = new Map<K, Workload>();
+  beforeAll(async () => {
+    pki = await createPki();
+    for (const name of names) made.set(name, await pki.workload(paths[name]));
+  });
+  afterAll(() => pki?.close());
+  const get = (name: K): Workload => {
+    const w = made.get(name);
+    if (!w) throw new Error(`workload ${name} is made by beforeAll: use it in a test or hook`);
+    return w;
+  };
+  const out = {} as Record<K, Workload>;
+  for (const name of names) {
+    out[name] = {
+      get id() {
+        return get(name).id;
+      },
+      get identity() {
+        return get(name).identity;
+      },
+    };
+  }
+  return out;
+}
+
+/** A policy that lets every workload of the test trust domain call every skill. */
+export function trustDomainPolicy(id: string): LocalPolicyEnforcer {
+  return LocalPolicyEnforcer.fromObject({
+    version: 1,
+    id,
+    default: 'deny',
+    rules: [{ id: 'all', effect: 'allow', callers: [`spiffe://${TRUST_DOMAIN}`], actions: ['*'] }],
+  });
+}
+
+/** An A2AServer served over mTLS on loopback, and A2AClients of other workloads to it. */
+export interface ServedOnLoopback {
+  /** `https://127.0.0.1:<port>`. */
+  readonly url: string;
+  /** An A2AClient of `w` over a channel of its own (no retries). */
+  client(w: Workload): A2AClient;
+  /** Closes the A2AServer, the clients' channels, then the HTTP server. */
+  close(): Promise<void>;
+}
+
+/** Serves `a2a` (its skills registered) as `server` on a loopback port. */
+export async function serveOnLoopback(a2a: A2AServer, server: Workload): Promise<ServedOnLoopback> {
+  const app = mtlsServer(server);
+  await app.register(a2a.plugin);
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const channels: SecureChannel[] = [];
+  return {
+    url: baseUrl(app),
+    client: (w) => {
+      const ch = channel(w, server.id, { retry: { retries: 0 } });
+      channels.push(ch);
+      return new A2AClient({ dispatcher: ch });
+    },
+    close: async () => {
+      await a2a.close();
+      await Promise.all(channels.map((c) => c.close()));
+      await app.close();
+    },
+  };
 }

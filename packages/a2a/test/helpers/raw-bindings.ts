@@ -27,6 +27,9 @@ async function* once(text: string): AsyncGenerator<string> {
 /** The binding names as the card spells them. */
 export type BindingUnderTest = 'JSONRPC' | 'HTTP+JSON' | 'GRPC';
 
+/** Every binding, in the order the tests walk them. */
+export const BINDINGS: readonly BindingUnderTest[] = ['JSONRPC', 'HTTP+JSON', 'GRPC'];
+
 /** A failed call: the A2A error and the binding's own status (HTTP status or gRPC code). */
 interface CallFailure {
   readonly error: A2AError;
