@@ -5,7 +5,13 @@ import { exceedsDepth } from './depth.js';
 import { z } from 'zod';
 import { A2AClientError } from './errors.js';
 import { A2AConfigError, checkBudget, checkOptions, durationMs, positiveCount } from './options.js';
-import { callFailure, deadlineExceeded, readLimited, untilAborted } from './transports/http.js';
+import {
+  boundedSignal,
+  callFailure,
+  deadlineExceeded,
+  readLimited,
+  untilAborted,
+} from './transports/http.js';
 import { AgentCardSchema, type AgentCard } from './wire/v1.js';
 
 const DiscoveryNumbers = z.object({
@@ -276,7 +282,7 @@ export class DiscoveryClient {
   async #fetch(cardUrl: string, signal: AbortSignal): Promise<AgentCard> {
     // One timer bounds the whole fetch: undici's own headers timeout would let a
     // SecureChannel repeat the GET (idempotent) after each expiry.
-    const bounded = boundedSignal(signal, this.#timeout, () => deadlineExceeded(`agent card ${cardUrl}`));
+    const bounded = boundedSignal(signal, this.#timeout, deadlineExceeded, `agent card ${cardUrl}`);
     try {
       return await this.#get(cardUrl, bounded.signal);
     } finally {
@@ -343,37 +349,6 @@ export class DiscoveryClient {
     if (this.#signatures) await verifyAgentCard(parsed.data, this.#signatures);
     return parsed.data;
   }
-}
-
-/**
- * A signal for one piece of work: it aborts with `parent`'s reason when
- * `parent` aborts, or with `timedOut()` once `ms` have passed. Call
- * `dispose()` when the work is over: it takes the listener off `parent` and
- * clears the timer, so a long-lived `parent` (a client's, a sender's) keeps
- * nothing of it. `AbortSignal.any([parent, AbortSignal.timeout(ms)])` is not
- * that: on Node 20 and 22 every such signal leaves an entry on `parent` (on
- * 22 the whole signal) for as long as `parent` lives. Internal.
- */
-export function boundedSignal(
-  parent: AbortSignal,
-  ms: number,
-  timedOut: () => unknown,
-): { readonly signal: AbortSignal; dispose(): void } {
-  const ac = new AbortController();
-  if (parent.aborted) {
-    ac.abort(parent.reason);
-    return { signal: ac.signal, dispose: () => undefined };
-  }
-  const onAbort = () => ac.abort(parent.reason);
-  parent.addEventListener('abort', onAbort, { once: true });
-  const timer = setTimeout(() => ac.abort(timedOut()), ms);
-  return {
-    signal: ac.signal,
-    dispose: () => {
-      clearTimeout(timer);
-      parent.removeEventListener('abort', onAbort);
-    },
-  };
 }
 
 /** `https://h/x` → `https://h/x/.well-known/agent-card.json`; a card URL is kept. */

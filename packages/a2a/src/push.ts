@@ -6,10 +6,9 @@ import { request, type Dispatcher } from 'undici';
 import { z } from 'zod';
 import { MAX_TIMER_MS } from '@weave/identity';
 import { CircuitBreaker, CircuitOpenError, LogRate, type CircuitBreakerOptionsInput } from '@weave/transport';
-import { boundedSignal } from './discovery.js';
 import { A2AClientError } from './errors.js';
 import { A2AConfigError, checkOptions, positiveCount, timerMs, timerMsOr0 } from './options.js';
-import { untilAborted } from './transports/http.js';
+import { boundedSignal, untilAborted } from './transports/http.js';
 import type { StreamResponse, TaskPushNotificationConfig } from './wire/v1.js';
 
 // ---- SSRF guard ------------------------------------------------------------------------
