@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { unsendable } from '@weave/a2a';
+import { A2AError, A2AErrorCode, unsendable } from '@weave/a2a';
 import { SpiffeId, randomUuid } from '@weave/identity';
 import {
   CapabilityRegistry,
@@ -11,7 +11,7 @@ import {
 } from './capability.js';
 import { AgentError } from './errors.js';
 import { checkOutput, type CallAgentOptions } from './outbound.js';
-import { resultArtifacts } from './reply.js';
+import { resultArtifacts, toArtifact } from './reply.js';
 
 /** Stands in for `ctx.callAgent` in {@link OfflineTestAgent.invoke}: receives what the handler asked for. */
 export type CallAgentStub = (
@@ -75,8 +75,17 @@ export class OfflineTestAgent extends AgentCore {
       signal: options.signal ?? new AbortController().signal,
       correlationId: randomUuid(),
       progress: () => undefined,
-      // No caller to stream to: the chunk's id is all there is to give back.
-      publishArtifact: (chunk) => chunk.artifactId ?? randomUuid(),
+      // No caller to stream to: the chunk's id is all there is to give back,
+      // once it passed the check a served chunk meets (the A2A server throws
+      // the same error into the handler there).
+      publishArtifact: (chunk) => {
+        const a = toArtifact(chunk);
+        const bad = unsendable(a);
+        if (bad !== undefined) {
+          throw new A2AError(A2AErrorCode.InvalidAgentResponse, `Invalid agent response: ${bad}`);
+        }
+        return a.artifactId;
+      },
       drained: () => Promise.resolve(),
       callAgent: async (target, capability, input, callOptions = {}) => {
         if (!stub) {

@@ -19,7 +19,10 @@ const UNSENDABLE: ReadonlyArray<[capability: string, named: RegExp]> = [
   ['reply-map', /a Map object at parts\.0\.data\.m/],
 ];
 
-const CAPS = ['date', 'nan', 'reply-map', 'fine', 'nothing', 'huge'];
+const CAPS = ['date', 'nan', 'reply-map', 'fine', 'nothing', 'huge', 'chunk-date'];
+
+/** What each `chunk-date` handler's publishArtifact threw, served or offline. */
+const chunkErrors: unknown[] = [];
 
 function withCapabilities<A extends OfflineTestAgent | SecureAgent>(agent: A): A {
   const any = z.any();
@@ -31,6 +34,14 @@ function withCapabilities<A extends OfflineTestAgent | SecureAgent>(agent: A): A
     )
     .capability('fine', { input: any }, () => ({ n: 1, at: new Date(0).toISOString() }))
     .capability('nothing', { input: any }, () => undefined)
+    .capability('chunk-date', { input: any }, (_input, ctx) => {
+      try {
+        ctx.publishArtifact({ parts: [{ data: { at: new Date(0) } }] });
+      } catch (err) {
+        chunkErrors.push(err);
+      }
+      return 'went on';
+    })
     .capability('huge', { input: any }, () => {
       throw new Error(`boom: ${'x'.repeat(TEN_MB)}`);
     });
@@ -116,5 +127,19 @@ describe('a handler error with a 10 MB message', () => {
         /^Error: boom: x+… \(10485766 characters\)\n {4}at .*handler-output\.test\.ts/,
       ),
     });
+  });
+});
+
+describe('a streamed chunk no binding can send', () => {
+  it('is refused into the handler with the same error served and offline', async () => {
+    chunkErrors.length = 0;
+    await expect(caller.callAgent(ID.search, 'chunk-date', {})).resolves.toBe('went on');
+    await expect(offline.invoke('chunk-date', {})).resolves.toBe('went on');
+    expect(chunkErrors).toHaveLength(2);
+    const [served, local] = chunkErrors as Array<{ code?: unknown; message?: unknown }>;
+    expect(served?.code).toBe('INVALID_AGENT_RESPONSE');
+    expect(local?.code).toBe(served?.code);
+    expect(local?.message).toBe(served?.message);
+    expect(String(local?.message)).toMatch(/a Date object at parts\.0\.data\.at/);
   });
 });
