@@ -14,7 +14,7 @@ it('keeps its eviction queue to the tasks it holds when tasks expire before the 
   const printed = await new Promise<string>((resolve, reject) => {
     execFile(
       process.execPath,
-      ['--expose-gc', '--import', pathToFileURL(tsx).href, script, '100000'],
+      ['--expose-gc', '--conditions=weave-source', '--import', pathToFileURL(tsx).href, script, '100000'],
       (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
     );
   });
