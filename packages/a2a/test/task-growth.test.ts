@@ -4,11 +4,8 @@
 // a handler that publishes without end, or a caller that replies to
 // INPUT_REQUIRED turn after turn, would otherwise grow one task in memory
 // without bound (100 000 publishMessage calls grew one to 80 MB of heap).
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LocalPolicyEnforcer } from '@weave/authz';
-import { baseUrl, channel, createPki, mtlsServer, type Pki, type Workload } from '@weave/test-support';
+import { describe, expect, it } from 'vitest';
 import {
-  A2AClient,
   A2AError,
   A2AServer,
   InMemoryTaskStore,
@@ -18,6 +15,7 @@ import {
   type Message,
   type Task,
 } from '../src/index.js';
+import { serveOnLoopback, trustDomainPolicy, workloadsForAll } from './helpers/agents.js';
 
 const OWNER = 'spiffe://t/a';
 const msg = (text: string, role: Message['role'] = 'ROLE_USER'): Message => ({
@@ -144,15 +142,7 @@ describe('a running task grows at most to its owner’s share of the store (maxB
 });
 
 describe('over a binding (JSON-RPC, real mTLS)', () => {
-  let pki: Pki;
-  let server: Workload;
-  let alice: Workload;
-  beforeAll(async () => {
-    pki = await createPki();
-    server = await pki.workload('/agent/server');
-    alice = await pki.workload('/agent/alice');
-  });
-  afterAll(() => pki.close());
+  const { server, alice } = workloadsForAll({ server: '/agent/server', alice: '/agent/alice' });
 
   const SHARE = 64 * 1024;
   /** An agent with a 64 KiB share per caller: `chat` asks again after every reply, `flood` publishes without end. */
@@ -160,12 +150,7 @@ describe('over a binding (JSON-RPC, real mTLS)', () => {
     const a2a = new A2AServer({
       card: { name: 'growth', description: 'running task bounds', version: '1' },
       selfId: server.id,
-      enforcer: LocalPolicyEnforcer.fromObject({
-        version: 1,
-        id: 'growth',
-        default: 'deny',
-        rules: [{ id: 'all', effect: 'allow', callers: ['spiffe://test.weave'], actions: ['*'] }],
-      }),
+      enforcer: trustDomainPolicy('growth'),
       heartbeatMs: 0,
       bindings: ['JSONRPC'],
       limits: { retainedBytes: { total: 16 * SHARE, perCaller: SHARE }, maxSubscribersPerTask: 1 },
@@ -185,21 +170,13 @@ describe('over a binding (JSON-RPC, real mTLS)', () => {
         published++;
       }
     });
-    const app = mtlsServer(server);
-    await app.register(a2a.plugin);
-    await app.listen({ port: 0, host: '127.0.0.1' });
-    const ch = channel(alice, server.id, { retry: { retries: 0 } });
-    const client = new A2AClient({ dispatcher: ch });
+    const served = await serveOnLoopback(a2a, server);
     return {
-      url: baseUrl(app),
-      client,
+      url: served.url,
+      client: served.client(alice),
       replies,
       published: () => published,
-      close: async () => {
-        await a2a.close();
-        await ch.close();
-        await app.close();
-      },
+      close: served.close,
     };
   }
   const userMessage = (text: string, skill?: string, taskId?: string) => ({
