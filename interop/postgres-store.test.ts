@@ -478,6 +478,47 @@ describe.skipIf(!available)('PostgreSQL stores', () => {
     });
   });
 
+  it('bounds what the running tasks of one caller add here together by its share (the database counts them as created until they finish); one that ends makes room', async () => {
+    await withBoundedStore({ maxBytes: 1_000_000, maxBytesPerOwner: 10_000 }, async (m, store) => {
+      const owner = 'spiffe://t/grower';
+      const tasks = await Promise.all(
+        [1, 2, 3].map(() => m.create({ owner, skill: 's', message: msg('go') })),
+      );
+      const chunk = (i: number) => ({ artifactId: `a${i}`, parts: [{ text: 'y'.repeat(2_000) }] });
+      let refused: unknown;
+      let taken = 0;
+      for (let i = 0; i < 2 && refused === undefined; i++) {
+        for (const r of tasks) {
+          try {
+            m.addArtifact(r.task.id, chunk(i));
+            taken++;
+          } catch (err) {
+            refused = err;
+            break;
+          }
+        }
+      }
+      // Each task alone (about 4 KB) is far under the share; together they are not.
+      expect(refused).toBeInstanceOf(TaskStoreOverBudgetError);
+      expect(refused).toMatchObject({ code: 'TASK_STORE_OVER_BUDGET', scope: 'caller', limitBytes: 10_000 });
+      expect(taken).toBe(4);
+      await m.flush();
+      const stored = await Promise.all(
+        tasks.map(async (r) => (await store.get(r.task.id))?.task.artifacts?.length ?? 0),
+      );
+      expect(stored.reduce((a, b) => a + b)).toBe(taken);
+      // Another caller is not held back.
+      const other = await m.create({ owner: 'spiffe://t/other', skill: 's', message: msg('go') });
+      expect(m.addArtifact(other.task.id, chunk(0))).toBe(true);
+      // One task ends: what it held running is given back.
+      m.setStatus(tasks[0]!.task.id, 'TASK_STATE_COMPLETED');
+      expect(m.addArtifact(tasks[2]!.task.id, chunk(1))).toBe(true);
+      for (const r of [...tasks.slice(1), other]) m.setStatus(r.task.id, 'TASK_STATE_COMPLETED');
+      await m.flush();
+      expect((await store.get(tasks[2]!.task.id))?.task.artifacts).toHaveLength(2);
+    });
+  });
+
   it('cuts a task that finishes over maxBytesPerTask in the finishing transaction, and counts what it keeps exactly', async () => {
     await withBoundedStore(
       { maxBytes: 1_000_000, maxBytesPerOwner: 200_000, maxBytesPerTask: 20_000 },

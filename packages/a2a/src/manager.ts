@@ -180,6 +180,14 @@ export class TaskManager {
   readonly #maxEvents: number;
   /** The store's {@link TaskStore.maxBytesPerOwner}, read once: what one running task may add. */
   readonly #maxGrowth: number;
+  /**
+   * With a store other than the embedded one (which counts running tasks in
+   * its own bounds): bytes the tasks of each owner running here hold, bounded
+   * by the owner's share together, as on the embedded store. The database
+   * counts a running task only as created, so without it one caller's
+   * running tasks could each grow to the whole share in this process.
+   */
+  readonly #runningBytes = new Map<string, number>();
   readonly #onStoreError: (err: unknown, taskId: string) => void;
   readonly #retryMaxMs: number;
   readonly #notifier: TaskNotifier | undefined;
@@ -329,6 +337,7 @@ export class TaskManager {
   #drop(live: Live, err: Error, ended?: TaskRecord): void {
     const id = live.record.task.id;
     if (this.#live.get(id) !== live && this.#settling.get(id) !== live) return;
+    if (this.#live.get(id) === live) this.#hold(live.record.owner, -live.bytes);
     this.#live.delete(id);
     if (this.#settling.get(id) === live) this.#settling.delete(id);
     // Not acknowledged to anyone (an event is told once written): nothing is lost by dropping them.
@@ -479,10 +488,18 @@ export class TaskManager {
       );
     }
     const made = newTask(input);
-    // A task that runs here must hear a cancel asked on another replica.
-    if (this.#notifier) await this.listen();
-    await this.store.create(made.record, made.first);
-    return this.#goLive(made, approxJsonBytes(made.record.task));
+    const bytes = approxJsonBytes(made.record.task);
+    // Held before the awaits, so that concurrent creates of one owner count each other.
+    this.#hold(made.record.owner, bytes);
+    try {
+      // A task that runs here must hear a cancel asked on another replica.
+      if (this.#notifier) await this.listen();
+      await this.store.create(made.record, made.first);
+    } catch (err) {
+      this.#hold(made.record.owner, -bytes);
+      throw err;
+    }
+    return this.#goLive(made, bytes);
   }
 
   /**
@@ -678,8 +695,29 @@ export class TaskManager {
     if (grown > this.#maxGrowth) {
       throw new TaskStoreOverBudgetError('task', this.#maxGrowth, record.owner, grown);
     }
-    this.#memory?.growNow(record.task.id, bytes);
+    if (this.#memory) this.#memory.growNow(record.task.id, bytes);
+    else this.#hold(record.owner, bytes);
     live.bytes = grown;
+  }
+
+  /**
+   * Counts `bytes` more (fewer, when negative) for the tasks of `owner`
+   * running here, with a store other than the embedded one.
+   *
+   * @throws {TaskStoreOverBudgetError} (scope `caller`, retryable: one of them
+   *   finishing makes room; `neverFits` when `bytes` alone are over) when they
+   *   would hold more than the owner's share; nothing is counted.
+   */
+  #hold(owner: string, bytes: number): void {
+    if (this.#memory) return;
+    const held = (this.#runningBytes.get(owner) ?? 0) + bytes;
+    if (bytes > 0 && held > this.#maxGrowth) {
+      // A new task larger than the share alone never fits: not retryable.
+      const alone = bytes > this.#maxGrowth ? bytes : undefined;
+      throw new TaskStoreOverBudgetError('caller', this.#maxGrowth, owner, alone);
+    }
+    if (held > 0) this.#runningBytes.set(owner, held);
+    else this.#runningBytes.delete(owner);
   }
 
   /**
@@ -1024,6 +1062,7 @@ export class TaskManager {
     const id = stored.task.id;
     const kept = (await this.eventsAfter(id, Math.max(0, stored.seq - this.#maxEvents))) ?? [];
     const record: TaskRecord = { ...stored, task: structuredClone(stored.task) };
+    const bytes = approxJsonBytes(record.task);
     this.#live.set(id, {
       record,
       events: kept.filter((e) => e.seq <= record.seq),
@@ -1033,9 +1072,12 @@ export class TaskManager {
       writeQueued: false,
       failures: 0,
       settleWaiters: [],
-      bytes: approxJsonBytes(record.task),
+      bytes,
       durable: { task: snapshot(stored.task), seq: stored.seq },
     });
+    // Taken over whatever this owner's tasks hold here: an orphan is run, not refused.
+    if (!this.#memory)
+      this.#runningBytes.set(record.owner, (this.#runningBytes.get(record.owner) ?? 0) + bytes);
     return record;
   }
 
@@ -1303,7 +1345,10 @@ export class TaskManager {
       if (settles) settle(live, record);
     } else {
       // Listeners and waiters hear of the event once it is written (#write).
-      if (terminal) this.#live.delete(id);
+      if (terminal) {
+        this.#live.delete(id);
+        this.#hold(record.owner, -live.bytes);
+      }
       live.pending.push(stored);
       // Events published in one burst share one write: queue a write only if
       // none is waiting to start, and start it after this turn.

@@ -181,8 +181,9 @@ export interface TaskStore {
    * refuses the addition with {@link TaskStoreOverBudgetError} (scope
    * `task`) and the task is unchanged. (A finished task is then cut to
    * `maxBytesPerTask`, which may be smaller: a result larger than that is
-   * still delivered whole.) Undefined: no bound (a store of one's own may
-   * leave it out).
+   * still delivered whole.) The owner's tasks running in one process hold
+   * at most this much together, as created and grown (scope `caller`,
+   * retryable). Undefined: no bound (a store of one's own may leave it out).
    */
   readonly maxBytesPerOwner?: number;
 }

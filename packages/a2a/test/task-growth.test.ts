@@ -141,6 +141,61 @@ describe('a running task grows at most to its owner’s share of the store (maxB
   });
 });
 
+describe('with a store other than the embedded one (which counts running tasks itself)', () => {
+  // The manager takes only the InMemoryTaskStore class itself as the embedded
+  // store: a subclass is written through as a database is (PostgreSQL's
+  // counterpart of this test is in interop/postgres-store.test.ts).
+  class WrittenThrough extends InMemoryTaskStore {}
+
+  it('bounds the running tasks of one owner together by its share, each one under it; a task that ends makes room; other owners are unaffected', async () => {
+    const m = new TaskManager({ store: new WrittenThrough({ maxBytesPerOwner: 10_000 }) });
+    const tasks = await Promise.all(
+      [1, 2, 3].map(() => m.create({ owner: OWNER, skill: 's', message: msg('go') })),
+    );
+    const chunk = (i: number) => ({ artifactId: `a${i}`, parts: [{ text: KB.repeat(2) }] });
+    // Each task takes two 2 KB artifacts (about 12 KB together, each task about 4 KB)...
+    let err: unknown;
+    let taken = 0;
+    for (let i = 0; i < 2 && err === undefined; i++) {
+      for (const r of tasks) {
+        err = thrown(() => m.addArtifact(r.task.id, chunk(i)));
+        if (err !== undefined) break;
+        taken++;
+      }
+    }
+    // ...but not all of them: the owner's share holds them together.
+    expect(err).toBeInstanceOf(TaskStoreOverBudgetError);
+    expect(err).toMatchObject({ scope: 'caller', limitBytes: 10_000, neverFits: false });
+    expect((err as Error).message).toBe(`tasks of ${OWNER} hold their share of the task store (10000 bytes)`);
+    expect(taken).toBe(4);
+    // Read as written: a durable store's readers see what it holds.
+    await m.flush();
+    const kept = await Promise.all(
+      tasks.map(async (r) => (await m.get(r.task.id))?.task.artifacts?.length ?? 0),
+    );
+    expect(kept.reduce((a, b) => a + b)).toBe(taken);
+    // A new task of the owner is refused while they hold it; nothing is created.
+    const before = (await m.list({ owner: OWNER, limit: 10 })).total;
+    await expect(m.create({ owner: OWNER, skill: 's', message: msg(KB.repeat(2)) })).rejects.toMatchObject({
+      scope: 'caller',
+    });
+    expect((await m.list({ owner: OWNER, limit: 10 })).total).toBe(before);
+    // Another owner is not held back.
+    const other = await m.create({ owner: 'spiffe://t/b', skill: 's', message: msg('go') });
+    expect(m.addArtifact(other.task.id, chunk(0))).toBe(true);
+    // A task that ends gives back what it held, whatever it keeps.
+    m.setStatus(tasks[0]!.task.id, 'TASK_STATE_COMPLETED');
+    expect(m.addArtifact(tasks[2]!.task.id, chunk(5))).toBe(true);
+    // The message that ends a task is taken however much is held.
+    for (const r of tasks.slice(1))
+      expect(m.setStatus(r.task.id, 'TASK_STATE_COMPLETED', msg(KB.repeat(5), 'ROLE_AGENT'))).toBe(true);
+    // Nothing held any more: a task as large as the share allows runs.
+    const next = await m.create({ owner: OWNER, skill: 's', message: msg('go') });
+    for (let i = 0; i < 3; i++) expect(m.addArtifact(next.task.id, chunk(i))).toBe(true);
+    await m.close();
+  });
+});
+
 describe('over a binding (JSON-RPC, real mTLS)', () => {
   const { server, alice } = workloadsForAll({ server: '/agent/server', alice: '/agent/alice' });
 
