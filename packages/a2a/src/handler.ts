@@ -1049,24 +1049,23 @@ export class A2ARequestHandler {
         throw A2AErrors.unsupportedOperation(`Task ${taskId} is not waiting for input`);
       }
       const stored = push ? await this.#storePushConfig(record, { ...push, taskId }) : undefined;
-      if (forward) {
-        // The handler waiting for this reply runs on another replica: handed over through the store.
-        await this.manager.forwardInput(record, p.message);
-        return record;
-      }
-      // Storing the config awaited: another reply may have been taken meanwhile.
-      if (!this.manager.isAwaitingInput(taskId)) {
-        // A refused reply changes nothing: its webhook goes again.
-        if (stored) await this.#pushStore?.deletePushConfig(taskId, stored.id as string);
-        throw A2AErrors.unsupportedOperation(`Task ${taskId} is not waiting for input`);
-      }
       try {
+        if (forward) {
+          // The handler waiting for this reply runs on another replica: handed over through the store.
+          await this.manager.forwardInput(record, p.message);
+          return record;
+        }
+        // Storing the config awaited: another reply may have been taken meanwhile.
+        if (!this.manager.isAwaitingInput(taskId)) {
+          throw A2AErrors.unsupportedOperation(`Task ${taskId} is not waiting for input`);
+        }
         this.manager.deliverInput(taskId, p.message, beforeRun && (() => beforeRun(record)));
       } catch (err) {
-        // The task cannot grow by this reply (its memory bound): refused
-        // before a stream attached, and the task still waits for one; its webhook goes again.
-        if (!(err instanceof TaskStoreOverBudgetError)) throw err;
+        // A refused reply changes nothing, here or forwarded: its webhook goes
+        // again. Over the task's memory bound it is refused before a stream
+        // attached, and the task still waits for one.
         if (stored) await this.#pushStore?.deletePushConfig(taskId, stored.id as string);
+        if (!(err instanceof TaskStoreOverBudgetError)) throw err;
         if (err.neverFits) throw A2AErrors.taskTooLarge(err.scope, err.limitBytes, err.taskBytes as number);
         throw A2AErrors.retainedBytesExhausted(err.scope, err.limitBytes, ctx.caller.toString());
       }

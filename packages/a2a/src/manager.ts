@@ -368,11 +368,19 @@ export class TaskManager {
    * `waitMs`). When nobody took it (no handler waits for it any more: the
    * task was canceled, or the wait timed out as the reply came), the post is
    * withdrawn and this rejects as a local reply would be refused.
+   *
+   * @throws {TaskStoreOverBudgetError} (scope `task`, `neverFits`) at once,
+   *   nothing posted, when the reply alone is larger than the owner's share:
+   *   the running replica would refuse it whatever the task holds.
    */
   async forwardInput(record: TaskRecord, message: Message, waitMs = 5000): Promise<void> {
     const inbox = this.#inbox;
     if (!inbox) throw new TypeError('forwardInput() needs a task store that hands input between replicas');
     const id = record.task.id;
+    const bytes = approxJsonBytes(bindMessage(message, id, record.task.contextId));
+    if (bytes > this.#maxGrowth) {
+      throw new TaskStoreOverBudgetError('task', this.#maxGrowth, record.owner, bytes);
+    }
     let post!: string;
     await this.#actWhileFollowing(
       id,
