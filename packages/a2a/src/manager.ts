@@ -987,18 +987,21 @@ export class TaskManager {
   }
 
   /**
-   * Cancels a live task: aborts its signal, rejects a pending input wait and
-   * sets CANCELED. Returns false when the task is not live.
+   * Cancels a live task: sets CANCELED, then aborts its signal and rejects a
+   * pending input wait. Returns false when the task is not live.
    */
   cancel(id: string, reason?: unknown): boolean {
     const live = this.#live.get(id);
     if (!live) return false;
     const err = reason ?? canceledReason(id);
-    live.abort?.abort(err);
     const waiter = live.inputWaiter;
     live.inputWaiter = undefined;
-    waiter?.reject(err);
+    // CANCELED first: abort listeners run synchronously, and one that
+    // publishes a state of its own (FAILED, "stopped: …") would otherwise end
+    // the task before the cancel its caller was told succeeded.
     this.setStatus(id, 'TASK_STATE_CANCELED');
+    live.abort?.abort(err);
+    waiter?.reject(err);
     return true;
   }
 

@@ -65,6 +65,17 @@ const served = harnessForAll(
     a2a.registerTaskHandler(skillCard('loud'), () => {
       throw new WeaveError('LOUD', `refused: ${'x'.repeat(100_000)}`);
     });
+    // Reports why it stopped from its abort listener, as cancel examples tend to.
+    a2a.registerTaskHandler(
+      skillCard('fails-on-abort'),
+      (ctx) =>
+        new Promise<void>((resolve) => {
+          ctx.signal.addEventListener('abort', () => {
+            ctx.publishStatus('TASK_STATE_FAILED', 'stopped');
+            resolve();
+          });
+        }),
+    );
     a2a.registerTaskHandler(skillCard('leaky'), () => {
       // Node's own error of a failed connection: it has a code, and names an internal address.
       throw Object.assign(new Error('connect ECONNREFUSED 10.0.0.5:5432'), { code: 'ECONNREFUSED' });
@@ -115,6 +126,20 @@ describe.each(BINDINGS)('a misbehaving task handler, seen on %s', (binding) => {
       const task = taskOf(await b.call('SendMessage', send('not-an-artifact')));
       expect(task.status.state).toBe('TASK_STATE_FAILED');
       expect(statusText(task)).toMatch(/^Task failed: Invalid agent response: parts\.0\.text: /);
+    });
+  });
+
+  it('publishes FAILED from its abort listener: a CancelTask that succeeds leaves the task CANCELED', async () => {
+    await served.withBinding(binding, async (b) => {
+      const started = taskOf(
+        await b.call('SendMessage', {
+          ...send('fails-on-abort'),
+          configuration: { returnImmediately: true },
+        }),
+      );
+      const canceled = taskOf(await b.call('CancelTask', { id: started.id }));
+      expect(canceled.status.state).toBe('TASK_STATE_CANCELED');
+      expect(taskOf(await b.call('GetTask', { id: started.id })).status.state).toBe('TASK_STATE_CANCELED');
     });
   });
 
