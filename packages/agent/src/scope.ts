@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { createContextKey, type Context } from '@opentelemetry/api';
 import { MAX_TIMER_MS } from '@weave/identity';
 
@@ -69,6 +70,9 @@ export function scopedSignal(
   deadline: number | undefined,
 ): { readonly signal: AbortSignal; abort(reason: unknown): void; dispose(): void } {
   const ac = new AbortController();
+  // The work's own calls listen on it, one each while they run: a handler
+  // fanning out to more than Node's default of 10 peers at once is no leak.
+  setMaxListeners(0, ac.signal);
   const cleanups: Array<() => void> = [];
   const dispose = () => {
     for (const c of cleanups.splice(0)) c();

@@ -210,7 +210,13 @@ export interface AllTestsWorld {
    * file, no environment read), with `server` settings when given; not
    * started, no capability.
    */
-  search(options?: { logger?: Logger; server?: AgentConfigInput['server'] }): SecureAgent;
+  search(options?: {
+    logger?: Logger;
+    server?: AgentConfigInput['server'];
+    peers?: AgentConfigInput['peers'];
+  }): SecureAgent;
+  /** The summarizer agent of the world, as {@link search} is made; started, and stopped after all. */
+  startSummarizer(setup: (agent: SecureAgent) => SecureAgent): Promise<SecureAgent>;
   /** Starts `search`, then an orchestrator that knows it (returned); both are stopped after all. */
   startWithOrchestrator(search: SecureAgent): Promise<SecureAgent>;
 }
@@ -230,19 +236,34 @@ export function worldForAllTests(): AllTestsWorld {
     if (!world) throw new Error('the world is started by beforeAll: use it in a test or hook');
     return world;
   };
+  const agentOf = (
+    name: 'search' | 'summarizer',
+    logger?: Logger,
+    server?: AgentConfigInput['server'],
+    peers?: AgentConfigInput['peers'],
+  ): SecureAgent => {
+    const w = started();
+    return new SecureAgent({
+      logger: logger ?? testLogger(),
+      env: {},
+      config: {
+        name,
+        authz: { policyFile: w.policyFile },
+        identity: { workloadApi: { socket: w.dev.address(name) } },
+        ...(server ? { server } : {}),
+        ...(peers ? { peers } : {}),
+      },
+    });
+  };
   return {
-    search({ logger, server } = {}) {
-      const w = started();
-      return new SecureAgent({
-        logger: logger ?? testLogger(),
-        env: {},
-        config: {
-          name: 'search',
-          authz: { policyFile: w.policyFile },
-          identity: { workloadApi: { socket: w.dev.address('search') } },
-          ...(server ? { server } : {}),
-        },
-      });
+    search({ logger, server, peers } = {}) {
+      return agentOf('search', logger, server, peers);
+    },
+    async startSummarizer(setup) {
+      const agent = setup(agentOf('summarizer'));
+      agents.push(agent);
+      await agent.start();
+      return agent;
     },
     async startWithOrchestrator(search) {
       agents.push(search);
