@@ -81,7 +81,7 @@ export class AgentMetrics {
     this.calls = new Counter({
       collect: () => this.#flushCalls(false),
       name: 'weave_calls_total',
-      help: 'Capability calls, by direction, capability, peer SPIFFE ID and outcome',
+      help: `Capability calls, by direction, capability, peer SPIFFE ID ("other" past the first ${AgentMetrics.maxPeerLabels} peers) and outcome`,
       labelNames: ['direction', 'capability', 'peer', 'outcome'],
       registers,
     });

@@ -40,6 +40,8 @@ describe('the peer label of weave_calls_total', () => {
       'weave_calls_total{direction="inbound",capability="echo",peer="other",outcome="success",agent="a"} 50',
     );
     expect(text).not.toContain(peer(N));
+    // The help a scrape shows says what `other` is.
+    expect(text).toContain('peer SPIFFE ID ("other" past the first 1000 peers)');
     expect(AgentMetrics.maxPeerLabels).toBe(N);
   });
 
