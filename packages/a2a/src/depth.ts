@@ -130,6 +130,9 @@ function className(o: object): string {
   return name === undefined ? 'a non-plain' : `a ${name}`;
 }
 
+/** A name that reads as an identifier of at most 64 characters (a class, a field): not an index or a 10 KB key. */
+export const IDENTIFIER = /^[A-Za-z_$][\w$]{0,63}$/;
+
 /**
  * The name of the class `o` was made by (`Date`, `TypeError`, a class of the
  * application), when it reads as one: at most 64 characters of an
@@ -140,7 +143,7 @@ export function constructorName(o: object): string | undefined {
   try {
     const name: unknown = (Object.getPrototypeOf(o) as { constructor?: { name?: unknown } } | null)
       ?.constructor?.name;
-    if (typeof name === 'string' && /^[A-Za-z_$][\w$]{0,63}$/.test(name)) return name;
+    if (typeof name === 'string' && IDENTIFIER.test(name)) return name;
   } catch {
     // A prototype whose getters throw: no name.
   }

@@ -1,5 +1,5 @@
 import { WeaveError, cutText } from '@weave/identity';
-import { constructorName } from './depth.js';
+import { IDENTIFIER, constructorName } from './depth.js';
 
 /** JSON-RPC error codes used by A2A v1.0 (standard JSON-RPC codes plus the A2A range). */
 export const A2AErrorCode = {
@@ -395,9 +395,6 @@ const LOGGED_FIELD_CHARS = 128;
 /** Most fields besides type, message, stack, code and cause a logged error keeps. */
 const LOGGED_FIELDS = 8;
 
-/** The name of a field a logged error keeps: an identifier, not an array index or a 10 KB key. */
-const FIELD_NAME = /^[A-Za-z_$][\w$]{0,63}$/;
-
 /** Fields {@link loggableError} sets itself, never copied from the error. */
 const OWN_FIELDS: ReadonlySet<string> = new Set(['type', 'name', 'message', 'stack', 'code', 'cause']);
 
@@ -526,7 +523,7 @@ function copyFields(err: object, out: Record<string, unknown>): void {
   let kept = 0;
   for (const k of keys) {
     if (kept === LOGGED_FIELDS) return;
-    if (OWN_FIELDS.has(k) || !FIELD_NAME.test(k)) continue;
+    if (OWN_FIELDS.has(k) || !IDENTIFIER.test(k)) continue;
     const v = read(err, k);
     if (typeof v === 'string') out[k] = cutText(v, LOGGED_FIELD_CHARS);
     else if (typeof v === 'number' || typeof v === 'boolean') out[k] = v;
