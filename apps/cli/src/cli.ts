@@ -80,15 +80,18 @@ Commands that need an identity read it from the SPIFFE Workload API: --socket or
       cause?: unknown;
     };
     // WeaveErrors (and CliErrors) carry a string code; checked by shape so --help loads no library.
-    const code = typeof e?.code === 'string' ? e.code : 'ERROR';
+    const own = typeof e?.code === 'string' ? e.code : undefined;
+    // A peer refused for not being who it must be is reported as that, as SecureAgent.callAgent
+    // reports it: the code of what it stopped (AGENT_CARD_UNREACHABLE …) would say "unreachable".
+    const code = causeCodes(e?.cause, own).includes(PEER_VERIFICATION_FAILED)
+      ? PEER_VERIFICATION_FAILED
+      : (own ?? 'ERROR');
     const message = typeof e?.message === 'string' ? e.message : String(err);
     // Node's system errors start their message with their code already ("ENOTDIR: not a directory").
     // Messages quote peers, servers and files; their lines are kept (every problem of a config), their controls shown.
     const line = message.startsWith(`${code}: `) ? message : `${code}: ${message}`;
     io.err(printable(line, { lines: true }));
-    for (const code of causeCodes(e?.cause, typeof e?.code === 'string' ? e.code : undefined)) {
-      io.err(`  caused by ${code}`);
-    }
+    for (const c of causeCodes(e?.cause, code)) io.err(`  caused by ${c}`);
     if (debug && typeof e?.stack === 'string') io.err(printable(e.stack, { lines: true }));
     return typeof e?.exitCode === 'number' ? e.exitCode : EXIT.failed;
   }
@@ -102,7 +105,10 @@ function cliVersion(): string {
   return pkg.version;
 }
 
-/** The codes of the WeaveErrors under `cause` (e.g. PEER_VERIFICATION_FAILED under a fetch failure). */
+/** The code of `PeerVerificationError` (@weave/transport), spelled out so printing an error loads no library. */
+const PEER_VERIFICATION_FAILED = 'PEER_VERIFICATION_FAILED';
+
+/** The codes of the WeaveErrors under `cause` (e.g. PERMISSION_DENIED under CALL_DENIED), `top` left out. */
 function causeCodes(cause: unknown, top: string | undefined): string[] {
   const out: string[] = [];
   const seen = new Set<unknown>();

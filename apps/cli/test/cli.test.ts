@@ -258,8 +258,11 @@ describe('weave card', () => {
     });
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toContain('PEER_VERIFICATION_FAILED');
-    expect(r.stderr).toContain(`expected ${ID.stranger}, got ${ID.search}`);
+    // An identity failure, reported as one: not as the card fetch it stopped ("unreachable").
+    expect(r.stderr).toBe(
+      `PEER_VERIFICATION_FAILED: cannot fetch agent card ${url}/.well-known/agent-card.json: ` +
+        `peer verification failed: expected ${ID.stranger}, got ${ID.search}: SPIFFE ID mismatch\n`,
+    );
     expect(seen.requests).toBe(before);
   });
 
@@ -281,7 +284,11 @@ describe('weave card', () => {
       expect(refused.stderr).toMatch(/^CARD_UNSIGNED: /);
       const taken = await inproc(['card', plainUrl, '--signature', 'if-present', '--json'], env);
       expect(taken.code).toBe(0);
-      expect(JSON.parse(taken.stdout)).toMatchObject({ peer: ID.search, card: { name: 'plain' } });
+      expect(JSON.parse(taken.stdout)).toMatchObject({
+        peer: ID.search,
+        signature: 'none (accepted: --signature if-present)',
+        card: { name: 'plain' },
+      });
       const bad = await inproc(['card', plainUrl, '--signature', 'sometimes'], env);
       expect(bad.code).toBe(2);
     } finally {
@@ -448,7 +455,12 @@ describe('weave call', () => {
       SPIFFE_ENDPOINT_SOCKET: socket.client,
     });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain('PEER_VERIFICATION_FAILED');
+    // Refused while fetching its card (the call goes by the card's interfaces): an identity failure, not "unreachable".
+    expect(r.stderr.split('\n').slice(1)).toEqual([
+      `PEER_VERIFICATION_FAILED: cannot fetch agent card ${url}/.well-known/agent-card.json: ` +
+        `peer verification failed: expected ${ID.stranger}, got ${ID.search}: SPIFFE ID mismatch`,
+      '',
+    ]);
     expect(seen).toEqual(before);
   });
 

@@ -82,6 +82,10 @@ export interface CapabilityOptions<I extends z.ZodType = z.ZodType> {
   readonly extended?: boolean;
 }
 
+/**
+ * A capability's code: gets the validated input and the call's context,
+ * returns (or resolves with) the result, a plain value or a `reply.*`.
+ */
 export type CapabilityHandler<I = unknown, O = unknown> = (
   input: I,
   ctx: CapabilityContext,

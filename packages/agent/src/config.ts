@@ -303,7 +303,9 @@ export const AgentConfigSchema = z.strictObject({
     .prefault({}),
 });
 
+/** A validated agent config, every default filled in (what {@link loadAgentConfig} returns). */
 export type AgentConfig = z.output<typeof AgentConfigSchema>;
+/** An agent config as written (a file, an object): defaulted keys may be left out. */
 export type AgentConfigInput = z.input<typeof AgentConfigSchema>;
 
 const isProduction = (env: NodeJS.ProcessEnv) =>
@@ -514,7 +516,8 @@ function overridden(
       if (path.length === 1 && section === undefined) continue;
       refused ??= new AgentConfigError(`environment variable ${key}`, [
         {
-          path: path.join('.'),
+          // A misspelt override names no key ("serverPort" is nobody's): the variable is what was written.
+          path: section === undefined ? path.join('.') : key,
           message:
             section === undefined
               ? `"${path[0]}" is not a top-level config key (${[...TOP_LEVEL_KEYS].join(', ')})`

@@ -379,6 +379,9 @@ describe('agent config', () => {
       const one = issuesOf(() => applyEnvOverrides(minimal, { [name]: 'x' }));
       expect(one.message).toContain(`environment variable ${name}`);
       expect(one.issues[0]?.message).toContain(`levels are separated by "__" (${fixed})`);
+      // Named by the variable, not by a key nobody wrote ("serverPort").
+      expect(one.issues.map((i) => i.path)).toEqual([name]);
+      expect(one.message).toContain(`\n  - ${name}: not an override: `);
     }
     const e = issuesOf(() => applyEnvOverrides(minimal, { WEAVE_SERVR__PORT: '7001' }));
     expect(e.code).toBe('AGENT_CONFIG_INVALID');

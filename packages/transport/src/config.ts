@@ -3,6 +3,7 @@ import { TransportConfigError } from './errors.js';
 
 /** TLS versions Weave accepts as a floor. Anything older is refused at construction. */
 export const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;
+/** A TLS version Weave accepts as a floor (`minTlsVersion`): `TLSv1.2` or `TLSv1.3`. */
 export type TlsVersion = (typeof TLS_VERSIONS)[number];
 
 /**
@@ -11,6 +12,7 @@ export type TlsVersion = (typeof TLS_VERSIONS)[number];
  * - `http2`: the client negotiates HTTP/2 by ALPN; the server speaks HTTP/2 and still accepts HTTP/1.1.
  */
 export const HTTP_VERSIONS = ['http1.1', 'http2'] as const;
+/** An HTTP version policy (`httpVersion`): `http1.1` or `http2`, see {@link HTTP_VERSIONS}. */
 export type HttpVersion = (typeof HTTP_VERSIONS)[number];
 
 const ms = (what: string, max: number) =>
@@ -31,7 +33,9 @@ export const RetryOptionsSchema = z.strictObject({
   /** Exponential growth factor of the bound. */
   factor: z.number().min(1).max(10).default(2),
 });
+/** Retry options as callers pass them: every field optional. */
 export type RetryOptionsInput = z.input<typeof RetryOptionsSchema>;
+/** Validated retry options, every default filled in. */
 export type RetryOptions = z.output<typeof RetryOptionsSchema>;
 
 /** Circuit breaker knobs shared by {@link TransportConfigSchema} and `CircuitBreaker`. */
@@ -45,7 +49,9 @@ export const CircuitBreakerOptionsSchema = z.strictObject({
   /** Length of the statistics window. */
   rollingWindowMs: ms('rollingWindowMs', 3_600_000).default(10_000),
 });
+/** Circuit breaker options as callers pass them: every field optional. */
 export type CircuitBreakerOptionsInput = z.input<typeof CircuitBreakerOptionsSchema>;
+/** Validated circuit breaker options, every default filled in. */
 export type CircuitBreakerOptions = z.output<typeof CircuitBreakerOptionsSchema>;
 
 const tlsVersion = z.string().superRefine((v, ctx) => {
@@ -95,7 +101,13 @@ export const TransportConfigSchema = z.strictObject({
   maxConcurrentStreams: z.number().int().min(1).max(1_000).default(100),
   /** Retry policy of `SecureChannel` requests (idempotent or provably-unsent only). */
   retry: RetryOptionsSchema.default(RetryOptionsSchema.parse({})),
-  /** Circuit breaker of the channel's convenience requests; `false` turns breaking (not security) off. */
+  /**
+   * Circuit breaker of every request through the channel, each attempt
+   * counted: its own `request()` and `dispatch()`, so `fetch`,
+   * `undici.request` and the A2A client too (a handler of undici's newer
+   * `onRequestStart` shape, from interceptors, passes around it). The caller's
+   * own aborts are not failures. `false` turns breaking (not security) off.
+   */
   circuitBreaker: z
     .union([z.literal(false), CircuitBreakerOptionsSchema])
     .default(CircuitBreakerOptionsSchema.parse({})),

@@ -8,8 +8,10 @@ import type { Deadline } from './deadlines.js';
 import { peerCertificateEnds, peerNotAfter, verifyPeerSocket } from './tls.js';
 
 /**
- * @internal What {@link PeerVerifier.verify} found for one connection: the
- * peer's SPIFFE ID, or why its chain was refused.
+ * What {@link PeerVerifier.verify} found for one connection: the peer's
+ * SPIFFE ID, or why its chain was refused.
+ *
+ * @internal
  */
 export interface PeerVerification {
   /** The verifier that verified (verifiers of different providers may trust different bundles). */
@@ -35,7 +37,7 @@ type Lapse = (reason: string, expired: boolean) => boolean;
 const verifiers = new WeakMap<IdentityProvider, PeerVerifier>();
 
 /**
- * @internal Verifies a connection's peer chain against the bundle of the
+ * Verifies a connection's peer chain against the bundle of the
  * peer's own trust domain, once per connection and bundle generation of one
  * identity provider, until the peer's certificate expires: a bundle change
  * invalidates every result, and a result past the peer leaf's notAfter is
@@ -47,6 +49,8 @@ const verifiers = new WeakMap<IdentityProvider, PeerVerifier>();
  * result instead of verifying again (some 0.4 ms per connection), and by the
  * A2A gRPC binding, which admits a connection with it and holds it
  * ({@link PeerVerifier.hold}).
+ *
+ * @internal
  */
 export class PeerVerifier {
   readonly #identity: IdentityProvider;

@@ -27,7 +27,7 @@ export function cardCommand(program: Command, io: Io): void {
     .argument('<url>', 'base URL of the agent, https://host:port')
     .option('--socket <address>', 'Workload API address (default $SPIFFE_ENDPOINT_SOCKET)')
     .option('--expect <spiffe-id>', 'accept only a server with this SPIFFE ID')
-    .option('--json', 'print {"peer": …, "card": …} as JSON')
+    .option('--json', 'print {"peer": …, "signature": …, "card": …} as JSON')
     .option('--timeout <duration>', 'connect, request and Workload API timeout', '10s')
     .option('--signature <policy>', 'card signature policy: required, if-present or off', 'required')
     .action(async (urlArg: string, _o: CardOptions, cmd: Command) => {
