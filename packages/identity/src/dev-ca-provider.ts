@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { BundleSet, type X509Bundle } from './bundle.js';
 import type { DevCertificateAuthority } from './dev-ca.js';
 import { defaultLogger } from './log.js';
-import { MAX_TIMER_MS } from './options.js';
+import { checkKnownKeys, MAX_TIMER_MS } from './options.js';
 import { IdentityConfigError, IdentityNotReadyError } from './provider.js';
 import { IdentityProviderBase } from './provider-base.js';
 import { SpiffeId, type TrustDomain } from './spiffe-id.js';
@@ -25,6 +25,14 @@ export function rotationDelayMs(svid: X509Svid, issuedAt = Date.now(), random = 
 }
 
 const MIN_ROTATION_MS = 250;
+
+const OPTION_KEYS = {
+  ca: true,
+  id: true,
+  ttlSeconds: true,
+  federatedBundles: true,
+  logger: true,
+} satisfies Record<keyof Parameters<typeof DevCaIdentityProvider.create>[0], true>;
 
 /**
  * In-memory {@link IdentityProvider} backed by a {@link DevCertificateAuthority}:
@@ -52,7 +60,7 @@ export class DevCaIdentityProvider extends IdentityProviderBase {
 
   /**
    * Issues the first SVID and starts rotation.
-   * @throws {IdentityConfigError} when `id` is not in the CA's trust domain or a federated bundle is for it.
+   * @throws {IdentityConfigError} when an option is unknown, or `id` is not in the CA's trust domain or a federated bundle is for it.
    */
   static async create(opts: {
     ca: DevCertificateAuthority;
@@ -61,6 +69,7 @@ export class DevCaIdentityProvider extends IdentityProviderBase {
     federatedBundles?: X509Bundle[];
     logger?: Logger;
   }): Promise<DevCaIdentityProvider> {
+    checkKnownKeys('DevCaIdentityProvider', opts, OPTION_KEYS);
     const id = typeof opts.id === 'string' ? SpiffeId.parse(opts.id) : opts.id;
     if (!id.isMemberOf(opts.ca.trustDomain))
       throw new IdentityConfigError(

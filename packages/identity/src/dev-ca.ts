@@ -5,6 +5,7 @@ import { calculateJwkThumbprint, SignJWT, type JWK } from 'jose';
 import { JwtBundle, SpiffeBundle, X509Bundle } from './bundle.js';
 import { WeaveError } from './errors.js';
 import { JwtSvid } from './jwt-svid.js';
+import { unknownKeysRefusal } from './options.js';
 import { SpiffeId, TrustDomain } from './spiffe-id.js';
 import { X509Svid } from './x509-svid.js';
 import { certDer, isCa, parseCertificates, toNodeCert, uriSans, x509 } from './x509-util.js';
@@ -63,6 +64,11 @@ function checkTtl(ttl: number | undefined, what: string): void {
     throw new DevCaError('DEV_CA_INVALID_OPTIONS', `${what} must be a positive number of seconds`);
 }
 
+const OPTION_KEYS = { trustDomain: true, dir: true, ttlSeconds: true } satisfies Record<
+  keyof Parameters<typeof DevCertificateAuthority.create>[0],
+  true
+>;
+
 interface CaState {
   keys: webcrypto.CryptoKeyPair;
   cert: x509.X509Certificate;
@@ -101,13 +107,17 @@ export class DevCertificateAuthority {
    * `ca-cert.pem`, `jwt-key.pem`). A persisted CA that expired, or expires
    * within the hour, is replaced by a new one.
    *
-   * @throws {DevCaError} on bad options or a persisted CA of another trust domain.
+   * @throws {DevCaError} `DEV_CA_INVALID_OPTIONS` on bad or unknown options; on a persisted CA of another trust domain.
    */
   static async create(opts: {
     trustDomain: string | TrustDomain;
     dir?: string;
     ttlSeconds?: number;
   }): Promise<DevCertificateAuthority> {
+    // A misspelt `dir` would otherwise give a new CA on every run, nothing persisted.
+    const unknown = unknownKeysRefusal(opts, OPTION_KEYS);
+    if (unknown !== undefined)
+      throw new DevCaError('DEV_CA_INVALID_OPTIONS', `invalid DevCertificateAuthority options: ${unknown}`);
     const td = typeof opts.trustDomain === 'string' ? TrustDomain.parse(opts.trustDomain) : opts.trustDomain;
     checkTtl(opts.ttlSeconds, 'ttlSeconds');
     const ttl = opts.ttlSeconds ?? 24 * 3600;

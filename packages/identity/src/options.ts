@@ -5,6 +5,7 @@
 // also fires after 1 ms, with no more than a TimeoutOverflowWarning.
 import { z } from 'zod';
 import { IdentityConfigError } from './provider.js';
+import { cutText } from './text.js';
 
 /**
  * The longest delay Node's timers take (2^31 - 1 ms). A longer one fires
@@ -58,10 +59,77 @@ export const budgetMs = z.number({ error: (i) => budgetRefusal(i.input) }).super
   if (refusal !== undefined) ctx.addIssue({ code: 'custom', message: refusal });
 });
 
-/** Zod issues as `path: message` (the path under `at`, when given), joined for one error message. */
-function issueText(error: z.ZodError, at?: string): string {
+/**
+ * How many unknown keys a refusal names, and how many characters of each: the
+ * keys are the caller's, and an object of thousands of them is one mistake.
+ */
+const SHOWN_KEYS = 5;
+const SHOWN_KEY_CHARS = 64;
+
+/**
+ * `unknown key "x"` or `unknown keys "x", "y"` (the wording of the agent
+ * config's and the policy's refusals), then the hint `hints` has for any of
+ * them: what the caller most likely meant (`socket` for `address`).
+ */
+function unknownKeysText(keys: readonly string[], hints: ReadonlyMap<string, string> = new Map()): string {
+  const shown = keys.slice(0, SHOWN_KEYS).map((k) => JSON.stringify(cutText(k, SHOWN_KEY_CHARS)));
+  const more = keys.length - shown.length;
+  const hinted = [...new Set(keys.flatMap((k) => hints.get(k) ?? []))];
+  return (
+    `unknown key${keys.length > 1 ? 's' : ''} ${shown.join(', ')}` +
+    (more > 0 ? ` and ${more} more` : '') +
+    (hinted.length > 0 ? ` (${hinted.join('; ')})` : '')
+  );
+}
+
+/**
+ * @internal Why the own keys of `input` outside `known` are refused
+ * (`unknown key "socket" (the Workload API endpoint is "address")`), or
+ * undefined when it has none, or is no object (the owner refuses that its
+ * own way). Without it a misspelt or misnamed option is dropped silently and
+ * its default used: `{ socket }` for `{ address }` read `SPIFFE_ENDPOINT_SOCKET`
+ * and served another workload's identity, with no error.
+ *
+ * @param known - every option of the owner, as a record so its type can be
+ *   checked against the options interface (`satisfies Record<keyof O, true>`).
+ * @param hints - for a key a caller may well write by mistake, what to write instead.
+ */
+export function unknownKeysRefusal(
+  input: unknown,
+  known: Readonly<Record<string, true>>,
+  hints?: ReadonlyMap<string, string>,
+): string | undefined {
+  if (typeof input !== 'object' || input === null) return undefined;
+  const unknown = Object.keys(input).filter((k) => !Object.hasOwn(known, k));
+  return unknown.length > 0 ? unknownKeysText(unknown, hints) : undefined;
+}
+
+/**
+ * @internal Refuses the own keys of `input` outside `known` ({@link unknownKeysRefusal}).
+ * @throws {IdentityConfigError} naming `owner` and every unknown key.
+ */
+export function checkKnownKeys(
+  owner: string,
+  input: unknown,
+  known: Readonly<Record<string, true>>,
+  hints?: ReadonlyMap<string, string>,
+): void {
+  const refusal = unknownKeysRefusal(input, known, hints);
+  if (refusal !== undefined) throw new IdentityConfigError(`invalid ${owner} options: ${refusal}`);
+}
+
+/**
+ * @internal Zod issues as `path: message` (the path under `at`, when given),
+ * joined for one error message. Keys a strict schema does not know read as
+ * {@link unknownKeysRefusal} words them, under the path of their object.
+ */
+export function issueText(error: z.ZodError, at?: string): string {
   return error.issues
-    .map((i) => `${[...(at ? [at] : []), ...i.path.map(String)].join('.') || '(options)'}: ${i.message}`)
+    .map((i) => {
+      const path = [...(at ? [at] : []), ...i.path.map(String)].join('.');
+      if (i.code === 'unrecognized_keys') return `${path ? `${path}: ` : ''}${unknownKeysText(i.keys)}`;
+      return `${path || '(options)'}: ${i.message}`;
+    })
     .join('; ');
 }
 

@@ -4,7 +4,7 @@ import { basename, dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { BundleSet, X509Bundle } from './bundle.js';
 import { defaultLogger } from './log.js';
-import { checkTimerMs } from './options.js';
+import { checkKnownKeys, checkTimerMs } from './options.js';
 import { IdentityConfigError } from './provider.js';
 import { IdentityProviderBase } from './provider-base.js';
 import type { VerifiedIdentity } from './svid-provider.js';
@@ -32,6 +32,16 @@ export interface StaticMtlsOptions {
   debounceMs?: number;
   logger?: Logger;
 }
+
+const OPTION_KEYS = {
+  certFile: true,
+  keyFile: true,
+  bundleFile: true,
+  federated: true,
+  watch: true,
+  debounceMs: true,
+  logger: true,
+} satisfies Record<keyof StaticMtlsOptions, true>;
 
 /**
  * An {@link IdentityProvider} reading an SVID and bundles from PEM files (e.g.
@@ -61,9 +71,11 @@ export class StaticMtlsProvider extends IdentityProviderBase {
 
   /**
    * Loads the files (they must be valid now) and starts watching them.
-   * @throws {IdentityConfigError} when a file is missing or invalid, or `debounceMs` is not a whole number of ms from 0 to 2147483647.
+   * @throws {IdentityConfigError} when an option is unknown, a file is missing or invalid, or `debounceMs` is not a whole number of ms from 0 to 2147483647.
    */
   static async create(opts: StaticMtlsOptions): Promise<StaticMtlsProvider> {
+    // A misspelt `federated` or `watch` would otherwise be dropped silently and its default used.
+    checkKnownKeys('StaticMtlsProvider', opts, OPTION_KEYS);
     // Checked when made, not at the first change: a bad delay would fire the timer at once, silently.
     if (opts.debounceMs !== undefined) checkTimerMs('StaticMtlsProvider', 'debounceMs', opts.debounceMs, 0);
     const log = opts.logger ?? defaultLogger('static-mtls-provider');

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { BundleSet, X509Bundle } from './bundle.js';
 import { defaultLogger } from './log.js';
+import { checkKnownKeys } from './options.js';
 import { IdentityConfigError } from './provider.js';
 import { IdentityProviderBase } from './provider-base.js';
 import type { TrustDomain } from './spiffe-id.js';
@@ -28,6 +29,11 @@ export interface SvidIdentityOptions {
   readonly logger?: Logger;
 }
 
+const OPTION_KEYS = { svid: true, bundles: true, logger: true } satisfies Record<
+  keyof SvidIdentityOptions,
+  true
+>;
+
 /** What {@link SvidIdentityProvider.update} replaces: the SVID, the bundles, or both. */
 export interface SvidIdentityChange {
   readonly svid?: HeldSvid;
@@ -53,9 +59,11 @@ export class SvidIdentityProvider extends IdentityProviderBase {
 
   /**
    * A provider over `svid` and `bundles`, which must be valid now.
-   * @throws {IdentityConfigError} when the SVID does not parse, its key does not match, or it does not verify against the bundles.
+   * @throws {IdentityConfigError} when an option is unknown, the SVID does not parse, its key does not match, or it does not verify against the bundles.
    */
   static create(options: SvidIdentityOptions): SvidIdentityProvider {
+    // First: a misspelt `bundles` is named as such, not reported as missing.
+    checkKnownKeys('SvidIdentityProvider', options, OPTION_KEYS);
     if (!options || options.svid === undefined || options.bundles === undefined) {
       throw new IdentityConfigError('SvidIdentityProvider: both svid and bundles are required');
     }

@@ -18,7 +18,7 @@ import type { TrustDomain } from '../spiffe-id.js';
 import { SpiffeId } from '../spiffe-id.js';
 import { X509Svid } from '../x509-svid.js';
 import { derCertificateCount } from '../x509-util.js';
-import { budgetRefusal, MAX_TIMER_MS } from '../options.js';
+import { budgetRefusal, checkKnownKeys, MAX_TIMER_MS } from '../options.js';
 import { IdentityConfigError } from '../provider.js';
 import { resolveWorkloadApiAddress, type WorkloadApiAddress } from './address.js';
 import { ExponentialBackoff, resolveBackoff, type BackoffOptions, type ResolvedBackoff } from './backoff.js';
@@ -43,6 +43,32 @@ export interface WorkloadApiClientOptions {
   /** Reconnect backoff of the watchers. Default 1 s doubling to 30 s, with jitter; 1 s while the SVID is (about to be) expired. */
   readonly backoff?: BackoffOptions;
   readonly logger?: Logger;
+}
+
+/**
+ * @internal Every option of {@link WorkloadApiClient}; the provider and the
+ * JWT source take them too, beside their own.
+ */
+export const CLIENT_OPTION_KEYS = {
+  address: true,
+  env: true,
+  backoff: true,
+  logger: true,
+} satisfies Record<keyof WorkloadApiClientOptions, true>;
+
+/**
+ * @internal What a caller who wrote one of these keys meant: the agent config
+ * and the CLI call the endpoint `socket` (`identity.workloadApi.socket`,
+ * `--socket`), and a `socket` dropped silently left `SPIFFE_ENDPOINT_SOCKET`
+ * in use, another workload's identity.
+ */
+export const CLIENT_OPTION_HINTS: ReadonlyMap<string, string> = new Map([
+  ['socket', 'the Workload API endpoint is "address"'],
+]);
+
+/** @internal The client's own options, out of the options of a provider or a source (checked there). */
+export function clientOptions(o: WorkloadApiClientOptions): WorkloadApiClientOptions {
+  return { address: o.address, env: o.env, backoff: o.backoff, logger: o.logger };
 }
 
 /** Per-call options of the fetch methods. */
@@ -471,10 +497,12 @@ export class WorkloadApiClient {
   #closed = false;
 
   /**
+   * @throws {IdentityConfigError} when an option is unknown (`socket` for `address`, say) or a `backoff` option is out of range (the message names it).
    * @throws {WorkloadApiAddressError} when the address (option or `SPIFFE_ENDPOINT_SOCKET`) is missing or malformed.
-   * @throws {IdentityConfigError} when a `backoff` option is out of range (the message names it).
    */
   constructor(options: WorkloadApiClientOptions = {}) {
+    // First: an unknown `socket` would otherwise fall back to SPIFFE_ENDPOINT_SOCKET, or be reported as no address at all.
+    checkKnownKeys('Workload API client', options, CLIENT_OPTION_KEYS, CLIENT_OPTION_HINTS);
     this.address = resolveWorkloadApiAddress(options.address, options.env);
     this.#backoff = resolveBackoff(options.backoff);
     this.#log = (options.logger ?? defaultLogger('workload-api-client')).child({ address: this.address.uri });

@@ -17,7 +17,7 @@ import { rotationDelayMs } from '../dev-ca-provider.js';
 import { WeaveError } from '../errors.js';
 import { validateJwtSvid } from '../jwt-svid.js';
 import { defaultLogger, type Logger } from '../log.js';
-import { MAX_TIMER_MS } from '../options.js';
+import { issueText, MAX_TIMER_MS } from '../options.js';
 import { SpiffeId, TrustDomain } from '../spiffe-id.js';
 import type { X509Svid } from '../x509-svid.js';
 import { parseWorkloadApiAddress } from './address.js';
@@ -79,7 +79,8 @@ const isA = <T>(cls: { prototype: T }) =>
   z.custom<T>((v) => v instanceof (cls as unknown as abstract new () => T));
 const workloadId = z.union([z.string(), isA(SpiffeId), z.null()]);
 
-const OptionsSchema = z.object({
+// Strict: a misspelt `socketDir` or TTL would otherwise be dropped silently and its default used.
+const OptionsSchema = z.strictObject({
   stateDir: z.string().min(1),
   trustDomain: z.union([z.string(), isA(TrustDomain)]),
   workloads: z.record(z.string(), workloadId),
@@ -155,7 +156,7 @@ export class DevWorkloadApiServer {
   /**
    * Loads (or creates) the dev CA in `stateDir` and listens on one socket per workload.
    *
-   * @throws {DevWorkloadApiServerError} `DEV_WORKLOAD_API_INVALID_OPTIONS` on bad options,
+   * @throws {DevWorkloadApiServerError} `DEV_WORKLOAD_API_INVALID_OPTIONS` on bad or unknown options,
    *   `DEV_WORKLOAD_API_SOCKET_IN_USE` when a running server answers on a workload's socket file,
    *   `DEV_WORKLOAD_API_SOCKET_PROBE_FAILED` when a connect to it fails other than with
    *   ECONNREFUSED or ENOENT (e.g. EAGAIN, EACCES): the file is left in place.
@@ -166,7 +167,7 @@ export class DevWorkloadApiServer {
     if (!parsed.success) {
       throw new DevWorkloadApiServerError(
         'DEV_WORKLOAD_API_INVALID_OPTIONS',
-        `invalid dev Workload API server options: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+        `invalid dev Workload API server options: ${issueText(parsed.error)}`,
       );
     }
     const o = parsed.data;

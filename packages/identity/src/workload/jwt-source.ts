@@ -2,10 +2,17 @@ import { z } from 'zod';
 import { BundleSet, type JwtBundle, type JwtBundleSource } from '../bundle.js';
 import { validateJwtSvid, type JwtSvid } from '../jwt-svid.js';
 import { defaultLogger, type Logger } from '../log.js';
-import { checkOptions, shown, signalOption, timerMs } from '../options.js';
+import { checkKnownKeys, checkOptions, shown, signalOption, timerMs } from '../options.js';
 import { IdentityNotReadyError } from '../provider.js';
 import { SpiffeId, type TrustDomain } from '../spiffe-id.js';
-import { WorkloadApiClient, type WatchHandle, type WorkloadApiClientOptions } from './client.js';
+import {
+  CLIENT_OPTION_HINTS,
+  CLIENT_OPTION_KEYS,
+  clientOptions,
+  WorkloadApiClient,
+  type WatchHandle,
+  type WorkloadApiClientOptions,
+} from './client.js';
 import { WorkloadApiError } from './errors.js';
 
 /** Options of {@link JwtSource.create}. */
@@ -40,6 +47,14 @@ export interface JwtSourceOptions extends WorkloadApiClientOptions {
 
 const ratioError = (issue: { input?: unknown }): string =>
   `must be a number between 0 and 1 (both excluded), got ${shown(issue.input)}`;
+
+const OPTION_KEYS = {
+  ...CLIENT_OPTION_KEYS,
+  readyTimeoutMs: true,
+  refreshAtRemainingRatio: true,
+  fetchTimeoutMs: true,
+  signal: true,
+} satisfies Record<keyof JwtSourceOptions, true>;
 
 const OptionsSchema = z.object({
   readyTimeoutMs: timerMs().default(30_000),
@@ -86,12 +101,13 @@ export class JwtSource implements JwtBundleSource {
    * Connects and resolves once the first JWT bundles arrived.
    *
    * @throws {WorkloadApiAddressError} when the address is missing or malformed.
-   * @throws {IdentityConfigError} when `readyTimeoutMs`, `refreshAtRemainingRatio`, `fetchTimeoutMs`, `signal` or a `backoff` option is invalid (the message names it).
+   * @throws {IdentityConfigError} when an option is unknown (`socket` for `address`, say), or `readyTimeoutMs`, `refreshAtRemainingRatio`, `fetchTimeoutMs`, `signal` or a `backoff` option is invalid (the message names it).
    * @throws {IdentityNotReadyError} when no bundles arrived within `readyTimeoutMs`.
    * @throws {WorkloadApiError} `WORKLOAD_API_INVALID_ARGUMENT` when the server rejected the request.
    * @throws the reason of `signal` when it aborted first.
    */
   static async create(options: JwtSourceOptions = {}): Promise<JwtSource> {
+    checkKnownKeys('JwtSource', options, OPTION_KEYS, CLIENT_OPTION_HINTS);
     const opts = checkOptions('JwtSource', OptionsSchema, {
       readyTimeoutMs: options.readyTimeoutMs,
       refreshAtRemainingRatio: options.refreshAtRemainingRatio,
@@ -100,7 +116,7 @@ export class JwtSource implements JwtBundleSource {
     });
     const signal = opts.signal;
     signal?.throwIfAborted();
-    const client = new WorkloadApiClient(options);
+    const client = new WorkloadApiClient(clientOptions(options));
     const log = (options.logger ?? defaultLogger('jwt-source')).child({ address: client.address.uri });
     const source = new JwtSource(client, log, opts.refreshAtRemainingRatio, opts.fetchTimeoutMs);
     let timer: NodeJS.Timeout | undefined;

@@ -2,13 +2,16 @@ import { z } from 'zod';
 import { BundleSet } from '../bundle.js';
 import { Listeners } from '../listeners.js';
 import { defaultLogger, type Logger } from '../log.js';
-import { checkOptions, signalOption, timerMs } from '../options.js';
+import { checkKnownKeys, checkOptions, signalOption, timerMs } from '../options.js';
 import { IdentityNotReadyError } from '../provider.js';
 import { IdentityProviderBase } from '../provider-base.js';
 import { SpiffeId } from '../spiffe-id.js';
 import { cutText } from '../text.js';
 import { verifyX509Svid, type X509Svid } from '../x509-svid.js';
 import {
+  CLIENT_OPTION_HINTS,
+  CLIENT_OPTION_KEYS,
+  clientOptions,
   WorkloadApiClient,
   type WatchHandle,
   type WorkloadApiClientOptions,
@@ -40,6 +43,14 @@ export interface WorkloadApiIdentityProviderOptions extends WorkloadApiClientOpt
    */
   readonly signal?: AbortSignal;
 }
+
+const OPTION_KEYS = {
+  ...CLIENT_OPTION_KEYS,
+  readyTimeoutMs: true,
+  hint: true,
+  spiffeId: true,
+  signal: true,
+} satisfies Record<keyof WorkloadApiIdentityProviderOptions, true>;
 
 const OptionsSchema = z.object({
   readyTimeoutMs: timerMs().default(30_000),
@@ -120,7 +131,7 @@ export class WorkloadApiIdentityProvider extends IdentityProviderBase {
    * Connects to the Workload API and resolves once the first X.509-SVID arrived.
    *
    * @throws {WorkloadApiAddressError} when the address is missing or malformed.
-   * @throws {IdentityConfigError} when `readyTimeoutMs`, `hint`, `spiffeId`, `signal` or a `backoff` option is invalid (the message names it).
+   * @throws {IdentityConfigError} when an option is unknown (`socket` for `address`, say), or `readyTimeoutMs`, `hint`, `spiffeId`, `signal` or a `backoff` option is invalid (the message names it).
    * @throws {IdentityNotReadyError} when no SVID arrived within `readyTimeoutMs` (the message names the last error).
    * @throws {WorkloadApiError} `WORKLOAD_API_INVALID_ARGUMENT` when the server rejected the request.
    * @throws the reason of `signal` when it aborted first.
@@ -128,6 +139,7 @@ export class WorkloadApiIdentityProvider extends IdentityProviderBase {
   static async create(
     options: WorkloadApiIdentityProviderOptions = {},
   ): Promise<WorkloadApiIdentityProvider> {
+    checkKnownKeys('Workload API provider', options, OPTION_KEYS, CLIENT_OPTION_HINTS);
     const { readyTimeoutMs, hint, spiffeId, signal } = checkOptions('Workload API provider', OptionsSchema, {
       readyTimeoutMs: options.readyTimeoutMs,
       hint: options.hint,
@@ -135,7 +147,7 @@ export class WorkloadApiIdentityProvider extends IdentityProviderBase {
       signal: options.signal,
     });
     signal?.throwIfAborted();
-    const client = new WorkloadApiClient(options);
+    const client = new WorkloadApiClient(clientOptions(options));
     const log = (options.logger ?? defaultLogger('workload-api-provider')).child({
       address: client.address.uri,
     });
