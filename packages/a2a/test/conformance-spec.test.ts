@@ -2,7 +2,8 @@
 // specification and the official Python SDK, on each binding (JSON-RPC,
 // HTTP+JSON, gRPC) where the point applies: a reply whose contextId is not
 // its task's (§3.4.3), the A2A-Version Major.Minor match (§3.6.2) and the
-// version as a request parameter (§3.6.1), historyLength 0 (§3.2.4), int32
+// version as a request parameter (§3.6.1), historyLength 0 (§3.2.4), a
+// message's required parts (§5.7), a proto3 default as no filter, int32
 // query numbers and percent-encoded ids on HTTP+JSON. Real mTLS with dev-CA
 // SVIDs, real fastify and grpc-js servers on loopback.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -280,6 +281,38 @@ describe.each(BINDINGS)('historyLength, over %s', (name) => {
     expect((listed.tasks as Task[]).map((x) => 'history' in x)).toEqual([false]);
     // Unset, the history is there.
     expect((ok(await b.call('GetTask', { id: sent.id })) as Task).history?.length).toBeGreaterThan(0);
+  });
+});
+
+describe.each(BINDINGS)('§5.7 required arrays and proto3 defaults, over %s', (name) => {
+  let b: RawBinding;
+  beforeAll(() => {
+    b = bindingFor(name);
+  });
+  afterAll(() => b.close());
+
+  it('a message with no parts is INVALID_PARAMS and runs nothing', async () => {
+    const before = ran.length;
+    const e = expectFailure(
+      await b.call('SendMessage', { message: message('x', { parts: [], metadata: { skill: 'echo' } }) }),
+      'INVALID_PARAMS',
+      name,
+    );
+    expect(e.message).toContain('message.parts: at least one part is required');
+    const streamed = await b.stream('SendStreamingMessage', {
+      message: message('x', { parts: [], metadata: { skill: 'echo' } }),
+    });
+    expect(streamed.events).toEqual([]);
+    expect(streamed.failure?.error.code).toBe('INVALID_PARAMS');
+    expect(ran.length).toBe(before);
+  });
+
+  it('ListTasks with contextId "" (a string field at its proto3 default) lists as with none', async () => {
+    ok(await b.call('SendMessage', { message: message('l', { metadata: { skill: 'echo' } }) }));
+    const all = ok(await b.call('ListTasks', {}));
+    const empty = ok(await b.call('ListTasks', { contextId: '' }));
+    expect(all.totalSize).toBeGreaterThan(0);
+    expect(empty.totalSize).toBe(all.totalSize);
   });
 });
 

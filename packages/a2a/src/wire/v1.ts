@@ -400,6 +400,8 @@ const historyLength = z.number().int().min(0).optional();
 const RequestMessageSchema = MessageSchema.extend({
   taskId: name.optional(),
   contextId: name.optional(),
+  // Spec §5.7: a required array has at least one element (a message without content is not a message).
+  parts: z.array(PartSchema).min(1, 'at least one part is required'),
 });
 
 export const SendMessageConfigurationSchema = z.object({
@@ -422,7 +424,8 @@ export type GetTaskParams = z.infer<typeof GetTaskParamsSchema>;
 
 export const ListTasksParamsSchema = z.object({
   tenant,
-  contextId: name.optional(),
+  // proto3 has no presence for a string: "" (what a ProtoJSON writer of defaults sends) is no filter, as on gRPC.
+  contextId: name.optional().transform((v) => (v === '' ? undefined : v)),
   status: TaskStateSchema.optional(),
   pageSize: z.number().int().min(1).max(100).optional(),
   pageToken: z.string().optional(),
