@@ -511,6 +511,8 @@ export class A2ARequestHandler {
   #log: HandlerLogger;
   readonly #onRequestError: RequestErrorHook | undefined;
   #draining = false;
+  /** Set as {@link close} begins: no work starts after it (see {@link #admitWork}). */
+  #closing = false;
   #onSkillsChanged: (() => void) | undefined;
 
   /** @throws {A2AConfigError} when no enforcer or selfId, push without a sender or store, or a number out of range; nothing is started. */
@@ -682,9 +684,31 @@ export class A2ARequestHandler {
     return this.#draining;
   }
 
-  /** Cancels running tasks and flushes the store. */
+  /**
+   * Cancels running tasks and flushes the store. From the moment it is
+   * called, anything that would start work is refused on every binding with
+   * the retryable UNAVAILABLE {@link drain} answers a new task with: new
+   * tasks, streaming ones included, replies to tasks waiting for input, and
+   * messages a message handler would answer. Reads and cancels go on.
+   */
   async close(): Promise<void> {
+    // Before the manager cancels what runs: a task is either running by
+    // then (and canceled) or refused, never started in between.
+    this.#closing = true;
     await this.manager.close();
+  }
+
+  /**
+   * Refuses a message that would start work once {@link close} has begun
+   * (any: a reply resumes a handler) and, with `newTask` (one that starts a
+   * task, as it arrives), while draining: a request already past that
+   * check when {@link drain} came is in flight, and runs on. One answer,
+   * on every binding.
+   */
+  #admitWork(newTask: boolean): void {
+    if (this.#closing || (newTask && this.#draining)) {
+      throw A2AErrors.unavailable('the agent is shutting down; try another instance');
+    }
   }
 
   // ---- the A2A methods ------------------------------------------------------------
@@ -1006,9 +1030,7 @@ export class A2ARequestHandler {
     beforeRun?: (record: TaskRecord) => void,
   ): Promise<TaskRecord | { message: Message }> {
     const taskId = p.message.taskId;
-    if (taskId === undefined && this.#draining) {
-      throw A2AErrors.unavailable('the agent is shutting down; try another instance');
-    }
+    this.#admitWork(taskId === undefined);
     const named = skillFromMetadata(p);
     if (p.message.role !== 'ROLE_USER') throw A2AErrors.invalidParams('message.role must be ROLE_USER');
     const push = p.configuration?.taskPushNotificationConfig;
@@ -1050,6 +1072,8 @@ export class A2ARequestHandler {
       }
       const stored = push ? await this.#storePushConfig(record, { ...push, taskId }) : undefined;
       try {
+        // close() may have begun during the awaits above: the reply resumes nothing then.
+        this.#admitWork(false);
         if (forward) {
           // The handler waiting for this reply runs on another replica: handed over through the store.
           await this.manager.forwardInput(record, p.message);
@@ -1075,12 +1099,15 @@ export class A2ARequestHandler {
     const skill = named !== undefined ? this.#namedSkill(named) : await this.#routedSkill(ctx, p);
     const handler = this.#handlers.get(skill) as TaskHandler;
     await this.#authorize(ctx, method, skill);
+    // Again after each await that may let close() begin: nothing starts once it has.
+    this.#admitWork(false);
     const direct = this.#direct.get(skill);
     if (direct) return { message: await this.#answer(ctx, skill, p.message, direct) };
     // Before the task exists: a refused webhook leaves nothing behind.
     if (push) {
       await this.#authorize(ctx, PUSH_CREATE, skill);
       await this.#checkPushConfig(push);
+      this.#admitWork(false);
     }
     const release = this.#takeSlot(ctx.caller);
     let record: TaskRecord;
@@ -1105,6 +1132,12 @@ export class A2ARequestHandler {
       const now = this.manager.createNow(input);
       embedded = now !== undefined;
       record = now ?? (await this.manager.create(input));
+      if (this.#closing) {
+        // Made by a store write close() did not wait for: canceled as the
+        // tasks running then were, its handler never run.
+        this.manager.cancel(record.task.id);
+        this.#admitWork(false);
+      }
     } catch (err) {
       this.#freeSlot(release);
       if (err instanceof TaskStoreFullError) throw A2AErrors.tooManyTasks(this.#maxTasks);

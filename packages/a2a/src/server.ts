@@ -346,7 +346,13 @@ export class A2AServer {
     this.handler.drain();
   }
 
-  /** Cancels running tasks and flushes the store. */
+  /**
+   * Cancels running tasks and flushes the store. From the moment it is
+   * called, messages that would start work (new tasks, streaming or not,
+   * and replies to tasks waiting for input) are refused on every binding as
+   * {@link drain} refuses new tasks (503 / UNAVAILABLE, retryable): nothing
+   * starts after it, to run on once it resolved. Reads and cancels go on.
+   */
   async close(): Promise<void> {
     await this.handler.close();
   }

@@ -749,10 +749,7 @@ export class SecureAgent extends AgentCore {
     // On every binding: the request handler refuses new tasks (503 / UNAVAILABLE).
     run.a2a.drain();
     const drainMs = options.drainTimeoutMs ?? this.config.server.drainTimeoutMs;
-    this.logger.info(
-      { drainMs, inflight: this.#inflightRequests, tasks: this.#inbound.runningTasks },
-      'draining',
-    );
+    this.logger.info({ drainMs, inflight: this.#inflight(), tasks: this.#inbound.runningTasks }, 'draining');
     const drained = await this.#waitIdle(drainMs);
     if (!drained) {
       this.logger.warn({ tasks: this.#inbound.runningTasks }, 'drain timeout: canceling the remaining tasks');
@@ -784,7 +781,7 @@ export class SecureAgent extends AgentCore {
 
   async #waitIdle(ms: number, tasksOnly = false): Promise<boolean> {
     const until = Date.now() + ms;
-    while ((!tasksOnly && this.#inflightRequests > 0) || this.#inbound.runningTasks > 0) {
+    while ((!tasksOnly && this.#inflight() > 0) || this.#inbound.runningTasks > 0) {
       if (Date.now() >= until) return false;
       await new Promise((r) => setTimeout(r, Math.min(20, Math.max(1, until - Date.now()))));
     }
@@ -845,6 +842,11 @@ export class SecureAgent extends AgentCore {
   readonly #requestClosed = (): void => {
     this.#inflightRequests--;
   };
+
+  /** Requests in flight on every binding: the HTTP ones and the gRPC server's calls. */
+  #inflight(): number {
+    return this.#inflightRequests + (this.#run?.grpc?.callsInFlight ?? 0);
+  }
 
   readonly #probeState: ProbeState = { notReadyReason: () => this.notReadyReason() };
   readonly #storeHealth = new StoreHealth();

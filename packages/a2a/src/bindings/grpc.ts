@@ -22,7 +22,13 @@
  */
 import { once } from 'node:events';
 import { maxHeaderSize } from 'node:http';
-import type { Http2SecureServer, Http2Server, ServerOptions as Http2ServerOptions } from 'node:http2';
+import type {
+  Http2SecureServer,
+  Http2Server,
+  ServerHttp2Session,
+  ServerHttp2Stream,
+  ServerOptions as Http2ServerOptions,
+} from 'node:http2';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo, Socket } from 'node:net';
 import { z } from 'zod';
@@ -168,6 +174,18 @@ export class A2AGrpcServer {
   /** The identity's verifier, shared with the HTTP servers on it: admits connections and holds them (see #keep). */
   readonly #verifier: PeerVerifier;
   #url: string | undefined;
+  /** The HTTP/2 session of each admitted connection still open. */
+  readonly #sessions = new Set<ServerHttp2Session>();
+  /** Calls whose HTTP/2 stream is open: see {@link callsInFlight}. */
+  #calls = 0;
+  // One listener of each kind shared by every call: no closure made per call.
+  readonly #callEnded = (): void => {
+    this.#calls--;
+  };
+  readonly #callStarted = (stream: ServerHttp2Stream): void => {
+    this.#calls++;
+    stream.on('close', this.#callEnded);
+  };
 
   /**
    * @throws {A2AConfigError} when no authorizer, or `keepaliveMs`, `maxConnections`
@@ -240,6 +258,13 @@ export class A2AGrpcServer {
     // keepalive gave up on it (30 s).
     for (const server of http2ServersOf(this.#grpc)) {
       closeHttp2ResetFloods(server, this.#log, 'a2a grpc: connection closed: too many calls reset');
+      // Each call is one HTTP/2 stream: counted until it has closed, answer sent (see callsInFlight).
+      server.on('stream', this.#callStarted);
+      // Each connection's HTTP/2 session, for close() to tell it to take no new call.
+      server.on('session', (session: ServerHttp2Session) => {
+        this.#sessions.add(session);
+        session.once('close', () => this.#sessions.delete(session));
+      });
     }
     // The limiter knows the handshakes in progress, and ends them when the server closes.
     this.#tls.on('secureConnection', (socket: TLSSocket) => {
@@ -273,6 +298,15 @@ export class A2AGrpcServer {
     return this.#limiter.refused;
   }
 
+  /**
+   * Calls in progress: received and not yet ended (answer sent, or the call
+   * reset or cut). A server stopping waits for it to fall to 0, as it waits
+   * for its HTTP requests in flight.
+   */
+  get callsInFlight(): number {
+    return this.#calls;
+  }
+
   /** Starts listening; resolves with the bound address. */
   async listen(
     options: { host?: string; port?: number } = {},
@@ -289,6 +323,11 @@ export class A2AGrpcServer {
   /**
    * Stops accepting connections, closes those still in their TLS handshake,
    * lets running calls finish for up to `graceMs`, then cuts what is left.
+   * Each open connection is told at once to take no new call (an HTTP/2
+   * GOAWAY: a call sent after it is refused, and the client may send it
+   * elsewhere); its calls in flight go on and get their answers. Resolves
+   * once every connection has closed, or at `graceMs`, when those still open
+   * are cut and their calls end with UNAVAILABLE at the client.
    */
   async close(graceMs = 5_000): Promise<void> {
     for (const u of this.#unsubscribe.splice(0)) u();
@@ -296,21 +335,34 @@ export class A2AGrpcServer {
     // Node's close() would otherwise wait for each handshake in progress until its timeout.
     this.#limiter.closeHandshakes();
     const closed = new Promise<void>((resolve) => this.#tls.close(() => resolve()));
-    this.#injector.drain(graceMs);
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.#grpc.forceShutdown();
-        resolve();
-      }, graceMs);
-      timer.unref();
-      this.#grpc.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+    // A GOAWAY on every connection, which Node closes once its last call has
+    // ended. Not grpc-js's tryShutdown(): it counts a connection told to
+    // close as closed, so it answered at once and everything was cut with
+    // the calls still running. Nor its injector's drain(): at graceMs it
+    // resets the calls left with CANCEL, which their clients read as
+    // CANCELLED, as if they had given up themselves; cut below, they end
+    // UNAVAILABLE (retryable), as calls on a connection lost.
+    for (const session of this.#sessions) session.close();
+    await this.#connectionsClosed(graceMs);
+    this.#grpc.forceShutdown();
     this.#injector.destroy();
     for (const s of this.#sockets) s.destroy();
     await closed;
+  }
+
+  /** Resolves once every admitted connection has closed, or after `ms`. */
+  #connectionsClosed(ms: number): Promise<void> {
+    let open = this.#sockets.size;
+    if (open === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      const one = (): void => {
+        if (--open > 0) return;
+        clearTimeout(timer);
+        resolve();
+      };
+      for (const s of this.#sockets) s.once('close', one);
+    });
   }
 
   /**
