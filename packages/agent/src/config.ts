@@ -115,6 +115,13 @@ const TransportConfigSchema = z.strictObject({
    * Keep it above the peers' `server.keepaliveMs`.
    */
   streamIdleTimeoutMs: z.number().int().min(0).max(MAX_TIMER_MS).default(300_000),
+  /**
+   * How long a peer's outbound channel (connection pool, circuit breaker, TLS
+   * sessions) may go unused before it is closed and forgotten, in ms; the next
+   * call to that peer makes a new one. A channel with a call in flight is never
+   * closed for idleness. At least 1 s.
+   */
+  channelIdleMs: z.number().int().min(1_000).max(MAX_TIMER_MS).default(600_000),
 });
 
 /** The validated agent configuration (defaults applied). */

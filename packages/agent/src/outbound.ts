@@ -94,6 +94,14 @@ interface Peer {
    * destroyed would otherwise try to resume its stream over the closed channel.
    */
   readonly calls: Set<{ abort(reason: unknown): void }>;
+  /**
+   * Calls in flight on this channel: every call that got it from `#peer()`,
+   * unary ones too (they have no scope in {@link Peer.calls}). A channel with
+   * one is never closed for idleness.
+   */
+  inFlight: number;
+  /** When its last call ended (`Date.now()`), or when it was made. */
+  lastUsed: number;
 }
 
 interface Discovered {
@@ -128,6 +136,12 @@ export class Outbound {
   readonly #discovered = new Map<string, Discovered>();
   readonly #channels = new Map<string, Peer>();
   readonly #channelFactory: ChannelFactory | undefined;
+  /** `transport.channelIdleMs`: a channel unused this long is closed and forgotten. */
+  readonly #channelIdleMs: number;
+  /** The sweep of idle channels: one timer for every peer, running only while there are channels. */
+  #sweep: NodeJS.Timeout | undefined;
+  /** Idle channels still closing, for {@link close} to wait for. */
+  readonly #idleClosing = new Set<Promise<void>>();
   #closed = false;
   /** The reason {@link close} aborts the calls still in flight with, once it began. */
   #stopping: AgentError | undefined;
@@ -147,6 +161,7 @@ export class Outbound {
     this.#log = opts.logger;
     this.#config = opts.config;
     const t = opts.config.transport;
+    this.#channelIdleMs = t.channelIdleMs;
     this.#transport = {
       minTlsVersion: t.tlsMinVersion,
       connectTimeoutMs: t.connectTimeoutMs,
@@ -173,7 +188,10 @@ export class Outbound {
     return [...this.#peers.values()].map((p) => ({ id: p.id.toString(), url: p.url }));
   }
 
-  /** Circuit state per peer called so far (its channel's breaker), for diagnostics. */
+  /**
+   * Circuit state per peer whose channel is open (called within
+   * `transport.channelIdleMs`, or with a call in flight), for diagnostics.
+   */
   circuitStates(): Record<string, string> {
     return Object.fromEntries(
       [...this.#channels].map(([peer, p]) => [peer, p.channel.circuitBreaker?.state ?? 'closed']),
@@ -289,13 +307,49 @@ export class Outbound {
    */
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#sweep);
+    this.#sweep = undefined;
     const peers = [...this.#channels.values()];
     this.#channels.clear();
     const reason = (this.#stopping = new AgentError(
       'AGENT_STOPPING',
       `the agent stopped while the call was in flight (it gives its calls ${CHANNEL_CLOSE_GRACE_MS} ms to finish)`,
     ));
-    await Promise.all(peers.map((p) => closePeer(p, CHANNEL_CLOSE_GRACE_MS, reason)));
+    await Promise.all([
+      ...peers.map((p) => closePeer(p, CHANNEL_CLOSE_GRACE_MS, reason)),
+      ...this.#idleClosing,
+    ]);
+  }
+
+  /**
+   * Closes and forgets the channels with no call in flight that no call has
+   * used for `transport.channelIdleMs` (the next call to that peer makes a new
+   * one): an agent calling peers that come and go would otherwise keep a
+   * channel (its pool, breaker timers, TLS sessions, rotation subscription)
+   * per peer it ever called. Stops the sweep once no channel is left.
+   */
+  #closeIdle(): void {
+    const now = Date.now();
+    for (const [key, p] of this.#channels) {
+      const idleMs = now - p.lastUsed;
+      if (p.inFlight > 0 || idleMs < this.#channelIdleMs) continue;
+      this.#channels.delete(key);
+      this.#log.debug({ callee: key, idleMs }, 'idle channel closed');
+      // No call uses it, so the graceful close is quick; the reason only ends
+      // what a call left behind (a cancelTask still in flight) past the grace.
+      const reason = new AgentError(
+        'CALL_FAILED',
+        `the channel to ${key} was closed after ${idleMs} ms unused`,
+      );
+      const closing = closePeer(p, CHANNEL_CLOSE_GRACE_MS, reason).finally(() =>
+        this.#idleClosing.delete(closing),
+      );
+      this.#idleClosing.add(closing);
+    }
+    if (this.#channels.size === 0) {
+      clearInterval(this.#sweep);
+      this.#sweep = undefined;
+    }
   }
 
   /** The failure of a call that {@link close} ended, when `signal` was aborted by it. */
@@ -429,8 +483,12 @@ export class Outbound {
           streamIdleTimeoutMs: this.#config.transport.streamIdleTimeoutMs,
         }),
         calls: new Set(),
+        inFlight: 0,
+        lastUsed: Date.now(),
       };
       this.#channels.set(key, p);
+      // A channel is closed between channelIdleMs and 1.5 × channelIdleMs after its last call.
+      this.#sweep ??= setInterval(() => this.#closeIdle(), this.#channelIdleMs / 2).unref();
     }
     return p;
   }
@@ -480,6 +538,9 @@ export class Outbound {
         ? scopedSignal([options.signal, parentSignal], deadline)
         : undefined;
     if (scoped) peer.calls.add(scoped);
+    // Counted from here, in the same turn as #peer() handed the channel over:
+    // no sweep runs in between. A counter and a timestamp per call, no timer.
+    peer.inFlight++;
     try {
       let task: Task;
       if (options.stream) {
@@ -520,6 +581,8 @@ export class Outbound {
     } catch (err) {
       throw this.#stoppedCall(scoped?.signal, details, err) ?? err;
     } finally {
+      peer.inFlight--;
+      peer.lastUsed = Date.now();
       if (scoped) {
         scoped.dispose();
         peer.calls.delete(scoped);

@@ -132,6 +132,7 @@ describe('agent config', () => {
       ['transport.connectTimeoutMs', (v) => ({ transport: { connectTimeoutMs: v } }), 600_000],
       ['transport.requestTimeoutMs', (v) => ({ transport: { requestTimeoutMs: v } }), 3_600_000],
       ['transport.streamIdleTimeoutMs', (v) => ({ transport: { streamIdleTimeoutMs: v } }), 2_147_483_647],
+      ['transport.channelIdleMs', (v) => ({ transport: { channelIdleMs: v } }), 2_147_483_647],
     ];
     for (const [path, patch, max] of cases) {
       expect(() => parseAgentConfig({ ...minimal, ...patch(max) }, { env: {} }), path).not.toThrow();
