@@ -250,6 +250,26 @@ export const A2AErrors = {
     new A2AError(A2AErrorCode.TaskNotFound, `Task not found: ${echoed(id)}`, {
       data: [errorInfo('TASK_NOT_FOUND', { taskId: echoed(id) })],
     }),
+  /**
+   * A push notification config the task does not have (§3.1.8 lists
+   * TaskNotFoundError for it; §3.3.2: a missing resource is a not-found
+   * error). Without `configId`: the task has none at all.
+   */
+  pushConfigNotFound: (taskId: string, configId?: string) =>
+    new A2AError(
+      A2AErrorCode.TaskNotFound,
+      configId === undefined
+        ? `Task ${echoed(taskId)} has no push notification config`
+        : `Push notification config ${JSON.stringify(echoed(configId))} does not exist on task ${echoed(taskId)}`,
+      {
+        data: [
+          errorInfo('TASK_NOT_FOUND', {
+            taskId: echoed(taskId),
+            ...(configId === undefined ? {} : { configId: echoed(configId) }),
+          }),
+        ],
+      },
+    ),
   taskNotCancelable: (id: string, state: string) =>
     new A2AError(A2AErrorCode.TaskNotCancelable, `Task ${echoed(id)} cannot be canceled in state ${state}`, {
       data: [errorInfo('TASK_NOT_CANCELABLE', { taskId: echoed(id), state })],

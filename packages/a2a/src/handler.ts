@@ -9,6 +9,8 @@
  * policy check, which is also the audit record, before it reads or changes
  * anything of a task or runs any task handler. A denial runs nothing.
  */
+import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { SpiffeId, WeaveError, cutText, randomUuid } from '@weave/identity';
 import type { AuthzDecision, PolicyEnforcer } from '@weave/authz';
 import { LogRate } from '@weave/transport';
@@ -774,9 +776,11 @@ export class A2ARequestHandler {
   async sendStreamingMessage(ctx: CallContext, params: unknown): Promise<TaskEventStream> {
     const [c, p] = this.#checkSend(ctx, params);
     const resumed = p.message.taskId !== undefined;
+    // Applied to every Task event of the stream, as SendMessage applies it to its answer.
+    const historyLength = p.configuration?.historyLength;
     let stream: TaskEventStream | undefined;
     const started = await this.#startOrResume(c, 'SendStreamingMessage', p, (rec) => {
-      stream = this.#openStream(c, rec, resumed ? rec.seq : 0, resumed, closesStream);
+      stream = this.#openStream(c, rec, resumed ? rec.seq : 0, resumed, closesStream, historyLength);
     });
     if ('message' in started) {
       // No task: the stream is the one reply (no sequence to resume from).
@@ -786,7 +790,7 @@ export class A2ARequestHandler {
       return one;
     }
     // A reply handed to the replica running the task: its events are followed from the store.
-    return stream ?? (await this.#followStream(c, started, undefined, closesStream));
+    return stream ?? (await this.#followStream(c, started, undefined, closesStream, historyLength));
   }
 
   /** GetTask. */
@@ -816,15 +820,22 @@ export class A2ARequestHandler {
     const p = parseRequest(v1.ListTasksParamsSchema, params);
     const c = scoped(ctx, p.tenant);
     const pageSize = p.pageSize ?? 50;
-    let after: ListCursor | CreationCursor | undefined;
-    if (p.pageToken) after = decodePageToken(p.pageToken);
-    const page = await this.manager.list({
-      owner: c.caller.toString(),
-      ...(c.tenant === undefined ? {} : { tenant: c.tenant }),
+    const filter: ListFilter = {
+      tenant: c.tenant,
       contextId: p.contextId,
       // ProtoJSON's zero value means "no filter".
       status: p.status === 'TASK_STATE_UNSPECIFIED' ? undefined : p.status,
       updatedAfter: p.statusTimestampAfter === undefined ? undefined : Date.parse(p.statusTimestampAfter),
+    };
+    const query = queryHash(filter);
+    let after: ListCursor | CreationCursor | undefined;
+    if (p.pageToken) after = decodePageToken(p.pageToken, query);
+    const page = await this.manager.list({
+      owner: c.caller.toString(),
+      ...(filter.tenant === undefined ? {} : { tenant: filter.tenant }),
+      contextId: filter.contextId,
+      status: filter.status,
+      updatedAfter: filter.updatedAfter,
       after,
       limit: pageSize + 1,
     });
@@ -849,7 +860,7 @@ export class A2ARequestHandler {
     const last = records[records.length - 1];
     return {
       tasks,
-      nextPageToken: more && last ? encodePageToken(last) : '',
+      nextPageToken: more && last ? encodePageToken(last, query) : '',
       pageSize,
       totalSize: page.total - (records.length - visible.length),
     };
@@ -927,7 +938,7 @@ export class A2ARequestHandler {
     return redact(await this.#storePushConfig(record, p));
   }
 
-  /** GetTaskPushNotificationConfig. */
+  /** GetTaskPushNotificationConfig: a config the task does not have is TASK_NOT_FOUND, as an unknown task is. */
   async getTaskPushNotificationConfig(
     ctx: CallContext,
     params: unknown,
@@ -940,7 +951,7 @@ export class A2ARequestHandler {
     await this.#authorize(c, 'GetTaskPushNotificationConfig', record.skill, p.taskId);
     const list = await (this.#pushStore as PushConfigStore).listPushConfigs(p.taskId);
     const found = list.find((c) => c.id === p.id);
-    if (!found) throw A2AErrors.invalidParams(`no push config ${JSON.stringify(p.id)} on task ${p.taskId}`);
+    if (!found) throw A2AErrors.pushConfigNotFound(p.taskId, p.id);
     return redact(found);
   }
 
@@ -1500,7 +1511,8 @@ export class A2ARequestHandler {
   /**
    * Opens a stream on a live task. With `afterSeq`, replays the kept events
    * after it first; `sendSnapshot` starts with the current Task. The stream
-   * ends after the first event `endsAt` accepts.
+   * ends after the first event `endsAt` accepts. Each Task event carries at
+   * most `historyLength` messages (see {@link answeredEvent}).
    */
   #openStream(
     ctx: CallContext,
@@ -1508,6 +1520,7 @@ export class A2ARequestHandler {
     afterSeq: number | undefined,
     sendSnapshot: boolean,
     endsAt: (e: StreamResponse) => boolean,
+    historyLength?: number,
   ): TaskEventStream {
     const id = record.task.id;
     // The stream's close hook needs the subscription, which needs the stream's listener.
@@ -1519,7 +1532,7 @@ export class A2ARequestHandler {
     });
     held.leave = this.#addSubscriber(id, stream);
     const listener = (e: StoredEvent) => {
-      stream.push({ event: e.event, seq: e.seq });
+      stream.push({ event: answeredEvent(e.event, historyLength), seq: e.seq });
       if (endsAt(e.event)) stream.end();
     };
     // This replica lost the task (its lease expired): the stream goes on from
@@ -1545,7 +1558,7 @@ export class A2ARequestHandler {
     }
     if (sendSnapshot || sub.backlog === undefined) {
       // The task as the subscription sees it: with a durable store, as written.
-      const t = snapshot(sub.record.task);
+      const t = answered(sub.record.task, historyLength);
       stream.push({ event: { task: t }, seq: sub.record.seq });
       // A finished task's stream ends here. One waiting for input goes on: a
       // subscriber sees the answer to the input request and what follows, and
@@ -1553,7 +1566,7 @@ export class A2ARequestHandler {
       if (isTerminal(t.status.state)) stream.end();
     } else {
       for (const e of sub.backlog) {
-        stream.push({ event: e.event, seq: e.seq });
+        stream.push({ event: answeredEvent(e.event, historyLength), seq: e.seq });
         if (endsAt(e.event)) {
           stream.end();
           break;
@@ -1599,13 +1612,15 @@ export class A2ARequestHandler {
   /**
    * A stream on a task that runs on another replica: the task as stored (or,
    * with `afterSeq`, the events after it), then every event as the store's
-   * notices announce it, in log order, until the task ends.
+   * notices announce it, in log order, until the task ends. Each Task event
+   * carries at most `historyLength` messages, as on the running replica.
    */
   async #followStream(
     ctx: CallContext,
     record: TaskRecord,
     afterSeq: number | undefined,
     endsAt: (e: StreamResponse) => boolean = endsSubscription,
+    historyLength?: number,
   ): Promise<TaskEventStream> {
     const id = record.task.id;
     const held: { stop?: () => void; leave?: () => void } = {};
@@ -1615,13 +1630,15 @@ export class A2ARequestHandler {
     });
     held.leave = this.#addSubscriber(id, stream);
     // Not terminal (the caller checked): the stream goes on to the end, as on the running replica.
-    if (afterSeq === undefined) stream.push({ event: { task: snapshot(record.task) }, seq: record.seq });
+    if (afterSeq === undefined) {
+      stream.push({ event: { task: answered(record.task, historyLength) }, seq: record.seq });
+    }
     try {
       held.stop = await this.manager.follow(
         id,
         afterSeq ?? record.seq,
         (e) => {
-          stream.push({ event: e.event, seq: e.seq });
+          stream.push({ event: answeredEvent(e.event, historyLength), seq: e.seq });
           if (endsAt(e.event)) stream.end();
         },
         () => stream.end(),
@@ -1895,6 +1912,10 @@ class Run {
     if (task === undefined) return AbortSignal.abort();
     if (task.aborted) return task;
     this.#abort = new AbortController();
+    // The handler's own calls listen on it, one each while they run: a
+    // handler fanning out to more than Node's default of 10 at once is no
+    // leak, and Node's MaxListenersExceededWarning would read as one.
+    setMaxListeners(0, this.#abort.signal);
     task.addEventListener('abort', this, { once: true });
     return this.#abort.signal;
   }
@@ -2035,6 +2056,19 @@ export function assertV1Version(headers: CallHeaders): void {
  */
 function answered(task: Task, historyLength: number | undefined, withArtifacts = true): Task {
   return snapshot(task, historyLength, withArtifacts);
+}
+
+/**
+ * A stream event as a streaming method answers it: a Task event cut as
+ * {@link answered} cuts it (the proto: "MUST NOT return more messages than
+ * the provided value", on a stream as in a unary answer); status and
+ * artifact updates, which carry no history, as they are. Unset, the event
+ * itself: the log's object, which nobody changes.
+ */
+function answeredEvent(event: StreamResponse, historyLength: number | undefined): StreamResponse {
+  return historyLength === undefined || !('task' in event)
+    ? event
+    : { task: answered(event.task, historyLength) };
 }
 
 /** Validates params; the first issue becomes a -32602 message. */
@@ -2187,24 +2221,59 @@ function redact(c: TaskPushNotificationConfig): TaskPushNotificationConfig {
   return authentication ? { ...rest, authentication: { scheme: authentication.scheme } } : rest;
 }
 
-/** A position in the list order: the status timestamp and id of the last task listed. */
-function encodePageToken(r: TaskRecord): string {
-  return Buffer.from(JSON.stringify({ s: statusTime(r), i: r.task.id })).toString('base64url');
+/** What selects the tasks a ListTasks call pages through (its owner aside: the caller). */
+interface ListFilter {
+  readonly tenant: string | undefined;
+  readonly contextId: string | undefined;
+  readonly status: TaskState | undefined;
+  /** `statusTimestampAfter` in epoch ms: the same instant however its offset was written. */
+  readonly updatedAfter: number | undefined;
 }
 
-function decodePageToken(token: string): ListCursor | CreationCursor {
+/**
+ * A short hash of a ListTasks filter, bound into the page tokens issued
+ * under it: a token names a position in one query's order, and used with
+ * another filter it silently skipped that query's tasks up to it.
+ */
+function queryHash(f: ListFilter): string {
+  const key = JSON.stringify([
+    f.tenant ?? null,
+    f.contextId ?? null,
+    f.status ?? null,
+    f.updatedAfter ?? null,
+  ]);
+  return createHash('sha256').update(key).digest('base64url').slice(0, 12);
+}
+
+/** A position in the list order: the status timestamp and id of the last task listed, and the query's hash. */
+function encodePageToken(r: TaskRecord, query: string): string {
+  return Buffer.from(JSON.stringify({ s: statusTime(r), i: r.task.id, q: query })).toString('base64url');
+}
+
+/**
+ * The position a token names, for the query hashed as `query`. A token with
+ * no hash (issued by an earlier release, during a rolling upgrade) is taken
+ * as it was; one issued for another query is INVALID_PARAMS.
+ */
+function decodePageToken(token: string, query: string): ListCursor | CreationCursor {
+  let v: unknown;
   try {
-    const v: unknown = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
-    if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
-      const { s, i } = v as { s?: unknown; i?: unknown };
-      if (typeof s === 'number' && Number.isFinite(s) && typeof i === 'string') return { statusAt: s, id: i };
-    }
-    // A token of a release that listed by creation: [createdAt, id].
-    if (Array.isArray(v) && typeof v[0] === 'number' && typeof v[1] === 'string') {
-      return { createdAt: v[0], id: v[1] };
-    }
+    v = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
   } catch {
-    // fall through
+    v = undefined;
+  }
+  if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
+    const { s, i, q } = v as { s?: unknown; i?: unknown; q?: unknown };
+    if (typeof s === 'number' && Number.isFinite(s) && typeof i === 'string') {
+      if (q !== undefined && q !== query) {
+        throw A2AErrors.invalidParams('pageToken was issued for another query');
+      }
+      return { statusAt: s, id: i };
+    }
+  }
+  // A token of a release that listed by creation: [createdAt, id].
+  if (Array.isArray(v) && typeof v[0] === 'number' && typeof v[1] === 'string') {
+    return { createdAt: v[0], id: v[1] };
   }
   throw A2AErrors.invalidParams('pageToken is not a token this server issued');
 }

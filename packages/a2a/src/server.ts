@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 // For its augmentation of FastifyInstance (answerFrameworkErrors); nothing is loaded at run time.
 import type {} from '@weave/transport/server';
@@ -24,7 +23,14 @@ import {
 import { JsonBody, WRONG_CONTENT_TYPE, peerOf, readBody, type HttpBindingDeps } from './bindings/http.js';
 import { agentCardToV03 } from './wire/v03.js';
 import { sendError, serveJsonRpc } from './bindings/jsonrpc.js';
-import { sendRestError, serveRest } from './bindings/rest.js';
+import {
+  CARD_MAX_AGE_S,
+  cardEtag,
+  notModified,
+  sendRestError,
+  serveRest,
+  type CardValidators,
+} from './bindings/rest.js';
 import { AgentSkillSchema, type AgentCard, type AgentInterface, type AgentSkill } from './wire/v1.js';
 
 export type { BindingName, TaskHandler, TaskHandlerOptions } from './handler.js';
@@ -189,7 +195,7 @@ export class A2AServer {
   readonly #deps: HttpBindingDeps;
   readonly #cardCache = new Map<string, string>();
   /** ETag and Last-Modified of each card variant (A2A version × URL), kept across cache clears. */
-  readonly #cardValidatorsByKey = new Map<string, CardValidators>();
+  readonly #cardValidatorsByKey = new Map<string, Required<CardValidators>>();
   #grpcUrl: string | undefined;
 
   /** @throws {A2AConfigError} when no enforcer or selfId, push without a sender, bad bindings, or a number out of range; nothing is started. */
@@ -311,7 +317,7 @@ export class A2AServer {
       securityRequirements: [{ schemes: { mtls: { list: [] } } }],
       defaultInputModes: c.defaultInputModes ?? ['text/plain', 'application/json'],
       defaultOutputModes: c.defaultOutputModes ?? ['text/plain', 'application/json'],
-      skills: this.handler.servedSkills(which),
+      skills: this.handler.servedSkills(which).map(publishedSkill),
     };
     if (c.provider) card.provider = c.provider;
     if (c.documentationUrl) card.documentationUrl = c.documentationUrl;
@@ -361,8 +367,8 @@ export class A2AServer {
    * The validators of a card body: a strong ETag of its bytes, and when that
    * variant last changed (the first time this body was served), to the second.
    */
-  #cardValidators(key: string, body: string): CardValidators {
-    const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 22)}"`;
+  #cardValidators(key: string, body: string): Required<CardValidators> {
+    const etag = cardEtag(body);
     const known = this.#cardValidatorsByKey.get(key);
     if (known?.etag === etag) return known;
     const v = { etag, lastModified: new Date(Math.floor(Date.now() / 1000) * 1000).toUTCString() };
@@ -496,7 +502,7 @@ export class A2AServer {
       }
       const validators = this.#cardValidators(key, body);
       reply
-        .header('cache-control', 'public, max-age=300')
+        .header('cache-control', `public, max-age=${CARD_MAX_AGE_S}`)
         .header('vary', 'A2A-Version')
         .header('etag', validators.etag)
         .header('last-modified', validators.lastModified);
@@ -515,29 +521,6 @@ export class A2AServer {
       });
     }
   }
-}
-
-interface CardValidators {
-  readonly etag: string;
-  readonly lastModified: string;
-}
-
-/**
- * A conditional GET the card satisfies (RFC 9110 §13.1): `If-None-Match`
- * listing its ETag (weak comparison) or `*`; without one, `If-Modified-Since`
- * at or after its Last-Modified.
- */
-function notModified(request: FastifyRequest, v: CardValidators): boolean {
-  const inm = request.headers['if-none-match'];
-  if (inm !== undefined) {
-    const tags = (Array.isArray(inm) ? inm.join(',') : inm).split(',').map((t) => t.trim());
-    const opaque = (t: string) => (t.startsWith('W/') ? t.slice(2) : t);
-    return tags.some((t) => t === '*' || opaque(t) === v.etag);
-  }
-  const ims = request.headers['if-modified-since'];
-  if (typeof ims !== 'string') return false;
-  const since = Date.parse(ims);
-  return Number.isFinite(since) && since >= Date.parse(v.lastModified);
 }
 
 /** Whether a card request gets the v0.3 card under `mode`. */
@@ -569,6 +552,22 @@ function joinPath(prefix: string, path: string): string {
 function normalizeBase(path: string): string {
   const p = path.startsWith('/') ? path : `/${path}`;
   return p.replace(/\/+$/, '');
+}
+
+/**
+ * A skill as a card publishes it. The registration API takes a skill with no
+ * tags or description (and `registerTaskHandler('id')` makes one), but a card
+ * must be valid whatever was registered: §5.7, a required array has at least
+ * one element and a required field is set. No tags: its id is its one tag;
+ * an empty description: its name.
+ */
+function publishedSkill(s: AgentSkill): AgentSkill {
+  if (s.tags.length > 0 && s.description !== '') return s;
+  return {
+    ...s,
+    description: s.description === '' ? s.name : s.description,
+    tags: s.tags.length > 0 ? s.tags : [s.id],
+  };
 }
 
 /** The HTTP+JSON base URL next to the JSON-RPC URL: same origin and prefix, `restPath` for `rpcPath`. */

@@ -676,7 +676,7 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     expect(art.artifactUpdate.artifact.parts[0]?.text).toBe('city: Rome');
   });
 
-  it('push configs: create (secrets not echoed), get, list, delete (idempotent); an unknown config is INVALID_PARAMS on get', async () => {
+  it('push configs: create (secrets not echoed), get, list, delete (idempotent); an unknown config is TASK_NOT_FOUND on get', async () => {
     const t = await startSlow('p');
     const created = ok(
       await b.call('CreateTaskPushNotificationConfig', {
@@ -706,8 +706,8 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     );
     expectFailure(
       await b.call('GetTaskPushNotificationConfig', { taskId: t.id, id: 'hook-1' }),
-      'INVALID_PARAMS',
-      -32602,
+      'TASK_NOT_FOUND',
+      -32001,
       name,
     );
     w.release.get(t.id)?.();

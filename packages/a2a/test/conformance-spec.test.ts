@@ -8,7 +8,13 @@
 // SVIDs, real fastify and grpc-js servers on loopback.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import { a2aErrorFromRest, type A2AError, type A2AGrpcServer, type Task } from '../src/index.js';
+import {
+  a2aErrorFromRest,
+  type A2AError,
+  type A2AGrpcServer,
+  type StreamResponse,
+  type Task,
+} from '../src/index.js';
 import { rawBinding, serveEcho, serveGrpc, startHarness, type Harness } from './helpers/agents.js';
 import {
   jsonRpcBinding,
@@ -25,6 +31,7 @@ const HOOK = 'https://127.0.0.1:9/hook';
 const STATUS: Record<string, Record<BindingUnderTest, number>> = {
   INVALID_PARAMS: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 3 },
   VERSION_NOT_SUPPORTED: { JSONRPC: 200, 'HTTP+JSON': 400, GRPC: 9 },
+  TASK_NOT_FOUND: { JSONRPC: 200, 'HTTP+JSON': 404, GRPC: 5 },
 };
 
 let h: Harness;
@@ -43,8 +50,18 @@ beforeAll(async () => {
         replies.push(`${ctx.taskId}:${reply.parts[0]?.text ?? ''}`);
         return `city: ${reply.parts[0]?.text ?? ''}`;
       });
+      // Bare: registered by id alone, no tags and no description.
+      a2a.registerTaskHandler('bare', () => 'bare');
+      a2a.registerTaskHandler(
+        { id: 'ops', name: 'Ops', description: 'for operators', tags: ['ops', 'admin'] },
+        () => 'ops',
+        { extended: true },
+      );
     },
-    { push: { enabled: true, send: async () => undefined } },
+    {
+      push: { enabled: true, send: async () => undefined },
+      extendedCard: () => h.a2a.extendedAgentCard(h.url),
+    },
   );
   grpc = await serveGrpc(h);
 });
@@ -282,6 +299,67 @@ describe.each(BINDINGS)('historyLength, over %s', (name) => {
     // Unset, the history is there.
     expect((ok(await b.call('GetTask', { id: sent.id })) as Task).history?.length).toBeGreaterThan(0);
   });
+
+  it('SendStreamingMessage applies it to every Task event of the stream, not to the task kept', async () => {
+    const historyOf = (events: StreamResponse[]) =>
+      events.flatMap((e) => ('task' in e ? [e.task.history?.map((m) => m.parts[0]?.text) ?? []] : []));
+    // A new task: its stream replays the task's log from the first event.
+    const first = await b.stream('SendStreamingMessage', {
+      message: message('start', { metadata: { skill: 'ask' } }),
+      configuration: { historyLength: 0 },
+    });
+    expect(first.failure).toBeUndefined();
+    expect(historyOf(first.events)).toEqual([[]]);
+    const t = (first.events.find((e) => 'task' in e) as { task: Task }).task;
+    expect((ok(await b.call('GetTask', { id: t.id })) as Task).history?.length).toBe(2);
+
+    // A reply: the stream starts with the task as it was when the reply came
+    // (its last message, the input request), then the updates, uncut.
+    const reply = await b.stream('SendStreamingMessage', {
+      message: message('Oslo', { taskId: t.id }),
+      configuration: { historyLength: 1 },
+    });
+    expect(historyOf(reply.events)).toEqual([['which city?']]);
+    expect(reply.events.map((e) => Object.keys(e)[0])).toEqual([
+      'task',
+      'statusUpdate',
+      'artifactUpdate',
+      'statusUpdate',
+    ]);
+    const kept = ok(await b.call('GetTask', { id: t.id })) as Task;
+    expect(kept.status.state).toBe('TASK_STATE_COMPLETED');
+    expect(kept.history?.map((m) => m.parts[0]?.text)).toEqual(['start', 'which city?', 'Oslo']);
+  });
+});
+
+describe.each(BINDINGS)('§3.1.8 a push notification config that does not exist, over %s', (name) => {
+  let b: RawBinding;
+  beforeAll(() => {
+    b = bindingFor(name);
+  });
+  afterAll(() => b.close());
+
+  it('GetTaskPushNotificationConfig is TaskNotFoundError (§3.3.2) naming the config; Delete stays idempotent', async () => {
+    const t = await askTask(b);
+    ok(await b.call('CreateTaskPushNotificationConfig', { taskId: t.id, id: 'there', url: HOOK }));
+    const e = expectFailure(
+      await b.call('GetTaskPushNotificationConfig', { taskId: t.id, id: 'absent' }),
+      'TASK_NOT_FOUND',
+      name,
+    );
+    expect(e.jsonRpcCode).toBe(-32001);
+    expect(e.message).toBe(`Push notification config "absent" does not exist on task ${t.id}`);
+    // The config that is there is found; deleted, it is not, and deleting it again succeeds.
+    expect(ok(await b.call('GetTaskPushNotificationConfig', { taskId: t.id, id: 'there' })).id).toBe('there');
+    ok(await b.call('DeleteTaskPushNotificationConfig', { taskId: t.id, id: 'there' }));
+    ok(await b.call('DeleteTaskPushNotificationConfig', { taskId: t.id, id: 'there' }));
+    expectFailure(
+      await b.call('GetTaskPushNotificationConfig', { taskId: t.id, id: 'there' }),
+      'TASK_NOT_FOUND',
+      name,
+    );
+    ok(await b.call('CancelTask', { id: t.id }));
+  });
 });
 
 describe.each(BINDINGS)('§5.7 required arrays and proto3 defaults, over %s', (name) => {
@@ -290,6 +368,20 @@ describe.each(BINDINGS)('§5.7 required arrays and proto3 defaults, over %s', (n
     b = bindingFor(name);
   });
   afterAll(() => b.close());
+
+  it('every skill on the cards has a tag and a description, however it was registered', async () => {
+    const expected = [
+      { id: 'echo', name: 'Echo', description: 'echo', tags: ['echo'] },
+      { id: 'ask', name: 'ask', description: 'asks', tags: ['ask'] },
+      { id: 'bare', name: 'bare', description: 'bare', tags: ['bare'] },
+    ];
+    const ops = { id: 'ops', name: 'Ops', description: 'for operators', tags: ['ops', 'admin'] };
+    const ext = ok(await b.call('GetExtendedAgentCard', {}));
+    expect(ext.skills).toEqual([...expected, ops]);
+    // The public card, over HTTP whatever the binding, publishes the same skills.
+    const pub = await raw('GET', '/.well-known/agent-card.json');
+    expect((pub.json as { skills: unknown[] }).skills).toEqual(expected);
+  });
 
   it('a message with no parts is INVALID_PARAMS and runs nothing', async () => {
     const before = ran.length;
@@ -307,12 +399,101 @@ describe.each(BINDINGS)('§5.7 required arrays and proto3 defaults, over %s', (n
     expect(ran.length).toBe(before);
   });
 
+  it('a ListTasks pageToken is refused under another filter than the one it was issued for', async () => {
+    const ctxA = `pages-a-${name}`;
+    const ctxB = `pages-b-${name}`;
+    for (const contextId of [ctxA, ctxB, ctxA, ctxB, ctxA, ctxB]) {
+      ok(await b.call('SendMessage', { message: message('p', { contextId, metadata: { skill: 'echo' } }) }));
+    }
+    const since = '2000-01-01T00:00:00Z';
+    const first = ok(await b.call('ListTasks', { contextId: ctxA, pageSize: 2 }));
+    const token = first.nextPageToken as string;
+    expect(token).not.toBe('');
+    // The same query: the next page.
+    const next = ok(await b.call('ListTasks', { contextId: ctxA, pageSize: 2, pageToken: token }));
+    expect((next.tasks as Task[]).map((t) => t.contextId)).toEqual([ctxA]);
+    expect(next.nextPageToken).toBe('');
+    // Another query (each filter in turn): refused, not one page of it.
+    for (const other of [
+      { contextId: ctxB },
+      {},
+      { contextId: ctxA, status: 'TASK_STATE_COMPLETED' },
+      { contextId: ctxA, statusTimestampAfter: since },
+      { contextId: ctxA, tenant: 'elsewhere' },
+    ]) {
+      const e = expectFailure(
+        await b.call('ListTasks', { ...other, pageSize: 2, pageToken: token }),
+        'INVALID_PARAMS',
+        name,
+      );
+      expect(e.message).toBe('Invalid params: pageToken was issued for another query');
+    }
+    // Each filter is bound: a token issued with a status and a time goes on with them.
+    const filtered = { contextId: ctxA, status: 'TASK_STATE_COMPLETED', statusTimestampAfter: since };
+    const f1 = ok(await b.call('ListTasks', { ...filtered, pageSize: 2 }));
+    const f2 = ok(await b.call('ListTasks', { ...filtered, pageSize: 2, pageToken: f1.nextPageToken }));
+    expect((f2.tasks as Task[]).length).toBe(1);
+    expectFailure(
+      await b.call('ListTasks', { contextId: ctxA, pageSize: 2, pageToken: f1.nextPageToken }),
+      'INVALID_PARAMS',
+      name,
+    );
+    // A token without the query's hash (an earlier release's, mid-upgrade) is taken as it was.
+    const { q: _q, ...position } = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as {
+      q?: string;
+    };
+    const legacy = Buffer.from(JSON.stringify(position)).toString('base64url');
+    const old = ok(await b.call('ListTasks', { contextId: ctxA, pageSize: 2, pageToken: legacy }));
+    expect((old.tasks as Task[]).map((t) => t.id)).toEqual((next.tasks as Task[]).map((t) => t.id));
+  });
+
   it('ListTasks with contextId "" (a string field at its proto3 default) lists as with none', async () => {
     ok(await b.call('SendMessage', { message: message('l', { metadata: { skill: 'echo' } }) }));
     const all = ok(await b.call('ListTasks', {}));
     const empty = ok(await b.call('ListTasks', { contextId: '' }));
     expect(all.totalSize).toBeGreaterThan(0);
     expect(empty.totalSize).toBe(all.totalSize);
+  });
+});
+
+describe('§13.3 caching headers of the extended agent card', () => {
+  const get = async (headers: Record<string, string> = {}, dispatcher = h.agent) => {
+    const res = await request(`${h.url}/extendedAgentCard`, {
+      dispatcher,
+      headers: { 'a2a-version': '1.0', ...headers },
+    });
+    return { status: res.statusCode, headers: res.headers, text: await res.body.text() };
+  };
+
+  it('HTTP+JSON: private (built per caller) for as long as the public card, with an ETag; If-None-Match is 304', async () => {
+    const pub = await request(`${h.url}/.well-known/agent-card.json`, { dispatcher: h.agent });
+    await pub.body.dump();
+    const first = await get();
+    expect(first.status).toBe(200);
+    expect((JSON.parse(first.text) as { skills: Array<{ id: string }> }).skills.map((s) => s.id)).toContain(
+      'ops',
+    );
+    expect(first.headers['cache-control']).toBe(
+      String(pub.headers['cache-control']).replace(/^public,/, 'private,'),
+    );
+    const etag = String(first.headers.etag);
+    expect(etag).toMatch(/^"[\w-]+"$/);
+    expect(etag).not.toBe(pub.headers.etag);
+
+    const again = await get({ 'if-none-match': etag });
+    expect(again.status).toBe(304);
+    expect(again.text).toBe('');
+    expect(again.headers.etag).toBe(etag);
+    expect(again.headers['cache-control']).toBe(first.headers['cache-control']);
+    expect((await get({ 'if-none-match': `W/${etag}, "other"` })).status).toBe(304);
+    // Another ETag: the card again, the same bytes.
+    const other = await get({ 'if-none-match': '"not-this-card"' });
+    expect(other.status).toBe(200);
+    expect(other.text).toBe(first.text);
+    // A caller the policy refuses gets the refusal, not a 304 for a card it may not have.
+    const stranger = await get({ 'if-none-match': etag }, h.strangerAgent);
+    expect(stranger.status).toBe(403);
+    expect(stranger.headers.etag).toBeUndefined();
   });
 });
 

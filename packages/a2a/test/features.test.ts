@@ -118,7 +118,7 @@ describe('push notification configs (enabled)', () => {
     const after = await call('ListTaskPushNotificationConfigs', { taskId: id });
     expect((after.result as { configs: unknown[] }).configs).toHaveLength(1);
     expect((await call('GetTaskPushNotificationConfig', { taskId: id, id: 'second' })).error?.code).toBe(
-      -32602,
+      -32001,
     );
   });
 

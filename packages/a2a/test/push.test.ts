@@ -121,7 +121,7 @@ describe('webhook push notifications', () => {
       created.id,
     ]);
     await expect(client.getTaskPushNotificationConfig(h.url, task.id, 'mine')).rejects.toMatchObject({
-      jsonRpcCode: -32602,
+      jsonRpcCode: -32001,
     });
     // Another caller's task is not there for a stranger.
     const stranger = new A2AClient({ dispatcher: h.strangerAgent });

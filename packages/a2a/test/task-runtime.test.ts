@@ -3,6 +3,7 @@
 // (any non-Weave client) and a handler that ignores its signal used to run
 // until the process ended; and after a CancelTask such a handler kept its
 // caller's slot while the server-wide limit no longer counted it.
+import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Workload } from '@weave/test-support';
 import {
@@ -82,6 +83,11 @@ async function start(limits: A2AServerLimits): Promise<Setup> {
     await held;
     s.settled++;
     return 'done at last';
+  });
+  // Passes its signal to twelve waits of its own at once, as a handler fanning out to twelve calls does.
+  a2a.registerTaskHandler('fanout', async (ctx) => {
+    await Promise.all(Array.from({ length: 12 }, () => delay(20, undefined, { signal: ctx.signal })));
+    return 'fanned out';
   });
   a2a.registerTaskHandler('asks', async (ctx) => {
     try {
@@ -165,6 +171,25 @@ describe('limits.maxTaskMs', () => {
     // The handler was woken (not left waiting forever), so its slot is free.
     await expect.poll(() => s?.inputs.length).toBe(1);
     expect(s.inputs[0]).toBeInstanceOf(A2AError);
+  });
+});
+
+describe('the handler’s signal', () => {
+  it('warns of no listener leak when a handler passes it to more than ten calls at once', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      s = await start({});
+      const r = await s.client(alice).sendMessage(s.url, { message: userMessage('fanout') });
+      if (!('task' in r)) throw new Error('expected a task');
+      expect(r.task.status.state).toBe('TASK_STATE_COMPLETED');
+      // A warning is emitted on the next tick after the listener that passed the bound.
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings.map((w) => w.name)).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      process.off('warning', onWarning);
+    }
   });
 });
 

@@ -299,7 +299,7 @@ async function dispatchV03(
       }
       // v0.3 may leave the config id out: the task's first config.
       const first = (await h.listTaskPushNotificationConfigs(ctx, { taskId: p.id })).configs[0];
-      if (!first) throw A2AErrors.invalidParams(`no push config "" on task ${p.id}`);
+      if (!first) throw A2AErrors.pushConfigNotFound(p.id);
       return v03.pushConfigToV03(first);
     }
     case 'tasks/pushNotificationConfig/list': {

@@ -10,6 +10,7 @@
  * Status codes of successful calls follow the official SDK's server: 201 for
  * a created push config, 204 (no body) for a deleted one, 200 otherwise.
  */
+import { createHash } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { A2AError } from '../errors.js';
 import { A2AErrors, httpStatusOf, restErrorBody } from '../errors.js';
@@ -237,9 +238,55 @@ async function handleRest(
     );
     return;
   }
+  const json = JSON.stringify(result);
+  if (r.kind === 'card') {
+    // Built for this caller (§13.3: caching headers SHOULD be sent): never
+    // kept by a shared cache; revalidated by ETag, as the public card is.
+    // The caller and the policy were checked above: a caller refused since
+    // gets the refusal, not a 304.
+    const validators = { etag: cardEtag(json) };
+    reply.header('cache-control', `private, max-age=${CARD_MAX_AGE_S}`).header('etag', validators.etag);
+    if (notModified(request, validators)) {
+      reply.code(304);
+      setImmediate(sendLater, reply, '');
+      return;
+    }
+  }
   reply.code(status).header('content-type', 'application/json');
   // From the check phase, as the JSON-RPC binding does (see there).
-  setImmediate(sendLater, reply, responseBody(JSON.stringify(result)));
+  setImmediate(sendLater, reply, responseBody(json));
+}
+
+/** Seconds an agent card may be used without asking again (`Cache-Control: max-age`), public or extended. */
+export const CARD_MAX_AGE_S = 300;
+
+/** The validators a card response carries: its ETag, and when its variant last changed (public card only). */
+export interface CardValidators {
+  readonly etag: string;
+  readonly lastModified?: string;
+}
+
+/** A strong ETag of a card's body: a hash of its bytes. */
+export function cardEtag(body: string): string {
+  return `"${createHash('sha256').update(body).digest('base64url').slice(0, 22)}"`;
+}
+
+/**
+ * A conditional GET the card satisfies (RFC 9110 §13.1): `If-None-Match`
+ * listing its ETag (weak comparison) or `*`; without one, `If-Modified-Since`
+ * at or after its Last-Modified, when it has one.
+ */
+export function notModified(request: FastifyRequest, v: CardValidators): boolean {
+  const inm = request.headers['if-none-match'];
+  if (inm !== undefined) {
+    const tags = (Array.isArray(inm) ? inm.join(',') : inm).split(',').map((t) => t.trim());
+    const opaque = (t: string) => (t.startsWith('W/') ? t.slice(2) : t);
+    return tags.some((t) => t === '*' || opaque(t) === v.etag);
+  }
+  const ims = request.headers['if-modified-since'];
+  if (typeof ims !== 'string' || v.lastModified === undefined) return false;
+  const since = Date.parse(ims);
+  return Number.isFinite(since) && since >= Date.parse(v.lastModified);
 }
 
 /**
