@@ -1865,8 +1865,19 @@ class MessageContextImpl implements MessageContext {
   }
 
   get signal(): AbortSignal {
-    return (this.#signal ??= this.#call.signal ?? new AbortController().signal);
+    return (this.#signal ??= this.#call.signal ?? unboundedSignal());
   }
+}
+
+/**
+ * A signal of the handler's own. Setting no listener bound: a handler passes
+ * it to each call it makes, one listener each while the call runs, and more
+ * than Node's default of 10 at once is no leak (Node would warn of one).
+ */
+function unboundedSignal(): AbortSignal {
+  const signal = new AbortController().signal;
+  setMaxListeners(0, signal);
+  return signal;
 }
 
 /** Where a {@link Run} is on its deadline: before its bound, given time to return after its task ended, logged. */

@@ -3,10 +3,13 @@
 // a signal. Without one from the binding (a unary call), the signal is the
 // handler's own, made when first read; one the binding carries is passed on
 // as it is. The same handler over real mTLS is in bindings.test.ts.
+import { setTimeout as delay } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { LocalPolicyEnforcer } from '@weave/authz';
 import { SpiffeId } from '@weave/identity';
 import { A2AServer, type CallContext, type MessageContext } from '../src/index.js';
+import { harnessForAll, send, skillCard } from './helpers/agents.js';
+import { BINDINGS } from './helpers/raw-bindings.js';
 
 const CALLER = SpiffeId.parse('spiffe://test.weave/agent/client');
 
@@ -135,5 +138,32 @@ describe('MessageHandler context', () => {
     expect(reading.reads()).toBe(1);
     expect(seen[1]?.signal).toBe(caller.signal);
     expect(reading.reads()).toBe(1);
+  });
+});
+
+describe('a message handler’s signal, served on each binding', () => {
+  // Passes its signal to twelve waits of its own at once, as a handler fanning out to twelve calls does.
+  const served = harnessForAll((a2a) => {
+    a2a.registerMessageHandler(skillCard('fanout'), async (ctx) => {
+      await Promise.all(Array.from({ length: 12 }, () => delay(20, undefined, { signal: ctx.signal })));
+      return 'fanned out';
+    });
+  });
+
+  it.each(BINDINGS)('takes more than ten listeners without a leak warning (%s)', async (binding) => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      await served.withBinding(binding, async (b) => {
+        const r = await b.call('SendMessage', send('fanout'));
+        expect(r.ok && JSON.stringify(r.result)).toContain('fanned out');
+      });
+      // A warning is emitted on the next tick after the listener that passed the bound.
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings.map((w) => w.name)).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      process.off('warning', onWarning);
+    }
   });
 });

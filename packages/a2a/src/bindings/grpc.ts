@@ -20,7 +20,7 @@
  * goes through the request handler, whose policy check and audit run before
  * any task handler.
  */
-import { once } from 'node:events';
+import { once, setMaxListeners } from 'node:events';
 import { maxHeaderSize } from 'node:http';
 import type {
   Http2SecureServer,
@@ -584,6 +584,8 @@ class GrpcCallContext implements CallContext {
   get signal(): AbortSignal {
     if (!this.#controller) {
       this.#controller = new AbortController();
+      // A handler passes it to each call it makes: more than 10 listeners at once is no leak.
+      setMaxListeners(0, this.#controller.signal);
       if (this.#cancelled) this.#controller.abort();
     }
     return this.#controller.signal;
