@@ -106,6 +106,13 @@ const LOCAL_CODES = new Set<number>([
  * stream) fail with `TRANSPORT_FAILED` caused by the channel's
  * `PeerVerificationError`, and the next call takes a new connection,
  * verified anew.
+ *
+ * A call the server refused before running it (its stream refused, or sent
+ * as the server closed the connection: above its GOAWAY's last stream id)
+ * is sent once more within its deadline, after a GOAWAY on a new
+ * connection (a request of up to 1 MiB: what grpc-js keeps to send again);
+ * if that attempt fails too, the call fails as it did. No call that may
+ * have run is sent again.
  */
 export class GrpcTransport implements ClientTransport {
   readonly protocolBinding = 'GRPC';
@@ -166,8 +173,17 @@ export class GrpcTransport implements ClientTransport {
       'grpc.max_receive_message_length': this.#ctx.maxResponseBytes,
       // This channel's connections are its own: never shared with another client's credentials.
       'grpc.use_local_subchannel_pool': 1,
-      // A broken connection fails the calls on it rather than waiting for a reconnect.
-      'grpc.enable_retries': 0,
+      // grpc-js's transparent retries, and no other: a call the server
+      // provably never ran goes out again within its deadline. One whose
+      // stream it refused (RST_STREAM REFUSED_STREAM, or above the last
+      // stream id of its GOAWAY: then over a new connection) once, one the
+      // connection would not start on a new connection. Every other
+      // failure, a dropped connection included, fails the call at once:
+      // SendMessage is not idempotent.
+      'grpc.enable_retries': 1,
+      // Nor any retry or hedging policy a DNS TXT record (a service config)
+      // would give: it sends again calls that may have run.
+      'grpc.service_config_disable_resolution': 1,
       // A stream carries nothing while its task is quiet: a dead peer or
       // network shows as a ping left unanswered (streamIdleTimeoutMs).
       ...keepaliveOptions(this.#ctx.streamIdleTimeoutMs ?? 0),
@@ -534,7 +550,11 @@ interface CallState {
  */
 const LOCAL_STATUS = /^Received (?:RST_STREAM with code (\d+)|HTTP status code (\d+)$)/;
 
-/** grpc-js's wording when the connection will not take a new stream (a session that got a GOAWAY). */
+/**
+ * grpc-js's wording when the connection will not take a new stream (a session
+ * that got a GOAWAY), for a call it did not send again on a new connection:
+ * one whose request is over the 1 MiB it keeps per call to send again.
+ */
 const STREAM_NOT_STARTED = /^Failed to start HTTP\/2 stream/;
 
 /** `application/grpc`, alone or as `+proto`, parameters allowed (gRPC over HTTP/2, "Content-Type"). */
