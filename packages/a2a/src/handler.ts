@@ -967,7 +967,13 @@ export class A2ARequestHandler {
     const record = await this.#ownedTask(c, p.taskId);
     await this.#authorize(c, 'ListTaskPushNotificationConfigs', record.skill, p.taskId);
     const list = await (this.#pushStore as PushConfigStore).listPushConfigs(p.taskId);
-    return { configs: list.map(redact), nextPageToken: '' };
+    // Pages in insertion order: `pageSize` at most (0 or unset: all of them; a task has at most 16).
+    const from = p.pageToken ? decodePushPageToken(p.pageToken, p.taskId, list.length) : 0;
+    const to = p.pageSize ? Math.min(list.length, from + p.pageSize) : list.length;
+    return {
+      configs: list.slice(from, to).map(redact),
+      nextPageToken: to < list.length ? encodePushPageToken(p.taskId, to) : '',
+    };
   }
 
   /** DeleteTaskPushNotificationConfig: succeeds for an absent config too; an unknown task is TASK_NOT_FOUND. */
@@ -2257,6 +2263,31 @@ function queryHash(f: ListFilter): string {
 }
 
 /** A position in the list order: the status timestamp and id of the last task listed, and the query's hash. */
+/** A page token of ListTaskPushNotificationConfigs: the position of the next config in the task's list. */
+function encodePushPageToken(taskId: string, offset: number): string {
+  return Buffer.from(JSON.stringify({ t: taskId, o: offset })).toString('base64url');
+}
+
+/**
+ * The position a push-config page token names. One issued for another task,
+ * or not by this server, is INVALID_PARAMS; one past the list's end (configs
+ * deleted meanwhile) is the end.
+ */
+function decodePushPageToken(token: string, taskId: string, length: number): number {
+  let v: unknown;
+  try {
+    v = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
+  } catch {
+    v = undefined;
+  }
+  const { t, o } = (typeof v === 'object' && v !== null ? v : {}) as { t?: unknown; o?: unknown };
+  if (typeof t !== 'string' || typeof o !== 'number' || !Number.isSafeInteger(o) || o < 1) {
+    throw A2AErrors.invalidParams('pageToken is not a token this server issued');
+  }
+  if (t !== taskId) throw A2AErrors.invalidParams('pageToken was issued for another task');
+  return Math.min(o, length);
+}
+
 function encodePageToken(r: TaskRecord, query: string): string {
   return Buffer.from(JSON.stringify({ s: statusTime(r), i: r.task.id, q: query })).toString('base64url');
 }

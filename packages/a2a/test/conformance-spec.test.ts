@@ -362,6 +362,47 @@ describe.each(BINDINGS)('§3.1.8 a push notification config that does not exist,
   });
 });
 
+describe.each(BINDINGS)('ListTaskPushNotificationConfigs pages (§3.1.9), over %s', (name) => {
+  let b: RawBinding;
+  beforeAll(() => {
+    b = bindingFor(name);
+  });
+  afterAll(() => b.close());
+
+  it('returns at most pageSize configs and a token to the rest; a foreign or made-up token is INVALID_PARAMS', async () => {
+    const t = await askTask(b);
+    const other = await askTask(b);
+    for (const id of ['p1', 'p2', 'p3']) {
+      ok(await b.call('CreateTaskPushNotificationConfig', { taskId: t.id, id, url: HOOK }));
+    }
+    const all = ok(await b.call('ListTaskPushNotificationConfigs', { taskId: t.id }));
+    expect(all.configs.map((c: { id: string }) => c.id)).toEqual(['p1', 'p2', 'p3']);
+    expect(all.nextPageToken ?? '').toBe('');
+    const first = ok(await b.call('ListTaskPushNotificationConfigs', { taskId: t.id, pageSize: 2 }));
+    expect(first.configs.map((c: { id: string }) => c.id)).toEqual(['p1', 'p2']);
+    expect(first.nextPageToken).not.toBe('');
+    const rest = ok(
+      await b.call('ListTaskPushNotificationConfigs', {
+        taskId: t.id,
+        pageSize: 2,
+        pageToken: first.nextPageToken,
+      }),
+    );
+    expect(rest.configs.map((c: { id: string }) => c.id)).toEqual(['p3']);
+    expect(rest.nextPageToken ?? '').toBe('');
+    expectFailure(
+      await b.call('ListTaskPushNotificationConfigs', { taskId: other.id, pageToken: first.nextPageToken }),
+      'INVALID_PARAMS',
+      name,
+    );
+    expectFailure(
+      await b.call('ListTaskPushNotificationConfigs', { taskId: t.id, pageToken: 'garbage' }),
+      'INVALID_PARAMS',
+      name,
+    );
+  });
+});
+
 describe.each(BINDINGS)('§5.7 required arrays and proto3 defaults, over %s', (name) => {
   let b: RawBinding;
   beforeAll(() => {
