@@ -289,6 +289,28 @@ describe.skipIf(!pgAvailable)('A2AServer replicas on PostgreSQL', () => {
     });
   });
 
+  it('a replica closed while it carries a stream of a task running elsewhere ends that stream with a retryable error, not left open', async () => {
+    const a = await replica(pg.db.url);
+    const b = await replica(pg.db.url);
+    const gate = `c-${randomUUID()}`;
+    const id = (await send(a, gate)).result.task.id;
+    await until(() => gates.has(gate));
+    const onB = subscribe(b, id);
+    await until(() => onB.events.length > 0);
+    await b.a2a.close();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      onB.done,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error('the stream is still open 5 s after close()')), 5_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    expect(onB.events.at(-1)?.data).toMatchObject({
+      error: { code: -32603, message: 'the agent is shutting down; subscribe again to another instance' },
+    });
+    gates.get(gate)?.();
+  });
+
   it('a replica cut off from the database loses its lease: its task ends FAILED on another replica, whose subscribers and push receivers get it', async () => {
     const ttl = 1500;
     const { r: a, cut } = await partitioned(ttl);

@@ -698,6 +698,11 @@ export class A2ARequestHandler {
     // then (and canceled) or refused, never started in between.
     this.#closing = true;
     await this.manager.close();
+    // The streams still open follow tasks that run on other replicas (those
+    // that ran here ended CANCELED): this server hears nothing more of them,
+    // so each ends with an error saying so, not silently open for ever.
+    const gone = A2AErrors.unavailable('the agent is shutting down; subscribe again to another instance');
+    for (const streams of [...this.#subscribers.values()]) for (const s of [...streams]) s.end(gone);
   }
 
   /**
