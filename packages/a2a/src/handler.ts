@@ -910,6 +910,14 @@ export class A2ARequestHandler {
     const record = await this.#ownedTask(c, id);
     await this.#authorize(c, 'SubscribeToTask', record.skill, id);
     const lastEventId = options.lastEventId;
+    // An event id the task has not reached was never sent (a client is sent
+    // only events already kept): resuming after it would wait for ever, or
+    // replay ids at or below it that a client would take for seen ones.
+    if (lastEventId !== undefined && lastEventId > record.seq) {
+      throw A2AErrors.invalidParams(
+        `Last-Event-ID ${lastEventId} is after the last event of task ${id} (${record.seq})`,
+      );
+    }
     if (!this.manager.isLive(id)) {
       if (!isTerminal(record.task.status.state) && this.manager.canFollow) {
         // Running on another replica: followed through the shared store.

@@ -628,6 +628,17 @@ describe.each(['JSONRPC', 'HTTP+JSON', 'GRPC'] as const)('A2A binding %s', (name
     expect(again.events).toEqual(later.map((i) => s.events[i]));
   });
 
+  it('SubscribeToTask after an event id the task has not reached is INVALID_PARAMS, not a stream that waits or replays lower ids', async () => {
+    const { id } = await startSlow('future-id');
+    const ahead = await b.stream('SubscribeToTask', { id }, { 'last-event-id': '100' });
+    expect(ahead.events).toEqual([]);
+    expect(ahead.failure?.error.code).toBe('INVALID_PARAMS');
+    expect(ahead.failure?.error.message).toMatch(/Last-Event-ID 100 is after the last event of task/);
+    // The task goes on, and a subscription from an id it reached is served.
+    const s = await subscribeAndRelease(id);
+    expect(s.failure).toBeUndefined();
+  });
+
   it('input-required: the task waits, the reply with its id completes it', async () => {
     const first = ok(await b.call('SendMessage', userText('go', { metadata: { skill: 'ask' } })))
       .task as Task;
