@@ -289,6 +289,29 @@ describe.skipIf(!pgAvailable)('A2AServer replicas on PostgreSQL', () => {
     });
   });
 
+  it('SendMessage with returnImmediately answers the task as written: a read right after, on any replica, never shows an earlier state', async () => {
+    const a = await replica(pg.db.url);
+    const b = await replica(pg.db.url);
+    const order = ['TASK_STATE_SUBMITTED', 'TASK_STATE_WORKING', 'TASK_STATE_COMPLETED'];
+    const gatesOpened: string[] = [];
+    for (let i = 0; i < 10; i++) {
+      const gate = `ri-${i}-${randomUUID()}`;
+      gatesOpened.push(gate);
+      const answered = (await send(a, gate)).result.task;
+      const [onA, onB] = await Promise.all([
+        json(a, 'GetTask', { id: answered.id }),
+        json(b, 'GetTask', { id: answered.id }),
+      ]);
+      for (const read of [onA, onB]) {
+        expect(order.indexOf(read.result.status.state)).toBeGreaterThanOrEqual(
+          order.indexOf(answered.status.state),
+        );
+      }
+    }
+    await until(() => gatesOpened.every((g) => gates.has(g)));
+    for (const g of gatesOpened) gates.get(g)?.();
+  });
+
   it('a replica closed while it carries a stream of a task running elsewhere ends that stream with a retryable error, not left open', async () => {
     const a = await replica(pg.db.url);
     const b = await replica(pg.db.url);

@@ -727,8 +727,11 @@ export class A2ARequestHandler {
     if ('message' in record) return record;
     let task = record.task;
     if (p.configuration?.returnImmediately === true) {
-      // A reply handed to another replica: the task as it is now, not as it was when it asked.
-      if (!this.manager.isLive(task.id)) task = await this.#lastKnown(task);
+      // The task as kept: with a durable store, as written (what the handler
+      // did in memory since may not be yet, and a read right after must not
+      // show an earlier state than this answer); a reply handed to another
+      // replica: the task as it is now, not as it was when it asked.
+      task = await this.#lastKnown(task);
     } else {
       try {
         // With the embedded store, the task's next settle itself: one await
