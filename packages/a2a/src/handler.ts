@@ -2279,33 +2279,8 @@ function queryHash(f: ListFilter): string {
 }
 
 /** A position in the list order: the status timestamp and id of the last task listed, and the query's hash. */
-/** A page token of ListTaskPushNotificationConfigs: the position of the next config in the task's list. */
-function encodePushPageToken(taskId: string, offset: number): string {
-  return Buffer.from(JSON.stringify({ t: taskId, o: offset })).toString('base64url');
-}
-
-/**
- * The position a push-config page token names. One issued for another task,
- * or not by this server, is INVALID_PARAMS; one past the list's end (configs
- * deleted meanwhile) is the end.
- */
-function decodePushPageToken(token: string, taskId: string, length: number): number {
-  let v: unknown;
-  try {
-    v = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
-  } catch {
-    v = undefined;
-  }
-  const { t, o } = (typeof v === 'object' && v !== null ? v : {}) as { t?: unknown; o?: unknown };
-  if (typeof t !== 'string' || typeof o !== 'number' || !Number.isSafeInteger(o) || o < 1) {
-    throw A2AErrors.invalidParams('pageToken is not a token this server issued');
-  }
-  if (t !== taskId) throw A2AErrors.invalidParams('pageToken was issued for another task');
-  return Math.min(o, length);
-}
-
 function encodePageToken(r: TaskRecord, query: string): string {
-  return Buffer.from(JSON.stringify({ s: statusTime(r), i: r.task.id, q: query })).toString('base64url');
+  return writeToken({ s: statusTime(r), i: r.task.id, q: query });
 }
 
 /**
@@ -2314,12 +2289,7 @@ function encodePageToken(r: TaskRecord, query: string): string {
  * as it was; one issued for another query is INVALID_PARAMS.
  */
 function decodePageToken(token: string, query: string): ListCursor | CreationCursor {
-  let v: unknown;
-  try {
-    v = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
-  } catch {
-    v = undefined;
-  }
+  const v = readToken(token);
   if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
     const { s, i, q } = v as { s?: unknown; i?: unknown; q?: unknown };
     if (typeof s === 'number' && Number.isFinite(s) && typeof i === 'string') {
@@ -2334,4 +2304,38 @@ function decodePageToken(token: string, query: string): ListCursor | CreationCur
     return { createdAt: v[0], id: v[1] };
   }
   throw A2AErrors.invalidParams('pageToken is not a token this server issued');
+}
+
+/** A page token: `v` as base64url JSON, opaque to the client. */
+function writeToken(v: unknown): string {
+  return Buffer.from(JSON.stringify(v)).toString('base64url');
+}
+
+/** What a page token holds, or undefined when it is not base64url JSON (the callers refuse it). */
+function readToken(token: string): unknown {
+  try {
+    return JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A page token of ListTaskPushNotificationConfigs: the position of the next config in the task's list. */
+function encodePushPageToken(taskId: string, offset: number): string {
+  return writeToken({ t: taskId, o: offset });
+}
+
+/**
+ * The position a push-config page token names. One issued for another task,
+ * or not by this server, is INVALID_PARAMS; one past the list's end (configs
+ * deleted meanwhile) is the end.
+ */
+function decodePushPageToken(token: string, taskId: string, length: number): number {
+  const v = readToken(token);
+  const { t, o } = (typeof v === 'object' && v !== null ? v : {}) as { t?: unknown; o?: unknown };
+  if (typeof t !== 'string' || typeof o !== 'number' || !Number.isSafeInteger(o) || o < 1) {
+    throw A2AErrors.invalidParams('pageToken is not a token this server issued');
+  }
+  if (t !== taskId) throw A2AErrors.invalidParams('pageToken was issued for another task');
+  return Math.min(o, length);
 }

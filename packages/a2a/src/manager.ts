@@ -710,16 +710,17 @@ export class TaskManager {
 
   /**
    * Counts `bytes` more (fewer, when negative) for the tasks of `owner`
-   * running here, with a store other than the embedded one.
+   * running here, with a store other than the embedded one; past the share
+   * unless `bounded` is false (a task taken over).
    *
    * @throws {TaskStoreOverBudgetError} (scope `caller`, retryable: one of them
    *   finishing makes room; `neverFits` when `bytes` alone are over) when they
    *   would hold more than the owner's share; nothing is counted.
    */
-  #hold(owner: string, bytes: number): void {
+  #hold(owner: string, bytes: number, bounded = true): void {
     if (this.#memory) return;
     const held = (this.#runningBytes.get(owner) ?? 0) + bytes;
-    if (bytes > 0 && held > this.#maxGrowth) {
+    if (bounded && bytes > 0 && held > this.#maxGrowth) {
       // A new task larger than the share alone never fits: not retryable.
       const alone = bytes > this.#maxGrowth ? bytes : undefined;
       throw new TaskStoreOverBudgetError('caller', this.#maxGrowth, owner, alone);
@@ -1087,8 +1088,7 @@ export class TaskManager {
       durable: { task: snapshot(stored.task), seq: stored.seq },
     });
     // Taken over whatever this owner's tasks hold here: an orphan is run, not refused.
-    if (!this.#memory)
-      this.#runningBytes.set(record.owner, (this.#runningBytes.get(record.owner) ?? 0) + bytes);
+    this.#hold(record.owner, bytes, false);
     return record;
   }
 
