@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { connect } from 'node:tls';
 import { pino, type Logger } from 'pino';
+import type { AgentConfig } from '@weave/agent';
 import {
   SPIFFE_ENDPOINT_SOCKET,
   SpiffeId,
@@ -61,6 +62,27 @@ export function asUsage<T>(fn: () => T, codes?: readonly string[]): T {
     return out;
   } catch (err) {
     return convert(err);
+  }
+}
+
+/**
+ * Loads an agent config file as the agent loads it, for every command that
+ * reads one (`weave validate`, `weave call --config`). A file it refuses
+ * (`AGENT_CONFIG_INVALID`, an unreadable one included, or
+ * `AGENT_CONFIG_INSECURE`) exits 1 with its every problem, the same in every
+ * command: it is the file that is wrong, not the command line. A bad policy
+ * file the config names is still a usage error, checked where it is loaded.
+ */
+export async function loadConfigFile(
+  file: string,
+  options: { readonly checkDatabaseUrl?: boolean } = {},
+): Promise<AgentConfig> {
+  const { loadAgentConfig, AgentConfigError } = await import('@weave/agent');
+  try {
+    return await loadAgentConfig(file, process.env, options);
+  } catch (err) {
+    if (err instanceof AgentConfigError) throw new CliError(err.code, err.message, EXIT.failed);
+    throw err;
   }
 }
 

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { BundleSet, type JwtBundle, type X509Bundle } from './bundle.js';
 import { Listeners } from './listeners.js';
 import { defaultLogger } from './log.js';
-import { MAX_TIMER_MS } from './options.js';
+import { checkKnownKeys, MAX_TIMER_MS } from './options.js';
 import {
   IdentityNotReadyError,
   type IdentityExpiry,
@@ -13,11 +13,17 @@ import type { SpiffeId, TrustDomain } from './spiffe-id.js';
 import type { X509Svid } from './x509-svid.js';
 import { sameDer } from './x509-util.js';
 
-/** Options of {@link IdentityProviderBase}'s constructor. */
+/**
+ * Options of {@link IdentityProviderBase}'s constructor. A key not named here is
+ * refused: a subclass passes these (`super({ logger })`), not its own whole options object.
+ */
 export interface IdentityProviderBaseOptions {
   /** Where listener failures and expiries are logged (default: the package logger, level `WEAVE_LOG_LEVEL` or warn). */
   readonly logger?: Logger;
 }
+
+/** Every option of {@link IdentityProviderBase}'s constructor. */
+const BASE_OPTION_KEYS = { logger: true } satisfies Record<keyof IdentityProviderBaseOptions, true>;
 
 /** A new current SVID and/or new bundles, for {@link IdentityProviderBase.publish}. */
 export interface IdentityChange {
@@ -68,7 +74,12 @@ export abstract class IdentityProviderBase implements IdentityProvider {
   #expiryReported = false;
   #closed = false;
 
+  /**
+   * @throws {IdentityConfigError} when `options` has a key other than `logger`: a misspelt
+   *   `logger` would log elsewhere without a word.
+   */
   protected constructor(options: IdentityProviderBaseOptions = {}) {
+    checkKnownKeys('IdentityProviderBase', options, BASE_OPTION_KEYS);
     this.log = options.logger ?? defaultLogger(new.target.name);
     this.#updates = new Listeners(this.log, 'identity update');
     this.#expiries = new Listeners(this.log, 'identity expiry');

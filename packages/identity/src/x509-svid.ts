@@ -1,5 +1,6 @@
 import { createPrivateKey, X509Certificate as NodeX509Certificate, type KeyObject } from 'node:crypto';
 import type { X509BundleSource } from './bundle.js';
+import { checkKnownKeys } from './options.js';
 import { SpiffeId } from './spiffe-id.js';
 import {
   certIsCa,
@@ -179,6 +180,18 @@ function isOneOf(cert: x509.X509Certificate, roots: readonly x509.X509Certificat
 // Longer chains than this are refused: SPIRE's deepest (upstream + intermediate) is far below.
 const MAX_CHAIN = 16;
 
+/** Every option of {@link verifyX509Svid}. */
+const VERIFY_OPTION_KEYS = { now: true } satisfies Record<
+  keyof NonNullable<Parameters<typeof verifyX509Svid>[2]>,
+  true
+>;
+
+/** Every option of {@link X509Svid.parse}. */
+const PARSE_OPTION_KEYS = { hint: true } satisfies Record<
+  keyof NonNullable<Parameters<typeof X509Svid.parse>[2]>,
+  true
+>;
+
 /**
  * Verifies a peer's X.509-SVID chain (leaf first; intermediates may follow and
  * the root may be included) and returns the peer's SPIFFE ID.
@@ -203,13 +216,17 @@ const MAX_CHAIN = 16;
  * @param chain Leaf first; each certificate as DER, a @peculiar/x509
  *   certificate, or Node's `X509Certificate` (e.g. a TLS socket's
  *   `getPeerX509Certificate()`, which is then not parsed again).
+ * @param options `now`: the time validity is checked at (default: the clock).
  * @throws {X509SvidError} with the code of the first rule broken.
+ * @throws {IdentityConfigError} when `options` has a key other than `now`.
  */
 export function verifyX509Svid(
   chain: readonly ChainEntry[],
   bundles: X509BundleSource,
   options: { now?: Date } = {},
 ): SpiffeId {
+  // First: a misspelt `now` would otherwise verify against the clock, not the time asked for.
+  checkKnownKeys('verifyX509Svid', options, VERIFY_OPTION_KEYS);
   if (!chain || chain.length === 0) throw new X509SvidError('SVID_EMPTY_CHAIN', 'certificate chain is empty');
   if (chain.length > MAX_CHAIN)
     throw new X509SvidError(
@@ -268,12 +285,14 @@ export class X509Svid {
    *   a signing certificate is no CA (`SVID_MALFORMED`), a certificate's key is weak or of a refused kind
    *   (`SVID_WEAK_KEY`: RSA under 2048 bits, EC off P-256/P-384/P-521, Ed25519, DSA), or the key does not
    *   match the leaf (`SVID_KEY_MISMATCH`).
+   * @throws {IdentityConfigError} when `options` has a key other than `hint`.
    */
   static parse(
     chain: string | Uint8Array | readonly Uint8Array[],
     key: string | Uint8Array,
     options: { hint?: string } = {},
   ): X509Svid {
+    checkKnownKeys('X509Svid.parse', options, PARSE_OPTION_KEYS);
     let certs: x509.X509Certificate[];
     try {
       certs = parseCertificates(chain);

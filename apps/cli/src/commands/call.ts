@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import type { Task } from '@weave/a2a';
-import type { AgentConfig } from '@weave/agent';
 import type { AuditRecord, PolicyEnforcer } from '@weave/authz';
 import type { SpiffeId } from '@weave/identity';
 import type { SecureChannel } from '@weave/transport';
@@ -70,6 +69,7 @@ Examples:
         asUsage,
         cliLogger,
         httpsUrl,
+        loadConfigFile,
         openIdentity,
         parseDuration,
         parseIdArg,
@@ -83,7 +83,8 @@ Examples:
       const deadline = Date.now() + timeoutMs;
       const left = () => Math.max(1, deadline - Date.now());
       const input = parseJsonArg(jsonArg, '<json>');
-      const config = opts.config !== undefined ? await loadConfig(opts.config) : undefined;
+      // A config file the agent would refuse exits 1, as `weave validate` of that file does.
+      const config = opts.config !== undefined ? await loadConfigFile(opts.config) : undefined;
       const peers = parsePeers(opts.peer ?? []);
       for (const p of config?.peers ?? []) {
         const id = parseIdArg(p.id).toString();
@@ -216,11 +217,4 @@ Examples:
         await enforcer?.close?.();
       }
     });
-}
-
-/** An agent config, loaded as the agent loads it; a bad one is a usage error. */
-async function loadConfig(file: string): Promise<AgentConfig> {
-  const { loadAgentConfig } = await import('@weave/agent');
-  const { asUsage } = await import('../shared.js');
-  return asUsage(() => loadAgentConfig(file));
 }

@@ -23,18 +23,11 @@ export function validateCommand(program: Command, io: Io): void {
     .option('--json', 'print the validated config (defaults filled in) as JSON')
     .action(async (file: string, _o: ValidateOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<ValidateOptions>();
-      const { loadAgentConfig, AgentConfigError } = await import('@weave/agent');
       const { LocalPolicyEnforcer } = await import('@weave/authz');
       const { WeaveError } = await import('@weave/identity');
-      const { CliError, EXIT, cliLogger } = await import('../shared.js');
-      let config: AgentConfig;
-      try {
-        // The database URL too, when this environment has it: an agent started here would read it.
-        config = await loadAgentConfig(file, process.env, { checkDatabaseUrl: true });
-      } catch (err) {
-        if (err instanceof AgentConfigError) throw new CliError(err.code, err.message, EXIT.failed);
-        throw err;
-      }
+      const { CliError, EXIT, cliLogger, loadConfigFile } = await import('../shared.js');
+      // The database URL too, when this environment has it: an agent started here would read it.
+      const config = await loadConfigFile(file, { checkDatabaseUrl: true });
       let policySummary = '';
       if (config.authz && 'policyFile' in config.authz) {
         try {

@@ -71,7 +71,10 @@ export function clientOptions(o: WorkloadApiClientOptions): WorkloadApiClientOpt
   return { address: o.address, env: o.env, backoff: o.backoff, logger: o.logger };
 }
 
-/** Per-call options of the fetch methods. */
+/**
+ * Per-call options of the fetch methods. A key not named here is refused with
+ * `IdentityConfigError` before the call is made.
+ */
 export interface FetchOptions {
   /** Cancels the call. */
   readonly signal?: AbortSignal;
@@ -84,6 +87,9 @@ export interface FetchOptions {
    */
   readonly timeoutMs?: number;
 }
+
+/** Every option of {@link FetchOptions}. */
+const FETCH_OPTION_KEYS = { signal: true, timeoutMs: true } satisfies Record<keyof FetchOptions, true>;
 
 /** Everything one X509SVIDResponse carries: the SVIDs (the first is the default) and the trusted X.509 bundles. */
 export interface X509Context {
@@ -660,8 +666,13 @@ export class WorkloadApiClient {
     if (this.#closed) throw new WorkloadApiError('WORKLOAD_API_CLOSED', 'the Workload API client is closed');
   }
 
-  /** @throws {IdentityConfigError} when `timeoutMs` is not a number of ms above 0 and at most 2147483647. */
+  /**
+   * @throws {IdentityConfigError} when `options` has a key it does not know (a misspelt
+   *   `timeoutMs` would leave the call without a deadline), or `timeoutMs` is not a number of
+   *   ms above 0 and at most 2147483647.
+   */
   #callOptions(options: FetchOptions): { deadline?: Date } {
+    checkKnownKeys('Workload API call', options, FETCH_OPTION_KEYS);
     if (options.timeoutMs === undefined) return {};
     // Refused, not passed on: a NaN, negative or zero deadline fails the call at
     // once with a misleading WORKLOAD_API_DEADLINE_EXCEEDED.
