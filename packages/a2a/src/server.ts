@@ -38,6 +38,10 @@ export type { BindingName, TaskHandler, TaskHandlerOptions } from './handler.js'
 /** The agent card fields the server does not derive by itself. */
 export interface AgentCardOptions {
   readonly name: string;
+  /**
+   * What the agent does. The card's `description` is REQUIRED, so set (§5.7):
+   * an empty one is published as {@link AgentCardOptions.name}.
+   */
   readonly description: string;
   readonly version: string;
   /**
@@ -288,7 +292,8 @@ export class A2AServer {
     const c = this.#opts.card;
     const card: AgentCard = {
       name: c.name,
-      description: c.description,
+      // §5.7: a REQUIRED field is set, and an empty string is a proto3 string's unset value.
+      description: c.description === '' ? c.name : c.description,
       supportedInterfaces: this.#interfaces(url),
       version: c.version,
       capabilities: {

@@ -66,7 +66,7 @@ async function send(
 /** A §11.6 error body with this status and ErrorInfo reason. */
 function expectRestError(a: Answer, status: number, reason: string): void {
   expect(a.status).toBe(status);
-  expect(a.headers['content-type']).toMatch(/^application\/json/);
+  expect(a.headers['content-type']).toMatch(/^application\/a2a\+json(;|$)/);
   const e = (a.body as { error: { code: number; status: string; message: string; details: unknown[] } })
     .error;
   expect(e.code).toBe(status);

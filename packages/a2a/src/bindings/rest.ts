@@ -1,7 +1,8 @@
 /**
  * The HTTP+JSON binding (A2A v1.0 §11): the routes of the proto's
  * `google.api.http` annotations, each with an optional `/{tenant}` prefix;
- * JSON bodies (`application/json` or `application/a2a+json`); query
+ * JSON bodies, answered as `application/a2a+json` (§11.1 SHOULD) and taken as
+ * that or `application/json` (what the official SDKs' clients send); query
  * parameters in camelCase for GET and DELETE; errors as an HTTP status (§5.4)
  * with a `google.rpc.Status` body carrying the A2A `ErrorInfo` (§11.6);
  * streams as SSE of bare `StreamResponse` objects. SubscribeToTask answers
@@ -19,6 +20,7 @@ import { asA2AError, assertV1Version, type CallContext } from '../handler.js';
 import { TaskEventStream } from '../event-stream.js';
 import type { V1Method } from '../wire/v1.js';
 import { SseWriter } from '../sse.js';
+import { A2A_JSON_MEDIA_TYPE } from '../transports/http.js';
 import {
   JsonBody,
   WRONG_CONTENT_TYPE,
@@ -252,7 +254,7 @@ async function handleRest(
       return;
     }
   }
-  reply.code(status).header('content-type', 'application/json');
+  reply.code(status).header('content-type', A2A_JSON_MEDIA_TYPE);
   // From the check phase, as the JSON-RPC binding does (see there).
   setImmediate(sendLater, reply, responseBody(json));
 }
@@ -379,7 +381,7 @@ function refuse(
 export function sendRestError(reply: FastifyReply, err: A2AError): void {
   void reply
     .code(httpStatusOf(err))
-    .header('content-type', 'application/json')
+    .header('content-type', A2A_JSON_MEDIA_TYPE)
     .send(JSON.stringify(restErrorBody(err)));
 }
 

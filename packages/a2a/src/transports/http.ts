@@ -9,6 +9,13 @@ import { parseSse, type ReadWatch, type SseEvent } from '../sse-parse.js';
 /** The A2A protocol version this client speaks (sent as `A2A-Version`). */
 export const A2A_VERSION = '1.0';
 
+/**
+ * The media type of HTTP+JSON bodies, requests and responses (spec §11.1
+ * SHOULD, §14.1). Servers of that binding take `application/json` as well;
+ * JSON-RPC bodies stay `application/json` (§9.1).
+ */
+export const A2A_JSON_MEDIA_TYPE = 'application/a2a+json';
+
 /** True for an abort reason that means "out of time" (`AbortSignal.timeout`, Weave's deadlines). */
 function isDeadlineReason(reason: unknown): boolean {
   return (

@@ -2,6 +2,7 @@ import type { A2AError } from '../errors.js';
 import { A2AClientError, a2aErrorFromRest } from '../errors.js';
 import type { AgentInterface } from '../wire/v1.js';
 import {
+  A2A_JSON_MEDIA_TYPE as A2A_JSON,
   A2A_VERSION,
   eventJson,
   HEADERS_TOO_LARGE_STATUS,
@@ -25,9 +26,6 @@ import type {
   TransportStreamOptions,
   UnaryMethod,
 } from './types.js';
-
-/** The media type of the HTTP+JSON binding (spec §11.1); servers also accept `application/json`. */
-const A2A_JSON = 'application/a2a+json';
 
 type Verb = 'GET' | 'POST' | 'DELETE';
 
@@ -183,6 +181,8 @@ export class RestTransport implements ClientTransport {
     const req = this.#request(method, params, `${A2A_JSON}, application/json`, options);
     const res = await httpUnary(req);
     if (res.status >= 200 && res.status < 300) {
+      // Read whatever its content type: `application/a2a+json` (§11.1) or, from
+      // servers that predate it, `application/json`; the body is validated anyway.
       // DeleteTaskPushNotificationConfig answers google.protobuf.Empty: no body, or `{}`.
       return res.text === '' ? undefined : parseJson(res.text, method, res.status);
     }
