@@ -283,7 +283,7 @@ export const A2AErrors = {
   contentType: (got: string | undefined) =>
     new A2AError(
       A2AErrorCode.ContentTypeNotSupported,
-      `Unsupported Content-Type ${JSON.stringify(echoed(got ?? ''))}; expected application/json`,
+      `Unsupported Content-Type ${JSON.stringify(echoed(got ?? ''))}; expected application/json or application/a2a+json`,
     ),
   invalidAgentResponse: (detail: string) =>
     new A2AError(A2AErrorCode.InvalidAgentResponse, `Invalid agent response: ${detail}`),

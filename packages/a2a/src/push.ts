@@ -8,7 +8,7 @@ import { MAX_TIMER_MS } from '@weave/identity';
 import { CircuitBreaker, CircuitOpenError, LogRate, type CircuitBreakerOptionsInput } from '@weave/transport';
 import { A2AClientError } from './errors.js';
 import { A2AConfigError, checkOptions, positiveCount, timerMs, timerMsOr0 } from './options.js';
-import { boundedSignal, untilAborted } from './transports/http.js';
+import { A2A_JSON_MEDIA_TYPE, boundedSignal, untilAborted } from './transports/http.js';
 import type { StreamResponse, TaskPushNotificationConfig } from './wire/v1.js';
 
 // ---- SSRF guard ------------------------------------------------------------------------
@@ -579,7 +579,7 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
       throw new Permanent(err.message, { cause: err });
     }
     const { url, address } = checked;
-    const headers: Record<string, string> = { 'content-type': 'application/a2a+json', host: url.host };
+    const headers: Record<string, string> = { 'content-type': A2A_JSON_MEDIA_TYPE, host: url.host };
     if (config.authentication?.credentials) {
       headers.authorization = `${config.authentication.scheme} ${config.authentication.credentials}`;
     }

@@ -79,7 +79,11 @@ describe('the HTTP+JSON server', () => {
     const r = await call('POST', '/message:send', { message: userMessage('echo') }, 'text/plain');
     expect([r.status, r.type]).toEqual([400, 'application/a2a+json']);
     expect(JSON.parse(r.text)).toMatchObject({
-      error: { details: [{ reason: 'CONTENT_TYPE_NOT_SUPPORTED' }] },
+      error: {
+        // Both are taken, so the answer names both.
+        message: 'Unsupported Content-Type "text/plain"; expected application/json or application/a2a+json',
+        details: [{ reason: 'CONTENT_TYPE_NOT_SUPPORTED' }],
+      },
     });
   });
 
