@@ -36,6 +36,7 @@ import {
   TaskStoreOverBudgetError,
   TaskStoreRejectedError,
   TaskStoreUnavailableError,
+  TaskStoreClosedError,
   isPushConfigStore,
   statusTime,
 } from './store.js';
@@ -714,7 +715,7 @@ export class A2ARequestHandler {
    */
   #admitWork(newTask: boolean): void {
     if (this.#closing || (newTask && this.#draining)) {
-      throw A2AErrors.unavailable('the agent is shutting down; try another instance');
+      throw A2AErrors.unavailable(SHUTTING_DOWN);
     }
   }
 
@@ -2046,14 +2047,19 @@ class TaskContextImpl implements TaskContext {
 
 // ---- helpers ---------------------------------------------------------------------------
 
+/** Why work is refused from the moment the server closes (and what a closed replica answers). */
+const SHUTTING_DOWN = 'the agent is shutting down; try another instance';
+
 /**
  * What a binding sends for a failure: an {@link A2AError} as it is; an
  * unreachable task store as a retryable UNAVAILABLE (nothing was
- * acknowledged, the caller may send again); anything else as -32603 with the
+ * acknowledged, the caller may send again), one closed with this replica as
+ * the draining server refuses new work; anything else as -32603 with the
  * details only in the log.
  */
 export function asA2AError(err: unknown, log: HandlerLogger): A2AError {
   if (err instanceof A2AError) return err;
+  if (err instanceof TaskStoreClosedError) return A2AErrors.unavailable(SHUTTING_DOWN);
   if (err instanceof TaskStoreUnavailableError) {
     log.warn({ err }, 'a2a: task store unavailable');
     return A2AErrors.unavailable('the task store cannot be reached');

@@ -22,6 +22,7 @@ import {
   approxJsonBytes,
   TaskStoreRejectedError,
   TaskStoreUnavailableError,
+  TaskStoreClosedError,
   isTaskInbox,
   isTaskLeases,
   inTaskScope,
@@ -42,6 +43,9 @@ const RESOLVED: Promise<void> = Promise.resolve();
  * in one write instead of one per await.
  */
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** A promise's handler either way: what is waited for is that it settled, not how. */
+const ignore = (): void => undefined;
 
 /** {@link TaskManager.waitForCompletion} gave up; the task goes on. */
 export class WaitTimeoutError extends WeaveError {
@@ -153,6 +157,13 @@ interface Live {
    * does not hold yet: what a caller was told survives this process.
    */
   durable?: { task: Task; seq: number };
+  /**
+   * A write of the task's events sent to a durable store and not answered
+   * yet. It may have committed, and another replica (told by the store's
+   * notice) may have answered a caller what it holds: a read here waits for
+   * its answer rather than show an earlier state ({@link TaskManager.get}).
+   */
+  writing?: Promise<void>;
   /** Found moved on or ended by another writer ({@link TaskManager.#overtaken}): being given up. */
   overtaken?: true;
 }
@@ -203,6 +214,16 @@ export class TaskManager {
   readonly #waitDeadlines = new Deadlines<() => void>((expire) => expire());
   #ticking = false;
   #closed = false;
+  /**
+   * Requests handed to the replica running a task ({@link forwardInput},
+   * {@link cancelElsewhere}) and waits on tasks running elsewhere, under
+   * way: close() lets them answer before it closes the store. A request
+   * handed over may have taken effect there; its caller is told what
+   * happened, never a retryable error for something done.
+   */
+  readonly #inFlight = new Set<Promise<void>>();
+  /** Wakes each wait on a task running elsewhere ({@link #settledElsewhere}): close() ends them. */
+  readonly #wakeOnClose = new Set<() => void>();
   /**
    * A statement failed for want of the database since close() began: what is
    * still unwritten is left to another replica (the lease runs out) instead
@@ -372,10 +393,17 @@ export class TaskManager {
    * @throws {TaskStoreOverBudgetError} (scope `task`, `neverFits`) at once,
    *   nothing posted, when the reply alone is larger than the owner's share:
    *   the running replica would refuse it whatever the task holds.
+   * @throws {TaskStoreUnavailableError} (retryable), nothing posted, once
+   *   {@link close} has begun: {@link close} waits for a reply handed over
+   *   before it, to tell its caller whether it was taken.
    */
   async forwardInput(record: TaskRecord, message: Message, waitMs = 5000): Promise<void> {
     const inbox = this.#inbox;
     if (!inbox) throw new TypeError('forwardInput() needs a task store that hands input between replicas');
+    return this.#handOver(() => this.#forwardInput(inbox, record, message, waitMs));
+  }
+
+  async #forwardInput(inbox: TaskInbox, record: TaskRecord, message: Message, waitMs: number): Promise<void> {
     const id = record.task.id;
     const bytes = approxJsonBytes(bindMessage(message, id, record.task.contextId));
     if (bytes > this.#maxGrowth) {
@@ -395,6 +423,23 @@ export class TaskManager {
     if (await inbox.withdrawInput(id, post)) {
       throw A2AErrors.unsupportedOperation(`Task ${id} is not waiting for input`);
     }
+  }
+
+  /**
+   * Runs `op`, a request handed to the replica running a task, as one
+   * {@link close} waits for; refused, nothing done, once close() has begun.
+   */
+  #handOver<T>(op: () => Promise<T>): Promise<T> {
+    if (this.#closed) return Promise.reject(new TaskStoreClosedError('the task manager is closing'));
+    return this.#whileOpen(op());
+  }
+
+  /** `work`, counted among the work {@link close} lets finish before it closes the store. */
+  #whileOpen<T>(work: Promise<T>): Promise<T> {
+    const done = work.then(ignore, ignore);
+    this.#inFlight.add(done);
+    void done.then(() => this.#inFlight.delete(done));
+    return work;
   }
 
   /**
@@ -544,7 +589,9 @@ export class TaskManager {
 
   /**
    * The task's record, live or stored. With a durable store, a task running
-   * here is shown as last written (see {@link subscribe}). With `scope`, a
+   * here is shown as last written (see {@link subscribe}), after the write
+   * under way, if any, is answered: once any replica has answered a state,
+   * no read here shows an earlier one. With `scope`, a
    * task of another owner or tenant is `undefined`, answered after the store
    * read a missing task takes (see {@link TaskStore.get}): a task running
    * here would otherwise be answered from memory, measurably sooner, and
@@ -552,6 +599,8 @@ export class TaskManager {
    */
   async get(id: string, scope?: TaskScope): Promise<TaskRecord | undefined> {
     const live = this.#live.get(id) ?? this.#settling.get(id);
+    // Its answer comes before this read's (see Live.writing): no database round trip of its own.
+    if (live?.writing) await live.writing.then(ignore, ignore);
     if (scope === undefined) return live ? durableView(live) : await this.store.get(id);
     if (live && inTaskScope(live.record, scope)) return durableView(live);
     const stored = await this.store.get(id, scope);
@@ -785,7 +834,9 @@ export class TaskManager {
   /**
    * Resolves when the task is terminal or, unless `terminalOnly`, waits for
    * input. Rejects with TaskNotFound for an unknown task, when `signal`
-   * aborts, or with {@link WaitTimeoutError} after `timeoutMs`.
+   * aborts, or with {@link WaitTimeoutError} after `timeoutMs`. Once
+   * {@link close} has begun, a task running on another replica resolves as
+   * it is then, settled or not: nothing more of it is heard here.
    */
   async waitForCompletion(
     id: string,
@@ -818,25 +869,9 @@ export class TaskManager {
     for (;;) {
       const live = this.#live.get(id) ?? this.#settling.get(id);
       if (!live) {
-        let r: TaskRecord | undefined;
-        try {
-          r = await this.store.get(id);
-        } catch (err) {
-          if (options.orLastSeen && seen && err instanceof TaskStoreUnavailableError) return seen;
-          throw err;
-        }
-        if (!r) throw A2AErrors.taskNotFound(id);
-        const st = r.task.status.state;
-        if (this.#notifier && options.afterSeq !== undefined && r.seq <= options.afterSeq) {
-          await this.#settledElsewhere(id, options.afterSeq, options, deadline);
-          options = { ...options, afterSeq: undefined };
-          continue;
-        }
-        if (!this.#notifier || done(st)) {
-          return r.task;
-        }
-        // Running on another replica: wait for its log to settle, then read it again.
-        await this.#settledElsewhere(id, r.seq, options, deadline);
+        const elsewhere = await this.#whileOpen(this.#completionElsewhere(id, options, done, deadline, seen));
+        if (elsewhere !== undefined) return elsewhere;
+        // Taken over by this replica meanwhile: waited for here (a later settle also passes `afterSeq`).
         continue;
       }
       const view = durableView(live);
@@ -906,7 +941,52 @@ export class TaskManager {
     });
   }
 
-  /** Follows a task running elsewhere until an event settles it (as {@link waitForCompletion} counts it). */
+  /**
+   * {@link waitForCompletion} of a task that does not run here: read from
+   * the store, and followed until it settles as asked. Once {@link close}
+   * has begun, the task as it is then: nothing more of it is heard here.
+   * `undefined` when the task came to run here meanwhile (taken over).
+   */
+  async #completionElsewhere(
+    id: string,
+    options: {
+      signal?: AbortSignal;
+      terminalOnly?: boolean;
+      timeoutMs?: number;
+      afterSeq?: number;
+      orLastSeen?: boolean;
+    },
+    done: (st: TaskState) => boolean,
+    deadline: number | undefined,
+    seen: Task | undefined,
+  ): Promise<Task | undefined> {
+    let after = options.afterSeq;
+    while (!this.#live.has(id) && !this.#settling.has(id)) {
+      let r: TaskRecord | undefined;
+      try {
+        r = await this.store.get(id);
+      } catch (err) {
+        if (options.orLastSeen && seen && err instanceof TaskStoreUnavailableError) return seen;
+        throw err;
+      }
+      if (!r) throw A2AErrors.taskNotFound(id);
+      if (!this.#notifier || this.#closed) return r.task;
+      if (after !== undefined && r.seq <= after) {
+        await this.#settledElsewhere(id, after, options, deadline);
+        after = undefined;
+        continue;
+      }
+      if (done(r.task.status.state)) return r.task;
+      // Running on another replica: wait for its log to settle, then read it again.
+      await this.#settledElsewhere(id, r.seq, options, deadline);
+    }
+    return undefined;
+  }
+
+  /**
+   * Follows a task running elsewhere until an event settles it (as
+   * {@link waitForCompletion} counts it), or {@link close} begins.
+   */
   async #settledElsewhere(
     id: string,
     afterSeq: number,
@@ -917,18 +997,22 @@ export class TaskManager {
     const done = new Promise<void>((resolve) => {
       settled = resolve;
     });
-    const stop = await this.follow(
-      id,
-      afterSeq,
-      (e) => {
-        if (endsTask(e) || (!options.terminalOnly && settlesTask(e))) settled();
-      },
-      settled,
-    );
+    // Before any await: a close() from now on wakes it.
+    this.#wakeOnClose.add(settled);
+    let stop: (() => void) | undefined;
     try {
+      stop = await this.follow(
+        id,
+        afterSeq,
+        (e) => {
+          if (endsTask(e) || (!options.terminalOnly && settlesTask(e))) settled();
+        },
+        settled,
+      );
       await untilSettled(done, id, options, deadline);
     } finally {
-      stop();
+      this.#wakeOnClose.delete(settled);
+      stop?.();
     }
   }
 
@@ -1295,8 +1379,15 @@ export class TaskManager {
    * notice) and waits up to `waitMs` for the task to end there. When nobody
    * acts on the notice in time (no such replica any more), appends CANCELED
    * itself. Returns the task as it is afterwards.
+   *
+   * @throws {TaskStoreUnavailableError} (retryable), nothing asked, once
+   *   {@link close} has begun: close() waits for a cancel asked before it.
    */
   async cancelElsewhere(id: string, waitMs = 5000): Promise<TaskRecord | undefined> {
+    return this.#handOver(() => this.#cancelElsewhere(id, waitMs));
+  }
+
+  async #cancelElsewhere(id: string, waitMs: number): Promise<TaskRecord | undefined> {
     const notifier = this.#notifier;
     const record = await this.store.get(id);
     if (!notifier || !record || isTerminal(record.task.status.state)) return this.cancelStored(id);
@@ -1314,13 +1405,22 @@ export class TaskManager {
     await Promise.all([...[...this.#live.values()].map((l) => l.chain), ...this.#flushing]);
   }
 
-  /** Cancels every live task, waits for pending writes and closes the store. */
+  /**
+   * Cancels every live task, waits for pending writes and closes the store.
+   * A reply or cancel handed to another replica before it began is answered
+   * first, as that replica acted on it (at most its `waitMs`); a wait on a
+   * task running elsewhere ({@link waitForCompletion}) ends with the task as
+   * it is then. Such requests from now on are refused.
+   */
   async close(): Promise<void> {
     clearInterval(this.#leaseTimer);
     clearInterval(this.#sweepTimer);
     for (const l of [...this.#live.values()]) this.cancel(l.record.task.id);
     // Writes that keep failing get one more try each, then give up.
     this.#closed = true;
+    for (const wake of [...this.#wakeOnClose]) wake();
+    // Followers and notices carry what the requests handed over wait to see.
+    await this.#settleInFlight();
     for (const set of [...this.#followers.values()]) for (const f of [...set]) this.#unfollow(f);
     await this.flush();
     await this.#listening?.catch(() => undefined);
@@ -1333,7 +1433,18 @@ export class TaskManager {
     if (!this.#gaveUp && !this.#storeAwayAtClose) {
       await this.#leases?.retire().catch(() => undefined);
     }
+    await this.#settleInFlight();
     await this.store.close?.();
+  }
+
+  /** Until no work {@link close} waits for is under way ({@link #inFlight}). */
+  async #settleInFlight(): Promise<void> {
+    while (this.#inFlight.size > 0) {
+      await Promise.all(this.#inFlight);
+      // What an answered request goes on to do starts in microtasks (a
+      // blocking reply's read of the task it woke): counted by the next look.
+      await nextTurn();
+    }
   }
 
   #emit(live: Live, event: StreamResponse, settles: boolean): void {
@@ -1414,7 +1525,13 @@ export class TaskManager {
       // The task as of the batch's last event (later events are not in it).
       const task = snapshot(live.record.task);
       try {
-        await this.store.append(id, live.record.task, batch, live.record.updatedAt);
+        const writing = this.store.append(id, live.record.task, batch, live.record.updatedAt);
+        live.writing = writing;
+        try {
+          await writing;
+        } finally {
+          live.writing = undefined;
+        }
         live.failures = 0;
         this.#written(live, landedBefore.concat(batch), task);
         return;

@@ -42,6 +42,7 @@ import {
   TaskStoreOverBudgetError,
   TaskStoreRejectedError,
   TaskStoreUnavailableError,
+  TaskStoreClosedError,
 } from './store.js';
 
 export { TaskStoreRejectedError } from './store.js';
@@ -181,10 +182,29 @@ class PoolHolder {
     values: unknown[],
     name?: string,
   ): Promise<pg.QueryResult<R>> {
+    if (this.#ended) throw closedStore();
     try {
       return await this.pool.query<R>(this.#statement(text, values, name));
     } catch (err) {
-      throw classifyPostgresError(err);
+      throw this.classify(err);
+    }
+  }
+
+  /**
+   * `err` as {@link classifyPostgresError} has it; once the store is closed,
+   * whatever failed, as the closed store's {@link TaskStoreClosedError}.
+   */
+  classify(err: unknown): unknown {
+    return this.#ended ? closedStore(err) : classifyPostgresError(err);
+  }
+
+  /** A connection of the pool for a transaction; refused once the store is closed. */
+  async connect(): Promise<pg.PoolClient> {
+    if (this.#ended) throw closedStore();
+    try {
+      return await this.pool.connect();
+    } catch (err) {
+      throw this.classify(err);
     }
   }
 
@@ -202,13 +222,23 @@ class PoolHolder {
     return q;
   }
 
+  /**
+   * Set by {@link end}: the store is closed, and its statements fail as a
+   * closed store's from then on, also on a pool of the application's (left
+   * open for the application).
+   */
   #ended = false;
 
   async end(): Promise<void> {
-    if (!this.#own || this.#ended) return;
+    if (this.#ended) return;
     this.#ended = true;
-    await this.pool.end();
+    if (this.#own) await this.pool.end();
   }
+}
+
+/** What a statement of a closed store fails with. */
+function closedStore(cause?: unknown): TaskStoreClosedError {
+  return new TaskStoreClosedError('the PostgreSQL store is closed', cause === undefined ? {} : { cause });
 }
 
 // ---- migrations --------------------------------------------------------------------
@@ -1095,12 +1125,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
    * returns, rolled back when it throws or returns false or `{ rollback }`.
    */
   async #transaction<T>(body: (tx: Statements) => Promise<T>): Promise<T> {
-    let client: pg.PoolClient;
-    try {
-      client = await this.#db.pool.connect();
-    } catch (err) {
-      throw classifyPostgresError(err);
-    }
+    const client = await this.#db.connect();
     const tx = this.#db.on(client);
     let broken: unknown;
     try {
@@ -1111,7 +1136,7 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
       return r;
     } catch (err) {
       broken = err;
-      const failure = classifyPostgresError(err);
+      const failure = this.#db.classify(err);
       // A connection that failed or stopped answering is thrown away below, which ends its
       // transaction on the server: a ROLLBACK queued on it would only wait out the timeout again.
       if (!(failure instanceof TaskStoreUnavailableError)) await tx.query('ROLLBACK').catch(() => undefined);

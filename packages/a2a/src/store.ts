@@ -407,6 +407,19 @@ export class TaskStoreUnavailableError extends WeaveError {
   }
 }
 
+/**
+ * @internal The store, or the task manager using it, is closed or closing:
+ * this replica is shutting down, and the call did nothing. Retryable as any
+ * {@link TaskStoreUnavailableError}, on another replica; the request handler
+ * answers it as the draining server answers new work, not as a database
+ * that cannot be reached.
+ */
+export class TaskStoreClosedError extends TaskStoreUnavailableError {
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super(`${detail} (this replica is shutting down)`, options);
+  }
+}
+
 const MemoryStoreNumbers = z.object({
   terminalTtlMs: durationMs.optional(),
   maxTasks: positiveCount.optional(),
