@@ -168,7 +168,8 @@ export class Outbound {
       requestTimeoutMs: t.requestTimeoutMs,
       retry: { retries: t.retries },
       // No circuitBreaker setting: each peer's channel breaks with the
-      // transport's default, on the requests the A2A client dispatches.
+      // transport's default, on the A2A client's calls over every binding
+      // (the HTTP ones dispatched on it, gRPC through its guardCall).
     };
     for (const p of opts.config.peers) this.addPeer(p.id, p.url);
   }

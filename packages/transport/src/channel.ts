@@ -54,6 +54,23 @@ export interface SpiffeTlsClientOptions {
   readonly checkServerIdentity: (host: string, cert: PeerCertificate) => Error | undefined;
 }
 
+/**
+ * How a failed call of another client stack bears on its peer's health, for
+ * {@link SecureChannel.guardCall}; the same reading the channel gives its own
+ * requests, whose attempt fails when it ends before a response started.
+ *
+ * - `'unreachable'`: the peer was not reached or ended the call before any
+ *   answer (connection refused or lost, handshake failed or its peer
+ *   refused): a failure.
+ * - `'answered'`: the peer answered, with an error of its protocol (an A2A
+ *   error, a refusal, an answer that breaks the protocol): it is up, a
+ *   success, as any HTTP response is whatever its status.
+ * - `'caller'`: the caller's own doing (its abort, its time running out on a
+ *   call the peer had received, a client it closed): neither; a half-open
+ *   trial so ended has not shown the peer healthy, and opens the circuit again.
+ */
+export type CallFailureKind = 'unreachable' | 'answered' | 'caller';
+
 /** Who a channel will talk to: one SPIFFE ID, or an authorizer that may accept several. */
 export type PeerSpec = SpiffeId | string | Authorizer;
 
@@ -294,7 +311,8 @@ export class SecureChannel extends Dispatcher {
    * so a refused peer receives no request byte. A verified peer is reported
    * to {@link onPeerVerified}. The options hold the SVID of the moment: build
    * new ones after {@link onRotated}. The consumer must not resume TLS sessions
-   * (Node skips `checkServerIdentity` on a resumed session).
+   * (Node skips `checkServerIdentity` on a resumed session), and runs each
+   * call through {@link guardCall}, so that the peer's circuit breaker sees it.
    *
    * @throws {TransportIdentityError} when the provider has no SVID.
    * @throws {PeerVerificationError} when no bundle for the peer is trusted.
@@ -303,6 +321,58 @@ export class SecureChannel extends Dispatcher {
     const m = this.#tlsMaterial().material;
     if (m.ca === '') throw this.#noBundle();
     return { ...m, rejectUnauthorized: true, checkServerIdentity: this.#serverCheck(this.#generation) };
+  }
+
+  /**
+   * Runs `call`, one call to this channel's peer that another client stack
+   * makes on {@link tlsClientOptions} (grpc-js, for the A2A gRPC binding),
+   * through this channel's circuit breaker, so that it counts for the peer's
+   * health as the channel's own requests do, in the same breaker. While the
+   * circuit is open it is refused with {@link CircuitOpenError}, and on a
+   * closed channel with `CHANNEL_CLOSED`, without running `call`: no
+   * connection is made. Admitted, `call` runs at once (synchronously), so a
+   * caller that needs it started can tell. `kindOf` says how a failure of
+   * `call` bears on the peer ({@link CallFailureKind}); the caller gets the
+   * failure as it was. `call`'s promise should settle once the peer has
+   * answered (for a stream: once it is open), as the channel's own requests
+   * count when their response starts.
+   */
+  guardCall<T>(call: () => Promise<T>, kindOf: (err: unknown) => CallFailureKind): Promise<T> {
+    // The shut-down breaker of a closed channel would refuse it untyped.
+    if (this.#closed) return Promise.reject(this.#closedError());
+    const run = (): Promise<T> => {
+      try {
+        return call();
+      } catch (err) {
+        // Thrown before any promise: read like any other failure of the call, not as the breaker's own.
+        return Promise.reject(err as Error);
+      }
+    };
+    const breaker = this.#breaker;
+    if (breaker === undefined) return run();
+    // The breaker is told the kind, the caller gets the failure itself.
+    let failure: unknown;
+    let answered = false;
+    return breaker
+      .execute(() =>
+        run().catch((err: unknown) => {
+          const kind = kindOf(err);
+          if (kind === 'unreachable') throw err;
+          failure = err;
+          if (kind === 'caller') throw CALLER_ABORTED;
+          answered = true;
+          return undefined;
+        }),
+      )
+      .then(
+        (value) => {
+          if (answered) throw failure;
+          return value as T;
+        },
+        (err: unknown) => {
+          throw err === CALLER_ABORTED ? failure : err;
+        },
+      );
   }
 
   /**

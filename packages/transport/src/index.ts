@@ -50,6 +50,7 @@ export {
   type PeerVerifiedEvent,
   type ChannelRequestOptions,
   type SpiffeTlsClientOptions,
+  type CallFailureKind,
 } from './channel.js';
 export { secureFetch } from './fetch.js';
 export { requireSecureChannel } from './require-channel.js';

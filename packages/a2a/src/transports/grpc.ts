@@ -1,15 +1,24 @@
-import { createSecureContext } from 'node:tls';
+import { isIP } from 'node:net';
 import {
+  connect as tlsConnect,
+  createSecureContext,
+  type ConnectionOptions,
+  type PeerCertificate,
+  type SecureContext,
+} from 'node:tls';
+import {
+  CallCredentials,
+  ChannelCredentials,
   Client,
   Metadata,
-  credentials,
+  connectivityState,
   status as GrpcStatus,
   type ClientReadableStream,
   type ServiceError,
 } from '@grpc/grpc-js';
-import { SecureChannel, type PeerVerificationError } from '@weave/transport';
+import { SecureChannel, type CallFailureKind, type PeerVerificationError } from '@weave/transport';
 import { cutText } from '@weave/identity';
-import { A2AClientError, type A2AError } from '../errors.js';
+import { A2AClientError, A2AError } from '../errors.js';
 import {
   a2aGrpcService,
   takeEventId,
@@ -79,6 +88,77 @@ export function grpcTarget(url: string): string {
     throw new A2AClientError('INVALID_AGENT_URL', `not a gRPC interface URL: ${JSON.stringify(url)}`);
   }
   return `dns:${url}`;
+}
+
+/** The host of a {@link grpcTarget} (`dns:host:port`), an IPv6 address without its brackets. */
+function targetHost(target: string): string {
+  const host = target.slice('dns:'.length, target.lastIndexOf(':'));
+  return host.startsWith('[') ? host.slice(1, -1) : host;
+}
+
+type SecureConnector = ReturnType<ChannelCredentials['_createSecureConnector']>;
+
+/**
+ * What `credentials.createFromSecureContext(context, { rejectUnauthorized:
+ * true, checkServerIdentity })` makes, but for the TLS ServerName: grpc-js
+ * sends the target's host as the ServerName (SNI), an IP address too, which
+ * RFC 6066 forbids and Node warns of (DEP0123, "will be ignored in a future
+ * version"). Here a target given as an IP address sends none; a host name is
+ * sent as grpc-js sends it. The server's verification is the same either
+ * way: the channel's secure context (its roots, TLS floor and suites), the
+ * handshake's chain check, and `check`, the channel's SPIFFE check, which
+ * does not read the host it is given.
+ */
+class SpiffeChannelCredentials extends ChannelCredentials {
+  readonly #options: ConnectionOptions;
+
+  constructor(
+    context: SecureContext,
+    check: (host: string, cert: PeerCertificate) => Error | undefined,
+    host: string,
+  ) {
+    super();
+    this.#options = {
+      secureContext: context,
+      rejectUnauthorized: true,
+      checkServerIdentity: check,
+      ALPNProtocols: ['h2'],
+      ...(isIP(host) === 0 ? { servername: host } : {}),
+    };
+  }
+
+  override _isSecure(): boolean {
+    return true;
+  }
+
+  override _equals(other: ChannelCredentials): boolean {
+    return other === this;
+  }
+
+  override _createSecureConnector(
+    _target: unknown,
+    _options: unknown,
+    callCredentials?: CallCredentials,
+  ): SecureConnector {
+    const options = this.#options;
+    return {
+      connect: (socket) =>
+        new Promise((resolve, reject) => {
+          const tls = tlsConnect({ ...options, socket }, () => {
+            // As grpc-js's own connector: the handshake's verdict on the chain, once more.
+            if (!tls.authorized) {
+              reject(tls.authorizationError);
+              return;
+            }
+            resolve({ socket: tls, secure: true });
+          });
+          tls.on('error', reject);
+        }),
+      waitForReady: () => Promise.resolve(),
+      getCallCredentials: () => callCredentials ?? CallCredentials.createEmpty(),
+      destroy: () => undefined,
+    };
+  }
 }
 
 /** Codes grpc-js itself produces for a call that never got an answer (no A2A details attached). */
@@ -154,9 +234,9 @@ export class GrpcTransport implements ClientTransport {
       ciphers: o.ciphers,
       secureOptions: o.secureOptions,
     });
-    const creds = credentials.createFromSecureContext(context, {
-      rejectUnauthorized: true,
-      checkServerIdentity: (host, cert) => {
+    const creds = new SpiffeChannelCredentials(
+      context,
+      (host, cert) => {
         const refused = o.checkServerIdentity(host, cert);
         if (refused) this.#refusal = { error: refused, at: Date.now() };
         else if (made.gen && !made.gen.lapsed) {
@@ -167,7 +247,8 @@ export class GrpcTransport implements ClientTransport {
         }
         return refused;
       },
-    });
+      targetHost(this.#target),
+    );
     const client = new Client(this.#target, creds, {
       // Responses are capped like on the HTTP bindings.
       'grpc.max_receive_message_length': this.#ctx.maxResponseBytes,
@@ -293,7 +374,7 @@ export class GrpcTransport implements ClientTransport {
     options: TransportStreamOptions,
     what: string,
     deadline?: number,
-  ): { call: ClientReadableStream<WireObject>; state: CallState; end: () => void } {
+  ): BegunCall {
     const def = this.#service[method];
     const started = Date.now();
     const { gen, done } = this.#acquire(what);
@@ -350,6 +431,8 @@ export class GrpcTransport implements ClientTransport {
    * or a caller's signal with a timeout reason) renews the client: see {@link GrpcTransport.#renew}.
    */
   #failure(what: string, err: ServiceError, signal: AbortSignal | undefined, state: CallState): Error {
+    // Read before a renewal below closes the client.
+    state.connected = connected(state.gen);
     const failure = this.#typedFailure(what, err, signal, state);
     // Node 22 and 24 fail the call at once instead (TRANSPORT_FAILED), and the
     // connection refuses new streams thereafter ("Failed to start HTTP/2 stream").
@@ -425,6 +508,11 @@ export class GrpcTransport implements ClientTransport {
     return grpcStatusToA2AError(err) as A2AError;
   }
 
+  /**
+   * A unary method. Each call goes through the channel's circuit breaker
+   * (`SecureChannel.guardCall`), in the peer's one breaker with the HTTP
+   * bindings' requests: see {@link failureKind} for what counts.
+   */
   call(
     method: UnaryMethod,
     params: Record<string, unknown>,
@@ -435,7 +523,28 @@ export class GrpcTransport implements ClientTransport {
     if (signal?.aborted) return Promise.reject(callFailure(what, signal.reason, signal));
     // The deadline covers connect, send and read.
     const deadline = Date.now() + Math.max(1, options.timeoutMs);
-    const { call, state, end } = this.#begin(method, params, options, what, deadline);
+    const started: { state?: CallState } = {};
+    return this.#channel
+      .guardCall(
+        () => {
+          const begun = this.#begin(method, params, options, what, deadline);
+          started.state = begun.state;
+          return this.#unary(method, begun, signal, what);
+        },
+        (err) => failureKind(err, started.state),
+      )
+      .catch((err: unknown) => {
+        // The channel's refusal (an open circuit, a closed channel) typed as on the HTTP bindings.
+        throw callFailure(what, err);
+      });
+  }
+
+  #unary(
+    method: UnaryMethod,
+    { call, state, end }: BegunCall,
+    signal: AbortSignal | undefined,
+    what: string,
+  ): Promise<unknown> {
     return new Promise((resolve, reject) => {
       let value: WireObject | undefined;
       let settled = false;
@@ -472,6 +581,12 @@ export class GrpcTransport implements ClientTransport {
     });
   }
 
+  /**
+   * A streaming method. The stream goes through the channel's circuit
+   * breaker as a unary call does, counted once it opens (its response
+   * headers) or fails before that: what it carries later says nothing more
+   * of the peer's health, as for the HTTP bindings' streams.
+   */
   async *stream(
     method: StreamMethod,
     params: Record<string, unknown>,
@@ -480,12 +595,35 @@ export class GrpcTransport implements ClientTransport {
     const what = `${method} to ${this.url}`;
     const signal = options.signal;
     if (signal?.aborted) throw callFailure(what, signal.reason, signal);
-    const { call, state, end } = this.#begin(method, params, options, what);
+    // Set when the breaker admits the call: guardCall runs it at once.
+    const started: { begun?: BegunCall; opening?: { ok: () => void; fail: (err: unknown) => void } } = {};
+    const admitted = this.#channel.guardCall(
+      () =>
+        new Promise<void>((ok, fail) => {
+          started.opening = { ok, fail };
+          started.begun = this.#begin(method, params, options, what);
+        }),
+      (err) => failureKind(err, started.begun?.state),
+    );
+    const { begun, opening } = started;
+    if (begun === undefined || opening === undefined) {
+      // Refused (an open circuit, a closed channel or transport): nothing was sent.
+      try {
+        await admitted;
+      } catch (err) {
+        throw callFailure(what, err);
+      }
+      throw new A2AClientError('TRANSPORT_FAILED', `${what} failed: the call was not started`);
+    }
+    // Only the breaker's: the stream's failure is thrown below.
+    admitted.catch(() => undefined);
+    const { call, state, end } = begun;
     // The stream must be open (response headers in) within the budget; after that only the signal bounds it.
     let opened = false;
     let timedOut = false;
     call.once('metadata', () => {
       opened = true;
+      opening.ok();
       clearTimeout(timer);
     });
     const timer = setTimeout(
@@ -504,13 +642,23 @@ export class GrpcTransport implements ClientTransport {
         yield eventId === undefined ? { value } : { value, eventId };
       }
       if (state.invalid) throw state.invalid;
+      opening.ok();
     } catch (err) {
+      let failure: Error;
       if (timedOut && !signal?.aborted) {
+        state.connected = connected(state.gen);
         this.#renew(state.gen);
-        throw deadlineExceeded(what, err);
+        failure = deadlineExceeded(what, err);
+      } else {
+        failure =
+          err === state.invalid ? (err as Error) : this.#failure(what, err as ServiceError, signal, state);
       }
-      throw err === state.invalid ? err : this.#failure(what, err as ServiceError, signal, state);
+      // A no-op once the stream opened.
+      opening.fail(failure);
+      throw failure;
     } finally {
+      // Settled by now (an event comes after the headers); a no-op that keeps the breaker from waiting on it.
+      opening.ok();
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
       // Ending the iteration early (a consumer's break) ends the call.
@@ -530,16 +678,66 @@ export class GrpcTransport implements ClientTransport {
   }
 }
 
+/** A call {@link GrpcTransport} started: grpc-js's call, what it hears, and `end` to release its client. */
+interface BegunCall {
+  readonly call: ClientReadableStream<WireObject>;
+  readonly state: CallState;
+  readonly end: () => void;
+}
+
 /** What one call has heard, for {@link GrpcTransport}'s reading of its failure. */
 interface CallState {
   readonly started: number;
   readonly gen: Generation;
   /** Response headers came: the server read the request's. */
   answered: boolean;
+  /** Whether grpc-js had a connection to the server when the call failed (read before the client is renewed). */
+  connected?: boolean;
   /** How the answer broke the protocol (a content type, a message that does not decode, a second message). */
   invalid?: A2AClientError;
   /** The server no longer verifies: the call was ended for it (see GrpcTransport's lapse). */
   lapsed?: PeerVerificationError;
+}
+
+/** Whether `gen`'s client has a connection to its server now (grpc-js's channel is READY). */
+function connected(gen: Generation): boolean {
+  return gen.client.getChannel().getConnectivityState(false) === connectivityState.READY;
+}
+
+/**
+ * How a failed call bears on the peer's health, for the channel's circuit
+ * breaker (`SecureChannel.guardCall`), read as the channel reads its own
+ * requests, whose attempt fails when it ends before a response started:
+ *
+ * - the peer answered (`'answered'`, a success): response headers came, or
+ *   an A2A error (whatever its code: a policy denial, TASK_NOT_FOUND, a
+ *   draining server's UNAVAILABLE with its ErrorInfo, as an HTTP 503 is an
+ *   answer), or an answer that breaks the protocol or the size bounds;
+ * - the caller's own (`'caller'`, neither): its abort, this transport
+ *   closed, or its time running out on a call the server had a connection
+ *   for (the HTTP bindings' deadline is the caller's abort too);
+ * - anything else failed before an answer (`'unreachable'`, a failure): a
+ *   connection refused or lost, a handshake failed or its peer refused,
+ *   grpc-js's own UNAVAILABLE, a stream reset, a server whose verification
+ *   lapsed, and the time running out while no connection to the server
+ *   could be made (a connect that hangs).
+ */
+function failureKind(err: unknown, state: CallState | undefined): CallFailureKind {
+  if (err instanceof A2AError || state?.answered === true) return 'answered';
+  if (!(err instanceof A2AClientError)) return 'unreachable';
+  switch (err.code) {
+    case 'INVALID_RESPONSE':
+    case 'RESPONSE_TOO_LARGE':
+    case 'HEADERS_TOO_LARGE':
+      return 'answered';
+    case 'DEADLINE_EXCEEDED':
+      return state?.connected === false ? 'unreachable' : 'caller';
+    case 'ABORTED':
+    case 'TRANSPORT_CLOSED':
+      return 'caller';
+    default:
+      return 'unreachable';
+  }
 }
 
 /**
