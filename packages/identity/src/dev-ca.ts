@@ -69,6 +69,32 @@ const OPTION_KEYS = { trustDomain: true, dir: true, ttlSeconds: true } satisfies
   true
 >;
 
+/** Every option of {@link DevCertificateAuthority.issueX509Svid}. */
+const X509_SVID_OPTION_KEYS = { ttlSeconds: true, notBefore: true, notAfter: true } satisfies Record<
+  keyof NonNullable<Parameters<DevCertificateAuthority['issueX509Svid']>[1]>,
+  true
+>;
+
+/** Every option of {@link DevCertificateAuthority.issueJwtSvid}. */
+const JWT_SVID_OPTION_KEYS = { ttlSeconds: true } satisfies Record<
+  keyof NonNullable<Parameters<DevCertificateAuthority['issueJwtSvid']>[2]>,
+  true
+>;
+
+/**
+ * Refuses the keys of `opts` that `owner` does not know, with the CA's own
+ * error (as {@link DevCertificateAuthority.create}): a misspelt `ttlSeconds`
+ * (`{ ttl: 60 }`) would otherwise issue with the default lifetime, silently.
+ */
+function checkIssueKeys(owner: string, opts: unknown, known: Readonly<Record<string, true>>): void {
+  const unknown = unknownKeysRefusal(opts, known);
+  if (unknown !== undefined)
+    throw new DevCaError(
+      'DEV_CA_INVALID_OPTIONS',
+      `invalid DevCertificateAuthority.${owner} options: ${unknown}`,
+    );
+}
+
 interface CaState {
   keys: webcrypto.CryptoKeyPair;
   cert: x509.X509Certificate;
@@ -288,12 +314,14 @@ export class DevCertificateAuthority {
    * use them for expired or not-yet-valid SVIDs); otherwise it is valid from
    * 10 s ago for `ttlSeconds` (default 3600), capped at the CA's expiry.
    *
-   * @throws {DevCaError} for an ID of another trust domain or a bad TTL.
+   * @throws {DevCaError} for an ID of another trust domain, a bad TTL, or an
+   *   unknown key in `opts` (`DEV_CA_INVALID_OPTIONS`).
    */
   async issueX509Svid(
     id: SpiffeId | string,
     opts: { ttlSeconds?: number; notBefore?: Date; notAfter?: Date } = {},
   ): Promise<X509Svid> {
+    checkIssueKeys('issueX509Svid', opts, X509_SVID_OPTION_KEYS);
     const sid = this.toId(id);
     if (sid.path === '')
       throw new DevCaError('DEV_CA_INVALID_OPTIONS', 'an X.509-SVID needs a SPIFFE ID with a path');
@@ -339,12 +367,16 @@ export class DevCertificateAuthority {
   /**
    * Issues an ES256 JWT-SVID (header `kid` = the key in {@link jwtBundle}),
    * valid for `ttlSeconds` (default 300).
+   *
+   * @throws {DevCaError} for an ID of another trust domain, a bad TTL or
+   *   audience, or an unknown key in `opts` (`DEV_CA_INVALID_OPTIONS`).
    */
   async issueJwtSvid(
     id: SpiffeId | string,
     audience: string | string[],
     opts: { ttlSeconds?: number } = {},
   ): Promise<JwtSvid> {
+    checkIssueKeys('issueJwtSvid', opts, JWT_SVID_OPTION_KEYS);
     const sid = this.toId(id);
     checkTtl(opts.ttlSeconds, 'ttlSeconds');
     const aud = Array.isArray(audience) ? audience : [audience];

@@ -25,7 +25,15 @@ export {
   type JwtBundleSource,
   type X509BundleSource,
 } from './bundle.js';
-export { X509Svid, X509SvidError, verifyX509Svid, type X509SvidErrorCode } from './x509-svid.js';
+export {
+  X509Svid,
+  X509SvidError,
+  verifyX509Svid,
+  verifyX509SvidPath,
+  type X509SvidErrorCode,
+  type X509SvidPathCertificate,
+  type X509SvidVerification,
+} from './x509-svid.js';
 export {
   JWT_SVID_ALGORITHMS,
   JwtSvid,

@@ -427,9 +427,37 @@ function checkChainConstraints(chain: readonly VerifiedCert[]): void {
   }
 }
 
+/** A certification path that verified, and until when it does. */
+export interface VerifiedPath {
+  /** Leaf first, ending in the bundle authority it reached. */
+  readonly chain: readonly VerifiedCert[];
+  /** The earliest notAfter on `chain` (epoch ms): past it, the path no longer verifies. */
+  readonly notAfter: number;
+  /** Where on `chain` the certificate of that notAfter is (the nearest the leaf when several share it). */
+  readonly expiring: number;
+}
+
+/** `chain` with its end: the earliest notAfter on it, read from the facts kept per certificate (no date parsing). */
+function pathOf(chain: readonly VerifiedCert[]): VerifiedPath {
+  let expiring = 0;
+  let notAfter = factsOf(chain[0]!).notAfter;
+  for (let i = 1; i < chain.length; i++) {
+    const n = factsOf(chain[i]!).notAfter;
+    if (n < notAfter) {
+      notAfter = n;
+      expiring = i;
+    }
+  }
+  return { chain, notAfter, expiring };
+}
+
 /**
  * Path-validates `leaf` (already checked against the SPIFFE leaf rules)
- * against `roots`, using `intermediates` as needed.
+ * against `roots`, using `intermediates` as needed. Of several paths that
+ * verify, the one that verifies longest is returned: an issuer candidate
+ * that expires sooner (an intermediate about to be rotated out, presented
+ * or remembered beside its successor) must not end, at its expiry, a
+ * connection whose chain still verifies through the other.
  *
  * @throws {X509SvidError} SVID_UNKNOWN_CRITICAL_EXTENSION, SVID_EXPIRED,
  *   SVID_NOT_YET_VALID, SVID_PATH_LENGTH_EXCEEDED, SVID_NAME_CONSTRAINT_VIOLATION,
@@ -442,18 +470,27 @@ export function validatePath(
   intermediates: readonly x509.X509Certificate[],
   now: Date,
   td: string,
-): VerifiedCert[] {
+): VerifiedPath {
   checkCertificate(leaf, now, () => `leaf certificate of ${leafName}`);
   const built = buildChains([leaf], { roots, intermediates, now, td, checks: 0 });
   if (!built.ok) throw built.error;
-  // The first chain within every name constraint wins; else the first chain's violation is reported.
+  const chains = built.chains;
+  // One chain (nearly always): nothing to rank.
+  if (chains.length === 1) {
+    checkChainConstraints(chains[0]!);
+    return pathOf(chains[0]!);
+  }
+  // Latest end first; the chain within every name constraint found first wins. When
+  // none is, the first built chain's violation is reported, as crypto/x509 does.
+  const paths = chains.map(pathOf);
+  const order = paths.map((_, i) => i).sort((a, b) => paths[b]!.notAfter - paths[a]!.notAfter || a - b);
   const violations: X509SvidError[] = [];
-  for (const chain of built.chains) {
+  for (const i of order) {
     try {
-      checkChainConstraints(chain);
-      return chain;
+      checkChainConstraints(paths[i]!.chain);
+      return paths[i]!;
     } catch (err) {
-      violations.push(err as X509SvidError);
+      violations[i] = err as X509SvidError;
     }
   }
   throw violations[0] ?? new X509SvidError('SVID_UNTRUSTED', `no chain for ${leafName}`);

@@ -120,7 +120,7 @@ function checkLeafKept(leaf: VerifiedCert): SpiffeId {
   return id;
 }
 
-/** A certificate given to {@link verifyX509Svid}. */
+/** A certificate given to {@link verifyX509Svid} or {@link verifyX509SvidPath}. */
 type ChainEntry = Uint8Array | x509.X509Certificate | NodeX509Certificate;
 
 function toCert(c: ChainEntry, i: 0): VerifiedCert;
@@ -180,11 +180,13 @@ function isOneOf(cert: x509.X509Certificate, roots: readonly x509.X509Certificat
 // Longer chains than this are refused: SPIRE's deepest (upstream + intermediate) is far below.
 const MAX_CHAIN = 16;
 
-/** Every option of {@link verifyX509Svid}. */
-const VERIFY_OPTION_KEYS = { now: true } satisfies Record<
-  keyof NonNullable<Parameters<typeof verifyX509Svid>[2]>,
-  true
->;
+/** Every option of {@link verifyX509Svid} and {@link verifyX509SvidPath}. */
+const VERIFY_OPTION_KEYS = { now: true } satisfies Record<keyof VerifyOptions, true>;
+
+/** Options of {@link verifyX509Svid} and {@link verifyX509SvidPath}. */
+interface VerifyOptions {
+  now?: Date;
+}
 
 /** Every option of {@link X509Svid.parse}. */
 const PARSE_OPTION_KEYS = { hint: true } satisfies Record<
@@ -193,8 +195,67 @@ const PARSE_OPTION_KEYS = { hint: true } satisfies Record<
 >;
 
 /**
+ * A certificate of the path a chain verified through, for messages: which
+ * one it is, and its subject.
+ */
+export interface X509SvidPathCertificate {
+  /**
+   * `'leaf'`: the SVID itself; `'intermediate'`: a CA between the leaf and
+   * the bundle; `'authority'`: the bundle's authority the path ends in.
+   */
+  readonly role: 'leaf' | 'intermediate' | 'authority';
+  /** Its subject distinguished name, as @peculiar/x509 prints it (read when asked). */
+  readonly subject: string;
+}
+
+/** What {@link verifyX509SvidPath} found: whose chain it is, and until when it verifies. */
+export interface X509SvidVerification {
+  /** The SPIFFE ID of the chain's leaf. */
+  readonly id: SpiffeId;
+  /**
+   * When the verification stops holding: the earliest notAfter on the path
+   * that verified (the leaf, the intermediates it went through, the bundle
+   * authority it ends in), not the leaf's alone. A connection held on this
+   * verification must end then: past it, the same chain no longer verifies
+   * against the same bundle. Of several paths that verify, the one that
+   * verifies longest is taken; an issuer candidate the path did not go
+   * through (presented or remembered) plays no part.
+   */
+  readonly expiresAt: Date;
+  /** The certificate of that path that expires at {@link expiresAt} (the nearest the leaf when several do). */
+  readonly expiringCertificate: X509SvidPathCertificate;
+}
+
+/**
+ * Verifies a peer's X.509-SVID chain exactly as {@link verifyX509Svid} does
+ * (same rules, same order, same errors) and returns, beside the peer's
+ * SPIFFE ID, until when the verification holds: the earliest notAfter of
+ * the certification path that verified, so that a connection held on it
+ * (keep-alive, an HTTP/2 or gRPC session) ends when an intermediate CA or
+ * the bundle authority expires before the leaf.
+ *
+ * It is synchronous, as {@link verifyX509Svid}. The path's dates are read
+ * once per certificate object and kept with it.
+ *
+ * @param chain Leaf first, as for {@link verifyX509Svid}.
+ * @param options `now`: the time validity is checked at (default: the clock);
+ *   the end returned does not depend on it.
+ * @throws {X509SvidError} with the code of the first rule broken.
+ * @throws {IdentityConfigError} when `options` has a key other than `now`.
+ */
+export function verifyX509SvidPath(
+  chain: readonly ChainEntry[],
+  bundles: X509BundleSource,
+  options: VerifyOptions = {},
+): X509SvidVerification {
+  return verify('verifyX509SvidPath', chain, bundles, options);
+}
+
+/**
  * Verifies a peer's X.509-SVID chain (leaf first; intermediates may follow and
- * the root may be included) and returns the peer's SPIFFE ID.
+ * the root may be included) and returns the peer's SPIFFE ID. To hold a
+ * connection on the result, use {@link verifyX509SvidPath}, which also says
+ * until when it verifies.
  *
  * Order, as go-spiffe's `x509svid.Verify`: non-empty chain; the leaf has
  * exactly one URI SAN that is a SPIFFE ID with a path; the leaf is no CA and
@@ -223,10 +284,20 @@ const PARSE_OPTION_KEYS = { hint: true } satisfies Record<
 export function verifyX509Svid(
   chain: readonly ChainEntry[],
   bundles: X509BundleSource,
-  options: { now?: Date } = {},
+  options: VerifyOptions = {},
 ): SpiffeId {
+  return verify('verifyX509Svid', chain, bundles, options).id;
+}
+
+/** The one verification both public functions run; `owner` names the caller in an options error. */
+function verify(
+  owner: string,
+  chain: readonly ChainEntry[],
+  bundles: X509BundleSource,
+  options: VerifyOptions,
+): X509SvidVerification {
   // First: a misspelt `now` would otherwise verify against the clock, not the time asked for.
-  checkKnownKeys('verifyX509Svid', options, VERIFY_OPTION_KEYS);
+  checkKnownKeys(owner, options, VERIFY_OPTION_KEYS);
   if (!chain || chain.length === 0) throw new X509SvidError('SVID_EMPTY_CHAIN', 'certificate chain is empty');
   if (chain.length > MAX_CHAIN)
     throw new X509SvidError(
@@ -248,8 +319,21 @@ export function verifyX509Svid(
   const intermediates = rest.length === 0 ? rest : rest.filter((c) => !isOneOf(c, roots));
   // The bundle's own authorities were checked when it was made; a weak intermediate weakens every path through it.
   for (const c of intermediates) checkKey(c, () => `intermediate certificate ${c.subject}`);
-  validatePath(leaf, id.toString(), roots, intermediates, now, id.trustDomain.name);
-  return id;
+  const path = validatePath(leaf, id.toString(), roots, intermediates, now, id.trustDomain.name);
+  const ending = path.chain[path.expiring]!;
+  const role: X509SvidPathCertificate['role'] =
+    path.expiring === 0 ? 'leaf' : path.expiring === path.chain.length - 1 ? 'authority' : 'intermediate';
+  return {
+    id,
+    expiresAt: new Date(path.notAfter),
+    expiringCertificate: {
+      role,
+      // Read only for a message: a leaf's subject is formatted by OpenSSL on each read.
+      get subject() {
+        return ending.subject;
+      },
+    },
+  };
 }
 
 /**

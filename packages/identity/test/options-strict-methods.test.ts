@@ -17,7 +17,7 @@ import {
   type FetchOptions,
   type IdentityProviderBaseOptions,
 } from '@weave/identity';
-import { DevCertificateAuthority, DevWorkloadApiServer } from '@weave/identity/dev';
+import { DevCaError, DevCertificateAuthority, DevWorkloadApiServer } from '@weave/identity/dev';
 import { quietLogger } from './helpers/log.js';
 
 const TD = 'strict.test';
@@ -70,6 +70,36 @@ describe('verifyX509Svid', () => {
   });
 });
 
+describe('DevCertificateAuthority issue options', () => {
+  it('issueX509Svid refuses a misspelt `ttlSeconds` instead of issuing for the default hour', async () => {
+    const err = await ca.issueX509Svid(ID, loose<{ ttlSeconds?: number }>({ ttl: 60 })).then(
+      (v) => v,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(DevCaError);
+    expect(err).toMatchObject({
+      code: 'DEV_CA_INVALID_OPTIONS',
+      message: 'invalid DevCertificateAuthority.issueX509Svid options: unknown key "ttl"',
+    });
+  });
+
+  it('issueJwtSvid refuses a misspelt `ttlSeconds` too; the known keys still issue', async () => {
+    const err = await ca.issueJwtSvid(ID, 'db', loose<{ ttlSeconds?: number }>({ ttl: 60 })).then(
+      (v) => v,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(DevCaError);
+    expect(err).toMatchObject({
+      code: 'DEV_CA_INVALID_OPTIONS',
+      message: 'invalid DevCertificateAuthority.issueJwtSvid options: unknown key "ttl"',
+    });
+    const jwt = await ca.issueJwtSvid(ID, 'db', { ttlSeconds: 60 });
+    expect(jwt.expiresAt.getTime() - Date.now()).toBeLessThanOrEqual(60_000);
+    const x = await ca.issueX509Svid(ID, { ttlSeconds: 60, notBefore: new Date(Date.now() - 1000) });
+    expect(x.expiresAt.getTime() - Date.now()).toBeLessThanOrEqual(60_000);
+  });
+});
+
 describe('X509Svid.parse', () => {
   it('refuses an unknown key, naming it, instead of dropping it', () => {
     expect(X509Svid.parse(pem.certChain, pem.privateKey, { hint: 'internal' }).hint).toBe('internal');
@@ -108,6 +138,32 @@ describe('Workload API fetch options', () => {
 
   it('a call with known options answers', async () => {
     expect((await client.fetchX509Svid({ timeoutMs: 5_000 })).id.toString()).toBe(ID);
+  });
+
+  it('fetchJwtSvid and fetchJwtSvids refuse a misspelt `subject` instead of fetching every identity’s token', async () => {
+    expect((await client.fetchJwtSvid({ audience: 'db', subject: ID })).id.toString()).toBe(ID);
+    type Params = Parameters<WorkloadApiClient['fetchJwtSvids']>[0];
+    const cases: Array<[string, Params, string]> = [
+      [
+        'fetchJwtSvid',
+        loose<Params>({ audience: 'db', subjet: ID }),
+        'invalid Workload API JWT-SVID request options: unknown key "subjet"',
+      ],
+      [
+        'fetchJwtSvids',
+        loose<Params>({ audience: 'db', spiffeId: ID }),
+        'invalid Workload API JWT-SVID request options: unknown key "spiffeId" (the identity asked for is "subject")',
+      ],
+    ];
+    for (const [name, params, message] of cases) {
+      const call = name === 'fetchJwtSvid' ? client.fetchJwtSvid(params) : client.fetchJwtSvids(params);
+      const err = await call.then(
+        (v) => v,
+        (e: unknown) => e,
+      );
+      expect(err, name).toBeInstanceOf(IdentityConfigError);
+      expect(err, name).toMatchObject({ code: 'IDENTITY_CONFIG_INVALID', message });
+    }
   });
 
   it('every fetch method refuses a misspelt `timeoutMs` before the call, instead of calling with no deadline', async () => {

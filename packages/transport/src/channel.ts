@@ -4,7 +4,8 @@ import type { PeerCertificate, TLSSocket } from 'node:tls';
 import { Agent, Client, Dispatcher, Pool, buildConnector, errors } from 'undici';
 import {
   SpiffeId,
-  verifyX509Svid,
+  verifyX509SvidPath,
+  type X509SvidVerification,
   type Authorizer,
   type IdentityProvider,
   type TrustDomain,
@@ -19,8 +20,8 @@ import type { Deadline } from './deadlines.js';
 import {
   bundlesPem,
   certChainForVerify,
-  certTimeMs,
   clientSecureContext,
+  keepServerVerification,
   lightPeerCertificateForHandshake,
   peerChainForVerify,
   peerLeaf,
@@ -29,6 +30,7 @@ import {
   peerNotAfter,
   peerIdOfCert,
   type PeerChainInput,
+  serverNotAfter,
   sessionWithoutPeerCertificate,
   svidPem,
   x509Bundles,
@@ -391,7 +393,7 @@ export class SecureChannel extends Dispatcher {
     cert: PeerCertificate,
     onLapse: (err: PeerVerificationError) => void,
   ): { readonly notAfter: number; readonly release: () => void } {
-    return this.#hold(certChainForVerify(cert), certTimeMs(cert.valid_to), onLapse, () => peerIdOfCert(cert));
+    return this.#hold(certChainForVerify(cert), serverNotAfter(cert), onLapse, () => peerIdOfCert(cert));
   }
 
   /**
@@ -402,9 +404,11 @@ export class SecureChannel extends Dispatcher {
   #serverCheck(generation: number): SpiffeTlsClientOptions['checkServerIdentity'] {
     return (_host, cert) => {
       try {
-        const peer = this.#verifyChain(certChainForVerify(cert), () => peerIdOfCert(cert));
+        const verified = this.#verifyChain(certChainForVerify(cert), () => peerIdOfCert(cert));
+        // Its end (the first notAfter of the path that verified) is the connection's: see #hold.
+        keepServerVerification(cert, verified);
         this.#emit('peer', {
-          peer,
+          peer: verified.id,
           serialNumber: cert.serialNumber ?? '',
           generation,
         } satisfies PeerVerifiedEvent);
@@ -488,6 +492,7 @@ export class SecureChannel extends Dispatcher {
         }
         const tls = sock as TLSSocket;
         let kept: KeptSession['peer'];
+        let notAfter: number;
         // Who the server is, for the messages of a later lapse (see #hold).
         let idForMessage = (): SpiffeId | undefined => peerIdForMessage(tls);
         if (tls.isSessionReused()) {
@@ -496,7 +501,10 @@ export class SecureChannel extends Dispatcher {
           // client session): that chain is checked now, as on a full handshake.
           kept = session?.peer ?? { chain: [], serialNumber: '', notAfter: 0 };
           try {
-            const peer = this.#verifyChain(kept.chain, () => undefined);
+            const verified = this.#verifyChain(kept.chain, () => undefined);
+            const peer = verified.id;
+            // Now's path: the bundle may have changed since the ticket's handshake.
+            notAfter = verified.expiresAt.getTime();
             idForMessage = () => peer;
             this.#emit('peer', {
               peer,
@@ -515,10 +523,12 @@ export class SecureChannel extends Dispatcher {
           kept = {
             chain: peerChainForVerify(tls),
             serialNumber: peerLeaf(tls)?.serialNumber ?? '',
+            // What checkServerIdentity kept (keepServerVerification): its path's end.
             notAfter: peerNotAfter(tls),
           };
+          notAfter = kept.notAfter;
         }
-        const held = this.#hold(kept.chain, kept.notAfter, (e) => tls.destroy(e), idForMessage);
+        const held = this.#hold(kept.chain, notAfter, (e) => tls.destroy(e), idForMessage);
         tls.once('close', held.release);
         // Tickets arrive after the handshake (TLS 1.3); only a verified connection's are kept,
         // without the server certificate inside (never read on resumption; decoding it was
@@ -604,17 +614,17 @@ export class SecureChannel extends Dispatcher {
   }
 
   /** The SPIFFE check of every connection: the chain against the bundle, then the expected peer. */
-  #verifyChain(chain: PeerChainInput, idForMessage: () => SpiffeId | undefined): SpiffeId {
-    let peer: SpiffeId;
+  #verifyChain(chain: PeerChainInput, idForMessage: () => SpiffeId | undefined): X509SvidVerification {
+    let verified: X509SvidVerification;
     try {
-      peer = verifyX509Svid(chain, this.#identity);
+      verified = verifyX509SvidPath(chain, this.#identity);
     } catch (err) {
       const reason = err instanceof X509SvidError ? `${err.code}: ${err.message}` : String(err);
       throw new PeerVerificationError(this.expectedPeer, idForMessage(), reason, { cause: err });
     }
-    const refused = this.#matcher.check(peer);
-    if (refused !== undefined) throw new PeerVerificationError(this.expectedPeer, peer, refused);
-    return peer;
+    const refused = this.#matcher.check(verified.id);
+    if (refused !== undefined) throw new PeerVerificationError(this.expectedPeer, verified.id, refused);
+    return verified;
   }
 
   #wrapTlsError(err: Error, socket: TLSSocket | undefined): Error {

@@ -3,9 +3,14 @@
 // and the A2A gRPC binding share it (no fastify here, so servers that are not
 // fastify import it from the package root).
 import type { TLSSocket } from 'node:tls';
-import { type IdentityProvider, type SpiffeId, X509SvidError } from '@weave/identity';
+import {
+  type IdentityProvider,
+  type SpiffeId,
+  X509SvidError,
+  type X509SvidPathCertificate,
+} from '@weave/identity';
 import type { Deadline } from './deadlines.js';
-import { peerCertificateEnds, peerNotAfter, verifyPeerSocket } from './tls.js';
+import { peerCertificateEnds, verifyPeerSocketPath } from './tls.js';
 
 /**
  * What {@link PeerVerifier.verify} found for one connection: the peer's
@@ -18,10 +23,13 @@ export interface PeerVerification {
   readonly owner: PeerVerifier;
   readonly epoch: number;
   /**
-   * Until when the result holds (epoch ms): the peer leaf's notAfter, past
-   * which its chain no longer verifies; a refusal holds for its epoch.
+   * Until when the result holds (epoch ms): the earliest notAfter of the
+   * path the peer's chain verified through (leaf, intermediates, bundle
+   * authority), past which it no longer verifies; a refusal holds for its epoch.
    */
   readonly until: number;
+  /** The certificate of that path that expires at `until` (a verified peer only). */
+  readonly expiring?: X509SvidPathCertificate;
   readonly peer?: SpiffeId;
   readonly error?: string;
 }
@@ -31,7 +39,7 @@ export interface PeerVerification {
 const VERIFIED = Symbol('weave.mtlsAuth.verified');
 type CachingSocket = TLSSocket & { [VERIFIED]?: PeerVerification };
 
-/** What a held connection's peer lost: its certificate expired, or a bundle change refused its chain. */
+/** What a held connection's peer lost: its chain expired (a certificate of its path), or a bundle change refused it. */
 type Lapse = (reason: string, expired: boolean) => boolean;
 
 const verifiers = new WeakMap<IdentityProvider, PeerVerifier>();
@@ -39,10 +47,11 @@ const verifiers = new WeakMap<IdentityProvider, PeerVerifier>();
 /**
  * Verifies a connection's peer chain against the bundle of the
  * peer's own trust domain, once per connection and bundle generation of one
- * identity provider, until the peer's certificate expires: a bundle change
- * invalidates every result, and a result past the peer leaf's notAfter is
- * verified again (and refused as expired), so a keep-alive connection or an
- * HTTP/2 session does not outlive its peer's certificate. One per provider
+ * identity provider, until the peer's chain expires: a bundle change
+ * invalidates every result, and a result past the earliest notAfter of the
+ * path it verified through (the leaf, an intermediate CA or the bundle
+ * authority) is verified again (and refused as expired), so a keep-alive
+ * connection or an HTTP/2 session does not outlive its peer's chain. One per provider
  * ({@link PeerVerifier.use}), shared by every mtlsAuth on it, by
  * createMtlsServer's per-peer connection bound, which verifies as the
  * handshake completes so that the connection's first request finds the
@@ -55,8 +64,8 @@ const verifiers = new WeakMap<IdentityProvider, PeerVerifier>();
 export class PeerVerifier {
   readonly #identity: IdentityProvider;
   #epoch = 0;
-  /** Open connections held to their verification (see hold): how to close each, and its certificate's end. */
-  readonly #held = new Map<TLSSocket, { close: Lapse; end: Deadline<() => void> }>();
+  /** Open connections held to their verification (see hold): how to close each, and its chain's end. */
+  readonly #held = new Map<TLSSocket, { readonly close: Lapse; end: Deadline<() => void> }>();
   /** How many servers and plugins use it (see use). */
   #users = 0;
   readonly #unsubscribe: () => void;
@@ -98,13 +107,19 @@ export class PeerVerifier {
   /** The socket's peer verified, or the result still holding from its last verification. */
   verify(socket: TLSSocket): PeerVerification {
     const cached = (socket as CachingSocket)[VERIFIED];
-    // One clock read per request: the certificate's end is read once per verification.
+    // One clock read per request: the chain's end is found once per verification.
     if (cached && cached.owner === this && cached.epoch === this.#epoch && Date.now() < cached.until)
       return cached;
     let v: PeerVerification;
     try {
-      const peer = verifyPeerSocket(socket, this.#identity);
-      v = { owner: this, epoch: this.#epoch, until: peerNotAfter(socket), peer };
+      const found = verifyPeerSocketPath(socket, this.#identity);
+      v = {
+        owner: this,
+        epoch: this.#epoch,
+        until: found.expiresAt.getTime(),
+        expiring: found.expiringCertificate,
+        peer: found.id,
+      };
     } catch (err) {
       v = {
         owner: this,
@@ -123,34 +138,64 @@ export class PeerVerifier {
   /**
    * Holds an open connection whose peer verified (`v`) to that verification
    * for its whole life, not only at its requests: `close` is called when the
-   * peer's certificate expires (`expired` true), or as soon as a bundle
-   * change refuses its chain, so that a response still running to that peer
-   * (an SSE stream, a long download, a gRPC stream) ends too. The
-   * certificate's end waits on the process's one timer for them
+   * peer's chain expires — the first certificate of the path it verified
+   * through, leaf, intermediate CA or bundle authority (`expired` true) — or
+   * as soon as a bundle change refuses its chain, so that a response still
+   * running to that peer (an SSE stream, a long download, a gRPC stream)
+   * ends too. The chain's end waits on the process's one timer for them
    * (`peerCertificateEnds`), not a timer per connection, and is forgotten
    * when the connection closes. `close` says whether it closed the
    * connection: one it left open (idle, every later request refused) stays
    * held while a bundle change may still trust it again.
    */
   hold(socket: TLSSocket, v: PeerVerification, close: Lapse): void {
-    const end = peerCertificateEnds.add(() => {
-      this.#held.delete(socket);
-      close(`the client certificate expired at ${new Date(v.until).toISOString()}`, true);
-    }, v.until);
-    this.#held.set(socket, { close, end });
+    // #verifyHeld may move its end (a new path after a bundle change): the record holds the current one.
+    const held = { close, end: this.#endAt(socket, v, close) };
+    this.#held.set(socket, held);
     socket.once('close', () => {
-      peerCertificateEnds.delete(end);
+      peerCertificateEnds.delete(held.end);
       this.#held.delete(socket);
     });
   }
 
-  /** Verifies every held connection against the current bundles; closes those refused. */
+  /** The end of `socket`'s hold at `v.until`, on the process's one timer. */
+  #endAt(socket: TLSSocket, v: PeerVerification, close: Lapse): Deadline<() => void> {
+    return peerCertificateEnds.add(() => {
+      this.#held.delete(socket);
+      close(`${expiredText(v)} expired at ${new Date(v.until).toISOString()}`, true);
+    }, v.until);
+  }
+
+  /**
+   * Verifies every held connection against the current bundles; closes those
+   * refused. One still verified may now verify through another path (a new
+   * authority), whose end is then the connection's.
+   */
   #verifyHeld(): void {
     for (const [socket, held] of this.#held) {
       const v = this.verify(socket);
-      if (v.peer || !held.close(v.error ?? 'client certificate rejected', false)) continue;
+      if (v.peer) {
+        if (v.until !== held.end.at) {
+          peerCertificateEnds.delete(held.end);
+          held.end = this.#endAt(socket, v, held.close);
+        }
+        continue;
+      }
+      if (!held.close(v.error ?? 'client certificate rejected', false)) continue;
       this.#held.delete(socket);
       peerCertificateEnds.delete(held.end);
     }
+  }
+}
+
+/** Which certificate of a held peer's path ran out, for the message that ends its connection. */
+function expiredText(v: PeerVerification): string {
+  switch (v.expiring?.role) {
+    case 'intermediate':
+      return `the intermediate CA ${v.expiring.subject} of the client's chain`;
+    case 'authority':
+      return `the bundle authority ${v.expiring.subject} the client's chain ends in`;
+    default:
+      return 'the client certificate';
   }
 }

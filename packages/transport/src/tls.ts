@@ -16,7 +16,8 @@ import {
   type X509Bundle,
   X509Svid,
   X509SvidError,
-  verifyX509Svid,
+  verifyX509SvidPath,
+  type X509SvidVerification,
 } from '@weave/identity';
 import { Deadlines } from './deadlines.js';
 
@@ -123,6 +124,12 @@ interface PeerChain {
   readonly leaf: X509Certificate;
   /** A resumed session's leaf, its issuers taken from those known here (the peer sent none). */
   readonly issuersFromMemory: boolean;
+  /**
+   * The last verification of this chain that passed ({@link verifyPeerSocketPath},
+   * or a client's `checkServerIdentity` through {@link keepServerVerification}):
+   * its end is {@link peerNotAfter}'s answer. Cleared when a later one refuses it.
+   */
+  verification?: X509SvidVerification | undefined;
 }
 type ChainSocket = TLSSocket & { [PEER_CHAIN]?: PeerChain };
 
@@ -226,14 +233,21 @@ export function peerLeaf(socket: TLSSocket): X509Certificate | undefined {
 }
 
 /**
- * When the leaf certificate the socket's peer presented expires (its
- * notAfter, epoch ms): past it, the chain no longer verifies, however long
- * the connection stays open. Read off the chain kept with the socket; call
- * it once per connection, not per request (Node 20 gives the date as text
- * only). 0 (long past) when there is no leaf.
+ * When the verification of the socket's peer stops holding (epoch ms): the
+ * earliest notAfter of the path its chain verified through — leaf,
+ * intermediates, bundle authority — as the last verification that passed
+ * found it ({@link verifyPeerSocket}; on a client, {@link keepServerVerification}).
+ * Past it, the chain no longer verifies, however long the connection stays
+ * open. Read off the chain kept with the socket (the verifier read the dates
+ * once per certificate). A socket never verified that way (or whose last
+ * verification refused it) answers its leaf's notAfter, Node's text parsed
+ * on each call: call it once per connection, not per request. 0 (long past)
+ * when there is no leaf.
  */
 export function peerNotAfter(socket: TLSSocket): number {
-  return certTimeMs(readPeerChain(socket)?.leaf.validTo);
+  const chain = readPeerChain(socket);
+  if (!chain) return 0;
+  return chain.verification ? chain.verification.expiresAt.getTime() : certTimeMs(chain.leaf.validTo);
 }
 
 /**
@@ -279,9 +293,11 @@ export function lightPeerCertificateForHandshake(socket: TLSSocket): void {
 }
 
 // Node's parsed leaf rides on the certificate object handed to checkServerIdentity,
-// so verification does not parse it from DER again.
+// so verification does not parse it from DER again; so does the socket's kept
+// chain, so what checkServerIdentity verified can be kept with the socket.
 const NODE_LEAF = Symbol('weave.nodeLeaf');
-type LeafCarrier = DetailedPeerCertificate & { [NODE_LEAF]?: X509Certificate };
+const CARRIED_CHAIN = Symbol('weave.carriedChain');
+type LeafCarrier = DetailedPeerCertificate & { [NODE_LEAF]?: X509Certificate; [CARRIED_CHAIN]?: PeerChain };
 
 /** The socket's peer chain as linked certificate objects of Node's shape (the fields a SPIFFE check reads). */
 function chainAsPeerCertificate(socket: TLSSocket): DetailedPeerCertificate | undefined {
@@ -300,7 +316,34 @@ function chainAsPeerCertificate(socket: TLSSocket): DetailedPeerCertificate | un
   leaf.subjectaltname = chain.leaf.subjectAltName ?? '';
   leaf.serialNumber = chain.leaf.serialNumber;
   leaf[NODE_LEAF] = chain.leaf;
+  leaf[CARRIED_CHAIN] = chain;
   return leaf;
+}
+
+// What a client's checkServerIdentity verified, per certificate object it was given.
+const serverVerifications = new WeakMap<object, X509SvidVerification>();
+
+/**
+ * Keeps what a client's `checkServerIdentity` found for `cert`
+ * ({@link verifyX509SvidPath} on {@link certChainForVerify}`(cert)`), so that
+ * what holds the connection ends it when that verification stops holding,
+ * not at the leaf's notAfter: read back by {@link serverNotAfter}`(cert)`,
+ * and by {@link peerNotAfter} of the socket when `cert` came from
+ * {@link lightPeerCertificateForHandshake}.
+ */
+export function keepServerVerification(cert: PeerCertificate, verification: X509SvidVerification): void {
+  serverVerifications.set(cert, verification);
+  const chain = (cert as LeafCarrier)[CARRIED_CHAIN];
+  if (chain) chain.verification = verification;
+}
+
+/**
+ * When the verification a client's `checkServerIdentity` kept for `cert`
+ * ({@link keepServerVerification}) stops holding (epoch ms); the leaf's
+ * notAfter when none was kept, 0 when that cannot be read.
+ */
+export function serverNotAfter(cert: PeerCertificate): number {
+  return serverVerifications.get(cert)?.expiresAt.getTime() ?? certTimeMs(cert.valid_to);
 }
 
 /** The chain of a peer certificate as Node gives it (`getPeerCertificate(true)`, `checkServerIdentity`), leaf first, as DER. */
@@ -321,7 +364,7 @@ export type PeerChainInput = readonly (Uint8Array | X509Certificate)[];
 
 /**
  * The chain of a certificate object given to `checkServerIdentity`, leaf
- * first, for {@link verifyX509Svid}: the leaf as Node's parsed certificate
+ * first, for {@link verifyX509SvidPath}: the leaf as Node's parsed certificate
  * when the object came from {@link lightPeerCertificateForHandshake} (no second
  * parse), else as DER.
  */
@@ -439,7 +482,9 @@ function renewTicketKeys(socket: TLSSocket): void {
 
 /**
  * Verifies the peer's chain against the bundle of its own trust domain;
- * returns its SPIFFE ID.
+ * returns its SPIFFE ID. Until when that holds — the earliest notAfter of
+ * the path that verified, an intermediate or the bundle authority possibly
+ * before the leaf — is kept with the socket: {@link peerNotAfter} answers it.
  *
  * A resumed session whose chain cannot be rebuilt here (its intermediates
  * were forgotten) is refused like any unverifiable chain — never accepted
@@ -448,14 +493,25 @@ function renewTicketKeys(socket: TLSSocket): void {
  * that presents its chain again.
  */
 export function verifyPeerSocket(socket: TLSSocket, identity: IdentityProvider): SpiffeId {
+  return verifyPeerSocketPath(socket, identity).id;
+}
+
+/**
+ * {@link verifyPeerSocket}, answering the whole verification: the peer's ID,
+ * until when it holds and which certificate of its path ends it.
+ */
+export function verifyPeerSocketPath(socket: TLSSocket, identity: IdentityProvider): X509SvidVerification {
   const chain = readPeerChain(socket);
   try {
     // What the peer presented goes as the handles Node already parsed; remembered issuers as DER.
-    return verifyX509Svid(
+    const verification = verifyX509SvidPath(
       chain ? [...chain.presented, ...chain.der.slice(chain.presented.length)] : [],
       identity,
     );
+    if (chain) chain.verification = verification;
+    return verification;
   } catch (err) {
+    if (chain) chain.verification = undefined;
     if (chain?.issuersFromMemory && err instanceof X509SvidError && err.code === 'SVID_UNTRUSTED')
       renewTicketKeys(socket);
     throw err;
@@ -464,7 +520,7 @@ export function verifyPeerSocket(socket: TLSSocket, identity: IdentityProvider):
 
 /**
  * Best-effort read of the URI SAN of the peer's leaf, for error messages only
- * (never for a decision: decisions go through `verifyX509Svid`).
+ * (never for a decision: decisions go through `verifyX509SvidPath`).
  */
 export function peerIdForMessage(socket: TLSSocket | undefined): SpiffeId | undefined {
   try {

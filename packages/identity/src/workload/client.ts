@@ -91,6 +91,21 @@ export interface FetchOptions {
 /** Every option of {@link FetchOptions}. */
 const FETCH_OPTION_KEYS = { signal: true, timeoutMs: true } satisfies Record<keyof FetchOptions, true>;
 
+/** Every key of the `params` of {@link WorkloadApiClient.fetchJwtSvids} (and `fetchJwtSvid`). */
+const JWT_SVID_PARAM_KEYS = { audience: true, subject: true } satisfies Record<
+  keyof Parameters<WorkloadApiClient['fetchJwtSvids']>[0],
+  true
+>;
+
+/** For a key a caller may write by mistake (the Workload API's own field names among them), what to write. */
+const JWT_SVID_PARAM_HINTS: ReadonlyMap<string, string> = new Map([
+  ['spiffeId', 'the identity asked for is "subject"'],
+  ['id', 'the identity asked for is "subject"'],
+  ['sub', 'the identity asked for is "subject"'],
+  ['audiences', 'one audience or several is "audience"'],
+  ['aud', 'one audience or several is "audience"'],
+]);
+
 /** Everything one X509SVIDResponse carries: the SVIDs (the first is the default) and the trusted X.509 bundles. */
 export interface X509Context {
   /** All SVIDs the workload is entitled to; never empty. */
@@ -557,6 +572,8 @@ export class WorkloadApiClient {
    * Fetches a JWT-SVID for `audience` (the first of the workload's identities,
    * or `subject`'s). The token is checked (sub, aud, exp) but its signature is
    * not: it came from the trusted local endpoint.
+   *
+   * @throws {IdentityConfigError} when `params` has a key other than `audience` and `subject`.
    */
   async fetchJwtSvid(
     params: { audience: string | readonly string[]; subject?: SpiffeId | string },
@@ -565,11 +582,17 @@ export class WorkloadApiClient {
     return (await this.fetchJwtSvids(params, options))[0]!;
   }
 
-  /** Fetches JWT-SVIDs of every identity of the workload (or only `subject`'s) for `audience`. */
+  /**
+   * Fetches JWT-SVIDs of every identity of the workload (or only `subject`'s) for `audience`.
+   *
+   * @throws {IdentityConfigError} when `params` has a key other than `audience` and
+   *   `subject` (a misspelt `subject` would fetch every identity's token instead of one's).
+   */
   async fetchJwtSvids(
     params: { audience: string | readonly string[]; subject?: SpiffeId | string },
     options: FetchOptions = {},
   ): Promise<JwtSvid[]> {
+    checkKnownKeys('Workload API JWT-SVID request', params, JWT_SVID_PARAM_KEYS, JWT_SVID_PARAM_HINTS);
     const audience = typeof params.audience === 'string' ? [params.audience] : [...params.audience];
     if (audience.length === 0 || audience.some((a) => typeof a !== 'string' || a === '')) {
       throw new WorkloadApiError(
