@@ -146,7 +146,7 @@ function checkRestError(a: Answer): void {
   const body = JSON.parse(a.text) as {
     error?: { code?: unknown; status?: unknown; message?: unknown; details?: unknown };
   };
-  expect(a.contentType).toMatch(/^application\/json/);
+  expect(a.contentType).toMatch(/^application\/(a2a\+)?json/);
   expect(body.error?.code).toBe(a.status);
   expect(typeof body.error?.status).toBe('string');
   expect(typeof body.error?.message).toBe('string');
@@ -598,7 +598,7 @@ describe('fuzz: A2AServer over mTLS', () => {
           const events = await sseEvents(a.text);
           expect(events.length).toBeGreaterThan(0);
         } else if (a.status !== 204 && req.method !== 'HEAD') {
-          expect(a.contentType).toMatch(/^application\/json/);
+          expect(a.contentType).toMatch(/^application\/(a2a\+)?json/);
           JSON.parse(a.text);
         }
       }),
