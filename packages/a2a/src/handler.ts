@@ -16,12 +16,20 @@ import type { AuthzDecision, PolicyEnforcer } from '@weave/authz';
 import { LogRate } from '@weave/transport';
 import { z } from 'zod';
 import { Deadlines, type Deadline } from './deadlines.js';
-import { A2AError, A2AErrors, FAILURE_TEXT_CHARS, loggableError } from './errors.js';
+import { A2AError, A2AErrors, FAILURE_TEXT_CHARS, loggableError, type LoggedError } from './errors.js';
 import { unsendable } from './depth.js';
 import { TaskEventStream } from './event-stream.js';
 import { CallerLimits, type CallerLimitsInput } from './limits.js';
 import { A2AConfigError, checkOptions, positiveCount, timerMs } from './options.js';
-import { ORPHAN_REASON, ORPHAN_REASON_LIMITED, TaskManager, WaitTimeoutError, snapshot } from './manager.js';
+import {
+  ORPHAN_REASON,
+  ORPHAN_REASON_LIMITED,
+  TaskManager,
+  WaitTimeoutError,
+  snapshot,
+  type ChoreOutage,
+  type StoreChore,
+} from './manager.js';
 import type {
   CreationCursor,
   ListCursor,
@@ -326,6 +334,28 @@ export interface A2APushOptions {
 export interface HandlerLogger {
   warn(obj: object, msg: string): void;
   error(obj: object, msg: string): void;
+  /**
+   * Where each refused request's line goes (see
+   * {@link A2ARequestHandler.requestFailed}); a logger without it gets none.
+   */
+  debug?(obj: object, msg: string): void;
+  /**
+   * Where a background store operation that works again after failing is
+   * told; a logger without it gets that line as a warning.
+   */
+  info?(obj: object, msg: string): void;
+}
+
+/**
+ * Where a request came from, as the binding that answers it knows it: what
+ * the line of a refused request names (see {@link A2ARequestHandler.requestFailed}).
+ */
+export interface RequestSource {
+  /** The caller's SPIFFE ID, when its connection was verified. */
+  readonly caller?: SpiffeId;
+  /** The connection's remote address (the TCP peer, never a forwarded-for header). */
+  readonly remoteAddress?: string;
+  readonly remotePort?: number;
 }
 
 /** The numbers of {@link A2AServerLimits}, checked when a handler or server is made. */
@@ -506,6 +536,10 @@ export class A2ARequestHandler {
   readonly #overranLines = new LogRate();
   /** Lines of handlers still running after their task ended: at most 10 a minute. */
   readonly #lingeringLines = new LogRate();
+  /** Lines of refused requests (see {@link #logRefusal}): at most 10 a minute, all bindings together. */
+  readonly #refusalLines = new LogRate();
+  /** Policy denials, logged by {@link #denied} already: their refusal is not logged twice. */
+  readonly #deniedLogged = new WeakSet<A2AError>();
   /** Live streams per task: counted against `maxSubscribersPerTask`, waited for by `ctx.drained()`. */
   readonly #subscribers = new Map<string, Set<TaskEventStream>>();
   readonly #requiredExt: string[];
@@ -551,6 +585,8 @@ export class A2ARequestHandler {
       maxEventsPerTask: options.maxEventsPerTask,
       retryMaxMs: options.storeRetryMaxMs,
       onStoreError: (err, taskId) => this.#log.error({ err, taskId }, 'a2a: task store write failed'),
+      onChoreFailed: (chore, err) => this.#choreFailed(chore, err),
+      onChoreRecovered: (chore, outage) => this.#choreRecovered(chore, outage),
       onOrphan: (record) => this.#orphan(record),
     });
     const pushStore = options.push?.store ?? this.manager.store;
@@ -577,11 +613,29 @@ export class A2ARequestHandler {
   }
 
   /**
-   * Tells the `onRequestError` hook that a request is answered with `err`.
-   * For the bindings: each calls it once per request it answers with an
-   * error, as it answers. Never throws.
+   * Tells the `onRequestError` hook that a request is answered with `err`,
+   * and logs it (one `debug` line, see below). For the bindings: each calls
+   * it once per request it answers with an error, as it answers, with
+   * `from` (the verified caller and the connection's address) when it
+   * knows them. Never throws.
+   *
+   * The line (`a2a: request refused`) names the binding, the method when
+   * known, the error's `code` and `jsonRpcCode`, the caller and remote
+   * address from `from`, and the error's message as `reason`, cut to 256
+   * characters: never the request itself (what the error's message repeats
+   * of it is already cut, see `A2AErrors`). At most 10 lines a minute for
+   * all bindings together (the first after a window that dropped some says
+   * how many: `suppressed`), as any caller can cause them at will. A policy
+   * denial gets no second line: `a2a: call denied by policy` (a warning
+   * naming the caller, binding, method and reason) is its line.
    */
-  requestFailed(err: A2AError, method: v1.V1Method | undefined, binding: BindingName): void {
+  requestFailed(
+    err: A2AError,
+    method: v1.V1Method | undefined,
+    binding: BindingName,
+    from?: RequestSource,
+  ): void {
+    this.#logRefusal(err, method, binding, from);
     const hook = this.#onRequestError;
     if (hook === undefined) return;
     try {
@@ -596,6 +650,51 @@ export class A2ARequestHandler {
 
   #hookFailed(err: unknown): void {
     this.#log.error({ err }, 'a2a: onRequestError hook failed; the reply is sent as it was');
+  }
+
+  /** The line of {@link requestFailed}. */
+  #logRefusal(
+    err: A2AError,
+    method: v1.V1Method | undefined,
+    binding: BindingName,
+    from: RequestSource | undefined,
+  ): void {
+    const log = this.#log;
+    // Checked before the rate is counted: lines never written would show as `suppressed`.
+    if (log.debug === undefined || !levelEnabled(log, 'debug') || this.#deniedLogged.has(err)) return;
+    const extra = this.#refusalLines.take();
+    if (!extra) return;
+    const fields: Record<string, unknown> = { binding };
+    if (method !== undefined) fields.method = method;
+    fields.code = err.code;
+    fields.jsonRpcCode = err.jsonRpcCode;
+    if (from?.caller !== undefined) fields.caller = from.caller.toString();
+    if (from?.remoteAddress !== undefined) fields.remoteAddress = from.remoteAddress;
+    if (from?.remotePort !== undefined) fields.remotePort = from.remotePort;
+    fields.reason = cutText(err.message, REFUSAL_REASON_CHARS);
+    log.debug({ ...fields, ...extra }, 'a2a: request refused');
+  }
+
+  /**
+   * A background operation of the task manager's own began to fail (see
+   * `TaskManagerOptions.onChoreFailed`): one line for the whole outage. A
+   * store that cannot be reached is a warning with what it said, without
+   * the stack, which only says where the failure was noticed; anything else
+   * is an error, stack included.
+   */
+  #choreFailed(chore: StoreChore, err: unknown): void {
+    const msg = `a2a: ${CHORE_NAMES[chore]} failed`;
+    if (err instanceof TaskStoreUnavailableError) this.#log.warn({ err: withoutStack(err) }, msg);
+    else this.#log.error({ err: loggableError(err) }, msg);
+  }
+
+  /** A chore that failed works again: how often it failed, and for how long. */
+  #choreRecovered(chore: StoreChore, outage: ChoreOutage): void {
+    const fields = { failures: outage.failures, failingMs: Math.max(0, Date.now() - outage.since) };
+    const msg = `a2a: ${CHORE_NAMES[chore]} works again`;
+    const log = this.#log;
+    if (log.info !== undefined) log.info(fields, msg);
+    else log.warn(fields, msg);
   }
 
   /** Called whenever the set of served skills changes (the card caches on it). */
@@ -1850,10 +1949,12 @@ export class A2ARequestHandler {
       },
       'a2a: call denied by policy',
     );
-    return A2AErrors.permissionDenied(
+    const err = A2AErrors.permissionDenied(
       `${ctx.caller.toString()} may not invoke ${action}`,
       decision.auditId || undefined,
     );
+    this.#deniedLogged.add(err);
+    return err;
   }
 }
 
@@ -2046,6 +2147,33 @@ class TaskContextImpl implements TaskContext {
 }
 
 // ---- helpers ---------------------------------------------------------------------------
+
+/** Characters of a refused request's error message its log line keeps ({@link cutText}). */
+const REFUSAL_REASON_CHARS = 256;
+
+/** What each chore of the task manager is called in its log lines. */
+const CHORE_NAMES: Readonly<Record<StoreChore, string>> = {
+  lease: 'lease renewal',
+  sweep: 'task store sweep',
+  retire: 'lease retire',
+};
+
+/**
+ * Whether `log` writes lines of `level`: pino's (and Fastify's) logger says
+ * so; any other is taken to write them all.
+ */
+function levelEnabled(log: HandlerLogger, level: string): boolean {
+  const enabled = (log as { isLevelEnabled?: unknown }).isLevelEnabled;
+  return typeof enabled !== 'function' || (enabled as (l: string) => boolean).call(log, level) !== false;
+}
+
+/** {@link loggableError} without the stack and the cause's: what an unreachable store said is the news. */
+function withoutStack(err: unknown): LoggedError {
+  const out = loggableError(err) as Record<string, unknown>;
+  delete out.stack;
+  delete out.cause;
+  return out as LoggedError;
+}
 
 /** Why work is refused from the moment the server closes (and what a closed replica answers). */
 const SHUTTING_DOWN = 'the agent is shutting down; try another instance';

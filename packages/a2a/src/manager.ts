@@ -54,6 +54,19 @@ export class WaitTimeoutError extends WeaveError {
   }
 }
 
+/**
+ * A background operation of the task manager's own, of no one task: the
+ * lease's renewal (with the claims of orphans that follow it), the sweep of
+ * expired tasks, the lease's retire when it ran out.
+ */
+export type StoreChore = 'lease' | 'sweep' | 'retire';
+
+/** How long a {@link StoreChore} failed: since when (epoch ms), and how many times in a row. */
+export interface ChoreOutage {
+  readonly since: number;
+  readonly failures: number;
+}
+
 /** Called for every event of a task, in order. Must not throw. */
 export type TaskListener = (event: StoredEvent, record: TaskRecord) => void;
 
@@ -74,6 +87,16 @@ export interface TaskManagerOptions {
    * succeeds, so nothing is lost while the store is away.
    */
   readonly onStoreError?: (err: unknown, taskId: string) => void;
+  /**
+   * Called when a {@link StoreChore} fails after it last worked: once when
+   * a run of failures begins, not at each retry while it lasts (the lease
+   * is renewed every third of its length: each tick while the database is
+   * away would be one more call). Must not throw. Default: `onStoreError`
+   * with an empty task id.
+   */
+  readonly onChoreFailed?: (chore: StoreChore, err: unknown) => void;
+  /** Called when a chore that failed ({@link onChoreFailed}) works again. Must not throw. */
+  readonly onChoreRecovered?: (chore: StoreChore, outage: ChoreOutage) => void;
   /** Longest pause between retries of a failed write, in ms. Default 5000. */
   readonly retryMaxMs?: number;
   /**
@@ -200,6 +223,10 @@ export class TaskManager {
    */
   readonly #runningBytes = new Map<string, number>();
   readonly #onStoreError: (err: unknown, taskId: string) => void;
+  readonly #onChoreFailed: (chore: StoreChore, err: unknown) => void;
+  readonly #onChoreRecovered: (chore: StoreChore, outage: ChoreOutage) => void;
+  /** The chores failing now, each with its run of failures so far. */
+  readonly #choresFailing = new Map<StoreChore, { since: number; failures: number }>();
   readonly #retryMaxMs: number;
   readonly #notifier: TaskNotifier | undefined;
   #listening: Promise<void> | undefined;
@@ -250,6 +277,8 @@ export class TaskManager {
     this.#maxEvents = options.maxEventsPerTask ?? 1000;
     this.#maxGrowth = this.store.maxBytesPerOwner ?? Number.POSITIVE_INFINITY;
     this.#onStoreError = options.onStoreError ?? (() => undefined);
+    this.#onChoreFailed = options.onChoreFailed ?? ((_chore, err) => this.#onStoreError(err, ''));
+    this.#onChoreRecovered = options.onChoreRecovered ?? (() => undefined);
     this.#retryMaxMs = options.retryMaxMs ?? 5000;
     this.#notifier = isTaskNotifier(this.store) ? this.store : undefined;
     this.#leases = isTaskLeases(this.store) ? this.store : undefined;
@@ -262,7 +291,10 @@ export class TaskManager {
     // Expired tasks leave memory (or the table) on a clock, not only when a
     // new task happens to be created or someone calls cleanup().
     this.#sweepTimer = setInterval(() => {
-      this.store.sweep().catch((err: unknown) => this.#onStoreError(err, ''));
+      this.store.sweep().then(
+        () => this.#choreWorked('sweep'),
+        (err: unknown) => this.#choreFailed('sweep', err),
+      );
     }, options.sweepIntervalMs ?? 60_000);
     this.#sweepTimer.unref();
     if (this.#leases) {
@@ -303,8 +335,9 @@ export class TaskManager {
         }
         if (orphans.length < 16 || this.#closed) break;
       }
+      this.#choreWorked('lease');
     } catch (err) {
-      this.#onStoreError(err, '');
+      this.#choreFailed('lease', err);
       // Cut off for longer than the lease: it has expired, by the database's clock too
       // (it was renewed no earlier than sent), and other replicas may claim the tasks.
       this.#ifLeaseRanOut(leases);
@@ -329,7 +362,29 @@ export class TaskManager {
     this.#leaseLost();
     if (this.#gaveUp) return;
     this.#gaveUp = true;
-    leases.retire().catch((err: unknown) => this.#onStoreError(err, ''));
+    leases.retire().then(
+      () => this.#choreWorked('retire'),
+      (err: unknown) => this.#choreFailed('retire', err),
+    );
+  }
+
+  /** `chore` failed: told once per run of failures (see {@link TaskManagerOptions.onChoreFailed}). */
+  #choreFailed(chore: StoreChore, err: unknown): void {
+    const failing = this.#choresFailing.get(chore);
+    if (failing) {
+      failing.failures++;
+      return;
+    }
+    this.#choresFailing.set(chore, { since: Date.now(), failures: 1 });
+    this.#onChoreFailed(chore, err);
+  }
+
+  /** `chore` worked: told when it had been failing. */
+  #choreWorked(chore: StoreChore): void {
+    const failing = this.#choresFailing.get(chore);
+    if (!failing) return;
+    this.#choresFailing.delete(chore);
+    this.#onChoreRecovered(chore, failing);
   }
 
   /** No renewal of the lease confirmed for a whole lease: it has run out, whatever the database says later. */

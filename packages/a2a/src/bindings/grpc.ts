@@ -74,6 +74,7 @@ import {
   type CallContext,
   type CallHeaders,
   type HandlerLogger,
+  type RequestSource,
 } from '../handler.js';
 import { a2aGrpcService, withEventId, type A2AGrpcMethod, type WireObject } from '../grpc/proto.js';
 import { a2aErrorToGrpcStatus } from '../grpc/status.js';
@@ -442,10 +443,25 @@ export class A2AGrpcServer {
    * connection, never re-read from the certificate. A call whose connection
    * is gone (or was never admitted) has no caller.
    */
-  #callerOf(
-    call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
-  ): AdmittedPeer | undefined {
+  #callerOf(call: AnyCall): AdmittedPeer | undefined {
     return this.#peers.get(call.getPeer())?.peer;
+  }
+
+  /**
+   * Where a call came from, for the line its refusal is logged with: the
+   * caller verified on its connection, when it was admitted, and the
+   * connection's remote address.
+   */
+  #sourceOf(call: AnyCall): RequestSource {
+    const peer = call.getPeer();
+    const admitted = this.#peers.get(peer);
+    if (admitted === undefined) return addressOf(peer);
+    const { remoteAddress, remotePort } = admitted.socket;
+    return {
+      caller: admitted.peer.id,
+      ...(remoteAddress === undefined ? {} : { remoteAddress }),
+      ...(remotePort === undefined ? {} : { remotePort }),
+    };
   }
 
   #implementation(): UntypedServiceImplementation {
@@ -453,14 +469,14 @@ export class A2AGrpcServer {
     const log = this.#log;
     /**
      * The status a call of `method` ends with for `err`, told first to the
-     * handler's `onRequestError`: every error status of a call goes here.
-     * Made once per method, not per call.
+     * handler's `onRequestError` and logged there: every error status of a
+     * call goes here. Made once per method, not per call.
      */
     const failure =
       (method: A2AGrpcMethod) =>
-      (err: unknown): GrpcStatusObject => {
+      (err: unknown, call: AnyCall): GrpcStatusObject => {
         const e = asA2AError(err, log);
-        h.requestFailed(e, method, 'GRPC');
+        h.requestFailed(e, method, 'GRPC', this.#sourceOf(call));
         return a2aErrorToGrpcStatus(e);
       };
     const unary = (method: A2AGrpcMethod, fn: (ctx: CallContext, req: WireObject) => Promise<unknown>) => {
@@ -470,12 +486,12 @@ export class A2AGrpcServer {
         try {
           ctx = this.#context(call);
         } catch (err) {
-          callback(fail(err));
+          callback(fail(err, call));
           return;
         }
         fn(ctx, call.request).then(
           (res) => callback(null, res),
-          (err: unknown) => callback(fail(err)),
+          (err: unknown) => callback(fail(err, call)),
         );
       };
     };
@@ -493,12 +509,12 @@ export class A2AGrpcServer {
         try {
           ctx = this.#context(call);
         } catch (err) {
-          call.emit('error', fail(err));
+          call.emit('error', fail(err, call));
           return;
         }
         fn(ctx, call.request, call).then(
           (stream) => void pump(stream, call, fail),
-          (err: unknown) => call.emit('error', fail(err)),
+          (err: unknown) => call.emit('error', fail(err, call)),
         );
       };
     };
@@ -677,6 +693,20 @@ function peerAddress(socket: Socket): string {
   return socket.remotePort ? `${socket.remoteAddress}:${socket.remotePort}` : String(socket.remoteAddress);
 }
 
+/**
+ * The address and port of a `getPeer()` string ({@link peerAddress}: an
+ * IPv6 address is not bracketed, so the port is what follows the last
+ * colon); nothing for grpc-js's `unknown` (no socket).
+ */
+function addressOf(peer: string): RequestSource {
+  if (peer === 'unknown' || peer === '') return {};
+  const colon = peer.lastIndexOf(':');
+  const port = colon > 0 ? Number(peer.slice(colon + 1)) : Number.NaN;
+  return Number.isInteger(port) && port > 0
+    ? { remoteAddress: peer.slice(0, colon), remotePort: port }
+    : { remoteAddress: peer };
+}
+
 function headersOf(md: Metadata): CallHeaders {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(md.getMap())) if (typeof v === 'string') out[k] = v;
@@ -692,7 +722,7 @@ function lastEventIdOf(md: Metadata): number | undefined {
 async function pump(
   stream: TaskEventStream,
   call: ServerWritableStream<unknown, unknown>,
-  fail: (err: unknown) => GrpcStatusObject,
+  fail: (err: unknown, call: AnyCall) => GrpcStatusObject,
 ): Promise<void> {
   let gone = false;
   // Ends a wait for 'drain' that can no longer come (the caller left).
@@ -721,8 +751,11 @@ async function pump(
     }
     if (!gone) call.end();
   } catch (err) {
-    if (!gone) call.emit('error', fail(err));
+    if (!gone) call.emit('error', fail(err, call));
   }
 }
 
 type GrpcStatusObject = ReturnType<typeof a2aErrorToGrpcStatus>;
+
+/** A call of either kind this binding serves (unary, or server streaming). */
+type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;

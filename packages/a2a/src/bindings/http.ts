@@ -5,7 +5,7 @@ import { errorCodes, type FastifyRequest } from 'fastify';
 import { SpiffeId } from '@weave/identity';
 import { LogRate } from '@weave/transport';
 import { A2AError, A2AErrors } from '../errors.js';
-import type { A2ARequestHandler } from '../handler.js';
+import type { A2ARequestHandler, RequestSource } from '../handler.js';
 import type { TaskEventStream } from '../event-stream.js';
 import type { SseWriter } from '../sse.js';
 import type { StreamResponse } from '../wire/v1.js';
@@ -142,6 +142,23 @@ export function peerOf(request: FastifyRequest): SpiffeId | undefined {
 export function callerOf(deps: HttpBindingDeps, request: FastifyRequest): SpiffeId | undefined {
   const c = deps.getCaller(request);
   return c instanceof SpiffeId ? c : undefined;
+}
+
+/**
+ * Where a request came from, for the line its refusal is logged with
+ * (`A2ARequestHandler.requestFailed`): its verified caller, when it has one,
+ * and its connection's remote address (the socket's: a forwarded-for header
+ * is the caller's to write).
+ */
+export function sourceOf(deps: HttpBindingDeps, request: FastifyRequest): RequestSource {
+  const caller = callerOf(deps, request);
+  // HTTP/2: a proxy of the session's socket, which reads as undefined once the session is gone.
+  const socket = request.socket as { remoteAddress?: string; remotePort?: number } | undefined;
+  const source: { caller?: SpiffeId; remoteAddress?: string; remotePort?: number } = {};
+  if (caller !== undefined) source.caller = caller;
+  if (typeof socket?.remoteAddress === 'string') source.remoteAddress = socket.remoteAddress;
+  if (typeof socket?.remotePort === 'number') source.remotePort = socket.remotePort;
+  return source;
 }
 
 /** The version service parameter's name, as HTTP headers are read (lower case). */

@@ -21,6 +21,7 @@ import {
   pumpSse,
   requestedVersion,
   responseBody,
+  sourceOf,
   warnRated,
   type HttpBindingDeps,
 } from './http.js';
@@ -197,7 +198,9 @@ async function handleRpc(deps: HttpBindingDeps, request: FastifyRequest, reply: 
       const sse = new SseWriter(request, reply, id, deps.heartbeatMs, deps.maxStreamBufferBytes);
       const toWire =
         version === 'v03' ? (e: StreamResponse): unknown => v03.streamResponseToV03(e) : undefined;
-      void pumpSse(result, sse, toWire, (e) => deps.handler.requestFailed(e, v1MethodOf(method), 'JSONRPC'));
+      void pumpSse(result, sse, toWire, (e) =>
+        deps.handler.requestFailed(e, v1MethodOf(method), 'JSONRPC', sourceOf(deps, request)),
+      );
       return;
     }
     reply.header('content-type', 'application/json');
@@ -322,7 +325,8 @@ async function dispatchV03(
 
 /**
  * Answers a request with an error, told first to the handler's
- * `onRequestError` (every error reply of this binding's requests goes here).
+ * `onRequestError` and logged there (every error reply of this binding's
+ * requests goes here).
  */
 function refuse(
   deps: HttpBindingDeps,
@@ -333,7 +337,12 @@ function refuse(
   err: A2AError,
   version: Version,
 ): void {
-  deps.handler.requestFailed(err, method === undefined ? undefined : v1MethodOf(method), 'JSONRPC');
+  deps.handler.requestFailed(
+    err,
+    method === undefined ? undefined : v1MethodOf(method),
+    'JSONRPC',
+    sourceOf(deps, reply.request),
+  );
   sendError(reply, status, id, err, version);
 }
 

@@ -31,6 +31,7 @@ import {
   pumpSse,
   requestedVersion,
   responseBody,
+  sourceOf,
   warnRated,
   type HttpBindingDeps,
 } from './http.js';
@@ -236,7 +237,7 @@ async function handleRest(
       result,
       new SseWriter(request, reply, undefined, deps.heartbeatMs, deps.maxStreamBufferBytes),
       undefined,
-      (e) => deps.handler.requestFailed(e, METHOD_OF[kind], 'HTTP+JSON'),
+      (e) => deps.handler.requestFailed(e, METHOD_OF[kind], 'HTTP+JSON', sourceOf(deps, request)),
     );
     return;
   }
@@ -364,8 +365,8 @@ const METHOD_OF: Readonly<Record<Route['kind'], V1Method>> = {
 
 /**
  * Answers a request with an error, told first to the handler's
- * `onRequestError` (every error reply of this binding's requests goes here);
- * `kind` is the route taken, when one was.
+ * `onRequestError` and logged there (every error reply of this binding's
+ * requests goes here); `kind` is the route taken, when one was.
  */
 function refuse(
   deps: HttpBindingDeps,
@@ -373,7 +374,12 @@ function refuse(
   kind: Route['kind'] | undefined,
   err: A2AError,
 ): void {
-  deps.handler.requestFailed(err, kind === undefined ? undefined : METHOD_OF[kind], 'HTTP+JSON');
+  deps.handler.requestFailed(
+    err,
+    kind === undefined ? undefined : METHOD_OF[kind],
+    'HTTP+JSON',
+    sourceOf(deps, reply.request),
+  );
   sendRestError(reply, err);
 }
 
