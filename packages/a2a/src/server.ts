@@ -20,7 +20,14 @@ import {
   type TaskHandler,
   type TaskHandlerOptions,
 } from './handler.js';
-import { JsonBody, WRONG_CONTENT_TYPE, peerOf, readBody, type HttpBindingDeps } from './bindings/http.js';
+import {
+  JsonBody,
+  WRONG_CONTENT_TYPE,
+  peerOf,
+  readBody,
+  sourceOf,
+  type HttpBindingDeps,
+} from './bindings/http.js';
 import { agentCardToV03 } from './wire/v03.js';
 import { sendError, serveJsonRpc } from './bindings/jsonrpc.js';
 import {
@@ -451,7 +458,12 @@ export class A2AServer {
         status = 500;
       }
       const restful = isRest(request);
-      this.handler.requestFailed(e, undefined, restful ? 'HTTP+JSON' : 'JSONRPC');
+      this.handler.requestFailed(
+        e,
+        undefined,
+        restful ? 'HTTP+JSON' : 'JSONRPC',
+        sourceOf(this.#deps, request),
+      );
       if (restful) return sendRestError(reply, e);
       return sendError(reply, status, null, e, 'v1');
     };
@@ -464,16 +476,16 @@ export class A2AServer {
       const path = pathOf(request.url);
       if (isRest(request)) {
         const e = A2AErrors.methodNotFound(`${request.method} ${path}`);
-        this.handler.requestFailed(e, undefined, 'HTTP+JSON');
+        this.handler.requestFailed(e, undefined, 'HTTP+JSON', sourceOf(this.#deps, request));
         return sendRestError(reply, e);
       }
       if (path !== rpcRoute) {
         const e = A2AErrors.invalidRequest(`no A2A endpoint at ${path}`);
-        this.handler.requestFailed(e, undefined, 'JSONRPC');
+        this.handler.requestFailed(e, undefined, 'JSONRPC', sourceOf(this.#deps, request));
         return sendError(reply, 404, null, e, 'v1');
       }
       const e = A2AErrors.invalidRequest(`JSON-RPC is POST, not ${request.method}`);
-      this.handler.requestFailed(e, undefined, 'JSONRPC');
+      this.handler.requestFailed(e, undefined, 'JSONRPC', sourceOf(this.#deps, request));
       void reply.header('allow', 'POST');
       return sendError(reply, 405, null, e, 'v1');
     };

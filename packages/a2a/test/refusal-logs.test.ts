@@ -218,7 +218,13 @@ describe('refusals before the method is read (HTTP bindings)', () => {
     expect(await post('/', JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendMessage', params }))).toBe(
       413,
     );
-    expect(theRefusal()).toMatchObject({ binding: 'JSONRPC', code: 'PAYLOAD_TOO_LARGE' });
+    // Refused by the server before any binding reads it: who sent it is in the line all the same.
+    expect(theRefusal()).toMatchObject({
+      binding: 'JSONRPC',
+      code: 'PAYLOAD_TOO_LARGE',
+      caller: h.clientId.toString(),
+      remoteAddress: '127.0.0.1',
+    });
   });
 });
 
