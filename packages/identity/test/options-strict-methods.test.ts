@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   IdentityConfigError,
   IdentityProviderBase,
+  JwtSource,
   WorkloadApiClient,
   X509Svid,
   X509SvidError,
@@ -163,6 +164,27 @@ describe('Workload API fetch options', () => {
       );
       expect(err, name).toBeInstanceOf(IdentityConfigError);
       expect(err, name).toMatchObject({ code: 'IDENTITY_CONFIG_INVALID', message });
+    }
+  });
+
+  it('JwtSource.fetchJwtSvid refuses a misspelt `subject` too, before its cache answers with the default identity’s token', async () => {
+    const source = await JwtSource.create({ address: server.address('a'), logger: quiet });
+    try {
+      // Cached now: the misspelt request below would be answered from it.
+      await source.fetchJwtSvid({ audience: 'db' });
+      type Params = Parameters<JwtSource['fetchJwtSvid']>[0];
+      const err = await source.fetchJwtSvid(loose<Params>({ audience: 'db', sub: ID })).then(
+        (v) => v,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(IdentityConfigError);
+      expect(err).toMatchObject({
+        code: 'IDENTITY_CONFIG_INVALID',
+        message:
+          'invalid JwtSource JWT-SVID request options: unknown key "sub" (the identity asked for is "subject")',
+      });
+    } finally {
+      await source.close();
     }
   });
 

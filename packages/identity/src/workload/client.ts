@@ -92,13 +92,13 @@ export interface FetchOptions {
 const FETCH_OPTION_KEYS = { signal: true, timeoutMs: true } satisfies Record<keyof FetchOptions, true>;
 
 /** Every key of the `params` of {@link WorkloadApiClient.fetchJwtSvids} (and `fetchJwtSvid`). */
-const JWT_SVID_PARAM_KEYS = { audience: true, subject: true } satisfies Record<
+export const JWT_SVID_PARAM_KEYS = { audience: true, subject: true } satisfies Record<
   keyof Parameters<WorkloadApiClient['fetchJwtSvids']>[0],
   true
 >;
 
 /** For a key a caller may write by mistake (the Workload API's own field names among them), what to write. */
-const JWT_SVID_PARAM_HINTS: ReadonlyMap<string, string> = new Map([
+export const JWT_SVID_PARAM_HINTS: ReadonlyMap<string, string> = new Map([
   ['spiffeId', 'the identity asked for is "subject"'],
   ['id', 'the identity asked for is "subject"'],
   ['sub', 'the identity asked for is "subject"'],

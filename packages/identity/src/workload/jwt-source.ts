@@ -8,6 +8,8 @@ import { SpiffeId, type TrustDomain } from '../spiffe-id.js';
 import {
   CLIENT_OPTION_HINTS,
   CLIENT_OPTION_KEYS,
+  JWT_SVID_PARAM_HINTS,
+  JWT_SVID_PARAM_KEYS,
   clientOptions,
   WorkloadApiClient,
   type WatchHandle,
@@ -169,12 +171,18 @@ export class JwtSource implements JwtBundleSource {
    * A JWT-SVID for `audience`, from the cache while more than the configured
    * fraction of its lifetime is left, else freshly fetched. Concurrent calls
    * for the same audience share one fetch.
+   *
+   * @throws {IdentityConfigError} when `params` has a key other than
+   *   `audience` and `subject` (a misspelt `subject` would fetch the default
+   *   identity's token instead), before any cache lookup.
    */
   async fetchJwtSvid(params: {
     audience: string | readonly string[];
     subject?: SpiffeId | string;
   }): Promise<JwtSvid> {
     if (this.#closed) throw new WorkloadApiError('WORKLOAD_API_CLOSED', 'the JWT source is closed');
+    // Before the cache: a cached token of another identity must not answer a misspelt request.
+    checkKnownKeys('JwtSource JWT-SVID request', params, JWT_SVID_PARAM_KEYS, JWT_SVID_PARAM_HINTS);
     const audience = typeof params.audience === 'string' ? [params.audience] : [...params.audience];
     const subject = params.subject === undefined ? '' : SpiffeId.parse(params.subject.toString()).toString();
     const key = JSON.stringify([subject, [...new Set(audience)].sort()]);
