@@ -128,6 +128,13 @@ export interface StopOptions {
    * once) to 2147483647. Anything else is refused with {@link AgentConfigError}.
    */
   readonly drainTimeoutMs?: number;
+  /**
+   * How long the agent keeps serving normally before it drains (default
+   * `server.shutdownDelayMs`): `/ready` answers 503 at once, new calls are
+   * served until it is over. A whole number of ms from 0 (drain at once) to
+   * 2147483647; anything else is refused with {@link AgentConfigError}.
+   */
+  readonly shutdownDelayMs?: number;
 }
 
 /** Where a started agent is. */
@@ -156,7 +163,6 @@ interface Running {
   readonly outbound: Outbound;
   readonly ops?: Server;
   readonly url: string;
-  readonly opsUrl?: string;
   readonly skillSchemas: SkillSchemas;
   readonly unsubscribe: Array<() => void>;
   /** Run once the servers are closed: each takes a server's last refusal counts into the metrics. */
@@ -190,6 +196,8 @@ export class SecureAgent extends AgentCore {
   #run: Running | undefined;
   #starting: Promise<StartedAgent> | undefined;
   #stopping: Promise<void> | undefined;
+  /** The ops listener, bound first in a start (see {@link opsUrl}). */
+  #ops: { server: Server; url: string } | undefined;
   /** Fired by `stop()` while a start is under way: the start gives up and undoes what it did. */
   #abortStart: AbortController | undefined;
   /** The agent's routes are on the fastify instance given as `server` (see {@link SecureAgentOptions.server}). */
@@ -257,9 +265,13 @@ export class SecureAgent extends AgentCore {
     return this.#run?.grpcUrl;
   }
 
-  /** URL of the plain-HTTP ops listener, when one is configured and running. */
+  /**
+   * URL of the plain-HTTP ops listener, when one is configured: from early in
+   * `start()` on (it answers probes while the agent starts); undefined again
+   * once a start failed.
+   */
   get opsUrl(): string | undefined {
-    return this.#run?.opsUrl;
+    return this.#ops?.url;
   }
 
   /** `new`, `starting`, `running`, `draining` or `stopped`. */
@@ -394,8 +406,9 @@ export class SecureAgent extends AgentCore {
   // ---- lifecycle ------------------------------------------------------------------
 
   /**
-   * Gets the identity, waits for a valid SVID, builds the policy enforcer,
-   * and serves A2A over mTLS.
+   * Opens the ops listener (`observability.ops`; `/ready` answers 503 until
+   * the start is over), gets the identity, waits for a valid SVID, builds
+   * the policy enforcer, and serves A2A over mTLS.
    *
    * @throws {AgentError} `AGENT_NO_IDENTITY` without a valid SVID (or with the
    *   wrong SPIFFE ID), `AGENT_ALREADY_STARTED`, `AGENT_CONFIG_INVALID` when
@@ -403,8 +416,10 @@ export class SecureAgent extends AgentCore {
    *   `AGENT_STORE_UNAVAILABLE` when the task database cannot be reached (a
    *   later start may succeed), `AGENT_STORE_SCHEMA_OUTDATED` when it needs
    *   `weave db migrate`, `AGENT_LISTEN_FAILED` when a port is held by
-   *   another process, `AGENT_SERVER_CONSUMED` when the fastify instance
-   *   given as `server` has already booted (see {@link SecureAgentOptions.server}),
+   *   another process (naming the listener and its key: `server.port`,
+   *   `server.grpc.port` or `observability.ops.port`),
+   *   `AGENT_SERVER_CONSUMED` when the fastify instance given as `server`
+   *   has already booted (see {@link SecureAgentOptions.server}),
    *   `AGENT_STOPPING` when `stop()` was called before it finished. Nothing
    *   it made is left running after a failure, and nothing it was given
    *   (identity, enforcer, task store, server) is closed.
@@ -444,8 +459,31 @@ export class SecureAgent extends AgentCore {
    */
   async #start(signal: AbortSignal): Promise<StartedAgent> {
     const cleanup: Array<() => Promise<unknown>> = [];
+    /** The listener being bound, named in an AGENT_LISTEN_FAILED. */
+    let listening: Listener | undefined;
     try {
       if (this.#opts.server && this.#serverMounted) throw serverConsumed();
+      // First: probes are answered for the whole start (the wait for an SVID,
+      // a database), /health 200 as the process is alive and /ready 503 with
+      // "agent is starting", not refused connections that fail a liveness probe.
+      let ops: { server: Server; url: string } | undefined;
+      const opsCfg = this.config.observability.ops;
+      if (opsCfg) {
+        listening = 'ops';
+        const opsListener = await startOpsListener(opsCfg.host, opsCfg.port, this.#probeState, this.metrics);
+        ops = this.#ops = opsListener;
+        cleanup.push(async () => {
+          this.#ops = undefined;
+          await closeOpsListener(opsListener.server);
+        });
+        signal.throwIfAborted();
+        if (!isLoopback(opsCfg.host)) {
+          this.logger.warn(
+            { host: opsCfg.host },
+            'the plain-HTTP ops listener is reachable beyond this host (health and metrics only)',
+          );
+        }
+      }
       const { identity, owned: ownsIdentity } = await this.#identity(signal);
       if (ownsIdentity) cleanup.push(() => identity.close());
       signal.throwIfAborted();
@@ -606,6 +644,7 @@ export class SecureAgent extends AgentCore {
       cleanup.push(async () => {
         app.server.off('secureConnection', onHandshake).off('tlsClientError', onTlsError);
       });
+      listening = 'server';
       await app.listen({ host: this.config.server.host, port: this.config.server.port });
       // Undone without app.close(), which would run the owner's onClose hooks: the instance is theirs.
       if (this.#opts.server) cleanup.push(() => stopListening(app));
@@ -613,6 +652,7 @@ export class SecureAgent extends AgentCore {
       let grpc: { server: A2AGrpcServer; url: string } | undefined;
       if (grpcServer) {
         const g = this.config.server.grpc;
+        listening = 'grpc';
         const bound = await grpcServer.listen({ host: g.host ?? this.config.server.host, port: g.port });
         grpc = { server: grpcServer, url: g.publicAddress ?? bound.url };
         a2a.advertiseGrpc(grpc.url);
@@ -622,21 +662,6 @@ export class SecureAgent extends AgentCore {
       const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
       const url = this.config.server.publicUrl ?? `https://${host}:${addr.port}`;
       servedUrl = url;
-
-      let ops: { server: Server; url: string } | undefined;
-      const opsCfg = this.config.observability.ops;
-      if (opsCfg) {
-        ops = await startOpsListener(opsCfg.host, opsCfg.port, this.#probeState, this.metrics);
-        const opsServer = ops.server;
-        cleanup.push(() => closeOpsListener(opsServer));
-        signal.throwIfAborted();
-        if (!isLoopback(opsCfg.host)) {
-          this.logger.warn(
-            { host: opsCfg.host },
-            'the plain-HTTP ops listener is reachable beyond this host (health and metrics only)',
-          );
-        }
-      }
 
       const outbound = new Outbound({
         identity,
@@ -672,7 +697,7 @@ export class SecureAgent extends AgentCore {
         skillSchemas,
         unsubscribe,
         unwatch,
-        ...(ops ? { ops: ops.server, opsUrl: ops.url } : {}),
+        ...(ops ? { ops: ops.server } : {}),
       };
       this.#run = run;
       this.logger.info(
@@ -695,9 +720,12 @@ export class SecureAgent extends AgentCore {
         (err as { syscall?: string }).syscall === 'listen'
       ) {
         // The machine's state, not the config's: a port another process holds.
-        throw new AgentError('AGENT_LISTEN_FAILED', `the agent could not listen: ${(err as Error).message}`, {
-          cause: err,
-        });
+        const on = listening === undefined ? '' : ` on ${LISTENERS[listening]}`;
+        throw new AgentError(
+          'AGENT_LISTEN_FAILED',
+          `the agent could not listen${on}: ${(err as Error).message}`,
+          { cause: err },
+        );
       }
       throw new AgentError('AGENT_CONFIG_INVALID', `the agent could not start: ${(err as Error).message}`, {
         cause: err,
@@ -706,34 +734,44 @@ export class SecureAgent extends AgentCore {
   }
 
   /**
-   * Stops gracefully: `/ready` answers 503 at once and new tasks are refused;
+   * Stops gracefully: `/ready` answers 503 at once; calls are served as
+   * before for `shutdownDelayMs` (default 0), then new tasks are refused;
    * in-flight tasks may finish for up to `drainTimeoutMs`, then are canceled;
    * then the server, the outbound channels and the owned identity and policy
-   * are closed. Idempotent.
+   * are closed. Idempotent: a second call waits for the first, whose options
+   * apply.
    *
    * @throws {AgentConfigError} (`AGENT_CONFIG_INVALID`, as a rejection) when
-   *   `drainTimeoutMs` is not a whole number of ms from 0 to 2147483647; the
-   *   agent is then left as it was.
+   *   `drainTimeoutMs` or `shutdownDelayMs` is not a whole number of ms from 0
+   *   to 2147483647; the agent is then left as it was.
    */
   stop(options: StopOptions = {}): Promise<void> {
-    const drain = options.drainTimeoutMs;
     // Checked before anything changes: a NaN or infinite drain would never
     // cancel the tasks still running, and stop() would wait forever.
-    if (drain !== undefined && !(Number.isSafeInteger(drain) && drain >= 0 && drain <= MAX_TIMER_MS)) {
-      return Promise.reject(
-        new AgentConfigError('stop() options', [
-          {
-            path: 'drainTimeoutMs',
-            message: `must be a whole number of milliseconds from 0 (cancel at once) to ${MAX_TIMER_MS}, got ${String(drain)}`,
-          },
-        ]),
-      );
+    const issues = STOP_TIMERS.flatMap(([key, zero]) => {
+      const ms = options[key];
+      if (ms === undefined || (Number.isSafeInteger(ms) && ms >= 0 && ms <= MAX_TIMER_MS)) return [];
+      return [
+        {
+          path: key,
+          message: `must be a whole number of milliseconds from 0 (${zero}) to ${MAX_TIMER_MS}, got ${String(ms)}`,
+        },
+      ];
+    });
+    if (issues.length > 0) return Promise.reject(new AgentConfigError('stop() options', issues));
+    // The first stop() decides; another one waits for it.
+    if (this.#stopping === undefined) {
+      // Not ready from this moment, not from the next tick; without a
+      // shutdown delay, refusing new tasks from this moment too.
+      if (this.#state === 'running') this.#state = 'draining';
+      if (this.#shutdownDelay(options) === 0) this.#run?.a2a.drain();
+      this.#stopping = this.#stop(options);
     }
-    // Not ready and refusing new tasks from this moment, not from the next tick.
-    if (this.#state === 'running') this.#state = 'draining';
-    this.#run?.a2a.drain();
-    this.#stopping ??= this.#stop(options);
     return this.#stopping;
+  }
+
+  #shutdownDelay(options: StopOptions): number {
+    return options.shutdownDelayMs ?? this.config.server.shutdownDelayMs;
   }
 
   async #stop(options: StopOptions): Promise<void> {
@@ -746,6 +784,14 @@ export class SecureAgent extends AgentCore {
       return;
     }
     this.#state = 'draining';
+    const delayMs = this.#shutdownDelay(options);
+    if (delayMs > 0) {
+      // /ready has answered 503 since stop(); the ports serve on as before, so
+      // that a call a load balancer still sends here (until its next readiness
+      // poll) is served, not refused.
+      this.logger.info({ delayMs }, 'not ready; serving on until the shutdown delay is over');
+      await new Promise((r) => setTimeout(r, delayMs));
+    }
     // On every binding: the request handler refuses new tasks (503 / UNAVAILABLE).
     run.a2a.drain();
     const drainMs = options.drainTimeoutMs ?? this.config.server.drainTimeoutMs;
@@ -917,6 +963,20 @@ export class SecureAgent extends AgentCore {
 }
 
 // ---- helpers ------------------------------------------------------------------------
+
+/** The agent's listeners, as an AGENT_LISTEN_FAILED names them (with their config key). */
+type Listener = 'server' | 'grpc' | 'ops';
+const LISTENERS: Readonly<Record<Listener, string>> = {
+  server: 'its mTLS port (server.port)',
+  grpc: 'its gRPC port (server.grpc.port)',
+  ops: 'its ops listener (observability.ops.port)',
+};
+
+/** The timers of {@link StopOptions}, and what 0 means for each. */
+const STOP_TIMERS = [
+  ['drainTimeoutMs', 'cancel at once'],
+  ['shutdownDelayMs', 'no delay'],
+] as const satisfies ReadonlyArray<readonly [keyof StopOptions, string]>;
 
 /** Errors of a listen() that the machine refused (a port in use, one below 1024 without the right, an address not here). */
 const LISTEN_ERRORS = new Set(['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL']);

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { resolve, dirname } from 'node:path';
 import { LineCounter, parseDocument, isMap, isNode, isScalar, isSeq, type Document } from 'yaml';
 import { z } from 'zod';
@@ -33,8 +34,23 @@ const listenHost = z
     'must be a host name or IP address: an empty one would listen on every interface (write 0.0.0.0 or :: for that)',
   );
 
-/** An `https://` URL: what the agent serves, and how it calls peers, is mutual TLS only. */
-const httpsUrl = (why: string) => z.url({ protocol: /^https$/, error: `must be an https:// URL (${why})` });
+/**
+ * An `https://` URL: what the agent serves, and how it calls peers, is mutual
+ * TLS only. Without a user name or password: the SVID authenticates, and a
+ * URL is shown wherever it goes (`weave validate`, the agent card, logs).
+ */
+const httpsUrl = (why: string) =>
+  z.url({ protocol: /^https$/, error: `must be an https:// URL (${why})` }).superRefine((s, ctx) => {
+    const u = URL.canParse(s) ? new URL(s) : undefined;
+    if (u && (u.username !== '' || u.password !== '')) {
+      // The value is not quoted: it holds a secret.
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          'must not hold a user name or password (user:password@): the agent authenticates with its SVID, and a URL is printed and logged',
+      });
+    }
+  });
 
 /** `host:port`, as a gRPC interface is advertised (IPv6 in brackets), port 1 to 65535. */
 const hostPort = z.string().superRefine((s, ctx) => {
@@ -180,8 +196,15 @@ export const AgentConfigSchema = z.strictObject({
        * @weave/transport's `ConnectionLimitsSchema`).
        */
       ...ConnectionLimitsSchema.shape,
-      /** How long stop() lets in-flight tasks run before it cancels them. */
-      drainTimeoutMs: z.number().int().positive().max(MAX_TIMER_MS).default(10_000),
+      /** How long stop() lets in-flight tasks run before it cancels them; 0 cancels them at once. */
+      drainTimeoutMs: z.number().int().min(0).max(MAX_TIMER_MS).default(10_000),
+      /**
+       * How long stop() keeps serving normally before it drains, in ms: `/ready`
+       * answers 503 at once, and new calls are still served meanwhile, so that
+       * a load balancer that still routes here (it polls readiness) has
+       * stopped before the ports close. 0 (default): drain at once.
+       */
+      shutdownDelayMs: z.number().int().min(0).max(MAX_TIMER_MS).default(0),
       /**
        * How often a quiet task's stream shows it is alive, in ms: an SSE
        * heartbeat comment on JSON-RPC and HTTP+JSON, an HTTP/2 PING to each
@@ -726,12 +749,67 @@ export function parseAgentConfig(raw: unknown, options: ParseAgentConfigOptions 
   if (!options.enforcer && (raw as { authz?: unknown } | null | undefined)?.authz === undefined) {
     issues.unshift({ path: 'authz', message: MISSING_AUTHZ });
   }
+  if (result.success) {
+    issues.push(...sharedPortIssues(result.data, (path) => envSource(raw, path) ?? options.where?.(path)));
+  }
   const pg = result.success && options.checkDatabaseUrl ? result.data.store.postgres : undefined;
   const url = pg && env[pg.urlEnv];
   const problem = url ? postgresUrlProblem(url) : undefined;
   if (pg && problem !== undefined) issues.push(storeUrlIssue(pg.urlEnv, problem));
   if (!result.success || issues.length > 0) throw new AgentConfigError(source, issues);
   return result.data;
+}
+
+/**
+ * Two of the agent's listeners (`server`, `server.grpc` when the GRPC binding
+ * is served, `observability.ops`) on one fixed port where their hosts may be
+ * the same address: the second would fail to listen at start() (EADDRINUSE).
+ * Port 0 (any free one) never collides. `where` names the place of a key.
+ */
+function sharedPortIssues(config: AgentConfig, where: (path: string[]) => string | undefined): ConfigIssue[] {
+  const { server, observability } = config;
+  const listeners: Array<{ path: string[]; host: string; port: number }> = [
+    { path: ['server', 'port'], host: server.host, port: server.port },
+  ];
+  if (server.bindings.includes('GRPC')) {
+    listeners.push({
+      path: ['server', 'grpc', 'port'],
+      host: server.grpc.host ?? server.host,
+      port: server.grpc.port,
+    });
+  }
+  if (observability.ops) {
+    listeners.push({ path: ['observability', 'ops', 'port'], ...observability.ops });
+  }
+  const issues: ConfigIssue[] = [];
+  for (const [i, b] of listeners.entries()) {
+    const a = listeners.slice(0, i).find((l) => l.port === b.port && hostsMayCollide(l.host, b.host));
+    if (b.port === 0 || a === undefined) continue;
+    const from = where(b.path);
+    issues.push({
+      path: from ? `${b.path.join('.')} (${from})` : b.path.join('.'),
+      message:
+        `the same port as ${a.path.join('.')} (${b.port}` +
+        (a.host === b.host ? ` on ${a.host}` : `, on ${a.host} and ${b.host}`) +
+        '): each listener needs a port of its own (or 0 for any free one)',
+    });
+  }
+  return issues;
+}
+
+/**
+ * Whether listening on `a` and on `b` may take the same address: the same
+ * host, or a wildcard (`::` takes IPv4 too; `0.0.0.0` every IPv4 address
+ * and any name, which may resolve to one).
+ */
+function hostsMayCollide(a: string, b: string): boolean {
+  const [x, y] = [a, b].map((h) => h.replace(/^\[(.*)\]$/, '$1').toLowerCase()) as [string, string];
+  if (x === y) return true;
+  const anyV6 = (h: string) => h.includes(':') && /^[0:]+$/.test(h);
+  if (anyV6(x) || anyV6(y)) return true;
+  if (x === '0.0.0.0') return isIP(y) !== 6;
+  if (y === '0.0.0.0') return isIP(x) !== 6;
+  return false;
 }
 
 /** The message of a config that has no `authz` section and no enforcer object to stand in for it. */

@@ -1,4 +1,5 @@
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { redactUrl } from '@weave/a2a';
 import type { ConnectionRefusals } from '@weave/transport/server';
 
 export type CallDirection = 'inbound' | 'outbound';
@@ -75,19 +76,31 @@ export class AgentMetrics {
    */
   static readonly maxPeerLabels = 1000;
 
+  /**
+   * How many distinct values the `capability` label of outbound calls takes,
+   * bounded as `peer` is: the first capabilities called keep a series of
+   * their own, any after them is counted as `other`. The capability a call
+   * names may come from user or model input, so without a bound each new name
+   * would add series for the life of the process (17 of
+   * `weave_call_duration_seconds` per outcome). Inbound calls need none: they
+   * name the agent's own capabilities (a message naming another is refused
+   * before it is counted).
+   */
+  static readonly maxCapabilityLabels = 256;
+
   constructor(options: { agent: string; defaultMetrics?: boolean }) {
     this.registry.setDefaultLabels({ agent: options.agent });
     const registers = [this.registry];
     this.calls = new Counter({
       collect: () => this.#flushCalls(false),
       name: 'weave_calls_total',
-      help: `Capability calls, by direction, capability, peer SPIFFE ID ("other" past the first ${AgentMetrics.maxPeerLabels} peers) and outcome`,
+      help: `Capability calls, by direction, capability ("other" past the first ${AgentMetrics.maxCapabilityLabels} capabilities called), peer SPIFFE ID ("other" past the first ${AgentMetrics.maxPeerLabels} peers) and outcome`,
       labelNames: ['direction', 'capability', 'peer', 'outcome'],
       registers,
     });
     this.callDuration = new Histogram({
       name: 'weave_call_duration_seconds',
-      help: 'Latency of capability calls',
+      help: `Latency of capability calls, by direction, capability ("other" past the first ${AgentMetrics.maxCapabilityLabels} capabilities called) and outcome`,
       labelNames: ['direction', 'capability', 'outcome'],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
@@ -101,7 +114,7 @@ export class AgentMetrics {
     });
     this.tlsHandshakes = new Counter({
       name: 'weave_tls_handshakes_total',
-      help: 'TLS handshakes seen by the agent server, by result',
+      help: 'TLS handshakes of the agent, by side and result: side="server" on its mTLS port (result ok: completed, client certificate verified; error: refused or failed), side="client" on its outbound calls (ok: the peer proved the expected SPIFFE ID; rejected: it proved another)',
       labelNames: ['side', 'result'],
       registers,
     });
@@ -151,7 +164,9 @@ export class AgentMetrics {
   // series for every label set it was ever handed, so every new peer ID or
   // URL would be a series for the life of the process (20 000 callers had
   // grown `/metrics` to 2.6 MB and the heap by 9 MB).
-  readonly #peers = new Set<string>();
+  readonly #peers = new LabelBound(AgentMetrics.maxPeerLabels);
+  // The same for the capabilities the agent calls.
+  readonly #outboundCapabilities = new LabelBound(AgentMetrics.maxCapabilityLabels);
   // The servers count their own refusals; they are read when prom-client collects.
   readonly #refusalSources = new Set<RefusalSource>();
 
@@ -203,6 +218,11 @@ export class AgentMetrics {
       }
     }
     let cells = byCapability.get(capability);
+    if (cells === undefined && direction === 'outbound') {
+      // As for the peer: only a capability not counted since the last clear is looked up in the bound.
+      capability = this.#outboundCapabilities.label(capability);
+      cells = byCapability.get(capability);
+    }
     if (cells === undefined) {
       cells = new Array<CallCell | undefined>(6);
       byCapability.set(capability, cells);
@@ -229,15 +249,15 @@ export class AgentMetrics {
 
   /**
    * The `peer` label for `peer`: itself if it has one or fewer than
-   * {@link AgentMetrics.maxPeerLabels} peers do, else `other`. Every count
-   * labelled by peer goes through it (a count added to {@link calls} directly
-   * should too).
+   * {@link AgentMetrics.maxPeerLabels} peers do, else `other`. A URL (an
+   * outbound call whose callee is unknown) is labelled without its user
+   * name, password and fragment, its query shown as `?…`: they may hold
+   * credentials. Every
+   * count labelled by peer goes through it (a count added to {@link calls}
+   * directly should too).
    */
   peerLabel(peer: string): string {
-    if (this.#peers.has(peer)) return peer;
-    if (this.#peers.size >= AgentMetrics.maxPeerLabels) return 'other';
-    this.#peers.add(peer);
-    return peer;
+    return this.#peers.label(withoutCredentials(peer));
   }
 
   /** Adds the calls counted since the last flush to `calls`; with `clear`, forgets every label set. */
@@ -297,6 +317,35 @@ interface CallCell {
 }
 
 const OUTCOME_SLOT: Record<CallOutcome, number> = { success: 0, error: 1, denied: 2 };
+
+/**
+ * The values a label takes at most: the first `max` distinct values keep
+ * their own, any after them is `other`. A value once given its own keeps it.
+ */
+class LabelBound {
+  readonly #max: number;
+  readonly #own = new Set<string>();
+
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  label(value: string): string {
+    if (this.#own.has(value)) return value;
+    if (this.#own.size >= this.#max) return 'other';
+    this.#own.add(value);
+    return value;
+  }
+}
+
+/**
+ * `peer` as a URL may appear in logs (`redactUrl`: no user name or password,
+ * a query shown as `?…`, no fragment). A SPIFFE ID has none of them (nor has
+ * any other string without `@`, `?` or `#`), and is returned as it is, unparsed.
+ */
+function withoutCredentials(peer: string): string {
+  return /[@?#]/.test(peer) ? redactUrl(peer) : peer;
+}
 
 /** Counts per label set, added to a prom-client counter on flush. */
 class Tally<L extends string> {

@@ -121,7 +121,7 @@ describe('start() refusals', () => {
       });
       const err = (await a.start().catch((e: unknown) => e)) as AgentError;
       expect(err.code).toBe('AGENT_LISTEN_FAILED');
-      expect(err.message).toMatch(/could not listen: listen EADDRINUSE/);
+      expect(err.message).toMatch(/could not listen on its mTLS port \(server\.port\): listen EADDRINUSE/);
       expect(a.state).toBe('new');
     } finally {
       await new Promise((resolve) => holder.close(resolve));
