@@ -255,7 +255,7 @@ export function peerNotAfter(socket: TLSSocket): number {
  * ms; 0 (long past) when it cannot be read, so that what depends on it
  * fails closed.
  */
-export function certTimeMs(text: string | undefined): number {
+function certTimeMs(text: string | undefined): number {
   return (text === undefined ? 0 : Date.parse(text)) || 0;
 }
 
