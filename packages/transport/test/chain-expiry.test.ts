@@ -31,6 +31,7 @@ import {
 import { SetProvider, portOf } from '@weave/test-support/tls-fixtures';
 import { makeCert, makeIntermediate, makeRoot, type TestCa } from '../../identity/test/helpers/forge.js';
 import { renewed } from '../../identity/test/helpers/renew.js';
+import { streamRoutes } from './helpers/stream-routes.js';
 
 const TD = 'a.chain';
 /** How long a short-lived intermediate lives at least (1 to 2 s: certificate times are whole seconds). */
@@ -86,20 +87,19 @@ async function callerOf(issuer: TestCa, path: string): Promise<Creds> {
   return { cert: leaf.cert.toString('pem') + '\n' + issuer.cert.toString('pem'), key: leaf.keyPem };
 }
 
-interface Served {
+interface Started {
   readonly port: number;
   readonly ran: () => number;
   /** The server's warn lines. */
   readonly lines: Array<Record<string, unknown>>;
 }
 
-/** createMtlsServer on `identity`, every verified caller admitted; `/stream` writes every 100 ms until the caller goes. */
+/** createMtlsServer on `identity`, every verified caller admitted, with {@link streamRoutes}. */
 async function start(
   httpVersion: 'http1.1' | 'http2',
   identity: IdentityProvider = serverId,
-): Promise<Served> {
+): Promise<Started> {
   const lines: Array<Record<string, unknown>> = [];
-  let ran = 0;
   const app = createMtlsServer({
     identity,
     authorize: anyone,
@@ -111,23 +111,10 @@ async function start(
       },
     },
   });
-  app.get('/', async () => {
-    ran++;
-    return { ok: true };
-  });
-  app.get('/stream', (request, reply) => {
-    ran++;
-    // HTTP/1.1 or HTTP/2 response alike.
-    const raw = reply.raw as unknown as NodeJS.WritableStream & {
-      writeHead(status: number, h: object): void;
-    };
-    raw.writeHead(200, { 'content-type': 'text/event-stream' });
-    const timer = setInterval(() => raw.write('data: x\n\n'), 100);
-    request.raw.once('close', () => clearInterval(timer));
-  });
+  const served = streamRoutes(app);
   await app.listen({ port: 0, host: '127.0.0.1' });
   closers.push(() => app.close());
-  return { port: portOf(app.server), ran: () => ran, lines };
+  return { port: portOf(app.server), ran: served.ran, lines };
 }
 
 const tlsOf = (creds: Creds) => ({

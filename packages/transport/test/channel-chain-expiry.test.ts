@@ -8,8 +8,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BundleSet, X509Bundle, X509Svid, type Authorizer } from '@weave/identity';
 import { PeerVerificationError, SecureChannel } from '../src/index.js';
 import { createMtlsServer } from '../src/server.js';
-import { SetProvider, portOf } from '@weave/test-support/tls-fixtures';
+import { SetProvider } from '@weave/test-support/tls-fixtures';
 import { makeCert, makeIntermediate, makeRoot, type TestCa } from '../../identity/test/helpers/forge.js';
+import { streamRoutes } from './helpers/stream-routes.js';
 
 const TD = 'a.chain';
 const VERSIONS = ['http1.1', 'http2'] as const;
@@ -55,30 +56,17 @@ afterAll(() => clientId?.close());
 async function serverBehind(version: (typeof VERSIONS)[number], mid: TestCa) {
   const identity = await identityOf([root, mid], '/server');
   closers.push(() => identity.close());
-  let ran = 0;
   const app = createMtlsServer({
     identity,
     authorize: anyone,
     config: { httpVersion: version, idleTimeoutMs: 60_000 },
   });
-  app.get('/', async () => {
-    ran++;
-    return { ok: true };
-  });
-  app.get('/stream', (request, reply) => {
-    ran++;
-    const raw = reply.raw as unknown as NodeJS.WritableStream & {
-      writeHead(status: number, h: object): void;
-    };
-    raw.writeHead(200, { 'content-type': 'text/event-stream' });
-    const timer = setInterval(() => raw.write('data: x\n\n'), 100);
-    request.raw.once('close', () => clearInterval(timer));
-  });
+  const served = streamRoutes(app);
   await app.listen({ port: 0, host: '127.0.0.1' });
   closers.push(() => app.close());
   const channel = new SecureChannel(clientId, `spiffe://${TD}/server`, { ...KEEP, httpVersion: version });
   closers.push(() => channel.destroy());
-  return { version, origin: `https://127.0.0.1:${portOf(app.server)}`, channel, ran: () => ran };
+  return { version, origin: served.origin, channel, ran: served.ran };
 }
 
 async function get(channel: SecureChannel, url: string): Promise<number | unknown> {

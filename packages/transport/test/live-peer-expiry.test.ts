@@ -21,11 +21,11 @@ import {
   SetProvider,
   expiringSvid as svid,
   makeTd,
-  portOf,
   provider,
   removeTempDirs,
   type TestTd,
 } from '@weave/test-support/tls-fixtures';
+import { streamRoutes, type Served } from './helpers/stream-routes.js';
 
 const VERSIONS = ['http1.1', 'http2'] as const;
 type Version = (typeof VERSIONS)[number];
@@ -73,39 +73,6 @@ async function clientPem(td: TestTd, ms: number): Promise<{ cert: string; key: s
 }
 
 /** Counts what the routes ran; `/stream` writes a chunk every 100 ms until the caller goes. */
-interface Served {
-  readonly origin: string;
-  readonly connections: () => number;
-  readonly ran: () => number;
-}
-
-function routes(app: MtlsFastifyInstance): Served {
-  let ran = 0;
-  let connections = 0;
-  app.server.on('secureConnection', () => connections++);
-  app.get('/', async () => {
-    ran++;
-    return { ok: true };
-  });
-  app.get('/stream', (request, reply) => {
-    ran++;
-    // HTTP/1.1 or HTTP/2 response alike.
-    const raw = reply.raw as unknown as NodeJS.WritableStream & {
-      writeHead(status: number, h: object): void;
-    };
-    raw.writeHead(200, { 'content-type': 'text/event-stream' });
-    const timer = setInterval(() => raw.write('data: x\n\n'), 100);
-    request.raw.once('close', () => clearInterval(timer));
-  });
-  return {
-    get origin() {
-      return `https://127.0.0.1:${portOf(app.server)}`;
-    },
-    connections: () => connections,
-    ran: () => ran,
-  };
-}
-
 /** createMtlsServer on `identity`, every verified caller admitted. */
 async function mtlsServer(version: Version, identity: IdentityProvider = serverId): Promise<Served> {
   const app = createMtlsServer({
@@ -113,7 +80,7 @@ async function mtlsServer(version: Version, identity: IdentityProvider = serverI
     authorize: anyone,
     config: { httpVersion: version, idleTimeoutMs: 60_000 },
   });
-  const served = routes(app);
+  const served = streamRoutes(app);
   await app.listen({ port: 0, host: '127.0.0.1' });
   closers.push(() => app.close());
   return served;
@@ -178,7 +145,7 @@ describe('a server: no route runs for a caller whose certificate expired or whos
           keepAliveTimeout: 60_000,
         } as never) as unknown as MtlsFastifyInstance;
         await app.register(mtlsAuth, { identityProvider: serverId, authorize: anyone });
-        const served = routes(app);
+        const served = streamRoutes(app);
         await app.listen({ port: 0, host: '127.0.0.1' });
         closers.push(() => app.close());
         const creds = await clientPem(A, LIFE_MS);
