@@ -604,7 +604,11 @@ export class SecureAgent extends AgentCore {
       const unwatch = [
         ...(readHttp ? [this.metrics.watchConnectionRefusals('http', readHttp)] : []),
         ...(grpcServer
-          ? [this.metrics.watchConnectionRefusals('grpc', () => grpcServer.connectionRefusals)]
+          ? [
+              this.metrics.watchConnectionRefusals('grpc', () => grpcServer.connectionRefusals),
+              // The gRPC port's TLS server is the binding's own: it counts its handshakes itself.
+              this.metrics.watchTlsHandshakes(() => grpcServer.tlsHandshakes),
+            ]
           : []),
       ];
       cleanup.push(async () => {

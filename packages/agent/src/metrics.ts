@@ -1,5 +1,5 @@
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { redactUrl } from '@weave/a2a';
+import { redactUrl, type A2AGrpcServer } from '@weave/a2a';
 import type { ConnectionRefusals } from '@weave/transport/server';
 
 export type CallDirection = 'inbound' | 'outbound';
@@ -51,6 +51,15 @@ interface RefusalSource {
   readonly port: ConnectionPort;
   readonly read: () => ConnectionRefusals;
   last: ConnectionRefusals;
+}
+
+/** The handshake counts a server keeps itself, as `A2AGrpcServer.tlsHandshakes` gives them. */
+type HandshakeCounts = A2AGrpcServer['tlsHandshakes'];
+
+/** A server whose handshakes are counted: how to read them, and what was counted of them so far. */
+interface HandshakeSource {
+  readonly read: () => HandshakeCounts;
+  last: HandshakeCounts;
 }
 
 /**
@@ -113,6 +122,9 @@ export class AgentMetrics {
       registers,
     });
     this.tlsHandshakes = new Counter({
+      collect: () => {
+        for (const source of this.#handshakeSources) this.#takeHandshakes(source);
+      },
       name: 'weave_tls_handshakes_total',
       help: 'TLS handshakes of the agent, by side and result: side="server" on its mTLS port (result ok: completed, client certificate verified; error: refused or failed), side="client" on its outbound calls (ok: the peer proved the expected SPIFFE ID; rejected: it proved another)',
       labelNames: ['side', 'result'],
@@ -169,6 +181,8 @@ export class AgentMetrics {
   readonly #outboundCapabilities = new LabelBound(AgentMetrics.maxCapabilityLabels);
   // The servers count their own refusals; they are read when prom-client collects.
   readonly #refusalSources = new Set<RefusalSource>();
+  // The same for the handshakes of the servers that count their own (gRPC's port).
+  readonly #handshakeSources = new Set<HandshakeSource>();
 
   /**
    * Counts the connections a server of `port` refuses from now on in
@@ -193,6 +207,32 @@ export class AgentMetrics {
     for (const [key, bound] of BOUNDS) {
       const n = now[key] - source.last[key];
       if (n > 0) this.connectionsRefused.inc({ port: source.port, bound }, n);
+    }
+    source.last = now;
+  }
+
+  /**
+   * Counts the TLS handshakes a server completes or refuses from now on in
+   * `weave_tls_handshakes_total{side="server"}`, read from `read` (a server's
+   * `tlsHandshakes`) when prom-client collects, as
+   * {@link watchConnectionRefusals} reads refusals. Returns the function that
+   * stops reading it, having counted its last handshakes: call it once the
+   * server is closed.
+   */
+  watchTlsHandshakes(read: () => HandshakeCounts): () => void {
+    const source: HandshakeSource = { read, last: read() };
+    this.#handshakeSources.add(source);
+    return () => {
+      if (this.#handshakeSources.delete(source)) this.#takeHandshakes(source);
+    };
+  }
+
+  /** Adds to `tlsHandshakes` what `source` counted since it was last read. */
+  #takeHandshakes(source: HandshakeSource): void {
+    const now = source.read();
+    for (const result of ['ok', 'error'] as const) {
+      const n = now[result] - source.last[result];
+      if (n > 0) this.tlsHandshakes.inc({ side: 'server', result }, n);
     }
     source.last = now;
   }

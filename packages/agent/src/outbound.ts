@@ -11,6 +11,7 @@ import {
   isInterrupted,
   isSettled,
   approxJsonBytes,
+  redactUrl,
   type Artifact,
   type Message,
   type SendMessageParams,
@@ -221,8 +222,13 @@ export class Outbound {
       Math.floor(Date.now() + budget),
       typeof inherited === 'number' ? inherited : undefined,
     ) as number;
+    // A URL target is shown without its user info and query (credentials, tokens):
+    // the details go into errors, and from there into logs.
     const details: { target: string; capability: string; callee?: string } = {
-      target: targetStr,
+      target:
+        target instanceof SpiffeId || targetStr.startsWith('spiffe:') || !URL.canParse(targetStr)
+          ? targetStr
+          : redactUrl(targetStr),
       capability,
     };
     let outcome: CallOutcome = 'error';
@@ -287,7 +293,7 @@ export class Outbound {
         const entry = {
           correlationId,
           caller: self.toString(),
-          callee: details.callee ?? targetStr,
+          callee: details.callee ?? details.target,
           capability,
           direction: 'outbound',
           outcome,
@@ -407,6 +413,7 @@ export class Outbound {
     if (u.protocol !== 'https:') {
       throw new CallError('PEER_UNKNOWN', `only https targets are called, got ${u.protocol}//`, details);
     }
+    refuseUserInfo(u, 'target URL', details);
     const key = normalizeUrl(target);
     const byUrl = this.#urls.get(key);
     if (byUrl) return { id: byUrl, url: target };
@@ -447,12 +454,16 @@ export class Outbound {
       const card = await client.discoverAgent(url);
       const claimed = agentSpiffeId(card);
       if (!claimed) {
-        throw new CallError('PEER_UNKNOWN', `the agent card at ${url} names no SPIFFE ID`, details);
+        throw new CallError(
+          'PEER_UNKNOWN',
+          `the agent card at ${redactUrl(url)} names no SPIFFE ID`,
+          details,
+        );
       }
       if (seen.size !== 1 || !seen.has(claimed)) {
         throw new CallError(
           'PEER_VERIFICATION_FAILED',
-          `the agent card at ${url} claims ${claimed} but the server presented ${[...seen].join(', ') || 'nothing'}`,
+          `the agent card at ${redactUrl(url)} claims ${claimed} but the server presented ${[...seen].join(', ') || 'nothing'}`,
           details,
         );
       }
@@ -842,9 +853,28 @@ export function checkPeer(id: SpiffeId | string, url: string): { id: SpiffeId; u
     throw new CallError('PEER_UNKNOWN', `invalid peer URL ${JSON.stringify(url)}`, details, { cause: err });
   }
   if (u.protocol !== 'https:') {
-    throw new CallError('PEER_UNKNOWN', `peer URL must be https, got ${url}`, details);
+    throw new CallError('PEER_UNKNOWN', `peer URL must be https, got ${redactUrl(u)}`, details);
   }
+  refuseUserInfo(u, 'peer URL', details);
   return { id: sid, url };
+}
+
+/**
+ * Refuses a URL holding a user name or password, as config.peers' URLs are
+ * refused at load (config.ts, `httpsUrl`, same wording): the agent
+ * authenticates with its SVID, and a URL ends up in errors and logs (the A2A
+ * client's messages quote it as given). The URL is not quoted: it holds a secret.
+ *
+ * @throws {CallError} `PEER_UNKNOWN`.
+ */
+function refuseUserInfo(u: URL, what: string, details: CallErrorDetails): void {
+  if (u.username !== '' || u.password !== '') {
+    throw new CallError(
+      'PEER_UNKNOWN',
+      `${what} must not hold a user name or password (user:password@): the agent authenticates with its SVID, and a URL is printed and logged`,
+      details,
+    );
+  }
 }
 
 function normalizeUrl(url: string): string {

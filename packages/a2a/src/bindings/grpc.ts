@@ -179,6 +179,8 @@ export class A2AGrpcServer {
   readonly #sessions = new Set<ServerHttp2Session>();
   /** Calls whose HTTP/2 stream is open: see {@link callsInFlight}. */
   #calls = 0;
+  /** TLS handshakes on this port: see {@link tlsHandshakes}. */
+  readonly #handshakes = { ok: 0, error: 0 };
   // One listener of each kind shared by every call: no closure made per call.
   readonly #callEnded = (): void => {
     this.#calls--;
@@ -269,6 +271,7 @@ export class A2AGrpcServer {
     }
     // The limiter knows the handshakes in progress, and ends them when the server closes.
     this.#tls.on('secureConnection', (socket: TLSSocket) => {
+      this.#handshakes.ok++;
       const v = this.#closing ? undefined : this.#admit(socket);
       if (!v?.peer || !this.#limiter.admit(socket, v.peer)) {
         socket.destroy();
@@ -281,7 +284,10 @@ export class A2AGrpcServer {
     logTlsRefusals(this.#tls, this.#log, undefined, 'a2a grpc: TLS handshake refused');
     // A plain TLS server leaves the socket open on a handshake timeout (only
     // HTTP servers destroy it, on 'clientError'): the timeout would free nothing.
-    this.#tls.on('tlsClientError', (_err: Error, socket: TLSSocket) => socket.destroy());
+    this.#tls.on('tlsClientError', (_err: Error, socket: TLSSocket) => {
+      this.#handshakes.error++;
+      socket.destroy();
+    });
   }
 
   /** `host:port` of the listener (the card's GRPC interface URL), once listening. */
@@ -297,6 +303,17 @@ export class A2AGrpcServer {
    */
   get connectionRefusals(): ConnectionRefusals {
     return this.#limiter.refused;
+  }
+
+  /**
+   * TLS handshakes on this port since the listener was made: `ok` completed
+   * (client certificate verified; a connection then refused at a bound is
+   * counted here too), `error` refused or failed (no or untrusted client
+   * certificate, timeout, protocol error). Two counters read, so a metrics
+   * scrape may read it each time; a copy, not the live counts.
+   */
+  get tlsHandshakes(): { readonly ok: number; readonly error: number } {
+    return { ...this.#handshakes };
   }
 
   /**
