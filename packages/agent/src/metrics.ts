@@ -126,7 +126,7 @@ export class AgentMetrics {
         for (const source of this.#handshakeSources) this.#takeHandshakes(source);
       },
       name: 'weave_tls_handshakes_total',
-      help: 'TLS handshakes of the agent, by side and result: side="server" on its mTLS port (result ok: completed, client certificate verified; error: refused or failed), side="client" on its outbound calls (ok: the peer proved the expected SPIFFE ID; rejected: it proved another)',
+      help: 'TLS handshakes of the agent, by side and result: side="server" on its mTLS and gRPC ports (result ok: completed, client certificate verified; error: refused or failed), side="client" on its outbound calls (ok: the peer proved the expected SPIFFE ID; rejected: it proved another)',
       labelNames: ['side', 'result'],
       registers,
     });

@@ -58,6 +58,6 @@ describe('weave_tls_handshakes_total', () => {
   it('says what each side and result counts', async () => {
     const text = (await new AgentMetrics({ agent: 'a' }).render()).body;
     const help = text.split('\n').find((l) => l.startsWith('# HELP weave_tls_handshakes_total'));
-    expect(help).toMatch(/side="server".*ok.*error.*side="client".*ok.*rejected/);
+    expect(help).toMatch(/side="server" on its mTLS and gRPC ports.*ok.*error.*side="client".*ok.*rejected/);
   });
 });
