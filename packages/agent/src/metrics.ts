@@ -46,21 +46,14 @@ const BOUNDS = [
   ['address', 'max_handshakes_per_address'],
 ] as const satisfies ReadonlyArray<readonly [keyof ConnectionRefusals, string]>;
 
-/** A server whose refusals are counted: how to read them, and what was counted of them so far. */
-interface RefusalSource {
-  readonly port: ConnectionPort;
-  readonly read: () => ConnectionRefusals;
-  last: ConnectionRefusals;
-}
-
 /** The handshake counts a server keeps itself, as `A2AGrpcServer.tlsHandshakes` gives them. */
 type HandshakeCounts = A2AGrpcServer['tlsHandshakes'];
 
-/** A server whose handshakes are counted: how to read them, and what was counted of them so far. */
-interface HandshakeSource {
-  readonly read: () => HandshakeCounts;
-  last: HandshakeCounts;
-}
+/** The series of `weave_tls_handshakes_total` each count of {@link HandshakeCounts} is added to. */
+const HANDSHAKE_SERIES = [
+  ['ok', { side: 'server', result: 'ok' }],
+  ['error', { side: 'server', result: 'error' }],
+] as const satisfies ReadonlyArray<readonly [keyof HandshakeCounts, { side: string; result: string }]>;
 
 /**
  * Prometheus metrics of one agent. Each agent has its own registry so several
@@ -122,9 +115,7 @@ export class AgentMetrics {
       registers,
     });
     this.tlsHandshakes = new Counter({
-      collect: () => {
-        for (const source of this.#handshakeSources) this.#takeHandshakes(source);
-      },
+      collect: () => this.#handshakeSources.collect(),
       name: 'weave_tls_handshakes_total',
       help: 'TLS handshakes of the agent, by side and result: side="server" on its mTLS and gRPC ports (result ok: completed, client certificate verified; error: refused or failed), side="client" on its outbound calls (ok: the peer proved the expected SPIFFE ID; rejected: it proved another)',
       labelNames: ['side', 'result'],
@@ -145,9 +136,7 @@ export class AgentMetrics {
       registers,
     });
     this.connectionsRefused = new Counter({
-      collect: () => {
-        for (const source of this.#refusalSources) this.#takeRefusals(source);
-      },
+      collect: () => this.#refusalSources.collect(),
       name: 'weave_connections_refused_total',
       help: 'Connections the agent server closed at a connection bound, by port and bound',
       labelNames: ['port', 'bound'],
@@ -156,6 +145,8 @@ export class AgentMetrics {
     this.#states = new Tally(this.taskStates);
     this.#refusals = new Tally(this.requestsRefused);
     this.#decisions = new Tally(this.authzDecisions);
+    this.#refusalSources = new CountedSources(this.connectionsRefused);
+    this.#handshakeSources = new CountedSources(this.tlsHandshakes);
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -180,9 +171,9 @@ export class AgentMetrics {
   // The same for the capabilities the agent calls.
   readonly #outboundCapabilities = new LabelBound(AgentMetrics.maxCapabilityLabels);
   // The servers count their own refusals; they are read when prom-client collects.
-  readonly #refusalSources = new Set<RefusalSource>();
+  readonly #refusalSources: CountedSources<keyof ConnectionRefusals, 'port' | 'bound'>;
   // The same for the handshakes of the servers that count their own (gRPC's port).
-  readonly #handshakeSources = new Set<HandshakeSource>();
+  readonly #handshakeSources: CountedSources<keyof HandshakeCounts, 'side' | 'result'>;
 
   /**
    * Counts the connections a server of `port` refuses from now on in
@@ -193,22 +184,11 @@ export class AgentMetrics {
    * closed.
    */
   watchConnectionRefusals(port: ConnectionPort, read: () => ConnectionRefusals): () => void {
-    const source: RefusalSource = { port, read, last: read() };
     for (const [, bound] of BOUNDS) this.connectionsRefused.inc({ port, bound }, 0);
-    this.#refusalSources.add(source);
-    return () => {
-      if (this.#refusalSources.delete(source)) this.#takeRefusals(source);
-    };
-  }
-
-  /** Adds to `connectionsRefused` what `source` refused since it was last read. */
-  #takeRefusals(source: RefusalSource): void {
-    const now = source.read();
-    for (const [key, bound] of BOUNDS) {
-      const n = now[key] - source.last[key];
-      if (n > 0) this.connectionsRefused.inc({ port: source.port, bound }, n);
-    }
-    source.last = now;
+    return this.#refusalSources.watch(
+      read,
+      BOUNDS.map(([key, bound]) => [key, { port, bound }] as const),
+    );
   }
 
   /**
@@ -220,21 +200,7 @@ export class AgentMetrics {
    * server is closed.
    */
   watchTlsHandshakes(read: () => HandshakeCounts): () => void {
-    const source: HandshakeSource = { read, last: read() };
-    this.#handshakeSources.add(source);
-    return () => {
-      if (this.#handshakeSources.delete(source)) this.#takeHandshakes(source);
-    };
-  }
-
-  /** Adds to `tlsHandshakes` what `source` counted since it was last read. */
-  #takeHandshakes(source: HandshakeSource): void {
-    const now = source.read();
-    for (const result of ['ok', 'error'] as const) {
-      const n = now[result] - source.last[result];
-      if (n > 0) this.tlsHandshakes.inc({ side: 'server', result }, n);
-    }
-    source.last = now;
+    return this.#handshakeSources.watch(read, HANDSHAKE_SERIES);
   }
 
   /** Records one finished call. */
@@ -385,6 +351,58 @@ class LabelBound {
  */
 function withoutCredentials(peer: string): string {
   return /[@?#]/.test(peer) ? redactUrl(peer) : peer;
+}
+
+/** A watched source of {@link CountedSources}: how to read it, where its counts go, and what was counted of it so far. */
+interface CountedSource<K extends string, L extends string> {
+  readonly read: () => Readonly<Record<K, number>>;
+  readonly series: ReadonlyArray<readonly [K, Partial<Record<L, string>>]>;
+  last: Readonly<Record<K, number>>;
+}
+
+/**
+ * Counts that servers keep themselves (refusals, handshakes), added to a
+ * prom-client counter when it collects: nothing is counted per connection.
+ * Each watched source is read at each collect, and what it counted since it
+ * was last read is added to the series its keys map to.
+ */
+class CountedSources<K extends string, L extends string> {
+  readonly #counter: Counter<L>;
+  readonly #sources = new Set<CountedSource<K, L>>();
+
+  constructor(counter: Counter<L>) {
+    this.#counter = counter;
+  }
+
+  /**
+   * Reads `read` from now on, adding each key's growth to its series in
+   * `series`. Returns the function that stops reading it, having added its
+   * last counts (once: later calls do nothing).
+   */
+  watch(
+    read: () => Readonly<Record<K, number>>,
+    series: ReadonlyArray<readonly [K, Partial<Record<L, string>>]>,
+  ): () => void {
+    const source: CountedSource<K, L> = { read, series, last: read() };
+    this.#sources.add(source);
+    return () => {
+      if (this.#sources.delete(source)) this.#take(source);
+    };
+  }
+
+  /** Adds what every source counted since it was last read. */
+  collect(): void {
+    for (const source of this.#sources) this.#take(source);
+  }
+
+  #take(source: CountedSource<K, L>): void {
+    const now = source.read();
+    for (const [key, labels] of source.series) {
+      const n = now[key] - source.last[key];
+      if (n > 0) this.#counter.inc(labels, n);
+    }
+    source.last = now;
+  }
 }
 
 /** Counts per label set, added to a prom-client counter on flush. */

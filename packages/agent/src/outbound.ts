@@ -222,13 +222,10 @@ export class Outbound {
       Math.floor(Date.now() + budget),
       typeof inherited === 'number' ? inherited : undefined,
     ) as number;
-    // A URL target is shown without its user info and query (credentials, tokens):
-    // the details go into errors, and from there into logs.
+    // A URL target is shown without its user info and query (credentials, tokens),
+    // also one that does not parse: the details go into errors, and from there into logs.
     const details: { target: string; capability: string; callee?: string } = {
-      target:
-        target instanceof SpiffeId || targetStr.startsWith('spiffe:') || !URL.canParse(targetStr)
-          ? targetStr
-          : redactUrl(targetStr),
+      target: target instanceof SpiffeId || targetStr.startsWith('spiffe:') ? targetStr : shownUrl(targetStr),
       capability,
     };
     let outcome: CallOutcome = 'error';
@@ -287,7 +284,9 @@ export class Outbound {
       throw mapped;
     } finally {
       const seconds = (performance.now() - started) / 1000;
-      this.#metrics.observeCall('outbound', capability, details.callee ?? targetStr, outcome, seconds);
+      // The target as shown, not as given: the metrics keep a URL's cells under
+      // its redacted label, so the raw URL would miss them and be redacted again on every call.
+      this.#metrics.observeCall('outbound', capability, details.callee ?? details.target, outcome, seconds);
       // The log line is built only when it is written (most calls succeed, below the info level).
       if (outcome !== 'success' || this.#log.isLevelEnabled('info')) {
         const entry = {
@@ -408,7 +407,11 @@ export class Outbound {
     try {
       u = new URL(target);
     } catch {
-      throw new CallError('PEER_UNKNOWN', `target is neither a SPIFFE ID nor a URL: ${target}`, details);
+      throw new CallError(
+        'PEER_UNKNOWN',
+        `target is neither a SPIFFE ID nor a URL: ${details.target}`,
+        details,
+      );
     }
     if (u.protocol !== 'https:') {
       throw new CallError('PEER_UNKNOWN', `only https targets are called, got ${u.protocol}//`, details);
@@ -849,11 +852,13 @@ export function checkPeer(id: SpiffeId | string, url: string): { id: SpiffeId; u
   let u: URL;
   try {
     u = new URL(url);
-  } catch (err) {
-    throw new CallError('PEER_UNKNOWN', `invalid peer URL ${JSON.stringify(url)}`, details, { cause: err });
+  } catch {
+    // No cause: the URL parser's error holds the URL as given (`input`), which
+    // util.inspect and console.error print.
+    throw new CallError('PEER_UNKNOWN', `invalid peer URL ${JSON.stringify(shownUrl(url))}`, details);
   }
   if (u.protocol !== 'https:') {
-    throw new CallError('PEER_UNKNOWN', `peer URL must be https, got ${redactUrl(u)}`, details);
+    throw new CallError('PEER_UNKNOWN', `peer URL must be https, got ${shownUrl(u)}`, details);
   }
   refuseUserInfo(u, 'peer URL', details);
   return { id: sid, url };
@@ -875,6 +880,40 @@ function refuseUserInfo(u: URL, what: string, details: CallErrorDetails): void {
       details,
     );
   }
+}
+
+/**
+ * A call target or peer URL as errors and logs may show it. A URL with a host
+ * goes through `redactUrl` (@weave/a2a: no user info, a query shown as `?…`,
+ * no fragment). Any other string is cut here, textually: `redactUrl` shows one
+ * that does not parse (a typo'd port, `https://user:pw@host:99999`) as
+ * `(invalid URL)`, which hides which target failed, and one without a host
+ * (`user:pw@host` parses with scheme `user:`) with its path, the password.
+ * Everything after the scheme up to the last `@` is dropped (a password may
+ * hold an unencoded `/`, so where the user info ends is not told by the first
+ * `/`), a query is shown as `?…` and a fragment dropped. With a `?` or `#`
+ * before that `@` (a password holding one, or a query or fragment holding an
+ * `@`: they cannot be told apart) only the scheme is shown, as `https://…`.
+ */
+function shownUrl(url: string | URL): string {
+  let u: URL | undefined;
+  if (typeof url !== 'string') u = url;
+  else {
+    try {
+      u = new URL(url);
+    } catch {
+      u = undefined;
+    }
+  }
+  if (u !== undefined && u.host !== '') return redactUrl(u);
+  const text = typeof url === 'string' ? url : url.href;
+  const scheme = /^[a-z][a-z\d+.-]*:(?:\/\/)?/i.exec(text)?.[0] ?? '';
+  const rest = text.slice(scheme.length);
+  const at = rest.lastIndexOf('@');
+  const end = rest.search(/[?#]/);
+  if (end === -1) return scheme + rest.slice(at + 1);
+  if (end < at) return `${scheme}…`;
+  return `${scheme}${rest.slice(at + 1, end)}${rest[end] === '?' ? '?…' : ''}`;
 }
 
 function normalizeUrl(url: string): string {

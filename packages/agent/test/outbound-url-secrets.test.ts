@@ -3,9 +3,10 @@
 // "call failed" log line quoted the URL as given, and addPeer accepted user
 // info that config.peers refuses at load. Real agent (dev Workload API); the
 // URL's port is closed, so a card fetch fails.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inspect } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { CallError, SecureAgent } from '../src/index.js';
-import { ID, memoryLogger, startWorld, type MemoryLogger, type World } from './helpers.js';
+import { ID, memoryLogger, sample, startWorld, type MemoryLogger, type World } from './helpers.js';
 
 let world: World;
 let agent: SecureAgent;
@@ -31,9 +32,9 @@ afterAll(async () => {
   await world?.close();
 });
 
-/** What of a CallError is shown: its message and details as serialized. */
+/** What of a CallError is shown: its message and details as serialized, and as console.error prints it (with its cause). */
 function shown(err: CallError): string {
-  return `${err.message}\n${JSON.stringify(err)}`;
+  return `${err.message}\n${JSON.stringify(err)}\n${inspect(err)}`;
 }
 
 describe('credentials in a URL given to callAgent or addPeer', () => {
@@ -60,6 +61,61 @@ describe('credentials in a URL given to callAgent or addPeer', () => {
     expect(failed[0]).toContain('127.0.0.1:1');
     expect(log.raw.join('\n')).not.toContain('s3cr3t');
     expect(log.raw.join('\n')).not.toContain('abc');
+  });
+
+  // A URL no parser accepts (a typo'd port) or one that parses without a host
+  // (scheme `user:`) was quoted as given, or through redactUrl as `user://s3cr3t@…`.
+  it.each([
+    ['https://user:s3cr3t@host:99999', 'https://host:99999'],
+    ['https://host:99999/a2a?access_token=s3cr3t#x', 'https://host:99999/a2a?…'],
+    ['https://user:s3/cr3t@host:99999/', 'https://host:99999/'],
+    ['user:s3cr3t@host:99999', 'user:host:99999'],
+  ])('a callAgent(%s) refused as no URL shows it as %s', async (url, target) => {
+    log.raw.length = 0;
+    const err: unknown = await agent.callAgent(url, 'search', {}, { timeoutMs: 2_000 }).then(
+      () => new Error('expected the call to fail'),
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(CallError);
+    expect((err as CallError).code).toBe('PEER_UNKNOWN');
+    expect((err as CallError).target).toBe(target);
+    const text = shown(err as CallError);
+    expect(text).not.toMatch(/s3\/?cr3t/);
+    const failed = log.raw.filter((l) => l.includes('call failed'));
+    expect(failed).toHaveLength(1);
+    expect(JSON.parse(failed[0]!)).toMatchObject({ callee: target });
+    expect(log.raw.join('\n')).not.toMatch(/s3\/?cr3t/);
+  });
+
+  it('a failed call to a URL target is counted under its redacted label, looked up once', async () => {
+    const url = 'https://127.0.0.1:1/label-once?access_token=abc';
+    // peerLabel is consulted only for a peer the metrics have no cells for yet.
+    const peerLabel = vi.spyOn(agent.metrics, 'peerLabel');
+    try {
+      for (let i = 0; i < 3; i++) {
+        await expect(agent.callAgent(url, 'search', {}, { timeoutMs: 2_000 })).rejects.toThrow(CallError);
+      }
+      expect(peerLabel).toHaveBeenCalledTimes(1);
+    } finally {
+      peerLabel.mockRestore();
+    }
+    expect(await sample(agent.metrics.calls, { peer: 'https://127.0.0.1:1/label-once?…' })).toBe(3);
+  });
+
+  it.each([
+    ['https://user:s3cr3t@host:99999', '"https://host:99999"'],
+    ['user:s3cr3t@host:99999', 'user:host:99999'],
+  ])('addPeer refuses %s without quoting its secret', (url, quoted) => {
+    let err: unknown;
+    try {
+      agent.addPeer(ID.search, url);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(CallError);
+    expect((err as CallError).code).toBe('PEER_UNKNOWN');
+    expect((err as CallError).message).toContain(quoted);
+    expect(shown(err as CallError)).not.toContain('s3cr3t');
   });
 
   it('addPeer refuses a URL with user info, typed, without quoting it', () => {
