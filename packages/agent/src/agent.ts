@@ -50,6 +50,7 @@ import {
 import {
   Outbound,
   checkPeer,
+  shownTarget,
   type CallAgentOptions,
   type CallResult,
   type ChannelFactory,
@@ -881,7 +882,7 @@ export class SecureAgent extends AgentCore {
     if (!run || this.#state === 'stopped') {
       return Promise.reject(
         new CallError('AGENT_NOT_STARTED', 'callAgent needs a started agent', {
-          target: String(target),
+          target: shownTarget(target),
           capability,
         }),
       );

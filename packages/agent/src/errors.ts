@@ -60,7 +60,7 @@ export class AgentConfigError extends AgentError {
 
 /** What is known about a failed or refused {@link SecureAgent.callAgent}. */
 export interface CallErrorDetails {
-  /** The target as given (SPIFFE ID or URL). */
+  /** The target: a SPIFFE ID as given, a URL without its user info, query or fragment (shown so in errors and logs). */
   readonly target: string;
   readonly capability: string;
   /** The callee's SPIFFE ID, once resolved. */

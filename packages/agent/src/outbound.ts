@@ -209,7 +209,6 @@ export class Outbound {
     parent?: CallScope,
   ): Promise<unknown> {
     const started = performance.now();
-    const targetStr = String(target);
     // The call being served: handed over by ctx.callAgent, or found in the
     // active OpenTelemetry context when the application registered a manager.
     const inherited = parent ? parent.deadline : otelContext.active().getValue(DEADLINE_KEY);
@@ -225,7 +224,7 @@ export class Outbound {
     // A URL target is shown without its user info and query (credentials, tokens),
     // also one that does not parse: the details go into errors, and from there into logs.
     const details: { target: string; capability: string; callee?: string } = {
-      target: target instanceof SpiffeId || targetStr.startsWith('spiffe:') ? targetStr : shownUrl(targetStr),
+      target: shownTarget(target),
       capability,
     };
     let outcome: CallOutcome = 'error';
@@ -895,6 +894,12 @@ function refuseUserInfo(u: URL, what: string, details: CallErrorDetails): void {
  * before that `@` (a password holding one, or a query or fragment holding an
  * `@`: they cannot be told apart) only the scheme is shown, as `https://…`.
  */
+/** A call's target as errors and logs show it: a SPIFFE ID as it is, a URL through {@link shownUrl}. */
+export function shownTarget(target: SpiffeId | string): string {
+  const text = String(target);
+  return target instanceof SpiffeId || text.startsWith('spiffe:') ? text : shownUrl(text);
+}
+
 function shownUrl(url: string | URL): string {
   let u: URL | undefined;
   if (typeof url !== 'string') u = url;

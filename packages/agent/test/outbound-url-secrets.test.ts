@@ -130,4 +130,24 @@ describe('credentials in a URL given to callAgent or addPeer', () => {
     expect((err as CallError).message).toMatch(/must not hold a user name or password/);
     expect(shown(err as CallError)).not.toContain('s3cr3t');
   });
+
+  it('callAgent on an agent not started yet names the target without its user info or query', async () => {
+    const idle = new SecureAgent({
+      config: {
+        name: 'idle',
+        identity: { workloadApi: { socket: world.dev.address('orchestrator') } },
+        authz: { policyFile: world.policyFile },
+      },
+      logger: log.logger,
+      env: {},
+    });
+    const err = await idle.callAgent('https://user:s3cr3t@127.0.0.1:1/?access_token=abc', 'echo', {}).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(CallError);
+    expect((err as CallError).code).toBe('AGENT_NOT_STARTED');
+    expect((err as CallError).target).toBe('https://127.0.0.1:1/?…');
+    expect(shown(err as CallError)).not.toMatch(/s3cr3t|abc/);
+  });
 });
