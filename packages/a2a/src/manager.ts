@@ -47,6 +47,14 @@ const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(reso
 /** A promise's handler either way: what is waited for is that it settled, not how. */
 const ignore = (): void => undefined;
 
+/**
+ * What {@link TaskManager.close} gives the requests handed to other replicas
+ * beyond the longest of their waits: the statements before and after each
+ * wait (a read, the post or cancel notice, the withdrawal), a few ms each
+ * with the database there.
+ */
+const SETTLE_MARGIN_MS = 1000;
+
 /** {@link TaskManager.waitForCompletion} gave up; the task goes on. */
 export class WaitTimeoutError extends WeaveError {
   constructor(taskId: string, ms: number) {
@@ -244,11 +252,14 @@ export class TaskManager {
   /**
    * Requests handed to the replica running a task ({@link forwardInput},
    * {@link cancelElsewhere}) and waits on tasks running elsewhere, under
-   * way: close() lets them answer before it closes the store. A request
-   * handed over may have taken effect there; its caller is told what
-   * happened, never a retryable error for something done.
+   * way, each with how long it waits for the other replica (its `waitMs`; 0
+   * for a wait close() ends): close() lets them answer, for a bounded time,
+   * before it closes the store. A request handed over may have taken effect
+   * there; its caller is told what happened rather than a retryable error.
    */
-  readonly #inFlight = new Set<Promise<void>>();
+  readonly #inFlight = new Map<Promise<void>, number>();
+  /** Ends close()'s wait for {@link #inFlight} at once; set while it waits. */
+  #stopSettling: (() => void) | undefined;
   /** Wakes each wait on a task running elsewhere ({@link #settledElsewhere}): close() ends them. */
   readonly #wakeOnClose = new Set<() => void>();
   /**
@@ -450,12 +461,13 @@ export class TaskManager {
    *   the running replica would refuse it whatever the task holds.
    * @throws {TaskStoreUnavailableError} (retryable), nothing posted, once
    *   {@link close} has begun: {@link close} waits for a reply handed over
-   *   before it, to tell its caller whether it was taken.
+   *   before it, to tell its caller whether it was taken, for a bounded time
+   *   (see there); past it, the caller may get this error after all.
    */
   async forwardInput(record: TaskRecord, message: Message, waitMs = 5000): Promise<void> {
     const inbox = this.#inbox;
     if (!inbox) throw new TypeError('forwardInput() needs a task store that hands input between replicas');
-    return this.#handOver(() => this.#forwardInput(inbox, record, message, waitMs));
+    return this.#handOver(() => this.#forwardInput(inbox, record, message, waitMs), waitMs);
   }
 
   async #forwardInput(inbox: TaskInbox, record: TaskRecord, message: Message, waitMs: number): Promise<void> {
@@ -481,20 +493,35 @@ export class TaskManager {
   }
 
   /**
-   * Runs `op`, a request handed to the replica running a task, as one
-   * {@link close} waits for; refused, nothing done, once close() has begun.
+   * Runs `op`, a request handed to the replica running a task that waits up
+   * to `waitMs` for it, as one {@link close} waits for; refused, nothing
+   * done, once close() has begun.
    */
-  #handOver<T>(op: () => Promise<T>): Promise<T> {
+  #handOver<T>(op: () => Promise<T>, waitMs: number): Promise<T> {
     if (this.#closed) return Promise.reject(new TaskStoreClosedError('the task manager is closing'));
-    return this.#whileOpen(op());
+    return this.#whileOpen(op(), waitMs);
   }
 
-  /** `work`, counted among the work {@link close} lets finish before it closes the store. */
-  #whileOpen<T>(work: Promise<T>): Promise<T> {
-    const done = work.then(ignore, ignore);
-    this.#inFlight.add(done);
+  /**
+   * `work`, counted among the work {@link close} lets finish before it
+   * closes the store; `waitMs`, how long it waits for another replica.
+   */
+  #whileOpen<T>(work: Promise<T>, waitMs = 0): Promise<T> {
+    const done = work.then(ignore, (err: unknown) => this.#failedAtClose(err));
+    this.#inFlight.set(done, waitMs);
     void done.then(() => this.#inFlight.delete(done));
     return work;
+  }
+
+  /**
+   * A statement failed: once close() has begun, for want of the database,
+   * what close() still waits for is given up ({@link #storeAwayAtClose}):
+   * each of its statements would only wait out a timeout too.
+   */
+  #failedAtClose(err: unknown): void {
+    if (!this.#closed || !(err instanceof TaskStoreUnavailableError)) return;
+    this.#storeAwayAtClose = true;
+    this.#stopSettling?.();
   }
 
   /**
@@ -636,8 +663,10 @@ export class TaskManager {
       failures: 0,
       settleWaiters: [],
       bytes,
+      // Both set here, as in adopt(): the object keeps its shape as it is written.
+      durable: this.#memory ? undefined : { task: snapshot(record.task), seq: 1 },
+      writing: undefined,
     };
-    if (!this.#memory) live.durable = { task: snapshot(record.task), seq: 1 };
     this.#live.set(record.task.id, live);
     return record;
   }
@@ -924,6 +953,20 @@ export class TaskManager {
     for (;;) {
       const live = this.#live.get(id) ?? this.#settling.get(id);
       if (!live) {
+        if (!this.#notifier) {
+          // Nothing of a task running elsewhere is heard: the task as stored,
+          // read here (a blocking SendMessage whose handler finished first
+          // takes this path on the embedded store: no frame or count added).
+          let r: TaskRecord | undefined;
+          try {
+            r = await this.store.get(id);
+          } catch (err) {
+            if (options.orLastSeen && seen && err instanceof TaskStoreUnavailableError) return seen;
+            throw err;
+          }
+          if (!r) throw A2AErrors.taskNotFound(id);
+          return r.task;
+        }
         const elsewhere = await this.#whileOpen(this.#completionElsewhere(id, options, done, deadline, seen));
         if (elsewhere !== undefined) return elsewhere;
         // Taken over by this replica meanwhile: waited for here (a later settle also passes `afterSeq`).
@@ -997,10 +1040,11 @@ export class TaskManager {
   }
 
   /**
-   * {@link waitForCompletion} of a task that does not run here: read from
-   * the store, and followed until it settles as asked. Once {@link close}
-   * has begun, the task as it is then: nothing more of it is heard here.
-   * `undefined` when the task came to run here meanwhile (taken over).
+   * {@link waitForCompletion} of a task that does not run here, with a
+   * notifier: read from the store, and followed until it settles as asked.
+   * Once {@link close} has begun, the task as it is then: nothing more of it
+   * is heard here. `undefined` when the task came to run here meanwhile
+   * (taken over).
    */
   async #completionElsewhere(
     id: string,
@@ -1021,11 +1065,15 @@ export class TaskManager {
       try {
         r = await this.store.get(id);
       } catch (err) {
-        if (options.orLastSeen && seen && err instanceof TaskStoreUnavailableError) return seen;
+        if (options.orLastSeen && seen && err instanceof TaskStoreUnavailableError) {
+          // Not rejected: close() hears of the failure here.
+          this.#failedAtClose(err);
+          return seen;
+        }
         throw err;
       }
       if (!r) throw A2AErrors.taskNotFound(id);
-      if (!this.#notifier || this.#closed) return r.task;
+      if (this.#closed) return r.task;
       if (after !== undefined && r.seq <= after) {
         await this.#settledElsewhere(id, after, options, deadline);
         after = undefined;
@@ -1225,6 +1273,7 @@ export class TaskManager {
       settleWaiters: [],
       bytes,
       durable: { task: snapshot(stored.task), seq: stored.seq },
+      writing: undefined,
     });
     // Taken over whatever this owner's tasks hold here: an orphan is run, not refused.
     this.#hold(record.owner, bytes, false);
@@ -1436,10 +1485,12 @@ export class TaskManager {
    * itself. Returns the task as it is afterwards.
    *
    * @throws {TaskStoreUnavailableError} (retryable), nothing asked, once
-   *   {@link close} has begun: close() waits for a cancel asked before it.
+   *   {@link close} has begun: close() waits for a cancel asked before it,
+   *   for a bounded time (see there); past it, the caller may get this error
+   *   after all.
    */
   async cancelElsewhere(id: string, waitMs = 5000): Promise<TaskRecord | undefined> {
-    return this.#handOver(() => this.#cancelElsewhere(id, waitMs));
+    return this.#handOver(() => this.#cancelElsewhere(id, waitMs), waitMs);
   }
 
   async #cancelElsewhere(id: string, waitMs: number): Promise<TaskRecord | undefined> {
@@ -1462,10 +1513,21 @@ export class TaskManager {
 
   /**
    * Cancels every live task, waits for pending writes and closes the store.
-   * A reply or cancel handed to another replica before it began is answered
-   * first, as that replica acted on it (at most its `waitMs`); a wait on a
-   * task running elsewhere ({@link waitForCompletion}) ends with the task as
-   * it is then. Such requests from now on are refused.
+   * A reply or cancel handed to another replica before it began
+   * ({@link forwardInput}, {@link cancelElsewhere}) is answered first, as
+   * that replica acted on it; a wait on a task running elsewhere
+   * ({@link waitForCompletion}) ends with the task as it is then. Such
+   * requests from now on are refused.
+   *
+   * That wait is bounded: at most the longest `waitMs` among the requests
+   * under way plus 1 s (for the statements around each wait), and none at
+   * all once the database is known away (the lease given up on this
+   * replica's own reading, or a statement failing as unavailable since
+   * close() began). A request still under way then is not waited for:
+   * unless answered before the store is closed, its caller gets the
+   * retryable {@link TaskStoreUnavailableError} (its statement failing, or
+   * the store closed under it), as before close() waited for any, though
+   * the other replica may have acted on it.
    */
   async close(): Promise<void> {
     clearInterval(this.#leaseTimer);
@@ -1474,8 +1536,12 @@ export class TaskManager {
     // Writes that keep failing get one more try each, then give up.
     this.#closed = true;
     for (const wake of [...this.#wakeOnClose]) wake();
+    // One bound for both waits below: close() is not to outlast a shutdown's grace period.
+    let longest = 0;
+    for (const ms of this.#inFlight.values()) longest = Math.max(longest, ms);
+    const settleBy = Date.now() + longest + SETTLE_MARGIN_MS;
     // Followers and notices carry what the requests handed over wait to see.
-    await this.#settleInFlight();
+    await this.#settleInFlight(settleBy);
     for (const set of [...this.#followers.values()]) for (const f of [...set]) this.#unfollow(f);
     await this.flush();
     await this.#listening?.catch(() => undefined);
@@ -1488,17 +1554,35 @@ export class TaskManager {
     if (!this.#gaveUp && !this.#storeAwayAtClose) {
       await this.#leases?.retire().catch(() => undefined);
     }
-    await this.#settleInFlight();
+    await this.#settleInFlight(settleBy);
     await this.store.close?.();
   }
 
-  /** Until no work {@link close} waits for is under way ({@link #inFlight}). */
-  async #settleInFlight(): Promise<void> {
-    while (this.#inFlight.size > 0) {
-      await Promise.all(this.#inFlight);
-      // What an answered request goes on to do starts in microtasks (a
-      // blocking reply's read of the task it woke): counted by the next look.
-      await nextTurn();
+  /**
+   * Until no work {@link close} waits for is under way ({@link #inFlight}),
+   * `by` (epoch ms) at the latest, or the database is known away.
+   */
+  async #settleInFlight(by: number): Promise<void> {
+    if (this.#inFlight.size === 0 || Date.now() >= by) return;
+    let timer: NodeJS.Timeout | undefined;
+    const cut = new Promise<true>((resolve) => {
+      const stop = (): void => resolve(true);
+      this.#stopSettling = stop;
+      timer = setTimeout(stop, Math.max(0, by - Date.now()));
+      // Not what keeps the process up: what is waited for holds its own handles.
+      timer.unref();
+    });
+    const allDone = (): Promise<false> => Promise.all(this.#inFlight.keys()).then(() => false);
+    try {
+      while (this.#inFlight.size > 0 && !this.#storeAwayAtClose && !this.#gaveUp) {
+        if (await Promise.race([allDone(), cut])) return;
+        // What an answered request goes on to do starts in microtasks (a
+        // blocking reply's read of the task it woke): counted by the next look.
+        await nextTurn();
+      }
+    } finally {
+      clearTimeout(timer);
+      this.#stopSettling = undefined;
     }
   }
 
@@ -1611,7 +1695,7 @@ export class TaskManager {
           await this.#rejected(live, err);
           return;
         }
-        if (this.#closed && err instanceof TaskStoreUnavailableError) this.#storeAwayAtClose = true;
+        this.#failedAtClose(err);
         if (err instanceof TaskLeaseLostError) {
           this.#drop(live, err);
           return;

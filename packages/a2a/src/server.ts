@@ -29,6 +29,7 @@ import {
   type HttpBindingDeps,
 } from './bindings/http.js';
 import { agentCardToV03 } from './wire/v03.js';
+import { A2A_JSON_MEDIA_TYPE } from './transports/http.js';
 import { sendError, serveJsonRpc } from './bindings/jsonrpc.js';
 import {
   CARD_MAX_AGE_S,
@@ -414,7 +415,7 @@ export class A2AServer {
       return !jsonrpc || restBase === '' || path === restBase || path.startsWith(`${restBase}/`);
     };
     app.removeAllContentTypeParsers();
-    app.addContentTypeParser(['application/json', 'application/a2a+json'], (request, payload, done) =>
+    app.addContentTypeParser(['application/json', A2A_JSON_MEDIA_TYPE], (request, payload, done) =>
       readBody(payload, request.headers, this.#maxBody, (err, body) =>
         err ? done(err, undefined) : done(null, JsonBody.parse(body!)),
       ),

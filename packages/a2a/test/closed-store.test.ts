@@ -3,7 +3,7 @@
 // "the agent is shutting down", not "the task store cannot be reached". No
 // server runs here: a closed store sends nothing, and the URLs lead nowhere.
 import pg from 'pg';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { freePort } from '@weave/test-support/tcp-relay';
 import { TaskManager, TaskStoreUnavailableError } from '../src/index.js';
 import { asA2AError } from '../src/handler.js';
@@ -58,13 +58,20 @@ describe('a closed PostgreSQL store and task manager', () => {
   });
 
   it('a closed task manager refuses a reply or a cancel to hand to another replica at once, as shutting down', async () => {
-    const manager = new TaskManager({ store: new PostgresTaskStore({ connectionString: await url() }) });
+    const store = new PostgresTaskStore({ connectionString: await url() });
+    const manager = new TaskManager({ store });
     await manager.close();
+    // Refused by the manager itself, before any statement: the closed store
+    // would refuse those with the very same error.
+    const statements = (
+      ['get', 'events', 'postInput', 'withdrawInput', 'requestCancel', 'listen'] as const
+    ).map((name) => vi.spyOn(store, name));
     const record = { task: { id: 't-1', contextId: 'c-1', status: { state: 'TASK_STATE_INPUT_REQUIRED' } } };
     const reply = { messageId: 'm-1', role: 'ROLE_USER' as const, parts: [{ text: 'hi' }] };
     expect(await answered(() => manager.cancelElsewhere('t-1'))).toMatchObject(SHUTTING_DOWN);
     expect(await answered(() => manager.forwardInput(record as TaskRecord, reply))).toMatchObject(
       SHUTTING_DOWN,
     );
+    for (const statement of statements) expect(statement).not.toHaveBeenCalled();
   });
 });
