@@ -335,46 +335,26 @@ export class SecureChannel extends Dispatcher {
    * connection is made. Admitted, `call` runs at once (synchronously), so a
    * caller that needs it started can tell. `kindOf` says how a failure of
    * `call` bears on the peer ({@link CallFailureKind}); the caller gets the
-   * failure as it was. `call`'s promise should settle once the peer has
+   * failure as it was, or `typed` of it when given, as it gets the channel's
+   * refusal (so a caller typing both needs no promise of its own after this
+   * one). `call`'s promise should settle once the peer has
    * answered (for a stream: once it is open), as the channel's own requests
    * count when their response starts.
    */
-  guardCall<T>(call: () => Promise<T>, kindOf: (err: unknown) => CallFailureKind): Promise<T> {
+  guardCall<T>(
+    call: () => Promise<T>,
+    kindOf: (err: unknown) => CallFailureKind,
+    typed?: (err: unknown) => Error,
+  ): Promise<T> {
     // The shut-down breaker of a closed channel would refuse it untyped.
-    if (this.#closed) return Promise.reject(this.#closedError());
-    const run = (): Promise<T> => {
-      try {
-        return call();
-      } catch (err) {
-        // Thrown before any promise: read like any other failure of the call, not as the breaker's own.
-        return Promise.reject(err as Error);
-      }
-    };
+    if (this.#closed) {
+      const closed = this.#closedError();
+      return Promise.reject(typed ? typed(closed) : closed);
+    }
     const breaker = this.#breaker;
-    if (breaker === undefined) return run();
-    // The breaker is told the kind, the caller gets the failure itself.
-    let failure: unknown;
-    let answered = false;
-    return breaker
-      .execute(() =>
-        run().catch((err: unknown) => {
-          const kind = kindOf(err);
-          if (kind === 'unreachable') throw err;
-          failure = err;
-          if (kind === 'caller') throw CALLER_ABORTED;
-          answered = true;
-          return undefined;
-        }),
-      )
-      .then(
-        (value) => {
-          if (answered) throw failure;
-          return value as T;
-        },
-        (err: unknown) => {
-          throw err === CALLER_ABORTED ? failure : err;
-        },
-      );
+    if (breaker !== undefined) return throughBreaker(breaker, call, kindOf, typed);
+    const p = invoke(call);
+    return typed ? p.catch((err: unknown) => Promise.reject(typed(err))) : p;
   }
 
   /**
@@ -386,8 +366,10 @@ export class SecureChannel extends Dispatcher {
    * bundles under which its chain no longer verifies. From then on the
    * connection must carry nothing more: end what it carries, and take a new
    * connection (verified anew) for what comes next. Returns when the
-   * certificate expires (epoch ms), for a clock check before each new call,
-   * and `release`, to call when the connection closes.
+   * verification ends (epoch ms: the first notAfter of the path the server's
+   * chain verified through, which a bundle update may move, so read it at
+   * each check), for a clock check before each new call, and `release`, to
+   * call when the connection closes.
    */
   holdServer(
     cert: PeerCertificate,
@@ -673,28 +655,33 @@ export class SecureChannel extends Dispatcher {
   /**
    * Holds a connection whose server verified with `chain` to that
    * verification while it stays open: `lapse` is called, once, when the
-   * server's certificate expires (`peerCertificateEnds`, or the first
-   * request that finds it past `notAfter`), or when a bundle update refuses
-   * the chain ({@link #verifyLive}). `release` when the connection closes.
+   * path it verified through expires (`peerCertificateEnds`, or the first
+   * request that finds it past `notAfter`, which a bundle update may move),
+   * or when a bundle update refuses the chain ({@link #verifyLive}).
+   * `release` when the connection closes.
    */
   #hold(
     chain: PeerChainInput,
     notAfter: number,
     lapse: (err: PeerVerificationError) => void,
     idForMessage: () => SpiffeId | undefined,
-  ): { notAfter: number; release: () => void } {
+  ): { readonly notAfter: number; readonly release: () => void } {
     const expire = (): void => this.#lapse(live, this.#expiredServer(live));
     const live: LiveServer = {
       chain,
       notAfter,
       lapse,
       idForMessage,
+      expire,
       end: peerCertificateEnds.add(expire, notAfter),
     };
     this.#live.add(live);
     if (notAfter < this.#serversNotAfter) this.#serversNotAfter = notAfter;
     return {
-      notAfter,
+      // Read at each call: a bundle update may move it (#verifyLive).
+      get notAfter() {
+        return live.notAfter;
+      },
       release: () => {
         peerCertificateEnds.delete(live.end);
         this.#live.delete(live);
@@ -741,14 +728,27 @@ export class SecureChannel extends Dispatcher {
     return ended;
   }
 
-  /** Verifies every open connection's server against the current bundles; ends those refused. */
+  /**
+   * Verifies every open connection's server against the current bundles;
+   * ends those refused. One still verified may now verify through another
+   * path (a renewed or new authority), whose end is then the connection's,
+   * earlier or later than the one it had (as PeerVerifier does for a server's callers).
+   */
   #verifyLive(): void {
     for (const live of this.#live) {
+      let end: number;
       try {
-        this.#verifyChain(live.chain, live.idForMessage);
+        end = this.#verifyChain(live.chain, live.idForMessage).expiresAt.getTime();
       } catch (err) {
         this.#lapse(live, err as PeerVerificationError);
+        continue;
       }
+      if (end === live.notAfter) continue;
+      peerCertificateEnds.delete(live.end);
+      live.notAfter = end;
+      live.end = peerCertificateEnds.add(live.expire, end);
+      // A later end leaves #serversNotAfter early: the next request past it finds the true earliest.
+      if (end < this.#serversNotAfter) this.#serversNotAfter = end;
     }
   }
 
@@ -928,21 +928,13 @@ export class SecureChannel extends Dispatcher {
     if (breaker === undefined) return this.#agent.request(opts);
     const signal = opts.signal;
     if (!(signal instanceof AbortSignal)) return breaker.execute(() => this.#agent.request(opts));
-    // A caller's abort rejects with its signal's reason, which says nothing about the peer: the
-    // breaker is told CALLER_ABORTED (not a failure), the caller gets the reason.
-    let reason: unknown;
-    return breaker
-      .execute(() =>
-        this.#agent.request(opts).catch((err: unknown) => {
-          // undici rejects an aborted call with the signal's reason: only that is the caller's.
-          if (!signal.aborted || err !== signal.reason) throw err;
-          reason = err;
-          throw CALLER_ABORTED;
-        }),
-      )
-      .catch((err: unknown) => {
-        throw err === CALLER_ABORTED ? reason : err;
-      });
+    // A caller's abort rejects with its signal's reason, which says nothing about the peer.
+    return throughBreaker(
+      breaker,
+      () => this.#agent.request(opts),
+      // undici rejects an aborted call with the signal's reason: only that is the caller's.
+      (err) => (signal.aborted && err === signal.reason ? 'caller' : 'unreachable'),
+    );
   }
 
   async #retryAfter(
@@ -1181,6 +1173,57 @@ interface AttemptDeps {
 const CALLER_ABORTED = new Error('aborted by the caller');
 
 /**
+ * `call()`; what it throws before returning a promise, rejected: read like
+ * any other failure of the call, not as the breaker's own.
+ */
+function invoke<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return call();
+  } catch (err) {
+    return Promise.reject(err as Error);
+  }
+}
+
+/**
+ * Runs `call` through `breaker`, which is told how a failure bears on the
+ * peer ({@link CallFailureKind}, read by `kindOf`): an unreachable peer is a
+ * failure, an answer a success, the caller's own doing `CALLER_ABORTED`
+ * (neither). The caller gets the failure itself (`typed` of it, when given),
+ * as it gets the breaker's refusal: the one path of the channel's requests
+ * with a signal and of {@link SecureChannel.guardCall}.
+ */
+function throughBreaker<T>(
+  breaker: CircuitBreaker,
+  call: () => Promise<T>,
+  kindOf: (err: unknown) => CallFailureKind,
+  typed?: (err: unknown) => Error,
+): Promise<T> {
+  let failure: unknown;
+  let answered = false;
+  return breaker
+    .execute(() =>
+      invoke(call).catch((err: unknown) => {
+        const kind = kindOf(err);
+        if (kind === 'unreachable') throw err;
+        failure = err;
+        if (kind === 'caller') throw CALLER_ABORTED;
+        answered = true;
+        return undefined;
+      }),
+    )
+    .then(
+      (value) => {
+        if (answered) throw typed ? typed(failure) : failure;
+        return value as T;
+      },
+      (err: unknown) => {
+        const e = err === CALLER_ABORTED ? failure : err;
+        throw typed ? typed(e) : e;
+      },
+    );
+}
+
+/**
  * Wraps a classic undici handler for the attempts of one request: tells the
  * breaker how each attempt ended (a response started, or a failure before
  * one) and repeats it when {@link RetryPolicy.shouldRetry} allows, knowing
@@ -1303,13 +1346,16 @@ interface KeptSession {
 /** A server verified on a connection still open, held to that verification (see SecureChannel's #hold). */
 interface LiveServer {
   readonly chain: PeerChainInput;
-  readonly notAfter: number;
+  /** The end of the path its chain verified through (epoch ms); a bundle update may move it. */
+  notAfter: number;
   /** The server's SPIFFE ID, for messages only. */
   readonly idForMessage: () => SpiffeId | undefined;
   /** Ends the connection and what it carries, with why. */
   readonly lapse: (err: PeerVerificationError) => void;
-  /** Its certificate's end, on the process's one timer for them (`peerCertificateEnds`). */
-  readonly end: Deadline<() => void>;
+  /** Lapses it as expired: what {@link end} calls. */
+  readonly expire: () => void;
+  /** Its path's end at `notAfter`, on the process's one timer for them (`peerCertificateEnds`). */
+  end: Deadline<() => void>;
 }
 
 /**

@@ -15,7 +15,6 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   BundleSet,
   X509Bundle,
-  X509Svid,
   verifyX509SvidPath,
   type Authorizer,
   type IdentityProvider,
@@ -28,9 +27,10 @@ import {
   peerNotAfter,
   serverNotAfter,
 } from '../src/tls.js';
-import { SetProvider, portOf } from '@weave/test-support/tls-fixtures';
+import { portOf, type SetProvider } from '@weave/test-support/tls-fixtures';
 import { makeCert, makeIntermediate, makeRoot, type TestCa } from '../../identity/test/helpers/forge.js';
 import { renewed } from '../../identity/test/helpers/renew.js';
+import { chainIdentity, pastOf, secondAfter } from './helpers/chain-pki.js';
 import { streamRoutes } from './helpers/stream-routes.js';
 
 const TD = 'a.chain';
@@ -40,11 +40,6 @@ const LIFE_MS = 1000;
 const LATE_MS = 1000;
 const HOUR = 3_600_000;
 const anyone: Authorizer = () => ({ ok: true });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** Waits until a moment after `t` (epoch ms). */
-const pastOf = (t: number) => sleep(t + 200 - Date.now());
-/** A whole second at least `ms` from now. */
-const secondAfter = (ms: number) => new Date(Math.ceil((Date.now() + ms) / 1000) * 1000);
 
 let root: TestCa;
 let bundles: BundleSet;
@@ -61,20 +56,9 @@ afterEach(async () => {
 });
 afterAll(() => serverId?.close());
 
-/** An identity whose SVID (an hour) is issued by the last of `issuers`, presented with every issuer but the root. */
-async function identityOf(issuers: TestCa[], path: string): Promise<SetProvider> {
-  const leaf = await makeCert(issuers.at(-1)!, { uris: [`spiffe://${TD}${path}`] });
-  const chain = [
-    leaf.der,
-    ...issuers
-      .slice(1)
-      .reverse()
-      .map((c) => new Uint8Array(c.cert.rawData)),
-  ];
-  const identity = new SetProvider();
-  identity.set(X509Svid.parse(chain, leaf.keyPem), bundles);
-  return identity;
-}
+/** An identity of `spiffe://<TD><path>` under the last of `issuers` (see chainIdentity). */
+const identityOf = (issuers: TestCa[], path: string): Promise<SetProvider> =>
+  chainIdentity(issuers, `spiffe://${TD}${path}`, bundles);
 
 interface Creds {
   cert: string;

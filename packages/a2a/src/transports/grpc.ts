@@ -523,20 +523,12 @@ export class GrpcTransport implements ClientTransport {
     if (signal?.aborted) return Promise.reject(callFailure(what, signal.reason, signal));
     // The deadline covers connect, send and read.
     const deadline = Date.now() + Math.max(1, options.timeoutMs);
-    const started: { state?: CallState } = {};
-    return this.#channel
-      .guardCall(
-        () => {
-          const begun = this.#begin(method, params, options, what, deadline);
-          started.state = begun.state;
-          return this.#unary(method, begun, signal, what);
-        },
-        (err) => failureKind(err, started.state),
-      )
-      .catch((err: unknown) => {
-        // The channel's refusal (an open circuit, a closed channel) typed as on the HTTP bindings.
-        throw callFailure(what, err);
-      });
+    return this.#channel.guardCall(
+      () => this.#unary(method, this.#begin(method, params, options, what, deadline), signal, what),
+      kindOfFailed,
+      // The channel's refusal (an open circuit, a closed channel) typed as on the HTTP bindings.
+      (err) => callFailure(what, err),
+    );
   }
 
   #unary(
@@ -554,7 +546,7 @@ export class GrpcTransport implements ClientTransport {
         settled = true;
         signal?.removeEventListener('abort', onAbort);
         end();
-        if (err) reject(err);
+        if (err) reject(failed(err, state));
         else resolve(method === 'DeleteTaskPushNotificationConfig' ? undefined : value);
       };
       call.on('data', (v: WireObject) => {
@@ -738,6 +730,26 @@ function failureKind(err: unknown, state: CallState | undefined): CallFailureKin
     default:
       return 'unreachable';
   }
+}
+
+/** The kind of a unary call's failure, read as it failed (see {@link failed}). */
+const failedKinds = new WeakMap<Error, CallFailureKind>();
+
+/**
+ * `err`, the failure of a unary call in `state`, with its {@link failureKind}
+ * kept for {@link kindOfFailed}: one function for every call, not a closure per call.
+ */
+function failed(err: Error, state: CallState): Error {
+  failedKinds.set(err, failureKind(err, state));
+  return err;
+}
+
+/**
+ * {@link failureKind} of a unary call's failure, for the channel's breaker:
+ * as read when it failed, or of the error alone for one thrown before the call began.
+ */
+function kindOfFailed(err: unknown): CallFailureKind {
+  return (err instanceof Error ? failedKinds.get(err) : undefined) ?? failureKind(err, undefined);
 }
 
 /**
