@@ -5,11 +5,12 @@
 // that: requests and a stream over a pooled connection went on until the leaf's
 // notAfter, an hour away. Intermediates living 1 to 2 seconds.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { BundleSet, X509Bundle, X509Svid, type Authorizer } from '@weave/identity';
+import { BundleSet, X509Bundle, type Authorizer } from '@weave/identity';
 import { PeerVerificationError, SecureChannel } from '../src/index.js';
 import { createMtlsServer } from '../src/server.js';
-import { SetProvider } from '@weave/test-support/tls-fixtures';
-import { makeCert, makeIntermediate, makeRoot, type TestCa } from '../../identity/test/helpers/forge.js';
+import type { SetProvider } from '@weave/test-support/tls-fixtures';
+import { makeIntermediate, makeRoot, type TestCa } from '../../identity/test/helpers/forge.js';
+import { chainIdentity, pastOf, secondAfter } from './helpers/chain-pki.js';
 import { streamRoutes } from './helpers/stream-routes.js';
 
 const TD = 'a.chain';
@@ -19,28 +20,15 @@ const LATE_MS = 1000;
 const HOUR = 3_600_000;
 const KEEP = { idleTimeoutMs: 60_000, retry: { retries: 0 }, circuitBreaker: false } as const;
 const anyone: Authorizer = () => ({ ok: true });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const pastOf = (t: number) => sleep(t + 200 - Date.now());
-const secondAfter = (ms: number) => new Date(Math.ceil((Date.now() + ms) / 1000) * 1000);
 
 let root: TestCa;
 let bundles: BundleSet;
 let clientId: SetProvider;
 const closers: Array<() => unknown> = [];
 
-async function identityOf(issuers: TestCa[], path: string): Promise<SetProvider> {
-  const leaf = await makeCert(issuers.at(-1)!, { uris: [`spiffe://${TD}${path}`] });
-  const chain = [
-    leaf.der,
-    ...issuers
-      .slice(1)
-      .reverse()
-      .map((c) => new Uint8Array(c.cert.rawData)),
-  ];
-  const identity = new SetProvider();
-  identity.set(X509Svid.parse(chain, leaf.keyPem), bundles);
-  return identity;
-}
+/** The peer `path` of TD, its chain through `issuers` (see chainIdentity). */
+const identityOf = (issuers: TestCa[], path: string): Promise<SetProvider> =>
+  chainIdentity(issuers, `spiffe://${TD}${path}`, bundles);
 
 beforeAll(async () => {
   root = await makeRoot(TD, { notAfter: new Date(Date.now() + 24 * HOUR) });
