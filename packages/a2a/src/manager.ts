@@ -348,10 +348,11 @@ export class TaskManager {
       }
       this.#choreWorked('lease');
     } catch (err) {
-      this.#choreFailed('lease', err);
       // Cut off for longer than the lease: it has expired, by the database's clock too
       // (it was renewed no earlier than sent), and other replicas may claim the tasks.
+      // First: giving the tasks up must not wait on, or be stopped by, the report below.
       this.#ifLeaseRanOut(leases);
+      this.#choreFailed('lease', err);
     } finally {
       this.#ticking = false;
     }
@@ -387,7 +388,11 @@ export class TaskManager {
       return;
     }
     this.#choresFailing.set(chore, { since: Date.now(), failures: 1 });
-    this.#onChoreFailed(chore, err);
+    try {
+      this.#onChoreFailed(chore, err);
+    } catch {
+      // A report that throws (the application's hook, its logger) changes nothing here.
+    }
   }
 
   /** `chore` worked: told when it had been failing. */
@@ -395,7 +400,11 @@ export class TaskManager {
     const failing = this.#choresFailing.get(chore);
     if (!failing) return;
     this.#choresFailing.delete(chore);
-    this.#onChoreRecovered(chore, failing);
+    try {
+      this.#onChoreRecovered(chore, failing);
+    } catch {
+      // As in #choreFailed: a report that throws changes nothing.
+    }
   }
 
   /** No renewal of the lease confirmed for a whole lease: it has run out, whatever the database says later. */

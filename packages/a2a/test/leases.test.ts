@@ -66,8 +66,11 @@ afterEach(async () => {
   for (const m of managers.splice(0)) await m.close();
 });
 
-async function running(store: HeldLeaseStore): Promise<{ m: TaskManager; id: string; signal: AbortSignal }> {
-  const m = new TaskManager({ store });
+async function running(
+  store: HeldLeaseStore,
+  options: Omit<ConstructorParameters<typeof TaskManager>[0], 'store'> = {},
+): Promise<{ m: TaskManager; id: string; signal: AbortSignal }> {
+  const m = new TaskManager({ store, ...options });
   managers.push(m);
   const rec = await m.create({
     owner: 'spiffe://leases.test/caller',
@@ -119,6 +122,23 @@ describe('TaskManager leases', () => {
     expect(signal.reason).toBeInstanceOf(TaskLeaseLostError);
     await sleep(4 * (store.leaseTtlMs / 3));
     expect(store.retired).toBe(1);
+    store.heartbeat = original;
+  });
+
+  it('a failure report that throws (the application’s hook) does not keep the tasks from being given up', async () => {
+    const store = new HeldLeaseStore();
+    let told = 0;
+    const { signal } = await running(store, {
+      onChoreFailed: () => {
+        told++;
+        throw new Error('the hook broke');
+      },
+    });
+    const original = store.heartbeat.bind(store);
+    store.heartbeat = () => Promise.reject(new Error('database unreachable'));
+    await until(() => signal.aborted);
+    expect(signal.reason).toBeInstanceOf(TaskLeaseLostError);
+    expect(told).toBeGreaterThanOrEqual(1);
     store.heartbeat = original;
   });
 
