@@ -12,7 +12,7 @@ import {
   type TaskStore,
 } from '@weave/a2a';
 import type * as PostgresStoreModule from '@weave/a2a/postgres';
-import type { PolicyEnforcer } from '@weave/authz';
+import { OpaEnforcer, type PolicyEnforcer } from '@weave/authz';
 import {
   MAX_TIMER_MS,
   type SpiffeId,
@@ -34,6 +34,7 @@ import { AgentConfigError, AgentError, CallError } from './errors.js';
 import { AgentMetrics } from './metrics.js';
 import {
   MeteredEnforcer,
+  PolicyEngineHealth,
   StoreHealth,
   healthBody,
   readyBody,
@@ -205,6 +206,8 @@ export class SecureAgent extends AgentCore {
   #serverMounted = false;
   #inflightRequests = 0;
   readonly #inbound: Inbound;
+  /** Whether the OPA of `authz.opa` answers: /ready is 503 while it cannot be reached. */
+  readonly #policyHealth: PolicyEngineHealth;
 
   /** @throws {AgentConfigError} when the config is invalid or insecure. */
   constructor(options: SecureAgentOptions) {
@@ -225,6 +228,7 @@ export class SecureAgent extends AgentCore {
       agent: this.config.name,
       defaultMetrics: this.config.observability.processMetrics,
     });
+    this.#policyHealth = new PolicyEngineHealth(this.metrics);
     this.#inbound = new Inbound({
       capabilities: this.capabilities,
       metrics: this.metrics,
@@ -336,7 +340,10 @@ export class SecureAgent extends AgentCore {
     if (this.config.spiffeId !== undefined && svid.id.toString() !== this.config.spiffeId) {
       return `the SVID is ${svid.id.toString()}, not the configured ${this.config.spiffeId}`;
     }
-    return this.#storeHealth.notReadyReason();
+    // Both asked: each kicks its own probe while failing.
+    const store = this.#storeHealth.notReadyReason();
+    const policy = this.#policyHealth.notReadyReason();
+    return store ?? policy;
   }
 
   /**
@@ -501,6 +508,8 @@ export class SecureAgent extends AgentCore {
       const selfId = svid.id;
       const { enforcer: inner, owned: ownsEnforcer } = await this.#enforcer();
       if (ownsEnforcer) cleanup.push(async () => inner.close?.());
+      signal.throwIfAborted();
+      await this.#followPolicyEngine(inner, ownsEnforcer);
       signal.throwIfAborted();
       const enforcer = new MeteredEnforcer(inner, this.metrics);
 
@@ -950,6 +959,27 @@ export class SecureAgent extends AgentCore {
     }
   }
 
+  /**
+   * Has /ready follow the OPA the agent built from `authz.opa` (whose
+   * `onAvailability` is {@link PolicyEngineHealth.seen}), and asks it once:
+   * one that cannot be reached is a warning, not a refused start (OPA may
+   * come up after the agent), and the agent is not ready until it answers.
+   */
+  async #followPolicyEngine(enforcer: PolicyEnforcer, owned: boolean): Promise<void> {
+    if (!owned || !(enforcer instanceof OpaEnforcer)) {
+      this.#policyHealth.follow(undefined);
+      return;
+    }
+    this.#policyHealth.follow(() => enforcer.health());
+    const health = await enforcer.health();
+    if (!health.ok) {
+      this.logger.warn(
+        { reason: health.reason },
+        'the policy engine (OPA) failed its health check: every call it cannot decide is denied, and /ready is 503 while it cannot be reached',
+      );
+    }
+  }
+
   async #enforcer(): Promise<{ enforcer: PolicyEnforcer; owned: boolean }> {
     if (this.#opts.enforcer) return { enforcer: this.#opts.enforcer, owned: false };
     const authz = this.config.authz;
@@ -958,7 +988,10 @@ export class SecureAgent extends AgentCore {
       throw new AgentError('AGENT_CONFIG_INVALID', 'the authz section is missing and no enforcer was given');
     try {
       return {
-        enforcer: await enforcerFromConfig(authz, { logger: this.logger.child({ component: 'authz' }) }),
+        enforcer: await enforcerFromConfig(authz, {
+          logger: this.logger.child({ component: 'authz' }),
+          onAvailability: this.#policyHealth.seen,
+        }),
         owned: true,
       };
     } catch (err) {

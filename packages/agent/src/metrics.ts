@@ -64,6 +64,7 @@ export class AgentMetrics {
   readonly calls: Counter<'direction' | 'capability' | 'peer' | 'outcome'>;
   readonly callDuration: Histogram<'direction' | 'capability' | 'outcome'>;
   readonly authzDecisions: Counter<'direction' | 'decision'>;
+  readonly authzEngineErrors: Counter<'direction'>;
   readonly tlsHandshakes: Counter<'side' | 'result'>;
   readonly taskStates: Counter<'state'>;
   readonly requestsRefused: Counter<'reason'>;
@@ -114,6 +115,16 @@ export class AgentMetrics {
       labelNames: ['direction', 'decision'],
       registers,
     });
+    // A counter of its own, not a label of weave_authz_decisions_total: the
+    // denies it counts stay decision="deny" there, as the agent denied them,
+    // and queries and alerts on that series keep their meaning.
+    this.authzEngineErrors = new Counter({
+      collect: () => this.#engineErrors.flush(),
+      name: 'weave_authz_engine_errors_total',
+      help: 'Policy decisions denied because the policy engine (OPA) could not be reached or failed (no answer, timeout, HTTP 5xx), by direction; each is also a decision="deny" of weave_authz_decisions_total',
+      labelNames: ['direction'],
+      registers,
+    });
     this.tlsHandshakes = new Counter({
       collect: () => this.#handshakeSources.collect(),
       name: 'weave_tls_handshakes_total',
@@ -145,6 +156,7 @@ export class AgentMetrics {
     this.#states = new Tally(this.taskStates);
     this.#refusals = new Tally(this.requestsRefused);
     this.#decisions = new Tally(this.authzDecisions);
+    this.#engineErrors = new Tally(this.authzEngineErrors);
     this.#refusalSources = new CountedSources(this.connectionsRefused);
     this.#handshakeSources = new CountedSources(this.tlsHandshakes);
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
@@ -155,6 +167,7 @@ export class AgentMetrics {
   // inc(), which showed up per call in the round-trip bench.
   readonly #states: Tally<'state'>;
   readonly #decisions: Tally<'direction' | 'decision'>;
+  readonly #engineErrors: Tally<'direction'>;
   readonly #refusals: Tally<'reason'>;
   // A call's count and its duration histogram are found by the strings the
   // call already has (peer, then capability, then a slot for direction and
@@ -303,6 +316,11 @@ export class AgentMetrics {
     if (!this.#decisions.bump(key)) {
       this.#decisions.add(key, { direction, decision: allowed ? 'allow' : 'deny' });
     }
+  }
+
+  /** Counts one decision denied because the policy engine could not be reached or failed. */
+  authzEngineError(direction: CallDirection): void {
+    if (!this.#engineErrors.bump(direction)) this.#engineErrors.add(direction, { direction });
   }
 
   /** The exposition text for `/metrics`. */

@@ -1,7 +1,13 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { InMemoryTaskStore, TaskStoreUnavailableError, type TaskStore } from '@weave/a2a';
-import type { AuthzDecision, InboundCheck, OutboundCheck, PolicyEnforcer } from '@weave/authz';
+import type {
+  AuthzDecision,
+  InboundCheck,
+  OpaAvailability,
+  OutboundCheck,
+  PolicyEnforcer,
+} from '@weave/authz';
 import type { AgentMetrics } from './metrics.js';
 
 /**
@@ -170,6 +176,69 @@ export async function startOpsListener(
 }
 
 /**
+ * Whether a service the agent depends on answers, as `/ready` sees it: not
+ * ready from the moment it fails until it answers. Asked while failing, it
+ * runs one probe at a time in the background (the probe reports its own
+ * answer through {@link failed} / {@link answered}), so that a service that
+ * is back is seen without waiting for traffic, which a not-ready agent no
+ * longer gets. A failure older than `windowMs` with no newer one (the probe
+ * hangs) is forgotten.
+ */
+class DependencyHealth {
+  readonly #what: string;
+  readonly #windowMs: number;
+  #probe: (() => Promise<unknown>) | undefined;
+  #failedAt: number | undefined;
+  #detail: string | undefined;
+  #probing = false;
+
+  /** `what` names the service in the reason, e.g. "the task store". */
+  constructor(what: string, windowMs: number) {
+    this.#what = what;
+    this.#windowMs = windowMs;
+  }
+
+  /** Follows a new service (or none) from now on, probed with `probe`; its past failures are forgotten. */
+  follow(probe: (() => Promise<unknown>) | undefined): void {
+    this.#probe = probe;
+    this.#failedAt = undefined;
+    this.#detail = undefined;
+  }
+
+  /** The service could not be reached; `detail` says how, in the reason. */
+  failed(detail?: string): void {
+    this.#failedAt = Date.now();
+    this.#detail = detail;
+  }
+
+  answered(): void {
+    this.#failedAt = undefined;
+    this.#detail = undefined;
+  }
+
+  notReadyReason(now = Date.now()): string | undefined {
+    const at = this.#failedAt;
+    if (at === undefined) return undefined;
+    this.#kick();
+    if (now - at > this.#windowMs) return undefined;
+    const detail = this.#detail === undefined ? '' : `: ${this.#detail}`;
+    return `${this.#what} cannot be reached (last failure at ${new Date(at).toISOString()}${detail})`;
+  }
+
+  #kick(): void {
+    const probe = this.#probe;
+    if (this.#probing || probe === undefined) return;
+    this.#probing = true;
+    // In a promise: a probe that throws at once must not fail a probe request.
+    new Promise((resolve) => resolve(probe()))
+      .catch(() => undefined)
+      .finally(() => {
+        this.#probing = false;
+      });
+  }
+}
+
+/**
  * Whether the task store answers: readiness term of an agent whose store is
  * a service (PostgreSQL). Not ready from the moment a store operation fails
  * with `TaskStoreUnavailableError` until one succeeds; every call meanwhile
@@ -179,13 +248,10 @@ export async function startOpsListener(
  * older than `windowMs` with no newer one (the read hangs) is forgotten.
  */
 export class StoreHealth {
-  readonly #windowMs: number;
-  #store: TaskStore | undefined;
-  #failedAt: number | undefined;
-  #probing = false;
+  readonly #health: DependencyHealth;
 
   constructor(options: { windowMs?: number } = {}) {
-    this.#windowMs = options.windowMs ?? 30_000;
+    this.#health = new DependencyHealth('the task store', options.windowMs ?? 30_000);
   }
 
   /**
@@ -196,18 +262,17 @@ export class StoreHealth {
    */
   follow(store: TaskStore): ((result: unknown) => unknown) | undefined {
     if (Object.getPrototypeOf(store) === InMemoryTaskStore.prototype) return undefined;
-    this.#store = store;
-    this.#failedAt = undefined;
+    // Through #seen: the read's answer sets or clears the failure as any
+    // operation's does. In a promise: a store that throws at once is seen too.
+    this.#health.follow(
+      () => this.#seen(new Promise((resolve) => resolve(store.get(PROBE_TASK_ID)))) as Promise<unknown>,
+    );
     return this.#seen;
   }
 
   /** Why the agent is not ready for its store's sake, or undefined. */
   notReadyReason(now = Date.now()): string | undefined {
-    const at = this.#failedAt;
-    if (at === undefined) return undefined;
-    this.#probe();
-    if (now - at > this.#windowMs) return undefined;
-    return `the task store cannot be reached (last failure at ${new Date(at).toISOString()})`;
+    return this.#health.notReadyReason(now);
   }
 
   // A field, not a method: handed to the store's proxy, called without `this`.
@@ -217,30 +282,61 @@ export class StoreHealth {
   };
 
   readonly #answered = <T>(value: T): T => {
-    this.#failedAt = undefined;
+    this.#health.answered();
     return value;
   };
 
   readonly #failed = (err: unknown): never => {
     // Only the store being away: a conflict or a refused value is an answer.
-    if (err instanceof TaskStoreUnavailableError) this.#failedAt = Date.now();
-    else this.#failedAt = undefined;
+    if (err instanceof TaskStoreUnavailableError) this.#health.failed();
+    else this.#health.answered();
     throw err;
   };
+}
 
-  #probe(): void {
-    const store = this.#store;
-    if (this.#probing || store === undefined) return;
-    this.#probing = true;
-    // Through #seen: its answer sets or clears the failure as any operation's
-    // does. In a promise: a store that throws at once must not fail a probe request.
-    const read = new Promise((resolve) => resolve(store.get(PROBE_TASK_ID)));
-    (this.#seen(read) as Promise<unknown>)
-      .catch(() => undefined)
-      .finally(() => {
-        this.#probing = false;
-      });
+/**
+ * Whether the policy engine answers: readiness term of an agent whose policy
+ * is an OPA (`authz.opa`). Not ready from the moment a decision (or a health
+ * probe) finds OPA away — no answer, a timeout, an HTTP 5xx, when every call
+ * is denied — until one gets an answer; a policy's deny is an answer. Asked
+ * while failing, it probes OPA's `/health`, so that an OPA that is back is
+ * seen without traffic. A failure older than `windowMs` with no newer one is
+ * forgotten. Each decision found failing is counted in
+ * `weave_authz_engine_errors_total`.
+ */
+export class PolicyEngineHealth {
+  readonly #health: DependencyHealth;
+  readonly #metrics: AgentMetrics;
+
+  constructor(metrics: AgentMetrics, options: { windowMs?: number } = {}) {
+    this.#metrics = metrics;
+    this.#health = new DependencyHealth('the policy engine', options.windowMs ?? 30_000);
   }
+
+  /**
+   * Follows the OPA that `probe` (its enforcer's `health()`, which reports
+   * to {@link seen}) asks from now on; undefined when the policy is no OPA of
+   * the agent's (a policy file, or an enforcer given by the user).
+   */
+  follow(probe: (() => Promise<unknown>) | undefined): void {
+    this.#health.follow(probe);
+  }
+
+  /** Why the agent is not ready for its policy engine's sake, or undefined. */
+  notReadyReason(now = Date.now()): string | undefined {
+    return this.#health.notReadyReason(now);
+  }
+
+  /** The `onAvailability` hook of the agent's `OpaEnforcer`: a field, called without `this`. */
+  readonly seen = (event: OpaAvailability): void => {
+    if (event.available) {
+      this.#health.answered();
+      return;
+    }
+    this.#health.failed(event.reason);
+    // A decision denied for it, not a health probe.
+    if (event.direction !== undefined) this.#metrics.authzEngineError(event.direction);
+  };
 }
 
 /** No task has this id (task ids are UUIDs): reading it costs one index lookup. */

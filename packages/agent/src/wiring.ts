@@ -10,6 +10,7 @@ import {
   OpaEnforcer,
   PinoAuditSink,
   type AuditSink,
+  type OpaEnforcerOptions,
   type PolicyEnforcer,
 } from '@weave/authz';
 import { StaticMtlsProvider, WorkloadApiIdentityProvider, type IdentityProvider } from '@weave/identity';
@@ -79,6 +80,12 @@ export interface EnforcerFromConfigOptions {
   readonly audit?: AuditSink;
   /** Reload a policy file when it changes (default true; a one-shot command has no use for it). */
   readonly watch?: boolean;
+  /**
+   * Told whether the OPA of `authz.opa` answers, after each decision asked and
+   * each `health()` probe (the enforcer's `onAvailability`); unused for
+   * another policy.
+   */
+  readonly onAvailability?: OpaEnforcerOptions['onAvailability'];
 }
 
 /**
@@ -112,6 +119,7 @@ export async function enforcerFromConfig(
       maxResponseBytes: o.maxResponseBytes,
       audit,
       ...(o.cacheTtlMs > 0 ? { cache: { ttlMs: o.cacheTtlMs } } : {}),
+      ...(options.onAvailability === undefined ? {} : { onAvailability: options.onAvailability }),
     });
   }
   logger.warn('authz.allowAll is on: every verified caller may call every capability (tests only)');

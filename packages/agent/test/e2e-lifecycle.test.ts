@@ -400,6 +400,8 @@ describe('identity from static files and policy from an OPA URL', () => {
       let body = '';
       req.on('data', (c: Buffer) => (body += c.toString()));
       req.on('end', () => {
+        // The agent asks OPA's health once at start (readiness follows OPA).
+        if (req.method === 'GET' && req.url === '/health') return void res.writeHead(200).end('{}');
         const { input } = JSON.parse(body) as { input: Record<string, unknown> };
         inputs.push({ path: req.url, ...input });
         const caller = (input.caller as { spiffe_id: string }).spiffe_id;

@@ -27,6 +27,7 @@ export {
   OPA_MAX_RESPONSE_BYTES,
   OPA_MAX_TIMEOUT_MS,
   OpaEnforcer,
+  type OpaAvailability,
   type OpaEnforcerOptions,
   type OpaHealth,
 } from './opa.js';

@@ -45,6 +45,33 @@ export interface OpaEnforcerOptions {
   readonly dispatcher?: Dispatcher;
   /** Clock for cache expiry (ms); default `Date.now`. */
   readonly now?: () => number;
+  /**
+   * Told, after each exchange with OPA (a decision not answered from the
+   * cache, or {@link OpaEnforcer.health}), whether OPA answered: so that a
+   * caller can tell an engine that is away from a policy that denies without
+   * reading deny reasons (an agent's readiness and metrics do). Called before
+   * the decision is returned; what it throws is ignored and changes no
+   * decision.
+   */
+  readonly onAvailability?: (event: OpaAvailability) => void;
+}
+
+/**
+ * What {@link OpaEnforcerOptions.onAvailability} is told after an exchange
+ * with OPA.
+ */
+export interface OpaAvailability {
+  /**
+   * False when OPA could not be reached or failed: a transport failure (a
+   * refused or reset connection), a timeout, or an HTTP 5xx. True when it
+   * answered anything else, whatever the decision: allow, deny, an undefined
+   * result, an answer of the wrong shape, a 4xx (a request of ours refused).
+   */
+  readonly available: boolean;
+  /** Why OPA is unavailable (the deny reason, or the health probe's); absent when available. */
+  readonly reason?: string;
+  /** The direction of the decision that found it out; absent for a {@link OpaEnforcer.health} probe. */
+  readonly direction?: Direction;
 }
 
 /** The longest decision timeout an {@link OpaEnforcer} takes: a policy call slower than a minute is taken for a mistake. */
@@ -119,6 +146,7 @@ export class OpaEnforcer implements PolicyEnforcer {
   private readonly ttlMs: number;
   private readonly maxEntries: number;
   private readonly now: () => number;
+  private readonly onAvailability: ((event: OpaAvailability) => void) | undefined;
 
   /** @throws {AuthzConfigError} (`OPA_CONFIG_INVALID`) on a bad URL, path, timeout, size bound or cache setting. */
   constructor(options: OpaEnforcerOptions) {
@@ -144,6 +172,7 @@ export class OpaEnforcer implements PolicyEnforcer {
     this.ttlMs = options.cache?.ttlMs ?? 0;
     this.maxEntries = options.cache?.maxEntries ?? 10_000;
     this.now = options.now ?? Date.now;
+    this.onAvailability = options.onAvailability;
   }
 
   checkInbound(check: InboundCheck): Promise<AuthzDecision> {
@@ -154,9 +183,14 @@ export class OpaEnforcer implements PolicyEnforcer {
     return this.decide('outbound', check, true);
   }
 
-  /** Probes `GET /health` (with `?bundles` when asked); never throws. */
+  /**
+   * Probes `GET /health` (with `?bundles` when asked); never throws. Its
+   * outcome is told to `onAvailability` as a decision's is: a 5xx or no
+   * answer is unavailable, any other status available.
+   */
   async health(options: { bundles?: boolean } = {}): Promise<OpaHealth> {
     const url = `${this.base}/health${options.bundles ? '?bundles' : ''}`;
+    let health: OpaHealth;
     try {
       const res = await request(url, {
         method: 'GET',
@@ -165,12 +199,19 @@ export class OpaEnforcer implements PolicyEnforcer {
         signal: AbortSignal.timeout(this.timeoutMs),
       });
       await res.body.dump();
-      return res.statusCode === 200
-        ? { ok: true, status: 200 }
-        : { ok: false, status: res.statusCode, reason: `opa health: HTTP ${res.statusCode}` };
+      health =
+        res.statusCode === 200
+          ? { ok: true, status: 200 }
+          : { ok: false, status: res.statusCode, reason: `opa health: HTTP ${res.statusCode}` };
     } catch (err) {
-      return { ok: false, reason: `opa health: ${transportReason(err, this.timeoutMs, this.base)}` };
+      health = { ok: false, reason: `opa health: ${transportReason(err, this.timeoutMs, this.base)}` };
     }
+    this.tell(
+      health.status !== undefined && health.status < 500
+        ? AVAILABLE.health
+        : { available: false, reason: health.reason ?? 'opa health: failed' },
+    );
+    return health;
   }
 
   /** Drops every cached decision (e.g. after pushing a new policy to OPA). */
@@ -262,20 +303,15 @@ export class OpaEnforcer implements PolicyEnforcer {
       status = res.statusCode;
       text = await readBounded(res, this.maxResponseBytes);
     } catch (err) {
-      return {
-        verdict: { allowed: false, reason: `opa: ${transportReason(err, this.timeoutMs, this.base)}` },
-        cacheable: false,
-      };
+      const reason = `opa: ${transportReason(err, this.timeoutMs, this.base)}`;
+      this.tell({ available: false, reason, direction: n.direction });
+      return { verdict: { allowed: false, reason }, cacheable: false };
     }
     if (text === undefined) {
-      const reason = `answer over ${this.maxResponseBytes} bytes`;
-      return {
-        verdict: {
-          allowed: false,
-          reason: status === 200 ? `opa: ${reason}` : `opa: HTTP ${status}: ${reason}`,
-        },
-        cacheable: false,
-      };
+      const over = `answer over ${this.maxResponseBytes} bytes`;
+      const reason = status === 200 ? `opa: ${over}` : `opa: HTTP ${status}: ${over}`;
+      this.tellStatus(status, reason, n.direction);
+      return { verdict: { allowed: false, reason }, cacheable: false };
     }
     if (status !== 200) {
       const e = errorSchema.safeParse(safeJson(text));
@@ -283,11 +319,11 @@ export class OpaEnforcer implements PolicyEnforcer {
         e.success && (e.data.code || e.data.message)
           ? `: ${[e.data.code, e.data.message].filter(Boolean).join(': ')}`
           : '';
-      return {
-        verdict: { allowed: false, reason: `opa: HTTP ${status}${cutText(detail, DETAIL_CHARS)}` },
-        cacheable: false,
-      };
+      const reason = `opa: HTTP ${status}${cutText(detail, DETAIL_CHARS)}`;
+      this.tellStatus(status, reason, n.direction);
+      return { verdict: { allowed: false, reason }, cacheable: false };
     }
+    this.tell(AVAILABLE[n.direction]);
     const parsed = responseSchema.safeParse(safeJson(text));
     if (!parsed.success) {
       return {
@@ -335,7 +371,28 @@ export class OpaEnforcer implements PolicyEnforcer {
       cacheable: true,
     };
   }
+
+  /** Tells `onAvailability` what an HTTP answer of `status` says of OPA: a 5xx is OPA failing, anything else an answer. */
+  private tellStatus(status: number, reason: string, direction: Direction): void {
+    this.tell(status >= 500 ? { available: false, reason, direction } : AVAILABLE[direction]);
+  }
+
+  private tell(event: OpaAvailability): void {
+    if (this.onAvailability === undefined) return;
+    try {
+      this.onAvailability(event);
+    } catch {
+      // A listener's failure is the listener's: it must not turn an allow into a deny.
+    }
+  }
 }
+
+/** The events of an answer, made once: one is told per decision asked. */
+const AVAILABLE: Readonly<Record<Direction | 'health', OpaAvailability>> = Object.freeze({
+  inbound: Object.freeze({ available: true, direction: 'inbound' }),
+  outbound: Object.freeze({ available: true, direction: 'outbound' }),
+  health: Object.freeze({ available: true }),
+});
 
 /**
  * The `input` document sent to OPA. Documented in the README; `policies/weave.rego` reads it.
