@@ -55,6 +55,9 @@ const ignore = (): void => undefined;
  */
 const SETTLE_MARGIN_MS = 1000;
 
+/** The options of {@link TaskManager.waitForCompletion}, as its helpers take them. */
+type WaitOptions = NonNullable<Parameters<TaskManager['waitForCompletion']>[1]>;
+
 /** {@link TaskManager.waitForCompletion} gave up; the task goes on. */
 export class WaitTimeoutError extends WeaveError {
   constructor(taskId: string, ms: number) {
@@ -1057,13 +1060,7 @@ export class TaskManager {
    */
   async #completionElsewhere(
     id: string,
-    options: {
-      signal?: AbortSignal;
-      terminalOnly?: boolean;
-      timeoutMs?: number;
-      afterSeq?: number;
-      orLastSeen?: boolean;
-    },
+    options: WaitOptions,
     done: (st: TaskState) => boolean,
     deadline: number | undefined,
     seen: Task | undefined,
