@@ -12,13 +12,7 @@ import { connect as h2Connect } from 'node:http2';
 import * as tls from 'node:tls';
 import { Client } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  BundleSet,
-  X509Bundle,
-  verifyX509SvidPath,
-  type Authorizer,
-  type IdentityProvider,
-} from '@weave/identity';
+import { BundleSet, X509Bundle, verifyX509SvidPath, type IdentityProvider } from '@weave/identity';
 import { createMtlsServer, type MtlsDenial } from '../src/server.js';
 import {
   certChainForVerify,
@@ -30,7 +24,7 @@ import {
 import { portOf, type SetProvider } from '@weave/test-support/tls-fixtures';
 import { makeCert, makeIntermediate, makeRoot, type TestCa } from '../../identity/test/helpers/forge.js';
 import { renewed } from '../../identity/test/helpers/renew.js';
-import { chainIdentity, pastOf, secondAfter } from './helpers/chain-pki.js';
+import { anyone, chainIdentity, pastOf, secondAfter } from './helpers/chain-pki.js';
 import { streamRoutes } from './helpers/stream-routes.js';
 
 const TD = 'a.chain';
@@ -39,7 +33,6 @@ const LIFE_MS = 1000;
 /** How late after the expiry a connection may end, on a loaded machine. */
 const LATE_MS = 1000;
 const HOUR = 3_600_000;
-const anyone: Authorizer = () => ({ ok: true });
 
 let root: TestCa;
 let bundles: BundleSet;

@@ -8,13 +8,13 @@
 // expired" error. Real mTLS; roots renewed for 1 to 2 seconds.
 import * as tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { BundleSet, X509Bundle, type Authorizer } from '@weave/identity';
+import { BundleSet, X509Bundle } from '@weave/identity';
 import { PeerVerificationError, SecureChannel } from '../src/index.js';
 import { createMtlsServer } from '../src/server.js';
 import type { SetProvider } from '@weave/test-support/tls-fixtures';
 import { makeRoot, type TestCa } from '../../identity/test/helpers/forge.js';
 import { renewed } from '../../identity/test/helpers/renew.js';
-import { chainIdentity, pastOf, secondAfter } from './helpers/chain-pki.js';
+import { anyone, chainIdentity, KEEP, pastOf, secondAfter } from './helpers/chain-pki.js';
 import { streamRoutes } from './helpers/stream-routes.js';
 
 const TD = 'a.bundle';
@@ -24,8 +24,6 @@ const LIFE_MS = 1000;
 /** How late after the expiry a connection may end, on a loaded machine. */
 const LATE_MS = 1000;
 const HOUR = 3_600_000;
-const KEEP = { idleTimeoutMs: 60_000, retry: { retries: 0 }, circuitBreaker: false } as const;
-const anyone: Authorizer = () => ({ ok: true });
 
 let root: TestCa;
 let longBundle: BundleSet;

@@ -5,12 +5,12 @@
 // that: requests and a stream over a pooled connection went on until the leaf's
 // notAfter, an hour away. Intermediates living 1 to 2 seconds.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { BundleSet, X509Bundle, type Authorizer } from '@weave/identity';
+import { BundleSet, X509Bundle } from '@weave/identity';
 import { PeerVerificationError, SecureChannel } from '../src/index.js';
 import { createMtlsServer } from '../src/server.js';
 import type { SetProvider } from '@weave/test-support/tls-fixtures';
 import { makeIntermediate, makeRoot, type TestCa } from '../../identity/test/helpers/forge.js';
-import { chainIdentity, pastOf, secondAfter } from './helpers/chain-pki.js';
+import { anyone, chainIdentity, KEEP, pastOf, secondAfter } from './helpers/chain-pki.js';
 import { streamRoutes } from './helpers/stream-routes.js';
 
 const TD = 'a.chain';
@@ -18,8 +18,6 @@ const VERSIONS = ['http1.1', 'http2'] as const;
 const LIFE_MS = 1000;
 const LATE_MS = 1000;
 const HOUR = 3_600_000;
-const KEEP = { idleTimeoutMs: 60_000, retry: { retries: 0 }, circuitBreaker: false } as const;
-const anyone: Authorizer = () => ({ ok: true });
 
 let root: TestCa;
 let bundles: BundleSet;

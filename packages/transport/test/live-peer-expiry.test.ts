@@ -13,7 +13,7 @@ import { connect as h2Connect, type ClientHttp2Session } from 'node:http2';
 import Fastify from 'fastify';
 import { Client } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { BundleSet, type Authorizer, type IdentityProvider } from '@weave/identity';
+import { BundleSet, type IdentityProvider } from '@weave/identity';
 import type { DevCaIdentityProvider } from '@weave/identity/dev';
 import { PeerVerificationError, SecureChannel, createMtlsServerOptions } from '../src/index.js';
 import { createMtlsServer, mtlsAuth, type MtlsDenial, type MtlsFastifyInstance } from '../src/server.js';
@@ -26,6 +26,7 @@ import {
   type TestTd,
 } from '@weave/test-support/tls-fixtures';
 import { streamRoutes, type Served } from './helpers/stream-routes.js';
+import { anyone, KEEP } from './helpers/chain-pki.js';
 
 const VERSIONS = ['http1.1', 'http2'] as const;
 type Version = (typeof VERSIONS)[number];
@@ -34,7 +35,6 @@ const LIFE_MS = 1000;
 /** How late after its peer's certificate expired a connection may end, on a loaded machine. */
 const LATE_MS = 1000;
 /** Idle connections stay open for the whole case: only expiry and trust may close them. */
-const KEEP = { idleTimeoutMs: 60_000, retry: { retries: 0 }, circuitBreaker: false } as const;
 
 let A: TestTd;
 let B: TestTd;
@@ -46,7 +46,6 @@ const closers: Array<() => unknown> = [];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Waits until a moment after `t` (epoch ms). */
 const pastOf = (t: number) => sleep(t + 200 - Date.now());
-const anyone: Authorizer = () => ({ ok: true });
 
 beforeAll(async () => {
   [A, B] = await Promise.all([makeTd('a.live'), makeTd('b.live')]);

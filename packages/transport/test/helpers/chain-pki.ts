@@ -1,4 +1,4 @@
-import { X509Svid, type BundleSet } from '@weave/identity';
+import { X509Svid, type Authorizer, type BundleSet } from '@weave/identity';
 import { SetProvider } from '@weave/test-support/tls-fixtures';
 import { makeCert, type TestCa } from '../../../identity/test/helpers/forge.js';
 
@@ -28,3 +28,9 @@ export const secondAfter = (ms: number): Date => new Date(Math.ceil((Date.now() 
 /** Waits until a moment after `t` (epoch ms). */
 export const pastOf = (t: number): Promise<void> =>
   new Promise((resolve) => setTimeout(resolve, t + 200 - Date.now()));
+
+/** Admits every verified caller: the expiry tests are about the chain, not who calls. */
+export const anyone: Authorizer = () => ({ ok: true });
+
+/** A channel that keeps its connections for the test's length, never retries and never breaks. */
+export const KEEP = { idleTimeoutMs: 60_000, retry: { retries: 0 }, circuitBreaker: false } as const;
