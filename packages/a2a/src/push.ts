@@ -181,14 +181,41 @@ function timedOut(): DOMException {
   return new DOMException('The operation was aborted due to timeout', 'TimeoutError');
 }
 
-/** A URL as it may appear in logs: no query (it may hold a token) and no user info. */
+/**
+ * A URL as it may appear in logs and errors: no user info, a query shown as
+ * `?…` (it may hold a token), no fragment.
+ *
+ * A string that does not parse as a URL with a host (a typo'd port as in
+ * `https://user:pw@host:99999`, or `user:pw@host`, which parses with scheme
+ * `user:` and the password in its path) is cut textually instead, so it still
+ * shows which target was meant: everything after the scheme up to the last
+ * `@` is dropped (a password may hold an unencoded `/`, so the first `/` does
+ * not tell where user info ends), a query is shown as `?…` and a fragment
+ * dropped. With a `?` or `#` before that `@` (a password holding one, or a
+ * query or fragment holding an `@`: they cannot be told apart) only the
+ * scheme is shown, as `https://…`.
+ */
 export function redactUrl(url: URL | string): string {
-  try {
-    const u = typeof url === 'string' ? new URL(url) : url;
-    return `${u.protocol}//${u.host}${u.pathname}${u.search ? '?…' : ''}`;
-  } catch {
-    return '(invalid URL)';
+  let u: URL | undefined;
+  if (typeof url !== 'string') u = url;
+  else {
+    try {
+      u = new URL(url);
+    } catch {
+      u = undefined;
+    }
   }
+  if (u !== undefined && u.host !== '') {
+    return `${u.protocol}//${u.host}${u.pathname}${u.search ? '?…' : ''}`;
+  }
+  const text = typeof url === 'string' ? url : url.href;
+  const scheme = /^[a-z][a-z\d+.-]*:(?:\/\/)?/i.exec(text)?.[0] ?? '';
+  const rest = text.slice(scheme.length);
+  const at = rest.lastIndexOf('@');
+  const end = rest.search(/[?#]/);
+  if (end === -1) return scheme + rest.slice(at + 1);
+  if (end < at) return `${scheme}…`;
+  return `${scheme}${rest.slice(at + 1, end)}${rest[end] === '?' ? '?…' : ''}`;
 }
 
 /** A push config as it may appear in logs: secrets replaced. */

@@ -14,6 +14,7 @@ import {
   checkWebhookUrl,
   createWebhookSender,
   redactPushConfig,
+  redactUrl,
   type StreamResponse,
   type TaskPushNotificationConfig,
   type WebhookSender,
@@ -207,6 +208,20 @@ describe('delivery', () => {
     expect(logged).not.toMatch(/cred-secret|tok-secret|query-secret/);
     expect(logged).toContain('[redacted]');
     expect(JSON.stringify(redactPushConfig(config))).not.toMatch(/secret/);
+  });
+
+  // A push config's URL is logged through redactUrl. One that does not parse
+  // (a typo'd port) was shown as "(invalid URL)", which hides which receiver it
+  // was; one that parses without a host (scheme `user:`) showed its password.
+  it.each([
+    ['https://user:s3cr3t@hooks.example:99999/cb?sig=s3cr3t', 'https://hooks.example:99999/cb?…'],
+    ['https://user:s3/cr3t@hooks.example:99999/', 'https://hooks.example:99999/'],
+    ['https://hooks.example:99999/cb?sig=x@y#s3cr3t', 'https://…'],
+    ['user:s3cr3t@hooks.example', 'user:hooks.example'],
+    ['https://user:s3cr3t@hooks.example/cb?sig=s3cr3t#f', 'https://hooks.example/cb?…'],
+  ])('redactUrl(%s) is %s', (url, shown) => {
+    expect(redactUrl(url)).toBe(shown);
+    expect(JSON.stringify(redactPushConfig({ taskId: 't1', id: 'c', url }))).not.toContain('s3cr3t');
   });
 
   it('retries with exponential backoff and keeps the task order', async () => {

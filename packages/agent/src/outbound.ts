@@ -854,10 +854,10 @@ export function checkPeer(id: SpiffeId | string, url: string): { id: SpiffeId; u
   } catch {
     // No cause: the URL parser's error holds the URL as given (`input`), which
     // util.inspect and console.error print.
-    throw new CallError('PEER_UNKNOWN', `invalid peer URL ${JSON.stringify(shownUrl(url))}`, details);
+    throw new CallError('PEER_UNKNOWN', `invalid peer URL ${JSON.stringify(redactUrl(url))}`, details);
   }
   if (u.protocol !== 'https:') {
-    throw new CallError('PEER_UNKNOWN', `peer URL must be https, got ${shownUrl(u)}`, details);
+    throw new CallError('PEER_UNKNOWN', `peer URL must be https, got ${redactUrl(u)}`, details);
   }
   refuseUserInfo(u, 'peer URL', details);
   return { id: sid, url };
@@ -882,43 +882,13 @@ function refuseUserInfo(u: URL, what: string, details: CallErrorDetails): void {
 }
 
 /**
- * A call target or peer URL as errors and logs may show it. A URL with a host
- * goes through `redactUrl` (@weave/a2a: no user info, a query shown as `?…`,
- * no fragment). Any other string is cut here, textually: `redactUrl` shows one
- * that does not parse (a typo'd port, `https://user:pw@host:99999`) as
- * `(invalid URL)`, which hides which target failed, and one without a host
- * (`user:pw@host` parses with scheme `user:`) with its path, the password.
- * Everything after the scheme up to the last `@` is dropped (a password may
- * hold an unencoded `/`, so where the user info ends is not told by the first
- * `/`), a query is shown as `?…` and a fragment dropped. With a `?` or `#`
- * before that `@` (a password holding one, or a query or fragment holding an
- * `@`: they cannot be told apart) only the scheme is shown, as `https://…`.
+ * A call's target as errors and logs show it: a SPIFFE ID (or a string that
+ * claims to be one) as it is, anything else through `redactUrl` (@weave/a2a:
+ * no user info, query or fragment, also for a string that does not parse).
  */
-/** A call's target as errors and logs show it: a SPIFFE ID as it is, a URL through {@link shownUrl}. */
 export function shownTarget(target: SpiffeId | string): string {
   const text = String(target);
-  return target instanceof SpiffeId || text.startsWith('spiffe:') ? text : shownUrl(text);
-}
-
-function shownUrl(url: string | URL): string {
-  let u: URL | undefined;
-  if (typeof url !== 'string') u = url;
-  else {
-    try {
-      u = new URL(url);
-    } catch {
-      u = undefined;
-    }
-  }
-  if (u !== undefined && u.host !== '') return redactUrl(u);
-  const text = typeof url === 'string' ? url : url.href;
-  const scheme = /^[a-z][a-z\d+.-]*:(?:\/\/)?/i.exec(text)?.[0] ?? '';
-  const rest = text.slice(scheme.length);
-  const at = rest.lastIndexOf('@');
-  const end = rest.search(/[?#]/);
-  if (end === -1) return scheme + rest.slice(at + 1);
-  if (end < at) return `${scheme}…`;
-  return `${scheme}${rest.slice(at + 1, end)}${rest[end] === '?' ? '?…' : ''}`;
+  return target instanceof SpiffeId || text.startsWith('spiffe:') ? text : redactUrl(text);
 }
 
 function normalizeUrl(url: string): string {
