@@ -4,6 +4,7 @@ import type { PolicyEnforcer } from '@weave/authz';
 import type { IdentityProvider, SpiffeId } from '@weave/identity';
 import { parseAgentConfig, type AgentConfigInput } from './config.js';
 import { AgentMetrics } from './metrics.js';
+import { MeteredEnforcer } from './observability.js';
 import { Outbound, type CallAgentOptions, type CallResult, type ChannelFactory } from './outbound.js';
 
 /** Options of {@link WeaveClient}. */
@@ -52,7 +53,9 @@ export class WeaveClient {
     this.metrics = new AgentMetrics({ agent: name });
     this.#outbound = new Outbound({
       identity: options.identity,
-      enforcer: options.enforcer,
+      // As SecureAgent's: a decision counted, and a throwing enforcer or one
+      // that answers anything but a decision is a deny, never a call sent.
+      enforcer: new MeteredEnforcer(options.enforcer, this.metrics),
       metrics: this.metrics,
       logger: (options.logger ?? pino({ name })).child({ client: name }),
       config,

@@ -255,7 +255,8 @@ export class Outbound {
         action: capability,
         context: { correlationId, deadline },
       });
-      if (!decision.allowed) {
+      // `=== true`: an enforcer's answer of `"false"` or `1` is no allow.
+      if (decision.allowed !== true) {
         outcome = 'denied';
         throw new CallError(
           'CALL_DENIED',

@@ -24,6 +24,7 @@ describe('seams', () => {
   let world: World;
   let search: SecureAgent;
   let client: WeaveClient;
+  let searchUrl: string;
   const ran: string[] = [];
 
   beforeAll(async () => {
@@ -50,6 +51,7 @@ describe('seams', () => {
         return {};
       });
     const { url } = await search.start();
+    searchUrl = url;
     const identity: IdentityProvider = await world.provider('orchestrator');
     client = new WeaveClient({
       identity,
@@ -104,6 +106,44 @@ describe('seams', () => {
       expect(ran).toEqual([]);
     },
   );
+
+  // An enforcer is the user's code, and may answer a PDP's JSON as it came
+  // (`"allowed": "false"`) or throw. WeaveClient sent such a call (the
+  // handler ran) and answered a throw as CALL_FAILED; SecureAgent denied both.
+  it.each([
+    ['answers allowed: "false"', () => ({ allowed: 'false', reason: 'pdp said no', auditId: 'a1' })],
+    ['answers allowed: 1', () => ({ allowed: 1, reason: 'pdp said 1', auditId: 'a2' })],
+    ['answers nothing', () => undefined],
+    [
+      'throws',
+      () => {
+        throw new Error('pdp down');
+      },
+    ],
+    ['rejects', () => Promise.reject(new Error('pdp down'))],
+  ])('an outbound enforcer that %s denies: CALL_DENIED by the caller, nothing sent', async (_, answer) => {
+    const inner = policy(rule('may-search', ['search']));
+    const odd = new WeaveClient({
+      identity: await world.provider('orchestrator'),
+      enforcer: {
+        checkInbound: (c) => inner.checkInbound(c),
+        checkOutbound: answer as unknown as PolicyEnforcer['checkOutbound'],
+      },
+      peers: [{ id: ID.search, url: searchUrl }],
+      logger: testLogger(),
+    });
+    ran.length = 0;
+    try {
+      const err = (await odd
+        .callAgent(ID.search, 'search', { q: 'x' })
+        .catch((e: unknown) => e)) as CallError;
+      expect(err).toBeInstanceOf(CallError);
+      expect({ code: err.code, deniedBy: err.deniedBy }).toEqual({ code: 'CALL_DENIED', deniedBy: 'caller' });
+      expect(ran).toEqual([]);
+    } finally {
+      await odd.close();
+    }
+  });
 
   it('a closed client refuses calls', async () => {
     const other = new WeaveClient({
