@@ -556,10 +556,13 @@ export class Outbound {
     // Counted from here, in the same turn as #peer() handed the channel over:
     // no sweep runs in between. A counter and a timestamp per call, no timer.
     peer.inFlight++;
+    // The streamed task's id once an event named it, and whether it settled:
+    // a call given up before then cancels it (see the catch below).
+    const streamed: StreamedTask = { id: undefined, settled: false };
     try {
       let task: Task;
       if (options.stream) {
-        task = await this.#stream(peer, url, params, headers, scoped!.signal, options.onProgress);
+        task = await this.#stream(peer, url, params, headers, scoped!.signal, options.onProgress, streamed);
         // An aborted stream can end quietly instead of throwing: say why it ended.
         const signal = scoped!.signal;
         if (signal.aborted) {
@@ -594,6 +597,14 @@ export class Outbound {
       }
       return resultOfTask(task, options.output, details);
     } catch (err) {
+      // A streamed call given up (the caller's abort, its deadline) leaves
+      // its task running on the callee: only a Weave callee reads the
+      // deadline header, and closing a stream does not cancel a task (§3.1.6).
+      // Cancelled here, best effort; not while the agent stops (the channel
+      // is going) nor for a task that settled.
+      if (streamed.id !== undefined && !streamed.settled && scoped?.signal.aborted && !this.#closed) {
+        peer.client.cancelTask(url, streamed.id).catch(() => undefined);
+      }
       throw this.#stoppedCall(scoped?.signal, details, err) ?? err;
     } finally {
       peer.inFlight--;
@@ -621,6 +632,7 @@ export class Outbound {
     headers: Record<string, string>,
     signal: AbortSignal,
     onProgress: ((text: string) => void) | undefined,
+    streamed: StreamedTask,
   ): Promise<Task> {
     let task: Task | undefined;
     // The task's artifacts by id (the first of an id, as appends extend it): one lookup per event.
@@ -696,8 +708,14 @@ export class Outbound {
           status: { state: 'TASK_STATE_COMPLETED', message: e.message },
         };
       }
-      // The server ends the stream here; a break after this point loses nothing.
-      if (task && isSettled(task.status.state)) return task;
+      if (task) {
+        streamed.id = task.id;
+        // The server ends the stream here; a break after this point loses nothing.
+        if (isSettled(task.status.state)) {
+          streamed.settled = true;
+          return task;
+        }
+      }
     }
     // The client ends a stream only settled or with an error; the caller says what an unsettled task means.
     if (task) return task;
@@ -890,6 +908,12 @@ function refuseUserInfo(u: URL, what: string, details: CallErrorDetails): void {
 export function shownTarget(target: SpiffeId | string): string {
   const text = String(target);
   return target instanceof SpiffeId || text.startsWith('spiffe:') ? text : redactUrl(text);
+}
+
+/** What a streamed call saw of its task: its id once an event named it, and whether it settled. */
+interface StreamedTask {
+  id: string | undefined;
+  settled: boolean;
 }
 
 function normalizeUrl(url: string): string {
