@@ -77,6 +77,8 @@ export {
   TaskManager,
   WaitTimeoutError,
   type TaskManagerOptions,
+  type StoreChore,
+  type ChoreOutage,
   type TaskListener,
   type NewTask,
   type Subscription,

@@ -30,6 +30,7 @@ export {
   X509SvidError,
   verifyX509Svid,
   verifyX509SvidPath,
+  type X509ChainEntry,
   type X509SvidErrorCode,
   type X509SvidPathCertificate,
   type X509SvidVerification,

@@ -121,11 +121,12 @@ function checkLeafKept(leaf: VerifiedCert): SpiffeId {
 }
 
 /** A certificate given to {@link verifyX509Svid} or {@link verifyX509SvidPath}. */
-type ChainEntry = Uint8Array | x509.X509Certificate | NodeX509Certificate;
+/** One certificate of a chain given to {@link verifyX509Svid}: DER bytes, or a parsed certificate (@peculiar/x509's or node:crypto's). */
+export type X509ChainEntry = Uint8Array | x509.X509Certificate | NodeX509Certificate;
 
-function toCert(c: ChainEntry, i: 0): VerifiedCert;
-function toCert(c: ChainEntry, i: number): x509.X509Certificate;
-function toCert(c: ChainEntry, i: number): VerifiedCert {
+function toCert(c: X509ChainEntry, i: 0): VerifiedCert;
+function toCert(c: X509ChainEntry, i: number): x509.X509Certificate;
+function toCert(c: X509ChainEntry, i: number): VerifiedCert {
   if (
     !(c instanceof x509.X509Certificate) &&
     !(c instanceof Uint8Array) &&
@@ -244,7 +245,7 @@ export interface X509SvidVerification {
  * @throws {IdentityConfigError} when `options` has a key other than `now`.
  */
 export function verifyX509SvidPath(
-  chain: readonly ChainEntry[],
+  chain: readonly X509ChainEntry[],
   bundles: X509BundleSource,
   options: VerifyOptions = {},
 ): X509SvidVerification {
@@ -282,7 +283,7 @@ export function verifyX509SvidPath(
  * @throws {IdentityConfigError} when `options` has a key other than `now`.
  */
 export function verifyX509Svid(
-  chain: readonly ChainEntry[],
+  chain: readonly X509ChainEntry[],
   bundles: X509BundleSource,
   options: VerifyOptions = {},
 ): SpiffeId {
@@ -292,7 +293,7 @@ export function verifyX509Svid(
 /** The one verification both public functions run; `owner` names the caller in an options error. */
 function verify(
   owner: string,
-  chain: readonly ChainEntry[],
+  chain: readonly X509ChainEntry[],
   bundles: X509BundleSource,
   options: VerifyOptions,
 ): X509SvidVerification {
