@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
 // For its augmentation of FastifyInstance (answerFrameworkErrors); nothing is loaded at run time.
 import type {} from '@weave/transport/server';
 import type { SpiffeId } from '@weave/identity';
@@ -54,7 +55,8 @@ export interface AgentCardOptions {
   readonly version: string;
   /**
    * Public URL of the JSON-RPC endpoint. Default: derived per request from the
-   * Host header and the mount point.
+   * Host header and the mount point, which the caller chooses (see
+   * {@link A2AServer.advertiseUrl}).
    */
   readonly url?: string;
   readonly provider?: { url: string; organization: string };
@@ -182,6 +184,9 @@ export function agentSpiffeId(card: AgentCard): string | undefined {
 
 const DEFAULT_BINDINGS: readonly BindingName[] = ['JSONRPC', 'HTTP+JSON', 'GRPC'];
 
+/** A URL {@link A2AServer.advertiseUrl} takes: where callers reach the JSON-RPC endpoint. */
+const AdvertisedUrlSchema = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' });
+
 /**
  * An A2A v1.0 server as a Fastify plugin: the JSON-RPC binding at `rpcPath`,
  * the HTTP+JSON binding below `restPath`, the agent card at
@@ -209,6 +214,8 @@ export class A2AServer {
   /** ETag and Last-Modified of each card variant (A2A version × URL), kept across cache clears. */
   readonly #cardValidatorsByKey = new Map<string, Required<CardValidators>>();
   #grpcUrl: string | undefined;
+  /** Set by {@link advertiseUrl}; before `card.url`. */
+  #url: string | undefined;
 
   /** @throws {A2AConfigError} when no enforcer or selfId, push without a sender, bad bindings, or a number out of range; nothing is started. */
   constructor(options: A2AServerOptions) {
@@ -272,6 +279,28 @@ export class A2AServer {
    */
   advertiseGrpc(url: string): void {
     this.#grpcUrl = url;
+    this.#cardCache.clear();
+  }
+
+  /**
+   * Sets the public URL of the JSON-RPC endpoint the served card lists (in
+   * place of `card.url`), for a URL known only once listening (a port 0).
+   * Without it and without `card.url`, the card's URLs follow each request's
+   * Host header, which the caller chooses: a server that signs its card
+   * (`cardSigner`) should set one, or any caller gets a card signed by this
+   * agent that sends clients to a host of the caller's choosing. An
+   * `extendedCard` should be built for the same URL ({@link extendedAgentCard}).
+   *
+   * @throws {A2AConfigError} when `url` is not an http:// or https:// URL.
+   */
+  advertiseUrl(url: string): void {
+    const parsed = AdvertisedUrlSchema.safeParse(url);
+    if (!parsed.success) {
+      throw new A2AConfigError('A2AServer', [
+        `advertiseUrl ${JSON.stringify(url)}: ${parsed.error.issues[0]?.message ?? 'invalid'}`,
+      ]);
+    }
+    this.#url = url;
     this.#cardCache.clear();
   }
 
@@ -499,7 +528,9 @@ export class A2AServer {
 
     const serveCard = async (request: FastifyRequest, reply: FastifyReply) => {
       const url =
-        this.#opts.card.url ?? `${request.protocol}://${request.host}${joinPath(app.prefix, rpcPath)}`;
+        this.#url ??
+        this.#opts.card.url ??
+        `${request.protocol}://${request.host}${joinPath(app.prefix, rpcPath)}`;
       // One card cannot be valid v1.0 and carry the v0.3 members (see V03CardCompat):
       // v1.0 unless v0.3 is asked for.
       const legacy = wantsV03Card(request, this.#opts.card.v03Compat ?? 'on-request');

@@ -662,6 +662,24 @@ export class SecureAgent extends AgentCore {
       await app.listen({ host: this.config.server.host, port: this.config.server.port });
       // Undone without app.close(), which would run the owner's onClose hooks: the instance is theirs.
       if (this.#opts.server) cleanup.push(() => stopListening(app));
+      const addr = app.server.address() as AddressInfo;
+      const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+      const url = this.config.server.publicUrl ?? `https://${host}:${addr.port}`;
+      servedUrl = url;
+      if (this.config.server.publicUrl === undefined) {
+        // Before anything is awaited, so before a card is served: the card is
+        // signed, and A2AServer's default is the URL of each request's Host
+        // header, which the caller chooses. A wildcard address is no URL a
+        // peer can reach: only the operator knows the one to list.
+        if (!isWildcard(addr.address)) a2a.advertiseUrl(url);
+        else {
+          this.logger.warn(
+            { host: addr.address, port: addr.port },
+            'server.publicUrl is unset and the agent listens on every interface: the signed agent card ' +
+              "lists the URL of each request's Host header, which the caller chooses; set server.publicUrl",
+          );
+        }
+      }
       signal.throwIfAborted();
       let grpc: { server: A2AGrpcServer; url: string } | undefined;
       if (grpcServer) {
@@ -672,11 +690,6 @@ export class SecureAgent extends AgentCore {
         a2a.advertiseGrpc(grpc.url);
         signal.throwIfAborted();
       }
-      const addr = app.server.address() as AddressInfo;
-      const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-      const url = this.config.server.publicUrl ?? `https://${host}:${addr.port}`;
-      servedUrl = url;
-
       const outbound = new Outbound({
         identity,
         enforcer,
@@ -1097,6 +1110,11 @@ function sharedChildLogger(base: Logger): Logger {
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/** Whether `address`, as `server.address()` reports it, is the unspecified (every-interface) one. */
+function isWildcard(address: string): boolean {
+  return address === '0.0.0.0' || address === '::';
 }
 
 /**
