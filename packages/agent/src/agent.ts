@@ -150,7 +150,8 @@ export interface StartedAgent {
   readonly grpcUrl?: string;
 }
 
-type State = 'new' | 'starting' | 'running' | 'draining' | 'stopped';
+/** Where a {@link SecureAgent} is in its life: `new` until `start()`, `stopped` for good. */
+export type AgentState = 'new' | 'starting' | 'running' | 'draining' | 'stopped';
 
 interface Running {
   readonly identity: IdentityProvider;
@@ -194,7 +195,7 @@ export class SecureAgent extends AgentCore {
   readonly logger: Logger;
   readonly #opts: SecureAgentOptions;
   readonly #env: NodeJS.ProcessEnv;
-  #state: State = 'new';
+  #state: AgentState = 'new';
   #run: Running | undefined;
   #starting: Promise<StartedAgent> | undefined;
   #stopping: Promise<void> | undefined;
@@ -280,7 +281,7 @@ export class SecureAgent extends AgentCore {
   }
 
   /** `new`, `starting`, `running`, `draining` or `stopped`. */
-  get state(): State {
+  get state(): AgentState {
     return this.#state;
   }
 

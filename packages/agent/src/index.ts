@@ -53,6 +53,7 @@ export {
   SecureAgent,
   METRICS_ACTION,
   type SecureAgentOptions,
+  type AgentState,
   type StartedAgent,
   type StopOptions,
 } from './agent.js';
