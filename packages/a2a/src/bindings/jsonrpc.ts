@@ -316,8 +316,14 @@ async function dispatchV03(
       await h.deleteTaskPushNotificationConfig(ctx, { taskId: p.id, id: p.pushNotificationConfigId });
       return null;
     }
-    case 'agent/getAuthenticatedExtendedCard':
-      return h.getExtendedAgentCard(ctx);
+    case 'agent/getAuthenticatedExtendedCard': {
+      // A v0.3 AgentCard, as the public card is to a v0.3 request (server.ts,
+      // serveCard): v0.3 clients require its `url`, which the v1.0 card has
+      // not (a2a-python's fails validation). The v1.0 card when it lists no
+      // 0.3 interface, as the public card then is too.
+      const card = await h.getExtendedAgentCard(ctx);
+      return v03.agentCardToV03(card) ?? card;
+    }
     default:
       throw A2AErrors.methodNotFound(method);
   }

@@ -8,8 +8,10 @@
  * streams as SSE of bare `StreamResponse` objects. SubscribeToTask answers
  * both `POST` (the spec text) and `GET` (the proto), as the official SDK does.
  *
- * Status codes of successful calls follow the official SDK's server: 201 for
- * a created push config, 204 (no body) for a deleted one, 200 otherwise.
+ * Status codes of successful calls: 201 for a created push config, 200
+ * otherwise. A deleted one answers 200 `{}`, the proto's `google.protobuf.Empty`
+ * as HTTP/JSON transcoding sends it and as a2a-python's server answers: its
+ * client reads every success as JSON, and an empty 204 fails there.
  */
 import { createHash } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
@@ -225,8 +227,9 @@ async function handleRest(
         break;
       case 'pushDelete':
         await h.deleteTaskPushNotificationConfig(ctx, withTenant({ taskId: r.taskId, id: r.id }, tenant));
-        reply.code(204).send();
-        return;
+        // google.protobuf.Empty (see above).
+        result = {};
+        break;
     }
   } catch (err) {
     return refuse(deps, reply, r.kind, toA2AError(err, request));
