@@ -1385,8 +1385,13 @@ export class A2ARequestHandler {
     const fallback = routing?.defaultSkill;
     if (fallback !== undefined && this.#handlers.has(fallback)) return fallback;
     if (this.#handlers.size === 1) return this.#handlers.keys().next().value as string;
+    // Told as the public card tells them: any caller reads this, and an
+    // extended-only skill is listed on the extended card alone (its name and
+    // its number).
+    const listed = this.servedSkills('public').map((s) => s.id);
+    const oneOf = listed.length === 0 ? '' : ` (its card lists ${listed.join(', ')})`;
     throw A2AErrors.invalidParams(
-      `this agent has ${this.#handlers.size} skills and cannot tell which one this message is for; name one in message.metadata.skill (one of ${[...this.#handlers.keys()].join(', ')})`,
+      `this agent cannot tell which skill this message is for; name one in message.metadata.skill${oneOf}`,
     );
   }
 

@@ -247,8 +247,38 @@ function unkeepable(s: string): boolean {
   return s.includes('\u0000') || /\p{Cs}/u.test(s);
 }
 
+/** Longest identifier a request gives (tenant, task, context, message, push config): an opaque key. */
+const MAX_ID_LENGTH = 256;
 /**
- * A string naming a task, a context or a push config in a request. Such
+ * Most UTF-8 bytes of such an identifier. A tenant is a key of the btree
+ * index PostgreSQL lists tasks along, (tenant, owner, status time, id),
+ * whose entries hold at most 2704 bytes: with an owner of the longest
+ * SPIFFE ID (2048 bytes), 256 characters of CJK (768 bytes) did not fit,
+ * and the request failed -32603 there while the embedded store kept it.
+ * 512 bytes fit, with room to spare; the other identifiers share the bound.
+ */
+const MAX_ID_BYTES = 512;
+
+/** What an identifier of a request may be, as a -32602 message says it. */
+const ID_RULE = `at most ${MAX_ID_LENGTH} characters and ${MAX_ID_BYTES} bytes of UTF-8`;
+
+/** Whether `s` is within {@link ID_RULE}; the length first, so a long string is never measured. */
+function fitsId(s: string): boolean {
+  return s.length <= MAX_ID_LENGTH && Buffer.byteLength(s, 'utf8') <= MAX_ID_BYTES;
+}
+
+/**
+ * An identifier a request gives (a message id, a referenced task). Bounded
+ * ({@link ID_RULE}) as a tenant is: the agent keeps it with the task and
+ * repeats it in every answer and stream event (a 600 kB contextId was sent
+ * back whole with each event). Only requests are bounded: schemas that read
+ * an answer or a stored row take any length, as a peer or an older row may
+ * hold one. Aborts on failure, so no later check reads a string that long.
+ */
+const id = z.string().refine(fitsId, { message: ID_RULE, abort: true });
+
+/**
+ * An {@link id} naming a task, a context or a push config in a request. Such
  * names are keys every task store keeps as they are and looks up by, so one
  * that a store cannot keep (see {@link unkeepable}) is refused here, as
  * -32602 naming the field, on every binding and store alike: accepted by
@@ -256,23 +286,12 @@ function unkeepable(s: string): boolean {
  * name) on PostgreSQL. Content (text, metadata, message ids) is not a key
  * and keeps them.
  */
-const name = z.string().refine((s) => !unkeepable(s), {
+const name = id.refine((s) => !unkeepable(s), {
   message: 'must not contain NUL or an unpaired surrogate',
 });
 
-/** Longest tenant accepted: it is an opaque routing id, kept with every task and audit record. */
-const MAX_TENANT_LENGTH = 256;
-/**
- * Most UTF-8 bytes of a tenant. PostgreSQL lists tasks along a btree index
- * on (tenant, owner, status time, id), whose entries hold at most 2704
- * bytes: with an owner of the longest SPIFFE ID (2048 bytes), 256 characters
- * of CJK (768 bytes) did not fit, and the request failed -32603 there while
- * the embedded store kept it. 512 bytes fit, with room to spare.
- */
-const MAX_TENANT_BYTES = 512;
-
 /** What a tenant may be, as a -32602 message says it. */
-export const TENANT_RULE = `at most ${MAX_TENANT_LENGTH} characters and ${MAX_TENANT_BYTES} bytes of UTF-8, no control characters or unpaired surrogates`;
+export const TENANT_RULE = `${ID_RULE}, no control characters or unpaired surrogates`;
 
 /**
  * Whether `s` may name a tenant ({@link TENANT_RULE}): a task store keeps it
@@ -282,11 +301,7 @@ export const TENANT_RULE = `at most ${MAX_TENANT_LENGTH} characters and ${MAX_TE
  * with this same rule.
  */
 export function isTenant(s: string): boolean {
-  return (
-    s.length <= MAX_TENANT_LENGTH &&
-    !/\p{Cc}|\p{Cs}/u.test(s) &&
-    Buffer.byteLength(s, 'utf8') <= MAX_TENANT_BYTES
-  );
+  return fitsId(s) && !/\p{Cc}|\p{Cs}/u.test(s);
 }
 
 const tenant = z.string().refine(isTenant, { message: TENANT_RULE }).optional();
@@ -396,10 +411,15 @@ export type AgentCard = z.infer<typeof AgentCardSchema>;
 
 const historyLength = z.number().int().min(0).optional();
 
-/** A message as a request sends it: the task and context it names are {@link name}s. */
+/**
+ * A message as a request sends it: the task and context it names are
+ * {@link name}s, its own id and the tasks it refers to {@link id}s.
+ */
 const RequestMessageSchema = MessageSchema.extend({
+  messageId: id.min(1),
   taskId: name.optional(),
   contextId: name.optional(),
+  referenceTaskIds: z.array(id).optional(),
   // Spec §5.7: a required array has at least one element (a message without content is not a message).
   parts: z.array(PartSchema).min(1, 'at least one part is required'),
 });
