@@ -184,8 +184,9 @@ export async function startLeastA2A(
   opts: { allowedCallers: string[]; maxTasks?: number; maxBodyBytes?: number; maxKeptBytes?: number },
 ): Promise<{ url: string; decisions(): number; close(): Promise<void> }> {
   const allowed = new Set(opts.allowedCallers);
-  const maxTasks = opts.maxTasks ?? 10_000;
-  // What Weave's in-memory store keeps for one caller by default (a quarter of its 256 MiB).
+  // What Weave's in-memory store keeps for one caller by default: a quarter
+  // of its 10 000 tasks (`maxTasksPerOwner`) and a quarter of its 256 MiB.
+  const maxTasks = opts.maxTasks ?? 2_500;
   const maxKept = opts.maxKeptBytes ?? 64 * 1024 * 1024;
   const sizes: number[] = [];
   let kept = 0;

@@ -64,7 +64,10 @@ if (job.mode === 'agent') {
   server.close();
 } else {
   const m = new TaskManager(
-    job.maxTasks === undefined ? {} : { store: new InMemoryTaskStore({ maxTasks: job.maxTasks }) },
+    // One owner keeps them all: its share of the count is the whole store.
+    job.maxTasks === undefined
+      ? {}
+      : { store: new InMemoryTaskStore({ maxTasks: job.maxTasks, maxTasksPerOwner: job.maxTasks }) },
   );
   const base = await settle();
   const rounds: Array<{ rssMb: number; heapMb: number; kept: number }> = [];

@@ -224,7 +224,11 @@ async function oneRound(
  */
 const echoServers = (env: Env, maxTasks?: number) => ({
   server: () =>
-    startEchoAgent(env, 'server', maxTasks === undefined ? undefined : new InMemoryTaskStore({ maxTasks })),
+    startEchoAgent(
+      env,
+      'server',
+      maxTasks === undefined ? undefined : new InMemoryTaskStore({ maxTasks, maxTasksPerOwner: maxTasks }),
+    ),
   bare: async () => startBareEcho(bareTls(await env.identity('bare'))),
   least: async () =>
     startLeastA2A(bareTls(await env.identity('bare')), {

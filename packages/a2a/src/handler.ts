@@ -1273,7 +1273,11 @@ export class A2ARequestHandler {
       }
     } catch (err) {
       this.#freeSlot(release);
-      if (err instanceof TaskStoreFullError) throw A2AErrors.tooManyTasks(this.#maxTasks);
+      if (err instanceof TaskStoreFullError) {
+        // The caller's share of the store's task count: its own tasks hold it, others are unaffected.
+        if (err.scope === 'caller') throw A2AErrors.callerTooManyTasks(ctx.caller.toString(), err.limit);
+        throw A2AErrors.tooManyTasks(this.#maxTasks);
+      }
       if (err instanceof TaskStoreOverBudgetError) {
         if (err.neverFits) throw A2AErrors.taskTooLarge(err.scope, err.limitBytes, err.taskBytes as number);
         throw A2AErrors.retainedBytesExhausted(err.scope, err.limitBytes, ctx.caller.toString());

@@ -321,10 +321,27 @@ export function isTaskLeases(store: unknown): store is TaskLeases {
   return typeof s?.replicaId === 'string' && hasMethods(store, ['heartbeat', 'claimOrphans', 'retire']);
 }
 
-/** The store cannot take another task: every slot holds a task that has not finished. */
+/**
+ * The store cannot take another task: every slot of the whole store
+ * (`scope: 'store'`), or of the caller's share of it (`scope: 'caller'`),
+ * holds a task that has not finished. Retryable once one of them finishes.
+ */
 export class TaskStoreFullError extends WeaveError {
-  constructor(limit: number) {
-    super('TASK_STORE_FULL', `task store is full (${limit} unfinished tasks)`);
+  /**
+   * @param limit the most tasks the scope holds.
+   * @param owner the caller whose share is full (scope `caller`).
+   */
+  constructor(
+    readonly limit: number,
+    readonly scope: 'caller' | 'store' = 'store',
+    owner?: string,
+  ) {
+    super(
+      'TASK_STORE_FULL',
+      scope === 'caller'
+        ? `tasks of ${owner} hold their share of the task store (${limit} unfinished tasks)`
+        : `task store is full (${limit} unfinished tasks)`,
+    );
   }
 }
 
@@ -423,6 +440,7 @@ export class TaskStoreClosedError extends TaskStoreUnavailableError {
 const MemoryStoreNumbers = z.object({
   terminalTtlMs: durationMs.optional(),
   maxTasks: positiveCount.optional(),
+  maxTasksPerOwner: positiveCount.optional(),
   maxEventsPerTask: positiveCount.optional(),
 });
 
@@ -432,6 +450,14 @@ export interface InMemoryTaskStoreOptions {
   readonly terminalTtlMs?: number;
   /** Most tasks kept at once. When full, the oldest finished tasks go first. Default 10 000. */
   readonly maxTasks?: number;
+  /**
+   * The same bound per owner (caller), so that one caller's tasks cannot
+   * push another's out: a new task of an owner holding this many makes room
+   * by dropping that owner's oldest finished task, or, when all of them are
+   * unfinished, is refused with {@link TaskStoreFullError} (scope `caller`).
+   * Only a full store drops anyone's. Default a quarter of `maxTasks` (at least 1).
+   */
+  readonly maxTasksPerOwner?: number;
   /** Events kept per task written through {@link InMemoryTaskStore.append} (oldest dropped first). Default 1000. */
   readonly maxEventsPerTask?: number;
   /**
@@ -500,6 +526,8 @@ export function byteBounds(
 export const TRUNCATED_METADATA_KEY = 'weave.truncated';
 
 interface Entry {
+  /** Its key in the store (the task's id when attached). */
+  readonly id: string;
   readonly record: TaskRecord;
   /** Recent events, oldest first (none once a task no stream carried has finished). */
   events: StoredEvent[];
@@ -511,12 +539,33 @@ interface Entry {
   pushBytes?: number;
   /** The task reached a terminal state: its id is in the eviction queue and it may be evicted. */
   finished: boolean;
+  /** Its neighbours in its owner's list of finished tasks ({@link Owner.oldest}), once finished. */
+  older: Entry | undefined;
+  newer: Entry | undefined;
+}
+
+/** What the store counts of one owner (caller), kept while the owner has a task in it. */
+interface Owner {
+  /** Estimated bytes of its tasks' content and push configs. */
+  bytes: number;
+  /** Its tasks, finished or not: held to `maxTasksPerOwner`. */
+  tasks: number;
+  /**
+   * Its finished tasks in the order they finished, linked through
+   * {@link Entry.older}/{@link Entry.newer}: the oldest is what its count
+   * share drops, found without a scan of the store, and a task whatever
+   * removes it (eviction, expiry, delete) leaves the list in O(1), so that
+   * the list holds no stale ids to skip or compact.
+   */
+  oldest: Entry | undefined;
+  newest: Entry | undefined;
 }
 
 /**
  * The embedded default: tasks in a Map, insertion (= creation) ordered.
  * Finished tasks expire after `terminalTtlMs`; the number of tasks is capped
- * at `maxTasks`, so memory stays bounded. Also the default
+ * at `maxTasks`, and per owner at `maxTasksPerOwner`, so memory stays
+ * bounded and one caller cannot push another's finished tasks out. Also the default
  * {@link PushConfigStore}: a task's configs go with it, and count against
  * its owner's share of the byte bounds as its content does.
  */
@@ -527,18 +576,20 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
   #finishedHead = 0;
   readonly #ttl: number;
   readonly #max: number;
+  readonly #maxOwnerTasks: number;
   readonly #maxEvents: number;
   readonly #maxBytes: number;
   readonly #maxOwnerBytes: number;
   readonly #maxTaskBytes: number;
   #bytes = 0;
-  readonly #ownerBytes = new Map<string, number>();
+  readonly #owners = new Map<string, Owner>();
   #lastSweep = 0;
 
   constructor(options: InMemoryTaskStoreOptions = {}) {
     checkOptions('InMemoryTaskStore', MemoryStoreNumbers, options);
     this.#ttl = options.terminalTtlMs ?? 3_600_000;
     this.#max = options.maxTasks ?? 10_000;
+    this.#maxOwnerTasks = options.maxTasksPerOwner ?? Math.max(1, Math.floor(this.#max / 4));
     this.#maxEvents = options.maxEventsPerTask ?? 1000;
     const bounds = byteBounds('InMemoryTaskStore', options, 256 * 1024 * 1024);
     this.#maxBytes = bounds.maxBytes;
@@ -552,7 +603,7 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
 
   /** Estimated bytes of task content and push configs kept now: store-wide, or of one owner. */
   bytes(owner?: string): number {
-    return owner === undefined ? this.#bytes : (this.#ownerBytes.get(owner) ?? 0);
+    return owner === undefined ? this.#bytes : (this.#owners.get(owner)?.bytes ?? 0);
   }
 
   get maxBytesPerOwner(): number {
@@ -585,7 +636,8 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
    * the embedded store) goes on updating them in place, so a running task
    * costs no write at all. {@link finishNow} tells the store it ended.
    *
-   * @throws {TaskStoreFullError} when every slot holds an unfinished task.
+   * @throws {TaskStoreFullError} when every slot of the store, or of the
+   *   owner's share (`maxTasksPerOwner`, scope `caller`), holds an unfinished task.
    * @throws {TaskStoreOverBudgetError} when unfinished tasks hold the owner's
    *   share of the memory bound, or all of it (retryable), or the task alone
    *   is larger than either (`neverFits`).
@@ -598,15 +650,36 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     // A full sweep at most every 10 s keeps create O(1) amortised without a
     // timer; when full, dropping the oldest finished task is O(1) in the usual case.
     if (now - this.#lastSweep > 10_000) this.#sweepSync(now);
+    const owner = record.owner;
+    // The owner's share of the count first, as of the bytes: its own oldest
+    // finished task makes room, never another caller's; refused before
+    // anything is freed when none of its tasks has finished. Looked up once:
+    // what frees tasks below updates `o` in place (an owner whose last task
+    // goes is left with none, and out of the map).
+    let o = this.#owners.get(owner);
+    if (o !== undefined && o.tasks >= this.#maxOwnerTasks && o.oldest === undefined) {
+      throw new TaskStoreFullError(this.#maxOwnerTasks, 'caller', owner);
+    }
     // The first event is a snapshot of the task: counted once (shared objects are).
     const bytes = approxJsonBytes([record.task, events]);
-    this.#makeRoom(record.owner, bytes);
+    this.#makeRoom(owner, bytes);
+    while (o !== undefined && o.tasks >= this.#maxOwnerTasks) {
+      const oldest = o.oldest;
+      if (oldest === undefined) throw new TaskStoreFullError(this.#maxOwnerTasks, 'caller', owner);
+      this.#remove(oldest.id, oldest);
+    }
+    // Only a full store drops anyone's oldest finished task.
     if (this.#tasks.size >= this.#max && !this.#evictOldestFinished()) {
       throw new TaskStoreFullError(this.#max);
     }
-    const entry: Entry = { record, events, bytes, finished: false };
+    const entry: Entry = { id, record, events, bytes, finished: false, older: undefined, newer: undefined };
     this.#tasks.set(id, entry);
-    this.#count(record.owner, bytes);
+    if (o === undefined || o.tasks === 0) {
+      this.#owners.set(owner, (o = { bytes: 0, tasks: 0, oldest: undefined, newest: undefined }));
+    }
+    o.tasks++;
+    o.bytes += bytes;
+    this.#bytes += bytes;
     this.#noteFinished(id, entry);
     return bytes;
   }
@@ -666,18 +739,30 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     }
   }
 
+  /** Counts `delta` bytes more of a task `owner` holds in the store. */
   #count(owner: string, delta: number): void {
     this.#bytes += delta;
-    const left = (this.#ownerBytes.get(owner) ?? 0) + delta;
-    if (left > 0) this.#ownerBytes.set(owner, left);
-    else this.#ownerBytes.delete(owner);
+    const o = this.#owners.get(owner);
+    if (o !== undefined) o.bytes += delta;
   }
 
   /** Drops task `id`; `e` when the caller already looked its entry up. */
   #remove(id: string, e: Entry | undefined = this.#tasks.get(id)): void {
     if (!e) return;
     this.#tasks.delete(id);
-    this.#count(e.record.owner, -(e.bytes + (e.pushBytes ?? 0)));
+    const bytes = e.bytes + (e.pushBytes ?? 0);
+    this.#bytes -= bytes;
+    const owner = e.record.owner;
+    const o = this.#owners.get(owner);
+    if (o === undefined) return;
+    o.bytes -= bytes;
+    // Out of its owner's finished list, if in it (a task settling is not yet).
+    if (e.older !== undefined) e.older.newer = e.newer;
+    else if (o.oldest === e) o.oldest = e.newer;
+    if (e.newer !== undefined) e.newer.older = e.older;
+    else if (o.newest === e) o.newest = e.older;
+    e.older = e.newer = undefined;
+    if (--o.tasks === 0) this.#owners.delete(owner);
   }
 
   /**
@@ -712,7 +797,15 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
     if (cut.length > 0) {
       task = { ...task, metadata: { ...task.metadata, [TRUNCATED_METADATA_KEY]: cut.join(',') } };
       bytes = approxJsonBytes([task, events]);
-      kept = { record: { ...e.record, task }, events, bytes: e.bytes, finished: true };
+      kept = {
+        id,
+        record: { ...e.record, task },
+        events,
+        bytes: e.bytes,
+        finished: true,
+        older: undefined,
+        newer: undefined,
+      };
       if (e.pushConfigs) kept.pushConfigs = e.pushConfigs;
       if (e.pushBytes !== undefined) kept.pushBytes = e.pushBytes;
       this.#tasks.set(id, kept);
@@ -720,15 +813,24 @@ export class InMemoryTaskStore implements TaskStore, PushConfigStore {
       // Only the log goes: the record is the TaskManager's, unchanged.
       e.events = events;
     }
-    this.#count(e.record.owner, bytes - kept.bytes);
+    const owner = e.record.owner;
+    // The task is in the store, so its owner is counted.
+    const o = this.#owners.get(owner) as Owner;
+    this.#bytes += bytes - kept.bytes;
+    o.bytes += bytes - kept.bytes;
     kept.bytes = bytes;
+    // Last in its owner's finished list: the entry kept (a cut task is a new one), before
+    // the evictions below, which may drop it too.
+    kept.older = o.newest;
+    if (o.newest !== undefined) o.newest.newer = kept;
+    else o.oldest = kept;
+    o.newest = kept;
     // Over a bound now (the task grew while running): older finished tasks go, the owner's first.
     // Checked before the scan starts: an iterator over the Map walks every hole
     // the evictions left at its head before the first entry, and that walk,
     // once per finished task, was the largest cost of a SendMessage in a busy
     // store (a full store of 10 000 tasks, bench `bindings`).
-    const owner = e.record.owner;
-    if (this.bytes(owner) > this.#maxOwnerBytes) {
+    if (o.bytes > this.#maxOwnerBytes) {
       for (const [other, entry] of this.#tasks) {
         if (this.bytes(owner) <= this.#maxOwnerBytes) break;
         if (other !== id && entry.record.owner === owner && entry.finished) this.#remove(other, entry);

@@ -69,7 +69,7 @@ describe('InMemoryTaskStore', () => {
   });
 
   it('stays within maxTasks by dropping the oldest finished task, and refuses when all are running', async () => {
-    const store = new InMemoryTaskStore({ maxTasks: 3 });
+    const store = new InMemoryTaskStore({ maxTasks: 3, maxTasksPerOwner: 3 });
     attach(store, 'a', 'TASK_STATE_COMPLETED');
     const b = attach(store, 'b', 'TASK_STATE_WORKING');
     attach(store, 'c', 'TASK_STATE_COMPLETED');
@@ -232,7 +232,7 @@ describe('InMemoryTaskStore', () => {
   });
 
   it('keeps evicting in finish order over many tasks (queue compaction)', async () => {
-    const store = new InMemoryTaskStore({ maxTasks: 100 });
+    const store = new InMemoryTaskStore({ maxTasks: 100, maxTasksPerOwner: 100 });
     const running = attach(store, 'long-running', 'TASK_STATE_WORKING');
     for (let i = 0; i < 5000; i++) finish(store, attach(store, `t${i}`, 'TASK_STATE_WORKING'));
     expect(store.size).toBe(100);
@@ -244,7 +244,7 @@ describe('InMemoryTaskStore', () => {
   });
 
   it('evicts only what is still stored and finished: a deleted task, or its id attached again and running, is passed over', async () => {
-    const store = new InMemoryTaskStore({ maxTasks: 3 });
+    const store = new InMemoryTaskStore({ maxTasks: 3, maxTasksPerOwner: 3 });
     attach(store, 'a', 'TASK_STATE_COMPLETED');
     attach(store, 'b', 'TASK_STATE_COMPLETED');
     attach(store, 'c', 'TASK_STATE_COMPLETED');
