@@ -1,16 +1,18 @@
 // TLS options and certificate rotation for any Node TLS server (https, http2,
 // tls, or the server under fastify), and the bounds every Weave server shares
-// (header list size, log rate, connections, HTTP/2 stream resets). No HTTP framework here: the fastify plugin and
+// (header list size, log rate, connections, HTTP/2 stream resets, lingering close). No HTTP framework here: the fastify plugin and
 // factory are in server.ts, the `@weave/transport/server` entry.
 import type { Server as HttpsServer } from 'node:https';
+import type { IncomingMessage } from 'node:http';
 import {
   constants as h2,
   type Http2SecureServer,
   type Http2Server,
+  type Http2ServerRequest,
   type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
-import type { DropArgument, Socket } from 'node:net';
+import { Socket, type DropArgument } from 'node:net';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { wholeNumber, type IdentityProvider, type SpiffeId } from '@weave/identity';
 import { z } from 'zod';
@@ -131,6 +133,96 @@ export function parseHttp1FromStream(server: TlsServer | HttpsServer | Http2Secu
 }
 
 function noop(): void {}
+
+/**
+ * Bounds of {@link lingerOnEarlyClose}: how long, and how much, a closing
+ * connection still reads of a request it answered before the request arrived.
+ */
+interface LingerBounds {
+  /** Longest wait for the client's next bytes, ms. */
+  readonly idleMs: number;
+  /** Longest linger in all, ms. */
+  readonly maxMs: number;
+  /** Most bytes read (and dropped) in all. */
+  readonly maxBytes: number;
+}
+
+/**
+ * The bounds {@link lingerOnEarlyClose} lingers within. nginx waits 5 s for
+ * the next bytes and 30 s in all, Apache 2 s per read: shorter in all here,
+ * as each lingering connection holds a slot of `maxConnections`. A client
+ * sending more than 16 MiB past an answer, or for more than 5 s, is cut as
+ * before (a reset), so it loses the answer if it had not read it.
+ */
+const LINGER_BOUNDS: LingerBounds = { idleMs: 2_000, maxMs: 5_000, maxBytes: 16 * 1024 * 1024 };
+
+/**
+ * Makes a server's HTTP/1.1 connections close "lingering" (RFC 9112 §9.6, as
+ * nginx and Apache do) when the server closes one whose request has not fully
+ * arrived: an answer given from the request's headers, with `connection:
+ * close` (a 413 on the declared Content-Length, mtlsAuth's 403), while the
+ * client is still sending its body. After the answer the connection is
+ * half-closed, and what the client still sends is read and dropped, never
+ * kept, until it closes its side, or stops sending for `idleMs`, or `maxMs`
+ * or `maxBytes` are reached; then it is destroyed.
+ *
+ * Why: closed at once, the socket still had the client's unread bytes, and
+ * more kept coming; the kernel answers those with a reset, which makes the
+ * client drop the answer it had not read yet. A client that writes its whole
+ * body before it reads (httpx, so the official Python A2A SDK, and most
+ * clients without `Expect: 100-continue`) got a bare connection reset for
+ * every body over the server's limit instead of its 413. HTTP/2 needs none of
+ * this: an answered stream is reset alone, its connection stays open.
+ *
+ * The closing goes through `socket.destroySoon()`, which Node's HTTP server
+ * calls to close a connection after an answer with `connection: close`, and
+ * only then is the HTTP parser taken off the socket: what arrives after the
+ * answer is never read as a next request. `createMtlsServer` applies it.
+ */
+export function lingerOnEarlyClose(server: HttpsServer | Http2SecureServer): void {
+  // The last request read on each HTTP/1.1 connection: the one answered when it closes.
+  const lastRequest = new WeakMap<Socket, IncomingMessage>();
+  server.on('request', (req: IncomingMessage | Http2ServerRequest) => {
+    if (req.httpVersionMajor === 1) lastRequest.set(req.socket, req as IncomingMessage);
+  });
+  // One function for every connection: no closure per connection.
+  const destroySoon = function (this: TLSSocket): void {
+    const req = lastRequest.get(this);
+    if (req !== undefined && !req.complete && this.writable) lingeringClose(this, LINGER_BOUNDS);
+    else Socket.prototype.destroySoon.call(this);
+  };
+  server.on('secureConnection', (socket: TLSSocket) => {
+    if (socket.alpnProtocol !== 'h2') socket.destroySoon = destroySoon;
+  });
+}
+
+/** Half-closes `socket` once its answer is written, then reads and drops what comes, within `bounds`. */
+function lingeringClose(socket: TLSSocket, bounds: LingerBounds): void {
+  // The rest of a request already answered: the HTTP parser must not read it as a next one.
+  socket.removeAllListeners('data');
+  let left = bounds.maxBytes;
+  const cut = (): void => {
+    socket.destroy();
+  };
+  const idle = setTimeout(cut, bounds.idleMs);
+  const total = setTimeout(cut, bounds.maxMs);
+  socket.once('close', () => {
+    clearTimeout(idle);
+    clearTimeout(total);
+  });
+  socket.on('data', (chunk: Buffer) => {
+    left -= chunk.length;
+    if (left <= 0) cut();
+    else idle.refresh();
+  });
+  // The client is done: close once the answer is written (the timers still bound
+  // a client that does not read it). Before Node's own listener, whose parser
+  // then reports the body cut short: fastify's clientError handler, finding the
+  // socket closed already, does not destroy it again with that error.
+  socket.prependOnceListener('end', () => Socket.prototype.destroySoon.call(socket));
+  socket.end();
+  socket.resume();
+}
 
 /** Where {@link logTlsRefusals} writes (a pino or fastify logger fits). */
 export interface TlsRefusalLog {

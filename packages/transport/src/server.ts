@@ -34,6 +34,7 @@ import {
   parseConnectionLimits,
   type ConnectionLimits,
   type ConnectionRefusals,
+  lingerOnEarlyClose,
   logTlsRefusals,
   parseHttp1FromStream,
   secureContextOf,
@@ -314,6 +315,7 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
     answers.sort((a, b) => b.prefix.length - a.prefix.length);
   });
   parseHttp1FromStream(app.server);
+  lingerOnEarlyClose(app.server);
   logTlsRefusals(app.server, app.log);
   const limiter = limitConnections(app, opts.identity, limits);
   app.decorate('connectionRefusals', () => limiter.refused);
