@@ -190,7 +190,12 @@ export const MTLS_AUTH_PLUGIN = '@weave/transport/mtls-auth';
  * certificate expired, or after a bundle change that no longer trusts its
  * chain, is refused the same way.
  */
-export const mtlsAuth = fp(mtlsAuthPlugin, { fastify: '5.x', name: MTLS_AUTH_PLUGIN });
+export const mtlsAuth: FastifyPluginCallback<MtlsAuthOptions> = fp(mtlsAuthPlugin, {
+  fastify: '5.x',
+  name: MTLS_AUTH_PLUGIN,
+});
+// Annotated: inferred, its declaration named `Fastify.FastifyPluginCallback` through
+// the default import, which a consumer with `moduleResolution: bundler` cannot resolve.
 
 /** The fastify instance {@link createMtlsServer} returns (HTTP/1.1 over TLS, or HTTP/2 with HTTP/1.1 fallback). */
 export type MtlsFastifyInstance = FastifyInstance<

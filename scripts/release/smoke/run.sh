@@ -38,6 +38,20 @@ cp "$here/two-agents.mjs" . && node two-agents.mjs
 node -e 'for (const p of ["identity", "authz", "transport", "a2a", "agent"]) { const b = require(`@weave/${p}/package.json`).bin;
   if (b) { console.error(`FAIL: @weave/${p} installs a command: ${JSON.stringify(b)}`); process.exit(1); } }'
 
+# 2b. the packages' declarations as a TypeScript consumer compiles them: strict, exact optional
+#     properties, no skipLibCheck, under nodenext and bundler resolution (TypeScript and Node's
+#     types at the versions the repository builds with).
+ts_version="$(node -p 'require("'"$here"'/../../../node_modules/typescript/package.json").version')"
+types_node_version="$(node -p 'require("'"$here"'/../../../node_modules/@types/node/package.json").version')"
+npm_install --save-dev "typescript@$ts_version" "@types/node@$types_node_version"
+mkdir src && cp "$here/consumer-types.ts" src/
+for resolution in nodenext bundler; do
+  module="$([ "$resolution" = nodenext ] && echo nodenext || echo preserve)"
+  printf '{ "compilerOptions": { "target": "ES2022", "module": "%s", "moduleResolution": "%s", "strict": true, "exactOptionalPropertyTypes": true, "noUncheckedIndexedAccess": true, "verbatimModuleSyntax": true, "skipLibCheck": false, "noEmit": true, "types": ["node"] }, "include": ["src"] }\n' "$module" "$resolution" > "tsconfig.$resolution.json"
+  npx --no-install tsc -p "tsconfig.$resolution.json" || { echo "FAIL: the packages' declarations do not compile for a consumer with moduleResolution $resolution" >&2; exit 1; }
+done
+echo "ok: the declarations compile for a strict TypeScript $ts_version consumer (nodenext and bundler)"
+
 # 3. the weave CLI from its tarball: --version, and the README's exit codes.
 want="$(node -p 'require("@weave/cli/package.json").version')"
 got="$(npx --no-install weave --version)"
