@@ -228,6 +228,8 @@ export class Outbound {
       capability,
     };
     let outcome: CallOutcome = 'error';
+    // What the failure log line says of why (the error's code, and for a denial its audit id).
+    let failure: CallError | undefined;
     try {
       // The caller's own mistake, told apart from a failed call: nothing is resolved or sent.
       // Plain comparisons, no schema: this runs on every call.
@@ -281,6 +283,7 @@ export class Outbound {
     } catch (err) {
       const mapped = this.#mapError(err, details, options.signal, parent?.signal, deadline);
       if (mapped.code === 'CALL_DENIED') outcome = 'denied';
+      failure = mapped;
       throw mapped;
     } finally {
       const seconds = (performance.now() - started) / 1000;
@@ -298,9 +301,12 @@ export class Outbound {
           outcome,
           ms: Math.round(seconds * 1e4) / 10,
         };
-        if (outcome !== 'success')
-          this.#log.warn(entry, outcome === 'denied' ? 'call denied' : 'call failed');
-        else this.#log.info(entry, 'call finished');
+        if (outcome !== 'success') {
+          this.#log.warn(
+            failure === undefined ? entry : { ...entry, ...failureFields(failure) },
+            outcome === 'denied' ? 'call denied' : 'call failed',
+          );
+        } else this.#log.info(entry, 'call finished');
       }
     }
   }
@@ -908,6 +914,15 @@ function refuseUserInfo(u: URL, what: string, details: CallErrorDetails): void {
 export function shownTarget(target: SpiffeId | string): string {
   const text = String(target);
   return target instanceof SpiffeId || text.startsWith('spiffe:') ? text : redactUrl(text);
+}
+
+/** Why a call failed, for its log line: the code, who denied it and the audit id, the callee's A2A code. */
+function failureFields(err: CallError): Record<string, string> {
+  const f: Record<string, string> = { code: err.code };
+  if (err.deniedBy !== undefined) f.deniedBy = err.deniedBy;
+  if (err.auditId !== undefined) f.auditId = err.auditId;
+  if (err.remoteCode !== undefined) f.remoteCode = err.remoteCode;
+  return f;
 }
 
 /** What a streamed call saw of its task: its id once an event named it, and whether it settled. */
