@@ -78,27 +78,34 @@ function randomHex(bytes: number): string {
   return /^0+$/.test(hex) ? randomHex(bytes) : hex;
 }
 
-/** A context carrying a new random trace (sampled flag off). */
+/**
+ * A context carrying a new random trace, marked sampled: a callee whose SDK
+ * samples by its parent (the SDK's default) would otherwise drop every span of
+ * a call from a caller without an SDK (the `weave` CLI, a cron job).
+ */
 function newTraceContext(): Context {
   const sc: SpanContext = {
     traceId: randomHex(16),
     spanId: randomHex(8),
-    traceFlags: TraceFlags.NONE,
+    traceFlags: TraceFlags.SAMPLED,
     isRemote: false,
   };
   return trace.setSpanContext(ROOT, sc);
 }
 
 /**
- * The context of an outgoing call: the active span's context when there is one
- * (an application with an OpenTelemetry SDK), else `fallback`, else a new trace.
- * A child span id is minted so the callee sees this hop as its parent.
+ * The context of an outgoing call, sent unchanged: the active span's context
+ * when there is a valid one (an application with an OpenTelemetry SDK), else
+ * `fallback` (the served call's own: its caller's `traceparent`, or the trace
+ * Weave started for it), else a new trace. Weave records no span, so a span id
+ * made up here would be a parent no backend ever sees: the callee's parent is
+ * the application's span, or the one the caller's caller sent. Its flags (the
+ * sampling decision) are kept as they came.
  */
 export function outgoingTraceContext(fallback?: Context): Context {
-  const active = trace.getSpanContext(otelContext.active());
-  const base = active && isSpanContextValid(active) ? otelContext.active() : (fallback ?? newTraceContext());
-  const parent = trace.getSpanContext(base)!;
-  return trace.setSpanContext(base, { ...parent, spanId: randomHex(8), isRemote: false });
+  const active = otelContext.active();
+  const sc = trace.getSpanContext(active);
+  return sc && isSpanContextValid(sc) ? active : (fallback ?? newTraceContext());
 }
 
 /** Writes `traceparent` (and `tracestate`) for `ctx` into a header object. */
