@@ -4,6 +4,7 @@
 // through tsx with the `weave-source` export condition.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { constants } from 'node:os';
 import { URL, fileURLToPath } from 'node:url';
 
 const source = fileURLToPath(new URL('../src/main.ts', import.meta.url));
@@ -22,5 +23,7 @@ if (!existsSync(source)) {
   // it takes as once.
   process.on('SIGINT', () => child.kill('SIGINT'));
   process.on('SIGTERM', () => child.kill('SIGTERM'));
-  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+  // A child killed by a signal exits 128 + its number (130 for SIGINT, 143 for SIGTERM), as a
+  // shell reports it: a Ctrl-C is not a failed call.
+  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 + constants.signals[signal] : 1)));
 }

@@ -40,7 +40,7 @@ export async function run(argv: readonly string[], options: RunOptions = {}): Pr
     .addHelpText(
       'after',
       `
-Exit codes: 0 ok (allow), 1 operation failed or denied, 2 usage error.
+Exit codes: 0 ok (allow), 1 operation failed or denied, 2 usage error, 128 + N stopped by signal N (130 SIGINT, 143 SIGTERM).
 Commands that need an identity read it from the SPIFFE Workload API: --socket or $SPIFFE_ENDPOINT_SOCKET.`,
     );
   program.configureHelp({ sortSubcommands: false });

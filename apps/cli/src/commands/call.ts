@@ -1,3 +1,4 @@
+import { constants } from 'node:os';
 import type { Command } from 'commander';
 import type { Task } from '@weave/a2a';
 import type { AuditRecord, PolicyEnforcer } from '@weave/authz';
@@ -14,6 +15,9 @@ interface CallOptions extends GlobalOptions {
   stream?: boolean;
   timeout: string;
 }
+
+/** How long a CancelTask sent after SIGINT/SIGTERM may take: best effort, the user asked to stop. */
+const CANCEL_TIMEOUT_MS = 2000;
 
 /** `weave call <spiffe-id|url> <capability> <json>`: one A2A task over mutual TLS. */
 export function callCommand(program: Command, io: Io): void {
@@ -61,7 +65,8 @@ Examples:
       const opts = cmd.optsWithGlobals<CallOptions>();
       const { A2AClient, A2AError } = await import('@weave/a2a');
       const { render, resultOf, textOf, toPayload } = await import('../task-result.js');
-      const { enforcerFromConfig } = await import('@weave/agent');
+      const { DEADLINE_HEADER, enforcerFromConfig, injectTraceHeaders, outgoingTraceContext } =
+        await import('@weave/agent');
       const { SecureChannel, TRANSPORT_TIMEOUT_LIMITS_MS: limits } = await import('@weave/transport');
       const {
         CliError,
@@ -128,6 +133,7 @@ Examples:
         : undefined;
       const identity = await openIdentity(socket, left(), cliLogger(opts.debug));
       let channel: SecureChannel | undefined;
+      let stopListening: (() => void) | undefined;
       try {
         if (config?.spiffeId !== undefined && identity.id.toString() !== config.spiffeId) {
           throw new CliError(
@@ -159,14 +165,31 @@ Examples:
           circuitBreaker: false,
         });
         const client = new A2AClient({ dispatcher: channel, timeoutMs: left() });
-        const signal = AbortSignal.timeout(left());
+        // The deadline and a trace context, as SecureAgent.callAgent sends them: a Weave callee
+        // aborts its handler at the deadline instead of running on (up to its maxTaskMs) after
+        // this command gave up, and its logs carry the trace id.
+        const headers = injectTraceHeaders(outgoingTraceContext(), { [DEADLINE_HEADER]: String(deadline) });
+        // Ctrl-C (or SIGTERM) stops the call rather than the process, so the callee's task can be
+        // canceled: killed outright, the command would leave it running. Installed only now: before
+        // this point nothing runs remotely, and the default (die at once) is what the user wants.
+        const interrupt = new AbortController();
+        const onSignal = (s: NodeJS.Signals): void => interrupt.abort(s);
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+        stopListening = () => {
+          process.off('SIGINT', onSignal);
+          process.off('SIGTERM', onSignal);
+        };
+        const signal = AbortSignal.any([AbortSignal.timeout(left()), interrupt.signal]);
         const payload = toPayload(input);
         let task: Task;
+        // The streamed task's id once an event named it: what a signal cancels.
+        let taskId: string | undefined;
         try {
           if (opts.stream) {
-            let taskId: string | undefined;
-            for await (const e of client.streamTaskUpdates(url, capability, payload, { signal })) {
+            for await (const e of client.streamTaskUpdates(url, capability, payload, { signal, headers })) {
               if ('task' in e) taskId = e.task.id;
+              if ('artifactUpdate' in e) taskId = e.artifactUpdate.taskId;
               if ('statusUpdate' in e) {
                 taskId = e.statusUpdate.taskId;
                 const text = textOf(e.statusUpdate.status.message?.parts ?? []);
@@ -181,11 +204,39 @@ Examples:
             }
             if (taskId === undefined)
               throw new CliError('CALL_FAILED', 'the stream ended before a task began');
-            task = await client.getTask(url, taskId, undefined, { signal });
+            task = await client.getTask(url, taskId, undefined, { signal, headers });
           } else {
-            task = await client.sendTask(url, capability, payload, { signal });
+            task = await client.sendTask(url, capability, payload, { signal, headers });
           }
         } catch (err) {
+          if (interrupt.signal.aborted) {
+            const by = interrupt.signal.reason as NodeJS.Signals;
+            // Closing the request does not cancel an A2A task (§3.1.6): say so to the callee.
+            // A unary call learns its task's id only from the answer; that task ends at the deadline.
+            let outcome =
+              'no task id yet (a unary call learns it from the answer): a Weave callee ends the task at the deadline';
+            if (taskId !== undefined) {
+              outcome = await client
+                .cancelTask(url, taskId, {
+                  headers,
+                  signal: AbortSignal.timeout(CANCEL_TIMEOUT_MS),
+                  timeoutMs: CANCEL_TIMEOUT_MS,
+                })
+                .then(
+                  (t) =>
+                    `CancelTask sent: task ${taskId} is ${t.status.state.replace('TASK_STATE_', '').toLowerCase()}`,
+                  (e: unknown) =>
+                    `CancelTask of task ${taskId} failed: ${e instanceof Error ? e.message : String(e)}`,
+                );
+            }
+            // 128 + the signal's number, the shell's convention for a command stopped by a signal.
+            throw new CliError(
+              'CALL_INTERRUPTED',
+              printable(`stopped by ${by}; ${outcome}`),
+              128 + constants.signals[by],
+              { cause: err },
+            );
+          }
           // The callee's inbound policy refused (A2A PERMISSION_DENIED): reported as
           // SecureAgent.callAgent and WeaveClient report it, CALL_DENIED by the callee.
           if (err instanceof A2AError && err.code === 'PERMISSION_DENIED') {
@@ -212,6 +263,7 @@ Examples:
         // Text or JSON the peer chose: its lines kept, its control characters shown, not obeyed.
         io.out(printable(resultOf(task), { lines: true }));
       } finally {
+        stopListening?.();
         await channel?.close();
         await identity.close();
         await enforcer?.close?.();
