@@ -6,7 +6,14 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import { A2AError, A2AErrorCode, A2AServer, TaskManager, type StoredEvent, type Task } from '@weave/a2a';
+import {
+  A2AErrorCode,
+  A2AServer,
+  TaskCanceledError,
+  TaskManager,
+  type StoredEvent,
+  type Task,
+} from '@weave/a2a';
 import { PostgresTaskStore } from '@weave/a2a/postgres';
 import { TcpRelay } from '@weave/test-support/tcp-relay';
 import { waitUntil } from './infra.js';
@@ -106,8 +113,7 @@ describe.skipIf(!pgAvailable)('notices lost while a replica is cut from PostgreS
   const stateOn = async (r: Replica, id: string) => (await json(r, 'GetTask', { id })).result.status.state;
 
   /** True when `reason` is what a cancel aborts a handler's signal with. */
-  const isCancel = (reason: unknown) =>
-    reason instanceof A2AError && reason.jsonRpcCode === A2AErrorCode.TaskNotCancelable;
+  const isCancel = (reason: unknown) => reason instanceof TaskCanceledError;
 
   it('a cancel asked on B while A is cut from the database aborts the handler running on A, once the cut heals: A and B both read CANCELED, and a stream on A ends with it', async () => {
     const { a, b, cut } = await pair();

@@ -555,6 +555,21 @@ function copyFields(err: object, out: Record<string, unknown>): void {
 /** A local (non-wire) failure of the A2A client, e.g. transport errors or bad responses. */
 export class A2AClientError extends WeaveError {}
 
+/**
+ * The task was canceled: what a running task's handler's signal aborts with
+ * (its `reason`) and a pending `requestInput` rejects with, whether the
+ * cancel was asked on this replica or another, or the server closed with the
+ * task still running. The task is CANCELED already; what its handler
+ * returns or throws from now on is not kept. Never sent on the wire: a
+ * CancelTask of a task that already ended is answered TaskNotCancelable
+ * (`A2AError`), which this is not.
+ */
+export class TaskCanceledError extends WeaveError {
+  constructor(taskId: string) {
+    super('TASK_CANCELED', `task ${taskId} was canceled`);
+  }
+}
+
 const GRPC_STATUS_NAMES = [
   'OK',
   'CANCELLED',

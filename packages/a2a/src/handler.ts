@@ -112,7 +112,28 @@ export interface TaskContext {
    * (for example `traceparent`): a layer above A2A reads its own context from them.
    */
   readonly headers: CallHeaders;
-  /** Aborted when the task is canceled or the server closes. */
+  /**
+   * Aborted when the task is canceled or the server closes, or this replica
+   * must stop running it. Its `reason` says why:
+   *
+   * - `TaskCanceledError` (`TASK_CANCELED`): the task was canceled, by
+   *   CancelTask on this replica or another, or by the server closing (which
+   *   cancels the tasks it runs).
+   * - `WeaveError` `TASK_TIME_LIMIT`: it ran past `limits.maxTaskMs`; the
+   *   task ended FAILED.
+   * - `TaskLeaseLostError` (`TASK_LEASE_LOST`, a shared store): this replica
+   *   lost its lease, or another replica moved the task on; the task is, or
+   *   may be, another replica's.
+   * - `TaskStoreRejectedError` (`TASK_STORE_REJECTED`): the task store
+   *   refused for good what the task holds; the task ended FAILED.
+   * - A `DOMException` `AbortError` (no reason given): the signal was first
+   *   read after the task had ended.
+   *
+   * A pending {@link requestInput} rejects with the same reason (at
+   * `maxTaskMs`, with the task's failure). None of them is an error of the
+   * handler's to report: the task has ended (or is no longer this
+   * replica's), and what the handler returns or throws from now on is not kept.
+   */
   readonly signal: AbortSignal;
   /** Publishes a status; a string message becomes an agent text message. */
   publishStatus(state: TaskState, message?: Message | string): void;
@@ -584,9 +605,11 @@ export class A2ARequestHandler {
         }),
       maxEventsPerTask: options.maxEventsPerTask,
       retryMaxMs: options.storeRetryMaxMs,
-      onStoreError: (err, taskId) => this.#log.error({ err, taskId }, 'a2a: task store write failed'),
+      onStoreError: (err, taskId, failures) => this.#storeWriteFailed(err, taskId, failures),
+      onStoreRecovered: (taskId, outage) => this.#storeWorksAgain(STORE_WRITE_AGAIN, outage, { taskId }),
       onChoreFailed: (chore, err) => this.#choreFailed(chore, err),
-      onChoreRecovered: (chore, outage) => this.#choreRecovered(chore, outage),
+      onChoreRecovered: (chore, outage) =>
+        this.#storeWorksAgain(`a2a: ${CHORE_NAMES[chore]} works again`, outage, {}),
       onOrphan: (record) => this.#orphan(record),
     });
     const pushStore = options.push?.store ?? this.manager.store;
@@ -684,17 +707,40 @@ export class A2ARequestHandler {
    */
   #choreFailed(chore: StoreChore, err: unknown): void {
     const msg = `a2a: ${CHORE_NAMES[chore]} failed`;
-    if (err instanceof TaskStoreUnavailableError) this.#log.warn({ err: withoutStack(err) }, msg);
-    else this.#log.error({ err: loggableError(err) }, msg);
+    if (!this.#storeAway(msg, err, {})) this.#log.error({ err: loggableError(err) }, msg);
   }
 
-  /** A chore that failed works again: how often it failed, and for how long. */
-  #choreRecovered(chore: StoreChore, outage: ChoreOutage): void {
-    const fields = { failures: outage.failures, failingMs: Math.max(0, Date.now() - outage.since) };
-    const msg = `a2a: ${CHORE_NAMES[chore]} works again`;
+  /**
+   * A task's write (or read of it) failed. For want of the store, a running
+   * task's write is told once as its run of failures begins (see
+   * `TaskManagerOptions.onStoreError`), with the attempts failed so far: a
+   * warning as a chore's ({@link #choreFailed}), one per task for the whole
+   * outage, where it was an error with a full stack at every retry of every
+   * running task. Anything else is the error line it always was.
+   */
+  #storeWriteFailed(err: unknown, taskId: string, failures: number | undefined): void {
+    const fields = failures === undefined ? { taskId } : { taskId, failures };
+    if (!this.#storeAway(STORE_WRITE_FAILED, err, fields)) {
+      this.#log.error({ err, taskId }, STORE_WRITE_FAILED);
+    }
+  }
+
+  /**
+   * Logs `msg` as a warning with `fields` and what the store said, without
+   * the stack, when `err` says the store cannot be reached; true when it did.
+   */
+  #storeAway(msg: string, err: unknown, fields: Record<string, unknown>): boolean {
+    if (!(err instanceof TaskStoreUnavailableError)) return false;
+    this.#log.warn({ ...fields, err: withoutStack(err) }, msg);
+    return true;
+  }
+
+  /** A chore, or a task's writes, that failed work again: how often it failed, and for how long. */
+  #storeWorksAgain(msg: string, outage: ChoreOutage, fields: Record<string, unknown>): void {
+    const line = { ...fields, failures: outage.failures, failingMs: Math.max(0, Date.now() - outage.since) };
     const log = this.#log;
-    if (log.info !== undefined) log.info(fields, msg);
-    else log.warn(fields, msg);
+    if (log.info !== undefined) log.info(line, msg);
+    else log.warn(line, msg);
   }
 
   /** Called whenever the set of served skills changes (the card caches on it). */
@@ -2160,6 +2206,20 @@ class TaskContextImpl implements TaskContext {
 /** Characters of a refused request's error message its log line keeps ({@link cutText}). */
 const REFUSAL_REASON_CHARS = 256;
 
+/** The line of a task's write that failed ({@link A2ARequestHandler.#storeWriteFailed}). */
+const STORE_WRITE_FAILED = 'a2a: task store write failed';
+/** The line of a task's writes that land again after the store was away. */
+const STORE_WRITE_AGAIN = 'a2a: task store write works again';
+
+/**
+ * Lines of requests refused because the task store cannot be reached: at
+ * most 10 a minute, as other refusal lines. One count for the process, not
+ * per handler: {@link asA2AError} is called by the bindings with each
+ * request's own logger, and every request may be refused so while a
+ * database is away.
+ */
+const storeAwayLines = new LogRate();
+
 /** What each chore of the task manager is called in its log lines. */
 const CHORE_NAMES: Readonly<Record<StoreChore, string>> = {
   lease: 'lease renewal',
@@ -2198,7 +2258,11 @@ export function asA2AError(err: unknown, log: HandlerLogger): A2AError {
   if (err instanceof A2AError) return err;
   if (err instanceof TaskStoreClosedError) return A2AErrors.unavailable(SHUTTING_DOWN);
   if (err instanceof TaskStoreUnavailableError) {
-    log.warn({ err }, 'a2a: task store unavailable');
+    // What the store said, without the stack (it only says where the failure
+    // was noticed) and without its cause, whose message the store's already
+    // carries: pino's serializer appended it again ("ECONNREFUSED …: ECONNREFUSED …").
+    const extra = storeAwayLines.take();
+    if (extra) log.warn({ err: withoutStack(err), ...extra }, 'a2a: task store unavailable');
     return A2AErrors.unavailable('the task store cannot be reached');
   }
   if (err instanceof TaskStoreRejectedError) {

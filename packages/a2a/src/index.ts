@@ -9,6 +9,7 @@ export {
   A2AError,
   A2AErrorCode,
   A2AClientError,
+  TaskCanceledError,
   FAILURE_TEXT_CHARS,
   loggableError,
   thrownText,

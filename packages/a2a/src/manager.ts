@@ -30,7 +30,7 @@ import {
 } from './store.js';
 import type { Artifact, Message, StreamResponse, Struct, Task, TaskState } from './wire/v1.js';
 import { endsTask as eventEndsTask, isSettled, isTerminal, stateOfEvent } from './wire/v1.js';
-import { A2AErrors } from './errors.js';
+import { A2AErrors, TaskCanceledError } from './errors.js';
 import { checkBudget, checkOptions, positiveCount, timerMs } from './options.js';
 
 /** Where every task's write queue starts: a settled promise is only chained from, so one serves all tasks. */
@@ -95,9 +95,21 @@ export interface TaskManagerOptions {
   /**
    * Called when writing to the store fails. The task goes on in memory and
    * the write is retried (with backoff, up to `retryMaxMs` apart) until it
-   * succeeds, so nothing is lost while the store is away.
+   * succeeds, so nothing is lost while the store is away. A running task's
+   * write that fails because the store cannot be reached
+   * ({@link TaskStoreUnavailableError}) is told once per run of failures of
+   * that task's writes, as it begins, with `failures` (its failed attempts
+   * in a row so far, this one included), not at each retry: every running
+   * task retries several times a second while a database is away. Any other
+   * failure is told each time. Must not throw.
    */
-  readonly onStoreError?: (err: unknown, taskId: string) => void;
+  readonly onStoreError?: (err: unknown, taskId: string, failures?: number) => void;
+  /**
+   * Called when a running task's write lands after a run of failures told
+   * to {@link onStoreError} as the store being away: how many attempts
+   * failed, and since when. Must not throw.
+   */
+  readonly onStoreRecovered?: (taskId: string, outage: ChoreOutage) => void;
   /**
    * Called when a {@link StoreChore} fails after it last worked: once when
    * a run of failures begins, not at each retry while it lasts (the lease
@@ -174,6 +186,12 @@ interface Live {
   writeQueued: boolean;
   /** Consecutive failed writes, for the retry backoff. */
   failures: number;
+  /**
+   * When the run of failed writes the store being away began (epoch ms),
+   * told to `onStoreError` then: its next landed write is told to
+   * `onStoreRecovered`, the retries in between to nobody.
+   */
+  awaySince?: number;
   settleWaiters: Array<(t: TaskRecord) => void>;
   /**
    * A subscriber (a stream, or push delivery) has listened to the task: its
@@ -233,7 +251,8 @@ export class TaskManager {
    * running tasks could each grow to the whole share in this process.
    */
   readonly #runningBytes = new Map<string, number>();
-  readonly #onStoreError: (err: unknown, taskId: string) => void;
+  readonly #onStoreError: (err: unknown, taskId: string, failures?: number) => void;
+  readonly #onStoreRecovered: (taskId: string, outage: ChoreOutage) => void;
   readonly #onChoreFailed: (chore: StoreChore, err: unknown) => void;
   readonly #onChoreRecovered: (chore: StoreChore, outage: ChoreOutage) => void;
   /** The chores failing now, each with its run of failures so far. */
@@ -291,6 +310,7 @@ export class TaskManager {
     this.#maxEvents = options.maxEventsPerTask ?? 1000;
     this.#maxGrowth = this.store.maxBytesPerOwner ?? Number.POSITIVE_INFINITY;
     this.#onStoreError = options.onStoreError ?? (() => undefined);
+    this.#onStoreRecovered = options.onStoreRecovered ?? (() => undefined);
     this.#onChoreFailed = options.onChoreFailed ?? ((_chore, err) => this.#onStoreError(err, ''));
     this.#onChoreRecovered = options.onChoreRecovered ?? (() => undefined);
     this.#retryMaxMs = options.retryMaxMs ?? 5000;
@@ -1677,7 +1697,7 @@ export class TaskManager {
         } finally {
           live.writing = undefined;
         }
-        live.failures = 0;
+        this.#landedAgain(live);
         this.#written(live, landedBefore.concat(batch), task);
         return;
       } catch (err) {
@@ -1689,13 +1709,14 @@ export class TaskManager {
             live.pending = batch.slice(landed).concat(live.pending);
             uncertain = false;
             if (live.pending.length === 0) {
+              this.#landedAgain(live);
               this.#written(live, landedBefore, task);
               return;
             }
             continue;
           }
         }
-        this.#onStoreError(err, id);
+        this.#writeFailed(live, err);
         if (err instanceof TaskStoreRejectedError) {
           // Retried, it would fail forever, the task frozen as last written.
           await this.#rejected(live, err);
@@ -1721,6 +1742,40 @@ export class TaskManager {
         const delay = Math.min(this.#retryMaxMs, 50 * 2 ** Math.min(live.failures, 10));
         await new Promise((resolve) => setTimeout(resolve, delay));
       }
+    }
+  }
+
+  /**
+   * A write of `live` failed: told to `onStoreError`, a failure for want of
+   * the store only as a run of them begins (see
+   * {@link TaskManagerOptions.onStoreError}), as {@link #choreFailed} tells a chore's.
+   */
+  #writeFailed(live: Live, err: unknown): void {
+    const id = live.record.task.id;
+    if (!(err instanceof TaskStoreUnavailableError)) {
+      this.#onStoreError(err, id);
+      return;
+    }
+    if (live.awaySince !== undefined) return;
+    live.awaySince = Date.now();
+    try {
+      this.#onStoreError(err, id, live.failures + 1);
+    } catch {
+      // As in #choreFailed: a report that throws changes nothing (the write is retried all the same).
+    }
+  }
+
+  /** A write of `live` landed: the backoff starts over, and a run of failures for want of the store is told over. */
+  #landedAgain(live: Live): void {
+    const since = live.awaySince;
+    const failures = live.failures;
+    live.failures = 0;
+    if (since === undefined) return;
+    live.awaySince = undefined;
+    try {
+      this.#onStoreRecovered(live.record.task.id, { since, failures });
+    } catch {
+      // As in #choreWorked.
     }
   }
 
@@ -1785,9 +1840,13 @@ function keptAfter(
 /** Reads and appends {@link TaskManager.cancelStored} or `failStored` tries, while the task's runner writes in between. */
 const END_ATTEMPTS = 10;
 
-/** What a canceled task's handler's signal aborts with (and its input wait rejects with). */
+/**
+ * What a canceled task's handler's signal aborts with (and its input wait
+ * rejects with): that it was canceled. TaskNotCancelable, as it was, told a
+ * handler that logs or rethrows it the opposite of what happened.
+ */
 function canceledReason(id: string): Error {
-  return A2AErrors.taskNotCancelable(id, 'TASK_STATE_CANCELED');
+  return new TaskCanceledError(id);
 }
 
 /** Why a task ends FAILED whose write the task store refused for good; followed by the store's message. */

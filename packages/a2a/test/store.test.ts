@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   A2AConfigError,
-  A2AError,
+  TaskCanceledError,
   InMemoryTaskStore,
   TaskManager,
   TaskStoreFullError,
@@ -465,7 +465,7 @@ describe('TaskManager', () => {
     expect(m.isAwaitingInput(r.task.id)).toBe(true);
     expect(m.cancel(r.task.id)).toBe(true);
     expect(signal?.aborted).toBe(true);
-    await expect(input).rejects.toBeInstanceOf(A2AError);
+    await expect(input).rejects.toBeInstanceOf(TaskCanceledError);
     expect(r.task.status.state).toBe('TASK_STATE_CANCELED');
     expect(m.cancel(r.task.id)).toBe(false);
     await m.close();
