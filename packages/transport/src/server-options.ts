@@ -593,11 +593,21 @@ export class ConnectionLimiter {
    * for them all, and an HTTP server's close ends only the connections it
    * already knows (handshaken; fastify's `forceCloseConnections` too), so a
    * TCP connection that never sent a ClientHello held the close until the
-   * handshake timeout (Node's default: 120 s).
+   * handshake timeout (Node's default: 120 s). With `'silent'`, only the
+   * handshakes whose client has sent nothing yet: a client further on may
+   * have completed its side and sent its request with its last handshake
+   * message (TLS 1.3), which a server closing gently still answers.
+   * Returns how many handshakes it ended.
    */
-  closeHandshakes(): void {
+  closeHandshakes(which: 'all' | 'silent' = 'all'): number {
     this.#closing = true;
-    for (const { socket } of [...this.#handshakeOf.values()]) socket.destroy();
+    let ended = 0;
+    for (const { socket } of [...this.#handshakeOf.values()]) {
+      if (which === 'silent' && socket.bytesRead > 0) continue;
+      socket.destroy();
+      ended++;
+    }
+    return ended;
   }
 
   /** Stops logging dropped connections and bounding handshakes per address (the server's `maxConnections` stays). */

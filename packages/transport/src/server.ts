@@ -6,10 +6,11 @@ import {
   constants as h2,
   type Http2SecureServer,
   type Http2ServerRequest,
+  type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { Duplex } from 'node:stream';
-import { maxHeaderSize, type IncomingMessage } from 'node:http';
+import { maxHeaderSize, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import Fastify, {
   type FastifyError,
@@ -237,13 +238,21 @@ export interface CreateMtlsServerOptions {
  * (`setSecureContext` on identity updates, unsubscribed on close) wired.
  * HTTP version follows `config.httpVersion` (`http2` also accepts HTTP/1.1).
  * A connection whose TLS handshake has not completed within
- * `config.connectTimeoutMs` is closed, and `close()` closes the connections
- * still in their handshake at once instead of waiting for them. Connections
+ * `config.connectTimeoutMs` is closed, and `close()` does not wait for the
+ * connections still in their handshake: it closes at once those that have
+ * sent nothing, and the others {@link CLOSE_GRACE_MS} after it began (one
+ * completing before is answered, see below). Connections
  * are bounded per server (`maxConnections`), per peer SPIFFE ID
  * (`maxConnectionsPerPeer`) and, in their handshake, per remote address
  * (`maxHandshakesPerAddress`), each refusal counted
  * (`app.connectionRefusals()`), and an HTTP/2 connection whose client resets
- * streams in a flood is closed (`closeHttp2ResetFloods`). When a client's
+ * streams in a flood is closed (`closeHttp2ResetFloods`). `close()` answers
+ * rather than cuts: an idle keep-alive connection is closed at once, a
+ * request arriving on a connection still open is answered 503 with
+ * `connection: close` (HTTP/1.1) and an HTTP/2 connection is sent a GOAWAY
+ * (a stream past it is refused, REFUSED_STREAM), a request in progress is
+ * answered and its connection closed after it; what is still open
+ * {@link CLOSE_GRACE_MS} after close() began is cut. When a client's
  * certificate expires, or a bundle change no longer trusts its chain, its
  * connection is closed if it carries a request or response (an SSE stream;
  * an HTTP/2 session always), and any later request on it is refused by
@@ -275,7 +284,9 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
   const answers: Array<{ prefix: string; answer: FrameworkErrorAnswer }> = [];
   const common = {
     logger: false,
-    forceCloseConnections: true,
+    // Idle keep-alive connections only (Node's server.close() ends them): the
+    // others are closed by closeGracefully, after their answer, or at its bound.
+    forceCloseConnections: 'idle' as const,
     keepAliveTimeout: cfg.idleTimeoutMs,
     requestTimeout: cfg.requestTimeoutMs,
     frameworkErrors: ((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
@@ -326,10 +337,102 @@ export function createMtlsServer(opts: CreateMtlsServerOptions): MtlsFastifyInst
   app.decorate('connectionRefusals', () => limiter.refused);
   if (cfg.httpVersion === 'http2') closeHttp2ResetFloods(app.server as Http2SecureServer, app.log);
   enforceRequestTimeout(app, cfg.requestTimeoutMs);
+  closeGracefully(app, limiter, CLOSE_GRACE_MS);
   // Before mtlsAuth's hook, as Node's HTTP/1.1 parser refuses before anything runs.
   if (cfg.httpVersion === 'http2') refuseHttp2HeadersOver(app, maxHeaderSize);
   void app.register(mtlsAuth, { identityProvider: opts.identity, authorize: opts.authorize });
   return app;
+}
+
+/**
+ * How long `close()` of a {@link createMtlsServer} server lets its open
+ * connections end by themselves (see {@link closeGracefully}) before it cuts
+ * them, ms. The agent's gRPC binding closes with the same bound: by then
+ * SecureAgent.stop() has drained its calls, so what is left is requests that
+ * came late (answered in a few ms) or a handler that does not end.
+ */
+export const CLOSE_GRACE_MS = 1_000;
+
+/**
+ * Makes `close()` answer the requests that come while it runs instead of
+ * cutting their connections, within `graceMs`. Cut at once (fastify's
+ * `forceCloseConnections: true` and the limiter's handshakes, as before),
+ * every connection whose request had arrived but not yet been read was
+ * reset, as was one whose handshake the client had completed (TLS 1.3: the
+ * client sends its request along with its last handshake message) but the
+ * server not yet: the client could not tell whether anything ran, so a call
+ * that is not idempotent (A2A SendMessage) could not be retried, though
+ * nothing had run (seen under load at an agent's SIGTERM: requests fully
+ * written, reset, no task).
+ *
+ * From the moment close() begins (its preClose hooks, before the server
+ * stops listening):
+ * - HTTP/1.1, an idle keep-alive connection: closed at once by Node's
+ *   `server.close()` (`forceCloseConnections: 'idle'`). A connection with no
+ *   request yet is not idle to Node: its request, as any request read from
+ *   now on, is answered 503 with `connection: close` by fastify
+ *   (`return503OnClosing`), and no hook or route runs for it.
+ * - HTTP/1.1, a request in progress: its answer carries `connection: close`
+ *   (or, if its headers are already out, as a stream, the connection is
+ *   closed once it ends).
+ * - HTTP/2: a GOAWAY (`session.close()`) naming the last stream the server
+ *   took: its streams in progress end normally, a stream the client opened
+ *   past it is refused (REFUSED_STREAM: the client knows nothing ran), and
+ *   Node closes the connection once its last stream has ended. A
+ *   connection that completes its handshake later gets one at once.
+ * - A handshake in progress is left to complete, and then treated as above,
+ *   unless its client has sent nothing yet (not even a ClientHello): ended
+ *   at once, as before, since it cannot have sent a request.
+ * Whatever is still open `graceMs` after close() began (a client that sends
+ * nothing, a handler that does not end, a handshake that does not complete)
+ * is destroyed and logged (`warn`), so close() ends.
+ */
+function closeGracefully(app: MtlsFastifyInstance, limiter: ConnectionLimiter, graceMs: number): void {
+  const server = app.server;
+  // One Set entry per connection, nothing per request: read only at close.
+  const http1 = new Set<TLSSocket>();
+  const sessions = new Set<ServerHttp2Session>();
+  let closing = false;
+  server.on('secureConnection', (socket: TLSSocket) => {
+    if (socket.alpnProtocol === 'h2') return;
+    http1.add(socket);
+    socket.once('close', () => http1.delete(socket));
+  });
+  server.on('session', (session: ServerHttp2Session) => {
+    if (closing) session.close();
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
+  });
+  // Node's own check: the connection is idle now that its stream has ended,
+  // unless a next request has begun. Http2SecureServer has it too (for its
+  // HTTP/1.1 connections), though @types/node omits it.
+  const closeIfIdle = (): void => (server as HttpsServer).closeIdleConnections();
+  app.addHook('preClose', (done) => {
+    closing = true;
+    // A connection that has sent nothing cannot have sent a request: it need not hold close() up.
+    limiter.closeHandshakes('silent');
+    for (const socket of http1) {
+      const res = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (!res || res.writableEnded) continue;
+      if (!res.headersSent) res.setHeader('connection', 'close');
+      else res.once('finish', closeIfIdle);
+    }
+    for (const session of sessions) session.close();
+    const cut = setTimeout(() => {
+      const open = limiter.closeHandshakes() + http1.size + sessions.size;
+      for (const socket of http1) socket.destroy();
+      for (const session of sessions) session.destroy();
+      if (open > 0) {
+        app.log.warn(
+          { connections: open, graceMs },
+          'server close: connections still open after the grace were cut',
+        );
+      }
+    }, graceMs);
+    cut.unref();
+    server.once('close', () => clearTimeout(cut));
+    done();
+  });
 }
 
 /**
@@ -387,11 +490,6 @@ function limitConnections(
       socket.destroy();
       return true;
     });
-  });
-  // preClose runs before fastify closes the connections HTTP knows and waits on `server.close()`.
-  app.addHook('preClose', (done) => {
-    limiter.closeHandshakes();
-    done();
   });
   app.addHook('onClose', (_app, next) => {
     limiter.stop();
