@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { pino } from 'pino';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { DevWorkloadApiServer } from '@weave/identity/dev';
+import { DevCertificateAuthority, DevWorkloadApiServer } from '@weave/identity/dev';
 import { collectOutput, spawnWeave, stopWeave, weave } from './helpers.js';
 
 const TD = 'write.weave';
@@ -123,8 +123,28 @@ it('--watch writes the files again when the SVID rotates, and stops on SIGTERM',
   expect((await output.done).code).toBe(0);
 });
 
-it('refuses --watch or --federated without --write (exit 2)', async () => {
+it("writes its own trust domain's authorities only, whatever else is federated", async () => {
+  // One file of several domains' authorities would let the partner's CA
+  // vouch for IDs of this domain, to any TLS stack (or Weave static identity) given it.
+  const partner = await DevCertificateAuthority.create({ trustDomain: 'partner.weave' });
+  dev.setFederatedBundle('partner.weave', { x509: partner.x509Bundle });
+  try {
+    const out = join(dir, 'federated');
+    const r = await weave(['svid', '--socket', dev.address('a'), '--write', out]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/bundles\s+partner\.weave, write\.weave/);
+    const pem = (await readWritten(out)).bundle;
+    expect(pem.match(/BEGIN CERTIFICATE/g)).toHaveLength(1);
+    expect(new X509Certificate(pem).raw.equals(new X509Certificate(dev.ca.x509Bundle.toPem()).raw)).toBe(
+      true,
+    );
+  } finally {
+    dev.removeFederatedBundle('partner.weave');
+  }
+});
+
+it('refuses --watch without --write (exit 2)', async () => {
   const r = await weave(['svid', '--socket', dev.address('a'), '--watch']);
   expect(r.code).toBe(2);
-  expect(r.stderr).toMatch(/--federated and --watch go with --write DIR/);
+  expect(r.stderr).toMatch(/--watch goes with --write DIR/);
 });

@@ -8,7 +8,6 @@ interface SvidOptions extends GlobalOptions {
   json?: boolean;
   timeout: string;
   write?: string;
-  federated?: boolean;
   watch?: boolean;
 }
 
@@ -26,15 +25,14 @@ export function svidCommand(program: Command, io: Io): void {
         'bundle set. Exit 1 when the socket does not answer or serves no identity. With --write DIR, ' +
         'also writes the default SVID as PEM files for a program that cannot speak the Workload API ' +
         '(a Python or Go peer in development): svid.pem (the certificate chain), svid_key.pem (the ' +
-        'private key, mode 0600) and svid_bundle.pem (the authorities of its own trust domain; with ' +
-        '--federated, of every trust domain served), each replaced atomically; with --watch, again on ' +
-        'every rotation until SIGINT or SIGTERM.',
+        'private key, mode 0600) and svid_bundle.pem (the authorities of its own trust domain only: ' +
+        'one file of several domains would let any of their CAs vouch for IDs of the others), each ' +
+        'replaced atomically; with --watch, again on every rotation until SIGINT or SIGTERM.',
     )
     .option('--socket <address>', 'Workload API address (default $SPIFFE_ENDPOINT_SOCKET)')
     .option('--json', 'print JSON instead of text')
     .option('--timeout <duration>', 'how long to wait for the Workload API', '10s')
     .option('--write <dir>', 'write the default SVID, its key and the trust bundle as PEM files into DIR')
-    .option('--federated', "with --write: the bundle file holds every trust domain's authorities")
     .option('--watch', 'with --write: keep running and write the files again on every rotation')
     .action(async (_o: SvidOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<SvidOptions>();
@@ -42,9 +40,7 @@ export function svidCommand(program: Command, io: Io): void {
         await import('@weave/identity');
       const { CliError, EXIT, cliLogger, parseDuration, usageError } = await import('../shared.js');
       const timeoutMs = parseDuration(opts.timeout, '--timeout', MAX_TIMER_MS);
-      if ((opts.federated || opts.watch) && opts.write === undefined) {
-        throw usageError('--federated and --watch go with --write DIR', 'USAGE');
-      }
+      if (opts.watch && opts.write === undefined) throw usageError('--watch goes with --write DIR', 'USAGE');
       if (opts.socket === undefined && !process.env[SPIFFE_ENDPOINT_SOCKET]) {
         throw usageError(
           `no Workload API socket: pass --socket unix:///path/to/api.sock or set ${SPIFFE_ENDPOINT_SOCKET}`,
@@ -63,7 +59,7 @@ export function svidCommand(program: Command, io: Io): void {
       }
       if (opts.write !== undefined && opts.watch) {
         try {
-          await watchAndWrite(client, opts.write, opts.federated === true, io);
+          await watchAndWrite(client, opts.write, io);
         } finally {
           client.close();
         }
@@ -72,7 +68,7 @@ export function svidCommand(program: Command, io: Io): void {
       try {
         const ctx = await client.fetchX509Context({ timeoutMs });
         if (opts.write !== undefined) {
-          await writeSvidFiles(ctx, opts.write, opts.federated === true);
+          await writeSvidFiles(ctx, opts.write);
           io.err(
             `wrote ${Object.values(FILES).join(', ')} for ${ctx.defaultSvid.id.toString()} into ${opts.write}`,
           );
@@ -125,14 +121,15 @@ export function svidCommand(program: Command, io: Io): void {
  * first (the key created 0600 before a byte of it is written), then renamed,
  * so a reader never sees half a file or a key readable by others.
  */
-async function writeSvidFiles(ctx: X509Context, dir: string, federated: boolean): Promise<void> {
+async function writeSvidFiles(ctx: X509Context, dir: string): Promise<void> {
   const { mkdir, rename, writeFile, rm } = await import('node:fs/promises');
   const { join } = await import('node:path');
   const svid = ctx.defaultSvid;
   const pem = svid.toPem();
-  const own = ctx.bundles.getX509Bundle(svid.id.trustDomain);
-  const bundles = federated ? ctx.bundles.trustDomains().map((td) => ctx.bundles.getX509Bundle(td)) : [own];
-  const bundle = bundles.flatMap((b) => (b === undefined ? [] : [b.toPem()])).join('');
+  // Its own trust domain's only: a TLS stack given one file of several
+  // domains' authorities takes any of them for any ID (the partner's CA
+  // could vouch for IDs of this domain), as a Weave static identity would.
+  const bundle = ctx.bundles.getX509Bundle(svid.id.trustDomain)?.toPem() ?? '';
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const files: Array<[string, string, number]> = [
     [FILES.key, pem.privateKey, 0o600],
@@ -152,18 +149,13 @@ async function writeSvidFiles(ctx: X509Context, dir: string, federated: boolean)
 }
 
 /** `--write --watch`: the files written at each X.509 context the Workload API sends, until SIGINT or SIGTERM. */
-async function watchAndWrite(
-  client: WorkloadApiClient,
-  dir: string,
-  federated: boolean,
-  io: Io,
-): Promise<void> {
+async function watchAndWrite(client: WorkloadApiClient, dir: string, io: Io): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     let writing = Promise.resolve();
     const handle = client.watchX509Context({
       onUpdate: (ctx) => {
         writing = writing
-          .then(() => writeSvidFiles(ctx, dir, federated))
+          .then(() => writeSvidFiles(ctx, dir))
           .then(
             () =>
               io.err(
