@@ -570,6 +570,26 @@ export class TaskCanceledError extends WeaveError {
   }
 }
 
+/**
+ * The server stopped with the task still running, and handed it to another
+ * replica instead of ending it: what the handler's signal aborts with (its
+ * `reason`) and a pending `requestInput` rejects with. Only for a task of a
+ * re-runnable skill, with a task store that keeps leases (PostgreSQL). The
+ * task is not ended: what it published so far is kept, nothing more of it
+ * is written from here, and another replica runs it again from its last
+ * user message. What the handler returns or throws from now on is not kept.
+ * Not `TaskLeaseLostError`: this replica still held its lease and wrote
+ * what the task had published; nothing was cut off.
+ */
+export class TaskHandedOverError extends WeaveError {
+  constructor(taskId: string) {
+    super(
+      'TASK_HANDED_OVER',
+      `task ${taskId}: this replica is stopping; the task is handed to another replica, which runs it again`,
+    );
+  }
+}
+
 const GRPC_STATUS_NAMES = [
   'OK',
   'CANCELLED',

@@ -16,7 +16,14 @@ import type { AuthzDecision, PolicyEnforcer } from '@weave/authz';
 import { LogRate } from '@weave/transport';
 import { z } from 'zod';
 import { Deadlines, type Deadline } from './deadlines.js';
-import { A2AError, A2AErrors, FAILURE_TEXT_CHARS, loggableError, type LoggedError } from './errors.js';
+import {
+  A2AError,
+  A2AErrors,
+  FAILURE_TEXT_CHARS,
+  TaskHandedOverError,
+  loggableError,
+  type LoggedError,
+} from './errors.js';
 import { unsendable } from './depth.js';
 import { TaskEventStream } from './event-stream.js';
 import { CallerLimits, type CallerLimitsInput } from './limits.js';
@@ -119,6 +126,10 @@ export interface TaskContext {
    * - `TaskCanceledError` (`TASK_CANCELED`): the task was canceled, by
    *   CancelTask on this replica or another, or by the server closing (which
    *   cancels the tasks it runs).
+   * - `TaskHandedOverError` (`TASK_HANDED_OVER`, a store with leases): the
+   *   server closed with the task still running, and its skill is
+   *   re-runnable: the task is not ended but handed to another replica,
+   *   which runs it again from its last user message.
    * - `WeaveError` `TASK_TIME_LIMIT`: it ran past `limits.maxTaskMs`; the
    *   task ended FAILED.
    * - `TaskLeaseLostError` (`TASK_LEASE_LOST`, a shared store): this replica
@@ -833,20 +844,57 @@ export class A2ARequestHandler {
   }
 
   /**
-   * Cancels running tasks and flushes the store. From the moment it is
-   * called, anything that would start work is refused on every binding with
-   * the retryable UNAVAILABLE {@link drain} answers a new task with: new
-   * tasks, streaming ones included, replies to tasks waiting for input, and
+   * With a task store that keeps leases (PostgreSQL): hands every task of a
+   * re-runnable skill ({@link TaskHandlerOptions.rerunnable}) whose handler
+   * runs here to another replica, instead of ending it, as a stopping
+   * replica's last act before it ends the rest. Each such handler's signal
+   * aborts with {@link TaskHandedOverError}; nothing terminal is written for
+   * its task, what it published so far is written (see
+   * {@link TaskManager.handOver}), and once {@link close} has handed this
+   * replica's lease back, another replica claims the task and runs it again
+   * from its last user message, as it would had this one died, without
+   * waiting for the lease to run out. Its streams here end as {@link close}
+   * ends them. A no-op on a store without leases (the embedded one). Called
+   * by {@link close}; a caller that ends the other tasks its own way before
+   * close() (a `SecureAgent` fails them) calls it first. Returns how many
+   * tasks were handed over.
+   */
+  handOverTasks(): number {
+    let n = 0;
+    for (const run of [...this.#runs.keys()]) {
+      if (!this.#rerunnable.has(run.skill)) continue;
+      const reason = new TaskHandedOverError(run.id);
+      if (!this.manager.handOver(run.id, reason)) continue;
+      n++;
+      // A handler that reads its signal only now is told why, not given a bare AbortError.
+      run.stopped = reason;
+      // Given LET_GO_MS to return, as a canceled task's handler is.
+      if (run.phase === RUN_BOUND) this.#rearm(run, RUN_ENDED, Date.now() + this.#letGoMs);
+      this.#log.warn({ taskId: run.id, skill: run.skill }, 'a2a: handing a running task to another replica');
+    }
+    return n;
+  }
+
+  /**
+   * Cancels running tasks and flushes the store; with a task store that
+   * keeps leases (PostgreSQL), the tasks of re-runnable skills are handed to
+   * another replica instead ({@link handOverTasks}), and the lease handed
+   * back lets one claim them at once. From the moment it is called,
+   * anything that would start work is refused on every binding with the
+   * retryable UNAVAILABLE {@link drain} answers a new task with: new tasks,
+   * streaming ones included, replies to tasks waiting for input, and
    * messages a message handler would answer. Reads and cancels go on.
    */
   async close(): Promise<void> {
     // Before the manager cancels what runs: a task is either running by
-    // then (and canceled) or refused, never started in between.
+    // then (and canceled, or handed over) or refused, never started in between.
     this.#closing = true;
+    this.handOverTasks();
     await this.manager.close();
-    // The streams still open follow tasks that run on other replicas (those
-    // that ran here ended CANCELED): this server hears nothing more of them,
-    // so each ends with an error saying so, not silently open for ever.
+    // The streams still open follow tasks that run on other replicas, or
+    // were handed to one (those that ran here otherwise ended CANCELED):
+    // this server hears nothing more of them, so each ends with an error
+    // saying so, not silently open for ever.
     const gone = A2AErrors.unavailable('the agent is shutting down; subscribe again to another instance');
     for (const streams of [...this.#subscribers.values()]) for (const s of [...streams]) s.end(gone);
   }
@@ -2076,7 +2124,7 @@ class Run {
   /** Its current entry in the handler's deadlines (it stays there, `Infinity` once logged, until it settles). */
   entry!: Deadline<Run>;
   phase: RunPhase = RUN_BOUND;
-  /** Why this server stopped the task (its bound passed), once it did. */
+  /** Why this server stopped the task (its bound passed, or it was handed over), once it did. */
   stopped: WeaveError | undefined;
   #abort: AbortController | undefined;
 

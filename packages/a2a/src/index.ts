@@ -10,6 +10,7 @@ export {
   A2AErrorCode,
   A2AClientError,
   TaskCanceledError,
+  TaskHandedOverError,
   FAILURE_TEXT_CHARS,
   loggableError,
   thrownText,

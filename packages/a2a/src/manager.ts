@@ -30,7 +30,7 @@ import {
 } from './store.js';
 import type { Artifact, Message, StreamResponse, Struct, Task, TaskState } from './wire/v1.js';
 import { endsTask as eventEndsTask, isSettled, isTerminal, stateOfEvent } from './wire/v1.js';
-import { A2AErrors, TaskCanceledError } from './errors.js';
+import { A2AErrors, TaskCanceledError, TaskHandedOverError } from './errors.js';
 import { checkBudget, checkOptions, positiveCount, timerMs } from './options.js';
 
 /** Where every task's write queue starts: a settled promise is only chained from, so one serves all tasks. */
@@ -450,10 +450,12 @@ export class TaskManager {
   /**
    * Gives up a task this replica no longer owns (see {@link #leaseLost}), one
    * whose write the store refused, or one another writer moved on or ended
-   * ({@link #overtaken}), `ended` as stored then. Its handler's signal aborts
-   * with `err`.
+   * ({@link #overtaken}), `ended` as stored then, or one handed over
+   * ({@link handOver}) once its last write is done. Its handler's signal
+   * aborts with `err`. Its listeners carry on from the store (`onLost`)
+   * unless `carryOn` is false.
    */
-  #drop(live: Live, err: Error, ended?: TaskRecord): void {
+  #drop(live: Live, err: Error, ended?: TaskRecord, carryOn = true): void {
     const id = live.record.task.id;
     if (this.#live.get(id) !== live && this.#settling.get(id) !== live) return;
     if (this.#live.get(id) === live) this.#hold(live.record.owner, -live.bytes);
@@ -469,9 +471,47 @@ export class TaskManager {
     const onLost = live.onLost;
     live.listeners.clear();
     live.onLost = undefined;
-    for (const carryOn of onLost?.values() ?? []) carryOn(seq);
+    if (carryOn) for (const goOn of onLost?.values() ?? []) goOn(seq);
     // Waiters read the task from the store from now on.
     settle(live, ended ?? durableView(live));
+  }
+
+  /**
+   * With a store that keeps leases ({@link TaskLeases}): gives task `id`,
+   * running here, to the replica that claims it next instead of ending it,
+   * for a task that may run again when this replica stops. It is no longer
+   * live here from now on: its handler's signal aborts, and a pending input
+   * wait rejects, with `reason`, and what it publishes from now on is not
+   * kept. What it published before is still written ({@link flush} and
+   * {@link close} wait for it); then, as on lease loss, its listeners hear
+   * nothing more from here (they do not carry on from the store: this
+   * replica is stopping) and its waiters read it from the store. Nothing
+   * ends it: once this replica's lease is handed back ({@link close}) or
+   * runs out, another replica claims it as an orphan
+   * ({@link TaskManagerOptions.onOrphan}). False, and nothing changes,
+   * without leases or when the task does not run here.
+   */
+  handOver(id: string, reason: Error = new TaskHandedOverError(id)): boolean {
+    const live = this.#live.get(id);
+    if (!this.#leases || !live) return false;
+    // Out of #live first: whatever the handler does as its signal aborts
+    // (publish, end the task) is ignored, as for a task given up on lease loss.
+    this.#live.delete(id);
+    this.#hold(live.record.owner, -live.bytes);
+    // Readable from here until its last write is done, as a finished task
+    // is; flush() waits for that write, and close() hands the lease back after it.
+    this.#settling.set(id, live);
+    const last = live.chain;
+    this.#flushing.add(last);
+    void last.then(() => {
+      this.#flushing.delete(last);
+      this.#drop(live, reason, undefined, false);
+    });
+    (live.abort ??= new AbortController()).abort(reason);
+    const waiter = live.inputWaiter;
+    live.inputWaiter = undefined;
+    waiter?.reject(reason);
+    return true;
   }
 
   /** True when a reply to INPUT_REQUIRED can be handed to the replica running the task ({@link forwardInput}). */
@@ -1539,6 +1579,9 @@ export class TaskManager {
 
   /**
    * Cancels every live task, waits for pending writes and closes the store.
+   * A task handed over before ({@link handOver}) is not canceled: its writes
+   * are waited for, and the lease, handed back once they are done, lets
+   * another replica claim it at once.
    * A reply or cancel handed to another replica before it began
    * ({@link forwardInput}, {@link cancelElsewhere}) is answered first, as
    * that replica acted on it; a wait on a task running elsewhere
@@ -1572,11 +1615,12 @@ export class TaskManager {
     await this.flush();
     await this.#listening?.catch(() => undefined);
     await this.#unlisten?.();
-    // Whatever could not be written is another replica's to settle, at once.
-    // Not with the database known away (the lease given up on this replica's
-    // own reading, which expired its row already, or a statement of this
-    // close failed): the hand-back would only wait out a timeout, and the
-    // lease runs out all the same.
+    // Whatever could not be written is another replica's to settle, and a
+    // task handed over (its writes done by now) another's to run, at once.
+    // Not with the database known away (the lease given up on this
+    // replica's own reading, which expired its row already, or a statement
+    // of this close failed): the hand-back would only wait out a timeout,
+    // and the lease runs out all the same.
     if (!this.#gaveUp && !this.#storeAwayAtClose) {
       await this.#leases?.retire().catch(() => undefined);
     }

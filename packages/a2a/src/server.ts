@@ -395,8 +395,13 @@ export class A2AServer {
   }
 
   /**
-   * Cancels running tasks and flushes the store. From the moment it is
-   * called, messages that would start work (new tasks, streaming or not,
+   * Cancels running tasks and flushes the store. With a task store that
+   * keeps leases (PostgreSQL), a running task of a re-runnable skill is not
+   * canceled but handed to another replica: its handler's signal aborts
+   * with `TaskHandedOverError`, what it published is written, nothing ends
+   * it, and the lease handed back lets another replica claim it at once and
+   * run it again (see {@link A2ARequestHandler.handOverTasks}). From the
+   * moment it is called, messages that would start work (new tasks, streaming or not,
    * and replies to tasks waiting for input) are refused on every binding as
    * {@link drain} refuses new tasks (503 / UNAVAILABLE, retryable): nothing
    * starts after it, to run on once it resolved. Reads and cancels go on.

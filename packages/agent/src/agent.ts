@@ -764,9 +764,13 @@ export class SecureAgent extends AgentCore {
   /**
    * Stops gracefully: `/ready` answers 503 at once; calls are served as
    * before for `shutdownDelayMs` (default 0), then new tasks are refused;
-   * in-flight tasks may finish for up to `drainTimeoutMs`, then are canceled;
-   * then the server, the outbound channels and the owned identity and policy
-   * are closed. Idempotent: a second call waits for the first, whose options
+   * in-flight tasks may finish for up to `drainTimeoutMs`. Then those still
+   * running end FAILED (`AGENT_STOPPING`), except, with a task store that
+   * keeps leases (`store.postgres`), those of `rerunnable` capabilities:
+   * they are handed to another replica, which runs them again at once (their
+   * handlers' signals abort with `TaskHandedOverError`), as it would had
+   * this one died. Then the server, the outbound channels and the owned
+   * identity and policy are closed. Idempotent: a second call waits for the first, whose options
    * apply.
    *
    * @throws {AgentConfigError} (`AGENT_CONFIG_INVALID`, as a rejection) when
@@ -829,8 +833,15 @@ export class SecureAgent extends AgentCore {
       this.logger.warn({ tasks: this.#inbound.runningTasks }, 'drain timeout: canceling the remaining tasks');
     }
     const stopping = new AgentError('AGENT_STOPPING', 'the agent stopped before the task finished');
+    // Before the rest fail: with a store that keeps leases, a task that may
+    // run again goes to another replica, as on a crash, not FAILED. Its
+    // handler's signal aborts, and the inbound wrapper writes nothing for it.
+    const handedOver = run.a2a.handler.handOverTasks();
+    if (handedOver > 0) this.logger.info({ tasks: handedOver }, 'rerunnable tasks handed to another replica');
     this.#inbound.stop(stopping);
-    // Handlers fail their tasks with AGENT_STOPPING first; the A2A server then cancels any leftovers.
+    // Handlers fail their tasks with AGENT_STOPPING first; the A2A server then
+    // cancels any leftovers, and hands its lease back once what the handed-over
+    // tasks published is written: another replica claims them at once.
     await this.#waitIdle(500, true);
     await run.a2a.close().catch(() => undefined);
     // The user's store was lent to it without close(): stop() closes it, as it always did.

@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { context as otelContext, type Context } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import { Deadlines, FAILURE_TEXT_CHARS, loggableError, type Deadline } from '@weave/a2a';
+import { Deadlines, FAILURE_TEXT_CHARS, TaskHandedOverError, loggableError, type Deadline } from '@weave/a2a';
 import type {
   A2AServer,
   AgentCard,
@@ -186,7 +186,8 @@ export class Inbound {
       this.#metrics.taskState('TASK_STATE_SUBMITTED');
       this.#metrics.taskState('TASK_STATE_WORKING');
       let outcome: CallOutcome = 'error';
-      let final = 'TASK_STATE_FAILED';
+      // Undefined: the task did not end here (handed to another replica).
+      let final: string | undefined = 'TASK_STATE_FAILED';
       let failure: AgentError | undefined;
       try {
         // Inside the call's OpenTelemetry context: with a context manager
@@ -207,7 +208,7 @@ export class Inbound {
         // task, and what it returned goes nowhere.
         if (!target.a2a.manager.isLive(tctx.taskId)) {
           failure = overran(tctx);
-          final = failure ? 'TASK_STATE_FAILED' : 'TASK_STATE_CANCELED';
+          final = settledAs(tctx, failure);
           return undefined;
         }
         // Published here rather than returned to the A2A server: a result no
@@ -222,9 +223,12 @@ export class Inbound {
         return undefined;
       } catch (err) {
         if (!target.a2a.manager.isLive(tctx.taskId)) {
-          // Canceled by the caller, or failed at `maxTaskMs`: the A2A server already settled the task.
+          // Canceled by the caller, or failed at `maxTaskMs`: the A2A server
+          // already settled the task. Or handed to another replica as the agent
+          // stopped (the AGENT_STOPPING that may end this wait is not the
+          // task's): another replica runs it, and nothing is written for it here.
           failure = overran(tctx);
-          final = failure ? 'TASK_STATE_FAILED' : 'TASK_STATE_CANCELED';
+          final = settledAs(tctx, failure);
           return undefined;
         }
         failure =
@@ -238,7 +242,7 @@ export class Inbound {
       } finally {
         ctx.dispose();
         this.#runningTasks--;
-        this.#metrics.taskState(final);
+        if (final !== undefined) this.#metrics.taskState(final);
         const seconds = (performance.now() - started) / 1000;
         const caller = tctx.caller.toString();
         this.#metrics.observeCall('inbound', def.name, caller, outcome, seconds);
@@ -254,7 +258,7 @@ export class Inbound {
             ms: Math.round(seconds * 1e4) / 10,
           };
           if (failure) logFailure(this.#logger, entry, failure);
-          else this.#logger.info(entry, final === 'TASK_STATE_CANCELED' ? 'call canceled' : 'call served');
+          else this.#logger.info(entry, servedLine(final));
         }
       }
     };
@@ -308,6 +312,22 @@ function overran(tctx: TaskContext): AgentError | undefined {
         cause: reason,
       })
     : undefined;
+}
+
+/**
+ * How the task of a handler that settled after its task left this replica
+ * ended here: FAILED at the server's bound (`failure`), not at all when the
+ * A2A server handed it to another replica (`TaskHandedOverError`), else CANCELED.
+ */
+function settledAs(tctx: TaskContext, failure: AgentError | undefined): string | undefined {
+  if (failure) return 'TASK_STATE_FAILED';
+  return tctx.signal.reason instanceof TaskHandedOverError ? undefined : 'TASK_STATE_CANCELED';
+}
+
+/** The log line of a call that did not fail, by how its task ended here. */
+function servedLine(final: string | undefined): string {
+  if (final === undefined) return 'call handed over to another replica';
+  return final === 'TASK_STATE_CANCELED' ? 'call canceled' : 'call served';
 }
 
 function deadlineExpired(): AgentError {
