@@ -8,7 +8,7 @@ import { OPA_DEFAULT_MAX_RESPONSE_BYTES, OPA_MAX_RESPONSE_BYTES, OPA_MAX_TIMEOUT
 // Every key that ends up on a timer is bounded by MAX_TIMER_MS, or by the
 // lower bound of the layer it is handed to.
 import { ConnectionLimitsSchema, TRANSPORT_TIMEOUT_LIMITS_MS } from '@weave/transport';
-import { formatKeyPath, lineCol, MAX_TIMER_MS, scanJson, SpiffeId } from '@weave/identity';
+import { formatKeyPath, lineCol, MAX_TIMER_MS, scanJson, SpiffeId, TrustDomain } from '@weave/identity';
 import { AgentConfigError, type ConfigIssue } from './errors.js';
 
 const spiffeIdString = z.string().superRefine((s, ctx) => {
@@ -60,6 +60,48 @@ const hostPort = z.string().superRefine((s, ctx) => {
   }
 });
 
+/**
+ * `identity.static.federated`: a partner trust domain (`example.org` or
+ * `spiffe://example.org`) → the PEM file of that domain's CAs. Each domain's
+ * CAs are kept as that domain's own bundle, so they vouch for its IDs only;
+ * the own domain is refused here when `spiffeId` names it, and always when
+ * the files are read at `start()`.
+ */
+const federatedBundleFiles = z.record(z.string(), z.string().min(1)).superRefine((files, ctx) => {
+  const named = new Map<string, string>();
+  for (const key of Object.keys(files)) {
+    let td: TrustDomain;
+    try {
+      td = TrustDomain.parse(key);
+    } catch (err) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [key],
+        message: err instanceof Error ? err.message : String(err),
+      });
+      continue;
+    }
+    // TrustDomain.parse takes the domain of a whole ID: a key with a path is most likely a mistake.
+    if (key !== td.name && key !== td.idString) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [key],
+        message: `must name a trust domain (${td.name} or ${td.idString}), not a SPIFFE ID with a path`,
+      });
+      continue;
+    }
+    const first = named.get(td.name);
+    if (first === undefined) named.set(td.name, key);
+    else
+      // As a key written twice: the second file would silently replace the first.
+      ctx.addIssue({
+        code: 'custom',
+        path: [key],
+        message: `names trust domain ${td.name}, as ${JSON.stringify(first)} does: one entry per trust domain`,
+      });
+  }
+});
+
 const IdentityConfigSchema = z.union([
   z.strictObject({
     workloadApi: z.strictObject({
@@ -73,7 +115,14 @@ const IdentityConfigSchema = z.union([
     static: z.strictObject({
       certFile: z.string().min(1),
       keyFile: z.string().min(1),
+      /**
+       * The CAs of the SVID's own trust domain only: a CA whose `spiffe://`
+       * URI SAN names another domain is refused at start() (a partner's CA
+       * filed as ours could vouch for our IDs). Partners go in `federated`.
+       */
       bundleFile: z.string().min(1),
+      /** Partner trust domain → PEM file of its CAs, read (and watched) with the other files. */
+      federated: federatedBundleFiles.optional(),
     }),
   }),
 ]);
@@ -750,7 +799,8 @@ export function parseAgentConfig(raw: unknown, options: ParseAgentConfigOptions 
     issues.unshift({ path: 'authz', message: MISSING_AUTHZ });
   }
   if (result.success) {
-    issues.push(...sharedPortIssues(result.data, (path) => envSource(raw, path) ?? options.where?.(path)));
+    const where = (path: string[]) => envSource(raw, path) ?? options.where?.(path);
+    issues.push(...sharedPortIssues(result.data, where), ...ownFederatedIssues(result.data, where));
   }
   const pg = result.success && options.checkDatabaseUrl ? result.data.store.postgres : undefined;
   const url = pg && env[pg.urlEnv];
@@ -795,6 +845,31 @@ function sharedPortIssues(config: AgentConfig, where: (path: string[]) => string
     });
   }
   return issues;
+}
+
+/**
+ * A federated bundle file named for the agent's own trust domain (known from
+ * `spiffeId`): its CAs are the own `bundleFile`'s to give. Without
+ * `spiffeId` the provider refuses it at start(), knowing the SVID's domain.
+ */
+function ownFederatedIssues(
+  config: AgentConfig,
+  where: (path: string[]) => string | undefined,
+): ConfigIssue[] {
+  const federated =
+    config.identity && 'static' in config.identity ? config.identity.static.federated : undefined;
+  const own = config.spiffeId === undefined ? undefined : SpiffeId.parse(config.spiffeId).trustDomain;
+  if (!federated || !own) return [];
+  return Object.keys(federated)
+    .filter((key) => own.equals(TrustDomain.parse(key)))
+    .map((key) => {
+      const path = ['identity', 'static', 'federated', key];
+      const from = where(path);
+      return {
+        path: from ? `${path.join('.')} (${from})` : path.join('.'),
+        message: `${own.name} is this agent's own trust domain (spiffeId): its CAs go in identity.static.bundleFile, not federated`,
+      };
+    });
 }
 
 /**
@@ -922,6 +997,10 @@ function resolveConfigPaths(config: AgentConfig, base: string): AgentConfig {
     s.certFile = resolve(base, s.certFile);
     s.keyFile = resolve(base, s.keyFile);
     s.bundleFile = resolve(base, s.bundleFile);
+    if (s.federated)
+      s.federated = Object.fromEntries(
+        Object.entries(s.federated).map(([td, file]) => [td, resolve(base, file)]),
+      );
   }
   return out;
 }

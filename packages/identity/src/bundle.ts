@@ -14,13 +14,19 @@ import {
   parseCertificates,
   sameDer,
   toNodeCert,
+  uriSans,
   type x509,
 } from './x509-util.js';
 
 /** A bundle could not be parsed or does not fit its trust domain. */
 export class BundleError extends WeaveError {
   constructor(
-    code: 'BUNDLE_MALFORMED' | 'BUNDLE_EMPTY' | 'BUNDLE_TRUST_DOMAIN_MISMATCH' | 'BUNDLE_WEAK_KEY',
+    code:
+      | 'BUNDLE_MALFORMED'
+      | 'BUNDLE_EMPTY'
+      | 'BUNDLE_TRUST_DOMAIN_MISMATCH'
+      | 'BUNDLE_WEAK_KEY'
+      | 'BUNDLE_FOREIGN_AUTHORITY',
     message: string,
     options?: { cause?: unknown },
   ) {
@@ -41,13 +47,32 @@ export interface JwtBundleSource {
 }
 
 /**
+ * The trust domain a `spiffe://` URI names (its text up to the first `/`,
+ * `?` or `#`, lowercased as a URI's host is compared), or undefined for a URI
+ * of another scheme. Not validated: a CA's name only has to differ from the
+ * bundle's trust domain to be refused.
+ */
+function spiffeUriTrustDomain(uri: string): string | undefined {
+  return /^spiffe:\/\/([^/?#]*)/i.exec(uri)?.[1]?.toLowerCase();
+}
+
+/**
  * Refuses an authority whose key is weak or of a refused kind, as a key that
  * does not parse refuses the bundle: a bundle is taken whole or not at all.
+ * Also refuses one whose `spiffe://` URI SAN names a trust domain other than
+ * `td`: every root of a bundle vouches for any ID of the bundle's trust
+ * domain, so a partner's CA filed under our own domain (a bundle file of two
+ * domains concatenated) would mint our IDs. A CA without a SPIFFE URI SAN (an
+ * upstream root) names no trust domain and is taken.
  */
-function checkAuthority(cert: x509.X509Certificate, what: string): void {
+function checkAuthority(cert: x509.X509Certificate, td: TrustDomain, what: string): void {
   let weakness: string | undefined;
+  let named: string | undefined;
   try {
     weakness = certKeyWeakness(toNodeCert(cert));
+    named = uriSans(cert)
+      .map(spiffeUriTrustDomain)
+      .find((name) => name !== undefined && name !== td.name);
   } catch (err) {
     throw new BundleError('BUNDLE_MALFORMED', `${what}: authority ${cert.subject} cannot be read`, {
       cause: err,
@@ -55,6 +80,11 @@ function checkAuthority(cert: x509.X509Certificate, what: string): void {
   }
   if (weakness !== undefined)
     throw new BundleError('BUNDLE_WEAK_KEY', `${what}: authority ${cert.subject} has ${weakness}`);
+  if (named !== undefined)
+    throw new BundleError(
+      'BUNDLE_FOREIGN_AUTHORITY',
+      `${what}: authority ${cert.subject} is a CA of trust domain ${JSON.stringify(named)}, not of ${td.name}: give each trust domain's CAs as that domain's own (federated) bundle`,
+    );
 }
 
 /** The X.509 root certificates trusted for one trust domain. Immutable. */
@@ -63,25 +93,35 @@ export class X509Bundle implements X509BundleSource {
   readonly authorities: readonly x509.X509Certificate[];
 
   /**
+   * Every way a bundle is made (PEM, DER, the Workload API, a SPIFFE bundle,
+   * the dev CA) comes through here, so each authority is checked once, when
+   * the bundle is made, never per connection.
    * @throws {BundleError} `BUNDLE_WEAK_KEY` when an authority's key is not RSA of 2048 to
-   *   16384 bits with an exponent below 2^31, nor EC on P-256, P-384 or P-521.
+   *   16384 bits with an exponent below 2^31, nor EC on P-256, P-384 or P-521;
+   *   `BUNDLE_FOREIGN_AUTHORITY` when an authority carries a `spiffe://` URI SAN
+   *   naming another trust domain.
    */
   constructor(trustDomain: TrustDomain | string, authorities: readonly x509.X509Certificate[]) {
     this.trustDomain = toTd(trustDomain);
-    for (const a of authorities) checkAuthority(a, `X.509 bundle of ${this.trustDomain.name}`);
+    for (const a of authorities)
+      checkAuthority(a, this.trustDomain, `X.509 bundle of ${this.trustDomain.name}`);
     this.authorities = Object.freeze([...authorities]);
   }
 
   /**
    * Parses the PEM CERTIFICATE blocks of a bundle file.
    * @throws {BundleError} `BUNDLE_EMPTY` when there is no certificate, `BUNDLE_MALFORMED` when one cannot be read,
-   *   `BUNDLE_WEAK_KEY` when one's key is weak (see the constructor).
+   *   `BUNDLE_WEAK_KEY` when one's key is weak, `BUNDLE_FOREIGN_AUTHORITY` when one is a CA of
+   *   another trust domain (see the constructor).
    */
   static fromPem(trustDomain: TrustDomain | string, pem: string): X509Bundle {
     return X509Bundle.from(trustDomain, pem);
   }
 
-  /** Parses concatenated DER certificates, as the Workload API sends them. */
+  /**
+   * Parses concatenated DER certificates, as the Workload API sends them.
+   * @throws {BundleError} as {@link X509Bundle.fromPem} does.
+   */
   static fromDer(trustDomain: TrustDomain | string, der: Uint8Array): X509Bundle {
     return X509Bundle.from(trustDomain, der);
   }
@@ -320,7 +360,8 @@ export class SpiffeBundle {
    * Parses a SPIFFE bundle JWKS (JSON text or parsed object).
    * `x509-svid` entries need exactly one certificate in `x5c` whose key equals
    * the JWK; `jwt-svid` entries need a `kid`. Unknown `use` or `kty` are ignored.
-   * @throws {BundleError} `BUNDLE_MALFORMED`, or `BUNDLE_WEAK_KEY` when a key of either kind is weak.
+   * @throws {BundleError} `BUNDLE_MALFORMED`, `BUNDLE_WEAK_KEY` when a key of either kind is weak,
+   *   or `BUNDLE_FOREIGN_AUTHORITY` when an `x509-svid` certificate is a CA of another trust domain.
    */
   static parse(trustDomain: TrustDomain | string, json: string | unknown): SpiffeBundle {
     const td = toTd(trustDomain);

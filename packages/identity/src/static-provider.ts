@@ -17,7 +17,11 @@ export interface StaticMtlsOptions {
   certFile: string;
   /** PEM private key of the SVID. */
   keyFile: string;
-  /** PEM CA certificates of our own trust domain. */
+  /**
+   * PEM CA certificates of our own trust domain. A CA whose `spiffe://` URI
+   * SAN names another trust domain is refused (`BUNDLE_FOREIGN_AUTHORITY`):
+   * give a partner's CAs in `federated`.
+   */
   bundleFile: string;
   /** Trust domain name (`example.org` or `spiffe://example.org`) → PEM CA file, for federation. */
   federated?: Record<string, string>;
@@ -193,13 +197,17 @@ async function load(opts: StaticMtlsOptions): Promise<VerifiedIdentity> {
   ]);
   const svid = X509Svid.parse(cert, key);
   const own = svid.id.trustDomain;
-  const bundles = BundleSet.of(X509Bundle.fromPem(own, bundle));
-  for (const [name, file] of Object.entries(opts.federated ?? {})) {
+  // The options are checked before any bundle is parsed: a federated entry
+  // for our own domain is the mistake to name first, not what a file holds.
+  const federated = Object.entries(opts.federated ?? {}).map(([name, file]) => {
     const td = TrustDomain.parse(name);
     if (td.equals(own))
       throw new IdentityConfigError(`federated bundle given for our own trust domain ${td.name}`);
+    return [td, file] as const;
+  });
+  const bundles = BundleSet.of(X509Bundle.fromPem(own, bundle));
+  for (const [td, file] of federated)
     bundles.setX509Bundle(X509Bundle.fromPem(td, await readFile(file, 'utf8')));
-  }
   // Files that do not fit together (an SVID from another CA) are refused here,
   // not at the first handshake.
   verifyX509Svid(svid.certificates, bundles);

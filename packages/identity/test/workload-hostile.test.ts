@@ -244,13 +244,15 @@ describe('a watch against a server that resends or floods', () => {
       x509SvidKey: other.toDer().privateKey,
     };
     const jwtKey = ca.jwtBundle.toJwks().keys[0]!;
+    // f.test's own CA: a bundle of f.test holding this domain's CA is refused (BUNDLE_FOREIGN_AUTHORITY).
+    const fDer = (await DevCertificateAuthority.create({ trustDomain: 'f.test' })).x509Bundle.toDer();
     const sends: (() => void)[] = [];
     const address = await hostile({
       FetchX509SVID: (call: Stream) => {
-        const same = x509Response([entry], { 'spiffe://f.test': caDer });
+        const same = x509Response([entry], { 'spiffe://f.test': fDer });
         call.write(same);
         sends.push(() => call.write(same));
-        sends.push(() => call.write(x509Response([otherEntry, entry], { 'spiffe://f.test': caDer })));
+        sends.push(() => call.write(x509Response([otherEntry, entry], { 'spiffe://f.test': fDer })));
       },
       FetchJWTBundles: (call: Stream) => {
         const same = { bundles: { [`spiffe://${TD}`]: jwks([jwtKey]) } };
