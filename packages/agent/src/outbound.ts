@@ -562,13 +562,13 @@ export class Outbound {
     // Counted from here, in the same turn as #peer() handed the channel over:
     // no sweep runs in between. A counter and a timestamp per call, no timer.
     peer.inFlight++;
-    // The streamed task's id once an event named it, and whether it settled:
-    // a call given up before then cancels it (see the catch below).
-    const streamed: StreamedTask = { id: undefined, settled: false };
+    // A streamed call's task: its id once an event named it, and whether it
+    // settled; a call given up before then cancels it (see the catch below).
+    const streamed: StreamedTask | undefined = options.stream ? { id: undefined, settled: false } : undefined;
     try {
       let task: Task;
       if (options.stream) {
-        task = await this.#stream(peer, url, params, headers, scoped!.signal, options.onProgress, streamed);
+        task = await this.#stream(peer, url, params, headers, scoped!.signal, options.onProgress, streamed!);
         // An aborted stream can end quietly instead of throwing: say why it ended.
         const signal = scoped!.signal;
         if (signal.aborted) {
@@ -608,8 +608,10 @@ export class Outbound {
       // deadline header, and closing a stream does not cancel a task (§3.1.6).
       // Cancelled here, best effort; not while the agent stops (the channel
       // is going) nor for a task that settled.
-      if (streamed.id !== undefined && !streamed.settled && scoped?.signal.aborted && !this.#closed) {
-        peer.client.cancelTask(url, streamed.id).catch(() => undefined);
+      if (streamed?.id !== undefined && !streamed.settled && scoped?.signal.aborted && !this.#closed) {
+        // With the call's trace, for the callee's log; not its deadline, which may be what passed.
+        const { [DEADLINE_HEADER]: _deadline, ...traced } = headers;
+        peer.client.cancelTask(url, streamed.id, { headers: traced }).catch(() => undefined);
       }
       throw this.#stoppedCall(scoped?.signal, details, err) ?? err;
     } finally {

@@ -264,7 +264,8 @@ const ID_RULE = `at most ${MAX_ID_LENGTH} characters and ${MAX_ID_BYTES} bytes o
 
 /** Whether `s` is within {@link ID_RULE}; the length first, so a long string is never measured. */
 function fitsId(s: string): boolean {
-  return s.length <= MAX_ID_LENGTH && Buffer.byteLength(s, 'utf8') <= MAX_ID_BYTES;
+  // 170 UTF-16 units are at most 510 bytes of UTF-8: a UUID is never measured.
+  return s.length <= 170 || (s.length <= MAX_ID_LENGTH && Buffer.byteLength(s, 'utf8') <= MAX_ID_BYTES);
 }
 
 /**
