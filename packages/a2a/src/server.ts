@@ -54,9 +54,14 @@ export interface AgentCardOptions {
   readonly description: string;
   readonly version: string;
   /**
-   * Public URL of the JSON-RPC endpoint. Default: derived per request from the
-   * Host header and the mount point, which the caller chooses (see
-   * {@link A2AServer.advertiseUrl}).
+   * Public URL of the JSON-RPC endpoint ({@link A2AServer.advertiseUrl} sets
+   * one known only once listening). Default: derived per request with the
+   * mount point. A signed card (`cardSigner`) lists the local address the
+   * request reached (`https://127.0.0.1:8443`, `https://[::1]:8443`), which
+   * the caller cannot choose but may not be reachable by others (a wildcard
+   * bind in a container): set a URL. An unsigned card follows the request's
+   * Host header, which the caller chooses, as the name it used to reach the
+   * server (a DNS name, a proxy): nothing vouches for that card.
    */
   readonly url?: string;
   readonly provider?: { url: string; organization: string };
@@ -285,11 +290,11 @@ export class A2AServer {
   /**
    * Sets the public URL of the JSON-RPC endpoint the served card lists (in
    * place of `card.url`), for a URL known only once listening (a port 0).
-   * Without it and without `card.url`, the card's URLs follow each request's
-   * Host header, which the caller chooses: a server that signs its card
-   * (`cardSigner`) should set one, or any caller gets a card signed by this
-   * agent that sends clients to a host of the caller's choosing. An
-   * `extendedCard` should be built for the same URL ({@link extendedAgentCard}).
+   * Without it and without `card.url`, the URL is derived per request (see
+   * {@link AgentCardOptions.url}): a signed card lists the local address the
+   * request reached, which peers elsewhere may not reach; an unsigned one the
+   * request's Host header. An `extendedCard` should be built for the same URL
+   * ({@link extendedAgentCard}).
    *
    * @throws {A2AConfigError} when `url` is not an http:// or https:// URL.
    */
@@ -532,16 +537,27 @@ export class A2AServer {
     }
 
     const serveCard = async (request: FastifyRequest, reply: FastifyReply) => {
-      const url =
-        this.#url ??
-        this.#opts.card.url ??
-        `${request.protocol}://${request.host}${joinPath(app.prefix, rpcPath)}`;
+      const signer = this.#opts.cardSigner;
+      let url = this.#url ?? this.#opts.card.url;
+      if (url === undefined) {
+        // A signed card is vouched for by this agent, so its URL comes from
+        // what the caller cannot choose: the address its connection reached
+        // (also few values, so few signatures). An unsigned card vouches for
+        // nothing: the Host header is the name the caller used (a DNS name,
+        // a proxy), which the local address would not give.
+        const origin = signer ? localOrigin(request) : `${request.protocol}://${request.host}`;
+        if (origin === undefined) {
+          // An injected request (no socket), or a connection gone already.
+          const e = A2AErrors.internal('the agent card has no URL: set card.url or advertiseUrl');
+          return sendError(reply, 500, null, e, 'v1');
+        }
+        url = `${origin}${joinPath(app.prefix, rpcPath)}`;
+      }
       // One card cannot be valid v1.0 and carry the v0.3 members (see V03CardCompat):
       // v1.0 unless v0.3 is asked for.
       const legacy = wantsV03Card(request, this.#opts.card.v03Compat ?? 'on-request');
       const key = `${legacy ? '0.3' : '1.0'} ${url}`;
       let body = this.#cardCache.get(key);
-      const signer = this.#opts.cardSigner;
       if (body === undefined || (signer && !legacy)) {
         const card = this.agentCard(url);
         const v03 = legacy ? agentCardToV03(card) : undefined;
@@ -596,6 +612,23 @@ function isV03(version: string): boolean {
 function pathOf(url: string): string {
   const q = url.indexOf('?');
   return q === -1 ? url : url.slice(0, q);
+}
+
+/**
+ * `scheme://host:port` of the local end of the request's connection, or
+ * undefined without a socket address (an injected request, a closed
+ * connection). The scheme is the socket's (TLS or not), not X-Forwarded-Proto.
+ * An IPv4-mapped IPv6 address (a dual-stack `::` bind) is written as IPv4; an
+ * IPv6 zone (`%eth0`) is dropped: it names an interface of this host only.
+ */
+function localOrigin(request: FastifyRequest): string | undefined {
+  const socket = request.socket as { localAddress?: string; localPort?: number; encrypted?: boolean };
+  const { localAddress, localPort } = socket;
+  if (!localAddress || localPort === undefined) return undefined;
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(localAddress)?.[1];
+  const host =
+    mapped ?? (localAddress.includes(':') ? `[${localAddress.replace(/%.*$/, '')}]` : localAddress);
+  return `${socket.encrypted === true ? 'https' : 'http'}://${host}:${localPort}`;
 }
 
 function joinPath(prefix: string, path: string): string {

@@ -668,16 +668,18 @@ export class SecureAgent extends AgentCore {
       const url = this.config.server.publicUrl ?? `https://${host}:${addr.port}`;
       servedUrl = url;
       if (this.config.server.publicUrl === undefined) {
-        // Before anything is awaited, so before a card is served: the card is
-        // signed, and A2AServer's default is the URL of each request's Host
-        // header, which the caller chooses. A wildcard address is no URL a
-        // peer can reach: only the operator knows the one to list.
+        // Before anything is awaited, so before a card is served: the bound
+        // address is the URL to list. A wildcard address is no URL a peer can
+        // reach: A2AServer's signed card then lists the local address each
+        // request reached (not the Host header, which the caller chooses),
+        // one the caller used but others may not reach (a container's own
+        // address, 127.0.0.1): only the operator knows the one to list.
         if (!isWildcard(addr.address)) a2a.advertiseUrl(url);
         else {
           this.logger.warn(
             { host: addr.address, port: addr.port },
             'server.publicUrl is unset and the agent listens on every interface: the signed agent card ' +
-              "lists the URL of each request's Host header, which the caller chooses; set server.publicUrl",
+              'lists the local address each caller reached, which others may not reach; set server.publicUrl',
           );
         }
       }

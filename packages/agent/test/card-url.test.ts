@@ -3,7 +3,8 @@
 // SVID of the trust domain (one the policy admits for nothing included) would
 // get a card signed by the agent that sends clients elsewhere. So the agent
 // lists server.publicUrl, else the address it is bound to; on a wildcard
-// address, which no peer can reach by that name, it warns at start instead.
+// address, which no peer can reach by that name, the signed card lists the
+// local address each caller reached, and the agent warns at start.
 // Real dev Workload API, mTLS on loopback, a local policy file.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -133,14 +134,23 @@ describe('the URL on a SecureAgent’s card', () => {
     ]);
   });
 
-  it('on a wildcard address without server.publicUrl, is warned about once, at start', async () => {
+  it('on a wildcard address without server.publicUrl, is the local address the caller reached, warned about once', async () => {
     const log = memoryLogger();
     const agent = await startSearch({ host: '0.0.0.0' }, log.logger);
     const local = agent.url.replace('0.0.0.0', '127.0.0.1');
-    await cardAskedAs('intruder', local, EVIL);
-    await cardAskedAs('intruder', local, 'other.example');
+    for (const host of [EVIL, 'other.example']) {
+      const { card, identity } = await cardAskedAs('intruder', local, host);
+      expect(urls(card).filter((u) => !u.startsWith('GRPC'))).toEqual([
+        `JSONRPC ${local}/`,
+        `JSONRPC ${local}/`,
+        `HTTP+JSON ${local}`,
+      ]);
+      expect(JSON.stringify(card)).not.toContain('.example');
+      const v = await verifyAgentCard(card, { policy: 'required', bundles: identity });
+      expect(v).toMatchObject({ status: 'verified', via: 'x5c' });
+    }
     const warned = publicUrlWarnings(log);
     expect(warned).toHaveLength(1);
-    expect(warned[0]?.msg).toContain('Host header');
+    expect(warned[0]?.msg).toContain('local address each caller reached');
   });
 });
