@@ -15,7 +15,7 @@ import { once } from 'node:events';
 import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { serveEcho, startHarness, type Harness } from './helpers/agents.js';
+import { serveEcho, startHarness, userMessage, type Harness } from './helpers/agents.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -47,6 +47,8 @@ interface RawPost {
    * it reads the server's end, as Node's sockets do.
    */
   readonly halfOpen?: boolean;
+  /** Whole requests written on the connection ahead of the POST, in the same write (HTTP/1.1 pipelining). */
+  readonly pipelined?: readonly string[];
 }
 
 /** What a raw client read on its connection, and how the connection ended. */
@@ -87,7 +89,8 @@ async function rawPost(post: RawPost): Promise<RawAnswer> {
     sock.once('close', resolve);
   });
   sock.write(
-    `POST ${post.path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n` +
+    (post.pipelined ?? []).join('') +
+      `POST ${post.path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n` +
       `a2a-version: 1.0\r\ncontent-length: ${post.declared}\r\n\r\n`,
   );
   const chunk = Buffer.alloc(64 * KiB, 'x');
@@ -110,6 +113,20 @@ async function rawPost(post: RawPost): Promise<RawAnswer> {
     sent,
     closedAfterMs: closedAt - lastWrite,
   };
+}
+
+/** A whole, small JSON-RPC SendMessage of `text` to the echo skill, as raw HTTP/1.1 (keep-alive). */
+function smallSend(text: string): string {
+  const body = JSON.stringify({
+    jsonrpc: '2.0',
+    id: text,
+    method: 'SendMessage',
+    params: { message: userMessage('echo', text) },
+  });
+  return (
+    `POST / HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n` +
+    `a2a-version: 1.0\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+  );
 }
 
 /** The A2A error reason in a JSON-RPC or HTTP+JSON error body. */
@@ -167,5 +184,29 @@ describe('a body over maxBodyBytes sent without Expect: 100-continue (HTTP/1.1)'
     const a = await rawPost({ path: '/', declared: 3 * MiB });
     expect(a.response.slice(0, 12)).toBe('HTTP/1.1 413');
     expect(a.closedAfterMs).toBeLessThan(500);
+  });
+
+  it('on a keep-alive connection, two small pipelined requests are answered, then the oversized one gets its 413', async () => {
+    // The lingering close must look at the request the connection closes on (the
+    // oversized one, its body still coming), not at the complete ones before it.
+    const before = ran.length;
+    const a = await rawPost({
+      path: '/',
+      declared: 3 * MiB,
+      pipelined: [smallSend('one'), smallSend('two')],
+    });
+    expect(a.error).toBeUndefined();
+    // Each answer follows the last one's body, with no line break between.
+    const answers = a.response.split(/(?=HTTP\/1\.1 \d{3} )/);
+    expect(answers.map((r) => r.slice(0, 12))).toEqual(['HTTP/1.1 200', 'HTTP/1.1 200', 'HTTP/1.1 413']);
+    // The small ones kept the connection open, and ran the skill, in order.
+    expect(answers[0]).not.toMatch(/\r\nconnection: close\r\n/i);
+    expect(answers[1]).not.toMatch(/\r\nconnection: close\r\n/i);
+    expect(answers[0]).toContain('echo: one');
+    expect(answers[1]).toContain('echo: two');
+    expect(ran.length - before).toBe(2);
+    expect(answers[2]).toMatch(/\r\nconnection: close\r\n/i);
+    expect(reasonOf(answers[2]!)).toBe('PAYLOAD_TOO_LARGE');
+    expect(a.sent).toBe(3 * MiB);
   });
 });

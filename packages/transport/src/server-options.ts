@@ -8,7 +8,6 @@ import {
   constants as h2,
   type Http2SecureServer,
   type Http2Server,
-  type Http2ServerRequest,
   type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
@@ -177,24 +176,37 @@ const LINGER_BOUNDS: LingerBounds = { idleMs: 2_000, maxMs: 5_000, maxBytes: 16 
  * The closing goes through `socket.destroySoon()`, which Node's HTTP server
  * calls to close a connection after an answer with `connection: close`, and
  * only then is the HTTP parser taken off the socket: what arrives after the
- * answer is never read as a next request. `createMtlsServer` applies it.
+ * answer is never read as a next request. Whether the request had fully
+ * arrived is read off that parser there (see {@link HttpConnection}), so no
+ * request costs anything. `createMtlsServer` applies it.
  */
 export function lingerOnEarlyClose(server: HttpsServer | Http2SecureServer): void {
-  // The last request read on each HTTP/1.1 connection: the one answered when it closes.
-  const lastRequest = new WeakMap<Socket, IncomingMessage>();
-  server.on('request', (req: IncomingMessage | Http2ServerRequest) => {
-    if (req.httpVersionMajor === 1) lastRequest.set(req.socket, req as IncomingMessage);
-  });
-  // One function for every connection: no closure per connection.
-  const destroySoon = function (this: TLSSocket): void {
-    const req = lastRequest.get(this);
-    if (req !== undefined && !req.complete && this.writable) lingeringClose(this, LINGER_BOUNDS);
+  // One function for every connection: no closure per connection, and
+  // nothing done per request (no 'request' listener, no map of requests).
+  const destroySoon = function (this: HttpConnection): void {
+    // The request the connection closes on, if its body is still coming; else none.
+    if (this.parser?.incoming?.complete === false && this.writable) lingeringClose(this, LINGER_BOUNDS);
     else Socket.prototype.destroySoon.call(this);
   };
   server.on('secureConnection', (socket: TLSSocket) => {
     if (socket.alpnProtocol !== 'h2') socket.destroySoon = destroySoon;
   });
 }
+
+/**
+ * An HTTP/1.1 connection's socket as Node's HTTP server keeps it. `parser` is
+ * Node's internal field, not in its typings, but stable: the server sets it
+ * on every connection (`connectionListenerInternal`), whether the parser is
+ * fed from C++ or through the socket's stream as {@link parseHttp1FromStream}
+ * makes it, and reads `parser.incoming` itself (`socketOnTimeout`).
+ * `incoming` is the last request the parser read, or null once that
+ * request's body was read to its end (`clearIncoming`, which Node runs just
+ * before it calls `destroySoon()`): a request there not yet `complete` is one
+ * the connection closes on while its body is still coming. Checked in Node
+ * 20.20, 22.23 and 24.22 (`_http_server.js`, `_http_common.js`), with the
+ * stream-fed parser on each.
+ */
+type HttpConnection = TLSSocket & { parser?: { incoming?: IncomingMessage | null } | null };
 
 /** Half-closes `socket` once its answer is written, then reads and drops what comes, within `bounds`. */
 function lingeringClose(socket: TLSSocket, bounds: LingerBounds): void {
