@@ -463,10 +463,7 @@ export class TaskManager {
     if (this.#settling.get(id) === live) this.#settling.delete(id);
     // Not acknowledged to anyone (an event is told once written): nothing is lost by dropping them.
     live.pending = [];
-    (live.abort ??= new AbortController()).abort(err);
-    const waiter = live.inputWaiter;
-    live.inputWaiter = undefined;
-    waiter?.reject(err);
+    this.#stopRun(live, err);
     const seq = live.durable?.seq ?? live.record.seq;
     const onLost = live.onLost;
     live.listeners.clear();
@@ -500,18 +497,31 @@ export class TaskManager {
     this.#hold(live.record.owner, -live.bytes);
     // Readable from here until its last write is done, as a finished task
     // is; flush() waits for that write, and close() hands the lease back after it.
-    this.#settling.set(id, live);
-    const last = live.chain;
-    this.#flushing.add(last);
-    void last.then(() => {
-      this.#flushing.delete(last);
-      this.#drop(live, reason, undefined, false);
-    });
+    this.#keepUntilWritten(id, live, () => this.#drop(live, reason, undefined, false));
+    this.#stopRun(live, reason);
+    return true;
+  }
+
+  /** Aborts the handler's signal of `live` and rejects its pending input wait, with `reason`. */
+  #stopRun(live: Live, reason: Error): void {
     (live.abort ??= new AbortController()).abort(reason);
     const waiter = live.inputWaiter;
     live.inputWaiter = undefined;
     waiter?.reject(reason);
-    return true;
+  }
+
+  /**
+   * Keeps `live`, out of {@link #live} now, readable until its queued writes
+   * are done, and those writes visible to {@link flush}; `then` runs once they are.
+   */
+  #keepUntilWritten(id: string, live: Live, then: () => void): void {
+    const last = live.chain;
+    this.#flushing.add(last);
+    this.#settling.set(id, live);
+    void last.then(() => {
+      this.#flushing.delete(last);
+      then();
+    });
   }
 
   /** True when a reply to INPUT_REQUIRED can be handed to the replica running the task ({@link forwardInput}). */
@@ -1690,11 +1700,7 @@ export class TaskManager {
       if (terminal) {
         // The task leaves #live now; keep its last write visible to flush(),
         // and the task readable from here until that write is done.
-        const last = live.chain;
-        this.#flushing.add(last);
-        this.#settling.set(id, live);
-        void last.then(() => {
-          this.#flushing.delete(last);
+        this.#keepUntilWritten(id, live, () => {
           if (this.#settling.get(id) === live) this.#settling.delete(id);
         });
       }
