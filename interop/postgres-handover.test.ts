@@ -30,6 +30,7 @@ import {
   type InProcessReplica,
 } from './postgres/replicas-in-process.js';
 import { eventsOf, stateOf } from './postgres/stream.js';
+import { freePort, requireComponent, startHaproxy, type Haproxy } from './infra.js';
 
 /** Each replica's lease: a handed-over task must run again well within it (a crash takes 2/3 to 4/3 of it). */
 const LEASE_MS = 3000;
@@ -101,6 +102,55 @@ describe.skipIf(!pgAvailable)('a replica stopped gracefully with tasks running, 
     'artifactUpdate' in e && e.artifactUpdate.artifact.parts[0]?.text === text;
   const working = (e: StoredEvent['event']) =>
     'statusUpdate' in e && e.statusUpdate.status.state === 'TASK_STATE_WORKING';
+
+  /**
+   * Replicas of the search agent on database `url`: `slow` (rerunnable) and
+   * `stuck` report progress, then hold until aborted (`hold`) or answer
+   * `{ by: name }`. `ran` lists each replica's task ids, `reasons` why each
+   * task's signal aborted; `server` is each replica's listener config.
+   */
+  function searchReplicas(url: string) {
+    const ran = new Map<string, string[]>();
+    const reasons = new Map<string, unknown>();
+    function agent(name: string, hold: boolean, server?: { port: number; publicUrl: string }): SecureAgent {
+      ran.set(name, []);
+      const body = async (_input: unknown, ctx: CapabilityContext) => {
+        // Every call of a capability runs as a task here.
+        const id = ctx.taskId ?? '';
+        ran.get(name)?.push(id);
+        const signal = ctx.signal;
+        ctx.progress(`working on ${name}`);
+        if (!hold) return { by: name };
+        return new Promise<never>((_, reject) =>
+          signal.addEventListener(
+            'abort',
+            () => {
+              reasons.set(id, signal.reason);
+              reject(signal.reason as Error);
+            },
+            { once: true },
+          ),
+        );
+      };
+      const a = new SecureAgent({
+        config: {
+          name: 'search',
+          spiffeId: ID.search,
+          identity: { workloadApi: { socket: world.dev.address('search') } },
+          authz: { policyFile: world.policyFile },
+          store: { postgres: { urlEnv: 'SEARCH_DB_URL', leaseTtlMs: LEASE_MS } },
+          ...(server ? { server } : {}),
+        },
+        logger: testLogger(),
+        env: { SEARCH_DB_URL: url },
+      })
+        .capability('slow', { input: z.object({}), rerunnable: true }, body)
+        .capability('stuck', { input: z.object({}) }, body);
+      cleanups.push(() => a.stop({ drainTimeoutMs: 0 }));
+      return a;
+    }
+    return { ran, reasons, agent };
+  }
 
   it('A2AServer.close(): a re-runnable task is handed over and runs again on another replica at once, COMPLETED in one log; any other task is CANCELED', async () => {
     const url = await ownDatabase('handover_a2a');
@@ -199,45 +249,7 @@ describe.skipIf(!pgAvailable)('a replica stopped gracefully with tasks running, 
 
   it('SecureAgent.stop(): a rerunnable capability’s task is handed over and COMPLETED by another replica well before the lease runs out; any other task ends FAILED as before', async () => {
     const url = await ownDatabase('handover_agent');
-    const ran = new Map<string, string[]>();
-    const reasons = new Map<string, unknown>();
-    /** A replica of the search agent: `slow` (rerunnable) and `stuck` report progress, then hold until aborted (`hold`) or answer. */
-    function agent(name: string, hold: boolean): SecureAgent {
-      ran.set(name, []);
-      const body = async (_input: unknown, ctx: CapabilityContext) => {
-        // Every call of a capability runs as a task here.
-        const id = ctx.taskId ?? '';
-        ran.get(name)?.push(id);
-        const signal = ctx.signal;
-        ctx.progress(`working on ${name}`);
-        if (!hold) return { by: name };
-        return new Promise<never>((_, reject) =>
-          signal.addEventListener(
-            'abort',
-            () => {
-              reasons.set(id, signal.reason);
-              reject(signal.reason as Error);
-            },
-            { once: true },
-          ),
-        );
-      };
-      const a = new SecureAgent({
-        config: {
-          name: 'search',
-          spiffeId: ID.search,
-          identity: { workloadApi: { socket: world.dev.address('search') } },
-          authz: { policyFile: world.policyFile },
-          store: { postgres: { urlEnv: 'SEARCH_DB_URL', leaseTtlMs: LEASE_MS } },
-        },
-        logger: testLogger(),
-        env: { SEARCH_DB_URL: url },
-      })
-        .capability('slow', { input: z.object({}), rerunnable: true }, body)
-        .capability('stuck', { input: z.object({}) }, body);
-      cleanups.push(() => a.stop({ drainTimeoutMs: 0 }));
-      return a;
-    }
+    const { ran, reasons, agent } = searchReplicas(url);
     const a = agent('A', true);
     const b = agent('B', false);
     const { url: aUrl } = await a.start();
@@ -249,9 +261,11 @@ describe.skipIf(!pgAvailable)('a replica stopped gracefully with tasks running, 
       logger: testLogger(),
     });
     cleanups.push(() => client.close());
-    // Blocking calls to A: what they answer once A stops is not what this test is about.
+    // Blocking calls to A: what they answer once A stops is the next test's
+    // subject (here A is the only address: the re-runnable one's follows its
+    // task until its deadline, which B's run is well within).
     const calls = ['slow', 'stuck'].map((c) =>
-      client.callAgent(ID.search, c, {}).catch((err: unknown) => err),
+      client.callAgent(ID.search, c, {}, { timeoutMs: 5000 }).catch((err: unknown) => err),
     );
     await until(() => (ran.get('A')?.length ?? 0) === 2);
     const [first, second] = ran.get('A') as [string, string];
@@ -264,7 +278,6 @@ describe.skipIf(!pgAvailable)('a replica stopped gracefully with tasks running, 
 
     await a.stop({ drainTimeoutMs: 100 });
     const stoppedAt = Date.now();
-    await Promise.all(calls);
 
     expect(codeOf(reasons.get(rerunnable))).toBe('TASK_HANDED_OVER');
     expect(codeOf(reasons.get(other))).toBe('AGENT_STOPPING');
@@ -288,5 +301,62 @@ describe.skipIf(!pgAvailable)('a replica stopped gracefully with tasks running, 
     expect(failed?.task.status.state).toBe('TASK_STATE_FAILED');
     expect(failed?.task.status.message?.parts[0]?.text).toBe('the agent stopped before the task finished');
     expect(ran.get('B')).not.toContain(other);
+    await Promise.all(calls);
   });
+
+  it.skipIf(requireComponent('haproxy') === undefined)(
+    'behind a load balancer: a blocking callAgent served by the replica that stops gets the result of the run on another replica',
+    async () => {
+      const url = await ownDatabase('handover_lb');
+      const { ran, reasons, agent } = searchReplicas(url);
+      const [aPort, bPort, front] = [await freePort(), await freePort(), await freePort()];
+      // Both replicas advertise the balancer, as replicas behind one must.
+      const publicUrl = `https://127.0.0.1:${front}`;
+      const a = agent('A', true, { port: aPort, publicUrl });
+      const b = agent('B', false, { port: bPort, publicUrl });
+      await a.start();
+      await b.start();
+      const haproxy = (await startHaproxy(
+        [
+          'defaults',
+          '  mode tcp',
+          '  timeout connect 1s',
+          '  timeout client 60s',
+          '  timeout server 60s',
+          // A connection to a stopped replica is refused: try the other one.
+          '  retries 3',
+          '  option redispatch',
+          'frontend a2a',
+          `  bind 127.0.0.1:${front}`,
+          '  default_backend replicas',
+          'backend replicas',
+          // Every connection to A while it is up: the call is served by the replica that stops.
+          '  balance first',
+          `  server a 127.0.0.1:${aPort} check inter 300 fall 1 rise 1`,
+          `  server b 127.0.0.1:${bPort} check inter 300 fall 1 rise 1`,
+          '',
+        ].join('\n'),
+        { waitForPorts: [front] },
+      )) as Haproxy;
+      cleanups.push(() => haproxy.stop());
+      const client = new WeaveClient({
+        identity: await world.provider('orchestrator'),
+        enforcer: LocalPolicyEnforcer.fromString(POLICY, { logger: testLogger() }),
+        peers: [{ id: ID.search, url: publicUrl }],
+        logger: testLogger(),
+      });
+      cleanups.push(() => client.close());
+      const call = client.callAgent(ID.search, 'slow', {}, { timeoutMs: 20_000 });
+      await until(() => (ran.get('A')?.length ?? 0) === 1);
+      const id = ran.get('A')?.[0] as string;
+
+      await a.stop({ drainTimeoutMs: 100 });
+
+      // The call answered by A before the task settled follows it through the
+      // balancer to B, which runs it again: its result, not CALL_FAILED (TASK_STATE_WORKING).
+      expect(await call).toEqual({ by: 'B' });
+      expect(codeOf(reasons.get(id))).toBe('TASK_HANDED_OVER');
+      expect(ran.get('B')).toEqual([id]);
+    },
+  );
 });

@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks';
+import { setTimeout as delay } from 'node:timers/promises';
 import { context as otelContext } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
@@ -554,7 +555,7 @@ export class Outbound {
     const params: SendMessageParams = { message, configuration: { historyLength: 0 } };
     const headers = injectTraceHeaders(trace, { [DEADLINE_HEADER]: String(deadline) });
     // A unary call is bounded by undici's timeouts; a signal is built only when one is needed.
-    const scoped =
+    let scoped =
       options.stream || options.signal || parentSignal
         ? scopedSignal([options.signal, parentSignal], deadline)
         : undefined;
@@ -562,9 +563,9 @@ export class Outbound {
     // Counted from here, in the same turn as #peer() handed the channel over:
     // no sweep runs in between. A counter and a timestamp per call, no timer.
     peer.inFlight++;
-    // A streamed call's task: its id once an event named it, and whether it
-    // settled; a call given up before then cancels it (see the catch below).
-    const streamed: StreamedTask | undefined = options.stream ? { id: undefined, settled: false } : undefined;
+    // A streamed (or followed) call's task: its id once an event named it, and
+    // whether it settled; a call given up before then cancels it (see the catch below).
+    let streamed: StreamedTask | undefined = options.stream ? { id: undefined, settled: false } : undefined;
     try {
       let task: Task;
       if (options.stream) {
@@ -596,6 +597,15 @@ export class Outbound {
         );
         if ('message' in r) return resultOfMessage(r.message, options.output, details);
         task = r.task;
+        if (!isSettled(task.status.state)) {
+          // Answered before the task settled, with the deadline still ahead:
+          // followed as a streamed call is (its signal: stop, abort, deadline),
+          // and canceled if given up.
+          if (!scoped) peer.calls.add((scoped = scopedSignal([], deadline)));
+          streamed = { id: task.id, settled: false };
+          task = await this.#follow(peer, url, task, headers, scoped.signal);
+          streamed.settled = true;
+        }
       }
       if (isInterrupted(task.status.state)) {
         // callAgent is one request, one result: a task waiting for input would wait forever.
@@ -603,15 +613,19 @@ export class Outbound {
       }
       return resultOfTask(task, options.output, details);
     } catch (err) {
-      // A streamed call given up (the caller's abort, its deadline) leaves
-      // its task running on the callee: only a Weave callee reads the
-      // deadline header, and closing a stream does not cancel a task (§3.1.6).
+      // A streamed or followed call given up (the caller's abort, its
+      // deadline) leaves its task running on the callee: only a Weave callee
+      // reads the deadline header, and closing a stream does not cancel a task (§3.1.6).
       // Cancelled here, best effort; not while the agent stops (the channel
       // is going) nor for a task that settled.
-      if (streamed?.id !== undefined && !streamed.settled && scoped?.signal.aborted && !this.#closed) {
+      if (streamed?.id !== undefined && !streamed.settled && scoped?.signal.aborted) {
+        const stopped = this.#stoppedCall(scoped.signal, details, err);
+        if (stopped) throw stopped;
         // With the call's trace, for the callee's log; not its deadline, which may be what passed.
         const { [DEADLINE_HEADER]: _deadline, ...traced } = headers;
         peer.client.cancelTask(url, streamed.id, { headers: traced }).catch(() => undefined);
+        // Named in the error: the caller can read what the task did before it was canceled.
+        throw this.#mapError(err, { ...details, taskId: streamed.id }, options.signal, parentSignal, deadline);
       }
       throw this.#stoppedCall(scoped?.signal, details, err) ?? err;
     } finally {
@@ -621,6 +635,41 @@ export class Outbound {
         scoped.dispose();
         peer.calls.delete(scoped);
       }
+    }
+  }
+
+  /**
+   * Follows `task`, which a blocking SendMessage was answered with before it
+   * settled, until it settles: the callee's own wait may be shorter than
+   * this call's deadline (Weave's `limits.blockingTimeoutMs`, 60 s by
+   * default; other servers have theirs), or the replica that answered
+   * stopped and handed the task to another. Read with GetTask, which every
+   * server answers (streaming or not) and which, behind a load balancer,
+   * reaches whichever replica holds the task now, at growing intervals
+   * ({@link FOLLOW_FIRST_MS} doubled up to {@link FOLLOW_MAX_MS}: a task
+   * that outlived a blocking wait is a long one). A read that fails on the
+   * way (a replica going away, a connection refused, a retryable
+   * UNAVAILABLE) is tried again at the next interval; any other answer of
+   * the callee ends the call. `signal` ends it too (deadline, abort, stop).
+   */
+  async #follow(
+    peer: Peer,
+    url: string,
+    task: Task,
+    headers: Record<string, string>,
+    signal: AbortSignal,
+  ): Promise<Task> {
+    for (let wait = FOLLOW_FIRST_MS; ; wait = Math.min(wait * 2, FOLLOW_MAX_MS)) {
+      await delay(wait, undefined, { signal });
+      try {
+        // No history back, as the call asked of SendMessage.
+        task = await peer.client.getTask(url, task.id, 0, { headers, signal });
+      } catch (err) {
+        if (signal.aborted || (err instanceof A2AError && err.code !== 'UNAVAILABLE')) throw err;
+        this.#log.debug({ taskId: task.id, err }, 'following a task: read failed; trying again');
+        continue;
+      }
+      if (isSettled(task.status.state)) return task;
     }
   }
 
@@ -926,6 +975,11 @@ function failureFields(err: CallError): Record<string, string> {
   if (err.remoteCode !== undefined) f.remoteCode = err.remoteCode;
   return f;
 }
+
+/** The first wait of {@link Outbound.#follow} before it reads the task, in ms. */
+const FOLLOW_FIRST_MS = 100;
+/** The longest wait between two reads of a followed task, in ms. */
+const FOLLOW_MAX_MS = 1_000;
 
 /** What a streamed call saw of its task: its id once an event named it, and whether it settled. */
 interface StreamedTask {
