@@ -270,6 +270,8 @@ export class TaskManager {
   /** The deadlines of {@link #settledHere}'s waits. */
   readonly #waitDeadlines = new Deadlines<() => void>((expire) => expire());
   #ticking = false;
+  /** A `retired` notice came while a lease tick ran: that tick is followed by another. */
+  #tickAgain = false;
   #closed = false;
   /**
    * Requests handed to the replica running a task ({@link forwardInput},
@@ -378,6 +380,10 @@ export class TaskManager {
       this.#choreFailed('lease', err);
     } finally {
       this.#ticking = false;
+      if (this.#tickAgain) {
+        this.#tickAgain = false;
+        void this.#leaseTick();
+      }
     }
   }
 
@@ -1437,6 +1443,14 @@ export class TaskManager {
     }
     if (n.kind === 'input') {
       void this.#takeInput(n.taskId);
+      return;
+    }
+    if (n.kind === 'retired') {
+      // Another replica handed its lease back: its unfinished tasks (handed
+      // over, or ended by nobody) are claimed now, not at the next tick, a
+      // third of the lease away. A tick under way may have looked already.
+      if (this.#ticking) this.#tickAgain = true;
+      else void this.#leaseTick();
       return;
     }
     if (n.kind === 'resync') {

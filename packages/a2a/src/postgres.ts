@@ -429,7 +429,8 @@ export type PostgresTaskStoreOptions = PostgresConnection & {
  * Channel of the notices between replicas. Payloads are ids only (far below
  * NOTIFY's 8000-byte limit): `e:<seq>:<taskId>` when a task's log reaches
  * `seq`, `c:<taskId>` to ask for a cancel, `i:<taskId>` when a reply to its
- * INPUT_REQUIRED waits in `weave_a2a_inbox`.
+ * INPUT_REQUIRED waits in `weave_a2a_inbox`, `r:` when a replica handed its
+ * lease back (older replicas ignore it and claim at their next lease tick).
  */
 const NOTICE_CHANNEL = 'weave_a2a';
 
@@ -1382,7 +1383,12 @@ export class PostgresTaskStore implements TaskStore, TaskNotifier, TaskLeases, T
   }
 
   async retire(): Promise<void> {
-    await this.#db.query('UPDATE weave_a2a_replicas SET expires_at = 0 WHERE id = $1', [this.replicaId]);
+    // One statement: the notice goes with the commit that makes the orphans.
+    await this.#db.query(
+      `WITH r AS (UPDATE weave_a2a_replicas SET expires_at = 0 WHERE id = $1 RETURNING id)
+       SELECT pg_notify('${NOTICE_CHANNEL}', 'r:') FROM r`,
+      [this.replicaId],
+    );
   }
 
   async postInput(taskId: string, message: Message): Promise<string> {
@@ -1440,6 +1446,7 @@ function parseNotice(payload: string | undefined): TaskNotice | undefined {
   if (m) return { kind: 'events', seq: Number(m[1]), taskId: m[2] as string };
   if (payload.startsWith('c:') && payload.length > 2) return { kind: 'cancel', taskId: payload.slice(2) };
   if (payload.startsWith('i:') && payload.length > 2) return { kind: 'input', taskId: payload.slice(2) };
+  if (payload === 'r:') return { kind: 'retired' };
   return undefined;
 }
 

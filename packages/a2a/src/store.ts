@@ -233,6 +233,13 @@ export type TaskNotice =
   | { readonly kind: 'cancel'; readonly taskId: string }
   /** A reply to the task's INPUT_REQUIRED waits in the store ({@link TaskInbox}). */
   | { readonly kind: 'input'; readonly taskId: string }
+  /**
+   * A replica handed its lease back ({@link TaskLeases.retire}): what it
+   * still ran is an orphan now, to be claimed at once rather than at the
+   * next lease renewal. A store that keeps leases and notices sends it from
+   * `retire()`.
+   */
+  | { readonly kind: 'retired' }
   | { readonly kind: 'resync' };
 
 /**
@@ -311,7 +318,11 @@ export interface TaskLeases {
    * recorded as run by this replica: each orphan goes to one caller only.
    */
   claimOrphans(limit: number): Promise<TaskRecord[]>;
-  /** Ends this replica's lease now (clean shutdown): what it still runs becomes an orphan at once. */
+  /**
+   * Ends this replica's lease now (clean shutdown): what it still runs
+   * becomes an orphan at once. With a {@link TaskNotifier}, also tells the
+   * other replicas (a `retired` notice), which claim those orphans then.
+   */
   retire(): Promise<void>;
 }
 
