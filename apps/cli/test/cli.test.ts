@@ -815,7 +815,7 @@ describe('weave dev', () => {
         expect(jwt.id.toString()).toBe('spiffe://dev.weave/svc/alpha');
         const left = jwt.expiresAt.getTime() - Date.now();
         expect(left).toBeGreaterThan(0);
-        expect(left).toBeLessThanOrEqual(90_000);
+        expect(left).toBeLessThanOrEqual(91_000);
       } finally {
         client.close();
       }

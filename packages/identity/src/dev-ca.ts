@@ -366,7 +366,9 @@ export class DevCertificateAuthority {
 
   /**
    * Issues an ES256 JWT-SVID (header `kid` = the key in {@link jwtBundle}),
-   * valid for `ttlSeconds` (default 300).
+   * valid for at least `ttlSeconds` from now: a whole number of seconds from
+   * 1 to 2592000 (30 days), default 300. `iat` is the current second and
+   * `exp` the next whole second after now + `ttlSeconds`.
    *
    * @throws {DevCaError} for an ID of another trust domain, a bad TTL or
    *   audience, or an unknown key in `opts` (`DEV_CA_INVALID_OPTIONS`).
@@ -378,12 +380,23 @@ export class DevCertificateAuthority {
   ): Promise<JwtSvid> {
     checkIssueKeys('issueJwtSvid', opts, JWT_SVID_OPTION_KEYS);
     const sid = this.toId(id);
-    checkTtl(opts.ttlSeconds, 'ttlSeconds');
+    // Whole seconds, as exp is: a fraction was dropped, and 0.4 gave a token
+    // expired at issue. At most 30 days (the dev server's bound): a larger one
+    // gave an exp no JS Date holds, which every validator refuses.
+    const maxTtl = 30 * 24 * 3600;
+    const ttl = opts.ttlSeconds ?? 300;
+    if (!Number.isSafeInteger(ttl) || ttl < 1 || ttl > maxTtl)
+      throw new DevCaError(
+        'DEV_CA_INVALID_OPTIONS',
+        `ttlSeconds must be a whole number of seconds from 1 to ${maxTtl}, got ${typeof ttl === 'number' ? ttl : typeof ttl}`,
+      );
     const aud = Array.isArray(audience) ? audience : [audience];
     if (aud.length === 0 || aud.some((a) => typeof a !== 'string' || a === ''))
       throw new DevCaError('DEV_CA_INVALID_OPTIONS', 'a JWT-SVID needs at least one non-empty audience');
-    const iat = Math.floor(Date.now() / 1000);
-    const exp = iat + (opts.ttlSeconds ?? 300);
+    const nowSec = Date.now() / 1000;
+    const iat = Math.floor(nowSec);
+    // Rounded up: exp floored with iat ended the token up to 1 s before now + ttl.
+    const exp = Math.ceil(nowSec) + ttl;
     const token = await new SignJWT({})
       .setProtectedHeader({ alg: 'ES256', kid: this.#kid, typ: 'JWT' })
       .setSubject(sid.toString())

@@ -37,10 +37,12 @@ export {
 } from './x509-svid.js';
 export {
   JWT_SVID_ALGORITHMS,
+  JWT_SVID_DEFAULT_LEEWAY_SECONDS,
   JwtSvid,
   JwtSvidError,
   parseJwtSvidInsecure,
   validateJwtSvid,
+  type JwtSvidCheckOptions,
   type JwtSvidErrorCode,
 } from './jwt-svid.js';
 export {

@@ -160,10 +160,10 @@ describe('JWT-SVID', () => {
   });
 
   it('rejects an expired token, and honours options.now', async () => {
-    const token = await sign(ec, { ...good(), exp: nowSec() - 5 });
+    const token = await sign(ec, { ...good(), iat: nowSec() - 420, exp: nowSec() - 120 });
     await expectCode(validateJwtSvid(token, bundles, AUD), 'JWT_SVID_EXPIRED');
     await expect(
-      validateJwtSvid(token, bundles, AUD, { now: new Date(Date.now() - 60_000) }),
+      validateJwtSvid(token, bundles, AUD, { now: new Date(Date.now() - 180_000) }),
     ).resolves.toBeTruthy();
   });
 
@@ -247,12 +247,12 @@ describe('JWT-SVID', () => {
         'JWT_SVID_AUDIENCE_MISMATCH',
       );
       await expectCode(
-        async () => parseJwtSvidInsecure(await sign(thief, { ...good(), exp: nowSec() - 5 }), [AUD]),
+        async () => parseJwtSvidInsecure(await sign(thief, { ...good(), exp: nowSec() - 120 }), [AUD]),
         'JWT_SVID_EXPIRED',
       );
       // Several faults: the README's order (aud, then exp, then nbf), as go-spiffe checks them.
       await expectCode(
-        async () => parseJwtSvidInsecure(await sign(thief, { ...good(), exp: nowSec() - 5 }), ['x']),
+        async () => parseJwtSvidInsecure(await sign(thief, { ...good(), exp: nowSec() - 120 }), ['x']),
         'JWT_SVID_AUDIENCE_MISMATCH',
       );
       await expectCode(
@@ -261,7 +261,7 @@ describe('JWT-SVID', () => {
       );
       await expectCode(
         async () =>
-          parseJwtSvidInsecure(await sign(thief, { ...good(), exp: nowSec() - 5, nbf: nowSec() + 600 }), [
+          parseJwtSvidInsecure(await sign(thief, { ...good(), exp: nowSec() - 120, nbf: nowSec() + 600 }), [
             AUD,
           ]),
         'JWT_SVID_EXPIRED',

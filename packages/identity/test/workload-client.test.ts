@@ -140,8 +140,8 @@ describe('WorkloadApiClient against the dev server', () => {
     const source = await JwtSource.create({ address: short.address('w'), backoff: FAST, logger });
     closers.push(() => source.close());
     const first = await source.fetchJwtSvid({ audience: 'x' });
-    // Half of a 2 s lifetime: after ~1 s the cache must hand out a fresh token.
-    await new Promise((r) => setTimeout(r, 1100));
+    // Half of a 2 to 3 s lifetime (exp is rounded up to the next second): after 1.5 s at most the cache must hand out a fresh token.
+    await new Promise((r) => setTimeout(r, 1600));
     const second = await source.fetchJwtSvid({ audience: 'x' });
     expect(second.token).not.toBe(first.token);
     expect(second.expiresAt.getTime()).toBeGreaterThan(first.expiresAt.getTime());

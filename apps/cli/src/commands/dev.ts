@@ -12,6 +12,9 @@ interface DevOptions extends GlobalOptions {
   socketDir?: string;
 }
 
+/** The longest --jwt-ttl: the dev Workload API server's `jwtSvidTtlSeconds` bound, 30 days. */
+const JWT_TTL_MAX_MS = 30 * 24 * 3_600_000;
+
 /** `weave dev`: the dev Workload API server (one socket per workload) until SIGINT/SIGTERM. */
 export function devCommand(program: Command, io: Io, stop: () => Promise<unknown>): void {
   program
@@ -31,7 +34,7 @@ export function devCommand(program: Command, io: Io, stop: () => Promise<unknown
     .option('--state-dir <dir>', 'where the dev CA and the sockets live', '.weave/dev')
     .option('--trust-domain <td>', 'trust domain of the dev CA (default: that of the workloads)')
     .option('--svid-ttl <duration>', 'X.509-SVID lifetime, e.g. 1h or 90s (default 1h)')
-    .option('--jwt-ttl <duration>', 'JWT-SVID lifetime (default 5m)')
+    .option('--jwt-ttl <duration>', 'JWT-SVID lifetime, at most 720h (default 5m)')
     .option('--socket-dir <dir>', 'where the sockets go (default <state-dir>/sockets)')
     .addHelpText(
       'after',
@@ -64,7 +67,10 @@ Example:
         throw usageError('the workloads are in several trust domains: pass --trust-domain');
       }
       const x509 = opts.svidTtl !== undefined ? parseDuration(opts.svidTtl, '--svid-ttl') : undefined;
-      const jwt = opts.jwtTtl !== undefined ? parseDuration(opts.jwtTtl, '--jwt-ttl') : undefined;
+      // The dev server's bound (30 days): a longer lifetime gave tokens whose
+      // exp no JS Date holds, which every validator refuses.
+      const jwt =
+        opts.jwtTtl !== undefined ? parseDuration(opts.jwtTtl, '--jwt-ttl', JWT_TTL_MAX_MS) : undefined;
       const stateDir = resolve(opts.stateDir);
       const server = await asUsage(
         () =>

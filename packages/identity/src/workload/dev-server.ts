@@ -17,7 +17,7 @@ import { rotationDelayMs } from '../dev-ca-provider.js';
 import { WeaveError } from '../errors.js';
 import { validateJwtSvid } from '../jwt-svid.js';
 import { defaultLogger, type Logger } from '../log.js';
-import { issueText, MAX_TIMER_MS } from '../options.js';
+import { issueText, MAX_TIMER_MS, wholeNumber } from '../options.js';
 import { SpiffeId, TrustDomain } from '../spiffe-id.js';
 import type { X509Svid } from '../x509-svid.js';
 import { parseWorkloadApiAddress } from './address.js';
@@ -64,7 +64,7 @@ export interface DevWorkloadApiServerOptions {
   readonly workloads: Readonly<Record<string, string | SpiffeId | null>>;
   /** X.509-SVID lifetime. Default 3600 (SPIRE's). Rotation happens when about half is left. */
   readonly x509SvidTtlSeconds?: number;
-  /** JWT-SVID lifetime. Default 300 (SPIRE's). */
+  /** JWT-SVID lifetime: a whole number of seconds from 1 to 2592000 (30 days). Default 300 (SPIRE's). */
   readonly jwtSvidTtlSeconds?: number;
   /** Where the sockets go. Default `<stateDir>/sockets`. Paths must fit in 107 bytes. */
   readonly socketDir?: string;
@@ -79,13 +79,24 @@ const isA = <T>(cls: { prototype: T }) =>
   z.custom<T>((v) => v instanceof (cls as unknown as abstract new () => T));
 const workloadId = z.union([z.string(), isA(SpiffeId), z.null()]);
 
+/**
+ * The longest JWT-SVID lifetime (30 days), as the dev CA's `issueJwtSvid`
+ * bounds it: a larger one gave tokens whose `exp` no JS Date holds
+ * (`--jwt-ttl 10000000000h`), which every validator refuses.
+ */
+const JWT_SVID_MAX_TTL_SECONDS = 30 * 24 * 3600;
+
 // Strict: a misspelt `socketDir` or TTL would otherwise be dropped silently and its default used.
 const OptionsSchema = z.strictObject({
   stateDir: z.string().min(1),
   trustDomain: z.union([z.string(), isA(TrustDomain)]),
   workloads: z.record(z.string(), workloadId),
   x509SvidTtlSeconds: z.number().int().min(2).default(3600),
-  jwtSvidTtlSeconds: z.number().int().min(1).default(300),
+  jwtSvidTtlSeconds: wholeNumber(
+    1,
+    JWT_SVID_MAX_TTL_SECONDS,
+    `a whole number of seconds from 1 to ${JWT_SVID_MAX_TTL_SECONDS} (30 days)`,
+  ).default(300),
   socketDir: z.string().min(1).optional(),
   logger: z.unknown().optional(),
 });
