@@ -299,6 +299,7 @@ export class SecureChannel extends Dispatcher {
       this.expectedPeer,
       undefined,
       `no trusted X.509 bundle${td ? ` for trust domain ${td.name}` : ''}`,
+      { notConnected: true },
     );
   }
 

@@ -18,11 +18,22 @@ export class PeerVerificationError extends TransportError {
   /** The SPIFFE ID the peer presented, or `undefined` when none could be read. */
   readonly actual: SpiffeId | undefined;
 
-  constructor(expected: string, actual: SpiffeId | undefined, reason: string, options?: { cause?: unknown }) {
+  /**
+   * `notConnected`: refused before any connection (no bundle to verify a
+   * peer with): the message says so rather than that a peer showed no ID.
+   */
+  constructor(
+    expected: string,
+    actual: SpiffeId | undefined,
+    reason: string,
+    options?: { cause?: unknown; notConnected?: boolean },
+  ) {
     super(
       'PEER_VERIFICATION_FAILED',
-      `peer verification failed: expected ${expected}, got ${actual?.toString() ?? '(no SPIFFE ID)'}: ${reason}`,
-      options,
+      options?.notConnected
+        ? `peer verification failed: expected ${expected}: ${reason}; no connection was made`
+        : `peer verification failed: expected ${expected}, got ${actual?.toString() ?? '(no SPIFFE ID)'}: ${reason}`,
+      options?.cause === undefined ? undefined : { cause: options.cause },
     );
     this.expected = expected;
     this.actual = actual;
