@@ -22,6 +22,14 @@ export interface WeaveClientOptions {
   readonly peers?: AgentConfigInput['peers'];
   /** The same transport settings as an agent's config (`transport:` section). */
   readonly transport?: AgentConfigInput['transport'];
+  /**
+   * The same discovery settings as an agent's config (`discovery:` section):
+   * `cardSignatures` is `required` by default (a peer called by URL proves
+   * its SPIFFE ID with a card signed by that ID's SVID); `if-present` also
+   * calls a peer whose card is unsigned (one that predates card signing, or
+   * another SDK's), never one badly signed.
+   */
+  readonly discovery?: AgentConfigInput['discovery'];
   /** Logger (default: pino on stdout at `info`). */
   readonly logger?: Logger;
   /** Builds the channel to each peer instead of the default `SecureChannel` (see {@link ChannelFactory}). */
@@ -35,7 +43,7 @@ export interface WeaveClientOptions {
  * propagation), for a process that only calls agents: a CLI, a job, a web
  * backend. Errors are the same {@link CallError}s.
  *
- * @throws {AgentConfigError} for invalid `peers` or `transport` settings.
+ * @throws {AgentConfigError} for invalid `peers`, `transport` or `discovery` settings.
  */
 export class WeaveClient {
   readonly #identity: IdentityProvider;
@@ -46,7 +54,12 @@ export class WeaveClient {
   constructor(options: WeaveClientOptions) {
     const name = options.name ?? 'weave-client';
     const config = parseAgentConfig(
-      { name, peers: options.peers ?? [], transport: options.transport ?? {} },
+      {
+        name,
+        peers: options.peers ?? [],
+        transport: options.transport ?? {},
+        ...(options.discovery === undefined ? {} : { discovery: options.discovery }),
+      },
       { enforcer: true, env: {} },
     );
     this.#identity = options.identity;
