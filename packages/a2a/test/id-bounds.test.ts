@@ -144,6 +144,25 @@ describe('identifiers a request gives are bounded', () => {
     },
   );
 
+  it('a page token of more than 4096 characters is INVALID_PARAMS naming it on every binding', async () => {
+    const token = 'A'.repeat(4097);
+    for (const name of BINDINGS) {
+      const b = bindings.get(name) as RawBinding;
+      for (const [method, params] of [
+        ['ListTasks', { pageToken: token }],
+        ['ListTaskPushNotificationConfigs', { taskId: 'any', pageToken: token }],
+      ] as const) {
+        const err = refused(await b.call(method, params));
+        expect({ name, method, code: err?.jsonRpcCode, message: err?.message }).toEqual({
+          name,
+          method,
+          code: -32602,
+          message: 'Invalid params: pageToken: at most 4096 characters',
+        });
+      }
+    }
+  });
+
   it('a 600 kB context id is refused before a task exists, and no answer repeats it', async () => {
     const b = bindings.get('JSONRPC') as RawBinding;
     const before = await taskCount(b);

@@ -269,6 +269,20 @@ function fitsId(s: string): boolean {
 }
 
 /**
+ * Longest page token a request gives. The tokens this server issues are far
+ * shorter (a position: a timestamp, an id of at most 512 bytes escaped in
+ * JSON, a query hash; base64url); a longer one is no token of ours, refused
+ * before it is decoded and parsed.
+ */
+const MAX_PAGE_TOKEN_LENGTH = 4096;
+
+/** A page token a request gives: opaque, bounded ({@link MAX_PAGE_TOKEN_LENGTH}). */
+const pageToken = z
+  .string()
+  .max(MAX_PAGE_TOKEN_LENGTH, { message: `at most ${MAX_PAGE_TOKEN_LENGTH} characters` })
+  .optional();
+
+/**
  * An identifier a request gives (a message id, a referenced task). Bounded
  * ({@link ID_RULE}) as a tenant is: the agent keeps it with the task and
  * repeats it in every answer and stream event (a 600 kB contextId was sent
@@ -449,7 +463,7 @@ export const ListTasksParamsSchema = z.object({
   contextId: name.optional().transform((v) => (v === '' ? undefined : v)),
   status: TaskStateSchema.optional(),
   pageSize: z.number().int().min(1).max(100).optional(),
-  pageToken: z.string().optional(),
+  pageToken,
   historyLength,
   statusTimestampAfter: z.iso.datetime({ offset: true }).optional(),
   includeArtifacts: z.boolean().optional(),
@@ -490,7 +504,7 @@ export const ListTaskPushConfigsParamsSchema = z.object({
   tenant,
   taskId: name.min(1),
   pageSize: z.number().int().min(0).optional(),
-  pageToken: z.string().optional(),
+  pageToken,
 });
 
 export const GetExtendedAgentCardParamsSchema = z.object({ tenant }).optional();
