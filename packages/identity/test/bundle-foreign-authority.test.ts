@@ -6,7 +6,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   BundleError,
@@ -20,7 +20,7 @@ import {
   type X509Context,
 } from '@weave/identity';
 import { DevCertificateAuthority } from '@weave/identity/dev';
-import { workloadApiService } from '../src/workload/proto.js';
+import { craftedWorkloadApi } from './helpers/crafted-api.js';
 import { KU, makeCert, makeIntermediate, newKeys, x509, type TestCa } from './helpers/forge.js';
 import { quietLogger } from './helpers/log.js';
 
@@ -163,11 +163,7 @@ describe("the Workload API client takes a bundle of T holding U's CA as an inval
   let sockets = 0;
   async function serve(handlers: grpc.UntypedServiceImplementation): Promise<WorkloadApiClient> {
     const path = join(dir, `api-${++sockets}.sock`);
-    const srv = new grpc.Server();
-    srv.addService(workloadApiService(), handlers);
-    await new Promise<void>((ok, fail) =>
-      srv.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? fail(e) : ok())),
-    );
+    const srv = await craftedWorkloadApi(path, handlers);
     cleanups.push(() => srv.forceShutdown());
     const c = new WorkloadApiClient({
       address: `unix://${path}`,

@@ -14,7 +14,7 @@ import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import type { JWK } from 'jose';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -34,7 +34,7 @@ import {
   type WorkloadIdentityError,
 } from '@weave/identity';
 import { callSpiffeTls, startSpiffeTlsServer, type TlsMaterial } from '@weave/test-support/spiffe-tls';
-import { workloadApiService } from '../src/workload/proto.js';
+import { craftedWorkloadApi } from './helpers/crafted-api.js';
 import { keyWeakness } from '../src/x509-util.js';
 import { KU, makeCert, makeRoot, x509, type TestCa } from './helpers/forge.js';
 import { quietLogger } from './helpers/log.js';
@@ -423,8 +423,7 @@ describe('a Workload API that sends weak keys (hostile or misconfigured)', () =>
       bundles: { [`spiffe://${TD}`]: Buffer.from(JSON.stringify(jwks)) },
     });
     const path = join(dir, 'weak.sock');
-    const srv = new grpc.Server();
-    srv.addService(workloadApiService(), {
+    const srv = await craftedWorkloadApi(path, {
       FetchX509SVID: (call: grpc.ServerWritableStream<unknown, unknown>) => {
         x509Streams.push(call);
         call.write(x509Message(first));
@@ -434,9 +433,6 @@ describe('a Workload API that sends weak keys (hostile or misconfigured)', () =>
         call.write(jwtMessage(firstJwks));
       },
     });
-    await new Promise<void>((ok, fail) =>
-      srv.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? fail(e) : ok())),
-    );
     cleanups.push(() => srv.forceShutdown());
     return {
       address: `unix://${path}`,

@@ -17,7 +17,7 @@ import {
   type BundleSet,
 } from '@weave/identity';
 import { DevCertificateAuthority, DevWorkloadApiServer } from '@weave/identity/dev';
-import { workloadApiService } from '../src/workload/proto.js';
+import { craftedWorkloadApi } from './helpers/crafted-api.js';
 import { quietLogger } from './helpers/log.js';
 
 const TD = 'client.test';
@@ -294,15 +294,9 @@ describe('WorkloadApiClient rejects invalid responses', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'weave-wlbad-'));
     ca = await DevCertificateAuthority.create({ trustDomain: 'bad.test' });
-    srv = new grpc.Server();
-    srv.addService(workloadApiService(), {
+    srv = await craftedWorkloadApi(join(dir, 'bad.sock'), {
       FetchX509SVID: (call: grpc.ServerWritableStream<unknown, unknown>) => call.write(next),
     });
-    await new Promise<void>((ok, fail) =>
-      srv.bindAsync(`unix://${join(dir, 'bad.sock')}`, grpc.ServerCredentials.createInsecure(), (e) =>
-        e ? fail(e) : ok(),
-      ),
-    );
   });
   afterAll(async () => {
     srv.forceShutdown();
@@ -449,8 +443,7 @@ describe('WorkloadApiClient watch backoff', () => {
         },
       ],
     };
-    srv = new grpc.Server();
-    srv.addService(workloadApiService(), {
+    srv = await craftedWorkloadApi(join(dir, 'flaky.sock'), {
       FetchX509SVID: (call: grpc.ServerWritableStream<unknown, unknown>) => {
         if (sendFirst) call.write(message);
         setTimeout(
@@ -459,11 +452,6 @@ describe('WorkloadApiClient watch backoff', () => {
         );
       },
     });
-    await new Promise<void>((ok, fail) =>
-      srv.bindAsync(`unix://${join(dir, 'flaky.sock')}`, grpc.ServerCredentials.createInsecure(), (e) =>
-        e ? fail(e) : ok(),
-      ),
-    );
   });
   afterAll(async () => {
     srv.forceShutdown();
@@ -541,8 +529,7 @@ describe('FetchJWTSVID answers that must not be taken', () => {
     const dir = await mkdtemp(join(tmpdir(), 'weave-jwt-'));
     const path = join(dir, 'api.sock');
     let calls = 0;
-    const srv = new grpc.Server();
-    srv.addService(workloadApiService(), {
+    const srv = await craftedWorkloadApi(path, {
       FetchJWTBundles: (call: grpc.ServerWritableStream<unknown, unknown>) => {
         call.write({ bundles: { [`spiffe://${TD}`]: Buffer.from(JSON.stringify(ca.jwtBundle.toJwks())) } });
       },
@@ -555,9 +542,6 @@ describe('FetchJWTSVID answers that must not be taken', () => {
         });
       },
     });
-    await new Promise<void>((ok, fail) =>
-      srv.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? fail(e) : ok())),
-    );
     return {
       address: `unix://${path}`,
       calls: () => calls,

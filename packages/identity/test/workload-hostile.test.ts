@@ -6,7 +6,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   BundleError,
@@ -23,7 +23,7 @@ import {
   type X509Context,
 } from '@weave/identity';
 import { DevCertificateAuthority } from '@weave/identity/dev';
-import { workloadApiService } from '../src/workload/proto.js';
+import { craftedWorkloadApi } from './helpers/crafted-api.js';
 import { quietLogger } from './helpers/log.js';
 
 const TD = 'hostile.test';
@@ -65,11 +65,7 @@ let sockets = 0;
 /** A Workload API whose methods are `handlers`; closed after the test. */
 async function hostile(handlers: grpc.UntypedServiceImplementation): Promise<string> {
   const path = join(dir, `api-${++sockets}.sock`);
-  const srv = new grpc.Server();
-  srv.addService(workloadApiService(), handlers);
-  await new Promise<void>((ok, fail) =>
-    srv.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? fail(e) : ok())),
-  );
+  const srv = await craftedWorkloadApi(path, handlers);
   cleanups.push(() => srv.forceShutdown());
   return `unix://${path}`;
 }

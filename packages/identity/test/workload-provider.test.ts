@@ -22,6 +22,7 @@ import {
 import { DevCertificateAuthority, DevWorkloadApiServer } from '@weave/identity/dev';
 import { ExponentialBackoff, resolveBackoff, type BackoffOptions } from '../src/workload/backoff.js';
 import { workloadApiService } from '../src/workload/proto.js';
+import { craftedWorkloadApi } from './helpers/crafted-api.js';
 import { memoryLogger, quietLogger } from './helpers/log.js';
 
 const TD = 'provider.test';
@@ -335,11 +336,10 @@ describe('WorkloadApiIdentityProvider', () => {
         call.on('cancelled', () => up.cancel());
       };
     const path = join(dir, 'relay.sock');
-    const srv = new grpc.Server();
-    srv.addService(svc, { FetchX509SVID: relay('FetchX509SVID'), FetchJWTBundles: relay('FetchJWTBundles') });
-    await new Promise<void>((ok, fail) =>
-      srv.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? fail(e) : ok())),
-    );
+    const srv = await craftedWorkloadApi(path, {
+      FetchX509SVID: relay('FetchX509SVID'),
+      FetchJWTBundles: relay('FetchJWTBundles'),
+    });
     cleanups.push(() => srv.forceShutdown());
     return { address: `unix://${path}`, state };
   }
@@ -412,11 +412,7 @@ describe('WorkloadApiIdentityProvider', () => {
         details: 'security header missing from request',
       });
     };
-    const srv = new grpc.Server();
-    srv.addService(workloadApiService(), { FetchX509SVID: reject, FetchJWTBundles: reject });
-    await new Promise<void>((ok, fail) =>
-      srv.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? fail(e) : ok())),
-    );
+    const srv = await craftedWorkloadApi(path, { FetchX509SVID: reject, FetchJWTBundles: reject });
     cleanups.push(() => srv.forceShutdown());
 
     const err = await WorkloadApiIdentityProvider.create({
@@ -571,8 +567,7 @@ describe('an X.509-SVID that does not verify against the bundle sent with it', (
       };
     };
     const path = join(dir, 'scripted.sock');
-    const srv = new grpc.Server();
-    srv.addService(workloadApiService(), {
+    const srv = await craftedWorkloadApi(path, {
       FetchX509SVID: (call: grpc.ServerWritableStream<unknown, unknown>) => {
         streams.push(call);
         call.write(response(good, ca));
@@ -581,9 +576,6 @@ describe('an X.509-SVID that does not verify against the bundle sent with it', (
         call.write({ bundles: {} });
       },
     });
-    await new Promise<void>((ok, fail) =>
-      srv.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? fail(e) : ok())),
-    );
     cleanups.push(() => srv.forceShutdown());
     return {
       address: `unix://${path}`,
