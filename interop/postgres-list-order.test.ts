@@ -262,7 +262,8 @@ describe.skipIf(!available)('ListTasks order on PostgreSQL', () => {
           [r.id, owner, JSON.stringify(task), r.created, r.updated],
         );
       }
-      expect(await migrate(fresh)).toEqual({ applied: [10], version: 10 });
+      // 010 and what came after it (011: status times of older replicas' later writes).
+      expect((await migrate(fresh)).applied).toContain(10);
       const { rows: stored } = await fresh.query<{ id: string; status_at: string }>(
         'SELECT id, status_at FROM weave_a2a_tasks ORDER BY id',
       );

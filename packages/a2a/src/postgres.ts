@@ -74,6 +74,13 @@ const UNAVAILABLE_SQLSTATE = /^(08|53|57P0|57014$|25006$|40001$|40P01$)/;
  * an untyped error, -32603 to the caller.
  */
 const REJECTED_SQLSTATE = /^(22|23|54000$)/;
+/**
+ * SQLSTATEs of a statement naming a column or table the database does not
+ * have (42703 undefined_column, 42P01 undefined_table): the schema is
+ * behind this code (a store on a database not migrated to it). Untyped,
+ * they were a bare internal error with nothing saying what to do.
+ */
+const SCHEMA_BEHIND_SQLSTATE = /^(42703|42P01)$/;
 const UNAVAILABLE_ERRNO = new Set([
   'ECONNREFUSED',
   'ECONNRESET',
@@ -89,7 +96,9 @@ const UNAVAILABLE_ERRNO = new Set([
  * `err` as the seam's {@link TaskStoreUnavailableError} when it means the
  * database cannot be reached (refused, dropped, shutting down, pool timeout,
  * read-only, timed out), as {@link TaskStoreRejectedError} when the database
- * refuses what the statement carries, else unchanged.
+ * refuses what the statement carries, as a {@link PostgresStoreError}
+ * `POSTGRES_SCHEMA_OUTDATED` when the database lacks a table or column of
+ * this version's schema (it needs `weave db migrate`), else unchanged.
  */
 export function classifyPostgresError(err: unknown): unknown {
   if (err instanceof TaskStoreUnavailableError) return err;
@@ -109,6 +118,15 @@ export function classifyPostgresError(err: unknown): unknown {
     return new TaskStoreUnavailableError(message || code, { cause: err });
   }
   if (REJECTED_SQLSTATE.test(code)) return new TaskStoreRejectedError(`${code} ${message}`, { cause: err });
+  if (SCHEMA_BEHIND_SQLSTATE.test(code)) {
+    // Still an internal error on the wire (the caller can do nothing about
+    // it); the log says what the operator has to do.
+    return new PostgresStoreError(
+      'POSTGRES_SCHEMA_OUTDATED',
+      `the task database's schema is behind this version of Weave (${code} ${message}): run \`weave db migrate\``,
+      { cause: err },
+    );
+  }
   return err;
 }
 
