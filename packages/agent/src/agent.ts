@@ -14,6 +14,7 @@ import {
 import type * as PostgresStoreModule from '@weave/a2a/postgres';
 import { OpaEnforcer, type PolicyEnforcer } from '@weave/authz';
 import {
+  BundleError,
   MAX_TIMER_MS,
   type SpiffeId,
   authorizeAny,
@@ -84,7 +85,10 @@ export interface SecureAgentOptions {
   readonly logger?: Logger;
   /**
    * Task store of the A2A server (default in memory). A failed `start()`
-   * leaves it open (a retry serves from it); `stop()` closes it.
+   * leaves it open (a retry serves from it); `stop()` closes it. A store
+   * with a PostgreSQL `pool` (a `PostgresTaskStore`) has its schema version
+   * checked at `start()`, as `store.postgres` does: one behind this version
+   * refuses the start (`AGENT_STORE_SCHEMA_OUTDATED`).
    */
   readonly taskStore?: TaskStore;
   /** Environment read for `SPIFFE_ENDPOINT_SOCKET` and production checks (default `process.env`). */
@@ -254,6 +258,34 @@ export class SecureAgent extends AgentCore {
     return new this({ ...extra, config });
   }
 
+  /**
+   * Reads and checks the identity files `config.identity.static` names as
+   * `start()` does, with the same code and errors (the SVID and its key, the
+   * bundle, the federated bundles, the SVID against `spiffeId`), and closes
+   * them again: what `weave validate` runs. An identity from the Workload API
+   * has nothing to read before `start()`: undefined.
+   *
+   * @returns the SPIFFE ID of the SVID in `identity.static.certFile`.
+   * @throws {AgentError} `AGENT_NO_IDENTITY` as `start()` would.
+   */
+  static async checkStaticIdentity(
+    config: AgentConfig,
+    options: { readonly logger?: Logger } = {},
+  ): Promise<SpiffeId | undefined> {
+    if (!config.identity || !('static' in config.identity)) return undefined;
+    const identity = await configuredIdentity(config, {
+      logger: options.logger ?? pino({ level: 'silent' }),
+      env: {},
+    });
+    try {
+      const svid = identity.getX509Svid();
+      checkSvid(config, svid, true);
+      return svid.id;
+    } finally {
+      await identity.close();
+    }
+  }
+
   /** The agent's SPIFFE ID (from its SVID). @throws {AgentError} AGENT_NOT_STARTED before start. */
   get id(): SpiffeId {
     if (!this.#run) throw new AgentError('AGENT_NOT_STARTED', 'the agent has no identity before start()');
@@ -386,17 +418,7 @@ export class SecureAgent extends AgentCore {
       ...(retained?.perTask === undefined ? {} : { maxBytesPerTask: retained.perTask }),
     });
     try {
-      const [have, shipped] = await Promise.all([
-        pgStore.schemaVersion(store.pool),
-        pgStore.loadMigrations(),
-      ]);
-      const latest = shipped.at(-1)?.version ?? 0;
-      if (have < latest) {
-        throw new AgentError(
-          'AGENT_STORE_SCHEMA_OUTDATED',
-          `the task database is at schema version ${have}, this Weave needs ${latest}: run \`weave db migrate\``,
-        );
-      }
+      await checkSchema(pgStore, store.pool);
     } catch (err) {
       await store.close();
       // Not a config error: the same config starts once the database is back.
@@ -410,6 +432,36 @@ export class SecureAgent extends AgentCore {
       throw err;
     }
     return store;
+  }
+
+  /**
+   * The schema check of {@link #configuredStore}, for the store given as
+   * `taskStore` when it is a `PostgresTaskStore`; another store is not
+   * checked (its own schema is its own). A database that cannot be reached
+   * now does not refuse the start, as it did not before the check: `/ready`
+   * is 503 until it answers.
+   */
+  async #checkLentStore(store: TaskStore): Promise<void> {
+    const pool = (store as { pool?: unknown }).pool;
+    if (typeof (pool as { query?: unknown } | null | undefined)?.query !== 'function') return;
+    let pgStore: PostgresModule;
+    try {
+      pgStore = await import('@weave/a2a/postgres');
+    } catch {
+      // Without `pg` the pool is not one of PostgreSQL's: nothing to check.
+      return;
+    }
+    // Weave's own store (or a subclass), not any store that happens to hold a pool.
+    if (!(store instanceof pgStore.PostgresTaskStore)) return;
+    try {
+      await checkSchema(pgStore, store.pool);
+    } catch (err) {
+      if (!(err instanceof TaskStoreUnavailableError)) throw err;
+      this.logger.warn(
+        { err },
+        'the task database cannot be reached: its schema version is not checked, and the agent is not ready until it answers',
+      );
+    }
   }
 
   // ---- lifecycle ------------------------------------------------------------------
@@ -497,15 +549,7 @@ export class SecureAgent extends AgentCore {
       if (ownsIdentity) cleanup.push(() => identity.close());
       signal.throwIfAborted();
       const svid = await waitForSvid(identity, this.#identityTimeout(), signal);
-      if (svid.expiresAt.getTime() <= Date.now()) {
-        throw new AgentError('AGENT_NO_IDENTITY', `the X.509-SVID of ${svid.id.toString()} has expired`);
-      }
-      if (this.config.spiffeId !== undefined && svid.id.toString() !== this.config.spiffeId) {
-        throw new AgentError(
-          'AGENT_NO_IDENTITY',
-          `the Workload API issued ${svid.id.toString()}, but config.spiffeId requires ${this.config.spiffeId}`,
-        );
-      }
+      checkSvid(this.config, svid, ownsIdentity);
       const selfId = svid.id;
       const { enforcer: inner, owned: ownsEnforcer } = await this.#enforcer();
       if (ownsEnforcer) cleanup.push(async () => inner.close?.());
@@ -547,6 +591,8 @@ export class SecureAgent extends AgentCore {
       cleanup.push(async () => signer.close());
       // The agent closes only a store it built: the user's is lent, and stays open for them (and a retry).
       const userStore = this.#opts.taskStore;
+      // Checked as a configured store is: on a schema behind the code every call would fail.
+      if (userStore) await this.#checkLentStore(userStore);
       const given = userStore ?? (await this.#configuredStore());
       // Watched: /ready answers 503 while the store cannot be reached.
       const taskStore =
@@ -971,19 +1017,13 @@ export class SecureAgent extends AgentCore {
 
   async #identity(signal: AbortSignal): Promise<{ identity: IdentityProvider; owned: boolean }> {
     if (this.#opts.identity) return { identity: this.#opts.identity, owned: false };
-    try {
-      const identity = await identityFromConfig(this.config.identity, {
-        logger: this.logger.child({ component: 'identity' }),
-        spiffeId: this.config.spiffeId,
-        env: this.#env,
-        // stop() cuts the wait for SPIRE short rather than hold a shutdown up to the timeout.
-        signal,
-      });
-      return { identity, owned: true };
-    } catch (err) {
-      if (err instanceof AgentError) throw err;
-      throw new AgentError('AGENT_NO_IDENTITY', `no X.509-SVID: ${(err as Error).message}`, { cause: err });
-    }
+    const identity = await configuredIdentity(this.config, {
+      logger: this.logger.child({ component: 'identity' }),
+      env: this.#env,
+      // stop() cuts the wait for SPIRE short rather than hold a shutdown up to the timeout.
+      signal,
+    });
+    return { identity, owned: true };
   }
 
   /**
@@ -1028,6 +1068,85 @@ export class SecureAgent extends AgentCore {
 }
 
 // ---- helpers ------------------------------------------------------------------------
+
+/**
+ * The identity provider `config.identity` names, ready with an SVID; what
+ * it fails with as an {@link AgentError} `AGENT_NO_IDENTITY`. A bundle file of
+ * `identity.static` that cannot be taken is named by its key and path, not
+ * reported as a missing SVID: the SVID may be fine, the file is what to fix.
+ */
+async function configuredIdentity(
+  config: AgentConfig,
+  options: { logger: Logger; env: NodeJS.ProcessEnv; signal?: AbortSignal },
+): Promise<IdentityProvider> {
+  try {
+    return await identityFromConfig(config.identity, {
+      logger: options.logger,
+      spiffeId: config.spiffeId,
+      env: options.env,
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+  } catch (err) {
+    if (err instanceof AgentError) throw err;
+    const bundle = config.identity && 'static' in config.identity ? bundleErrorIn(err) : undefined;
+    if (bundle) {
+      // The provider's message names the option and file (`bundleFile (…): …`): here it is a config key.
+      const hint =
+        bundle.code === 'BUNDLE_FOREIGN_AUTHORITY'
+          ? ": identity.static.bundleFile takes the CAs of the SVID's own trust domain only; move another domain's CA to a file of its own under identity.static.federated"
+          : '';
+      throw new AgentError('AGENT_NO_IDENTITY', `identity.static.${bundle.message}${hint}`, { cause: err });
+    }
+    throw new AgentError('AGENT_NO_IDENTITY', `no X.509-SVID: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** The first {@link BundleError} in `err`'s chain of causes. */
+function bundleErrorIn(err: unknown): BundleError | undefined {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++)
+    if (e instanceof BundleError) return e;
+  return undefined;
+}
+
+/**
+ * Refuses an SVID that has expired, or is not the configured `spiffeId`.
+ * `configured`: the identity is the one `config.identity` names (else one
+ * given to the agent), so the error can say where the SVID came from.
+ */
+function checkSvid(config: AgentConfig, svid: X509Svid, configured: boolean): void {
+  if (svid.expiresAt.getTime() <= Date.now()) {
+    throw new AgentError('AGENT_NO_IDENTITY', `the X.509-SVID of ${svid.id.toString()} has expired`);
+  }
+  if (config.spiffeId !== undefined && svid.id.toString() !== config.spiffeId) {
+    const from =
+      configured && config.identity && 'static' in config.identity
+        ? `identity.static.certFile (${config.identity.static.certFile}) holds`
+        : 'the Workload API issued';
+    throw new AgentError(
+      'AGENT_NO_IDENTITY',
+      `${from} ${svid.id.toString()}, but config.spiffeId requires ${config.spiffeId}`,
+    );
+  }
+}
+
+/**
+ * Refuses a task database whose schema is behind the migrations this version
+ * ships (`AGENT_STORE_SCHEMA_OUTDATED`): its statements would fail on every
+ * call instead. Errors reading the version are thrown as they come.
+ */
+async function checkSchema(
+  pgStore: PostgresModule,
+  pool: Parameters<PostgresModule['schemaVersion']>[0],
+): Promise<void> {
+  const [have, shipped] = await Promise.all([pgStore.schemaVersion(pool), pgStore.loadMigrations()]);
+  const latest = shipped.at(-1)?.version ?? 0;
+  if (have < latest) {
+    throw new AgentError(
+      'AGENT_STORE_SCHEMA_OUTDATED',
+      `the task database is at schema version ${have}, this Weave needs ${latest}: run \`weave db migrate\``,
+    );
+  }
+}
 
 /** The agent's listeners, as an AGENT_LISTEN_FAILED names them (with their config key). */
 type Listener = 'server' | 'grpc' | 'ops';

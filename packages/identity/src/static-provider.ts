@@ -2,7 +2,7 @@ import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { BundleSet, X509Bundle } from './bundle.js';
+import { BundleError, BundleSet, X509Bundle } from './bundle.js';
 import { defaultLogger } from './log.js';
 import { checkKnownKeys, checkTimerMs } from './options.js';
 import { IdentityConfigError } from './provider.js';
@@ -76,6 +76,10 @@ export class StaticMtlsProvider extends IdentityProviderBase {
   /**
    * Loads the files (they must be valid now) and starts watching them.
    * @throws {IdentityConfigError} when an option is unknown, a file is missing or invalid, or `debounceMs` is not a whole number of ms from 0 to 2147483647.
+   *   A bundle file that cannot be taken is its cause: a {@link BundleError}
+   *   (with the code of the bundle's own) whose message starts with the option
+   *   and the file, `bundleFile (/etc/…/bundle.pem): …` or
+   *   `federated.example.org (/etc/…/example.pem): …`.
    */
   static async create(opts: StaticMtlsOptions): Promise<StaticMtlsProvider> {
     // A misspelt `federated` or `watch` would otherwise be dropped silently and its default used.
@@ -205,11 +209,31 @@ async function load(opts: StaticMtlsOptions): Promise<VerifiedIdentity> {
       throw new IdentityConfigError(`federated bundle given for our own trust domain ${td.name}`);
     return [td, file] as const;
   });
-  const bundles = BundleSet.of(X509Bundle.fromPem(own, bundle));
+  const bundles = BundleSet.of(bundleOf(own, bundle, `bundleFile (${opts.bundleFile})`));
   for (const [td, file] of federated)
-    bundles.setX509Bundle(X509Bundle.fromPem(td, await readFile(file, 'utf8')));
+    bundles.setX509Bundle(bundleOf(td, await readFile(file, 'utf8'), `federated.${td.name} (${file})`));
   // Files that do not fit together (an SVID from another CA) are refused here,
   // not at the first handshake.
   verifyX509Svid(svid.certificates, bundles);
   return { svid, bundles };
+}
+
+/**
+ * The bundle of `td` in `pem`; a refused one names the option and file it
+ * came from (`what`) first: which of several files holds, say, a partner's
+ * CA filed as ours is the thing to fix, and the bundle alone does not say.
+ */
+function bundleOf(td: TrustDomain, pem: string, what: string): X509Bundle {
+  try {
+    return X509Bundle.fromPem(td, pem);
+  } catch (err) {
+    if (!(err instanceof BundleError)) throw err;
+    throw new BundleError(
+      err.code as ConstructorParameters<typeof BundleError>[0],
+      `${what}: ${err.message}`,
+      {
+        cause: err,
+      },
+    );
+  }
 }

@@ -16,14 +16,16 @@ export function validateCommand(program: Command, io: Io): void {
       'Loads an agent config file (YAML or JSON) exactly as an agent does — WEAVE_* environment ' +
         'overrides applied, every key validated, insecure settings refused — and, when it names a ' +
         'policy file, validates that too, as the database URL of store.postgres when its variable ' +
-        'is set. Prints OK and a summary, or every problem (exit 1; a bad policy file is a usage ' +
-        'error, exit 2).',
+        'is set, and the files of identity.static (SVID, key, bundle, federated bundles) as ' +
+        'start() reads them. Prints OK and a summary, or every problem (exit 1; a bad policy file ' +
+        'is a usage error, exit 2).',
     )
     .argument('<config>', 'agent config file')
     .option('--json', 'print the validated config (defaults filled in) as JSON')
     .action(async (file: string, _o: ValidateOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<ValidateOptions>();
       const { LocalPolicyEnforcer } = await import('@weave/authz');
+      const { SecureAgent } = await import('@weave/agent');
       const { WeaveError } = await import('@weave/identity');
       const { CliError, EXIT, cliLogger, loadConfigFile } = await import('../shared.js');
       // The database URL too, when this environment has it: an agent started here would read it.
@@ -42,6 +44,24 @@ export function validateCommand(program: Command, io: Io): void {
           throw new CliError(code, `${file}: authz.policyFile: ${(err as Error).message}`, EXIT.usage);
         }
       }
+      // The identity files as start() reads them (same code, same errors): a file the agent
+      // would refuse is found here, not at the first start of a new version.
+      let staticId: string | undefined;
+      // A file not here yet (written at run time, by spiffe-helper or a
+      // mounted Secret) is not checked, and said so; one that is here and
+      // would be refused fails the validation.
+      let missing: string | undefined;
+      try {
+        staticId = (
+          await SecureAgent.checkStaticIdentity(config, { logger: cliLogger(opts.debug) })
+        )?.toString();
+      } catch (err) {
+        if (!(err instanceof WeaveError)) throw err;
+        missing = missingPath(err);
+        if (missing === undefined) {
+          throw new CliError(err.code, `${file}: ${err.message}`, EXIT.failed, { cause: err });
+        }
+      }
       if (opts.json) {
         io.out(printable(JSON.stringify(config, null, 2), { lines: true }));
         return;
@@ -52,7 +72,9 @@ export function validateCommand(program: Command, io: Io): void {
       say(
         `  agent      ${config.name} ${config.version}${config.description ? ` — ${config.description}` : ''}`,
       );
-      say(`  spiffe id  ${config.spiffeId ?? '(whatever the Workload API serves)'}`);
+      say(`  spiffe id  ${describeSpiffeId(config, staticId)}`);
+      if (missing !== undefined)
+        say(`  not read   ${missing} does not exist here: the identity files are not checked`);
       say(
         `  listens    ${config.server.host}:${config.server.port}${config.server.publicUrl ? ` (public ${config.server.publicUrl})` : ''}`,
       );
@@ -78,11 +100,32 @@ function describeStore(c: AgentConfig): string {
   return `PostgreSQL at $${pg.urlEnv} (${set})`;
 }
 
+/** The path of a file that does not exist, when `err` (or an error it was caused by) is ENOENT. */
+function missingPath(err: unknown): string | undefined {
+  let e: unknown = err;
+  for (let depth = 0; e instanceof Error && depth < 8; depth++, e = e.cause) {
+    const { code, path } = e as { code?: unknown; path?: unknown };
+    if (code === 'ENOENT' && typeof path === 'string') return path;
+  }
+  return undefined;
+}
+
+/** The SPIFFE ID the agent will have, and where it comes from. */
+function describeSpiffeId(c: AgentConfig, staticId: string | undefined): string {
+  if (c.identity && 'static' in c.identity) {
+    // checkStaticIdentity has read it, and refused a file whose ID is not spiffeId.
+    return `${staticId ?? c.spiffeId ?? '(not read)'} (from the SVID in ${c.identity.static.certFile})`;
+  }
+  return c.spiffeId ?? '(whatever the Workload API serves)';
+}
+
 function describeIdentity(c: AgentConfig): string {
   if (!c.identity) return 'Workload API at $SPIFFE_ENDPOINT_SOCKET';
   if ('workloadApi' in c.identity)
     return `Workload API at ${c.identity.workloadApi.socket ?? '$SPIFFE_ENDPOINT_SOCKET'}`;
-  return `static files ${c.identity.static.certFile}, ${c.identity.static.keyFile}, bundle ${c.identity.static.bundleFile}`;
+  const s = c.identity.static;
+  const federated = Object.entries(s.federated ?? {}).map(([td, f]) => `, federated ${td} ${f}`);
+  return `static files ${s.certFile}, ${s.keyFile}, bundle ${s.bundleFile}${federated.join('')}`;
 }
 
 function describeAuthz(c: AgentConfig): string {
