@@ -5,7 +5,13 @@ import type { Logger } from 'pino';
 import { request, type Dispatcher } from 'undici';
 import { z } from 'zod';
 import { MAX_TIMER_MS } from '@weave/identity';
-import { CircuitBreaker, CircuitOpenError, LogRate, type CircuitBreakerOptionsInput } from '@weave/transport';
+import {
+  CircuitBreaker,
+  CircuitOpenError,
+  LogRate,
+  urlHost,
+  type CircuitBreakerOptionsInput,
+} from '@weave/transport';
 import { A2AClientError } from './errors.js';
 import { A2AConfigError, checkOptions, positiveCount, timerMs, timerMsOr0 } from './options.js';
 import { A2A_JSON_MEDIA_TYPE, boundedSignal, untilAborted } from './transports/http.js';
@@ -612,7 +618,7 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
     }
     if (config.token) headers[tokenHeader] = config.token;
     // Connect to the address the guard checked, not to whatever the name resolves to next.
-    const origin = `${url.protocol}//${address.includes(':') ? `[${address}]` : address}${url.port ? `:${url.port}` : ''}`;
+    const origin = `${url.protocol}//${urlHost(address)}${url.port ? `:${url.port}` : ''}`;
     const requestOptions = {
       method: 'POST' as const,
       dispatcher,

@@ -41,6 +41,7 @@ import {
   type CardValidators,
 } from './bindings/rest.js';
 import { AgentSkillSchema, type AgentCard, type AgentInterface, type AgentSkill } from './wire/v1.js';
+import { urlHost } from '@weave/transport';
 
 export type { BindingName, TaskHandler, TaskHandlerOptions } from './handler.js';
 
@@ -625,10 +626,7 @@ function localOrigin(request: FastifyRequest): string | undefined {
   const socket = request.socket as { localAddress?: string; localPort?: number; encrypted?: boolean };
   const { localAddress, localPort } = socket;
   if (!localAddress || localPort === undefined) return undefined;
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(localAddress)?.[1];
-  const host =
-    mapped ?? (localAddress.includes(':') ? `[${localAddress.replace(/%.*$/, '')}]` : localAddress);
-  return `${socket.encrypted === true ? 'https' : 'http'}://${host}:${localPort}`;
+  return `${socket.encrypted === true ? 'https' : 'http'}://${urlHost(localAddress)}:${localPort}`;
 }
 
 function joinPath(prefix: string, path: string): string {

@@ -60,6 +60,7 @@ import {
 import type { CallScope } from './scope.js';
 import { storeProxy } from './store-proxy.js';
 import { enforcerFromConfig, identityFromConfig, identityTimeoutMs } from './wiring.js';
+import { urlHost } from '@weave/transport';
 
 /** `@weave/a2a/postgres`, loaded only when `store.postgres` is configured. */
 type PostgresModule = typeof PostgresStoreModule;
@@ -710,8 +711,7 @@ export class SecureAgent extends AgentCore {
       // Undone without app.close(), which would run the owner's onClose hooks: the instance is theirs.
       if (this.#opts.server) cleanup.push(() => stopListening(app));
       const addr = app.server.address() as AddressInfo;
-      const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-      const url = this.config.server.publicUrl ?? `https://${host}:${addr.port}`;
+      const url = this.config.server.publicUrl ?? `https://${urlHost(addr.address)}:${addr.port}`;
       servedUrl = url;
       if (this.config.server.publicUrl === undefined) {
         // Before anything is awaited, so before a card is served: the bound

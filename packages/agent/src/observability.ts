@@ -9,6 +9,7 @@ import type {
   PolicyEnforcer,
 } from '@weave/authz';
 import type { AgentMetrics } from './metrics.js';
+import { urlHost } from '@weave/transport';
 
 /**
  * Wraps the agent's enforcer to count every decision (both directions) and
@@ -171,8 +172,7 @@ export async function startOpsListener(
     });
   });
   const addr = server.address() as AddressInfo;
-  const h = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  return { server, url: `http://${h}:${addr.port}` };
+  return { server, url: `http://${urlHost(addr.address)}:${addr.port}` };
 }
 
 /**

@@ -94,3 +94,4 @@ export { TLS_CIPHERS } from './tls.js';
  * certificate ends), for what would otherwise set a timer each.
  */
 export { Deadlines, type Deadline } from './deadlines.js';
+export { urlHost } from './url-host.js';

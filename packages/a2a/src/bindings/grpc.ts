@@ -58,6 +58,7 @@ import {
   headerListBytes,
   logTlsRefusals,
   parseTransportConfig,
+  urlHost,
   watchServerIdentity,
   type ConnectionRefusals,
   type MtlsServerOptions,
@@ -333,8 +334,7 @@ export class A2AGrpcServer {
     this.#tls.listen(options.port ?? 0, host);
     await once(this.#tls, 'listening');
     const addr = this.#tls.address() as AddressInfo;
-    const h = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-    this.#url = `${h}:${addr.port}`;
+    this.#url = `${urlHost(addr.address)}:${addr.port}`;
     return { host: addr.address, port: addr.port, url: this.#url };
   }
 
