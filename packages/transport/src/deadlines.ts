@@ -206,7 +206,18 @@ export class Deadlines<K> {
   #arm(deadline: number): void {
     clearTimeout(this.#timer);
     this.#timerAt = deadline;
-    this.#timer = setTimeout(() => this.#fire(), Math.min(Math.max(0, deadline - Date.now()), MAX_TIMER_MS));
+    // Held weakly by its timer: one left armed after its entries went (a
+    // stopped server's, whose first task's bound was an hour away) kept this,
+    // its onExpire and all that reaches (the server, its agent, its tasks)
+    // alive until it fired. Its owner keeps it while it is in use.
+    const self = new WeakRef(this);
+    this.#timer = setTimeout(
+      () => {
+        const d = self.deref();
+        if (d !== undefined) d.#fire();
+      },
+      Math.min(Math.max(0, deadline - Date.now()), MAX_TIMER_MS),
+    );
     this.#timer.unref();
   }
 

@@ -123,6 +123,36 @@ describe('Deadlines', () => {
     expect(kept.key).toEqual({ name: 'kept' });
   });
 
+  it('its timer, left armed once its entries are gone, keeps neither it nor what its onExpire reaches', async () => {
+    // A stopped server's run deadlines: the timer stays armed for the first
+    // task's bound (an hour by default) and used to keep the whole server alive until then.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const refs = (() => {
+      const owner = { name: 'a stopped server', big: new Array(1000).fill('x') };
+      const d = new Deadlines<object>(() => void owner.name);
+      d.delete(d.add({}, Date.now() + 3_600_000));
+      return [new WeakRef(d), new WeakRef(owner)];
+    })();
+    for (let i = 0; i < 5 && refs.some((r) => r.deref() !== undefined); i++) {
+      await sleep(0);
+      gc();
+    }
+    expect(refs.map((r) => r.deref())).toEqual([undefined, undefined]);
+  });
+
+  it('a Deadlines its owner keeps still expires its entries', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const fired: string[] = [];
+    const d = new Deadlines<string>((k) => fired.push(k));
+    d.add('due', Date.now() + 50);
+    gc();
+    await sleep(120);
+    expect(fired).toEqual(['due']);
+    expect(d.size).toBe(0);
+  });
+
   it('expires deadlines that come in any order each at its own time, earliest first, and none deleted', async () => {
     // Connections' certificate ends: every order, some gone before their end.
     const d = new Deadlines<number>((at) => fired.push({ at, now: Date.now() }));
