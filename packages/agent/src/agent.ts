@@ -454,14 +454,25 @@ export class SecureAgent extends AgentCore {
     }
     // Weave's own store (or a subclass), not any store that happens to hold a pool.
     if (!(store instanceof pgStore.PostgresTaskStore)) return;
+    // Bounded: the application's pool may have no connect or query timeout,
+    // and a database that does not answer must not hold the start.
+    let timer: NodeJS.Timeout | undefined;
+    const silent = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new TaskStoreUnavailableError(`no answer in ${LENT_STORE_CHECK_MS} ms`)),
+        LENT_STORE_CHECK_MS,
+      );
+    });
     try {
-      await checkSchema(pgStore, store.pool);
+      await Promise.race([checkSchema(pgStore, store.pool), silent]);
     } catch (err) {
       if (!(err instanceof TaskStoreUnavailableError)) throw err;
       this.logger.warn(
         { err },
         'the task database cannot be reached: its schema version is not checked, and the agent is not ready until it answers',
       );
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -1134,6 +1145,9 @@ function checkSvid(config: AgentConfig, svid: X509Svid, configured: boolean): vo
  * ships (`AGENT_STORE_SCHEMA_OUTDATED`): its statements would fail on every
  * call instead. Errors reading the version are thrown as they come.
  */
+/** How long `start()` waits for an injected PostgreSQL store's schema version before it goes on unchecked. */
+const LENT_STORE_CHECK_MS = 5_000;
+
 async function checkSchema(
   pgStore: PostgresModule,
   pool: Parameters<PostgresModule['schemaVersion']>[0],
