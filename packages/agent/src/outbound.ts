@@ -10,6 +10,7 @@ import {
   AgentCardSignatureError,
   agentSpiffeId,
   isInterrupted,
+  isResumableStreamError,
   isSettled,
   approxJsonBytes,
   redactUrl,
@@ -625,7 +626,13 @@ export class Outbound {
         const { [DEADLINE_HEADER]: _deadline, ...traced } = headers;
         peer.client.cancelTask(url, streamed.id, { headers: traced }).catch(() => undefined);
         // Named in the error: the caller can read what the task did before it was canceled.
-        throw this.#mapError(err, { ...details, taskId: streamed.id }, options.signal, parentSignal, deadline);
+        throw this.#mapError(
+          err,
+          { ...details, taskId: streamed.id },
+          options.signal,
+          parentSignal,
+          deadline,
+        );
       }
       throw this.#stoppedCall(scoped?.signal, details, err) ?? err;
     } finally {
@@ -659,16 +666,24 @@ export class Outbound {
     headers: Record<string, string>,
     signal: AbortSignal,
   ): Promise<Task> {
+    // The last read that failed: what the call ends with (as its cause) if the signal ends it next.
+    let failure: unknown;
     for (let wait = FOLLOW_FIRST_MS; ; wait = Math.min(wait * 2, FOLLOW_MAX_MS)) {
-      await delay(wait, undefined, { signal });
+      try {
+        await delay(wait, undefined, { signal });
+      } catch (err) {
+        throw failure ?? err;
+      }
       try {
         // No history back, as the call asked of SendMessage.
         task = await peer.client.getTask(url, task.id, 0, { headers, signal });
       } catch (err) {
-        if (signal.aborted || (err instanceof A2AError && err.code !== 'UNAVAILABLE')) throw err;
+        if (signal.aborted || !worthReadingAgain(err)) throw err;
+        failure = err;
         this.#log.debug({ taskId: task.id, err }, 'following a task: read failed; trying again');
         continue;
       }
+      failure = undefined;
       if (isSettled(task.status.state)) return task;
     }
   }
@@ -974,6 +989,23 @@ function failureFields(err: CallError): Record<string, string> {
   if (err.auditId !== undefined) f.auditId = err.auditId;
   if (err.remoteCode !== undefined) f.remoteCode = err.remoteCode;
   return f;
+}
+
+/**
+ * Whether a failed read of a followed task may succeed if tried again: the
+ * server's retryable UNAVAILABLE (a replica shutting down), or a transport
+ * failure a new connection may not meet (refused, reset, a breaker open for
+ * now). Not an answer (any other A2A error, one too large or malformed), a
+ * peer that failed verification, this agent's own identity gone, nor a
+ * channel closed for good.
+ */
+function worthReadingAgain(err: unknown): boolean {
+  if (err instanceof A2AError) return err.code === 'UNAVAILABLE';
+  if (!(err instanceof A2AClientError)) return false;
+  // A read that took too long (undici's own timeouts; the call's deadline aborts the signal instead).
+  if (err.code === 'DEADLINE_EXCEEDED') return true;
+  if (err.code !== 'TRANSPORT_FAILED' || !isResumableStreamError(err)) return false;
+  return !findCause(err, (e) => e instanceof PeerVerificationError || e instanceof TransportIdentityError);
 }
 
 /** The first wait of {@link Outbound.#follow} before it reads the task, in ms. */

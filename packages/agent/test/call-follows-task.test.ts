@@ -51,6 +51,17 @@ beforeAll(async () => {
         await sleep(ms, ctx.signal);
         return { parts: [{ data: { slept: ms } }] };
       });
+      // Answers its blocking call WORKING, then publishes more than a caller takes in one answer (4 MiB).
+      a2a.registerTaskHandler('stuck', async (ctx) => {
+        contexts.set(ctx.taskId, ctx);
+        // After the blocking answer, which is small.
+        await sleep(BLOCKING_MS + 400, ctx.signal);
+        for (let i = 0; i < 5; i++) {
+          ctx.publishArtifact({ artifactId: `a${i}`, parts: [{ text: 'x'.repeat(1024 * 1024) }] });
+        }
+        await sleep(30_000, ctx.signal);
+        return { parts: [{ text: 'never' }] };
+      });
       // Works, then asks for input: a call cannot answer that.
       a2a.registerTaskHandler('steps', async (ctx) => {
         contexts.set(ctx.taskId, ctx);
@@ -89,14 +100,16 @@ describe('callAgent to a callee whose blocking wait ends before the task settles
 
   it("the caller's abort while the task is followed: CALL_FAILED naming the task, and the task canceled", async () => {
     const ac = new AbortController();
+    const before = contexts.size;
     const call = search.caller.callAgent(
       ID.search,
       'slow',
       { ms: 30_000 },
       { timeoutMs: 20_000, signal: ac.signal },
     );
-    // Past the callee's blocking wait: the call follows the task by now.
-    setTimeout(() => ac.abort(), BLOCKING_MS + 600);
+    // Well past the callee's blocking answer (200 ms after the task started): the call follows the task by now.
+    await expect.poll(() => contexts.size > before, { timeout: 10_000 }).toBe(true);
+    setTimeout(() => ac.abort(), 1500);
     const err = await call.then(
       () => undefined,
       (e: unknown) => e,
@@ -107,6 +120,19 @@ describe('callAgent to a callee whose blocking wait ends before the task settles
     const taskId = (err as CallError).taskId!;
     await expect.poll(() => contexts.get(taskId)?.signal.aborted, { timeout: 5000 }).toBe(true);
     expect(reasons.get(taskId)).toMatchObject({ code: 'TASK_CANCELED' });
+  });
+
+  it('a read the caller can never take (an answer too large) ends the call at once with that error, not at the deadline', async () => {
+    const t0 = Date.now();
+    const err = await search.caller.callAgent(ID.search, 'stuck', {}, { timeoutMs: 20_000 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(CallError);
+    expect((err as CallError).code).toBe('CALL_FAILED');
+    expect((err as CallError).message).toMatch(/exceeds|too large/i);
+    // Not tried again until the deadline (20 s).
+    expect(Date.now() - t0).toBeLessThan(10_000);
   });
 
   it('a task that comes to wait for input while followed: CALL_FAILED naming the state, and the task canceled', async () => {
