@@ -291,7 +291,10 @@ export class JwtSource implements JwtBundleSource {
         this.#store(key, { svid, kid, refreshAt: exp - (exp - issuedAt) * this.#ratio });
       }
       return svid;
-    })().finally(() => this.#inflight.delete(key));
+    })().finally(() => {
+      // Only its own entry: after a clear, a later fetch of the key may be the one in flight.
+      if (this.#inflight.get(key) === p) this.#inflight.delete(key);
+    });
     this.#inflight.set(key, p);
     return p;
   }
@@ -361,6 +364,8 @@ export class JwtSource implements JwtBundleSource {
   /** Empties the cache, and keeps a fetch begun before from filling it with what it brings. */
   #clear(why: string): void {
     this.#generation++;
+    // A fetch begun before answers its own callers, not those who come after.
+    this.#inflight.clear();
     if (this.#cache.size === 0) return;
     this.#log.debug({ dropped: this.#cache.size }, `JWT-SVID cache cleared: ${why}`);
     this.#cache.clear();
