@@ -102,7 +102,7 @@ describe('weave validate: identity.static', () => {
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(
-      `not read   ${join(dir, 'written-later.pem')} does not exist here: the identity files are not checked`,
+      `WARNING    ${join(dir, 'written-later.pem')} does not exist here: the identity files are not checked`,
     );
   });
 

@@ -74,7 +74,7 @@ export function validateCommand(program: Command, io: Io): void {
       );
       say(`  spiffe id  ${describeSpiffeId(config, staticId)}`);
       if (missing !== undefined)
-        say(`  not read   ${missing} does not exist here: the identity files are not checked`);
+        say(`  WARNING    ${missing} does not exist here: the identity files are not checked`);
       say(
         `  listens    ${config.server.host}:${config.server.port}${config.server.publicUrl ? ` (public ${config.server.publicUrl})` : ''}`,
       );
