@@ -59,6 +59,14 @@ async function subjectKeyId(key: webcrypto.CryptoKey): Promise<x509.SubjectKeyId
 const LOCK_WAIT_MS = 15_000;
 const STALE_LOCK_MS = 30_000;
 
+/**
+ * The longest lifetime of a development JWT-SVID (30 days), in seconds: the
+ * bound of `issueJwtSvid`, of the dev Workload API server's
+ * `jwtSvidTtlSeconds` and of `weave dev --jwt-ttl`. A longer one gave tokens
+ * whose `exp` no JS Date holds, which every validator refuses.
+ */
+export const JWT_SVID_MAX_TTL_SECONDS = 30 * 24 * 3600;
+
 function checkTtl(ttl: number | undefined, what: string): void {
   if (ttl !== undefined && (!Number.isFinite(ttl) || ttl <= 0))
     throw new DevCaError('DEV_CA_INVALID_OPTIONS', `${what} must be a positive number of seconds`);
@@ -383,12 +391,11 @@ export class DevCertificateAuthority {
     // Whole seconds, as exp is: a fraction was dropped, and 0.4 gave a token
     // expired at issue. At most 30 days (the dev server's bound): a larger one
     // gave an exp no JS Date holds, which every validator refuses.
-    const maxTtl = 30 * 24 * 3600;
     const ttl = opts.ttlSeconds ?? 300;
-    if (!Number.isSafeInteger(ttl) || ttl < 1 || ttl > maxTtl)
+    if (!Number.isSafeInteger(ttl) || ttl < 1 || ttl > JWT_SVID_MAX_TTL_SECONDS)
       throw new DevCaError(
         'DEV_CA_INVALID_OPTIONS',
-        `ttlSeconds must be a whole number of seconds from 1 to ${maxTtl}, got ${typeof ttl === 'number' ? ttl : typeof ttl}`,
+        `ttlSeconds must be a whole number of seconds from 1 to ${JWT_SVID_MAX_TTL_SECONDS}, got ${typeof ttl === 'number' ? ttl : typeof ttl}`,
       );
     const aud = Array.isArray(audience) ? audience : [audience];
     if (aud.length === 0 || aud.some((a) => typeof a !== 'string' || a === ''))

@@ -7,7 +7,7 @@
  *
  * @packageDocumentation
  */
-export { DevCaError, DevCertificateAuthority } from './dev-ca.js';
+export { DevCaError, DevCertificateAuthority, JWT_SVID_MAX_TTL_SECONDS } from './dev-ca.js';
 export { DevCaIdentityProvider } from './dev-ca-provider.js';
 export {
   DevWorkloadApiServer,

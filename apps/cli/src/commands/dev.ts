@@ -12,9 +12,6 @@ interface DevOptions extends GlobalOptions {
   socketDir?: string;
 }
 
-/** The longest --jwt-ttl: the dev Workload API server's `jwtSvidTtlSeconds` bound, 30 days. */
-const JWT_TTL_MAX_MS = 30 * 24 * 3_600_000;
-
 /** `weave dev`: the dev Workload API server (one socket per workload) until SIGINT/SIGTERM. */
 export function devCommand(program: Command, io: Io, stop: () => Promise<unknown>): void {
   program
@@ -49,7 +46,7 @@ Example:
     .action(async (_opts: DevOptions, cmd: Command) => {
       const opts = cmd.optsWithGlobals<DevOptions>();
       const { SPIFFE_ENDPOINT_SOCKET, SpiffeId } = await import('@weave/identity');
-      const { DevWorkloadApiServer } = await import('@weave/identity/dev');
+      const { DevWorkloadApiServer, JWT_SVID_MAX_TTL_SECONDS } = await import('@weave/identity/dev');
       const { asUsage, cliLogger, parseDuration, usageError } = await import('../shared.js');
       const workloads: Record<string, string> = {};
       const domains = new Set<string>();
@@ -70,7 +67,9 @@ Example:
       // The dev server's bound (30 days): a longer lifetime gave tokens whose
       // exp no JS Date holds, which every validator refuses.
       const jwt =
-        opts.jwtTtl !== undefined ? parseDuration(opts.jwtTtl, '--jwt-ttl', JWT_TTL_MAX_MS) : undefined;
+        opts.jwtTtl !== undefined
+          ? parseDuration(opts.jwtTtl, '--jwt-ttl', JWT_SVID_MAX_TTL_SECONDS * 1000)
+          : undefined;
       const stateDir = resolve(opts.stateDir);
       const server = await asUsage(
         () =>

@@ -12,7 +12,7 @@ import {
 } from '@grpc/grpc-js';
 import { z } from 'zod';
 import { BundleSet, type JwtBundle, type X509Bundle } from '../bundle.js';
-import { DevCertificateAuthority } from '../dev-ca.js';
+import { DevCertificateAuthority, JWT_SVID_MAX_TTL_SECONDS } from '../dev-ca.js';
 import { rotationDelayMs } from '../dev-ca-provider.js';
 import { WeaveError } from '../errors.js';
 import { validateJwtSvid } from '../jwt-svid.js';
@@ -78,13 +78,6 @@ const workloadName = z
 const isA = <T>(cls: { prototype: T }) =>
   z.custom<T>((v) => v instanceof (cls as unknown as abstract new () => T));
 const workloadId = z.union([z.string(), isA(SpiffeId), z.null()]);
-
-/**
- * The longest JWT-SVID lifetime (30 days), as the dev CA's `issueJwtSvid`
- * bounds it: a larger one gave tokens whose `exp` no JS Date holds
- * (`--jwt-ttl 10000000000h`), which every validator refuses.
- */
-const JWT_SVID_MAX_TTL_SECONDS = 30 * 24 * 3600;
 
 // Strict: a misspelt `socketDir` or TTL would otherwise be dropped silently and its default used.
 const OptionsSchema = z.strictObject({
