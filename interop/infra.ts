@@ -460,6 +460,50 @@ export async function startHaproxy(
   };
 }
 
+/** What {@link tcpBalancerConfig} puts in front of which servers, and how. */
+export interface TcpBalancer {
+  /** The loopback port callers connect to. */
+  readonly front: number;
+  /** Each server's name and loopback port, in the order `balance first` tries them. */
+  readonly servers: ReadonlyArray<readonly [name: string, port: number]>;
+  readonly balance: 'roundrobin' | 'first';
+  /** The health check of each server (HAProxy's `check` parameters), e.g. `inter 500 fall 2 rise 1`. */
+  readonly check: string;
+  /** A bound on each health check (HAProxy's `timeout check`), e.g. `2s`. */
+  readonly checkTimeout?: string;
+  /** Connections and server state changes logged to HAProxy's stdout ({@link Haproxy.service}'s log). */
+  readonly log?: boolean;
+}
+
+/**
+ * The config of an HAProxy in TCP mode in front of agent replicas (for
+ * {@link startHaproxy}): mTLS stays end to end, so the caller verifies the
+ * replicas' SPIFFE ID through it; a connection a stopped or dead replica
+ * refuses is tried again on another one (`retries`, `option redispatch`).
+ */
+export function tcpBalancerConfig(b: TcpBalancer): string {
+  return [
+    ...(b.log ? ['global', '  log stdout format raw local0'] : []),
+    'defaults',
+    ...(b.log ? ['  log global', '  option tcplog'] : []),
+    '  mode tcp',
+    '  timeout connect 1s',
+    '  timeout client 60s',
+    '  timeout server 60s',
+    // A connection to a dead or stopped replica is refused: try another one.
+    '  retries 3',
+    '  option redispatch',
+    'frontend a2a',
+    `  bind 127.0.0.1:${b.front}`,
+    '  default_backend replicas',
+    'backend replicas',
+    `  balance ${b.balance}`,
+    ...(b.checkTimeout ? [`  timeout check ${b.checkTimeout}`] : []),
+    ...b.servers.map(([name, port]) => `  server ${name} 127.0.0.1:${port} check ${b.check}`),
+    '',
+  ].join('\n');
+}
+
 /** A fresh temp directory readable by `uid` (for a process started under another user). */
 export async function tempDirFor(prefix: string, owner?: { uid: number; gid: number }): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));

@@ -30,7 +30,7 @@ import {
   type InProcessReplica,
 } from './postgres/replicas-in-process.js';
 import { eventsOf, stateOf } from './postgres/stream.js';
-import { freePort, requireComponent, startHaproxy, type Haproxy } from './infra.js';
+import { freePort, requireComponent, startHaproxy, tcpBalancerConfig, type Haproxy } from './infra.js';
 
 /**
  * Each replica's lease (the default): a replica looks for orphans a third of
@@ -323,25 +323,16 @@ describe.skipIf(!pgAvailable)('a replica stopped gracefully with tasks running, 
       await a.start();
       await b.start();
       const haproxy = (await startHaproxy(
-        [
-          'defaults',
-          '  mode tcp',
-          '  timeout connect 1s',
-          '  timeout client 60s',
-          '  timeout server 60s',
-          // A connection to a stopped replica is refused: try the other one.
-          '  retries 3',
-          '  option redispatch',
-          'frontend a2a',
-          `  bind 127.0.0.1:${front}`,
-          '  default_backend replicas',
-          'backend replicas',
+        tcpBalancerConfig({
+          front,
+          servers: [
+            ['a', aPort],
+            ['b', bPort],
+          ],
           // Every connection to A while it is up: the call is served by the replica that stops.
-          '  balance first',
-          `  server a 127.0.0.1:${aPort} check inter 300 fall 1 rise 1`,
-          `  server b 127.0.0.1:${bPort} check inter 300 fall 1 rise 1`,
-          '',
-        ].join('\n'),
+          balance: 'first',
+          check: 'inter 300 fall 1 rise 1',
+        }),
         { waitForPorts: [front] },
       )) as Haproxy;
       cleanups.push(() => haproxy.stop());

@@ -19,6 +19,7 @@ import {
   requireComponent,
   tsxArgs,
   startHaproxy,
+  tcpBalancerConfig,
   startPostgres,
   startService,
   tempDirFor,
@@ -155,28 +156,14 @@ describe.skipIf(!available)('three replicas behind HAProxy on PostgreSQL', () =>
     const started = await Promise.all(ports.map((p, i) => startReplica(`r${i + 1}`, p)));
     started.forEach((s, i) => replicas.set(`r${i + 1}`, s));
     haproxy = await startHaproxy(
-      [
-        'global',
-        '  log stdout format raw local0',
-        'defaults',
-        '  log global',
-        '  option tcplog',
-        '  mode tcp',
-        '  timeout connect 1s',
-        '  timeout client 60s',
-        '  timeout server 60s',
-        // A connection to a dead replica is refused: try another one.
-        '  retries 3',
-        '  option redispatch',
-        'frontend a2a',
-        `  bind 127.0.0.1:${front}`,
-        '  default_backend replicas',
-        'backend replicas',
-        '  balance roundrobin',
-        '  timeout check 2s',
-        ...ports.map((p, i) => `  server r${i + 1} 127.0.0.1:${p} check inter 500 fall 2 rise 1`),
-        '',
-      ].join('\n'),
+      tcpBalancerConfig({
+        front,
+        servers: ports.map((p, i) => [`r${i + 1}`, p] as const),
+        balance: 'roundrobin',
+        check: 'inter 500 fall 2 rise 1',
+        checkTimeout: '2s',
+        log: true,
+      }),
       { waitForPorts: [front] },
     );
   }, 300_000);
