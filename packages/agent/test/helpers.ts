@@ -24,6 +24,7 @@ import {
 import { LocalPolicyEnforcer, type LocalPolicyFileOptions } from '@weave/authz';
 import { SpiffeId, authorizeAny } from '@weave/identity';
 import { startWorkloadApi, type WorkloadApiWorld } from '@weave/test-support';
+import { tempDir, type TestTd } from '@weave/test-support/tls-fixtures';
 import { createMtlsServer } from '@weave/transport/server';
 import { SecureAgent, type AgentConfigInput, type SecureAgentOptions } from '../src/index.js';
 
@@ -505,4 +506,47 @@ export function closedWithin(socket: net.Socket, ms = 2_000): Promise<'closed' |
       resolve('closed');
     });
   });
+}
+
+/** The files of a static identity (`identity.static`) written by {@link writeStaticIdentityFiles}. */
+export interface StaticIdentityFiles {
+  readonly dir: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly bundleFile: string;
+  /** The partner trust domain's bundle alone (for `identity.static.federated`). */
+  readonly partnerFile: string;
+  /** Both domains' CAs in one file, as configs of older versions federated: the agent refuses it as `bundleFile`. */
+  readonly mixedFile: string;
+}
+
+/**
+ * Writes, in a new temp directory (removed by `removeTempDirs()`), the SVID
+ * of `id` issued by `own` with its key, `own`'s bundle, `partner`'s bundle,
+ * and both bundles in one file.
+ */
+export async function writeStaticIdentityFiles(
+  own: TestTd,
+  partner: TestTd,
+  id: string,
+  prefix: string,
+): Promise<StaticIdentityFiles> {
+  const dir = tempDir(prefix);
+  const svid = (await own.ca.issueX509Svid(id, { ttlSeconds: 300 })).toPem();
+  const files = {
+    dir,
+    certFile: join(dir, 'svid.pem'),
+    keyFile: join(dir, 'svid_key.pem'),
+    bundleFile: join(dir, 'svid_bundle.pem'),
+    partnerFile: join(dir, 'b.pem'),
+    mixedFile: join(dir, 'both.pem'),
+  };
+  await Promise.all([
+    writeFile(files.certFile, svid.certChain),
+    writeFile(files.keyFile, svid.privateKey),
+    writeFile(files.bundleFile, own.ca.x509Bundle.toPem()),
+    writeFile(files.partnerFile, partner.ca.x509Bundle.toPem()),
+    writeFile(files.mixedFile, own.ca.x509Bundle.toPem() + partner.ca.x509Bundle.toPem()),
+  ]);
+  return files;
 }

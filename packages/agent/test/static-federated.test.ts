@@ -13,7 +13,6 @@ import {
   craftCert,
   makeTd,
   removeTempDirs,
-  tempDir,
   type TestTd,
 } from '@weave/test-support/tls-fixtures';
 import {
@@ -25,7 +24,7 @@ import {
   parseAgentConfig,
   type AgentConfigInput,
 } from '../src/index.js';
-import { testLogger } from './helpers.js';
+import { testLogger, writeStaticIdentityFiles, type StaticIdentityFiles } from './helpers.js';
 
 const OWN = 'a.test';
 const PARTNER = 'b.test';
@@ -34,29 +33,13 @@ const PARTNER_ID = `spiffe://${PARTNER}/agent/partner`;
 
 let own: TestTd;
 let partner: TestTd;
-let dir: string;
 /** The agent's own SVID and bundle files, and the partner's bundle file. */
-let files: { certFile: string; keyFile: string; bundleFile: string; partnerFile: string; mixedFile: string };
+let files: StaticIdentityFiles;
 
 beforeAll(async () => {
   [own, partner] = await Promise.all([makeTd(OWN), makeTd(PARTNER)]);
-  dir = tempDir('weave-static-federated-');
-  const svid = (await own.ca.issueX509Svid(SVC, { ttlSeconds: 300 })).toPem();
-  files = {
-    certFile: join(dir, 'svid.pem'),
-    keyFile: join(dir, 'svid_key.pem'),
-    bundleFile: join(dir, 'svid_bundle.pem'),
-    partnerFile: join(dir, 'b.pem'),
-    mixedFile: join(dir, 'both.pem'),
-  };
-  await Promise.all([
-    writeFile(files.certFile, svid.certChain),
-    writeFile(files.keyFile, svid.privateKey),
-    writeFile(files.bundleFile, own.ca.x509Bundle.toPem()),
-    writeFile(files.partnerFile, partner.ca.x509Bundle.toPem()),
-    // What a user concatenating the two domains' bundles for federation writes.
-    writeFile(files.mixedFile, own.ca.x509Bundle.toPem() + partner.ca.x509Bundle.toPem()),
-  ]);
+  // mixedFile: what a user concatenating the two domains' bundles for federation writes.
+  files = await writeStaticIdentityFiles(own, partner, SVC, 'weave-static-federated-');
 });
 afterAll(() => removeTempDirs());
 
@@ -171,7 +154,7 @@ describe('identity.static.federated', () => {
   });
 
   it('is read from a config file: paths resolved against its folder, trust domains checked', async () => {
-    const yaml = join(dir, 'agent.yaml');
+    const yaml = join(files.dir, 'agent.yaml');
     await writeFile(
       yaml,
       [
@@ -240,7 +223,7 @@ describe('identity.static.federated', () => {
         certFile: files.certFile,
         keyFile: files.keyFile,
         bundleFile: files.bundleFile,
-        federated: { [PARTNER]: join(dir, 'missing.pem') },
+        federated: { [PARTNER]: join(files.dir, 'missing.pem') },
       },
     }).then(
       () => undefined,

@@ -3,13 +3,11 @@
 // `identity.static.federated`) is reported as the bundle file it is, with its
 // config key and path, not as "no X.509-SVID"; and SecureAgent.checkStaticIdentity
 // (what `weave validate` runs) refuses it with the same error start() gives.
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LocalPolicyEnforcer } from '@weave/authz';
-import { makeTd, removeTempDirs, tempDir, type TestTd } from '@weave/test-support/tls-fixtures';
+import { makeTd, removeTempDirs, type TestTd } from '@weave/test-support/tls-fixtures';
 import { AgentError, SecureAgent, parseAgentConfig, type AgentConfigInput } from '../src/index.js';
-import { testLogger } from './helpers.js';
+import { testLogger, writeStaticIdentityFiles, type StaticIdentityFiles } from './helpers.js';
 
 const OWN = 'a.test';
 const PARTNER = 'b.test';
@@ -17,27 +15,12 @@ const SVC = `spiffe://${OWN}/agent/svc`;
 
 let own: TestTd;
 let partner: TestTd;
-let files: { certFile: string; keyFile: string; bundleFile: string; partnerFile: string; mixedFile: string };
+let files: StaticIdentityFiles;
 
 beforeAll(async () => {
   [own, partner] = await Promise.all([makeTd(OWN), makeTd(PARTNER)]);
-  const dir = tempDir('weave-static-errors-');
-  const svid = (await own.ca.issueX509Svid(SVC, { ttlSeconds: 300 })).toPem();
-  files = {
-    certFile: join(dir, 'svid.pem'),
-    keyFile: join(dir, 'svid_key.pem'),
-    bundleFile: join(dir, 'svid_bundle.pem'),
-    partnerFile: join(dir, 'b.pem'),
-    mixedFile: join(dir, 'both.pem'),
-  };
-  await Promise.all([
-    writeFile(files.certFile, svid.certChain),
-    writeFile(files.keyFile, svid.privateKey),
-    writeFile(files.bundleFile, own.ca.x509Bundle.toPem()),
-    writeFile(files.partnerFile, partner.ca.x509Bundle.toPem()),
-    // Federation as configs of older versions wrote it: the partner's CA appended to ours.
-    writeFile(files.mixedFile, own.ca.x509Bundle.toPem() + partner.ca.x509Bundle.toPem()),
-  ]);
+  // mixedFile: federation as configs of older versions wrote it: the partner's CA appended to ours.
+  files = await writeStaticIdentityFiles(own, partner, SVC, 'weave-static-errors-');
 });
 afterAll(() => removeTempDirs());
 
